@@ -1,0 +1,362 @@
+//! The broker's state: topics and their partitions, kept in step with the metadata store.
+//!
+//! Admin changes (create, delete, alter, add partitions) are serialised by `admin` and go
+//! to the metadata store first; the in-memory map and the local logs follow once the
+//! store accepted the change. At start-up the store is the truth: logs of topics it does
+//! not know are removed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use crate::cluster::{MetadataStore, PartitionRecord, StoreError, TopicRecord};
+use crate::config::Config;
+use crate::log::{Log, LogError};
+use crate::partition::Partition;
+use crate::telemetry::Metrics;
+use crate::topic_config::{TopicConfig, TopicConfigError};
+
+/// Time comes in through this trait so tests can control it.
+pub trait Clock: Send + Sync {
+    fn now_ms(&self) -> i64;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
+    }
+}
+
+/// A topic: an immutable snapshot, replaced as a whole when its configuration or partition
+/// count changes. Partitions are shared between snapshots.
+pub struct Topic {
+    pub name: String,
+    pub id: Uuid,
+    pub partitions: Vec<Arc<Partition>>,
+    pub config: TopicConfig,
+    pub record: TopicRecord,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("topic `{0}` already exists")]
+    TopicExists(String),
+    #[error("topic `{0}` does not exist")]
+    UnknownTopic(String),
+    #[error("invalid topic name `{0}`: use 1-249 of [a-zA-Z0-9._-], not `.` or `..`")]
+    InvalidTopicName(String),
+    #[error("{0}")]
+    InvalidPartitions(String),
+    #[error("{0}")]
+    InvalidReplicationFactor(String),
+    #[error(transparent)]
+    InvalidConfig(#[from] TopicConfigError),
+    #[error(transparent)]
+    Store(StoreError),
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
+impl From<StoreError> for AdminError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::AlreadyExists(name) => AdminError::TopicExists(name),
+            StoreError::NotFound(name) => AdminError::UnknownTopic(name),
+            other => AdminError::Store(other),
+        }
+    }
+}
+
+pub struct Broker {
+    pub config: Config,
+    pub cluster_id: String,
+    pub advertised_host: String,
+    pub advertised_port: i32,
+    pub metrics: Arc<Metrics>,
+    pub clock: Arc<dyn Clock>,
+    store: Arc<dyn MetadataStore>,
+    topics: RwLock<HashMap<String, Arc<Topic>>>,
+    /// A tokio mutex: held across metadata store calls so admin changes apply in order.
+    admin: tokio::sync::Mutex<()>,
+}
+
+pub fn valid_topic_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+impl Broker {
+    /// Loads topics from the store and opens (recovers) every local log.
+    pub async fn open(
+        config: Config,
+        store: Arc<dyn MetadataStore>,
+        metrics: Arc<Metrics>,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Arc<Broker>> {
+        use anyhow::Context;
+        let cluster_id = store.cluster_id().await.context("read the cluster id")?;
+        let (advertised_host, advertised_port) = config.advertised()?;
+        let broker = Arc::new(Broker {
+            config,
+            cluster_id,
+            advertised_host,
+            advertised_port,
+            metrics,
+            clock,
+            store,
+            topics: RwLock::new(HashMap::new()),
+            admin: tokio::sync::Mutex::new(()),
+        });
+        let records = broker.store.list_topics().await.context("list topics")?;
+        let started = std::time::Instant::now();
+        let mut known_dirs = std::collections::HashSet::new();
+        for record in records {
+            known_dirs.insert(broker.topic_dir(&record.name, record.id));
+            let topic = broker.open_topic(record).with_context(|| "open a topic's logs".to_string())?;
+            broker.write_topics().insert(topic.name.clone(), Arc::new(topic));
+        }
+        broker.remove_unknown_logs(&known_dirs);
+        info!(topics = broker.read_topics().len(), elapsed_ms = started.elapsed().as_millis() as u64, "logs recovered");
+        Ok(broker)
+    }
+
+    fn read_topics(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Topic>>> {
+        self.topics.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_topics(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Topic>>> {
+        self.topics.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn logs_dir(&self) -> PathBuf {
+        self.config.data_dir.join("logs")
+    }
+
+    fn topic_dir(&self, name: &str, id: Uuid) -> PathBuf {
+        self.logs_dir().join(format!("{name}.{}", id.simple()))
+    }
+
+    /// Deletes log directories of topics the metadata store does not know (deleted while
+    /// this broker was down).
+    fn remove_unknown_logs(&self, known: &std::collections::HashSet<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(self.logs_dir()) else { return };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() && !known.contains(&path) {
+                warn!(dir = %path.display(), "removing logs of a topic the metadata store does not know");
+                if let Err(e) = std::fs::remove_dir_all(&path) {
+                    warn!(dir = %path.display(), error = %e, "could not remove orphaned logs");
+                }
+            }
+        }
+    }
+
+    fn open_partition(&self, record: &TopicRecord, config: &TopicConfig, index: usize) -> Result<Partition, LogError> {
+        let dir = self.topic_dir(&record.name, record.id).join(index.to_string());
+        let log = Log::open(&dir, config.log_config(), self.clock.now_ms())?;
+        let epoch = record.partitions.get(index).map_or(0, |p| p.leader_epoch);
+        Ok(Partition::new(record.name.clone(), index as i32, log, epoch))
+    }
+
+    fn open_topic(&self, record: TopicRecord) -> Result<Topic, AdminError> {
+        let config = TopicConfig::resolve(&record.configs, &self.config)?;
+        let partitions = (0..record.partitions.len())
+            .map(|i| self.open_partition(&record, &config, i).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Topic { name: record.name.clone(), id: record.id, partitions, config, record })
+    }
+
+    pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
+        self.read_topics().get(name).cloned()
+    }
+
+    pub fn topic_by_id(&self, id: Uuid) -> Option<Arc<Topic>> {
+        self.read_topics().values().find(|t| t.id == id).cloned()
+    }
+
+    pub fn topics(&self) -> Vec<Arc<Topic>> {
+        let mut topics: Vec<_> = self.read_topics().values().cloned().collect();
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        topics
+    }
+
+    pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
+        self.topic(topic)?.partitions.get(usize::try_from(index).ok()?).cloned()
+    }
+
+    /// Returns the topic, creating it with defaults when auto-creation is on.
+    pub async fn get_or_auto_create(&self, name: &str) -> Result<Option<Arc<Topic>>, AdminError> {
+        if let Some(topic) = self.topic(name) {
+            return Ok(Some(topic));
+        }
+        if !self.config.auto_create_topics || !valid_topic_name(name) {
+            return Ok(None);
+        }
+        match self.create_topic(name, -1, -1, BTreeMap::new(), false).await {
+            Ok(topic) => {
+                info!(topic = name, "auto-created topic");
+                Ok(Some(topic))
+            }
+            Err(AdminError::TopicExists(_)) => Ok(self.topic(name)),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        num_partitions: i32,
+        replication_factor: i16,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<Arc<Topic>, AdminError> {
+        if !valid_topic_name(name) {
+            return Err(AdminError::InvalidTopicName(name.to_string()));
+        }
+        let partitions = if num_partitions == -1 { self.config.num_partitions } else { num_partitions };
+        if !(1..=100_000).contains(&partitions) {
+            return Err(AdminError::InvalidPartitions(format!(
+                "number of partitions must be between 1 and 100000, got {partitions}"
+            )));
+        }
+        let factor = if replication_factor == -1 { self.config.default_replication_factor } else { replication_factor };
+        if factor != 1 {
+            return Err(AdminError::InvalidReplicationFactor(format!(
+                "replication factor {factor} is larger than the 1 available broker"
+            )));
+        }
+        let config = TopicConfig::resolve(&configs, &self.config)?;
+        let _admin = self.admin.lock().await;
+        if self.topic(name).is_some() {
+            return Err(AdminError::TopicExists(name.to_string()));
+        }
+        let record = TopicRecord {
+            name: name.to_string(),
+            id: Uuid::new_v4(),
+            partitions: (0..partitions).map(|_| self.new_partition_record()).collect(),
+            configs,
+        };
+        if validate_only {
+            let partitions = Vec::new();
+            return Ok(Arc::new(Topic { name: record.name.clone(), id: record.id, partitions, config, record }));
+        }
+        self.store.create_topic(&record).await?;
+        let topic = Arc::new(self.open_topic(record)?);
+        self.write_topics().insert(name.to_string(), topic.clone());
+        info!(topic = name, partitions, "created topic");
+        Ok(topic)
+    }
+
+    fn new_partition_record(&self) -> PartitionRecord {
+        PartitionRecord { leader: self.config.node_id, leader_epoch: 0, replicas: vec![self.config.node_id] }
+    }
+
+    pub async fn delete_topic(&self, name: &str) -> Result<Uuid, AdminError> {
+        let _admin = self.admin.lock().await;
+        let topic = self.topic(name).ok_or_else(|| AdminError::UnknownTopic(name.to_string()))?;
+        self.store.delete_topic(name).await?;
+        self.write_topics().remove(name);
+        for partition in &topic.partitions {
+            if let Err(e) = partition.delete_files() {
+                warn!(topic = name, partition = partition.index, error = %e, "could not remove a deleted topic's log");
+            }
+        }
+        let _ = std::fs::remove_dir(self.topic_dir(name, topic.id));
+        self.metrics.forget_topic(name, topic.partitions.len() as i32);
+        info!(topic = name, "deleted topic");
+        Ok(topic.id)
+    }
+
+    pub async fn create_partitions(&self, name: &str, count: i32, validate_only: bool) -> Result<(), AdminError> {
+        let _admin = self.admin.lock().await;
+        let topic = self.topic(name).ok_or_else(|| AdminError::UnknownTopic(name.to_string()))?;
+        let current = topic.partitions.len() as i32;
+        if count <= current {
+            return Err(AdminError::InvalidPartitions(format!(
+                "topic has {current} partitions; the new count {count} must be larger"
+            )));
+        }
+        if count > 100_000 {
+            return Err(AdminError::InvalidPartitions(format!("{count} partitions is more than 100000")));
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let mut record = topic.record.clone();
+        record.partitions.extend((current..count).map(|_| self.new_partition_record()));
+        self.store.update_topic(&record).await?;
+        let mut partitions = topic.partitions.clone();
+        for index in current as usize..count as usize {
+            partitions.push(Arc::new(self.open_partition(&record, &topic.config, index)?));
+        }
+        let next = Topic { name: topic.name.clone(), id: topic.id, partitions, config: topic.config.clone(), record };
+        self.write_topics().insert(name.to_string(), Arc::new(next));
+        info!(topic = name, from = current, to = count, "added partitions");
+        Ok(())
+    }
+
+    /// Replaces the topic's config overrides with `configs` (AlterConfigs semantics);
+    /// IncrementalAlterConfigs computes the full map first.
+    pub async fn set_topic_configs(
+        &self,
+        name: &str,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<(), AdminError> {
+        let _admin = self.admin.lock().await;
+        let topic = self.topic(name).ok_or_else(|| AdminError::UnknownTopic(name.to_string()))?;
+        let config = TopicConfig::resolve(&configs, &self.config)?;
+        if validate_only {
+            return Ok(());
+        }
+        let mut record = topic.record.clone();
+        record.configs = configs;
+        self.store.update_topic(&record).await?;
+        let log_config = config.log_config();
+        for partition in &topic.partitions {
+            partition.set_config(log_config.clone());
+        }
+        let next = Topic { name: topic.name.clone(), id: topic.id, partitions: topic.partitions.clone(), config, record };
+        self.write_topics().insert(name.to_string(), Arc::new(next));
+        info!(topic = name, "altered topic configs");
+        Ok(())
+    }
+
+    /// One pass of periodic log work over every partition; updates log gauges.
+    pub async fn housekeeping(&self, force_flush: bool) {
+        let now = self.clock.now_ms();
+        for topic in self.topics() {
+            for partition in &topic.partitions {
+                match partition.housekeeping(now, force_flush).await {
+                    Ok(outcome) if outcome.segments > 0 => {
+                        info!(topic = %topic.name, partition = partition.index, segments = outcome.segments,
+                            bytes = outcome.bytes, "retention deleted segments");
+                    }
+                    Ok(_) => {}
+                    Err(e) => warn!(topic = %topic.name, partition = partition.index, error = %e, "log housekeeping failed"),
+                }
+                let (size, segments, end, start) = partition.stats();
+                let labels = [topic.name.as_str(), &partition.index.to_string()];
+                self.metrics.log_size.with_label_values(&labels).set(size as i64);
+                self.metrics.log_segments.with_label_values(&labels).set(segments as i64);
+                self.metrics.log_end_offset.with_label_values(&labels).set(end);
+                self.metrics.log_start_offset.with_label_values(&labels).set(start);
+            }
+        }
+    }
+
+    pub fn housekeeping_interval(&self) -> Duration {
+        Duration::from_millis(self.config.log_housekeeping_interval_ms as u64)
+    }
+}

@@ -1,0 +1,126 @@
+//! The embedded metadata store: one JSON document, `<data_dir>/metadata.json`, rewritten
+//! atomically (temporary file, fsync, rename) on every change. Metadata changes are rare
+//! (topic admin), so a whole-file rewrite costs nothing that matters.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+use super::{MetadataStore, StoreError, TopicRecord};
+use crate::log::write_atomically;
+
+const FILE: &str = "metadata.json";
+const VERSION: u32 = 1;
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct Document {
+    version: u32,
+    cluster_id: Option<String>,
+    topics: BTreeMap<String, TopicRecord>,
+}
+
+pub struct EmbeddedStore {
+    path: PathBuf,
+    /// A tokio mutex: held across the blocking-free but awaited file write.
+    document: Mutex<Document>,
+}
+
+impl EmbeddedStore {
+    pub fn open(data_dir: &Path) -> Result<EmbeddedStore, StoreError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| StoreError::Unavailable(format!("create {}: {e}", data_dir.display())))?;
+        let path = data_dir.join(FILE);
+        let document = match std::fs::read(&path) {
+            Ok(bytes) => {
+                let document: Document = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+                    key: path.display().to_string(),
+                    message: e.to_string(),
+                })?;
+                if document.version != VERSION {
+                    return Err(StoreError::Corrupt {
+                        key: path.display().to_string(),
+                        message: format!("unknown version {}", document.version),
+                    });
+                }
+                document
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Document { version: VERSION, ..Document::default() },
+            Err(e) => return Err(StoreError::Unavailable(format!("read {}: {e}", path.display()))),
+        };
+        Ok(EmbeddedStore { path, document: Mutex::new(document) })
+    }
+
+    async fn save(&self, document: &Document) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec_pretty(document)
+            .map_err(|e| StoreError::Unavailable(format!("encode metadata: {e}")))?;
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?
+            .map_err(|e| StoreError::Unavailable(format!("write {}: {e}", self.path.display())))
+    }
+}
+
+#[async_trait::async_trait]
+impl MetadataStore for EmbeddedStore {
+    async fn cluster_id(&self) -> Result<String, StoreError> {
+        let mut document = self.document.lock().await;
+        if let Some(id) = &document.cluster_id {
+            return Ok(id.clone());
+        }
+        let mut next = document.clone();
+        let id = new_cluster_id();
+        next.cluster_id = Some(id.clone());
+        self.save(&next).await?;
+        *document = next;
+        Ok(id)
+    }
+
+    async fn list_topics(&self) -> Result<Vec<TopicRecord>, StoreError> {
+        Ok(self.document.lock().await.topics.values().cloned().collect())
+    }
+
+    async fn create_topic(&self, topic: &TopicRecord) -> Result<(), StoreError> {
+        let mut document = self.document.lock().await;
+        if document.topics.contains_key(&topic.name) {
+            return Err(StoreError::AlreadyExists(topic.name.clone()));
+        }
+        let mut next = document.clone();
+        next.topics.insert(topic.name.clone(), topic.clone());
+        self.save(&next).await?;
+        *document = next;
+        Ok(())
+    }
+
+    async fn update_topic(&self, topic: &TopicRecord) -> Result<(), StoreError> {
+        let mut document = self.document.lock().await;
+        if !document.topics.contains_key(&topic.name) {
+            return Err(StoreError::NotFound(topic.name.clone()));
+        }
+        let mut next = document.clone();
+        next.topics.insert(topic.name.clone(), topic.clone());
+        self.save(&next).await?;
+        *document = next;
+        Ok(())
+    }
+
+    async fn delete_topic(&self, name: &str) -> Result<Option<TopicRecord>, StoreError> {
+        let mut document = self.document.lock().await;
+        let mut next = document.clone();
+        let removed = next.topics.remove(name);
+        if removed.is_some() {
+            self.save(&next).await?;
+            *document = next;
+        }
+        Ok(removed)
+    }
+}
+
+/// A Kafka-style cluster id: 22 characters of URL-safe base64 of a random UUID.
+pub fn new_cluster_id() -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let value = uuid::Uuid::new_v4().as_u128();
+    (0..22).map(|i| ALPHABET[((value >> (i * 6)) & 63) as usize] as char).collect()
+}

@@ -1,0 +1,371 @@
+//! Broker configuration: a flat TOML file, overridden by `STRATA_<SETTING>` environment
+//! variables, overridden by command-line flags. Validated once at start-up; every error
+//! names the setting. docs/configuration.md is the reference for operators.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Every broker setting. Field names are the TOML keys; the environment variable is the
+/// name in upper case with a `STRATA_` prefix.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// This broker's id in Metadata responses. Default 0.
+    pub node_id: i32,
+    /// Kafka listener. Default 127.0.0.1:9092.
+    pub listen: String,
+    /// Address clients are told to connect to. Default: empty, meaning `listen`.
+    pub advertise: String,
+    /// Where logs and the embedded metadata live. Default ./data. Size it for the hot set.
+    pub data_dir: PathBuf,
+    /// HTTP listener for /metrics, /healthz, /readyz. Default 127.0.0.1:9644.
+    pub http: String,
+    /// `embedded` (a file in the data dir) or `etcd://HOST:PORT[,HOST:PORT...][/PREFIX]`.
+    pub metadata: String,
+    /// `file:///DIR` or `s3://BUCKET[/PREFIX]`. Default: empty, meaning
+    /// `file://<data_dir>/objects`. Validated now; used by tiered storage.
+    pub object_store: String,
+    /// Partitions of auto-created topics and of CreateTopics with -1. Default 1.
+    pub num_partitions: i32,
+    /// Create a topic when a client asks Metadata or produces to one that does not exist.
+    /// Default true.
+    pub auto_create_topics: bool,
+    /// Replication factor for topics created with -1. Default 1 (one broker).
+    pub default_replication_factor: i16,
+    /// Largest request frame accepted, checked before any allocation. Default 100 MiB.
+    /// Memory per connection can reach this size while a request is read.
+    pub max_request_bytes: i64,
+    /// Log filter (RUST_LOG syntax) when RUST_LOG is unset. Default "info".
+    pub log_filter: String,
+    /// `text` or `json` log lines on stderr. Default text.
+    pub log_format: String,
+    /// Default segment.bytes. Default 1 GiB. Smaller segments mean more files and more
+    /// frequent fsyncs at roll; larger ones delay retention.
+    pub log_segment_bytes: i64,
+    /// Default segment.ms. Default 7 days.
+    pub log_segment_ms: i64,
+    /// Default retention.ms; -1 keeps data forever. Default 7 days.
+    pub log_retention_ms: i64,
+    /// Default retention.bytes per partition; -1 means no size limit. Default -1.
+    pub log_retention_bytes: i64,
+    /// How often retention, segment.ms rolls and the flush.ms flusher run. Default 1000 ms.
+    pub log_housekeeping_interval_ms: i64,
+    /// Default flush.messages: fsync once this many messages are unflushed, before the
+    /// acknowledgement. 1 fsyncs every batch (safest, slowest). Default: never by count.
+    pub log_flush_messages: i64,
+    /// Default flush.ms: fsync at most this long after an append. Default 1000 ms: a power
+    /// loss can lose up to one second of acknowledged data on a single broker.
+    pub log_flush_ms: i64,
+    /// Default index.interval.bytes: bytes between sparse index entries. Default 4096.
+    pub log_index_interval_bytes: i64,
+    /// Default max.message.bytes: the largest record batch accepted. Default 1048588.
+    pub message_max_bytes: i64,
+    /// Default message.timestamp.type: CreateTime or LogAppendTime. Default CreateTime.
+    pub log_message_timestamp_type: String,
+    /// Default min.insync.replicas. Default 1.
+    pub min_insync_replicas: i32,
+    /// Default local.retention.ms (tiered storage; -2 means retention.ms). Default -2.
+    pub log_local_retention_ms: i64,
+    /// Default local.retention.bytes (tiered storage; -2 means retention.bytes). Default -2.
+    pub log_local_retention_bytes: i64,
+    /// Default remote.storage.enable. Default false.
+    pub remote_storage_enable: bool,
+    /// How long shutdown waits for in-flight requests before closing. Default 30000 ms.
+    pub shutdown_timeout_ms: i64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            node_id: 0,
+            listen: "127.0.0.1:9092".into(),
+            advertise: String::new(),
+            data_dir: PathBuf::from("./data"),
+            http: "127.0.0.1:9644".into(),
+            metadata: "embedded".into(),
+            object_store: String::new(),
+            num_partitions: 1,
+            auto_create_topics: true,
+            default_replication_factor: 1,
+            max_request_bytes: 100 * 1024 * 1024,
+            log_filter: "info".into(),
+            log_format: "text".into(),
+            log_segment_bytes: 1 << 30,
+            log_segment_ms: 7 * 24 * 3600 * 1000,
+            log_retention_ms: 7 * 24 * 3600 * 1000,
+            log_retention_bytes: -1,
+            log_housekeeping_interval_ms: 1000,
+            log_flush_messages: i64::MAX,
+            log_flush_ms: 1000,
+            log_index_interval_bytes: 4096,
+            message_max_bytes: 1_048_588,
+            log_message_timestamp_type: "CreateTime".into(),
+            min_insync_replicas: 1,
+            log_local_retention_ms: -2,
+            log_local_retention_bytes: -2,
+            remote_storage_enable: false,
+            shutdown_timeout_ms: 30_000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("setting `{setting}`: {message}")]
+    Invalid { setting: String, message: String },
+}
+
+fn invalid(setting: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { setting: setting.to_string(), message: message.into() }
+}
+
+/// Where cluster metadata lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetadataUrl {
+    Embedded,
+    Etcd { endpoints: Vec<String>, prefix: String },
+}
+
+/// Where tiered data goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ObjectStoreUrl {
+    Directory(PathBuf),
+    S3 { bucket: String, prefix: String },
+}
+
+impl Config {
+    /// Builds the configuration from a file (optional), the environment and flag overrides
+    /// (`flags` maps setting names to values as strings), then validates it.
+    pub fn load(
+        file: Option<&std::path::Path>,
+        env: impl Iterator<Item = (String, String)>,
+        flags: &BTreeMap<&str, String>,
+    ) -> Result<Config, ConfigError> {
+        let defaults = toml::Table::try_from(Config::default())
+            .map_err(|e| invalid("(defaults)", e.to_string()))?;
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+                text.parse::<toml::Table>().map_err(|e| ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })?
+            }
+            None => toml::Table::new(),
+        };
+        let env: BTreeMap<String, String> = env.collect();
+        for (name, default) in &defaults {
+            let var = format!("STRATA_{}", name.to_uppercase());
+            if let Some(raw) = env.get(&var) {
+                table.insert(name.clone(), typed_value(&var, raw, default)?);
+            }
+        }
+        for (name, raw) in flags {
+            let default = defaults.get(*name).ok_or_else(|| invalid(name, "unknown setting"))?;
+            table.insert(name.to_string(), typed_value(&format!("--{}", name.replace('_', "-")), raw, default)?);
+        }
+        for key in table.keys() {
+            if !defaults.contains_key(key) {
+                return Err(invalid(key, "unknown setting"));
+            }
+        }
+        let config: Config = table.try_into().map_err(|e: toml::de::Error| {
+            invalid(&e.message().split('`').nth(1).unwrap_or("config").to_string(), e.to_string())
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        if !self.advertise.is_empty() {
+            parse_host_port("advertise", &self.advertise)?;
+        }
+        self.http_addr()?;
+        self.metadata_url()?;
+        self.object_store_url()?;
+        if self.node_id < 0 {
+            return Err(invalid("node_id", "must be >= 0"));
+        }
+        if self.num_partitions < 1 {
+            return Err(invalid("num_partitions", "must be >= 1"));
+        }
+        if self.default_replication_factor != 1 {
+            return Err(invalid("default_replication_factor", "this broker runs alone; only 1 is supported"));
+        }
+        if !(1024..=i32::MAX as i64).contains(&self.max_request_bytes) {
+            return Err(invalid("max_request_bytes", "must be between 1024 and 2147483647"));
+        }
+        if !["text", "json"].contains(&self.log_format.as_str()) {
+            return Err(invalid("log_format", "must be `text` or `json`"));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log_filter).is_err() {
+            return Err(invalid("log_filter", "is not a valid RUST_LOG filter"));
+        }
+        if self.log_housekeeping_interval_ms < 10 {
+            return Err(invalid("log_housekeeping_interval_ms", "must be >= 10"));
+        }
+        if self.shutdown_timeout_ms < 0 {
+            return Err(invalid("shutdown_timeout_ms", "must be >= 0"));
+        }
+        // Topic defaults are validated with the same rules as topic configs.
+        crate::topic_config::TopicConfig::resolve(&BTreeMap::new(), self)
+            .map_err(|e| invalid(&e.broker_setting(), e.to_string()))?;
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen.parse().map_err(|_| invalid("listen", format!("`{}` is not IP:PORT", self.listen)))
+    }
+
+    pub fn http_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.http.parse().map_err(|_| invalid("http", format!("`{}` is not IP:PORT", self.http)))
+    }
+
+    /// (host, port) advertised to clients.
+    pub fn advertised(&self) -> Result<(String, i32), ConfigError> {
+        if self.advertise.is_empty() {
+            let addr = self.listen_addr()?;
+            Ok((addr.ip().to_string(), i32::from(addr.port())))
+        } else {
+            parse_host_port("advertise", &self.advertise)
+        }
+    }
+
+    pub fn metadata_url(&self) -> Result<MetadataUrl, ConfigError> {
+        if self.metadata == "embedded" {
+            return Ok(MetadataUrl::Embedded);
+        }
+        let rest = self.metadata.strip_prefix("etcd://").ok_or_else(|| {
+            invalid("metadata", format!("`{}` is neither `embedded` nor `etcd://HOST:PORT[,...][/PREFIX]`", self.metadata))
+        })?;
+        let (hosts, prefix) = rest.split_once('/').unwrap_or((rest, "strata"));
+        let mut endpoints = Vec::new();
+        for host in hosts.split(',') {
+            parse_host_port("metadata", host)?;
+            endpoints.push(format!("http://{host}"));
+        }
+        let prefix = prefix.trim_matches('/');
+        let prefix = if prefix.is_empty() { "strata" } else { prefix };
+        Ok(MetadataUrl::Etcd { endpoints, prefix: prefix.to_string() })
+    }
+
+    pub fn object_store_url(&self) -> Result<ObjectStoreUrl, ConfigError> {
+        if self.object_store.is_empty() {
+            return Ok(ObjectStoreUrl::Directory(self.data_dir.join("objects")));
+        }
+        if let Some(path) = self.object_store.strip_prefix("file://") {
+            if !path.starts_with('/') {
+                return Err(invalid("object_store", "file:// URLs need an absolute path (file:///DIR)"));
+            }
+            return Ok(ObjectStoreUrl::Directory(PathBuf::from(path)));
+        }
+        if let Some(rest) = self.object_store.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(invalid("object_store", "s3:// URL has no bucket"));
+            }
+            return Ok(ObjectStoreUrl::S3 { bucket: bucket.into(), prefix: prefix.trim_matches('/').into() });
+        }
+        Err(invalid("object_store", format!("`{}` is neither file:///DIR nor s3://BUCKET[/PREFIX]", self.object_store)))
+    }
+}
+
+fn parse_host_port(setting: &str, value: &str) -> Result<(String, i32), ConfigError> {
+    let (host, port) = value
+        .rsplit_once(':')
+        .ok_or_else(|| invalid(setting, format!("`{value}` is not HOST:PORT")))?;
+    let port: u16 = port.parse().map_err(|_| invalid(setting, format!("`{port}` is not a port")))?;
+    if host.is_empty() {
+        return Err(invalid(setting, format!("`{value}` has no host")));
+    }
+    Ok((host.trim_matches(['[', ']']).to_string(), i32::from(port)))
+}
+
+/// Parses an environment or flag value to the type of the setting's default.
+fn typed_value(source: &str, raw: &str, default: &toml::Value) -> Result<toml::Value, ConfigError> {
+    let value = match default {
+        toml::Value::Integer(_) => raw
+            .trim()
+            .parse::<i64>()
+            .map(toml::Value::Integer)
+            .map_err(|_| invalid(source, format!("`{raw}` is not an integer")))?,
+        toml::Value::Boolean(_) => match raw.trim() {
+            "true" | "1" => toml::Value::Boolean(true),
+            "false" | "0" => toml::Value::Boolean(false),
+            _ => return Err(invalid(source, format!("`{raw}` is not true or false"))),
+        },
+        _ => toml::Value::String(raw.to_string()),
+    };
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(file: Option<&str>, env: &[(&str, &str)], flags: &[(&'static str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("strata.toml");
+        if let Some(text) = file {
+            std::fs::write(&path, text).expect("write config");
+        }
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        let flags = flags.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        Config::load(file.map(|_| path.as_path()), env, &flags)
+    }
+
+    #[test]
+    fn flag_beats_env_beats_file() {
+        let file = Some("num_partitions = 2\nnode_id = 5\nauto_create_topics = false\n");
+        let config = load(file, &[("STRATA_NUM_PARTITIONS", "3"), ("STRATA_NODE_ID", "6")], &[("node_id", "7")])
+            .expect("valid");
+        assert_eq!(config.num_partitions, 3);
+        assert_eq!(config.node_id, 7);
+        assert!(!config.auto_create_topics);
+        assert_eq!(config.log_flush_ms, 1000);
+    }
+
+    #[test]
+    fn errors_name_the_setting() {
+        let err = load(Some("num_partitions = 0\n"), &[], &[]).expect_err("invalid");
+        assert!(err.to_string().contains("num_partitions"), "{err}");
+        let err = load(Some("no_such_thing = 1\n"), &[], &[]).expect_err("unknown");
+        assert!(err.to_string().contains("no_such_thing"), "{err}");
+        let err = load(None, &[("STRATA_LOG_SEGMENT_BYTES", "lots")], &[]).expect_err("not a number");
+        assert!(err.to_string().contains("STRATA_LOG_SEGMENT_BYTES"), "{err}");
+        let err = load(Some("listen = 5\n"), &[], &[]).expect_err("wrong type");
+        assert!(err.to_string().contains("listen"), "{err}");
+        let err = load(None, &[], &[("metadata", "zookeeper://x")]).expect_err("bad url");
+        assert!(err.to_string().contains("metadata"), "{err}");
+        let err = load(None, &[("STRATA_LOG_SEGMENT_BYTES", "10")], &[]).expect_err("too small");
+        assert!(err.to_string().contains("log_segment_bytes"), "{err}");
+    }
+
+    #[test]
+    fn urls_parse() {
+        let mut config = Config { metadata: "etcd://127.0.0.1:2379,127.0.0.1:2380/prod".into(), ..Config::default() };
+        assert_eq!(
+            config.metadata_url().expect("etcd url"),
+            MetadataUrl::Etcd {
+                endpoints: vec!["http://127.0.0.1:2379".into(), "http://127.0.0.1:2380".into()],
+                prefix: "prod".into()
+            }
+        );
+        config.object_store = "s3://bucket/some/prefix/".into();
+        assert_eq!(
+            config.object_store_url().expect("s3 url"),
+            ObjectStoreUrl::S3 { bucket: "bucket".into(), prefix: "some/prefix".into() }
+        );
+        config.object_store = String::new();
+        assert_eq!(config.object_store_url().expect("default"), ObjectStoreUrl::Directory("./data/objects".into()));
+    }
+}

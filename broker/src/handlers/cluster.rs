@@ -1,0 +1,118 @@
+//! ApiVersions, Metadata, DescribeCluster.
+
+use std::sync::Arc;
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::{
+    ApiVersionsResponse, BrokerId, DescribeClusterRequest, DescribeClusterResponse, MetadataRequest, MetadataResponse,
+    ResponseKind,
+};
+
+use super::{str_bytes, topic_name};
+use crate::broker::{AdminError, Broker, Topic, valid_topic_name};
+use crate::protocol::versions;
+
+pub fn api_versions() -> ResponseKind {
+    ResponseKind::ApiVersions(ApiVersionsResponse::default().with_api_keys(versions::advertised()))
+}
+
+fn topic_metadata(broker: &Broker, topic: &Topic) -> MetadataResponseTopic {
+    let node = BrokerId(broker.config.node_id);
+    let partitions = topic
+        .partitions
+        .iter()
+        .map(|p| {
+            MetadataResponsePartition::default()
+                .with_partition_index(p.index)
+                .with_leader_id(node)
+                .with_leader_epoch(p.leader_epoch())
+                .with_replica_nodes(vec![node])
+                .with_isr_nodes(vec![node])
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(topic_name(&topic.name)))
+        .with_topic_id(topic.id)
+        .with_partitions(partitions)
+}
+
+fn topic_error(name: Option<&str>, id: uuid::Uuid, error: ResponseError) -> MetadataResponseTopic {
+    MetadataResponseTopic::default()
+        .with_name(name.map(topic_name))
+        .with_topic_id(id)
+        .with_error_code(error.code())
+}
+
+pub async fn metadata(broker: &Arc<Broker>, request: MetadataRequest, version: i16) -> ResponseKind {
+    let all = match &request.topics {
+        None => true,
+        Some(list) => version == 0 && list.is_empty(),
+    };
+    let mut topics = Vec::new();
+    if all {
+        topics = broker.topics().iter().map(|t| topic_metadata(broker, t)).collect();
+    } else {
+        // Before v4 there is no flag and Kafka auto-creates; after, the client decides.
+        let client_allows = version < 4 || request.allow_auto_topic_creation;
+        for wanted in request.topics.unwrap_or_default() {
+            let name = wanted.name.as_ref().map(|n| n.0.to_string());
+            let entry = match name {
+                None => match broker.topic_by_id(wanted.topic_id) {
+                    Some(topic) => topic_metadata(broker, &topic),
+                    None => topic_error(None, wanted.topic_id, ResponseError::UnknownTopicId),
+                },
+                Some(name) if !valid_topic_name(&name) => {
+                    topic_error(Some(&name), uuid::Uuid::nil(), ResponseError::InvalidTopicException)
+                }
+                Some(name) => {
+                    let found = if client_allows { broker.get_or_auto_create(&name).await } else { Ok(broker.topic(&name)) };
+                    match found {
+                        Ok(Some(topic)) => topic_metadata(broker, &topic),
+                        Ok(None) => topic_error(Some(&name), uuid::Uuid::nil(), ResponseError::UnknownTopicOrPartition),
+                        Err(e) => {
+                            tracing::warn!(topic = %name, error = %e, "auto-creating a topic failed");
+                            let code = match e {
+                                AdminError::Store(_) => ResponseError::LeaderNotAvailable,
+                                other => super::admin_error_code(&other),
+                            };
+                            topic_error(Some(&name), uuid::Uuid::nil(), code)
+                        }
+                    }
+                }
+            };
+            topics.push(entry);
+        }
+    }
+    let node = BrokerId(broker.config.node_id);
+    let brokers = vec![
+        MetadataResponseBroker::default()
+            .with_node_id(node)
+            .with_host(str_bytes(broker.advertised_host.clone()))
+            .with_port(broker.advertised_port),
+    ];
+    ResponseKind::Metadata(
+        MetadataResponse::default()
+            .with_brokers(brokers)
+            .with_cluster_id(Some(str_bytes(broker.cluster_id.clone())))
+            // A live broker: kafkajs sends InitProducerId to whatever is named here.
+            .with_controller_id(node)
+            .with_topics(topics),
+    )
+}
+
+pub fn describe_cluster(broker: &Arc<Broker>, request: DescribeClusterRequest) -> ResponseKind {
+    let node = BrokerId(broker.config.node_id);
+    let me = DescribeClusterBroker::default()
+        .with_broker_id(node)
+        .with_host(str_bytes(broker.advertised_host.clone()))
+        .with_port(broker.advertised_port);
+    ResponseKind::DescribeCluster(
+        DescribeClusterResponse::default()
+            .with_endpoint_type(request.endpoint_type)
+            .with_cluster_id(str_bytes(broker.cluster_id.clone()))
+            .with_controller_id(node)
+            .with_brokers(vec![me]),
+    )
+}

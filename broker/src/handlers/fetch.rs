@@ -1,0 +1,170 @@
+//! Fetch with long polling.
+//!
+//! Reads happen without holding a partition's lock. A fetch that has less than
+//! `min_bytes` waits (up to `max_wait_ms`) for the high watermark of any partition it asked
+//! for to move, then reads again. Limits follow KIP-74: `partition_max_bytes` per partition
+//! and `max_bytes` for the response, except that the first batch found is always returned
+//! whole so a consumer can never get stuck behind a batch larger than its limits.
+//! Fetch sessions (KIP-227) are not kept: every response carries session id 0, which tells
+//! clients to send full fetch requests.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::select_all;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::fetch_request::FetchTopic;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseKind};
+use tokio::sync::watch;
+
+use super::log_error_code;
+use crate::broker::{Broker, Topic};
+use crate::partition::Partition;
+
+const READ_COMMITTED: i8 = 1;
+
+struct Wanted {
+    topic_index: usize,
+    index: i32,
+    fetch_offset: i64,
+    partition_max_bytes: usize,
+    current_leader_epoch: i32,
+    partition: Result<Arc<Partition>, ResponseError>,
+}
+
+fn resolve(broker: &Broker, topic: &FetchTopic, version: i16) -> Option<Arc<Topic>> {
+    if version >= 13 { broker.topic_by_id(topic.topic_id) } else { broker.topic(&topic.topic.0) }
+}
+
+pub async fn fetch(broker: &Arc<Broker>, request: FetchRequest, version: i16) -> ResponseKind {
+    let unknown = if version >= 13 { ResponseError::UnknownTopicId } else { ResponseError::UnknownTopicOrPartition };
+    let mut wanted = Vec::new();
+    for (topic_index, fetch_topic) in request.topics.iter().enumerate() {
+        let topic = resolve(broker, fetch_topic, version);
+        for p in &fetch_topic.partitions {
+            let partition = match &topic {
+                None => Err(unknown),
+                Some(t) => usize::try_from(p.partition)
+                    .ok()
+                    .and_then(|i| t.partitions.get(i).cloned())
+                    .ok_or(ResponseError::UnknownTopicOrPartition),
+            };
+            wanted.push(Wanted {
+                topic_index,
+                index: p.partition,
+                fetch_offset: p.fetch_offset,
+                partition_max_bytes: p.partition_max_bytes.max(0) as usize,
+                current_leader_epoch: p.current_leader_epoch,
+                partition,
+            });
+        }
+    }
+    let max_bytes = request.max_bytes.max(0) as usize;
+    let min_bytes = request.min_bytes.max(0) as usize;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(request.max_wait_ms.max(0) as u64);
+    let read_committed = request.isolation_level == READ_COMMITTED;
+
+    // Subscribe before the first read so an append between read and wait is not missed.
+    let mut watchers: Vec<watch::Receiver<i64>> =
+        wanted.iter().filter_map(|w| w.partition.as_ref().ok().map(|p| p.subscribe())).collect();
+    let results = loop {
+        let (results, total, any_error) = read_all(broker, &wanted, max_bytes, read_committed);
+        let expired = tokio::time::Instant::now() >= deadline;
+        if total >= min_bytes || any_error || expired || watchers.is_empty() {
+            break results;
+        }
+        let changed = select_all(watchers.iter_mut().map(|w| Box::pin(w.changed())));
+        if tokio::time::timeout_at(deadline, changed).await.is_err() {
+            // Nothing arrived in time: answer with what we have (usually nothing).
+            break read_all(broker, &wanted, max_bytes, read_committed).0;
+        }
+    };
+
+    let mut topics: Vec<FetchableTopicResponse> = request
+        .topics
+        .iter()
+        .map(|t| {
+            let response = FetchableTopicResponse::default();
+            if version >= 13 { response.with_topic_id(t.topic_id) } else { response.with_topic(t.topic.clone()) }
+        })
+        .collect();
+    for (w, data) in wanted.iter().zip(results) {
+        topics[w.topic_index].partitions.push(data);
+    }
+    ResponseKind::Fetch(FetchResponse::default().with_session_id(0).with_responses(topics))
+}
+
+/// One pass over every wanted partition. Returns the partition responses, the bytes read,
+/// and whether any partition failed (which ends the long poll, as in Kafka).
+fn read_all(broker: &Broker, wanted: &[Wanted], max_bytes: usize, read_committed: bool) -> (Vec<PartitionData>, usize, bool) {
+    let mut total = 0usize;
+    let mut any_error = false;
+    let mut out = Vec::with_capacity(wanted.len());
+    for w in wanted {
+        let base = PartitionData::default()
+            .with_partition_index(w.index)
+            .with_high_watermark(-1)
+            .with_last_stable_offset(-1)
+            .with_log_start_offset(-1)
+            .with_preferred_read_replica((-1).into())
+            .with_aborted_transactions(if read_committed { Some(Vec::new()) } else { None });
+        let partition = match &w.partition {
+            Ok(p) => p,
+            Err(code) => {
+                broker.metrics.error("Fetch", *code);
+                any_error = true;
+                out.push(base.with_error_code(code.code()));
+                continue;
+            }
+        };
+        if w.current_leader_epoch >= 0 && w.current_leader_epoch != partition.leader_epoch() {
+            let code = if w.current_leader_epoch > partition.leader_epoch() {
+                ResponseError::UnknownLeaderEpoch
+            } else {
+                ResponseError::FencedLeaderEpoch
+            };
+            any_error = true;
+            out.push(base.with_error_code(code.code()));
+            continue;
+        }
+        // The first batch is always whole; after that, stay within the response budget.
+        let budget = if total == 0 { w.partition_max_bytes.min(max_bytes.max(1)) } else { w.partition_max_bytes.min(max_bytes.saturating_sub(total)) };
+        if total > 0 && budget == 0 {
+            let marks = partition.watermarks();
+            out.push(
+                base.with_high_watermark(marks.high_watermark)
+                    .with_last_stable_offset(marks.high_watermark)
+                    .with_log_start_offset(marks.log_start_offset),
+            );
+            continue;
+        }
+        match partition.read(w.fetch_offset, budget) {
+            Ok((records, marks)) => {
+                total += records.len();
+                if !records.is_empty() {
+                    broker.metrics.bytes_out.with_label_values(&[&partition.topic]).inc_by(records.len() as u64);
+                }
+                out.push(
+                    base.with_high_watermark(marks.high_watermark)
+                        .with_last_stable_offset(marks.high_watermark)
+                        .with_log_start_offset(marks.log_start_offset)
+                        .with_records(Some(records)),
+                );
+            }
+            Err(e) => {
+                let code = log_error_code(&e);
+                broker.metrics.error("Fetch", code);
+                any_error = true;
+                let marks = partition.watermarks();
+                out.push(
+                    base.with_error_code(code.code())
+                        .with_high_watermark(marks.high_watermark)
+                        .with_last_stable_offset(marks.high_watermark)
+                        .with_log_start_offset(marks.log_start_offset),
+                );
+            }
+        }
+    }
+    (out, total, any_error)
+}

@@ -1,0 +1,81 @@
+//! Request handlers, one module per API family. Each takes the decoded request and returns
+//! the response body; `None` means no response is sent (Produce with acks=0).
+//!
+//! Errors from the layers below map to Kafka error codes here and only here.
+
+mod admin;
+mod cluster;
+mod fetch;
+mod offsets;
+mod produce;
+
+use std::sync::Arc;
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::{RequestKind, ResponseKind, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::broker::{AdminError, Broker};
+use crate::log::{BatchError, LogError};
+use crate::protocol::Request;
+
+pub async fn handle(broker: &Arc<Broker>, request: Request) -> Option<ResponseKind> {
+    let version = request.version;
+    let response = match request.body {
+        RequestKind::ApiVersions(_) => cluster::api_versions(),
+        RequestKind::Metadata(r) => cluster::metadata(broker, r, version).await,
+        RequestKind::DescribeCluster(r) => cluster::describe_cluster(broker, r),
+        RequestKind::Produce(r) => return produce::produce(broker, r, version).await,
+        RequestKind::Fetch(r) => fetch::fetch(broker, r, version).await,
+        RequestKind::ListOffsets(r) => offsets::list_offsets(broker, r),
+        RequestKind::DeleteRecords(r) => offsets::delete_records(broker, r),
+        RequestKind::CreateTopics(r) => admin::create_topics(broker, r, version).await,
+        RequestKind::DeleteTopics(r) => admin::delete_topics(broker, r, version).await,
+        RequestKind::CreatePartitions(r) => admin::create_partitions(broker, r).await,
+        RequestKind::DescribeConfigs(r) => admin::describe_configs(broker, r),
+        RequestKind::AlterConfigs(r) => admin::alter_configs(broker, r).await,
+        RequestKind::IncrementalAlterConfigs(r) => admin::incremental_alter_configs(broker, r).await,
+        // The decoder refuses APIs outside protocol::versions::SUPPORTED, all handled above.
+        other => {
+            tracing::error!(api = ?request.api_key, "request for an API with no handler: {other:?}");
+            return None;
+        }
+    };
+    Some(response)
+}
+
+pub fn topic_name(name: &str) -> TopicName {
+    TopicName(StrBytes::from_string(name.to_string()))
+}
+
+pub fn str_bytes(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}
+
+/// The Kafka error for a log failure.
+pub fn log_error_code(error: &LogError) -> ResponseError {
+    match error {
+        LogError::InvalidBatch(BatchError::TooLarge { .. }) => ResponseError::MessageTooLarge,
+        LogError::InvalidBatch(BatchError::Crc { .. }) => ResponseError::CorruptMessage,
+        LogError::InvalidBatch(BatchError::Magic(_)) => ResponseError::UnsupportedForMessageFormat,
+        LogError::InvalidBatch(BatchError::Codec(_)) => ResponseError::UnsupportedCompressionType,
+        LogError::InvalidBatch(_) => ResponseError::InvalidRecord,
+        LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        LogError::Io { .. } => ResponseError::KafkaStorageError,
+    }
+}
+
+/// The Kafka error for an admin failure.
+pub fn admin_error_code(error: &AdminError) -> ResponseError {
+    match error {
+        AdminError::TopicExists(_) => ResponseError::TopicAlreadyExists,
+        AdminError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
+        AdminError::InvalidTopicName(_) => ResponseError::InvalidTopicException,
+        AdminError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        AdminError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+        AdminError::InvalidConfig(_) => ResponseError::InvalidConfig,
+        // Retriable for clients: the store may come back.
+        AdminError::Store(_) => ResponseError::RequestTimedOut,
+        AdminError::Log(e) => log_error_code(e),
+    }
+}

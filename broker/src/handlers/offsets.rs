@@ -1,0 +1,115 @@
+//! ListOffsets and DeleteRecords.
+
+use std::sync::Arc;
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
+use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::{
+    DeleteRecordsRequest, DeleteRecordsResponse, ListOffsetsRequest, ListOffsetsResponse, ResponseKind,
+};
+
+use super::log_error_code;
+use crate::broker::Broker;
+use crate::log::LogError;
+use crate::partition::Partition;
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL: i64 = -4;
+const LATEST_TIERED: i64 = -5;
+
+/// (offset, timestamp) for one ListOffsets query.
+fn lookup(partition: &Partition, timestamp: i64) -> Result<(i64, i64), LogError> {
+    let marks = partition.watermarks();
+    Ok(match timestamp {
+        LATEST => (marks.high_watermark, -1),
+        EARLIEST | EARLIEST_LOCAL => (marks.log_start_offset, -1),
+        // Nothing is tiered yet.
+        LATEST_TIERED => (-1, -1),
+        MAX_TIMESTAMP => partition.max_timestamp()?.unwrap_or((-1, -1)),
+        t if t >= 0 => partition.offset_for_timestamp(t)?.unwrap_or((-1, -1)),
+        _ => return Err(LogError::OffsetOutOfRange { offset: timestamp, log_start_offset: marks.log_start_offset, log_end_offset: marks.high_watermark }),
+    })
+}
+
+pub fn list_offsets(broker: &Arc<Broker>, request: ListOffsetsRequest) -> ResponseKind {
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|t| {
+            let topic = broker.topic(&t.name.0);
+            let partitions = t
+                .partitions
+                .into_iter()
+                .map(|p| {
+                    let base = ListOffsetsPartitionResponse::default()
+                        .with_partition_index(p.partition_index)
+                        .with_offset(-1)
+                        .with_timestamp(-1)
+                        .with_leader_epoch(-1);
+                    let partition = topic.as_ref().and_then(|t| t.partitions.get(usize::try_from(p.partition_index).ok()?));
+                    let Some(partition) = partition else {
+                        broker.metrics.error("ListOffsets", ResponseError::UnknownTopicOrPartition);
+                        return base.with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                    };
+                    if p.current_leader_epoch >= 0 && p.current_leader_epoch != partition.leader_epoch() {
+                        let code = if p.current_leader_epoch > partition.leader_epoch() {
+                            ResponseError::UnknownLeaderEpoch
+                        } else {
+                            ResponseError::FencedLeaderEpoch
+                        };
+                        return base.with_error_code(code.code());
+                    }
+                    match lookup(partition, p.timestamp) {
+                        Ok((offset, timestamp)) => base
+                            .with_offset(offset)
+                            .with_timestamp(timestamp)
+                            .with_leader_epoch(partition.leader_epoch()),
+                        Err(e) => {
+                            let code = log_error_code(&e);
+                            broker.metrics.error("ListOffsets", code);
+                            base.with_error_code(code.code())
+                        }
+                    }
+                })
+                .collect();
+            ListOffsetsTopicResponse::default().with_name(t.name).with_partitions(partitions)
+        })
+        .collect();
+    ResponseKind::ListOffsets(ListOffsetsResponse::default().with_topics(topics))
+}
+
+pub fn delete_records(broker: &Arc<Broker>, request: DeleteRecordsRequest) -> ResponseKind {
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|t| {
+            let topic = broker.topic(&t.name.0);
+            let partitions = t
+                .partitions
+                .into_iter()
+                .map(|p| {
+                    let base = DeleteRecordsPartitionResult::default()
+                        .with_partition_index(p.partition_index)
+                        .with_low_watermark(-1);
+                    let partition = topic.as_ref().and_then(|t| t.partitions.get(usize::try_from(p.partition_index).ok()?));
+                    let Some(partition) = partition else {
+                        return base.with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                    };
+                    match partition.delete_records_before(p.offset) {
+                        Ok(low_watermark) => base.with_low_watermark(low_watermark),
+                        Err(e) => {
+                            let code = log_error_code(&e);
+                            broker.metrics.error("DeleteRecords", code);
+                            base.with_error_code(code.code())
+                        }
+                    }
+                })
+                .collect();
+            DeleteRecordsTopicResult::default().with_name(t.name).with_partitions(partitions)
+        })
+        .collect();
+    ResponseKind::DeleteRecords(DeleteRecordsResponse::default().with_topics(topics))
+}

@@ -1,0 +1,16 @@
+//! Strata broker: the Kafka wire protocol over a durable local partition log.
+//!
+//! A request's path: [`server`] (connection) → [`protocol`] (frame, decode) →
+//! [`handlers`] (one module per API family) → [`broker`] (topics) → [`partition`] →
+//! [`log`] (segments on disk). Cluster metadata sits behind [`cluster::MetadataStore`].
+
+pub mod broker;
+pub mod cluster;
+pub mod config;
+pub mod handlers;
+pub mod log;
+pub mod partition;
+pub mod protocol;
+pub mod server;
+pub mod telemetry;
+pub mod topic_config;

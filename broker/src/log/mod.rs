@@ -1,0 +1,493 @@
+//! The local partition log: an ordered list of segments, the last one active.
+//!
+//! Invariants:
+//! - offsets are dense: each segment starts where the previous one ended;
+//! - `log_start_offset <= first segment's base <= ... <= log_end_offset`, except that
+//!   DeleteRecords may move `log_start_offset` into the middle of the first segment;
+//! - a segment stops being active only after its data and indexes are fsynced, so at
+//!   start-up every segment but the last is trusted and only the tail of the last one,
+//!   after the checkpointed recovery point, is scanned. Start-up time follows the
+//!   unflushed tail, not the size of the log;
+//! - bytes past a segment's `size` are never shown to readers.
+//!
+//! The byte layout of every file is in [`format`].
+
+pub mod format;
+mod read;
+mod segment;
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tracing::{info, warn};
+
+pub use format::{BatchError, BatchHeader};
+pub use read::{Location, find_timestamp, max_timestamp_record, read_batches};
+use segment::Segment;
+
+/// Per-log settings, derived from the topic's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    pub segment_bytes: u64,
+    pub segment_ms: i64,
+    pub index_interval_bytes: u64,
+    /// fsync after this many messages; `i64::MAX` leaves it to `flush_ms`.
+    pub flush_messages: i64,
+    pub flush_ms: i64,
+    /// -1: unlimited.
+    pub retention_ms: i64,
+    /// -1: unlimited.
+    pub retention_bytes: i64,
+    pub max_message_bytes: usize,
+    pub log_append_time: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error(transparent)]
+    InvalidBatch(#[from] BatchError),
+    #[error("offset {offset} is outside the log [{log_start_offset}, {log_end_offset}]")]
+    OffsetOutOfRange { offset: i64, log_start_offset: i64, log_end_offset: i64 },
+    #[error("log I/O failed in {dir}: {source}")]
+    Io { dir: PathBuf, source: io::Error },
+}
+
+/// What an append did, for the produce response.
+#[derive(Debug, Clone, Copy)]
+pub struct AppendInfo {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    /// -1 unless the topic uses LogAppendTime.
+    pub log_append_time: i64,
+    pub records: i64,
+}
+
+/// What retention removed.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RetentionOutcome {
+    pub segments: usize,
+    pub bytes: u64,
+}
+
+pub struct Log {
+    dir: PathBuf,
+    config: LogConfig,
+    segments: BTreeMap<i64, Segment>,
+    log_start_offset: i64,
+    unflushed_messages: i64,
+    /// Set when data was appended since the last periodic flush.
+    dirty: bool,
+    last_flush_ms: i64,
+}
+
+/// A periodic flush prepared under the lock and carried out without it.
+pub struct FlushPlan {
+    files: Vec<File>,
+    checkpoint: format::Checkpoint,
+}
+
+impl FlushPlan {
+    /// fsyncs the active segment and its indexes. Runs without the log lock.
+    pub fn sync(&self) -> io::Result<()> {
+        self.files.iter().try_for_each(File::sync_data)
+    }
+}
+
+impl Log {
+    /// Opens the log in `dir`, creating it if needed, and recovers its tail.
+    pub fn open(dir: &Path, config: LogConfig, now_ms: i64) -> Result<Log, LogError> {
+        let io_err = |source| LogError::Io { dir: dir.to_path_buf(), source };
+        fs::create_dir_all(dir).map_err(io_err)?;
+        let checkpoint = match fs::read(dir.join(CHECKPOINT_FILE)) {
+            Ok(bytes) => {
+                let parsed = format::Checkpoint::decode(&bytes);
+                if parsed.is_none() {
+                    warn!(dir = %dir.display(), "partition checkpoint is damaged; scanning the last segment");
+                }
+                parsed
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_err(e)),
+        };
+        let mut bases = Vec::new();
+        for entry in fs::read_dir(dir).map_err(io_err)? {
+            let name = entry.map_err(io_err)?.file_name();
+            let name = name.to_string_lossy();
+            if let Some(stem) = name.strip_suffix(".log")
+                && let Ok(base) = stem.parse::<i64>()
+            {
+                bases.push(base);
+            }
+            if name.ends_with(".tmp") {
+                let _ = fs::remove_file(dir.join(name.as_ref()));
+            }
+        }
+        bases.sort_unstable();
+
+        let mut log = Log {
+            dir: dir.to_path_buf(),
+            config,
+            segments: BTreeMap::new(),
+            log_start_offset: checkpoint.map_or(0, |c| c.log_start_offset),
+            unflushed_messages: 0,
+            dirty: false,
+            last_flush_ms: now_ms,
+        };
+        let interval = log.config.index_interval_bytes;
+        for (i, &base) in bases.iter().enumerate() {
+            let next_base = bases.get(i + 1).copied();
+            let (segment, outcome) = match next_base {
+                Some(next) => Segment::open_sealed(dir, base, next, interval, now_ms),
+                None => {
+                    let trusted = checkpoint.filter(|c| c.segment_base == base).map(|c| {
+                        (c.position, c.next_offset, c.max_timestamp, c.offset_of_max_timestamp)
+                    });
+                    Segment::open(dir, base, trusted, interval, now_ms)
+                }
+            }
+            .map_err(io_err)?;
+            if outcome.truncated_bytes > 0 {
+                warn!(dir = %dir.display(), segment = base, bytes = outcome.truncated_bytes,
+                    valid_bytes = outcome.valid_size, "truncated a torn or corrupt tail");
+            }
+            if outcome.batches > 0 {
+                info!(dir = %dir.display(), segment = base, batches = outcome.batches, "recovered segment tail");
+            }
+            let end = segment.next_offset;
+            log.segments.insert(base, segment);
+            if let Some(next) = next_base
+                && end != next
+            {
+                // A sealed segment is fsynced before its successor exists, so this means
+                // the disk lost data. Offsets must stay dense: drop what follows the hole.
+                warn!(dir = %dir.display(), segment = base, end, next, "gap after a sealed segment; dropping later segments");
+                for &later in &bases[i + 1..] {
+                    if let Ok((s, _)) = Segment::open(dir, later, None, interval, now_ms) {
+                        s.delete_files().map_err(io_err)?;
+                    }
+                }
+                break;
+            }
+        }
+        if log.segments.is_empty() {
+            let segment = Segment::create(dir, log.log_start_offset, now_ms).map_err(io_err)?;
+            log.segments.insert(log.log_start_offset, segment);
+        }
+        let first_base = *log.segments.keys().next().unwrap_or(&0);
+        log.log_start_offset = log.log_start_offset.max(first_base).min(log.log_end_offset());
+        // What recovery kept is made durable before it is recorded as the recovery point.
+        log.active().flush().map_err(io_err)?;
+        log.write_checkpoint(log.current_checkpoint()).map_err(io_err)?;
+        Ok(log)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.active().next_offset
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.values().map(|s| s.size).sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    fn active(&self) -> &Segment {
+        self.segments.values().next_back().expect("a log always has an active segment")
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments.values_mut().next_back().expect("a log always has an active segment")
+    }
+
+    fn io_err(&self, source: io::Error) -> LogError {
+        LogError::Io { dir: self.dir.clone(), source }
+    }
+
+    /// Validates every batch in `records` (all or nothing), assigns offsets and appends.
+    /// Returns the append info and, if the flush policy asks for an fsync before the
+    /// acknowledgement, the file to sync (outside the lock, so producers group-commit).
+    pub fn append(
+        &mut self,
+        records: &[u8],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<(AppendInfo, Option<Arc<File>>), LogError> {
+        let mut headers = Vec::new();
+        let mut position = 0;
+        while position < records.len() {
+            let header = format::validate_batch(&records[position..], self.config.max_message_bytes)?;
+            position += header.size;
+            headers.push(header);
+        }
+        if headers.is_empty() {
+            return Err(BatchError::Truncated(0).into());
+        }
+        let mut buf = records.to_vec();
+        let base_offset = self.log_end_offset();
+        let mut next_offset = base_offset;
+        let mut position = 0;
+        let log_append_time = if self.config.log_append_time { now_ms } else { -1 };
+        for header in &mut headers {
+            let batch = &mut buf[position..position + header.size];
+            format::patch_batch(batch, next_offset, leader_epoch);
+            if self.config.log_append_time {
+                format::set_log_append_time(batch, now_ms);
+                header.max_timestamp = now_ms;
+            }
+            header.base_offset = next_offset;
+            self.maybe_roll(header.size as u64, next_offset, now_ms)?;
+            let interval = self.config.index_interval_bytes;
+            let result = self.active_mut().append(batch, header, interval);
+            result.map_err(|e| self.io_err(e))?;
+            next_offset = header.next_offset();
+            position += header.size;
+        }
+        let records_appended = next_offset - base_offset;
+        self.unflushed_messages += records_appended;
+        self.dirty = true;
+        let sync = if self.unflushed_messages >= self.config.flush_messages {
+            self.unflushed_messages = 0;
+            Some(self.active().file.clone())
+        } else {
+            None
+        };
+        let info = AppendInfo {
+            base_offset,
+            last_offset: next_offset - 1,
+            log_append_time,
+            records: records_appended,
+        };
+        Ok((info, sync))
+    }
+
+    fn maybe_roll(&mut self, incoming: u64, next_offset: i64, now_ms: i64) -> Result<(), LogError> {
+        let config = &self.config;
+        let active = self.active();
+        let full = active.size + incoming > config.segment_bytes;
+        let old = now_ms - active.created_ms >= config.segment_ms;
+        // Relative offsets in the index are u32.
+        let offsets_exhausted = next_offset - active.base_offset > i64::from(u32::MAX / 2);
+        if active.size > 0 && (full || old || offsets_exhausted) {
+            self.roll(now_ms)?;
+        }
+        Ok(())
+    }
+
+    /// Seals the active segment (fsyncing it and its indexes) and starts a new one.
+    pub fn roll(&mut self, now_ms: i64) -> Result<(), LogError> {
+        let next = self.log_end_offset();
+        let active = self.active_mut();
+        let sealed = active.seal().and_then(|()| active.flush());
+        sealed.map_err(|e| self.io_err(e))?;
+        let segment = Segment::create(&self.dir, next, now_ms).map_err(|e| self.io_err(e))?;
+        self.segments.insert(next, segment);
+        Ok(())
+    }
+
+    /// Rolls an idle active segment that outlived segment.ms, so time-based retention
+    /// applies to topics nobody writes to any more.
+    pub fn roll_if_expired(&mut self, now_ms: i64) -> Result<bool, LogError> {
+        let active = self.active();
+        if active.size > 0 && now_ms - active.created_ms >= self.config.segment_ms {
+            self.roll(now_ms)?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Where a read of `offset` starts. `None` when `offset` is the log end (nothing yet).
+    pub fn locate(&self, offset: i64) -> Result<Option<Location>, LogError> {
+        let end = self.log_end_offset();
+        if offset < self.log_start_offset || offset > end {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start_offset: self.log_start_offset,
+                log_end_offset: end,
+            });
+        }
+        if offset == end {
+            return Ok(None);
+        }
+        let segment = self
+            .segments
+            .range(..=offset)
+            .next_back()
+            .map(|(_, s)| s)
+            .filter(|s| offset < s.next_offset)
+            .or_else(|| self.segments.range(offset..).map(|(_, s)| s).find(|s| s.size > 0));
+        let Some(segment) = segment else { return Ok(None) };
+        let start = if offset > segment.base_offset {
+            segment.lookup_position(offset).map_err(|e| self.io_err(e))?
+        } else {
+            0
+        };
+        Ok(Some(Location { file: segment.file.clone(), start, end: segment.size }))
+    }
+
+    /// The first batch at or after the first segment whose max timestamp is `>= timestamp`,
+    /// as a location to decode from. `None` if no batch has such a timestamp.
+    pub fn locate_timestamp(&self, timestamp: i64) -> Result<Option<Location>, LogError> {
+        for segment in self.segments.values() {
+            if segment.max_timestamp >= timestamp && segment.next_offset > self.log_start_offset {
+                let start = segment.lookup_time_position(timestamp).map_err(|e| self.io_err(e))?;
+                return Ok(Some(Location { file: segment.file.clone(), start, end: segment.size }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The segment holding the largest timestamp, and that batch's base offset.
+    pub fn locate_max_timestamp(&self) -> Result<Option<(Location, i64)>, LogError> {
+        let best = self
+            .segments
+            .values()
+            .filter(|s| s.size > 0 && s.max_timestamp >= 0)
+            .max_by_key(|s| (s.max_timestamp, std::cmp::Reverse(s.base_offset)));
+        let Some(segment) = best else { return Ok(None) };
+        let offset = segment.offset_of_max_timestamp.max(self.log_start_offset);
+        let start = segment.lookup_position(offset).map_err(|e| self.io_err(e))?;
+        Ok(Some((Location { file: segment.file.clone(), start, end: segment.size }, offset)))
+    }
+
+    /// DeleteRecords: moves the log start offset forward and drops whole segments below it.
+    pub fn delete_records_before(&mut self, offset: i64) -> Result<i64, LogError> {
+        let end = self.log_end_offset();
+        if offset > end || offset < 0 {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start_offset: self.log_start_offset,
+                log_end_offset: end,
+            });
+        }
+        if offset > self.log_start_offset {
+            self.log_start_offset = offset;
+            self.delete_segments_below_start()?;
+            self.write_checkpoint(self.current_checkpoint()).map_err(|e| self.io_err(e))?;
+        }
+        Ok(self.log_start_offset)
+    }
+
+    fn delete_segments_below_start(&mut self) -> Result<RetentionOutcome, LogError> {
+        let mut outcome = RetentionOutcome::default();
+        while self.segments.len() > 1 {
+            let Some((&base, first)) = self.segments.iter().next() else { break };
+            if first.next_offset > self.log_start_offset {
+                break;
+            }
+            outcome.bytes += first.size;
+            outcome.segments += 1;
+            first.delete_files().map_err(|e| self.io_err(e))?;
+            self.segments.remove(&base);
+        }
+        Ok(outcome)
+    }
+
+    /// Deletes whole sealed segments past retention.ms or retention.bytes, oldest first.
+    pub fn apply_retention(&mut self, now_ms: i64) -> Result<RetentionOutcome, LogError> {
+        let mut outcome = RetentionOutcome::default();
+        let mut total = self.size_bytes();
+        while self.segments.len() > 1 {
+            let Some((&base, first)) = self.segments.iter().next() else { break };
+            let expired = self.config.retention_ms >= 0
+                && first.max_timestamp >= 0
+                && now_ms - first.max_timestamp > self.config.retention_ms;
+            let oversize = self.config.retention_bytes >= 0
+                && total - first.size >= self.config.retention_bytes as u64;
+            if !(expired || oversize) {
+                break;
+            }
+            total -= first.size;
+            outcome.bytes += first.size;
+            outcome.segments += 1;
+            let next_offset = first.next_offset;
+            first.delete_files().map_err(|e| self.io_err(e))?;
+            self.segments.remove(&base);
+            self.log_start_offset = self.log_start_offset.max(next_offset);
+        }
+        if outcome.segments > 0 {
+            self.write_checkpoint(self.current_checkpoint()).map_err(|e| self.io_err(e))?;
+        }
+        Ok(outcome)
+    }
+
+    /// Starts a periodic flush if flush.ms elapsed (or `force`) and data was appended.
+    pub fn plan_flush(&mut self, now_ms: i64, force: bool) -> Result<Option<FlushPlan>, LogError> {
+        if !self.dirty || (!force && now_ms - self.last_flush_ms < self.config.flush_ms) {
+            return Ok(None);
+        }
+        let files = self.active().sync_handles().map_err(|e| self.io_err(e))?;
+        self.dirty = false;
+        self.unflushed_messages = 0;
+        self.last_flush_ms = now_ms;
+        Ok(Some(FlushPlan { files, checkpoint: self.current_checkpoint() }))
+    }
+
+    /// Records the recovery point of a [`FlushPlan`] whose `sync` succeeded. Under the
+    /// lock, so checkpoint writes are ordered and carry the current log start offset.
+    pub fn finish_flush(&self, plan: FlushPlan) -> Result<(), LogError> {
+        let checkpoint = format::Checkpoint { log_start_offset: self.log_start_offset, ..plan.checkpoint };
+        self.write_checkpoint(checkpoint).map_err(|e| self.io_err(e))
+    }
+
+    fn current_checkpoint(&self) -> format::Checkpoint {
+        let active = self.active();
+        format::Checkpoint {
+            log_start_offset: self.log_start_offset,
+            segment_base: active.base_offset,
+            position: active.size,
+            next_offset: active.next_offset,
+            max_timestamp: active.max_timestamp,
+            offset_of_max_timestamp: active.offset_of_max_timestamp,
+        }
+    }
+
+    fn write_checkpoint(&self, checkpoint: format::Checkpoint) -> io::Result<()> {
+        write_atomically(&self.dir.join(CHECKPOINT_FILE), &checkpoint.encode())
+    }
+
+    /// Removes every file of the log (topic deletion).
+    pub fn delete(self) -> io::Result<()> {
+        drop(self.segments);
+        fs::remove_dir_all(&self.dir)
+    }
+}
+
+const CHECKPOINT_FILE: &str = "partition.checkpoint";
+
+/// Writes `bytes` to `path` so that a crash leaves either the old or the new content.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut file = File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    fs::rename(&tmp, path)?;
+    if let Some(parent) = path.parent() {
+        File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,439 @@
+//! One segment of a partition log: the `.log` file and its two sparse indexes.
+//! Byte layouts are in [`super::format`].
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::format::{
+    self, BATCH_PREFIX_LEN, INDEX_HEADER_LEN, OFFSET_ENTRY_LEN, OFFSET_INDEX_MAGIC, TIME_ENTRY_LEN,
+    TIME_INDEX_MAGIC,
+};
+
+/// A fixed-entry-size index file: header, then entries appended in order.
+#[derive(Debug)]
+pub struct IndexFile {
+    path: PathBuf,
+    file: File,
+    entry_len: u64,
+    entries: u64,
+}
+
+impl IndexFile {
+    /// Opens the index, creating it if absent. Returns `rebuilt = true` when the file was
+    /// missing or its header unreadable, in which case it is empty and must be refilled.
+    fn open(path: PathBuf, magic: &[u8; 4], entry_len: u64) -> io::Result<(IndexFile, bool)> {
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
+        let len = file.metadata()?.len();
+        let mut header = [0u8; INDEX_HEADER_LEN as usize];
+        let header_ok = len >= INDEX_HEADER_LEN
+            && file.read_exact_at(&mut header, 0).is_ok()
+            && format::index_header_ok(&header, magic);
+        let mut index = IndexFile { path, file, entry_len, entries: 0 };
+        if !header_ok {
+            index.file.set_len(0)?;
+            index.file.write_all_at(&format::index_header(magic), 0)?;
+            return Ok((index, true));
+        }
+        // A torn trailing entry (crash mid-write) is dropped.
+        index.entries = (len - INDEX_HEADER_LEN) / entry_len;
+        Ok((index, false))
+    }
+
+    fn read_entry(&self, n: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.file.read_exact_at(buf, INDEX_HEADER_LEN + n * self.entry_len)
+    }
+
+    fn append(&mut self, entry: &[u8]) -> io::Result<()> {
+        self.file.write_all_at(entry, INDEX_HEADER_LEN + self.entries * self.entry_len)?;
+        self.entries += 1;
+        Ok(())
+    }
+
+    fn truncate_entries(&mut self, entries: u64) -> io::Result<()> {
+        self.entries = entries.min(self.entries);
+        self.file.set_len(INDEX_HEADER_LEN + self.entries * self.entry_len)
+    }
+
+    /// Binary search for the last entry whose key (decoded by `key`) is <= `target`.
+    fn floor(&self, target: i64, key: impl Fn(&[u8]) -> i64) -> io::Result<Option<u64>> {
+        let mut buf = vec![0u8; self.entry_len as usize];
+        let (mut lo, mut hi) = (0u64, self.entries);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            self.read_entry(mid, &mut buf)?;
+            if key(&buf) <= target {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo.checked_sub(1))
+    }
+}
+
+fn offset_entry(buf: &[u8]) -> (u32, u32) {
+    (
+        u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]),
+        u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]),
+    )
+}
+
+fn time_entry(buf: &[u8]) -> (i64, u32) {
+    let mut ts = [0u8; 8];
+    ts.copy_from_slice(&buf[..8]);
+    (i64::from_be_bytes(ts), u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]))
+}
+
+/// A segment of the log. Only the last segment of a log is appended to.
+#[derive(Debug)]
+pub struct Segment {
+    pub base_offset: i64,
+    /// Shared with readers so a fetch can read without holding the log lock; an unlinked
+    /// file stays readable while a reader holds it.
+    pub file: Arc<File>,
+    /// Bytes of whole, valid batches. Readers never look past it.
+    pub size: u64,
+    /// Offset after the last batch in the segment.
+    pub next_offset: i64,
+    pub max_timestamp: i64,
+    pub offset_of_max_timestamp: i64,
+    /// Wall-clock ms of the first append (or of recovery), for segment.ms.
+    pub created_ms: i64,
+    offset_index: IndexFile,
+    time_index: IndexFile,
+    bytes_since_index_entry: u64,
+    /// True when the last time-index entry holds `max_timestamp`.
+    time_index_current: bool,
+    log_path: PathBuf,
+}
+
+/// Result of scanning a segment's bytes during recovery.
+pub struct ScanOutcome {
+    pub valid_size: u64,
+    pub truncated_bytes: u64,
+    pub batches: u64,
+}
+
+impl Segment {
+    pub fn create(dir: &Path, base_offset: i64, now_ms: i64) -> io::Result<Segment> {
+        let log_path = dir.join(format::segment_file_name(base_offset, "log"));
+        let file = OpenOptions::new().read(true).append(true).create_new(true).open(&log_path)?;
+        let (offset_index, _) = IndexFile::open(
+            dir.join(format::segment_file_name(base_offset, "index")),
+            OFFSET_INDEX_MAGIC,
+            OFFSET_ENTRY_LEN,
+        )?;
+        let (time_index, _) = IndexFile::open(
+            dir.join(format::segment_file_name(base_offset, "timeindex")),
+            TIME_INDEX_MAGIC,
+            TIME_ENTRY_LEN,
+        )?;
+        Ok(Segment {
+            base_offset,
+            file: Arc::new(file),
+            size: 0,
+            next_offset: base_offset,
+            max_timestamp: -1,
+            offset_of_max_timestamp: base_offset,
+            created_ms: now_ms,
+            offset_index,
+            time_index,
+            bytes_since_index_entry: 0,
+            time_index_current: true,
+            log_path,
+        })
+    }
+
+    /// Opens a segment written before. With `trusted_until = Some((position, next_offset,
+    /// max_ts, max_ts_offset))` the bytes before `position` are taken as valid (they were
+    /// fsynced when the checkpoint was written) and only what follows is scanned; with
+    /// `None` the whole file is scanned. Sealed segments below the checkpoint are opened
+    /// with their full size trusted. Invalid or torn bytes at the tail are truncated.
+    pub fn open(
+        dir: &Path,
+        base_offset: i64,
+        trusted_until: Option<(u64, i64, i64, i64)>,
+        index_interval_bytes: u64,
+        now_ms: i64,
+    ) -> io::Result<(Segment, ScanOutcome)> {
+        let log_path = dir.join(format::segment_file_name(base_offset, "log"));
+        let file = OpenOptions::new().read(true).append(true).open(&log_path)?;
+        let file_len = file.metadata()?.len();
+        let (offset_index, offset_rebuilt) = IndexFile::open(
+            dir.join(format::segment_file_name(base_offset, "index")),
+            OFFSET_INDEX_MAGIC,
+            OFFSET_ENTRY_LEN,
+        )?;
+        let (time_index, time_rebuilt) = IndexFile::open(
+            dir.join(format::segment_file_name(base_offset, "timeindex")),
+            TIME_INDEX_MAGIC,
+            TIME_ENTRY_LEN,
+        )?;
+        let mut segment = Segment {
+            base_offset,
+            file: Arc::new(file),
+            size: 0,
+            next_offset: base_offset,
+            max_timestamp: -1,
+            offset_of_max_timestamp: base_offset,
+            created_ms: now_ms,
+            offset_index,
+            time_index,
+            bytes_since_index_entry: 0,
+            time_index_current: true,
+            log_path,
+        };
+        let indexes_rebuilt = offset_rebuilt || time_rebuilt;
+        let start = match trusted_until {
+            Some((position, next_offset, max_ts, max_ts_offset))
+                if position <= file_len && !indexes_rebuilt =>
+            {
+                segment.size = position;
+                segment.next_offset = next_offset;
+                segment.max_timestamp = max_ts;
+                segment.offset_of_max_timestamp = max_ts_offset;
+                // The checkpoint may know a larger timestamp than the last time entry.
+                segment.time_index_current = max_ts < 0;
+                position
+            }
+            _ => {
+                if indexes_rebuilt {
+                    segment.offset_index.truncate_entries(0)?;
+                    segment.time_index.truncate_entries(0)?;
+                }
+                0
+            }
+        };
+        segment.drop_index_entries_from(start)?;
+        segment.bytes_since_index_entry = segment.bytes_since_last_entry()?;
+        let outcome = segment.scan_from(start, file_len, index_interval_bytes)?;
+        Ok((segment, outcome))
+    }
+
+    /// Opens a sealed segment whose bytes are all trusted: only its size and the last
+    /// entries of its indexes are read, so start-up does not grow with the log's length.
+    /// A segment whose indexes are missing is scanned and its indexes rebuilt.
+    pub fn open_sealed(
+        dir: &Path,
+        base_offset: i64,
+        next_segment_base: i64,
+        index_interval_bytes: u64,
+        now_ms: i64,
+    ) -> io::Result<(Segment, ScanOutcome)> {
+        let log_path = dir.join(format::segment_file_name(base_offset, "log"));
+        let probe = OpenOptions::new().read(true).open(&log_path)?;
+        let file_len = probe.metadata()?.len();
+        drop(probe);
+        let mut last_time = [0u8; TIME_ENTRY_LEN as usize];
+        let (time_index, time_rebuilt) = IndexFile::open(
+            dir.join(format::segment_file_name(base_offset, "timeindex")),
+            TIME_INDEX_MAGIC,
+            TIME_ENTRY_LEN,
+        )?;
+        let trusted = if !time_rebuilt && time_index.entries > 0 {
+            time_index.read_entry(time_index.entries - 1, &mut last_time)?;
+            let (ts, rel) = time_entry(&last_time);
+            Some((file_len, next_segment_base, ts, base_offset + i64::from(rel)))
+        } else {
+            None
+        };
+        drop(time_index);
+        Segment::open(dir, base_offset, trusted, index_interval_bytes, now_ms)
+    }
+
+    /// Validates batches from `start` to `end`, rebuilding index entries as it goes, and
+    /// truncates the file at the first invalid batch.
+    fn scan_from(&mut self, start: u64, end: u64, index_interval_bytes: u64) -> io::Result<ScanOutcome> {
+        let mut position = start;
+        let mut batches = 0;
+        let mut header = [0u8; BATCH_PREFIX_LEN];
+        while position < end {
+            if end - position < BATCH_PREFIX_LEN as u64 {
+                break;
+            }
+            self.file.read_exact_at(&mut header, position)?;
+            let Some((base_offset, size, _)) = format::read_batch_prefix(&header) else {
+                break;
+            };
+            if position + size as u64 > end || base_offset < self.next_offset {
+                break;
+            }
+            let mut batch = vec![0u8; size];
+            self.file.read_exact_at(&mut batch, position)?;
+            if !format::crc_matches(&batch) {
+                break;
+            }
+            let parsed = format::parse_validated_header(&batch);
+            self.index_batch(&parsed, position, index_interval_bytes)?;
+            position += size as u64;
+            self.size = position;
+            self.next_offset = parsed.next_offset();
+            batches += 1;
+        }
+        let truncated_bytes = end - self.size;
+        if truncated_bytes > 0 {
+            self.file.set_len(self.size)?;
+        }
+        Ok(ScanOutcome { valid_size: self.size, truncated_bytes, batches })
+    }
+
+    fn drop_index_entries_from(&mut self, position: u64) -> io::Result<()> {
+        let keep = self.offset_index.floor(position as i64 - 1, |b| i64::from(offset_entry(b).1))?;
+        let keep_entries = keep.map_or(0, |n| n + 1);
+        self.offset_index.truncate_entries(keep_entries)?;
+        // Keep time entries whose batch lies before `position`.
+        let mut buf = [0u8; OFFSET_ENTRY_LEN as usize];
+        let last_kept_rel = if keep_entries > 0 {
+            self.offset_index.read_entry(keep_entries - 1, &mut buf)?;
+            Some(offset_entry(&buf).0)
+        } else {
+            None
+        };
+        let mut tbuf = [0u8; TIME_ENTRY_LEN as usize];
+        let mut time_keep = self.time_index.entries;
+        while time_keep > 0 {
+            self.time_index.read_entry(time_keep - 1, &mut tbuf)?;
+            let (_, rel) = time_entry(&tbuf);
+            if last_kept_rel.is_some_and(|last| rel <= last) {
+                break;
+            }
+            time_keep -= 1;
+        }
+        self.time_index.truncate_entries(time_keep)
+    }
+
+    fn bytes_since_last_entry(&self) -> io::Result<u64> {
+        if self.offset_index.entries == 0 {
+            return Ok(u64::MAX);
+        }
+        let mut buf = [0u8; OFFSET_ENTRY_LEN as usize];
+        self.offset_index.read_entry(self.offset_index.entries - 1, &mut buf)?;
+        Ok(self.size.saturating_sub(u64::from(offset_entry(&buf).1)))
+    }
+
+    fn index_batch(
+        &mut self,
+        batch: &format::BatchHeader,
+        position: u64,
+        index_interval_bytes: u64,
+    ) -> io::Result<()> {
+        if batch.max_timestamp > self.max_timestamp {
+            self.max_timestamp = batch.max_timestamp;
+            self.offset_of_max_timestamp = batch.base_offset;
+            self.time_index_current = false;
+        }
+        if self.bytes_since_index_entry >= index_interval_bytes {
+            let relative = (batch.base_offset - self.base_offset) as u32;
+            let mut entry = [0u8; OFFSET_ENTRY_LEN as usize];
+            entry[..4].copy_from_slice(&relative.to_be_bytes());
+            entry[4..].copy_from_slice(&(position as u32).to_be_bytes());
+            self.offset_index.append(&entry)?;
+            if !self.time_index_current {
+                self.append_time_entry()?;
+            }
+            self.bytes_since_index_entry = 0;
+        }
+        self.bytes_since_index_entry = self.bytes_since_index_entry.saturating_add(batch.size as u64);
+        Ok(())
+    }
+
+    fn append_time_entry(&mut self) -> io::Result<()> {
+        let relative = (self.offset_of_max_timestamp - self.base_offset) as u32;
+        let mut entry = [0u8; TIME_ENTRY_LEN as usize];
+        entry[..8].copy_from_slice(&self.max_timestamp.to_be_bytes());
+        entry[8..].copy_from_slice(&relative.to_be_bytes());
+        self.time_index.append(&entry)?;
+        self.time_index_current = true;
+        Ok(())
+    }
+
+    /// Appends one validated, patched batch.
+    pub fn append(
+        &mut self,
+        batch: &[u8],
+        header: &format::BatchHeader,
+        index_interval_bytes: u64,
+    ) -> io::Result<()> {
+        if self.size == 0 {
+            self.bytes_since_index_entry = u64::MAX;
+        }
+        let position = self.size;
+        if let Err(e) = (&*self.file).write_all(batch) {
+            // The file is opened for append: drop a partial write (disk full) so the next
+            // append lands at `size` again. If even that fails, the error stands.
+            let _ = self.file.set_len(self.size);
+            return Err(e);
+        }
+        self.index_batch(header, position, index_interval_bytes)?;
+        self.size += batch.len() as u64;
+        self.next_offset = header.next_offset();
+        Ok(())
+    }
+
+    /// Called when the segment stops being the active one: the time index gets an entry for
+    /// the segment's largest timestamp, so it can be found without a scan after restart.
+    pub fn seal(&mut self) -> io::Result<()> {
+        if !self.time_index_current && self.max_timestamp >= 0 {
+            self.append_time_entry()?;
+        }
+        Ok(())
+    }
+
+    pub fn flush(&self) -> io::Result<()> {
+        self.file.sync_data()?;
+        self.offset_index.file.sync_data()?;
+        self.time_index.file.sync_data()
+    }
+
+    /// Handles to fsync this segment's files without holding the log lock.
+    pub fn sync_handles(&self) -> io::Result<Vec<File>> {
+        Ok(vec![self.file.try_clone()?, self.offset_index.file.try_clone()?, self.time_index.file.try_clone()?])
+    }
+
+    pub fn delete_files(&self) -> io::Result<()> {
+        for path in [&self.log_path, &self.offset_index.path, &self.time_index.path] {
+            match std::fs::remove_file(path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Byte position from which to scan for `offset`: the floor entry of the offset index.
+    pub fn lookup_position(&self, offset: i64) -> io::Result<u64> {
+        let relative = offset - self.base_offset;
+        let found = self.offset_index.floor(relative, |b| i64::from(offset_entry(b).0))?;
+        let mut buf = [0u8; OFFSET_ENTRY_LEN as usize];
+        match found {
+            Some(n) => {
+                self.offset_index.read_entry(n, &mut buf)?;
+                Ok(u64::from(offset_entry(&buf).1))
+            }
+            None => Ok(0),
+        }
+    }
+
+    /// Byte position from which to scan for the first batch whose max timestamp is at least
+    /// `timestamp`: the position of the last indexed batch whose running max is below it.
+    pub fn lookup_time_position(&self, timestamp: i64) -> io::Result<u64> {
+        let found = self.time_index.floor(timestamp - 1, |b| time_entry(b).0)?;
+        let Some(n) = found else { return Ok(0) };
+        let mut buf = [0u8; TIME_ENTRY_LEN as usize];
+        self.time_index.read_entry(n, &mut buf)?;
+        let (_, relative) = time_entry(&buf);
+        self.lookup_position(self.base_offset + i64::from(relative))
+    }
+}
+
+pub fn read_prefix_at(file: &File, position: u64, size: u64) -> io::Result<Option<(i64, usize, i32)>> {
+    if position + BATCH_PREFIX_LEN as u64 > size {
+        return Ok(None);
+    }
+    let mut header = [0u8; BATCH_PREFIX_LEN];
+    file.read_exact_at(&mut header, position)?;
+    Ok(format::read_batch_prefix(&header))
+}

@@ -1,0 +1,174 @@
+//! The `strata` binary. Command line reference: docs/cli.md.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use strata_broker::broker::{Broker, SystemClock};
+use strata_broker::config::Config;
+use strata_broker::telemetry::{self, Health, Metrics};
+use strata_broker::{cluster, server};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info};
+
+#[derive(Parser)]
+#[command(name = "strata", version, about = "Kafka-compatible broker with tiered storage")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a broker.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// TOML configuration file (settings: docs/configuration.md).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// This broker's id [default: 0].
+    #[arg(long, value_name = "N")]
+    node_id: Option<i32>,
+    /// Kafka listener [default: 127.0.0.1:9092].
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<String>,
+    /// Address given to clients [default: the listen address].
+    #[arg(long, value_name = "HOST:PORT")]
+    advertise: Option<String>,
+    /// Data directory [default: ./data].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// HTTP listener for /metrics, /healthz, /readyz [default: 127.0.0.1:9644].
+    #[arg(long, value_name = "HOST:PORT")]
+    http: Option<String>,
+    /// `embedded` or `etcd://HOST:PORT[,HOST:PORT...][/PREFIX]` [default: embedded].
+    #[arg(long, value_name = "URL")]
+    metadata: Option<String>,
+    /// `file:///DIR` or `s3://BUCKET[/PREFIX]` [default: <data-dir>/objects].
+    #[arg(long, value_name = "URL")]
+    object_store: Option<String>,
+}
+
+impl ServeArgs {
+    fn flags(&self) -> BTreeMap<&'static str, String> {
+        let mut flags = BTreeMap::new();
+        let mut set = |name, value: Option<String>| {
+            if let Some(value) = value {
+                flags.insert(name, value);
+            }
+        };
+        set("node_id", self.node_id.map(|v| v.to_string()));
+        set("listen", self.listen.clone());
+        set("advertise", self.advertise.clone());
+        set("data_dir", self.data_dir.as_ref().map(|p| p.display().to_string()));
+        set("http", self.http.clone());
+        set("metadata", self.metadata.clone());
+        set("object_store", self.object_store.clone());
+        flags
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            let config = match Config::load(args.config.as_deref(), std::env::vars(), &args.flags()) {
+                Ok(config) => config,
+                Err(e) => {
+                    eprintln!("strata: invalid configuration: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            telemetry::init_tracing(&config);
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    eprintln!("strata: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(serve(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    error!("{e:#}");
+                    eprintln!("strata: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new().context("register metrics")?);
+    let health = Arc::new(Health { metrics: metrics.clone(), ready: false.into() });
+    let cancel = CancellationToken::new();
+
+    let http_listener = telemetry::bind_http(config.http_addr()?)
+        .await
+        .with_context(|| format!("bind the HTTP listener on {}", config.http))?;
+    let http = tokio::spawn(telemetry::serve_http(http_listener, health.clone(), cancel.clone()));
+
+    let store = cluster::open(&config).await?;
+    let listen = config.listen_addr()?;
+    let broker = Broker::open(config, store, metrics, Arc::new(SystemClock)).await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("bind the Kafka listener on {listen}"))?;
+    info!(%listen, advertised = %format!("{}:{}", broker.advertised_host, broker.advertised_port),
+        cluster_id = %broker.cluster_id, node_id = broker.config.node_id, "strata is serving");
+
+    let tracker = TaskTracker::new();
+    let housekeeping = {
+        let broker = broker.clone();
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(broker.housekeeping_interval());
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = ticker.tick() => broker.housekeeping(false).await,
+                }
+            }
+        })
+    };
+    let accept = tokio::spawn(server::accept_loop(broker.clone(), listener, cancel.clone(), tracker.clone()));
+    health.ready.store(true, Ordering::Relaxed);
+
+    shutdown_signal().await?;
+    info!("shutting down: no new connections; finishing in-flight requests");
+    health.ready.store(false, Ordering::Relaxed);
+    cancel.cancel();
+    let _ = accept.await;
+    tracker.close();
+    let timeout = Duration::from_millis(broker.config.shutdown_timeout_ms as u64);
+    if tokio::time::timeout(timeout, tracker.wait()).await.is_err() {
+        info!(?timeout, "some connections did not finish in time");
+    }
+    let _ = housekeeping.await;
+    broker.housekeeping(true).await;
+    let _ = http.await;
+    info!("flushed all logs; bye");
+    Ok(())
+}
+
+async fn shutdown_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("install the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("install the SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM received"),
+        _ = int.recv() => info!("SIGINT received"),
+    }
+    Ok(())
+}

@@ -1,0 +1,163 @@
+//! Per-partition state around the local log: the high watermark that wakes long-polling
+//! fetches, and the lock discipline.
+//!
+//! On a single broker with replication factor 1 the high watermark equals the log end
+//! offset: a batch is visible to consumers as soon as it is appended (and, when the flush
+//! policy requires it, fsynced; the high watermark then moves after the fsync).
+
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use tokio::sync::watch;
+
+use crate::log::{self, AppendInfo, Log, LogConfig, LogError, RetentionOutcome};
+
+pub struct Partition {
+    pub topic: String,
+    pub index: i32,
+    /// A std mutex: it is never held across an `.await`. Appends write to the page cache
+    /// under it; fsyncs and reads happen outside it.
+    log: Mutex<Log>,
+    high_watermark: watch::Sender<i64>,
+    leader_epoch: AtomicI32,
+}
+
+/// Offsets a fetch response reports next to the records.
+#[derive(Debug, Clone, Copy)]
+pub struct Watermarks {
+    pub log_start_offset: i64,
+    pub high_watermark: i64,
+}
+
+impl Partition {
+    pub fn new(topic: String, index: i32, log: Log, leader_epoch: i32) -> Partition {
+        let (high_watermark, _) = watch::channel(log.log_end_offset());
+        Partition {
+            topic,
+            index,
+            log: Mutex::new(log),
+            high_watermark,
+            leader_epoch: AtomicI32::new(leader_epoch),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Log> {
+        // A panic while holding the lock cannot leave the log half-updated in a way later
+        // readers could observe past `size`, so a poisoned lock is still usable.
+        self.log.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch.load(Ordering::Relaxed)
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        *self.high_watermark.borrow()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<i64> {
+        self.high_watermark.subscribe()
+    }
+
+    pub fn watermarks(&self) -> Watermarks {
+        let log = self.lock();
+        Watermarks { log_start_offset: log.log_start_offset(), high_watermark: log.log_end_offset() }
+    }
+
+    pub fn set_config(&self, config: LogConfig) {
+        self.lock().set_config(config);
+    }
+
+    /// Appends a produce request's records for this partition.
+    pub async fn append(&self, records: &Bytes, now_ms: i64) -> Result<AppendInfo, LogError> {
+        let (info, sync, dir) = {
+            let mut log = self.lock();
+            let (info, sync) = log.append(records, self.leader_epoch(), now_ms)?;
+            (info, sync, log.dir().to_path_buf())
+        };
+        if let Some(file) = sync {
+            let synced = tokio::task::spawn_blocking(move || file.sync_data()).await;
+            let result = synced.unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+            result.map_err(|source| LogError::Io { dir, source })?;
+        }
+        self.high_watermark.send_if_modified(|hw| {
+            let advanced = info.last_offset + 1 > *hw;
+            *hw = (*hw).max(info.last_offset + 1);
+            advanced
+        });
+        Ok(info)
+    }
+
+    /// Reads whole batches from `offset`, at most `max_bytes` unless the first batch alone
+    /// is larger. The file read happens without the log lock.
+    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<(Bytes, Watermarks), LogError> {
+        let (location, marks, dir) = {
+            let log = self.lock();
+            let marks = Watermarks { log_start_offset: log.log_start_offset(), high_watermark: log.log_end_offset() };
+            (log.locate(offset)?, marks, log.dir().to_path_buf())
+        };
+        let records = match location {
+            Some(location) => log::read_batches(&location, offset, max_bytes)
+                .map_err(|source| LogError::Io { dir, source })?,
+            None => Bytes::new(),
+        };
+        Ok((records, marks))
+    }
+
+    /// ListOffsets by timestamp: the first record with timestamp >= `timestamp`.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, LogError> {
+        let log = self.lock();
+        let Some(location) = log.locate_timestamp(timestamp)? else { return Ok(None) };
+        log::find_timestamp(&location, timestamp, log.log_start_offset())
+            .map_err(|source| LogError::Io { dir: log.dir().to_path_buf(), source })
+    }
+
+    /// ListOffsets MAX_TIMESTAMP: the record with the largest timestamp.
+    pub fn max_timestamp(&self) -> Result<Option<(i64, i64)>, LogError> {
+        let log = self.lock();
+        let Some((location, batch_offset)) = log.locate_max_timestamp()? else { return Ok(None) };
+        log::max_timestamp_record(&location, batch_offset)
+            .map_err(|source| LogError::Io { dir: log.dir().to_path_buf(), source })
+    }
+
+    pub fn delete_records_before(&self, offset: i64) -> Result<i64, LogError> {
+        let mut log = self.lock();
+        let offset = if offset == -1 { log.log_end_offset() } else { offset };
+        log.delete_records_before(offset)
+    }
+
+    /// Periodic work: segment.ms rolls, retention, flush.ms. Returns what retention removed.
+    pub async fn housekeeping(&self, now_ms: i64, force_flush: bool) -> Result<RetentionOutcome, LogError> {
+        let (outcome, plan) = {
+            let mut log = self.lock();
+            log.roll_if_expired(now_ms)?;
+            let outcome = log.apply_retention(now_ms)?;
+            (outcome, log.plan_flush(now_ms, force_flush)?)
+        };
+        if let Some(plan) = plan {
+            let dir = self.lock().dir().to_path_buf();
+            let plan = tokio::task::spawn_blocking(move || plan.sync().map(|()| plan))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+                .map_err(|source| LogError::Io { dir, source })?;
+            self.lock().finish_flush(plan)?;
+        }
+        Ok(outcome)
+    }
+
+    /// Sizes for /metrics: (bytes, segments, log end offset, log start offset).
+    pub fn stats(&self) -> (u64, usize, i64, i64) {
+        let log = self.lock();
+        (log.size_bytes(), log.segment_count(), log.log_end_offset(), log.log_start_offset())
+    }
+
+    /// Closes the log and removes its files (topic deletion).
+    pub fn delete_files(&self) -> std::io::Result<()> {
+        let dir = self.lock().dir().to_path_buf();
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! Logs (tracing), Prometheus metrics and the HTTP endpoints /metrics, /healthz, /readyz.
+//!
+//! Metric names (all prefixed `strata_`) are listed in docs/operations.md.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::Config;
+
+/// Installs the global tracing subscriber. RUST_LOG wins over the `log_filter` setting.
+pub fn init_tracing(config: &Config) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log_filter));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let result = if config.log_format == "json" { builder.json().try_init() } else { builder.try_init() };
+    if let Err(e) = result {
+        eprintln!("tracing was already initialised: {e}");
+    }
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_errors: IntCounterVec,
+    pub request_latency: HistogramVec,
+    pub bytes_in: IntCounterVec,
+    pub bytes_out: IntCounterVec,
+    pub records_in: IntCounterVec,
+    pub log_size: IntGaugeVec,
+    pub log_segments: IntGaugeVec,
+    pub log_end_offset: IntGaugeVec,
+    pub log_start_offset: IntGaugeVec,
+    pub connections: IntGauge,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new_custom(Some("strata".into()), None)?;
+        let counter = |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| -> Result<IntGaugeVec, prometheus::Error> {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let requests = counter("requests_total", "Kafka requests handled, by API", &["api"])?;
+        let request_errors = counter(
+            "request_errors_total",
+            "Kafka requests or partitions answered with an error, by API and error",
+            &["api", "error"],
+        )?;
+        let request_latency = HistogramVec::new(
+            HistogramOpts::new("request_duration_seconds", "Time from a request's arrival to its response, by API")
+                .buckets(vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            &["api"],
+        )?;
+        registry.register(Box::new(request_latency.clone()))?;
+        let bytes_in = counter("bytes_in_total", "Record batch bytes appended, by topic", &["topic"])?;
+        let bytes_out = counter("bytes_out_total", "Record batch bytes returned by Fetch, by topic", &["topic"])?;
+        let records_in = counter("records_in_total", "Records appended, by topic", &["topic"])?;
+        let log_size = gauge("log_size_bytes", "Bytes in local segments", &["topic", "partition"])?;
+        let log_segments = gauge("log_segments", "Local segments", &["topic", "partition"])?;
+        let log_end_offset = gauge("log_end_offset", "Log end offset", &["topic", "partition"])?;
+        let log_start_offset = gauge("log_start_offset", "Log start offset", &["topic", "partition"])?;
+        let connections = IntGauge::new("connections", "Open client connections")?;
+        registry.register(Box::new(connections.clone()))?;
+        Ok(Metrics {
+            registry,
+            requests,
+            request_errors,
+            request_latency,
+            bytes_in,
+            bytes_out,
+            records_in,
+            log_size,
+            log_segments,
+            log_end_offset,
+            log_start_offset,
+            connections,
+        })
+    }
+
+    pub fn error(&self, api: &str, error: kafka_protocol::ResponseError) {
+        self.request_errors.with_label_values(&[api, &format!("{error:?}")]).inc();
+    }
+
+    /// Drops the per-partition series of a deleted topic.
+    pub fn forget_topic(&self, topic: &str, partitions: i32) {
+        for p in 0..partitions {
+            let labels = [topic, &p.to_string()];
+            for gauge in [&self.log_size, &self.log_segments, &self.log_end_offset, &self.log_start_offset] {
+                let _ = gauge.remove_label_values(&labels);
+            }
+        }
+        for counter in [&self.bytes_in, &self.bytes_out, &self.records_in] {
+            let _ = counter.remove_label_values(&[topic]);
+        }
+    }
+
+    fn render(&self) -> Result<String, prometheus::Error> {
+        let mut buffer = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buffer)?;
+        Ok(String::from_utf8_lossy(&buffer).into_owned())
+    }
+}
+
+/// What the HTTP endpoints look at.
+pub struct Health {
+    pub metrics: Arc<Metrics>,
+    /// Set once logs are recovered and the Kafka listener accepts; cleared at shutdown.
+    pub ready: AtomicBool,
+}
+
+async fn metrics(State(health): State<Arc<Health>>) -> impl IntoResponse {
+    match health.metrics.render() {
+        Ok(text) => (StatusCode::OK, [("content-type", "text/plain; version=0.0.4")], text).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("render metrics: {e}")).into_response(),
+    }
+}
+
+async fn readyz(State(health): State<Arc<Health>>) -> impl IntoResponse {
+    if health.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+/// Serves /metrics, /healthz and /readyz until `cancel` fires.
+pub async fn serve_http(
+    listener: tokio::net::TcpListener,
+    health: Arc<Health>,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(health);
+    axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await
+}
+
+pub async fn bind_http(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}

@@ -1,0 +1,191 @@
+//! Topic configuration with Kafka's names. A topic stores only its overrides; the
+//! effective value of anything else comes from the broker default (a `log_*` setting).
+
+use std::collections::BTreeMap;
+
+use crate::config::Config;
+use crate::log::LogConfig;
+
+/// One topic config Strata understands.
+pub struct ConfigDef {
+    pub name: &'static str,
+    /// The broker setting holding the default.
+    pub broker_setting: &'static str,
+    default: fn(&Config) -> String,
+    kind: Kind,
+    pub doc: &'static str,
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    /// An integer in [min, max].
+    Long(i64, i64),
+    Bool,
+    OneOf(&'static [&'static str]),
+}
+
+/// Every topic config, in the order DescribeConfigs lists them.
+pub const DEFS: &[ConfigDef] = &[
+    ConfigDef { name: "cleanup.policy", broker_setting: "(fixed)", default: |_| "delete".into(), kind: Kind::OneOf(&["delete"]), doc: "Only `delete` is implemented; compaction arrives with the groups issue." },
+    ConfigDef { name: "retention.ms", broker_setting: "log_retention_ms", default: |c| c.log_retention_ms.to_string(), kind: Kind::Long(-1, i64::MAX), doc: "Delete whole segments whose newest record is older than this; -1 keeps forever." },
+    ConfigDef { name: "retention.bytes", broker_setting: "log_retention_bytes", default: |c| c.log_retention_bytes.to_string(), kind: Kind::Long(-1, i64::MAX), doc: "Delete oldest segments while the partition is larger than this; -1 means no limit." },
+    ConfigDef { name: "segment.bytes", broker_setting: "log_segment_bytes", default: |c| c.log_segment_bytes.to_string(), kind: Kind::Long(14, i32::MAX as i64), doc: "Roll to a new segment at this size." },
+    ConfigDef { name: "segment.ms", broker_setting: "log_segment_ms", default: |c| c.log_segment_ms.to_string(), kind: Kind::Long(1, i64::MAX), doc: "Roll to a new segment after this long." },
+    ConfigDef { name: "max.message.bytes", broker_setting: "message_max_bytes", default: |c| c.message_max_bytes.to_string(), kind: Kind::Long(0, i32::MAX as i64), doc: "Largest record batch accepted." },
+    ConfigDef { name: "flush.messages", broker_setting: "log_flush_messages", default: |c| c.log_flush_messages.to_string(), kind: Kind::Long(1, i64::MAX), doc: "fsync before acknowledging once this many messages are unflushed." },
+    ConfigDef { name: "flush.ms", broker_setting: "log_flush_ms", default: |c| c.log_flush_ms.to_string(), kind: Kind::Long(0, i64::MAX), doc: "fsync at most this long after an append." },
+    ConfigDef { name: "index.interval.bytes", broker_setting: "log_index_interval_bytes", default: |c| c.log_index_interval_bytes.to_string(), kind: Kind::Long(0, i32::MAX as i64), doc: "Bytes between sparse index entries." },
+    ConfigDef { name: "message.timestamp.type", broker_setting: "log_message_timestamp_type", default: |c| c.log_message_timestamp_type.clone(), kind: Kind::OneOf(&["CreateTime", "LogAppendTime"]), doc: "Keep the producer's timestamps or stamp batches with the broker's time." },
+    ConfigDef { name: "min.insync.replicas", broker_setting: "min_insync_replicas", default: |c| c.min_insync_replicas.to_string(), kind: Kind::Long(1, i32::MAX as i64), doc: "Replicas that must hold a batch for acks=all." },
+    ConfigDef { name: "local.retention.ms", broker_setting: "log_local_retention_ms", default: |c| c.log_local_retention_ms.to_string(), kind: Kind::Long(-2, i64::MAX), doc: "Tiered storage: local retention; -2 means retention.ms. Stored, not yet acted on." },
+    ConfigDef { name: "local.retention.bytes", broker_setting: "log_local_retention_bytes", default: |c| c.log_local_retention_bytes.to_string(), kind: Kind::Long(-2, i64::MAX), doc: "Tiered storage: local retention; -2 means retention.bytes. Stored, not yet acted on." },
+    ConfigDef { name: "remote.storage.enable", broker_setting: "remote_storage_enable", default: |c| c.remote_storage_enable.to_string(), kind: Kind::Bool, doc: "Tiered storage for this topic. Stored, not yet acted on." },
+];
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TopicConfigError {
+    #[error("unknown topic config `{0}`")]
+    Unknown(String),
+    #[error("topic config `{name}` = `{value}` is invalid: {reason}")]
+    Invalid { name: String, value: String, reason: String },
+}
+
+impl TopicConfigError {
+    /// The broker setting behind the failing topic config, for start-up errors.
+    pub fn broker_setting(&self) -> String {
+        let name = match self {
+            TopicConfigError::Unknown(name) | TopicConfigError::Invalid { name, .. } => name,
+        };
+        DEFS.iter().find(|d| d.name == name).map_or(name.clone(), |d| d.broker_setting.to_string())
+    }
+}
+
+impl ConfigDef {
+    /// The Kafka ConfigType code DescribeConfigs reports: BOOLEAN 1, STRING 2, LONG 5.
+    pub fn kafka_type(&self) -> i8 {
+        match self.kind {
+            Kind::Bool => 1,
+            Kind::OneOf(_) => 2,
+            Kind::Long(..) => 5,
+        }
+    }
+}
+
+pub fn def(name: &str) -> Option<&'static ConfigDef> {
+    DEFS.iter().find(|d| d.name == name)
+}
+
+/// Checks one value against its definition.
+pub fn check(name: &str, value: &str) -> Result<(), TopicConfigError> {
+    let def = def(name).ok_or_else(|| TopicConfigError::Unknown(name.to_string()))?;
+    let bad = |reason: String| TopicConfigError::Invalid { name: name.into(), value: value.into(), reason };
+    match def.kind {
+        Kind::Long(min, max) => {
+            let v: i64 = value.trim().parse().map_err(|_| bad("not an integer".into()))?;
+            if v < min || v > max {
+                return Err(bad(format!("must be between {min} and {max}")));
+            }
+        }
+        Kind::Bool => {
+            if !["true", "false"].contains(&value.trim()) {
+                return Err(bad("must be true or false".into()));
+            }
+        }
+        Kind::OneOf(options) => {
+            if !options.contains(&value.trim()) {
+                return Err(bad(format!("must be one of {}", options.join(", "))));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The effective configuration of a topic.
+#[derive(Debug, Clone)]
+pub struct TopicConfig {
+    values: BTreeMap<&'static str, String>,
+    overrides: BTreeMap<String, String>,
+}
+
+/// One row of DescribeConfigs.
+pub struct Described {
+    pub name: &'static str,
+    pub value: String,
+    pub is_default: bool,
+    pub doc: &'static str,
+    pub kafka_type: i8,
+}
+
+impl TopicConfig {
+    pub fn resolve(overrides: &BTreeMap<String, String>, broker: &Config) -> Result<TopicConfig, TopicConfigError> {
+        let mut values = BTreeMap::new();
+        for def in DEFS {
+            let value = overrides.get(def.name).cloned().unwrap_or_else(|| (def.default)(broker));
+            check(def.name, &value)?;
+            values.insert(def.name, value.trim().to_string());
+        }
+        for name in overrides.keys() {
+            if def(name).is_none() {
+                return Err(TopicConfigError::Unknown(name.clone()));
+            }
+        }
+        Ok(TopicConfig { values, overrides: overrides.clone() })
+    }
+
+    fn long(&self, name: &str) -> i64 {
+        self.values.get(name).and_then(|v| v.parse().ok()).unwrap_or_default()
+    }
+
+    pub fn log_config(&self) -> LogConfig {
+        LogConfig {
+            segment_bytes: self.long("segment.bytes") as u64,
+            segment_ms: self.long("segment.ms"),
+            index_interval_bytes: self.long("index.interval.bytes") as u64,
+            flush_messages: self.long("flush.messages"),
+            flush_ms: self.long("flush.ms"),
+            retention_ms: self.long("retention.ms"),
+            retention_bytes: self.long("retention.bytes"),
+            max_message_bytes: self.long("max.message.bytes") as usize,
+            log_append_time: self.values.get("message.timestamp.type").is_some_and(|v| v == "LogAppendTime"),
+        }
+    }
+
+    pub fn describe(&self) -> Vec<Described> {
+        DEFS.iter()
+            .map(|def| Described {
+                name: def.name,
+                value: self.values.get(def.name).cloned().unwrap_or_default(),
+                is_default: !self.overrides.contains_key(def.name),
+                doc: def.doc,
+                kafka_type: def.kafka_type(),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_beat_broker_defaults() {
+        let broker = Config { log_retention_ms: 1000, ..Config::default() };
+        let overrides = BTreeMap::from([("segment.bytes".to_string(), "4096".to_string())]);
+        let config = TopicConfig::resolve(&overrides, &broker).expect("valid");
+        let log = config.log_config();
+        assert_eq!(log.segment_bytes, 4096);
+        assert_eq!(log.retention_ms, 1000);
+        let described = config.describe();
+        let seg = described.iter().find(|d| d.name == "segment.bytes").expect("listed");
+        assert!(!seg.is_default);
+        assert_eq!(seg.value, "4096");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(matches!(check("segment.bytes", "1"), Err(TopicConfigError::Invalid { .. })));
+        assert!(matches!(check("retention.ms", "soon"), Err(TopicConfigError::Invalid { .. })));
+        assert!(matches!(check("nope", "1"), Err(TopicConfigError::Unknown(_))));
+        assert!(check("message.timestamp.type", "LogAppendTime").is_ok());
+    }
+}
