@@ -34,7 +34,9 @@ fn lookup(partition: &Partition, timestamp: i64) -> Result<(i64, i64), LogError>
     })
 }
 
-pub fn list_offsets(broker: &Arc<Broker>, request: ListOffsetsRequest) -> ResponseKind {
+pub fn list_offsets(broker: &Arc<Broker>, request: ListOffsetsRequest, version: i16) -> ResponseKind {
+    // leader_epoch exists from v4; the encoder refuses a non-default value before.
+    let epoch_of = |p: &Partition| if version >= 4 { p.leader_epoch() } else { -1 };
     let topics = request
         .topics
         .into_iter()
@@ -66,7 +68,7 @@ pub fn list_offsets(broker: &Arc<Broker>, request: ListOffsetsRequest) -> Respon
                         Ok((offset, timestamp)) => base
                             .with_offset(offset)
                             .with_timestamp(timestamp)
-                            .with_leader_epoch(partition.leader_epoch()),
+                            .with_leader_epoch(epoch_of(partition)),
                         Err(e) => {
                             let code = log_error_code(&e);
                             broker.metrics.error("ListOffsets", code);
