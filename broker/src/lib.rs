@@ -4,6 +4,7 @@
 //! [`handlers`] (one module per API family) → [`broker`] (topics) → [`partition`] →
 //! [`log`] (segments on disk). Cluster metadata sits behind [`cluster::MetadataStore`].
 
+pub mod alloc;
 pub mod broker;
 pub mod cluster;
 pub mod config;
@@ -14,3 +15,6 @@ pub mod protocol;
 pub mod server;
 pub mod telemetry;
 pub mod topic_config;
+
+#[global_allocator]
+static ALLOCATOR: alloc::LenientAlloc = alloc::LenientAlloc;
