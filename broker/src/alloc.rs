@@ -43,7 +43,11 @@ unsafe fn map(size: usize) -> *mut u8 {
             0,
         )
     };
-    if ptr == libc::MAP_FAILED { std::ptr::null_mut() } else { ptr.cast() }
+    if ptr == libc::MAP_FAILED {
+        std::ptr::null_mut()
+    } else {
+        ptr.cast()
+    }
 }
 
 // SAFETY: every pointer handed out is either from `System` (returned to `System`) or from

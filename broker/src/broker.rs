@@ -93,7 +93,9 @@ pub fn valid_topic_name(name: &str) -> bool {
         && name.len() <= 249
         && name != "."
         && name != ".."
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 
 impl Broker {
@@ -123,11 +125,19 @@ impl Broker {
         let mut known_dirs = std::collections::HashSet::new();
         for record in records {
             known_dirs.insert(broker.topic_dir(&record.name, record.id));
-            let topic = broker.open_topic(record).with_context(|| "open a topic's logs".to_string())?;
-            broker.write_topics().insert(topic.name.clone(), Arc::new(topic));
+            let topic = broker
+                .open_topic(record)
+                .with_context(|| "open a topic's logs".to_string())?;
+            broker
+                .write_topics()
+                .insert(topic.name.clone(), Arc::new(topic));
         }
         broker.remove_unknown_logs(&known_dirs);
-        info!(topics = broker.read_topics().len(), elapsed_ms = started.elapsed().as_millis() as u64, "logs recovered");
+        info!(
+            topics = broker.read_topics().len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "logs recovered"
+        );
         Ok(broker)
     }
 
@@ -150,7 +160,9 @@ impl Broker {
     /// Deletes log directories of topics the metadata store does not know (deleted while
     /// this broker was down).
     fn remove_unknown_logs(&self, known: &std::collections::HashSet<PathBuf>) {
-        let Ok(entries) = std::fs::read_dir(self.logs_dir()) else { return };
+        let Ok(entries) = std::fs::read_dir(self.logs_dir()) else {
+            return;
+        };
         for entry in entries.flatten() {
             let path = entry.path();
             if path.is_dir() && !known.contains(&path) {
@@ -162,11 +174,23 @@ impl Broker {
         }
     }
 
-    fn open_partition(&self, record: &TopicRecord, config: &TopicConfig, index: usize) -> Result<Partition, LogError> {
-        let dir = self.topic_dir(&record.name, record.id).join(index.to_string());
+    fn open_partition(
+        &self,
+        record: &TopicRecord,
+        config: &TopicConfig,
+        index: usize,
+    ) -> Result<Partition, LogError> {
+        let dir = self
+            .topic_dir(&record.name, record.id)
+            .join(index.to_string());
         let log = Log::open(&dir, config.log_config(), self.clock.now_ms())?;
         let epoch = record.partitions.get(index).map_or(0, |p| p.leader_epoch);
-        Ok(Partition::new(record.name.clone(), index as i32, log, epoch))
+        Ok(Partition::new(
+            record.name.clone(),
+            index as i32,
+            log,
+            epoch,
+        ))
     }
 
     fn open_topic(&self, record: TopicRecord) -> Result<Topic, AdminError> {
@@ -174,7 +198,13 @@ impl Broker {
         let partitions = (0..record.partitions.len())
             .map(|i| self.open_partition(&record, &config, i).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Topic { name: record.name.clone(), id: record.id, partitions, config, record })
+        Ok(Topic {
+            name: record.name.clone(),
+            id: record.id,
+            partitions,
+            config,
+            record,
+        })
     }
 
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
@@ -192,7 +222,10 @@ impl Broker {
     }
 
     pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
-        self.topic(topic)?.partitions.get(usize::try_from(index).ok()?).cloned()
+        self.topic(topic)?
+            .partitions
+            .get(usize::try_from(index).ok()?)
+            .cloned()
     }
 
     /// Returns the topic, creating it with defaults when auto-creation is on.
@@ -203,7 +236,10 @@ impl Broker {
         if !self.config.auto_create_topics || !valid_topic_name(name) {
             return Ok(None);
         }
-        match self.create_topic(name, -1, -1, BTreeMap::new(), false).await {
+        match self
+            .create_topic(name, -1, -1, BTreeMap::new(), false)
+            .await
+        {
             Ok(topic) => {
                 info!(topic = name, "auto-created topic");
                 Ok(Some(topic))
@@ -224,13 +260,21 @@ impl Broker {
         if !valid_topic_name(name) {
             return Err(AdminError::InvalidTopicName(name.to_string()));
         }
-        let partitions = if num_partitions == -1 { self.config.num_partitions } else { num_partitions };
+        let partitions = if num_partitions == -1 {
+            self.config.num_partitions
+        } else {
+            num_partitions
+        };
         if !(1..=100_000).contains(&partitions) {
             return Err(AdminError::InvalidPartitions(format!(
                 "number of partitions must be between 1 and 100000, got {partitions}"
             )));
         }
-        let factor = if replication_factor == -1 { self.config.default_replication_factor } else { replication_factor };
+        let factor = if replication_factor == -1 {
+            self.config.default_replication_factor
+        } else {
+            replication_factor
+        };
         if factor != 1 {
             return Err(AdminError::InvalidReplicationFactor(format!(
                 "replication factor {factor} is larger than the 1 available broker"
@@ -244,12 +288,20 @@ impl Broker {
         let record = TopicRecord {
             name: name.to_string(),
             id: Uuid::new_v4(),
-            partitions: (0..partitions).map(|_| self.new_partition_record()).collect(),
+            partitions: (0..partitions)
+                .map(|_| self.new_partition_record())
+                .collect(),
             configs,
         };
         if validate_only {
             let partitions = Vec::new();
-            return Ok(Arc::new(Topic { name: record.name.clone(), id: record.id, partitions, config, record }));
+            return Ok(Arc::new(Topic {
+                name: record.name.clone(),
+                id: record.id,
+                partitions,
+                config,
+                record,
+            }));
         }
         self.store.create_topic(&record).await?;
         let topic = Arc::new(self.open_topic(record)?);
@@ -259,12 +311,18 @@ impl Broker {
     }
 
     fn new_partition_record(&self) -> PartitionRecord {
-        PartitionRecord { leader: self.config.node_id, leader_epoch: 0, replicas: vec![self.config.node_id] }
+        PartitionRecord {
+            leader: self.config.node_id,
+            leader_epoch: 0,
+            replicas: vec![self.config.node_id],
+        }
     }
 
     pub async fn delete_topic(&self, name: &str) -> Result<Uuid, AdminError> {
         let _admin = self.admin.lock().await;
-        let topic = self.topic(name).ok_or_else(|| AdminError::UnknownTopic(name.to_string()))?;
+        let topic = self
+            .topic(name)
+            .ok_or_else(|| AdminError::UnknownTopic(name.to_string()))?;
         self.store.delete_topic(name).await?;
         self.write_topics().remove(name);
         for partition in &topic.partitions {
@@ -273,14 +331,22 @@ impl Broker {
             }
         }
         let _ = std::fs::remove_dir(self.topic_dir(name, topic.id));
-        self.metrics.forget_topic(name, topic.partitions.len() as i32);
+        self.metrics
+            .forget_topic(name, topic.partitions.len() as i32);
         info!(topic = name, "deleted topic");
         Ok(topic.id)
     }
 
-    pub async fn create_partitions(&self, name: &str, count: i32, validate_only: bool) -> Result<(), AdminError> {
+    pub async fn create_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        validate_only: bool,
+    ) -> Result<(), AdminError> {
         let _admin = self.admin.lock().await;
-        let topic = self.topic(name).ok_or_else(|| AdminError::UnknownTopic(name.to_string()))?;
+        let topic = self
+            .topic(name)
+            .ok_or_else(|| AdminError::UnknownTopic(name.to_string()))?;
         let current = topic.partitions.len() as i32;
         if count <= current {
             return Err(AdminError::InvalidPartitions(format!(
@@ -288,19 +354,33 @@ impl Broker {
             )));
         }
         if count > 100_000 {
-            return Err(AdminError::InvalidPartitions(format!("{count} partitions is more than 100000")));
+            return Err(AdminError::InvalidPartitions(format!(
+                "{count} partitions is more than 100000"
+            )));
         }
         if validate_only {
             return Ok(());
         }
         let mut record = topic.record.clone();
-        record.partitions.extend((current..count).map(|_| self.new_partition_record()));
+        record
+            .partitions
+            .extend((current..count).map(|_| self.new_partition_record()));
         self.store.update_topic(&record).await?;
         let mut partitions = topic.partitions.clone();
         for index in current as usize..count as usize {
-            partitions.push(Arc::new(self.open_partition(&record, &topic.config, index)?));
+            partitions.push(Arc::new(self.open_partition(
+                &record,
+                &topic.config,
+                index,
+            )?));
         }
-        let next = Topic { name: topic.name.clone(), id: topic.id, partitions, config: topic.config.clone(), record };
+        let next = Topic {
+            name: topic.name.clone(),
+            id: topic.id,
+            partitions,
+            config: topic.config.clone(),
+            record,
+        };
         self.write_topics().insert(name.to_string(), Arc::new(next));
         info!(topic = name, from = current, to = count, "added partitions");
         Ok(())
@@ -315,7 +395,9 @@ impl Broker {
         validate_only: bool,
     ) -> Result<(), AdminError> {
         let _admin = self.admin.lock().await;
-        let topic = self.topic(name).ok_or_else(|| AdminError::UnknownTopic(name.to_string()))?;
+        let topic = self
+            .topic(name)
+            .ok_or_else(|| AdminError::UnknownTopic(name.to_string()))?;
         let config = TopicConfig::resolve(&configs, &self.config)?;
         if validate_only {
             return Ok(());
@@ -327,7 +409,13 @@ impl Broker {
         for partition in &topic.partitions {
             partition.set_config(log_config.clone());
         }
-        let next = Topic { name: topic.name.clone(), id: topic.id, partitions: topic.partitions.clone(), config, record };
+        let next = Topic {
+            name: topic.name.clone(),
+            id: topic.id,
+            partitions: topic.partitions.clone(),
+            config,
+            record,
+        };
         self.write_topics().insert(name.to_string(), Arc::new(next));
         info!(topic = name, "altered topic configs");
         Ok(())
@@ -344,14 +432,28 @@ impl Broker {
                             bytes = outcome.bytes, "retention deleted segments");
                     }
                     Ok(_) => {}
-                    Err(e) => warn!(topic = %topic.name, partition = partition.index, error = %e, "log housekeeping failed"),
+                    Err(e) => {
+                        warn!(topic = %topic.name, partition = partition.index, error = %e, "log housekeeping failed")
+                    }
                 }
                 let (size, segments, end, start) = partition.stats();
                 let labels = [topic.name.as_str(), &partition.index.to_string()];
-                self.metrics.log_size.with_label_values(&labels).set(size as i64);
-                self.metrics.log_segments.with_label_values(&labels).set(segments as i64);
-                self.metrics.log_end_offset.with_label_values(&labels).set(end);
-                self.metrics.log_start_offset.with_label_values(&labels).set(start);
+                self.metrics
+                    .log_size
+                    .with_label_values(&labels)
+                    .set(size as i64);
+                self.metrics
+                    .log_segments
+                    .with_label_values(&labels)
+                    .set(segments as i64);
+                self.metrics
+                    .log_end_offset
+                    .with_label_values(&labels)
+                    .set(end);
+                self.metrics
+                    .log_start_offset
+                    .with_label_values(&labels)
+                    .set(start);
             }
         }
     }

@@ -115,7 +115,10 @@ impl Default for Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path} is not valid TOML: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("setting `{setting}`: {message}")]
@@ -123,14 +126,20 @@ pub enum ConfigError {
 }
 
 fn invalid(setting: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { setting: setting.to_string(), message: message.into() }
+    ConfigError::Invalid {
+        setting: setting.to_string(),
+        message: message.into(),
+    }
 }
 
 /// Where cluster metadata lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MetadataUrl {
     Embedded,
-    Etcd { endpoints: Vec<String>, prefix: String },
+    Etcd {
+        endpoints: Vec<String>,
+        prefix: String,
+    },
 }
 
 /// Where tiered data goes.
@@ -152,12 +161,15 @@ impl Config {
             .map_err(|e| invalid("(defaults)", e.to_string()))?;
         let mut table = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-                text.parse::<toml::Table>().map_err(|e| ConfigError::Parse {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                     path: path.to_path_buf(),
-                    message: e.to_string(),
-                })?
+                    source,
+                })?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Parse {
+                        path: path.to_path_buf(),
+                        message: e.to_string(),
+                    })?
             }
             None => toml::Table::new(),
         };
@@ -169,8 +181,13 @@ impl Config {
             }
         }
         for (name, raw) in flags {
-            let default = defaults.get(*name).ok_or_else(|| invalid(name, "unknown setting"))?;
-            table.insert(name.to_string(), typed_value(&format!("--{}", name.replace('_', "-")), raw, default)?);
+            let default = defaults
+                .get(*name)
+                .ok_or_else(|| invalid(name, "unknown setting"))?;
+            table.insert(
+                name.to_string(),
+                typed_value(&format!("--{}", name.replace('_', "-")), raw, default)?,
+            );
         }
         for key in table.keys() {
             if !defaults.contains_key(key) {
@@ -178,7 +195,12 @@ impl Config {
             }
         }
         let config: Config = table.try_into().map_err(|e: toml::de::Error| {
-            invalid(&e.message().split('`').nth(1).unwrap_or("config").to_string(), e.to_string())
+            // The error ends with "in `<key>`" when toml knows which setting failed.
+            let text = e.to_string();
+            let setting = text
+                .rsplit_once("in `")
+                .and_then(|(_, rest)| rest.split('`').next());
+            invalid(setting.unwrap_or("(config file)"), e.message())
         })?;
         config.validate()?;
         Ok(config)
@@ -199,10 +221,16 @@ impl Config {
             return Err(invalid("num_partitions", "must be >= 1"));
         }
         if self.default_replication_factor != 1 {
-            return Err(invalid("default_replication_factor", "this broker runs alone; only 1 is supported"));
+            return Err(invalid(
+                "default_replication_factor",
+                "this broker runs alone; only 1 is supported",
+            ));
         }
         if !(1024..=i32::MAX as i64).contains(&self.max_request_bytes) {
-            return Err(invalid("max_request_bytes", "must be between 1024 and 2147483647"));
+            return Err(invalid(
+                "max_request_bytes",
+                "must be between 1024 and 2147483647",
+            ));
         }
         if !["text", "json"].contains(&self.log_format.as_str()) {
             return Err(invalid("log_format", "must be `text` or `json`"));
@@ -223,11 +251,15 @@ impl Config {
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
-        self.listen.parse().map_err(|_| invalid("listen", format!("`{}` is not IP:PORT", self.listen)))
+        self.listen
+            .parse()
+            .map_err(|_| invalid("listen", format!("`{}` is not IP:PORT", self.listen)))
     }
 
     pub fn http_addr(&self) -> Result<SocketAddr, ConfigError> {
-        self.http.parse().map_err(|_| invalid("http", format!("`{}` is not IP:PORT", self.http)))
+        self.http
+            .parse()
+            .map_err(|_| invalid("http", format!("`{}` is not IP:PORT", self.http)))
     }
 
     /// (host, port) advertised to clients.
@@ -245,7 +277,13 @@ impl Config {
             return Ok(MetadataUrl::Embedded);
         }
         let rest = self.metadata.strip_prefix("etcd://").ok_or_else(|| {
-            invalid("metadata", format!("`{}` is neither `embedded` nor `etcd://HOST:PORT[,...][/PREFIX]`", self.metadata))
+            invalid(
+                "metadata",
+                format!(
+                    "`{}` is neither `embedded` nor `etcd://HOST:PORT[,...][/PREFIX]`",
+                    self.metadata
+                ),
+            )
         })?;
         let (hosts, prefix) = rest.split_once('/').unwrap_or((rest, "strata"));
         let mut endpoints = Vec::new();
@@ -255,7 +293,10 @@ impl Config {
         }
         let prefix = prefix.trim_matches('/');
         let prefix = if prefix.is_empty() { "strata" } else { prefix };
-        Ok(MetadataUrl::Etcd { endpoints, prefix: prefix.to_string() })
+        Ok(MetadataUrl::Etcd {
+            endpoints,
+            prefix: prefix.to_string(),
+        })
     }
 
     pub fn object_store_url(&self) -> Result<ObjectStoreUrl, ConfigError> {
@@ -264,7 +305,10 @@ impl Config {
         }
         if let Some(path) = self.object_store.strip_prefix("file://") {
             if !path.starts_with('/') {
-                return Err(invalid("object_store", "file:// URLs need an absolute path (file:///DIR)"));
+                return Err(invalid(
+                    "object_store",
+                    "file:// URLs need an absolute path (file:///DIR)",
+                ));
             }
             return Ok(ObjectStoreUrl::Directory(PathBuf::from(path)));
         }
@@ -273,9 +317,18 @@ impl Config {
             if bucket.is_empty() {
                 return Err(invalid("object_store", "s3:// URL has no bucket"));
             }
-            return Ok(ObjectStoreUrl::S3 { bucket: bucket.into(), prefix: prefix.trim_matches('/').into() });
+            return Ok(ObjectStoreUrl::S3 {
+                bucket: bucket.into(),
+                prefix: prefix.trim_matches('/').into(),
+            });
         }
-        Err(invalid("object_store", format!("`{}` is neither file:///DIR nor s3://BUCKET[/PREFIX]", self.object_store)))
+        Err(invalid(
+            "object_store",
+            format!(
+                "`{}` is neither file:///DIR nor s3://BUCKET[/PREFIX]",
+                self.object_store
+            ),
+        ))
     }
 }
 
@@ -283,7 +336,9 @@ fn parse_host_port(setting: &str, value: &str) -> Result<(String, i32), ConfigEr
     let (host, port) = value
         .rsplit_once(':')
         .ok_or_else(|| invalid(setting, format!("`{value}` is not HOST:PORT")))?;
-    let port: u16 = port.parse().map_err(|_| invalid(setting, format!("`{port}` is not a port")))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| invalid(setting, format!("`{port}` is not a port")))?;
     if host.is_empty() {
         return Err(invalid(setting, format!("`{value}` has no host")));
     }
@@ -312,7 +367,11 @@ fn typed_value(source: &str, raw: &str, default: &toml::Value) -> Result<toml::V
 mod tests {
     use super::*;
 
-    fn load(file: Option<&str>, env: &[(&str, &str)], flags: &[(&'static str, &str)]) -> Result<Config, ConfigError> {
+    fn load(
+        file: Option<&str>,
+        env: &[(&str, &str)],
+        flags: &[(&'static str, &str)],
+    ) -> Result<Config, ConfigError> {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("strata.toml");
         if let Some(text) = file {
@@ -326,8 +385,12 @@ mod tests {
     #[test]
     fn flag_beats_env_beats_file() {
         let file = Some("num_partitions = 2\nnode_id = 5\nauto_create_topics = false\n");
-        let config = load(file, &[("STRATA_NUM_PARTITIONS", "3"), ("STRATA_NODE_ID", "6")], &[("node_id", "7")])
-            .expect("valid");
+        let config = load(
+            file,
+            &[("STRATA_NUM_PARTITIONS", "3"), ("STRATA_NODE_ID", "6")],
+            &[("node_id", "7")],
+        )
+        .expect("valid");
         assert_eq!(config.num_partitions, 3);
         assert_eq!(config.node_id, 7);
         assert!(!config.auto_create_topics);
@@ -340,8 +403,12 @@ mod tests {
         assert!(err.to_string().contains("num_partitions"), "{err}");
         let err = load(Some("no_such_thing = 1\n"), &[], &[]).expect_err("unknown");
         assert!(err.to_string().contains("no_such_thing"), "{err}");
-        let err = load(None, &[("STRATA_LOG_SEGMENT_BYTES", "lots")], &[]).expect_err("not a number");
-        assert!(err.to_string().contains("STRATA_LOG_SEGMENT_BYTES"), "{err}");
+        let err =
+            load(None, &[("STRATA_LOG_SEGMENT_BYTES", "lots")], &[]).expect_err("not a number");
+        assert!(
+            err.to_string().contains("STRATA_LOG_SEGMENT_BYTES"),
+            "{err}"
+        );
         let err = load(Some("listen = 5\n"), &[], &[]).expect_err("wrong type");
         assert!(err.to_string().contains("listen"), "{err}");
         let err = load(None, &[], &[("metadata", "zookeeper://x")]).expect_err("bad url");
@@ -352,20 +419,32 @@ mod tests {
 
     #[test]
     fn urls_parse() {
-        let mut config = Config { metadata: "etcd://127.0.0.1:2379,127.0.0.1:2380/prod".into(), ..Config::default() };
+        let mut config = Config {
+            metadata: "etcd://127.0.0.1:2379,127.0.0.1:2380/prod".into(),
+            ..Config::default()
+        };
         assert_eq!(
             config.metadata_url().expect("etcd url"),
             MetadataUrl::Etcd {
-                endpoints: vec!["http://127.0.0.1:2379".into(), "http://127.0.0.1:2380".into()],
+                endpoints: vec![
+                    "http://127.0.0.1:2379".into(),
+                    "http://127.0.0.1:2380".into()
+                ],
                 prefix: "prod".into()
             }
         );
         config.object_store = "s3://bucket/some/prefix/".into();
         assert_eq!(
             config.object_store_url().expect("s3 url"),
-            ObjectStoreUrl::S3 { bucket: "bucket".into(), prefix: "some/prefix".into() }
+            ObjectStoreUrl::S3 {
+                bucket: "bucket".into(),
+                prefix: "some/prefix".into()
+            }
         );
         config.object_store = String::new();
-        assert_eq!(config.object_store_url().expect("default"), ObjectStoreUrl::Directory("./data/objects".into()));
+        assert_eq!(
+            config.object_store_url().expect("default"),
+            ObjectStoreUrl::Directory("./data/objects".into())
+        );
     }
 }

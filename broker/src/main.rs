@@ -18,7 +18,11 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info};
 
 #[derive(Parser)]
-#[command(name = "strata", version, about = "Kafka-compatible broker with tiered storage")]
+#[command(
+    name = "strata",
+    version,
+    about = "Kafka-compatible broker with tiered storage"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -69,7 +73,10 @@ impl ServeArgs {
         set("node_id", self.node_id.map(|v| v.to_string()));
         set("listen", self.listen.clone());
         set("advertise", self.advertise.clone());
-        set("data_dir", self.data_dir.as_ref().map(|p| p.display().to_string()));
+        set(
+            "data_dir",
+            self.data_dir.as_ref().map(|p| p.display().to_string()),
+        );
         set("http", self.http.clone());
         set("metadata", self.metadata.clone());
         set("object_store", self.object_store.clone());
@@ -81,7 +88,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {
-            let config = match Config::load(args.config.as_deref(), std::env::vars(), &args.flags()) {
+            let config = match Config::load(args.config.as_deref(), std::env::vars(), &args.flags())
+            {
                 Ok(config) => config,
                 Err(e) => {
                     eprintln!("strata: invalid configuration: {e}");
@@ -89,7 +97,10 @@ fn main() -> ExitCode {
                 }
             };
             telemetry::init_tracing(&config);
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(runtime) => runtime,
                 Err(e) => {
                     eprintln!("strata: cannot start the async runtime: {e}");
@@ -110,13 +121,20 @@ fn main() -> ExitCode {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new().context("register metrics")?);
-    let health = Arc::new(Health { metrics: metrics.clone(), ready: false.into() });
+    let health = Arc::new(Health {
+        metrics: metrics.clone(),
+        ready: false.into(),
+    });
     let cancel = CancellationToken::new();
 
     let http_listener = telemetry::bind_http(config.http_addr()?)
         .await
         .with_context(|| format!("bind the HTTP listener on {}", config.http))?;
-    let http = tokio::spawn(telemetry::serve_http(http_listener, health.clone(), cancel.clone()));
+    let http = tokio::spawn(telemetry::serve_http(
+        http_listener,
+        health.clone(),
+        cancel.clone(),
+    ));
 
     let store = cluster::open(&config).await?;
     let listen = config.listen_addr()?;
@@ -142,7 +160,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             }
         })
     };
-    let accept = tokio::spawn(server::accept_loop(broker.clone(), listener, cancel.clone(), tracker.clone()));
+    let accept = tokio::spawn(server::accept_loop(
+        broker.clone(),
+        listener,
+        cancel.clone(),
+        tracker.clone(),
+    ));
     health.ready.store(true, Ordering::Relaxed);
 
     shutdown_signal().await?;

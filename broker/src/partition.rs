@@ -5,8 +5,8 @@
 //! offset: a batch is visible to consumers as soon as it is appended (and, when the flush
 //! policy requires it, fsynced; the high watermark then moves after the fsync).
 
-use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -45,7 +45,9 @@ impl Partition {
     fn lock(&self) -> std::sync::MutexGuard<'_, Log> {
         // A panic while holding the lock cannot leave the log half-updated in a way later
         // readers could observe past `size`, so a poisoned lock is still usable.
-        self.log.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.log
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn leader_epoch(&self) -> i32 {
@@ -62,7 +64,10 @@ impl Partition {
 
     pub fn watermarks(&self) -> Watermarks {
         let log = self.lock();
-        Watermarks { log_start_offset: log.log_start_offset(), high_watermark: log.log_end_offset() }
+        Watermarks {
+            log_start_offset: log.log_start_offset(),
+            high_watermark: log.log_end_offset(),
+        }
     }
 
     pub fn set_config(&self, config: LogConfig) {
@@ -94,7 +99,10 @@ impl Partition {
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<(Bytes, Watermarks), LogError> {
         let (location, marks, dir) = {
             let log = self.lock();
-            let marks = Watermarks { log_start_offset: log.log_start_offset(), high_watermark: log.log_end_offset() };
+            let marks = Watermarks {
+                log_start_offset: log.log_start_offset(),
+                high_watermark: log.log_end_offset(),
+            };
             (log.locate(offset)?, marks, log.dir().to_path_buf())
         };
         let records = match location {
@@ -108,27 +116,45 @@ impl Partition {
     /// ListOffsets by timestamp: the first record with timestamp >= `timestamp`.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, LogError> {
         let log = self.lock();
-        let Some(location) = log.locate_timestamp(timestamp)? else { return Ok(None) };
-        log::find_timestamp(&location, timestamp, log.log_start_offset())
-            .map_err(|source| LogError::Io { dir: log.dir().to_path_buf(), source })
+        let Some(location) = log.locate_timestamp(timestamp)? else {
+            return Ok(None);
+        };
+        log::find_timestamp(&location, timestamp, log.log_start_offset()).map_err(|source| {
+            LogError::Io {
+                dir: log.dir().to_path_buf(),
+                source,
+            }
+        })
     }
 
     /// ListOffsets MAX_TIMESTAMP: the record with the largest timestamp.
     pub fn max_timestamp(&self) -> Result<Option<(i64, i64)>, LogError> {
         let log = self.lock();
-        let Some((location, batch_offset)) = log.locate_max_timestamp()? else { return Ok(None) };
-        log::max_timestamp_record(&location, batch_offset)
-            .map_err(|source| LogError::Io { dir: log.dir().to_path_buf(), source })
+        let Some((location, batch_offset)) = log.locate_max_timestamp()? else {
+            return Ok(None);
+        };
+        log::max_timestamp_record(&location, batch_offset).map_err(|source| LogError::Io {
+            dir: log.dir().to_path_buf(),
+            source,
+        })
     }
 
     pub fn delete_records_before(&self, offset: i64) -> Result<i64, LogError> {
         let mut log = self.lock();
-        let offset = if offset == -1 { log.log_end_offset() } else { offset };
+        let offset = if offset == -1 {
+            log.log_end_offset()
+        } else {
+            offset
+        };
         log.delete_records_before(offset)
     }
 
     /// Periodic work: segment.ms rolls, retention, flush.ms. Returns what retention removed.
-    pub async fn housekeeping(&self, now_ms: i64, force_flush: bool) -> Result<RetentionOutcome, LogError> {
+    pub async fn housekeeping(
+        &self,
+        now_ms: i64,
+        force_flush: bool,
+    ) -> Result<RetentionOutcome, LogError> {
         let (outcome, plan) = {
             let mut log = self.lock();
             log.roll_if_expired(now_ms)?;
@@ -149,7 +175,12 @@ impl Partition {
     /// Sizes for /metrics: (bytes, segments, log end offset, log start offset).
     pub fn stats(&self) -> (u64, usize, i64, i64) {
         let log = self.lock();
-        (log.size_bytes(), log.segment_count(), log.log_end_offset(), log.log_start_offset())
+        (
+            log.size_bytes(),
+            log.segment_count(),
+            log.log_end_offset(),
+            log.log_start_offset(),
+        )
     }
 
     /// Closes the log and removes its files (topic deletion).

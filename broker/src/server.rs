@@ -20,7 +20,12 @@ use crate::broker::Broker;
 use crate::handlers;
 use crate::protocol::{self, DecodeError};
 
-pub async fn accept_loop(broker: Arc<Broker>, listener: TcpListener, cancel: CancellationToken, tracker: TaskTracker) {
+pub async fn accept_loop(
+    broker: Arc<Broker>,
+    listener: TcpListener,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
     loop {
         let accepted = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -49,7 +54,12 @@ pub async fn accept_loop(broker: Arc<Broker>, listener: TcpListener, cancel: Can
     info!("stopped accepting Kafka connections");
 }
 
-async fn connection(broker: &Arc<Broker>, stream: TcpStream, peer: SocketAddr, cancel: CancellationToken) -> std::io::Result<()> {
+async fn connection(
+    broker: &Arc<Broker>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
     let (mut reader, writer) = stream.into_split();
     let mut writer = BufWriter::with_capacity(64 * 1024, writer);
     let max = broker.config.max_request_bytes as usize;
@@ -63,23 +73,32 @@ async fn connection(broker: &Arc<Broker>, stream: TcpStream, peer: SocketAddr, c
             Ok(None) => return Ok(()),
             Err(e) => {
                 warn!(%peer, error = %e, "closing connection: bad frame");
-                broker.metrics.error("(frame)", kafka_protocol::ResponseError::InvalidRequest);
+                broker
+                    .metrics
+                    .error("(frame)", kafka_protocol::ResponseError::InvalidRequest);
                 return Ok(());
             }
         };
         let started = Instant::now();
         let request = match protocol::decode_request(frame) {
             Ok(request) => request,
-            Err(DecodeError::UnsupportedVersion { api_key: ApiKey::ApiVersions, version, correlation_id }) => {
+            Err(DecodeError::UnsupportedVersion {
+                api_key: ApiKey::ApiVersions,
+                version,
+                correlation_id,
+            }) => {
                 debug!(%peer, version, "ApiVersions version too new; answering per KIP-511");
-                let bytes = protocol::api_versions_fallback(correlation_id).map_err(std::io::Error::other)?;
+                let bytes = protocol::api_versions_fallback(correlation_id)
+                    .map_err(std::io::Error::other)?;
                 writer.write_all(&bytes).await?;
                 writer.flush().await?;
                 continue;
             }
             Err(e) => {
                 warn!(%peer, error = %e, "closing connection: undecodable request");
-                broker.metrics.error("(decode)", kafka_protocol::ResponseError::InvalidRequest);
+                broker
+                    .metrics
+                    .error("(decode)", kafka_protocol::ResponseError::InvalidRequest);
                 return Ok(());
             }
         };
@@ -101,7 +120,11 @@ async fn connection(broker: &Arc<Broker>, stream: TcpStream, peer: SocketAddr, c
             }
         }
         broker.metrics.requests.with_label_values(&[api]).inc();
-        broker.metrics.request_latency.with_label_values(&[api]).observe(started.elapsed().as_secs_f64());
+        broker
+            .metrics
+            .request_latency
+            .with_label_values(&[api])
+            .observe(started.elapsed().as_secs_f64());
     }
 }
 

@@ -12,7 +12,8 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -21,9 +22,16 @@ use crate::config::Config;
 
 /// Installs the global tracing subscriber. RUST_LOG wins over the `log_filter` setting.
 pub fn init_tracing(config: &Config) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log_filter));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let result = if config.log_format == "json" { builder.json().try_init() } else { builder.try_init() };
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log_filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = if config.log_format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
     if let Err(e) = result {
         eprintln!("tracing was already initialised: {e}");
     }
@@ -47,16 +55,18 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new_custom(Some("strata".into()), None)?;
-        let counter = |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
-            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
-            registry.register(Box::new(c.clone()))?;
-            Ok(c)
-        };
-        let gauge = |name: &str, help: &str, labels: &[&str]| -> Result<IntGaugeVec, prometheus::Error> {
-            let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
-            registry.register(Box::new(g.clone()))?;
-            Ok(g)
-        };
+        let counter =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+                let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(c.clone()))?;
+                Ok(c)
+            };
+        let gauge =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntGaugeVec, prometheus::Error> {
+                let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(g.clone()))?;
+                Ok(g)
+            };
         let requests = counter("requests_total", "Kafka requests handled, by API", &["api"])?;
         let request_errors = counter(
             "request_errors_total",
@@ -64,18 +74,40 @@ impl Metrics {
             &["api", "error"],
         )?;
         let request_latency = HistogramVec::new(
-            HistogramOpts::new("request_duration_seconds", "Time from a request's arrival to its response, by API")
-                .buckets(vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            HistogramOpts::new(
+                "request_duration_seconds",
+                "Time from a request's arrival to its response, by API",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5, 5.0, 10.0,
+            ]),
             &["api"],
         )?;
         registry.register(Box::new(request_latency.clone()))?;
-        let bytes_in = counter("bytes_in_total", "Record batch bytes appended, by topic", &["topic"])?;
-        let bytes_out = counter("bytes_out_total", "Record batch bytes returned by Fetch, by topic", &["topic"])?;
+        let bytes_in = counter(
+            "bytes_in_total",
+            "Record batch bytes appended, by topic",
+            &["topic"],
+        )?;
+        let bytes_out = counter(
+            "bytes_out_total",
+            "Record batch bytes returned by Fetch, by topic",
+            &["topic"],
+        )?;
         let records_in = counter("records_in_total", "Records appended, by topic", &["topic"])?;
-        let log_size = gauge("log_size_bytes", "Bytes in local segments", &["topic", "partition"])?;
+        let log_size = gauge(
+            "log_size_bytes",
+            "Bytes in local segments",
+            &["topic", "partition"],
+        )?;
         let log_segments = gauge("log_segments", "Local segments", &["topic", "partition"])?;
         let log_end_offset = gauge("log_end_offset", "Log end offset", &["topic", "partition"])?;
-        let log_start_offset = gauge("log_start_offset", "Log start offset", &["topic", "partition"])?;
+        let log_start_offset = gauge(
+            "log_start_offset",
+            "Log start offset",
+            &["topic", "partition"],
+        )?;
         let connections = IntGauge::new("connections", "Open client connections")?;
         registry.register(Box::new(connections.clone()))?;
         Ok(Metrics {
@@ -95,14 +127,21 @@ impl Metrics {
     }
 
     pub fn error(&self, api: &str, error: kafka_protocol::ResponseError) {
-        self.request_errors.with_label_values(&[api, &format!("{error:?}")]).inc();
+        self.request_errors
+            .with_label_values(&[api, &format!("{error:?}")])
+            .inc();
     }
 
     /// Drops the per-partition series of a deleted topic.
     pub fn forget_topic(&self, topic: &str, partitions: i32) {
         for p in 0..partitions {
             let labels = [topic, &p.to_string()];
-            for gauge in [&self.log_size, &self.log_segments, &self.log_end_offset, &self.log_start_offset] {
+            for gauge in [
+                &self.log_size,
+                &self.log_segments,
+                &self.log_end_offset,
+                &self.log_start_offset,
+            ] {
                 let _ = gauge.remove_label_values(&labels);
             }
         }
@@ -127,8 +166,17 @@ pub struct Health {
 
 async fn metrics(State(health): State<Arc<Health>>) -> impl IntoResponse {
     match health.metrics.render() {
-        Ok(text) => (StatusCode::OK, [("content-type", "text/plain; version=0.0.4")], text).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("render metrics: {e}")).into_response(),
+        Ok(text) => (
+            StatusCode::OK,
+            [("content-type", "text/plain; version=0.0.4")],
+            text,
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("render metrics: {e}"),
+        )
+            .into_response(),
     }
 }
 
@@ -151,7 +199,9 @@ pub async fn serve_http(
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(health);
-    axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(cancel.cancelled_owned())
+        .await
 }
 
 pub async fn bind_http(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {

@@ -26,20 +26,104 @@ enum Kind {
 
 /// Every topic config, in the order DescribeConfigs lists them.
 pub const DEFS: &[ConfigDef] = &[
-    ConfigDef { name: "cleanup.policy", broker_setting: "(fixed)", default: |_| "delete".into(), kind: Kind::OneOf(&["delete"]), doc: "Only `delete` is implemented; compaction arrives with the groups issue." },
-    ConfigDef { name: "retention.ms", broker_setting: "log_retention_ms", default: |c| c.log_retention_ms.to_string(), kind: Kind::Long(-1, i64::MAX), doc: "Delete whole segments whose newest record is older than this; -1 keeps forever." },
-    ConfigDef { name: "retention.bytes", broker_setting: "log_retention_bytes", default: |c| c.log_retention_bytes.to_string(), kind: Kind::Long(-1, i64::MAX), doc: "Delete oldest segments while the partition is larger than this; -1 means no limit." },
-    ConfigDef { name: "segment.bytes", broker_setting: "log_segment_bytes", default: |c| c.log_segment_bytes.to_string(), kind: Kind::Long(14, i32::MAX as i64), doc: "Roll to a new segment at this size." },
-    ConfigDef { name: "segment.ms", broker_setting: "log_segment_ms", default: |c| c.log_segment_ms.to_string(), kind: Kind::Long(1, i64::MAX), doc: "Roll to a new segment after this long." },
-    ConfigDef { name: "max.message.bytes", broker_setting: "message_max_bytes", default: |c| c.message_max_bytes.to_string(), kind: Kind::Long(0, i32::MAX as i64), doc: "Largest record batch accepted." },
-    ConfigDef { name: "flush.messages", broker_setting: "log_flush_messages", default: |c| c.log_flush_messages.to_string(), kind: Kind::Long(1, i64::MAX), doc: "fsync before acknowledging once this many messages are unflushed." },
-    ConfigDef { name: "flush.ms", broker_setting: "log_flush_ms", default: |c| c.log_flush_ms.to_string(), kind: Kind::Long(0, i64::MAX), doc: "fsync at most this long after an append." },
-    ConfigDef { name: "index.interval.bytes", broker_setting: "log_index_interval_bytes", default: |c| c.log_index_interval_bytes.to_string(), kind: Kind::Long(0, i32::MAX as i64), doc: "Bytes between sparse index entries." },
-    ConfigDef { name: "message.timestamp.type", broker_setting: "log_message_timestamp_type", default: |c| c.log_message_timestamp_type.clone(), kind: Kind::OneOf(&["CreateTime", "LogAppendTime"]), doc: "Keep the producer's timestamps or stamp batches with the broker's time." },
-    ConfigDef { name: "min.insync.replicas", broker_setting: "min_insync_replicas", default: |c| c.min_insync_replicas.to_string(), kind: Kind::Long(1, i32::MAX as i64), doc: "Replicas that must hold a batch for acks=all." },
-    ConfigDef { name: "local.retention.ms", broker_setting: "log_local_retention_ms", default: |c| c.log_local_retention_ms.to_string(), kind: Kind::Long(-2, i64::MAX), doc: "Tiered storage: local retention; -2 means retention.ms. Stored, not yet acted on." },
-    ConfigDef { name: "local.retention.bytes", broker_setting: "log_local_retention_bytes", default: |c| c.log_local_retention_bytes.to_string(), kind: Kind::Long(-2, i64::MAX), doc: "Tiered storage: local retention; -2 means retention.bytes. Stored, not yet acted on." },
-    ConfigDef { name: "remote.storage.enable", broker_setting: "remote_storage_enable", default: |c| c.remote_storage_enable.to_string(), kind: Kind::Bool, doc: "Tiered storage for this topic. Stored, not yet acted on." },
+    ConfigDef {
+        name: "cleanup.policy",
+        broker_setting: "(fixed)",
+        default: |_| "delete".into(),
+        kind: Kind::OneOf(&["delete"]),
+        doc: "Only `delete` is implemented; compaction arrives with the groups issue.",
+    },
+    ConfigDef {
+        name: "retention.ms",
+        broker_setting: "log_retention_ms",
+        default: |c| c.log_retention_ms.to_string(),
+        kind: Kind::Long(-1, i64::MAX),
+        doc: "Delete whole segments whose newest record is older than this; -1 keeps forever.",
+    },
+    ConfigDef {
+        name: "retention.bytes",
+        broker_setting: "log_retention_bytes",
+        default: |c| c.log_retention_bytes.to_string(),
+        kind: Kind::Long(-1, i64::MAX),
+        doc: "Delete oldest segments while the partition is larger than this; -1 means no limit.",
+    },
+    ConfigDef {
+        name: "segment.bytes",
+        broker_setting: "log_segment_bytes",
+        default: |c| c.log_segment_bytes.to_string(),
+        kind: Kind::Long(14, i32::MAX as i64),
+        doc: "Roll to a new segment at this size.",
+    },
+    ConfigDef {
+        name: "segment.ms",
+        broker_setting: "log_segment_ms",
+        default: |c| c.log_segment_ms.to_string(),
+        kind: Kind::Long(1, i64::MAX),
+        doc: "Roll to a new segment after this long.",
+    },
+    ConfigDef {
+        name: "max.message.bytes",
+        broker_setting: "message_max_bytes",
+        default: |c| c.message_max_bytes.to_string(),
+        kind: Kind::Long(0, i32::MAX as i64),
+        doc: "Largest record batch accepted.",
+    },
+    ConfigDef {
+        name: "flush.messages",
+        broker_setting: "log_flush_messages",
+        default: |c| c.log_flush_messages.to_string(),
+        kind: Kind::Long(1, i64::MAX),
+        doc: "fsync before acknowledging once this many messages are unflushed.",
+    },
+    ConfigDef {
+        name: "flush.ms",
+        broker_setting: "log_flush_ms",
+        default: |c| c.log_flush_ms.to_string(),
+        kind: Kind::Long(0, i64::MAX),
+        doc: "fsync at most this long after an append.",
+    },
+    ConfigDef {
+        name: "index.interval.bytes",
+        broker_setting: "log_index_interval_bytes",
+        default: |c| c.log_index_interval_bytes.to_string(),
+        kind: Kind::Long(0, i32::MAX as i64),
+        doc: "Bytes between sparse index entries.",
+    },
+    ConfigDef {
+        name: "message.timestamp.type",
+        broker_setting: "log_message_timestamp_type",
+        default: |c| c.log_message_timestamp_type.clone(),
+        kind: Kind::OneOf(&["CreateTime", "LogAppendTime"]),
+        doc: "Keep the producer's timestamps or stamp batches with the broker's time.",
+    },
+    ConfigDef {
+        name: "min.insync.replicas",
+        broker_setting: "min_insync_replicas",
+        default: |c| c.min_insync_replicas.to_string(),
+        kind: Kind::Long(1, i32::MAX as i64),
+        doc: "Replicas that must hold a batch for acks=all.",
+    },
+    ConfigDef {
+        name: "local.retention.ms",
+        broker_setting: "log_local_retention_ms",
+        default: |c| c.log_local_retention_ms.to_string(),
+        kind: Kind::Long(-2, i64::MAX),
+        doc: "Tiered storage: local retention; -2 means retention.ms. Stored, not yet acted on.",
+    },
+    ConfigDef {
+        name: "local.retention.bytes",
+        broker_setting: "log_local_retention_bytes",
+        default: |c| c.log_local_retention_bytes.to_string(),
+        kind: Kind::Long(-2, i64::MAX),
+        doc: "Tiered storage: local retention; -2 means retention.bytes. Stored, not yet acted on.",
+    },
+    ConfigDef {
+        name: "remote.storage.enable",
+        broker_setting: "remote_storage_enable",
+        default: |c| c.remote_storage_enable.to_string(),
+        kind: Kind::Bool,
+        doc: "Tiered storage for this topic. Stored, not yet acted on.",
+    },
 ];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -47,7 +131,11 @@ pub enum TopicConfigError {
     #[error("unknown topic config `{0}`")]
     Unknown(String),
     #[error("topic config `{name}` = `{value}` is invalid: {reason}")]
-    Invalid { name: String, value: String, reason: String },
+    Invalid {
+        name: String,
+        value: String,
+        reason: String,
+    },
 }
 
 impl TopicConfigError {
@@ -56,7 +144,9 @@ impl TopicConfigError {
         let name = match self {
             TopicConfigError::Unknown(name) | TopicConfigError::Invalid { name, .. } => name,
         };
-        DEFS.iter().find(|d| d.name == name).map_or(name.clone(), |d| d.broker_setting.to_string())
+        DEFS.iter()
+            .find(|d| d.name == name)
+            .map_or(name.clone(), |d| d.broker_setting.to_string())
     }
 }
 
@@ -78,10 +168,17 @@ pub fn def(name: &str) -> Option<&'static ConfigDef> {
 /// Checks one value against its definition.
 pub fn check(name: &str, value: &str) -> Result<(), TopicConfigError> {
     let def = def(name).ok_or_else(|| TopicConfigError::Unknown(name.to_string()))?;
-    let bad = |reason: String| TopicConfigError::Invalid { name: name.into(), value: value.into(), reason };
+    let bad = |reason: String| TopicConfigError::Invalid {
+        name: name.into(),
+        value: value.into(),
+        reason,
+    };
     match def.kind {
         Kind::Long(min, max) => {
-            let v: i64 = value.trim().parse().map_err(|_| bad("not an integer".into()))?;
+            let v: i64 = value
+                .trim()
+                .parse()
+                .map_err(|_| bad("not an integer".into()))?;
             if v < min || v > max {
                 return Err(bad(format!("must be between {min} and {max}")));
             }
@@ -117,10 +214,16 @@ pub struct Described {
 }
 
 impl TopicConfig {
-    pub fn resolve(overrides: &BTreeMap<String, String>, broker: &Config) -> Result<TopicConfig, TopicConfigError> {
+    pub fn resolve(
+        overrides: &BTreeMap<String, String>,
+        broker: &Config,
+    ) -> Result<TopicConfig, TopicConfigError> {
         let mut values = BTreeMap::new();
         for def in DEFS {
-            let value = overrides.get(def.name).cloned().unwrap_or_else(|| (def.default)(broker));
+            let value = overrides
+                .get(def.name)
+                .cloned()
+                .unwrap_or_else(|| (def.default)(broker));
             check(def.name, &value)?;
             values.insert(def.name, value.trim().to_string());
         }
@@ -129,11 +232,17 @@ impl TopicConfig {
                 return Err(TopicConfigError::Unknown(name.clone()));
             }
         }
-        Ok(TopicConfig { values, overrides: overrides.clone() })
+        Ok(TopicConfig {
+            values,
+            overrides: overrides.clone(),
+        })
     }
 
     fn long(&self, name: &str) -> i64 {
-        self.values.get(name).and_then(|v| v.parse().ok()).unwrap_or_default()
+        self.values
+            .get(name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_default()
     }
 
     pub fn log_config(&self) -> LogConfig {
@@ -146,7 +255,10 @@ impl TopicConfig {
             retention_ms: self.long("retention.ms"),
             retention_bytes: self.long("retention.bytes"),
             max_message_bytes: self.long("max.message.bytes") as usize,
-            log_append_time: self.values.get("message.timestamp.type").is_some_and(|v| v == "LogAppendTime"),
+            log_append_time: self
+                .values
+                .get("message.timestamp.type")
+                .is_some_and(|v| v == "LogAppendTime"),
         }
     }
 
@@ -169,23 +281,38 @@ mod tests {
 
     #[test]
     fn overrides_beat_broker_defaults() {
-        let broker = Config { log_retention_ms: 1000, ..Config::default() };
+        let broker = Config {
+            log_retention_ms: 1000,
+            ..Config::default()
+        };
         let overrides = BTreeMap::from([("segment.bytes".to_string(), "4096".to_string())]);
         let config = TopicConfig::resolve(&overrides, &broker).expect("valid");
         let log = config.log_config();
         assert_eq!(log.segment_bytes, 4096);
         assert_eq!(log.retention_ms, 1000);
         let described = config.describe();
-        let seg = described.iter().find(|d| d.name == "segment.bytes").expect("listed");
+        let seg = described
+            .iter()
+            .find(|d| d.name == "segment.bytes")
+            .expect("listed");
         assert!(!seg.is_default);
         assert_eq!(seg.value, "4096");
     }
 
     #[test]
     fn bad_values_are_refused() {
-        assert!(matches!(check("segment.bytes", "1"), Err(TopicConfigError::Invalid { .. })));
-        assert!(matches!(check("retention.ms", "soon"), Err(TopicConfigError::Invalid { .. })));
-        assert!(matches!(check("nope", "1"), Err(TopicConfigError::Unknown(_))));
+        assert!(matches!(
+            check("segment.bytes", "1"),
+            Err(TopicConfigError::Invalid { .. })
+        ));
+        assert!(matches!(
+            check("retention.ms", "soon"),
+            Err(TopicConfigError::Invalid { .. })
+        ));
+        assert!(matches!(
+            check("nope", "1"),
+            Err(TopicConfigError::Unknown(_))
+        ));
         assert!(check("message.timestamp.type", "LogAppendTime").is_ok());
     }
 }

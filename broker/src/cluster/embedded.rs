@@ -34,10 +34,11 @@ impl EmbeddedStore {
         let path = data_dir.join(FILE);
         let document = match std::fs::read(&path) {
             Ok(bytes) => {
-                let document: Document = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
-                    key: path.display().to_string(),
-                    message: e.to_string(),
-                })?;
+                let document: Document =
+                    serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+                        key: path.display().to_string(),
+                        message: e.to_string(),
+                    })?;
                 if document.version != VERSION {
                     return Err(StoreError::Corrupt {
                         key: path.display().to_string(),
@@ -46,10 +47,21 @@ impl EmbeddedStore {
                 }
                 document
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Document { version: VERSION, ..Document::default() },
-            Err(e) => return Err(StoreError::Unavailable(format!("read {}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Document {
+                version: VERSION,
+                ..Document::default()
+            },
+            Err(e) => {
+                return Err(StoreError::Unavailable(format!(
+                    "read {}: {e}",
+                    path.display()
+                )));
+            }
         };
-        Ok(EmbeddedStore { path, document: Mutex::new(document) })
+        Ok(EmbeddedStore {
+            path,
+            document: Mutex::new(document),
+        })
     }
 
     async fn save(&self, document: &Document) -> Result<(), StoreError> {
@@ -79,7 +91,14 @@ impl MetadataStore for EmbeddedStore {
     }
 
     async fn list_topics(&self) -> Result<Vec<TopicRecord>, StoreError> {
-        Ok(self.document.lock().await.topics.values().cloned().collect())
+        Ok(self
+            .document
+            .lock()
+            .await
+            .topics
+            .values()
+            .cloned()
+            .collect())
     }
 
     async fn create_topic(&self, topic: &TopicRecord) -> Result<(), StoreError> {
@@ -122,5 +141,7 @@ impl MetadataStore for EmbeddedStore {
 pub fn new_cluster_id() -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let value = uuid::Uuid::new_v4().as_u128();
-    (0..22).map(|i| ALPHABET[((value >> (i * 6)) & 63) as usize] as char).collect()
+    (0..22)
+        .map(|i| ALPHABET[((value >> (i * 6)) & 63) as usize] as char)
+        .collect()
 }

@@ -26,10 +26,14 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
-async fn timed<T>(call: impl Future<Output = Result<T, etcd_client::Error>>) -> Result<T, StoreError> {
+async fn timed<T>(
+    call: impl Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, StoreError> {
     match tokio::time::timeout(CALL_TIMEOUT, call).await {
         Ok(result) => result.map_err(unavailable),
-        Err(_) => Err(StoreError::Unavailable(format!("etcd did not answer within {CALL_TIMEOUT:?}"))),
+        Err(_) => Err(StoreError::Unavailable(format!(
+            "etcd did not answer within {CALL_TIMEOUT:?}"
+        ))),
     }
 }
 
@@ -39,7 +43,10 @@ impl EtcdStore {
             .with_connect_timeout(CALL_TIMEOUT)
             .with_timeout(CALL_TIMEOUT);
         let client = timed(Client::connect(endpoints, Some(options))).await?;
-        let store = EtcdStore { client, prefix: prefix.trim_end_matches('/').to_string() };
+        let store = EtcdStore {
+            client,
+            prefix: prefix.trim_end_matches('/').to_string(),
+        };
         // Fail at start-up, not at the first client request, if etcd is not there.
         let mut kv = store.client.kv_client();
         timed(kv.get(store.key("cluster_id"), None)).await?;
@@ -87,14 +94,21 @@ impl MetadataStore for EtcdStore {
                 return Ok(String::from_utf8_lossy(kv.value()).into_owned());
             }
         }
-        Err(StoreError::Corrupt { key, message: "cluster id vanished during read".into() })
+        Err(StoreError::Corrupt {
+            key,
+            message: "cluster id vanished during read".into(),
+        })
     }
 
     async fn list_topics(&self) -> Result<Vec<TopicRecord>, StoreError> {
         let mut kv = self.client.kv_client();
         let prefix = self.key("topics/");
         let response = timed(kv.get(prefix, Some(GetOptions::new().with_prefix()))).await?;
-        response.kvs().iter().map(|kv| Self::decode(kv.key(), kv.value())).collect()
+        response
+            .kvs()
+            .iter()
+            .map(|kv| Self::decode(kv.key(), kv.value()))
+            .collect()
     }
 
     async fn create_topic(&self, topic: &TopicRecord) -> Result<(), StoreError> {
@@ -128,6 +142,10 @@ impl MetadataStore for EtcdStore {
         let mut kv = self.client.kv_client();
         let options = etcd_client::DeleteOptions::new().with_prev_key();
         let response = timed(kv.delete(key, Some(options))).await?;
-        response.prev_kvs().first().map(|kv| Self::decode(kv.key(), kv.value())).transpose()
+        response
+            .prev_kvs()
+            .first()
+            .map(|kv| Self::decode(kv.key(), kv.value()))
+            .transpose()
     }
 }

@@ -65,7 +65,8 @@ pub async fn open(config: &Config) -> anyhow::Result<Arc<dyn MetadataStore>> {
     use anyhow::Context;
     Ok(match config.metadata_url()? {
         MetadataUrl::Embedded => Arc::new(
-            embedded::EmbeddedStore::open(&config.data_dir).context("open the embedded metadata store")?,
+            embedded::EmbeddedStore::open(&config.data_dir)
+                .context("open the embedded metadata store")?,
         ),
         MetadataUrl::Etcd { endpoints, prefix } => Arc::new(
             etcd::EtcdStore::connect(&endpoints, &prefix)

@@ -6,13 +6,18 @@ use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
-use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
-use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult};
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
 use kafka_protocol::messages::{
-    AlterConfigsRequest, AlterConfigsResponse, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
-    CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
-    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, ResponseKind, alter_configs_response,
+    AlterConfigsRequest, AlterConfigsResponse, CreatePartitionsRequest, CreatePartitionsResponse,
+    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse, ResponseKind, alter_configs_response,
     incremental_alter_configs_response,
 };
 use kafka_protocol::protocol::StrBytes;
@@ -34,10 +39,18 @@ fn error_parts(broker: &Broker, api: &str, error: &AdminError) -> (i16, Option<S
 }
 
 fn source(described: &Described) -> i8 {
-    if described.is_default { SOURCE_DEFAULT } else { SOURCE_DYNAMIC_TOPIC }
+    if described.is_default {
+        SOURCE_DEFAULT
+    } else {
+        SOURCE_DYNAMIC_TOPIC
+    }
 }
 
-pub async fn create_topics(broker: &Arc<Broker>, request: CreateTopicsRequest, version: i16) -> ResponseKind {
+pub async fn create_topics(
+    broker: &Arc<Broker>,
+    request: CreateTopicsRequest,
+    version: i16,
+) -> ResponseKind {
     let mut results = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let name = topic.name.0.to_string();
@@ -50,9 +63,14 @@ pub async fn create_topics(broker: &Arc<Broker>, request: CreateTopicsRequest, v
         let mut factor = topic.replication_factor;
         let node = broker.config.node_id;
         if !topic.assignments.is_empty() {
-            let valid = topic.assignments.iter().all(|a| a.broker_ids.len() == 1 && a.broker_ids[0].0 == node);
+            let valid = topic
+                .assignments
+                .iter()
+                .all(|a| a.broker_ids.len() == 1 && a.broker_ids[0].0 == node);
             if !valid || partitions != -1 || factor != -1 {
-                let message = format!("replica assignments may only name broker {node}, with num_partitions and replication_factor -1");
+                let message = format!(
+                    "replica assignments may only name broker {node}, with num_partitions and replication_factor -1"
+                );
                 results.push(
                     CreatableTopicResult::default()
                         .with_name(topic.name)
@@ -64,7 +82,10 @@ pub async fn create_topics(broker: &Arc<Broker>, request: CreateTopicsRequest, v
             partitions = topic.assignments.len() as i32;
             factor = 1;
         }
-        let result = match broker.create_topic(&name, partitions, factor, configs, request.validate_only).await {
+        let result = match broker
+            .create_topic(&name, partitions, factor, configs, request.validate_only)
+            .await
+        {
             Ok(created) => {
                 let mut result = CreatableTopicResult::default()
                     .with_name(topic.name)
@@ -104,17 +125,31 @@ pub async fn create_topics(broker: &Arc<Broker>, request: CreateTopicsRequest, v
     ResponseKind::CreateTopics(CreateTopicsResponse::default().with_topics(results))
 }
 
-pub async fn delete_topics(broker: &Arc<Broker>, request: DeleteTopicsRequest, version: i16) -> ResponseKind {
+pub async fn delete_topics(
+    broker: &Arc<Broker>,
+    request: DeleteTopicsRequest,
+    version: i16,
+) -> ResponseKind {
     // Before v6 topics are named in `topic_names`; from v6 in `topics`, by name or id.
     let targets: Vec<(Option<String>, uuid::Uuid)> = if version >= 6 {
-        request.topics.iter().map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id)).collect()
+        request
+            .topics
+            .iter()
+            .map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id))
+            .collect()
     } else {
-        request.topic_names.iter().map(|n| (Some(n.0.to_string()), uuid::Uuid::nil())).collect()
+        request
+            .topic_names
+            .iter()
+            .map(|n| (Some(n.0.to_string()), uuid::Uuid::nil()))
+            .collect()
     };
     let mut responses = Vec::with_capacity(targets.len());
     for (name, id) in targets {
         let name = name.or_else(|| broker.topic_by_id(id).map(|t| t.name.clone()));
-        let result = DeletableTopicResult::default().with_name(name.as_deref().map(topic_name)).with_topic_id(id);
+        let result = DeletableTopicResult::default()
+            .with_name(name.as_deref().map(topic_name))
+            .with_topic_id(id);
         let Some(name) = name else {
             responses.push(result.with_error_code(ResponseError::UnknownTopicId.code()));
             continue;
@@ -130,11 +165,16 @@ pub async fn delete_topics(broker: &Arc<Broker>, request: DeleteTopicsRequest, v
     ResponseKind::DeleteTopics(DeleteTopicsResponse::default().with_responses(responses))
 }
 
-pub async fn create_partitions(broker: &Arc<Broker>, request: CreatePartitionsRequest) -> ResponseKind {
+pub async fn create_partitions(
+    broker: &Arc<Broker>,
+    request: CreatePartitionsRequest,
+) -> ResponseKind {
     let mut results = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let result = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
-        let outcome = broker.create_partitions(&topic.name.0, topic.count, request.validate_only).await;
+        let outcome = broker
+            .create_partitions(&topic.name.0, topic.count, request.validate_only)
+            .await;
         results.push(match outcome {
             Ok(()) => result,
             Err(e) => {
@@ -153,18 +193,33 @@ fn broker_configs(broker: &Broker) -> Vec<(&'static str, String)> {
     vec![
         ("broker.id", c.node_id.to_string()),
         ("num.partitions", c.num_partitions.to_string()),
-        ("auto.create.topics.enable", c.auto_create_topics.to_string()),
-        ("default.replication.factor", c.default_replication_factor.to_string()),
+        (
+            "auto.create.topics.enable",
+            c.auto_create_topics.to_string(),
+        ),
+        (
+            "default.replication.factor",
+            c.default_replication_factor.to_string(),
+        ),
         ("socket.request.max.bytes", c.max_request_bytes.to_string()),
         ("log.segment.bytes", c.log_segment_bytes.to_string()),
         ("log.roll.ms", c.log_segment_ms.to_string()),
         ("log.retention.ms", c.log_retention_ms.to_string()),
         ("log.retention.bytes", c.log_retention_bytes.to_string()),
-        ("log.flush.interval.messages", c.log_flush_messages.to_string()),
+        (
+            "log.flush.interval.messages",
+            c.log_flush_messages.to_string(),
+        ),
         ("log.flush.interval.ms", c.log_flush_ms.to_string()),
-        ("log.index.interval.bytes", c.log_index_interval_bytes.to_string()),
+        (
+            "log.index.interval.bytes",
+            c.log_index_interval_bytes.to_string(),
+        ),
         ("message.max.bytes", c.message_max_bytes.to_string()),
-        ("log.message.timestamp.type", c.log_message_timestamp_type.clone()),
+        (
+            "log.message.timestamp.type",
+            c.log_message_timestamp_type.clone(),
+        ),
         ("min.insync.replicas", c.min_insync_replicas.to_string()),
     ]
 }
@@ -174,8 +229,10 @@ pub fn describe_configs(broker: &Arc<Broker>, request: DescribeConfigsRequest) -
         .resources
         .into_iter()
         .map(|resource| {
-            let keys: Option<Vec<String>> =
-                resource.configuration_keys.as_ref().map(|k| k.iter().map(|s| s.to_string()).collect());
+            let keys: Option<Vec<String>> = resource
+                .configuration_keys
+                .as_ref()
+                .map(|k| k.iter().map(|s| s.to_string()).collect());
             let wanted = |name: &str| keys.as_ref().is_none_or(|k| k.iter().any(|w| w == name));
             let result = DescribeConfigsResult::default()
                 .with_resource_type(resource.resource_type)
@@ -183,10 +240,15 @@ pub fn describe_configs(broker: &Arc<Broker>, request: DescribeConfigsRequest) -
             match resource.resource_type {
                 RESOURCE_TOPIC => {
                     let Some(topic) = broker.topic(&resource.resource_name) else {
-                        broker.metrics.error("DescribeConfigs", ResponseError::UnknownTopicOrPartition);
+                        broker
+                            .metrics
+                            .error("DescribeConfigs", ResponseError::UnknownTopicOrPartition);
                         return result
                             .with_error_code(ResponseError::UnknownTopicOrPartition.code())
-                            .with_error_message(Some(str_bytes(format!("topic `{}` does not exist", resource.resource_name))));
+                            .with_error_message(Some(str_bytes(format!(
+                                "topic `{}` does not exist",
+                                resource.resource_name
+                            ))));
                     };
                     let configs = topic
                         .config
@@ -198,7 +260,9 @@ pub fn describe_configs(broker: &Arc<Broker>, request: DescribeConfigsRequest) -
                                 .with_name(str_bytes(d.name))
                                 .with_config_source(source(&d))
                                 .with_config_type(d.kafka_type)
-                                .with_documentation(request.include_documentation.then(|| str_bytes(d.doc)))
+                                .with_documentation(
+                                    request.include_documentation.then(|| str_bytes(d.doc)),
+                                )
                                 .with_value(Some(str_bytes(d.value)))
                         })
                         .collect();
@@ -209,7 +273,10 @@ pub fn describe_configs(broker: &Arc<Broker>, request: DescribeConfigsRequest) -
                     if !name.is_empty() && name != broker.config.node_id.to_string() {
                         return result
                             .with_error_code(ResponseError::InvalidRequest.code())
-                            .with_error_message(Some(str_bytes(format!("this is broker {}, not `{name}`", broker.config.node_id))));
+                            .with_error_message(Some(str_bytes(format!(
+                                "this is broker {}, not `{name}`",
+                                broker.config.node_id
+                            ))));
                     }
                     let configs = broker_configs(broker)
                         .into_iter()
@@ -226,7 +293,9 @@ pub fn describe_configs(broker: &Arc<Broker>, request: DescribeConfigsRequest) -
                 }
                 other => result
                     .with_error_code(ResponseError::InvalidRequest.code())
-                    .with_error_message(Some(str_bytes(format!("resource type {other} is not supported")))),
+                    .with_error_message(Some(str_bytes(format!(
+                        "resource type {other} is not supported"
+                    )))),
             }
         })
         .collect();
@@ -234,7 +303,11 @@ pub fn describe_configs(broker: &Arc<Broker>, request: DescribeConfigsRequest) -
 }
 
 /// Validates the resource of an alter request; returns the topic name or an error.
-fn alter_target(broker: &Broker, resource_type: i8, name: &StrBytes) -> Result<String, (i16, StrBytes)> {
+fn alter_target(
+    broker: &Broker,
+    resource_type: i8,
+    name: &StrBytes,
+) -> Result<String, (i16, StrBytes)> {
     match resource_type {
         RESOURCE_TOPIC => Ok(name.to_string()),
         RESOURCE_BROKER => Err((
@@ -244,7 +317,10 @@ fn alter_target(broker: &Broker, resource_type: i8, name: &StrBytes) -> Result<S
                 broker.config.node_id
             )),
         )),
-        other => Err((ResponseError::InvalidRequest.code(), str_bytes(format!("resource type {other} is not supported")))),
+        other => Err((
+            ResponseError::InvalidRequest.code(),
+            str_bytes(format!("resource type {other} is not supported")),
+        )),
     }
 }
 
@@ -257,7 +333,11 @@ pub async fn alter_configs(broker: &Arc<Broker>, request: AlterConfigsRequest) -
         let topic = match alter_target(broker, resource.resource_type, &resource.resource_name) {
             Ok(topic) => topic,
             Err((code, message)) => {
-                responses.push(response.with_error_code(code).with_error_message(Some(message)));
+                responses.push(
+                    response
+                        .with_error_code(code)
+                        .with_error_message(Some(message)),
+                );
                 continue;
             }
         };
@@ -267,13 +347,18 @@ pub async fn alter_configs(broker: &Arc<Broker>, request: AlterConfigsRequest) -
             .iter()
             .filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string())))
             .collect();
-        responses.push(match broker.set_topic_configs(&topic, configs, request.validate_only).await {
-            Ok(()) => response,
-            Err(e) => {
-                let (code, message) = error_parts(broker, "AlterConfigs", &e);
-                response.with_error_code(code).with_error_message(message)
-            }
-        });
+        responses.push(
+            match broker
+                .set_topic_configs(&topic, configs, request.validate_only)
+                .await
+            {
+                Ok(()) => response,
+                Err(e) => {
+                    let (code, message) = error_parts(broker, "AlterConfigs", &e);
+                    response.with_error_code(code).with_error_message(message)
+                }
+            },
+        );
     }
     ResponseKind::AlterConfigs(AlterConfigsResponse::default().with_responses(responses))
 }
@@ -281,7 +366,10 @@ pub async fn alter_configs(broker: &Arc<Broker>, request: AlterConfigsRequest) -
 const OP_SET: i8 = 0;
 const OP_DELETE: i8 = 1;
 
-pub async fn incremental_alter_configs(broker: &Arc<Broker>, request: IncrementalAlterConfigsRequest) -> ResponseKind {
+pub async fn incremental_alter_configs(
+    broker: &Arc<Broker>,
+    request: IncrementalAlterConfigsRequest,
+) -> ResponseKind {
     let mut responses = Vec::with_capacity(request.resources.len());
     for resource in request.resources {
         let response = incremental_alter_configs_response::AlterConfigsResourceResponse::default()
@@ -290,7 +378,11 @@ pub async fn incremental_alter_configs(broker: &Arc<Broker>, request: Incrementa
         let name = match alter_target(broker, resource.resource_type, &resource.resource_name) {
             Ok(name) => name,
             Err((code, message)) => {
-                responses.push(response.with_error_code(code).with_error_message(Some(message)));
+                responses.push(
+                    response
+                        .with_error_code(code)
+                        .with_error_message(Some(message)),
+                );
                 continue;
             }
         };
@@ -314,22 +406,35 @@ pub async fn incremental_alter_configs(broker: &Arc<Broker>, request: Incrementa
                     configs.remove(&key);
                 }
                 (operation, _) => {
-                    refused = Some(format!("operation {operation} on `{key}` is not supported: no list-valued topic configs exist yet"));
+                    refused = Some(format!(
+                        "operation {operation} on `{key}` is not supported: no list-valued topic configs exist yet"
+                    ));
                     break;
                 }
             }
         }
         if let Some(message) = refused {
-            responses.push(response.with_error_code(ResponseError::InvalidConfig.code()).with_error_message(Some(str_bytes(message))));
+            responses.push(
+                response
+                    .with_error_code(ResponseError::InvalidConfig.code())
+                    .with_error_message(Some(str_bytes(message))),
+            );
             continue;
         }
-        responses.push(match broker.set_topic_configs(&name, configs, request.validate_only).await {
-            Ok(()) => response,
-            Err(e) => {
-                let (code, message) = error_parts(broker, "IncrementalAlterConfigs", &e);
-                response.with_error_code(code).with_error_message(message)
-            }
-        });
+        responses.push(
+            match broker
+                .set_topic_configs(&name, configs, request.validate_only)
+                .await
+            {
+                Ok(()) => response,
+                Err(e) => {
+                    let (code, message) = error_parts(broker, "IncrementalAlterConfigs", &e);
+                    response.with_error_code(code).with_error_message(message)
+                }
+            },
+        );
     }
-    ResponseKind::IncrementalAlterConfigs(IncrementalAlterConfigsResponse::default().with_responses(responses))
+    ResponseKind::IncrementalAlterConfigs(
+        IncrementalAlterConfigsResponse::default().with_responses(responses),
+    )
 }

@@ -4,10 +4,12 @@ use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
-use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
 use kafka_protocol::messages::{
-    ApiVersionsResponse, BrokerId, DescribeClusterRequest, DescribeClusterResponse, MetadataRequest, MetadataResponse,
-    ResponseKind,
+    ApiVersionsResponse, BrokerId, DescribeClusterRequest, DescribeClusterResponse,
+    MetadataRequest, MetadataResponse, ResponseKind,
 };
 
 use super::{str_bytes, topic_name};
@@ -45,14 +47,22 @@ fn topic_error(name: Option<&str>, id: uuid::Uuid, error: ResponseError) -> Meta
         .with_error_code(error.code())
 }
 
-pub async fn metadata(broker: &Arc<Broker>, request: MetadataRequest, version: i16) -> ResponseKind {
+pub async fn metadata(
+    broker: &Arc<Broker>,
+    request: MetadataRequest,
+    version: i16,
+) -> ResponseKind {
     let all = match &request.topics {
         None => true,
         Some(list) => version == 0 && list.is_empty(),
     };
     let mut topics = Vec::new();
     if all {
-        topics = broker.topics().iter().map(|t| topic_metadata(broker, t)).collect();
+        topics = broker
+            .topics()
+            .iter()
+            .map(|t| topic_metadata(broker, t))
+            .collect();
     } else {
         // Before v4 there is no flag and Kafka auto-creates; after, the client decides.
         let client_allows = version < 4 || request.allow_auto_topic_creation;
@@ -63,14 +73,24 @@ pub async fn metadata(broker: &Arc<Broker>, request: MetadataRequest, version: i
                     Some(topic) => topic_metadata(broker, &topic),
                     None => topic_error(None, wanted.topic_id, ResponseError::UnknownTopicId),
                 },
-                Some(name) if !valid_topic_name(&name) => {
-                    topic_error(Some(&name), uuid::Uuid::nil(), ResponseError::InvalidTopicException)
-                }
+                Some(name) if !valid_topic_name(&name) => topic_error(
+                    Some(&name),
+                    uuid::Uuid::nil(),
+                    ResponseError::InvalidTopicException,
+                ),
                 Some(name) => {
-                    let found = if client_allows { broker.get_or_auto_create(&name).await } else { Ok(broker.topic(&name)) };
+                    let found = if client_allows {
+                        broker.get_or_auto_create(&name).await
+                    } else {
+                        Ok(broker.topic(&name))
+                    };
                     match found {
                         Ok(Some(topic)) => topic_metadata(broker, &topic),
-                        Ok(None) => topic_error(Some(&name), uuid::Uuid::nil(), ResponseError::UnknownTopicOrPartition),
+                        Ok(None) => topic_error(
+                            Some(&name),
+                            uuid::Uuid::nil(),
+                            ResponseError::UnknownTopicOrPartition,
+                        ),
                         Err(e) => {
                             tracing::warn!(topic = %name, error = %e, "auto-creating a topic failed");
                             let code = match e {

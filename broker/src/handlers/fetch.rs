@@ -34,11 +34,19 @@ struct Wanted {
 }
 
 fn resolve(broker: &Broker, topic: &FetchTopic, version: i16) -> Option<Arc<Topic>> {
-    if version >= 13 { broker.topic_by_id(topic.topic_id) } else { broker.topic(&topic.topic.0) }
+    if version >= 13 {
+        broker.topic_by_id(topic.topic_id)
+    } else {
+        broker.topic(&topic.topic.0)
+    }
 }
 
 pub async fn fetch(broker: &Arc<Broker>, request: FetchRequest, version: i16) -> ResponseKind {
-    let unknown = if version >= 13 { ResponseError::UnknownTopicId } else { ResponseError::UnknownTopicOrPartition };
+    let unknown = if version >= 13 {
+        ResponseError::UnknownTopicId
+    } else {
+        ResponseError::UnknownTopicOrPartition
+    };
     let mut wanted = Vec::new();
     for (topic_index, fetch_topic) in request.topics.iter().enumerate() {
         let topic = resolve(broker, fetch_topic, version);
@@ -62,12 +70,15 @@ pub async fn fetch(broker: &Arc<Broker>, request: FetchRequest, version: i16) ->
     }
     let max_bytes = request.max_bytes.max(0) as usize;
     let min_bytes = request.min_bytes.max(0) as usize;
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(request.max_wait_ms.max(0) as u64);
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_millis(request.max_wait_ms.max(0) as u64);
     let read_committed = request.isolation_level == READ_COMMITTED;
 
     // Subscribe before the first read so an append between read and wait is not missed.
-    let mut watchers: Vec<watch::Receiver<i64>> =
-        wanted.iter().filter_map(|w| w.partition.as_ref().ok().map(|p| p.subscribe())).collect();
+    let mut watchers: Vec<watch::Receiver<i64>> = wanted
+        .iter()
+        .filter_map(|w| w.partition.as_ref().ok().map(|p| p.subscribe()))
+        .collect();
     let results = loop {
         let (results, total, any_error) = read_all(broker, &wanted, max_bytes, read_committed);
         let expired = tokio::time::Instant::now() >= deadline;
@@ -86,18 +97,31 @@ pub async fn fetch(broker: &Arc<Broker>, request: FetchRequest, version: i16) ->
         .iter()
         .map(|t| {
             let response = FetchableTopicResponse::default();
-            if version >= 13 { response.with_topic_id(t.topic_id) } else { response.with_topic(t.topic.clone()) }
+            if version >= 13 {
+                response.with_topic_id(t.topic_id)
+            } else {
+                response.with_topic(t.topic.clone())
+            }
         })
         .collect();
     for (w, data) in wanted.iter().zip(results) {
         topics[w.topic_index].partitions.push(data);
     }
-    ResponseKind::Fetch(FetchResponse::default().with_session_id(0).with_responses(topics))
+    ResponseKind::Fetch(
+        FetchResponse::default()
+            .with_session_id(0)
+            .with_responses(topics),
+    )
 }
 
 /// One pass over every wanted partition. Returns the partition responses, the bytes read,
 /// and whether any partition failed (which ends the long poll, as in Kafka).
-fn read_all(broker: &Broker, wanted: &[Wanted], max_bytes: usize, read_committed: bool) -> (Vec<PartitionData>, usize, bool) {
+fn read_all(
+    broker: &Broker,
+    wanted: &[Wanted],
+    max_bytes: usize,
+    read_committed: bool,
+) -> (Vec<PartitionData>, usize, bool) {
     let mut total = 0usize;
     let mut any_error = false;
     let mut out = Vec::with_capacity(wanted.len());
@@ -108,7 +132,11 @@ fn read_all(broker: &Broker, wanted: &[Wanted], max_bytes: usize, read_committed
             .with_last_stable_offset(-1)
             .with_log_start_offset(-1)
             .with_preferred_read_replica((-1).into())
-            .with_aborted_transactions(if read_committed { Some(Vec::new()) } else { None });
+            .with_aborted_transactions(if read_committed {
+                Some(Vec::new())
+            } else {
+                None
+            });
         let partition = match &w.partition {
             Ok(p) => p,
             Err(code) => {
@@ -129,7 +157,11 @@ fn read_all(broker: &Broker, wanted: &[Wanted], max_bytes: usize, read_committed
             continue;
         }
         // The first batch is always whole; after that, stay within the response budget.
-        let budget = if total == 0 { w.partition_max_bytes.min(max_bytes.max(1)) } else { w.partition_max_bytes.min(max_bytes.saturating_sub(total)) };
+        let budget = if total == 0 {
+            w.partition_max_bytes.min(max_bytes.max(1))
+        } else {
+            w.partition_max_bytes.min(max_bytes.saturating_sub(total))
+        };
         if total > 0 && budget == 0 {
             let marks = partition.watermarks();
             out.push(
@@ -143,7 +175,11 @@ fn read_all(broker: &Broker, wanted: &[Wanted], max_bytes: usize, read_committed
             Ok((records, marks)) => {
                 total += records.len();
                 if !records.is_empty() {
-                    broker.metrics.bytes_out.with_label_values(&[&partition.topic]).inc_by(records.len() as u64);
+                    broker
+                        .metrics
+                        .bytes_out
+                        .with_label_values(&[&partition.topic])
+                        .inc_by(records.len() as u64);
                 }
                 out.push(
                     base.with_high_watermark(marks.high_watermark)

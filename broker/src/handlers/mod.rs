@@ -34,7 +34,9 @@ pub async fn handle(broker: &Arc<Broker>, request: Request) -> Option<ResponseKi
         RequestKind::CreatePartitions(r) => admin::create_partitions(broker, r).await,
         RequestKind::DescribeConfigs(r) => admin::describe_configs(broker, r),
         RequestKind::AlterConfigs(r) => admin::alter_configs(broker, r).await,
-        RequestKind::IncrementalAlterConfigs(r) => admin::incremental_alter_configs(broker, r).await,
+        RequestKind::IncrementalAlterConfigs(r) => {
+            admin::incremental_alter_configs(broker, r).await
+        }
         // The decoder refuses APIs outside protocol::versions::SUPPORTED, all handled above.
         other => {
             tracing::error!(api = ?request.api_key, "request for an API with no handler: {other:?}");

@@ -3,10 +3,15 @@
 use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
-use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
 use kafka_protocol::messages::{
-    DeleteRecordsRequest, DeleteRecordsResponse, ListOffsetsRequest, ListOffsetsResponse, ResponseKind,
+    DeleteRecordsRequest, DeleteRecordsResponse, ListOffsetsRequest, ListOffsetsResponse,
+    ResponseKind,
 };
 
 use super::log_error_code;
@@ -30,11 +35,21 @@ fn lookup(partition: &Partition, timestamp: i64) -> Result<(i64, i64), LogError>
         LATEST_TIERED => (-1, -1),
         MAX_TIMESTAMP => partition.max_timestamp()?.unwrap_or((-1, -1)),
         t if t >= 0 => partition.offset_for_timestamp(t)?.unwrap_or((-1, -1)),
-        _ => return Err(LogError::OffsetOutOfRange { offset: timestamp, log_start_offset: marks.log_start_offset, log_end_offset: marks.high_watermark }),
+        _ => {
+            return Err(LogError::OffsetOutOfRange {
+                offset: timestamp,
+                log_start_offset: marks.log_start_offset,
+                log_end_offset: marks.high_watermark,
+            });
+        }
     })
 }
 
-pub fn list_offsets(broker: &Arc<Broker>, request: ListOffsetsRequest, version: i16) -> ResponseKind {
+pub fn list_offsets(
+    broker: &Arc<Broker>,
+    request: ListOffsetsRequest,
+    version: i16,
+) -> ResponseKind {
     // leader_epoch exists from v4; the encoder refuses a non-default value before.
     let epoch_of = |p: &Partition| if version >= 4 { p.leader_epoch() } else { -1 };
     let topics = request
@@ -51,12 +66,18 @@ pub fn list_offsets(broker: &Arc<Broker>, request: ListOffsetsRequest, version: 
                         .with_offset(-1)
                         .with_timestamp(-1)
                         .with_leader_epoch(-1);
-                    let partition = topic.as_ref().and_then(|t| t.partitions.get(usize::try_from(p.partition_index).ok()?));
+                    let partition = topic
+                        .as_ref()
+                        .and_then(|t| t.partitions.get(usize::try_from(p.partition_index).ok()?));
                     let Some(partition) = partition else {
-                        broker.metrics.error("ListOffsets", ResponseError::UnknownTopicOrPartition);
+                        broker
+                            .metrics
+                            .error("ListOffsets", ResponseError::UnknownTopicOrPartition);
                         return base.with_error_code(ResponseError::UnknownTopicOrPartition.code());
                     };
-                    if p.current_leader_epoch >= 0 && p.current_leader_epoch != partition.leader_epoch() {
+                    if p.current_leader_epoch >= 0
+                        && p.current_leader_epoch != partition.leader_epoch()
+                    {
                         let code = if p.current_leader_epoch > partition.leader_epoch() {
                             ResponseError::UnknownLeaderEpoch
                         } else {
@@ -77,7 +98,9 @@ pub fn list_offsets(broker: &Arc<Broker>, request: ListOffsetsRequest, version: 
                     }
                 })
                 .collect();
-            ListOffsetsTopicResponse::default().with_name(t.name).with_partitions(partitions)
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name)
+                .with_partitions(partitions)
         })
         .collect();
     ResponseKind::ListOffsets(ListOffsetsResponse::default().with_topics(topics))
@@ -96,7 +119,9 @@ pub fn delete_records(broker: &Arc<Broker>, request: DeleteRecordsRequest) -> Re
                     let base = DeleteRecordsPartitionResult::default()
                         .with_partition_index(p.partition_index)
                         .with_low_watermark(-1);
-                    let partition = topic.as_ref().and_then(|t| t.partitions.get(usize::try_from(p.partition_index).ok()?));
+                    let partition = topic
+                        .as_ref()
+                        .and_then(|t| t.partitions.get(usize::try_from(p.partition_index).ok()?));
                     let Some(partition) = partition else {
                         return base.with_error_code(ResponseError::UnknownTopicOrPartition.code());
                     };
@@ -110,7 +135,9 @@ pub fn delete_records(broker: &Arc<Broker>, request: DeleteRecordsRequest) -> Re
                     }
                 })
                 .collect();
-            DeleteRecordsTopicResult::default().with_name(t.name).with_partitions(partitions)
+            DeleteRecordsTopicResult::default()
+                .with_name(t.name)
+                .with_partitions(partitions)
         })
         .collect();
     ResponseKind::DeleteRecords(DeleteRecordsResponse::default().with_topics(topics))

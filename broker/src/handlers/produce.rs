@@ -14,7 +14,11 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 use super::{log_error_code, str_bytes};
 use crate::broker::Broker;
 
-fn partition_error(index: i32, error: ResponseError, message: Option<String>) -> PartitionProduceResponse {
+fn partition_error(
+    index: i32,
+    error: ResponseError,
+    message: Option<String>,
+) -> PartitionProduceResponse {
     PartitionProduceResponse::default()
         .with_index(index)
         .with_error_code(error.code())
@@ -24,7 +28,11 @@ fn partition_error(index: i32, error: ResponseError, message: Option<String>) ->
         .with_error_message(message.map(str_bytes))
 }
 
-pub async fn produce(broker: &Arc<Broker>, request: ProduceRequest, _version: i16) -> Option<ResponseKind> {
+pub async fn produce(
+    broker: &Arc<Broker>,
+    request: ProduceRequest,
+    _version: i16,
+) -> Option<ResponseKind> {
     let acks = request.acks;
     let now = broker.clock.now_ms();
     let mut responses = Vec::with_capacity(request.topic_data.len());
@@ -73,5 +81,7 @@ pub async fn produce(broker: &Arc<Broker>, request: ProduceRequest, _version: i1
     if acks == 0 {
         return None;
     }
-    Some(ResponseKind::Produce(ProduceResponse::default().with_responses(responses)))
+    Some(ResponseKind::Produce(
+        ProduceResponse::default().with_responses(responses),
+    ))
 }

@@ -99,7 +99,9 @@ const ATTR_CONTROL: i16 = 0x20;
 /// Why a record batch was refused. Each maps to one Kafka error code in the handlers.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BatchError {
-    #[error("record batch is truncated: {0} bytes left where a batch header needs {BATCH_HEADER_LEN}")]
+    #[error(
+        "record batch is truncated: {0} bytes left where a batch header needs {BATCH_HEADER_LEN}"
+    )]
     Truncated(usize),
     #[error("record batch declares {declared} bytes but {available} are present")]
     LengthMismatch { declared: usize, available: usize },
@@ -151,7 +153,11 @@ pub fn read_batch_prefix(bytes: &[u8]) -> Option<(i64, usize, i32)> {
         return None;
     }
     let last_offset_delta = i32::from_be_bytes([bytes[23], bytes[24], bytes[25], bytes[26]]);
-    Some((base_offset, length as usize + LOG_OVERHEAD, last_offset_delta))
+    Some((
+        base_offset,
+        length as usize + LOG_OVERHEAD,
+        last_offset_delta,
+    ))
 }
 
 /// Parses and fully validates the batch at the start of `bytes` (magic, length, CRC,
@@ -169,12 +175,21 @@ pub fn validate_batch(bytes: &[u8], max_batch_bytes: usize) -> Result<BatchHeade
         .ok()
         .filter(|len| *len >= BATCH_HEADER_LEN - LOG_OVERHEAD)
         .map(|len| len + LOG_OVERHEAD)
-        .ok_or(BatchError::LengthMismatch { declared: declared.max(0) as usize, available: bytes.len() })?;
+        .ok_or(BatchError::LengthMismatch {
+            declared: declared.max(0) as usize,
+            available: bytes.len(),
+        })?;
     if size > bytes.len() {
-        return Err(BatchError::LengthMismatch { declared: size, available: bytes.len() });
+        return Err(BatchError::LengthMismatch {
+            declared: size,
+            available: bytes.len(),
+        });
     }
     if size > max_batch_bytes {
-        return Err(BatchError::TooLarge { size, max: max_batch_bytes });
+        return Err(BatchError::TooLarge {
+            size,
+            max: max_batch_bytes,
+        });
     }
     let batch = &bytes[..size];
     let stored = u32::from_be_bytes([batch[17], batch[18], batch[19], batch[20]]);

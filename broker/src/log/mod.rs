@@ -50,7 +50,11 @@ pub enum LogError {
     #[error(transparent)]
     InvalidBatch(#[from] BatchError),
     #[error("offset {offset} is outside the log [{log_start_offset}, {log_end_offset}]")]
-    OffsetOutOfRange { offset: i64, log_start_offset: i64, log_end_offset: i64 },
+    OffsetOutOfRange {
+        offset: i64,
+        log_start_offset: i64,
+        log_end_offset: i64,
+    },
     #[error("log I/O failed in {dir}: {source}")]
     Io { dir: PathBuf, source: io::Error },
 }
@@ -99,7 +103,10 @@ impl FlushPlan {
 impl Log {
     /// Opens the log in `dir`, creating it if needed, and recovers its tail.
     pub fn open(dir: &Path, config: LogConfig, now_ms: i64) -> Result<Log, LogError> {
-        let io_err = |source| LogError::Io { dir: dir.to_path_buf(), source };
+        let io_err = |source| LogError::Io {
+            dir: dir.to_path_buf(),
+            source,
+        };
         fs::create_dir_all(dir).map_err(io_err)?;
         let checkpoint = match fs::read(dir.join(CHECKPOINT_FILE)) {
             Ok(bytes) => {
@@ -143,7 +150,12 @@ impl Log {
                 Some(next) => Segment::open_sealed(dir, base, next, interval, now_ms),
                 None => {
                     let trusted = checkpoint.filter(|c| c.segment_base == base).map(|c| {
-                        (c.position, c.next_offset, c.max_timestamp, c.offset_of_max_timestamp)
+                        (
+                            c.position,
+                            c.next_offset,
+                            c.max_timestamp,
+                            c.offset_of_max_timestamp,
+                        )
                     });
                     Segment::open(dir, base, trusted, interval, now_ms)
                 }
@@ -177,10 +189,14 @@ impl Log {
             log.segments.insert(log.log_start_offset, segment);
         }
         let first_base = *log.segments.keys().next().unwrap_or(&0);
-        log.log_start_offset = log.log_start_offset.max(first_base).min(log.log_end_offset());
+        log.log_start_offset = log
+            .log_start_offset
+            .max(first_base)
+            .min(log.log_end_offset());
         // What recovery kept is made durable before it is recorded as the recovery point.
         log.active().flush().map_err(io_err)?;
-        log.write_checkpoint(log.current_checkpoint()).map_err(io_err)?;
+        log.write_checkpoint(log.current_checkpoint())
+            .map_err(io_err)?;
         Ok(log)
     }
 
@@ -213,15 +229,24 @@ impl Log {
     }
 
     fn active(&self) -> &Segment {
-        self.segments.values().next_back().expect("a log always has an active segment")
+        self.segments
+            .values()
+            .next_back()
+            .expect("a log always has an active segment")
     }
 
     fn active_mut(&mut self) -> &mut Segment {
-        self.segments.values_mut().next_back().expect("a log always has an active segment")
+        self.segments
+            .values_mut()
+            .next_back()
+            .expect("a log always has an active segment")
     }
 
     fn io_err(&self, source: io::Error) -> LogError {
-        LogError::Io { dir: self.dir.clone(), source }
+        LogError::Io {
+            dir: self.dir.clone(),
+            source,
+        }
     }
 
     /// Validates every batch in `records` (all or nothing), assigns offsets and appends.
@@ -236,7 +261,8 @@ impl Log {
         let mut headers = Vec::new();
         let mut position = 0;
         while position < records.len() {
-            let header = format::validate_batch(&records[position..], self.config.max_message_bytes)?;
+            let header =
+                format::validate_batch(&records[position..], self.config.max_message_bytes)?;
             position += header.size;
             headers.push(header);
         }
@@ -247,7 +273,11 @@ impl Log {
         let base_offset = self.log_end_offset();
         let mut next_offset = base_offset;
         let mut position = 0;
-        let log_append_time = if self.config.log_append_time { now_ms } else { -1 };
+        let log_append_time = if self.config.log_append_time {
+            now_ms
+        } else {
+            -1
+        };
         for header in &mut headers {
             let batch = &mut buf[position..position + header.size];
             format::patch_batch(batch, next_offset, leader_epoch);
@@ -335,14 +365,27 @@ impl Log {
             .next_back()
             .map(|(_, s)| s)
             .filter(|s| offset < s.next_offset)
-            .or_else(|| self.segments.range(offset..).map(|(_, s)| s).find(|s| s.size > 0));
-        let Some(segment) = segment else { return Ok(None) };
+            .or_else(|| {
+                self.segments
+                    .range(offset..)
+                    .map(|(_, s)| s)
+                    .find(|s| s.size > 0)
+            });
+        let Some(segment) = segment else {
+            return Ok(None);
+        };
         let start = if offset > segment.base_offset {
-            segment.lookup_position(offset).map_err(|e| self.io_err(e))?
+            segment
+                .lookup_position(offset)
+                .map_err(|e| self.io_err(e))?
         } else {
             0
         };
-        Ok(Some(Location { file: segment.file.clone(), start, end: segment.size }))
+        Ok(Some(Location {
+            file: segment.file.clone(),
+            start,
+            end: segment.size,
+        }))
     }
 
     /// The first batch at or after the first segment whose max timestamp is `>= timestamp`,
@@ -350,8 +393,14 @@ impl Log {
     pub fn locate_timestamp(&self, timestamp: i64) -> Result<Option<Location>, LogError> {
         for segment in self.segments.values() {
             if segment.max_timestamp >= timestamp && segment.next_offset > self.log_start_offset {
-                let start = segment.lookup_time_position(timestamp).map_err(|e| self.io_err(e))?;
-                return Ok(Some(Location { file: segment.file.clone(), start, end: segment.size }));
+                let start = segment
+                    .lookup_time_position(timestamp)
+                    .map_err(|e| self.io_err(e))?;
+                return Ok(Some(Location {
+                    file: segment.file.clone(),
+                    start,
+                    end: segment.size,
+                }));
             }
         }
         Ok(None)
@@ -366,8 +415,17 @@ impl Log {
             .max_by_key(|s| (s.max_timestamp, std::cmp::Reverse(s.base_offset)));
         let Some(segment) = best else { return Ok(None) };
         let offset = segment.offset_of_max_timestamp.max(self.log_start_offset);
-        let start = segment.lookup_position(offset).map_err(|e| self.io_err(e))?;
-        Ok(Some((Location { file: segment.file.clone(), start, end: segment.size }, offset)))
+        let start = segment
+            .lookup_position(offset)
+            .map_err(|e| self.io_err(e))?;
+        Ok(Some((
+            Location {
+                file: segment.file.clone(),
+                start,
+                end: segment.size,
+            },
+            offset,
+        )))
     }
 
     /// DeleteRecords: moves the log start offset forward and drops whole segments below it.
@@ -383,7 +441,8 @@ impl Log {
         if offset > self.log_start_offset {
             self.log_start_offset = offset;
             self.delete_segments_below_start()?;
-            self.write_checkpoint(self.current_checkpoint()).map_err(|e| self.io_err(e))?;
+            self.write_checkpoint(self.current_checkpoint())
+                .map_err(|e| self.io_err(e))?;
         }
         Ok(self.log_start_offset)
     }
@@ -391,7 +450,9 @@ impl Log {
     fn delete_segments_below_start(&mut self) -> Result<RetentionOutcome, LogError> {
         let mut outcome = RetentionOutcome::default();
         while self.segments.len() > 1 {
-            let Some((&base, first)) = self.segments.iter().next() else { break };
+            let Some((&base, first)) = self.segments.iter().next() else {
+                break;
+            };
             if first.next_offset > self.log_start_offset {
                 break;
             }
@@ -408,7 +469,9 @@ impl Log {
         let mut outcome = RetentionOutcome::default();
         let mut total = self.size_bytes();
         while self.segments.len() > 1 {
-            let Some((&base, first)) = self.segments.iter().next() else { break };
+            let Some((&base, first)) = self.segments.iter().next() else {
+                break;
+            };
             let expired = self.config.retention_ms >= 0
                 && first.max_timestamp >= 0
                 && now_ms - first.max_timestamp > self.config.retention_ms;
@@ -426,7 +489,8 @@ impl Log {
             self.log_start_offset = self.log_start_offset.max(next_offset);
         }
         if outcome.segments > 0 {
-            self.write_checkpoint(self.current_checkpoint()).map_err(|e| self.io_err(e))?;
+            self.write_checkpoint(self.current_checkpoint())
+                .map_err(|e| self.io_err(e))?;
         }
         Ok(outcome)
     }
@@ -440,14 +504,21 @@ impl Log {
         self.dirty = false;
         self.unflushed_messages = 0;
         self.last_flush_ms = now_ms;
-        Ok(Some(FlushPlan { files, checkpoint: self.current_checkpoint() }))
+        Ok(Some(FlushPlan {
+            files,
+            checkpoint: self.current_checkpoint(),
+        }))
     }
 
     /// Records the recovery point of a [`FlushPlan`] whose `sync` succeeded. Under the
     /// lock, so checkpoint writes are ordered and carry the current log start offset.
     pub fn finish_flush(&self, plan: FlushPlan) -> Result<(), LogError> {
-        let checkpoint = format::Checkpoint { log_start_offset: self.log_start_offset, ..plan.checkpoint };
-        self.write_checkpoint(checkpoint).map_err(|e| self.io_err(e))
+        let checkpoint = format::Checkpoint {
+            log_start_offset: self.log_start_offset,
+            ..plan.checkpoint
+        };
+        self.write_checkpoint(checkpoint)
+            .map_err(|e| self.io_err(e))
     }
 
     fn current_checkpoint(&self) -> format::Checkpoint {

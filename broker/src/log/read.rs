@@ -24,7 +24,9 @@ pub struct Location {
 /// segment ends first.
 fn seek_batch(location: &Location, offset: i64) -> io::Result<Option<(u64, usize)>> {
     let mut position = location.start;
-    while let Some((base, size, last_delta)) = read_prefix_at(&location.file, position, location.end)? {
+    while let Some((base, size, last_delta)) =
+        read_prefix_at(&location.file, position, location.end)?
+    {
         if base + i64::from(last_delta) >= offset {
             return Ok(Some((position, size)));
         }
@@ -57,9 +59,15 @@ pub fn read_batches(location: &Location, offset: i64, max_bytes: usize) -> io::R
 
 /// Finds the first record with timestamp >= `timestamp` at or after `min_offset`,
 /// decoding only the batch that holds it. Returns (offset, timestamp).
-pub fn find_timestamp(location: &Location, timestamp: i64, min_offset: i64) -> io::Result<Option<(i64, i64)>> {
+pub fn find_timestamp(
+    location: &Location,
+    timestamp: i64,
+    min_offset: i64,
+) -> io::Result<Option<(i64, i64)>> {
     let mut position = location.start;
-    while let Some((base, size, last_delta)) = read_prefix_at(&location.file, position, location.end)? {
+    while let Some((base, size, last_delta)) =
+        read_prefix_at(&location.file, position, location.end)?
+    {
         if base + i64::from(last_delta) >= min_offset {
             let mut batch = vec![0u8; size];
             location.file.read_exact_at(&mut batch, position)?;
@@ -80,21 +88,37 @@ pub fn find_timestamp(location: &Location, timestamp: i64, min_offset: i64) -> i
 
 /// The (offset, timestamp) of the record with the largest timestamp in the batch that
 /// starts at or contains `batch_offset` (the first such record if several tie).
-pub fn max_timestamp_record(location: &Location, batch_offset: i64) -> io::Result<Option<(i64, i64)>> {
-    let Some((position, size)) = seek_batch(location, batch_offset)? else { return Ok(None) };
+pub fn max_timestamp_record(
+    location: &Location,
+    batch_offset: i64,
+) -> io::Result<Option<(i64, i64)>> {
+    let Some((position, size)) = seek_batch(location, batch_offset)? else {
+        return Ok(None);
+    };
     let mut batch = vec![0u8; size];
     location.file.read_exact_at(&mut batch, position)?;
     let records = decode(batch)?;
-    let best = records.iter().copied().fold(None, |best: Option<(i64, i64)>, (offset, ts)| match best {
-        Some((_, best_ts)) if best_ts >= ts => best,
-        _ => Some((offset, ts)),
-    });
+    let best = records
+        .iter()
+        .copied()
+        .fold(None, |best: Option<(i64, i64)>, (offset, ts)| match best {
+            Some((_, best_ts)) if best_ts >= ts => best,
+            _ => Some((offset, ts)),
+        });
     Ok(best)
 }
 
 fn decode(batch: Vec<u8>) -> io::Result<Vec<(i64, i64)>> {
     let mut bytes = Bytes::from(batch);
-    let set = RecordBatchDecoder::decode(&mut bytes)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("decode stored batch: {e}")))?;
-    Ok(set.records.iter().map(|r| (r.offset, r.timestamp)).collect())
+    let set = RecordBatchDecoder::decode(&mut bytes).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("decode stored batch: {e}"),
+        )
+    })?;
+    Ok(set
+        .records
+        .iter()
+        .map(|r| (r.offset, r.timestamp))
+        .collect())
 }

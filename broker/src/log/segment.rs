@@ -25,13 +25,23 @@ impl IndexFile {
     /// Opens the index, creating it if absent. Returns `rebuilt = true` when the file was
     /// missing or its header unreadable, in which case it is empty and must be refilled.
     fn open(path: PathBuf, magic: &[u8; 4], entry_len: u64) -> io::Result<(IndexFile, bool)> {
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
         let len = file.metadata()?.len();
         let mut header = [0u8; INDEX_HEADER_LEN as usize];
         let header_ok = len >= INDEX_HEADER_LEN
             && file.read_exact_at(&mut header, 0).is_ok()
             && format::index_header_ok(&header, magic);
-        let mut index = IndexFile { path, file, entry_len, entries: 0 };
+        let mut index = IndexFile {
+            path,
+            file,
+            entry_len,
+            entries: 0,
+        };
         if !header_ok {
             index.file.set_len(0)?;
             index.file.write_all_at(&format::index_header(magic), 0)?;
@@ -43,18 +53,21 @@ impl IndexFile {
     }
 
     fn read_entry(&self, n: u64, buf: &mut [u8]) -> io::Result<()> {
-        self.file.read_exact_at(buf, INDEX_HEADER_LEN + n * self.entry_len)
+        self.file
+            .read_exact_at(buf, INDEX_HEADER_LEN + n * self.entry_len)
     }
 
     fn append(&mut self, entry: &[u8]) -> io::Result<()> {
-        self.file.write_all_at(entry, INDEX_HEADER_LEN + self.entries * self.entry_len)?;
+        self.file
+            .write_all_at(entry, INDEX_HEADER_LEN + self.entries * self.entry_len)?;
         self.entries += 1;
         Ok(())
     }
 
     fn truncate_entries(&mut self, entries: u64) -> io::Result<()> {
         self.entries = entries.min(self.entries);
-        self.file.set_len(INDEX_HEADER_LEN + self.entries * self.entry_len)
+        self.file
+            .set_len(INDEX_HEADER_LEN + self.entries * self.entry_len)
     }
 
     /// Binary search for the last entry whose key (decoded by `key`) is <= `target`.
@@ -84,7 +97,10 @@ fn offset_entry(buf: &[u8]) -> (u32, u32) {
 fn time_entry(buf: &[u8]) -> (i64, u32) {
     let mut ts = [0u8; 8];
     ts.copy_from_slice(&buf[..8]);
-    (i64::from_be_bytes(ts), u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]))
+    (
+        i64::from_be_bytes(ts),
+        u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]),
+    )
 }
 
 /// A segment of the log. Only the last segment of a log is appended to.
@@ -120,7 +136,11 @@ pub struct ScanOutcome {
 impl Segment {
     pub fn create(dir: &Path, base_offset: i64, now_ms: i64) -> io::Result<Segment> {
         let log_path = dir.join(format::segment_file_name(base_offset, "log"));
-        let file = OpenOptions::new().read(true).append(true).create_new(true).open(&log_path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create_new(true)
+            .open(&log_path)?;
         let (offset_index, _) = IndexFile::open(
             dir.join(format::segment_file_name(base_offset, "index")),
             OFFSET_INDEX_MAGIC,
@@ -236,7 +256,12 @@ impl Segment {
         let trusted = if !time_rebuilt && time_index.entries > 0 {
             time_index.read_entry(time_index.entries - 1, &mut last_time)?;
             let (ts, rel) = time_entry(&last_time);
-            Some((file_len, next_segment_base, ts, base_offset + i64::from(rel)))
+            Some((
+                file_len,
+                next_segment_base,
+                ts,
+                base_offset + i64::from(rel),
+            ))
         } else {
             None
         };
@@ -246,7 +271,12 @@ impl Segment {
 
     /// Validates batches from `start` to `end`, rebuilding index entries as it goes, and
     /// truncates the file at the first invalid batch.
-    fn scan_from(&mut self, start: u64, end: u64, index_interval_bytes: u64) -> io::Result<ScanOutcome> {
+    fn scan_from(
+        &mut self,
+        start: u64,
+        end: u64,
+        index_interval_bytes: u64,
+    ) -> io::Result<ScanOutcome> {
         let mut position = start;
         let mut batches = 0;
         let mut header = [0u8; BATCH_PREFIX_LEN];
@@ -277,11 +307,17 @@ impl Segment {
         if truncated_bytes > 0 {
             self.file.set_len(self.size)?;
         }
-        Ok(ScanOutcome { valid_size: self.size, truncated_bytes, batches })
+        Ok(ScanOutcome {
+            valid_size: self.size,
+            truncated_bytes,
+            batches,
+        })
     }
 
     fn drop_index_entries_from(&mut self, position: u64) -> io::Result<()> {
-        let keep = self.offset_index.floor(position as i64 - 1, |b| i64::from(offset_entry(b).1))?;
+        let keep = self
+            .offset_index
+            .floor(position as i64 - 1, |b| i64::from(offset_entry(b).1))?;
         let keep_entries = keep.map_or(0, |n| n + 1);
         self.offset_index.truncate_entries(keep_entries)?;
         // Keep time entries whose batch lies before `position`.
@@ -310,7 +346,8 @@ impl Segment {
             return Ok(u64::MAX);
         }
         let mut buf = [0u8; OFFSET_ENTRY_LEN as usize];
-        self.offset_index.read_entry(self.offset_index.entries - 1, &mut buf)?;
+        self.offset_index
+            .read_entry(self.offset_index.entries - 1, &mut buf)?;
         Ok(self.size.saturating_sub(u64::from(offset_entry(&buf).1)))
     }
 
@@ -336,7 +373,9 @@ impl Segment {
             }
             self.bytes_since_index_entry = 0;
         }
-        self.bytes_since_index_entry = self.bytes_since_index_entry.saturating_add(batch.size as u64);
+        self.bytes_since_index_entry = self
+            .bytes_since_index_entry
+            .saturating_add(batch.size as u64);
         Ok(())
     }
 
@@ -390,11 +429,19 @@ impl Segment {
 
     /// Handles to fsync this segment's files without holding the log lock.
     pub fn sync_handles(&self) -> io::Result<Vec<File>> {
-        Ok(vec![self.file.try_clone()?, self.offset_index.file.try_clone()?, self.time_index.file.try_clone()?])
+        Ok(vec![
+            self.file.try_clone()?,
+            self.offset_index.file.try_clone()?,
+            self.time_index.file.try_clone()?,
+        ])
     }
 
     pub fn delete_files(&self) -> io::Result<()> {
-        for path in [&self.log_path, &self.offset_index.path, &self.time_index.path] {
+        for path in [
+            &self.log_path,
+            &self.offset_index.path,
+            &self.time_index.path,
+        ] {
             match std::fs::remove_file(path) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
                 _ => {}
@@ -406,7 +453,9 @@ impl Segment {
     /// Byte position from which to scan for `offset`: the floor entry of the offset index.
     pub fn lookup_position(&self, offset: i64) -> io::Result<u64> {
         let relative = offset - self.base_offset;
-        let found = self.offset_index.floor(relative, |b| i64::from(offset_entry(b).0))?;
+        let found = self
+            .offset_index
+            .floor(relative, |b| i64::from(offset_entry(b).0))?;
         let mut buf = [0u8; OFFSET_ENTRY_LEN as usize];
         match found {
             Some(n) => {
@@ -429,7 +478,11 @@ impl Segment {
     }
 }
 
-pub fn read_prefix_at(file: &File, position: u64, size: u64) -> io::Result<Option<(i64, usize, i32)>> {
+pub fn read_prefix_at(
+    file: &File,
+    position: u64,
+    size: u64,
+) -> io::Result<Option<(i64, usize, i32)>> {
     if position + BATCH_PREFIX_LEN as u64 > size {
         return Ok(None);
     }

@@ -1,1 +1,455 @@
+use std::fs::OpenOptions;
+use std::io::Write;
 
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::indexmap::IndexMap;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+
+use super::*;
+
+/// A record batch as a client would send it: `count` records, timestamps from `first_ts`.
+pub(crate) fn batch(count: usize, first_ts: i64, compression: Compression) -> Vec<u8> {
+    let records: Vec<Record> = (0..count)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            // The encoder starts a new batch unless offset - sequence stays constant.
+            sequence: i as i32 - 1,
+            timestamp: first_ts + i as i64,
+            key: Some(Bytes::from(format!("key-{i}"))),
+            value: Some(Bytes::from(format!("value-{i}-{}", "x".repeat(i % 17)))),
+            headers: IndexMap::from([(
+                StrBytes::from_static_str("h"),
+                Some(Bytes::from_static(b"v")),
+            )]),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression,
+        },
+    )
+    .expect("encode a test batch");
+    buf.to_vec()
+}
+
+fn config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 1 << 30,
+        segment_ms: i64::MAX,
+        index_interval_bytes: 4096,
+        flush_messages: i64::MAX,
+        flush_ms: i64::MAX,
+        retention_ms: -1,
+        retention_bytes: -1,
+        max_message_bytes: 1 << 20,
+        log_append_time: false,
+    }
+}
+
+fn read_all(log: &Log, from: i64) -> Vec<(i64, i64)> {
+    let mut out = Vec::new();
+    let mut offset = from;
+    while let Some(location) = log.locate(offset).expect("locate") {
+        let bytes = read_batches(&location, offset, 1 << 20).expect("read");
+        assert!(!bytes.is_empty(), "no progress at {offset}");
+        let mut buf = bytes;
+        for set in RecordBatchDecoder::decode_all(&mut buf).expect("decode what the log returned") {
+            for record in set.records {
+                if record.offset >= offset {
+                    out.push((record.offset, record.timestamp));
+                }
+            }
+        }
+        offset = out.last().map_or(offset, |(o, _)| o + 1);
+    }
+    out
+}
+
+#[test]
+fn offsets_are_assigned_densely_and_read_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = Log::open(dir.path(), config(), 0).expect("open");
+    for i in 0..10 {
+        let (info, _) = log
+            .append(&batch(3, i * 10, Compression::None), 0, 0)
+            .expect("append");
+        assert_eq!(info.base_offset, i * 3);
+        assert_eq!(info.last_offset, i * 3 + 2);
+    }
+    assert_eq!(log.log_end_offset(), 30);
+    let records = read_all(&log, 0);
+    assert_eq!(
+        records.iter().map(|r| r.0).collect::<Vec<_>>(),
+        (0..30).collect::<Vec<_>>()
+    );
+    // Reading from the middle of a batch returns that batch; the client skips ahead.
+    let location = log.locate(4).expect("locate").expect("data");
+    let bytes = read_batches(&location, 4, 1).expect("read");
+    let header = format::parse_validated_header(&bytes);
+    assert_eq!(
+        header.base_offset, 3,
+        "the batch holding offset 4, whole, despite max_bytes 1"
+    );
+    assert!(matches!(
+        log.locate(31),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    assert!(log.locate(30).expect("end").is_none());
+}
+
+#[test]
+fn an_invalid_batch_appends_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = Log::open(dir.path(), config(), 0).expect("open");
+    let mut records = batch(2, 0, Compression::None);
+    let mut bad = batch(2, 0, Compression::None);
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    records.extend_from_slice(&bad);
+    assert!(matches!(
+        log.append(&records, 0, 0),
+        Err(LogError::InvalidBatch(BatchError::Crc { .. }))
+    ));
+    assert_eq!(log.log_end_offset(), 0);
+    assert_eq!(log.size_bytes(), 0);
+}
+
+#[test]
+fn segments_roll_and_reads_cross_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = LogConfig {
+        segment_bytes: 2048,
+        index_interval_bytes: 256,
+        ..config()
+    };
+    let mut log = Log::open(dir.path(), config.clone(), 0).expect("open");
+    for i in 0..200 {
+        log.append(&batch(4, i, Compression::Snappy), 0, 0)
+            .expect("append");
+    }
+    assert!(
+        log.segment_count() > 10,
+        "rolled into {} segments",
+        log.segment_count()
+    );
+    let records = read_all(&log, 0);
+    assert_eq!(records.len(), 800);
+    assert_eq!(read_all(&log, 777).first().map(|r| r.0), Some(777));
+    drop(log);
+    let log = Log::open(dir.path(), config, 0).expect("reopen");
+    assert_eq!(log.log_end_offset(), 800);
+    assert_eq!(read_all(&log, 0).len(), 800);
+}
+
+fn last_segment_path(dir: &Path) -> PathBuf {
+    let mut logs: Vec<_> = fs::read_dir(dir)
+        .expect("list")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    logs.sort();
+    logs.pop().expect("a segment")
+}
+
+#[test]
+fn recovery_truncates_a_torn_tail() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = Log::open(dir.path(), config(), 0).expect("open");
+    for i in 0..5 {
+        log.append(&batch(2, i, Compression::Gzip), 0, 0)
+            .expect("append");
+    }
+    let good_size = log.size_bytes();
+    drop(log);
+    // A crash in the middle of writing a sixth batch: half of it reached the disk.
+    let torn = batch(2, 9, Compression::Gzip);
+    let path = last_segment_path(dir.path());
+    let mut file = OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .expect("open segment");
+    file.write_all(&torn[..torn.len() / 2]).expect("write");
+    drop(file);
+    let mut log = Log::open(dir.path(), config(), 0).expect("reopen");
+    assert_eq!(log.log_end_offset(), 10);
+    assert_eq!(log.size_bytes(), good_size);
+    let (info, _) = log
+        .append(&batch(1, 20, Compression::None), 0, 0)
+        .expect("append after recovery");
+    assert_eq!(info.base_offset, 10);
+    assert_eq!(read_all(&log, 0).len(), 11);
+}
+
+#[test]
+fn recovery_stops_at_a_corrupt_batch_after_the_checkpoint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = Log::open(dir.path(), config(), 0).expect("open");
+    log.append(&batch(3, 0, Compression::None), 0, 0)
+        .expect("append");
+    let plan = log.plan_flush(0, true).expect("plan").expect("dirty");
+    plan.sync().expect("sync");
+    log.finish_flush(plan).expect("checkpoint");
+    log.append(&batch(3, 0, Compression::None), 0, 0)
+        .expect("append");
+    log.append(&batch(3, 0, Compression::None), 0, 0)
+        .expect("append");
+    drop(log);
+    // Corrupt a byte inside the second batch (after the checkpoint): it and everything
+    // after it are dropped; the first batch, covered by the checkpoint, stays.
+    let path = last_segment_path(dir.path());
+    let mut bytes = fs::read(&path).expect("read");
+    let first = batch(3, 0, Compression::None).len();
+    bytes[first + 70] ^= 0xff;
+    fs::write(&path, &bytes).expect("write");
+    let log = Log::open(dir.path(), config(), 0).expect("reopen");
+    assert_eq!(log.log_end_offset(), 3);
+}
+
+#[test]
+fn missing_indexes_are_rebuilt() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = LogConfig {
+        segment_bytes: 4096,
+        index_interval_bytes: 128,
+        ..config()
+    };
+    let mut log = Log::open(dir.path(), config.clone(), 0).expect("open");
+    for i in 0..100 {
+        log.append(&batch(3, i * 100, Compression::None), 0, 0)
+            .expect("append");
+    }
+    drop(log);
+    for entry in fs::read_dir(dir.path()).expect("list") {
+        let path = entry.expect("entry").path();
+        if path
+            .extension()
+            .is_some_and(|e| e == "index" || e == "timeindex")
+        {
+            fs::remove_file(path).expect("remove index");
+        }
+    }
+    let log = Log::open(dir.path(), config, 0).expect("reopen");
+    assert_eq!(log.log_end_offset(), 300);
+    assert_eq!(read_all(&log, 150).first().map(|r| r.0), Some(150));
+    let location = log.locate_timestamp(5000).expect("lookup").expect("found");
+    assert_eq!(
+        find_timestamp(&location, 5000, 0).expect("scan"),
+        Some((150, 5000))
+    );
+}
+
+#[test]
+fn timestamps_are_found() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = LogConfig {
+        segment_bytes: 2048,
+        index_interval_bytes: 200,
+        ..config()
+    };
+    let mut log = Log::open(dir.path(), config, 0).expect("open");
+    for i in 0..100 {
+        log.append(&batch(5, 1_000 + i * 10, Compression::Zstd), 0, 0)
+            .expect("append");
+    }
+    // Batch i holds offsets 5i..5i+4 with timestamps 1000+10i .. 1000+10i+4.
+    for (ts, want) in [
+        (0, Some((0, 1000))),
+        (1000, Some((0, 1000))),
+        (1013, Some((8, 1013))),
+        (1992, Some((497, 1992))),
+        (5000, None),
+    ] {
+        let found = match log.locate_timestamp(ts).expect("lookup") {
+            Some(location) => find_timestamp(&location, ts, 0).expect("scan"),
+            None => None,
+        };
+        assert_eq!(found, want, "timestamp {ts}");
+    }
+    let (location, batch_offset) = log.locate_max_timestamp().expect("max").expect("some");
+    assert_eq!(
+        max_timestamp_record(&location, batch_offset).expect("decode"),
+        Some((499, 1994))
+    );
+}
+
+#[test]
+fn retention_by_bytes_and_time_deletes_whole_old_segments() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = LogConfig {
+        segment_bytes: 1024,
+        ..config()
+    };
+    let mut log = Log::open(dir.path(), config.clone(), 0).expect("open");
+    for i in 0..100 {
+        log.append(&batch(2, i * 1000, Compression::None), 0, 0)
+            .expect("append");
+    }
+    let segments = log.segment_count();
+    log.set_config(LogConfig {
+        retention_bytes: 4096,
+        ..config.clone()
+    });
+    let outcome = log.apply_retention(0).expect("retention");
+    assert!(
+        outcome.segments > 0 && log.size_bytes() <= 4096 + 1024,
+        "size {}",
+        log.size_bytes()
+    );
+    assert!(log.segment_count() < segments);
+    let start = log.log_start_offset();
+    assert!(start > 0);
+    assert_eq!(read_all(&log, start).first().map(|r| r.0), Some(start));
+    assert!(matches!(
+        log.locate(start - 1),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+
+    // Time: everything but the active segment is older than 10 s at t = 200 s.
+    log.set_config(LogConfig {
+        retention_ms: 10_000,
+        ..config
+    });
+    log.apply_retention(200_000).expect("retention");
+    assert_eq!(log.segment_count(), 1);
+    drop(log);
+    let log = Log::open(
+        dir.path(),
+        LogConfig {
+            segment_bytes: 1024,
+            ..self::config()
+        },
+        0,
+    )
+    .expect("reopen");
+    assert_eq!(log.log_end_offset(), 200);
+}
+
+#[test]
+fn delete_records_moves_the_start_and_survives_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = LogConfig {
+        segment_bytes: 1024,
+        ..config()
+    };
+    let mut log = Log::open(dir.path(), config.clone(), 0).expect("open");
+    for i in 0..50 {
+        log.append(&batch(2, i, Compression::None), 0, 0)
+            .expect("append");
+    }
+    assert_eq!(log.delete_records_before(37).expect("delete"), 37);
+    assert!(matches!(
+        log.locate(36),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    assert!(matches!(
+        log.delete_records_before(101),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    drop(log);
+    let log = Log::open(dir.path(), config, 0).expect("reopen");
+    assert_eq!(log.log_start_offset(), 37);
+    assert_eq!(read_all(&log, 37).first().map(|r| r.0), Some(37));
+}
+
+#[test]
+fn flush_messages_asks_for_an_fsync() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = Log::open(
+        dir.path(),
+        LogConfig {
+            flush_messages: 5,
+            ..config()
+        },
+        0,
+    )
+    .expect("open");
+    let (_, sync) = log
+        .append(&batch(3, 0, Compression::None), 0, 0)
+        .expect("append");
+    assert!(sync.is_none());
+    let (_, sync) = log
+        .append(&batch(3, 0, Compression::None), 0, 0)
+        .expect("append");
+    assert!(sync.is_some(), "6 unflushed messages >= flush.messages 5");
+}
+
+#[test]
+fn log_append_time_stamps_batches() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = Log::open(
+        dir.path(),
+        LogConfig {
+            log_append_time: true,
+            ..config()
+        },
+        0,
+    )
+    .expect("open");
+    let (info, _) = log
+        .append(&batch(3, 5, Compression::None), 0, 777_000)
+        .expect("append");
+    assert_eq!(info.log_append_time, 777_000);
+    let location = log.locate(0).expect("locate").expect("data");
+    let bytes = read_batches(&location, 0, 1 << 20).expect("read");
+    assert_eq!(
+        format::parse_validated_header(&bytes).max_timestamp,
+        777_000
+    );
+    assert!(format::crc_matches(&bytes));
+}
+
+mod prop {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+        /// Whatever the batch sizes, segment size and crash point, a reopened log holds a
+        /// dense prefix of what was appended, byte for byte.
+        #[test]
+        fn reopened_log_is_a_dense_prefix(
+            sizes in proptest::collection::vec(1usize..30, 1..60),
+            segment_bytes in 300u64..5000,
+            cut in 0usize..200,
+        ) {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let config = LogConfig { segment_bytes, index_interval_bytes: 100, ..config() };
+            let mut log = Log::open(dir.path(), config.clone(), 0).expect("open");
+            let mut expected = 0i64;
+            for (i, count) in sizes.iter().enumerate() {
+                log.append(&batch(*count, i as i64, Compression::None), 0, 0).expect("append");
+                expected += *count as i64;
+            }
+            drop(log);
+            // Chop `cut` bytes off the last segment: a torn tail of unknown size.
+            let path = last_segment_path(dir.path());
+            let len = fs::metadata(&path).expect("stat").len();
+            let file = OpenOptions::new().write(true).open(&path).expect("open");
+            file.set_len(len.saturating_sub(cut as u64)).expect("truncate");
+            drop(file);
+            let log = Log::open(dir.path(), config, 0).expect("reopen");
+            let end = log.log_end_offset();
+            prop_assert!(end <= expected);
+            let offsets: Vec<i64> = read_all(&log, 0).iter().map(|r| r.0).collect();
+            prop_assert_eq!(offsets, (0..end).collect::<Vec<_>>());
+            if cut == 0 {
+                prop_assert_eq!(end, expected);
+            }
+        }
+    }
+}

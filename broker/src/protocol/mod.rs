@@ -15,7 +15,9 @@
 pub mod versions;
 
 use bytes::{Buf, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsResponse, RequestHeader, RequestKind, ResponseHeader, ResponseKind,
+};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -32,7 +34,10 @@ pub enum FrameError {
 }
 
 /// Reads one size-prefixed frame. `Ok(None)` on a clean end of stream between frames.
-pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, max: usize) -> Result<Option<Bytes>, FrameError> {
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    max: usize,
+) -> Result<Option<Bytes>, FrameError> {
     let mut size = [0u8; 4];
     match reader.read_exact(&mut size).await {
         Ok(_) => {}
@@ -45,7 +50,10 @@ pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, max: usize) -> Res
     }
     let size = size as usize;
     if size > max {
-        return Err(FrameError::TooLarge { size: size as i64, max });
+        return Err(FrameError::TooLarge {
+            size: size as i64,
+            max,
+        });
     }
     let mut buf = BytesMut::with_capacity(size.min(64 * 1024));
     while buf.len() < size {
@@ -75,9 +83,17 @@ pub enum DecodeError {
     #[error("unknown API key {0}")]
     UnknownApiKey(i16),
     #[error("{api_key:?} v{version} is not supported")]
-    UnsupportedVersion { api_key: ApiKey, version: i16, correlation_id: i32 },
+    UnsupportedVersion {
+        api_key: ApiKey,
+        version: i16,
+        correlation_id: i32,
+    },
     #[error("malformed {api_key:?} v{version} request: {message}")]
-    Malformed { api_key: ApiKey, version: i16, message: String },
+    Malformed {
+        api_key: ApiKey,
+        version: i16,
+        message: String,
+    },
 }
 
 /// Decodes a request frame. Trailing bytes after the body are ignored.
@@ -90,18 +106,34 @@ pub fn decode_request(mut frame: Bytes) -> Result<Request, DecodeError> {
     let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
     let api_key = ApiKey::try_from(raw_key).map_err(|_| DecodeError::UnknownApiKey(raw_key))?;
     if !versions::supports(api_key, version) {
-        return Err(DecodeError::UnsupportedVersion { api_key, version, correlation_id });
+        return Err(DecodeError::UnsupportedVersion {
+            api_key,
+            version,
+            correlation_id,
+        });
     }
-    let malformed = |message: String| DecodeError::Malformed { api_key, version, message };
+    let malformed = |message: String| DecodeError::Malformed {
+        api_key,
+        version,
+        message,
+    };
     // The decoder is third-party code fed by the network: contain any panic in it.
     let decoded = std::panic::catch_unwind(move || {
         let header = RequestHeader::decode(&mut frame, api_key.request_header_version(version))
             .map_err(|e| format!("header: {e}"))?;
-        let body = RequestKind::decode(api_key, &mut frame, version).map_err(|e| format!("body: {e}"))?;
+        let body =
+            RequestKind::decode(api_key, &mut frame, version).map_err(|e| format!("body: {e}"))?;
         Ok::<_, String>((header, body))
     });
-    let (header, body) = decoded.map_err(|_| malformed("decoder panicked".into()))?.map_err(malformed)?;
-    Ok(Request { api_key, version, header, body })
+    let (header, body) = decoded
+        .map_err(|_| malformed("decoder panicked".into()))?
+        .map_err(malformed)?;
+    Ok(Request {
+        api_key,
+        version,
+        header,
+        body,
+    })
 }
 
 /// Encodes a response frame (size prefix included).
@@ -126,7 +158,12 @@ pub fn api_versions_fallback(correlation_id: i32) -> anyhow::Result<Bytes> {
     let response = ApiVersionsResponse::default()
         .with_error_code(kafka_protocol::ResponseError::UnsupportedVersion.code())
         .with_api_keys(versions::advertised());
-    encode_response(ApiKey::ApiVersions, 0, correlation_id, &ResponseKind::ApiVersions(response))
+    encode_response(
+        ApiKey::ApiVersions,
+        0,
+        correlation_id,
+        &ResponseKind::ApiVersions(response),
+    )
 }
 
 /// Reads the correlation id of a frame without decoding it (for logging).
