@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs, idempotently, what building and testing Strata needs on Debian 12:
+#   build: protoc (etcd-client's build script compiles etcd's .proto files with it)
+#   tests: etcd, kcat, moto (S3 server), the Python Kafka clients and pytest
+# Usage: scripts/install-deps.sh [build|test]   (default: test, which includes build)
+# Fast when everything is present: it only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+what="${1:-test}"
+
+apt_packages=()
+command -v protoc >/dev/null || apt_packages+=(protobuf-compiler)
+if [ "$what" = test ]; then
+  command -v etcd >/dev/null || apt_packages+=(etcd-server)
+  command -v kcat >/dev/null || apt_packages+=(kcat)
+  command -v curl >/dev/null || apt_packages+=(curl)
+fi
+if [ ${#apt_packages[@]} -gt 0 ]; then
+  echo "installing with apt: ${apt_packages[*]}"
+  sudo_cmd=""
+  [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${apt_packages[@]}" >/dev/null
+fi
+
+if [ "$what" = test ]; then
+  if ! python3 - <<'PY' 2>/dev/null
+import importlib.metadata as m, sys
+want = {}
+for line in open("tests/requirements.txt"):
+    line = line.split("#")[0].strip()
+    if "==" in line:
+        name, version = line.split("==")
+        want[name.split("[")[0]] = version
+for name, version in want.items():
+    if m.version(name) != version:
+        sys.exit(1)
+PY
+  then
+    echo "installing Python test requirements"
+    python3 -m pip install -q --disable-pip-version-check -r tests/requirements.txt
+  fi
+fi

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs every test: installs what the tests need (idempotent), builds the broker, runs the
+# Rust unit and integration tests (cargo test), then the black-box suite (pytest) against
+# a real `strata` process with real clients, etcd and kcat.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh test
+
+echo "== cargo test"
+cargo test --locked -p strata-broker 2>&1
+
+echo "== building the release binary for the black-box tests"
+cargo build --locked --release -p strata-broker
+export STRATA_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/strata"
+
+echo "== pytest"
+python3 -m pytest tests -q -p no:cacheprovider
