@@ -30,7 +30,7 @@ pub struct Config {
     pub object_store: String,
     /// Partitions of auto-created topics and of CreateTopics with -1. Default 1.
     pub num_partitions: i32,
-    /// Create a topic when a client asks Metadata or produces to one that does not exist.
+    /// Create a topic when a client asks Metadata for one that does not exist.
     /// Default true.
     pub auto_create_topics: bool,
     /// Replication factor for topics created with -1. Default 1 (one broker).
