@@ -400,13 +400,31 @@ impl Segment {
             self.bytes_since_index_entry = u64::MAX;
         }
         let position = self.size;
-        if let Err(e) = (&*self.file).write_all(batch) {
-            // The file is opened for append: drop a partial write (disk full) so the next
-            // append lands at `size` again. If even that fails, the error stands.
+        let before = (
+            self.offset_index.entries,
+            self.time_index.entries,
+            self.max_timestamp,
+            self.offset_of_max_timestamp,
+            self.bytes_since_index_entry,
+            self.time_index_current,
+        );
+        let written = (&*self.file)
+            .write_all(batch)
+            .and_then(|()| self.index_batch(header, position, index_interval_bytes));
+        if let Err(e) = written {
+            // All or nothing (a full disk fails either write): the file is opened for
+            // append, so a partial batch must go for the next append to land at `size`,
+            // and index entries for a batch that is not there must go too. If the
+            // truncation fails as well, the error stands and recovery cleans up.
             let _ = self.file.set_len(self.size);
+            let _ = self.offset_index.truncate_entries(before.0);
+            let _ = self.time_index.truncate_entries(before.1);
+            self.max_timestamp = before.2;
+            self.offset_of_max_timestamp = before.3;
+            self.bytes_since_index_entry = before.4;
+            self.time_index_current = before.5;
             return Err(e);
         }
-        self.index_batch(header, position, index_interval_bytes)?;
         self.size += batch.len() as u64;
         self.next_offset = header.next_offset();
         Ok(())
