@@ -86,6 +86,9 @@ pub struct Broker {
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     /// A tokio mutex: held across metadata store calls so admin changes apply in order.
     admin: tokio::sync::Mutex<()>,
+    /// An exclusive lock on `<data_dir>/.lock`, held for the broker's lifetime so two
+    /// processes never share a data directory.
+    _data_dir_lock: std::fs::File,
 }
 
 pub fn valid_topic_name(name: &str) -> bool {
@@ -98,6 +101,25 @@ pub fn valid_topic_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 
+fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    use anyhow::Context;
+    std::fs::create_dir_all(dir).with_context(|| format!("create the data directory {}", dir.display()))?;
+    let path = dir.join(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            anyhow::bail!("another strata process is using the data directory {}", dir.display())
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("lock {}", path.display())),
+    }
+}
+
 impl Broker {
     /// Loads topics from the store and opens (recovers) every local log.
     pub async fn open(
@@ -107,6 +129,7 @@ impl Broker {
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Arc<Broker>> {
         use anyhow::Context;
+        let data_dir_lock = lock_data_dir(&config.data_dir)?;
         let cluster_id = store.cluster_id().await.context("read the cluster id")?;
         let (advertised_host, advertised_port) = config.advertised()?;
         let broker = Arc::new(Broker {
@@ -119,6 +142,7 @@ impl Broker {
             store,
             topics: RwLock::new(HashMap::new()),
             admin: tokio::sync::Mutex::new(()),
+            _data_dir_lock: data_dir_lock,
         });
         let records = broker.store.list_topics().await.context("list topics")?;
         let started = std::time::Instant::now();

@@ -110,8 +110,7 @@ fn main() -> ExitCode {
             match runtime.block_on(serve(config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    error!("{e:#}");
-                    eprintln!("strata: {e:#}");
+                    error!("strata stopped: {e:#}");
                     ExitCode::FAILURE
                 }
             }
