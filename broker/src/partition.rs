@@ -6,7 +6,7 @@
 //! policy requires it, fsynced; the high watermark then moves after the fsync).
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -21,6 +21,9 @@ pub struct Partition {
     log: Mutex<Log>,
     high_watermark: watch::Sender<i64>,
     leader_epoch: AtomicI32,
+    /// Set, under the log lock, when the topic is deleted: later appends and housekeeping
+    /// must not recreate files in the removed directory.
+    deleted: AtomicBool,
 }
 
 /// Offsets a fetch response reports next to the records.
@@ -39,6 +42,7 @@ impl Partition {
             log: Mutex::new(log),
             high_watermark,
             leader_epoch: AtomicI32::new(leader_epoch),
+            deleted: AtomicBool::new(false),
         }
     }
 
@@ -78,6 +82,9 @@ impl Partition {
     pub async fn append(&self, records: &Bytes, now_ms: i64) -> Result<AppendInfo, LogError> {
         let (info, sync, dir) = {
             let mut log = self.lock();
+            if self.deleted.load(Ordering::Relaxed) {
+                return Err(LogError::Deleted);
+            }
             let (info, sync) = log.append(records, self.leader_epoch(), now_ms)?;
             (info, sync, log.dir().to_path_buf())
         };
@@ -157,6 +164,9 @@ impl Partition {
     ) -> Result<RetentionOutcome, LogError> {
         let (outcome, plan) = {
             let mut log = self.lock();
+            if self.deleted.load(Ordering::Relaxed) {
+                return Ok(RetentionOutcome::default());
+            }
             log.roll_if_expired(now_ms)?;
             let outcome = log.apply_retention(now_ms)?;
             (outcome, log.plan_flush(now_ms, force_flush)?)
@@ -167,7 +177,10 @@ impl Partition {
                 .await
                 .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
                 .map_err(|source| LogError::Io { dir, source })?;
-            self.lock().finish_flush(plan)?;
+            let log = self.lock();
+            if !self.deleted.load(Ordering::Relaxed) {
+                log.finish_flush(plan)?;
+            }
         }
         Ok(outcome)
     }
@@ -185,8 +198,9 @@ impl Partition {
 
     /// Closes the log and removes its files (topic deletion).
     pub fn delete_files(&self) -> std::io::Result<()> {
-        let dir = self.lock().dir().to_path_buf();
-        match std::fs::remove_dir_all(&dir) {
+        let log = self.lock();
+        self.deleted.store(true, Ordering::Relaxed);
+        match std::fs::remove_dir_all(log.dir()) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }

@@ -71,6 +71,10 @@ async fn connection(
         let frame = match frame {
             Ok(Some(frame)) => frame,
             Ok(None) => return Ok(()),
+            Err(protocol::FrameError::Io(e)) => {
+                debug!(%peer, error = %e, "connection closed by the peer");
+                return Ok(());
+            }
             Err(e) => {
                 warn!(%peer, error = %e, "closing connection: bad frame");
                 broker

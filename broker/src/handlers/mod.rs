@@ -63,6 +63,7 @@ pub fn log_error_code(error: &LogError) -> ResponseError {
         LogError::InvalidBatch(BatchError::Codec(_)) => ResponseError::UnsupportedCompressionType,
         LogError::InvalidBatch(_) => ResponseError::InvalidRecord,
         LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        LogError::Deleted => ResponseError::UnknownTopicOrPartition,
         LogError::Io { .. } => ResponseError::KafkaStorageError,
     }
 }

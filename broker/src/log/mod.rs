@@ -55,6 +55,8 @@ pub enum LogError {
         log_start_offset: i64,
         log_end_offset: i64,
     },
+    #[error("the partition was deleted")]
+    Deleted,
     #[error("log I/O failed in {dir}: {source}")]
     Io { dir: PathBuf, source: io::Error },
 }
