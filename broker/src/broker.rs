@@ -103,7 +103,8 @@ pub fn valid_topic_name(name: &str) -> bool {
 
 fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
     use anyhow::Context;
-    std::fs::create_dir_all(dir).with_context(|| format!("create the data directory {}", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("create the data directory {}", dir.display()))?;
     let path = dir.join(".lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -114,9 +115,14 @@ fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => {
-            anyhow::bail!("another strata process is using the data directory {}", dir.display())
+            anyhow::bail!(
+                "another strata process is using the data directory {}",
+                dir.display()
+            )
         }
-        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("lock {}", path.display())),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("lock {}", path.display()))
+        }
     }
 }
 

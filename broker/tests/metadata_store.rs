@@ -17,33 +17,63 @@ fn topic(name: &str, partitions: usize) -> TopicRecord {
     TopicRecord {
         name: name.to_string(),
         id: Uuid::new_v4(),
-        partitions: (0..partitions).map(|_| PartitionRecord { leader: 0, leader_epoch: 0, replicas: vec![0] }).collect(),
+        partitions: (0..partitions)
+            .map(|_| PartitionRecord {
+                leader: 0,
+                leader_epoch: 0,
+                replicas: vec![0],
+            })
+            .collect(),
         configs: BTreeMap::from([("retention.ms".to_string(), "1000".to_string())]),
     }
 }
 
 /// The contract every store must keep. `reopen` gives a second handle on the same data,
 /// as a restarted broker would get.
-async fn scenarios(store: Arc<dyn MetadataStore>, reopen: impl AsyncFn() -> Arc<dyn MetadataStore>) {
+async fn scenarios(
+    store: Arc<dyn MetadataStore>,
+    reopen: impl AsyncFn() -> Arc<dyn MetadataStore>,
+) {
     let cluster_id = store.cluster_id().await.expect("cluster id");
     assert_eq!(cluster_id.len(), 22);
-    assert_eq!(store.cluster_id().await.expect("again"), cluster_id, "the cluster id is stable");
+    assert_eq!(
+        store.cluster_id().await.expect("again"),
+        cluster_id,
+        "the cluster id is stable"
+    );
     assert!(store.list_topics().await.expect("list").is_empty());
 
     let orders = topic("orders", 3);
     store.create_topic(&orders).await.expect("create");
     let duplicate = topic("orders", 1);
-    assert!(matches!(store.create_topic(&duplicate).await, Err(StoreError::AlreadyExists(name)) if name == "orders"));
-    store.create_topic(&topic("payments", 1)).await.expect("create another");
+    assert!(
+        matches!(store.create_topic(&duplicate).await, Err(StoreError::AlreadyExists(name)) if name == "orders")
+    );
+    store
+        .create_topic(&topic("payments", 1))
+        .await
+        .expect("create another");
 
     let mut changed = orders.clone();
-    changed.configs.insert("segment.bytes".into(), "4096".into());
-    changed.partitions.push(PartitionRecord { leader: 0, leader_epoch: 0, replicas: vec![0] });
+    changed
+        .configs
+        .insert("segment.bytes".into(), "4096".into());
+    changed.partitions.push(PartitionRecord {
+        leader: 0,
+        leader_epoch: 0,
+        replicas: vec![0],
+    });
     store.update_topic(&changed).await.expect("update");
-    assert!(matches!(store.update_topic(&topic("ghost", 1)).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        store.update_topic(&topic("ghost", 1)).await,
+        Err(StoreError::NotFound(_))
+    ));
 
     let again = reopen().await;
-    assert_eq!(again.cluster_id().await.expect("cluster id after reopen"), cluster_id);
+    assert_eq!(
+        again.cluster_id().await.expect("cluster id after reopen"),
+        cluster_id
+    );
     let mut topics = again.list_topics().await.expect("list after reopen");
     topics.sort_by(|a, b| a.name.cmp(&b.name));
     assert_eq!(topics.len(), 2);
@@ -51,11 +81,26 @@ async fn scenarios(store: Arc<dyn MetadataStore>, reopen: impl AsyncFn() -> Arc<
 
     let deleted = again.delete_topic("orders").await.expect("delete");
     assert_eq!(deleted.map(|t| t.id), Some(orders.id));
-    assert!(again.delete_topic("orders").await.expect("delete twice").is_none());
-    let names: Vec<_> = again.list_topics().await.expect("list").into_iter().map(|t| t.name).collect();
+    assert!(
+        again
+            .delete_topic("orders")
+            .await
+            .expect("delete twice")
+            .is_none()
+    );
+    let names: Vec<_> = again
+        .list_topics()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
     assert_eq!(names, vec!["payments".to_string()]);
     // The name is free again, with a new id.
-    again.create_topic(&topic("orders", 1)).await.expect("re-create");
+    again
+        .create_topic(&topic("orders", 1))
+        .await
+        .expect("re-create");
 }
 
 /// Two brokers racing to create the same topic: exactly one wins.
@@ -63,7 +108,9 @@ async fn racing_creates(store: Arc<dyn MetadataStore>) {
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let store = store.clone();
-        tasks.push(tokio::spawn(async move { store.create_topic(&topic("race", 1)).await.is_ok() }));
+        tasks.push(tokio::spawn(async move {
+            store.create_topic(&topic("race", 1)).await.is_ok()
+        }));
     }
     let mut winners = 0;
     for task in tasks {
@@ -77,7 +124,10 @@ async fn embedded_store_keeps_the_contract() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().to_path_buf();
     let store: Arc<dyn MetadataStore> = Arc::new(EmbeddedStore::open(&path).expect("open"));
-    scenarios(store.clone(), async || Arc::new(EmbeddedStore::open(&path).expect("reopen")) as Arc<dyn MetadataStore>).await;
+    scenarios(store.clone(), async || {
+        Arc::new(EmbeddedStore::open(&path).expect("reopen")) as Arc<dyn MetadataStore>
+    })
+    .await;
     racing_creates(store).await;
 }
 
@@ -95,7 +145,11 @@ impl Drop for Etcd {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 fn start_etcd() -> Etcd {
@@ -104,9 +158,20 @@ fn start_etcd() -> Etcd {
     let client_url = format!("http://127.0.0.1:{client}");
     let peer_url = format!("http://127.0.0.1:{peer}");
     let child = Command::new("etcd")
-        .arg("--data-dir").arg(dir.path().join("etcd"))
-        .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
-        .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
+        .arg("--data-dir")
+        .arg(dir.path().join("etcd"))
+        .args([
+            "--listen-client-urls",
+            &client_url,
+            "--advertise-client-urls",
+            &client_url,
+        ])
+        .args([
+            "--listen-peer-urls",
+            &peer_url,
+            "--initial-advertise-peer-urls",
+            &peer_url,
+        ])
         .args(["--initial-cluster", &format!("default={peer_url}")])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -114,23 +179,42 @@ fn start_etcd() -> Etcd {
         .expect("start etcd: is Debian's etcd-server installed? (scripts/test.sh installs it)");
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", client)).is_err() {
-        assert!(Instant::now() < deadline, "etcd did not listen on {client_url} within 20 s");
+        assert!(
+            Instant::now() < deadline,
+            "etcd did not listen on {client_url} within 20 s"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
-    Etcd { child, endpoint: client_url, _dir: dir }
+    Etcd {
+        child,
+        endpoint: client_url,
+        _dir: dir,
+    }
 }
 
 #[tokio::test]
 async fn etcd_store_keeps_the_contract() {
     let etcd = start_etcd();
     let endpoints = vec![etcd.endpoint.clone()];
-    let store: Arc<dyn MetadataStore> = Arc::new(EtcdStore::connect(&endpoints, "test-a").await.expect("connect"));
+    let store: Arc<dyn MetadataStore> = Arc::new(
+        EtcdStore::connect(&endpoints, "test-a")
+            .await
+            .expect("connect"),
+    );
     scenarios(store, async || {
-        Arc::new(EtcdStore::connect(&endpoints, "test-a").await.expect("reconnect")) as Arc<dyn MetadataStore>
+        Arc::new(
+            EtcdStore::connect(&endpoints, "test-a")
+                .await
+                .expect("reconnect"),
+        ) as Arc<dyn MetadataStore>
     })
     .await;
     // Prefixes isolate clusters sharing one etcd.
-    let other: Arc<dyn MetadataStore> = Arc::new(EtcdStore::connect(&endpoints, "test-b").await.expect("connect"));
+    let other: Arc<dyn MetadataStore> = Arc::new(
+        EtcdStore::connect(&endpoints, "test-b")
+            .await
+            .expect("connect"),
+    );
     assert!(other.list_topics().await.expect("list").is_empty());
     racing_creates(other).await;
 }
