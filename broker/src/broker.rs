@@ -82,6 +82,8 @@ pub struct Broker {
     pub advertised_port: i32,
     pub metrics: Arc<Metrics>,
     pub clock: Arc<dyn Clock>,
+    /// Cancelled at shutdown; long polls end early on it.
+    pub shutdown: tokio_util::sync::CancellationToken,
     store: Arc<dyn MetadataStore>,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     /// A tokio mutex: held across metadata store calls so admin changes apply in order.
@@ -133,6 +135,7 @@ impl Broker {
         store: Arc<dyn MetadataStore>,
         metrics: Arc<Metrics>,
         clock: Arc<dyn Clock>,
+        shutdown: tokio_util::sync::CancellationToken,
     ) -> anyhow::Result<Arc<Broker>> {
         use anyhow::Context;
         let data_dir_lock = lock_data_dir(&config.data_dir)?;
@@ -145,6 +148,7 @@ impl Broker {
             advertised_port,
             metrics,
             clock,
+            shutdown,
             store,
             topics: RwLock::new(HashMap::new()),
             admin: tokio::sync::Mutex::new(()),
@@ -183,8 +187,11 @@ impl Broker {
         self.config.data_dir.join("logs")
     }
 
+    /// `<name>.<id>`, the name cut to 200 bytes: a 249-character topic name plus the id
+    /// would pass the 255-byte file name limit. The id alone makes the directory unique.
     fn topic_dir(&self, name: &str, id: Uuid) -> PathBuf {
-        self.logs_dir().join(format!("{name}.{}", id.simple()))
+        let short = &name[..name.len().min(200)];
+        self.logs_dir().join(format!("{short}.{}", id.simple()))
     }
 
     /// Deletes log directories of topics the metadata store does not know (deleted while
@@ -333,8 +340,24 @@ impl Broker {
                 record,
             }));
         }
-        self.store.create_topic(&record).await?;
-        let topic = Arc::new(self.open_topic(record)?);
+        // Logs first, then the store: a topic the store knows always has openable logs.
+        // If the store refuses, the new directories go; if we crash in between, start-up
+        // removes them as logs of an unknown topic.
+        let id = record.id;
+        let topic = match self.open_topic(record) {
+            Ok(topic) => Arc::new(topic),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(self.topic_dir(name, id));
+                return Err(e);
+            }
+        };
+        if let Err(e) = self.store.create_topic(&topic.record).await {
+            for partition in &topic.partitions {
+                let _ = partition.delete_files();
+            }
+            let _ = std::fs::remove_dir(self.topic_dir(name, topic.id));
+            return Err(e.into());
+        }
         self.write_topics().insert(name.to_string(), topic.clone());
         info!(topic = name, partitions, "created topic");
         Ok(topic)
@@ -395,15 +418,25 @@ impl Broker {
         record
             .partitions
             .extend((current..count).map(|_| self.new_partition_record()));
-        self.store.update_topic(&record).await?;
-        let mut partitions = topic.partitions.clone();
+        // Logs first, then the store (as in create_topic).
+        let mut added = Vec::new();
         for index in current as usize..count as usize {
-            partitions.push(Arc::new(self.open_partition(
-                &record,
-                &topic.config,
-                index,
-            )?));
+            match self.open_partition(&record, &topic.config, index) {
+                Ok(partition) => added.push(Arc::new(partition)),
+                Err(e) => {
+                    added
+                        .iter()
+                        .for_each(|p: &Arc<Partition>| drop(p.delete_files()));
+                    return Err(e.into());
+                }
+            }
         }
+        if let Err(e) = self.store.update_topic(&record).await {
+            added.iter().for_each(|p| drop(p.delete_files()));
+            return Err(e.into());
+        }
+        let mut partitions = topic.partitions.clone();
+        partitions.extend(added);
         let next = Topic {
             name: topic.name.clone(),
             id: topic.id,

@@ -137,7 +137,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
     let store = cluster::open(&config).await?;
     let listen = config.listen_addr()?;
-    let broker = Broker::open(config, store, metrics, Arc::new(SystemClock)).await?;
+    let broker = Broker::open(
+        config,
+        store,
+        metrics,
+        Arc::new(SystemClock),
+        cancel.clone(),
+    )
+    .await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("bind the Kafka listener on {listen}"))?;

@@ -86,8 +86,12 @@ pub async fn fetch(broker: &Arc<Broker>, request: FetchRequest, version: i16) ->
             break results;
         }
         let changed = select_all(watchers.iter_mut().map(|w| Box::pin(w.changed())));
-        if tokio::time::timeout_at(deadline, changed).await.is_err() {
-            // Nothing arrived in time: answer with what we have (usually nothing).
+        let woke = tokio::select! {
+            _ = broker.shutdown.cancelled() => false,
+            result = tokio::time::timeout_at(deadline, changed) => result.is_ok(),
+        };
+        if !woke {
+            // Nothing arrived in time, or the broker is stopping: answer with what we have.
             break read_all(broker, &wanted, max_bytes, read_committed).0;
         }
     };

@@ -151,3 +151,45 @@ mod prop {
         }
     }
 }
+
+#[test]
+fn an_uncompressed_batch_whose_count_lies_is_refused() {
+    // One real record, header claiming 1000 (count and last offset delta both patched,
+    // CRC recomputed): framing must catch it.
+    let mut bytes = batch(1, 1, Compression::None);
+    bytes[23..27].copy_from_slice(&999i32.to_be_bytes());
+    bytes[57..61].copy_from_slice(&1000i32.to_be_bytes());
+    let crc = crc32c::crc32c(&bytes[21..]);
+    bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+    assert!(matches!(
+        validate_batch(&bytes, 1 << 20),
+        Err(BatchError::Record { .. })
+    ));
+
+    // And one claiming fewer records than it holds.
+    let mut bytes = batch(3, 1, Compression::None);
+    bytes[23..27].copy_from_slice(&0i32.to_be_bytes());
+    bytes[57..61].copy_from_slice(&1i32.to_be_bytes());
+    let crc = crc32c::crc32c(&bytes[21..]);
+    bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+    assert!(matches!(
+        validate_batch(&bytes, 1 << 20),
+        Err(BatchError::Record { .. })
+    ));
+}
+
+#[test]
+fn zigzag_varints_decode() {
+    for (bytes, want) in [
+        (&[0x00][..], 0i64),
+        (&[0x01], -1),
+        (&[0x02], 1),
+        (&[0xac, 0x02], 150),
+        (&[0x80, 0x01], 64),
+    ] {
+        let mut pos = 0;
+        assert_eq!(read_varint(bytes, &mut pos), Some(want), "{bytes:?}");
+        assert_eq!(pos, bytes.len());
+    }
+    assert_eq!(read_varint(&[0x80], &mut 0), None);
+}

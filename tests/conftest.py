@@ -1,0 +1,98 @@
+"""Fixtures for the black-box tests: real `strata` processes, a real etcd, real clients.
+
+- `broker`: a factory. `broker(env=..., args=..., metadata=..., config_text=...)` starts a
+  strata process on free loopback ports with its own data dir and waits for /readyz.
+  Every process it started is stopped by PID when the test ends.
+- `etcd`: one etcd for the session on free loopback ports (tests use distinct prefixes).
+- `metadata`: parametrized over "embedded" and "etcd"; the metadata URL a scenario test
+  passes to `broker(metadata=...)`, so each scenario runs against both stores.
+
+A server that cannot start makes the test fail with its log, never skip. When a test
+fails, the tail of each of its servers' logs is attached to the report.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+
+import pytest
+
+from servers import EtcdServer, strata_binary, StrataBroker
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        for server in getattr(item, "_strata_servers", []):
+            report.sections.append(
+                (f"{server.name} log {server.log_path} (pid {server.pid})", server.log_tail(120))
+            )
+
+
+def _servers(request) -> list:
+    node = request.node
+    if not hasattr(node, "_strata_servers"):
+        node._strata_servers = []
+    return node._strata_servers
+
+
+@pytest.fixture(scope="session")
+def strata_bin():
+    return strata_binary()
+
+
+@pytest.fixture
+def broker(request, tmp_path, strata_bin):
+    """Factory: start a strata broker; stopped by PID at teardown."""
+    started: list[StrataBroker] = []
+
+    def start(env: dict[str, str] | None = None, args=(), metadata: str = "embedded",
+              config_text: str | None = None, name: str | None = None) -> StrataBroker:
+        workdir = tmp_path / (name or f"strata{len(started)}")
+        b = StrataBroker(workdir, metadata=metadata, env=env, args=args, config_text=config_text)
+        started.append(b)
+        _servers(request).append(b)
+        return b.start()
+
+    yield start
+    # A broker that does not shut down cleanly is a failure of the test using it; every
+    # process is stopped (SIGKILL as a last resort) before that is reported.
+    failures = []
+    for b in started:
+        if not b.is_running():
+            continue
+        try:
+            code = b.stop()
+        except BaseException as e:  # pytest.fail raises a BaseException
+            failures.append(str(e))
+            continue
+        if code != 0:
+            failures.append(f"strata (log {b.log_path}) exited with {code} on SIGTERM at teardown:\n{b.log_tail()}")
+    for b in started:
+        b.kill9()
+    if failures:
+        pytest.fail("\n\n".join(failures), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def etcd(tmp_path_factory):
+    binary = shutil.which("etcd") or "/usr/bin/etcd"
+    if not shutil.which(binary):
+        pytest.fail("etcd is not installed (Debian package etcd-server provides /usr/bin/etcd)", pytrace=False)
+    server = EtcdServer(tmp_path_factory.mktemp("etcd"), binary)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["embedded", "etcd"])
+def metadata(request):
+    """The `--metadata` value for a scenario test: embedded, or a fresh etcd prefix."""
+    if request.param == "embedded":
+        return "embedded"
+    server: EtcdServer = request.getfixturevalue("etcd")
+    _servers(request).append(server)
+    return server.url(f"t-{uuid.uuid4().hex[:12]}")
