@@ -208,7 +208,7 @@ pub fn validate_batch(bytes: &[u8], max_batch_bytes: usize) -> Result<BatchHeade
     if attributes & ATTR_CONTROL != 0 {
         return Err(BatchError::Control);
     }
-    if header.last_offset_delta < 0 || header.record_count != header.last_offset_delta + 1 {
+    if header.record_count < 1 || i64::from(header.record_count) != i64::from(header.last_offset_delta) + 1 {
         return Err(BatchError::Count {
             count: header.record_count,
             last_offset_delta: header.last_offset_delta,

@@ -136,11 +136,21 @@ pub struct ScanOutcome {
 impl Segment {
     pub fn create(dir: &Path, base_offset: i64, now_ms: i64) -> io::Result<Segment> {
         let log_path = dir.join(format::segment_file_name(base_offset, "log"));
+        // The new segment starts at the log end offset, so any file already at this base is
+        // the leftover of a creation that failed half-way (or of an interrupted delete):
+        // start all three files empty.
         let file = OpenOptions::new()
             .read(true)
             .append(true)
-            .create_new(true)
+            .create(true)
             .open(&log_path)?;
+        file.set_len(0)?;
+        for extension in ["index", "timeindex"] {
+            match std::fs::remove_file(dir.join(format::segment_file_name(base_offset, extension))) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
         let (offset_index, _) = IndexFile::open(
             dir.join(format::segment_file_name(base_offset, "index")),
             OFFSET_INDEX_MAGIC,
@@ -288,7 +298,9 @@ impl Segment {
             let Some((base_offset, size, _)) = format::read_batch_prefix(&header) else {
                 break;
             };
-            if position + size as u64 > end || base_offset < self.next_offset {
+            // The base offset is outside the CRC: a batch that does not continue the
+            // offsets exactly is damage, not data.
+            if position + size as u64 > end || base_offset != self.next_offset {
                 break;
             }
             let mut batch = vec![0u8; size];
@@ -455,10 +467,12 @@ impl Segment {
     }
 
     pub fn delete_files(&self) -> io::Result<()> {
+        // Indexes first: a crash part-way leaves a .log without indexes (rebuilt at
+        // start-up), never indexes without their .log.
         for path in [
-            &self.log_path,
             &self.offset_index.path,
             &self.time_index.path,
+            &self.log_path,
         ] {
             match std::fs::remove_file(path) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
