@@ -1,29 +1,38 @@
-//! Per-partition state around the local log: the high watermark that wakes long-polling
-//! fetches, and the lock discipline.
+//! Per-partition state around the local log: the high watermark, the lock discipline,
+//! and what happens when the disk fails.
 //!
-//! On a single broker with replication factor 1 the high watermark equals the log end
-//! offset: a batch is visible to consumers as soon as it is appended (and, when the flush
-//! policy requires it, fsynced; the high watermark then moves after the fsync).
+//! On a single broker with replication factor 1 the high watermark is the log end offset
+//! once the data is as durable as the flush policy promises: immediately after the append
+//! when no fsync is due, after the fsync when one is. Consumers and ListOffsets never see
+//! past it, so nothing is read that a power loss could take back.
+//!
+//! A failed fsync takes the partition offline (appends refused with a retriable storage
+//! error) until restart: after a failed fsync Linux may drop the dirty pages and report
+//! the next fsync as successful, so neither the data nor a later checkpoint can be
+//! trusted. Restart recovery re-validates the tail from the last good checkpoint.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use bytes::Bytes;
 use tokio::sync::watch;
+use tracing::error;
 
 use crate::log::{self, AppendInfo, Log, LogConfig, LogError, RetentionOutcome};
 
 pub struct Partition {
     pub topic: String,
     pub index: i32,
-    /// A std mutex: it is never held across an `.await`. Appends write to the page cache
-    /// under it; fsyncs and reads happen outside it.
+    /// A std mutex: never held across an `.await` or an fsync of data. Appends write to
+    /// the page cache under it; validation, fsyncs and reads happen outside it.
     log: Mutex<Log>,
     high_watermark: watch::Sender<i64>,
     leader_epoch: AtomicI32,
     /// Set, under the log lock, when the topic is deleted: later appends and housekeeping
     /// must not recreate files in the removed directory.
     deleted: AtomicBool,
+    /// Set when an fsync failed; see the module doc.
+    offline: AtomicBool,
 }
 
 /// Offsets a fetch response reports next to the records.
@@ -35,6 +44,7 @@ pub struct Watermarks {
 
 impl Partition {
     pub fn new(topic: String, index: i32, log: Log, leader_epoch: i32) -> Partition {
+        // Recovery fsyncs what it keeps, so everything in an opened log is durable.
         let (high_watermark, _) = watch::channel(log.log_end_offset());
         Partition {
             topic,
@@ -43,6 +53,7 @@ impl Partition {
             high_watermark,
             leader_epoch: AtomicI32::new(leader_epoch),
             deleted: AtomicBool::new(false),
+            offline: AtomicBool::new(false),
         }
     }
 
@@ -52,6 +63,13 @@ impl Partition {
         self.log
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn take_offline(&self, error: &LogError) {
+        if !self.offline.swap(true, Ordering::Relaxed) {
+            error!(topic = %self.topic, partition = self.index, %error,
+                "fsync failed: partition offline until restart");
+        }
     }
 
     pub fn leader_epoch(&self) -> i32 {
@@ -80,18 +98,27 @@ impl Partition {
 
     /// Appends a produce request's records for this partition.
     pub async fn append(&self, records: &Bytes, now_ms: i64) -> Result<AppendInfo, LogError> {
+        let max_message_bytes = self.lock().config().max_message_bytes;
+        let prepared = log::prepare(records, max_message_bytes)?;
         let (info, sync, dir) = {
             let mut log = self.lock();
             if self.deleted.load(Ordering::Relaxed) {
                 return Err(LogError::Deleted);
             }
-            let (info, sync) = log.append(records, self.leader_epoch(), now_ms)?;
+            if self.offline.load(Ordering::Relaxed) {
+                return Err(LogError::Offline);
+            }
+            let (info, sync) = log.append(prepared, self.leader_epoch(), now_ms)?;
             (info, sync, log.dir().to_path_buf())
         };
         if let Some(file) = sync {
             let synced = tokio::task::spawn_blocking(move || file.sync_data()).await;
             let result = synced.unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
-            result.map_err(|source| LogError::Io { dir, source })?;
+            if let Err(source) = result {
+                let error = LogError::Io { dir, source };
+                self.take_offline(&error);
+                return Err(error);
+            }
         }
         self.high_watermark.send_if_modified(|hw| {
             let advanced = info.last_offset + 1 > *hw;
@@ -101,49 +128,67 @@ impl Partition {
         Ok(info)
     }
 
-    /// Reads whole batches from `offset`, at most `max_bytes` unless the first batch alone
-    /// is larger. The file read happens without the log lock.
+    /// Reads whole batches from `offset` below the high watermark, at most `max_bytes`
+    /// unless the first batch alone is larger. The file read happens without the lock.
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<(Bytes, Watermarks), LogError> {
-        let (location, marks, dir) = {
+        let high_watermark = self.high_watermark();
+        let (location, log_start_offset, dir) = {
             let log = self.lock();
-            let marks = Watermarks {
-                log_start_offset: log.log_start_offset(),
-                high_watermark: log.log_end_offset(),
-            };
-            (log.locate(offset)?, marks, log.dir().to_path_buf())
+            (
+                log.locate(offset)?,
+                log.log_start_offset(),
+                log.dir().to_path_buf(),
+            )
+        };
+        let marks = Watermarks {
+            log_start_offset,
+            high_watermark,
         };
         let records = match location {
-            Some(location) => log::read_batches(&location, offset, max_bytes)
-                .map_err(|source| LogError::Io { dir, source })?,
-            None => Bytes::new(),
+            Some(location) if offset < high_watermark => {
+                log::read_batches(&location, offset, max_bytes, high_watermark)
+                    .map_err(|source| LogError::Io { dir, source })?
+            }
+            _ => Bytes::new(),
         };
         Ok((records, marks))
     }
 
-    /// ListOffsets by timestamp: the first record with timestamp >= `timestamp`.
+    /// ListOffsets by timestamp: the first record with timestamp >= `timestamp`. The
+    /// decoding happens outside the lock.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, LogError> {
-        let log = self.lock();
-        let Some(location) = log.locate_timestamp(timestamp)? else {
+        let (location, log_start_offset, dir) = {
+            let log = self.lock();
+            (
+                log.locate_timestamp(timestamp)?,
+                log.log_start_offset(),
+                log.dir().to_path_buf(),
+            )
+        };
+        let Some(location) = location else {
             return Ok(None);
         };
-        log::find_timestamp(&location, timestamp, log.log_start_offset()).map_err(|source| {
-            LogError::Io {
-                dir: log.dir().to_path_buf(),
-                source,
-            }
-        })
+        let found = log::find_timestamp(
+            &location,
+            timestamp,
+            log_start_offset,
+            self.high_watermark(),
+        )
+        .map_err(|source| LogError::Io { dir, source })?;
+        Ok(found)
     }
 
     /// ListOffsets MAX_TIMESTAMP: the record with the largest timestamp.
     pub fn max_timestamp(&self) -> Result<Option<(i64, i64)>, LogError> {
-        let log = self.lock();
-        let Some((location, batch_offset)) = log.locate_max_timestamp()? else {
+        let (found, dir) = {
+            let log = self.lock();
+            (log.locate_max_timestamp()?, log.dir().to_path_buf())
+        };
+        let Some((location, batch_offset)) = found else {
             return Ok(None);
         };
-        log::max_timestamp_record(&location, batch_offset).map_err(|source| LogError::Io {
-            dir: log.dir().to_path_buf(),
-            source,
-        })
+        log::max_timestamp_record(&location, batch_offset)
+            .map_err(|source| LogError::Io { dir, source })
     }
 
     pub fn delete_records_before(&self, offset: i64) -> Result<i64, LogError> {
@@ -164,7 +209,7 @@ impl Partition {
     ) -> Result<RetentionOutcome, LogError> {
         let (outcome, plan) = {
             let mut log = self.lock();
-            if self.deleted.load(Ordering::Relaxed) {
+            if self.deleted.load(Ordering::Relaxed) || self.offline.load(Ordering::Relaxed) {
                 return Ok(RetentionOutcome::default());
             }
             log.roll_if_expired(now_ms)?;
@@ -173,10 +218,17 @@ impl Partition {
         };
         if let Some(plan) = plan {
             let dir = self.lock().dir().to_path_buf();
-            let plan = tokio::task::spawn_blocking(move || plan.sync().map(|()| plan))
+            let synced = tokio::task::spawn_blocking(move || plan.sync().map(|()| plan))
                 .await
-                .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
-                .map_err(|source| LogError::Io { dir, source })?;
+                .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+            let plan = match synced {
+                Ok(plan) => plan,
+                Err(source) => {
+                    let error = LogError::Io { dir, source };
+                    self.take_offline(&error);
+                    return Err(error);
+                }
+            };
             let log = self.lock();
             if !self.deleted.load(Ordering::Relaxed) {
                 log.finish_flush(plan)?;

@@ -64,7 +64,7 @@ pub fn log_error_code(error: &LogError) -> ResponseError {
         LogError::InvalidBatch(_) => ResponseError::InvalidRecord,
         LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         LogError::Deleted => ResponseError::UnknownTopicOrPartition,
-        LogError::Io { .. } => ResponseError::KafkaStorageError,
+        LogError::Io { .. } | LogError::Offline => ResponseError::KafkaStorageError,
     }
 }
 

@@ -208,7 +208,9 @@ pub fn validate_batch(bytes: &[u8], max_batch_bytes: usize) -> Result<BatchHeade
     if attributes & ATTR_CONTROL != 0 {
         return Err(BatchError::Control);
     }
-    if header.record_count < 1 || i64::from(header.record_count) != i64::from(header.last_offset_delta) + 1 {
+    if header.record_count < 1
+        || i64::from(header.record_count) != i64::from(header.last_offset_delta) + 1
+    {
         return Err(BatchError::Count {
             count: header.record_count,
             last_offset_delta: header.last_offset_delta,
@@ -295,6 +297,12 @@ pub fn crc_matches(batch: &[u8]) -> bool {
         && batch[16] == 2
         && u32::from_be_bytes([batch[17], batch[18], batch[19], batch[20]])
             == crc32c::crc32c(&batch[CRC_START..])
+}
+
+/// Whether a stored batch carries LogAppendTime (attribute bit 3).
+pub fn is_log_append_time(batch: &[u8]) -> bool {
+    batch.len() >= BATCH_HEADER_LEN
+        && i16::from_be_bytes([batch[21], batch[22]]) & ATTR_LOG_APPEND_TIME != 0
 }
 
 /// Overwrites the fields the broker owns. Neither is covered by the CRC.

@@ -57,6 +57,8 @@ pub enum LogError {
     },
     #[error("the partition was deleted")]
     Deleted,
+    #[error("the partition is offline after a failed fsync; restart the broker to recover it")]
+    Offline,
     #[error("log I/O failed in {dir}: {source}")]
     Io { dir: PathBuf, source: io::Error },
 }
@@ -251,35 +253,32 @@ impl Log {
         }
     }
 
-    /// Validates every batch in `records` (all or nothing), assigns offsets and appends.
-    /// Returns the append info and, if the flush policy asks for an fsync before the
-    /// acknowledgement, the file to sync (outside the lock, so producers group-commit).
+    /// Appends batches checked by [`prepare`], all or nothing: the request goes into one
+    /// segment (rolling first if it would not fit) and a failure part-way undoes the
+    /// batches already written. Returns the append info and, if the flush policy asks for
+    /// an fsync before the acknowledgement, the file to sync (outside the lock).
     pub fn append(
         &mut self,
-        records: &[u8],
+        prepared: Prepared,
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<(AppendInfo, Option<Arc<File>>), LogError> {
-        let mut headers = Vec::new();
-        let mut position = 0;
-        while position < records.len() {
-            let header =
-                format::validate_batch(&records[position..], self.config.max_message_bytes)?;
-            position += header.size;
-            headers.push(header);
-        }
-        if headers.is_empty() {
-            return Err(BatchError::Truncated(0).into());
-        }
-        let mut buf = records.to_vec();
+        let Prepared {
+            mut buf,
+            mut headers,
+            records,
+        } = prepared;
         let base_offset = self.log_end_offset();
-        let mut next_offset = base_offset;
-        let mut position = 0;
+        self.maybe_roll(buf.len() as u64, base_offset + records, now_ms)?;
         let log_append_time = if self.config.log_append_time {
             now_ms
         } else {
             -1
         };
+        let interval = self.config.index_interval_bytes;
+        let snapshot = self.active().snapshot();
+        let mut next_offset = base_offset;
+        let mut position = 0;
         for header in &mut headers {
             let batch = &mut buf[position..position + header.size];
             format::patch_batch(batch, next_offset, leader_epoch);
@@ -288,15 +287,14 @@ impl Log {
                 header.max_timestamp = now_ms;
             }
             header.base_offset = next_offset;
-            self.maybe_roll(header.size as u64, next_offset, now_ms)?;
-            let interval = self.config.index_interval_bytes;
-            let result = self.active_mut().append(batch, header, interval);
-            result.map_err(|e| self.io_err(e))?;
+            if let Err(e) = self.active_mut().append(batch, header, interval) {
+                self.active_mut().rollback(&snapshot);
+                return Err(self.io_err(e));
+            }
             next_offset = header.next_offset();
             position += header.size;
         }
-        let records_appended = next_offset - base_offset;
-        self.unflushed_messages += records_appended;
+        self.unflushed_messages += records;
         self.dirty = true;
         let sync = if self.unflushed_messages >= self.config.flush_messages {
             self.unflushed_messages = 0;
@@ -308,18 +306,20 @@ impl Log {
             base_offset,
             last_offset: next_offset - 1,
             log_append_time,
-            records: records_appended,
+            records,
         };
         Ok((info, sync))
     }
 
-    fn maybe_roll(&mut self, incoming: u64, next_offset: i64, now_ms: i64) -> Result<(), LogError> {
+    /// Rolls before a request of `incoming` bytes that would end at `end_offset` if the
+    /// active segment is full, old, or out of 32-bit relative offsets.
+    fn maybe_roll(&mut self, incoming: u64, end_offset: i64, now_ms: i64) -> Result<(), LogError> {
         let config = &self.config;
         let active = self.active();
         let full = active.size + incoming > config.segment_bytes;
         let old = now_ms - active.created_ms >= config.segment_ms;
         // Relative offsets in the index are u32.
-        let offsets_exhausted = next_offset - active.base_offset > i64::from(u32::MAX / 2);
+        let offsets_exhausted = end_offset - active.base_offset > i64::from(u32::MAX / 2);
         if active.size > 0 && (full || old || offsets_exhausted) {
             self.roll(now_ms)?;
         }
@@ -547,6 +547,34 @@ impl Log {
 }
 
 const CHECKPOINT_FILE: &str = "partition.checkpoint";
+
+/// A produce request's records for one partition, validated and copied, ready to append.
+pub struct Prepared {
+    buf: Vec<u8>,
+    headers: Vec<BatchHeader>,
+    records: i64,
+}
+
+/// Validates every batch of a produce request (without any lock held) and copies the
+/// bytes so the broker can patch offsets. All batches are valid or none is appended.
+pub fn prepare(records: &[u8], max_message_bytes: usize) -> Result<Prepared, BatchError> {
+    let mut headers = Vec::new();
+    let mut position = 0;
+    while position < records.len() {
+        let header = format::validate_batch(&records[position..], max_message_bytes)?;
+        position += header.size;
+        headers.push(header);
+    }
+    if headers.is_empty() {
+        return Err(BatchError::Truncated(0));
+    }
+    let records_count = headers.iter().map(|h| i64::from(h.record_count)).sum();
+    Ok(Prepared {
+        buf: records.to_vec(),
+        headers,
+        records: records_count,
+    })
+}
 
 /// Writes `bytes` to `path` so that a crash leaves either the old or the new content.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {

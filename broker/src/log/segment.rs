@@ -126,6 +126,18 @@ pub struct Segment {
     log_path: PathBuf,
 }
 
+/// What [`Segment::rollback`] restores.
+pub struct AppendSnapshot {
+    size: u64,
+    next_offset: i64,
+    offset_entries: u64,
+    time_entries: u64,
+    max_timestamp: i64,
+    offset_of_max_timestamp: i64,
+    bytes_since_index_entry: u64,
+    time_index_current: bool,
+}
+
 /// Result of scanning a segment's bytes during recovery.
 pub struct ScanOutcome {
     pub valid_size: u64,
@@ -146,7 +158,8 @@ impl Segment {
             .open(&log_path)?;
         file.set_len(0)?;
         for extension in ["index", "timeindex"] {
-            match std::fs::remove_file(dir.join(format::segment_file_name(base_offset, extension))) {
+            match std::fs::remove_file(dir.join(format::segment_file_name(base_offset, extension)))
+            {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
                 _ => {}
             }
@@ -401,40 +414,54 @@ impl Segment {
         Ok(())
     }
 
-    /// Appends one validated, patched batch.
+    /// The state an append can change, to undo a failed one.
+    pub fn snapshot(&self) -> AppendSnapshot {
+        AppendSnapshot {
+            size: self.size,
+            next_offset: self.next_offset,
+            offset_entries: self.offset_index.entries,
+            time_entries: self.time_index.entries,
+            max_timestamp: self.max_timestamp,
+            offset_of_max_timestamp: self.offset_of_max_timestamp,
+            bytes_since_index_entry: self.bytes_since_index_entry,
+            time_index_current: self.time_index_current,
+        }
+    }
+
+    /// Undoes appends made since `snapshot`: the file is opened for append, so bytes past
+    /// the snapshot must go for the next append to land at `size`, and index entries for
+    /// batches that are not there must go too. Best effort: if truncation fails as well
+    /// (the disk is gone), the error that caused the rollback stands and recovery cleans
+    /// up at the next start.
+    pub fn rollback(&mut self, snapshot: &AppendSnapshot) {
+        let _ = self.file.set_len(snapshot.size);
+        let _ = self.offset_index.truncate_entries(snapshot.offset_entries);
+        let _ = self.time_index.truncate_entries(snapshot.time_entries);
+        self.size = snapshot.size;
+        self.next_offset = snapshot.next_offset;
+        self.max_timestamp = snapshot.max_timestamp;
+        self.offset_of_max_timestamp = snapshot.offset_of_max_timestamp;
+        self.bytes_since_index_entry = snapshot.bytes_since_index_entry;
+        self.time_index_current = snapshot.time_index_current;
+    }
+
+    /// Appends one validated, patched batch. On error nothing of it remains.
     pub fn append(
         &mut self,
         batch: &[u8],
         header: &format::BatchHeader,
         index_interval_bytes: u64,
     ) -> io::Result<()> {
+        let snapshot = self.snapshot();
         if self.size == 0 {
             self.bytes_since_index_entry = u64::MAX;
         }
         let position = self.size;
-        let before = (
-            self.offset_index.entries,
-            self.time_index.entries,
-            self.max_timestamp,
-            self.offset_of_max_timestamp,
-            self.bytes_since_index_entry,
-            self.time_index_current,
-        );
         let written = (&*self.file)
             .write_all(batch)
             .and_then(|()| self.index_batch(header, position, index_interval_bytes));
         if let Err(e) = written {
-            // All or nothing (a full disk fails either write): the file is opened for
-            // append, so a partial batch must go for the next append to land at `size`,
-            // and index entries for a batch that is not there must go too. If the
-            // truncation fails as well, the error stands and recovery cleans up.
-            let _ = self.file.set_len(self.size);
-            let _ = self.offset_index.truncate_entries(before.0);
-            let _ = self.time_index.truncate_entries(before.1);
-            self.max_timestamp = before.2;
-            self.offset_of_max_timestamp = before.3;
-            self.bytes_since_index_entry = before.4;
-            self.time_index_current = before.5;
+            self.rollback(&snapshot);
             return Err(e);
         }
         self.size += batch.len() as u64;

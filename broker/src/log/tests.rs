@@ -46,6 +46,15 @@ pub(crate) fn batch(count: usize, first_ts: i64, compression: Compression) -> Ve
     buf.to_vec()
 }
 
+fn append(
+    log: &mut Log,
+    records: &[u8],
+    now_ms: i64,
+) -> Result<(AppendInfo, Option<Arc<File>>), LogError> {
+    let prepared = prepare(records, log.config().max_message_bytes)?;
+    log.append(prepared, 0, now_ms)
+}
+
 fn config() -> LogConfig {
     LogConfig {
         segment_bytes: 1 << 30,
@@ -64,7 +73,7 @@ fn read_all(log: &Log, from: i64) -> Vec<(i64, i64)> {
     let mut out = Vec::new();
     let mut offset = from;
     while let Some(location) = log.locate(offset).expect("locate") {
-        let bytes = read_batches(&location, offset, 1 << 20).expect("read");
+        let bytes = read_batches(&location, offset, 1 << 20, i64::MAX).expect("read");
         assert!(!bytes.is_empty(), "no progress at {offset}");
         let mut buf = bytes;
         for set in RecordBatchDecoder::decode_all(&mut buf).expect("decode what the log returned") {
@@ -84,9 +93,7 @@ fn offsets_are_assigned_densely_and_read_back() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut log = Log::open(dir.path(), config(), 0).expect("open");
     for i in 0..10 {
-        let (info, _) = log
-            .append(&batch(3, i * 10, Compression::None), 0, 0)
-            .expect("append");
+        let (info, _) = append(&mut log, &batch(3, i * 10, Compression::None), 0).expect("append");
         assert_eq!(info.base_offset, i * 3);
         assert_eq!(info.last_offset, i * 3 + 2);
     }
@@ -98,7 +105,7 @@ fn offsets_are_assigned_densely_and_read_back() {
     );
     // Reading from the middle of a batch returns that batch; the client skips ahead.
     let location = log.locate(4).expect("locate").expect("data");
-    let bytes = read_batches(&location, 4, 1).expect("read");
+    let bytes = read_batches(&location, 4, 1, i64::MAX).expect("read");
     let header = format::parse_validated_header(&bytes);
     assert_eq!(
         header.base_offset, 3,
@@ -121,7 +128,7 @@ fn an_invalid_batch_appends_nothing() {
     bad[last] ^= 1;
     records.extend_from_slice(&bad);
     assert!(matches!(
-        log.append(&records, 0, 0),
+        append(&mut log, &records, 0),
         Err(LogError::InvalidBatch(BatchError::Crc { .. }))
     ));
     assert_eq!(log.log_end_offset(), 0);
@@ -138,8 +145,7 @@ fn segments_roll_and_reads_cross_them() {
     };
     let mut log = Log::open(dir.path(), config.clone(), 0).expect("open");
     for i in 0..200 {
-        log.append(&batch(4, i, Compression::Snappy), 0, 0)
-            .expect("append");
+        append(&mut log, &batch(4, i, Compression::Snappy), 0).expect("append");
     }
     assert!(
         log.segment_count() > 10,
@@ -170,8 +176,7 @@ fn recovery_truncates_a_torn_tail() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut log = Log::open(dir.path(), config(), 0).expect("open");
     for i in 0..5 {
-        log.append(&batch(2, i, Compression::Gzip), 0, 0)
-            .expect("append");
+        append(&mut log, &batch(2, i, Compression::Gzip), 0).expect("append");
     }
     let good_size = log.size_bytes();
     drop(log);
@@ -187,9 +192,8 @@ fn recovery_truncates_a_torn_tail() {
     let mut log = Log::open(dir.path(), config(), 0).expect("reopen");
     assert_eq!(log.log_end_offset(), 10);
     assert_eq!(log.size_bytes(), good_size);
-    let (info, _) = log
-        .append(&batch(1, 20, Compression::None), 0, 0)
-        .expect("append after recovery");
+    let (info, _) =
+        append(&mut log, &batch(1, 20, Compression::None), 0).expect("append after recovery");
     assert_eq!(info.base_offset, 10);
     assert_eq!(read_all(&log, 0).len(), 11);
 }
@@ -198,15 +202,12 @@ fn recovery_truncates_a_torn_tail() {
 fn recovery_stops_at_a_corrupt_batch_after_the_checkpoint() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut log = Log::open(dir.path(), config(), 0).expect("open");
-    log.append(&batch(3, 0, Compression::None), 0, 0)
-        .expect("append");
+    append(&mut log, &batch(3, 0, Compression::None), 0).expect("append");
     let plan = log.plan_flush(0, true).expect("plan").expect("dirty");
     plan.sync().expect("sync");
     log.finish_flush(plan).expect("checkpoint");
-    log.append(&batch(3, 0, Compression::None), 0, 0)
-        .expect("append");
-    log.append(&batch(3, 0, Compression::None), 0, 0)
-        .expect("append");
+    append(&mut log, &batch(3, 0, Compression::None), 0).expect("append");
+    append(&mut log, &batch(3, 0, Compression::None), 0).expect("append");
     drop(log);
     // Corrupt a byte inside the second batch (after the checkpoint): it and everything
     // after it are dropped; the first batch, covered by the checkpoint, stays.
@@ -229,8 +230,7 @@ fn missing_indexes_are_rebuilt() {
     };
     let mut log = Log::open(dir.path(), config.clone(), 0).expect("open");
     for i in 0..100 {
-        log.append(&batch(3, i * 100, Compression::None), 0, 0)
-            .expect("append");
+        append(&mut log, &batch(3, i * 100, Compression::None), 0).expect("append");
     }
     drop(log);
     for entry in fs::read_dir(dir.path()).expect("list") {
@@ -247,7 +247,7 @@ fn missing_indexes_are_rebuilt() {
     assert_eq!(read_all(&log, 150).first().map(|r| r.0), Some(150));
     let location = log.locate_timestamp(5000).expect("lookup").expect("found");
     assert_eq!(
-        find_timestamp(&location, 5000, 0).expect("scan"),
+        find_timestamp(&location, 5000, 0, i64::MAX).expect("scan"),
         Some((150, 5000))
     );
 }
@@ -262,8 +262,7 @@ fn timestamps_are_found() {
     };
     let mut log = Log::open(dir.path(), config, 0).expect("open");
     for i in 0..100 {
-        log.append(&batch(5, 1_000 + i * 10, Compression::Zstd), 0, 0)
-            .expect("append");
+        append(&mut log, &batch(5, 1_000 + i * 10, Compression::Zstd), 0).expect("append");
     }
     // Batch i holds offsets 5i..5i+4 with timestamps 1000+10i .. 1000+10i+4.
     for (ts, want) in [
@@ -274,7 +273,7 @@ fn timestamps_are_found() {
         (5000, None),
     ] {
         let found = match log.locate_timestamp(ts).expect("lookup") {
-            Some(location) => find_timestamp(&location, ts, 0).expect("scan"),
+            Some(location) => find_timestamp(&location, ts, 0, i64::MAX).expect("scan"),
             None => None,
         };
         assert_eq!(found, want, "timestamp {ts}");
@@ -295,8 +294,7 @@ fn retention_by_bytes_and_time_deletes_whole_old_segments() {
     };
     let mut log = Log::open(dir.path(), config.clone(), 0).expect("open");
     for i in 0..100 {
-        log.append(&batch(2, i * 1000, Compression::None), 0, 0)
-            .expect("append");
+        append(&mut log, &batch(2, i * 1000, Compression::None), 0).expect("append");
     }
     let segments = log.segment_count();
     log.set_config(LogConfig {
@@ -347,8 +345,7 @@ fn delete_records_moves_the_start_and_survives_restart() {
     };
     let mut log = Log::open(dir.path(), config.clone(), 0).expect("open");
     for i in 0..50 {
-        log.append(&batch(2, i, Compression::None), 0, 0)
-            .expect("append");
+        append(&mut log, &batch(2, i, Compression::None), 0).expect("append");
     }
     assert_eq!(log.delete_records_before(37).expect("delete"), 37);
     assert!(matches!(
@@ -377,13 +374,9 @@ fn flush_messages_asks_for_an_fsync() {
         0,
     )
     .expect("open");
-    let (_, sync) = log
-        .append(&batch(3, 0, Compression::None), 0, 0)
-        .expect("append");
+    let (_, sync) = append(&mut log, &batch(3, 0, Compression::None), 0).expect("append");
     assert!(sync.is_none());
-    let (_, sync) = log
-        .append(&batch(3, 0, Compression::None), 0, 0)
-        .expect("append");
+    let (_, sync) = append(&mut log, &batch(3, 0, Compression::None), 0).expect("append");
     assert!(sync.is_some(), "6 unflushed messages >= flush.messages 5");
 }
 
@@ -399,12 +392,10 @@ fn log_append_time_stamps_batches() {
         0,
     )
     .expect("open");
-    let (info, _) = log
-        .append(&batch(3, 5, Compression::None), 0, 777_000)
-        .expect("append");
+    let (info, _) = append(&mut log, &batch(3, 5, Compression::None), 777_000).expect("append");
     assert_eq!(info.log_append_time, 777_000);
     let location = log.locate(0).expect("locate").expect("data");
-    let bytes = read_batches(&location, 0, 1 << 20).expect("read");
+    let bytes = read_batches(&location, 0, 1 << 20, i64::MAX).expect("read");
     assert_eq!(
         format::parse_validated_header(&bytes).max_timestamp,
         777_000
@@ -432,7 +423,7 @@ mod prop {
             let mut log = Log::open(dir.path(), config.clone(), 0).expect("open");
             let mut expected = 0i64;
             for (i, count) in sizes.iter().enumerate() {
-                log.append(&batch(*count, i as i64, Compression::None), 0, 0).expect("append");
+                append(&mut log, &batch(*count, i as i64, Compression::None), 0).expect("append");
                 expected += *count as i64;
             }
             drop(log);
@@ -452,4 +443,55 @@ mod prop {
             }
         }
     }
+}
+
+#[test]
+fn log_append_time_batches_are_found_by_their_broker_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = Log::open(
+        dir.path(),
+        LogConfig {
+            log_append_time: true,
+            ..config()
+        },
+        0,
+    )
+    .expect("open");
+    // Producer timestamps 5.. (long ago); the broker stamps 777 000.
+    append(&mut log, &batch(3, 5, Compression::Zstd), 777_000).expect("append");
+    let location = log
+        .locate_timestamp(700_000)
+        .expect("lookup")
+        .expect("found by max timestamp");
+    assert_eq!(
+        find_timestamp(&location, 700_000, 0, i64::MAX).expect("scan"),
+        Some((0, 777_000))
+    );
+    let (location, batch_offset) = log.locate_max_timestamp().expect("max").expect("some");
+    assert_eq!(
+        max_timestamp_record(&location, batch_offset).expect("decode"),
+        Some((0, 777_000))
+    );
+}
+
+#[test]
+fn reads_stop_at_the_limit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = Log::open(dir.path(), config(), 0).expect("open");
+    for i in 0..4 {
+        append(&mut log, &batch(2, i, Compression::None), 0).expect("append");
+    }
+    let location = log.locate(0).expect("locate").expect("data");
+    let bytes = read_batches(&location, 0, 1 << 20, 4).expect("read");
+    let mut buf = bytes;
+    let offsets: Vec<i64> = RecordBatchDecoder::decode_all(&mut buf)
+        .expect("decode")
+        .iter()
+        .flat_map(|set| set.records.iter().map(|r| r.offset))
+        .collect();
+    assert_eq!(
+        offsets,
+        vec![0, 1, 2, 3],
+        "batches at or past the high watermark stay hidden"
+    );
 }
