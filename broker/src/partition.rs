@@ -229,7 +229,7 @@ impl Partition {
                     return Err(error);
                 }
             };
-            let log = self.lock();
+            let mut log = self.lock();
             if !self.deleted.load(Ordering::Relaxed) {
                 log.finish_flush(plan)?;
             }

@@ -89,6 +89,9 @@ pub struct Log {
     /// Set when data was appended since the last periodic flush.
     dirty: bool,
     last_flush_ms: i64,
+    /// The latest point known to be fsynced (its `log_start_offset` is unused): what
+    /// every checkpoint write records, whoever writes it.
+    recovery_point: format::Checkpoint,
 }
 
 /// A periodic flush prepared under the lock and carried out without it.
@@ -146,6 +149,14 @@ impl Log {
             unflushed_messages: 0,
             dirty: false,
             last_flush_ms: now_ms,
+            recovery_point: format::Checkpoint {
+                log_start_offset: 0,
+                segment_base: 0,
+                position: 0,
+                next_offset: 0,
+                max_timestamp: -1,
+                offset_of_max_timestamp: 0,
+            },
         };
         let interval = log.config.index_interval_bytes;
         for (i, &base) in bases.iter().enumerate() {
@@ -199,7 +210,8 @@ impl Log {
             .min(log.log_end_offset());
         // What recovery kept is made durable before it is recorded as the recovery point.
         log.active().flush().map_err(io_err)?;
-        log.write_checkpoint(log.current_checkpoint())
+        log.recovery_point = log.live_position();
+        log.write_checkpoint(log.checkpoint())
             .map_err(io_err)?;
         Ok(log)
     }
@@ -334,6 +346,8 @@ impl Log {
         sealed.map_err(|e| self.io_err(e))?;
         let segment = Segment::create(&self.dir, next, now_ms).map_err(|e| self.io_err(e))?;
         self.segments.insert(next, segment);
+        // Everything before the new, empty segment is fsynced.
+        self.recovery_point = self.live_position();
         Ok(())
     }
 
@@ -443,7 +457,7 @@ impl Log {
         if offset > self.log_start_offset {
             self.log_start_offset = offset;
             self.delete_segments_below_start()?;
-            self.write_checkpoint(self.current_checkpoint())
+            self.write_checkpoint(self.checkpoint())
                 .map_err(|e| self.io_err(e))?;
         }
         Ok(self.log_start_offset)
@@ -491,7 +505,7 @@ impl Log {
             self.log_start_offset = self.log_start_offset.max(next_offset);
         }
         if outcome.segments > 0 {
-            self.write_checkpoint(self.current_checkpoint())
+            self.write_checkpoint(self.checkpoint())
                 .map_err(|e| self.io_err(e))?;
         }
         Ok(outcome)
@@ -508,22 +522,22 @@ impl Log {
         self.last_flush_ms = now_ms;
         Ok(Some(FlushPlan {
             files,
-            checkpoint: self.current_checkpoint(),
+            checkpoint: self.live_position(),
         }))
     }
 
     /// Records the recovery point of a [`FlushPlan`] whose `sync` succeeded. Under the
     /// lock, so checkpoint writes are ordered and carry the current log start offset.
-    pub fn finish_flush(&self, plan: FlushPlan) -> Result<(), LogError> {
-        let checkpoint = format::Checkpoint {
-            log_start_offset: self.log_start_offset,
-            ..plan.checkpoint
-        };
-        self.write_checkpoint(checkpoint)
-            .map_err(|e| self.io_err(e))
+    pub fn finish_flush(&mut self, plan: FlushPlan) -> Result<(), LogError> {
+        // A plan overtaken by a roll (which fsyncs and moves the point itself) is older.
+        if plan.checkpoint.next_offset >= self.recovery_point.next_offset {
+            self.recovery_point = plan.checkpoint;
+        }
+        self.write_checkpoint(self.checkpoint()).map_err(|e| self.io_err(e))
     }
 
-    fn current_checkpoint(&self) -> format::Checkpoint {
+    /// The active segment's current end: the recovery point once it is fsynced.
+    fn live_position(&self) -> format::Checkpoint {
         let active = self.active();
         format::Checkpoint {
             log_start_offset: self.log_start_offset,
@@ -533,6 +547,12 @@ impl Log {
             max_timestamp: active.max_timestamp,
             offset_of_max_timestamp: active.offset_of_max_timestamp,
         }
+    }
+
+    /// What `partition.checkpoint` should say now: the last fsynced point and the
+    /// current log start offset.
+    fn checkpoint(&self) -> format::Checkpoint {
+        format::Checkpoint { log_start_offset: self.log_start_offset, ..self.recovery_point }
     }
 
     fn write_checkpoint(&self, checkpoint: format::Checkpoint) -> io::Result<()> {
