@@ -128,6 +128,33 @@ fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
     }
 }
 
+/// The data directory remembers which cluster it belongs to (`cluster.id`). A metadata
+/// store that names another cluster (a wrong etcd prefix, an emptied or replaced store)
+/// would otherwise make start-up treat every local log as belonging to deleted topics.
+fn check_cluster_id(
+    data_dir: &std::path::Path,
+    cluster_id: &str,
+    metadata: &str,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let path = data_dir.join("cluster.id");
+    match std::fs::read_to_string(&path) {
+        Ok(stored) if stored.trim() == cluster_id => Ok(()),
+        Ok(stored) => anyhow::bail!(
+            "the data directory {} belongs to cluster {} but the metadata store ({metadata}) is cluster {cluster_id}; \
+             refusing to start rather than treat its logs as deleted topics. Check the metadata setting; if the data \
+             directory really is to be reused for a new cluster, remove it.",
+            data_dir.display(),
+            stored.trim()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            crate::log::write_atomically(&path, cluster_id.as_bytes())
+                .with_context(|| format!("write {}", path.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("read {}", path.display())),
+    }
+}
+
 impl Broker {
     /// Loads topics from the store and opens (recovers) every local log.
     pub async fn open(
@@ -140,6 +167,7 @@ impl Broker {
         use anyhow::Context;
         let data_dir_lock = lock_data_dir(&config.data_dir)?;
         let cluster_id = store.cluster_id().await.context("read the cluster id")?;
+        check_cluster_id(&config.data_dir, &cluster_id, &config.metadata)?;
         let (advertised_host, advertised_port) = config.advertised()?;
         let broker = Arc::new(Broker {
             config,
@@ -352,6 +380,21 @@ impl Broker {
             }
         };
         if let Err(e) = self.store.create_topic(&topic.record).await {
+            // A timeout may hide a create that did commit: look before undoing.
+            let committed = matches!(e, StoreError::Unavailable(_))
+                && self
+                    .store
+                    .list_topics()
+                    .await
+                    .is_ok_and(|all| all.iter().any(|t| t.id == topic.id));
+            if committed {
+                self.write_topics().insert(name.to_string(), topic.clone());
+                info!(
+                    topic = name,
+                    partitions, "created topic (confirmed after a store timeout)"
+                );
+                return Ok(topic);
+            }
             for partition in &topic.partitions {
                 let _ = partition.delete_files();
             }
@@ -449,18 +492,20 @@ impl Broker {
         Ok(())
     }
 
-    /// Replaces the topic's config overrides with `configs` (AlterConfigs semantics);
-    /// IncrementalAlterConfigs computes the full map first.
+    /// Changes a topic's config overrides: `edit` gets the current overrides and returns
+    /// the new full set (AlterConfigs replaces them, IncrementalAlterConfigs edits them).
+    /// Runs under the admin lock, so concurrent edits do not lose each other's changes.
     pub async fn set_topic_configs(
         &self,
         name: &str,
-        configs: BTreeMap<String, String>,
+        edit: impl FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, AdminError>,
         validate_only: bool,
     ) -> Result<(), AdminError> {
         let _admin = self.admin.lock().await;
         let topic = self
             .topic(name)
             .ok_or_else(|| AdminError::UnknownTopic(name.to_string()))?;
+        let configs = edit(&topic.record.configs)?;
         let config = TopicConfig::resolve(&configs, &self.config)?;
         if validate_only {
             return Ok(());

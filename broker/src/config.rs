@@ -38,6 +38,10 @@ pub struct Config {
     /// Largest request frame accepted, checked before any allocation. Default 100 MiB.
     /// Memory per connection can reach this size while a request is read.
     pub max_request_bytes: i64,
+    /// Upper bound on the bytes one Fetch response reads, whatever the client asks for
+    /// (the first batch is still returned whole). Default 55 MiB, as Kafka's
+    /// fetch.max.bytes. Memory per in-flight fetch can reach this size.
+    pub fetch_max_bytes: i64,
     /// Log filter (RUST_LOG syntax) when RUST_LOG is unset. Default "info".
     pub log_filter: String,
     /// `text` or `json` log lines on stderr. Default text.
@@ -91,6 +95,7 @@ impl Default for Config {
             auto_create_topics: true,
             default_replication_factor: 1,
             max_request_bytes: 100 * 1024 * 1024,
+            fetch_max_bytes: 55 * 1024 * 1024,
             log_filter: "info".into(),
             log_format: "text".into(),
             log_segment_bytes: 1 << 30,
@@ -230,6 +235,21 @@ impl Config {
             return Err(invalid(
                 "max_request_bytes",
                 "must be between 1024 and 2147483647",
+            ));
+        }
+        if !(1024..=i32::MAX as i64).contains(&self.fetch_max_bytes) {
+            return Err(invalid(
+                "fetch_max_bytes",
+                "must be between 1024 and 2147483647",
+            ));
+        }
+        if self.advertise.is_empty() && self.listen_addr()?.ip().is_unspecified() {
+            return Err(invalid(
+                "advertise",
+                format!(
+                    "must be set when listen is {}: clients cannot connect to an unspecified address",
+                    self.listen
+                ),
             ));
         }
         if !["text", "json"].contains(&self.log_format.as_str()) {

@@ -24,7 +24,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::{admin_error_code, str_bytes, topic_name};
 use crate::broker::{AdminError, Broker};
-use crate::topic_config::Described;
+use crate::topic_config::{Described, TopicConfigError};
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
@@ -349,7 +349,7 @@ pub async fn alter_configs(broker: &Arc<Broker>, request: AlterConfigsRequest) -
             .collect();
         responses.push(
             match broker
-                .set_topic_configs(&topic, configs, request.validate_only)
+                .set_topic_configs(&topic, |_| Ok(configs), request.validate_only)
                 .await
             {
                 Ok(()) => response,
@@ -386,44 +386,33 @@ pub async fn incremental_alter_configs(
                 continue;
             }
         };
-        let Some(topic) = broker.topic(&name) else {
-            responses.push(
-                response
-                    .with_error_code(ResponseError::UnknownTopicOrPartition.code())
-                    .with_error_message(Some(str_bytes(format!("topic `{name}` does not exist")))),
-            );
-            continue;
-        };
-        let mut configs = topic.record.configs.clone();
-        let mut refused = None;
-        for op in &resource.configs {
-            let key = op.name.to_string();
-            match (op.config_operation, &op.value) {
-                (OP_SET, Some(value)) => {
-                    configs.insert(key, value.to_string());
-                }
-                (OP_DELETE, _) => {
-                    configs.remove(&key);
-                }
-                (operation, _) => {
-                    refused = Some(format!(
-                        "operation {operation} on `{key}` is not supported: no list-valued topic configs exist yet"
-                    ));
-                    break;
+        let edit = |current: &BTreeMap<String, String>| {
+            let mut configs = current.clone();
+            for op in &resource.configs {
+                let key = op.name.to_string();
+                match (op.config_operation, &op.value) {
+                    (OP_SET, Some(value)) => {
+                        configs.insert(key, value.to_string());
+                    }
+                    (OP_DELETE, _) => {
+                        configs.remove(&key);
+                    }
+                    (operation, value) => {
+                        return Err(AdminError::InvalidConfig(TopicConfigError::Invalid {
+                            name: key,
+                            value: value.as_ref().map(|v| v.to_string()).unwrap_or_default(),
+                            reason: format!(
+                                "operation {operation} is not supported: no list-valued topic configs exist yet"
+                            ),
+                        }));
+                    }
                 }
             }
-        }
-        if let Some(message) = refused {
-            responses.push(
-                response
-                    .with_error_code(ResponseError::InvalidConfig.code())
-                    .with_error_message(Some(str_bytes(message))),
-            );
-            continue;
-        }
+            Ok(configs)
+        };
         responses.push(
             match broker
-                .set_topic_configs(&name, configs, request.validate_only)
+                .set_topic_configs(&name, edit, request.validate_only)
                 .await
             {
                 Ok(()) => response,

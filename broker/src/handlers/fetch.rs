@@ -68,7 +68,7 @@ pub async fn fetch(broker: &Arc<Broker>, request: FetchRequest, version: i16) ->
             });
         }
     }
-    let max_bytes = request.max_bytes.max(0) as usize;
+    let max_bytes = (request.max_bytes.max(0) as usize).min(broker.config.fetch_max_bytes as usize);
     let min_bytes = request.min_bytes.max(0) as usize;
     let deadline =
         tokio::time::Instant::now() + Duration::from_millis(request.max_wait_ms.max(0) as u64);

@@ -211,8 +211,7 @@ impl Log {
         // What recovery kept is made durable before it is recorded as the recovery point.
         log.active().flush().map_err(io_err)?;
         log.recovery_point = log.live_position();
-        log.write_checkpoint(log.checkpoint())
-            .map_err(io_err)?;
+        log.write_checkpoint(log.checkpoint()).map_err(io_err)?;
         Ok(log)
     }
 
@@ -533,7 +532,8 @@ impl Log {
         if plan.checkpoint.next_offset >= self.recovery_point.next_offset {
             self.recovery_point = plan.checkpoint;
         }
-        self.write_checkpoint(self.checkpoint()).map_err(|e| self.io_err(e))
+        self.write_checkpoint(self.checkpoint())
+            .map_err(|e| self.io_err(e))
     }
 
     /// The active segment's current end: the recovery point once it is fsynced.
@@ -552,7 +552,10 @@ impl Log {
     /// What `partition.checkpoint` should say now: the last fsynced point and the
     /// current log start offset.
     fn checkpoint(&self) -> format::Checkpoint {
-        format::Checkpoint { log_start_offset: self.log_start_offset, ..self.recovery_point }
+        format::Checkpoint {
+            log_start_offset: self.log_start_offset,
+            ..self.recovery_point
+        }
     }
 
     fn write_checkpoint(&self, checkpoint: format::Checkpoint) -> io::Result<()> {

@@ -116,7 +116,8 @@ pub struct Segment {
     pub next_offset: i64,
     pub max_timestamp: i64,
     pub offset_of_max_timestamp: i64,
-    /// Wall-clock ms of the first append (or of recovery), for segment.ms.
+    /// When the segment started, for segment.ms: the wall clock at creation, or the first
+    /// batch's timestamp when reopened.
     pub created_ms: i64,
     offset_index: IndexFile,
     time_index: IndexFile,
@@ -253,6 +254,16 @@ impl Segment {
         segment.drop_index_entries_from(start)?;
         segment.bytes_since_index_entry = segment.bytes_since_last_entry()?;
         let outcome = segment.scan_from(start, file_len, index_interval_bytes)?;
+        // segment.ms counts from the first batch's timestamp (as in Kafka), so restarts do
+        // not keep an idle segment from rolling; producer clocks ahead of ours are capped.
+        if segment.size >= format::BATCH_HEADER_LEN as u64 {
+            let mut header = [0u8; format::BATCH_HEADER_LEN];
+            segment.file.read_exact_at(&mut header, 0)?;
+            let first = format::parse_validated_header(&header).max_timestamp;
+            if first > 0 {
+                segment.created_ms = first.min(now_ms);
+            }
+        }
         Ok((segment, outcome))
     }
 
