@@ -88,6 +88,8 @@ pub struct Log {
     unflushed_messages: i64,
     /// Set when data was appended since the last periodic flush.
     dirty: bool,
+    /// Batches start-up had to scan (CRC-check and re-index): the unflushed tail.
+    recovered_batches: u64,
     last_flush_ms: i64,
     /// The latest point known to be fsynced (its `log_start_offset` is unused): what
     /// every checkpoint write records, whoever writes it.
@@ -148,6 +150,7 @@ impl Log {
             log_start_offset: checkpoint.map_or(0, |c| c.log_start_offset),
             unflushed_messages: 0,
             dirty: false,
+            recovered_batches: 0,
             last_flush_ms: now_ms,
             recovery_point: format::Checkpoint {
                 log_start_offset: 0,
@@ -180,6 +183,7 @@ impl Log {
                 warn!(dir = %dir.display(), segment = base, bytes = outcome.truncated_bytes,
                     valid_bytes = outcome.valid_size, "truncated a torn or corrupt tail");
             }
+            log.recovered_batches += outcome.batches;
             if outcome.batches > 0 {
                 info!(dir = %dir.display(), segment = base, batches = outcome.batches, "recovered segment tail");
             }
@@ -213,6 +217,12 @@ impl Log {
         log.recovery_point = log.live_position();
         log.write_checkpoint(log.checkpoint()).map_err(io_err)?;
         Ok(log)
+    }
+
+    /// How many batches start-up scanned; bounded by what was written since the last
+    /// checkpoint, not by the size of the log.
+    pub fn recovered_batches(&self) -> u64 {
+        self.recovered_batches
     }
 
     pub fn dir(&self) -> &Path {

@@ -495,3 +495,41 @@ fn reads_stop_at_the_limit() {
         "batches at or past the high watermark stay hidden"
     );
 }
+
+#[test]
+fn start_up_scans_only_the_unflushed_tail() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = LogConfig {
+        segment_bytes: 1024,
+        ..config()
+    };
+    let mut log = Log::open(dir.path(), config.clone(), 0).expect("open");
+    for i in 0..300 {
+        append(&mut log, &batch(2, i, Compression::None), 0).expect("append");
+    }
+    assert!(log.segment_count() > 20, "{} segments", log.segment_count());
+    let plan = log.plan_flush(0, true).expect("plan").expect("dirty");
+    plan.sync().expect("sync");
+    log.finish_flush(plan).expect("checkpoint");
+    // No roll during the tail, so all three batches land after the checkpoint.
+    let config = LogConfig {
+        segment_bytes: 1 << 20,
+        ..config
+    };
+    log.set_config(config.clone());
+    for i in 0..3 {
+        append(&mut log, &batch(2, i, Compression::None), 0).expect("append");
+    }
+    drop(log);
+    let log = Log::open(dir.path(), config.clone(), 0).expect("reopen after a crash");
+    assert_eq!(
+        log.recovered_batches(),
+        3,
+        "only the batches after the checkpoint are scanned"
+    );
+    assert_eq!(log.log_end_offset(), 606);
+    drop(log);
+    // The reopen above wrote a fresh checkpoint: nothing left to scan.
+    let log = Log::open(dir.path(), config, 0).expect("reopen after a clean start");
+    assert_eq!(log.recovered_batches(), 0);
+}
