@@ -35,6 +35,15 @@ pub struct Partition {
     offline: AtomicBool,
 }
 
+/// Runs blocking file work (fsync) on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(format!("blocking task failed: {e}"))))
+}
+
 /// Offsets a fetch response reports next to the records.
 #[derive(Debug, Clone, Copy)]
 pub struct Watermarks {
@@ -116,9 +125,7 @@ impl Partition {
             (info, sync, log.dir().to_path_buf())
         };
         if let Some(file) = sync {
-            let synced = tokio::task::spawn_blocking(move || file.sync_data()).await;
-            let result = synced.unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
-            if let Err(source) = result {
+            if let Err(source) = blocking(move || file.sync_data()).await {
                 let error = LogError::Io { dir, source };
                 self.take_offline(&error);
                 return Err(error);
@@ -222,10 +229,7 @@ impl Partition {
         };
         if let Some(plan) = plan {
             let dir = self.lock().dir().to_path_buf();
-            let synced = tokio::task::spawn_blocking(move || plan.sync().map(|()| plan))
-                .await
-                .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
-            let plan = match synced {
+            let plan = match blocking(move || plan.sync().map(|()| plan)).await {
                 Ok(plan) => plan,
                 Err(source) => {
                     let error = LogError::Io { dir, source };
