@@ -124,12 +124,12 @@ impl Partition {
             let (info, sync) = log.append(prepared, self.leader_epoch(), now_ms)?;
             (info, sync, log.dir().to_path_buf())
         };
-        if let Some(file) = sync {
-            if let Err(source) = blocking(move || file.sync_data()).await {
-                let error = LogError::Io { dir, source };
-                self.take_offline(&error);
-                return Err(error);
-            }
+        if let Some(file) = sync
+            && let Err(source) = blocking(move || file.sync_data()).await
+        {
+            let error = LogError::Io { dir, source };
+            self.take_offline(&error);
+            return Err(error);
         }
         self.high_watermark.send_if_modified(|hw| {
             let advanced = info.last_offset + 1 > *hw;
