@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Runs every test: installs what the tests need (idempotent), builds the broker, runs the
-# Rust unit and integration tests (cargo test), then the black-box suite (pytest) against
-# a real `strata` process with real clients, etcd and kcat.
+# Runs every test: installs what the tests need (idempotent), checks formatting and
+# clippy, runs the Rust unit and integration tests (cargo test), then the black-box suite
+# (pytest) against a real `strata` process with real clients, etcd and kcat.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh test
+
+echo "== rustfmt and clippy"
+cargo fmt --all -- --check
+cargo clippy --locked -p strata-broker --all-targets -- -D warnings
 
 echo "== cargo test"
 cargo test --locked -p strata-broker 2>&1
