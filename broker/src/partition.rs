@@ -98,10 +98,10 @@ impl Partition {
     }
 
     pub fn watermarks(&self) -> Watermarks {
-        let log = self.lock();
+        let log_start_offset = self.lock().log_start_offset();
         Watermarks {
-            log_start_offset: log.log_start_offset(),
-            high_watermark: log.log_end_offset(),
+            log_start_offset,
+            high_watermark: self.high_watermark(),
         }
     }
 
@@ -202,13 +202,18 @@ impl Partition {
             .map_err(|source| LogError::Io { dir, source })
     }
 
+    /// DeleteRecords: `-1` means the high watermark; nothing at or past it can be deleted.
     pub fn delete_records_before(&self, offset: i64) -> Result<i64, LogError> {
+        let high_watermark = self.high_watermark();
         let mut log = self.lock();
-        let offset = if offset == -1 {
-            log.log_end_offset()
-        } else {
-            offset
-        };
+        let offset = if offset == -1 { high_watermark } else { offset };
+        if offset > high_watermark {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start_offset: log.log_start_offset(),
+                log_end_offset: high_watermark,
+            });
+        }
         log.delete_records_before(offset)
     }
 
