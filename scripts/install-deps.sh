@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs, idempotently, what building and testing Strata needs on Debian 12:
 #   build: protoc (etcd-client's build script compiles etcd's .proto files with it)
-#   tests: etcd, kcat, moto (S3 server), the Python Kafka clients and pytest
+#   tests: etcd, kcat, the Python Kafka clients and pytest, kafkajs (npm)
 # Usage: scripts/install-deps.sh [build|test]   (default: test, which includes build)
 # Fast when everything is present: it only checks.
 set -euo pipefail
@@ -14,6 +14,7 @@ if [ "$what" = test ]; then
   command -v etcd >/dev/null || apt_packages+=(etcd-server)
   command -v kcat >/dev/null || apt_packages+=(kcat)
   command -v curl >/dev/null || apt_packages+=(curl)
+  command -v npm >/dev/null || apt_packages+=(nodejs npm)
 fi
 if [ ${#apt_packages[@]} -gt 0 ]; then
   echo "installing with apt: ${apt_packages[*]}"
@@ -40,4 +41,9 @@ PY
     echo "installing Python test requirements"
     python3 -m pip install -q --disable-pip-version-check -r tests/requirements.txt
   fi
+fi
+
+if [ "$what" = test ] && [ ! -d tests/js/node_modules/kafkajs ]; then
+  echo "installing kafkajs for the tests (npm ci)"
+  npm ci --prefix tests/js --silent --no-audit --no-fund
 fi
