@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs, idempotently, what building and testing Strata needs on Debian 12:
 #   build: protoc (etcd-client's build script compiles etcd's .proto files with it)
-#   tests: etcd, kcat, the Python Kafka clients and pytest, kafkajs (npm)
+#   tests: etcd, kcat, the Python Kafka clients, pytest and moto (S3 server), kafkajs (npm)
 # Usage: scripts/install-deps.sh [build|test]   (default: test, which includes build)
 # Fast when everything is present: it only checks.
 set -euo pipefail
