@@ -13,6 +13,7 @@ pub mod log;
 pub mod partition;
 pub mod protocol;
 pub mod server;
+pub mod sys;
 pub mod telemetry;
 pub mod topic_config;
 

@@ -119,6 +119,10 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    match strata_broker::sys::raise_open_files_limit() {
+        Ok((before, after)) => info!(before, after, "open files limit (each segment holds 3)"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open files limit"),
+    }
     let metrics = Arc::new(Metrics::new().context("register metrics")?);
     let health = Arc::new(Health {
         metrics: metrics.clone(),
