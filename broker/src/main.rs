@@ -130,7 +130,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     });
     let cancel = CancellationToken::new();
 
-    let http_listener = telemetry::bind_http(config.http_addr()?)
+    let http_listener = tokio::net::TcpListener::bind(config.http_addr()?)
         .await
         .with_context(|| format!("bind the HTTP listener on {}", config.http))?;
     let http = tokio::spawn(telemetry::serve_http(

@@ -2,7 +2,6 @@
 //!
 //! Metric names (all prefixed `strata_`) are listed in docs/operations.md.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -202,8 +201,4 @@ pub async fn serve_http(
     axum::serve(listener, app)
         .with_graceful_shutdown(cancel.cancelled_owned())
         .await
-}
-
-pub async fn bind_http(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await
 }

@@ -20,7 +20,7 @@ use tokio::sync::watch;
 
 use super::log_error_code;
 use crate::broker::{Broker, Topic};
-use crate::partition::Partition;
+use crate::partition::{Partition, Watermarks};
 
 const READ_COMMITTED: i8 = 1;
 
@@ -118,6 +118,14 @@ pub async fn fetch(broker: &Arc<Broker>, request: FetchRequest, version: i16) ->
     )
 }
 
+/// Fills the offsets a partition response reports. With no transactions the last stable
+/// offset is the high watermark.
+fn with_marks(data: PartitionData, marks: Watermarks) -> PartitionData {
+    data.with_high_watermark(marks.high_watermark)
+        .with_last_stable_offset(marks.high_watermark)
+        .with_log_start_offset(marks.log_start_offset)
+}
+
 /// One pass over every wanted partition. Returns the partition responses, the bytes read,
 /// and whether any partition failed (which ends the long poll, as in Kafka).
 fn read_all(
@@ -168,11 +176,7 @@ fn read_all(
         };
         if total > 0 && budget == 0 {
             let marks = partition.watermarks();
-            out.push(
-                base.with_high_watermark(marks.high_watermark)
-                    .with_last_stable_offset(marks.high_watermark)
-                    .with_log_start_offset(marks.log_start_offset),
-            );
+            out.push(with_marks(base, marks));
             continue;
         }
         match partition.read(w.fetch_offset, budget) {
@@ -185,24 +189,14 @@ fn read_all(
                         .with_label_values(&[&partition.topic])
                         .inc_by(records.len() as u64);
                 }
-                out.push(
-                    base.with_high_watermark(marks.high_watermark)
-                        .with_last_stable_offset(marks.high_watermark)
-                        .with_log_start_offset(marks.log_start_offset)
-                        .with_records(Some(records)),
-                );
+                out.push(with_marks(base, marks).with_records(Some(records)));
             }
             Err(e) => {
                 let code = log_error_code(&e);
                 broker.metrics.error("Fetch", code);
                 any_error = true;
                 let marks = partition.watermarks();
-                out.push(
-                    base.with_error_code(code.code())
-                        .with_high_watermark(marks.high_watermark)
-                        .with_last_stable_offset(marks.high_watermark)
-                        .with_log_start_offset(marks.log_start_offset),
-                );
+                out.push(with_marks(base, marks).with_error_code(code.code()));
             }
         }
     }

@@ -571,12 +571,6 @@ impl Log {
     fn write_checkpoint(&self, checkpoint: format::Checkpoint) -> io::Result<()> {
         write_atomically(&self.dir.join(CHECKPOINT_FILE), &checkpoint.encode())
     }
-
-    /// Removes every file of the log (topic deletion).
-    pub fn delete(self) -> io::Result<()> {
-        drop(self.segments);
-        fs::remove_dir_all(&self.dir)
-    }
 }
 
 const CHECKPOINT_FILE: &str = "partition.checkpoint";

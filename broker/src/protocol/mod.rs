@@ -14,7 +14,7 @@
 
 pub mod versions;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsResponse, RequestHeader, RequestKind, ResponseHeader, ResponseKind,
 };
@@ -164,12 +164,6 @@ pub fn api_versions_fallback(correlation_id: i32) -> anyhow::Result<Bytes> {
         correlation_id,
         &ResponseKind::ApiVersions(response),
     )
-}
-
-/// Reads the correlation id of a frame without decoding it (for logging).
-pub fn peek_correlation_id(frame: &[u8]) -> Option<i32> {
-    let mut b = frame.get(4..8)?;
-    Some(b.get_i32())
 }
 
 #[cfg(test)]
