@@ -1,0 +1,318 @@
+//! Remote reads: fixed-size chunks of segment objects fetched with ranged GETs, kept in a
+//! foyer hybrid cache (memory, then local disk).
+//!
+//! - A chunk is `chunk_bytes` of one object (the last one shorter). Chunk keys are the
+//!   object's id and the chunk number; objects are immutable, so a cached chunk is never
+//!   stale, and the disk cache can be reused after a restart.
+//! - Single flight: concurrent readers of a missing chunk share one GET (foyer's
+//!   `get_or_fetch`).
+//! - Read-ahead: after a read, the next `read_ahead_chunks` chunks are fetched in the
+//!   background (bounded), so a sequential consumer finds them cached; the caller asks
+//!   for the next segment's first chunks when a read reaches the end of a segment.
+//! - A token bucket on bytes fetched from the store (`rate_bytes_per_sec`, 0 = none)
+//!   keeps replays from starving live traffic of network and CPU.
+//!
+//! Cost: each miss is one GET of `chunk_bytes`. Bigger chunks mean fewer GETs per GiB
+//! replayed (S3 bills per request) but more memory per in-flight read and coarser
+//! caching.
+
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use foyer::{BlockEngineConfig, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder};
+use prometheus::{IntCounter, Registry};
+use tokio::sync::Semaphore;
+use uuid::Uuid;
+
+use crate::remote_log::TierError;
+use crate::store::{RemoteStore, StoreError};
+
+#[derive(Debug, Clone)]
+pub struct CacheSettings {
+    pub memory_bytes: usize,
+    /// 0 disables the disk tier.
+    pub disk_bytes: usize,
+    pub dir: PathBuf,
+    pub chunk_bytes: u64,
+    pub read_ahead_chunks: u64,
+    /// Bytes per second fetched from the object store; 0 means unlimited.
+    pub rate_bytes_per_sec: u64,
+    /// Background chunk fetches at once (read-ahead).
+    pub prefetch_concurrency: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct ChunkKey {
+    object: u128,
+    chunk: u64,
+}
+
+impl foyer::Code for ChunkKey {
+    fn encode(&self, writer: &mut impl std::io::Write) -> foyer::Result<()> {
+        writer
+            .write_all(&self.object.to_be_bytes())
+            .and_then(|()| writer.write_all(&self.chunk.to_be_bytes()))
+            .map_err(foyer::Error::io_error)
+    }
+
+    fn decode(reader: &mut impl std::io::Read) -> foyer::Result<Self> {
+        let mut object = [0u8; 16];
+        let mut chunk = [0u8; 8];
+        reader
+            .read_exact(&mut object)
+            .and_then(|()| reader.read_exact(&mut chunk))
+            .map_err(foyer::Error::io_error)?;
+        Ok(ChunkKey {
+            object: u128::from_be_bytes(object),
+            chunk: u64::from_be_bytes(chunk),
+        })
+    }
+
+    fn estimated_size(&self) -> usize {
+        24
+    }
+}
+
+/// An immutable object to read from.
+#[derive(Debug, Clone)]
+pub struct ObjectRef {
+    pub key: String,
+    pub id: Uuid,
+    pub size: u64,
+}
+
+struct RateLimiter {
+    rate: f64,
+    burst: f64,
+    /// (tokens, last refill). Tokens may go negative: the caller then sleeps off the debt.
+    state: std::sync::Mutex<(f64, Instant)>,
+}
+
+impl RateLimiter {
+    fn new(rate_bytes_per_sec: u64, burst: u64) -> RateLimiter {
+        RateLimiter {
+            rate: rate_bytes_per_sec as f64,
+            burst: burst as f64,
+            state: std::sync::Mutex::new((burst as f64, Instant::now())),
+        }
+    }
+
+    async fn acquire(&self, bytes: u64) {
+        let wait = {
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            let refill = now.duration_since(state.1).as_secs_f64() * self.rate;
+            state.0 = (state.0 + refill).min(self.burst) - bytes as f64;
+            state.1 = now;
+            if state.0 >= 0.0 {
+                Duration::ZERO
+            } else {
+                Duration::from_secs_f64(-state.0 / self.rate)
+            }
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+#[derive(Clone)]
+struct CacheMetrics {
+    lookups: IntCounter,
+    misses: IntCounter,
+    fetched_bytes: IntCounter,
+    read_ahead: IntCounter,
+}
+
+impl CacheMetrics {
+    fn register(registry: &Registry) -> prometheus::Result<CacheMetrics> {
+        let counter = |name: &str, help: &str| -> prometheus::Result<IntCounter> {
+            let c = IntCounter::new(name, help)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        Ok(CacheMetrics {
+            lookups: counter(
+                "strata_remote_cache_lookups_total",
+                "Chunk lookups in the remote segment cache (reads and read-ahead).",
+            )?,
+            misses: counter(
+                "strata_remote_cache_misses_total",
+                "Chunk lookups that had to GET from the object store.",
+            )?,
+            fetched_bytes: counter(
+                "strata_remote_fetched_bytes_total",
+                "Bytes fetched from the object store into the segment cache.",
+            )?,
+            read_ahead: counter(
+                "strata_remote_read_ahead_total",
+                "Chunks fetched ahead of sequential readers.",
+            )?,
+        })
+    }
+}
+
+pub struct SegmentCache {
+    cache: HybridCache<ChunkKey, Bytes>,
+    store: Arc<dyn RemoteStore>,
+    chunk_bytes: u64,
+    read_ahead_chunks: u64,
+    limiter: Option<RateLimiter>,
+    prefetch: Arc<Semaphore>,
+    metrics: CacheMetrics,
+}
+
+impl SegmentCache {
+    pub async fn open(
+        settings: &CacheSettings,
+        store: Arc<dyn RemoteStore>,
+        registry: &Registry,
+    ) -> Result<Arc<SegmentCache>, String> {
+        let chunk_bytes = settings.chunk_bytes.max(64 * 1024);
+        let builder = HybridCacheBuilder::new()
+            .with_name("strata-segments")
+            .memory(settings.memory_bytes.max(chunk_bytes as usize))
+            .with_weighter(|_key: &ChunkKey, value: &Bytes| value.len() + 64)
+            .storage();
+        let builder = if settings.disk_bytes > 0 {
+            std::fs::create_dir_all(&settings.dir)
+                .map_err(|e| format!("cannot create {}: {e}", settings.dir.display()))?;
+            // A block must hold the largest entry: one chunk plus its key and header.
+            let block = (chunk_bytes as usize + 64 * 1024)
+                .next_power_of_two()
+                .max(16 << 20);
+            let capacity = settings.disk_bytes.max(4 * block) / block * block;
+            let device = FsDeviceBuilder::new(&settings.dir)
+                .with_capacity(capacity)
+                .build()
+                .map_err(|e| format!("cannot open the cache in {}: {e}", settings.dir.display()))?;
+            builder.with_engine_config(BlockEngineConfig::new(device).with_block_size(block))
+        } else {
+            builder
+        };
+        let cache = builder
+            .build()
+            .await
+            .map_err(|e| format!("cannot start the segment cache: {e}"))?;
+        let metrics = CacheMetrics::register(registry).map_err(|e| e.to_string())?;
+        Ok(Arc::new(SegmentCache {
+            cache,
+            store,
+            chunk_bytes,
+            read_ahead_chunks: settings.read_ahead_chunks,
+            limiter: (settings.rate_bytes_per_sec > 0).then(|| {
+                RateLimiter::new(
+                    settings.rate_bytes_per_sec,
+                    chunk_bytes.max(settings.rate_bytes_per_sec / 10),
+                )
+            }),
+            prefetch: Arc::new(Semaphore::new(settings.prefetch_concurrency.max(1))),
+            metrics,
+        }))
+    }
+
+    pub fn chunk_bytes(&self) -> u64 {
+        self.chunk_bytes
+    }
+
+    fn chunk_range(&self, object: &ObjectRef, index: u64) -> Range<u64> {
+        let start = index * self.chunk_bytes;
+        start..(start + self.chunk_bytes).min(object.size)
+    }
+
+    async fn chunk(self: &Arc<Self>, object: &ObjectRef, index: u64) -> Result<Bytes, TierError> {
+        self.metrics.lookups.inc();
+        let key = ChunkKey {
+            object: object.id.as_u128(),
+            chunk: index,
+        };
+        let range = self.chunk_range(object, index);
+        let this = self.clone();
+        let object_key = object.key.clone();
+        let entry = self
+            .cache
+            .get_or_fetch(&key, move || async move {
+                this.metrics.misses.inc();
+                if let Some(limiter) = &this.limiter {
+                    limiter.acquire(range.end - range.start).await;
+                }
+                let bytes = this.store.get_range(&object_key, range).await?;
+                this.metrics.fetched_bytes.inc_by(bytes.len() as u64);
+                Ok::<_, StoreError>(bytes)
+            })
+            .await
+            .map_err(|e| StoreError::Transient {
+                op: "get",
+                key: object.key.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(entry.value().clone())
+    }
+
+    /// Reads `range` of `object`, from cache where it can, fetching missing chunks in
+    /// parallel, then starts read-ahead past the end of the range.
+    pub async fn read(
+        self: &Arc<Self>,
+        object: &ObjectRef,
+        range: Range<u64>,
+    ) -> Result<Bytes, TierError> {
+        let range = range.start.min(object.size)..range.end.min(object.size);
+        if range.is_empty() {
+            return Ok(Bytes::new());
+        }
+        let first = range.start / self.chunk_bytes;
+        let last = (range.end - 1) / self.chunk_bytes;
+        let chunks =
+            futures::future::try_join_all((first..=last).map(|i| self.chunk(object, i))).await?;
+        self.read_ahead(object, last + 1);
+        if chunks.len() == 1 {
+            let base = first * self.chunk_bytes;
+            return Ok(chunks[0].slice((range.start - base) as usize..(range.end - base) as usize));
+        }
+        let mut out = BytesMut::with_capacity((range.end - range.start) as usize);
+        for (i, chunk) in (first..=last).zip(chunks) {
+            let base = i * self.chunk_bytes;
+            let from = range.start.max(base) - base;
+            let to = range.end.min(base + chunk.len() as u64) - base;
+            out.extend_from_slice(&chunk[from as usize..to as usize]);
+        }
+        Ok(out.freeze())
+    }
+
+    /// Fetches chunks `from..from + read_ahead_chunks` of `object` in the background, if
+    /// they are not cached and a read-ahead slot is free (read-ahead never queues).
+    pub fn read_ahead(self: &Arc<Self>, object: &ObjectRef, from: u64) {
+        let end = object.size.div_ceil(self.chunk_bytes);
+        for index in from..(from + self.read_ahead_chunks).min(end) {
+            let key = ChunkKey {
+                object: object.id.as_u128(),
+                chunk: index,
+            };
+            if self.cache.contains(&key) {
+                continue;
+            }
+            let Ok(permit) = self.prefetch.clone().try_acquire_owned() else {
+                return;
+            };
+            self.metrics.read_ahead.inc();
+            let this = self.clone();
+            let object = object.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                // Failures are the reader's to see when it asks for the chunk itself.
+                let _ = this.chunk(&object, index).await;
+            });
+        }
+    }
+
+    /// Whether a chunk of `object` is cached (for tests and statistics).
+    pub fn is_cached(&self, object: &ObjectRef, offset_in_object: u64) -> bool {
+        self.cache.contains(&ChunkKey {
+            object: object.id.as_u128(),
+            chunk: offset_in_object / self.chunk_bytes,
+        })
+    }
+}

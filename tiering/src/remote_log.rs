@@ -1,0 +1,711 @@
+//! One partition's remote tier: its manifest (see [`crate::manifest`]) and the objects it
+//! references. Uploads, remote retention, DeleteRecords, topic deletion and the orphan
+//! scrubber all change it through [`RemoteLog::commit`], a compare-and-swap on the root
+//! in the metadata store, serialized in-process by a mutex.
+//!
+//! The truth rules are in the crate documentation.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::Bytes;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use crate::keys::{self, ObjectName, PartitionId};
+use crate::manifest::{self, FormatError, Root, SegmentEntry, Spill, SpillRef};
+use crate::store::{Body, RemoteStore, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestStoreError {
+    #[error("the manifest changed concurrently")]
+    Conflict,
+    #[error("metadata store is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Where manifest roots live: the metadata store (etcd or embedded), one small value per
+/// partition, replaced by compare-and-swap on a version.
+#[async_trait::async_trait]
+pub trait ManifestStore: Send + Sync + 'static {
+    /// The root and its version, or `None` if the partition never uploaded anything.
+    async fn load(&self, id: &PartitionId) -> Result<Option<(Bytes, u64)>, ManifestStoreError>;
+    /// Writes the root if its version is still `expected` (`None`: it must not exist).
+    /// Returns the new version.
+    async fn save(
+        &self,
+        id: &PartitionId,
+        bytes: Bytes,
+        expected: Option<u64>,
+    ) -> Result<u64, ManifestStoreError>;
+    async fn delete(&self, id: &PartitionId) -> Result<(), ManifestStoreError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TierError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestStoreError),
+    #[error("manifest object {key} is unreadable: {source}")]
+    Format { key: String, source: FormatError },
+    #[error("leader epoch {epoch} is fenced: the manifest was committed by epoch {current}")]
+    Fenced { epoch: i32, current: i32 },
+    #[error("segment at {base_offset} does not follow the remote log, which ends at {end_offset}")]
+    NotContiguous { base_offset: i64, end_offset: i64 },
+    #[error("the manifest kept changing; gave up after {0} attempts")]
+    Contended(usize),
+}
+
+impl TierError {
+    /// Whether trying again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            TierError::Store(e) => e.is_transient(),
+            TierError::Manifest(_) | TierError::Contended(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// Shape of the manifest tree; see [`crate::manifest`].
+#[derive(Debug, Clone, Copy)]
+pub struct ManifestSettings {
+    /// Segment entries kept in the root before the older half spills into the bucket.
+    pub tail_entries: usize,
+    /// References per level kept in the root before they are merged a level up.
+    pub fanout: usize,
+}
+
+impl Default for ManifestSettings {
+    fn default() -> Self {
+        ManifestSettings {
+            tail_entries: 100,
+            fanout: 16,
+        }
+    }
+}
+
+/// Decoded spill objects by id. They are immutable, so entries never go stale.
+pub struct SpillCache {
+    entries: Mutex<HashMap<Uuid, Arc<Spill>>>,
+    capacity: usize,
+}
+
+impl SpillCache {
+    pub fn new(capacity: usize) -> SpillCache {
+        SpillCache {
+            entries: Mutex::new(HashMap::new()),
+            capacity: capacity.max(1),
+        }
+    }
+
+    fn get(&self, id: &Uuid) -> Option<Arc<Spill>> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.get(id).cloned()
+    }
+
+    fn insert(&self, id: Uuid, spill: Arc<Spill>) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= self.capacity {
+            // Crude but bounded: spill objects are re-fetched on demand.
+            entries.clear();
+        }
+        entries.insert(id, spill);
+    }
+}
+
+/// A sealed local segment, ready to upload.
+#[derive(Debug, Clone)]
+pub struct SealedSegment {
+    pub base_offset: i64,
+    pub end_offset: i64,
+    /// The `.log` file; read through this handle, so local deletion cannot race the upload.
+    pub log: Arc<File>,
+    pub log_bytes: u64,
+    pub offset_index: Bytes,
+    pub time_index: Bytes,
+    pub max_timestamp: i64,
+}
+
+/// What the broker needs to know about a remote log, cheaply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteMarks {
+    pub log_start_offset: i64,
+    /// One past the last remote record; `None` if nothing was uploaded.
+    pub end_offset: Option<i64>,
+    pub live_bytes: u64,
+    pub live_segments: u64,
+    pub leader_epoch: i32,
+}
+
+/// Test hook between the object PUT and the manifest commit (the crash window).
+pub type AfterUploadHook = dyn Fn(&PartitionId, &SealedSegment) + Send + Sync;
+
+struct Current {
+    root: Arc<Root>,
+    version: Option<u64>,
+}
+
+pub struct RemoteLog {
+    pub id: PartitionId,
+    store: Arc<dyn RemoteStore>,
+    manifests: Arc<dyn ManifestStore>,
+    spills: Arc<SpillCache>,
+    settings: ManifestSettings,
+    /// A std lock: only cloned out of, never held across an `.await`.
+    current: RwLock<Current>,
+    /// A tokio mutex: held across the object writes and the CAS of one commit, so this
+    /// process never races itself on the root.
+    commit_lock: tokio::sync::Mutex<()>,
+    /// Objects uploaded but not yet committed (or cleaned up): the scrubber must not
+    /// take them for orphans.
+    in_flight: Mutex<HashSet<Uuid>>,
+}
+
+const COMMIT_ATTEMPTS: usize = 8;
+
+impl RemoteLog {
+    pub async fn open(
+        id: PartitionId,
+        store: Arc<dyn RemoteStore>,
+        manifests: Arc<dyn ManifestStore>,
+        spills: Arc<SpillCache>,
+        settings: ManifestSettings,
+    ) -> Result<RemoteLog, TierError> {
+        let (root, version) = Self::load_root(&*manifests, &id).await?;
+        Ok(RemoteLog {
+            id,
+            store,
+            manifests,
+            spills,
+            settings,
+            current: RwLock::new(Current {
+                root: Arc::new(root),
+                version,
+            }),
+            commit_lock: tokio::sync::Mutex::new(()),
+            in_flight: Mutex::new(HashSet::new()),
+        })
+    }
+
+    async fn load_root(
+        manifests: &dyn ManifestStore,
+        id: &PartitionId,
+    ) -> Result<(Root, Option<u64>), TierError> {
+        match manifests.load(id).await? {
+            None => Ok((Root::default(), None)),
+            Some((bytes, version)) => {
+                let root = Root::decode(&bytes).map_err(|source| TierError::Format {
+                    key: format!("manifest root of {id}"),
+                    source,
+                })?;
+                Ok((root, Some(version)))
+            }
+        }
+    }
+
+    pub fn root(&self) -> Arc<Root> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .root
+            .clone()
+    }
+
+    pub fn marks(&self) -> RemoteMarks {
+        let root = self.root();
+        RemoteMarks {
+            log_start_offset: root.log_start_offset,
+            end_offset: root.end_offset(),
+            live_bytes: root.live_bytes,
+            live_segments: root.live_segments,
+            leader_epoch: root.leader_epoch,
+        }
+    }
+
+    pub fn segment_key(&self, entry: &SegmentEntry) -> String {
+        keys::segment_key(&self.id, entry.base_offset, entry.object_id)
+    }
+
+    async fn load_spill(&self, r: &SpillRef) -> Result<Arc<Spill>, TierError> {
+        if let Some(spill) = self.spills.get(&r.object_id) {
+            return Ok(spill);
+        }
+        let key = keys::manifest_key(&self.id, r.level, r.first_offset, r.object_id);
+        let bytes = self.store.get(&key).await?;
+        let spill =
+            Arc::new(Spill::decode(&bytes).map_err(|source| TierError::Format { key, source })?);
+        self.spills.insert(r.object_id, spill.clone());
+        Ok(spill)
+    }
+
+    /// The segment holding `offset`, whether or not it is below the log start.
+    async fn find(&self, root: &Root, offset: i64) -> Result<Option<SegmentEntry>, TierError> {
+        let i = root.tail.partition_point(|e| e.end_offset <= offset);
+        if let Some(e) = root.tail.get(i) {
+            return Ok((e.base_offset <= offset).then_some(*e));
+        }
+        let i = root.refs.partition_point(|r| r.end_offset <= offset);
+        let Some(mut r) = root.refs.get(i).copied() else {
+            return Ok(None);
+        };
+        if r.first_offset > offset {
+            return Ok(None);
+        }
+        loop {
+            match &*self.load_spill(&r).await? {
+                Spill::Segments(entries) => {
+                    let i = entries.partition_point(|e| e.end_offset <= offset);
+                    return Ok(entries.get(i).filter(|e| e.base_offset <= offset).copied());
+                }
+                Spill::Refs { refs, .. } => {
+                    let i = refs.partition_point(|r| r.end_offset <= offset);
+                    match refs.get(i) {
+                        Some(next) if next.first_offset <= offset => r = *next,
+                        _ => return Ok(None),
+                    }
+                }
+            }
+        }
+    }
+
+    /// The live segment holding `offset`, if the remote tier has it.
+    pub async fn locate(&self, offset: i64) -> Result<Option<SegmentEntry>, TierError> {
+        let root = self.root();
+        if offset < root.log_start_offset {
+            return Ok(None);
+        }
+        self.find(&root, offset).await
+    }
+
+    /// Uploads a sealed segment, then commits it to the manifest: objects first, manifest
+    /// second. Returns false if the manifest already covered it.
+    pub async fn upload(
+        &self,
+        segment: &SealedSegment,
+        leader_epoch: i32,
+        part_bytes: u64,
+        now_ms: i64,
+        after_upload: Option<&AfterUploadHook>,
+    ) -> Result<bool, TierError> {
+        let root = self.root();
+        if let Some(end) = root.end_offset() {
+            if segment.end_offset <= end {
+                return Ok(false);
+            }
+            if segment.base_offset != end {
+                return Err(TierError::NotContiguous {
+                    base_offset: segment.base_offset,
+                    end_offset: end,
+                });
+            }
+        }
+        if leader_epoch < root.leader_epoch {
+            return Err(TierError::Fenced {
+                epoch: leader_epoch,
+                current: root.leader_epoch,
+            });
+        }
+        let object_id = Uuid::new_v4();
+        let key = keys::segment_key(&self.id, segment.base_offset, object_id);
+        let mut body = Body::new();
+        body.push_file(segment.log.clone(), 0, segment.log_bytes);
+        body.push_bytes(segment.offset_index.clone());
+        body.push_bytes(segment.time_index.clone());
+        self.set_in_flight(object_id, true);
+        let result = async {
+            self.store.put_body(&key, &body, part_bytes).await?;
+            if let Some(hook) = after_upload {
+                hook(&self.id, segment);
+            }
+            let entry = SegmentEntry {
+                base_offset: segment.base_offset,
+                end_offset: segment.end_offset,
+                log_bytes: segment.log_bytes,
+                offset_index_bytes: segment.offset_index.len() as u32,
+                time_index_bytes: segment.time_index.len() as u32,
+                max_timestamp: segment.max_timestamp,
+                leader_epoch,
+                object_id,
+                uploaded_ms: now_ms,
+            };
+            self.commit(leader_epoch, |root| {
+                if let Some(end) = root.end_offset() {
+                    if entry.end_offset <= end {
+                        return Ok(false);
+                    }
+                    if entry.base_offset != end {
+                        return Err(TierError::NotContiguous {
+                            base_offset: entry.base_offset,
+                            end_offset: end,
+                        });
+                    }
+                }
+                root.tail.push(entry);
+                root.live_bytes += entry.log_bytes;
+                root.live_segments += 1;
+                Ok(true)
+            })
+            .await
+        }
+        .await;
+        if !matches!(result, Ok(true)) {
+            // Not referenced: remove it now rather than wait for the scrubber.
+            if let Err(e) = self.store.delete(&key).await {
+                warn!(key, error = %e, "could not delete an uncommitted upload; the scrubber will");
+            }
+        }
+        self.set_in_flight(object_id, false);
+        result
+    }
+
+    fn set_in_flight(&self, id: Uuid, on: bool) {
+        let mut set = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        if on {
+            set.insert(id);
+        } else {
+            set.remove(&id);
+        }
+    }
+
+    /// Read-modify-write of the root: `edit` changes a copy (returning whether anything
+    /// changed), spill-over objects are written, then the root is swapped in if nobody
+    /// else changed it meanwhile; on a conflict the root is reloaded and `edit` runs again.
+    async fn commit<T>(
+        &self,
+        leader_epoch: i32,
+        mut edit: impl FnMut(&mut Root) -> Result<T, TierError>,
+    ) -> Result<T, TierError>
+    where
+        T: Copy + Into<bool>,
+    {
+        let _guard = self.commit_lock.lock().await;
+        for _ in 0..COMMIT_ATTEMPTS {
+            let (root, version) = {
+                let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+                (current.root.clone(), current.version)
+            };
+            if leader_epoch < root.leader_epoch {
+                return Err(TierError::Fenced {
+                    epoch: leader_epoch,
+                    current: root.leader_epoch,
+                });
+            }
+            let mut next = (*root).clone();
+            let outcome = edit(&mut next)?;
+            if !outcome.into() {
+                return Ok(outcome);
+            }
+            next.leader_epoch = leader_epoch;
+            let written = self.spill_over(&mut next).await;
+            let saved = match &written {
+                Ok(_) => self.manifests.save(&self.id, next.encode(), version).await,
+                Err(_) => Err(ManifestStoreError::Conflict),
+            };
+            for id in written.as_deref().unwrap_or_default() {
+                self.set_in_flight(*id, false);
+            }
+            written?;
+            match saved {
+                Ok(new_version) => {
+                    let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+                    *current = Current {
+                        root: Arc::new(next),
+                        version: Some(new_version),
+                    };
+                    return Ok(outcome);
+                }
+                Err(ManifestStoreError::Conflict) => {
+                    warn!(partition = %self.id, "manifest changed under us; reloading");
+                    let (root, version) = Self::load_root(&*self.manifests, &self.id).await?;
+                    let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+                    *current = Current {
+                        root: Arc::new(root),
+                        version,
+                    };
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(TierError::Contended(COMMIT_ATTEMPTS))
+    }
+
+    /// Moves the oldest tail entries into a level-0 object, and merges references a level
+    /// up, until the root is within its bounds.
+    /// Returns the ids written, which stay marked in flight until the commit is decided.
+    async fn spill_over(&self, root: &mut Root) -> Result<Vec<Uuid>, TierError> {
+        let mut written = Vec::new();
+        let ManifestSettings {
+            tail_entries,
+            fanout,
+        } = self.settings;
+        if root.tail.len() > tail_entries.max(2) {
+            let moved: Vec<SegmentEntry> = root.tail.drain(..(tail_entries / 2).max(1)).collect();
+            let object_id = Uuid::new_v4();
+            let r = manifest::ref_for_segments(&moved, object_id);
+            self.write_spill(&r, Spill::Segments(moved)).await?;
+            written.push(object_id);
+            root.refs.push(r);
+        }
+        let mut level = 0u8;
+        loop {
+            let first = root.refs.iter().position(|r| r.level == level);
+            let count = root.refs.iter().filter(|r| r.level == level).count();
+            let Some(first) = first else { break };
+            if count <= fanout.max(2) {
+                level += 1;
+                continue;
+            }
+            let group: Vec<SpillRef> = root.refs[first..first + fanout].to_vec();
+            let object_id = Uuid::new_v4();
+            let r = manifest::ref_for_refs(&group, object_id);
+            self.write_spill(&r, Spill::Refs { level, refs: group })
+                .await?;
+            written.push(object_id);
+            root.refs.splice(first..first + fanout, [r]);
+            level += 1;
+        }
+        Ok(written)
+    }
+
+    async fn write_spill(&self, r: &SpillRef, spill: Spill) -> Result<(), TierError> {
+        let key = keys::manifest_key(&self.id, r.level, r.first_offset, r.object_id);
+        self.set_in_flight(r.object_id, true);
+        let result = self.store.put(&key, spill.encode()).await;
+        if result.is_err() {
+            self.set_in_flight(r.object_id, false);
+        } else {
+            self.spills.insert(r.object_id, Arc::new(spill));
+        }
+        Ok(result?)
+    }
+
+    /// Segments wholly below `new_start` that are still live: what moving the start
+    /// there would delete. Walks at most `limit` segments.
+    async fn segments_below(
+        &self,
+        root: &Root,
+        new_start: i64,
+        limit: usize,
+    ) -> Result<Vec<SegmentEntry>, TierError> {
+        let mut out = Vec::new();
+        let mut offset = root.log_start_offset;
+        while out.len() < limit {
+            let Some(entry) = self.find(root, offset).await? else {
+                break;
+            };
+            if entry.end_offset > new_start {
+                break;
+            }
+            offset = entry.end_offset;
+            out.push(entry);
+        }
+        Ok(out)
+    }
+
+    /// Total retention on the remote tier: the new log start offset that retention.ms /
+    /// retention.bytes ask for, or `None`. `local_only_bytes` is what the local log holds
+    /// beyond the remote end, which counts towards retention.bytes too.
+    pub async fn retention_target(
+        &self,
+        now_ms: i64,
+        retention_ms: i64,
+        retention_bytes: i64,
+        local_only_bytes: u64,
+    ) -> Result<Option<i64>, TierError> {
+        let root = self.root();
+        let mut total = root.live_bytes + local_only_bytes;
+        let mut offset = root.log_start_offset;
+        let mut target = None;
+        // Bounded per pass; the next pass continues.
+        for _ in 0..1000 {
+            let Some(entry) = self.find(&root, offset).await? else {
+                break;
+            };
+            let expired = retention_ms >= 0
+                && entry.max_timestamp >= 0
+                && now_ms - entry.max_timestamp > retention_ms;
+            let oversize = retention_bytes >= 0
+                && total.saturating_sub(entry.log_bytes) >= retention_bytes as u64;
+            if !(expired || oversize) {
+                break;
+            }
+            total = total.saturating_sub(entry.log_bytes);
+            offset = entry.end_offset;
+            target = Some(offset);
+        }
+        Ok(target)
+    }
+
+    /// Moves the remote log start offset to `new_start` (retention or DeleteRecords):
+    /// manifest first, then the objects of segments wholly below it and of spill objects
+    /// no longer referenced. A crash between the two leaves orphans for the scrubber.
+    pub async fn advance_start(&self, new_start: i64, leader_epoch: i32) -> Result<u64, TierError> {
+        let root = self.root();
+        if new_start <= root.log_start_offset {
+            return Ok(0);
+        }
+        let doomed = self.segments_below(&root, new_start, usize::MAX).await?;
+        let doomed_bytes: u64 = doomed.iter().map(|e| e.log_bytes).sum();
+        let doomed_ids: HashSet<Uuid> = doomed.iter().map(|e| e.object_id).collect();
+        let mut dropped_refs = Vec::new();
+        let outcome = self
+            .commit(leader_epoch, |next| {
+                if new_start <= next.log_start_offset {
+                    return Ok(false);
+                }
+                next.log_start_offset = new_start;
+                next.tail.retain(|e| e.end_offset > new_start);
+                dropped_refs = next
+                    .refs
+                    .iter()
+                    .filter(|r| r.end_offset <= new_start)
+                    .copied()
+                    .collect();
+                next.refs.retain(|r| r.end_offset > new_start);
+                next.live_bytes = next.live_bytes.saturating_sub(doomed_bytes);
+                next.live_segments = next.live_segments.saturating_sub(doomed.len() as u64);
+                if next.tail.is_empty() && next.refs.is_empty() {
+                    next.live_bytes = 0;
+                    next.live_segments = 0;
+                }
+                Ok(true)
+            })
+            .await?;
+        if !outcome {
+            return Ok(0);
+        }
+        for entry in &doomed {
+            self.delete_quietly(&self.segment_key(entry)).await;
+        }
+        let mut spill_keys = Vec::new();
+        for r in &dropped_refs {
+            self.collect_spills(r, &mut spill_keys).await;
+        }
+        for key in spill_keys {
+            self.delete_quietly(&key).await;
+        }
+        info!(partition = %self.id, log_start_offset = new_start, segments = doomed_ids.len(),
+            bytes = doomed_bytes, "deleted remote segments");
+        Ok(doomed_bytes)
+    }
+
+    /// Keys of `r`'s object and every spill object below it.
+    async fn collect_spills(&self, r: &SpillRef, out: &mut Vec<String>) {
+        out.push(keys::manifest_key(
+            &self.id,
+            r.level,
+            r.first_offset,
+            r.object_id,
+        ));
+        if r.level == 0 {
+            return;
+        }
+        let mut stack = vec![*r];
+        while let Some(r) = stack.pop() {
+            match self.load_spill(&r).await {
+                Ok(spill) => {
+                    if let Spill::Refs { refs, .. } = &*spill {
+                        for child in refs {
+                            out.push(keys::manifest_key(
+                                &self.id,
+                                child.level,
+                                child.first_offset,
+                                child.object_id,
+                            ));
+                            if child.level > 0 {
+                                stack.push(*child);
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    warn!(partition = %self.id, error = %e, "cannot read a dropped manifest object; the scrubber will remove what it references")
+                }
+            }
+        }
+    }
+
+    async fn delete_quietly(&self, key: &str) {
+        if let Err(e) = self.store.delete(key).await {
+            warn!(key, error = %e, "could not delete a remote object; the scrubber will retry");
+        }
+    }
+
+    /// Deletes objects under this partition that no manifest references and that are
+    /// older than `grace_ms`. Returns how many were deleted.
+    pub async fn scrub(&self, now_ms: i64, grace_ms: i64) -> Result<usize, TierError> {
+        let objects = self.store.list(&keys::partition_prefix(&self.id)).await?;
+        // Read after listing: anything committed before the LIST is in this root.
+        let root = self.root();
+        let in_flight = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut reachable_spills = HashSet::new();
+        let mut stack: Vec<SpillRef> = root.refs.clone();
+        while let Some(r) = stack.pop() {
+            reachable_spills.insert(r.object_id);
+            if r.level > 0
+                && let Spill::Refs { refs, .. } = &*self.load_spill(&r).await?
+            {
+                stack.extend(refs.iter().copied());
+            }
+        }
+        let mut deleted = 0;
+        for object in objects {
+            if now_ms - object.last_modified_ms < grace_ms {
+                continue;
+            }
+            let referenced = match keys::parse_object_name(&object.key) {
+                None => continue,
+                Some(ObjectName::Segment {
+                    base_offset,
+                    object_id,
+                }) => {
+                    in_flight.contains(&object_id)
+                        || self.find(&root, base_offset).await?.is_some_and(|e| {
+                            e.object_id == object_id
+                                && e.base_offset == base_offset
+                                && e.end_offset > root.log_start_offset
+                        })
+                }
+                Some(ObjectName::Manifest { object_id, .. }) => {
+                    in_flight.contains(&object_id) || reachable_spills.contains(&object_id)
+                }
+            };
+            if !referenced {
+                info!(
+                    key = object.key,
+                    "deleting an object no manifest references"
+                );
+                self.store.delete(&object.key).await?;
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Topic deletion: every object of the partition, then its manifest root.
+    pub async fn delete_everything(&self) -> Result<(), TierError> {
+        delete_prefix(&*self.store, &keys::partition_prefix(&self.id)).await?;
+        self.manifests.delete(&self.id).await?;
+        Ok(())
+    }
+}
+
+/// Deletes every object under `prefix` (topic deletion, and the scrubber for topics that
+/// no longer exist).
+pub async fn delete_prefix(store: &dyn RemoteStore, prefix: &str) -> Result<usize, StoreError> {
+    let objects = store.list(prefix).await?;
+    for object in &objects {
+        store.delete(&object.key).await?;
+    }
+    Ok(objects.len())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,848 @@
+//! The edge to object storage: the [`RemoteStore`] trait (the calls Strata makes, and no
+//! others), its implementation over `object_store` (S3 or a local directory), and the
+//! decorators that wrap it: [`RetryingStore`], [`MeteredStore`] and [`FaultyStore`].
+//!
+//! The trait is deliberately narrower than `object_store::ObjectStore`: the IAM policy an
+//! operator grants is exactly `s3:PutObject` (simple and multipart), `s3:GetObject`,
+//! `s3:DeleteObject`, `s3:AbortMultipartUpload` and `s3:ListBucket` (the scrubber only),
+//! and the metrics decorator can count every billed request.
+//!
+//! Multipart uploads are one call here (`put_body`): object_store numbers parts by call
+//! order, so a single failed part cannot be re-sent through its interface. object_store
+//! retries each HTTP request itself; [`RetryingStore`] retries the whole upload (aborting
+//! the failed one) when that is not enough.
+
+use std::fmt;
+use std::fs::File;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use rand::{Rng, SeedableRng};
+use tracing::warn;
+
+/// Why an object-store call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("object {0} does not exist")]
+    NotFound(String),
+    /// Worth retrying: the network, a 5xx, throttling, a timeout.
+    #[error("object store call {op} on {key} failed: {message}")]
+    Transient {
+        op: &'static str,
+        key: String,
+        message: String,
+    },
+    /// Retrying will not help: credentials, permissions, a bad request.
+    #[error("object store call {op} on {key} was refused: {message}")]
+    Permanent {
+        op: &'static str,
+        key: String,
+        message: String,
+    },
+}
+
+impl StoreError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Transient { .. })
+    }
+
+    fn from_object_store(op: &'static str, key: &str, error: object_store::Error) -> StoreError {
+        use object_store::Error as E;
+        match error {
+            E::NotFound { .. } => StoreError::NotFound(key.to_string()),
+            E::InvalidPath { .. }
+            | E::NotSupported { .. }
+            | E::NotImplemented { .. }
+            | E::PermissionDenied { .. }
+            | E::Unauthenticated { .. }
+            | E::UnknownConfigurationKey { .. }
+            | E::AlreadyExists { .. }
+            | E::Precondition { .. } => StoreError::Permanent {
+                op,
+                key: key.to_string(),
+                message: error.to_string(),
+            },
+            other => StoreError::Transient {
+                op,
+                key: key.to_string(),
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+/// One listed object (the scrubber's view).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+    pub last_modified_ms: i64,
+}
+
+/// Bytes to upload, assembled from pieces of files and memory, read part by part so a
+/// 1 GiB segment never sits in memory whole. Files are read with `pread` on the blocking
+/// pool; an unlinked file stays readable through its open handle.
+#[derive(Clone, Default)]
+pub struct Body {
+    pieces: Vec<Piece>,
+    len: u64,
+}
+
+#[derive(Clone)]
+enum Piece {
+    File {
+        file: Arc<File>,
+        offset: u64,
+        len: u64,
+    },
+    Bytes(Bytes),
+}
+
+impl Piece {
+    fn len(&self) -> u64 {
+        match self {
+            Piece::File { len, .. } => *len,
+            Piece::Bytes(b) => b.len() as u64,
+        }
+    }
+}
+
+impl fmt::Debug for Body {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Body({} bytes in {} pieces)",
+            self.len,
+            self.pieces.len()
+        )
+    }
+}
+
+impl Body {
+    pub fn new() -> Body {
+        Body::default()
+    }
+
+    pub fn push_file(&mut self, file: Arc<File>, offset: u64, len: u64) {
+        if len > 0 {
+            self.pieces.push(Piece::File { file, offset, len });
+            self.len += len;
+        }
+    }
+
+    pub fn push_bytes(&mut self, bytes: Bytes) {
+        if !bytes.is_empty() {
+            self.len += bytes.len() as u64;
+            self.pieces.push(Piece::Bytes(bytes));
+        }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Reads `range` of the body. Blocking (file reads): call it from the blocking pool.
+    pub fn read_blocking(&self, range: Range<u64>) -> std::io::Result<Bytes> {
+        let mut out = Vec::with_capacity((range.end - range.start) as usize);
+        let mut piece_start = 0u64;
+        for piece in &self.pieces {
+            let piece_end = piece_start + piece.len();
+            let from = range.start.max(piece_start);
+            let to = range.end.min(piece_end);
+            if from < to {
+                let (a, b) = (from - piece_start, to - piece_start);
+                match piece {
+                    Piece::File { file, offset, .. } => {
+                        let at = out.len();
+                        out.resize(at + (b - a) as usize, 0);
+                        file.read_exact_at(&mut out[at..], offset + a)?;
+                    }
+                    Piece::Bytes(bytes) => out.extend_from_slice(&bytes[a as usize..b as usize]),
+                }
+            }
+            piece_start = piece_end;
+        }
+        Ok(Bytes::from(out))
+    }
+
+    async fn read(&self, range: Range<u64>) -> std::io::Result<Bytes> {
+        let body = self.clone();
+        tokio::task::spawn_blocking(move || body.read_blocking(range))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(format!("read task failed: {e}"))))
+    }
+}
+
+/// The object-store calls Strata makes. Keys are `/`-separated, relative to the store's
+/// root (the bucket and prefix of the `object_store` setting).
+#[async_trait::async_trait]
+pub trait RemoteStore: Send + Sync + 'static {
+    /// Writes a whole object. Objects are never overwritten: every key is unique.
+    async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError>;
+    /// Writes `body`, as a multipart upload of `part_bytes` parts when it is larger than
+    /// one part. A failed multipart upload is aborted.
+    async fn put_body(&self, key: &str, body: &Body, part_bytes: u64) -> Result<(), StoreError>;
+    async fn get(&self, key: &str) -> Result<Bytes, StoreError>;
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError>;
+    /// Deleting a missing object succeeds.
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
+    /// Every object under `prefix`. Only the scrubber lists; reads never do.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError>;
+}
+
+/// [`RemoteStore`] over an `object_store` implementation.
+pub struct ObjectStoreBackend {
+    inner: Arc<dyn ObjectStore>,
+    description: String,
+}
+
+impl ObjectStoreBackend {
+    pub fn new(inner: Arc<dyn ObjectStore>, description: String) -> ObjectStoreBackend {
+        ObjectStoreBackend { inner, description }
+    }
+
+    fn path(key: &str) -> ObjectPath {
+        ObjectPath::from(key)
+    }
+}
+
+impl fmt::Display for ObjectStoreBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.description)
+    }
+}
+
+#[async_trait::async_trait]
+impl RemoteStore for ObjectStoreBackend {
+    async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
+        self.inner
+            .put(&Self::path(key), PutPayload::from(bytes))
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::from_object_store("put", key, e))
+    }
+
+    async fn put_body(&self, key: &str, body: &Body, part_bytes: u64) -> Result<(), StoreError> {
+        let read_err = |e: std::io::Error| StoreError::Permanent {
+            op: "put",
+            key: key.to_string(),
+            message: format!("cannot read the local file to upload: {e}"),
+        };
+        if body.len() <= part_bytes {
+            let bytes = body.read(0..body.len()).await.map_err(read_err)?;
+            return self.put(key, bytes).await;
+        }
+        let path = Self::path(key);
+        let mut upload = self
+            .inner
+            .put_multipart(&path)
+            .await
+            .map_err(|e| StoreError::from_object_store("create_multipart", key, e))?;
+        let mut start = 0;
+        let result = async {
+            while start < body.len() {
+                let end = (start + part_bytes).min(body.len());
+                let bytes = body.read(start..end).await.map_err(read_err)?;
+                upload
+                    .put_part(PutPayload::from(bytes))
+                    .await
+                    .map_err(|e| StoreError::from_object_store("put_part", key, e))?;
+                start = end;
+            }
+            upload
+                .complete()
+                .await
+                .map_err(|e| StoreError::from_object_store("complete_multipart", key, e))
+        }
+        .await;
+        if let Err(error) = result {
+            if let Err(abort) = upload.abort().await {
+                warn!(key, %abort, "could not abort a failed multipart upload; the bucket's lifecycle rule reclaims it");
+            }
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
+        let result = self
+            .inner
+            .get(&Self::path(key))
+            .await
+            .map_err(|e| StoreError::from_object_store("get", key, e))?;
+        result
+            .bytes()
+            .await
+            .map_err(|e| StoreError::from_object_store("get", key, e))
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
+        self.inner
+            .get_range(&Self::path(key), range)
+            .await
+            .map_err(|e| StoreError::from_object_store("get", key, e))
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        match self.inner.delete(&Self::path(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(StoreError::from_object_store("delete", key, e)),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        let prefix_path = Self::path(prefix);
+        let prefix_arg = if prefix.is_empty() {
+            None
+        } else {
+            Some(&prefix_path)
+        };
+        self.inner
+            .list(prefix_arg)
+            .map_ok(|meta| ObjectInfo {
+                key: meta.location.to_string(),
+                size: meta.size,
+                last_modified_ms: meta.last_modified.timestamp_millis(),
+            })
+            .try_collect()
+            .await
+            .map_err(|e| StoreError::from_object_store("list", prefix, e))
+    }
+}
+
+/// Backoff for [`RetryingStore`]: exponential from `base` to `max`, full jitter, at most
+/// `attempts` tries in all.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 6,
+            base: Duration::from_millis(100),
+            max: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Retries transient failures with exponential backoff and full jitter. Permanent
+/// failures and `NotFound` are returned at once.
+pub struct RetryingStore<S> {
+    inner: S,
+    policy: RetryPolicy,
+    rng: std::sync::Mutex<rand::rngs::StdRng>,
+}
+
+impl<S: RemoteStore> RetryingStore<S> {
+    /// `seed` makes the jitter reproducible in tests.
+    pub fn new(inner: S, policy: RetryPolicy, seed: u64) -> RetryingStore<S> {
+        RetryingStore {
+            inner,
+            policy,
+            rng: std::sync::Mutex::new(rand::rngs::StdRng::seed_from_u64(seed)),
+        }
+    }
+
+    fn delay(&self, attempt: u32) -> Duration {
+        let ceiling = self
+            .policy
+            .base
+            .saturating_mul(1 << attempt.min(16))
+            .min(self.policy.max);
+        let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+        ceiling.mul_f64(rng.random_range(0.0..=1.0))
+    }
+
+    async fn retry<T, F, Fut>(&self, mut call: F) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut + Send,
+        Fut: Future<Output = Result<T, StoreError>> + Send,
+        T: Send,
+    {
+        let mut attempt = 0;
+        loop {
+            match call().await {
+                Err(e) if e.is_transient() && attempt + 1 < self.policy.attempts => {
+                    let delay = self.delay(attempt);
+                    attempt += 1;
+                    warn!(error = %e, attempt, delay_ms = delay.as_millis() as u64, "object store call failed; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl<S: RemoteStore> RemoteStore for RetryingStore<S> {
+    async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
+        self.retry(|| self.inner.put(key, bytes.clone())).await
+    }
+    async fn put_body(&self, key: &str, body: &Body, part_bytes: u64) -> Result<(), StoreError> {
+        self.retry(|| self.inner.put_body(key, body, part_bytes))
+            .await
+    }
+    async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
+        self.retry(|| self.inner.get(key)).await
+    }
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
+        self.retry(|| self.inner.get_range(key, range.clone()))
+            .await
+    }
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.retry(|| self.inner.delete(key)).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        self.retry(|| self.inner.list(prefix)).await
+    }
+}
+
+/// Object-store metrics: requests (as billed: a multipart upload counts its parts), bytes,
+/// latency and errors, by operation and, where the key names one, by topic.
+#[derive(Clone)]
+pub struct StoreMetrics {
+    requests: IntCounterVec,
+    errors: IntCounterVec,
+    bytes: IntCounterVec,
+    duration: HistogramVec,
+}
+
+impl StoreMetrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<StoreMetrics> {
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "strata_object_store_requests_total",
+                "Object-store requests as billed (a multipart upload counts create, each part and complete), by operation and topic.",
+            ),
+            &["op", "topic"],
+        )?;
+        let errors = IntCounterVec::new(
+            Opts::new(
+                "strata_object_store_errors_total",
+                "Object-store calls that failed (before retries), by operation and topic.",
+            ),
+            &["op", "topic"],
+        )?;
+        let bytes = IntCounterVec::new(
+            Opts::new(
+                "strata_object_store_bytes_total",
+                "Bytes sent (put) and received (get) from the object store, by operation and topic.",
+            ),
+            &["op", "topic"],
+        )?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "strata_object_store_request_duration_seconds",
+                "Latency of object-store calls (a whole multipart upload is one observation).",
+            )
+            .buckets(vec![
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+            &["op"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(errors.clone()))?;
+        registry.register(Box::new(bytes.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        Ok(StoreMetrics {
+            requests,
+            errors,
+            bytes,
+            duration,
+        })
+    }
+}
+
+/// Wraps a store with [`StoreMetrics`].
+pub struct MeteredStore<S> {
+    inner: S,
+    metrics: StoreMetrics,
+}
+
+impl<S: RemoteStore> MeteredStore<S> {
+    pub fn new(inner: S, metrics: StoreMetrics) -> MeteredStore<S> {
+        MeteredStore { inner, metrics }
+    }
+
+    async fn observe<T>(
+        &self,
+        op: &'static str,
+        key: &str,
+        requests: u64,
+        bytes_of: impl FnOnce(&T) -> u64,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let topic = crate::keys::topic_of_key(key).unwrap_or("");
+        let started = Instant::now();
+        let result = call.await;
+        self.metrics
+            .duration
+            .with_label_values(&[op])
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .requests
+            .with_label_values(&[op, topic])
+            .inc_by(requests);
+        match &result {
+            Ok(value) => self
+                .metrics
+                .bytes
+                .with_label_values(&[op, topic])
+                .inc_by(bytes_of(value)),
+            Err(StoreError::NotFound(_)) => {}
+            Err(_) => self.metrics.errors.with_label_values(&[op, topic]).inc(),
+        }
+        result
+    }
+}
+
+#[async_trait::async_trait]
+impl<S: RemoteStore> RemoteStore for MeteredStore<S> {
+    async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
+        let len = bytes.len() as u64;
+        self.observe("put", key, 1, |_| len, self.inner.put(key, bytes))
+            .await
+    }
+    async fn put_body(&self, key: &str, body: &Body, part_bytes: u64) -> Result<(), StoreError> {
+        let len = body.len();
+        let (op, requests) = if len <= part_bytes {
+            ("put", 1)
+        } else {
+            ("put_part", len.div_ceil(part_bytes.max(1)) + 2)
+        };
+        self.observe(
+            op,
+            key,
+            requests,
+            |_| len,
+            self.inner.put_body(key, body, part_bytes),
+        )
+        .await
+    }
+    async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
+        self.observe(
+            "get",
+            key,
+            1,
+            |b: &Bytes| b.len() as u64,
+            self.inner.get(key),
+        )
+        .await
+    }
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
+        self.observe(
+            "get",
+            key,
+            1,
+            |b: &Bytes| b.len() as u64,
+            self.inner.get_range(key, range),
+        )
+        .await
+    }
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.observe("delete", key, 1, |_| 0, self.inner.delete(key))
+            .await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        // One LIST request returns up to 1000 keys.
+        let result = self.inner.list(prefix).await;
+        let pages = result
+            .as_ref()
+            .map_or(1, |v| (v.len() as u64).div_ceil(1000).max(1));
+        self.metrics
+            .requests
+            .with_label_values(&["list", ""])
+            .inc_by(pages);
+        if result.is_err() {
+            self.metrics.errors.with_label_values(&["list", ""]).inc();
+        }
+        result
+    }
+}
+
+/// Switches for [`FaultyStore`], shared with whoever drives the faults (tests).
+#[derive(Debug, Default)]
+pub struct Faults {
+    /// Every call fails with a transient error while set.
+    pub unavailable: AtomicBool,
+    /// The next N calls fail with a transient error.
+    pub fail_next: AtomicU64,
+    /// Calls seen, failed or not.
+    pub calls: AtomicU64,
+}
+
+impl Faults {
+    fn check(&self, op: &'static str, key: &str) -> Result<(), StoreError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let fail_next = self
+            .fail_next
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok();
+        if fail_next || self.unavailable.load(Ordering::Relaxed) {
+            return Err(StoreError::Transient {
+                op,
+                key: key.to_string(),
+                message: "injected fault".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Fails calls on demand (see [`Faults`]) before they reach the inner store.
+pub struct FaultyStore<S> {
+    inner: S,
+    faults: Arc<Faults>,
+}
+
+impl<S: RemoteStore> FaultyStore<S> {
+    pub fn new(inner: S, faults: Arc<Faults>) -> FaultyStore<S> {
+        FaultyStore { inner, faults }
+    }
+}
+
+#[async_trait::async_trait]
+impl<S: RemoteStore> RemoteStore for FaultyStore<S> {
+    async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
+        self.faults.check("put", key)?;
+        self.inner.put(key, bytes).await
+    }
+    async fn put_body(&self, key: &str, body: &Body, part_bytes: u64) -> Result<(), StoreError> {
+        self.faults.check("put", key)?;
+        self.inner.put_body(key, body, part_bytes).await
+    }
+    async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
+        self.faults.check("get", key)?;
+        self.inner.get(key).await
+    }
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
+        self.faults.check("get", key)?;
+        self.inner.get_range(key, range).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.faults.check("delete", key)?;
+        self.inner.delete(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        self.faults.check("list", prefix)?;
+        self.inner.list(prefix).await
+    }
+}
+
+#[async_trait::async_trait]
+impl<S: RemoteStore + ?Sized> RemoteStore for Arc<S> {
+    async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
+        (**self).put(key, bytes).await
+    }
+    async fn put_body(&self, key: &str, body: &Body, part_bytes: u64) -> Result<(), StoreError> {
+        (**self).put_body(key, body, part_bytes).await
+    }
+    async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
+        (**self).get(key).await
+    }
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
+        (**self).get_range(key, range).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        (**self).delete(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        (**self).list(prefix).await
+    }
+}
+
+/// Where objects go: the `object_store` setting, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Directory(std::path::PathBuf),
+    S3 { bucket: String, prefix: String },
+}
+
+/// S3 connection settings. Empty strings fall back to the standard AWS variables
+/// (AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+/// AWS_SESSION_TOKEN, and web-identity/IRSA or instance credentials).
+#[derive(Debug, Clone, Default)]
+pub struct S3Settings {
+    pub endpoint: String,
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// Path-style requests (`endpoint/bucket/key`): MinIO and moto want this.
+    pub path_style: bool,
+    pub allow_http: bool,
+}
+
+/// Builds the bare store (no decorators) for `location`.
+pub fn open(location: &Location, s3: &S3Settings) -> Result<ObjectStoreBackend, String> {
+    match location {
+        Location::Directory(dir) => {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            let store = object_store::local::LocalFileSystem::new_with_prefix(dir)
+                .map_err(|e| format!("cannot use {}: {e}", dir.display()))?
+                .with_automatic_cleanup(true);
+            Ok(ObjectStoreBackend::new(
+                Arc::new(store),
+                format!("file://{}", dir.display()),
+            ))
+        }
+        Location::S3 { bucket, prefix } => {
+            use object_store::aws::AmazonS3Builder;
+            let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+            if !s3.endpoint.is_empty() {
+                builder = builder.with_endpoint(&s3.endpoint);
+            }
+            if !s3.region.is_empty() {
+                builder = builder.with_region(&s3.region);
+            }
+            if !s3.access_key_id.is_empty() {
+                builder = builder.with_access_key_id(&s3.access_key_id);
+            }
+            if !s3.secret_access_key.is_empty() {
+                builder = builder.with_secret_access_key(&s3.secret_access_key);
+            }
+            if s3.path_style {
+                builder = builder.with_virtual_hosted_style_request(false);
+            }
+            if s3.allow_http {
+                builder = builder.with_allow_http(true);
+            }
+            // object_store retries each HTTP request; keep that short so RetryingStore and
+            // the uploader, which see the whole operation, decide about long outages.
+            builder = builder.with_retry(object_store::RetryConfig {
+                max_retries: 3,
+                retry_timeout: Duration::from_secs(30),
+                ..Default::default()
+            });
+            let store = builder
+                .build()
+                .map_err(|e| format!("cannot configure S3 bucket {bucket}: {e}"))?;
+            let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+                Arc::new(store)
+            } else {
+                Arc::new(object_store::prefix::PrefixStore::new(
+                    store,
+                    prefix.as_str(),
+                ))
+            };
+            Ok(ObjectStoreBackend::new(
+                store,
+                format!("s3://{bucket}/{prefix}"),
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn local() -> (tempfile::TempDir, ObjectStoreBackend) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(
+            &Location::Directory(dir.path().to_path_buf()),
+            &S3Settings::default(),
+        )
+        .expect("open");
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn multipart_body_from_files_and_bytes_round_trips() {
+        let (dir, store) = local();
+        let path = dir.path().join("src.bin");
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &data).expect("write");
+        let file = Arc::new(File::open(&path).expect("open"));
+        let mut body = Body::new();
+        body.push_file(file, 10, 90_000);
+        body.push_bytes(Bytes::from_static(b"tail"));
+        store.put_body("a/b/obj", &body, 16_384).await.expect("put");
+        let got = store.get("a/b/obj").await.expect("get");
+        assert_eq!(got.len(), 90_004);
+        assert_eq!(&got[..90_000], &data[10..90_010]);
+        assert_eq!(&got[90_000..], b"tail");
+        let range = store.get_range("a/b/obj", 5..15).await.expect("range");
+        assert_eq!(&range[..], &data[15..25]);
+        let listed = store.list("a").await.expect("list");
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].key, "a/b/obj");
+        store.delete("a/b/obj").await.expect("delete");
+        store.delete("a/b/obj").await.expect("delete again");
+        assert!(matches!(
+            store.get("a/b/obj").await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn retries_transient_faults_and_gives_up_after_the_budget() {
+        let (_dir, store) = local();
+        let faults = Arc::new(Faults::default());
+        let policy = RetryPolicy {
+            attempts: 3,
+            base: Duration::from_millis(1),
+            max: Duration::from_millis(2),
+        };
+        let store = RetryingStore::new(FaultyStore::new(store, faults.clone()), policy, 7);
+        faults.fail_next.store(2, Ordering::Relaxed);
+        store
+            .put("k", Bytes::from_static(b"v"))
+            .await
+            .expect("third try works");
+        assert_eq!(faults.calls.load(Ordering::Relaxed), 3);
+        faults.unavailable.store(true, Ordering::Relaxed);
+        let err = store.get("k").await.expect_err("down");
+        assert!(err.is_transient(), "{err}");
+        assert_eq!(faults.calls.load(Ordering::Relaxed), 6);
+        faults.unavailable.store(false, Ordering::Relaxed);
+        // NotFound is not retried.
+        assert!(matches!(
+            store.get("missing").await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert_eq!(faults.calls.load(Ordering::Relaxed), 7);
+    }
+
+    #[tokio::test]
+    async fn metered_store_counts_billed_requests() {
+        let (_dir, store) = local();
+        let registry = Registry::new();
+        let metrics = StoreMetrics::register(&registry).expect("register");
+        let store = MeteredStore::new(store, metrics.clone());
+        let mut body = Body::new();
+        body.push_bytes(Bytes::from(vec![7u8; 10_000]));
+        let key = "topics/orders.00000000-0000-0000-0000-000000000000/0/x.segment";
+        store.put_body(key, &body, 4_000).await.expect("put");
+        // 3 parts + create + complete.
+        assert_eq!(
+            metrics
+                .requests
+                .with_label_values(&["put_part", "orders"])
+                .get(),
+            5
+        );
+        store.get_range(key, 0..100).await.expect("get");
+        assert_eq!(
+            metrics.bytes.with_label_values(&["get", "orders"]).get(),
+            100
+        );
+    }
+}
