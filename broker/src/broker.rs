@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use crate::config::Config;
 use crate::log::{Log, LogError};
 use crate::partition::Partition;
 use crate::telemetry::Metrics;
+use crate::tiered::Tiering;
 use crate::topic_config::{TopicConfig, TopicConfigError};
 
 /// Time comes in through this trait so tests can control it.
@@ -63,6 +65,8 @@ pub enum AdminError {
     Store(StoreError),
     #[error(transparent)]
     Log(#[from] LogError),
+    #[error("tiered storage: {0}")]
+    Tiering(String),
 }
 
 impl From<StoreError> for AdminError {
@@ -88,6 +92,10 @@ pub struct Broker {
     /// Cancelled at shutdown; long polls end early on it.
     pub shutdown: tokio_util::sync::CancellationToken,
     store: Arc<dyn MetadataStore>,
+    /// Tiered storage; `None` only in unit tests that build a broker without it.
+    pub tiering: Option<Arc<Tiering>>,
+    /// Set by housekeeping while the data disk is past `disk_high_watermark_percent`.
+    pub disk_full: AtomicBool,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     /// A tokio mutex: held across metadata store calls so admin changes apply in order.
     admin: tokio::sync::Mutex<()>,
@@ -163,6 +171,7 @@ impl Broker {
     pub async fn open(
         config: Config,
         store: Arc<dyn MetadataStore>,
+        tiering: Option<Arc<Tiering>>,
         metrics: Arc<Metrics>,
         clock: Arc<dyn Clock>,
         shutdown: tokio_util::sync::CancellationToken,
@@ -181,6 +190,8 @@ impl Broker {
             clock,
             shutdown,
             store,
+            tiering,
+            disk_full: AtomicBool::new(false),
             topics: RwLock::new(HashMap::new()),
             admin: tokio::sync::Mutex::new(()),
             _data_dir_lock: data_dir_lock,
@@ -192,6 +203,7 @@ impl Broker {
             known_dirs.insert(broker.topic_dir(&record.name, record.id));
             let topic = broker
                 .open_topic(record)
+                .await
                 .with_context(|| "open a topic's logs".to_string())?;
             broker
                 .write_topics()
@@ -242,30 +254,62 @@ impl Broker {
         }
     }
 
-    fn open_partition(
+    async fn open_partition(
         &self,
         record: &TopicRecord,
         config: &TopicConfig,
         index: usize,
-    ) -> Result<Partition, LogError> {
+    ) -> Result<Partition, AdminError> {
         let dir = self
             .topic_dir(&record.name, record.id)
             .join(index.to_string());
-        let log = Log::open(&dir, config.log_config(), self.clock.now_ms())?;
+        let remote = match &self.tiering {
+            Some(tiering) => Some(
+                tiering
+                    .open_remote_log(strata_tiering::PartitionId {
+                        topic: record.name.clone(),
+                        topic_id: record.id,
+                        partition: index as i32,
+                    })
+                    .await
+                    .map_err(|e| AdminError::Tiering(e.to_string()))?,
+            ),
+            None => None,
+        };
+        // After an empty-disk restart the local log starts where the remote tier ends.
+        let remote_end = remote.as_ref().and_then(|r| r.marks().end_offset);
+        let now = self.clock.now_ms();
+        let mut log = Log::open_at(&dir, config.log_config(), now, remote_end.unwrap_or(0))?;
+        if let Some(end) = remote_end
+            && log.log_end_offset() < end
+        {
+            // The local log lost data the bucket has (a replaced or restored disk):
+            // offsets must stay dense, so the local log restarts at the remote end.
+            warn!(topic = %record.name, partition = index, local_end = log.log_end_offset(),
+                remote_end = end, "local log is behind the remote tier; restarting it at the remote end");
+            drop(log);
+            std::fs::remove_dir_all(&dir).map_err(|source| LogError::Io {
+                dir: dir.clone(),
+                source,
+            })?;
+            log = Log::open_at(&dir, config.log_config(), now, end)?;
+        }
         let epoch = record.partitions.get(index).map_or(0, |p| p.leader_epoch);
         Ok(Partition::new(
             record.name.clone(),
             index as i32,
             log,
             epoch,
+            remote,
         ))
     }
 
-    fn open_topic(&self, record: TopicRecord) -> Result<Topic, AdminError> {
+    async fn open_topic(&self, record: TopicRecord) -> Result<Topic, AdminError> {
         let config = TopicConfig::resolve(&record.configs, &self.config)?;
-        let partitions = (0..record.partitions.len())
-            .map(|i| self.open_partition(&record, &config, i).map(Arc::new))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut partitions = Vec::with_capacity(record.partitions.len());
+        for i in 0..record.partitions.len() {
+            partitions.push(Arc::new(self.open_partition(&record, &config, i).await?));
+        }
         Ok(Topic {
             name: record.name.clone(),
             id: record.id,
@@ -375,7 +419,7 @@ impl Broker {
         // If the store refuses, the new directories go; if we crash in between, start-up
         // removes them as logs of an unknown topic.
         let id = record.id;
-        let topic = match self.open_topic(record) {
+        let topic = match self.open_topic(record).await {
             Ok(topic) => Arc::new(topic),
             Err(e) => {
                 let _ = std::fs::remove_dir_all(self.topic_dir(name, id));
@@ -430,6 +474,7 @@ impl Broker {
             }
         }
         let _ = std::fs::remove_dir(self.topic_dir(name, topic.id));
+        crate::tiered::delete_remote(topic.partitions.clone());
         self.metrics
             .forget_topic(name, topic.partitions.len() as i32);
         info!(topic = name, "deleted topic");
@@ -467,13 +512,13 @@ impl Broker {
         // Logs first, then the store (as in create_topic).
         let mut added = Vec::new();
         for index in current as usize..count as usize {
-            match self.open_partition(&record, &topic.config, index) {
+            match self.open_partition(&record, &topic.config, index).await {
                 Ok(partition) => added.push(Arc::new(partition)),
                 Err(e) => {
                     added
                         .iter()
                         .for_each(|p: &Arc<Partition>| drop(p.delete_files()));
-                    return Err(e.into());
+                    return Err(e);
                 }
             }
         }
@@ -539,6 +584,7 @@ impl Broker {
     pub async fn housekeeping(&self, force_flush: bool) {
         use futures::StreamExt;
         let now = self.clock.now_ms();
+        self.check_disk();
         let partitions: Vec<Arc<Partition>> = self
             .topics()
             .iter()
@@ -564,9 +610,49 @@ impl Broker {
                 self.metrics.log_size.with_label_values(&labels).set(size as i64);
                 self.metrics.log_segments.with_label_values(&labels).set(segments as i64);
                 self.metrics.log_end_offset.with_label_values(&labels).set(end);
-                self.metrics.log_start_offset.with_label_values(&labels).set(start);
+                self.metrics
+                    .log_start_offset
+                    .with_label_values(&labels)
+                    .set(partition.watermarks().log_start_offset);
+                self.metrics.local_log_start_offset.with_label_values(&labels).set(start);
+                if let Some(remote) = partition.remote() {
+                    let marks = remote.marks();
+                    let m = &self.metrics;
+                    m.remote_log_start_offset.with_label_values(&labels).set(marks.log_start_offset);
+                    m.remote_log_end_offset
+                        .with_label_values(&labels)
+                        .set(marks.end_offset.unwrap_or(marks.log_start_offset));
+                    m.remote_segments.with_label_values(&labels).set(marks.live_segments as i64);
+                    m.remote_bytes.with_label_values(&labels).set(marks.live_bytes as i64);
+                }
             })
             .await;
+    }
+
+    /// Updates `disk_full` from the data directory's file system usage.
+    fn check_disk(&self) {
+        match crate::sys::disk_used_percent(&self.config.data_dir) {
+            Ok(used) => {
+                self.metrics.disk_used_percent.set(used as i64);
+                let limit = self.config.disk_high_watermark_percent;
+                let full = limit < 100 && used >= limit as f64;
+                if full != self.disk_full.swap(full, Ordering::Relaxed) {
+                    if full {
+                        warn!(
+                            used_percent = used,
+                            limit,
+                            "data disk past its high-water mark: refusing produce until space is freed"
+                        );
+                    } else {
+                        info!(
+                            used_percent = used,
+                            "data disk below its high-water mark: accepting produce again"
+                        );
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot read the data disk's usage"),
+        }
     }
 
     pub fn housekeeping_interval(&self) -> Duration {

@@ -23,11 +23,75 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// HTTP listener for /metrics, /healthz, /readyz. Default 127.0.0.1:9644.
     pub http: String,
-    /// `embedded` (a file in the data dir) or `etcd://HOST:PORT[,HOST:PORT...][/PREFIX]`.
+    /// `embedded` (a file in the data dir), `file:///DIR` (the embedded store in another
+    /// directory, so it outlives the data disk) or
+    /// `etcd://HOST:PORT[,HOST:PORT...][/PREFIX]`.
     pub metadata: String,
-    /// `file:///DIR` or `s3://BUCKET[/PREFIX]`. Default: empty, meaning
-    /// `file://<data_dir>/objects`. Validated now; used by tiered storage.
+    /// Where tiered storage puts segments: `file:///DIR` or `s3://BUCKET[/PREFIX]`.
+    /// Default: empty, meaning `file://<data_dir>/objects`.
     pub object_store: String,
+    /// S3 endpoint URL (MinIO, moto, or a VPC endpoint). Default: empty, meaning
+    /// AWS_ENDPOINT_URL if set, else AWS's regional endpoint.
+    pub s3_endpoint: String,
+    /// S3 region. Default: empty, meaning AWS_REGION (then us-east-1).
+    pub s3_region: String,
+    /// Static credentials. Default: empty, meaning AWS_ACCESS_KEY_ID /
+    /// AWS_SECRET_ACCESS_KEY, then web identity (IRSA), then instance credentials.
+    /// Prefer the environment or a Secret over writing keys into the config file.
+    pub s3_access_key_id: String,
+    pub s3_secret_access_key: String,
+    /// Path-style requests (ENDPOINT/BUCKET/KEY). MinIO and moto need it. Default false.
+    pub s3_path_style: bool,
+    /// Allow plain-HTTP endpoints. Default false.
+    pub s3_allow_http: bool,
+    /// How often the uploader looks for sealed segments to upload, and applies remote
+    /// retention. Default 1000 ms. Upload latency after a roll is at most this long.
+    pub remote_upload_interval_ms: i64,
+    /// Partitions uploading at once. Default 4. Each upload holds one part in memory.
+    pub remote_upload_concurrency: i64,
+    /// Multipart part size; segments larger than one part are uploaded in parts. Default
+    /// 16 MiB (S3's minimum is 5 MiB). Each part is one billed PUT request: at 16 MiB a
+    /// 1 GiB segment costs 66 requests, at 64 MiB 18.
+    pub remote_upload_part_bytes: i64,
+    /// Warn when the oldest sealed segment not yet uploaded is older than this. Default
+    /// 300000 ms (5 minutes).
+    pub remote_upload_stall_warn_ms: i64,
+    /// Manifest entries kept in the metadata store per partition before older ones spill
+    /// into immutable objects in the bucket. Default 100 (about 7 KiB in etcd per
+    /// partition). Each spill costs one PUT.
+    pub remote_manifest_tail_entries: i64,
+    /// References per level in a manifest root before they are merged a level up.
+    /// Default 16.
+    pub remote_manifest_fanout: i64,
+    /// Remote reads fetch objects in chunks of this size with ranged GETs. Default 4 MiB.
+    /// Larger chunks mean fewer GET requests per GiB replayed (S3 bills each) but more
+    /// memory per read and more bytes fetched for short reads.
+    pub remote_chunk_bytes: i64,
+    /// Chunks fetched ahead of a sequential remote reader. Default 4.
+    pub remote_read_ahead_chunks: i64,
+    /// Upper bound on bytes per second fetched from the object store for remote reads, so
+    /// replays cannot starve live produce and fetch. Default 0: unlimited.
+    pub remote_read_rate_bytes: i64,
+    /// Memory for cached remote chunks. Default 256 MiB.
+    pub remote_cache_memory_bytes: i64,
+    /// Local disk for cached remote chunks; 0 keeps the cache in memory only. Default
+    /// 1 GiB. Replays that fit in it are served at local-disk speed the second time.
+    pub remote_cache_disk_bytes: i64,
+    /// Directory for the disk cache. Default: empty, meaning `<data_dir>/cache`.
+    pub remote_cache_dir: String,
+    /// How often the scrubber lists the bucket for objects no manifest references.
+    /// Default 3600000 ms (1 hour); each run costs one LIST request per 1000 objects.
+    pub remote_scrub_interval_ms: i64,
+    /// Unreferenced objects younger than this are left alone (an upload may be about to
+    /// commit them). Default 3600000 ms.
+    pub remote_scrub_grace_ms: i64,
+    /// Produce is refused with a retriable error (KAFKA_STORAGE_ERROR) while the data
+    /// directory's file system is fuller than this, so a stalled upload backlog fills the
+    /// disk to a known point instead of crashing the broker. Default 95; 100 disables.
+    pub disk_high_watermark_percent: i64,
+    /// Testing only: `crash_after_upload=N` aborts the process after the N-th segment
+    /// upload, before its manifest commit. Default empty.
+    pub fault_injection: String,
     /// Partitions of auto-created topics and of CreateTopics with -1. Default 1.
     pub num_partitions: i32,
     /// Create a topic when a client asks Metadata for one that does not exist.
@@ -91,6 +155,28 @@ impl Default for Config {
             http: "127.0.0.1:9644".into(),
             metadata: "embedded".into(),
             object_store: String::new(),
+            s3_endpoint: String::new(),
+            s3_region: String::new(),
+            s3_access_key_id: String::new(),
+            s3_secret_access_key: String::new(),
+            s3_path_style: false,
+            s3_allow_http: false,
+            remote_upload_interval_ms: 1000,
+            remote_upload_concurrency: 4,
+            remote_upload_part_bytes: 16 << 20,
+            remote_upload_stall_warn_ms: 300_000,
+            remote_manifest_tail_entries: 100,
+            remote_manifest_fanout: 16,
+            remote_chunk_bytes: 4 << 20,
+            remote_read_ahead_chunks: 4,
+            remote_read_rate_bytes: 0,
+            remote_cache_memory_bytes: 256 << 20,
+            remote_cache_disk_bytes: 1 << 30,
+            remote_cache_dir: String::new(),
+            remote_scrub_interval_ms: 3_600_000,
+            remote_scrub_grace_ms: 3_600_000,
+            disk_high_watermark_percent: 95,
+            fault_injection: String::new(),
             num_partitions: 1,
             auto_create_topics: true,
             default_replication_factor: 1,
@@ -140,7 +226,8 @@ fn invalid(setting: &str, message: impl Into<String>) -> ConfigError {
 /// Where cluster metadata lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MetadataUrl {
-    Embedded,
+    /// The embedded store's directory.
+    Embedded(PathBuf),
     Etcd {
         endpoints: Vec<String>,
         prefix: String,
@@ -148,11 +235,7 @@ pub enum MetadataUrl {
 }
 
 /// Where tiered data goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ObjectStoreUrl {
-    Directory(PathBuf),
-    S3 { bucket: String, prefix: String },
-}
+pub use strata_tiering::Location as ObjectStoreUrl;
 
 impl Config {
     /// Builds the configuration from a file (optional), the environment and flag overrides
@@ -261,6 +344,64 @@ impl Config {
         if self.log_housekeeping_interval_ms < 10 {
             return Err(invalid("log_housekeeping_interval_ms", "must be >= 10"));
         }
+        let at_least = |setting: &str, value: i64, min: i64| {
+            if value < min {
+                Err(invalid(setting, format!("must be >= {min}")))
+            } else {
+                Ok(())
+            }
+        };
+        at_least(
+            "remote_upload_interval_ms",
+            self.remote_upload_interval_ms,
+            10,
+        )?;
+        at_least(
+            "remote_upload_concurrency",
+            self.remote_upload_concurrency,
+            1,
+        )?;
+        at_least(
+            "remote_upload_part_bytes",
+            self.remote_upload_part_bytes,
+            5 << 20,
+        )?;
+        at_least(
+            "remote_upload_stall_warn_ms",
+            self.remote_upload_stall_warn_ms,
+            1,
+        )?;
+        at_least(
+            "remote_manifest_tail_entries",
+            self.remote_manifest_tail_entries,
+            2,
+        )?;
+        at_least("remote_manifest_fanout", self.remote_manifest_fanout, 2)?;
+        at_least("remote_chunk_bytes", self.remote_chunk_bytes, 64 << 10)?;
+        if self.remote_chunk_bytes > 256 << 20 {
+            return Err(invalid("remote_chunk_bytes", "must be <= 268435456"));
+        }
+        at_least("remote_read_ahead_chunks", self.remote_read_ahead_chunks, 0)?;
+        at_least("remote_read_rate_bytes", self.remote_read_rate_bytes, 0)?;
+        at_least(
+            "remote_cache_memory_bytes",
+            self.remote_cache_memory_bytes,
+            1 << 20,
+        )?;
+        at_least("remote_cache_disk_bytes", self.remote_cache_disk_bytes, 0)?;
+        at_least(
+            "remote_scrub_interval_ms",
+            self.remote_scrub_interval_ms,
+            100,
+        )?;
+        at_least("remote_scrub_grace_ms", self.remote_scrub_grace_ms, 0)?;
+        if !(1..=100).contains(&self.disk_high_watermark_percent) {
+            return Err(invalid(
+                "disk_high_watermark_percent",
+                "must be between 1 and 100",
+            ));
+        }
+        self.crash_after_upload()?;
         if self.shutdown_timeout_ms < 0 {
             return Err(invalid("shutdown_timeout_ms", "must be >= 0"));
         }
@@ -292,15 +433,49 @@ impl Config {
         }
     }
 
+    /// The `fault_injection` setting's `crash_after_upload=N`, if present.
+    pub fn crash_after_upload(&self) -> Result<Option<u64>, ConfigError> {
+        if self.fault_injection.is_empty() {
+            return Ok(None);
+        }
+        self.fault_injection
+            .strip_prefix("crash_after_upload=")
+            .and_then(|n| n.parse().ok())
+            .map(Some)
+            .ok_or_else(|| {
+                invalid(
+                    "fault_injection",
+                    "the only fault is `crash_after_upload=N` (N a positive count)",
+                )
+            })
+    }
+
+    pub fn remote_cache_dir(&self) -> PathBuf {
+        if self.remote_cache_dir.is_empty() {
+            self.data_dir.join("cache")
+        } else {
+            PathBuf::from(&self.remote_cache_dir)
+        }
+    }
+
     pub fn metadata_url(&self) -> Result<MetadataUrl, ConfigError> {
         if self.metadata == "embedded" {
-            return Ok(MetadataUrl::Embedded);
+            return Ok(MetadataUrl::Embedded(self.data_dir.clone()));
+        }
+        if let Some(path) = self.metadata.strip_prefix("file://") {
+            if !path.starts_with('/') {
+                return Err(invalid(
+                    "metadata",
+                    "file:// URLs need an absolute path (file:///DIR)",
+                ));
+            }
+            return Ok(MetadataUrl::Embedded(PathBuf::from(path)));
         }
         let rest = self.metadata.strip_prefix("etcd://").ok_or_else(|| {
             invalid(
                 "metadata",
                 format!(
-                    "`{}` is neither `embedded` nor `etcd://HOST:PORT[,...][/PREFIX]`",
+                    "`{}` is neither `embedded`, `file:///DIR` nor `etcd://HOST:PORT[,...][/PREFIX]`",
                     self.metadata
                 ),
             )

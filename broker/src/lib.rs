@@ -15,6 +15,7 @@ pub mod protocol;
 pub mod server;
 pub mod sys;
 pub mod telemetry;
+pub mod tiered;
 pub mod topic_config;
 
 #[global_allocator]

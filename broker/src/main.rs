@@ -139,11 +139,18 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         cancel.clone(),
     ));
 
-    let store = cluster::open(&config).await?;
+    let stores = cluster::open(&config).await?;
+    let tiering = strata_broker::tiered::Tiering::open(
+        &config,
+        stores.manifests.clone(),
+        &metrics.tiering_registry,
+    )
+    .await?;
     let listen = config.listen_addr()?;
     let broker = Broker::open(
         config,
-        store,
+        stores.metadata,
+        Some(Arc::new(tiering)),
         metrics,
         Arc::new(SystemClock),
         cancel.clone(),
@@ -170,6 +177,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             }
         })
     };
+    let uploader = tokio::spawn(strata_broker::tiered::run_uploader(broker.clone()));
+    let scrubber = tokio::spawn(strata_broker::tiered::run_scrubber(broker.clone()));
     let accept = tokio::spawn(server::accept_loop(
         broker.clone(),
         listener,
@@ -189,6 +198,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         info!(?timeout, "some connections did not finish in time");
     }
     let _ = housekeeping.await;
+    // Uploads stop between segments; one in flight may finish or be abandoned (it is
+    // redone after restart, and its object scrubbed if it never committed).
+    if tokio::time::timeout(timeout, uploader).await.is_err() {
+        info!("an upload was still running at shutdown; it will be redone");
+    }
+    scrubber.abort();
     broker.housekeeping(true).await;
     let _ = http.await;
     info!("flushed all logs; bye");

@@ -11,14 +11,18 @@
 //! the next fsync as successful, so neither the data nor a later checkpoint can be
 //! trusted. Restart recovery re-validates the tail from the last good checkpoint.
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tokio::sync::watch;
 use tracing::error;
 
-use crate::log::{self, AppendInfo, Log, LogConfig, LogError, RetentionOutcome};
+use strata_tiering::{RemoteLog, RemoteMarks};
+
+use crate::log::{
+    self, AppendInfo, Log, LogConfig, LogError, RemoteBounds, RetentionOutcome, SealedInfo,
+};
 
 pub struct Partition {
     pub topic: String,
@@ -33,6 +37,11 @@ pub struct Partition {
     deleted: AtomicBool,
     /// Set when an fsync failed; see the module doc.
     offline: AtomicBool,
+    /// The remote tier (manifest and objects); `None` only in tests without tiering.
+    remote: Option<Arc<RemoteLog>>,
+    /// Set while an uploader pass runs, so passes for one partition never overlap.
+    uploading: AtomicBool,
+    last_stall_warning_ms: AtomicI64,
 }
 
 /// Runs blocking file work (fsync) on tokio's blocking pool.
@@ -52,7 +61,13 @@ pub struct Watermarks {
 }
 
 impl Partition {
-    pub fn new(topic: String, index: i32, log: Log, leader_epoch: i32) -> Partition {
+    pub fn new(
+        topic: String,
+        index: i32,
+        log: Log,
+        leader_epoch: i32,
+        remote: Option<Arc<RemoteLog>>,
+    ) -> Partition {
         // Recovery fsyncs what it keeps, so everything in an opened log is durable.
         let (high_watermark, _) = watch::channel(log.log_end_offset());
         Partition {
@@ -63,7 +78,72 @@ impl Partition {
             leader_epoch: AtomicI32::new(leader_epoch),
             deleted: AtomicBool::new(false),
             offline: AtomicBool::new(false),
+            remote,
+            uploading: AtomicBool::new(false),
+            last_stall_warning_ms: AtomicI64::new(i64::MIN),
         }
+    }
+
+    pub fn remote(&self) -> Option<&Arc<RemoteLog>> {
+        self.remote.as_ref()
+    }
+
+    fn remote_marks(&self) -> Option<RemoteMarks> {
+        self.remote.as_ref().map(|r| r.marks())
+    }
+
+    /// What the remote tier holds, `[start, end)`, if it ever held anything.
+    pub fn remote_bounds(&self) -> Option<RemoteBounds> {
+        let marks = self.remote_marks()?;
+        Some(RemoteBounds {
+            start: marks.log_start_offset,
+            end: marks.end_offset?,
+        })
+    }
+
+    /// The remote log, if `offset` must be read from it: below the local log start and
+    /// within what the remote tier holds.
+    pub fn remote_for(&self, offset: i64) -> Option<Arc<RemoteLog>> {
+        let bounds = self.remote_bounds()?;
+        let local_start = self.lock().log_start_offset();
+        (offset < local_start && offset >= bounds.start && offset < bounds.end)
+            .then(|| self.remote.clone())
+            .flatten()
+    }
+
+    pub fn log_config(&self) -> LogConfig {
+        self.lock().config().clone()
+    }
+
+    /// Sealed segments below the high watermark the remote tier does not have yet.
+    pub fn upload_candidates(&self, limit: usize) -> Vec<SealedInfo> {
+        let uploaded_end = self.remote_bounds().map(|b| b.end);
+        let high_watermark = self.high_watermark();
+        self.lock()
+            .upload_candidates(uploaded_end, high_watermark, limit)
+    }
+
+    pub fn bytes_after(&self, offset: i64) -> u64 {
+        self.lock().bytes_after(offset)
+    }
+
+    /// Claims the partition for an uploader pass; false if one is running.
+    pub fn try_start_upload(&self) -> bool {
+        !self.uploading.swap(true, Ordering::AcqRel)
+    }
+
+    pub fn finish_upload(&self) {
+        self.uploading.store(false, Ordering::Release);
+    }
+
+    /// Rate-limits the stall warning to one a minute per partition.
+    pub fn should_warn_stall(&self, now_ms: i64) -> bool {
+        let last = self.last_stall_warning_ms.load(Ordering::Relaxed);
+        now_ms.saturating_sub(last) >= 60_000
+            && self
+                .last_stall_warning_ms
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Log> {
@@ -98,11 +178,24 @@ impl Partition {
     }
 
     pub fn watermarks(&self) -> Watermarks {
-        let log_start_offset = self.lock().log_start_offset();
+        let local_start = self.lock().log_start_offset();
         Watermarks {
-            log_start_offset,
+            log_start_offset: self.log_start_offset(local_start),
             high_watermark: self.high_watermark(),
         }
+    }
+
+    /// The log start offset across both tiers: the remote start when the remote tier
+    /// holds live data that reaches the local log, else the local start.
+    fn log_start_offset(&self, local_start: i64) -> i64 {
+        match self.remote_bounds() {
+            Some(b) if b.end > b.start && b.end >= local_start => b.start.min(local_start),
+            _ => local_start,
+        }
+    }
+
+    pub fn local_log_start_offset(&self) -> i64 {
+        self.lock().log_start_offset()
     }
 
     pub fn set_config(&self, config: LogConfig) {
@@ -152,7 +245,7 @@ impl Partition {
             )
         };
         let marks = Watermarks {
-            log_start_offset,
+            log_start_offset: self.log_start_offset(log_start_offset),
             high_watermark,
         };
         let records = match location {
@@ -203,18 +296,29 @@ impl Partition {
     }
 
     /// DeleteRecords: `-1` means the high watermark; nothing at or past it can be deleted.
-    pub fn delete_records_before(&self, offset: i64) -> Result<i64, LogError> {
+    /// The remote tier's start moves first (manifest commit), then the local log's, so a
+    /// failure leaves the records readable rather than half-deleted. Returns the new log
+    /// start offset across both tiers.
+    pub async fn delete_records_before(&self, offset: i64) -> Result<i64, LogError> {
         let high_watermark = self.high_watermark();
-        let mut log = self.lock();
         let offset = if offset == -1 { high_watermark } else { offset };
-        if offset > high_watermark {
+        if offset > high_watermark || offset < 0 {
             return Err(LogError::OffsetOutOfRange {
                 offset,
-                log_start_offset: log.log_start_offset(),
+                log_start_offset: self.watermarks().log_start_offset,
                 log_end_offset: high_watermark,
             });
         }
-        log.delete_records_before(offset)
+        if let (Some(remote), Some(bounds)) = (self.remote(), self.remote_bounds())
+            && offset > bounds.start
+        {
+            remote
+                .advance_start(offset, self.leader_epoch())
+                .await
+                .map_err(|e| LogError::Remote(e.to_string()))?;
+        }
+        let local_start = self.lock().delete_records_before(offset)?;
+        Ok(self.log_start_offset(local_start))
     }
 
     /// Periodic work: segment.ms rolls, retention, flush.ms. Returns what retention removed.
@@ -229,7 +333,7 @@ impl Partition {
                 return Ok(RetentionOutcome::default());
             }
             log.roll_if_expired(now_ms)?;
-            let outcome = log.apply_retention(now_ms)?;
+            let outcome = log.apply_retention(now_ms, self.remote_bounds())?;
             (outcome, log.plan_flush(now_ms, force_flush)?)
         };
         if let Some(plan) = plan {

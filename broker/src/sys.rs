@@ -6,7 +6,10 @@
 //! limit is raised to the hard limit, as the Go runtime and many servers do; the hard
 //! limit stays the operator's to set (systemd `LimitNOFILE`, Kubernetes node settings).
 //!
-//! `getrlimit`/`setrlimit` are only reachable through `libc`, hence the second module
+//! [`disk_used_percent`] backs the disk high-water mark (produce is refused before the
+//! disk fills).
+//!
+//! `getrlimit`/`setrlimit`/`statvfs` are only reachable through `libc`, hence the second module
 //! allowed to use `unsafe` (see `[workspace.lints]`).
 #![allow(unsafe_code)]
 
@@ -31,8 +34,37 @@ pub fn raise_open_files_limit() -> std::io::Result<(u64, u64)> {
     Ok((before, limit.rlim_cur))
 }
 
+/// Percentage of the file system holding `path` that is used, as `df` computes it
+/// (blocks available to unprivileged users count as free).
+pub fn disk_used_percent(path: &std::path::Path) -> std::io::Result<f64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::other("path contains a NUL byte"))?;
+    // SAFETY: an all-zero statvfs is a valid value of this plain C struct.
+    let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c_path` is NUL-terminated and `stats` is writable for the call.
+    if unsafe { libc::statvfs(c_path.as_ptr(), &mut stats) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let total = stats.f_blocks as f64;
+    let free = stats.f_bfree as f64;
+    let available = stats.f_bavail as f64;
+    let used = total - free;
+    if used + available <= 0.0 {
+        return Ok(0.0);
+    }
+    Ok(100.0 * used / (used + available))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn disk_usage_is_a_percentage() {
+        let used = super::disk_used_percent(std::path::Path::new(".")).expect("statvfs");
+        assert!((0.0..=100.0).contains(&used), "{used}");
+        assert!(super::disk_used_percent(std::path::Path::new("/no/such/dir")).is_err());
+    }
+
     #[test]
     fn the_soft_limit_ends_at_the_hard_limit() {
         let (before, after) = super::raise_open_files_limit().expect("rlimit");

@@ -48,6 +48,18 @@ pub struct Metrics {
     pub log_segments: IntGaugeVec,
     pub log_end_offset: IntGaugeVec,
     pub log_start_offset: IntGaugeVec,
+    pub local_log_start_offset: IntGaugeVec,
+    pub remote_log_start_offset: IntGaugeVec,
+    pub remote_log_end_offset: IntGaugeVec,
+    pub remote_segments: IntGaugeVec,
+    pub remote_bytes: IntGaugeVec,
+    pub upload_lag_bytes: IntGaugeVec,
+    pub upload_lag_seconds: IntGaugeVec,
+    pub disk_used_percent: IntGauge,
+    pub produce_refused_disk: IntCounterVec,
+    /// Tiering's own metrics (object store, segment cache). Its names carry the `strata_`
+    /// prefix themselves, since the tiering crate does not know this registry's namespace.
+    pub tiering_registry: Registry,
     pub connections: IntGauge,
 }
 
@@ -107,6 +119,48 @@ impl Metrics {
             "Log start offset",
             &["topic", "partition"],
         )?;
+        let pair = ["topic", "partition"];
+        let local_log_start_offset = gauge(
+            "local_log_start_offset",
+            "First offset held on local disk (tiered topics keep older ones remotely)",
+            &pair,
+        )?;
+        let remote_log_start_offset = gauge(
+            "remote_log_start_offset",
+            "First offset the remote tier holds (records below were deleted by retention)",
+            &pair,
+        )?;
+        let remote_log_end_offset = gauge(
+            "remote_log_end_offset",
+            "One past the last offset uploaded and committed to the manifest",
+            &pair,
+        )?;
+        let remote_segments = gauge("remote_segments", "Live segments in the remote tier", &pair)?;
+        let remote_bytes = gauge(
+            "remote_bytes",
+            "Record bytes of live segments in the remote tier",
+            &pair,
+        )?;
+        let upload_lag_bytes = gauge(
+            "remote_upload_lag_bytes",
+            "Bytes of sealed segments not yet uploaded",
+            &pair,
+        )?;
+        let upload_lag_seconds = gauge(
+            "remote_upload_lag_seconds",
+            "Age of the oldest sealed segment not yet uploaded (0 when none waits)",
+            &pair,
+        )?;
+        let disk_used_percent = IntGauge::new(
+            "disk_used_percent",
+            "Used space on the data directory's file system",
+        )?;
+        registry.register(Box::new(disk_used_percent.clone()))?;
+        let produce_refused_disk = counter(
+            "produce_refused_disk_full_total",
+            "Produce requests refused because the data disk passed disk_high_watermark_percent",
+            &["topic"],
+        )?;
         let connections = IntGauge::new("connections", "Open client connections")?;
         registry.register(Box::new(connections.clone()))?;
         Ok(Metrics {
@@ -121,6 +175,16 @@ impl Metrics {
             log_segments,
             log_end_offset,
             log_start_offset,
+            local_log_start_offset,
+            remote_log_start_offset,
+            remote_log_end_offset,
+            remote_segments,
+            remote_bytes,
+            upload_lag_bytes,
+            upload_lag_seconds,
+            disk_used_percent,
+            produce_refused_disk,
+            tiering_registry: Registry::new(),
             connections,
         })
     }
@@ -140,6 +204,13 @@ impl Metrics {
                 &self.log_segments,
                 &self.log_end_offset,
                 &self.log_start_offset,
+                &self.local_log_start_offset,
+                &self.remote_log_start_offset,
+                &self.remote_log_end_offset,
+                &self.remote_segments,
+                &self.remote_bytes,
+                &self.upload_lag_bytes,
+                &self.upload_lag_seconds,
             ] {
                 let _ = gauge.remove_label_values(&labels);
             }
@@ -151,7 +222,9 @@ impl Metrics {
 
     fn render(&self) -> Result<String, prometheus::Error> {
         let mut buffer = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut buffer)?;
+        let mut families = self.registry.gather();
+        families.extend(self.tiering_registry.gather());
+        TextEncoder::new().encode(&families, &mut buffer)?;
         Ok(String::from_utf8_lossy(&buffer).into_owned())
     }
 }

@@ -108,21 +108,21 @@ pub const DEFS: &[ConfigDef] = &[
         broker_setting: "log_local_retention_ms",
         default: |c| c.log_local_retention_ms.to_string(),
         kind: Kind::Long(-2, i64::MAX),
-        doc: "Tiered storage: local retention; -2 means retention.ms. Stored, not yet acted on.",
+        doc: "Tiered storage: how long segments stay on local disk once uploaded; -2 means retention.ms.",
     },
     ConfigDef {
         name: "local.retention.bytes",
         broker_setting: "log_local_retention_bytes",
         default: |c| c.log_local_retention_bytes.to_string(),
         kind: Kind::Long(-2, i64::MAX),
-        doc: "Tiered storage: local retention; -2 means retention.bytes. Stored, not yet acted on.",
+        doc: "Tiered storage: local bytes per partition kept once uploaded; -2 means retention.bytes.",
     },
     ConfigDef {
         name: "remote.storage.enable",
         broker_setting: "remote_storage_enable",
         default: |c| c.remote_storage_enable.to_string(),
         kind: Kind::Bool,
-        doc: "Tiered storage for this topic. Stored, not yet acted on.",
+        doc: "Tiered storage for this topic: upload sealed segments to the object store and serve history from it.",
     },
 ];
 
@@ -255,6 +255,12 @@ impl TopicConfig {
             retention_ms: self.long("retention.ms"),
             retention_bytes: self.long("retention.bytes"),
             max_message_bytes: self.long("max.message.bytes") as usize,
+            local_retention_ms: self.long("local.retention.ms"),
+            local_retention_bytes: self.long("local.retention.bytes"),
+            remote_storage: self
+                .values
+                .get("remote.storage.enable")
+                .is_some_and(|v| v == "true"),
             log_append_time: self
                 .values
                 .get("message.timestamp.type")

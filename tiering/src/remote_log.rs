@@ -141,7 +141,7 @@ pub struct RemoteMarks {
 }
 
 /// Test hook between the object PUT and the manifest commit (the crash window).
-pub type AfterUploadHook = dyn Fn(&PartitionId, &SealedSegment) + Send + Sync;
+pub type AfterUploadHook<'a> = dyn Fn(&PartitionId, &SealedSegment) + Send + Sync + 'a;
 
 struct Current {
     root: Arc<Root>,
@@ -288,7 +288,7 @@ impl RemoteLog {
         leader_epoch: i32,
         part_bytes: u64,
         now_ms: i64,
-        after_upload: Option<&AfterUploadHook>,
+        after_upload: Option<&AfterUploadHook<'_>>,
     ) -> Result<bool, TierError> {
         let root = self.root();
         if let Some(end) = root.end_offset() {
@@ -331,24 +331,33 @@ impl RemoteLog {
                 object_id,
                 uploaded_ms: now_ms,
             };
-            self.commit(leader_epoch, |root| {
-                if let Some(end) = root.end_offset() {
-                    if entry.end_offset <= end {
+            let mut already_ours = false;
+            let committed = self
+                .commit(leader_epoch, |root| {
+                    // A commit whose answer was lost (a timeout) may have landed: then the
+                    // entry is ours and the object must stay.
+                    if root.tail.iter().any(|e| e.object_id == object_id) {
+                        already_ours = true;
                         return Ok(false);
                     }
-                    if entry.base_offset != end {
-                        return Err(TierError::NotContiguous {
-                            base_offset: entry.base_offset,
-                            end_offset: end,
-                        });
+                    if let Some(end) = root.end_offset() {
+                        if entry.end_offset <= end {
+                            return Ok(false);
+                        }
+                        if entry.base_offset != end {
+                            return Err(TierError::NotContiguous {
+                                base_offset: entry.base_offset,
+                                end_offset: end,
+                            });
+                        }
                     }
-                }
-                root.tail.push(entry);
-                root.live_bytes += entry.log_bytes;
-                root.live_segments += 1;
-                Ok(true)
-            })
-            .await
+                    root.tail.push(entry);
+                    root.live_bytes += entry.log_bytes;
+                    root.live_segments += 1;
+                    Ok(true)
+                })
+                .await?;
+            Ok(committed || already_ours)
         }
         .await;
         if !matches!(result, Ok(true)) {

@@ -4,6 +4,7 @@
 //! |---|---|
 //! | `<prefix>/cluster_id` | the cluster id, written once with a create-only transaction |
 //! | `<prefix>/topics/<name>` | the topic's [`TopicRecord`] as JSON |
+//! | `<prefix>/manifests/<topic_id>/<partition>` | a tiered partition's manifest root (see `manifests.rs`) |
 //!
 //! Creation is a transaction on `create_revision == 0`, updates on `version > 0`, so two
 //! brokers racing to create one topic cannot both succeed. Every call carries a timeout:
@@ -51,6 +52,11 @@ impl EtcdStore {
         let mut kv = store.client.kv_client();
         timed(kv.get(store.key("cluster_id"), None)).await?;
         Ok(store)
+    }
+
+    /// A handle on the same connection, for the manifest store.
+    pub fn client(&self) -> Client {
+        self.client.clone()
     }
 
     fn key(&self, suffix: &str) -> String {

@@ -7,6 +7,7 @@
 
 pub mod embedded;
 pub mod etcd;
+pub mod manifests;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -60,18 +61,31 @@ pub trait MetadataStore: Send + Sync {
     async fn delete_topic(&self, name: &str) -> Result<Option<TopicRecord>, StoreError>;
 }
 
+/// The metadata store and, in the same place, the manifest roots of tiered partitions.
+pub struct Stores {
+    pub metadata: Arc<dyn MetadataStore>,
+    pub manifests: Arc<dyn strata_tiering::ManifestStore>,
+}
+
 /// Opens the store named by the `metadata` setting.
-pub async fn open(config: &Config) -> anyhow::Result<Arc<dyn MetadataStore>> {
+pub async fn open(config: &Config) -> anyhow::Result<Stores> {
     use anyhow::Context;
     Ok(match config.metadata_url()? {
-        MetadataUrl::Embedded => Arc::new(
-            embedded::EmbeddedStore::open(&config.data_dir)
-                .context("open the embedded metadata store")?,
-        ),
-        MetadataUrl::Etcd { endpoints, prefix } => Arc::new(
-            etcd::EtcdStore::connect(&endpoints, &prefix)
+        MetadataUrl::Embedded(dir) => Stores {
+            metadata: Arc::new(
+                embedded::EmbeddedStore::open(&dir).context("open the embedded metadata store")?,
+            ),
+            manifests: Arc::new(manifests::EmbeddedManifests::new(&dir)),
+        },
+        MetadataUrl::Etcd { endpoints, prefix } => {
+            let store = etcd::EtcdStore::connect(&endpoints, &prefix)
                 .await
-                .with_context(|| format!("connect to etcd at {}", endpoints.join(",")))?,
-        ),
+                .with_context(|| format!("connect to etcd at {}", endpoints.join(",")))?;
+            let manifests = manifests::EtcdManifests::new(store.client(), &prefix);
+            Stores {
+                metadata: Arc::new(store),
+                manifests: Arc::new(manifests),
+            }
+        }
     })
 }

@@ -80,7 +80,8 @@ pub async fn fetch(broker: &Arc<Broker>, request: FetchRequest, version: i16) ->
         .filter_map(|w| w.partition.as_ref().ok().map(|p| p.subscribe()))
         .collect();
     let results = loop {
-        let (results, total, any_error) = read_all(broker, &wanted, max_bytes, read_committed);
+        let (results, total, any_error) =
+            read_all(broker, &wanted, max_bytes, read_committed).await;
         let expired = tokio::time::Instant::now() >= deadline;
         if total >= min_bytes || any_error || expired || watchers.is_empty() {
             break results;
@@ -92,7 +93,7 @@ pub async fn fetch(broker: &Arc<Broker>, request: FetchRequest, version: i16) ->
         };
         if !woke {
             // Nothing arrived in time, or the broker is stopping: answer with what we have.
-            break read_all(broker, &wanted, max_bytes, read_committed).0;
+            break read_all(broker, &wanted, max_bytes, read_committed).await.0;
         }
     };
 
@@ -128,7 +129,12 @@ fn with_marks(data: PartitionData, marks: Watermarks) -> PartitionData {
 
 /// One pass over every wanted partition. Returns the partition responses, the bytes read,
 /// and whether any partition failed (which ends the long poll, as in Kafka).
-fn read_all(
+///
+/// Offsets below the local log start go to the remote tier. Those reads are given their
+/// byte budget in the same sequential pass as local ones (as if they filled it), then run
+/// concurrently, so a fetch over several partitions replaying history waits for the
+/// slowest GET, not the sum.
+async fn read_all(
     broker: &Broker,
     wanted: &[Wanted],
     max_bytes: usize,
@@ -137,6 +143,7 @@ fn read_all(
     let mut total = 0usize;
     let mut any_error = false;
     let mut out = Vec::with_capacity(wanted.len());
+    let mut remote_reads = Vec::new();
     for w in wanted {
         let base = PartitionData::default()
             .with_partition_index(w.index)
@@ -179,6 +186,13 @@ fn read_all(
             out.push(with_marks(base, marks));
             continue;
         }
+        if let Some(remote) = partition.remote_for(w.fetch_offset) {
+            let marks = partition.watermarks();
+            total += budget;
+            remote_reads.push((out.len(), partition.clone(), remote, budget));
+            out.push(with_marks(base, marks));
+            continue;
+        }
         match partition.read(w.fetch_offset, budget) {
             Ok((records, marks)) => {
                 total += records.len();
@@ -199,6 +213,42 @@ fn read_all(
                 out.push(with_marks(base, marks).with_error_code(code.code()));
             }
         }
+    }
+    if remote_reads.is_empty() {
+        return (out, total, any_error);
+    }
+    let Some(tiering) = broker.tiering.as_ref() else {
+        return (out, total, any_error);
+    };
+    let reads = remote_reads.iter().map(|(i, _, remote, budget)| {
+        crate::tiered::read_remote(tiering, remote, wanted[*i].fetch_offset, *budget)
+    });
+    let results = futures::future::join_all(reads).await;
+    for ((i, partition, _, budget), result) in remote_reads.into_iter().zip(results) {
+        total -= budget;
+        let data = std::mem::take(&mut out[i]);
+        out[i] = match result {
+            Ok(records) => {
+                total += records.len();
+                if !records.is_empty() {
+                    broker
+                        .metrics
+                        .bytes_out
+                        .with_label_values(&[&partition.topic])
+                        .inc_by(records.len() as u64);
+                }
+                data.with_records(Some(records))
+            }
+            Err(e) => {
+                tracing::warn!(topic = %partition.topic, partition = partition.index,
+                    offset = wanted[i].fetch_offset, error = %e, "remote read failed");
+                broker
+                    .metrics
+                    .error("Fetch", ResponseError::KafkaStorageError);
+                any_error = true;
+                data.with_error_code(ResponseError::KafkaStorageError.code())
+            }
+        };
     }
     (out, total, any_error)
 }

@@ -28,7 +28,7 @@ pub async fn handle(broker: &Arc<Broker>, request: Request) -> Option<ResponseKi
         RequestKind::Produce(r) => return produce::produce(broker, r, version).await,
         RequestKind::Fetch(r) => fetch::fetch(broker, r, version).await,
         RequestKind::ListOffsets(r) => offsets::list_offsets(broker, r, version),
-        RequestKind::DeleteRecords(r) => offsets::delete_records(broker, r),
+        RequestKind::DeleteRecords(r) => offsets::delete_records(broker, r).await,
         RequestKind::CreateTopics(r) => admin::create_topics(broker, r, version).await,
         RequestKind::DeleteTopics(r) => admin::delete_topics(broker, r, version).await,
         RequestKind::CreatePartitions(r) => admin::create_partitions(broker, r).await,
@@ -64,7 +64,9 @@ pub fn log_error_code(error: &LogError) -> ResponseError {
         LogError::InvalidBatch(_) => ResponseError::InvalidRecord,
         LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         LogError::Deleted => ResponseError::UnknownTopicOrPartition,
-        LogError::Io { .. } | LogError::Offline => ResponseError::KafkaStorageError,
+        LogError::Io { .. } | LogError::Offline | LogError::Remote(_) => {
+            ResponseError::KafkaStorageError
+        }
     }
 }
 
@@ -78,7 +80,7 @@ pub fn admin_error_code(error: &AdminError) -> ResponseError {
         AdminError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
         AdminError::InvalidConfig(_) => ResponseError::InvalidConfig,
         // Retriable for clients: the store may come back.
-        AdminError::Store(_) => ResponseError::RequestTimedOut,
+        AdminError::Store(_) | AdminError::Tiering(_) => ResponseError::RequestTimedOut,
         AdminError::Log(e) => log_error_code(e),
     }
 }

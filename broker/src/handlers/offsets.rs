@@ -30,9 +30,13 @@ fn lookup(partition: &Partition, timestamp: i64) -> Result<(i64, i64), LogError>
     let marks = partition.watermarks();
     Ok(match timestamp {
         LATEST => (marks.high_watermark, -1),
-        EARLIEST | EARLIEST_LOCAL => (marks.log_start_offset, -1),
-        // Nothing is tiered yet.
-        LATEST_TIERED => (-1, -1),
+        EARLIEST => (marks.log_start_offset, -1),
+        EARLIEST_LOCAL => (partition.local_log_start_offset(), -1),
+        // KIP-1005: the last offset the remote tier holds, -1 if none.
+        LATEST_TIERED => match partition.remote_bounds() {
+            Some(b) if b.end > b.start => (b.end - 1, -1),
+            _ => (-1, -1),
+        },
         MAX_TIMESTAMP => partition.max_timestamp()?.unwrap_or((-1, -1)),
         t if t >= 0 => partition.offset_for_timestamp(t)?.unwrap_or((-1, -1)),
         _ => {
@@ -106,39 +110,37 @@ pub fn list_offsets(
     ResponseKind::ListOffsets(ListOffsetsResponse::default().with_topics(topics))
 }
 
-pub fn delete_records(broker: &Arc<Broker>, request: DeleteRecordsRequest) -> ResponseKind {
-    let topics = request
-        .topics
-        .into_iter()
-        .map(|t| {
-            let topic = broker.topic(&t.name.0);
-            let partitions = t
-                .partitions
-                .into_iter()
-                .map(|p| {
-                    let base = DeleteRecordsPartitionResult::default()
-                        .with_partition_index(p.partition_index)
-                        .with_low_watermark(-1);
-                    let partition = topic
-                        .as_ref()
-                        .and_then(|t| t.partitions.get(usize::try_from(p.partition_index).ok()?));
-                    let Some(partition) = partition else {
-                        return base.with_error_code(ResponseError::UnknownTopicOrPartition.code());
-                    };
-                    match partition.delete_records_before(p.offset) {
-                        Ok(low_watermark) => base.with_low_watermark(low_watermark),
-                        Err(e) => {
-                            let code = log_error_code(&e);
-                            broker.metrics.error("DeleteRecords", code);
-                            base.with_error_code(code.code())
-                        }
+pub async fn delete_records(broker: &Arc<Broker>, request: DeleteRecordsRequest) -> ResponseKind {
+    let mut topics = Vec::with_capacity(request.topics.len());
+    for t in request.topics {
+        let topic = broker.topic(&t.name.0);
+        let partitions = t.partitions.into_iter().map(|p| {
+            let topic = topic.clone();
+            async move {
+                let base = DeleteRecordsPartitionResult::default()
+                    .with_partition_index(p.partition_index)
+                    .with_low_watermark(-1);
+                let partition = topic
+                    .as_ref()
+                    .and_then(|t| t.partitions.get(usize::try_from(p.partition_index).ok()?));
+                let Some(partition) = partition else {
+                    return base.with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                };
+                match partition.delete_records_before(p.offset).await {
+                    Ok(low_watermark) => base.with_low_watermark(low_watermark),
+                    Err(e) => {
+                        let code = log_error_code(&e);
+                        broker.metrics.error("DeleteRecords", code);
+                        base.with_error_code(code.code())
                     }
-                })
-                .collect();
+                }
+            }
+        });
+        topics.push(
             DeleteRecordsTopicResult::default()
                 .with_name(t.name)
-                .with_partitions(partitions)
-        })
-        .collect();
+                .with_partitions(futures::future::join_all(partitions).await),
+        );
+    }
     ResponseKind::DeleteRecords(DeleteRecordsResponse::default().with_topics(topics))
 }

@@ -51,6 +51,18 @@ pub async fn produce(
                     broker.metrics.error("Produce", ResponseError::UnknownTopicOrPartition);
                     return partition_error(data.index, ResponseError::UnknownTopicOrPartition, None);
                 };
+                if broker.disk_full.load(std::sync::atomic::Ordering::Relaxed) {
+                    broker.metrics.error("Produce", ResponseError::KafkaStorageError);
+                    broker.metrics.produce_refused_disk.with_label_values(&[&name]).inc();
+                    return partition_error(
+                        data.index,
+                        ResponseError::KafkaStorageError,
+                        Some(format!(
+                            "the broker's data disk is past disk_high_watermark_percent ({}%); retry once uploads or retention free space",
+                            broker.config.disk_high_watermark_percent
+                        )),
+                    );
+                }
                 let records = data.records.unwrap_or_default();
                 match partition.append(&records, now).await {
                     Ok(info) => {

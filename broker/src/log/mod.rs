@@ -42,7 +42,30 @@ pub struct LogConfig {
     /// -1: unlimited.
     pub retention_bytes: i64,
     pub max_message_bytes: usize,
+    /// Tiered storage: local retention of uploaded segments; -2 means `retention_ms`.
+    pub local_retention_ms: i64,
+    /// Tiered storage: -2 means `retention_bytes`.
+    pub local_retention_bytes: i64,
+    /// Tiered storage is on: segments leave the local disk only once uploaded, and
+    /// retention.ms / retention.bytes are applied by the remote tier.
+    pub remote_storage: bool,
     pub log_append_time: bool,
+}
+
+impl LogConfig {
+    fn effective_local_retention(&self) -> (i64, i64) {
+        let ms = if self.local_retention_ms == -2 {
+            self.retention_ms
+        } else {
+            self.local_retention_ms
+        };
+        let bytes = if self.local_retention_bytes == -2 {
+            self.retention_bytes
+        } else {
+            self.local_retention_bytes
+        };
+        (ms, bytes)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +84,8 @@ pub enum LogError {
     Offline,
     #[error("log I/O failed in {dir}: {source}")]
     Io { dir: PathBuf, source: io::Error },
+    #[error("remote tier: {0}")]
+    Remote(String),
 }
 
 /// What an append did, for the produce response.
@@ -71,6 +96,27 @@ pub struct AppendInfo {
     /// -1 unless the topic uses LogAppendTime.
     pub log_append_time: i64,
     pub records: i64,
+}
+
+/// What the remote tier holds, for local retention: `[start, end)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteBounds {
+    pub start: i64,
+    pub end: i64,
+}
+
+/// A sealed segment to upload. The file handle keeps the data readable even if retention
+/// removes the segment meanwhile.
+#[derive(Debug, Clone)]
+pub struct SealedInfo {
+    pub base_offset: i64,
+    pub end_offset: i64,
+    pub size: u64,
+    pub max_timestamp: i64,
+    pub sealed_ms: i64,
+    pub file: Arc<File>,
+    pub offset_index: PathBuf,
+    pub time_index: PathBuf,
 }
 
 /// What retention removed.
@@ -112,6 +158,17 @@ impl FlushPlan {
 impl Log {
     /// Opens the log in `dir`, creating it if needed, and recovers its tail.
     pub fn open(dir: &Path, config: LogConfig, now_ms: i64) -> Result<Log, LogError> {
+        Log::open_at(dir, config, now_ms, 0)
+    }
+
+    /// Like [`Log::open`], but a log with no segments starts at `start_offset` (where the
+    /// remote tier ends, after an empty-disk restart).
+    pub fn open_at(
+        dir: &Path,
+        config: LogConfig,
+        now_ms: i64,
+        start_offset: i64,
+    ) -> Result<Log, LogError> {
         let io_err = |source| LogError::Io {
             dir: dir.to_path_buf(),
             source,
@@ -204,6 +261,7 @@ impl Log {
             }
         }
         if log.segments.is_empty() {
+            log.log_start_offset = log.log_start_offset.max(start_offset);
             let segment = Segment::create(dir, log.log_start_offset, now_ms).map_err(io_err)?;
             log.segments.insert(log.log_start_offset, segment);
         }
@@ -351,6 +409,7 @@ impl Log {
     pub fn roll(&mut self, now_ms: i64) -> Result<(), LogError> {
         let next = self.log_end_offset();
         let active = self.active_mut();
+        active.sealed_ms = now_ms;
         let sealed = active.seal().and_then(|()| active.flush());
         sealed.map_err(|e| self.io_err(e))?;
         let segment = Segment::create(&self.dir, next, now_ms).map_err(|e| self.io_err(e))?;
@@ -489,20 +548,41 @@ impl Log {
         Ok(outcome)
     }
 
-    /// Deletes whole sealed segments past retention.ms or retention.bytes, oldest first.
-    pub fn apply_retention(&mut self, now_ms: i64) -> Result<RetentionOutcome, LogError> {
+    /// Deletes whole sealed segments past retention, oldest first.
+    ///
+    /// Without tiered storage that is retention.ms / retention.bytes. With it, `remote`
+    /// says what the remote tier holds: a segment may go only once it is uploaded (wholly
+    /// below the remote end), and then after local.retention.ms / local.retention.bytes;
+    /// segments the remote tier has already deleted (below its start) go regardless.
+    pub fn apply_retention(
+        &mut self,
+        now_ms: i64,
+        remote: Option<RemoteBounds>,
+    ) -> Result<RetentionOutcome, LogError> {
         let mut outcome = RetentionOutcome::default();
         let mut total = self.size_bytes();
+        let (retention_ms, retention_bytes) = if self.config.remote_storage {
+            self.config.effective_local_retention()
+        } else {
+            (self.config.retention_ms, self.config.retention_bytes)
+        };
         while self.segments.len() > 1 {
             let Some((&base, first)) = self.segments.iter().next() else {
                 break;
             };
-            let expired = self.config.retention_ms >= 0
+            let expired = retention_ms >= 0
                 && first.max_timestamp >= 0
-                && now_ms - first.max_timestamp > self.config.retention_ms;
-            let oversize = self.config.retention_bytes >= 0
-                && total - first.size >= self.config.retention_bytes as u64;
-            if !(expired || oversize) {
+                && now_ms - first.max_timestamp > retention_ms;
+            let oversize = retention_bytes >= 0 && total - first.size >= retention_bytes as u64;
+            let allowed = match (self.config.remote_storage, remote) {
+                (false, _) => expired || oversize,
+                (true, None) => false,
+                (true, Some(bounds)) => {
+                    first.next_offset <= bounds.start
+                        || ((expired || oversize) && first.next_offset <= bounds.end)
+                }
+            };
+            if !allowed {
                 break;
             }
             total -= first.size;
@@ -518,6 +598,47 @@ impl Log {
                 .map_err(|e| self.io_err(e))?;
         }
         Ok(outcome)
+    }
+
+    /// Sealed segments wholly below `high_watermark` that end after `uploaded_end` (all
+    /// sealed segments if nothing was uploaded), oldest first, at most `limit`.
+    pub fn upload_candidates(
+        &self,
+        uploaded_end: Option<i64>,
+        high_watermark: i64,
+        limit: usize,
+    ) -> Vec<SealedInfo> {
+        let active_base = self.active().base_offset;
+        self.segments
+            .values()
+            .filter(|s| s.base_offset != active_base && s.size > 0)
+            .filter(|s| s.next_offset <= high_watermark)
+            .filter(|s| uploaded_end.is_none_or(|end| s.next_offset > end))
+            .take(limit)
+            .map(|s| {
+                let (offset_index, time_index) = s.index_paths();
+                SealedInfo {
+                    base_offset: s.base_offset,
+                    end_offset: s.next_offset,
+                    size: s.size,
+                    max_timestamp: s.max_timestamp,
+                    sealed_ms: s.sealed_ms,
+                    file: s.file.clone(),
+                    offset_index: offset_index.to_path_buf(),
+                    time_index: time_index.to_path_buf(),
+                }
+            })
+            .collect()
+    }
+
+    /// Bytes of the segments that end after `offset`: what the local log holds beyond the
+    /// remote tier.
+    pub fn bytes_after(&self, offset: i64) -> u64 {
+        self.segments
+            .values()
+            .filter(|s| s.next_offset > offset)
+            .map(|s| s.size)
+            .sum()
     }
 
     /// Starts a periodic flush if flush.ms elapsed (or `force`) and data was appended.

@@ -119,6 +119,9 @@ pub struct Segment {
     /// When the segment started, for segment.ms: the wall clock at creation, or the first
     /// batch's timestamp when reopened.
     pub created_ms: i64,
+    /// When the segment stopped being active (or, for segments found sealed at start-up,
+    /// when the broker started): the age of an upload backlog is measured from it.
+    pub sealed_ms: i64,
     offset_index: IndexFile,
     time_index: IndexFile,
     bytes_since_index_entry: u64,
@@ -183,6 +186,7 @@ impl Segment {
             max_timestamp: -1,
             offset_of_max_timestamp: base_offset,
             created_ms: now_ms,
+            sealed_ms: now_ms,
             offset_index,
             time_index,
             bytes_since_index_entry: 0,
@@ -224,6 +228,7 @@ impl Segment {
             max_timestamp: -1,
             offset_of_max_timestamp: base_offset,
             created_ms: now_ms,
+            sealed_ms: now_ms,
             offset_index,
             time_index,
             bytes_since_index_entry: 0,
@@ -502,6 +507,11 @@ impl Segment {
             self.offset_index.file.try_clone()?,
             self.time_index.file.try_clone()?,
         ])
+    }
+
+    /// Paths of the offset and time index files (uploads read them whole).
+    pub fn index_paths(&self) -> (&Path, &Path) {
+        (&self.offset_index.path, &self.time_index.path)
     }
 
     pub fn delete_files(&self) -> io::Result<()> {

@@ -65,6 +65,9 @@ fn config() -> LogConfig {
         retention_ms: -1,
         retention_bytes: -1,
         max_message_bytes: 1 << 20,
+        local_retention_ms: -2,
+        local_retention_bytes: -2,
+        remote_storage: false,
         log_append_time: false,
     }
 }
@@ -301,7 +304,7 @@ fn retention_by_bytes_and_time_deletes_whole_old_segments() {
         retention_bytes: 4096,
         ..config.clone()
     });
-    let outcome = log.apply_retention(0).expect("retention");
+    let outcome = log.apply_retention(0, None).expect("retention");
     assert!(
         outcome.segments > 0 && log.size_bytes() <= 4096 + 1024,
         "size {}",
@@ -321,7 +324,7 @@ fn retention_by_bytes_and_time_deletes_whole_old_segments() {
         retention_ms: 10_000,
         ..config
     });
-    log.apply_retention(200_000).expect("retention");
+    log.apply_retention(200_000, None).expect("retention");
     assert_eq!(log.segment_count(), 1);
     drop(log);
     let log = Log::open(

@@ -1,0 +1,487 @@
+//! The broker's side of tiered storage: it builds the object store and segment cache from
+//! the configuration, runs the uploader (with remote retention and the stall watchdog)
+//! and the orphan scrubber, and serves Fetch below the local log start from the remote
+//! tier. The mechanics (manifests, uploads, cache) are in the `strata-tiering` crate;
+//! this module adds what only the broker knows: which segments are sealed and below the
+//! high watermark, the record-batch framing, and the topic configs.
+//!
+//! Offsets: `log start ≤ local log start ≤ high watermark ≤ log end`. Offsets in
+//! `[remote log start, local log start)` are read from the bucket; everything at or above
+//! the local log start is read from local segments, as before. A local segment is deleted
+//! only after the manifest commit that covers it ([`crate::log::Log::apply_retention`]).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use strata_tiering::remote_log::AfterUploadHook;
+use strata_tiering::store::{
+    MeteredStore, ObjectStoreBackend, RetryPolicy, RetryingStore, StoreMetrics,
+};
+use strata_tiering::{
+    CacheSettings, ManifestSettings, ManifestStore, ObjectRef, PartitionId, RemoteLog, RemoteStore,
+    SealedSegment, SegmentCache, SpillCache, TierError,
+};
+use tokio::sync::Semaphore;
+use tracing::{info, warn};
+
+use crate::broker::Broker;
+use crate::config::Config;
+use crate::log::SealedInfo;
+use crate::log::format::{self, BATCH_PREFIX_LEN, INDEX_HEADER_LEN, OFFSET_ENTRY_LEN};
+use crate::partition::Partition;
+
+/// Segments one partition uploads per pass before yielding to others.
+const UPLOADS_PER_PASS: usize = 16;
+
+pub struct Tiering {
+    pub store: Arc<dyn RemoteStore>,
+    pub manifests: Arc<dyn ManifestStore>,
+    pub cache: Arc<SegmentCache>,
+    spills: Arc<SpillCache>,
+    manifest_settings: ManifestSettings,
+    part_bytes: u64,
+    read_ahead_chunks: u64,
+    upload_slots: Arc<Semaphore>,
+    crash_after_upload: Option<u64>,
+    uploads: AtomicU64,
+    stall_warn_ms: i64,
+}
+
+impl Tiering {
+    pub async fn open(
+        config: &Config,
+        manifests: Arc<dyn ManifestStore>,
+        registry: &prometheus::Registry,
+    ) -> anyhow::Result<Tiering> {
+        let location = config.object_store_url()?;
+        let s3 = strata_tiering::S3Settings {
+            endpoint: config.s3_endpoint.clone(),
+            region: config.s3_region.clone(),
+            access_key_id: config.s3_access_key_id.clone(),
+            secret_access_key: config.s3_secret_access_key.clone(),
+            path_style: config.s3_path_style,
+            allow_http: config.s3_allow_http,
+        };
+        let backend: ObjectStoreBackend = strata_tiering::store::open(&location, &s3)
+            .map_err(anyhow::Error::msg)
+            .context("set up the object store (setting `object_store`)")?;
+        info!(object_store = %backend, "tiered storage object store");
+        let metrics = StoreMetrics::register(registry).context("register object store metrics")?;
+        let seed = std::process::id() as u64;
+        let store: Arc<dyn RemoteStore> = Arc::new(MeteredStore::new(
+            RetryingStore::new(backend, RetryPolicy::default(), seed),
+            metrics,
+        ));
+        let cache_settings = CacheSettings {
+            memory_bytes: config.remote_cache_memory_bytes as usize,
+            disk_bytes: config.remote_cache_disk_bytes as usize,
+            dir: config.remote_cache_dir(),
+            chunk_bytes: config.remote_chunk_bytes as u64,
+            read_ahead_chunks: config.remote_read_ahead_chunks as u64,
+            rate_bytes_per_sec: config.remote_read_rate_bytes as u64,
+            prefetch_concurrency: 8,
+        };
+        let cache = SegmentCache::open(&cache_settings, store.clone(), registry)
+            .await
+            .map_err(anyhow::Error::msg)
+            .context("open the remote segment cache")?;
+        Ok(Tiering {
+            store,
+            manifests,
+            cache,
+            spills: Arc::new(SpillCache::new(4096)),
+            manifest_settings: ManifestSettings {
+                tail_entries: config.remote_manifest_tail_entries as usize,
+                fanout: config.remote_manifest_fanout as usize,
+            },
+            part_bytes: config.remote_upload_part_bytes as u64,
+            read_ahead_chunks: config.remote_read_ahead_chunks as u64,
+            upload_slots: Arc::new(Semaphore::new(config.remote_upload_concurrency as usize)),
+            crash_after_upload: config.crash_after_upload()?,
+            uploads: AtomicU64::new(0),
+            stall_warn_ms: config.remote_upload_stall_warn_ms,
+        })
+    }
+
+    /// Loads a partition's manifest root (one metadata-store read: start-up time does not
+    /// depend on how much history the bucket holds).
+    pub async fn open_remote_log(&self, id: PartitionId) -> Result<Arc<RemoteLog>, TierError> {
+        RemoteLog::open(
+            id,
+            self.store.clone(),
+            self.manifests.clone(),
+            self.spills.clone(),
+            self.manifest_settings,
+        )
+        .await
+        .map(Arc::new)
+    }
+
+    fn crash_point(&self, id: &PartitionId, segment: &SealedSegment) {
+        if let Some(crash_at) = self.crash_after_upload {
+            let n = self.uploads.fetch_add(1, Ordering::Relaxed) + 1;
+            if n >= crash_at {
+                tracing::error!(partition = %id, base_offset = segment.base_offset,
+                    "fault injection: aborting after an upload, before its manifest commit");
+                std::process::abort();
+            }
+        }
+    }
+}
+
+/// Reads a sealed segment's index files for upload.
+async fn sealed_segment(info: SealedInfo) -> std::io::Result<SealedSegment> {
+    let (offset_index, time_index) = tokio::task::spawn_blocking({
+        let info = info.clone();
+        move || -> std::io::Result<(Vec<u8>, Vec<u8>)> {
+            Ok((
+                std::fs::read(&info.offset_index)?,
+                std::fs::read(&info.time_index)?,
+            ))
+        }
+    })
+    .await
+    .map_err(std::io::Error::other)??;
+    Ok(SealedSegment {
+        base_offset: info.base_offset,
+        end_offset: info.end_offset,
+        log: info.file,
+        log_bytes: info.size,
+        offset_index: Bytes::from(offset_index),
+        time_index: Bytes::from(time_index),
+        max_timestamp: info.max_timestamp,
+    })
+}
+
+/// One uploader pass over a partition: upload what is sealed and below the high
+/// watermark, in order, then apply retention.ms / retention.bytes to the remote tier.
+async fn upload_partition(broker: &Broker, tiering: &Tiering, partition: &Partition) {
+    let Some(remote) = partition.remote() else {
+        return;
+    };
+    let label = format!("{}-{}", partition.topic, partition.index);
+    loop {
+        let candidates = partition.upload_candidates(UPLOADS_PER_PASS);
+        if candidates.is_empty() {
+            break;
+        }
+        for info in candidates {
+            let base_offset = info.base_offset;
+            let segment = match sealed_segment(info).await {
+                Ok(segment) => segment,
+                Err(e) => {
+                    // Retention removed it meanwhile (only possible for data the remote
+                    // tier already deleted), or the disk failed; next pass decides.
+                    warn!(partition = %label, base_offset, error = %e, "cannot read a sealed segment for upload");
+                    return;
+                }
+            };
+            let crash = |id: &PartitionId, s: &SealedSegment| tiering.crash_point(id, s);
+            let hook: Option<&AfterUploadHook> = tiering
+                .crash_after_upload
+                .map(|_| &crash as &AfterUploadHook);
+            let now = broker.clock.now_ms();
+            match remote
+                .upload(
+                    &segment,
+                    partition.leader_epoch(),
+                    tiering.part_bytes,
+                    now,
+                    hook,
+                )
+                .await
+            {
+                Ok(_) => {}
+                Err(e) => {
+                    warn!(partition = %label, base_offset, error = %e, "segment upload failed; retrying on the next pass");
+                    return;
+                }
+            }
+            if broker.shutdown.is_cancelled() {
+                return;
+            }
+        }
+    }
+    let config = partition.log_config();
+    if config.retention_ms < 0 && config.retention_bytes < 0 {
+        return;
+    }
+    let marks = remote.marks();
+    let local_only = partition.bytes_after(marks.end_offset.unwrap_or(i64::MIN));
+    let now = broker.clock.now_ms();
+    let target = remote
+        .retention_target(now, config.retention_ms, config.retention_bytes, local_only)
+        .await;
+    match target {
+        Ok(Some(new_start)) => {
+            if let Err(e) = remote
+                .advance_start(new_start, partition.leader_epoch())
+                .await
+            {
+                warn!(partition = %label, error = %e, "remote retention failed; retrying on the next pass");
+            }
+        }
+        Ok(None) => {}
+        Err(e) => {
+            warn!(partition = %label, error = %e, "remote retention failed; retrying on the next pass")
+        }
+    }
+}
+
+/// Upload lag gauges and the stall watchdog, for one partition.
+fn report_lag(broker: &Broker, tiering: &Tiering, partition: &Partition, now_ms: i64) {
+    let pending = partition.upload_candidates(usize::MAX);
+    let bytes: u64 = pending.iter().map(|s| s.size).sum();
+    let age_ms = pending
+        .iter()
+        .map(|s| now_ms - s.sealed_ms)
+        .max()
+        .unwrap_or(0)
+        .max(0);
+    let labels = [partition.topic.as_str(), &partition.index.to_string()];
+    broker
+        .metrics
+        .upload_lag_bytes
+        .with_label_values(&labels)
+        .set(bytes as i64);
+    broker
+        .metrics
+        .upload_lag_seconds
+        .with_label_values(&labels)
+        .set(age_ms / 1000);
+    if age_ms > tiering.stall_warn_ms && partition.should_warn_stall(now_ms) {
+        warn!(topic = %partition.topic, partition = partition.index, pending_segments = pending.len(),
+            pending_bytes = bytes, oldest_age_s = age_ms / 1000,
+            "uploads are stalled: sealed segments are waiting; local disk use grows until they go");
+    }
+}
+
+/// The uploader: every `remote_upload_interval_ms`, each tiered partition not already
+/// uploading gets a pass, at most `remote_upload_concurrency` at once.
+pub async fn run_uploader(broker: Arc<Broker>) {
+    let Some(tiering) = broker.tiering.clone() else {
+        return;
+    };
+    let mut ticker = tokio::time::interval(Duration::from_millis(
+        broker.config.remote_upload_interval_ms as u64,
+    ));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let tasks = tokio_util::task::TaskTracker::new();
+    loop {
+        tokio::select! {
+            _ = broker.shutdown.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        let now = broker.clock.now_ms();
+        for topic in broker.topics() {
+            for partition in &topic.partitions {
+                if !partition.log_config().remote_storage || partition.is_deleted() {
+                    continue;
+                }
+                report_lag(&broker, &tiering, partition, now);
+                if !partition.try_start_upload() {
+                    continue;
+                }
+                let (broker, tiering, partition) =
+                    (broker.clone(), tiering.clone(), partition.clone());
+                tasks.spawn(async move {
+                    if let Ok(_slot) = tiering.upload_slots.clone().acquire_owned().await {
+                        upload_partition(&broker, &tiering, &partition).await;
+                    }
+                    partition.finish_upload();
+                });
+            }
+        }
+    }
+    tasks.close();
+    tasks.wait().await;
+}
+
+/// The orphan scrubber: every `remote_scrub_interval_ms`, deletes objects older than
+/// `remote_scrub_grace_ms` that no manifest references, and objects of topics that no
+/// longer exist. It LISTs the bucket; nothing on the read path does.
+pub async fn run_scrubber(broker: Arc<Broker>) {
+    let Some(tiering) = broker.tiering.clone() else {
+        return;
+    };
+    let mut ticker = tokio::time::interval(Duration::from_millis(
+        broker.config.remote_scrub_interval_ms as u64,
+    ));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = broker.shutdown.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        let grace = broker.config.remote_scrub_grace_ms;
+        let topics = broker.topics();
+        for topic in &topics {
+            for partition in &topic.partitions {
+                let Some(remote) = partition.remote() else {
+                    continue;
+                };
+                match remote.scrub(broker.clock.now_ms(), grace).await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        info!(partition = %remote.id, deleted = n, "scrubbed orphaned objects")
+                    }
+                    Err(e) => warn!(partition = %remote.id, error = %e, "scrub failed"),
+                }
+            }
+        }
+        let live: HashSet<uuid::Uuid> = topics.iter().map(|t| t.id).collect();
+        if let Err(e) =
+            scrub_unknown_topics(&*tiering.store, &live, broker.clock.now_ms(), grace).await
+        {
+            warn!(error = %e, "scrub of deleted topics failed");
+        }
+    }
+}
+
+async fn scrub_unknown_topics(
+    store: &dyn RemoteStore,
+    live: &HashSet<uuid::Uuid>,
+    now_ms: i64,
+    grace_ms: i64,
+) -> Result<(), strata_tiering::StoreError> {
+    for object in store.list("topics/").await? {
+        let dir = object
+            .key
+            .strip_prefix("topics/")
+            .and_then(|k| k.split('/').next());
+        let Some((_, id)) = dir.and_then(strata_tiering::keys::parse_topic_dir) else {
+            continue;
+        };
+        if !live.contains(&id) && now_ms - object.last_modified_ms >= grace_ms {
+            info!(key = object.key, "deleting an object of a deleted topic");
+            store.delete(&object.key).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Why a remote read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteReadError {
+    #[error(transparent)]
+    Tier(#[from] TierError),
+    #[error("remote segment {key} is damaged at byte {position}")]
+    Corrupt { key: String, position: u64 },
+}
+
+/// The position of the last offset-index entry at or before `relative` (0 if none).
+fn index_floor(index: &[u8], relative: i64) -> u64 {
+    let entries = index.get(INDEX_HEADER_LEN as usize..).unwrap_or_default();
+    let mut found = 0u64;
+    for entry in entries.chunks_exact(OFFSET_ENTRY_LEN as usize) {
+        let rel = u32::from_be_bytes([entry[0], entry[1], entry[2], entry[3]]);
+        if i64::from(rel) > relative {
+            break;
+        }
+        found = u64::from(u32::from_be_bytes([entry[4], entry[5], entry[6], entry[7]]));
+    }
+    found
+}
+
+/// Reads whole batches from the remote tier starting with the one holding `offset`, up
+/// to `max_bytes` but always at least one whole batch (KIP-74). One segment per call, as
+/// for local reads; the consumer's next fetch continues in the next segment.
+pub async fn read_remote(
+    tiering: &Tiering,
+    remote: &RemoteLog,
+    offset: i64,
+    max_bytes: usize,
+) -> Result<Bytes, RemoteReadError> {
+    let Some(entry) = remote.locate(offset).await? else {
+        return Ok(Bytes::new());
+    };
+    let key = remote.segment_key(&entry);
+    let object = ObjectRef {
+        key: key.clone(),
+        id: entry.object_id,
+        size: entry.object_size(),
+    };
+    let cache = &tiering.cache;
+    let index = cache.read(&object, entry.offset_index_range()).await?;
+    let mut position = index_floor(&index, offset - entry.base_offset);
+    let first_size = loop {
+        if position + BATCH_PREFIX_LEN as u64 > entry.log_bytes {
+            return Ok(Bytes::new());
+        }
+        let prefix = cache
+            .read(&object, position..position + BATCH_PREFIX_LEN as u64)
+            .await?;
+        let Some((base, size, last_delta)) = format::read_batch_prefix(&prefix) else {
+            return Err(RemoteReadError::Corrupt { key, position });
+        };
+        if size < BATCH_PREFIX_LEN || position + size as u64 > entry.log_bytes {
+            return Err(RemoteReadError::Corrupt { key, position });
+        }
+        if base + i64::from(last_delta) >= offset {
+            break size as u64;
+        }
+        position += size as u64;
+    };
+    let end = (position + (max_bytes as u64).max(first_size)).min(entry.log_bytes);
+    let bytes = cache.read(&object, position..end).await?;
+    let mut whole = 0usize;
+    while let Some((_, size, _)) = format::read_batch_prefix(&bytes[whole..]) {
+        if size < BATCH_PREFIX_LEN || whole + size > bytes.len() {
+            break;
+        }
+        whole += size;
+    }
+    // A sequential reader will want the next segment soon: warm its first chunks.
+    let window = cache.chunk_bytes() * tiering.read_ahead_chunks.max(1);
+    if end + window >= entry.log_bytes
+        && let Ok(Some(next)) = remote.locate(entry.end_offset).await
+    {
+        let next_object = ObjectRef {
+            key: remote.segment_key(&next),
+            id: next.object_id,
+            size: next.object_size(),
+        };
+        cache.read_ahead(&next_object, 0);
+    }
+    Ok(bytes.slice(..whole))
+}
+
+/// Deletes a deleted topic's objects and manifests in the background. What a crash
+/// interrupts, the scrubber finishes (objects of unknown topics).
+pub fn delete_remote(partitions: Vec<Arc<Partition>>) {
+    tokio::spawn(async move {
+        for partition in partitions {
+            if let Some(remote) = partition.remote() {
+                match remote.delete_everything().await {
+                    Ok(()) => info!(partition = %remote.id, "deleted remote objects"),
+                    Err(e) => warn!(partition = %remote.id, error = %e,
+                        "could not delete all remote objects; the scrubber will"),
+                }
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_floor_finds_the_last_entry_at_or_before() {
+        let mut index = format::index_header(format::OFFSET_INDEX_MAGIC).to_vec();
+        for (rel, pos) in [(0u32, 0u32), (10, 4000), (20, 8000)] {
+            index.extend_from_slice(&rel.to_be_bytes());
+            index.extend_from_slice(&pos.to_be_bytes());
+        }
+        assert_eq!(index_floor(&index, 0), 0);
+        assert_eq!(index_floor(&index, 9), 0);
+        assert_eq!(index_floor(&index, 10), 4000);
+        assert_eq!(index_floor(&index, 25), 8000);
+        assert_eq!(index_floor(&index[..8], 25), 0);
+    }
+}
