@@ -8,10 +8,10 @@ scripts/install-deps.sh test
 
 echo "== rustfmt and clippy"
 cargo fmt --all -- --check
-cargo clippy --locked -p strata-broker --all-targets -- -D warnings
+cargo clippy --locked -p strata-broker -p strata-tiering --all-targets -- -D warnings
 
 echo "== cargo test"
-cargo test --locked -p strata-broker 2>&1
+cargo test --locked -p strata-broker -p strata-tiering 2>&1
 
 echo "== building the release binary for the black-box tests"
 cargo build --locked --release -p strata-broker
