@@ -41,6 +41,10 @@ pub struct Partition {
     remote: Option<Arc<RemoteLog>>,
     /// Set while an uploader pass runs, so passes for one partition never overlap.
     uploading: AtomicBool,
+    /// Consecutive failed uploader passes, and when the next may start: a failing
+    /// object store is retried with exponential backoff, not hammered every interval.
+    upload_failures: std::sync::atomic::AtomicU32,
+    next_upload_ms: AtomicI64,
     last_stall_warning_ms: AtomicI64,
 }
 
@@ -80,6 +84,8 @@ impl Partition {
             offline: AtomicBool::new(false),
             remote,
             uploading: AtomicBool::new(false),
+            upload_failures: std::sync::atomic::AtomicU32::new(0),
+            next_upload_ms: AtomicI64::new(i64::MIN),
             last_stall_warning_ms: AtomicI64::new(i64::MIN),
         }
     }
@@ -127,12 +133,24 @@ impl Partition {
         self.lock().bytes_after(offset)
     }
 
-    /// Claims the partition for an uploader pass; false if one is running.
-    pub fn try_start_upload(&self) -> bool {
-        !self.uploading.swap(true, Ordering::AcqRel)
+    /// Claims the partition for an uploader pass; false if one is running or the last
+    /// failure's backoff has not elapsed.
+    pub fn try_start_upload(&self, now_ms: i64) -> bool {
+        now_ms >= self.next_upload_ms.load(Ordering::Relaxed)
+            && !self.uploading.swap(true, Ordering::AcqRel)
     }
 
-    pub fn finish_upload(&self) {
+    /// Ends a pass. After a failure the next pass waits `interval_ms` doubled per
+    /// consecutive failure, up to 30 s.
+    pub fn finish_upload(&self, succeeded: bool, now_ms: i64, interval_ms: i64) {
+        if succeeded {
+            self.upload_failures.store(0, Ordering::Relaxed);
+            self.next_upload_ms.store(i64::MIN, Ordering::Relaxed);
+        } else {
+            let failures = self.upload_failures.fetch_add(1, Ordering::Relaxed).min(16);
+            let delay = interval_ms.saturating_mul(1 << failures).min(30_000);
+            self.next_upload_ms.store(now_ms + delay, Ordering::Relaxed);
+        }
         self.uploading.store(false, Ordering::Release);
     }
 

@@ -159,9 +159,10 @@ async fn sealed_segment(info: SealedInfo) -> std::io::Result<SealedSegment> {
 
 /// One uploader pass over a partition: upload what is sealed and below the high
 /// watermark, in order, then apply retention.ms / retention.bytes to the remote tier.
-async fn upload_partition(broker: &Broker, tiering: &Tiering, partition: &Partition) {
+/// Returns false if the pass failed (it is retried after a backoff).
+async fn upload_partition(broker: &Broker, tiering: &Tiering, partition: &Partition) -> bool {
     let Some(remote) = partition.remote() else {
-        return;
+        return true;
     };
     let label = format!("{}-{}", partition.topic, partition.index);
     loop {
@@ -177,7 +178,7 @@ async fn upload_partition(broker: &Broker, tiering: &Tiering, partition: &Partit
                     // Retention removed it meanwhile (only possible for data the remote
                     // tier already deleted), or the disk failed; next pass decides.
                     warn!(partition = %label, base_offset, error = %e, "cannot read a sealed segment for upload");
-                    return;
+                    return false;
                 }
             };
             let crash = |id: &PartitionId, s: &SealedSegment| tiering.crash_point(id, s);
@@ -197,18 +198,18 @@ async fn upload_partition(broker: &Broker, tiering: &Tiering, partition: &Partit
             {
                 Ok(_) => {}
                 Err(e) => {
-                    warn!(partition = %label, base_offset, error = %e, "segment upload failed; retrying on the next pass");
-                    return;
+                    warn!(partition = %label, base_offset, error = %e, "segment upload failed; retrying after a backoff");
+                    return false;
                 }
             }
             if broker.shutdown.is_cancelled() {
-                return;
+                return true;
             }
         }
     }
     let config = partition.log_config();
     if config.retention_ms < 0 && config.retention_bytes < 0 {
-        return;
+        return true;
     }
     let marks = remote.marks();
     let local_only = partition.bytes_after(marks.end_offset.unwrap_or(i64::MIN));
@@ -216,20 +217,19 @@ async fn upload_partition(broker: &Broker, tiering: &Tiering, partition: &Partit
     let target = remote
         .retention_target(now, config.retention_ms, config.retention_bytes, local_only)
         .await;
-    match target {
-        Ok(Some(new_start)) => {
-            if let Err(e) = remote
-                .advance_start(new_start, partition.leader_epoch())
-                .await
-            {
-                warn!(partition = %label, error = %e, "remote retention failed; retrying on the next pass");
-            }
-        }
-        Ok(None) => {}
-        Err(e) => {
-            warn!(partition = %label, error = %e, "remote retention failed; retrying on the next pass")
-        }
+    let result = match target {
+        Ok(Some(new_start)) => remote
+            .advance_start(new_start, partition.leader_epoch())
+            .await
+            .map(drop),
+        Ok(None) => Ok(()),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = result {
+        warn!(partition = %label, error = %e, "remote retention failed; retrying after a backoff");
+        return false;
     }
+    true
 }
 
 /// Upload lag gauges and the stall watchdog, for one partition.
@@ -283,16 +283,18 @@ pub async fn run_uploader(broker: Arc<Broker>) {
                     continue;
                 }
                 report_lag(&broker, &tiering, partition, now);
-                if !partition.try_start_upload() {
+                if !partition.try_start_upload(now) {
                     continue;
                 }
                 let (broker, tiering, partition) =
                     (broker.clone(), tiering.clone(), partition.clone());
                 tasks.spawn(async move {
+                    let mut succeeded = true;
                     if let Ok(_slot) = tiering.upload_slots.clone().acquire_owned().await {
-                        upload_partition(&broker, &tiering, &partition).await;
+                        succeeded = upload_partition(&broker, &tiering, &partition).await;
                     }
-                    partition.finish_upload();
+                    let interval = broker.config.remote_upload_interval_ms;
+                    partition.finish_upload(succeeded, broker.clock.now_ms(), interval);
                 });
             }
         }

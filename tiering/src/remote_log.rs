@@ -148,6 +148,35 @@ struct Current {
     version: Option<u64>,
 }
 
+/// One past the last remote offset: the last segment's end, or the log start offset once
+/// retention or DeleteRecords has deleted every segment (the root then has no entries,
+/// but the offsets below its start are gone for good); `None` if nothing ever was.
+fn remote_end(root: &Root) -> Option<i64> {
+    match root.end_offset() {
+        Some(end) => Some(end.max(root.log_start_offset)),
+        None => (root.log_start_offset > 0).then_some(root.log_start_offset),
+    }
+}
+
+/// Whether the segment `[base_offset, end_offset)` is new to `root` (`Ok(true)`), or
+/// already covered or deleted (`Ok(false)`); an error if it does not follow the last
+/// segment. With no live segment (the first upload, or the first after every segment
+/// was deleted) any segment reaching past the log start follows.
+fn follows(root: &Root, base_offset: i64, end_offset: i64) -> Result<bool, TierError> {
+    if end_offset <= root.log_start_offset {
+        return Ok(false);
+    }
+    match root.end_offset() {
+        None => Ok(true),
+        Some(end) if end_offset <= end => Ok(false),
+        Some(end) if base_offset != end => Err(TierError::NotContiguous {
+            base_offset,
+            end_offset: end,
+        }),
+        Some(_) => Ok(true),
+    }
+}
+
 pub struct RemoteLog {
     pub id: PartitionId,
     store: Arc<dyn RemoteStore>,
@@ -218,7 +247,7 @@ impl RemoteLog {
         let root = self.root();
         RemoteMarks {
             log_start_offset: root.log_start_offset,
-            end_offset: root.end_offset(),
+            end_offset: remote_end(&root),
             live_bytes: root.live_bytes,
             live_segments: root.live_segments,
             leader_epoch: root.leader_epoch,
@@ -244,9 +273,12 @@ impl RemoteLog {
     /// The segment holding `offset`, whether or not it is below the log start.
     async fn find(&self, root: &Root, offset: i64) -> Result<Option<SegmentEntry>, TierError> {
         let i = root.tail.partition_point(|e| e.end_offset <= offset);
-        if let Some(e) = root.tail.get(i) {
-            return Ok((e.base_offset <= offset).then_some(*e));
+        if let Some(e) = root.tail.get(i)
+            && e.base_offset <= offset
+        {
+            return Ok(Some(*e));
         }
+        // Older than the tail (or past the end): the spill objects hold it, if anyone.
         let i = root.refs.partition_point(|r| r.end_offset <= offset);
         let Some(mut r) = root.refs.get(i).copied() else {
             return Ok(None);
@@ -291,16 +323,8 @@ impl RemoteLog {
         after_upload: Option<&AfterUploadHook<'_>>,
     ) -> Result<bool, TierError> {
         let root = self.root();
-        if let Some(end) = root.end_offset() {
-            if segment.end_offset <= end {
-                return Ok(false);
-            }
-            if segment.base_offset != end {
-                return Err(TierError::NotContiguous {
-                    base_offset: segment.base_offset,
-                    end_offset: end,
-                });
-            }
+        if !follows(&root, segment.base_offset, segment.end_offset)? {
+            return Ok(false);
         }
         if leader_epoch < root.leader_epoch {
             return Err(TierError::Fenced {
@@ -340,16 +364,8 @@ impl RemoteLog {
                         already_ours = true;
                         return Ok(false);
                     }
-                    if let Some(end) = root.end_offset() {
-                        if entry.end_offset <= end {
-                            return Ok(false);
-                        }
-                        if entry.base_offset != end {
-                            return Err(TierError::NotContiguous {
-                                base_offset: entry.base_offset,
-                                end_offset: end,
-                            });
-                        }
+                    if !follows(root, entry.base_offset, entry.end_offset)? {
+                        return Ok(false);
                     }
                     root.tail.push(entry);
                     root.live_bytes += entry.log_bytes;
@@ -360,8 +376,14 @@ impl RemoteLog {
             Ok(committed || already_ours)
         }
         .await;
-        if !matches!(result, Ok(true)) {
-            // Not referenced: remove it now rather than wait for the scrubber.
+        // When the metadata store did not answer, the commit may have landed and the
+        // manifest may reference the object: the scrubber, which reads the stored root,
+        // decides. Otherwise it is not referenced: remove it now.
+        let outcome_unknown = matches!(
+            result,
+            Err(TierError::Manifest(ManifestStoreError::Unavailable(_)))
+        );
+        if !matches!(result, Ok(true)) && !outcome_unknown {
             if let Err(e) = self.store.delete(&key).await {
                 warn!(key, error = %e, "could not delete an uncommitted upload; the scrubber will");
             }
@@ -408,15 +430,18 @@ impl RemoteLog {
                 return Ok(outcome);
             }
             next.leader_epoch = leader_epoch;
-            let written = self.spill_over(&mut next).await;
-            let saved = match &written {
-                Ok(_) => self.manifests.save(&self.id, next.encode(), version).await,
+            let mut written = Vec::new();
+            let spilled = self.spill_over(&mut next, &mut written).await;
+            let saved = match spilled {
+                Ok(()) => self.manifests.save(&self.id, next.encode(), version).await,
                 Err(_) => Err(ManifestStoreError::Conflict),
             };
-            for id in written.as_deref().unwrap_or_default() {
+            // Including those written before a failed write: uncommitted, they are
+            // orphans for the scrubber.
+            for id in &written {
                 self.set_in_flight(*id, false);
             }
-            written?;
+            spilled?;
             match saved {
                 Ok(new_version) => {
                     let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
@@ -443,13 +468,15 @@ impl RemoteLog {
 
     /// Moves the oldest tail entries into a level-0 object, and merges references a level
     /// up, until the root is within its bounds.
-    /// Returns the ids written, which stay marked in flight until the commit is decided.
-    async fn spill_over(&self, root: &mut Root) -> Result<Vec<Uuid>, TierError> {
-        let mut written = Vec::new();
+    /// Adds the ids written to `written` (also when a later write fails); they stay
+    /// marked in flight until the commit is decided.
+    async fn spill_over(&self, root: &mut Root, written: &mut Vec<Uuid>) -> Result<(), TierError> {
         let ManifestSettings {
             tail_entries,
             fanout,
         } = self.settings;
+        // Merging fewer than two references would not shrink the root.
+        let fanout = fanout.max(2);
         if root.tail.len() > tail_entries.max(2) {
             let moved: Vec<SegmentEntry> = root.tail.drain(..(tail_entries / 2).max(1)).collect();
             let object_id = Uuid::new_v4();
@@ -463,7 +490,7 @@ impl RemoteLog {
             let first = root.refs.iter().position(|r| r.level == level);
             let count = root.refs.iter().filter(|r| r.level == level).count();
             let Some(first) = first else { break };
-            if count <= fanout.max(2) {
+            if count <= fanout {
                 level += 1;
                 continue;
             }
@@ -476,7 +503,7 @@ impl RemoteLog {
             root.refs.splice(first..first + fanout, [r]);
             level += 1;
         }
-        Ok(written)
+        Ok(())
     }
 
     async fn write_spill(&self, r: &SpillRef, spill: Spill) -> Result<(), TierError> {
@@ -552,53 +579,67 @@ impl RemoteLog {
     /// manifest first, then the objects of segments wholly below it and of spill objects
     /// no longer referenced. A crash between the two leaves orphans for the scrubber.
     pub async fn advance_start(&self, new_start: i64, leader_epoch: i32) -> Result<u64, TierError> {
-        let root = self.root();
-        if new_start <= root.log_start_offset {
-            return Ok(0);
+        for _ in 0..COMMIT_ATTEMPTS {
+            let root = self.root();
+            if new_start <= root.log_start_offset {
+                return Ok(0);
+            }
+            let doomed = self.segments_below(&root, new_start, usize::MAX).await?;
+            let doomed_bytes: u64 = doomed.iter().map(|e| e.log_bytes).sum();
+            let doomed_ids: HashSet<Uuid> = doomed.iter().map(|e| e.object_id).collect();
+            let mut dropped_refs = Vec::new();
+            let mut stale = false;
+            let outcome = self
+                .commit(leader_epoch, |next| {
+                    stale = false;
+                    if new_start <= next.log_start_offset {
+                        return Ok(false);
+                    }
+                    // `doomed` was found from `root`'s start. A reload that moved the start
+                    // (another writer advanced it) would count segments twice: find again.
+                    if next.log_start_offset != root.log_start_offset {
+                        stale = true;
+                        return Ok(false);
+                    }
+                    next.log_start_offset = new_start;
+                    next.tail.retain(|e| e.end_offset > new_start);
+                    dropped_refs = next
+                        .refs
+                        .iter()
+                        .filter(|r| r.end_offset <= new_start)
+                        .copied()
+                        .collect();
+                    next.refs.retain(|r| r.end_offset > new_start);
+                    next.live_bytes = next.live_bytes.saturating_sub(doomed_bytes);
+                    next.live_segments = next.live_segments.saturating_sub(doomed.len() as u64);
+                    if next.tail.is_empty() && next.refs.is_empty() {
+                        next.live_bytes = 0;
+                        next.live_segments = 0;
+                    }
+                    Ok(true)
+                })
+                .await?;
+            if stale {
+                continue;
+            }
+            if !outcome {
+                return Ok(0);
+            }
+            for entry in &doomed {
+                self.delete_quietly(&self.segment_key(entry)).await;
+            }
+            let mut spill_keys = Vec::new();
+            for r in &dropped_refs {
+                self.collect_spills(r, &mut spill_keys).await;
+            }
+            for key in spill_keys {
+                self.delete_quietly(&key).await;
+            }
+            info!(partition = %self.id, log_start_offset = new_start, segments = doomed_ids.len(),
+                bytes = doomed_bytes, "deleted remote segments");
+            return Ok(doomed_bytes);
         }
-        let doomed = self.segments_below(&root, new_start, usize::MAX).await?;
-        let doomed_bytes: u64 = doomed.iter().map(|e| e.log_bytes).sum();
-        let doomed_ids: HashSet<Uuid> = doomed.iter().map(|e| e.object_id).collect();
-        let mut dropped_refs = Vec::new();
-        let outcome = self
-            .commit(leader_epoch, |next| {
-                if new_start <= next.log_start_offset {
-                    return Ok(false);
-                }
-                next.log_start_offset = new_start;
-                next.tail.retain(|e| e.end_offset > new_start);
-                dropped_refs = next
-                    .refs
-                    .iter()
-                    .filter(|r| r.end_offset <= new_start)
-                    .copied()
-                    .collect();
-                next.refs.retain(|r| r.end_offset > new_start);
-                next.live_bytes = next.live_bytes.saturating_sub(doomed_bytes);
-                next.live_segments = next.live_segments.saturating_sub(doomed.len() as u64);
-                if next.tail.is_empty() && next.refs.is_empty() {
-                    next.live_bytes = 0;
-                    next.live_segments = 0;
-                }
-                Ok(true)
-            })
-            .await?;
-        if !outcome {
-            return Ok(0);
-        }
-        for entry in &doomed {
-            self.delete_quietly(&self.segment_key(entry)).await;
-        }
-        let mut spill_keys = Vec::new();
-        for r in &dropped_refs {
-            self.collect_spills(r, &mut spill_keys).await;
-        }
-        for key in spill_keys {
-            self.delete_quietly(&key).await;
-        }
-        info!(partition = %self.id, log_start_offset = new_start, segments = doomed_ids.len(),
-            bytes = doomed_bytes, "deleted remote segments");
-        Ok(doomed_bytes)
+        Err(TierError::Contended(COMMIT_ATTEMPTS))
     }
 
     /// Keys of `r`'s object and every spill object below it.
@@ -647,13 +688,16 @@ impl RemoteLog {
     /// older than `grace_ms`. Returns how many were deleted.
     pub async fn scrub(&self, now_ms: i64, grace_ms: i64) -> Result<usize, TierError> {
         let objects = self.store.list(&keys::partition_prefix(&self.id)).await?;
-        // Read after listing: anything committed before the LIST is in this root.
-        let root = self.root();
+        // In this order: an object listed but no longer in flight was committed (or given
+        // up) before the root is read. And the root is the stored one, not this
+        // instance's copy, which is stale if another writer (a newer leader) committed
+        // since, or if a commit's answer was lost.
         let in_flight = self
             .in_flight
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
+        let (root, _) = Self::load_root(&*self.manifests, &self.id).await?;
         let mut reachable_spills = HashSet::new();
         let mut stack: Vec<SpillRef> = root.refs.clone();
         while let Some(r) = stack.pop() {

@@ -57,6 +57,14 @@ impl StoreError {
     fn from_object_store(op: &'static str, key: &str, error: object_store::Error) -> StoreError {
         use object_store::Error as E;
         match error {
+            // A write cannot miss its object: the bucket is what is missing.
+            E::NotFound { .. } if op != "get" && op != "delete" => StoreError::Permanent {
+                op,
+                key: key.to_string(),
+                message: format!(
+                    "the bucket does not exist or is not reachable as configured: {error}"
+                ),
+            },
             E::NotFound { .. } => StoreError::NotFound(key.to_string()),
             E::InvalidPath { .. }
             | E::NotSupported { .. }
