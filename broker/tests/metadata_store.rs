@@ -1,6 +1,7 @@
 //! One set of scenarios, run against every MetadataStore: the embedded store and a real
 //! etcd (Debian's etcd-server, started here on free loopback ports; the test fails, not
-//! skips, when etcd cannot start).
+//! skips, when etcd cannot start). The manifest-root stores (tiered storage) get the same
+//! treatment.
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -9,7 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use strata_broker::cluster::embedded::EmbeddedStore;
+use bytes::Bytes;
 use strata_broker::cluster::etcd::EtcdStore;
+use strata_broker::cluster::manifests::{EmbeddedManifests, EtcdManifests};
+use strata_tiering::{ManifestStore, ManifestStoreError, PartitionId};
 use strata_broker::cluster::{MetadataStore, PartitionRecord, StoreError, TopicRecord};
 use uuid::Uuid;
 
@@ -230,4 +234,82 @@ async fn an_unreachable_etcd_is_a_clear_error_not_a_hang() {
         Ok(_) => panic!("connected to nothing"),
     }
     assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+/// The manifest-root contract: absent until saved, compare-and-swap on the version, a
+/// stale writer loses, a second handle (a restarted broker) sees the latest root.
+async fn manifest_scenarios(
+    manifests: Arc<dyn ManifestStore>,
+    reopen: impl AsyncFn() -> Arc<dyn ManifestStore>,
+) {
+    let id = PartitionId {
+        topic: "orders".into(),
+        topic_id: Uuid::new_v4(),
+        partition: 2,
+    };
+    assert!(manifests.load(&id).await.expect("load").is_none());
+    let v1 = manifests
+        .save(&id, Bytes::from_static(b"one"), None)
+        .await
+        .expect("create");
+    assert!(matches!(
+        manifests.save(&id, Bytes::from_static(b"again"), None).await,
+        Err(ManifestStoreError::Conflict)
+    ));
+    let v2 = manifests
+        .save(&id, Bytes::from_static(b"two"), Some(v1))
+        .await
+        .expect("update");
+    assert_ne!(v1, v2);
+    assert!(matches!(
+        manifests.save(&id, Bytes::from_static(b"stale"), Some(v1)).await,
+        Err(ManifestStoreError::Conflict)
+    ));
+    let other = reopen().await;
+    let (bytes, version) = other.load(&id).await.expect("load").expect("present");
+    assert_eq!((&bytes[..], version), (&b"two"[..], v2));
+    // The other handle can continue from what it loaded; the first is now stale.
+    let v3 = other
+        .save(&id, Bytes::from_static(b"three"), Some(v2))
+        .await
+        .expect("update from the other handle");
+    assert!(matches!(
+        manifests.save(&id, Bytes::from_static(b"lost"), Some(v2)).await,
+        Err(ManifestStoreError::Conflict)
+    ));
+    assert_eq!(
+        manifests.load(&id).await.expect("load"),
+        Some((Bytes::from_static(b"three"), v3))
+    );
+    // Partitions are independent.
+    let sibling = PartitionId {
+        partition: 3,
+        ..id.clone()
+    };
+    assert!(manifests.load(&sibling).await.expect("load").is_none());
+    manifests.delete(&id).await.expect("delete");
+    assert!(other.load(&id).await.expect("load").is_none());
+}
+
+#[tokio::test]
+async fn embedded_manifests_keep_the_contract() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_path_buf();
+    manifest_scenarios(Arc::new(EmbeddedManifests::new(&path)), async || {
+        Arc::new(EmbeddedManifests::new(&path)) as Arc<dyn ManifestStore>
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn etcd_manifests_keep_the_contract() {
+    let etcd = start_etcd();
+    let endpoints = vec![etcd.endpoint.clone()];
+    let connect = async || {
+        let store = EtcdStore::connect(&endpoints, "test-m")
+            .await
+            .expect("connect");
+        Arc::new(EtcdManifests::new(store.client(), "test-m")) as Arc<dyn ManifestStore>
+    };
+    manifest_scenarios(connect().await, connect).await;
 }

@@ -7,14 +7,12 @@
 //! - etcd: `<prefix>/manifests/<topic_id>/<partition>`, the root as the value; the version
 //!   is the key's mod_revision and a save is a transaction comparing it.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
 use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
 use strata_tiering::{ManifestStore, ManifestStoreError, PartitionId};
-use uuid::Uuid;
 
 use crate::log::write_atomically;
 
@@ -22,16 +20,17 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct EmbeddedManifests {
     dir: PathBuf,
-    /// Versions of the roots this process wrote or read. A tokio mutex: held across the
-    /// file write so compare-and-swap is atomic within the one process that owns the dir.
-    versions: tokio::sync::Mutex<HashMap<(Uuid, i32), u64>>,
+    /// Serializes read-compare-write. A tokio mutex: held across the file I/O. The
+    /// version is read from the file each time, so a second handle (or a restarted
+    /// broker) always compares against what is on disk.
+    lock: tokio::sync::Mutex<()>,
 }
 
 impl EmbeddedManifests {
     pub fn new(metadata_dir: &std::path::Path) -> EmbeddedManifests {
         EmbeddedManifests {
             dir: metadata_dir.join("manifests"),
-            versions: tokio::sync::Mutex::new(HashMap::new()),
+            lock: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -70,13 +69,8 @@ impl EmbeddedManifests {
 #[async_trait::async_trait]
 impl ManifestStore for EmbeddedManifests {
     async fn load(&self, id: &PartitionId) -> Result<Option<(Bytes, u64)>, ManifestStoreError> {
-        let mut versions = self.versions.lock().await;
-        let found = self.read(id).await?;
-        match &found {
-            Some((_, version)) => versions.insert((id.topic_id, id.partition), *version),
-            None => versions.remove(&(id.topic_id, id.partition)),
-        };
-        Ok(found)
+        let _guard = self.lock.lock().await;
+        self.read(id).await
     }
 
     async fn save(
@@ -85,12 +79,8 @@ impl ManifestStore for EmbeddedManifests {
         bytes: Bytes,
         expected: Option<u64>,
     ) -> Result<u64, ManifestStoreError> {
-        let mut versions = self.versions.lock().await;
-        let key = (id.topic_id, id.partition);
-        let current = match versions.get(&key) {
-            Some(v) => Some(*v),
-            None => self.read(id).await?.map(|(_, v)| v),
-        };
+        let _guard = self.lock.lock().await;
+        let current = self.read(id).await?.map(|(_, v)| v);
         if current != expected {
             return Err(ManifestStoreError::Conflict);
         }
@@ -107,13 +97,11 @@ impl ManifestStore for EmbeddedManifests {
         .await
         .map_err(|e| ManifestStoreError::Unavailable(e.to_string()))?
         .map_err(|e| ManifestStoreError::Unavailable(format!("write manifest of {id}: {e}")))?;
-        versions.insert(key, version);
         Ok(version)
     }
 
     async fn delete(&self, id: &PartitionId) -> Result<(), ManifestStoreError> {
-        let mut versions = self.versions.lock().await;
-        versions.remove(&(id.topic_id, id.partition));
+        let _guard = self.lock.lock().await;
         match std::fs::remove_file(self.path(id)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(
                 ManifestStoreError::Unavailable(format!("delete manifest of {id}: {e}")),
