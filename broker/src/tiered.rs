@@ -31,7 +31,9 @@ use tracing::{info, warn};
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::log::SealedInfo;
-use crate::log::format::{self, BATCH_PREFIX_LEN, INDEX_HEADER_LEN, OFFSET_ENTRY_LEN};
+use crate::log::format::{
+    self, BATCH_HEADER_LEN, BATCH_PREFIX_LEN, INDEX_HEADER_LEN, OFFSET_ENTRY_LEN, TIME_ENTRY_LEN,
+};
 use crate::partition::Partition;
 
 /// Segments one partition uploads per pass before yielding to others.
@@ -451,6 +453,104 @@ pub async fn read_remote(
         cache.read_ahead(&next_object, 0);
     }
     Ok(bytes.slice(..whole))
+}
+
+/// The relative offset of the last time-index entry whose running max timestamp is below
+/// `timestamp` (where a scan for `timestamp` can start), if any.
+fn time_index_floor(index: &[u8], timestamp: i64) -> Option<u32> {
+    let entries = index.get(INDEX_HEADER_LEN as usize..).unwrap_or_default();
+    let mut found = None;
+    for entry in entries.chunks_exact(TIME_ENTRY_LEN as usize) {
+        let mut ts = [0u8; 8];
+        ts.copy_from_slice(&entry[..8]);
+        if i64::from_be_bytes(ts) >= timestamp {
+            break;
+        }
+        found = Some(u32::from_be_bytes([
+            entry[8], entry[9], entry[10], entry[11],
+        ]));
+    }
+    found
+}
+
+/// ListOffsets by timestamp over the remote tier: the first record at or after the remote
+/// log start with a timestamp >= `timestamp`, or `None` if no remote segment has one.
+/// Segments are skipped by their max timestamp (from the manifest), then the segment's
+/// time index narrows the scan, and only the batch holding the answer is decoded.
+pub async fn remote_offset_for_timestamp(
+    tiering: &Tiering,
+    remote: &RemoteLog,
+    timestamp: i64,
+) -> Result<Option<(i64, i64)>, RemoteReadError> {
+    let marks = remote.marks();
+    let Some(end) = marks.end_offset else {
+        return Ok(None);
+    };
+    let root = remote.root();
+    let remote_max = root
+        .tail
+        .iter()
+        .map(|e| e.max_timestamp)
+        .chain(root.refs.iter().map(|r| r.max_timestamp))
+        .max()
+        .unwrap_or(-1);
+    if remote_max < timestamp {
+        return Ok(None);
+    }
+    let mut offset = marks.log_start_offset;
+    let entry = loop {
+        if offset >= end {
+            return Ok(None);
+        }
+        let Some(entry) = remote.locate(offset).await? else {
+            return Ok(None);
+        };
+        if entry.max_timestamp >= timestamp {
+            break entry;
+        }
+        offset = entry.end_offset;
+    };
+    let key = remote.segment_key(&entry);
+    let object = ObjectRef {
+        key: key.clone(),
+        id: entry.object_id,
+        size: entry.object_size(),
+    };
+    let cache = &tiering.cache;
+    let time_index = cache.read(&object, entry.time_index_range()).await?;
+    let offset_index = cache.read(&object, entry.offset_index_range()).await?;
+    let mut position = time_index_floor(&time_index, timestamp).map_or(0, |relative| {
+        index_floor(&offset_index, i64::from(relative))
+    });
+    while position + BATCH_HEADER_LEN as u64 <= entry.log_bytes {
+        let header = cache
+            .read(&object, position..position + BATCH_HEADER_LEN as u64)
+            .await?;
+        let Some((base, size, last_delta)) = format::read_batch_prefix(&header) else {
+            return Err(RemoteReadError::Corrupt { key, position });
+        };
+        if size < BATCH_HEADER_LEN || position + size as u64 > entry.log_bytes {
+            return Err(RemoteReadError::Corrupt { key, position });
+        }
+        let batch_max = format::parse_validated_header(&header).max_timestamp;
+        if base + i64::from(last_delta) >= marks.log_start_offset && batch_max >= timestamp {
+            let batch = cache
+                .read(&object, position..position + size as u64)
+                .await?;
+            let found = crate::log::record_timestamps(batch.to_vec())
+                .map_err(|_| RemoteReadError::Corrupt {
+                    key: key.clone(),
+                    position,
+                })?
+                .into_iter()
+                .find(|(o, ts)| *ts >= timestamp && *o >= marks.log_start_offset);
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        position += size as u64;
+    }
+    Ok(None)
 }
 
 /// Deletes a deleted topic's objects and manifests in the background. What a crash

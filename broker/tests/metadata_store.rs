@@ -9,12 +9,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use strata_broker::cluster::embedded::EmbeddedStore;
 use bytes::Bytes;
+use strata_broker::cluster::embedded::EmbeddedStore;
 use strata_broker::cluster::etcd::EtcdStore;
 use strata_broker::cluster::manifests::{EmbeddedManifests, EtcdManifests};
-use strata_tiering::{ManifestStore, ManifestStoreError, PartitionId};
 use strata_broker::cluster::{MetadataStore, PartitionRecord, StoreError, TopicRecord};
+use strata_tiering::{ManifestStore, ManifestStoreError, PartitionId};
 use uuid::Uuid;
 
 fn topic(name: &str, partitions: usize) -> TopicRecord {
@@ -253,7 +253,9 @@ async fn manifest_scenarios(
         .await
         .expect("create");
     assert!(matches!(
-        manifests.save(&id, Bytes::from_static(b"again"), None).await,
+        manifests
+            .save(&id, Bytes::from_static(b"again"), None)
+            .await,
         Err(ManifestStoreError::Conflict)
     ));
     let v2 = manifests
@@ -262,7 +264,9 @@ async fn manifest_scenarios(
         .expect("update");
     assert_ne!(v1, v2);
     assert!(matches!(
-        manifests.save(&id, Bytes::from_static(b"stale"), Some(v1)).await,
+        manifests
+            .save(&id, Bytes::from_static(b"stale"), Some(v1))
+            .await,
         Err(ManifestStoreError::Conflict)
     ));
     let other = reopen().await;
@@ -274,7 +278,9 @@ async fn manifest_scenarios(
         .await
         .expect("update from the other handle");
     assert!(matches!(
-        manifests.save(&id, Bytes::from_static(b"lost"), Some(v2)).await,
+        manifests
+            .save(&id, Bytes::from_static(b"lost"), Some(v2))
+            .await,
         Err(ManifestStoreError::Conflict)
     ));
     assert_eq!(

@@ -27,7 +27,7 @@ pub async fn handle(broker: &Arc<Broker>, request: Request) -> Option<ResponseKi
         RequestKind::DescribeCluster(r) => cluster::describe_cluster(broker, r),
         RequestKind::Produce(r) => return produce::produce(broker, r, version).await,
         RequestKind::Fetch(r) => fetch::fetch(broker, r, version).await,
-        RequestKind::ListOffsets(r) => offsets::list_offsets(broker, r, version),
+        RequestKind::ListOffsets(r) => offsets::list_offsets(broker, r, version).await,
         RequestKind::DeleteRecords(r) => offsets::delete_records(broker, r).await,
         RequestKind::CreateTopics(r) => admin::create_topics(broker, r, version).await,
         RequestKind::DeleteTopics(r) => admin::delete_topics(broker, r, version).await,

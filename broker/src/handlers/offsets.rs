@@ -26,7 +26,23 @@ const EARLIEST_LOCAL: i64 = -4;
 const LATEST_TIERED: i64 = -5;
 
 /// (offset, timestamp) for one ListOffsets query.
-fn lookup(partition: &Partition, timestamp: i64) -> Result<(i64, i64), LogError> {
+async fn lookup(
+    broker: &Broker,
+    partition: &Partition,
+    timestamp: i64,
+) -> Result<(i64, i64), LogError> {
+    // A timestamp may fall in the remote tier: look there first (older data).
+    if timestamp >= 0
+        && let (Some(tiering), Some(remote)) = (broker.tiering.as_ref(), partition.remote())
+        && partition.remote_bounds().is_some_and(|b| b.end > b.start)
+    {
+        let found = crate::tiered::remote_offset_for_timestamp(tiering, remote, timestamp)
+            .await
+            .map_err(|e| LogError::Remote(e.to_string()))?;
+        if let Some(found) = found {
+            return Ok(found);
+        }
+    }
     let marks = partition.watermarks();
     Ok(match timestamp {
         LATEST => (marks.high_watermark, -1),
@@ -49,64 +65,61 @@ fn lookup(partition: &Partition, timestamp: i64) -> Result<(i64, i64), LogError>
     })
 }
 
-pub fn list_offsets(
+pub async fn list_offsets(
     broker: &Arc<Broker>,
     request: ListOffsetsRequest,
     version: i16,
 ) -> ResponseKind {
     // leader_epoch exists from v4; the encoder refuses a non-default value before.
     let epoch_of = |p: &Partition| if version >= 4 { p.leader_epoch() } else { -1 };
-    let topics = request
-        .topics
-        .into_iter()
-        .map(|t| {
-            let topic = broker.topic(&t.name.0);
-            let partitions = t
-                .partitions
-                .into_iter()
-                .map(|p| {
-                    let base = ListOffsetsPartitionResponse::default()
-                        .with_partition_index(p.partition_index)
-                        .with_offset(-1)
-                        .with_timestamp(-1)
-                        .with_leader_epoch(-1);
-                    let partition = topic
-                        .as_ref()
-                        .and_then(|t| t.partitions.get(usize::try_from(p.partition_index).ok()?));
-                    let Some(partition) = partition else {
-                        broker
-                            .metrics
-                            .error("ListOffsets", ResponseError::UnknownTopicOrPartition);
-                        return base.with_error_code(ResponseError::UnknownTopicOrPartition.code());
+    let mut topics = Vec::with_capacity(request.topics.len());
+    for t in request.topics {
+        let topic = broker.topic(&t.name.0);
+        let partitions = t.partitions.into_iter().map(|p| {
+            let topic = topic.clone();
+            async move {
+                let base = ListOffsetsPartitionResponse::default()
+                    .with_partition_index(p.partition_index)
+                    .with_offset(-1)
+                    .with_timestamp(-1)
+                    .with_leader_epoch(-1);
+                let partition = topic
+                    .as_ref()
+                    .and_then(|t| t.partitions.get(usize::try_from(p.partition_index).ok()?));
+                let Some(partition) = partition else {
+                    broker
+                        .metrics
+                        .error("ListOffsets", ResponseError::UnknownTopicOrPartition);
+                    return base.with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                };
+                if p.current_leader_epoch >= 0 && p.current_leader_epoch != partition.leader_epoch()
+                {
+                    let code = if p.current_leader_epoch > partition.leader_epoch() {
+                        ResponseError::UnknownLeaderEpoch
+                    } else {
+                        ResponseError::FencedLeaderEpoch
                     };
-                    if p.current_leader_epoch >= 0
-                        && p.current_leader_epoch != partition.leader_epoch()
-                    {
-                        let code = if p.current_leader_epoch > partition.leader_epoch() {
-                            ResponseError::UnknownLeaderEpoch
-                        } else {
-                            ResponseError::FencedLeaderEpoch
-                        };
-                        return base.with_error_code(code.code());
+                    return base.with_error_code(code.code());
+                }
+                match lookup(broker, partition, p.timestamp).await {
+                    Ok((offset, timestamp)) => base
+                        .with_offset(offset)
+                        .with_timestamp(timestamp)
+                        .with_leader_epoch(epoch_of(partition)),
+                    Err(e) => {
+                        let code = log_error_code(&e);
+                        broker.metrics.error("ListOffsets", code);
+                        base.with_error_code(code.code())
                     }
-                    match lookup(partition, p.timestamp) {
-                        Ok((offset, timestamp)) => base
-                            .with_offset(offset)
-                            .with_timestamp(timestamp)
-                            .with_leader_epoch(epoch_of(partition)),
-                        Err(e) => {
-                            let code = log_error_code(&e);
-                            broker.metrics.error("ListOffsets", code);
-                            base.with_error_code(code.code())
-                        }
-                    }
-                })
-                .collect();
+                }
+            }
+        });
+        topics.push(
             ListOffsetsTopicResponse::default()
                 .with_name(t.name)
-                .with_partitions(partitions)
-        })
-        .collect();
+                .with_partitions(futures::future::join_all(partitions).await),
+        );
+    }
     ResponseKind::ListOffsets(ListOffsetsResponse::default().with_topics(topics))
 }
 

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use tracing::{info, warn};
 
 pub use format::{BatchError, BatchHeader};
-pub use read::{Location, find_timestamp, max_timestamp_record, read_batches};
+pub use read::{Location, find_timestamp, max_timestamp_record, read_batches, record_timestamps};
 use segment::Segment;
 
 /// Per-log settings, derived from the topic's configuration.

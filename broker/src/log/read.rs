@@ -149,7 +149,7 @@ fn decompress(compressed: &mut Bytes, compression: Compression) -> anyhow::Resul
 
 /// (offset, timestamp) of every record in a stored batch. For LogAppendTime batches the
 /// timestamp is the batch's max timestamp, as consumers see it.
-fn record_timestamps(batch: Vec<u8>) -> io::Result<Vec<(i64, i64)>> {
+pub fn record_timestamps(batch: Vec<u8>) -> io::Result<Vec<(i64, i64)>> {
     let header = format::parse_validated_header(&batch);
     let log_append_time = format::is_log_append_time(&batch);
     let mut bytes = Bytes::from(batch);
