@@ -2,8 +2,9 @@
 //! foyer hybrid cache (memory, then local disk).
 //!
 //! - A chunk is `chunk_bytes` of one object (the last one shorter). Chunk keys are the
-//!   object's id and the chunk number; objects are immutable, so a cached chunk is never
-//!   stale, and the disk cache can be reused after a restart.
+//!   object's id, the chunk size and the chunk number; objects are immutable, so a cached
+//!   chunk is never stale, and the disk cache can be reused after a restart (even one that
+//!   changed the chunk size).
 //! - Single flight: concurrent readers of a missing chunk share one GET (foyer's
 //!   `get_or_fetch`).
 //! - Read-ahead: after a read, the next `read_ahead_chunks` chunks are fetched in the
@@ -47,6 +48,9 @@ pub struct CacheSettings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct ChunkKey {
     object: u128,
+    /// The disk tier outlives a restart, and `chunk_bytes` may change meanwhile: chunk
+    /// `n` of another size is other bytes.
+    chunk_bytes: u64,
     chunk: u64,
 }
 
@@ -54,25 +58,29 @@ impl foyer::Code for ChunkKey {
     fn encode(&self, writer: &mut impl std::io::Write) -> foyer::Result<()> {
         writer
             .write_all(&self.object.to_be_bytes())
+            .and_then(|()| writer.write_all(&self.chunk_bytes.to_be_bytes()))
             .and_then(|()| writer.write_all(&self.chunk.to_be_bytes()))
             .map_err(foyer::Error::io_error)
     }
 
     fn decode(reader: &mut impl std::io::Read) -> foyer::Result<Self> {
         let mut object = [0u8; 16];
+        let mut chunk_bytes = [0u8; 8];
         let mut chunk = [0u8; 8];
         reader
             .read_exact(&mut object)
+            .and_then(|()| reader.read_exact(&mut chunk_bytes))
             .and_then(|()| reader.read_exact(&mut chunk))
             .map_err(foyer::Error::io_error)?;
         Ok(ChunkKey {
             object: u128::from_be_bytes(object),
+            chunk_bytes: u64::from_be_bytes(chunk_bytes),
             chunk: u64::from_be_bytes(chunk),
         })
     }
 
     fn estimated_size(&self) -> usize {
-        24
+        32
     }
 }
 
@@ -218,6 +226,14 @@ impl SegmentCache {
         self.chunk_bytes
     }
 
+    fn key(&self, object: &ObjectRef, index: u64) -> ChunkKey {
+        ChunkKey {
+            object: object.id.as_u128(),
+            chunk_bytes: self.chunk_bytes,
+            chunk: index,
+        }
+    }
+
     fn chunk_range(&self, object: &ObjectRef, index: u64) -> Range<u64> {
         let start = index * self.chunk_bytes;
         start..(start + self.chunk_bytes).min(object.size)
@@ -225,10 +241,7 @@ impl SegmentCache {
 
     async fn chunk(self: &Arc<Self>, object: &ObjectRef, index: u64) -> Result<Bytes, TierError> {
         self.metrics.lookups.inc();
-        let key = ChunkKey {
-            object: object.id.as_u128(),
-            chunk: index,
-        };
+        let key = self.key(object, index);
         let range = self.chunk_range(object, index);
         let this = self.clone();
         let object_key = object.key.clone();
@@ -287,11 +300,7 @@ impl SegmentCache {
     pub fn read_ahead(self: &Arc<Self>, object: &ObjectRef, from: u64) {
         let end = object.size.div_ceil(self.chunk_bytes);
         for index in from..(from + self.read_ahead_chunks).min(end) {
-            let key = ChunkKey {
-                object: object.id.as_u128(),
-                chunk: index,
-            };
-            if self.cache.contains(&key) {
+            if self.cache.contains(&self.key(object, index)) {
                 continue;
             }
             let Ok(permit) = self.prefetch.clone().try_acquire_owned() else {
@@ -310,9 +319,7 @@ impl SegmentCache {
 
     /// Whether a chunk of `object` is cached (for tests and statistics).
     pub fn is_cached(&self, object: &ObjectRef, offset_in_object: u64) -> bool {
-        self.cache.contains(&ChunkKey {
-            object: object.id.as_u128(),
-            chunk: offset_in_object / self.chunk_bytes,
-        })
+        self.cache
+            .contains(&self.key(object, offset_in_object / self.chunk_bytes))
     }
 }

@@ -383,10 +383,11 @@ impl RemoteLog {
             result,
             Err(TierError::Manifest(ManifestStoreError::Unavailable(_)))
         );
-        if !matches!(result, Ok(true)) && !outcome_unknown {
-            if let Err(e) = self.store.delete(&key).await {
-                warn!(key, error = %e, "could not delete an uncommitted upload; the scrubber will");
-            }
+        if !matches!(result, Ok(true))
+            && !outcome_unknown
+            && let Err(e) = self.store.delete(&key).await
+        {
+            warn!(key, error = %e, "could not delete an uncommitted upload; the scrubber will");
         }
         self.set_in_flight(object_id, false);
         result
