@@ -183,6 +183,9 @@ impl SegmentCache {
         let builder = HybridCacheBuilder::new()
             .with_name("strata-segments")
             .memory(settings.memory_bytes.max(chunk_bytes as usize))
+            // foyer splits memory into shards; each must hold several chunks or the
+            // cache overshoots its budget and thrashes.
+            .with_shards((settings.memory_bytes / (4 * chunk_bytes as usize)).clamp(1, 8))
             .with_weighter(|_key: &ChunkKey, value: &Bytes| value.len() + 64)
             .storage();
         let builder = if settings.disk_bytes > 0 {
