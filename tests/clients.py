@@ -445,6 +445,38 @@ def kcat_consume(bootstrap: str, topic: str, partition: int | None = None) -> li
     return got
 
 
+KCAT_RAW_FORMAT = "%p %o %T %K %S\n%k%s\n"
+
+
+def kcat_consume_raw(bootstrap: str, topic: str, partition: int, *, timeout: float = 300) -> list[Got]:
+    """Consumes one partition from the beginning to the end with kcat -C -e, binary-safe:
+    each record is a line `partition offset timestamp keylen valuelen` followed by the raw
+    key and value bytes and a newline. Headers are not read (returned empty)."""
+    command = [kcat_binary(), "-C", "-b", bootstrap, "-t", topic, "-p", str(partition), "-o", "beginning", "-e",
+               "-q", "-X", "check.crcs=true", "-m", "60", "-f", KCAT_RAW_FORMAT]
+    result = subprocess.run(command, capture_output=True, timeout=timeout)
+    assert result.returncode == 0, f"kcat -C exited {result.returncode}: {result.stderr.decode()[-2000:]}"
+    assert result.stderr.strip() == b"", f"kcat -C reported: {result.stderr.decode()[-2000:]}"
+    out = result.stdout
+    got = []
+    pos = 0
+    while pos < len(out):
+        nl = out.index(b"\n", pos)
+        p, o, ts, klen, vlen = (int(x) for x in out[pos:nl].split(b" "))
+        start = nl + 1
+        key_end = start + max(klen, 0)
+        value_end = key_end + max(vlen, 0)
+        assert out[value_end:value_end + 1] == b"\n", f"kcat output is not framed as expected at byte {value_end}"
+        got.append(Got(
+            partition=p, offset=o,
+            key=None if klen < 0 else out[start:key_end],
+            value=None if vlen < 0 else out[key_end:value_end],
+            headers=[], timestamp_type=1, timestamp=ts,
+        ))
+        pos = value_end + 1
+    return got
+
+
 def watermarks(bootstrap: str, topic: str, partition: int = 0) -> tuple[int, int]:
     """(log start offset, high watermark) as confluent-kafka reads them (ListOffsets)."""
     from confluent_kafka import Consumer, TopicPartition

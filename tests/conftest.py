@@ -6,6 +6,11 @@
 - `etcd`: one etcd for the session on free loopback ports (tests use distinct prefixes).
 - `metadata`: parametrized over "embedded" and "etcd"; the metadata URL a scenario test
   passes to `broker(metadata=...)`, so each scenario runs against both stores.
+- `moto`: one moto S3 server for the session; `bucket`: a fresh, empty bucket in it for
+  one test (a `servers.Bucket`: name, boto3 client, listing helpers), emptied and removed
+  afterwards. `servers.s3_env(...)` builds the broker's environment for it.
+- `fault_proxy`: a `servers.FaultProxy` in front of moto for one test (`block()` /
+  `unblock()` cut the object store off), stopped at teardown.
 
 A server that cannot start makes the test fail with its log, never skip. When a test
 fails, the tail of each of its servers' logs is attached to the report.
@@ -18,7 +23,7 @@ import uuid
 
 import pytest
 
-from servers import EtcdServer, strata_binary, StrataBroker
+from servers import Bucket, EtcdServer, FaultProxy, MotoServer, strata_binary, StrataBroker
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -96,3 +101,35 @@ def metadata(request):
     server: EtcdServer = request.getfixturevalue("etcd")
     _servers(request).append(server)
     return server.url(f"t-{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture(scope="session")
+def moto(tmp_path_factory):
+    """moto's S3 server for the session (tests use distinct buckets)."""
+    server = MotoServer(tmp_path_factory.mktemp("moto"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def bucket(request, moto) -> Bucket:
+    """A new empty bucket for this test; its objects and the bucket go at teardown."""
+    _servers(request).append(moto)
+    if not moto.is_running():
+        pytest.fail(f"moto_server is no longer running (log {moto.log_path}):\n{moto.log_tail()}", pytrace=False)
+    b = Bucket(moto, f"strata-{uuid.uuid4().hex[:16]}")
+    try:
+        b.create()
+    except Exception as e:
+        pytest.fail(f"cannot create bucket {b.name} in moto at {moto.endpoint}: {e}\n{moto.log_tail()}", pytrace=False)
+    yield b
+    b.delete_all()
+
+
+@pytest.fixture
+def fault_proxy(moto):
+    """A TCP proxy to moto that a test can block and unblock."""
+    proxy = FaultProxy(("127.0.0.1", moto.port))
+    yield proxy
+    proxy.stop()

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
+import struct
 import subprocess
+import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -274,8 +278,9 @@ class StrataBroker(ServerProcess):
         return command + self.args
 
     def environment(self) -> dict[str, str]:
-        # Settings leaking in from the caller's shell would change what is tested.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
+        # Settings leaking in from the caller's shell would change what is tested (AWS_*
+        # too: the object store client reads credentials, endpoint and region from them).
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("STRATA_", "AWS_"))}
         env["NO_COLOR"] = "1"
         env.update(self.env)
         return env
@@ -303,6 +308,31 @@ class StrataBroker(ServerProcess):
         code = self.stop()
         assert code == 0, f"strata exited with {code} after SIGTERM (log {self.log_path}):\n{self.log_tail()}"
         return self.start()
+
+    def wipe_data_dir(self) -> None:
+        """Deletes the data dir entirely (the broker must be stopped): the next `start()`
+        is the same node, on the same ports, with an empty disk."""
+        assert not self.is_running(), f"strata (pid {self.pid}) is still running; stop it before wiping its data dir"
+        shutil.rmtree(self.data_dir, ignore_errors=False)
+        assert not self.data_dir.exists()
+
+    def partition_dir(self, topic: str, partition: int) -> Path:
+        """`<data_dir>/logs/<topic>.<topic id>/<partition>`; fails unless exactly one
+        directory of that topic exists."""
+        logs = self.data_dir / "logs"
+        dirs = [p for p in logs.iterdir() if p.is_dir() and p.name.rsplit(".", 1)[0] == topic[:200]] \
+            if logs.is_dir() else []
+        assert len(dirs) == 1, f"expected one log directory of topic {topic!r} under {logs}, found {dirs}"
+        return dirs[0] / str(partition)
+
+    def topic_id(self, topic: str) -> str:
+        """The topic id as it appears in the topic's log directory name."""
+        return self.partition_dir(topic, 0).parent.name.rsplit(".", 1)[1]
+
+    def local_segments(self, topic: str, partition: int) -> list[int]:
+        """Base offsets of the local segments (`<base:020>.log` files), ascending."""
+        d = self.partition_dir(topic, partition)
+        return sorted(int(p.name[:-4]) for p in d.iterdir() if re.fullmatch(r"\d{20}\.log", p.name))
 
     def metrics(self) -> str:
         status, body = http_get(self.http_url + "/metrics")
@@ -369,6 +399,303 @@ class EtcdServer(ServerProcess):
         assert status == 200, f"etcd range answered {status}: {text}"
         kvs = json.loads(text).get("kvs", [])
         return {base64.b64decode(kv["key"]).decode(): base64.b64decode(kv.get("value", "")).decode() for kv in kvs}
+
+
+def moto_server_binary() -> str:
+    """moto_server next to this Python (pip install -r tests/requirements.txt puts it
+    there), else on PATH; fails if absent."""
+    beside = Path(sys.executable).parent / "moto_server"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("moto_server")
+    if found:
+        return found
+    pytest.fail(f"moto_server is not installed (not beside {sys.executable}, not on PATH): "
+                "pip install -r tests/requirements.txt (moto[server])", pytrace=False)
+    raise AssertionError("unreachable")
+
+
+class MotoServer(ServerProcess):
+    """moto's S3-compatible server (in memory) on a free loopback port."""
+
+    name = "moto"
+
+    def __init__(self, workdir: Path):
+        super().__init__(workdir)
+        self.binary = moto_server_binary()
+        self.port = free_port()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return [self.binary, "-H", "127.0.0.1", "-p", str(self.port)]
+
+    def environment(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env.update(AWS_ACCESS_KEY_ID=S3_KEY, AWS_SECRET_ACCESS_KEY=S3_SECRET, AWS_DEFAULT_REGION=S3_REGION)
+        return env
+
+    def is_ready(self) -> bool:
+        return http_get(self.endpoint + "/moto-api/", timeout=2)[0] == 200
+
+    def start(self) -> "MotoServer":
+        for attempt in range(3):
+            self.spawn()
+            try:
+                self.wait_ready()
+                return self
+            except pytest.fail.Exception:
+                if attempt < 2 and "Address already in use" in self.log_tail(20):
+                    self.port = free_port()
+                    continue
+                raise
+        return self
+
+
+# ---------------------------------------------------------------------------------------
+# S3 (moto) from the test's side: boto3, a client other than the broker's
+# ---------------------------------------------------------------------------------------
+
+S3_KEY = "testing"
+S3_SECRET = "testing"
+S3_REGION = "us-east-1"
+
+# `[PREFIX/]topics/<topic>.<topic id>/<partition>/<base offset:020>-<uuid>.segment`
+SEGMENT_KEY = re.compile(
+    r"^(?:(?P<prefix>.+)/)?topics/(?P<topic>[^/]+)\.(?P<topic_id>[^./]+)/(?P<partition>\d+)/"
+    r"(?P<base>\d{20})-(?P<uuid>[0-9A-Za-z-]+)\.segment$"
+)
+
+
+def s3_client(endpoint: str):
+    """A boto3 S3 client for moto: dummy credentials, us-east-1, path-style addressing,
+    no proxies from the environment, few retries (a test waits by polling instead)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name=S3_REGION,
+        aws_access_key_id=S3_KEY,
+        aws_secret_access_key=S3_SECRET,
+        config=Config(s3={"addressing_style": "path"}, proxies={}, retries={"max_attempts": 2},
+                      connect_timeout=10, read_timeout=60),
+    )
+
+
+class Bucket:
+    """One test's bucket in the session's moto, with listing helpers (boto3)."""
+
+    def __init__(self, moto: MotoServer, name: str):
+        self.moto = moto
+        self.name = name
+        self.client = s3_client(moto.endpoint)
+
+    @property
+    def endpoint(self) -> str:
+        return self.moto.endpoint
+
+    def create(self) -> "Bucket":
+        self.client.create_bucket(Bucket=self.name)
+        return self
+
+    def objects(self, prefix: str = "") -> dict[str, int]:
+        """Key -> size of every object under `prefix`."""
+        out = {}
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.name, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                out[obj["Key"]] = obj["Size"]
+        return out
+
+    def segment_objects(self, topic: str | None = None, partition: int | None = None,
+                        prefix: str = "") -> dict[str, dict]:
+        """The `.segment` objects (of `topic`/`partition` if given), parsed:
+        key -> {topic, topic_id, partition, base, uuid, size}. Other keys are left out."""
+        out = {}
+        for key, size in self.objects(prefix).items():
+            m = SEGMENT_KEY.match(key)
+            if not m:
+                continue
+            if (m.group("prefix") or "") != prefix.rstrip("/"):
+                continue
+            info = {"topic": m.group("topic"), "topic_id": m.group("topic_id"),
+                    "partition": int(m.group("partition")), "base": int(m.group("base")),
+                    "uuid": m.group("uuid"), "size": size}
+            if topic is not None and info["topic"] != topic:
+                continue
+            if partition is not None and info["partition"] != partition:
+                continue
+            out[key] = info
+        return out
+
+    def head_bytes(self, key: str, n: int = 8) -> bytes:
+        return self.client.get_object(Bucket=self.name, Key=key, Range=f"bytes=0-{n - 1}")["Body"].read()
+
+    def get(self, key: str) -> bytes:
+        return self.client.get_object(Bucket=self.name, Key=key)["Body"].read()
+
+    def delete_all(self) -> None:
+        """Removes every object and the bucket (frees moto's memory); best effort."""
+        try:
+            keys = list(self.objects())
+            for i in range(0, len(keys), 1000):
+                self.client.delete_objects(Bucket=self.name,
+                                           Delete={"Objects": [{"Key": k} for k in keys[i:i + 1000]], "Quiet": True})
+            self.client.delete_bucket(Bucket=self.name)
+        except Exception:
+            pass
+
+
+def s3_env(endpoint: str, bucket: str, prefix: str | None = None, **settings) -> dict[str, str]:
+    """The broker environment for tiered storage on `bucket` at `endpoint` (moto or a
+    FaultProxy in front of it): object store, S3 client settings, credentials, and
+    remote.storage.enable on by default. Extra keyword settings become STRATA_<NAME>
+    (e.g. remote_upload_interval_ms=200); a value of None leaves a setting out."""
+    env = {
+        "STRATA_OBJECT_STORE": f"s3://{bucket}" + (f"/{prefix.strip('/')}" if prefix else ""),
+        "STRATA_S3_ENDPOINT": endpoint,
+        "STRATA_S3_REGION": S3_REGION,
+        "STRATA_S3_PATH_STYLE": "true",
+        "STRATA_S3_ALLOW_HTTP": "true",
+        "STRATA_REMOTE_STORAGE_ENABLE": "true",
+        "AWS_ACCESS_KEY_ID": S3_KEY,
+        "AWS_SECRET_ACCESS_KEY": S3_SECRET,
+        # Loopback traffic must not go through a proxy configured in the shell.
+        "NO_PROXY": "127.0.0.1,localhost",
+        "no_proxy": "127.0.0.1,localhost",
+    }
+    for name, value in settings.items():
+        if value is not None:
+            env["STRATA_" + name.upper()] = str(value)
+    return env
+
+
+# ---------------------------------------------------------------------------------------
+# A TCP proxy that can cut the broker off from the object store
+# ---------------------------------------------------------------------------------------
+
+
+class FaultProxy:
+    """Forwards 127.0.0.1:<port> to `upstream` (host, port) with one thread per direction.
+
+    `block()` closes every open connection and, until `unblock()`, closes each new one as
+    soon as it is accepted (with a reset), so the broker's object store client sees the
+    store as unreachable. `refused` counts connections turned away while blocked,
+    `accepted` those forwarded.
+    """
+
+    def __init__(self, upstream: tuple[str, int]):
+        self.upstream = upstream
+        self.port = free_port()
+        self.accepted = 0
+        self.refused = 0
+        self._blocked = threading.Event()
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._conns: set[socket.socket] = set()
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind(("127.0.0.1", self.port))
+        self._listener.listen(128)
+        self._listener.settimeout(0.2)
+        self._thread = threading.Thread(target=self._accept_loop, name="fault-proxy", daemon=True)
+        self._thread.start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def blocked(self) -> bool:
+        return self._blocked.is_set()
+
+    def block(self) -> None:
+        self._blocked.set()
+        with self._lock:
+            conns, self._conns = list(self._conns), set()
+        for s in conns:
+            _reset(s)
+
+    def unblock(self) -> None:
+        self._blocked.clear()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=10)
+        self._listener.close()
+        self.block()
+
+    def _accept_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            if self._blocked.is_set():
+                self.refused += 1
+                _reset(client)
+                continue
+            try:
+                upstream = socket.create_connection(self.upstream, timeout=10)
+            except OSError:
+                _reset(client)
+                continue
+            client.settimeout(None)
+            upstream.settimeout(None)
+            with self._lock:
+                if self._blocked.is_set():  # blocked while connecting
+                    self.refused += 1
+                    _reset(client)
+                    _reset(upstream)
+                    continue
+                self.accepted += 1
+                self._conns.update((client, upstream))
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while True:
+                data = src.recv(262144)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        # One side finished or failed: the connection is over (HTTP does not half-close).
+        with self._lock:
+            self._conns.discard(src)
+            self._conns.discard(dst)
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            try:
+                s.close()
+            except OSError:
+                pass
+
+
+def _reset(s: socket.socket) -> None:
+    """Closes `s` with an RST (SO_LINGER 0) rather than an orderly FIN."""
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    try:
+        s.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    try:
+        s.close()
+    except OSError:
+        pass
 
 
 def proc_status_kib(pid: int, field: str) -> int:

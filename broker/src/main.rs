@@ -205,6 +205,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     scrubber.abort();
     broker.housekeeping(true).await;
+    if let Some(tiering) = &broker.tiering
+        && let Err(e) = tiering.cache.close().await
+    {
+        tracing::warn!(error = %e, "closing the remote segment cache failed");
+    }
     let _ = http.await;
     info!("flushed all logs; bye");
     Ok(())

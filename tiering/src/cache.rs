@@ -225,6 +225,12 @@ impl SegmentCache {
         }))
     }
 
+    /// Flushes and closes the cache (the disk tier finishes its writes). Call at
+    /// shutdown, before the runtime stops.
+    pub async fn close(&self) -> Result<(), String> {
+        self.cache.close().await.map_err(|e| e.to_string())
+    }
+
     pub fn chunk_bytes(&self) -> u64 {
         self.chunk_bytes
     }
