@@ -240,7 +240,10 @@ def test_upload_and_replay(bucket, broker, metadata):
     """200 MiB into two partitions of 1 MiB segments with 2 MiB local retention: the
     bucket ends up with every sealed segment, the disk with a few, and kcat and
     confluent-kafka read everything from offset 0 byte for byte."""
-    b = broker(metadata=metadata, env=tier_env(bucket.endpoint, bucket.name))
+    # A small manifest tail and fanout, so ~100 segments per partition spill into manifest
+    # objects at several levels and every read below goes through them.
+    b = broker(metadata=metadata, env=tier_env(bucket.endpoint, bucket.name,
+                                               remote_manifest_tail_entries=8, remote_manifest_fanout=4))
     topic = "replay"
     tiered_topic(b.bootstrap, topic, 2, segment_bytes=MiB, local_retention_bytes=2 * MiB)
     produced = blob_records(1, 2, 200 * MiB, 10_000, 100_000)
@@ -264,9 +267,13 @@ def test_upload_and_replay(bucket, broker, metadata):
         assert set(local) - {active} <= set(bases), f"local sealed segments {local} are not all in the bucket"
         # Every key under the partition's prefix is a segment or a spilled manifest.
         prefix = next(iter(objects)).rsplit("/", 1)[0] + "/"
+        manifests = set()
         for key in bucket.objects(prefix):
             name = key[len(prefix):]
             assert key in objects or name.startswith("manifest-"), f"unexpected object {key}"
+            if name.startswith("manifest-"):
+                manifests.add(name.split("-")[1])
+        assert {"0", "1"} <= manifests, f"partition {p}: expected spilled manifests at levels 0 and 1, got {manifests}"
         # A few objects read whole: the batches are the ones produced, intact, contiguous.
         nexts = dict(zip(bases, bases[1:] + [active]))
         by_base = {o["base"]: k for k, o in objects.items()}
@@ -548,3 +555,25 @@ def test_delete_topic_deletes_objects(bucket, broker):
     check_against_offsets(fresh, confluent_consume(b.bootstrap, "doomed", 1), "re-created topic",
                           timestamps=False)
     check_against_offsets(data["kept"], confluent_consume(b.bootstrap, "kept", 1), "the other topic")
+
+
+def test_disk_high_watermark_refuses_produce_with_a_retriable_error(broker):
+    """Past disk_high_watermark_percent (here 1%, which any real disk exceeds) produce is
+    refused with the retriable KAFKA_STORAGE_ERROR, counted, and nothing is appended;
+    reads keep working."""
+    b = broker(env={"STRATA_DISK_HIGH_WATERMARK_PERCENT": "1"})
+    create_topic(b.bootstrap, "full", 1)
+    wait_until("the disk check to run", lambda: (b.metric("strata_disk_used_percent") or 0) >= 1, timeout=30)
+    errors = []
+    producer = Producer({**QUIET, "bootstrap.servers": b.bootstrap, "acks": "all", "enable.idempotence": False,
+                         "message.timeout.ms": 3000, "retry.backoff.ms": 100})
+    producer.produce("full", value=b"refused", on_delivery=lambda err, msg: errors.append(err))
+    producer.flush(15)
+    assert len(errors) == 1 and errors[0] is not None, errors
+    # librdkafka retries KAFKA_STORAGE_ERROR until message.timeout.ms, then reports the timeout.
+    assert errors[0].retriable() or "timed out" in str(errors[0]).lower(), str(errors[0])
+    refused = b.metric("strata_produce_refused_disk_full_total", topic="full")
+    assert refused and refused >= 1, b.metrics()
+    storage_errors = b.metric("strata_request_errors_total", api="Produce", error="KafkaStorageError")
+    assert storage_errors and storage_errors >= 1
+    assert watermarks(b.bootstrap, "full", 0) == (0, 0)
