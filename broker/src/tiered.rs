@@ -173,6 +173,9 @@ async fn upload_partition(broker: &Broker, tiering: &Tiering, partition: &Partit
             break;
         }
         for info in candidates {
+            if partition.is_deleted() {
+                return true;
+            }
             let base_offset = info.base_offset;
             let segment = match sealed_segment(info).await {
                 Ok(segment) => segment,
@@ -558,6 +561,11 @@ pub async fn remote_offset_for_timestamp(
 pub fn delete_remote(partitions: Vec<Arc<Partition>>) {
     tokio::spawn(async move {
         for partition in partitions {
+            // Claim the partition's upload slot for good, so no upload can commit a
+            // manifest after its deletion.
+            while !partition.try_start_upload(i64::MAX) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
             if let Some(remote) = partition.remote() {
                 match remote.delete_everything().await {
                     Ok(()) => info!(partition = %remote.id, "deleted remote objects"),
