@@ -462,9 +462,10 @@ S3_KEY = "testing"
 S3_SECRET = "testing"
 S3_REGION = "us-east-1"
 
-# `[PREFIX/]topics/<topic>.<topic id>/<partition>/<base offset:020>-<uuid>.segment`
+# `[PREFIX/]<cluster id>/topics/<topic>.<topic id>/<partition>/<base offset:020>-<uuid>.segment`
+# (the cluster id is 22 characters of URL-safe base64)
 SEGMENT_KEY = re.compile(
-    r"^(?:(?P<prefix>.+)/)?topics/(?P<topic>[^/]+)\.(?P<topic_id>[^./]+)/(?P<partition>\d+)/"
+    r"^(?:(?P<prefix>.+)/)?(?P<cluster>[A-Za-z0-9_-]{22})/topics/(?P<topic>[^/]+)\.(?P<topic_id>[^./]+)/(?P<partition>\d+)/"
     r"(?P<base>\d{20})-(?P<uuid>[0-9A-Za-z-]+)\.segment$"
 )
 
@@ -521,7 +522,7 @@ class Bucket:
                 continue
             if (m.group("prefix") or "") != prefix.rstrip("/"):
                 continue
-            info = {"topic": m.group("topic"), "topic_id": m.group("topic_id"),
+            info = {"cluster": m.group("cluster"), "topic": m.group("topic"), "topic_id": m.group("topic_id"),
                     "partition": int(m.group("partition")), "base": int(m.group("base")),
                     "uuid": m.group("uuid"), "size": size}
             if topic is not None and info["topic"] != topic:

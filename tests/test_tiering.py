@@ -223,7 +223,7 @@ def test_s3_harness(bucket, fault_proxy):
     """The harness itself, without a broker: moto stores and lists through boto3, and the
     fault proxy forwards, cuts off (open and new connections) and forwards again."""
     body = (42).to_bytes(8, "big") + bytes(range(256)) * 4096
-    key = "topics/t.0123456789abcdef0123456789abcdef/0/00000000000000000042-x.segment"
+    key = "AAAAAAAAAAAAAAAAAAAAAA/topics/t.0123456789abcdef0123456789abcdef/0/00000000000000000042-x.segment"
     through = s3_client(fault_proxy.endpoint)
     through.put_object(Bucket=bucket.name, Key=key, Body=body)
     assert bucket.get(key) == body and bucket.head_bytes(key) == body[:8]
@@ -577,3 +577,67 @@ def test_disk_high_watermark_refuses_produce_with_a_retriable_error(broker):
     storage_errors = b.metric("strata_request_errors_total", api="Produce", error="KafkaStorageError")
     assert storage_errors and storage_errors >= 1
     assert watermarks(b.bootstrap, "full", 0) == (0, 0)
+
+
+def alter_topic(bootstrap: str, topic: str, **configs) -> None:
+    admin = confluent_admin(bootstrap)
+    resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[
+        ConfigEntry(k.replace("_", "."), str(v), incremental_operation=AlterConfigOpType.SET)
+        for k, v in configs.items()])
+    admin.incremental_alter_configs([resource])[resource].result(timeout=60)
+
+
+def delete_records(bootstrap: str, topic: str, partition: int, before: int) -> int:
+    from confluent_kafka import TopicPartition
+    admin = confluent_admin(bootstrap)
+    result = admin.delete_records([TopicPartition(topic, partition, before)])
+    return next(iter(result.values())).result(timeout=30).low_watermark
+
+
+def test_records_deleted_before_the_first_upload_stay_deleted(bucket, broker):
+    """DeleteRecords in the middle of a segment that is not uploaded yet: once that
+    segment is uploaded, the log start stays where DeleteRecords put it and the deleted
+    records are never served from the bucket."""
+    b = broker(env=tier_env(bucket.endpoint, bucket.name))
+    topic = "purged"
+    # Large segments: nothing rolls until segment.ms is lowered below.
+    tiered_topic(b.bootstrap, topic, 1, segment_bytes=64 * MiB)
+    produced = blob_records(7, 1, 200 * KiB, 100, 200)
+    confluent_produce(b.bootstrap, topic, produced, "none")
+    end = delivered(produced)[0]
+    assert delete_records(b.bootstrap, topic, 0, end // 2) == end // 2
+    alter_topic(b.bootstrap, topic, segment_ms=500)
+    wait_uploaded(b, topic, 0, end)
+    assert watermarks(b.bootstrap, topic) == (end // 2, end)
+    assert pmetric(b, "strata_remote_log_start_offset", topic, 0) == end // 2
+    got = confluent_consume(b.bootstrap, topic, 1, start={0: 0}, **{"auto.offset.reset": "earliest"})
+    assert got and min(g.offset for g in got) == end // 2, "records below the DeleteRecords offset came back"
+    check_against_offsets([r for r in produced if r.offset >= end // 2], got, "read after DeleteRecords")
+
+
+def test_remote_storage_off_then_on_again_resumes_uploads(bucket, broker):
+    """Tiering on, uploads; off, local retention deletes segments that were never
+    uploaded; on again: the uploader notices the gap, moves the remote log start past
+    it, uploads resume, and the partition reads from its new start without a hole."""
+    b = broker(env=tier_env(bucket.endpoint, bucket.name))
+    topic = "toggled"
+    tiered_topic(b.bootstrap, topic, 1, segment_bytes=256 * KiB)
+    first = blob_records(11, 1, 2 * MiB, 1000, 2000)
+    confluent_produce(b.bootstrap, topic, first, "none")
+    wait_sealed_uploaded(b, topic, 0)
+    alter_topic(b.bootstrap, topic, remote_storage_enable="false", retention_bytes=512 * KiB)
+    second = blob_records(12, 1, 2 * MiB, 1000, 2000)
+    confluent_produce(b.bootstrap, topic, second, "none")
+    end = max(r.offset for r in second) + 1
+    # Local retention (the total one, tiering being off) trims past the remote end.
+    remote_end_before = remote_end(b, topic, 0)
+    wait_until("local retention to delete segments that were never uploaded",
+               lambda: b.local_segments(topic, 0)[0] > remote_end_before, timeout=60, interval=0.2)
+    alter_topic(b.bootstrap, topic, remote_storage_enable="true", retention_bytes=-1)
+    active = wait_sealed_uploaded(b, topic, 0)
+    low, high = watermarks(b.bootstrap, topic)
+    assert high == end and low > remote_end_before, (low, high, remote_end_before)
+    assert pmetric(b, "strata_remote_log_start_offset", topic, 0) == low
+    got = confluent_consume(b.bootstrap, topic, 1, start={0: low})
+    assert [g.offset for g in got] == list(range(low, end)), "the log has a hole or a duplicate"
+    assert active > low

@@ -140,8 +140,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     ));
 
     let stores = cluster::open(&config).await?;
+    let cluster_id = stores
+        .metadata
+        .cluster_id()
+        .await
+        .context("read the cluster id")?;
     let tiering = strata_broker::tiered::Tiering::open(
         &config,
+        &cluster_id,
         stores.manifests.clone(),
         &metrics.tiering_registry,
     )

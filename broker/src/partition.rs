@@ -327,8 +327,13 @@ impl Partition {
                 log_end_offset: high_watermark,
             });
         }
-        if let (Some(remote), Some(bounds)) = (self.remote(), self.remote_bounds())
-            && offset > bounds.start
+        // A tiered partition's manifest records the new start even before its first
+        // upload, so that upload cannot bring the deleted records back.
+        let tiered = self.lock().config().remote_storage;
+        let remote_start = self.remote_bounds().map(|b| b.start);
+        if let Some(remote) = self.remote()
+            && (tiered || remote_start.is_some())
+            && remote_start.is_none_or(|start| offset > start)
         {
             remote
                 .advance_start(offset, self.leader_epoch())

@@ -10,7 +10,6 @@
 //! the local log start is read from local segments, as before. A local segment is deleted
 //! only after the manifest commit that covers it ([`crate::log::Log::apply_retention`]).
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -54,12 +53,28 @@ pub struct Tiering {
 }
 
 impl Tiering {
+    /// Objects go under `<object_store>/<cluster_id>/`: clusters sharing a bucket (or a
+    /// broker pointed at the wrong metadata store, which names another cluster) never
+    /// see, let alone scrub, each other's objects.
     pub async fn open(
         config: &Config,
+        cluster_id: &str,
         manifests: Arc<dyn ManifestStore>,
         registry: &prometheus::Registry,
     ) -> anyhow::Result<Tiering> {
-        let location = config.object_store_url()?;
+        let location = match config.object_store_url()? {
+            strata_tiering::Location::Directory(dir) => {
+                strata_tiering::Location::Directory(dir.join(cluster_id))
+            }
+            strata_tiering::Location::S3 { bucket, prefix } => strata_tiering::Location::S3 {
+                bucket,
+                prefix: if prefix.is_empty() {
+                    cluster_id.to_string()
+                } else {
+                    format!("{prefix}/{cluster_id}")
+                },
+            },
+        };
         let s3 = strata_tiering::S3Settings {
             endpoint: config.s3_endpoint.clone(),
             region: config.s3_region.clone(),
@@ -136,7 +151,7 @@ impl Tiering {
 }
 
 /// Reads a sealed segment's index files for upload.
-async fn sealed_segment(info: SealedInfo) -> std::io::Result<SealedSegment> {
+async fn sealed_segment(info: SealedInfo, log_start_offset: i64) -> std::io::Result<SealedSegment> {
     let (offset_index, time_index) = tokio::task::spawn_blocking({
         let info = info.clone();
         move || -> std::io::Result<(Vec<u8>, Vec<u8>)> {
@@ -156,6 +171,7 @@ async fn sealed_segment(info: SealedInfo) -> std::io::Result<SealedSegment> {
         offset_index: Bytes::from(offset_index),
         time_index: Bytes::from(time_index),
         max_timestamp: info.max_timestamp,
+        log_start_offset,
     })
 }
 
@@ -167,7 +183,11 @@ async fn upload_partition(broker: &Broker, tiering: &Tiering, partition: &Partit
         return true;
     };
     let label = format!("{}-{}", partition.topic, partition.index);
-    loop {
+    let config = partition.log_config();
+    'passes: loop {
+        if !config.remote_storage {
+            break;
+        }
         let candidates = partition.upload_candidates(UPLOADS_PER_PASS);
         if candidates.is_empty() {
             break;
@@ -177,7 +197,7 @@ async fn upload_partition(broker: &Broker, tiering: &Tiering, partition: &Partit
                 return true;
             }
             let base_offset = info.base_offset;
-            let segment = match sealed_segment(info).await {
+            let segment = match sealed_segment(info, partition.local_log_start_offset()).await {
                 Ok(segment) => segment,
                 Err(e) => {
                     // Retention removed it meanwhile (only possible for data the remote
@@ -202,6 +222,24 @@ async fn upload_partition(broker: &Broker, tiering: &Tiering, partition: &Partit
                 .await
             {
                 Ok(_) => {}
+                Err(TierError::NotContiguous { end_offset, .. })
+                    if base_offset > end_offset
+                        && partition.local_log_start_offset() >= base_offset =>
+                {
+                    // The records between the remote end and the local log are gone
+                    // (deleted locally while remote storage was off): the log cannot have
+                    // a hole, so the remote history before it goes too.
+                    warn!(partition = %label, remote_end = end_offset, local_start = base_offset,
+                        "the local log starts past the remote tier's end; moving the remote log start there");
+                    if let Err(e) = remote
+                        .advance_start(base_offset, partition.leader_epoch())
+                        .await
+                    {
+                        warn!(partition = %label, error = %e, "could not move the remote log start; retrying after a backoff");
+                        return false;
+                    }
+                    continue 'passes;
+                }
                 Err(e) => {
                     warn!(partition = %label, base_offset, error = %e, "segment upload failed; retrying after a backoff");
                     return false;
@@ -212,7 +250,6 @@ async fn upload_partition(broker: &Broker, tiering: &Tiering, partition: &Partit
             }
         }
     }
-    let config = partition.log_config();
     if config.retention_ms < 0 && config.retention_bytes < 0 {
         return true;
     }
@@ -284,10 +321,16 @@ pub async fn run_uploader(broker: Arc<Broker>) {
         let now = broker.clock.now_ms();
         for topic in broker.topics() {
             for partition in &topic.partitions {
-                if !partition.log_config().remote_storage || partition.is_deleted() {
+                // Partitions with tiering off still get passes while the remote tier
+                // holds data, so retention keeps applying to it.
+                let tiered = partition.log_config().remote_storage;
+                let has_remote = partition.remote_bounds().is_some_and(|b| b.end > b.start);
+                if !(tiered || has_remote) || partition.is_deleted() {
                     continue;
                 }
-                report_lag(&broker, &tiering, partition, now);
+                if tiered {
+                    report_lag(&broker, &tiering, partition, now);
+                }
                 if !partition.try_start_upload(now) {
                     continue;
                 }
@@ -341,19 +384,18 @@ pub async fn run_scrubber(broker: Arc<Broker>) {
                 }
             }
         }
-        let live: HashSet<uuid::Uuid> = topics.iter().map(|t| t.id).collect();
-        if let Err(e) =
-            scrub_unknown_topics(&*tiering.store, &live, broker.clock.now_ms(), grace).await
-        {
+        if let Err(e) = scrub_unknown_topics(&broker, &*tiering.store, grace).await {
             warn!(error = %e, "scrub of deleted topics failed");
         }
     }
 }
 
+/// Deletes objects of topics this cluster no longer has. Topics are checked just before
+/// each delete (a topic created during the pass is live), and the listing is of this
+/// cluster's prefix only.
 async fn scrub_unknown_topics(
+    broker: &Broker,
     store: &dyn RemoteStore,
-    live: &HashSet<uuid::Uuid>,
-    now_ms: i64,
     grace_ms: i64,
 ) -> Result<(), strata_tiering::StoreError> {
     for object in store.list("topics/").await? {
@@ -364,7 +406,8 @@ async fn scrub_unknown_topics(
         let Some((_, id)) = dir.and_then(strata_tiering::keys::parse_topic_dir) else {
             continue;
         };
-        if !live.contains(&id) && now_ms - object.last_modified_ms >= grace_ms {
+        let old_enough = broker.clock.now_ms() - object.last_modified_ms >= grace_ms;
+        if old_enough && broker.topic_by_id(id).is_none() {
             info!(key = object.key, "deleting an object of a deleted topic");
             store.delete(&object.key).await?;
         }
@@ -418,7 +461,8 @@ pub async fn read_remote(
     let mut position = index_floor(&index, offset - entry.base_offset);
     let first_size = loop {
         if position + BATCH_PREFIX_LEN as u64 > entry.log_bytes {
-            return Ok(Bytes::new());
+            // The manifest says the segment holds `offset`; its bytes say otherwise.
+            return Err(RemoteReadError::Corrupt { key, position });
         }
         let prefix = cache
             .read(&object, position..position + BATCH_PREFIX_LEN as u64)
@@ -500,20 +544,34 @@ pub async fn remote_offset_for_timestamp(
     if remote_max < timestamp {
         return Ok(None);
     }
-    let mut offset = marks.log_start_offset;
-    let entry = loop {
-        if offset >= end {
-            return Ok(None);
-        }
+    let start = marks.log_start_offset;
+    let mut offset = start;
+    while offset < end {
         let Some(entry) = remote.locate(offset).await? else {
             return Ok(None);
         };
-        if entry.max_timestamp >= timestamp {
-            break entry;
-        }
         offset = entry.end_offset;
-    };
-    let key = remote.segment_key(&entry);
+        if entry.max_timestamp < timestamp {
+            continue;
+        }
+        let found = scan_segment_for_timestamp(tiering, remote, &entry, timestamp, start).await?;
+        if found.is_some() {
+            return Ok(found);
+        }
+        // Every match in this segment was below the log start: look further on.
+    }
+    Ok(None)
+}
+
+/// The first record of `entry` at or after `min_offset` with a timestamp >= `timestamp`.
+async fn scan_segment_for_timestamp(
+    tiering: &Tiering,
+    remote: &RemoteLog,
+    entry: &strata_tiering::manifest::SegmentEntry,
+    timestamp: i64,
+    min_offset: i64,
+) -> Result<Option<(i64, i64)>, RemoteReadError> {
+    let key = remote.segment_key(entry);
     let object = ObjectRef {
         key: key.clone(),
         id: entry.object_id,
@@ -536,7 +594,7 @@ pub async fn remote_offset_for_timestamp(
             return Err(RemoteReadError::Corrupt { key, position });
         }
         let batch_max = format::parse_validated_header(&header).max_timestamp;
-        if base + i64::from(last_delta) >= marks.log_start_offset && batch_max >= timestamp {
+        if base + i64::from(last_delta) >= min_offset && batch_max >= timestamp {
             let batch = cache
                 .read(&object, position..position + size as u64)
                 .await?;
@@ -546,7 +604,7 @@ pub async fn remote_offset_for_timestamp(
                     position,
                 })?
                 .into_iter()
-                .find(|(o, ts)| *ts >= timestamp && *o >= marks.log_start_offset);
+                .find(|(o, ts)| *ts >= timestamp && *o >= min_offset);
             if found.is_some() {
                 return Ok(found);
             }

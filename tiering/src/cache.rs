@@ -261,7 +261,16 @@ impl SegmentCache {
                 if let Some(limiter) = &this.limiter {
                     limiter.acquire(range.end - range.start).await;
                 }
+                let wanted = range.end - range.start;
                 let bytes = this.store.get_range(&object_key, range).await?;
+                if bytes.len() as u64 != wanted {
+                    // The object is shorter than its manifest entry says: never cache that.
+                    return Err(StoreError::Permanent {
+                        op: "get",
+                        key: object_key,
+                        message: format!("got {} bytes where {wanted} were expected; the object does not match its manifest entry", bytes.len()),
+                    });
+                }
                 this.metrics.fetched_bytes.inc_by(bytes.len() as u64);
                 Ok::<_, StoreError>(bytes)
             })

@@ -9,6 +9,9 @@
 //!
 //! The topic id in the path keeps a re-created topic of the same name apart from the
 //! old one's objects; the name is there for people browsing the bucket.
+//!
+//! Keys are relative to the store's root, which the broker sets to
+//! `<object_store prefix>/<cluster_id>/`: clusters never share a key space.
 
 use uuid::Uuid;
 

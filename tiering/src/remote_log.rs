@@ -127,6 +127,10 @@ pub struct SealedSegment {
     pub offset_index: Bytes,
     pub time_index: Bytes,
     pub max_timestamp: i64,
+    /// The local log start offset when the segment was picked. The first upload into an
+    /// empty manifest starts the remote log there, so records deleted before (by
+    /// DeleteRecords or local retention) do not come back from the bucket.
+    pub log_start_offset: i64,
 }
 
 /// What the broker needs to know about a remote log, cheaply.
@@ -366,6 +370,9 @@ impl RemoteLog {
                     }
                     if !follows(root, entry.base_offset, entry.end_offset)? {
                         return Ok(false);
+                    }
+                    if root.end_offset().is_none() {
+                        root.log_start_offset = root.log_start_offset.max(segment.log_start_offset);
                     }
                     root.tail.push(entry);
                     root.live_bytes += entry.log_bytes;

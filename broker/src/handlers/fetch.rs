@@ -20,6 +20,7 @@ use tokio::sync::watch;
 
 use super::log_error_code;
 use crate::broker::{Broker, Topic};
+use crate::log::LogError;
 use crate::partition::{Partition, Watermarks};
 
 const READ_COMMITTED: i8 = 1;
@@ -204,6 +205,18 @@ async fn read_all(
                         .inc_by(records.len() as u64);
                 }
                 out.push(with_marks(base, marks).with_records(Some(records)));
+            }
+            // Local retention removed the segment between `remote_for` and the read:
+            // the remote tier has it now.
+            Err(LogError::OffsetOutOfRange { .. })
+                if partition.remote_for(w.fetch_offset).is_some() =>
+            {
+                let marks = partition.watermarks();
+                if let Some(remote) = partition.remote_for(w.fetch_offset) {
+                    total += budget;
+                    remote_reads.push((out.len(), partition.clone(), remote, budget));
+                }
+                out.push(with_marks(base, marks));
             }
             Err(e) => {
                 let code = log_error_code(&e);

@@ -267,6 +267,7 @@ fn segment_with(base: i64, span: i64, max_timestamp: i64) -> SealedSegment {
         offset_index: Bytes::from(format!("offset-index-{base}")),
         time_index: Bytes::from(format!("time-index-{base}")),
         max_timestamp,
+        log_start_offset: 0,
     }
 }
 
