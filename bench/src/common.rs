@@ -138,14 +138,22 @@ pub fn fresh_topic(prefix: &str) -> String {
     format!("{prefix}-{millis}-{}", std::process::id())
 }
 
-/// Creates `topic` with `partitions` partitions (replication factor 1), then waits until
-/// the broker's metadata shows them all.
-pub fn create_topic(client: &ClientArgs, topic: &str, partitions: i32) -> anyhow::Result<()> {
+/// Creates `topic` with `partitions` partitions (replication factor 1) and the topic
+/// `configs` given, then waits until the broker's metadata shows them all.
+pub fn create_topic(
+    client: &ClientArgs,
+    topic: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = client
         .config(&[])?
         .create()
         .context("create the admin client")?;
-    let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let mut new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    for (key, value) in configs {
+        new_topic = new_topic.set(key, value);
+    }
     let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(15)));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

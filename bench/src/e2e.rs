@@ -2,8 +2,9 @@
 //! both in this process. Latency is "consumer poll() returned the record" minus "producer
 //! called send()", both read from the same monotonic clock.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use rdkafka::consumer::Consumer;
@@ -15,10 +16,20 @@ use crate::produce::{self, Limits, ProduceOutcome, ProducerArgs};
 pub struct E2eOutcome {
     pub produced: ProduceOutcome,
     pub consumed: ConsumeOutcome,
+    /// The measured window (after the warm-up, until the producer stops sending), in
+    /// seconds since the Unix epoch: for lining it up with other runs on the machine.
+    pub window_unix: (f64, f64),
+}
+
+fn unix_seconds(at: SystemTime) -> f64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Runs the producer for `duration` at `rate_bytes_per_sec` while a consumer reads the
 /// topic from offset 0; the first `warmup` of records is left out of both histograms.
+/// When the warm-up ends, the current Unix time is written to `window_file`, if given,
+/// so that a script can start other load exactly when measuring starts.
 pub fn run(
     client: &ClientArgs,
     args: &ProducerArgs,
@@ -26,6 +37,7 @@ pub fn run(
     rate_bytes_per_sec: f64,
     duration: Duration,
     warmup: Duration,
+    window_file: Option<&Path>,
 ) -> anyhow::Result<E2eOutcome> {
     let consumer = consume::create_consumer(client)?;
     let partitions = common::topic_partitions(&consumer, topic)?;
@@ -62,10 +74,24 @@ pub fn run(
             );
         }
         let warmup_nanos = u64::try_from(warmup.as_nanos()).unwrap_or(u64::MAX);
+        let started = SystemTime::now();
         latency_from.store(
             common::now_nanos().saturating_add(warmup_nanos),
             Ordering::Relaxed,
         );
+        let window_unix = (
+            unix_seconds(started + warmup),
+            unix_seconds(started + duration),
+        );
+        if let Some(path) = window_file {
+            scope.spawn(move || {
+                std::thread::sleep(warmup);
+                let now = unix_seconds(SystemTime::now());
+                if let Err(error) = std::fs::write(path, format!("{now:.3}\n")) {
+                    eprintln!("strata-bench: cannot write {}: {error}", path.display());
+                }
+            });
+        }
         let limits = Limits {
             records: None,
             duration: Some(duration),
@@ -83,6 +109,7 @@ pub fn run(
         Ok(E2eOutcome {
             produced: produced?,
             consumed,
+            window_unix,
         })
     })
 }

@@ -2,14 +2,17 @@
 //!
 //! Modes: `produce` (throughput and acknowledgement latency), `consume` (read what is
 //! there, from the beginning, without a consumer group), `e2e` (steady-rate end-to-end
-//! latency) and `table` (Markdown from result lines). Each run prints a human summary
-//! and, last, one JSON line for scripts. Method and results: docs/benchmarks.md.
+//! latency), `s3-get` (raw ranged-GET throughput of an S3 endpoint, for comparison with
+//! replays from tiered storage) and `table` (Markdown from result lines). Each run prints
+//! a human summary and, last, one JSON line for scripts. Method and results:
+//! docs/benchmarks.md.
 
 mod common;
 mod consume;
 mod e2e;
 mod produce;
 mod report;
+mod s3get;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,6 +46,9 @@ enum Command {
     Consume(ConsumeCommand),
     /// Produce at a steady rate while consuming; report end-to-end latency.
     E2e(E2eCommand),
+    /// GET objects from S3 in ranges, N requests in flight (no broker involved); report
+    /// throughput and per-GET latency.
+    S3Get(s3get::S3GetArgs),
     /// Delete topics (between runs, to keep disk and page cache use flat).
     DeleteTopics {
         #[command(flatten)]
@@ -110,6 +116,9 @@ struct E2eCommand {
     /// Leading seconds left out of the latency histograms.
     #[arg(long, default_value_t = 5.0)]
     warmup: f64,
+    /// Write the Unix time to this file when the warm-up ends (measuring starts).
+    #[arg(long)]
+    window_file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -118,6 +127,7 @@ fn main() -> ExitCode {
         Command::Produce(c) => ("produce", c.client.name.clone()),
         Command::Consume(c) => ("consume", c.client.name.clone()),
         Command::E2e(c) => ("e2e", c.client.name.clone()),
+        Command::S3Get(c) => ("s3-get", c.name.clone()),
         Command::DeleteTopics { .. } => ("delete-topics", String::new()),
         Command::Table { .. } => ("table", String::new()),
     };
@@ -126,7 +136,7 @@ fn main() -> ExitCode {
         Ok(false) => ExitCode::FAILURE,
         Err(error) => {
             eprintln!("strata-bench {mode}: {error:#}");
-            if matches!(mode, "produce" | "consume" | "e2e") {
+            if matches!(mode, "produce" | "consume" | "e2e" | "s3-get") {
                 println!(
                     "{}",
                     json!({ "mode": mode, "name": name, "ok": false, "error": format!("{error:#}") })
@@ -143,6 +153,7 @@ fn run(command: Command) -> anyhow::Result<bool> {
         Command::Produce(c) => produce(c),
         Command::Consume(c) => consume(c),
         Command::E2e(c) => e2e(c),
+        Command::S3Get(c) => s3_get(&c),
         Command::DeleteTopics { client, topics } => {
             common::delete_topics(&client, &topics)?;
             Ok(true)
@@ -230,6 +241,7 @@ fn e2e(c: E2eCommand) -> anyhow::Result<bool> {
         rate_bytes(c.rate)?,
         duration,
         warmup,
+        c.window_file.as_deref(),
     )?;
     let produced = &outcome.produced;
     let consumed = &outcome.consumed;
@@ -258,6 +270,10 @@ fn e2e(c: E2eCommand) -> anyhow::Result<bool> {
         "produce": produced.json(),
         "consume": consumed.json(),
         "e2e_latency_ms": common::latency_json(&consumed.e2e_latency),
+        "window_unix": [
+            common::round3(outcome.window_unix.0),
+            common::round3(outcome.window_unix.1),
+        ],
     });
     if !complete {
         merge(
@@ -268,6 +284,24 @@ fn e2e(c: E2eCommand) -> anyhow::Result<bool> {
     merge(&mut result, c.producer.describe());
     println!("{result}");
     Ok(ok)
+}
+
+fn s3_get(args: &s3get::S3GetArgs) -> anyhow::Result<bool> {
+    let outcome = s3get::run(args)?;
+    println!("{}", outcome.summary());
+    let mut result = json!({
+        "mode": "s3-get",
+        "name": args.name,
+        "ok": true,
+        "bucket": args.bucket,
+        "prefix": args.prefix,
+        "contains": args.contains,
+        "range_bytes": args.range_bytes,
+        "concurrency": args.concurrency,
+    });
+    merge(&mut result, outcome.json());
+    println!("{result}");
+    Ok(true)
 }
 
 /// Adds `extra`'s fields to `into` (both JSON objects).

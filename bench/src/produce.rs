@@ -51,6 +51,10 @@ pub struct ProducerArgs {
     /// Write to an existing --topic instead of creating it.
     #[arg(long)]
     pub no_create: bool,
+    /// Topic config for the topic this run creates, KEY=VALUE (e.g.
+    /// `segment.bytes=67108864`); may repeat.
+    #[arg(long = "topic-config", value_name = "KEY=VALUE")]
+    pub topic_configs: Vec<String>,
 }
 
 impl ProducerArgs {
@@ -67,7 +71,21 @@ impl ProducerArgs {
         if self.no_create && self.topic.is_none() {
             bail!("--no-create needs --topic");
         }
+        if self.no_create && !self.topic_configs.is_empty() {
+            bail!("--topic-config applies to a topic this run creates, not with --no-create");
+        }
+        self.parsed_topic_configs()?;
         Ok(())
+    }
+
+    fn parsed_topic_configs(&self) -> anyhow::Result<Vec<(&str, &str)>> {
+        self.topic_configs
+            .iter()
+            .map(|pair| {
+                pair.split_once('=')
+                    .with_context(|| format!("--topic-config {pair}: expected KEY=VALUE"))
+            })
+            .collect()
     }
 
     /// The topic for this run, created unless --no-create.
@@ -77,7 +95,12 @@ impl ProducerArgs {
             .clone()
             .unwrap_or_else(|| common::fresh_topic(prefix));
         if !self.no_create {
-            common::create_topic(client, &topic, self.partitions)?;
+            common::create_topic(
+                client,
+                &topic,
+                self.partitions,
+                &self.parsed_topic_configs()?,
+            )?;
         }
         Ok(topic)
     }
@@ -91,6 +114,7 @@ impl ProducerArgs {
             "compression": self.compression,
             "linger_ms": self.linger_ms,
             "batch_size": self.batch_size,
+            "topic_configs": self.topic_configs,
         })
     }
 }
