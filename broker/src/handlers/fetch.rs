@@ -120,6 +120,16 @@ pub async fn fetch(broker: &Arc<Broker>, request: FetchRequest, version: i16) ->
     )
 }
 
+fn count_bytes_out(broker: &Broker, partition: &Partition, records: &bytes::Bytes) {
+    if !records.is_empty() {
+        broker
+            .metrics
+            .bytes_out
+            .with_label_values(&[&partition.topic])
+            .inc_by(records.len() as u64);
+    }
+}
+
 /// Fills the offsets a partition response reports. With no transactions the last stable
 /// offset is the high watermark.
 fn with_marks(data: PartitionData, marks: Watermarks) -> PartitionData {
@@ -187,36 +197,28 @@ async fn read_all(
             out.push(with_marks(base, marks));
             continue;
         }
-        if let Some(remote) = partition.remote_for(w.fetch_offset) {
-            let marks = partition.watermarks();
+        // Below the local log start: read from the remote tier (after this pass).
+        let mut plan_remote = |out: &mut Vec<PartitionData>, base: PartitionData, remote| {
             total += budget;
             remote_reads.push((out.len(), partition.clone(), remote, budget));
-            out.push(with_marks(base, marks));
+            out.push(with_marks(base, partition.watermarks()));
+        };
+        if let Some(remote) = partition.remote_for(w.fetch_offset) {
+            plan_remote(&mut out, base, remote);
             continue;
         }
         match partition.read(w.fetch_offset, budget) {
             Ok((records, marks)) => {
                 total += records.len();
-                if !records.is_empty() {
-                    broker
-                        .metrics
-                        .bytes_out
-                        .with_label_values(&[&partition.topic])
-                        .inc_by(records.len() as u64);
-                }
+                count_bytes_out(broker, partition, &records);
                 out.push(with_marks(base, marks).with_records(Some(records)));
             }
             // Local retention removed the segment between `remote_for` and the read:
             // the remote tier has it now.
             Err(LogError::OffsetOutOfRange { .. })
-                if partition.remote_for(w.fetch_offset).is_some() =>
+                if let Some(remote) = partition.remote_for(w.fetch_offset) =>
             {
-                let marks = partition.watermarks();
-                if let Some(remote) = partition.remote_for(w.fetch_offset) {
-                    total += budget;
-                    remote_reads.push((out.len(), partition.clone(), remote, budget));
-                }
-                out.push(with_marks(base, marks));
+                plan_remote(&mut out, base, remote);
             }
             Err(e) => {
                 let code = log_error_code(&e);
@@ -243,13 +245,7 @@ async fn read_all(
         out[i] = match result {
             Ok(records) => {
                 total += records.len();
-                if !records.is_empty() {
-                    broker
-                        .metrics
-                        .bytes_out
-                        .with_label_values(&[&partition.topic])
-                        .inc_by(records.len() as u64);
-                }
+                count_bytes_out(broker, &partition, &records);
                 data.with_records(Some(records))
             }
             Err(e) => {
