@@ -99,6 +99,9 @@ pub struct Broker {
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     /// A tokio mutex: held across metadata store calls so admin changes apply in order.
     admin: tokio::sync::Mutex<()>,
+    /// Producer ids reserved in the metadata store and not yet handed out: [next, end).
+    /// A tokio mutex: held across the store call that reserves the next block.
+    producer_ids: tokio::sync::Mutex<(i64, i64)>,
     /// An exclusive lock on `<data_dir>/.lock`, held for the broker's lifetime so two
     /// processes never share a data directory.
     _data_dir_lock: std::fs::File,
@@ -194,6 +197,7 @@ impl Broker {
             disk_full: AtomicBool::new(false),
             topics: RwLock::new(HashMap::new()),
             admin: tokio::sync::Mutex::new(()),
+            producer_ids: tokio::sync::Mutex::new((0, 0)),
             _data_dir_lock: data_dir_lock,
         });
         let records = broker.store.list_topics().await.context("list topics")?;
@@ -592,7 +596,8 @@ impl Broker {
             .collect();
         futures::stream::iter(partitions)
             .for_each_concurrent(HOUSEKEEPING_CONCURRENCY, |partition| async move {
-                match partition.housekeeping(now, force_flush).await {
+                let expiration = self.config.producer_id_expiration_ms;
+                match partition.housekeeping(now, force_flush, expiration).await {
                     Ok(outcome) if outcome.segments > 0 => {
                         info!(topic = %partition.topic, partition = partition.index, segments = outcome.segments,
                             bytes = outcome.bytes, "retention deleted segments");
@@ -627,6 +632,19 @@ impl Broker {
                 }
             })
             .await;
+    }
+
+    /// A producer id never handed out before (InitProducerId).
+    pub async fn next_producer_id(&self) -> Result<i64, StoreError> {
+        const BLOCK: i64 = 1000;
+        let mut ids = self.producer_ids.lock().await;
+        if ids.0 >= ids.1 {
+            let first = self.store.allocate_producer_ids(BLOCK).await?;
+            *ids = (first, first + BLOCK);
+        }
+        let id = ids.0;
+        ids.0 += 1;
+        Ok(id)
     }
 
     /// Updates `disk_full` from the data directory's file system usage.

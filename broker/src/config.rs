@@ -143,6 +143,10 @@ pub struct Config {
     pub remote_storage_enable: bool,
     /// How long shutdown waits for in-flight requests before closing. Default 30000 ms.
     pub shutdown_timeout_ms: i64,
+    /// An idempotent producer's state (epoch, last sequences) is forgotten this long
+    /// after its last append to a partition. Default 86400000 ms (1 day), as Kafka's
+    /// producer.id.expiration.ms. Memory per partition grows with producers seen in it.
+    pub producer_id_expiration_ms: i64,
 }
 
 impl Default for Config {
@@ -199,6 +203,7 @@ impl Default for Config {
             log_local_retention_bytes: -2,
             remote_storage_enable: false,
             shutdown_timeout_ms: 30_000,
+            producer_id_expiration_ms: 86_400_000,
         }
     }
 }
@@ -402,6 +407,11 @@ impl Config {
             ));
         }
         self.crash_after_upload()?;
+        at_least(
+            "producer_id_expiration_ms",
+            self.producer_id_expiration_ms,
+            1,
+        )?;
         if self.shutdown_timeout_ms < 0 {
             return Err(invalid("shutdown_timeout_ms", "must be >= 0"));
         }

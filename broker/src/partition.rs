@@ -349,12 +349,14 @@ impl Partition {
         &self,
         now_ms: i64,
         force_flush: bool,
+        producer_expiration_ms: i64,
     ) -> Result<RetentionOutcome, LogError> {
         let (outcome, plan) = {
             let mut log = self.lock();
             if self.deleted.load(Ordering::Relaxed) || self.offline.load(Ordering::Relaxed) {
                 return Ok(RetentionOutcome::default());
             }
+            log.expire_producers(now_ms, producer_expiration_ms);
             log.roll_if_expired(now_ms)?;
             let outcome = log.apply_retention(now_ms, self.remote_bounds())?;
             (outcome, log.plan_flush(now_ms, force_flush)?)

@@ -19,6 +19,9 @@ struct Document {
     version: u32,
     cluster_id: Option<String>,
     topics: BTreeMap<String, TopicRecord>,
+    /// The next producer id not yet handed out.
+    #[serde(default)]
+    next_producer_id: i64,
 }
 
 pub struct EmbeddedStore {
@@ -123,6 +126,16 @@ impl MetadataStore for EmbeddedStore {
         self.save(&next).await?;
         *document = next;
         Ok(())
+    }
+
+    async fn allocate_producer_ids(&self, count: i64) -> Result<i64, StoreError> {
+        let mut document = self.document.lock().await;
+        let mut next = document.clone();
+        let first = next.next_producer_id;
+        next.next_producer_id = first + count;
+        self.save(&next).await?;
+        *document = next;
+        Ok(first)
     }
 
     async fn delete_topic(&self, name: &str) -> Result<Option<TopicRecord>, StoreError> {

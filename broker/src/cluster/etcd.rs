@@ -4,6 +4,7 @@
 //! |---|---|
 //! | `<prefix>/cluster_id` | the cluster id, written once with a create-only transaction |
 //! | `<prefix>/topics/<name>` | the topic's [`TopicRecord`] as JSON |
+//! | `<prefix>/producer_ids` | the next producer id not yet reserved (decimal), advanced by compare-and-swap |
 //! | `<prefix>/manifests/<topic_id>/<partition>` | a tiered partition's manifest root (see `manifests.rs`) |
 //!
 //! Creation is a transaction on `create_revision == 0`, updates on `version > 0`, so two
@@ -141,6 +142,44 @@ impl MetadataStore for EtcdStore {
         } else {
             Err(StoreError::NotFound(topic.name.clone()))
         }
+    }
+
+    async fn allocate_producer_ids(&self, count: i64) -> Result<i64, StoreError> {
+        let key = self.key("producer_ids");
+        let mut kv = self.client.kv_client();
+        for _ in 0..16 {
+            let current = timed(kv.get(key.clone(), None)).await?;
+            let (first, compare) = match current.kvs().first() {
+                Some(found) => {
+                    let text = String::from_utf8_lossy(found.value());
+                    let first = text
+                        .trim()
+                        .parse::<i64>()
+                        .map_err(|e| StoreError::Corrupt {
+                            key: key.clone(),
+                            message: e.to_string(),
+                        })?;
+                    let compare =
+                        Compare::mod_revision(key.clone(), CompareOp::Equal, found.mod_revision());
+                    (first, compare)
+                }
+                None => (
+                    0,
+                    Compare::create_revision(key.clone(), CompareOp::Equal, 0),
+                ),
+            };
+            let txn = Txn::new().when([compare]).and_then([TxnOp::put(
+                key.clone(),
+                (first + count).to_string(),
+                None,
+            )]);
+            if timed(kv.txn(txn)).await?.succeeded() {
+                return Ok(first);
+            }
+        }
+        Err(StoreError::Unavailable(
+            "producer id allocation kept conflicting with other brokers".into(),
+        ))
     }
 
     async fn delete_topic(&self, name: &str) -> Result<Option<TopicRecord>, StoreError> {

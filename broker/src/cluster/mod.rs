@@ -59,6 +59,9 @@ pub trait MetadataStore: Send + Sync {
     async fn update_topic(&self, topic: &TopicRecord) -> Result<(), StoreError>;
     /// Deletes a topic and returns what it was, or `None` if there was no such topic.
     async fn delete_topic(&self, name: &str) -> Result<Option<TopicRecord>, StoreError>;
+    /// Reserves `count` producer ids for this broker and returns the first. Ids are never
+    /// handed out twice, across brokers and restarts.
+    async fn allocate_producer_ids(&self, count: i64) -> Result<i64, StoreError>;
 }
 
 /// The metadata store and, in the same place, the manifest roots of tiered partitions.

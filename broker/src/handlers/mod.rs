@@ -8,6 +8,7 @@ mod cluster;
 mod fetch;
 mod offsets;
 mod produce;
+mod producer;
 
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use kafka_protocol::messages::{RequestKind, ResponseKind, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
 use crate::broker::{AdminError, Broker};
+use crate::log::producers::ProducerError;
 use crate::log::{BatchError, LogError};
 use crate::protocol::Request;
 
@@ -26,6 +28,7 @@ pub async fn handle(broker: &Arc<Broker>, request: Request) -> Option<ResponseKi
         RequestKind::Metadata(r) => cluster::metadata(broker, r, version).await,
         RequestKind::DescribeCluster(r) => cluster::describe_cluster(broker, r),
         RequestKind::Produce(r) => return produce::produce(broker, r, version).await,
+        RequestKind::InitProducerId(r) => producer::init_producer_id(broker, r).await,
         RequestKind::Fetch(r) => fetch::fetch(broker, r, version).await,
         RequestKind::ListOffsets(r) => offsets::list_offsets(broker, r, version).await,
         RequestKind::DeleteRecords(r) => offsets::delete_records(broker, r).await,
@@ -66,6 +69,10 @@ pub fn log_error_code(error: &LogError) -> ResponseError {
         LogError::Deleted => ResponseError::UnknownTopicOrPartition,
         LogError::Io { .. } | LogError::Offline | LogError::Remote(_) => {
             ResponseError::KafkaStorageError
+        }
+        LogError::Producer(ProducerError::Fenced { .. }) => ResponseError::InvalidProducerEpoch,
+        LogError::Producer(ProducerError::OutOfOrder { .. }) => {
+            ResponseError::OutOfOrderSequenceNumber
         }
     }
 }

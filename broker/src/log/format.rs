@@ -130,9 +130,19 @@ pub struct BatchHeader {
     pub last_offset_delta: i32,
     pub max_timestamp: i64,
     pub record_count: i32,
+    /// -1 unless an idempotent producer wrote the batch.
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
 }
 
 impl BatchHeader {
+    /// The sequence number of the batch's last record (sequences wrap at i32::MAX).
+    pub fn last_sequence(&self) -> i32 {
+        let last = i64::from(self.base_sequence) + i64::from(self.last_offset_delta);
+        (last % (i64::from(i32::MAX) + 1)) as i32
+    }
+
     pub fn last_offset(&self) -> i64 {
         self.base_offset + i64::from(self.last_offset_delta)
     }
@@ -280,7 +290,9 @@ pub fn parse_validated_header(batch: &[u8]) -> BatchHeader {
     let last_offset_delta = tail.get_i32();
     let _base_timestamp = tail.get_i64();
     let max_timestamp = tail.get_i64();
-    tail.advance(8 + 2 + 4);
+    let producer_id = tail.get_i64();
+    let producer_epoch = tail.get_i16();
+    let base_sequence = tail.get_i32();
     let record_count = tail.get_i32();
     BatchHeader {
         base_offset,
@@ -288,6 +300,9 @@ pub fn parse_validated_header(batch: &[u8]) -> BatchHeader {
         last_offset_delta,
         max_timestamp,
         record_count,
+        producer_id,
+        producer_epoch,
+        base_sequence,
     }
 }
 

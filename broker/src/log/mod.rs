@@ -13,6 +13,7 @@
 //! The byte layout of every file is in [`format`].
 
 pub mod format;
+pub mod producers;
 mod read;
 mod segment;
 
@@ -25,6 +26,7 @@ use std::sync::Arc;
 use tracing::{info, warn};
 
 pub use format::{BatchError, BatchHeader};
+use producers::{BatchMeta, ProducerState, Verdict};
 pub use read::{Location, find_timestamp, max_timestamp_record, read_batches, record_timestamps};
 use segment::Segment;
 
@@ -86,6 +88,8 @@ pub enum LogError {
     Io { dir: PathBuf, source: io::Error },
     #[error("remote tier: {0}")]
     Remote(String),
+    #[error(transparent)]
+    Producer(#[from] producers::ProducerError),
 }
 
 /// What an append did, for the produce response.
@@ -140,6 +144,8 @@ pub struct Log {
     /// The latest point known to be fsynced (its `log_start_offset` is unused): what
     /// every checkpoint write records, whoever writes it.
     recovery_point: format::Checkpoint,
+    /// Idempotent producers seen in this log; see [`producers`].
+    producers: ProducerState,
 }
 
 /// A periodic flush prepared under the lock and carried out without it.
@@ -217,6 +223,7 @@ impl Log {
                 max_timestamp: -1,
                 offset_of_max_timestamp: 0,
             },
+            producers: ProducerState::default(),
         };
         let interval = log.config.index_interval_bytes;
         for (i, &base) in bases.iter().enumerate() {
@@ -270,6 +277,7 @@ impl Log {
             .log_start_offset
             .max(first_base)
             .min(log.log_end_offset());
+        log.recover_producers(checkpoint, now_ms).map_err(io_err)?;
         // What recovery kept is made durable before it is recorded as the recovery point.
         log.active().flush().map_err(io_err)?;
         log.recovery_point = log.live_position();
@@ -347,6 +355,39 @@ impl Log {
             mut headers,
             records,
         } = prepared;
+        let mut verdicts = Vec::with_capacity(headers.len());
+        for header in &headers {
+            if header.producer_id >= 0 {
+                verdicts.push(self.producers.check(
+                    header.producer_id,
+                    header.producer_epoch,
+                    header.base_sequence,
+                    header.last_sequence(),
+                )?);
+            }
+        }
+        if let Some(&Verdict::Duplicate {
+            base_offset,
+            last_offset,
+        }) = verdicts.first()
+        {
+            if headers.len() == 1 {
+                // A retry of a batch already in the log: acknowledge it again.
+                let info = AppendInfo {
+                    base_offset,
+                    last_offset,
+                    log_append_time: -1,
+                    records: 0,
+                };
+                return Ok((info, None));
+            }
+            return Err(producers::ProducerError::OutOfOrder {
+                producer_id: headers[0].producer_id,
+                last: headers[0].base_sequence,
+                got: headers[0].base_sequence,
+            }
+            .into());
+        }
         let base_offset = self.log_end_offset();
         self.maybe_roll(buf.len() as u64, base_offset + records, now_ms)?;
         let log_append_time = if self.config.log_append_time {
@@ -372,6 +413,19 @@ impl Log {
             }
             next_offset = header.next_offset();
             position += header.size;
+        }
+        for header in headers.iter().filter(|h| h.producer_id >= 0) {
+            self.producers.record(
+                header.producer_id,
+                header.producer_epoch,
+                BatchMeta {
+                    first_sequence: header.base_sequence,
+                    last_sequence: header.last_sequence(),
+                    base_offset: header.base_offset,
+                    last_offset: header.last_offset(),
+                },
+                now_ms,
+            );
         }
         self.unflushed_messages += records;
         self.dirty = true;
@@ -689,12 +743,77 @@ impl Log {
         }
     }
 
-    fn write_checkpoint(&self, checkpoint: format::Checkpoint) -> io::Result<()> {
+    /// Writes `partition.checkpoint`, and first `producers.snapshot` if producer state
+    /// changed, so the snapshot is never older than the checkpoint's recovery point.
+    fn write_checkpoint(&mut self, checkpoint: format::Checkpoint) -> io::Result<()> {
+        if self.producers.take_dirty()
+            && let Err(e) =
+                write_atomically(&self.dir.join(PRODUCERS_FILE), &self.producers.encode())
+        {
+            self.producers.mark_dirty();
+            return Err(e);
+        }
         write_atomically(&self.dir.join(CHECKPOINT_FILE), &checkpoint.encode())
+    }
+
+    /// Loads `producers.snapshot`, drops what recovery truncated, and replays the
+    /// idempotent batches after the checkpoint's recovery point (the tail recovery
+    /// scanned; the whole last segment if there was no checkpoint).
+    fn recover_producers(
+        &mut self,
+        checkpoint: Option<format::Checkpoint>,
+        now_ms: i64,
+    ) -> io::Result<()> {
+        self.producers = match fs::read(self.dir.join(PRODUCERS_FILE)) {
+            Ok(bytes) => ProducerState::decode(&bytes).unwrap_or_else(|| {
+                warn!(dir = %self.dir.display(), "producer snapshot is damaged; idempotent producers start over");
+                ProducerState::default()
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => ProducerState::default(),
+            Err(e) => return Err(e),
+        };
+        self.producers.truncate(self.log_end_offset());
+        let (from_base, from_position) = match checkpoint {
+            Some(c) => (c.segment_base, c.position),
+            None => (self.active().base_offset, 0),
+        };
+        for segment in self.segments.range(from_base..).map(|(_, s)| s) {
+            let mut position = if segment.base_offset == from_base {
+                from_position
+            } else {
+                0
+            };
+            while position + format::BATCH_HEADER_LEN as u64 <= segment.size {
+                let mut header = [0u8; format::BATCH_HEADER_LEN];
+                std::os::unix::fs::FileExt::read_exact_at(&*segment.file, &mut header, position)?;
+                let h = format::parse_validated_header(&header);
+                if h.size < format::BATCH_HEADER_LEN {
+                    break;
+                }
+                if h.producer_id >= 0 {
+                    let meta = BatchMeta {
+                        first_sequence: h.base_sequence,
+                        last_sequence: h.last_sequence(),
+                        base_offset: h.base_offset,
+                        last_offset: h.last_offset(),
+                    };
+                    self.producers
+                        .record(h.producer_id, h.producer_epoch, meta, now_ms);
+                }
+                position += h.size as u64;
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets idempotent producers idle for longer than `max_idle_ms`.
+    pub fn expire_producers(&mut self, now_ms: i64, max_idle_ms: i64) {
+        self.producers.expire(now_ms, max_idle_ms);
     }
 }
 
 const CHECKPOINT_FILE: &str = "partition.checkpoint";
+const PRODUCERS_FILE: &str = "producers.snapshot";
 
 /// A produce request's records for one partition, validated and copied, ready to append.
 pub struct Prepared {

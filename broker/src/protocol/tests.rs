@@ -153,6 +153,9 @@ fn every_advertised_version_decodes_a_default_request() {
                 ApiKey::DescribeCluster => {
                     RequestKind::DescribeCluster(DescribeClusterRequest::default())
                 }
+                ApiKey::InitProducerId => {
+                    RequestKind::InitProducerId(InitProducerIdRequest::default())
+                }
                 other => panic!("add {other:?} to this test"),
             };
             kind.encode(&mut body, version)

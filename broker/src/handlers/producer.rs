@@ -1,0 +1,59 @@
+//! InitProducerId: producer ids and epochs for idempotent producers.
+//!
+//! Ids come from blocks reserved in the metadata store ([`Broker::next_producer_id`]), so
+//! no id is handed out twice across restarts or brokers. A producer that asks again with
+//! its id and epoch (KIP-360, v3+) gets the same id with the next epoch, which fences its
+//! older incarnation. Transactions are not implemented: a request with a transactional id
+//! is refused.
+
+use std::sync::Arc;
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::{
+    InitProducerIdRequest, InitProducerIdResponse, ProducerId, ResponseKind,
+};
+use tracing::warn;
+
+use crate::broker::Broker;
+
+pub async fn init_producer_id(
+    broker: &Arc<Broker>,
+    request: InitProducerIdRequest,
+) -> ResponseKind {
+    let refuse = |code: ResponseError| {
+        broker.metrics.error("InitProducerId", code);
+        ResponseKind::InitProducerId(
+            InitProducerIdResponse::default()
+                .with_error_code(code.code())
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1),
+        )
+    };
+    if request
+        .transactional_id
+        .as_ref()
+        .is_some_and(|id| !id.0.is_empty())
+    {
+        warn!("InitProducerId with a transactional id refused: transactions are not implemented");
+        return refuse(ResponseError::InvalidRequest);
+    }
+    let (id, epoch) = if request.producer_id.0 >= 0
+        && request.producer_epoch >= 0
+        && request.producer_epoch < i16::MAX - 1
+    {
+        (request.producer_id.0, request.producer_epoch + 1)
+    } else {
+        match broker.next_producer_id().await {
+            Ok(id) => (id, 0),
+            Err(e) => {
+                warn!(error = %e, "cannot reserve producer ids");
+                return refuse(ResponseError::CoordinatorNotAvailable);
+            }
+        }
+    };
+    ResponseKind::InitProducerId(
+        InitProducerIdResponse::default()
+            .with_producer_id(ProducerId(id))
+            .with_producer_epoch(epoch),
+    )
+}

@@ -1,0 +1,378 @@
+//! Idempotent producers: per-partition producer state and its snapshot file.
+//!
+//! For each producer id the partition remembers its epoch and its last few batches
+//! (sequence range and offsets). An append from an idempotent producer is checked against
+//! it under the log lock:
+//!
+//! - an older epoch is fenced (INVALID_PRODUCER_EPOCH);
+//! - a newer epoch must start at sequence 0;
+//! - a batch whose sequences match one of the last [`CACHED_BATCHES`] batches is a retry:
+//!   it is not appended again, and the answer is the original batch's base offset;
+//! - otherwise the batch must continue the last sequence (OUT_OF_ORDER_SEQUENCE_NUMBER);
+//! - a producer the partition does not know (new, expired, or its state lost with an
+//!   empty disk) is accepted at any sequence, as Kafka does since KIP-360.
+//!
+//! Producer ids expire `producer_id_expiration_ms` after their last append.
+//!
+//! ## `producers.snapshot` (layout version 1)
+//!
+//! Written atomically next to `partition.checkpoint` whenever the state changed and a
+//! checkpoint is written. On start-up it is loaded, batches at or past the recovered log
+//! end are dropped (they may have been torn off), and the batches recovery scans are
+//! replayed on top. All integers big-endian.
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 4 | magic `SPST` |
+//! | 4 | 1 | layout version, 1 |
+//! | 5 | 4 | producer count N |
+//! | 9 | .. | N producers |
+//! | end-4 | 4 | CRC-32C of everything before |
+//!
+//! Producer: `producer_id: i64`, `epoch: i16`, `last_append_ms: i64`, `batch count: u8`,
+//! then per batch `first_sequence: i32`, `last_sequence: i32`, `base_offset: i64`,
+//! `last_offset: i64` (oldest first).
+
+use std::collections::{HashMap, VecDeque};
+
+use bytes::{Buf, BufMut, BytesMut};
+
+/// Batches remembered per producer: librdkafka and the Java client keep at most five
+/// requests in flight per partition with idempotence, so a retry is one of the last five.
+pub const CACHED_BATCHES: usize = 5;
+const MAGIC: &[u8; 4] = b"SPST";
+const VERSION: u8 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchMeta {
+    pub first_sequence: i32,
+    pub last_sequence: i32,
+    pub base_offset: i64,
+    pub last_offset: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Producer {
+    epoch: i16,
+    last_append_ms: i64,
+    batches: VecDeque<BatchMeta>,
+}
+
+/// Why an idempotent batch was refused; each maps to one Kafka error code.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ProducerError {
+    #[error("producer {producer_id} epoch {epoch} is fenced by epoch {current}")]
+    Fenced {
+        producer_id: i64,
+        epoch: i16,
+        current: i16,
+    },
+    #[error("producer {producer_id}: sequence {got} does not follow {last}")]
+    OutOfOrder {
+        producer_id: i64,
+        last: i32,
+        got: i32,
+    },
+}
+
+/// What to do with a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Append,
+    /// A retry of a batch already in the log, at these offsets.
+    Duplicate {
+        base_offset: i64,
+        last_offset: i64,
+    },
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ProducerState {
+    producers: HashMap<i64, Producer>,
+    /// Changed since the last snapshot.
+    dirty: bool,
+}
+
+fn next_sequence(last: i32) -> i32 {
+    if last == i32::MAX { 0 } else { last + 1 }
+}
+
+impl ProducerState {
+    pub fn is_empty(&self) -> bool {
+        self.producers.is_empty()
+    }
+
+    pub fn check(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        first_sequence: i32,
+        last_sequence: i32,
+    ) -> Result<Verdict, ProducerError> {
+        let Some(producer) = self.producers.get(&producer_id) else {
+            return Ok(Verdict::Append);
+        };
+        if epoch < producer.epoch {
+            return Err(ProducerError::Fenced {
+                producer_id,
+                epoch,
+                current: producer.epoch,
+            });
+        }
+        if epoch > producer.epoch {
+            return if first_sequence == 0 {
+                Ok(Verdict::Append)
+            } else {
+                Err(ProducerError::OutOfOrder {
+                    producer_id,
+                    last: -1,
+                    got: first_sequence,
+                })
+            };
+        }
+        if let Some(b) = producer
+            .batches
+            .iter()
+            .find(|b| b.first_sequence == first_sequence && b.last_sequence == last_sequence)
+        {
+            return Ok(Verdict::Duplicate {
+                base_offset: b.base_offset,
+                last_offset: b.last_offset,
+            });
+        }
+        match producer.batches.back() {
+            Some(last) if first_sequence != next_sequence(last.last_sequence) => {
+                Err(ProducerError::OutOfOrder {
+                    producer_id,
+                    last: last.last_sequence,
+                    got: first_sequence,
+                })
+            }
+            _ => Ok(Verdict::Append),
+        }
+    }
+
+    /// Records an appended batch (also used to replay batches at recovery, where a batch
+    /// already known is ignored).
+    pub fn record(&mut self, producer_id: i64, epoch: i16, batch: BatchMeta, now_ms: i64) {
+        let producer = self.producers.entry(producer_id).or_insert(Producer {
+            epoch,
+            last_append_ms: now_ms,
+            batches: VecDeque::new(),
+        });
+        if epoch < producer.epoch
+            || producer.batches.back().is_some_and(|last| {
+                epoch == producer.epoch && batch.last_offset <= last.last_offset
+            })
+        {
+            return;
+        }
+        if epoch > producer.epoch {
+            producer.epoch = epoch;
+            producer.batches.clear();
+        }
+        producer.last_append_ms = producer.last_append_ms.max(now_ms);
+        producer.batches.push_back(batch);
+        while producer.batches.len() > CACHED_BATCHES {
+            producer.batches.pop_front();
+        }
+        self.dirty = true;
+    }
+
+    /// Forgets producers idle for longer than `max_idle_ms`.
+    pub fn expire(&mut self, now_ms: i64, max_idle_ms: i64) {
+        let before = self.producers.len();
+        self.producers
+            .retain(|_, p| now_ms.saturating_sub(p.last_append_ms) <= max_idle_ms);
+        self.dirty |= self.producers.len() != before;
+    }
+
+    /// Drops what a recovery truncated: batches at or past `log_end_offset`.
+    pub fn truncate(&mut self, log_end_offset: i64) {
+        for producer in self.producers.values_mut() {
+            producer.batches.retain(|b| b.last_offset < log_end_offset);
+        }
+    }
+
+    pub fn mark_dirty(&mut self) {
+        self.dirty = true;
+    }
+
+    /// Takes the dirty flag: whether a snapshot is due.
+    pub fn take_dirty(&mut self) -> bool {
+        std::mem::take(&mut self.dirty)
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut buf = BytesMut::new();
+        buf.put_slice(MAGIC);
+        buf.put_u8(VERSION);
+        let mut ids: Vec<_> = self.producers.keys().copied().collect();
+        ids.sort_unstable();
+        buf.put_u32(ids.len() as u32);
+        for id in ids {
+            let p = &self.producers[&id];
+            buf.put_i64(id);
+            buf.put_i16(p.epoch);
+            buf.put_i64(p.last_append_ms);
+            buf.put_u8(p.batches.len() as u8);
+            for b in &p.batches {
+                buf.put_i32(b.first_sequence);
+                buf.put_i32(b.last_sequence);
+                buf.put_i64(b.base_offset);
+                buf.put_i64(b.last_offset);
+            }
+        }
+        let crc = crc32c::crc32c(&buf);
+        buf.put_u32(crc);
+        buf.to_vec()
+    }
+
+    /// `None` if the bytes are damaged or of an unknown version.
+    pub fn decode(bytes: &[u8]) -> Option<ProducerState> {
+        if bytes.len() < 13 || &bytes[..4] != MAGIC || bytes[4] != VERSION {
+            return None;
+        }
+        let (body, crc) = bytes.split_at(bytes.len() - 4);
+        if crc32c::crc32c(body) != u32::from_be_bytes([crc[0], crc[1], crc[2], crc[3]]) {
+            return None;
+        }
+        let mut b = &body[5..];
+        let count = b.get_u32() as usize;
+        let mut producers = HashMap::new();
+        for _ in 0..count {
+            if b.remaining() < 19 {
+                return None;
+            }
+            let id = b.get_i64();
+            let epoch = b.get_i16();
+            let last_append_ms = b.get_i64();
+            let n = b.get_u8() as usize;
+            if b.remaining() < n * 24 {
+                return None;
+            }
+            let batches = (0..n)
+                .map(|_| BatchMeta {
+                    first_sequence: b.get_i32(),
+                    last_sequence: b.get_i32(),
+                    base_offset: b.get_i64(),
+                    last_offset: b.get_i64(),
+                })
+                .collect();
+            producers.insert(
+                id,
+                Producer {
+                    epoch,
+                    last_append_ms,
+                    batches,
+                },
+            );
+        }
+        Some(ProducerState {
+            producers,
+            dirty: false,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(first: i32, last: i32, base: i64) -> BatchMeta {
+        BatchMeta {
+            first_sequence: first,
+            last_sequence: last,
+            base_offset: base,
+            last_offset: base + i64::from(last - first),
+        }
+    }
+
+    #[test]
+    fn sequences_duplicates_and_fencing() {
+        let mut state = ProducerState::default();
+        assert_eq!(state.check(7, 0, 0, 4), Ok(Verdict::Append));
+        state.record(7, 0, meta(0, 4, 100), 1);
+        assert_eq!(state.check(7, 0, 5, 9), Ok(Verdict::Append));
+        state.record(7, 0, meta(5, 9, 105), 2);
+        // A retry of either batch is answered with its offsets.
+        assert_eq!(
+            state.check(7, 0, 0, 4),
+            Ok(Verdict::Duplicate {
+                base_offset: 100,
+                last_offset: 104
+            })
+        );
+        // A gap is refused.
+        assert!(matches!(
+            state.check(7, 0, 11, 12),
+            Err(ProducerError::OutOfOrder {
+                last: 9,
+                got: 11,
+                ..
+            })
+        ));
+        // An older epoch is fenced; a newer one starts at 0.
+        assert!(matches!(
+            state.check(7, -1, 10, 10),
+            Err(ProducerError::Fenced { .. })
+        ));
+        assert!(matches!(
+            state.check(7, 1, 10, 10),
+            Err(ProducerError::OutOfOrder { .. })
+        ));
+        assert_eq!(state.check(7, 1, 0, 0), Ok(Verdict::Append));
+        state.record(7, 1, meta(0, 0, 110), 3);
+        assert!(matches!(
+            state.check(7, 0, 10, 10),
+            Err(ProducerError::Fenced { .. })
+        ));
+        // Unknown producers are accepted at any sequence.
+        assert_eq!(state.check(8, 3, 42, 50), Ok(Verdict::Append));
+    }
+
+    #[test]
+    fn only_the_last_batches_are_remembered_and_sequences_wrap() {
+        let mut state = ProducerState::default();
+        for i in 0..10 {
+            state.record(1, 0, meta(i, i, i64::from(i)), 0);
+        }
+        assert_eq!(
+            state.check(1, 0, 9, 9),
+            Ok(Verdict::Duplicate {
+                base_offset: 9,
+                last_offset: 9
+            })
+        );
+        assert!(matches!(
+            state.check(1, 0, 2, 2),
+            Err(ProducerError::OutOfOrder { .. })
+        ));
+        let mut state = ProducerState::default();
+        state.record(1, 0, meta(i32::MAX - 1, i32::MAX, 0), 0);
+        assert_eq!(state.check(1, 0, 0, 3), Ok(Verdict::Append));
+    }
+
+    #[test]
+    fn snapshot_round_trips_and_damage_is_detected() {
+        let mut state = ProducerState::default();
+        state.record(1, 2, meta(0, 4, 100), 5);
+        state.record(9, 0, meta(10, 10, 200), 6);
+        let bytes = state.encode();
+        let mut back = ProducerState::decode(&bytes).expect("decode");
+        state.take_dirty();
+        assert_eq!(back, state);
+        let mut bad = bytes.clone();
+        bad[10] ^= 1;
+        assert_eq!(ProducerState::decode(&bad), None);
+        assert_eq!(ProducerState::decode(&bytes[..8]), None);
+        back.truncate(200);
+        assert_eq!(
+            back.check(9, 0, 10, 10),
+            Ok(Verdict::Append),
+            "a truncated batch is not a duplicate"
+        );
+        back.expire(1_000, 100);
+        assert!(back.is_empty());
+    }
+}
