@@ -536,3 +536,98 @@ fn start_up_scans_only_the_unflushed_tail() {
     let log = Log::open(dir.path(), config, 0).expect("reopen after a clean start");
     assert_eq!(log.recovered_batches(), 0);
 }
+
+/// A batch from idempotent producer `producer_id`/`epoch`, sequences from `first_seq`.
+fn idempotent_batch(producer_id: i64, epoch: i16, first_seq: i32, count: usize) -> Vec<u8> {
+    let records: Vec<Record> = (0..count)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id,
+            producer_epoch: epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: first_seq + i as i32,
+            timestamp: 1_000 + i as i64,
+            key: None,
+            value: Some(Bytes::from(format!(
+                "p{producer_id}-s{}",
+                first_seq + i as i32
+            ))),
+            headers: IndexMap::new(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .expect("encode an idempotent batch");
+    buf.to_vec()
+}
+
+#[test]
+fn idempotent_retries_are_acknowledged_not_appended_even_after_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = Log::open(dir.path(), config(), 0).expect("open");
+    let first = append(&mut log, &idempotent_batch(42, 0, 0, 5), 0)
+        .expect("first")
+        .0;
+    assert_eq!((first.base_offset, first.last_offset), (0, 4));
+    let second = append(&mut log, &idempotent_batch(42, 0, 5, 3), 0)
+        .expect("second")
+        .0;
+    assert_eq!(second.base_offset, 5);
+    // A retry of the first batch: same offsets, nothing appended.
+    let retry = append(&mut log, &idempotent_batch(42, 0, 0, 5), 0)
+        .expect("retry")
+        .0;
+    assert_eq!((retry.base_offset, retry.last_offset), (0, 4));
+    assert_eq!(log.log_end_offset(), 8);
+    // A gap and an old epoch are refused.
+    assert!(matches!(
+        append(&mut log, &idempotent_batch(42, 0, 10, 1), 0),
+        Err(LogError::Producer(
+            producers::ProducerError::OutOfOrder { .. }
+        ))
+    ));
+    append(&mut log, &idempotent_batch(42, 1, 0, 1), 0).expect("new epoch from 0");
+    assert!(matches!(
+        append(&mut log, &idempotent_batch(42, 0, 8, 1), 0),
+        Err(LogError::Producer(producers::ProducerError::Fenced { .. }))
+    ));
+    // The state survives a restart: from the snapshot (written with the checkpoint by
+    // a flush) and from the tail recovery scans after it.
+    let plan = log.plan_flush(0, true).expect("plan").expect("dirty");
+    plan.sync().expect("sync");
+    log.finish_flush(plan).expect("finish");
+    append(&mut log, &idempotent_batch(7, 0, 0, 2), 0).expect("after the checkpoint");
+    drop(log);
+    let mut log = Log::open(dir.path(), config(), 0).expect("reopen");
+    assert!(dir.path().join("producers.snapshot").exists());
+    let retry = append(&mut log, &idempotent_batch(42, 1, 0, 1), 0)
+        .expect("retry")
+        .0;
+    assert_eq!(
+        retry.base_offset, 8,
+        "a retry from before the snapshot is still a duplicate"
+    );
+    let retry = append(&mut log, &idempotent_batch(7, 0, 0, 2), 0)
+        .expect("retry")
+        .0;
+    assert_eq!(
+        retry.base_offset, 9,
+        "a retry from the scanned tail is still a duplicate"
+    );
+    assert_eq!(log.log_end_offset(), 11);
+    assert!(matches!(
+        append(&mut log, &idempotent_batch(42, 0, 8, 1), 0),
+        Err(LogError::Producer(producers::ProducerError::Fenced { .. }))
+    ));
+}
