@@ -279,8 +279,8 @@ EOF
 **What is measured.** `strata-bench` (bench/src) drives the broker through librdkafka
 (the rdkafka crate with its bundled librdkafka), the client library most Kafka users
 run on, with stock settings except where named. Producer: `linger.ms=5`,
-`batch.size=1000000`, no compression, `enable.idempotence=false` (the broker has no
-InitProducerId yet); records have no key and use librdkafka's sticky partitioner
+`batch.size=1000000`, no compression, `enable.idempotence=false` (kept from the runs
+before InitProducerId existed, so numbers stay comparable); records have no key and use librdkafka's sticky partitioner
 (fill a batch for one partition, then move to the next), as keyless clients do.
 Payloads are pseudo-random lower-case letters.
 

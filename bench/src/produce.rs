@@ -282,7 +282,7 @@ pub fn run_producer(
         ("compression.type", args.compression.clone()),
         ("linger.ms", args.linger_ms.to_string()),
         ("batch.size", args.batch_size.to_string()),
-        // The broker has no InitProducerId yet.
+        // Kept off so results compare with the runs before InitProducerId existed.
         ("enable.idempotence", "false".into()),
         ("message.timeout.ms", "120000".into()),
     ])?;
