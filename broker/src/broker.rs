@@ -647,6 +647,17 @@ impl Broker {
         Ok(id)
     }
 
+    /// Whether produce must be refused for a full disk. While refusing, every call looks
+    /// at the disk again (one statvfs), so produce resumes as soon as space is freed
+    /// rather than at the next housekeeping pass.
+    pub fn disk_is_full(&self) -> bool {
+        if !self.disk_full.load(Ordering::Relaxed) {
+            return false;
+        }
+        self.check_disk();
+        self.disk_full.load(Ordering::Relaxed)
+    }
+
     /// Updates `disk_full` from the data directory's file system usage.
     fn check_disk(&self) {
         match crate::sys::disk_used_percent(&self.config.data_dir) {

@@ -51,7 +51,7 @@ pub async fn produce(
                     broker.metrics.error("Produce", ResponseError::UnknownTopicOrPartition);
                     return partition_error(data.index, ResponseError::UnknownTopicOrPartition, None);
                 };
-                if broker.disk_full.load(std::sync::atomic::Ordering::Relaxed) {
+                if broker.disk_is_full() {
                     broker.metrics.error("Produce", ResponseError::KafkaStorageError);
                     broker.metrics.produce_refused_disk.with_label_values(&[&name]).inc();
                     return partition_error(
