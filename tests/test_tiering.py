@@ -634,6 +634,11 @@ def test_remote_storage_off_then_on_again_resumes_uploads(bucket, broker):
     wait_until("local retention to delete segments that were never uploaded",
                lambda: b.local_segments(topic, 0)[0] > remote_end_before, timeout=60, interval=0.2)
     alter_topic(b.bootstrap, topic, remote_storage_enable="true", retention_bytes=-1)
+    # More data, so that sealed segments follow the gap even when local retention left
+    # only the active segment.
+    third = blob_records(13, 1, MiB, 1000, 2000)
+    confluent_produce(b.bootstrap, topic, third, "none")
+    end = max(r.offset for r in third) + 1
     active = wait_sealed_uploaded(b, topic, 0)
     low, high = watermarks(b.bootstrap, topic)
     assert high == end and low > remote_end_before, (low, high, remote_end_before)

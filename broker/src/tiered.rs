@@ -192,6 +192,8 @@ async fn upload_partition(broker: &Broker, tiering: &Tiering, partition: &Partit
         if candidates.is_empty() {
             break;
         }
+        // Skipped uploads (already covered) do not move the remote end: never spin on them.
+        let mut progressed = false;
         for info in candidates {
             if partition.is_deleted() {
                 return true;
@@ -221,7 +223,7 @@ async fn upload_partition(broker: &Broker, tiering: &Tiering, partition: &Partit
                 )
                 .await
             {
-                Ok(_) => {}
+                Ok(uploaded) => progressed |= uploaded,
                 Err(TierError::NotContiguous { end_offset, .. })
                     if base_offset > end_offset
                         && partition.local_log_start_offset() >= base_offset =>
@@ -248,6 +250,9 @@ async fn upload_partition(broker: &Broker, tiering: &Tiering, partition: &Partit
             if broker.shutdown.is_cancelled() {
                 return true;
             }
+        }
+        if !progressed {
+            break;
         }
     }
     if config.retention_ms < 0 && config.retention_bytes < 0 {
