@@ -33,10 +33,14 @@ pub(crate) fn batch(count: usize, first_ts: i64, compression: Compression) -> Ve
             )]),
         })
         .collect();
+    encode(&records, compression)
+}
+
+fn encode(records: &[Record], compression: Compression) -> Vec<u8> {
     let mut buf = BytesMut::new();
     RecordBatchEncoder::encode(
         &mut buf,
-        &records,
+        records,
         &RecordEncodeOptions {
             version: 2,
             compression,
@@ -559,17 +563,7 @@ fn idempotent_batch(producer_id: i64, epoch: i16, first_seq: i32, count: usize) 
             headers: IndexMap::new(),
         })
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("encode an idempotent batch");
-    buf.to_vec()
+    encode(&records, Compression::None)
 }
 
 #[test]
