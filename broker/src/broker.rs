@@ -47,6 +47,13 @@ pub struct Topic {
     pub record: TopicRecord,
 }
 
+impl Topic {
+    /// The partition with this index, if the topic has it (negative indexes have none).
+    pub fn partition(&self, index: i32) -> Option<&Arc<Partition>> {
+        self.partitions.get(usize::try_from(index).ok()?)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
     #[error("topic `{0}` already exists")]
@@ -338,10 +345,7 @@ impl Broker {
     }
 
     pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
-        self.topic(topic)?
-            .partitions
-            .get(usize::try_from(index).ok()?)
-            .cloned()
+        self.topic(topic)?.partition(index).cloned()
     }
 
     /// Returns the topic, creating it with defaults when auto-creation is on.

@@ -54,9 +54,9 @@ pub async fn fetch(broker: &Arc<Broker>, request: FetchRequest, version: i16) ->
         for p in &fetch_topic.partitions {
             let partition = match &topic {
                 None => Err(unknown),
-                Some(t) => usize::try_from(p.partition)
-                    .ok()
-                    .and_then(|i| t.partitions.get(i).cloned())
+                Some(t) => t
+                    .partition(p.partition)
+                    .cloned()
                     .ok_or(ResponseError::UnknownTopicOrPartition),
             };
             wanted.push(Wanted {

@@ -83,9 +83,7 @@ pub async fn list_offsets(
                     .with_offset(-1)
                     .with_timestamp(-1)
                     .with_leader_epoch(-1);
-                let partition = topic
-                    .as_ref()
-                    .and_then(|t| t.partitions.get(usize::try_from(p.partition_index).ok()?));
+                let partition = topic.as_ref().and_then(|t| t.partition(p.partition_index));
                 let Some(partition) = partition else {
                     broker
                         .metrics
@@ -133,9 +131,7 @@ pub async fn delete_records(broker: &Arc<Broker>, request: DeleteRecordsRequest)
                 let base = DeleteRecordsPartitionResult::default()
                     .with_partition_index(p.partition_index)
                     .with_low_watermark(-1);
-                let partition = topic
-                    .as_ref()
-                    .and_then(|t| t.partitions.get(usize::try_from(p.partition_index).ok()?));
+                let partition = topic.as_ref().and_then(|t| t.partition(p.partition_index));
                 let Some(partition) = partition else {
                     return base.with_error_code(ResponseError::UnknownTopicOrPartition.code());
                 };

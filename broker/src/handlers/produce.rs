@@ -46,7 +46,7 @@ pub async fn produce(
                 if !matches!(acks, -1..=1) {
                     return partition_error(data.index, ResponseError::InvalidRequiredAcks, None);
                 }
-                let partition = topic.as_ref().and_then(|t| t.partitions.get(usize::try_from(data.index).ok()?));
+                let partition = topic.as_ref().and_then(|t| t.partition(data.index));
                 let Some(partition) = partition else {
                     broker.metrics.error("Produce", ResponseError::UnknownTopicOrPartition);
                     return partition_error(data.index, ResponseError::UnknownTopicOrPartition, None);
