@@ -74,6 +74,8 @@ pub enum AdminError {
     Log(#[from] LogError),
     #[error("tiered storage: {0}")]
     Tiering(String),
+    #[error("`{0}` is an internal topic: it cannot be deleted or repartitioned")]
+    Internal(String),
 }
 
 impl From<StoreError> for AdminError {
@@ -109,6 +111,8 @@ pub struct Broker {
     /// Producer ids reserved in the metadata store and not yet handed out: [next, end).
     /// A tokio mutex: held across the store call that reserves the next block.
     producer_ids: tokio::sync::Mutex<(i64, i64)>,
+    /// Consumer groups and committed offsets.
+    pub groups: crate::group::Coordinator,
     /// An exclusive lock on `<data_dir>/.lock`, held for the broker's lifetime so two
     /// processes never share a data directory.
     _data_dir_lock: std::fs::File,
@@ -191,6 +195,7 @@ impl Broker {
         let cluster_id = store.cluster_id().await.context("read the cluster id")?;
         check_cluster_id(&config.data_dir, &cluster_id, &config.metadata)?;
         let (advertised_host, advertised_port) = config.advertised()?;
+        let groups = crate::group::Coordinator::new(&config);
         let broker = Arc::new(Broker {
             config,
             cluster_id,
@@ -205,6 +210,7 @@ impl Broker {
             topics: RwLock::new(HashMap::new()),
             admin: tokio::sync::Mutex::new(()),
             producer_ids: tokio::sync::Mutex::new((0, 0)),
+            groups,
             _data_dir_lock: data_dir_lock,
         });
         let records = broker.store.list_topics().await.context("list topics")?;
@@ -221,6 +227,10 @@ impl Broker {
                 .insert(topic.name.clone(), Arc::new(topic));
         }
         broker.remove_unknown_logs(&known_dirs);
+        broker
+            .groups
+            .load(&broker)
+            .context("load consumer groups from the offsets topic")?;
         info!(
             topics = broker.read_topics().len(),
             elapsed_ms = started.elapsed().as_millis() as u64,
@@ -461,6 +471,29 @@ impl Broker {
         Ok(topic)
     }
 
+    /// Creates `__consumer_offsets` (first use of a group): compacted, never tiered.
+    pub async fn create_offsets_topic(&self) -> Result<Arc<Topic>, AdminError> {
+        let configs = BTreeMap::from([
+            ("cleanup.policy".to_string(), "compact".to_string()),
+            (
+                "segment.bytes".to_string(),
+                self.config.offsets_topic_segment_bytes.to_string(),
+            ),
+            ("remote.storage.enable".to_string(), "false".to_string()),
+        ]);
+        let name = crate::group::OFFSETS_TOPIC;
+        match self
+            .create_topic(name, self.config.offsets_topic_partitions, -1, configs, false)
+            .await
+        {
+            Ok(topic) => Ok(topic),
+            Err(AdminError::TopicExists(_)) => self
+                .topic(name)
+                .ok_or_else(|| AdminError::UnknownTopic(name.to_string())),
+            Err(e) => Err(e),
+        }
+    }
+
     fn new_partition_record(&self) -> PartitionRecord {
         PartitionRecord {
             leader: self.config.node_id,
@@ -470,6 +503,9 @@ impl Broker {
     }
 
     pub async fn delete_topic(&self, name: &str) -> Result<Uuid, AdminError> {
+        if crate::group::is_internal(name) {
+            return Err(AdminError::Internal(name.to_string()));
+        }
         let _admin = self.admin.lock().await;
         let topic = self
             .topic(name)
@@ -495,6 +531,9 @@ impl Broker {
         count: i32,
         validate_only: bool,
     ) -> Result<(), AdminError> {
+        if crate::group::is_internal(name) {
+            return Err(AdminError::Internal(name.to_string()));
+        }
         let _admin = self.admin.lock().await;
         let topic = self
             .topic(name)

@@ -147,6 +147,30 @@ pub struct Config {
     /// after its last append to a partition. Default 86400000 ms (1 day), as Kafka's
     /// producer.id.expiration.ms. Memory per partition grows with producers seen in it.
     pub producer_id_expiration_ms: i64,
+    /// How long the first rebalance of an empty group waits for more members to join
+    /// (Kafka's group.initial.rebalance.delay.ms). Default 3000 ms: consumers starting
+    /// together get one rebalance instead of one each, at the cost of 3 s before the
+    /// first assignment.
+    pub group_initial_rebalance_delay_ms: i64,
+    /// Smallest session timeout a member may ask for. Default 6000 ms.
+    pub group_min_session_timeout_ms: i32,
+    /// Largest session timeout a member may ask for. Default 1800000 ms (30 minutes). A
+    /// dead member holds its partitions up to this long.
+    pub group_max_session_timeout_ms: i32,
+    /// Partitions of the internal `__consumer_offsets` topic, fixed when it is created
+    /// (on first group use). Default 50, as Kafka. Groups spread over them; each costs a
+    /// log directory, 3 open files and a replay at start-up.
+    pub offsets_topic_partitions: i32,
+    /// segment.bytes of `__consumer_offsets`. Default 104857600 (100 MiB). Smaller
+    /// segments are compacted sooner (the active segment never is) and load faster.
+    pub offsets_topic_segment_bytes: i64,
+    /// Committed offsets of a group that has been empty this long are deleted (Kafka's
+    /// offsets.retention.minutes). Default 604800000 ms (7 days).
+    pub offsets_retention_ms: i64,
+    /// How often offset expiry runs. Default 600000 ms (10 minutes).
+    pub offsets_retention_check_interval_ms: i64,
+    /// Longest metadata string accepted with a committed offset. Default 4096 bytes.
+    pub offset_metadata_max_bytes: i64,
 }
 
 impl Default for Config {
@@ -204,6 +228,14 @@ impl Default for Config {
             remote_storage_enable: false,
             shutdown_timeout_ms: 30_000,
             producer_id_expiration_ms: 86_400_000,
+            group_initial_rebalance_delay_ms: 3000,
+            group_min_session_timeout_ms: 6000,
+            group_max_session_timeout_ms: 1_800_000,
+            offsets_topic_partitions: 50,
+            offsets_topic_segment_bytes: 100 << 20,
+            offsets_retention_ms: 7 * 24 * 3600 * 1000,
+            offsets_retention_check_interval_ms: 600_000,
+            offset_metadata_max_bytes: 4096,
         }
     }
 }
@@ -412,6 +444,40 @@ impl Config {
             self.producer_id_expiration_ms,
             1,
         )?;
+        at_least(
+            "group_initial_rebalance_delay_ms",
+            self.group_initial_rebalance_delay_ms,
+            0,
+        )?;
+        at_least(
+            "group_min_session_timeout_ms",
+            i64::from(self.group_min_session_timeout_ms),
+            1,
+        )?;
+        if self.group_max_session_timeout_ms < self.group_min_session_timeout_ms {
+            return Err(invalid(
+                "group_max_session_timeout_ms",
+                "must be >= group_min_session_timeout_ms",
+            ));
+        }
+        if !(1..=1000).contains(&self.offsets_topic_partitions) {
+            return Err(invalid(
+                "offsets_topic_partitions",
+                "must be between 1 and 1000",
+            ));
+        }
+        at_least(
+            "offsets_topic_segment_bytes",
+            self.offsets_topic_segment_bytes,
+            1 << 20,
+        )?;
+        at_least("offsets_retention_ms", self.offsets_retention_ms, 1)?;
+        at_least(
+            "offsets_retention_check_interval_ms",
+            self.offsets_retention_check_interval_ms,
+            1,
+        )?;
+        at_least("offset_metadata_max_bytes", self.offset_metadata_max_bytes, 0)?;
         if self.shutdown_timeout_ms < 0 {
             return Err(invalid("shutdown_timeout_ms", "must be >= 0"));
         }

@@ -8,6 +8,7 @@ pub mod alloc;
 pub mod broker;
 pub mod cluster;
 pub mod config;
+pub mod group;
 pub mod handlers;
 pub mod log;
 pub mod partition;

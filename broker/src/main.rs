@@ -183,6 +183,21 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             }
         })
     };
+    let coordinator = {
+        let broker = broker.clone();
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            // Group timers (join and sync deadlines, sessions) have this resolution.
+            let mut ticker = tokio::time::interval(Duration::from_millis(100));
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = ticker.tick() => broker.groups.tick(&broker).await,
+                }
+            }
+        })
+    };
     let uploader = tokio::spawn(strata_broker::tiered::run_uploader(broker.clone()));
     let scrubber = tokio::spawn(strata_broker::tiered::run_scrubber(broker.clone()));
     let accept = tokio::spawn(server::accept_loop(
@@ -204,6 +219,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         info!(?timeout, "some connections did not finish in time");
     }
     let _ = housekeeping.await;
+    let _ = coordinator.await;
     // Uploads stop between segments; one in flight may finish or be abandoned (it is
     // redone after restart, and its object scrubbed if it never committed).
     if tokio::time::timeout(timeout, uploader).await.is_err() {

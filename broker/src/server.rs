@@ -63,6 +63,8 @@ async fn connection(
     let (mut reader, writer) = stream.into_split();
     let mut writer = BufWriter::with_capacity(64 * 1024, writer);
     let max = broker.config.max_request_bytes as usize;
+    // As Kafka shows it in DescribeGroups.
+    let client_host = format!("/{}", peer.ip());
     loop {
         let frame = tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
@@ -110,7 +112,7 @@ async fn connection(
         let version = request.version;
         let correlation_id = request.header.correlation_id;
         let api = api_name(api_key);
-        let response = handlers::handle(broker, request).await;
+        let response = handlers::handle(broker, request, &client_host).await;
         if let Some(response) = response {
             match protocol::encode_response(api_key, version, correlation_id, &response) {
                 Ok(bytes) => {

@@ -21,6 +21,8 @@ enum Kind {
     /// An integer in [min, max].
     Long(i64, i64),
     Bool,
+    /// A number in [0, 1].
+    Ratio,
     OneOf(&'static [&'static str]),
 }
 
@@ -30,8 +32,36 @@ pub const DEFS: &[ConfigDef] = &[
         name: "cleanup.policy",
         broker_setting: "(fixed)",
         default: |_| "delete".into(),
-        kind: Kind::OneOf(&["delete"]),
-        doc: "Only `delete` is implemented; compaction arrives with the groups issue.",
+        kind: Kind::OneOf(&["delete", "compact", "compact,delete", "delete,compact"]),
+        doc: "`delete`: retention.ms and retention.bytes remove old segments. `compact`: the cleaner keeps the last record of each key (no time or size retention). Both: compaction and retention.",
+    },
+    ConfigDef {
+        name: "delete.retention.ms",
+        broker_setting: "(fixed)",
+        default: |_| "86400000".into(),
+        kind: Kind::Long(0, i64::MAX),
+        doc: "Compacted topics: a tombstone (null value) stays readable at least this long after its segment was sealed, so consumers see the delete.",
+    },
+    ConfigDef {
+        name: "min.cleanable.dirty.ratio",
+        broker_setting: "(fixed)",
+        default: |_| "0.5".into(),
+        kind: Kind::Ratio,
+        doc: "Compacted topics: clean a partition once this share of its sealed bytes was written since the last clean. Lower cleans more often (more disk I/O) and keeps fewer superseded records.",
+    },
+    ConfigDef {
+        name: "min.compaction.lag.ms",
+        broker_setting: "(fixed)",
+        default: |_| "0".into(),
+        kind: Kind::Long(0, i64::MAX),
+        doc: "Compacted topics: a segment is cleaned only once its newest record is at least this old.",
+    },
+    ConfigDef {
+        name: "max.compaction.lag.ms",
+        broker_setting: "(fixed)",
+        default: |_| i64::MAX.to_string(),
+        kind: Kind::Long(1, i64::MAX),
+        doc: "Compacted topics: a partition is cleaned regardless of min.cleanable.dirty.ratio once its oldest uncleaned sealed segment is this old.",
     },
     ConfigDef {
         name: "retention.ms",
@@ -151,10 +181,12 @@ impl TopicConfigError {
 }
 
 impl ConfigDef {
-    /// The Kafka ConfigType code DescribeConfigs reports: BOOLEAN 1, STRING 2, LONG 5.
+    /// The Kafka ConfigType code DescribeConfigs reports: BOOLEAN 1, STRING 2, LONG 5,
+    /// DOUBLE 6.
     pub fn kafka_type(&self) -> i8 {
         match self.kind {
             Kind::Bool => 1,
+            Kind::Ratio => 6,
             Kind::OneOf(_) => 2,
             Kind::Long(..) => 5,
         }
@@ -181,6 +213,15 @@ pub fn check(name: &str, value: &str) -> Result<(), TopicConfigError> {
                 .map_err(|_| bad("not an integer".into()))?;
             if v < min || v > max {
                 return Err(bad(format!("must be between {min} and {max}")));
+            }
+        }
+        Kind::Ratio => {
+            let v: f64 = value
+                .trim()
+                .parse()
+                .map_err(|_| bad("not a number".into()))?;
+            if !(0.0..=1.0).contains(&v) {
+                return Err(bad("must be between 0 and 1".into()));
             }
         }
         Kind::Bool => {
@@ -246,14 +287,32 @@ impl TopicConfig {
     }
 
     pub fn log_config(&self) -> LogConfig {
+        let policy = self
+            .values
+            .get("cleanup.policy")
+            .map_or("delete", String::as_str);
+        let compact = policy.contains("compact");
+        // A compact-only topic keeps every key's last record forever: no time or size
+        // retention, locally or in the remote tier.
+        let delete = policy.contains("delete");
+        let retention = |name| if delete { self.long(name) } else { -1 };
         LogConfig {
+            compact,
+            delete_retention_ms: self.long("delete.retention.ms"),
+            min_cleanable_dirty_ratio: self
+                .values
+                .get("min.cleanable.dirty.ratio")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.5),
+            min_compaction_lag_ms: self.long("min.compaction.lag.ms"),
+            max_compaction_lag_ms: self.long("max.compaction.lag.ms"),
             segment_bytes: self.long("segment.bytes") as u64,
             segment_ms: self.long("segment.ms"),
             index_interval_bytes: self.long("index.interval.bytes") as u64,
             flush_messages: self.long("flush.messages"),
             flush_ms: self.long("flush.ms"),
-            retention_ms: self.long("retention.ms"),
-            retention_bytes: self.long("retention.bytes"),
+            retention_ms: retention("retention.ms"),
+            retention_bytes: retention("retention.bytes"),
             max_message_bytes: self.long("max.message.bytes") as usize,
             local_retention_ms: self.long("local.retention.ms"),
             local_retention_bytes: self.long("local.retention.bytes"),

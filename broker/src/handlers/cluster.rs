@@ -37,6 +37,7 @@ fn topic_metadata(broker: &Broker, topic: &Topic) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(Some(topic_name(&topic.name)))
         .with_topic_id(topic.id)
+        .with_is_internal(crate::group::is_internal(&topic.name))
         .with_partitions(partitions)
 }
 

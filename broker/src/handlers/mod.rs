@@ -6,6 +6,7 @@
 mod admin;
 mod cluster;
 mod fetch;
+mod groups;
 mod offsets;
 mod produce;
 mod producer;
@@ -21,8 +22,14 @@ use crate::log::producers::ProducerError;
 use crate::log::{BatchError, LogError};
 use crate::protocol::Request;
 
-pub async fn handle(broker: &Arc<Broker>, request: Request) -> Option<ResponseKind> {
+/// `client_host` is the peer's address, as DescribeGroups shows it.
+pub async fn handle(
+    broker: &Arc<Broker>,
+    request: Request,
+    client_host: &str,
+) -> Option<ResponseKind> {
     let version = request.version;
+    let client_id = request.header.client_id.as_ref().map_or("", |c| c.as_str()).to_string();
     let response = match request.body {
         RequestKind::ApiVersions(_) => cluster::api_versions(),
         RequestKind::Metadata(r) => cluster::metadata(broker, r, version).await,
@@ -37,6 +44,19 @@ pub async fn handle(broker: &Arc<Broker>, request: Request) -> Option<ResponseKi
         RequestKind::CreatePartitions(r) => admin::create_partitions(broker, r).await,
         RequestKind::DescribeConfigs(r) => admin::describe_configs(broker, r),
         RequestKind::AlterConfigs(r) => admin::alter_configs(broker, r).await,
+        RequestKind::FindCoordinator(r) => groups::find_coordinator(broker, r, version).await,
+        RequestKind::JoinGroup(r) => {
+            groups::join_group(broker, r, version, &client_id, client_host).await
+        }
+        RequestKind::SyncGroup(r) => groups::sync_group(broker, r).await,
+        RequestKind::Heartbeat(r) => groups::heartbeat(broker, r),
+        RequestKind::LeaveGroup(r) => groups::leave_group(broker, r, version).await,
+        RequestKind::OffsetCommit(r) => groups::offset_commit(broker, r, version).await,
+        RequestKind::OffsetFetch(r) => groups::offset_fetch(broker, r, version),
+        RequestKind::ListGroups(r) => groups::list_groups(broker, r),
+        RequestKind::DescribeGroups(r) => groups::describe_groups(broker, r),
+        RequestKind::DeleteGroups(r) => groups::delete_groups(broker, r).await,
+        RequestKind::OffsetDelete(r) => groups::offset_delete(broker, r).await,
         RequestKind::IncrementalAlterConfigs(r) => {
             admin::incremental_alter_configs(broker, r).await
         }
@@ -82,7 +102,9 @@ pub fn admin_error_code(error: &AdminError) -> ResponseError {
     match error {
         AdminError::TopicExists(_) => ResponseError::TopicAlreadyExists,
         AdminError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
-        AdminError::InvalidTopicName(_) => ResponseError::InvalidTopicException,
+        AdminError::InvalidTopicName(_) | AdminError::Internal(_) => {
+            ResponseError::InvalidTopicException
+        }
         AdminError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
         AdminError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
         AdminError::InvalidConfig(_) => ResponseError::InvalidConfig,

@@ -46,6 +46,14 @@ pub async fn produce(
                 if !matches!(acks, -1..=1) {
                     return partition_error(data.index, ResponseError::InvalidRequiredAcks, None);
                 }
+                if crate::group::is_internal(&name) {
+                    broker.metrics.error("Produce", ResponseError::InvalidTopicException);
+                    return partition_error(
+                        data.index,
+                        ResponseError::InvalidTopicException,
+                        Some(format!("{name} is an internal topic; clients cannot produce to it")),
+                    );
+                }
                 let partition = topic.as_ref().and_then(|t| t.partition(data.index));
                 let Some(partition) = partition else {
                     broker.metrics.error("Produce", ResponseError::UnknownTopicOrPartition);

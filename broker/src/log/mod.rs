@@ -31,7 +31,7 @@ pub use read::{Location, find_timestamp, max_timestamp_record, read_batches, rec
 use segment::Segment;
 
 /// Per-log settings, derived from the topic's configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
     pub segment_bytes: u64,
     pub segment_ms: i64,
@@ -52,6 +52,13 @@ pub struct LogConfig {
     /// retention.ms / retention.bytes are applied by the remote tier.
     pub remote_storage: bool,
     pub log_append_time: bool,
+    /// cleanup.policy includes `compact`: the cleaner keeps the last record per key.
+    pub compact: bool,
+    /// Compaction: how long tombstones stay readable after their segment was sealed.
+    pub delete_retention_ms: i64,
+    pub min_cleanable_dirty_ratio: f64,
+    pub min_compaction_lag_ms: i64,
+    pub max_compaction_lag_ms: i64,
 }
 
 impl LogConfig {

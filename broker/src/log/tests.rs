@@ -73,6 +73,11 @@ fn config() -> LogConfig {
         local_retention_bytes: -2,
         remote_storage: false,
         log_append_time: false,
+        compact: false,
+        delete_retention_ms: 86_400_000,
+        min_cleanable_dirty_ratio: 0.5,
+        min_compaction_lag_ms: 0,
+        max_compaction_lag_ms: i64::MAX,
     }
 }
 

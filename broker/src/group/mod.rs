@@ -1,0 +1,831 @@
+//! The group coordinator: consumer group membership (Kafka's classic protocol) and
+//! committed offsets.
+//!
+//! ## Where committed offsets live, and why
+//!
+//! Offsets and group metadata are records in the internal compacted topic
+//! `__consumer_offsets` ([`OFFSETS_TOPIC`]), as in Kafka, not in the metadata store:
+//!
+//! - **Write rate.** Consumers commit every few seconds per member, often after every
+//!   batch. A thousand consumers committing every second is a thousand writes a second,
+//!   each a small append to a log here; in etcd each would be a Raft round trip, a WAL
+//!   fsync and a new MVCC revision kept until etcd compacts, against etcd's advice of a
+//!   few thousand writes a second for the whole cluster.
+//! - **Size.** etcd's database is capped (2 GiB by default, 8 GiB recommended maximum)
+//!   and holds topics and manifests that must never be starved. Committed offsets grow
+//!   with groups × partitions; a compacted topic keeps one record per (group, topic,
+//!   partition) on the data disk, and the cleaner removes the superseded ones.
+//! - **Scale.** A group lives in one partition of the topic (Java's `hashCode` of the
+//!   group id modulo the partition count, so tools agree on where a group lives). With
+//!   replication that partition's leader is the group's coordinator, so coordinators
+//!   spread over brokers the same way partition leadership does.
+//!
+//! The topic is created on first use with `offsets_topic_partitions` partitions,
+//! `cleanup.policy=compact` and no tiering, and loaded at start-up: every partition is
+//! replayed from its start, so start-up time follows the compacted size, not history.
+//! Clients may read it but not produce to it or delete it.
+//!
+//! Record layout: [`format`]. Membership state machine: [`state`].
+//!
+//! ## Concurrency
+//!
+//! Each group is behind a std mutex, never held across an `.await`. Writes to the offsets
+//! topic take a per-partition tokio mutex first and apply to memory only after the
+//! append, so memory follows the log's order and never shows what the log may not hold.
+
+pub mod format;
+pub mod state;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
+    TimestampType,
+};
+use tracing::{info, warn};
+
+use crate::broker::Broker;
+use crate::log::{BatchError, LogError};
+use crate::partition::Partition;
+use format::{GroupValue, OffsetValue, RecordKey};
+use state::{Group, GroupState, JoinRequest, JoinResult, SyncResult, SyncStep, Timeouts};
+
+/// The internal topic holding committed offsets and group metadata.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// Whether clients may not produce to, delete or repartition this topic.
+pub fn is_internal(topic: &str) -> bool {
+    topic == OFFSETS_TOPIC
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum GroupError {
+    #[error("the coordinator is not available; find it again")]
+    CoordinatorNotAvailable,
+    #[error("the group id is empty")]
+    InvalidGroupId,
+    #[error("the session timeout is outside the broker's group_min/max_session_timeout_ms")]
+    InvalidSessionTimeout,
+    #[error("the member's protocol type or protocols do not match the group's")]
+    InconsistentGroupProtocol,
+    #[error("join again with the member id {0}")]
+    MemberIdRequired(String),
+    #[error("the member id is not in the group")]
+    UnknownMemberId,
+    #[error("another member has this group.instance.id")]
+    FencedInstanceId,
+    #[error("the generation is not the group's current one")]
+    IllegalGeneration,
+    #[error("the group is rebalancing")]
+    RebalanceInProgress,
+    #[error("the group does not exist")]
+    GroupIdNotFound,
+    #[error("the group still has members")]
+    NonEmptyGroup,
+    #[error("the group's members subscribe to this topic")]
+    GroupSubscribedToTopic,
+    #[error("the topic or partition does not exist")]
+    UnknownTopicOrPartition,
+    #[error("the offset metadata is longer than offset_metadata_max_bytes")]
+    OffsetMetadataTooLarge,
+    #[error("the commit is larger than the offsets topic accepts")]
+    InvalidCommitOffsetSize,
+}
+
+/// What DescribeGroups shows of a member.
+pub struct MemberDescription {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub metadata: Bytes,
+    pub assignment: Bytes,
+}
+
+pub struct GroupDescription {
+    pub state: GroupState,
+    pub protocol_type: String,
+    pub protocol: String,
+    pub members: Vec<MemberDescription>,
+}
+
+/// One group and its committed offsets.
+struct Entry {
+    group: Group,
+    offsets: HashMap<(String, i32), OffsetValue>,
+}
+
+type Shared = Arc<Mutex<Entry>>;
+
+/// Kafka's `Utils.abs(groupId.hashCode()) % partitions`, with Java's UTF-16 string hash.
+pub fn partition_for(group: &str, partitions: usize) -> i32 {
+    let hash = group
+        .encode_utf16()
+        .fold(0i32, |h, unit| h.wrapping_mul(31).wrapping_add(i32::from(unit)));
+    let abs = if hash == i32::MIN { 0 } else { hash.abs() };
+    (abs as usize % partitions.max(1)) as i32
+}
+
+/// Write locks are striped over this many slots by offsets partition.
+const WRITE_LOCKS: usize = 64;
+
+pub struct Coordinator {
+    groups: Mutex<HashMap<String, Shared>>,
+    timeouts: Timeouts,
+    /// Tokio mutexes: held across the append to the offsets topic (see the module doc).
+    write_locks: Vec<tokio::sync::Mutex<()>>,
+    last_expiry_ms: std::sync::atomic::AtomicI64,
+}
+
+fn lock(entry: &Shared) -> std::sync::MutexGuard<'_, Entry> {
+    entry.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Coordinator {
+    pub fn new(config: &crate::config::Config) -> Coordinator {
+        Coordinator {
+            groups: Mutex::new(HashMap::new()),
+            timeouts: Timeouts {
+                initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
+                min_session_timeout_ms: config.group_min_session_timeout_ms,
+                max_session_timeout_ms: config.group_max_session_timeout_ms,
+            },
+            write_locks: (0..WRITE_LOCKS)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            last_expiry_ms: std::sync::atomic::AtomicI64::new(0),
+        }
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Shared>> {
+        self.groups.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, id: &str) -> Option<Shared> {
+        self.map().get(id).cloned()
+    }
+
+    fn get_or_create(&self, id: &str, now_ms: i64) -> Shared {
+        self.map()
+            .entry(id.to_string())
+            .or_insert_with(|| {
+                Arc::new(Mutex::new(Entry {
+                    group: Group::new(id.to_string(), now_ms),
+                    offsets: HashMap::new(),
+                }))
+            })
+            .clone()
+    }
+
+    /// The offsets topic's partition holding this group, creating the topic on first use.
+    pub async fn partition(
+        &self,
+        broker: &Broker,
+        group: &str,
+    ) -> Result<Arc<Partition>, GroupError> {
+        let topic = match broker.topic(OFFSETS_TOPIC) {
+            Some(topic) => topic,
+            None => broker.create_offsets_topic().await.map_err(|e| {
+                warn!(error = %e, "cannot create the offsets topic");
+                GroupError::CoordinatorNotAvailable
+            })?,
+        };
+        let index = partition_for(group, topic.partitions.len());
+        topic
+            .partition(index)
+            .cloned()
+            .ok_or(GroupError::CoordinatorNotAvailable)
+    }
+
+    fn write_lock(&self, partition: &Partition) -> &tokio::sync::Mutex<()> {
+        &self.write_locks[partition.index as usize % WRITE_LOCKS]
+    }
+
+    /// Appends records to the offsets topic; durable as the topic's flush policy says.
+    async fn append(
+        &self,
+        broker: &Broker,
+        partition: &Partition,
+        records: Vec<(RecordKey, Option<Bytes>)>,
+    ) -> Result<(), GroupError> {
+        let now = broker.clock.now_ms();
+        let records: Vec<Record> = records
+            .into_iter()
+            .map(|(key, value)| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: 0,
+                sequence: -1,
+                timestamp: now,
+                key: Some(format::encode_key(&key)),
+                value,
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &records,
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .map_err(|e| {
+            warn!(error = %e, "cannot encode an offsets topic batch");
+            GroupError::CoordinatorNotAvailable
+        })?;
+        match partition.append(&buf.freeze(), now).await {
+            Ok(_) => Ok(()),
+            Err(LogError::InvalidBatch(BatchError::TooLarge { .. })) => {
+                Err(GroupError::InvalidCommitOffsetSize)
+            }
+            Err(e) => {
+                warn!(partition = partition.index, error = %e, "cannot write to the offsets topic");
+                Err(GroupError::CoordinatorNotAvailable)
+            }
+        }
+    }
+
+    /// Replays the offsets topic (at start-up, before clients connect).
+    pub fn load(&self, broker: &Broker) -> Result<(), LogError> {
+        let Some(topic) = broker.topic(OFFSETS_TOPIC) else {
+            return Ok(());
+        };
+        let now = broker.clock.now_ms();
+        let started = std::time::Instant::now();
+        let mut groups: HashMap<String, (Option<GroupValue>, HashMap<(String, i32), OffsetValue>)> =
+            HashMap::new();
+        let mut records = 0u64;
+        for partition in &topic.partitions {
+            let mut offset = partition.watermarks().log_start_offset;
+            let end = partition.high_watermark();
+            while offset < end {
+                let (bytes, _) = partition.read(offset, 1 << 20)?;
+                let next = for_each_record(&bytes, offset, |key, value| {
+                    records += 1;
+                    apply_record(&mut groups, key, value);
+                })
+                .map_err(|e| {
+                    LogError::Remote(format!(
+                        "decode the offsets topic partition {} at {offset}: {e}",
+                        partition.index
+                    ))
+                })?;
+                if next <= offset {
+                    break;
+                }
+                offset = next;
+            }
+        }
+        let count = groups.len();
+        let mut map = self.map();
+        for (id, (value, offsets)) in groups {
+            let group = match value {
+                Some(value) => Group::restore(id.clone(), value, now),
+                None => Group::new(id.clone(), now),
+            };
+            map.insert(id, Arc::new(Mutex::new(Entry { group, offsets })));
+        }
+        info!(groups = count, records, elapsed_ms = started.elapsed().as_millis() as u64,
+            "loaded consumer groups from the offsets topic");
+        Ok(())
+    }
+
+    /// Answers when the group is rebalanced, the request is refused, or the broker
+    /// shuts down.
+    async fn wait<T>(
+        broker: &Broker,
+        receiver: tokio::sync::oneshot::Receiver<Result<T, GroupError>>,
+    ) -> Result<T, GroupError> {
+        tokio::select! {
+            answer = receiver => answer.unwrap_or(Err(GroupError::UnknownMemberId)),
+            () = broker.shutdown.cancelled() => Err(GroupError::CoordinatorNotAvailable),
+        }
+    }
+
+    pub async fn join(&self, broker: &Broker, group_id: &str, request: JoinRequest) -> JoinResult {
+        if group_id.is_empty() {
+            return Err(GroupError::InvalidGroupId);
+        }
+        let partition = self.partition(broker, group_id).await?;
+        let now = broker.clock.now_ms();
+        let entry = self.get_or_create(group_id, now);
+        let receiver = lock(&entry).group.join(request, &self.timeouts, now);
+        self.persist_if_dirty(broker, &partition, &entry).await;
+        Self::wait(broker, receiver).await
+    }
+
+    pub async fn sync(
+        &self,
+        broker: &Broker,
+        group_id: &str,
+        member: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        protocol_type: Option<&str>,
+        protocol: Option<&str>,
+        assignments: HashMap<String, Bytes>,
+    ) -> SyncResult {
+        let entry = self.get(group_id).ok_or(GroupError::UnknownMemberId)?;
+        let step = lock(&entry).group.sync(
+            member,
+            instance_id,
+            generation,
+            protocol_type,
+            protocol,
+        )?;
+        let (receiver, is_leader) = match step {
+            SyncStep::Done(synced) => return Ok(synced),
+            SyncStep::Wait {
+                receiver,
+                is_leader,
+            } => (receiver, is_leader),
+        };
+        if is_leader {
+            let partition = self.partition(broker, group_id).await?;
+            let _write = self.write_lock(&partition).lock().await;
+            let (value, generation) = {
+                let e = lock(&entry);
+                (e.group.value_with(&assignments), e.group.generation)
+            };
+            let key = RecordKey::Group {
+                group: group_id.to_string(),
+            };
+            let written = self
+                .append(broker, &partition, vec![(key, Some(format::encode_group(&value)))])
+                .await;
+            let now = broker.clock.now_ms();
+            let mut e = lock(&entry);
+            match written {
+                Ok(()) => {
+                    e.group.complete_sync(generation, &assignments, now);
+                }
+                Err(error) => e.group.fail_sync(generation, error, &self.timeouts, now),
+            }
+        }
+        Self::wait(broker, receiver).await
+    }
+
+    pub fn heartbeat(
+        &self,
+        broker: &Broker,
+        group_id: &str,
+        member: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> Result<(), GroupError> {
+        let entry = self.get(group_id).ok_or(GroupError::UnknownMemberId)?;
+        let now = broker.clock.now_ms();
+        lock(&entry)
+            .group
+            .heartbeat(member, instance_id, generation, now)
+    }
+
+    /// LeaveGroup: one result per member, in order.
+    pub async fn leave(
+        &self,
+        broker: &Broker,
+        group_id: &str,
+        members: &[(String, Option<String>)],
+    ) -> Vec<Result<(), GroupError>> {
+        let Some(entry) = self.get(group_id) else {
+            return members
+                .iter()
+                .map(|_| Err(GroupError::UnknownMemberId))
+                .collect();
+        };
+        let now = broker.clock.now_ms();
+        let results = {
+            let mut e = lock(&entry);
+            members
+                .iter()
+                .map(|(id, instance)| {
+                    e.group
+                        .leave(id, instance.as_deref(), &self.timeouts, now)
+                })
+                .collect()
+        };
+        if let Ok(partition) = self.partition(broker, group_id).await {
+            self.persist_if_dirty(broker, &partition, &entry).await;
+        }
+        results
+    }
+
+    /// Writes the group's metadata if a transition asked for it (became Empty, a static
+    /// member was replaced). A failure is logged: the record is rewritten at the next
+    /// transition, and a stale record only brings back members that then expire.
+    async fn persist_if_dirty(&self, broker: &Broker, partition: &Partition, entry: &Shared) {
+        if !lock(entry).group.dirty {
+            return;
+        }
+        let _write = self.write_lock(partition).lock().await;
+        let (group_id, value) = {
+            let mut e = lock(entry);
+            if !e.group.dirty {
+                return;
+            }
+            e.group.dirty = false;
+            (e.group.id.clone(), e.group.to_value())
+        };
+        let key = RecordKey::Group { group: group_id.clone() };
+        if let Err(e) = self
+            .append(broker, partition, vec![(key, Some(format::encode_group(&value)))])
+            .await
+        {
+            warn!(group = %group_id, error = %e, "cannot write group metadata; retrying at the next change");
+        }
+    }
+
+    /// OffsetCommit: one result per partition, in request order. Per-partition checks
+    /// (unknown partition, metadata too long) fail only that partition; a membership
+    /// problem fails them all.
+    pub async fn commit(
+        &self,
+        broker: &Broker,
+        group_id: &str,
+        member: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        offsets: Vec<(String, i32, OffsetValue)>,
+    ) -> Vec<Result<(), GroupError>> {
+        let all = |e: GroupError| offsets.iter().map(|_| Err(e.clone())).collect();
+        if group_id.is_empty() {
+            return all(GroupError::InvalidGroupId);
+        }
+        let partition = match self.partition(broker, group_id).await {
+            Ok(p) => p,
+            Err(e) => return all(e),
+        };
+        let max_metadata = broker.config.offset_metadata_max_bytes as usize;
+        let mut results: Vec<Result<(), GroupError>> = offsets
+            .iter()
+            .map(|(topic, index, value)| {
+                if broker.topic(topic).and_then(|t| t.partition(*index).cloned()).is_none() {
+                    Err(GroupError::UnknownTopicOrPartition)
+                } else if value.metadata.as_ref().is_some_and(|m| m.len() > max_metadata) {
+                    Err(GroupError::OffsetMetadataTooLarge)
+                } else {
+                    Ok(())
+                }
+            })
+            .collect();
+        let _write = self.write_lock(&partition).lock().await;
+        let now = broker.clock.now_ms();
+        let entry = self.get_or_create(group_id, now);
+        if let Err(e) = lock(&entry).group.check_commit(member, instance_id, generation, now) {
+            return all(e);
+        }
+        let accepted: Vec<&(String, i32, OffsetValue)> = offsets
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.is_ok())
+            .map(|(o, _)| o)
+            .collect();
+        if accepted.is_empty() {
+            return results;
+        }
+        let records = accepted
+            .iter()
+            .map(|(topic, index, value)| {
+                let key = RecordKey::Offset {
+                    group: group_id.to_string(),
+                    topic: topic.clone(),
+                    partition: *index,
+                };
+                (key, Some(format::encode_offset(value)))
+            })
+            .collect();
+        match self.append(broker, &partition, records).await {
+            Ok(()) => {
+                let mut e = lock(&entry);
+                for (topic, index, value) in accepted {
+                    e.offsets.insert((topic.clone(), *index), value.clone());
+                }
+            }
+            Err(error) => {
+                for r in results.iter_mut().filter(|r| r.is_ok()) {
+                    *r = Err(error.clone());
+                }
+            }
+        }
+        results
+    }
+
+    /// OffsetFetch: the committed offsets of the asked partitions (None where nothing is
+    /// committed), or of every partition the group committed when `topics` is None.
+    pub fn committed(
+        &self,
+        group_id: &str,
+        topics: Option<Vec<(String, Vec<i32>)>>,
+    ) -> Vec<(String, i32, Option<OffsetValue>)> {
+        let entry = self.get(group_id);
+        let e = entry.as_ref().map(lock);
+        let offsets = e.as_ref().map(|e| &e.offsets);
+        match topics {
+            Some(topics) => topics
+                .into_iter()
+                .flat_map(|(topic, partitions)| {
+                    partitions.into_iter().map(move |p| (topic.clone(), p))
+                })
+                .map(|(topic, p)| {
+                    let value = offsets.and_then(|o| o.get(&(topic.clone(), p)).cloned());
+                    (topic, p, value)
+                })
+                .collect(),
+            None => {
+                let mut all: Vec<_> = offsets
+                    .into_iter()
+                    .flatten()
+                    .map(|((t, p), v)| (t.clone(), *p, Some(v.clone())))
+                    .collect();
+                all.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+                all
+            }
+        }
+    }
+
+    /// ListGroups: (group id, protocol type, state) of every live group.
+    pub fn list(&self) -> Vec<(String, String, GroupState)> {
+        let entries: Vec<Shared> = self.map().values().cloned().collect();
+        let mut groups: Vec<_> = entries
+            .iter()
+            .map(|entry| {
+                let e = lock(entry);
+                (
+                    e.group.id.clone(),
+                    e.group.protocol_type.clone().unwrap_or_default(),
+                    e.group.state,
+                )
+            })
+            .filter(|(_, _, state)| *state != GroupState::Dead)
+            .collect();
+        groups.sort_by(|a, b| a.0.cmp(&b.0));
+        groups
+    }
+
+    pub fn describe(&self, group_id: &str) -> Option<GroupDescription> {
+        let entry = self.get(group_id)?;
+        let e = lock(&entry);
+        if e.group.state == GroupState::Dead {
+            return None;
+        }
+        let protocol = e.group.protocol.clone().unwrap_or_default();
+        // Kafka shows member metadata and assignments only once the group is Stable.
+        let stable = e.group.state == GroupState::Stable;
+        Some(GroupDescription {
+            state: e.group.state,
+            protocol_type: e.group.protocol_type.clone().unwrap_or_default(),
+            protocol: protocol.clone(),
+            members: e
+                .group
+                .members
+                .values()
+                .map(|m| MemberDescription {
+                    member_id: m.id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    metadata: if stable { m.metadata(&protocol) } else { Bytes::new() },
+                    assignment: if stable { m.assignment.clone() } else { Bytes::new() },
+                })
+                .collect(),
+        })
+    }
+
+    /// DeleteGroups for one group: only an empty group goes, with its offsets.
+    pub async fn delete_group(&self, broker: &Broker, group_id: &str) -> Result<(), GroupError> {
+        let entry = self.get(group_id).ok_or(GroupError::GroupIdNotFound)?;
+        let partition = self.partition(broker, group_id).await?;
+        let _write = self.write_lock(&partition).lock().await;
+        let records = {
+            let e = lock(&entry);
+            match e.group.state {
+                GroupState::Dead => return Err(GroupError::GroupIdNotFound),
+                GroupState::Empty => {}
+                _ => return Err(GroupError::NonEmptyGroup),
+            }
+            tombstones(group_id, e.offsets.keys(), true)
+        };
+        self.append(broker, &partition, records).await?;
+        let now = broker.clock.now_ms();
+        lock(&entry).group.kill(now);
+        self.map().remove(group_id);
+        info!(group = group_id, "deleted group");
+        Ok(())
+    }
+
+    /// OffsetDelete: per partition; offsets of topics the group's members subscribe to
+    /// stay.
+    pub async fn delete_offsets(
+        &self,
+        broker: &Broker,
+        group_id: &str,
+        partitions: &[(String, i32)],
+    ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
+        let entry = self.get(group_id).ok_or(GroupError::GroupIdNotFound)?;
+        let partition = self.partition(broker, group_id).await?;
+        let _write = self.write_lock(&partition).lock().await;
+        let (results, doomed) = {
+            let e = lock(&entry);
+            if e.group.state == GroupState::Dead {
+                return Err(GroupError::GroupIdNotFound);
+            }
+            let subscribed = e.group.subscribed_topics().unwrap_or_default();
+            let mut doomed = Vec::new();
+            let results: Vec<_> = partitions
+                .iter()
+                .map(|(topic, index)| {
+                    if subscribed.contains(topic) {
+                        Err(GroupError::GroupSubscribedToTopic)
+                    } else {
+                        if e.offsets.contains_key(&(topic.clone(), *index)) {
+                            doomed.push((topic.clone(), *index));
+                        }
+                        Ok(())
+                    }
+                })
+                .collect();
+            (results, doomed)
+        };
+        if !doomed.is_empty() {
+            self.append(broker, &partition, tombstones(group_id, doomed.iter(), false))
+                .await?;
+            let mut e = lock(&entry);
+            for key in &doomed {
+                e.offsets.remove(key);
+            }
+        }
+        Ok(results)
+    }
+
+    /// Timers of every group, group metadata writes they cause, and (every
+    /// `offsets_retention_check_interval_ms`) expiry of offsets of groups that stayed
+    /// empty for `offsets_retention_ms`.
+    pub async fn tick(&self, broker: &Broker) {
+        let now = broker.clock.now_ms();
+        let entries: Vec<(String, Shared)> = self
+            .map()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut dirty = Vec::new();
+        for (id, entry) in &entries {
+            let mut e = lock(entry);
+            e.group.tick(&self.timeouts, now);
+            if e.group.dirty {
+                dirty.push((id.clone(), entry.clone()));
+            }
+        }
+        for (id, entry) in dirty {
+            if let Ok(partition) = self.partition(broker, &id).await {
+                self.persist_if_dirty(broker, &partition, &entry).await;
+            }
+        }
+        let interval = broker.config.offsets_retention_check_interval_ms;
+        let last = self.last_expiry_ms.load(std::sync::atomic::Ordering::Relaxed);
+        if now - last >= interval {
+            self.last_expiry_ms
+                .store(now, std::sync::atomic::Ordering::Relaxed);
+            for (id, entry) in entries {
+                self.expire(broker, &id, &entry, now).await;
+            }
+        }
+    }
+
+    async fn expire(&self, broker: &Broker, group_id: &str, entry: &Shared, now: i64) {
+        let retention = broker.config.offsets_retention_ms;
+        let Ok(partition) = self.partition(broker, group_id).await else {
+            return;
+        };
+        let _write = self.write_lock(&partition).lock().await;
+        let (expired, remove_group) = {
+            let e = lock(entry);
+            if e.group.state != GroupState::Empty {
+                return;
+            }
+            let since = e.group.state_since_ms;
+            let expired: Vec<(String, i32)> = e
+                .offsets
+                .iter()
+                .filter(|(_, v)| now >= since.max(v.commit_timestamp_ms).saturating_add(retention))
+                .map(|(k, _)| k.clone())
+                .collect();
+            let remove_group = expired.len() == e.offsets.len() && e.group.is_idle();
+            (expired, remove_group)
+        };
+        if expired.is_empty() && !remove_group {
+            return;
+        }
+        let records = tombstones(group_id, expired.iter(), remove_group);
+        if let Err(e) = self.append(broker, &partition, records).await {
+            warn!(group = group_id, error = %e, "cannot expire committed offsets; retrying later");
+            return;
+        }
+        let mut e = lock(entry);
+        for key in &expired {
+            e.offsets.remove(key);
+        }
+        if remove_group {
+            e.group.kill(now);
+            drop(e);
+            self.map().remove(group_id);
+        }
+        info!(group = group_id, offsets = expired.len(), removed = remove_group,
+            "expired committed offsets of an empty group");
+    }
+}
+
+/// Calls `f` with the key and value of every record at or past `from` in `bytes` (whole
+/// batches as the log returns them). Returns the offset after the last batch, which
+/// moves on even past batches the cleaner emptied of their last records.
+pub fn for_each_record(
+    bytes: &Bytes,
+    from: i64,
+    mut f: impl FnMut(Option<Bytes>, Option<Bytes>),
+) -> anyhow::Result<i64> {
+    use crate::log::format;
+    let mut position = 0;
+    let mut next = from;
+    while let Some((_, size, _)) = format::read_batch_prefix(&bytes[position..]) {
+        if position + size > bytes.len() {
+            break;
+        }
+        let mut batch = bytes.slice(position..position + size);
+        let header = format::parse_validated_header(&batch);
+        let set = RecordBatchDecoder::decode(&mut batch)?;
+        for record in set.records {
+            if record.offset >= from {
+                f(record.key, record.value);
+            }
+        }
+        next = next.max(header.next_offset());
+        position += size;
+    }
+    Ok(next)
+}
+
+fn tombstones<'a>(
+    group: &str,
+    offsets: impl Iterator<Item = &'a (String, i32)>,
+    with_group: bool,
+) -> Vec<(RecordKey, Option<Bytes>)> {
+    let mut records: Vec<_> = offsets
+        .map(|(topic, partition)| {
+            let key = RecordKey::Offset {
+                group: group.to_string(),
+                topic: topic.clone(),
+                partition: *partition,
+            };
+            (key, None)
+        })
+        .collect();
+    if with_group {
+        records.push((RecordKey::Group { group: group.to_string() }, None));
+    }
+    records
+}
+
+fn apply_record(
+    groups: &mut HashMap<String, (Option<GroupValue>, HashMap<(String, i32), OffsetValue>)>,
+    key: Option<Bytes>,
+    value: Option<Bytes>,
+) {
+    let Some(key) = key else {
+        warn!("a record without a key in the offsets topic; skipped");
+        return;
+    };
+    let key = match format::decode_key(key) {
+        Ok(key) => key,
+        Err(e) => {
+            warn!(error = %e, "an unreadable key in the offsets topic; skipped");
+            return;
+        }
+    };
+    let entry = groups.entry(key.group().to_string()).or_default();
+    match (key, value) {
+        (RecordKey::Offset { topic, partition, .. }, None) => {
+            entry.1.remove(&(topic, partition));
+        }
+        (RecordKey::Offset { topic, partition, .. }, Some(value)) => {
+            match format::decode_offset(value) {
+                Ok(v) => {
+                    entry.1.insert((topic, partition), v);
+                }
+                Err(e) => warn!(error = %e, "an unreadable committed offset; skipped"),
+            }
+        }
+        (RecordKey::Group { .. }, None) => entry.0 = None,
+        (RecordKey::Group { .. }, Some(value)) => match format::decode_group(value) {
+            Ok(v) => entry.0 = Some(v),
+            Err(e) => warn!(error = %e, "unreadable group metadata; skipped"),
+        },
+    }
+}

@@ -1,0 +1,571 @@
+//! Consumer group APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
+//! OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups, OffsetDelete.
+//! The logic is in [`crate::group`]; this module maps requests and errors.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::{
+    BrokerId, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest,
+    DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupId,
+    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
+    LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest,
+    OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest,
+    OffsetFetchResponse, ResponseKind, SyncGroupRequest, SyncGroupResponse,
+};
+use kafka_protocol::messages::{
+    delete_groups_response::DeletableGroupResult,
+    describe_groups_response::{DescribedGroup, DescribedGroupMember},
+    find_coordinator_response::Coordinator,
+    join_group_response::JoinGroupResponseMember,
+    leave_group_response::MemberResponse,
+    list_groups_response::ListedGroup,
+    offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic},
+    offset_delete_response::{OffsetDeleteResponsePartition, OffsetDeleteResponseTopic},
+    offset_fetch_response::{
+        OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+        OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+    },
+};
+use kafka_protocol::protocol::StrBytes;
+
+use super::{str_bytes, topic_name};
+use crate::broker::Broker;
+use crate::group::GroupError;
+use crate::group::format::OffsetValue;
+use crate::group::state::JoinRequest;
+
+/// The Kafka error for a group failure.
+pub fn group_error_code(error: &GroupError) -> ResponseError {
+    match error {
+        GroupError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
+        GroupError::InvalidGroupId => ResponseError::InvalidGroupId,
+        GroupError::InvalidSessionTimeout => ResponseError::InvalidSessionTimeout,
+        GroupError::InconsistentGroupProtocol => ResponseError::InconsistentGroupProtocol,
+        GroupError::MemberIdRequired(_) => ResponseError::MemberIdRequired,
+        GroupError::UnknownMemberId => ResponseError::UnknownMemberId,
+        GroupError::FencedInstanceId => ResponseError::FencedInstanceId,
+        GroupError::IllegalGeneration => ResponseError::IllegalGeneration,
+        GroupError::RebalanceInProgress => ResponseError::RebalanceInProgress,
+        GroupError::GroupIdNotFound => ResponseError::GroupIdNotFound,
+        GroupError::NonEmptyGroup => ResponseError::NonEmptyGroup,
+        GroupError::GroupSubscribedToTopic => ResponseError::GroupSubscribedToTopic,
+        GroupError::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
+        GroupError::OffsetMetadataTooLarge => ResponseError::OffsetMetadataTooLarge,
+        GroupError::InvalidCommitOffsetSize => ResponseError::InvalidCommitOffsetSize,
+    }
+}
+
+fn code(broker: &Broker, api: &str, result: &Result<(), GroupError>) -> i16 {
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            let code = group_error_code(e);
+            broker.metrics.error(api, code);
+            code.code()
+        }
+    }
+}
+
+fn opt(s: &Option<StrBytes>) -> Option<&str> {
+    s.as_ref().map(|s| s.as_str()).filter(|s| !s.is_empty())
+}
+
+pub async fn find_coordinator(
+    broker: &Arc<Broker>,
+    request: FindCoordinatorRequest,
+    version: i16,
+) -> ResponseKind {
+    let keys: Vec<StrBytes> = if version >= 4 {
+        request.coordinator_keys
+    } else {
+        vec![request.key]
+    };
+    let mut coordinators = Vec::with_capacity(keys.len());
+    for key in keys {
+        // Groups (0) live in the offsets topic; transactions (1) are not implemented and
+        // InitProducerId refuses transactional ids, so any broker will do; share groups
+        // (2) are not supported.
+        let result = match request.key_type {
+            0 => broker.groups.partition(broker, &key).await.map(drop),
+            1 => Ok(()),
+            _ => Err(GroupError::CoordinatorNotAvailable),
+        };
+        let error = match (&result, request.key_type) {
+            (Err(_), 2..) | (Err(_), ..0) => {
+                broker
+                    .metrics
+                    .error("FindCoordinator", ResponseError::InvalidRequest);
+                ResponseError::InvalidRequest.code()
+            }
+            _ => code(broker, "FindCoordinator", &result),
+        };
+        coordinators.push(
+            Coordinator::default()
+                .with_key(key)
+                .with_node_id(BrokerId(if error == 0 {
+                    broker.config.node_id
+                } else {
+                    -1
+                }))
+                .with_host(str_bytes(if error == 0 {
+                    broker.advertised_host.clone()
+                } else {
+                    String::new()
+                }))
+                .with_port(if error == 0 { broker.advertised_port } else { -1 })
+                .with_error_code(error),
+        );
+    }
+    let mut response = FindCoordinatorResponse::default();
+    if version < 4 {
+        if let Some(c) = coordinators.pop() {
+            response = response
+                .with_error_code(c.error_code)
+                .with_node_id(c.node_id)
+                .with_host(c.host)
+                .with_port(c.port);
+        }
+    } else {
+        response = response.with_coordinators(coordinators);
+    }
+    ResponseKind::FindCoordinator(response)
+}
+
+pub async fn join_group(
+    broker: &Arc<Broker>,
+    request: JoinGroupRequest,
+    version: i16,
+    client_id: &str,
+    client_host: &str,
+) -> ResponseKind {
+    let join = JoinRequest {
+        member_id: request.member_id.to_string(),
+        instance_id: opt(&request.group_instance_id).map(String::from),
+        client_id: client_id.to_string(),
+        client_host: client_host.to_string(),
+        session_timeout_ms: request.session_timeout_ms,
+        // v0 has no rebalance timeout: it is the session timeout.
+        rebalance_timeout_ms: if version == 0 {
+            request.session_timeout_ms
+        } else {
+            request.rebalance_timeout_ms
+        },
+        protocol_type: request.protocol_type.to_string(),
+        protocols: request
+            .protocols
+            .into_iter()
+            .map(|p| (p.name.to_string(), p.metadata))
+            .collect(),
+        require_known_member: version >= 4,
+    };
+    let response = JoinGroupResponse::default()
+        .with_generation_id(-1)
+        .with_protocol_name(Some(StrBytes::default()));
+    let response = match broker.groups.join(broker, &request.group_id, join).await {
+        Ok(joined) => response
+            .with_generation_id(joined.generation)
+            .with_protocol_type(joined.protocol_type.map(str_bytes))
+            .with_protocol_name(Some(str_bytes(joined.protocol.unwrap_or_default())))
+            .with_leader(str_bytes(joined.leader))
+            .with_member_id(str_bytes(joined.member_id))
+            .with_skip_assignment(joined.skip_assignment)
+            .with_members(
+                joined
+                    .members
+                    .into_iter()
+                    .map(|m| {
+                        JoinGroupResponseMember::default()
+                            .with_member_id(str_bytes(m.member_id))
+                            .with_group_instance_id(m.instance_id.map(str_bytes))
+                            .with_metadata(m.metadata)
+                    })
+                    .collect(),
+            ),
+        Err(GroupError::MemberIdRequired(id)) => {
+            let result = Err(GroupError::MemberIdRequired(id.clone()));
+            response
+                .with_error_code(code(broker, "JoinGroup", &result))
+                .with_member_id(str_bytes(id))
+        }
+        Err(e) => response
+            .with_error_code(code(broker, "JoinGroup", &Err(e)))
+            .with_member_id(request.member_id),
+    };
+    ResponseKind::JoinGroup(response)
+}
+
+pub async fn sync_group(broker: &Arc<Broker>, request: SyncGroupRequest) -> ResponseKind {
+    let assignments: HashMap<String, bytes::Bytes> = request
+        .assignments
+        .into_iter()
+        .map(|a| (a.member_id.to_string(), a.assignment))
+        .collect();
+    let result = broker
+        .groups
+        .sync(
+            broker,
+            &request.group_id,
+            &request.member_id,
+            opt(&request.group_instance_id),
+            request.generation_id,
+            opt(&request.protocol_type),
+            opt(&request.protocol_name),
+            assignments,
+        )
+        .await;
+    let response = match result {
+        Ok(synced) => SyncGroupResponse::default()
+            .with_protocol_type(synced.protocol_type.map(str_bytes))
+            .with_protocol_name(synced.protocol.map(str_bytes))
+            .with_assignment(synced.assignment),
+        Err(e) => SyncGroupResponse::default().with_error_code(code(broker, "SyncGroup", &Err(e))),
+    };
+    ResponseKind::SyncGroup(response)
+}
+
+pub fn heartbeat(broker: &Arc<Broker>, request: HeartbeatRequest) -> ResponseKind {
+    let result = broker.groups.heartbeat(
+        broker,
+        &request.group_id,
+        &request.member_id,
+        opt(&request.group_instance_id),
+        request.generation_id,
+    );
+    ResponseKind::Heartbeat(
+        HeartbeatResponse::default().with_error_code(code(broker, "Heartbeat", &result)),
+    )
+}
+
+pub async fn leave_group(
+    broker: &Arc<Broker>,
+    request: LeaveGroupRequest,
+    version: i16,
+) -> ResponseKind {
+    let members: Vec<(String, Option<String>)> = if version >= 3 {
+        request
+            .members
+            .iter()
+            .map(|m| {
+                (
+                    m.member_id.to_string(),
+                    opt(&m.group_instance_id).map(String::from),
+                )
+            })
+            .collect()
+    } else {
+        vec![(request.member_id.to_string(), None)]
+    };
+    let results = broker
+        .groups
+        .leave(broker, &request.group_id, &members)
+        .await;
+    let mut response = LeaveGroupResponse::default();
+    if version >= 3 {
+        response.members = members
+            .into_iter()
+            .zip(&results)
+            .map(|((id, instance), result)| {
+                MemberResponse::default()
+                    .with_member_id(str_bytes(id))
+                    .with_group_instance_id(instance.map(str_bytes))
+                    .with_error_code(code(broker, "LeaveGroup", result))
+            })
+            .collect();
+    } else if let Some(result) = results.first() {
+        response.error_code = code(broker, "LeaveGroup", result);
+    }
+    ResponseKind::LeaveGroup(response)
+}
+
+pub async fn offset_commit(
+    broker: &Arc<Broker>,
+    request: OffsetCommitRequest,
+    version: i16,
+) -> ResponseKind {
+    let now = broker.clock.now_ms();
+    let offsets: Vec<(String, i32, OffsetValue)> = request
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| {
+                (
+                    t.name.to_string(),
+                    p.partition_index,
+                    OffsetValue {
+                        offset: p.committed_offset,
+                        leader_epoch: if version >= 6 {
+                            p.committed_leader_epoch
+                        } else {
+                            -1
+                        },
+                        commit_timestamp_ms: now,
+                        metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
+                    },
+                )
+            })
+        })
+        .collect();
+    let mut results = broker
+        .groups
+        .commit(
+            broker,
+            &request.group_id,
+            &request.member_id,
+            opt(&request.group_instance_id),
+            request.generation_id_or_member_epoch,
+            offsets,
+        )
+        .await
+        .into_iter();
+    let topics = request
+        .topics
+        .iter()
+        .map(|t| {
+            OffsetCommitResponseTopic::default()
+                .with_name(t.name.clone())
+                .with_partitions(
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            let result = results.next().unwrap_or(Ok(()));
+                            OffsetCommitResponsePartition::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(code(broker, "OffsetCommit", &result))
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    ResponseKind::OffsetCommit(OffsetCommitResponse::default().with_topics(topics))
+}
+
+type Committed = Vec<(String, i32, Option<OffsetValue>)>;
+
+fn committed_for(
+    broker: &Broker,
+    group: &str,
+    topics: Option<Vec<(String, Vec<i32>)>>,
+) -> Committed {
+    broker.groups.committed(group, topics)
+}
+
+/// Groups (name, offsets) by topic in first-seen order.
+fn by_topic(committed: Committed) -> Vec<(String, Vec<(i32, Option<OffsetValue>)>)> {
+    let mut topics: Vec<(String, Vec<(i32, Option<OffsetValue>)>)> = Vec::new();
+    for (topic, partition, value) in committed {
+        match topics.iter_mut().find(|(t, _)| *t == topic) {
+            Some((_, partitions)) => partitions.push((partition, value)),
+            None => topics.push((topic, vec![(partition, value)])),
+        }
+    }
+    topics
+}
+
+fn offset_fields(value: &Option<OffsetValue>) -> (i64, i32, Option<StrBytes>) {
+    match value {
+        Some(v) => (
+            v.offset,
+            v.leader_epoch,
+            Some(str_bytes(v.metadata.clone().unwrap_or_default())),
+        ),
+        None => (-1, -1, Some(StrBytes::default())),
+    }
+}
+
+pub fn offset_fetch(broker: &Arc<Broker>, request: OffsetFetchRequest, version: i16) -> ResponseKind {
+    if version >= 8 {
+        let groups = request
+            .groups
+            .into_iter()
+            .map(|g| {
+                let topics = g.topics.map(|ts| {
+                    ts.into_iter()
+                        .map(|t| (t.name.to_string(), t.partition_indexes))
+                        .collect()
+                });
+                let committed = committed_for(broker, &g.group_id, topics);
+                OffsetFetchResponseGroup::default()
+                    .with_group_id(g.group_id)
+                    .with_topics(
+                        by_topic(committed)
+                            .into_iter()
+                            .map(|(topic, partitions)| {
+                                OffsetFetchResponseTopics::default()
+                                    .with_name(topic_name(&topic))
+                                    .with_partitions(
+                                        partitions
+                                            .into_iter()
+                                            .map(|(p, v)| {
+                                                let (offset, epoch, metadata) = offset_fields(&v);
+                                                OffsetFetchResponsePartitions::default()
+                                                    .with_partition_index(p)
+                                                    .with_committed_offset(offset)
+                                                    .with_committed_leader_epoch(epoch)
+                                                    .with_metadata(metadata)
+                                            })
+                                            .collect(),
+                                    )
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
+        return ResponseKind::OffsetFetch(OffsetFetchResponse::default().with_groups(groups));
+    }
+    let topics = request.topics.map(|ts| {
+        ts.into_iter()
+            .map(|t| (t.name.to_string(), t.partition_indexes))
+            .collect()
+    });
+    let committed = committed_for(broker, &request.group_id, topics);
+    let topics = by_topic(committed)
+        .into_iter()
+        .map(|(topic, partitions)| {
+            OffsetFetchResponseTopic::default()
+                .with_name(topic_name(&topic))
+                .with_partitions(
+                    partitions
+                        .into_iter()
+                        .map(|(p, v)| {
+                            let (offset, epoch, metadata) = offset_fields(&v);
+                            OffsetFetchResponsePartition::default()
+                                .with_partition_index(p)
+                                .with_committed_offset(offset)
+                                .with_committed_leader_epoch(epoch)
+                                .with_metadata(metadata)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    ResponseKind::OffsetFetch(OffsetFetchResponse::default().with_topics(topics))
+}
+
+pub fn list_groups(broker: &Arc<Broker>, request: ListGroupsRequest) -> ResponseKind {
+    let wanted_state = |state: &str| {
+        request.states_filter.is_empty()
+            || request
+                .states_filter
+                .iter()
+                .any(|s| s.eq_ignore_ascii_case(state))
+    };
+    // Every group here uses the classic protocol.
+    let classic = request.types_filter.is_empty()
+        || request
+            .types_filter
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case("classic"));
+    let groups = broker
+        .groups
+        .list()
+        .into_iter()
+        .filter(|(_, _, state)| classic && wanted_state(state.name()))
+        .map(|(id, protocol_type, state)| {
+            ListedGroup::default()
+                .with_group_id(GroupId(str_bytes(id)))
+                .with_protocol_type(str_bytes(protocol_type))
+                .with_group_state(StrBytes::from_static_str(state.name()))
+                .with_group_type(StrBytes::from_static_str("classic"))
+        })
+        .collect();
+    ResponseKind::ListGroups(ListGroupsResponse::default().with_groups(groups))
+}
+
+pub fn describe_groups(broker: &Arc<Broker>, request: DescribeGroupsRequest) -> ResponseKind {
+    let groups = request
+        .groups
+        .into_iter()
+        .map(|id| match broker.groups.describe(&id) {
+            // An unknown group is described as Dead, without an error (v0-v5).
+            None => DescribedGroup::default()
+                .with_group_id(id)
+                .with_group_state(StrBytes::from_static_str("Dead"))
+                .with_authorized_operations(i32::MIN),
+            Some(d) => DescribedGroup::default()
+                .with_group_id(id)
+                .with_group_state(StrBytes::from_static_str(d.state.name()))
+                .with_protocol_type(str_bytes(d.protocol_type))
+                .with_protocol_data(str_bytes(d.protocol))
+                .with_authorized_operations(i32::MIN)
+                .with_members(
+                    d.members
+                        .into_iter()
+                        .map(|m| {
+                            DescribedGroupMember::default()
+                                .with_member_id(str_bytes(m.member_id))
+                                .with_group_instance_id(m.instance_id.map(str_bytes))
+                                .with_client_id(str_bytes(m.client_id))
+                                .with_client_host(str_bytes(m.client_host))
+                                .with_member_metadata(m.metadata)
+                                .with_member_assignment(m.assignment)
+                        })
+                        .collect(),
+                ),
+        })
+        .collect();
+    ResponseKind::DescribeGroups(DescribeGroupsResponse::default().with_groups(groups))
+}
+
+pub async fn delete_groups(broker: &Arc<Broker>, request: DeleteGroupsRequest) -> ResponseKind {
+    let mut results = Vec::with_capacity(request.groups_names.len());
+    for group in request.groups_names {
+        let result = broker.groups.delete_group(broker, &group).await;
+        results.push(
+            DeletableGroupResult::default()
+                .with_error_code(code(broker, "DeleteGroups", &result))
+                .with_group_id(group),
+        );
+    }
+    ResponseKind::DeleteGroups(DeleteGroupsResponse::default().with_results(results))
+}
+
+pub async fn offset_delete(broker: &Arc<Broker>, request: OffsetDeleteRequest) -> ResponseKind {
+    let partitions: Vec<(String, i32)> = request
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| (t.name.to_string(), p.partition_index))
+        })
+        .collect();
+    let results = match broker
+        .groups
+        .delete_offsets(broker, &request.group_id, &partitions)
+        .await
+    {
+        Ok(results) => results,
+        Err(e) => {
+            return ResponseKind::OffsetDelete(
+                OffsetDeleteResponse::default().with_error_code(code(
+                    broker,
+                    "OffsetDelete",
+                    &Err(e),
+                )),
+            );
+        }
+    };
+    let mut results = results.into_iter();
+    let topics = request
+        .topics
+        .iter()
+        .map(|t| {
+            OffsetDeleteResponseTopic::default()
+                .with_name(t.name.clone())
+                .with_partitions(
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            let result = results.next().unwrap_or(Ok(()));
+                            OffsetDeleteResponsePartition::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(code(broker, "OffsetDelete", &result))
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    ResponseKind::OffsetDelete(OffsetDeleteResponse::default().with_topics(topics))
+}
