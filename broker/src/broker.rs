@@ -483,7 +483,13 @@ impl Broker {
         ]);
         let name = crate::group::OFFSETS_TOPIC;
         match self
-            .create_topic(name, self.config.offsets_topic_partitions, -1, configs, false)
+            .create_topic(
+                name,
+                self.config.offsets_topic_partitions,
+                -1,
+                configs,
+                false,
+            )
             .await
         {
             Ok(topic) => Ok(topic),

@@ -477,7 +477,11 @@ impl Config {
             self.offsets_retention_check_interval_ms,
             1,
         )?;
-        at_least("offset_metadata_max_bytes", self.offset_metadata_max_bytes, 0)?;
+        at_least(
+            "offset_metadata_max_bytes",
+            self.offset_metadata_max_bytes,
+            0,
+        )?;
         if self.shutdown_timeout_ms < 0 {
             return Err(invalid("shutdown_timeout_ms", "must be >= 0"));
         }

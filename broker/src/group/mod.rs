@@ -41,8 +41,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-    TimestampType,
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use tracing::{info, warn};
 
@@ -119,11 +118,24 @@ struct Entry {
 
 type Shared = Arc<Mutex<Entry>>;
 
+/// What a replay of the offsets topic found, per group: its metadata and offsets.
+type Loaded = HashMap<String, (Option<GroupValue>, HashMap<(String, i32), OffsetValue>)>;
+
+/// A SyncGroup request.
+pub struct SyncRequest<'a> {
+    pub member_id: &'a str,
+    pub instance_id: Option<&'a str>,
+    pub generation: i32,
+    pub protocol_type: Option<&'a str>,
+    pub protocol: Option<&'a str>,
+    pub assignments: HashMap<String, Bytes>,
+}
+
 /// Kafka's `Utils.abs(groupId.hashCode()) % partitions`, with Java's UTF-16 string hash.
 pub fn partition_for(group: &str, partitions: usize) -> i32 {
-    let hash = group
-        .encode_utf16()
-        .fold(0i32, |h, unit| h.wrapping_mul(31).wrapping_add(i32::from(unit)));
+    let hash = group.encode_utf16().fold(0i32, |h, unit| {
+        h.wrapping_mul(31).wrapping_add(i32::from(unit))
+    });
     let abs = if hash == i32::MIN { 0 } else { hash.abs() };
     (abs as usize % partitions.max(1)) as i32
 }
@@ -261,8 +273,7 @@ impl Coordinator {
         };
         let now = broker.clock.now_ms();
         let started = std::time::Instant::now();
-        let mut groups: HashMap<String, (Option<GroupValue>, HashMap<(String, i32), OffsetValue>)> =
-            HashMap::new();
+        let mut groups: Loaded = HashMap::new();
         let mut records = 0u64;
         for partition in &topic.partitions {
             let mut offset = partition.watermarks().log_start_offset;
@@ -294,8 +305,12 @@ impl Coordinator {
             };
             map.insert(id, Arc::new(Mutex::new(Entry { group, offsets })));
         }
-        info!(groups = count, records, elapsed_ms = started.elapsed().as_millis() as u64,
-            "loaded consumer groups from the offsets topic");
+        info!(
+            groups = count,
+            records,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "loaded consumer groups from the offsets topic"
+        );
         Ok(())
     }
 
@@ -327,21 +342,21 @@ impl Coordinator {
         &self,
         broker: &Broker,
         group_id: &str,
-        member: &str,
-        instance_id: Option<&str>,
-        generation: i32,
-        protocol_type: Option<&str>,
-        protocol: Option<&str>,
-        assignments: HashMap<String, Bytes>,
+        request: SyncRequest<'_>,
     ) -> SyncResult {
-        let entry = self.get(group_id).ok_or(GroupError::UnknownMemberId)?;
-        let step = lock(&entry).group.sync(
-            member,
+        let SyncRequest {
+            member_id: member,
             instance_id,
             generation,
             protocol_type,
             protocol,
-        )?;
+            assignments,
+        } = request;
+        let entry = self.get(group_id).ok_or(GroupError::UnknownMemberId)?;
+        let step =
+            lock(&entry)
+                .group
+                .sync(member, instance_id, generation, protocol_type, protocol)?;
         let (receiver, is_leader) = match step {
             SyncStep::Done(synced) => return Ok(synced),
             SyncStep::Wait {
@@ -360,7 +375,11 @@ impl Coordinator {
                 group: group_id.to_string(),
             };
             let written = self
-                .append(broker, &partition, vec![(key, Some(format::encode_group(&value)))])
+                .append(
+                    broker,
+                    &partition,
+                    vec![(key, Some(format::encode_group(&value)))],
+                )
                 .await;
             let now = broker.clock.now_ms();
             let mut e = lock(&entry);
@@ -407,10 +426,7 @@ impl Coordinator {
             let mut e = lock(&entry);
             members
                 .iter()
-                .map(|(id, instance)| {
-                    e.group
-                        .leave(id, instance.as_deref(), &self.timeouts, now)
-                })
+                .map(|(id, instance)| e.group.leave(id, instance.as_deref(), &self.timeouts, now))
                 .collect()
         };
         if let Ok(partition) = self.partition(broker, group_id).await {
@@ -435,9 +451,15 @@ impl Coordinator {
             e.group.dirty = false;
             (e.group.id.clone(), e.group.to_value())
         };
-        let key = RecordKey::Group { group: group_id.clone() };
+        let key = RecordKey::Group {
+            group: group_id.clone(),
+        };
         if let Err(e) = self
-            .append(broker, partition, vec![(key, Some(format::encode_group(&value)))])
+            .append(
+                broker,
+                partition,
+                vec![(key, Some(format::encode_group(&value)))],
+            )
             .await
         {
             warn!(group = %group_id, error = %e, "cannot write group metadata; retrying at the next change");
@@ -468,9 +490,17 @@ impl Coordinator {
         let mut results: Vec<Result<(), GroupError>> = offsets
             .iter()
             .map(|(topic, index, value)| {
-                if broker.topic(topic).and_then(|t| t.partition(*index).cloned()).is_none() {
+                if broker
+                    .topic(topic)
+                    .and_then(|t| t.partition(*index).cloned())
+                    .is_none()
+                {
                     Err(GroupError::UnknownTopicOrPartition)
-                } else if value.metadata.as_ref().is_some_and(|m| m.len() > max_metadata) {
+                } else if value
+                    .metadata
+                    .as_ref()
+                    .is_some_and(|m| m.len() > max_metadata)
+                {
                     Err(GroupError::OffsetMetadataTooLarge)
                 } else {
                     Ok(())
@@ -480,7 +510,10 @@ impl Coordinator {
         let _write = self.write_lock(&partition).lock().await;
         let now = broker.clock.now_ms();
         let entry = self.get_or_create(group_id, now);
-        if let Err(e) = lock(&entry).group.check_commit(member, instance_id, generation, now) {
+        if let Err(e) = lock(&entry)
+            .group
+            .check_commit(member, instance_id, generation, now)
+        {
             return all(e);
         }
         let accepted: Vec<&(String, i32, OffsetValue)> = offsets
@@ -593,8 +626,16 @@ impl Coordinator {
                     instance_id: m.instance_id.clone(),
                     client_id: m.client_id.clone(),
                     client_host: m.client_host.clone(),
-                    metadata: if stable { m.metadata(&protocol) } else { Bytes::new() },
-                    assignment: if stable { m.assignment.clone() } else { Bytes::new() },
+                    metadata: if stable {
+                        m.metadata(&protocol)
+                    } else {
+                        Bytes::new()
+                    },
+                    assignment: if stable {
+                        m.assignment.clone()
+                    } else {
+                        Bytes::new()
+                    },
                 })
                 .collect(),
         })
@@ -656,8 +697,12 @@ impl Coordinator {
             (results, doomed)
         };
         if !doomed.is_empty() {
-            self.append(broker, &partition, tombstones(group_id, doomed.iter(), false))
-                .await?;
+            self.append(
+                broker,
+                &partition,
+                tombstones(group_id, doomed.iter(), false),
+            )
+            .await?;
             let mut e = lock(&entry);
             for key in &doomed {
                 e.offsets.remove(key);
@@ -690,7 +735,9 @@ impl Coordinator {
             }
         }
         let interval = broker.config.offsets_retention_check_interval_ms;
-        let last = self.last_expiry_ms.load(std::sync::atomic::Ordering::Relaxed);
+        let last = self
+            .last_expiry_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
         if now - last >= interval {
             self.last_expiry_ms
                 .store(now, std::sync::atomic::Ordering::Relaxed);
@@ -738,8 +785,12 @@ impl Coordinator {
             drop(e);
             self.map().remove(group_id);
         }
-        info!(group = group_id, offsets = expired.len(), removed = remove_group,
-            "expired committed offsets of an empty group");
+        info!(
+            group = group_id,
+            offsets = expired.len(),
+            removed = remove_group,
+            "expired committed offsets of an empty group"
+        );
     }
 }
 
@@ -788,16 +839,17 @@ fn tombstones<'a>(
         })
         .collect();
     if with_group {
-        records.push((RecordKey::Group { group: group.to_string() }, None));
+        records.push((
+            RecordKey::Group {
+                group: group.to_string(),
+            },
+            None,
+        ));
     }
     records
 }
 
-fn apply_record(
-    groups: &mut HashMap<String, (Option<GroupValue>, HashMap<(String, i32), OffsetValue>)>,
-    key: Option<Bytes>,
-    value: Option<Bytes>,
-) {
+fn apply_record(groups: &mut Loaded, key: Option<Bytes>, value: Option<Bytes>) {
     let Some(key) = key else {
         warn!("a record without a key in the offsets topic; skipped");
         return;
@@ -811,17 +863,25 @@ fn apply_record(
     };
     let entry = groups.entry(key.group().to_string()).or_default();
     match (key, value) {
-        (RecordKey::Offset { topic, partition, .. }, None) => {
+        (
+            RecordKey::Offset {
+                topic, partition, ..
+            },
+            None,
+        ) => {
             entry.1.remove(&(topic, partition));
         }
-        (RecordKey::Offset { topic, partition, .. }, Some(value)) => {
-            match format::decode_offset(value) {
-                Ok(v) => {
-                    entry.1.insert((topic, partition), v);
-                }
-                Err(e) => warn!(error = %e, "an unreadable committed offset; skipped"),
+        (
+            RecordKey::Offset {
+                topic, partition, ..
+            },
+            Some(value),
+        ) => match format::decode_offset(value) {
+            Ok(v) => {
+                entry.1.insert((topic, partition), v);
             }
-        }
+            Err(e) => warn!(error = %e, "an unreadable committed offset; skipped"),
+        },
         (RecordKey::Group { .. }, None) => entry.0 = None,
         (RecordKey::Group { .. }, Some(value)) => match format::decode_group(value) {
             Ok(v) => entry.0 = Some(v),

@@ -386,7 +386,7 @@ impl Group {
                 self.maybe_complete_join(now_ms);
             }
             GroupState::CompletingRebalance | GroupState::Stable
-                if !changed && !(is_leader && self.state == GroupState::Stable) =>
+                if !(changed || is_leader && self.state == GroupState::Stable) =>
             {
                 // The member lost our answer (or is a follower rejoining for nothing):
                 // tell it the current generation again.
@@ -454,7 +454,8 @@ impl Group {
     ) {
         let new_id = self.new_member_id(&request.client_id);
         let Some(mut member) = self.members.remove(&old_id) else {
-            self.static_members.remove(request.instance_id.as_deref().unwrap_or(""));
+            self.static_members
+                .remove(request.instance_id.as_deref().unwrap_or(""));
             self.add_member(new_id, request, sender, timeouts, now_ms);
             return;
         };
@@ -693,7 +694,10 @@ impl Group {
                     .members
                     .get_mut(member_id)
                     .ok_or(GroupError::UnknownMemberId)?;
-                reply(member.sync.replace(sender), Err(GroupError::RebalanceInProgress));
+                reply(
+                    member.sync.replace(sender),
+                    Err(GroupError::RebalanceInProgress),
+                );
                 let is_leader = self.leader.as_deref() == Some(member_id);
                 Ok(SyncStep::Wait {
                     receiver,
@@ -734,7 +738,13 @@ impl Group {
     }
 
     /// Writing the leader's assignment failed: everyone rejoins.
-    pub fn fail_sync(&mut self, generation: i32, error: GroupError, timeouts: &Timeouts, now_ms: i64) {
+    pub fn fail_sync(
+        &mut self,
+        generation: i32,
+        error: GroupError,
+        timeouts: &Timeouts,
+        now_ms: i64,
+    ) {
         if self.state != GroupState::CompletingRebalance || self.generation != generation {
             return;
         }

@@ -32,9 +32,9 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::{str_bytes, topic_name};
 use crate::broker::Broker;
-use crate::group::GroupError;
 use crate::group::format::OffsetValue;
 use crate::group::state::JoinRequest;
+use crate::group::{GroupError, SyncRequest};
 
 /// The Kafka error for a group failure.
 pub fn group_error_code(error: &GroupError) -> ResponseError {
@@ -114,7 +114,11 @@ pub async fn find_coordinator(
                 } else {
                     String::new()
                 }))
-                .with_port(if error == 0 { broker.advertised_port } else { -1 })
+                .with_port(if error == 0 {
+                    broker.advertised_port
+                } else {
+                    -1
+                })
                 .with_error_code(error),
         );
     }
@@ -207,12 +211,14 @@ pub async fn sync_group(broker: &Arc<Broker>, request: SyncGroupRequest) -> Resp
         .sync(
             broker,
             &request.group_id,
-            &request.member_id,
-            opt(&request.group_instance_id),
-            request.generation_id,
-            opt(&request.protocol_type),
-            opt(&request.protocol_name),
-            assignments,
+            SyncRequest {
+                member_id: &request.member_id,
+                instance_id: opt(&request.group_instance_id),
+                generation: request.generation_id,
+                protocol_type: opt(&request.protocol_type),
+                protocol: opt(&request.protocol_name),
+                assignments,
+            },
         )
         .await;
     let response = match result {
@@ -233,9 +239,11 @@ pub fn heartbeat(broker: &Arc<Broker>, request: HeartbeatRequest) -> ResponseKin
         opt(&request.group_instance_id),
         request.generation_id,
     );
-    ResponseKind::Heartbeat(
-        HeartbeatResponse::default().with_error_code(code(broker, "Heartbeat", &result)),
-    )
+    ResponseKind::Heartbeat(HeartbeatResponse::default().with_error_code(code(
+        broker,
+        "Heartbeat",
+        &result,
+    )))
 }
 
 pub async fn leave_group(
@@ -342,6 +350,7 @@ pub async fn offset_commit(
 }
 
 type Committed = Vec<(String, i32, Option<OffsetValue>)>;
+type ByTopic = Vec<(String, Vec<(i32, Option<OffsetValue>)>)>;
 
 fn committed_for(
     broker: &Broker,
@@ -352,8 +361,8 @@ fn committed_for(
 }
 
 /// Groups (name, offsets) by topic in first-seen order.
-fn by_topic(committed: Committed) -> Vec<(String, Vec<(i32, Option<OffsetValue>)>)> {
-    let mut topics: Vec<(String, Vec<(i32, Option<OffsetValue>)>)> = Vec::new();
+fn by_topic(committed: Committed) -> ByTopic {
+    let mut topics: ByTopic = Vec::new();
     for (topic, partition, value) in committed {
         match topics.iter_mut().find(|(t, _)| *t == topic) {
             Some((_, partitions)) => partitions.push((partition, value)),
@@ -374,7 +383,11 @@ fn offset_fields(value: &Option<OffsetValue>) -> (i64, i32, Option<StrBytes>) {
     }
 }
 
-pub fn offset_fetch(broker: &Arc<Broker>, request: OffsetFetchRequest, version: i16) -> ResponseKind {
+pub fn offset_fetch(
+    broker: &Arc<Broker>,
+    request: OffsetFetchRequest,
+    version: i16,
+) -> ResponseKind {
     if version >= 8 {
         let groups = request
             .groups

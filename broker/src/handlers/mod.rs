@@ -29,7 +29,12 @@ pub async fn handle(
     client_host: &str,
 ) -> Option<ResponseKind> {
     let version = request.version;
-    let client_id = request.header.client_id.as_ref().map_or("", |c| c.as_str()).to_string();
+    let client_id = request
+        .header
+        .client_id
+        .as_ref()
+        .map_or("", |c| c.as_str())
+        .to_string();
     let response = match request.body {
         RequestKind::ApiVersions(_) => cluster::api_versions(),
         RequestKind::Metadata(r) => cluster::metadata(broker, r, version).await,
