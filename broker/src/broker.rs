@@ -683,6 +683,47 @@ impl Broker {
             .await;
     }
 
+    /// One log-cleaner round: a compaction pass for each compacted partition that is due,
+    /// one partition at a time.
+    pub async fn clean_logs(&self) {
+        let max_keys = (self.config.log_cleaner_dedupe_buffer_bytes as usize)
+            / crate::log::cleaner::BYTES_PER_KEY;
+        for topic in self.topics() {
+            if !topic.config.log_config().compact {
+                continue;
+            }
+            for partition in &topic.partitions {
+                if self.shutdown.is_cancelled() {
+                    return;
+                }
+                let now = self.clock.now_ms();
+                match partition.clean(now, max_keys).await {
+                    Ok(Some(removed)) => {
+                        self.metrics
+                            .cleaner_runs
+                            .with_label_values(&[&topic.name])
+                            .inc();
+                        self.metrics
+                            .cleaner_bytes_removed
+                            .with_label_values(&[&topic.name])
+                            .inc_by(removed);
+                        info!(topic = %topic.name, partition = partition.index, removed_bytes = removed,
+                            "compacted");
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        self.metrics
+                            .cleaner_errors
+                            .with_label_values(&[&topic.name])
+                            .inc();
+                        warn!(topic = %topic.name, partition = partition.index, error = %e,
+                            "compaction failed; retrying at the next round");
+                    }
+                }
+            }
+        }
+    }
+
     /// A producer id never handed out before (InitProducerId).
     pub async fn next_producer_id(&self) -> Result<i64, StoreError> {
         const BLOCK: i64 = 1000;

@@ -171,6 +171,15 @@ pub struct Config {
     pub offsets_retention_check_interval_ms: i64,
     /// Longest metadata string accepted with a committed offset. Default 4096 bytes.
     pub offset_metadata_max_bytes: i64,
+    /// How often the log cleaner looks for compacted partitions due for a pass (Kafka's
+    /// log.cleaner.backoff.ms). Default 15000 ms. One partition is cleaned at a time, on
+    /// a blocking thread: a pass reads the partition's cleanable segments and rewrites the
+    /// ones it changes, so its disk I/O is up to twice the partition's sealed bytes.
+    pub log_cleaner_interval_ms: i64,
+    /// Memory for the cleaner's key map (Kafka's log.cleaner.dedupe.buffer.size). Default
+    /// 134217728 (128 MiB), about 2.8 million distinct keys per pass; a partition with
+    /// more keys in its dirty part is cleaned over several passes.
+    pub log_cleaner_dedupe_buffer_bytes: i64,
 }
 
 impl Default for Config {
@@ -236,6 +245,8 @@ impl Default for Config {
             offsets_retention_ms: 7 * 24 * 3600 * 1000,
             offsets_retention_check_interval_ms: 600_000,
             offset_metadata_max_bytes: 4096,
+            log_cleaner_interval_ms: 15_000,
+            log_cleaner_dedupe_buffer_bytes: 128 << 20,
         }
     }
 }
@@ -481,6 +492,12 @@ impl Config {
             "offset_metadata_max_bytes",
             self.offset_metadata_max_bytes,
             0,
+        )?;
+        at_least("log_cleaner_interval_ms", self.log_cleaner_interval_ms, 10)?;
+        at_least(
+            "log_cleaner_dedupe_buffer_bytes",
+            self.log_cleaner_dedupe_buffer_bytes,
+            1 << 20,
         )?;
         if self.shutdown_timeout_ms < 0 {
             return Err(invalid("shutdown_timeout_ms", "must be >= 0"));

@@ -198,6 +198,21 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             }
         })
     };
+    let cleaner = {
+        let broker = broker.clone();
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            let interval = Duration::from_millis(broker.config.log_cleaner_interval_ms as u64);
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = ticker.tick() => broker.clean_logs().await,
+                }
+            }
+        })
+    };
     let uploader = tokio::spawn(strata_broker::tiered::run_uploader(broker.clone()));
     let scrubber = tokio::spawn(strata_broker::tiered::run_scrubber(broker.clone()));
     let accept = tokio::spawn(server::accept_loop(
@@ -220,6 +235,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let _ = housekeeping.await;
     let _ = coordinator.await;
+    // A pass stops between partitions; one in progress finishes or leaves only staged
+    // copies that start-up discards.
+    if tokio::time::timeout(timeout, cleaner).await.is_err() {
+        info!("a compaction pass was still running at shutdown");
+    }
     // Uploads stop between segments; one in flight may finish or be abandoned (it is
     // redone after restart, and its object scrubbed if it never committed).
     if tokio::time::timeout(timeout, uploader).await.is_err() {

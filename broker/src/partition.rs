@@ -222,8 +222,14 @@ impl Partition {
 
     /// Appends a produce request's records for this partition.
     pub async fn append(&self, records: &Bytes, now_ms: i64) -> Result<AppendInfo, LogError> {
-        let max_message_bytes = self.lock().config().max_message_bytes;
+        let (max_message_bytes, compact) = {
+            let log = self.lock();
+            (log.config().max_message_bytes, log.config().compact)
+        };
         let prepared = log::prepare(records, max_message_bytes)?;
+        if compact {
+            log::require_keys(records)?;
+        }
         let (info, sync, dir) = {
             let mut log = self.lock();
             if self.deleted.load(Ordering::Relaxed) {
@@ -254,26 +260,58 @@ impl Partition {
     /// unless the first batch alone is larger. The file read happens without the lock.
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<(Bytes, Watermarks), LogError> {
         let high_watermark = self.high_watermark();
-        let (location, log_start_offset, dir) = {
-            let log = self.lock();
-            (
-                log.locate(offset)?,
-                log.log_start_offset(),
-                log.dir().to_path_buf(),
-            )
-        };
-        let marks = Watermarks {
-            log_start_offset: self.log_start_offset(log_start_offset),
-            high_watermark,
-        };
-        let records = match location {
-            Some(location) if offset < high_watermark => {
-                log::read_batches(&location, offset, max_bytes, high_watermark)
-                    .map_err(|source| LogError::Io { dir, source })?
+        let mut offset = offset;
+        loop {
+            let (location, log_start_offset, dir, next_base) = {
+                let log = self.lock();
+                (
+                    log.locate(offset)?,
+                    log.log_start_offset(),
+                    log.dir().to_path_buf(),
+                    log.next_segment_base(offset),
+                )
+            };
+            let marks = Watermarks {
+                log_start_offset: self.log_start_offset(log_start_offset),
+                high_watermark,
+            };
+            let records = match location {
+                Some(location) if offset < high_watermark => {
+                    log::read_batches(&location, offset, max_bytes, high_watermark)
+                        .map_err(|source| LogError::Io { dir, source })?
+                }
+                _ => Bytes::new(),
+            };
+            // Compaction may have emptied the rest of this segment: go on to the next.
+            match next_base {
+                Some(next) if records.is_empty() && next < high_watermark && next > offset => {
+                    offset = next;
+                }
+                _ => return Ok((records, marks)),
             }
-            _ => Bytes::new(),
+        }
+    }
+
+    /// One compaction pass if one is due (see [`log::cleaner`]). Returns the bytes it
+    /// removed, or `None` if nothing was due.
+    pub async fn clean(&self, now_ms: i64, max_keys: usize) -> Result<Option<u64>, LogError> {
+        let plan = {
+            let log = self.lock();
+            if self.deleted.load(Ordering::Relaxed) || self.offline.load(Ordering::Relaxed) {
+                return Ok(None);
+            }
+            log.clean_plan(now_ms)
         };
-        Ok((records, marks))
+        let Some(plan) = plan else { return Ok(None) };
+        let dir = plan.dir.clone();
+        let staged = blocking(move || log::cleaner::stage(&plan, now_ms, max_keys))
+            .await
+            .map_err(|source| LogError::Io { dir, source })?;
+        let mut log = self.lock();
+        if self.deleted.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        log.finish_clean(staged, now_ms).map(Some)
     }
 
     /// ListOffsets by timestamp: the first record with timestamp >= `timestamp`. The

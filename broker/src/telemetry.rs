@@ -61,6 +61,10 @@ pub struct Metrics {
     /// prefix themselves, since the tiering crate does not know this registry's namespace.
     pub tiering_registry: Registry,
     pub connections: IntGauge,
+    pub cleaner_runs: IntCounterVec,
+    pub cleaner_bytes_removed: IntCounterVec,
+    pub cleaner_errors: IntCounterVec,
+    pub groups: IntGaugeVec,
 }
 
 impl Metrics {
@@ -161,6 +165,22 @@ impl Metrics {
             "Produce requests refused because the data disk passed disk_high_watermark_percent",
             &["topic"],
         )?;
+        let cleaner_runs = counter(
+            "log_cleaner_runs_total",
+            "Compaction passes that cleaned something, by topic",
+            &["topic"],
+        )?;
+        let cleaner_bytes_removed = counter(
+            "log_cleaner_bytes_removed_total",
+            "Bytes compaction removed from local segments, by topic",
+            &["topic"],
+        )?;
+        let cleaner_errors = counter(
+            "log_cleaner_errors_total",
+            "Compaction passes that failed, by topic",
+            &["topic"],
+        )?;
+        let groups = gauge("consumer_groups", "Consumer groups, by state", &["state"])?;
         let connections = IntGauge::new("connections", "Open client connections")?;
         registry.register(Box::new(connections.clone()))?;
         Ok(Metrics {
@@ -186,6 +206,10 @@ impl Metrics {
             produce_refused_disk,
             tiering_registry: Registry::new(),
             connections,
+            cleaner_runs,
+            cleaner_bytes_removed,
+            cleaner_errors,
+            groups,
         })
     }
 

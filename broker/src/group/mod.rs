@@ -722,12 +722,23 @@ impl Coordinator {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let mut dirty = Vec::new();
+        let mut by_state: HashMap<&'static str, i64> = HashMap::new();
         for (id, entry) in &entries {
             let mut e = lock(entry);
             e.group.tick(&self.timeouts, now);
             if e.group.dirty {
                 dirty.push((id.clone(), entry.clone()));
             }
+            *by_state.entry(e.group.state.name()).or_default() += 1;
+        }
+        for state in [
+            "Empty",
+            "PreparingRebalance",
+            "CompletingRebalance",
+            "Stable",
+        ] {
+            let count = by_state.get(state).copied().unwrap_or(0);
+            broker.metrics.groups.with_label_values(&[state]).set(count);
         }
         for (id, entry) in dirty {
             if let Ok(partition) = self.partition(broker, &id).await {

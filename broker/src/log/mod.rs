@@ -12,6 +12,7 @@
 //!
 //! The byte layout of every file is in [`format`].
 
+pub mod cleaner;
 pub mod format;
 pub mod producers;
 mod read;
@@ -27,7 +28,9 @@ use tracing::{info, warn};
 
 pub use format::{BatchError, BatchHeader};
 use producers::{BatchMeta, ProducerState, Verdict};
-pub use read::{Location, find_timestamp, max_timestamp_record, read_batches, record_timestamps};
+pub use read::{
+    Location, decode_batch, find_timestamp, max_timestamp_record, read_batches, record_timestamps,
+};
 use segment::Segment;
 
 /// Per-log settings, derived from the topic's configuration.
@@ -153,6 +156,8 @@ pub struct Log {
     recovery_point: format::Checkpoint,
     /// Idempotent producers seen in this log; see [`producers`].
     producers: ProducerState,
+    /// Compaction: where the part not yet cleaned starts (see [`cleaner`]).
+    first_dirty_offset: i64,
 }
 
 /// A periodic flush prepared under the lock and carried out without it.
@@ -187,6 +192,11 @@ impl Log {
             source,
         };
         fs::create_dir_all(dir).map_err(io_err)?;
+        cleaner::recover(dir).map_err(io_err)?;
+        let first_dirty_offset = match fs::read(dir.join(cleaner::CHECKPOINT_FILE)) {
+            Ok(bytes) => cleaner::decode_checkpoint(&bytes).unwrap_or(0),
+            Err(_) => 0,
+        };
         let checkpoint = match fs::read(dir.join(CHECKPOINT_FILE)) {
             Ok(bytes) => {
                 let parsed = format::Checkpoint::decode(&bytes);
@@ -231,6 +241,7 @@ impl Log {
                 offset_of_max_timestamp: 0,
             },
             producers: ProducerState::default(),
+            first_dirty_offset,
         };
         let interval = log.config.index_interval_bytes;
         for (i, &base) in bases.iter().enumerate() {
@@ -261,6 +272,14 @@ impl Log {
             let end = segment.next_offset;
             log.segments.insert(base, segment);
             if let Some(next) = next_base
+                && end < next
+                && outcome.truncated_bytes == 0
+            {
+                // Compaction removed the segment's last records: the gap is legitimate.
+                if let Some(s) = log.segments.get_mut(&base) {
+                    s.next_offset = next;
+                }
+            } else if let Some(next) = next_base
                 && end != next
             {
                 // A sealed segment is fsynced before its successor exists, so this means
@@ -533,6 +552,15 @@ impl Log {
         }))
     }
 
+    /// The base of the first segment after the one holding `offset`: where a read goes on
+    /// when compaction left nothing at or after `offset` in its segment.
+    pub fn next_segment_base(&self, offset: i64) -> Option<i64> {
+        self.segments
+            .range(offset + 1..)
+            .next()
+            .map(|(&base, _)| base)
+    }
+
     /// The first batch at or after the first segment whose max timestamp is `>= timestamp`,
     /// as a location to decode from. `None` if no batch has such a timestamp.
     pub fn locate_timestamp(&self, timestamp: i64) -> Result<Option<Location>, LogError> {
@@ -672,8 +700,13 @@ impl Log {
         let active_base = self.active().base_offset;
         self.segments
             .values()
-            .filter(|s| s.base_offset != active_base && s.size > 0)
+            // Empty sealed segments exist only in compacted logs (a cleaned range with
+            // nothing left); they are uploaded too so the remote tier stays contiguous.
+            .filter(|s| s.base_offset != active_base && (s.size > 0 || self.config.compact))
             .filter(|s| s.next_offset <= high_watermark)
+            // A compacted topic uploads a segment once it was cleaned: the bucket gets
+            // the compacted bytes, not every superseded version.
+            .filter(|s| !self.config.compact || s.next_offset <= self.first_dirty_offset)
             .filter(|s| uploaded_end.is_none_or(|end| s.next_offset > end))
             .take(limit)
             .map(|s| {
@@ -813,6 +846,91 @@ impl Log {
         Ok(())
     }
 
+    /// Compaction step 1 (see [`cleaner`]): what a pass would clean, if it is due.
+    pub fn clean_plan(&self, now_ms: i64) -> Option<cleaner::CleanPlan> {
+        if !self.config.compact {
+            return None;
+        }
+        let active_base = self.active().base_offset;
+        let lag = self.config.min_compaction_lag_ms;
+        let mut segments = Vec::new();
+        for s in self.segments.values() {
+            if s.base_offset == active_base || (lag > 0 && s.max_timestamp > now_ms - lag) {
+                break;
+            }
+            segments.push(cleaner::PlannedSegment {
+                base_offset: s.base_offset,
+                next_offset: s.next_offset,
+                size: s.size,
+                file: s.file.clone(),
+                max_timestamp: s.max_timestamp,
+            });
+        }
+        let first_dirty = self.first_dirty_offset.max(self.log_start_offset);
+        let total: u64 = segments.iter().map(|s| s.size).sum();
+        let dirty: Vec<&cleaner::PlannedSegment> = segments
+            .iter()
+            .filter(|s| s.base_offset >= first_dirty)
+            .collect();
+        let dirty_bytes: u64 = dirty.iter().map(|s| s.size).sum();
+        if dirty_bytes == 0 {
+            return None;
+        }
+        let ratio = dirty_bytes as f64 / total.max(1) as f64;
+        let overdue = dirty.first().is_some_and(|s| {
+            s.max_timestamp >= 0 && now_ms - s.max_timestamp > self.config.max_compaction_lag_ms
+        });
+        if ratio < self.config.min_cleanable_dirty_ratio && !overdue {
+            return None;
+        }
+        Some(cleaner::CleanPlan {
+            dir: self.dir.clone(),
+            segments,
+            first_dirty,
+            segment_bytes: self.config.segment_bytes,
+            delete_retention_ms: self.config.delete_retention_ms,
+            index_interval_bytes: self.config.index_interval_bytes,
+        })
+    }
+
+    /// Compaction step 3: swaps staged groups in, if the segments they replace are all
+    /// still there unchanged. Returns the bytes removed.
+    pub fn finish_clean(&mut self, staged: cleaner::Staged, now_ms: i64) -> Result<u64, LogError> {
+        let unchanged = staged.groups.iter().all(|g| {
+            g.replaced
+                .iter()
+                .all(|(base, size)| self.segments.get(base).is_some_and(|s| s.size == *size))
+        });
+        let staging = self.dir.join(cleaner::STAGING_DIR);
+        if !unchanged {
+            let _ = fs::remove_dir_all(&staging);
+            return Ok(0);
+        }
+        let mut removed = 0u64;
+        for group in &staged.groups {
+            cleaner::swap_files(&self.dir, group).map_err(|e| self.io_err(e))?;
+            let before: u64 = group.replaced.iter().map(|(_, size)| size).sum();
+            removed += before.saturating_sub(group.bytes_after);
+            for (base, _) in &group.replaced {
+                self.segments.remove(base);
+            }
+            let interval = self.config.index_interval_bytes;
+            let (mut segment, _) =
+                Segment::open_sealed(&self.dir, group.base, group.end, interval, now_ms)
+                    .map_err(|e| self.io_err(e))?;
+            segment.next_offset = group.end;
+            self.segments.insert(group.base, segment);
+        }
+        let _ = fs::remove_dir_all(&staging);
+        self.first_dirty_offset = staged.first_dirty;
+        write_atomically(
+            &self.dir.join(cleaner::CHECKPOINT_FILE),
+            &cleaner::encode_checkpoint(staged.first_dirty),
+        )
+        .map_err(|e| self.io_err(e))?;
+        Ok(removed)
+    }
+
     /// Forgets idempotent producers idle for longer than `max_idle_ms`.
     pub fn expire_producers(&mut self, now_ms: i64, max_idle_ms: i64) {
         self.producers.expire(now_ms, max_idle_ms);
@@ -848,6 +966,28 @@ pub fn prepare(records: &[u8], max_message_bytes: usize) -> Result<Prepared, Bat
         headers,
         records: records_count,
     })
+}
+
+/// A compacted topic keeps the last record of each key, so every record needs one (as in
+/// Kafka). The only produce path that decodes records, and only for compacted topics.
+pub fn require_keys(records: &[u8]) -> Result<(), BatchError> {
+    let mut position = 0;
+    while let Some((_, size, _)) = format::read_batch_prefix(&records[position..]) {
+        let end = (position + size).min(records.len());
+        let batch = bytes::Bytes::copy_from_slice(&records[position..end]);
+        let set = decode_batch(batch).map_err(|_| BatchError::Record {
+            index: 0,
+            reason: "the records cannot be decoded",
+        })?;
+        if let Some(index) = set.records.iter().position(|r| r.key.is_none()) {
+            return Err(BatchError::Record {
+                index: index as i32,
+                reason: "a compacted topic needs a key on every record",
+            });
+        }
+        position = end;
+    }
+    Ok(())
 }
 
 /// Writes `bytes` to `path` so that a crash leaves either the old or the new content.

@@ -147,6 +147,14 @@ fn decompress(compressed: &mut Bytes, compression: Compression) -> anyhow::Resul
     }
 }
 
+/// Decodes one whole batch (CRC already checked), inflating compressed records within a
+/// bound (a decompression bomb is an error, not an allocation).
+pub fn decode_batch(batch: Bytes) -> io::Result<kafka_protocol::records::RecordSet> {
+    let mut bytes = batch;
+    RecordBatchDecoder::decode_with_custom_compression(&mut bytes, Some(decompress))
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("decode a batch: {e}")))
+}
+
 /// (offset, timestamp) of every record in a stored batch. For LogAppendTime batches the
 /// timestamp is the batch's max timestamp, as consumers see it.
 pub fn record_timestamps(batch: Vec<u8>) -> io::Result<Vec<(i64, i64)>> {

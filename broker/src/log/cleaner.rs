@@ -1,0 +1,429 @@
+//! Log compaction (cleanup.policy=compact): keep the last record of every key.
+//!
+//! A pass over one partition has three steps:
+//!
+//! 1. **Plan** (log lock held, no I/O): the sealed segments that may be cleaned, oldest
+//!    first. The active segment is never touched; with min.compaction.lag.ms a segment
+//!    whose newest record is younger than the lag ends the cleanable range. The pass runs
+//!    when the *dirty* part (sealed bytes written since the last pass, from the first
+//!    dirty offset on) is at least min.cleanable.dirty.ratio of the cleanable bytes, or
+//!    its oldest segment is older than max.compaction.lag.ms.
+//! 2. **Stage** (no lock; blocking file I/O): read the dirty segments and map every key
+//!    (a 128-bit hash of it) to its last offset, up to `log_cleaner_dedupe_buffer_bytes`;
+//!    the pass then covers the segments up to where the map stopped. Every segment of that
+//!    range is copied without the records a later record of the same key supersedes, and
+//!    without tombstones (null values) whose segment was last written more than
+//!    delete.retention.ms ago. Unchanged batches are copied byte for byte; others are
+//!    re-encoded with their records' original offsets (the batch keeps its producer id,
+//!    epoch and sequences), so offsets never change and gaps appear. Adjacent segments
+//!    are merged while their original sizes fit in segment.bytes, so the segment count
+//!    (and open files) shrinks with the data. The copies go to `cleaning/` in the
+//!    partition directory and are fsynced.
+//! 3. **Swap** (log lock held): if the planned segments are all still there (retention or
+//!    DeleteRecords did not remove any meanwhile), each group of old segments is replaced
+//!    by its copy, crash-safely (below), and the first dirty offset moves on.
+//!
+//! A segment whose records are all removed stays as an empty segment (merged into a
+//! neighbour by the next pass), so segments stay contiguous. Readers skip gaps: a read
+//! that finds nothing at or after its offset in a segment goes on to the next one.
+//!
+//! ## The swap and crashes
+//!
+//! For a group replacing segments with bases in `[b, e)`:
+//!
+//! 1. the staged copy is complete and fsynced in `cleaning/`;
+//! 2. `<b>.swap` is written atomically, holding `e` as decimal text: from here on the swap
+//!    is committed and start-up finishes it;
+//! 3. the old segments' files in `[b, e)` are deleted, the staged files are renamed into
+//!    the partition directory, the directory is fsynced;
+//! 4. `<b>.swap` is deleted.
+//!
+//! At start-up, for each `<b>.swap`: if staged files for `b` are still in `cleaning/`,
+//! segment files with bases in `[b, e)` are deleted and the staged ones moved in; if they
+//! were already moved, only files with bases in `(b, e)` are deleted. Anything else left
+//! in `cleaning/` is an unfinished pass and is deleted: the old segments are intact.
+//!
+//! ## `cleaner.checkpoint` (layout version 1)
+//!
+//! The first dirty offset, so a restart does not re-clean the whole log. Written
+//! atomically after each pass. All integers big-endian.
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 4 | magic `SCLN` |
+//! | 4 | 1 | layout version, 1 |
+//! | 5 | 8 | first dirty offset |
+//! | 13 | 4 | CRC-32C of bytes 0..13 |
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::hash::{Hash, Hasher};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::records::{RecordBatchEncoder, RecordEncodeOptions};
+
+use super::format;
+use super::read::decode_batch;
+use super::segment::{Segment, read_prefix_at};
+
+pub const STAGING_DIR: &str = "cleaning";
+pub const CHECKPOINT_FILE: &str = "cleaner.checkpoint";
+const MAGIC: &[u8; 4] = b"SCLN";
+const VERSION: u8 = 1;
+const CHECKPOINT_LEN: usize = 17;
+/// Bytes of memory per key in the offset map (hash, offset, table overhead).
+pub const BYTES_PER_KEY: usize = 48;
+
+pub fn encode_checkpoint(first_dirty: i64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(CHECKPOINT_LEN);
+    out.extend_from_slice(MAGIC);
+    out.push(VERSION);
+    out.extend_from_slice(&first_dirty.to_be_bytes());
+    let crc = crc32c::crc32c(&out);
+    out.extend_from_slice(&crc.to_be_bytes());
+    out
+}
+
+pub fn decode_checkpoint(bytes: &[u8]) -> Option<i64> {
+    if bytes.len() != CHECKPOINT_LEN || &bytes[..4] != MAGIC || bytes[4] != VERSION {
+        return None;
+    }
+    let crc = u32::from_be_bytes(bytes[13..17].try_into().ok()?);
+    if crc32c::crc32c(&bytes[..13]) != crc {
+        return None;
+    }
+    Some(i64::from_be_bytes(bytes[5..13].try_into().ok()?))
+}
+
+/// A sealed segment a pass may clean, as planned under the lock.
+#[derive(Debug, Clone)]
+pub struct PlannedSegment {
+    pub base_offset: i64,
+    pub next_offset: i64,
+    pub size: u64,
+    pub file: Arc<File>,
+    pub max_timestamp: i64,
+}
+
+/// What a pass works on.
+#[derive(Debug)]
+pub struct CleanPlan {
+    pub dir: PathBuf,
+    /// Cleanable sealed segments, oldest first.
+    pub segments: Vec<PlannedSegment>,
+    pub first_dirty: i64,
+    pub segment_bytes: u64,
+    pub delete_retention_ms: i64,
+    pub index_interval_bytes: u64,
+}
+
+/// One staged replacement of the segments with bases in `[base, end)`.
+#[derive(Debug)]
+pub struct StagedGroup {
+    pub base: i64,
+    pub end: i64,
+    /// (base, size) of each replaced segment, to check nothing changed before the swap.
+    pub replaced: Vec<(i64, u64)>,
+    pub bytes_after: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct Staged {
+    pub groups: Vec<StagedGroup>,
+    /// Where the dirty part starts after this pass.
+    pub first_dirty: i64,
+    pub records_removed: u64,
+}
+
+fn key_hash(key: &[u8]) -> u128 {
+    let mut high = std::hash::DefaultHasher::new();
+    0u8.hash(&mut high);
+    key.hash(&mut high);
+    let mut low = std::hash::DefaultHasher::new();
+    1u8.hash(&mut low);
+    key.hash(&mut low);
+    (u128::from(high.finish()) << 64) | u128::from(low.finish())
+}
+
+/// Calls `f` with every whole batch of a segment.
+fn for_each_batch(
+    segment: &PlannedSegment,
+    mut f: impl FnMut(Bytes) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut position = 0;
+    while let Some((_, size, _)) = read_prefix_at(&segment.file, position, segment.size)? {
+        let mut batch = vec![0u8; size];
+        segment.file.read_exact_at(&mut batch, position)?;
+        f(Bytes::from(batch))?;
+        position += size as u64;
+    }
+    Ok(())
+}
+
+fn modified_ms(file: &File) -> io::Result<i64> {
+    let modified = file.metadata()?.modified()?;
+    Ok(modified
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64))
+}
+
+/// Step 2: builds the offset map and writes the cleaned copies into `cleaning/`.
+pub fn stage(plan: &CleanPlan, now_ms: i64, max_keys: usize) -> io::Result<Staged> {
+    let staging = plan.dir.join(STAGING_DIR);
+    if staging.exists() {
+        fs::remove_dir_all(&staging)?;
+    }
+    fs::create_dir_all(&staging)?;
+
+    // The map: key → last offset, over the dirty segments while it has room.
+    let mut map: HashMap<u128, i64> = HashMap::new();
+    let mut map_end = plan.first_dirty;
+    for segment in plan
+        .segments
+        .iter()
+        .filter(|s| s.base_offset >= plan.first_dirty)
+    {
+        let mut keys = Vec::new();
+        for_each_batch(segment, |batch| {
+            for record in decode_batch(batch)?.records {
+                if let Some(key) = &record.key {
+                    keys.push((key_hash(key), record.offset));
+                }
+            }
+            Ok(())
+        })?;
+        let new_keys = keys.iter().filter(|(k, _)| !map.contains_key(k)).count();
+        if map.len() + new_keys > max_keys && map_end > plan.first_dirty {
+            break; // the next pass carries on from here
+        }
+        map.extend(keys);
+        map_end = segment.next_offset;
+    }
+    if map_end <= plan.first_dirty {
+        return Ok(Staged {
+            first_dirty: plan.first_dirty,
+            ..Staged::default()
+        });
+    }
+
+    let delete_horizon = now_ms.saturating_sub(plan.delete_retention_ms);
+    let in_range: Vec<&PlannedSegment> = plan
+        .segments
+        .iter()
+        .filter(|s| s.next_offset <= map_end)
+        .collect();
+    let mut staged = Staged {
+        first_dirty: map_end,
+        ..Staged::default()
+    };
+    let mut i = 0;
+    while i < in_range.len() {
+        // Group adjacent segments while their original sizes fit in one segment.
+        let mut j = i + 1;
+        let mut total = in_range[i].size;
+        while j < in_range.len()
+            && total + in_range[j].size <= plan.segment_bytes
+            && in_range[j].next_offset - in_range[i].base_offset < i64::from(i32::MAX)
+        {
+            total += in_range[j].size;
+            j += 1;
+        }
+        let group = &in_range[i..j];
+        let base = group[0].base_offset;
+        let end = group[group.len() - 1].next_offset;
+        let mut copy: Option<Segment> = None;
+        let mut removed = 0u64;
+        let mut newest_write = 0i64;
+        for segment in group {
+            let written_ms = modified_ms(&segment.file)?;
+            newest_write = newest_write.max(written_ms);
+            let tombstones_expire = written_ms < delete_horizon;
+            for_each_batch(segment, |batch| {
+                let set = decode_batch(batch.clone())?;
+                let total_records = set.records.len();
+                let kept: Vec<_> = set
+                    .records
+                    .into_iter()
+                    .filter(|r| {
+                        let Some(key) = &r.key else { return true };
+                        let latest = map.get(&key_hash(key)).is_none_or(|&last| r.offset >= last);
+                        latest && !(r.value.is_none() && tombstones_expire)
+                    })
+                    .collect();
+                removed += (total_records - kept.len()) as u64;
+                let out = if kept.len() == total_records {
+                    batch
+                } else if kept.is_empty() {
+                    return Ok(());
+                } else {
+                    let mut buf = BytesMut::new();
+                    RecordBatchEncoder::encode(
+                        &mut buf,
+                        &kept,
+                        &RecordEncodeOptions {
+                            version: 2,
+                            compression: set.compression,
+                        },
+                    )
+                    .map_err(|e| io::Error::other(format!("re-encode a cleaned batch: {e}")))?;
+                    buf.freeze()
+                };
+                let seg = match &mut copy {
+                    Some(seg) => seg,
+                    None => copy.insert(Segment::create(&staging, base, now_ms)?),
+                };
+                // The encoder may split a batch (it never does for records of one
+                // batch, but stay correct): append each batch it produced.
+                let mut position = 0;
+                while let Some((_, size, _)) = format::read_batch_prefix(&out[position..]) {
+                    let one = &out[position..position + size];
+                    let h = format::parse_validated_header(one);
+                    seg.append(one, &h, plan.index_interval_bytes)?;
+                    position += size;
+                }
+                Ok(())
+            })?;
+        }
+        if removed == 0 && group.len() == 1 {
+            // Nothing to gain from a copy of this segment.
+            if let Some(seg) = copy.take() {
+                seg.delete_files()?;
+            }
+            i = j;
+            continue;
+        }
+        staged.records_removed += removed;
+        // A group whose records all went still leaves an empty segment: segments stay
+        // contiguous (the uploader and the manifest rely on it) and the log keeps its
+        // start. The next pass merges it into a neighbour.
+        let mut seg = match copy.take() {
+            Some(seg) => seg,
+            None => Segment::create(&staging, base, now_ms)?,
+        };
+        seg.seal()?;
+        seg.flush()?;
+        let bytes_after = seg.size;
+        drop(seg);
+        // The copy keeps the newest write time of what it replaces, so tombstones in it
+        // do not live delete.retention.ms longer.
+        let log = staging.join(format::segment_file_name(base, "log"));
+        let when =
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(newest_write.max(0) as u64);
+        File::options().write(true).open(&log)?.set_modified(when)?;
+        staged.groups.push(StagedGroup {
+            base,
+            end,
+            replaced: group.iter().map(|s| (s.base_offset, s.size)).collect(),
+            bytes_after,
+        });
+        i = j;
+    }
+    File::open(&staging)?.sync_all()?;
+    Ok(staged)
+}
+
+fn swap_marker(dir: &Path, base: i64) -> PathBuf {
+    dir.join(format::segment_file_name(base, "swap"))
+}
+
+const EXTENSIONS: [&str; 3] = ["index", "timeindex", "log"];
+
+/// Deletes the files of segments with bases in `range` (indexes before logs).
+fn delete_segment_files(dir: &Path, range: impl std::ops::RangeBounds<i64>) -> io::Result<()> {
+    let mut bases = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let name = name.to_string_lossy();
+        if let Some(stem) = name.strip_suffix(".log")
+            && let Ok(base) = stem.parse::<i64>()
+            && range.contains(&base)
+        {
+            bases.push(base);
+        }
+    }
+    for base in bases {
+        for extension in EXTENSIONS {
+            match fs::remove_file(dir.join(format::segment_file_name(base, extension))) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+fn move_staged_in(dir: &Path, base: i64) -> io::Result<()> {
+    let staging = dir.join(STAGING_DIR);
+    for extension in EXTENSIONS {
+        let name = format::segment_file_name(base, extension);
+        fs::rename(staging.join(&name), dir.join(&name))?;
+    }
+    Ok(())
+}
+
+/// Step 3 for one group, on disk (the caller updates the in-memory log).
+pub fn swap_files(dir: &Path, group: &StagedGroup) -> io::Result<()> {
+    let marker = swap_marker(dir, group.base);
+    super::write_atomically(&marker, group.end.to_string().as_bytes())?;
+    delete_segment_files(dir, group.base..group.end)?;
+    move_staged_in(dir, group.base)?;
+    File::open(dir)?.sync_all()?;
+    fs::remove_file(&marker)?;
+    File::open(dir)?.sync_all()
+}
+
+/// Finishes swaps a crash interrupted and discards unfinished passes (start-up).
+pub fn recover(dir: &Path) -> io::Result<()> {
+    let staging = dir.join(STAGING_DIR);
+    let mut markers = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let name = name.to_string_lossy();
+        if let Some(stem) = name.strip_suffix(".swap")
+            && let Ok(base) = stem.parse::<i64>()
+        {
+            markers.push(base);
+        }
+    }
+    for base in markers {
+        let marker = swap_marker(dir, base);
+        let end: i64 = fs::read_to_string(&marker)?
+            .trim()
+            .parse()
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "unreadable swap marker"))?;
+        let staged_log = staging.join(format::segment_file_name(base, "log"));
+        if staged_log.exists() {
+            delete_segment_files(dir, base..end)?;
+            move_staged_in(dir, base)?;
+        } else {
+            delete_segment_files(dir, base + 1..end)?;
+        }
+        File::open(dir)?.sync_all()?;
+        fs::remove_file(&marker)?;
+        tracing::info!(dir = %dir.display(), base, end, "finished a compaction swap interrupted by a crash");
+    }
+    if staging.exists() {
+        fs::remove_dir_all(&staging)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoint_v1_bytes() {
+        let bytes = encode_checkpoint(42);
+        assert_eq!(&bytes[..5], b"SCLN\x01");
+        assert_eq!(&bytes[5..13], &42i64.to_be_bytes());
+        assert_eq!(decode_checkpoint(&bytes), Some(42));
+        let mut bad = bytes.clone();
+        bad[7] ^= 1;
+        assert_eq!(decode_checkpoint(&bad), None);
+    }
+}
