@@ -156,6 +156,21 @@ fn every_advertised_version_decodes_a_default_request() {
                 ApiKey::InitProducerId => {
                     RequestKind::InitProducerId(InitProducerIdRequest::default())
                 }
+                ApiKey::FindCoordinator => {
+                    RequestKind::FindCoordinator(FindCoordinatorRequest::default())
+                }
+                ApiKey::JoinGroup => RequestKind::JoinGroup(JoinGroupRequest::default()),
+                ApiKey::SyncGroup => RequestKind::SyncGroup(SyncGroupRequest::default()),
+                ApiKey::Heartbeat => RequestKind::Heartbeat(HeartbeatRequest::default()),
+                ApiKey::LeaveGroup => RequestKind::LeaveGroup(LeaveGroupRequest::default()),
+                ApiKey::OffsetCommit => RequestKind::OffsetCommit(OffsetCommitRequest::default()),
+                ApiKey::OffsetFetch => RequestKind::OffsetFetch(OffsetFetchRequest::default()),
+                ApiKey::ListGroups => RequestKind::ListGroups(ListGroupsRequest::default()),
+                ApiKey::DescribeGroups => {
+                    RequestKind::DescribeGroups(DescribeGroupsRequest::default())
+                }
+                ApiKey::DeleteGroups => RequestKind::DeleteGroups(DeleteGroupsRequest::default()),
+                ApiKey::OffsetDelete => RequestKind::OffsetDelete(OffsetDeleteRequest::default()),
                 other => panic!("add {other:?} to this test"),
             };
             kind.encode(&mut body, version)
