@@ -698,7 +698,29 @@ impl Broker {
                 }
                 let now = self.clock.now_ms();
                 match partition.clean(now, max_keys).await {
-                    Ok(Some(removed)) => {
+                    Ok(Some((removed, map))) => {
+                        if let Some(tiering) = &self.tiering
+                            && partition
+                                .remote()
+                                .is_some_and(|r| r.marks().end_offset.is_some())
+                        {
+                            match crate::tiered::compact_remote(tiering, partition, map, now).await
+                            {
+                                Ok(0) => {}
+                                Ok(rewritten) => {
+                                    info!(topic = %topic.name, partition = partition.index,
+                                    segments = rewritten, "compacted remote segments")
+                                }
+                                Err(e) => {
+                                    self.metrics
+                                        .cleaner_errors
+                                        .with_label_values(&[&topic.name])
+                                        .inc();
+                                    warn!(topic = %topic.name, partition = partition.index, error = %e,
+                                        "remote compaction failed; retrying at the next pass");
+                                }
+                            }
+                        }
                         self.metrics
                             .cleaner_runs
                             .with_label_values(&[&topic.name])

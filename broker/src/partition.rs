@@ -293,8 +293,12 @@ impl Partition {
     }
 
     /// One compaction pass if one is due (see [`log::cleaner`]). Returns the bytes it
-    /// removed, or `None` if nothing was due.
-    pub async fn clean(&self, now_ms: i64, max_keys: usize) -> Result<Option<u64>, LogError> {
+    /// removed and its key map (for the remote tier), or `None` if nothing was due.
+    pub async fn clean(
+        &self,
+        now_ms: i64,
+        max_keys: usize,
+    ) -> Result<Option<(u64, Arc<log::cleaner::OffsetMap>)>, LogError> {
         let plan = {
             let log = self.lock();
             if self.deleted.load(Ordering::Relaxed) || self.offline.load(Ordering::Relaxed) {
@@ -307,11 +311,17 @@ impl Partition {
         let staged = blocking(move || log::cleaner::stage(&plan, now_ms, max_keys))
             .await
             .map_err(|source| LogError::Io { dir, source })?;
+        let map = staged.map.clone();
         let mut log = self.lock();
         if self.deleted.load(Ordering::Relaxed) {
             return Ok(None);
         }
-        log.finish_clean(staged, now_ms).map(Some)
+        let removed = log.finish_clean(staged, now_ms)?;
+        Ok(Some((removed, map)))
+    }
+
+    pub fn dir(&self) -> std::path::PathBuf {
+        self.lock().dir().to_path_buf()
     }
 
     /// ListOffsets by timestamp: the first record with timestamp >= `timestamp`. The

@@ -427,6 +427,8 @@ pub enum RemoteReadError {
     Tier(#[from] TierError),
     #[error("remote segment {key} is damaged at byte {position}")]
     Corrupt { key: String, position: u64 },
+    #[error("local staging for a remote rewrite failed: {0}")]
+    Local(std::io::Error),
 }
 
 /// The position of the last offset-index entry at or before `relative` (0 if none).
@@ -452,36 +454,41 @@ pub async fn read_remote(
     offset: i64,
     max_bytes: usize,
 ) -> Result<Bytes, RemoteReadError> {
-    let Some(entry) = remote.locate(offset).await? else {
-        return Ok(Bytes::new());
-    };
-    let key = remote.segment_key(&entry);
-    let object = ObjectRef {
-        key: key.clone(),
-        id: entry.object_id,
-        size: entry.object_size(),
-    };
+    let mut offset = offset;
     let cache = &tiering.cache;
-    let index = cache.read(&object, entry.offset_index_range()).await?;
-    let mut position = index_floor(&index, offset - entry.base_offset);
-    let first_size = loop {
-        if position + BATCH_PREFIX_LEN as u64 > entry.log_bytes {
-            // The manifest says the segment holds `offset`; its bytes say otherwise.
-            return Err(RemoteReadError::Corrupt { key, position });
-        }
-        let prefix = cache
-            .read(&object, position..position + BATCH_PREFIX_LEN as u64)
-            .await?;
-        let Some((base, size, last_delta)) = format::read_batch_prefix(&prefix) else {
-            return Err(RemoteReadError::Corrupt { key, position });
+    let (entry, object, position, first_size) = 'segments: loop {
+        let Some(entry) = remote.locate(offset).await? else {
+            return Ok(Bytes::new());
         };
-        if size < BATCH_PREFIX_LEN || position + size as u64 > entry.log_bytes {
-            return Err(RemoteReadError::Corrupt { key, position });
+        let key = remote.segment_key(&entry);
+        let object = ObjectRef {
+            key: key.clone(),
+            id: entry.object_id,
+            size: entry.object_size(),
+        };
+        let index = cache.read(&object, entry.offset_index_range()).await?;
+        let mut position = index_floor(&index, offset - entry.base_offset);
+        loop {
+            if position + BATCH_PREFIX_LEN as u64 > entry.log_bytes {
+                // Nothing at or after `offset` in this segment: compaction removed the
+                // records at its end (or all of them). Go on with the next one.
+                offset = entry.end_offset;
+                continue 'segments;
+            }
+            let prefix = cache
+                .read(&object, position..position + BATCH_PREFIX_LEN as u64)
+                .await?;
+            let Some((base, size, last_delta)) = format::read_batch_prefix(&prefix) else {
+                return Err(RemoteReadError::Corrupt { key, position });
+            };
+            if size < BATCH_PREFIX_LEN || position + size as u64 > entry.log_bytes {
+                return Err(RemoteReadError::Corrupt { key, position });
+            }
+            if base + i64::from(last_delta) >= offset {
+                break 'segments (entry, object, position, size as u64);
+            }
+            position += size as u64;
         }
-        if base + i64::from(last_delta) >= offset {
-            break size as u64;
-        }
-        position += size as u64;
     };
     let end = (position + (max_bytes as u64).max(first_size)).min(entry.log_bytes);
     let bytes = cache.read(&object, position..end).await?;
@@ -505,6 +512,115 @@ pub async fn read_remote(
         cache.read_ahead(&next_object, 0);
     }
     Ok(bytes.slice(..whole))
+}
+
+/// Compaction of the remote tier of a compacted topic, after a local pass: every remote
+/// segment is read (through the segment cache) and, if the pass's map supersedes any of
+/// its records or its tombstones expired, rewritten and swapped in the manifest with the
+/// same offset range ([`RemoteLog::replace_segment`]). Kafka's tiered storage (KIP-405)
+/// refuses compacted topics; here they tier because a segment keeps its offset range
+/// through any number of rewrites, so the manifest's contiguity and fencing rules hold.
+///
+/// Cost per pass: GETs for every remote byte of the partition (cached chunks are free),
+/// and for each changed segment one PUT (multipart above `remote_upload_part_bytes`), one
+/// PUT per manifest level above it, one metadata-store write and one DELETE. Returns how
+/// many segments were rewritten.
+pub async fn compact_remote(
+    tiering: &Tiering,
+    partition: &Partition,
+    map: Arc<crate::log::cleaner::OffsetMap>,
+    now_ms: i64,
+) -> Result<usize, RemoteReadError> {
+    use crate::log::cleaner::RemoteRewrite;
+    let Some(remote) = partition.remote() else {
+        return Ok(0);
+    };
+    let config = partition.log_config();
+    let staging = partition.dir().join("cleaning-remote");
+    let horizon = now_ms.saturating_sub(config.delete_retention_ms);
+    let mut offset = remote.marks().log_start_offset;
+    let mut rewritten = 0;
+    let piece = tiering.cache.chunk_bytes();
+    while let Some(entry) = remote.locate(offset).await? {
+        offset = entry.end_offset;
+        if partition.is_deleted() {
+            break;
+        }
+        let object = ObjectRef {
+            key: remote.segment_key(&entry),
+            id: entry.object_id,
+            size: entry.object_size(),
+        };
+        let mut rewrite = RemoteRewrite::new(
+            &staging,
+            entry.base_offset,
+            map.clone(),
+            entry.uploaded_ms < horizon,
+            config.index_interval_bytes,
+            now_ms,
+        )
+        .map_err(RemoteReadError::Local)?;
+        let mut position = 0;
+        let mut carry = Bytes::new();
+        while position < entry.log_bytes {
+            let end = (position + piece).min(entry.log_bytes);
+            let chunk = tiering.cache.read(&object, position..end).await?;
+            position = end;
+            let bytes = if carry.is_empty() {
+                chunk
+            } else {
+                let mut joined = Vec::with_capacity(carry.len() + chunk.len());
+                joined.extend_from_slice(&carry);
+                joined.extend_from_slice(&chunk);
+                Bytes::from(joined)
+            };
+            let (back, consumed) = tokio::task::spawn_blocking(move || {
+                let consumed = rewrite.feed(&bytes);
+                (rewrite, consumed.map(|c| bytes.slice(c..)))
+            })
+            .await
+            .map_err(|e| RemoteReadError::Local(std::io::Error::other(e.to_string())))?;
+            rewrite = back;
+            carry = consumed.map_err(RemoteReadError::Local)?;
+        }
+        let Some(done) = tokio::task::spawn_blocking(move || rewrite.finish())
+            .await
+            .map_err(|e| RemoteReadError::Local(std::io::Error::other(e.to_string())))?
+            .map_err(RemoteReadError::Local)?
+        else {
+            continue;
+        };
+        let offset_index =
+            Bytes::from(std::fs::read(&done.offset_index).map_err(RemoteReadError::Local)?);
+        let time_index =
+            Bytes::from(std::fs::read(&done.time_index).map_err(RemoteReadError::Local)?);
+        let sealed = strata_tiering::SealedSegment {
+            base_offset: entry.base_offset,
+            end_offset: entry.end_offset,
+            log: done.log.clone(),
+            log_bytes: done.log_bytes,
+            offset_index,
+            time_index,
+            max_timestamp: done.max_timestamp,
+            log_start_offset: remote.marks().log_start_offset,
+        };
+        let replaced = remote
+            .replace_segment(
+                &entry,
+                &sealed,
+                partition.leader_epoch(),
+                tiering.part_bytes,
+            )
+            .await?;
+        let _ = std::fs::remove_dir_all(&staging);
+        if replaced {
+            rewritten += 1;
+            info!(partition = %remote.id, base_offset = entry.base_offset, records_removed = done.records_removed,
+                bytes_before = entry.log_bytes, bytes_after = done.log_bytes, "rewrote a compacted remote segment");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&staging);
+    Ok(rewritten)
 }
 
 /// The relative offset of the last time-index entry whose running max timestamp is below

@@ -650,6 +650,176 @@ impl RemoteLog {
         Err(TierError::Contended(COMMIT_ATTEMPTS))
     }
 
+    /// Replaces a live segment with a rewritten copy of the same offset range (compaction:
+    /// fewer records, same `[base, end)`). Objects first: the new segment object, then new
+    /// copies of the spill objects on the path to it (spill objects are immutable), then
+    /// the root by compare-and-swap, then the old objects are deleted. Returns false, and
+    /// deletes what it wrote, if the manifest no longer holds `old` exactly (retention,
+    /// DeleteRecords or a spill-over moved on meanwhile): the caller tries again later.
+    pub async fn replace_segment(
+        &self,
+        old: &SegmentEntry,
+        segment: &SealedSegment,
+        leader_epoch: i32,
+        part_bytes: u64,
+    ) -> Result<bool, TierError> {
+        if segment.base_offset != old.base_offset || segment.end_offset != old.end_offset {
+            return Err(TierError::NotContiguous {
+                base_offset: segment.base_offset,
+                end_offset: old.end_offset,
+            });
+        }
+        let root = self.root();
+        let object_id = Uuid::new_v4();
+        let key = keys::segment_key(&self.id, segment.base_offset, object_id);
+        let new = SegmentEntry {
+            base_offset: old.base_offset,
+            end_offset: old.end_offset,
+            log_bytes: segment.log_bytes,
+            offset_index_bytes: segment.offset_index.len() as u32,
+            time_index_bytes: segment.time_index.len() as u32,
+            max_timestamp: segment.max_timestamp,
+            leader_epoch,
+            object_id,
+            // The data's age, not the copy's: tombstones and time retention count from
+            // the first upload.
+            uploaded_ms: old.uploaded_ms,
+        };
+        let mut body = Body::new();
+        body.push_file(segment.log.clone(), 0, segment.log_bytes);
+        body.push_bytes(segment.offset_index.clone());
+        body.push_bytes(segment.time_index.clone());
+        let mut written = vec![object_id];
+        self.set_in_flight(object_id, true);
+        let result = async {
+            self.store.put_body(&key, &body, part_bytes).await?;
+            // Where the old entry sits: the tail, or under one of the root's references.
+            let in_tail = root.tail.iter().any(|e| e == old);
+            let mut path = Vec::new();
+            if !in_tail {
+                let Some(top) = root
+                    .refs
+                    .iter()
+                    .find(|r| r.first_offset <= old.base_offset && old.base_offset < r.end_offset)
+                    .copied()
+                else {
+                    return Ok(None);
+                };
+                let Some(new_top) = self
+                    .rewrite_path(top, old, &new, &mut written, &mut path)
+                    .await?
+                else {
+                    return Ok(None);
+                };
+                let outcome = self
+                    .commit(leader_epoch, |next| {
+                        let Some(slot) = next.refs.iter_mut().find(|r| **r == top) else {
+                            return Ok(false);
+                        };
+                        *slot = new_top;
+                        next.live_bytes =
+                            (next.live_bytes + new.log_bytes).saturating_sub(old.log_bytes);
+                        Ok(true)
+                    })
+                    .await?;
+                return Ok(outcome.then_some(path));
+            }
+            let outcome = self
+                .commit(leader_epoch, |next| {
+                    let Some(slot) = next.tail.iter_mut().find(|e| *e == old) else {
+                        return Ok(false);
+                    };
+                    *slot = new;
+                    next.live_bytes =
+                        (next.live_bytes + new.log_bytes).saturating_sub(old.log_bytes);
+                    Ok(true)
+                })
+                .await?;
+            Ok(outcome.then_some(path))
+        }
+        .await;
+        for id in &written {
+            self.set_in_flight(*id, false);
+        }
+        match result {
+            Ok(Some(replaced_spills)) => {
+                self.delete_quietly(&self.segment_key(old)).await;
+                for r in replaced_spills {
+                    self.delete_quietly(&keys::manifest_key(
+                        &self.id,
+                        r.level,
+                        r.first_offset,
+                        r.object_id,
+                    ))
+                    .await;
+                }
+                Ok(true)
+            }
+            Ok(None) => {
+                // Not committed: nothing references what was written (the scrubber would
+                // find it too).
+                self.delete_quietly(&key).await;
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes new copies of the spill objects from `r` down to the one holding `old`, with
+    /// `old` replaced by `new`. Returns the new reference for `r` (None if `old` is not
+    /// under it); `written` gets the new object ids, `replaced` the old references.
+    async fn rewrite_path(
+        &self,
+        r: SpillRef,
+        old: &SegmentEntry,
+        new: &SegmentEntry,
+        written: &mut Vec<Uuid>,
+        replaced: &mut Vec<SpillRef>,
+    ) -> Result<Option<SpillRef>, TierError> {
+        let spill = self.load_spill(&r).await?;
+        let (new_ref, new_spill) = match &*spill {
+            Spill::Segments(entries) => {
+                let Some(i) = entries.iter().position(|e| e == old) else {
+                    return Ok(None);
+                };
+                let mut entries = entries.clone();
+                entries[i] = *new;
+                let id = Uuid::new_v4();
+                (
+                    manifest::ref_for_segments(&entries, id),
+                    Spill::Segments(entries),
+                )
+            }
+            Spill::Refs { level, refs } => {
+                let Some(i) = refs.iter().position(|c| {
+                    c.first_offset <= old.base_offset && old.base_offset < c.end_offset
+                }) else {
+                    return Ok(None);
+                };
+                let child = refs[i];
+                let Some(new_child) =
+                    Box::pin(self.rewrite_path(child, old, new, written, replaced)).await?
+                else {
+                    return Ok(None);
+                };
+                let mut refs = refs.clone();
+                refs[i] = new_child;
+                let id = Uuid::new_v4();
+                (
+                    manifest::ref_for_refs(&refs, id),
+                    Spill::Refs {
+                        level: *level,
+                        refs,
+                    },
+                )
+            }
+        };
+        self.write_spill(&new_ref, new_spill).await?;
+        written.push(new_ref.object_id);
+        replaced.push(r);
+        Ok(Some(new_ref))
+    }
+
     /// Keys of `r`'s object and every spill object below it.
     async fn collect_spills(&self, r: &SpillRef, out: &mut Vec<String>) {
         out.push(keys::manifest_key(

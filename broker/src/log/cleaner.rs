@@ -137,6 +137,8 @@ pub struct Staged {
     /// Where the dirty part starts after this pass.
     pub first_dirty: i64,
     pub records_removed: u64,
+    /// The pass's key map, for the remote tier's segments (tiered compacted topics).
+    pub map: Arc<OffsetMap>,
 }
 
 fn key_hash(key: &[u8]) -> u128 {
@@ -164,6 +166,143 @@ fn for_each_batch(
     Ok(())
 }
 
+/// The key → last offset map of a pass, over the dirty part it covers.
+pub type OffsetMap = HashMap<u128, i64>;
+
+/// One batch without the records the map supersedes and, if `tombstones_expire`, without
+/// tombstones. Returns the batch to keep (the original bytes when nothing went, `None`
+/// when everything did) and how many records went.
+fn filter_batch(
+    batch: Bytes,
+    map: &OffsetMap,
+    tombstones_expire: bool,
+) -> io::Result<(Option<Bytes>, u64)> {
+    let set = decode_batch(batch.clone())?;
+    let total = set.records.len();
+    let kept: Vec<_> = set
+        .records
+        .into_iter()
+        .filter(|r| {
+            let Some(key) = &r.key else { return true };
+            let latest = map.get(&key_hash(key)).is_none_or(|&last| r.offset >= last);
+            latest && !(r.value.is_none() && tombstones_expire)
+        })
+        .collect();
+    let removed = (total - kept.len()) as u64;
+    if kept.len() == total {
+        return Ok((Some(batch), 0));
+    }
+    if kept.is_empty() {
+        return Ok((None, removed));
+    }
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &kept,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: set.compression,
+        },
+    )
+    .map_err(|e| io::Error::other(format!("re-encode a cleaned batch: {e}")))?;
+    Ok((Some(buf.freeze()), removed))
+}
+
+/// Appends encoded batches (the encoder may split records into several) to a segment.
+fn append_batches(
+    segment: &mut Segment,
+    batches: &[u8],
+    index_interval_bytes: u64,
+) -> io::Result<()> {
+    let mut position = 0;
+    while let Some((_, size, _)) = format::read_batch_prefix(&batches[position..]) {
+        let one = &batches[position..position + size];
+        let header = format::parse_validated_header(one);
+        segment.append(one, &header, index_interval_bytes)?;
+        position += size;
+    }
+    Ok(())
+}
+
+/// A remote segment rewritten by compaction, as local files ready to upload.
+pub struct Rewritten {
+    pub log: Arc<File>,
+    pub log_bytes: u64,
+    pub offset_index: PathBuf,
+    pub time_index: PathBuf,
+    pub max_timestamp: i64,
+    pub records_removed: u64,
+}
+
+/// Compaction of one remote segment with a pass's map, fed the segment's `.log` bytes in
+/// pieces (so memory stays at one piece plus one batch), written as a new segment in a
+/// staging directory.
+pub struct RemoteRewrite {
+    segment: Segment,
+    map: Arc<OffsetMap>,
+    tombstones_expire: bool,
+    index_interval_bytes: u64,
+    removed: u64,
+}
+
+impl RemoteRewrite {
+    pub fn new(
+        staging: &Path,
+        base_offset: i64,
+        map: Arc<OffsetMap>,
+        tombstones_expire: bool,
+        index_interval_bytes: u64,
+        now_ms: i64,
+    ) -> io::Result<RemoteRewrite> {
+        fs::create_dir_all(staging)?;
+        Ok(RemoteRewrite {
+            segment: Segment::create(staging, base_offset, now_ms)?,
+            map,
+            tombstones_expire,
+            index_interval_bytes,
+            removed: 0,
+        })
+    }
+
+    /// Filters the whole batches at the start of `bytes`; returns how many bytes they
+    /// took (the rest is the start of a batch the next piece completes).
+    pub fn feed(&mut self, bytes: &Bytes) -> io::Result<usize> {
+        let mut position = 0;
+        while let Some((_, size, _)) = format::read_batch_prefix(&bytes[position..]) {
+            if position + size > bytes.len() {
+                break;
+            }
+            let batch = bytes.slice(position..position + size);
+            let (out, gone) = filter_batch(batch, &self.map, self.tombstones_expire)?;
+            self.removed += gone;
+            if let Some(out) = out {
+                append_batches(&mut self.segment, &out, self.index_interval_bytes)?;
+            }
+            position += size;
+        }
+        Ok(position)
+    }
+
+    /// The rewritten segment, or `None` (files removed) if no record went.
+    pub fn finish(mut self) -> io::Result<Option<Rewritten>> {
+        if self.removed == 0 {
+            self.segment.delete_files()?;
+            return Ok(None);
+        }
+        self.segment.seal()?;
+        self.segment.flush()?;
+        let (offset_index, time_index) = self.segment.index_paths();
+        Ok(Some(Rewritten {
+            log: self.segment.file.clone(),
+            log_bytes: self.segment.size,
+            offset_index: offset_index.to_path_buf(),
+            time_index: time_index.to_path_buf(),
+            max_timestamp: self.segment.max_timestamp,
+            records_removed: self.removed,
+        }))
+    }
+}
+
 fn modified_ms(file: &File) -> io::Result<i64> {
     let modified = file.metadata()?.modified()?;
     Ok(modified
@@ -180,7 +319,7 @@ pub fn stage(plan: &CleanPlan, now_ms: i64, max_keys: usize) -> io::Result<Stage
     fs::create_dir_all(&staging)?;
 
     // The map: key → last offset, over the dirty segments while it has room.
-    let mut map: HashMap<u128, i64> = HashMap::new();
+    let mut map = OffsetMap::new();
     let mut map_end = plan.first_dirty;
     for segment in plan
         .segments
@@ -216,8 +355,10 @@ pub fn stage(plan: &CleanPlan, now_ms: i64, max_keys: usize) -> io::Result<Stage
         .iter()
         .filter(|s| s.next_offset <= map_end)
         .collect();
+    let map = Arc::new(map);
     let mut staged = Staged {
         first_dirty: map_end,
+        map: map.clone(),
         ..Staged::default()
     };
     let mut i = 0;
@@ -243,49 +384,14 @@ pub fn stage(plan: &CleanPlan, now_ms: i64, max_keys: usize) -> io::Result<Stage
             newest_write = newest_write.max(written_ms);
             let tombstones_expire = written_ms < delete_horizon;
             for_each_batch(segment, |batch| {
-                let set = decode_batch(batch.clone())?;
-                let total_records = set.records.len();
-                let kept: Vec<_> = set
-                    .records
-                    .into_iter()
-                    .filter(|r| {
-                        let Some(key) = &r.key else { return true };
-                        let latest = map.get(&key_hash(key)).is_none_or(|&last| r.offset >= last);
-                        latest && !(r.value.is_none() && tombstones_expire)
-                    })
-                    .collect();
-                removed += (total_records - kept.len()) as u64;
-                let out = if kept.len() == total_records {
-                    batch
-                } else if kept.is_empty() {
-                    return Ok(());
-                } else {
-                    let mut buf = BytesMut::new();
-                    RecordBatchEncoder::encode(
-                        &mut buf,
-                        &kept,
-                        &RecordEncodeOptions {
-                            version: 2,
-                            compression: set.compression,
-                        },
-                    )
-                    .map_err(|e| io::Error::other(format!("re-encode a cleaned batch: {e}")))?;
-                    buf.freeze()
-                };
+                let (out, gone) = filter_batch(batch, &map, tombstones_expire)?;
+                removed += gone;
+                let Some(out) = out else { return Ok(()) };
                 let seg = match &mut copy {
                     Some(seg) => seg,
                     None => copy.insert(Segment::create(&staging, base, now_ms)?),
                 };
-                // The encoder may split a batch (it never does for records of one
-                // batch, but stay correct): append each batch it produced.
-                let mut position = 0;
-                while let Some((_, size, _)) = format::read_batch_prefix(&out[position..]) {
-                    let one = &out[position..position + size];
-                    let h = format::parse_validated_header(one);
-                    seg.append(one, &h, plan.index_interval_bytes)?;
-                    position += size;
-                }
-                Ok(())
+                append_batches(seg, &out, plan.index_interval_bytes)
             })?;
         }
         if removed == 0 && group.len() == 1 {
