@@ -414,6 +414,16 @@ pub fn stage(plan: &CleanPlan, now_ms: i64, max_keys: usize) -> io::Result<Stage
         seg.flush()?;
         let bytes_after = seg.size;
         drop(seg);
+        // The copy ends where the group's last segment ended: it takes that segment's
+        // producer state.
+        let last = group[group.len() - 1].base_offset;
+        let producers = plan.dir.join(format::segment_file_name(last, "producers"));
+        if producers.exists() {
+            fs::copy(
+                &producers,
+                staging.join(format::segment_file_name(base, "producers")),
+            )?;
+        }
         // The copy keeps the newest write time of what it replaces, so tombstones in it
         // do not live delete.retention.ms longer.
         let log = staging.join(format::segment_file_name(base, "log"));
@@ -436,7 +446,9 @@ fn swap_marker(dir: &Path, base: i64) -> PathBuf {
     dir.join(format::segment_file_name(base, "swap"))
 }
 
-const EXTENSIONS: [&str; 3] = ["index", "timeindex", "log"];
+/// A segment's files, in deletion order (the `.log` last: a crash part-way leaves a log
+/// without indexes, rebuilt at start-up). `producers` is optional.
+const EXTENSIONS: [&str; 4] = ["producers", "index", "timeindex", "log"];
 
 /// Deletes the files of segments with bases in `range` (indexes before logs).
 fn delete_segment_files(dir: &Path, range: impl std::ops::RangeBounds<i64>) -> io::Result<()> {
@@ -466,7 +478,12 @@ fn move_staged_in(dir: &Path, base: i64) -> io::Result<()> {
     let staging = dir.join(STAGING_DIR);
     for extension in EXTENSIONS {
         let name = format::segment_file_name(base, extension);
-        fs::rename(staging.join(&name), dir.join(&name))?;
+        match fs::rename(staging.join(&name), dir.join(&name)) {
+            Err(e) if !(extension == "producers" && e.kind() == io::ErrorKind::NotFound) => {
+                return Err(e);
+            }
+            _ => {}
+        }
     }
     Ok(())
 }

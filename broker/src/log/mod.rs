@@ -131,6 +131,8 @@ pub struct SealedInfo {
     pub file: Arc<File>,
     pub offset_index: PathBuf,
     pub time_index: PathBuf,
+    /// `<base>.producers`, if idempotent producers had written by the time it was sealed.
+    pub producers: Option<PathBuf>,
 }
 
 /// What retention removed.
@@ -492,6 +494,13 @@ impl Log {
         active.sealed_ms = now_ms;
         let sealed = active.seal().and_then(|()| active.flush());
         sealed.map_err(|e| self.io_err(e))?;
+        // The producers' state as of the sealed segment's end travels with it to the
+        // remote tier, so a broker restored from the bucket still recognises retries.
+        // Without idempotent producers there is nothing to write.
+        if !self.producers.is_empty() {
+            let path = self.active().producers_path();
+            write_atomically(&path, &self.producers.encode()).map_err(|e| self.io_err(e))?;
+        }
         let segment = Segment::create(&self.dir, next, now_ms).map_err(|e| self.io_err(e))?;
         self.segments.insert(next, segment);
         // Everything before the new, empty segment is fsynced.
@@ -720,6 +729,7 @@ impl Log {
                     file: s.file.clone(),
                     offset_index: offset_index.to_path_buf(),
                     time_index: time_index.to_path_buf(),
+                    producers: Some(s.producers_path()).filter(|p| p.exists()),
                 }
             })
             .collect()

@@ -161,7 +161,7 @@ impl Segment {
             .create(true)
             .open(&log_path)?;
         file.set_len(0)?;
-        for extension in ["index", "timeindex"] {
+        for extension in ["index", "timeindex", "producers"] {
             match std::fs::remove_file(dir.join(format::segment_file_name(base_offset, extension)))
             {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
@@ -514,10 +514,17 @@ impl Segment {
         (&self.offset_index.path, &self.time_index.path)
     }
 
+    /// `<base>.producers`: the idempotent producers' state as of this segment's end,
+    /// written when it was sealed (see [`super::producers`]); uploaded with it.
+    pub fn producers_path(&self) -> PathBuf {
+        self.log_path.with_extension("producers")
+    }
+
     pub fn delete_files(&self) -> io::Result<()> {
         // Indexes first: a crash part-way leaves a .log without indexes (rebuilt at
         // start-up), never indexes without their .log.
         for path in [
+            &self.producers_path(),
             &self.offset_index.path,
             &self.time_index.path,
             &self.log_path,
