@@ -654,8 +654,9 @@ impl RemoteLog {
     /// fewer records, same `[base, end)`). Objects first: the new segment object, then new
     /// copies of the spill objects on the path to it (spill objects are immutable), then
     /// the root by compare-and-swap, then the old objects are deleted. Returns false, and
-    /// deletes what it wrote, if the manifest no longer holds `old` exactly (retention,
-    /// DeleteRecords or a spill-over moved on meanwhile): the caller tries again later.
+    /// deletes what it wrote, if the manifest no longer holds `old` exactly as a live
+    /// segment (retention, DeleteRecords or a spill-over moved on meanwhile): the caller
+    /// tries again later.
     pub async fn replace_segment(
         &self,
         old: &SegmentEntry,
@@ -670,6 +671,17 @@ impl RemoteLog {
             });
         }
         let root = self.root();
+        if leader_epoch < root.leader_epoch {
+            return Err(TierError::Fenced {
+                epoch: leader_epoch,
+                current: root.leader_epoch,
+            });
+        }
+        // Spill objects may still hold entries below the start (retention drops whole
+        // references only): those are deleted data, not live segments.
+        if old.end_offset <= root.log_start_offset {
+            return Ok(false);
+        }
         let object_id = Uuid::new_v4();
         let key = keys::segment_key(&self.id, segment.base_offset, object_id);
         let new = SegmentEntry {
@@ -689,91 +701,95 @@ impl RemoteLog {
         body.push_file(segment.log.clone(), 0, segment.log_bytes);
         body.push_bytes(segment.offset_index.clone());
         body.push_bytes(segment.time_index.clone());
-        let mut written = vec![object_id];
+        let mut new_spills: Vec<SpillRef> = Vec::new();
+        let mut old_spills: Vec<SpillRef> = Vec::new();
         self.set_in_flight(object_id, true);
-        let result = async {
+        let result: Result<bool, TierError> = async {
             self.store.put_body(&key, &body, part_bytes).await?;
+            let live = |next: &Root| old.end_offset > next.log_start_offset;
             // Where the old entry sits: the tail, or under one of the root's references.
-            let in_tail = root.tail.iter().any(|e| e == old);
-            let mut path = Vec::new();
-            if !in_tail {
-                let Some(top) = root
-                    .refs
-                    .iter()
-                    .find(|r| r.first_offset <= old.base_offset && old.base_offset < r.end_offset)
-                    .copied()
-                else {
-                    return Ok(None);
-                };
-                let Some(new_top) = self
-                    .rewrite_path(top, old, &new, &mut written, &mut path)
-                    .await?
-                else {
-                    return Ok(None);
-                };
-                let outcome = self
+            if root.tail.iter().any(|e| e == old) {
+                return self
                     .commit(leader_epoch, |next| {
-                        let Some(slot) = next.refs.iter_mut().find(|r| **r == top) else {
+                        if !live(next) {
+                            return Ok(false);
+                        }
+                        let Some(slot) = next.tail.iter_mut().find(|e| *e == old) else {
                             return Ok(false);
                         };
-                        *slot = new_top;
+                        *slot = new;
                         next.live_bytes =
                             (next.live_bytes + new.log_bytes).saturating_sub(old.log_bytes);
                         Ok(true)
                     })
-                    .await?;
-                return Ok(outcome.then_some(path));
+                    .await;
             }
-            let outcome = self
-                .commit(leader_epoch, |next| {
-                    let Some(slot) = next.tail.iter_mut().find(|e| *e == old) else {
-                        return Ok(false);
-                    };
-                    *slot = new;
-                    next.live_bytes =
-                        (next.live_bytes + new.log_bytes).saturating_sub(old.log_bytes);
-                    Ok(true)
-                })
-                .await?;
-            Ok(outcome.then_some(path))
+            let Some(top) = root
+                .refs
+                .iter()
+                .find(|r| r.first_offset <= old.base_offset && old.base_offset < r.end_offset)
+                .copied()
+            else {
+                return Ok(false);
+            };
+            let Some(new_top) = self
+                .rewrite_path(top, old, &new, &mut new_spills, &mut old_spills)
+                .await?
+            else {
+                return Ok(false);
+            };
+            self.commit(leader_epoch, |next| {
+                if !live(next) {
+                    return Ok(false);
+                }
+                let Some(slot) = next.refs.iter_mut().find(|r| **r == top) else {
+                    return Ok(false);
+                };
+                *slot = new_top;
+                next.live_bytes = (next.live_bytes + new.log_bytes).saturating_sub(old.log_bytes);
+                Ok(true)
+            })
+            .await
         }
         .await;
-        for id in &written {
-            self.set_in_flight(*id, false);
+        for id in std::iter::once(object_id).chain(new_spills.iter().map(|r| r.object_id)) {
+            self.set_in_flight(id, false);
         }
+        let spill_key =
+            |r: &SpillRef| keys::manifest_key(&self.id, r.level, r.first_offset, r.object_id);
         match result {
-            Ok(Some(replaced_spills)) => {
+            Ok(true) => {
                 self.delete_quietly(&self.segment_key(old)).await;
-                for r in replaced_spills {
-                    self.delete_quietly(&keys::manifest_key(
-                        &self.id,
-                        r.level,
-                        r.first_offset,
-                        r.object_id,
-                    ))
-                    .await;
+                for r in &old_spills {
+                    self.delete_quietly(&spill_key(r)).await;
                 }
                 Ok(true)
             }
-            Ok(None) => {
-                // Not committed: nothing references what was written (the scrubber would
-                // find it too).
-                self.delete_quietly(&key).await;
-                Ok(false)
+            // When the metadata store did not answer, the commit may have landed: the
+            // scrubber, which reads the stored root, decides about what was written.
+            Err(TierError::Manifest(ManifestStoreError::Unavailable(e))) => {
+                Err(TierError::Manifest(ManifestStoreError::Unavailable(e)))
             }
-            Err(e) => Err(e),
+            other => {
+                // Not committed: nothing references what was written.
+                self.delete_quietly(&key).await;
+                for r in &new_spills {
+                    self.delete_quietly(&spill_key(r)).await;
+                }
+                other
+            }
         }
     }
 
     /// Writes new copies of the spill objects from `r` down to the one holding `old`, with
     /// `old` replaced by `new`. Returns the new reference for `r` (None if `old` is not
-    /// under it); `written` gets the new object ids, `replaced` the old references.
+    /// under it); `written` gets the new references, `replaced` the old ones.
     async fn rewrite_path(
         &self,
         r: SpillRef,
         old: &SegmentEntry,
         new: &SegmentEntry,
-        written: &mut Vec<Uuid>,
+        written: &mut Vec<SpillRef>,
         replaced: &mut Vec<SpillRef>,
     ) -> Result<Option<SpillRef>, TierError> {
         let spill = self.load_spill(&r).await?;
@@ -814,8 +830,9 @@ impl RemoteLog {
                 )
             }
         };
+        // Recorded before the write: a failed write may still have created the object.
+        written.push(new_ref);
         self.write_spill(&new_ref, new_spill).await?;
-        written.push(new_ref.object_id);
         replaced.push(r);
         Ok(Some(new_ref))
     }

@@ -1324,3 +1324,752 @@ fn the_spill_cache_is_bounded() {
     }
     assert!(SpillCache::new(0).capacity >= 1);
 }
+
+// ---------------------------------------------------------------------------------------
+// replace_segment (tiered compaction)
+// ---------------------------------------------------------------------------------------
+
+/// A compacted copy of the test segment at `base`: the same `[base, base + SPAN)`, fewer
+/// and different log bytes (`round` varies length and content, so successive rewrites
+/// differ), its own indexes. Returns the segment and the object it should upload as.
+fn compacted(base: i64, round: u8) -> (SealedSegment, Vec<u8>) {
+    let len = (SPAN * BYTES_PER_OFFSET / 2) as usize - usize::from(round);
+    let data: Vec<u8> = (0..len as i64)
+        .map(|i| ((base * 13 + i * 3 + 200 + i64::from(round)) % 251) as u8)
+        .collect();
+    let mut file = tempfile::tempfile().expect("tempfile");
+    file.write_all(&data).expect("write the segment");
+    file.flush().expect("flush");
+    let offset_index = format!("compacted-offset-index-{base}-{round}");
+    let time_index = format!("compacted-time-index-{base}-{round}-x");
+    let mut object = data.clone();
+    object.extend_from_slice(offset_index.as_bytes());
+    object.extend_from_slice(time_index.as_bytes());
+    let segment = SealedSegment {
+        base_offset: base,
+        end_offset: base + SPAN,
+        log: Arc::new(file),
+        log_bytes: data.len() as u64,
+        offset_index: Bytes::from(offset_index),
+        time_index: Bytes::from(time_index),
+        // Compaction may drop the record with the largest timestamp.
+        max_timestamp: 1_000 + base - 1,
+        log_start_offset: 0,
+    };
+    (segment, object)
+}
+
+/// Replaces `old` by its compacted copy number `round`.
+async fn replace(
+    log: &RemoteLog,
+    old: &SegmentEntry,
+    round: u8,
+    epoch: i32,
+) -> Result<bool, TierError> {
+    let (segment, _) = compacted(old.base_offset, round);
+    log.replace_segment(old, &segment, epoch, 1 << 20).await
+}
+
+/// What `locate` says for every offset of `range`.
+async fn every_offset(log: &RemoteLog, range: Range<i64>) -> Vec<Option<SegmentEntry>> {
+    let mut out = Vec::new();
+    for offset in range {
+        out.push(log.locate(offset).await.expect("locate"));
+    }
+    out
+}
+
+/// Every live entry, walked from the log start through `locate`.
+async fn live_entries(log: &RemoteLog) -> Vec<SegmentEntry> {
+    let mut out = Vec::new();
+    let mut offset = log.marks().log_start_offset;
+    while let Some(e) = log.locate(offset).await.expect("locate") {
+        out.push(e);
+        offset = e.end_offset;
+    }
+    out
+}
+
+/// Keys of the spill objects on the path from `root` down to the level-0 object holding
+/// `offset`, top first (empty if the tail holds it). Reads the store, not a cache.
+async fn spill_path(fx: &Fixture, root: &Root, offset: i64) -> Vec<String> {
+    let covers = |r: &SpillRef| r.first_offset <= offset && offset < r.end_offset;
+    let mut out = Vec::new();
+    let Some(mut r) = root.refs.iter().copied().find(covers) else {
+        return out;
+    };
+    loop {
+        let key = keys::manifest_key(&fx.id, r.level, r.first_offset, r.object_id);
+        let bytes = fx.store.get(&key).await.expect("spill on the path exists");
+        out.push(key);
+        match Spill::decode(&bytes).expect("spill decodes") {
+            Spill::Segments(entries) => {
+                assert!(
+                    entries
+                        .iter()
+                        .any(|e| e.base_offset <= offset && offset < e.end_offset)
+                );
+                return out;
+            }
+            Spill::Refs { refs, .. } => {
+                r = refs
+                    .iter()
+                    .copied()
+                    .find(covers)
+                    .expect("a child covers it");
+            }
+        }
+    }
+}
+
+/// The keys the store lists under the partition's prefix.
+async fn listed(fx: &Fixture) -> BTreeSet<String> {
+    fx.store
+        .list(&keys::partition_prefix(&fx.id))
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|o| o.key)
+        .collect()
+}
+
+/// Nothing failed: the bucket holds exactly what the stored root references (this also
+/// checks every spill object against the reference to it), and the instance agrees with
+/// the stored root.
+async fn assert_exactly_referenced(fx: &Fixture, log: &RemoteLog) {
+    let (segments, spills) = referenced(fx, &fx.id).await;
+    assert_eq!(fx.segment_objects(), segments);
+    assert_eq!(fx.manifest_objects(), spills);
+    assert_eq!(
+        fx.manifests.stored_root(&fx.id).as_ref(),
+        Some(&*log.root())
+    );
+    assert!(log.in_flight.lock().expect("lock").is_empty());
+}
+
+/// The object of `entry` holds `expected`, read through the log's key for it.
+async fn assert_object(fx: &Fixture, log: &RemoteLog, entry: &SegmentEntry, expected: &[u8]) {
+    let object = fx
+        .store
+        .get(&log.segment_key(entry))
+        .await
+        .expect("the object exists");
+    assert_eq!(&object[..], expected, "object of {entry:?}");
+    assert_eq!(object.len() as u64, entry.object_size());
+}
+
+/// The object the original test segment at `base` was uploaded as.
+fn original_object(base: i64) -> Vec<u8> {
+    let mut expected = log_bytes(base, SPAN);
+    expected.extend_from_slice(format!("offset-index-{base}").as_bytes());
+    expected.extend_from_slice(format!("time-index-{base}").as_bytes());
+    expected
+}
+
+#[tokio::test]
+async fn replacing_a_tail_entry_swaps_its_object() {
+    let fx = Fixture::new();
+    let log = fx.open(SMALL).await;
+    upload_range(&log, 0, 3, 1).await;
+    let before = log.root();
+    assert!(before.refs.is_empty(), "three segments stay in the tail");
+    let old = before.tail[1];
+    let old_key = log.segment_key(&old);
+    let version = fx.manifests.version(&fx.id).expect("version");
+
+    let (segment, object) = compacted(10, 0);
+    assert!(segment.log_bytes < old.log_bytes);
+    assert!(
+        log.replace_segment(&old, &segment, 2, 1 << 20)
+            .await
+            .expect("replace")
+    );
+
+    let root = log.root();
+    assert_eq!(root.tail.len(), 3);
+    assert_eq!(root.tail[0], before.tail[0]);
+    assert_eq!(root.tail[2], before.tail[2]);
+    assert!(root.refs.is_empty());
+    let new = root.tail[1];
+    assert_eq!((new.base_offset, new.end_offset), (10, 20));
+    assert_ne!(new.object_id, old.object_id);
+    assert_eq!(new.log_bytes, segment.log_bytes);
+    assert_eq!(new.offset_index_bytes as usize, segment.offset_index.len());
+    assert_eq!(new.time_index_bytes as usize, segment.time_index.len());
+    assert_eq!(new.max_timestamp, segment.max_timestamp);
+    assert_eq!(new.leader_epoch, 2);
+    assert_eq!(new.uploaded_ms, old.uploaded_ms, "the data's age is kept");
+    assert_eq!(
+        log.marks(),
+        RemoteMarks {
+            log_start_offset: 0,
+            end_offset: Some(30),
+            live_bytes: 2 * seg_bytes() + segment.log_bytes,
+            live_segments: 3,
+            leader_epoch: 2,
+        }
+    );
+    assert_eq!(
+        fx.manifests.version(&fx.id),
+        Some(version + 1),
+        "one commit"
+    );
+
+    // The old object is gone, the new one holds the new bytes.
+    assert!(!fx.path_of(&old_key).exists());
+    let new_key = log.segment_key(&new);
+    assert_eq!(
+        std::fs::read(fx.path_of(&new_key)).expect("new object"),
+        object
+    );
+    for offset in 10..20 {
+        assert_eq!(log.locate(offset).await.expect("locate"), Some(new));
+    }
+    let located = log.locate(15).await.expect("locate").expect("present");
+    assert_object(&fx, &log, &located, &object).await;
+    assert_eq!(
+        &fx.store
+            .get_range(&log.segment_key(&located), located.time_index_range())
+            .await
+            .expect("time index")[..],
+        segment.time_index.as_ref()
+    );
+    // Neighbours are untouched.
+    for base in [0, 20] {
+        let e = log.locate(base).await.expect("locate").expect("present");
+        assert_object(&fx, &log, &e, &original_object(base)).await;
+    }
+    assert_exactly_referenced(&fx, &log).await;
+    // A cold instance sees the same.
+    let cold = fx.open(SMALL).await;
+    assert_eq!(*cold.root(), *root);
+    assert_eq!(cold.locate(19).await.expect("locate"), Some(new));
+}
+
+#[tokio::test]
+async fn replacing_spilled_entries_rewrites_the_path_to_them() {
+    let fx = Fixture::new();
+    let log = fx.open(SMALL).await;
+    upload_range(&log, 0, 30, 1).await;
+    let end = 30 * SPAN;
+    let root = log.root();
+    let top_level = root.refs.iter().map(|r| r.level).max().expect("spilled");
+    assert!(top_level >= 2, "{root:?}");
+    let level0 = root
+        .refs
+        .iter()
+        .find(|r| r.level == 0)
+        .copied()
+        .unwrap_or_else(|| panic!("a level-0 reference in the root: {root:?}"));
+    let deep = root.refs[0];
+    assert_eq!(deep.level, top_level);
+    // The second entry of the level-0 object the root references; one in the middle of
+    // the deepest subtree; and the first entry of that subtree.
+    let targets = [
+        level0.first_offset + SPAN,
+        (deep.first_offset + deep.end_offset) / 2 / SPAN * SPAN,
+        deep.first_offset,
+    ];
+
+    let mut expected = every_offset(&log, 0..end).await;
+    let mut objects: HashMap<i64, Vec<u8>> = (0..30)
+        .map(|i| (i * SPAN, original_object(i * SPAN)))
+        .collect();
+    for (round, base) in targets.into_iter().enumerate() {
+        let round = round as u8;
+        let before = log.root();
+        let old = log.locate(base).await.expect("locate").expect("present");
+        assert_eq!(old.base_offset, base);
+        let old_path = spill_path(&fx, &before, base).await;
+        let top = before
+            .refs
+            .iter()
+            .position(|r| r.first_offset <= base && base < r.end_offset)
+            .expect("spilled");
+        assert_eq!(
+            old_path.len(),
+            usize::from(before.refs[top].level) + 1,
+            "one object per level"
+        );
+        let spills_before = fx.manifest_objects();
+
+        let (segment, object) = compacted(base, round);
+        assert!(
+            log.replace_segment(&old, &segment, 1, 1 << 20)
+                .await
+                .expect("replace"),
+            "replacing the entry at {base}"
+        );
+
+        let after = log.root();
+        let new = log.locate(base).await.expect("locate").expect("present");
+        assert_eq!(
+            (new.base_offset, new.end_offset),
+            (old.base_offset, old.end_offset)
+        );
+        assert_ne!(new.object_id, old.object_id);
+        assert_eq!(new.log_bytes, segment.log_bytes);
+        assert_eq!(new.uploaded_ms, old.uploaded_ms);
+        for offset in base..base + SPAN {
+            expected[offset as usize] = Some(new);
+        }
+        objects.insert(base, object);
+        // Every other offset locates exactly as before.
+        assert_eq!(every_offset(&log, 0..end).await, expected, "after {base}");
+        assert!(log.locate(end).await.expect("locate").is_none());
+
+        // The root: the same tail, the same references but the one above the entry,
+        // which covers the same range with the new byte count.
+        assert_eq!(after.tail, before.tail);
+        assert_eq!(after.refs.len(), before.refs.len());
+        for (i, (a, b)) in after.refs.iter().zip(&before.refs).enumerate() {
+            if i == top {
+                assert_ne!(a.object_id, b.object_id);
+                assert_eq!(
+                    (a.level, a.first_offset, a.end_offset, a.segments),
+                    (b.level, b.first_offset, b.end_offset, b.segments)
+                );
+                assert_eq!(a.log_bytes + old.log_bytes, b.log_bytes + new.log_bytes);
+            } else {
+                assert_eq!(a, b);
+            }
+        }
+        assert_eq!(after.live_segments, 30);
+        assert_eq!(
+            after.live_bytes + old.log_bytes,
+            before.live_bytes + new.log_bytes
+        );
+        assert_eq!(after.log_start_offset, 0);
+
+        // The replaced spill objects are gone, one new object per level replaces them.
+        let new_path = spill_path(&fx, &after, base).await;
+        assert_eq!(new_path.len(), old_path.len());
+        for key in &old_path {
+            assert!(!fx.path_of(key).exists(), "{key} was replaced");
+            assert!(!new_path.contains(key));
+        }
+        let expected_spills: BTreeSet<String> = spills_before
+            .difference(&old_path.iter().cloned().collect())
+            .cloned()
+            .chain(new_path.iter().cloned())
+            .collect();
+        assert_eq!(fx.manifest_objects(), expected_spills);
+        assert!(!fx.path_of(&log.segment_key(&old)).exists());
+        assert_object(&fx, &log, &new, &objects[&base]).await;
+        assert_exactly_referenced(&fx, &log).await;
+    }
+    assert_eq!(
+        log.marks().live_bytes,
+        live_entries(&log)
+            .await
+            .iter()
+            .map(|e| e.log_bytes)
+            .sum::<u64>()
+    );
+
+    // A log opened on the stored root, with a fresh spill cache, sees the same.
+    let cold = fx.open(SMALL).await;
+    assert_eq!(*cold.root(), *log.root());
+    assert_eq!(every_offset(&cold, 0..end).await, expected);
+    let entries = live_entries(&cold).await;
+    assert_eq!(entries.len(), 30);
+    for e in &entries {
+        assert_object(&fx, &cold, e, &objects[&e.base_offset]).await;
+    }
+}
+
+#[tokio::test]
+async fn a_replacement_with_a_different_range_is_refused_and_writes_nothing() {
+    let fx = Fixture::new();
+    let log = fx.open(SMALL).await;
+    upload_range(&log, 0, 12, 1).await;
+    let objects = fx.objects();
+    let version = fx.manifests.version(&fx.id);
+    let root = log.root();
+    let tail_entry = *root.tail.last().expect("tail");
+    let spilled = log.locate(10).await.expect("locate").expect("present");
+    assert!(root.tail.iter().all(|e| *e != spilled), "in a spill object");
+    for old in [tail_entry, spilled] {
+        let base = old.base_offset;
+        for (b, span) in [
+            (base, SPAN - 1),
+            (base, SPAN + 1),
+            (base + 1, SPAN - 1),
+            (base - 1, SPAN + 1),
+        ] {
+            let segment = segment_with(b, span, 5);
+            let err = log
+                .replace_segment(&old, &segment, 1, 1 << 20)
+                .await
+                .expect_err("a different range");
+            assert!(matches!(err, TierError::NotContiguous { .. }), "{err}");
+            assert!(!err.is_transient());
+        }
+    }
+    assert_eq!(fx.objects(), objects, "nothing written or deleted");
+    assert_eq!(fx.manifests.version(&fx.id), version, "nothing committed");
+    assert_eq!(*log.root(), *root);
+    assert!(log.in_flight.lock().expect("lock").is_empty());
+}
+
+#[tokio::test]
+async fn replacing_an_entry_twice_finds_it_gone_and_leaves_nothing_behind() {
+    let fx = Fixture::new();
+    let log = fx.open(SMALL).await;
+    upload_range(&log, 0, 12, 1).await;
+    let tail_entry = *log.root().tail.last().expect("tail");
+    let spilled = log.locate(10).await.expect("locate").expect("present");
+    for old in [tail_entry, spilled] {
+        assert!(replace(&log, &old, 0, 1).await.expect("first"));
+        let objects = listed(&fx).await;
+        let version = fx.manifests.version(&fx.id);
+        let root = log.root();
+        // `old` is stale now: the second replacement is turned down.
+        assert!(!replace(&log, &old, 1, 1).await.expect("second"));
+        assert_eq!(listed(&fx).await, objects, "no new object left behind");
+        assert_eq!(fx.manifests.version(&fx.id), version);
+        assert_eq!(*log.root(), *root);
+        // The current entry can be replaced again.
+        let current = log
+            .locate(old.base_offset)
+            .await
+            .expect("locate")
+            .expect("present");
+        assert_ne!(current, old);
+        assert!(replace(&log, &current, 2, 1).await.expect("third"));
+        assert_exactly_referenced(&fx, &log).await;
+    }
+}
+
+#[tokio::test]
+async fn replacing_an_entry_retention_deleted_finds_it_gone() {
+    let fx = Fixture::new();
+    let log = fx.open(SMALL).await;
+    upload_range(&log, 0, 20, 1).await;
+    // [0, 80) sits under one level-2 reference, the tail holds [160, 200).
+    let spilled = log.locate(0).await.expect("locate").expect("present");
+    let tail_entry = log.root().tail[0];
+    assert_eq!(tail_entry.base_offset, 160);
+    log.advance_start(80, 1).await.expect("advance");
+    assert!(log.root().refs.iter().all(|r| r.first_offset >= 80));
+    let objects = listed(&fx).await;
+    let version = fx.manifests.version(&fx.id);
+    assert!(!replace(&log, &spilled, 0, 1).await.expect("deleted"));
+    assert_eq!(listed(&fx).await, objects, "no new object left behind");
+    assert_eq!(fx.manifests.version(&fx.id), version);
+
+    // Into the tail, by another instance: this one's root is stale, so its commit
+    // conflicts, reloads and finds the entry gone.
+    let other = fx.open(SMALL).await;
+    other.advance_start(175, 1).await.expect("advance");
+    let objects = listed(&fx).await;
+    let version = fx.manifests.version(&fx.id);
+    assert!(log.root().tail.contains(&tail_entry), "stale");
+    assert!(!replace(&log, &tail_entry, 0, 1).await.expect("deleted"));
+    assert_eq!(listed(&fx).await, objects, "no new object left behind");
+    assert_eq!(fx.manifests.version(&fx.id), version);
+    assert_eq!(log.marks(), other.marks());
+    assert_eq!(log.marks().live_segments, 3);
+    assert_eq!(log.marks().live_bytes, 3 * seg_bytes());
+    assert_exactly_referenced(&fx, &log).await;
+}
+
+#[tokio::test]
+async fn replacing_an_entry_below_the_start_inside_a_live_spill_object_finds_it_gone() {
+    let fx = Fixture::new();
+    let log = fx.open(SMALL).await;
+    upload_range(&log, 0, 20, 1).await;
+    let old = log.locate(0).await.expect("locate").expect("present");
+    // [0, 10) is deleted; the spill objects holding it still cover [10, 80).
+    assert_eq!(
+        log.advance_start(15, 1).await.expect("advance"),
+        seg_bytes()
+    );
+    assert_eq!(log.marks().live_bytes, 19 * seg_bytes());
+    let objects = listed(&fx).await;
+    let version = fx.manifests.version(&fx.id);
+    let outcome = replace(&log, &old, 0, 1).await.expect("replace");
+    let marks = log.marks();
+    assert!(!outcome, "the entry is below the log start: {marks:?}");
+    assert_eq!(marks.live_bytes, 19 * seg_bytes());
+    assert_eq!(listed(&fx).await, objects, "no new object left behind");
+    assert_eq!(fx.manifests.version(&fx.id), version);
+}
+
+#[tokio::test]
+async fn a_stale_replacement_of_a_spilled_entry_leaves_nothing_behind() {
+    let fx = Fixture::new();
+    let stale = fx.open(SMALL).await;
+    upload_range(&stale, 0, 8, 1).await;
+    let old = stale.locate(0).await.expect("locate").expect("present");
+    let top = stale
+        .root()
+        .refs
+        .iter()
+        .copied()
+        .find(|r| r.first_offset == 0)
+        .expect("spilled");
+    // Another instance uploads until the reference above `old` is merged a level up.
+    let other = fx.open(SMALL).await;
+    let mut base = 80;
+    while other.root().refs.contains(&top) {
+        assert!(upload(&other, base, 1).await.expect("upload"));
+        base += SPAN;
+    }
+    let objects = listed(&fx).await;
+    let version = fx.manifests.version(&fx.id);
+    // `stale` still sees `top`: it rewrites the path under it, its CAS conflicts, the
+    // reloaded root no longer has `top`, and the replacement is turned down.
+    assert!(!replace(&stale, &old, 0, 1).await.expect("turned down"));
+    assert_eq!(fx.manifests.version(&fx.id), version);
+    assert_eq!(*stale.root(), *other.root());
+    let left: BTreeSet<String> = listed(&fx).await.difference(&objects).cloned().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[tokio::test]
+async fn a_stale_replacement_retried_on_the_reloaded_root_succeeds() {
+    let fx = Fixture::new();
+    let stale = fx.open(SMALL).await;
+    upload_range(&stale, 0, 3, 1).await;
+    let old = stale.root().tail[2];
+    // Another instance commits meanwhile, without moving `old`.
+    let other = fx.open(SMALL).await;
+    assert!(upload(&other, 30, 1).await.expect("upload"));
+    assert!(
+        replace(&stale, &old, 0, 1)
+            .await
+            .expect("redone after a reload")
+    );
+    let marks = stale.marks();
+    assert_eq!(marks.end_offset, Some(40));
+    assert_eq!(marks.live_segments, 4);
+    assert_eq!(
+        marks.live_bytes,
+        3 * seg_bytes() + compacted(20, 0).0.log_bytes
+    );
+    let new = stale.locate(25).await.expect("locate").expect("present");
+    assert_ne!(new.object_id, old.object_id);
+    assert_object(&fx, &stale, &new, &compacted(20, 0).1).await;
+    assert!(!fx.path_of(&stale.segment_key(&old)).exists());
+    assert_exactly_referenced(&fx, &stale).await;
+}
+
+#[tokio::test]
+async fn replacements_from_an_older_epoch_are_fenced() {
+    let fx = Fixture::new();
+    let log = fx.open(SMALL).await;
+    upload_range(&log, 0, 12, 5).await;
+    let root = log.root();
+    let version = fx.manifests.version(&fx.id);
+    let tail_entry = *root.tail.last().expect("tail");
+    let spilled = log.locate(0).await.expect("locate").expect("present");
+    for old in [tail_entry, spilled] {
+        let err = replace(&log, &old, 0, 4).await.expect_err("fenced");
+        assert!(
+            matches!(
+                err,
+                TierError::Fenced {
+                    epoch: 4,
+                    current: 5
+                }
+            ),
+            "{err}"
+        );
+        assert!(!err.is_transient());
+        assert_eq!(*log.root(), *root);
+        assert_eq!(fx.manifests.version(&fx.id), version);
+        assert_eq!(
+            log.locate(old.base_offset).await.expect("locate"),
+            Some(old)
+        );
+        assert_object(&fx, &log, &old, &original_object(old.base_offset)).await;
+    }
+    assert!(log.in_flight.lock().expect("lock").is_empty());
+
+    // A newer epoch may replace; from then on the old one is fenced for uploads too.
+    assert!(replace(&log, &tail_entry, 0, 6).await.expect("newer epoch"));
+    assert_eq!(log.marks().leader_epoch, 6);
+    assert!(matches!(
+        upload(&log, 120, 5).await,
+        Err(TierError::Fenced {
+            epoch: 5,
+            current: 6
+        })
+    ));
+
+    // A deposed leader whose in-memory root is stale learns it from the CAS.
+    let deposed = fx.open(SMALL).await;
+    let leader = fx.open(SMALL).await;
+    assert!(upload(&leader, 120, 7).await.expect("upload"));
+    let old = deposed.locate(50).await.expect("locate").expect("present");
+    let err = replace(&deposed, &old, 1, 6).await.expect_err("fenced");
+    assert!(
+        matches!(
+            err,
+            TierError::Fenced {
+                epoch: 6,
+                current: 7
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(leader.locate(50).await.expect("locate"), Some(old));
+    assert_object(&fx, &leader, &old, &original_object(50)).await;
+}
+
+#[tokio::test]
+async fn a_fenced_replacement_leaves_nothing_behind() {
+    let fx = Fixture::new();
+    let log = fx.open(SMALL).await;
+    upload_range(&log, 0, 12, 5).await;
+    let objects = listed(&fx).await;
+    let tail_entry = *log.root().tail.last().expect("tail");
+    let spilled = log.locate(0).await.expect("locate").expect("present");
+    for old in [tail_entry, spilled] {
+        replace(&log, &old, 0, 4).await.expect_err("fenced");
+        let left: BTreeSet<String> = listed(&fx).await.difference(&objects).cloned().collect();
+        assert!(left.is_empty(), "fenced, left behind: {left:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_replacement_whose_spill_write_fails_leaves_nothing_behind() {
+    let fx = Fixture::new();
+    let log = fx.open(SMALL).await;
+    upload_range(&log, 0, 12, 1).await;
+    let objects = listed(&fx).await;
+    let root = log.root();
+    let spilled = log.locate(0).await.expect("locate").expect("present");
+    assert_eq!(
+        spill_path(&fx, &root, 0).await.len(),
+        2,
+        "under a level-1 object"
+    );
+    // The level-0 copy is written, the level-1 copy fails for sure (not an unknown
+    // outcome): upload() removes its object in that case; so should a replacement.
+    *fx.fail_puts.containing.lock().expect("lock") = Some("/manifest-1-".into());
+    let err = replace(&log, &spilled, 0, 1)
+        .await
+        .expect_err("spill write fails");
+    *fx.fail_puts.containing.lock().expect("lock") = None;
+    assert!(err.is_transient(), "{err}");
+    assert_eq!(*log.root(), *root);
+    assert!(log.in_flight.lock().expect("lock").is_empty());
+    let left: BTreeSet<String> = listed(&fx).await.difference(&objects).cloned().collect();
+    assert!(left.is_empty(), "failed, left behind: {left:?}");
+}
+
+#[tokio::test]
+async fn a_replacement_whose_commit_answer_was_lost_keeps_its_object() {
+    let fx = Fixture::new();
+    let log = fx.open(SMALL).await;
+    upload_range(&log, 0, 3, 1).await;
+    let old = log.root().tail[1];
+    fx.manifests.lose_next_answer.store(true, Ordering::SeqCst);
+    let err = replace(&log, &old, 0, 1)
+        .await
+        .expect_err("unknown outcome");
+    assert!(err.is_transient(), "{err}");
+    let stored = fx.manifests.stored_root(&fx.id).expect("root");
+    let new = stored.tail[1];
+    assert_ne!(new.object_id, old.object_id, "the commit landed");
+    // The manifest references the new object, so it must stay.
+    let new_key = keys::segment_key(&fx.id, new.base_offset, new.object_id);
+    assert_eq!(
+        std::fs::read(fx.path_of(&new_key)).expect("kept"),
+        compacted(10, 0).1
+    );
+    // The retry reloads and finds `old` gone; what it wrote for nothing is removed.
+    assert!(!replace(&log, &old, 1, 1).await.expect("already replaced"));
+    assert_eq!(log.locate(15).await.expect("locate"), Some(new));
+    // The old object is an orphan now: the scrubber removes it, and nothing else.
+    let (segments, spills) = referenced(&fx, &fx.id).await;
+    let orphans = fx.objects().len() - segments.len() - spills.len();
+    assert_eq!(orphans, 1, "the old object");
+    assert_eq!(
+        log.scrub(now_ms() + 1_000, 0).await.expect("scrub"),
+        orphans
+    );
+    assert_eq!(fx.segment_objects(), segments);
+    assert_eq!(fx.manifest_objects(), spills);
+    assert!(!fx.path_of(&log.segment_key(&old)).exists());
+    assert_object(&fx, &log, &new, &compacted(10, 0).1).await;
+}
+
+#[tokio::test]
+async fn the_scrubber_keeps_everything_replacements_reference() {
+    let fx = Fixture::new();
+    let log = fx.open(SMALL).await;
+    upload_range(&log, 0, 30, 1).await;
+    let mut objects: HashMap<i64, Vec<u8>> = (0..30)
+        .map(|i| (i * SPAN, original_object(i * SPAN)))
+        .collect();
+    let mut rewritten: HashMap<i64, u64> = HashMap::new();
+    let tail_base = log.root().tail[0].base_offset;
+    // The tail, level 0, deep levels, neighbours and the same entry more than once.
+    for (round, base) in [tail_base, 0, 10, 150, 0, 230, tail_base, 150]
+        .into_iter()
+        .enumerate()
+    {
+        let old = log.locate(base).await.expect("locate").expect("present");
+        let (segment, object) = compacted(base, round as u8);
+        assert!(
+            log.replace_segment(&old, &segment, 1, 1 << 20)
+                .await
+                .expect("replace")
+        );
+        rewritten.insert(base, segment.log_bytes);
+        objects.insert(base, object);
+    }
+    assert_exactly_referenced(&fx, &log).await;
+    let before = fx.objects();
+    assert_eq!(log.scrub(now_ms() + 1_000, 0).await.expect("scrub"), 0);
+    assert_eq!(fx.objects(), before);
+    // A stale instance's scrub reads the stored root and agrees.
+    let stale = RemoteLog::open(
+        fx.id.clone(),
+        fx.store.clone(),
+        fx.manifests.clone(),
+        Arc::new(SpillCache::new(1)),
+        SMALL,
+    )
+    .await
+    .expect("open");
+    assert!(
+        replace(
+            &log,
+            &log.locate(20).await.expect("locate").expect("present"),
+            9,
+            1
+        )
+        .await
+        .expect("replace")
+    );
+    objects.insert(20, compacted(20, 9).1);
+    rewritten.insert(20, compacted(20, 9).0.log_bytes);
+    assert_eq!(stale.scrub(now_ms() + 1_000, 0).await.expect("scrub"), 0);
+    for reader in [&log, &fx.open(SMALL).await] {
+        let entries = live_entries(reader).await;
+        assert_eq!(entries.len(), 30);
+        for e in &entries {
+            assert_object(&fx, reader, e, &objects[&e.base_offset]).await;
+        }
+    }
+    // live_bytes still adds up: every entry's log bytes, the original or the rewrite.
+    let expected_bytes: u64 = (0..30)
+        .map(|i| match rewritten.get(&(i * SPAN)) {
+            Some(len) => *len,
+            None => seg_bytes(),
+        })
+        .sum();
+    assert_eq!(log.marks().live_bytes, expected_bytes);
+    assert_eq!(
+        live_entries(&log)
+            .await
+            .iter()
+            .map(|e| e.log_bytes)
+            .sum::<u64>(),
+        expected_bytes
+    );
+}
