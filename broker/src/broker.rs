@@ -128,6 +128,31 @@ pub fn valid_topic_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 
+/// Writes the remote tier's producer snapshot (as of the remote end, from the last remote
+/// segment) into a partition directory about to be opened at the remote end, so
+/// idempotent producers' retries of batches the bucket holds are still recognised.
+async fn restore_producers(
+    remote: &strata_tiering::RemoteLog,
+    dir: &std::path::Path,
+) -> Result<(), LogError> {
+    let io = |source| LogError::Io {
+        dir: dir.to_path_buf(),
+        source,
+    };
+    match remote.producer_snapshot().await {
+        Ok(Some(snapshot)) => {
+            std::fs::create_dir_all(dir).map_err(io)?;
+            crate::log::write_atomically(&dir.join(crate::log::PRODUCERS_FILE), &snapshot)
+                .map_err(io)?;
+            info!(partition = %remote.id, "restored idempotent producer state from the bucket");
+        }
+        Ok(None) => {}
+        Err(e) => warn!(partition = %remote.id, error = %e,
+            "cannot read the producer snapshot from the bucket; idempotent producers start over"),
+    }
+    Ok(())
+}
+
 fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
     use anyhow::Context;
     std::fs::create_dir_all(dir)
@@ -300,6 +325,13 @@ impl Broker {
         // After an empty-disk restart the local log starts where the remote tier ends.
         let remote_end = remote.as_ref().and_then(|r| r.marks().end_offset);
         let now = self.clock.now_ms();
+        if let Some(remote) = &remote
+            && remote_end.is_some()
+            && !dir.exists()
+        {
+            // An empty disk: the log will start at the remote end.
+            restore_producers(remote, &dir).await?;
+        }
         let mut log = Log::open_at(&dir, config.log_config(), now, remote_end.unwrap_or(0))?;
         if let Some(end) = remote_end
             && log.log_end_offset() < end
@@ -309,10 +341,14 @@ impl Broker {
             warn!(topic = %record.name, partition = index, local_end = log.log_end_offset(),
                 remote_end = end, "local log is behind the remote tier; restarting it at the remote end");
             drop(log);
-            std::fs::remove_dir_all(&dir).map_err(|source| LogError::Io {
+            let io = |source| LogError::Io {
                 dir: dir.clone(),
                 source,
-            })?;
+            };
+            std::fs::remove_dir_all(&dir).map_err(io)?;
+            if let Some(remote) = &remote {
+                restore_producers(remote, &dir).await?;
+            }
             log = Log::open_at(&dir, config.log_config(), now, end)?;
         }
         let epoch = record.partitions.get(index).map_or(0, |p| p.leader_epoch);

@@ -152,12 +152,19 @@ impl Tiering {
 
 /// Reads a sealed segment's index files for upload.
 async fn sealed_segment(info: SealedInfo, log_start_offset: i64) -> std::io::Result<SealedSegment> {
-    let (offset_index, time_index) = tokio::task::spawn_blocking({
+    let (offset_index, time_index, producers) = tokio::task::spawn_blocking({
         let info = info.clone();
-        move || -> std::io::Result<(Vec<u8>, Vec<u8>)> {
+        move || -> std::io::Result<(Vec<u8>, Vec<u8>, Vec<u8>)> {
+            let producers = match &info.producers {
+                // Retention or compaction may remove it meanwhile: then none is uploaded
+                // and a restore from the bucket starts producers over (as KIP-360 allows).
+                Some(path) => std::fs::read(path).unwrap_or_default(),
+                None => Vec::new(),
+            };
             Ok((
                 std::fs::read(&info.offset_index)?,
                 std::fs::read(&info.time_index)?,
+                producers,
             ))
         }
     })
@@ -170,6 +177,7 @@ async fn sealed_segment(info: SealedInfo, log_start_offset: i64) -> std::io::Res
         log_bytes: info.size,
         offset_index: Bytes::from(offset_index),
         time_index: Bytes::from(time_index),
+        producer_snapshot: Bytes::from(producers),
         max_timestamp: info.max_timestamp,
         log_start_offset,
     })
@@ -594,6 +602,15 @@ pub async fn compact_remote(
             Bytes::from(std::fs::read(&done.offset_index).map_err(RemoteReadError::Local)?);
         let time_index =
             Bytes::from(std::fs::read(&done.time_index).map_err(RemoteReadError::Local)?);
+        // The copy ends where the original did: same producer state.
+        let producer_snapshot = if entry.producer_snapshot_bytes > 0 {
+            tiering
+                .cache
+                .read(&object, entry.producer_snapshot_range())
+                .await?
+        } else {
+            Bytes::new()
+        };
         let sealed = strata_tiering::SealedSegment {
             base_offset: entry.base_offset,
             end_offset: entry.end_offset,
@@ -601,6 +618,7 @@ pub async fn compact_remote(
             log_bytes: done.log_bytes,
             offset_index,
             time_index,
+            producer_snapshot,
             max_timestamp: done.max_timestamp,
             log_start_offset: remote.marks().log_start_offset,
         };

@@ -1,4 +1,5 @@
-//! Partition manifests: what exists in the remote tier, byte by byte. Format version 1.
+//! Partition manifests: what exists in the remote tier, byte by byte. Format version 2
+//! (version 1 documents still parse: see the segment entry).
 //!
 //! A partition's manifest is a tree whose root lives in the metadata store (etcd or the
 //! embedded store) and whose older parts are immutable objects in the bucket:
@@ -26,7 +27,7 @@
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 4 | magic `SMAN` |
-//! | 4 | 1 | format version, 1 |
+//! | 4 | 1 | format version: 2 (1 is still read) |
 //! | 5 | 1 | kind: 0 root, 1 segment list (level-0 spill), 2 reference list (level ≥ 1) |
 //! | 6 | .. | body, by kind |
 //! | end-4 | 4 | CRC-32C of bytes 0..end-4 |
@@ -45,9 +46,11 @@
 //! Segment-list body: `count: u32`, then segment entries. Reference-list body: `level: u8`
 //! (of the referenced objects), `count: u32`, then references.
 //!
-//! Segment entry (68 bytes). The object is `log_bytes` of record batches exactly as the
-//! local `.log` file holds them, then the offset index, then the time index (both in the
-//! local index formats, header included):
+//! Segment entry (72 bytes; 68 in version 1, which has no producer snapshot field). The
+//! object is `log_bytes` of record batches exactly as the local `.log` file holds them,
+//! then the offset index, then the time index (both in the local index formats, header
+//! included), then the idempotent producers' state as of the segment's end (the broker's
+//! `producers.snapshot` format; empty when no idempotent producer wrote before it):
 //!
 //! | size | field |
 //! |---|---|
@@ -60,6 +63,7 @@
 //! | 4 | leader epoch that uploaded it |
 //! | 16 | object id (UUID; the key is derived from it, see [`crate::keys`]) |
 //! | 8 | upload time, ms since the epoch |
+//! | 4 | producer snapshot bytes (version 2 only) |
 //!
 //! Reference (69 bytes):
 //!
@@ -77,12 +81,23 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use uuid::Uuid;
 
-pub const FORMAT_VERSION: u8 = 1;
+pub const FORMAT_VERSION: u8 = 2;
+/// The oldest format version this broker reads.
+const OLDEST_VERSION: u8 = 1;
 const MAGIC: &[u8; 4] = b"SMAN";
 const KIND_ROOT: u8 = 0;
 const KIND_SEGMENTS: u8 = 1;
 const KIND_REFS: u8 = 2;
-const SEGMENT_ENTRY_LEN: usize = 68;
+const SEGMENT_ENTRY_LEN: usize = 72;
+const SEGMENT_ENTRY_LEN_V1: usize = 68;
+
+fn entry_len(version: u8) -> usize {
+    if version == 1 {
+        SEGMENT_ENTRY_LEN_V1
+    } else {
+        SEGMENT_ENTRY_LEN
+    }
+}
 const REF_LEN: usize = 69;
 
 /// One uploaded segment.
@@ -97,11 +112,16 @@ pub struct SegmentEntry {
     pub leader_epoch: i32,
     pub object_id: Uuid,
     pub uploaded_ms: i64,
+    /// Bytes of the producer snapshot at the end of the object (0: none).
+    pub producer_snapshot_bytes: u32,
 }
 
 impl SegmentEntry {
     pub fn object_size(&self) -> u64 {
-        self.log_bytes + u64::from(self.offset_index_bytes) + u64::from(self.time_index_bytes)
+        self.log_bytes
+            + u64::from(self.offset_index_bytes)
+            + u64::from(self.time_index_bytes)
+            + u64::from(self.producer_snapshot_bytes)
     }
 
     pub fn offset_index_range(&self) -> std::ops::Range<u64> {
@@ -111,6 +131,11 @@ impl SegmentEntry {
     pub fn time_index_range(&self) -> std::ops::Range<u64> {
         let start = self.offset_index_range().end;
         start..start + u64::from(self.time_index_bytes)
+    }
+
+    pub fn producer_snapshot_range(&self) -> std::ops::Range<u64> {
+        let start = self.time_index_range().end;
+        start..start + u64::from(self.producer_snapshot_bytes)
     }
 }
 
@@ -166,7 +191,7 @@ pub enum FormatError {
     Truncated,
     #[error("manifest has bad magic")]
     Magic,
-    #[error("manifest format version {0} is newer than this broker understands (1)")]
+    #[error("manifest format version {0} is not one this broker understands (1 or 2)")]
     Version(u8),
     #[error("manifest checksum mismatch")]
     Crc,
@@ -184,6 +209,7 @@ fn put_entry(buf: &mut BytesMut, e: &SegmentEntry) {
     buf.put_i32(e.leader_epoch);
     buf.put_slice(e.object_id.as_bytes());
     buf.put_i64(e.uploaded_ms);
+    buf.put_u32(e.producer_snapshot_bytes);
 }
 
 fn get_uuid(buf: &mut &[u8]) -> Uuid {
@@ -192,11 +218,11 @@ fn get_uuid(buf: &mut &[u8]) -> Uuid {
     Uuid::from_bytes(id)
 }
 
-fn get_entry(buf: &mut &[u8]) -> Result<SegmentEntry, FormatError> {
-    if buf.remaining() < SEGMENT_ENTRY_LEN {
+fn get_entry(buf: &mut &[u8], version: u8) -> Result<SegmentEntry, FormatError> {
+    if buf.remaining() < entry_len(version) {
         return Err(FormatError::Truncated);
     }
-    Ok(SegmentEntry {
+    let mut entry = SegmentEntry {
         base_offset: buf.get_i64(),
         end_offset: buf.get_i64(),
         log_bytes: buf.get_u64(),
@@ -206,7 +232,12 @@ fn get_entry(buf: &mut &[u8]) -> Result<SegmentEntry, FormatError> {
         leader_epoch: buf.get_i32(),
         object_id: get_uuid(buf),
         uploaded_ms: buf.get_i64(),
-    })
+        producer_snapshot_bytes: 0,
+    };
+    if version >= 2 {
+        entry.producer_snapshot_bytes = buf.get_u32();
+    }
+    Ok(entry)
 }
 
 fn put_ref(buf: &mut BytesMut, r: &SpillRef) {
@@ -263,15 +294,15 @@ fn seal(mut buf: BytesMut) -> Bytes {
     buf.freeze()
 }
 
-/// Checks header and CRC; returns (kind, body).
-fn open(bytes: &[u8]) -> Result<(u8, &[u8]), FormatError> {
+/// Checks header and CRC; returns (version, kind, body).
+fn open(bytes: &[u8]) -> Result<(u8, u8, &[u8]), FormatError> {
     if bytes.len() < 10 {
         return Err(FormatError::Truncated);
     }
     if &bytes[..4] != MAGIC {
         return Err(FormatError::Magic);
     }
-    if bytes[4] != FORMAT_VERSION {
+    if !(OLDEST_VERSION..=FORMAT_VERSION).contains(&bytes[4]) {
         return Err(FormatError::Version(bytes[4]));
     }
     let (body, crc) = bytes.split_at(bytes.len() - 4);
@@ -279,7 +310,7 @@ fn open(bytes: &[u8]) -> Result<(u8, &[u8]), FormatError> {
     if crc32c::crc32c(body) != stored {
         return Err(FormatError::Crc);
     }
-    Ok((bytes[5], &body[6..]))
+    Ok((bytes[4], bytes[5], &body[6..]))
 }
 
 impl Root {
@@ -297,7 +328,7 @@ impl Root {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Root, FormatError> {
-        let (kind, mut body) = open(bytes)?;
+        let (version, kind, mut body) = open(bytes)?;
         if kind != KIND_ROOT {
             return Err(FormatError::Kind(kind));
         }
@@ -312,9 +343,9 @@ impl Root {
         let refs = (0..n)
             .map(|_| get_ref(&mut body))
             .collect::<Result<_, _>>()?;
-        let n = get_count(&mut body, SEGMENT_ENTRY_LEN)?;
+        let n = get_count(&mut body, entry_len(version))?;
         let tail = (0..n)
-            .map(|_| get_entry(&mut body))
+            .map(|_| get_entry(&mut body, version))
             .collect::<Result<_, _>>()?;
         Ok(Root {
             leader_epoch,
@@ -347,12 +378,12 @@ impl Spill {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Spill, FormatError> {
-        let (kind, mut body) = open(bytes)?;
+        let (version, kind, mut body) = open(bytes)?;
         match kind {
             KIND_SEGMENTS => {
-                let n = get_count(&mut body, SEGMENT_ENTRY_LEN)?;
+                let n = get_count(&mut body, entry_len(version))?;
                 let entries = (0..n)
-                    .map(|_| get_entry(&mut body))
+                    .map(|_| get_entry(&mut body, version))
                     .collect::<Result<_, _>>()?;
                 Ok(Spill::Segments(entries))
             }
@@ -414,12 +445,42 @@ mod tests {
             leader_epoch: 3,
             object_id: Uuid::from_u128(base as u128),
             uploaded_ms: 1_700_000_000_000,
+            producer_snapshot_bytes: 0,
         }
     }
 
-    /// Bytes written by format version 1; they must always parse to the same root.
+    fn unhex(hex: &str) -> Vec<u8> {
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+            .collect()
+    }
+
+    /// A root and a spill object as format version 1 wrote them (68-byte entries, no
+    /// producer snapshot): they must always parse.
     #[test]
-    fn v1_root_is_parsed() {
+    fn v1_documents_are_parsed() {
+        let root = Root {
+            leader_epoch: 2,
+            log_start_offset: 5,
+            live_bytes: 2000,
+            live_segments: 2,
+            refs: vec![ref_for_segments(&[entry(0, 10)], Uuid::from_u128(99))],
+            tail: vec![entry(10, 20)],
+        };
+        let v1 = unhex(V1_ROOT);
+        assert_eq!(&v1[..6], b"SMAN\x01\x00");
+        assert_eq!(Root::decode(&v1), Ok(root));
+        let v1 = unhex(V1_SPILL);
+        assert_eq!(Spill::decode(&v1), Ok(Spill::Segments(vec![entry(0, 10)])));
+    }
+
+    const V1_ROOT: &str = "534d414e010000000002000000000000000500000000000007d0000000000000000200000001000000000000000000000000000000000a000000000000000100000000000003e800000000000000000000000000000000000000000000006300000000000000000000000000000001000000000000000a000000000000001400000000000003e800000010000000140000000000000064000000030000000000000000000000000000000a0000018bcfe56800f71f078d";
+    const V1_SPILL: &str = "534d414e0101000000010000000000000000000000000000000a00000000000003e80000001000000014000000000000000000000003000000000000000000000000000000000000018bcfe568007f21243f";
+
+    /// Bytes written by format version 2; they must always parse to the same root.
+    #[test]
+    fn v2_root_is_parsed() {
         let root = Root {
             leader_epoch: 2,
             log_start_offset: 5,
@@ -429,19 +490,19 @@ mod tests {
             tail: vec![entry(10, 20)],
         };
         let bytes = root.encode();
-        assert_eq!(&bytes[..6], b"SMAN\x01\x00");
+        assert_eq!(&bytes[..6], b"SMAN\x02\x00");
         assert_eq!(
             bytes.len(),
             6 + 28 + 4 + REF_LEN + 4 + SEGMENT_ENTRY_LEN + 4
         );
-        let v1: &[u8] = &[
-            b'S', b'M', b'A', b'N', 1, 0, // header
+        let v2: &[u8] = &[
+            b'S', b'M', b'A', b'N', 2, 0, // header
             0, 0, 0, 2, // leader epoch
             0, 0, 0, 0, 0, 0, 0, 5, // log start
             0, 0, 0, 0, 0, 0, 0x07, 0xd0, // live bytes
             0, 0, 0, 0, 0, 0, 0, 2, // live segments
         ];
-        assert_eq!(&bytes[..v1.len()], v1);
+        assert_eq!(&bytes[..v2.len()], v2);
         assert_eq!(Root::decode(&bytes), Ok(root));
     }
 
@@ -452,8 +513,8 @@ mod tests {
         bad[8] ^= 1;
         assert_eq!(Root::decode(&bad), Err(FormatError::Crc));
         let mut newer = bytes.to_vec();
-        newer[4] = 2;
-        assert_eq!(Root::decode(&newer), Err(FormatError::Version(2)));
+        newer[4] = 3;
+        assert_eq!(Root::decode(&newer), Err(FormatError::Version(3)));
         assert_eq!(Root::decode(&bytes[..5]), Err(FormatError::Truncated));
         let spill = Spill::Segments(vec![entry(0, 1)]).encode();
         assert_eq!(Root::decode(&spill), Err(FormatError::Kind(KIND_SEGMENTS)));

@@ -126,6 +126,8 @@ pub struct SealedSegment {
     pub log_bytes: u64,
     pub offset_index: Bytes,
     pub time_index: Bytes,
+    /// The idempotent producers' state as of the segment's end (empty: none).
+    pub producer_snapshot: Bytes,
     pub max_timestamp: i64,
     /// The local log start offset when the segment was picked. The first upload into an
     /// empty manifest starts the remote log there, so records deleted before (by
@@ -316,6 +318,26 @@ impl RemoteLog {
         self.find(&root, offset).await
     }
 
+    /// The idempotent producers' state at the remote end (the last segment's snapshot),
+    /// for a broker that restores the partition from the bucket. `None` if the last
+    /// segment carries none.
+    pub async fn producer_snapshot(&self) -> Result<Option<Bytes>, TierError> {
+        let Some(end) = self.root().end_offset() else {
+            return Ok(None);
+        };
+        let Some(entry) = self.locate(end - 1).await? else {
+            return Ok(None);
+        };
+        if entry.producer_snapshot_bytes == 0 {
+            return Ok(None);
+        }
+        let bytes = self
+            .store
+            .get_range(&self.segment_key(&entry), entry.producer_snapshot_range())
+            .await?;
+        Ok(Some(bytes))
+    }
+
     /// Uploads a sealed segment, then commits it to the manifest: objects first, manifest
     /// second. Returns false if the manifest already covered it.
     pub async fn upload(
@@ -342,6 +364,7 @@ impl RemoteLog {
         body.push_file(segment.log.clone(), 0, segment.log_bytes);
         body.push_bytes(segment.offset_index.clone());
         body.push_bytes(segment.time_index.clone());
+        body.push_bytes(segment.producer_snapshot.clone());
         self.set_in_flight(object_id, true);
         let result = async {
             self.store.put_body(&key, &body, part_bytes).await?;
@@ -358,6 +381,7 @@ impl RemoteLog {
                 leader_epoch,
                 object_id,
                 uploaded_ms: now_ms,
+                producer_snapshot_bytes: segment.producer_snapshot.len() as u32,
             };
             let mut already_ours = false;
             let committed = self
@@ -696,11 +720,13 @@ impl RemoteLog {
             // The data's age, not the copy's: tombstones and time retention count from
             // the first upload.
             uploaded_ms: old.uploaded_ms,
+            producer_snapshot_bytes: segment.producer_snapshot.len() as u32,
         };
         let mut body = Body::new();
         body.push_file(segment.log.clone(), 0, segment.log_bytes);
         body.push_bytes(segment.offset_index.clone());
         body.push_bytes(segment.time_index.clone());
+        body.push_bytes(segment.producer_snapshot.clone());
         let mut new_spills: Vec<SpillRef> = Vec::new();
         let mut old_spills: Vec<SpillRef> = Vec::new();
         self.set_in_flight(object_id, true);

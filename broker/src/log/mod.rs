@@ -948,7 +948,9 @@ impl Log {
 }
 
 const CHECKPOINT_FILE: &str = "partition.checkpoint";
-const PRODUCERS_FILE: &str = "producers.snapshot";
+/// The producers' state file of a partition directory; a restore from the bucket writes
+/// the remote tier's snapshot here before opening the log.
+pub const PRODUCERS_FILE: &str = "producers.snapshot";
 
 /// A produce request's records for one partition, validated and copied, ready to append.
 pub struct Prepared {

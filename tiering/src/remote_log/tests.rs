@@ -266,6 +266,7 @@ fn segment_with(base: i64, span: i64, max_timestamp: i64) -> SealedSegment {
         log_bytes: data.len() as u64,
         offset_index: Bytes::from(format!("offset-index-{base}")),
         time_index: Bytes::from(format!("time-index-{base}")),
+        producer_snapshot: Bytes::new(),
         max_timestamp,
         log_start_offset: 0,
     }
@@ -354,6 +355,37 @@ fn assert_bounded(root: &Root, settings: ManifestSettings) {
     if let (Some(r), Some(e)) = (root.refs.last(), root.tail.first()) {
         assert_eq!(r.end_offset, e.base_offset, "refs meet the tail");
     }
+}
+
+#[tokio::test]
+async fn a_producer_snapshot_travels_at_the_end_of_the_object() {
+    let fx = Fixture::new();
+    let log = fx.open(SMALL).await;
+    let mut segment = segment(0);
+    segment.producer_snapshot = Bytes::from_static(b"producer state");
+    assert!(
+        log.upload(&segment, 3, 1 << 20, 0, None)
+            .await
+            .expect("upload")
+    );
+    let entry = log.locate(0).await.expect("locate").expect("present");
+    assert_eq!(entry.producer_snapshot_bytes, 14);
+    let object = fx
+        .store
+        .get(&log.segment_key(&entry))
+        .await
+        .expect("object");
+    assert_eq!(object.len() as u64, entry.object_size());
+    let range = entry.producer_snapshot_range();
+    assert_eq!(
+        &object[range.start as usize..range.end as usize],
+        b"producer state"
+    );
+    let range = entry.time_index_range();
+    assert_eq!(
+        &object[range.start as usize..range.end as usize],
+        b"time-index-0"
+    );
 }
 
 #[tokio::test]
@@ -1352,6 +1384,7 @@ fn compacted(base: i64, round: u8) -> (SealedSegment, Vec<u8>) {
         log_bytes: data.len() as u64,
         offset_index: Bytes::from(offset_index),
         time_index: Bytes::from(time_index),
+        producer_snapshot: Bytes::new(),
         // Compaction may drop the record with the largest timestamp.
         max_timestamp: 1_000 + base - 1,
         log_start_offset: 0,
