@@ -205,6 +205,15 @@ fn filter_batch(
         },
     )
     .map_err(|e| io::Error::other(format!("re-encode a cleaned batch: {e}")))?;
+    // The encoder writes CreateTime: a LogAppendTime batch keeps the broker's time.
+    if format::is_log_append_time(&batch) {
+        let stamped = format::parse_validated_header(&batch).max_timestamp;
+        let mut position = 0;
+        while let Some((_, size, _)) = format::read_batch_prefix(&buf[position..]) {
+            format::set_log_append_time(&mut buf[position..position + size], stamped);
+            position += size;
+        }
+    }
     Ok((Some(buf.freeze()), removed))
 }
 
@@ -324,7 +333,7 @@ pub fn stage(plan: &CleanPlan, now_ms: i64, max_keys: usize) -> io::Result<Stage
     for segment in plan
         .segments
         .iter()
-        .filter(|s| s.base_offset >= plan.first_dirty)
+        .filter(|s| s.next_offset > plan.first_dirty)
     {
         let mut keys = Vec::new();
         for_each_batch(segment, |batch| {
@@ -479,10 +488,13 @@ fn move_staged_in(dir: &Path, base: i64) -> io::Result<()> {
     for extension in EXTENSIONS {
         let name = format::segment_file_name(base, extension);
         match fs::rename(staging.join(&name), dir.join(&name)) {
-            Err(e) if !(extension == "producers" && e.kind() == io::ErrorKind::NotFound) => {
-                return Err(e);
-            }
-            _ => {}
+            // The producers file is optional; any other file may already have moved
+            // before a crash interrupted this (recovery runs it again).
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound
+                    && (extension == "producers" || dir.join(&name).exists()) => {}
+            Err(e) => return Err(e),
+            Ok(()) => {}
         }
     }
     Ok(())

@@ -246,10 +246,11 @@ impl Log {
             first_dirty_offset,
         };
         let interval = log.config.index_interval_bytes;
+        let compacted = log.config.compact;
         for (i, &base) in bases.iter().enumerate() {
             let next_base = bases.get(i + 1).copied();
             let (segment, outcome) = match next_base {
-                Some(next) => Segment::open_sealed(dir, base, next, interval, now_ms),
+                Some(next) => Segment::open_sealed(dir, base, next, interval, now_ms, compacted),
                 None => {
                     let trusted = checkpoint.filter(|c| c.segment_base == base).map(|c| {
                         (
@@ -259,7 +260,7 @@ impl Log {
                             c.offset_of_max_timestamp,
                         )
                     });
-                    Segment::open(dir, base, trusted, interval, now_ms)
+                    Segment::open(dir, base, trusted, interval, now_ms, compacted)
                 }
             }
             .map_err(io_err)?;
@@ -288,7 +289,8 @@ impl Log {
                 // the disk lost data. Offsets must stay dense: drop what follows the hole.
                 warn!(dir = %dir.display(), segment = base, end, next, "gap after a sealed segment; dropping later segments");
                 for &later in &bases[i + 1..] {
-                    if let Ok((s, _)) = Segment::open(dir, later, None, interval, now_ms) {
+                    if let Ok((s, _)) = Segment::open(dir, later, None, interval, now_ms, compacted)
+                    {
                         s.delete_files().map_err(io_err)?;
                     }
                 }
@@ -668,9 +670,10 @@ impl Log {
             let Some((&base, first)) = self.segments.iter().next() else {
                 break;
             };
+            // An empty segment (a compacted range with nothing left) holds nothing to keep.
             let expired = retention_ms >= 0
-                && first.max_timestamp >= 0
-                && now_ms - first.max_timestamp > retention_ms;
+                && (first.size == 0
+                    || (first.max_timestamp >= 0 && now_ms - first.max_timestamp > retention_ms));
             let oversize = retention_bytes >= 0 && total - first.size >= retention_bytes as u64;
             let allowed = match (self.config.remote_storage, remote) {
                 (false, _) => expired || oversize,
@@ -876,11 +879,13 @@ impl Log {
                 max_timestamp: s.max_timestamp,
             });
         }
+        // Segments ending after the first dirty offset are dirty (DeleteRecords may have
+        // moved the log start into one that was never cleaned).
         let first_dirty = self.first_dirty_offset.max(self.log_start_offset);
         let total: u64 = segments.iter().map(|s| s.size).sum();
         let dirty: Vec<&cleaner::PlannedSegment> = segments
             .iter()
-            .filter(|s| s.base_offset >= first_dirty)
+            .filter(|s| s.next_offset > first_dirty)
             .collect();
         let dirty_bytes: u64 = dirty.iter().map(|s| s.size).sum();
         if dirty_bytes == 0 {
@@ -926,7 +931,7 @@ impl Log {
             }
             let interval = self.config.index_interval_bytes;
             let (mut segment, _) =
-                Segment::open_sealed(&self.dir, group.base, group.end, interval, now_ms)
+                Segment::open_sealed(&self.dir, group.base, group.end, interval, now_ms, true)
                     .map_err(|e| self.io_err(e))?;
             segment.next_offset = group.end;
             self.segments.insert(group.base, segment);

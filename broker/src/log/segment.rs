@@ -206,6 +206,7 @@ impl Segment {
         trusted_until: Option<(u64, i64, i64, i64)>,
         index_interval_bytes: u64,
         now_ms: i64,
+        compacted: bool,
     ) -> io::Result<(Segment, ScanOutcome)> {
         let log_path = dir.join(format::segment_file_name(base_offset, "log"));
         let file = OpenOptions::new().read(true).append(true).open(&log_path)?;
@@ -258,7 +259,7 @@ impl Segment {
         };
         segment.drop_index_entries_from(start)?;
         segment.bytes_since_index_entry = segment.bytes_since_last_entry()?;
-        let outcome = segment.scan_from(start, file_len, index_interval_bytes)?;
+        let outcome = segment.scan_from(start, file_len, index_interval_bytes, compacted)?;
         // segment.ms counts from the first batch's timestamp (as in Kafka), so restarts do
         // not keep an idle segment from rolling; producer clocks ahead of ours are capped.
         if segment.size >= format::BATCH_HEADER_LEN as u64 {
@@ -281,6 +282,7 @@ impl Segment {
         next_segment_base: i64,
         index_interval_bytes: u64,
         now_ms: i64,
+        compacted: bool,
     ) -> io::Result<(Segment, ScanOutcome)> {
         let log_path = dir.join(format::segment_file_name(base_offset, "log"));
         let probe = OpenOptions::new().read(true).open(&log_path)?;
@@ -305,7 +307,14 @@ impl Segment {
             None
         };
         drop(time_index);
-        Segment::open(dir, base_offset, trusted, index_interval_bytes, now_ms)
+        Segment::open(
+            dir,
+            base_offset,
+            trusted,
+            index_interval_bytes,
+            now_ms,
+            compacted,
+        )
     }
 
     /// Validates batches from `start` to `end`, rebuilding index entries as it goes, and
@@ -315,6 +324,7 @@ impl Segment {
         start: u64,
         end: u64,
         index_interval_bytes: u64,
+        compacted: bool,
     ) -> io::Result<ScanOutcome> {
         let mut position = start;
         let mut batches = 0;
@@ -328,8 +338,14 @@ impl Segment {
                 break;
             };
             // The base offset is outside the CRC: a batch that does not continue the
-            // offsets exactly is damage, not data.
-            if position + size as u64 > end || base_offset != self.next_offset {
+            // offsets exactly is damage, not data. Compaction leaves gaps, so in a
+            // compacted log offsets need only increase.
+            let follows = if compacted {
+                base_offset >= self.next_offset
+            } else {
+                base_offset == self.next_offset
+            };
+            if position + size as u64 > end || !follows {
                 break;
             }
             let mut batch = vec![0u8; size];
