@@ -670,10 +670,20 @@ impl Log {
             let Some((&base, first)) = self.segments.iter().next() else {
                 break;
             };
-            // An empty segment (a compacted range with nothing left) holds nothing to keep.
-            let expired = retention_ms >= 0
-                && (first.size == 0
-                    || (first.max_timestamp >= 0 && now_ms - first.max_timestamp > retention_ms));
+            // An empty segment (a compacted range with nothing left) has no timestamp: as
+            // in Kafka, its age is its file's last write.
+            let newest = if first.size == 0 {
+                first
+                    .file
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(-1, |d| d.as_millis() as i64)
+            } else {
+                first.max_timestamp
+            };
+            let expired = retention_ms >= 0 && newest >= 0 && now_ms - newest > retention_ms;
             let oversize = retention_bytes >= 0 && total - first.size >= retention_bytes as u64;
             let allowed = match (self.config.remote_storage, remote) {
                 (false, _) => expired || oversize,
