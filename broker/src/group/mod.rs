@@ -223,9 +223,12 @@ impl Coordinator {
         records: Vec<(RecordKey, Option<Bytes>)>,
     ) -> Result<(), GroupError> {
         let now = broker.clock.now_ms();
+        // Offsets are relative (the log assigns the real ones); sequences are -1 for the
+        // batch, written as base sequence -1 with the offset deltas.
         let records: Vec<Record> = records
             .into_iter()
-            .map(|(key, value)| Record {
+            .enumerate()
+            .map(|(i, (key, value))| Record {
                 transactional: false,
                 control: false,
                 delete_horizon: false,
@@ -233,8 +236,8 @@ impl Coordinator {
                 producer_id: -1,
                 producer_epoch: -1,
                 timestamp_type: TimestampType::Creation,
-                offset: 0,
-                sequence: -1,
+                offset: i as i64,
+                sequence: i as i32 - 1,
                 timestamp: now,
                 key: Some(format::encode_key(&key)),
                 value,
