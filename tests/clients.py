@@ -1,7 +1,7 @@
 """Records and real Kafka clients: confluent-kafka (librdkafka), kafka-python and kcat.
 
 Producers record where each record landed; consumers read with assign() and explicit
-offsets (Strata has no group coordinator yet); the checks compare byte for byte.
+offsets (group consumers are tested in test_groups.py); the checks compare byte for byte.
 """
 
 from __future__ import annotations
@@ -276,7 +276,7 @@ def _convert_confluent(msg) -> Got:
 def confluent_consume(bootstrap: str, topic: str, partitions: int, *, start: dict[int, int] | None = None,
                       timeout: float = CONSUME_TIMEOUT_S, **extra) -> list[Got]:
     """Reads every partition from `start` (default 0) to the high watermark with
-    assign() and explicit offsets (no group coordinator). Any consumer error fails."""
+    assign() and explicit offsets (no group membership). Any consumer error fails."""
     from confluent_kafka import Consumer, KafkaException, TopicPartition
 
     config = {

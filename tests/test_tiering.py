@@ -524,6 +524,44 @@ def test_empty_disk_restart_serves_history(bucket, broker, metadata, tmp_path):
     check_against_offsets(produced + more, got, "confluent-kafka from offset 0 after new writes")
 
 
+def test_empty_disk_restart_keeps_idempotent_producer_state(bucket, broker, tmp_path):
+    """Idempotent producer state travels with the uploaded segments: after a restart on an
+    empty disk, a producer's retry of a batch that only the bucket holds is answered with
+    its original offset and not appended again (without the state it would be taken as a
+    new batch from an unknown producer)."""
+    import wire
+
+    meta_dir = tmp_path / "metadata-outside-data-dir"
+    meta_dir.mkdir()
+    b = broker(metadata=f"file://{meta_dir}", env=tier_env(bucket.endpoint, bucket.name))
+    topic = "idempotent-history"
+    tiered_topic(b.bootstrap, topic, 1, segment_bytes=64 * KiB, segment_ms=1000)
+    producer_id, epoch = 4242, 0
+    batches = 40
+    for seq in range(batches):
+        batch = wire.record_batch([b"seq %05d " % seq + b"x" * 8 * KiB], producer=(producer_id, epoch, seq))
+        assert wire.raw_produce(b.bootstrap, topic, 0, batch) == (0, seq)
+    # segment.ms seals the last segment too.
+    wait_uploaded(b, topic, 0, batches)
+
+    assert b.stop() == 0, f"strata exited uncleanly on SIGTERM:\n{b.log_tail()}"
+    b.wipe_data_dir()
+    b.start()
+    assert watermarks(b.bootstrap, topic) == (0, batches)
+    # The last batch again, as a producer retrying after a lost response would send it.
+    retry = wire.record_batch([b"seq %05d " % (batches - 1) + b"x" * 8 * KiB],
+                              producer=(producer_id, epoch, batches - 1))
+    assert wire.raw_produce(b.bootstrap, topic, 0, retry) == (0, batches - 1)
+    assert watermarks(b.bootstrap, topic) == (0, batches), "the retry was appended again"
+    assert "restored idempotent producer state from the bucket" in b.log_text()
+    # The producer carries on where it was.
+    nxt = wire.record_batch([b"next"], producer=(producer_id, epoch, batches))
+    assert wire.raw_produce(b.bootstrap, topic, 0, nxt) == (0, batches)
+    gap = wire.record_batch([b"gap"], producer=(producer_id, epoch, batches + 5))
+    error, _ = wire.raw_produce(b.bootstrap, topic, 0, gap)
+    assert error == 45, "a sequence gap after the restore is OUT_OF_ORDER_SEQUENCE_NUMBER"
+
+
 def test_delete_topic_deletes_objects(bucket, broker):
     """Deleting a topic removes everything under its prefix in the bucket and nothing of
     another topic's; a topic re-created under the same name starts empty."""

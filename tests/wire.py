@@ -184,9 +184,10 @@ def varint(n: int) -> bytes:
 
 def record_batch(values: list[bytes], base_ts: int = BASE_TS, *, count: int | None = None,
                  last_offset_delta: int | None = None, magic: int = 2, bad_crc: bool = False,
-                 attributes: int = 0) -> bytes:
+                 attributes: int = 0, producer: tuple[int, int, int] = (-1, -1, -1)) -> bytes:
     """An uncompressed RecordBatch v2 holding `values` (null keys, no headers). `count` and
-    `last_offset_delta` override the header fields to build lying batches."""
+    `last_offset_delta` override the header fields to build lying batches; `producer` is
+    (producer id, epoch, base sequence) for an idempotent producer's batch."""
     body = b""
     for i, value in enumerate(values):
         rec = b"\x00" + varint(i) + varint(i) + varint(-1) + varint(len(value)) + value + varint(0)
@@ -195,7 +196,7 @@ def record_batch(values: list[bytes], base_ts: int = BASE_TS, *, count: int | No
     lod = n - 1 if last_offset_delta is None else last_offset_delta
     cnt = n if count is None else count
     after_crc = (
-        struct.pack(">hiqqqhii", attributes, lod, base_ts, base_ts + max(n - 1, 0), -1, -1, -1, cnt) + body
+        struct.pack(">hiqqqhii", attributes, lod, base_ts, base_ts + max(n - 1, 0), *producer, cnt) + body
     )
     crc = crc32c(after_crc)
     if bad_crc:
