@@ -69,6 +69,7 @@ use kafka_protocol::records::{RecordBatchEncoder, RecordEncodeOptions};
 use super::format;
 use super::read::decode_batch;
 use super::segment::{Segment, read_prefix_at};
+use super::{BatchError, Log, LogError, write_atomically};
 
 pub const STAGING_DIR: &str = "cleaning";
 pub const CHECKPOINT_FILE: &str = "cleaner.checkpoint";
@@ -543,6 +544,117 @@ pub fn recover(dir: &Path) -> io::Result<()> {
     }
     if staging.exists() {
         fs::remove_dir_all(&staging)?;
+    }
+    Ok(())
+}
+
+impl Log {
+    /// Compaction step 1 (see [`cleaner`]): what a pass would clean, if it is due.
+    pub fn clean_plan(&self, now_ms: i64) -> Option<CleanPlan> {
+        if !self.config.compact {
+            return None;
+        }
+        let active_base = self.active().base_offset;
+        let lag = self.config.min_compaction_lag_ms;
+        let mut segments = Vec::new();
+        for s in self.segments.values() {
+            if s.base_offset == active_base || (lag > 0 && s.max_timestamp > now_ms - lag) {
+                break;
+            }
+            segments.push(PlannedSegment {
+                base_offset: s.base_offset,
+                next_offset: s.next_offset,
+                size: s.size,
+                file: s.file.clone(),
+                max_timestamp: s.max_timestamp,
+            });
+        }
+        // Segments ending after the first dirty offset are dirty (DeleteRecords may have
+        // moved the log start into one that was never cleaned).
+        let first_dirty = self.first_dirty_offset.max(self.log_start_offset);
+        let total: u64 = segments.iter().map(|s| s.size).sum();
+        let dirty: Vec<&PlannedSegment> = segments
+            .iter()
+            .filter(|s| s.next_offset > first_dirty)
+            .collect();
+        let dirty_bytes: u64 = dirty.iter().map(|s| s.size).sum();
+        if dirty_bytes == 0 {
+            return None;
+        }
+        let ratio = dirty_bytes as f64 / total.max(1) as f64;
+        let overdue = dirty.first().is_some_and(|s| {
+            s.max_timestamp >= 0 && now_ms - s.max_timestamp > self.config.max_compaction_lag_ms
+        });
+        if ratio < self.config.min_cleanable_dirty_ratio && !overdue {
+            return None;
+        }
+        Some(CleanPlan {
+            dir: self.dir.clone(),
+            segments,
+            first_dirty,
+            segment_bytes: self.config.segment_bytes,
+            delete_retention_ms: self.config.delete_retention_ms,
+            index_interval_bytes: self.config.index_interval_bytes,
+        })
+    }
+
+    /// Compaction step 3: swaps staged groups in, if the segments they replace are all
+    /// still there unchanged. Returns the bytes removed.
+    pub fn finish_clean(&mut self, staged: Staged, now_ms: i64) -> Result<u64, LogError> {
+        let unchanged = staged.groups.iter().all(|g| {
+            g.replaced
+                .iter()
+                .all(|(base, size)| self.segments.get(base).is_some_and(|s| s.size == *size))
+        });
+        let staging = self.dir.join(STAGING_DIR);
+        if !unchanged {
+            let _ = fs::remove_dir_all(&staging);
+            return Ok(0);
+        }
+        let mut removed = 0u64;
+        for group in &staged.groups {
+            swap_files(&self.dir, group).map_err(|e| self.io_err(e))?;
+            let before: u64 = group.replaced.iter().map(|(_, size)| size).sum();
+            removed += before.saturating_sub(group.bytes_after);
+            for (base, _) in &group.replaced {
+                self.segments.remove(base);
+            }
+            let interval = self.config.index_interval_bytes;
+            let (mut segment, _) =
+                Segment::open_sealed(&self.dir, group.base, group.end, interval, now_ms, true)
+                    .map_err(|e| self.io_err(e))?;
+            segment.next_offset = group.end;
+            self.segments.insert(group.base, segment);
+        }
+        let _ = fs::remove_dir_all(&staging);
+        self.first_dirty_offset = staged.first_dirty;
+        write_atomically(
+            &self.dir.join(CHECKPOINT_FILE),
+            &encode_checkpoint(staged.first_dirty),
+        )
+        .map_err(|e| self.io_err(e))?;
+        Ok(removed)
+    }
+}
+
+/// A compacted topic keeps the last record of each key, so every record needs one (as in
+/// Kafka). The only produce path that decodes records, and only for compacted topics.
+pub fn require_keys(records: &[u8]) -> Result<(), BatchError> {
+    let mut position = 0;
+    while let Some((_, size, _)) = format::read_batch_prefix(&records[position..]) {
+        let end = (position + size).min(records.len());
+        let batch = bytes::Bytes::copy_from_slice(&records[position..end]);
+        let set = decode_batch(batch).map_err(|_| BatchError::Record {
+            index: 0,
+            reason: "the records cannot be decoded",
+        })?;
+        if let Some(index) = set.records.iter().position(|r| r.key.is_none()) {
+            return Err(BatchError::Record {
+                index: index as i32,
+                reason: "a compacted topic needs a key on every record",
+            });
+        }
+        position = end;
     }
     Ok(())
 }

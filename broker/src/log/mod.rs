@@ -16,6 +16,7 @@ pub mod cleaner;
 pub mod format;
 pub mod producers;
 mod read;
+mod retention;
 mod segment;
 
 use std::collections::BTreeMap;
@@ -26,6 +27,7 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 
+pub use cleaner::require_keys;
 pub use format::{BatchError, BatchHeader};
 use producers::{BatchMeta, ProducerState, Verdict};
 pub use read::{
@@ -612,152 +614,6 @@ impl Log {
         )))
     }
 
-    /// DeleteRecords: moves the log start offset forward and drops whole segments below it.
-    pub fn delete_records_before(&mut self, offset: i64) -> Result<i64, LogError> {
-        let end = self.log_end_offset();
-        if offset > end || offset < 0 {
-            return Err(LogError::OffsetOutOfRange {
-                offset,
-                log_start_offset: self.log_start_offset,
-                log_end_offset: end,
-            });
-        }
-        if offset > self.log_start_offset {
-            self.log_start_offset = offset;
-            self.delete_segments_below_start()?;
-            self.write_checkpoint(self.checkpoint())
-                .map_err(|e| self.io_err(e))?;
-        }
-        Ok(self.log_start_offset)
-    }
-
-    fn delete_segments_below_start(&mut self) -> Result<RetentionOutcome, LogError> {
-        let mut outcome = RetentionOutcome::default();
-        while self.segments.len() > 1 {
-            let Some((&base, first)) = self.segments.iter().next() else {
-                break;
-            };
-            if first.next_offset > self.log_start_offset {
-                break;
-            }
-            outcome.bytes += first.size;
-            outcome.segments += 1;
-            first.delete_files().map_err(|e| self.io_err(e))?;
-            self.segments.remove(&base);
-        }
-        Ok(outcome)
-    }
-
-    /// Deletes whole sealed segments past retention, oldest first.
-    ///
-    /// Without tiered storage that is retention.ms / retention.bytes. With it, `remote`
-    /// says what the remote tier holds: a segment may go only once it is uploaded (wholly
-    /// below the remote end), and then after local.retention.ms / local.retention.bytes;
-    /// segments the remote tier has already deleted (below its start) go regardless.
-    pub fn apply_retention(
-        &mut self,
-        now_ms: i64,
-        remote: Option<RemoteBounds>,
-    ) -> Result<RetentionOutcome, LogError> {
-        let mut outcome = RetentionOutcome::default();
-        let mut total = self.size_bytes();
-        let (retention_ms, retention_bytes) = if self.config.remote_storage {
-            self.config.effective_local_retention()
-        } else {
-            (self.config.retention_ms, self.config.retention_bytes)
-        };
-        while self.segments.len() > 1 {
-            let Some((&base, first)) = self.segments.iter().next() else {
-                break;
-            };
-            // An empty segment (a compacted range with nothing left) has no timestamp: as
-            // in Kafka, its age is its file's last write.
-            let newest = if first.size == 0 {
-                first
-                    .file
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                    .map_or(-1, |d| d.as_millis() as i64)
-            } else {
-                first.max_timestamp
-            };
-            let expired = retention_ms >= 0 && newest >= 0 && now_ms - newest > retention_ms;
-            let oversize = retention_bytes >= 0 && total - first.size >= retention_bytes as u64;
-            let allowed = match (self.config.remote_storage, remote) {
-                (false, _) => expired || oversize,
-                (true, None) => false,
-                (true, Some(bounds)) => {
-                    first.next_offset <= bounds.start
-                        || ((expired || oversize) && first.next_offset <= bounds.end)
-                }
-            };
-            if !allowed {
-                break;
-            }
-            total -= first.size;
-            outcome.bytes += first.size;
-            outcome.segments += 1;
-            let next_offset = first.next_offset;
-            first.delete_files().map_err(|e| self.io_err(e))?;
-            self.segments.remove(&base);
-            self.log_start_offset = self.log_start_offset.max(next_offset);
-        }
-        if outcome.segments > 0 {
-            self.write_checkpoint(self.checkpoint())
-                .map_err(|e| self.io_err(e))?;
-        }
-        Ok(outcome)
-    }
-
-    /// Sealed segments wholly below `high_watermark` that end after `uploaded_end` (all
-    /// sealed segments if nothing was uploaded), oldest first, at most `limit`.
-    pub fn upload_candidates(
-        &self,
-        uploaded_end: Option<i64>,
-        high_watermark: i64,
-        limit: usize,
-    ) -> Vec<SealedInfo> {
-        let active_base = self.active().base_offset;
-        self.segments
-            .values()
-            // Empty sealed segments exist only in compacted logs (a cleaned range with
-            // nothing left); they are uploaded too so the remote tier stays contiguous.
-            .filter(|s| s.base_offset != active_base && (s.size > 0 || self.config.compact))
-            .filter(|s| s.next_offset <= high_watermark)
-            // A compacted topic uploads a segment once it was cleaned: the bucket gets
-            // the compacted bytes, not every superseded version.
-            .filter(|s| !self.config.compact || s.next_offset <= self.first_dirty_offset)
-            .filter(|s| uploaded_end.is_none_or(|end| s.next_offset > end))
-            .take(limit)
-            .map(|s| {
-                let (offset_index, time_index) = s.index_paths();
-                SealedInfo {
-                    base_offset: s.base_offset,
-                    end_offset: s.next_offset,
-                    size: s.size,
-                    max_timestamp: s.max_timestamp,
-                    sealed_ms: s.sealed_ms,
-                    file: s.file.clone(),
-                    offset_index: offset_index.to_path_buf(),
-                    time_index: time_index.to_path_buf(),
-                    producers: Some(s.producers_path()).filter(|p| p.exists()),
-                }
-            })
-            .collect()
-    }
-
-    /// Bytes of the segments that end after `offset`: what the local log holds beyond the
-    /// remote tier.
-    pub fn bytes_after(&self, offset: i64) -> u64 {
-        self.segments
-            .values()
-            .filter(|s| s.next_offset > offset)
-            .map(|s| s.size)
-            .sum()
-    }
-
     /// Starts a periodic flush if flush.ms elapsed (or `force`) and data was appended.
     pub fn plan_flush(&mut self, now_ms: i64, force: bool) -> Result<Option<FlushPlan>, LogError> {
         if !self.dirty || (!force && now_ms - self.last_flush_ms < self.config.flush_ms) {
@@ -869,93 +725,6 @@ impl Log {
         Ok(())
     }
 
-    /// Compaction step 1 (see [`cleaner`]): what a pass would clean, if it is due.
-    pub fn clean_plan(&self, now_ms: i64) -> Option<cleaner::CleanPlan> {
-        if !self.config.compact {
-            return None;
-        }
-        let active_base = self.active().base_offset;
-        let lag = self.config.min_compaction_lag_ms;
-        let mut segments = Vec::new();
-        for s in self.segments.values() {
-            if s.base_offset == active_base || (lag > 0 && s.max_timestamp > now_ms - lag) {
-                break;
-            }
-            segments.push(cleaner::PlannedSegment {
-                base_offset: s.base_offset,
-                next_offset: s.next_offset,
-                size: s.size,
-                file: s.file.clone(),
-                max_timestamp: s.max_timestamp,
-            });
-        }
-        // Segments ending after the first dirty offset are dirty (DeleteRecords may have
-        // moved the log start into one that was never cleaned).
-        let first_dirty = self.first_dirty_offset.max(self.log_start_offset);
-        let total: u64 = segments.iter().map(|s| s.size).sum();
-        let dirty: Vec<&cleaner::PlannedSegment> = segments
-            .iter()
-            .filter(|s| s.next_offset > first_dirty)
-            .collect();
-        let dirty_bytes: u64 = dirty.iter().map(|s| s.size).sum();
-        if dirty_bytes == 0 {
-            return None;
-        }
-        let ratio = dirty_bytes as f64 / total.max(1) as f64;
-        let overdue = dirty.first().is_some_and(|s| {
-            s.max_timestamp >= 0 && now_ms - s.max_timestamp > self.config.max_compaction_lag_ms
-        });
-        if ratio < self.config.min_cleanable_dirty_ratio && !overdue {
-            return None;
-        }
-        Some(cleaner::CleanPlan {
-            dir: self.dir.clone(),
-            segments,
-            first_dirty,
-            segment_bytes: self.config.segment_bytes,
-            delete_retention_ms: self.config.delete_retention_ms,
-            index_interval_bytes: self.config.index_interval_bytes,
-        })
-    }
-
-    /// Compaction step 3: swaps staged groups in, if the segments they replace are all
-    /// still there unchanged. Returns the bytes removed.
-    pub fn finish_clean(&mut self, staged: cleaner::Staged, now_ms: i64) -> Result<u64, LogError> {
-        let unchanged = staged.groups.iter().all(|g| {
-            g.replaced
-                .iter()
-                .all(|(base, size)| self.segments.get(base).is_some_and(|s| s.size == *size))
-        });
-        let staging = self.dir.join(cleaner::STAGING_DIR);
-        if !unchanged {
-            let _ = fs::remove_dir_all(&staging);
-            return Ok(0);
-        }
-        let mut removed = 0u64;
-        for group in &staged.groups {
-            cleaner::swap_files(&self.dir, group).map_err(|e| self.io_err(e))?;
-            let before: u64 = group.replaced.iter().map(|(_, size)| size).sum();
-            removed += before.saturating_sub(group.bytes_after);
-            for (base, _) in &group.replaced {
-                self.segments.remove(base);
-            }
-            let interval = self.config.index_interval_bytes;
-            let (mut segment, _) =
-                Segment::open_sealed(&self.dir, group.base, group.end, interval, now_ms, true)
-                    .map_err(|e| self.io_err(e))?;
-            segment.next_offset = group.end;
-            self.segments.insert(group.base, segment);
-        }
-        let _ = fs::remove_dir_all(&staging);
-        self.first_dirty_offset = staged.first_dirty;
-        write_atomically(
-            &self.dir.join(cleaner::CHECKPOINT_FILE),
-            &cleaner::encode_checkpoint(staged.first_dirty),
-        )
-        .map_err(|e| self.io_err(e))?;
-        Ok(removed)
-    }
-
     /// Forgets idempotent producers idle for longer than `max_idle_ms`.
     pub fn expire_producers(&mut self, now_ms: i64, max_idle_ms: i64) {
         self.producers.expire(now_ms, max_idle_ms);
@@ -993,28 +762,6 @@ pub fn prepare(records: &[u8], max_message_bytes: usize) -> Result<Prepared, Bat
         headers,
         records: records_count,
     })
-}
-
-/// A compacted topic keeps the last record of each key, so every record needs one (as in
-/// Kafka). The only produce path that decodes records, and only for compacted topics.
-pub fn require_keys(records: &[u8]) -> Result<(), BatchError> {
-    let mut position = 0;
-    while let Some((_, size, _)) = format::read_batch_prefix(&records[position..]) {
-        let end = (position + size).min(records.len());
-        let batch = bytes::Bytes::copy_from_slice(&records[position..end]);
-        let set = decode_batch(batch).map_err(|_| BatchError::Record {
-            index: 0,
-            reason: "the records cannot be decoded",
-        })?;
-        if let Some(index) = set.records.iter().position(|r| r.key.is_none()) {
-            return Err(BatchError::Record {
-                index: index as i32,
-                reason: "a compacted topic needs a key on every record",
-            });
-        }
-        position = end;
-    }
-    Ok(())
 }
 
 /// Writes `bytes` to `path` so that a crash leaves either the old or the new content.

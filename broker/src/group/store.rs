@@ -1,0 +1,221 @@
+//! The offsets topic as the coordinator's storage: appending records and replaying them
+//! at start-up. Record layout: [`super::format`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use tracing::{info, warn};
+
+use super::format::{self, GroupValue, OffsetValue, RecordKey};
+use super::state::Group;
+use super::{Coordinator, Entry, GroupError, OFFSETS_TOPIC};
+use crate::broker::Broker;
+use crate::log::{BatchError, LogError};
+use crate::partition::Partition;
+
+/// What a replay of the offsets topic found, per group: its metadata and offsets.
+type Loaded = HashMap<String, (Option<GroupValue>, HashMap<(String, i32), OffsetValue>)>;
+
+impl Coordinator {
+    /// Appends records to the offsets topic; durable as the topic's flush policy says.
+    pub(super) async fn append(
+        &self,
+        broker: &Broker,
+        partition: &Partition,
+        records: Vec<(RecordKey, Option<Bytes>)>,
+    ) -> Result<(), GroupError> {
+        let now = broker.clock.now_ms();
+        // Offsets are relative (the log assigns the real ones); sequences are -1 for the
+        // batch, written as base sequence -1 with the offset deltas.
+        let records: Vec<Record> = records
+            .into_iter()
+            .enumerate()
+            .map(|(i, (key, value))| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: i as i32 - 1,
+                timestamp: now,
+                key: Some(format::encode_key(&key)),
+                value,
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &records,
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .map_err(|e| {
+            warn!(error = %e, "cannot encode an offsets topic batch");
+            GroupError::CoordinatorNotAvailable
+        })?;
+        match partition.append(&buf.freeze(), now).await {
+            Ok(_) => Ok(()),
+            Err(LogError::InvalidBatch(BatchError::TooLarge { .. })) => {
+                Err(GroupError::InvalidCommitOffsetSize)
+            }
+            Err(e) => {
+                warn!(partition = partition.index, error = %e, "cannot write to the offsets topic");
+                Err(GroupError::CoordinatorNotAvailable)
+            }
+        }
+    }
+
+    /// Replays the offsets topic (at start-up, before clients connect).
+    pub fn load(&self, broker: &Broker) -> Result<(), LogError> {
+        let Some(topic) = broker.topic(OFFSETS_TOPIC) else {
+            return Ok(());
+        };
+        let now = broker.clock.now_ms();
+        let started = std::time::Instant::now();
+        let mut groups: Loaded = HashMap::new();
+        let mut records = 0u64;
+        for partition in &topic.partitions {
+            let mut offset = partition.watermarks().log_start_offset;
+            let end = partition.high_watermark();
+            while offset < end {
+                let (bytes, _) = partition.read(offset, 1 << 20)?;
+                let next = for_each_record(&bytes, offset, |key, value| {
+                    records += 1;
+                    apply_record(&mut groups, key, value);
+                })
+                .map_err(|e| {
+                    LogError::Remote(format!(
+                        "decode the offsets topic partition {} at {offset}: {e}",
+                        partition.index
+                    ))
+                })?;
+                if next <= offset {
+                    break;
+                }
+                offset = next;
+            }
+        }
+        let count = groups.len();
+        let mut map = self.map();
+        for (id, (value, offsets)) in groups {
+            let group = match value {
+                Some(value) => Group::restore(id.clone(), value, now),
+                None => Group::new(id.clone(), now),
+            };
+            map.insert(id, Arc::new(Mutex::new(Entry { group, offsets })));
+        }
+        info!(
+            groups = count,
+            records,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "loaded consumer groups from the offsets topic"
+        );
+        Ok(())
+    }
+}
+
+/// Calls `f` with the key and value of every record at or past `from` in `bytes` (whole
+/// batches as the log returns them). Returns the offset after the last batch, which
+/// moves on even past batches the cleaner emptied of their last records.
+pub fn for_each_record(
+    bytes: &Bytes,
+    from: i64,
+    mut f: impl FnMut(Option<Bytes>, Option<Bytes>),
+) -> anyhow::Result<i64> {
+    use crate::log::format;
+    let mut position = 0;
+    let mut next = from;
+    while let Some((_, size, _)) = format::read_batch_prefix(&bytes[position..]) {
+        if position + size > bytes.len() {
+            break;
+        }
+        let mut batch = bytes.slice(position..position + size);
+        let header = format::parse_validated_header(&batch);
+        let set = RecordBatchDecoder::decode(&mut batch)?;
+        for record in set.records {
+            if record.offset >= from {
+                f(record.key, record.value);
+            }
+        }
+        next = next.max(header.next_offset());
+        position += size;
+    }
+    Ok(next)
+}
+
+pub(super) fn tombstones<'a>(
+    group: &str,
+    offsets: impl Iterator<Item = &'a (String, i32)>,
+    with_group: bool,
+) -> Vec<(RecordKey, Option<Bytes>)> {
+    let mut records: Vec<_> = offsets
+        .map(|(topic, partition)| {
+            let key = RecordKey::Offset {
+                group: group.to_string(),
+                topic: topic.clone(),
+                partition: *partition,
+            };
+            (key, None)
+        })
+        .collect();
+    if with_group {
+        records.push((
+            RecordKey::Group {
+                group: group.to_string(),
+            },
+            None,
+        ));
+    }
+    records
+}
+
+fn apply_record(groups: &mut Loaded, key: Option<Bytes>, value: Option<Bytes>) {
+    let Some(key) = key else {
+        warn!("a record without a key in the offsets topic; skipped");
+        return;
+    };
+    let key = match format::decode_key(key) {
+        Ok(key) => key,
+        Err(e) => {
+            warn!(error = %e, "an unreadable key in the offsets topic; skipped");
+            return;
+        }
+    };
+    let entry = groups.entry(key.group().to_string()).or_default();
+    match (key, value) {
+        (
+            RecordKey::Offset {
+                topic, partition, ..
+            },
+            None,
+        ) => {
+            entry.1.remove(&(topic, partition));
+        }
+        (
+            RecordKey::Offset {
+                topic, partition, ..
+            },
+            Some(value),
+        ) => match format::decode_offset(value) {
+            Ok(v) => {
+                entry.1.insert((topic, partition), v);
+            }
+            Err(e) => warn!(error = %e, "an unreadable committed offset; skipped"),
+        },
+        (RecordKey::Group { .. }, None) => entry.0 = None,
+        (RecordKey::Group { .. }, Some(value)) => match format::decode_group(value) {
+            Ok(v) => entry.0 = Some(v),
+            Err(e) => warn!(error = %e, "unreadable group metadata; skipped"),
+        },
+    }
+}
