@@ -720,7 +720,7 @@ impl Broker {
     }
 
     /// One log-cleaner round: a compaction pass for each compacted partition that is due,
-    /// one partition at a time.
+    /// one partition at a time; for tiered partitions the remote tier follows each pass.
     pub async fn clean_logs(&self) {
         let max_keys = (self.config.log_cleaner_dedupe_buffer_bytes as usize)
             / crate::log::cleaner::BYTES_PER_KEY;
@@ -728,58 +728,66 @@ impl Broker {
             if !topic.config.log_config().compact {
                 continue;
             }
+            let name = topic.name.as_str();
             for partition in &topic.partitions {
                 if self.shutdown.is_cancelled() {
                     return;
                 }
                 let now = self.clock.now_ms();
-                match partition.clean(now, max_keys).await {
-                    Ok(Some((removed, map))) => {
-                        if let Some(tiering) = &self.tiering
-                            && partition
-                                .remote()
-                                .is_some_and(|r| r.marks().end_offset.is_some())
-                        {
-                            match crate::tiered::compact_remote(tiering, partition, map, now).await
-                            {
-                                Ok(0) => {}
-                                Ok(rewritten) => {
-                                    info!(topic = %topic.name, partition = partition.index,
-                                    segments = rewritten, "compacted remote segments")
-                                }
-                                Err(e) => {
-                                    self.metrics
-                                        .cleaner_errors
-                                        .with_label_values(&[&topic.name])
-                                        .inc();
-                                    warn!(topic = %topic.name, partition = partition.index, error = %e,
-                                        "remote compaction failed; retrying at the next pass");
-                                }
-                            }
-                        }
-                        self.metrics
-                            .cleaner_runs
-                            .with_label_values(&[&topic.name])
-                            .inc();
-                        self.metrics
-                            .cleaner_bytes_removed
-                            .with_label_values(&[&topic.name])
-                            .inc_by(removed);
-                        info!(topic = %topic.name, partition = partition.index, removed_bytes = removed,
-                            "compacted");
-                    }
-                    Ok(None) => {}
+                let (removed, map) = match partition.clean(now, max_keys).await {
+                    Ok(Some(done)) => done,
+                    Ok(None) => continue,
                     Err(e) => {
-                        self.metrics
-                            .cleaner_errors
-                            .with_label_values(&[&topic.name])
-                            .inc();
-                        warn!(topic = %topic.name, partition = partition.index, error = %e,
-                            "compaction failed; retrying at the next round");
+                        self.cleaner_failed(name, partition, "compaction", &e);
+                        continue;
                     }
+                };
+                self.metrics.cleaner_runs.with_label_values(&[name]).inc();
+                self.metrics
+                    .cleaner_bytes_removed
+                    .with_label_values(&[name])
+                    .inc_by(removed);
+                info!(
+                    topic = name,
+                    partition = partition.index,
+                    removed_bytes = removed,
+                    "compacted"
+                );
+                let Some(tiering) = &self.tiering else {
+                    continue;
+                };
+                if partition
+                    .remote()
+                    .is_none_or(|r| r.marks().end_offset.is_none())
+                {
+                    continue;
+                }
+                match crate::tiered::compact_remote(tiering, partition, map, now).await {
+                    Ok(0) => {}
+                    Ok(rewritten) => info!(
+                        topic = name,
+                        partition = partition.index,
+                        segments = rewritten,
+                        "compacted remote segments"
+                    ),
+                    Err(e) => self.cleaner_failed(name, partition, "remote compaction", &e),
                 }
             }
         }
+    }
+
+    fn cleaner_failed(
+        &self,
+        topic: &str,
+        partition: &Partition,
+        what: &str,
+        error: &dyn std::fmt::Display,
+    ) {
+        self.metrics
+            .cleaner_errors
+            .with_label_values(&[topic])
+            .inc();
+        warn!(topic, partition = partition.index, %error, "{what} failed; retrying at the next round");
     }
 
     /// A producer id never handed out before (InitProducerId).

@@ -135,6 +135,34 @@ pub struct SealedSegment {
     pub log_start_offset: i64,
 }
 
+impl SealedSegment {
+    /// The object: the log bytes, the offset index, the time index, the producer snapshot.
+    fn body(&self) -> Body {
+        let mut body = Body::new();
+        body.push_file(self.log.clone(), 0, self.log_bytes);
+        body.push_bytes(self.offset_index.clone());
+        body.push_bytes(self.time_index.clone());
+        body.push_bytes(self.producer_snapshot.clone());
+        body
+    }
+
+    /// Its manifest entry, as object `object_id` uploaded by `leader_epoch` at `uploaded_ms`.
+    fn entry(&self, leader_epoch: i32, object_id: Uuid, uploaded_ms: i64) -> SegmentEntry {
+        SegmentEntry {
+            base_offset: self.base_offset,
+            end_offset: self.end_offset,
+            log_bytes: self.log_bytes,
+            offset_index_bytes: self.offset_index.len() as u32,
+            time_index_bytes: self.time_index.len() as u32,
+            max_timestamp: self.max_timestamp,
+            leader_epoch,
+            object_id,
+            uploaded_ms,
+            producer_snapshot_bytes: self.producer_snapshot.len() as u32,
+        }
+    }
+}
+
 /// What the broker needs to know about a remote log, cheaply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RemoteMarks {
@@ -360,29 +388,14 @@ impl RemoteLog {
         }
         let object_id = Uuid::new_v4();
         let key = keys::segment_key(&self.id, segment.base_offset, object_id);
-        let mut body = Body::new();
-        body.push_file(segment.log.clone(), 0, segment.log_bytes);
-        body.push_bytes(segment.offset_index.clone());
-        body.push_bytes(segment.time_index.clone());
-        body.push_bytes(segment.producer_snapshot.clone());
+        let body = segment.body();
         self.set_in_flight(object_id, true);
         let result = async {
             self.store.put_body(&key, &body, part_bytes).await?;
             if let Some(hook) = after_upload {
                 hook(&self.id, segment);
             }
-            let entry = SegmentEntry {
-                base_offset: segment.base_offset,
-                end_offset: segment.end_offset,
-                log_bytes: segment.log_bytes,
-                offset_index_bytes: segment.offset_index.len() as u32,
-                time_index_bytes: segment.time_index.len() as u32,
-                max_timestamp: segment.max_timestamp,
-                leader_epoch,
-                object_id,
-                uploaded_ms: now_ms,
-                producer_snapshot_bytes: segment.producer_snapshot.len() as u32,
-            };
+            let entry = segment.entry(leader_epoch, object_id, now_ms);
             let mut already_ours = false;
             let committed = self
                 .commit(leader_epoch, |root| {

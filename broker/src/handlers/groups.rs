@@ -22,7 +22,9 @@ use kafka_protocol::messages::{
     leave_group_response::MemberResponse,
     list_groups_response::ListedGroup,
     offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic},
-    offset_delete_response::{OffsetDeleteResponsePartition, OffsetDeleteResponseTopic},
+    offset_delete_response::{
+        OffsetDeleteResponsePartition as OffsetDeletePartitionResult, OffsetDeleteResponseTopic,
+    },
     offset_fetch_response::{
         OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
         OffsetFetchResponseTopic, OffsetFetchResponseTopics,
@@ -66,6 +68,23 @@ fn code(broker: &Broker, api: &str, result: &Result<(), GroupError>) -> i16 {
             code.code()
         }
     }
+}
+
+/// A response's topics and partitions, in the request's order: `partition` answers each
+/// requested partition (in order), `topic` wraps a topic's answers.
+fn in_request_order<T, P, RP, RT>(
+    topics: &[T],
+    partitions_of: impl Fn(&T) -> &Vec<P>,
+    mut partition: impl FnMut(&P) -> RP,
+    mut topic: impl FnMut(&T, Vec<RP>) -> RT,
+) -> Vec<RT> {
+    topics
+        .iter()
+        .map(|t| {
+            let answers = partitions_of(t).iter().map(&mut partition).collect();
+            topic(t, answers)
+        })
+        .collect()
 }
 
 fn opt(s: &Option<StrBytes>) -> Option<&str> {
@@ -327,25 +346,21 @@ pub async fn offset_commit(
         )
         .await
         .into_iter();
-    let topics = request
-        .topics
-        .iter()
-        .map(|t| {
+    let topics = in_request_order(
+        &request.topics,
+        |t| &t.partitions,
+        |p| {
+            let result = results.next().unwrap_or(Ok(()));
+            OffsetCommitResponsePartition::default()
+                .with_partition_index(p.partition_index)
+                .with_error_code(code(broker, "OffsetCommit", &result))
+        },
+        |t, partitions| {
             OffsetCommitResponseTopic::default()
                 .with_name(t.name.clone())
-                .with_partitions(
-                    t.partitions
-                        .iter()
-                        .map(|p| {
-                            let result = results.next().unwrap_or(Ok(()));
-                            OffsetCommitResponsePartition::default()
-                                .with_partition_index(p.partition_index)
-                                .with_error_code(code(broker, "OffsetCommit", &result))
-                        })
-                        .collect(),
-                )
-        })
-        .collect();
+                .with_partitions(partitions)
+        },
+    );
     ResponseKind::OffsetCommit(OffsetCommitResponse::default().with_topics(topics))
 }
 
@@ -561,24 +576,20 @@ pub async fn offset_delete(broker: &Arc<Broker>, request: OffsetDeleteRequest) -
         }
     };
     let mut results = results.into_iter();
-    let topics = request
-        .topics
-        .iter()
-        .map(|t| {
+    let topics = in_request_order(
+        &request.topics,
+        |t| &t.partitions,
+        |p| {
+            let result = results.next().unwrap_or(Ok(()));
+            OffsetDeletePartitionResult::default()
+                .with_partition_index(p.partition_index)
+                .with_error_code(code(broker, "OffsetDelete", &result))
+        },
+        |t, partitions| {
             OffsetDeleteResponseTopic::default()
                 .with_name(t.name.clone())
-                .with_partitions(
-                    t.partitions
-                        .iter()
-                        .map(|p| {
-                            let result = results.next().unwrap_or(Ok(()));
-                            OffsetDeleteResponsePartition::default()
-                                .with_partition_index(p.partition_index)
-                                .with_error_code(code(broker, "OffsetDelete", &result))
-                        })
-                        .collect(),
-                )
-        })
-        .collect();
+                .with_partitions(partitions)
+        },
+    );
     ResponseKind::OffsetDelete(OffsetDeleteResponse::default().with_topics(topics))
 }

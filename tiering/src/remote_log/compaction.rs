@@ -7,7 +7,6 @@ use uuid::Uuid;
 use super::{ManifestStoreError, RemoteLog, SealedSegment, TierError};
 use crate::keys;
 use crate::manifest::{self, Root, SegmentEntry, Spill, SpillRef};
-use crate::store::Body;
 
 impl RemoteLog {
     /// Replaces a live segment with a rewritten copy of the same offset range (compaction:
@@ -44,25 +43,10 @@ impl RemoteLog {
         }
         let object_id = Uuid::new_v4();
         let key = keys::segment_key(&self.id, segment.base_offset, object_id);
-        let new = SegmentEntry {
-            base_offset: old.base_offset,
-            end_offset: old.end_offset,
-            log_bytes: segment.log_bytes,
-            offset_index_bytes: segment.offset_index.len() as u32,
-            time_index_bytes: segment.time_index.len() as u32,
-            max_timestamp: segment.max_timestamp,
-            leader_epoch,
-            object_id,
-            // The data's age, not the copy's: tombstones and time retention count from
-            // the first upload.
-            uploaded_ms: old.uploaded_ms,
-            producer_snapshot_bytes: segment.producer_snapshot.len() as u32,
-        };
-        let mut body = Body::new();
-        body.push_file(segment.log.clone(), 0, segment.log_bytes);
-        body.push_bytes(segment.offset_index.clone());
-        body.push_bytes(segment.time_index.clone());
-        body.push_bytes(segment.producer_snapshot.clone());
+        // The data's age, not the copy's: tombstones and time retention count from the
+        // first upload.
+        let new = segment.entry(leader_epoch, object_id, old.uploaded_ms);
+        let body = segment.body();
         let mut new_spills: Vec<SpillRef> = Vec::new();
         let mut old_spills: Vec<SpillRef> = Vec::new();
         self.set_in_flight(object_id, true);
