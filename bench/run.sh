@@ -23,7 +23,9 @@ E2E_SECONDS="${E2E_SECONDS:-30}"
 E2E_RATE="${E2E_RATE:-20}"
 MAX_SECONDS="${MAX_SECONDS:-60}"           # no produce run lasts longer than this
 
-log() { printf '[run.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+SCRIPT=run.sh
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 log "building strata and strata-bench (release)"
 cargo build --release -p strata-broker
@@ -34,43 +36,12 @@ BENCH="$ROOT/target/release/strata-bench"
 WORK="$(mktemp -d -t strata-bench.XXXXXX)"
 DATA="$WORK/data"
 RESULTS="$WORK/results.jsonl"
-BROKER_PID=""
-
-stop_broker() {
-    [ -n "$BROKER_PID" ] || return 0
-    if kill -0 "$BROKER_PID" 2>/dev/null; then
-        kill -TERM "$BROKER_PID" 2>/dev/null || true
-        for _ in $(seq 1 300); do
-            kill -0 "$BROKER_PID" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$BROKER_PID" 2>/dev/null; then
-            log "broker $BROKER_PID still running 30 s after SIGTERM; sending SIGKILL"
-            kill -KILL "$BROKER_PID" 2>/dev/null || true
-        fi
-    fi
-    wait "$BROKER_PID" 2>/dev/null || true
-    BROKER_PID=""
-}
 cleanup() {
     stop_broker
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-# A loopback port nothing listens on (checked by connecting to it).
-free_port() {
-    local port
-    for _ in $(seq 1 100); do
-        port=$((20000 + RANDOM % 40000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            echo "$port"
-            return 0
-        fi
-    done
-    log "no free port found"
-    return 1
-}
 
 KAFKA_PORT="$(free_port)"
 HTTP_PORT="$(free_port)"
@@ -78,28 +49,11 @@ while [ "$HTTP_PORT" = "$KAFKA_PORT" ]; do HTTP_PORT="$(free_port)"; done
 BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
 
 BROKER_CMD=("$STRATA" serve --listen "$BOOTSTRAP" --http "127.0.0.1:$HTTP_PORT" --data-dir "$DATA" --metadata embedded)
-log "starting: ${BROKER_CMD[*]}"
-NO_COLOR=1 "${BROKER_CMD[@]}" >"$WORK/strata.log" 2>&1 &
-BROKER_PID=$!
-for _ in $(seq 1 300); do
-    if curl -fsS "http://127.0.0.1:$HTTP_PORT/readyz" >/dev/null 2>&1; then break; fi
-    if ! kill -0 "$BROKER_PID" 2>/dev/null; then
-        log "the broker exited during start-up:"; cat "$WORK/strata.log" >&2; exit 1
-    fi
-    sleep 0.1
-done
-curl -fsS "http://127.0.0.1:$HTTP_PORT/readyz" >/dev/null || { log "broker not ready after 30 s"; cat "$WORK/strata.log" >&2; exit 1; }
-log "broker $BROKER_PID ready on $BOOTSTRAP"
+BROKER_ENV=()
+start_broker
 
-# CPU seconds the broker has used so far (utime + stime from /proc).
-CLK_TCK="$(getconf CLK_TCK)"
-broker_cpu() {
-    if [ -r "/proc/$BROKER_PID/stat" ]; then
-        awk -v tck="$CLK_TCK" '{ sub(/^.*\) /, ""); printf "%.1f", ($12 + $13) / tck }' "/proc/$BROKER_PID/stat"
-    else
-        echo "nan"
-    fi
-}
+# CPU seconds the broker has used so far.
+broker_cpu() { cpu "$BROKER_PID"; }
 
 COMMANDS=()
 declare -A WALL_S BROKER_CPU_S CLIENT_CPU_S
@@ -181,7 +135,7 @@ DATA_SIZE="$(du -sh "$DATA" 2>/dev/null | cut -f1)"
 BROKER_RSS="$(awk '/^VmHWM/ { printf "%.0f MiB", $2 / 1024 }' "/proc/$BROKER_PID/status" 2>/dev/null || echo "unknown")"
 log "stopping broker $BROKER_PID"
 stop_broker
-sed 's/\x1b\[[0-9;]*m//g' "$WORK/strata.log" >"$WORK/strata.plain.log"
+sed 's/\x1b\[[0-9;]*m//g' "$WORK/strata.1.log" >"$WORK/strata.plain.log"
 BROKER_PROBLEMS="$(grep -E '^[^ ]+ +(WARN|ERROR) ' "$WORK/strata.plain.log" || true)"
 BROKER_LOG_LEVELS="$(awk '{ n[$2]++ } END { for (l in n) printf "%s%d %s", (s++ ? ", " : ""), n[l], l }' "$WORK/strata.plain.log")"
 

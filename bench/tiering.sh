@@ -31,6 +31,9 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+SCRIPT=tiering.sh
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 OUT="${OUT:-$ROOT/docs/benchmarks.md}"
 DATA_MIB="${DATA_MIB:-1024}"
 RECORD_SIZE="${RECORD_SIZE:-1024}"
@@ -56,8 +59,6 @@ SEGMENT_BYTES=$(( SEGMENT_MIB * 1048576 ))
 CACHE_DISK_BYTES=$(( DATA_MIB * 2 * 1048576 ))
 [ "$CACHE_DISK_BYTES" -ge 1073741824 ] || CACHE_DISK_BYTES=1073741824
 
-log() { printf '[tiering.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "$*"; exit 1; }
 
 command -v moto_server >/dev/null || die "moto_server not found (pip install 'moto[server]')"
 command -v python3 >/dev/null || die "python3 not found"
@@ -73,34 +74,9 @@ WORK="$(mktemp -d -t strata-tiering.XXXXXX)"
 DATA="$WORK/data"
 CACHE="$WORK/cache"
 RESULTS="$WORK/results.jsonl"
-BROKER_PID=""
 MOTO_PID=""
 BG_PIDS=()
 
-# stop_pid PID NAME: SIGTERM, up to 30 s, then SIGKILL.
-stop_pid() {
-    local pid="$1" name="$2"
-    [ -n "$pid" ] || return 0
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid" 2>/dev/null || true
-        for _ in $(seq 1 300); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$pid" 2>/dev/null; then
-            log "$name $pid still running 30 s after SIGTERM; sending SIGKILL"
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    fi
-    wait "$pid" 2>/dev/null || true
-}
-stop_broker() { stop_pid "$BROKER_PID" broker; BROKER_PID=""; }
-# stop_tree PID: a background job and what it started (children first), by PID.
-stop_tree() {
-    local child
-    for child in $(pgrep -P "$1" 2>/dev/null || true); do stop_tree "$child"; done
-    stop_pid "$1" "background client"
-}
 cleanup() {
     for pid in "${BG_PIDS[@]}"; do stop_tree "$pid"; done
     stop_broker
@@ -109,19 +85,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# A loopback port nothing listens on, below the kernel's ephemeral range (32768 and up by
-# default), where a client socket in TIME_WAIT would make moto refuse it.
-free_port() {
-    local port
-    for _ in $(seq 1 100); do
-        port=$((20000 + RANDOM % 12000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            echo "$port"
-            return 0
-        fi
-    done
-    die "no free port found"
-}
 S3_PORT="$(free_port)"
 KAFKA_PORT="$(free_port)"
 while [ "$KAFKA_PORT" = "$S3_PORT" ]; do KAFKA_PORT="$(free_port)"; done
@@ -163,23 +126,6 @@ BROKER_ENV=(
     STRATA_REMOTE_CACHE_DISK_BYTES="$CACHE_DISK_BYTES"
 )
 BROKER_CMD=("$STRATA" serve --listen "$BOOTSTRAP" --http "127.0.0.1:$HTTP_PORT" --data-dir "$DATA" --metadata embedded)
-STARTS=0
-start_broker() {
-    STARTS=$((STARTS + 1))
-    log "starting: ${BROKER_ENV[*]} ${BROKER_CMD[*]}"
-    env NO_COLOR=1 "${BROKER_ENV[@]}" "${BROKER_CMD[@]}" >"$WORK/strata.$STARTS.log" 2>&1 &
-    BROKER_PID=$!
-    for _ in $(seq 1 300); do
-        if curl -fsS "http://127.0.0.1:$HTTP_PORT/readyz" >/dev/null 2>&1; then
-            log "broker $BROKER_PID ready on $BOOTSTRAP"
-            return 0
-        fi
-        kill -0 "$BROKER_PID" 2>/dev/null || { cat "$WORK/strata.$STARTS.log" >&2; die "the broker exited during start-up"; }
-        sleep 0.1
-    done
-    cat "$WORK/strata.$STARTS.log" >&2
-    die "broker not ready after 30 s"
-}
 # A restart with an empty cache directory: nothing of the data set is cached anywhere in
 # the broker (memory or disk) afterwards. Object-store counters restart from zero too.
 restart_broker_cold() {
@@ -191,15 +137,6 @@ restart_broker_cold() {
 start_broker
 
 # ---- measuring helpers ----
-CLK_TCK="$(getconf CLK_TCK)"
-# cpu PID: CPU seconds (utime + stime, all threads) the process has used so far.
-cpu() {
-    if [ -r "/proc/$1/stat" ]; then
-        awk -v tck="$CLK_TCK" '{ sub(/^.*\) /, ""); printf "%.2f", ($12 + $13) / tck }' "/proc/$1/stat"
-    else
-        echo "nan"
-    fi
-}
 # machine_cpu: CPU seconds (user + nice + system) every process on the machine has used
 # since boot, from /proc/stat; a step's delta minus what broker, moto and clients used is
 # what other processes (a build, another test) took meanwhile.
@@ -249,44 +186,6 @@ account() {
     OTHER_CPU_S[$name]="$(calc %.2f "$other - ${KERNEL_CPU_S[$name]}")"
     OTHER_TOP[$name]="${delta#*$'\t'}"
 }
-snapshot() { curl -fsS "$METRICS_URL" >"$WORK/metrics.$1" || die "could not read $METRICS_URL"; }
-# msum SNAPSHOT NAME [LABEL=VALUE ...]: sum of the series of NAME carrying every label given.
-msum() {
-    local file="$WORK/metrics.$1" name="$2"; shift 2
-    awk -v name="$name" -v want="$*" '
-        /^#/ { next }
-        {
-            base = $1; sub(/\{.*/, "", base)
-            if (base != name) next
-            n = split(want, w, " ")
-            for (i = 1; i <= n; i++) {
-                eq = index(w[i], "=")
-                if (index($1, substr(w[i], 1, eq - 1) "=\"" substr(w[i], eq + 1) "\"") == 0) next
-            }
-            sum += $NF
-        }
-        END { printf "%.0f\n", sum }' "$file"
-}
-# mdelta BEFORE AFTER NAME [LABEL=VALUE ...]
-mdelta() {
-    local before="$1" after="$2"; shift 2
-    echo $(( $(msum "$after" "$@") - $(msum "$before" "$@") ))
-}
-# jget FILE PATH: a field (dotted path) of the last JSON line in FILE, "nan" if missing.
-jget() {
-    python3 - "$1" "$2" <<'EOF'
-import json, sys
-lines = [l for l in open(sys.argv[1]) if l.startswith('{')]
-value = json.loads(lines[-1]) if lines else {}
-for key in sys.argv[2].split('.'):
-    if isinstance(value, list) and key.isdigit() and int(key) < len(value):
-        value = value[int(key)]
-    else:
-        value = value.get(key) if isinstance(value, dict) else None
-print('nan' if value is None else value)
-EOF
-}
-calc() { awk "BEGIN { printf \"$1\n\", $2 }"; }
 
 COMMANDS=()
 declare -A WALL_S BROKER_CPU_S MOTO_CPU_S CLIENT_CPU_S KERNEL_CPU_S OTHER_CPU_S OTHER_TOP OUTFILE
@@ -729,7 +628,7 @@ the cold replay and before the replay under load. Broker peak RSS at the end: ${
 moto peak RSS: ${MOTO_RSS}; disk cache directory at the end: ${CACHE_SIZE}.
 EOF
     printf '\nBroker log: %s lines over %s starts (%s). moto answered %s requests with a 4xx/5xx status.\n' \
-        "$(wc -l <"$WORK/strata.plain.log")" "$STARTS" "$BROKER_LOG_LEVELS" "${MOTO_ERRORS:-0}"
+        "$(wc -l <"$WORK/strata.plain.log")" "$BROKER_STARTS" "$BROKER_LOG_LEVELS" "${MOTO_ERRORS:-0}"
     if [ -n "$BROKER_PROBLEMS" ]; then
         printf '\nBroker log warnings and errors (%s lines, first 20):\n\n```\n%s\n```\n' \
             "$(printf '%s\n' "$BROKER_PROBLEMS" | wc -l)" "$(printf '%s\n' "$BROKER_PROBLEMS" | head -n 20)"

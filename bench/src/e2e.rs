@@ -59,6 +59,7 @@ pub fn run(
                 idle_timeout: Duration::from_secs(30),
                 latency_from_nanos: Some(&latency_from),
                 ready: Some(&ready),
+                until_eof: false,
             };
             consume::run_consumer(&consumer, &spec, &start_offsets)
         });

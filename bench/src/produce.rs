@@ -55,6 +55,11 @@ pub struct ProducerArgs {
     /// `segment.bytes=67108864`); may repeat.
     #[arg(long = "topic-config", value_name = "KEY=VALUE")]
     pub topic_configs: Vec<String>,
+    /// Give records keys, cycling through this many distinct ones (`key-00000000`, ...):
+    /// every pass over the key space writes a new version of each key (for compacted
+    /// topics). Default: no keys.
+    #[arg(long)]
+    pub keys: Option<u64>,
 }
 
 impl ProducerArgs {
@@ -328,9 +333,13 @@ pub fn run_producer(
             max_schedule_lag = max_schedule_lag.max(now - due);
         }
         let partition = round_robin.then(|| i32::try_from(sent % partitions).unwrap_or(0));
+        let key = args.keys.map(|n| format!("key-{:08}", sent % n.max(1)));
         loop {
             common::stamp(&mut payload, common::now_nanos());
-            let mut record: BaseRecord<'_, (), [u8]> = BaseRecord::to(topic).payload(&payload[..]);
+            let mut record: BaseRecord<'_, str, [u8]> = BaseRecord::to(topic).payload(&payload[..]);
+            if let Some(key) = &key {
+                record = record.key(key.as_str());
+            }
             if let Some(partition) = partition {
                 record = record.partition(partition);
             }

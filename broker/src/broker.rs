@@ -734,6 +734,8 @@ impl Broker {
                     return;
                 }
                 let now = self.clock.now_ms();
+                let started = std::time::Instant::now();
+                let before_bytes = partition.stats().0;
                 let (removed, map) = match partition.clean(now, max_keys).await {
                     Ok(Some(done)) => done,
                     Ok(None) => continue,
@@ -750,7 +752,9 @@ impl Broker {
                 info!(
                     topic = name,
                     partition = partition.index,
+                    before_bytes,
                     removed_bytes = removed,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
                     "compacted"
                 );
                 let Some(tiering) = &self.tiering else {
