@@ -76,6 +76,9 @@ pub const CHECKPOINT_FILE: &str = "cleaner.checkpoint";
 const MAGIC: &[u8; 4] = b"SCLN";
 const VERSION: u8 = 1;
 const CHECKPOINT_LEN: usize = 17;
+/// How long a sealed segment of a tiered compacted topic waits for a pass (its upload
+/// waits for it) before one runs regardless of min.cleanable.dirty.ratio.
+pub const UPLOAD_WAIT_MS: i64 = 60_000;
 /// Bytes of memory per key in the offset map (hash, offset, table overhead).
 pub const BYTES_PER_KEY: usize = 48;
 
@@ -585,7 +588,16 @@ impl Log {
         let overdue = dirty.first().is_some_and(|s| {
             s.max_timestamp >= 0 && now_ms - s.max_timestamp > self.config.max_compaction_lag_ms
         });
-        if ratio < self.config.min_cleanable_dirty_ratio && !overdue {
+        // A tiered compacted topic uploads only cleaned segments: one waiting longer than
+        // UPLOAD_WAIT_MS forces a pass, so uploads (and local disk) never wait on the
+        // dirty ratio.
+        let upload_waiting = self.config.remote_storage
+            && dirty.first().is_some_and(|s| {
+                self.segments
+                    .get(&s.base_offset)
+                    .is_some_and(|seg| now_ms - seg.sealed_ms > UPLOAD_WAIT_MS)
+            });
+        if ratio < self.config.min_cleanable_dirty_ratio && !overdue && !upload_waiting {
             return None;
         }
         Some(CleanPlan {

@@ -1071,6 +1071,49 @@ fn the_dirty_ratio_and_max_compaction_lag_decide_when_a_pass_runs() {
     assert!(log.clean_plan(i64::MAX / 2).is_none());
 }
 
+#[test]
+fn a_tiered_compacted_segment_waiting_for_upload_forces_a_pass() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = config();
+    config.remote_storage = true;
+    config.min_cleanable_dirty_ratio = 1.0;
+    let mut log = Log::open(dir.path(), config, 0).expect("open");
+    append_raw(
+        &mut log,
+        &batch_of(&[kv("a", "1")], 1000, Compression::None),
+        0,
+    );
+    log.roll(10_000).expect("roll");
+    clean(&mut log, 10_000).expect("all dirty: ratio 1");
+    // One small dirty segment after the clean one: far below the ratio.
+    append_raw(
+        &mut log,
+        &batch_of(&[kv("a", "2")], 2000, Compression::None),
+        0,
+    );
+    log.roll(20_000).expect("roll");
+    assert!(
+        log.clean_plan(20_000 + UPLOAD_WAIT_MS).is_none(),
+        "sealed exactly UPLOAD_WAIT_MS ago"
+    );
+    assert!(
+        log.upload_candidates(None, i64::MAX, 10)
+            .iter()
+            .all(|s| s.base_offset == 0),
+        "the dirty segment is not uploaded before a pass"
+    );
+    let plan = log
+        .clean_plan(20_001 + UPLOAD_WAIT_MS)
+        .expect("its upload waited long enough");
+    drop(plan);
+    clean(&mut log, 20_001 + UPLOAD_WAIT_MS).expect("a pass");
+    assert_eq!(
+        log.upload_candidates(None, i64::MAX, 10).len(),
+        1,
+        "after the pass, the cleaned range is one uploadable segment"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // 5. Restart
 // ---------------------------------------------------------------------------------------
