@@ -306,7 +306,10 @@ impl Partition {
             }
             log.clean_plan(now_ms)
         };
-        let Some(plan) = plan else { return Ok(None) };
+        let Some(mut plan) = plan else {
+            return Ok(None);
+        };
+        plan.upload_end = self.remote_bounds().map(|b| b.end);
         let dir = plan.dir.clone();
         let staged = blocking(move || log::cleaner::stage(&plan, now_ms, max_keys))
             .await
@@ -316,7 +319,8 @@ impl Partition {
         if self.deleted.load(Ordering::Relaxed) {
             return Ok(None);
         }
-        let removed = log.finish_clean(staged, now_ms)?;
+        let upload_end = self.remote_bounds().map(|b| b.end);
+        let removed = log.finish_clean_within(staged, now_ms, upload_end)?;
         Ok(Some((removed, map)))
     }
 

@@ -123,6 +123,16 @@ pub struct CleanPlan {
     pub segment_bytes: u64,
     pub delete_retention_ms: i64,
     pub index_interval_bytes: u64,
+    /// Tiered topics: where the remote tier ends. No group may straddle it (a merged
+    /// segment reaching from uploaded into not-yet-uploaded offsets could never follow
+    /// the remote end, and uploads would stop), and a segment that may be uploading
+    /// right now is never merged.
+    pub upload_end: Option<i64>,
+}
+
+/// Whether the range `[base, end)` straddles `boundary`.
+fn straddles(base: i64, end: i64, boundary: Option<i64>) -> bool {
+    boundary.is_some_and(|b| base < b && b < end)
 }
 
 /// One staged replacement of the segments with bases in `[base, end)`.
@@ -376,12 +386,25 @@ pub fn stage(plan: &CleanPlan, now_ms: i64, max_keys: usize) -> io::Result<Stage
     };
     let mut i = 0;
     while i < in_range.len() {
-        // Group adjacent segments while their original sizes fit in one segment.
+        // Group adjacent segments while their original sizes fit in one segment. In a
+        // tiered log a segment the uploader may be uploading right now (cleaned, above
+        // the remote end) is rewritten alone, keeping its range.
+        let uploadable = |s: &PlannedSegment| {
+            plan.upload_end
+                .is_some_and(|end| s.next_offset > end && s.base_offset < plan.first_dirty)
+        };
         let mut j = i + 1;
         let mut total = in_range[i].size;
         while j < in_range.len()
+            && !uploadable(in_range[i])
+            && !uploadable(in_range[j])
             && total + in_range[j].size <= plan.segment_bytes
             && in_range[j].next_offset - in_range[i].base_offset < i64::from(i32::MAX)
+            && !straddles(
+                in_range[i].base_offset,
+                in_range[j].next_offset,
+                plan.upload_end,
+            )
         {
             total += in_range[j].size;
             j += 1;
@@ -607,17 +630,35 @@ impl Log {
             segment_bytes: self.config.segment_bytes,
             delete_retention_ms: self.config.delete_retention_ms,
             index_interval_bytes: self.config.index_interval_bytes,
+            upload_end: None,
         })
     }
 
     /// Compaction step 3: swaps staged groups in, if the segments they replace are all
     /// still there unchanged. Returns the bytes removed.
     pub fn finish_clean(&mut self, staged: Staged, now_ms: i64) -> Result<u64, LogError> {
+        self.finish_clean_within(staged, now_ms, None)
+    }
+
+    /// [`Log::finish_clean`] for a tiered log whose remote tier now ends at `upload_end`:
+    /// if an upload moved that end into a staged group meanwhile, the pass is dropped
+    /// (the next one plans around it).
+    pub fn finish_clean_within(
+        &mut self,
+        staged: Staged,
+        now_ms: i64,
+        upload_end: Option<i64>,
+    ) -> Result<u64, LogError> {
         let unchanged = staged.groups.iter().all(|g| {
             g.replaced
                 .iter()
                 .all(|(base, size)| self.segments.get(base).is_some_and(|s| s.size == *size))
         });
+        let unchanged = unchanged
+            && !staged
+                .groups
+                .iter()
+                .any(|g| straddles(g.base, g.end, upload_end));
         let staging = self.dir.join(STAGING_DIR);
         if !unchanged {
             let _ = fs::remove_dir_all(&staging);

@@ -1114,6 +1114,108 @@ fn a_tiered_compacted_segment_waiting_for_upload_forces_a_pass() {
     );
 }
 
+/// Segments of ten one-record batches each: [0,10) uploaded, [10,20) cleaned but not
+/// uploaded (the uploader may hold it), [20,30) and [30,40) dirty.
+fn tiered_fixture(dir: &Path) -> Log {
+    let mut config = config();
+    config.remote_storage = true;
+    let mut log = Log::open(dir, config, 0).expect("open");
+    let mut write = |log: &mut Log, round: usize| {
+        for k in 0..10 {
+            append_raw(
+                log,
+                &batch_of(
+                    &[kv(format!("k{k}"), format!("v{round}"))],
+                    1,
+                    Compression::None,
+                ),
+                0,
+            );
+        }
+        log.roll(0).expect("roll");
+    };
+    let pass = |log: &mut Log, upload_end: Option<i64>| {
+        let mut plan = log.clean_plan(10).expect("due");
+        plan.upload_end = upload_end;
+        let staged = stage(&plan, 10, MAX_KEYS).expect("stage");
+        drop(plan);
+        log.finish_clean_within(staged, 10, upload_end)
+            .expect("swap");
+    };
+    write(&mut log, 0);
+    pass(&mut log, None);
+    // [0,10) is uploaded now; the next pass must not merge [10,20) into it.
+    write(&mut log, 1);
+    pass(&mut log, Some(10));
+    assert_eq!(
+        log_bases(dir),
+        vec![0, 10, 20],
+        "the pass kept the remote end a segment boundary"
+    );
+    write(&mut log, 2);
+    write(&mut log, 3);
+    log
+}
+
+#[test]
+fn a_tiered_pass_never_merges_across_the_remote_end_or_an_uploadable_segment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = tiered_fixture(dir.path());
+    let mut plan = log.clean_plan(20).expect("due");
+    assert_eq!(plan.first_dirty, 20);
+    plan.upload_end = Some(10);
+    let staged = stage(&plan, 20, MAX_KEYS).expect("stage");
+    drop(plan);
+    let ranges: Vec<(i64, i64)> = staged.groups.iter().map(|g| (g.base, g.end)).collect();
+    for (base, end) in &ranges {
+        assert!(
+            !(*base < 10 && 10 < *end),
+            "a group straddles the remote end: {ranges:?}"
+        );
+    }
+    assert!(
+        ranges.iter().all(|&(b, e)| !(b <= 10 && e > 20)),
+        "the uploadable [10,20) kept its range: {ranges:?}"
+    );
+    log.finish_clean_within(staged, 20, Some(10)).expect("swap");
+    let candidates: Vec<(i64, i64)> = log
+        .upload_candidates(Some(10), i64::MAX, 10)
+        .iter()
+        .map(|s| (s.base_offset, s.end_offset))
+        .collect();
+    assert_eq!(
+        candidates.first().map(|c| c.0),
+        Some(10),
+        "the next upload follows the remote end: {candidates:?}"
+    );
+}
+
+#[test]
+fn a_pass_is_dropped_when_an_upload_moved_the_remote_end_into_a_group() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = tiered_fixture(dir.path());
+    let mut plan = log.clean_plan(20).expect("due");
+    plan.upload_end = Some(10);
+    let staged = stage(&plan, 20, MAX_KEYS).expect("stage");
+    drop(plan);
+    // The dirty [20,30) and [30,40) are merged into one group; an upload ending at 30
+    // (impossible in the broker, where they are not uploadable yet, but the guard is
+    // what keeps a racing upload from splitting a group) makes the swap unsafe.
+    assert!(
+        staged.groups.iter().any(|g| g.base == 20 && g.end == 40),
+        "{:?}",
+        staged.groups
+    );
+    let before = log_bases(dir.path());
+    assert_eq!(
+        log.finish_clean_within(staged, 20, Some(30))
+            .expect("finish"),
+        0
+    );
+    assert_eq!(log_bases(dir.path()), before, "nothing was swapped");
+    assert!(!dir.path().join(STAGING_DIR).exists());
+}
+
 // ---------------------------------------------------------------------------------------
 // 5. Restart
 // ---------------------------------------------------------------------------------------
