@@ -1120,7 +1120,7 @@ fn tiered_fixture(dir: &Path) -> Log {
     let mut config = config();
     config.remote_storage = true;
     let mut log = Log::open(dir, config, 0).expect("open");
-    let mut write = |log: &mut Log, round: usize| {
+    let write = |log: &mut Log, round: usize| {
         for k in 0..10 {
             append_raw(
                 log,
