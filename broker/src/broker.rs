@@ -736,8 +736,42 @@ impl Broker {
                 let now = self.clock.now_ms();
                 let started = std::time::Instant::now();
                 let before_bytes = partition.stats().0;
-                let (removed, map) = match partition.clean(now, max_keys).await {
-                    Ok(Some(done)) => done,
+                let tiering = self.tiering.as_ref().filter(|_| {
+                    partition
+                        .remote()
+                        .is_some_and(|r| r.marks().end_offset.is_some())
+                });
+                let remote_part = async |map| {
+                    let Some(tiering) = tiering else { return true };
+                    match crate::tiered::compact_remote(tiering, partition, map, now).await {
+                        Ok((rewritten, 0)) => {
+                            if rewritten > 0 {
+                                info!(
+                                    topic = name,
+                                    partition = partition.index,
+                                    segments = rewritten,
+                                    "compacted remote segments"
+                                );
+                            }
+                            true
+                        }
+                        Ok((_, stale)) => {
+                            info!(
+                                topic = name,
+                                partition = partition.index,
+                                stale,
+                                "remote segments changed during compaction; the pass runs again"
+                            );
+                            false
+                        }
+                        Err(e) => {
+                            self.cleaner_failed(name, partition, "remote compaction", &e);
+                            false
+                        }
+                    }
+                };
+                let removed = match partition.clean(now, max_keys, remote_part).await {
+                    Ok(Some(removed)) => removed,
                     Ok(None) => continue,
                     Err(e) => {
                         self.cleaner_failed(name, partition, "compaction", &e);
@@ -757,25 +791,6 @@ impl Broker {
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "compacted"
                 );
-                let Some(tiering) = &self.tiering else {
-                    continue;
-                };
-                if partition
-                    .remote()
-                    .is_none_or(|r| r.marks().end_offset.is_none())
-                {
-                    continue;
-                }
-                match crate::tiered::compact_remote(tiering, partition, map, now).await {
-                    Ok(0) => {}
-                    Ok(rewritten) => info!(
-                        topic = name,
-                        partition = partition.index,
-                        segments = rewritten,
-                        "compacted remote segments"
-                    ),
-                    Err(e) => self.cleaner_failed(name, partition, "remote compaction", &e),
-                }
             }
         }
     }

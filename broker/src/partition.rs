@@ -293,35 +293,63 @@ impl Partition {
     }
 
     /// One compaction pass if one is due (see [`log::cleaner`]). Returns the bytes it
-    /// removed and its key map (for the remote tier), or `None` if nothing was due.
-    pub async fn clean(
+    /// removed, or `None` if nothing was due or the pass was put off.
+    ///
+    /// For a tiered log the pass holds the partition's upload slot from its remote part
+    /// to its swap, so no upload reads a segment being replaced and no upload commits
+    /// while the remote tier is compacted: `remote_part` (compaction of the remote tier
+    /// with the pass's key map) runs first, and only if it finished does the local swap
+    /// move the first dirty offset on. Otherwise the next pass rebuilds the same map and
+    /// retries, so no superseded record stays in the bucket for want of a map.
+    pub async fn clean<F, Fut>(
         &self,
         now_ms: i64,
         max_keys: usize,
-    ) -> Result<Option<(u64, Arc<log::cleaner::OffsetMap>)>, LogError> {
-        let plan = {
+        remote_part: F,
+    ) -> Result<Option<u64>, LogError>
+    where
+        F: FnOnce(Arc<log::cleaner::OffsetMap>) -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let (plan, tiered) = {
             let log = self.lock();
             if self.deleted.load(Ordering::Relaxed) || self.offline.load(Ordering::Relaxed) {
                 return Ok(None);
             }
-            log.clean_plan(now_ms)
+            (log.clean_plan(now_ms), log.config().remote_storage)
         };
         let Some(mut plan) = plan else {
             return Ok(None);
         };
-        plan.upload_end = self.remote_bounds().map(|b| b.end);
+        // Before the first upload the remote end is "nothing": every cleaned segment may
+        // be the one uploading.
+        let upload_end = || tiered.then(|| self.remote_bounds().map_or(i64::MIN, |b| b.end));
+        plan.upload_end = upload_end();
         let dir = plan.dir.clone();
         let staged = blocking(move || log::cleaner::stage(&plan, now_ms, max_keys))
             .await
             .map_err(|source| LogError::Io { dir, source })?;
-        let map = staged.map.clone();
-        let mut log = self.lock();
-        if self.deleted.load(Ordering::Relaxed) {
+        if tiered && self.uploading.swap(true, Ordering::AcqRel) {
+            // An upload is running: try again next round.
+            self.lock().discard_clean();
             return Ok(None);
         }
-        let upload_end = self.remote_bounds().map(|b| b.end);
-        let removed = log.finish_clean_within(staged, now_ms, upload_end)?;
-        Ok(Some((removed, map)))
+        let finished = if remote_part(staged.map.clone()).await {
+            let mut log = self.lock();
+            if self.deleted.load(Ordering::Relaxed) {
+                Ok(None)
+            } else {
+                log.finish_clean_within(staged, now_ms, upload_end())
+                    .map(Some)
+            }
+        } else {
+            self.lock().discard_clean();
+            Ok(None)
+        };
+        if tiered {
+            self.uploading.store(false, Ordering::Release);
+        }
+        finished
     }
 
     pub fn dir(&self) -> std::path::PathBuf {

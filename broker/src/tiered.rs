@@ -531,18 +531,20 @@ pub async fn read_remote(
 ///
 /// Cost per pass: GETs for every remote byte of the partition (cached chunks are free),
 /// and for each changed segment one PUT (multipart above `remote_upload_part_bytes`), one
-/// PUT per manifest level above it, one metadata-store write and one DELETE. Returns how
-/// many segments were rewritten.
+/// PUT per manifest level above it, one metadata-store write and one DELETE. Returns
+/// (segments rewritten, segments whose replacement found the manifest changed: the pass
+/// must run again).
 pub async fn compact_remote(
     tiering: &Tiering,
     partition: &Partition,
     map: Arc<crate::log::cleaner::OffsetMap>,
     now_ms: i64,
-) -> Result<usize, RemoteReadError> {
+) -> Result<(usize, usize), RemoteReadError> {
     use crate::log::cleaner::RemoteRewrite;
     let Some(remote) = partition.remote() else {
-        return Ok(0);
+        return Ok((0, 0));
     };
+    let mut stale = 0;
     let config = partition.log_config();
     let staging = partition.dir().join("cleaning-remote");
     let horizon = now_ms.saturating_sub(config.delete_retention_ms);
@@ -631,6 +633,9 @@ pub async fn compact_remote(
             )
             .await?;
         let _ = std::fs::remove_dir_all(&staging);
+        if !replaced {
+            stale += 1;
+        }
         if replaced {
             rewritten += 1;
             info!(partition = %remote.id, base_offset = entry.base_offset, records_removed = done.records_removed,
@@ -638,7 +643,7 @@ pub async fn compact_remote(
         }
     }
     let _ = std::fs::remove_dir_all(&staging);
-    Ok(rewritten)
+    Ok((rewritten, stale))
 }
 
 /// The relative offset of the last time-index entry whose running max timestamp is below

@@ -634,6 +634,11 @@ impl Log {
         })
     }
 
+    /// Drops a staged pass (its copies in `cleaning/`).
+    pub fn discard_clean(&mut self) {
+        let _ = fs::remove_dir_all(self.dir.join(STAGING_DIR));
+    }
+
     /// Compaction step 3: swaps staged groups in, if the segments they replace are all
     /// still there unchanged. Returns the bytes removed.
     pub fn finish_clean(&mut self, staged: Staged, now_ms: i64) -> Result<u64, LogError> {

@@ -1577,10 +1577,19 @@ fn partition_clean_runs_a_whole_pass() {
     let (log, _) = emptied_fixture(dir.path());
     let before = log.size_bytes();
     let partition = Partition::new("t".into(), 0, log, 0, None);
-    let (removed, map) = rt
-        .block_on(partition.clean(10_000, MAX_KEYS))
+    let seen = std::sync::Mutex::new(None);
+    let removed = rt
+        .block_on(partition.clean(10_000, MAX_KEYS, async |map| {
+            *seen.lock().expect("lock") = Some(map);
+            true
+        }))
         .expect("clean")
         .expect("a pass was due");
+    let map = seen
+        .lock()
+        .expect("lock")
+        .take()
+        .expect("the remote part saw the map");
     let (size, segments, end, start) = partition.stats();
     assert_eq!(before - size, removed);
     // The pass's map: the ten keys of the sealed segments, at their last offsets.
@@ -1590,11 +1599,34 @@ fn partition_clean_runs_a_whole_pass() {
     assert_eq!((segments, end, start), (4, 31, 0));
     assert_eq!(partition_read(&partition, 0), (20..30).collect::<Vec<_>>());
     assert_eq!(
-        rt.block_on(partition.clean(10_000, MAX_KEYS))
+        rt.block_on(partition.clean(10_000, MAX_KEYS, async |_| true))
             .expect("clean"),
         None,
         "nothing left to do"
     );
+}
+
+#[test]
+fn a_failed_remote_part_puts_the_local_pass_off() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (log, _) = emptied_fixture(dir.path());
+    let before = log.size_bytes();
+    let bases = log_bases(dir.path());
+    let partition = Partition::new("t".into(), 0, log, 0, None);
+    let outcome = rt
+        .block_on(partition.clean(10_000, MAX_KEYS, async |_| false))
+        .expect("clean");
+    assert_eq!(outcome, None, "the pass was put off");
+    assert_eq!(partition.stats().0, before, "nothing was swapped");
+    assert_eq!(log_bases(dir.path()), bases);
+    assert!(!dir.path().join(STAGING_DIR).exists());
+    // The next pass rebuilds the same map and goes through.
+    let removed = rt
+        .block_on(partition.clean(10_000, MAX_KEYS, async |_| true))
+        .expect("clean")
+        .expect("due again: the first dirty offset did not move");
+    assert!(removed > 0);
 }
 
 #[test]
