@@ -243,6 +243,21 @@ async fn read_all(
         total -= budget;
         let data = std::mem::take(&mut out[i]);
         out[i] = match result {
+            // Nothing at or after the offset up to the remote end (compaction emptied the
+            // remote tier's tail): the records that follow are local.
+            Ok(records) if records.is_empty() => {
+                let from = partition
+                    .local_log_start_offset()
+                    .max(wanted[i].fetch_offset);
+                match partition.read(from, budget) {
+                    Ok((records, marks)) => {
+                        total += records.len();
+                        count_bytes_out(broker, &partition, &records);
+                        with_marks(data, marks).with_records(Some(records))
+                    }
+                    Err(_) => data.with_records(Some(records)),
+                }
+            }
             Ok(records) => {
                 total += records.len();
                 count_bytes_out(broker, &partition, &records);
