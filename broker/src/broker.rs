@@ -74,7 +74,9 @@ pub enum AdminError {
     Log(#[from] LogError),
     #[error("tiered storage: {0}")]
     Tiering(String),
-    #[error("`{0}` is an internal topic: it cannot be deleted or repartitioned")]
+    #[error(
+        "`{0}` is an internal topic: it cannot be created, deleted or repartitioned by clients"
+    )]
     Internal(String),
 }
 
@@ -399,6 +401,9 @@ impl Broker {
         if let Some(topic) = self.topic(name) {
             return Ok(Some(topic));
         }
+        if crate::group::is_internal(name) {
+            return self.create_offsets_topic().await.map(Some);
+        }
         if !self.config.auto_create_topics || !valid_topic_name(name) {
             return Ok(None);
         }
@@ -415,7 +420,30 @@ impl Broker {
         }
     }
 
+    /// CreateTopics and auto-creation. `__consumer_offsets` is created only by the group
+    /// coordinator, with its own configuration: a client asking for it gets that topic.
     pub async fn create_topic(
+        &self,
+        name: &str,
+        num_partitions: i32,
+        replication_factor: i16,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<Arc<Topic>, AdminError> {
+        if crate::group::is_internal(name) {
+            return Err(AdminError::Internal(name.to_string()));
+        }
+        self.create_any_topic(
+            name,
+            num_partitions,
+            replication_factor,
+            configs,
+            validate_only,
+        )
+        .await
+    }
+
+    async fn create_any_topic(
         &self,
         name: &str,
         num_partitions: i32,
@@ -519,7 +547,7 @@ impl Broker {
         ]);
         let name = crate::group::OFFSETS_TOPIC;
         match self
-            .create_topic(
+            .create_any_topic(
                 name,
                 self.config.offsets_topic_partitions,
                 -1,

@@ -187,25 +187,36 @@ pub async fn join_group(
         .with_generation_id(-1)
         .with_protocol_name(Some(StrBytes::default()));
     let response = match broker.groups.join(broker, &request.group_id, join).await {
-        Ok(joined) => response
-            .with_generation_id(joined.generation)
-            .with_protocol_type(joined.protocol_type.map(str_bytes))
-            .with_protocol_name(Some(str_bytes(joined.protocol.unwrap_or_default())))
-            .with_leader(str_bytes(joined.leader))
-            .with_member_id(str_bytes(joined.member_id))
-            .with_skip_assignment(joined.skip_assignment)
-            .with_members(
-                joined
-                    .members
-                    .into_iter()
-                    .map(|m| {
-                        JoinGroupResponseMember::default()
-                            .with_member_id(str_bytes(m.member_id))
-                            .with_group_instance_id(m.instance_id.map(str_bytes))
-                            .with_metadata(m.metadata)
-                    })
-                    .collect(),
-            ),
+        Ok(mut joined) => {
+            if version < 9 && joined.skip_assignment {
+                // A static leader rejoining unchanged keeps its assignment. Before v9 there
+                // is no skip_assignment field: it is answered as a follower (no members,
+                // another leader id), so it does not run the assignor and its SyncGroup
+                // gets the stored assignment.
+                joined.skip_assignment = false;
+                joined.members.clear();
+                joined.leader.clear();
+            }
+            response
+                .with_generation_id(joined.generation)
+                .with_protocol_type(joined.protocol_type.map(str_bytes))
+                .with_protocol_name(Some(str_bytes(joined.protocol.unwrap_or_default())))
+                .with_leader(str_bytes(joined.leader))
+                .with_member_id(str_bytes(joined.member_id))
+                .with_skip_assignment(joined.skip_assignment)
+                .with_members(
+                    joined
+                        .members
+                        .into_iter()
+                        .map(|m| {
+                            JoinGroupResponseMember::default()
+                                .with_member_id(str_bytes(m.member_id))
+                                .with_group_instance_id(m.instance_id.map(str_bytes))
+                                .with_metadata(m.metadata)
+                        })
+                        .collect(),
+                )
+        }
         Err(GroupError::MemberIdRequired(id)) => {
             let result = Err(GroupError::MemberIdRequired(id.clone()));
             response

@@ -135,6 +135,13 @@ pub async fn delete_records(broker: &Arc<Broker>, request: DeleteRecordsRequest)
                 let Some(partition) = partition else {
                     return base.with_error_code(ResponseError::UnknownTopicOrPartition.code());
                 };
+                // Deleting from the offsets topic would delete consumer groups' offsets.
+                if crate::group::is_internal(&partition.topic) {
+                    broker
+                        .metrics
+                        .error("DeleteRecords", ResponseError::InvalidTopicException);
+                    return base.with_error_code(ResponseError::InvalidTopicException.code());
+                }
                 match partition.delete_records_before(p.offset).await {
                     Ok(low_watermark) => base.with_low_watermark(low_watermark),
                     Err(e) => {
