@@ -92,9 +92,14 @@ pub fn log_error_code(error: &LogError) -> ResponseError {
         LogError::InvalidBatch(_) => ResponseError::InvalidRecord,
         LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         LogError::Deleted => ResponseError::UnknownTopicOrPartition,
-        LogError::Io { .. } | LogError::Offline | LogError::Remote(_) => {
-            ResponseError::KafkaStorageError
-        }
+        LogError::Io { .. }
+        | LogError::Offline
+        | LogError::Remote(_)
+        | LogError::NotContiguous { .. } => ResponseError::KafkaStorageError,
+        LogError::NotLeader => ResponseError::NotLeaderOrFollower,
+        LogError::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
+        LogError::NotEnoughReplicasAfterAppend => ResponseError::NotEnoughReplicasAfterAppend,
+        LogError::ReplicationTimeout => ResponseError::RequestTimedOut,
         LogError::Producer(ProducerError::Fenced { .. }) => ResponseError::InvalidProducerEpoch,
         LogError::Producer(ProducerError::OutOfOrder { .. }) => {
             ResponseError::OutOfOrderSequenceNumber

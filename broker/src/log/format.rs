@@ -134,6 +134,8 @@ pub struct BatchHeader {
     pub producer_id: i64,
     pub producer_epoch: i16,
     pub base_sequence: i32,
+    /// The partition leader epoch the leader wrote into the batch when it appended it.
+    pub leader_epoch: i32,
 }
 
 impl BatchHeader {
@@ -232,6 +234,35 @@ pub fn validate_batch(bytes: &[u8], max_batch_bytes: usize) -> Result<BatchHeade
     Ok(header)
 }
 
+/// Checks a batch a leader sent to this follower: whole, magic 2, CRC intact. Leaders
+/// store compacted batches whose record count no longer matches their offset range, so
+/// the produce path's record checks do not apply.
+pub fn validate_replica_batch(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
+    if bytes.len() < BATCH_HEADER_LEN {
+        return Err(BatchError::Truncated(bytes.len()));
+    }
+    let magic = bytes[16] as i8;
+    if magic != 2 {
+        return Err(BatchError::Magic(magic));
+    }
+    let declared = i32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+    let size = usize::try_from(declared)
+        .ok()
+        .map(|len| len.saturating_add(LOG_OVERHEAD))
+        .filter(|size| (BATCH_HEADER_LEN..=bytes.len()).contains(size))
+        .ok_or(BatchError::LengthMismatch {
+            declared: declared.max(0) as usize,
+            available: bytes.len(),
+        })?;
+    let batch = &bytes[..size];
+    let stored = u32::from_be_bytes([batch[17], batch[18], batch[19], batch[20]]);
+    let computed = crc32c::crc32c(&batch[CRC_START..]);
+    if stored != computed {
+        return Err(BatchError::Crc { stored, computed });
+    }
+    Ok(parse_validated_header(batch))
+}
+
 /// Reads a zigzag-encoded varint (at most 10 bytes) at `*pos`.
 fn read_varint(bytes: &[u8], pos: &mut usize) -> Option<i64> {
     let mut value: u64 = 0;
@@ -286,6 +317,7 @@ pub fn parse_validated_header(batch: &[u8]) -> BatchHeader {
     let mut b = batch;
     let base_offset = b.get_i64();
     let length = b.get_i32();
+    let leader_epoch = b.get_i32();
     let mut tail = &batch[23..BATCH_HEADER_LEN];
     let last_offset_delta = tail.get_i32();
     let _base_timestamp = tail.get_i64();
@@ -303,6 +335,7 @@ pub fn parse_validated_header(batch: &[u8]) -> BatchHeader {
         producer_id,
         producer_epoch,
         base_sequence,
+        leader_epoch,
     }
 }
 

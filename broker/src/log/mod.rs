@@ -13,9 +13,11 @@
 //! The byte layout of every file is in [`format`].
 
 pub mod cleaner;
+pub mod epochs;
 pub mod format;
 pub mod producers;
 mod read;
+mod replica;
 mod retention;
 mod segment;
 
@@ -30,6 +32,7 @@ use tracing::{info, warn};
 pub use cleaner::require_keys;
 pub use format::{BatchError, BatchHeader};
 use producers::{BatchMeta, ProducerState, Verdict};
+pub use replica::prepare_replica;
 pub use read::{
     Location, decode_batch, find_timestamp, max_timestamp_record, read_batches, record_timestamps,
 };
@@ -102,6 +105,16 @@ pub enum LogError {
     Remote(String),
     #[error(transparent)]
     Producer(#[from] producers::ProducerError),
+    #[error("replicated batch at offset {got} does not follow the log end {expected}")]
+    NotContiguous { expected: i64, got: i64 },
+    #[error("this broker is not the partition's leader")]
+    NotLeader,
+    #[error("the in-sync replicas ({isr}) are fewer than min.insync.replicas ({min})")]
+    NotEnoughReplicas { isr: usize, min: usize },
+    #[error("written, but the in-sync replicas shrank below min.insync.replicas before it was replicated")]
+    NotEnoughReplicasAfterAppend,
+    #[error("the in-sync replicas did not acknowledge within the request timeout")]
+    ReplicationTimeout,
 }
 
 /// What an append did, for the produce response.
@@ -162,6 +175,8 @@ pub struct Log {
     producers: ProducerState,
     /// Compaction: where the part not yet cleaned starts (see [`cleaner`]).
     first_dirty_offset: i64,
+    /// Where each leader epoch starts (see [`epochs`]).
+    epochs: epochs::LeaderEpochs,
 }
 
 /// A periodic flush prepared under the lock and carried out without it.
@@ -246,6 +261,7 @@ impl Log {
             },
             producers: ProducerState::default(),
             first_dirty_offset,
+            epochs: epochs::LeaderEpochs::default(),
         };
         let interval = log.config.index_interval_bytes;
         let compacted = log.config.compact;
@@ -310,6 +326,7 @@ impl Log {
             .max(first_base)
             .min(log.log_end_offset());
         log.recover_producers(checkpoint, now_ms).map_err(io_err)?;
+        log.recover_epochs().map_err(io_err)?;
         // What recovery kept is made durable before it is recorded as the recovery point.
         log.active().flush().map_err(io_err)?;
         log.recovery_point = log.live_position();
@@ -422,23 +439,48 @@ impl Log {
         }
         let base_offset = self.log_end_offset();
         self.maybe_roll(buf.len() as u64, base_offset + records, now_ms)?;
+        self.assign_epoch(leader_epoch, base_offset)?;
         let log_append_time = if self.config.log_append_time {
             now_ms
         } else {
             -1
         };
+        let next_offset =
+            self.write_batches(&mut buf, &mut headers, Some(leader_epoch), now_ms)?;
+        let sync = self.after_append(&headers, records, now_ms);
+        let info = AppendInfo {
+            base_offset,
+            last_offset: next_offset - 1,
+            log_append_time,
+            records,
+        };
+        Ok((info, sync))
+    }
+
+    /// Writes validated batches to the active segment, all or nothing. The leader
+    /// (`assign = Some(epoch)`) gives them offsets from the log end and its epoch; a
+    /// follower (`None`) keeps the leader's. Returns the next offset.
+    fn write_batches(
+        &mut self,
+        buf: &mut [u8],
+        headers: &mut [BatchHeader],
+        assign: Option<i32>,
+        now_ms: i64,
+    ) -> Result<i64, LogError> {
         let interval = self.config.index_interval_bytes;
         let snapshot = self.active().snapshot();
-        let mut next_offset = base_offset;
+        let mut next_offset = self.log_end_offset();
         let mut position = 0;
-        for header in &mut headers {
+        for header in headers.iter_mut() {
             let batch = &mut buf[position..position + header.size];
-            format::patch_batch(batch, next_offset, leader_epoch);
-            if self.config.log_append_time {
-                format::set_log_append_time(batch, now_ms);
-                header.max_timestamp = now_ms;
+            if let Some(leader_epoch) = assign {
+                format::patch_batch(batch, next_offset, leader_epoch);
+                if self.config.log_append_time {
+                    format::set_log_append_time(batch, now_ms);
+                    header.max_timestamp = now_ms;
+                }
+                header.base_offset = next_offset;
             }
-            header.base_offset = next_offset;
             if let Err(e) = self.active_mut().append(batch, header, interval) {
                 self.active_mut().rollback(&snapshot);
                 return Err(self.io_err(e));
@@ -446,6 +488,17 @@ impl Log {
             next_offset = header.next_offset();
             position += header.size;
         }
+        Ok(next_offset)
+    }
+
+    /// Producer state and flush accounting after an append; returns the file to fsync
+    /// before acknowledging, if the flush policy asks for one.
+    fn after_append(
+        &mut self,
+        headers: &[BatchHeader],
+        records: i64,
+        now_ms: i64,
+    ) -> Option<Arc<File>> {
         for header in headers.iter().filter(|h| h.producer_id >= 0) {
             self.producers.record(
                 header.producer_id,
@@ -461,19 +514,12 @@ impl Log {
         }
         self.unflushed_messages += records;
         self.dirty = true;
-        let sync = if self.unflushed_messages >= self.config.flush_messages {
+        if self.unflushed_messages >= self.config.flush_messages {
             self.unflushed_messages = 0;
             Some(self.active().file.clone())
         } else {
             None
-        };
-        let info = AppendInfo {
-            base_offset,
-            last_offset: next_offset - 1,
-            log_append_time,
-            records,
-        };
-        Ok((info, sync))
+        }
     }
 
     /// Rolls before a request of `incoming` bytes that would end at `end_offset` if the
@@ -696,19 +742,14 @@ impl Log {
             Some(c) => (c.segment_base, c.position),
             None => (self.active().base_offset, 0),
         };
+        let producers = &mut self.producers;
         for segment in self.segments.range(from_base..).map(|(_, s)| s) {
-            let mut position = if segment.base_offset == from_base {
+            let from = if segment.base_offset == from_base {
                 from_position
             } else {
                 0
             };
-            while position + format::BATCH_HEADER_LEN as u64 <= segment.size {
-                let mut header = [0u8; format::BATCH_HEADER_LEN];
-                std::os::unix::fs::FileExt::read_exact_at(&*segment.file, &mut header, position)?;
-                let h = format::parse_validated_header(&header);
-                if h.size < format::BATCH_HEADER_LEN {
-                    break;
-                }
+            replica::for_each_header(segment, from, |_, h| {
                 if h.producer_id >= 0 {
                     let meta = BatchMeta {
                         first_sequence: h.base_sequence,
@@ -716,11 +757,10 @@ impl Log {
                         base_offset: h.base_offset,
                         last_offset: h.last_offset(),
                     };
-                    self.producers
-                        .record(h.producer_id, h.producer_epoch, meta, now_ms);
+                    producers.record(h.producer_id, h.producer_epoch, meta, now_ms);
                 }
-                position += h.size as u64;
-            }
+                true
+            })?;
         }
         Ok(())
     }

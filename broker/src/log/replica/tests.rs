@@ -1,0 +1,1 @@
+//! Tests of the replication primitives of the log (written separately).
