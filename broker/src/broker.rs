@@ -102,19 +102,23 @@ pub struct Broker {
     pub clock: Arc<dyn Clock>,
     /// Cancelled at shutdown; long polls end early on it.
     pub shutdown: tokio_util::sync::CancellationToken,
-    store: Arc<dyn MetadataStore>,
+    pub(crate) store: Arc<dyn MetadataStore>,
+    /// The brokers, controller and drains as last read from the metadata store.
+    pub(crate) cluster: RwLock<Arc<crate::cluster::ClusterView>>,
     /// Tiered storage; `None` only in unit tests that build a broker without it.
     pub tiering: Option<Arc<Tiering>>,
     /// Set by housekeeping while the data disk is past `disk_high_watermark_percent`.
     pub disk_full: AtomicBool,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     /// A tokio mutex: held across metadata store calls so admin changes apply in order.
-    admin: tokio::sync::Mutex<()>,
+    pub(crate) admin: tokio::sync::Mutex<()>,
     /// Producer ids reserved in the metadata store and not yet handed out: [next, end).
     /// A tokio mutex: held across the store call that reserves the next block.
     producer_ids: tokio::sync::Mutex<(i64, i64)>,
     /// Consumer groups and committed offsets.
     pub groups: crate::group::Coordinator,
+    /// When the controller last moved leaders back to preferred replicas.
+    pub(crate) last_rebalance_ms: std::sync::atomic::AtomicI64,
     /// An exclusive lock on `<data_dir>/.lock`, held for the broker's lifetime so two
     /// processes never share a data directory.
     _data_dir_lock: std::fs::File,
@@ -232,12 +236,14 @@ impl Broker {
             clock,
             shutdown,
             store,
+            cluster: RwLock::new(Arc::new(crate::cluster::ClusterView::default())),
             tiering,
             disk_full: AtomicBool::new(false),
             topics: RwLock::new(HashMap::new()),
             admin: tokio::sync::Mutex::new(()),
             producer_ids: tokio::sync::Mutex::new((0, 0)),
             groups,
+            last_rebalance_ms: std::sync::atomic::AtomicI64::new(0),
             _data_dir_lock: data_dir_lock,
         });
         let records = broker.store.list_topics().await.context("list topics")?;
@@ -266,11 +272,15 @@ impl Broker {
         Ok(broker)
     }
 
-    fn read_topics(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Topic>>> {
+    pub(crate) fn read_topics(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Topic>>> {
         self.topics.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write_topics(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Topic>>> {
+    pub(crate) fn write_topics(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Topic>>> {
         self.topics.write().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -280,7 +290,7 @@ impl Broker {
 
     /// `<name>.<id>`, the name cut to 200 bytes: a 249-character topic name plus the id
     /// would pass the 255-byte file name limit. The id alone makes the directory unique.
-    fn topic_dir(&self, name: &str, id: Uuid) -> PathBuf {
+    pub(crate) fn topic_dir(&self, name: &str, id: Uuid) -> PathBuf {
         let short = &name[..name.len().min(200)];
         self.logs_dir().join(format!("{short}.{}", id.simple()))
     }
@@ -302,7 +312,7 @@ impl Broker {
         }
     }
 
-    async fn open_partition(
+    pub(crate) async fn open_partition(
         &self,
         record: &TopicRecord,
         config: &TopicConfig,
@@ -353,17 +363,25 @@ impl Broker {
             }
             log = Log::open_at(&dir, config.log_config(), now, end)?;
         }
-        let epoch = record.partitions.get(index).map_or(0, |p| p.leader_epoch);
+        let mut replica = crate::replication::ReplicaState::solo(self.config.node_id, -1, 0);
+        replica.role = crate::replication::Role::None;
+        replica.leader = -1;
+        if let Some(p) = record.partitions.get(index) {
+            let transition = replica.apply(p, log.log_end_offset(), now);
+            if transition == crate::replication::Transition::BecameLeader {
+                log.assign_epoch(p.leader_epoch, log.log_end_offset())?;
+            }
+        }
         Ok(Partition::new(
             record.name.clone(),
             index as i32,
             log,
-            epoch,
+            replica,
             remote,
         ))
     }
 
-    async fn open_topic(&self, record: TopicRecord) -> Result<Topic, AdminError> {
+    pub(crate) async fn open_topic(&self, record: TopicRecord) -> Result<Topic, AdminError> {
         let config = TopicConfig::resolve(&record.configs, &self.config)?;
         let mut partitions = Vec::with_capacity(record.partitions.len());
         for i in 0..record.partitions.len() {
@@ -469,12 +487,8 @@ impl Broker {
         } else {
             replication_factor
         };
-        if factor != 1 {
-            return Err(AdminError::InvalidReplicationFactor(format!(
-                "replication factor {factor} is larger than the 1 available broker"
-            )));
-        }
         let config = TopicConfig::resolve(&configs, &self.config)?;
+        let assignment = self.place(name, partitions as usize, factor, 0)?;
         let _admin = self.admin.lock().await;
         if self.topic(name).is_some() {
             return Err(AdminError::TopicExists(name.to_string()));
@@ -482,9 +496,7 @@ impl Broker {
         let record = TopicRecord {
             name: name.to_string(),
             id: Uuid::new_v4(),
-            partitions: (0..partitions)
-                .map(|_| self.new_partition_record())
-                .collect(),
+            partitions: assignment.into_iter().map(PartitionRecord::new).collect(),
             configs,
         };
         if validate_only {
@@ -550,7 +562,7 @@ impl Broker {
             .create_any_topic(
                 name,
                 self.config.offsets_topic_partitions,
-                -1,
+                self.offsets_replication_factor(),
                 configs,
                 false,
             )
@@ -564,12 +576,64 @@ impl Broker {
         }
     }
 
-    fn new_partition_record(&self) -> PartitionRecord {
-        PartitionRecord {
-            leader: self.config.node_id,
-            leader_epoch: 0,
-            replicas: vec![self.config.node_id],
+    /// Changes a topic's stored record by compare-and-swap, retrying on conflicts (the
+    /// controller and partition leaders change the same record). Returns what was stored.
+    pub(crate) async fn edit_stored_topic(
+        &self,
+        name: &str,
+        mut edit: impl FnMut(&mut TopicRecord) -> Result<(), AdminError>,
+    ) -> Result<TopicRecord, AdminError> {
+        for _ in 0..32 {
+            let (mut record, version) = self
+                .store
+                .list_topics_versioned()
+                .await?
+                .into_iter()
+                .find(|(t, _)| t.name == name)
+                .ok_or_else(|| AdminError::UnknownTopic(name.to_string()))?;
+            edit(&mut record)?;
+            if self.store.update_topic_if(&record, version).await? {
+                return Ok(record.normalize());
+            }
         }
+        Err(AdminError::Store(StoreError::Unavailable(format!(
+            "topic {name} kept changing while being edited"
+        ))))
+    }
+
+    /// `offsets_topic_replication_factor`, capped at the live brokers.
+    fn offsets_replication_factor(&self) -> i16 {
+        let live = self.cluster_view().brokers.len().max(1);
+        self.config
+            .offsets_topic_replication_factor
+            .min(live as i16)
+    }
+
+    /// Replicas for new partitions `first..first + count` of topic `name`, over the live
+    /// brokers that are not draining.
+    fn place(
+        &self,
+        name: &str,
+        count: usize,
+        factor: i16,
+        first: usize,
+    ) -> Result<Vec<Vec<i32>>, AdminError> {
+        let view = self.cluster_view();
+        let mut targets: Vec<_> = view
+            .brokers
+            .iter()
+            .filter(|b| !view.draining.contains(&b.node_id))
+            .cloned()
+            .collect();
+        if targets.is_empty() {
+            // Before the first metadata refresh: this broker alone.
+            targets.push(self.own_info());
+        }
+        let start = name
+            .bytes()
+            .fold(first, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
+        crate::cluster::placement::assign(&targets, count, factor.max(1) as usize, start)
+            .map_err(AdminError::InvalidReplicationFactor)
     }
 
     pub async fn delete_topic(&self, name: &str) -> Result<Uuid, AdminError> {
@@ -623,9 +687,11 @@ impl Broker {
             return Ok(());
         }
         let mut record = topic.record.clone();
+        let factor = record.partitions.first().map_or(1, |p| p.replicas.len()) as i16;
+        let assignment = self.place(name, (count - current) as usize, factor, current as usize)?;
         record
             .partitions
-            .extend((current..count).map(|_| self.new_partition_record()));
+            .extend(assignment.into_iter().map(PartitionRecord::new));
         // Logs first, then the store (as in create_topic).
         let mut added = Vec::new();
         for index in current as usize..count as usize {
@@ -639,10 +705,25 @@ impl Broker {
                 }
             }
         }
-        if let Err(e) = self.store.update_topic(&record).await {
-            added.iter().for_each(|p| drop(p.delete_files()));
-            return Err(e.into());
-        }
+        let extension = record.partitions[current as usize..].to_vec();
+        let stored = self
+            .edit_stored_topic(name, |stored| {
+                if stored.partitions.len() != current as usize {
+                    return Err(AdminError::InvalidPartitions(
+                        "the partition count changed meanwhile; retry".into(),
+                    ));
+                }
+                stored.partitions.extend(extension.iter().cloned());
+                Ok(())
+            })
+            .await;
+        let record = match stored {
+            Ok(record) => record,
+            Err(e) => {
+                added.iter().for_each(|p| drop(p.delete_files()));
+                return Err(e);
+            }
+        };
         let mut partitions = topic.partitions.clone();
         partitions.extend(added);
         let next = Topic {
@@ -675,9 +756,12 @@ impl Broker {
         if validate_only {
             return Ok(());
         }
-        let mut record = topic.record.clone();
-        record.configs = configs;
-        self.store.update_topic(&record).await?;
+        let record = self
+            .edit_stored_topic(name, |stored| {
+                stored.configs = configs.clone();
+                Ok(())
+            })
+            .await?;
         let log_config = config.log_config();
         for partition in &topic.partitions {
             partition.set_config(log_config.clone());
@@ -760,6 +844,11 @@ impl Broker {
             for partition in &topic.partitions {
                 if self.shutdown.is_cancelled() {
                     return;
+                }
+                // A tiered partition is compacted by its leader, in both tiers; its
+                // followers drop what the bucket holds instead.
+                if topic.config.log_config().remote_storage && !partition.is_leader() {
+                    continue;
                 }
                 let now = self.clock.now_ms();
                 let started = std::time::Instant::now();

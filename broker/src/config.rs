@@ -180,6 +180,41 @@ pub struct Config {
     /// 134217728 (128 MiB), about 2.8 million distinct keys per pass; a partition with
     /// more keys in its dirty part is cleaned over several passes.
     pub log_cleaner_dedupe_buffer_bytes: i64,
+    /// This broker's rack (availability zone). Replicas of a partition are placed in as
+    /// many racks as there are. Default: empty (no rack).
+    pub rack: String,
+    /// gRPC listener for replication between brokers. Default 127.0.0.1:9093.
+    pub replication_listen: String,
+    /// Address other brokers use to reach `replication_listen`. Default: empty, meaning
+    /// `replication_listen`.
+    pub replication_advertise: String,
+    /// The broker's etcd lease: a broker that cannot renew it for this long (dead, or cut
+    /// off from etcd) is taken out of the cluster and its partitions move to other
+    /// replicas. Default 6000 ms (rounded up to whole seconds, at least 2 s). Shorter
+    /// fails over faster; too short and a GC-free but busy or briefly partitioned broker
+    /// is taken out needlessly.
+    pub broker_session_timeout_ms: i64,
+    /// How often brokers read cluster metadata from etcd (brokers, topics, leadership)
+    /// and the controller reconciles it. Default 500 ms. Failover takes the session
+    /// timeout plus up to two of these. Each read is one etcd range request per broker.
+    pub metadata_refresh_interval_ms: i64,
+    /// A follower that has not caught up with the leader's log end for this long leaves
+    /// the ISR (Kafka's replica.lag.time.max.ms). Default 30000 ms. acks=all waits for the
+    /// ISR, so a stuck follower delays acks=all produce at most this long.
+    pub replica_lag_time_max_ms: i64,
+    /// How long a follower's fetch waits at the leader for new data. Default 500 ms.
+    pub replica_fetch_wait_max_ms: i64,
+    /// Bound on one replication fetch response. Default 10485760 (10 MiB).
+    pub replica_fetch_max_bytes: i64,
+    /// Replication factor of `__consumer_offsets`, capped at the live brokers when it is
+    /// created. Default 3.
+    pub offsets_topic_replication_factor: i16,
+    /// Elect a replica outside the ISR when no in-sync replica is alive: the partition
+    /// comes back sooner but loses what only the dead replicas held. Default false.
+    pub unclean_leader_election_enable: bool,
+    /// How often the controller moves leadership back to preferred replicas (the first
+    /// of each partition's replica list) that are in sync. Default 30000 ms; 0 disables.
+    pub leader_rebalance_interval_ms: i64,
 }
 
 impl Default for Config {
@@ -247,6 +282,17 @@ impl Default for Config {
             offset_metadata_max_bytes: 4096,
             log_cleaner_interval_ms: 15_000,
             log_cleaner_dedupe_buffer_bytes: 128 << 20,
+            rack: String::new(),
+            replication_listen: "127.0.0.1:9093".into(),
+            replication_advertise: String::new(),
+            broker_session_timeout_ms: 6000,
+            metadata_refresh_interval_ms: 500,
+            replica_lag_time_max_ms: 30_000,
+            replica_fetch_wait_max_ms: 500,
+            replica_fetch_max_bytes: 10 << 20,
+            offsets_topic_replication_factor: 3,
+            unclean_leader_election_enable: false,
+            leader_rebalance_interval_ms: 30_000,
         }
     }
 }
@@ -356,11 +402,8 @@ impl Config {
         if self.num_partitions < 1 {
             return Err(invalid("num_partitions", "must be >= 1"));
         }
-        if self.default_replication_factor != 1 {
-            return Err(invalid(
-                "default_replication_factor",
-                "this broker runs alone; only 1 is supported",
-            ));
+        if self.default_replication_factor < 1 {
+            return Err(invalid("default_replication_factor", "must be >= 1"));
         }
         if !(1024..=i32::MAX as i64).contains(&self.max_request_bytes) {
             return Err(invalid(
@@ -502,6 +545,39 @@ impl Config {
         if self.shutdown_timeout_ms < 0 {
             return Err(invalid("shutdown_timeout_ms", "must be >= 0"));
         }
+        self.replication_addr()?;
+        if !self.replication_advertise.is_empty() {
+            parse_host_port("replication_advertise", &self.replication_advertise)?;
+        }
+        at_least(
+            "broker_session_timeout_ms",
+            self.broker_session_timeout_ms,
+            1000,
+        )?;
+        at_least(
+            "metadata_refresh_interval_ms",
+            self.metadata_refresh_interval_ms,
+            10,
+        )?;
+        at_least("replica_lag_time_max_ms", self.replica_lag_time_max_ms, 100)?;
+        at_least(
+            "replica_fetch_wait_max_ms",
+            self.replica_fetch_wait_max_ms,
+            0,
+        )?;
+        at_least(
+            "replica_fetch_max_bytes",
+            self.replica_fetch_max_bytes,
+            1024,
+        )?;
+        if self.offsets_topic_replication_factor < 1 {
+            return Err(invalid("offsets_topic_replication_factor", "must be >= 1"));
+        }
+        at_least(
+            "leader_rebalance_interval_ms",
+            self.leader_rebalance_interval_ms,
+            0,
+        )?;
         // Topic defaults are validated with the same rules as topic configs.
         crate::topic_config::TopicConfig::resolve(&BTreeMap::new(), self)
             .map_err(|e| invalid(&e.broker_setting(), e.to_string()))?;
@@ -512,6 +588,24 @@ impl Config {
         self.listen
             .parse()
             .map_err(|_| invalid("listen", format!("`{}` is not IP:PORT", self.listen)))
+    }
+
+    pub fn replication_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.replication_listen.parse().map_err(|_| {
+            invalid(
+                "replication_listen",
+                format!("`{}` is not IP:PORT", self.replication_listen),
+            )
+        })
+    }
+
+    /// The replication endpoint other brokers dial.
+    pub fn replication_advertised(&self) -> String {
+        if self.replication_advertise.is_empty() {
+            self.replication_listen.clone()
+        } else {
+            self.replication_advertise.clone()
+        }
     }
 
     pub fn http_addr(&self) -> Result<SocketAddr, ConfigError> {

@@ -13,6 +13,7 @@ pub mod handlers;
 pub mod log;
 pub mod partition;
 pub mod protocol;
+pub mod replication;
 pub mod server;
 pub mod sys;
 pub mod telemetry;

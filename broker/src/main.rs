@@ -32,6 +32,23 @@ struct Cli {
 enum Command {
     /// Run a broker.
     Serve(ServeArgs),
+    /// Move every replica off a broker (before decommissioning it); waits until done.
+    Drain(DrainArgs),
+    /// Cancel a drain: the broker may receive replicas again.
+    Undrain(DrainArgs),
+}
+
+#[derive(clap::Args)]
+struct DrainArgs {
+    /// The cluster's metadata store: `etcd://HOST:PORT[,HOST:PORT...][/PREFIX]`.
+    #[arg(long, value_name = "URL")]
+    metadata: String,
+    /// The broker to drain.
+    #[arg(long, value_name = "N")]
+    node: i32,
+    /// Give up (exit 1) if replicas are still on the broker after this long.
+    #[arg(long, value_name = "MS", default_value_t = 600_000)]
+    timeout_ms: u64,
 }
 
 #[derive(clap::Args)]
@@ -42,6 +59,12 @@ struct ServeArgs {
     /// This broker's id [default: 0].
     #[arg(long, value_name = "N")]
     node_id: Option<i32>,
+    /// This broker's rack (availability zone) [default: none].
+    #[arg(long, value_name = "RACK")]
+    rack: Option<String>,
+    /// gRPC listener for replication [default: 127.0.0.1:9093].
+    #[arg(long, value_name = "HOST:PORT")]
+    replication_listen: Option<String>,
     /// Kafka listener [default: 127.0.0.1:9092].
     #[arg(long, value_name = "HOST:PORT")]
     listen: Option<String>,
@@ -71,6 +94,8 @@ impl ServeArgs {
             }
         };
         set("node_id", self.node_id.map(|v| v.to_string()));
+        set("rack", self.rack.clone());
+        set("replication_listen", self.replication_listen.clone());
         set("listen", self.listen.clone());
         set("advertise", self.advertise.clone());
         set(
@@ -87,6 +112,8 @@ impl ServeArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Drain(args) => drain_command(args, true),
+        Command::Undrain(args) => drain_command(args, false),
         Command::Serve(args) => {
             let config = match Config::load(args.config.as_deref(), std::env::vars(), &args.flags())
             {
@@ -162,6 +189,37 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         cancel.clone(),
     )
     .await?;
+    let clustered = matches!(
+        broker.config.metadata_url()?,
+        strata_broker::config::MetadataUrl::Etcd { .. }
+    );
+    // Replication between brokers: only with a shared metadata store.
+    let replication = if clustered {
+        let addr = broker.config.replication_addr()?;
+        let incoming = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("bind the replication listener on {addr}"))?;
+        let service = strata_broker::replication::server::service(broker.clone());
+        let cancel = cancel.clone();
+        Some(tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(incoming);
+            let served = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, cancel.cancelled_owned())
+                .await;
+            if let Err(e) = served {
+                error!(error = %e, "the replication server stopped");
+            }
+        }))
+    } else {
+        None
+    };
+    let session = broker
+        .join_cluster()
+        .await
+        .context("register this broker in the cluster")?;
+    let membership = tokio::spawn(broker.clone().run_membership(session));
+    let fetchers = tokio::spawn(strata_broker::replication::fetcher::run(broker.clone()));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("bind the Kafka listener on {listen}"))?;
@@ -235,6 +293,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let _ = housekeeping.await;
     let _ = coordinator.await;
+    let _ = membership.await;
+    let _ = fetchers.await;
+    if let Some(replication) = replication {
+        let _ = replication.await;
+    }
     // A pass stops between partitions; one in progress finishes or leaves only staged
     // copies that start-up discards.
     if tokio::time::timeout(timeout, cleaner).await.is_err() {
@@ -255,6 +318,65 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let _ = http.await;
     info!("flushed all logs; bye");
     Ok(())
+}
+
+fn drain_command(args: DrainArgs, drain: bool) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("strata: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(drain_broker(&args, drain)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("strata: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn drain_broker(args: &DrainArgs, drain: bool) -> anyhow::Result<()> {
+    let config = Config {
+        metadata: args.metadata.clone(),
+        ..Config::default()
+    };
+    let stores = cluster::open(&config).await?;
+    let store = stores.metadata;
+    store.set_draining(args.node, drain).await?;
+    if !drain {
+        println!("broker {} is no longer draining", args.node);
+        return Ok(());
+    }
+    println!(
+        "broker {} marked for draining; moving its replicas",
+        args.node
+    );
+    let deadline = std::time::Instant::now() + Duration::from_millis(args.timeout_ms);
+    loop {
+        let topics = store.list_topics().await?;
+        let left: usize = topics
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .filter(|p| p.replicas.contains(&args.node))
+            .count();
+        if left == 0 {
+            println!("drained: broker {} holds no replicas", args.node);
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "timed out: broker {} still holds {left} replicas (is a controller running, and are other brokers live?)",
+                args.node
+            );
+        }
+        println!("{left} replicas left on broker {}", args.node);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 async fn shutdown_signal() -> anyhow::Result<()> {

@@ -20,8 +20,12 @@ use tracing::error;
 
 use strata_tiering::{RemoteLog, RemoteMarks};
 
+use crate::cluster::PartitionRecord;
 use crate::log::{
     self, AppendInfo, Log, LogConfig, LogError, RemoteBounds, RetentionOutcome, SealedInfo,
+};
+use crate::replication::{
+    FetchRefusal, FollowerFetch, FollowerOutcome, LeaderAnswer, ReplicaState, Role, Transition,
 };
 
 pub struct Partition {
@@ -46,6 +50,11 @@ pub struct Partition {
     upload_failures: std::sync::atomic::AtomicU32,
     next_upload_ms: AtomicI64,
     last_stall_warning_ms: AtomicI64,
+    /// Leadership, ISR and followers' progress (see [`crate::replication`]). A std mutex,
+    /// never held across an `.await`; taken before the log lock when both are needed.
+    replica: Mutex<ReplicaState>,
+    /// The local log end, for followers' long polls at the leader.
+    log_end: watch::Sender<i64>,
 }
 
 /// Runs blocking file work (fsync) on tokio's blocking pool.
@@ -69,11 +78,21 @@ impl Partition {
         topic: String,
         index: i32,
         log: Log,
-        leader_epoch: i32,
+        replica: ReplicaState,
         remote: Option<Arc<RemoteLog>>,
     ) -> Partition {
-        // Recovery fsyncs what it keeps, so everything in an opened log is durable.
-        let (high_watermark, _) = watch::channel(log.log_end_offset());
+        // Recovery fsyncs what it keeps, so everything in an opened log is durable: alone,
+        // the log end is the high watermark. With other replicas the high watermark is
+        // learned again (from followers' fetches, or from the leader).
+        let alone = replica.role == Role::Leader && replica.isr == [replica.me];
+        let initial = if alone {
+            log.log_end_offset()
+        } else {
+            log.log_start_offset()
+        };
+        let (high_watermark, _) = watch::channel(initial);
+        let (log_end, _) = watch::channel(log.log_end_offset());
+        let leader_epoch = replica.epoch;
         Partition {
             topic,
             index,
@@ -87,6 +106,8 @@ impl Partition {
             upload_failures: std::sync::atomic::AtomicU32::new(0),
             next_upload_ms: AtomicI64::new(i64::MIN),
             last_stall_warning_ms: AtomicI64::new(i64::MIN),
+            replica: Mutex::new(replica),
+            log_end,
         }
     }
 
@@ -220,8 +241,29 @@ impl Partition {
         self.lock().set_config(config);
     }
 
-    /// Appends a produce request's records for this partition.
-    pub async fn append(&self, records: &Bytes, now_ms: i64) -> Result<AppendInfo, LogError> {
+    /// Appends a produce request's records as the leader and answers per `acks`: with
+    /// acks=all (-1) once the whole ISR holds them, at most `timeout_ms` later.
+    pub async fn append(
+        &self,
+        records: &Bytes,
+        now_ms: i64,
+        acks: i16,
+        min_isr: usize,
+        timeout_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        let epoch = {
+            let replica = self.replica();
+            if replica.role != Role::Leader {
+                return Err(LogError::NotLeader);
+            }
+            if acks == -1 && replica.isr.len() < min_isr {
+                return Err(LogError::NotEnoughReplicas {
+                    isr: replica.isr.len(),
+                    min: min_isr,
+                });
+            }
+            replica.epoch
+        };
         let (max_message_bytes, compact) = {
             let log = self.lock();
             (log.config().max_message_bytes, log.config().compact)
@@ -238,7 +280,11 @@ impl Partition {
             if self.offline.load(Ordering::Relaxed) {
                 return Err(LogError::Offline);
             }
-            let (info, sync) = log.append(prepared, self.leader_epoch(), now_ms)?;
+            if self.leader_epoch() != epoch {
+                return Err(LogError::NotLeader);
+            }
+            let (info, sync) = log.append(prepared, epoch, now_ms)?;
+            self.log_end.send_replace(log.log_end_offset());
             (info, sync, log.dir().to_path_buf())
         };
         if let Some(file) = sync
@@ -248,17 +294,301 @@ impl Partition {
             self.take_offline(&error);
             return Err(error);
         }
+        {
+            let mut replica = self.replica();
+            if replica.role == Role::Leader && replica.epoch == epoch {
+                replica.leader_end = replica.leader_end.max(info.last_offset + 1);
+            }
+        }
+        self.advance_high_watermark();
+        if acks == -1 {
+            self.wait_replicated(info.last_offset + 1, epoch, min_isr, timeout_ms)
+                .await?;
+        }
+        Ok(info)
+    }
+
+    fn replica(&self) -> std::sync::MutexGuard<'_, ReplicaState> {
+        self.replica.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.replica().role == Role::Leader
+    }
+
+    pub fn replica_state(&self) -> ReplicaState {
+        self.replica().clone()
+    }
+
+    /// A leader's high watermark: the smallest log end over the ISR; it never goes back.
+    pub fn advance_high_watermark(&self) {
+        let end = self.replica().isr_end();
+        if let Some(end) = end {
+            self.high_watermark.send_if_modified(|hw| {
+                let advanced = end > *hw;
+                *hw = (*hw).max(end);
+                advanced
+            });
+        }
+    }
+
+    /// Waits until the high watermark reaches `offset` while this broker still leads in
+    /// `epoch`.
+    async fn wait_replicated(
+        &self,
+        offset: i64,
+        epoch: i32,
+        min_isr: usize,
+        timeout_ms: i64,
+    ) -> Result<(), LogError> {
+        let mut hw = self.high_watermark.subscribe();
+        let deadline = tokio::time::Instant::now()
+            + std::time::Duration::from_millis(timeout_ms.max(0) as u64);
+        loop {
+            {
+                let replica = self.replica();
+                if replica.role != Role::Leader || replica.epoch != epoch {
+                    return Err(LogError::NotLeader);
+                }
+                if *hw.borrow_and_update() >= offset {
+                    return if replica.isr.len() < min_isr {
+                        Err(LogError::NotEnoughReplicasAfterAppend)
+                    } else {
+                        Ok(())
+                    };
+                }
+            }
+            match tokio::time::timeout_at(deadline, hw.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return Err(LogError::ReplicationTimeout),
+            }
+        }
+    }
+
+    /// Applies the partition's record from the metadata store: leadership, epoch, ISR.
+    pub fn apply_record(
+        &self,
+        record: &PartitionRecord,
+        now_ms: i64,
+    ) -> Result<Transition, LogError> {
+        let transition = {
+            let mut replica = self.replica();
+            let mut log = self.lock();
+            let transition = replica.apply(record, log.log_end_offset(), now_ms);
+            if transition == Transition::BecameLeader {
+                let end = log.log_end_offset();
+                log.assign_epoch(record.leader_epoch, end)?;
+            }
+            self.leader_epoch
+                .store(record.leader_epoch, Ordering::Relaxed);
+            transition
+        };
+        if transition != Transition::Unchanged {
+            // Wake acks=all waiters and long polls: they check the role again.
+            self.high_watermark.send_modify(|_| {});
+        }
+        self.advance_high_watermark();
+        Ok(transition)
+    }
+
+    /// Marks an ISR change this leader proposed (or, with `None`, gave up on).
+    pub fn set_proposed_isr(&self, isr: Option<Vec<i32>>) {
+        self.replica().proposed_isr = isr;
+    }
+
+    /// The ISR change due now, if any (a leader only).
+    pub fn isr_change(&self, now_ms: i64, lag_ms: i64) -> Option<Vec<i32>> {
+        let high_watermark = self.high_watermark();
+        self.replica().isr_change(high_watermark, now_ms, lag_ms)
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        *self.log_end.borrow()
+    }
+
+    pub fn subscribe_log_end(&self) -> watch::Receiver<i64> {
+        self.log_end.subscribe()
+    }
+
+    /// A follower's next fetch: (leader, epoch, fetch offset, last fetched epoch).
+    pub fn follower_position(&self) -> Option<(i32, i32, i64, i32)> {
+        let replica = self.replica();
+        if replica.role != Role::Follower || replica.leader < 0 {
+            return None;
+        }
+        let log = self.lock();
+        Some((
+            replica.leader,
+            replica.epoch,
+            log.log_end_offset(),
+            log.latest_epoch(),
+        ))
+    }
+
+    /// The leader's side of a follower's fetch.
+    pub fn serve_follower(
+        &self,
+        request: &FollowerFetch,
+        max_bytes: usize,
+        now_ms: i64,
+    ) -> Result<LeaderAnswer, FetchRefusal> {
+        {
+            let replica = self.replica();
+            if replica.role != Role::Leader {
+                return Err(FetchRefusal::NotLeader);
+            }
+            if request.current_epoch < replica.epoch {
+                return Err(FetchRefusal::FencedEpoch);
+            }
+            if request.current_epoch > replica.epoch {
+                return Err(FetchRefusal::UnknownEpoch);
+            }
+        }
+        if self.offline.load(Ordering::Relaxed) || self.is_deleted() {
+            return Err(FetchRefusal::Storage);
+        }
+        let (log_end, local_start, diverging) = {
+            let log = self.lock();
+            let log_end = log.log_end_offset();
+            let diverging = if request.last_fetched_epoch >= 0 || request.fetch_offset > log_end {
+                match log.epoch_end_offset(request.last_fetched_epoch) {
+                    Some((epoch, end))
+                        if epoch == request.last_fetched_epoch && end >= request.fetch_offset =>
+                    {
+                        None
+                    }
+                    Some((epoch, end)) => Some((epoch, end)),
+                    // Every epoch here is newer than the follower's: it agrees with
+                    // nothing it could prove, so it starts again from our log start.
+                    None => Some((-1, log.log_start_offset())),
+                }
+            } else {
+                None
+            };
+            (log_end, log.log_start_offset(), diverging)
+        };
+        let mut answer = LeaderAnswer {
+            outcome: FollowerOutcome::Records(Bytes::new()),
+            high_watermark: self.high_watermark(),
+            log_start_offset: self.watermarks().log_start_offset,
+            local_log_start_offset: local_start,
+            log_end_offset: log_end,
+            remote_end_offset: self.remote_bounds().map_or(-1, |b| b.end),
+        };
+        if let Some((epoch, end_offset)) = diverging {
+            answer.outcome = FollowerOutcome::Diverging { epoch, end_offset };
+            return Ok(answer);
+        }
+        if request.fetch_offset < local_start {
+            answer.outcome = FollowerOutcome::OutOfRange;
+            return Ok(answer);
+        }
+        self.replica()
+            .record_fetch(request.replica_id, request.fetch_offset, log_end, now_ms);
+        self.advance_high_watermark();
+        answer.high_watermark = self.high_watermark();
+        if request.fetch_offset < log_end {
+            let (records, _) = self
+                .read_upto(request.fetch_offset, max_bytes, log_end)
+                .map_err(|_| FetchRefusal::Storage)?;
+            answer.outcome = FollowerOutcome::Records(records);
+        }
+        Ok(answer)
+    }
+
+    /// A follower's append of what its leader sent, then its high watermark: the
+    /// leader's, capped at its own log end.
+    pub async fn append_from_leader(
+        &self,
+        records: &Bytes,
+        leader_high_watermark: i64,
+        now_ms: i64,
+    ) -> Result<(), LogError> {
+        if !records.is_empty() {
+            let prepared = log::prepare_replica(records)?;
+            let (sync, dir) = {
+                let mut log = self.lock();
+                if self.deleted.load(Ordering::Relaxed) {
+                    return Err(LogError::Deleted);
+                }
+                if self.offline.load(Ordering::Relaxed) {
+                    return Err(LogError::Offline);
+                }
+                let (_, sync) = log.append_replica(prepared, now_ms)?;
+                self.log_end.send_replace(log.log_end_offset());
+                (sync, log.dir().to_path_buf())
+            };
+            if let Some(file) = sync
+                && let Err(source) = blocking(move || file.sync_data()).await
+            {
+                let error = LogError::Io { dir, source };
+                self.take_offline(&error);
+                return Err(error);
+            }
+        }
+        let end = self.lock().log_end_offset().min(leader_high_watermark);
         self.high_watermark.send_if_modified(|hw| {
-            let advanced = info.last_offset + 1 > *hw;
-            *hw = (*hw).max(info.last_offset + 1);
+            let advanced = end > *hw;
+            *hw = (*hw).max(end);
             advanced
         });
-        Ok(info)
+        Ok(())
+    }
+
+    /// A follower whose log diverged from its leader's: truncates to where they agree.
+    pub fn truncate_diverging(
+        &self,
+        epoch: i32,
+        end_offset: i64,
+        now_ms: i64,
+    ) -> Result<i64, LogError> {
+        let mut log = self.lock();
+        let own_end = if epoch < 0 {
+            log.log_end_offset()
+        } else {
+            log.epoch_end_offset(epoch)
+                .map_or(log.log_end_offset(), |(_, end)| end)
+        };
+        let target = end_offset.min(own_end);
+        let end = log.truncate_to(target, now_ms)?;
+        self.log_end.send_replace(end);
+        self.high_watermark.send_if_modified(|hw| {
+            let lowered = *hw > end;
+            *hw = (*hw).min(end);
+            lowered
+        });
+        Ok(end)
+    }
+
+    /// Restarts the local log empty at `offset` (below the leader's local log start, or
+    /// an empty disk), with producer state from the bucket if given.
+    pub fn reset_log(
+        &self,
+        offset: i64,
+        producers: Option<&[u8]>,
+        now_ms: i64,
+    ) -> Result<(), LogError> {
+        let mut log = self.lock();
+        log.reset_to(offset, producers, now_ms)?;
+        self.log_end.send_replace(offset);
+        self.high_watermark.send_replace(offset);
+        Ok(())
     }
 
     /// Reads whole batches from `offset` below the high watermark, at most `max_bytes`
     /// unless the first batch alone is larger. The file read happens without the lock.
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<(Bytes, Watermarks), LogError> {
+        self.read_upto(offset, max_bytes, self.high_watermark())
+    }
+
+    /// Like [`Partition::read`], below `limit` instead of the high watermark (a leader
+    /// serving its followers reads up to its log end).
+    pub fn read_upto(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        limit: i64,
+    ) -> Result<(Bytes, Watermarks), LogError> {
         let high_watermark = self.high_watermark();
         let mut offset = offset;
         loop {
@@ -276,15 +606,15 @@ impl Partition {
                 high_watermark,
             };
             let records = match location {
-                Some(location) if offset < high_watermark => {
-                    log::read_batches(&location, offset, max_bytes, high_watermark)
+                Some(location) if offset < limit => {
+                    log::read_batches(&location, offset, max_bytes, limit)
                         .map_err(|source| LogError::Io { dir, source })?
                 }
                 _ => Bytes::new(),
             };
             // Compaction may have emptied the rest of this segment: go on to the next.
             match next_base {
-                Some(next) if records.is_empty() && next < high_watermark && next > offset => {
+                Some(next) if records.is_empty() && next < limit && next > offset => {
                     offset = next;
                 }
                 _ => return Ok((records, marks)),

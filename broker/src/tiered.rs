@@ -338,7 +338,9 @@ pub async fn run_uploader(broker: Arc<Broker>) {
                 // holds data, so retention keeps applying to it.
                 let tiered = partition.log_config().remote_storage;
                 let has_remote = partition.remote_bounds().is_some_and(|b| b.end > b.start);
-                if !(tiered || has_remote) || partition.is_deleted() {
+                // Only the leader uploads and applies remote retention; followers
+                // follow the manifest it commits.
+                if !(tiered || has_remote) || partition.is_deleted() || !partition.is_leader() {
                     continue;
                 }
                 if tiered {
@@ -385,7 +387,8 @@ pub async fn run_scrubber(broker: Arc<Broker>) {
         let topics = broker.topics();
         for topic in &topics {
             for partition in &topic.partitions {
-                let Some(remote) = partition.remote() else {
+                // A follower's view of the manifest may be behind the leader's.
+                let Some(remote) = partition.remote().filter(|_| partition.is_leader()) else {
                     continue;
                 };
                 match remote.scrub(broker.clock.now_ms(), grace).await {
@@ -397,7 +400,9 @@ pub async fn run_scrubber(broker: Arc<Broker>) {
                 }
             }
         }
-        if let Err(e) = scrub_unknown_topics(&broker, &*tiering.store, grace).await {
+        if broker.is_controller()
+            && let Err(e) = scrub_unknown_topics(&broker, &*tiering.store, grace).await
+        {
             warn!(error = %e, "scrub of deleted topics failed");
         }
     }

@@ -154,6 +154,13 @@ pub const DEFS: &[ConfigDef] = &[
         kind: Kind::Bool,
         doc: "Tiered storage for this topic: upload sealed segments to the object store and serve history from it.",
     },
+    ConfigDef {
+        name: "unclean.leader.election.enable",
+        broker_setting: "unclean_leader_election_enable",
+        default: |c| c.unclean_leader_election_enable.to_string(),
+        kind: Kind::Bool,
+        doc: "Elect a replica outside the ISR when no in-sync replica is alive, losing what only the dead replicas held.",
+    },
 ];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -284,6 +291,16 @@ impl TopicConfig {
             .get(name)
             .and_then(|v| v.parse().ok())
             .unwrap_or_default()
+    }
+
+    pub fn min_insync_replicas(&self) -> usize {
+        self.long("min.insync.replicas").max(1) as usize
+    }
+
+    pub fn unclean_leader_election(&self) -> bool {
+        self.values
+            .get("unclean.leader.election.enable")
+            .is_some_and(|v| v == "true")
     }
 
     pub fn log_config(&self) -> LogConfig {

@@ -22,11 +22,7 @@ fn topic(name: &str, partitions: usize) -> TopicRecord {
         name: name.to_string(),
         id: Uuid::new_v4(),
         partitions: (0..partitions)
-            .map(|_| PartitionRecord {
-                leader: 0,
-                leader_epoch: 0,
-                replicas: vec![0],
-            })
+            .map(|_| PartitionRecord::new(vec![0]))
             .collect(),
         configs: BTreeMap::from([("retention.ms".to_string(), "1000".to_string())]),
     }
@@ -62,11 +58,7 @@ async fn scenarios(
     changed
         .configs
         .insert("segment.bytes".into(), "4096".into());
-    changed.partitions.push(PartitionRecord {
-        leader: 0,
-        leader_epoch: 0,
-        replicas: vec![0],
-    });
+    changed.partitions.push(PartitionRecord::new(vec![0]));
     store.update_topic(&changed).await.expect("update");
     assert!(matches!(
         store.update_topic(&topic("ghost", 1)).await,

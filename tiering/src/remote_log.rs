@@ -269,6 +269,30 @@ impl RemoteLog {
         }
     }
 
+    /// Reads the root again from the manifest store: a follower's view after the leader
+    /// committed. Never goes back to an older version.
+    pub async fn reload(&self) -> Result<(), TierError> {
+        let (root, version) = Self::load_root(&*self.manifests, &self.id).await?;
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        if version > current.version {
+            current.root = Arc::new(root);
+            current.version = version;
+        }
+        Ok(())
+    }
+
+    /// Makes `leader_epoch` the manifest's epoch (a new leader taking over), so a deposed
+    /// leader's uploads and retention fail from now on. Nothing else changes.
+    pub async fn claim(&self, leader_epoch: i32) -> Result<(), TierError> {
+        self.reload().await?;
+        if self.root().leader_epoch >= leader_epoch || self.marks().end_offset.is_none() {
+            return Ok(());
+        }
+        self.commit(leader_epoch, |root| Ok(root.leader_epoch < leader_epoch))
+            .await
+            .map(|_| ())
+    }
+
     pub fn root(&self) -> Arc<Root> {
         self.current
             .read()

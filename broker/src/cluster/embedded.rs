@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
-use super::{MetadataStore, StoreError, TopicRecord};
+use super::{BrokerInfo, MetadataStore, StoreError, TopicRecord};
 use crate::log::write_atomically;
 
 const FILE: &str = "metadata.json";
@@ -28,6 +28,11 @@ pub struct EmbeddedStore {
     path: PathBuf,
     /// A tokio mutex: held across the blocking-free but awaited file write.
     document: Mutex<Document>,
+    /// Topic versions for compare-and-swap: a counter bumped on every change. In memory
+    /// only: one process owns the document.
+    versions: std::sync::Mutex<(u64, BTreeMap<String, u64>)>,
+    /// The one broker of an embedded cluster, once it registered.
+    registered: std::sync::Mutex<Option<BrokerInfo>>,
 }
 
 impl EmbeddedStore {
@@ -64,7 +69,21 @@ impl EmbeddedStore {
         Ok(EmbeddedStore {
             path,
             document: Mutex::new(document),
+            versions: std::sync::Mutex::new((0, BTreeMap::new())),
+            registered: std::sync::Mutex::new(None),
         })
+    }
+
+    fn version(&self, name: &str) -> u64 {
+        let versions = self.versions.lock().unwrap_or_else(|p| p.into_inner());
+        versions.1.get(name).copied().unwrap_or(0)
+    }
+
+    fn bump(&self, name: &str) {
+        let mut versions = self.versions.lock().unwrap_or_else(|p| p.into_inner());
+        versions.0 += 1;
+        let next = versions.0;
+        versions.1.insert(name.to_string(), next);
     }
 
     async fn save(&self, document: &Document) -> Result<(), StoreError> {
@@ -113,6 +132,7 @@ impl MetadataStore for EmbeddedStore {
         next.topics.insert(topic.name.clone(), topic.clone());
         self.save(&next).await?;
         *document = next;
+        self.bump(&topic.name);
         Ok(())
     }
 
@@ -125,6 +145,7 @@ impl MetadataStore for EmbeddedStore {
         next.topics.insert(topic.name.clone(), topic.clone());
         self.save(&next).await?;
         *document = next;
+        self.bump(&topic.name);
         Ok(())
     }
 
@@ -145,8 +166,74 @@ impl MetadataStore for EmbeddedStore {
         if removed.is_some() {
             self.save(&next).await?;
             *document = next;
+            self.bump(name);
         }
         Ok(removed)
+    }
+
+    async fn list_topics_versioned(&self) -> Result<Vec<(TopicRecord, u64)>, StoreError> {
+        let document = self.document.lock().await;
+        Ok(document
+            .topics
+            .values()
+            .map(|t| (t.clone(), self.version(&t.name)))
+            .collect())
+    }
+
+    async fn update_topic_if(&self, topic: &TopicRecord, version: u64) -> Result<bool, StoreError> {
+        let mut document = self.document.lock().await;
+        if !document.topics.contains_key(&topic.name) || self.version(&topic.name) != version {
+            return Ok(false);
+        }
+        let mut next = document.clone();
+        next.topics.insert(topic.name.clone(), topic.clone());
+        self.save(&next).await?;
+        *document = next;
+        self.bump(&topic.name);
+        Ok(true)
+    }
+
+    // One broker, one process: its session never expires and it is always the controller.
+
+    async fn open_session(&self, _ttl_ms: i64) -> Result<i64, StoreError> {
+        Ok(0)
+    }
+
+    async fn keep_alive(&self, _session: i64) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
+    async fn close_session(&self, _session: i64) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn register_broker(&self, info: &BrokerInfo, _session: i64) -> Result<(), StoreError> {
+        *self.registered.lock().unwrap_or_else(|p| p.into_inner()) = Some(info.clone());
+        Ok(())
+    }
+
+    async fn live_brokers(&self) -> Result<Vec<BrokerInfo>, StoreError> {
+        Ok(self
+            .registered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect())
+    }
+
+    async fn campaign(&self, node_id: i32, _session: i64) -> Result<i32, StoreError> {
+        Ok(node_id)
+    }
+
+    async fn draining(&self) -> Result<Vec<i32>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn set_draining(&self, _node_id: i32, _draining: bool) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable(
+            "an embedded metadata store has one broker: there is nowhere to drain it to".into(),
+        ))
     }
 }
 

@@ -6,6 +6,14 @@
 //! | `<prefix>/topics/<name>` | the topic's [`TopicRecord`] as JSON |
 //! | `<prefix>/producer_ids` | the next producer id not yet reserved (decimal), advanced by compare-and-swap |
 //! | `<prefix>/manifests/<topic_id>/<partition>` | a tiered partition's manifest root (see `manifests.rs`) |
+//! | `<prefix>/brokers/<node_id>` | a live broker's [`BrokerInfo`] as JSON, attached to its lease |
+//! | `<prefix>/controller` | the controller's node id, attached to its lease |
+//! | `<prefix>/draining/<node_id>` | present while the broker is being drained |
+//!
+//! A broker's lease (TTL `broker_session_timeout_ms`) is its session: when the broker dies
+//! or cannot reach etcd for that long, its registration and controllership vanish with it.
+//! Topic records carry partition leadership and ISRs; they change by compare-and-swap on
+//! the key's mod_revision (the "version" of [`MetadataStore::update_topic_if`]).
 //!
 //! Creation is a transaction on `create_revision == 0`, updates on `version > 0`, so two
 //! brokers racing to create one topic cannot both succeed. Every call carries a timeout:
@@ -15,7 +23,7 @@ use std::time::Duration;
 
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp};
 
-use super::{MetadataStore, StoreError, TopicRecord};
+use super::{BrokerInfo, MetadataStore, StoreError, TopicRecord};
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -77,6 +85,11 @@ impl EtcdStore {
 
     fn encode(topic: &TopicRecord) -> Result<Vec<u8>, StoreError> {
         serde_json::to_vec(topic).map_err(unavailable)
+    }
+
+    async fn get_prefix(&self, suffix: &str) -> Result<etcd_client::GetResponse, StoreError> {
+        let mut kv = self.client.kv_client();
+        timed(kv.get(self.key(suffix), Some(GetOptions::new().with_prefix()))).await
     }
 }
 
@@ -192,5 +205,156 @@ impl MetadataStore for EtcdStore {
             .first()
             .map(|kv| Self::decode(kv.key(), kv.value()))
             .transpose()
+    }
+
+    async fn list_topics_versioned(&self) -> Result<Vec<(TopicRecord, u64)>, StoreError> {
+        let response = self.get_prefix("topics/").await?;
+        response
+            .kvs()
+            .iter()
+            .map(|kv| {
+                Ok((
+                    Self::decode(kv.key(), kv.value())?,
+                    kv.mod_revision() as u64,
+                ))
+            })
+            .collect()
+    }
+
+    async fn update_topic_if(&self, topic: &TopicRecord, version: u64) -> Result<bool, StoreError> {
+        let key = self.topic_key(&topic.name);
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                key.clone(),
+                CompareOp::Equal,
+                version as i64,
+            )])
+            .and_then([TxnOp::put(key, Self::encode(topic)?, None)]);
+        let mut kv = self.client.kv_client();
+        Ok(timed(kv.txn(txn)).await?.succeeded())
+    }
+
+    async fn open_session(&self, ttl_ms: i64) -> Result<i64, StoreError> {
+        let ttl_s = ((ttl_ms + 999) / 1000).max(2);
+        let mut lease = self.client.lease_client();
+        Ok(timed(lease.grant(ttl_s, None)).await?.id())
+    }
+
+    async fn keep_alive(&self, session: i64) -> Result<bool, StoreError> {
+        let mut lease = self.client.lease_client();
+        let (mut keeper, mut stream) = timed(lease.keep_alive(session)).await?;
+        timed(keeper.keep_alive()).await?;
+        match timed(stream.message()).await? {
+            Some(response) => Ok(response.ttl() > 0),
+            None => Err(StoreError::Unavailable(
+                "etcd closed the keep-alive stream".into(),
+            )),
+        }
+    }
+
+    async fn close_session(&self, session: i64) -> Result<(), StoreError> {
+        let mut lease = self.client.lease_client();
+        timed(lease.revoke(session)).await?;
+        Ok(())
+    }
+
+    async fn register_broker(&self, info: &BrokerInfo, session: i64) -> Result<(), StoreError> {
+        let key = self.key(&format!("brokers/{}", info.node_id));
+        let value = serde_json::to_vec(info).map_err(unavailable)?;
+        let put = TxnOp::put(
+            key.clone(),
+            value,
+            Some(etcd_client::PutOptions::new().with_lease(session)),
+        );
+        // Free, or already ours (a re-registration under the same session).
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([put.clone()])
+            .or_else([TxnOp::get(key.clone(), None)]);
+        let mut kv = self.client.kv_client();
+        let response = timed(kv.txn(txn)).await?;
+        if response.succeeded() {
+            return Ok(());
+        }
+        let holder = response.op_responses().into_iter().find_map(|op| match op {
+            etcd_client::TxnOpResponse::Get(get) => get.kvs().first().map(|kv| kv.lease()),
+            _ => None,
+        });
+        if holder == Some(session) {
+            let txn = Txn::new().and_then([put]);
+            timed(kv.txn(txn)).await?;
+            return Ok(());
+        }
+        Err(StoreError::AlreadyExists(format!(
+            "broker {} (another live process holds this node id)",
+            info.node_id
+        )))
+    }
+
+    async fn live_brokers(&self) -> Result<Vec<BrokerInfo>, StoreError> {
+        let response = self.get_prefix("brokers/").await?;
+        response
+            .kvs()
+            .iter()
+            .map(|kv| {
+                serde_json::from_slice(kv.value()).map_err(|e| StoreError::Corrupt {
+                    key: String::from_utf8_lossy(kv.key()).into_owned(),
+                    message: e.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    async fn campaign(&self, node_id: i32, session: i64) -> Result<i32, StoreError> {
+        let key = self.key("controller");
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                key.clone(),
+                node_id.to_string(),
+                Some(etcd_client::PutOptions::new().with_lease(session)),
+            )])
+            .or_else([TxnOp::get(key.clone(), None)]);
+        let mut kv = self.client.kv_client();
+        let response = timed(kv.txn(txn)).await?;
+        if response.succeeded() {
+            return Ok(node_id);
+        }
+        let holder = response.op_responses().into_iter().find_map(|op| match op {
+            etcd_client::TxnOpResponse::Get(get) => get
+                .kvs()
+                .first()
+                .and_then(|kv| String::from_utf8_lossy(kv.value()).parse::<i32>().ok()),
+            _ => None,
+        });
+        holder.ok_or(StoreError::Corrupt {
+            key,
+            message: "the controller key holds no node id".into(),
+        })
+    }
+
+    async fn draining(&self) -> Result<Vec<i32>, StoreError> {
+        let response = self.get_prefix("draining/").await?;
+        let prefix = self.key("draining/");
+        Ok(response
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                String::from_utf8_lossy(kv.key())
+                    .strip_prefix(&prefix)
+                    .and_then(|id| id.parse().ok())
+            })
+            .collect())
+    }
+
+    async fn set_draining(&self, node_id: i32, draining: bool) -> Result<(), StoreError> {
+        let key = self.key(&format!("draining/{node_id}"));
+        let mut kv = self.client.kv_client();
+        if draining {
+            timed(kv.put(key, "1", None)).await?;
+        } else {
+            timed(kv.delete(key, None)).await?;
+        }
+        Ok(())
     }
 }

@@ -5,9 +5,12 @@
 //! [`embedded::EmbeddedStore`] (a JSON document in the data dir, for one broker) and
 //! [`etcd::EtcdStore`] (one key per topic under a prefix, compare-and-swap transactions).
 
+pub mod controller;
 pub mod embedded;
 pub mod etcd;
 pub mod manifests;
+pub mod placement;
+mod sync;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,12 +31,72 @@ pub struct TopicRecord {
     pub configs: BTreeMap<String, String>,
 }
 
-/// Placement and leadership of one partition.
+/// Placement and leadership of one partition. Only the controller changes `leader`,
+/// `leader_epoch`, `replicas` and `removing`; the leader changes `isr` (expand and
+/// shrink), and the controller removes dead brokers from it. Every change is a
+/// compare-and-swap of the whole topic record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionRecord {
+    /// -1: no leader (every in-sync replica is down).
     pub leader: i32,
     pub leader_epoch: i32,
+    /// The first replica is the preferred leader.
     pub replicas: Vec<i32>,
+    /// In-sync replicas. Records written before replication existed have none stored:
+    /// see [`TopicRecord::normalize`].
+    #[serde(default)]
+    pub isr: Vec<i32>,
+    /// Replicas being moved off (a drain): still in `replicas` until their replacements
+    /// are in sync.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removing: Vec<i32>,
+}
+
+impl PartitionRecord {
+    /// A new partition on `replicas`, led by the first, all in sync (their logs are empty).
+    pub fn new(replicas: Vec<i32>) -> PartitionRecord {
+        PartitionRecord {
+            leader: replicas.first().copied().unwrap_or(-1),
+            leader_epoch: 0,
+            isr: replicas.clone(),
+            replicas,
+            removing: Vec::new(),
+        }
+    }
+}
+
+impl TopicRecord {
+    /// Fills in what older records lack: an ISR of all replicas.
+    pub fn normalize(mut self) -> TopicRecord {
+        for p in &mut self.partitions {
+            if p.isr.is_empty() && p.leader >= 0 {
+                p.isr = p.replicas.clone();
+            }
+        }
+        self
+    }
+}
+
+/// What a broker last read about the cluster.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterView {
+    pub brokers: Vec<BrokerInfo>,
+    /// -1 until known.
+    pub controller: i32,
+    pub draining: std::collections::BTreeSet<i32>,
+}
+
+/// A live broker, as it registered itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerInfo {
+    pub node_id: i32,
+    /// The Kafka listener clients are told about.
+    pub host: String,
+    pub port: i32,
+    #[serde(default)]
+    pub rack: Option<String>,
+    /// The replication gRPC endpoint, `HOST:PORT`.
+    pub replication: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +125,29 @@ pub trait MetadataStore: Send + Sync {
     /// Reserves `count` producer ids for this broker and returns the first. Ids are never
     /// handed out twice, across brokers and restarts.
     async fn allocate_producer_ids(&self, count: i64) -> Result<i64, StoreError>;
+
+    /// Topics with their versions, for [`MetadataStore::update_topic_if`].
+    async fn list_topics_versioned(&self) -> Result<Vec<(TopicRecord, u64)>, StoreError>;
+    /// Replaces a topic's record if its version is still `version`; false if it changed
+    /// (or was deleted) meanwhile.
+    async fn update_topic_if(&self, topic: &TopicRecord, version: u64) -> Result<bool, StoreError>;
+
+    /// Starts a session of `ttl_ms` (an etcd lease) and returns its id. Registration and
+    /// controllership end with it.
+    async fn open_session(&self, ttl_ms: i64) -> Result<i64, StoreError>;
+    /// Keeps a session alive; false if it already expired.
+    async fn keep_alive(&self, session: i64) -> Result<bool, StoreError>;
+    /// Ends a session (clean shutdown): registration and controllership go at once.
+    async fn close_session(&self, session: i64) -> Result<(), StoreError>;
+    /// Registers this broker under the session. Fails with `AlreadyExists` if a live
+    /// broker of another session holds the node id.
+    async fn register_broker(&self, info: &BrokerInfo, session: i64) -> Result<(), StoreError>;
+    async fn live_brokers(&self) -> Result<Vec<BrokerInfo>, StoreError>;
+    /// Becomes the controller if no live broker is; returns the controller's node id.
+    async fn campaign(&self, node_id: i32, session: i64) -> Result<i32, StoreError>;
+    /// Brokers marked for draining (their replicas are moved off).
+    async fn draining(&self) -> Result<Vec<i32>, StoreError>;
+    async fn set_draining(&self, node_id: i32, draining: bool) -> Result<(), StoreError>;
 }
 
 /// The metadata store and, in the same place, the manifest roots of tiered partitions.

@@ -62,6 +62,8 @@ pub fn is_internal(topic: &str) -> bool {
 pub enum GroupError {
     #[error("the coordinator is not available; find it again")]
     CoordinatorNotAvailable,
+    #[error("this broker is not the group's coordinator; find it again")]
+    NotCoordinator,
     #[error("the group id is empty")]
     InvalidGroupId,
     #[error("the session timeout is outside the broker's group_min/max_session_timeout_ms")]
@@ -201,10 +203,47 @@ impl Coordinator {
             })?,
         };
         let index = partition_for(group, topic.partitions.len());
-        topic
+        let partition = topic
             .partition(index)
             .cloned()
-            .ok_or(GroupError::CoordinatorNotAvailable)
+            .ok_or(GroupError::CoordinatorNotAvailable)?;
+        // The leader of the group's partition is its coordinator.
+        if !partition.is_leader() {
+            return Err(GroupError::NotCoordinator);
+        }
+        Ok(partition)
+    }
+
+    /// The node coordinating `group`: the leader of its offsets-topic partition.
+    pub async fn coordinator_node(&self, broker: &Broker, group: &str) -> Result<i32, GroupError> {
+        let topic = match broker.topic(OFFSETS_TOPIC) {
+            Some(topic) => topic,
+            None => broker.create_offsets_topic().await.map_err(|e| {
+                warn!(error = %e, "cannot create the offsets topic");
+                GroupError::CoordinatorNotAvailable
+            })?,
+        };
+        let index = partition_for(group, topic.partitions.len());
+        match topic.record.partitions.get(index as usize) {
+            Some(p) if p.leader >= 0 => Ok(p.leader),
+            _ => Err(GroupError::CoordinatorNotAvailable),
+        }
+    }
+
+    /// This broker became (or stopped being) the leader of an offsets-topic partition:
+    /// its groups are loaded from the log (or forgotten).
+    pub fn partition_led(&self, broker: &Broker, topic: &str, partition: &Partition, led: bool) {
+        if topic != OFFSETS_TOPIC {
+            return;
+        }
+        let count = broker
+            .topic(OFFSETS_TOPIC)
+            .map_or(0, |t| t.partitions.len());
+        self.map()
+            .retain(|id, _| partition_for(id, count) != partition.index);
+        if led && let Err(e) = self.load_partition(broker, partition) {
+            warn!(partition = partition.index, error = %e, "cannot load consumer groups");
+        }
     }
 
     fn write_lock(&self, partition: &Partition) -> &tokio::sync::Mutex<()> {

@@ -17,6 +17,9 @@ use crate::broker::Broker;
 use crate::log::{BatchError, LogError};
 use crate::partition::Partition;
 
+/// How long a commit or group write waits for the offsets topic's ISR.
+const COMMIT_TIMEOUT_MS: i64 = 5_000;
+
 /// What a replay of the offsets topic found, per group: its metadata and offsets.
 type Loaded = HashMap<String, (Option<GroupValue>, HashMap<(String, i32), OffsetValue>)>;
 
@@ -63,8 +66,14 @@ impl Coordinator {
             warn!(error = %e, "cannot encode an offsets topic batch");
             GroupError::CoordinatorNotAvailable
         })?;
-        match partition.append(&buf.freeze(), now).await {
+        // As in Kafka: written when the whole ISR has it, whatever the topic's
+        // min.insync.replicas; a coordinator that lost leadership meanwhile says so.
+        match partition
+            .append(&buf.freeze(), now, -1, 1, COMMIT_TIMEOUT_MS)
+            .await
+        {
             Ok(_) => Ok(()),
+            Err(LogError::NotLeader) => Err(GroupError::NotCoordinator),
             Err(LogError::InvalidBatch(BatchError::TooLarge { .. })) => {
                 Err(GroupError::InvalidCommitOffsetSize)
             }
@@ -80,15 +89,24 @@ impl Coordinator {
         let Some(topic) = broker.topic(OFFSETS_TOPIC) else {
             return Ok(());
         };
+        for partition in topic.partitions.iter().filter(|p| p.is_leader()) {
+            self.load_partition(broker, partition)?;
+        }
+        Ok(())
+    }
+
+    /// Loads the groups of one offsets-topic partition (this broker became its leader):
+    /// everything in its log, up to the log end.
+    pub fn load_partition(&self, broker: &Broker, partition: &Partition) -> Result<(), LogError> {
         let now = broker.clock.now_ms();
         let started = std::time::Instant::now();
         let mut groups: Loaded = HashMap::new();
         let mut records = 0u64;
-        for partition in &topic.partitions {
+        {
             let mut offset = partition.watermarks().log_start_offset;
-            let end = partition.high_watermark();
+            let end = partition.log_end_offset();
             while offset < end {
-                let (bytes, _) = partition.read(offset, 1 << 20)?;
+                let (bytes, _) = partition.read_upto(offset, 1 << 20, end)?;
                 let next = for_each_record(&bytes, offset, |key, value| {
                     records += 1;
                     apply_record(&mut groups, key, value);

@@ -14,6 +14,7 @@ use kafka_protocol::messages::{
 
 use super::{str_bytes, topic_name};
 use crate::broker::{AdminError, Broker, Topic, valid_topic_name};
+use crate::cluster::BrokerInfo;
 use crate::protocol::versions;
 
 pub fn api_versions() -> ResponseKind {
@@ -21,17 +22,32 @@ pub fn api_versions() -> ResponseKind {
 }
 
 fn topic_metadata(broker: &Broker, topic: &Topic) -> MetadataResponseTopic {
-    let node = BrokerId(broker.config.node_id);
+    let live: Vec<i32> = broker.live_brokers().iter().map(|b| b.node_id).collect();
+    let ids = |ids: &[i32]| ids.iter().map(|&id| BrokerId(id)).collect::<Vec<_>>();
     let partitions = topic
         .partitions
         .iter()
-        .map(|p| {
+        .zip(&topic.record.partitions)
+        .map(|(p, record)| {
+            let offline: Vec<i32> = record
+                .replicas
+                .iter()
+                .copied()
+                .filter(|r| !live.contains(r))
+                .collect();
+            let error = if record.leader < 0 {
+                ResponseError::LeaderNotAvailable.code()
+            } else {
+                0
+            };
             MetadataResponsePartition::default()
+                .with_error_code(error)
                 .with_partition_index(p.index)
-                .with_leader_id(node)
-                .with_leader_epoch(p.leader_epoch())
-                .with_replica_nodes(vec![node])
-                .with_isr_nodes(vec![node])
+                .with_leader_id(BrokerId(record.leader))
+                .with_leader_epoch(record.leader_epoch)
+                .with_replica_nodes(ids(&record.replicas))
+                .with_isr_nodes(ids(&record.isr))
+                .with_offline_replicas(ids(&offline))
         })
         .collect();
     MetadataResponseTopic::default()
@@ -39,6 +55,14 @@ fn topic_metadata(broker: &Broker, topic: &Topic) -> MetadataResponseTopic {
         .with_topic_id(topic.id)
         .with_is_internal(crate::group::is_internal(&topic.name))
         .with_partitions(partitions)
+}
+
+fn broker_entry(b: &BrokerInfo) -> MetadataResponseBroker {
+    MetadataResponseBroker::default()
+        .with_node_id(BrokerId(b.node_id))
+        .with_host(str_bytes(b.host.clone()))
+        .with_port(b.port)
+        .with_rack(b.rack.clone().map(str_bytes))
 }
 
 fn topic_error(name: Option<&str>, id: uuid::Uuid, error: ResponseError) -> MetadataResponseTopic {
@@ -106,34 +130,34 @@ pub async fn metadata(
             topics.push(entry);
         }
     }
-    let node = BrokerId(broker.config.node_id);
-    let brokers = vec![
-        MetadataResponseBroker::default()
-            .with_node_id(node)
-            .with_host(str_bytes(broker.advertised_host.clone()))
-            .with_port(broker.advertised_port),
-    ];
+    let brokers = broker.live_brokers().iter().map(broker_entry).collect();
     ResponseKind::Metadata(
         MetadataResponse::default()
             .with_brokers(brokers)
             .with_cluster_id(Some(str_bytes(broker.cluster_id.clone())))
             // A live broker: kafkajs sends InitProducerId to whatever is named here.
-            .with_controller_id(node)
+            .with_controller_id(BrokerId(broker.controller_id()))
             .with_topics(topics),
     )
 }
 
 pub fn describe_cluster(broker: &Arc<Broker>, request: DescribeClusterRequest) -> ResponseKind {
-    let node = BrokerId(broker.config.node_id);
-    let me = DescribeClusterBroker::default()
-        .with_broker_id(node)
-        .with_host(str_bytes(broker.advertised_host.clone()))
-        .with_port(broker.advertised_port);
+    let brokers = broker
+        .live_brokers()
+        .iter()
+        .map(|b| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(b.node_id))
+                .with_host(str_bytes(b.host.clone()))
+                .with_port(b.port)
+                .with_rack(b.rack.clone().map(str_bytes))
+        })
+        .collect();
     ResponseKind::DescribeCluster(
         DescribeClusterResponse::default()
             .with_endpoint_type(request.endpoint_type)
             .with_cluster_id(str_bytes(broker.cluster_id.clone()))
-            .with_controller_id(node)
-            .with_brokers(vec![me]),
+            .with_controller_id(BrokerId(broker.controller_id()))
+            .with_brokers(brokers),
     )
 }

@@ -42,6 +42,16 @@ fn resolve(broker: &Broker, topic: &FetchTopic, version: i16) -> Option<Arc<Topi
     }
 }
 
+/// The leader serves every fetch; a follower serves consumers from Fetch v11 on (KIP-392:
+/// clients that know about fetching from followers), up to its own high watermark.
+fn serves(partition: &Partition, version: i16) -> Result<(), ResponseError> {
+    match partition.replica_state().role {
+        crate::replication::Role::Leader => Ok(()),
+        crate::replication::Role::Follower if version >= 11 => Ok(()),
+        _ => Err(ResponseError::NotLeaderOrFollower),
+    }
+}
+
 pub async fn fetch(broker: &Arc<Broker>, request: FetchRequest, version: i16) -> ResponseKind {
     let unknown = if version >= 13 {
         ResponseError::UnknownTopicId
@@ -57,7 +67,8 @@ pub async fn fetch(broker: &Arc<Broker>, request: FetchRequest, version: i16) ->
                 Some(t) => t
                     .partition(p.partition)
                     .cloned()
-                    .ok_or(ResponseError::UnknownTopicOrPartition),
+                    .ok_or(ResponseError::UnknownTopicOrPartition)
+                    .and_then(|partition| serves(&partition, version).map(|()| partition)),
             };
             wanted.push(Wanted {
                 topic_index,

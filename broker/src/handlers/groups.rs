@@ -42,6 +42,7 @@ use crate::group::{GroupError, SyncRequest};
 pub fn group_error_code(error: &GroupError) -> ResponseError {
     match error {
         GroupError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
+        GroupError::NotCoordinator => ResponseError::NotCoordinator,
         GroupError::InvalidGroupId => ResponseError::InvalidGroupId,
         GroupError::InvalidSessionTimeout => ResponseError::InvalidSessionTimeout,
         GroupError::InconsistentGroupProtocol => ResponseError::InconsistentGroupProtocol,
@@ -107,9 +108,17 @@ pub async fn find_coordinator(
         // InitProducerId refuses transactional ids, so any broker will do; share groups
         // (2) are not supported.
         let result = match request.key_type {
-            0 => broker.groups.partition(broker, &key).await.map(drop),
-            1 => Ok(()),
+            0 => broker.groups.coordinator_node(broker, &key).await,
+            1 => Ok(broker.config.node_id),
             _ => Err(GroupError::CoordinatorNotAvailable),
+        };
+        let node = result
+            .as_ref()
+            .ok()
+            .and_then(|&id| broker.broker_info_or_own(id));
+        let result = match (result, &node) {
+            (Ok(_), None) => Err(GroupError::CoordinatorNotAvailable),
+            (r, _) => r.map(drop),
         };
         let error = match (&result, request.key_type) {
             (Err(_), 2..) | (Err(_), ..0) => {
@@ -120,26 +129,17 @@ pub async fn find_coordinator(
             }
             _ => code(broker, "FindCoordinator", &result),
         };
-        coordinators.push(
-            Coordinator::default()
-                .with_key(key)
-                .with_node_id(BrokerId(if error == 0 {
-                    broker.config.node_id
-                } else {
-                    -1
-                }))
-                .with_host(str_bytes(if error == 0 {
-                    broker.advertised_host.clone()
-                } else {
-                    String::new()
-                }))
-                .with_port(if error == 0 {
-                    broker.advertised_port
-                } else {
-                    -1
-                })
-                .with_error_code(error),
-        );
+        let entry = Coordinator::default().with_key(key).with_error_code(error);
+        coordinators.push(match node.filter(|_| error == 0) {
+            Some(b) => entry
+                .with_node_id(BrokerId(b.node_id))
+                .with_host(str_bytes(b.host))
+                .with_port(b.port),
+            None => entry
+                .with_node_id(BrokerId(-1))
+                .with_host(str_bytes(String::new()))
+                .with_port(-1),
+        });
     }
     let mut response = FindCoordinatorResponse::default();
     if version < 4 {

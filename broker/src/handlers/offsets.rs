@@ -90,6 +90,9 @@ pub async fn list_offsets(
                         .error("ListOffsets", ResponseError::UnknownTopicOrPartition);
                     return base.with_error_code(ResponseError::UnknownTopicOrPartition.code());
                 };
+                if !partition.is_leader() {
+                    return base.with_error_code(ResponseError::NotLeaderOrFollower.code());
+                }
                 if p.current_leader_epoch >= 0 && p.current_leader_epoch != partition.leader_epoch()
                 {
                     let code = if p.current_leader_epoch > partition.leader_epoch() {

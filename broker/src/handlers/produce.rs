@@ -34,6 +34,7 @@ pub async fn produce(
     _version: i16,
 ) -> Option<ResponseKind> {
     let acks = request.acks;
+    let timeout_ms = i64::from(request.timeout_ms);
     let now = broker.clock.now_ms();
     let mut responses = Vec::with_capacity(request.topic_data.len());
     for topic_data in request.topic_data {
@@ -72,7 +73,8 @@ pub async fn produce(
                     );
                 }
                 let records = data.records.unwrap_or_default();
-                match partition.append(&records, now).await {
+                let min_isr = topic.as_ref().map_or(1, |t| t.config.min_insync_replicas());
+                match partition.append(&records, now, acks, min_isr, timeout_ms).await {
                     Ok(info) => {
                         broker.metrics.bytes_in.with_label_values(&[&name]).inc_by(records.len() as u64);
                         broker.metrics.records_in.with_label_values(&[&name]).inc_by(info.records as u64);

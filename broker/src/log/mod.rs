@@ -32,10 +32,10 @@ use tracing::{info, warn};
 pub use cleaner::require_keys;
 pub use format::{BatchError, BatchHeader};
 use producers::{BatchMeta, ProducerState, Verdict};
-pub use replica::prepare_replica;
 pub use read::{
     Location, decode_batch, find_timestamp, max_timestamp_record, read_batches, record_timestamps,
 };
+pub use replica::prepare_replica;
 use segment::Segment;
 
 /// Per-log settings, derived from the topic's configuration.
@@ -111,7 +111,9 @@ pub enum LogError {
     NotLeader,
     #[error("the in-sync replicas ({isr}) are fewer than min.insync.replicas ({min})")]
     NotEnoughReplicas { isr: usize, min: usize },
-    #[error("written, but the in-sync replicas shrank below min.insync.replicas before it was replicated")]
+    #[error(
+        "written, but the in-sync replicas shrank below min.insync.replicas before it was replicated"
+    )]
     NotEnoughReplicasAfterAppend,
     #[error("the in-sync replicas did not acknowledge within the request timeout")]
     ReplicationTimeout,
@@ -445,8 +447,7 @@ impl Log {
         } else {
             -1
         };
-        let next_offset =
-            self.write_batches(&mut buf, &mut headers, Some(leader_epoch), now_ms)?;
+        let next_offset = self.write_batches(&mut buf, &mut headers, Some(leader_epoch), now_ms)?;
         let sync = self.after_append(&headers, records, now_ms);
         let info = AppendInfo {
             base_offset,

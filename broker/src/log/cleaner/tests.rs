@@ -920,16 +920,22 @@ fn a_compacted_partition_refuses_keyless_produce() {
     let rt = runtime();
     let dir = tempfile::tempdir().expect("tempdir");
     let log = Log::open(&dir.path().join("compact"), config(), 0).expect("open");
-    let partition = Partition::new("t".into(), 0, log, 0, None);
+    let partition = Partition::new(
+        "t".into(),
+        0,
+        log,
+        crate::replication::ReplicaState::solo(0, 0, 0),
+        None,
+    );
     let keyless_batch = Bytes::from(batch_of(&[keyless("x")], 0, Compression::None));
-    let refused = rt.block_on(partition.append(&keyless_batch, 0));
+    let refused = rt.block_on(partition.append(&keyless_batch, 0, 1, 1, 1000));
     assert!(matches!(
         refused,
         Err(LogError::InvalidBatch(BatchError::Record { index: 0, .. }))
     ));
     assert_eq!(partition.high_watermark(), 0, "nothing appended");
     let keyed = Bytes::from(batch_of(&[kv("a", "1")], 0, Compression::None));
-    rt.block_on(partition.append(&keyed, 0))
+    rt.block_on(partition.append(&keyed, 0, 1, 1, 1000))
         .expect("a keyed batch is accepted");
     assert_eq!(partition.high_watermark(), 1);
 
@@ -937,8 +943,14 @@ fn a_compacted_partition_refuses_keyless_produce() {
     let mut config = config();
     config.compact = false;
     let log = Log::open(&dir.path().join("delete"), config, 0).expect("open");
-    let partition = Partition::new("t".into(), 0, log, 0, None);
-    rt.block_on(partition.append(&keyless_batch, 0))
+    let partition = Partition::new(
+        "t".into(),
+        0,
+        log,
+        crate::replication::ReplicaState::solo(0, 0, 0),
+        None,
+    );
+    rt.block_on(partition.append(&keyless_batch, 0, 1, 1, 1000))
         .expect("keyless is fine without compaction");
 }
 
@@ -1519,7 +1531,13 @@ fn a_segment_emptied_by_cleaning_stays_and_reads_skip_it() {
     assert_eq!(log.next_segment_base(30), None);
 
     // A partition read goes on past both empty segments.
-    let partition = Partition::new("t".into(), 0, log, 0, None);
+    let partition = Partition::new(
+        "t".into(),
+        0,
+        log,
+        crate::replication::ReplicaState::solo(0, 0, 0),
+        None,
+    );
     // Whole batches of one segment: [20, 30).
     let all: Vec<i64> = (20..30).collect();
     for offset in [0, 5, 9, 10, 19] {
@@ -1576,7 +1594,13 @@ fn partition_clean_runs_a_whole_pass() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (log, _) = emptied_fixture(dir.path());
     let before = log.size_bytes();
-    let partition = Partition::new("t".into(), 0, log, 0, None);
+    let partition = Partition::new(
+        "t".into(),
+        0,
+        log,
+        crate::replication::ReplicaState::solo(0, 0, 0),
+        None,
+    );
     let seen = std::sync::Mutex::new(None);
     let removed = rt
         .block_on(partition.clean(10_000, MAX_KEYS, async |map| {
@@ -1613,7 +1637,13 @@ fn a_failed_remote_part_puts_the_local_pass_off() {
     let (log, _) = emptied_fixture(dir.path());
     let before = log.size_bytes();
     let bases = log_bases(dir.path());
-    let partition = Partition::new("t".into(), 0, log, 0, None);
+    let partition = Partition::new(
+        "t".into(),
+        0,
+        log,
+        crate::replication::ReplicaState::solo(0, 0, 0),
+        None,
+    );
     let outcome = rt
         .block_on(partition.clean(10_000, MAX_KEYS, async |_| false))
         .expect("clean");
@@ -1661,7 +1691,13 @@ fn a_read_in_a_gap_at_the_end_of_a_segment_moves_to_the_next() {
     );
     assert_eq!(log.next_segment_base(8), Some(10));
 
-    let partition = Partition::new("t".into(), 0, log, 0, None);
+    let partition = Partition::new(
+        "t".into(),
+        0,
+        log,
+        crate::replication::ReplicaState::solo(0, 0, 0),
+        None,
+    );
     assert_eq!(
         partition_read(&partition, 7),
         (0..8).collect::<Vec<_>>(),
@@ -1690,7 +1726,13 @@ fn a_read_in_a_gap_inside_a_segment_gets_the_next_batch() {
     clean(&mut log, 10_000).expect("due");
     // Left: b@1, e@4, a@5, f@6, c@7, d@8; offsets 2 and 3 lost their whole batch.
     assert_eq!(read_all(&log), model.compacted(9, true));
-    let partition = Partition::new("t".into(), 0, log, 0, None);
+    let partition = Partition::new(
+        "t".into(),
+        0,
+        log,
+        crate::replication::ReplicaState::solo(0, 0, 0),
+        None,
+    );
     assert_eq!(partition_read(&partition, 0), vec![1, 4, 5, 6, 7, 8]);
     assert_eq!(partition_read(&partition, 2), vec![4, 5, 6, 7, 8]);
     assert_eq!(partition_read(&partition, 3), vec![4, 5, 6, 7, 8]);
@@ -1719,7 +1761,13 @@ fn a_read_in_a_gap_just_below_the_high_watermark_returns_nothing() {
     clean(&mut log, wall_ms() + DAY_MS).expect("due");
     assert_eq!(log.log_end_offset(), 3);
     assert_eq!(read_all(&log), vec![(0, kv("a", "1")), (1, kv("b", "1"))]);
-    let partition = Partition::new("t".into(), 0, log, 0, None);
+    let partition = Partition::new(
+        "t".into(),
+        0,
+        log,
+        crate::replication::ReplicaState::solo(0, 0, 0),
+        None,
+    );
     assert_eq!(partition.high_watermark(), 3);
     assert!(partition_read(&partition, 2).is_empty());
     assert!(partition_read(&partition, 3).is_empty());

@@ -1,0 +1,275 @@
+//! The controller's decisions, as a pure function of the stored topic records and the
+//! live brokers. One broker at a time is the controller (it holds the `controller` key
+//! under its etcd lease); every `metadata_refresh_interval_ms` it reconciles each topic
+//! and stores what changed by compare-and-swap, so a decision made on a stale view is
+//! simply refused and made again.
+//!
+//! Per partition, in order:
+//! 1. Dead brokers leave the ISR, except the last member: a partition whose every
+//!    in-sync replica died waits, leaderless, for one of them (unless unclean election
+//!    is on), because only they are known to hold every acknowledged record.
+//! 2. A partition whose leader is dead (or that has none) gets the first live ISR member
+//!    in replica order, and a new leader epoch. With unclean election on and no live ISR
+//!    member, any live replica, with an ISR of itself.
+//! 3. Draining brokers are replaced: a replacement joins the replica list (`removing`
+//!    names the drained one); once every other replica is in the ISR, the drained one is
+//!    dropped and, if it led, leadership moves to the ISR (a new epoch).
+//! 4. With `rebalance`, leadership goes back to the preferred (first) replica if it is
+//!    live, in sync and not draining.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{BrokerInfo, PartitionRecord, TopicRecord, placement};
+
+/// What the controller knows about the brokers.
+pub struct Brokers<'a> {
+    pub live: &'a [BrokerInfo],
+    pub draining: &'a BTreeSet<i32>,
+}
+
+impl Brokers<'_> {
+    fn is_live(&self, id: i32) -> bool {
+        self.live.iter().any(|b| b.node_id == id)
+    }
+
+    /// Live brokers that are not draining: where replicas may go.
+    fn targets(&self) -> Vec<BrokerInfo> {
+        self.live
+            .iter()
+            .filter(|b| !self.draining.contains(&b.node_id))
+            .cloned()
+            .collect()
+    }
+}
+
+/// Replicas per broker over all topics, for choosing replacements.
+pub fn load(topics: &[TopicRecord]) -> BTreeMap<i32, usize> {
+    let mut load = BTreeMap::new();
+    for p in topics.iter().flat_map(|t| &t.partitions) {
+        for &r in &p.replicas {
+            *load.entry(r).or_insert(0) += 1;
+        }
+    }
+    load
+}
+
+/// The topic's record after reconciliation, if anything changed.
+pub fn reconcile(
+    topic: &TopicRecord,
+    brokers: &Brokers,
+    load: &mut BTreeMap<i32, usize>,
+    unclean: bool,
+    rebalance: bool,
+) -> Option<TopicRecord> {
+    let mut next = topic.clone();
+    let mut changed = false;
+    for p in &mut next.partitions {
+        changed |= reconcile_partition(p, brokers, load, unclean, rebalance);
+    }
+    changed.then_some(next)
+}
+
+fn set_leader(p: &mut PartitionRecord, leader: i32) -> bool {
+    if p.leader == leader {
+        return false;
+    }
+    p.leader = leader;
+    p.leader_epoch += 1;
+    true
+}
+
+pub fn reconcile_partition(
+    p: &mut PartitionRecord,
+    brokers: &Brokers,
+    load: &mut BTreeMap<i32, usize>,
+    unclean: bool,
+    rebalance: bool,
+) -> bool {
+    let before = p.clone();
+    // 1. Dead brokers leave the ISR, but it never empties.
+    let live_isr: Vec<i32> = p
+        .isr
+        .iter()
+        .copied()
+        .filter(|&r| brokers.is_live(r))
+        .collect();
+    if !live_isr.is_empty() {
+        p.isr = live_isr;
+    }
+    // 2. A live leader from the ISR.
+    if p.leader < 0 || !brokers.is_live(p.leader) || !p.isr.contains(&p.leader) {
+        let candidate = p
+            .replicas
+            .iter()
+            .copied()
+            .find(|r| p.isr.contains(r) && brokers.is_live(*r));
+        match candidate {
+            Some(leader) => {
+                set_leader(p, leader);
+            }
+            None if unclean => {
+                if let Some(leader) = p.replicas.iter().copied().find(|&r| brokers.is_live(r)) {
+                    set_leader(p, leader);
+                    p.isr = vec![leader];
+                } else {
+                    set_leader(p, -1);
+                }
+            }
+            None => {
+                set_leader(p, -1);
+            }
+        }
+    }
+    // 3. Drains.
+    if p.removing.is_empty() {
+        let drained: Vec<i32> = p
+            .replicas
+            .iter()
+            .copied()
+            .filter(|r| brokers.draining.contains(r))
+            .collect();
+        for d in drained {
+            if let Some(t) = placement::replacement(&brokers.targets(), &p.replicas, load) {
+                p.replicas.push(t);
+                p.removing.push(d);
+                *load.entry(t).or_insert(0) += 1;
+            }
+        }
+    }
+    let staying: Vec<i32> = p
+        .replicas
+        .iter()
+        .copied()
+        .filter(|r| !p.removing.contains(r))
+        .collect();
+    if !p.removing.is_empty() && staying.iter().all(|r| p.isr.contains(r)) {
+        for d in std::mem::take(&mut p.removing) {
+            *load.entry(d).or_insert(1) -= 1;
+        }
+        p.replicas = staying.clone();
+        p.isr.retain(|r| staying.contains(r));
+        if !staying.contains(&p.leader)
+            && let Some(&leader) = staying.iter().find(|&&r| brokers.is_live(r))
+        {
+            set_leader(p, leader);
+        }
+    }
+    // 4. Preferred leaders.
+    if rebalance
+        && let Some(&preferred) = p.replicas.first()
+        && preferred != p.leader
+        && p.isr.contains(&preferred)
+        && brokers.is_live(preferred)
+        && !brokers.draining.contains(&preferred)
+        && !p.removing.contains(&preferred)
+    {
+        set_leader(p, preferred);
+    }
+    *p != before
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn brokers(ids: &[i32]) -> Vec<BrokerInfo> {
+        ids.iter()
+            .map(|&id| BrokerInfo {
+                node_id: id,
+                host: "127.0.0.1".into(),
+                port: 9092,
+                rack: None,
+                replication: String::new(),
+            })
+            .collect()
+    }
+
+    fn run(p: &mut PartitionRecord, live: &[i32], draining: &[i32], unclean: bool) -> bool {
+        let live = brokers(live);
+        let draining: BTreeSet<i32> = draining.iter().copied().collect();
+        let view = Brokers {
+            live: &live,
+            draining: &draining,
+        };
+        reconcile_partition(p, &view, &mut BTreeMap::new(), unclean, false)
+    }
+
+    #[test]
+    fn a_dead_leader_is_replaced_from_the_isr_with_a_new_epoch() {
+        let mut p = PartitionRecord::new(vec![1, 2, 3]);
+        assert!(!run(&mut p, &[1, 2, 3], &[], false));
+        assert!(run(&mut p, &[2, 3], &[], false));
+        assert_eq!(
+            (p.leader, p.leader_epoch, p.isr.clone()),
+            (2, 1, vec![2, 3])
+        );
+        // The old leader comes back: it is not in the ISR until the leader adds it.
+        assert!(!run(&mut p, &[1, 2, 3], &[], false));
+        assert_eq!(p.leader, 2);
+    }
+
+    #[test]
+    fn without_a_live_isr_member_the_partition_waits_for_one_unless_unclean() {
+        let mut p = PartitionRecord::new(vec![1, 2]);
+        p.isr = vec![1];
+        assert!(run(&mut p, &[2], &[], false));
+        assert_eq!((p.leader, p.leader_epoch, p.isr.clone()), (-1, 1, vec![1]));
+        assert!(run(&mut p, &[1, 2], &[], false));
+        assert_eq!((p.leader, p.leader_epoch), (1, 2));
+
+        let mut p = PartitionRecord::new(vec![1, 2]);
+        p.isr = vec![1];
+        assert!(run(&mut p, &[2], &[], true));
+        assert_eq!((p.leader, p.isr.clone()), (2, vec![2]));
+    }
+
+    #[test]
+    fn a_drain_adds_a_replacement_then_drops_the_drained_replica_once_it_is_in_sync() {
+        let mut p = PartitionRecord::new(vec![3, 1]);
+        assert!(run(&mut p, &[1, 2, 3], &[3], false));
+        assert_eq!(
+            (p.replicas.clone(), p.removing.clone()),
+            (vec![3, 1, 2], vec![3])
+        );
+        assert_eq!(
+            p.leader, 3,
+            "the drained leader leads until its replacement is in sync"
+        );
+        assert!(!run(&mut p, &[1, 2, 3], &[3], false));
+        p.isr.push(2);
+        assert!(run(&mut p, &[1, 2, 3], &[3], false));
+        assert_eq!(
+            (p.replicas.clone(), p.isr.clone()),
+            (vec![1, 2], vec![1, 2])
+        );
+        assert!(p.removing.is_empty());
+        assert_eq!((p.leader, p.leader_epoch), (1, 1));
+    }
+
+    #[test]
+    fn leadership_returns_to_the_preferred_replica_when_rebalancing() {
+        let mut p = PartitionRecord::new(vec![1, 2]);
+        p.leader = 2;
+        let live = brokers(&[1, 2]);
+        let none = BTreeSet::new();
+        let view = Brokers {
+            live: &live,
+            draining: &none,
+        };
+        assert!(!reconcile_partition(
+            &mut p,
+            &view,
+            &mut BTreeMap::new(),
+            false,
+            false
+        ));
+        assert!(reconcile_partition(
+            &mut p,
+            &view,
+            &mut BTreeMap::new(),
+            false,
+            true
+        ));
+        assert_eq!((p.leader, p.leader_epoch), (1, 1));
+    }
+}

@@ -1,0 +1,374 @@
+//! The broker's membership loop: keeps its session (etcd lease) and registration alive,
+//! campaigns for controller, reads the cluster's metadata every
+//! `metadata_refresh_interval_ms`, runs the controller's reconciliation when it is the
+//! controller, applies topic records to the local partitions (opening, closing,
+//! leading, following) and proposes ISR changes for the partitions it leads.
+//!
+//! etcd unreachable: the broker keeps serving with what it last read. Its lease may
+//! expire meanwhile; the controller then moves its leaderships, and the broker learns
+//! that (and follows) once it reads metadata again. It re-registers with a new lease.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use super::controller::{self, Brokers};
+use super::{BrokerInfo, ClusterView, StoreError, TopicRecord};
+use crate::broker::{Broker, Topic};
+use crate::replication::Transition;
+
+impl Broker {
+    pub fn cluster_view(&self) -> Arc<ClusterView> {
+        self.cluster
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Live brokers for Metadata: this one alone until the first metadata read.
+    pub fn live_brokers(&self) -> Vec<BrokerInfo> {
+        let view = self.cluster_view();
+        if view.brokers.is_empty() {
+            vec![self.own_info()]
+        } else {
+            view.brokers.clone()
+        }
+    }
+
+    /// The controller for Metadata; this broker until one is known (kafkajs sends
+    /// InitProducerId to it, so it must be live).
+    pub fn controller_id(&self) -> i32 {
+        let view = self.cluster_view();
+        if view.brokers.iter().any(|b| b.node_id == view.controller) {
+            view.controller
+        } else {
+            self.config.node_id
+        }
+    }
+
+    pub fn is_controller(&self) -> bool {
+        self.cluster_view().controller == self.config.node_id
+    }
+
+    pub fn broker_info(&self, node_id: i32) -> Option<BrokerInfo> {
+        self.cluster_view()
+            .brokers
+            .iter()
+            .find(|b| b.node_id == node_id)
+            .cloned()
+    }
+
+    /// A live broker's info; this broker's own even before the first metadata read.
+    pub fn broker_info_or_own(&self, node_id: i32) -> Option<BrokerInfo> {
+        if node_id == self.config.node_id {
+            return Some(self.own_info());
+        }
+        self.broker_info(node_id)
+    }
+
+    pub fn own_info(&self) -> BrokerInfo {
+        BrokerInfo {
+            node_id: self.config.node_id,
+            host: self.advertised_host.clone(),
+            port: self.advertised_port,
+            rack: (!self.config.rack.is_empty()).then(|| self.config.rack.clone()),
+            replication: self.config.replication_advertised(),
+        }
+    }
+
+    /// Opens a session and registers, retrying while a previous incarnation's lease is
+    /// still alive (a restart faster than `broker_session_timeout_ms`).
+    pub async fn join_cluster(&self) -> anyhow::Result<i64> {
+        let info = self.own_info();
+        let ttl = self.config.broker_session_timeout_ms;
+        let deadline = std::time::Instant::now() + Duration::from_millis(ttl as u64 * 3);
+        let mut warned = false;
+        loop {
+            let session = self.store.open_session(ttl).await?;
+            match self.store.register_broker(&info, session).await {
+                Ok(()) => {
+                    info!(node_id = info.node_id, session, "registered in the cluster");
+                    self.refresh(session).await;
+                    return Ok(session);
+                }
+                Err(StoreError::AlreadyExists(what)) if std::time::Instant::now() < deadline => {
+                    if !warned {
+                        warn!(%what, "node id still registered by a previous incarnation; waiting for its session to expire");
+                        warned = true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// The membership loop; runs until shutdown, then ends the session so the
+    /// controller moves this broker's leaderships at once.
+    pub async fn run_membership(self: Arc<Self>, mut session: i64) {
+        let interval = Duration::from_millis(self.config.metadata_refresh_interval_ms as u64);
+        let keep_alive_every =
+            Duration::from_millis(self.config.broker_session_timeout_ms as u64 / 3);
+        let mut last_keep_alive = std::time::Instant::now();
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                _ = ticker.tick() => {}
+            }
+            if last_keep_alive.elapsed() >= keep_alive_every {
+                match self.store.keep_alive(session).await {
+                    Ok(true) => last_keep_alive = std::time::Instant::now(),
+                    Ok(false) => {
+                        warn!(
+                            "this broker's session expired (cut off from etcd for too long); joining again"
+                        );
+                        match self.join_cluster().await {
+                            Ok(s) => session = s,
+                            Err(e) => warn!(error = %e, "re-joining the cluster failed"),
+                        }
+                        last_keep_alive = std::time::Instant::now();
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "cannot renew the session; serving with the last metadata")
+                    }
+                }
+            }
+            self.refresh(session).await;
+        }
+        if let Err(e) = self.store.close_session(session).await {
+            warn!(error = %e, "could not end the session; the controller will notice at its expiry");
+        }
+    }
+
+    /// One metadata round: read, reconcile (controller), apply, propose ISR changes.
+    pub async fn refresh(&self, session: i64) {
+        if let Err(e) = self.refresh_once(session).await {
+            warn!(error = %e, "metadata refresh failed; serving with the last metadata");
+        }
+    }
+
+    async fn refresh_once(&self, session: i64) -> Result<(), StoreError> {
+        let controller = self.store.campaign(self.config.node_id, session).await?;
+        let brokers = self.store.live_brokers().await?;
+        let draining: BTreeSet<i32> = self.store.draining().await?.into_iter().collect();
+        let mut topics = self.store.list_topics_versioned().await?;
+        *self.cluster.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ClusterView {
+            brokers: brokers.clone(),
+            controller,
+            draining: draining.clone(),
+        });
+        if controller == self.config.node_id {
+            self.reconcile(&mut topics, &brokers, &draining).await?;
+        }
+        let records: Vec<TopicRecord> = topics.into_iter().map(|(t, _)| t.normalize()).collect();
+        self.apply_topics(records).await;
+        self.propose_isr_changes().await;
+        Ok(())
+    }
+
+    async fn reconcile(
+        &self,
+        topics: &mut [(TopicRecord, u64)],
+        brokers: &[BrokerInfo],
+        draining: &BTreeSet<i32>,
+    ) -> Result<(), StoreError> {
+        let view = Brokers {
+            live: brokers,
+            draining,
+        };
+        let rebalance = self.config.leader_rebalance_interval_ms > 0 && {
+            let now = self.clock.now_ms();
+            let last = self
+                .last_rebalance_ms
+                .load(std::sync::atomic::Ordering::Relaxed);
+            let due = now - last >= self.config.leader_rebalance_interval_ms;
+            if due {
+                self.last_rebalance_ms
+                    .store(now, std::sync::atomic::Ordering::Relaxed);
+            }
+            due
+        };
+        let records: Vec<TopicRecord> = topics.iter().map(|(t, _)| t.clone().normalize()).collect();
+        let mut load = controller::load(&records);
+        for (entry, record) in topics.iter_mut().zip(records) {
+            let unclean = crate::topic_config::TopicConfig::resolve(&record.configs, &self.config)
+                .map(|c| c.unclean_leader_election())
+                .unwrap_or(false);
+            let Some(next) = controller::reconcile(&record, &view, &mut load, unclean, rebalance)
+            else {
+                continue;
+            };
+            if self.store.update_topic_if(&next, entry.1).await? {
+                for (i, (old, new)) in record.partitions.iter().zip(&next.partitions).enumerate() {
+                    if old != new {
+                        info!(topic = %next.name, partition = i, leader = new.leader,
+                            epoch = new.leader_epoch, isr = ?new.isr, replicas = ?new.replicas,
+                            "controller changed a partition");
+                    }
+                }
+                entry.0 = next;
+            }
+        }
+        Ok(())
+    }
+
+    /// Brings local topics and partition roles in line with the stored records.
+    async fn apply_topics(&self, records: Vec<TopicRecord>) {
+        let _admin = self.admin.lock().await;
+        let now = self.clock.now_ms();
+        let stored: HashSet<(String, uuid::Uuid)> =
+            records.iter().map(|r| (r.name.clone(), r.id)).collect();
+        // Topics deleted (or re-created under a new id) elsewhere.
+        for topic in self.topics() {
+            if !stored.contains(&(topic.name.clone(), topic.id)) {
+                self.close_deleted_topic(&topic);
+            }
+        }
+        for record in records {
+            let local = self.topic(&record.name);
+            let topic = match local {
+                Some(t) if t.id == record.id => {
+                    if t.record == record {
+                        continue;
+                    }
+                    match self.update_local_topic(&t, record).await {
+                        Ok(t) => t,
+                        Err(e) => {
+                            warn!(topic = %t.name, error = %e, "cannot apply a topic change");
+                            continue;
+                        }
+                    }
+                }
+                _ => match self.open_topic(record.clone()).await {
+                    Ok(t) => {
+                        info!(topic = %t.name, "opened a topic created on another broker");
+                        let t = Arc::new(t);
+                        self.write_topics().insert(t.name.clone(), t.clone());
+                        t
+                    }
+                    Err(e) => {
+                        warn!(topic = %record.name, error = %e, "cannot open a topic");
+                        continue;
+                    }
+                },
+            };
+            for (partition, p) in topic.partitions.iter().zip(&topic.record.partitions) {
+                match partition.apply_record(p, now) {
+                    Ok(Transition::BecameLeader) => {
+                        info!(topic = %topic.name, partition = partition.index, epoch = p.leader_epoch, "leading");
+                        if let Some(remote) = partition.remote().cloned() {
+                            let epoch = p.leader_epoch;
+                            tokio::spawn(async move {
+                                if let Err(e) = remote.claim(epoch).await {
+                                    warn!(partition = %remote.id, error = %e, "could not claim the manifest for the new epoch");
+                                }
+                            });
+                        }
+                        self.groups
+                            .partition_led(self, &topic.name, partition, true);
+                    }
+                    Ok(Transition::BecameFollower) | Ok(Transition::Stopped) => {
+                        info!(topic = %topic.name, partition = partition.index, leader = p.leader, epoch = p.leader_epoch, "following");
+                        self.groups
+                            .partition_led(self, &topic.name, partition, false);
+                    }
+                    Ok(Transition::Unchanged) => {}
+                    Err(e) => {
+                        warn!(topic = %topic.name, partition = partition.index, error = %e, "cannot take the new role")
+                    }
+                }
+            }
+        }
+    }
+
+    /// A new record for a topic this broker has open: new partitions, configs.
+    async fn update_local_topic(
+        &self,
+        topic: &Topic,
+        record: TopicRecord,
+    ) -> Result<Arc<Topic>, crate::broker::AdminError> {
+        let config = crate::topic_config::TopicConfig::resolve(&record.configs, &self.config)?;
+        let mut partitions = topic.partitions.clone();
+        for index in partitions.len()..record.partitions.len() {
+            partitions.push(Arc::new(
+                self.open_partition(&record, &config, index).await?,
+            ));
+        }
+        if config.log_config() != topic.config.log_config() {
+            for p in &partitions {
+                p.set_config(config.log_config());
+            }
+        }
+        let next = Arc::new(Topic {
+            name: topic.name.clone(),
+            id: topic.id,
+            partitions,
+            config,
+            record,
+        });
+        self.write_topics().insert(next.name.clone(), next.clone());
+        Ok(next)
+    }
+
+    fn close_deleted_topic(&self, topic: &Topic) {
+        self.write_topics().remove(&topic.name);
+        for partition in &topic.partitions {
+            if let Err(e) = partition.delete_files() {
+                warn!(topic = %topic.name, partition = partition.index, error = %e, "could not remove a deleted topic's log");
+            }
+        }
+        let _ = std::fs::remove_dir(self.topic_dir(&topic.name, topic.id));
+        self.metrics
+            .forget_topic(&topic.name, topic.partitions.len() as i32);
+        info!(topic = %topic.name, "closed a topic deleted on another broker");
+    }
+
+    /// Stores the ISR changes due on partitions this broker leads (Kafka's AlterPartition).
+    async fn propose_isr_changes(&self) {
+        let now = self.clock.now_ms();
+        let lag = self.config.replica_lag_time_max_ms;
+        for topic in self.topics() {
+            for partition in &topic.partitions {
+                let Some(isr) = partition.isr_change(now, lag) else {
+                    continue;
+                };
+                let state = partition.replica_state();
+                partition.set_proposed_isr(Some(isr.clone()));
+                let index = partition.index as usize;
+                let me = self.config.node_id;
+                let stored = self
+                    .edit_stored_topic(&topic.name, |record| {
+                        let p = record.partitions.get_mut(index).ok_or_else(|| {
+                            crate::broker::AdminError::UnknownTopic(topic.name.clone())
+                        })?;
+                        if p.leader != me || p.leader_epoch != state.epoch {
+                            return Err(crate::broker::AdminError::Store(StoreError::Unavailable(
+                                "no longer the leader".into(),
+                            )));
+                        }
+                        p.isr = isr.clone();
+                        Ok(())
+                    })
+                    .await;
+                match stored {
+                    Ok(record) => {
+                        info!(topic = %topic.name, partition = index, from = ?state.isr, to = ?isr, "ISR changed");
+                        if let Some(p) = record.partitions.get(index)
+                            && let Err(e) = partition.apply_record(p, now)
+                        {
+                            warn!(topic = %topic.name, partition = index, error = %e, "cannot apply the ISR change");
+                        }
+                    }
+                    Err(e) => {
+                        partition.set_proposed_isr(None);
+                        warn!(topic = %topic.name, partition = index, error = %e, "ISR change refused");
+                    }
+                }
+            }
+        }
+    }
+}

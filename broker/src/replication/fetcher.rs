@@ -1,0 +1,251 @@
+//! The follower's side of replication: one fetch loop per leader this broker follows,
+//! fetching every partition it follows there in one long-poll request.
+//!
+//! [`run`] starts a loop for each leader that appears in the partitions' replica state;
+//! a loop ends when it has no partition left to fetch (leadership moved).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use strata_proto::replication::replication_client::ReplicationClient;
+use strata_proto::replication::{FetchRequest, PartitionData, PartitionError, PartitionFetch};
+use tonic::transport::{Channel, Endpoint};
+use tracing::{debug, info, warn};
+
+use crate::broker::Broker;
+use crate::partition::Partition;
+
+/// Pause after an error before the next fetch from the same leader.
+const BACKOFF: Duration = Duration::from_millis(200);
+
+/// Starts and reaps fetch loops as leadership changes; runs until shutdown.
+pub async fn run(broker: Arc<Broker>) {
+    let mut loops: HashMap<i32, tokio::task::JoinHandle<()>> = HashMap::new();
+    let mut ticker = tokio::time::interval(Duration::from_millis(100));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = broker.shutdown.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        loops.retain(|_, handle| !handle.is_finished());
+        let leaders: HashSet<i32> = followed(&broker).into_iter().map(|f| f.leader).collect();
+        for leader in leaders {
+            loops.entry(leader).or_insert_with(|| {
+                let broker = broker.clone();
+                tokio::spawn(async move { fetch_loop(broker, leader).await })
+            });
+        }
+    }
+    for (_, handle) in loops {
+        handle.abort();
+    }
+}
+
+/// A partition this broker follows, where it stands.
+struct Followed {
+    partition: Arc<Partition>,
+    topic_id: uuid::Uuid,
+    leader: i32,
+    epoch: i32,
+    fetch_offset: i64,
+    last_fetched_epoch: i32,
+}
+
+fn followed(broker: &Broker) -> Vec<Followed> {
+    let mut out = Vec::new();
+    for topic in broker.topics() {
+        for partition in &topic.partitions {
+            if let Some((leader, epoch, fetch_offset, last_fetched_epoch)) =
+                partition.follower_position()
+                && leader != broker.config.node_id
+            {
+                out.push(Followed {
+                    partition: partition.clone(),
+                    topic_id: topic.id,
+                    leader,
+                    epoch,
+                    fetch_offset,
+                    last_fetched_epoch,
+                });
+            }
+        }
+    }
+    out
+}
+
+async fn connect(broker: &Broker, leader: i32) -> Option<ReplicationClient<Channel>> {
+    let address = broker.broker_info(leader)?.replication;
+    let endpoint = Endpoint::from_shared(format!("http://{address}"))
+        .ok()?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true);
+    match endpoint.connect().await {
+        Ok(channel) => Some(
+            ReplicationClient::new(channel)
+                .max_decoding_message_size(
+                    (broker.config.replica_fetch_max_bytes as usize).saturating_mul(2),
+                )
+                .max_encoding_message_size(4 << 20),
+        ),
+        Err(e) => {
+            debug!(leader, %address, error = %e, "cannot reach the leader for replication");
+            None
+        }
+    }
+}
+
+async fn fetch_loop(broker: Arc<Broker>, leader: i32) {
+    let mut client: Option<ReplicationClient<Channel>> = None;
+    let wait_ms = broker.config.replica_fetch_wait_max_ms as u32;
+    let max_bytes = broker.config.replica_fetch_max_bytes as u32;
+    info!(leader, "replicating from a leader");
+    while !broker.shutdown.is_cancelled() {
+        let partitions: Vec<Followed> = followed(&broker)
+            .into_iter()
+            .filter(|f| f.leader == leader)
+            .collect();
+        if partitions.is_empty() {
+            break;
+        }
+        if client.is_none() {
+            client = connect(&broker, leader).await;
+            if client.is_none() {
+                tokio::time::sleep(BACKOFF).await;
+                continue;
+            }
+        }
+        let request = FetchRequest {
+            replica_id: broker.config.node_id,
+            cluster_id: broker.cluster_id.clone(),
+            max_wait_ms: wait_ms,
+            max_bytes,
+            partitions: partitions
+                .iter()
+                .map(|f| PartitionFetch {
+                    topic_id: f.topic_id.as_bytes().to_vec().into(),
+                    partition: f.partition.index,
+                    current_leader_epoch: f.epoch,
+                    fetch_offset: f.fetch_offset,
+                    last_fetched_epoch: f.last_fetched_epoch,
+                    max_bytes,
+                })
+                .collect(),
+        };
+        let call = client
+            .as_mut()
+            .map(|c| c.fetch(request))
+            .expect("connected above");
+        let timeout = Duration::from_millis(u64::from(wait_ms)) + Duration::from_secs(5);
+        let response = tokio::select! {
+            _ = broker.shutdown.cancelled() => break,
+            r = tokio::time::timeout(timeout, call) => r,
+        };
+        let response = match response {
+            Ok(Ok(response)) => response.into_inner(),
+            Ok(Err(status)) => {
+                debug!(leader, %status, "replication fetch failed");
+                client = None;
+                tokio::time::sleep(BACKOFF).await;
+                continue;
+            }
+            Err(_) => {
+                debug!(leader, "replication fetch timed out");
+                client = None;
+                continue;
+            }
+        };
+        let mut backoff = false;
+        for data in response.partitions {
+            let Some(f) = partitions.iter().find(|f| {
+                f.partition.index == data.partition
+                    && f.topic_id.as_bytes()[..] == data.topic_id[..]
+            }) else {
+                continue;
+            };
+            backoff |= !apply(&broker, f, data).await;
+        }
+        if backoff {
+            tokio::time::sleep(BACKOFF).await;
+        }
+    }
+    info!(leader, "stopped replicating from a leader");
+}
+
+/// Applies one partition's answer; false if the loop should pause before fetching again.
+async fn apply(broker: &Broker, f: &Followed, data: PartitionData) -> bool {
+    let now = broker.clock.now_ms();
+    let partition = &f.partition;
+    let error = PartitionError::try_from(data.error).unwrap_or(PartitionError::StorageError);
+    // The answer is for the position we asked from; if leadership or the log moved
+    // meanwhile, drop it.
+    if partition
+        .follower_position()
+        .is_none_or(|(leader, epoch, end, _)| {
+            leader != f.leader || epoch != f.epoch || end != f.fetch_offset
+        })
+    {
+        return true;
+    }
+    let outcome = match error {
+        PartitionError::None => {
+            if let Some(diverging) = data.diverging_epoch {
+                partition
+                    .truncate_diverging(diverging.epoch, diverging.end_offset, now)
+                    .map(|_| ())
+            } else {
+                refresh_remote(partition, data.remote_end_offset).await;
+                partition
+                    .append_from_leader(&data.records, data.high_watermark, now)
+                    .await
+            }
+        }
+        PartitionError::OffsetOutOfRange => restart_at(partition, &data, now).await,
+        other => {
+            debug!(topic = %partition.topic, partition = partition.index, leader = f.leader,
+                error = ?other, "the leader refused a replication fetch");
+            return false;
+        }
+    };
+    if let Err(e) = outcome {
+        warn!(topic = %partition.topic, partition = partition.index, leader = f.leader,
+            error = %e, "applying replicated data failed");
+        return false;
+    }
+    true
+}
+
+/// The leader moved its remote end: reload the manifest so local retention can drop
+/// what the bucket now holds, and remote reads see it.
+async fn refresh_remote(partition: &Partition, leader_remote_end: i64) {
+    let Some(remote) = partition.remote() else {
+        return;
+    };
+    if leader_remote_end >= 0
+        && remote.marks().end_offset != Some(leader_remote_end)
+        && let Err(e) = remote.reload().await
+    {
+        debug!(partition = %remote.id, error = %e, "reloading the manifest failed");
+    }
+}
+
+/// The follower's log ends below the leader's local log start: restart it there. What
+/// lies below is in the bucket (tiered topics) or was deleted by retention.
+async fn restart_at(
+    partition: &Partition,
+    data: &PartitionData,
+    now: i64,
+) -> Result<(), crate::log::LogError> {
+    refresh_remote(partition, data.remote_end_offset).await;
+    let offset = data.local_log_start_offset;
+    let snapshot = match partition.remote() {
+        Some(remote) if remote.marks().end_offset == Some(offset) => {
+            remote.producer_snapshot().await.ok().flatten()
+        }
+        _ => None,
+    };
+    info!(topic = %partition.topic, partition = partition.index, offset,
+        "the leader no longer has this follower's log end locally; restarting the log at its local start");
+    partition.reset_log(offset, snapshot.as_deref(), now)
+}

@@ -1,0 +1,164 @@
+//! The leader's side of replication: the `Replication` gRPC service.
+//!
+//! A fetch is answered at once when any partition has something for the follower
+//! (records, a truncation, an error); otherwise it waits, up to `max_wait_ms`, for any of
+//! the partitions' log ends to move.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use strata_proto::replication::replication_server::{Replication, ReplicationServer};
+use strata_proto::replication::{
+    DivergingEpoch, FetchRequest, FetchResponse, PartitionData, PartitionError, PartitionFetch,
+};
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use super::{FetchRefusal, FollowerFetch, FollowerOutcome};
+use crate::broker::Broker;
+use crate::partition::Partition;
+
+/// Longest wait a follower may ask for.
+const MAX_WAIT: Duration = Duration::from_secs(5);
+
+pub struct Service {
+    broker: Arc<Broker>,
+}
+
+pub fn service(broker: Arc<Broker>) -> ReplicationServer<Service> {
+    let limit = (broker.config.replica_fetch_max_bytes as usize).saturating_mul(2);
+    ReplicationServer::new(Service { broker })
+        .max_encoding_message_size(limit)
+        .max_decoding_message_size(4 << 20)
+}
+
+fn error(fetch: &PartitionFetch, code: PartitionError) -> PartitionData {
+    PartitionData {
+        topic_id: fetch.topic_id.clone(),
+        partition: fetch.partition,
+        error: code as i32,
+        ..PartitionData::default()
+    }
+}
+
+impl Service {
+    fn partition(&self, fetch: &PartitionFetch) -> Option<Arc<Partition>> {
+        let id = Uuid::from_slice(&fetch.topic_id).ok()?;
+        self.broker
+            .topic_by_id(id)?
+            .partition(fetch.partition)
+            .cloned()
+    }
+
+    /// One pass over the request; the bool says whether anything is worth answering now.
+    fn round(&self, request: &FetchRequest) -> (Vec<PartitionData>, bool) {
+        let now = self.broker.clock.now_ms();
+        let mut budget = request
+            .max_bytes
+            .min(self.broker.config.replica_fetch_max_bytes as u32)
+            as usize;
+        let mut urgent = false;
+        let answers = request
+            .partitions
+            .iter()
+            .map(|fetch| {
+                let Some(partition) = self.partition(fetch) else {
+                    urgent = true;
+                    return error(fetch, PartitionError::UnknownPartition);
+                };
+                let ask = FollowerFetch {
+                    replica_id: request.replica_id,
+                    current_epoch: fetch.current_leader_epoch,
+                    fetch_offset: fetch.fetch_offset,
+                    last_fetched_epoch: fetch.last_fetched_epoch,
+                };
+                let max_bytes = budget.min(fetch.max_bytes as usize).max(1);
+                match partition.serve_follower(&ask, max_bytes, now) {
+                    Err(refusal) => {
+                        urgent = true;
+                        error(
+                            fetch,
+                            match refusal {
+                                FetchRefusal::NotLeader => PartitionError::NotLeader,
+                                FetchRefusal::FencedEpoch => PartitionError::FencedLeaderEpoch,
+                                FetchRefusal::UnknownEpoch => PartitionError::UnknownLeaderEpoch,
+                                FetchRefusal::Storage => PartitionError::StorageError,
+                            },
+                        )
+                    }
+                    Ok(answer) => {
+                        let mut data = PartitionData {
+                            topic_id: fetch.topic_id.clone(),
+                            partition: fetch.partition,
+                            error: PartitionError::None as i32,
+                            high_watermark: answer.high_watermark,
+                            log_start_offset: answer.log_start_offset,
+                            local_log_start_offset: answer.local_log_start_offset,
+                            log_end_offset: answer.log_end_offset,
+                            remote_end_offset: answer.remote_end_offset,
+                            diverging_epoch: None,
+                            records: Bytes::new(),
+                        };
+                        match answer.outcome {
+                            FollowerOutcome::Records(records) => {
+                                urgent |= !records.is_empty();
+                                budget = budget.saturating_sub(records.len());
+                                data.records = records;
+                            }
+                            FollowerOutcome::Diverging { epoch, end_offset } => {
+                                urgent = true;
+                                data.diverging_epoch = Some(DivergingEpoch { epoch, end_offset });
+                            }
+                            FollowerOutcome::OutOfRange => {
+                                urgent = true;
+                                data.error = PartitionError::OffsetOutOfRange as i32;
+                            }
+                        }
+                        data
+                    }
+                }
+            })
+            .collect();
+        (answers, urgent)
+    }
+}
+
+#[tonic::async_trait]
+impl Replication for Service {
+    async fn fetch(
+        &self,
+        request: Request<FetchRequest>,
+    ) -> Result<Response<FetchResponse>, Status> {
+        let request = request.into_inner();
+        if request.cluster_id != self.broker.cluster_id {
+            return Err(Status::permission_denied(format!(
+                "this broker belongs to cluster {}, not {}",
+                self.broker.cluster_id, request.cluster_id
+            )));
+        }
+        let wait = Duration::from_millis(u64::from(request.max_wait_ms)).min(MAX_WAIT);
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Subscribe before reading, so an append in between still wakes us.
+            let mut ends: Vec<_> = request
+                .partitions
+                .iter()
+                .filter_map(|f| self.partition(f).map(|p| p.subscribe_log_end()))
+                .collect();
+            let (partitions, urgent) = self.round(&request);
+            if urgent || tokio::time::Instant::now() >= deadline || ends.is_empty() {
+                return Ok(Response::new(FetchResponse { partitions }));
+            }
+            let changed =
+                futures::future::select_all(ends.iter_mut().map(|r| Box::pin(r.changed())));
+            tokio::select! {
+                _ = changed => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = self.broker.shutdown.cancelled() => {
+                    return Err(Status::unavailable("the broker is shutting down"));
+                }
+            }
+        }
+    }
+}
