@@ -153,6 +153,17 @@ fn lock(entry: &Shared) -> std::sync::MutexGuard<'_, Entry> {
     entry.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The offsets topic, created on first use.
+async fn offsets_topic(broker: &Broker) -> Result<Arc<crate::broker::Topic>, GroupError> {
+    match broker.topic(OFFSETS_TOPIC) {
+        Some(topic) => Ok(topic),
+        None => broker.create_offsets_topic().await.map_err(|e| {
+            warn!(error = %e, "cannot create the offsets topic");
+            GroupError::CoordinatorNotAvailable
+        }),
+    }
+}
+
 impl Coordinator {
     pub fn new(config: &crate::config::Config) -> Coordinator {
         Coordinator {
@@ -189,19 +200,13 @@ impl Coordinator {
             .clone()
     }
 
-    /// The offsets topic's partition holding this group, creating the topic on first use.
+    /// The offsets topic's partition holding this group, if this broker leads it.
     pub async fn partition(
         &self,
         broker: &Broker,
         group: &str,
     ) -> Result<Arc<Partition>, GroupError> {
-        let topic = match broker.topic(OFFSETS_TOPIC) {
-            Some(topic) => topic,
-            None => broker.create_offsets_topic().await.map_err(|e| {
-                warn!(error = %e, "cannot create the offsets topic");
-                GroupError::CoordinatorNotAvailable
-            })?,
-        };
+        let topic = offsets_topic(broker).await?;
         let index = partition_for(group, topic.partitions.len());
         let partition = topic
             .partition(index)
@@ -216,13 +221,7 @@ impl Coordinator {
 
     /// The node coordinating `group`: the leader of its offsets-topic partition.
     pub async fn coordinator_node(&self, broker: &Broker, group: &str) -> Result<i32, GroupError> {
-        let topic = match broker.topic(OFFSETS_TOPIC) {
-            Some(topic) => topic,
-            None => broker.create_offsets_topic().await.map_err(|e| {
-                warn!(error = %e, "cannot create the offsets topic");
-                GroupError::CoordinatorNotAvailable
-            })?,
-        };
+        let topic = offsets_topic(broker).await?;
         let index = partition_for(group, topic.partitions.len());
         match topic.record.partitions.get(index as usize) {
             Some(p) if p.leader >= 0 => Ok(p.leader),
