@@ -112,6 +112,7 @@ impl Broker {
         let keep_alive_every =
             Duration::from_millis(self.config.broker_session_timeout_ms as u64 / 3);
         let mut last_keep_alive = std::time::Instant::now();
+        let mut outage = Outage::default();
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -132,12 +133,13 @@ impl Broker {
                         }
                         last_keep_alive = std::time::Instant::now();
                     }
-                    Err(e) => {
-                        warn!(error = %e, "cannot renew the session; serving with the last metadata")
-                    }
+                    Err(e) => outage.failed("renew the session", &e),
                 }
             }
-            self.refresh(session).await;
+            match self.refresh_once(session).await {
+                Ok(()) => outage.recovered(),
+                Err(e) => outage.failed("read cluster metadata", &e),
+            }
         }
         if let Err(e) = self.store.close_session(session).await {
             warn!(error = %e, "could not end the session; the controller will notice at its expiry");
@@ -369,6 +371,39 @@ impl Broker {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Logs an etcd outage once when it starts, every 30 s while it lasts, and when it ends,
+/// rather than every refresh round.
+#[derive(Default)]
+struct Outage {
+    since: Option<std::time::Instant>,
+    last_warning: Option<std::time::Instant>,
+}
+
+impl Outage {
+    fn failed(&mut self, what: &str, error: &StoreError) {
+        let now = std::time::Instant::now();
+        let since = *self.since.get_or_insert(now);
+        if self
+            .last_warning
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(30))
+        {
+            self.last_warning = Some(now);
+            warn!(%error, down_for_s = now.duration_since(since).as_secs(),
+                "cannot {what}; serving with the last metadata");
+        }
+    }
+
+    fn recovered(&mut self) {
+        if let Some(since) = self.since.take() {
+            self.last_warning = None;
+            info!(
+                down_for_ms = since.elapsed().as_millis() as u64,
+                "the metadata store is reachable again"
+            );
         }
     }
 }

@@ -7,6 +7,11 @@
 //! whole so a consumer can never get stuck behind a batch larger than its limits.
 //! Fetch sessions (KIP-227) are not kept: every response carries session id 0, which tells
 //! clients to send full fetch requests.
+//!
+//! In a cluster the leader serves every fetch and a follower serves consumers from Fetch
+//! v11 on, up to its own high watermark (remote history included). A consumer naming its
+//! rack (`client.rack`, v11+) outside the leader's rack is pointed at an in-sync replica
+//! in its rack with `preferred_read_replica` (KIP-392).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +37,34 @@ struct Wanted {
     partition_max_bytes: usize,
     current_leader_epoch: i32,
     partition: Result<Arc<Partition>, ResponseError>,
+    /// KIP-392: the replica this consumer should fetch from instead (same rack).
+    redirect: Option<i32>,
+}
+
+/// KIP-392's rack-aware replica selection, at the leader: a consumer that names its rack
+/// (`client.rack`) and is not in the leader's rack is sent to an in-sync replica in its
+/// rack, if there is one, so replays are served away from the leader and inside the zone.
+fn read_replica(broker: &Broker, partition: &Partition, client_rack: &str) -> Option<i32> {
+    if client_rack.is_empty() || broker.config.rack == client_rack {
+        return None;
+    }
+    let state = partition.replica_state();
+    if state.role != crate::replication::Role::Leader {
+        return None;
+    }
+    let mut candidates: Vec<i32> = state
+        .isr
+        .iter()
+        .copied()
+        .filter(|&r| r != state.me)
+        .filter(|&r| {
+            broker
+                .broker_info(r)
+                .is_some_and(|b| b.rack.as_deref() == Some(client_rack))
+        })
+        .collect();
+    candidates.sort_unstable();
+    candidates.first().copied()
 }
 
 fn resolve(broker: &Broker, topic: &FetchTopic, version: i16) -> Option<Arc<Topic>> {
@@ -58,6 +91,16 @@ pub async fn fetch(broker: &Arc<Broker>, request: FetchRequest, version: i16) ->
     } else {
         ResponseError::UnknownTopicOrPartition
     };
+    let consumer = if version >= 15 {
+        request.replica_state.replica_id.0 < 0
+    } else {
+        request.replica_id.0 < 0
+    };
+    let client_rack = if version >= 11 && consumer {
+        request.rack_id.to_string()
+    } else {
+        String::new()
+    };
     let mut wanted = Vec::new();
     for (topic_index, fetch_topic) in request.topics.iter().enumerate() {
         let topic = resolve(broker, fetch_topic, version);
@@ -70,6 +113,10 @@ pub async fn fetch(broker: &Arc<Broker>, request: FetchRequest, version: i16) ->
                     .ok_or(ResponseError::UnknownTopicOrPartition)
                     .and_then(|partition| serves(&partition, version).map(|()| partition)),
             };
+            let redirect = partition
+                .as_ref()
+                .ok()
+                .and_then(|partition| read_replica(broker, partition, &client_rack));
             wanted.push(Wanted {
                 topic_index,
                 index: p.partition,
@@ -77,6 +124,7 @@ pub async fn fetch(broker: &Arc<Broker>, request: FetchRequest, version: i16) ->
                 partition_max_bytes: p.partition_max_bytes.max(0) as usize,
                 current_leader_epoch: p.current_leader_epoch,
                 partition,
+                redirect,
             });
         }
     }
@@ -195,6 +243,16 @@ async fn read_all(
             };
             any_error = true;
             out.push(base.with_error_code(code.code()));
+            continue;
+        }
+        if let Some(replica) = w.redirect {
+            // No records: the client fetches from `replica` from now on. Answered at
+            // once, like an error.
+            any_error = true;
+            out.push(
+                with_marks(base, partition.watermarks())
+                    .with_preferred_read_replica(replica.into()),
+            );
             continue;
         }
         // The first batch is always whole; after that, stay within the response budget.

@@ -1,1 +1,93 @@
-//! Tests of the replication state machine.
+//! Tests of the replication state machine: roles, the high watermark over the (maximal)
+//! ISR, and the ISR changes a leader proposes.
+
+use super::*;
+
+fn record(leader: i32, epoch: i32, replicas: &[i32], isr: &[i32]) -> PartitionRecord {
+    PartitionRecord {
+        leader,
+        leader_epoch: epoch,
+        replicas: replicas.to_vec(),
+        isr: isr.to_vec(),
+        removing: Vec::new(),
+    }
+}
+
+fn replica(me: i32) -> ReplicaState {
+    let mut state = ReplicaState::solo(me, -1, 0);
+    state.role = Role::None;
+    state.leader = -1;
+    state
+}
+
+#[test]
+fn roles_follow_the_record_and_a_new_epoch_is_a_new_term() {
+    let mut state = replica(1);
+    assert_eq!(
+        state.apply(&record(2, 0, &[2, 1], &[2, 1]), 0, 0),
+        Transition::BecameFollower
+    );
+    assert_eq!(
+        state.apply(&record(2, 0, &[2, 1], &[2]), 0, 0),
+        Transition::Unchanged,
+        "an ISR change is not a new term"
+    );
+    assert_eq!(
+        state.apply(&record(1, 1, &[2, 1], &[1]), 40, 0),
+        Transition::BecameLeader
+    );
+    assert_eq!((state.leader_end, state.epoch_start), (40, 40));
+    assert_eq!(
+        state.apply(&record(2, 2, &[2, 1], &[2, 1]), 40, 0),
+        Transition::BecameFollower
+    );
+    assert_eq!(
+        state.apply(&record(3, 3, &[2, 3], &[2, 3]), 40, 0),
+        Transition::Stopped
+    );
+}
+
+#[test]
+fn the_high_watermark_is_the_smallest_end_over_the_isr() {
+    let mut state = replica(1);
+    state.apply(&record(1, 0, &[1, 2, 3], &[1, 2, 3]), 100, 0);
+    // Followers that have not fetched yet hold nothing the leader can count on.
+    assert_eq!(state.isr_end(), Some(-1));
+    state.record_fetch(2, 100, 100, 10);
+    state.record_fetch(3, 60, 100, 10);
+    assert_eq!(state.isr_end(), Some(60));
+    state.leader_end = 120;
+    state.record_fetch(3, 120, 120, 20);
+    assert_eq!(state.isr_end(), Some(100));
+}
+
+#[test]
+fn a_removal_counts_until_stored_and_an_addition_counts_once_proposed() {
+    let mut state = replica(1);
+    state.apply(&record(1, 0, &[1, 2, 3], &[1, 2]), 100, 0);
+    state.record_fetch(2, 100, 100, 0);
+    state.record_fetch(3, 100, 100, 0);
+    // Follower 3 caught up: it joins; until stored it already counts (it could be elected).
+    let change = state.isr_change(100, 1, 1_000).expect("3 joins");
+    assert_eq!(change, vec![1, 2, 3]);
+    state.proposed_isr = Some(change.clone());
+    assert_eq!(state.maximal_isr(), vec![1, 2, 3]);
+    state.apply(&record(1, 0, &[1, 2, 3], &change), 100, 1);
+    assert_eq!(state.proposed_isr, None);
+    // Follower 2 stops fetching: it leaves after the lag, but counts until stored.
+    state.record_fetch(3, 100, 100, 5_000);
+    let change = state.isr_change(100, 5_000, 1_000).expect("2 leaves");
+    assert_eq!(change, vec![1, 3]);
+    state.proposed_isr = Some(change);
+    assert!(state.maximal_isr().contains(&2));
+}
+
+#[test]
+fn a_follower_behind_the_epoch_start_does_not_join() {
+    let mut state = replica(1);
+    state.apply(&record(1, 4, &[1, 2], &[1]), 50, 0);
+    state.record_fetch(2, 40, 50, 0);
+    assert_eq!(state.isr_change(40, 0, 1_000), None);
+    state.record_fetch(2, 50, 50, 0);
+    assert_eq!(state.isr_change(40, 0, 1_000), Some(vec![1, 2]));
+}
