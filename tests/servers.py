@@ -255,6 +255,9 @@ class StrataBroker(ServerProcess):
             self.config_path.write_text(config_text)
         self.port = free_port()
         self.http_port = free_port()
+        # Bound only with an etcd metadata store; never the fixed default port, so brokers
+        # of parallel tests (and anything else on the machine) cannot collide.
+        self.replication_port = free_port()
 
     @property
     def bootstrap(self) -> str:
@@ -270,6 +273,7 @@ class StrataBroker(ServerProcess):
             "serve",
             "--listen", self.bootstrap,
             "--http", f"127.0.0.1:{self.http_port}",
+            "--replication-listen", f"127.0.0.1:{self.replication_port}",
             "--data-dir", str(self.data_dir),
             "--metadata", self.metadata,
         ]
@@ -300,6 +304,7 @@ class StrataBroker(ServerProcess):
                 # a first start may move to new ports (restarts must keep theirs).
                 if first and attempt < 2 and "Address already in use" in self.log_tail(20):
                     self.port, self.http_port = free_port(), free_port()
+                    self.replication_port = free_port()
                     continue
                 raise
         return self
