@@ -433,7 +433,7 @@ impl Broker {
                 info!(topic = name, "auto-created topic");
                 Ok(Some(topic))
             }
-            Err(AdminError::TopicExists(_)) => Ok(self.topic(name)),
+            Err(AdminError::TopicExists(_)) => Ok(self.open_stored_topic(name).await),
             Err(e) => Err(e),
         }
     }
@@ -570,7 +570,8 @@ impl Broker {
         {
             Ok(topic) => Ok(topic),
             Err(AdminError::TopicExists(_)) => self
-                .topic(name)
+                .open_stored_topic(name)
+                .await
                 .ok_or_else(|| AdminError::UnknownTopic(name.to_string())),
             Err(e) => Err(e),
         }

@@ -535,6 +535,22 @@ impl Partition {
         Ok(())
     }
 
+    /// A follower of a partition without a remote tier follows the leader's log start
+    /// (DeleteRecords, retention), up to its own high watermark. Tiered partitions follow
+    /// the manifest instead.
+    pub fn follow_log_start(&self, leader_log_start: i64) -> Result<(), LogError> {
+        if self.remote_bounds().is_some() {
+            return Ok(());
+        }
+        let high_watermark = self.high_watermark();
+        let mut log = self.lock();
+        let target = leader_log_start.min(high_watermark);
+        if target > log.log_start_offset() {
+            log.delete_records_before(target)?;
+        }
+        Ok(())
+    }
+
     /// A follower whose log diverged from its leader's: truncates to where they agree.
     pub fn truncate_diverging(
         &self,

@@ -65,6 +65,15 @@ pub struct Metrics {
     pub cleaner_bytes_removed: IntCounterVec,
     pub cleaner_errors: IntCounterVec,
     pub groups: IntGaugeVec,
+    /// Partitions by this broker's role in them: leader, follower, none.
+    pub partitions: IntGaugeVec,
+    /// Partitions this broker leads whose ISR is smaller than their replica list, or than
+    /// min.insync.replicas.
+    pub under_replicated: IntGaugeVec,
+    /// Partitions without a leader (reported by the controller only).
+    pub offline_partitions: IntGaugeVec,
+    pub isr_changes: IntCounterVec,
+    pub leader_elections: IntCounterVec,
 }
 
 impl Metrics {
@@ -181,6 +190,31 @@ impl Metrics {
             &["topic"],
         )?;
         let groups = gauge("consumer_groups", "Consumer groups, by state", &["state"])?;
+        let partitions = gauge(
+            "partitions",
+            "Partitions by this broker's role in them (leader, follower, none)",
+            &["role"],
+        )?;
+        let under_replicated = gauge(
+            "under_replicated_partitions",
+            "Partitions led here whose ISR is below their replica count (kind=replicas) or below min.insync.replicas (kind=min_isr)",
+            &["kind"],
+        )?;
+        let offline_partitions = gauge(
+            "offline_partitions",
+            "Partitions without a live in-sync leader, as the controller sees them (0 on other brokers)",
+            &[],
+        )?;
+        let isr_changes = counter(
+            "isr_changes_total",
+            "ISR changes this broker stored as a leader, by change (expand, shrink)",
+            &["change"],
+        )?;
+        let leader_elections = counter(
+            "leader_elections_total",
+            "Leader changes this broker made as the controller, by cause (failover, drain, preferred)",
+            &["cause"],
+        )?;
         let connections = IntGauge::new("connections", "Open client connections")?;
         registry.register(Box::new(connections.clone()))?;
         Ok(Metrics {
@@ -210,6 +244,11 @@ impl Metrics {
             cleaner_bytes_removed,
             cleaner_errors,
             groups,
+            partitions,
+            under_replicated,
+            offline_partitions,
+            isr_changes,
+            leader_elections,
         })
     }
 

@@ -169,6 +169,7 @@ impl Broker {
         let records: Vec<TopicRecord> = topics.into_iter().map(|(t, _)| t.normalize()).collect();
         self.apply_topics(records).await;
         self.propose_isr_changes().await;
+        self.report_replication();
         Ok(())
     }
 
@@ -206,16 +207,70 @@ impl Broker {
             };
             if self.store.update_topic_if(&next, entry.1).await? {
                 for (i, (old, new)) in record.partitions.iter().zip(&next.partitions).enumerate() {
-                    if old != new {
-                        info!(topic = %next.name, partition = i, leader = new.leader,
-                            epoch = new.leader_epoch, isr = ?new.isr, replicas = ?new.replicas,
-                            "controller changed a partition");
+                    if old == new {
+                        continue;
+                    }
+                    info!(topic = %next.name, partition = i, leader = new.leader,
+                        epoch = new.leader_epoch, isr = ?new.isr, replicas = ?new.replicas,
+                        "controller changed a partition");
+                    if old.leader != new.leader {
+                        let cause = if !brokers.iter().any(|b| b.node_id == old.leader) {
+                            "failover"
+                        } else if draining.contains(&old.leader) {
+                            "drain"
+                        } else {
+                            "preferred"
+                        };
+                        self.metrics
+                            .leader_elections
+                            .with_label_values(&[cause])
+                            .inc();
                     }
                 }
                 entry.0 = next;
             }
         }
+        let offline = topics
+            .iter()
+            .flat_map(|(t, _)| &t.partitions)
+            .filter(|p| p.leader < 0)
+            .count();
+        self.metrics
+            .offline_partitions
+            .with_label_values::<&str>(&[])
+            .set(offline as i64);
         Ok(())
+    }
+
+    /// Role and ISR gauges over this broker's partitions.
+    fn report_replication(&self) {
+        let (mut leader, mut follower, mut none) = (0i64, 0i64, 0i64);
+        let (mut under_replicas, mut under_min_isr) = (0i64, 0i64);
+        for topic in self.topics() {
+            let min_isr = topic.config.min_insync_replicas();
+            for partition in &topic.partitions {
+                let state = partition.replica_state();
+                match state.role {
+                    crate::replication::Role::Leader => {
+                        leader += 1;
+                        under_replicas += i64::from(state.isr.len() < state.replicas.len());
+                        under_min_isr += i64::from(state.isr.len() < min_isr);
+                    }
+                    crate::replication::Role::Follower => follower += 1,
+                    crate::replication::Role::None => none += 1,
+                }
+            }
+        }
+        let m = &self.metrics;
+        m.partitions.with_label_values(&["leader"]).set(leader);
+        m.partitions.with_label_values(&["follower"]).set(follower);
+        m.partitions.with_label_values(&["none"]).set(none);
+        m.under_replicated
+            .with_label_values(&["replicas"])
+            .set(under_replicas);
+        m.under_replicated
+            .with_label_values(&["min_isr"])
+            .set(under_min_isr);
     }
 
     /// Brings local topics and partition roles in line with the stored records.
@@ -283,6 +338,38 @@ impl Broker {
                         warn!(topic = %topic.name, partition = partition.index, error = %e, "cannot take the new role")
                     }
                 }
+            }
+        }
+    }
+
+    /// A topic, opened from the store if another broker just created it (rather than at
+    /// the next refresh).
+    pub async fn open_stored_topic(&self, name: &str) -> Option<Arc<Topic>> {
+        if let Some(topic) = self.topic(name) {
+            return Some(topic);
+        }
+        let record = self
+            .store
+            .list_topics()
+            .await
+            .ok()?
+            .into_iter()
+            .find(|t| t.name == name)?
+            .normalize();
+        let _admin = self.admin.lock().await;
+        if let Some(topic) = self.topic(name) {
+            return Some(topic);
+        }
+        match self.open_topic(record).await {
+            Ok(topic) => {
+                let topic = Arc::new(topic);
+                self.write_topics()
+                    .insert(topic.name.clone(), topic.clone());
+                Some(topic)
+            }
+            Err(e) => {
+                warn!(topic = name, error = %e, "cannot open a topic created on another broker");
+                None
             }
         }
     }
@@ -359,6 +446,12 @@ impl Broker {
                 match stored {
                     Ok(record) => {
                         info!(topic = %topic.name, partition = index, from = ?state.isr, to = ?isr, "ISR changed");
+                        let change = if isr.len() > state.isr.len() {
+                            "expand"
+                        } else {
+                            "shrink"
+                        };
+                        self.metrics.isr_changes.with_label_values(&[change]).inc();
                         if let Some(p) = record.partitions.get(index)
                             && let Err(e) = partition.apply_record(p, now)
                         {

@@ -196,9 +196,10 @@ async fn apply(broker: &Broker, f: &Followed, data: PartitionData) -> bool {
                     .map(|_| ())
             } else {
                 refresh_remote(partition, data.remote_end_offset).await;
-                partition
+                let appended = partition
                     .append_from_leader(&data.records, data.high_watermark, now)
-                    .await
+                    .await;
+                appended.and_then(|()| partition.follow_log_start(data.log_start_offset))
             }
         }
         PartitionError::OffsetOutOfRange => restart_at(partition, &data, now).await,
