@@ -454,7 +454,9 @@ def test_etcd_is_the_source_of_truth(broker, etcd):
     first_admin = confluent_admin(first.bootstrap)
     cluster_id = first_admin.describe_cluster().result(timeout=60).cluster_id
 
-    second = broker(metadata=url, name="second")
+    # Node ids are unique in a cluster: a second process with the first one's id waits for
+    # that registration to end.
+    second = broker(metadata=url, name="second", args=["--node-id", "1"])
     admin = confluent_admin(second.bootstrap)
     assert admin.describe_cluster().result(timeout=60).cluster_id == cluster_id
     assert {k: v for k, v in topic_partitions(admin).items() if k in ("keep", "drop")} == {"keep": 2, "drop": 1}

@@ -474,6 +474,7 @@ impl Partition {
             local_log_start_offset: local_start,
             log_end_offset: log_end,
             remote_end_offset: self.remote_bounds().map_or(-1, |b| b.end),
+            segment_base: -1,
         };
         if let Some((epoch, end_offset)) = diverging {
             answer.outcome = FollowerOutcome::Diverging { epoch, end_offset };
@@ -491,6 +492,10 @@ impl Partition {
             let (records, _) = self
                 .read_upto(request.fetch_offset, max_bytes, log_end)
                 .map_err(|_| FetchRefusal::Storage)?;
+            if let Some(first) = records.get(..8) {
+                let first = i64::from_be_bytes(first.try_into().unwrap_or_default());
+                answer.segment_base = self.lock().segment_base_of(first);
+            }
             answer.outcome = FollowerOutcome::Records(records);
         }
         Ok(answer)
@@ -502,6 +507,7 @@ impl Partition {
         &self,
         records: &Bytes,
         leader_high_watermark: i64,
+        leader_segment_base: i64,
         now_ms: i64,
     ) -> Result<(), LogError> {
         if !records.is_empty() {
@@ -514,7 +520,7 @@ impl Partition {
                 if self.offline.load(Ordering::Relaxed) {
                     return Err(LogError::Offline);
                 }
-                let (_, sync) = log.append_replica(prepared, now_ms)?;
+                let (_, sync) = log.append_replica(prepared, leader_segment_base, now_ms)?;
                 self.log_end.send_replace(log.log_end_offset());
                 (sync, log.dir().to_path_buf())
             };
@@ -783,7 +789,10 @@ impl Partition {
                 return Ok(RetentionOutcome::default());
             }
             log.expire_producers(now_ms, producer_expiration_ms);
-            log.roll_if_expired(now_ms)?;
+            // Followers roll where their leader does (see `Log::append_replica`).
+            if self.is_leader() {
+                log.roll_if_expired(now_ms)?;
+            }
             let outcome = log.apply_retention(now_ms, self.remote_bounds())?;
             (outcome, log.plan_flush(now_ms, force_flush)?)
         };

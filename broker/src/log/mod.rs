@@ -362,6 +362,14 @@ impl Log {
         self.active().next_offset
     }
 
+    /// The base offset of the segment holding `offset`.
+    pub fn segment_base_of(&self, offset: i64) -> i64 {
+        self.segments
+            .range(..=offset)
+            .next_back()
+            .map_or(self.log_start_offset, |(&base, _)| base)
+    }
+
     pub fn size_bytes(&self) -> u64 {
         self.segments.values().map(|s| s.size).sum()
     }

@@ -112,10 +112,13 @@ impl Log {
 
     /// A follower's append: batches with the leader's offsets and epochs, which must start
     /// at this log's end. Sequences are not checked (the leader did that); producer state
-    /// and the epoch cache follow the batches.
+    /// and the epoch cache follow the batches. A follower never rolls on its own (size or
+    /// time): it rolls where the leader's segment `leader_segment_base` starts, so both
+    /// logs have the same segment boundaries.
     pub fn append_replica(
         &mut self,
         prepared: Prepared,
+        leader_segment_base: i64,
         now_ms: i64,
     ) -> Result<(AppendInfo, Option<Arc<File>>), LogError> {
         let Prepared {
@@ -137,7 +140,13 @@ impl Log {
             }
             expected = header.next_offset();
         }
-        self.maybe_roll(buf.len() as u64, expected, now_ms)?;
+        let active = self.active();
+        if base_offset == leader_segment_base
+            && active.base_offset != leader_segment_base
+            && active.size > 0
+        {
+            self.roll(now_ms)?;
+        }
         for header in &headers {
             self.assign_epoch(header.leader_epoch, header.base_offset)?;
         }

@@ -197,7 +197,7 @@ async fn apply(broker: &Broker, f: &Followed, data: PartitionData) -> bool {
             } else {
                 refresh_remote(partition, data.remote_end_offset).await;
                 let appended = partition
-                    .append_from_leader(&data.records, data.high_watermark, now)
+                    .append_from_leader(&data.records, data.high_watermark, data.segment_base, now)
                     .await;
                 appended.and_then(|()| partition.follow_log_start(data.log_start_offset))
             }

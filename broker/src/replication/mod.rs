@@ -61,6 +61,8 @@ pub struct LeaderAnswer {
     pub local_log_start_offset: i64,
     pub log_end_offset: i64,
     pub remote_end_offset: i64,
+    /// The base of the leader's segment the records come from.
+    pub segment_base: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

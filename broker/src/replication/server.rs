@@ -99,6 +99,7 @@ impl Service {
                             remote_end_offset: answer.remote_end_offset,
                             diverging_epoch: None,
                             records: Bytes::new(),
+                            segment_base: answer.segment_base,
                         };
                         match answer.outcome {
                             FollowerOutcome::Records(records) => {
