@@ -93,13 +93,17 @@ impl Broker {
                     self.refresh(session).await;
                     return Ok(session);
                 }
-                Err(StoreError::AlreadyExists(what)) if std::time::Instant::now() < deadline => {
+                Err(StoreError::AlreadyExists(_)) if std::time::Instant::now() < deadline => {
                     if !warned {
-                        warn!(%what, "node id still registered by a previous incarnation; waiting for its session to expire");
+                        warn!(node_id = info.node_id, "node id still registered by a previous incarnation; waiting for its session to expire");
                         warned = true;
                     }
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
+                Err(StoreError::AlreadyExists(_)) => anyhow::bail!(
+                    "node id {} is registered by another live broker: every broker of a cluster needs its own node_id",
+                    info.node_id
+                ),
                 Err(e) => return Err(e.into()),
             }
         }
