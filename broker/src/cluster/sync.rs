@@ -95,7 +95,10 @@ impl Broker {
                 }
                 Err(StoreError::AlreadyExists(_)) if std::time::Instant::now() < deadline => {
                     if !warned {
-                        warn!(node_id = info.node_id, "node id still registered by a previous incarnation; waiting for its session to expire");
+                        warn!(
+                            node_id = info.node_id,
+                            "node id still registered by a previous incarnation; waiting for its session to expire"
+                        );
                         warned = true;
                     }
                     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -85,8 +85,22 @@ pub enum Role {
 pub struct Progress {
     /// The follower's log end: everything below it is on the follower.
     pub end: i64,
-    /// When the follower last fetched from at least the leader's log end.
+    /// When the follower was last caught up (see [`ReplicaState::record_fetch`]).
     pub caught_up_ms: i64,
+    /// The leader's log end and the time at the follower's previous fetch.
+    pub previous_leader_end: i64,
+    pub previous_fetch_ms: i64,
+}
+
+impl Progress {
+    fn new(now_ms: i64) -> Progress {
+        Progress {
+            end: -1,
+            caught_up_ms: now_ms,
+            previous_leader_end: i64::MAX,
+            previous_fetch_ms: now_ms,
+        }
+    }
 }
 
 /// What changed when a partition record was applied.
@@ -168,15 +182,7 @@ impl ReplicaState {
                 .replicas
                 .iter()
                 .filter(|&&r| r != self.me)
-                .map(|&r| {
-                    (
-                        r,
-                        Progress {
-                            end: -1,
-                            caught_up_ms: now_ms,
-                        },
-                    )
-                })
+                .map(|&r| (r, Progress::new(now_ms)))
                 .collect();
         } else if role != Role::Leader {
             self.proposed_isr = None;
@@ -214,16 +220,23 @@ impl ReplicaState {
     }
 
     /// Records a follower's fetch from `fetch_offset` while the leader's log ends at
-    /// `log_end`.
+    /// `log_end`. As in Kafka, a follower is caught up when it fetches from the leader's
+    /// log end, or from the log end as it was at its previous fetch (then it was caught up
+    /// at that previous fetch): under steady produce a follower is never exactly at the
+    /// end, yet one that keeps reaching where the end was is not lagging.
     pub fn record_fetch(&mut self, follower: i32, fetch_offset: i64, log_end: i64, now_ms: i64) {
-        let progress = self.followers.entry(follower).or_insert(Progress {
-            end: -1,
-            caught_up_ms: now_ms,
-        });
+        let progress = self
+            .followers
+            .entry(follower)
+            .or_insert_with(|| Progress::new(now_ms));
         progress.end = fetch_offset;
         if fetch_offset >= log_end {
             progress.caught_up_ms = now_ms;
+        } else if fetch_offset >= progress.previous_leader_end {
+            progress.caught_up_ms = progress.caught_up_ms.max(progress.previous_fetch_ms);
         }
+        progress.previous_leader_end = log_end;
+        progress.previous_fetch_ms = now_ms;
     }
 
     /// The ISR the leader should propose now, if it differs from the maximal one:

@@ -91,3 +91,21 @@ fn a_follower_behind_the_epoch_start_does_not_join() {
     state.record_fetch(2, 50, 50, 0);
     assert_eq!(state.isr_change(40, 0, 1_000), Some(vec![1, 2]));
 }
+
+#[test]
+fn a_follower_that_keeps_reaching_the_previous_end_stays_caught_up() {
+    let mut state = replica(1);
+    state.apply(&record(1, 0, &[1, 2], &[1, 2]), 0, 0);
+    // Under steady produce the follower is always one round behind the end.
+    let mut end = 0;
+    for round in 1..=20 {
+        let now = round * 500;
+        state.record_fetch(2, end, end + 10, now);
+        end += 10;
+    }
+    assert_eq!(state.isr_change(end, 10_000, 1_000), None, "not lagging");
+    // It stops keeping up: after the lag it leaves.
+    state.record_fetch(2, end - 5, end + 100, 10_500);
+    state.record_fetch(2, end - 4, end + 200, 12_000);
+    assert_eq!(state.isr_change(end - 4, 12_000, 1_000), Some(vec![1]));
+}
