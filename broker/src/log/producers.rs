@@ -187,10 +187,14 @@ impl ProducerState {
         self.dirty |= self.producers.len() != before;
     }
 
-    /// Drops what a recovery truncated: batches at or past `log_end_offset`.
+    /// Drops what a recovery or a truncation removed: batches at or past
+    /// `log_end_offset`. The state is then dirty, so the snapshot on disk is rewritten and
+    /// never brings the removed batches back.
     pub fn truncate(&mut self, log_end_offset: i64) {
         for producer in self.producers.values_mut() {
+            let before = producer.batches.len();
             producer.batches.retain(|b| b.last_offset < log_end_offset);
+            self.dirty |= producer.batches.len() != before;
         }
     }
 

@@ -130,9 +130,12 @@ impl Log {
             return Err(BatchError::Truncated(0).into());
         };
         let base_offset = first.base_offset;
+        // A compacted leader log has gaps where the cleaner removed records.
+        let gaps = self.config.compact;
         let mut expected = self.log_end_offset();
         for header in &headers {
-            if header.base_offset != expected {
+            let fits = header.base_offset == expected || (gaps && header.base_offset > expected);
+            if !fits {
                 return Err(LogError::NotContiguous {
                     expected,
                     got: header.base_offset,
@@ -141,10 +144,14 @@ impl Log {
             expected = header.next_offset();
         }
         let active = self.active();
-        if base_offset == leader_segment_base
-            && active.base_offset != leader_segment_base
+        if leader_segment_base > active.base_offset
+            && leader_segment_base <= base_offset
             && active.size > 0
         {
+            if gaps && leader_segment_base > self.log_end_offset() {
+                // The leader's previous segment ends in a gap: ours ends there too.
+                self.active_mut().next_offset = leader_segment_base;
+            }
             self.roll(now_ms)?;
         }
         for header in &headers {
@@ -196,6 +203,11 @@ impl Log {
                 s.delete_files().map_err(|e| io_err(self, e))?;
             }
         }
+        // The removals are durable before the cut: a crash must not bring back later
+        // segments after a hole.
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io_err(self, e))?;
         let active = self.segments.get(&base).expect("segment found above");
         active.file.set_len(cut).map_err(|e| io_err(self, e))?;
         active.file.sync_all().map_err(|e| io_err(self, e))?;
@@ -237,14 +249,29 @@ impl Log {
 
     /// Points the checkpoint at the start of segment `base` (so start-up scans and
     /// re-indexes it) and reopens the log from disk.
+    ///
+    /// Producer state is replayed from the older of the checkpoint on disk (the point
+    /// `producers.snapshot` covers) and `base`, so producers whose batches are only in
+    /// earlier segments are not forgotten.
     fn reopen_from(&mut self, base: i64, now_ms: i64) -> Result<(), LogError> {
-        let checkpoint = format::Checkpoint {
-            log_start_offset: self.log_start_offset,
-            segment_base: base,
-            position: 0,
-            next_offset: base,
-            max_timestamp: -1,
-            offset_of_max_timestamp: base,
+        let on_disk = fs::read(self.dir.join(CHECKPOINT_FILE))
+            .ok()
+            .and_then(|bytes| format::Checkpoint::decode(&bytes))
+            .filter(|c| c.segment_base < base && self.segments.contains_key(&c.segment_base));
+        let checkpoint = if let Some(on_disk) = on_disk {
+            format::Checkpoint {
+                log_start_offset: self.log_start_offset,
+                ..on_disk
+            }
+        } else {
+            format::Checkpoint {
+                log_start_offset: self.log_start_offset,
+                segment_base: base,
+                position: 0,
+                next_offset: base,
+                max_timestamp: -1,
+                offset_of_max_timestamp: base,
+            }
         };
         super::write_atomically(&self.dir.join(CHECKPOINT_FILE), &checkpoint.encode())
             .map_err(|e| self.io_err(e))?;
