@@ -397,9 +397,15 @@ impl Partition {
     }
 
     /// The ISR change due now, if any (a leader only).
-    pub fn isr_change(&self, now_ms: i64, lag_ms: i64) -> Option<Vec<i32>> {
+    pub fn isr_change(
+        &self,
+        now_ms: i64,
+        lag_ms: i64,
+        live: impl Fn(i32) -> bool,
+    ) -> Option<Vec<i32>> {
         let high_watermark = self.high_watermark();
-        self.replica().isr_change(high_watermark, now_ms, lag_ms)
+        self.replica()
+            .isr_change(high_watermark, now_ms, lag_ms, live)
     }
 
     pub fn log_end_offset(&self) -> i64 {

@@ -427,9 +427,11 @@ impl Broker {
     async fn propose_isr_changes(&self) {
         let now = self.clock.now_ms();
         let lag = self.config.replica_lag_time_max_ms;
+        let view = self.cluster_view();
+        let live = |id: i32| view.brokers.iter().any(|b| b.node_id == id);
         for topic in self.topics() {
             for partition in &topic.partitions {
-                let Some(isr) = partition.isr_change(now, lag) else {
+                let Some(isr) = partition.isr_change(now, lag, live) else {
                     continue;
                 };
                 let state = partition.replica_state();

@@ -73,6 +73,10 @@ pub enum FetchRefusal {
     Storage,
 }
 
+/// A follower joins the ISR only if it fetched this recently (followers fetch at least
+/// every `replica_fetch_wait_max_ms`).
+pub const FRESH_FETCH_MS: i64 = 2_000;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     Leader,
@@ -239,10 +243,18 @@ impl ReplicaState {
         progress.previous_fetch_ms = now_ms;
     }
 
-    /// The ISR the leader should propose now, if it differs from the maximal one:
-    /// followers that caught up to the high watermark and the epoch start join, followers
-    /// not caught up for `lag_ms` leave.
-    pub fn isr_change(&self, high_watermark: i64, now_ms: i64, lag_ms: i64) -> Option<Vec<i32>> {
+    /// The ISR the leader should propose now, if it differs from the stored one:
+    /// followers not caught up for `lag_ms` leave; followers join once caught up to the
+    /// high watermark and the epoch start, if they are live (`live`) and fetched within
+    /// the last `FRESH_FETCH_MS` (a dead follower's last progress must not bring it back
+    /// after the controller removed it).
+    pub fn isr_change(
+        &self,
+        high_watermark: i64,
+        now_ms: i64,
+        lag_ms: i64,
+        live: impl Fn(i32) -> bool,
+    ) -> Option<Vec<i32>> {
         if self.role != Role::Leader || self.proposed_isr.is_some() {
             return None;
         }
@@ -266,6 +278,8 @@ impl ReplicaState {
                 && p.end >= high_watermark
                 && p.end >= self.epoch_start
                 && now_ms - p.caught_up_ms <= lag_ms
+                && now_ms - p.previous_fetch_ms <= FRESH_FETCH_MS
+                && live(r)
             {
                 isr.push(r);
             }

@@ -68,7 +68,7 @@ fn a_removal_counts_until_stored_and_an_addition_counts_once_proposed() {
     state.record_fetch(2, 100, 100, 0);
     state.record_fetch(3, 100, 100, 0);
     // Follower 3 caught up: it joins; until stored it already counts (it could be elected).
-    let change = state.isr_change(100, 1, 1_000).expect("3 joins");
+    let change = state.isr_change(100, 1, 1_000, |_| true).expect("3 joins");
     assert_eq!(change, vec![1, 2, 3]);
     state.proposed_isr = Some(change.clone());
     assert_eq!(state.maximal_isr(), vec![1, 2, 3]);
@@ -76,7 +76,9 @@ fn a_removal_counts_until_stored_and_an_addition_counts_once_proposed() {
     assert_eq!(state.proposed_isr, None);
     // Follower 2 stops fetching: it leaves after the lag, but counts until stored.
     state.record_fetch(3, 100, 100, 5_000);
-    let change = state.isr_change(100, 5_000, 1_000).expect("2 leaves");
+    let change = state
+        .isr_change(100, 5_000, 1_000, |_| true)
+        .expect("2 leaves");
     assert_eq!(change, vec![1, 3]);
     state.proposed_isr = Some(change);
     assert!(state.maximal_isr().contains(&2));
@@ -87,9 +89,9 @@ fn a_follower_behind_the_epoch_start_does_not_join() {
     let mut state = replica(1);
     state.apply(&record(1, 4, &[1, 2], &[1]), 50, 0);
     state.record_fetch(2, 40, 50, 0);
-    assert_eq!(state.isr_change(40, 0, 1_000), None);
+    assert_eq!(state.isr_change(40, 0, 1_000, |_| true), None);
     state.record_fetch(2, 50, 50, 0);
-    assert_eq!(state.isr_change(40, 0, 1_000), Some(vec![1, 2]));
+    assert_eq!(state.isr_change(40, 0, 1_000, |_| true), Some(vec![1, 2]));
 }
 
 #[test]
@@ -103,9 +105,40 @@ fn a_follower_that_keeps_reaching_the_previous_end_stays_caught_up() {
         state.record_fetch(2, end, end + 10, now);
         end += 10;
     }
-    assert_eq!(state.isr_change(end, 10_000, 1_000), None, "not lagging");
+    assert_eq!(
+        state.isr_change(end, 10_000, 1_000, |_| true),
+        None,
+        "not lagging"
+    );
     // It stops keeping up: after the lag it leaves.
     state.record_fetch(2, end - 5, end + 100, 10_500);
     state.record_fetch(2, end - 4, end + 200, 12_000);
-    assert_eq!(state.isr_change(end - 4, 12_000, 1_000), Some(vec![1]));
+    assert_eq!(
+        state.isr_change(end - 4, 12_000, 1_000, |_| true),
+        Some(vec![1])
+    );
+}
+
+#[test]
+fn a_dead_or_silent_follower_does_not_rejoin() {
+    let mut state = replica(1);
+    state.apply(&record(1, 0, &[1, 2], &[1, 2]), 50, 0);
+    state.record_fetch(2, 50, 50, 1_000);
+    // The controller removed the dead follower.
+    state.apply(&record(1, 0, &[1, 2], &[1]), 50, 1_100);
+    assert_eq!(
+        state.isr_change(50, 1_200, 30_000, |id| id != 2),
+        None,
+        "not live"
+    );
+    assert_eq!(
+        state.isr_change(50, 4_000, 30_000, |_| true),
+        None,
+        "no recent fetch"
+    );
+    state.record_fetch(2, 50, 50, 4_100);
+    assert_eq!(
+        state.isr_change(50, 4_200, 30_000, |_| true),
+        Some(vec![1, 2])
+    );
 }

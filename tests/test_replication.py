@@ -1,0 +1,304 @@
+"""A cluster of three `strata` processes on loopback with a real etcd (and moto for the
+tiered tests): membership, acks=all and min.insync.replicas, leaders killed again and
+again under an idempotent producer (checked Jepsen-style), an etcd outage, a broker
+replaced with an empty disk, a drain under load, and a consumer group losing its
+coordinator. Session and lag timeouts are short (3 s, 4 s) so failovers take seconds.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import NewTopic
+
+from clients import QUIET
+from replication import Cluster, History, Writer, check_history, read_replica
+from servers import EtcdServer, s3_env, strata_binary, wait_until
+
+KiB = 1 << 10
+FAILOVER_S = 20
+
+
+def make_topic(cluster: Cluster, name: str, partitions: int, rf: int = 3, **configs: str) -> None:
+    config = {"min.insync.replicas": "2", **{k.replace("_", "."): str(v) for k, v in configs.items()}}
+    admin = cluster.admin()  # kept alive until the futures resolve
+    futures = admin.create_topics([NewTopic(name, partitions, rf, config=config)])
+    for future in futures.values():
+        future.result(timeout=30)
+    cluster.wait_isr(name, rf)
+
+
+def group_coordinator(cluster: Cluster, group: str) -> int:
+    admin = cluster.admin()
+    return admin.describe_consumer_groups([group])[group].result(timeout=30).coordinator.id
+
+
+def verify_replicas(cluster: Cluster, topic: str, partitions: int, history: History, nodes: list[int]) -> None:
+    """Every replica serves the acknowledged history intact, and the replicas' segment
+    bytes on disk are identical."""
+    cluster.wait_isr(topic, len(nodes), timeout=90)
+    logs = {p: {n: read_replica(cluster, n, topic, p) for n in nodes} for p in range(partitions)}
+    anomalies = check_history(history, logs)
+    assert not anomalies, "\n".join(anomalies)
+    for node in nodes:
+        leads = [p for p, meta in cluster.partitions(topic).items() if meta.leader == node]
+        if len(leads) < partitions:
+            served = cluster.brokers[node].metric("strata_bytes_out_total", topic=topic)
+            assert served and served > 0, f"node {node} served no fetch of {topic}: KIP-392 did not send readers to it"
+    for b in cluster.live():
+        assert b.stop() == 0, b.log_tail()
+    for p in range(partitions):
+        reference = cluster.log_bytes(nodes[0], topic, p)
+        for node in nodes[1:]:
+            assert cluster.log_bytes(node, topic, p) == reference, f"partition {p}: node {node}'s segments differ"
+
+
+def test_membership_failover_and_rejoin(broker, etcd):
+    cluster = Cluster(broker, etcd)
+    assert cluster.brokers_listed() == {1, 2, 3}
+    md = cluster.admin().list_topics(timeout=15)
+    assert {b.id: b.port for b in md.brokers.values()} == {n: b.port for n, b in cluster.brokers.items()}
+    make_topic(cluster, "members", 3)
+    parts = cluster.partitions("members")
+    assert {p.leader for p in parts.values()} == {1, 2, 3}, "leaders are spread over the brokers"
+    for p in parts.values():
+        assert sorted(p.replicas) == [1, 2, 3] and sorted(p.isrs) == [1, 2, 3]
+
+    victim = parts[0].leader
+    cluster.kill(victim)
+    wait_until(f"broker {victim} leaves the broker list", lambda: victim not in cluster.brokers_listed(), FAILOVER_S)
+    # Every partition: led elsewhere, without the dead broker in its ISR.
+    wait_until(f"broker {victim} leads nothing and is in no ISR",
+               lambda: all(p.leader not in (victim, -1) and victim not in p.isrs
+                           for p in cluster.partitions("members").values()), FAILOVER_S)
+    cluster.start(victim)
+    wait_until(f"broker {victim} is listed again", lambda: victim in cluster.brokers_listed(), FAILOVER_S)
+    cluster.wait_isr("members", 3)
+
+
+def test_acks_all_needs_min_insync_replicas(broker, etcd):
+    cluster = Cluster(broker, etcd)
+    make_topic(cluster, "quorum", 1)
+    producer = Producer({**QUIET, "bootstrap.servers": cluster.bootstrap, "acks": "all", "message.timeout.ms": 20000})
+    errors = []
+    for i in range(200):
+        producer.produce("quorum", value=b"%d" % i, on_delivery=lambda e, m: errors.append(e) if e else None)
+    producer.flush(30)
+    assert not errors, errors[:3]
+
+    leader = cluster.leader("quorum", 0)
+    followers = [n for n in cluster.brokers if n != leader]
+    for node in followers:
+        cluster.kill(node)
+    wait_until("the ISR shrinks to the leader",
+               lambda: cluster.partitions("quorum", node=leader)[0].isrs == [leader], FAILOVER_S)
+    outcome = []
+    producer = Producer({**QUIET, "bootstrap.servers": cluster.brokers[leader].bootstrap, "acks": "all",
+                         "message.timeout.ms": 5000, "retries": 0})
+    producer.produce("quorum", value=b"lonely", on_delivery=lambda e, m: outcome.append(e))
+    producer.flush(30)
+    assert outcome and outcome[0] is not None, "acks=all succeeded with one in-sync replica of min.insync.replicas=2"
+    assert outcome[0].code() == KafkaError.NOT_ENOUGH_REPLICAS, outcome[0]
+    # acks=1 still works: the leader is alive.
+    producer = Producer({**QUIET, "bootstrap.servers": cluster.brokers[leader].bootstrap, "acks": 1})
+    ok = []
+    producer.produce("quorum", value=b"acks-1", on_delivery=lambda e, m: ok.append(e))
+    producer.flush(30)
+    assert ok == [None]
+
+
+def test_killed_leaders_lose_no_acknowledged_record(broker, etcd):
+    """Jepsen-style: an idempotent acks=all producer while the leader of a partition is
+    killed (SIGKILL) and restarted, four times; then every acknowledged record must be at
+    its offset on every replica, with no duplicate, in order, and the replicas' bytes equal."""
+    cluster = Cluster(broker, etcd)
+    topic, partitions = "jepsen", 3
+    make_topic(cluster, topic, partitions)
+    history = History()
+    writer = Writer(cluster.bootstrap, topic, partitions, history)
+    writer.start()
+    kills = 0
+    for round_ in range(4):
+        time.sleep(4)
+        partition = round_ % partitions
+        meta = cluster.partitions(topic)[partition]
+        victim = meta.leader
+        cluster.kill(victim)
+        kills += 1
+        wait_until(f"partition {partition} leaves broker {victim}",
+                   lambda: cluster.leader(topic, partition) not in (victim, -1), FAILOVER_S)
+        time.sleep(2)
+        cluster.start(victim)
+    time.sleep(3)
+    writer.stop()
+    acked_during = len(history.acked)
+    print(f"jepsen: {writer.sent} sent, {acked_during} acknowledged, {len(history.failed)} failed, {kills} leaders killed")
+    assert acked_during > 1000, "the producer made no progress across failovers"
+    verify_replicas(cluster, topic, partitions, history, [1, 2, 3])
+
+
+def test_etcd_outage_keeps_leaders_serving(broker, tmp_path):
+    """etcd stopped for longer than the session timeout: leaders keep acknowledging
+    acks=all writes; when it is back, every broker agrees on every leader and epoch."""
+    import shutil
+
+    etcd = EtcdServer(tmp_path / "own-etcd", shutil.which("etcd") or "/usr/bin/etcd").start()
+    try:
+        cluster = Cluster(broker, etcd)
+        topic, partitions = "outage", 3
+        make_topic(cluster, topic, partitions)
+        history = History()
+        writer = Writer(cluster.bootstrap, topic, partitions, history)
+        writer.start()
+        time.sleep(3)
+        before = dict(cluster.partitions(topic))
+        etcd.stop()
+        acked_at_stop = len(history.acked)
+        time.sleep(8)
+        acked_during = len(history.acked) - acked_at_stop
+        etcd.start()
+        time.sleep(4)
+        writer.stop()
+        assert acked_during > 100, f"only {acked_during} acks while etcd was down"
+        views = {n: {p: (m.leader, m.isrs) for p, m in cluster.partitions(topic, node=n).items()} for n in cluster.brokers}
+        assert len({repr(v) for v in views.values()}) == 1, f"brokers disagree after the outage: {views}"
+        assert {p: m.leader for p, m in before.items()} == {p: v[0] for p, v in views[1].items()}, \
+            "leadership moved although no broker failed"
+        verify_replicas(cluster, topic, partitions, history, [1, 2, 3])
+    finally:
+        etcd.stop()
+
+
+def test_empty_disk_replacement_serves_history_from_the_bucket(broker, etcd, bucket):
+    """A follower's disk is lost: started empty with the same node id, it restores the
+    tiered history from the manifest (without copying it), takes the tail from the leader,
+    rejoins the ISR, and can lead and serve everything from offset 0."""
+    env = s3_env(bucket.endpoint, bucket.name, remote_upload_interval_ms=200, log_housekeeping_interval_ms=200)
+    cluster = Cluster(broker, etcd, env=env)
+    topic = "replaced"
+    make_topic(cluster, topic, 1, segment_bytes=64 * KiB, local_retention_ms=1000, retention_ms=-1)
+    history = History()
+    producer = Producer({**QUIET, "bootstrap.servers": cluster.bootstrap, "acks": "all", "enable.idempotence": True,
+                         "linger.ms": 5, "batch.size": 16 * KiB})
+    for i in range(3000):
+        producer.produce(topic, value=b"0:%d:" % i + b"x" * 200, partition=0, on_delivery=history.record)
+    producer.flush(60)
+    assert len(history.acked) == 3000
+    wait_until("the bucket holds segments", lambda: len(bucket.segment_objects(topic, 0)) >= 5, 60)
+
+    leader = cluster.leader(topic, 0)
+    victim = next(n for n in cluster.brokers if n != leader)
+    cluster.kill(victim)
+    wait_until(f"broker {victim} leaves the ISR",
+               lambda: victim not in cluster.partitions(topic, node=leader)[0].isrs, FAILOVER_S)
+    cluster.brokers[victim].wipe_data_dir()
+    cluster.start(victim)
+    wait_until(f"the replaced broker {victim} is back in the ISR",
+               lambda: victim in cluster.partitions(topic, node=leader)[0].isrs, 90)
+    segments = cluster.brokers[victim].local_segments(topic, 0)
+    assert segments and segments[0] > 0, f"the replacement copied history instead of using the bucket: {segments}"
+
+    # The replaced broker alone: it leads and serves everything, history from the bucket.
+    others = [n for n in cluster.brokers if n != victim]
+    for node in others:
+        cluster.kill(node)
+    wait_until(f"broker {victim} leads", lambda: cluster.leader(topic, 0) == victim, FAILOVER_S)
+    consumer = Consumer({**QUIET, "bootstrap.servers": cluster.brokers[victim].bootstrap,
+                         "group.id": f"replay-{uuid.uuid4().hex[:6]}", "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    got = {}
+    deadline = time.monotonic() + 60
+    while len(got) < 3000 and time.monotonic() < deadline:
+        for m in consumer.consume(1000, timeout=1):
+            if not m.error():
+                got[m.value().decode().rsplit(":", 1)[0] + ":"] = m.offset()
+    consumer.close()
+    expected = {v.rsplit(":", 1)[0] + ":": o for v, (_, o) in history.acked.items()}
+    assert got == expected, f"{len(got)} of {len(expected)} records served by the replaced broker"
+
+
+def test_drain_moves_every_replica_under_load(broker, etcd):
+    cluster = Cluster(broker, etcd)
+    topic, partitions = "drained", 6
+    make_topic(cluster, topic, partitions, rf=2)
+    assert any(3 in p.replicas for p in cluster.partitions(topic).values())
+    history = History()
+    writer = Writer(cluster.bootstrap, topic, partitions, history)
+    writer.start()
+    time.sleep(2)
+    drain = subprocess.run([str(strata_binary()), "drain", "--metadata", cluster.metadata, "--node", "3",
+                            "--timeout-ms", "90000"], capture_output=True, text=True, timeout=120)
+    assert drain.returncode == 0, drain.stdout + drain.stderr
+    assert "drained" in drain.stdout
+    parts = cluster.partitions(topic)
+    for p in parts.values():
+        assert 3 not in p.replicas and len(p.replicas) == 2, (p.id, p.replicas)
+    cluster.brokers[3].stop()
+    time.sleep(2)
+    writer.stop()
+    assert not history.failed, f"{len(history.failed)} writes failed during the drain"
+    verify_replicas(cluster, topic, partitions, history, [1, 2])
+
+
+def test_consumer_group_survives_its_coordinator(broker, etcd):
+    cluster = Cluster(broker, etcd)
+    topic = "grouped"
+    make_topic(cluster, topic, 3)
+    producer = Producer({**QUIET, "bootstrap.servers": cluster.bootstrap, "acks": "all"})
+    for i in range(3000):
+        producer.produce(topic, value=b"%d" % i, partition=i % 3)
+    producer.flush(30)
+
+    def consumer():
+        return Consumer({**QUIET, "bootstrap.servers": cluster.bootstrap, "group.id": "survivors",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+
+    first = consumer()
+    first.subscribe([topic])
+    seen = []
+    deadline = time.monotonic() + 60
+    while len(seen) < 1500 and time.monotonic() < deadline:
+        m = first.poll(1)
+        if m is not None and not m.error():
+            seen.append((m.partition(), m.offset()))
+    first.commit(asynchronous=False)
+    committed = {tp.partition: tp.offset for tp in first.committed([TopicPartition(topic, p) for p in range(3)])}
+    first.close()
+    coordinator = group_coordinator(cluster, "survivors")
+
+    cluster.kill(coordinator)
+    second = consumer()
+    second.subscribe([topic])
+    rest = []
+    deadline = time.monotonic() + 90
+    while len(rest) < 3000 - len(seen) and time.monotonic() < deadline:
+        m = second.poll(1)
+        if m is not None and not m.error():
+            rest.append((m.partition(), m.offset()))
+    second.close()
+    assert len(rest) == 3000 - len(seen), f"after the coordinator died the group read {len(rest)} more"
+    for partition, offset in rest:
+        assert offset >= max(committed[partition], 0), f"partition {partition}: re-read {offset} below the commit"
+    assert group_coordinator(cluster, "survivors") != coordinator
+
+
+def test_checker_finds_each_anomaly():
+    history = History()
+    for offset in range(4):
+        history.acked[f"0:{offset}"] = (0, offset)
+    good = [(o, f"0:{o}") for o in range(4)]
+    assert check_history(history, {0: {1: good, 2: list(good)}}) == []
+    cases = {
+        "lost": [(0, "0:0"), (1, "0:1"), (2, "0:2")],
+        "moved": [(0, "0:0"), (1, "0:2"), (2, "0:1"), (3, "0:3")],
+        "duplicate": good + [(4, "0:3")],
+        "gap": [(0, "0:0"), (1, "0:1"), (2, "0:2"), (3, "0:3"), (5, "0:5")],
+    }
+    for name, bad in cases.items():
+        anomalies = check_history(history, {0: {1: good, 2: bad}})
+        assert anomalies, f"the checker missed a {name} record"
+        assert any("node 2" in a for a in anomalies), anomalies
