@@ -144,13 +144,14 @@ pub fn create_topic(
     client: &ClientArgs,
     topic: &str,
     partitions: i32,
+    replication_factor: i32,
     configs: &[(&str, &str)],
 ) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = client
         .config(&[])?
         .create()
         .context("create the admin client")?;
-    let mut new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let mut new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication_factor));
     for (key, value) in configs {
         new_topic = new_topic.set(key, value);
     }

@@ -28,6 +28,9 @@ pub struct ProducerArgs {
     /// Partitions of the topic created for the run.
     #[arg(long, default_value_t = 1)]
     pub partitions: i32,
+    /// Replication factor of the topic created for the run (a cluster's brokers).
+    #[arg(long, default_value_t = 1)]
+    pub replication_factor: i32,
     /// How records are spread over partitions: `sticky` (librdkafka's default for keyless
     /// records: fill one partition's batch, then move on) or `round-robin` (record by
     /// record, like keyed traffic; costs the client about twice the CPU).
@@ -104,6 +107,7 @@ impl ProducerArgs {
                 client,
                 &topic,
                 self.partitions,
+                self.replication_factor,
                 &self.parsed_topic_configs()?,
             )?;
         }
@@ -113,6 +117,7 @@ impl ProducerArgs {
     pub fn describe(&self) -> Value {
         json!({
             "partitions": self.partitions,
+            "replication_factor": self.replication_factor,
             "partitioner": self.partitioner,
             "record_size": self.record_size,
             "acks": self.acks,
