@@ -112,7 +112,7 @@ wait "$E2E_PID" || true
 FAILOVER_JSON="$(grep '^{' "$WORK/failover.out" | tail -n 1)"
 echo "$FAILOVER_JSON" >"$WORK/f.json"
 NEW_LEADER_AT="$(sed 's/\x1b\[[0-9;]*m//g' "$WORK"/strata*.log | grep 'controller changed a partition' \
-    | grep "topic=$FAILOVER_TOPIC partition=0 " | tail -n 1 | cut -c1-27)"
+    | grep "topic=$FAILOVER_TOPIC partition=0 " | tail -n 1 | cut -c1-27 || true)"
 ELECTION_S="$(python3 - "$KILLED_AT" "$NEW_LEADER_AT" <<'EOF'
 import sys, datetime
 killed = float(sys.argv[1])

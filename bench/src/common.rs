@@ -151,7 +151,11 @@ pub fn create_topic(
         .config(&[])?
         .create()
         .context("create the admin client")?;
-    let mut new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication_factor));
+    let mut new_topic = NewTopic::new(
+        topic,
+        partitions,
+        TopicReplication::Fixed(replication_factor),
+    );
     for (key, value) in configs {
         new_topic = new_topic.set(key, value);
     }
@@ -194,9 +198,24 @@ pub fn delete_topics(client: &ClientArgs, topics: &[String]) -> anyhow::Result<(
     Ok(())
 }
 
+/// Waits until every bootstrap broker reports the topic's partitions: in a cluster the
+/// other brokers learn of a new topic from the metadata store a moment later.
 fn wait_for_partitions(client: &ClientArgs, topic: &str, partitions: i32) -> anyhow::Result<()> {
+    for broker in client.bootstrap.split(',') {
+        wait_for_partitions_at(client, broker, topic, partitions)?;
+    }
+    Ok(())
+}
+
+fn wait_for_partitions_at(
+    client: &ClientArgs,
+    broker: &str,
+    topic: &str,
+    partitions: i32,
+) -> anyhow::Result<()> {
     let consumer: BaseConsumer = client
         .config(&[])?
+        .set("bootstrap.servers", broker)
         .create()
         .context("create a metadata client")?;
     let deadline = Instant::now() + Duration::from_secs(15);

@@ -202,7 +202,19 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         let service = strata_broker::replication::server::service(broker.clone());
         let cancel = cancel.clone();
         Some(tokio::spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(incoming);
+            // No Nagle: a follower's fetch and the leader's answer are small writes each
+            // waiting on the other, and Nagle plus delayed ACKs adds ~40 ms to every
+            // acks=all round trip.
+            let incoming = futures::StreamExt::map(
+                tokio_stream::wrappers::TcpListenerStream::new(incoming),
+                |stream| {
+                    stream.inspect(|s| {
+                        if let Err(e) = s.set_nodelay(true) {
+                            tracing::debug!(error = %e, "cannot set TCP_NODELAY on a replication connection");
+                        }
+                    })
+                },
+            );
             let served = tonic::transport::Server::builder()
                 .add_service(service)
                 .serve_with_incoming_shutdown(incoming, cancel.cancelled_owned())
