@@ -25,10 +25,22 @@ FAILOVER_S = 20
 
 def make_topic(cluster: Cluster, name: str, partitions: int, rf: int = 3, **configs: str) -> None:
     config = {"min.insync.replicas": "2", **{k.replace("_", "."): str(v) for k, v in configs.items()}}
-    admin = cluster.admin()  # kept alive until the futures resolve
-    futures = admin.create_topics([NewTopic(name, partitions, rf, config=config)])
-    for future in futures.values():
-        future.result(timeout=30)
+    def create():
+        # The broker answering may not have seen every broker register yet (its view is
+        # refreshed every 250 ms): INVALID_REPLICATION_FACTOR then, so try again.
+        admin = cluster.admin()  # kept alive until the futures resolve
+        try:
+            for future in admin.create_topics([NewTopic(name, partitions, rf, config=config)]).values():
+                future.result(timeout=30)
+            return True
+        except KafkaException as e:
+            if e.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                return True
+            if e.args[0].code() != KafkaError.INVALID_REPLICATION_FACTOR:
+                raise
+            return False
+
+    wait_until(f"topic {name} created", create, 30, interval=0.5)
     cluster.wait_isr(name, rf)
 
 
