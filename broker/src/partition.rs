@@ -789,6 +789,8 @@ impl Partition {
         force_flush: bool,
         producer_expiration_ms: i64,
     ) -> Result<RetentionOutcome, LogError> {
+        // The role first: the replica lock is never taken while holding the log lock.
+        let leader = self.is_leader();
         let (outcome, plan) = {
             let mut log = self.lock();
             if self.deleted.load(Ordering::Relaxed) || self.offline.load(Ordering::Relaxed) {
@@ -796,7 +798,7 @@ impl Partition {
             }
             log.expire_producers(now_ms, producer_expiration_ms);
             // Followers roll where their leader does (see `Log::append_replica`).
-            if self.is_leader() {
+            if leader {
                 log.roll_if_expired(now_ms)?;
             }
             let outcome = log.apply_retention(now_ms, self.remote_bounds())?;
