@@ -59,7 +59,7 @@ fn append(
     log.append(prepared, 0, now_ms)
 }
 
-fn config() -> LogConfig {
+pub(crate) fn config() -> LogConfig {
     LogConfig {
         segment_bytes: 1 << 30,
         segment_ms: i64::MAX,

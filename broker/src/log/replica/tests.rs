@@ -14,7 +14,7 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
-use super::super::tests::batch;
+use super::super::tests::{batch, config};
 use super::*;
 use crate::log::producers::Verdict;
 use crate::log::{LogConfig, prepare, read_batches};
@@ -25,30 +25,8 @@ const NOW: i64 = 1_000;
 const PRODUCER: i64 = 42;
 
 // ---------------------------------------------------------------------------------------
-// Helpers (the log tests' `config`, `read_all` and `idempotent_batch` are private there)
+// Helpers (the log tests' `read_all` and `idempotent_batch` are private there)
 // ---------------------------------------------------------------------------------------
-
-fn config() -> LogConfig {
-    LogConfig {
-        segment_bytes: 1 << 30,
-        segment_ms: i64::MAX,
-        index_interval_bytes: 4096,
-        flush_messages: i64::MAX,
-        flush_ms: i64::MAX,
-        retention_ms: -1,
-        retention_bytes: -1,
-        max_message_bytes: 1 << 20,
-        local_retention_ms: -2,
-        local_retention_bytes: -2,
-        remote_storage: false,
-        log_append_time: false,
-        compact: false,
-        delete_retention_ms: 86_400_000,
-        min_cleanable_dirty_ratio: 0.5,
-        min_compaction_lag_ms: 0,
-        max_compaction_lag_ms: i64::MAX,
-    }
-}
 
 /// Segments of a few batches and a dense offset index, so logs roll and lookups start
 /// from index entries rather than from the segment's first byte.
