@@ -431,7 +431,9 @@ impl Partition {
         ))
     }
 
-    /// The leader's side of a follower's fetch.
+    /// The leader's side of a follower's fetch: up to `max_bytes` of records (the first
+    /// batch whole; none when `max_bytes` is 0), or where the follower must truncate, or
+    /// that it must restart at our local log start.
     pub fn serve_follower(
         &self,
         request: &FollowerFetch,
@@ -456,22 +458,26 @@ impl Partition {
         let (log_end, local_start, diverging) = {
             let log = self.lock();
             let log_end = log.log_end_offset();
-            let diverging = if request.last_fetched_epoch >= 0 || request.fetch_offset > log_end {
+            let local_start = log.log_start_offset();
+            // Below our local log start the follower must restart from it (OutOfRange),
+            // whatever its epoch says: truncating could never bring it into range.
+            let diverging = if request.fetch_offset < local_start {
+                None
+            } else if request.last_fetched_epoch >= 0 || request.fetch_offset > log_end {
                 match log.epoch_end_offset(request.last_fetched_epoch) {
                     Some((epoch, end))
                         if epoch == request.last_fetched_epoch && end >= request.fetch_offset =>
                     {
                         None
                     }
-                    Some((epoch, end)) => Some((epoch, end)),
-                    // Every epoch here is newer than the follower's: it agrees with
-                    // nothing it could prove, so it starts again from our log start.
-                    None => Some((-1, log.log_start_offset())),
+                    Some(found) => Some(found),
+                    // No epochs here (an empty log): only an offset past our end diverges.
+                    None => (request.fetch_offset > log_end).then_some((-1, log_end)),
                 }
             } else {
                 None
             };
-            (log_end, log.log_start_offset(), diverging)
+            (log_end, local_start, diverging)
         };
         let mut answer = LeaderAnswer {
             outcome: FollowerOutcome::Records(Bytes::new()),
@@ -482,19 +488,19 @@ impl Partition {
             remote_end_offset: self.remote_bounds().map_or(-1, |b| b.end),
             segment_base: -1,
         };
-        if let Some((epoch, end_offset)) = diverging {
-            answer.outcome = FollowerOutcome::Diverging { epoch, end_offset };
-            return Ok(answer);
-        }
         if request.fetch_offset < local_start {
             answer.outcome = FollowerOutcome::OutOfRange;
+            return Ok(answer);
+        }
+        if let Some((epoch, end_offset)) = diverging {
+            answer.outcome = FollowerOutcome::Diverging { epoch, end_offset };
             return Ok(answer);
         }
         self.replica()
             .record_fetch(request.replica_id, request.fetch_offset, log_end, now_ms);
         self.advance_high_watermark();
         answer.high_watermark = self.high_watermark();
-        if request.fetch_offset < log_end {
+        if request.fetch_offset < log_end && max_bytes > 0 {
             let (records, _) = self
                 .read_upto(request.fetch_offset, max_bytes, log_end)
                 .map_err(|_| FetchRefusal::Storage)?;

@@ -51,11 +51,14 @@ impl LeaderEpochs {
     }
 
     /// The largest epoch not after `epoch`, and where it ends in a log ending at
-    /// `log_end_offset`; `None` if every epoch in the log is newer (or the log has none).
+    /// `log_end_offset`. When every epoch in the log is newer, `epoch` itself "ends"
+    /// where the first one starts (as Kafka answers OffsetForLeaderEpoch): a follower
+    /// whose records are all older than the leader's first epoch agrees with it up to
+    /// there. `None` only if the log has no epochs.
     pub fn end_offset_for(&self, epoch: i32, log_end_offset: i64) -> Option<(i32, i64)> {
         let i = self.entries.partition_point(|&(e, _)| e <= epoch);
         if i == 0 {
-            return None;
+            return self.entries.first().map(|&(_, start)| (epoch, start));
         }
         let found = self.entries[i - 1].0;
         let end = self.entries.get(i).map_or(log_end_offset, |&(_, s)| s);
@@ -138,7 +141,10 @@ mod tests {
     #[test]
     fn an_epoch_ends_where_the_next_starts_and_the_last_at_the_log_end() {
         let c = cache(&[(1, 0), (3, 10), (4, 25)]);
-        assert_eq!(c.end_offset_for(0, 30), None);
+        // Older than every epoch here: it ends where the first one starts.
+        assert_eq!(c.end_offset_for(0, 30), Some((0, 0)));
+        assert_eq!(cache(&[(5, 40)]).end_offset_for(2, 60), Some((2, 40)));
+        assert_eq!(cache(&[]).end_offset_for(2, 60), None);
         assert_eq!(c.end_offset_for(1, 30), Some((1, 10)));
         // Epoch 2 never wrote here: the answer is epoch 1's end.
         assert_eq!(c.end_offset_for(2, 30), Some((1, 10)));

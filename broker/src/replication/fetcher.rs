@@ -84,9 +84,7 @@ async fn connect(broker: &Broker, leader: i32) -> Option<ReplicationClient<Chann
     match endpoint.connect().await {
         Ok(channel) => Some(
             ReplicationClient::new(channel)
-                .max_decoding_message_size(
-                    (broker.config.replica_fetch_max_bytes as usize).saturating_mul(2),
-                )
+                .max_decoding_message_size(super::response_limit(&broker.config))
                 .max_encoding_message_size(4 << 20),
         ),
         Err(e) => {
@@ -101,14 +99,20 @@ async fn fetch_loop(broker: Arc<Broker>, leader: i32) {
     let wait_ms = broker.config.replica_fetch_wait_max_ms as u32;
     let max_bytes = broker.config.replica_fetch_max_bytes as u32;
     info!(leader, "replicating from a leader");
+    let mut rotation = 0usize;
     while !broker.shutdown.is_cancelled() {
-        let partitions: Vec<Followed> = followed(&broker)
+        let mut partitions: Vec<Followed> = followed(&broker)
             .into_iter()
             .filter(|f| f.leader == leader)
             .collect();
         if partitions.is_empty() {
             break;
         }
+        // The leader fills its byte budget in request order: start each request at a
+        // different partition so a busy one cannot starve the rest.
+        rotation = rotation.wrapping_add(1);
+        let len = partitions.len();
+        partitions.rotate_left(rotation % len);
         if client.is_none() {
             client = connect(&broker, leader).await;
             if client.is_none() {

@@ -31,6 +31,16 @@ pub mod server;
 use std::collections::HashMap;
 
 use crate::cluster::PartitionRecord;
+use crate::config::Config;
+
+/// Largest replication response, in bytes, either side accepts. The leader stops adding
+/// records at `replica_fetch_max_bytes` but always sends the first batch it has whole,
+/// and a batch can be as large as a produce request.
+pub fn response_limit(config: &Config) -> usize {
+    (config.replica_fetch_max_bytes as usize)
+        .saturating_add(config.max_request_bytes as usize)
+        .saturating_add(1 << 20)
+}
 
 /// A follower's fetch of one partition, as the leader sees it.
 #[derive(Debug, Clone, Copy)]

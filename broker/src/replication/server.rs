@@ -27,7 +27,7 @@ pub struct Service {
 }
 
 pub fn service(broker: Arc<Broker>) -> ReplicationServer<Service> {
-    let limit = (broker.config.replica_fetch_max_bytes as usize).saturating_mul(2);
+    let limit = super::response_limit(&broker.config);
     ReplicationServer::new(Service { broker })
         .max_encoding_message_size(limit)
         .max_decoding_message_size(4 << 20)
@@ -59,6 +59,7 @@ impl Service {
             .min(self.broker.config.replica_fetch_max_bytes as u32)
             as usize;
         let mut urgent = false;
+        let mut sent_records = false;
         let answers = request
             .partitions
             .iter()
@@ -73,7 +74,11 @@ impl Service {
                     fetch_offset: fetch.fetch_offset,
                     last_fetched_epoch: fetch.last_fetched_epoch,
                 };
-                let max_bytes = budget.min(fetch.max_bytes as usize).max(1);
+                // The first partition with records gets at least its first batch whole;
+                // once records went out, a spent budget means no more.
+                let max_bytes = budget
+                    .min(fetch.max_bytes as usize)
+                    .max(usize::from(!sent_records));
                 match partition.serve_follower(&ask, max_bytes, now) {
                     Err(refusal) => {
                         urgent = true;
@@ -102,11 +107,18 @@ impl Service {
                             segment_base: answer.segment_base,
                         };
                         match answer.outcome {
-                            FollowerOutcome::Records(records) => {
+                            // Only the first partition with records may exceed the
+                            // budget (by its first batch); later ones get what fits or
+                            // nothing, so a response stays within `response_limit`.
+                            FollowerOutcome::Records(records)
+                                if !sent_records || records.len() <= budget =>
+                            {
                                 urgent |= !records.is_empty();
+                                sent_records |= !records.is_empty();
                                 budget = budget.saturating_sub(records.len());
                                 data.records = records;
                             }
+                            FollowerOutcome::Records(_) => {}
                             FollowerOutcome::Diverging { epoch, end_offset } => {
                                 urgent = true;
                                 data.diverging_epoch = Some(DivergingEpoch { epoch, end_offset });
