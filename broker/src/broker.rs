@@ -578,7 +578,8 @@ impl Broker {
     }
 
     /// Changes a topic's stored record by compare-and-swap, retrying on conflicts (the
-    /// controller and partition leaders change the same record). Returns what was stored.
+    /// controller and partition leaders change the same record). Returns what was stored;
+    /// an edit that changes nothing writes nothing.
     pub(crate) async fn edit_stored_topic(
         &self,
         name: &str,
@@ -587,13 +588,12 @@ impl Broker {
         for _ in 0..32 {
             let (mut record, version) = self
                 .store
-                .list_topics_versioned()
+                .get_topic_versioned(name)
                 .await?
-                .into_iter()
-                .find(|(t, _)| t.name == name)
                 .ok_or_else(|| AdminError::UnknownTopic(name.to_string()))?;
+            let before = record.clone();
             edit(&mut record)?;
-            if self.store.update_topic_if(&record, version).await? {
+            if record == before || self.store.update_topic_if(&record, version).await? {
                 return Ok(record.normalize());
             }
         }

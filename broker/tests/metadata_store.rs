@@ -65,6 +65,40 @@ async fn scenarios(
         Err(StoreError::NotFound(_))
     ));
 
+    // Versioned reads and compare-and-swap: one topic read alone (not a prefix of
+    // another name), a write against a stale version refused.
+    store
+        .create_topic(&topic("orders2", 1))
+        .await
+        .expect("a name with orders as prefix");
+    let (read, version) = store
+        .get_topic_versioned("orders")
+        .await
+        .expect("get")
+        .expect("orders exists");
+    assert_eq!(read, changed);
+    assert!(
+        store
+            .get_topic_versioned("order")
+            .await
+            .expect("get")
+            .is_none()
+    );
+    assert!(store.update_topic_if(&read, version).await.expect("cas"));
+    let (_, newer) = store
+        .get_topic_versioned("orders")
+        .await
+        .expect("get")
+        .expect("orders exists");
+    assert_ne!(newer, version, "a write moves the version");
+    assert!(
+        !store
+            .update_topic_if(&read, version)
+            .await
+            .expect("stale cas")
+    );
+    store.delete_topic("orders2").await.expect("delete orders2");
+
     let again = reopen().await;
     assert_eq!(
         again.cluster_id().await.expect("cluster id after reopen"),

@@ -180,6 +180,17 @@ impl MetadataStore for EmbeddedStore {
             .collect())
     }
 
+    async fn get_topic_versioned(
+        &self,
+        name: &str,
+    ) -> Result<Option<(TopicRecord, u64)>, StoreError> {
+        let document = self.document.lock().await;
+        Ok(document
+            .topics
+            .get(name)
+            .map(|t| (t.clone(), self.version(name))))
+    }
+
     async fn update_topic_if(&self, topic: &TopicRecord, version: u64) -> Result<bool, StoreError> {
         let mut document = self.document.lock().await;
         if !document.topics.contains_key(&topic.name) || self.version(&topic.name) != version {

@@ -221,6 +221,24 @@ impl MetadataStore for EtcdStore {
             .collect()
     }
 
+    async fn get_topic_versioned(
+        &self,
+        name: &str,
+    ) -> Result<Option<(TopicRecord, u64)>, StoreError> {
+        let mut kv = self.client.kv_client();
+        let response = timed(kv.get(self.topic_key(name), None)).await?;
+        response
+            .kvs()
+            .first()
+            .map(|kv| {
+                Ok((
+                    Self::decode(kv.key(), kv.value())?,
+                    kv.mod_revision() as u64,
+                ))
+            })
+            .transpose()
+    }
+
     async fn update_topic_if(&self, topic: &TopicRecord, version: u64) -> Result<bool, StoreError> {
         let key = self.topic_key(&topic.name);
         let txn = Txn::new()

@@ -128,6 +128,11 @@ pub trait MetadataStore: Send + Sync {
 
     /// Topics with their versions, for [`MetadataStore::update_topic_if`].
     async fn list_topics_versioned(&self) -> Result<Vec<(TopicRecord, u64)>, StoreError>;
+    /// One topic with its version; `None` if there is no such topic.
+    async fn get_topic_versioned(
+        &self,
+        name: &str,
+    ) -> Result<Option<(TopicRecord, u64)>, StoreError>;
     /// Replaces a topic's record if its version is still `version`; false if it changed
     /// (or was deleted) meanwhile.
     async fn update_topic_if(&self, topic: &TopicRecord, version: u64) -> Result<bool, StoreError>;

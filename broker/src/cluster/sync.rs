@@ -12,7 +12,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::controller::{self, Brokers};
 use super::{BrokerInfo, ClusterView, StoreError, TopicRecord};
@@ -438,15 +438,30 @@ impl Broker {
                 partition.set_proposed_isr(Some(isr.clone()));
                 let index = partition.index as usize;
                 let me = self.config.node_id;
+                // Refusals decided by the stored record are final; a store error leaves
+                // it unknown whether the write landed.
+                let mut refused = false;
                 let stored = self
                     .edit_stored_topic(&topic.name, |record| {
-                        let p = record.partitions.get_mut(index).ok_or_else(|| {
-                            crate::broker::AdminError::UnknownTopic(topic.name.clone())
-                        })?;
+                        let refuse = |why: &str| {
+                            crate::broker::AdminError::Store(StoreError::Unavailable(why.into()))
+                        };
+                        let Some(p) = record.partitions.get_mut(index) else {
+                            refused = true;
+                            return Err(refuse("the partition is gone"));
+                        };
                         if p.leader != me || p.leader_epoch != state.epoch {
-                            return Err(crate::broker::AdminError::Store(StoreError::Unavailable(
-                                "no longer the leader".into(),
-                            )));
+                            refused = true;
+                            return Err(refuse("no longer the leader"));
+                        }
+                        if p.isr == isr {
+                            return Ok(()); // an earlier attempt landed
+                        }
+                        // Built on the ISR we know: if the controller changed it since,
+                        // our proposal could undo its change (a dead broker put back).
+                        if p.isr != state.isr {
+                            refused = true;
+                            return Err(refuse("the stored ISR changed meanwhile"));
                         }
                         p.isr = isr.clone();
                         Ok(())
@@ -467,9 +482,15 @@ impl Broker {
                             warn!(topic = %topic.name, partition = index, error = %e, "cannot apply the ISR change");
                         }
                     }
-                    Err(e) => {
+                    Err(e) if refused => {
+                        // The next refresh applies the stored record; propose from there.
                         partition.set_proposed_isr(None);
-                        warn!(topic = %topic.name, partition = index, error = %e, "ISR change refused");
+                        info!(topic = %topic.name, partition = index, error = %e, "ISR change refused");
+                    }
+                    Err(e) => {
+                        // It may have been stored: keep counting the proposal (the
+                        // maximal ISR stays safe) and retry it next round.
+                        debug!(topic = %topic.name, partition = index, error = %e, "ISR change not confirmed; will retry");
                     }
                 }
             }

@@ -135,7 +135,7 @@ pub struct ReplicaState {
     pub replicas: Vec<i32>,
     /// The ISR as stored.
     pub isr: Vec<i32>,
-    /// An ISR this leader proposed and has not seen stored yet.
+    /// An ISR this leader proposed and has not seen stored (or overtaken) yet.
     pub proposed_isr: Option<Vec<i32>>,
     pub followers: HashMap<i32, Progress>,
     /// Leader: its own log end, as durable as acks require.
@@ -183,7 +183,9 @@ impl ReplicaState {
         self.leader = record.leader;
         self.epoch = record.leader_epoch;
         self.replicas = record.replicas.clone();
-        if self.proposed_isr.as_ref() == Some(&record.isr) {
+        // A pending proposal is settled once the stored ISR moves: to it (stored) or
+        // elsewhere (the controller's change, based on a newer record, wins).
+        if record.isr != self.isr || self.proposed_isr.as_ref() == Some(&record.isr) {
             self.proposed_isr = None;
         }
         self.isr = record.isr.clone();
@@ -265,8 +267,12 @@ impl ReplicaState {
         lag_ms: i64,
         live: impl Fn(i32) -> bool,
     ) -> Option<Vec<i32>> {
-        if self.role != Role::Leader || self.proposed_isr.is_some() {
+        if self.role != Role::Leader {
             return None;
+        }
+        // A proposal not known to be stored or refused is proposed again, unchanged.
+        if let Some(pending) = &self.proposed_isr {
+            return Some(pending.clone());
         }
         let mut isr: Vec<i32> = self
             .isr

@@ -80,8 +80,15 @@ fn a_removal_counts_until_stored_and_an_addition_counts_once_proposed() {
         .isr_change(100, 5_000, 1_000, |_| true)
         .expect("2 leaves");
     assert_eq!(change, vec![1, 3]);
-    state.proposed_isr = Some(change);
+    state.proposed_isr = Some(change.clone());
     assert!(state.maximal_isr().contains(&2));
+    // Not confirmed (a store timeout): the same proposal comes again, even if 2 is back.
+    state.record_fetch(2, 100, 100, 5_100);
+    assert_eq!(state.isr_change(100, 5_100, 1_000, |_| true), Some(change));
+    // The controller stored another ISR meanwhile: the proposal is settled by it.
+    state.apply(&record(1, 0, &[1, 2, 3], &[1, 2]), 100, 5_200);
+    assert_eq!(state.proposed_isr, None);
+    assert_eq!(state.maximal_isr(), vec![1, 2]);
 }
 
 #[test]
