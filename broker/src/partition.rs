@@ -316,6 +316,14 @@ impl Partition {
         self.replica().role == Role::Leader
     }
 
+    /// The epoch this broker leads the partition in, read together with the role: work
+    /// that commits to the manifest (uploads, retention, compaction, DeleteRecords)
+    /// captures it once and is fenced by it, rather than reading a newer epoch midway.
+    pub fn leading_epoch(&self) -> Option<i32> {
+        let replica = self.replica();
+        (replica.role == Role::Leader).then_some(replica.epoch)
+    }
+
     pub fn replica_state(&self) -> ReplicaState {
         self.replica().clone()
     }
@@ -762,6 +770,7 @@ impl Partition {
     /// failure leaves the records readable rather than half-deleted. Returns the new log
     /// start offset across both tiers.
     pub async fn delete_records_before(&self, offset: i64) -> Result<i64, LogError> {
+        let epoch = self.leading_epoch().ok_or(LogError::NotLeader)?;
         let high_watermark = self.high_watermark();
         let offset = if offset == -1 { high_watermark } else { offset };
         if offset > high_watermark || offset < 0 {
@@ -780,7 +789,7 @@ impl Partition {
             && remote_start.is_none_or(|start| offset > start)
         {
             remote
-                .advance_start(offset, self.leader_epoch())
+                .advance_start(offset, epoch)
                 .await
                 .map_err(|e| LogError::Remote(e.to_string()))?;
         }

@@ -187,10 +187,18 @@ async fn sealed_segment(info: SealedInfo, log_start_offset: i64) -> std::io::Res
 /// watermark, in order, then apply retention.ms / retention.bytes to the remote tier.
 /// Returns false if the pass failed (it is retried after a backoff).
 async fn upload_partition(broker: &Broker, tiering: &Tiering, partition: &Partition) -> bool {
-    let Some(remote) = partition.remote() else {
+    let (Some(remote), Some(epoch)) = (partition.remote(), partition.leading_epoch()) else {
         return true;
     };
     let label = format!("{}-{}", partition.topic, partition.index);
+    // Fence the previous leader before writing anything of ours (the claim made when
+    // leadership arrived may not have landed yet).
+    if remote.root().leader_epoch < epoch
+        && let Err(e) = remote.claim(epoch).await
+    {
+        warn!(partition = %label, epoch, error = %e, "cannot claim the manifest; retrying after a backoff");
+        return false;
+    }
     let config = partition.log_config();
     'passes: loop {
         if !config.remote_storage {
@@ -222,13 +230,7 @@ async fn upload_partition(broker: &Broker, tiering: &Tiering, partition: &Partit
                 .map(|_| &crash as &AfterUploadHook);
             let now = broker.clock.now_ms();
             match remote
-                .upload(
-                    &segment,
-                    partition.leader_epoch(),
-                    tiering.part_bytes,
-                    now,
-                    hook,
-                )
+                .upload(&segment, epoch, tiering.part_bytes, now, hook)
                 .await
             {
                 Ok(uploaded) => progressed |= uploaded,
@@ -241,10 +243,7 @@ async fn upload_partition(broker: &Broker, tiering: &Tiering, partition: &Partit
                     // a hole, so the remote history before it goes too.
                     warn!(partition = %label, remote_end = end_offset, local_start = base_offset,
                         "the local log starts past the remote tier's end; moving the remote log start there");
-                    if let Err(e) = remote
-                        .advance_start(base_offset, partition.leader_epoch())
-                        .await
-                    {
+                    if let Err(e) = remote.advance_start(base_offset, epoch).await {
                         warn!(partition = %label, error = %e, "could not move the remote log start; retrying after a backoff");
                         return false;
                     }
@@ -273,10 +272,7 @@ async fn upload_partition(broker: &Broker, tiering: &Tiering, partition: &Partit
         .retention_target(now, config.retention_ms, config.retention_bytes, local_only)
         .await;
     let result = match target {
-        Ok(Some(new_start)) => remote
-            .advance_start(new_start, partition.leader_epoch())
-            .await
-            .map(drop),
+        Ok(Some(new_start)) => remote.advance_start(new_start, epoch).await.map(drop),
         Ok(None) => Ok(()),
         Err(e) => Err(e),
     };
@@ -546,7 +542,7 @@ pub async fn compact_remote(
     now_ms: i64,
 ) -> Result<(usize, usize), RemoteReadError> {
     use crate::log::cleaner::RemoteRewrite;
-    let Some(remote) = partition.remote() else {
+    let (Some(remote), Some(epoch)) = (partition.remote(), partition.leading_epoch()) else {
         return Ok((0, 0));
     };
     let mut stale = 0;
@@ -630,12 +626,7 @@ pub async fn compact_remote(
             log_start_offset: remote.marks().log_start_offset,
         };
         let replaced = remote
-            .replace_segment(
-                &entry,
-                &sealed,
-                partition.leader_epoch(),
-                tiering.part_bytes,
-            )
+            .replace_segment(&entry, &sealed, epoch, tiering.part_bytes)
             .await?;
         let _ = std::fs::remove_dir_all(&staging);
         if !replaced {

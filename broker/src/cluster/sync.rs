@@ -17,6 +17,7 @@ use tracing::{debug, info, warn};
 use super::controller::{self, Brokers};
 use super::{BrokerInfo, ClusterView, StoreError, TopicRecord};
 use crate::broker::{Broker, Topic};
+use crate::partition::Partition;
 use crate::replication::Transition;
 
 impl Broker {
@@ -324,13 +325,8 @@ impl Broker {
                 match partition.apply_record(p, now) {
                     Ok(Transition::BecameLeader) => {
                         info!(topic = %topic.name, partition = partition.index, epoch = p.leader_epoch, "leading");
-                        if let Some(remote) = partition.remote().cloned() {
-                            let epoch = p.leader_epoch;
-                            tokio::spawn(async move {
-                                if let Err(e) = remote.claim(epoch).await {
-                                    warn!(partition = %remote.id, error = %e, "could not claim the manifest for the new epoch");
-                                }
-                            });
+                        if partition.remote().is_some() {
+                            tokio::spawn(claim_manifest(partition.clone(), p.leader_epoch));
                         }
                         self.groups
                             .partition_led(self, &topic.name, partition, true);
@@ -493,6 +489,26 @@ impl Broker {
                         debug!(topic = %topic.name, partition = index, error = %e, "ISR change not confirmed; will retry");
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Makes a new leader's epoch the manifest's, so the deposed leader's uploads and
+/// retention fail from now on. Retried while this broker still leads in `epoch`; the
+/// uploader also claims before its first write, so nothing of ours lands unclaimed.
+async fn claim_manifest(partition: Arc<Partition>, epoch: i32) {
+    let mut backoff = Duration::from_millis(200);
+    while partition.leading_epoch() == Some(epoch) && !partition.is_deleted() {
+        let Some(remote) = partition.remote() else {
+            return;
+        };
+        match remote.claim(epoch).await {
+            Ok(()) => return,
+            Err(e) => {
+                warn!(partition = %remote.id, epoch, error = %e, "cannot claim the manifest for the new epoch; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
     }
