@@ -39,6 +39,7 @@ class Cluster:
             "STRATA_REPLICA_LAG_TIME_MAX_MS": str(LAG_TIME_MS),
             "STRATA_METADATA_REFRESH_INTERVAL_MS": "250",
             "STRATA_DEFAULT_REPLICATION_FACTOR": "3",
+            "STRATA_OFFSETS_TOPIC_REPLICATION_FACTOR": str(size),
             "STRATA_GROUP_INITIAL_REBALANCE_DELAY_MS": "0",
             **(env or {}),
         }

@@ -248,6 +248,10 @@ class StrataBroker(ServerProcess):
         self.data_dir = workdir / "data"
         self.metadata = metadata
         self.env = dict(env or {})
+        # In a cluster `__consumer_offsets` waits for offsets_topic_replication_factor (3)
+        # live brokers; a lone broker on etcd gets 1 unless the test says otherwise.
+        if metadata.startswith("etcd://"):
+            self.env.setdefault("STRATA_OFFSETS_TOPIC_REPLICATION_FACTOR", "1")
         self.args = list(args)
         self.config_path: Path | None = None
         if config_text is not None:

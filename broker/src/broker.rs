@@ -14,8 +14,8 @@ use std::time::Duration;
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use crate::cluster::{MetadataStore, PartitionRecord, StoreError, TopicRecord};
-use crate::config::Config;
+use crate::cluster::{BrokerInfo, MetadataStore, PartitionRecord, StoreError, TopicRecord};
+use crate::config::{Config, MetadataUrl};
 use crate::log::{Log, LogError};
 use crate::partition::Partition;
 use crate::telemetry::Metrics;
@@ -488,7 +488,7 @@ impl Broker {
             replication_factor
         };
         let config = TopicConfig::resolve(&configs, &self.config)?;
-        let assignment = self.place(name, partitions as usize, factor, 0)?;
+        let assignment = self.place(name, partitions as usize, factor, 0).await?;
         let _admin = self.admin.lock().await;
         if self.topic(name).is_some() {
             return Err(AdminError::TopicExists(name.to_string()));
@@ -562,7 +562,7 @@ impl Broker {
             .create_any_topic(
                 name,
                 self.config.offsets_topic_partitions,
-                self.offsets_replication_factor(),
+                self.offsets_replication_factor().await?,
                 configs,
                 false,
             )
@@ -602,38 +602,66 @@ impl Broker {
         ))))
     }
 
-    /// `offsets_topic_replication_factor`, capped at the live brokers.
-    fn offsets_replication_factor(&self) -> i16 {
-        let live = self.cluster_view().brokers.len().max(1);
-        self.config
-            .offsets_topic_replication_factor
-            .min(live as i16)
+    /// `offsets_topic_replication_factor`. With one broker (embedded metadata) it is 1;
+    /// in a cluster, as in Kafka, the topic is not created (so group coordination is not
+    /// available) until that many brokers are live, rather than created with fewer
+    /// replicas for good because the first group arrived while brokers were starting.
+    async fn offsets_replication_factor(&self) -> Result<i16, AdminError> {
+        let wanted = self.config.offsets_topic_replication_factor.max(1);
+        if !matches!(self.config.metadata_url(), Ok(MetadataUrl::Etcd { .. })) {
+            return Ok(1);
+        }
+        let live = self.placement_targets(wanted as usize).await.len();
+        if live < wanted as usize {
+            return Err(AdminError::InvalidReplicationFactor(format!(
+                "{live} brokers are live and not draining; __consumer_offsets needs \
+                 offsets_topic_replication_factor = {wanted}: group coordination waits for them"
+            )));
+        }
+        Ok(wanted)
+    }
+
+    /// Live brokers that are not draining: the cached cluster view, or the store's own
+    /// answer when the view has fewer than `wanted` (it can be a refresh interval old, and
+    /// miss a broker that just joined).
+    async fn placement_targets(&self, wanted: usize) -> Vec<BrokerInfo> {
+        fn eligible(brokers: &[BrokerInfo], draining: impl Fn(i32) -> bool) -> Vec<BrokerInfo> {
+            brokers
+                .iter()
+                .filter(|b| !draining(b.node_id))
+                .cloned()
+                .collect()
+        }
+        let view = self.cluster_view();
+        let mut targets = eligible(&view.brokers, |id| view.draining.contains(&id));
+        if targets.len() < wanted
+            && let (Ok(brokers), Ok(draining)) =
+                (self.store.live_brokers().await, self.store.draining().await)
+        {
+            targets = eligible(&brokers, |id| draining.contains(&id));
+        }
+        if targets.is_empty() {
+            // Before the first registration: this broker alone.
+            targets.push(self.own_info());
+        }
+        targets
     }
 
     /// Replicas for new partitions `first..first + count` of topic `name`, over the live
     /// brokers that are not draining.
-    fn place(
+    async fn place(
         &self,
         name: &str,
         count: usize,
         factor: i16,
         first: usize,
     ) -> Result<Vec<Vec<i32>>, AdminError> {
-        let view = self.cluster_view();
-        let mut targets: Vec<_> = view
-            .brokers
-            .iter()
-            .filter(|b| !view.draining.contains(&b.node_id))
-            .cloned()
-            .collect();
-        if targets.is_empty() {
-            // Before the first metadata refresh: this broker alone.
-            targets.push(self.own_info());
-        }
+        let factor = factor.max(1) as usize;
+        let targets = self.placement_targets(factor).await;
         let start = name
             .bytes()
             .fold(first, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
-        crate::cluster::placement::assign(&targets, count, factor.max(1) as usize, start)
+        crate::cluster::placement::assign(&targets, count, factor, start)
             .map_err(AdminError::InvalidReplicationFactor)
     }
 
@@ -689,7 +717,9 @@ impl Broker {
         }
         let mut record = topic.record.clone();
         let factor = record.partitions.first().map_or(1, |p| p.replicas.len()) as i16;
-        let assignment = self.place(name, (count - current) as usize, factor, current as usize)?;
+        let assignment = self
+            .place(name, (count - current) as usize, factor, current as usize)
+            .await?;
         record
             .partitions
             .extend(assignment.into_iter().map(PartitionRecord::new));
