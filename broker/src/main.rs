@@ -193,6 +193,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         broker.config.metadata_url()?,
         strata_broker::config::MetadataUrl::Etcd { .. }
     );
+    // Join (and step down where others are in sync) before serving anything: until then
+    // the roles read at start-up may be stale.
+    let session = broker
+        .join_cluster(true)
+        .await
+        .context("register this broker in the cluster")?;
     // Replication between brokers: only with a shared metadata store.
     let replication = if clustered {
         let addr = broker.config.replication_addr()?;
@@ -226,10 +232,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     } else {
         None
     };
-    let session = broker
-        .join_cluster()
-        .await
-        .context("register this broker in the cluster")?;
     let membership = tokio::spawn(broker.clone().run_membership(session));
     let fetchers = tokio::spawn(strata_broker::replication::fetcher::run(broker.clone()));
     let listener = tokio::net::TcpListener::bind(listen)

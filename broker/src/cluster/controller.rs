@@ -69,6 +69,37 @@ pub fn reconcile(
     changed.then_some(next)
 }
 
+/// What a broker does to the topic's record when it starts (before it serves anything):
+/// it leaves the ISR of each partition where another live broker is in sync, handing
+/// leadership to the first such replica (a new epoch). Its log may have lost records it
+/// never flushed (a crash), so it must neither lead nor count towards acks=all until it
+/// has caught up from a replica that holds everything acknowledged; it then rejoins the
+/// ISR as any follower does. Where it is the only live in-sync replica it keeps its
+/// place: nobody has more. `None` if nothing changes.
+pub fn step_down(topic: &TopicRecord, me: i32, live: &[BrokerInfo]) -> Option<TopicRecord> {
+    let mut next = topic.clone();
+    let mut changed = false;
+    for p in &mut next.partitions {
+        if !p.isr.contains(&me) {
+            continue;
+        }
+        let successor = p
+            .replicas
+            .iter()
+            .copied()
+            .find(|&r| r != me && p.isr.contains(&r) && live.iter().any(|b| b.node_id == r));
+        let Some(successor) = successor else {
+            continue;
+        };
+        p.isr.retain(|&r| r != me);
+        if p.leader == me {
+            set_leader(p, successor);
+        }
+        changed = true;
+    }
+    changed.then_some(next)
+}
+
 fn set_leader(p: &mut PartitionRecord, leader: i32) -> bool {
     if p.leader == leader {
         return false;
@@ -192,6 +223,42 @@ mod tests {
             draining: &draining,
         };
         reconcile_partition(p, &view, &mut BTreeMap::new(), unclean, false)
+    }
+
+    #[test]
+    fn a_starting_broker_leaves_the_isr_and_hands_leadership_to_a_live_in_sync_replica() {
+        let mut led = PartitionRecord::new(vec![1, 2, 3]);
+        led.leader_epoch = 4;
+        let mut followed = PartitionRecord::new(vec![2, 1, 3]);
+        followed.leader = 2;
+        let mut out_of_sync = PartitionRecord::new(vec![3, 1]);
+        out_of_sync.leader = 3;
+        out_of_sync.isr = vec![3];
+        let mut alone = PartitionRecord::new(vec![1, 2]);
+        alone.isr = vec![1, 2];
+        let topic = TopicRecord {
+            name: "t".into(),
+            id: uuid::Uuid::nil(),
+            partitions: vec![led, followed, out_of_sync, alone],
+            configs: BTreeMap::new(),
+        };
+        // Broker 2 is dead: partition 3's only other in-sync replica.
+        let next = step_down(&topic, 1, &brokers(&[1, 3])).expect("changes");
+        let p = &next.partitions;
+        assert_eq!(
+            (p[0].leader, p[0].leader_epoch, p[0].isr.clone()),
+            (3, 5, vec![2, 3])
+        );
+        assert_eq!(
+            (p[1].leader, p[1].leader_epoch, p[1].isr.clone()),
+            (2, 0, vec![2, 3])
+        );
+        assert_eq!(p[2], topic.partitions[2], "not in the ISR: nothing to do");
+        assert_eq!(
+            p[3], topic.partitions[3],
+            "no live replica in sync but itself"
+        );
+        assert_eq!(step_down(&next, 1, &brokers(&[1, 3])), None);
     }
 
     #[test]

@@ -80,8 +80,10 @@ impl Broker {
     }
 
     /// Opens a session and registers, retrying while a previous incarnation's lease is
-    /// still alive (a restart faster than `broker_session_timeout_ms`).
-    pub async fn join_cluster(&self) -> anyhow::Result<i64> {
+    /// still alive (a restart faster than `broker_session_timeout_ms`). A process that
+    /// has just started (`restarted`) then steps down where others are in sync
+    /// ([`controller::step_down`]) before it applies any role.
+    pub async fn join_cluster(&self, restarted: bool) -> anyhow::Result<i64> {
         let info = self.own_info();
         let ttl = self.config.broker_session_timeout_ms;
         let deadline = std::time::Instant::now() + Duration::from_millis(ttl as u64 * 3);
@@ -91,6 +93,9 @@ impl Broker {
             match self.store.register_broker(&info, session).await {
                 Ok(()) => {
                     info!(node_id = info.node_id, session, "registered in the cluster");
+                    if restarted {
+                        self.step_down_after_start().await?;
+                    }
                     self.refresh(session).await;
                     return Ok(session);
                 }
@@ -111,6 +116,43 @@ impl Broker {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// See [`controller::step_down`]. Each topic is changed by compare-and-swap, retried
+    /// on conflicts; the broker does not start until every change is stored.
+    async fn step_down_after_start(&self) -> anyhow::Result<()> {
+        let me = self.config.node_id;
+        let mut handed_off = 0;
+        for _ in 0..32 {
+            let live = self.store.live_brokers().await?;
+            let mut conflicts = 0;
+            for (record, version) in self.store.list_topics_versioned().await? {
+                let record = record.normalize();
+                let Some(next) = controller::step_down(&record, me, &live) else {
+                    continue;
+                };
+                if self.store.update_topic_if(&next, version).await? {
+                    for (i, (old, new)) in
+                        record.partitions.iter().zip(&next.partitions).enumerate()
+                    {
+                        if old != new {
+                            handed_off += 1;
+                            info!(topic = %next.name, partition = i, leader = new.leader, epoch = new.leader_epoch,
+                                isr = ?new.isr, "left the ISR on start; rejoining once caught up");
+                        }
+                    }
+                } else {
+                    conflicts += 1;
+                }
+            }
+            if conflicts == 0 {
+                if handed_off > 0 {
+                    info!(partitions = handed_off, "stepped down after start");
+                }
+                return Ok(());
+            }
+        }
+        anyhow::bail!("topic records kept changing while this broker was stepping down after start")
     }
 
     /// The membership loop; runs until shutdown, then ends the session so the
@@ -135,7 +177,7 @@ impl Broker {
                         warn!(
                             "this broker's session expired (cut off from etcd for too long); joining again"
                         );
-                        match self.join_cluster().await {
+                        match self.join_cluster(false).await {
                             Ok(s) => session = s,
                             Err(e) => warn!(error = %e, "re-joining the cluster failed"),
                         }
