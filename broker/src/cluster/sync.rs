@@ -156,12 +156,12 @@ impl Broker {
     }
 
     /// The membership loop; runs until shutdown, then ends the session so the
-    /// controller moves this broker's leaderships at once.
-    pub async fn run_membership(self: Arc<Self>, mut session: i64) {
+    /// controller moves this broker's leaderships at once. The session is renewed by its
+    /// own task, so a slow metadata round (many topics, a slow etcd) cannot cost the lease.
+    pub async fn run_membership(self: Arc<Self>, session: i64) {
+        let (sessions, current) = tokio::sync::watch::channel(session);
+        let keeper = tokio::spawn(self.clone().keep_session(sessions));
         let interval = Duration::from_millis(self.config.metadata_refresh_interval_ms as u64);
-        let keep_alive_every =
-            Duration::from_millis(self.config.broker_session_timeout_ms as u64 / 3);
-        let mut last_keep_alive = std::time::Instant::now();
         let mut outage = Outage::default();
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -170,29 +170,47 @@ impl Broker {
                 _ = self.shutdown.cancelled() => break,
                 _ = ticker.tick() => {}
             }
-            if last_keep_alive.elapsed() >= keep_alive_every {
-                match self.store.keep_alive(session).await {
-                    Ok(true) => last_keep_alive = std::time::Instant::now(),
-                    Ok(false) => {
-                        warn!(
-                            "this broker's session expired (cut off from etcd for too long); joining again"
-                        );
-                        match self.join_cluster(false).await {
-                            Ok(s) => session = s,
-                            Err(e) => warn!(error = %e, "re-joining the cluster failed"),
-                        }
-                        last_keep_alive = std::time::Instant::now();
-                    }
-                    Err(e) => outage.failed("renew the session", &e),
-                }
-            }
+            let session = *current.borrow();
             match self.refresh_once(session).await {
                 Ok(()) => outage.recovered(),
                 Err(e) => outage.failed("read cluster metadata", &e),
             }
         }
+        let _ = keeper.await;
+        let session = *current.borrow();
         if let Err(e) = self.store.close_session(session).await {
             warn!(error = %e, "could not end the session; the controller will notice at its expiry");
+        }
+    }
+
+    /// Renews the session every third of its lifetime; when it has expired (cut off from
+    /// etcd for too long), joins again and publishes the new session.
+    async fn keep_session(self: Arc<Self>, sessions: tokio::sync::watch::Sender<i64>) {
+        let every = Duration::from_millis(self.config.broker_session_timeout_ms as u64 / 3);
+        let mut outage = Outage::default();
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            let session = *sessions.borrow();
+            match self.store.keep_alive(session).await {
+                Ok(true) => outage.recovered(),
+                Ok(false) => {
+                    warn!(
+                        "this broker's session expired (cut off from etcd for too long); joining again"
+                    );
+                    match self.join_cluster(false).await {
+                        Ok(s) => {
+                            sessions.send_replace(s);
+                        }
+                        Err(e) => warn!(error = %e, "re-joining the cluster failed"),
+                    }
+                }
+                Err(e) => outage.failed("renew the session", &e),
+            }
         }
     }
 
