@@ -119,6 +119,13 @@ pub enum BatchError {
     Control,
     #[error("record {index} of the batch is malformed: {reason}")]
     Record { index: i32, reason: &'static str },
+    #[error(
+        "replicated batch has base offset {base_offset} and last offset delta {last_offset_delta}"
+    )]
+    Offsets {
+        base_offset: i64,
+        last_offset_delta: i32,
+    },
 }
 
 /// The fields of a batch header the broker reads; a view over validated bytes.
@@ -234,9 +241,9 @@ pub fn validate_batch(bytes: &[u8], max_batch_bytes: usize) -> Result<BatchHeade
     Ok(header)
 }
 
-/// Checks a batch a leader sent to this follower: whole, magic 2, CRC intact. Leaders
-/// store compacted batches whose record count no longer matches their offset range, so
-/// the produce path's record checks do not apply.
+/// Checks a batch a leader sent to this follower: whole, magic 2, CRC intact, offsets
+/// that move forward. Leaders store compacted batches whose record count no longer
+/// matches their offset range, so the produce path's record checks do not apply.
 pub fn validate_replica_batch(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
     if bytes.len() < BATCH_HEADER_LEN {
         return Err(BatchError::Truncated(bytes.len()));
@@ -260,7 +267,20 @@ pub fn validate_replica_batch(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
     if stored != computed {
         return Err(BatchError::Crc { stored, computed });
     }
-    Ok(parse_validated_header(batch))
+    let header = parse_validated_header(batch);
+    if header.base_offset < 0
+        || header.last_offset_delta < 0
+        || header
+            .base_offset
+            .checked_add(i64::from(header.last_offset_delta))
+            .is_none()
+    {
+        return Err(BatchError::Offsets {
+            base_offset: header.base_offset,
+            last_offset_delta: header.last_offset_delta,
+        });
+    }
+    Ok(header)
 }
 
 /// Reads a zigzag-encoded varint (at most 10 bytes) at `*pos`.

@@ -472,6 +472,22 @@ fn a_follower_refuses_batches_that_do_not_start_at_its_log_end() {
         follow(&mut log, &[], 0),
         Err(LogError::InvalidBatch(BatchError::Truncated(0)))
     ));
+    // Offsets that go backwards, under a valid CRC (a buggy or hostile peer).
+    let mut backwards = leader_batch(5, 3, 2);
+    backwards[23..27].copy_from_slice(&(-2i32).to_be_bytes());
+    let crc = crc32c::crc32c(&backwards[21..]);
+    backwards[17..21].copy_from_slice(&crc.to_be_bytes());
+    let refused = follow(&mut log, &backwards, 0);
+    assert!(
+        matches!(
+            refused,
+            Err(LogError::InvalidBatch(BatchError::Offsets {
+                base_offset: 5,
+                last_offset_delta: -2
+            }))
+        ),
+        "{refused:?}"
+    );
 
     assert_eq!(log.log_end_offset(), 5);
     assert_eq!(log.epochs.entries(), &[(1, 0)], "epoch 2 was never written");
