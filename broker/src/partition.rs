@@ -387,6 +387,16 @@ impl Partition {
                 let end = log.log_end_offset();
                 log.assign_epoch(record.leader_epoch, end)?;
             }
+            // No longer a replica (drained, or moved off before a restart): the data is
+            // safe on the replicas the controller kept, so free the disk. The log stays
+            // open, empty at its end, in case this broker becomes a replica again.
+            if replica.role == Role::None && log.log_end_offset() > log.log_start_offset() {
+                let end = log.log_end_offset();
+                log.reset_to(end, None, now_ms)?;
+                self.high_watermark.send_replace(end);
+                tracing::info!(topic = %self.topic, partition = self.index, end,
+                    "not a replica any more; deleted the local log");
+            }
             self.leader_epoch
                 .store(record.leader_epoch, Ordering::Relaxed);
             transition
