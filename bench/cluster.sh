@@ -32,7 +32,7 @@ BENCH="$ROOT/target/release/strata-bench"
 command -v etcd >/dev/null || die "etcd is not installed (scripts/install-deps.sh installs it)"
 
 ETCD_PID=""
-declare -A PIDS KAFKA_PORTS HTTP_PORTS REPL_PORTS
+declare -A PIDS KAFKA_PORTS HTTP_PORTS REPL_PORTS ADMIN_PORTS
 cleanup() {
     for node in "${!PIDS[@]}"; do stop_pid "${PIDS[$node]}" "broker $node"; done
     stop_pid "$ETCD_PID" etcd
@@ -57,7 +57,7 @@ start_node() {
     env NO_COLOR=1 STRATA_BROKER_SESSION_TIMEOUT_MS="$SESSION_MS" \
         "$STRATA" serve --node-id "$node" --rack "r$node" --metadata "$METADATA" \
         --listen "127.0.0.1:${KAFKA_PORTS[$node]}" --http "127.0.0.1:${HTTP_PORTS[$node]}" \
-        --replication-listen "127.0.0.1:${REPL_PORTS[$node]}" --data-dir "$WORK/data$node" \
+        --replication-listen "127.0.0.1:${REPL_PORTS[$node]}" --admin-listen "127.0.0.1:${ADMIN_PORTS[$node]}" --data-dir "$WORK/data$node" \
         >>"$WORK/strata$node.log" 2>&1 &
     PIDS[$node]=$!
     for _ in $(seq 1 300); do
@@ -68,7 +68,7 @@ start_node() {
     die "broker $node not ready after 30 s"
 }
 for node in 1 2 3; do
-    KAFKA_PORTS[$node]="$(free_port)"; HTTP_PORTS[$node]="$(free_port)"; REPL_PORTS[$node]="$(free_port)"
+    KAFKA_PORTS[$node]="$(free_port)"; HTTP_PORTS[$node]="$(free_port)"; REPL_PORTS[$node]="$(free_port)"; ADMIN_PORTS[$node]="$(free_port)"
 done
 for node in 1 2 3; do start_node "$node"; done
 BOOTSTRAP="127.0.0.1:${KAFKA_PORTS[1]},127.0.0.1:${KAFKA_PORTS[2]},127.0.0.1:${KAFKA_PORTS[3]}"

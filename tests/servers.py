@@ -262,6 +262,7 @@ class StrataBroker(ServerProcess):
         # Bound only with an etcd metadata store; never the fixed default port, so brokers
         # of parallel tests (and anything else on the machine) cannot collide.
         self.replication_port = free_port()
+        self.admin_port = free_port()
 
     @property
     def bootstrap(self) -> str:
@@ -271,6 +272,11 @@ class StrataBroker(ServerProcess):
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 
+    @property
+    def admin(self) -> str:
+        """The admin API address (`strata status --admin ...`)."""
+        return f"127.0.0.1:{self.admin_port}"
+
     def command(self) -> list[str]:
         command = [
             str(self.binary),
@@ -278,6 +284,7 @@ class StrataBroker(ServerProcess):
             "--listen", self.bootstrap,
             "--http", f"127.0.0.1:{self.http_port}",
             "--replication-listen", f"127.0.0.1:{self.replication_port}",
+            "--admin-listen", self.admin,
             "--data-dir", str(self.data_dir),
             "--metadata", self.metadata,
         ]
@@ -309,6 +316,7 @@ class StrataBroker(ServerProcess):
                 if first and attempt < 2 and "Address already in use" in self.log_tail(20):
                     self.port, self.http_port = free_port(), free_port()
                     self.replication_port = free_port()
+                    self.admin_port = free_port()
                     continue
                 raise
         return self

@@ -29,7 +29,7 @@ def test_config_file_env_and_flags(broker, tmp_path):
 def test_invalid_configuration_exits_with_an_error_naming_the_setting(tmp_path):
     binary = strata_binary()
     base = [str(binary), "serve", "--listen", f"127.0.0.1:{free_port()}", "--http", f"127.0.0.1:{free_port()}",
-            "--data-dir", str(tmp_path / "data")]
+            "--admin-listen", f"127.0.0.1:{free_port()}", "--data-dir", str(tmp_path / "data")]
     for env, setting in [
         ({"STRATA_NUM_PARTITIONS": "0"}, "num_partitions"),
         ({"STRATA_LOG_SEGMENT_BYTES": "lots"}, "STRATA_LOG_SEGMENT_BYTES"),

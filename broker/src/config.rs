@@ -188,6 +188,12 @@ pub struct Config {
     /// Address other brokers use to reach `replication_listen`. Default: empty, meaning
     /// `replication_listen`.
     pub replication_advertise: String,
+    /// gRPC listener of the admin API (`proto/strata/admin.proto`, the `strata status`,
+    /// `topics`, `tiering`, `cache`, `drain` commands). Default 127.0.0.1:9094.
+    pub admin_listen: String,
+    /// Address the admin CLI uses to reach this broker when it asks every broker (tiering,
+    /// cache). Default: empty, meaning `admin_listen`.
+    pub admin_advertise: String,
     /// The broker's etcd lease: a broker that cannot renew it for this long (dead, or cut
     /// off from etcd) is taken out of the cluster and its partitions move to other
     /// replicas. Default 6000 ms (rounded up to whole seconds, at least 2 s). Shorter
@@ -285,6 +291,8 @@ impl Default for Config {
             rack: String::new(),
             replication_listen: "127.0.0.1:9093".into(),
             replication_advertise: String::new(),
+            admin_listen: "127.0.0.1:9094".into(),
+            admin_advertise: String::new(),
             broker_session_timeout_ms: 6000,
             metadata_refresh_interval_ms: 500,
             replica_lag_time_max_ms: 30_000,
@@ -549,6 +557,10 @@ impl Config {
         if !self.replication_advertise.is_empty() {
             parse_host_port("replication_advertise", &self.replication_advertise)?;
         }
+        self.admin_addr()?;
+        if !self.admin_advertise.is_empty() {
+            parse_host_port("admin_advertise", &self.admin_advertise)?;
+        }
         at_least(
             "broker_session_timeout_ms",
             self.broker_session_timeout_ms,
@@ -600,6 +612,23 @@ impl Config {
     }
 
     /// The replication endpoint other brokers dial.
+    pub fn admin_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.admin_listen.parse().map_err(|_| {
+            invalid(
+                "admin_listen",
+                format!("`{}` is not IP:PORT", self.admin_listen),
+            )
+        })
+    }
+
+    pub fn admin_advertised(&self) -> String {
+        if self.admin_advertise.is_empty() {
+            self.admin_listen.clone()
+        } else {
+            self.admin_advertise.clone()
+        }
+    }
+
     pub fn replication_advertised(&self) -> String {
         if self.replication_advertise.is_empty() {
             self.replication_listen.clone()

@@ -4,6 +4,7 @@
 //! [`handlers`] (one module per API family) → [`broker`] (topics) → [`partition`] →
 //! [`log`] (segments on disk). Cluster metadata sits behind [`cluster::MetadataStore`].
 
+pub mod admin;
 pub mod alloc;
 pub mod broker;
 pub mod cluster;

@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+mod cli;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use strata_broker::broker::{Broker, SystemClock};
@@ -32,17 +34,55 @@ struct Cli {
 enum Command {
     /// Run a broker.
     Serve(ServeArgs),
+    /// The cluster: controller, live brokers, partition counts.
+    Status {
+        #[command(flatten)]
+        target: cli::Target,
+    },
+    /// List, describe, create, alter or delete topics.
+    Topics {
+        #[command(flatten)]
+        target: cli::Target,
+        #[command(subcommand)]
+        command: cli::TopicsCommand,
+    },
+    /// Placement and leadership of every partition.
+    Partitions {
+        #[command(flatten)]
+        target: cli::Target,
+        /// Only this topic.
+        #[arg(long)]
+        topic: Option<String>,
+    },
+    /// Tiering status per partition (from each partition's leader).
+    Tiering {
+        #[command(flatten)]
+        target: cli::Target,
+        /// Only this topic.
+        #[arg(long)]
+        topic: Option<String>,
+    },
+    /// Segment cache statistics of every broker.
+    Cache {
+        #[command(flatten)]
+        target: cli::Target,
+    },
     /// Move every replica off a broker (before decommissioning it); waits until done.
     Drain(DrainArgs),
     /// Cancel a drain: the broker may receive replicas again.
     Undrain(DrainArgs),
+    /// Drain a broker, then shut it down; it receives no replicas until `undrain`.
+    Decommission(DrainArgs),
 }
 
 #[derive(clap::Args)]
 struct DrainArgs {
-    /// The cluster's metadata store: `etcd://HOST:PORT[,HOST:PORT...][/PREFIX]`.
+    #[command(flatten)]
+    target: cli::Target,
+    /// Talk to the metadata store directly instead of a broker's admin API:
+    /// `etcd://HOST:PORT[,HOST:PORT...][/PREFIX]` (works with no broker reachable).
     #[arg(long, value_name = "URL")]
-    metadata: String,
+    metadata: Option<String>,
     /// The broker to drain.
     #[arg(long, value_name = "N")]
     node: i32,
@@ -65,6 +105,9 @@ struct ServeArgs {
     /// gRPC listener for replication [default: 127.0.0.1:9093].
     #[arg(long, value_name = "HOST:PORT")]
     replication_listen: Option<String>,
+    /// gRPC listener of the admin API [default: 127.0.0.1:9094].
+    #[arg(long, value_name = "HOST:PORT")]
+    admin_listen: Option<String>,
     /// Kafka listener [default: 127.0.0.1:9092].
     #[arg(long, value_name = "HOST:PORT")]
     listen: Option<String>,
@@ -96,6 +139,7 @@ impl ServeArgs {
         set("node_id", self.node_id.map(|v| v.to_string()));
         set("rack", self.rack.clone());
         set("replication_listen", self.replication_listen.clone());
+        set("admin_listen", self.admin_listen.clone());
         set("listen", self.listen.clone());
         set("advertise", self.advertise.clone());
         set(
@@ -112,8 +156,14 @@ impl ServeArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Drain(args) => drain_command(args, true),
-        Command::Undrain(args) => drain_command(args, false),
+        Command::Status { target } => cli::run(cli::status(&target)),
+        Command::Topics { target, command } => cli::run(cli::topics(&target, command)),
+        Command::Partitions { target, topic } => cli::run(cli::partitions(&target, topic)),
+        Command::Tiering { target, topic } => cli::run(cli::tiering(&target, topic)),
+        Command::Cache { target } => cli::run(cli::cache(&target)),
+        Command::Drain(args) => drain_command(args, true, false),
+        Command::Undrain(args) => drain_command(args, false, false),
+        Command::Decommission(args) => drain_command(args, true, true),
         Command::Serve(args) => {
             let config = match Config::load(args.config.as_deref(), std::env::vars(), &args.flags())
             {
@@ -234,6 +284,28 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let membership = tokio::spawn(broker.clone().run_membership(session));
     let fetchers = tokio::spawn(strata_broker::replication::fetcher::run(broker.clone()));
+    // The admin API; its Shutdown call stops the broker as SIGTERM does.
+    let stop = CancellationToken::new();
+    let admin = {
+        let addr = broker.config.admin_addr()?;
+        let incoming = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("bind the admin listener on {addr}"))?;
+        let service = strata_broker::admin::service(broker.clone(), stop.clone());
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            let served = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(incoming),
+                    cancel.cancelled_owned(),
+                )
+                .await;
+            if let Err(e) = served {
+                error!(error = %e, "the admin server stopped");
+            }
+        })
+    };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("bind the Kafka listener on {listen}"))?;
@@ -295,7 +367,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     ));
     health.ready.store(true, Ordering::Relaxed);
 
-    shutdown_signal().await?;
+    tokio::select! {
+        signal = shutdown_signal() => signal?,
+        _ = stop.cancelled() => {}
+    }
     info!("shutting down: no new connections; finishing in-flight requests");
     health.ready.store(false, Ordering::Relaxed);
     cancel.cancel();
@@ -312,6 +387,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(replication) = replication {
         let _ = replication.await;
     }
+    let _ = admin.await;
     // A pass stops between partitions; one in progress finishes or leaves only staged
     // copies that start-up discards.
     if tokio::time::timeout(timeout, cleaner).await.is_err() {
@@ -334,29 +410,29 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn drain_command(args: DrainArgs, drain: bool) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("strata: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+fn drain_command(args: DrainArgs, drain: bool, shutdown: bool) -> ExitCode {
+    let timeout = Duration::from_millis(args.timeout_ms);
+    match &args.metadata {
+        Some(_) if shutdown => {
+            eprintln!(
+                "strata: decommission stops the broker through its admin API; use --admin, not --metadata"
+            );
+            ExitCode::from(2)
         }
-    };
-    match runtime.block_on(drain_broker(&args, drain)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("strata: {e:#}");
-            ExitCode::FAILURE
-        }
+        Some(_) => cli::run(drain_broker(&args, drain)),
+        None => cli::run(cli::drain(
+            &args.target,
+            args.node,
+            drain,
+            timeout,
+            shutdown,
+        )),
     }
 }
 
 async fn drain_broker(args: &DrainArgs, drain: bool) -> anyhow::Result<()> {
     let config = Config {
-        metadata: args.metadata.clone(),
+        metadata: args.metadata.clone().unwrap_or_default(),
         ..Config::default()
     };
     let stores = cluster::open(&config).await?;

@@ -283,16 +283,34 @@ async fn upload_partition(broker: &Broker, tiering: &Tiering, partition: &Partit
     true
 }
 
+/// Sealed segments waiting for upload: how many, their bytes, the oldest one's age.
+pub struct UploadLag {
+    pub segments: usize,
+    pub bytes: u64,
+    pub age_ms: i64,
+}
+
+pub fn upload_lag(partition: &Partition, now_ms: i64) -> UploadLag {
+    let pending = partition.upload_candidates(usize::MAX);
+    UploadLag {
+        segments: pending.len(),
+        bytes: pending.iter().map(|s| s.size).sum(),
+        age_ms: pending
+            .iter()
+            .map(|s| now_ms - s.sealed_ms)
+            .max()
+            .unwrap_or(0)
+            .max(0),
+    }
+}
+
 /// Upload lag gauges and the stall watchdog, for one partition.
 fn report_lag(broker: &Broker, tiering: &Tiering, partition: &Partition, now_ms: i64) {
-    let pending = partition.upload_candidates(usize::MAX);
-    let bytes: u64 = pending.iter().map(|s| s.size).sum();
-    let age_ms = pending
-        .iter()
-        .map(|s| now_ms - s.sealed_ms)
-        .max()
-        .unwrap_or(0)
-        .max(0);
+    let UploadLag {
+        segments,
+        bytes,
+        age_ms,
+    } = upload_lag(partition, now_ms);
     let labels = [partition.topic.as_str(), &partition.index.to_string()];
     broker
         .metrics
@@ -305,7 +323,7 @@ fn report_lag(broker: &Broker, tiering: &Tiering, partition: &Partition, now_ms:
         .with_label_values(&labels)
         .set(age_ms / 1000);
     if age_ms > tiering.stall_warn_ms && partition.should_warn_stall(now_ms) {
-        warn!(topic = %partition.topic, partition = partition.index, pending_segments = pending.len(),
+        warn!(topic = %partition.topic, partition = partition.index, pending_segments = segments,
             pending_bytes = bytes, oldest_age_s = age_ms / 1000,
             "uploads are stalled: sealed segments are waiting; local disk use grows until they go");
     }

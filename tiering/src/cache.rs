@@ -171,6 +171,20 @@ pub struct SegmentCache {
     limiter: Option<RateLimiter>,
     prefetch: Arc<Semaphore>,
     metrics: CacheMetrics,
+    disk_capacity: u64,
+}
+
+/// What the cache holds and how it has served, since start (the admin API's numbers).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    pub memory_capacity_bytes: u64,
+    pub memory_used_bytes: u64,
+    pub disk_capacity_bytes: u64,
+    pub chunk_bytes: u64,
+    pub lookups: u64,
+    pub misses: u64,
+    pub fetched_bytes: u64,
+    pub read_ahead_chunks: u64,
 }
 
 impl SegmentCache {
@@ -188,6 +202,7 @@ impl SegmentCache {
             .with_shards((settings.memory_bytes / (4 * chunk_bytes as usize)).clamp(1, 8))
             .with_weighter(|_key: &ChunkKey, value: &Bytes| value.len() + 64)
             .storage();
+        let mut disk_capacity = 0;
         let builder = if settings.disk_bytes > 0 {
             std::fs::create_dir_all(&settings.dir)
                 .map_err(|e| format!("cannot create {}: {e}", settings.dir.display()))?;
@@ -196,6 +211,7 @@ impl SegmentCache {
                 .next_power_of_two()
                 .max(16 << 20);
             let capacity = settings.disk_bytes.max(4 * block) / block * block;
+            disk_capacity = capacity as u64;
             let device = FsDeviceBuilder::new(&settings.dir)
                 .with_capacity(capacity)
                 .build()
@@ -222,7 +238,22 @@ impl SegmentCache {
             }),
             prefetch: Arc::new(Semaphore::new(settings.prefetch_concurrency.max(1))),
             metrics,
+            disk_capacity,
         }))
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        let memory = self.cache.memory();
+        CacheStats {
+            memory_capacity_bytes: memory.capacity() as u64,
+            memory_used_bytes: memory.usage() as u64,
+            disk_capacity_bytes: self.disk_capacity,
+            chunk_bytes: self.chunk_bytes,
+            lookups: self.metrics.lookups.get(),
+            misses: self.metrics.misses.get(),
+            fetched_bytes: self.metrics.fetched_bytes.get(),
+            read_ahead_chunks: self.metrics.read_ahead.get(),
+        }
     }
 
     /// Flushes and closes the cache (the disk tier finishes its writes). Call at

@@ -45,7 +45,7 @@ pub mod manifest;
 pub mod remote_log;
 pub mod store;
 
-pub use cache::{CacheSettings, ObjectRef, SegmentCache};
+pub use cache::{CacheSettings, CacheStats, ObjectRef, SegmentCache};
 pub use keys::PartitionId;
 pub use remote_log::{
     ManifestSettings, ManifestStore, ManifestStoreError, RemoteLog, RemoteMarks, SealedSegment,

@@ -211,6 +211,7 @@ mod tests {
                 port: 9092,
                 rack: None,
                 replication: String::new(),
+                admin: String::new(),
             })
             .collect()
     }

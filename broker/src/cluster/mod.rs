@@ -97,6 +97,9 @@ pub struct BrokerInfo {
     pub rack: Option<String>,
     /// The replication gRPC endpoint, `HOST:PORT`.
     pub replication: String,
+    /// The admin API endpoint, `HOST:PORT` (empty from brokers that did not say).
+    #[serde(default)]
+    pub admin: String,
 }
 
 #[derive(Debug, thiserror::Error)]

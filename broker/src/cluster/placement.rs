@@ -93,6 +93,7 @@ mod tests {
             port: 9092,
             rack: Some(rack.into()),
             replication: String::new(),
+            admin: String::new(),
         }
     }
 

@@ -76,6 +76,7 @@ impl Broker {
             port: self.advertised_port,
             rack: (!self.config.rack.is_empty()).then(|| self.config.rack.clone()),
             replication: self.config.replication_advertised(),
+            admin: self.config.admin_advertised(),
         }
     }
 

@@ -1,0 +1,347 @@
+//! The admin API (`proto/strata/admin.proto`): cluster status, topics, placement, tiering
+//! and cache statistics, drains, and a clean shutdown on request. Every broker serves it
+//! on `admin_listen`; the `strata` CLI commands other than `serve` are its client
+//! (`cli.rs`).
+//!
+//! Cluster-wide answers come from this broker's view of the metadata store (at most a
+//! refresh interval old); tiering and cache numbers are this broker's own, for the
+//! partitions it leads.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use strata_proto::admin::admin_server::{Admin, AdminServer};
+use strata_proto::admin::{
+    AlterTopicConfigRequest, Broker as BrokerStatus, CacheStatsRequest, CacheStatsResponse,
+    ClusterStatusRequest, ClusterStatusResponse, CreateTopicRequest, DeleteTopicRequest,
+    DeleteTopicResponse, DescribeTopicRequest, DrainRequest, DrainResponse, ListTopicsRequest,
+    ListTopicsResponse, Partition as PartitionStatus, PartitionTiering, ShutdownRequest,
+    ShutdownResponse, TieringStatusRequest, TieringStatusResponse, Topic as TopicStatus,
+};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+use tracing::info;
+
+use crate::broker::{AdminError, Broker, Topic};
+use crate::cluster::StoreError;
+
+pub struct Service {
+    broker: Arc<Broker>,
+    /// Cancelled by the Shutdown call; `strata serve` then shuts down as on SIGTERM.
+    stop: CancellationToken,
+}
+
+pub fn service(broker: Arc<Broker>, stop: CancellationToken) -> AdminServer<Service> {
+    AdminServer::new(Service { broker, stop })
+}
+
+fn status(error: AdminError) -> Status {
+    match error {
+        AdminError::TopicExists(_) => Status::already_exists(error.to_string()),
+        AdminError::UnknownTopic(_) => Status::not_found(error.to_string()),
+        AdminError::InvalidTopicName(_)
+        | AdminError::InvalidPartitions(_)
+        | AdminError::InvalidReplicationFactor(_)
+        | AdminError::InvalidConfig(_)
+        | AdminError::Internal(_) => Status::invalid_argument(error.to_string()),
+        AdminError::Store(StoreError::Unavailable(_)) => Status::unavailable(error.to_string()),
+        _ => Status::internal(error.to_string()),
+    }
+}
+
+fn topic_status(topic: &Topic) -> TopicStatus {
+    TopicStatus {
+        name: topic.name.clone(),
+        id: topic.id.as_bytes().to_vec().into(),
+        internal: crate::group::is_internal(&topic.name),
+        partitions: topic
+            .record
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(index, p)| PartitionStatus {
+                index: index as i32,
+                leader: p.leader,
+                leader_epoch: p.leader_epoch,
+                replicas: p.replicas.clone(),
+                isr: p.isr.clone(),
+                removing: p.removing.clone(),
+            })
+            .collect(),
+        configs: topic.record.configs.clone().into_iter().collect(),
+    }
+}
+
+impl Service {
+    fn topic(&self, name: &str) -> Result<Arc<Topic>, Status> {
+        self.broker
+            .topic(name)
+            .ok_or_else(|| Status::not_found(format!("topic `{name}` does not exist")))
+    }
+
+    fn tiering_of(&self, topic: &Topic, now_ms: i64) -> Vec<PartitionTiering> {
+        topic
+            .partitions
+            .iter()
+            .filter_map(|partition| {
+                let epoch = partition.leading_epoch()?;
+                let (local_bytes, local_segments, log_end, local_start) = partition.stats();
+                let marks = partition.watermarks();
+                let lag = crate::tiered::upload_lag(partition, now_ms);
+                let (remote, root) = match partition.remote() {
+                    Some(remote) => (Some(remote.marks()), Some(remote.root())),
+                    None => (None, None),
+                };
+                Some(PartitionTiering {
+                    topic: topic.name.clone(),
+                    partition: partition.index,
+                    leader_epoch: epoch,
+                    remote_storage_enable: partition.log_config().remote_storage,
+                    log_start_offset: marks.log_start_offset,
+                    local_log_start_offset: local_start,
+                    high_watermark: marks.high_watermark,
+                    log_end_offset: log_end,
+                    remote_end_offset: remote.as_ref().and_then(|m| m.end_offset).unwrap_or(-1),
+                    remote_bytes: remote.as_ref().map_or(0, |m| m.live_bytes),
+                    remote_segments: remote.as_ref().map_or(0, |m| m.live_segments),
+                    local_bytes,
+                    local_segments: local_segments as u32,
+                    upload_pending_segments: lag.segments as u32,
+                    upload_lag_bytes: lag.bytes,
+                    upload_lag_ms: lag.age_ms,
+                    manifest_root_bytes: root.as_ref().map_or(0, |r| r.encode().len() as u64),
+                    manifest_tail_entries: root.as_ref().map_or(0, |r| r.tail.len() as u32),
+                    manifest_spill_refs: root.as_ref().map_or(0, |r| r.refs.len() as u32),
+                })
+            })
+            .collect()
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for Service {
+    async fn cluster_status(
+        &self,
+        _request: Request<ClusterStatusRequest>,
+    ) -> Result<Response<ClusterStatusResponse>, Status> {
+        let view = self.broker.cluster_view();
+        let topics = self.broker.topics();
+        let records: Vec<_> = topics.iter().flat_map(|t| &t.record.partitions).collect();
+        let mut brokers = view.brokers.clone();
+        if brokers.is_empty() {
+            // Before the first refresh, or embedded metadata read before registering.
+            brokers.push(self.broker.own_info());
+        }
+        brokers.sort_by_key(|b| b.node_id);
+        let brokers = brokers
+            .into_iter()
+            .map(|b| BrokerStatus {
+                node_id: b.node_id,
+                host: b.host,
+                port: b.port,
+                rack: b.rack.unwrap_or_default(),
+                admin: b.admin,
+                draining: view.draining.contains(&b.node_id),
+                controller: view.controller == b.node_id,
+                leaders: records.iter().filter(|p| p.leader == b.node_id).count() as u32,
+                replicas: records
+                    .iter()
+                    .filter(|p| p.replicas.contains(&b.node_id))
+                    .count() as u32,
+            })
+            .collect();
+        Ok(Response::new(ClusterStatusResponse {
+            cluster_id: self.broker.cluster_id.clone(),
+            controller: view.controller,
+            answered_by: self.broker.config.node_id,
+            brokers,
+            topics: topics.len() as u32,
+            partitions: records.len() as u32,
+            offline_partitions: records.iter().filter(|p| p.leader < 0).count() as u32,
+            under_replicated_partitions: records
+                .iter()
+                .filter(|p| p.isr.len() < p.replicas.len())
+                .count() as u32,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }))
+    }
+
+    async fn list_topics(
+        &self,
+        _request: Request<ListTopicsRequest>,
+    ) -> Result<Response<ListTopicsResponse>, Status> {
+        let topics = self
+            .broker
+            .topics()
+            .iter()
+            .map(|t| topic_status(t))
+            .collect();
+        Ok(Response::new(ListTopicsResponse { topics }))
+    }
+
+    async fn describe_topic(
+        &self,
+        request: Request<DescribeTopicRequest>,
+    ) -> Result<Response<TopicStatus>, Status> {
+        let topic = self.topic(&request.into_inner().name)?;
+        Ok(Response::new(topic_status(&topic)))
+    }
+
+    async fn create_topic(
+        &self,
+        request: Request<CreateTopicRequest>,
+    ) -> Result<Response<TopicStatus>, Status> {
+        let request = request.into_inner();
+        let partitions = if request.partitions == 0 {
+            -1
+        } else {
+            request.partitions
+        };
+        let factor = match request.replication_factor {
+            0 => -1,
+            n => i16::try_from(n).map_err(|_| {
+                Status::invalid_argument(format!("replication factor {n} is out of range"))
+            })?,
+        };
+        let configs: BTreeMap<String, String> = request.configs.into_iter().collect();
+        let topic = self
+            .broker
+            .create_topic(&request.name, partitions, factor, configs, false)
+            .await
+            .map_err(status)?;
+        info!(topic = %request.name, "created a topic through the admin API");
+        Ok(Response::new(topic_status(&topic)))
+    }
+
+    async fn alter_topic_config(
+        &self,
+        request: Request<AlterTopicConfigRequest>,
+    ) -> Result<Response<TopicStatus>, Status> {
+        let request = request.into_inner();
+        self.broker
+            .set_topic_configs(
+                &request.name,
+                |current| {
+                    let mut next = current.clone();
+                    for key in &request.delete {
+                        next.remove(key);
+                    }
+                    next.extend(request.set.clone());
+                    Ok(next)
+                },
+                false,
+            )
+            .await
+            .map_err(status)?;
+        let topic = self.topic(&request.name)?;
+        Ok(Response::new(topic_status(&topic)))
+    }
+
+    async fn delete_topic(
+        &self,
+        request: Request<DeleteTopicRequest>,
+    ) -> Result<Response<DeleteTopicResponse>, Status> {
+        let name = request.into_inner().name;
+        self.broker.delete_topic(&name).await.map_err(status)?;
+        Ok(Response::new(DeleteTopicResponse {}))
+    }
+
+    async fn tiering_status(
+        &self,
+        request: Request<TieringStatusRequest>,
+    ) -> Result<Response<TieringStatusResponse>, Status> {
+        let wanted = request.into_inner().topic;
+        // A topic this broker does not know (yet) has no partition it leads.
+        let topics = if wanted.is_empty() {
+            self.broker.topics()
+        } else {
+            self.broker.topic(&wanted).into_iter().collect()
+        };
+        let now = self.broker.clock.now_ms();
+        let partitions = topics
+            .iter()
+            .flat_map(|t| self.tiering_of(t, now))
+            .collect();
+        Ok(Response::new(TieringStatusResponse {
+            answered_by: self.broker.config.node_id,
+            partitions,
+        }))
+    }
+
+    async fn cache_stats(
+        &self,
+        _request: Request<CacheStatsRequest>,
+    ) -> Result<Response<CacheStatsResponse>, Status> {
+        let mut response = CacheStatsResponse {
+            answered_by: self.broker.config.node_id,
+            ..CacheStatsResponse::default()
+        };
+        if let Some(tiering) = &self.broker.tiering {
+            let stats = tiering.cache.stats();
+            response.enabled = true;
+            response.memory_capacity_bytes = stats.memory_capacity_bytes;
+            response.memory_used_bytes = stats.memory_used_bytes;
+            response.disk_capacity_bytes = stats.disk_capacity_bytes;
+            response.chunk_bytes = stats.chunk_bytes;
+            response.lookups = stats.lookups;
+            response.misses = stats.misses;
+            response.fetched_bytes = stats.fetched_bytes;
+            response.read_ahead_chunks = stats.read_ahead_chunks;
+        }
+        Ok(Response::new(response))
+    }
+
+    async fn drain(
+        &self,
+        request: Request<DrainRequest>,
+    ) -> Result<Response<DrainResponse>, Status> {
+        let request = request.into_inner();
+        let node = request.node_id;
+        self.broker
+            .store
+            .set_draining(node, request.drain)
+            .await
+            .map_err(|e| match e {
+                StoreError::Unavailable(message) if message.contains("embedded") => {
+                    Status::failed_precondition(message)
+                }
+                e => status(AdminError::Store(e)),
+            })?;
+        if request.drain {
+            info!(node, "marked a broker for draining through the admin API");
+        } else {
+            info!(node, "cancelled a broker's drain through the admin API");
+        }
+        // Read from the store, not the view: the caller polls this to know when to stop
+        // the broker for good.
+        let topics = self
+            .broker
+            .store
+            .list_topics()
+            .await
+            .map_err(|e| status(AdminError::Store(e)))?;
+        let partitions_left: Vec<String> = topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| p.replicas.contains(&node))
+                    .map(move |(i, _)| format!("{}/{i}", t.name))
+            })
+            .collect();
+        Ok(Response::new(DrainResponse {
+            replicas_left: partitions_left.len() as u32,
+            partitions_left,
+        }))
+    }
+
+    async fn shutdown(
+        &self,
+        _request: Request<ShutdownRequest>,
+    ) -> Result<Response<ShutdownResponse>, Status> {
+        info!("shutdown requested through the admin API");
+        self.stop.cancel();
+        Ok(Response::new(ShutdownResponse {}))
+    }
+}
