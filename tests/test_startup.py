@@ -34,6 +34,8 @@ def test_invalid_configuration_exits_with_an_error_naming_the_setting(tmp_path):
         ({"STRATA_NUM_PARTITIONS": "0"}, "num_partitions"),
         ({"STRATA_LOG_SEGMENT_BYTES": "lots"}, "STRATA_LOG_SEGMENT_BYTES"),
         ({"STRATA_MAX_REQUEST_BYTES": "10"}, "max_request_bytes"),
+        ({"STRATA_OTLP_ENDPOINT": "grpc://collector:4317"}, "otlp_endpoint"),
+        ({"STRATA_OTLP_SAMPLE_RATIO": "2"}, "otlp_sample_ratio"),
     ]:
         result = subprocess.run(base, env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, timeout=60)
         assert result.returncode == 2, (env, result)

@@ -110,6 +110,11 @@ pub struct Config {
     pub log_filter: String,
     /// `text` or `json` log lines on stderr. Default text.
     pub log_format: String,
+    /// OTLP/gRPC endpoint traces are exported to (`http://HOST:4317`, an OpenTelemetry
+    /// Collector). Default: empty, meaning tracing export is off.
+    pub otlp_endpoint: String,
+    /// Share of traces exported (0.0 to 1.0), decided at each trace's root. Default 0.01.
+    pub otlp_sample_ratio: f64,
     /// Default segment.bytes. Default 1 GiB. Smaller segments mean more files and more
     /// frequent fsyncs at roll; larger ones delay retention.
     pub log_segment_bytes: i64,
@@ -262,6 +267,8 @@ impl Default for Config {
             fetch_max_bytes: 55 * 1024 * 1024,
             log_filter: "info".into(),
             log_format: "text".into(),
+            otlp_endpoint: String::new(),
+            otlp_sample_ratio: 0.01,
             log_segment_bytes: 1 << 30,
             log_segment_ms: 7 * 24 * 3600 * 1000,
             log_retention_ms: 7 * 24 * 3600 * 1000,
@@ -436,6 +443,19 @@ impl Config {
         }
         if !["text", "json"].contains(&self.log_format.as_str()) {
             return Err(invalid("log_format", "must be `text` or `json`"));
+        }
+        if !self.otlp_endpoint.is_empty()
+            && (!self.otlp_endpoint.starts_with("http://")
+                || parse_host_port("otlp_endpoint", &self.otlp_endpoint["http://".len()..])
+                    .is_err())
+        {
+            return Err(invalid(
+                "otlp_endpoint",
+                format!("`{}` is not http://HOST:PORT", self.otlp_endpoint),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.otlp_sample_ratio) {
+            return Err(invalid("otlp_sample_ratio", "must be between 0.0 and 1.0"));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log_filter).is_err() {
             return Err(invalid("log_filter", "is not a valid RUST_LOG filter"));
@@ -768,6 +788,11 @@ fn typed_value(source: &str, raw: &str, default: &toml::Value) -> Result<toml::V
             .parse::<i64>()
             .map(toml::Value::Integer)
             .map_err(|_| invalid(source, format!("`{raw}` is not an integer")))?,
+        toml::Value::Float(_) => raw
+            .trim()
+            .parse::<f64>()
+            .map(toml::Value::Float)
+            .map_err(|_| invalid(source, format!("`{raw}` is not a number")))?,
         toml::Value::Boolean(_) => match raw.trim() {
             "true" | "1" => toml::Value::Boolean(true),
             "false" | "0" => toml::Value::Boolean(false),

@@ -173,7 +173,6 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            telemetry::init_tracing(&config);
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -184,13 +183,26 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(serve(config)) {
+            // Inside the runtime: the OTLP exporter's gRPC client lives there.
+            let tracing = match runtime.block_on(async { telemetry::init_tracing(&config) }) {
+                Ok(tracing) => tracing,
+                Err(e) => {
+                    eprintln!(
+                        "strata: cannot set up trace export to {}: {e:#}",
+                        config.otlp_endpoint
+                    );
+                    return ExitCode::FAILURE;
+                }
+            };
+            let code = match runtime.block_on(serve(config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     error!("strata stopped: {e:#}");
                     ExitCode::FAILURE
                 }
-            }
+            };
+            tracing.shutdown();
+            code
         }
     }
 }

@@ -243,6 +243,8 @@ impl Partition {
 
     /// Appends a produce request's records as the leader and answers per `acks`: with
     /// acks=all (-1) once the whole ISR holds them, at most `timeout_ms` later.
+    #[tracing::instrument(target = "strata::trace", level = "trace", name = "log.append",
+        skip_all, fields(topic = %self.topic, partition = self.index, bytes = records.len(), acks = acks))]
     pub async fn append(
         &self,
         records: &Bytes,
@@ -342,6 +344,8 @@ impl Partition {
 
     /// Waits until the high watermark reaches `offset` while this broker still leads in
     /// `epoch`.
+    #[tracing::instrument(target = "strata::trace", level = "trace", name = "replication.wait",
+        skip_all, fields(offset = offset, min_isr = min_isr))]
     async fn wait_replicated(
         &self,
         offset: i64,
@@ -629,6 +633,8 @@ impl Partition {
 
     /// Reads whole batches from `offset` below the high watermark, at most `max_bytes`
     /// unless the first batch alone is larger. The file read happens without the lock.
+    #[tracing::instrument(target = "strata::trace", level = "trace", name = "log.read",
+        skip_all, fields(topic = %self.topic, partition = self.index, offset = offset, max_bytes = max_bytes))]
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<(Bytes, Watermarks), LogError> {
         self.read_upto(offset, max_bytes, self.high_watermark())
     }

@@ -14,6 +14,7 @@ use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 use tracing::{debug, info, warn};
 
 use crate::broker::Broker;
@@ -112,9 +113,18 @@ async fn connection(
         let version = request.version;
         let correlation_id = request.header.correlation_id;
         let api = api_name(api_key);
-        let response = handlers::handle(broker, request, &client_host).await;
+        let span = tracing::trace_span!(target: crate::telemetry::TRACE, "kafka.request",
+            otel.name = api, otel.kind = "server", kafka.api = api, kafka.version = version,
+            kafka.client_id = request.header.client_id.as_ref().map_or("", |c| c.as_str()),
+            kafka.correlation_id = correlation_id, net.peer = %peer);
+        let response = handlers::handle(broker, request, &client_host)
+            .instrument(span.clone())
+            .await;
         if let Some(response) = response {
-            match protocol::encode_response(api_key, version, correlation_id, &response) {
+            let encoded = span.in_scope(|| {
+                protocol::encode_response(api_key, version, correlation_id, &response)
+            });
+            match encoded {
                 Ok(bytes) => {
                     writer.write_all(&bytes).await?;
                     writer.flush().await?;

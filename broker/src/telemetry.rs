@@ -19,21 +19,88 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::Config;
 
-/// Installs the global tracing subscriber. RUST_LOG wins over the `log_filter` setting.
-pub fn init_tracing(config: &Config) {
+/// The target of spans meant for trace export (OTLP). They are TRACE-level spans that
+/// only the export layer enables, so with export off they cost a disabled callsite check,
+/// and they never show in the logs unless `log_filter` asks for this target.
+pub const TRACE: &str = "strata::trace";
+
+/// The trace export pipeline, when `otlp_endpoint` is set; [`Tracing::shutdown`] sends
+/// what is still buffered.
+pub struct Tracing {
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Tracing {
+    /// Flushes buffered spans. Call outside async code, while the runtime that built the
+    /// exporter is still alive.
+    pub fn shutdown(self) {
+        if let Some(provider) = self.provider
+            && let Err(e) = provider.shutdown()
+        {
+            eprintln!("strata: flushing traces at shutdown failed: {e}");
+        }
+    }
+}
+
+/// Installs the global tracing subscriber: logs on stderr (RUST_LOG wins over the
+/// `log_filter` setting) and, with `otlp_endpoint`, span export over OTLP/gRPC. With
+/// export on it must run inside a tokio runtime (the gRPC client lives there).
+pub fn init_tracing(config: &Config) -> anyhow::Result<Tracing> {
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_otlp::WithExportConfig as _;
+    use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log_filter));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let result = if config.log_format == "json" {
-        builder.json().try_init()
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = if config.log_format == "json" {
+        logs.json().with_filter(filter).boxed()
     } else {
-        builder.try_init()
+        logs.with_filter(filter).boxed()
     };
-    if let Err(e) = result {
+    let mut provider = None;
+    let export = if config.otlp_endpoint.is_empty() {
+        None
+    } else {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(config.otlp_endpoint.clone())
+            .build()?;
+        let resource = opentelemetry_sdk::Resource::builder()
+            .with_service_name("strata")
+            .with_attribute(opentelemetry::KeyValue::new(
+                "service.instance.id",
+                config.node_id.to_string(),
+            ))
+            .build();
+        let tracer_provider = SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+                config.otlp_sample_ratio,
+            ))))
+            .with_resource(resource)
+            .build();
+        let tracer = tracer_provider.tracer("strata");
+        provider = Some(tracer_provider);
+        let targets =
+            tracing_subscriber::filter::Targets::new().with_target(TRACE, tracing::Level::TRACE);
+        Some(
+            tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_filter(targets),
+        )
+    };
+    if let Err(e) = tracing_subscriber::registry()
+        .with(logs)
+        .with(export)
+        .try_init()
+    {
         eprintln!("tracing was already initialised: {e}");
     }
+    Ok(Tracing { provider })
 }
 
 pub struct Metrics {

@@ -25,6 +25,7 @@ use strata_tiering::{
     SealedSegment, SegmentCache, SpillCache, TierError,
 };
 use tokio::sync::Semaphore;
+use tracing::Instrument as _;
 use tracing::{info, warn};
 
 use crate::broker::Broker;
@@ -229,8 +230,13 @@ async fn upload_partition(broker: &Broker, tiering: &Tiering, partition: &Partit
                 .crash_after_upload
                 .map(|_| &crash as &AfterUploadHook);
             let now = broker.clock.now_ms();
+            // Each upload is a trace of its own (nothing waits for it).
+            let span = tracing::trace_span!(target: crate::telemetry::TRACE, "tier.upload",
+                topic = %partition.topic, partition = partition.index, base_offset,
+                end_offset = segment.end_offset, bytes = segment.log_bytes, leader_epoch = epoch);
             match remote
                 .upload(&segment, epoch, tiering.part_bytes, now, hook)
+                .instrument(span)
                 .await
             {
                 Ok(uploaded) => progressed |= uploaded,
@@ -475,6 +481,8 @@ fn index_floor(index: &[u8], relative: i64) -> u64 {
 /// Reads whole batches from the remote tier starting with the one holding `offset`, up
 /// to `max_bytes` but always at least one whole batch (KIP-74). One segment per call, as
 /// for local reads; the consumer's next fetch continues in the next segment.
+#[tracing::instrument(target = "strata::trace", level = "trace", name = "tier.remote_read",
+    skip_all, fields(partition = %remote.id, offset = offset, max_bytes = max_bytes))]
 pub async fn read_remote(
     tiering: &Tiering,
     remote: &RemoteLog,

@@ -163,6 +163,33 @@ impl CacheMetrics {
     }
 }
 
+/// A cache miss: one ranged GET of a chunk, checked against the expected length.
+async fn fetch_chunk(
+    this: Arc<SegmentCache>,
+    object_key: String,
+    range: Range<u64>,
+) -> Result<Bytes, StoreError> {
+    this.metrics.misses.inc();
+    if let Some(limiter) = &this.limiter {
+        limiter.acquire(range.end - range.start).await;
+    }
+    let wanted = range.end - range.start;
+    let bytes = this.store.get_range(&object_key, range).await?;
+    if bytes.len() as u64 != wanted {
+        // The object is shorter than its manifest entry says: never cache that.
+        return Err(StoreError::Permanent {
+            op: "get",
+            key: object_key,
+            message: format!(
+                "got {} bytes where {wanted} were expected; the object does not match its manifest entry",
+                bytes.len()
+            ),
+        });
+    }
+    this.metrics.fetched_bytes.inc_by(bytes.len() as u64);
+    Ok(bytes)
+}
+
 pub struct SegmentCache {
     cache: HybridCache<ChunkKey, Bytes>,
     store: Arc<dyn RemoteStore>,
@@ -285,25 +312,14 @@ impl SegmentCache {
         let range = self.chunk_range(object, index);
         let this = self.clone();
         let object_key = object.key.clone();
+        // Created here so that a miss's GET is a child of the read that needed it.
+        let span = tracing::trace_span!(target: "strata::trace", "object_store.get",
+            otel.kind = "client", object = %object.key, range_start = range.start,
+            range_bytes = range.end - range.start);
         let entry = self
             .cache
-            .get_or_fetch(&key, move || async move {
-                this.metrics.misses.inc();
-                if let Some(limiter) = &this.limiter {
-                    limiter.acquire(range.end - range.start).await;
-                }
-                let wanted = range.end - range.start;
-                let bytes = this.store.get_range(&object_key, range).await?;
-                if bytes.len() as u64 != wanted {
-                    // The object is shorter than its manifest entry says: never cache that.
-                    return Err(StoreError::Permanent {
-                        op: "get",
-                        key: object_key,
-                        message: format!("got {} bytes where {wanted} were expected; the object does not match its manifest entry", bytes.len()),
-                    });
-                }
-                this.metrics.fetched_bytes.inc_by(bytes.len() as u64);
-                Ok::<_, StoreError>(bytes)
+            .get_or_fetch(&key, move || {
+                tracing::Instrument::instrument(fetch_chunk(this, object_key, range), span)
             })
             .await
             .map_err(|e| StoreError::Transient {
