@@ -11,7 +11,8 @@ pub struct ConfigDef {
     pub name: &'static str,
     /// The broker setting holding the default.
     pub broker_setting: &'static str,
-    default: fn(&Config) -> String,
+    /// The default under a broker configuration.
+    pub default: fn(&Config) -> String,
     kind: Kind,
     pub doc: &'static str,
 }

@@ -1,25 +1,88 @@
-//! docs/configuration.md must list every broker setting and every topic config, so the
-//! reference cannot drift from the code.
+//! docs/configuration.md must list every broker setting and every topic config with the
+//! default the code has, and nothing that is not a setting, so the reference cannot
+//! drift from the code.
+
+use std::collections::BTreeMap;
 
 use strata_broker::config::Config;
 use strata_broker::topic_config::DEFS;
 
-#[test]
-fn configuration_reference_lists_every_setting() {
-    let doc = std::fs::read_to_string(concat!(
+/// Rows of the markdown tables: first cell (a `name` in backticks) → second cell.
+fn rows(doc: &str) -> BTreeMap<String, String> {
+    doc.lines()
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let name = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+            Some((name.to_string(), cells.get(2)?.to_string()))
+        })
+        .collect()
+}
+
+fn doc() -> String {
+    std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../docs/configuration.md"
     ))
-    .expect("read docs/configuration.md");
+    .expect("read docs/configuration.md")
+}
+
+/// A default as the reference writes it: `` `value` `` first, or "empty" for "".
+fn documented_as(value: &toml::Value) -> String {
+    match value {
+        toml::Value::String(s) if s.is_empty() => "empty".to_string(),
+        toml::Value::String(s) => format!("`{s}`"),
+        other => format!("`{other}`"),
+    }
+}
+
+#[test]
+fn configuration_reference_lists_every_setting_with_its_default() {
+    let rows = rows(&doc());
     let defaults = toml::Table::try_from(Config::default()).expect("serialize defaults");
-    let missing: Vec<_> = defaults
-        .keys()
-        .map(String::as_str)
-        .chain(DEFS.iter().map(|d| d.name))
-        .filter(|name| !doc.contains(&format!("| `{name}` |")))
+    let mut wrong = Vec::new();
+    for (name, value) in &defaults {
+        let expected = documented_as(value);
+        match rows.get(name) {
+            None => wrong.push(format!("{name}: no row")),
+            Some(cell) if !cell.starts_with(&expected) => wrong.push(format!(
+                "{name}: documented default `{cell}`, code has {expected}"
+            )),
+            Some(_) => {}
+        }
+    }
+    let config = Config::default();
+    for def in DEFS {
+        // A topic config defaults to a broker setting (named in backticks) or is fixed.
+        let expected = if def.broker_setting == "(fixed)" {
+            format!("`{}`", (def.default)(&config))
+        } else {
+            format!("`{}`", def.broker_setting)
+        };
+        match rows.get(def.name) {
+            None => wrong.push(format!("{}: no row", def.name)),
+            Some(cell) if !cell.starts_with(&expected) => wrong.push(format!(
+                "{}: documented default `{cell}`, code has {expected}",
+                def.name
+            )),
+            Some(_) => {}
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "docs/configuration.md is out of date:\n{}",
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn configuration_reference_lists_nothing_that_is_not_a_setting() {
+    let defaults = toml::Table::try_from(Config::default()).expect("serialize defaults");
+    let stale: Vec<String> = rows(&doc())
+        .into_keys()
+        .filter(|name| !defaults.contains_key(name) && !DEFS.iter().any(|d| d.name == name))
         .collect();
     assert!(
-        missing.is_empty(),
-        "docs/configuration.md lacks rows for: {missing:?}"
+        stale.is_empty(),
+        "docs/configuration.md documents settings the code does not have: {stale:?}"
     );
 }
