@@ -94,21 +94,25 @@ fn key_values(items: &[String]) -> anyhow::Result<HashMap<String, String>> {
 
 /// Runs `work` on a small runtime; errors print as `strata: ...` and exit 1.
 pub fn run(work: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("strata: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime(tokio::runtime::Builder::new_current_thread()) else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(work) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("strata: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Builds a runtime with every driver on; `None` (after saying why) if it cannot start.
+pub fn runtime(mut builder: tokio::runtime::Builder) -> Option<tokio::runtime::Runtime> {
+    match builder.enable_all().build() {
+        Ok(runtime) => Some(runtime),
+        Err(e) => {
+            eprintln!("strata: cannot start the async runtime: {e}");
+            None
         }
     }
 }

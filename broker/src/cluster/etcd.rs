@@ -83,6 +83,14 @@ impl EtcdStore {
         })
     }
 
+    /// A topic record with its version (the key's etcd mod_revision).
+    fn versioned(kv: &etcd_client::KeyValue) -> Result<(TopicRecord, u64), StoreError> {
+        Ok((
+            Self::decode(kv.key(), kv.value())?,
+            kv.mod_revision() as u64,
+        ))
+    }
+
     fn encode(topic: &TopicRecord) -> Result<Vec<u8>, StoreError> {
         serde_json::to_vec(topic).map_err(unavailable)
     }
@@ -209,16 +217,7 @@ impl MetadataStore for EtcdStore {
 
     async fn list_topics_versioned(&self) -> Result<Vec<(TopicRecord, u64)>, StoreError> {
         let response = self.get_prefix("topics/").await?;
-        response
-            .kvs()
-            .iter()
-            .map(|kv| {
-                Ok((
-                    Self::decode(kv.key(), kv.value())?,
-                    kv.mod_revision() as u64,
-                ))
-            })
-            .collect()
+        response.kvs().iter().map(Self::versioned).collect()
     }
 
     async fn get_topic_versioned(
@@ -227,16 +226,7 @@ impl MetadataStore for EtcdStore {
     ) -> Result<Option<(TopicRecord, u64)>, StoreError> {
         let mut kv = self.client.kv_client();
         let response = timed(kv.get(self.topic_key(name), None)).await?;
-        response
-            .kvs()
-            .first()
-            .map(|kv| {
-                Ok((
-                    Self::decode(kv.key(), kv.value())?,
-                    kv.mod_revision() as u64,
-                ))
-            })
-            .transpose()
+        response.kvs().first().map(Self::versioned).transpose()
     }
 
     async fn update_topic_if(&self, topic: &TopicRecord, version: u64) -> Result<bool, StoreError> {
