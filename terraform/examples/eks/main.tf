@@ -1,0 +1,169 @@
+# An EKS cluster with a Strata release on it, from an empty AWS account: a VPC, the
+# cluster with one managed node group and the EBS CSI driver, an ECR repository for the
+# broker image, the bucket and IRSA role of ../../aws, and the chart of deploy/helm/strata.
+# docs/deploy.md walks through it.
+
+provider "aws" {
+  region = var.region
+}
+
+data "aws_availability_zones" "available" {
+  state = "available"
+}
+
+locals {
+  azs = slice(data.aws_availability_zones.available.names, 0, 3)
+  # The chart names its service account after the release ("strata" here).
+  release = "strata"
+}
+
+module "vpc" {
+  source  = "terraform-aws-modules/vpc/aws"
+  version = "~> 5.21"
+
+  name = var.name
+  cidr = "10.0.0.0/16"
+
+  azs             = local.azs
+  private_subnets = ["10.0.0.0/19", "10.0.32.0/19", "10.0.64.0/19"]
+  public_subnets  = ["10.0.96.0/22", "10.0.100.0/22", "10.0.104.0/22"]
+
+  enable_nat_gateway = true
+  single_nat_gateway = true
+
+  public_subnet_tags  = { "kubernetes.io/role/elb" = 1 }
+  private_subnet_tags = { "kubernetes.io/role/internal-elb" = 1 }
+}
+
+# Segments go to S3 through this gateway endpoint rather than the NAT gateway (no NAT
+# data processing charges on uploads and remote reads).
+resource "aws_vpc_endpoint" "s3" {
+  vpc_id            = module.vpc.vpc_id
+  service_name      = "com.amazonaws.${var.region}.s3"
+  vpc_endpoint_type = "Gateway"
+  route_table_ids   = module.vpc.private_route_table_ids
+}
+
+module "eks" {
+  source  = "terraform-aws-modules/eks/aws"
+  version = "~> 20.31"
+
+  cluster_name    = var.name
+  cluster_version = var.kubernetes_version
+
+  cluster_endpoint_public_access           = true
+  enable_cluster_creator_admin_permissions = true
+
+  vpc_id     = module.vpc.vpc_id
+  subnet_ids = module.vpc.private_subnets
+
+  cluster_addons = {
+    coredns            = {}
+    kube-proxy         = {}
+    vpc-cni            = {}
+    aws-ebs-csi-driver = { most_recent = true }
+  }
+
+  eks_managed_node_groups = {
+    brokers = {
+      ami_type       = "AL2023_x86_64_STANDARD"
+      instance_types = [var.instance_type]
+      min_size       = var.nodes
+      max_size       = var.nodes + 1
+      desired_size   = var.nodes
+      # The EBS CSI driver's controller uses the node role.
+      iam_role_additional_policies = {
+        ebs = "arn:aws:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy"
+      }
+    }
+  }
+}
+
+resource "aws_ecr_repository" "strata" {
+  name                 = var.name
+  image_tag_mutability = "IMMUTABLE"
+  force_delete         = true
+}
+
+module "bucket" {
+  source = "../../aws"
+
+  bucket_name       = var.bucket_name
+  prefix            = var.name
+  name              = "${var.name}-broker"
+  oidc_provider_arn = module.eks.oidc_provider_arn
+  namespace         = var.namespace
+  service_account   = local.release
+}
+
+provider "kubernetes" {
+  host                   = module.eks.cluster_endpoint
+  cluster_ca_certificate = base64decode(module.eks.cluster_certificate_authority_data)
+  exec {
+    api_version = "client.authentication.k8s.io/v1beta1"
+    command     = "aws"
+    args        = ["eks", "get-token", "--cluster-name", module.eks.cluster_name, "--region", var.region]
+  }
+}
+
+provider "helm" {
+  kubernetes {
+    host                   = module.eks.cluster_endpoint
+    cluster_ca_certificate = base64decode(module.eks.cluster_certificate_authority_data)
+    exec {
+      api_version = "client.authentication.k8s.io/v1beta1"
+      command     = "aws"
+      args        = ["eks", "get-token", "--cluster-name", module.eks.cluster_name, "--region", var.region]
+    }
+  }
+}
+
+# gp3 volumes for brokers and etcd, created where the pod is scheduled.
+resource "kubernetes_storage_class_v1" "gp3" {
+  metadata {
+    name = "gp3"
+  }
+  storage_provisioner    = "ebs.csi.aws.com"
+  volume_binding_mode    = "WaitForFirstConsumer"
+  allow_volume_expansion = true
+  reclaim_policy         = "Delete"
+  parameters = {
+    type      = "gp3"
+    encrypted = "true"
+  }
+
+  depends_on = [module.eks]
+}
+
+resource "helm_release" "strata" {
+  count = var.install_chart ? 1 : 0
+
+  name             = local.release
+  namespace        = var.namespace
+  create_namespace = true
+  chart            = "${path.module}/../../../deploy/helm/strata"
+  # Brokers become ready one at a time (OrderedReady); give the first install time.
+  timeout = 1200
+
+  values = [yamlencode({
+    image = {
+      repository = aws_ecr_repository.strata.repository_url
+      tag        = var.image_tag
+    }
+    replicas = var.brokers
+    storage = {
+      className = kubernetes_storage_class_v1.gp3.metadata[0].name
+      size      = var.broker_volume_size
+    }
+    etcd = {
+      storage = { className = kubernetes_storage_class_v1.gp3.metadata[0].name }
+    }
+    objectStore = {
+      url = module.bucket.object_store_url
+      s3  = { region = var.region }
+    }
+    serviceAccount = {
+      annotations = { "eks.amazonaws.com/role-arn" = module.bucket.role_arn }
+    }
+  })]
+}
