@@ -44,3 +44,28 @@ def test_readyz_only_while_serving_and_clean_exit(broker):
     assert "SIGTERM received" in b.log_text()
     b.start()
     assert http_get(b.http_url + "/readyz")[0] == 200
+
+
+def test_every_exposed_metric_is_documented(broker, tmp_path):
+    """Every metric family on /metrics has a row in docs/operations.md ("Metrics"), after
+    produce, a tiered upload and a remote read, so most families have samples."""
+    import re
+    from pathlib import Path
+
+    from clients import create_topic, kcat_consume_raw
+
+    b = broker(env={"STRATA_REMOTE_UPLOAD_INTERVAL_MS": "200", "STRATA_LOG_HOUSEKEEPING_INTERVAL_MS": "200"})
+    create_topic(b.bootstrap, "documented", 1, {"remote.storage.enable": "true", "segment.bytes": str(1 << 20),
+                                                "local.retention.bytes": str(1 << 20)})
+    confluent_produce(b.bootstrap, "documented", [Rec(partition=0, key=None, value=bytes(8 << 10)) for _ in range(400)],
+                      "none")
+    wait_until("an upload and local deletion",
+               lambda: (metric_value(b.metrics(), "strata_local_log_start_offset", topic="documented",
+                                     partition="0") or 0) > 0, 60)
+    assert len(kcat_consume_raw(b.bootstrap, "documented", 0)) == 400
+    exposed = set(re.findall(r"(?m)^# TYPE (strata_[a-z0-9_]+) ", b.metrics()))
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "operations.md").read_text()
+    section = doc.split("## Metrics", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"`(strata_[a-z0-9_]+)`", section))
+    assert len(exposed) > 20, exposed
+    assert exposed <= documented, f"on /metrics but not in docs/operations.md: {sorted(exposed - documented)}"
