@@ -1,7 +1,7 @@
 """A cluster of three `strata` processes on loopback with a real etcd (and moto for the
 tiered tests): membership, acks=all and min.insync.replicas, leaders killed again and
 again under an idempotent producer (checked Jepsen-style), an etcd outage, a broker
-replaced with an empty disk, a drain under load, and a consumer group losing its
+replaced with an empty disk, drain and decommission under load, and a consumer group losing its
 coordinator. Session and lag timeouts are short (3 s, 4 s) so failovers take seconds.
 """
 
@@ -233,7 +233,11 @@ def test_empty_disk_replacement_serves_history_from_the_bucket(broker, etcd, buc
     assert got == expected, f"{len(got)} of {len(expected)} records served by the replaced broker"
 
 
-def test_drain_moves_every_replica_under_load(broker, etcd):
+def test_drain_and_decommission_under_load(broker, etcd):
+    """Under an acks=all producer: node 3 is drained through etcd (`--metadata`, no broker
+    needed), undrained, then decommissioned through the admin API, which drains it again
+    and asks it to stop. No write fails, and every acknowledged record survives on the
+    remaining replicas."""
     cluster = Cluster(broker, etcd)
     topic, partitions = "drained", 6
     make_topic(cluster, topic, partitions, rf=2)
@@ -242,17 +246,32 @@ def test_drain_moves_every_replica_under_load(broker, etcd):
     writer = Writer(cluster.bootstrap, topic, partitions, history)
     writer.start()
     time.sleep(2)
-    drain = subprocess.run([str(strata_binary()), "drain", "--metadata", cluster.metadata, "--node", "3",
+    strata = str(strata_binary())
+    drain = subprocess.run([strata, "drain", "--metadata", cluster.metadata, "--node", "3",
                             "--timeout-ms", "90000"], capture_output=True, text=True, timeout=120)
     assert drain.returncode == 0, drain.stdout + drain.stderr
     assert "drained" in drain.stdout
-    parts = cluster.partitions(topic)
-    for p in parts.values():
+    for p in cluster.partitions(topic).values():
         assert 3 not in p.replicas and len(p.replicas) == 2, (p.id, p.replicas)
-    cluster.brokers[3].stop()
+    undrain = subprocess.run([strata, "undrain", "--metadata", cluster.metadata, "--node", "3"],
+                             capture_output=True, text=True, timeout=60)
+    assert undrain.returncode == 0, undrain.stdout + undrain.stderr
+    # Back in placement: a new topic may use node 3 again, so the decommission below has
+    # replicas to move.
+    make_topic(cluster, "after-undrain", 6, rf=2)
+    assert any(3 in p.replicas for p in cluster.partitions("after-undrain").values())
+
+    done = subprocess.run([strata, "decommission", "--admin", cluster.brokers[1].admin, "--node", "3",
+                           "--timeout-ms", "90000"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    wait_until("node 3 exits after decommission", lambda: not cluster.brokers[3].is_running(), 30)
+    assert cluster.brokers[3].proc.returncode == 0, cluster.brokers[3].log_tail()
+    for name in (topic, "after-undrain"):
+        for p in cluster.partitions(name).values():
+            assert 3 not in p.replicas and len(p.replicas) == 2, (name, p.id, p.replicas)
     time.sleep(2)
     writer.stop()
-    assert not history.failed, f"{len(history.failed)} writes failed during the drain"
+    assert not history.failed, f"{len(history.failed)} writes failed during drain and decommission"
     verify_replicas(cluster, topic, partitions, history, [1, 2])
 
 

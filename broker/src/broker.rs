@@ -611,7 +611,7 @@ impl Broker {
         if !matches!(self.config.metadata_url(), Ok(MetadataUrl::Etcd { .. })) {
             return Ok(1);
         }
-        let live = self.placement_targets(wanted as usize).await.len();
+        let live = self.placement_targets().await.len();
         if live < wanted as usize {
             return Err(AdminError::InvalidReplicationFactor(format!(
                 "{live} brokers are live and not draining; __consumer_offsets needs \
@@ -621,10 +621,11 @@ impl Broker {
         Ok(wanted)
     }
 
-    /// Live brokers that are not draining: the cached cluster view, or the store's own
-    /// answer when the view has fewer than `wanted` (it can be a refresh interval old, and
-    /// miss a broker that just joined).
-    async fn placement_targets(&self, wanted: usize) -> Vec<BrokerInfo> {
+    /// Live brokers that are not draining, as the store has them now: placement is rare,
+    /// and the cached view can be a refresh interval old (missing a broker that just
+    /// joined or was undrained, or still offering one just marked for draining). The
+    /// cached view serves only when the store cannot answer.
+    async fn placement_targets(&self) -> Vec<BrokerInfo> {
         fn eligible(brokers: &[BrokerInfo], draining: impl Fn(i32) -> bool) -> Vec<BrokerInfo> {
             brokers
                 .iter()
@@ -632,14 +633,13 @@ impl Broker {
                 .cloned()
                 .collect()
         }
-        let view = self.cluster_view();
-        let mut targets = eligible(&view.brokers, |id| view.draining.contains(&id));
-        if targets.len() < wanted
-            && let (Ok(brokers), Ok(draining)) =
-                (self.store.live_brokers().await, self.store.draining().await)
-        {
-            targets = eligible(&brokers, |id| draining.contains(&id));
-        }
+        let mut targets = match (self.store.live_brokers().await, self.store.draining().await) {
+            (Ok(brokers), Ok(draining)) => eligible(&brokers, |id| draining.contains(&id)),
+            _ => {
+                let view = self.cluster_view();
+                eligible(&view.brokers, |id| view.draining.contains(&id))
+            }
+        };
         if targets.is_empty() {
             // Before the first registration: this broker alone.
             targets.push(self.own_info());
@@ -657,7 +657,7 @@ impl Broker {
         first: usize,
     ) -> Result<Vec<Vec<i32>>, AdminError> {
         let factor = factor.max(1) as usize;
-        let targets = self.placement_targets(factor).await;
+        let targets = self.placement_targets().await;
         let start = name
             .bytes()
             .fold(first, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
