@@ -147,17 +147,4 @@ REPORT="$WORK/report.md"
     echo "<!-- compaction:end -->"
 } >"$REPORT"
 
-if [ -f "$OUT" ] && grep -q '<!-- compaction:begin -->' "$OUT"; then
-    python3 - "$OUT" "$REPORT" <<'EOF'
-import sys
-out, report = sys.argv[1], open(sys.argv[2]).read()
-text = open(out).read()
-start = text.index('<!-- compaction:begin -->')
-end = text.index('<!-- compaction:end -->') + len('<!-- compaction:end -->\n')
-open(out, 'w').write(text[:start] + report + text[end:])
-EOF
-else
-    { echo; cat "$REPORT"; } >>"$OUT"
-fi
-log "report written to $OUT"
-cat "$REPORT" >&2
+write_section compaction "$REPORT"

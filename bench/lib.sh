@@ -117,3 +117,26 @@ for key in sys.argv[2].split('.'):
 print('nan' if value is None else value)
 EOF
 }
+
+# write_section NAME REPORT: puts REPORT (a file starting with "<!-- NAME:begin" and ending
+# with "<!-- NAME:end -->") in place of that section of $OUT, or appends it; then prints it.
+write_section() {
+    local name="$1" report="$2"
+    if [ -f "$OUT" ] && grep -q "^<!-- $name:begin" "$OUT"; then
+        python3 - "$OUT" "$report" "$name" <<'PY'
+import re, sys
+out, report, name = sys.argv[1], open(sys.argv[2]).read(), sys.argv[3]
+text = open(out).read()
+start = re.search(rf'^<!-- {name}:begin', text, re.M).start()
+end_marker = f'<!-- {name}:end -->'
+end = text.index(end_marker, start) + len(end_marker)
+if text[end:end + 1] == '\n':
+    end += 1
+open(out, 'w').write(text[:start] + report + text[end:])
+PY
+    else
+        { echo; cat "$report"; } >>"$OUT"
+    fi
+    log "report written to $OUT"
+    cat "$report" >&2
+}

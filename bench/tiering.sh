@@ -703,21 +703,8 @@ EOF
 EOF
 } >"$SECTION"
 
-# Replace the section in OUT (or append it), keeping everything else.
 mkdir -p "$(dirname "$OUT")"
-touch "$OUT"
-awk -v section="$SECTION" '
-    /^<!-- tiering:begin/ { while ((getline line < section) > 0) print line; skip = 1; done = 1; next }
-    /^<!-- tiering:end/ { skip = 0; next }
-    !skip { print }
-    END {
-        if (!done) {
-            print ""
-            while ((getline line < section) > 0) print line
-        }
-    }' "$OUT" >"$WORK/out.md"
-cp "$WORK/out.md" "$OUT"
-log "wrote the Tiered storage section of $OUT"
+write_section tiering "$SECTION"
 if [ ${#FAILED[@]} -gt 0 ]; then
     log "failed steps: ${FAILED[*]}"
     exit 1
