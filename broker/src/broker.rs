@@ -119,6 +119,8 @@ pub struct Broker {
     pub groups: crate::group::Coordinator,
     /// When the controller last moved leaders back to preferred replicas.
     pub(crate) last_rebalance_ms: std::sync::atomic::AtomicI64,
+    /// The last metadata read in full, reused while the store's revision stands still.
+    pub(crate) metadata_snapshot: std::sync::Mutex<Option<crate::cluster::MetadataSnapshot>>,
     /// An exclusive lock on `<data_dir>/.lock`, held for the broker's lifetime so two
     /// processes never share a data directory.
     _data_dir_lock: std::fs::File,
@@ -244,6 +246,7 @@ impl Broker {
             producer_ids: tokio::sync::Mutex::new((0, 0)),
             groups,
             last_rebalance_ms: std::sync::atomic::AtomicI64::new(0),
+            metadata_snapshot: std::sync::Mutex::new(None),
             _data_dir_lock: data_dir_lock,
         });
         let records = broker.store.list_topics().await.context("list topics")?;

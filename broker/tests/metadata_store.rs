@@ -13,7 +13,7 @@ use bytes::Bytes;
 use strata_broker::cluster::embedded::EmbeddedStore;
 use strata_broker::cluster::etcd::EtcdStore;
 use strata_broker::cluster::manifests::{EmbeddedManifests, EtcdManifests};
-use strata_broker::cluster::{MetadataStore, PartitionRecord, StoreError, TopicRecord};
+use strata_broker::cluster::{BrokerInfo, MetadataStore, PartitionRecord, StoreError, TopicRecord};
 use strata_tiering::{ManifestStore, ManifestStoreError, PartitionId};
 use uuid::Uuid;
 
@@ -247,6 +247,85 @@ async fn etcd_store_keeps_the_contract() {
     );
     assert!(other.list_topics().await.expect("list").is_empty());
     racing_creates(other).await;
+}
+
+/// A metadata round reuses its last read while the revision stands still, so the revision
+/// must move with every change a round depends on (topics, brokers, drains, the
+/// controller) and must not move on reads or refused writes.
+#[tokio::test]
+async fn etcd_revision_moves_exactly_when_metadata_changes() {
+    let etcd = start_etcd();
+    let store = EtcdStore::connect(std::slice::from_ref(&etcd.endpoint), "rev")
+        .await
+        .expect("connect");
+    let revision = async || {
+        store
+            .revision()
+            .await
+            .expect("revision")
+            .expect("etcd has one")
+    };
+    let start = revision().await;
+    store.list_topics_versioned().await.expect("list");
+    store.live_brokers().await.expect("brokers");
+    assert_eq!(revision().await, start, "reads change nothing");
+
+    let mut changes = vec![start];
+    store.create_topic(&topic("t", 1)).await.expect("create");
+    changes.push(revision().await);
+    let (mut record, version) = store
+        .get_topic_versioned("t")
+        .await
+        .expect("get")
+        .expect("exists");
+    record.partitions[0].isr = vec![1];
+    assert!(store.update_topic_if(&record, version).await.expect("cas"));
+    let after_cas = revision().await;
+    changes.push(after_cas);
+    assert!(
+        !store
+            .update_topic_if(&record, version)
+            .await
+            .expect("stale cas"),
+        "a stale version is refused"
+    );
+    assert_eq!(
+        revision().await,
+        after_cas,
+        "a refused write changes nothing"
+    );
+    let session = store.open_session(5000).await.expect("session");
+    let info = BrokerInfo {
+        node_id: 1,
+        host: "127.0.0.1".into(),
+        port: 9092,
+        rack: None,
+        replication: "127.0.0.1:9093".into(),
+        admin: String::new(),
+    };
+    store
+        .register_broker(&info, session)
+        .await
+        .expect("register");
+    changes.push(revision().await);
+    assert_eq!(store.campaign(1, session).await.expect("campaign"), 1);
+    let after_campaign = revision().await;
+    changes.push(after_campaign);
+    assert_eq!(store.campaign(2, session).await.expect("lost campaign"), 1);
+    assert_eq!(
+        revision().await,
+        after_campaign,
+        "a lost campaign changes nothing"
+    );
+    store.set_draining(1, true).await.expect("drain");
+    changes.push(revision().await);
+    store.close_session(session).await.expect("close");
+    changes.push(revision().await);
+    assert!(store.live_brokers().await.expect("brokers").is_empty());
+    assert!(
+        changes.windows(2).all(|w| w[1] > w[0]),
+        "every change moved the revision: {changes:?}"
+    );
 }
 
 #[tokio::test]

@@ -128,6 +128,18 @@ impl MetadataStore for EtcdStore {
         })
     }
 
+    /// etcd's revision counts every write to the whole keyspace (other prefixes too), so
+    /// it may move when nothing of ours did; it never stands still when something did.
+    async fn revision(&self) -> Result<Option<i64>, StoreError> {
+        let mut kv = self.client.kv_client();
+        let response = timed(kv.get(
+            self.key("cluster_id"),
+            Some(GetOptions::new().with_count_only()),
+        ))
+        .await?;
+        Ok(response.header().map(|h| h.revision()))
+    }
+
     async fn list_topics(&self) -> Result<Vec<TopicRecord>, StoreError> {
         let mut kv = self.client.kv_client();
         let prefix = self.key("topics/");

@@ -11,6 +11,7 @@ pub mod etcd;
 pub mod manifests;
 pub mod placement;
 mod sync;
+pub(crate) use sync::MetadataSnapshot;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -129,6 +130,12 @@ pub trait MetadataStore: Send + Sync {
     /// handed out twice, across brokers and restarts.
     async fn allocate_producer_ids(&self, count: i64) -> Result<i64, StoreError>;
 
+    /// The store's current revision, if it keeps one: while it stands still no key has
+    /// changed, so a broker's metadata round can reuse what it read last. `None` (the
+    /// default) means "read everything every time".
+    async fn revision(&self) -> Result<Option<i64>, StoreError> {
+        Ok(None)
+    }
     /// Topics with their versions, for [`MetadataStore::update_topic_if`].
     async fn list_topics_versioned(&self) -> Result<Vec<(TopicRecord, u64)>, StoreError>;
     /// One topic with its version; `None` if there is no such topic.

@@ -20,6 +20,22 @@ use crate::broker::{Broker, Topic};
 use crate::partition::Partition;
 use crate::replication::Transition;
 
+/// A metadata round's full read, and the store revision it was taken at.
+#[derive(Clone)]
+pub(crate) struct MetadataSnapshot {
+    revision: i64,
+    session: i64,
+    read_at: std::time::Instant,
+    controller: i32,
+    brokers: Vec<BrokerInfo>,
+    draining: BTreeSet<i32>,
+    topics: Vec<(TopicRecord, u64)>,
+}
+
+/// Even with the revision standing still, metadata is read in full this often: a guard
+/// against a store whose revision went back (an etcd restored from a snapshot).
+const FULL_READ_EVERY: Duration = Duration::from_secs(30);
+
 impl Broker {
     pub fn cluster_view(&self) -> Arc<ClusterView> {
         self.cluster
@@ -223,10 +239,13 @@ impl Broker {
     }
 
     async fn refresh_once(&self, session: i64) -> Result<(), StoreError> {
-        let controller = self.store.campaign(self.config.node_id, session).await?;
-        let brokers = self.store.live_brokers().await?;
-        let draining: BTreeSet<i32> = self.store.draining().await?.into_iter().collect();
-        let mut topics = self.store.list_topics_versioned().await?;
+        let MetadataSnapshot {
+            controller,
+            brokers,
+            draining,
+            mut topics,
+            ..
+        } = self.read_metadata(session).await?;
         *self.cluster.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ClusterView {
             brokers: brokers.clone(),
             controller,
@@ -240,6 +259,43 @@ impl Broker {
         self.propose_isr_changes().await;
         self.report_replication();
         Ok(())
+    }
+
+    /// The round's metadata: read in full (campaign, brokers, drains, topics) when the
+    /// store's revision moved since the last full read, or that read is older than
+    /// [`FULL_READ_EVERY`]; otherwise the last read again, for one small etcd request.
+    /// The revision is taken before the reads, so a change racing them is seen next round.
+    async fn read_metadata(&self, session: i64) -> Result<MetadataSnapshot, StoreError> {
+        let revision = self.store.revision().await?;
+        if let Some(revision) = revision {
+            let last = self
+                .metadata_snapshot
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if let Some(last) = last.as_ref()
+                && last.revision == revision
+                && last.session == session
+                && last.read_at.elapsed() < FULL_READ_EVERY
+            {
+                return Ok(last.clone());
+            }
+        }
+        let snapshot = MetadataSnapshot {
+            revision: revision.unwrap_or(-1),
+            session,
+            read_at: std::time::Instant::now(),
+            controller: self.store.campaign(self.config.node_id, session).await?,
+            brokers: self.store.live_brokers().await?,
+            draining: self.store.draining().await?.into_iter().collect(),
+            topics: self.store.list_topics_versioned().await?,
+        };
+        if revision.is_some() {
+            *self
+                .metadata_snapshot
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(snapshot.clone());
+        }
+        Ok(snapshot)
     }
 
     async fn reconcile(
