@@ -18,6 +18,7 @@ from confluent_kafka.admin import NewTopic
 from clients import QUIET
 from replication import Cluster, History, Writer, check_history, read_replica
 from servers import EtcdServer, s3_env, strata_binary, wait_until
+from wire import raw_offset_fetch_v1
 
 KiB = 1 << 10
 FAILOVER_S = 20
@@ -300,6 +301,15 @@ def test_consumer_group_survives_its_coordinator(broker, etcd):
     committed = {tp.partition: tp.offset for tp in first.committed([TopicPartition(topic, p) for p in range(3)])}
     first.close()
     coordinator = group_coordinator(cluster, "survivors")
+    # Only the coordinator answers with the commits; the others say NOT_COORDINATOR (16)
+    # rather than "nothing committed", which would send a consumer to auto.offset.reset.
+    for node, b in cluster.brokers.items():
+        answer = raw_offset_fetch_v1(b.bootstrap, "survivors", topic, [0, 1, 2])
+        if node == coordinator:
+            # librdkafka shows "nothing committed" as -1001; the protocol says -1.
+            assert answer == {p: (max(committed[p], -1), 0) for p in range(3)}, answer
+        else:
+            assert answer == {p: (-1, 16) for p in range(3)}, (node, answer)
 
     cluster.kill(coordinator)
     second = consumer()

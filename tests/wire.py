@@ -245,3 +245,28 @@ def raw_produce(bootstrap: str, topic: str, partition: int, records: bytes, acks
     assert correlation_id == 77
     assert len(results) == 1 and results[0][:2] == (topic, partition), results
     return results[0][2], results[0][3]
+
+
+def raw_offset_fetch_v1(bootstrap: str, group: str, topic: str, partitions: list[int]) -> dict[int, tuple[int, int]]:
+    """{partition: (committed offset, error code)} from a hand-built OffsetFetch v1 to one
+    broker, whichever it is (a client would only ask the coordinator)."""
+    body = (request_header(9, 1, 91) + kstring(group) + struct.pack(">i", 1) + kstring(topic)
+            + struct.pack(">i", len(partitions)) + b"".join(struct.pack(">i", p) for p in partitions))
+    with connect(bootstrap) as sock:
+        sock.sendall(frame(body))
+        buf = recv_frame(sock)
+    correlation_id, topics = struct.unpack_from(">ii", buf, 0)
+    assert correlation_id == 91 and topics == 1, (correlation_id, topics)
+    pos = 8
+    (name_len,) = struct.unpack_from(">h", buf, pos)
+    pos += 2 + name_len
+    (count,) = struct.unpack_from(">i", buf, pos)
+    pos += 4
+    out = {}
+    for _ in range(count):
+        partition, offset, metadata_len = struct.unpack_from(">iqh", buf, pos)
+        pos += 14 + max(metadata_len, 0)
+        (error,) = struct.unpack_from(">h", buf, pos)
+        pos += 2
+        out[partition] = (offset, error)
+    return out

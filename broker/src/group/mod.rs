@@ -32,6 +32,14 @@
 //! Each group is behind a std mutex, never held across an `.await`. Writes to the offsets
 //! topic take a per-partition tokio mutex first and apply to memory only after the
 //! append, so memory follows the log's order and never shows what the log may not hold.
+//!
+//! A partition's groups are in memory for one leader epoch (`loaded`). JoinGroup,
+//! SyncGroup, Heartbeat, OffsetCommit, OffsetFetch, DeleteGroups and OffsetDelete go
+//! through [`Coordinator::partition`] (DescribeGroups and ListGroups answer from
+//! memory, and LeaveGroup from the member's group if present), which refuses
+//! (NOT_COORDINATOR) on a broker that does not lead the group's partition and loads the
+//! partition first when the epoch moved; a load under way elsewhere answers
+//! COORDINATOR_LOAD_IN_PROGRESS rather than blocking a runtime thread.
 
 pub mod format;
 pub mod state;
@@ -64,6 +72,8 @@ pub enum GroupError {
     CoordinatorNotAvailable,
     #[error("this broker is not the group's coordinator; find it again")]
     NotCoordinator,
+    #[error("the coordinator is loading the group's partition of the offsets topic")]
+    CoordinatorLoadInProgress,
     #[error("the group id is empty")]
     InvalidGroupId,
     #[error("the session timeout is outside the broker's group_min/max_session_timeout_ms")]
@@ -147,6 +157,14 @@ pub struct Coordinator {
     /// Tokio mutexes: held across the append to the offsets topic (see the module doc).
     write_locks: Vec<tokio::sync::Mutex<()>>,
     last_expiry_ms: std::sync::atomic::AtomicI64,
+    /// Offsets-topic partitions whose groups are in memory, with the leader epoch they
+    /// were loaded for. A group whose partition this broker leads in another epoch is
+    /// loaded before it is served, never answered from an empty or stale map (which
+    /// would hand consumers no committed offset and send them to auto.offset.reset).
+    loaded: Mutex<HashMap<i32, i32>>,
+    /// Held while a partition's groups are replaced by a load; a request that finds it
+    /// taken answers COORDINATOR_LOAD_IN_PROGRESS (clients retry) instead of waiting.
+    load_lock: Mutex<()>,
 }
 
 fn lock(entry: &Shared) -> std::sync::MutexGuard<'_, Entry> {
@@ -177,7 +195,13 @@ impl Coordinator {
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
             last_expiry_ms: std::sync::atomic::AtomicI64::new(0),
+            loaded: Mutex::new(HashMap::new()),
+            load_lock: Mutex::new(()),
         }
+    }
+
+    fn loaded(&self) -> std::sync::MutexGuard<'_, HashMap<i32, i32>> {
+        self.loaded.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Shared>> {
@@ -212,10 +236,12 @@ impl Coordinator {
             .partition(index)
             .cloned()
             .ok_or(GroupError::CoordinatorNotAvailable)?;
-        // The leader of the group's partition is its coordinator.
-        if !partition.is_leader() {
+        // The leader of the group's partition is its coordinator, once it has loaded the
+        // partition's groups for its current leadership.
+        let Some(epoch) = partition.leading_epoch() else {
             return Err(GroupError::NotCoordinator);
-        }
+        };
+        self.ensure_loaded(broker, &partition, epoch)?;
         Ok(partition)
     }
 
@@ -238,10 +264,69 @@ impl Coordinator {
         let count = broker
             .topic(OFFSETS_TOPIC)
             .map_or(0, |t| t.partitions.len());
+        let _load = self.load_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let epoch = if led { partition.leading_epoch() } else { None };
+        // Logged inside; requests load the partition again on demand.
+        let _ = self.reload(broker, partition, count, epoch);
+    }
+
+    /// Makes sure the groups of `partition` (led in `epoch`) are in memory: loads them
+    /// unless they were loaded for that epoch. Another load under way answers
+    /// COORDINATOR_LOAD_IN_PROGRESS.
+    fn ensure_loaded(
+        &self,
+        broker: &Broker,
+        partition: &Partition,
+        epoch: i32,
+    ) -> Result<(), GroupError> {
+        if self.loaded().get(&partition.index) == Some(&epoch) {
+            return Ok(());
+        }
+        let _load = match self.load_lock.try_lock() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                return Err(GroupError::CoordinatorLoadInProgress);
+            }
+        };
+        // Leadership may have moved on while this request waited.
+        let Some(current) = partition.leading_epoch() else {
+            return Err(GroupError::NotCoordinator);
+        };
+        if self.loaded().get(&partition.index) == Some(&current) {
+            return Ok(());
+        }
+        let count = broker
+            .topic(OFFSETS_TOPIC)
+            .map_or(0, |t| t.partitions.len());
+        self.reload(broker, partition, count, Some(current))
+    }
+
+    /// Forgets the groups of `partition` and, with an epoch, loads them from its log and
+    /// marks them loaded for that epoch. The caller holds `load_lock`.
+    fn reload(
+        &self,
+        broker: &Broker,
+        partition: &Partition,
+        partitions: usize,
+        epoch: Option<i32>,
+    ) -> Result<(), GroupError> {
+        self.loaded().remove(&partition.index);
         self.map()
-            .retain(|id, _| partition_for(id, count) != partition.index);
-        if led && let Err(e) = self.load_partition(broker, partition) {
-            warn!(partition = partition.index, error = %e, "cannot load consumer groups");
+            .retain(|id, _| partition_for(id, partitions) != partition.index);
+        let Some(epoch) = epoch else {
+            return Ok(());
+        };
+        match self.load_partition(broker, partition) {
+            Ok(()) => {
+                self.loaded().insert(partition.index, epoch);
+                Ok(())
+            }
+            Err(e) => {
+                warn!(partition = partition.index, error = %e,
+                    "cannot load consumer groups; their requests get COORDINATOR_LOAD_IN_PROGRESS");
+                Err(GroupError::CoordinatorLoadInProgress)
+            }
         }
     }
 
@@ -287,6 +372,7 @@ impl Coordinator {
             protocol,
             assignments,
         } = request;
+        self.partition(broker, group_id).await?;
         let entry = self.get(group_id).ok_or(GroupError::UnknownMemberId)?;
         let step =
             lock(&entry)
@@ -328,7 +414,7 @@ impl Coordinator {
         Self::wait(broker, receiver).await
     }
 
-    pub fn heartbeat(
+    pub async fn heartbeat(
         &self,
         broker: &Broker,
         group_id: &str,
@@ -336,6 +422,9 @@ impl Coordinator {
         instance_id: Option<&str>,
         generation: i32,
     ) -> Result<(), GroupError> {
+        // Not (or not yet) the coordinator: the member finds it again, rather than being
+        // told it is unknown and rejoining.
+        self.partition(broker, group_id).await?;
         let entry = self.get(group_id).ok_or(GroupError::UnknownMemberId)?;
         let now = broker.clock.now_ms();
         lock(&entry)

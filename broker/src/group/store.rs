@@ -91,6 +91,9 @@ impl Coordinator {
         };
         for partition in topic.partitions.iter().filter(|p| p.is_leader()) {
             self.load_partition(broker, partition)?;
+            if let Some(epoch) = partition.leading_epoch() {
+                self.loaded().insert(partition.index, epoch);
+            }
         }
         Ok(())
     }

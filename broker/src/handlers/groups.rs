@@ -43,6 +43,7 @@ pub fn group_error_code(error: &GroupError) -> ResponseError {
     match error {
         GroupError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
         GroupError::NotCoordinator => ResponseError::NotCoordinator,
+        GroupError::CoordinatorLoadInProgress => ResponseError::CoordinatorLoadInProgress,
         GroupError::InvalidGroupId => ResponseError::InvalidGroupId,
         GroupError::InvalidSessionTimeout => ResponseError::InvalidSessionTimeout,
         GroupError::InconsistentGroupProtocol => ResponseError::InconsistentGroupProtocol,
@@ -261,14 +262,17 @@ pub async fn sync_group(broker: &Arc<Broker>, request: SyncGroupRequest) -> Resp
     ResponseKind::SyncGroup(response)
 }
 
-pub fn heartbeat(broker: &Arc<Broker>, request: HeartbeatRequest) -> ResponseKind {
-    let result = broker.groups.heartbeat(
-        broker,
-        &request.group_id,
-        &request.member_id,
-        opt(&request.group_instance_id),
-        request.generation_id,
-    );
+pub async fn heartbeat(broker: &Arc<Broker>, request: HeartbeatRequest) -> ResponseKind {
+    let result = broker
+        .groups
+        .heartbeat(
+            broker,
+            &request.group_id,
+            &request.member_id,
+            opt(&request.group_instance_id),
+            request.generation_id,
+        )
+        .await;
     ResponseKind::Heartbeat(HeartbeatResponse::default().with_error_code(code(
         broker,
         "Heartbeat",
@@ -409,56 +413,77 @@ fn offset_fields(value: &Option<OffsetValue>) -> (i64, i32, Option<StrBytes>) {
     }
 }
 
-pub fn offset_fetch(
+/// OffsetFetch. Only the group's coordinator answers with offsets: any other broker (or
+/// one still loading the group's partition) answers with an error the client retries
+/// after finding the coordinator again. An empty answer there would read as "nothing
+/// committed" and send the consumer to auto.offset.reset.
+pub async fn offset_fetch(
     broker: &Arc<Broker>,
     request: OffsetFetchRequest,
     version: i16,
 ) -> ResponseKind {
     if version >= 8 {
-        let groups = request
-            .groups
-            .into_iter()
-            .map(|g| {
-                let topics = g.topics.map(|ts| {
-                    ts.into_iter()
-                        .map(|t| (t.name.to_string(), t.partition_indexes))
-                        .collect()
-                });
-                let committed = committed_for(broker, &g.group_id, topics);
-                OffsetFetchResponseGroup::default()
-                    .with_group_id(g.group_id)
-                    .with_topics(
-                        by_topic(committed)
-                            .into_iter()
-                            .map(|(topic, partitions)| {
-                                OffsetFetchResponseTopics::default()
-                                    .with_name(topic_name(&topic))
-                                    .with_partitions(
-                                        partitions
-                                            .into_iter()
-                                            .map(|(p, v)| {
-                                                let (offset, epoch, metadata) = offset_fields(&v);
-                                                OffsetFetchResponsePartitions::default()
-                                                    .with_partition_index(p)
-                                                    .with_committed_offset(offset)
-                                                    .with_committed_leader_epoch(epoch)
-                                                    .with_metadata(metadata)
-                                            })
-                                            .collect(),
-                                    )
-                            })
-                            .collect(),
-                    )
-            })
-            .collect();
+        let mut groups = Vec::with_capacity(request.groups.len());
+        for g in request.groups {
+            let answer = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
+            if let Err(e) = broker.groups.partition(broker, &g.group_id).await {
+                groups.push(answer.with_error_code(code(broker, "OffsetFetch", &Err(e))));
+                continue;
+            }
+            let topics = g.topics.map(|ts| {
+                ts.into_iter()
+                    .map(|t| (t.name.to_string(), t.partition_indexes))
+                    .collect()
+            });
+            let committed = committed_for(broker, &g.group_id, topics);
+            groups.push(
+                answer.with_topics(
+                    by_topic(committed)
+                        .into_iter()
+                        .map(|(topic, partitions)| {
+                            OffsetFetchResponseTopics::default()
+                                .with_name(topic_name(&topic))
+                                .with_partitions(
+                                    partitions
+                                        .into_iter()
+                                        .map(|(p, v)| {
+                                            let (offset, epoch, metadata) = offset_fields(&v);
+                                            OffsetFetchResponsePartitions::default()
+                                                .with_partition_index(p)
+                                                .with_committed_offset(offset)
+                                                .with_committed_leader_epoch(epoch)
+                                                .with_metadata(metadata)
+                                        })
+                                        .collect(),
+                                )
+                        })
+                        .collect(),
+                ),
+            );
+        }
         return ResponseKind::OffsetFetch(OffsetFetchResponse::default().with_groups(groups));
     }
-    let topics = request.topics.map(|ts| {
+    let refused = broker
+        .groups
+        .partition(broker, &request.group_id)
+        .await
+        .err()
+        .map(|e| code(broker, "OffsetFetch", &Err(e)));
+    let topics: Option<Vec<(String, Vec<i32>)>> = request.topics.map(|ts| {
         ts.into_iter()
             .map(|t| (t.name.to_string(), t.partition_indexes))
             .collect()
     });
-    let committed = committed_for(broker, &request.group_id, topics);
+    let committed: Committed = match refused {
+        // Versions 0 and 1 have no top-level error code: each asked partition carries it.
+        Some(_) if version < 2 => topics
+            .into_iter()
+            .flatten()
+            .flat_map(|(t, ps)| ps.into_iter().map(move |p| (t.clone(), p, None)))
+            .collect(),
+        Some(_) => Vec::new(),
+        None => committed_for(broker, &request.group_id, topics),
+    };
     let topics = by_topic(committed)
         .into_iter()
         .map(|(topic, partitions)| {
@@ -474,12 +499,17 @@ pub fn offset_fetch(
                                 .with_committed_offset(offset)
                                 .with_committed_leader_epoch(epoch)
                                 .with_metadata(metadata)
+                                .with_error_code(refused.unwrap_or(0))
                         })
                         .collect(),
                 )
         })
         .collect();
-    ResponseKind::OffsetFetch(OffsetFetchResponse::default().with_topics(topics))
+    ResponseKind::OffsetFetch(
+        OffsetFetchResponse::default()
+            .with_topics(topics)
+            .with_error_code(refused.unwrap_or(0)),
+    )
 }
 
 pub fn list_groups(broker: &Arc<Broker>, request: ListGroupsRequest) -> ResponseKind {

@@ -54,10 +54,10 @@ pub async fn handle(
             groups::join_group(broker, r, version, &client_id, client_host).await
         }
         RequestKind::SyncGroup(r) => groups::sync_group(broker, r).await,
-        RequestKind::Heartbeat(r) => groups::heartbeat(broker, r),
+        RequestKind::Heartbeat(r) => groups::heartbeat(broker, r).await,
         RequestKind::LeaveGroup(r) => groups::leave_group(broker, r, version).await,
         RequestKind::OffsetCommit(r) => groups::offset_commit(broker, r, version).await,
-        RequestKind::OffsetFetch(r) => groups::offset_fetch(broker, r, version),
+        RequestKind::OffsetFetch(r) => groups::offset_fetch(broker, r, version).await,
         RequestKind::ListGroups(r) => groups::list_groups(broker, r),
         RequestKind::DescribeGroups(r) => groups::describe_groups(broker, r),
         RequestKind::DeleteGroups(r) => groups::delete_groups(broker, r).await,
