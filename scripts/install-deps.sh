@@ -10,6 +10,9 @@ what="${1:-test}"
 
 apt_packages=()
 command -v protoc >/dev/null || apt_packages+=(protobuf-compiler)
+# etcd-client's protos import google/protobuf/*.proto, which Debian ships in
+# libprotobuf-dev: only a Recommends of protobuf-compiler, so --no-install-recommends skips it.
+[ -f /usr/include/google/protobuf/descriptor.proto ] || apt_packages+=(libprotobuf-dev)
 if [ "$what" = test ]; then
   command -v etcd >/dev/null || apt_packages+=(etcd-server)
   command -v kcat >/dev/null || apt_packages+=(kcat)
