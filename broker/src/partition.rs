@@ -22,7 +22,8 @@ use strata_tiering::{RemoteLog, RemoteMarks};
 
 use crate::cluster::PartitionRecord;
 use crate::log::{
-    self, AppendInfo, Log, LogConfig, LogError, RemoteBounds, RetentionOutcome, SealedInfo,
+    self, AppendInfo, BatchError, Log, LogConfig, LogError, RemoteBounds, RetentionOutcome,
+    SealedInfo,
 };
 use crate::replication::{
     FetchRefusal, FollowerFetch, FollowerOutcome, LeaderAnswer, ReplicaState, Role, Transition,
@@ -64,6 +65,44 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .unwrap_or_else(|e| Err(std::io::Error::other(format!("blocking task failed: {e}"))))
+}
+
+/// Bytes a produce request may inflate on an async worker. Past it the request is
+/// checked again on the blocking pool with the full budget, so that large compressed
+/// requests (and decompression bombs) cannot stall other connections' requests.
+const INLINE_INFLATE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// [`log::prepare`]: inline for the usual small request, on the blocking pool for one
+/// whose records inflate past [`INLINE_INFLATE_BYTES`].
+async fn prepare_off_the_workers(
+    records: &[u8],
+    max_message_bytes: usize,
+    require_keys: bool,
+) -> Result<log::Prepared, LogError> {
+    match log::prepare(
+        records,
+        max_message_bytes,
+        require_keys,
+        INLINE_INFLATE_BYTES,
+    ) {
+        Err(BatchError::Inflated { .. }) => {}
+        done => return Ok(done?),
+    }
+    let owned = records.to_vec();
+    tokio::task::spawn_blocking(move || {
+        log::prepare(
+            &owned,
+            max_message_bytes,
+            require_keys,
+            log::records::MAX_INFLATED_BYTES,
+        )
+    })
+    .await
+    .map_err(|e| LogError::Io {
+        dir: std::path::PathBuf::new(),
+        source: std::io::Error::other(format!("blocking task failed: {e}")),
+    })?
+    .map_err(LogError::from)
 }
 
 /// Offsets a fetch response reports next to the records.
@@ -270,10 +309,7 @@ impl Partition {
             let log = self.lock();
             (log.config().max_message_bytes, log.config().compact)
         };
-        let prepared = log::prepare(records, max_message_bytes)?;
-        if compact {
-            log::require_keys(records)?;
-        }
+        let prepared = prepare_off_the_workers(records, max_message_bytes, compact).await?;
         let (info, sync, dir) = {
             let mut log = self.lock();
             if self.deleted.load(Ordering::Relaxed) {

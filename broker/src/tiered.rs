@@ -764,13 +764,11 @@ async fn scan_segment_for_timestamp(
             let batch = cache
                 .read(&object, position..position + size as u64)
                 .await?;
-            let found = crate::log::record_timestamps(batch.to_vec())
+            let found = crate::log::first_at_or_after(&batch, timestamp, min_offset, i64::MAX)
                 .map_err(|_| RemoteReadError::Corrupt {
                     key: key.clone(),
                     position,
-                })?
-                .into_iter()
-                .find(|(o, ts)| *ts >= timestamp && *o >= min_offset);
+                })?;
             if found.is_some() {
                 return Ok(found);
             }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use tracing::{info, warn};
 
@@ -14,6 +14,7 @@ use super::format::{self, GroupValue, OffsetValue, RecordKey};
 use super::state::Group;
 use super::{Coordinator, Entry, GroupError, OFFSETS_TOPIC};
 use crate::broker::Broker;
+use crate::log::records::{self, Budget, MAX_INFLATED_BYTES, Want};
 use crate::log::{BatchError, LogError};
 use crate::partition::Partition;
 
@@ -160,14 +161,15 @@ pub fn for_each_record(
         if position + size > bytes.len() {
             break;
         }
-        let mut batch = bytes.slice(position..position + size);
-        let header = format::parse_validated_header(&batch);
-        let set = RecordBatchDecoder::decode(&mut batch)?;
-        for record in set.records {
-            if record.offset >= from {
+        let batch = &bytes[position..position + size];
+        let header = format::parse_validated_header(batch);
+        let mut budget = Budget::new(MAX_INFLATED_BYTES);
+        records::for_each_record(batch, Want::All, &mut budget, |record| {
+            if header.base_offset + i64::from(record.offset_delta) >= from {
                 f(record.key, record.value);
             }
-        }
+            true
+        })?;
         next = next.max(header.next_offset());
         position += size;
     }

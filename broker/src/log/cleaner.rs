@@ -65,13 +65,21 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::records::{RecordBatchEncoder, RecordEncodeOptions};
+use tracing::warn;
 
+#[cfg(test)]
+use super::BatchError;
 use super::format;
-use super::read::decode_batch;
+use super::records::{
+    Budget, MAX_INFLATED_BYTES, RecordError, Want, decode_records, for_each_record,
+};
 use super::segment::{Segment, read_prefix_at};
-use super::{BatchError, Log, LogError, write_atomically};
+use super::{Log, LogError, write_atomically};
 
 pub const STAGING_DIR: &str = "cleaning";
+/// Memory one batch's records may take while the cleaner rewrites it (bytes plus
+/// per-record overhead). A larger batch is kept whole.
+const MAX_KEPT_BYTES: u64 = 64 * 1024 * 1024;
 pub const CHECKPOINT_FILE: &str = "cleaner.checkpoint";
 const MAGIC: &[u8; 4] = b"SCLN";
 const VERSION: u8 = 1;
@@ -191,10 +199,21 @@ fn filter_batch(
     map: &OffsetMap,
     tombstones_expire: bool,
 ) -> io::Result<(Option<Bytes>, u64)> {
-    let set = decode_batch(batch.clone())?;
-    let total = set.records.len();
-    let kept: Vec<_> = set
-        .records
+    let (records, compression) = match decode_records(&batch, &mut Budget::new(MAX_KEPT_BYTES)) {
+        Ok(decoded) => decoded,
+        // Too large to rewrite within memory: kept whole (compaction is best effort; the
+        // newer records of its keys stay readable either way).
+        Err(RecordError::Inflated { limit }) => {
+            warn!(
+                limit,
+                "a batch too large to compact within the budget is kept whole"
+            );
+            return Ok((Some(batch), 0));
+        }
+        Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
+    };
+    let total = records.len();
+    let kept: Vec<_> = records
         .into_iter()
         .filter(|r| {
             let Some(key) = &r.key else { return true };
@@ -215,7 +234,7 @@ fn filter_batch(
         &kept,
         &RecordEncodeOptions {
             version: 2,
-            compression: set.compression,
+            compression,
         },
     )
     .map_err(|e| io::Error::other(format!("re-encode a cleaned batch: {e}")))?;
@@ -351,12 +370,27 @@ pub fn stage(plan: &CleanPlan, now_ms: i64, max_keys: usize) -> io::Result<Stage
     {
         let mut keys = Vec::new();
         for_each_batch(segment, |batch| {
-            for record in decode_batch(batch)?.records {
+            let base_offset = format::parse_validated_header(&batch).base_offset;
+            let mut budget = Budget::new(MAX_INFLATED_BYTES);
+            let walked = for_each_record(&batch, Want::Key, &mut budget, |record| {
                 if let Some(key) = &record.key {
-                    keys.push((key_hash(key), record.offset));
+                    keys.push((key_hash(key), base_offset + i64::from(record.offset_delta)));
                 }
+                true
+            });
+            match walked {
+                // Its keys stay out of the map: its records, and older ones of its keys,
+                // are kept. Nothing is lost; less is compacted.
+                Err(RecordError::Inflated { limit }) => {
+                    warn!(
+                        limit,
+                        "a batch too large to map within the budget is kept whole"
+                    );
+                    Ok(())
+                }
+                Err(e) => Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
+                Ok(_) => Ok(()),
             }
-            Ok(())
         })?;
         let new_keys = keys.iter().filter(|(k, _)| !map.contains_key(k)).count();
         if map.len() + new_keys > max_keys && map_end > plan.first_dirty {
@@ -696,23 +730,16 @@ impl Log {
 }
 
 /// A compacted topic keeps the last record of each key, so every record needs one (as in
-/// Kafka). The only produce path that decodes records, and only for compacted topics.
+/// Kafka). Produce checks it in [`super::prepare`]; this is the same check on its own.
+#[cfg(test)]
 pub fn require_keys(records: &[u8]) -> Result<(), BatchError> {
     let mut position = 0;
-    while let Some((_, size, _)) = format::read_batch_prefix(&records[position..]) {
-        let end = (position + size).min(records.len());
-        let batch = bytes::Bytes::copy_from_slice(&records[position..end]);
-        let set = decode_batch(batch).map_err(|_| BatchError::Record {
-            index: 0,
-            reason: "the records cannot be decoded",
-        })?;
-        if let Some(index) = set.records.iter().position(|r| r.key.is_none()) {
-            return Err(BatchError::Record {
-                index: index as i32,
-                reason: "a compacted topic needs a key on every record",
-            });
-        }
-        position = end;
+    let mut budget = Budget::new(MAX_INFLATED_BYTES);
+    while position < records.len() {
+        let rest = &records[position..];
+        let header = format::validate_replica_batch(rest)?;
+        super::records::check_produced(&rest[..header.size], &header, true, &mut budget)?;
+        position += header.size;
     }
     Ok(())
 }

@@ -119,6 +119,18 @@ pub enum BatchError {
     Control,
     #[error("record {index} of the batch is malformed: {reason}")]
     Record { index: i32, reason: &'static str },
+    #[error("the batch's records cannot be decompressed: {0}")]
+    Decompress(String),
+    #[error("the request's records inflate past {limit} bytes")]
+    Inflated { limit: u64 },
+    #[error(
+        "the request's offsets {first}..{last} do not fit in one segment starting at {segment_base}"
+    )]
+    OffsetSpan {
+        first: i64,
+        last: i64,
+        segment_base: i64,
+    },
     #[error(
         "replicated batch has base offset {base_offset} and last offset delta {last_offset_delta}"
     )]
@@ -235,9 +247,7 @@ pub fn validate_batch(bytes: &[u8], max_batch_bytes: usize) -> Result<BatchHeade
             last_offset_delta: header.last_offset_delta,
         });
     }
-    if codec == 0 {
-        walk_records(&batch[BATCH_HEADER_LEN..], header.record_count)?;
-    }
+    // The records themselves are checked by `records::check_produced`, with a budget.
     Ok(header)
 }
 
@@ -283,53 +293,39 @@ pub fn validate_replica_batch(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
     Ok(header)
 }
 
-/// Reads a zigzag-encoded varint (at most 10 bytes) at `*pos`.
-fn read_varint(bytes: &[u8], pos: &mut usize) -> Option<i64> {
-    let mut value: u64 = 0;
-    for shift in (0..70).step_by(7) {
-        let byte = *bytes.get(*pos)?;
-        *pos += 1;
-        value |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Some(((value >> 1) as i64) ^ -((value & 1) as i64));
-        }
-    }
-    None
+/// A batch's compression codec (attribute bits 0-2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
 }
 
-/// Checks the record framing of an uncompressed batch without decoding keys, values or
-/// headers: exactly `count` records, each with a sane length, offset deltas 0, 1, 2, ...,
-/// and nothing left over. This keeps offsets dense even if a client's header lies.
-///
-/// Compressed batches are not decompressed on the produce path (it would cost CPU on
-/// every append and expose the broker to decompression bombs); their count is trusted.
-fn walk_records(records: &[u8], count: i32) -> Result<(), BatchError> {
-    let mut pos = 0;
-    for index in 0..count {
-        let bad = |reason| BatchError::Record { index, reason };
-        let length = read_varint(records, &mut pos).ok_or(bad("truncated length"))?;
-        let start = pos;
-        let end = usize::try_from(length)
-            .ok()
-            .and_then(|len| start.checked_add(len))
-            .filter(|end| *end <= records.len())
-            .ok_or(bad("length runs past the batch"))?;
-        let body = &records[..end];
-        pos += 1; // attributes
-        read_varint(body, &mut pos).ok_or(bad("truncated timestamp delta"))?;
-        let offset_delta = read_varint(body, &mut pos).ok_or(bad("truncated offset delta"))?;
-        if offset_delta != i64::from(index) {
-            return Err(bad("offset deltas are not 0, 1, 2, ..."));
+impl Codec {
+    pub fn name(self) -> &'static str {
+        match self {
+            Codec::None => "uncompressed",
+            Codec::Gzip => "gzip",
+            Codec::Snappy => "snappy",
+            Codec::Lz4 => "lz4",
+            Codec::Zstd => "zstd",
         }
-        pos = end;
     }
-    if pos != records.len() {
-        return Err(BatchError::Record {
-            index: count,
-            reason: "bytes follow the last record",
-        });
+}
+
+/// The codec of a whole batch; `Err` carries an unknown codec number.
+pub fn codec(batch: &[u8]) -> Result<Codec, i16> {
+    let attributes = i16::from_be_bytes([batch[21], batch[22]]);
+    match attributes & ATTR_CODEC_MASK {
+        0 => Ok(Codec::None),
+        1 => Ok(Codec::Gzip),
+        2 => Ok(Codec::Snappy),
+        3 => Ok(Codec::Lz4),
+        4 => Ok(Codec::Zstd),
+        other => Err(other),
     }
-    Ok(())
 }
 
 /// Reads the header of a batch already known to be whole (CRC not checked).

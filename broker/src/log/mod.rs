@@ -17,6 +17,7 @@ pub mod epochs;
 pub mod format;
 pub mod producers;
 mod read;
+pub mod records;
 mod replica;
 mod retention;
 mod segment;
@@ -29,12 +30,9 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 
-pub use cleaner::require_keys;
 pub use format::{BatchError, BatchHeader};
 use producers::{BatchMeta, ProducerState, Verdict};
-pub use read::{
-    Location, decode_batch, find_timestamp, max_timestamp_record, read_batches, record_timestamps,
-};
+pub use read::{Location, find_timestamp, first_at_or_after, max_timestamp_record, read_batches};
 pub use replica::prepare_replica;
 use segment::Segment;
 
@@ -449,6 +447,18 @@ impl Log {
         }
         let base_offset = self.log_end_offset();
         self.maybe_roll(buf.len() as u64, base_offset + records, now_ms)?;
+        let segment_base = self.active().base_offset;
+        if base_offset + records - segment_base > MAX_SEGMENT_OFFSET_SPAN {
+            // Only a request that alone exceeds a segment's offset range gets here (the
+            // roll above made room otherwise); the inflation budget makes it impossible
+            // for produced batches, and it is refused rather than written past the index.
+            return Err(BatchError::OffsetSpan {
+                first: base_offset,
+                last: base_offset + records - 1,
+                segment_base,
+            }
+            .into());
+        }
         self.assign_epoch(leader_epoch, base_offset)?;
         let log_append_time = if self.config.log_append_time {
             now_ms
@@ -480,8 +490,25 @@ impl Log {
         let snapshot = self.active().snapshot();
         let mut next_offset = self.log_end_offset();
         let mut position = 0;
+        let segment_base = self.active().base_offset;
         for header in headers.iter_mut() {
             let batch = &mut buf[position..position + header.size];
+            let first = if assign.is_some() {
+                next_offset
+            } else {
+                header.base_offset
+            };
+            let last = first + i64::from(header.last_offset_delta);
+            if first < segment_base || last - segment_base > MAX_SEGMENT_OFFSET_SPAN {
+                // The index could not address it: refuse rather than wrap.
+                self.active_mut().rollback(&snapshot);
+                return Err(BatchError::OffsetSpan {
+                    first,
+                    last,
+                    segment_base,
+                }
+                .into());
+            }
             if let Some(leader_epoch) = assign {
                 format::patch_batch(batch, next_offset, leader_epoch);
                 if self.config.log_append_time {
@@ -538,8 +565,7 @@ impl Log {
         let active = self.active();
         let full = active.size + incoming > config.segment_bytes;
         let old = now_ms - active.created_ms >= config.segment_ms;
-        // Relative offsets in the index are u32.
-        let offsets_exhausted = end_offset - active.base_offset > i64::from(u32::MAX / 2);
+        let offsets_exhausted = end_offset - active.base_offset > MAX_SEGMENT_OFFSET_SPAN;
         if active.size > 0 && (full || old || offsets_exhausted) {
             self.roll(now_ms)?;
         }
@@ -792,13 +818,30 @@ pub struct Prepared {
     records: i64,
 }
 
+/// Offsets one segment may span. Relative offsets in the index are u32; staying within
+/// half of that leaves every relative offset a non-negative i32 as well, as Kafka's are.
+pub const MAX_SEGMENT_OFFSET_SPAN: i64 = (u32::MAX / 2) as i64;
+
 /// Validates every batch of a produce request (without any lock held) and copies the
 /// bytes so the broker can patch offsets. All batches are valid or none is appended.
-pub fn prepare(records: &[u8], max_message_bytes: usize) -> Result<Prepared, BatchError> {
+///
+/// Records are walked (compressed ones inflated as a stream) so that each batch holds
+/// exactly the records its header counts: offsets stay dense whatever a client claims.
+/// `inflate_limit` bounds the bytes inflated for the whole request
+/// ([`BatchError::Inflated`] past it); `require_keys` is set for compacted topics.
+pub fn prepare(
+    records: &[u8],
+    max_message_bytes: usize,
+    require_keys: bool,
+    inflate_limit: u64,
+) -> Result<Prepared, BatchError> {
     let mut headers = Vec::new();
     let mut position = 0;
+    let mut budget = records::Budget::new(inflate_limit);
     while position < records.len() {
-        let header = format::validate_batch(&records[position..], max_message_bytes)?;
+        let rest = &records[position..];
+        let header = format::validate_batch(rest, max_message_bytes)?;
+        records::check_produced(&rest[..header.size], &header, require_keys, &mut budget)?;
         position += header.size;
         headers.push(header);
     }

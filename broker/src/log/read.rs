@@ -1,15 +1,14 @@
 //! Reading whole batches from a segment without holding the log lock.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
-use bytes::{Buf, Bytes};
-use kafka_protocol::compression::{Decompressor, Snappy};
-use kafka_protocol::records::{Compression, RecordBatchDecoder};
+use bytes::Bytes;
 
 use super::format;
+use super::records::{self, Budget, MAX_INFLATED_BYTES};
 use super::segment::read_prefix_at;
 
 /// A segment file and the byte range in it a read may look at. `start` is an index
@@ -64,7 +63,8 @@ pub fn read_batches(
 }
 
 /// Finds the first record with timestamp >= `timestamp`, at or after `min_offset` and
-/// below `limit`, decoding only the batch that holds it. Returns (offset, timestamp).
+/// below `limit`, decoding only the batches whose max timestamp says they may hold it.
+/// Returns (offset, timestamp).
 pub fn find_timestamp(
     location: &Location,
     timestamp: i64,
@@ -81,19 +81,39 @@ pub fn find_timestamp(
         if base + i64::from(last_delta) >= min_offset {
             let mut batch = vec![0u8; size];
             location.file.read_exact_at(&mut batch, position)?;
-            let header = format::parse_validated_header(&batch);
-            if header.max_timestamp >= timestamp {
-                let found = record_timestamps(batch)?.into_iter().find(|(offset, ts)| {
-                    *ts >= timestamp && *offset >= min_offset && *offset < limit
-                });
-                if found.is_some() {
-                    return Ok(found);
-                }
+            let found = first_at_or_after(&batch, timestamp, min_offset, limit)?;
+            if found.is_some() {
+                return Ok(found);
             }
         }
         position += size as u64;
     }
     Ok(None)
+}
+
+/// The first record of a stored batch with timestamp >= `timestamp` and an offset in
+/// `min_offset..limit`, if the batch's max timestamp allows one. Shared by the local and
+/// the remote tier.
+pub fn first_at_or_after(
+    batch: &[u8],
+    timestamp: i64,
+    min_offset: i64,
+    limit: i64,
+) -> io::Result<Option<(i64, i64)>> {
+    if batch.len() < format::BATCH_HEADER_LEN
+        || format::parse_validated_header(batch).max_timestamp < timestamp
+    {
+        return Ok(None);
+    }
+    let mut found = None;
+    records::for_each_timestamp(batch, &mut Budget::new(MAX_INFLATED_BYTES), |offset, ts| {
+        if ts >= timestamp && offset >= min_offset && offset < limit {
+            found = Some((offset, ts));
+        }
+        found.is_none()
+    })
+    .map_err(invalid_data)?;
+    Ok(found)
 }
 
 /// The (offset, timestamp) of the record with the largest timestamp in the batch that
@@ -107,79 +127,24 @@ pub fn max_timestamp_record(
     };
     let mut batch = vec![0u8; size];
     location.file.read_exact_at(&mut batch, position)?;
-    let records = record_timestamps(batch)?;
-    let best = records
-        .iter()
-        .copied()
-        .fold(None, |best: Option<(i64, i64)>, (offset, ts)| match best {
-            Some((_, best_ts)) if best_ts >= ts => best,
-            _ => Some((offset, ts)),
-        });
+    let mut best: Option<(i64, i64)> = None;
+    records::for_each_timestamp(
+        &batch,
+        &mut Budget::new(MAX_INFLATED_BYTES),
+        |offset, ts| {
+            if best.is_none_or(|(_, best_ts)| ts > best_ts) {
+                best = Some((offset, ts));
+            }
+            true
+        },
+    )
+    .map_err(invalid_data)?;
     Ok(best)
 }
 
-/// Largest decompressed batch this module will look inside. A batch that inflates past
-/// it (a decompression bomb) is treated as unreadable instead of exhausting memory.
-const MAX_DECOMPRESSED_BYTES: u64 = 256 * 1024 * 1024;
-
-fn bounded(reader: impl Read, codec: &str) -> anyhow::Result<Bytes> {
-    let mut out = Vec::new();
-    reader
-        .take(MAX_DECOMPRESSED_BYTES + 1)
-        .read_to_end(&mut out)?;
-    if out.len() as u64 > MAX_DECOMPRESSED_BYTES {
-        anyhow::bail!("{codec} batch inflates past {MAX_DECOMPRESSED_BYTES} bytes");
-    }
-    Ok(Bytes::from(out))
-}
-
-fn decompress(compressed: &mut Bytes, compression: Compression) -> anyhow::Result<Bytes> {
-    let input = compressed.split_to(compressed.len());
-    match compression {
-        Compression::None => Ok(input),
-        Compression::Gzip => bounded(flate2::read::GzDecoder::new(input.reader()), "gzip"),
-        Compression::Zstd => bounded(zstd::stream::read::Decoder::new(input.reader())?, "zstd"),
-        Compression::Lz4 => bounded(lz4::Decoder::new(input.reader())?, "lz4"),
-        // Snappy cannot inflate more than about 21:1, so its output is bounded already.
-        Compression::Snappy => {
-            Snappy::decompress(&mut input.clone(), |b: &mut Bytes| Ok(b.split_to(b.len())))
-        }
-    }
-}
-
-/// Decodes one whole batch (CRC already checked), inflating compressed records within a
-/// bound (a decompression bomb is an error, not an allocation).
-pub fn decode_batch(batch: Bytes) -> io::Result<kafka_protocol::records::RecordSet> {
-    let mut bytes = batch;
-    RecordBatchDecoder::decode_with_custom_compression(&mut bytes, Some(decompress))
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("decode a batch: {e}")))
-}
-
-/// (offset, timestamp) of every record in a stored batch. For LogAppendTime batches the
-/// timestamp is the batch's max timestamp, as consumers see it.
-pub fn record_timestamps(batch: Vec<u8>) -> io::Result<Vec<(i64, i64)>> {
-    let header = format::parse_validated_header(&batch);
-    let log_append_time = format::is_log_append_time(&batch);
-    let mut bytes = Bytes::from(batch);
-    let set = RecordBatchDecoder::decode_with_custom_compression(&mut bytes, Some(decompress))
-        .map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("decode stored batch: {e}"),
-            )
-        })?;
-    Ok(set
-        .records
-        .iter()
-        .map(|r| {
-            (
-                r.offset,
-                if log_append_time {
-                    header.max_timestamp
-                } else {
-                    r.timestamp
-                },
-            )
-        })
-        .collect())
+fn invalid_data(error: records::RecordError) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("decode a stored batch: {error}"),
+    )
 }

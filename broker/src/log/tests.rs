@@ -9,6 +9,7 @@ use kafka_protocol::records::{
 };
 
 use super::*;
+use crate::log::records::MAX_INFLATED_BYTES;
 
 /// A record batch as a client would send it: `count` records, timestamps from `first_ts`.
 pub(crate) fn batch(count: usize, first_ts: i64, compression: Compression) -> Vec<u8> {
@@ -55,7 +56,12 @@ fn append(
     records: &[u8],
     now_ms: i64,
 ) -> Result<(AppendInfo, Option<Arc<File>>), LogError> {
-    let prepared = prepare(records, log.config().max_message_bytes)?;
+    let prepared = prepare(
+        records,
+        log.config().max_message_bytes,
+        false,
+        MAX_INFLATED_BYTES,
+    )?;
     log.append(prepared, 0, now_ms)
 }
 

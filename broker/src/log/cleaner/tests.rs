@@ -8,10 +8,37 @@ use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::records::{Compression, Record, TimestampType};
 
 use super::*;
-use crate::log::{
-    BatchError, Log, LogConfig, LogError, prepare, read_batches, record_timestamps, require_keys,
-    write_atomically,
-};
+use crate::log::records::{MAX_INFLATED_BYTES, for_each_timestamp};
+use crate::log::{BatchError, Log, LogConfig, LogError, prepare, read_batches, write_atomically};
+
+/// A stored batch's records, read by the broker's own bounded decoder.
+struct Decoded {
+    records: Vec<Record>,
+    compression: Compression,
+}
+
+fn decode_batch(batch: Bytes) -> io::Result<Decoded> {
+    let (records, compression) = decode_records(&batch, &mut Budget::new(MAX_INFLATED_BYTES))
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    Ok(Decoded {
+        records,
+        compression,
+    })
+}
+
+fn record_timestamps(batch: Vec<u8>) -> io::Result<Vec<(i64, i64)>> {
+    let mut out = Vec::new();
+    for_each_timestamp(
+        &batch,
+        &mut Budget::new(MAX_INFLATED_BYTES),
+        |offset, ts| {
+            out.push((offset, ts));
+            true
+        },
+    )
+    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    Ok(out)
+}
 use crate::partition::Partition;
 
 #[test]
@@ -148,7 +175,13 @@ fn idempotent_batch(entries: &[Rec], first_seq: i32, compression: Compression) -
 /// Appends raw batches as the produce path does (without the key check); returns the
 /// base offset.
 fn append_raw(log: &mut Log, bytes: &[u8], now_ms: i64) -> i64 {
-    let prepared = prepare(bytes, log.config().max_message_bytes).expect("valid batch");
+    let prepared = prepare(
+        bytes,
+        log.config().max_message_bytes,
+        false,
+        MAX_INFLATED_BYTES,
+    )
+    .expect("valid batch");
     let (info, _) = log.append(prepared, 0, now_ms).expect("append");
     info.base_offset
 }
@@ -593,7 +626,7 @@ fn a_merged_copy_takes_the_producer_state_of_its_last_segment() {
         Some(producers(0).as_path())
     );
     // A retry of the last batch is still recognised.
-    let prepared = prepare(&tail, 1 << 20).expect("valid");
+    let prepared = prepare(&tail, 1 << 20, false, MAX_INFLATED_BYTES).expect("valid");
     let (info, _) = log.append(prepared, 0, 0).expect("retry");
     assert_eq!((info.base_offset, info.records), (8, 0), "a duplicate");
 }

@@ -17,6 +17,7 @@ use kafka_protocol::records::{
 use super::super::tests::{batch, config};
 use super::*;
 use crate::log::producers::Verdict;
+use crate::log::records::MAX_INFLATED_BYTES;
 use crate::log::{LogConfig, prepare, read_batches};
 
 /// The clock of every test: no segment rolls on time, nothing expires.
@@ -123,7 +124,13 @@ fn keyed_batch(keys: &[&str]) -> Vec<u8> {
 
 /// A leader's append in `leader_epoch`.
 fn lead(log: &mut Log, records: &[u8], leader_epoch: i32) -> AppendInfo {
-    let prepared = prepare(records, log.config().max_message_bytes).expect("a valid batch");
+    let prepared = prepare(
+        records,
+        log.config().max_message_bytes,
+        false,
+        MAX_INFLATED_BYTES,
+    )
+    .expect("a valid batch");
     log.append(prepared, leader_epoch, NOW)
         .expect("leader append")
         .0
@@ -506,7 +513,10 @@ fn a_compacted_batch_is_accepted_from_the_leader() {
     let header = format::parse_validated_header(&compacted);
     assert_eq!((header.record_count, header.last_offset_delta), (2, 2));
     assert!(
-        matches!(prepare(&compacted, 1 << 20), Err(BatchError::Count { .. })),
+        matches!(
+            prepare(&compacted, 1 << 20, false, MAX_INFLATED_BYTES),
+            Err(BatchError::Count { .. })
+        ),
         "a client may not send it"
     );
     let dir = tempfile::tempdir().expect("tempdir");
