@@ -398,15 +398,33 @@ impl Broker {
             .set(under_min_isr);
     }
 
+    /// Whether the store holds topic `name` with id `id` right now. A store error answers
+    /// "unknown", which keeps the local state as it is until a later round.
+    async fn stored_now(&self, name: &str, id: uuid::Uuid) -> bool {
+        match self.store.get_topic_versioned(name).await {
+            Ok(found) => found.is_some_and(|(record, _)| record.id == id),
+            Err(e) => {
+                warn!(topic = name, error = %e, "cannot confirm a topic with the metadata store");
+                true
+            }
+        }
+    }
+
     /// Brings local topics and partition roles in line with the stored records.
     async fn apply_topics(&self, records: Vec<TopicRecord>) {
         let _admin = self.admin.lock().await;
         let now = self.clock.now_ms();
         let stored: HashSet<(String, uuid::Uuid)> =
             records.iter().map(|r| (r.name.clone(), r.id)).collect();
-        // Topics deleted (or re-created under a new id) elsewhere.
+        // Topics deleted (or re-created under a new id) elsewhere. The round's read may
+        // predate a topic this broker created since (it holds the admin lock now, so
+        // nothing changes under it): the store confirms before any files are deleted.
+        // Without this, a first consumer group's __consumer_offsets was created, then
+        // closed and emptied by the round that had read the topics just before.
         for topic in self.topics() {
-            if !stored.contains(&(topic.name.clone(), topic.id)) {
+            if !stored.contains(&(topic.name.clone(), topic.id))
+                && !self.stored_now(&topic.name, topic.id).await
+            {
                 self.close_deleted_topic(&topic);
             }
         }
@@ -425,6 +443,8 @@ impl Broker {
                         }
                     }
                 }
+                // Likewise a topic deleted here since the read is not opened again.
+                _ if !self.stored_now(&record.name, record.id).await => continue,
                 _ => match self.open_topic(record.clone()).await {
                     Ok(t) => {
                         info!(topic = %t.name, "opened a topic created on another broker");

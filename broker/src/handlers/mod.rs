@@ -86,7 +86,9 @@ pub fn str_bytes(s: impl Into<String>) -> StrBytes {
 pub fn log_error_code(error: &LogError) -> ResponseError {
     match error {
         LogError::InvalidBatch(BatchError::TooLarge { .. }) => ResponseError::MessageTooLarge,
-        LogError::InvalidBatch(BatchError::Crc { .. }) => ResponseError::CorruptMessage,
+        LogError::InvalidBatch(BatchError::Crc { .. } | BatchError::Decompress(_)) => {
+            ResponseError::CorruptMessage
+        }
         LogError::InvalidBatch(BatchError::Magic(_)) => ResponseError::UnsupportedForMessageFormat,
         LogError::InvalidBatch(BatchError::Codec(_)) => ResponseError::UnsupportedCompressionType,
         LogError::InvalidBatch(_) => ResponseError::InvalidRecord,
