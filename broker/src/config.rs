@@ -2,8 +2,8 @@
 //! variables, overridden by command-line flags. Validated once at start-up; every error
 //! names the setting. docs/configuration.md is the reference for operators.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -226,6 +226,34 @@ pub struct Config {
     /// How often the controller moves leadership back to preferred replicas (the first
     /// of each partition's replica list) that are in sync. Default 30000 ms; 0 disables.
     pub leader_rebalance_interval_ms: i64,
+    /// Client connections open at once on the Kafka listener (Kafka's max.connections).
+    /// Default 10000, and never more than half the open-files limit: the other half is
+    /// kept for segments (three files each) and the broker's own clients, so connections
+    /// alone cannot take every descriptor. A connection over the limit is accepted and
+    /// closed at once. Each idle connection costs a descriptor and a few KiB.
+    pub max_connections: i64,
+    /// Connections open at once from one IP address (Kafka's max.connections.per.ip).
+    /// Default 1000, so one host cannot take every connection. Clients behind one NAT
+    /// address share it: raise it, or name the address in the overrides.
+    pub max_connections_per_ip: i64,
+    /// Per-address exceptions to `max_connections_per_ip`, Kafka's syntax
+    /// `IP:COUNT,IP:COUNT` (IP addresses only; IPv6 without brackets). Default: empty.
+    pub max_connections_per_ip_overrides: String,
+    /// A connection with no request in flight and none arriving for this long is closed
+    /// (Kafka's connections.max.idle.ms). Default 600000 ms (10 minutes). The same bound
+    /// applies to a response the client does not read. Shorter frees descriptors of
+    /// abandoned connections sooner; clients reconnect transparently.
+    pub connections_max_idle_ms: i64,
+    /// Once the first byte of a request has arrived, the whole request must arrive within
+    /// this long or the connection is closed (a client trickling bytes holds a task and a
+    /// buffer). Default 30000 ms. Too short cuts off large requests over slow links.
+    pub request_read_timeout_ms: i64,
+    /// Bytes of requests being read or handled, and of responses not yet written, across
+    /// all connections (Kafka's queued.max.request.bytes). Default 536870912 (512 MiB);
+    /// must be at least `max_request_bytes`. Over it, connections wait before reading
+    /// their next request (backpressure: nothing fails). One connection holds at most one
+    /// request (`max_request_bytes`) and its response at a time.
+    pub queued_max_request_bytes: i64,
 }
 
 impl Default for Config {
@@ -308,6 +336,12 @@ impl Default for Config {
             offsets_topic_replication_factor: 3,
             unclean_leader_election_enable: false,
             leader_rebalance_interval_ms: 30_000,
+            max_connections: 10_000,
+            max_connections_per_ip: 1000,
+            max_connections_per_ip_overrides: String::new(),
+            connections_max_idle_ms: 600_000,
+            request_read_timeout_ms: 30_000,
+            queued_max_request_bytes: 512 << 20,
         }
     }
 }
@@ -610,10 +644,51 @@ impl Config {
             self.leader_rebalance_interval_ms,
             0,
         )?;
+        at_least("max_connections", self.max_connections, 1)?;
+        at_least("max_connections_per_ip", self.max_connections_per_ip, 1)?;
+        self.connection_overrides()?;
+        at_least("connections_max_idle_ms", self.connections_max_idle_ms, 100)?;
+        at_least("request_read_timeout_ms", self.request_read_timeout_ms, 100)?;
+        if self.queued_max_request_bytes < self.max_request_bytes {
+            return Err(invalid(
+                "queued_max_request_bytes",
+                format!(
+                    "must be >= max_request_bytes ({}): a request of the largest size must fit",
+                    self.max_request_bytes
+                ),
+            ));
+        }
         // Topic defaults are validated with the same rules as topic configs.
         crate::topic_config::TopicConfig::resolve(&BTreeMap::new(), self)
             .map_err(|e| invalid(&e.broker_setting(), e.to_string()))?;
         Ok(())
+    }
+
+    /// `max_connections_per_ip_overrides` parsed: the limit of each named address.
+    pub fn connection_overrides(&self) -> Result<HashMap<IpAddr, u64>, ConfigError> {
+        let setting = "max_connections_per_ip_overrides";
+        let mut overrides = HashMap::new();
+        for entry in self
+            .max_connections_per_ip_overrides
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+        {
+            let (host, count) = entry
+                .rsplit_once(':')
+                .ok_or_else(|| invalid(setting, format!("`{entry}` is not IP:COUNT")))?;
+            let ip: IpAddr = host.trim_matches(['[', ']']).parse().map_err(|_| {
+                invalid(
+                    setting,
+                    format!("`{host}` is not an IP address (host names are not resolved)"),
+                )
+            })?;
+            let count: u64 = count
+                .parse()
+                .map_err(|_| invalid(setting, format!("`{count}` is not a count")))?;
+            overrides.insert(ip, count);
+        }
+        Ok(overrides)
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
@@ -855,6 +930,42 @@ mod tests {
         assert!(err.to_string().contains("metadata"), "{err}");
         let err = load(None, &[("STRATA_LOG_SEGMENT_BYTES", "10")], &[]).expect_err("too small");
         assert!(err.to_string().contains("log_segment_bytes"), "{err}");
+    }
+
+    #[test]
+    fn connection_overrides_parse() {
+        let config = load(
+            Some("max_connections_per_ip_overrides = \"127.0.0.1:5, ::1:0,[fe80::1]:7\"\n"),
+            &[],
+            &[],
+        )
+        .expect("valid");
+        let overrides = config.connection_overrides().expect("parsed");
+        assert_eq!(overrides.get(&"127.0.0.1".parse().expect("ip")), Some(&5));
+        assert_eq!(overrides.get(&"::1".parse().expect("ip")), Some(&0));
+        assert_eq!(overrides.get(&"fe80::1".parse().expect("ip")), Some(&7));
+        for bad in ["localhost:5", "127.0.0.1", "127.0.0.1:-1"] {
+            let err = load(
+                None,
+                &[("STRATA_MAX_CONNECTIONS_PER_IP_OVERRIDES", bad)],
+                &[],
+            )
+            .expect_err(bad);
+            assert!(
+                err.to_string().contains("max_connections_per_ip_overrides"),
+                "{err}"
+            );
+        }
+        let err = load(
+            Some("max_request_bytes = 2000000\nqueued_max_request_bytes = 1000000\n"),
+            &[],
+            &[],
+        )
+        .expect_err("budget below one request");
+        assert!(
+            err.to_string().contains("queued_max_request_bytes"),
+            "{err}"
+        );
     }
 
     #[test]

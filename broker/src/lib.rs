@@ -14,6 +14,7 @@ pub mod handlers;
 pub mod log;
 pub mod partition;
 pub mod protocol;
+pub mod ratelimit;
 pub mod replication;
 pub mod server;
 pub mod sys;

@@ -4,13 +4,29 @@
 //! match responses to requests by order as well as by correlation id). Shutdown: the
 //! listener stops accepting, each connection finishes the request it is handling and
 //! closes when it would wait for the next one.
+//!
+//! What a client can hold, and for how long (settings in docs/configuration.md):
+//! - a connection slot: `max_connections` in all (at most half the open-files limit),
+//!   `max_connections_per_ip` per address; a connection over a limit is accepted and
+//!   closed at once, as Kafka does, so the client sees a close rather than a hang;
+//! - time: `connections_max_idle_ms` between requests (and to write a response),
+//!   `request_read_timeout_ms` from a request's first byte to its last;
+//! - memory: a request's bytes are counted in `queued_max_request_bytes` from its size
+//!   prefix until its response is written, and the response's bytes from its encoding
+//!   until then. A request waits for room before its body is read; nothing fails.
+//!
+//! Every line a client can provoke goes through one [`LogLimiter`] keyed by its address;
+//! the metrics count every event.
 
-use std::net::SocketAddr;
+mod limits;
+
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::ApiKey;
-use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -20,6 +36,106 @@ use tracing::{debug, info, warn};
 use crate::broker::Broker;
 use crate::handlers;
 use crate::protocol::{self, DecodeError};
+use crate::ratelimit::{LogLimiter, Verdict};
+use limits::{ByteBudget, ConnectionLimits, Reservation};
+
+/// Lines per peer address per [`LOG_INTERVAL`] for events a client can provoke.
+const LOG_LINES_PER_PEER: u32 = 10;
+/// Lines per [`LOG_INTERVAL`] over all peers.
+const LOG_LINES_TOTAL: u32 = 100;
+const LOG_INTERVAL: Duration = Duration::from_secs(60);
+/// Peer addresses the log limiter remembers; beyond, only the total bound applies.
+const LOG_PEERS_TRACKED: usize = 4096;
+/// How long accept waits after a failure (EMFILE, mostly) before trying again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// What every connection task of one listener shares.
+struct Listener {
+    broker: Arc<Broker>,
+    limits: Arc<ConnectionLimits>,
+    budget: Arc<ByteBudget>,
+    log: LogLimiter<IpAddr>,
+    idle: Duration,
+    read_timeout: Duration,
+}
+
+impl Listener {
+    fn new(broker: Arc<Broker>) -> Listener {
+        let config = &broker.config;
+        let max_connections = effective_max_connections(config.max_connections as u64);
+        let overrides = config
+            .connection_overrides()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(ip, n)| (ip, n as usize))
+            .collect();
+        let limits = Arc::new(ConnectionLimits::new(
+            max_connections as usize,
+            config.max_connections_per_ip as usize,
+            overrides,
+        ));
+        let budget = ByteBudget::new(
+            config.queued_max_request_bytes as usize,
+            broker.metrics.queued_request_bytes.clone(),
+        );
+        Listener {
+            limits,
+            budget,
+            log: LogLimiter::new(
+                LOG_LINES_PER_PEER,
+                LOG_LINES_TOTAL,
+                LOG_INTERVAL,
+                LOG_PEERS_TRACKED,
+                Instant::now(),
+            ),
+            idle: Duration::from_millis(config.connections_max_idle_ms as u64),
+            read_timeout: Duration::from_millis(config.request_read_timeout_ms as u64),
+            broker,
+        }
+    }
+
+    /// Whether a line a client provoked may be logged; counts it as suppressed if not.
+    fn may_log(&self, ip: IpAddr, event: &'static str) -> Option<u64> {
+        match self.log.check(&ip, Instant::now()) {
+            Verdict::Log { suppressed } => Some(suppressed),
+            Verdict::Suppress => {
+                self.broker
+                    .metrics
+                    .log_lines_suppressed
+                    .with_label_values(&[event])
+                    .inc();
+                None
+            }
+        }
+    }
+
+    fn closed(&self, reason: &'static str) {
+        self.broker
+            .metrics
+            .connections_closed
+            .with_label_values(&[reason])
+            .inc();
+    }
+}
+
+/// `max_connections`, but never more than half the open-files limit: the other half
+/// stays for segments and the broker's own clients, whatever the setting says.
+fn effective_max_connections(configured: u64) -> u64 {
+    // Raising is idempotent: by now main has raised it, and this reads the limit back.
+    match crate::sys::raise_open_files_limit() {
+        Ok((_, limit)) if configured > limit / 2 => {
+            let capped = (limit / 2).max(1);
+            warn!(
+                max_connections = configured,
+                open_files_limit = limit,
+                capped,
+                "max_connections is more than half the open-files limit; capped"
+            );
+            capped
+        }
+        _ => configured,
+    }
+}
 
 pub async fn accept_loop(
     broker: Arc<Broker>,
@@ -27,64 +143,177 @@ pub async fn accept_loop(
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
+    let shared = Arc::new(Listener::new(broker));
+    let unspecified = IpAddr::from([0, 0, 0, 0]);
     loop {
         let accepted = tokio::select! {
             _ = cancel.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
-        match accepted {
-            Ok((stream, peer)) => {
-                let _ = stream.set_nodelay(true);
-                let broker = broker.clone();
-                let cancel = cancel.clone();
-                tracker.spawn(async move {
-                    broker.metrics.connections.inc();
-                    if let Err(e) = connection(&broker, stream, peer, cancel).await {
-                        debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                    broker.metrics.connections.dec();
-                });
-            }
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
-                // Usually EMFILE: back off instead of spinning.
-                warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                // Usually EMFILE: back off instead of spinning, and do not log 10 lines
+                // a second while it lasts.
+                if let Some(suppressed) = shared.may_log(unspecified, "accept_failed") {
+                    warn!(error = %e, suppressed, "accept failed; retrying in 100 ms");
+                }
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
             }
-        }
+        };
+        let slot = match shared.limits.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                let reason = refusal.label();
+                shared
+                    .broker
+                    .metrics
+                    .connections_rejected
+                    .with_label_values(&[reason])
+                    .inc();
+                if let Some(suppressed) = shared.may_log(peer.ip(), "connection_rejected") {
+                    warn!(%peer, limit = reason, suppressed, "closing new connection: over the connection limit");
+                }
+                drop(stream);
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        let cancel = cancel.clone();
+        tracker.spawn(async move {
+            let metrics = &shared.broker.metrics;
+            metrics.connections.inc();
+            if let Err(e) = connection(&shared, stream, peer, cancel).await {
+                debug!(%peer, error = %e, "connection ended with an error");
+            }
+            metrics.connections.dec();
+            drop(slot);
+        });
     }
     info!("stopped accepting Kafka connections");
 }
 
+/// The next request's frame and the budget it holds, or why the connection ends.
+enum Next {
+    Frame(bytes::Bytes, Reservation),
+    Close,
+}
+
+/// Waits for a request (at most the idle time), then reads it (at most the read timeout
+/// from its first byte, once budget for it is granted).
+async fn next_frame(
+    shared: &Listener,
+    reader: &mut OwnedReadHalf,
+    peer: SocketAddr,
+) -> std::io::Result<Next> {
+    let max = shared.broker.config.max_request_bytes as usize;
+    // peek, not readable(): readiness can be stale after the last read, and peek waits
+    // for a byte that is really there.
+    match tokio::time::timeout(shared.idle, reader.peek(&mut [0u8; 1])).await {
+        Err(_) => {
+            debug!(%peer, "closing idle connection");
+            shared.closed("idle");
+            return Ok(Next::Close);
+        }
+        Ok(Ok(0)) => return Ok(Next::Close),
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(e),
+    }
+    let size = tokio::time::timeout(shared.read_timeout, protocol::read_frame_size(reader, max));
+    let size = match size.await {
+        Err(_) => return Ok(read_timed_out(shared, peer)),
+        Ok(result) => result,
+    };
+    let size = match frame_or_close(shared, peer, size)? {
+        Some(Some(size)) => size,
+        Some(None) | None => return Ok(Next::Close),
+    };
+    let reservation = shared.budget.reserve(size + 4).await;
+    let body = tokio::time::timeout(shared.read_timeout, protocol::read_frame_body(reader, size));
+    let body = match body.await {
+        Err(_) => return Ok(read_timed_out(shared, peer)),
+        Ok(result) => result,
+    };
+    Ok(match frame_or_close(shared, peer, body)? {
+        Some(frame) => Next::Frame(frame, reservation),
+        None => Next::Close,
+    })
+}
+
+fn read_timed_out(shared: &Listener, peer: SocketAddr) -> Next {
+    shared.closed("request_read_timeout");
+    if let Some(suppressed) = shared.may_log(peer.ip(), "request_read_timeout") {
+        warn!(%peer, suppressed, "closing connection: request not received within request_read_timeout_ms");
+    }
+    Next::Close
+}
+
+/// The value read, or `None` when the frame was bad (logged and counted) or the peer
+/// went away.
+fn frame_or_close<T>(
+    shared: &Listener,
+    peer: SocketAddr,
+    read: Result<T, protocol::FrameError>,
+) -> std::io::Result<Option<T>> {
+    match read {
+        Ok(value) => Ok(Some(value)),
+        Err(protocol::FrameError::Io(e)) => {
+            debug!(%peer, error = %e, "connection closed by the peer");
+            Ok(None)
+        }
+        Err(e) => {
+            shared
+                .broker
+                .metrics
+                .error("(frame)", kafka_protocol::ResponseError::InvalidRequest);
+            if let Some(suppressed) = shared.may_log(peer.ip(), "bad_frame") {
+                warn!(%peer, error = %e, suppressed, "closing connection: bad frame");
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// Writes one encoded response frame straight to the socket (it is one buffer already;
+/// a BufWriter would copy small ones and hold 64 KiB per connection for nothing). A
+/// client that does not read it within the idle time loses the connection.
+async fn write_frame(
+    shared: &Listener,
+    writer: &mut OwnedWriteHalf,
+    frame: &[u8],
+) -> std::io::Result<()> {
+    match tokio::time::timeout(shared.idle, writer.write_all(frame)).await {
+        Ok(result) => result,
+        Err(_) => {
+            shared.closed("write_timeout");
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "response not read within connections_max_idle_ms",
+            ))
+        }
+    }
+}
+
 async fn connection(
-    broker: &Arc<Broker>,
+    shared: &Listener,
     stream: TcpStream,
     peer: SocketAddr,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
-    let (mut reader, writer) = stream.into_split();
-    let mut writer = BufWriter::with_capacity(64 * 1024, writer);
-    let max = broker.config.max_request_bytes as usize;
+    let broker = &shared.broker;
+    let (mut reader, mut writer) = stream.into_split();
     // As Kafka shows it in DescribeGroups.
     let client_host = format!("/{}", peer.ip());
     loop {
-        let frame = tokio::select! {
+        let next = tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
-            frame = protocol::read_frame(&mut reader, max) => frame,
+            next = next_frame(shared, &mut reader, peer) => next?,
         };
-        let frame = match frame {
-            Ok(Some(frame)) => frame,
-            Ok(None) => return Ok(()),
-            Err(protocol::FrameError::Io(e)) => {
-                debug!(%peer, error = %e, "connection closed by the peer");
-                return Ok(());
-            }
-            Err(e) => {
-                warn!(%peer, error = %e, "closing connection: bad frame");
-                broker
-                    .metrics
-                    .error("(frame)", kafka_protocol::ResponseError::InvalidRequest);
-                return Ok(());
-            }
+        let (frame, _request_bytes) = match next {
+            Next::Frame(frame, reservation) => (frame, reservation),
+            Next::Close => return Ok(()),
         };
         let started = Instant::now();
         let request = match protocol::decode_request(frame) {
@@ -97,15 +326,16 @@ async fn connection(
                 debug!(%peer, version, "ApiVersions version too new; answering per KIP-511");
                 let bytes = protocol::api_versions_fallback(correlation_id)
                     .map_err(std::io::Error::other)?;
-                writer.write_all(&bytes).await?;
-                writer.flush().await?;
+                write_frame(shared, &mut writer, &bytes).await?;
                 continue;
             }
             Err(e) => {
-                warn!(%peer, error = %e, "closing connection: undecodable request");
                 broker
                     .metrics
                     .error("(decode)", kafka_protocol::ResponseError::InvalidRequest);
+                if let Some(suppressed) = shared.may_log(peer.ip(), "undecodable_request") {
+                    warn!(%peer, error = %e, suppressed, "closing connection: undecodable request");
+                }
                 return Ok(());
             }
         };
@@ -124,10 +354,13 @@ async fn connection(
             let encoded = span.in_scope(|| {
                 protocol::encode_response(api_key, version, correlation_id, &response)
             });
+            // The records a Fetch response shares with `response` are dropped now, so the
+            // encoded frame is the only copy held while the client reads it.
+            drop(response);
             match encoded {
                 Ok(bytes) => {
-                    writer.write_all(&bytes).await?;
-                    writer.flush().await?;
+                    let _response_bytes = shared.budget.charge(bytes.len());
+                    write_frame(shared, &mut writer, &bytes).await?;
                 }
                 Err(e) => {
                     warn!(%peer, api, version, error = %e, "closing connection: could not encode a response");

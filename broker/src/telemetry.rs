@@ -141,6 +141,15 @@ pub struct Metrics {
     pub offline_partitions: IntGaugeVec,
     pub isr_changes: IntCounterVec,
     pub leader_elections: IntCounterVec,
+    /// Connections accepted and closed at once, by the limit they were over.
+    pub connections_rejected: IntCounterVec,
+    /// Connections the broker closed on a timeout, by reason.
+    pub connections_closed: IntCounterVec,
+    /// Bytes of requests and responses in flight, counted against
+    /// `queued_max_request_bytes`.
+    pub queued_request_bytes: IntGauge,
+    /// Log lines a client provoked that the rate limiter dropped, by event.
+    pub log_lines_suppressed: IntCounterVec,
 }
 
 impl Metrics {
@@ -284,6 +293,26 @@ impl Metrics {
         )?;
         let connections = IntGauge::new("connections", "Open client connections")?;
         registry.register(Box::new(connections.clone()))?;
+        let connections_rejected = counter(
+            "connections_rejected_total",
+            "Connections accepted and closed at once because a limit was reached, by limit (max_connections, max_connections_per_ip)",
+            &["reason"],
+        )?;
+        let connections_closed = counter(
+            "connections_closed_total",
+            "Connections the broker closed on a timeout, by reason (idle, request_read_timeout, write_timeout)",
+            &["reason"],
+        )?;
+        let queued_request_bytes = IntGauge::new(
+            "queued_request_bytes",
+            "Bytes of requests being read or handled and of responses not yet written (bounded by queued_max_request_bytes)",
+        )?;
+        registry.register(Box::new(queued_request_bytes.clone()))?;
+        let log_lines_suppressed = counter(
+            "log_lines_suppressed_total",
+            "Log lines provoked by clients that rate limiting dropped, by event",
+            &["event"],
+        )?;
         Ok(Metrics {
             registry,
             requests,
@@ -316,6 +345,10 @@ impl Metrics {
             offline_partitions,
             isr_changes,
             leader_elections,
+            connections_rejected,
+            connections_closed,
+            queued_request_bytes,
+            log_lines_suppressed,
         })
     }
 

@@ -38,6 +38,19 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
     max: usize,
 ) -> Result<Option<Bytes>, FrameError> {
+    match read_frame_size(reader, max).await? {
+        Some(size) => read_frame_body(reader, size).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Reads a frame's size prefix and checks it against `max`. `Ok(None)` on a clean end of
+/// stream. Split from [`read_frame_body`] so the listener can wait for memory budget
+/// between the two.
+pub async fn read_frame_size<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    max: usize,
+) -> Result<Option<usize>, FrameError> {
     let mut size = [0u8; 4];
     match reader.read_exact(&mut size).await {
         Ok(_) => {}
@@ -55,6 +68,14 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
             max,
         });
     }
+    Ok(Some(size))
+}
+
+/// Reads a frame body of `size` bytes (already checked against the maximum).
+pub async fn read_frame_body<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    size: usize,
+) -> Result<Bytes, FrameError> {
     let mut buf = BytesMut::with_capacity(size.min(64 * 1024));
     while buf.len() < size {
         buf.reserve((size - buf.len()).min(1024 * 1024));
@@ -64,7 +85,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
             return Err(FrameError::Truncated);
         }
     }
-    Ok(Some(buf.freeze()))
+    Ok(buf.freeze())
 }
 
 /// A decoded request.
@@ -143,7 +164,13 @@ pub fn encode_response(
     correlation_id: i32,
     response: &ResponseKind,
 ) -> anyhow::Result<Bytes> {
-    let mut buf = BytesMut::with_capacity(256);
+    // A Fetch response carries up to fetch_max_bytes of records: sized up front, they are
+    // copied once into the frame instead of again at each doubling of a growing buffer.
+    let body_size = match response {
+        ResponseKind::Fetch(fetch) => fetch.compute_size(version).unwrap_or(0),
+        _ => 0,
+    };
+    let mut buf = BytesMut::with_capacity(body_size + 256);
     buf.extend_from_slice(&[0, 0, 0, 0]);
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     header.encode(&mut buf, api_key.response_header_version(version))?;
