@@ -6,6 +6,8 @@ report the figures in docs/benchmarks.md), shortened and asserted on.
   its high-water mark: produce is refused with an alarm before the disk is full, uploads
   resume when the store is back, produce resumes, and every acknowledged record is read
   back once, at its offset, from offset 0.
+- A burst of produce after such an outage (clients sending what they held back) cannot
+  outrun the high-water mark to a full disk between two housekeeping passes.
 - etcd is frozen (SIGSTOP) for longer than the brokers' session timeout: leaders keep
   acknowledging acks=all writes, every broker registers again once etcd answers (their
   leases expired meanwhile), no two brokers lead one partition in one epoch, and every
@@ -14,8 +16,12 @@ report the figures in docs/benchmarks.md), shortened and asserted on.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 
+from confluent_kafka import Producer
+
+from clients import QUIET, create_topic
 from servers import REPO_ROOT, strata_binary
 
 sys.path.insert(0, str(REPO_ROOT / "bench"))
@@ -49,6 +55,44 @@ def test_object_store_outage_until_the_disk_high_water_mark(monkeypatch):
     b = result["broker"]
     assert b["alive"] and b["healthz"] == 200 and b["panics"] == 0 and b["enospc"] == 0, b
     assert result["ok"], summary
+
+
+def test_a_burst_cannot_outrun_the_high_water_mark(broker, tmp_path):
+    """Seen in the 10-minute bench run: once the store was back, producers sent what they
+    had queued at 30 MiB/s, and the disk went from under the mark to full between two
+    housekeeping passes (a manifest write failed with ENOSPC). Housekeeping here runs once
+    a minute, so only produce itself can notice the mark in time."""
+    data = tmp_path / "burst" / "data"
+    data.mkdir(parents=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(data)],
+                             capture_output=True, text=True)
+    assert mounted.returncode == 0, f"cannot mount a tmpfs at {data} (needs root): {mounted.stderr}"
+    try:
+        b = broker(name="burst", env={"STRATA_DISK_HIGH_WATERMARK_PERCENT": "50",
+                                      "STRATA_LOG_HOUSEKEEPING_INTERVAL_MS": "60000"})
+        create_topic(b.bootstrap, "burst", 1)
+        producer = Producer({**QUIET, "bootstrap.servers": b.bootstrap, "acks": "all", "linger.ms": 5,
+                             "retries": 0, "message.timeout.ms": 30000})
+        outcomes: dict[str, int] = {}
+
+        def delivered(err, _msg):
+            name = err.name() if err else "ok"
+            outcomes[name] = outcomes.get(name, 0) + 1
+
+        value = b"x" * (64 << 10)
+        for _ in range(640):  # 40 MiB at full speed onto a 48 MiB disk with a mark at 50 %
+            producer.produce("burst", value=value, on_delivery=delivered)
+            producer.poll(0)
+        assert producer.flush(60) == 0
+        used = b.metric("strata_disk_used_percent")
+        log = b.log_text()
+        assert "No space left" not in log, f"the disk filled up: {outcomes}"
+        assert outcomes.get("KAFKA_STORAGE_ERROR", 0) > 0, f"nothing was refused at the mark: {outcomes}"
+        assert outcomes.get("ok", 0) > 100, outcomes
+        assert used is not None and 50 <= used < 60, f"disk at {used} % for a mark at 50 %"
+        assert "data disk past its high-water mark" in log
+    finally:
+        subprocess.run(["umount", "-l", str(data)], capture_output=True)
 
 
 def test_etcd_frozen_past_the_session_timeout(monkeypatch):
