@@ -150,7 +150,11 @@ def run(binary: str) -> dict:
     ok = False
     with work_dir("strata-outage-etcd.") as tmp:
         work = Path(tmp)
-        etcd = EtcdServer(work / "etcd", "/usr/bin/etcd").start()
+        etcd = EtcdServer(work / "etcd", "/usr/bin/etcd")
+        # Frozen for minutes: it must not be woken early if the shell that started this
+        # script exits (seen: a 300 s pause resumed after 225 s).
+        etcd.new_session = True
+        etcd.start()
         factory = BrokerFactory(work)
         writer = None
         try:
