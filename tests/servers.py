@@ -130,6 +130,9 @@ class ServerProcess:
     """A child process with a log file, stopped by PID."""
 
     name = "server"
+    # A session of its own: a process stopped with SIGSTOP is not resumed by the kernel's
+    # SIGCONT when the shell that started the caller exits (an orphaned process group).
+    new_session = False
 
     def __init__(self, workdir: Path):
         self.workdir = workdir
@@ -179,6 +182,7 @@ class ServerProcess:
                 env=self.environment(),
                 cwd=self.workdir,
                 preexec_fn=_die_with_parent,
+                start_new_session=self.new_session,
             )
         return self.proc
 

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -109,6 +109,11 @@ pub struct Broker {
     pub tiering: Option<Arc<Tiering>>,
     /// Set by housekeeping while the data disk is past `disk_high_watermark_percent`.
     pub disk_full: AtomicBool,
+    /// Produce bytes accepted since the disk was last looked at, and how many may come
+    /// before produce looks again (a quarter of the headroom then left): a burst cannot
+    /// outrun the housekeeping ticker from below the mark to a full disk.
+    disk_appended_since_check: AtomicU64,
+    disk_recheck_bytes: AtomicU64,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     /// A tokio mutex: held across metadata store calls so admin changes apply in order.
     pub(crate) admin: tokio::sync::Mutex<()>,
@@ -241,6 +246,9 @@ impl Broker {
             cluster: RwLock::new(Arc::new(crate::cluster::ClusterView::default())),
             tiering,
             disk_full: AtomicBool::new(false),
+            disk_appended_since_check: AtomicU64::new(0),
+            // Until the first look at the disk, every produce looks.
+            disk_recheck_bytes: AtomicU64::new(0),
             topics: RwLock::new(HashMap::new()),
             admin: tokio::sync::Mutex::new(()),
             producer_ids: tokio::sync::Mutex::new((0, 0)),
@@ -973,24 +981,36 @@ impl Broker {
         Ok(id)
     }
 
-    /// Whether produce must be refused for a full disk. While refusing, every call looks
-    /// at the disk again (one statvfs), so produce resumes as soon as space is freed
-    /// rather than at the next housekeeping pass.
-    pub fn disk_is_full(&self) -> bool {
-        if !self.disk_full.load(Ordering::Relaxed) {
-            return false;
+    /// Whether a produce of `incoming_bytes` must be refused for a full disk. While
+    /// refusing, every call looks at the disk again (one statvfs), so produce resumes as
+    /// soon as space is freed rather than at the next housekeeping pass; while accepting,
+    /// a call looks again once the bytes accepted since the last look may have used a
+    /// quarter of the headroom.
+    pub fn disk_is_full(&self, incoming_bytes: u64) -> bool {
+        let since = self
+            .disk_appended_since_check
+            .fetch_add(incoming_bytes, Ordering::Relaxed)
+            .saturating_add(incoming_bytes);
+        if self.disk_full.load(Ordering::Relaxed)
+            || since >= self.disk_recheck_bytes.load(Ordering::Relaxed)
+        {
+            self.check_disk();
         }
-        self.check_disk();
         self.disk_full.load(Ordering::Relaxed)
     }
 
     /// Updates `disk_full` from the data directory's file system usage.
     fn check_disk(&self) {
-        match crate::sys::disk_used_percent(&self.config.data_dir) {
-            Ok(used) => {
+        match crate::sys::disk_usage(&self.config.data_dir) {
+            Ok(usage) => {
+                let used = usage.used_percent;
                 self.metrics.disk_used_percent.set(used as i64);
                 let limit = self.config.disk_high_watermark_percent;
                 let full = limit < 100 && used >= limit as f64;
+                let headroom = ((limit as f64 - used).max(0.0) / 100.0) * usage.size_bytes as f64;
+                self.disk_recheck_bytes
+                    .store(((headroom / 4.0) as u64).max(64 << 10), Ordering::Relaxed);
+                self.disk_appended_since_check.store(0, Ordering::Relaxed);
                 if full != self.disk_full.swap(full, Ordering::Relaxed) {
                     if full {
                         warn!(

@@ -37,6 +37,16 @@ pub fn raise_open_files_limit() -> std::io::Result<(u64, u64)> {
 /// Percentage of the file system holding `path` that is used, as `df` computes it
 /// (blocks available to unprivileged users count as free).
 pub fn disk_used_percent(path: &std::path::Path) -> std::io::Result<f64> {
+    disk_usage(path).map(|usage| usage.used_percent)
+}
+
+/// The file system's usage: percent used (as `df` counts it) and its size in bytes.
+pub struct DiskUsage {
+    pub used_percent: f64,
+    pub size_bytes: u64,
+}
+
+pub fn disk_usage(path: &std::path::Path) -> std::io::Result<DiskUsage> {
     use std::os::unix::ffi::OsStrExt;
     let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|_| std::io::Error::other("path contains a NUL byte"))?;
@@ -50,10 +60,17 @@ pub fn disk_used_percent(path: &std::path::Path) -> std::io::Result<f64> {
     let free = stats.f_bfree as f64;
     let available = stats.f_bavail as f64;
     let used = total - free;
+    let size_bytes = (stats.f_blocks as u64).saturating_mul(stats.f_frsize as u64);
     if used + available <= 0.0 {
-        return Ok(0.0);
+        return Ok(DiskUsage {
+            used_percent: 0.0,
+            size_bytes,
+        });
     }
-    Ok(100.0 * used / (used + available))
+    Ok(DiskUsage {
+        used_percent: 100.0 * used / (used + available),
+        size_bytes,
+    })
 }
 
 #[cfg(test)]

@@ -328,6 +328,41 @@ async fn etcd_revision_moves_exactly_when_metadata_changes() {
     );
 }
 
+/// A session etcd no longer has reads as expired (`Ok(false)`), not as an outage: a
+/// broker cut off from etcd past its session timeout must join again when etcd answers.
+/// Read as `Unavailable`, the broker stayed out of the cluster until restarted (seen in
+/// bench/outage_etcd.py with etcd paused for longer than the session).
+#[tokio::test]
+async fn an_expired_session_reads_as_expired_not_as_an_outage() {
+    let etcd = start_etcd();
+    let store = EtcdStore::connect(std::slice::from_ref(&etcd.endpoint), "expiry")
+        .await
+        .expect("connect");
+    let session = store.open_session(2000).await.expect("session");
+    assert!(
+        store
+            .keep_alive(session)
+            .await
+            .expect("renew a live session")
+    );
+
+    // Expired: not renewed for longer than its TTL (etcd revokes expired leases within
+    // half a second of their expiry).
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    match store.keep_alive(session).await {
+        Ok(false) => {}
+        other => panic!("an expired session answered {other:?}, not Ok(false)"),
+    }
+
+    // Revoked (a clean shutdown by another handle, or an operator).
+    let session = store.open_session(5000).await.expect("session");
+    store.close_session(session).await.expect("close");
+    match store.keep_alive(session).await {
+        Ok(false) => {}
+        other => panic!("a revoked session answered {other:?}, not Ok(false)"),
+    }
+}
+
 #[tokio::test]
 async fn an_unreachable_etcd_is_a_clear_error_not_a_hang() {
     let port = free_port();

@@ -39,11 +39,28 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 async fn timed<T>(
     call: impl Future<Output = Result<T, etcd_client::Error>>,
 ) -> Result<T, StoreError> {
-    match tokio::time::timeout(CALL_TIMEOUT, call).await {
-        Ok(result) => result.map_err(unavailable),
-        Err(_) => Err(StoreError::Unavailable(format!(
-            "etcd did not answer within {CALL_TIMEOUT:?}"
-        ))),
+    within(call).await?.map_err(unavailable)
+}
+
+/// The call's own result, or `Unavailable` if etcd did not answer in time: for callers
+/// that tell etcd's answers apart instead of treating every error as an outage.
+async fn within<T>(
+    call: impl Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<Result<T, etcd_client::Error>, StoreError> {
+    tokio::time::timeout(CALL_TIMEOUT, call).await.map_err(|_| {
+        StoreError::Unavailable(format!("etcd did not answer within {CALL_TIMEOUT:?}"))
+    })
+}
+
+/// Whether etcd answered that the lease no longer exists (it expired or was revoked).
+/// etcd-client turns a keep-alive answer of TTL 0 into `LeaseKeepAliveError("lease not
+/// found")` rather than a response, and etcd itself refuses requests naming an unknown
+/// lease with gRPC NOT_FOUND; both mean the session is over, not that etcd is down.
+fn lease_is_gone(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::LeaseKeepAliveError(message) => message == "lease not found",
+        etcd_client::Error::GRpcStatus(status) => status.code() == tonic::Code::NotFound,
+        _ => false,
     }
 }
 
@@ -262,7 +279,13 @@ impl MetadataStore for EtcdStore {
 
     async fn keep_alive(&self, session: i64) -> Result<bool, StoreError> {
         let mut lease = self.client.lease_client();
-        let (mut keeper, mut stream) = timed(lease.keep_alive(session)).await?;
+        // A lease that expired while etcd was out of reach must read as "expired", so the
+        // broker joins again; read as an outage it would never rejoin.
+        let (mut keeper, mut stream) = match within(lease.keep_alive(session)).await? {
+            Ok(pair) => pair,
+            Err(e) if lease_is_gone(&e) => return Ok(false),
+            Err(e) => return Err(unavailable(e)),
+        };
         timed(keeper.keep_alive()).await?;
         match timed(stream.message()).await? {
             Some(response) => Ok(response.ttl() > 0),

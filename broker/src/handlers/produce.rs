@@ -60,7 +60,8 @@ pub async fn produce(
                     broker.metrics.error("Produce", ResponseError::UnknownTopicOrPartition);
                     return partition_error(data.index, ResponseError::UnknownTopicOrPartition, None);
                 };
-                if broker.disk_is_full() {
+                let incoming = data.records.as_ref().map_or(0, |r| r.len() as u64);
+                if broker.disk_is_full(incoming) {
                     broker.metrics.error("Produce", ResponseError::KafkaStorageError);
                     broker.metrics.produce_refused_disk.with_label_values(&[&name]).inc();
                     return partition_error(
