@@ -16,6 +16,7 @@ pub mod partition;
 pub mod protocol;
 pub mod replication;
 pub mod server;
+pub mod supervise;
 pub mod sys;
 pub mod telemetry;
 pub mod tiered;

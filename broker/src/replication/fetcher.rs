@@ -15,12 +15,15 @@ use tracing::{debug, info, warn};
 
 use crate::broker::Broker;
 use crate::partition::Partition;
+use crate::supervise::Supervisor;
 
 /// Pause after an error before the next fetch from the same leader.
 const BACKOFF: Duration = Duration::from_millis(200);
 
-/// Starts and reaps fetch loops as leadership changes; runs until shutdown.
-pub async fn run(broker: Arc<Broker>) {
+/// Starts and reaps fetch loops as leadership changes; runs until shutdown. Each fetch
+/// loop is supervised on its own (task `replication_fetch`), so a panic while applying one
+/// leader's data is restarted with a backoff instead of respawned every tick.
+pub async fn run(broker: Arc<Broker>, supervisor: Arc<Supervisor>) {
     let mut loops: HashMap<i32, tokio::task::JoinHandle<()>> = HashMap::new();
     let mut ticker = tokio::time::interval(Duration::from_millis(100));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -34,7 +37,11 @@ pub async fn run(broker: Arc<Broker>) {
         for leader in leaders {
             loops.entry(leader).or_insert_with(|| {
                 let broker = broker.clone();
-                tokio::spawn(async move { fetch_loop(broker, leader).await })
+                supervisor.spawn_instance(
+                    "replication_fetch",
+                    Some(format!("leader {leader}")),
+                    move || fetch_loop(broker.clone(), leader),
+                )
             });
         }
     }
