@@ -24,7 +24,7 @@ const BACKOFF: Duration = Duration::from_millis(200);
 /// loop is supervised on its own (task `replication_fetch`), so a panic while applying one
 /// leader's data is restarted with a backoff instead of respawned every tick.
 pub async fn run(broker: Arc<Broker>, supervisor: Arc<Supervisor>) {
-    let mut loops: HashMap<i32, tokio::task::JoinHandle<()>> = HashMap::new();
+    let mut loops = Loops(HashMap::new());
     let mut ticker = tokio::time::interval(Duration::from_millis(100));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -32,10 +32,10 @@ pub async fn run(broker: Arc<Broker>, supervisor: Arc<Supervisor>) {
             _ = broker.shutdown.cancelled() => break,
             _ = ticker.tick() => {}
         }
-        loops.retain(|_, handle| !handle.is_finished());
+        loops.0.retain(|_, handle| !handle.is_finished());
         let leaders: HashSet<i32> = followed(&broker).into_iter().map(|f| f.leader).collect();
         for leader in leaders {
-            loops.entry(leader).or_insert_with(|| {
+            loops.0.entry(leader).or_insert_with(|| {
                 let broker = broker.clone();
                 supervisor.spawn_instance(
                     "replication_fetch",
@@ -45,8 +45,17 @@ pub async fn run(broker: Arc<Broker>, supervisor: Arc<Supervisor>) {
             });
         }
     }
-    for (_, handle) in loops {
-        handle.abort();
+}
+
+/// The fetch loops `run` started, by leader; aborted when `run` ends, however it ends, so
+/// a restarted `run` never leaves its predecessor's loops fetching beside its own.
+struct Loops(HashMap<i32, tokio::task::JoinHandle<()>>);
+
+impl Drop for Loops {
+    fn drop(&mut self) {
+        for handle in self.0.values() {
+            handle.abort();
+        }
     }
 }
 
