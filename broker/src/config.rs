@@ -89,8 +89,10 @@ pub struct Config {
     /// directory's file system is fuller than this, so a stalled upload backlog fills the
     /// disk to a known point instead of crashing the broker. Default 95; 100 disables.
     pub disk_high_watermark_percent: i64,
-    /// Testing only: `crash_after_upload=N` aborts the process after the N-th segment
-    /// upload, before its manifest commit. Default empty.
+    /// Testing only, comma-separated faults: `crash_after_upload=N` aborts the process
+    /// after the N-th segment upload, before its manifest commit; `panic_task=TASK:N` makes
+    /// the first N starts of background loop TASK panic (names in docs/operations.md,
+    /// "Supervised background tasks"). Default empty.
     pub fault_injection: String,
     /// Partitions of auto-created topics and of CreateTopics with -1. Default 1.
     pub num_partitions: i32,
@@ -366,6 +368,12 @@ fn invalid(setting: &str, message: impl Into<String>) -> ConfigError {
     }
 }
 
+/// One entry of the `fault_injection` setting (testing only).
+enum Fault {
+    CrashAfterUpload(u64),
+    PanicTask(String, u32),
+}
+
 /// Where cluster metadata lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MetadataUrl {
@@ -554,7 +562,7 @@ impl Config {
                 "must be between 1 and 100",
             ));
         }
-        self.crash_after_upload()?;
+        self.faults()?;
         at_least(
             "producer_id_expiration_ms",
             self.producer_id_expiration_ms,
@@ -750,19 +758,59 @@ impl Config {
 
     /// The `fault_injection` setting's `crash_after_upload=N`, if present.
     pub fn crash_after_upload(&self) -> Result<Option<u64>, ConfigError> {
-        if self.fault_injection.is_empty() {
-            return Ok(None);
+        let mut found = None;
+        for fault in self.faults()? {
+            if let Fault::CrashAfterUpload(n) = fault {
+                found = Some(n);
+            }
         }
-        self.fault_injection
-            .strip_prefix("crash_after_upload=")
-            .and_then(|n| n.parse().ok())
-            .map(Some)
-            .ok_or_else(|| {
-                invalid(
-                    "fault_injection",
-                    "the only fault is `crash_after_upload=N` (N a positive count)",
-                )
+        Ok(found)
+    }
+
+    /// The `fault_injection` setting's `panic_task=TASK:N` entries: (task, starts).
+    pub fn panic_tasks(&self) -> Result<Vec<(String, u32)>, ConfigError> {
+        Ok(self
+            .faults()?
+            .into_iter()
+            .filter_map(|fault| match fault {
+                Fault::PanicTask(task, starts) => Some((task, starts)),
+                Fault::CrashAfterUpload(_) => None,
             })
+            .collect())
+    }
+
+    fn faults(&self) -> Result<Vec<Fault>, ConfigError> {
+        let unknown = || {
+            invalid(
+                "fault_injection",
+                "faults are `crash_after_upload=N` and `panic_task=TASK:N`, separated by commas",
+            )
+        };
+        let mut faults = Vec::new();
+        for item in self.fault_injection.split(',').map(str::trim) {
+            if item.is_empty() {
+                continue;
+            }
+            if let Some(n) = item.strip_prefix("crash_after_upload=") {
+                faults.push(Fault::CrashAfterUpload(n.parse().map_err(|_| unknown())?));
+            } else if let Some(spec) = item.strip_prefix("panic_task=") {
+                let (task, starts) = spec.split_once(':').ok_or_else(unknown)?;
+                if !crate::supervise::TASKS.contains(&task) {
+                    return Err(invalid(
+                        "fault_injection",
+                        format!(
+                            "`{task}` is not a background task; tasks are {}",
+                            crate::supervise::TASKS.join(", ")
+                        ),
+                    ));
+                }
+                let starts = starts.parse().map_err(|_| unknown())?;
+                faults.push(Fault::PanicTask(task.to_string(), starts));
+            } else {
+                return Err(unknown());
+            }
+        }
+        Ok(faults)
     }
 
     pub fn remote_cache_dir(&self) -> PathBuf {

@@ -17,6 +17,7 @@ pub mod protocol;
 pub mod ratelimit;
 pub mod replication;
 pub mod server;
+pub mod supervise;
 pub mod sys;
 pub mod telemetry;
 pub mod tiered;

@@ -13,6 +13,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use strata_broker::broker::{Broker, SystemClock};
 use strata_broker::config::Config;
+use strata_broker::supervise::{Backoff, Supervisor};
 use strata_broker::telemetry::{self, Health, Metrics};
 use strata_broker::{cluster, server};
 use tokio_util::sync::CancellationToken;
@@ -206,11 +207,25 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         Err(e) => tracing::warn!(error = %e, "could not raise the open files limit"),
     }
     let metrics = Arc::new(Metrics::new().context("register metrics")?);
+    let cancel = CancellationToken::new();
+    let supervisor = Supervisor::new(
+        Backoff::default(),
+        metrics.task_restarts.clone(),
+        cancel.clone(),
+    );
+    for (task, starts) in config.panic_tasks()? {
+        tracing::warn!(
+            task,
+            starts,
+            "fault injection: a background task will panic"
+        );
+        supervisor.inject_panics(&task, starts);
+    }
     let health = Arc::new(Health {
         metrics: metrics.clone(),
         ready: false.into(),
+        tasks: supervisor.clone(),
     });
-    let cancel = CancellationToken::new();
 
     let http_listener = tokio::net::TcpListener::bind(config.http_addr()?)
         .await
@@ -287,8 +302,23 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     } else {
         None
     };
-    let membership = tokio::spawn(broker.clone().run_membership(session));
-    let fetchers = tokio::spawn(strata_broker::replication::fetcher::run(broker.clone()));
+    // Every background loop runs supervised: a panic or error is logged, counted and
+    // restarted with a backoff, and /readyz names the loop while it waits (supervise.rs).
+    // The session outlives restarts of the two loops that use it.
+    let (sessions, current_session) = tokio::sync::watch::channel(session);
+    let sessions = Arc::new(sessions);
+    let keeper = supervisor.spawn("session", {
+        let broker = broker.clone();
+        move || broker.clone().keep_session(sessions.clone())
+    });
+    let membership = supervisor.spawn("metadata", {
+        let (broker, current_session) = (broker.clone(), current_session.clone());
+        move || broker.clone().run_metadata_rounds(current_session.clone())
+    });
+    let fetchers = supervisor.spawn("replication_fetchers", {
+        let (broker, supervisor) = (broker.clone(), supervisor.clone());
+        move || strata_broker::replication::fetcher::run(broker.clone(), supervisor.clone())
+    });
     // The admin API; its Shutdown call stops the broker as SIGTERM does.
     let stop = CancellationToken::new();
     let admin = {
@@ -318,52 +348,44 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         cluster_id = %broker.cluster_id, node_id = broker.config.node_id, "strata is serving");
 
     let tracker = TaskTracker::new();
-    let housekeeping = {
+    let housekeeping = supervisor.spawn("housekeeping", {
         let broker = broker.clone();
-        let cancel = cancel.clone();
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(broker.housekeeping_interval());
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = cancel.cancelled() => break,
-                    _ = ticker.tick() => broker.housekeeping(false).await,
-                }
-            }
-        })
-    };
-    let coordinator = {
+        move || {
+            every(
+                broker.housekeeping_interval(),
+                broker.clone(),
+                |broker| async move { broker.housekeeping(false).await },
+            )
+        }
+    });
+    // Group timers (join and sync deadlines, sessions) have this resolution.
+    let coordinator = supervisor.spawn("group_coordinator", {
         let broker = broker.clone();
-        let cancel = cancel.clone();
-        tokio::spawn(async move {
-            // Group timers (join and sync deadlines, sessions) have this resolution.
-            let mut ticker = tokio::time::interval(Duration::from_millis(100));
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = cancel.cancelled() => break,
-                    _ = ticker.tick() => broker.groups.tick(&broker).await,
-                }
-            }
-        })
-    };
-    let cleaner = {
+        move || {
+            every(
+                Duration::from_millis(100),
+                broker.clone(),
+                |broker| async move { broker.groups.tick(&broker).await },
+            )
+        }
+    });
+    let cleaner = supervisor.spawn("cleaner", {
         let broker = broker.clone();
-        let cancel = cancel.clone();
-        tokio::spawn(async move {
+        move || {
             let interval = Duration::from_millis(broker.config.log_cleaner_interval_ms as u64);
-            let mut ticker = tokio::time::interval(interval);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = cancel.cancelled() => break,
-                    _ = ticker.tick() => broker.clean_logs().await,
-                }
-            }
-        })
-    };
-    let uploader = tokio::spawn(strata_broker::tiered::run_uploader(broker.clone()));
-    let scrubber = tokio::spawn(strata_broker::tiered::run_scrubber(broker.clone()));
+            every(interval, broker.clone(), |broker| async move {
+                broker.clean_logs().await
+            })
+        }
+    });
+    let uploader = supervisor.spawn("uploader", {
+        let broker = broker.clone();
+        move || strata_broker::tiered::run_uploader(broker.clone())
+    });
+    let scrubber = supervisor.spawn("scrubber", {
+        let broker = broker.clone();
+        move || strata_broker::tiered::run_scrubber(broker.clone())
+    });
     let accept = tokio::spawn(server::accept_loop(
         broker.clone(),
         listener,
@@ -388,6 +410,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let _ = housekeeping.await;
     let _ = coordinator.await;
     let _ = membership.await;
+    let _ = keeper.await;
+    broker.end_session(*current_session.borrow()).await;
     let _ = fetchers.await;
     if let Some(replication) = replication {
         let _ = replication.await;
@@ -413,6 +437,22 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let _ = http.await;
     info!("flushed all logs; bye");
     Ok(())
+}
+
+/// Runs `pass` on every tick of `interval` (the first at once) until shutdown.
+async fn every<F, Fut>(interval: Duration, broker: Arc<Broker>, mut pass: F)
+where
+    F: FnMut(Arc<Broker>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = broker.shutdown.cancelled() => break,
+            _ = ticker.tick() => pass(broker.clone()).await,
+        }
+    }
 }
 
 fn drain_command(args: DrainArgs, drain: bool, shutdown: bool) -> ExitCode {

@@ -6,10 +6,12 @@
 //! when no fsync is due, after the fsync when one is. Consumers and ListOffsets never see
 //! past it, so nothing is read that a power loss could take back.
 //!
-//! A failed fsync takes the partition offline (appends refused with a retriable storage
-//! error) until restart: after a failed fsync Linux may drop the dirty pages and report
-//! the next fsync as successful, so neither the data nor a later checkpoint can be
-//! trusted. Restart recovery re-validates the tail from the last good checkpoint.
+//! A failed fsync takes the partition offline (appends and reads refused with a retriable
+//! storage error) until restart: after a failed fsync Linux may drop the dirty pages and
+//! report the next fsync as successful, so neither the data nor a later checkpoint can be
+//! trusted. Restart recovery re-validates the tail from the last good checkpoint. A failed
+//! compaction swap does the same: its files may be half-replaced, and start-up recovery
+//! finishes the swap from the staged copy (see [`log::cleaner`]).
 
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -103,6 +105,15 @@ async fn prepare_off_the_workers(
         source: std::io::Error::other(format!("blocking task failed: {e}")),
     })?
     .map_err(LogError::from)
+}
+
+/// Holds a partition's upload flag for a compaction pass; clears it when dropped.
+struct UploadSlot<'a>(&'a AtomicBool);
+
+impl Drop for UploadSlot<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 /// Offsets a fetch response reports next to the records.
@@ -235,8 +246,13 @@ impl Partition {
     fn take_offline(&self, error: &LogError) {
         if !self.offline.swap(true, Ordering::Relaxed) {
             error!(topic = %self.topic, partition = self.index, %error,
-                "fsync failed: partition offline until restart");
+                "log storage failed: partition offline until restart");
         }
+    }
+
+    /// Whether a storage failure took the partition offline (see the module doc).
+    pub fn is_offline(&self) -> bool {
+        self.offline.load(Ordering::Relaxed)
     }
 
     pub fn is_deleted(&self) -> bool {
@@ -683,6 +699,9 @@ impl Partition {
         max_bytes: usize,
         limit: i64,
     ) -> Result<(Bytes, Watermarks), LogError> {
+        if self.offline.load(Ordering::Relaxed) {
+            return Err(LogError::Offline);
+        }
         let high_watermark = self.high_watermark();
         let mut offset = offset;
         loop {
@@ -758,22 +777,26 @@ impl Partition {
             self.lock().discard_clean();
             return Ok(None);
         }
-        let finished = if remote_part(staged.map.clone()).await {
+        // Gives the upload slot back however the pass ends, a panic included (the
+        // supervised cleaner restarts; uploads must not stop with it).
+        let _slot = tiered.then_some(UploadSlot(&self.uploading));
+        if remote_part(staged.map.clone()).await {
             let mut log = self.lock();
             if self.deleted.load(Ordering::Relaxed) {
-                Ok(None)
-            } else {
-                log.finish_clean_within(staged, now_ms, upload_end())
-                    .map(Some)
+                return Ok(None);
             }
+            let finished = log.finish_clean_within(staged, now_ms, upload_end());
+            if let Err(error) = &finished {
+                // A swap that failed may have committed (its marker is written) and left
+                // the files half-replaced: only start-up recovery can finish it, from the
+                // staged copy it keeps. Until then nothing may read or change the log.
+                self.take_offline(error);
+            }
+            finished.map(Some)
         } else {
             self.lock().discard_clean();
             Ok(None)
-        };
-        if tiered {
-            self.uploading.store(false, Ordering::Release);
         }
-        finished
     }
 
     pub fn dir(&self) -> std::path::PathBuf {
@@ -783,6 +806,9 @@ impl Partition {
     /// ListOffsets by timestamp: the first record with timestamp >= `timestamp`. The
     /// decoding happens outside the lock.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, LogError> {
+        if self.offline.load(Ordering::Relaxed) {
+            return Err(LogError::Offline);
+        }
         let (location, log_start_offset, dir) = {
             let log = self.lock();
             (

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::Config;
+use crate::supervise::Supervisor;
 
 /// The target of spans meant for trace export (OTLP). They are TRACE-level spans that
 /// only the export layer enables, so with export off they cost a disabled callsite check,
@@ -150,6 +151,8 @@ pub struct Metrics {
     pub queued_request_bytes: IntGauge,
     /// Log lines a client provoked that the rate limiter dropped, by event.
     pub log_lines_suppressed: IntCounterVec,
+    /// Restarts of supervised background loops after a panic or an error, by task.
+    pub task_restarts: IntCounterVec,
 }
 
 impl Metrics {
@@ -291,6 +294,11 @@ impl Metrics {
             "Leader changes this broker made as the controller, by cause (failover, drain, preferred)",
             &["cause"],
         )?;
+        let task_restarts = counter(
+            "task_restarts_total",
+            "Background loops restarted after a panic or an error, by task (see /readyz)",
+            &["task"],
+        )?;
         let connections = IntGauge::new("connections", "Open client connections")?;
         registry.register(Box::new(connections.clone()))?;
         let connections_rejected = counter(
@@ -349,6 +357,7 @@ impl Metrics {
             connections_closed,
             queued_request_bytes,
             log_lines_suppressed,
+            task_restarts,
         })
     }
 
@@ -397,6 +406,8 @@ pub struct Health {
     pub metrics: Arc<Metrics>,
     /// Set once logs are recovered and the Kafka listener accepts; cleared at shutdown.
     pub ready: AtomicBool,
+    /// The background loops; one waiting to be restarted makes the broker not ready.
+    pub tasks: Arc<Supervisor>,
 }
 
 async fn metrics(State(health): State<Arc<Health>>) -> impl IntoResponse {
@@ -415,12 +426,18 @@ async fn metrics(State(health): State<Arc<Health>>) -> impl IntoResponse {
     }
 }
 
+/// 503 until start-up is done and while any background loop waits to be restarted
+/// (one line per such task, so an operator sees which).
 async fn readyz(State(health): State<Arc<Health>>) -> impl IntoResponse {
-    if health.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    let unhealthy = health.tasks.unhealthy();
+    if health.ready.load(Ordering::Relaxed) && unhealthy.is_empty() {
+        return (StatusCode::OK, "ready\n".to_string());
     }
+    let mut body = "not ready\n".to_string();
+    for task in unhealthy {
+        body.push_str(&format!("{task}\n"));
+    }
+    (StatusCode::SERVICE_UNAVAILABLE, body)
 }
 
 /// Serves /metrics, /healthz and /readyz until `cancel` fires.

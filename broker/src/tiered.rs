@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
+use futures::FutureExt as _;
 use strata_tiering::remote_log::AfterUploadHook;
 use strata_tiering::store::{
     MeteredStore, ObjectStoreBackend, RetryPolicy, RetryingStore, StoreMetrics,
@@ -372,10 +373,27 @@ pub async fn run_uploader(broker: Arc<Broker>) {
                 let (broker, tiering, partition) =
                     (broker.clone(), tiering.clone(), partition.clone());
                 tasks.spawn(async move {
-                    let mut succeeded = true;
-                    if let Ok(_slot) = tiering.upload_slots.clone().acquire_owned().await {
-                        succeeded = upload_partition(&broker, &tiering, &partition).await;
-                    }
+                    let pass = async {
+                        match tiering.upload_slots.clone().acquire_owned().await {
+                            Ok(_slot) => upload_partition(&broker, &tiering, &partition).await,
+                            Err(_) => true,
+                        }
+                    };
+                    // A panic must still give the partition's upload slot back, or its
+                    // uploads would stop for good; it counts as a restart of the uploader.
+                    let succeeded = match std::panic::AssertUnwindSafe(pass).catch_unwind().await {
+                        Ok(succeeded) => succeeded,
+                        Err(_) => {
+                            broker
+                                .metrics
+                                .task_restarts
+                                .with_label_values(&["uploader"])
+                                .inc();
+                            tracing::error!(topic = %partition.topic, partition = partition.index,
+                                "an upload pass panicked; retrying after a backoff");
+                            false
+                        }
+                    };
                     let interval = broker.config.remote_upload_interval_ms;
                     partition.finish_upload(succeeded, broker.clock.now_ms(), interval);
                 });
@@ -591,6 +609,7 @@ pub async fn compact_remote(
         let mut rewrite = RemoteRewrite::new(
             &staging,
             entry.base_offset,
+            entry.log_bytes,
             map.clone(),
             entry.uploaded_ms < horizon,
             config.index_interval_bytes,
@@ -598,27 +617,18 @@ pub async fn compact_remote(
         )
         .map_err(RemoteReadError::Local)?;
         let mut position = 0;
-        let mut carry = Bytes::new();
         while position < entry.log_bytes {
             let end = (position + piece).min(entry.log_bytes);
             let chunk = tiering.cache.read(&object, position..end).await?;
             position = end;
-            let bytes = if carry.is_empty() {
-                chunk
-            } else {
-                let mut joined = Vec::with_capacity(carry.len() + chunk.len());
-                joined.extend_from_slice(&carry);
-                joined.extend_from_slice(&chunk);
-                Bytes::from(joined)
-            };
-            let (back, consumed) = tokio::task::spawn_blocking(move || {
-                let consumed = rewrite.feed(&bytes);
-                (rewrite, consumed.map(|c| bytes.slice(c..)))
+            let (back, fed) = tokio::task::spawn_blocking(move || {
+                let fed = rewrite.feed(chunk);
+                (rewrite, fed)
             })
             .await
             .map_err(|e| RemoteReadError::Local(std::io::Error::other(e.to_string())))?;
             rewrite = back;
-            carry = consumed.map_err(RemoteReadError::Local)?;
+            fed.map_err(RemoteReadError::Local)?;
         }
         let Some(done) = tokio::task::spawn_blocking(move || rewrite.finish())
             .await

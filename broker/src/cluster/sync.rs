@@ -172,12 +172,12 @@ impl Broker {
         anyhow::bail!("topic records kept changing while this broker was stepping down after start")
     }
 
-    /// The membership loop; runs until shutdown, then ends the session so the
-    /// controller moves this broker's leaderships at once. The session is renewed by its
-    /// own task, so a slow metadata round (many topics, a slow etcd) cannot cost the lease.
-    pub async fn run_membership(self: Arc<Self>, session: i64) {
-        let (sessions, current) = tokio::sync::watch::channel(session);
-        let keeper = tokio::spawn(self.clone().keep_session(sessions));
+    /// The metadata loop: a round every `metadata_refresh_interval_ms` until shutdown, with
+    /// the session [`Broker::keep_session`] publishes. The session is renewed by its own
+    /// loop, so a slow metadata round (many topics, a slow etcd) cannot cost the lease.
+    /// Both are supervised loops that may be restarted, so the session lives in a channel
+    /// their owner keeps; [`Broker::end_session`] closes it after both stopped.
+    pub async fn run_metadata_rounds(self: Arc<Self>, current: tokio::sync::watch::Receiver<i64>) {
         let interval = Duration::from_millis(self.config.metadata_refresh_interval_ms as u64);
         let mut outage = Outage::default();
         let mut ticker = tokio::time::interval(interval);
@@ -193,8 +193,11 @@ impl Broker {
                 Err(e) => outage.failed("read cluster metadata", &e),
             }
         }
-        let _ = keeper.await;
-        let session = *current.borrow();
+    }
+
+    /// Ends the session at shutdown, so the controller moves this broker's leaderships at
+    /// once instead of at the session's expiry.
+    pub async fn end_session(&self, session: i64) {
         if let Err(e) = self.store.close_session(session).await {
             warn!(error = %e, "could not end the session; the controller will notice at its expiry");
         }
@@ -202,7 +205,7 @@ impl Broker {
 
     /// Renews the session every third of its lifetime; when it has expired (cut off from
     /// etcd for too long), joins again and publishes the new session.
-    async fn keep_session(self: Arc<Self>, sessions: tokio::sync::watch::Sender<i64>) {
+    pub async fn keep_session(self: Arc<Self>, sessions: Arc<tokio::sync::watch::Sender<i64>>) {
         let every = Duration::from_millis(self.config.broker_session_timeout_ms as u64 / 3);
         let mut outage = Outage::default();
         let mut ticker = tokio::time::interval(every);

@@ -10,7 +10,8 @@
 //!    its oldest segment is older than max.compaction.lag.ms.
 //! 2. **Stage** (no lock; blocking file I/O): read the dirty segments and map every key
 //!    (a 128-bit hash of it) to its last offset, up to `log_cleaner_dedupe_buffer_bytes`;
-//!    the pass then covers the segments up to where the map stopped. Every segment of that
+//!    the pass then covers the offsets up to the batch where the map stopped (possibly
+//!    inside a segment, whose records past that offset are copied untouched). Every segment of that
 //!    range is copied without the records a later record of the same key supersedes, and
 //!    without tombstones (null values) whose segment was last written more than
 //!    delete.retention.ms ago. Unchanged batches are copied byte for byte; others are
@@ -42,6 +43,13 @@
 //! segment files with bases in `[b, e)` are deleted and the staged ones moved in; if they
 //! were already moved, only files with bases in `(b, e)` are deleted. Anything else left
 //! in `cleaning/` is an unfinished pass and is deleted: the old segments are intact.
+//!
+//! A swap that fails (an I/O error) after its marker is written is committed but
+//! unfinished, exactly as after a crash: the partition goes offline (reads and writes
+//! answer KAFKA_STORAGE_ERROR) and nothing but start-up recovery may touch `cleaning/`
+//! while a marker is on disk: a pass refuses to stage ([`SwapPending`]) and discarding a
+//! staged pass keeps the copies. Recovery refuses a marker whose copy is gone rather
+//! than delete `(b, e)` with nothing to replace it.
 //!
 //! ## `cleaner.checkpoint` (layout version 1)
 //!
@@ -173,16 +181,51 @@ fn key_hash(key: &[u8]) -> u128 {
     (u128::from(high.finish()) << 64) | u128::from(low.finish())
 }
 
-/// Calls `f` with every whole batch of a segment.
+/// A segment's bytes that are not a whole batch where one must start. A pass that met one
+/// fails: treating the rest of the segment as absent would drop its records from the copy.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "segment {segment} has no whole batch at byte {position} ({reason}); compaction stops rather than drop the rest"
+)]
+pub struct UnparsableBatch {
+    /// The segment's base offset.
+    pub segment: i64,
+    pub position: u64,
+    pub reason: &'static str,
+}
+
+impl UnparsableBatch {
+    fn at(segment: i64, position: u64, reason: &'static str) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            UnparsableBatch {
+                segment,
+                position,
+                reason,
+            },
+        )
+    }
+}
+
+/// Calls `f` with every whole batch of a segment, and the batch's base offset.
 fn for_each_batch(
     segment: &PlannedSegment,
-    mut f: impl FnMut(Bytes) -> io::Result<()>,
+    mut f: impl FnMut(i64, Bytes) -> io::Result<()>,
 ) -> io::Result<()> {
     let mut position = 0;
-    while let Some((_, size, _)) = read_prefix_at(&segment.file, position, segment.size)? {
+    while position < segment.size {
+        let Some((base_offset, size, _)) = read_prefix_at(&segment.file, position, segment.size)?
+        else {
+            let reason = "a batch header that is cut short or declares an impossible length";
+            return Err(UnparsableBatch::at(segment.base_offset, position, reason));
+        };
+        if position + size as u64 > segment.size {
+            let reason = "a batch that runs past the segment's end";
+            return Err(UnparsableBatch::at(segment.base_offset, position, reason));
+        }
         let mut batch = vec![0u8; size];
         segment.file.read_exact_at(&mut batch, position)?;
-        f(Bytes::from(batch))?;
+        f(base_offset, Bytes::from(batch))?;
         position += size as u64;
     }
     Ok(())
@@ -192,11 +235,13 @@ fn for_each_batch(
 pub type OffsetMap = HashMap<u128, i64>;
 
 /// One batch without the records the map supersedes and, if `tombstones_expire`, without
-/// tombstones. Returns the batch to keep (the original bytes when nothing went, `None`
-/// when everything did) and how many records went.
+/// tombstones. Records at or past `map_end` are kept as they are: the map has not seen
+/// what follows them. Returns the batch to keep (the original bytes when nothing went,
+/// `None` when everything did) and how many records went.
 fn filter_batch(
     batch: Bytes,
     map: &OffsetMap,
+    map_end: i64,
     tombstones_expire: bool,
 ) -> io::Result<(Option<Bytes>, u64)> {
     let (records, compression) = match decode_records(&batch, &mut Budget::new(MAX_KEPT_BYTES)) {
@@ -216,6 +261,9 @@ fn filter_batch(
     let kept: Vec<_> = records
         .into_iter()
         .filter(|r| {
+            if r.offset >= map_end {
+                return true;
+            }
             let Some(key) = &r.key else { return true };
             let latest = map.get(&key_hash(key)).is_none_or(|&last| r.offset >= last);
             latest && !(r.value.is_none() && tombstones_expire)
@@ -278,19 +326,28 @@ pub struct Rewritten {
 
 /// Compaction of one remote segment with a pass's map, fed the segment's `.log` bytes in
 /// pieces (so memory stays at one piece plus one batch), written as a new segment in a
-/// staging directory.
+/// staging directory. Bytes that cannot be a whole batch fail the rewrite (naming the
+/// segment and position), and so does a segment whose last batch is cut short: the
+/// rewritten copy never silently lacks the rest of the original.
 pub struct RemoteRewrite {
     segment: Segment,
+    base_offset: i64,
+    log_bytes: u64,
     map: Arc<OffsetMap>,
     tombstones_expire: bool,
     index_interval_bytes: u64,
     removed: u64,
+    /// The start of a batch the next piece completes.
+    carry: Bytes,
+    /// Where `carry` starts in the segment.
+    position: u64,
 }
 
 impl RemoteRewrite {
     pub fn new(
         staging: &Path,
         base_offset: i64,
+        log_bytes: u64,
         map: Arc<OffsetMap>,
         tombstones_expire: bool,
         index_interval_bytes: u64,
@@ -299,34 +356,61 @@ impl RemoteRewrite {
         fs::create_dir_all(staging)?;
         Ok(RemoteRewrite {
             segment: Segment::create(staging, base_offset, now_ms)?,
+            base_offset,
+            log_bytes,
             map,
             tombstones_expire,
             index_interval_bytes,
             removed: 0,
+            carry: Bytes::new(),
+            position: 0,
         })
     }
 
-    /// Filters the whole batches at the start of `bytes`; returns how many bytes they
-    /// took (the rest is the start of a batch the next piece completes).
-    pub fn feed(&mut self, bytes: &Bytes) -> io::Result<usize> {
-        let mut position = 0;
-        while let Some((_, size, _)) = format::read_batch_prefix(&bytes[position..]) {
-            if position + size > bytes.len() {
+    /// Filters the whole batches that `piece` (the segment's next bytes) completes.
+    pub fn feed(&mut self, piece: Bytes) -> io::Result<()> {
+        let bytes = if self.carry.is_empty() {
+            piece
+        } else {
+            let mut joined = BytesMut::with_capacity(self.carry.len() + piece.len());
+            joined.extend_from_slice(&self.carry);
+            joined.extend_from_slice(&piece);
+            joined.freeze()
+        };
+        let mut at = 0;
+        while bytes.len() - at >= format::BATCH_PREFIX_LEN {
+            let position = self.position + at as u64;
+            let Some((_, size, _)) = format::read_batch_prefix(&bytes[at..]) else {
+                let reason = "a batch header that declares an impossible length";
+                return Err(UnparsableBatch::at(self.base_offset, position, reason));
+            };
+            if position + size as u64 > self.log_bytes {
+                let reason = "a batch that runs past the segment's end";
+                return Err(UnparsableBatch::at(self.base_offset, position, reason));
+            }
+            if at + size > bytes.len() {
                 break;
             }
-            let batch = bytes.slice(position..position + size);
-            let (out, gone) = filter_batch(batch, &self.map, self.tombstones_expire)?;
+            let batch = bytes.slice(at..at + size);
+            let (out, gone) = filter_batch(batch, &self.map, i64::MAX, self.tombstones_expire)?;
             self.removed += gone;
             if let Some(out) = out {
                 append_batches(&mut self.segment, &out, self.index_interval_bytes)?;
             }
-            position += size;
+            at += size;
         }
-        Ok(position)
+        self.position += at as u64;
+        self.carry = bytes.slice(at..);
+        Ok(())
     }
 
     /// The rewritten segment, or `None` (files removed) if no record went.
     pub fn finish(mut self) -> io::Result<Option<Rewritten>> {
+        if !self.carry.is_empty() || self.position != self.log_bytes {
+            let _ = self.segment.delete_files();
+            let reason = "a segment that ends inside a batch";
+            return Err(UnparsableBatch::at(self.base_offset, self.position, reason));
+        }
         if self.removed == 0 {
             self.segment.delete_files()?;
             return Ok(None);
@@ -352,29 +436,73 @@ fn modified_ms(file: &File) -> io::Result<i64> {
         .map_or(0, |d| d.as_millis() as i64))
 }
 
+/// A swap whose marker is on disk but which did not finish: only start-up recovery may
+/// touch the partition's segments and staged copies until it has run.
+#[derive(Debug, thiserror::Error)]
+#[error("the compaction swap of segment {base} did not finish; restart the broker to finish it")]
+pub struct SwapPending {
+    pub base: i64,
+}
+
+/// Fails if a swap marker is on disk (see [`SwapPending`]).
+fn check_no_pending_swap(dir: &Path) -> io::Result<()> {
+    match swap_markers(dir)?.first() {
+        Some(&base) => Err(io::Error::other(SwapPending { base })),
+        None => Ok(()),
+    }
+}
+
+/// Removes the staged copies of a pass, unless a swap marker still needs them.
+fn discard_staging(dir: &Path) {
+    if let Err(e) = check_no_pending_swap(dir) {
+        tracing::error!(dir = %dir.display(), error = %e, "keeping the staged compaction copies");
+        return;
+    }
+    let _ = fs::remove_dir_all(dir.join(STAGING_DIR));
+}
+
 /// Step 2: builds the offset map and writes the cleaned copies into `cleaning/`.
+///
+/// The map is bounded by `max_keys` batch by batch: it stops before the first batch whose
+/// new keys would not fit (the first batch is always taken, so every pass moves on), and
+/// the pass covers the offsets up to there, possibly ending inside a segment. That segment
+/// is copied whole, with the records past the map's end untouched, and the next pass
+/// starts there.
 pub fn stage(plan: &CleanPlan, now_ms: i64, max_keys: usize) -> io::Result<Staged> {
+    check_no_pending_swap(&plan.dir)?;
     let staging = plan.dir.join(STAGING_DIR);
     if staging.exists() {
         fs::remove_dir_all(&staging)?;
     }
     fs::create_dir_all(&staging)?;
 
-    // The map: key → last offset, over the dirty segments while it has room.
+    // The map: key → last offset, over the dirty batches while it has room.
     let mut map = OffsetMap::new();
     let mut map_end = plan.first_dirty;
+    let mut full = false;
     for segment in plan
         .segments
         .iter()
         .filter(|s| s.next_offset > plan.first_dirty)
     {
-        let mut keys = Vec::new();
-        for_each_batch(segment, |batch| {
-            let base_offset = format::parse_validated_header(&batch).base_offset;
+        for_each_batch(segment, |batch_base, batch| {
+            let Some((_, _, last_delta)) = format::read_batch_prefix(&batch) else {
+                return Ok(()); // for_each_batch hands out parsed batches only
+            };
+            let batch_end = batch_base + i64::from(last_delta) + 1;
+            if full || batch_end <= plan.first_dirty {
+                return Ok(());
+            }
+            let mut keys = Vec::new();
             let mut budget = Budget::new(MAX_INFLATED_BYTES);
+            let mut too_many = false;
             let walked = for_each_record(&batch, Want::Key, &mut budget, |record| {
+                if keys.len() >= max_keys {
+                    too_many = true;
+                    return false;
+                }
                 if let Some(key) = &record.key {
-                    keys.push((key_hash(key), base_offset + i64::from(record.offset_delta)));
+                    keys.push((key_hash(key), batch_base + i64::from(record.offset_delta)));
                 }
                 true
             });
@@ -386,17 +514,31 @@ pub fn stage(plan: &CleanPlan, now_ms: i64, max_keys: usize) -> io::Result<Stage
                         limit,
                         "a batch too large to map within the budget is kept whole"
                     );
-                    Ok(())
+                    keys.clear();
                 }
-                Err(e) => Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
-                Ok(_) => Ok(()),
+                Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
+                Ok(_) if too_many => {
+                    warn!(
+                        max_keys,
+                        "a batch with more keys than the map holds is kept whole"
+                    );
+                    keys.clear();
+                }
+                Ok(_) => {}
             }
+            let new_keys = keys.iter().filter(|(k, _)| !map.contains_key(k)).count();
+            if map.len() + new_keys > max_keys && map_end > plan.first_dirty {
+                full = true; // the next pass carries on from here
+                return Ok(());
+            }
+            map.extend(keys);
+            map_end = batch_end;
+            Ok(())
         })?;
-        let new_keys = keys.iter().filter(|(k, _)| !map.contains_key(k)).count();
-        if map.len() + new_keys > max_keys && map_end > plan.first_dirty {
-            break; // the next pass carries on from here
+        if full {
+            break;
         }
-        map.extend(keys);
+        // Offsets past the last batch (removed by an earlier pass) are covered too.
         map_end = segment.next_offset;
     }
     if map_end <= plan.first_dirty {
@@ -410,7 +552,7 @@ pub fn stage(plan: &CleanPlan, now_ms: i64, max_keys: usize) -> io::Result<Stage
     let in_range: Vec<&PlannedSegment> = plan
         .segments
         .iter()
-        .filter(|s| s.next_offset <= map_end)
+        .filter(|s| s.base_offset < map_end)
         .collect();
     let map = Arc::new(map);
     let mut staged = Staged {
@@ -453,8 +595,12 @@ pub fn stage(plan: &CleanPlan, now_ms: i64, max_keys: usize) -> io::Result<Stage
             let written_ms = modified_ms(&segment.file)?;
             newest_write = newest_write.max(written_ms);
             let tombstones_expire = written_ms < delete_horizon;
-            for_each_batch(segment, |batch| {
-                let (out, gone) = filter_batch(batch, &map, tombstones_expire)?;
+            for_each_batch(segment, |batch_base, batch| {
+                let (out, gone) = if batch_base >= map_end {
+                    (Some(batch), 0) // past the map: copied as it is
+                } else {
+                    filter_batch(batch, &map, map_end, tombstones_expire)?
+                };
                 removed += gone;
                 let Some(out) = out else { return Ok(()) };
                 let seg = match &mut copy {
@@ -572,9 +718,8 @@ pub fn swap_files(dir: &Path, group: &StagedGroup) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Finishes swaps a crash interrupted and discards unfinished passes (start-up).
-pub fn recover(dir: &Path) -> io::Result<()> {
-    let staging = dir.join(STAGING_DIR);
+/// Bases of the swap markers in a partition directory, lowest first.
+fn swap_markers(dir: &Path) -> io::Result<Vec<i64>> {
     let mut markers = Vec::new();
     for entry in fs::read_dir(dir)? {
         let name = entry?.file_name();
@@ -585,7 +730,15 @@ pub fn recover(dir: &Path) -> io::Result<()> {
             markers.push(base);
         }
     }
-    for base in markers {
+    markers.sort_unstable();
+    Ok(markers)
+}
+
+/// Finishes swaps a crash (or a failed swap, which took the partition offline)
+/// interrupted and discards unfinished passes (start-up).
+pub fn recover(dir: &Path) -> io::Result<()> {
+    let staging = dir.join(STAGING_DIR);
+    for base in swap_markers(dir)? {
         let marker = swap_marker(dir, base);
         let end: i64 = fs::read_to_string(&marker)?
             .trim()
@@ -595,8 +748,14 @@ pub fn recover(dir: &Path) -> io::Result<()> {
         if staged_log.exists() {
             delete_segment_files(dir, base..end)?;
             move_staged_in(dir, base)?;
-        } else {
+        } else if dir.join(format::segment_file_name(base, "log")).exists() {
             delete_segment_files(dir, base + 1..end)?;
+        } else {
+            // Neither the copy nor its moved-in log: finishing would lose [base, end).
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the compaction swap of segment {base} has lost its staged copy"),
+            ));
         }
         File::open(dir)?.sync_all()?;
         fs::remove_file(&marker)?;
@@ -668,9 +827,10 @@ impl Log {
         })
     }
 
-    /// Drops a staged pass (its copies in `cleaning/`).
+    /// Drops a staged pass (its copies in `cleaning/`), unless a failed swap still needs
+    /// them.
     pub fn discard_clean(&mut self) {
-        let _ = fs::remove_dir_all(self.dir.join(STAGING_DIR));
+        discard_staging(&self.dir);
     }
 
     /// Compaction step 3: swaps staged groups in, if the segments they replace are all
@@ -698,9 +858,8 @@ impl Log {
                 .groups
                 .iter()
                 .any(|g| straddles(g.base, g.end, upload_end));
-        let staging = self.dir.join(STAGING_DIR);
         if !unchanged {
-            let _ = fs::remove_dir_all(&staging);
+            discard_staging(&self.dir);
             return Ok(0);
         }
         let mut removed = 0u64;
@@ -718,7 +877,7 @@ impl Log {
             segment.next_offset = group.end;
             self.segments.insert(group.base, segment);
         }
-        let _ = fs::remove_dir_all(&staging);
+        discard_staging(&self.dir);
         self.first_dirty_offset = staged.first_dirty;
         write_atomically(
             &self.dir.join(CHECKPOINT_FILE),

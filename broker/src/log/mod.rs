@@ -95,7 +95,9 @@ pub enum LogError {
     },
     #[error("the partition was deleted")]
     Deleted,
-    #[error("the partition is offline after a failed fsync; restart the broker to recover it")]
+    #[error(
+        "the partition is offline after a storage failure (fsync or compaction swap); restart the broker to recover it"
+    )]
     Offline,
     #[error("log I/O failed in {dir}: {source}")]
     Io { dir: PathBuf, source: io::Error },

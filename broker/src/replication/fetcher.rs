@@ -15,13 +15,16 @@ use tracing::{debug, info, warn};
 
 use crate::broker::Broker;
 use crate::partition::Partition;
+use crate::supervise::Supervisor;
 
 /// Pause after an error before the next fetch from the same leader.
 const BACKOFF: Duration = Duration::from_millis(200);
 
-/// Starts and reaps fetch loops as leadership changes; runs until shutdown.
-pub async fn run(broker: Arc<Broker>) {
-    let mut loops: HashMap<i32, tokio::task::JoinHandle<()>> = HashMap::new();
+/// Starts and reaps fetch loops as leadership changes; runs until shutdown. Each fetch
+/// loop is supervised on its own (task `replication_fetch`), so a panic while applying one
+/// leader's data is restarted with a backoff instead of respawned every tick.
+pub async fn run(broker: Arc<Broker>, supervisor: Arc<Supervisor>) {
+    let mut loops = Loops(HashMap::new());
     let mut ticker = tokio::time::interval(Duration::from_millis(100));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -29,17 +32,30 @@ pub async fn run(broker: Arc<Broker>) {
             _ = broker.shutdown.cancelled() => break,
             _ = ticker.tick() => {}
         }
-        loops.retain(|_, handle| !handle.is_finished());
+        loops.0.retain(|_, handle| !handle.is_finished());
         let leaders: HashSet<i32> = followed(&broker).into_iter().map(|f| f.leader).collect();
         for leader in leaders {
-            loops.entry(leader).or_insert_with(|| {
+            loops.0.entry(leader).or_insert_with(|| {
                 let broker = broker.clone();
-                tokio::spawn(async move { fetch_loop(broker, leader).await })
+                supervisor.spawn_instance(
+                    "replication_fetch",
+                    Some(format!("leader {leader}")),
+                    move || fetch_loop(broker.clone(), leader),
+                )
             });
         }
     }
-    for (_, handle) in loops {
-        handle.abort();
+}
+
+/// The fetch loops `run` started, by leader; aborted when `run` ends, however it ends, so
+/// a restarted `run` never leaves its predecessor's loops fetching beside its own.
+struct Loops(HashMap<i32, tokio::task::JoinHandle<()>>);
+
+impl Drop for Loops {
+    fn drop(&mut self) {
+        for handle in self.0.values() {
+            handle.abort();
+        }
     }
 }
 

@@ -1915,3 +1915,303 @@ fn time_retention_goes_past_an_empty_cleaned_segment() {
     assert_eq!(log.log_start_offset(), 30);
     assert_eq!(log_bases(dir.path()), vec![30]);
 }
+
+// ---------------------------------------------------------------------------------------
+// 7. Failures the pass must not hide
+// ---------------------------------------------------------------------------------------
+
+/// Makes deleting segment `base`'s files fail with an I/O error, as a failing disk would:
+/// a directory stands where its offset index was (unlink refuses directories; the log
+/// keeps the index it has open).
+fn block_deletion(dir: &Path, base: i64) -> PathBuf {
+    let path = seg_path(dir, base, "index");
+    fs::remove_file(&path).expect("remove the index");
+    fs::create_dir(&path).expect("create the obstacle");
+    path
+}
+
+fn staged_copy_exists(dir: &Path, base: i64) -> bool {
+    dir.join(STAGING_DIR)
+        .join(format::segment_file_name(base, "log"))
+        .exists()
+}
+
+#[test]
+fn a_swap_failing_after_its_marker_keeps_the_staged_copy_for_recovery() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut log, model) = crash_fixture(dir.path());
+    let obstacle = block_deletion(dir.path(), 11);
+    let plan = log.clean_plan(10_000).expect("due");
+    let staged = stage(&plan, 10_000, MAX_KEYS).expect("stage");
+    drop(plan);
+    let error = log
+        .finish_clean(staged, 10_000)
+        .expect_err("deleting the old segments fails");
+    assert!(matches!(error, LogError::Io { .. }), "{error}");
+    assert!(
+        seg_path(dir.path(), 0, "swap").exists(),
+        "the swap committed"
+    );
+
+    // Nothing may discard the copy the marker needs: not a put-off pass, not a new one.
+    log.discard_clean();
+    assert!(staged_copy_exists(dir.path(), 0));
+    let plan = log.clean_plan(10_000).expect("still due");
+    let refused = stage(&plan, 10_000, MAX_KEYS).expect_err("no pass while a swap is pending");
+    assert!(
+        refused
+            .to_string()
+            .contains("swap of segment 0 did not finish"),
+        "{refused}"
+    );
+    drop(plan);
+    assert!(staged_copy_exists(dir.path(), 0));
+
+    // Once the disk works again, start-up finishes the swap from the copy.
+    fs::remove_dir(&obstacle).expect("remove the obstacle");
+    drop(log);
+    let expected = model.compacted_in(44, |o| o < 22, true);
+    check_recovered(dir.path(), &model, &expected, &[0, 22, 33, 44]);
+}
+
+#[test]
+fn a_failed_swap_takes_the_partition_offline_until_restart() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (log, model) = crash_fixture(dir.path());
+    let obstacle = block_deletion(dir.path(), 11);
+    let partition = Partition::new(
+        "t".into(),
+        0,
+        log,
+        crate::replication::ReplicaState::solo(0, 0, 0),
+        None,
+    );
+    let error = rt
+        .block_on(partition.clean(10_000, MAX_KEYS, async |_| true))
+        .expect_err("the swap fails");
+    assert_eq!(
+        crate::handlers::log_error_code(&error),
+        kafka_protocol::ResponseError::KafkaStorageError
+    );
+    assert!(partition.is_offline());
+    let read = partition.read(0, 1 << 20).expect_err("reads are refused");
+    assert!(matches!(read, LogError::Offline), "{read}");
+    let produce = Bytes::from(batch_of(&[kv("k1", "late")], 9500, Compression::None));
+    let append = rt
+        .block_on(partition.append(&produce, 9500, 1, 1, 1000))
+        .expect_err("appends are refused");
+    assert!(matches!(append, LogError::Offline), "{append}");
+    assert_eq!(
+        crate::handlers::log_error_code(&append),
+        kafka_protocol::ResponseError::KafkaStorageError
+    );
+    let later = rt
+        .block_on(partition.clean(10_000, MAX_KEYS, async |_| true))
+        .expect("a later round");
+    assert_eq!(later, None, "no pass runs on an offline partition");
+    assert!(staged_copy_exists(dir.path(), 0));
+
+    drop(partition);
+    fs::remove_dir(&obstacle).expect("remove the obstacle");
+    let expected = model.compacted_in(44, |o| o < 22, true);
+    check_recovered(dir.path(), &model, &expected, &[0, 22, 33, 44]);
+}
+
+#[test]
+fn recovery_refuses_a_marker_whose_copy_is_gone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_model, _staged, _) = staged_then_crash(dir.path());
+    write_marker(dir.path(), 0, 22);
+    delete_files(dir.path(), 0, &ALL);
+    fs::remove_dir_all(dir.path().join(STAGING_DIR)).expect("lose the copy");
+    let error = recover(dir.path()).expect_err("nothing to finish the swap with");
+    assert!(
+        error.to_string().contains("lost its staged copy"),
+        "{error}"
+    );
+    assert!(
+        seg_path(dir.path(), 11, "log").exists(),
+        "segment 11 is kept"
+    );
+}
+
+/// Segment 0: a=1 b=1; segment 2: a=2 (batch at 2), b=2 (batch at 3); active: tail.
+fn two_batch_segment(dir: &Path) -> (Log, Model) {
+    let mut config = config();
+    config.min_cleanable_dirty_ratio = 0.0;
+    let mut log = Log::open(dir, config, 0).expect("open");
+    let mut model = Model::default();
+    model.put(&mut log, &[kv("a", "1"), kv("b", "1")], 1000);
+    log.roll(0).expect("roll");
+    model.put(&mut log, &[kv("a", "2")], 1000);
+    model.put(&mut log, &[kv("b", "2")], 1000);
+    log.roll(0).expect("roll");
+    model.put(&mut log, &[kv("tail", "t")], 2000);
+    (log, model)
+}
+
+#[test]
+fn an_unparsable_batch_fails_the_pass_naming_segment_and_position() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (log, model) = two_batch_segment(dir.path());
+    let first = segment_batches(dir.path(), 2)[0].len() as u64;
+    // The second batch of segment 2 declares a length no batch can have.
+    File::options()
+        .write(true)
+        .open(seg_path(dir.path(), 2, "log"))
+        .expect("open the segment")
+        .write_all_at(&3i32.to_be_bytes(), first + 8)
+        .expect("corrupt the length");
+    let plan = log.clean_plan(10_000).expect("due");
+    let error = stage(&plan, 10_000, MAX_KEYS).expect_err("the pass fails");
+    drop(plan);
+    let unparsable = error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<UnparsableBatch>())
+        .expect("an UnparsableBatch");
+    assert_eq!((unparsable.segment, unparsable.position), (2, first));
+    assert!(
+        error
+            .to_string()
+            .contains(&format!("segment 2 has no whole batch at byte {first}")),
+        "{error}"
+    );
+    // Nothing was swapped: the first segment keeps both of its records.
+    assert_eq!(log_bases(dir.path()), vec![0, 2, 4]);
+    assert_eq!(
+        records_of(&segment_batches(dir.path(), 0)[0]),
+        model.all()[..2]
+    );
+}
+
+/// A remote segment's bytes: a then a again (offsets 0, 1), then b (offset 2).
+fn remote_segment_bytes() -> (Vec<u8>, usize) {
+    let mut bytes = batch_of(&[kv("a", "1"), kv("a", "2")], 1000, Compression::None);
+    let first = bytes.len();
+    let mut second = batch_of(&[kv("b", "1")], 1000, Compression::None);
+    second[..8].copy_from_slice(&2i64.to_be_bytes());
+    bytes.extend_from_slice(&second);
+    (bytes, first)
+}
+
+fn remote_rewrite(dir: &Path, log_bytes: u64) -> RemoteRewrite {
+    let mut map = OffsetMap::new();
+    map.insert(key_hash(b"a"), 1);
+    map.insert(key_hash(b"b"), 2);
+    RemoteRewrite::new(dir, 0, log_bytes, Arc::new(map), false, 4096, 0).expect("rewrite")
+}
+
+#[test]
+fn a_remote_rewrite_fed_in_small_pieces_keeps_every_batch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (bytes, _) = remote_segment_bytes();
+    let mut rewrite = remote_rewrite(dir.path(), bytes.len() as u64);
+    for piece in bytes.chunks(7) {
+        rewrite
+            .feed(Bytes::copy_from_slice(piece))
+            .expect("whole batches");
+    }
+    let done = rewrite.finish().expect("finish").expect("a record went");
+    assert_eq!(done.records_removed, 1);
+    let mut copy = vec![0u8; done.log_bytes as usize];
+    done.log.read_exact_at(&mut copy, 0).expect("read the copy");
+    let records: Vec<(i64, Rec)> = split_batches(&copy).iter().flat_map(records_of).collect();
+    assert_eq!(records, vec![(1, kv("a", "2")), (2, kv("b", "1"))]);
+}
+
+#[test]
+fn a_remote_rewrite_fails_on_a_batch_with_an_impossible_length() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut bytes, first) = remote_segment_bytes();
+    bytes[first + 8..first + 12].copy_from_slice(&3i32.to_be_bytes());
+    let mut rewrite = remote_rewrite(dir.path(), bytes.len() as u64);
+    // The first piece ends inside the bad batch's header: it waits for more.
+    rewrite
+        .feed(Bytes::copy_from_slice(&bytes[..first + 5]))
+        .expect("a whole batch and the start of the next");
+    let error = rewrite
+        .feed(Bytes::copy_from_slice(&bytes[first + 5..]))
+        .expect_err("the second batch cannot be parsed");
+    assert!(
+        error
+            .to_string()
+            .contains(&format!("segment 0 has no whole batch at byte {first}")),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_remote_rewrite_fails_on_a_segment_cut_short() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (bytes, first) = remote_segment_bytes();
+    // The object holds fewer bytes than its last batch declares.
+    let cut = &bytes[..bytes.len() - 4];
+    let mut rewrite = remote_rewrite(dir.path(), cut.len() as u64);
+    let error = rewrite
+        .feed(Bytes::copy_from_slice(cut))
+        .expect_err("the last batch runs past the end");
+    assert!(
+        error.to_string().contains(&format!("at byte {first}")),
+        "{error}"
+    );
+
+    // Fed less than the segment holds: finishing is an error, not a shorter copy.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut rewrite = remote_rewrite(dir.path(), bytes.len() as u64);
+    rewrite
+        .feed(Bytes::copy_from_slice(&bytes[..first + 30]))
+        .expect("a whole batch and part of the next");
+    let error = rewrite
+        .finish()
+        .err()
+        .expect("the segment ends inside a batch");
+    assert!(error.to_string().contains("ends inside a batch"), "{error}");
+    assert!(
+        !seg_path(dir.path(), 0, "log").exists(),
+        "the unfinished copy is removed"
+    );
+}
+
+#[test]
+fn the_offset_map_limit_applies_within_a_segment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut settings = config();
+    settings.min_cleanable_dirty_ratio = 0.0;
+    let mut log = Log::open(dir.path(), settings, 0).expect("open");
+    let mut model = Model::default();
+    // One segment of four batches of five keys: k0-k4, k5-k9, k0-k4, k5-k9.
+    for version in 0..2 {
+        for half in 0..2 {
+            let entries: Vec<Rec> = (0..5)
+                .map(|k| kv(format!("k{}", half * 5 + k), format!("v{version}")))
+                .collect();
+            model.put(&mut log, &entries, 1000);
+        }
+    }
+    log.roll(0).expect("roll");
+    model.put(&mut log, &[kv("tail", "t")], 2000);
+
+    // Room for 7 keys: one batch per pass, although the segment has 10 keys.
+    let pass = clean_with(&mut log, 10_000, 7).expect("due");
+    assert_eq!(pass.first_dirty, 5, "the map stopped inside the segment");
+    assert_eq!(pass.records_removed, 0);
+    assert_eq!(read_all(&log), model.all());
+    assert_eq!(stored_first_dirty(dir.path()), Some(5));
+
+    let pass = clean_with(&mut log, 10_000, 7).expect("due");
+    assert_eq!((pass.first_dirty, pass.records_removed), (10, 0));
+
+    // k0-k4 at 10..15 supersede 0..5; the records past the map (15..20) are untouched.
+    let pass = clean_with(&mut log, 10_000, 7).expect("due");
+    assert_eq!((pass.first_dirty, pass.records_removed), (15, 5));
+    assert_eq!(read_all(&log), model.compacted_in(15, |o| o < 15, true));
+
+    let pass = clean_with(&mut log, 10_000, 7).expect("due");
+    assert_eq!((pass.first_dirty, pass.records_removed), (20, 5));
+    assert_eq!(read_all(&log), model.compacted(20, true));
+    assert!(log.clean_plan(10_000).is_none());
+
+    let log = Log::open(dir.path(), config(), 20_000).expect("reopen");
+    assert_eq!(read_all(&log), model.compacted(20, true));
+}
