@@ -514,7 +514,12 @@ impl RecordBatchDecoder {
         version: i8,
         records: &mut Vec<Record>,
     ) -> Result<()> {
-        records.reserve(batch_decode_info.record_count as usize);
+        // STRATA PATCH: the record count is the batch's claim; reserve no more than the
+        // bytes left can hold, so a header claiming 2^31 records reserves nothing absurd.
+        records.reserve(types::capped_capacity::<Record>(
+            buf.remaining(),
+            batch_decode_info.record_count as usize,
+        ));
         for _ in 0..batch_decode_info.record_count {
             records.push(Record::decode_new(buf, batch_decode_info, version)?);
         }
@@ -893,7 +898,12 @@ impl Record {
         }
         let num_headers = num_headers as usize;
 
-        let mut headers = IndexMap::with_capacity(num_headers);
+        // STRATA PATCH: the header count is the record's claim; an 80-byte batch claiming
+        // 2^31 headers reserved gigabytes. Cap the reservation by the bytes that remain.
+        let mut headers = IndexMap::with_capacity(types::capped_capacity::<(
+            StrBytes,
+            Option<Bytes>,
+        )>(bytes::Buf::remaining(buf), num_headers));
         for _ in 0..num_headers {
             // Key len
             let key_len: i32 = types::VarInt.decode(buf)?;

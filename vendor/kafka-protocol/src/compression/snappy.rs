@@ -57,6 +57,31 @@ impl<B: ByteBufMut> Compressor<B> for Snappy {
 
 const MAGIC_HEADER: &[u8; 16] = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01";
 
+// STRATA PATCH: a snappy block starts with its uncompressed length, and upstream
+// zero-filled that many bytes before decoding: 88 bytes claiming 4 GiB took 4 GiB. The
+// claim is now checked against what the block's bytes can possibly produce.
+
+/// The most output `compressed_len` bytes of raw snappy can decode to. The densest element
+/// of the format is a copy with a two-byte offset: 3 bytes for at most 64 bytes of output.
+/// Literals produce no more than they take, and the length preamble produces nothing.
+fn max_decompress_len(compressed_len: usize) -> usize {
+    compressed_len.saturating_mul(64) / 3
+}
+
+/// The block's declared uncompressed length, refused if its bytes cannot produce it.
+fn checked_decompress_len(block: &[u8]) -> Result<usize> {
+    let declared = decompress_len(block).context("failed to read snappy header")?;
+    let limit = max_decompress_len(block.len());
+    if declared > limit {
+        anyhow::bail!(
+            "snappy block of {} bytes claims {declared} bytes uncompressed, more than the \
+             {limit} it can hold",
+            block.len()
+        );
+    }
+    Ok(declared)
+}
+
 impl<B: ByteBuf> Decompressor<B> for Snappy {
     type Buf = Bytes;
     fn decompress<R, F>(compressed: &mut B, f: F) -> Result<R>
@@ -80,7 +105,8 @@ impl<B: ByteBuf> Decompressor<B> for Snappy {
             .is_none_or(|magic| *magic != MAGIC_HEADER[..])
         {
             let compressed = compressed.copy_to_bytes(compressed.remaining());
-            let actual_len = decompress_len(&compressed).context("failed to read snappy header")?;
+            // STRATA PATCH: checked before the zero-fill below.
+            let actual_len = checked_decompress_len(&compressed)?;
             let mut tmp = BytesMut::zeroed(actual_len);
             Decoder::new()
                 .decompress(&compressed, &mut tmp)
@@ -102,8 +128,8 @@ impl<B: ByteBuf> Decompressor<B> for Snappy {
                 .try_get_bytes(compressed_block_size)
                 .context("not enough bytes for block")?;
 
-            let uncompressed_block_length = decompress_len(&compressed_block)
-                .context("failed to get snappy uncompressed length")?;
+            // STRATA PATCH: checked before the resize below zero-fills it.
+            let uncompressed_block_length = checked_decompress_len(&compressed_block)?;
             let uncompressed_block_start = uncompressed.len();
             uncompressed.resize(
                 uncompressed_block_start.saturating_add(uncompressed_block_length),

@@ -10,6 +10,28 @@ use anyhow::{bail, Result};
 use std::convert::TryFrom;
 use std::string::String as StdString;
 
+// STRATA PATCH: bounds for lengths and counts read from the wire. Upstream sized buffers
+// from them before reading, so a few bytes claiming 2^31 elements allocated gigabytes.
+
+/// A claimed byte length, refused if fewer bytes remain.
+fn checked_len<B: ByteBuf>(buf: &B, len: usize) -> Result<usize> {
+    if len > buf.remaining() {
+        return Err(crate::protocol::buf::NotEnoughBytesError.into());
+    }
+    Ok(len)
+}
+
+/// A claimed element count as a capacity, capped twice: an element takes at least one byte
+/// on the wire, so no more elements than bytes remain; and the reservation never exceeds
+/// the remaining input in bytes, because a decoded element can be far larger than its
+/// encoding (a one-byte struct is a hundred in memory). The capacity is only a hint: a
+/// genuine array past the cap grows the vector as it decodes.
+pub(crate) fn capped_capacity<T>(remaining: usize, count: usize) -> usize {
+    count
+        .min(remaining)
+        .min(remaining / std::mem::size_of::<T>().max(1))
+}
+
 macro_rules! define_copy_impl {
     ($e:ident, $t:ty) => (
         impl Encoder<$t> for $e {
@@ -359,7 +381,9 @@ impl Decoder<Option<StdString>> for String {
         match Int16.decode(buf)? {
             -1 => Ok(None),
             n if n >= 0 => {
-                let mut strbuf = vec![0; n as usize];
+                // STRATA PATCH: check the claimed length against the bytes left before
+                // allocating it, so a lying length costs nothing.
+                let mut strbuf = vec![0; checked_len(buf, n as usize)?];
                 buf.try_copy_to_slice(&mut strbuf)?;
                 Ok(Some(std::string::String::from_utf8(strbuf)?))
             }
@@ -511,7 +535,8 @@ impl Decoder<Option<StdString>> for CompactString {
         match UnsignedVarInt.decode(buf)? {
             0 => Ok(None),
             n => {
-                let mut strbuf = vec![0; (n - 1) as usize];
+                // STRATA PATCH: see String above.
+                let mut strbuf = vec![0; checked_len(buf, (n - 1) as usize)?];
                 buf.try_copy_to_slice(&mut strbuf)?;
                 Ok(Some(std::string::String::from_utf8(strbuf)?))
             }
@@ -655,7 +680,8 @@ impl Decoder<Option<Vec<u8>>> for Bytes {
         match Int32.decode(buf)? {
             -1 => Ok(None),
             n if n >= 0 => {
-                let mut data = vec![0; n as usize];
+                // STRATA PATCH: see String above.
+                let mut data = vec![0; checked_len(buf, n as usize)?];
                 buf.try_copy_to_slice(&mut data)?;
                 Ok(Some(data))
             }
@@ -804,7 +830,8 @@ impl Decoder<Option<Vec<u8>>> for CompactBytes {
         match UnsignedVarInt.decode(buf)? {
             0 => Ok(None),
             n => {
-                let mut data = vec![0; (n - 1) as usize];
+                // STRATA PATCH: see String above.
+                let mut data = vec![0; checked_len(buf, (n - 1) as usize)?];
                 buf.try_copy_to_slice(&mut data)?;
                 Ok(Some(data))
             }
@@ -985,7 +1012,9 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for Array<E> {
         match Int32.decode(buf)? {
             -1 => Ok(None),
             n if n >= 0 => {
-                let mut result = Vec::with_capacity(n as usize);
+                // STRATA PATCH: a capacity from the claimed count, capped by the input
+                // left; a lying count fails at the first missing element instead.
+                let mut result = Vec::with_capacity(capped_capacity::<T>(buf.remaining(), n as usize));
                 for _ in 0..n {
                     result.push(self.0.decode(buf)?);
                 }
@@ -1093,7 +1122,8 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for CompactArray<E> {
         match UnsignedVarInt.decode(buf)? {
             0 => Ok(None),
             n => {
-                let mut result = Vec::with_capacity((n - 1) as usize);
+                // STRATA PATCH: see Array above.
+                let mut result = Vec::with_capacity(capped_capacity::<T>(buf.remaining(), (n - 1) as usize));
                 for _ in 1..n {
                     result.push(self.0.decode(buf)?);
                 }
@@ -1194,5 +1224,39 @@ mod tests {
     fn smoke_compact_bytes_encoder_decoder() {
         test_encoder_decoder(CompactBytes, vec![1, 2, 3, 4], &[5, 1, 2, 3, 4]);
         test_encoder_decoder(CompactBytes, None::<Vec<u8>>, &[0]);
+    }
+
+    // STRATA PATCH: a lying length is refused before anything is allocated. Unpatched,
+    // these buffers were allocated first and the copy failed with bytes' own error type.
+    #[test]
+    fn strata_lying_lengths_are_refused_before_allocating() {
+        fn refused<T: std::fmt::Debug>(result: Result<T>) {
+            let err = result.expect_err("a length past the end must be refused");
+            assert!(
+                err.downcast_ref::<crate::protocol::buf::NotEnoughBytesError>().is_some(),
+                "refused by the copy, after allocating: {err}"
+            );
+        }
+        let string: Result<Option<StdString>> = String.decode(&mut &[0x7f, 0xff, b'a'][..]);
+        refused(string);
+        let compact: Result<Option<StdString>> =
+            CompactString.decode(&mut &[0xff, 0xff, 0xff, 0xff, 0x0f, b'a'][..]);
+        refused(compact);
+        let bytes: Result<Option<Vec<u8>>> = Bytes.decode(&mut &[0x7f, 0xff, 0xff, 0xff, 1][..]);
+        refused(bytes);
+        let compact: Result<Option<Vec<u8>>> =
+            CompactBytes.decode(&mut &[0xff, 0xff, 0xff, 0xff, 0x0f, 1][..]);
+        refused(compact);
+    }
+
+    #[test]
+    fn strata_capacity_is_capped_by_the_input_left() {
+        assert_eq!(capped_capacity::<u8>(10, 1 << 31), 10);
+        assert_eq!(capped_capacity::<u64>(80, 1 << 31), 10);
+        assert_eq!(capped_capacity::<u64>(80, 3), 3);
+        assert_eq!(capped_capacity::<()>(5, 1 << 31), 5);
+        let array: Result<Option<Vec<i32>>> =
+            Array(Int32).decode(&mut &[0x7f, 0xff, 0xff, 0xff, 0, 0, 0, 1][..]);
+        assert!(array.is_err());
     }
 }
