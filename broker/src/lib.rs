@@ -5,7 +5,6 @@
 //! [`log`] (segments on disk). Cluster metadata sits behind [`cluster::MetadataStore`].
 
 pub mod admin;
-pub mod alloc;
 pub mod broker;
 pub mod cluster;
 pub mod config;
@@ -22,6 +21,3 @@ pub mod sys;
 pub mod telemetry;
 pub mod tiered;
 pub mod topic_config;
-
-#[global_allocator]
-static ALLOCATOR: alloc::LenientAlloc = alloc::LenientAlloc;
