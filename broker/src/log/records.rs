@@ -46,9 +46,15 @@ pub const MAX_INFLATED_BYTES: u64 = 256 * 1024 * 1024;
 /// bytes, so that a batch of millions of empty records cannot be materialised cheaply.
 pub const RECORD_OVERHEAD: u64 = 160;
 
-/// Largest zstd window accepted (2^24 = 16 MiB). Producers at the usual levels use 2^21 or
-/// less; a frame declaring more would make the decoder allocate its window.
-const ZSTD_WINDOW_LOG_MAX: u32 = 24;
+/// Largest zstd window accepted: 2^27 (128 MiB), as Kafka's. Java producers at levels
+/// 20-22 stream with windows of 2^25-2^27. The window is reserved, but only the bytes
+/// inflated are touched, and the budget bounds those; heavy decodes run a few at a time
+/// (`partition.rs`), which bounds the sum.
+const ZSTD_WINDOW_LOG_MAX: u32 = 27;
+
+/// Largest snappy block decoded (snappy decodes a block whole). librdkafka writes one raw
+/// block per batch, so this caps the batch's uncompressed size for snappy.
+const SNAPPY_MAX_BLOCK: u64 = 64 * 1024 * 1024;
 
 /// Why the records of a batch cannot be read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -155,7 +161,13 @@ impl<R: Read> Read for Charged<'_, R> {
         let want = buf
             .len()
             .min(usize::try_from(self.budget.left.saturating_add(1)).unwrap_or(usize::MAX));
-        let read = self.inner.read(&mut buf[..want])?;
+        let read = self.inner.read(&mut buf[..want]).inspect_err(|e| {
+            // A decoder that must allocate a whole block refuses one past the budget
+            // with this kind (see `SnappyReader`).
+            if e.kind() == io::ErrorKind::OutOfMemory {
+                self.exceeded = true;
+            }
+        })?;
         if self.budget.charge(read as u64).is_err() {
             self.exceeded = true;
             return Err(io::Error::other("inflation budget exceeded"));
@@ -222,7 +234,7 @@ pub fn for_each_record(
     if codec == format::Codec::None {
         return walk(&mut SliceSource(records), want, &mut visit);
     }
-    let inflater = inflater(codec, records)?;
+    let inflater = inflater(codec, records, budget.left)?;
     let limit = budget.limit;
     let mut source = StreamSource(BufReader::with_capacity(
         64 * 1024,
@@ -529,11 +541,15 @@ fn decompress_error(codec: format::Codec, e: impl std::fmt::Display) -> RecordEr
     }
 }
 
-fn inflater(codec: format::Codec, input: &[u8]) -> Result<Box<dyn Read + '_>, RecordError> {
+fn inflater(
+    codec: format::Codec,
+    input: &[u8],
+    budget_left: u64,
+) -> Result<Box<dyn Read + '_>, RecordError> {
     Ok(match codec {
         format::Codec::None => Box::new(input),
         format::Codec::Gzip => Box::new(flate2::read::MultiGzDecoder::new(input)),
-        format::Codec::Snappy => Box::new(SnappyReader::new(input)),
+        format::Codec::Snappy => Box::new(SnappyReader::new(input, budget_left)),
         format::Codec::Lz4 => {
             Box::new(lz4::Decoder::new(input).map_err(|e| decompress_error(codec, e))?)
         }
@@ -557,6 +573,8 @@ struct SnappyReader<'a> {
     framed: bool,
     /// Decoded bytes not yet read.
     block: Bytes,
+    /// The budget left when the stream began: no block may declare more.
+    limit: u64,
 }
 
 const SNAPPY_MAGIC: &[u8; 8] = b"\x82SNAPPY\x00";
@@ -565,7 +583,7 @@ const SNAPPY_HEADER_LEN: usize = 16;
 const SNAPPY_MAX_RATIO: usize = 22;
 
 impl SnappyReader<'_> {
-    fn new(mut input: &[u8]) -> SnappyReader<'_> {
+    fn new(mut input: &[u8], limit: u64) -> SnappyReader<'_> {
         let framed = input.len() >= SNAPPY_HEADER_LEN && input.starts_with(SNAPPY_MAGIC);
         if framed {
             input = &input[SNAPPY_HEADER_LEN..];
@@ -574,6 +592,7 @@ impl SnappyReader<'_> {
             input,
             framed,
             block: Bytes::new(),
+            limit,
         }
     }
 
@@ -602,9 +621,17 @@ impl SnappyReader<'_> {
                 .len()
                 .saturating_mul(SNAPPY_MAX_RATIO)
                 .saturating_add(64)
+            || declared as u64 > SNAPPY_MAX_BLOCK
         {
             return Err(io::Error::other(
                 "snappy block declares more bytes than it can hold",
+            ));
+        }
+        if declared as u64 > self.limit {
+            // Reported as the budget running out, so a caller with a larger one may retry.
+            return Err(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                "snappy block past the budget",
             ));
         }
         let out = snap::raw::Decoder::new()
