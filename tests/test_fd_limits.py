@@ -95,8 +95,9 @@ def parse_metadata_v4_topics(buf: bytes) -> dict[str, int]:
         pos += 1  # is_internal
         for _ in range(int32()):  # partitions: error, index, leader, replicas, isr
             pos += 2 + 4 + 4
-            pos += 4 * int32()
-            pos += 4 * int32()
+            for _ in range(2):
+                nodes = int32()
+                pos += 4 * nodes
         topics[name] = error
     return topics
 
@@ -137,12 +138,12 @@ def test_thousands_of_segments_hold_no_descriptors_even_after_a_restart(broker):
     b = broker(env={"STRATA_LOG_SEGMENT_BYTES_MIN": "14", "STRATA_LOG_MAX_OPEN_SEGMENT_FILES": "64",
                     "STRATA_OFFSETS_TOPIC_PARTITIONS": "1"})
     topic = "tiny-segments"
-    create_topic(b.bootstrap, topic, 1, {"segment.bytes": "14"})
+    create_topic(b.bootstrap, topic, 1, {"segment.bytes": "14", "retention.ms": "-1"})
     baseline = open_fds(b.pid)
 
     produce_one_record_requests(b.bootstrap, topic, segments)
-    log_dir = next(p for p in (b.data_dir / "logs").iterdir() if p.name.startswith(topic))
-    assert len(list(log_dir.glob("*.log"))) >= segments, "each produce should have rolled a segment"
+    log_dir = next(p for p in (b.data_dir / "logs").iterdir() if p.name.startswith(topic + "."))
+    assert len(list(log_dir.glob("0/*.log"))) >= segments, "each produce should have rolled a segment"
     after_produce = open_fds(b.pid)
     # Before the fix: three per segment, 6,000 more.
     assert after_produce <= baseline + SLACK, (baseline, after_produce)
@@ -198,8 +199,10 @@ def test_create_topics_past_the_partition_limits_is_refused(broker):
     assert len(topics["fits"].partitions) == 60
 
     admin.delete_topics(["fits"], operation_timeout=30)["fits"].result(timeout=60)
-    create_topic(b.bootstrap, "after", 90)
-    assert len(admin.list_topics(timeout=30).topics["after"].partitions) == 90
+    # The 60 partitions deleted make room again.
+    futures = admin.create_topics([NewTopic("after", 90, 1)], operation_timeout=30)
+    futures["after"].result(timeout=60)
+    assert len(confluent_admin(b.bootstrap).list_topics("after", timeout=30).topics["after"].partitions) == 90
 
 
 def test_metadata_naming_2000_unknown_topics_creates_at_most_the_limit(broker):
