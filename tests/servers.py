@@ -256,6 +256,10 @@ class StrataBroker(ServerProcess):
         # live brokers; a lone broker on etcd gets 1 unless the test says otherwise.
         if metadata.startswith("etcd://"):
             self.env.setdefault("STRATA_OFFSETS_TOPIC_REPLICATION_FACTOR", "1")
+        # Tests make small segments to be quick; the production floors (1 MiB, 60 s)
+        # refuse them. A test of the floors passes its own values.
+        self.env.setdefault("STRATA_LOG_SEGMENT_BYTES_MIN", "1")
+        self.env.setdefault("STRATA_LOG_SEGMENT_MS_MIN", "1")
         self.args = list(args)
         self.config_path: Path | None = None
         if config_text is not None:

@@ -78,6 +78,9 @@ pub enum AdminError {
         "`{0}` is an internal topic: it cannot be created, deleted or repartitioned by clients"
     )]
     Internal(String),
+    /// A limit the operator set (or its default) refuses the request.
+    #[error("{0}")]
+    PolicyViolation(String),
 }
 
 impl From<StoreError> for AdminError {
@@ -462,6 +465,7 @@ impl Broker {
         if crate::group::is_internal(name) {
             return Err(AdminError::Internal(name.to_string()));
         }
+        crate::topic_config::check_floors(&configs, &self.config)?;
         self.create_any_topic(
             name,
             num_partitions,
@@ -503,6 +507,10 @@ impl Broker {
         let _admin = self.admin.lock().await;
         if self.topic(name).is_some() {
             return Err(AdminError::TopicExists(name.to_string()));
+        }
+        // The group coordinator's own topic is never refused: groups depend on it.
+        if !crate::group::is_internal(name) {
+            self.check_partition_limit(partitions as u64).await?;
         }
         let record = TopicRecord {
             name: name.to_string(),
@@ -658,6 +666,29 @@ impl Broker {
         targets
     }
 
+    /// Refuses `adding` partitions that would take the cluster past `max_partitions`,
+    /// counted in the metadata store (so every broker sees the same total). Called under
+    /// the admin lock; brokers creating at the same moment may together pass the limit
+    /// by one request's partitions, which `max_partitions_per_request` bounds.
+    async fn check_partition_limit(&self, adding: u64) -> Result<(), AdminError> {
+        let budget = crate::sys::FdBudget::current()
+            .unwrap_or_else(|_| crate::sys::FdBudget::for_limit(1024));
+        let limit = self.config.partition_limit(&budget);
+        let existing: u64 = self
+            .store
+            .list_topics()
+            .await?
+            .iter()
+            .map(|t| t.partitions.len() as u64)
+            .sum();
+        if existing + adding > limit {
+            return Err(AdminError::PolicyViolation(format!(
+                "the cluster has {existing} partitions; {adding} more would pass its limit of {limit} (broker setting max_partitions)"
+            )));
+        }
+        Ok(())
+    }
+
     /// Replicas for new partitions `first..first + count` of topic `name`, over the live
     /// brokers that are not draining.
     async fn place(
@@ -723,6 +754,7 @@ impl Broker {
                 "{count} partitions is more than 100000"
             )));
         }
+        self.check_partition_limit((count - current) as u64).await?;
         if validate_only {
             return Ok(());
         }
@@ -794,6 +826,14 @@ impl Broker {
             .topic(name)
             .ok_or_else(|| AdminError::UnknownTopic(name.to_string()))?;
         let configs = edit(&topic.record.configs)?;
+        // Only what this request changes must respect the floors: a value stored before an
+        // operator raised them does not block every other change to the topic.
+        let changed: BTreeMap<String, String> = configs
+            .iter()
+            .filter(|(name, value)| topic.record.configs.get(*name) != Some(*value))
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect();
+        crate::topic_config::check_floors(&changed, &self.config)?;
         let config = TopicConfig::resolve(&configs, &self.config)?;
         if validate_only {
             return Ok(());
@@ -828,6 +868,7 @@ impl Broker {
         use futures::StreamExt;
         let now = self.clock.now_ms();
         self.check_disk();
+        self.report_open_files();
         let partitions: Vec<Arc<Partition>> = self
             .topics()
             .iter()
@@ -1000,6 +1041,16 @@ impl Broker {
     }
 
     /// Updates `disk_full` from the data directory's file system usage.
+    /// Descriptors in use, for the gauges an operator compares with the limit.
+    fn report_open_files(&self) {
+        if let Ok(entries) = std::fs::read_dir("/proc/self/fd") {
+            self.metrics.open_files.set(entries.count() as i64);
+        }
+        self.metrics
+            .open_segment_files
+            .set(crate::log::files::open_count() as i64);
+    }
+
     fn check_disk(&self) {
         match crate::sys::disk_usage(&self.config.data_dir) {
             Ok(usage) => {

@@ -256,6 +256,35 @@ pub struct Config {
     /// their next request (backpressure: nothing fails). One connection holds at most one
     /// request (`max_request_bytes`) and its response at a time.
     pub queued_max_request_bytes: i64,
+    /// The smallest `segment.bytes` a client may give a topic (CreateTopics, AlterConfigs);
+    /// smaller values are refused with INVALID_CONFIG, and topics stored with a smaller
+    /// value roll at this size. Default 1048576 (1 MiB, Kafka's floor for dynamic
+    /// `log.segment.bytes`). Every segment is three files on disk and an upload; a tiny
+    /// floor lets one client create millions of them.
+    pub log_segment_bytes_min: i64,
+    /// The smallest `segment.ms` a client may give a topic; smaller values are refused with
+    /// INVALID_CONFIG and stored smaller values act as this. Default 60000 (1 minute).
+    /// Lower floors let an idle topic roll a segment (three files, one upload) that often.
+    pub log_segment_ms_min: i64,
+    /// Sealed-segment files (`.log`, `.index`, `.timeindex`) open at once; reads of older
+    /// segments open them through an LRU cache of this size. Default 0: a quarter of the
+    /// storage share of the open-files limit (see docs/operations.md), at most 10000.
+    /// Larger keeps more history reads free of an open(2); each entry is one descriptor.
+    pub log_max_open_segment_files: i64,
+    /// Partitions in the whole cluster (counted in the metadata store, internal topics
+    /// included); CreateTopics, CreatePartitions and auto-creation past it are refused with
+    /// POLICY_VIOLATION. Default 0: what this broker's storage share of the open-files
+    /// limit can hold open (three descriptors per partition's active segment). Each
+    /// partition costs three descriptors, memory and a metadata entry on its replicas.
+    pub max_partitions: i64,
+    /// Partitions one CreateTopics or CreatePartitions request may add, over all its
+    /// topics; the topics past it are refused with POLICY_VIOLATION. Default 1000. Bounds
+    /// the logs (and descriptors) one request opens.
+    pub max_partitions_per_request: i64,
+    /// Topics one Metadata request may auto-create; the other unknown topics it names
+    /// are answered UNKNOWN_TOPIC_OR_PARTITION (clients retry and create them in later
+    /// requests). Default 10. Bounds what one request of a few bytes can create.
+    pub auto_create_topics_per_request: i64,
 }
 
 impl Default for Config {
@@ -344,6 +373,12 @@ impl Default for Config {
             connections_max_idle_ms: 600_000,
             request_read_timeout_ms: 30_000,
             queued_max_request_bytes: 512 << 20,
+            log_segment_bytes_min: 1 << 20,
+            log_segment_ms_min: 60_000,
+            log_max_open_segment_files: 0,
+            max_partitions: 0,
+            max_partitions_per_request: 1000,
+            auto_create_topics_per_request: 10,
         }
     }
 }
@@ -666,6 +701,42 @@ impl Config {
                 ),
             ));
         }
+        at_least("log_segment_bytes_min", self.log_segment_bytes_min, 1)?;
+        at_least("log_segment_ms_min", self.log_segment_ms_min, 1)?;
+        if self.log_segment_bytes < self.log_segment_bytes_min {
+            return Err(invalid(
+                "log_segment_bytes",
+                format!(
+                    "must be >= log_segment_bytes_min ({})",
+                    self.log_segment_bytes_min
+                ),
+            ));
+        }
+        if self.log_segment_ms < self.log_segment_ms_min {
+            return Err(invalid(
+                "log_segment_ms",
+                format!(
+                    "must be >= log_segment_ms_min ({})",
+                    self.log_segment_ms_min
+                ),
+            ));
+        }
+        at_least(
+            "log_max_open_segment_files",
+            self.log_max_open_segment_files,
+            0,
+        )?;
+        at_least("max_partitions", self.max_partitions, 0)?;
+        at_least(
+            "max_partitions_per_request",
+            self.max_partitions_per_request,
+            1,
+        )?;
+        at_least(
+            "auto_create_topics_per_request",
+            self.auto_create_topics_per_request,
+            0,
+        )?;
         // Topic defaults are validated with the same rules as topic configs.
         crate::topic_config::TopicConfig::resolve(&BTreeMap::new(), self)
             .map_err(|e| invalid(&e.broker_setting(), e.to_string()))?;
@@ -697,6 +768,22 @@ impl Config {
             overrides.insert(ip, count);
         }
         Ok(overrides)
+    }
+
+    /// `log_max_open_segment_files`, or its default under `budget`.
+    pub fn open_segment_files(&self, budget: &crate::sys::FdBudget) -> u64 {
+        match self.log_max_open_segment_files {
+            0 => budget.segment_files(),
+            n => n as u64,
+        }
+    }
+
+    /// `max_partitions`, or its default under `budget`.
+    pub fn partition_limit(&self, budget: &crate::sys::FdBudget) -> u64 {
+        match self.max_partitions {
+            0 => budget.partitions(self.open_segment_files(budget)),
+            n => n as u64,
+        }
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {

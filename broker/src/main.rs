@@ -201,11 +201,40 @@ fn main() -> ExitCode {
     }
 }
 
+/// Shares out the open-files limit (see `strata_broker::sys`), sizes the sealed-segment
+/// file cache, and says so once, so an operator can see what one broker can hold.
+fn fd_budget(config: &Config) {
+    use strata_broker::sys::{FILES_PER_ACTIVE_SEGMENT, FdBudget};
+    let budget = FdBudget::current().unwrap_or_else(|_| FdBudget::for_limit(1024));
+    let segment_files = config.open_segment_files(&budget);
+    let partitions = config.partition_limit(&budget);
+    strata_broker::log::files::set_capacity(segment_files as usize);
+    info!(
+        limit = budget.limit,
+        connections = budget.connections,
+        storage = budget.storage,
+        segment_files,
+        max_partitions = partitions,
+        "open files shared out"
+    );
+    let storage_needed = partitions
+        .saturating_mul(FILES_PER_ACTIVE_SEGMENT)
+        .saturating_add(segment_files);
+    if storage_needed > budget.storage {
+        tracing::warn!(
+            needed = storage_needed,
+            storage = budget.storage,
+            "max_partitions and log_max_open_segment_files need more descriptors than the storage share of the open files limit; raise the limit or lower them"
+        );
+    }
+}
+
 async fn serve(config: Config) -> anyhow::Result<()> {
     match strata_broker::sys::raise_open_files_limit() {
-        Ok((before, after)) => info!(before, after, "open files limit (each segment holds 3)"),
+        Ok((before, after)) => info!(before, after, "open files limit raised to the hard limit"),
         Err(e) => tracing::warn!(error = %e, "could not raise the open files limit"),
     }
+    fd_budget(&config);
     let metrics = Arc::new(Metrics::new().context("register metrics")?);
     let cancel = CancellationToken::new();
     let supervisor = Supervisor::new(

@@ -124,6 +124,10 @@ pub struct Metrics {
     pub upload_lag_bytes: IntGaugeVec,
     pub upload_lag_seconds: IntGaugeVec,
     pub disk_used_percent: IntGauge,
+    /// Descriptors the process holds, against the open-files limit.
+    pub open_files: IntGauge,
+    /// Sealed-segment files held by the bounded cache (`log_max_open_segment_files`).
+    pub open_segment_files: IntGauge,
     pub produce_refused_disk: IntCounterVec,
     /// Tiering's own metrics (object store, segment cache). Its names carry the `strata_`
     /// prefix themselves, since the tiering crate does not know this registry's namespace.
@@ -248,6 +252,16 @@ impl Metrics {
             "Used space on the data directory's file system",
         )?;
         registry.register(Box::new(disk_used_percent.clone()))?;
+        let open_files = IntGauge::new(
+            "open_files",
+            "File descriptors the broker process holds (sockets included)",
+        )?;
+        registry.register(Box::new(open_files.clone()))?;
+        let open_segment_files = IntGauge::new(
+            "open_segment_files",
+            "Sealed-segment files open in the cache bounded by log_max_open_segment_files",
+        )?;
+        registry.register(Box::new(open_segment_files.clone()))?;
         let produce_refused_disk = counter(
             "produce_refused_disk_full_total",
             "Produce requests refused because the data disk passed disk_high_watermark_percent",
@@ -331,6 +345,8 @@ impl Metrics {
             records_in,
             log_size,
             log_segments,
+            open_files,
+            open_segment_files,
             log_end_offset,
             log_start_offset,
             local_log_start_offset,

@@ -152,22 +152,29 @@ impl Tiering {
     }
 }
 
-/// Reads a sealed segment's index files for upload.
+/// A segment's offset index, time index and producer snapshot, read whole for upload.
+type Sidecars = (Vec<u8>, Vec<u8>, Vec<u8>);
+
+/// Reads a sealed segment's index files for upload, and opens its `.log`: the segment
+/// holds no descriptor of its own (sealed segments are opened on demand), and this
+/// handle keeps its bytes readable for the whole upload even if retention removes it.
 async fn sealed_segment(info: SealedInfo, log_start_offset: i64) -> std::io::Result<SealedSegment> {
-    let (offset_index, time_index, producers) = tokio::task::spawn_blocking({
+    let (log, (offset_index, time_index, producers)) = tokio::task::spawn_blocking({
         let info = info.clone();
-        move || -> std::io::Result<(Vec<u8>, Vec<u8>, Vec<u8>)> {
+        move || -> std::io::Result<(std::fs::File, Sidecars)> {
+            let log = std::fs::File::open(&info.log_path)?;
             let producers = match &info.producers {
                 // Retention or compaction may remove it meanwhile: then none is uploaded
                 // and a restore from the bucket starts producers over (as KIP-360 allows).
                 Some(path) => std::fs::read(path).unwrap_or_default(),
                 None => Vec::new(),
             };
-            Ok((
+            let indexes = (
                 std::fs::read(&info.offset_index)?,
                 std::fs::read(&info.time_index)?,
                 producers,
-            ))
+            );
+            Ok((log, indexes))
         }
     })
     .await
@@ -175,7 +182,7 @@ async fn sealed_segment(info: SealedInfo, log_start_offset: i64) -> std::io::Res
     Ok(SealedSegment {
         base_offset: info.base_offset,
         end_offset: info.end_offset,
-        log: info.file,
+        log: std::sync::Arc::new(log),
         log_bytes: info.size,
         offset_index: Bytes::from(offset_index),
         time_index: Bytes::from(time_index),

@@ -246,6 +246,41 @@ pub fn check(name: &str, value: &str) -> Result<(), TopicConfigError> {
     Ok(())
 }
 
+/// The broker's floor under a topic config a client could set low enough to make the
+/// broker create files without bound: `(floor, broker setting)`.
+fn floor(name: &str, broker: &Config) -> Option<(i64, &'static str)> {
+    match name {
+        "segment.bytes" => Some((broker.log_segment_bytes_min, "log_segment_bytes_min")),
+        "segment.ms" => Some((broker.log_segment_ms_min, "log_segment_ms_min")),
+        _ => None,
+    }
+}
+
+/// Refuses overrides below the broker's floors (see [`floor`]). Runs where a client sets
+/// configs (CreateTopics, AlterConfigs, IncrementalAlterConfigs), not where stored topics
+/// are loaded: a topic stored before the floor was raised still loads, and
+/// [`TopicConfig::resolve`] lifts its value to the floor.
+pub fn check_floors(
+    overrides: &BTreeMap<String, String>,
+    broker: &Config,
+) -> Result<(), TopicConfigError> {
+    for (name, value) in overrides {
+        let Some((min, setting)) = floor(name, broker) else {
+            continue;
+        };
+        if value.trim().parse::<i64>().is_ok_and(|v| v < min) {
+            return Err(TopicConfigError::Invalid {
+                name: name.clone(),
+                value: value.clone(),
+                reason: format!(
+                    "must be at least {min}, this cluster's floor (broker setting {setting})"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The effective configuration of a topic.
 #[derive(Debug, Clone)]
 pub struct TopicConfig {
@@ -274,7 +309,13 @@ impl TopicConfig {
                 .cloned()
                 .unwrap_or_else(|| (def.default)(broker));
             check(def.name, &value)?;
-            values.insert(def.name, value.trim().to_string());
+            let mut value = value.trim().to_string();
+            if let Some((min, _)) = floor(def.name, broker)
+                && value.parse::<i64>().is_ok_and(|v| v < min)
+            {
+                value = min.to_string();
+            }
+            values.insert(def.name, value);
         }
         for name in overrides.keys() {
             if def(name).is_none() {
@@ -368,10 +409,10 @@ mod tests {
             log_retention_ms: 1000,
             ..Config::default()
         };
-        let overrides = BTreeMap::from([("segment.bytes".to_string(), "4096".to_string())]);
+        let overrides = BTreeMap::from([("segment.bytes".to_string(), "2097152".to_string())]);
         let config = TopicConfig::resolve(&overrides, &broker).expect("valid");
         let log = config.log_config();
-        assert_eq!(log.segment_bytes, 4096);
+        assert_eq!(log.segment_bytes, 2097152);
         assert_eq!(log.retention_ms, 1000);
         let described = config.describe();
         let seg = described
@@ -379,7 +420,31 @@ mod tests {
             .find(|d| d.name == "segment.bytes")
             .expect("listed");
         assert!(!seg.is_default);
-        assert_eq!(seg.value, "4096");
+        assert_eq!(seg.value, "2097152");
+    }
+
+    #[test]
+    fn segment_floors_refuse_new_values_and_lift_stored_ones() {
+        let broker = Config::default();
+        let tiny = BTreeMap::from([("segment.bytes".to_string(), "14".to_string())]);
+        let err = check_floors(&tiny, &broker).expect_err("below the floor");
+        assert!(err.to_string().contains("log_segment_bytes_min"), "{err}");
+        assert!(err.to_string().contains("1048576"), "{err}");
+        let fast = BTreeMap::from([("segment.ms".to_string(), "1".to_string())]);
+        let err = check_floors(&fast, &broker).expect_err("below the floor");
+        assert!(err.to_string().contains("log_segment_ms_min"), "{err}");
+        let ok = BTreeMap::from([("segment.bytes".to_string(), "1048576".to_string())]);
+        assert!(check_floors(&ok, &broker).is_ok());
+        // A topic stored before the floor existed still loads, at the floor.
+        let stored = TopicConfig::resolve(&tiny, &broker).expect("loads");
+        assert_eq!(stored.log_config().segment_bytes, 1 << 20);
+        let lowered = Config {
+            log_segment_bytes_min: 14,
+            ..Config::default()
+        };
+        assert!(check_floors(&tiny, &lowered).is_ok());
+        let kept = TopicConfig::resolve(&tiny, &lowered).expect("loads");
+        assert_eq!(kept.log_config().segment_bytes, 14);
     }
 
     #[test]

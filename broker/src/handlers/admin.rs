@@ -46,12 +46,27 @@ fn source(described: &Described) -> i8 {
     }
 }
 
+/// Admits `adding` partitions into a request that already added `added`, within
+/// `max_partitions_per_request`: one request must not open an unbounded number of logs.
+fn within_request_limit(broker: &Broker, added: &mut i64, adding: i64) -> Result<(), AdminError> {
+    let limit = broker.config.max_partitions_per_request;
+    if *added + adding > limit {
+        return Err(AdminError::PolicyViolation(format!(
+            "this request would add {} partitions; at most {limit} may be added per request (broker setting max_partitions_per_request)",
+            *added + adding
+        )));
+    }
+    *added += adding;
+    Ok(())
+}
+
 pub async fn create_topics(
     broker: &Arc<Broker>,
     request: CreateTopicsRequest,
     version: i16,
 ) -> ResponseKind {
     let mut results = Vec::with_capacity(request.topics.len());
+    let mut added = 0i64;
     for topic in request.topics {
         let name = topic.name.0.to_string();
         let configs: BTreeMap<String, String> = topic
@@ -82,10 +97,20 @@ pub async fn create_topics(
             partitions = topic.assignments.len() as i32;
             factor = 1;
         }
-        let result = match broker
-            .create_topic(&name, partitions, factor, configs, request.validate_only)
-            .await
-        {
+        let requested = if partitions == -1 {
+            broker.config.num_partitions
+        } else {
+            partitions
+        };
+        let created = match within_request_limit(broker, &mut added, i64::from(requested.max(0))) {
+            Ok(()) => {
+                broker
+                    .create_topic(&name, partitions, factor, configs, request.validate_only)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        let result = match created {
             Ok(created) => {
                 let mut result = CreatableTopicResult::default()
                     .with_name(topic.name)
@@ -170,11 +195,21 @@ pub async fn create_partitions(
     request: CreatePartitionsRequest,
 ) -> ResponseKind {
     let mut results = Vec::with_capacity(request.topics.len());
+    let mut added = 0i64;
     for topic in request.topics {
         let result = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
-        let outcome = broker
-            .create_partitions(&topic.name.0, topic.count, request.validate_only)
-            .await;
+        let current = broker
+            .topic(&topic.name.0)
+            .map_or(0, |t| t.partitions.len() as i64);
+        let adding = (i64::from(topic.count) - current).max(0);
+        let outcome = match within_request_limit(broker, &mut added, adding) {
+            Ok(()) => {
+                broker
+                    .create_partitions(&topic.name.0, topic.count, request.validate_only)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         results.push(match outcome {
             Ok(()) => result,
             Err(e) => {

@@ -91,6 +91,9 @@ pub async fn metadata(
     } else {
         // Before v4 there is no flag and Kafka auto-creates; after, the client decides.
         let client_allows = version < 4 || request.allow_auto_topic_creation;
+        // One request of a few bytes may name thousands of unknown topics: only the first
+        // few are created, the rest are UNKNOWN_TOPIC_OR_PARTITION until a retry.
+        let mut may_create = broker.config.auto_create_topics_per_request;
         for wanted in request.topics.unwrap_or_default() {
             let name = wanted.name.as_ref().map(|n| n.0.to_string());
             let entry = match name {
@@ -104,10 +107,17 @@ pub async fn metadata(
                     ResponseError::InvalidTopicException,
                 ),
                 Some(name) => {
-                    let found = if client_allows {
-                        broker.get_or_auto_create(&name).await
+                    let known = broker.topic(&name);
+                    let creates = known.is_none() && !crate::group::is_internal(&name);
+                    let found = if known.is_some() || !client_allows {
+                        Ok(known)
+                    } else if creates && may_create <= 0 {
+                        Ok(None)
                     } else {
-                        Ok(broker.topic(&name))
+                        if creates {
+                            may_create -= 1;
+                        }
+                        broker.get_or_auto_create(&name).await
                     };
                     match found {
                         Ok(Some(topic)) => topic_metadata(broker, &topic),
@@ -116,6 +126,12 @@ pub async fn metadata(
                             uuid::Uuid::nil(),
                             ResponseError::UnknownTopicOrPartition,
                         ),
+                        // A limit reached is the client's doing, not the broker's trouble:
+                        // no warning per refused name.
+                        Err(e @ AdminError::PolicyViolation(_)) => {
+                            tracing::debug!(topic = %name, error = %e, "auto-creation refused");
+                            topic_error(Some(&name), uuid::Uuid::nil(), super::admin_error_code(&e))
+                        }
                         Err(e) => {
                             tracing::warn!(topic = %name, error = %e, "auto-creating a topic failed");
                             let code = match e {

@@ -120,6 +120,7 @@ pub fn admin_error_code(error: &AdminError) -> ResponseError {
         AdminError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
         AdminError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
         AdminError::InvalidConfig(_) => ResponseError::InvalidConfig,
+        AdminError::PolicyViolation(_) => ResponseError::PolicyViolation,
         // Retriable for clients: the store may come back.
         AdminError::Store(_) | AdminError::Tiering(_) => ResponseError::RequestTimedOut,
         AdminError::Log(e) => log_error_code(e),

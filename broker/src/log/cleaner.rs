@@ -125,7 +125,9 @@ pub struct PlannedSegment {
     pub base_offset: i64,
     pub next_offset: i64,
     pub size: u64,
-    pub file: Arc<File>,
+    /// The `.log` file, opened while the pass reads it: a plan over thousands of sealed
+    /// segments holds no descriptors.
+    pub log_path: PathBuf,
     pub max_timestamp: i64,
 }
 
@@ -213,9 +215,9 @@ fn for_each_batch(
     mut f: impl FnMut(i64, Bytes) -> io::Result<()>,
 ) -> io::Result<()> {
     let mut position = 0;
+    let file = File::open(&segment.log_path)?;
     while position < segment.size {
-        let Some((base_offset, size, _)) = read_prefix_at(&segment.file, position, segment.size)?
-        else {
+        let Some((base_offset, size, _)) = read_prefix_at(&file, position, segment.size)? else {
             let reason = "a batch header that is cut short or declares an impossible length";
             return Err(UnparsableBatch::at(segment.base_offset, position, reason));
         };
@@ -224,7 +226,7 @@ fn for_each_batch(
             return Err(UnparsableBatch::at(segment.base_offset, position, reason));
         }
         let mut batch = vec![0u8; size];
-        segment.file.read_exact_at(&mut batch, position)?;
+        file.read_exact_at(&mut batch, position)?;
         f(base_offset, Bytes::from(batch))?;
         position += size as u64;
     }
@@ -419,7 +421,7 @@ impl RemoteRewrite {
         self.segment.flush()?;
         let (offset_index, time_index) = self.segment.index_paths();
         Ok(Some(Rewritten {
-            log: self.segment.file.clone(),
+            log: self.segment.log_file()?,
             log_bytes: self.segment.size,
             offset_index: offset_index.to_path_buf(),
             time_index: time_index.to_path_buf(),
@@ -429,8 +431,8 @@ impl RemoteRewrite {
     }
 }
 
-fn modified_ms(file: &File) -> io::Result<i64> {
-    let modified = file.metadata()?.modified()?;
+fn modified_ms(path: &Path) -> io::Result<i64> {
+    let modified = fs::metadata(path)?.modified()?;
     Ok(modified
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64))
@@ -592,7 +594,7 @@ pub fn stage(plan: &CleanPlan, now_ms: i64, max_keys: usize) -> io::Result<Stage
         let mut removed = 0u64;
         let mut newest_write = 0i64;
         for segment in group {
-            let written_ms = modified_ms(&segment.file)?;
+            let written_ms = modified_ms(&segment.log_path)?;
             newest_write = newest_write.max(written_ms);
             let tombstones_expire = written_ms < delete_horizon;
             for_each_batch(segment, |batch_base, batch| {
@@ -784,7 +786,7 @@ impl Log {
                 base_offset: s.base_offset,
                 next_offset: s.next_offset,
                 size: s.size,
-                file: s.file.clone(),
+                log_path: s.log_path().to_path_buf(),
                 max_timestamp: s.max_timestamp,
             });
         }

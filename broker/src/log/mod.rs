@@ -14,6 +14,7 @@
 
 pub mod cleaner;
 pub mod epochs;
+pub mod files;
 pub mod format;
 pub mod producers;
 mod read;
@@ -136,8 +137,10 @@ pub struct RemoteBounds {
     pub end: i64,
 }
 
-/// A sealed segment to upload. The file handle keeps the data readable even if retention
-/// removes the segment meanwhile.
+/// A sealed segment to upload. It names its files rather than holding them open, so a
+/// backlog of thousands of segments costs no descriptors; the uploader opens the `.log`
+/// when it starts the upload, and that handle keeps the data readable to the end even if
+/// retention removes the segment meanwhile.
 #[derive(Debug, Clone)]
 pub struct SealedInfo {
     pub base_offset: i64,
@@ -145,7 +148,7 @@ pub struct SealedInfo {
     pub size: u64,
     pub max_timestamp: i64,
     pub sealed_ms: i64,
-    pub file: Arc<File>,
+    pub log_path: PathBuf,
     pub offset_index: PathBuf,
     pub time_index: PathBuf,
     /// `<base>.producers`, if idempotent producers had written by the time it was sealed.
@@ -309,13 +312,14 @@ impl Log {
                 // the disk lost data. Offsets must stay dense: drop what follows the hole.
                 warn!(dir = %dir.display(), segment = base, end, next, "gap after a sealed segment; dropping later segments");
                 for &later in &bases[i + 1..] {
-                    if let Ok((s, _)) = Segment::open(dir, later, None, interval, now_ms, compacted)
-                    {
-                        s.delete_files().map_err(io_err)?;
-                    }
+                    segment::delete_files(dir, later).map_err(io_err)?;
                 }
                 break;
             }
+        }
+        // After a hole the last segment kept was opened as a sealed one, yet it is active.
+        if let Some(last) = log.segments.values_mut().next_back() {
+            last.pin().map_err(io_err)?;
         }
         if log.segments.is_empty() {
             log.log_start_offset = log.log_start_offset.max(start_offset);
@@ -554,7 +558,7 @@ impl Log {
         self.dirty = true;
         if self.unflushed_messages >= self.config.flush_messages {
             self.unflushed_messages = 0;
-            Some(self.active().file.clone())
+            self.active().log_file().ok()
         } else {
             None
         }
@@ -581,6 +585,9 @@ impl Log {
         active.sealed_ms = now_ms;
         let sealed = active.seal().and_then(|()| active.flush());
         sealed.map_err(|e| self.io_err(e))?;
+        // Sealed and fsynced: from now on its files are opened on demand, so descriptors
+        // do not grow with the number of segments.
+        self.active_mut().release();
         // The producers' state as of the sealed segment's end travels with it to the
         // remote tier, so a broker restored from the bucket still recognises retries.
         // Without idempotent producers there is nothing to write.
@@ -642,7 +649,7 @@ impl Log {
             0
         };
         Ok(Some(Location {
-            file: segment.file.clone(),
+            file: segment.log_file().map_err(|e| self.io_err(e))?,
             start,
             end: segment.size,
         }))
@@ -666,7 +673,7 @@ impl Log {
                     .lookup_time_position(timestamp)
                     .map_err(|e| self.io_err(e))?;
                 return Ok(Some(Location {
-                    file: segment.file.clone(),
+                    file: segment.log_file().map_err(|e| self.io_err(e))?,
                     start,
                     end: segment.size,
                 }));
@@ -689,7 +696,7 @@ impl Log {
             .map_err(|e| self.io_err(e))?;
         Ok(Some((
             Location {
-                file: segment.file.clone(),
+                file: segment.log_file().map_err(|e| self.io_err(e))?,
                 start,
                 end: segment.size,
             },

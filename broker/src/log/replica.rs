@@ -48,9 +48,13 @@ pub(super) fn for_each_header(
     mut f: impl FnMut(u64, &BatchHeader) -> bool,
 ) -> io::Result<()> {
     let mut position = from;
+    if position + format::BATCH_HEADER_LEN as u64 > segment.size {
+        return Ok(());
+    }
+    let file = segment.log_file()?;
     while position + format::BATCH_HEADER_LEN as u64 <= segment.size {
         let mut header = [0u8; format::BATCH_HEADER_LEN];
-        segment.file.read_exact_at(&mut header, position)?;
+        file.read_exact_at(&mut header, position)?;
         let h = format::parse_validated_header(&header);
         if h.size < format::BATCH_HEADER_LEN || !f(position, &h) {
             break;
@@ -209,8 +213,14 @@ impl Log {
             .and_then(|d| d.sync_all())
             .map_err(|e| io_err(self, e))?;
         let active = self.segments.get(&base).expect("segment found above");
-        active.file.set_len(cut).map_err(|e| io_err(self, e))?;
-        active.file.sync_all().map_err(|e| io_err(self, e))?;
+        // The segment may be sealed (its files are not held open for writing): the cut
+        // goes through a handle of its own, and the reopen below starts from the disk.
+        let cut_file = fs::OpenOptions::new()
+            .write(true)
+            .open(active.log_path())
+            .map_err(|e| io_err(self, e))?;
+        cut_file.set_len(cut).map_err(|e| io_err(self, e))?;
+        cut_file.sync_all().map_err(|e| io_err(self, e))?;
         let _ = fs::remove_file(active.producers_path());
         warn!(dir = %self.dir.display(), offset, segment = base, "truncated the log to agree with the leader");
         self.reopen_from(base, now_ms)?;

@@ -65,9 +65,7 @@ impl Log {
             // An empty segment (a compacted range with nothing left) has no timestamp: as
             // in Kafka, its age is its file's last write.
             let newest = if first.size == 0 {
-                first
-                    .file
-                    .metadata()
+                std::fs::metadata(first.log_path())
                     .and_then(|m| m.modified())
                     .ok()
                     .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
@@ -131,7 +129,7 @@ impl Log {
                     size: s.size,
                     max_timestamp: s.max_timestamp,
                     sealed_ms: s.sealed_ms,
-                    file: s.file.clone(),
+                    log_path: s.log_path().to_path_buf(),
                     offset_index: offset_index.to_path_buf(),
                     time_index: time_index.to_path_buf(),
                     producers: Some(s.producers_path()).filter(|p| p.exists()),

@@ -1,11 +1,16 @@
 //! One segment of a partition log: the `.log` file and its two sparse indexes.
 //! Byte layouts are in [`super::format`].
+//!
+//! The active segment holds its three files open; a sealed one holds none and opens them
+//! through the bounded cache in [`super::files`] when it is read.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use super::files::SegmentFile;
 
 use super::format::{
     self, BATCH_PREFIX_LEN, INDEX_HEADER_LEN, OFFSET_ENTRY_LEN, OFFSET_INDEX_MAGIC, TIME_ENTRY_LEN,
@@ -15,8 +20,7 @@ use super::format::{
 /// A fixed-entry-size index file: header, then entries appended in order.
 #[derive(Debug)]
 pub struct IndexFile {
-    path: PathBuf,
-    file: File,
+    file: SegmentFile,
     entry_len: u64,
     entries: u64,
 }
@@ -36,15 +40,16 @@ impl IndexFile {
         let header_ok = len >= INDEX_HEADER_LEN
             && file.read_exact_at(&mut header, 0).is_ok()
             && format::index_header_ok(&header, magic);
+        if !header_ok {
+            file.set_len(0)?;
+            file.write_all_at(&format::index_header(magic), 0)?;
+        }
         let mut index = IndexFile {
-            path,
-            file,
+            file: SegmentFile::pinned(path, file),
             entry_len,
             entries: 0,
         };
         if !header_ok {
-            index.file.set_len(0)?;
-            index.file.write_all_at(&format::index_header(magic), 0)?;
             return Ok((index, true));
         }
         // A torn trailing entry (crash mid-write) is dropped.
@@ -54,11 +59,12 @@ impl IndexFile {
 
     fn read_entry(&self, n: u64, buf: &mut [u8]) -> io::Result<()> {
         self.file
+            .open()?
             .read_exact_at(buf, INDEX_HEADER_LEN + n * self.entry_len)
     }
 
     fn append(&mut self, entry: &[u8]) -> io::Result<()> {
-        self.file
+        writable(&self.file)?
             .write_all_at(entry, INDEX_HEADER_LEN + self.entries * self.entry_len)?;
         self.entries += 1;
         Ok(())
@@ -66,17 +72,22 @@ impl IndexFile {
 
     fn truncate_entries(&mut self, entries: u64) -> io::Result<()> {
         self.entries = entries.min(self.entries);
-        self.file
-            .set_len(INDEX_HEADER_LEN + self.entries * self.entry_len)
+        writable(&self.file)?.set_len(INDEX_HEADER_LEN + self.entries * self.entry_len)
     }
 
     /// Binary search for the last entry whose key (decoded by `key`) is <= `target`.
     fn floor(&self, target: i64, key: impl Fn(&[u8]) -> i64) -> io::Result<Option<u64>> {
         let mut buf = vec![0u8; self.entry_len as usize];
         let (mut lo, mut hi) = (0u64, self.entries);
+        if hi == 0 {
+            return Ok(None);
+        }
+        // One handle for the whole search: a cache lookup per probe would cost more than
+        // the read.
+        let file = self.file.open()?;
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            self.read_entry(mid, &mut buf)?;
+            file.read_exact_at(&mut buf, INDEX_HEADER_LEN + mid * self.entry_len)?;
             if key(&buf) <= target {
                 lo = mid + 1;
             } else {
@@ -85,6 +96,16 @@ impl IndexFile {
         }
         Ok(lo.checked_sub(1))
     }
+}
+
+/// The handle a write needs: only an active segment's files are written.
+fn writable(file: &SegmentFile) -> io::Result<&Arc<File>> {
+    file.writable().ok_or_else(|| {
+        io::Error::other(format!(
+            "{} belongs to a sealed segment and is not written",
+            file.path().display()
+        ))
+    })
 }
 
 fn offset_entry(buf: &[u8]) -> (u32, u32) {
@@ -107,9 +128,9 @@ fn time_entry(buf: &[u8]) -> (i64, u32) {
 #[derive(Debug)]
 pub struct Segment {
     pub base_offset: i64,
-    /// Shared with readers so a fetch can read without holding the log lock; an unlinked
-    /// file stays readable while a reader holds it.
-    pub file: Arc<File>,
+    /// The `.log` file. Readers get an `Arc<File>` of it so a fetch can read without
+    /// holding the log lock; an unlinked or evicted file stays readable while they hold it.
+    log: SegmentFile,
     /// Bytes of whole, valid batches. Readers never look past it.
     pub size: u64,
     /// Offset after the last batch in the segment.
@@ -127,7 +148,6 @@ pub struct Segment {
     bytes_since_index_entry: u64,
     /// True when the last time-index entry holds `max_timestamp`.
     time_index_current: bool,
-    log_path: PathBuf,
 }
 
 /// What [`Segment::rollback`] restores.
@@ -180,7 +200,7 @@ impl Segment {
         )?;
         Ok(Segment {
             base_offset,
-            file: Arc::new(file),
+            log: SegmentFile::pinned(log_path, file),
             size: 0,
             next_offset: base_offset,
             max_timestamp: -1,
@@ -191,7 +211,6 @@ impl Segment {
             time_index,
             bytes_since_index_entry: 0,
             time_index_current: true,
-            log_path,
         })
     }
 
@@ -223,7 +242,7 @@ impl Segment {
         )?;
         let mut segment = Segment {
             base_offset,
-            file: Arc::new(file),
+            log: SegmentFile::pinned(log_path, file),
             size: 0,
             next_offset: base_offset,
             max_timestamp: -1,
@@ -234,7 +253,6 @@ impl Segment {
             time_index,
             bytes_since_index_entry: 0,
             time_index_current: true,
-            log_path,
         };
         let indexes_rebuilt = offset_rebuilt || time_rebuilt;
         let start = match trusted_until {
@@ -264,7 +282,7 @@ impl Segment {
         // not keep an idle segment from rolling; producer clocks ahead of ours are capped.
         if segment.size >= format::BATCH_HEADER_LEN as u64 {
             let mut header = [0u8; format::BATCH_HEADER_LEN];
-            segment.file.read_exact_at(&mut header, 0)?;
+            segment.log.open()?.read_exact_at(&mut header, 0)?;
             let first = format::parse_validated_header(&header).max_timestamp;
             if first > 0 {
                 segment.created_ms = first.min(now_ms);
@@ -275,7 +293,8 @@ impl Segment {
 
     /// Opens a sealed segment whose bytes are all trusted: only its size and the last
     /// entries of its indexes are read, so start-up does not grow with the log's length.
-    /// A segment whose indexes are missing is scanned and its indexes rebuilt.
+    /// A segment whose indexes are missing is scanned and its indexes rebuilt. Its files
+    /// are closed again before it returns: a sealed segment holds no descriptors.
     pub fn open_sealed(
         dir: &Path,
         base_offset: i64,
@@ -285,9 +304,7 @@ impl Segment {
         compacted: bool,
     ) -> io::Result<(Segment, ScanOutcome)> {
         let log_path = dir.join(format::segment_file_name(base_offset, "log"));
-        let probe = OpenOptions::new().read(true).open(&log_path)?;
-        let file_len = probe.metadata()?.len();
-        drop(probe);
+        let file_len = std::fs::metadata(&log_path)?.len();
         let mut last_time = [0u8; TIME_ENTRY_LEN as usize];
         let (time_index, time_rebuilt) = IndexFile::open(
             dir.join(format::segment_file_name(base_offset, "timeindex")),
@@ -307,14 +324,56 @@ impl Segment {
             None
         };
         drop(time_index);
-        Segment::open(
+        let (mut segment, outcome) = Segment::open(
             dir,
             base_offset,
             trusted,
             index_interval_bytes,
             now_ms,
             compacted,
-        )
+        )?;
+        segment.release();
+        Ok((segment, outcome))
+    }
+
+    /// Stops holding this (sealed) segment's files open; reads open them through the
+    /// bounded cache from now on.
+    pub fn release(&mut self) {
+        self.log.release();
+        self.offset_index.file.release();
+        self.time_index.file.release();
+    }
+
+    /// Holds this segment's files open for writing again: a sealed segment that becomes
+    /// the active one (recovery dropped the segments after a hole).
+    pub fn pin(&mut self) -> io::Result<()> {
+        if self.log.writable().is_none() {
+            let log = OpenOptions::new()
+                .read(true)
+                .append(true)
+                .open(self.log.path())?;
+            self.log.pin(log);
+        }
+        for index in [&mut self.offset_index, &mut self.time_index] {
+            if index.file.writable().is_none() {
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(index.file.path())?;
+                index.file.pin(file);
+            }
+        }
+        Ok(())
+    }
+
+    /// The `.log` file, open: the active segment's own handle, or a sealed segment's from
+    /// the cache.
+    pub fn log_file(&self) -> io::Result<Arc<File>> {
+        self.log.open()
+    }
+
+    pub fn log_path(&self) -> &Path {
+        self.log.path()
     }
 
     /// Validates batches from `start` to `end`, rebuilding index entries as it goes, and
@@ -329,11 +388,12 @@ impl Segment {
         let mut position = start;
         let mut batches = 0;
         let mut header = [0u8; BATCH_PREFIX_LEN];
+        let file = self.log.open()?;
         while position < end {
             if end - position < BATCH_PREFIX_LEN as u64 {
                 break;
             }
-            self.file.read_exact_at(&mut header, position)?;
+            file.read_exact_at(&mut header, position)?;
             let Some((base_offset, size, _)) = format::read_batch_prefix(&header) else {
                 break;
             };
@@ -349,7 +409,7 @@ impl Segment {
                 break;
             }
             let mut batch = vec![0u8; size];
-            self.file.read_exact_at(&mut batch, position)?;
+            file.read_exact_at(&mut batch, position)?;
             if !format::crc_matches(&batch) {
                 break;
             }
@@ -362,7 +422,7 @@ impl Segment {
         }
         let truncated_bytes = end - self.size;
         if truncated_bytes > 0 {
-            self.file.set_len(self.size)?;
+            writable(&self.log)?.set_len(self.size)?;
         }
         Ok(ScanOutcome {
             valid_size: self.size,
@@ -466,7 +526,9 @@ impl Segment {
     /// (the disk is gone), the error that caused the rollback stands and recovery cleans
     /// up at the next start.
     pub fn rollback(&mut self, snapshot: &AppendSnapshot) {
-        let _ = self.file.set_len(snapshot.size);
+        if let Some(file) = self.log.writable() {
+            let _ = file.set_len(snapshot.size);
+        }
         let _ = self.offset_index.truncate_entries(snapshot.offset_entries);
         let _ = self.time_index.truncate_entries(snapshot.time_entries);
         self.size = snapshot.size;
@@ -489,8 +551,8 @@ impl Segment {
             self.bytes_since_index_entry = u64::MAX;
         }
         let position = self.size;
-        let written = (&*self.file)
-            .write_all(batch)
+        let written = writable(&self.log)
+            .and_then(|file| (&**file).write_all(batch))
             .and_then(|()| self.index_batch(header, position, index_interval_bytes));
         if let Err(e) = written {
             self.rollback(&snapshot);
@@ -510,47 +572,36 @@ impl Segment {
         Ok(())
     }
 
+    /// fsyncs the active segment's files (a sealed segment's were fsynced when it rolled).
     pub fn flush(&self) -> io::Result<()> {
-        self.file.sync_data()?;
-        self.offset_index.file.sync_data()?;
-        self.time_index.file.sync_data()
+        for file in [&self.log, &self.offset_index.file, &self.time_index.file] {
+            writable(file)?.sync_data()?;
+        }
+        Ok(())
     }
 
     /// Handles to fsync this segment's files without holding the log lock.
     pub fn sync_handles(&self) -> io::Result<Vec<File>> {
-        Ok(vec![
-            self.file.try_clone()?,
-            self.offset_index.file.try_clone()?,
-            self.time_index.file.try_clone()?,
-        ])
+        [&self.log, &self.offset_index.file, &self.time_index.file]
+            .into_iter()
+            .map(|file| writable(file)?.try_clone())
+            .collect()
     }
 
     /// Paths of the offset and time index files (uploads read them whole).
     pub fn index_paths(&self) -> (&Path, &Path) {
-        (&self.offset_index.path, &self.time_index.path)
+        (self.offset_index.file.path(), self.time_index.file.path())
     }
 
     /// `<base>.producers`: the idempotent producers' state as of this segment's end,
     /// written when it was sealed (see [`super::producers`]); uploaded with it.
     pub fn producers_path(&self) -> PathBuf {
-        self.log_path.with_extension("producers")
+        self.log.path().with_extension("producers")
     }
 
     pub fn delete_files(&self) -> io::Result<()> {
-        // Indexes first: a crash part-way leaves a .log without indexes (rebuilt at
-        // start-up), never indexes without their .log.
-        for path in [
-            &self.producers_path(),
-            &self.offset_index.path,
-            &self.time_index.path,
-            &self.log_path,
-        ] {
-            match std::fs::remove_file(path) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
-        }
-        Ok(())
+        let dir = self.log.path().parent().unwrap_or(Path::new("."));
+        delete_files(dir, self.base_offset)
     }
 
     /// Byte position from which to scan for `offset`: the floor entry of the offset index.
@@ -579,6 +630,19 @@ impl Segment {
         let (_, relative) = time_entry(&buf);
         self.lookup_position(self.base_offset + i64::from(relative))
     }
+}
+
+/// Deletes the files of the segment at `base_offset` in `dir`, without opening them.
+pub fn delete_files(dir: &Path, base_offset: i64) -> io::Result<()> {
+    // Indexes first: a crash part-way leaves a .log without indexes (rebuilt at
+    // start-up), never indexes without their .log.
+    for extension in ["producers", "index", "timeindex", "log"] {
+        match std::fs::remove_file(dir.join(format::segment_file_name(base_offset, extension))) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 pub fn read_prefix_at(
