@@ -91,7 +91,7 @@ async fn prepare_off_the_workers(
         done => return Ok(done?),
     }
     let owned = records.to_vec();
-    tokio::task::spawn_blocking(move || {
+    heavy_decode(move || {
         log::prepare(
             &owned,
             max_message_bytes,
@@ -99,12 +99,31 @@ async fn prepare_off_the_workers(
             log::records::MAX_INFLATED_BYTES,
         )
     })
-    .await
-    .map_err(|e| LogError::Io {
-        dir: std::path::PathBuf::new(),
-        source: std::io::Error::other(format!("blocking task failed: {e}")),
-    })?
+    .await?
     .map_err(LogError::from)
+}
+
+/// Decodes that may inflate up to the full budget run here: on the blocking pool, a few
+/// at a time. The budget bounds each one's CPU and the bytes it touches (zstd's window,
+/// a snappy block); this bounds how many hold that memory at once.
+static HEAVY_DECODES: std::sync::LazyLock<tokio::sync::Semaphore> =
+    std::sync::LazyLock::new(|| {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        tokio::sync::Semaphore::new(cores.clamp(1, 4))
+    });
+
+/// Runs a heavy record decode under [`HEAVY_DECODES`]. A decode that panics is reported
+/// as an unexpected server error, not as storage failure.
+pub async fn heavy_decode<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, LogError> {
+    let _permit = HEAVY_DECODES
+        .acquire()
+        .await
+        .map_err(|_| LogError::DecodeFailed)?;
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|_| LogError::DecodeFailed)
 }
 
 /// Holds a partition's upload flag for a compaction pass; clears it when dropped.
@@ -805,7 +824,10 @@ impl Partition {
 
     /// ListOffsets by timestamp: the first record with timestamp >= `timestamp`. The
     /// decoding happens outside the lock.
-    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, LogError> {
+    pub async fn offset_for_timestamp(
+        &self,
+        timestamp: i64,
+    ) -> Result<Option<(i64, i64)>, LogError> {
         if self.offline.load(Ordering::Relaxed) {
             return Err(LogError::Offline);
         }
@@ -820,18 +842,16 @@ impl Partition {
         let Some(location) = location else {
             return Ok(None);
         };
-        let found = log::find_timestamp(
-            &location,
-            timestamp,
-            log_start_offset,
-            self.high_watermark(),
-        )
-        .map_err(|source| LogError::Io { dir, source })?;
-        Ok(found)
+        let high_watermark = self.high_watermark();
+        heavy_decode(move || {
+            log::find_timestamp(&location, timestamp, log_start_offset, high_watermark)
+        })
+        .await?
+        .map_err(|source| LogError::Io { dir, source })
     }
 
     /// ListOffsets MAX_TIMESTAMP: the record with the largest timestamp.
-    pub fn max_timestamp(&self) -> Result<Option<(i64, i64)>, LogError> {
+    pub async fn max_timestamp(&self) -> Result<Option<(i64, i64)>, LogError> {
         let (found, dir) = {
             let log = self.lock();
             (log.locate_max_timestamp()?, log.dir().to_path_buf())
@@ -839,7 +859,8 @@ impl Partition {
         let Some((location, batch_offset)) = found else {
             return Ok(None);
         };
-        log::max_timestamp_record(&location, batch_offset)
+        heavy_decode(move || log::max_timestamp_record(&location, batch_offset))
+            .await?
             .map_err(|source| LogError::Io { dir, source })
     }
 

@@ -781,11 +781,16 @@ async fn scan_segment_for_timestamp(
             let batch = cache
                 .read(&object, position..position + size as u64)
                 .await?;
-            let found = crate::log::first_at_or_after(&batch, timestamp, min_offset, i64::MAX)
-                .map_err(|_| RemoteReadError::Corrupt {
-                    key: key.clone(),
-                    position,
-                })?;
+            let found = crate::partition::heavy_decode(move || {
+                crate::log::first_at_or_after(&batch, timestamp, min_offset, i64::MAX)
+            })
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .ok_or_else(|| RemoteReadError::Corrupt {
+                key: key.clone(),
+                position,
+            })?;
             if found.is_some() {
                 return Ok(found);
             }

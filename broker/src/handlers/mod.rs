@@ -98,6 +98,7 @@ pub fn log_error_code(error: &LogError) -> ResponseError {
         | LogError::Offline
         | LogError::Remote(_)
         | LogError::NotContiguous { .. } => ResponseError::KafkaStorageError,
+        LogError::DecodeFailed => ResponseError::UnknownServerError,
         LogError::NotLeader => ResponseError::NotLeaderOrFollower,
         LogError::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
         LogError::NotEnoughReplicasAfterAppend => ResponseError::NotEnoughReplicasAfterAppend,

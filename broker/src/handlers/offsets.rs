@@ -53,8 +53,8 @@ async fn lookup(
             Some(b) if b.end > b.start => (b.end - 1, -1),
             _ => (-1, -1),
         },
-        MAX_TIMESTAMP => partition.max_timestamp()?.unwrap_or((-1, -1)),
-        t if t >= 0 => partition.offset_for_timestamp(t)?.unwrap_or((-1, -1)),
+        MAX_TIMESTAMP => partition.max_timestamp().await?.unwrap_or((-1, -1)),
+        t if t >= 0 => partition.offset_for_timestamp(t).await?.unwrap_or((-1, -1)),
         _ => {
             return Err(LogError::OffsetOutOfRange {
                 offset: timestamp,

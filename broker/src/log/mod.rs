@@ -100,6 +100,8 @@ pub enum LogError {
         "the partition is offline after a storage failure (fsync or compaction swap); restart the broker to recover it"
     )]
     Offline,
+    #[error("decoding records failed unexpectedly (the decode task did not finish)")]
+    DecodeFailed,
     #[error("log I/O failed in {dir}: {source}")]
     Io { dir: PathBuf, source: io::Error },
     #[error("remote tier: {0}")]
