@@ -250,11 +250,12 @@ pub struct Config {
     /// this long or the connection is closed (a client trickling bytes holds a task and a
     /// buffer). Default 30000 ms. Too short cuts off large requests over slow links.
     pub request_read_timeout_ms: i64,
-    /// Bytes of requests being read or handled, and of responses not yet written, across
-    /// all connections (Kafka's queued.max.request.bytes). Default 536870912 (512 MiB);
-    /// must be at least `max_request_bytes`. Over it, connections wait before reading
-    /// their next request (backpressure: nothing fails). One connection holds at most one
-    /// request (`max_request_bytes`) and its response at a time.
+    /// Bytes of requests being read or handled across all connections (Kafka's
+    /// queued.max.request.bytes). Default 536870912 (512 MiB); must be at least
+    /// `max_request_bytes`. Over it, connections wait before reading their next request
+    /// (backpressure: nothing fails; a wait past `request_read_timeout_ms` closes the
+    /// connection). Responses are not counted, so a slow reader holds back only itself;
+    /// one connection holds at most one request and one response at a time.
     pub queued_max_request_bytes: i64,
     /// The smallest `segment.bytes` a client may give a topic (CreateTopics, AlterConfigs);
     /// smaller values are refused with INVALID_CONFIG, and topics stored with a smaller

@@ -116,9 +116,11 @@ impl<K: Hash + Eq + Clone> LogLimiter<K> {
             // A bucket that has refilled completely holds no memory of anything: dropping
             // it changes no verdict.
             let (burst, per_second) = (self.burst, self.per_second);
+            // Its suppressed count is dropped with it (the metric has counted each one):
+            // keeping such buckets let a flood from many addresses fill the map for good.
             keys.retain(|_, bucket| {
                 bucket.refill(burst, per_second, now);
-                bucket.tokens < burst || bucket.suppressed > 0
+                bucket.tokens < burst
             });
         }
         if !keys.contains_key(key) && keys.len() >= self.max_keys {

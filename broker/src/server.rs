@@ -183,16 +183,31 @@ pub async fn accept_loop(
         let shared = shared.clone();
         let cancel = cancel.clone();
         tracker.spawn(async move {
-            let metrics = &shared.broker.metrics;
-            metrics.connections.inc();
+            let _open = OpenConnection::new(&shared.broker.metrics.connections);
             if let Err(e) = connection(&shared, stream, peer, cancel).await {
                 debug!(%peer, error = %e, "connection ended with an error");
             }
-            metrics.connections.dec();
             drop(slot);
         });
     }
     info!("stopped accepting Kafka connections");
+}
+
+/// Counts an open connection in the gauge for as long as it lives, a handler panic
+/// included.
+struct OpenConnection<'a>(&'a prometheus::IntGauge);
+
+impl<'a> OpenConnection<'a> {
+    fn new(gauge: &'a prometheus::IntGauge) -> OpenConnection<'a> {
+        gauge.inc();
+        OpenConnection(gauge)
+    }
+}
+
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// The next request's frame and the budget it holds, or why the connection ends.
@@ -221,6 +236,8 @@ async fn next_frame(
         Ok(Ok(_)) => {}
         Ok(Err(e)) => return Err(e),
     }
+    // One read timeout from the first byte to the last, not counting the wait for budget.
+    let first_byte = tokio::time::Instant::now();
     let size = tokio::time::timeout(shared.read_timeout, protocol::read_frame_size(reader, max));
     let size = match size.await {
         Err(_) => return Ok(read_timed_out(shared, peer)),
@@ -230,8 +247,16 @@ async fn next_frame(
         Some(Some(size)) => size,
         Some(None) | None => return Ok(Next::Close),
     };
-    let reservation = shared.budget.reserve(size + 4).await;
-    let body = tokio::time::timeout(shared.read_timeout, protocol::read_frame_body(reader, size));
+    let size_read_in = first_byte.elapsed();
+    // A connection that waits this long for budget is closed like a slow one: the wait
+    // must not outlive a client that gave up and reconnected.
+    let reservation =
+        match tokio::time::timeout(shared.read_timeout, shared.budget.reserve(size + 4)).await {
+            Ok(reservation) => reservation,
+            Err(_) => return Ok(read_timed_out(shared, peer)),
+        };
+    let left = shared.read_timeout.saturating_sub(size_read_in);
+    let body = tokio::time::timeout(left, protocol::read_frame_body(reader, size));
     let body = match body.await {
         Err(_) => return Ok(read_timed_out(shared, peer)),
         Ok(result) => result,
@@ -311,7 +336,7 @@ async fn connection(
             _ = cancel.cancelled() => return Ok(()),
             next = next_frame(shared, &mut reader, peer) => next?,
         };
-        let (frame, _request_bytes) = match next {
+        let (frame, request_bytes) = match next {
             Next::Frame(frame, reservation) => (frame, reservation),
             Next::Close => return Ok(()),
         };
@@ -350,6 +375,10 @@ async fn connection(
         let response = handlers::handle(broker, request, &client_host)
             .instrument(span.clone())
             .await;
+        // The request is done with. Responses are not held against the shared budget: a
+        // client slow to read its responses would stall every other connection. One
+        // connection holds one response at a time, at most fetch_max_bytes.
+        drop(request_bytes);
         if let Some(response) = response {
             let encoded = span.in_scope(|| {
                 protocol::encode_response(api_key, version, correlation_id, &response)
@@ -358,10 +387,7 @@ async fn connection(
             // encoded frame is the only copy held while the client reads it.
             drop(response);
             match encoded {
-                Ok(bytes) => {
-                    let _response_bytes = shared.budget.charge(bytes.len());
-                    write_frame(shared, &mut writer, &bytes).await?;
-                }
+                Ok(bytes) => write_frame(shared, &mut writer, &bytes).await?,
                 Err(e) => {
                     warn!(%peer, api, version, error = %e, "closing connection: could not encode a response");
                     return Ok(());

@@ -85,6 +85,11 @@ fn serves(partition: &Partition, version: i16) -> Result<(), ResponseError> {
     }
 }
 
+/// Longest a Fetch long-polls, whatever it asks: a connection in a long poll is never
+/// idle, so a client asking for days (max_wait_ms up to 2^31) would hold its connection
+/// and task past `connections_max_idle_ms`. Clients ask for 500 ms by default.
+const MAX_WAIT_MS: i32 = 30_000;
+
 pub async fn fetch(broker: &Arc<Broker>, request: FetchRequest, version: i16) -> ResponseKind {
     let unknown = if version >= 13 {
         ResponseError::UnknownTopicId
@@ -130,8 +135,8 @@ pub async fn fetch(broker: &Arc<Broker>, request: FetchRequest, version: i16) ->
     }
     let max_bytes = (request.max_bytes.max(0) as usize).min(broker.config.fetch_max_bytes as usize);
     let min_bytes = request.min_bytes.max(0) as usize;
-    let deadline =
-        tokio::time::Instant::now() + Duration::from_millis(request.max_wait_ms.max(0) as u64);
+    let deadline = tokio::time::Instant::now()
+        + Duration::from_millis(request.max_wait_ms.clamp(0, MAX_WAIT_MS) as u64);
     let read_committed = request.isolation_level == READ_COMMITTED;
 
     // Subscribe before the first read so an append between read and wait is not missed.
