@@ -213,6 +213,11 @@ impl Partition {
 
     /// Sealed segments below the high watermark the remote tier does not have yet.
     pub fn upload_candidates(&self, limit: usize) -> Vec<SealedInfo> {
+        // An offline partition's files are left as the failure left them (a compaction
+        // swap may be half done): nothing of it is uploaded until a restart recovers it.
+        if self.offline.load(Ordering::Relaxed) {
+            return Vec::new();
+        }
         let uploaded_end = self.remote_bounds().map(|b| b.end);
         let high_watermark = self.high_watermark();
         self.lock()
@@ -669,6 +674,9 @@ impl Partition {
         end_offset: i64,
         now_ms: i64,
     ) -> Result<i64, LogError> {
+        if self.offline.load(Ordering::Relaxed) {
+            return Err(LogError::Offline);
+        }
         let mut log = self.lock();
         let own_end = if epoch < 0 {
             log.log_end_offset()
@@ -695,6 +703,9 @@ impl Partition {
         producers: Option<&[u8]>,
         now_ms: i64,
     ) -> Result<(), LogError> {
+        if self.offline.load(Ordering::Relaxed) {
+            return Err(LogError::Offline);
+        }
         let mut log = self.lock();
         log.reset_to(offset, producers, now_ms)?;
         self.log_end.send_replace(offset);
@@ -852,6 +863,9 @@ impl Partition {
 
     /// ListOffsets MAX_TIMESTAMP: the record with the largest timestamp.
     pub async fn max_timestamp(&self) -> Result<Option<(i64, i64)>, LogError> {
+        if self.offline.load(Ordering::Relaxed) {
+            return Err(LogError::Offline);
+        }
         let (found, dir) = {
             let log = self.lock();
             (log.locate_max_timestamp()?, log.dir().to_path_buf())
@@ -869,6 +883,9 @@ impl Partition {
     /// failure leaves the records readable rather than half-deleted. Returns the new log
     /// start offset across both tiers.
     pub async fn delete_records_before(&self, offset: i64) -> Result<i64, LogError> {
+        if self.offline.load(Ordering::Relaxed) {
+            return Err(LogError::Offline);
+        }
         let epoch = self.leading_epoch().ok_or(LogError::NotLeader)?;
         let high_watermark = self.high_watermark();
         let offset = if offset == -1 { high_watermark } else { offset };

@@ -88,6 +88,9 @@ pub const STAGING_DIR: &str = "cleaning";
 /// Memory one batch's records may take while the cleaner rewrites it (bytes plus
 /// per-record overhead). A larger batch is kept whole.
 const MAX_KEPT_BYTES: u64 = 64 * 1024 * 1024;
+/// Keys one batch may bring to the offset map even past the map's budget (a pass always
+/// takes its first batch whole). A batch of 1 MiB holds at most about 150,000 records.
+const MAX_BATCH_KEYS: usize = 1_000_000;
 pub const CHECKPOINT_FILE: &str = "cleaner.checkpoint";
 const MAGIC: &[u8; 4] = b"SCLN";
 const VERSION: u8 = 1;
@@ -497,36 +500,32 @@ pub fn stage(plan: &CleanPlan, now_ms: i64, max_keys: usize) -> io::Result<Stage
             }
             let mut keys = Vec::new();
             let mut budget = Budget::new(MAX_INFLATED_BYTES);
-            let mut too_many = false;
+            let most = max_keys.max(MAX_BATCH_KEYS);
             let walked = for_each_record(&batch, Want::Key, &mut budget, |record| {
-                if keys.len() >= max_keys {
-                    too_many = true;
-                    return false;
-                }
                 if let Some(key) = &record.key {
                     keys.push((key_hash(key), batch_base + i64::from(record.offset_delta)));
                 }
-                true
+                keys.len() <= most
             });
-            match walked {
-                // Its keys stay out of the map: its records, and older ones of its keys,
-                // are kept. Nothing is lost; less is compacted.
+            // A batch whose keys cannot all be mapped fails the pass: copying it with its
+            // keys unmapped would let its expired tombstones go while older values of
+            // their keys stay, bringing deleted keys back. Only a hostile batch gets here
+            // (a real one holds far fewer records than either bound).
+            let unmappable = match walked {
                 Err(RecordError::Inflated { limit }) => {
-                    warn!(
-                        limit,
-                        "a batch too large to map within the budget is kept whole"
-                    );
-                    keys.clear();
+                    Some(format!("its records inflate past {limit} bytes"))
                 }
                 Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
-                Ok(_) if too_many => {
-                    warn!(
-                        max_keys,
-                        "a batch with more keys than the map holds is kept whole"
-                    );
-                    keys.clear();
+                Ok(_) if keys.len() > most => {
+                    Some(format!("it holds more than {most} keyed records"))
                 }
-                Ok(_) => {}
+                Ok(_) => None,
+            };
+            if let Some(reason) = unmappable {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("the batch at offset {batch_base} cannot be compacted: {reason}"),
+                ));
             }
             let new_keys = keys.iter().filter(|(k, _)| !map.contains_key(k)).count();
             if map.len() + new_keys > max_keys && map_end > plan.first_dirty {

@@ -587,9 +587,7 @@ impl Log {
         active.sealed_ms = now_ms;
         let sealed = active.seal().and_then(|()| active.flush());
         sealed.map_err(|e| self.io_err(e))?;
-        // Sealed and fsynced: from now on its files are opened on demand, so descriptors
-        // do not grow with the number of segments.
-        self.active_mut().release();
+        let sealed_base = self.active().base_offset;
         // The producers' state as of the sealed segment's end travels with it to the
         // remote tier, so a broker restored from the bucket still recognises retries.
         // Without idempotent producers there is nothing to write.
@@ -599,6 +597,14 @@ impl Log {
         }
         let segment = Segment::create(&self.dir, next, now_ms).map_err(|e| self.io_err(e))?;
         self.segments.insert(next, segment);
+        // Sealed, fsynced and no longer active: from now on its files are opened on demand,
+        // so descriptors do not grow with the number of segments. Only now: if anything
+        // above failed, it is still the active segment and must keep its handles.
+        if sealed_base != next
+            && let Some(sealed) = self.segments.get_mut(&sealed_base)
+        {
+            sealed.release();
+        }
         // Everything before the new, empty segment is fsynced.
         self.recovery_point = self.live_position();
         Ok(())

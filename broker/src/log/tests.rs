@@ -636,3 +636,55 @@ fn idempotent_retries_are_acknowledged_not_appended_even_after_a_restart() {
         Err(LogError::Producer(producers::ProducerError::Fenced { .. }))
     ));
 }
+
+#[test]
+fn a_roll_that_fails_leaves_the_active_segment_writable() {
+    // The new segment cannot be created (a directory sits where its file goes): the roll
+    // fails, and the segment it was sealing must keep taking appends and rolls after.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = Log::open(dir.path(), config(), 0).expect("open");
+    append(&mut log, &batch(3, 0, Compression::None), 0).expect("append");
+    let blocker = dir.path().join(format::segment_file_name(3, "log"));
+    std::fs::create_dir(&blocker).expect("block the next segment's file");
+    assert!(log.roll(0).is_err(), "the roll cannot create its segment");
+    let (info, _) = append(&mut log, &batch(2, 10, Compression::None), 0)
+        .expect("the active segment still takes appends");
+    assert_eq!(info.base_offset, 3);
+    std::fs::remove_dir(&blocker).expect("unblock");
+    log.roll(0).expect("a later roll succeeds");
+    append(&mut log, &batch(1, 20, Compression::None), 0).expect("append after the roll");
+    assert_eq!(
+        read_all(&log, 0).iter().map(|r| r.0).collect::<Vec<_>>(),
+        (0..6).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_request_past_a_segments_offset_range_is_refused() {
+    // Follower batches carry the leader's offsets: one whose last offset lies past what
+    // the segment's 32-bit index can address is refused, not wrapped.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = Log::open(dir.path(), config(), 0).expect("open");
+    let mut far = batch(1, 0, Compression::None);
+    far[23..27].copy_from_slice(&i32::MAX.to_be_bytes());
+    let crc = crc32c::crc32c(&far[21..]);
+    far[17..21].copy_from_slice(&crc.to_be_bytes());
+    // The first batch ends exactly at the range's edge (allowed); the next one starts
+    // past it in the same segment.
+    let prepared = super::replica::prepare_replica(&far).expect("a well-formed replica batch");
+    log.append_replica(prepared, 0, 0)
+        .expect("up to 2^31 - 1 offsets from the base fit");
+    let mut next = batch(1, 0, Compression::None);
+    next[..8].copy_from_slice(&(i64::from(i32::MAX) + 1).to_be_bytes());
+    let prepared = super::replica::prepare_replica(&next).expect("a well-formed replica batch");
+    let end = log.log_end_offset();
+    let refused = log.append_replica(prepared, 0, 0);
+    assert!(
+        matches!(
+            refused,
+            Err(LogError::InvalidBatch(BatchError::OffsetSpan { .. }))
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(log.log_end_offset(), end, "nothing appended");
+}
