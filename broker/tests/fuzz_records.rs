@@ -1,7 +1,8 @@
-//! Record batches through kafka-protocol's decoder, which the produce path of a compacted
-//! topic, ListOffsets by timestamp and the cleaner all use: one regression test per site
-//! patched in vendor/kafka-protocol (STRATA-PATCHES.md), and a fuzz target over damaged
-//! batches of every codec. No decode may allocate out of proportion to its input.
+//! Record batches through both decoders: kafka-protocol's (patched in vendor/, see
+//! STRATA-PATCHES.md; one regression test per patched site) and the broker's own
+//! streaming decoder (broker/src/log/records.rs), which produce, ListOffsets by timestamp,
+//! the cleaner and the offsets topic use. A fuzz target feeds damaged batches of every
+//! codec to both. No decode may allocate out of proportion to its input.
 //!
 //! `STRATA_FUZZ_CASES=N` sets the cases per property (default keeps `cargo test` quick).
 
@@ -74,6 +75,26 @@ fn record_claiming_headers(headers: i64) -> BytesMut {
     record
 }
 
+/// The broker's decoder, every way it is called: the produce check, a walk for
+/// timestamps, and whole records for the cleaner. Returns the largest allocation.
+fn decode_ours(batch: &[u8]) -> usize {
+    use strata_broker::log::format::parse_validated_header;
+    use strata_broker::log::records::{self, Budget};
+    let (_, largest) = fuzz_support::largest_allocation(|| {
+        let header = parse_validated_header(batch);
+        let _ = records::check_produced(batch, &header, true, &mut Budget::new(1 << 20));
+        let _ = records::for_each_timestamp(batch, &mut Budget::new(1 << 20), |_, _| true);
+        let _ = records::decode_records(batch, &mut Budget::new(1 << 20));
+    });
+    largest
+}
+
+/// What the broker's decoder may allocate at once: as kafka-protocol's, plus a zstd
+/// window (reserved by the decoder, touched only as far as the budget lets it inflate).
+fn our_allocation_bound(len: usize) -> usize {
+    allocation_bound(len) + (1 << 27) + (1 << 20)
+}
+
 fn decode(batch: Bytes) -> (anyhow::Result<usize>, usize) {
     fuzz_support::largest_allocation(|| {
         RecordBatchDecoder::decode(&mut batch.clone()).map(|set| set.records.len())
@@ -84,6 +105,11 @@ fn decode(batch: Bytes) -> (anyhow::Result<usize>, usize) {
 fn a_batch_claiming_2e31_records_reserves_in_proportion_to_its_bytes() {
     let batch = batch(0, i32::MAX, &record_claiming_headers(0));
     let len = batch.len();
+    let ours = decode_ours(&batch);
+    assert!(
+        ours <= allocation_bound(len),
+        "ours: {ours} bytes at once for {len}"
+    );
     let (result, largest) = decode(batch);
     assert!(result.is_err(), "one record present, 2^31-1 claimed");
     assert!(
@@ -97,6 +123,11 @@ fn a_record_claiming_2e31_headers_reserves_in_proportion_to_its_bytes() {
     let batch = batch(0, 1, &record_claiming_headers(i64::from(i32::MAX)));
     let len = batch.len();
     assert!(len < 100, "the bomb is {len} bytes");
+    let ours = decode_ours(&batch);
+    assert!(
+        ours <= allocation_bound(len),
+        "ours: {ours} bytes at once for {len}"
+    );
     let (result, largest) = decode(batch);
     assert!(result.is_err(), "no header present, 2^31-1 claimed");
     assert!(
@@ -249,6 +280,10 @@ proptest! {
         }
         reseal(&mut batch);
         let len = batch.len();
+        if len >= 61 {
+            let ours = decode_ours(&batch);
+            prop_assert!(ours <= our_allocation_bound(len), "ours: {} bytes at once for {}", ours, len);
+        }
         let (_, largest) = decode(Bytes::from(batch));
         prop_assert!(largest <= allocation_bound(len), "{} bytes at once for {}", largest, len);
     }
