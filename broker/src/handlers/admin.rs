@@ -102,21 +102,21 @@ pub async fn create_topics(
         } else {
             partitions
         };
-        // Validated first, so that a topic that exists or is invalid gets Kafka's error
-        // for that, and only topics that would be created use the request's budget.
-        let checked = broker
-            .create_topic(&name, partitions, factor, configs.clone(), true)
-            .await;
-        let created = match checked {
-            Ok(checked) if request.validate_only => Ok(checked),
-            Ok(_) => match within_request_limit(broker, &mut added, i64::from(requested.max(0))) {
-                Ok(()) => {
-                    broker
-                        .create_topic(&name, partitions, factor, configs, false)
-                        .await
-                }
-                Err(e) => Err(e),
-            },
+        // A topic that exists, or a partition count Kafka refuses, gets Kafka's error for
+        // that (create_topic answers it) without using the request's partition budget.
+        let refused_anyway = broker.topic(&name).is_some()
+            || !(partitions == -1 || (1..=100_000).contains(&partitions));
+        let charged = if refused_anyway {
+            Ok(())
+        } else {
+            within_request_limit(broker, &mut added, i64::from(requested.max(0)))
+        };
+        let created = match charged {
+            Ok(()) => {
+                broker
+                    .create_topic(&name, partitions, factor, configs, request.validate_only)
+                    .await
+            }
             Err(e) => Err(e),
         };
         let result = match created {
@@ -211,20 +211,20 @@ pub async fn create_partitions(
             .topic(&topic.name.0)
             .map_or(0, |t| t.partitions.len() as i64);
         let adding = (i64::from(topic.count) - current).max(0);
-        // Validated first (unknown topic, a count that shrinks), as for CreateTopics.
-        let checked = broker
-            .create_partitions(&topic.name.0, topic.count, true)
-            .await;
-        let outcome = match checked {
-            Ok(()) if request.validate_only => Ok(()),
-            Ok(()) => match within_request_limit(broker, &mut added, adding) {
-                Ok(()) => {
-                    broker
-                        .create_partitions(&topic.name.0, topic.count, false)
-                        .await
-                }
-                Err(e) => Err(e),
-            },
+        // An unknown topic, or a count that does not grow it, gets Kafka's error for that
+        // without using the request's partition budget.
+        let refused_anyway = broker.topic(&topic.name.0).is_none() || adding == 0;
+        let charged = if refused_anyway {
+            Ok(())
+        } else {
+            within_request_limit(broker, &mut added, adding)
+        };
+        let outcome = match charged {
+            Ok(()) => {
+                broker
+                    .create_partitions(&topic.name.0, topic.count, request.validate_only)
+                    .await
+            }
             Err(e) => Err(e),
         };
         results.push(match outcome {
