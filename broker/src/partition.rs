@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tokio::sync::watch;
-use tracing::error;
+use tracing::{error, warn};
 
 use strata_tiering::{RemoteLog, RemoteMarks};
 
@@ -126,8 +126,9 @@ pub async fn heavy_decode<T: Send + 'static>(
         .map_err(|_| LogError::DecodeFailed)
 }
 
-/// Holds a partition's upload flag for a compaction pass; clears it when dropped.
-struct UploadSlot<'a>(&'a AtomicBool);
+/// Holds a partition's upload flag for a compaction pass or a repair; clears it when
+/// dropped.
+pub struct UploadSlot<'a>(&'a AtomicBool);
 
 impl Drop for UploadSlot<'_> {
     fn drop(&mut self) {
@@ -233,6 +234,20 @@ impl Partition {
     pub fn try_start_upload(&self, now_ms: i64) -> bool {
         now_ms >= self.next_upload_ms.load(Ordering::Relaxed)
             && !self.uploading.swap(true, Ordering::AcqRel)
+    }
+
+    /// Claims the upload flag for a repair of the remote tier (no backoff applies): `None`
+    /// while an upload or compaction pass holds it.
+    pub fn claim_upload_slot(&self) -> Option<UploadSlot<'_>> {
+        (!self.uploading.swap(true, Ordering::AcqRel)).then_some(UploadSlot(&self.uploading))
+    }
+
+    /// The sealed local segment based at `base_offset`, for a repair to upload again.
+    pub fn sealed_segment(&self, base_offset: i64) -> Option<SealedInfo> {
+        if self.offline.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.lock().sealed_segment(base_offset)
     }
 
     /// Ends a pass. After a failure the next pass waits `interval_ms` doubled per
@@ -750,8 +765,8 @@ impl Partition {
             };
             let records = match location {
                 Some(location) if offset < limit => {
-                    log::read_batches(&location, offset, max_bytes, limit)
-                        .map_err(|source| LogError::Io { dir, source })?
+                    let read = log::read_batches(&location, offset, max_bytes, limit);
+                    self.check_read(&location, dir, read)?
                 }
                 _ => Bytes::new(),
             };
@@ -854,11 +869,12 @@ impl Partition {
             return Ok(None);
         };
         let high_watermark = self.high_watermark();
-        heavy_decode(move || {
-            log::find_timestamp(&location, timestamp, log_start_offset, high_watermark)
+        let found = heavy_decode({
+            let location = location.clone();
+            move || log::find_timestamp(&location, timestamp, log_start_offset, high_watermark)
         })
-        .await?
-        .map_err(|source| LogError::Io { dir, source })
+        .await?;
+        self.check_read(&location, dir, found)
     }
 
     /// ListOffsets MAX_TIMESTAMP: the record with the largest timestamp.
@@ -873,9 +889,59 @@ impl Partition {
         let Some((location, batch_offset)) = found else {
             return Ok(None);
         };
-        heavy_decode(move || log::max_timestamp_record(&location, batch_offset))
-            .await?
-            .map_err(|source| LogError::Io { dir, source })
+        let found = heavy_decode({
+            let location = location.clone();
+            move || log::max_timestamp_record(&location, batch_offset)
+        })
+        .await?;
+        self.check_read(&location, dir, found)
+    }
+
+    /// Deals with what a local read found. An index that led the read astray is rebuilt.
+    /// Damaged data is counted and logged (once a minute per partition at most) and, when
+    /// the remote tier holds the damaged segment, the local copy is dropped so that reads
+    /// of it go to the remote tier (the caller's retry finds it there); otherwise the
+    /// read fails with [`LogError::Damaged`] (KAFKA_STORAGE_ERROR) and the rest of the
+    /// log keeps serving.
+    fn check_read<T>(
+        &self,
+        location: &log::Location,
+        dir: std::path::PathBuf,
+        result: std::io::Result<T>,
+    ) -> Result<T, LogError> {
+        let label = || format!("{}-{}", self.topic, self.index);
+        if location.index_damaged.load(Ordering::Relaxed) {
+            let log_it = log::damage::found("local", "index", &label());
+            let rebuilt = self.lock().rebuild_indexes(location.base_offset);
+            if rebuilt.is_ok() {
+                log::damage::repaired("local_index_rebuilt");
+            }
+            if log_it {
+                warn!(partition = %label(), segment = location.base_offset, rebuilt = ?rebuilt,
+                    "a segment index pointed away from its batch; the segment was scanned and its indexes rebuilt");
+            }
+        }
+        let source = match result {
+            Ok(value) => return Ok(value),
+            Err(source) => source,
+        };
+        let Some(damage) = log::damage_of(&source).cloned() else {
+            return Err(LogError::Io { dir, source });
+        };
+        let log_it = log::damage::found("local", "batch", &label());
+        let dropped = match self.remote_bounds() {
+            Some(bounds) => self.lock().drop_damaged_local(damage.segment_base, bounds),
+            None => Ok(false),
+        };
+        if matches!(dropped, Ok(true)) {
+            log::damage::repaired("local_dropped_for_remote");
+            warn!(partition = %label(), %damage,
+                "damaged local segment dropped: the remote tier holds it and serves its reads");
+        } else if log_it {
+            warn!(partition = %label(), %damage, drop_error = ?dropped.err(),
+                "damaged local segment: reads of it fail with KAFKA_STORAGE_ERROR (no remote copy to serve them)");
+        }
+        Err(LogError::Damaged { dir, damage })
     }
 
     /// DeleteRecords: `-1` means the high watermark; nothing at or past it can be deleted.

@@ -162,6 +162,9 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new_custom(Some("strata".into()), None)?;
+        // Process-wide (several brokers in one test process share them).
+        registry.register(Box::new(crate::log::damage::FOUND.clone()))?;
+        registry.register(Box::new(crate::log::damage::REPAIRS.clone()))?;
         let counter =
             |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
                 let c = IntCounterVec::new(Opts::new(name, help), labels)?;

@@ -17,6 +17,7 @@ use std::time::Duration;
 use anyhow::Context;
 use bytes::Bytes;
 use futures::FutureExt as _;
+use strata_tiering::manifest::SegmentEntry;
 use strata_tiering::remote_log::AfterUploadHook;
 use strata_tiering::store::{
     MeteredStore, ObjectStoreBackend, RetryPolicy, RetryingStore, StoreMetrics,
@@ -27,7 +28,7 @@ use strata_tiering::{
 };
 use tokio::sync::Semaphore;
 use tracing::Instrument as _;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::broker::Broker;
 use crate::config::Config;
@@ -161,8 +162,17 @@ type Sidecars = (Vec<u8>, Vec<u8>, Vec<u8>);
 async fn sealed_segment(info: SealedInfo, log_start_offset: i64) -> std::io::Result<SealedSegment> {
     let (log, (offset_index, time_index, producers)) = tokio::task::spawn_blocking({
         let info = info.clone();
-        move || -> std::io::Result<(std::fs::File, Sidecars)> {
-            let log = std::fs::File::open(&info.log_path)?;
+        move || -> std::io::Result<(std::sync::Arc<std::fs::File>, Sidecars)> {
+            let log = std::sync::Arc::new(std::fs::File::open(&info.log_path)?);
+            crate::log::verify(&crate::log::Location {
+                file: log.clone(),
+                start: 0,
+                start_offset: info.base_offset,
+                end: info.size,
+                base_offset: info.base_offset,
+                end_offset: info.end_offset,
+                index_damaged: Default::default(),
+            })?;
             let producers = match &info.producers {
                 // Retention or compaction may remove it meanwhile: then none is uploaded
                 // and a restore from the bucket starts producers over (as KIP-360 allows).
@@ -182,7 +192,7 @@ async fn sealed_segment(info: SealedInfo, log_start_offset: i64) -> std::io::Res
     Ok(SealedSegment {
         base_offset: info.base_offset,
         end_offset: info.end_offset,
-        log: std::sync::Arc::new(log),
+        log,
         log_bytes: info.size,
         offset_index: Bytes::from(offset_index),
         time_index: Bytes::from(time_index),
@@ -226,6 +236,15 @@ async fn upload_partition(broker: &Broker, tiering: &Tiering, partition: &Partit
             let base_offset = info.base_offset;
             let segment = match sealed_segment(info, partition.local_log_start_offset()).await {
                 Ok(segment) => segment,
+                Err(ref e) if let Some(damage) = crate::log::damage_of(e) => {
+                    // Never upload damage: the upload waits (and the lag alarms fire)
+                    // until an operator restores the segment or deletes the records.
+                    if crate::log::damage::found("local", "batch", &label) {
+                        error!(partition = %label, %damage,
+                            "a sealed segment is damaged and will not be uploaded; uploads of this partition are stopped");
+                    }
+                    return false;
+                }
                 Err(e) => {
                     // Retention removed it meanwhile (only possible for data the remote
                     // tier already deleted), or the disk failed; next pass decides.
@@ -483,8 +502,12 @@ async fn scrub_unknown_topics(
 pub enum RemoteReadError {
     #[error(transparent)]
     Tier(#[from] TierError),
-    #[error("remote segment {key} is damaged at byte {position}")]
-    Corrupt { key: String, position: u64 },
+    #[error("remote segment {key} (base offset {base_offset}) is damaged at byte {position}")]
+    Corrupt {
+        key: String,
+        base_offset: i64,
+        position: u64,
+    },
     #[error("local staging for a remote rewrite failed: {0}")]
     Local(std::io::Error),
 }
@@ -508,7 +531,37 @@ fn index_floor(index: &[u8], relative: i64) -> u64 {
 /// for local reads; the consumer's next fetch continues in the next segment.
 #[tracing::instrument(target = "strata::trace", level = "trace", name = "tier.remote_read",
     skip_all, fields(partition = %remote.id, offset = offset, max_bytes = max_bytes))]
+///
+/// Returned batches are checked (framing and CRC-32C). A read that meets damage drops the
+/// object's chunks from the segment cache and reads once more from the bucket (the cache's
+/// disk may be what is damaged); damage that persists is a [`RemoteReadError::Corrupt`],
+/// which [`repair_remote`] can mend from a local copy.
 pub async fn read_remote(
+    tiering: &Tiering,
+    remote: &RemoteLog,
+    offset: i64,
+    max_bytes: usize,
+) -> Result<Bytes, RemoteReadError> {
+    match read_remote_once(tiering, remote, offset, max_bytes).await {
+        Err(RemoteReadError::Corrupt { base_offset, .. }) => {
+            if let Some(entry) = remote.locate(base_offset).await? {
+                tiering.cache.forget(&object_ref(remote, &entry));
+            }
+            read_remote_once(tiering, remote, offset, max_bytes).await
+        }
+        result => result,
+    }
+}
+
+fn object_ref(remote: &RemoteLog, entry: &SegmentEntry) -> ObjectRef {
+    ObjectRef {
+        key: remote.segment_key(entry),
+        id: entry.object_id,
+        size: entry.object_size(),
+    }
+}
+
+async fn read_remote_once(
     tiering: &Tiering,
     remote: &RemoteLog,
     offset: i64,
@@ -520,11 +573,12 @@ pub async fn read_remote(
         let Some(entry) = remote.locate(offset).await? else {
             return Ok(Bytes::new());
         };
-        let key = remote.segment_key(&entry);
-        let object = ObjectRef {
+        let object = object_ref(remote, &entry);
+        let key = object.key.clone();
+        let corrupt = |position| RemoteReadError::Corrupt {
             key: key.clone(),
-            id: entry.object_id,
-            size: entry.object_size(),
+            base_offset: entry.base_offset,
+            position,
         };
         let index = cache.read(&object, entry.offset_index_range()).await?;
         let mut position = index_floor(&index, offset - entry.base_offset);
@@ -539,10 +593,14 @@ pub async fn read_remote(
                 .read(&object, position..position + BATCH_PREFIX_LEN as u64)
                 .await?;
             let Some((base, size, last_delta)) = format::read_batch_prefix(&prefix) else {
-                return Err(RemoteReadError::Corrupt { key, position });
+                return Err(corrupt(position));
             };
-            if size < BATCH_PREFIX_LEN || position + size as u64 > entry.log_bytes {
-                return Err(RemoteReadError::Corrupt { key, position });
+            if size < BATCH_PREFIX_LEN
+                || position + size as u64 > entry.log_bytes
+                || base < entry.base_offset
+                || base >= entry.end_offset
+            {
+                return Err(corrupt(position));
             }
             if base + i64::from(last_delta) >= offset {
                 break 'segments (entry, object, position, size as u64);
@@ -553,10 +611,24 @@ pub async fn read_remote(
     let end = (position + (max_bytes as u64).max(first_size)).min(entry.log_bytes);
     let bytes = cache.read(&object, position..end).await?;
     let mut whole = 0usize;
-    while let Some((_, size, _)) = format::read_batch_prefix(&bytes[whole..]) {
-        if size < BATCH_PREFIX_LEN || whole + size > bytes.len() {
+    let mut next_offset = entry.base_offset;
+    while let Some((base, size, last_delta)) = format::read_batch_prefix(&bytes[whole..]) {
+        if whole + size > bytes.len() {
             break;
         }
+        if base < next_offset || last_delta < 0 || !format::crc_matches(&bytes[whole..whole + size])
+        {
+            if whole == 0 {
+                return Err(RemoteReadError::Corrupt {
+                    key: object.key.clone(),
+                    base_offset: entry.base_offset,
+                    position,
+                });
+            }
+            // Serve what precedes the damage; the next read starts at it.
+            break;
+        }
+        next_offset = base + i64::from(last_delta) + 1;
         whole += size;
     }
     // A sequential reader will want the next segment soon: warm its first chunks.
@@ -750,15 +822,15 @@ pub async fn remote_offset_for_timestamp(
 async fn scan_segment_for_timestamp(
     tiering: &Tiering,
     remote: &RemoteLog,
-    entry: &strata_tiering::manifest::SegmentEntry,
+    entry: &SegmentEntry,
     timestamp: i64,
     min_offset: i64,
 ) -> Result<Option<(i64, i64)>, RemoteReadError> {
-    let key = remote.segment_key(entry);
-    let object = ObjectRef {
-        key: key.clone(),
-        id: entry.object_id,
-        size: entry.object_size(),
+    let object = object_ref(remote, entry);
+    let corrupt = |position| RemoteReadError::Corrupt {
+        key: object.key.clone(),
+        base_offset: entry.base_offset,
+        position,
     };
     let cache = &tiering.cache;
     let time_index = cache.read(&object, entry.time_index_range()).await?;
@@ -771,26 +843,26 @@ async fn scan_segment_for_timestamp(
             .read(&object, position..position + BATCH_HEADER_LEN as u64)
             .await?;
         let Some((base, size, last_delta)) = format::read_batch_prefix(&header) else {
-            return Err(RemoteReadError::Corrupt { key, position });
+            return Err(corrupt(position));
         };
         if size < BATCH_HEADER_LEN || position + size as u64 > entry.log_bytes {
-            return Err(RemoteReadError::Corrupt { key, position });
+            return Err(corrupt(position));
         }
         let batch_max = format::parse_validated_header(&header).max_timestamp;
         if base + i64::from(last_delta) >= min_offset && batch_max >= timestamp {
             let batch = cache
                 .read(&object, position..position + size as u64)
                 .await?;
+            if !format::crc_matches(&batch) {
+                return Err(corrupt(position));
+            }
             let found = crate::partition::heavy_decode(move || {
                 crate::log::first_at_or_after(&batch, timestamp, min_offset, i64::MAX)
             })
             .await
             .ok()
             .and_then(Result::ok)
-            .ok_or_else(|| RemoteReadError::Corrupt {
-                key: key.clone(),
-                position,
-            })?;
+            .ok_or_else(|| corrupt(position))?;
             if found.is_some() {
                 return Ok(found);
             }
@@ -798,6 +870,67 @@ async fn scan_segment_for_timestamp(
         position += size as u64;
     }
     Ok(None)
+}
+
+/// Reports a damaged remote segment a read found, and repairs it in the background when
+/// this broker leads the partition and still holds the segment locally: the local copy
+/// (checked batch by batch first) replaces the object in the manifest, as a compaction
+/// rewrite does ([`RemoteLog::replace_segment`]: same offset range, new object, old one
+/// deleted). Without a local copy the damage stays, and reads of that range answer
+/// KAFKA_STORAGE_ERROR; another replica that still has it repairs it once it leads.
+pub fn repair_remote(broker: &Broker, partition: &Arc<Partition>, base_offset: i64) {
+    let label = format!("{}-{}", partition.topic, partition.index);
+    let log_it = crate::log::damage::found("remote", "object", &label);
+    let local = partition.sealed_segment(base_offset);
+    if log_it {
+        error!(partition = %label, base_offset, local_copy = local.is_some(),
+            leader = partition.is_leader(),
+            "a remote segment is damaged; reads of it fail with KAFKA_STORAGE_ERROR until it is repaired");
+    }
+    let (Some(info), Some(epoch), Some(tiering), Some(remote)) = (
+        local,
+        partition.leading_epoch(),
+        broker.tiering.clone(),
+        partition.remote().cloned(),
+    ) else {
+        return;
+    };
+    let partition = partition.clone();
+    tokio::spawn(async move {
+        // One repair (or upload, or compaction) at a time per partition.
+        let Some(_slot) = partition.claim_upload_slot() else {
+            return;
+        };
+        let outcome = async {
+            let Some(entry) = remote.locate(base_offset).await? else {
+                return Ok(false);
+            };
+            if entry.base_offset != info.base_offset || entry.end_offset != info.end_offset {
+                return Ok(false);
+            }
+            let segment = sealed_segment(info, partition.local_log_start_offset())
+                .await
+                .map_err(|e| anyhow::anyhow!("the local copy cannot be used: {e}"))?;
+            let replaced = remote
+                .replace_segment(&entry, &segment, epoch, tiering.part_bytes)
+                .await?;
+            if replaced {
+                tiering.cache.forget(&object_ref(&remote, &entry));
+            }
+            anyhow::Ok(replaced)
+        }
+        .await;
+        match outcome {
+            Ok(true) => {
+                crate::log::damage::repaired("remote_reuploaded");
+                warn!(partition = %label, base_offset, "damaged remote segment replaced by the local copy");
+            }
+            Ok(false) => info!(partition = %label, base_offset,
+                "damaged remote segment not repaired: the manifest or the local log no longer hold it as it was"),
+            Err(e) => warn!(partition = %label, base_offset, error = %e,
+                "repair of a damaged remote segment failed; the next read that finds it retries"),
+        }
+    });
 }
 
 /// Deletes a deleted topic's objects and manifests in the background. What a crash

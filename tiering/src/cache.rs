@@ -382,6 +382,14 @@ impl SegmentCache {
         }
     }
 
+    /// Drops every cached chunk of `object` (memory and disk), so the next read GETs it
+    /// again: a read that found the bytes damaged retries once from the bucket.
+    pub fn forget(&self, object: &ObjectRef) {
+        for index in 0..object.size.div_ceil(self.chunk_bytes) {
+            self.cache.remove(&self.key(object, index));
+        }
+    }
+
     /// Whether a chunk of `object` is cached (for tests and statistics).
     pub fn is_cached(&self, object: &ObjectRef, offset_in_object: u64) -> bool {
         self.cache

@@ -287,9 +287,9 @@ async fn read_all(
                 count_bytes_out(broker, partition, &records);
                 out.push(with_marks(base, marks).with_records(Some(records)));
             }
-            // Local retention removed the segment between `remote_for` and the read:
-            // the remote tier has it now.
-            Err(LogError::OffsetOutOfRange { .. })
+            // Local retention removed the segment between `remote_for` and the read, or
+            // the read found it damaged and dropped it: the remote tier has it now.
+            Err(LogError::OffsetOutOfRange { .. } | LogError::Damaged { .. })
                 if let Some(remote) = partition.remote_for(w.fetch_offset) =>
             {
                 plan_remote(&mut out, base, remote);
@@ -336,6 +336,14 @@ async fn read_all(
                 total += records.len();
                 count_bytes_out(broker, &partition, &records);
                 data.with_records(Some(records))
+            }
+            Err(crate::tiered::RemoteReadError::Corrupt { base_offset, .. }) => {
+                crate::tiered::repair_remote(broker, &partition, base_offset);
+                broker
+                    .metrics
+                    .error("Fetch", ResponseError::KafkaStorageError);
+                any_error = true;
+                data.with_error_code(ResponseError::KafkaStorageError.code())
             }
             Err(e) => {
                 tracing::warn!(topic = %partition.topic, partition = partition.index,

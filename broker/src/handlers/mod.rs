@@ -95,6 +95,7 @@ pub fn log_error_code(error: &LogError) -> ResponseError {
         LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         LogError::Deleted => ResponseError::UnknownTopicOrPartition,
         LogError::Io { .. }
+        | LogError::Damaged { .. }
         | LogError::Offline
         | LogError::Remote(_)
         | LogError::NotContiguous { .. } => ResponseError::KafkaStorageError,

@@ -13,6 +13,7 @@
 //! The byte layout of every file is in [`format`].
 
 pub mod cleaner;
+pub mod damage;
 pub mod epochs;
 pub mod files;
 pub mod format;
@@ -33,7 +34,10 @@ use tracing::{info, warn};
 
 pub use format::{BatchError, BatchHeader};
 use producers::{BatchMeta, ProducerState, Verdict};
-pub use read::{Location, find_timestamp, first_at_or_after, max_timestamp_record, read_batches};
+pub use read::{
+    Damaged, Location, damage_of, find_timestamp, first_at_or_after, max_timestamp_record,
+    read_batches, verify,
+};
 pub use replica::prepare_replica;
 use segment::Segment;
 
@@ -104,6 +108,8 @@ pub enum LogError {
     DecodeFailed,
     #[error("log I/O failed in {dir}: {source}")]
     Io { dir: PathBuf, source: io::Error },
+    #[error("stored data is damaged in {dir}: {damage}")]
+    Damaged { dir: PathBuf, damage: Damaged },
     #[error("remote tier: {0}")]
     Remote(String),
     #[error(transparent)]
@@ -650,17 +656,70 @@ impl Log {
             return Ok(None);
         };
         let start = if offset > segment.base_offset {
-            segment
-                .lookup_position(offset)
-                .map_err(|e| self.io_err(e))?
+            segment.lookup(offset).map_err(|e| self.io_err(e))?
         } else {
-            0
+            (0, segment.base_offset)
         };
-        Ok(Some(Location {
+        self.location(segment, start).map(Some)
+    }
+
+    /// A read's view of `segment` from `start`: (position, the base offset of the batch
+    /// there, as the index says).
+    fn location(&self, segment: &Segment, start: (u64, i64)) -> Result<Location, LogError> {
+        Ok(Location {
             file: segment.log_file().map_err(|e| self.io_err(e))?,
-            start,
+            start: start.0,
+            start_offset: start.1,
             end: segment.size,
-        }))
+            base_offset: segment.base_offset,
+            end_offset: segment.next_offset,
+            index_damaged: Default::default(),
+        })
+    }
+
+    /// Rebuilds the indexes of the sealed segment based at `segment_base` from its `.log`
+    /// (a read found them wrong). The active segment's are left alone.
+    pub fn rebuild_indexes(&mut self, segment_base: i64) -> Result<(), LogError> {
+        let interval = self.config.index_interval_bytes;
+        let active_base = self.active().base_offset;
+        let Some(segment) = self.segments.get_mut(&segment_base) else {
+            return Ok(());
+        };
+        if segment_base == active_base {
+            return Ok(());
+        }
+        let result = segment.rebuild_indexes(interval);
+        result.map_err(|e| self.io_err(e))
+    }
+
+    /// Drops the local copy of a damaged sealed segment, and every segment before it, when
+    /// the remote tier holds them all (`remote` covers up to its end): reads of that range
+    /// go to the remote tier from then on. Returns false, dropping nothing, when it does not.
+    pub fn drop_damaged_local(
+        &mut self,
+        segment_base: i64,
+        remote: RemoteBounds,
+    ) -> Result<bool, LogError> {
+        let active_base = self.active().base_offset;
+        let Some(segment) = self.segments.get(&segment_base) else {
+            return Ok(false);
+        };
+        let end = segment.next_offset;
+        // Segments below the remote start are past total retention: they go too.
+        if segment_base == active_base || end > remote.end {
+            return Ok(false);
+        }
+        while let Some((&base, first)) = self.segments.iter().next() {
+            if base > segment_base {
+                break;
+            }
+            first.delete_files().map_err(|e| self.io_err(e))?;
+            self.segments.remove(&base);
+        }
+        self.log_start_offset = self.log_start_offset.max(end);
+        self.write_checkpoint(self.checkpoint())
+            .map_err(|e| self.io_err(e))?;
+        Ok(true)
     }
 
     /// The base of the first segment after the one holding `offset`: where a read goes on
@@ -677,14 +736,8 @@ impl Log {
     pub fn locate_timestamp(&self, timestamp: i64) -> Result<Option<Location>, LogError> {
         for segment in self.segments.values() {
             if segment.max_timestamp >= timestamp && segment.next_offset > self.log_start_offset {
-                let start = segment
-                    .lookup_time_position(timestamp)
-                    .map_err(|e| self.io_err(e))?;
-                return Ok(Some(Location {
-                    file: segment.log_file().map_err(|e| self.io_err(e))?,
-                    start,
-                    end: segment.size,
-                }));
+                let start = segment.lookup_time(timestamp).map_err(|e| self.io_err(e))?;
+                return self.location(segment, start).map(Some);
             }
         }
         Ok(None)
@@ -699,17 +752,8 @@ impl Log {
             .max_by_key(|s| (s.max_timestamp, std::cmp::Reverse(s.base_offset)));
         let Some(segment) = best else { return Ok(None) };
         let offset = segment.offset_of_max_timestamp.max(self.log_start_offset);
-        let start = segment
-            .lookup_position(offset)
-            .map_err(|e| self.io_err(e))?;
-        Ok(Some((
-            Location {
-                file: segment.log_file().map_err(|e| self.io_err(e))?,
-                start,
-                end: segment.size,
-            },
-            offset,
-        )))
+        let start = segment.lookup(offset).map_err(|e| self.io_err(e))?;
+        Ok(Some((self.location(segment, start)?, offset)))
     }
 
     /// Starts a periodic flush if flush.ms elapsed (or `force`) and data was appended.
@@ -889,3 +933,6 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod damage_tests;

@@ -1,13 +1,24 @@
 //! Reading whole batches from a segment without holding the log lock.
+//!
+//! Every read checks what it walks: each batch's framing (a length that fits the segment,
+//! base offsets that only increase) and, for the batches it returns or decodes, the CRC.
+//! Damage is never skipped over: a read that meets it first returns a [`Damaged`] error
+//! (the caller reports it and, where the remote tier holds the range, reads from there);
+//! a read that meets it after some good batches returns those, so the next read starts at
+//! the damage. An offset-index entry that points at anything but a batch covering the
+//! wanted offset is not trusted: the read scans the segment from its start and flags the
+//! index ([`Location::index_damaged`]) so the partition rebuilds it.
 
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 
 use super::format;
+use super::format::BATCH_PREFIX_LEN;
 use super::records::{self, Budget, MAX_INFLATED_BYTES};
 use super::segment::read_prefix_at;
 
@@ -17,27 +28,128 @@ use super::segment::read_prefix_at;
 pub struct Location {
     pub file: Arc<File>,
     pub start: u64,
+    /// The base offset of the batch at `start`, as the index says (the segment's base
+    /// when `start` is 0).
+    pub start_offset: i64,
     pub end: u64,
+    /// The segment's base offset: no batch in it may start below.
+    pub base_offset: i64,
+    /// The offset after the segment's last batch: none may end past it.
+    pub end_offset: i64,
+    /// Set by a read that found the index entry behind `start` wrong (and scanned from
+    /// the segment's start instead).
+    pub index_damaged: Arc<AtomicBool>,
+}
+
+/// A batch in a local segment that fails its checks: its framing (length, offsets) or its
+/// CRC. Carried inside an `io::Error` of kind `InvalidData`; [`damage_of`] finds it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("damaged batch at byte {position} of the segment based at {segment_base}: {reason}")]
+pub struct Damaged {
+    pub segment_base: i64,
+    pub position: u64,
+    pub reason: &'static str,
+}
+
+/// The [`Damaged`] an I/O error from a read carries, if it is one.
+pub fn damage_of(error: &io::Error) -> Option<&Damaged> {
+    error.get_ref()?.downcast_ref::<Damaged>()
+}
+
+fn damaged(location: &Location, position: u64, reason: &'static str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        Damaged {
+            segment_base: location.base_offset,
+            position,
+            reason,
+        },
+    )
+}
+
+/// Walks batch prefixes from `from` (0, or `location.start` whose batch must start at
+/// `location.start_offset` exactly), checking framing: each batch must fit the segment,
+/// start at or past the end of the one before (compaction leaves gaps, never overlap) and
+/// end within the segment's offsets. Calls `visit(position, base, size, last_delta)` until
+/// it returns false.
+fn walk(
+    location: &Location,
+    from: u64,
+    mut visit: impl FnMut(u64, i64, usize, i32) -> io::Result<bool>,
+) -> io::Result<()> {
+    let mut position = from;
+    let mut next_offset = location.base_offset;
+    while position < location.end {
+        let Some((base, size, last_delta)) =
+            read_prefix_at(&location.file, position, location.end)?
+        else {
+            return Err(damaged(location, position, "unreadable batch header"));
+        };
+        let first_from_index = position == from && from > 0;
+        if position + size as u64 > location.end {
+            return Err(damaged(
+                location,
+                position,
+                "batch runs past the segment's end",
+            ));
+        }
+        if !offsets_fit(location, base, last_delta, next_offset)
+            || (first_from_index && base != location.start_offset)
+        {
+            return Err(damaged(location, position, "batch offsets out of order"));
+        }
+        if !visit(position, base, size, last_delta)? {
+            return Ok(());
+        }
+        next_offset = base + i64::from(last_delta) + 1;
+        position += size as u64;
+    }
+    Ok(())
+}
+
+/// Whether a batch's offsets follow `next_offset` (the end of the batch before it) and
+/// stay within the segment.
+fn offsets_fit(location: &Location, base: i64, last_delta: i32, next_offset: i64) -> bool {
+    last_delta >= 0 && base >= next_offset && base + i64::from(last_delta) < location.end_offset
 }
 
 /// Skips to the batch containing `offset` and returns its position, or `None` if the
-/// segment ends first.
+/// segment ends first. Starts at the index position; if that does not lead to the batch
+/// (the index is damaged), scans from the segment's start and flags the index.
 fn seek_batch(location: &Location, offset: i64) -> io::Result<Option<(u64, usize)>> {
-    let mut position = location.start;
-    while let Some((base, size, last_delta)) =
-        read_prefix_at(&location.file, position, location.end)?
-    {
-        if base + i64::from(last_delta) >= offset {
-            return Ok(Some((position, size)));
+    if location.start >= location.end && location.start > 0 {
+        // An entry never points at or past the end: a batch is always there.
+        location.index_damaged.store(true, Ordering::Relaxed);
+    } else if location.start > 0 {
+        match seek_from(location, location.start, offset) {
+            Ok(found) => return Ok(found),
+            Err(e) if damage_of(&e).is_none() => return Err(e),
+            Err(_) => location.index_damaged.store(true, Ordering::Relaxed),
         }
-        position += size as u64;
     }
-    Ok(None)
+    seek_from(location, 0, offset)
+}
+
+/// The batch holding `offset` (position and size), walking from `from`.
+fn seek_from(location: &Location, from: u64, offset: i64) -> io::Result<Option<(u64, usize)>> {
+    let mut found = None;
+    walk(location, from, |position, base, size, last_delta| {
+        if base + i64::from(last_delta) >= offset {
+            found = Some((position, size));
+            return Ok(false);
+        }
+        Ok(true)
+    })?;
+    Ok(found)
 }
 
 /// Reads whole batches starting with the one that contains `offset`, up to `max_bytes`,
 /// but always at least one whole batch (KIP-74) so a consumer can make progress. Batches
 /// at or past `limit` (the high watermark) are left out.
+///
+/// A batch is returned only if its CRC matches and the batch after it (or the segment's
+/// end offset) agrees with its offsets: the base offset is outside the CRC, and a damaged
+/// one would hand the consumer wrong offsets.
 pub fn read_batches(
     location: &Location,
     offset: i64,
@@ -49,13 +161,35 @@ pub fn read_batches(
     };
     let available = (location.end - position) as usize;
     let want = available.min(max_bytes.max(first_size));
-    let mut buf = vec![0u8; want];
+    // Also the next batch's prefix, to check the last batch returned against it.
+    let mut buf = vec![0u8; available.min(want + BATCH_PREFIX_LEN)];
     location.file.read_exact_at(&mut buf, position)?;
     let mut whole = 0;
-    while let Some((base, size, _)) = format::read_batch_prefix(&buf[whole..]) {
-        if whole + size > buf.len() || base >= limit {
+    let mut next_offset = location.base_offset;
+    while let Some((base, size, last_delta)) = format::read_batch_prefix(&buf[whole..]) {
+        if whole + size > want || base >= limit {
             break;
         }
+        let end = base + i64::from(last_delta) + 1;
+        let followed = match format::read_batch_prefix(&buf[whole + size..]) {
+            Some((next_base, ..)) => next_base >= end,
+            None => whole + size < buf.len() || end <= location.end_offset,
+        };
+        let reason = if !offsets_fit(location, base, last_delta, next_offset) || !followed {
+            Some("batch offsets out of order")
+        } else if !format::crc_matches(&buf[whole..whole + size]) {
+            Some("CRC-32C mismatch")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            if whole == 0 {
+                return Err(damaged(location, position, reason));
+            }
+            // Serve the good batches before it; the next read starts at the damage.
+            break;
+        }
+        next_offset = end;
         whole += size;
     }
     buf.truncate(whole);
@@ -71,24 +205,50 @@ pub fn find_timestamp(
     min_offset: i64,
     limit: i64,
 ) -> io::Result<Option<(i64, i64)>> {
-    let mut position = location.start;
-    while let Some((base, size, last_delta)) =
-        read_prefix_at(&location.file, position, location.end)?
-    {
-        if base >= limit {
-            break;
-        }
-        if base + i64::from(last_delta) >= min_offset {
-            let mut batch = vec![0u8; size];
-            location.file.read_exact_at(&mut batch, position)?;
-            let found = first_at_or_after(&batch, timestamp, min_offset, limit)?;
-            if found.is_some() {
-                return Ok(found);
+    let scan = |from: u64| {
+        let mut found = None;
+        walk(location, from, |position, base, size, last_delta| {
+            if base >= limit {
+                return Ok(false);
             }
+            if base + i64::from(last_delta) >= min_offset {
+                let batch = read_checked(location, position, size)?;
+                found = first_at_or_after(&batch, timestamp, min_offset, limit)?;
+            }
+            Ok(found.is_none())
+        })?;
+        Ok(found)
+    };
+    match scan(location.start) {
+        _ if location.start >= location.end && location.start > 0 => {
+            location.index_damaged.store(true, Ordering::Relaxed);
+            scan(0)
         }
-        position += size as u64;
+        Err(e) if location.start > 0 && damage_of(&e).is_some() => {
+            // The time index led into damage: scan the whole segment before blaming it.
+            location.index_damaged.store(true, Ordering::Relaxed);
+            scan(0)
+        }
+        result => result,
     }
-    Ok(None)
+}
+
+/// Checks every batch of a segment (framing and CRC-32C), as an upload does before the
+/// bytes leave the broker: damage found here must not become the only copy.
+pub fn verify(location: &Location) -> io::Result<()> {
+    walk(location, 0, |position, _, size, _| {
+        read_checked(location, position, size).map(|_| true)
+    })
+}
+
+/// Reads the whole batch at `position` and checks its CRC.
+fn read_checked(location: &Location, position: u64, size: usize) -> io::Result<Vec<u8>> {
+    let mut batch = vec![0u8; size];
+    location.file.read_exact_at(&mut batch, position)?;
+    if !format::crc_matches(&batch) {
+        return Err(damaged(location, position, "CRC-32C mismatch"));
+    }
+    Ok(batch)
 }
 
 /// The first record of a stored batch with timestamp >= `timestamp` and an offset in
@@ -125,8 +285,7 @@ pub fn max_timestamp_record(
     let Some((position, size)) = seek_batch(location, batch_offset)? else {
         return Ok(None);
     };
-    let mut batch = vec![0u8; size];
-    location.file.read_exact_at(&mut batch, position)?;
+    let batch = read_checked(location, position, size)?;
     let mut best: Option<(i64, i64)> = None;
     records::for_each_timestamp(
         &batch,

@@ -1,7 +1,23 @@
 //! Removing data from the local log: retention (time, size, and what the remote tier
 //! already holds), DeleteRecords, and what the uploader may take.
 
+use super::segment::Segment;
 use super::{Log, LogError, RemoteBounds, RetentionOutcome, SealedInfo};
+
+fn sealed_info(s: &Segment) -> SealedInfo {
+    let (offset_index, time_index) = s.index_paths();
+    SealedInfo {
+        base_offset: s.base_offset,
+        end_offset: s.next_offset,
+        size: s.size,
+        max_timestamp: s.max_timestamp,
+        sealed_ms: s.sealed_ms,
+        log_path: s.log_path().to_path_buf(),
+        offset_index: offset_index.to_path_buf(),
+        time_index: time_index.to_path_buf(),
+        producers: Some(s.producers_path()).filter(|p| p.exists()),
+    }
+}
 
 impl Log {
     /// DeleteRecords: moves the log start offset forward and drops whole segments below it.
@@ -121,21 +137,18 @@ impl Log {
             .filter(|s| !self.config.compact || s.next_offset <= self.first_dirty_offset)
             .filter(|s| uploaded_end.is_none_or(|end| s.next_offset > end))
             .take(limit)
-            .map(|s| {
-                let (offset_index, time_index) = s.index_paths();
-                SealedInfo {
-                    base_offset: s.base_offset,
-                    end_offset: s.next_offset,
-                    size: s.size,
-                    max_timestamp: s.max_timestamp,
-                    sealed_ms: s.sealed_ms,
-                    log_path: s.log_path().to_path_buf(),
-                    offset_index: offset_index.to_path_buf(),
-                    time_index: time_index.to_path_buf(),
-                    producers: Some(s.producers_path()).filter(|p| p.exists()),
-                }
-            })
+            .map(sealed_info)
             .collect()
+    }
+
+    /// The sealed segment based at `base_offset`, as an upload reads it: a repair of the
+    /// remote tier uploads it again. `None` for the active segment or an unknown base.
+    pub fn sealed_segment(&self, base_offset: i64) -> Option<SealedInfo> {
+        let active_base = self.active().base_offset;
+        self.segments
+            .get(&base_offset)
+            .filter(|s| s.base_offset != active_base)
+            .map(sealed_info)
     }
 
     /// Bytes of the segments that end after `offset`: what the local log holds beyond the

@@ -572,6 +572,63 @@ impl Segment {
         Ok(())
     }
 
+    /// Rewrites a sealed segment's two indexes from its `.log` (a read found an entry
+    /// that does not lead to its batch). Batch headers are read, not whole batches; the
+    /// indexes stop at the first batch whose framing is damaged, so reads past it walk
+    /// into the damage and report it. The segment's size and offsets are not changed.
+    pub fn rebuild_indexes(&mut self, index_interval_bytes: u64) -> io::Result<()> {
+        if self.log.writable().is_some() {
+            // The active segment: its indexes are written as it grows; not rebuilt here.
+            return Ok(());
+        }
+        self.pin()?;
+        let result = (|| {
+            self.offset_index.truncate_entries(0)?;
+            self.time_index.truncate_entries(0)?;
+            let (max_timestamp, offset_of_max) = (self.max_timestamp, self.offset_of_max_timestamp);
+            self.max_timestamp = -1;
+            self.time_index_current = true;
+            self.bytes_since_index_entry = u64::MAX;
+            let file = self.log.open()?;
+            let mut header = [0u8; format::BATCH_HEADER_LEN];
+            let mut position = 0u64;
+            while position + format::BATCH_HEADER_LEN as u64 <= self.size {
+                file.read_exact_at(&mut header, position)?;
+                let Some((base, size, _)) = format::read_batch_prefix(&header) else {
+                    break;
+                };
+                let relative = base - self.base_offset;
+                if position + size as u64 > self.size
+                    || !(0..=i64::from(u32::MAX)).contains(&relative)
+                {
+                    break;
+                }
+                let parsed = format::parse_validated_header(&header);
+                self.index_batch(&parsed, position, index_interval_bytes)?;
+                position += size as u64;
+            }
+            self.seal()?;
+            // What the log knew stays: the scan stops at damage.
+            if max_timestamp > self.max_timestamp {
+                self.max_timestamp = max_timestamp;
+                self.offset_of_max_timestamp = offset_of_max;
+            }
+            self.offset_index
+                .file
+                .writable()
+                .map(|f| f.sync_data())
+                .transpose()?;
+            self.time_index
+                .file
+                .writable()
+                .map(|f| f.sync_data())
+                .transpose()?;
+            Ok(())
+        })();
+        self.release();
+        result
+    }
+
     /// fsyncs the active segment's files (a sealed segment's were fsynced when it rolled).
     pub fn flush(&self) -> io::Result<()> {
         for file in [&self.log, &self.offset_index.file, &self.time_index.file] {
@@ -606,6 +663,12 @@ impl Segment {
 
     /// Byte position from which to scan for `offset`: the floor entry of the offset index.
     pub fn lookup_position(&self, offset: i64) -> io::Result<u64> {
+        self.lookup(offset).map(|(position, _)| position)
+    }
+
+    /// The floor entry of the offset index for `offset`: the position of an indexed batch
+    /// and that batch's base offset; (0, segment base) if none.
+    pub fn lookup(&self, offset: i64) -> io::Result<(u64, i64)> {
         let relative = offset - self.base_offset;
         let found = self
             .offset_index
@@ -614,21 +677,25 @@ impl Segment {
         match found {
             Some(n) => {
                 self.offset_index.read_entry(n, &mut buf)?;
-                Ok(u64::from(offset_entry(&buf).1))
+                let (relative, position) = offset_entry(&buf);
+                Ok((u64::from(position), self.base_offset + i64::from(relative)))
             }
-            None => Ok(0),
+            None => Ok((0, self.base_offset)),
         }
     }
 
     /// Byte position from which to scan for the first batch whose max timestamp is at least
-    /// `timestamp`: the position of the last indexed batch whose running max is below it.
-    pub fn lookup_time_position(&self, timestamp: i64) -> io::Result<u64> {
+    /// `timestamp` (and that batch's base offset, as [`Segment::lookup`]): the position of
+    /// the last indexed batch whose running max is below it.
+    pub fn lookup_time(&self, timestamp: i64) -> io::Result<(u64, i64)> {
         let found = self.time_index.floor(timestamp - 1, |b| time_entry(b).0)?;
-        let Some(n) = found else { return Ok(0) };
+        let Some(n) = found else {
+            return Ok((0, self.base_offset));
+        };
         let mut buf = [0u8; TIME_ENTRY_LEN as usize];
         self.time_index.read_entry(n, &mut buf)?;
         let (_, relative) = time_entry(&buf);
-        self.lookup_position(self.base_offset + i64::from(relative))
+        self.lookup(self.base_offset + i64::from(relative))
     }
 }
 
