@@ -79,6 +79,8 @@ fn walk(
 ) -> io::Result<()> {
     let mut position = from;
     let mut next_offset = location.base_offset;
+    // The batch before, for a gap check: (position, size).
+    let mut previous: Option<(u64, usize)> = None;
     while position < location.end {
         let Some((base, size, last_delta)) =
             read_prefix_at(&location.file, position, location.end)?
@@ -98,11 +100,26 @@ fn walk(
         {
             return Err(damaged(location, position, "batch offsets out of order"));
         }
+        // A gap is real only in a compacted log; a damaged last-offset delta (inside the
+        // CRC, which a walk does not otherwise read) would also make one, and the read
+        // would skip the records in it. The batch before a gap is checked whole.
+        if base > next_offset
+            && let Some((before, before_size)) = previous
+        {
+            read_checked(location, before, before_size)?;
+        }
         if !visit(position, base, size, last_delta)? {
             return Ok(());
         }
         next_offset = base + i64::from(last_delta) + 1;
+        previous = Some((position, size));
         position += size as u64;
+    }
+    // Likewise a gap at the segment's end, before the next segment's offsets.
+    if next_offset < location.end_offset
+        && let Some((before, before_size)) = previous
+    {
+        read_checked(location, before, before_size)?;
     }
     Ok(())
 }
