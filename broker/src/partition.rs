@@ -910,10 +910,13 @@ impl Partition {
         result: std::io::Result<T>,
     ) -> Result<T, LogError> {
         let label = || format!("{}-{}", self.topic, self.index);
-        if location.index_damaged.load(Ordering::Relaxed) {
+        // A partition taken offline or deleted meanwhile is left as it is.
+        let usable = || !self.offline.load(Ordering::Relaxed) && !self.is_deleted();
+        // Only a read that succeeded from the segment's start proves the index wrong.
+        if result.is_ok() && location.index_damaged.load(Ordering::Relaxed) && usable() {
             let log_it = log::damage::found("local", "index", &label());
             let rebuilt = self.lock().rebuild_indexes(location.base_offset);
-            if rebuilt.is_ok() {
+            if matches!(rebuilt, Ok(true)) {
                 log::damage::repaired("local_index_rebuilt");
             }
             if log_it {
@@ -930,8 +933,8 @@ impl Partition {
         };
         let log_it = log::damage::found("local", "batch", &label());
         let dropped = match self.remote_bounds() {
-            Some(bounds) => self.lock().drop_damaged_local(damage.segment_base, bounds),
-            None => Ok(false),
+            Some(bounds) if usable() => self.lock().drop_damaged_local(damage.segment_base, bounds),
+            _ => Ok(false),
         };
         if matches!(dropped, Ok(true)) {
             log::damage::repaired("local_dropped_for_remote");

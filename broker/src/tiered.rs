@@ -512,16 +512,20 @@ pub enum RemoteReadError {
     Local(std::io::Error),
 }
 
-/// The position of the last offset-index entry at or before `relative` (0 if none).
-fn index_floor(index: &[u8], relative: i64) -> u64 {
+/// The last offset-index entry at or before `relative`: (its relative offset, its
+/// position); (0, 0) if none.
+fn index_floor(index: &[u8], relative: i64) -> (u32, u64) {
     let entries = index.get(INDEX_HEADER_LEN as usize..).unwrap_or_default();
-    let mut found = 0u64;
+    let mut found = (0, 0);
     for entry in entries.chunks_exact(OFFSET_ENTRY_LEN as usize) {
         let rel = u32::from_be_bytes([entry[0], entry[1], entry[2], entry[3]]);
         if i64::from(rel) > relative {
             break;
         }
-        found = u64::from(u32::from_be_bytes([entry[4], entry[5], entry[6], entry[7]]));
+        found = (
+            rel,
+            u64::from(u32::from_be_bytes([entry[4], entry[5], entry[6], entry[7]])),
+        );
     }
     found
 }
@@ -569,81 +573,112 @@ async fn read_remote_once(
 ) -> Result<Bytes, RemoteReadError> {
     let mut offset = offset;
     let cache = &tiering.cache;
-    let (entry, object, position, first_size) = 'segments: loop {
+    let (entry, object, position, first_size) = loop {
         let Some(entry) = remote.locate(offset).await? else {
             return Ok(Bytes::new());
         };
         let object = object_ref(remote, &entry);
-        let key = object.key.clone();
-        let corrupt = |position| RemoteReadError::Corrupt {
-            key: key.clone(),
-            base_offset: entry.base_offset,
-            position,
-        };
-        let index = cache.read(&object, entry.offset_index_range()).await?;
-        let mut position = index_floor(&index, offset - entry.base_offset);
-        loop {
-            if position + BATCH_PREFIX_LEN as u64 > entry.log_bytes {
-                // Nothing at or after `offset` in this segment: compaction removed the
-                // records at its end (or all of them). Go on with the next one.
-                offset = entry.end_offset;
-                continue 'segments;
-            }
-            let prefix = cache
-                .read(&object, position..position + BATCH_PREFIX_LEN as u64)
-                .await?;
-            let Some((base, size, last_delta)) = format::read_batch_prefix(&prefix) else {
-                return Err(corrupt(position));
-            };
-            if size < BATCH_PREFIX_LEN
-                || position + size as u64 > entry.log_bytes
-                || base < entry.base_offset
-                || base >= entry.end_offset
-            {
-                return Err(corrupt(position));
-            }
-            if base + i64::from(last_delta) >= offset {
-                break 'segments (entry, object, position, size as u64);
-            }
-            position += size as u64;
+        match seek_remote(cache, &entry, &object, offset).await? {
+            Some((position, size)) => break (entry, object, position, size as u64),
+            // Nothing at or after `offset` in this segment: compaction removed the
+            // records at its end (or all of them). Go on with the next one.
+            None => offset = entry.end_offset,
         }
     };
-    let end = (position + (max_bytes as u64).max(first_size)).min(entry.log_bytes);
+    let available = entry.log_bytes - position;
+    let want = available.min((max_bytes as u64).max(first_size));
+    // Also the next batch's prefix, to check the last batch returned against it.
+    let end = position + available.min(want + BATCH_PREFIX_LEN as u64);
     let bytes = cache.read(&object, position..end).await?;
-    let mut whole = 0usize;
-    let mut next_offset = entry.base_offset;
-    while let Some((base, size, last_delta)) = format::read_batch_prefix(&bytes[whole..]) {
-        if whole + size > bytes.len() {
-            break;
-        }
-        if base < next_offset || last_delta < 0 || !format::crc_matches(&bytes[whole..whole + size])
-        {
-            if whole == 0 {
-                return Err(RemoteReadError::Corrupt {
-                    key: object.key.clone(),
-                    base_offset: entry.base_offset,
-                    position,
-                });
-            }
-            // Serve what precedes the damage; the next read starts at it.
-            break;
-        }
-        next_offset = base + i64::from(last_delta) + 1;
-        whole += size;
-    }
+    let whole = crate::log::checked_prefix(
+        &bytes,
+        want as usize,
+        i64::MAX,
+        (entry.base_offset, entry.end_offset),
+    )
+    .map_err(|_| RemoteReadError::Corrupt {
+        key: object.key.clone(),
+        base_offset: entry.base_offset,
+        position,
+    })?;
     // A sequential reader will want the next segment soon: warm its first chunks.
     let window = cache.chunk_bytes() * tiering.read_ahead_chunks.max(1);
     if end + window >= entry.log_bytes
         && let Ok(Some(next)) = remote.locate(entry.end_offset).await
     {
-        let next_object = ObjectRef {
-            key: remote.segment_key(&next),
-            id: next.object_id,
-            size: next.object_size(),
-        };
-        cache.read_ahead(&next_object, 0);
+        cache.read_ahead(&object_ref(remote, &next), 0);
     }
     Ok(bytes.slice(..whole))
+}
+
+/// The batch of a remote segment holding `offset` (position, size), or `None` if the
+/// segment has nothing at or after it. Checks what it walks as a local read does: the
+/// index entry must name a batch with the offset it says (else the walk starts at the
+/// segment's start), every batch must fit the segment and follow the one before, and the
+/// batch before a gap in the offsets is checked whole (a damaged last-offset delta would
+/// make one, and the read would skip the records in it).
+async fn seek_remote(
+    cache: &Arc<SegmentCache>,
+    entry: &SegmentEntry,
+    object: &ObjectRef,
+    offset: i64,
+) -> Result<Option<(u64, usize)>, RemoteReadError> {
+    let corrupt = |position| RemoteReadError::Corrupt {
+        key: object.key.clone(),
+        base_offset: entry.base_offset,
+        position,
+    };
+    let prefix_at = |position: u64| async move {
+        if position + BATCH_PREFIX_LEN as u64 > entry.log_bytes {
+            return Ok::<_, RemoteReadError>(None);
+        }
+        let prefix = cache
+            .read(object, position..position + BATCH_PREFIX_LEN as u64)
+            .await?;
+        Ok(format::read_batch_prefix(&prefix)
+            .filter(|(_, size, _)| position + *size as u64 <= entry.log_bytes))
+    };
+    let check_whole = |position: u64, size: usize| async move {
+        let batch = cache.read(object, position..position + size as u64).await?;
+        Ok::<_, RemoteReadError>(format::crc_matches(&batch))
+    };
+    let index = cache.read(object, entry.offset_index_range()).await?;
+    let (relative, mut position) = index_floor(&index, offset - entry.base_offset);
+    if position > 0
+        && !matches!(prefix_at(position).await?,
+            Some((base, ..)) if base == entry.base_offset + i64::from(relative))
+    {
+        position = 0;
+    }
+    let mut next_offset = entry.base_offset;
+    let mut previous: Option<(u64, usize)> = None;
+    while position < entry.log_bytes {
+        let Some((base, size, last_delta)) = prefix_at(position).await? else {
+            return Err(corrupt(position));
+        };
+        if !crate::log::offsets_fit(entry.end_offset, base, last_delta, next_offset) {
+            return Err(corrupt(position));
+        }
+        if base > next_offset
+            && let Some((before, before_size)) = previous
+            && !check_whole(before, before_size).await?
+        {
+            return Err(corrupt(before));
+        }
+        if base + i64::from(last_delta) >= offset {
+            return Ok(Some((position, size)));
+        }
+        next_offset = base + i64::from(last_delta) + 1;
+        previous = Some((position, size));
+        position += size as u64;
+    }
+    if next_offset < entry.end_offset
+        && let Some((before, before_size)) = previous
+        && !check_whole(before, before_size).await?
+    {
+        return Err(corrupt(before));
+    }
+    Ok(None)
 }
 
 /// Compaction of the remote tier of a compacted topic, after a local pass: every remote
@@ -687,7 +722,7 @@ pub async fn compact_remote(
         };
         let mut rewrite = RemoteRewrite::new(
             &staging,
-            entry.base_offset,
+            (entry.base_offset, entry.end_offset),
             entry.log_bytes,
             map.clone(),
             entry.uploaded_ms < horizon,
@@ -836,7 +871,7 @@ async fn scan_segment_for_timestamp(
     let time_index = cache.read(&object, entry.time_index_range()).await?;
     let offset_index = cache.read(&object, entry.offset_index_range()).await?;
     let mut position = time_index_floor(&time_index, timestamp).map_or(0, |relative| {
-        index_floor(&offset_index, i64::from(relative))
+        index_floor(&offset_index, i64::from(relative)).1
     });
     while position + BATCH_HEADER_LEN as u64 <= entry.log_bytes {
         let header = cache
@@ -887,7 +922,10 @@ pub fn repair_remote(broker: &Broker, partition: &Arc<Partition>, base_offset: i
             leader = partition.is_leader(),
             "a remote segment is damaged; reads of it fail with KAFKA_STORAGE_ERROR until it is repaired");
     }
-    let (Some(info), Some(epoch), Some(tiering), Some(remote)) = (
+    // One attempt a minute per segment: clients retry the failed fetch far more often.
+    let due = crate::log::damage::once_a_minute(&format!("{label}/repair/{base_offset}"));
+    let (true, Some(info), Some(epoch), Some(tiering), Some(remote)) = (
+        due,
         local,
         partition.leading_epoch(),
         broker.tiering.clone(),
@@ -965,10 +1003,10 @@ mod tests {
             index.extend_from_slice(&rel.to_be_bytes());
             index.extend_from_slice(&pos.to_be_bytes());
         }
-        assert_eq!(index_floor(&index, 0), 0);
-        assert_eq!(index_floor(&index, 9), 0);
-        assert_eq!(index_floor(&index, 10), 4000);
-        assert_eq!(index_floor(&index, 25), 8000);
-        assert_eq!(index_floor(&index[..8], 25), 0);
+        assert_eq!(index_floor(&index, 0).1, 0);
+        assert_eq!(index_floor(&index, 9).1, 0);
+        assert_eq!(index_floor(&index, 10), (10, 4000));
+        assert_eq!(index_floor(&index, 25).1, 8000);
+        assert_eq!(index_floor(&index[..8], 25), (0, 0));
     }
 }

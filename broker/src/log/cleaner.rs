@@ -218,9 +218,11 @@ fn for_each_batch(
     mut f: impl FnMut(i64, Bytes) -> io::Result<()>,
 ) -> io::Result<()> {
     let mut position = 0;
+    let mut next_offset = segment.base_offset;
     let file = File::open(&segment.log_path)?;
     while position < segment.size {
-        let Some((base_offset, size, _)) = read_prefix_at(&file, position, segment.size)? else {
+        let Some((base_offset, size, last_delta)) = read_prefix_at(&file, position, segment.size)?
+        else {
             let reason = "a batch header that is cut short or declares an impossible length";
             return Err(UnparsableBatch::at(segment.base_offset, position, reason));
         };
@@ -230,8 +232,40 @@ fn for_each_batch(
         }
         let mut batch = vec![0u8; size];
         file.read_exact_at(&mut batch, position)?;
+        // Damage must fail the pass: a rewrite would give it a valid CRC, and a damaged
+        // base offset would put wrong offsets in the key map.
+        check_stored(
+            &batch,
+            (next_offset, segment.next_offset),
+            segment.base_offset,
+            position,
+        )?;
+        next_offset = base_offset + i64::from(last_delta) + 1;
         f(base_offset, Bytes::from(batch))?;
         position += size as u64;
+    }
+    Ok(())
+}
+
+/// Fails on a stored batch that is damaged: CRC-32C, or offsets not after `range.0` (the
+/// end of the batch before) and below `range.1` (the segment's end offset).
+fn check_stored(
+    batch: &[u8],
+    range: (i64, i64),
+    segment_base: i64,
+    position: u64,
+) -> io::Result<()> {
+    let Some((base, _, last_delta)) = format::read_batch_prefix(batch) else {
+        let reason = "a batch header that declares an impossible length";
+        return Err(UnparsableBatch::at(segment_base, position, reason));
+    };
+    if !super::offsets_fit(range.1, base, last_delta, range.0) {
+        let reason = "a batch whose offsets are out of order (damaged)";
+        return Err(UnparsableBatch::at(segment_base, position, reason));
+    }
+    if !format::crc_matches(batch) {
+        let reason = "a batch whose CRC-32C does not match (damaged)";
+        return Err(UnparsableBatch::at(segment_base, position, reason));
     }
     Ok(())
 }
@@ -346,12 +380,17 @@ pub struct RemoteRewrite {
     carry: Bytes,
     /// Where `carry` starts in the segment.
     position: u64,
+    /// The end of the last batch fed, and the segment's end offset: a batch outside them
+    /// is damage.
+    next_offset: i64,
+    end_offset: i64,
 }
 
 impl RemoteRewrite {
+    /// A rewrite of the segment `[offsets.0, offsets.1)` of `log_bytes` bytes.
     pub fn new(
         staging: &Path,
-        base_offset: i64,
+        offsets: (i64, i64),
         log_bytes: u64,
         map: Arc<OffsetMap>,
         tombstones_expire: bool,
@@ -359,9 +398,12 @@ impl RemoteRewrite {
         now_ms: i64,
     ) -> io::Result<RemoteRewrite> {
         fs::create_dir_all(staging)?;
+        let (base_offset, end_offset) = offsets;
         Ok(RemoteRewrite {
             segment: Segment::create(staging, base_offset, now_ms)?,
             base_offset,
+            next_offset: base_offset,
+            end_offset,
             log_bytes,
             map,
             tombstones_expire,
@@ -397,6 +439,15 @@ impl RemoteRewrite {
                 break;
             }
             let batch = bytes.slice(at..at + size);
+            check_stored(
+                &batch,
+                (self.next_offset, self.end_offset),
+                self.base_offset,
+                position,
+            )?;
+            // Checked above: the prefix parses and the sum stays below the end offset.
+            let (base, _, last_delta) = format::read_batch_prefix(&batch).unwrap_or_default();
+            self.next_offset = base + i64::from(last_delta) + 1;
             let (out, gone) = filter_batch(batch, &self.map, i64::MAX, self.tombstones_expire)?;
             self.removed += gone;
             if let Some(out) = out {

@@ -45,10 +45,16 @@ static LAST_LOGGED: LazyLock<Mutex<HashMap<String, i64>>> = LazyLock::new(Defaul
 
 const LOG_INTERVAL_MS: i64 = 60_000;
 
-/// Counts damage and says whether to log it now: the first time for `partition`, then at
-/// most once a minute.
+/// Counts damage and says whether to log it now: the first time for `partition`, `tier`
+/// and `kind`, then at most once a minute.
 pub fn found(tier: &str, kind: &str, partition: &str) -> bool {
     FOUND.with_label_values(&[tier, kind]).inc();
+    once_a_minute(&format!("{partition}/{tier}/{kind}"))
+}
+
+/// True the first time for `key`, then at most once a minute: for log lines and for
+/// repair attempts that a read retried by a client would otherwise repeat.
+pub fn once_a_minute(key: &str) -> bool {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
@@ -56,7 +62,7 @@ pub fn found(tier: &str, kind: &str, partition: &str) -> bool {
     if last.len() > 10_000 {
         last.retain(|_, at| now - *at < LOG_INTERVAL_MS);
     }
-    let at = last.entry(partition.to_string()).or_insert(i64::MIN);
+    let at = last.entry(key.to_string()).or_insert(i64::MIN);
     if now.saturating_sub(*at) < LOG_INTERVAL_MS {
         return false;
     }

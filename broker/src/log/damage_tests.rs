@@ -279,3 +279,34 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn damage_further_on_is_not_blamed_on_a_sound_index() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = three_segments(dir.path());
+    let positions = batch_positions(&log, 200);
+    // The length of the fourth batch (offsets 260..280) is damaged.
+    flip(
+        &dir.path().join(format::segment_file_name(200, "log")),
+        positions[3] + 10,
+    );
+    // A read through the (sound) entry of the sixth batch is served, and the index is
+    // not flagged: there is nothing to rebuild.
+    let location = log.locate(305).expect("locate").expect("data");
+    let bytes = read_batches(&location, 305, 1, i64::MAX).expect("read past the damage");
+    assert_eq!(format::parse_validated_header(&bytes).base_offset, 300);
+    assert!(
+        !location
+            .index_damaged
+            .load(std::sync::atomic::Ordering::Relaxed)
+    );
+    // The damaged batch itself fails.
+    let location = log.locate(265).expect("locate").expect("data");
+    let error = read_batches(&location, 265, 1, i64::MAX).expect_err("damaged");
+    assert!(damage_of(&error).is_some(), "{error}");
+    assert!(
+        !location
+            .index_damaged
+            .load(std::sync::atomic::Ordering::Relaxed)
+    );
+}

@@ -35,8 +35,8 @@ use tracing::{info, warn};
 pub use format::{BatchError, BatchHeader};
 use producers::{BatchMeta, ProducerState, Verdict};
 pub use read::{
-    Damaged, Location, damage_of, find_timestamp, first_at_or_after, max_timestamp_record,
-    read_batches, verify,
+    Damaged, Location, checked_prefix, damage_of, find_timestamp, first_at_or_after,
+    max_timestamp_record, offsets_fit, read_batches, verify,
 };
 pub use replica::prepare_replica;
 use segment::Segment;
@@ -677,19 +677,15 @@ impl Log {
         })
     }
 
-    /// Rebuilds the indexes of the sealed segment based at `segment_base` from its `.log`
-    /// (a read found them wrong). The active segment's are left alone.
-    pub fn rebuild_indexes(&mut self, segment_base: i64) -> Result<(), LogError> {
+    /// Rebuilds the indexes of the segment based at `segment_base` from its `.log` (a read
+    /// found them wrong). Returns false if there is no such segment.
+    pub fn rebuild_indexes(&mut self, segment_base: i64) -> Result<bool, LogError> {
         let interval = self.config.index_interval_bytes;
-        let active_base = self.active().base_offset;
         let Some(segment) = self.segments.get_mut(&segment_base) else {
-            return Ok(());
+            return Ok(false);
         };
-        if segment_base == active_base {
-            return Ok(());
-        }
         let result = segment.rebuild_indexes(interval);
-        result.map_err(|e| self.io_err(e))
+        result.map(|()| true).map_err(|e| self.io_err(e))
     }
 
     /// Drops the local copy of a damaged sealed segment, and every segment before it, when
@@ -709,17 +705,24 @@ impl Log {
         if segment_base == active_base || end > remote.end {
             return Ok(false);
         }
+        // The start moves with each segment removed, so a failure part-way leaves no
+        // range that neither the local log nor `remote_for` would serve.
+        let mut result = Ok(true);
         while let Some((&base, first)) = self.segments.iter().next() {
             if base > segment_base {
                 break;
             }
-            first.delete_files().map_err(|e| self.io_err(e))?;
+            let next_offset = first.next_offset;
+            if let Err(e) = first.delete_files() {
+                result = Err(self.io_err(e));
+                break;
+            }
             self.segments.remove(&base);
+            self.log_start_offset = self.log_start_offset.max(next_offset);
         }
-        self.log_start_offset = self.log_start_offset.max(end);
         self.write_checkpoint(self.checkpoint())
             .map_err(|e| self.io_err(e))?;
-        Ok(true)
+        result
     }
 
     /// The base of the first segment after the one holding `offset`: where a read goes on

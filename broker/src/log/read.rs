@@ -95,7 +95,7 @@ fn walk(
                 "batch runs past the segment's end",
             ));
         }
-        if !offsets_fit(location, base, last_delta, next_offset)
+        if !offsets_fit(location.end_offset, base, last_delta, next_offset)
             || (first_from_index && base != location.start_offset)
         {
             return Err(damaged(location, position, "batch offsets out of order"));
@@ -125,26 +125,48 @@ fn walk(
 }
 
 /// Whether a batch's offsets follow `next_offset` (the end of the batch before it) and
-/// stay within the segment.
-fn offsets_fit(location: &Location, base: i64, last_delta: i32, next_offset: i64) -> bool {
-    last_delta >= 0 && base >= next_offset && base + i64::from(last_delta) < location.end_offset
+/// stay within the segment. Offsets come from disk: no arithmetic on them may overflow.
+pub fn offsets_fit(end_offset: i64, base: i64, last_delta: i32, next_offset: i64) -> bool {
+    last_delta >= 0
+        && base >= next_offset
+        && base
+            .checked_add(i64::from(last_delta))
+            .is_some_and(|last| last < end_offset)
+}
+
+/// Whether the index entry behind `location.start` names a batch: one starts there, fits
+/// the segment, and has the base offset the entry says.
+fn entry_sound(location: &Location) -> io::Result<bool> {
+    if location.start >= location.end {
+        return Ok(false);
+    }
+    Ok(
+        match read_prefix_at(&location.file, location.start, location.end)? {
+            Some((base, size, _)) => {
+                base == location.start_offset && location.start + size as u64 <= location.end
+            }
+            None => false,
+        },
+    )
+}
+
+/// Runs `read` from the index position, or, if the entry there is unsound, from the
+/// segment's start. The index is flagged damaged only when the read from the start
+/// succeeds: an entry that points at damaged data is the data's fault, and a rebuild
+/// would only lose the entries past the damage.
+fn from_index<T>(location: &Location, read: impl Fn(u64) -> io::Result<T>) -> io::Result<T> {
+    if location.start == 0 || entry_sound(location)? {
+        return read(location.start);
+    }
+    let result = read(0)?;
+    location.index_damaged.store(true, Ordering::Relaxed);
+    Ok(result)
 }
 
 /// Skips to the batch containing `offset` and returns its position, or `None` if the
-/// segment ends first. Starts at the index position; if that does not lead to the batch
-/// (the index is damaged), scans from the segment's start and flags the index.
+/// segment ends first. Starts at the index position unless the entry is unsound.
 fn seek_batch(location: &Location, offset: i64) -> io::Result<Option<(u64, usize)>> {
-    if location.start >= location.end && location.start > 0 {
-        // An entry never points at or past the end: a batch is always there.
-        location.index_damaged.store(true, Ordering::Relaxed);
-    } else if location.start > 0 {
-        match seek_from(location, location.start, offset) {
-            Ok(found) => return Ok(found),
-            Err(e) if damage_of(&e).is_none() => return Err(e),
-            Err(_) => location.index_damaged.store(true, Ordering::Relaxed),
-        }
-    }
-    seek_from(location, 0, offset)
+    from_index(location, |from| seek_from(location, from, offset))
 }
 
 /// The batch holding `offset` (position and size), walking from `from`.
@@ -181,18 +203,44 @@ pub fn read_batches(
     // Also the next batch's prefix, to check the last batch returned against it.
     let mut buf = vec![0u8; available.min(want + BATCH_PREFIX_LEN)];
     location.file.read_exact_at(&mut buf, position)?;
+    let range = (location.base_offset, location.end_offset);
+    let whole = checked_prefix(&buf, want, limit, range)
+        .map_err(|reason| damaged(location, position, reason))?;
+    buf.truncate(whole);
+    Ok(Bytes::from(buf))
+}
+
+/// The length of the longest run of whole batches at the start of `buf` (at most `want`
+/// bytes, none at or past `limit`) that pass every check: CRC-32C, offsets within
+/// `range` = (segment base, segment end offset) and after the batch before, and not
+/// overlapped by the batch after (whose prefix `buf` holds past `want` when there is one).
+/// An error (the reason) when the first batch fails; a shorter run when a later one does
+/// (the next read starts at it). Shared by the local and the remote tier.
+pub fn checked_prefix(
+    buf: &[u8],
+    want: usize,
+    limit: i64,
+    range: (i64, i64),
+) -> Result<usize, &'static str> {
+    let (base_offset, end_offset) = range;
     let mut whole = 0;
-    let mut next_offset = location.base_offset;
+    let mut next_offset = base_offset;
     while let Some((base, size, last_delta)) = format::read_batch_prefix(&buf[whole..]) {
         if whole + size > want || base >= limit {
             break;
         }
-        let end = base + i64::from(last_delta) + 1;
+        let fits = offsets_fit(end_offset, base, last_delta, next_offset);
+        // With `fits`, the end is below the segment's end offset: no overflow.
+        let end = if fits {
+            base + i64::from(last_delta) + 1
+        } else {
+            0
+        };
         let followed = match format::read_batch_prefix(&buf[whole + size..]) {
             Some((next_base, ..)) => next_base >= end,
-            None => whole + size < buf.len() || end <= location.end_offset,
+            None => true,
         };
-        let reason = if !offsets_fit(location, base, last_delta, next_offset) || !followed {
+        let reason = if !fits || !followed {
             Some("batch offsets out of order")
         } else if !format::crc_matches(&buf[whole..whole + size]) {
             Some("CRC-32C mismatch")
@@ -201,16 +249,14 @@ pub fn read_batches(
         };
         if let Some(reason) = reason {
             if whole == 0 {
-                return Err(damaged(location, position, reason));
+                return Err(reason);
             }
-            // Serve the good batches before it; the next read starts at the damage.
             break;
         }
         next_offset = end;
         whole += size;
     }
-    buf.truncate(whole);
-    Ok(Bytes::from(buf))
+    Ok(whole)
 }
 
 /// Finds the first record with timestamp >= `timestamp`, at or after `min_offset` and
@@ -236,18 +282,7 @@ pub fn find_timestamp(
         })?;
         Ok(found)
     };
-    match scan(location.start) {
-        _ if location.start >= location.end && location.start > 0 => {
-            location.index_damaged.store(true, Ordering::Relaxed);
-            scan(0)
-        }
-        Err(e) if location.start > 0 && damage_of(&e).is_some() => {
-            // The time index led into damage: scan the whole segment before blaming it.
-            location.index_damaged.store(true, Ordering::Relaxed);
-            scan(0)
-        }
-        result => result,
-    }
+    from_index(location, scan)
 }
 
 /// Checks every batch of a segment (framing and CRC-32C), as an upload does before the

@@ -577,11 +577,12 @@ impl Segment {
     /// indexes stop at the first batch whose framing is damaged, so reads past it walk
     /// into the damage and report it. The segment's size and offsets are not changed.
     pub fn rebuild_indexes(&mut self, index_interval_bytes: u64) -> io::Result<()> {
-        if self.log.writable().is_some() {
-            // The active segment: its indexes are written as it grows; not rebuilt here.
-            return Ok(());
+        // A sealed segment's files are opened for writing for the rebuild and released
+        // after it; the active segment holds them already.
+        let sealed = self.log.writable().is_none();
+        if sealed {
+            self.pin()?;
         }
-        self.pin()?;
         let result = (|| {
             self.offset_index.truncate_entries(0)?;
             self.time_index.truncate_entries(0)?;
@@ -597,7 +598,7 @@ impl Segment {
                 let Some((base, size, _)) = format::read_batch_prefix(&header) else {
                     break;
                 };
-                let relative = base - self.base_offset;
+                let relative = base.checked_sub(self.base_offset).unwrap_or(-1);
                 if position + size as u64 > self.size
                     || !(0..=i64::from(u32::MAX)).contains(&relative)
                 {
@@ -607,7 +608,9 @@ impl Segment {
                 self.index_batch(&parsed, position, index_interval_bytes)?;
                 position += size as u64;
             }
-            self.seal()?;
+            if sealed {
+                self.seal()?;
+            }
             // What the log knew stays: the scan stops at damage.
             if max_timestamp > self.max_timestamp {
                 self.max_timestamp = max_timestamp;
@@ -625,7 +628,9 @@ impl Segment {
                 .transpose()?;
             Ok(())
         })();
-        self.release();
+        if sealed {
+            self.release();
+        }
         result
     }
 

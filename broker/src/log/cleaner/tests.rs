@@ -2099,7 +2099,8 @@ fn remote_rewrite(dir: &Path, log_bytes: u64) -> RemoteRewrite {
     let mut map = OffsetMap::new();
     map.insert(key_hash(b"a"), 1);
     map.insert(key_hash(b"b"), 2);
-    RemoteRewrite::new(dir, 0, log_bytes, Arc::new(map), false, 4096, 0).expect("rewrite")
+    RemoteRewrite::new(dir, (0, i64::MAX), log_bytes, Arc::new(map), false, 4096, 0)
+        .expect("rewrite")
 }
 
 #[test]
@@ -2214,4 +2215,27 @@ fn the_offset_map_limit_applies_within_a_segment() {
 
     let log = Log::open(dir.path(), config(), 20_000).expect("reopen");
     assert_eq!(read_all(&log), model.compacted(20, true));
+}
+
+#[test]
+fn a_remote_rewrite_fails_on_a_damaged_batch_instead_of_laundering_it() {
+    // A rewrite gives the batches it keeps a new, valid CRC: damage it passed on would
+    // never be seen again.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut bytes, first) = remote_segment_bytes();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    let mut rewrite = remote_rewrite(dir.path(), bytes.len() as u64);
+    let error = rewrite
+        .feed(Bytes::copy_from_slice(&bytes))
+        .expect_err("the damaged batch fails the rewrite");
+    assert!(error.to_string().contains("CRC-32C"), "{error}");
+    // A base offset (outside the CRC) that goes backwards fails it too.
+    let (mut bytes, _) = remote_segment_bytes();
+    bytes[first..first + 8].copy_from_slice(&1i64.to_be_bytes());
+    let mut rewrite = remote_rewrite(dir.path(), bytes.len() as u64);
+    let error = rewrite
+        .feed(Bytes::copy_from_slice(&bytes))
+        .expect_err("the overlapping batch fails the rewrite");
+    assert!(error.to_string().contains("out of order"), "{error}");
 }
