@@ -258,7 +258,7 @@ S3 = {"objectStore": {"url": "s3://bucket"}}
 
 
 @pytest.mark.parametrize("values,message", [
-    ({}, "objectStore.url is required"),
+    ({"zones": ["zone-a"]}, "a broker per zone needs objectStore.url"),
     ({"objectStore": {"url": "file:///var/lib/objects"}}, "must be s3://"),
     (S3 | {"config": {"listen": "0.0.0.0:1"}}, "config.listen: the chart sets listen itself"),
     (S3 | {"config": {"s3_secret_access_key": "abc"}}, "config.s3_secret_access_key: set objectStore.s3"),
@@ -526,6 +526,44 @@ def test_rendered_configuration_starts_a_broker(rendered, broker, etcd, tmp_path
         status = b.metrics()
         assert "strata_requests_total" in status or "strata_connections" in status
         b.stop()
+
+
+def test_no_values_install_is_a_working_evaluation_broker(rendered, broker, etcd, tmp_path):
+    """`helm install strata deploy/helm/strata` with no values: one broker whose strata.toml
+    keeps tiered segments on its own volume and gives every topic one replica, and the
+    notes say it is not for production. The rendered settings start the real broker, which
+    creates a topic with the default replication factor, takes records, serves them back
+    and commits a group offset (the offsets topic has one replica too)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from clients import QUIET, confluent_consume, confluent_produce, create_topic, make_records
+
+    no_values = rendered["no-values"]
+    (sts,) = no_values.brokers()
+    assert sts["spec"]["replicas"] == 1
+    text = no_values.config_map()["strata.toml"]
+    assert "object_store" not in text and "default_replication_factor = 1" in text, text
+    notes = run([helm_binary(), "install", "--dry-run", RELEASE, str(CHART), "--namespace", NAMESPACE])
+    assert notes.returncode == 0, notes.stderr
+    assert "EVALUATION INSTALL, NOT FOR PRODUCTION" in notes.stdout, notes.stdout
+
+    b = broker(metadata=etcd.url(f"eval-{uuid.uuid4().hex[:8]}"), config_text=text, name="evaluation",
+               args=["--node-id", "0"])
+    topic = "evaluation"
+    create_topic(b.bootstrap, topic, 2)
+    produced = make_records(5, 200, 2)
+    confluent_produce(b.bootstrap, topic, produced, "none")
+    got = confluent_consume(b.bootstrap, topic, 2)
+    assert len(got) == len(produced)
+    consumer = Consumer({**QUIET, "bootstrap.servers": b.bootstrap, "group.id": "evaluation-group",
+                         "enable.auto.commit": False})
+    try:
+        consumer.commit(offsets=[TopicPartition(topic, 0, 7)], asynchronous=False)
+        (committed,) = consumer.committed([TopicPartition(topic, 0)], timeout=30)
+        assert committed.offset == 7
+    finally:
+        consumer.close()
+    assert (b.data_dir / "objects").is_dir(), "no local object store on the broker's volume"
 
 
 def test_prestop_drain_and_start_undrain_in_a_real_cluster(rendered, broker, etcd, strata_bin, tmp_path):

@@ -105,3 +105,14 @@ app.kubernetes.io/component: etcd
 {{- fail (printf "config: %v is a %s; settings are strings, integers or booleans" $v (kindOf $v)) -}}
 {{- end -}}
 {{- end -}}
+
+{{/* "true" when no object store is set: the evaluation install (one broker, tiered
+segments on its own volume). Not for production; NOTES.txt says so. */}}
+{{- define "strata.evaluation" -}}
+{{- if not .Values.objectStore.url -}}true{{- end -}}
+{{- end -}}
+
+{{/* Brokers per StatefulSet: `replicas`, or 1 in the evaluation install. */}}
+{{- define "strata.replicas" -}}
+{{- if include "strata.evaluation" . -}}1{{- else -}}{{- .Values.replicas | int -}}{{- end -}}
+{{- end -}}
