@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs, idempotently, what building and testing Strata needs on Debian 12:
-#   build: protoc (etcd-client's build script compiles etcd's .proto files with it)
+#   build: a C compiler, protoc and the protobuf well-known types (etcd-client's build
+#          script compiles etcd's .proto files with them)
 #   tests: etcd, kcat, the Python Kafka clients, pytest and moto (S3 server), kafkajs (npm)
 # Usage: scripts/install-deps.sh [build|test]   (default: test, which includes build)
 # Fast when everything is present: it only checks.
@@ -9,6 +10,9 @@ cd "$(dirname "$0")/.."
 what="${1:-test}"
 
 apt_packages=()
+# A C compiler and linker: rustc links with `cc`, and -sys crates (aws-lc-sys, zstd-sys)
+# compile C. A machine with only rustup has none.
+command -v cc >/dev/null || apt_packages+=(gcc libc6-dev)
 command -v protoc >/dev/null || apt_packages+=(protobuf-compiler)
 # etcd-client's protos import google/protobuf/*.proto, which Debian ships in
 # libprotobuf-dev: only a Recommends of protobuf-compiler, so --no-install-recommends skips it.
