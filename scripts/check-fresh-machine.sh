@@ -52,6 +52,11 @@ log "copying the pristine root to $run"
 rm -rf "$run"
 cp -a "$base" "$run"
 cp /etc/resolv.conf "$run/etc/resolv.conf"
+# The network's trusted CAs (a machine that got Rust from rustup over HTTPS has them; a
+# network with a TLS-inspecting proxy adds its own), where OpenSSL, pip and npm look.
+mkdir -p "$run/etc/ssl/certs" "$run/usr/local/share/ca-certificates"
+cp /etc/ssl/certs/ca-certificates.crt "$run/etc/ssl/certs/ca-certificates.crt"
+cp -a /usr/local/share/ca-certificates/. "$run/usr/local/share/ca-certificates/" 2>/dev/null || true
 for fs in proc sys dev dev/pts; do
   mount --bind "/$fs" "$run/$fs"
   mounts+=("$run/$fs")
@@ -65,7 +70,9 @@ log "cloning $(git -C "$ROOT_DIR" rev-parse --short HEAD) (committed state only)
 git clone --quiet --no-local "$ROOT_DIR" "$run/src"
 
 in_root() {
+  local bundle=/etc/ssl/certs/ca-certificates.crt
   chroot "$run" /usr/bin/env -i HOME=/root TERM=dumb CI="${CI:-true}" \
+    SSL_CERT_FILE=$bundle PIP_CERT=$bundle REQUESTS_CA_BUNDLE=$bundle NODE_EXTRA_CA_CERTS=$bundle \
     PATH=/opt/rust/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     /bin/bash -c "$1"
 }
