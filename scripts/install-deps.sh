@@ -8,6 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what="${1:-test}"
+# shellcheck source=scripts/test-python.sh
+source scripts/test-python.sh
 
 apt_packages=()
 # A C compiler and linker: rustc links with `cc`, and -sys crates (aws-lc-sys, zstd-sys)
@@ -18,6 +20,12 @@ command -v protoc >/dev/null || apt_packages+=(protobuf-compiler)
 # libprotobuf-dev: only a Recommends of protobuf-compiler, so --no-install-recommends skips it.
 [ -f /usr/include/google/protobuf/descriptor.proto ] || apt_packages+=(libprotobuf-dev)
 if [ "$what" = test ]; then
+  command -v python3 >/dev/null || apt_packages+=(python3)
+  # Debian's python3 refuses pip installs (PEP 668): the tests get a venv, which needs
+  # ensurepip from python3-venv.
+  if ! command -v python3 >/dev/null || { test_python_is_external && ! python3 -c 'import ensurepip' 2>/dev/null; }; then
+    apt_packages+=(python3-venv)
+  fi
   command -v etcd >/dev/null || apt_packages+=(etcd-server)
   command -v kcat >/dev/null || apt_packages+=(kcat)
   command -v curl >/dev/null || apt_packages+=(curl)
@@ -32,7 +40,12 @@ if [ ${#apt_packages[@]} -gt 0 ]; then
 fi
 
 if [ "$what" = test ]; then
-  if ! python3 - <<'PY' 2>/dev/null
+  python="$(test_python)"
+  if [ ! -x "$python" ]; then
+    echo "creating a venv for the tests at $(dirname "$(dirname "$python")") (the system Python is externally managed)"
+    python3 -m venv "$(dirname "$(dirname "$python")")"
+  fi
+  if ! "$python" - <<'PY' 2>/dev/null
 import importlib.metadata as m, sys
 want = {}
 for line in open("tests/requirements.txt"):
@@ -46,7 +59,7 @@ for name, version in want.items():
 PY
   then
     echo "installing Python test requirements"
-    python3 -m pip install -q --disable-pip-version-check -r tests/requirements.txt
+    "$python" -m pip install -q --disable-pip-version-check -r tests/requirements.txt
   fi
 fi
 

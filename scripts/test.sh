@@ -18,4 +18,6 @@ cargo build --locked --release -p strata-broker
 export STRATA_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/strata"
 
 echo "== pytest"
-python3 -m pytest tests -q -p no:cacheprovider
+# shellcheck source=scripts/test-python.sh
+source scripts/test-python.sh
+"$(test_python)" -m pytest tests -q -p no:cacheprovider
