@@ -210,3 +210,17 @@ mod prop {
         }
     }
 }
+
+#[test]
+fn every_supported_api_has_its_own_name() {
+    let names: std::collections::HashSet<_> = versions::SUPPORTED
+        .iter()
+        .map(|(key, ..)| versions::name(*key))
+        .collect();
+    assert_eq!(names.len(), versions::SUPPORTED.len());
+    assert!(!names.contains("other"));
+    assert_eq!(
+        versions::name(kafka_protocol::messages::ApiKey::JoinGroup),
+        "JoinGroup"
+    );
+}

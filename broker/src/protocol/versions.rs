@@ -4,35 +4,53 @@
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 
-/// (API, lowest version, highest version). Every version in a range is handled: newer
-/// fields that a single broker has no use for are ignored or answered with defaults.
-pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::Produce, 3, 12),
-    (ApiKey::Fetch, 4, 16),
-    (ApiKey::ListOffsets, 1, 9),
-    (ApiKey::Metadata, 0, 13),
-    (ApiKey::ApiVersions, 0, 4),
-    (ApiKey::CreateTopics, 2, 7),
-    (ApiKey::DeleteTopics, 1, 6),
-    (ApiKey::DeleteRecords, 0, 2),
-    (ApiKey::DescribeConfigs, 1, 4),
-    (ApiKey::AlterConfigs, 0, 2),
-    (ApiKey::CreatePartitions, 0, 3),
-    (ApiKey::IncrementalAlterConfigs, 0, 1),
-    (ApiKey::DescribeCluster, 0, 1),
-    (ApiKey::InitProducerId, 0, 5),
-    (ApiKey::FindCoordinator, 0, 6),
-    (ApiKey::JoinGroup, 0, 9),
-    (ApiKey::SyncGroup, 0, 5),
-    (ApiKey::Heartbeat, 0, 4),
-    (ApiKey::LeaveGroup, 0, 5),
-    (ApiKey::OffsetCommit, 2, 9),
-    (ApiKey::OffsetFetch, 1, 9),
-    (ApiKey::ListGroups, 0, 5),
-    (ApiKey::DescribeGroups, 0, 5),
-    (ApiKey::DeleteGroups, 0, 2),
-    (ApiKey::OffsetDelete, 0, 0),
-];
+/// The one table of supported APIs: [`SUPPORTED`] and [`name`] are both generated from
+/// it, so a new API gets its metric and trace name with its versions.
+macro_rules! supported_apis {
+    ($($key:ident $min:literal ..= $max:literal,)*) => {
+        /// (API, lowest version, highest version). Every version in a range is handled:
+        /// newer fields that a single broker has no use for are ignored or answered with
+        /// defaults.
+        pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[$((ApiKey::$key, $min, $max)),*];
+
+        /// A static name per API, for metric labels and trace spans; "other" for an API
+        /// outside the table (the decoder refuses those).
+        pub fn name(api_key: ApiKey) -> &'static str {
+            match api_key {
+                $(ApiKey::$key => stringify!($key),)*
+                _ => "other",
+            }
+        }
+    };
+}
+
+supported_apis! {
+    Produce 3..=12,
+    Fetch 4..=16,
+    ListOffsets 1..=9,
+    Metadata 0..=13,
+    ApiVersions 0..=4,
+    CreateTopics 2..=7,
+    DeleteTopics 1..=6,
+    DeleteRecords 0..=2,
+    DescribeConfigs 1..=4,
+    AlterConfigs 0..=2,
+    CreatePartitions 0..=3,
+    IncrementalAlterConfigs 0..=1,
+    DescribeCluster 0..=1,
+    InitProducerId 0..=5,
+    FindCoordinator 0..=6,
+    JoinGroup 0..=9,
+    SyncGroup 0..=5,
+    Heartbeat 0..=4,
+    LeaveGroup 0..=5,
+    OffsetCommit 2..=9,
+    OffsetFetch 1..=9,
+    ListGroups 0..=5,
+    DescribeGroups 0..=5,
+    DeleteGroups 0..=2,
+    OffsetDelete 0..=0,
+}
 
 pub fn supports(api_key: ApiKey, version: i16) -> bool {
     SUPPORTED
