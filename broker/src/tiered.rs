@@ -34,7 +34,7 @@ use crate::broker::Broker;
 use crate::config::Config;
 use crate::log::SealedInfo;
 use crate::log::format::{
-    self, BATCH_HEADER_LEN, BATCH_PREFIX_LEN, INDEX_HEADER_LEN, OFFSET_ENTRY_LEN, TIME_ENTRY_LEN,
+    self, BATCH_HEADER_LEN, BATCH_PREFIX_LEN, OFFSET_ENTRY_LEN, TIME_ENTRY_LEN,
 };
 use crate::partition::Partition;
 
@@ -515,19 +515,13 @@ pub enum RemoteReadError {
 /// The last offset-index entry at or before `relative`: (its relative offset, its
 /// position); (0, 0) if none.
 fn index_floor(index: &[u8], relative: i64) -> (u32, u64) {
-    let entries = index.get(INDEX_HEADER_LEN as usize..).unwrap_or_default();
-    let mut found = (0, 0);
-    for entry in entries.chunks_exact(OFFSET_ENTRY_LEN as usize) {
-        let rel = u32::from_be_bytes([entry[0], entry[1], entry[2], entry[3]]);
-        if i64::from(rel) > relative {
-            break;
-        }
-        found = (
-            rel,
-            u64::from(u32::from_be_bytes([entry[4], entry[5], entry[6], entry[7]])),
-        );
-    }
-    found
+    format::index_floor(index, OFFSET_ENTRY_LEN, relative, |e| {
+        i64::from(format::offset_entry(e).0)
+    })
+    .map_or((0, 0), |e| {
+        let (rel, position) = format::offset_entry(e);
+        (rel, u64::from(position))
+    })
 }
 
 /// Reads whole batches from the remote tier starting with the one holding `offset`, up
@@ -795,19 +789,10 @@ pub async fn compact_remote(
 /// The relative offset of the last time-index entry whose running max timestamp is below
 /// `timestamp` (where a scan for `timestamp` can start), if any.
 fn time_index_floor(index: &[u8], timestamp: i64) -> Option<u32> {
-    let entries = index.get(INDEX_HEADER_LEN as usize..).unwrap_or_default();
-    let mut found = None;
-    for entry in entries.chunks_exact(TIME_ENTRY_LEN as usize) {
-        let mut ts = [0u8; 8];
-        ts.copy_from_slice(&entry[..8]);
-        if i64::from_be_bytes(ts) >= timestamp {
-            break;
-        }
-        found = Some(u32::from_be_bytes([
-            entry[8], entry[9], entry[10], entry[11],
-        ]));
-    }
-    found
+    format::index_floor(index, TIME_ENTRY_LEN, timestamp.saturating_sub(1), |e| {
+        format::time_entry(e).0
+    })
+    .map(|e| format::time_entry(e).1)
 }
 
 /// ListOffsets by timestamp over the remote tier: the first record at or after the remote

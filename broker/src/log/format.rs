@@ -449,6 +449,49 @@ impl Checkpoint {
     }
 }
 
+/// An offset-index entry: (offset relative to the segment's base, byte position).
+pub fn offset_entry(buf: &[u8]) -> (u32, u32) {
+    (
+        u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]),
+        u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]),
+    )
+}
+
+/// A time-index entry: (running max timestamp, offset relative to the segment's base).
+pub fn time_entry(buf: &[u8]) -> (i64, u32) {
+    let mut ts = [0u8; 8];
+    ts.copy_from_slice(&buf[..8]);
+    (
+        i64::from_be_bytes(ts),
+        u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]),
+    )
+}
+
+/// In a whole index file's bytes (header first, as uploaded), the last entry whose key
+/// (decoded by `key`) is <= `target`, by binary search; `None` if there is none. A torn
+/// trailing entry is ignored.
+pub fn index_floor(
+    index: &[u8],
+    entry_len: u64,
+    target: i64,
+    key: impl Fn(&[u8]) -> i64,
+) -> Option<&[u8]> {
+    let entries = index.get(INDEX_HEADER_LEN as usize..).unwrap_or_default();
+    let entry_len = entry_len as usize;
+    let count = entries.len() / entry_len;
+    let entry = |n: usize| &entries[n * entry_len..(n + 1) * entry_len];
+    let (mut lo, mut hi) = (0usize, count);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if key(entry(mid)) <= target {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo.checked_sub(1).map(entry)
+}
+
 pub fn segment_file_name(base_offset: i64, extension: &str) -> String {
     format!("{base_offset:020}.{extension}")
 }

@@ -14,7 +14,7 @@ use super::files::SegmentFile;
 
 use super::format::{
     self, BATCH_PREFIX_LEN, INDEX_HEADER_LEN, OFFSET_ENTRY_LEN, OFFSET_INDEX_MAGIC, TIME_ENTRY_LEN,
-    TIME_INDEX_MAGIC,
+    TIME_INDEX_MAGIC, offset_entry, time_entry,
 };
 
 /// A fixed-entry-size index file: header, then entries appended in order.
@@ -106,22 +106,6 @@ fn writable(file: &SegmentFile) -> io::Result<&Arc<File>> {
             file.path().display()
         ))
     })
-}
-
-fn offset_entry(buf: &[u8]) -> (u32, u32) {
-    (
-        u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]),
-        u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]),
-    )
-}
-
-fn time_entry(buf: &[u8]) -> (i64, u32) {
-    let mut ts = [0u8; 8];
-    ts.copy_from_slice(&buf[..8]);
-    (
-        i64::from_be_bytes(ts),
-        u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]),
-    )
 }
 
 /// A segment of the log. Only the last segment of a log is appended to.
