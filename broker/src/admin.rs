@@ -87,7 +87,7 @@ impl Service {
                 let epoch = partition.leading_epoch()?;
                 let (local_bytes, local_segments, log_end, local_start) = partition.stats();
                 let marks = partition.watermarks();
-                let lag = crate::tiered::upload_lag(partition, now_ms);
+                let lag = crate::tier::upload_lag(partition, now_ms);
                 let (remote, root) = match partition.remote() {
                     Some(remote) => (Some(remote.marks()), Some(remote.root())),
                     None => (None, None),

@@ -19,7 +19,7 @@ use crate::config::{Config, MetadataUrl};
 use crate::log::{Log, LogError};
 use crate::partition::Partition;
 use crate::telemetry::Metrics;
-use crate::tiered::Tiering;
+use crate::tier::Tiering;
 use crate::topic_config::{TopicConfig, TopicConfigError};
 
 /// Time comes in through this trait so tests can control it.
@@ -723,7 +723,7 @@ impl Broker {
             }
         }
         let _ = std::fs::remove_dir(self.topic_dir(name, topic.id));
-        crate::tiered::delete_remote(topic.partitions.clone());
+        crate::tier::delete_remote(topic.partitions.clone());
         self.metrics
             .forget_topic(name, topic.partitions.len() as i32);
         info!(topic = name, "deleted topic");
@@ -943,7 +943,7 @@ impl Broker {
                 });
                 let remote_part = async |map| {
                     let Some(tiering) = tiering else { return true };
-                    match crate::tiered::compact_remote(tiering, partition, map, now).await {
+                    match crate::tier::compact_remote(tiering, partition, map, now).await {
                         Ok((rewritten, 0)) => {
                             if rewritten > 0 {
                                 info!(

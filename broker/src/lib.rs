@@ -19,5 +19,5 @@ pub mod server;
 pub mod supervise;
 pub mod sys;
 pub mod telemetry;
-pub mod tiered;
+pub mod tier;
 pub mod topic_config;

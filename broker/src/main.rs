@@ -271,7 +271,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .cluster_id()
         .await
         .context("read the cluster id")?;
-    let tiering = strata_broker::tiered::Tiering::open(
+    let tiering = strata_broker::tier::Tiering::open(
         &config,
         &cluster_id,
         stores.manifests.clone(),
@@ -409,11 +409,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     });
     let uploader = supervisor.spawn("uploader", {
         let broker = broker.clone();
-        move || strata_broker::tiered::run_uploader(broker.clone())
+        move || strata_broker::tier::run_uploader(broker.clone())
     });
     let scrubber = supervisor.spawn("scrubber", {
         let broker = broker.clone();
-        move || strata_broker::tiered::run_scrubber(broker.clone())
+        move || strata_broker::tier::run_scrubber(broker.clone())
     });
     let accept = tokio::spawn(server::accept_loop(
         broker.clone(),

@@ -310,7 +310,7 @@ async fn read_all(
         return (out, total, any_error);
     };
     let reads = remote_reads.iter().map(|(i, _, remote, budget)| {
-        crate::tiered::read_remote(tiering, remote, wanted[*i].fetch_offset, *budget)
+        crate::tier::read_remote(tiering, remote, wanted[*i].fetch_offset, *budget)
     });
     let results = futures::future::join_all(reads).await;
     for ((i, partition, _, budget), result) in remote_reads.into_iter().zip(results) {
@@ -337,8 +337,8 @@ async fn read_all(
                 count_bytes_out(broker, &partition, &records);
                 data.with_records(Some(records))
             }
-            Err(crate::tiered::RemoteReadError::Corrupt { base_offset, .. }) => {
-                crate::tiered::repair_remote(broker, &partition, base_offset);
+            Err(crate::tier::RemoteReadError::Corrupt { base_offset, .. }) => {
+                crate::tier::repair_remote(broker, &partition, base_offset);
                 broker
                     .metrics
                     .error("Fetch", ResponseError::KafkaStorageError);

@@ -36,7 +36,7 @@ async fn lookup(
         && let (Some(tiering), Some(remote)) = (broker.tiering.as_ref(), partition.remote())
         && partition.remote_bounds().is_some_and(|b| b.end > b.start)
     {
-        let found = crate::tiered::remote_offset_for_timestamp(tiering, remote, timestamp)
+        let found = crate::tier::remote_offset_for_timestamp(tiering, remote, timestamp)
             .await
             .map_err(|e| LogError::Remote(e.to_string()))?;
         if let Some(found) = found {

@@ -1,0 +1,158 @@
+//! The broker's side of tiered storage: it builds the object store and segment cache from
+//! the configuration, runs the uploader (with remote retention and the stall watchdog)
+//! and the orphan scrubber, and serves Fetch below the local log start from the remote
+//! tier. The mechanics (manifests, uploads, cache) are in the `strata-tiering` crate;
+//! this module adds what only the broker knows: which segments are sealed and below the
+//! high watermark, the record-batch framing, and the topic configs.
+//!
+//! Offsets: `log start ≤ local log start ≤ high watermark ≤ log end`. Offsets in
+//! `[remote log start, local log start)` are read from the bucket; everything at or above
+//! the local log start is read from local segments, as before. A local segment is deleted
+//! only after the manifest commit that covers it ([`crate::log::Log::apply_retention`]).
+//!
+//! One module per job: this one builds the store and the cache ([`Tiering`]); `upload`
+//! runs the uploader and remote retention; `scrub` removes unreferenced objects and a
+//! deleted topic's; `read` serves Fetch from the bucket; `compaction` compacts the remote
+//! tier; `timestamps` answers ListOffsets by timestamp; `repair` replaces damaged objects.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::Context;
+use strata_tiering::store::{
+    MeteredStore, ObjectStoreBackend, RetryPolicy, RetryingStore, StoreMetrics,
+};
+use strata_tiering::{
+    CacheSettings, ManifestSettings, ManifestStore, PartitionId, RemoteLog, RemoteStore,
+    SealedSegment, SegmentCache, SpillCache, TierError,
+};
+use tokio::sync::Semaphore;
+use tracing::info;
+
+use crate::config::Config;
+
+mod compaction;
+mod read;
+mod repair;
+mod scrub;
+mod timestamps;
+mod upload;
+
+pub use compaction::compact_remote;
+pub use read::{RemoteReadError, read_remote};
+pub use repair::repair_remote;
+pub use scrub::{delete_remote, run_scrubber};
+pub use timestamps::remote_offset_for_timestamp;
+pub use upload::{UploadLag, run_uploader, upload_lag};
+
+pub struct Tiering {
+    pub store: Arc<dyn RemoteStore>,
+    pub manifests: Arc<dyn ManifestStore>,
+    pub cache: Arc<SegmentCache>,
+    spills: Arc<SpillCache>,
+    manifest_settings: ManifestSettings,
+    part_bytes: u64,
+    read_ahead_chunks: u64,
+    upload_slots: Arc<Semaphore>,
+    crash_after_upload: Option<u64>,
+    uploads: AtomicU64,
+    stall_warn_ms: i64,
+}
+
+impl Tiering {
+    /// Objects go under `<object_store>/<cluster_id>/`: clusters sharing a bucket (or a
+    /// broker pointed at the wrong metadata store, which names another cluster) never
+    /// see, let alone scrub, each other's objects.
+    pub async fn open(
+        config: &Config,
+        cluster_id: &str,
+        manifests: Arc<dyn ManifestStore>,
+        registry: &prometheus::Registry,
+    ) -> anyhow::Result<Tiering> {
+        let location = match config.object_store_url()? {
+            strata_tiering::Location::Directory(dir) => {
+                strata_tiering::Location::Directory(dir.join(cluster_id))
+            }
+            strata_tiering::Location::S3 { bucket, prefix } => strata_tiering::Location::S3 {
+                bucket,
+                prefix: if prefix.is_empty() {
+                    cluster_id.to_string()
+                } else {
+                    format!("{prefix}/{cluster_id}")
+                },
+            },
+        };
+        let s3 = strata_tiering::S3Settings {
+            endpoint: config.s3_endpoint.clone(),
+            region: config.s3_region.clone(),
+            access_key_id: config.s3_access_key_id.clone(),
+            secret_access_key: config.s3_secret_access_key.clone(),
+            path_style: config.s3_path_style,
+            allow_http: config.s3_allow_http,
+        };
+        let backend: ObjectStoreBackend = strata_tiering::store::open(&location, &s3)
+            .map_err(anyhow::Error::msg)
+            .context("set up the object store (setting `object_store`)")?;
+        info!(object_store = %backend, "tiered storage object store");
+        let metrics = StoreMetrics::register(registry).context("register object store metrics")?;
+        let seed = std::process::id() as u64;
+        let store: Arc<dyn RemoteStore> = Arc::new(MeteredStore::new(
+            RetryingStore::new(backend, RetryPolicy::default(), seed),
+            metrics,
+        ));
+        let cache_settings = CacheSettings {
+            memory_bytes: config.remote_cache_memory_bytes as usize,
+            disk_bytes: config.remote_cache_disk_bytes as usize,
+            dir: config.remote_cache_dir(),
+            chunk_bytes: config.remote_chunk_bytes as u64,
+            read_ahead_chunks: config.remote_read_ahead_chunks as u64,
+            rate_bytes_per_sec: config.remote_read_rate_bytes as u64,
+            prefetch_concurrency: 8,
+        };
+        let cache = SegmentCache::open(&cache_settings, store.clone(), registry)
+            .await
+            .map_err(anyhow::Error::msg)
+            .context("open the remote segment cache")?;
+        Ok(Tiering {
+            store,
+            manifests,
+            cache,
+            spills: Arc::new(SpillCache::new(4096)),
+            manifest_settings: ManifestSettings {
+                tail_entries: config.remote_manifest_tail_entries as usize,
+                fanout: config.remote_manifest_fanout as usize,
+            },
+            part_bytes: config.remote_upload_part_bytes as u64,
+            read_ahead_chunks: config.remote_read_ahead_chunks as u64,
+            upload_slots: Arc::new(Semaphore::new(config.remote_upload_concurrency as usize)),
+            crash_after_upload: config.crash_after_upload()?,
+            uploads: AtomicU64::new(0),
+            stall_warn_ms: config.remote_upload_stall_warn_ms,
+        })
+    }
+
+    /// Loads a partition's manifest root (one metadata-store read: start-up time does not
+    /// depend on how much history the bucket holds).
+    pub async fn open_remote_log(&self, id: PartitionId) -> Result<Arc<RemoteLog>, TierError> {
+        RemoteLog::open(
+            id,
+            self.store.clone(),
+            self.manifests.clone(),
+            self.spills.clone(),
+            self.manifest_settings,
+        )
+        .await
+        .map(Arc::new)
+    }
+
+    fn crash_point(&self, id: &PartitionId, segment: &SealedSegment) {
+        if let Some(crash_at) = self.crash_after_upload {
+            let n = self.uploads.fetch_add(1, Ordering::Relaxed) + 1;
+            if n >= crash_at {
+                tracing::error!(partition = %id, base_offset = segment.base_offset,
+                    "fault injection: aborting after an upload, before its manifest commit");
+                std::process::abort();
+            }
+        }
+    }
+}

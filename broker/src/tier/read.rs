@@ -1,0 +1,209 @@
+//! Reads from the remote tier: Fetch below the local log start, through the segment
+//! cache, with the same damage checks as local reads.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use strata_tiering::manifest::SegmentEntry;
+use strata_tiering::{ObjectRef, RemoteLog, SegmentCache, TierError};
+
+use super::Tiering;
+use crate::log::format::{self, BATCH_PREFIX_LEN, OFFSET_ENTRY_LEN};
+
+/// Why a remote read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteReadError {
+    #[error(transparent)]
+    Tier(#[from] TierError),
+    #[error("remote segment {key} (base offset {base_offset}) is damaged at byte {position}")]
+    Corrupt {
+        key: String,
+        base_offset: i64,
+        position: u64,
+    },
+    #[error("local staging for a remote rewrite failed: {0}")]
+    Local(std::io::Error),
+}
+
+/// The last offset-index entry at or before `relative`: (its relative offset, its
+/// position); (0, 0) if none.
+pub(super) fn index_floor(index: &[u8], relative: i64) -> (u32, u64) {
+    format::index_floor(index, OFFSET_ENTRY_LEN, relative, |e| {
+        i64::from(format::offset_entry(e).0)
+    })
+    .map_or((0, 0), |e| {
+        let (rel, position) = format::offset_entry(e);
+        (rel, u64::from(position))
+    })
+}
+
+/// Reads whole batches from the remote tier starting with the one holding `offset`, up
+/// to `max_bytes` but always at least one whole batch (KIP-74). One segment per call, as
+/// for local reads; the consumer's next fetch continues in the next segment.
+#[tracing::instrument(target = "strata::trace", level = "trace", name = "tier.remote_read",
+    skip_all, fields(partition = %remote.id, offset = offset, max_bytes = max_bytes))]
+
+///
+/// Returned batches are checked (framing and CRC-32C). A read that meets damage drops the
+/// object's chunks from the segment cache and reads once more from the bucket (the cache's
+/// disk may be what is damaged); damage that persists is a [`RemoteReadError::Corrupt`],
+/// which [`repair_remote`] can mend from a local copy.
+pub async fn read_remote(
+    tiering: &Tiering,
+    remote: &RemoteLog,
+    offset: i64,
+    max_bytes: usize,
+) -> Result<Bytes, RemoteReadError> {
+    match read_remote_once(tiering, remote, offset, max_bytes).await {
+        Err(RemoteReadError::Corrupt { base_offset, .. }) => {
+            if let Some(entry) = remote.locate(base_offset).await? {
+                tiering.cache.forget(&object_ref(remote, &entry));
+            }
+            read_remote_once(tiering, remote, offset, max_bytes).await
+        }
+        result => result,
+    }
+}
+
+pub(super) fn object_ref(remote: &RemoteLog, entry: &SegmentEntry) -> ObjectRef {
+    ObjectRef {
+        key: remote.segment_key(entry),
+        id: entry.object_id,
+        size: entry.object_size(),
+    }
+}
+
+async fn read_remote_once(
+    tiering: &Tiering,
+    remote: &RemoteLog,
+    offset: i64,
+    max_bytes: usize,
+) -> Result<Bytes, RemoteReadError> {
+    let mut offset = offset;
+    let cache = &tiering.cache;
+    let (entry, object, position, first_size) = loop {
+        let Some(entry) = remote.locate(offset).await? else {
+            return Ok(Bytes::new());
+        };
+        let object = object_ref(remote, &entry);
+        match seek_remote(cache, &entry, &object, offset).await? {
+            Some((position, size)) => break (entry, object, position, size as u64),
+            // Nothing at or after `offset` in this segment: compaction removed the
+            // records at its end (or all of them). Go on with the next one.
+            None => offset = entry.end_offset,
+        }
+    };
+    let available = entry.log_bytes - position;
+    let want = available.min((max_bytes as u64).max(first_size));
+    // Also the next batch's prefix, to check the last batch returned against it.
+    let end = position + available.min(want + BATCH_PREFIX_LEN as u64);
+    let bytes = cache.read(&object, position..end).await?;
+    let whole = crate::log::checked_prefix(
+        &bytes,
+        want as usize,
+        i64::MAX,
+        (entry.base_offset, entry.end_offset),
+    )
+    .map_err(|_| RemoteReadError::Corrupt {
+        key: object.key.clone(),
+        base_offset: entry.base_offset,
+        position,
+    })?;
+    // A sequential reader will want the next segment soon: warm its first chunks.
+    let window = cache.chunk_bytes() * tiering.read_ahead_chunks.max(1);
+    if end + window >= entry.log_bytes
+        && let Ok(Some(next)) = remote.locate(entry.end_offset).await
+    {
+        cache.read_ahead(&object_ref(remote, &next), 0);
+    }
+    Ok(bytes.slice(..whole))
+}
+
+/// The batch of a remote segment holding `offset` (position, size), or `None` if the
+/// segment has nothing at or after it. Checks what it walks as a local read does: the
+/// index entry must name a batch with the offset it says (else the walk starts at the
+/// segment's start), every batch must fit the segment and follow the one before, and the
+/// batch before a gap in the offsets is checked whole (a damaged last-offset delta would
+/// make one, and the read would skip the records in it).
+async fn seek_remote(
+    cache: &Arc<SegmentCache>,
+    entry: &SegmentEntry,
+    object: &ObjectRef,
+    offset: i64,
+) -> Result<Option<(u64, usize)>, RemoteReadError> {
+    let corrupt = |position| RemoteReadError::Corrupt {
+        key: object.key.clone(),
+        base_offset: entry.base_offset,
+        position,
+    };
+    let prefix_at = |position: u64| async move {
+        if position + BATCH_PREFIX_LEN as u64 > entry.log_bytes {
+            return Ok::<_, RemoteReadError>(None);
+        }
+        let prefix = cache
+            .read(object, position..position + BATCH_PREFIX_LEN as u64)
+            .await?;
+        Ok(format::read_batch_prefix(&prefix)
+            .filter(|(_, size, _)| position + *size as u64 <= entry.log_bytes))
+    };
+    let check_whole = |position: u64, size: usize| async move {
+        let batch = cache.read(object, position..position + size as u64).await?;
+        Ok::<_, RemoteReadError>(format::crc_matches(&batch))
+    };
+    let index = cache.read(object, entry.offset_index_range()).await?;
+    let (relative, mut position) = index_floor(&index, offset - entry.base_offset);
+    if position > 0
+        && !matches!(prefix_at(position).await?,
+            Some((base, ..)) if base == entry.base_offset + i64::from(relative))
+    {
+        position = 0;
+    }
+    let mut next_offset = entry.base_offset;
+    let mut previous: Option<(u64, usize)> = None;
+    while position < entry.log_bytes {
+        let Some((base, size, last_delta)) = prefix_at(position).await? else {
+            return Err(corrupt(position));
+        };
+        if !crate::log::offsets_fit(entry.end_offset, base, last_delta, next_offset) {
+            return Err(corrupt(position));
+        }
+        if base > next_offset
+            && let Some((before, before_size)) = previous
+            && !check_whole(before, before_size).await?
+        {
+            return Err(corrupt(before));
+        }
+        if base + i64::from(last_delta) >= offset {
+            return Ok(Some((position, size)));
+        }
+        next_offset = base + i64::from(last_delta) + 1;
+        previous = Some((position, size));
+        position += size as u64;
+    }
+    if next_offset < entry.end_offset
+        && let Some((before, before_size)) = previous
+        && !check_whole(before, before_size).await?
+    {
+        return Err(corrupt(before));
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_floor_finds_the_last_entry_at_or_before() {
+        let mut index = format::index_header(format::OFFSET_INDEX_MAGIC).to_vec();
+        for (rel, pos) in [(0u32, 0u32), (10, 4000), (20, 8000)] {
+            index.extend_from_slice(&rel.to_be_bytes());
+            index.extend_from_slice(&pos.to_be_bytes());
+        }
+        assert_eq!(index_floor(&index, 0).1, 0);
+        assert_eq!(index_floor(&index, 9).1, 0);
+        assert_eq!(index_floor(&index, 10), (10, 4000));
+        assert_eq!(index_floor(&index, 25).1, 8000);
+        assert_eq!(index_floor(&index[..8], 25), (0, 0));
+    }
+}
