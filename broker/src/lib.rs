@@ -3,6 +3,11 @@
 //! A request's path: [`server`] (connection) → [`protocol`] (frame, decode) →
 //! [`handlers`] (one module per API family) → [`broker`] (topics) → [`partition`] →
 //! [`log`] (segments on disk). Cluster metadata sits behind [`cluster::MetadataStore`].
+//!
+//! Layers, bottom first (a module uses its own layer or below; `tests/architecture.rs`
+//! checks it and lists the imports that still break it): `sys`, `ratelimit`, `supervise`,
+//! `protocol` · `config` · `log` · `topic_config`, `telemetry` · `cluster` · `partition`,
+//! `replication`, `tier` · `broker`, `group` · `handlers`, `admin` · `server`.
 
 pub mod admin;
 pub mod broker;
