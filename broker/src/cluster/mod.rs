@@ -10,8 +10,6 @@ pub mod embedded;
 pub mod etcd;
 pub mod manifests;
 pub mod placement;
-mod sync;
-pub(crate) use sync::MetadataSnapshot;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use tracing::{debug, info, warn};
 
-use super::controller::{self, Brokers};
-use super::{BrokerInfo, ClusterView, StoreError, TopicRecord};
-use crate::broker::{Broker, Topic};
+use super::{Broker, Topic};
+use crate::cluster::controller::{self, Brokers};
+use crate::cluster::{BrokerInfo, ClusterView, StoreError, TopicRecord};
 use crate::partition::Partition;
 use crate::replication::Transition;
 

@@ -5,6 +5,8 @@
 //! store accepted the change. At start-up the store is the truth: logs of topics it does
 //! not know are removed.
 
+mod sync;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -128,7 +130,7 @@ pub struct Broker {
     /// When the controller last moved leaders back to preferred replicas.
     pub(crate) last_rebalance_ms: std::sync::atomic::AtomicI64,
     /// The last metadata read in full, reused while the store's revision stands still.
-    pub(crate) metadata_snapshot: std::sync::Mutex<Option<crate::cluster::MetadataSnapshot>>,
+    pub(crate) metadata_snapshot: std::sync::Mutex<Option<sync::MetadataSnapshot>>,
     /// An exclusive lock on `<data_dir>/.lock`, held for the broker's lifetime so two
     /// processes never share a data directory.
     _data_dir_lock: std::fs::File,
