@@ -23,11 +23,7 @@ const LAYERS: &[&[&str]] = &[
 ];
 
 /// Imports that run upward today (from, to).
-const KNOWN_UPWARD: &[(&str, &str)] = &[
-    ("config", "topic_config"),
-    ("replication", "broker"),
-    ("tier", "broker"),
-];
+const KNOWN_UPWARD: &[(&str, &str)] = &[("config", "topic_config"), ("replication", "broker")];
 
 /// Cycles between modules today, as the modules of each strongly connected set.
 const KNOWN_CYCLES: &[&[&str]] = &[

@@ -1087,3 +1087,40 @@ impl Broker {
         Duration::from_millis(self.config.log_housekeeping_interval_ms as u64)
     }
 }
+
+impl crate::tier::TierHost for Broker {
+    fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    fn shutdown(&self) -> &tokio_util::sync::CancellationToken {
+        &self.shutdown
+    }
+
+    fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    fn tiering(&self) -> Option<&Arc<Tiering>> {
+        self.tiering.as_ref()
+    }
+
+    fn partitions(&self) -> Vec<Arc<Partition>> {
+        self.topics()
+            .iter()
+            .flat_map(|topic| topic.partitions.iter().cloned())
+            .collect()
+    }
+
+    fn topic_exists(&self, id: Uuid) -> bool {
+        self.topic_by_id(id).is_some()
+    }
+
+    fn is_controller(&self) -> bool {
+        Broker::is_controller(self)
+    }
+}

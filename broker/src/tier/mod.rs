@@ -45,6 +45,20 @@ pub use scrub::{delete_remote, run_scrubber};
 pub use timestamps::remote_offset_for_timestamp;
 pub use upload::{UploadLag, run_uploader, upload_lag};
 
+/// What the tiering loops need from the broker: the narrow handle they get instead of
+/// the whole broker (which implements it), so this layer does not import the one above.
+pub trait TierHost: Send + Sync + 'static {
+    fn now_ms(&self) -> i64;
+    fn shutdown(&self) -> &tokio_util::sync::CancellationToken;
+    fn config(&self) -> &Config;
+    fn metrics(&self) -> &crate::telemetry::Metrics;
+    fn tiering(&self) -> Option<&Arc<Tiering>>;
+    /// Every partition of every open topic.
+    fn partitions(&self) -> Vec<Arc<crate::partition::Partition>>;
+    fn topic_exists(&self, id: uuid::Uuid) -> bool;
+    fn is_controller(&self) -> bool;
+}
+
 pub struct Tiering {
     pub store: Arc<dyn RemoteStore>,
     pub manifests: Arc<dyn ManifestStore>,

@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use tracing::{error, info, warn};
 
+use super::TierHost;
 use super::read::object_ref;
 use super::upload::sealed_segment;
-use crate::broker::Broker;
 use crate::partition::Partition;
 
 /// Reports a damaged remote segment a read found, and repairs it in the background when
@@ -15,7 +15,7 @@ use crate::partition::Partition;
 /// rewrite does ([`RemoteLog::replace_segment`]: same offset range, new object, old one
 /// deleted). Without a local copy the damage stays, and reads of that range answer
 /// KAFKA_STORAGE_ERROR; another replica that still has it repairs it once it leads.
-pub fn repair_remote(broker: &Broker, partition: &Arc<Partition>, base_offset: i64) {
+pub fn repair_remote(broker: &dyn TierHost, partition: &Arc<Partition>, base_offset: i64) {
     let label = format!("{}-{}", partition.topic, partition.index);
     let log_it = crate::log::damage::found("remote", "object", &label);
     let local = partition.sealed_segment(base_offset);
@@ -30,7 +30,7 @@ pub fn repair_remote(broker: &Broker, partition: &Arc<Partition>, base_offset: i
         due,
         local,
         partition.leading_epoch(),
-        broker.tiering.clone(),
+        broker.tiering().cloned(),
         partition.remote().cloned(),
     ) else {
         return;

@@ -7,35 +7,34 @@ use std::time::Duration;
 use strata_tiering::RemoteStore;
 use tracing::{info, warn};
 
-use crate::broker::Broker;
+use super::TierHost;
 use crate::partition::Partition;
 
 /// The orphan scrubber: every `remote_scrub_interval_ms`, deletes objects older than
 /// `remote_scrub_grace_ms` that no manifest references, and objects of topics that no
 /// longer exist. It LISTs the bucket; nothing on the read path does.
-pub async fn run_scrubber(broker: Arc<Broker>) {
-    let Some(tiering) = broker.tiering.clone() else {
+pub async fn run_scrubber(broker: Arc<dyn TierHost>) {
+    let Some(tiering) = broker.tiering().cloned() else {
         return;
     };
     let mut ticker = tokio::time::interval(Duration::from_millis(
-        broker.config.remote_scrub_interval_ms as u64,
+        broker.config().remote_scrub_interval_ms as u64,
     ));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
     loop {
         tokio::select! {
-            _ = broker.shutdown.cancelled() => break,
+            _ = broker.shutdown().cancelled() => break,
             _ = ticker.tick() => {}
         }
-        let grace = broker.config.remote_scrub_grace_ms;
-        let topics = broker.topics();
-        for topic in &topics {
-            for partition in &topic.partitions {
+        let grace = broker.config().remote_scrub_grace_ms;
+        for partition in &broker.partitions() {
+            {
                 // A follower's view of the manifest may be behind the leader's.
                 let Some(remote) = partition.remote().filter(|_| partition.is_leader()) else {
                     continue;
                 };
-                match remote.scrub(broker.clock.now_ms(), grace).await {
+                match remote.scrub(broker.now_ms(), grace).await {
                     Ok(0) => {}
                     Ok(n) => {
                         info!(partition = %remote.id, deleted = n, "scrubbed orphaned objects")
@@ -45,7 +44,7 @@ pub async fn run_scrubber(broker: Arc<Broker>) {
             }
         }
         if broker.is_controller()
-            && let Err(e) = scrub_unknown_topics(&broker, &*tiering.store, grace).await
+            && let Err(e) = scrub_unknown_topics(&*broker, &*tiering.store, grace).await
         {
             warn!(error = %e, "scrub of deleted topics failed");
         }
@@ -56,7 +55,7 @@ pub async fn run_scrubber(broker: Arc<Broker>) {
 /// each delete (a topic created during the pass is live), and the listing is of this
 /// cluster's prefix only.
 async fn scrub_unknown_topics(
-    broker: &Broker,
+    broker: &dyn TierHost,
     store: &dyn RemoteStore,
     grace_ms: i64,
 ) -> Result<(), strata_tiering::StoreError> {
@@ -68,8 +67,8 @@ async fn scrub_unknown_topics(
         let Some((_, id)) = dir.and_then(strata_tiering::keys::parse_topic_dir) else {
             continue;
         };
-        let old_enough = broker.clock.now_ms() - object.last_modified_ms >= grace_ms;
-        if old_enough && broker.topic_by_id(id).is_none() {
+        let old_enough = broker.now_ms() - object.last_modified_ms >= grace_ms;
+        if old_enough && !broker.topic_exists(id) {
             info!(key = object.key, "deleting an object of a deleted topic");
             store.delete(&object.key).await?;
         }

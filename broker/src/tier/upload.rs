@@ -11,8 +11,8 @@ use strata_tiering::{PartitionId, SealedSegment, TierError};
 use tracing::Instrument as _;
 use tracing::{error, warn};
 
+use super::TierHost;
 use super::Tiering;
-use crate::broker::Broker;
 use crate::log::SealedInfo;
 use crate::partition::Partition;
 
@@ -74,7 +74,7 @@ pub(super) async fn sealed_segment(
 /// One uploader pass over a partition: upload what is sealed and below the high
 /// watermark, in order, then apply retention.ms / retention.bytes to the remote tier.
 /// Returns false if the pass failed (it is retried after a backoff).
-async fn upload_partition(broker: &Broker, tiering: &Tiering, partition: &Partition) -> bool {
+async fn upload_partition(broker: &dyn TierHost, tiering: &Tiering, partition: &Partition) -> bool {
     let (Some(remote), Some(epoch)) = (partition.remote(), partition.leading_epoch()) else {
         return true;
     };
@@ -125,7 +125,7 @@ async fn upload_partition(broker: &Broker, tiering: &Tiering, partition: &Partit
             let hook: Option<&AfterUploadHook> = tiering
                 .crash_after_upload
                 .map(|_| &crash as &AfterUploadHook);
-            let now = broker.clock.now_ms();
+            let now = broker.now_ms();
             // Each upload is a trace of its own (nothing waits for it).
             let span = tracing::trace_span!(target: crate::telemetry::TRACE, "tier.upload",
                 topic = %partition.topic, partition = partition.index, base_offset,
@@ -156,7 +156,7 @@ async fn upload_partition(broker: &Broker, tiering: &Tiering, partition: &Partit
                     return false;
                 }
             }
-            if broker.shutdown.is_cancelled() {
+            if broker.shutdown().is_cancelled() {
                 return true;
             }
         }
@@ -169,7 +169,7 @@ async fn upload_partition(broker: &Broker, tiering: &Tiering, partition: &Partit
     }
     let marks = remote.marks();
     let local_only = partition.bytes_after(marks.end_offset.unwrap_or(i64::MIN));
-    let now = broker.clock.now_ms();
+    let now = broker.now_ms();
     let target = remote
         .retention_target(now, config.retention_ms, config.retention_bytes, local_only)
         .await;
@@ -207,7 +207,7 @@ pub fn upload_lag(partition: &Partition, now_ms: i64) -> UploadLag {
 }
 
 /// Upload lag gauges and the stall watchdog, for one partition.
-fn report_lag(broker: &Broker, tiering: &Tiering, partition: &Partition, now_ms: i64) {
+fn report_lag(broker: &dyn TierHost, tiering: &Tiering, partition: &Partition, now_ms: i64) {
     let UploadLag {
         segments,
         bytes,
@@ -215,12 +215,12 @@ fn report_lag(broker: &Broker, tiering: &Tiering, partition: &Partition, now_ms:
     } = upload_lag(partition, now_ms);
     let labels = [partition.topic.as_str(), &partition.index.to_string()];
     broker
-        .metrics
+        .metrics()
         .upload_lag_bytes
         .with_label_values(&labels)
         .set(bytes as i64);
     broker
-        .metrics
+        .metrics()
         .upload_lag_seconds
         .with_label_values(&labels)
         .set(age_ms / 1000);
@@ -233,23 +233,23 @@ fn report_lag(broker: &Broker, tiering: &Tiering, partition: &Partition, now_ms:
 
 /// The uploader: every `remote_upload_interval_ms`, each tiered partition not already
 /// uploading gets a pass, at most `remote_upload_concurrency` at once.
-pub async fn run_uploader(broker: Arc<Broker>) {
-    let Some(tiering) = broker.tiering.clone() else {
+pub async fn run_uploader(broker: Arc<dyn TierHost>) {
+    let Some(tiering) = broker.tiering().cloned() else {
         return;
     };
     let mut ticker = tokio::time::interval(Duration::from_millis(
-        broker.config.remote_upload_interval_ms as u64,
+        broker.config().remote_upload_interval_ms as u64,
     ));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let tasks = tokio_util::task::TaskTracker::new();
     loop {
         tokio::select! {
-            _ = broker.shutdown.cancelled() => break,
+            _ = broker.shutdown().cancelled() => break,
             _ = ticker.tick() => {}
         }
-        let now = broker.clock.now_ms();
-        for topic in broker.topics() {
-            for partition in &topic.partitions {
+        let now = broker.now_ms();
+        for partition in &broker.partitions() {
+            {
                 // Partitions with tiering off still get passes while the remote tier
                 // holds data, so retention keeps applying to it.
                 let tiered = partition.log_config().remote_storage;
@@ -260,7 +260,7 @@ pub async fn run_uploader(broker: Arc<Broker>) {
                     continue;
                 }
                 if tiered {
-                    report_lag(&broker, &tiering, partition, now);
+                    report_lag(&*broker, &tiering, partition, now);
                 }
                 if !partition.try_start_upload(now) {
                     continue;
@@ -270,7 +270,7 @@ pub async fn run_uploader(broker: Arc<Broker>) {
                 tasks.spawn(async move {
                     let pass = async {
                         match tiering.upload_slots.clone().acquire_owned().await {
-                            Ok(_slot) => upload_partition(&broker, &tiering, &partition).await,
+                            Ok(_slot) => upload_partition(&*broker, &tiering, &partition).await,
                             Err(_) => true,
                         }
                     };
@@ -280,7 +280,7 @@ pub async fn run_uploader(broker: Arc<Broker>) {
                         Ok(succeeded) => succeeded,
                         Err(_) => {
                             broker
-                                .metrics
+                                .metrics()
                                 .task_restarts
                                 .with_label_values(&["uploader"])
                                 .inc();
@@ -289,8 +289,8 @@ pub async fn run_uploader(broker: Arc<Broker>) {
                             false
                         }
                     };
-                    let interval = broker.config.remote_upload_interval_ms;
-                    partition.finish_upload(succeeded, broker.clock.now_ms(), interval);
+                    let interval = broker.config().remote_upload_interval_ms;
+                    partition.finish_upload(succeeded, broker.now_ms(), interval);
                 });
             }
         }
