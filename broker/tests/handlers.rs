@@ -1,0 +1,309 @@
+//! Request handlers in process: a real broker (embedded metadata, logs on a temp dir, the
+//! local-directory object store) driven through `handlers::handle` with decoded requests,
+//! as the server calls it, without sockets. Quicker and more precise than the black-box
+//! suite about what each handler answers; that suite stays as it is.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, CreateTopicsRequest, FetchRequest, ListOffsetsRequest, ProduceRequest, RequestHeader,
+    RequestKind, ResponseKind, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use strata_broker::broker::{Broker, SystemClock};
+use strata_broker::config::Config;
+use strata_broker::protocol::Request;
+use strata_broker::telemetry::Metrics;
+use strata_broker::tier::Tiering;
+
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const OFFSET_OUT_OF_RANGE: i16 = 1;
+const KAFKA_STORAGE_ERROR: i16 = 56;
+
+async fn broker(dir: &std::path::Path) -> Arc<Broker> {
+    let config = Config {
+        data_dir: dir.join("data"),
+        auto_create_topics: false,
+        ..Config::default()
+    };
+    let stores = strata_broker::cluster::open(&config).await.expect("stores");
+    let cluster_id = stores.metadata.cluster_id().await.expect("cluster id");
+    let metrics = Arc::new(Metrics::new().expect("metrics"));
+    let tiering = Tiering::open(
+        &config,
+        &cluster_id,
+        stores.manifests.clone(),
+        &metrics.tiering_registry,
+    )
+    .await
+    .expect("tiering");
+    let broker = Broker::open(
+        config,
+        stores.metadata,
+        Some(Arc::new(tiering)),
+        metrics,
+        Arc::new(SystemClock),
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .expect("open the broker");
+    broker.join_cluster(true).await.expect("join");
+    broker
+}
+
+async fn call(
+    broker: &Arc<Broker>,
+    api_key: ApiKey,
+    version: i16,
+    body: RequestKind,
+) -> ResponseKind {
+    let request = Request {
+        api_key,
+        version,
+        header: RequestHeader::default()
+            .with_request_api_key(api_key as i16)
+            .with_request_api_version(version)
+            .with_client_id(Some(StrBytes::from_static_str("handler-tests"))),
+        body,
+    };
+    strata_broker::handlers::handle(broker, request, "127.0.0.1")
+        .await
+        .expect("a response")
+}
+
+fn name(topic: &str) -> TopicName {
+    TopicName(StrBytes::from_string(topic.to_string()))
+}
+
+async fn create(broker: &Arc<Broker>, topic: &str, partitions: i32) {
+    let body = CreateTopicsRequest::default()
+        .with_topics(vec![
+            CreatableTopic::default()
+                .with_name(name(topic))
+                .with_num_partitions(partitions)
+                .with_replication_factor(-1),
+        ])
+        .with_timeout_ms(10_000);
+    let ResponseKind::CreateTopics(response) = call(
+        broker,
+        ApiKey::CreateTopics,
+        5,
+        RequestKind::CreateTopics(body),
+    )
+    .await
+    else {
+        panic!("not a CreateTopics response");
+    };
+    assert_eq!(response.topics[0].error_code, 0, "{response:?}");
+}
+
+fn batch(values: &[&str]) -> Bytes {
+    let records: Vec<Record> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: -1,
+            timestamp: 1_700_000_000_000 + i as i64,
+            key: None,
+            value: Some(Bytes::from(v.to_string())),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .expect("encode");
+    buf.freeze()
+}
+
+/// (error code, base offset) of one Produce.
+async fn produce(broker: &Arc<Broker>, topic: &str, partition: i32, records: Bytes) -> (i16, i64) {
+    let body = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(name(topic))
+                .with_partition_data(vec![
+                    PartitionProduceData::default()
+                        .with_index(partition)
+                        .with_records(Some(records)),
+                ]),
+        ]);
+    let ResponseKind::Produce(response) =
+        call(broker, ApiKey::Produce, 9, RequestKind::Produce(body)).await
+    else {
+        panic!("not a Produce response");
+    };
+    let p = &response.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+/// (error code, high watermark, values) of one Fetch of one partition.
+async fn fetch(
+    broker: &Arc<Broker>,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> (i16, i64, Vec<String>) {
+    let body = FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic(name(topic))
+                .with_partitions(vec![
+                    FetchPartition::default()
+                        .with_partition(partition)
+                        .with_fetch_offset(offset)
+                        .with_partition_max_bytes(1 << 20),
+                ]),
+        ]);
+    let ResponseKind::Fetch(response) =
+        call(broker, ApiKey::Fetch, 11, RequestKind::Fetch(body)).await
+    else {
+        panic!("not a Fetch response");
+    };
+    let p = &response.responses[0].partitions[0];
+    let mut values = Vec::new();
+    if let Some(records) = &p.records {
+        let mut bytes = records.clone();
+        for set in RecordBatchDecoder::decode_all(&mut bytes).expect("decode") {
+            for record in set.records {
+                if record.offset >= offset {
+                    values.push(
+                        String::from_utf8_lossy(&record.value.unwrap_or_default()).into_owned(),
+                    );
+                }
+            }
+        }
+    }
+    (p.error_code, p.high_watermark, values)
+}
+
+async fn latest(broker: &Arc<Broker>, topic: &str, partition: i32) -> i64 {
+    let body = ListOffsetsRequest::default()
+        .with_replica_id((-1).into())
+        .with_topics(vec![
+            ListOffsetsTopic::default()
+                .with_name(name(topic))
+                .with_partitions(vec![
+                    ListOffsetsPartition::default()
+                        .with_partition_index(partition)
+                        .with_timestamp(-1),
+                ]),
+        ]);
+    let ResponseKind::ListOffsets(response) = call(
+        broker,
+        ApiKey::ListOffsets,
+        5,
+        RequestKind::ListOffsets(body),
+    )
+    .await
+    else {
+        panic!("not a ListOffsets response");
+    };
+    let p = &response.topics[0].partitions[0];
+    assert_eq!(p.error_code, 0);
+    p.offset
+}
+
+#[tokio::test]
+async fn produce_fetch_and_list_offsets_through_the_handlers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = broker(dir.path()).await;
+    create(&broker, "orders", 2).await;
+    assert_eq!(
+        produce(&broker, "orders", 0, batch(&["a", "b", "c"])).await,
+        (0, 0)
+    );
+    assert_eq!(produce(&broker, "orders", 0, batch(&["d"])).await, (0, 3));
+    assert_eq!(produce(&broker, "orders", 1, batch(&["x"])).await, (0, 0));
+    assert_eq!(
+        fetch(&broker, "orders", 0, 0).await,
+        (0, 4, vec!["a".into(), "b".into(), "c".into(), "d".into()])
+    );
+    assert_eq!(
+        fetch(&broker, "orders", 0, 3).await,
+        (0, 4, vec!["d".into()])
+    );
+    assert_eq!(latest(&broker, "orders", 0).await, 4);
+    assert_eq!(latest(&broker, "orders", 1).await, 1);
+}
+
+#[tokio::test]
+async fn errors_are_kafka_error_codes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = broker(dir.path()).await;
+    create(&broker, "orders", 1).await;
+    produce(&broker, "orders", 0, batch(&["a"])).await;
+    assert_eq!(
+        produce(&broker, "missing", 0, batch(&["a"])).await.0,
+        UNKNOWN_TOPIC_OR_PARTITION
+    );
+    assert_eq!(
+        fetch(&broker, "missing", 0, 0).await.0,
+        UNKNOWN_TOPIC_OR_PARTITION
+    );
+    assert_eq!(fetch(&broker, "orders", 0, 5).await.0, OFFSET_OUT_OF_RANGE);
+    assert_eq!(
+        fetch(&broker, "orders", 7, 0).await.0,
+        UNKNOWN_TOPIC_OR_PARTITION
+    );
+}
+
+#[tokio::test]
+async fn a_damaged_batch_on_disk_is_a_storage_error_and_nothing_else_fails() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = broker(dir.path()).await;
+    create(&broker, "orders", 1).await;
+    produce(&broker, "orders", 0, batch(&["first"])).await;
+    produce(&broker, "orders", 0, batch(&["second"])).await;
+    produce(&broker, "orders", 0, batch(&["third"])).await;
+    // The second batch's last byte (its record's value), behind the broker's back.
+    let topic = broker.topic("orders").expect("topic");
+    let log = topic.partitions[0].dir().join(format!("{:020}.log", 0));
+    let mut bytes = std::fs::read(&log).expect("read the segment");
+    let first = 12 + u32::from_be_bytes(bytes[8..12].try_into().expect("4 bytes")) as usize;
+    let second = first
+        + 12
+        + u32::from_be_bytes(bytes[first + 8..first + 12].try_into().expect("4 bytes")) as usize;
+    bytes[second - 1] ^= 0x40;
+    std::fs::write(&log, &bytes).expect("write the segment");
+    assert_eq!(
+        fetch(&broker, "orders", 0, 0).await,
+        (0, 3, vec!["first".into()])
+    );
+    assert_eq!(fetch(&broker, "orders", 0, 1).await.0, KAFKA_STORAGE_ERROR);
+    assert_eq!(
+        fetch(&broker, "orders", 0, 2).await,
+        (0, 3, vec!["third".into()])
+    );
+    assert_eq!(
+        produce(&broker, "orders", 0, batch(&["fourth"])).await,
+        (0, 3)
+    );
+}
