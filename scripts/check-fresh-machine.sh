@@ -6,7 +6,11 @@
 # hid libprotobuf-dev); this run does not.
 #
 #   sudo scripts/check-fresh-machine.sh           # scripts/serve.sh: builds, then serves
-#   sudo scripts/check-fresh-machine.sh --tests   # also scripts/test.sh (about 40 minutes)
+#   sudo scripts/check-fresh-machine.sh --tests   # also scripts/test.sh (about 25 minutes on 2 cores)
+#
+# The toolchain is `rustc --print sysroot` of the invoking user (RUST_SYSROOT overrides);
+# it must be a rustup toolchain directory, not /usr, or the host's compilers would hide
+# what the root lacks. Ports 9092 and 9644 must be free (the chroot shares the network).
 #
 # Needs root (chroot and bind mounts), debootstrap, and the network the README needs
 # (Debian's mirror, crates.io, PyPI, npm). The pristine root is built once under
@@ -17,14 +21,32 @@ ROOT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 FRESH_DIR="${FRESH_DIR:-/var/tmp/strata-fresh}"
 MIRROR="${MIRROR:-http://deb.debian.org/debian}"
 RUN_TESTS=false
-[ "${1:-}" = --tests ] && RUN_TESTS=true
+case "${1:-}" in
+  "") ;;
+  --tests) RUN_TESTS=true ;;
+  *) echo "usage: $0 [--tests]" >&2; exit 2 ;;
+esac
 
 log() { printf '== %s\n' "$*" >&2; }
 die() { printf 'check-fresh-machine: %s\n' "$*" >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "run as root (chroot and bind mounts)"
 command -v debootstrap >/dev/null || die "debootstrap is not installed (apt-get install debootstrap)"
-toolchain="$(rustc --print sysroot 2>/dev/null)" || die "no Rust toolchain on this machine"
+toolchain="${RUST_SYSROOT:-}"
+if [ -z "$toolchain" ]; then
+  toolchain="$(rustc --print sysroot 2>/dev/null)" ||
+    { [ -n "${SUDO_USER:-}" ] && toolchain="$(sudo -u "$SUDO_USER" -i rustc --print sysroot 2>/dev/null)"; } ||
+    die "no Rust toolchain found: set RUST_SYSROOT to one (rustc --print sysroot)"
+fi
+case "$toolchain" in
+  /usr | /usr/local | /) die "the toolchain at $toolchain is not a dedicated directory (rustup's): its bin/ would put the host's tools in the root" ;;
+esac
+[ -x "$toolchain/bin/cargo" ] || die "no cargo in $toolchain/bin"
+for port in 9092 9644; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    die "127.0.0.1:$port is in use: stop what listens there first (the check's broker needs it)"
+  fi
+done
 
 base="$FRESH_DIR/base"
 if [ ! -f "$base/.complete" ]; then
@@ -37,19 +59,34 @@ if [ ! -f "$base/.complete" ]; then
 fi
 
 run="$FRESH_DIR/run"
-mounts=()
 broker_pid=""
+# Unmounts whatever is mounted under the run root, deepest first (also what an earlier,
+# killed run left): `rm -rf` must never reach the host's /dev or toolchain through them.
+unmount_run() {
+  local target
+  { findmnt -Rrno TARGET "$run" 2>/dev/null || true; } | sort -r | while read -r target; do
+    umount -l "$target" 2>/dev/null || true
+  done
+}
 cleanup() {
   if [ -n "$broker_pid" ]; then
     kill -- "-$broker_pid" 2>/dev/null || kill "$broker_pid" 2>/dev/null || true
     wait "$broker_pid" 2>/dev/null || true
   fi
-  for ((i = ${#mounts[@]} - 1; i >= 0; i--)); do umount -l "${mounts[$i]}" 2>/dev/null || true; done
+  # Processes test.sh started inside the root (etcd, moto, brokers).
+  for pid in $(ls /proc | grep -E '^[0-9]+$'); do
+    [ "$(readlink "/proc/$pid/root" 2>/dev/null)" = "$run" ] && kill "$pid" 2>/dev/null || true
+  done
+  unmount_run
 }
 trap cleanup EXIT
 
 log "copying the pristine root to $run"
-rm -rf "$run"
+unmount_run
+if [ -e "$run" ] && findmnt -Rrno TARGET "$run" 2>/dev/null | grep -q .; then
+  die "something is still mounted under $run; unmount it by hand"
+fi
+rm -rf --one-file-system "$run"
 cp -a "$base" "$run"
 cp /etc/resolv.conf "$run/etc/resolv.conf"
 # The network's trusted CAs (a machine that got Rust from rustup over HTTPS has them; a
@@ -59,15 +96,17 @@ cp /etc/ssl/certs/ca-certificates.crt "$run/etc/ssl/certs/ca-certificates.crt"
 cp -a /usr/local/share/ca-certificates/. "$run/usr/local/share/ca-certificates/" 2>/dev/null || true
 for fs in proc sys dev dev/pts; do
   mount --bind "/$fs" "$run/$fs"
-  mounts+=("$run/$fs")
 done
 mkdir -p "$run/opt/rust"
 mount --bind "$toolchain" "$run/opt/rust"
 mount -o remount,bind,ro "$run/opt/rust"
-mounts+=("$run/opt/rust")
 
-log "cloning $(git -C "$ROOT_DIR" rev-parse --short HEAD) (committed state only)"
-git clone --quiet --no-local "$ROOT_DIR" "$run/src"
+# Root cloning another user's checkout: git refuses it as "dubious ownership" unless told.
+git_config="$(mktemp)"
+printf '[safe]\n\tdirectory = *\n' >"$git_config"
+log "cloning $(GIT_CONFIG_GLOBAL="$git_config" git -C "$ROOT_DIR" rev-parse --short HEAD) (committed state only)"
+GIT_CONFIG_GLOBAL="$git_config" git clone --quiet --no-local "$ROOT_DIR" "$run/src"
+rm -f "$git_config"
 
 in_root() {
   local bundle=/etc/ssl/certs/ca-certificates.crt
@@ -82,20 +121,24 @@ setsid bash -c "$(declare -f in_root); run='$run'; in_root 'cd /src && exec scri
   >"$FRESH_DIR/serve.log" 2>&1 &
 broker_pid=$!
 deadline=$((SECONDS + 3600))
-until bash -c 'exec 3<>/dev/tcp/127.0.0.1/9644 && printf "GET /readyz HTTP/1.0\r\n\r\n" >&3 && grep -q "200 OK" <&3' 2>/dev/null; do
+while true; do
   kill -0 "$broker_pid" 2>/dev/null || die "scripts/serve.sh stopped before serving; last lines of $FRESH_DIR/serve.log:
 $(tail -n 30 "$FRESH_DIR/serve.log")"
+  if timeout 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/9644 && printf "GET /readyz HTTP/1.0\r\n\r\n" >&3 && grep -q "200 OK" <&3' 2>/dev/null; then
+    break
+  fi
   [ "$SECONDS" -lt "$deadline" ] || die "scripts/serve.sh did not serve within an hour; see $FRESH_DIR/serve.log"
   sleep 5
 done
 log "scripts/serve.sh serves: /readyz answers 200 on 127.0.0.1:9644"
-kill -- "-$broker_pid" 2>/dev/null || kill "$broker_pid"
+kill -- "-$broker_pid" 2>/dev/null || kill "$broker_pid" 2>/dev/null || true
 wait "$broker_pid" 2>/dev/null || true
 broker_pid=""
 
 if [ "$RUN_TESTS" = true ]; then
   log "the README's second command: scripts/test.sh"
-  in_root 'cd /src && scripts/test.sh' 2>&1 | tee "$FRESH_DIR/test.log"
-  [ "${PIPESTATUS[0]}" = 0 ] || die "scripts/test.sh failed; see $FRESH_DIR/test.log"
+  if ! in_root 'cd /src && scripts/test.sh' 2>&1 | tee "$FRESH_DIR/test.log"; then
+    die "scripts/test.sh failed; see $FRESH_DIR/test.log"
+  fi
 fi
 log "fresh-machine check passed"

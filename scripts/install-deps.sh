@@ -41,9 +41,10 @@ fi
 
 if [ "$what" = test ]; then
   python="$(test_python)"
-  if [ ! -x "$python" ]; then
-    echo "creating a venv for the tests at $(dirname "$(dirname "$python")") (the system Python is externally managed)"
-    python3 -m venv "$(dirname "$(dirname "$python")")"
+  if [ ! -x "$python" ] || ! "$python" -m pip --version >/dev/null 2>&1; then
+    # Missing, or broken (created half-way, or without pip): made afresh.
+    echo "creating a venv for the tests at $(dirname "$(dirname "$python")") (the system Python takes no pip installs)"
+    python3 -m venv --clear "$(dirname "$(dirname "$python")")"
   fi
   if ! "$python" - <<'PY' 2>/dev/null
 import importlib.metadata as m, sys

@@ -5,8 +5,10 @@
 # venv under ~/.cache/strata/venv (STRATA_VENV overrides). install-deps.sh creates the
 # venv and installs tests/requirements.txt into whichever this names.
 
-# True when python3 refuses `pip install` outside a venv.
+# True when python3 takes no `pip install` outside a venv: it is marked externally
+# managed, or it has no pip at all.
 test_python_is_external() {
+  python3 -m pip --version >/dev/null 2>&1 || return 0
   python3 - <<'PY' 2>/dev/null
 import os, sys, sysconfig
 in_venv = sys.prefix != sys.base_prefix

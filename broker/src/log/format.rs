@@ -468,8 +468,9 @@ pub fn time_entry(buf: &[u8]) -> (i64, u32) {
 }
 
 /// In a whole index file's bytes (header first, as uploaded), the last entry whose key
-/// (decoded by `key`) is <= `target`, by binary search; `None` if there is none. A torn
-/// trailing entry is ignored.
+/// (decoded by `key`) is <= `target`, by binary search; `None` if there is none or if the
+/// keys are not in order (a damaged index: the caller then starts at the segment's
+/// start). A torn trailing entry is ignored.
 pub fn index_floor(
     index: &[u8],
     entry_len: u64,
@@ -480,6 +481,11 @@ pub fn index_floor(
     let entry_len = entry_len as usize;
     let count = entries.len() / entry_len;
     let entry = |n: usize| &entries[n * entry_len..(n + 1) * entry_len];
+    // One pass to check the order: a binary search over damaged keys could land past the
+    // answer, and a read from there would skip it.
+    if (1..count).any(|n| key(entry(n - 1)) > key(entry(n))) {
+        return None;
+    }
     let (mut lo, mut hi) = (0usize, count);
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
