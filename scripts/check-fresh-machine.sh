@@ -62,9 +62,12 @@ run="$FRESH_DIR/run"
 broker_pid=""
 # Unmounts whatever is mounted under the run root, deepest first (also what an earlier,
 # killed run left): `rm -rf` must never reach the host's /dev or toolchain through them.
+mounted_under_run() {
+  awk -v root="$run" '$2 == root || index($2, root "/") == 1 { print $2 }' /proc/self/mounts
+}
 unmount_run() {
   local target
-  { findmnt -Rrno TARGET "$run" 2>/dev/null || true; } | sort -r | while read -r target; do
+  mounted_under_run | sort -r | while read -r target; do
     umount -l "$target" 2>/dev/null || true
   done
 }
@@ -83,7 +86,7 @@ trap cleanup EXIT
 
 log "copying the pristine root to $run"
 unmount_run
-if [ -e "$run" ] && findmnt -Rrno TARGET "$run" 2>/dev/null | grep -q .; then
+if mounted_under_run | grep -q .; then
   die "something is still mounted under $run; unmount it by hand"
 fi
 rm -rf --one-file-system "$run"
