@@ -307,3 +307,210 @@ async fn a_damaged_batch_on_disk_is_a_storage_error_and_nothing_else_fails() {
         (0, 3)
     );
 }
+
+#[tokio::test]
+async fn topic_administration_through_the_handlers() {
+    use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::{
+        CreatePartitionsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
+        IncrementalAlterConfigsRequest, MetadataRequest,
+    };
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = broker(dir.path()).await;
+    create(&broker, "orders", 2).await;
+
+    let metadata = |broker: Arc<Broker>| async move {
+        let body = MetadataRequest::default().with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(name("orders"))),
+        ]));
+        let ResponseKind::Metadata(response) =
+            call(&broker, ApiKey::Metadata, 9, RequestKind::Metadata(body)).await
+        else {
+            panic!("not a Metadata response");
+        };
+        let topic = &response.topics[0];
+        (
+            topic.error_code,
+            topic
+                .partitions
+                .iter()
+                .map(|p| (p.partition_index, *p.leader_id))
+                .collect::<Vec<_>>(),
+        )
+    };
+    assert_eq!(metadata(broker.clone()).await, (0, vec![(0, 0), (1, 0)]));
+
+    // CreatePartitions: 2 -> 3.
+    let body = CreatePartitionsRequest::default()
+        .with_topics(vec![
+            CreatePartitionsTopic::default()
+                .with_name(name("orders"))
+                .with_count(3),
+        ])
+        .with_timeout_ms(10_000);
+    let ResponseKind::CreatePartitions(response) = call(
+        &broker,
+        ApiKey::CreatePartitions,
+        1,
+        RequestKind::CreatePartitions(body),
+    )
+    .await
+    else {
+        panic!("not a CreatePartitions response");
+    };
+    assert_eq!(response.results[0].error_code, 0, "{response:?}");
+    assert_eq!(metadata(broker.clone()).await.1.len(), 3);
+    assert_eq!(produce(&broker, "orders", 2, batch(&["new"])).await, (0, 0));
+
+    // IncrementalAlterConfigs sets retention.ms; DescribeConfigs shows it.
+    let body = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str("orders"))
+            .with_configs(vec![
+                AlterableConfig::default()
+                    .with_name(StrBytes::from_static_str("retention.ms"))
+                    .with_config_operation(0)
+                    .with_value(Some(StrBytes::from_static_str("3600000"))),
+            ]),
+    ]);
+    let ResponseKind::IncrementalAlterConfigs(response) = call(
+        &broker,
+        ApiKey::IncrementalAlterConfigs,
+        1,
+        RequestKind::IncrementalAlterConfigs(body),
+    )
+    .await
+    else {
+        panic!("not an IncrementalAlterConfigs response");
+    };
+    assert_eq!(response.responses[0].error_code, 0, "{response:?}");
+    let body = DescribeConfigsRequest::default().with_resources(vec![
+        DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str("orders"))
+            .with_configuration_keys(Some(vec![StrBytes::from_static_str("retention.ms")])),
+    ]);
+    let ResponseKind::DescribeConfigs(response) = call(
+        &broker,
+        ApiKey::DescribeConfigs,
+        3,
+        RequestKind::DescribeConfigs(body),
+    )
+    .await
+    else {
+        panic!("not a DescribeConfigs response");
+    };
+    let configs = &response.results[0].configs;
+    assert_eq!(configs.len(), 1, "{response:?}");
+    assert_eq!(configs[0].value.as_deref(), Some("3600000"));
+
+    // DeleteTopics: gone for Fetch and Metadata.
+    let body = DeleteTopicsRequest::default()
+        .with_topic_names(vec![name("orders")])
+        .with_timeout_ms(10_000);
+    let ResponseKind::DeleteTopics(response) = call(
+        &broker,
+        ApiKey::DeleteTopics,
+        4,
+        RequestKind::DeleteTopics(body),
+    )
+    .await
+    else {
+        panic!("not a DeleteTopics response");
+    };
+    assert_eq!(response.responses[0].error_code, 0, "{response:?}");
+    assert_eq!(
+        fetch(&broker, "orders", 0, 0).await.0,
+        UNKNOWN_TOPIC_OR_PARTITION
+    );
+    assert_eq!(metadata(broker.clone()).await.0, UNKNOWN_TOPIC_OR_PARTITION);
+}
+
+#[tokio::test]
+async fn committed_offsets_through_the_group_handlers() {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+    use kafka_protocol::messages::{
+        GroupId, ListGroupsRequest, OffsetCommitRequest, OffsetFetchRequest,
+    };
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = broker(dir.path()).await;
+    create(&broker, "orders", 2).await;
+    let group = GroupId(StrBytes::from_static_str("billing"));
+    // A "simple" commit: no member, generation -1 (assign() consumers do this).
+    let body = OffsetCommitRequest::default()
+        .with_group_id(group.clone())
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![
+            OffsetCommitRequestTopic::default()
+                .with_name(name("orders"))
+                .with_partitions(vec![
+                    OffsetCommitRequestPartition::default()
+                        .with_partition_index(1)
+                        .with_committed_offset(42),
+                ]),
+        ]);
+    let ResponseKind::OffsetCommit(response) = call(
+        &broker,
+        ApiKey::OffsetCommit,
+        7,
+        RequestKind::OffsetCommit(body),
+    )
+    .await
+    else {
+        panic!("not an OffsetCommit response");
+    };
+    assert_eq!(
+        response.topics[0].partitions[0].error_code, 0,
+        "{response:?}"
+    );
+
+    let body = OffsetFetchRequest::default()
+        .with_group_id(group.clone())
+        .with_topics(Some(vec![
+            OffsetFetchRequestTopic::default()
+                .with_name(name("orders"))
+                .with_partition_indexes(vec![0, 1]),
+        ]));
+    let ResponseKind::OffsetFetch(response) = call(
+        &broker,
+        ApiKey::OffsetFetch,
+        7,
+        RequestKind::OffsetFetch(body),
+    )
+    .await
+    else {
+        panic!("not an OffsetFetch response");
+    };
+    let offsets: Vec<(i32, i64)> = response.topics[0]
+        .partitions
+        .iter()
+        .map(|p| (p.partition_index, p.committed_offset))
+        .collect();
+    assert_eq!(offsets, vec![(0, -1), (1, 42)]);
+
+    let ResponseKind::ListGroups(response) = call(
+        &broker,
+        ApiKey::ListGroups,
+        4,
+        RequestKind::ListGroups(ListGroupsRequest::default()),
+    )
+    .await
+    else {
+        panic!("not a ListGroups response");
+    };
+    assert!(
+        response.groups.iter().any(|g| g.group_id == group),
+        "{response:?}"
+    );
+}
