@@ -166,8 +166,12 @@ fn main() -> ExitCode {
         Command::Undrain(args) => drain_command(args, false, false),
         Command::Decommission(args) => drain_command(args, true, true),
         Command::Serve(args) => {
-            let config = match Config::load(args.config.as_deref(), std::env::vars(), &args.flags())
-            {
+            let loaded = Config::load(args.config.as_deref(), std::env::vars(), &args.flags())
+                .and_then(|config| {
+                    strata_broker::topic_config::check_defaults(&config)?;
+                    Ok(config)
+                });
+            let config = match loaded {
                 Ok(config) => config,
                 Err(e) => {
                     eprintln!("strata: invalid configuration: {e}");

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::log::LogConfig;
 
 /// One topic config Strata understands.
@@ -399,8 +399,36 @@ impl TopicConfig {
     }
 }
 
+/// The broker's topic defaults (`log_segment_bytes` and the other settings topic configs
+/// default to) checked with the rules of topic configs, so that a default no topic could
+/// be set to is refused at start-up. The binary calls it right after `Config::load`.
+pub fn check_defaults(config: &Config) -> Result<(), ConfigError> {
+    TopicConfig::resolve(&BTreeMap::new(), config)
+        .map(drop)
+        .map_err(|e| ConfigError::Invalid {
+            setting: e.broker_setting(),
+            message: e.to_string(),
+        })
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_topic_default_no_topic_could_have_is_refused() {
+        // Not a value message.timestamp.type takes; Config::load has no rule for it.
+        let env = [(
+            "STRATA_LOG_MESSAGE_TIMESTAMP_TYPE".to_string(),
+            "Sometimes".to_string(),
+        )];
+        let config = Config::load(None, env.into_iter(), &BTreeMap::new()).expect("loads");
+        let err = super::check_defaults(&config).expect_err("not a timestamp type");
+        assert!(
+            err.to_string().contains("log_message_timestamp_type"),
+            "{err}"
+        );
+        super::check_defaults(&Config::default()).expect("the defaults are valid");
+    }
+
     use super::*;
 
     #[test]
