@@ -1124,3 +1124,36 @@ impl crate::tier::TierHost for Broker {
         Broker::is_controller(self)
     }
 }
+
+impl crate::replication::ReplicaHost for Broker {
+    fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    fn shutdown(&self) -> &tokio_util::sync::CancellationToken {
+        &self.shutdown
+    }
+
+    fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    fn partitions_with_topic_ids(&self) -> Vec<(Uuid, Arc<Partition>)> {
+        self.topics()
+            .iter()
+            .flat_map(|topic| topic.partitions.iter().map(|p| (topic.id, p.clone())))
+            .collect()
+    }
+
+    fn partition_by_topic_id(&self, topic_id: Uuid, index: i32) -> Option<Arc<Partition>> {
+        self.topic_by_id(topic_id)?.partition(index).cloned()
+    }
+
+    fn replication_address(&self, node_id: i32) -> Option<String> {
+        self.broker_info(node_id).map(|info| info.replication)
+    }
+}

@@ -13,7 +13,7 @@ use strata_proto::replication::{FetchRequest, PartitionData, PartitionError, Par
 use tonic::transport::{Channel, Endpoint};
 use tracing::{debug, info, warn};
 
-use crate::broker::Broker;
+use super::ReplicaHost;
 use crate::partition::Partition;
 use crate::supervise::Supervisor;
 
@@ -23,17 +23,17 @@ const BACKOFF: Duration = Duration::from_millis(200);
 /// Starts and reaps fetch loops as leadership changes; runs until shutdown. Each fetch
 /// loop is supervised on its own (task `replication_fetch`), so a panic while applying one
 /// leader's data is restarted with a backoff instead of respawned every tick.
-pub async fn run(broker: Arc<Broker>, supervisor: Arc<Supervisor>) {
+pub async fn run(broker: Arc<dyn ReplicaHost>, supervisor: Arc<Supervisor>) {
     let mut loops = Loops(HashMap::new());
     let mut ticker = tokio::time::interval(Duration::from_millis(100));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = broker.shutdown.cancelled() => break,
+            _ = broker.shutdown().cancelled() => break,
             _ = ticker.tick() => {}
         }
         loops.0.retain(|_, handle| !handle.is_finished());
-        let leaders: HashSet<i32> = followed(&broker).into_iter().map(|f| f.leader).collect();
+        let leaders: HashSet<i32> = followed(&*broker).into_iter().map(|f| f.leader).collect();
         for leader in leaders {
             loops.0.entry(leader).or_insert_with(|| {
                 let broker = broker.clone();
@@ -69,17 +69,17 @@ struct Followed {
     last_fetched_epoch: i32,
 }
 
-fn followed(broker: &Broker) -> Vec<Followed> {
+fn followed(broker: &dyn ReplicaHost) -> Vec<Followed> {
     let mut out = Vec::new();
-    for topic in broker.topics() {
-        for partition in &topic.partitions {
+    for (topic_id, partition) in broker.partitions_with_topic_ids() {
+        {
             if let Some((leader, epoch, fetch_offset, last_fetched_epoch)) =
                 partition.follower_position()
-                && leader != broker.config.node_id
+                && leader != broker.config().node_id
             {
                 out.push(Followed {
                     partition: partition.clone(),
-                    topic_id: topic.id,
+                    topic_id,
                     leader,
                     epoch,
                     fetch_offset,
@@ -91,8 +91,8 @@ fn followed(broker: &Broker) -> Vec<Followed> {
     out
 }
 
-async fn connect(broker: &Broker, leader: i32) -> Option<ReplicationClient<Channel>> {
-    let address = broker.broker_info(leader)?.replication;
+async fn connect(broker: &dyn ReplicaHost, leader: i32) -> Option<ReplicationClient<Channel>> {
+    let address = broker.replication_address(leader)?;
     let endpoint = Endpoint::from_shared(format!("http://{address}"))
         .ok()?
         .connect_timeout(Duration::from_secs(2))
@@ -100,7 +100,7 @@ async fn connect(broker: &Broker, leader: i32) -> Option<ReplicationClient<Chann
     match endpoint.connect().await {
         Ok(channel) => Some(
             ReplicationClient::new(channel)
-                .max_decoding_message_size(super::response_limit(&broker.config))
+                .max_decoding_message_size(super::response_limit(broker.config()))
                 .max_encoding_message_size(4 << 20),
         ),
         Err(e) => {
@@ -110,14 +110,14 @@ async fn connect(broker: &Broker, leader: i32) -> Option<ReplicationClient<Chann
     }
 }
 
-async fn fetch_loop(broker: Arc<Broker>, leader: i32) {
+async fn fetch_loop(broker: Arc<dyn ReplicaHost>, leader: i32) {
     let mut client: Option<ReplicationClient<Channel>> = None;
-    let wait_ms = broker.config.replica_fetch_wait_max_ms as u32;
-    let max_bytes = broker.config.replica_fetch_max_bytes as u32;
+    let wait_ms = broker.config().replica_fetch_wait_max_ms as u32;
+    let max_bytes = broker.config().replica_fetch_max_bytes as u32;
     info!(leader, "replicating from a leader");
     let mut rotation = 0usize;
-    while !broker.shutdown.is_cancelled() {
-        let mut partitions: Vec<Followed> = followed(&broker)
+    while !broker.shutdown().is_cancelled() {
+        let mut partitions: Vec<Followed> = followed(&*broker)
             .into_iter()
             .filter(|f| f.leader == leader)
             .collect();
@@ -130,15 +130,15 @@ async fn fetch_loop(broker: Arc<Broker>, leader: i32) {
         let len = partitions.len();
         partitions.rotate_left(rotation % len);
         if client.is_none() {
-            client = connect(&broker, leader).await;
+            client = connect(&*broker, leader).await;
             if client.is_none() {
                 tokio::time::sleep(BACKOFF).await;
                 continue;
             }
         }
         let request = FetchRequest {
-            replica_id: broker.config.node_id,
-            cluster_id: broker.cluster_id.clone(),
+            replica_id: broker.config().node_id,
+            cluster_id: broker.cluster_id().to_string(),
             max_wait_ms: wait_ms,
             max_bytes,
             partitions: partitions
@@ -159,7 +159,7 @@ async fn fetch_loop(broker: Arc<Broker>, leader: i32) {
             .expect("connected above");
         let timeout = Duration::from_millis(u64::from(wait_ms)) + Duration::from_secs(5);
         let response = tokio::select! {
-            _ = broker.shutdown.cancelled() => break,
+            _ = broker.shutdown().cancelled() => break,
             r = tokio::time::timeout(timeout, call) => r,
         };
         let response = match response {
@@ -184,7 +184,7 @@ async fn fetch_loop(broker: Arc<Broker>, leader: i32) {
             }) else {
                 continue;
             };
-            backoff |= !apply(&broker, f, data).await;
+            backoff |= !apply(&*broker, f, data).await;
         }
         if backoff {
             tokio::time::sleep(BACKOFF).await;
@@ -194,8 +194,8 @@ async fn fetch_loop(broker: Arc<Broker>, leader: i32) {
 }
 
 /// Applies one partition's answer; false if the loop should pause before fetching again.
-async fn apply(broker: &Broker, f: &Followed, data: PartitionData) -> bool {
-    let now = broker.clock.now_ms();
+async fn apply(broker: &dyn ReplicaHost, f: &Followed, data: PartitionData) -> bool {
+    let now = broker.now_ms();
     let partition = &f.partition;
     let error = PartitionError::try_from(data.error).unwrap_or(PartitionError::StorageError);
     // The answer is for the position we asked from; if leadership or the log moved

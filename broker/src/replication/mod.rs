@@ -33,6 +33,27 @@ use std::collections::HashMap;
 use crate::cluster::PartitionRecord;
 use crate::config::Config;
 
+/// What replication needs from the broker: the narrow handle the fetcher and the
+/// replication service get instead of the whole broker (which implements it), so this
+/// layer does not import the one above.
+pub trait ReplicaHost: Send + Sync + 'static {
+    fn now_ms(&self) -> i64;
+    fn shutdown(&self) -> &tokio_util::sync::CancellationToken;
+    fn config(&self) -> &Config;
+    fn cluster_id(&self) -> &str;
+    /// Every partition of every open topic, with its topic's id.
+    fn partitions_with_topic_ids(
+        &self,
+    ) -> Vec<(uuid::Uuid, std::sync::Arc<crate::partition::Partition>)>;
+    fn partition_by_topic_id(
+        &self,
+        topic_id: uuid::Uuid,
+        index: i32,
+    ) -> Option<std::sync::Arc<crate::partition::Partition>>;
+    /// Where broker `node_id` serves replication, if it is known.
+    fn replication_address(&self, node_id: i32) -> Option<String>;
+}
+
 /// Largest replication response, in bytes, either side accepts. The leader stops adding
 /// records at `replica_fetch_max_bytes` but always sends the first batch it has whole,
 /// and a batch can be as large as a produce request.

@@ -15,19 +15,19 @@ use strata_proto::replication::{
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
+use super::ReplicaHost;
 use super::{FetchRefusal, FollowerFetch, FollowerOutcome};
-use crate::broker::Broker;
 use crate::partition::Partition;
 
 /// Longest wait a follower may ask for.
 const MAX_WAIT: Duration = Duration::from_secs(5);
 
 pub struct Service {
-    broker: Arc<Broker>,
+    broker: Arc<dyn ReplicaHost>,
 }
 
-pub fn service(broker: Arc<Broker>) -> ReplicationServer<Service> {
-    let limit = super::response_limit(&broker.config);
+pub fn service(broker: Arc<dyn ReplicaHost>) -> ReplicationServer<Service> {
+    let limit = super::response_limit(broker.config());
     ReplicationServer::new(Service { broker })
         .max_encoding_message_size(limit)
         .max_decoding_message_size(4 << 20)
@@ -45,18 +45,15 @@ fn error(fetch: &PartitionFetch, code: PartitionError) -> PartitionData {
 impl Service {
     fn partition(&self, fetch: &PartitionFetch) -> Option<Arc<Partition>> {
         let id = Uuid::from_slice(&fetch.topic_id).ok()?;
-        self.broker
-            .topic_by_id(id)?
-            .partition(fetch.partition)
-            .cloned()
+        self.broker.partition_by_topic_id(id, fetch.partition)
     }
 
     /// One pass over the request; the bool says whether anything is worth answering now.
     fn round(&self, request: &FetchRequest) -> (Vec<PartitionData>, bool) {
-        let now = self.broker.clock.now_ms();
+        let now = self.broker.now_ms();
         let mut budget = request
             .max_bytes
-            .min(self.broker.config.replica_fetch_max_bytes as u32)
+            .min(self.broker.config().replica_fetch_max_bytes as u32)
             as usize;
         let mut urgent = false;
         let mut sent_records = false;
@@ -144,10 +141,11 @@ impl Replication for Service {
         request: Request<FetchRequest>,
     ) -> Result<Response<FetchResponse>, Status> {
         let request = request.into_inner();
-        if request.cluster_id != self.broker.cluster_id {
+        if request.cluster_id != self.broker.cluster_id() {
             return Err(Status::permission_denied(format!(
                 "this broker belongs to cluster {}, not {}",
-                self.broker.cluster_id, request.cluster_id
+                self.broker.cluster_id(),
+                request.cluster_id
             )));
         }
         let wait = Duration::from_millis(u64::from(request.max_wait_ms)).min(MAX_WAIT);
@@ -168,7 +166,7 @@ impl Replication for Service {
             tokio::select! {
                 _ = changed => {}
                 _ = tokio::time::sleep_until(deadline) => {}
-                _ = self.broker.shutdown.cancelled() => {
+                _ = self.broker.shutdown().cancelled() => {
                     return Err(Status::unavailable("the broker is shutting down"));
                 }
             }
