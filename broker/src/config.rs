@@ -426,7 +426,9 @@ pub use strata_tiering::Location as ObjectStoreUrl;
 
 impl Config {
     /// Builds the configuration from a file (optional), the environment and flag overrides
-    /// (`flags` maps setting names to values as strings), then validates it.
+    /// (`flags` maps setting names to values as strings), then validates it. The topic
+    /// defaults are not checked here: a loader that serves must also call
+    /// `topic_config::check_defaults` (as `strata serve` does).
     pub fn load(
         file: Option<&std::path::Path>,
         env: impl Iterator<Item = (String, String)>,
