@@ -36,6 +36,10 @@ fn three_segments(dir: &Path) -> Log {
 }
 
 fn flip(path: &Path, position: u64) {
+    flip_bits(path, position, 0x40);
+}
+
+fn flip_bits(path: &Path, position: u64, mask: u8) {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -43,7 +47,7 @@ fn flip(path: &Path, position: u64) {
         .expect("open");
     let mut byte = [0u8; 1];
     file.read_exact_at(&mut byte, position).expect("read");
-    byte[0] ^= 0x40;
+    byte[0] ^= mask;
     file.write_all_at(&byte, position).expect("write");
 }
 
@@ -250,12 +254,7 @@ proptest::proptest! {
             let extension = if index { "index" } else { "log" };
             let path = dir.path().join(format::segment_file_name(200 * segment as i64, extension));
             let len = std::fs::metadata(&path).expect("stat").len();
-            let file = OpenOptions::new().read(true).write(true).open(&path).expect("open");
-            let mut byte = [0u8; 1];
-            let position = at % len;
-            file.read_exact_at(&mut byte, position).expect("read");
-            byte[0] ^= 1 << bit;
-            file.write_all_at(&byte, position).expect("write");
+            flip_bits(&path, at % len, 1 << bit);
         }
         for offset in (0..600).step_by(7) {
             let Ok(Some(location)) = log.locate(offset) else { continue };

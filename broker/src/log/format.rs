@@ -468,9 +468,10 @@ pub fn time_entry(buf: &[u8]) -> (i64, u32) {
 }
 
 /// In a whole index file's bytes (header first, as uploaded), the last entry whose key
-/// (decoded by `key`) is <= `target`, by binary search; `None` if there is none or if the
-/// keys are not in order (a damaged index: the caller then starts at the segment's
-/// start). A torn trailing entry is ignored.
+/// (decoded by `key`) is <= `target`; `None` if there is none or if the keys are not in
+/// order (a damaged index: the caller then starts at the segment's start, since a floor
+/// taken over damaged keys could land past the answer). One pass, which checks the order
+/// as it goes. A torn trailing entry is ignored.
 pub fn index_floor(
     index: &[u8],
     entry_len: u64,
@@ -478,24 +479,19 @@ pub fn index_floor(
     key: impl Fn(&[u8]) -> i64,
 ) -> Option<&[u8]> {
     let entries = index.get(INDEX_HEADER_LEN as usize..).unwrap_or_default();
-    let entry_len = entry_len as usize;
-    let count = entries.len() / entry_len;
-    let entry = |n: usize| &entries[n * entry_len..(n + 1) * entry_len];
-    // One pass to check the order: a binary search over damaged keys could land past the
-    // answer, and a read from there would skip it.
-    if (1..count).any(|n| key(entry(n - 1)) > key(entry(n))) {
-        return None;
-    }
-    let (mut lo, mut hi) = (0usize, count);
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        if key(entry(mid)) <= target {
-            lo = mid + 1;
-        } else {
-            hi = mid;
+    let mut found = None;
+    let mut previous = i64::MIN;
+    for entry in entries.chunks_exact(entry_len as usize) {
+        let k = key(entry);
+        if k < previous {
+            return None;
+        }
+        previous = k;
+        if k <= target {
+            found = Some(entry);
         }
     }
-    lo.checked_sub(1).map(entry)
+    found
 }
 
 pub fn segment_file_name(base_offset: i64, extension: &str) -> String {

@@ -134,29 +134,20 @@ pub fn offsets_fit(end_offset: i64, base: i64, last_delta: i32, next_offset: i64
             .is_some_and(|last| last < end_offset)
 }
 
-/// Whether the index entry behind `location.start` names a batch: one starts there, fits
-/// the segment, and has the base offset the entry says.
-fn entry_sound(location: &Location) -> io::Result<bool> {
-    if location.start >= location.end {
-        return Ok(false);
-    }
-    Ok(
-        match read_prefix_at(&location.file, location.start, location.end)? {
-            Some((base, size, _)) => {
-                base == location.start_offset && location.start + size as u64 <= location.end
-            }
-            None => false,
-        },
-    )
-}
-
-/// Runs `read` from the index position, or, if the entry there is unsound, from the
-/// segment's start. The index is flagged damaged only when the read from the start
-/// succeeds: an entry that points at damaged data is the data's fault, and a rebuild
-/// would only lose the entries past the damage.
+/// Runs `read` from the index position. If the walk fails at that very position (no
+/// batch starts there with the offset the entry names, or the entry points past the end),
+/// the entry is suspect: `read` runs again from the segment's start. The index is flagged
+/// damaged only when that read succeeds: an entry that points at damaged data is the
+/// data's fault, and a rebuild would only lose the entries past the damage.
 fn from_index<T>(location: &Location, read: impl Fn(u64) -> io::Result<T>) -> io::Result<T> {
-    if location.start == 0 || entry_sound(location)? {
-        return read(location.start);
+    if location.start == 0 {
+        return read(0);
+    }
+    if location.start < location.end {
+        match read(location.start) {
+            Err(e) if damage_of(&e).is_some_and(|d| d.position == location.start) => {}
+            result => return result,
+        }
     }
     let result = read(0)?;
     location.index_damaged.store(true, Ordering::Relaxed);
@@ -164,7 +155,7 @@ fn from_index<T>(location: &Location, read: impl Fn(u64) -> io::Result<T>) -> io
 }
 
 /// Skips to the batch containing `offset` and returns its position, or `None` if the
-/// segment ends first. Starts at the index position unless the entry is unsound.
+/// segment ends first. Starts at the index position (see [`from_index`]).
 fn seek_batch(location: &Location, offset: i64) -> io::Result<Option<(u64, usize)>> {
     from_index(location, |from| seek_from(location, from, offset))
 }
