@@ -22,8 +22,9 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::info;
 
-use crate::broker::{AdminError, Broker, Topic};
+use crate::broker::{AdminError, Broker};
 use crate::cluster::StoreError;
+use crate::registry::Topic;
 
 pub struct Service {
     broker: Arc<Broker>,
@@ -75,7 +76,8 @@ fn topic_status(topic: &Topic) -> TopicStatus {
 impl Service {
     fn topic(&self, name: &str) -> Result<Arc<Topic>, Status> {
         self.broker
-            .topic(name)
+            .topics
+            .get(name)
             .ok_or_else(|| Status::not_found(format!("topic `{name}` does not exist")))
     }
 
@@ -125,7 +127,7 @@ impl Admin for Service {
         _request: Request<ClusterStatusRequest>,
     ) -> Result<Response<ClusterStatusResponse>, Status> {
         let view = self.broker.cluster_view();
-        let topics = self.broker.topics();
+        let topics = self.broker.topics.all();
         let records: Vec<_> = topics.iter().flat_map(|t| &t.record.partitions).collect();
         let mut brokers = view.brokers.clone();
         if brokers.is_empty() {
@@ -172,7 +174,8 @@ impl Admin for Service {
     ) -> Result<Response<ListTopicsResponse>, Status> {
         let topics = self
             .broker
-            .topics()
+            .topics
+            .all()
             .iter()
             .map(|t| topic_status(t))
             .collect();
@@ -253,9 +256,9 @@ impl Admin for Service {
         let wanted = request.into_inner().topic;
         // A topic this broker does not know (yet) has no partition it leads.
         let topics = if wanted.is_empty() {
-            self.broker.topics()
+            self.broker.topics.all()
         } else {
-            self.broker.topic(&wanted).into_iter().collect()
+            self.broker.topics.get(&wanted).into_iter().collect()
         };
         let now = self.broker.clock.now_ms();
         let partitions = topics

@@ -1,13 +1,14 @@
 //! Strata broker: the Kafka wire protocol over a durable local partition log.
 //!
 //! A request's path: [`server`] (connection) → [`protocol`] (frame, decode) →
-//! [`handlers`] (one module per API family) → [`broker`] (topics) → [`partition`] →
-//! [`log`] (segments on disk). Cluster metadata sits behind [`cluster::MetadataStore`].
+//! [`handlers`] (one module per API family) → [`broker`] and [`registry`] (topics) →
+//! [`partition`] → [`log`] (segments on disk). Cluster metadata sits behind
+//! [`cluster::MetadataStore`].
 //!
 //! Layers, bottom first (a module uses its own layer or below; `tests/architecture.rs`
-//! checks it and lists the imports that still break it): `sys`, `ratelimit`, `supervise`,
-//! `protocol` · `config` · `log` · `topic_config`, `telemetry` · `cluster` · `partition`,
-//! `replication`, `tier` · `broker`, `group` · `handlers`, `admin` · `server`.
+//! fails on an upward import or a cycle): `sys`, `ratelimit`, `supervise`, `protocol` ·
+//! `config` · `log` · `topic_config`, `telemetry` · `cluster` · `partition` ·
+//! `replication`, `tier` · `registry` · `group` · `broker` · `handlers`, `admin` · `server`.
 
 pub mod admin;
 pub mod broker;
@@ -19,6 +20,7 @@ pub mod log;
 pub mod partition;
 pub mod protocol;
 pub mod ratelimit;
+pub mod registry;
 pub mod replication;
 pub mod server;
 pub mod supervise;

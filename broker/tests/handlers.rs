@@ -284,7 +284,7 @@ async fn a_damaged_batch_on_disk_is_a_storage_error_and_nothing_else_fails() {
     produce(&broker, "orders", 0, batch(&["second"])).await;
     produce(&broker, "orders", 0, batch(&["third"])).await;
     // The second batch's last byte (its record's value), behind the broker's back.
-    let topic = broker.topic("orders").expect("topic");
+    let topic = broker.topics.get("orders").expect("topic");
     let log = topic.partitions[0].dir().join(format!("{:020}.log", 0));
     let mut bytes = std::fs::read(&log).expect("read the segment");
     let first = 12 + u32::from_be_bytes(bytes[8..12].try_into().expect("4 bytes")) as usize;

@@ -7,8 +7,7 @@
 
 mod sync;
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -18,8 +17,9 @@ use uuid::Uuid;
 
 use crate::cluster::{BrokerInfo, MetadataStore, PartitionRecord, StoreError, TopicRecord};
 use crate::config::{Config, MetadataUrl};
-use crate::log::{Log, LogError};
+use crate::log::LogError;
 use crate::partition::Partition;
+use crate::registry::{OpenError, Registry, Topic, valid_topic_name};
 use crate::telemetry::Metrics;
 use crate::tier::Tiering;
 use crate::topic_config::{TopicConfig, TopicConfigError};
@@ -36,23 +36,6 @@ impl Clock for SystemClock {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64)
-    }
-}
-
-/// A topic: an immutable snapshot, replaced as a whole when its configuration or partition
-/// count changes. Partitions are shared between snapshots.
-pub struct Topic {
-    pub name: String,
-    pub id: Uuid,
-    pub partitions: Vec<Arc<Partition>>,
-    pub config: TopicConfig,
-    pub record: TopicRecord,
-}
-
-impl Topic {
-    /// The partition with this index, if the topic has it (negative indexes have none).
-    pub fn partition(&self, index: i32) -> Option<&Arc<Partition>> {
-        self.partitions.get(usize::try_from(index).ok()?)
     }
 }
 
@@ -83,6 +66,16 @@ pub enum AdminError {
     /// A limit the operator set (or its default) refuses the request.
     #[error("{0}")]
     PolicyViolation(String),
+}
+
+impl From<OpenError> for AdminError {
+    fn from(e: OpenError) -> Self {
+        match e {
+            OpenError::Config(e) => AdminError::InvalidConfig(e),
+            OpenError::Log(e) => AdminError::Log(e),
+            OpenError::Tiering(e) => AdminError::Tiering(e),
+        }
+    }
 }
 
 impl From<StoreError> for AdminError {
@@ -119,7 +112,8 @@ pub struct Broker {
     /// outrun the housekeeping ticker from below the mark to a full disk.
     disk_appended_since_check: AtomicU64,
     disk_recheck_bytes: AtomicU64,
-    topics: RwLock<HashMap<String, Arc<Topic>>>,
+    /// The open topics.
+    pub topics: Registry,
     /// A tokio mutex: held across metadata store calls so admin changes apply in order.
     pub(crate) admin: tokio::sync::Mutex<()>,
     /// Producer ids reserved in the metadata store and not yet handed out: [next, end).
@@ -134,41 +128,6 @@ pub struct Broker {
     /// An exclusive lock on `<data_dir>/.lock`, held for the broker's lifetime so two
     /// processes never share a data directory.
     _data_dir_lock: std::fs::File,
-}
-
-pub fn valid_topic_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 249
-        && name != "."
-        && name != ".."
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
-}
-
-/// Writes the remote tier's producer snapshot (as of the remote end, from the last remote
-/// segment) into a partition directory about to be opened at the remote end, so
-/// idempotent producers' retries of batches the bucket holds are still recognised.
-async fn restore_producers(
-    remote: &strata_tiering::RemoteLog,
-    dir: &std::path::Path,
-) -> Result<(), LogError> {
-    let io = |source| LogError::Io {
-        dir: dir.to_path_buf(),
-        source,
-    };
-    match remote.producer_snapshot().await {
-        Ok(Some(snapshot)) => {
-            std::fs::create_dir_all(dir).map_err(io)?;
-            crate::log::write_atomically(&dir.join(crate::log::PRODUCERS_FILE), &snapshot)
-                .map_err(io)?;
-            info!(partition = %remote.id, "restored idempotent producer state from the bucket");
-        }
-        Ok(None) => {}
-        Err(e) => warn!(partition = %remote.id, error = %e,
-            "cannot read the producer snapshot from the bucket; idempotent producers start over"),
-    }
-    Ok(())
 }
 
 fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
@@ -239,6 +198,7 @@ impl Broker {
         check_cluster_id(&config.data_dir, &cluster_id, &config.metadata)?;
         let (advertised_host, advertised_port) = config.advertised()?;
         let groups = crate::group::Coordinator::new(&config);
+        let topics = Registry::new(&config.data_dir, tiering.clone());
         let broker = Arc::new(Broker {
             config,
             cluster_id,
@@ -254,7 +214,7 @@ impl Broker {
             disk_appended_since_check: AtomicU64::new(0),
             // Until the first look at the disk, every produce looks.
             disk_recheck_bytes: AtomicU64::new(0),
-            topics: RwLock::new(HashMap::new()),
+            topics,
             admin: tokio::sync::Mutex::new(()),
             producer_ids: tokio::sync::Mutex::new((0, 0)),
             groups,
@@ -266,173 +226,49 @@ impl Broker {
         let started = std::time::Instant::now();
         let mut known_dirs = std::collections::HashSet::new();
         for record in records {
-            known_dirs.insert(broker.topic_dir(&record.name, record.id));
+            known_dirs.insert(broker.topics.topic_dir(&record.name, record.id));
             let topic = broker
                 .open_topic(record)
                 .await
                 .with_context(|| "open a topic's logs".to_string())?;
-            broker
-                .write_topics()
-                .insert(topic.name.clone(), Arc::new(topic));
+            broker.topics.insert(Arc::new(topic));
         }
-        broker.remove_unknown_logs(&known_dirs);
+        broker.topics.remove_unknown_logs(&known_dirs);
         broker
             .groups
             .load(&broker)
             .context("load consumer groups from the offsets topic")?;
         info!(
-            topics = broker.read_topics().len(),
+            topics = broker.topics.len(),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "logs recovered"
         );
         Ok(broker)
     }
 
-    pub(crate) fn read_topics(
-        &self,
-    ) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Topic>>> {
-        self.topics.read().unwrap_or_else(|p| p.into_inner())
+    /// Opens (recovers) a topic's partitions; the caller adds it to the registry.
+    pub(crate) async fn open_topic(&self, record: TopicRecord) -> Result<Topic, AdminError> {
+        let now = self.clock.now_ms();
+        Ok(self.topics.open_topic(&self.config, now, record).await?)
     }
 
-    pub(crate) fn write_topics(
-        &self,
-    ) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Topic>>> {
-        self.topics.write().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn logs_dir(&self) -> PathBuf {
-        self.config.data_dir.join("logs")
-    }
-
-    /// `<name>.<id>`, the name cut to 200 bytes: a 249-character topic name plus the id
-    /// would pass the 255-byte file name limit. The id alone makes the directory unique.
-    pub(crate) fn topic_dir(&self, name: &str, id: Uuid) -> PathBuf {
-        let short = &name[..name.len().min(200)];
-        self.logs_dir().join(format!("{short}.{}", id.simple()))
-    }
-
-    /// Deletes log directories of topics the metadata store does not know (deleted while
-    /// this broker was down).
-    fn remove_unknown_logs(&self, known: &std::collections::HashSet<PathBuf>) {
-        let Ok(entries) = std::fs::read_dir(self.logs_dir()) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() && !known.contains(&path) {
-                warn!(dir = %path.display(), "removing logs of a topic the metadata store does not know");
-                if let Err(e) = std::fs::remove_dir_all(&path) {
-                    warn!(dir = %path.display(), error = %e, "could not remove orphaned logs");
-                }
-            }
-        }
-    }
-
+    /// Opens (recovers) partition `index` of a topic, for a topic that grew.
     pub(crate) async fn open_partition(
         &self,
         record: &TopicRecord,
         config: &TopicConfig,
         index: usize,
     ) -> Result<Partition, AdminError> {
-        let dir = self
-            .topic_dir(&record.name, record.id)
-            .join(index.to_string());
-        let remote = match &self.tiering {
-            Some(tiering) => Some(
-                tiering
-                    .open_remote_log(strata_tiering::PartitionId {
-                        topic: record.name.clone(),
-                        topic_id: record.id,
-                        partition: index as i32,
-                    })
-                    .await
-                    .map_err(|e| AdminError::Tiering(e.to_string()))?,
-            ),
-            None => None,
-        };
-        // After an empty-disk restart the local log starts where the remote tier ends.
-        let remote_end = remote.as_ref().and_then(|r| r.marks().end_offset);
         let now = self.clock.now_ms();
-        if let Some(remote) = &remote
-            && remote_end.is_some()
-            && !dir.exists()
-        {
-            // An empty disk: the log will start at the remote end.
-            restore_producers(remote, &dir).await?;
-        }
-        let mut log = Log::open_at(&dir, config.log_config(), now, remote_end.unwrap_or(0))?;
-        if let Some(end) = remote_end
-            && log.log_end_offset() < end
-        {
-            // The local log lost data the bucket has (a replaced or restored disk):
-            // offsets must stay dense, so the local log restarts at the remote end.
-            warn!(topic = %record.name, partition = index, local_end = log.log_end_offset(),
-                remote_end = end, "local log is behind the remote tier; restarting it at the remote end");
-            drop(log);
-            let io = |source| LogError::Io {
-                dir: dir.clone(),
-                source,
-            };
-            std::fs::remove_dir_all(&dir).map_err(io)?;
-            if let Some(remote) = &remote {
-                restore_producers(remote, &dir).await?;
-            }
-            log = Log::open_at(&dir, config.log_config(), now, end)?;
-        }
-        let mut replica = crate::replication::ReplicaState::solo(self.config.node_id, -1, 0);
-        replica.role = crate::replication::Role::None;
-        replica.leader = -1;
-        if let Some(p) = record.partitions.get(index) {
-            let transition = replica.apply(p, log.log_end_offset(), now);
-            if transition == crate::replication::Transition::BecameLeader {
-                log.assign_epoch(p.leader_epoch, log.log_end_offset())?;
-            }
-        }
-        Ok(Partition::new(
-            record.name.clone(),
-            index as i32,
-            log,
-            replica,
-            remote,
-        ))
-    }
-
-    pub(crate) async fn open_topic(&self, record: TopicRecord) -> Result<Topic, AdminError> {
-        let config = TopicConfig::resolve(&record.configs, &self.config)?;
-        let mut partitions = Vec::with_capacity(record.partitions.len());
-        for i in 0..record.partitions.len() {
-            partitions.push(Arc::new(self.open_partition(&record, &config, i).await?));
-        }
-        Ok(Topic {
-            name: record.name.clone(),
-            id: record.id,
-            partitions,
-            config,
-            record,
-        })
-    }
-
-    pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
-        self.read_topics().get(name).cloned()
-    }
-
-    pub fn topic_by_id(&self, id: Uuid) -> Option<Arc<Topic>> {
-        self.read_topics().values().find(|t| t.id == id).cloned()
-    }
-
-    pub fn topics(&self) -> Vec<Arc<Topic>> {
-        let mut topics: Vec<_> = self.read_topics().values().cloned().collect();
-        topics.sort_by(|a, b| a.name.cmp(&b.name));
-        topics
-    }
-
-    pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
-        self.topic(topic)?.partition(index).cloned()
+        Ok(self
+            .topics
+            .open_partition(&self.config, now, record, config, index)
+            .await?)
     }
 
     /// Returns the topic, creating it with defaults when auto-creation is on.
     pub async fn get_or_auto_create(&self, name: &str) -> Result<Option<Arc<Topic>>, AdminError> {
-        if let Some(topic) = self.topic(name) {
+        if let Some(topic) = self.topics.get(name) {
             return Ok(Some(topic));
         }
         if crate::group::is_internal(name) {
@@ -507,7 +343,7 @@ impl Broker {
         let config = TopicConfig::resolve(&configs, &self.config)?;
         let assignment = self.place(name, partitions as usize, factor, 0).await?;
         let _admin = self.admin.lock().await;
-        if self.topic(name).is_some() {
+        if self.topics.get(name).is_some() {
             return Err(AdminError::TopicExists(name.to_string()));
         }
         // The group coordinator's own topic is never refused: groups depend on it.
@@ -537,7 +373,7 @@ impl Broker {
         let topic = match self.open_topic(record).await {
             Ok(topic) => Arc::new(topic),
             Err(e) => {
-                let _ = std::fs::remove_dir_all(self.topic_dir(name, id));
+                let _ = std::fs::remove_dir_all(self.topics.topic_dir(name, id));
                 return Err(e);
             }
         };
@@ -550,7 +386,7 @@ impl Broker {
                     .await
                     .is_ok_and(|all| all.iter().any(|t| t.id == topic.id));
             if committed {
-                self.write_topics().insert(name.to_string(), topic.clone());
+                self.topics.insert(topic.clone());
                 info!(
                     topic = name,
                     partitions, "created topic (confirmed after a store timeout)"
@@ -560,10 +396,10 @@ impl Broker {
             for partition in &topic.partitions {
                 let _ = partition.delete_files();
             }
-            let _ = std::fs::remove_dir(self.topic_dir(name, topic.id));
+            let _ = std::fs::remove_dir(self.topics.topic_dir(name, topic.id));
             return Err(e.into());
         }
-        self.write_topics().insert(name.to_string(), topic.clone());
+        self.topics.insert(topic.clone());
         info!(topic = name, partitions, "created topic");
         Ok(topic)
     }
@@ -715,16 +551,17 @@ impl Broker {
         }
         let _admin = self.admin.lock().await;
         let topic = self
-            .topic(name)
+            .topics
+            .get(name)
             .ok_or_else(|| AdminError::UnknownTopic(name.to_string()))?;
         self.store.delete_topic(name).await?;
-        self.write_topics().remove(name);
+        self.topics.remove(name);
         for partition in &topic.partitions {
             if let Err(e) = partition.delete_files() {
                 warn!(topic = name, partition = partition.index, error = %e, "could not remove a deleted topic's log");
             }
         }
-        let _ = std::fs::remove_dir(self.topic_dir(name, topic.id));
+        let _ = std::fs::remove_dir(self.topics.topic_dir(name, topic.id));
         crate::tier::delete_remote(topic.partitions.clone());
         self.metrics
             .forget_topic(name, topic.partitions.len() as i32);
@@ -743,7 +580,8 @@ impl Broker {
         }
         let _admin = self.admin.lock().await;
         let topic = self
-            .topic(name)
+            .topics
+            .get(name)
             .ok_or_else(|| AdminError::UnknownTopic(name.to_string()))?;
         let current = topic.partitions.len() as i32;
         if count <= current {
@@ -809,7 +647,7 @@ impl Broker {
             config: topic.config.clone(),
             record,
         };
-        self.write_topics().insert(name.to_string(), Arc::new(next));
+        self.topics.insert(Arc::new(next));
         info!(topic = name, from = current, to = count, "added partitions");
         Ok(())
     }
@@ -825,7 +663,8 @@ impl Broker {
     ) -> Result<(), AdminError> {
         let _admin = self.admin.lock().await;
         let topic = self
-            .topic(name)
+            .topics
+            .get(name)
             .ok_or_else(|| AdminError::UnknownTopic(name.to_string()))?;
         let configs = edit(&topic.record.configs)?;
         // Only what this request changes must respect the floors: a value stored before an
@@ -857,7 +696,7 @@ impl Broker {
             config,
             record,
         };
-        self.write_topics().insert(name.to_string(), Arc::new(next));
+        self.topics.insert(Arc::new(next));
         info!(topic = name, "altered topic configs");
         Ok(())
     }
@@ -872,7 +711,8 @@ impl Broker {
         self.check_disk();
         self.report_open_files();
         let partitions: Vec<Arc<Partition>> = self
-            .topics()
+            .topics
+            .all()
             .iter()
             .flat_map(|t| t.partitions.iter().cloned())
             .collect();
@@ -921,7 +761,7 @@ impl Broker {
     pub async fn clean_logs(&self) {
         let max_keys = (self.config.log_cleaner_dedupe_buffer_bytes as usize)
             / crate::log::cleaner::BYTES_PER_KEY;
-        for topic in self.topics() {
+        for topic in self.topics.all() {
             if !topic.config.log_config().compact {
                 continue;
             }
@@ -1088,6 +928,34 @@ impl Broker {
     }
 }
 
+impl crate::group::GroupHost for Broker {
+    fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    fn shutdown(&self) -> &tokio_util::sync::CancellationToken {
+        &self.shutdown
+    }
+
+    fn topics(&self) -> &Registry {
+        &self.topics
+    }
+
+    async fn create_offsets_topic(&self) -> Result<Arc<Topic>, String> {
+        Broker::create_offsets_topic(self)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
 impl crate::tier::TierHost for Broker {
     fn now_ms(&self) -> i64 {
         self.clock.now_ms()
@@ -1110,14 +978,15 @@ impl crate::tier::TierHost for Broker {
     }
 
     fn partitions(&self) -> Vec<Arc<Partition>> {
-        self.topics()
+        self.topics
+            .all()
             .iter()
             .flat_map(|topic| topic.partitions.iter().cloned())
             .collect()
     }
 
     fn topic_exists(&self, id: Uuid) -> bool {
-        self.topic_by_id(id).is_some()
+        self.topics.by_id(id).is_some()
     }
 
     fn is_controller(&self) -> bool {
@@ -1143,14 +1012,15 @@ impl crate::replication::ReplicaHost for Broker {
     }
 
     fn partitions_with_topic_ids(&self) -> Vec<(Uuid, Arc<Partition>)> {
-        self.topics()
+        self.topics
+            .all()
             .iter()
             .flat_map(|topic| topic.partitions.iter().map(|p| (topic.id, p.clone())))
             .collect()
     }
 
     fn partition_by_topic_id(&self, topic_id: Uuid, index: i32) -> Option<Arc<Partition>> {
-        self.topic_by_id(topic_id)?.partition(index).cloned()
+        self.topics.by_id(topic_id)?.partition(index).cloned()
     }
 
     fn replication_address(&self, node_id: i32) -> Option<String> {

@@ -18,7 +18,7 @@ use super::{Broker, Topic};
 use crate::cluster::controller::{self, Brokers};
 use crate::cluster::{BrokerInfo, ClusterView, StoreError, TopicRecord};
 use crate::partition::Partition;
-use crate::replication::Transition;
+use crate::partition::isr::Transition;
 
 /// A metadata round's full read, and the store revision it was taken at.
 #[derive(Clone)]
@@ -374,18 +374,18 @@ impl Broker {
     fn report_replication(&self) {
         let (mut leader, mut follower, mut none) = (0i64, 0i64, 0i64);
         let (mut under_replicas, mut under_min_isr) = (0i64, 0i64);
-        for topic in self.topics() {
+        for topic in self.topics.all() {
             let min_isr = topic.config.min_insync_replicas();
             for partition in &topic.partitions {
                 let state = partition.replica_state();
                 match state.role {
-                    crate::replication::Role::Leader => {
+                    crate::partition::isr::Role::Leader => {
                         leader += 1;
                         under_replicas += i64::from(state.isr.len() < state.replicas.len());
                         under_min_isr += i64::from(state.isr.len() < min_isr);
                     }
-                    crate::replication::Role::Follower => follower += 1,
-                    crate::replication::Role::None => none += 1,
+                    crate::partition::isr::Role::Follower => follower += 1,
+                    crate::partition::isr::Role::None => none += 1,
                 }
             }
         }
@@ -424,7 +424,7 @@ impl Broker {
         // nothing changes under it): the store confirms before any files are deleted.
         // Without this, a first consumer group's __consumer_offsets was created, then
         // closed and emptied by the round that had read the topics just before.
-        for topic in self.topics() {
+        for topic in self.topics.all() {
             if !stored.contains(&(topic.name.clone(), topic.id))
                 && !self.stored_now(&topic.name, topic.id).await
             {
@@ -432,7 +432,7 @@ impl Broker {
             }
         }
         for record in records {
-            let local = self.topic(&record.name);
+            let local = self.topics.get(&record.name);
             let topic = match local {
                 Some(t) if t.id == record.id => {
                     if t.record == record {
@@ -452,7 +452,7 @@ impl Broker {
                     Ok(t) => {
                         info!(topic = %t.name, "opened a topic created on another broker");
                         let t = Arc::new(t);
-                        self.write_topics().insert(t.name.clone(), t.clone());
+                        self.topics.insert(t.clone());
                         t
                     }
                     Err(e) => {
@@ -488,7 +488,7 @@ impl Broker {
     /// A topic, opened from the store if another broker just created it (rather than at
     /// the next refresh).
     pub async fn open_stored_topic(&self, name: &str) -> Option<Arc<Topic>> {
-        if let Some(topic) = self.topic(name) {
+        if let Some(topic) = self.topics.get(name) {
             return Some(topic);
         }
         let record = self
@@ -500,14 +500,13 @@ impl Broker {
             .find(|t| t.name == name)?
             .normalize();
         let _admin = self.admin.lock().await;
-        if let Some(topic) = self.topic(name) {
+        if let Some(topic) = self.topics.get(name) {
             return Some(topic);
         }
         match self.open_topic(record).await {
             Ok(topic) => {
                 let topic = Arc::new(topic);
-                self.write_topics()
-                    .insert(topic.name.clone(), topic.clone());
+                self.topics.insert(topic.clone());
                 Some(topic)
             }
             Err(e) => {
@@ -542,18 +541,18 @@ impl Broker {
             config,
             record,
         });
-        self.write_topics().insert(next.name.clone(), next.clone());
+        self.topics.insert(next.clone());
         Ok(next)
     }
 
     fn close_deleted_topic(&self, topic: &Topic) {
-        self.write_topics().remove(&topic.name);
+        self.topics.remove(&topic.name);
         for partition in &topic.partitions {
             if let Err(e) = partition.delete_files() {
                 warn!(topic = %topic.name, partition = partition.index, error = %e, "could not remove a deleted topic's log");
             }
         }
-        let _ = std::fs::remove_dir(self.topic_dir(&topic.name, topic.id));
+        let _ = std::fs::remove_dir(self.topics.topic_dir(&topic.name, topic.id));
         self.metrics
             .forget_topic(&topic.name, topic.partitions.len() as i32);
         info!(topic = %topic.name, "closed a topic deleted on another broker");
@@ -565,7 +564,7 @@ impl Broker {
         let lag = self.config.replica_lag_time_max_ms;
         let view = self.cluster_view();
         let live = |id: i32| view.brokers.iter().any(|b| b.node_id == id);
-        for topic in self.topics() {
+        for topic in self.topics.all() {
             for partition in &topic.partitions {
                 let Some(isr) = partition.isr_change(now, lag, live) else {
                     continue;

@@ -51,8 +51,10 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use tracing::{info, warn};
 
-use crate::broker::Broker;
+use crate::config::Config;
 use crate::partition::Partition;
+use crate::registry::{Registry, Topic};
+use crate::telemetry::Metrics;
 use format::{OffsetValue, RecordKey};
 use state::{Group, GroupState, JoinRequest, JoinResult, SyncResult, SyncStep, Timeouts};
 pub use store::for_each_record;
@@ -171,9 +173,53 @@ fn lock(entry: &Shared) -> std::sync::MutexGuard<'_, Entry> {
     entry.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// What the coordinator needs from the broker: the narrow handle it gets instead of the
+/// whole broker (which implements it).
+pub trait GroupHost: Send + Sync {
+    fn now_ms(&self) -> i64;
+    fn config(&self) -> &Config;
+    fn metrics(&self) -> &Metrics;
+    /// Cancelled at shutdown: members waiting for a rebalance are answered.
+    fn shutdown(&self) -> &tokio_util::sync::CancellationToken;
+    /// The topics open on this broker.
+    fn topics(&self) -> &Registry;
+    /// The offsets topic, if it is open on this broker.
+    fn offsets_topic(&self) -> Option<Arc<Topic>> {
+        self.topics().get(OFFSETS_TOPIC)
+    }
+    /// Creates the offsets topic (or opens it when another broker created it first).
+    fn create_offsets_topic(
+        &self,
+    ) -> impl std::future::Future<Output = Result<Arc<Topic>, String>> + Send;
+}
+
+/// Handlers hold the broker in an `Arc`.
+impl<T: GroupHost> GroupHost for Arc<T> {
+    fn now_ms(&self) -> i64 {
+        T::now_ms(self)
+    }
+    fn config(&self) -> &Config {
+        T::config(self)
+    }
+    fn metrics(&self) -> &Metrics {
+        T::metrics(self)
+    }
+    fn shutdown(&self) -> &tokio_util::sync::CancellationToken {
+        T::shutdown(self)
+    }
+    fn topics(&self) -> &Registry {
+        T::topics(self)
+    }
+    fn create_offsets_topic(
+        &self,
+    ) -> impl std::future::Future<Output = Result<Arc<Topic>, String>> + Send {
+        T::create_offsets_topic(self)
+    }
+}
+
 /// The offsets topic, created on first use.
-async fn offsets_topic(broker: &Broker) -> Result<Arc<crate::broker::Topic>, GroupError> {
-    match broker.topic(OFFSETS_TOPIC) {
+async fn offsets_topic(broker: &impl GroupHost) -> Result<Arc<Topic>, GroupError> {
+    match broker.offsets_topic() {
         Some(topic) => Ok(topic),
         None => broker.create_offsets_topic().await.map_err(|e| {
             warn!(error = %e, "cannot create the offsets topic");
@@ -227,7 +273,7 @@ impl Coordinator {
     /// The offsets topic's partition holding this group, if this broker leads it.
     pub async fn partition(
         &self,
-        broker: &Broker,
+        broker: &impl GroupHost,
         group: &str,
     ) -> Result<Arc<Partition>, GroupError> {
         let topic = offsets_topic(broker).await?;
@@ -246,7 +292,11 @@ impl Coordinator {
     }
 
     /// The node coordinating `group`: the leader of its offsets-topic partition.
-    pub async fn coordinator_node(&self, broker: &Broker, group: &str) -> Result<i32, GroupError> {
+    pub async fn coordinator_node(
+        &self,
+        broker: &impl GroupHost,
+        group: &str,
+    ) -> Result<i32, GroupError> {
         let topic = offsets_topic(broker).await?;
         let index = partition_for(group, topic.partitions.len());
         match topic.record.partitions.get(index as usize) {
@@ -257,13 +307,17 @@ impl Coordinator {
 
     /// This broker became (or stopped being) the leader of an offsets-topic partition:
     /// its groups are loaded from the log (or forgotten).
-    pub fn partition_led(&self, broker: &Broker, topic: &str, partition: &Partition, led: bool) {
+    pub fn partition_led(
+        &self,
+        broker: &impl GroupHost,
+        topic: &str,
+        partition: &Partition,
+        led: bool,
+    ) {
         if topic != OFFSETS_TOPIC {
             return;
         }
-        let count = broker
-            .topic(OFFSETS_TOPIC)
-            .map_or(0, |t| t.partitions.len());
+        let count = broker.offsets_topic().map_or(0, |t| t.partitions.len());
         let _load = self.load_lock.lock().unwrap_or_else(|p| p.into_inner());
         let epoch = if led { partition.leading_epoch() } else { None };
         // Logged inside; requests load the partition again on demand.
@@ -275,7 +329,7 @@ impl Coordinator {
     /// COORDINATOR_LOAD_IN_PROGRESS.
     fn ensure_loaded(
         &self,
-        broker: &Broker,
+        broker: &impl GroupHost,
         partition: &Partition,
         epoch: i32,
     ) -> Result<(), GroupError> {
@@ -296,9 +350,7 @@ impl Coordinator {
         if self.loaded().get(&partition.index) == Some(&current) {
             return Ok(());
         }
-        let count = broker
-            .topic(OFFSETS_TOPIC)
-            .map_or(0, |t| t.partitions.len());
+        let count = broker.offsets_topic().map_or(0, |t| t.partitions.len());
         self.reload(broker, partition, count, Some(current))
     }
 
@@ -306,7 +358,7 @@ impl Coordinator {
     /// marks them loaded for that epoch. The caller holds `load_lock`.
     fn reload(
         &self,
-        broker: &Broker,
+        broker: &impl GroupHost,
         partition: &Partition,
         partitions: usize,
         epoch: Option<i32>,
@@ -337,21 +389,26 @@ impl Coordinator {
     /// Answers when the group is rebalanced, the request is refused, or the broker
     /// shuts down.
     async fn wait<T>(
-        broker: &Broker,
+        broker: &impl GroupHost,
         receiver: tokio::sync::oneshot::Receiver<Result<T, GroupError>>,
     ) -> Result<T, GroupError> {
         tokio::select! {
             answer = receiver => answer.unwrap_or(Err(GroupError::UnknownMemberId)),
-            () = broker.shutdown.cancelled() => Err(GroupError::CoordinatorNotAvailable),
+            () = broker.shutdown().cancelled() => Err(GroupError::CoordinatorNotAvailable),
         }
     }
 
-    pub async fn join(&self, broker: &Broker, group_id: &str, request: JoinRequest) -> JoinResult {
+    pub async fn join(
+        &self,
+        broker: &impl GroupHost,
+        group_id: &str,
+        request: JoinRequest,
+    ) -> JoinResult {
         if group_id.is_empty() {
             return Err(GroupError::InvalidGroupId);
         }
         let partition = self.partition(broker, group_id).await?;
-        let now = broker.clock.now_ms();
+        let now = broker.now_ms();
         let entry = self.get_or_create(group_id, now);
         let receiver = lock(&entry).group.join(request, &self.timeouts, now);
         self.persist_if_dirty(broker, &partition, &entry).await;
@@ -360,7 +417,7 @@ impl Coordinator {
 
     pub async fn sync(
         &self,
-        broker: &Broker,
+        broker: &impl GroupHost,
         group_id: &str,
         request: SyncRequest<'_>,
     ) -> SyncResult {
@@ -402,7 +459,7 @@ impl Coordinator {
                     vec![(key, Some(format::encode_group(&value)))],
                 )
                 .await;
-            let now = broker.clock.now_ms();
+            let now = broker.now_ms();
             let mut e = lock(&entry);
             match written {
                 Ok(()) => {
@@ -416,7 +473,7 @@ impl Coordinator {
 
     pub async fn heartbeat(
         &self,
-        broker: &Broker,
+        broker: &impl GroupHost,
         group_id: &str,
         member: &str,
         instance_id: Option<&str>,
@@ -426,7 +483,7 @@ impl Coordinator {
         // told it is unknown and rejoining.
         self.partition(broker, group_id).await?;
         let entry = self.get(group_id).ok_or(GroupError::UnknownMemberId)?;
-        let now = broker.clock.now_ms();
+        let now = broker.now_ms();
         lock(&entry)
             .group
             .heartbeat(member, instance_id, generation, now)
@@ -435,7 +492,7 @@ impl Coordinator {
     /// LeaveGroup: one result per member, in order.
     pub async fn leave(
         &self,
-        broker: &Broker,
+        broker: &impl GroupHost,
         group_id: &str,
         members: &[(String, Option<String>)],
     ) -> Vec<Result<(), GroupError>> {
@@ -445,7 +502,7 @@ impl Coordinator {
                 .map(|_| Err(GroupError::UnknownMemberId))
                 .collect();
         };
-        let now = broker.clock.now_ms();
+        let now = broker.now_ms();
         let results = {
             let mut e = lock(&entry);
             members
@@ -462,7 +519,12 @@ impl Coordinator {
     /// Writes the group's metadata if a transition asked for it (became Empty, a static
     /// member was replaced). A failure is logged: the record is rewritten at the next
     /// transition, and a stale record only brings back members that then expire.
-    async fn persist_if_dirty(&self, broker: &Broker, partition: &Partition, entry: &Shared) {
+    async fn persist_if_dirty(
+        &self,
+        broker: &impl GroupHost,
+        partition: &Partition,
+        entry: &Shared,
+    ) {
         if !lock(entry).group.dirty {
             return;
         }
@@ -495,7 +557,7 @@ impl Coordinator {
     /// problem fails them all.
     pub async fn commit(
         &self,
-        broker: &Broker,
+        broker: &impl GroupHost,
         group_id: &str,
         member: &str,
         instance_id: Option<&str>,
@@ -510,12 +572,13 @@ impl Coordinator {
             Ok(p) => p,
             Err(e) => return all(e),
         };
-        let max_metadata = broker.config.offset_metadata_max_bytes as usize;
+        let max_metadata = broker.config().offset_metadata_max_bytes as usize;
         let mut results: Vec<Result<(), GroupError>> = offsets
             .iter()
             .map(|(topic, index, value)| {
                 if broker
-                    .topic(topic)
+                    .topics()
+                    .get(topic)
                     .and_then(|t| t.partition(*index).cloned())
                     .is_none()
                 {
@@ -532,7 +595,7 @@ impl Coordinator {
             })
             .collect();
         let _write = self.write_lock(&partition).lock().await;
-        let now = broker.clock.now_ms();
+        let now = broker.now_ms();
         let entry = self.get_or_create(group_id, now);
         if let Err(e) = lock(&entry)
             .group
@@ -666,7 +729,11 @@ impl Coordinator {
     }
 
     /// DeleteGroups for one group: only an empty group goes, with its offsets.
-    pub async fn delete_group(&self, broker: &Broker, group_id: &str) -> Result<(), GroupError> {
+    pub async fn delete_group(
+        &self,
+        broker: &impl GroupHost,
+        group_id: &str,
+    ) -> Result<(), GroupError> {
         let entry = self.get(group_id).ok_or(GroupError::GroupIdNotFound)?;
         let partition = self.partition(broker, group_id).await?;
         let _write = self.write_lock(&partition).lock().await;
@@ -680,7 +747,7 @@ impl Coordinator {
             tombstones(group_id, e.offsets.keys(), true)
         };
         self.append(broker, &partition, records).await?;
-        let now = broker.clock.now_ms();
+        let now = broker.now_ms();
         lock(&entry).group.kill(now);
         self.map().remove(group_id);
         info!(group = group_id, "deleted group");
@@ -691,7 +758,7 @@ impl Coordinator {
     /// stay.
     pub async fn delete_offsets(
         &self,
-        broker: &Broker,
+        broker: &impl GroupHost,
         group_id: &str,
         partitions: &[(String, i32)],
     ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
@@ -738,8 +805,8 @@ impl Coordinator {
     /// Timers of every group, group metadata writes they cause, and (every
     /// `offsets_retention_check_interval_ms`) expiry of offsets of groups that stayed
     /// empty for `offsets_retention_ms`.
-    pub async fn tick(&self, broker: &Broker) {
-        let now = broker.clock.now_ms();
+    pub async fn tick(&self, broker: &impl GroupHost) {
+        let now = broker.now_ms();
         let entries: Vec<(String, Shared)> = self
             .map()
             .iter()
@@ -762,14 +829,18 @@ impl Coordinator {
             "Stable",
         ] {
             let count = by_state.get(state).copied().unwrap_or(0);
-            broker.metrics.groups.with_label_values(&[state]).set(count);
+            broker
+                .metrics()
+                .groups
+                .with_label_values(&[state])
+                .set(count);
         }
         for (id, entry) in dirty {
             if let Ok(partition) = self.partition(broker, &id).await {
                 self.persist_if_dirty(broker, &partition, &entry).await;
             }
         }
-        let interval = broker.config.offsets_retention_check_interval_ms;
+        let interval = broker.config().offsets_retention_check_interval_ms;
         let last = self
             .last_expiry_ms
             .load(std::sync::atomic::Ordering::Relaxed);
@@ -782,8 +853,8 @@ impl Coordinator {
         }
     }
 
-    async fn expire(&self, broker: &Broker, group_id: &str, entry: &Shared, now: i64) {
-        let retention = broker.config.offsets_retention_ms;
+    async fn expire(&self, broker: &impl GroupHost, group_id: &str, entry: &Shared, now: i64) {
+        let retention = broker.config().offsets_retention_ms;
         let Ok(partition) = self.partition(broker, group_id).await else {
             return;
         };

@@ -12,8 +12,7 @@ use tracing::{info, warn};
 
 use super::format::{self, GroupValue, OffsetValue, RecordKey};
 use super::state::Group;
-use super::{Coordinator, Entry, GroupError, OFFSETS_TOPIC};
-use crate::broker::Broker;
+use super::{Coordinator, Entry, GroupError, GroupHost};
 use crate::log::records::{self, Budget, MAX_INFLATED_BYTES, Want};
 use crate::log::{BatchError, LogError};
 use crate::partition::Partition;
@@ -28,11 +27,11 @@ impl Coordinator {
     /// Appends records to the offsets topic; durable as the topic's flush policy says.
     pub(super) async fn append(
         &self,
-        broker: &Broker,
+        broker: &impl GroupHost,
         partition: &Partition,
         records: Vec<(RecordKey, Option<Bytes>)>,
     ) -> Result<(), GroupError> {
-        let now = broker.clock.now_ms();
+        let now = broker.now_ms();
         // Offsets are relative (the log assigns the real ones); sequences are -1 for the
         // batch, written as base sequence -1 with the offset deltas.
         let records: Vec<Record> = records
@@ -86,8 +85,8 @@ impl Coordinator {
     }
 
     /// Replays the offsets topic (at start-up, before clients connect).
-    pub fn load(&self, broker: &Broker) -> Result<(), LogError> {
-        let Some(topic) = broker.topic(OFFSETS_TOPIC) else {
+    pub fn load(&self, broker: &impl GroupHost) -> Result<(), LogError> {
+        let Some(topic) = broker.offsets_topic() else {
             return Ok(());
         };
         for partition in topic.partitions.iter().filter(|p| p.is_leader()) {
@@ -101,8 +100,12 @@ impl Coordinator {
 
     /// Loads the groups of one offsets-topic partition (this broker became its leader):
     /// everything in its log, up to the log end.
-    pub fn load_partition(&self, broker: &Broker, partition: &Partition) -> Result<(), LogError> {
-        let now = broker.clock.now_ms();
+    pub fn load_partition(
+        &self,
+        broker: &impl GroupHost,
+        partition: &Partition,
+    ) -> Result<(), LogError> {
+        let now = broker.now_ms();
         let started = std::time::Instant::now();
         let mut groups: Loaded = HashMap::new();
         let mut records = 0u64;

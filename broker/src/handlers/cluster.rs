@@ -13,9 +13,10 @@ use kafka_protocol::messages::{
 };
 
 use super::{str_bytes, topic_name};
-use crate::broker::{AdminError, Broker, Topic, valid_topic_name};
+use crate::broker::{AdminError, Broker};
 use crate::cluster::BrokerInfo;
 use crate::protocol::versions;
+use crate::registry::{Topic, valid_topic_name};
 
 pub fn api_versions() -> ResponseKind {
     ResponseKind::ApiVersions(ApiVersionsResponse::default().with_api_keys(versions::advertised()))
@@ -84,7 +85,8 @@ pub async fn metadata(
     let mut topics = Vec::new();
     if all {
         topics = broker
-            .topics()
+            .topics
+            .all()
             .iter()
             .map(|t| topic_metadata(broker, t))
             .collect();
@@ -97,7 +99,7 @@ pub async fn metadata(
         for wanted in request.topics.unwrap_or_default() {
             let name = wanted.name.as_ref().map(|n| n.0.to_string());
             let entry = match name {
-                None => match broker.topic_by_id(wanted.topic_id) {
+                None => match broker.topics.by_id(wanted.topic_id) {
                     Some(topic) => topic_metadata(broker, &topic),
                     None => topic_error(None, wanted.topic_id, ResponseError::UnknownTopicId),
                 },
@@ -107,7 +109,7 @@ pub async fn metadata(
                     ResponseError::InvalidTopicException,
                 ),
                 Some(name) => {
-                    let known = broker.topic(&name);
+                    let known = broker.topics.get(&name);
                     let creates = known.is_none() && !crate::group::is_internal(&name);
                     let found = if known.is_some() || !client_allows {
                         Ok(known)

@@ -24,9 +24,10 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseKind};
 use tokio::sync::watch;
 
 use super::log_error_code;
-use crate::broker::{Broker, Topic};
+use crate::broker::Broker;
 use crate::log::LogError;
 use crate::partition::{Partition, Watermarks};
+use crate::registry::Topic;
 
 const READ_COMMITTED: i8 = 1;
 
@@ -49,7 +50,7 @@ fn read_replica(broker: &Broker, partition: &Partition, client_rack: &str) -> Op
         return None;
     }
     let state = partition.replica_state();
-    if state.role != crate::replication::Role::Leader {
+    if state.role != crate::partition::isr::Role::Leader {
         return None;
     }
     let mut candidates: Vec<i32> = state
@@ -69,9 +70,9 @@ fn read_replica(broker: &Broker, partition: &Partition, client_rack: &str) -> Op
 
 fn resolve(broker: &Broker, topic: &FetchTopic, version: i16) -> Option<Arc<Topic>> {
     if version >= 13 {
-        broker.topic_by_id(topic.topic_id)
+        broker.topics.by_id(topic.topic_id)
     } else {
-        broker.topic(&topic.topic.0)
+        broker.topics.get(&topic.topic.0)
     }
 }
 
@@ -79,8 +80,8 @@ fn resolve(broker: &Broker, topic: &FetchTopic, version: i16) -> Option<Arc<Topi
 /// clients that know about fetching from followers), up to its own high watermark.
 fn serves(partition: &Partition, version: i16) -> Result<(), ResponseError> {
     match partition.replica_state().role {
-        crate::replication::Role::Leader => Ok(()),
-        crate::replication::Role::Follower if version >= 11 => Ok(()),
+        crate::partition::isr::Role::Leader => Ok(()),
+        crate::partition::isr::Role::Follower if version >= 11 => Ok(()),
         _ => Err(ResponseError::NotLeaderOrFollower),
     }
 }

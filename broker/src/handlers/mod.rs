@@ -3,13 +3,13 @@
 //!
 //! Errors from the layers below map to Kafka error codes here and only here.
 
-mod admin;
 mod cluster;
 mod fetch;
 mod groups;
 mod offsets;
 mod produce;
-mod producer;
+mod producer_ids;
+mod topics;
 
 use std::sync::Arc;
 
@@ -40,15 +40,15 @@ pub async fn handle(
         RequestKind::Metadata(r) => cluster::metadata(broker, r, version).await,
         RequestKind::DescribeCluster(r) => cluster::describe_cluster(broker, r),
         RequestKind::Produce(r) => return produce::produce(broker, r, version).await,
-        RequestKind::InitProducerId(r) => producer::init_producer_id(broker, r).await,
+        RequestKind::InitProducerId(r) => producer_ids::init_producer_id(broker, r).await,
         RequestKind::Fetch(r) => fetch::fetch(broker, r, version).await,
         RequestKind::ListOffsets(r) => offsets::list_offsets(broker, r, version).await,
         RequestKind::DeleteRecords(r) => offsets::delete_records(broker, r).await,
-        RequestKind::CreateTopics(r) => admin::create_topics(broker, r, version).await,
-        RequestKind::DeleteTopics(r) => admin::delete_topics(broker, r, version).await,
-        RequestKind::CreatePartitions(r) => admin::create_partitions(broker, r).await,
-        RequestKind::DescribeConfigs(r) => admin::describe_configs(broker, r),
-        RequestKind::AlterConfigs(r) => admin::alter_configs(broker, r).await,
+        RequestKind::CreateTopics(r) => topics::create_topics(broker, r, version).await,
+        RequestKind::DeleteTopics(r) => topics::delete_topics(broker, r, version).await,
+        RequestKind::CreatePartitions(r) => topics::create_partitions(broker, r).await,
+        RequestKind::DescribeConfigs(r) => topics::describe_configs(broker, r),
+        RequestKind::AlterConfigs(r) => topics::alter_configs(broker, r).await,
         RequestKind::FindCoordinator(r) => groups::find_coordinator(broker, r, version).await,
         RequestKind::JoinGroup(r) => {
             groups::join_group(broker, r, version, &client_id, client_host).await
@@ -63,7 +63,7 @@ pub async fn handle(
         RequestKind::DeleteGroups(r) => groups::delete_groups(broker, r).await,
         RequestKind::OffsetDelete(r) => groups::offset_delete(broker, r).await,
         RequestKind::IncrementalAlterConfigs(r) => {
-            admin::incremental_alter_configs(broker, r).await
+            topics::incremental_alter_configs(broker, r).await
         }
         // The decoder refuses APIs outside protocol::versions::SUPPORTED, all handled above.
         other => {

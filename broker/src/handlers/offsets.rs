@@ -74,7 +74,7 @@ pub async fn list_offsets(
     let epoch_of = |p: &Partition| if version >= 4 { p.leader_epoch() } else { -1 };
     let mut topics = Vec::with_capacity(request.topics.len());
     for t in request.topics {
-        let topic = broker.topic(&t.name.0);
+        let topic = broker.topics.get(&t.name.0);
         let partitions = t.partitions.into_iter().map(|p| {
             let topic = topic.clone();
             async move {
@@ -127,7 +127,7 @@ pub async fn list_offsets(
 pub async fn delete_records(broker: &Arc<Broker>, request: DeleteRecordsRequest) -> ResponseKind {
     let mut topics = Vec::with_capacity(request.topics.len());
     for t in request.topics {
-        let topic = broker.topic(&t.name.0);
+        let topic = broker.topics.get(&t.name.0);
         let partitions = t.partitions.into_iter().map(|p| {
             let topic = topic.clone();
             async move {

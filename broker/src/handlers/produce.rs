@@ -39,7 +39,7 @@ pub async fn produce(
     let mut responses = Vec::with_capacity(request.topic_data.len());
     for topic_data in request.topic_data {
         let name = topic_data.name.0.to_string();
-        let topic = broker.topic(&name);
+        let topic = broker.topics.get(&name);
         let appends = topic_data.partition_data.into_iter().map(|data| {
             let topic = topic.clone();
             let name = name.clone();

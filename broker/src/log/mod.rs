@@ -16,11 +16,11 @@ pub mod cleaner;
 pub mod damage;
 pub mod epochs;
 pub mod files;
+mod follower;
 pub mod format;
 pub mod producers;
 mod read;
 pub mod records;
-mod replica;
 mod retention;
 mod segment;
 
@@ -32,13 +32,13 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 
+pub use follower::prepare_replica;
 pub use format::{BatchError, BatchHeader};
 use producers::{BatchMeta, ProducerState, Verdict};
 pub use read::{
     Damaged, Location, checked_prefix, damage_of, find_timestamp, first_at_or_after,
     max_timestamp_record, offsets_fit, read_batches, verify,
 };
-pub use replica::prepare_replica;
 use segment::Segment;
 
 /// Per-log settings, derived from the topic's configuration.
@@ -848,7 +848,7 @@ impl Log {
             } else {
                 0
             };
-            replica::for_each_header(segment, from, |_, h| {
+            follower::for_each_header(segment, from, |_, h| {
                 if h.producer_id >= 0 {
                     let meta = BatchMeta {
                         first_sequence: h.base_sequence,

@@ -671,12 +671,12 @@ fn a_request_past_a_segments_offset_range_is_refused() {
     far[17..21].copy_from_slice(&crc.to_be_bytes());
     // The first batch ends exactly at the range's edge (allowed); the next one starts
     // past it in the same segment.
-    let prepared = super::replica::prepare_replica(&far).expect("a well-formed replica batch");
+    let prepared = super::follower::prepare_replica(&far).expect("a well-formed replica batch");
     log.append_replica(prepared, 0, 0)
         .expect("up to 2^31 - 1 offsets from the base fit");
     let mut next = batch(1, 0, Compression::None);
     next[..8].copy_from_slice(&(i64::from(i32::MAX) + 1).to_be_bytes());
-    let prepared = super::replica::prepare_replica(&next).expect("a well-formed replica batch");
+    let prepared = super::follower::prepare_replica(&next).expect("a well-formed replica batch");
     let end = log.log_end_offset();
     let refused = log.append_replica(prepared, 0, 0);
     assert!(

@@ -16,8 +16,8 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use super::ReplicaHost;
-use super::{FetchRefusal, FollowerFetch, FollowerOutcome};
 use crate::partition::Partition;
+use crate::partition::isr::{FetchRefusal, FollowerFetch, FollowerOutcome};
 
 /// Longest wait a follower may ask for.
 const MAX_WAIT: Duration = Duration::from_secs(5);

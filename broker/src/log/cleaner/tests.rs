@@ -957,7 +957,7 @@ fn a_compacted_partition_refuses_keyless_produce() {
         "t".into(),
         0,
         log,
-        crate::replication::ReplicaState::solo(0, 0, 0),
+        crate::partition::isr::ReplicaState::solo(0, 0, 0),
         None,
     );
     let keyless_batch = Bytes::from(batch_of(&[keyless("x")], 0, Compression::None));
@@ -980,7 +980,7 @@ fn a_compacted_partition_refuses_keyless_produce() {
         "t".into(),
         0,
         log,
-        crate::replication::ReplicaState::solo(0, 0, 0),
+        crate::partition::isr::ReplicaState::solo(0, 0, 0),
         None,
     );
     rt.block_on(partition.append(&keyless_batch, 0, 1, 1, 1000))
@@ -1568,7 +1568,7 @@ fn a_segment_emptied_by_cleaning_stays_and_reads_skip_it() {
         "t".into(),
         0,
         log,
-        crate::replication::ReplicaState::solo(0, 0, 0),
+        crate::partition::isr::ReplicaState::solo(0, 0, 0),
         None,
     );
     // Whole batches of one segment: [20, 30).
@@ -1631,7 +1631,7 @@ fn partition_clean_runs_a_whole_pass() {
         "t".into(),
         0,
         log,
-        crate::replication::ReplicaState::solo(0, 0, 0),
+        crate::partition::isr::ReplicaState::solo(0, 0, 0),
         None,
     );
     let seen = std::sync::Mutex::new(None);
@@ -1674,7 +1674,7 @@ fn a_failed_remote_part_puts_the_local_pass_off() {
         "t".into(),
         0,
         log,
-        crate::replication::ReplicaState::solo(0, 0, 0),
+        crate::partition::isr::ReplicaState::solo(0, 0, 0),
         None,
     );
     let outcome = rt
@@ -1728,7 +1728,7 @@ fn a_read_in_a_gap_at_the_end_of_a_segment_moves_to_the_next() {
         "t".into(),
         0,
         log,
-        crate::replication::ReplicaState::solo(0, 0, 0),
+        crate::partition::isr::ReplicaState::solo(0, 0, 0),
         None,
     );
     assert_eq!(
@@ -1763,7 +1763,7 @@ fn a_read_in_a_gap_inside_a_segment_gets_the_next_batch() {
         "t".into(),
         0,
         log,
-        crate::replication::ReplicaState::solo(0, 0, 0),
+        crate::partition::isr::ReplicaState::solo(0, 0, 0),
         None,
     );
     assert_eq!(partition_read(&partition, 0), vec![1, 4, 5, 6, 7, 8]);
@@ -1798,7 +1798,7 @@ fn a_read_in_a_gap_just_below_the_high_watermark_returns_nothing() {
         "t".into(),
         0,
         log,
-        crate::replication::ReplicaState::solo(0, 0, 0),
+        crate::partition::isr::ReplicaState::solo(0, 0, 0),
         None,
     );
     assert_eq!(partition.high_watermark(), 3);
@@ -1984,7 +1984,7 @@ fn a_failed_swap_takes_the_partition_offline_until_restart() {
         "t".into(),
         0,
         log,
-        crate::replication::ReplicaState::solo(0, 0, 0),
+        crate::partition::isr::ReplicaState::solo(0, 0, 0),
         None,
     );
     let error = rt

@@ -104,7 +104,7 @@ pub async fn create_topics(
         };
         // A topic that exists, or a partition count Kafka refuses, gets Kafka's error for
         // that (create_topic answers it) without using the request's partition budget.
-        let refused_anyway = broker.topic(&name).is_some()
+        let refused_anyway = broker.topics.get(&name).is_some()
             || !(partitions == -1 || (1..=100_000).contains(&partitions));
         let charged = if refused_anyway {
             Ok(())
@@ -180,7 +180,7 @@ pub async fn delete_topics(
     };
     let mut responses = Vec::with_capacity(targets.len());
     for (name, id) in targets {
-        let name = name.or_else(|| broker.topic_by_id(id).map(|t| t.name.clone()));
+        let name = name.or_else(|| broker.topics.by_id(id).map(|t| t.name.clone()));
         let result = DeletableTopicResult::default()
             .with_name(name.as_deref().map(topic_name))
             .with_topic_id(id);
@@ -208,12 +208,13 @@ pub async fn create_partitions(
     for topic in request.topics {
         let result = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
         let current = broker
-            .topic(&topic.name.0)
+            .topics
+            .get(&topic.name.0)
             .map_or(0, |t| t.partitions.len() as i64);
         let adding = (i64::from(topic.count) - current).max(0);
         // An unknown topic, or a count that does not grow it, gets Kafka's error for that
         // without using the request's partition budget.
-        let refused_anyway = broker.topic(&topic.name.0).is_none() || adding == 0;
+        let refused_anyway = broker.topics.get(&topic.name.0).is_none() || adding == 0;
         let charged = if refused_anyway {
             Ok(())
         } else {
@@ -291,7 +292,7 @@ pub fn describe_configs(broker: &Arc<Broker>, request: DescribeConfigsRequest) -
                 .with_resource_name(resource.resource_name.clone());
             match resource.resource_type {
                 RESOURCE_TOPIC => {
-                    let Some(topic) = broker.topic(&resource.resource_name) else {
+                    let Some(topic) = broker.topics.get(&resource.resource_name) else {
                         broker
                             .metrics
                             .error("DescribeConfigs", ResponseError::UnknownTopicOrPartition);

@@ -27,7 +27,9 @@ use crate::log::{
     self, AppendInfo, BatchError, Log, LogConfig, LogError, RemoteBounds, RetentionOutcome,
     SealedInfo,
 };
-use crate::replication::{
+pub mod isr;
+
+use isr::{
     FetchRefusal, FollowerFetch, FollowerOutcome, LeaderAnswer, ReplicaState, Role, Transition,
 };
 
