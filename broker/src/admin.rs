@@ -90,8 +90,8 @@ impl Service {
                 let (local_bytes, local_segments, log_end, local_start) = partition.stats();
                 let marks = partition.watermarks();
                 let lag = crate::tier::upload_lag(partition, now_ms);
-                let (remote, root) = match partition.remote() {
-                    Some(remote) => (Some(remote.marks()), Some(remote.root())),
+                let (remote, shape) = match partition.remote() {
+                    Some(remote) => (Some(remote.marks()), Some(remote.manifest_shape())),
                     None => (None, None),
                 };
                 Some(PartitionTiering {
@@ -111,9 +111,9 @@ impl Service {
                     upload_pending_segments: lag.segments as u32,
                     upload_lag_bytes: lag.bytes,
                     upload_lag_ms: lag.age_ms,
-                    manifest_root_bytes: root.as_ref().map_or(0, |r| r.encode().len() as u64),
-                    manifest_tail_entries: root.as_ref().map_or(0, |r| r.tail.len() as u32),
-                    manifest_spill_refs: root.as_ref().map_or(0, |r| r.refs.len() as u32),
+                    manifest_root_bytes: shape.map_or(0, |s| s.root_bytes),
+                    manifest_tail_entries: shape.map_or(0, |s| s.tail_entries),
+                    manifest_spill_refs: shape.map_or(0, |s| s.spill_refs),
                 })
             })
             .collect()

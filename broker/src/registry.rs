@@ -16,6 +16,7 @@ use uuid::Uuid;
 use crate::cluster::TopicRecord;
 use crate::config::Config;
 use crate::log::{Log, LogError};
+use crate::partition::remote::RemoteTier;
 use crate::partition::{Partition, isr};
 use crate::tier::Tiering;
 use crate::topic_config::{TopicConfig, TopicConfigError};
@@ -209,7 +210,12 @@ impl Registry {
             index as i32,
             log,
             replica,
-            remote,
+            remote
+                .zip(self.tiering.as_ref())
+                .map(|(log, tiering)| RemoteTier {
+                    log,
+                    reader: tiering.reader(),
+                }),
         ))
     }
 

@@ -174,6 +174,15 @@ pub struct RemoteMarks {
     pub leader_epoch: i32,
 }
 
+/// The size of a manifest root, for status pages: how much one read of it costs and how
+/// far the spill levels reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ManifestShape {
+    pub root_bytes: u64,
+    pub tail_entries: u32,
+    pub spill_refs: u32,
+}
+
 /// Test hook between the object PUT and the manifest commit (the crash window).
 pub type AfterUploadHook<'a> = dyn Fn(&PartitionId, &SealedSegment) + Send + Sync + 'a;
 
@@ -293,7 +302,9 @@ impl RemoteLog {
             .map(|_| ())
     }
 
-    pub fn root(&self) -> Arc<Root> {
+    /// The manifest root as last loaded or committed (tests compare it; the broker asks
+    /// the methods below, so the manifest's layout stays this crate's business).
+    pub(crate) fn root(&self) -> Arc<Root> {
         self.current
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -309,6 +320,27 @@ impl RemoteLog {
             live_bytes: root.live_bytes,
             live_segments: root.live_segments,
             leader_epoch: root.leader_epoch,
+        }
+    }
+
+    /// The largest record timestamp the remote tier holds (over its live segments and
+    /// spilled ranges), -1 if it holds nothing.
+    pub fn max_timestamp(&self) -> i64 {
+        let root = self.root();
+        root.tail
+            .iter()
+            .map(|e| e.max_timestamp)
+            .chain(root.refs.iter().map(|r| r.max_timestamp))
+            .max()
+            .unwrap_or(-1)
+    }
+
+    pub fn manifest_shape(&self) -> ManifestShape {
+        let root = self.root();
+        ManifestShape {
+            root_bytes: root.encode().len() as u64,
+            tail_entries: root.tail.len() as u32,
+            spill_refs: root.refs.len() as u32,
         }
     }
 

@@ -16,6 +16,7 @@ use super::{Coordinator, Entry, GroupError, GroupHost};
 use crate::log::records::{self, Budget, MAX_INFLATED_BYTES, Want};
 use crate::log::{BatchError, LogError};
 use crate::partition::Partition;
+use crate::partition::PartitionError;
 
 /// How long a commit or group write waits for the offsets topic's ISR.
 const COMMIT_TIMEOUT_MS: i64 = 5_000;
@@ -73,8 +74,8 @@ impl Coordinator {
             .await
         {
             Ok(_) => Ok(()),
-            Err(LogError::NotLeader) => Err(GroupError::NotCoordinator),
-            Err(LogError::InvalidBatch(BatchError::TooLarge { .. })) => {
+            Err(PartitionError::NotLeader) => Err(GroupError::NotCoordinator),
+            Err(PartitionError::Log(LogError::InvalidBatch(BatchError::TooLarge { .. }))) => {
                 Err(GroupError::InvalidCommitOffsetSize)
             }
             Err(e) => {
@@ -85,7 +86,7 @@ impl Coordinator {
     }
 
     /// Replays the offsets topic (at start-up, before clients connect).
-    pub fn load(&self, broker: &impl GroupHost) -> Result<(), LogError> {
+    pub fn load(&self, broker: &impl GroupHost) -> anyhow::Result<()> {
         let Some(topic) = broker.offsets_topic() else {
             return Ok(());
         };
@@ -104,7 +105,7 @@ impl Coordinator {
         &self,
         broker: &impl GroupHost,
         partition: &Partition,
-    ) -> Result<(), LogError> {
+    ) -> anyhow::Result<()> {
         let now = broker.now_ms();
         let started = std::time::Instant::now();
         let mut groups: Loaded = HashMap::new();
@@ -119,10 +120,10 @@ impl Coordinator {
                     apply_record(&mut groups, key, value);
                 })
                 .map_err(|e| {
-                    LogError::Remote(format!(
+                    anyhow::anyhow!(
                         "decode the offsets topic partition {} at {offset}: {e}",
                         partition.index
-                    ))
+                    )
                 })?;
                 if next <= offset {
                     break;

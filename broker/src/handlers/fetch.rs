@@ -23,10 +23,10 @@ use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, Partition
 use kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseKind};
 use tokio::sync::watch;
 
-use super::log_error_code;
+use super::partition_error_code;
 use crate::broker::Broker;
-use crate::log::LogError;
-use crate::partition::{Partition, Watermarks};
+use crate::partition::remote::RemoteReadError;
+use crate::partition::{Partition, PartitionError, Read, Watermarks};
 use crate::registry::Topic;
 
 const READ_COMMITTED: i8 = 1;
@@ -206,10 +206,10 @@ fn with_marks(data: PartitionData, marks: Watermarks) -> PartitionData {
 /// One pass over every wanted partition. Returns the partition responses, the bytes read,
 /// and whether any partition failed (which ends the long poll, as in Kafka).
 ///
-/// Offsets below the local log start go to the remote tier. Those reads are given their
-/// byte budget in the same sequential pass as local ones (as if they filled it), then run
-/// concurrently, so a fetch over several partitions replaying history waits for the
-/// slowest GET, not the sum.
+/// Each partition answers from whichever tier holds the offset ([`Partition::read`]).
+/// Remote reads are given their byte budget in the same sequential pass as local ones
+/// (as if they filled it), then run concurrently, so a fetch over several partitions
+/// replaying history waits for the slowest GET, not the sum.
 async fn read_all(
     broker: &Broker,
     wanted: &[Wanted],
@@ -272,31 +272,20 @@ async fn read_all(
             out.push(with_marks(base, marks));
             continue;
         }
-        // Below the local log start: read from the remote tier (after this pass).
-        let mut plan_remote = |out: &mut Vec<PartitionData>, base: PartitionData, remote| {
-            total += budget;
-            remote_reads.push((out.len(), partition.clone(), remote, budget));
-            out.push(with_marks(base, partition.watermarks()));
-        };
-        if let Some(remote) = partition.remote_for(w.fetch_offset) {
-            plan_remote(&mut out, base, remote);
-            continue;
-        }
         match partition.read(w.fetch_offset, budget) {
-            Ok((records, marks)) => {
+            Ok(Read::Local(records, marks)) => {
                 total += records.len();
                 count_bytes_out(broker, partition, &records);
                 out.push(with_marks(base, marks).with_records(Some(records)));
             }
-            // Local retention removed the segment between `remote_for` and the read, or
-            // the read found it damaged and dropped it: the remote tier has it now.
-            Err(LogError::OffsetOutOfRange { .. } | LogError::Damaged { .. })
-                if let Some(remote) = partition.remote_for(w.fetch_offset) =>
-            {
-                plan_remote(&mut out, base, remote);
+            // Finished after this pass, all at once; counted as if it filled its budget.
+            Ok(Read::Remote(read)) => {
+                total += budget;
+                remote_reads.push((out.len(), partition.clone(), read, budget));
+                out.push(with_marks(base, partition.watermarks()));
             }
             Err(e) => {
-                let code = log_error_code(&e);
+                let code = partition_error_code(&e);
                 broker.metrics.error("Fetch", code);
                 any_error = true;
                 let marks = partition.watermarks();
@@ -307,53 +296,35 @@ async fn read_all(
     if remote_reads.is_empty() {
         return (out, total, any_error);
     }
-    let Some(tiering) = broker.tiering.as_ref() else {
-        return (out, total, any_error);
-    };
-    let reads = remote_reads.iter().map(|(i, _, remote, budget)| {
-        crate::tier::read_remote(tiering, remote, wanted[*i].fetch_offset, *budget)
-    });
+    let (slots, reads): (Vec<_>, Vec<_>) = remote_reads
+        .into_iter()
+        .map(|(i, partition, read, budget)| {
+            ((i, partition.clone(), budget), async move {
+                partition.finish_remote(read).await
+            })
+        })
+        .unzip();
     let results = futures::future::join_all(reads).await;
-    for ((i, partition, _, budget), result) in remote_reads.into_iter().zip(results) {
+    for ((i, partition, budget), result) in slots.into_iter().zip(results) {
         total -= budget;
         let data = std::mem::take(&mut out[i]);
         out[i] = match result {
-            // Nothing at or after the offset up to the remote end (compaction emptied the
-            // remote tier's tail): the records that follow are local.
-            Ok(records) if records.is_empty() => {
-                let from = partition
-                    .local_log_start_offset()
-                    .max(wanted[i].fetch_offset);
-                match partition.read(from, budget) {
-                    Ok((records, marks)) => {
-                        total += records.len();
-                        count_bytes_out(broker, &partition, &records);
-                        with_marks(data, marks).with_records(Some(records))
-                    }
-                    Err(_) => data.with_records(Some(records)),
-                }
-            }
-            Ok(records) => {
+            Ok((records, marks)) => {
                 total += records.len();
                 count_bytes_out(broker, &partition, &records);
-                data.with_records(Some(records))
-            }
-            Err(crate::tier::RemoteReadError::Corrupt { base_offset, .. }) => {
-                crate::tier::repair_remote(broker, &partition, base_offset);
-                broker
-                    .metrics
-                    .error("Fetch", ResponseError::KafkaStorageError);
-                any_error = true;
-                data.with_error_code(ResponseError::KafkaStorageError.code())
+                with_marks(data, marks).with_records(Some(records))
             }
             Err(e) => {
-                tracing::warn!(topic = %partition.topic, partition = partition.index,
-                    offset = wanted[i].fetch_offset, error = %e, "remote read failed");
-                broker
-                    .metrics
-                    .error("Fetch", ResponseError::KafkaStorageError);
+                if let PartitionError::Remote(RemoteReadError::Corrupt { base_offset, .. }) = &e {
+                    crate::tier::repair_remote(broker, &partition, *base_offset);
+                } else {
+                    tracing::warn!(topic = %partition.topic, partition = partition.index,
+                        offset = wanted[i].fetch_offset, error = %e, "remote read failed");
+                }
+                let code = partition_error_code(&e);
+                broker.metrics.error("Fetch", code);
                 any_error = true;
-                data.with_error_code(ResponseError::KafkaStorageError.code())
+                data.with_error_code(code.code())
             }
         };
     }

@@ -20,6 +20,7 @@ use kafka_protocol::protocol::StrBytes;
 use crate::broker::{AdminError, Broker};
 use crate::log::producers::ProducerError;
 use crate::log::{BatchError, LogError};
+use crate::partition::PartitionError;
 use crate::protocol::Request;
 
 /// `client_host` is the peer's address, as DescribeGroups shows it.
@@ -93,21 +94,27 @@ pub fn log_error_code(error: &LogError) -> ResponseError {
         LogError::InvalidBatch(BatchError::Codec(_)) => ResponseError::UnsupportedCompressionType,
         LogError::InvalidBatch(_) => ResponseError::InvalidRecord,
         LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
-        LogError::Deleted => ResponseError::UnknownTopicOrPartition,
-        LogError::Io { .. }
-        | LogError::Damaged { .. }
-        | LogError::Offline
-        | LogError::Remote(_)
-        | LogError::NotContiguous { .. } => ResponseError::KafkaStorageError,
-        LogError::DecodeFailed => ResponseError::UnknownServerError,
-        LogError::NotLeader => ResponseError::NotLeaderOrFollower,
-        LogError::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
-        LogError::NotEnoughReplicasAfterAppend => ResponseError::NotEnoughReplicasAfterAppend,
-        LogError::ReplicationTimeout => ResponseError::RequestTimedOut,
+        LogError::Io { .. } | LogError::Damaged { .. } | LogError::NotContiguous { .. } => {
+            ResponseError::KafkaStorageError
+        }
         LogError::Producer(ProducerError::Fenced { .. }) => ResponseError::InvalidProducerEpoch,
         LogError::Producer(ProducerError::OutOfOrder { .. }) => {
             ResponseError::OutOfOrderSequenceNumber
         }
+    }
+}
+
+/// The Kafka error for a partition failure.
+pub fn partition_error_code(error: &PartitionError) -> ResponseError {
+    match error {
+        PartitionError::Log(e) => log_error_code(e),
+        PartitionError::Deleted => ResponseError::UnknownTopicOrPartition,
+        PartitionError::Offline | PartitionError::Remote(_) => ResponseError::KafkaStorageError,
+        PartitionError::DecodeFailed => ResponseError::UnknownServerError,
+        PartitionError::NotLeader => ResponseError::NotLeaderOrFollower,
+        PartitionError::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
+        PartitionError::NotEnoughReplicasAfterAppend => ResponseError::NotEnoughReplicasAfterAppend,
+        PartitionError::ReplicationTimeout => ResponseError::RequestTimedOut,
     }
 }
 

@@ -14,10 +14,10 @@ use kafka_protocol::messages::{
     ResponseKind,
 };
 
-use super::log_error_code;
+use super::partition_error_code;
 use crate::broker::Broker;
 use crate::log::LogError;
-use crate::partition::Partition;
+use crate::partition::{Partition, PartitionError};
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
@@ -26,23 +26,7 @@ const EARLIEST_LOCAL: i64 = -4;
 const LATEST_TIERED: i64 = -5;
 
 /// (offset, timestamp) for one ListOffsets query.
-async fn lookup(
-    broker: &Broker,
-    partition: &Partition,
-    timestamp: i64,
-) -> Result<(i64, i64), LogError> {
-    // A timestamp may fall in the remote tier: look there first (older data).
-    if timestamp >= 0
-        && let (Some(tiering), Some(remote)) = (broker.tiering.as_ref(), partition.remote())
-        && partition.remote_bounds().is_some_and(|b| b.end > b.start)
-    {
-        let found = crate::tier::remote_offset_for_timestamp(tiering, remote, timestamp)
-            .await
-            .map_err(|e| LogError::Remote(e.to_string()))?;
-        if let Some(found) = found {
-            return Ok(found);
-        }
-    }
+async fn lookup(partition: &Partition, timestamp: i64) -> Result<(i64, i64), PartitionError> {
     let marks = partition.watermarks();
     Ok(match timestamp {
         LATEST => (marks.high_watermark, -1),
@@ -56,11 +40,11 @@ async fn lookup(
         MAX_TIMESTAMP => partition.max_timestamp().await?.unwrap_or((-1, -1)),
         t if t >= 0 => partition.offset_for_timestamp(t).await?.unwrap_or((-1, -1)),
         _ => {
-            return Err(LogError::OffsetOutOfRange {
+            return Err(PartitionError::Log(LogError::OffsetOutOfRange {
                 offset: timestamp,
                 log_start_offset: marks.log_start_offset,
                 log_end_offset: marks.high_watermark,
-            });
+            }));
         }
     })
 }
@@ -102,13 +86,13 @@ pub async fn list_offsets(
                     };
                     return base.with_error_code(code.code());
                 }
-                match lookup(broker, partition, p.timestamp).await {
+                match lookup(partition, p.timestamp).await {
                     Ok((offset, timestamp)) => base
                         .with_offset(offset)
                         .with_timestamp(timestamp)
                         .with_leader_epoch(epoch_of(partition)),
                     Err(e) => {
-                        let code = log_error_code(&e);
+                        let code = partition_error_code(&e);
                         broker.metrics.error("ListOffsets", code);
                         base.with_error_code(code.code())
                     }
@@ -148,7 +132,7 @@ pub async fn delete_records(broker: &Arc<Broker>, request: DeleteRecordsRequest)
                 match partition.delete_records_before(p.offset).await {
                     Ok(low_watermark) => base.with_low_watermark(low_watermark),
                     Err(e) => {
-                        let code = log_error_code(&e);
+                        let code = partition_error_code(&e);
                         broker.metrics.error("DeleteRecords", code);
                         base.with_error_code(code.code())
                     }

@@ -11,7 +11,7 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 
-use super::{log_error_code, str_bytes};
+use super::{partition_error_code, str_bytes};
 use crate::broker::Broker;
 
 fn partition_error(
@@ -86,7 +86,7 @@ pub async fn produce(
                             .with_log_start_offset(partition.watermarks().log_start_offset)
                     }
                     Err(e) => {
-                        let code = log_error_code(&e);
+                        let code = partition_error_code(&e);
                         broker.metrics.error("Produce", code);
                         tracing::debug!(topic = %name, partition = data.index, error = %e, "produce refused");
                         partition_error(data.index, code, Some(e.to_string()))

@@ -98,34 +98,14 @@ pub enum LogError {
         log_start_offset: i64,
         log_end_offset: i64,
     },
-    #[error("the partition was deleted")]
-    Deleted,
-    #[error(
-        "the partition is offline after a storage failure (fsync or compaction swap); restart the broker to recover it"
-    )]
-    Offline,
-    #[error("decoding records failed unexpectedly (the decode task did not finish)")]
-    DecodeFailed,
     #[error("log I/O failed in {dir}: {source}")]
     Io { dir: PathBuf, source: io::Error },
     #[error("stored data is damaged in {dir}: {damage}")]
     Damaged { dir: PathBuf, damage: Damaged },
-    #[error("remote tier: {0}")]
-    Remote(String),
     #[error(transparent)]
     Producer(#[from] producers::ProducerError),
     #[error("replicated batch at offset {got} does not follow the log end {expected}")]
     NotContiguous { expected: i64, got: i64 },
-    #[error("this broker is not the partition's leader")]
-    NotLeader,
-    #[error("the in-sync replicas ({isr}) are fewer than min.insync.replicas ({min})")]
-    NotEnoughReplicas { isr: usize, min: usize },
-    #[error(
-        "written, but the in-sync replicas shrank below min.insync.replicas before it was replicated"
-    )]
-    NotEnoughReplicasAfterAppend,
-    #[error("the in-sync replicas did not acknowledge within the request timeout")]
-    ReplicationTimeout,
 }
 
 /// What an append did, for the produce response.

@@ -13,6 +13,14 @@
 //! compaction swap does the same: its files may be half-replaced, and start-up recovery
 //! finishes the swap from the staged copy (see [`log::cleaner`]).
 
+mod error;
+pub mod isr;
+mod read;
+pub mod remote;
+
+pub use error::PartitionError;
+pub use read::{Read, RemoteRead};
+
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -22,13 +30,13 @@ use tracing::{error, warn};
 
 use strata_tiering::{RemoteLog, RemoteMarks};
 
+use remote::RemoteTier;
+
 use crate::cluster::PartitionRecord;
 use crate::log::{
     self, AppendInfo, BatchError, Log, LogConfig, LogError, RemoteBounds, RetentionOutcome,
     SealedInfo,
 };
-pub mod isr;
-
 use isr::{
     FetchRefusal, FollowerFetch, FollowerOutcome, LeaderAnswer, ReplicaState, Role, Transition,
 };
@@ -46,8 +54,8 @@ pub struct Partition {
     deleted: AtomicBool,
     /// Set when an fsync failed; see the module doc.
     offline: AtomicBool,
-    /// The remote tier (manifest and objects); `None` only in tests without tiering.
-    remote: Option<Arc<RemoteLog>>,
+    /// The remote tier (manifest and reader); `None` only in tests without tiering.
+    remote: Option<RemoteTier>,
     /// Set while an uploader pass runs, so passes for one partition never overlap.
     uploading: AtomicBool,
     /// Consecutive failed uploader passes, and when the next may start: a failing
@@ -82,7 +90,7 @@ async fn prepare_off_the_workers(
     records: &[u8],
     max_message_bytes: usize,
     require_keys: bool,
-) -> Result<log::Prepared, LogError> {
+) -> Result<log::Prepared, PartitionError> {
     match log::prepare(
         records,
         max_message_bytes,
@@ -90,7 +98,7 @@ async fn prepare_off_the_workers(
         INLINE_INFLATE_BYTES,
     ) {
         Err(BatchError::Inflated { .. }) => {}
-        done => return Ok(done?),
+        done => return Ok(done.map_err(LogError::from)?),
     }
     let owned = records.to_vec();
     heavy_decode(move || {
@@ -102,7 +110,7 @@ async fn prepare_off_the_workers(
         )
     })
     .await?
-    .map_err(LogError::from)
+    .map_err(|e| LogError::from(e).into())
 }
 
 /// Decodes that may inflate up to the full budget run here: on the blocking pool, a few
@@ -118,14 +126,14 @@ static HEAVY_DECODES: std::sync::LazyLock<tokio::sync::Semaphore> =
 /// as an unexpected server error, not as storage failure.
 pub async fn heavy_decode<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, LogError> {
+) -> Result<T, PartitionError> {
     let _permit = HEAVY_DECODES
         .acquire()
         .await
-        .map_err(|_| LogError::DecodeFailed)?;
+        .map_err(|_| PartitionError::DecodeFailed)?;
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|_| LogError::DecodeFailed)
+        .map_err(|_| PartitionError::DecodeFailed)
 }
 
 /// Holds a partition's upload flag for a compaction pass or a repair; clears it when
@@ -151,7 +159,7 @@ impl Partition {
         index: i32,
         log: Log,
         replica: ReplicaState,
-        remote: Option<Arc<RemoteLog>>,
+        remote: Option<RemoteTier>,
     ) -> Partition {
         // Recovery fsyncs what it keeps, so everything in an opened log is durable: alone,
         // the log end is the high watermark. With other replicas the high watermark is
@@ -184,11 +192,11 @@ impl Partition {
     }
 
     pub fn remote(&self) -> Option<&Arc<RemoteLog>> {
-        self.remote.as_ref()
+        self.remote.as_ref().map(|r| &r.log)
     }
 
     fn remote_marks(&self) -> Option<RemoteMarks> {
-        self.remote.as_ref().map(|r| r.marks())
+        self.remote().map(|r| r.marks())
     }
 
     /// What the remote tier holds, `[start, end)`, if it ever held anything.
@@ -200,9 +208,9 @@ impl Partition {
         })
     }
 
-    /// The remote log, if `offset` must be read from it: below the local log start and
+    /// The remote tier, if `offset` must be read from it: below the local log start and
     /// within what the remote tier holds.
-    pub fn remote_for(&self, offset: i64) -> Option<Arc<RemoteLog>> {
+    fn remote_for(&self, offset: i64) -> Option<RemoteTier> {
         let bounds = self.remote_bounds()?;
         let local_start = self.lock().log_start_offset();
         (offset < local_start && offset >= bounds.start && offset < bounds.end)
@@ -348,14 +356,14 @@ impl Partition {
         acks: i16,
         min_isr: usize,
         timeout_ms: i64,
-    ) -> Result<AppendInfo, LogError> {
+    ) -> Result<AppendInfo, PartitionError> {
         let epoch = {
             let replica = self.replica();
             if replica.role != Role::Leader {
-                return Err(LogError::NotLeader);
+                return Err(PartitionError::NotLeader);
             }
             if acks == -1 && replica.isr.len() < min_isr {
-                return Err(LogError::NotEnoughReplicas {
+                return Err(PartitionError::NotEnoughReplicas {
                     isr: replica.isr.len(),
                     min: min_isr,
                 });
@@ -370,13 +378,13 @@ impl Partition {
         let (info, sync, dir) = {
             let mut log = self.lock();
             if self.deleted.load(Ordering::Relaxed) {
-                return Err(LogError::Deleted);
+                return Err(PartitionError::Deleted);
             }
             if self.offline.load(Ordering::Relaxed) {
-                return Err(LogError::Offline);
+                return Err(PartitionError::Offline);
             }
             if self.leader_epoch() != epoch {
-                return Err(LogError::NotLeader);
+                return Err(PartitionError::NotLeader);
             }
             let (info, sync) = log.append(prepared, epoch, now_ms)?;
             self.log_end.send_replace(log.log_end_offset());
@@ -387,7 +395,7 @@ impl Partition {
         {
             let error = LogError::Io { dir, source };
             self.take_offline(&error);
-            return Err(error);
+            return Err(error.into());
         }
         {
             let mut replica = self.replica();
@@ -445,7 +453,7 @@ impl Partition {
         epoch: i32,
         min_isr: usize,
         timeout_ms: i64,
-    ) -> Result<(), LogError> {
+    ) -> Result<(), PartitionError> {
         let mut hw = self.high_watermark.subscribe();
         let deadline = tokio::time::Instant::now()
             + std::time::Duration::from_millis(timeout_ms.max(0) as u64);
@@ -453,11 +461,11 @@ impl Partition {
             {
                 let replica = self.replica();
                 if replica.role != Role::Leader || replica.epoch != epoch {
-                    return Err(LogError::NotLeader);
+                    return Err(PartitionError::NotLeader);
                 }
                 if *hw.borrow_and_update() >= offset {
                     return if replica.isr.len() < min_isr {
-                        Err(LogError::NotEnoughReplicasAfterAppend)
+                        Err(PartitionError::NotEnoughReplicasAfterAppend)
                     } else {
                         Ok(())
                     };
@@ -465,7 +473,7 @@ impl Partition {
             }
             match tokio::time::timeout_at(deadline, hw.changed()).await {
                 Ok(Ok(())) => {}
-                Ok(Err(_)) | Err(_) => return Err(LogError::ReplicationTimeout),
+                Ok(Err(_)) | Err(_) => return Err(PartitionError::ReplicationTimeout),
             }
         }
     }
@@ -475,7 +483,7 @@ impl Partition {
         &self,
         record: &PartitionRecord,
         now_ms: i64,
-    ) -> Result<Transition, LogError> {
+    ) -> Result<Transition, PartitionError> {
         let transition = {
             let mut replica = self.replica();
             let mut log = self.lock();
@@ -636,16 +644,16 @@ impl Partition {
         leader_high_watermark: i64,
         leader_segment_base: i64,
         now_ms: i64,
-    ) -> Result<(), LogError> {
+    ) -> Result<(), PartitionError> {
         if !records.is_empty() {
-            let prepared = log::prepare_replica(records)?;
+            let prepared = log::prepare_replica(records).map_err(LogError::from)?;
             let (sync, dir) = {
                 let mut log = self.lock();
                 if self.deleted.load(Ordering::Relaxed) {
-                    return Err(LogError::Deleted);
+                    return Err(PartitionError::Deleted);
                 }
                 if self.offline.load(Ordering::Relaxed) {
-                    return Err(LogError::Offline);
+                    return Err(PartitionError::Offline);
                 }
                 let (_, sync) = log.append_replica(prepared, leader_segment_base, now_ms)?;
                 self.log_end.send_replace(log.log_end_offset());
@@ -656,7 +664,7 @@ impl Partition {
             {
                 let error = LogError::Io { dir, source };
                 self.take_offline(&error);
-                return Err(error);
+                return Err(error.into());
             }
         }
         let end = self.lock().log_end_offset().min(leader_high_watermark);
@@ -671,7 +679,7 @@ impl Partition {
     /// A follower of a partition without a remote tier follows the leader's log start
     /// (DeleteRecords, retention), up to its own high watermark. Tiered partitions follow
     /// the manifest instead.
-    pub fn follow_log_start(&self, leader_log_start: i64) -> Result<(), LogError> {
+    pub fn follow_log_start(&self, leader_log_start: i64) -> Result<(), PartitionError> {
         if self.remote_bounds().is_some() {
             return Ok(());
         }
@@ -690,9 +698,9 @@ impl Partition {
         epoch: i32,
         end_offset: i64,
         now_ms: i64,
-    ) -> Result<i64, LogError> {
+    ) -> Result<i64, PartitionError> {
         if self.offline.load(Ordering::Relaxed) {
-            return Err(LogError::Offline);
+            return Err(PartitionError::Offline);
         }
         let mut log = self.lock();
         let own_end = if epoch < 0 {
@@ -719,9 +727,9 @@ impl Partition {
         offset: i64,
         producers: Option<&[u8]>,
         now_ms: i64,
-    ) -> Result<(), LogError> {
+    ) -> Result<(), PartitionError> {
         if self.offline.load(Ordering::Relaxed) {
-            return Err(LogError::Offline);
+            return Err(PartitionError::Offline);
         }
         let mut log = self.lock();
         log.reset_to(offset, producers, now_ms)?;
@@ -730,24 +738,30 @@ impl Partition {
         Ok(())
     }
 
-    /// Reads whole batches from `offset` below the high watermark, at most `max_bytes`
-    /// unless the first batch alone is larger. The file read happens without the lock.
+    /// Reads whole batches of the local log from `offset` below the high watermark, at
+    /// most `max_bytes` unless the first batch alone is larger. The file read happens
+    /// without the lock. Consumers' reads go through [`Partition::read`], which also
+    /// knows the remote tier.
     #[tracing::instrument(target = "strata::trace", level = "trace", name = "log.read",
         skip_all, fields(topic = %self.topic, partition = self.index, offset = offset, max_bytes = max_bytes))]
-    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<(Bytes, Watermarks), LogError> {
+    pub fn read_local(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<(Bytes, Watermarks), PartitionError> {
         self.read_upto(offset, max_bytes, self.high_watermark())
     }
 
-    /// Like [`Partition::read`], below `limit` instead of the high watermark (a leader
-    /// serving its followers reads up to its log end).
+    /// Like [`Partition::read_local`], below `limit` instead of the high watermark (a
+    /// leader serving its followers reads up to its log end).
     pub fn read_upto(
         &self,
         offset: i64,
         max_bytes: usize,
         limit: i64,
-    ) -> Result<(Bytes, Watermarks), LogError> {
+    ) -> Result<(Bytes, Watermarks), PartitionError> {
         if self.offline.load(Ordering::Relaxed) {
-            return Err(LogError::Offline);
+            return Err(PartitionError::Offline);
         }
         let high_watermark = self.high_watermark();
         let mut offset = offset;
@@ -796,7 +810,7 @@ impl Partition {
         now_ms: i64,
         max_keys: usize,
         remote_part: F,
-    ) -> Result<Option<u64>, LogError>
+    ) -> Result<Option<u64>, PartitionError>
     where
         F: FnOnce(Arc<log::cleaner::OffsetMap>) -> Fut,
         Fut: std::future::Future<Output = bool>,
@@ -839,7 +853,7 @@ impl Partition {
                 // staged copy it keeps. Until then nothing may read or change the log.
                 self.take_offline(error);
             }
-            finished.map(Some)
+            Ok(finished.map(Some)?)
         } else {
             self.lock().discard_clean();
             Ok(None)
@@ -850,14 +864,22 @@ impl Partition {
         self.lock().dir().to_path_buf()
     }
 
-    /// ListOffsets by timestamp: the first record with timestamp >= `timestamp`. The
-    /// decoding happens outside the lock.
+    /// ListOffsets by timestamp: the first record with timestamp >= `timestamp`, in the
+    /// remote tier (older data) first, then the local log. The decoding happens outside
+    /// the lock.
     pub async fn offset_for_timestamp(
         &self,
         timestamp: i64,
-    ) -> Result<Option<(i64, i64)>, LogError> {
+    ) -> Result<Option<(i64, i64)>, PartitionError> {
         if self.offline.load(Ordering::Relaxed) {
-            return Err(LogError::Offline);
+            return Err(PartitionError::Offline);
+        }
+        if let Some(tier) = &self.remote
+            && self.remote_bounds().is_some_and(|b| b.end > b.start)
+            && let Some(found) =
+                remote::remote_offset_for_timestamp(&tier.reader, &tier.log, timestamp).await?
+        {
+            return Ok(Some(found));
         }
         let (location, log_start_offset, dir) = {
             let log = self.lock();
@@ -880,9 +902,9 @@ impl Partition {
     }
 
     /// ListOffsets MAX_TIMESTAMP: the record with the largest timestamp.
-    pub async fn max_timestamp(&self) -> Result<Option<(i64, i64)>, LogError> {
+    pub async fn max_timestamp(&self) -> Result<Option<(i64, i64)>, PartitionError> {
         if self.offline.load(Ordering::Relaxed) {
-            return Err(LogError::Offline);
+            return Err(PartitionError::Offline);
         }
         let (found, dir) = {
             let log = self.lock();
@@ -910,7 +932,7 @@ impl Partition {
         location: &log::Location,
         dir: std::path::PathBuf,
         result: std::io::Result<T>,
-    ) -> Result<T, LogError> {
+    ) -> Result<T, PartitionError> {
         let label = || format!("{}-{}", self.topic, self.index);
         // A partition taken offline or deleted meanwhile is left as it is.
         let usable = || !self.offline.load(Ordering::Relaxed) && !self.is_deleted();
@@ -931,7 +953,7 @@ impl Partition {
             Err(source) => source,
         };
         let Some(damage) = log::damage_of(&source).cloned() else {
-            return Err(LogError::Io { dir, source });
+            return Err(LogError::Io { dir, source }.into());
         };
         let log_it = log::damage::found("local", "batch", &label());
         let dropped = match self.remote_bounds() {
@@ -946,18 +968,18 @@ impl Partition {
             warn!(partition = %label(), %damage, drop_error = ?dropped.err(),
                 "damaged local segment: reads of it fail with KAFKA_STORAGE_ERROR (no remote copy to serve them)");
         }
-        Err(LogError::Damaged { dir, damage })
+        Err(LogError::Damaged { dir, damage }.into())
     }
 
     /// DeleteRecords: `-1` means the high watermark; nothing at or past it can be deleted.
     /// The remote tier's start moves first (manifest commit), then the local log's, so a
     /// failure leaves the records readable rather than half-deleted. Returns the new log
     /// start offset across both tiers.
-    pub async fn delete_records_before(&self, offset: i64) -> Result<i64, LogError> {
+    pub async fn delete_records_before(&self, offset: i64) -> Result<i64, PartitionError> {
         if self.offline.load(Ordering::Relaxed) {
-            return Err(LogError::Offline);
+            return Err(PartitionError::Offline);
         }
-        let epoch = self.leading_epoch().ok_or(LogError::NotLeader)?;
+        let epoch = self.leading_epoch().ok_or(PartitionError::NotLeader)?;
         let high_watermark = self.high_watermark();
         let offset = if offset == -1 { high_watermark } else { offset };
         if offset > high_watermark || offset < 0 {
@@ -965,7 +987,8 @@ impl Partition {
                 offset,
                 log_start_offset: self.watermarks().log_start_offset,
                 log_end_offset: high_watermark,
-            });
+            }
+            .into());
         }
         // A tiered partition's manifest records the new start even before its first
         // upload, so that upload cannot bring the deleted records back.
@@ -978,7 +1001,7 @@ impl Partition {
             remote
                 .advance_start(offset, epoch)
                 .await
-                .map_err(|e| LogError::Remote(e.to_string()))?;
+                .map_err(|e| PartitionError::Remote(e.into()))?;
         }
         let local_start = self.lock().delete_records_before(offset)?;
         Ok(self.log_start_offset(local_start))
@@ -990,7 +1013,7 @@ impl Partition {
         now_ms: i64,
         force_flush: bool,
         producer_expiration_ms: i64,
-    ) -> Result<RetentionOutcome, LogError> {
+    ) -> Result<RetentionOutcome, PartitionError> {
         // The role first: the replica lock is never taken while holding the log lock.
         let leader = self.is_leader();
         let (outcome, plan) = {
@@ -1013,7 +1036,7 @@ impl Partition {
                 Err(source) => {
                     let error = LogError::Io { dir, source };
                     self.take_offline(&error);
-                    return Err(error);
+                    return Err(error.into());
                 }
             };
             let mut log = self.lock();

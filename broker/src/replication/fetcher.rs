@@ -257,7 +257,7 @@ async fn restart_at(
     partition: &Partition,
     data: &PartitionData,
     now: i64,
-) -> Result<(), crate::log::LogError> {
+) -> Result<(), crate::partition::PartitionError> {
     refresh_remote(partition, data.remote_end_offset).await;
     let offset = data.local_log_start_offset;
     let snapshot = match partition.remote() {

@@ -6,8 +6,9 @@ use bytes::Bytes;
 use strata_tiering::ObjectRef;
 use tracing::info;
 
-use super::{RemoteReadError, Tiering};
+use super::Tiering;
 use crate::partition::Partition;
+use crate::partition::remote::RemoteReadError;
 
 /// Compaction of the remote tier of a compacted topic, after a local pass: every remote
 /// segment is read (through the segment cache) and, if the pass's map supersedes any of

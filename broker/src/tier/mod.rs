@@ -1,7 +1,7 @@
 //! The broker's side of tiered storage: it builds the object store and segment cache from
 //! the configuration, runs the uploader (with remote retention and the stall watchdog)
-//! and the orphan scrubber, and serves Fetch below the local log start from the remote
-//! tier. The mechanics (manifests, uploads, cache) are in the `strata-tiering` crate;
+//! and the orphan scrubber, and gives partitions the reader they use for their remote
+//! tier (`crate::partition::remote`). The mechanics (manifests, uploads, cache) are in the `strata-tiering` crate;
 //! this module adds what only the broker knows: which segments are sealed and below the
 //! high watermark, the record-batch framing, and the topic configs.
 //!
@@ -12,8 +12,9 @@
 //!
 //! One module per job: this one builds the store and the cache ([`Tiering`]); `upload`
 //! runs the uploader and remote retention; `scrub` removes unreferenced objects and a
-//! deleted topic's; `read` serves Fetch from the bucket; `compaction` compacts the remote
-//! tier; `timestamps` answers ListOffsets by timestamp; `repair` replaces damaged objects.
+//! deleted topic's; `compaction` compacts the remote tier; `repair` replaces damaged
+//! objects. Reads (Fetch and ListOffsets below the local log start) are the partition's:
+//! `crate::partition::remote`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,19 +31,16 @@ use tokio::sync::Semaphore;
 use tracing::info;
 
 use crate::config::Config;
+use crate::partition::remote::RemoteReader;
 
 mod compaction;
-mod read;
 mod repair;
 mod scrub;
-mod timestamps;
 mod upload;
 
 pub use compaction::compact_remote;
-pub use read::{RemoteReadError, read_remote};
 pub use repair::repair_remote;
 pub use scrub::{delete_remote, run_scrubber};
-pub use timestamps::remote_offset_for_timestamp;
 pub use upload::{UploadLag, run_uploader, upload_lag};
 
 /// What the tiering loops need from the broker: the narrow handle they get instead of
@@ -143,6 +141,14 @@ impl Tiering {
             uploads: AtomicU64::new(0),
             stall_warn_ms: config.remote_upload_stall_warn_ms,
         })
+    }
+
+    /// How partitions read their remote tier: through this broker's segment cache.
+    pub fn reader(&self) -> RemoteReader {
+        RemoteReader {
+            cache: self.cache.clone(),
+            read_ahead_chunks: self.read_ahead_chunks,
+        }
     }
 
     /// Loads a partition's manifest root (one metadata-store read: start-up time does not

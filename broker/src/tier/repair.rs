@@ -5,9 +5,9 @@ use std::sync::Arc;
 use tracing::{error, info, warn};
 
 use super::TierHost;
-use super::read::object_ref;
 use super::upload::sealed_segment;
 use crate::partition::Partition;
+use crate::partition::remote::object_ref;
 
 /// Reports a damaged remote segment a read found, and repairs it in the background when
 /// this broker leads the partition and still holds the segment locally: the local copy

@@ -81,7 +81,7 @@ async fn upload_partition(broker: &dyn TierHost, tiering: &Tiering, partition: &
     let label = format!("{}-{}", partition.topic, partition.index);
     // Fence the previous leader before writing anything of ours (the claim made when
     // leadership arrived may not have landed yet).
-    if remote.root().leader_epoch < epoch
+    if remote.marks().leader_epoch < epoch
         && let Err(e) = remote.claim(epoch).await
     {
         warn!(partition = %label, epoch, error = %e, "cannot claim the manifest; retrying after a backoff");

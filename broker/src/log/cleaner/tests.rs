@@ -309,7 +309,7 @@ fn read_all(log: &Log) -> Vec<(i64, Rec)> {
 
 /// Offsets of what a Partition::read from `offset` returns.
 fn partition_read(partition: &Partition, offset: i64) -> Vec<i64> {
-    let (bytes, _) = partition.read(offset, 1 << 20).expect("read");
+    let (bytes, _) = partition.read_local(offset, 1 << 20).expect("read");
     split_batches(&bytes)
         .iter()
         .flat_map(records_of)
@@ -964,7 +964,9 @@ fn a_compacted_partition_refuses_keyless_produce() {
     let refused = rt.block_on(partition.append(&keyless_batch, 0, 1, 1, 1000));
     assert!(matches!(
         refused,
-        Err(LogError::InvalidBatch(BatchError::Record { index: 0, .. }))
+        Err(crate::partition::PartitionError::Log(
+            LogError::InvalidBatch(BatchError::Record { index: 0, .. })
+        ))
     ));
     assert_eq!(partition.high_watermark(), 0, "nothing appended");
     let keyed = Bytes::from(batch_of(&[kv("a", "1")], 0, Compression::None));
@@ -1991,19 +1993,27 @@ fn a_failed_swap_takes_the_partition_offline_until_restart() {
         .block_on(partition.clean(10_000, MAX_KEYS, async |_| true))
         .expect_err("the swap fails");
     assert_eq!(
-        crate::handlers::log_error_code(&error),
+        crate::handlers::partition_error_code(&error),
         kafka_protocol::ResponseError::KafkaStorageError
     );
     assert!(partition.is_offline());
-    let read = partition.read(0, 1 << 20).expect_err("reads are refused");
-    assert!(matches!(read, LogError::Offline), "{read}");
+    let read = partition
+        .read_local(0, 1 << 20)
+        .expect_err("reads are refused");
+    assert!(
+        matches!(read, crate::partition::PartitionError::Offline),
+        "{read}"
+    );
     let produce = Bytes::from(batch_of(&[kv("k1", "late")], 9500, Compression::None));
     let append = rt
         .block_on(partition.append(&produce, 9500, 1, 1, 1000))
         .expect_err("appends are refused");
-    assert!(matches!(append, LogError::Offline), "{append}");
+    assert!(
+        matches!(append, crate::partition::PartitionError::Offline),
+        "{append}"
+    );
     assert_eq!(
-        crate::handlers::log_error_code(&append),
+        crate::handlers::partition_error_code(&append),
         kafka_protocol::ResponseError::KafkaStorageError
     );
     let later = rt

@@ -1,5 +1,7 @@
-//! Reads from the remote tier: Fetch below the local log start, through the segment
-//! cache, with the same damage checks as local reads.
+//! Reads from the remote tier, through the segment cache, with the same damage checks as
+//! local reads: Fetch below the local log start ([`read_remote`]) and ListOffsets by
+//! timestamp ([`remote_offset_for_timestamp`]). A partition reads its remote tier through
+//! these; handlers ask the partition (`Partition::read`), never this module.
 
 use std::sync::Arc;
 
@@ -7,8 +9,24 @@ use bytes::Bytes;
 use strata_tiering::manifest::SegmentEntry;
 use strata_tiering::{ObjectRef, RemoteLog, SegmentCache, TierError};
 
-use super::Tiering;
-use crate::log::format::{self, BATCH_PREFIX_LEN, OFFSET_ENTRY_LEN};
+use crate::log::format::{
+    self, BATCH_HEADER_LEN, BATCH_PREFIX_LEN, OFFSET_ENTRY_LEN, TIME_ENTRY_LEN,
+};
+
+/// What reading a partition's remote tier needs besides its manifest: the broker's
+/// segment cache and how far it reads ahead. Shared by every partition.
+#[derive(Clone)]
+pub struct RemoteReader {
+    pub cache: Arc<SegmentCache>,
+    pub read_ahead_chunks: u64,
+}
+
+/// A partition's remote tier: its manifest and the reader.
+#[derive(Clone)]
+pub struct RemoteTier {
+    pub log: Arc<RemoteLog>,
+    pub reader: RemoteReader,
+}
 
 /// Why a remote read failed.
 #[derive(Debug, thiserror::Error)]
@@ -27,7 +45,7 @@ pub enum RemoteReadError {
 
 /// The last offset-index entry at or before `relative`: (its relative offset, its
 /// position); (0, 0) if none.
-pub(super) fn index_floor(index: &[u8], relative: i64) -> (u32, u64) {
+pub fn index_floor(index: &[u8], relative: i64) -> (u32, u64) {
     format::index_floor(index, OFFSET_ENTRY_LEN, relative, |e| {
         i64::from(format::offset_entry(e).0)
     })
@@ -49,7 +67,7 @@ pub(super) fn index_floor(index: &[u8], relative: i64) -> (u32, u64) {
 /// disk may be what is damaged); damage that persists is a [`RemoteReadError::Corrupt`],
 /// which [`repair_remote`] can mend from a local copy.
 pub async fn read_remote(
-    tiering: &Tiering,
+    tiering: &RemoteReader,
     remote: &RemoteLog,
     offset: i64,
     max_bytes: usize,
@@ -65,7 +83,7 @@ pub async fn read_remote(
     }
 }
 
-pub(super) fn object_ref(remote: &RemoteLog, entry: &SegmentEntry) -> ObjectRef {
+pub fn object_ref(remote: &RemoteLog, entry: &SegmentEntry) -> ObjectRef {
     ObjectRef {
         key: remote.segment_key(entry),
         id: entry.object_id,
@@ -74,7 +92,7 @@ pub(super) fn object_ref(remote: &RemoteLog, entry: &SegmentEntry) -> ObjectRef 
 }
 
 async fn read_remote_once(
-    tiering: &Tiering,
+    tiering: &RemoteReader,
     remote: &RemoteLog,
     offset: i64,
     max_bytes: usize,
@@ -185,6 +203,104 @@ async fn seek_remote(
         && !check_whole(before, before_size).await?
     {
         return Err(corrupt(before));
+    }
+    Ok(None)
+}
+
+/// The relative offset of the last time-index entry whose running max timestamp is below
+/// `timestamp` (where a scan for `timestamp` can start), if any.
+fn time_index_floor(index: &[u8], timestamp: i64) -> Option<u32> {
+    format::index_floor(index, TIME_ENTRY_LEN, timestamp.saturating_sub(1), |e| {
+        format::time_entry(e).0
+    })
+    .map(|e| format::time_entry(e).1)
+}
+
+/// ListOffsets by timestamp over the remote tier: the first record at or after the remote
+/// log start with a timestamp >= `timestamp`, or `None` if no remote segment has one.
+/// Segments are skipped by their max timestamp (from the manifest), then the segment's
+/// time index narrows the scan, and only the batch holding the answer is decoded.
+pub async fn remote_offset_for_timestamp(
+    tiering: &RemoteReader,
+    remote: &RemoteLog,
+    timestamp: i64,
+) -> Result<Option<(i64, i64)>, RemoteReadError> {
+    let marks = remote.marks();
+    let Some(end) = marks.end_offset else {
+        return Ok(None);
+    };
+    if remote.max_timestamp() < timestamp {
+        return Ok(None);
+    }
+    let start = marks.log_start_offset;
+    let mut offset = start;
+    while offset < end {
+        let Some(entry) = remote.locate(offset).await? else {
+            return Ok(None);
+        };
+        offset = entry.end_offset;
+        if entry.max_timestamp < timestamp {
+            continue;
+        }
+        let found = scan_segment_for_timestamp(tiering, remote, &entry, timestamp, start).await?;
+        if found.is_some() {
+            return Ok(found);
+        }
+        // Every match in this segment was below the log start: look further on.
+    }
+    Ok(None)
+}
+
+/// The first record of `entry` at or after `min_offset` with a timestamp >= `timestamp`.
+async fn scan_segment_for_timestamp(
+    tiering: &RemoteReader,
+    remote: &RemoteLog,
+    entry: &SegmentEntry,
+    timestamp: i64,
+    min_offset: i64,
+) -> Result<Option<(i64, i64)>, RemoteReadError> {
+    let object = object_ref(remote, entry);
+    let corrupt = |position| RemoteReadError::Corrupt {
+        key: object.key.clone(),
+        base_offset: entry.base_offset,
+        position,
+    };
+    let cache = &tiering.cache;
+    let time_index = cache.read(&object, entry.time_index_range()).await?;
+    let offset_index = cache.read(&object, entry.offset_index_range()).await?;
+    let mut position = time_index_floor(&time_index, timestamp).map_or(0, |relative| {
+        index_floor(&offset_index, i64::from(relative)).1
+    });
+    while position + BATCH_HEADER_LEN as u64 <= entry.log_bytes {
+        let header = cache
+            .read(&object, position..position + BATCH_HEADER_LEN as u64)
+            .await?;
+        let Some((base, size, last_delta)) = format::read_batch_prefix(&header) else {
+            return Err(corrupt(position));
+        };
+        if size < BATCH_HEADER_LEN || position + size as u64 > entry.log_bytes {
+            return Err(corrupt(position));
+        }
+        let batch_max = format::parse_validated_header(&header).max_timestamp;
+        if base + i64::from(last_delta) >= min_offset && batch_max >= timestamp {
+            let batch = cache
+                .read(&object, position..position + size as u64)
+                .await?;
+            if !format::crc_matches(&batch) {
+                return Err(corrupt(position));
+            }
+            let found = crate::partition::heavy_decode(move || {
+                crate::log::first_at_or_after(&batch, timestamp, min_offset, i64::MAX)
+            })
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .ok_or_else(|| corrupt(position))?;
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        position += size as u64;
     }
     Ok(None)
 }

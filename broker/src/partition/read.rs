@@ -1,0 +1,82 @@
+//! The one read a consumer's Fetch makes of a partition, whichever tier holds the offset.
+//!
+//! [`Partition::read`] decides: offsets the local log holds are read at once; offsets
+//! below the local log start that the remote tier holds come back as a [`RemoteRead`],
+//! which the caller finishes with [`Partition::finish_remote`]. The split lets a Fetch
+//! over many partitions give every partition its byte budget in one pass and then run
+//! the remote reads concurrently, so it waits for the slowest GET rather than their sum.
+
+use bytes::Bytes;
+
+use super::remote::{self, RemoteTier};
+use super::{Partition, PartitionError, Watermarks};
+use crate::log::LogError;
+
+/// What [`Partition::read`] found.
+pub enum Read {
+    /// Records from the local log (possibly none: nothing new yet).
+    Local(Bytes, Watermarks),
+    /// The offset is in the remote tier: finish with [`Partition::finish_remote`].
+    Remote(RemoteRead),
+}
+
+/// A read of the remote tier that [`Partition::read`] planned.
+pub struct RemoteRead {
+    tier: RemoteTier,
+    offset: i64,
+    max_bytes: usize,
+}
+
+impl Partition {
+    /// Reads whole batches from `offset` below the high watermark, at most `max_bytes`
+    /// unless the first batch alone is larger (KIP-74), from the local log or, below its
+    /// start, from the remote tier. One segment per call on either tier; the consumer's
+    /// next fetch continues in the next.
+    ///
+    /// A local read that finds its segment gone (local retention ran after the choice) or
+    /// damaged (the damaged copy was dropped because the remote tier holds it) turns into
+    /// a remote read.
+    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<Read, PartitionError> {
+        let remote = |tier| RemoteRead {
+            tier,
+            offset,
+            max_bytes,
+        };
+        if let Some(tier) = self.remote_for(offset) {
+            return Ok(Read::Remote(remote(tier)));
+        }
+        match self.read_local(offset, max_bytes) {
+            Ok((records, marks)) => Ok(Read::Local(records, marks)),
+            Err(PartitionError::Log(
+                LogError::OffsetOutOfRange { .. } | LogError::Damaged { .. },
+            )) if let Some(tier) = self.remote_for(offset) => Ok(Read::Remote(remote(tier))),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Runs a read [`Partition::read`] planned. When the remote tier has nothing at or
+    /// after the offset up to its end (compaction emptied its tail), the records that
+    /// follow are local and are read from the local log start.
+    ///
+    /// A damaged remote segment is [`PartitionError::Remote`] with
+    /// [`remote::RemoteReadError::Corrupt`]: the caller may start a repair
+    /// (`crate::tier::repair_remote`).
+    pub async fn finish_remote(
+        &self,
+        read: RemoteRead,
+    ) -> Result<(Bytes, Watermarks), PartitionError> {
+        let RemoteRead {
+            tier,
+            offset,
+            max_bytes,
+        } = read;
+        let records = remote::read_remote(&tier.reader, &tier.log, offset, max_bytes).await?;
+        if records.is_empty() {
+            let from = self.local_log_start_offset().max(offset);
+            if let Ok(local) = self.read_local(from, max_bytes) {
+                return Ok(local);
+            }
+        }
+        Ok((records, self.watermarks()))
+    }
+}
