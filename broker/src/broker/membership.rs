@@ -20,9 +20,20 @@ use crate::cluster::{BrokerInfo, ClusterView, StoreError, TopicRecord};
 use crate::partition::Partition;
 use crate::partition::isr::Transition;
 
+/// This broker's view of the cluster, as the membership loop last read it.
+#[derive(Default)]
+pub(super) struct Membership {
+    /// The brokers, controller and drains as last read from the metadata store.
+    view: std::sync::RwLock<Arc<ClusterView>>,
+    /// When the controller last moved leaders back to preferred replicas.
+    last_rebalance_ms: std::sync::atomic::AtomicI64,
+    /// The last metadata read in full, reused while the store's revision stands still.
+    snapshot: std::sync::Mutex<Option<MetadataSnapshot>>,
+}
+
 /// A metadata round's full read, and the store revision it was taken at.
 #[derive(Clone)]
-pub(crate) struct MetadataSnapshot {
+struct MetadataSnapshot {
     revision: i64,
     session: i64,
     read_at: std::time::Instant,
@@ -38,7 +49,8 @@ const FULL_READ_EVERY: Duration = Duration::from_secs(30);
 
 impl Broker {
     pub fn cluster_view(&self) -> Arc<ClusterView> {
-        self.cluster
+        self.membership
+            .view
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
@@ -249,7 +261,11 @@ impl Broker {
             mut topics,
             ..
         } = self.read_metadata(session).await?;
-        *self.cluster.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ClusterView {
+        *self
+            .membership
+            .view
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Arc::new(ClusterView {
             brokers: brokers.clone(),
             controller,
             draining: draining.clone(),
@@ -272,7 +288,8 @@ impl Broker {
         let revision = self.store.revision().await?;
         if let Some(revision) = revision {
             let last = self
-                .metadata_snapshot
+                .membership
+                .snapshot
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
             if let Some(last) = last.as_ref()
@@ -294,7 +311,8 @@ impl Broker {
         };
         if revision.is_some() {
             *self
-                .metadata_snapshot
+                .membership
+                .snapshot
                 .lock()
                 .unwrap_or_else(|p| p.into_inner()) = Some(snapshot.clone());
         }
@@ -314,11 +332,13 @@ impl Broker {
         let rebalance = self.config.leader_rebalance_interval_ms > 0 && {
             let now = self.clock.now_ms();
             let last = self
+                .membership
                 .last_rebalance_ms
                 .load(std::sync::atomic::Ordering::Relaxed);
             let due = now - last >= self.config.leader_rebalance_interval_ms;
             if due {
-                self.last_rebalance_ms
+                self.membership
+                    .last_rebalance_ms
                     .store(now, std::sync::atomic::Ordering::Relaxed);
             }
             due

@@ -1,0 +1,504 @@
+//! Topic administration: create (including auto-creation and the offsets topic), delete,
+//! add partitions, alter configs, and where new replicas go. Changes are serialised by
+//! the broker's admin lock and go to the metadata store first; the registry and the local
+//! logs follow once the store accepted them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use super::Broker;
+use crate::cluster::{BrokerInfo, PartitionRecord, StoreError, TopicRecord};
+use crate::config::MetadataUrl;
+use crate::log::LogError;
+use crate::partition::Partition;
+use crate::registry::{OpenError, Topic, valid_topic_name};
+use crate::topic_config::{TopicConfig, TopicConfigError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("topic `{0}` already exists")]
+    TopicExists(String),
+    #[error("topic `{0}` does not exist")]
+    UnknownTopic(String),
+    #[error("invalid topic name `{0}`: use 1-249 of [a-zA-Z0-9._-], not `.` or `..`")]
+    InvalidTopicName(String),
+    #[error("{0}")]
+    InvalidPartitions(String),
+    #[error("{0}")]
+    InvalidReplicationFactor(String),
+    #[error(transparent)]
+    InvalidConfig(#[from] TopicConfigError),
+    #[error(transparent)]
+    Store(StoreError),
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("tiered storage: {0}")]
+    Tiering(String),
+    #[error(
+        "`{0}` is an internal topic: it cannot be created, deleted or repartitioned by clients"
+    )]
+    Internal(String),
+    /// A limit the operator set (or its default) refuses the request.
+    #[error("{0}")]
+    PolicyViolation(String),
+}
+
+impl From<OpenError> for AdminError {
+    fn from(e: OpenError) -> Self {
+        match e {
+            OpenError::Config(e) => AdminError::InvalidConfig(e),
+            OpenError::Log(e) => AdminError::Log(e),
+            OpenError::Tiering(e) => AdminError::Tiering(e),
+        }
+    }
+}
+
+impl From<StoreError> for AdminError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::AlreadyExists(name) => AdminError::TopicExists(name),
+            StoreError::NotFound(name) => AdminError::UnknownTopic(name),
+            other => AdminError::Store(other),
+        }
+    }
+}
+
+impl Broker {
+    /// Returns the topic, creating it with defaults when auto-creation is on.
+    pub async fn get_or_auto_create(&self, name: &str) -> Result<Option<Arc<Topic>>, AdminError> {
+        if let Some(topic) = self.topics.get(name) {
+            return Ok(Some(topic));
+        }
+        if crate::group::is_internal(name) {
+            return self.create_offsets_topic().await.map(Some);
+        }
+        if !self.config.auto_create_topics || !valid_topic_name(name) {
+            return Ok(None);
+        }
+        match self
+            .create_topic(name, -1, -1, BTreeMap::new(), false)
+            .await
+        {
+            Ok(topic) => {
+                info!(topic = name, "auto-created topic");
+                Ok(Some(topic))
+            }
+            Err(AdminError::TopicExists(_)) => Ok(self.open_stored_topic(name).await),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// CreateTopics and auto-creation. `__consumer_offsets` is created only by the group
+    /// coordinator, with its own configuration: a client asking for it gets that topic.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        num_partitions: i32,
+        replication_factor: i16,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<Arc<Topic>, AdminError> {
+        if crate::group::is_internal(name) {
+            return Err(AdminError::Internal(name.to_string()));
+        }
+        crate::topic_config::check_floors(&configs, &self.config)?;
+        self.create_any_topic(
+            name,
+            num_partitions,
+            replication_factor,
+            configs,
+            validate_only,
+        )
+        .await
+    }
+
+    async fn create_any_topic(
+        &self,
+        name: &str,
+        num_partitions: i32,
+        replication_factor: i16,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<Arc<Topic>, AdminError> {
+        if !valid_topic_name(name) {
+            return Err(AdminError::InvalidTopicName(name.to_string()));
+        }
+        let partitions = if num_partitions == -1 {
+            self.config.num_partitions
+        } else {
+            num_partitions
+        };
+        if !(1..=100_000).contains(&partitions) {
+            return Err(AdminError::InvalidPartitions(format!(
+                "number of partitions must be between 1 and 100000, got {partitions}"
+            )));
+        }
+        let factor = if replication_factor == -1 {
+            self.config.default_replication_factor
+        } else {
+            replication_factor
+        };
+        let config = TopicConfig::resolve(&configs, &self.config)?;
+        let assignment = self.place(name, partitions as usize, factor, 0).await?;
+        let _admin = self.admin.lock().await;
+        if self.topics.get(name).is_some() {
+            return Err(AdminError::TopicExists(name.to_string()));
+        }
+        // The group coordinator's own topic is never refused: groups depend on it.
+        if !crate::group::is_internal(name) {
+            self.check_partition_limit(partitions as u64).await?;
+        }
+        let record = TopicRecord {
+            name: name.to_string(),
+            id: Uuid::new_v4(),
+            partitions: assignment.into_iter().map(PartitionRecord::new).collect(),
+            configs,
+        };
+        if validate_only {
+            let partitions = Vec::new();
+            return Ok(Arc::new(Topic {
+                name: record.name.clone(),
+                id: record.id,
+                partitions,
+                config,
+                record,
+            }));
+        }
+        // Logs first, then the store: a topic the store knows always has openable logs.
+        // If the store refuses, the new directories go; if we crash in between, start-up
+        // removes them as logs of an unknown topic.
+        let id = record.id;
+        let topic = match self.open_topic(record).await {
+            Ok(topic) => Arc::new(topic),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(self.topics.topic_dir(name, id));
+                return Err(e);
+            }
+        };
+        if let Err(e) = self.store.create_topic(&topic.record).await {
+            // A timeout may hide a create that did commit: look before undoing.
+            let committed = matches!(e, StoreError::Unavailable(_))
+                && self
+                    .store
+                    .list_topics()
+                    .await
+                    .is_ok_and(|all| all.iter().any(|t| t.id == topic.id));
+            if committed {
+                self.topics.insert(topic.clone());
+                info!(
+                    topic = name,
+                    partitions, "created topic (confirmed after a store timeout)"
+                );
+                return Ok(topic);
+            }
+            for partition in &topic.partitions {
+                let _ = partition.delete_files();
+            }
+            let _ = std::fs::remove_dir(self.topics.topic_dir(name, topic.id));
+            return Err(e.into());
+        }
+        self.topics.insert(topic.clone());
+        info!(topic = name, partitions, "created topic");
+        Ok(topic)
+    }
+
+    /// Creates `__consumer_offsets` (first use of a group): compacted, never tiered.
+    pub async fn create_offsets_topic(&self) -> Result<Arc<Topic>, AdminError> {
+        let configs = BTreeMap::from([
+            ("cleanup.policy".to_string(), "compact".to_string()),
+            (
+                "segment.bytes".to_string(),
+                self.config.offsets_topic_segment_bytes.to_string(),
+            ),
+            ("remote.storage.enable".to_string(), "false".to_string()),
+        ]);
+        let name = crate::group::OFFSETS_TOPIC;
+        match self
+            .create_any_topic(
+                name,
+                self.config.offsets_topic_partitions,
+                self.offsets_replication_factor().await?,
+                configs,
+                false,
+            )
+            .await
+        {
+            Ok(topic) => Ok(topic),
+            Err(AdminError::TopicExists(_)) => self
+                .open_stored_topic(name)
+                .await
+                .ok_or_else(|| AdminError::UnknownTopic(name.to_string())),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Changes a topic's stored record by compare-and-swap, retrying on conflicts (the
+    /// controller and partition leaders change the same record). Returns what was stored;
+    /// an edit that changes nothing writes nothing.
+    pub(crate) async fn edit_stored_topic(
+        &self,
+        name: &str,
+        mut edit: impl FnMut(&mut TopicRecord) -> Result<(), AdminError>,
+    ) -> Result<TopicRecord, AdminError> {
+        for _ in 0..32 {
+            let (mut record, version) = self
+                .store
+                .get_topic_versioned(name)
+                .await?
+                .ok_or_else(|| AdminError::UnknownTopic(name.to_string()))?;
+            let before = record.clone();
+            edit(&mut record)?;
+            if record == before || self.store.update_topic_if(&record, version).await? {
+                return Ok(record.normalize());
+            }
+        }
+        Err(AdminError::Store(StoreError::Unavailable(format!(
+            "topic {name} kept changing while being edited"
+        ))))
+    }
+
+    /// `offsets_topic_replication_factor`. With one broker (embedded metadata) it is 1;
+    /// in a cluster, as in Kafka, the topic is not created (so group coordination is not
+    /// available) until that many brokers are live, rather than created with fewer
+    /// replicas for good because the first group arrived while brokers were starting.
+    async fn offsets_replication_factor(&self) -> Result<i16, AdminError> {
+        let wanted = self.config.offsets_topic_replication_factor.max(1);
+        if !matches!(self.config.metadata_url(), Ok(MetadataUrl::Etcd { .. })) {
+            return Ok(1);
+        }
+        let live = self.placement_targets().await.len();
+        if live < wanted as usize {
+            return Err(AdminError::InvalidReplicationFactor(format!(
+                "{live} brokers are live and not draining; __consumer_offsets needs \
+                 offsets_topic_replication_factor = {wanted}: group coordination waits for them"
+            )));
+        }
+        Ok(wanted)
+    }
+
+    /// Live brokers that are not draining, as the store has them now: placement is rare,
+    /// and the cached view can be a refresh interval old (missing a broker that just
+    /// joined or was undrained, or still offering one just marked for draining). The
+    /// cached view serves only when the store cannot answer.
+    async fn placement_targets(&self) -> Vec<BrokerInfo> {
+        fn eligible(brokers: &[BrokerInfo], draining: impl Fn(i32) -> bool) -> Vec<BrokerInfo> {
+            brokers
+                .iter()
+                .filter(|b| !draining(b.node_id))
+                .cloned()
+                .collect()
+        }
+        let mut targets = match (self.store.live_brokers().await, self.store.draining().await) {
+            (Ok(brokers), Ok(draining)) => eligible(&brokers, |id| draining.contains(&id)),
+            _ => {
+                let view = self.cluster_view();
+                eligible(&view.brokers, |id| view.draining.contains(&id))
+            }
+        };
+        if targets.is_empty() {
+            // Before the first registration: this broker alone.
+            targets.push(self.own_info());
+        }
+        targets
+    }
+
+    /// Refuses `adding` partitions that would take the cluster past `max_partitions`,
+    /// counted in the metadata store (so every broker sees the same total). Called under
+    /// the admin lock; brokers creating at the same moment may together pass the limit
+    /// by one request's partitions, which `max_partitions_per_request` bounds.
+    async fn check_partition_limit(&self, adding: u64) -> Result<(), AdminError> {
+        let budget = crate::sys::FdBudget::current()
+            .unwrap_or_else(|_| crate::sys::FdBudget::for_limit(1024));
+        let limit = self.config.partition_limit(&budget);
+        let existing: u64 = self
+            .store
+            .list_topics()
+            .await?
+            .iter()
+            .map(|t| t.partitions.len() as u64)
+            .sum();
+        if existing + adding > limit {
+            return Err(AdminError::PolicyViolation(format!(
+                "the cluster has {existing} partitions; {adding} more would pass its limit of {limit} (broker setting max_partitions)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Replicas for new partitions `first..first + count` of topic `name`, over the live
+    /// brokers that are not draining.
+    async fn place(
+        &self,
+        name: &str,
+        count: usize,
+        factor: i16,
+        first: usize,
+    ) -> Result<Vec<Vec<i32>>, AdminError> {
+        let factor = factor.max(1) as usize;
+        let targets = self.placement_targets().await;
+        let start = name
+            .bytes()
+            .fold(first, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
+        crate::cluster::placement::assign(&targets, count, factor, start)
+            .map_err(AdminError::InvalidReplicationFactor)
+    }
+
+    pub async fn delete_topic(&self, name: &str) -> Result<Uuid, AdminError> {
+        if crate::group::is_internal(name) {
+            return Err(AdminError::Internal(name.to_string()));
+        }
+        let _admin = self.admin.lock().await;
+        let topic = self
+            .topics
+            .get(name)
+            .ok_or_else(|| AdminError::UnknownTopic(name.to_string()))?;
+        self.store.delete_topic(name).await?;
+        self.topics.remove(name);
+        for partition in &topic.partitions {
+            if let Err(e) = partition.delete_files() {
+                warn!(topic = name, partition = partition.index, error = %e, "could not remove a deleted topic's log");
+            }
+        }
+        let _ = std::fs::remove_dir(self.topics.topic_dir(name, topic.id));
+        crate::tier::delete_remote(topic.partitions.clone());
+        self.metrics
+            .forget_topic(name, topic.partitions.len() as i32);
+        info!(topic = name, "deleted topic");
+        Ok(topic.id)
+    }
+
+    pub async fn create_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        validate_only: bool,
+    ) -> Result<(), AdminError> {
+        if crate::group::is_internal(name) {
+            return Err(AdminError::Internal(name.to_string()));
+        }
+        let _admin = self.admin.lock().await;
+        let topic = self
+            .topics
+            .get(name)
+            .ok_or_else(|| AdminError::UnknownTopic(name.to_string()))?;
+        let current = topic.partitions.len() as i32;
+        if count <= current {
+            return Err(AdminError::InvalidPartitions(format!(
+                "topic has {current} partitions; the new count {count} must be larger"
+            )));
+        }
+        if count > 100_000 {
+            return Err(AdminError::InvalidPartitions(format!(
+                "{count} partitions is more than 100000"
+            )));
+        }
+        self.check_partition_limit((count - current) as u64).await?;
+        if validate_only {
+            return Ok(());
+        }
+        let mut record = topic.record.clone();
+        let factor = record.partitions.first().map_or(1, |p| p.replicas.len()) as i16;
+        let assignment = self
+            .place(name, (count - current) as usize, factor, current as usize)
+            .await?;
+        record
+            .partitions
+            .extend(assignment.into_iter().map(PartitionRecord::new));
+        // Logs first, then the store (as in create_topic).
+        let mut added = Vec::new();
+        for index in current as usize..count as usize {
+            match self.open_partition(&record, &topic.config, index).await {
+                Ok(partition) => added.push(Arc::new(partition)),
+                Err(e) => {
+                    added
+                        .iter()
+                        .for_each(|p: &Arc<Partition>| drop(p.delete_files()));
+                    return Err(e);
+                }
+            }
+        }
+        let extension = record.partitions[current as usize..].to_vec();
+        let stored = self
+            .edit_stored_topic(name, |stored| {
+                if stored.partitions.len() != current as usize {
+                    return Err(AdminError::InvalidPartitions(
+                        "the partition count changed meanwhile; retry".into(),
+                    ));
+                }
+                stored.partitions.extend(extension.iter().cloned());
+                Ok(())
+            })
+            .await;
+        let record = match stored {
+            Ok(record) => record,
+            Err(e) => {
+                added.iter().for_each(|p| drop(p.delete_files()));
+                return Err(e);
+            }
+        };
+        let mut partitions = topic.partitions.clone();
+        partitions.extend(added);
+        let next = Topic {
+            name: topic.name.clone(),
+            id: topic.id,
+            partitions,
+            config: topic.config.clone(),
+            record,
+        };
+        self.topics.insert(Arc::new(next));
+        info!(topic = name, from = current, to = count, "added partitions");
+        Ok(())
+    }
+
+    /// Changes a topic's config overrides: `edit` gets the current overrides and returns
+    /// the new full set (AlterConfigs replaces them, IncrementalAlterConfigs edits them).
+    /// Runs under the admin lock, so concurrent edits do not lose each other's changes.
+    pub async fn set_topic_configs(
+        &self,
+        name: &str,
+        edit: impl FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, AdminError>,
+        validate_only: bool,
+    ) -> Result<(), AdminError> {
+        let _admin = self.admin.lock().await;
+        let topic = self
+            .topics
+            .get(name)
+            .ok_or_else(|| AdminError::UnknownTopic(name.to_string()))?;
+        let configs = edit(&topic.record.configs)?;
+        // Only what this request changes must respect the floors: a value stored before an
+        // operator raised them does not block every other change to the topic.
+        let changed: BTreeMap<String, String> = configs
+            .iter()
+            .filter(|(name, value)| topic.record.configs.get(*name) != Some(*value))
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect();
+        crate::topic_config::check_floors(&changed, &self.config)?;
+        let config = TopicConfig::resolve(&configs, &self.config)?;
+        if validate_only {
+            return Ok(());
+        }
+        let record = self
+            .edit_stored_topic(name, |stored| {
+                stored.configs = configs.clone();
+                Ok(())
+            })
+            .await?;
+        let log_config = config.log_config();
+        for partition in &topic.partitions {
+            partition.set_config(log_config.clone());
+        }
+        let next = Topic {
+            name: topic.name.clone(),
+            id: topic.id,
+            partitions: topic.partitions.clone(),
+            config,
+            record,
+        };
+        self.topics.insert(Arc::new(next));
+        info!(topic = name, "altered topic configs");
+        Ok(())
+    }
+}
