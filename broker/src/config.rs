@@ -404,6 +404,15 @@ fn invalid(setting: &str, message: impl Into<String>) -> ConfigError {
     }
 }
 
+/// An error naming `setting` unless `value >= min`.
+fn at_least(setting: &str, value: i64, min: i64) -> Result<(), ConfigError> {
+    if value < min {
+        Err(invalid(setting, format!("must be >= {min}")))
+    } else {
+        Ok(())
+    }
+}
+
 /// One entry of the `fault_injection` setting (testing only).
 enum Fault {
     CrashAfterUpload(u64),
@@ -483,7 +492,46 @@ impl Config {
         Ok(config)
     }
 
+    /// Checks every setting; the error names the first bad one. The checks run in a fixed
+    /// order, so a configuration with several bad settings always reports the same one.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.check_addresses()?;
+        self.check_node_and_topic_defaults()?;
+        self.check_request_sizes()?;
+        self.check_advertised_address()?;
+        self.check_telemetry()?;
+        if self.log_housekeeping_interval_ms < 10 {
+            return Err(invalid("log_housekeeping_interval_ms", "must be >= 10"));
+        }
+        self.check_tiering()?;
+        if !(1..=100).contains(&self.disk_high_watermark_percent) {
+            return Err(invalid(
+                "disk_high_watermark_percent",
+                "must be between 1 and 100",
+            ));
+        }
+        self.faults()?;
+        self.check_producers_and_groups()?;
+        at_least("log_cleaner_interval_ms", self.log_cleaner_interval_ms, 10)?;
+        at_least(
+            "log_cleaner_dedupe_buffer_bytes",
+            self.log_cleaner_dedupe_buffer_bytes,
+            1 << 20,
+        )?;
+        if self.shutdown_timeout_ms < 0 {
+            return Err(invalid("shutdown_timeout_ms", "must be >= 0"));
+        }
+        self.check_cluster()?;
+        self.check_connections()?;
+        self.check_log_and_partition_limits()?;
+        // The topic defaults are checked with the rules of topic configs by
+        // `topic_config::check_defaults`, which the binary calls after this (that module
+        // builds on this one).
+        Ok(())
+    }
+
+    /// The listeners, the advertised address and the metadata and object store URLs.
+    fn check_addresses(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
         if !self.advertise.is_empty() {
             parse_host_port("advertise", &self.advertise)?;
@@ -491,6 +539,11 @@ impl Config {
         self.http_addr()?;
         self.metadata_url()?;
         self.object_store_url()?;
+        Ok(())
+    }
+
+    /// This broker's id and the defaults of topics created without settings.
+    fn check_node_and_topic_defaults(&self) -> Result<(), ConfigError> {
         if self.node_id < 0 {
             return Err(invalid("node_id", "must be >= 0"));
         }
@@ -500,6 +553,11 @@ impl Config {
         if self.default_replication_factor < 1 {
             return Err(invalid("default_replication_factor", "must be >= 1"));
         }
+        Ok(())
+    }
+
+    /// The largest request the broker reads and the largest fetch response it builds.
+    fn check_request_sizes(&self) -> Result<(), ConfigError> {
         if !(1024..=i32::MAX as i64).contains(&self.max_request_bytes) {
             return Err(invalid(
                 "max_request_bytes",
@@ -512,6 +570,11 @@ impl Config {
                 "must be between 1024 and 2147483647",
             ));
         }
+        Ok(())
+    }
+
+    /// Clients must be told an address they can connect to.
+    fn check_advertised_address(&self) -> Result<(), ConfigError> {
         if self.advertise.is_empty() && self.listen_addr()?.ip().is_unspecified() {
             return Err(invalid(
                 "advertise",
@@ -521,6 +584,11 @@ impl Config {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// Logs and trace export.
+    fn check_telemetry(&self) -> Result<(), ConfigError> {
         if !["text", "json"].contains(&self.log_format.as_str()) {
             return Err(invalid("log_format", "must be `text` or `json`"));
         }
@@ -540,16 +608,11 @@ impl Config {
         if tracing_subscriber::EnvFilter::try_new(&self.log_filter).is_err() {
             return Err(invalid("log_filter", "is not a valid RUST_LOG filter"));
         }
-        if self.log_housekeeping_interval_ms < 10 {
-            return Err(invalid("log_housekeeping_interval_ms", "must be >= 10"));
-        }
-        let at_least = |setting: &str, value: i64, min: i64| {
-            if value < min {
-                Err(invalid(setting, format!("must be >= {min}")))
-            } else {
-                Ok(())
-            }
-        };
+        Ok(())
+    }
+
+    /// Uploads, the remote manifest, remote reads and their cache, and the scrubber.
+    fn check_tiering(&self) -> Result<(), ConfigError> {
         at_least(
             "remote_upload_interval_ms",
             self.remote_upload_interval_ms,
@@ -594,13 +657,11 @@ impl Config {
             100,
         )?;
         at_least("remote_scrub_grace_ms", self.remote_scrub_grace_ms, 0)?;
-        if !(1..=100).contains(&self.disk_high_watermark_percent) {
-            return Err(invalid(
-                "disk_high_watermark_percent",
-                "must be between 1 and 100",
-            ));
-        }
-        self.faults()?;
+        Ok(())
+    }
+
+    /// Producer id expiry, the group coordinator and its offsets topic.
+    fn check_producers_and_groups(&self) -> Result<(), ConfigError> {
         at_least(
             "producer_id_expiration_ms",
             self.producer_id_expiration_ms,
@@ -644,15 +705,12 @@ impl Config {
             self.offset_metadata_max_bytes,
             0,
         )?;
-        at_least("log_cleaner_interval_ms", self.log_cleaner_interval_ms, 10)?;
-        at_least(
-            "log_cleaner_dedupe_buffer_bytes",
-            self.log_cleaner_dedupe_buffer_bytes,
-            1 << 20,
-        )?;
-        if self.shutdown_timeout_ms < 0 {
-            return Err(invalid("shutdown_timeout_ms", "must be >= 0"));
-        }
+        Ok(())
+    }
+
+    /// The replication and admin listeners, broker sessions, replica fetching and
+    /// leader placement.
+    fn check_cluster(&self) -> Result<(), ConfigError> {
         self.replication_addr()?;
         if !self.replication_advertise.is_empty() {
             parse_host_port("replication_advertise", &self.replication_advertise)?;
@@ -690,6 +748,11 @@ impl Config {
             self.leader_rebalance_interval_ms,
             0,
         )?;
+        Ok(())
+    }
+
+    /// Connection limits and timeouts, and the memory requests may queue.
+    fn check_connections(&self) -> Result<(), ConfigError> {
         at_least("max_connections", self.max_connections, 1)?;
         at_least("max_connections_per_ip", self.max_connections_per_ip, 1)?;
         self.connection_overrides()?;
@@ -704,6 +767,11 @@ impl Config {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// Segment rolling bounds, open segment files and partition limits.
+    fn check_log_and_partition_limits(&self) -> Result<(), ConfigError> {
         at_least("log_segment_bytes_min", self.log_segment_bytes_min, 1)?;
         at_least("log_segment_ms_min", self.log_segment_ms_min, 1)?;
         if self.log_segment_bytes < self.log_segment_bytes_min {
@@ -740,9 +808,6 @@ impl Config {
             self.auto_create_topics_per_request,
             0,
         )?;
-        // The topic defaults are checked with the rules of topic configs by
-        // `topic_config::check_defaults`, which the binary calls after this (that module
-        // builds on this one).
         Ok(())
     }
 

@@ -16,6 +16,7 @@ use strata_broker::config::Config;
 use strata_broker::supervise::{Backoff, Supervisor};
 use strata_broker::telemetry::{self, Health, Metrics};
 use strata_broker::{cluster, server};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info};
@@ -233,14 +234,87 @@ fn fd_budget(config: &Config) {
     }
 }
 
+/// Runs the broker until SIGTERM, SIGINT or the admin API's Shutdown, then stops it in
+/// order: connections first, then the background loops, then the logs are flushed.
 async fn serve(config: Config) -> anyhow::Result<()> {
+    raise_open_files_limit();
+    fd_budget(&config);
+    let metrics = Arc::new(Metrics::new().context("register metrics")?);
+    let cancel = CancellationToken::new();
+    let supervisor = start_supervisor(&config, &metrics, &cancel)?;
+    let health = Arc::new(Health {
+        metrics: metrics.clone(),
+        ready: false.into(),
+        tasks: supervisor.clone(),
+    });
+    let http = start_http(&config, health.clone(), &cancel).await?;
+    let broker = open_broker(config, metrics, &cancel).await?;
+    let clustered = is_clustered(&broker.config)?;
+    // Join (and step down where others are in sync) before serving anything: until then
+    // the roles read at start-up may be stale.
+    let session = broker
+        .join_cluster(true)
+        .await
+        .context("register this broker in the cluster")?;
+    // Replication between brokers: only with a shared metadata store.
+    let replication = if clustered {
+        Some(start_replication_server(&broker, &cancel).await?)
+    } else {
+        None
+    };
+    // Every background loop runs supervised: a panic or error is logged, counted and
+    // restarted with a backoff, and /readyz names the loop while it waits (supervise.rs).
+    let cluster_loops = start_cluster_loops(&supervisor, &broker, session);
+    // The admin API; its Shutdown call stops the broker as SIGTERM does.
+    let stop = CancellationToken::new();
+    let admin = start_admin_server(&broker, &stop, &cancel).await?;
+    let listener = bind_kafka_listener(&broker).await?;
+    let tracker = TaskTracker::new();
+    let periodic_loops = start_periodic_loops(&supervisor, &broker);
+    let accept = tokio::spawn(server::accept_loop(
+        broker.clone(),
+        listener,
+        cancel.clone(),
+        tracker.clone(),
+    ));
+    health.ready.store(true, Ordering::Relaxed);
+
+    stopped(&stop).await?;
+    let running = Running {
+        http,
+        replication,
+        admin,
+        accept,
+        tracker,
+        cluster_loops,
+        periodic_loops,
+    };
+    shut_down(&broker, &health, &cancel, running).await;
+    Ok(())
+}
+
+/// Whether brokers share a metadata store (etcd), and so replicate between them.
+fn is_clustered(config: &Config) -> anyhow::Result<bool> {
+    Ok(matches!(
+        config.metadata_url()?,
+        strata_broker::config::MetadataUrl::Etcd { .. }
+    ))
+}
+
+/// Raises the soft open-files limit to the hard one, or says why it could not.
+fn raise_open_files_limit() {
     match strata_broker::sys::raise_open_files_limit() {
         Ok((before, after)) => info!(before, after, "open files limit raised to the hard limit"),
         Err(e) => tracing::warn!(error = %e, "could not raise the open files limit"),
     }
-    fd_budget(&config);
-    let metrics = Arc::new(Metrics::new().context("register metrics")?);
-    let cancel = CancellationToken::new();
+}
+
+/// The supervisor of every background loop, with the panics `fault_injection` asks for.
+fn start_supervisor(
+    config: &Config,
+    metrics: &Metrics,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Arc<Supervisor>> {
     let supervisor = Supervisor::new(
         Backoff::default(),
         metrics.task_restarts.clone(),
@@ -254,21 +328,33 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         );
         supervisor.inject_panics(&task, starts);
     }
-    let health = Arc::new(Health {
-        metrics: metrics.clone(),
-        ready: false.into(),
-        tasks: supervisor.clone(),
-    });
+    Ok(supervisor)
+}
 
+/// Serves /metrics, /healthz and /readyz from before the logs are recovered, so an
+/// operator can watch a slow start-up.
+async fn start_http(
+    config: &Config,
+    health: Arc<Health>,
+    cancel: &CancellationToken,
+) -> anyhow::Result<JoinHandle<std::io::Result<()>>> {
     let http_listener = tokio::net::TcpListener::bind(config.http_addr()?)
         .await
         .with_context(|| format!("bind the HTTP listener on {}", config.http))?;
-    let http = tokio::spawn(telemetry::serve_http(
+    Ok(tokio::spawn(telemetry::serve_http(
         http_listener,
-        health.clone(),
+        health,
         cancel.clone(),
-    ));
+    )))
+}
 
+/// Opens the metadata and manifest stores and the tiering service, then the broker
+/// (which recovers every local log).
+async fn open_broker(
+    config: Config,
+    metrics: Arc<Metrics>,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Arc<Broker>> {
     let stores = cluster::open(&config).await?;
     let cluster_id = stores
         .metadata
@@ -282,8 +368,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         &metrics.tiering_registry,
     )
     .await?;
-    let listen = config.listen_addr()?;
-    let broker = Broker::open(
+    Broker::open(
         config,
         stores.metadata,
         Some(Arc::new(tiering)),
@@ -291,53 +376,95 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         Arc::new(SystemClock),
         cancel.clone(),
     )
-    .await?;
-    let clustered = matches!(
-        broker.config.metadata_url()?,
-        strata_broker::config::MetadataUrl::Etcd { .. }
-    );
-    // Join (and step down where others are in sync) before serving anything: until then
-    // the roles read at start-up may be stale.
-    let session = broker
-        .join_cluster(true)
+    .await
+}
+
+/// The gRPC server followers fetch from.
+async fn start_replication_server(
+    broker: &Arc<Broker>,
+    cancel: &CancellationToken,
+) -> anyhow::Result<JoinHandle<()>> {
+    let addr = broker.config.replication_addr()?;
+    let incoming = tokio::net::TcpListener::bind(addr)
         .await
-        .context("register this broker in the cluster")?;
-    // Replication between brokers: only with a shared metadata store.
-    let replication = if clustered {
-        let addr = broker.config.replication_addr()?;
-        let incoming = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("bind the replication listener on {addr}"))?;
-        let service = strata_broker::replication::server::service(broker.clone());
-        let cancel = cancel.clone();
-        Some(tokio::spawn(async move {
-            // No Nagle: a follower's fetch and the leader's answer are small writes each
-            // waiting on the other, and Nagle plus delayed ACKs adds ~40 ms to every
-            // acks=all round trip.
-            let incoming = futures::StreamExt::map(
+        .with_context(|| format!("bind the replication listener on {addr}"))?;
+    let service = strata_broker::replication::server::service(broker.clone());
+    let cancel = cancel.clone();
+    Ok(tokio::spawn(async move {
+        // No Nagle: a follower's fetch and the leader's answer are small writes each
+        // waiting on the other, and Nagle plus delayed ACKs adds ~40 ms to every
+        // acks=all round trip.
+        let incoming = futures::StreamExt::map(
+            tokio_stream::wrappers::TcpListenerStream::new(incoming),
+            |stream| {
+                stream.inspect(|s| {
+                    if let Err(e) = s.set_nodelay(true) {
+                        tracing::debug!(error = %e, "cannot set TCP_NODELAY on a replication connection");
+                    }
+                })
+            },
+        );
+        let served = tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, cancel.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            error!(error = %e, "the replication server stopped");
+        }
+    }))
+}
+
+/// The admin API's gRPC server; `stop` is cancelled by its Shutdown call.
+async fn start_admin_server(
+    broker: &Arc<Broker>,
+    stop: &CancellationToken,
+    cancel: &CancellationToken,
+) -> anyhow::Result<JoinHandle<()>> {
+    let addr = broker.config.admin_addr()?;
+    let incoming = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("bind the admin listener on {addr}"))?;
+    let service = strata_broker::admin::service(broker.clone(), stop.clone());
+    let cancel = cancel.clone();
+    Ok(tokio::spawn(async move {
+        let served = tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(incoming),
-                |stream| {
-                    stream.inspect(|s| {
-                        if let Err(e) = s.set_nodelay(true) {
-                            tracing::debug!(error = %e, "cannot set TCP_NODELAY on a replication connection");
-                        }
-                    })
-                },
-            );
-            let served = tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming_shutdown(incoming, cancel.cancelled_owned())
-                .await;
-            if let Err(e) = served {
-                error!(error = %e, "the replication server stopped");
-            }
-        }))
-    } else {
-        None
-    };
-    // Every background loop runs supervised: a panic or error is logged, counted and
-    // restarted with a backoff, and /readyz names the loop while it waits (supervise.rs).
-    // The session outlives restarts of the two loops that use it.
+                cancel.cancelled_owned(),
+            )
+            .await;
+        if let Err(e) = served {
+            error!(error = %e, "the admin server stopped");
+        }
+    }))
+}
+
+/// Binds the Kafka listener and says the broker is serving.
+async fn bind_kafka_listener(broker: &Broker) -> anyhow::Result<tokio::net::TcpListener> {
+    let listen = broker.config.listen_addr()?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("bind the Kafka listener on {listen}"))?;
+    info!(%listen, advertised = %format!("{}:{}", broker.advertised_host, broker.advertised_port),
+        cluster_id = %broker.cluster_id, node_id = broker.config.node_id, "strata is serving");
+    Ok(listener)
+}
+
+/// The loops that keep this broker in the cluster. They share the session, which
+/// outlives restarts of the two loops that use it.
+struct ClusterLoops {
+    keeper: JoinHandle<()>,
+    membership: JoinHandle<()>,
+    fetchers: JoinHandle<()>,
+    current_session: tokio::sync::watch::Receiver<i64>,
+}
+
+fn start_cluster_loops(
+    supervisor: &Arc<Supervisor>,
+    broker: &Arc<Broker>,
+    session: i64,
+) -> ClusterLoops {
     let (sessions, current_session) = tokio::sync::watch::channel(session);
     let sessions = Arc::new(sessions);
     let keeper = supervisor.spawn("session", {
@@ -352,35 +479,25 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         let (broker, supervisor) = (broker.clone(), supervisor.clone());
         move || strata_broker::replication::fetcher::run(broker.clone(), supervisor.clone())
     });
-    // The admin API; its Shutdown call stops the broker as SIGTERM does.
-    let stop = CancellationToken::new();
-    let admin = {
-        let addr = broker.config.admin_addr()?;
-        let incoming = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("bind the admin listener on {addr}"))?;
-        let service = strata_broker::admin::service(broker.clone(), stop.clone());
-        let cancel = cancel.clone();
-        tokio::spawn(async move {
-            let served = tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::TcpListenerStream::new(incoming),
-                    cancel.cancelled_owned(),
-                )
-                .await;
-            if let Err(e) = served {
-                error!(error = %e, "the admin server stopped");
-            }
-        })
-    };
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("bind the Kafka listener on {listen}"))?;
-    info!(%listen, advertised = %format!("{}:{}", broker.advertised_host, broker.advertised_port),
-        cluster_id = %broker.cluster_id, node_id = broker.config.node_id, "strata is serving");
+    ClusterLoops {
+        keeper,
+        membership,
+        fetchers,
+        current_session,
+    }
+}
 
-    let tracker = TaskTracker::new();
+/// The loops that do the broker's periodic work: housekeeping, group timers,
+/// compaction, uploads and scrubbing of the remote tier.
+struct PeriodicLoops {
+    housekeeping: JoinHandle<()>,
+    coordinator: JoinHandle<()>,
+    cleaner: JoinHandle<()>,
+    uploader: JoinHandle<()>,
+    scrubber: JoinHandle<()>,
+}
+
+fn start_periodic_loops(supervisor: &Arc<Supervisor>, broker: &Arc<Broker>) -> PeriodicLoops {
     let housekeeping = supervisor.spawn("housekeeping", {
         let broker = broker.clone();
         move || {
@@ -419,18 +536,39 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         let broker = broker.clone();
         move || strata_broker::tier::run_scrubber(broker.clone())
     });
-    let accept = tokio::spawn(server::accept_loop(
-        broker.clone(),
-        listener,
-        cancel.clone(),
-        tracker.clone(),
-    ));
-    health.ready.store(true, Ordering::Relaxed);
-
-    tokio::select! {
-        signal = shutdown_signal() => signal?,
-        _ = stop.cancelled() => {}
+    PeriodicLoops {
+        housekeeping,
+        coordinator,
+        cleaner,
+        uploader,
+        scrubber,
     }
+}
+
+/// Everything `serve` started that shutdown waits for.
+struct Running {
+    http: JoinHandle<std::io::Result<()>>,
+    replication: Option<JoinHandle<()>>,
+    admin: JoinHandle<()>,
+    accept: JoinHandle<()>,
+    /// The client connections.
+    tracker: TaskTracker,
+    cluster_loops: ClusterLoops,
+    periodic_loops: PeriodicLoops,
+}
+
+/// Stops the broker: no new connections, in-flight requests get `shutdown_timeout_ms`,
+/// then every loop and server is waited for and the logs are flushed.
+async fn shut_down(broker: &Broker, health: &Health, cancel: &CancellationToken, running: Running) {
+    let Running {
+        http,
+        replication,
+        admin,
+        accept,
+        tracker,
+        cluster_loops,
+        periodic_loops,
+    } = running;
     info!("shutting down: no new connections; finishing in-flight requests");
     health.ready.store(false, Ordering::Relaxed);
     cancel.cancel();
@@ -440,16 +578,38 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if tokio::time::timeout(timeout, tracker.wait()).await.is_err() {
         info!(?timeout, "some connections did not finish in time");
     }
-    let _ = housekeeping.await;
-    let _ = coordinator.await;
-    let _ = membership.await;
-    let _ = keeper.await;
-    broker.end_session(*current_session.borrow()).await;
-    let _ = fetchers.await;
+    let _ = periodic_loops.housekeeping.await;
+    let _ = periodic_loops.coordinator.await;
+    let _ = cluster_loops.membership.await;
+    let _ = cluster_loops.keeper.await;
+    broker
+        .end_session(*cluster_loops.current_session.borrow())
+        .await;
+    let _ = cluster_loops.fetchers.await;
     if let Some(replication) = replication {
         let _ = replication.await;
     }
     let _ = admin.await;
+    let PeriodicLoops {
+        cleaner,
+        uploader,
+        scrubber,
+        ..
+    } = periodic_loops;
+    finish_log_work(broker, timeout, cleaner, uploader, scrubber).await;
+    let _ = http.await;
+    info!("flushed all logs; bye");
+}
+
+/// Lets compaction and upload finish what they are doing (up to `timeout` each), stops
+/// the scrubber, and flushes every log.
+async fn finish_log_work(
+    broker: &Broker,
+    timeout: Duration,
+    cleaner: JoinHandle<()>,
+    uploader: JoinHandle<()>,
+    scrubber: JoinHandle<()>,
+) {
     // A pass stops between partitions; one in progress finishes or leaves only staged
     // copies that start-up discards.
     if tokio::time::timeout(timeout, cleaner).await.is_err() {
@@ -467,9 +627,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     {
         tracing::warn!(error = %e, "closing the remote segment cache failed");
     }
-    let _ = http.await;
-    info!("flushed all logs; bye");
-    Ok(())
 }
 
 /// Runs `pass` on every tick of `interval` (the first at once) until shutdown.
@@ -545,6 +702,15 @@ async fn drain_broker(args: &DrainArgs, drain: bool) -> anyhow::Result<()> {
         println!("{left} replicas left on broker {}", args.node);
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+/// Waits for SIGTERM, SIGINT or the admin API's Shutdown (which cancels `stop`).
+async fn stopped(stop: &CancellationToken) -> anyhow::Result<()> {
+    tokio::select! {
+        signal = shutdown_signal() => signal?,
+        _ = stop.cancelled() => {}
+    }
+    Ok(())
 }
 
 async fn shutdown_signal() -> anyhow::Result<()> {

@@ -160,223 +160,53 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Registers every metric family. The families are described by the constants
+    /// below, grouped by area; docs/operations.md lists them for operators.
     pub fn new() -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new_custom(Some("strata".into()), None)?;
         // Process-wide (several brokers in one test process share them).
         registry.register(Box::new(crate::log::damage::FOUND.clone()))?;
         registry.register(Box::new(crate::log::damage::REPAIRS.clone()))?;
-        let counter =
-            |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
-                let c = IntCounterVec::new(Opts::new(name, help), labels)?;
-                registry.register(Box::new(c.clone()))?;
-                Ok(c)
-            };
-        let gauge =
-            |name: &str, help: &str, labels: &[&str]| -> Result<IntGaugeVec, prometheus::Error> {
-                let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
-                registry.register(Box::new(g.clone()))?;
-                Ok(g)
-            };
-        let requests = counter("requests_total", "Kafka requests handled, by API", &["api"])?;
-        let request_errors = counter(
-            "request_errors_total",
-            "Kafka requests or partitions answered with an error, by API and error",
-            &["api", "error"],
-        )?;
-        let request_latency = HistogramVec::new(
-            HistogramOpts::new(
-                "request_duration_seconds",
-                "Time from a request's arrival to its response, by API",
-            )
-            .buckets(vec![
-                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-                1.0, 2.5, 5.0, 10.0,
-            ]),
-            &["api"],
-        )?;
-        registry.register(Box::new(request_latency.clone()))?;
-        let bytes_in = counter(
-            "bytes_in_total",
-            "Record batch bytes appended, by topic",
-            &["topic"],
-        )?;
-        let bytes_out = counter(
-            "bytes_out_total",
-            "Record batch bytes returned by Fetch, by topic",
-            &["topic"],
-        )?;
-        let records_in = counter("records_in_total", "Records appended, by topic", &["topic"])?;
-        let log_size = gauge(
-            "log_size_bytes",
-            "Bytes in local segments",
-            &["topic", "partition"],
-        )?;
-        let log_segments = gauge("log_segments", "Local segments", &["topic", "partition"])?;
-        let log_end_offset = gauge("log_end_offset", "Log end offset", &["topic", "partition"])?;
-        let log_start_offset = gauge(
-            "log_start_offset",
-            "Log start offset",
-            &["topic", "partition"],
-        )?;
-        let pair = ["topic", "partition"];
-        let local_log_start_offset = gauge(
-            "local_log_start_offset",
-            "First offset held on local disk (tiered topics keep older ones remotely)",
-            &pair,
-        )?;
-        let remote_log_start_offset = gauge(
-            "remote_log_start_offset",
-            "First offset the remote tier holds (records below were deleted by retention)",
-            &pair,
-        )?;
-        let remote_log_end_offset = gauge(
-            "remote_log_end_offset",
-            "One past the last offset uploaded and committed to the manifest",
-            &pair,
-        )?;
-        let remote_segments = gauge("remote_segments", "Live segments in the remote tier", &pair)?;
-        let remote_bytes = gauge(
-            "remote_bytes",
-            "Record bytes of live segments in the remote tier",
-            &pair,
-        )?;
-        let upload_lag_bytes = gauge(
-            "remote_upload_lag_bytes",
-            "Bytes of sealed segments not yet uploaded",
-            &pair,
-        )?;
-        let upload_lag_seconds = gauge(
-            "remote_upload_lag_seconds",
-            "Age of the oldest sealed segment not yet uploaded (0 when none waits)",
-            &pair,
-        )?;
-        let disk_used_percent = IntGauge::new(
-            "disk_used_percent",
-            "Used space on the data directory's file system",
-        )?;
-        registry.register(Box::new(disk_used_percent.clone()))?;
-        let open_files = IntGauge::new(
-            "open_files",
-            "File descriptors the broker process holds (sockets included)",
-        )?;
-        registry.register(Box::new(open_files.clone()))?;
-        let open_segment_files = IntGauge::new(
-            "open_segment_files",
-            "Sealed-segment files open in the cache bounded by log_max_open_segment_files",
-        )?;
-        registry.register(Box::new(open_segment_files.clone()))?;
-        let produce_refused_disk = counter(
-            "produce_refused_disk_full_total",
-            "Produce requests refused because the data disk passed disk_high_watermark_percent",
-            &["topic"],
-        )?;
-        let cleaner_runs = counter(
-            "log_cleaner_runs_total",
-            "Compaction passes that cleaned something, by topic",
-            &["topic"],
-        )?;
-        let cleaner_bytes_removed = counter(
-            "log_cleaner_bytes_removed_total",
-            "Bytes compaction removed from local segments, by topic",
-            &["topic"],
-        )?;
-        let cleaner_errors = counter(
-            "log_cleaner_errors_total",
-            "Compaction passes that failed, by topic",
-            &["topic"],
-        )?;
-        let groups = gauge("consumer_groups", "Consumer groups, by state", &["state"])?;
-        let partitions = gauge(
-            "partitions",
-            "Partitions by this broker's role in them (leader, follower, none)",
-            &["role"],
-        )?;
-        let under_replicated = gauge(
-            "under_replicated_partitions",
-            "Partitions led here whose ISR is below their replica count (kind=replicas) or below min.insync.replicas (kind=min_isr)",
-            &["kind"],
-        )?;
-        let offline_partitions = gauge(
-            "offline_partitions",
-            "Partitions without a live in-sync leader, as the controller sees them (0 on other brokers)",
-            &[],
-        )?;
-        let isr_changes = counter(
-            "isr_changes_total",
-            "ISR changes this broker stored as a leader, by change (expand, shrink)",
-            &["change"],
-        )?;
-        let leader_elections = counter(
-            "leader_elections_total",
-            "Leader changes this broker made as the controller, by cause (failover, drain, preferred)",
-            &["cause"],
-        )?;
-        let task_restarts = counter(
-            "task_restarts_total",
-            "Background loops restarted after a panic or an error, by task (see /readyz)",
-            &["task"],
-        )?;
-        let connections = IntGauge::new("connections", "Open client connections")?;
-        registry.register(Box::new(connections.clone()))?;
-        let connections_rejected = counter(
-            "connections_rejected_total",
-            "Connections accepted and closed at once because a limit was reached, by limit (max_connections, max_connections_per_ip)",
-            &["reason"],
-        )?;
-        let connections_closed = counter(
-            "connections_closed_total",
-            "Connections the broker closed on a timeout, by reason (idle, request_read_timeout, write_timeout)",
-            &["reason"],
-        )?;
-        let queued_request_bytes = IntGauge::new(
-            "queued_request_bytes",
-            "Bytes of requests being read or handled and of responses not yet written (bounded by queued_max_request_bytes)",
-        )?;
-        registry.register(Box::new(queued_request_bytes.clone()))?;
-        let log_lines_suppressed = counter(
-            "log_lines_suppressed_total",
-            "Log lines provoked by clients that rate limiting dropped, by event",
-            &["event"],
-        )?;
+        let r = Registrar(&registry);
         Ok(Metrics {
-            registry,
-            requests,
-            request_errors,
-            request_latency,
-            bytes_in,
-            bytes_out,
-            records_in,
-            log_size,
-            log_segments,
-            open_files,
-            open_segment_files,
-            log_end_offset,
-            log_start_offset,
-            local_log_start_offset,
-            remote_log_start_offset,
-            remote_log_end_offset,
-            remote_segments,
-            remote_bytes,
-            upload_lag_bytes,
-            upload_lag_seconds,
-            disk_used_percent,
-            produce_refused_disk,
+            requests: r.counter(&REQUESTS)?,
+            request_errors: r.counter(&REQUEST_ERRORS)?,
+            request_latency: r.histogram(&REQUEST_LATENCY, REQUEST_LATENCY_BUCKETS)?,
+            bytes_in: r.counter(&BYTES_IN)?,
+            bytes_out: r.counter(&BYTES_OUT)?,
+            records_in: r.counter(&RECORDS_IN)?,
+            log_size: r.gauge_vec(&LOG_SIZE)?,
+            log_segments: r.gauge_vec(&LOG_SEGMENTS)?,
+            log_end_offset: r.gauge_vec(&LOG_END_OFFSET)?,
+            log_start_offset: r.gauge_vec(&LOG_START_OFFSET)?,
+            local_log_start_offset: r.gauge_vec(&LOCAL_LOG_START_OFFSET)?,
+            remote_log_start_offset: r.gauge_vec(&REMOTE_LOG_START_OFFSET)?,
+            remote_log_end_offset: r.gauge_vec(&REMOTE_LOG_END_OFFSET)?,
+            remote_segments: r.gauge_vec(&REMOTE_SEGMENTS)?,
+            remote_bytes: r.gauge_vec(&REMOTE_BYTES)?,
+            upload_lag_bytes: r.gauge_vec(&UPLOAD_LAG_BYTES)?,
+            upload_lag_seconds: r.gauge_vec(&UPLOAD_LAG_SECONDS)?,
+            disk_used_percent: r.gauge(&DISK_USED_PERCENT)?,
+            open_files: r.gauge(&OPEN_FILES)?,
+            open_segment_files: r.gauge(&OPEN_SEGMENT_FILES)?,
+            produce_refused_disk: r.counter(&PRODUCE_REFUSED_DISK)?,
+            cleaner_runs: r.counter(&CLEANER_RUNS)?,
+            cleaner_bytes_removed: r.counter(&CLEANER_BYTES_REMOVED)?,
+            cleaner_errors: r.counter(&CLEANER_ERRORS)?,
+            groups: r.gauge_vec(&GROUPS)?,
+            partitions: r.gauge_vec(&PARTITIONS)?,
+            under_replicated: r.gauge_vec(&UNDER_REPLICATED)?,
+            offline_partitions: r.gauge_vec(&OFFLINE_PARTITIONS)?,
+            isr_changes: r.counter(&ISR_CHANGES)?,
+            leader_elections: r.counter(&LEADER_ELECTIONS)?,
+            task_restarts: r.counter(&TASK_RESTARTS)?,
+            connections: r.gauge(&CONNECTIONS)?,
+            connections_rejected: r.counter(&CONNECTIONS_REJECTED)?,
+            connections_closed: r.counter(&CONNECTIONS_CLOSED)?,
+            queued_request_bytes: r.gauge(&QUEUED_REQUEST_BYTES)?,
+            log_lines_suppressed: r.counter(&LOG_LINES_SUPPRESSED)?,
             tiering_registry: Registry::new(),
-            connections,
-            cleaner_runs,
-            cleaner_bytes_removed,
-            cleaner_errors,
-            groups,
-            partitions,
-            under_replicated,
-            offline_partitions,
-            isr_changes,
-            leader_elections,
-            connections_rejected,
-            connections_closed,
-            queued_request_bytes,
-            log_lines_suppressed,
-            task_restarts,
+            registry,
         })
     }
 
@@ -419,6 +249,230 @@ impl Metrics {
         Ok(String::from_utf8_lossy(&buffer).into_owned())
     }
 }
+
+/// One metric family: its name (the registry adds the `strata_` prefix), its help text
+/// and its labels.
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    labels: &'static [&'static str],
+}
+
+impl Family {
+    const fn new(name: &'static str, help: &'static str, labels: &'static [&'static str]) -> Self {
+        Family { name, help, labels }
+    }
+}
+
+/// Creates families in one registry.
+struct Registrar<'a>(&'a Registry);
+
+impl Registrar<'_> {
+    fn counter(&self, family: &Family) -> Result<IntCounterVec, prometheus::Error> {
+        let counter = IntCounterVec::new(Opts::new(family.name, family.help), family.labels)?;
+        self.0.register(Box::new(counter.clone()))?;
+        Ok(counter)
+    }
+
+    fn gauge_vec(&self, family: &Family) -> Result<IntGaugeVec, prometheus::Error> {
+        let gauge = IntGaugeVec::new(Opts::new(family.name, family.help), family.labels)?;
+        self.0.register(Box::new(gauge.clone()))?;
+        Ok(gauge)
+    }
+
+    /// A gauge without labels (`family.labels` is empty).
+    fn gauge(&self, family: &Family) -> Result<IntGauge, prometheus::Error> {
+        debug_assert!(family.labels.is_empty(), "{} has labels", family.name);
+        let gauge = IntGauge::new(family.name, family.help)?;
+        self.0.register(Box::new(gauge.clone()))?;
+        Ok(gauge)
+    }
+
+    fn histogram(
+        &self,
+        family: &Family,
+        buckets: &[f64],
+    ) -> Result<HistogramVec, prometheus::Error> {
+        let histogram = HistogramVec::new(
+            HistogramOpts::new(family.name, family.help).buckets(buckets.to_vec()),
+            family.labels,
+        )?;
+        self.0.register(Box::new(histogram.clone()))?;
+        Ok(histogram)
+    }
+}
+
+/// The labels of per-partition series.
+const PARTITION: &[&str] = &["topic", "partition"];
+
+// Requests and traffic.
+const REQUESTS: Family = Family::new("requests_total", "Kafka requests handled, by API", &["api"]);
+const REQUEST_ERRORS: Family = Family::new(
+    "request_errors_total",
+    "Kafka requests or partitions answered with an error, by API and error",
+    &["api", "error"],
+);
+const REQUEST_LATENCY: Family = Family::new(
+    "request_duration_seconds",
+    "Time from a request's arrival to its response, by API",
+    &["api"],
+);
+const REQUEST_LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+const BYTES_IN: Family = Family::new(
+    "bytes_in_total",
+    "Record batch bytes appended, by topic",
+    &["topic"],
+);
+const BYTES_OUT: Family = Family::new(
+    "bytes_out_total",
+    "Record batch bytes returned by Fetch, by topic",
+    &["topic"],
+);
+const RECORDS_IN: Family =
+    Family::new("records_in_total", "Records appended, by topic", &["topic"]);
+
+// Local logs, per partition.
+const LOG_SIZE: Family = Family::new("log_size_bytes", "Bytes in local segments", PARTITION);
+const LOG_SEGMENTS: Family = Family::new("log_segments", "Local segments", PARTITION);
+const LOG_END_OFFSET: Family = Family::new("log_end_offset", "Log end offset", PARTITION);
+const LOG_START_OFFSET: Family = Family::new("log_start_offset", "Log start offset", PARTITION);
+const LOCAL_LOG_START_OFFSET: Family = Family::new(
+    "local_log_start_offset",
+    "First offset held on local disk (tiered topics keep older ones remotely)",
+    PARTITION,
+);
+
+// The remote tier, per partition.
+const REMOTE_LOG_START_OFFSET: Family = Family::new(
+    "remote_log_start_offset",
+    "First offset the remote tier holds (records below were deleted by retention)",
+    PARTITION,
+);
+const REMOTE_LOG_END_OFFSET: Family = Family::new(
+    "remote_log_end_offset",
+    "One past the last offset uploaded and committed to the manifest",
+    PARTITION,
+);
+const REMOTE_SEGMENTS: Family = Family::new(
+    "remote_segments",
+    "Live segments in the remote tier",
+    PARTITION,
+);
+const REMOTE_BYTES: Family = Family::new(
+    "remote_bytes",
+    "Record bytes of live segments in the remote tier",
+    PARTITION,
+);
+const UPLOAD_LAG_BYTES: Family = Family::new(
+    "remote_upload_lag_bytes",
+    "Bytes of sealed segments not yet uploaded",
+    PARTITION,
+);
+const UPLOAD_LAG_SECONDS: Family = Family::new(
+    "remote_upload_lag_seconds",
+    "Age of the oldest sealed segment not yet uploaded (0 when none waits)",
+    PARTITION,
+);
+
+// Disk and file descriptors.
+const DISK_USED_PERCENT: Family = Family::new(
+    "disk_used_percent",
+    "Used space on the data directory's file system",
+    &[],
+);
+const OPEN_FILES: Family = Family::new(
+    "open_files",
+    "File descriptors the broker process holds (sockets included)",
+    &[],
+);
+const OPEN_SEGMENT_FILES: Family = Family::new(
+    "open_segment_files",
+    "Sealed-segment files open in the cache bounded by log_max_open_segment_files",
+    &[],
+);
+const PRODUCE_REFUSED_DISK: Family = Family::new(
+    "produce_refused_disk_full_total",
+    "Produce requests refused because the data disk passed disk_high_watermark_percent",
+    &["topic"],
+);
+
+// Compaction.
+const CLEANER_RUNS: Family = Family::new(
+    "log_cleaner_runs_total",
+    "Compaction passes that cleaned something, by topic",
+    &["topic"],
+);
+const CLEANER_BYTES_REMOVED: Family = Family::new(
+    "log_cleaner_bytes_removed_total",
+    "Bytes compaction removed from local segments, by topic",
+    &["topic"],
+);
+const CLEANER_ERRORS: Family = Family::new(
+    "log_cleaner_errors_total",
+    "Compaction passes that failed, by topic",
+    &["topic"],
+);
+
+// Groups, replication and leadership.
+const GROUPS: Family = Family::new("consumer_groups", "Consumer groups, by state", &["state"]);
+const PARTITIONS: Family = Family::new(
+    "partitions",
+    "Partitions by this broker's role in them (leader, follower, none)",
+    &["role"],
+);
+const UNDER_REPLICATED: Family = Family::new(
+    "under_replicated_partitions",
+    "Partitions led here whose ISR is below their replica count (kind=replicas) or below min.insync.replicas (kind=min_isr)",
+    &["kind"],
+);
+const OFFLINE_PARTITIONS: Family = Family::new(
+    "offline_partitions",
+    "Partitions without a live in-sync leader, as the controller sees them (0 on other brokers)",
+    &[],
+);
+const ISR_CHANGES: Family = Family::new(
+    "isr_changes_total",
+    "ISR changes this broker stored as a leader, by change (expand, shrink)",
+    &["change"],
+);
+const LEADER_ELECTIONS: Family = Family::new(
+    "leader_elections_total",
+    "Leader changes this broker made as the controller, by cause (failover, drain, preferred)",
+    &["cause"],
+);
+
+// Background loops.
+const TASK_RESTARTS: Family = Family::new(
+    "task_restarts_total",
+    "Background loops restarted after a panic or an error, by task (see /readyz)",
+    &["task"],
+);
+
+// Connections.
+const CONNECTIONS: Family = Family::new("connections", "Open client connections", &[]);
+const CONNECTIONS_REJECTED: Family = Family::new(
+    "connections_rejected_total",
+    "Connections accepted and closed at once because a limit was reached, by limit (max_connections, max_connections_per_ip)",
+    &["reason"],
+);
+const CONNECTIONS_CLOSED: Family = Family::new(
+    "connections_closed_total",
+    "Connections the broker closed on a timeout, by reason (idle, request_read_timeout, write_timeout)",
+    &["reason"],
+);
+const QUEUED_REQUEST_BYTES: Family = Family::new(
+    "queued_request_bytes",
+    "Bytes of requests being read or handled and of responses not yet written (bounded by queued_max_request_bytes)",
+    &[],
+);
+const LOG_LINES_SUPPRESSED: Family = Family::new(
+    "log_lines_suppressed_total",
+    "Log lines provoked by clients that rate limiting dropped, by event",
+    &["event"],
+);
 
 /// What the HTTP endpoints look at.
 pub struct Health {
