@@ -6,9 +6,9 @@
 mod cluster;
 mod fetch;
 mod groups;
+mod init_producer_id;
 mod offsets;
 mod produce;
-mod producer_ids;
 mod topics;
 
 use std::sync::Arc;
@@ -41,7 +41,7 @@ pub async fn handle(
         RequestKind::Metadata(r) => cluster::metadata(broker, r, version).await,
         RequestKind::DescribeCluster(r) => cluster::describe_cluster(broker, r),
         RequestKind::Produce(r) => return produce::produce(broker, r, version).await,
-        RequestKind::InitProducerId(r) => producer_ids::init_producer_id(broker, r).await,
+        RequestKind::InitProducerId(r) => init_producer_id::init_producer_id(broker, r).await,
         RequestKind::Fetch(r) => fetch::fetch(broker, r, version).await,
         RequestKind::ListOffsets(r) => offsets::list_offsets(broker, r, version).await,
         RequestKind::DeleteRecords(r) => offsets::delete_records(broker, r).await,
