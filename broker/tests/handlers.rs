@@ -1,240 +1,51 @@
-//! Request handlers in process: a real broker (embedded metadata, logs on a temp dir, the
-//! local-directory object store) driven through `handlers::handle` with decoded requests,
-//! as the server calls it, without sockets. Quicker and more precise than the black-box
-//! suite about what each handler answers; that suite stays as it is.
+//! Request handlers in process: a real broker (embedded metadata, logs on a temp dir) driven
+//! through `handlers::handle` with requests and responses passed as bytes, as the server
+//! does, without sockets. Every scenario runs against both object stores (in memory and
+//! the local directory). Quicker and more precise than the black-box suite about what
+//! each handler answers; that suite stays as it is. The partition read path across the
+//! tiers is in `read_path.rs`.
+
+#[macro_use]
+mod handler_support;
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::describe_groups_response::DescribedGroup;
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::leave_group_request::MemberIdentity;
+use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
-    ApiKey, CreateTopicsRequest, FetchRequest, ListOffsetsRequest, ProduceRequest, RequestHeader,
-    RequestKind, ResponseKind, TopicName,
+    ApiKey, DescribeGroupsRequest, FindCoordinatorRequest, GroupId, HeartbeatRequest,
+    JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, RequestKind,
+    ResponseKind, SyncGroupRequest, SyncGroupResponse,
 };
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 use strata_broker::broker::{Broker, SystemClock};
-use strata_broker::config::Config;
-use strata_broker::protocol::Request;
-use strata_broker::telemetry::Metrics;
-use strata_broker::tier::Tiering;
+use strata_broker::group::state::GroupState;
 
-const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-const OFFSET_OUT_OF_RANGE: i16 = 1;
-const KAFKA_STORAGE_ERROR: i16 = 56;
+use handler_support::{
+    ILLEGAL_GENERATION, KAFKA_STORAGE_ERROR, MEMBER_ID_REQUIRED, ManualClock, OFFSET_OUT_OF_RANGE,
+    Store, UNKNOWN_MEMBER_ID, UNKNOWN_TOPIC_OR_PARTITION, batch, broker, broker_with, call, create,
+    fetch, latest, name, produce, wait_for,
+};
 
-async fn broker(dir: &std::path::Path) -> Arc<Broker> {
-    let config = Config {
-        data_dir: dir.join("data"),
-        auto_create_topics: false,
-        ..Config::default()
-    };
-    let stores = strata_broker::cluster::open(&config).await.expect("stores");
-    let cluster_id = stores.metadata.cluster_id().await.expect("cluster id");
-    let metrics = Arc::new(Metrics::new().expect("metrics"));
-    let tiering = Tiering::open(
-        &config,
-        &cluster_id,
-        stores.manifests.clone(),
-        &metrics.tiering_registry,
-    )
-    .await
-    .expect("tiering");
-    let broker = Broker::open(
-        config,
-        stores.metadata,
-        Some(Arc::new(tiering)),
-        metrics,
-        Arc::new(SystemClock),
-        tokio_util::sync::CancellationToken::new(),
-    )
-    .await
-    .expect("open the broker");
-    broker.join_cluster(true).await.expect("join");
-    broker
-}
+on_every_store!(
+    produce_fetch_and_list_offsets_through_the_handlers,
+    errors_are_kafka_error_codes,
+    a_damaged_batch_on_disk_is_a_storage_error_and_nothing_else_fails,
+    topic_administration_through_the_handlers,
+    committed_offsets_through_the_group_handlers,
+    one_consumer_joins_syncs_heartbeats_and_leaves,
+    the_first_join_waits_for_the_initial_rebalance_delay,
+    a_silent_consumer_is_expired_after_its_session_timeout,
+);
 
-async fn call(
-    broker: &Arc<Broker>,
-    api_key: ApiKey,
-    version: i16,
-    body: RequestKind,
-) -> ResponseKind {
-    let request = Request {
-        api_key,
-        version,
-        header: RequestHeader::default()
-            .with_request_api_key(api_key as i16)
-            .with_request_api_version(version)
-            .with_client_id(Some(StrBytes::from_static_str("handler-tests"))),
-        body,
-    };
-    strata_broker::handlers::handle(broker, request, "127.0.0.1")
-        .await
-        .expect("a response")
-}
-
-fn name(topic: &str) -> TopicName {
-    TopicName(StrBytes::from_string(topic.to_string()))
-}
-
-async fn create(broker: &Arc<Broker>, topic: &str, partitions: i32) {
-    let body = CreateTopicsRequest::default()
-        .with_topics(vec![
-            CreatableTopic::default()
-                .with_name(name(topic))
-                .with_num_partitions(partitions)
-                .with_replication_factor(-1),
-        ])
-        .with_timeout_ms(10_000);
-    let ResponseKind::CreateTopics(response) = call(
-        broker,
-        ApiKey::CreateTopics,
-        5,
-        RequestKind::CreateTopics(body),
-    )
-    .await
-    else {
-        panic!("not a CreateTopics response");
-    };
-    assert_eq!(response.topics[0].error_code, 0, "{response:?}");
-}
-
-fn batch(values: &[&str]) -> Bytes {
-    let records: Vec<Record> = values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: -1,
-            timestamp: 1_700_000_000_000 + i as i64,
-            key: None,
-            value: Some(Bytes::from(v.to_string())),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("encode");
-    buf.freeze()
-}
-
-/// (error code, base offset) of one Produce.
-async fn produce(broker: &Arc<Broker>, topic: &str, partition: i32, records: Bytes) -> (i16, i64) {
-    let body = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(10_000)
-        .with_topic_data(vec![
-            TopicProduceData::default()
-                .with_name(name(topic))
-                .with_partition_data(vec![
-                    PartitionProduceData::default()
-                        .with_index(partition)
-                        .with_records(Some(records)),
-                ]),
-        ]);
-    let ResponseKind::Produce(response) =
-        call(broker, ApiKey::Produce, 9, RequestKind::Produce(body)).await
-    else {
-        panic!("not a Produce response");
-    };
-    let p = &response.responses[0].partition_responses[0];
-    (p.error_code, p.base_offset)
-}
-
-/// (error code, high watermark, values) of one Fetch of one partition.
-async fn fetch(
-    broker: &Arc<Broker>,
-    topic: &str,
-    partition: i32,
-    offset: i64,
-) -> (i16, i64, Vec<String>) {
-    let body = FetchRequest::default()
-        .with_max_wait_ms(0)
-        .with_min_bytes(1)
-        .with_max_bytes(1 << 20)
-        .with_topics(vec![
-            FetchTopic::default()
-                .with_topic(name(topic))
-                .with_partitions(vec![
-                    FetchPartition::default()
-                        .with_partition(partition)
-                        .with_fetch_offset(offset)
-                        .with_partition_max_bytes(1 << 20),
-                ]),
-        ]);
-    let ResponseKind::Fetch(response) =
-        call(broker, ApiKey::Fetch, 11, RequestKind::Fetch(body)).await
-    else {
-        panic!("not a Fetch response");
-    };
-    let p = &response.responses[0].partitions[0];
-    let mut values = Vec::new();
-    if let Some(records) = &p.records {
-        let mut bytes = records.clone();
-        for set in RecordBatchDecoder::decode_all(&mut bytes).expect("decode") {
-            for record in set.records {
-                if record.offset >= offset {
-                    values.push(
-                        String::from_utf8_lossy(&record.value.unwrap_or_default()).into_owned(),
-                    );
-                }
-            }
-        }
-    }
-    (p.error_code, p.high_watermark, values)
-}
-
-async fn latest(broker: &Arc<Broker>, topic: &str, partition: i32) -> i64 {
-    let body = ListOffsetsRequest::default()
-        .with_replica_id((-1).into())
-        .with_topics(vec![
-            ListOffsetsTopic::default()
-                .with_name(name(topic))
-                .with_partitions(vec![
-                    ListOffsetsPartition::default()
-                        .with_partition_index(partition)
-                        .with_timestamp(-1),
-                ]),
-        ]);
-    let ResponseKind::ListOffsets(response) = call(
-        broker,
-        ApiKey::ListOffsets,
-        5,
-        RequestKind::ListOffsets(body),
-    )
-    .await
-    else {
-        panic!("not a ListOffsets response");
-    };
-    let p = &response.topics[0].partitions[0];
-    assert_eq!(p.error_code, 0);
-    p.offset
-}
-
-#[tokio::test]
-async fn produce_fetch_and_list_offsets_through_the_handlers() {
+async fn produce_fetch_and_list_offsets_through_the_handlers(store: Store) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let broker = broker(dir.path()).await;
+    let broker = broker(dir.path(), store).await;
     create(&broker, "orders", 2).await;
     assert_eq!(
         produce(&broker, "orders", 0, batch(&["a", "b", "c"])).await,
@@ -254,10 +65,9 @@ async fn produce_fetch_and_list_offsets_through_the_handlers() {
     assert_eq!(latest(&broker, "orders", 1).await, 1);
 }
 
-#[tokio::test]
-async fn errors_are_kafka_error_codes() {
+async fn errors_are_kafka_error_codes(store: Store) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let broker = broker(dir.path()).await;
+    let broker = broker(dir.path(), store).await;
     create(&broker, "orders", 1).await;
     produce(&broker, "orders", 0, batch(&["a"])).await;
     assert_eq!(
@@ -275,10 +85,9 @@ async fn errors_are_kafka_error_codes() {
     );
 }
 
-#[tokio::test]
-async fn a_damaged_batch_on_disk_is_a_storage_error_and_nothing_else_fails() {
+async fn a_damaged_batch_on_disk_is_a_storage_error_and_nothing_else_fails(store: Store) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let broker = broker(dir.path()).await;
+    let broker = broker(dir.path(), store).await;
     create(&broker, "orders", 1).await;
     produce(&broker, "orders", 0, batch(&["first"])).await;
     produce(&broker, "orders", 0, batch(&["second"])).await;
@@ -308,8 +117,7 @@ async fn a_damaged_batch_on_disk_is_a_storage_error_and_nothing_else_fails() {
     );
 }
 
-#[tokio::test]
-async fn topic_administration_through_the_handlers() {
+async fn topic_administration_through_the_handlers(store: Store) {
     use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
     use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
     use kafka_protocol::messages::incremental_alter_configs_request::{
@@ -322,7 +130,7 @@ async fn topic_administration_through_the_handlers() {
     };
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let broker = broker(dir.path()).await;
+    let broker = broker(dir.path(), store).await;
     create(&broker, "orders", 2).await;
 
     let metadata = |broker: Arc<Broker>| async move {
@@ -433,8 +241,7 @@ async fn topic_administration_through_the_handlers() {
     assert_eq!(metadata(broker.clone()).await.0, UNKNOWN_TOPIC_OR_PARTITION);
 }
 
-#[tokio::test]
-async fn committed_offsets_through_the_group_handlers() {
+async fn committed_offsets_through_the_group_handlers(store: Store) {
     use kafka_protocol::messages::offset_commit_request::{
         OffsetCommitRequestPartition, OffsetCommitRequestTopic,
     };
@@ -444,7 +251,7 @@ async fn committed_offsets_through_the_group_handlers() {
     };
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let broker = broker(dir.path()).await;
+    let broker = broker(dir.path(), store).await;
     create(&broker, "orders", 2).await;
     let group = GroupId(StrBytes::from_static_str("billing"));
     // A "simple" commit: no member, generation -1 (assign() consumers do this).
@@ -513,4 +320,345 @@ async fn committed_offsets_through_the_group_handlers() {
         response.groups.iter().any(|g| g.group_id == group),
         "{response:?}"
     );
+}
+
+const GROUP: &str = "billing";
+const SESSION_TIMEOUT_MS: i32 = 10_000;
+/// Subscription metadata as the consumer would send it; the broker only stores and
+/// returns it, so any bytes do.
+const RANGE_METADATA: &[u8] = b"range: orders";
+const STICKY_METADATA: &[u8] = b"cooperative-sticky: orders";
+
+fn group_id() -> GroupId {
+    GroupId(StrBytes::from_static_str(GROUP))
+}
+
+fn member(id: &str) -> StrBytes {
+    StrBytes::from_string(id.to_string())
+}
+
+/// JoinGroup for the consumer protocol, offering the range assignor, then the sticky one.
+async fn join(broker: &Arc<Broker>, version: i16, member_id: &str) -> JoinGroupResponse {
+    let protocol = |name: &'static str, metadata: &'static [u8]| {
+        JoinGroupRequestProtocol::default()
+            .with_name(StrBytes::from_static_str(name))
+            .with_metadata(Bytes::from_static(metadata))
+    };
+    let mut body = JoinGroupRequest::default()
+        .with_group_id(group_id())
+        .with_session_timeout_ms(SESSION_TIMEOUT_MS)
+        .with_member_id(member(member_id))
+        .with_protocol_type(StrBytes::from_static_str("consumer"))
+        .with_protocols(vec![
+            protocol("range", RANGE_METADATA),
+            protocol("cooperative-sticky", STICKY_METADATA),
+        ]);
+    if version >= 1 {
+        body = body.with_rebalance_timeout_ms(30_000);
+    }
+    let ResponseKind::JoinGroup(response) = call(
+        broker,
+        ApiKey::JoinGroup,
+        version,
+        RequestKind::JoinGroup(body),
+    )
+    .await
+    else {
+        panic!("not a JoinGroup response");
+    };
+    response
+}
+
+/// The two JoinGroups of a consumer since KIP-394: the first is answered
+/// MEMBER_ID_REQUIRED with the id to join with.
+async fn join_as_new_member(broker: &Arc<Broker>, version: i16) -> JoinGroupResponse {
+    let first = join(broker, version, "").await;
+    assert_eq!(first.error_code, MEMBER_ID_REQUIRED, "{first:?}");
+    assert_eq!(first.generation_id, -1, "{first:?}");
+    assert!(
+        first.member_id.starts_with("handler-tests-"),
+        "a member id from the client id: {first:?}"
+    );
+    let joined = join(broker, version, &first.member_id).await;
+    assert_eq!(joined.error_code, 0, "{joined:?}");
+    assert_eq!(joined.member_id, first.member_id, "{joined:?}");
+    joined
+}
+
+async fn sync(
+    broker: &Arc<Broker>,
+    version: i16,
+    generation: i32,
+    member_id: &str,
+    assignment: &'static [u8],
+) -> SyncGroupResponse {
+    let mut body = SyncGroupRequest::default()
+        .with_group_id(group_id())
+        .with_generation_id(generation)
+        .with_member_id(member(member_id))
+        .with_assignments(vec![
+            SyncGroupRequestAssignment::default()
+                .with_member_id(member(member_id))
+                .with_assignment(Bytes::from_static(assignment)),
+        ]);
+    if version >= 5 {
+        body = body
+            .with_protocol_type(Some(StrBytes::from_static_str("consumer")))
+            .with_protocol_name(Some(StrBytes::from_static_str("range")));
+    }
+    let ResponseKind::SyncGroup(response) = call(
+        broker,
+        ApiKey::SyncGroup,
+        version,
+        RequestKind::SyncGroup(body),
+    )
+    .await
+    else {
+        panic!("not a SyncGroup response");
+    };
+    response
+}
+
+async fn heartbeat(broker: &Arc<Broker>, generation: i32, member_id: &str) -> i16 {
+    let body = HeartbeatRequest::default()
+        .with_group_id(group_id())
+        .with_generation_id(generation)
+        .with_member_id(member(member_id));
+    let ResponseKind::Heartbeat(response) =
+        call(broker, ApiKey::Heartbeat, 4, RequestKind::Heartbeat(body)).await
+    else {
+        panic!("not a Heartbeat response");
+    };
+    response.error_code
+}
+
+async fn leave(broker: &Arc<Broker>, version: i16, member_id: &str) -> LeaveGroupResponse {
+    let mut body = LeaveGroupRequest::default().with_group_id(group_id());
+    if version >= 3 {
+        body = body.with_members(vec![
+            MemberIdentity::default().with_member_id(member(member_id)),
+        ]);
+    } else {
+        body = body.with_member_id(member(member_id));
+    }
+    let ResponseKind::LeaveGroup(response) = call(
+        broker,
+        ApiKey::LeaveGroup,
+        version,
+        RequestKind::LeaveGroup(body),
+    )
+    .await
+    else {
+        panic!("not a LeaveGroup response");
+    };
+    response
+}
+
+async fn describe(broker: &Arc<Broker>) -> DescribedGroup {
+    let body = DescribeGroupsRequest::default().with_groups(vec![group_id()]);
+    let ResponseKind::DescribeGroups(response) = call(
+        broker,
+        ApiKey::DescribeGroups,
+        5,
+        RequestKind::DescribeGroups(body),
+    )
+    .await
+    else {
+        panic!("not a DescribeGroups response");
+    };
+    assert_eq!(response.groups.len(), 1, "{response:?}");
+    response.groups[0].clone()
+}
+
+fn state_of(broker: &Broker) -> Option<GroupState> {
+    broker.groups.describe(GROUP).map(|d| d.state)
+}
+
+async fn group_broker(dir: &std::path::Path, store: Store) -> Arc<Broker> {
+    broker_with(dir, store, Arc::new(SystemClock), |config| {
+        config.group_initial_rebalance_delay_ms = 0;
+    })
+    .await
+}
+
+async fn one_consumer_joins_syncs_heartbeats_and_leaves(store: Store) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = group_broker(dir.path(), store).await;
+    create(&broker, "orders", 2).await;
+
+    let body = FindCoordinatorRequest::default()
+        .with_key(StrBytes::from_static_str(GROUP))
+        .with_key_type(0);
+    let ResponseKind::FindCoordinator(found) = call(
+        &broker,
+        ApiKey::FindCoordinator,
+        3,
+        RequestKind::FindCoordinator(body),
+    )
+    .await
+    else {
+        panic!("not a FindCoordinator response");
+    };
+    assert_eq!(
+        (found.error_code, *found.node_id, found.port),
+        (0, 0, broker.advertised_port),
+        "{found:?}"
+    );
+
+    // Joined: a group of one, whose leader it is, on the first protocol it offered.
+    let joined = join_as_new_member(&broker, 7).await;
+    let id = joined.member_id.to_string();
+    assert_eq!(joined.generation_id, 1, "{joined:?}");
+    assert_eq!(joined.leader, joined.member_id, "{joined:?}");
+    assert_eq!(joined.protocol_type.as_deref(), Some("consumer"));
+    assert_eq!(joined.protocol_name.as_deref(), Some("range"));
+    let members: Vec<(String, Bytes)> = joined
+        .members
+        .iter()
+        .map(|m| (m.member_id.to_string(), m.metadata.clone()))
+        .collect();
+    assert_eq!(
+        members,
+        vec![(id.clone(), Bytes::from_static(RANGE_METADATA))],
+        "the leader gets every member's metadata for the chosen protocol"
+    );
+    assert_eq!(
+        describe(&broker).await.group_state.as_str(),
+        "CompletingRebalance"
+    );
+    // Waiting for the leader's assignment is not a reason to rejoin.
+    assert_eq!(heartbeat(&broker, 1, &id).await, 0);
+
+    // Synced: the leader's assignment comes back to it.
+    let synced = sync(&broker, 5, 1, &id, b"orders-0,orders-1").await;
+    assert_eq!(synced.error_code, 0, "{synced:?}");
+    assert_eq!(synced.assignment, Bytes::from_static(b"orders-0,orders-1"));
+    assert_eq!(synced.protocol_name.as_deref(), Some("range"));
+    let described = describe(&broker).await;
+    assert_eq!(described.error_code, 0, "{described:?}");
+    assert_eq!(described.group_state.as_str(), "Stable", "{described:?}");
+    assert_eq!(described.protocol_data.as_str(), "range", "{described:?}");
+    assert_eq!(described.members.len(), 1, "{described:?}");
+    let m = &described.members[0];
+    assert_eq!(m.member_id.as_str(), id);
+    assert_eq!(m.client_id.as_str(), "handler-tests");
+    assert_eq!(m.member_metadata, Bytes::from_static(RANGE_METADATA));
+    assert_eq!(
+        m.member_assignment,
+        Bytes::from_static(b"orders-0,orders-1")
+    );
+
+    assert_eq!(heartbeat(&broker, 1, &id).await, 0);
+    assert_eq!(heartbeat(&broker, 2, &id).await, ILLEGAL_GENERATION);
+    assert_eq!(heartbeat(&broker, 1, "nobody").await, UNKNOWN_MEMBER_ID);
+
+    // The leader rejoining (its subscription changed) starts a new generation.
+    let rejoined = join(&broker, 7, &id).await;
+    assert_eq!(rejoined.error_code, 0, "{rejoined:?}");
+    assert_eq!(rejoined.generation_id, 2, "{rejoined:?}");
+    assert_eq!(heartbeat(&broker, 1, &id).await, ILLEGAL_GENERATION);
+    let stale = sync(&broker, 5, 1, &id, b"stale").await;
+    assert_eq!(stale.error_code, ILLEGAL_GENERATION, "{stale:?}");
+    let synced = sync(&broker, 5, 2, &id, b"orders-1").await;
+    assert_eq!(synced.error_code, 0, "{synced:?}");
+    assert_eq!(synced.assignment, Bytes::from_static(b"orders-1"));
+
+    // Left: the group is empty and the member unknown.
+    let left = leave(&broker, 3, &id).await;
+    assert_eq!(left.error_code, 0, "{left:?}");
+    let results: Vec<(String, i16)> = left
+        .members
+        .iter()
+        .map(|m| (m.member_id.to_string(), m.error_code))
+        .collect();
+    assert_eq!(results, vec![(id.clone(), 0)]);
+    let described = describe(&broker).await;
+    assert_eq!(described.group_state.as_str(), "Empty", "{described:?}");
+    assert!(described.members.is_empty(), "{described:?}");
+    assert_eq!(heartbeat(&broker, 2, &id).await, UNKNOWN_MEMBER_ID);
+    assert_eq!(
+        leave(&broker, 3, &id).await.members[0].error_code,
+        UNKNOWN_MEMBER_ID
+    );
+
+    // An old client (JoinGroup v0: no member id round trip, no rebalance timeout) joins
+    // the same group in one step, in a later generation.
+    let old = join(&broker, 0, "").await;
+    assert_eq!(old.error_code, 0, "{old:?}");
+    assert!(old.generation_id > 2, "{old:?}");
+    assert!(
+        !old.member_id.is_empty() && old.member_id.as_str() != id,
+        "{old:?}"
+    );
+    let old_id = old.member_id.to_string();
+    let synced = sync(&broker, 0, old.generation_id, &old_id, b"orders-0").await;
+    assert_eq!(synced.error_code, 0, "{synced:?}");
+    assert_eq!(synced.assignment, Bytes::from_static(b"orders-0"));
+    assert_eq!(leave(&broker, 0, &old_id).await.error_code, 0);
+    assert_eq!(state_of(&broker), Some(GroupState::Empty));
+}
+
+async fn the_first_join_waits_for_the_initial_rebalance_delay(store: Store) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::starting_now();
+    let broker = broker_with(dir.path(), store, clock.clone(), |config| {
+        config.group_initial_rebalance_delay_ms = 3000;
+    })
+    .await;
+    let first = join(&broker, 7, "").await;
+    assert_eq!(first.error_code, MEMBER_ID_REQUIRED, "{first:?}");
+    let id = first.member_id.to_string();
+    let joining = tokio::spawn({
+        let (broker, id) = (broker.clone(), id.clone());
+        async move { join(&broker, 7, &id).await }
+    });
+    wait_for(
+        "the join to reach the group",
+        Duration::from_secs(10),
+        || (state_of(&broker) == Some(GroupState::PreparingRebalance)).then_some(()),
+    )
+    .await;
+    clock.advance(2999);
+    broker.groups.tick(&*broker).await;
+    tokio::task::yield_now().await;
+    assert_eq!(state_of(&broker), Some(GroupState::PreparingRebalance));
+    assert!(!joining.is_finished(), "answered before the initial delay");
+    clock.advance(1);
+    broker.groups.tick(&*broker).await;
+    let joined = tokio::time::timeout(Duration::from_secs(10), joining)
+        .await
+        .expect("the join is answered once the delay has passed")
+        .expect("the join task");
+    assert_eq!(joined.error_code, 0, "{joined:?}");
+    assert_eq!(
+        (joined.generation_id, joined.leader.as_str()),
+        (1, id.as_str())
+    );
+    assert_eq!(state_of(&broker), Some(GroupState::CompletingRebalance));
+}
+
+async fn a_silent_consumer_is_expired_after_its_session_timeout(store: Store) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::starting_now();
+    let broker = broker_with(dir.path(), store, clock.clone(), |config| {
+        config.group_initial_rebalance_delay_ms = 0;
+    })
+    .await;
+    let joined = join_as_new_member(&broker, 9).await;
+    let id = joined.member_id.to_string();
+    let generation = joined.generation_id;
+    assert_eq!(sync(&broker, 5, generation, &id, b"a").await.error_code, 0);
+    // A heartbeat just inside the session keeps the member.
+    clock.advance(i64::from(SESSION_TIMEOUT_MS) - 1);
+    broker.groups.tick(&*broker).await;
+    assert_eq!(heartbeat(&broker, generation, &id).await, 0);
+    clock.advance(i64::from(SESSION_TIMEOUT_MS));
+    broker.groups.tick(&*broker).await;
+    assert_eq!(state_of(&broker), Some(GroupState::Stable));
+    // Silent for longer than the session: gone at the next tick.
+    clock.advance(1);
+    broker.groups.tick(&*broker).await;
+    assert_eq!(state_of(&broker), Some(GroupState::Empty));
+    assert_eq!(heartbeat(&broker, generation, &id).await, UNKNOWN_MEMBER_ID);
+    assert!(describe(&broker).await.members.is_empty());
 }

@@ -210,7 +210,9 @@ pub trait RemoteStore: Send + Sync + 'static {
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError>;
 }
 
-/// [`RemoteStore`] over an `object_store` implementation.
+/// [`RemoteStore`] over an `object_store` implementation. A clone is another handle on
+/// the same store.
+#[derive(Clone)]
 pub struct ObjectStoreBackend {
     inner: Arc<dyn ObjectStore>,
     description: String,
@@ -219,6 +221,15 @@ pub struct ObjectStoreBackend {
 impl ObjectStoreBackend {
     pub fn new(inner: Arc<dyn ObjectStore>, description: String) -> ObjectStoreBackend {
         ObjectStoreBackend { inner, description }
+    }
+
+    /// A store that lives in this process's memory (`object_store`'s `InMemory`), empty:
+    /// for tests that need a bucket without a directory or a server.
+    pub fn in_memory() -> ObjectStoreBackend {
+        ObjectStoreBackend::new(
+            Arc::new(object_store::memory::InMemory::new()),
+            "memory://".to_string(),
+        )
     }
 
     fn path(key: &str) -> ObjectPath {

@@ -105,6 +105,18 @@ impl Tiering {
         let backend: ObjectStoreBackend = strata_tiering::store::open(&location, &s3)
             .map_err(anyhow::Error::msg)
             .context("set up the object store (setting `object_store`)")?;
+        Tiering::open_with_backend(config, manifests, registry, backend).await
+    }
+
+    /// [`Tiering::open`] over a store the caller built (tests pass an in-memory one): the
+    /// same decorators, cache and settings; `object_store` and the S3 settings are not
+    /// read, and objects go at the backend's root (no cluster-id prefix is added).
+    pub async fn open_with_backend(
+        config: &Config,
+        manifests: Arc<dyn ManifestStore>,
+        registry: &prometheus::Registry,
+        backend: ObjectStoreBackend,
+    ) -> anyhow::Result<Tiering> {
         info!(object_store = %backend, "tiered storage object store");
         let metrics = StoreMetrics::register(registry).context("register object store metrics")?;
         let seed = std::process::id() as u64;
