@@ -32,6 +32,7 @@ on_every_store!(
     list_offsets_answers_from_both_tiers,
     delete_records_moves_the_log_start_into_the_remote_tier,
     history_is_read_from_the_remote_tier_after_a_restart,
+    max_timestamp_is_found_in_the_remote_tier,
 );
 
 const TOPIC: &str = "history";
@@ -81,8 +82,18 @@ struct Tiered {
     remote_bases: Vec<i64>,
 }
 
+/// Record `o`'s timestamp in the standard data set.
+fn timestamp_of(offset: i64) -> i64 {
+    T0 + offset * STEP_MS
+}
+
 impl Tiered {
     async fn new(store: Store) -> Tiered {
+        Tiered::with_timestamps(store, timestamp_of).await
+    }
+
+    /// The data set with record `o` at `timestamp(o)`.
+    async fn with_timestamps(store: Store, timestamp: fn(i64) -> i64) -> Tiered {
         let dir = tempfile::tempdir().expect("tempdir");
         let bucket = store.bucket();
         let broker = broker_on(dir.path(), &bucket, Arc::new(SystemClock), tune).await;
@@ -105,7 +116,7 @@ impl Tiered {
             let offsets: Vec<i64> = (b * RECORDS_PER_BATCH..(b + 1) * RECORDS_PER_BATCH).collect();
             let values: Vec<String> = offsets.iter().map(|&o| value(o)).collect();
             let values: Vec<&str> = values.iter().map(String::as_str).collect();
-            let timestamps: Vec<i64> = offsets.iter().map(|o| T0 + o * STEP_MS).collect();
+            let timestamps: Vec<i64> = offsets.iter().map(|&o| timestamp(o)).collect();
             let produced = produce(&broker, TOPIC, 0, batch_at(&values, &timestamps)).await;
             assert_eq!(produced, (0, offsets[0]), "produce batch {b}");
         }
@@ -525,6 +536,27 @@ async fn history_is_read_from_the_remote_tier_after_a_restart(store: Store) {
     assert_eq!(
         list_offsets(broker, 9, TOPIC, 0, EARLIEST).await,
         (0, 0, -1)
+    );
+    tiered.stop().await;
+}
+
+/// The largest timestamp belongs to a record only the bucket holds: MAX_TIMESTAMP answers
+/// with it, not with the local log's largest.
+async fn max_timestamp_is_found_in_the_remote_tier(store: Store) {
+    const LATE: i64 = T0 + 10 * RECORDS * STEP_MS;
+    fn late_fifth(offset: i64) -> i64 {
+        if offset == 5 {
+            LATE
+        } else {
+            timestamp_of(offset)
+        }
+    }
+    let tiered = Tiered::with_timestamps(store, late_fifth).await;
+    assert!(tiered.local_start > 5, "record 5 is remote");
+    let broker = &tiered.broker;
+    assert_eq!(
+        list_offsets(broker, 9, TOPIC, 0, MAX_TIMESTAMP).await,
+        (0, 5, LATE)
     );
     tiered.stop().await;
 }

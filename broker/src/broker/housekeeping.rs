@@ -28,7 +28,6 @@ pub(super) struct DiskWatch {
 const HOUSEKEEPING_CONCURRENCY: usize = 16;
 
 impl Broker {
-    /// One pass of periodic log work over every partition; updates log gauges.
     /// One pass of periodic log work over every partition; updates log gauges. Up to
     /// [`HOUSEKEEPING_CONCURRENCY`] partitions are worked on at once, so the fsyncs of a
     /// busy broker overlap instead of adding up (flush.ms stays close to its promise).
@@ -197,7 +196,6 @@ impl Broker {
         self.disk.full.load(Ordering::Relaxed)
     }
 
-    /// Updates `disk_full` from the data directory's file system usage.
     /// Descriptors in use, for the gauges an operator compares with the limit.
     fn report_open_files(&self) {
         if let Ok(entries) = std::fs::read_dir("/proc/self/fd") {
@@ -208,6 +206,7 @@ impl Broker {
             .set(crate::log::files::open_count() as i64);
     }
 
+    /// Updates the disk watch from the data directory's file system usage.
     fn check_disk(&self) {
         match crate::sys::disk_usage(&self.config.data_dir) {
             Ok(usage) => {

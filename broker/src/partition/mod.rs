@@ -901,11 +901,31 @@ impl Partition {
         self.check_read(&location, dir, found)
     }
 
-    /// ListOffsets MAX_TIMESTAMP: the record with the largest timestamp.
+    /// ListOffsets MAX_TIMESTAMP: the record with the largest timestamp, over both tiers
+    /// (the remote tier's record when its largest timestamp is at least the local one's:
+    /// the earlier record of a tie).
     pub async fn max_timestamp(&self) -> Result<Option<(i64, i64)>, PartitionError> {
         if self.offline.load(Ordering::Relaxed) {
             return Err(PartitionError::Offline);
         }
+        let local = self.local_max_timestamp().await?;
+        if let Some(tier) = &self.remote
+            && self.remote_bounds().is_some_and(|b| b.end > b.start)
+        {
+            let remote_max = tier.log.max_timestamp();
+            if remote_max >= 0
+                && local.is_none_or(|(_, timestamp)| remote_max >= timestamp)
+                && let Some(found) =
+                    remote::remote_offset_for_timestamp(&tier.reader, &tier.log, remote_max)
+                        .await?
+            {
+                return Ok(Some(found));
+            }
+        }
+        Ok(local)
+    }
+
+    async fn local_max_timestamp(&self) -> Result<Option<(i64, i64)>, PartitionError> {
         let (found, dir) = {
             let log = self.lock();
             (log.locate_max_timestamp()?, log.dir().to_path_buf())
