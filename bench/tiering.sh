@@ -124,6 +124,9 @@ BROKER_ENV=(
     STRATA_REMOTE_CHUNK_BYTES="$CHUNK_BYTES"
     STRATA_REMOTE_CACHE_DIR="$CACHE"
     STRATA_REMOTE_CACHE_DISK_BYTES="$CACHE_DISK_BYTES"
+    # The tiered topic rolls on segment.ms=SEGMENT_MS (5 s), below the production floor
+    # (log_segment_ms_min, 60 s) that refuses it otherwise.
+    STRATA_LOG_SEGMENT_MS_MIN="$SEGMENT_MS"
 )
 BROKER_CMD=("$STRATA" serve --listen "$BOOTSTRAP" --http "127.0.0.1:$HTTP_PORT" --data-dir "$DATA" --metadata embedded)
 # A restart with an empty cache directory: nothing of the data set is cached anywhere in
