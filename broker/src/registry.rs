@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::log::{Log, LogError};
 use crate::partition::remote::RemoteTier;
 use crate::partition::{Partition, isr};
+use crate::sys::Clock;
 use crate::tier::Tiering;
 use crate::topic_config::{TopicConfig, TopicConfigError};
 
@@ -104,11 +105,11 @@ impl Registry {
     }
 
     /// Adds `topic`, or replaces the snapshot of the topic with its name.
-    pub fn insert(&self, topic: Arc<Topic>) {
+    pub(crate) fn insert(&self, topic: Arc<Topic>) {
         self.write().insert(topic.name.clone(), topic);
     }
 
-    pub fn remove(&self, name: &str) -> Option<Arc<Topic>> {
+    pub(crate) fn remove(&self, name: &str) -> Option<Arc<Topic>> {
         self.write().remove(name)
     }
 
@@ -129,7 +130,7 @@ impl Registry {
 
     /// Deletes log directories of topics the metadata store does not know (deleted while
     /// this broker was down).
-    pub fn remove_unknown_logs(&self, known: &std::collections::HashSet<PathBuf>) {
+    pub(crate) fn remove_unknown_logs(&self, known: &std::collections::HashSet<PathBuf>) {
         let Ok(entries) = std::fs::read_dir(&self.logs_dir) else {
             return;
         };
@@ -144,10 +145,10 @@ impl Registry {
         }
     }
 
-    pub async fn open_partition(
+    pub(crate) async fn open_partition(
         &self,
         broker: &Config,
-        now: i64,
+        clock: &dyn Clock,
         record: &TopicRecord,
         config: &TopicConfig,
         index: usize,
@@ -170,6 +171,7 @@ impl Registry {
         };
         // After an empty-disk restart the local log starts where the remote tier ends.
         let remote_end = remote.as_ref().and_then(|r| r.marks().end_offset);
+        let now = clock.now_ms();
         if let Some(remote) = &remote
             && remote_end.is_some()
             && !dir.exists()
@@ -219,17 +221,17 @@ impl Registry {
         ))
     }
 
-    pub async fn open_topic(
+    pub(crate) async fn open_topic(
         &self,
         broker: &Config,
-        now: i64,
+        clock: &dyn Clock,
         record: TopicRecord,
     ) -> Result<Topic, OpenError> {
         let config = TopicConfig::resolve(&record.configs, broker)?;
         let mut partitions = Vec::with_capacity(record.partitions.len());
         for i in 0..record.partitions.len() {
             partitions.push(Arc::new(
-                self.open_partition(broker, now, &record, &config, i)
+                self.open_partition(broker, clock, &record, &config, i)
                     .await?,
             ));
         }

@@ -17,6 +17,7 @@ mod membership;
 mod producer_ids;
 mod topic_admin;
 
+pub use crate::sys::{Clock, SystemClock};
 pub use topic_admin::AdminError;
 
 use std::sync::Arc;
@@ -26,26 +27,12 @@ use uuid::Uuid;
 
 use crate::cluster::{MetadataStore, TopicRecord};
 use crate::config::Config;
-use crate::partition::Partition;
+use crate::partition::remote::RemoteReadError;
+use crate::partition::{Partition, PartitionError};
 use crate::registry::{Registry, Topic};
 use crate::telemetry::Metrics;
 use crate::tier::Tiering;
 use crate::topic_config::TopicConfig;
-
-/// Time comes in through this trait so tests can control it.
-pub trait Clock: Send + Sync {
-    fn now_ms(&self) -> i64;
-}
-
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now_ms(&self) -> i64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64)
-    }
-}
 
 pub struct Broker {
     pub config: Config,
@@ -190,8 +177,10 @@ impl Broker {
 
     /// Opens (recovers) a topic's partitions; the caller adds it to the registry.
     pub(crate) async fn open_topic(&self, record: TopicRecord) -> Result<Topic, AdminError> {
-        let now = self.clock.now_ms();
-        Ok(self.topics.open_topic(&self.config, now, record).await?)
+        Ok(self
+            .topics
+            .open_topic(&self.config, &*self.clock, record)
+            .await?)
     }
 
     /// Opens (recovers) partition `index` of a topic, for a topic that grew.
@@ -201,11 +190,28 @@ impl Broker {
         config: &TopicConfig,
         index: usize,
     ) -> Result<Partition, AdminError> {
-        let now = self.clock.now_ms();
         Ok(self
             .topics
-            .open_partition(&self.config, now, record, config, index)
+            .open_partition(&self.config, &*self.clock, record, config, index)
             .await?)
+    }
+}
+
+impl Broker {
+    /// A remote read of `partition` failed: a damaged object is repaired in the
+    /// background when this broker can (`tier::repair_remote`); anything else is logged.
+    pub fn remote_read_failed(
+        &self,
+        partition: &Arc<Partition>,
+        offset: i64,
+        error: &PartitionError,
+    ) {
+        if let PartitionError::Remote(RemoteReadError::Corrupt { base_offset, .. }) = error {
+            crate::tier::repair_remote(self, partition, *base_offset);
+        } else {
+            tracing::warn!(topic = %partition.topic, partition = partition.index, offset,
+                error = %error, "remote read failed");
+        }
     }
 }
 
@@ -226,14 +232,12 @@ impl crate::group::GroupHost for Broker {
         &self.shutdown
     }
 
-    fn topics(&self) -> &Registry {
-        &self.topics
+    fn topic(&self, name: &str) -> Option<Arc<Topic>> {
+        self.topics.get(name)
     }
 
-    async fn create_offsets_topic(&self) -> Result<Arc<Topic>, String> {
-        Broker::create_offsets_topic(self)
-            .await
-            .map_err(|e| e.to_string())
+    async fn create_offsets_topic(&self) -> anyhow::Result<Arc<Topic>> {
+        Ok(Broker::create_offsets_topic(self).await?)
     }
 }
 

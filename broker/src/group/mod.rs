@@ -53,7 +53,7 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::partition::Partition;
-use crate::registry::{Registry, Topic};
+use crate::registry::Topic;
 use crate::telemetry::Metrics;
 use format::{OffsetValue, RecordKey};
 use state::{Group, GroupState, JoinRequest, JoinResult, SyncResult, SyncStep, Timeouts};
@@ -181,16 +181,16 @@ pub trait GroupHost: Send + Sync {
     fn metrics(&self) -> &Metrics;
     /// Cancelled at shutdown: members waiting for a rebalance are answered.
     fn shutdown(&self) -> &tokio_util::sync::CancellationToken;
-    /// The topics open on this broker.
-    fn topics(&self) -> &Registry;
+    /// The topic named `name`, if it is open on this broker.
+    fn topic(&self, name: &str) -> Option<Arc<Topic>>;
     /// The offsets topic, if it is open on this broker.
     fn offsets_topic(&self) -> Option<Arc<Topic>> {
-        self.topics().get(OFFSETS_TOPIC)
+        self.topic(OFFSETS_TOPIC)
     }
     /// Creates the offsets topic (or opens it when another broker created it first).
     fn create_offsets_topic(
         &self,
-    ) -> impl std::future::Future<Output = Result<Arc<Topic>, String>> + Send;
+    ) -> impl std::future::Future<Output = anyhow::Result<Arc<Topic>>> + Send;
 }
 
 /// Handlers hold the broker in an `Arc`.
@@ -207,12 +207,15 @@ impl<T: GroupHost> GroupHost for Arc<T> {
     fn shutdown(&self) -> &tokio_util::sync::CancellationToken {
         T::shutdown(self)
     }
-    fn topics(&self) -> &Registry {
-        T::topics(self)
+    fn topic(&self, name: &str) -> Option<Arc<Topic>> {
+        T::topic(self, name)
+    }
+    fn offsets_topic(&self) -> Option<Arc<Topic>> {
+        T::offsets_topic(self)
     }
     fn create_offsets_topic(
         &self,
-    ) -> impl std::future::Future<Output = Result<Arc<Topic>, String>> + Send {
+    ) -> impl std::future::Future<Output = anyhow::Result<Arc<Topic>>> + Send {
         T::create_offsets_topic(self)
     }
 }
@@ -222,7 +225,7 @@ async fn offsets_topic(broker: &impl GroupHost) -> Result<Arc<Topic>, GroupError
     match broker.offsets_topic() {
         Some(topic) => Ok(topic),
         None => broker.create_offsets_topic().await.map_err(|e| {
-            warn!(error = %e, "cannot create the offsets topic");
+            warn!(error = %format_args!("{e:#}"), "cannot create the offsets topic");
             GroupError::CoordinatorNotAvailable
         }),
     }
@@ -577,8 +580,7 @@ impl Coordinator {
             .iter()
             .map(|(topic, index, value)| {
                 if broker
-                    .topics()
-                    .get(topic)
+                    .topic(topic)
                     .and_then(|t| t.partition(*index).cloned())
                     .is_none()
                 {

@@ -25,8 +25,7 @@ use tokio::sync::watch;
 
 use super::partition_error_code;
 use crate::broker::Broker;
-use crate::partition::remote::RemoteReadError;
-use crate::partition::{Partition, PartitionError, Read, Watermarks};
+use crate::partition::{Partition, Read, Watermarks};
 use crate::registry::Topic;
 
 const READ_COMMITTED: i8 = 1;
@@ -315,12 +314,7 @@ async fn read_all(
                 with_marks(data, marks).with_records(Some(records))
             }
             Err(e) => {
-                if let PartitionError::Remote(RemoteReadError::Corrupt { base_offset, .. }) = &e {
-                    crate::tier::repair_remote(broker, &partition, *base_offset);
-                } else {
-                    tracing::warn!(topic = %partition.topic, partition = partition.index,
-                        offset = wanted[i].fetch_offset, error = %e, "remote read failed");
-                }
+                broker.remote_read_failed(&partition, wanted[i].fetch_offset, &e);
                 let code = partition_error_code(&e);
                 broker.metrics.error("Fetch", code);
                 any_error = true;

@@ -49,7 +49,7 @@ pub const RECORD_OVERHEAD: u64 = 160;
 /// Largest zstd window accepted: 2^27 (128 MiB), as Kafka's. Java producers at levels
 /// 20-22 stream with windows of 2^25-2^27. The window is reserved, but only the bytes
 /// inflated are touched, and the budget bounds those; heavy decodes run a few at a time
-/// (`partition.rs`), which bounds the sum.
+/// (`partition/mod.rs`), which bounds the sum.
 const ZSTD_WINDOW_LOG_MAX: u32 = 27;
 
 /// Largest snappy block decoded (snappy decodes a block whole). librdkafka writes one raw

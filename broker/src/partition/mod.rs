@@ -871,15 +871,16 @@ impl Partition {
         &self,
         timestamp: i64,
     ) -> Result<Option<(i64, i64)>, PartitionError> {
-        if self.offline.load(Ordering::Relaxed) {
-            return Err(PartitionError::Offline);
-        }
+        // The bucket answers for its records even while the local log is offline.
         if let Some(tier) = &self.remote
             && self.remote_bounds().is_some_and(|b| b.end > b.start)
             && let Some(found) =
                 remote::remote_offset_for_timestamp(&tier.reader, &tier.log, timestamp).await?
         {
             return Ok(Some(found));
+        }
+        if self.offline.load(Ordering::Relaxed) {
+            return Err(PartitionError::Offline);
         }
         let (location, log_start_offset, dir) = {
             let log = self.lock();
@@ -912,12 +913,9 @@ impl Partition {
         if let Some(tier) = &self.remote
             && self.remote_bounds().is_some_and(|b| b.end > b.start)
         {
-            let remote_max = tier.log.max_timestamp();
-            if remote_max >= 0
-                && local.is_none_or(|(_, timestamp)| remote_max >= timestamp)
-                && let Some(found) =
-                    remote::remote_offset_for_timestamp(&tier.reader, &tier.log, remote_max)
-                        .await?
+            let at_least = local.map_or(i64::MIN, |(_, timestamp)| timestamp);
+            if let Some(found) =
+                remote::remote_max_timestamp(&tier.reader, &tier.log, at_least).await?
             {
                 return Ok(Some(found));
             }

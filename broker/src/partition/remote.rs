@@ -58,14 +58,15 @@ pub fn index_floor(index: &[u8], relative: i64) -> (u32, u64) {
 /// Reads whole batches from the remote tier starting with the one holding `offset`, up
 /// to `max_bytes` but always at least one whole batch (KIP-74). One segment per call, as
 /// for local reads; the consumer's next fetch continues in the next segment.
-#[tracing::instrument(target = "strata::trace", level = "trace", name = "tier.remote_read",
-    skip_all, fields(partition = %remote.id, offset = offset, max_bytes = max_bytes))]
-
 ///
 /// Returned batches are checked (framing and CRC-32C). A read that meets damage drops the
 /// object's chunks from the segment cache and reads once more from the bucket (the cache's
 /// disk may be what is damaged); damage that persists is a [`RemoteReadError::Corrupt`],
-/// which [`repair_remote`] can mend from a local copy.
+/// which `crate::tier::repair_remote` can mend from a local copy.
+///
+/// The trace span keeps its name from when this lived in `tier/` (dashboards use it).
+#[tracing::instrument(target = "strata::trace", level = "trace", name = "tier.remote_read",
+    skip_all, fields(partition = %remote.id, offset = offset, max_bytes = max_bytes))]
 pub async fn read_remote(
     tiering: &RemoteReader,
     remote: &RemoteLog,
@@ -247,6 +248,48 @@ pub async fn remote_offset_for_timestamp(
             return Ok(found);
         }
         // Every match in this segment was below the log start: look further on.
+    }
+    Ok(None)
+}
+
+/// ListOffsets MAX_TIMESTAMP over the remote tier: the first record at or after the
+/// remote log start with the largest timestamp the remote tier holds, if that timestamp is
+/// at least `at_least` (the local log's largest); `None` otherwise. Segments are tried by
+/// their largest timestamp, largest first (the earlier segment of a tie first). A segment
+/// whose largest timestamp belongs to a record below the log start (DeleteRecords inside
+/// it) is passed over for the next one; its other records are then not considered, so
+/// in that one case the answer can be a record with a smaller timestamp than theirs.
+pub async fn remote_max_timestamp(
+    tiering: &RemoteReader,
+    remote: &RemoteLog,
+    at_least: i64,
+) -> Result<Option<(i64, i64)>, RemoteReadError> {
+    let marks = remote.marks();
+    let Some(end) = marks.end_offset else {
+        return Ok(None);
+    };
+    if remote.max_timestamp() < at_least {
+        return Ok(None);
+    }
+    let start = marks.log_start_offset;
+    let mut candidates = Vec::new();
+    let mut offset = start;
+    while offset < end {
+        let Some(entry) = remote.locate(offset).await? else {
+            break;
+        };
+        offset = entry.end_offset;
+        if entry.max_timestamp >= at_least {
+            candidates.push(entry);
+        }
+    }
+    candidates.sort_by_key(|e| std::cmp::Reverse(e.max_timestamp));
+    for entry in &candidates {
+        let found =
+            scan_segment_for_timestamp(tiering, remote, entry, entry.max_timestamp, start).await?;
+        if found.is_some() {
+            return Ok(found);
+        }
     }
     Ok(None)
 }
