@@ -332,12 +332,38 @@ pub async fn fetch_at(
     offset: i64,
     partition_max_bytes: i32,
 ) -> PartitionData {
-    let mut fetch_topic = FetchTopic::default().with_partitions(vec![
-        FetchPartition::default()
-            .with_partition(partition)
-            .with_fetch_offset(offset)
-            .with_partition_max_bytes(partition_max_bytes),
-    ]);
+    let mut data = fetch_partitions(
+        broker,
+        version,
+        topic,
+        &[(partition, offset, partition_max_bytes)],
+        1 << 20,
+    )
+    .await;
+    data.pop().expect("one partition")
+}
+
+/// One Fetch of several partitions of `topic` at `version`, no waiting: each wanted
+/// partition is (index, fetch offset, partition max bytes), in request order, and
+/// `max_bytes` is the response's budget. Returns the partition responses, which must come
+/// in request order.
+pub async fn fetch_partitions(
+    broker: &Arc<Broker>,
+    version: i16,
+    topic: &str,
+    wanted: &[(i32, i64, i32)],
+    max_bytes: i32,
+) -> Vec<PartitionData> {
+    let partitions = wanted
+        .iter()
+        .map(|&(partition, offset, partition_max_bytes)| {
+            FetchPartition::default()
+                .with_partition(partition)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(partition_max_bytes)
+        })
+        .collect();
+    let mut fetch_topic = FetchTopic::default().with_partitions(partitions);
     if version >= 13 {
         let id = broker.topics.get(topic).map_or(uuid::Uuid::nil(), |t| t.id);
         fetch_topic = fetch_topic.with_topic_id(id);
@@ -347,7 +373,7 @@ pub async fn fetch_at(
     let body = FetchRequest::default()
         .with_max_wait_ms(0)
         .with_min_bytes(1)
-        .with_max_bytes(1 << 20)
+        .with_max_bytes(max_bytes)
         .with_topics(vec![fetch_topic]);
     let ResponseKind::Fetch(response) =
         call(broker, ApiKey::Fetch, version, RequestKind::Fetch(body)).await
@@ -355,8 +381,11 @@ pub async fn fetch_at(
         panic!("not a Fetch response");
     };
     assert_eq!(response.responses.len(), 1, "{response:?}");
-    assert_eq!(response.responses[0].partitions.len(), 1, "{response:?}");
-    response.responses[0].partitions[0].clone()
+    let partitions = response.responses[0].partitions.clone();
+    let indexes: Vec<i32> = partitions.iter().map(|p| p.partition_index).collect();
+    let asked: Vec<i32> = wanted.iter().map(|w| w.0).collect();
+    assert_eq!(indexes, asked, "the partitions answered, in request order");
+    partitions
 }
 
 /// A record as a consumer sees it.
