@@ -139,6 +139,21 @@ pub fn disk_usage(path: &std::path::Path) -> std::io::Result<DiskUsage> {
     })
 }
 
+/// Time comes in through this trait so tests can control it.
+pub trait Clock: Send + Sync {
+    fn now_ms(&self) -> i64;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -173,20 +188,5 @@ mod tests {
         let (again, same) = super::raise_open_files_limit().expect("rlimit");
         assert_eq!(again, after, "the raised limit stays");
         assert_eq!(same, after);
-    }
-}
-
-/// Time comes in through this trait so tests can control it.
-pub trait Clock: Send + Sync {
-    fn now_ms(&self) -> i64;
-}
-
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now_ms(&self) -> i64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64)
     }
 }
