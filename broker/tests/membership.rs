@@ -134,13 +134,25 @@ async fn a_config_change_in_the_store_replaces_the_topic_snapshot() {
     m.store.create_topic(&topic).await.expect("create");
     m.broker.refresh(m.session).await;
     let before = m.broker.topics.get("configured").expect("opened");
-    topic.configs.insert("retention.ms".into(), "12345".into());
+    topic
+        .configs
+        .insert("segment.bytes".into(), "2097152".into());
     m.store.update_topic(&topic).await.expect("update");
     m.broker.refresh(m.session).await;
     let after = m.broker.topics.get("configured").expect("still open");
     assert_eq!(
-        after.record.configs.get("retention.ms").map(String::as_str),
-        Some("12345")
+        after
+            .record
+            .configs
+            .get("segment.bytes")
+            .map(String::as_str),
+        Some("2097152")
+    );
+    assert_eq!(after.config.log_config().segment_bytes, 2_097_152);
+    assert_eq!(
+        after.partitions[0].log_config().segment_bytes,
+        2_097_152,
+        "the open log did not get the new segment size"
     );
     assert!(
         Arc::ptr_eq(&before.partitions[0], &after.partitions[0]),
@@ -170,8 +182,7 @@ async fn the_controller_takes_over_a_partition_whose_leader_is_gone() {
     assert_eq!(p.leader, me, "{p:?}");
     assert!(p.leader_epoch > 4, "{p:?}");
     assert!(!p.isr.contains(&gone), "{p:?}");
-    // The next round applies the stored leadership to the local partition.
-    m.broker.refresh(m.session).await;
+    // The round that stored the new leadership also applied it to the local partition.
     let open = m.broker.topics.get("orphaned").expect("opened");
     assert_eq!(open.partitions[0].leading_epoch(), Some(p.leader_epoch));
 }

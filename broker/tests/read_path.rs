@@ -814,6 +814,11 @@ async fn a_damaged_remote_segment_is_a_storage_error(store: Store) {
 /// the handler applies: KIP-74's first batch found is always whole, a local read spends
 /// what it read, and a remote read (planned in the same pass, run after it, all of them
 /// concurrently) spends its whole budget.
+///
+/// That last rule is a known limitation, pinned here so a change to it is deliberate: a
+/// remote read that returns 1 KiB still spends its partition's whole budget, so when
+/// fetch.max.bytes is no larger than max.partition.fetch.bytes only one remote partition
+/// gets records per Fetch.
 async fn a_fetch_of_several_partitions_reads_their_remote_tiers_together(store: Store) {
     const PARTITIONS: i32 = 3;
     const PARTITION_MAX: i32 = 1 << 20;
