@@ -41,6 +41,7 @@ on_every_store!(
     delete_records_moves_the_log_start_into_the_remote_tier,
     history_is_read_from_the_remote_tier_after_a_restart,
     max_timestamp_is_found_in_the_remote_tier,
+    max_timestamp_ties_go_to_the_earliest_record,
     a_damaged_remote_segment_is_a_storage_error,
     a_fetch_of_several_partitions_reads_their_remote_tiers_together,
 );
@@ -929,5 +930,31 @@ async fn a_fetch_of_several_partitions_reads_their_remote_tiers_together(store: 
         );
         answered(p, data, first_batch(p).concat());
     }
+    tiered.stop().await;
+}
+
+/// Records 5 and 50 (both only in the bucket, in different segments) and the last record
+/// (local) share the largest timestamp: MAX_TIMESTAMP answers with the earliest.
+async fn max_timestamp_ties_go_to_the_earliest_record(store: Store) {
+    const LATE: i64 = T0 + 10 * RECORDS * STEP_MS;
+    fn three_late(offset: i64) -> i64 {
+        if offset == 5 || offset == 50 || offset == RECORDS - 1 {
+            LATE
+        } else {
+            timestamp_of(offset)
+        }
+    }
+    let tiered = Tiered::with_timestamps(store, three_late).await;
+    assert!(tiered.local_start > 50, "records 5 and 50 are remote");
+    assert!(
+        tiered.remote_bases.iter().any(|&b| b > 5 && b <= 50),
+        "records 5 and 50 are in different segments: {:?}",
+        tiered.remote_bases
+    );
+    let broker = &tiered.broker;
+    assert_eq!(
+        list_offsets(broker, 9, TOPIC, 0, MAX_TIMESTAMP).await,
+        (0, 5, LATE)
+    );
     tiered.stop().await;
 }

@@ -114,6 +114,88 @@ impl SpillCache {
         }
         entries.insert(id, spill);
     }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+/// The live segments of a remote log in the order of their largest record timestamp,
+/// largest first, the earlier segment first on a tie ([`RemoteLog::by_max_timestamp`]).
+/// The root's entries and spill references all carry a max timestamp, so a spill object
+/// is loaded only once it is the best candidate left: finding the few largest costs a
+/// path through the manifest, not a walk of all of it.
+pub struct ByMaxTimestamp<'a> {
+    log: &'a RemoteLog,
+    start: i64,
+    at_least: i64,
+    heap: std::collections::BinaryHeap<Candidate>,
+}
+
+/// A heap entry: by max timestamp, then the lower first offset.
+#[derive(PartialEq, Eq)]
+struct Candidate {
+    max_timestamp: i64,
+    first_offset: i64,
+    node: Node,
+}
+
+#[derive(PartialEq, Eq)]
+enum Node {
+    Segment(SegmentEntry),
+    Spill(SpillRef),
+}
+
+impl Ord for Candidate {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.max_timestamp
+            .cmp(&other.max_timestamp)
+            .then(other.first_offset.cmp(&self.first_offset))
+    }
+}
+
+impl PartialOrd for Candidate {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl ByMaxTimestamp<'_> {
+    fn push_segment(&mut self, e: &SegmentEntry) {
+        if e.end_offset > self.start && e.max_timestamp >= self.at_least {
+            self.heap.push(Candidate {
+                max_timestamp: e.max_timestamp,
+                first_offset: e.base_offset,
+                node: Node::Segment(*e),
+            });
+        }
+    }
+
+    fn push_spill(&mut self, r: &SpillRef) {
+        if r.end_offset > self.start && r.max_timestamp >= self.at_least {
+            self.heap.push(Candidate {
+                max_timestamp: r.max_timestamp,
+                first_offset: r.first_offset,
+                node: Node::Spill(*r),
+            });
+        }
+    }
+
+    /// The next segment, or `None` when no live segment with a largest timestamp of at
+    /// least `at_least` is left.
+    pub async fn next(&mut self) -> Result<Option<SegmentEntry>, TierError> {
+        while let Some(candidate) = self.heap.pop() {
+            match candidate.node {
+                Node::Segment(entry) => return Ok(Some(entry)),
+                Node::Spill(r) => match &*self.log.load_spill(&r).await? {
+                    Spill::Segments(entries) => entries.iter().for_each(|e| self.push_segment(e)),
+                    Spill::Refs { refs, .. } => refs.iter().for_each(|r| self.push_spill(r)),
+                },
+            }
+        }
+        Ok(None)
+    }
 }
 
 /// A sealed local segment, ready to upload.
@@ -333,6 +415,21 @@ impl RemoteLog {
             .chain(root.refs.iter().map(|r| r.max_timestamp))
             .max()
             .unwrap_or(-1)
+    }
+
+    /// The live segments (ending past the log start) whose largest timestamp is at least
+    /// `at_least`, largest first; see [`ByMaxTimestamp`].
+    pub fn by_max_timestamp(&self, at_least: i64) -> ByMaxTimestamp<'_> {
+        let root = self.root();
+        let mut walk = ByMaxTimestamp {
+            log: self,
+            start: root.log_start_offset,
+            at_least,
+            heap: std::collections::BinaryHeap::new(),
+        };
+        root.tail.iter().for_each(|e| walk.push_segment(e));
+        root.refs.iter().for_each(|r| walk.push_spill(r));
+        walk
     }
 
     pub fn manifest_shape(&self) -> ManifestShape {

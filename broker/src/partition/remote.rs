@@ -255,38 +255,21 @@ pub async fn remote_offset_for_timestamp(
 /// ListOffsets MAX_TIMESTAMP over the remote tier: the first record at or after the
 /// remote log start with the largest timestamp the remote tier holds, if that timestamp is
 /// at least `at_least` (the local log's largest); `None` otherwise. Segments are tried by
-/// their largest timestamp, largest first (the earlier segment of a tie first). A segment
-/// whose largest timestamp belongs to a record below the log start (DeleteRecords inside
-/// it) is passed over for the next one; its other records are then not considered, so
-/// in that one case the answer can be a record with a smaller timestamp than theirs.
+/// their largest timestamp, largest first (the earlier segment of a tie first), loading
+/// only the spill objects on the way ([`RemoteLog::by_max_timestamp`]). A segment whose
+/// largest timestamp belongs to a record below the log start (DeleteRecords inside it) is
+/// passed over for the next one; its other records are then not considered, so in that
+/// one case the answer can be a record with a smaller timestamp than theirs.
 pub async fn remote_max_timestamp(
     tiering: &RemoteReader,
     remote: &RemoteLog,
     at_least: i64,
 ) -> Result<Option<(i64, i64)>, RemoteReadError> {
-    let marks = remote.marks();
-    let Some(end) = marks.end_offset else {
-        return Ok(None);
-    };
-    if remote.max_timestamp() < at_least {
-        return Ok(None);
-    }
-    let start = marks.log_start_offset;
-    let mut candidates = Vec::new();
-    let mut offset = start;
-    while offset < end {
-        let Some(entry) = remote.locate(offset).await? else {
-            break;
-        };
-        offset = entry.end_offset;
-        if entry.max_timestamp >= at_least {
-            candidates.push(entry);
-        }
-    }
-    candidates.sort_by_key(|e| std::cmp::Reverse(e.max_timestamp));
-    for entry in &candidates {
+    let start = remote.marks().log_start_offset;
+    let mut walk = remote.by_max_timestamp(at_least);
+    while let Some(entry) = walk.next().await? {
         let found =
-            scan_segment_for_timestamp(tiering, remote, entry, entry.max_timestamp, start).await?;
+            scan_segment_for_timestamp(tiering, remote, &entry, entry.max_timestamp, start).await?;
         if found.is_some() {
             return Ok(found);
         }

@@ -2106,3 +2106,64 @@ async fn the_scrubber_keeps_everything_replacements_reference() {
         expected_bytes
     );
 }
+
+#[tokio::test]
+async fn segments_come_largest_timestamp_first_loading_only_the_spills_on_the_way() {
+    let fx = Fixture::new();
+    let log = fx.open(SMALL).await;
+    // Timestamps in no particular order, with ties (segment i: (i * 37) % 50).
+    let count: i64 = 60;
+    let timestamp = |i: i64| (i * 37) % 50;
+    for i in 0..count {
+        log.upload(
+            &segment_with(i * SPAN, SPAN, timestamp(i)),
+            1,
+            1 << 20,
+            now_ms(),
+            None,
+        )
+        .await
+        .expect("upload");
+    }
+    assert!(!log.root().refs.is_empty(), "nothing spilled");
+    let mut expected: Vec<(i64, i64)> = (0..count).map(|i| (timestamp(i), i * SPAN)).collect();
+    expected.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+
+    // A cold reader (empty spill cache) that stops after the first segment loads only
+    // the spill objects on the path to it.
+    let cold = fx.open(SMALL).await;
+    let first = cold
+        .by_max_timestamp(i64::MIN)
+        .next()
+        .await
+        .expect("walk")
+        .expect("a segment");
+    assert_eq!((first.max_timestamp, first.base_offset), expected[0]);
+    let loaded = cold.spills.len();
+    let whole = fx.open(SMALL).await;
+    let mut walk = whole.by_max_timestamp(i64::MIN);
+    let mut all = Vec::new();
+    while let Some(e) = walk.next().await.expect("walk") {
+        all.push((e.max_timestamp, e.base_offset));
+    }
+    assert_eq!(all, expected);
+    assert!(
+        loaded < whole.spills.len(),
+        "the first segment loaded {loaded} spill objects, the whole walk {}",
+        whole.spills.len()
+    );
+
+    // Only timestamps of at least 45, and nothing below the log start.
+    log.advance_start(200, 1).await.expect("advance the start");
+    let mut walk = log.by_max_timestamp(45);
+    let mut some = Vec::new();
+    while let Some(e) = walk.next().await.expect("walk") {
+        some.push((e.max_timestamp, e.base_offset));
+    }
+    let want: Vec<(i64, i64)> = expected
+        .iter()
+        .copied()
+        .filter(|&(ts, base)| ts >= 45 && base + SPAN > 200)
+        .collect();
+    assert_eq!(some, want);
+}
