@@ -48,7 +48,7 @@ pub mod store;
 pub use cache::{CacheSettings, CacheStats, ObjectRef, SegmentCache};
 pub use keys::PartitionId;
 pub use remote_log::{
-    ByMaxTimestamp, ManifestSettings, ManifestShape, ManifestStore, ManifestStoreError, RemoteLog,
-    RemoteMarks, SealedSegment, SpillCache, TierError,
+    ManifestSettings, ManifestShape, ManifestStore, ManifestStoreError, RemoteLog, RemoteMarks,
+    SealedSegment, SegmentWalk, SpillCache, TierError,
 };
 pub use store::{Body, Faults, Location, RemoteStore, S3Settings, StoreError};

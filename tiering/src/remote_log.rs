@@ -121,23 +121,24 @@ impl SpillCache {
     }
 }
 
-/// The live segments of a remote log in the order of their largest record timestamp,
-/// largest first, the earlier segment first on a tie ([`RemoteLog::by_max_timestamp`]).
-/// The root's entries and spill references all carry a max timestamp, so a spill object
-/// is loaded only once it is the best candidate left: finding the few largest costs a
-/// path through the manifest, not a walk of all of it.
-pub struct ByMaxTimestamp<'a> {
+/// A walk over the live segments of a remote log (those ending past the log start) whose
+/// largest record timestamp is at least a bound, in one of two orders
+/// ([`RemoteLog::by_max_timestamp`], [`RemoteLog::by_offset_reaching`]). The root's
+/// entries and spill references all carry a max timestamp, so a spill object is loaded
+/// only once it is the next candidate and could hold a segment that qualifies: finding
+/// the first few costs a path through the manifest, not a walk of all of it.
+pub struct SegmentWalk<'a> {
     log: &'a RemoteLog,
     start: i64,
     at_least: i64,
+    by_offset: bool,
     heap: std::collections::BinaryHeap<Candidate>,
 }
 
-/// A heap entry: by max timestamp, then the lower first offset.
+/// A heap entry, ranked for the walk's order (the heap pops the largest rank).
 #[derive(PartialEq, Eq)]
 struct Candidate {
-    max_timestamp: i64,
-    first_offset: i64,
+    rank: (i64, i64),
     node: Node,
 }
 
@@ -149,9 +150,7 @@ enum Node {
 
 impl Ord for Candidate {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.max_timestamp
-            .cmp(&other.max_timestamp)
-            .then(other.first_offset.cmp(&self.first_offset))
+        self.rank.cmp(&other.rank)
     }
 }
 
@@ -161,12 +160,23 @@ impl PartialOrd for Candidate {
     }
 }
 
-impl ByMaxTimestamp<'_> {
+impl SegmentWalk<'_> {
+    /// Offset order: the lowest first offset first. Max-timestamp order: the largest max
+    /// timestamp first, the lower first offset on a tie. Segments and spill references
+    /// cover disjoint offset ranges, so either order carries over to what a reference
+    /// holds.
+    fn rank(&self, max_timestamp: i64, first_offset: i64) -> (i64, i64) {
+        if self.by_offset {
+            (-first_offset, 0)
+        } else {
+            (max_timestamp, -first_offset)
+        }
+    }
+
     fn push_segment(&mut self, e: &SegmentEntry) {
         if e.end_offset > self.start && e.max_timestamp >= self.at_least {
             self.heap.push(Candidate {
-                max_timestamp: e.max_timestamp,
-                first_offset: e.base_offset,
+                rank: self.rank(e.max_timestamp, e.base_offset),
                 node: Node::Segment(*e),
             });
         }
@@ -175,15 +185,13 @@ impl ByMaxTimestamp<'_> {
     fn push_spill(&mut self, r: &SpillRef) {
         if r.end_offset > self.start && r.max_timestamp >= self.at_least {
             self.heap.push(Candidate {
-                max_timestamp: r.max_timestamp,
-                first_offset: r.first_offset,
+                rank: self.rank(r.max_timestamp, r.first_offset),
                 node: Node::Spill(*r),
             });
         }
     }
 
-    /// The next segment, or `None` when no live segment with a largest timestamp of at
-    /// least `at_least` is left.
+    /// The next segment, or `None` when no qualifying segment is left.
     pub async fn next(&mut self) -> Result<Option<SegmentEntry>, TierError> {
         while let Some(candidate) = self.heap.pop() {
             match candidate.node {
@@ -418,13 +426,25 @@ impl RemoteLog {
     }
 
     /// The live segments (ending past the log start) whose largest timestamp is at least
-    /// `at_least`, largest first; see [`ByMaxTimestamp`].
-    pub fn by_max_timestamp(&self, at_least: i64) -> ByMaxTimestamp<'_> {
+    /// `at_least`, largest first; see [`SegmentWalk`].
+    pub fn by_max_timestamp(&self, at_least: i64) -> SegmentWalk<'_> {
+        self.walk(at_least, false)
+    }
+
+    /// The live segments whose largest timestamp is at least `at_least`, in offset order
+    /// (where a search for the first record at or after a timestamp looks); see
+    /// [`SegmentWalk`].
+    pub fn by_offset_reaching(&self, at_least: i64) -> SegmentWalk<'_> {
+        self.walk(at_least, true)
+    }
+
+    fn walk(&self, at_least: i64, by_offset: bool) -> SegmentWalk<'_> {
         let root = self.root();
-        let mut walk = ByMaxTimestamp {
+        let mut walk = SegmentWalk {
             log: self,
             start: root.log_start_offset,
             at_least,
+            by_offset,
             heap: std::collections::BinaryHeap::new(),
         };
         root.tail.iter().for_each(|e| walk.push_segment(e));

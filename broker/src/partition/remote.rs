@@ -219,30 +219,20 @@ fn time_index_floor(index: &[u8], timestamp: i64) -> Option<u32> {
 
 /// ListOffsets by timestamp over the remote tier: the first record at or after the remote
 /// log start with a timestamp >= `timestamp`, or `None` if no remote segment has one.
-/// Segments are skipped by their max timestamp (from the manifest), then the segment's
-/// time index narrows the scan, and only the batch holding the answer is decoded.
+/// Segments (and whole spill objects) are skipped by their max timestamp from the
+/// manifest ([`RemoteLog::by_offset_reaching`]), then the segment's time index narrows
+/// the scan, and only the batch holding the answer is decoded.
 pub async fn remote_offset_for_timestamp(
     tiering: &RemoteReader,
     remote: &RemoteLog,
     timestamp: i64,
 ) -> Result<Option<(i64, i64)>, RemoteReadError> {
-    let marks = remote.marks();
-    let Some(end) = marks.end_offset else {
-        return Ok(None);
-    };
     if remote.max_timestamp() < timestamp {
         return Ok(None);
     }
-    let start = marks.log_start_offset;
-    let mut offset = start;
-    while offset < end {
-        let Some(entry) = remote.locate(offset).await? else {
-            return Ok(None);
-        };
-        offset = entry.end_offset;
-        if entry.max_timestamp < timestamp {
-            continue;
-        }
+    let start = remote.marks().log_start_offset;
+    let mut walk = remote.by_offset_reaching(timestamp);
+    while let Some(entry) = walk.next().await? {
         let found = scan_segment_for_timestamp(tiering, remote, &entry, timestamp, start).await?;
         if found.is_some() {
             return Ok(found);

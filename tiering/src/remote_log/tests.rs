@@ -2167,3 +2167,60 @@ async fn segments_come_largest_timestamp_first_loading_only_the_spills_on_the_wa
         .collect();
     assert_eq!(some, want);
 }
+
+#[tokio::test]
+async fn segments_in_offset_order_skip_spills_below_the_timestamp() {
+    let fx = Fixture::new();
+    let log = fx.open(SMALL).await;
+    // Timestamps rise with the offset, except segment 40, which is late.
+    let count: i64 = 60;
+    let timestamp = |i: i64| if i == 40 { 1_000 } else { i };
+    for i in 0..count {
+        log.upload(
+            &segment_with(i * SPAN, SPAN, timestamp(i)),
+            1,
+            1 << 20,
+            now_ms(),
+            None,
+        )
+        .await
+        .expect("upload");
+    }
+    assert!(!log.root().refs.is_empty(), "nothing spilled");
+    let order = |at_least: i64| {
+        let mut want: Vec<i64> = (0..count)
+            .filter(|&i| timestamp(i) >= at_least)
+            .map(|i| i * SPAN)
+            .collect();
+        want.sort_unstable();
+        want
+    };
+    for at_least in [i64::MIN, 30, 59, 60, 1_000, 1_001] {
+        let whole = fx.open(SMALL).await;
+        let mut walk = whole.by_offset_reaching(at_least);
+        let mut got = Vec::new();
+        while let Some(e) = walk.next().await.expect("walk") {
+            got.push(e.base_offset);
+        }
+        assert_eq!(got, order(at_least), "at least {at_least}");
+    }
+    // The first segment reaching 59 is the late one, 40: a cold reader finds it without
+    // loading the spill objects that hold only earlier timestamps.
+    let everything = fx.open(SMALL).await;
+    let mut walk = everything.by_offset_reaching(i64::MIN);
+    while walk.next().await.expect("walk").is_some() {}
+    let cold = fx.open(SMALL).await;
+    let first = cold
+        .by_offset_reaching(59)
+        .next()
+        .await
+        .expect("walk")
+        .expect("a segment");
+    assert_eq!(first.base_offset, 400);
+    assert!(
+        cold.spills.len() < everything.spills.len(),
+        "loaded {} spill objects, a full walk {}",
+        cold.spills.len(),
+        everything.spills.len()
+    );
+}
