@@ -136,17 +136,23 @@ pub struct SegmentWalk<'a> {
 }
 
 /// A heap entry, ranked for the walk's order (the heap pops the largest rank).
-#[derive(PartialEq, Eq)]
 struct Candidate {
     rank: (i64, i64),
     node: Node,
 }
 
-#[derive(PartialEq, Eq)]
 enum Node {
     Segment(SegmentEntry),
     Spill(SpillRef),
 }
+
+impl PartialEq for Candidate {
+    fn eq(&self, other: &Self) -> bool {
+        self.rank == other.rank
+    }
+}
+
+impl Eq for Candidate {}
 
 impl Ord for Candidate {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
@@ -189,6 +195,12 @@ impl SegmentWalk<'_> {
                 node: Node::Spill(*r),
             });
         }
+    }
+
+    /// The log start of the manifest snapshot the walk runs over: records below it are
+    /// deleted, whatever the segments yielded still hold.
+    pub fn log_start(&self) -> i64 {
+        self.start
     }
 
     /// The next segment, or `None` when no qualifying segment is left.

@@ -230,8 +230,8 @@ pub async fn remote_offset_for_timestamp(
     if remote.max_timestamp() < timestamp {
         return Ok(None);
     }
-    let start = remote.marks().log_start_offset;
     let mut walk = remote.by_offset_reaching(timestamp);
+    let start = walk.log_start();
     while let Some(entry) = walk.next().await? {
         let found = scan_segment_for_timestamp(tiering, remote, &entry, timestamp, start).await?;
         if found.is_some() {
@@ -255,8 +255,8 @@ pub async fn remote_max_timestamp(
     remote: &RemoteLog,
     at_least: i64,
 ) -> Result<Option<(i64, i64)>, RemoteReadError> {
-    let start = remote.marks().log_start_offset;
     let mut walk = remote.by_max_timestamp(at_least);
+    let start = walk.log_start();
     while let Some(entry) = walk.next().await? {
         let found =
             scan_segment_for_timestamp(tiering, remote, &entry, entry.max_timestamp, start).await?;

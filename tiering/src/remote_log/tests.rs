@@ -2217,8 +2217,10 @@ async fn segments_in_offset_order_skip_spills_below_the_timestamp() {
         .expect("walk")
         .expect("a segment");
     assert_eq!(first.base_offset, 400);
+    // The path down to segment 40 is a few levels deep; a walk that loaded every spill
+    // object on the way (as locating each segment in turn does) loads about 40.
     assert!(
-        cold.spills.len() < everything.spills.len(),
+        cold.spills.len() <= 4,
         "loaded {} spill objects, a full walk {}",
         cold.spills.len(),
         everything.spills.len()
