@@ -425,18 +425,6 @@ impl RemoteLog {
         }
     }
 
-    /// The largest record timestamp the remote tier holds (over its live segments and
-    /// spilled ranges), -1 if it holds nothing.
-    pub fn max_timestamp(&self) -> i64 {
-        let root = self.root();
-        root.tail
-            .iter()
-            .map(|e| e.max_timestamp)
-            .chain(root.refs.iter().map(|r| r.max_timestamp))
-            .max()
-            .unwrap_or(-1)
-    }
-
     /// The live segments (ending past the log start) whose largest timestamp is at least
     /// `at_least`, largest first; see [`SegmentWalk`].
     pub fn by_max_timestamp(&self, at_least: i64) -> SegmentWalk<'_> {

@@ -227,9 +227,6 @@ pub async fn remote_offset_for_timestamp(
     remote: &RemoteLog,
     timestamp: i64,
 ) -> Result<Option<(i64, i64)>, RemoteReadError> {
-    if remote.max_timestamp() < timestamp {
-        return Ok(None);
-    }
     let mut walk = remote.by_offset_reaching(timestamp);
     let start = walk.log_start();
     while let Some(entry) = walk.next().await? {
