@@ -7,7 +7,7 @@
 //!
 //! Layers, bottom first (a module uses its own layer or below; `tests/architecture.rs`
 //! fails on an upward import or a cycle): `sys`, `ratelimit`, `supervise`, `protocol` ·
-//! `config` · `log` · `topic_config`, `telemetry` · `cluster` · `partition` ·
+//! `config` · `log` · `topic_config`, `telemetry` · `cluster` · `security` · `partition` ·
 //! `replication`, `tier` · `registry` · `group` · `broker` · `handlers`, `admin` · `server`.
 
 pub mod admin;
@@ -22,6 +22,7 @@ pub mod protocol;
 pub mod ratelimit;
 pub mod registry;
 pub mod replication;
+pub mod security;
 pub mod server;
 pub mod supervise;
 pub mod sys;

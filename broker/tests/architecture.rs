@@ -16,6 +16,7 @@ const LAYERS: &[&[&str]] = &[
     &["log"],
     &["topic_config", "telemetry"],
     &["cluster"],
+    &["security"],
     &["partition"],
     &["replication", "tier"],
     &["registry"],
