@@ -8,6 +8,12 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+mod listeners;
+mod security;
+
+pub use listeners::{Listener, SecurityProtocol};
+pub use security::{ClientAuth, SaslMechanism};
+
 /// Every broker setting. Field names are the TOML keys; the environment variable is the
 /// name in upper case with a `STRATA_` prefix.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -286,6 +292,70 @@ pub struct Config {
     /// are answered UNKNOWN_TOPIC_OR_PARTITION (clients retry and create them in later
     /// requests). Default 10. Bounds what one request of a few bytes can create.
     pub auto_create_topics_per_request: i64,
+
+    // Security (docs/security.md). With none of these set the broker has one PLAINTEXT
+    // listener, no authentication and no authorization, as before they existed.
+    /// Kafka listeners, Kafka's syntax: `NAME://HOST:PORT,...`, each name a security
+    /// protocol (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL) or one that
+    /// `listener_security_protocol_map` maps. Default: empty, meaning one PLAINTEXT
+    /// listener on `listen`, advertised as `advertise`. When set, `listen` and `advertise`
+    /// are ignored.
+    pub listeners: String,
+    /// The address each listener's clients are told to connect to, `NAME://HOST:PORT,...`.
+    /// Default: empty, meaning each listener's own address (which must then be a
+    /// connectable one, not 0.0.0.0).
+    pub advertised_listeners: String,
+    /// Custom listener names and their protocols, `NAME:PROTOCOL,...` (for example
+    /// `CLIENT:SASL_SSL,OPS:SSL`). Default: empty (the four protocol names map to
+    /// themselves).
+    pub listener_security_protocol_map: String,
+    /// PEM certificate chain (leaf first) of the SSL and SASL_SSL listeners. Reloaded
+    /// when the file changes (checked every second), so cert-manager rotations need no
+    /// restart. Default: empty (required when a listener uses TLS).
+    pub ssl_cert_file: String,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `ssl_cert_file`. Default: empty.
+    pub ssl_key_file: String,
+    /// PEM CA certificates that client certificates must chain to. Default: empty
+    /// (required when `ssl_client_auth` is not `none`).
+    pub ssl_ca_file: String,
+    /// `none`, `requested` (a certificate is verified if sent) or `required` (mutual
+    /// TLS). Default `none`. A client certificate gives the connection its principal on
+    /// SSL listeners.
+    pub ssl_client_auth: String,
+    /// How a client certificate's subject becomes a principal name, Kafka's
+    /// ssl.principal.mapping.rules syntax (`RULE:pattern/replacement/[LU],...,DEFAULT`).
+    /// Default `DEFAULT` (the subject DN as RFC 2253 prints it).
+    pub ssl_principal_mapping_rules: String,
+    /// SASL mechanisms of the SASL listeners, from SCRAM-SHA-256, SCRAM-SHA-512, PLAIN and
+    /// OAUTHBEARER. Default `SCRAM-SHA-256,SCRAM-SHA-512`. PLAIN sends the password
+    /// itself: use it over SASL_SSL only.
+    pub sasl_enabled_mechanisms: String,
+    /// A file of `NAME:MECHANISM:PASSWORD` lines (a mounted Secret): each user's SCRAM
+    /// credential is created or replaced in the metadata store at start. Default: empty.
+    /// The passwords are never stored or logged, only salted SCRAM keys.
+    pub sasl_bootstrap_users_file: String,
+    /// JWKS of the OAUTHBEARER token issuer: `https://...`, `http://...` or `file:///...`.
+    /// Default: empty (required with OAUTHBEARER). Fetched at start and refreshed hourly
+    /// (and when a token names an unknown key id, at most once a minute).
+    pub sasl_oauthbearer_jwks_url: String,
+    /// The `iss` a token must carry. Default: empty (not checked).
+    pub sasl_oauthbearer_expected_issuer: String,
+    /// An `aud` a token must carry. Default: empty (not checked).
+    pub sasl_oauthbearer_expected_audience: String,
+    /// The claim that names the principal. Default `sub`.
+    pub sasl_oauthbearer_sub_claim_name: String,
+    /// A SASL connection must re-authenticate within this long or be closed (KIP-368;
+    /// Kafka's connections.max.reauth.ms). Default 0: sessions do not expire. A token's
+    /// own expiry shortens the session further.
+    pub connections_max_reauth_ms: i64,
+    /// `none` (every request allowed) or `acl` (Kafka's ACLs, stored in the metadata
+    /// store). Default `none`.
+    pub authorizer: String,
+    /// Principals the ACL authorizer always allows, Kafka's `User:a;User:b` syntax.
+    /// Default: empty.
+    pub super_users: String,
+    /// With the ACL authorizer, allow a request on a resource no ACL names. Default false.
+    pub allow_everyone_if_no_acl_found: bool,
 }
 
 impl Default for Config {
@@ -380,6 +450,24 @@ impl Default for Config {
             max_partitions: 0,
             max_partitions_per_request: 1000,
             auto_create_topics_per_request: 10,
+            listeners: String::new(),
+            advertised_listeners: String::new(),
+            listener_security_protocol_map: String::new(),
+            ssl_cert_file: String::new(),
+            ssl_key_file: String::new(),
+            ssl_ca_file: String::new(),
+            ssl_client_auth: "none".into(),
+            ssl_principal_mapping_rules: "DEFAULT".into(),
+            sasl_enabled_mechanisms: "SCRAM-SHA-256,SCRAM-SHA-512".into(),
+            sasl_bootstrap_users_file: String::new(),
+            sasl_oauthbearer_jwks_url: String::new(),
+            sasl_oauthbearer_expected_issuer: String::new(),
+            sasl_oauthbearer_expected_audience: String::new(),
+            sasl_oauthbearer_sub_claim_name: "sub".into(),
+            connections_max_reauth_ms: 0,
+            authorizer: "none".into(),
+            super_users: String::new(),
+            allow_everyone_if_no_acl_found: false,
         }
     }
 }
@@ -524,6 +612,7 @@ impl Config {
         self.check_cluster()?;
         self.check_connections()?;
         self.check_log_and_partition_limits()?;
+        self.check_security()?;
         // The topic defaults are checked with the rules of topic configs by
         // `topic_config::check_defaults`, which the binary calls after this (that module
         // builds on this one).
@@ -575,7 +664,10 @@ impl Config {
 
     /// Clients must be told an address they can connect to.
     fn check_advertised_address(&self) -> Result<(), ConfigError> {
-        if self.advertise.is_empty() && self.listen_addr()?.ip().is_unspecified() {
+        if self.listeners.trim().is_empty()
+            && self.advertise.is_empty()
+            && self.listen_addr()?.ip().is_unspecified()
+        {
             return Err(invalid(
                 "advertise",
                 format!(

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
-use super::{BrokerInfo, MetadataStore, StoreError, TopicRecord};
+use super::{BrokerInfo, MetadataStore, SecurityKind, StoreError, TopicRecord};
 use crate::log::write_atomically;
 
 const FILE: &str = "metadata.json";
@@ -22,6 +22,9 @@ struct Document {
     /// The next producer id not yet handed out.
     #[serde(default)]
     next_producer_id: i64,
+    /// Security records by kind (`scram`, `acls`, `quotas`), then key.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    security: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 pub struct EmbeddedStore {
@@ -245,6 +248,38 @@ impl MetadataStore for EmbeddedStore {
         Err(StoreError::Unavailable(
             "an embedded metadata store has one broker: there is nowhere to drain it to".into(),
         ))
+    }
+
+    async fn list_security(&self, kind: SecurityKind) -> Result<Vec<(String, String)>, StoreError> {
+        let document = self.document.lock().await;
+        Ok(document
+            .security
+            .get(kind.name())
+            .map(|records| records.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default())
+    }
+
+    async fn change_security(
+        &self,
+        kind: SecurityKind,
+        puts: &[(String, String)],
+        deletes: &[String],
+    ) -> Result<(), StoreError> {
+        let mut document = self.document.lock().await;
+        let mut next = document.clone();
+        let records = next.security.entry(kind.name().to_string()).or_default();
+        for key in deletes {
+            records.remove(key);
+        }
+        for (key, value) in puts {
+            records.insert(key.clone(), value.clone());
+        }
+        if records.is_empty() {
+            next.security.remove(kind.name());
+        }
+        self.save(&next).await?;
+        *document = next;
+        Ok(())
     }
 }
 

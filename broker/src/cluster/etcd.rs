@@ -9,6 +9,7 @@
 //! | `<prefix>/brokers/<node_id>` | a live broker's [`BrokerInfo`] as JSON, attached to its lease |
 //! | `<prefix>/controller` | the controller's node id, attached to its lease |
 //! | `<prefix>/draining/<node_id>` | present while the broker is being drained |
+//! | `<prefix>/security/<kind>/<key>` | a SCRAM credential, ACL binding or quota (JSON of the security module) |
 //!
 //! A broker's lease (TTL `broker_session_timeout_ms`) is its session: when the broker dies
 //! or cannot reach etcd for that long, its registration and controllership vanish with it.
@@ -23,7 +24,7 @@ use std::time::Duration;
 
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp};
 
-use super::{BrokerInfo, MetadataStore, StoreError, TopicRecord};
+use super::{BrokerInfo, MetadataStore, SecurityKind, StoreError, TopicRecord};
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -398,6 +399,45 @@ impl MetadataStore for EtcdStore {
         } else {
             timed(kv.delete(key, None)).await?;
         }
+        Ok(())
+    }
+
+    async fn list_security(&self, kind: SecurityKind) -> Result<Vec<(String, String)>, StoreError> {
+        let prefix = self.key(&format!("security/{}/", kind.name()));
+        let response = self.get_prefix(&format!("security/{}/", kind.name())).await?;
+        response
+            .kvs()
+            .iter()
+            .map(|kv| {
+                let key = String::from_utf8_lossy(kv.key());
+                let value = std::str::from_utf8(kv.value()).map_err(|e| StoreError::Corrupt {
+                    key: key.to_string(),
+                    message: e.to_string(),
+                })?;
+                Ok((
+                    key.strip_prefix(&prefix).unwrap_or(&key).to_string(),
+                    value.to_string(),
+                ))
+            })
+            .collect()
+    }
+
+    async fn change_security(
+        &self,
+        kind: SecurityKind,
+        puts: &[(String, String)],
+        deletes: &[String],
+    ) -> Result<(), StoreError> {
+        let key = |k: &str| self.key(&format!("security/{}/{k}", kind.name()));
+        let mut ops: Vec<TxnOp> = deletes.iter().map(|k| TxnOp::delete(key(k), None)).collect();
+        ops.extend(
+            puts.iter()
+                .map(|(k, v)| TxnOp::put(key(k), v.as_str(), None)),
+        );
+        // etcd refuses a transaction of more than 128 operations by default; the handlers
+        // bound a request's changes below that.
+        let mut kv = self.client.kv_client();
+        timed(kv.txn(Txn::new().and_then(ops))).await?;
         Ok(())
     }
 }

@@ -161,6 +161,39 @@ pub trait MetadataStore: Send + Sync {
     /// Brokers marked for draining (their replicas are moved off).
     async fn draining(&self) -> Result<Vec<i32>, StoreError>;
     async fn set_draining(&self, node_id: i32, draining: bool) -> Result<(), StoreError>;
+
+    /// Every security record of `kind` (SCRAM credentials, ACLs, quotas), as (key, value).
+    /// Values are the security module's JSON; the store does not read them.
+    async fn list_security(&self, kind: SecurityKind) -> Result<Vec<(String, String)>, StoreError>;
+    /// Writes the records of `kind` in `puts` and removes those in `deletes`, all or
+    /// nothing (one CreateAcls or AlterUserScramCredentials request is one change).
+    async fn change_security(
+        &self,
+        kind: SecurityKind,
+        puts: &[(String, String)],
+        deletes: &[String],
+    ) -> Result<(), StoreError>;
+}
+
+/// The kinds of security record in the metadata store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SecurityKind {
+    /// SCRAM credentials, keyed `<user>/<mechanism>`.
+    Scram,
+    /// ACL bindings, keyed by the binding.
+    Acl,
+    /// Client quotas, keyed by the entity.
+    Quota,
+}
+
+impl SecurityKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            SecurityKind::Scram => "scram",
+            SecurityKind::Acl => "acls",
+            SecurityKind::Quota => "quotas",
+        }
+    }
 }
 
 /// The metadata store and, in the same place, the manifest roots of tiered partitions.
