@@ -268,15 +268,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // The admin API; its Shutdown call stops the broker as SIGTERM does.
     let stop = CancellationToken::new();
     let admin = start_admin_server(&broker, &stop, &cancel).await?;
-    let listener = bind_kafka_listener(&broker).await?;
+    let listeners = bind_kafka_listeners(&broker).await?;
     let tracker = TaskTracker::new();
     let periodic_loops = start_periodic_loops(&supervisor, &broker);
-    let accept = tokio::spawn(server::accept_loop(
-        broker.clone(),
-        listener,
-        cancel.clone(),
-        tracker.clone(),
-    ));
+    let accept = tokio::spawn(listeners.run(cancel.clone(), tracker.clone()));
     health.ready.store(true, Ordering::Relaxed);
 
     stopped(&stop).await?;
@@ -440,15 +435,14 @@ async fn start_admin_server(
     }))
 }
 
-/// Binds the Kafka listener and says the broker is serving.
-async fn bind_kafka_listener(broker: &Broker) -> anyhow::Result<tokio::net::TcpListener> {
-    let listen = broker.config.listen_addr()?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("bind the Kafka listener on {listen}"))?;
-    info!(%listen, advertised = %format!("{}:{}", broker.advertised_host, broker.advertised_port),
-        cluster_id = %broker.cluster_id, node_id = broker.config.node_id, "strata is serving");
-    Ok(listener)
+/// Binds the Kafka listeners and says the broker is serving.
+async fn bind_kafka_listeners(broker: &Arc<Broker>) -> anyhow::Result<server::KafkaListeners> {
+    let listeners = server::bind(broker).await?;
+    let first = &broker.listeners[0];
+    info!(listen = %first.bind, advertised = %format!("{}:{}", broker.advertised_host, broker.advertised_port),
+        listeners = broker.listeners.len(), cluster_id = %broker.cluster_id,
+        node_id = broker.config.node_id, "strata is serving");
+    Ok(listeners)
 }
 
 /// The loops that keep this broker in the cluster. They share the session, which

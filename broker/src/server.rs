@@ -17,26 +17,37 @@
 //!
 //! Every line a client can provoke goes through one [`LogLimiter`] keyed by its address;
 //! the metrics count every event.
+//!
+//! Listeners: one accept loop per Kafka listener (`listeners`), all sharing the limits
+//! above. On an SSL or SASL_SSL listener the TLS handshake comes first, within
+//! `request_read_timeout_ms`; a client that speaks plaintext to it fails the handshake and
+//! is closed. On SASL listeners a connection must authenticate ([`auth`]) before any
+//! request but ApiVersions, SaslHandshake and SaslAuthenticate.
 
+mod auth;
 mod limits;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use kafka_protocol::messages::ApiKey;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 use tracing::{debug, info, warn};
 
 use crate::broker::Broker;
+use crate::config::SecurityProtocol;
 use crate::handlers;
 use crate::protocol::{self, DecodeError};
 use crate::ratelimit::{LogLimiter, Verdict};
+use crate::security::tls::{TlsAcceptor, TlsFiles};
+use crate::security::{Caller, Principal};
+use auth::{Gate, Session};
 use limits::{ByteBudget, ConnectionLimits, Reservation};
 
 /// Lines per peer address per [`LOG_INTERVAL`] for events a client can provoke.
@@ -48,8 +59,88 @@ const LOG_INTERVAL: Duration = Duration::from_secs(60);
 const LOG_PEERS_TRACKED: usize = 4096;
 /// How long accept waits after a failure (EMFILE, mostly) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Read buffer per connection. Only the size prefix and small requests pass through it;
+/// a body larger than the buffer is read straight into its own allocation.
+const READ_BUFFER: usize = 1024;
 
-/// What every connection task of one listener shares.
+/// One bound Kafka listener.
+struct Bound {
+    name: Arc<str>,
+    protocol: SecurityProtocol,
+    socket: TcpListener,
+}
+
+/// The bound Kafka listeners, ready to serve.
+pub struct KafkaListeners {
+    shared: Arc<Listener>,
+    bound: Vec<Bound>,
+    tls: Option<(Arc<TlsAcceptor>, TlsFiles)>,
+}
+
+/// Binds every Kafka listener and loads the TLS certificate if one is configured; an
+/// error names the listener or setting.
+pub async fn bind(broker: &Arc<Broker>) -> anyhow::Result<KafkaListeners> {
+    let tls = match TlsFiles::from_config(&broker.config)? {
+        Some(files) => {
+            let config = files.load()?;
+            Some((TlsAcceptor::new(config), files))
+        }
+        None => None,
+    };
+    let mut bound = Vec::new();
+    for listener in &broker.listeners {
+        let socket = TcpListener::bind(listener.bind).await.with_context(|| {
+            format!(
+                "bind the Kafka listener {} on {}",
+                listener.name, listener.bind
+            )
+        })?;
+        info!(listener = %listener.name, protocol = %listener.protocol, bind = %listener.bind,
+            advertised = %format!("{}:{}", listener.advertised_host, listener.advertised_port),
+            "Kafka listener bound");
+        bound.push(Bound {
+            name: listener.name.as_str().into(),
+            protocol: listener.protocol,
+            socket,
+        });
+    }
+    Ok(KafkaListeners {
+        shared: Arc::new(Listener::new(broker.clone())),
+        bound,
+        tls,
+    })
+}
+
+impl KafkaListeners {
+    /// Accepts connections on every listener until `cancel`; connection tasks go to
+    /// `tracker`, so shutdown can wait for them.
+    pub async fn run(self, cancel: CancellationToken, tracker: TaskTracker) {
+        let mut loops = Vec::new();
+        let acceptor = self.tls.as_ref().map(|(acceptor, _)| acceptor.clone());
+        if let Some((acceptor, files)) = self.tls {
+            loops.push(tokio::spawn(acceptor.watch(files, cancel.clone())));
+        }
+        for bound in self.bound {
+            let tls = if bound.protocol.uses_tls() {
+                acceptor.clone()
+            } else {
+                None
+            };
+            loops.push(tokio::spawn(accept_loop(
+                self.shared.clone(),
+                bound,
+                tls,
+                cancel.clone(),
+                tracker.clone(),
+            )));
+        }
+        for handle in loops {
+            let _ = handle.await;
+        }
+    }
+}
+
+/// What every connection task shares.
 struct Listener {
     broker: Arc<Broker>,
     limits: Arc<ConnectionLimits>,
@@ -137,18 +228,20 @@ fn effective_max_connections(configured: u64) -> u64 {
     }
 }
 
-pub async fn accept_loop(
-    broker: Arc<Broker>,
-    listener: TcpListener,
+async fn accept_loop(
+    shared: Arc<Listener>,
+    listener: Bound,
+    tls: Option<Arc<TlsAcceptor>>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let shared = Arc::new(Listener::new(broker));
     let unspecified = IpAddr::from([0, 0, 0, 0]);
+    let name = listener.name.clone();
+    let protocol = listener.protocol;
     loop {
         let accepted = tokio::select! {
             _ = cancel.cancelled() => break,
-            accepted = listener.accept() => accepted,
+            accepted = listener.socket.accept() => accepted,
         };
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
@@ -182,15 +275,73 @@ pub async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         let cancel = cancel.clone();
+        let tls = tls.clone();
+        let name = name.clone();
         tracker.spawn(async move {
             let _open = OpenConnection::new(&shared.broker.metrics.connections);
-            if let Err(e) = connection(&shared, stream, peer, cancel).await {
+            let caller = Caller::new(Principal::anonymous(), name, peer.ip());
+            let ended = match tls {
+                None => {
+                    let session = Session::new(&shared.broker, protocol, caller);
+                    connection(&shared, stream, peer, session, cancel).await
+                }
+                Some(tls) => match handshake(&shared, &tls, stream, peer).await {
+                    Some((stream, principal)) => {
+                        let mut caller = caller;
+                        if let Some(principal) = principal {
+                            caller.principal = principal;
+                        }
+                        let session = Session::new(&shared.broker, protocol, caller);
+                        connection(&shared, stream, peer, session, cancel).await
+                    }
+                    None => Ok(()),
+                },
+            };
+            if let Err(e) = ended {
                 debug!(%peer, error = %e, "connection ended with an error");
             }
             drop(slot);
         });
     }
-    info!("stopped accepting Kafka connections");
+    info!(listener = %name, "stopped accepting Kafka connections");
+}
+
+/// The TLS handshake, within the read timeout, and the principal of the client's
+/// certificate if it sent one. `None` when the handshake failed (logged and counted).
+async fn handshake(
+    shared: &Listener,
+    tls: &TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+) -> Option<(
+    tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    Option<Principal>,
+)> {
+    let accepted = tokio::time::timeout(shared.read_timeout, tls.acceptor().accept(stream)).await;
+    let stream = match accepted {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            shared.closed("tls_handshake_failed");
+            if let Some(suppressed) = shared.may_log(peer.ip(), "tls_handshake_failed") {
+                warn!(%peer, error = %e, suppressed, "closing connection: TLS handshake failed");
+            }
+            return None;
+        }
+        Err(_) => {
+            shared.closed("tls_handshake_timeout");
+            if let Some(suppressed) = shared.may_log(peer.ip(), "tls_handshake_timeout") {
+                warn!(%peer, suppressed, "closing connection: no TLS handshake within request_read_timeout_ms");
+            }
+            return None;
+        }
+    };
+    let principal = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|leaf| shared.broker.security.certificate_principal(leaf, peer));
+    Some((stream, principal))
 }
 
 /// Counts an open connection in the gauge for as long as it lives, a handler panic
@@ -218,21 +369,21 @@ enum Next {
 
 /// Waits for a request (at most the idle time), then reads it (at most the read timeout
 /// from its first byte, once budget for it is granted).
-async fn next_frame(
+async fn next_frame<S: AsyncRead + Unpin>(
     shared: &Listener,
-    reader: &mut OwnedReadHalf,
+    reader: &mut BufReader<S>,
     peer: SocketAddr,
 ) -> std::io::Result<Next> {
     let max = shared.broker.config.max_request_bytes as usize;
-    // peek, not readable(): readiness can be stale after the last read, and peek waits
-    // for a byte that is really there.
-    match tokio::time::timeout(shared.idle, reader.peek(&mut [0u8; 1])).await {
+    // Wait for a byte that is really there (fill_buf keeps it for the reads below), so the
+    // read timeout starts at the request's first byte.
+    match tokio::time::timeout(shared.idle, reader.fill_buf()).await {
         Err(_) => {
             debug!(%peer, "closing idle connection");
             shared.closed("idle");
             return Ok(Next::Close);
         }
-        Ok(Ok(0)) => return Ok(Next::Close),
+        Ok(Ok([])) => return Ok(Next::Close),
         Ok(Ok(_)) => {}
         Ok(Err(e)) => return Err(e),
     }
@@ -304,12 +455,17 @@ fn frame_or_close<T>(
 /// Writes one encoded response frame straight to the socket (it is one buffer already;
 /// a BufWriter would copy small ones and hold 64 KiB per connection for nothing). A
 /// client that does not read it within the idle time loses the connection.
-async fn write_frame(
+async fn write_frame<S: AsyncWrite + Unpin>(
     shared: &Listener,
-    writer: &mut OwnedWriteHalf,
+    writer: &mut S,
     frame: &[u8],
 ) -> std::io::Result<()> {
-    match tokio::time::timeout(shared.idle, writer.write_all(frame)).await {
+    let write = async {
+        writer.write_all(frame).await?;
+        // TLS streams hold the last record until flushed; TCP's flush does nothing.
+        writer.flush().await
+    };
+    match tokio::time::timeout(shared.idle, write).await {
         Ok(result) => result,
         Err(_) => {
             shared.closed("write_timeout");
@@ -321,16 +477,17 @@ async fn write_frame(
     }
 }
 
-async fn connection(
+async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     shared: &Listener,
-    stream: TcpStream,
+    stream: S,
     peer: SocketAddr,
+    mut session: Session,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
     let broker = &shared.broker;
-    let (mut reader, mut writer) = stream.into_split();
-    // As Kafka shows it in DescribeGroups.
-    let client_host = format!("/{}", peer.ip());
+    // Requests are handled one at a time, so reads and writes never overlap: one stream,
+    // read through a small buffer, written directly.
+    let mut reader = BufReader::with_capacity(READ_BUFFER, stream);
     loop {
         let next = tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
@@ -351,7 +508,7 @@ async fn connection(
                 debug!(%peer, version, "ApiVersions version too new; answering per KIP-511");
                 let bytes = protocol::api_versions_fallback(correlation_id)
                     .map_err(std::io::Error::other)?;
-                write_frame(shared, &mut writer, &bytes).await?;
+                write_frame(shared, reader.get_mut(), &bytes).await?;
                 continue;
             }
             Err(e) => {
@@ -367,12 +524,35 @@ async fn connection(
         let api_key = request.api_key;
         let version = request.version;
         let correlation_id = request.header.correlation_id;
+        let request = match session.admit(request).await {
+            Gate::Handle(request) => request,
+            Gate::Answer(response) => {
+                let bytes = protocol::encode_response(api_key, version, correlation_id, &response)
+                    .map_err(std::io::Error::other)?;
+                write_frame(shared, reader.get_mut(), &bytes).await?;
+                continue;
+            }
+            Gate::AnswerAndClose(response) => {
+                let bytes = protocol::encode_response(api_key, version, correlation_id, &response)
+                    .map_err(std::io::Error::other)?;
+                write_frame(shared, reader.get_mut(), &bytes).await?;
+                shared.closed("authentication_failed");
+                return Ok(());
+            }
+            Gate::Close(reason) => {
+                shared.closed(reason);
+                if let Some(suppressed) = shared.may_log(peer.ip(), reason) {
+                    warn!(%peer, api = api_name(api_key), reason, suppressed, "closing connection");
+                }
+                return Ok(());
+            }
+        };
         let api = api_name(api_key);
         let span = tracing::trace_span!(target: crate::telemetry::TRACE, "kafka.request",
             otel.name = api, otel.kind = "server", kafka.api = api, kafka.version = version,
             kafka.client_id = request.header.client_id.as_ref().map_or("", |c| c.as_str()),
             kafka.correlation_id = correlation_id, net.peer = %peer);
-        let response = handlers::handle(broker, request, &client_host)
+        let response = handlers::handle(broker, request, session.caller())
             .instrument(span.clone())
             .await;
         // The request is done with. Responses are not held against the shared budget: a
@@ -387,7 +567,7 @@ async fn connection(
             // encoded frame is the only copy held while the client reads it.
             drop(response);
             match encoded {
-                Ok(bytes) => write_frame(shared, &mut writer, &bytes).await?,
+                Ok(bytes) => write_frame(shared, reader.get_mut(), &bytes).await?,
                 Err(e) => {
                     warn!(%peer, api, version, error = %e, "closing connection: could not encode a response");
                     return Ok(());

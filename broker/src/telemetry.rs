@@ -157,6 +157,12 @@ pub struct Metrics {
     pub log_lines_suppressed: IntCounterVec,
     /// Restarts of supervised background loops after a panic or an error, by task.
     pub task_restarts: IntCounterVec,
+    /// SASL authentications, by listener, mechanism and result (`ok`, `failed`).
+    pub authentications: IntCounterVec,
+    /// Requests (or parts of requests) the authorizer denied, by principal and API.
+    pub authorization_denials: IntCounterVec,
+    /// Throttle time given to clients over a quota, by principal and quota kind.
+    pub throttle_time_ms: IntCounterVec,
 }
 
 impl Metrics {
@@ -205,6 +211,9 @@ impl Metrics {
             connections_closed: r.counter(&CONNECTIONS_CLOSED)?,
             queued_request_bytes: r.gauge(&QUEUED_REQUEST_BYTES)?,
             log_lines_suppressed: r.counter(&LOG_LINES_SUPPRESSED)?,
+            authentications: r.counter(&AUTHENTICATIONS)?,
+            authorization_denials: r.counter(&AUTHORIZATION_DENIALS)?,
+            throttle_time_ms: r.counter(&THROTTLE_MS)?,
             tiering_registry: Registry::new(),
             registry,
         })
@@ -460,8 +469,25 @@ const CONNECTIONS_REJECTED: Family = Family::new(
 );
 const CONNECTIONS_CLOSED: Family = Family::new(
     "connections_closed_total",
-    "Connections the broker closed on a timeout, by reason (idle, request_read_timeout, write_timeout)",
+    "Connections the broker closed, by reason (idle, request_read_timeout, write_timeout, tls_handshake_failed, tls_handshake_timeout, authentication_failed, unauthenticated_request, session_expired, illegal_sasl_state)",
     &["reason"],
+);
+// Security. Principals are label values: they are the users an operator created, never a
+// secret.
+const AUTHENTICATIONS: Family = Family::new(
+    "authentications_total",
+    "SASL authentications, by listener, mechanism and result (ok, failed)",
+    &["listener", "mechanism", "result"],
+);
+const AUTHORIZATION_DENIALS: Family = Family::new(
+    "authorization_denials_total",
+    "Requests, or topics and groups within requests, the ACL authorizer denied, by principal and API",
+    &["principal", "api"],
+);
+const THROTTLE_MS: Family = Family::new(
+    "throttle_time_ms_total",
+    "Throttle time given to clients over a quota, in milliseconds, by principal and quota (produce, fetch, request)",
+    &["principal", "quota"],
 );
 const QUEUED_REQUEST_BYTES: Family = Family::new(
     "queued_request_bytes",

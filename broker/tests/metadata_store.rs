@@ -131,6 +131,74 @@ async fn scenarios(
         .create_topic(&topic("orders", 1))
         .await
         .expect("re-create");
+    security_records(store, reopen).await;
+}
+
+/// Security records: one change is all or nothing, kinds are separate, and they survive a
+/// reopen. Keys may hold `/` and `:` (user names, principals).
+async fn security_records(
+    store: Arc<dyn MetadataStore>,
+    reopen: impl AsyncFn() -> Arc<dyn MetadataStore>,
+) {
+    use strata_broker::cluster::SecurityKind;
+    assert!(
+        store
+            .list_security(SecurityKind::Scram)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    let put = |k: &str, v: &str| (k.to_string(), v.to_string());
+    store
+        .change_security(
+            SecurityKind::Scram,
+            &[
+                put("alice/SCRAM-SHA-256", "a1"),
+                put("team/bob/SCRAM-SHA-512", "b1"),
+            ],
+            &[],
+        )
+        .await
+        .expect("put");
+    store
+        .change_security(SecurityKind::Acl, &[put("User:alice|topic", "acl")], &[])
+        .await
+        .expect("put acl");
+    store
+        .change_security(
+            SecurityKind::Scram,
+            &[put("carol/SCRAM-SHA-256", "c1")],
+            &[
+                "alice/SCRAM-SHA-256".to_string(),
+                "nobody/SCRAM-SHA-256".to_string(),
+            ],
+        )
+        .await
+        .expect("change");
+    let again = reopen().await;
+    let mut scram = again
+        .list_security(SecurityKind::Scram)
+        .await
+        .expect("list");
+    scram.sort();
+    assert_eq!(
+        scram,
+        vec![
+            put("carol/SCRAM-SHA-256", "c1"),
+            put("team/bob/SCRAM-SHA-512", "b1")
+        ]
+    );
+    assert_eq!(
+        again.list_security(SecurityKind::Acl).await.expect("acls"),
+        vec![put("User:alice|topic", "acl")]
+    );
+    assert!(
+        again
+            .list_security(SecurityKind::Quota)
+            .await
+            .expect("quotas")
+            .is_empty()
+    );
 }
 
 /// Two brokers racing to create the same topic: exactly one wins.
@@ -302,6 +370,7 @@ async fn etcd_revision_moves_exactly_when_metadata_changes() {
         rack: None,
         replication: "127.0.0.1:9093".into(),
         admin: String::new(),
+        listeners: Vec::new(),
     };
     store
         .register_broker(&info, session)

@@ -105,6 +105,15 @@ impl Broker {
             rack: (!self.config.rack.is_empty()).then(|| self.config.rack.clone()),
             replication: self.config.replication_advertised(),
             admin: self.config.admin_advertised(),
+            listeners: self
+                .listeners
+                .iter()
+                .map(|l| crate::cluster::ListenerEndpoint {
+                    name: l.name.clone(),
+                    host: l.advertised_host.clone(),
+                    port: l.advertised_port,
+                })
+                .collect(),
         }
     }
 

@@ -39,6 +39,10 @@ pub struct Broker {
     pub cluster_id: String,
     pub advertised_host: String,
     pub advertised_port: i32,
+    /// The Kafka listeners (`listeners`, or `listen` as one PLAINTEXT listener).
+    pub listeners: Vec<crate::config::Listener>,
+    /// Credentials, SASL settings and the authorizer.
+    pub security: Arc<crate::security::Security>,
     pub metrics: Arc<Metrics>,
     pub clock: Arc<dyn Clock>,
     /// Cancelled at shutdown; long polls end early on it.
@@ -130,7 +134,14 @@ impl Broker {
         let data_dir_lock = lock_data_dir(&config.data_dir)?;
         let cluster_id = store.cluster_id().await.context("read the cluster id")?;
         check_cluster_id(&config.data_dir, &cluster_id, &config.metadata)?;
-        let (advertised_host, advertised_port) = config.advertised()?;
+        let listeners = config.kafka_listeners()?;
+        // Registrations lead with the first listener (brokers that predate listeners read
+        // only that one).
+        let (advertised_host, advertised_port) = listeners
+            .first()
+            .map(|l| (l.advertised_host.clone(), l.advertised_port))
+            .context("no Kafka listener")?;
+        let security = Arc::new(crate::security::Security::open(&config, store.clone()).await?);
         let groups = crate::group::Coordinator::new(&config);
         let topics = Registry::new(&config.data_dir, tiering.clone());
         let broker = Arc::new(Broker {
@@ -138,6 +149,8 @@ impl Broker {
             cluster_id,
             advertised_host,
             advertised_port,
+            listeners,
+            security,
             metrics,
             clock,
             shutdown,

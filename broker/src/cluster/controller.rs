@@ -212,6 +212,7 @@ mod tests {
                 rack: None,
                 replication: String::new(),
                 admin: String::new(),
+                listeners: Vec::new(),
             })
             .collect()
     }

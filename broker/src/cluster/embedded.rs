@@ -255,7 +255,12 @@ impl MetadataStore for EmbeddedStore {
         Ok(document
             .security
             .get(kind.name())
-            .map(|records| records.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .map(|records| {
+                records
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
             .unwrap_or_default())
     }
 

@@ -404,7 +404,9 @@ impl MetadataStore for EtcdStore {
 
     async fn list_security(&self, kind: SecurityKind) -> Result<Vec<(String, String)>, StoreError> {
         let prefix = self.key(&format!("security/{}/", kind.name()));
-        let response = self.get_prefix(&format!("security/{}/", kind.name())).await?;
+        let response = self
+            .get_prefix(&format!("security/{}/", kind.name()))
+            .await?;
         response
             .kvs()
             .iter()
@@ -429,7 +431,10 @@ impl MetadataStore for EtcdStore {
         deletes: &[String],
     ) -> Result<(), StoreError> {
         let key = |k: &str| self.key(&format!("security/{}/{k}", kind.name()));
-        let mut ops: Vec<TxnOp> = deletes.iter().map(|k| TxnOp::delete(key(k), None)).collect();
+        let mut ops: Vec<TxnOp> = deletes
+            .iter()
+            .map(|k| TxnOp::delete(key(k), None))
+            .collect();
         ops.extend(
             puts.iter()
                 .map(|(k, v)| TxnOp::put(key(k), v.as_str(), None)),

@@ -99,6 +99,33 @@ pub struct BrokerInfo {
     /// The admin API endpoint, `HOST:PORT` (empty from brokers that did not say).
     #[serde(default)]
     pub admin: String,
+    /// Every Kafka listener's advertised address by listener name; `host` and `port` are
+    /// the first one's. Empty from brokers that registered before listeners existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<ListenerEndpoint>,
+}
+
+/// One advertised Kafka listener of a broker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerEndpoint {
+    pub name: String,
+    pub host: String,
+    pub port: i32,
+}
+
+impl BrokerInfo {
+    /// Where a client of listener `name` reaches this broker: that listener's advertised
+    /// address, or `None` if the broker has no such listener (Kafka leaves such a broker
+    /// out of the answer). A broker that named no listeners has one, under any name.
+    pub fn endpoint(&self, name: &str) -> Option<(&str, i32)> {
+        if self.listeners.is_empty() {
+            return Some((&self.host, self.port));
+        }
+        self.listeners
+            .iter()
+            .find(|l| l.name == name)
+            .map(|l| (l.host.as_str(), l.port))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -94,6 +94,7 @@ mod tests {
             rack: Some(rack.into()),
             replication: String::new(),
             admin: String::new(),
+            listeners: Vec::new(),
         }
     }
 

@@ -177,9 +177,15 @@ impl Config {
                 )
             })?;
             if listeners.iter().any(|l| l.name == name) {
-                return Err(invalid("listeners", format!("listener `{name}` is named twice")));
+                return Err(invalid(
+                    "listeners",
+                    format!("listener `{name}` is named twice"),
+                ));
             }
-            if listeners.iter().any(|l| l.bind.port() == bind.port() && bind.port() != 0) {
+            if listeners
+                .iter()
+                .any(|l| l.bind.port() == bind.port() && bind.port() != 0)
+            {
                 return Err(invalid(
                     "listeners",
                     format!("two listeners use port {}", bind.port()),
@@ -295,15 +301,39 @@ mod tests {
         let summary: Vec<(String, SecurityProtocol, String, String, i32)> = listeners
             .into_iter()
             .map(|l| {
-                (l.name, l.protocol, l.bind.to_string(), l.advertised_host, l.advertised_port)
+                (
+                    l.name,
+                    l.protocol,
+                    l.bind.to_string(),
+                    l.advertised_host,
+                    l.advertised_port,
+                )
             })
             .collect();
         assert_eq!(
             summary,
             vec![
-                ("PLAINTEXT".into(), SecurityProtocol::Plaintext, "127.0.0.1:9092".into(), "127.0.0.1".into(), 9092),
-                ("CLIENT".into(), SecurityProtocol::SaslSsl, "0.0.0.0:9094".into(), "broker-0.example".into(), 9094),
-                ("INTERNAL".into(), SecurityProtocol::Ssl, "[::1]:9095".into(), "::1".into(), 9095),
+                (
+                    "PLAINTEXT".into(),
+                    SecurityProtocol::Plaintext,
+                    "127.0.0.1:9092".into(),
+                    "127.0.0.1".into(),
+                    9092
+                ),
+                (
+                    "CLIENT".into(),
+                    SecurityProtocol::SaslSsl,
+                    "0.0.0.0:9094".into(),
+                    "broker-0.example".into(),
+                    9094
+                ),
+                (
+                    "INTERNAL".into(),
+                    SecurityProtocol::Ssl,
+                    "[::1]:9095".into(),
+                    "::1".into(),
+                    9095
+                ),
             ]
         );
     }
@@ -313,13 +343,32 @@ mod tests {
         let cases = [
             (config("127.0.0.1:9092", "", ""), "listeners"),
             (config("FOO://127.0.0.1:9092", "", ""), "listeners"),
-            (config("PLAINTEXT://127.0.0.1:9092,SSL://127.0.0.1:9092", "", ""), "listeners"),
-            (config("PLAINTEXT://127.0.0.1:9092,PLAINTEXT://127.0.0.1:9093", "", ""), "listeners"),
+            (
+                config("PLAINTEXT://127.0.0.1:9092,SSL://127.0.0.1:9092", "", ""),
+                "listeners",
+            ),
+            (
+                config(
+                    "PLAINTEXT://127.0.0.1:9092,PLAINTEXT://127.0.0.1:9093",
+                    "",
+                    "",
+                ),
+                "listeners",
+            ),
             (config("PLAINTEXT://host.example:9092", "", ""), "listeners"),
             (config("PLAINTEXT://:9092", "", ""), "advertised_listeners"),
-            (config("PLAINTEXT://127.0.0.1:9092", "SSL://a:1", ""), "advertised_listeners"),
-            (config("PLAINTEXT://127.0.0.1:9092", "PLAINTEXT://:1", ""), "advertised_listeners"),
-            (config("A://127.0.0.1:9092", "", "A:TLS"), "listener_security_protocol_map"),
+            (
+                config("PLAINTEXT://127.0.0.1:9092", "SSL://a:1", ""),
+                "advertised_listeners",
+            ),
+            (
+                config("PLAINTEXT://127.0.0.1:9092", "PLAINTEXT://:1", ""),
+                "advertised_listeners",
+            ),
+            (
+                config("A://127.0.0.1:9092", "", "A:TLS"),
+                "listener_security_protocol_map",
+            ),
             (config(" , ", "", ""), "listeners"),
         ];
         for (config, setting) in cases {

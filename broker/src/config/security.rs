@@ -132,7 +132,10 @@ impl Config {
             }
         }
         if self.sasl_oauthbearer_sub_claim_name.trim().is_empty() {
-            return Err(invalid("sasl_oauthbearer_sub_claim_name", "must not be empty"));
+            return Err(invalid(
+                "sasl_oauthbearer_sub_claim_name",
+                "must not be empty",
+            ));
         }
         if self.connections_max_reauth_ms < 0 {
             return Err(invalid("connections_max_reauth_ms", "must be >= 0"));

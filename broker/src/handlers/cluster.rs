@@ -1,5 +1,6 @@
 //! ApiVersions, Metadata, DescribeCluster.
 
+use crate::security::Caller;
 use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
@@ -58,12 +59,17 @@ fn topic_metadata(broker: &Broker, topic: &Topic) -> MetadataResponseTopic {
         .with_partitions(partitions)
 }
 
-fn broker_entry(b: &BrokerInfo) -> MetadataResponseBroker {
-    MetadataResponseBroker::default()
-        .with_node_id(BrokerId(b.node_id))
-        .with_host(str_bytes(b.host.clone()))
-        .with_port(b.port)
-        .with_rack(b.rack.clone().map(str_bytes))
+/// The broker as a client of `listener` reaches it; `None` (left out of the answer, as
+/// Kafka does) if it has no such listener.
+fn broker_entry(b: &BrokerInfo, listener: &str) -> Option<MetadataResponseBroker> {
+    let (host, port) = b.endpoint(listener)?;
+    Some(
+        MetadataResponseBroker::default()
+            .with_node_id(BrokerId(b.node_id))
+            .with_host(str_bytes(host))
+            .with_port(port)
+            .with_rack(b.rack.clone().map(str_bytes)),
+    )
 }
 
 fn topic_error(name: Option<&str>, id: uuid::Uuid, error: ResponseError) -> MetadataResponseTopic {
@@ -77,6 +83,7 @@ pub async fn metadata(
     broker: &Arc<Broker>,
     request: MetadataRequest,
     version: i16,
+    caller: &Caller,
 ) -> ResponseKind {
     let all = match &request.topics {
         None => true,
@@ -148,7 +155,11 @@ pub async fn metadata(
             topics.push(entry);
         }
     }
-    let brokers = broker.live_brokers().iter().map(broker_entry).collect();
+    let brokers = broker
+        .live_brokers()
+        .iter()
+        .filter_map(|b| broker_entry(b, &caller.listener))
+        .collect();
     ResponseKind::Metadata(
         MetadataResponse::default()
             .with_brokers(brokers)
@@ -159,16 +170,23 @@ pub async fn metadata(
     )
 }
 
-pub fn describe_cluster(broker: &Arc<Broker>, request: DescribeClusterRequest) -> ResponseKind {
+pub fn describe_cluster(
+    broker: &Arc<Broker>,
+    request: DescribeClusterRequest,
+    caller: &Caller,
+) -> ResponseKind {
     let brokers = broker
         .live_brokers()
         .iter()
-        .map(|b| {
-            DescribeClusterBroker::default()
-                .with_broker_id(BrokerId(b.node_id))
-                .with_host(str_bytes(b.host.clone()))
-                .with_port(b.port)
-                .with_rack(b.rack.clone().map(str_bytes))
+        .filter_map(|b| {
+            let (host, port) = b.endpoint(&caller.listener)?;
+            Some(
+                DescribeClusterBroker::default()
+                    .with_broker_id(BrokerId(b.node_id))
+                    .with_host(str_bytes(host))
+                    .with_port(port)
+                    .with_rack(b.rack.clone().map(str_bytes)),
+            )
         })
         .collect();
     ResponseKind::DescribeCluster(

@@ -2,6 +2,7 @@
 //! OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups, OffsetDelete.
 //! The logic is in [`crate::group`]; this module maps requests and errors.
 
+use crate::security::Caller;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -97,6 +98,7 @@ pub async fn find_coordinator(
     broker: &Arc<Broker>,
     request: FindCoordinatorRequest,
     version: i16,
+    caller: &Caller,
 ) -> ResponseKind {
     let keys: Vec<StrBytes> = if version >= 4 {
         request.coordinator_keys
@@ -116,7 +118,11 @@ pub async fn find_coordinator(
         let node = result
             .as_ref()
             .ok()
-            .and_then(|&id| broker.broker_info_or_own(id));
+            .and_then(|&id| broker.broker_info_or_own(id))
+            .and_then(|b| {
+                let (host, port) = b.endpoint(&caller.listener)?;
+                Some((b.node_id, host.to_string(), port))
+            });
         let result = match (result, &node) {
             (Ok(_), None) => Err(GroupError::CoordinatorNotAvailable),
             (r, _) => r.map(drop),
@@ -132,10 +138,10 @@ pub async fn find_coordinator(
         };
         let entry = Coordinator::default().with_key(key).with_error_code(error);
         coordinators.push(match node.filter(|_| error == 0) {
-            Some(b) => entry
-                .with_node_id(BrokerId(b.node_id))
-                .with_host(str_bytes(b.host))
-                .with_port(b.port),
+            Some((node_id, host, port)) => entry
+                .with_node_id(BrokerId(node_id))
+                .with_host(str_bytes(host))
+                .with_port(port),
             None => entry
                 .with_node_id(BrokerId(-1))
                 .with_host(str_bytes(String::new()))

@@ -22,13 +22,15 @@ use crate::log::producers::ProducerError;
 use crate::log::{BatchError, LogError};
 use crate::partition::PartitionError;
 use crate::protocol::Request;
+use crate::security::Caller;
 
-/// `client_host` is the peer's address, as DescribeGroups shows it.
+/// `caller` is who sent the request and through which listener.
 pub async fn handle(
     broker: &Arc<Broker>,
     request: Request,
-    client_host: &str,
+    caller: &Caller,
 ) -> Option<ResponseKind> {
+    let client_host = caller.client_host();
     let version = request.version;
     let client_id = request
         .header
@@ -38,8 +40,8 @@ pub async fn handle(
         .to_string();
     let response = match request.body {
         RequestKind::ApiVersions(_) => cluster::api_versions(),
-        RequestKind::Metadata(r) => cluster::metadata(broker, r, version).await,
-        RequestKind::DescribeCluster(r) => cluster::describe_cluster(broker, r),
+        RequestKind::Metadata(r) => cluster::metadata(broker, r, version, caller).await,
+        RequestKind::DescribeCluster(r) => cluster::describe_cluster(broker, r, caller),
         RequestKind::Produce(r) => return produce::produce(broker, r, version).await,
         RequestKind::InitProducerId(r) => init_producer_id::init_producer_id(broker, r).await,
         RequestKind::Fetch(r) => fetch::fetch(broker, r, version).await,
@@ -50,9 +52,11 @@ pub async fn handle(
         RequestKind::CreatePartitions(r) => topics::create_partitions(broker, r).await,
         RequestKind::DescribeConfigs(r) => topics::describe_configs(broker, r),
         RequestKind::AlterConfigs(r) => topics::alter_configs(broker, r).await,
-        RequestKind::FindCoordinator(r) => groups::find_coordinator(broker, r, version).await,
+        RequestKind::FindCoordinator(r) => {
+            groups::find_coordinator(broker, r, version, caller).await
+        }
         RequestKind::JoinGroup(r) => {
-            groups::join_group(broker, r, version, &client_id, client_host).await
+            groups::join_group(broker, r, version, &client_id, &client_host).await
         }
         RequestKind::SyncGroup(r) => groups::sync_group(broker, r).await,
         RequestKind::Heartbeat(r) => groups::heartbeat(broker, r).await,

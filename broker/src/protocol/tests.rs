@@ -171,6 +171,12 @@ fn every_advertised_version_decodes_a_default_request() {
                 }
                 ApiKey::DeleteGroups => RequestKind::DeleteGroups(DeleteGroupsRequest::default()),
                 ApiKey::OffsetDelete => RequestKind::OffsetDelete(OffsetDeleteRequest::default()),
+                ApiKey::SaslHandshake => {
+                    RequestKind::SaslHandshake(SaslHandshakeRequest::default())
+                }
+                ApiKey::SaslAuthenticate => {
+                    RequestKind::SaslAuthenticate(SaslAuthenticateRequest::default())
+                }
                 other => panic!("add {other:?} to this test"),
             };
             kind.encode(&mut body, version)

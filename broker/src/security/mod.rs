@@ -10,11 +10,135 @@
 //!   form as Kafka prints it) and `ssl_principal_mapping_rules`.
 
 pub mod acl;
+pub mod credentials;
+pub mod oauth;
 pub mod plain;
 pub mod principal;
 pub mod scram;
+pub mod tls;
 
 use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use rustls::pki_types::CertificateDer;
+
+use crate::cluster::MetadataStore;
+use crate::config::{Config, SaslMechanism};
+use credentials::Credentials;
+use principal::PrincipalMapper;
+
+/// The broker's security state: the settings, the credential cache and the ACLs.
+pub struct Security {
+    pub credentials: Credentials,
+    pub oauth: Option<oauth::OAuthValidator>,
+    mechanisms: Vec<SaslMechanism>,
+    reauth_ms: i64,
+    mapper: PrincipalMapper,
+}
+
+impl Security {
+    /// Reads the security settings and what the store holds; creates the bootstrap users.
+    pub async fn open(config: &Config, store: Arc<dyn MetadataStore>) -> anyhow::Result<Security> {
+        use anyhow::Context;
+        let mapper = PrincipalMapper::parse(&config.ssl_principal_mapping_rules)
+            .context("setting `ssl_principal_mapping_rules`")?;
+        let credentials = Credentials::new(store);
+        credentials
+            .reload()
+            .await
+            .context("read SCRAM credentials")?;
+        if !config.sasl_bootstrap_users_file.trim().is_empty() {
+            let written = credentials
+                .bootstrap(config.sasl_bootstrap_users_file.trim())
+                .await?;
+            tracing::info!(written, "SASL bootstrap users applied");
+        }
+        let mechanisms = config.sasl_mechanisms()?;
+        let oauth = if mechanisms.contains(&SaslMechanism::OAuthBearer)
+            && !config.sasl_oauthbearer_jwks_url.trim().is_empty()
+        {
+            Some(oauth::OAuthValidator::open(config).await?)
+        } else {
+            None
+        };
+        Ok(Security {
+            credentials,
+            oauth,
+            mechanisms,
+            reauth_ms: config.connections_max_reauth_ms,
+            mapper,
+        })
+    }
+
+    /// The enabled SASL mechanisms, as SaslHandshake lists them.
+    pub fn mechanisms(&self) -> &[SaslMechanism] {
+        &self.mechanisms
+    }
+
+    /// `connections_max_reauth_ms`, if sessions expire.
+    pub fn reauth_ms(&self) -> Option<i64> {
+        (self.reauth_ms > 0).then_some(self.reauth_ms)
+    }
+
+    /// The principal of a verified client certificate: its subject DN, mapped by
+    /// `ssl_principal_mapping_rules`. `None` (anonymous) if the subject cannot be read.
+    pub fn certificate_principal(
+        &self,
+        certificate: &CertificateDer<'_>,
+        peer: std::net::SocketAddr,
+    ) -> Option<Principal> {
+        match principal::subject_dn(certificate.as_ref()) {
+            Ok(dn) => Some(Principal::user(self.mapper.map(&dn))),
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "client certificate subject unreadable; anonymous");
+                None
+            }
+        }
+    }
+
+    /// Validates an OAUTHBEARER client message: the principal and the token's expiry
+    /// (Unix ms).
+    pub async fn validate_oauth_token(
+        &self,
+        message: &[u8],
+    ) -> Result<(Principal, Option<i64>), oauth::OAuthError> {
+        match &self.oauth {
+            Some(validator) => validator.validate(message).await,
+            None => Err(oauth::OAuthError::NotConfigured),
+        }
+    }
+
+    /// Re-reads what other brokers may have changed in the store.
+    pub async fn refresh(&self) -> Result<(), crate::cluster::StoreError> {
+        self.credentials.reload().await
+    }
+}
+
+/// Who sent a request: the connection's principal, the listener it came in on and the
+/// client's address. One per connection, changed only by (re-)authentication.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Principal,
+    /// The listener name (`PLAINTEXT`, `CLIENT`): Metadata answers with its addresses.
+    pub listener: Arc<str>,
+    pub address: IpAddr,
+}
+
+impl Caller {
+    pub fn new(principal: Principal, listener: Arc<str>, address: IpAddr) -> Caller {
+        Caller {
+            principal,
+            listener,
+            address,
+        }
+    }
+
+    /// The client's address as Kafka shows it (DescribeGroups): `/IP`.
+    pub fn client_host(&self) -> String {
+        format!("/{}", self.address)
+    }
+}
 
 /// An authenticated identity, Kafka's `KafkaPrincipal`: a type (always `User` here) and a
 /// name. Unauthenticated connections are `User:ANONYMOUS`.

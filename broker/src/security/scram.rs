@@ -479,9 +479,12 @@ impl ScramServer {
         if channel_binding != client_first.gs2_header.as_bytes() {
             return Err(ScramError::ChannelBindingMismatch);
         }
-        if nonce.strip_prefix(client_first.client_nonce.as_str())
-            != Some(self.server_nonce.as_str())
-        {
+        // RFC 5802 wants exactly client nonce + server nonce. librdkafka sends its client
+        // nonce once more in front (it prepends it to the server's r=, which already
+        // starts with it), and Kafka accepts any nonce that ends with the combined one;
+        // so do we. The proof covers the message as sent either way.
+        let combined = format!("{}{}", client_first.client_nonce, self.server_nonce);
+        if !nonce.ends_with(&combined) {
             return Err(ScramError::NonceMismatch);
         }
 

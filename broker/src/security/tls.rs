@@ -75,7 +75,10 @@ fn read(setting: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
-fn certificates(setting: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+fn certificates(
+    setting: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = read(setting, path)?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
@@ -140,7 +143,8 @@ impl TlsFiles {
                         .add(cert)
                         .map_err(|e| TlsError::Rustls(format!("ssl_ca_file: {e}")))?;
                 }
-                let verifier = WebPkiClientVerifier::builder_with_provider(roots.into(), provider());
+                let verifier =
+                    WebPkiClientVerifier::builder_with_provider(roots.into(), provider());
                 let verifier = if auth == ClientAuth::Requested {
                     verifier.allow_unauthenticated()
                 } else {
@@ -210,7 +214,9 @@ impl TlsAcceptor {
                 }
                 // A rotation that writes the files one after the other passes through a
                 // mismatched pair: the next change completes it.
-                Err(e) => warn!(error = %e, "TLS files changed but cannot be used; keeping the previous certificate"),
+                Err(e) => {
+                    warn!(error = %e, "TLS files changed but cannot be used; keeping the previous certificate")
+                }
             }
         }
     }

@@ -185,7 +185,7 @@ pub async fn call(
         .unwrap_or_else(|e| panic!("encode {api_key:?} v{version}: {e}"));
     let request = strata_broker::protocol::decode_request(frame.freeze())
         .unwrap_or_else(|e| panic!("the broker cannot decode {api_key:?} v{version}: {e}"));
-    let response = strata_broker::handlers::handle(broker, request, "127.0.0.1")
+    let response = strata_broker::handlers::handle(broker, request, &caller())
         .await
         .expect("a response");
     let mut bytes =
@@ -488,4 +488,13 @@ pub async fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() ->
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// A PLAINTEXT client on loopback, as the default listener sees it.
+pub fn caller() -> strata_broker::security::Caller {
+    strata_broker::security::Caller::new(
+        strata_broker::security::Principal::anonymous(),
+        "PLAINTEXT".into(),
+        std::net::IpAddr::from([127, 0, 0, 1]),
+    )
 }
