@@ -335,12 +335,22 @@ async fn handshake(
             return None;
         }
     };
-    let principal = stream
+    let leaf = stream
         .get_ref()
         .1
         .peer_certificates()
-        .and_then(|chain| chain.first())
-        .and_then(|leaf| shared.broker.security.certificate_principal(leaf, peer));
+        .and_then(|chain| chain.first());
+    let principal = match leaf.map(|leaf| shared.broker.security.certificate_principal(leaf)) {
+        None => None,
+        Some(Ok(principal)) => Some(principal),
+        Some(Err(e)) => {
+            shared.closed("tls_principal_refused");
+            if let Some(suppressed) = shared.may_log(peer.ip(), "tls_principal_refused") {
+                warn!(%peer, error = %e, suppressed, "closing connection: no principal for the client certificate");
+            }
+            return None;
+        }
+    };
     Some((stream, principal))
 }
 

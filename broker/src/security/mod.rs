@@ -82,19 +82,14 @@ impl Security {
     }
 
     /// The principal of a verified client certificate: its subject DN, mapped by
-    /// `ssl_principal_mapping_rules`. `None` (anonymous) if the subject cannot be read.
+    /// `ssl_principal_mapping_rules`. An error (an unreadable subject, or a DN no rule
+    /// matches) refuses the connection, as Kafka does.
     pub fn certificate_principal(
         &self,
         certificate: &CertificateDer<'_>,
-        peer: std::net::SocketAddr,
-    ) -> Option<Principal> {
-        match principal::subject_dn(certificate.as_ref()) {
-            Ok(dn) => Some(Principal::user(self.mapper.map(&dn))),
-            Err(e) => {
-                tracing::debug!(%peer, error = %e, "client certificate subject unreadable; anonymous");
-                None
-            }
-        }
+    ) -> Result<Principal, principal::PrincipalError> {
+        let dn = principal::subject_dn(certificate.as_ref())?;
+        Ok(Principal::user(self.mapper.map(&dn)?))
     }
 
     /// Validates an OAUTHBEARER client message: the principal and the token's expiry
