@@ -318,6 +318,10 @@ impl Broker {
             draining: self.store.draining().await?.into_iter().collect(),
             topics: self.store.list_topics_versioned().await?,
         };
+        // Credentials and ACLs changed through other brokers arrive with the same reads.
+        if let Err(e) = self.security.refresh().await {
+            tracing::warn!(error = %e, "could not re-read credentials and ACLs; keeping the ones read before");
+        }
         if revision.is_some() {
             *self
                 .membership

@@ -83,8 +83,10 @@ pub async fn metadata(
     broker: &Arc<Broker>,
     request: MetadataRequest,
     version: i16,
-    caller: &Caller,
+    authz: &super::Authz<'_>,
 ) -> ResponseKind {
+    use crate::security::acl::{AclOperation, CLUSTER_NAME, ResourceType};
+    let caller = authz.caller();
     let all = match &request.topics {
         None => true,
         Some(list) => version == 0 && list.is_empty(),
@@ -95,6 +97,8 @@ pub async fn metadata(
             .topics
             .all()
             .iter()
+            // Topics the caller may not describe are not shown (not refused).
+            .filter(|t| authz.can(AclOperation::Describe, ResourceType::Topic, &t.name))
             .map(|t| topic_metadata(broker, t))
             .collect();
     } else {
@@ -107,6 +111,13 @@ pub async fn metadata(
             let name = wanted.name.as_ref().map(|n| n.0.to_string());
             let entry = match name {
                 None => match broker.topics.by_id(wanted.topic_id) {
+                    Some(topic) if !authz.allows_topic(AclOperation::Describe, &topic.name) => {
+                        topic_error(
+                            None,
+                            wanted.topic_id,
+                            ResponseError::TopicAuthorizationFailed,
+                        )
+                    }
                     Some(topic) => topic_metadata(broker, &topic),
                     None => topic_error(None, wanted.topic_id, ResponseError::UnknownTopicId),
                 },
@@ -115,8 +126,26 @@ pub async fn metadata(
                     uuid::Uuid::nil(),
                     ResponseError::InvalidTopicException,
                 ),
+                Some(name) if !authz.allows_topic(AclOperation::Describe, &name) => topic_error(
+                    Some(&name),
+                    uuid::Uuid::nil(),
+                    ResponseError::TopicAuthorizationFailed,
+                ),
                 Some(name) => {
                     let known = broker.topics.get(&name);
+                    // Auto-creation needs CREATE on the cluster or the topic, as in Kafka.
+                    if known.is_none()
+                        && client_allows
+                        && !authz.can(AclOperation::Create, ResourceType::Cluster, CLUSTER_NAME)
+                        && !authz.allows_topic(AclOperation::Create, &name)
+                    {
+                        topics.push(topic_error(
+                            Some(&name),
+                            uuid::Uuid::nil(),
+                            ResponseError::TopicAuthorizationFailed,
+                        ));
+                        continue;
+                    }
                     let creates = known.is_none() && !crate::group::is_internal(&name);
                     let found = if known.is_some() || !client_allows {
                         Ok(known)

@@ -518,7 +518,16 @@ pub async fn offset_fetch(
     )
 }
 
-pub fn list_groups(broker: &Arc<Broker>, request: ListGroupsRequest) -> ResponseKind {
+/// Lists every group for DESCRIBE on the cluster; otherwise the groups the caller may
+/// describe, as Kafka does.
+pub fn list_groups(
+    broker: &Arc<Broker>,
+    request: ListGroupsRequest,
+    authz: &super::Authz,
+) -> ResponseKind {
+    use crate::security::acl::{AclOperation, CLUSTER_NAME, ResourceType};
+    let all = authz.can(AclOperation::Describe, ResourceType::Cluster, CLUSTER_NAME);
+    let visible = |id: &str| all || authz.can(AclOperation::Describe, ResourceType::Group, id);
     let wanted_state = |state: &str| {
         request.states_filter.is_empty()
             || request
@@ -536,7 +545,7 @@ pub fn list_groups(broker: &Arc<Broker>, request: ListGroupsRequest) -> Response
         .groups
         .list()
         .into_iter()
-        .filter(|(_, _, state)| classic && wanted_state(state.name()))
+        .filter(|(id, _, state)| classic && wanted_state(state.name()) && visible(id))
         .map(|(id, protocol_type, state)| {
             ListedGroup::default()
                 .with_group_id(GroupId(str_bytes(id)))

@@ -3,12 +3,15 @@
 //!
 //! Errors from the layers below map to Kafka error codes here and only here.
 
+mod acls;
+mod authorize;
 mod cluster;
 mod fetch;
 mod groups;
 mod init_producer_id;
 mod offsets;
 mod produce;
+mod scram;
 mod topics;
 
 use std::sync::Arc;
@@ -23,6 +26,7 @@ use crate::log::{BatchError, LogError};
 use crate::partition::PartitionError;
 use crate::protocol::Request;
 use crate::security::Caller;
+use crate::security::acl::{AclOperation, CLUSTER_NAME, ResourceType};
 
 /// `caller` is who sent the request and through which listener.
 pub async fn handle(
@@ -38,11 +42,28 @@ pub async fn handle(
         .as_ref()
         .map_or("", |c| c.as_str())
         .to_string();
-    let response = match request.body {
+    let authz = Authz::new(
+        broker,
+        caller,
+        crate::protocol::versions::name(request.api_key),
+    );
+    let (body, denied) = match authorize::restrict(&authz, request.body, version) {
+        authorize::Check::Handle(body, denied) => (body, denied),
+        authorize::Check::Refuse(response) => return Some(response),
+    };
+    let response = match body {
         RequestKind::ApiVersions(_) => cluster::api_versions(),
-        RequestKind::Metadata(r) => cluster::metadata(broker, r, version, caller).await,
+        RequestKind::Metadata(r) => cluster::metadata(broker, r, version, &authz).await,
         RequestKind::DescribeCluster(r) => cluster::describe_cluster(broker, r, caller),
-        RequestKind::Produce(r) => return produce::produce(broker, r, version).await,
+        RequestKind::Produce(r) => {
+            let response = produce::produce(broker, r, version).await?;
+            return Some(denied.merge(&authz, response, version));
+        }
+        RequestKind::DescribeAcls(r) => acls::describe_acls(broker, &authz, r),
+        RequestKind::CreateAcls(r) => acls::create_acls(broker, &authz, r).await,
+        RequestKind::DeleteAcls(r) => acls::delete_acls(broker, &authz, r).await,
+        RequestKind::DescribeUserScramCredentials(r) => scram::describe(broker, &authz, r),
+        RequestKind::AlterUserScramCredentials(r) => scram::alter(broker, &authz, r).await,
         RequestKind::InitProducerId(r) => init_producer_id::init_producer_id(broker, r).await,
         RequestKind::Fetch(r) => fetch::fetch(broker, r, version).await,
         RequestKind::ListOffsets(r) => offsets::list_offsets(broker, r, version).await,
@@ -63,7 +84,7 @@ pub async fn handle(
         RequestKind::LeaveGroup(r) => groups::leave_group(broker, r, version).await,
         RequestKind::OffsetCommit(r) => groups::offset_commit(broker, r, version).await,
         RequestKind::OffsetFetch(r) => groups::offset_fetch(broker, r, version).await,
-        RequestKind::ListGroups(r) => groups::list_groups(broker, r),
+        RequestKind::ListGroups(r) => groups::list_groups(broker, r, &authz),
         RequestKind::DescribeGroups(r) => groups::describe_groups(broker, r),
         RequestKind::DeleteGroups(r) => groups::delete_groups(broker, r).await,
         RequestKind::OffsetDelete(r) => groups::offset_delete(broker, r).await,
@@ -76,7 +97,88 @@ pub async fn handle(
             return None;
         }
     };
-    Some(response)
+    Some(denied.merge(&authz, response, version))
+}
+
+/// The authorization check of one request: Kafka's operation on a resource, for the
+/// connection's principal. Every denial is counted by principal and API.
+pub struct Authz<'a> {
+    pub(crate) broker: &'a Broker,
+    caller: &'a Caller,
+    api: &'static str,
+}
+
+impl<'a> Authz<'a> {
+    pub fn new(broker: &'a Broker, caller: &'a Caller, api: &'static str) -> Authz<'a> {
+        Authz {
+            broker,
+            caller,
+            api,
+        }
+    }
+
+    pub fn caller(&self) -> &Caller {
+        self.caller
+    }
+
+    /// Whether the ACL authorizer is on (with it off, every check passes).
+    pub fn enabled(&self) -> bool {
+        self.broker.security.authorizer.enabled()
+    }
+
+    pub fn allows(&self, operation: AclOperation, resource: ResourceType, name: &str) -> bool {
+        let allowed =
+            self.broker
+                .security
+                .authorizer
+                .allowed(self.caller, operation, resource, name);
+        if !allowed {
+            self.denied();
+        }
+        allowed
+    }
+
+    /// Like [`Authz::allows`], without counting a denial: for filtering what a listing
+    /// shows (Metadata of all topics, ListGroups), where hiding is not a refusal.
+    pub fn can(&self, operation: AclOperation, resource: ResourceType, name: &str) -> bool {
+        self.broker
+            .security
+            .authorizer
+            .allowed(self.caller, operation, resource, name)
+    }
+
+    pub fn allows_topic(&self, operation: AclOperation, topic: &str) -> bool {
+        self.allows(operation, ResourceType::Topic, topic)
+    }
+
+    pub fn allows_group(&self, operation: AclOperation, group: &str) -> bool {
+        self.allows(operation, ResourceType::Group, group)
+    }
+
+    pub fn allows_cluster(&self, operation: AclOperation) -> bool {
+        self.allows(operation, ResourceType::Cluster, CLUSTER_NAME)
+    }
+
+    /// Whether the operation is allowed on some resource of the type.
+    pub fn allows_any(&self, operation: AclOperation, resource: ResourceType) -> bool {
+        let allowed =
+            self.broker
+                .security
+                .authorizer
+                .allowed_on_any(self.caller, operation, resource);
+        if !allowed {
+            self.denied();
+        }
+        allowed
+    }
+
+    fn denied(&self) {
+        self.broker
+            .metrics
+            .authorization_denials
+            .with_label_values(&[&self.caller.principal.to_string(), self.api])
+            .inc();
+    }
 }
 
 pub fn topic_name(name: &str) -> TopicName {

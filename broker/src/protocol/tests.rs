@@ -177,6 +177,15 @@ fn every_advertised_version_decodes_a_default_request() {
                 ApiKey::SaslAuthenticate => {
                     RequestKind::SaslAuthenticate(SaslAuthenticateRequest::default())
                 }
+                ApiKey::DescribeAcls => RequestKind::DescribeAcls(DescribeAclsRequest::default()),
+                ApiKey::CreateAcls => RequestKind::CreateAcls(CreateAclsRequest::default()),
+                ApiKey::DeleteAcls => RequestKind::DeleteAcls(DeleteAclsRequest::default()),
+                ApiKey::DescribeUserScramCredentials => RequestKind::DescribeUserScramCredentials(
+                    DescribeUserScramCredentialsRequest::default(),
+                ),
+                ApiKey::AlterUserScramCredentials => RequestKind::AlterUserScramCredentials(
+                    AlterUserScramCredentialsRequest::default(),
+                ),
                 other => panic!("add {other:?} to this test"),
             };
             kind.encode(&mut body, version)

@@ -55,6 +55,11 @@ supported_apis! {
     // handshake (raw tokens after it) is refused: every current client uses v1.
     SaslHandshake 0..=1,
     SaslAuthenticate 0..=2,
+    DescribeAcls 1..=3,
+    CreateAcls 1..=3,
+    DeleteAcls 1..=3,
+    DescribeUserScramCredentials 0..=0,
+    AlterUserScramCredentials 0..=0,
 }
 
 pub fn supports(api_key: ApiKey, version: i16) -> bool {

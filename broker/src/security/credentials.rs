@@ -40,6 +40,12 @@ pub enum CredentialChange {
 }
 
 impl CredentialChange {
+    pub fn user(&self) -> &str {
+        match self {
+            CredentialChange::Upsert(user, _) | CredentialChange::Delete(user, _) => user,
+        }
+    }
+
     fn key(&self) -> String {
         match self {
             CredentialChange::Upsert(user, credential) => key(user, credential.mechanism),

@@ -10,6 +10,7 @@
 //!   form as Kafka prints it) and `ssl_principal_mapping_rules`.
 
 pub mod acl;
+pub mod authorizer;
 pub mod credentials;
 pub mod oauth;
 pub mod plain;
@@ -31,6 +32,7 @@ use principal::PrincipalMapper;
 /// The broker's security state: the settings, the credential cache and the ACLs.
 pub struct Security {
     pub credentials: Credentials,
+    pub authorizer: authorizer::Authorizer,
     pub oauth: Option<oauth::OAuthValidator>,
     mechanisms: Vec<SaslMechanism>,
     reauth_ms: i64,
@@ -43,6 +45,8 @@ impl Security {
         use anyhow::Context;
         let mapper = PrincipalMapper::parse(&config.ssl_principal_mapping_rules)
             .context("setting `ssl_principal_mapping_rules`")?;
+        let authorizer = authorizer::Authorizer::new(config, store.clone())?;
+        authorizer.reload().await.context("read ACLs")?;
         let credentials = Credentials::new(store);
         credentials
             .reload()
@@ -64,6 +68,7 @@ impl Security {
         };
         Ok(Security {
             credentials,
+            authorizer,
             oauth,
             mechanisms,
             reauth_ms: config.connections_max_reauth_ms,
@@ -106,7 +111,8 @@ impl Security {
 
     /// Re-reads what other brokers may have changed in the store.
     pub async fn refresh(&self) -> Result<(), crate::cluster::StoreError> {
-        self.credentials.reload().await
+        self.credentials.reload().await?;
+        self.authorizer.reload().await
     }
 }
 
