@@ -26,6 +26,7 @@
 
 mod auth;
 mod limits;
+mod quota;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -508,6 +509,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
             Next::Close => return Ok(()),
         };
         let started = Instant::now();
+        let frame_len = frame.len();
         let request = match protocol::decode_request(frame) {
             Ok(request) => request,
             Err(DecodeError::UnsupportedVersion {
@@ -562,9 +564,29 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
             otel.name = api, otel.kind = "server", kafka.api = api, kafka.version = version,
             kafka.client_id = request.header.client_id.as_ref().map_or("", |c| c.as_str()),
             kafka.correlation_id = correlation_id, net.peer = %peer);
-        let response = handlers::handle(broker, request, session.caller())
+        let quota_client_id = broker.security.quotas.any().then(|| {
+            request
+                .header
+                .client_id
+                .as_ref()
+                .map_or(String::new(), |c| c.to_string())
+        });
+        let handling = Instant::now();
+        let mut response = handlers::handle(broker, request, session.caller())
             .instrument(span.clone())
             .await;
+        let throttle = match &quota_client_id {
+            Some(client_id) => quota::throttle(
+                broker,
+                session.caller(),
+                client_id,
+                frame_len,
+                handling.elapsed(),
+                api_key == ApiKey::Produce,
+                response.as_mut(),
+            ),
+            None => Duration::ZERO,
+        };
         // The request is done with. Responses are not held against the shared budget: a
         // client slow to read its responses would stall every other connection. One
         // connection holds one response at a time, at most fetch_max_bytes.
@@ -590,6 +612,14 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
             .request_latency
             .with_label_values(&[api])
             .observe(started.elapsed().as_secs_f64());
+        // KIP-219: the response went out at once; the connection is muted for the
+        // throttle time, so a client that ignores throttle_time_ms is held back anyway.
+        if !throttle.is_zero() {
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(throttle) => {}
+            }
+        }
     }
 }
 

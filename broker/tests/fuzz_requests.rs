@@ -192,6 +192,8 @@ fn default_request(api_key: ApiKey) -> RequestKind {
         DeleteAcls => DeleteAclsRequest,
         DescribeUserScramCredentials => DescribeUserScramCredentialsRequest,
         AlterUserScramCredentials => AlterUserScramCredentialsRequest,
+        DescribeClientQuotas => DescribeClientQuotasRequest,
+        AlterClientQuotas => AlterClientQuotasRequest,
     )
 }
 

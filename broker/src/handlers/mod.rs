@@ -11,6 +11,7 @@ mod groups;
 mod init_producer_id;
 mod offsets;
 mod produce;
+mod quotas;
 mod scram;
 mod topics;
 
@@ -64,6 +65,8 @@ pub async fn handle(
         RequestKind::DeleteAcls(r) => acls::delete_acls(broker, &authz, r).await,
         RequestKind::DescribeUserScramCredentials(r) => scram::describe(broker, &authz, r),
         RequestKind::AlterUserScramCredentials(r) => scram::alter(broker, &authz, r).await,
+        RequestKind::DescribeClientQuotas(r) => quotas::describe(broker, &authz, r),
+        RequestKind::AlterClientQuotas(r) => quotas::alter(broker, &authz, r).await,
         RequestKind::InitProducerId(r) => init_producer_id::init_producer_id(broker, r).await,
         RequestKind::Fetch(r) => fetch::fetch(broker, r, version).await,
         RequestKind::ListOffsets(r) => offsets::list_offsets(broker, r, version).await,

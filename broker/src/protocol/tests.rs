@@ -186,6 +186,12 @@ fn every_advertised_version_decodes_a_default_request() {
                 ApiKey::AlterUserScramCredentials => RequestKind::AlterUserScramCredentials(
                     AlterUserScramCredentialsRequest::default(),
                 ),
+                ApiKey::DescribeClientQuotas => {
+                    RequestKind::DescribeClientQuotas(DescribeClientQuotasRequest::default())
+                }
+                ApiKey::AlterClientQuotas => {
+                    RequestKind::AlterClientQuotas(AlterClientQuotasRequest::default())
+                }
                 other => panic!("add {other:?} to this test"),
             };
             kind.encode(&mut body, version)

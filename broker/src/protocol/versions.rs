@@ -60,6 +60,8 @@ supported_apis! {
     DeleteAcls 1..=3,
     DescribeUserScramCredentials 0..=0,
     AlterUserScramCredentials 0..=0,
+    DescribeClientQuotas 0..=1,
+    AlterClientQuotas 0..=1,
 }
 
 pub fn supports(api_key: ApiKey, version: i16) -> bool {

@@ -15,6 +15,7 @@ pub mod credentials;
 pub mod oauth;
 pub mod plain;
 pub mod principal;
+pub mod quotas;
 pub mod scram;
 pub mod tls;
 
@@ -33,6 +34,7 @@ use principal::PrincipalMapper;
 pub struct Security {
     pub credentials: Credentials,
     pub authorizer: authorizer::Authorizer,
+    pub quotas: quotas::Quotas,
     pub oauth: Option<oauth::OAuthValidator>,
     mechanisms: Vec<SaslMechanism>,
     reauth_ms: i64,
@@ -47,6 +49,8 @@ impl Security {
             .context("setting `ssl_principal_mapping_rules`")?;
         let authorizer = authorizer::Authorizer::new(config, store.clone())?;
         authorizer.reload().await.context("read ACLs")?;
+        let quotas = quotas::Quotas::new(store.clone());
+        quotas.reload().await.context("read client quotas")?;
         let credentials = Credentials::new(store);
         credentials
             .reload()
@@ -69,6 +73,7 @@ impl Security {
         Ok(Security {
             credentials,
             authorizer,
+            quotas,
             oauth,
             mechanisms,
             reauth_ms: config.connections_max_reauth_ms,
@@ -112,6 +117,7 @@ impl Security {
     /// Re-reads what other brokers may have changed in the store.
     pub async fn refresh(&self) -> Result<(), crate::cluster::StoreError> {
         self.credentials.reload().await?;
+        self.quotas.reload().await?;
         self.authorizer.reload().await
     }
 }
