@@ -30,10 +30,96 @@ pub struct Service {
     broker: Arc<Broker>,
     /// Cancelled by the Shutdown call; `strata serve` then shuts down as on SIGTERM.
     stop: CancellationToken,
+    /// `admin_token_file`'s bearer token.
+    token: Option<String>,
 }
 
-pub fn service(broker: Arc<Broker>, stop: CancellationToken) -> AdminServer<Service> {
-    AdminServer::new(Service { broker, stop })
+pub fn service(
+    broker: Arc<Broker>,
+    stop: CancellationToken,
+) -> anyhow::Result<AdminServer<Service>> {
+    let token = crate::security::grpc::admin_token(&broker.config)?;
+    Ok(AdminServer::new(Service {
+        broker,
+        stop,
+        token,
+    }))
+}
+
+/// What a call does: reads need DESCRIBE on the cluster, changes ALTER.
+#[derive(Clone, Copy)]
+enum Access {
+    Read,
+    Change,
+}
+
+impl Service {
+    /// Who may call (docs/security.md, "Admin API"): the bearer token of
+    /// `admin_token_file`; or a verified client certificate, whose principal needs
+    /// DESCRIBE (reads) or ALTER (changes) on the cluster under the ACL authorizer. With
+    /// neither a token configured nor the ACL authorizer on, every caller may, as before.
+    fn check<T>(&self, request: &Request<T>, access: Access) -> Result<(), Status> {
+        use crate::security::acl::{AclOperation, CLUSTER_NAME, ResourceType};
+        let presented = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if let (Some(token), Some(presented)) = (&self.token, presented)
+            && crate::security::grpc::token_matches(presented.trim(), token)
+        {
+            return Ok(());
+        }
+        let leaf = request
+            .peer_certs()
+            .and_then(|chain| chain.first().cloned());
+        let principal = match &leaf {
+            Some(leaf) => Some(
+                self.broker
+                    .security
+                    .certificate_principal(leaf)
+                    .map_err(|e| Status::unauthenticated(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let authorizer = &self.broker.security.authorizer;
+        if !authorizer.enabled() {
+            return match (&self.token, principal) {
+                (None, _) | (Some(_), Some(_)) => Ok(()),
+                (Some(_), None) => Err(Status::unauthenticated(
+                    "the admin API needs its bearer token (--token-file) or a client certificate (--cert, --key)",
+                )),
+            };
+        }
+        let caller = crate::security::Caller::new(
+            principal.unwrap_or_else(crate::security::Principal::anonymous),
+            "ADMIN".into(),
+            request
+                .remote_addr()
+                .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip()),
+        );
+        let operation = match access {
+            Access::Read => AclOperation::Describe,
+            Access::Change => AclOperation::Alter,
+        };
+        if authorizer.allowed(&caller, operation, ResourceType::Cluster, CLUSTER_NAME) {
+            Ok(())
+        } else {
+            self.broker
+                .metrics
+                .authorization_denials
+                .with_label_values(&[&caller.principal.to_string(), "admin"])
+                .inc();
+            Err(Status::permission_denied(format!(
+                "{} may not {} the cluster",
+                caller.principal,
+                match access {
+                    Access::Read => "describe",
+                    Access::Change => "alter",
+                }
+            )))
+        }
+    }
 }
 
 fn status(error: AdminError) -> Status {
@@ -124,8 +210,9 @@ impl Service {
 impl Admin for Service {
     async fn cluster_status(
         &self,
-        _request: Request<ClusterStatusRequest>,
+        request: Request<ClusterStatusRequest>,
     ) -> Result<Response<ClusterStatusResponse>, Status> {
+        self.check(&request, Access::Read)?;
         let view = self.broker.cluster_view();
         let topics = self.broker.topics.all();
         let records: Vec<_> = topics.iter().flat_map(|t| &t.record.partitions).collect();
@@ -170,8 +257,9 @@ impl Admin for Service {
 
     async fn list_topics(
         &self,
-        _request: Request<ListTopicsRequest>,
+        request: Request<ListTopicsRequest>,
     ) -> Result<Response<ListTopicsResponse>, Status> {
+        self.check(&request, Access::Read)?;
         let topics = self
             .broker
             .topics
@@ -186,6 +274,7 @@ impl Admin for Service {
         &self,
         request: Request<DescribeTopicRequest>,
     ) -> Result<Response<TopicStatus>, Status> {
+        self.check(&request, Access::Read)?;
         let topic = self.topic(&request.into_inner().name)?;
         Ok(Response::new(topic_status(&topic)))
     }
@@ -194,6 +283,7 @@ impl Admin for Service {
         &self,
         request: Request<CreateTopicRequest>,
     ) -> Result<Response<TopicStatus>, Status> {
+        self.check(&request, Access::Change)?;
         let request = request.into_inner();
         let partitions = if request.partitions == 0 {
             -1
@@ -220,6 +310,7 @@ impl Admin for Service {
         &self,
         request: Request<AlterTopicConfigRequest>,
     ) -> Result<Response<TopicStatus>, Status> {
+        self.check(&request, Access::Change)?;
         let request = request.into_inner();
         self.broker
             .set_topic_configs(
@@ -244,6 +335,7 @@ impl Admin for Service {
         &self,
         request: Request<DeleteTopicRequest>,
     ) -> Result<Response<DeleteTopicResponse>, Status> {
+        self.check(&request, Access::Change)?;
         let name = request.into_inner().name;
         self.broker.delete_topic(&name).await.map_err(status)?;
         Ok(Response::new(DeleteTopicResponse {}))
@@ -253,6 +345,7 @@ impl Admin for Service {
         &self,
         request: Request<TieringStatusRequest>,
     ) -> Result<Response<TieringStatusResponse>, Status> {
+        self.check(&request, Access::Read)?;
         let wanted = request.into_inner().topic;
         // A topic this broker does not know (yet) has no partition it leads.
         let topics = if wanted.is_empty() {
@@ -273,8 +366,9 @@ impl Admin for Service {
 
     async fn cache_stats(
         &self,
-        _request: Request<CacheStatsRequest>,
+        request: Request<CacheStatsRequest>,
     ) -> Result<Response<CacheStatsResponse>, Status> {
+        self.check(&request, Access::Read)?;
         let mut response = CacheStatsResponse {
             answered_by: self.broker.config.node_id,
             ..CacheStatsResponse::default()
@@ -298,6 +392,7 @@ impl Admin for Service {
         &self,
         request: Request<DrainRequest>,
     ) -> Result<Response<DrainResponse>, Status> {
+        self.check(&request, Access::Change)?;
         let request = request.into_inner();
         let node = request.node_id;
         self.broker
@@ -341,8 +436,9 @@ impl Admin for Service {
 
     async fn shutdown(
         &self,
-        _request: Request<ShutdownRequest>,
+        request: Request<ShutdownRequest>,
     ) -> Result<Response<ShutdownResponse>, Status> {
+        self.check(&request, Access::Change)?;
         info!("shutdown requested through the admin API");
         self.stop.cancel();
         Ok(Response::new(ShutdownResponse {}))

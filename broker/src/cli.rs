@@ -31,7 +31,91 @@ pub struct Target {
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
+    /// CA (PEM) of the admin API's certificate: talk TLS to it.
+    #[arg(long, value_name = "FILE", env = "STRATA_ADMIN_CA", global = true)]
+    pub ca: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) for mutual TLS; with --key.
+    #[arg(long, value_name = "FILE", env = "STRATA_ADMIN_CERT", global = true)]
+    pub cert: Option<std::path::PathBuf>,
+    /// The client certificate's key (PEM).
+    #[arg(long, value_name = "FILE", env = "STRATA_ADMIN_KEY", global = true)]
+    pub key: Option<std::path::PathBuf>,
+    /// A file holding the admin API's bearer token (the broker's admin_token_file).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "STRATA_ADMIN_TOKEN_FILE",
+        global = true
+    )]
+    pub token_file: Option<std::path::PathBuf>,
 }
+
+/// How the CLI reaches admin APIs: TLS and a bearer token, from the Target's flags.
+/// Set once per process, before the first connection.
+static ACCESS: std::sync::OnceLock<Access> = std::sync::OnceLock::new();
+
+#[derive(Clone, Default)]
+struct Access {
+    tls: Option<tonic::transport::ClientTlsConfig>,
+    token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+}
+
+impl Target {
+    fn access(&self) -> anyhow::Result<Access> {
+        let read = |flag: &str, path: &std::path::Path| {
+            std::fs::read(path).with_context(|| format!("{flag}: read {}", path.display()))
+        };
+        let mut access = Access::default();
+        if self.ca.is_some() || self.cert.is_some() {
+            let mut tls = tonic::transport::ClientTlsConfig::new();
+            if let Some(ca) = &self.ca {
+                tls =
+                    tls.ca_certificate(tonic::transport::Certificate::from_pem(read("--ca", ca)?));
+            }
+            match (&self.cert, &self.key) {
+                (Some(cert), Some(key)) => {
+                    tls = tls.identity(tonic::transport::Identity::from_pem(
+                        read("--cert", cert)?,
+                        read("--key", key)?,
+                    ));
+                }
+                (None, None) => {}
+                _ => bail!("--cert and --key go together"),
+            }
+            access.tls = Some(tls);
+        }
+        if let Some(path) = &self.token_file {
+            let token = String::from_utf8(read("--token-file", path)?)
+                .context("--token-file: the token is not text")?;
+            access.token = Some(
+                format!("Bearer {}", token.trim())
+                    .parse()
+                    .context("--token-file: the token is not a valid header value")?,
+            );
+        }
+        Ok(access)
+    }
+}
+
+/// Adds the bearer token to every call.
+#[derive(Clone)]
+pub struct Authorization(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Authorization {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", token.clone());
+        }
+        Ok(request)
+    }
+}
+
+type Client = AdminClient<tonic::codegen::InterceptedService<Channel, Authorization>>;
 
 #[derive(clap::Subcommand)]
 pub enum TopicsCommand {
@@ -66,15 +150,29 @@ pub enum TopicsCommand {
     Delete { name: String },
 }
 
-async fn connect(address: &str) -> anyhow::Result<AdminClient<Channel>> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+async fn connect(address: &str) -> anyhow::Result<Client> {
+    let access = ACCESS.get().cloned().unwrap_or_default();
+    let scheme = if access.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let mut endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{address}"))
         .with_context(|| format!("`{address}` is not HOST:PORT"))?
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(30));
+    if let Some(tls) = access.tls {
+        endpoint = endpoint
+            .tls_config(tls)
+            .context("the TLS settings (--ca, --cert, --key)")?;
+    }
     let channel = endpoint.connect().await.with_context(|| {
         format!("cannot reach the admin API at {address} (is a broker running there? see --admin)")
     })?;
-    Ok(AdminClient::new(channel).max_decoding_message_size(256 << 20))
+    Ok(
+        AdminClient::with_interceptor(channel, Authorization(access.token))
+            .max_decoding_message_size(256 << 20),
+    )
 }
 
 /// A gRPC error as the user should read it.
@@ -93,7 +191,16 @@ fn key_values(items: &[String]) -> anyhow::Result<HashMap<String, String>> {
 }
 
 /// Runs `work` on a small runtime; errors print as `strata: ...` and exit 1.
-pub fn run(work: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
+pub fn run(target: &Target, work: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
+    match target.access() {
+        Ok(access) => {
+            let _ = ACCESS.set(access);
+        }
+        Err(e) => {
+            eprintln!("strata: {e:#}");
+            return ExitCode::from(2);
+        }
+    }
     let Some(runtime) = runtime(tokio::runtime::Builder::new_current_thread()) else {
         return ExitCode::FAILURE;
     };

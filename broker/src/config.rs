@@ -16,7 +16,7 @@ pub use security::{ClientAuth, SaslMechanism};
 
 /// Every broker setting. Field names are the TOML keys; the environment variable is the
 /// name in upper case with a `STRATA_` prefix.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// This broker's id in Metadata responses. Default 0.
@@ -356,6 +356,51 @@ pub struct Config {
     pub super_users: String,
     /// With the ACL authorizer, allow a request on a resource no ACL names. Default false.
     pub allow_everyone_if_no_acl_found: bool,
+    /// A file of ACL lines created at start when missing (a ConfigMap):
+    /// `PRINCIPAL,ALLOW|DENY,OPERATION,RESOURCE_TYPE,PATTERN_TYPE,NAME[,HOST]`. Default:
+    /// empty. ACLs are never removed by it; DeleteAcls removes them.
+    pub acl_bootstrap_file: String,
+    /// A file holding the admin API's bearer token (a mounted Secret). When set, every
+    /// admin call must carry `authorization: Bearer <token>` or a client certificate whose
+    /// principal has ALTER (changes) or DESCRIBE (reads) on the cluster. Default: empty.
+    pub admin_token_file: String,
+    /// CA (PEM) that etcd's server certificate must chain to; setting it (or a client
+    /// certificate) makes the broker connect to etcd over TLS. Default: empty.
+    pub etcd_ca_file: String,
+    /// Client certificate and key (PEM) for etcd's client certificate authentication.
+    /// Default: empty.
+    pub etcd_cert_file: String,
+    pub etcd_key_file: String,
+    /// etcd user name and password (etcd's own authentication). The password is
+    /// sensitive: pass it as STRATA_ETCD_PASSWORD from a Secret. Default: empty.
+    pub etcd_username: String,
+    pub etcd_password: String,
+    /// CA (PEM) the object store's certificate must chain to, for a private MinIO with
+    /// its own CA. Default: empty (the system's roots).
+    pub object_store_ca_file: String,
+}
+
+impl Config {
+    /// Settings that hold a secret: never logged, printed or described (Debug shows them
+    /// as `[hidden]`; a DescribeConfigs of broker settings must report them as null with
+    /// is_sensitive, as Kafka does).
+    pub const SENSITIVE: &'static [&'static str] = &["s3_secret_access_key", "etcd_password"];
+}
+
+/// Every setting, with the sensitive ones hidden: a Config may end up in a log line or a
+/// panic message.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut table = toml::Table::try_from(self).map_err(|_| std::fmt::Error)?;
+        for name in Config::SENSITIVE {
+            if let Some(value) = table.get_mut(*name)
+                && value.as_str().is_some_and(|s| !s.is_empty())
+            {
+                *value = toml::Value::String("[hidden]".into());
+            }
+        }
+        f.debug_map().entries(table.iter()).finish()
+    }
 }
 
 impl Default for Config {
@@ -468,6 +513,14 @@ impl Default for Config {
             authorizer: "none".into(),
             super_users: String::new(),
             allow_everyone_if_no_acl_found: false,
+            acl_bootstrap_file: String::new(),
+            admin_token_file: String::new(),
+            etcd_ca_file: String::new(),
+            etcd_cert_file: String::new(),
+            etcd_key_file: String::new(),
+            etcd_username: String::new(),
+            etcd_password: String::new(),
+            object_store_ca_file: String::new(),
         }
     }
 }
@@ -1225,6 +1278,21 @@ mod tests {
         assert!(err.to_string().contains("metadata"), "{err}");
         let err = load(None, &[("STRATA_LOG_SEGMENT_BYTES", "10")], &[]).expect_err("too small");
         assert!(err.to_string().contains("log_segment_bytes"), "{err}");
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let config = Config {
+            s3_secret_access_key: "very-secret-key".into(),
+            etcd_password: "etcd-pass-word".into(),
+            ..Config::default()
+        };
+        let text = format!("{config:?}");
+        assert!(
+            !text.contains("very-secret-key") && !text.contains("etcd-pass-word"),
+            "{text}"
+        );
+        assert!(text.contains("[hidden]"), "{text}");
     }
 
     #[test]

@@ -156,13 +156,16 @@ impl ServeArgs {
 }
 
 fn main() -> ExitCode {
+    // One crypto provider for every TLS client and server in the process (tonic's and
+    // etcd's included), chosen explicitly: aws-lc-rs, which object_store already builds.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
     match cli.command {
-        Command::Status { target } => cli::run(cli::status(&target)),
-        Command::Topics { target, command } => cli::run(cli::topics(&target, command)),
-        Command::Partitions { target, topic } => cli::run(cli::partitions(&target, topic)),
-        Command::Tiering { target, topic } => cli::run(cli::tiering(&target, topic)),
-        Command::Cache { target } => cli::run(cli::cache(&target)),
+        Command::Status { target } => cli::run(&target, cli::status(&target)),
+        Command::Topics { target, command } => cli::run(&target, cli::topics(&target, command)),
+        Command::Partitions { target, topic } => cli::run(&target, cli::partitions(&target, topic)),
+        Command::Tiering { target, topic } => cli::run(&target, cli::tiering(&target, topic)),
+        Command::Cache { target } => cli::run(&target, cli::cache(&target)),
         Command::Drain(args) => drain_command(args, true, false),
         Command::Undrain(args) => drain_command(args, false, false),
         Command::Decommission(args) => drain_command(args, true, true),
@@ -384,7 +387,28 @@ async fn start_replication_server(
         .await
         .with_context(|| format!("bind the replication listener on {addr}"))?;
     let service = strata_broker::replication::server::service(broker.clone());
+    // Mutual TLS when certificates are configured: a client without a certificate from
+    // ssl_ca_file fails the handshake.
+    let tls = strata_broker::security::grpc::acceptor(
+        &broker.config,
+        strata_broker::config::ClientAuth::Required,
+        cancel,
+    )?;
     let cancel = cancel.clone();
+    if let Some(tls) = tls {
+        return Ok(tokio::spawn(async move {
+            let served = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(
+                    strata_broker::security::grpc::incoming(incoming, tls),
+                    cancel.cancelled_owned(),
+                )
+                .await;
+            if let Err(e) = served {
+                error!(error = %e, "the replication server stopped");
+            }
+        }));
+    }
     Ok(tokio::spawn(async move {
         // No Nagle: a follower's fetch and the leader's answer are small writes each
         // waiting on the other, and Nagle plus delayed ACKs adds ~40 ms to every
@@ -419,8 +443,27 @@ async fn start_admin_server(
     let incoming = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("bind the admin listener on {addr}"))?;
-    let service = strata_broker::admin::service(broker.clone(), stop.clone());
+    let service = strata_broker::admin::service(broker.clone(), stop.clone())?;
+    let tls = strata_broker::security::grpc::acceptor(
+        &broker.config,
+        strata_broker::config::ClientAuth::Requested,
+        cancel,
+    )?;
     let cancel = cancel.clone();
+    if let Some(tls) = tls {
+        return Ok(tokio::spawn(async move {
+            let served = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(
+                    strata_broker::security::grpc::incoming(incoming, tls),
+                    cancel.cancelled_owned(),
+                )
+                .await;
+            if let Err(e) = served {
+                error!(error = %e, "the admin server stopped");
+            }
+        }));
+    }
     Ok(tokio::spawn(async move {
         let served = tonic::transport::Server::builder()
             .add_service(service)
@@ -648,14 +691,11 @@ fn drain_command(args: DrainArgs, drain: bool, shutdown: bool) -> ExitCode {
             );
             ExitCode::from(2)
         }
-        Some(_) => cli::run(drain_broker(&args, drain)),
-        None => cli::run(cli::drain(
+        Some(_) => cli::run(&args.target, drain_broker(&args, drain)),
+        None => cli::run(
             &args.target,
-            args.node,
-            drain,
-            timeout,
-            shutdown,
-        )),
+            cli::drain(&args.target, args.node, drain, timeout, shutdown),
+        ),
     }
 }
 

@@ -371,6 +371,7 @@ async fn etcd_revision_moves_exactly_when_metadata_changes() {
         replication: "127.0.0.1:9093".into(),
         admin: String::new(),
         listeners: Vec::new(),
+        principal: String::new(),
     };
     store
         .register_broker(&info, session)

@@ -697,7 +697,7 @@ pub enum Location {
 /// S3 connection settings. Empty strings fall back to the standard AWS variables
 /// (AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
 /// AWS_SESSION_TOKEN, and web-identity/IRSA or instance credentials).
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct S3Settings {
     pub endpoint: String,
     pub region: String,
@@ -706,6 +706,31 @@ pub struct S3Settings {
     /// Path-style requests (`endpoint/bucket/key`): MinIO and moto want this.
     pub path_style: bool,
     pub allow_http: bool,
+    /// PEM CA certificates the endpoint's certificate must chain to (a private MinIO),
+    /// besides the system's roots.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+/// The secret key is never printed.
+impl std::fmt::Debug for S3Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Settings")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &if self.secret_access_key.is_empty() {
+                    ""
+                } else {
+                    "[hidden]"
+                },
+            )
+            .field("path_style", &self.path_style)
+            .field("allow_http", &self.allow_http)
+            .field("ca_pem", &self.ca_pem.is_some())
+            .finish()
+    }
 }
 
 /// Builds the bare store (no decorators) for `location`.
@@ -739,6 +764,17 @@ pub fn open(location: &Location, s3: &S3Settings) -> Result<ObjectStoreBackend, 
             }
             if s3.path_style {
                 builder = builder.with_virtual_hosted_style_request(false);
+            }
+            if let Some(pem) = &s3.ca_pem {
+                // Replaces the client options from_env read (proxy settings and the like);
+                // allow_http is applied again below.
+                let mut options = object_store::ClientOptions::new();
+                for certificate in object_store::Certificate::from_pem_bundle(pem)
+                    .map_err(|e| format!("object_store_ca_file is not PEM certificates: {e}"))?
+                {
+                    options = options.with_root_certificate(certificate);
+                }
+                builder = builder.with_client_options(options);
             }
             if s3.allow_http {
                 builder = builder.with_allow_http(true);

@@ -114,6 +114,7 @@ impl Broker {
                     port: l.advertised_port,
                 })
                 .collect(),
+            principal: self.security.own_principal().unwrap_or_default(),
         }
     }
 

@@ -324,4 +324,19 @@ impl crate::replication::ReplicaHost for Broker {
     fn replication_address(&self, node_id: i32) -> Option<String> {
         self.broker_info(node_id).map(|info| info.replication)
     }
+
+    fn registered_principal(&self, node_id: i32) -> Option<String> {
+        self.broker_info(node_id).map(|info| info.principal)
+    }
+
+    fn replication_mtls(&self) -> bool {
+        !self.config.ssl_cert_file.trim().is_empty() && !self.config.ssl_ca_file.trim().is_empty()
+    }
+
+    fn certificate_shows(&self, certificate: &[u8], principal: &str) -> bool {
+        let der = rustls::pki_types::CertificateDer::from(certificate);
+        self.security
+            .certificate_principal(&der)
+            .is_ok_and(|p| p.to_string() == principal)
+    }
 }

@@ -65,12 +65,94 @@ fn lease_is_gone(e: &etcd_client::Error) -> bool {
     }
 }
 
+/// How the broker authenticates to etcd: TLS (a CA, and a client certificate) and etcd's
+/// user name and password. The default is neither.
+#[derive(Clone, Default)]
+pub struct EtcdSecurity {
+    /// PEM of the CA etcd's certificate must chain to.
+    pub ca_pem: Option<Vec<u8>>,
+    /// PEM certificate chain and key for client certificate authentication.
+    pub identity_pem: Option<(Vec<u8>, Vec<u8>)>,
+    pub user: Option<(String, String)>,
+}
+
+impl EtcdSecurity {
+    /// Reads the files of the `etcd_*` settings; an error names the setting.
+    pub fn from_config(config: &crate::config::Config) -> anyhow::Result<EtcdSecurity> {
+        use anyhow::Context;
+        let read = |setting: &str, path: &str| -> anyhow::Result<Option<Vec<u8>>> {
+            let path = path.trim();
+            if path.is_empty() {
+                return Ok(None);
+            }
+            std::fs::read(path)
+                .map(Some)
+                .with_context(|| format!("setting `{setting}`: read {path}"))
+        };
+        let ca_pem = read("etcd_ca_file", &config.etcd_ca_file)?;
+        let identity_pem = match (
+            read("etcd_cert_file", &config.etcd_cert_file)?,
+            read("etcd_key_file", &config.etcd_key_file)?,
+        ) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => anyhow::bail!("settings `etcd_cert_file` and `etcd_key_file` go together"),
+        };
+        let user = (!config.etcd_username.trim().is_empty()).then(|| {
+            (
+                config.etcd_username.trim().to_string(),
+                config.etcd_password.clone(),
+            )
+        });
+        Ok(EtcdSecurity {
+            ca_pem,
+            identity_pem,
+            user,
+        })
+    }
+
+    fn tls(&self) -> bool {
+        self.ca_pem.is_some() || self.identity_pem.is_some()
+    }
+}
+
 impl EtcdStore {
     pub async fn connect(endpoints: &[String], prefix: &str) -> Result<EtcdStore, StoreError> {
-        let options = ConnectOptions::new()
+        Self::connect_with(endpoints, prefix, &EtcdSecurity::default()).await
+    }
+
+    /// Connects with TLS and/or etcd authentication. With TLS, `http://` endpoints are
+    /// dialled as `https://`.
+    pub async fn connect_with(
+        endpoints: &[String],
+        prefix: &str,
+        security: &EtcdSecurity,
+    ) -> Result<EtcdStore, StoreError> {
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(CALL_TIMEOUT)
             .with_timeout(CALL_TIMEOUT);
-        let client = timed(Client::connect(endpoints, Some(options))).await?;
+        let mut endpoints = endpoints.to_vec();
+        if security.tls() {
+            let mut tls = etcd_client::TlsOptions::new();
+            if let Some(ca) = &security.ca_pem {
+                tls = tls.ca_certificate(etcd_client::Certificate::from_pem(ca));
+            }
+            if let Some((cert, key)) = &security.identity_pem {
+                tls = tls.identity(etcd_client::Identity::from_pem(cert, key));
+            }
+            options = options.with_tls(tls);
+            for endpoint in &mut endpoints {
+                let host = endpoint
+                    .strip_prefix("http://")
+                    .or_else(|| endpoint.strip_prefix("https://"))
+                    .unwrap_or(endpoint);
+                *endpoint = format!("https://{host}");
+            }
+        }
+        if let Some((name, password)) = &security.user {
+            options = options.with_user(name.clone(), password.clone());
+        }
+        let client = timed(Client::connect(&endpoints, Some(options))).await?;
         let store = EtcdStore {
             client,
             prefix: prefix.trim_end_matches('/').to_string(),

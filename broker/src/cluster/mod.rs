@@ -103,6 +103,10 @@ pub struct BrokerInfo {
     /// the first one's. Empty from brokers that registered before listeners existed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub listeners: Vec<ListenerEndpoint>,
+    /// The principal of this broker's certificate (`User:CN=...`), which its replication
+    /// client presents; empty without TLS.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub principal: String,
 }
 
 /// One advertised Kafka listener of a broker.
@@ -240,7 +244,8 @@ pub async fn open(config: &Config) -> anyhow::Result<Stores> {
             manifests: Arc::new(manifests::EmbeddedManifests::new(&dir)),
         },
         MetadataUrl::Etcd { endpoints, prefix } => {
-            let store = etcd::EtcdStore::connect(&endpoints, &prefix)
+            let security = etcd::EtcdSecurity::from_config(config)?;
+            let store = etcd::EtcdStore::connect_with(&endpoints, &prefix, &security)
                 .await
                 .with_context(|| format!("connect to etcd at {}", endpoints.join(",")))?;
             let manifests = manifests::EtcdManifests::new(store.client(), &prefix);

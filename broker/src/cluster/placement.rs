@@ -95,6 +95,7 @@ mod tests {
             replication: String::new(),
             admin: String::new(),
             listeners: Vec::new(),
+            principal: String::new(),
         }
     }
 

@@ -112,6 +112,26 @@ impl Config {
                 ),
             ));
         }
+        // Replication between brokers uses mutual TLS once certificates are configured;
+        // without a CA it could not verify the other brokers.
+        if matches!(self.metadata_url()?, super::MetadataUrl::Etcd { .. })
+            && !self.ssl_cert_file.trim().is_empty()
+            && self.ssl_ca_file.trim().is_empty()
+        {
+            return Err(invalid(
+                "ssl_ca_file",
+                "must be set with ssl_cert_file in a cluster: replication between brokers uses mutual TLS",
+            ));
+        }
+        if self.etcd_cert_file.trim().is_empty() != self.etcd_key_file.trim().is_empty() {
+            return Err(invalid(
+                "etcd_cert_file",
+                "goes with `etcd_key_file`: set both or neither",
+            ));
+        }
+        if self.etcd_username.trim().is_empty() && !self.etcd_password.is_empty() {
+            return Err(invalid("etcd_username", "must be set with etcd_password"));
+        }
         let mechanisms = self.sasl_mechanisms()?;
         if sasl && mechanisms.is_empty() {
             return Err(invalid(

@@ -93,10 +93,22 @@ fn followed(broker: &dyn ReplicaHost) -> Vec<Followed> {
 
 async fn connect(broker: &dyn ReplicaHost, leader: i32) -> Option<ReplicationClient<Channel>> {
     let address = broker.replication_address(leader)?;
-    let endpoint = Endpoint::from_shared(format!("http://{address}"))
+    // Read at each connect, so a rotated certificate is used from the next connection.
+    let tls = match crate::security::grpc::replication_client_tls(broker.config()) {
+        Ok(tls) => tls,
+        Err(e) => {
+            warn!(leader, error = %e, "cannot load the replication client certificate");
+            return None;
+        }
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{address}"))
         .ok()?
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true);
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls).ok()?;
+    }
     match endpoint.connect().await {
         Ok(channel) => Some(
             ReplicationClient::new(channel)

@@ -37,6 +37,13 @@ pub trait ReplicaHost: Send + Sync + 'static {
     ) -> Option<std::sync::Arc<crate::partition::Partition>>;
     /// Where broker `node_id` serves replication, if it is known.
     fn replication_address(&self, node_id: i32) -> Option<String>;
+    /// The certificate principal broker `node_id` registered (empty without TLS), if it
+    /// is known: a follower's client certificate must show it.
+    fn registered_principal(&self, node_id: i32) -> Option<String>;
+    /// Whether replication runs over mutual TLS (certificates and a CA configured).
+    fn replication_mtls(&self) -> bool;
+    /// Whether `certificate` (DER) shows `principal`.
+    fn certificate_shows(&self, certificate: &[u8], principal: &str) -> bool;
 }
 
 /// Largest replication response, in bytes, either side accepts. The leader stops adding

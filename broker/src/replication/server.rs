@@ -140,6 +140,26 @@ impl Replication for Service {
         &self,
         request: Request<FetchRequest>,
     ) -> Result<Response<FetchResponse>, Status> {
+        // Over mutual TLS the follower is who its certificate says: the replica it claims
+        // must have registered that certificate's principal.
+        if self.broker.replication_mtls() {
+            let leaf = request
+                .peer_certs()
+                .and_then(|chain| chain.first().cloned());
+            let claimed = request.get_ref().replica_id;
+            let registered = self.broker.registered_principal(claimed);
+            let shown = match (&leaf, &registered) {
+                (Some(leaf), Some(principal)) if !principal.is_empty() => {
+                    self.broker.certificate_shows(leaf.as_ref(), principal)
+                }
+                _ => false,
+            };
+            if !shown {
+                return Err(Status::permission_denied(format!(
+                    "the client certificate is not the one broker {claimed} registered"
+                )));
+            }
+        }
         let request = request.into_inner();
         if request.cluster_id != self.broker.cluster_id() {
             return Err(Status::permission_denied(format!(

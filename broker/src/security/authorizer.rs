@@ -193,6 +193,25 @@ impl Authorizer {
         self.reload().await
     }
 
+    /// Creates the bindings of `acl_bootstrap_file` that are missing; returns how many.
+    pub async fn bootstrap(&self, path: &str) -> anyhow::Result<usize> {
+        use anyhow::Context;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("setting `acl_bootstrap_file`: read {path}"))?;
+        let wanted = parse_bootstrap(&text)?;
+        let snapshot = self.snapshot();
+        let missing: Vec<AclBinding> = wanted
+            .into_iter()
+            .filter(|b| !snapshot.acls().bindings().contains(b))
+            .collect();
+        if !missing.is_empty() {
+            self.create(&missing)
+                .await
+                .context("store the bootstrap ACLs")?;
+        }
+        Ok(missing.len())
+    }
+
     /// Removes the bindings each filter matches; returns them per filter.
     pub async fn delete(
         &self,
@@ -213,5 +232,87 @@ impl Authorizer {
         }
         self.reload().await?;
         Ok(matched)
+    }
+}
+
+/// `acl_bootstrap_file`'s lines: `PRINCIPAL,ALLOW|DENY,OPERATION,RESOURCE_TYPE,
+/// PATTERN_TYPE,NAME[,HOST]`. The principal is everything before `,ALLOW,` or `,DENY,` (a
+/// certificate DN holds commas). Blank lines and `#` comments are skipped.
+fn parse_bootstrap(text: &str) -> anyhow::Result<Vec<AclBinding>> {
+    use super::acl::{AclPermissionType, PatternType, WILDCARD_HOST};
+    let mut bindings = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let error =
+            |why: &str| anyhow::anyhow!("setting `acl_bootstrap_file`: line {}: {why}", index + 1);
+        let upper = line.to_ascii_uppercase();
+        let split = [",ALLOW,", ",DENY,"]
+            .iter()
+            .filter_map(|p| upper.find(p))
+            .min()
+            .ok_or_else(|| error("no ,ALLOW, or ,DENY, after the principal"))?;
+        let principal = line[..split].trim();
+        let fields: Vec<&str> = line[split + 1..].split(',').map(str::trim).collect();
+        if !(5..=6).contains(&fields.len()) {
+            return Err(error(
+                "expected PRINCIPAL,ALLOW|DENY,OPERATION,RESOURCE_TYPE,PATTERN_TYPE,NAME[,HOST]",
+            ));
+        }
+        let parse = |what: &str, value: &str| error(&format!("{what} `{value}` is not valid"));
+        let binding = AclBinding {
+            permission: fields[0]
+                .parse::<AclPermissionType>()
+                .map_err(|_| parse("permission", fields[0]))?,
+            operation: fields[1]
+                .parse::<AclOperation>()
+                .map_err(|_| parse("operation", fields[1]))?,
+            resource_type: fields[2]
+                .parse::<ResourceType>()
+                .map_err(|_| parse("resource type", fields[2]))?,
+            pattern_type: fields[3]
+                .parse::<PatternType>()
+                .map_err(|_| parse("pattern type", fields[3]))?,
+            resource_name: fields[4].to_string(),
+            host: fields.get(5).copied().unwrap_or(WILDCARD_HOST).to_string(),
+            principal: principal.to_string(),
+        };
+        binding
+            .validate_for_create()
+            .map_err(|e| error(&e.to_string()))?;
+        bindings.push(binding);
+    }
+    Ok(bindings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bootstrap_lines_parse_with_dn_principals_and_optional_hosts() {
+        let bindings = parse_bootstrap(
+            "# producers\nUser:orders-app,ALLOW,WRITE,TOPIC,PREFIXED,orders-\n\
+             User:CN=reader,O=Acme,allow,read,group,literal,readers,10.0.0.1\n",
+        )
+        .expect("parses");
+        assert_eq!(bindings.len(), 2);
+        assert_eq!(bindings[0].principal, "User:orders-app");
+        assert_eq!(bindings[0].operation, AclOperation::Write);
+        assert_eq!(bindings[0].host, "*");
+        assert_eq!(bindings[1].principal, "User:CN=reader,O=Acme");
+        assert_eq!(bindings[1].resource_type, ResourceType::Group);
+        assert_eq!(bindings[1].host, "10.0.0.1");
+        for bad in [
+            "User:a,ALLOW,WRITE,TOPIC",
+            "User:a,MAYBE,WRITE,TOPIC,LITERAL,t",
+            "User:a,ALLOW,FLY,TOPIC,LITERAL,t",
+            "User:a,ALLOW,WRITE,TOPIC,ANY,t",
+        ] {
+            let error = parse_bootstrap(bad).expect_err(bad).to_string();
+            assert!(error.contains("line 1"), "{error}");
+        }
     }
 }

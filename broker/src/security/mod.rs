@@ -12,6 +12,7 @@
 pub mod acl;
 pub mod authorizer;
 pub mod credentials;
+pub mod grpc;
 pub mod oauth;
 pub mod plain;
 pub mod principal;
@@ -39,6 +40,7 @@ pub struct Security {
     mechanisms: Vec<SaslMechanism>,
     reauth_ms: i64,
     mapper: PrincipalMapper,
+    own_principal: Option<String>,
 }
 
 impl Security {
@@ -49,6 +51,16 @@ impl Security {
             .context("setting `ssl_principal_mapping_rules`")?;
         let authorizer = authorizer::Authorizer::new(config, store.clone())?;
         authorizer.reload().await.context("read ACLs")?;
+        if !config.acl_bootstrap_file.trim().is_empty() {
+            anyhow::ensure!(
+                authorizer.enabled(),
+                "setting `acl_bootstrap_file`: ACLs need `authorizer = acl`"
+            );
+            let created = authorizer
+                .bootstrap(config.acl_bootstrap_file.trim())
+                .await?;
+            tracing::info!(created, "bootstrap ACLs applied");
+        }
         let quotas = quotas::Quotas::new(store.clone());
         quotas.reload().await.context("read client quotas")?;
         let credentials = Credentials::new(store);
@@ -70,7 +82,9 @@ impl Security {
         } else {
             None
         };
+        let own_principal = own_certificate_principal(config, &mapper)?;
         Ok(Security {
+            own_principal,
             credentials,
             authorizer,
             quotas,
@@ -100,6 +114,12 @@ impl Security {
     ) -> Result<Principal, principal::PrincipalError> {
         let dn = principal::subject_dn(certificate.as_ref())?;
         Ok(Principal::user(self.mapper.map(&dn)?))
+    }
+
+    /// The principal of this broker's own certificate (`ssl_cert_file`), which its
+    /// replication client presents; `None` without one.
+    pub fn own_principal(&self) -> Option<String> {
+        self.own_principal.clone()
     }
 
     /// Validates an OAUTHBEARER client message: the principal and the token's expiry
@@ -187,4 +207,29 @@ impl fmt::Display for Principal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.principal_type, self.name)
     }
+}
+
+/// The mapped principal of the leaf of `ssl_cert_file`, if one is configured.
+fn own_certificate_principal(
+    config: &Config,
+    mapper: &PrincipalMapper,
+) -> anyhow::Result<Option<String>> {
+    use anyhow::Context;
+    use rustls::pki_types::pem::PemObject;
+    let path = config.ssl_cert_file.trim();
+    if path.is_empty() {
+        return Ok(None);
+    }
+    let pem =
+        std::fs::read(path).with_context(|| format!("setting `ssl_cert_file`: read {path}"))?;
+    let leaf = CertificateDer::pem_slice_iter(&pem)
+        .next()
+        .with_context(|| format!("setting `ssl_cert_file`: {path} holds no PEM certificate"))?
+        .with_context(|| format!("setting `ssl_cert_file`: {path} is not PEM"))?;
+    let dn =
+        principal::subject_dn(leaf.as_ref()).context("setting `ssl_cert_file`: the subject")?;
+    let name = mapper
+        .map(&dn)
+        .context("setting `ssl_principal_mapping_rules`: this broker's own certificate")?;
+    Ok(Some(Principal::user(name).to_string()))
 }

@@ -114,6 +114,17 @@ impl TlsFiles {
         }))
     }
 
+    /// The same files with another client-certificate rule (the gRPC listeners ask for
+    /// client certificates whatever `ssl_client_auth` says for Kafka clients).
+    pub fn with_client_auth(mut self, client_auth: ClientAuth) -> TlsFiles {
+        self.client_auth = client_auth;
+        self
+    }
+
+    pub fn has_ca(&self) -> bool {
+        self.ca.is_some()
+    }
+
     fn stamps(&self) -> [Stamp; 3] {
         [
             stamp(&self.cert),

@@ -101,6 +101,13 @@ impl Tiering {
             secret_access_key: config.s3_secret_access_key.clone(),
             path_style: config.s3_path_style,
             allow_http: config.s3_allow_http,
+            ca_pem: match config.object_store_ca_file.trim() {
+                "" => None,
+                path => Some(
+                    std::fs::read(path)
+                        .with_context(|| format!("setting `object_store_ca_file`: read {path}"))?,
+                ),
+            },
         };
         let backend: ObjectStoreBackend = strata_tiering::store::open(&location, &s3)
             .map_err(anyhow::Error::msg)
