@@ -40,7 +40,7 @@ pub fn acceptor(
     } else {
         ClientAuth::None
     };
-    let files = files.with_client_auth(client_auth);
+    let files = files.with_client_auth(client_auth).with_h2();
     let acceptor = TlsAcceptor::new(files.load()?);
     tokio::spawn(acceptor.clone().watch(files, cancel.clone()));
     Ok(Some(acceptor))

@@ -57,6 +57,8 @@ pub struct TlsFiles {
     key: PathBuf,
     ca: Option<PathBuf>,
     client_auth: ClientAuth,
+    /// ALPN protocols offered: none for Kafka, `h2` for gRPC (tonic's clients insist).
+    alpn: Vec<Vec<u8>>,
 }
 
 /// What identifies one version of a file: a replaced file has a new inode or mtime.
@@ -111,6 +113,7 @@ impl TlsFiles {
             key: PathBuf::from(config.ssl_key_file.trim()),
             ca,
             client_auth: config.client_auth()?,
+            alpn: Vec::new(),
         }))
     }
 
@@ -118,6 +121,12 @@ impl TlsFiles {
     /// client certificates whatever `ssl_client_auth` says for Kafka clients).
     pub fn with_client_auth(mut self, client_auth: ClientAuth) -> TlsFiles {
         self.client_auth = client_auth;
+        self
+    }
+
+    /// Offers HTTP/2 by ALPN, as gRPC clients require.
+    pub fn with_h2(mut self) -> TlsFiles {
+        self.alpn = vec![b"h2".to_vec()];
         self
     }
 
@@ -168,9 +177,11 @@ impl TlsFiles {
                 )
             }
         };
-        builder
+        let mut config = builder
             .with_single_cert(chain, key)
-            .map_err(|e| TlsError::Rustls(format!("ssl_cert_file and ssl_key_file: {e}")))
+            .map_err(|e| TlsError::Rustls(format!("ssl_cert_file and ssl_key_file: {e}")))?;
+        config.alpn_protocols = self.alpn.clone();
+        Ok(config)
     }
 }
 
