@@ -375,7 +375,9 @@ pub fn restrict(authz: &Authz, request: RequestKind, version: i16) -> Check {
             Check::Handle(RequestKind::OffsetDelete(r), Denied::OffsetDelete(denied))
         }
         RequestKind::InitProducerId(r) => {
-            let allowed = match &r.transactional_id {
+            // An empty transactional id is an idempotent producer, as the handler reads it.
+            let transactional = r.transactional_id.as_ref().filter(|id| !id.0.is_empty());
+            let allowed = match transactional {
                 Some(id) => authz.allows(Write, ResourceType::TransactionalId, id),
                 None => {
                     authz.can(
@@ -388,7 +390,7 @@ pub fn restrict(authz: &Authz, request: RequestKind, version: i16) -> Check {
             if allowed {
                 return Check::Handle(RequestKind::InitProducerId(r), Denied::Nothing);
             }
-            let code = if r.transactional_id.is_some() {
+            let code = if transactional.is_some() {
                 ResponseError::TransactionalIdAuthorizationFailed.code()
             } else {
                 CLUSTER_DENIED

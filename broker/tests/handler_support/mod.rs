@@ -172,6 +172,18 @@ pub async fn call(
     version: i16,
     body: RequestKind,
 ) -> ResponseKind {
+    call_as(broker, &caller(), api_key, version, body).await
+}
+
+/// [`call`] from a chosen caller (principal, listener, address).
+#[allow(dead_code)] // not every test file calls as someone else
+pub async fn call_as(
+    broker: &Arc<Broker>,
+    caller: &strata_broker::security::Caller,
+    api_key: ApiKey,
+    version: i16,
+    body: RequestKind,
+) -> ResponseKind {
     const CORRELATION_ID: i32 = 7;
     let mut frame = BytesMut::new();
     RequestHeader::default()
@@ -185,7 +197,7 @@ pub async fn call(
         .unwrap_or_else(|e| panic!("encode {api_key:?} v{version}: {e}"));
     let request = strata_broker::protocol::decode_request(frame.freeze())
         .unwrap_or_else(|e| panic!("the broker cannot decode {api_key:?} v{version}: {e}"));
-    let response = strata_broker::handlers::handle(broker, request, &caller())
+    let response = strata_broker::handlers::handle(broker, request, caller)
         .await
         .expect("a response");
     let mut bytes =
