@@ -4,7 +4,6 @@
 //! that an ACL change applies to the next request. The black-box tests (tests/test_acls.py)
 //! do the same with real clients over SASL.
 
-#[macro_use]
 mod handler_support;
 
 use std::net::IpAddr;
