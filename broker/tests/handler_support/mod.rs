@@ -66,6 +66,7 @@ pub enum Bucket {
 
 /// Runs each named scenario (an `async fn(Store)` in the calling file) once per store, as
 /// `memory::<scenario>` and `directory::<scenario>`.
+#[allow(unused_macros)] // not every test file runs scenarios on both stores
 macro_rules! on_every_store {
     ($($scenario:ident),* $(,)?) => {
         mod memory {
