@@ -27,7 +27,7 @@ import sys
 import time
 import tomllib
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -44,6 +44,11 @@ RELEASE = "strata"
 NAMESPACE = "streaming"
 # The broker's shutdown_timeout_ms default, in seconds.
 SHUTDOWN_TIMEOUT_S = 30
+# API groups of the custom resources the chart may render (Prometheus Operator,
+# cert-manager); kubernetes-validate has no schema for them.
+CUSTOM_RESOURCE_GROUPS = ("monitoring.coreos.com/", "cert-manager.io/")
+# The ci values files with security.enabled.
+SECURITY_VALUES = ["security-cert-manager-values", "security-existing-secret-values"]
 
 
 # ---------------------------------------------------------------------------------------
@@ -194,6 +199,19 @@ def pods(statefulset: dict) -> list[str]:
     return [f"{statefulset['metadata']['name']}-{i}" for i in range(statefulset["spec"]["replicas"])]
 
 
+def existing_secrets(values: dict):
+    """Every `existingSecret` named anywhere in a values document."""
+    if isinstance(values, dict):
+        for key, value in values.items():
+            if key == "existingSecret" and value:
+                yield value
+            else:
+                yield from existing_secrets(value)
+    elif isinstance(values, list):
+        for item in values:
+            yield from existing_secrets(item)
+
+
 # ---------------------------------------------------------------------------------------
 # helm lint, helm template, kubernetes-validate
 # ---------------------------------------------------------------------------------------
@@ -215,11 +233,13 @@ def test_manifests_validate_against_kubernetes_schemas(values, rendered, tmp_pat
     output = result.stdout + result.stderr
     assert result.returncode == 0, f"kubernetes-validate --strict rejected {values}:\n{output}"
     passed = re.findall(r"passed for resource (\S+) against version", output)
-    crds = [d for d in r.docs if d["apiVersion"].startswith("monitoring.coreos.com/")]
+    crds = [d for d in r.docs if d["apiVersion"].startswith(CUSTOM_RESOURCE_GROUPS)]
     assert len(passed) == len(r.docs) - len(crds), \
         f"{len(r.docs)} objects rendered, {len(crds)} custom resources, but {len(passed)} validated:\n{output}"
     unknown = re.findall(r"Couldn't find schema for kind (\S+)", output)
-    assert set(unknown) <= {"ServiceMonitor"}, f"objects of unknown kinds: {unknown}"
+    # Their shapes are checked against their CRDs' schemas by the tests of each
+    # (test_service_monitor_scrapes_every_broker, test_certificate_names_every_broker).
+    assert set(unknown) <= {"ServiceMonitor", "Certificate"}, f"objects of unknown kinds: {unknown}"
 
 
 def test_values_yaml_is_documented_line_by_line():
@@ -268,6 +288,38 @@ S3 = {"objectStore": {"url": "s3://bucket"}}
     (S3 | {"etcd": {"replicas": 2}}, "use an odd number"),
     (S3 | {"etcd": {"enabled": False}}, "set metadata.externalEndpoints"),
     (S3 | {"zones": ["Zone_A"]}, "is not usable in a resource name"),
+    # Security: a password never goes into the ConfigMap, settings come from `security`.
+    (S3 | {"config": {"etcd_password": "hunter2"}}, "a password does not belong in a ConfigMap"),
+    (S3 | {"config": {"ssl_cert_file": "/x.pem"}}, "config.ssl_cert_file: the chart sets ssl_cert_file from the security"),
+    (S3 | {"config": {"listeners": "PLAINTEXT://:9092"}}, "config.listeners: the chart sets listeners"),
+    (S3 | {"security": {"enabled": True, "admin": {"existingSecret": "t"}}}, "needs a certificate"),
+    (S3 | {"security": {"enabled": True, "admin": {"existingSecret": "t"},
+                        "tls": {"existingSecret": "s", "certManager": {"enabled": True}}}}, "not both"),
+    (S3 | {"security": {"enabled": True, "admin": {"existingSecret": "t"},
+                        "tls": {"certManager": {"enabled": True}}}}, "issuerRef.name"),
+    (S3 | {"security": {"enabled": True, "tls": {"existingSecret": "s"}}}, "requires a token"),
+    (S3 | {"security": {"enabled": True, "protocol": "SASL_PLAINTEXT", "tls": {"existingSecret": "s"},
+                        "admin": {"existingSecret": "t"}}}, "use SASL_SSL or SSL"),
+    (S3 | {"security": {"enabled": True, "tls": {"existingSecret": "s"}, "admin": {"existingSecret": "t"},
+                        "sasl": {"mechanisms": ["GSSAPI"]}}}, '"GSSAPI" is not SCRAM-SHA-256'),
+    (S3 | {"security": {"enabled": True, "tls": {"existingSecret": "s"}, "admin": {"existingSecret": "t"},
+                        "sasl": {"mechanisms": ["OAUTHBEARER"]}}}, "OAUTHBEARER needs the token issuer's JWKS"),
+    (S3 | {"security": {"enabled": True, "tls": {"existingSecret": "s"}, "admin": {"existingSecret": "t"},
+                        "authorization": {"acls": [{"principal": "User:a", "operation": "FLY",
+                                                    "resourceType": "TOPIC", "name": "x"}]}}}, 'operation "FLY"'),
+    (S3 | {"security": {"enabled": True, "tls": {"existingSecret": "s"}, "admin": {"existingSecret": "t"},
+                        "authorization": {"acls": ["User:a,ALLOW,READ,TOPIC,x"]}}}, "has 5 fields"),
+    (S3 | {"security": {"enabled": True, "tls": {"existingSecret": "s"}, "admin": {"existingSecret": "t"},
+                        "authorization": {"acls": [{"principal": "a", "operation": "READ",
+                                                    "resourceType": "TOPIC", "name": "x"}]}}}, "is not TYPE:NAME"),
+    (S3 | {"security": {"enabled": True, "tls": {"existingSecret": "s"}, "admin": {"existingSecret": "t"},
+                        "authorization": {"superUsers": ["admin"]}}}, "is not a principal"),
+    (S3 | {"security": {"enabled": True, "tls": {"existingSecret": "s"}, "admin": {"existingSecret": "t"},
+                        "authorization": {"authorizer": "none"}, "internalListener": {"enabled": True}}},
+     "needs security.authorization.authorizer=acl"),
+    (S3 | {"security": {"tls": {"existingSecret": "s"}}}, "apply only with security.enabled=true"),
+    (S3 | {"security": {"etcd": {"tls": {"existingSecret": "etcd"}}}}, "the chart's own etcd has no TLS"),
+    (S3 | {"security": {"etcd": {"username": "strata"}}}, "set both username and password.existingSecret"),
 ])
 def test_chart_refuses_bad_values(values, message, tmp_path):
     path = tmp_path / "values.yaml"
@@ -316,6 +368,16 @@ def test_each_broker_gets_its_own_node_id_and_advertised_addresses(values, rende
             assert serve["env"]["STRATA_REPLICATION_ADVERTISE"] == f"{host}:{ports['replication']}"
             # The admin CLI asks every broker at the address it publishes.
             assert serve["env"]["STRATA_ADMIN_ADVERTISE"] == f"{host}:{ports['admin']}"
+            toml = tomllib.loads(data["strata.toml"])
+            if "listeners" in toml:
+                # With security, each listener is advertised under the pod's own name (the
+                # name its certificate carries), on its own port.
+                names = [listener.split("://")[0] for listener in toml["listeners"].split(",")]
+                port_of = {"CLIENT": ports["kafka"], "INTERNAL": ports.get("kafka-internal")}
+                assert serve["env"]["STRATA_ADVERTISED_LISTENERS"] == ",".join(
+                    f"{n}://{host}:{port_of[n]}" for n in names)
+            else:
+                assert "STRATA_ADVERTISED_LISTENERS" not in serve["env"]
             assert serve["env"]["STRATA_METADATA"].startswith("etcd://")
             undrains = [c for c in calls if c["args"][0] == "undrain"]
             if env["UNDRAIN_ON_START"] == "true":
@@ -344,12 +406,29 @@ def test_listeners_probes_and_services(values, rendered):
     for sts in r.brokers():
         c = container(sts)
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-        assert toml["listen"] == f"0.0.0.0:{ports['kafka']}"
+        if "listeners" in toml:
+            # security.enabled: the Kafka listeners replace `listen`, which would be ignored.
+            assert "listen" not in toml
+            listeners = dict(x.split("://") for x in toml["listeners"].split(","))
+            assert listeners["CLIENT"] == f"0.0.0.0:{ports['kafka']}"
+            assert set(listeners) <= {"CLIENT", "INTERNAL"}
+            assert ("INTERNAL" in listeners) == ("kafka-internal" in ports)
+            if "INTERNAL" in listeners:
+                assert listeners["INTERNAL"] == f"0.0.0.0:{ports['kafka-internal']}"
+            # The CLI in the pod reaches the admin API under the name its certificate carries.
+            headless_name = sts["spec"]["serviceName"]
+            assert {"name": "STRATA_ADMIN", "value": f"$(POD_NAME).{headless_name}.$(POD_NAMESPACE).svc.cluster.local:"
+                                                     f"{ports['admin']}"} in c["env"]
+            names = [e["name"] for e in c["env"]]
+            assert names.index("POD_NAME") < names.index("STRATA_ADMIN") and \
+                names.index("POD_NAMESPACE") < names.index("STRATA_ADMIN"), "$(VAR) only expands earlier variables"
+        else:
+            assert toml["listen"] == f"0.0.0.0:{ports['kafka']}"
+            # `kubectl exec <pod> -- strata status` needs no flags.
+            assert {"name": "STRATA_ADMIN", "value": f"127.0.0.1:{ports['admin']}"} in c["env"]
         assert toml["http"] == f"0.0.0.0:{ports['http']}"
         assert toml["replication_listen"] == f"0.0.0.0:{ports['replication']}"
         assert toml["admin_listen"] == f"0.0.0.0:{ports['admin']}"
-        # `kubectl exec <pod> -- strata status` needs no flags.
-        assert {"name": "STRATA_ADMIN", "value": f"127.0.0.1:{ports['admin']}"} in c["env"]
         assert 0.0 <= toml["otlp_sample_ratio"] <= 1.0
         if "otlp_endpoint" in toml:
             assert toml["otlp_endpoint"].startswith("http://"), toml["otlp_endpoint"]
@@ -428,12 +507,15 @@ def test_no_secret_in_plain_text(values, rendered):
     assert not {"s3_access_key_id", "s3_secret_access_key"} & toml.keys()
     values_doc = yaml.safe_load((CHART / "ci" / f"{values}.yaml").read_text())
     credentials = (values_doc.get("objectStore") or {}).get("credentials") or {}
+    named_secrets = set(existing_secrets(values_doc))
     for sts in r.brokers():
         for e in container(sts).get("env", []):
+            if e["name"].endswith("_FILE"):
+                continue  # a path (test_no_password_in_any_rendered_manifest checks where it points)
             if re.search(r"SECRET|PASSWORD|TOKEN|ACCESS_KEY", e["name"]):
                 ref = e.get("valueFrom", {}).get("secretKeyRef")
                 assert ref and "value" not in e, f"{e['name']} is set in plain text"
-                assert ref["name"] == credentials["existingSecret"]
+                assert ref["name"] in named_secrets, f"{e['name']} comes from {ref['name']}, which the values do not name"
         names = {e["name"] for e in container(sts).get("env", [])}
         if credentials.get("existingSecret"):
             assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= names
@@ -507,6 +589,767 @@ def test_service_monitor_scrapes_every_broker(rendered):
 
 
 # ---------------------------------------------------------------------------------------
+# Security (values.yaml `security` and `networkPolicy`)
+# ---------------------------------------------------------------------------------------
+
+# Settings the `security` values produce; none of them without security.
+SECURITY_SETTINGS = {
+    "listeners", "advertised_listeners", "listener_security_protocol_map", "ssl_cert_file", "ssl_key_file",
+    "ssl_ca_file", "ssl_client_auth", "ssl_principal_mapping_rules", "sasl_enabled_mechanisms",
+    "sasl_bootstrap_users_file", "sasl_oauthbearer_jwks_url", "sasl_oauthbearer_expected_issuer",
+    "sasl_oauthbearer_expected_audience", "sasl_oauthbearer_sub_claim_name", "connections_max_reauth_ms",
+    "authorizer", "super_users", "allow_everyone_if_no_acl_found", "acl_bootstrap_file", "admin_token_file",
+    "object_store_ca_file", "etcd_ca_file", "etcd_cert_file", "etcd_key_file", "etcd_username", "etcd_password",
+}
+SECURITY_DIR = "/etc/strata-security"
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def chart_values(values: str) -> dict:
+    """values.yaml with a ci values file over it, as Helm merges them."""
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    return deep_merge(defaults, yaml.safe_load((CHART / "ci" / f"{values}.yaml").read_text()) or {})
+
+
+def render_values(values: dict, tmp_path: Path, name: str) -> Rendered:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return render(path)
+
+
+def resolve_file(sts: dict, path: str) -> tuple[str, str, str]:
+    """Where a file the broker reads comes from, as the kubelet mounts it: (kind, name,
+    key) of the Secret or ConfigMap. Fails for a subPath mount (a copy that a renewed
+    Secret never reaches)."""
+    spec = sts["spec"]["template"]["spec"]
+    mounts = [m for m in container(sts)["volumeMounts"] if path.startswith(m["mountPath"].rstrip("/") + "/")]
+    assert mounts, f"{path} is under no volume mount of {sts['metadata']['name']}"
+    mount = max(mounts, key=lambda m: len(m["mountPath"]))
+    assert "subPath" not in mount and "subPathExpr" not in mount, f"{path} is mounted with subPath: {mount}"
+    relative = path[len(mount["mountPath"].rstrip("/")) + 1:]
+    (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+    for kind, field, name_field in (("Secret", "secret", "secretName"), ("ConfigMap", "configMap", "name")):
+        if field in volume:
+            source = volume[field]
+            if source.get("items"):
+                keys = [i["key"] for i in source["items"] if i["path"] == relative]
+                assert keys, f"{path}: volume {volume['name']} has no item at {relative}"
+                return kind, source[name_field], keys[0]
+            return kind, source[name_field], relative
+    raise AssertionError(f"{path}: volume {volume['name']} is neither a Secret nor a ConfigMap: {volume}")
+
+
+def acl_lines(acls: list) -> list[str]:
+    """The ACL bootstrap file the values describe (Kafka's model, in the broker's
+    PRINCIPAL,PERMISSION,OPERATION,RESOURCE_TYPE,PATTERN_TYPE,NAME,HOST syntax)."""
+    lines = []
+    for acl in acls:
+        if isinstance(acl, str):
+            fields = [f.strip() for f in acl.split(",")]
+            fields += ["*"] * (7 - len(fields))
+        else:
+            fields = [acl["principal"], acl.get("permission", "ALLOW"), acl["operation"], acl["resourceType"],
+                      acl.get("patternType", "LITERAL"), acl["name"], acl.get("host", "*")]
+        principal, permission, operation, rtype, pattern, name, host = fields
+        lines.append(",".join([principal, permission.upper(), operation.upper(), rtype.upper(), pattern.upper(),
+                               name, host]))
+    return lines
+
+
+def test_security_is_off_by_default(rendered):
+    """security.enabled is false by default: no security setting, no Secret mounted, no
+    Certificate, the admin CLI on loopback as before."""
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert defaults["security"]["enabled"] is False
+    plain = [n for n in rendered if n not in SECURITY_VALUES]
+    assert "no-values" in plain and len(plain) >= 4
+    for name in plain:
+        r = rendered[name]
+        data = r.config_map()
+        toml = tomllib.loads(data["strata.toml"])
+        assert not SECURITY_SETTINGS & toml.keys(), f"{name}: {sorted(SECURITY_SETTINGS & toml.keys())}"
+        assert "acls.txt" not in data and "ADVERTISED_LISTENERS" not in data["start.sh"]
+        assert not r.of_kind("Certificate")
+        for sts in r.brokers():
+            c = container(sts)
+            assert not [m for m in c["volumeMounts"] if m["mountPath"].startswith(SECURITY_DIR)]
+            assert [v["name"] for v in sts["spec"]["template"]["spec"]["volumes"]] == ["config", "tmp"]
+            assert not [e for e in c["env"] if e["name"].startswith(("STRATA_ETCD_", "STRATA_ADMIN_"))]
+            assert {p["name"] for p in c["ports"]} == {"kafka", "replication", "http", "admin"}
+
+
+def chart_at(revision: str, destination: Path) -> Path:
+    """The chart as it was at a git revision, extracted under destination."""
+    import io
+    import tarfile
+
+    git = shutil.which("git")
+    assert git, "git is not installed"
+    archive = subprocess.run([git, "-C", str(REPO_ROOT), "archive", "--format=tar", revision, "deploy/helm/strata"],
+                             capture_output=True, timeout=60)
+    assert archive.returncode == 0, archive.stderr.decode()
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(destination, filter="data")
+    return destination / "deploy" / "helm" / "strata"
+
+
+def test_default_install_is_unchanged_but_for_network_policies(tmp_path):
+    """Issue 16: with no security settings the chart renders exactly what it rendered
+    before security existed (the parent of the commit that added `networkPolicy:` to
+    values.yaml; the working tree's HEAD while that change is uncommitted), for every ci
+    values file of that time, except the NetworkPolicies, the chart version in the
+    helm.sh/chart label and the config checksum that label feeds."""
+    git = shutil.which("git")
+    assert git, "git is not installed"
+    log = run([git, "-C", str(REPO_ROOT), "log", "--format=%H", "--reverse", "-G^networkPolicy:", "--",
+               "deploy/helm/strata/values.yaml"])
+    assert log.returncode == 0, log.stderr
+    introduced = log.stdout.split()
+    baseline = f"{introduced[0]}^" if introduced else "HEAD"
+    old_chart = chart_at(baseline, tmp_path / "baseline")
+    assert "networkPolicy:" not in (old_chart / "values.yaml").read_text(), f"{baseline} already has networkPolicy"
+    old_files = sorted((old_chart / "ci").glob("*.yaml"))
+    assert {f.name for f in old_files} >= {"no-values.yaml", "embedded-etcd-values.yaml"}
+
+    def normalised(docs: list[dict]) -> list[dict]:
+        text = json.dumps(docs, sort_keys=True)
+        text = re.sub(r'"helm\.sh/chart": "strata-[^"]+"', '"helm.sh/chart": "strata-X"', text)
+        text = re.sub(r'"checksum/config": "[0-9a-f]+"', '"checksum/config": "X"', text)
+        return json.loads(text)
+
+    for values in old_files:
+        before = run([helm_binary(), "template", RELEASE, str(old_chart), "--namespace", NAMESPACE, "-f", str(values)])
+        after = helm_template([CHART / "ci" / values.name])
+        assert before.returncode == 0 and after.returncode == 0, before.stderr + after.stderr
+        old_docs = [d for d in yaml.safe_load_all(before.stdout) if d]
+        new_docs = [d for d in yaml.safe_load_all(after.stdout) if d]
+        assert not [d for d in old_docs if d["kind"] == "NetworkPolicy"]
+        policies = [d for d in new_docs if d["kind"] == "NetworkPolicy"]
+        assert policies, f"{values.name}: no NetworkPolicy by default"
+        rest = [d for d in new_docs if d["kind"] != "NetworkPolicy"]
+        assert normalised(rest) == normalised(old_docs), \
+            f"{values.name}: the default install renders differently from {baseline}"
+
+
+@pytest.mark.parametrize("values", SECURITY_VALUES)
+def test_tls_secret_is_mounted_as_a_directory(values, rendered):
+    """The certificate's Secret is a volume mounted as a directory: no subPath (a subPath
+    mount never sees a renewed Secret, and the broker reloads the files when they
+    change), read-only, the files readable through the pod's fsGroup only."""
+    r = rendered[values]
+    v = chart_values(values)
+    toml = tomllib.loads(r.config_map()["strata.toml"])
+    tls = v["security"]["tls"]
+    secret = tls["existingSecret"] or tls["certManager"]["secretName"] or f"{r.fullname()}-tls"
+    for sts in r.brokers():
+        spec = sts["spec"]["template"]["spec"]
+        c = container(sts)
+        for m in c["volumeMounts"]:
+            assert "subPath" not in m and "subPathExpr" not in m, f"{m['name']} is mounted with subPath"
+        (volume,) = [x for x in spec["volumes"] if x.get("secret", {}).get("secretName") == secret]
+        assert "items" not in volume["secret"], "the whole Secret is mounted (renewals replace every key)"
+        assert volume["secret"]["defaultMode"] == 0o440
+        (mount,) = [m for m in c["volumeMounts"] if m["name"] == volume["name"]]
+        assert mount["readOnly"] is True and mount["mountPath"] == f"{SECURITY_DIR}/tls"
+        assert not mount["mountPath"].startswith("/etc/strata/"), "nested under the ConfigMap's read-only mount"
+        for setting, key in (("ssl_cert_file", tls["certKey"]), ("ssl_key_file", tls["keyKey"]),
+                             ("ssl_ca_file", tls["caKey"])):
+            assert toml[setting] == f"{mount['mountPath']}/{key}"
+            assert resolve_file(sts, toml[setting]) == ("Secret", secret, key)
+        security = spec["securityContext"]
+        assert security["fsGroup"] == security["runAsGroup"], "mode 0440 files are readable through fsGroup"
+
+
+@pytest.mark.parametrize("values", SECURITY_VALUES)
+def test_security_settings_reach_the_broker(values, rendered):
+    """Each `security` value becomes its broker setting (strata.toml or the environment),
+    and each file setting names a file of the right Secret or ConfigMap key."""
+    r = rendered[values]
+    sec = chart_values(values)["security"]
+    data = r.config_map()
+    toml = tomllib.loads(data["strata.toml"])
+    protocol = sec["protocol"]
+    internal = sec["internalListener"]["enabled"]
+    assert toml["listener_security_protocol_map"] == f"CLIENT:{protocol}" + (",INTERNAL:SSL" if internal else "")
+    expected_auth = sec["tls"]["clientAuth"] or ("required" if protocol == "SSL" else
+                                                  "requested" if internal else "none")
+    assert toml["ssl_client_auth"] == expected_auth
+    if sec["tls"]["principalMappingRules"]:
+        assert toml["ssl_principal_mapping_rules"] == sec["tls"]["principalMappingRules"]
+    else:
+        assert "ssl_principal_mapping_rules" not in toml
+    if protocol == "SASL_SSL":
+        assert toml["sasl_enabled_mechanisms"] == ",".join(sec["sasl"]["mechanisms"])
+        if sec["sasl"]["connectionsMaxReauthMs"]:
+            assert toml["connections_max_reauth_ms"] == sec["sasl"]["connectionsMaxReauthMs"]
+    else:
+        assert not [k for k in toml if k.startswith("sasl_")], "SASL settings without a SASL listener"
+    authz = sec["authorization"]
+    assert toml["authorizer"] == authz["authorizer"]
+    assert toml["super_users"] == ";".join(authz["superUsers"])
+    assert toml["allow_everyone_if_no_acl_found"] is authz["allowEveryoneIfNoAclFound"]
+    assert data["acls.txt"].splitlines() == acl_lines(authz["acls"])
+    for line in data["acls.txt"].splitlines():
+        assert re.fullmatch(r"[A-Za-z]+:[^,\s]+,(ALLOW|DENY),[A-Z_]+,(TOPIC|GROUP|CLUSTER|TRANSACTIONAL_ID),"
+                            r"(LITERAL|PREFIXED),[^,\s]+,[^,\s]+", line), line
+    for sts in r.brokers():
+        c = container(sts)
+        env = pod_env(c, f"{sts['metadata']['name']}-0")
+        if protocol == "SASL_SSL" and sec["sasl"]["users"]["existingSecret"]:
+            assert resolve_file(sts, toml["sasl_bootstrap_users_file"]) == \
+                ("Secret", sec["sasl"]["users"]["existingSecret"], sec["sasl"]["users"]["key"])
+        assert resolve_file(sts, toml["acl_bootstrap_file"]) == ("ConfigMap", r.fullname(), "acls.txt")
+        assert resolve_file(sts, toml["admin_token_file"]) == \
+            ("Secret", sec["admin"]["existingSecret"], sec["admin"]["key"])
+        # `kubectl exec <pod> -- strata status` finds the CA and the token in the environment.
+        tls_secret = sec["tls"]["existingSecret"] or sec["tls"]["certManager"]["secretName"] or f"{r.fullname()}-tls"
+        assert resolve_file(sts, env["STRATA_ADMIN_CA"]) == ("Secret", tls_secret, sec["tls"]["caKey"])
+        assert env["STRATA_ADMIN_TOKEN_FILE"] == toml["admin_token_file"]
+        etcd = sec["etcd"]
+        if etcd["tls"]["existingSecret"]:
+            for variable, key in (("STRATA_ETCD_CA_FILE", "caKey"), ("STRATA_ETCD_CERT_FILE", "certKey"),
+                                  ("STRATA_ETCD_KEY_FILE", "keyKey")):
+                assert resolve_file(sts, env[variable]) == ("Secret", etcd["tls"]["existingSecret"], etcd["tls"][key])
+        else:
+            assert not [k for k in env if k.startswith("STRATA_ETCD_") and k.endswith("_FILE")]
+        if etcd["username"]:
+            assert env["STRATA_ETCD_USERNAME"] == etcd["username"]
+            assert env["STRATA_ETCD_PASSWORD"] == \
+                f"<secret {etcd['password']['existingSecret']}/{etcd['password']['key']}>"
+        else:
+            assert "STRATA_ETCD_PASSWORD" not in env
+        ca = sec["objectStoreCa"]
+        if ca["existingSecret"] or ca["existingConfigMap"]:
+            kind = "Secret" if ca["existingSecret"] else "ConfigMap"
+            assert resolve_file(sts, toml["object_store_ca_file"]) == \
+                (kind, ca["existingSecret"] or ca["existingConfigMap"], ca["key"])
+        else:
+            assert "object_store_ca_file" not in toml
+        for mount in c["volumeMounts"]:
+            if mount["mountPath"].startswith(SECURITY_DIR):
+                assert mount["readOnly"] is True
+
+
+def test_security_options_render(tmp_path):
+    """OAUTHBEARER settings, a client auth override, more mechanisms, no users file,
+    and the etcd TLS without a client certificate, rendered and refused as they should."""
+    values = yaml.safe_load((CHART / "ci" / "security-existing-secret-values.yaml").read_text())
+    values["security"].update(protocol="SASL_SSL", sasl={
+        "mechanisms": ["oauthbearer", "SCRAM-SHA-256"],
+        "oauthbearer": {"jwksUrl": "https://idp.example.com/.well-known/jwks.json",
+                        "expectedIssuer": "https://idp.example.com", "expectedAudience": "strata"}})
+    values["security"]["tls"]["clientAuth"] = "requested"
+    values["metadata"] = {"externalEndpoints": ["etcd.platform:2379"]}
+    values["etcd"] = {"enabled": False}
+    values["security"]["etcd"] = {"tls": {"existingSecret": "etcd-ca", "certKey": "", "keyKey": ""}}
+    r = render_values(values, tmp_path, "oauth")
+    toml = tomllib.loads(r.config_map()["strata.toml"])
+    assert toml["sasl_enabled_mechanisms"] == "OAUTHBEARER,SCRAM-SHA-256"
+    assert toml["sasl_oauthbearer_jwks_url"] == "https://idp.example.com/.well-known/jwks.json"
+    assert toml["sasl_oauthbearer_expected_issuer"] == "https://idp.example.com"
+    assert toml["sasl_oauthbearer_expected_audience"] == "strata"
+    assert toml["sasl_oauthbearer_sub_claim_name"] == "sub"
+    assert toml["ssl_client_auth"] == "requested"
+    assert "sasl_bootstrap_users_file" not in toml and "connections_max_reauth_ms" not in toml
+    (sts,) = r.brokers()
+    env = pod_env(container(sts), "strata-0")
+    assert resolve_file(sts, env["STRATA_ETCD_CA_FILE"]) == ("Secret", "etcd-ca", "ca.crt")
+    assert "STRATA_ETCD_CERT_FILE" not in env and "STRATA_ETCD_KEY_FILE" not in env
+    assert not [v for v in sts["spec"]["template"]["spec"]["volumes"] if v["name"] == "sasl-users"]
+    # The private key options reach the Certificate; a size the algorithm lacks is refused.
+    values = yaml.safe_load((CHART / "ci" / "security-cert-manager-values.yaml").read_text())
+    values["security"]["tls"]["certManager"]["privateKey"] = {"algorithm": "RSA", "size": 4096}
+    (cert,) = render_values(values, tmp_path, "rsa").of_kind("Certificate")
+    assert cert["spec"]["privateKey"]["algorithm"] == "RSA" and cert["spec"]["privateKey"]["size"] == 4096
+    assert "key encipherment" in cert["spec"]["usages"]
+    values["security"]["tls"]["certManager"]["privateKey"] = {"algorithm": "ECDSA", "size": 4096}
+    path = tmp_path / "bad-size.yaml"
+    path.write_text(yaml.safe_dump(values))
+    result = helm_template([path])
+    assert result.returncode != 0 and "ECDSA keys are 256, 384, 521 bits" in result.stderr, result.stderr
+
+
+# The fields of cert-manager's Certificate (cert-manager.io/v1) the chart uses, from the
+# CRD's openAPIV3Schema (deploy/crds/cert-manager.io_certificates.yaml of cert-manager;
+# the CRD is not shipped with kubernetes-validate).
+CERTIFICATE_SCHEMA = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "cert-manager.io/v1"},
+        "kind": {"const": "Certificate"},
+        "spec": {
+            "type": "object", "additionalProperties": False, "required": ["issuerRef", "secretName"],
+            "properties": {
+                "secretName": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"},
+                # "Should have a length of 64 characters or fewer to avoid generating invalid CSRs."
+                "commonName": {"type": "string", "minLength": 1, "maxLength": 64},
+                "secretTemplate": {"type": "object", "additionalProperties": False, "properties": {
+                    "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "annotations": {"type": "object", "additionalProperties": {"type": "string"}}}},
+                "issuerRef": {"type": "object", "additionalProperties": False, "required": ["name"],
+                              "properties": {"name": {"type": "string", "minLength": 1},
+                                             "kind": {"enum": ["Issuer", "ClusterIssuer"]},
+                                             "group": {"type": "string"}}},
+                "duration": {"type": "string", "pattern": r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"},
+                "renewBefore": {"type": "string", "pattern": r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"},
+                "privateKey": {"type": "object", "additionalProperties": False, "properties": {
+                    "algorithm": {"enum": ["RSA", "ECDSA", "Ed25519"]},
+                    "encoding": {"enum": ["PKCS1", "PKCS8"]},
+                    "rotationPolicy": {"enum": ["Never", "Always"]},
+                    "size": {"type": "integer"}}},
+                "usages": {"type": "array", "items": {"enum": [
+                    "signing", "digital signature", "content commitment", "key encipherment", "key agreement",
+                    "data encipherment", "cert sign", "crl sign", "encipher only", "decipher only", "any",
+                    "server auth", "client auth", "code signing", "email protection", "s/mime", "ipsec end system",
+                    "ipsec tunnel", "ipsec user", "timestamping", "ocsp signing", "microsoft sgc", "netscape sgc"]}},
+                "dnsNames": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+                "ipAddresses": {"type": "array", "items": {"type": "string"}},
+            }}},
+}
+
+
+def test_certificate_names_every_broker_and_the_client_service(rendered, tmp_path):
+    """cert-manager mode: one Certificate whose names cover every broker's advertised
+    name (the start script's, in every zone) and the client Service, usable by brokers
+    both as server and as client (mutual TLS on replication), written into the Secret
+    the brokers mount. The existing-Secret mode renders none."""
+    import jsonschema
+
+    r = rendered["security-cert-manager-values"]
+    v = chart_values("security-cert-manager-values")["security"]["tls"]["certManager"]
+    (cert,) = r.of_kind("Certificate")
+    jsonschema.validate(cert, CERTIFICATE_SCHEMA)
+    spec = cert["spec"]
+    names = spec["dnsNames"]
+    assert len(names) == len(set(names)), "duplicate DNS names"
+    headless = r.brokers()[0]["spec"]["serviceName"]
+    expected = [f"{pod}.{headless}.{NAMESPACE}.svc.cluster.local" for sts in r.brokers() for pod in pods(sts)]
+    assert len(expected) == 4 and set(expected) <= set(names), (expected, names)
+    assert f"*.{headless}.{NAMESPACE}.svc.cluster.local" in names
+    client = f"{r.fullname()}.{NAMESPACE}.svc.cluster.local"
+    assert client in names and "localhost" in names and "kafka.example.internal" in names
+    assert spec["ipAddresses"] == ["127.0.0.1"], "the admin CLI inside a pod may use 127.0.0.1"
+    assert {"server auth", "client auth"} <= set(spec["usages"])
+    assert spec["issuerRef"] == {"name": v["issuerRef"]["name"], "kind": v["issuerRef"]["kind"],
+                                 "group": "cert-manager.io"}
+    assert spec["privateKey"]["rotationPolicy"] == "Always"
+    # A subject: the brokers' principal, which each registers and a follower presents.
+    assert spec["commonName"] == r.fullname()
+    toml = tomllib.loads(r.config_map()["strata.toml"])
+    for sts in r.brokers():
+        assert resolve_file(sts, toml["ssl_cert_file"])[1] == spec["secretName"] == f"{r.fullname()}-tls"
+    assert not rendered["security-existing-secret-values"].of_kind("Certificate")
+    # Without the wildcard, the explicit names still cover every broker; a scale-up adds
+    # names (cert-manager reissues).
+    values = yaml.safe_load((CHART / "ci" / "security-cert-manager-values.yaml").read_text())
+    values["security"]["tls"]["certManager"].update(wildcardDnsName=False, secretName="brokers-cert")
+    values["replicas"] = 3
+    scaled = render_values(values, tmp_path, "no-wildcard")
+    (cert,) = scaled.of_kind("Certificate")
+    assert not [n for n in cert["spec"]["dnsNames"] if "*" in n]
+    brokers = [f"{pod}.{headless}.{NAMESPACE}.svc.cluster.local" for sts in scaled.brokers() for pod in pods(sts)]
+    assert len(brokers) == 6 and set(brokers) <= set(cert["spec"]["dnsNames"])
+    toml = tomllib.loads(scaled.config_map()["strata.toml"])
+    assert resolve_file(scaled.brokers()[0], toml["ssl_cert_file"])[1] == "brokers-cert" == cert["spec"]["secretName"]
+
+
+@values_names
+def test_no_password_in_any_rendered_manifest(values, rendered):
+    """The chart takes no password as a value, so none can be rendered: no Secret
+    objects, no users-file line, sensitive settings only as paths of files mounted from
+    Secrets (never from the ConfigMap), sensitive variables only from secretKeyRef."""
+    r = rendered[values]
+    assert not r.of_kind("Secret")
+    assert not re.search(r"\b[\w.@-]+:(SCRAM-SHA-(256|512)|PLAIN):\S+", r.text), "a users-file line was rendered"
+    data = r.config_map()
+    assert set(data) <= {"strata.toml", "start.sh", "prestop.sh", "acls.txt"}, sorted(data)
+    toml = tomllib.loads(data["strata.toml"])
+    for key, value in toml.items():
+        if re.search(r"password|secret|token|credential|_key(_|$)|users_file", key):
+            assert key.endswith("_file") and value.startswith(SECURITY_DIR + "/"), f"{key} = {value!r}"
+    for sts in r.brokers():
+        c = container(sts)
+        for setting in ("ssl_key_file", "sasl_bootstrap_users_file", "admin_token_file"):
+            if setting in toml:
+                assert resolve_file(sts, toml[setting])[0] == "Secret", f"{setting} does not come from a Secret"
+        for e in c["env"]:
+            if re.search(r"(PASSWORD|TOKEN|SECRET|_KEY)_FILE$", e["name"]):
+                assert resolve_file(sts, e["value"])[0] == "Secret", f"{e['name']} is not a file of a Secret"
+            elif re.search(r"PASSWORD|TOKEN|SECRET", e["name"]):
+                assert "secretKeyRef" in e.get("valueFrom", {}), f"{e['name']} is not read from a Secret"
+        for volume in sts["spec"]["template"]["spec"]["volumes"]:
+            if "configMap" in volume and volume["name"] != "config":
+                assert volume["name"] == "object-store-ca", f"unexpected ConfigMap volume {volume['name']}"
+
+
+def test_templates_never_read_secrets():
+    """`lookup` could copy a Secret's content into a rendered object; `helm template`
+    (these tests) would not show it, so the templates must not use it."""
+    for template in sorted((CHART / "templates").iterdir()):
+        assert not re.search(r"\blookup\b", template.read_text()), f"{template.name} uses lookup"
+
+
+def operations_security_section() -> str:
+    text = (REPO_ROOT / "docs" / "operations.md").read_text()
+    assert "\n## Security on Kubernetes\n" in text, "docs/operations.md has no Security on Kubernetes section"
+    return text.split("\n## Security on Kubernetes\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_security_values_named_in_operations_md_exist():
+    """Every `security.…`, `networkPolicy.…` and `ports.…` value docs/operations.md's
+    section names is in values.yaml."""
+    section = operations_security_section()
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    named = set(re.findall(r"`((?:security|networkPolicy|ports)(?:\.[A-Za-z]+)+)(?:\.\*)?(?:=[^`]*)?`", section))
+    assert len(named) >= 25, sorted(named)
+    for path in sorted(named):
+        node = values
+        for part in path.split("."):
+            assert isinstance(node, dict) and part in node, f"docs/operations.md names {path}, not in values.yaml"
+            node = node[part]
+
+
+def test_security_walkthrough_of_operations_md_renders(tmp_path):
+    """The worked install of docs/operations.md: its values file renders with the chart
+    (helm lint too), gives the producer and the consumer their ACLs, and the notes show
+    the CA command and client properties the section shows."""
+    import textwrap
+
+    section = operations_security_section()
+    blocks = [textwrap.dedent(b) for b in re.findall(r"```yaml\n(.*?)```", section, re.S)]
+    (values_text,) = [b for b in blocks if "security:" in b]
+    path = tmp_path / "secure.yaml"
+    path.write_text(values_text)
+    assert "helm install strata deploy/helm/strata --namespace streaming -f secure.yaml" in section
+    lint = run([helm_binary(), "lint", "--strict", str(CHART), "-f", str(path)])
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    result = run([helm_binary(), "template", "strata", str(CHART), "--namespace", "streaming", "-f", str(path)])
+    assert result.returncode == 0, result.stderr
+    docs = [d for d in yaml.safe_load_all(result.stdout) if d]
+    (config,) = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "strata"]
+    toml = tomllib.loads(config["data"]["strata.toml"])
+    assert toml["listener_security_protocol_map"] == "CLIENT:SASL_SSL"
+    assert toml["sasl_enabled_mechanisms"] == "SCRAM-SHA-512" and toml["super_users"] == "User:admin"
+    assert config["data"]["acls.txt"].splitlines() == [
+        "User:orders-app,ALLOW,WRITE,TOPIC,PREFIXED,orders-,*",
+        "User:orders-app,ALLOW,DESCRIBE,TOPIC,PREFIXED,orders-,*",
+        "User:billing,ALLOW,READ,TOPIC,PREFIXED,orders-,*",
+        "User:billing,ALLOW,DESCRIBE,TOPIC,PREFIXED,orders-,*",
+        "User:billing,ALLOW,READ,GROUP,LITERAL,billing,*",
+    ]
+    (cert,) = [d for d in docs if d["kind"] == "Certificate"]
+    assert cert["spec"]["secretName"] == "strata-tls"
+    assert cert["spec"]["issuerRef"] == {"name": "strata-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"}
+    notes = run([helm_binary(), "install", "--dry-run=client", "strata", str(CHART), "--namespace", "streaming",
+                 "-f", str(path)])
+    assert notes.returncode == 0, notes.stderr
+    ca_command = "kubectl -n streaming get secret strata-tls -o jsonpath='{.data.ca\\.crt}' | base64 -d > ca.crt"
+    assert ca_command in section and ca_command in notes.stdout
+    (properties,) = re.findall(r"```properties\n(.*?)```", section, re.S)
+    shown = dict(line.strip().split("=", 1) for line in properties.strip().splitlines())
+    printed = notes_block(notes.stdout, "librdkafka clients")
+    assert shown.keys() == printed.keys(), (shown, printed)
+    for key in ("bootstrap.servers", "security.protocol", "sasl.mechanism", "ssl.ca.location"):
+        assert shown[key] == printed[key], key
+
+
+@dataclass
+class Peer:
+    """A connection's source, as NetworkPolicy sees it: a pod's namespace (None: outside
+    the cluster), its labels, and labels of its namespace besides its name."""
+    namespace: str | None
+    pod_labels: dict
+    extra_namespace_labels: dict = field(default_factory=dict)
+
+    @property
+    def namespace_labels(self) -> dict:
+        if self.namespace is None:
+            return {}
+        return {"kubernetes.io/metadata.name": self.namespace} | self.extra_namespace_labels
+
+
+def selector_matches(selector: dict, labels: dict) -> bool:
+    assert set(selector) <= {"matchLabels"}, f"the test evaluates matchLabels only: {selector}"
+    return selector.get("matchLabels", {}).items() <= labels.items()
+
+
+def peer_from(rule_peer: dict) -> Peer:
+    """A pod that a NetworkPolicyPeer of the values (matchLabels selectors) selects."""
+    if "namespaceSelector" not in rule_peer:
+        namespace, namespace_labels = NAMESPACE, {}
+    else:
+        namespace_labels = rule_peer["namespaceSelector"].get("matchLabels", {})
+        namespace = namespace_labels.get("kubernetes.io/metadata.name", "selected")
+    return Peer(namespace, rule_peer.get("podSelector", {}).get("matchLabels", {"app": "client"}), namespace_labels)
+
+
+def allows(policies: list[dict], pod_labels: dict, port: int, peer: Peer) -> bool:
+    """Whether the NetworkPolicies let `peer` connect to `port` of a pod of this
+    release's namespace with these labels (Kubernetes' semantics: a pod no policy
+    selects takes everything; otherwise the union of the selecting policies' rules)."""
+    selecting = [p for p in policies if selector_matches(p["spec"]["podSelector"], pod_labels)
+                 and "Ingress" in p["spec"].get("policyTypes", ["Ingress"])]
+    if not selecting:
+        return True
+    for policy in selecting:
+        for rule in policy["spec"].get("ingress", []):
+            if "ports" in rule and not any(p["port"] == port and p.get("protocol", "TCP") == "TCP"
+                                           for p in rule["ports"]):
+                continue
+            if "from" not in rule:
+                return True
+            for source in rule["from"]:
+                assert "ipBlock" not in source, "the test does not model ipBlock peers"
+                if peer.namespace is None:
+                    continue
+                if "namespaceSelector" in source:
+                    in_namespace = selector_matches(source["namespaceSelector"], peer.namespace_labels)
+                else:
+                    in_namespace = peer.namespace == NAMESPACE
+                if in_namespace and ("podSelector" not in source
+                                     or selector_matches(source["podSelector"], peer.pod_labels)):
+                    return True
+    return False
+
+
+@values_names
+def test_network_policy_keeps_kafka_open_and_closes_admin_and_replication(values, rendered):
+    """On by default. Kafka clients (and scrapers, probes) reach the brokers from any
+    namespace or from outside, as without the policy; the admin API only from the brokers
+    and networkPolicy.adminFrom; replication only from the brokers. Every port a broker
+    listens on is in exactly one rule. The chart's etcd only from the brokers and its
+    members."""
+    r = rendered[values]
+    v = chart_values(values)
+    np = v["networkPolicy"]
+    assert np["enabled"] is True
+    policies = r.of_kind("NetworkPolicy")
+    brokers = r.brokers()
+    stranger = Peer(NAMESPACE, {"app": "stranger"})
+    elsewhere = Peer("apps", {"app": "producer"})
+    outside = Peer(None, {})
+    etcd_sets = [s for s in r.of_kind("StatefulSet") if s not in brokers]
+    etcd_pod = Peer(NAMESPACE, etcd_sets[0]["spec"]["template"]["metadata"]["labels"]) if etcd_sets else None
+    admins = [peer_from(p) for p in np["adminFrom"]]
+    kafka_clients = [peer_from(p) for p in np["kafkaFrom"]]
+    for sts in brokers:
+        labels = sts["spec"]["template"]["metadata"]["labels"]
+        ports = {p["name"]: p["containerPort"] for p in container(sts)["ports"]}
+        selecting = [p for p in policies if selector_matches(p["spec"]["podSelector"], labels)]
+        assert len(selecting) == 1, f"{len(selecting)} policies select {sts['metadata']['name']}"
+        rules = selecting[0]["spec"]["ingress"]
+        assert all(rule.get("ports") for rule in rules), "a rule without ports opens every port"
+        listed = [p["port"] for rule in rules for p in rule["ports"]]
+        assert sorted(listed) == sorted(ports.values()), f"ports in the rules {listed}, listening {ports}"
+        # Another broker of the release (any zone) reaches every port.
+        for other in brokers:
+            peer = Peer(NAMESPACE, other["spec"]["template"]["metadata"]["labels"])
+            assert all(allows(policies, labels, port, peer) for port in ports.values())
+        for peer in (stranger, elsewhere, outside, *admins, *([etcd_pod] if etcd_pod else [])):
+            assert not allows(policies, labels, ports["replication"], peer), f"replication open to {peer}"
+            assert allows(policies, labels, ports["http"], peer), f"HTTP closed to {peer}"
+            kafka_ok = not kafka_clients or peer in kafka_clients
+            assert allows(policies, labels, ports["kafka"], peer) == kafka_ok, f"Kafka port and {peer}"
+            for name in ("admin", "kafka-internal"):
+                if name in ports:
+                    assert allows(policies, labels, ports[name], peer) == (peer in admins), f"{name} and {peer}"
+        for peer in kafka_clients:
+            assert allows(policies, labels, ports["kafka"], peer)
+        for peer in admins:
+            assert allows(policies, labels, ports["admin"], peer)
+    etcd_policies = [p for p in policies if p["spec"]["podSelector"]["matchLabels"].get("app.kubernetes.io/component")
+                     == "etcd"]
+    if not etcd_pod:
+        assert not etcd_policies
+        return
+    assert len(etcd_policies) == 1
+    etcd_labels = etcd_pod.pod_labels
+    for sts in brokers:
+        broker = Peer(NAMESPACE, sts["spec"]["template"]["metadata"]["labels"])
+        assert allows(policies, etcd_labels, 2379, broker)
+        assert not allows(policies, etcd_labels, 2380, broker)
+    assert allows(policies, etcd_labels, 2379, etcd_pod) and allows(policies, etcd_labels, 2380, etcd_pod)
+    for peer in (stranger, elsewhere, outside, *admins):
+        assert not allows(policies, etcd_labels, 2379, peer) and not allows(policies, etcd_labels, 2380, peer)
+    assert not allows(policies, etcd_labels, 2381, etcd_pod), "a port no rule names"
+
+
+def test_network_policies_can_be_turned_off_or_widened(tmp_path):
+    """networkPolicy.enabled=false renders none (the install before this change);
+    httpFrom and etcdFrom add who may connect."""
+    off = render_values({"networkPolicy": {"enabled": False}}, tmp_path, "off")
+    assert not off.of_kind("NetworkPolicy")
+    monitoring = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    backup = {"podSelector": {"matchLabels": {"app": "etcd-backup"}}}
+    r = render_values({"networkPolicy": {"httpFrom": [monitoring], "etcdFrom": [backup]}}, tmp_path, "wide")
+    policies = r.of_kind("NetworkPolicy")
+    (sts,) = r.brokers()
+    labels = sts["spec"]["template"]["metadata"]["labels"]
+    assert allows(policies, labels, 9644, peer_from(monitoring))
+    assert not allows(policies, labels, 9644, Peer("apps", {"app": "x"}))
+    assert allows(policies, labels, 9092, Peer("apps", {"app": "x"}))
+    (etcd,) = [s for s in r.of_kind("StatefulSet") if s is not sts]
+    etcd_labels = etcd["spec"]["template"]["metadata"]["labels"]
+    assert allows(policies, etcd_labels, 2379, peer_from(backup))
+    assert not allows(policies, etcd_labels, 2379, Peer(NAMESPACE, {"app": "other"}))
+
+
+def notes_of(values: list[Path]) -> str:
+    command = [helm_binary(), "install", "--dry-run=client", RELEASE, str(CHART), "--namespace", NAMESPACE]
+    for v in values:
+        command += ["-f", str(v)]
+    result = run(command)
+    assert result.returncode == 0, result.stderr
+    assert "NOTES:" in result.stdout
+    return result.stdout.split("NOTES:", 1)[1]
+
+
+def notes_block(notes: str, heading: str) -> dict[str, str]:
+    """The `key=value` lines under a heading of the notes."""
+    lines = notes.split(heading, 1)[1].split("\n\n", 1)[0].splitlines()[1:]
+    return dict(line.strip().split("=", 1) for line in lines if "=" in line)
+
+
+def notes_kcat(notes: str) -> list[str]:
+    import shlex
+
+    text = notes.split("\nkcat:\n", 1)[1].split("\n\n", 1)[0]
+    return shlex.split(text.replace("\\\n", " ").split("\n(", 1)[0])
+
+
+def write_pki(directory: Path, names: list[str]) -> dict[str, Path]:
+    """A CA, a certificate for `names` (DNS, or 127.0.0.1) usable as server and client,
+    and a client certificate (CN=tester,OU=apps), as PEM files."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "strata chart test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+          .not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                                       data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                       crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+          .sign(ca_key, hashes.SHA256()))
+
+    def leaf(subject: x509.Name, sans: list) -> tuple[bytes, bytes]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(ca_name).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(days=1))
+                   .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                   .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
+                                                         ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+                   .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                                  critical=False))
+        if sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        cert = builder.sign(ca_key, hashes.SHA256())
+        return (cert.public_bytes(serialization.Encoding.PEM),
+                key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+
+    sans = [x509.IPAddress(ipaddress.ip_address(n)) if re.fullmatch(r"[0-9.]+", n) else x509.DNSName(n)
+            for n in names]
+    server_cert, server_key = leaf(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]), sans)
+    client_cert, client_key = leaf(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tester"),
+                                              x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "apps")]), [])
+    files = {"ca": ca.public_bytes(serialization.Encoding.PEM), "cert": server_cert, "key": server_key,
+             "client_cert": client_cert, "client_key": client_key}
+    paths = {}
+    for name, content in files.items():
+        paths[name] = directory / f"{name}.pem"
+        paths[name].write_bytes(content)
+    return paths
+
+
+@pytest.mark.parametrize("values,protocol,mechanism", [
+    ("security-cert-manager-values", "SASL_SSL", "SCRAM-SHA-512"),
+    ("security-existing-secret-values", "SSL", None),
+    ("oauthbearer", "SASL_SSL", "OAUTHBEARER"),
+])
+def test_notes_give_client_settings_without_secrets(values, protocol, mechanism, tmp_path):
+    """NOTES.txt shows librdkafka, Java and kcat settings for the configured mode, with
+    placeholders where the user's password goes, and how to fetch the CA. The librdkafka
+    properties are real: a confluent-kafka client accepts them, files filled in."""
+    from confluent_kafka import KafkaException, Producer
+
+    if values == "oauthbearer":
+        path = tmp_path / "oauth.yaml"
+        path.write_text(yaml.safe_dump({"security": {"sasl": {"mechanisms": ["OAUTHBEARER"], "oauthbearer": {
+            "jwksUrl": "https://idp.example.com/jwks.json"}}}}))
+        files = [CHART / "ci" / "security-cert-manager-values.yaml", path]
+    else:
+        files = [CHART / "ci" / f"{values}.yaml"]
+    notes = notes_of(files)
+    bootstrap = f"{RELEASE}.{NAMESPACE}.svc.cluster.local:9092"
+    secret = "strata-tls" if "cert-manager" in str(files[0]) else "strata-broker-tls"
+    ca_key = "ca\\.crt" if "cert-manager" in str(files[0]) else "ca\\.pem"
+    assert f"kubectl -n {NAMESPACE} get secret {secret} -o jsonpath='{{.data.{ca_key}}}' | base64 -d > ca.crt" in notes
+    librdkafka = notes_block(notes, "librdkafka clients")
+    java = notes_block(notes, "Java clients")
+    assert librdkafka["bootstrap.servers"] == java["bootstrap.servers"] == bootstrap
+    assert librdkafka["security.protocol"] == java["security.protocol"] == protocol
+    assert librdkafka["ssl.ca.location"] == "ca.crt" and java["ssl.truststore.location"] == "ca.crt"
+    assert java["ssl.truststore.type"] == "PEM"
+    kcat = notes_kcat(notes)
+    assert kcat[:3] == ["kcat", "-b", bootstrap] and f"security.protocol={protocol}" in kcat
+    if mechanism:
+        assert librdkafka["sasl.mechanism"] == java["sasl.mechanism"] == mechanism
+        assert f"sasl.mechanisms={mechanism}" in kcat
+    if mechanism and mechanism.startswith("SCRAM"):
+        assert librdkafka["sasl.username"] == "<user>" and librdkafka["sasl.password"] == "<password>"
+        assert java["sasl.jaas.config"] == ('org.apache.kafka.common.security.scram.ScramLoginModule required '
+                                            'username="<user>" password="<password>";')
+        assert "sasl.password=<password>" in kcat
+        assert "(The brokers also accept PLAIN.)" in notes
+    if mechanism == "OAUTHBEARER":
+        assert librdkafka["sasl.oauthbearer.method"] == "oidc"
+        assert librdkafka["sasl.oauthbearer.client.secret"] == "<client secret>"
+        assert "OAuthBearerLoginModule required" in java["sasl.jaas.config"]
+    if protocol == "SSL":
+        assert java["ssl.keystore.type"] == "PEM"
+        assert "sasl.mechanism" not in librdkafka and "ssl.certificate.location" in librdkafka
+    # Never a secret: every password or secret shown is a placeholder.
+    for value in re.findall(r"(?:password|secret)=\"?(<[^>]*>|[^\"\s;]*)", notes):
+        assert re.fullmatch(r"<[a-z ]+>", value), f"a password in the notes: {value!r}"
+    first_pod = "strata-zone-a-0" if "cert-manager" in str(files[0]) else "strata-0"
+    assert f"kubectl -n {NAMESPACE} exec {first_pod} -- strata status\n" in notes
+    assert "--ca ca.crt --token-file <file holding the token>" in notes
+    # The properties are librdkafka's: a client takes them (files and names filled in).
+    pki = write_pki(tmp_path / "pki", ["localhost"])
+    config = dict(librdkafka)
+    replacements = {"ca.crt": str(pki["ca"]), "client.crt": str(pki["client_cert"]),
+                    "client.key": str(pki["client_key"]), "<user>": "someone", "<password>": "placeholder",
+                    "<token endpoint URL>": "https://idp.example.com/token", "<client id>": "app",
+                    "<client secret>": "placeholder"}
+    config = {k: replacements.get(v, v) for k, v in config.items()}
+    config["bootstrap.servers"] = "127.0.0.1:9"
+    try:
+        Producer(config).flush(0)
+    except KafkaException as e:
+        pytest.fail(f"librdkafka refuses the notes' properties {config}: {e}")
+
+
+
+# ---------------------------------------------------------------------------------------
 # With the real broker
 # ---------------------------------------------------------------------------------------
 
@@ -564,6 +1407,147 @@ def test_no_values_install_is_a_working_evaluation_broker(rendered, broker, etcd
     finally:
         consumer.close()
     assert (b.data_dir / "objects").is_dir(), "no local object store on the broker's volume"
+
+
+def test_secured_configuration_serves_clients_configured_from_the_notes(rendered, broker, etcd, strata_bin,
+                                                                         tmp_path):
+    """The strata.toml of the cert-manager values (SASL_SSL with SCRAM-SHA-512 and PLAIN,
+    the internal certificate listener, the ACL authorizer with super users and bootstrap
+    ACLs) starts a real broker, with the files where the chart mounts them moved under a
+    temporary directory. Clients set up from NOTES.txt (the librdkafka properties, the
+    kcat flags; password and CA filled in) create topics, produce and consume as a super
+    user, over SCRAM and PLAIN; a wrong password is refused; a certificate client reaches
+    the internal listener; the ACLs of the values hold for their user."""
+    from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from servers import free_port
+
+    r = rendered["security-cert-manager-values"]
+    data = r.config_map()
+    root = tmp_path / "mounts"
+    pki = write_pki(tmp_path / "pki", ["localhost", "127.0.0.1"])
+    passwords = {"admin": uuid.uuid4().hex, "orders-app": uuid.uuid4().hex}
+    files = {
+        "tls/tls.crt": pki["cert"].read_text(), "tls/tls.key": pki["key"].read_text(), "tls/ca.crt": pki["ca"].read_text(),
+        "sasl/users": "".join(f"{user}:SCRAM-SHA-512:{password}\n" for user, password in passwords.items()),
+        "admin/token": uuid.uuid4().hex + "\n",
+        "object-store-ca/ca.crt": pki["ca"].read_text(),
+        "acls.txt": data["acls.txt"],
+    }
+    for name, content in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(content)
+    text = data["strata.toml"].replace(SECURITY_DIR, str(root)).replace("/etc/strata/acls.txt", str(root / "acls.txt"))
+    kafka_port, internal_port = free_port(), free_port()
+    env = {
+        # What start.sh exports, with this machine's addresses for the pod's name.
+        "STRATA_LISTENERS": f"CLIENT://127.0.0.1:{kafka_port},INTERNAL://127.0.0.1:{internal_port}",
+        "STRATA_ADVERTISED_LISTENERS": f"CLIENT://localhost:{kafka_port},INTERNAL://localhost:{internal_port}",
+        # One broker here: the values' replication defaults need three.
+        "STRATA_DEFAULT_REPLICATION_FACTOR": "1", "STRATA_MIN_INSYNC_REPLICAS": "1",
+    }
+    b = broker(metadata=etcd.url(f"secure-{uuid.uuid4().hex[:8]}"), config_text=text, env=env, name="secured",
+               args=["--object-store", f"file://{tmp_path / 'objects'}", "--node-id", "0"])
+
+    notes = notes_of([CHART / "ci" / "security-cert-manager-values.yaml"])
+    fill = {"<user>": "admin", "<password>": passwords["admin"], "ca.crt": str(pki["ca"])}
+    client = {k: fill.get(v, v) for k, v in notes_block(notes, "librdkafka clients").items()}
+    client["bootstrap.servers"] = f"localhost:{kafka_port}"
+    assert client["security.protocol"] == "SASL_SSL" and client["sasl.mechanism"] == "SCRAM-SHA-512"
+
+    admin = AdminClient(client)
+    for future in admin.create_topics([NewTopic("orders-eu", 1, 1), NewTopic("payments", 1, 1)]).values():
+        future.result(timeout=30)
+    producer = Producer(client)
+    for i in range(3):
+        producer.produce("orders-eu", value=f"order-{i}".encode())
+    assert producer.flush(30) == 0
+    for mechanism in ("SCRAM-SHA-512", "PLAIN"):
+        consumer = Consumer(client | {"sasl.mechanism": mechanism, "group.id": f"chart-{mechanism}",
+                                      "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        try:
+            consumer.subscribe(["orders-eu"])
+            got = []
+            deadline = time.monotonic() + 30
+            while len(got) < 3 and time.monotonic() < deadline:
+                message = consumer.poll(1)
+                if message is not None and not message.error():
+                    got.append(message.value())
+            assert got == [b"order-0", b"order-1", b"order-2"], f"{mechanism}: {got}"
+        finally:
+            consumer.close()
+
+    # kcat with the notes' flags.
+    args = notes_kcat(notes)
+    args = [{"-b": "-b"}.get(a, a) for a in args]
+    args[args.index("-b") + 1] = f"localhost:{kafka_port}"
+    args = [a.replace("<user>", "admin").replace("<password>", passwords["admin"])
+            .replace("ssl.ca.location=ca.crt", f"ssl.ca.location={pki['ca']}") for a in args]
+    listing = run(args + ["-m", "30"], timeout=60)
+    assert listing.returncode == 0 and "orders-eu" in listing.stdout, listing.stdout + listing.stderr
+
+    # A wrong password is refused.
+    errors = []
+    wrong = AdminClient(client | {"sasl.password": "not-the-password", "error_cb": errors.append})
+    with pytest.raises(KafkaException):
+        wrong.list_topics(timeout=5)
+    wait_until("the authentication error", lambda: wrong.poll(0.2) is not None and
+               any(e.code() == KafkaError._AUTHENTICATION for e in errors), timeout=30)
+
+    # The internal listener: TLS with a client certificate.
+    internal = AdminClient({"bootstrap.servers": f"localhost:{internal_port}", "security.protocol": "SSL",
+                            "ssl.ca.location": str(pki["ca"]), "ssl.certificate.location": str(pki["client_cert"]),
+                            "ssl.key.location": str(pki["client_key"])})
+    metadata = internal.list_topics(timeout=30)
+    assert metadata.brokers, "no broker in the internal listener's Metadata"
+    assert "orders-eu" not in metadata.topics, "a user with no ACL sees the topic"
+
+    # The values' ACLs (acl_bootstrap_file): orders-app writes orders-* and nothing else.
+    app = client | {"sasl.username": "orders-app", "sasl.password": passwords["orders-app"]}
+    results = {}
+    producer = Producer(app)
+    for topic in ("orders-eu", "payments"):
+        producer.produce(topic, value=b"x", on_delivery=lambda err, msg, t=topic: results.__setitem__(t, err))
+    producer.flush(30)
+    assert results["orders-eu"] is None, results
+    assert results["payments"] is not None and \
+        results["payments"].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, results
+
+    # The admin API: the CLI with the environment the chart gives it (CA and token) gets
+    # in over TLS; without the token it is refused.
+    (sts,) = [s for s in r.brokers() if s["metadata"]["name"].endswith("zone-a")]
+    pod = pod_env(container(sts), f"{sts['metadata']['name']}-0")
+    cli_env = {k: v for k, v in os.environ.items() if not k.startswith(("STRATA_", "AWS_"))}
+    cli_env |= {name: pod[name].replace(SECURITY_DIR, str(root)) for name in ("STRATA_ADMIN_CA", "STRATA_ADMIN_TOKEN_FILE")}
+    cli_env["STRATA_ADMIN"] = f"localhost:{b.admin_port}"
+    status = run([str(strata_bin), "status", "--json"], env=cli_env, timeout=60)
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert json.loads(status.stdout), status.stdout
+    refused = run([str(strata_bin), "status"], env={k: v for k, v in cli_env.items() if k != "STRATA_ADMIN_TOKEN_FILE"},
+                  timeout=60)
+    assert refused.returncode != 0, refused.stdout
+
+    # A second broker with the same configuration and certificate (cert-manager's one
+    # Certificate for every broker) follows the first over mutual TLS.
+    second = broker(metadata=b.metadata, config_text=text, name="secured-2",
+                    env=env | {"STRATA_LISTENERS": f"CLIENT://127.0.0.1:{(p := free_port())}",
+                               "STRATA_ADVERTISED_LISTENERS": f"CLIENT://localhost:{p}"},
+                    args=["--object-store", f"file://{tmp_path / 'objects'}", "--node-id", "1"])
+    wait_until("two brokers", lambda: len(admin.list_topics(timeout=10).brokers) == 2, timeout=60)
+    for future in admin.create_topics([NewTopic("orders-replicated", 1, 2)]).values():
+        future.result(timeout=30)
+    producer = Producer(client | {"acks": "all"})
+    producer.produce("orders-replicated", value=b"replicated")
+    assert producer.flush(30) == 0
+
+    def in_sync() -> bool:
+        partition = admin.list_topics("orders-replicated", timeout=10).topics["orders-replicated"].partitions[0]
+        return sorted(partition.isrs) == [0, 1]
+
+    wait_until("both replicas in sync over mutual TLS", in_sync, timeout=60)
+    second.stop()
+    b.stop()
 
 
 def test_prestop_drain_and_start_undrain_in_a_real_cluster(rendered, broker, etcd, strata_bin, tmp_path):

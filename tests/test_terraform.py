@@ -206,6 +206,162 @@ def test_minio_module_grants_the_same_s3_actions():
     assert unquote(versions["source"]) == "aminueza/minio"
 
 
+class Hcl:
+    """Evaluates the few HCL expression forms the example's security locals and outputs
+    use (literals, var./local. references, `a ? b : c`, `x != null`, try(), string
+    interpolation, a map index), with the given variables. Any other form fails the
+    test, so a change to those expressions is noticed rather than misread."""
+
+    def __init__(self, variables: dict, locals_: dict):
+        self.variables = variables
+        self.locals = locals_
+
+    def value(self, raw):
+        if isinstance(raw, dict):
+            return {unquote(k): self.value(v) for k, v in raw.items() if k != "__is_block__"}
+        if isinstance(raw, list):
+            return [self.value(x) for x in raw]
+        if raw is None or isinstance(raw, (bool, int, float)):
+            return raw
+        if raw.startswith("${") and self.closing(raw, 1) == len(raw) - 1:
+            return self.expression(raw[2:-1])
+        return self.expression(raw)
+
+    @staticmethod
+    def closing(text: str, start: int) -> int:
+        """The index of the brace closing the one at `start`."""
+        depth = 0
+        for i in range(start, len(text)):
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            if depth == 0:
+                return i
+        raise AssertionError(f"unbalanced braces in {text!r}")
+
+    def string(self, literal: str) -> str:
+        body = literal[1:-1]
+        body = re.sub(r"\$\{([^}]*)\}", lambda m: str(self.expression(m.group(1))), body)
+        return body.replace('\\"', '"').replace("\\\\", "\\")
+
+    def expression(self, text: str):
+        e = text.strip()
+        if re.fullmatch(r'"(?:[^"\\]|\\.)*"', e):
+            return self.string(e)
+        if e == "null":
+            return None
+        if e == "[]":
+            return []
+        if e in ("true", "false"):
+            return e == "true"
+        m = re.fullmatch(r'([^?"]+?)\s*\?\s*("(?:[^"\\]|\\.)*"|[^:"]+?)\s*:\s*(.+)', e, re.S)
+        if m:
+            return self.expression(m.group(2)) if self.expression(m.group(1)) else self.expression(m.group(3))
+        m = re.fullmatch(r"(.+?)\s*!=\s*null", e)
+        if m:
+            return self.expression(m.group(1)) is not None
+        m = re.fullmatch(r'try\((.+),\s*("(?:[^"\\]|\\.)*")\)', e)
+        if m:
+            try:
+                return self.expression(m.group(1))
+            except (KeyError, TypeError):
+                return self.expression(m.group(2))
+        m = re.fullmatch(r"var\.(\w+)((?:\.\w+)*)", e)
+        if m:
+            value = self.variables[m.group(1)]
+            for attribute in filter(None, m.group(2).split(".")):
+                value = value[attribute]  # TypeError on null, as try() expects
+            return value
+        m = re.fullmatch(r'local\.(\w+)(?:\["([^"]+)"\])?', e)
+        if m:
+            value = self.value(self.locals[m.group(1)])
+            return value[m.group(2)] if m.group(2) else value
+        raise AssertionError(f"the test does not evaluate the HCL expression {e!r}")
+
+
+def example_locals() -> dict:
+    out = {}
+    for doc in module_docs("examples/eks").values():
+        for entry in doc.get("locals", []):
+            out.update({k: v for k, v in entry.items() if k != "__is_block__"})
+    return out
+
+
+def test_eks_example_security_renders_and_its_outputs_match_the_chart(tmp_path):
+    """The example's security values (a second values document of helm_release), with
+    tls_issuer unset and set, render with the chart: unset, no security at all; set, a
+    Certificate from that issuer, SASL_SSL with the variable's mechanism, the Secrets the
+    variables name. The outputs clients read (bootstrap, security_protocol,
+    sasl_mechanism, ca_certificate_secret/_command, client_properties) agree with what
+    the chart rendered; none of them is a password."""
+    import subprocess
+    import tomllib
+
+    import yaml
+
+    from test_deploy import helm_binary
+
+    release = merged("examples/eks", "resource")[("helm_release", "strata")]
+    assert release["values"][1] == "${yamlencode(local.security_values)}"
+    locals_ = example_locals()
+    variables = {name: Hcl({}, {}).value(body.get("default"))
+                 for name, body in merged("examples/eks", "variable", by=blocks).items()}
+    assert variables["tls_issuer"] is None, "security is off unless asked for"
+    outputs = merged("examples/eks", "output", by=blocks)
+    assert outputs["client_properties"]["value"] == \
+        "${{for name, value in local.client_properties : name => value if value != null}}"
+    base = {"objectStore": {"url": "s3://strata-segments/strata", "s3": {"region": "us-east-1"}}}
+    for issuer in (None, {"name": "strata-ca", "kind": "ClusterIssuer"}):
+        hcl = Hcl(variables | {"tls_issuer": issuer}, locals_)
+        (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+        (tmp_path / "security.yaml").write_text(yaml.safe_dump(hcl.value(locals_["security_values"])))
+        result = subprocess.run([helm_binary(), "template", hcl.value(locals_["release"]),
+                                 str(TERRAFORM / "../deploy/helm/strata"), "--namespace", variables["namespace"],
+                                 "-f", str(tmp_path / "base.yaml"), "-f", str(tmp_path / "security.yaml")],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, f"tls_issuer={issuer}: {result.stderr}"
+        docs = [d for d in yaml.safe_load_all(result.stdout) if d]
+        (config,) = [d for d in docs if d["kind"] == "ConfigMap"]
+        toml = tomllib.loads(config["data"]["strata.toml"])
+        (client,) = [d for d in docs if d["kind"] == "Service" and d["spec"].get("clusterIP") != "None"
+                     and d["spec"]["selector"].get("app.kubernetes.io/component") == "broker"]
+        out = {name: hcl.value(body["value"]) for name, body in outputs.items() if name != "client_properties"
+               and not re.search(r"module\.|aws_", str(body["value"]))}
+        properties = {k: v for k, v in hcl.value(locals_["client_properties"]).items() if v is not None}
+        port = client["spec"]["ports"][0]["port"]
+        assert out["bootstrap"] == properties["bootstrap.servers"] == \
+            f"{client['metadata']['name']}.{variables['namespace']}.svc.cluster.local:{port}"
+        assert properties["security.protocol"] == out["security_protocol"]
+        certificates = [d for d in docs if d["kind"] == "Certificate"]
+        if issuer is None:
+            assert "listeners" not in toml and not certificates
+            assert out["security_protocol"] == "PLAINTEXT"
+            assert out["sasl_mechanism"] is None and out["ca_certificate_secret"] is None
+            assert out["ca_certificate_command"] is None
+            assert set(properties) == {"bootstrap.servers", "security.protocol"}
+            continue
+        assert toml["listener_security_protocol_map"] == f"CLIENT:{out['security_protocol']}"
+        assert toml["sasl_enabled_mechanisms"].split(",")[0] == out["sasl_mechanism"] == \
+            properties["sasl.mechanism"] == variables["sasl_mechanism"]
+        assert toml["super_users"] == ";".join(variables["super_users"])
+        (cert,) = certificates
+        assert cert["spec"]["issuerRef"]["name"] == issuer["name"]
+        assert cert["spec"]["issuerRef"]["kind"] == issuer["kind"]
+        secret = cert["spec"]["secretName"]
+        assert out["ca_certificate_secret"] == f"{variables['namespace']}/{secret}"
+        ca_key = yaml.safe_load(CHART_VALUES.read_text())["security"]["tls"]["caKey"]
+        assert out["ca_certificate_command"] == (
+            f"kubectl -n {variables['namespace']} get secret {secret} -o jsonpath='{{.data."
+            f"{ca_key.replace('.', chr(92) + '.')}}}' | base64 -d > ca.crt")
+        assert properties["ssl.ca.location"] == "ca.crt"
+        (sts,) = [d for d in docs if d["kind"] == "StatefulSet" and d["spec"]["template"]["metadata"]["labels"]
+                  ["app.kubernetes.io/component"] == "broker"]
+        volumes = {v["name"]: v.get("secret", {}).get("secretName") for v in sts["spec"]["template"]["spec"]["volumes"]}
+        assert volumes["sasl-users"] == variables["sasl_users_secret"]
+        assert volumes["admin-token"] == variables["admin_token_secret"]
+        assert volumes["tls"] == secret
+    for name, body in outputs.items():
+        assert not re.search(r"password|token|secret_key", str(body["value"]), re.I), f"output {name}"
+
+
 # ---------------------------------------------------------------------------------------
 # The IAM policy against the calls a real broker makes
 # ---------------------------------------------------------------------------------------

@@ -15,6 +15,43 @@ locals {
   azs = slice(data.aws_availability_zones.available.names, 0, 3)
   # The chart names its service account after the release ("strata" here).
   release = "strata"
+
+  # Security (tls_issuer set): the chart's `security` values, a second values document of
+  # helm_release. Without tls_issuer it says security.enabled=false and names nothing.
+  # The Secret the Certificate fills in is the chart's default, <fullname>-tls; the
+  # chart's full name is the release name here.
+  security_enabled = var.tls_issuer != null
+  tls_secret       = "${local.release}-tls"
+  security_values = {
+    security = {
+      enabled  = local.security_enabled
+      protocol = "SASL_SSL"
+      tls = {
+        certManager = {
+          enabled   = local.security_enabled
+          issuerRef = { name = try(var.tls_issuer.name, ""), kind = try(var.tls_issuer.kind, "ClusterIssuer") }
+        }
+      }
+      sasl = {
+        mechanisms = [var.sasl_mechanism]
+        users      = { existingSecret = local.security_enabled ? var.sasl_users_secret : "", key = "users" }
+      }
+      authorization = {
+        authorizer = "acl"
+        superUsers = local.security_enabled ? var.super_users : []
+      }
+      admin = { existingSecret = local.security_enabled ? var.admin_token_secret : "", key = "token" }
+    }
+  }
+
+  # What a librdkafka client needs besides its credentials (the client_properties output
+  # drops the null ones).
+  client_properties = {
+    "bootstrap.servers" = "${local.release}.${var.namespace}.svc.cluster.local:9092"
+    "security.protocol" = local.security_enabled ? "SASL_SSL" : "PLAINTEXT"
+    "sasl.mechanism"    = local.security_enabled ? var.sasl_mechanism : null
+    "ssl.ca.location"   = local.security_enabled ? "ca.crt" : null
+  }
 }
 
 module "vpc" {
@@ -165,5 +202,5 @@ resource "helm_release" "strata" {
     serviceAccount = {
       annotations = { "eks.amazonaws.com/role-arn" = module.bucket.role_arn }
     }
-  })]
+  }), yamlencode(local.security_values)]
 }

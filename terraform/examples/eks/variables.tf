@@ -62,3 +62,41 @@ variable "install_chart" {
   type        = bool
   default     = true
 }
+
+variable "tls_issuer" {
+  description = "cert-manager issuer that signs the brokers' certificate, e.g. { name = \"strata-ca\", kind = \"ClusterIssuer\" }. Set, it turns on the chart's security: clients on SASL_SSL, mutual TLS between brokers, the ACL authorizer and the admin API's token. The issuer must write ca.crt into the Secret (a CA issuer); cert-manager is not installed by this example. Null: no security (a PLAINTEXT listener)."
+  type = object({
+    name = string
+    kind = optional(string, "ClusterIssuer")
+  })
+  default = null
+}
+
+variable "sasl_mechanism" {
+  description = "SASL mechanism clients use with tls_issuer set: SCRAM-SHA-512 or SCRAM-SHA-256 (the brokers also accept the other SCRAM one)."
+  type        = string
+  default     = "SCRAM-SHA-512"
+
+  validation {
+    condition     = contains(["SCRAM-SHA-256", "SCRAM-SHA-512"], var.sasl_mechanism)
+    error_message = "sasl_mechanism must be SCRAM-SHA-256 or SCRAM-SHA-512."
+  }
+}
+
+variable "sasl_users_secret" {
+  description = "With tls_issuer: an existing Secret in the namespace whose key `users` holds the first users, one NAME:MECHANISM:PASSWORD line each (docs/operations.md, \"Security on Kubernetes\"). Terraform never sees the passwords."
+  type        = string
+  default     = "strata-sasl-users"
+}
+
+variable "admin_token_secret" {
+  description = "With tls_issuer: an existing Secret in the namespace whose key `token` holds the admin API's bearer token."
+  type        = string
+  default     = "strata-admin-token"
+}
+
+variable "super_users" {
+  description = "With tls_issuer: principals the ACL authorizer allows everything (the chart's security.authorization.superUsers), e.g. [\"User:admin\"]. Give applications ACLs instead."
+  type        = list(string)
+  default     = ["User:admin"]
+}

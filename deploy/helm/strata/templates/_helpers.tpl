@@ -116,3 +116,252 @@ segments on its own volume). Not for production; NOTES.txt says so. */}}
 {{- define "strata.replicas" -}}
 {{- if include "strata.evaluation" . -}}1{{- else -}}{{- .Values.replicas | int -}}{{- end -}}
 {{- end -}}
+
+{{/* Security (values.yaml `security`). Where the mounted files live: one directory
+per Secret, outside /etc/strata (the ConfigMap's read-only mount). */}}
+{{- define "strata.securityDir" -}}/etc/strata-security{{- end -}}
+
+{{/* The Secret of the brokers' certificate: tls.existingSecret, or the one the
+Certificate fills in. Empty without security.enabled. */}}
+{{- define "strata.tlsSecret" -}}
+{{- with .Values.security -}}
+{{- if .enabled -}}
+{{- if .tls.existingSecret -}}
+{{- .tls.existingSecret -}}
+{{- else if .tls.certManager.enabled -}}
+{{- default (printf "%s-tls" (include "strata.fullname" $)) .tls.certManager.secretName -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* ssl_client_auth: security.tls.clientAuth, else required for SSL clients, requested
+with the internal (certificate) listener, none for SASL_SSL alone. */}}
+{{- define "strata.clientAuth" -}}
+{{- with .Values.security -}}
+{{- if .tls.clientAuth -}}
+{{- .tls.clientAuth | lower -}}
+{{- else if eq (upper .protocol) "SSL" -}}
+required
+{{- else if .internalListener.enabled -}}
+requested
+{{- else -}}
+none
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The SASL mechanisms, upper case, comma-separated (empty with protocol SSL). */}}
+{{- define "strata.saslMechanisms" -}}
+{{- if eq (upper .Values.security.protocol) "SASL_SSL" -}}
+{{- $m := list -}}
+{{- range .Values.security.sasl.mechanisms -}}{{- $m = append $m (upper .) -}}{{- end -}}
+{{- join "," $m -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The ACL bootstrap file: one line per security.authorization.acls entry. */}}
+{{- define "strata.aclLines" -}}
+{{- $operations := list "ALL" "READ" "WRITE" "CREATE" "DELETE" "ALTER" "DESCRIBE" "CLUSTER_ACTION" "DESCRIBE_CONFIGS" "ALTER_CONFIGS" "IDEMPOTENT_WRITE" "CREATE_TOKENS" "DESCRIBE_TOKENS" -}}
+{{- $types := list "TOPIC" "GROUP" "CLUSTER" "TRANSACTIONAL_ID" "DELEGATION_TOKEN" "USER" -}}
+{{- range $i, $acl := .Values.security.authorization.acls -}}
+{{- $fields := list -}}
+{{- if kindIs "string" $acl -}}
+{{- $fields = splitList "," $acl -}}
+{{- else if kindIs "map" $acl -}}
+{{- $fields = list (toString ($acl.principal | default "")) (toString ($acl.permission | default "ALLOW")) (toString ($acl.operation | default "")) (toString ($acl.resourceType | default "")) (toString ($acl.patternType | default "LITERAL")) (toString ($acl.name | default "")) (toString ($acl.host | default "*")) -}}
+{{- else -}}
+{{- fail (printf "security.authorization.acls[%d]: a map (principal, operation, resourceType, name, ...) or a line PRINCIPAL,ALLOW|DENY,OPERATION,RESOURCE_TYPE,PATTERN_TYPE,NAME[,HOST]" $i) -}}
+{{- end -}}
+{{- if or (lt (len $fields) 6) (gt (len $fields) 7) -}}
+{{- fail (printf "security.authorization.acls[%d]: %q has %d fields; an ACL is PRINCIPAL,ALLOW|DENY,OPERATION,RESOURCE_TYPE,PATTERN_TYPE,NAME[,HOST]" $i (join "," $fields) (len $fields)) -}}
+{{- end -}}
+{{- if eq (len $fields) 6 -}}{{- $fields = append $fields "*" -}}{{- end -}}
+{{- $principal := trim (index $fields 0) -}}
+{{- $permission := upper (trim (index $fields 1)) -}}
+{{- $operation := upper (trim (index $fields 2)) -}}
+{{- $type := upper (trim (index $fields 3)) -}}
+{{- $pattern := upper (trim (index $fields 4)) -}}
+{{- $name := trim (index $fields 5) -}}
+{{- $host := trim (index $fields 6) -}}
+{{- if not (regexMatch "^[A-Za-z]+:.+$" $principal) -}}
+{{- fail (printf "security.authorization.acls[%d]: principal %q is not TYPE:NAME such as User:orders-app" $i $principal) -}}
+{{- end -}}
+{{- if not (has $permission (list "ALLOW" "DENY")) -}}
+{{- fail (printf "security.authorization.acls[%d]: permission %q is not ALLOW or DENY" $i $permission) -}}
+{{- end -}}
+{{- if not (has $operation $operations) -}}
+{{- fail (printf "security.authorization.acls[%d]: operation %q is not one of %s" $i $operation (join ", " $operations)) -}}
+{{- end -}}
+{{- if not (has $type $types) -}}
+{{- fail (printf "security.authorization.acls[%d]: resourceType %q is not one of %s" $i $type (join ", " $types)) -}}
+{{- end -}}
+{{- if not (has $pattern (list "LITERAL" "PREFIXED")) -}}
+{{- fail (printf "security.authorization.acls[%d]: patternType %q is not LITERAL or PREFIXED" $i $pattern) -}}
+{{- end -}}
+{{- if or (not $name) (not $host) (regexMatch "[\\s,]" (printf "%s%s%s" $principal $name $host)) -}}
+{{- fail (printf "security.authorization.acls[%d]: principal, name and host must be non-empty, without spaces or commas" $i) -}}
+{{- end }}
+{{ join "," (list $principal $permission $operation $type $pattern $name $host) }}
+{{- end -}}
+{{- end -}}
+
+{{/* Refuses security values that cannot work; renders nothing. */}}
+{{- define "strata.validateSecurity" -}}
+{{- with .Values.security -}}
+{{- if .enabled -}}
+{{- $protocol := upper .protocol -}}
+{{- if not (has $protocol (list "SASL_SSL" "SSL")) -}}
+{{- fail (printf "security.protocol %q: use SASL_SSL or SSL (the chart offers no plaintext listener with security.enabled)" .protocol) -}}
+{{- end -}}
+{{- if and .tls.existingSecret .tls.certManager.enabled -}}
+{{- fail "security.tls: set either existingSecret or certManager.enabled, not both" -}}
+{{- end -}}
+{{- if not (or .tls.existingSecret .tls.certManager.enabled) -}}
+{{- fail "security.tls: security.enabled needs a certificate: set security.tls.existingSecret (a Secret with tls.crt, tls.key and ca.crt) or security.tls.certManager.enabled with an issuerRef" -}}
+{{- end -}}
+{{- if and .tls.certManager.enabled (not .tls.certManager.issuerRef.name) -}}
+{{- fail "security.tls.certManager.issuerRef.name: name the Issuer or ClusterIssuer that signs the brokers' certificate" -}}
+{{- end -}}
+{{- if .tls.certManager.enabled -}}
+{{- $key := .tls.certManager.privateKey -}}
+{{- $sizes := dict "ECDSA" (list 256 384 521) "RSA" (list 2048 4096 8192) "Ed25519" (list) -}}
+{{- if not (hasKey $sizes $key.algorithm) -}}
+{{- fail (printf "security.tls.certManager.privateKey.algorithm %q: use ECDSA, RSA or Ed25519" $key.algorithm) -}}
+{{- end -}}
+{{- if and (ne $key.algorithm "Ed25519") (not (has ($key.size | int) (get $sizes $key.algorithm))) -}}
+{{- fail (printf "security.tls.certManager.privateKey.size %v: %s keys are %s bits" $key.size $key.algorithm (join ", " (get $sizes $key.algorithm))) -}}
+{{- end -}}
+{{- end -}}
+{{- if not (and .tls.certKey .tls.keyKey .tls.caKey) -}}
+{{- fail "security.tls: certKey, keyKey and caKey must name keys of the Secret (the CA is required: brokers check each other's certificates against it)" -}}
+{{- end -}}
+{{- if not (has (include "strata.clientAuth" $) (list "none" "requested" "required")) -}}
+{{- fail (printf "security.tls.clientAuth %q: use none, requested or required" .tls.clientAuth) -}}
+{{- end -}}
+{{- if eq $protocol "SASL_SSL" -}}
+{{- if not .sasl.mechanisms -}}
+{{- fail "security.sasl.mechanisms: name at least one of SCRAM-SHA-256, SCRAM-SHA-512, PLAIN, OAUTHBEARER" -}}
+{{- end -}}
+{{- range .sasl.mechanisms -}}
+{{- if not (has (upper .) (list "SCRAM-SHA-256" "SCRAM-SHA-512" "PLAIN" "OAUTHBEARER")) -}}
+{{- fail (printf "security.sasl.mechanisms: %q is not SCRAM-SHA-256, SCRAM-SHA-512, PLAIN or OAUTHBEARER" .) -}}
+{{- end -}}
+{{- end -}}
+{{- if and (has "OAUTHBEARER" (splitList "," (include "strata.saslMechanisms" $))) (not (regexMatch "^(https?|file)://" .sasl.oauthbearer.jwksUrl)) -}}
+{{- fail "security.sasl.oauthbearer.jwksUrl: OAUTHBEARER needs the token issuer's JWKS (https://, http:// or file://)" -}}
+{{- end -}}
+{{- if and .sasl.users.existingSecret (not .sasl.users.key) -}}
+{{- fail "security.sasl.users.key: name the key of the users file in security.sasl.users.existingSecret" -}}
+{{- end -}}
+{{- end -}}
+{{- if not (has .authorization.authorizer (list "acl" "none")) -}}
+{{- fail (printf "security.authorization.authorizer %q: use acl or none" .authorization.authorizer) -}}
+{{- end -}}
+{{- range .authorization.superUsers -}}
+{{- if not (regexMatch "^[A-Za-z]+:[^;]+$" .) -}}
+{{- fail (printf "security.authorization.superUsers: %q is not a principal such as User:admin" .) -}}
+{{- end -}}
+{{- end -}}
+{{- if not (and .admin.existingSecret .admin.key) -}}
+{{- fail "security.admin.existingSecret: with security.enabled the admin API (which can delete topics and stop brokers) requires a token; create a Secret holding one (kubectl create secret generic strata-admin-token --from-literal=token=$(openssl rand -hex 32)) and name it here" -}}
+{{- end -}}
+{{- if and .internalListener.enabled (ne .authorization.authorizer "acl") -}}
+{{- fail "security.internalListener: needs security.authorization.authorizer=acl (a client without a certificate is User:ANONYMOUS on that listener)" -}}
+{{- end -}}
+{{- if and .internalListener.enabled (eq (include "strata.clientAuth" $) "none") -}}
+{{- fail "security.internalListener: its clients authenticate with certificates; security.tls.clientAuth must be requested or required" -}}
+{{- end -}}
+{{- else if or .tls.existingSecret .tls.certManager.enabled .sasl.users.existingSecret .admin.existingSecret .authorization.acls .authorization.superUsers .internalListener.enabled -}}
+{{- fail "security: TLS, SASL users, ACLs, super users, the admin token and the internal listener apply only with security.enabled=true" -}}
+{{- end -}}
+{{- if and .etcd.tls.existingSecret (not .etcd.tls.caKey) -}}
+{{- fail "security.etcd.tls.caKey: name the key of the etcd CA in security.etcd.tls.existingSecret" -}}
+{{- end -}}
+{{- if and .etcd.tls.existingSecret (ne (empty .etcd.tls.certKey) (empty .etcd.tls.keyKey)) -}}
+{{- fail "security.etcd.tls: set both certKey and keyKey (a client certificate) or neither" -}}
+{{- end -}}
+{{- if ne (empty .etcd.username) (empty .etcd.password.existingSecret) -}}
+{{- fail "security.etcd: set both username and password.existingSecret, or neither" -}}
+{{- end -}}
+{{- if and (or .etcd.tls.existingSecret .etcd.username) (not $.Values.metadata.externalEndpoints) -}}
+{{- fail "security.etcd: the chart's own etcd has no TLS and no users; set metadata.externalEndpoints to an etcd that has them" -}}
+{{- end -}}
+{{- if and (or .etcd.tls.existingSecret .etcd.username) $.Values.drainOnShutdown.enabled -}}
+{{- fail "security.etcd with drainOnShutdown.enabled: the preStop drain and the start-up undrain (strata drain|undrain --metadata) reach etcd without its TLS and user; turn drainOnShutdown off" -}}
+{{- end -}}
+{{- if and .objectStoreCa.existingSecret .objectStoreCa.existingConfigMap -}}
+{{- fail "security.objectStoreCa: set existingSecret or existingConfigMap, not both" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The strata.toml lines of security.enabled: the Kafka listeners (replacing `listen`),
+TLS, SASL, the authorizer and the admin token. Paths are where the statefulset mounts
+the Secrets. */}}
+{{- define "strata.securitySettings" -}}
+{{- $dir := include "strata.securityDir" . -}}
+{{- with .Values.security -}}
+{{- $listeners := list (printf "CLIENT://0.0.0.0:%d" ($.Values.ports.kafka | int)) -}}
+{{- $map := list (printf "CLIENT:%s" (upper .protocol)) -}}
+{{- if .internalListener.enabled -}}
+{{- $listeners = append $listeners (printf "INTERNAL://0.0.0.0:%d" ($.Values.ports.kafkaInternal | int)) -}}
+{{- $map = append $map "INTERNAL:SSL" -}}
+{{- end -}}
+# Security (values.yaml `security`). `listeners` replaces `listen`; each broker's
+# advertised_listeners comes from start.sh.
+listeners = {{ join "," $listeners | quote }}
+listener_security_protocol_map = {{ join "," $map | quote }}
+# The brokers' certificate, from Secret {{ include "strata.tlsSecret" $ }} mounted as a directory
+# (the broker reloads renewed files). The admin and replication listeners serve it too;
+# replication requires the peer's certificate, checked against ssl_ca_file.
+ssl_cert_file = {{ printf "%s/tls/%s" $dir .tls.certKey | quote }}
+ssl_key_file = {{ printf "%s/tls/%s" $dir .tls.keyKey | quote }}
+ssl_ca_file = {{ printf "%s/tls/%s" $dir .tls.caKey | quote }}
+ssl_client_auth = {{ include "strata.clientAuth" $ | quote }}
+{{- if .tls.principalMappingRules }}
+ssl_principal_mapping_rules = {{ .tls.principalMappingRules | toJson }}
+{{- end }}
+{{- if eq (upper .protocol) "SASL_SSL" }}
+sasl_enabled_mechanisms = {{ include "strata.saslMechanisms" $ | quote }}
+{{- if .sasl.users.existingSecret }}
+# Users created or updated at start (Secret {{ .sasl.users.existingSecret }}, key {{ .sasl.users.key }}).
+sasl_bootstrap_users_file = {{ printf "%s/sasl/users" $dir | quote }}
+{{- end }}
+{{- if has "OAUTHBEARER" (splitList "," (include "strata.saslMechanisms" $)) }}
+{{- with .sasl.oauthbearer }}
+sasl_oauthbearer_jwks_url = {{ .jwksUrl | toJson }}
+{{- if .expectedIssuer }}
+sasl_oauthbearer_expected_issuer = {{ .expectedIssuer | toJson }}
+{{- end }}
+{{- if .expectedAudience }}
+sasl_oauthbearer_expected_audience = {{ .expectedAudience | toJson }}
+{{- end }}
+sasl_oauthbearer_sub_claim_name = {{ .subClaimName | default "sub" | toJson }}
+{{- end }}
+{{- end }}
+{{- if .sasl.connectionsMaxReauthMs }}
+connections_max_reauth_ms = {{ .sasl.connectionsMaxReauthMs | int64 }}
+{{- end }}
+{{- end }}
+authorizer = {{ .authorization.authorizer | quote }}
+{{- if .authorization.superUsers }}
+super_users = {{ join ";" .authorization.superUsers | quote }}
+{{- end }}
+allow_everyone_if_no_acl_found = {{ .authorization.allowEveryoneIfNoAclFound | default false }}
+{{- if .authorization.acls }}
+acl_bootstrap_file = "/etc/strata/acls.txt"
+{{- end }}
+# The admin API's bearer token (Secret {{ .admin.existingSecret }}, key {{ .admin.key }}).
+admin_token_file = {{ printf "%s/admin/token" $dir | quote }}
+{{- end -}}
+{{- end -}}
+
+{{/* The first broker pod's name (for commands in the notes). */}}
+{{- define "strata.firstPod" -}}
+{{- if .Values.zones -}}
+{{- printf "%s-%s-0" (include "strata.fullname" .) (first .Values.zones) -}}
+{{- else -}}
+{{- printf "%s-0" (include "strata.fullname" .) -}}
+{{- end -}}
+{{- end -}}
