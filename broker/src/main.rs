@@ -700,8 +700,17 @@ fn drain_command(args: DrainArgs, drain: bool, shutdown: bool) -> ExitCode {
 }
 
 async fn drain_broker(args: &DrainArgs, drain: bool) -> anyhow::Result<()> {
+    // The etcd TLS and user settings come from the environment, as the broker's do (a
+    // pod's preStop hook runs this with the broker's environment).
+    let setting =
+        |name: &str| std::env::var(format!("STRATA_{}", name.to_uppercase())).unwrap_or_default();
     let config = Config {
         metadata: args.metadata.clone().unwrap_or_default(),
+        etcd_ca_file: setting("etcd_ca_file"),
+        etcd_cert_file: setting("etcd_cert_file"),
+        etcd_key_file: setting("etcd_key_file"),
+        etcd_username: setting("etcd_username"),
+        etcd_password: setting("etcd_password"),
         ..Config::default()
     };
     let stores = cluster::open(&config).await?;

@@ -287,9 +287,6 @@ none
 {{- if and (or .etcd.tls.existingSecret .etcd.username) (not $.Values.metadata.externalEndpoints) -}}
 {{- fail "security.etcd: the chart's own etcd has no TLS and no users; set metadata.externalEndpoints to an etcd that has them" -}}
 {{- end -}}
-{{- if and (or .etcd.tls.existingSecret .etcd.username) $.Values.drainOnShutdown.enabled -}}
-{{- fail "security.etcd with drainOnShutdown.enabled: the preStop drain and the start-up undrain (strata drain|undrain --metadata) reach etcd without its TLS and user; turn drainOnShutdown off" -}}
-{{- end -}}
 {{- if and .objectStoreCa.existingSecret .objectStoreCa.existingConfigMap -}}
 {{- fail "security.objectStoreCa: set existingSecret or existingConfigMap, not both" -}}
 {{- end -}}
