@@ -469,7 +469,7 @@ const CONNECTIONS_REJECTED: Family = Family::new(
 );
 const CONNECTIONS_CLOSED: Family = Family::new(
     "connections_closed_total",
-    "Connections the broker closed, by reason (idle, request_read_timeout, write_timeout, tls_handshake_failed, tls_handshake_timeout, authentication_failed, unauthenticated_request, session_expired, illegal_sasl_state)",
+    "Connections the broker closed, by reason (idle, request_read_timeout, write_timeout, tls_handshake_failed, tls_handshake_timeout, tls_principal_refused, authentication_failed, unauthenticated_request, illegal_sasl_state, session_expired, reauthentication_changed_principal)",
     &["reason"],
 );
 // Security. Principals are label values: they are the users an operator created, never a

@@ -47,6 +47,37 @@ impl SaslMechanism {
 }
 
 impl Config {
+    /// Every address this broker binds must be its own: a Kafka listener on the admin
+    /// API's port (say) fails at start with "address in use", after the store was opened.
+    fn check_ports_are_distinct(&self, listeners: &[super::Listener]) -> Result<(), ConfigError> {
+        let mut bound: Vec<(String, std::net::SocketAddr)> = listeners
+            .iter()
+            .map(|l| (format!("listeners ({})", l.name), l.bind))
+            .collect();
+        bound.push(("http".into(), self.http_addr()?));
+        bound.push(("admin_listen".into(), self.admin_addr()?));
+        if matches!(self.metadata_url()?, super::MetadataUrl::Etcd { .. }) {
+            bound.push(("replication_listen".into(), self.replication_addr()?));
+        }
+        for (i, (a_name, a)) in bound.iter().enumerate() {
+            for (b_name, b) in &bound[i + 1..] {
+                let overlap =
+                    a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified();
+                if a.port() == b.port() && a.port() != 0 && overlap {
+                    return Err(invalid(
+                        if a_name.starts_with("listeners") {
+                            "listeners"
+                        } else {
+                            b_name.as_str()
+                        },
+                        format!("{a_name} and {b_name} both use port {}", a.port()),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub fn client_auth(&self) -> Result<ClientAuth, ConfigError> {
         match self.ssl_client_auth.trim().to_ascii_lowercase().as_str() {
             "" | "none" => Ok(ClientAuth::None),
@@ -132,6 +163,7 @@ impl Config {
         if self.etcd_username.trim().is_empty() && !self.etcd_password.is_empty() {
             return Err(invalid("etcd_username", "must be set with etcd_password"));
         }
+        self.check_ports_are_distinct(&listeners)?;
         let mechanisms = self.sasl_mechanisms()?;
         if sasl && mechanisms.is_empty() {
             return Err(invalid(
@@ -179,5 +211,36 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listener_on_another_listeners_port_is_refused() {
+        let clash = Config {
+            listeners: "PLAINTEXT://127.0.0.1:9092,SASL_SSL://0.0.0.0:9094".into(),
+            advertised_listeners: "SASL_SSL://broker.example:9094".into(),
+            ssl_cert_file: "/dev/null".into(),
+            ssl_key_file: "/dev/null".into(),
+            ..Config::default()
+        };
+        match clash.validate() {
+            Err(ConfigError::Invalid { setting, message }) => {
+                assert_eq!(setting, "listeners");
+                assert!(
+                    message.contains("admin_listen") && message.contains("9094"),
+                    "{message}"
+                );
+            }
+            other => panic!("expected a port clash, got {other:?}"),
+        }
+        let distinct = Config {
+            admin_listen: "127.0.0.1:9095".into(),
+            ..clash
+        };
+        distinct.validate().expect("distinct ports");
     }
 }

@@ -22,8 +22,9 @@ use crate::security::acl::{
     AclBinding, AclBindingFilter, AclOperation, AclPermissionType, PatternType, ResourceType,
 };
 
-/// Bindings one CreateAcls or DeleteAcls request may change; the rest are refused, so one
-/// request cannot hold the store for long.
+/// Bindings one CreateAcls request may create; the rest are refused, so one request
+/// cannot hold the store for long. (DeleteAcls removes what its filters match, in etcd
+/// transactions of 100.)
 const MAX_CHANGES: usize = 1000;
 
 fn disabled() -> (i16, Option<StrBytes>) {

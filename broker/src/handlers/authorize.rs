@@ -77,7 +77,8 @@ pub enum Denied {
     DescribeGroups(Vec<GroupId>),
     DeleteGroups(Vec<GroupId>),
     OffsetDelete(Vec<offset_delete_request::OffsetDeleteRequestTopic>),
-    FindCoordinator(Vec<StrBytes>),
+    /// The keys, and the error (group or transactional id denied).
+    FindCoordinator(Vec<StrBytes>, i16),
 }
 
 /// The error of a config resource the caller may not touch.
@@ -117,13 +118,18 @@ pub fn restrict(authz: &Authz, request: RequestKind, version: i16) -> Check {
     }
     match request {
         RequestKind::Produce(mut r) => {
-            if r.transactional_id.is_some() {
-                // Transactions are not supported: the transactional id is refused
-                // whatever the ACLs say, as InitProducerId refuses it.
-                return Check::Handle(RequestKind::Produce(r), Denied::Nothing);
-            }
+            // A transactional produce needs WRITE on its transactional id as well, as in
+            // Kafka; without it every topic is refused.
+            let transactional = r
+                .transactional_id
+                .as_ref()
+                .filter(|id| !id.0.is_empty())
+                .map(|id| id.0.to_string());
+            let id_allowed = transactional
+                .as_deref()
+                .is_none_or(|id| authz.allows(Write, ResourceType::TransactionalId, id));
             let (kept, denied) = split(std::mem::take(&mut r.topic_data), |t| {
-                authz.allows_topic(Write, &t.name.0)
+                id_allowed && authz.allows_topic(Write, &t.name.0)
             });
             r.topic_data = kept;
             Check::Handle(RequestKind::Produce(r), Denied::Produce(denied))
@@ -287,9 +293,14 @@ pub fn restrict(authz: &Authz, request: RequestKind, version: i16) -> Check {
                 authz.allows(Describe, resource, k)
             });
             r.coordinator_keys = kept;
+            let code = if r.key_type == 1 {
+                ResponseError::TransactionalIdAuthorizationFailed.code()
+            } else {
+                GROUP_DENIED
+            };
             Check::Handle(
                 RequestKind::FindCoordinator(r),
-                Denied::FindCoordinator(denied),
+                Denied::FindCoordinator(denied, code),
             )
         }
         RequestKind::JoinGroup(r) => {
@@ -717,14 +728,14 @@ impl Denied {
                 }
                 ResponseKind::OffsetDelete(r)
             }
-            (Denied::FindCoordinator(keys), ResponseKind::FindCoordinator(mut r)) => {
+            (Denied::FindCoordinator(keys, code), ResponseKind::FindCoordinator(mut r)) => {
                 for key in keys {
                     r.coordinators.push(
                         find_coordinator_response::Coordinator::default()
                             .with_key(key)
                             .with_node_id(BrokerId(-1))
                             .with_port(-1)
-                            .with_error_code(GROUP_DENIED),
+                            .with_error_code(code),
                     );
                 }
                 ResponseKind::FindCoordinator(r)

@@ -1,10 +1,11 @@
 //! InitProducerId: producer ids and epochs for idempotent producers.
 //!
 //! Ids come from blocks reserved in the metadata store ([`Broker::next_producer_id`]), so
-//! no id is handed out twice across restarts or brokers. A producer that asks again with
-//! its id and epoch (KIP-360, v3+) gets the same id with the next epoch, which fences its
-//! older incarnation. Transactions are not implemented: a request with a transactional id
-//! is refused.
+//! no id is handed out twice across restarts or brokers. An idempotent producer always
+//! gets a new id, epoch 0, even when it names its current id and epoch (KIP-360, v3+), as
+//! Kafka does: bumping the epoch of an id the caller names would let any client fence any
+//! producer whose (sequential, guessable) id it knows. Transactions are not implemented: a
+//! request with a transactional id is refused.
 
 use std::sync::Arc;
 
@@ -37,18 +38,11 @@ pub async fn init_producer_id(
         warn!("InitProducerId with a transactional id refused: transactions are not implemented");
         return refuse(ResponseError::InvalidRequest);
     }
-    let (id, epoch) = if request.producer_id.0 >= 0
-        && request.producer_epoch >= 0
-        && request.producer_epoch < i16::MAX - 1
-    {
-        (request.producer_id.0, request.producer_epoch + 1)
-    } else {
-        match broker.next_producer_id().await {
-            Ok(id) => (id, 0),
-            Err(e) => {
-                warn!(error = %e, "cannot reserve producer ids");
-                return refuse(ResponseError::CoordinatorNotAvailable);
-            }
+    let (id, epoch) = match broker.next_producer_id().await {
+        Ok(id) => (id, 0),
+        Err(e) => {
+            warn!(error = %e, "cannot reserve producer ids");
+            return refuse(ResponseError::CoordinatorNotAvailable);
         }
     };
     ResponseKind::InitProducerId(

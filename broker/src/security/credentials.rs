@@ -128,6 +128,17 @@ impl Credentials {
             let by_user = self.by_user.read().unwrap_or_else(|p| p.into_inner());
             by_user.get(user).cloned().unwrap_or_default()
         };
+        if credentials.is_empty() {
+            // The same PBKDF2 work as a wrong password, so the time taken does not tell
+            // whether the user exists.
+            let _ = ScramCredential::from_password(
+                ScramMechanism::Sha512,
+                password,
+                b"strata-unknown-user",
+                ScramMechanism::MIN_ITERATIONS,
+            );
+            return false;
+        }
         credentials.iter().any(|c| c.verify_password(password))
     }
 

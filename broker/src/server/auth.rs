@@ -249,7 +249,9 @@ impl Session {
         self.count(mechanism, "ok");
         let mut lifetime_ms = self.security.reauth_ms();
         if let Some(at) = token_expires_at_ms {
-            let left = (at - self.clock.now_ms()).max(0);
+            // A token inside its clock-skew grace after `exp` still ends its session at
+            // once (at least 1 ms: 0 would tell the client "no expiry").
+            let left = (at - self.clock.now_ms()).max(1);
             lifetime_ms = Some(lifetime_ms.map_or(left, |l| l.min(left)));
         }
         self.expires = lifetime_ms.map(|ms| Instant::now() + Duration::from_millis(ms as u64));
