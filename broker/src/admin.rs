@@ -54,10 +54,12 @@ enum Access {
 }
 
 impl Service {
-    /// Who may call (docs/security.md, "Admin API"): the bearer token of
-    /// `admin_token_file`; or a verified client certificate, whose principal needs
-    /// DESCRIBE (reads) or ALTER (changes) on the cluster under the ACL authorizer. With
-    /// neither a token configured nor the ACL authorizer on, every caller may, as before.
+    /// Who may call (docs/security.md, "Admin API"). With `admin_token_file` set: the
+    /// token, or a verified client certificate whose principal the ACL authorizer allows
+    /// (DESCRIBE on the cluster for reads, ALTER for changes); never an anonymous caller,
+    /// whatever the ACLs say, and without the ACL authorizer only the token. Without a
+    /// token: under the ACL authorizer the certificate's principal (or `User:ANONYMOUS`)
+    /// needs the ACL; with neither, every caller may, as before.
     fn check<T>(&self, request: &Request<T>, access: Access) -> Result<(), Status> {
         use crate::security::acl::{AclOperation, CLUSTER_NAME, ResourceType};
         let presented = request
@@ -83,13 +85,19 @@ impl Service {
             None => None,
         };
         let authorizer = &self.broker.security.authorizer;
-        if !authorizer.enabled() {
-            return match (&self.token, principal) {
-                (None, _) | (Some(_), Some(_)) => Ok(()),
-                (Some(_), None) => Err(Status::unauthenticated(
+        match (&self.token, &principal, authorizer.enabled()) {
+            (None, _, false) => return Ok(()),
+            (Some(_), None, _) => {
+                return Err(Status::unauthenticated(
                     "the admin API needs its bearer token (--token-file) or a client certificate (--cert, --key)",
-                )),
-            };
+                ));
+            }
+            (Some(_), Some(_), false) => {
+                return Err(Status::unauthenticated(
+                    "the admin API needs its bearer token (--token-file): without the ACL authorizer a certificate alone does not admit",
+                ));
+            }
+            _ => {}
         }
         let caller = crate::security::Caller::new(
             principal.unwrap_or_else(crate::security::Principal::anonymous),

@@ -60,6 +60,8 @@ const LOG_INTERVAL: Duration = Duration::from_secs(60);
 const LOG_PEERS_TRACKED: usize = 4096;
 /// How long accept waits after a failure (EMFILE, mostly) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Pause before answering a failed SaslAuthenticate (Kafka's default).
+const FAILED_AUTHENTICATION_DELAY: Duration = Duration::from_millis(100);
 /// Read buffer per connection. Only the size prefix and small requests pass through it;
 /// a body larger than the buffer is read straight into its own allocation.
 const READ_BUFFER: usize = 1024;
@@ -548,6 +550,13 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                 let bytes = protocol::encode_response(api_key, version, correlation_id, &response)
                     .map_err(std::io::Error::other)?;
                 write_frame(shared, reader.get_mut(), &bytes).await?;
+                // After a failed authentication the connection is closed only after a pause
+                // (Kafka's connection.failed.authentication.delay.ms, 100 ms): a client
+                // that reads the answer and the close together may drop the answer
+                // (kafka-python does), and the pause slows password guessing.
+                if api_key == ApiKey::SaslAuthenticate {
+                    tokio::time::sleep(FAILED_AUTHENTICATION_DELAY).await;
+                }
                 shared.closed("authentication_failed");
                 return Ok(());
             }

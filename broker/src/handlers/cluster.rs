@@ -136,6 +136,7 @@ pub async fn metadata(
                     // Auto-creation needs CREATE on the cluster or the topic, as in Kafka.
                     if known.is_none()
                         && client_allows
+                        && broker.config.auto_create_topics
                         && !authz.can(AclOperation::Create, ResourceType::Cluster, CLUSTER_NAME)
                         && !authz.allows_topic(AclOperation::Create, &name)
                     {

@@ -192,13 +192,17 @@ pub async fn alter(
                 if op.remove {
                     values.remove(&key);
                 } else {
+                    let min = match kind {
+                        QuotaKind::Request => crate::security::quotas::MIN_REQUEST_PERCENTAGE,
+                        _ => crate::security::quotas::MIN_BYTE_RATE,
+                    };
                     let valid = op.value.is_finite()
-                        && op.value > 0.0
+                        && op.value >= min
                         && (kind != QuotaKind::Request || op.value <= 10_000.0);
                     if !valid {
                         return Err((
                             ResponseError::InvalidRequest,
-                            format!("`{key}` must be a positive number"),
+                            format!("`{key}` must be a number of at least {min}"),
                         ));
                     }
                     values.insert(key, op.value);

@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
@@ -22,9 +22,9 @@ use tokio_util::sync::CancellationToken;
 use super::tls::{TlsAcceptor, TlsFiles};
 use crate::config::{ClientAuth, Config};
 
-/// Handshakes under way at once per gRPC listener; more connections wait for a slot.
-const HANDSHAKES_AT_ONCE: usize = 64;
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes under way at once per gRPC listener; a connection over it is closed.
+const HANDSHAKES_AT_ONCE: usize = 256;
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The acceptor of one gRPC listener, with its reload task.
 pub fn acceptor(
@@ -46,41 +46,51 @@ pub fn acceptor(
     Ok(Some(acceptor))
 }
 
-/// TLS connections of `listener`: handshakes run concurrently (a slow client holds one
-/// slot, for at most ten seconds); failed ones are dropped.
+/// TLS connections of `listener`. Each handshake runs in its own task, at most
+/// [`HANDSHAKES_AT_ONCE`] at a time and each for at most [`HANDSHAKE_TIMEOUT`]; a
+/// connection arriving while every slot is taken is closed at once, so idle connections
+/// cannot stop the listener from accepting (they hold a slot for the timeout at most).
+/// Failed handshakes are dropped. The accept task ends when tonic drops the stream.
 pub fn incoming(
     listener: TcpListener,
     acceptor: Arc<TlsAcceptor>,
 ) -> impl Stream<Item = Result<TlsStream<TcpStream>, std::io::Error>> {
-    tokio_stream::wrappers::TcpListenerStream::new(listener)
-        .filter_map(|accepted| async move {
-            match accepted {
-                Ok(stream) => {
-                    let _ = stream.set_nodelay(true);
-                    Some(stream)
-                }
+    let (sender, receiver) = tokio::sync::mpsc::channel(HANDSHAKES_AT_ONCE);
+    let slots = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_AT_ONCE));
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                _ = sender.closed() => return,
+                accepted = listener.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
                 Err(e) => {
                     tracing::debug!(error = %e, "accept failed on a gRPC listener");
-                    None
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
                 }
-            }
-        })
-        .map(move |stream| {
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                tracing::debug!(%peer, "closing a gRPC connection: too many TLS handshakes under way");
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
             let tls = acceptor.acceptor();
-            async move {
-                let peer = stream.peer_addr().ok();
+            let sender = sender.clone();
+            tokio::spawn(async move {
+                let _slot = slot;
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
-                    Ok(Ok(stream)) => Some(Ok(stream)),
-                    Ok(Err(e)) => {
-                        tracing::debug!(?peer, error = %e, "gRPC TLS handshake failed");
-                        None
+                    Ok(Ok(stream)) => {
+                        let _ = sender.send(Ok(stream)).await;
                     }
-                    Err(_) => None,
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "gRPC TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "gRPC TLS handshake timed out"),
                 }
-            }
-        })
-        .buffer_unordered(HANDSHAKES_AT_ONCE)
-        .filter_map(|stream| async move { stream })
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(receiver)
 }
 
 /// The client TLS of the replication fetcher: the broker's certificate as its identity,

@@ -8,11 +8,15 @@
 //! default-user+default-client, default-user, C, default-client. Connections matched by the
 //! same entity share its quota on this broker (quotas are per broker, as in Kafka).
 //!
-//! Measurement: each (entity, quota) keeps [`WINDOWS`] one-second samples. When the rate
-//! over them exceeds the quota, the throttle time is how long the excess takes to drain at
-//! the quota: `(rate − quota) / quota × window`, Kafka's formula. KIP-219: the response is
-//! sent at once with `throttle_time_ms`, and the connection reads nothing more for that
-//! long. `request_percentage` counts handler time: 100 is one thread's worth per second.
+//! Measurement is per client, as in Kafka: the usage counter is keyed by the connection's
+//! own user and/or client id, shaped like the entity whose quota applies (a `<default>`
+//! user quota is each user's own, not shared). Each counter keeps [`WINDOWS`] one-second
+//! samples. When the rate over them exceeds the quota, the throttle time is how long the
+//! excess takes to drain at the quota: `(rate − quota) / quota × window`, Kafka's formula;
+//! request-quota throttles are bounded by one sample ([`SAMPLE`]) as Kafka bounds them,
+//! byte-rate ones only by [`MAX_THROTTLE`]. KIP-219: the response is sent at once with
+//! `throttle_time_ms`, and the connection reads nothing more for that long.
+//! `request_percentage` counts handler time: 100 is one thread's worth per second.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -27,8 +31,12 @@ use crate::cluster::{MetadataStore, SecurityKind, StoreError};
 /// quota.window.size.seconds defaults).
 pub const WINDOWS: usize = 11;
 pub const SAMPLE: Duration = Duration::from_secs(1);
-/// Longest throttle given at once (Kafka caps at the quota window as well).
-const MAX_THROTTLE: Duration = Duration::from_secs(30);
+/// Longest throttle given at once (a sanity bound; Kafka has none for byte rates).
+const MAX_THROTTLE: Duration = Duration::from_secs(3600);
+/// The smallest quotas AlterClientQuotas accepts: below, throttle arithmetic stops being
+/// meaningful (and a rate of 1e-300 would overflow it).
+pub const MIN_BYTE_RATE: f64 = 1.0;
+pub const MIN_REQUEST_PERCENTAGE: f64 = 0.01;
 /// Entities tracked per broker; beyond, the oldest usage is forgotten.
 const MAX_TRACKED: usize = 100_000;
 
@@ -158,6 +166,7 @@ pub struct Quotas {
     store: Arc<dyn MetadataStore>,
     /// A std lock: read per request, replaced on a change.
     configured: RwLock<HashMap<Entity, BTreeMap<String, f64>>>,
+    /// Per-client usage, keyed by the client's own names shaped like the matched entity.
     /// A std lock: held for one sample update.
     usage: Mutex<HashMap<(Entity, QuotaKind), Usage>>,
 }
@@ -271,6 +280,16 @@ impl Quotas {
     /// connection's user and client id; returns how long to throttle it (zero when under
     /// its quota or without one).
     pub fn record(&self, user: &str, client_id: &str, kind: QuotaKind, amount: f64) -> Duration {
+        self.measure(user, client_id, kind, amount)
+    }
+
+    /// The throttle the client has earned so far, without counting anything (a Fetch
+    /// that would be throttled is answered empty, as Kafka does).
+    pub fn pending(&self, user: &str, client_id: &str, kind: QuotaKind) -> Duration {
+        self.measure(user, client_id, kind, 0.0)
+    }
+
+    fn measure(&self, user: &str, client_id: &str, kind: QuotaKind, amount: f64) -> Duration {
         let Some((entity, quota)) = self.resolve(user, client_id, kind) else {
             return Duration::ZERO;
         };
@@ -279,27 +298,43 @@ impl Quotas {
             QuotaKind::Request => quota / 100.0 * 1000.0,
             _ => quota,
         };
-        if bound <= 0.0 {
-            return MAX_THROTTLE;
+        if !(bound > 0.0 && bound.is_finite()) {
+            return Duration::ZERO;
         }
+        // The client's own counter: its names where the entity names one.
+        let key = Entity {
+            user: entity.user.as_ref().map(|_| user.to_string()),
+            client_id: entity.client_id.as_ref().map(|_| client_id.to_string()),
+        };
         let now = Instant::now();
         let mut usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
-        if usage.len() >= MAX_TRACKED && !usage.contains_key(&(entity.clone(), kind)) {
-            let stale = now.checked_sub(SAMPLE * WINDOWS as u32);
-            usage.retain(|_, u| stale.is_none_or(|s| u.last_used > s));
+        if !usage.contains_key(&(key.clone(), kind)) {
+            if amount == 0.0 {
+                return Duration::ZERO;
+            }
             if usage.len() >= MAX_TRACKED {
-                usage.clear();
+                let stale = now.checked_sub(SAMPLE * WINDOWS as u32);
+                usage.retain(|_, u| stale.is_none_or(|s| u.last_used > s));
+                if usage.len() >= MAX_TRACKED {
+                    // Every tracked client is active: the new one goes unmeasured rather
+                    // than resetting everyone's debt.
+                    return Duration::ZERO;
+                }
             }
         }
         let (rate, window) = usage
-            .entry((entity, kind))
+            .entry((key, kind))
             .or_insert_with(|| Usage::new(now))
             .record(amount, now);
         if rate <= bound {
             return Duration::ZERO;
         }
-        let throttle = window.mul_f64((rate - bound) / bound);
-        throttle.min(MAX_THROTTLE)
+        let cap = match kind {
+            QuotaKind::Request => SAMPLE,
+            _ => MAX_THROTTLE,
+        };
+        let seconds = window.as_secs_f64() * (rate - bound) / bound;
+        Duration::try_from_secs_f64(seconds.min(cap.as_secs_f64())).unwrap_or(cap)
     }
 }
 
@@ -332,5 +367,83 @@ mod tests {
         // Against a 1 MB/s quota that is 10 s of throttle: (2 - 1) / 1 x 10 s.
         let throttle = window.mul_f64((rate - 1e6) / 1e6);
         assert_eq!(throttle.as_secs(), 10);
+    }
+}
+
+#[cfg(test)]
+mod usage_tests {
+    use super::*;
+
+    fn quotas(entity: Entity, key: &str, value: f64) -> Quotas {
+        // The store is not read: the quotas are set directly.
+        let dir = std::env::temp_dir().join(format!("strata-quota-test-{}", uuid::Uuid::new_v4()));
+        let store = crate::cluster::embedded::EmbeddedStore::open(&dir).expect("store");
+        let _ = std::fs::remove_dir(&dir);
+        let quotas = Quotas::new(Arc::new(store));
+        quotas
+            .configured
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(entity, [(key.to_string(), value)].into_iter().collect());
+        quotas
+    }
+
+    #[test]
+    fn a_default_user_quota_is_each_users_own() {
+        let quotas = quotas(
+            Entity {
+                user: Some(DEFAULT.into()),
+                client_id: None,
+            },
+            "producer_byte_rate",
+            1000.0,
+        );
+        assert!(
+            !quotas
+                .record("alice", "app", QuotaKind::Produce, 50_000.0)
+                .is_zero()
+        );
+        // Bob is under his own quota whatever alice did.
+        assert!(
+            quotas
+                .record("bob", "app", QuotaKind::Produce, 1.0)
+                .is_zero()
+        );
+        // A client id change does not escape a user quota.
+        assert!(
+            !quotas
+                .pending("alice", "other-app", QuotaKind::Produce)
+                .is_zero()
+        );
+    }
+
+    #[test]
+    fn tiny_quotas_and_huge_amounts_do_not_overflow() {
+        let quotas = quotas(
+            Entity {
+                user: None,
+                client_id: Some(DEFAULT.into()),
+            },
+            "request_percentage",
+            1e-300,
+        );
+        let throttle = quotas.record("u", "c", QuotaKind::Request, 1e300);
+        assert_eq!(throttle, SAMPLE, "request throttles stop at one sample");
+        let quotas = quotas_bytes(1e-15);
+        assert_eq!(
+            quotas.record("u", "c", QuotaKind::Produce, f64::MAX),
+            MAX_THROTTLE
+        );
+    }
+
+    fn quotas_bytes(value: f64) -> Quotas {
+        quotas(
+            Entity {
+                user: Some(DEFAULT.into()),
+                client_id: None,
+            },
+            "producer_byte_rate",
+            value,
+        )
     }
 }

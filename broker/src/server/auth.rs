@@ -59,6 +59,8 @@ pub struct Session {
     caller: Caller,
     state: State,
     authenticated: bool,
+    /// The mechanism of the first authentication: re-authentication must use it (KIP-368).
+    mechanism: Option<SaslMechanism>,
     /// When the current authentication ends (KIP-368); `None` never.
     expires: Option<Instant>,
 }
@@ -73,6 +75,7 @@ impl Session {
             caller,
             state: State::Idle,
             authenticated: !protocol.uses_sasl(),
+            mechanism: None,
             expires: None,
         }
     }
@@ -95,7 +98,11 @@ impl Session {
             RequestKind::SaslAuthenticate(r) => return self.authenticate(r, version).await,
             body => Request { body, ..request },
         };
-        if !self.sasl || matches!(request.body, RequestKind::ApiVersions(_)) {
+        if !self.sasl {
+            return Gate::Handle(request);
+        }
+        let expired = self.expires.is_some_and(|at| Instant::now() >= at);
+        if matches!(request.body, RequestKind::ApiVersions(_)) && !expired {
             return Gate::Handle(request);
         }
         if !self.authenticated {
@@ -104,7 +111,7 @@ impl Session {
         if !matches!(self.state, State::Idle) {
             return Gate::Close("illegal_sasl_state");
         }
-        if self.expires.is_some_and(|at| Instant::now() >= at) {
+        if expired {
             return Gate::Close("session_expired");
         }
         Gate::Handle(request)
@@ -133,7 +140,9 @@ impl Session {
             };
         }
         let chosen = SaslMechanism::parse(&request.mechanism)
-            .filter(|m| self.security.mechanisms().contains(m));
+            .filter(|m| self.security.mechanisms().contains(m))
+            // KIP-368: a re-authentication keeps the first mechanism.
+            .filter(|m| self.mechanism.is_none_or(|first| first == *m));
         match chosen {
             Some(mechanism) => {
                 self.state = State::Chosen(mechanism);
@@ -247,6 +256,7 @@ impl Session {
             return Gate::Close("reauthentication_changed_principal");
         }
         self.count(mechanism, "ok");
+        self.mechanism = Some(mechanism);
         let mut lifetime_ms = self.security.reauth_ms();
         if let Some(at) = token_expires_at_ms {
             // A token inside its clock-skew grace after `exp` still ends its session at

@@ -1,7 +1,13 @@
 //! Applying client quotas to one request (security/quotas.rs measures): produce counts
-//! the request's bytes, fetch the records in the response, and every request its handler
+//! the request's bytes, fetch the records in the response, and requests their handler
 //! time. The response carries the largest throttle time, and the connection then reads
 //! nothing for that long (KIP-219).
+//!
+//! A Fetch from a client already over its fetch quota is answered without records (the
+//! records are not counted), as Kafka does. The request quota does not count Fetch,
+//! Produce, JoinGroup and SyncGroup: their handler time is mostly waiting (long polls,
+//! acks=all, rebalances), which Kafka does not count either; byte quotas cover the first
+//! two.
 
 use std::time::Duration;
 
@@ -34,6 +40,13 @@ pub fn throttle(
     match response.as_deref_mut() {
         Some(ResponseKind::Produce(_)) | None => {}
         Some(ResponseKind::Fetch(r)) => {
+            let pending = quotas.pending(user, client_id, QuotaKind::Fetch);
+            if !pending.is_zero() {
+                for partition in r.responses.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
+                    partition.records = None;
+                }
+                throttles.push((QuotaKind::Fetch, pending));
+            }
             let bytes: usize = r
                 .responses
                 .iter()
@@ -47,15 +60,22 @@ pub fn throttle(
         }
         Some(_) => {}
     }
-    throttles.push((
-        QuotaKind::Request,
-        quotas.record(
-            user,
-            client_id,
+    let waits = produce
+        || matches!(
+            response.as_deref(),
+            Some(ResponseKind::Fetch(_) | ResponseKind::JoinGroup(_) | ResponseKind::SyncGroup(_))
+        );
+    if !waits {
+        throttles.push((
             QuotaKind::Request,
-            handled_in.as_secs_f64() * 1000.0,
-        ),
-    ));
+            quotas.record(
+                user,
+                client_id,
+                QuotaKind::Request,
+                handled_in.as_secs_f64() * 1000.0,
+            ),
+        ));
+    }
     let mut longest = Duration::ZERO;
     for (kind, throttle) in throttles {
         if throttle.is_zero() {

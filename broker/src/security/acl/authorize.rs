@@ -328,6 +328,9 @@ struct DecisionKey {
     resource_name: String,
 }
 
+/// Longest resource name a decision is cached for (Kafka's topic names stop at 249).
+const MAX_CACHED_NAME: usize = 255;
+
 impl DecisionCache {
     /// A cache of up to `capacity` decisions (0 caches nothing) of
     /// [`Acls::authorize_with_default`] with `allow_everyone_if_no_acl_found`.
@@ -353,7 +356,9 @@ impl DecisionCache {
         resource_type: ResourceType,
         resource_name: &str,
     ) -> Decision {
-        if self.capacity == 0 {
+        // Names come straight from requests (up to 32 KiB each): only names a real topic
+        // or group could have are cached, so the cache stays under capacity x ~300 bytes.
+        if self.capacity == 0 || resource_name.len() > MAX_CACHED_NAME {
             return self.decide(principal, host, operation, resource_type, resource_name);
         }
         let key = DecisionKey {
