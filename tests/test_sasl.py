@@ -121,7 +121,7 @@ def test_every_client_over_sasl_ssl(broker, tmp_path, mechanism):
         checks.append((f"confluent-kafka over SASL_PLAINTEXT with {mechanism}",
                        lambda: confluent_roundtrip(plain, topic_name("sasl-plaintext", mechanism))))
         failures = collect_failures(checks)
-    if endpoint is not None and not any("kcat" in f for f in failures):
+    if endpoint is not None and "kcat" in clients and not any("kcat" in f for f in failures):
         assert endpoint.requests >= 1, "kcat never asked the token endpoint for its JWT"
     assert not failures, "\n\n".join(failures)
     sb.assert_healthy(f"after {mechanism} clients")
@@ -141,7 +141,7 @@ def test_a_wrong_password_is_refused_by_every_client_and_never_logged(broker, tm
         for client in CLIENTS:
             def check(client=client, bad=bad):
                 text = connect_error(client, bad)
-                assert AUTH_FAILURE.search(text), f"no authentication error reported:\n{text[-1500:]}"
+                assert AUTH_FAILURE.search(text), f"no authentication error reported{KAFKA_PYTHON_NOTE * (client == 'kafka-python')}:\n{text[-1500:]}"
             checks.append((f"{client} {mechanism} wrong password", check))
     nobody = sb.conn("SASL_SSL", "nobody", mechanism="SCRAM-SHA-512", password=wrong)
 
@@ -163,9 +163,16 @@ def test_a_wrong_password_is_refused_by_every_client_and_never_logged(broker, tm
 
     sb.assert_healthy("after wrong passwords")
     confluent_roundtrip(sb.conn("SASL_SSL", "alice"), "alice-after-wrong-passwords")
-    total, names = metric_sum(sb.broker.metrics(), r"authentication\w*fail|fail\w*authentication")
+    total, names = metric_sum(sb.broker.metrics(), r"authenticat.*fail|fail.*authenticat")
     assert total >= 1, f"no authentication failure counted in /metrics (metrics matching: {names})"
     sb.assert_no_secrets(wrong)
+
+
+# kafka-python reads the SaslAuthenticate error only if the connection is still open when
+# it arrives; a broker that closes at once after the error loses it ("socket
+# disconnected"). Kafka waits connection.failed.authentication.delay.ms (100 ms) first.
+KAFKA_PYTHON_NOTE = (" (kafka-python drops an error response that arrives together with the close; Kafka "
+                     "delays closing after a failed authentication by connection.failed.authentication.delay.ms)")
 
 
 def oauth_refused(sb, listener: str, token: str) -> str:
@@ -208,7 +215,7 @@ def test_expired_forged_and_unsecured_tokens_are_refused(broker, tmp_path):
     for client in ("confluent-kafka", "kafka-python", "kafkajs"):
         def check(client=client):
             text = connect_error(client, expired)
-            assert AUTH_FAILURE.search(text), f"no authentication error reported:\n{text[-1500:]}"
+            assert AUTH_FAILURE.search(text), f"no authentication error reported{KAFKA_PYTHON_NOTE * (client == 'kafka-python')}:\n{text[-1500:]}"
         checks.append((f"{client} expired token", check))
 
     def kcat_unsecured():
