@@ -21,6 +21,7 @@ import pytest
 
 from security import (
     CLIENTS,
+    HOSTNAME_MISMATCH,
     TLS_VERIFY_FAILURE,
     Pki,
     collect_failures,
@@ -208,6 +209,28 @@ def test_a_client_trusting_another_ca_refuses_the_broker(broker, tmp_path):
     assert not problems, "\n\n".join(problems)
     sb.assert_healthy("after clients refused the broker's certificate")
     confluent_roundtrip(sb.conn("SSL"), "trusted-after-untrusted")
+
+
+def test_clients_verify_the_broker_address_against_its_certificate(broker, tmp_path):
+    """Hostname verification is on in every client configuration the tests use: with a
+    certificate from the trusted CA whose SAN names only broker.invalid, every client
+    refuses the broker at 127.0.0.1."""
+    pki = Pki(tmp_path / "pki")
+    pki.server = pki.intermediate.issue("CN=strata-broker,O=Strata Tests", file_stem="wrong-name", server=True,
+                                        dns=("broker.invalid",))
+    sb = tls_broker(broker, tmp_path, pki=pki, listeners={"SSL": "SSL"})
+    conn = sb.conn("SSL")
+    problems = []
+    for client in CLIENTS:
+        try:
+            text = connect_error(client, conn)
+        except Exception as e:  # noqa: BLE001
+            problems.append(f"{client}: {type(e).__name__}: {e}")
+            continue
+        if not (TLS_VERIFY_FAILURE.search(text) or HOSTNAME_MISMATCH.search(text)):
+            problems.append(f"{client} failed, but not with a certificate or name mismatch error:\n{text[-1500:]}")
+    assert not problems, "\n\n".join(problems)
+    sb.assert_healthy("after clients refused the broker's name")
 
 
 def raw_request_refused(conn) -> str:
