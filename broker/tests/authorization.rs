@@ -277,6 +277,28 @@ async fn prefixed_write_allows_its_topics_only_and_metadata_hides_the_rest() {
         produce(&broker, &alice, &["orders-eu"]).await,
         [TOPIC_AUTHORIZATION_FAILED]
     );
+    // Listing ACLs needs DESCRIBE on the cluster.
+    let ResponseKind::DescribeAcls(listed) = call_as(
+        &broker,
+        &user("carol"),
+        ApiKey::DescribeAcls,
+        2,
+        RequestKind::DescribeAcls(
+            kafka_protocol::messages::DescribeAclsRequest::default()
+                .with_resource_type_filter(1)
+                .with_resource_name_filter(None)
+                .with_pattern_type_filter(1)
+                .with_principal_filter(None)
+                .with_host_filter(None)
+                .with_operation(1)
+                .with_permission_type(1),
+        ),
+    )
+    .await
+    else {
+        panic!("not a DescribeAcls response");
+    };
+    assert_eq!(listed.error_code, CLUSTER_AUTHORIZATION_FAILED);
     // The super user is never refused.
     assert_eq!(
         produce(&broker, &admin, &["orders-eu", "payments"]).await,

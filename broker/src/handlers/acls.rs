@@ -37,7 +37,10 @@ fn disabled() -> (i16, Option<StrBytes>) {
 }
 
 fn denied() -> (i16, Option<StrBytes>) {
-    (ResponseError::ClusterAuthorizationFailed.code(), None)
+    (
+        ResponseError::ClusterAuthorizationFailed.code(),
+        Some(str_bytes("Cluster authorization failed.")),
+    )
 }
 
 /// A filter from its wire fields; `None` for an unknown code.
