@@ -28,6 +28,8 @@ if [ "$what" = test ]; then
   fi
   command -v etcd >/dev/null || apt_packages+=(etcd-server)
   command -v kcat >/dev/null || apt_packages+=(kcat)
+  # tests/test_tls.py checks its certificate chains with `openssl verify`.
+  command -v openssl >/dev/null || apt_packages+=(openssl)
   command -v curl >/dev/null || apt_packages+=(curl)
   command -v npm >/dev/null || apt_packages+=(nodejs npm)
 fi

@@ -319,11 +319,14 @@ impl Broker {
             draining: self.store.draining().await?.into_iter().collect(),
             topics: self.store.list_topics_versioned().await?,
         };
-        // Credentials and ACLs changed through other brokers arrive with the same reads.
-        if let Err(e) = self.security.refresh().await {
-            tracing::warn!(error = %e, "could not re-read credentials and ACLs; keeping the ones read before");
+        // Credentials, quotas and ACLs changed through other brokers arrive with the same
+        // reads. After a failed read the snapshot is not kept, so the next round reads
+        // again rather than waiting for the store to move.
+        let refreshed = self.security.refresh().await;
+        if let Err(e) = &refreshed {
+            tracing::warn!(error = %e, "could not re-read credentials, quotas and ACLs; keeping the ones read before");
         }
-        if revision.is_some() {
+        if revision.is_some() && refreshed.is_ok() {
             *self
                 .membership
                 .snapshot

@@ -27,6 +27,9 @@ use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, T
 use super::{BrokerInfo, MetadataStore, SecurityKind, StoreError, TopicRecord};
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Operations per etcd transaction when security records change (etcd's default limit
+/// is 128).
+const SECURITY_OPS_PER_TXN: usize = 100;
 
 pub struct EtcdStore {
     client: Client,
@@ -513,18 +516,26 @@ impl MetadataStore for EtcdStore {
         deletes: &[String],
     ) -> Result<(), StoreError> {
         let key = |k: &str| self.key(&format!("security/{}/{k}", kind.name()));
+        // etcd refuses a key twice in one transaction: a key both put and deleted is put.
         let mut ops: Vec<TxnOp> = deletes
             .iter()
+            .filter(|k| !puts.iter().any(|(p, _)| p == *k))
             .map(|k| TxnOp::delete(key(k), None))
             .collect();
         ops.extend(
             puts.iter()
                 .map(|(k, v)| TxnOp::put(key(k), v.as_str(), None)),
         );
-        // etcd refuses a transaction of more than 128 operations by default; the handlers
-        // bound a request's changes below that.
+        // etcd refuses transactions of more than 128 operations by default: a larger
+        // change is written in transactions of SECURITY_OPS_PER_TXN, each all or nothing
+        // (a failure part-way leaves the earlier parts written; the caller's reload shows
+        // what is stored).
         let mut kv = self.client.kv_client();
-        timed(kv.txn(Txn::new().and_then(ops))).await?;
+        let mut ops = ops.into_iter().peekable();
+        while ops.peek().is_some() {
+            let part: Vec<TxnOp> = ops.by_ref().take(SECURITY_OPS_PER_TXN).collect();
+            timed(kv.txn(Txn::new().and_then(part))).await?;
+        }
         Ok(())
     }
 }

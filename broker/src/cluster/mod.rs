@@ -196,8 +196,9 @@ pub trait MetadataStore: Send + Sync {
     /// Every security record of `kind` (SCRAM credentials, ACLs, quotas), as (key, value).
     /// Values are the security module's JSON; the store does not read them.
     async fn list_security(&self, kind: SecurityKind) -> Result<Vec<(String, String)>, StoreError>;
-    /// Writes the records of `kind` in `puts` and removes those in `deletes`, all or
-    /// nothing (one CreateAcls or AlterUserScramCredentials request is one change).
+    /// Writes the records of `kind` in `puts` and removes those in `deletes` (a key in
+    /// both is put). The embedded store applies them all or nothing; etcd in transactions
+    /// of up to 100 operations, each all or nothing.
     async fn change_security(
         &self,
         kind: SecurityKind,

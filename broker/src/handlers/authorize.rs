@@ -457,8 +457,33 @@ fn restrict_offset_fetch(authz: &Authz, mut r: OffsetFetchRequest, version: i16)
     use AclOperation::Describe;
     if version < 8 {
         if !authz.allows_group(Describe, &r.group_id.0) {
+            // v0 and v1 have no top-level error: the denial goes on each partition asked
+            // for, as Kafka answers them.
+            let topics = r
+                .topics
+                .unwrap_or_default()
+                .into_iter()
+                .map(|t| {
+                    offset_fetch_response::OffsetFetchResponseTopic::default()
+                        .with_name(t.name)
+                        .with_partitions(
+                            t.partition_indexes
+                                .iter()
+                                .map(|&p| {
+                                    offset_fetch_response::OffsetFetchResponsePartition::default()
+                                        .with_partition_index(p)
+                                        .with_committed_offset(-1)
+                                        .with_committed_leader_epoch(-1)
+                                        .with_error_code(GROUP_DENIED)
+                                })
+                                .collect(),
+                        )
+                })
+                .collect();
             return Check::Refuse(ResponseKind::OffsetFetch(
-                OffsetFetchResponse::default().with_error_code(GROUP_DENIED),
+                OffsetFetchResponse::default()
+                    .with_error_code(GROUP_DENIED)
+                    .with_topics(topics),
             ));
         }
         // All topics (null): the handler's answer is filtered in merge.

@@ -32,6 +32,8 @@ pub struct Authorizer {
     store: Arc<dyn MetadataStore>,
     /// A std lock: held to clone or swap the Arc.
     current: RwLock<Arc<DecisionCache>>,
+    /// Held from a reload's read to its swap (see credentials.rs).
+    reloading: tokio::sync::Mutex<()>,
 }
 
 impl Authorizer {
@@ -50,6 +52,7 @@ impl Authorizer {
                 allow_if_no_acl,
                 CACHE_ENTRIES,
             ))),
+            reloading: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -146,6 +149,7 @@ impl Authorizer {
         if !self.enabled {
             return Ok(());
         }
+        let _reloading = self.reloading.lock().await;
         let records = self.store.list_security(SecurityKind::Acl).await?;
         let mut bindings = Vec::with_capacity(records.len());
         for (key, value) in records {

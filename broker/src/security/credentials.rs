@@ -62,6 +62,9 @@ pub struct Credentials {
     store: Arc<dyn MetadataStore>,
     /// A std lock: held for a map lookup or swap, never across an await.
     by_user: RwLock<HashMap<String, Vec<ScramCredential>>>,
+    /// Held from a reload's read to its swap (a tokio mutex: across the store read), so
+    /// a reload that read before a change cannot install after the change's own reload.
+    reloading: tokio::sync::Mutex<()>,
 }
 
 impl Credentials {
@@ -69,12 +72,14 @@ impl Credentials {
         Credentials {
             store,
             by_user: RwLock::new(HashMap::new()),
+            reloading: tokio::sync::Mutex::new(()),
         }
     }
 
     /// Replaces the cache with what the store holds. A record that does not parse is
     /// skipped with a warning (one bad record must not lock every user out).
     pub async fn reload(&self) -> Result<(), StoreError> {
+        let _reloading = self.reloading.lock().await;
         let records = self.store.list_security(SecurityKind::Scram).await?;
         let mut by_user: HashMap<String, Vec<ScramCredential>> = HashMap::new();
         for (key, value) in records {

@@ -135,10 +135,13 @@ impl Security {
     }
 
     /// Re-reads what other brokers may have changed in the store.
+    /// Each part is read on its own, so one that fails does not hold back the others; the
+    /// first error is returned.
     pub async fn refresh(&self) -> Result<(), crate::cluster::StoreError> {
-        self.credentials.reload().await?;
-        self.quotas.reload().await?;
-        self.authorizer.reload().await
+        let credentials = self.credentials.reload().await;
+        let quotas = self.quotas.reload().await;
+        let acls = self.authorizer.reload().await;
+        credentials.and(quotas).and(acls)
     }
 }
 

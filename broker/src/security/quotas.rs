@@ -166,6 +166,8 @@ pub struct Quotas {
     store: Arc<dyn MetadataStore>,
     /// A std lock: read per request, replaced on a change.
     configured: RwLock<HashMap<Entity, BTreeMap<String, f64>>>,
+    /// Held from a reload's read to its swap (see credentials.rs).
+    reloading: tokio::sync::Mutex<()>,
     /// Per-client usage, keyed by the client's own names shaped like the matched entity.
     /// A std lock: held for one sample update.
     usage: Mutex<HashMap<(Entity, QuotaKind), Usage>>,
@@ -176,11 +178,13 @@ impl Quotas {
         Quotas {
             store,
             configured: RwLock::new(HashMap::new()),
+            reloading: tokio::sync::Mutex::new(()),
             usage: Mutex::new(HashMap::new()),
         }
     }
 
     pub async fn reload(&self) -> Result<(), StoreError> {
+        let _reloading = self.reloading.lock().await;
         let records = self.store.list_security(SecurityKind::Quota).await?;
         let mut configured = HashMap::new();
         for (key, value) in records {
