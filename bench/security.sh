@@ -3,7 +3,7 @@
 # flush policy) with two listeners, PLAINTEXT and SASL_SSL (TLS, SCRAM-SHA-512 with one
 # bootstrap user), and the same strata-bench runs against each: a 1 KiB acks=all produce
 # and its read-back over 8 partitions, then a steady-rate end-to-end run. Each repetition
-# starts a fresh broker and runs both listeners in turn. Writes the "Security overhead"
+# runs both listeners in turn, each on a fresh broker. Writes the "Security overhead"
 # section of docs/benchmarks.md.
 #
 #   bench/security.sh                                        # about 4 minutes after the build
@@ -76,14 +76,16 @@ EOF
 
 MODES=(plaintext sasl_ssl)
 for run in $(seq 1 "$REPEAT"); do
-    PLAIN_PORT="$(free_port)"; SECURE_PORT="$(free_port)"; HTTP_PORT="$(free_port)"; ADMIN_PORT="$(free_port)"
-    BROKER_CMD=("$STRATA" serve --http "127.0.0.1:$HTTP_PORT" --admin-listen "127.0.0.1:$ADMIN_PORT"
-        --data-dir "$WORK/data" --metadata embedded)
-    BROKER_ENV=(STRATA_LISTENERS="PLAINTEXT://127.0.0.1:$PLAIN_PORT,SASL_SSL://127.0.0.1:$SECURE_PORT"
-        STRATA_SSL_CERT_FILE="$WORK/server.pem" STRATA_SSL_KEY_FILE="$WORK/server.key"
-        STRATA_SASL_ENABLED_MECHANISMS=SCRAM-SHA-512 STRATA_SASL_BOOTSTRAP_USERS_FILE="$WORK/users")
-    start_broker
     for mode in "${MODES[@]}"; do
+        # A fresh broker per mode: the previous run's segments (uploaded to the local
+        # object store in the background) must not load the next one.
+        PLAIN_PORT="$(free_port)"; SECURE_PORT="$(free_port)"; HTTP_PORT="$(free_port)"; ADMIN_PORT="$(free_port)"
+        BROKER_CMD=("$STRATA" serve --http "127.0.0.1:$HTTP_PORT" --admin-listen "127.0.0.1:$ADMIN_PORT"
+            --data-dir "$WORK/data" --metadata embedded)
+        BROKER_ENV=(STRATA_LISTENERS="PLAINTEXT://127.0.0.1:$PLAIN_PORT,SASL_SSL://127.0.0.1:$SECURE_PORT"
+            STRATA_SSL_CERT_FILE="$WORK/server.pem" STRATA_SSL_KEY_FILE="$WORK/server.key"
+            STRATA_SASL_ENABLED_MECHANISMS=SCRAM-SHA-512 STRATA_SASL_BOOTSTRAP_USERS_FILE="$WORK/users")
+        start_broker
         if [ "$mode" = plaintext ]; then
             BOOTSTRAP="127.0.0.1:$PLAIN_PORT"; CLIENT_X=()
         else
@@ -98,9 +100,9 @@ for run in $(seq 1 "$REPEAT"); do
         measure "$mode" "$run" consume-1k-p8 consume --topic "$topic"
         measure "$mode" "$run" e2e-1k-p8 e2e --topic "$topic-e2e" --partitions 8 --record-size 1024 --acks all \
             --rate "$E2E_RATE" --duration "$E2E_SECONDS" --warmup 3
+        stop_broker
+        rm -rf "$WORK/data"
     done
-    stop_broker
-    rm -rf "$WORK/data"
 done
 
 TABLE="$(python3 - "$RESULTS" <<'EOF'
@@ -166,8 +168,8 @@ REPORT="$WORK/report.md"
     echo "## Security overhead (SASL_SSL against PLAINTEXT)"
     echo
     echo "\`bench/security.sh\` on $(date -u +%Y-%m-%d): $(nproc) cores ($CPU_MODEL), one broker"
-    echo "(embedded metadata, default flush policy) with a PLAINTEXT and a SASL_SSL listener, a"
-    echo "fresh broker for each of $REPEAT repetitions, both listeners in turn. The SASL_SSL client"
+    echo "(embedded metadata, default flush policy) with a PLAINTEXT and a SASL_SSL listener,"
+    echo "started afresh for each listener in each of $REPEAT repetitions. The SASL_SSL client"
     echo "is strata-bench's librdkafka over OpenSSL (RSA 2048 certificate, SCRAM-SHA-512); the"
     echo "broker's side is rustls with aws-lc-rs. Each repetition: $RECORDS records of 1 KiB,"
     echo "acks=all, 8 partitions, produced then read back; then an end-to-end run at $E2E_RATE MiB/s"

@@ -62,6 +62,8 @@ const LOG_PEERS_TRACKED: usize = 4096;
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Pause before answering a failed SaslAuthenticate (Kafka's default).
 const FAILED_AUTHENTICATION_DELAY: Duration = Duration::from_millis(100);
+/// Socket read buffer below TLS per TLS connection (two records' worth).
+const TLS_READ_BUFFER: usize = 32 * 1024;
 /// Read buffer per connection. Only the size prefix and small requests pass through it;
 /// a body larger than the buffer is read straight into its own allocation.
 const READ_BUFFER: usize = 1024;
@@ -317,9 +319,13 @@ async fn handshake(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
 ) -> Option<(
-    tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    tokio_rustls::server::TlsStream<BufReader<tokio::net::TcpStream>>,
     Option<Principal>,
 )> {
+    // rustls pulls at most 4 KiB from the socket per read: without a buffer below it a
+    // 1 MiB produce costs 256 recv calls, which made SASL_SSL produce 3x as expensive as
+    // PLAINTEXT (docs/benchmarks.md, "Security overhead").
+    let stream = BufReader::with_capacity(TLS_READ_BUFFER, stream);
     let accepted = tokio::time::timeout(shared.read_timeout, tls.acceptor().accept(stream)).await;
     let stream = match accepted {
         Ok(Ok(stream)) => stream,
@@ -547,14 +553,19 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                 continue;
             }
             Gate::AnswerAndClose(response) => {
+                let failed_login = api_key == ApiKey::SaslAuthenticate;
+                // A failed authentication is answered after a pause (Kafka's
+                // connection.failed.authentication.delay.ms, 100 ms), which slows password
+                // guessing, and the connection is closed a pause later: a client that
+                // reads the answer and the close together may drop the answer
+                // (kafka-python does).
+                if failed_login {
+                    tokio::time::sleep(FAILED_AUTHENTICATION_DELAY).await;
+                }
                 let bytes = protocol::encode_response(api_key, version, correlation_id, &response)
                     .map_err(std::io::Error::other)?;
                 write_frame(shared, reader.get_mut(), &bytes).await?;
-                // After a failed authentication the connection is closed only after a pause
-                // (Kafka's connection.failed.authentication.delay.ms, 100 ms): a client
-                // that reads the answer and the close together may drop the answer
-                // (kafka-python does), and the pause slows password guessing.
-                if api_key == ApiKey::SaslAuthenticate {
+                if failed_login {
                     tokio::time::sleep(FAILED_AUTHENTICATION_DELAY).await;
                 }
                 shared.closed("authentication_failed");

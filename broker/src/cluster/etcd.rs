@@ -516,16 +516,20 @@ impl MetadataStore for EtcdStore {
         deletes: &[String],
     ) -> Result<(), StoreError> {
         let key = |k: &str| self.key(&format!("security/{}/{k}", kind.name()));
-        // etcd refuses a key twice in one transaction: a key both put and deleted is put.
+        // etcd refuses a key twice in one transaction: each key appears once, a key put
+        // twice with its last value, a key both put and deleted as put.
+        let puts: std::collections::BTreeMap<&str, &str> =
+            puts.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let deletes: std::collections::BTreeSet<&str> = deletes
+            .iter()
+            .map(String::as_str)
+            .filter(|k| !puts.contains_key(k))
+            .collect();
         let mut ops: Vec<TxnOp> = deletes
             .iter()
-            .filter(|k| !puts.iter().any(|(p, _)| p == *k))
             .map(|k| TxnOp::delete(key(k), None))
             .collect();
-        ops.extend(
-            puts.iter()
-                .map(|(k, v)| TxnOp::put(key(k), v.as_str(), None)),
-        );
+        ops.extend(puts.iter().map(|(k, v)| TxnOp::put(key(k), *v, None)));
         // etcd refuses transactions of more than 128 operations by default: a larger
         // change is written in transactions of SECURITY_OPS_PER_TXN, each all or nothing
         // (a failure part-way leaves the earlier parts written; the caller's reload shows

@@ -61,8 +61,12 @@ impl Config {
         }
         for (i, (a_name, a)) in bound.iter().enumerate() {
             for (b_name, b) in &bound[i + 1..] {
-                let overlap =
-                    a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified();
+                // The same address, or a wildcard of the other's family; the IPv6 wildcard
+                // also takes IPv4 (Linux's default dual stack).
+                let covers = |w: &std::net::SocketAddr, o: &std::net::SocketAddr| {
+                    w.ip().is_unspecified() && (w.is_ipv6() || w.is_ipv4() == o.is_ipv4())
+                };
+                let overlap = a.ip() == b.ip() || covers(a, b) || covers(b, a);
                 if a.port() == b.port() && a.port() != 0 && overlap {
                     return Err(invalid(
                         if a_name.starts_with("listeners") {

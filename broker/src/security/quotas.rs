@@ -37,8 +37,11 @@ const MAX_THROTTLE: Duration = Duration::from_secs(3600);
 /// meaningful (and a rate of 1e-300 would overflow it).
 pub const MIN_BYTE_RATE: f64 = 1.0;
 pub const MIN_REQUEST_PERCENTAGE: f64 = 0.01;
-/// Entities tracked per broker; beyond, the oldest usage is forgotten.
+/// Client counters kept per broker; a client beyond them goes unmeasured until idle ones
+/// are dropped.
 const MAX_TRACKED: usize = 100_000;
+/// Longest user or client id kept as is in a counter's key (longer ones are hashed).
+const MAX_KEPT_NAME: usize = 255;
 
 /// The name of a default entity in AlterClientQuotas is null; stored as this.
 const DEFAULT: &str = "<default>";
@@ -168,6 +171,8 @@ pub struct Quotas {
     configured: RwLock<HashMap<Entity, BTreeMap<String, f64>>>,
     /// Held from a reload's read to its swap (see credentials.rs).
     reloading: tokio::sync::Mutex<()>,
+    /// When idle counters were last dropped (a std lock, taken with `usage`).
+    last_purge: Mutex<Instant>,
     /// Per-client usage, keyed by the client's own names shaped like the matched entity.
     /// A std lock: held for one sample update.
     usage: Mutex<HashMap<(Entity, QuotaKind), Usage>>,
@@ -179,6 +184,7 @@ impl Quotas {
             store,
             configured: RwLock::new(HashMap::new()),
             reloading: tokio::sync::Mutex::new(()),
+            last_purge: Mutex::new(Instant::now()),
             usage: Mutex::new(HashMap::new()),
         }
     }
@@ -305,25 +311,38 @@ impl Quotas {
         if !(bound > 0.0 && bound.is_finite()) {
             return Duration::ZERO;
         }
-        // The client's own counter: its names where the entity names one.
+        // The client's own counter: its names where the entity names one. Names longer
+        // than a real one are kept as a hash, so a client cannot grow the map by
+        // kilobytes per id.
+        let bounded = |name: &str| {
+            if name.len() <= MAX_KEPT_NAME {
+                name.to_string()
+            } else {
+                use std::hash::{Hash, Hasher};
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                name.hash(&mut hasher);
+                format!("#{:016x}", hasher.finish())
+            }
+        };
         let key = Entity {
-            user: entity.user.as_ref().map(|_| user.to_string()),
-            client_id: entity.client_id.as_ref().map(|_| client_id.to_string()),
+            user: entity.user.as_ref().map(|_| bounded(user)),
+            client_id: entity.client_id.as_ref().map(|_| bounded(client_id)),
         };
         let now = Instant::now();
         let mut usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+        // Counters idle for a whole window are dropped, at most once a second.
+        let mut last_purge = self.last_purge.lock().unwrap_or_else(|p| p.into_inner());
+        if now.duration_since(*last_purge) >= SAMPLE {
+            *last_purge = now;
+            let stale = now.checked_sub(SAMPLE * WINDOWS as u32);
+            usage.retain(|_, u| stale.is_none_or(|s| u.last_used > s));
+        }
+        drop(last_purge);
         if !usage.contains_key(&(key.clone(), kind)) {
-            if amount == 0.0 {
+            // Every tracked client is active: a new one goes unmeasured rather than
+            // resetting everyone's debt.
+            if amount == 0.0 || usage.len() >= MAX_TRACKED {
                 return Duration::ZERO;
-            }
-            if usage.len() >= MAX_TRACKED {
-                let stale = now.checked_sub(SAMPLE * WINDOWS as u32);
-                usage.retain(|_, u| stale.is_none_or(|s| u.last_used > s));
-                if usage.len() >= MAX_TRACKED {
-                    // Every tracked client is active: the new one goes unmeasured rather
-                    // than resetting everyone's debt.
-                    return Duration::ZERO;
-                }
             }
         }
         let (rate, window) = usage

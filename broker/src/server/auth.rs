@@ -259,9 +259,10 @@ impl Session {
         self.mechanism = Some(mechanism);
         let mut lifetime_ms = self.security.reauth_ms();
         if let Some(at) = token_expires_at_ms {
-            // A token inside its clock-skew grace after `exp` still ends its session at
-            // once (at least 1 ms: 0 would tell the client "no expiry").
-            let left = (at - self.clock.now_ms()).max(1);
+            // A token inside its clock-skew grace after `exp` gets a session of at least
+            // a second: 0 would tell the client "no expiry", and a few milliseconds would
+            // make it re-authenticate in a loop (librdkafka starts at 90% of the lifetime).
+            let left = (at - self.clock.now_ms()).max(1000);
             lifetime_ms = Some(lifetime_ms.map_or(left, |l| l.min(left)));
         }
         self.expires = lifetime_ms.map(|ms| Instant::now() + Duration::from_millis(ms as u64));

@@ -7,7 +7,8 @@
 //! records are not counted), as Kafka does. The request quota does not count Fetch,
 //! Produce, JoinGroup and SyncGroup: their handler time is mostly waiting (long polls,
 //! acks=all, rebalances), which Kafka does not count either; byte quotas cover the first
-//! two.
+//! two. OffsetCommit and LeaveGroup are skipped as well: they wait for the offsets
+//! topic's replicas.
 
 use std::time::Duration;
 
@@ -42,28 +43,37 @@ pub fn throttle(
         Some(ResponseKind::Fetch(r)) => {
             let pending = quotas.pending(user, client_id, QuotaKind::Fetch);
             if !pending.is_zero() {
+                // Empty record sets, not null ones: librdkafka refuses a null one (and
+                // drops the whole response with it).
                 for partition in r.responses.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
-                    partition.records = None;
+                    partition.records = Some(bytes::Bytes::new());
                 }
                 throttles.push((QuotaKind::Fetch, pending));
+            } else {
+                let bytes: usize = r
+                    .responses
+                    .iter()
+                    .flat_map(|t| &t.partitions)
+                    .map(|p| p.records.as_ref().map_or(0, |b| b.len()))
+                    .sum();
+                throttles.push((
+                    QuotaKind::Fetch,
+                    quotas.record(user, client_id, QuotaKind::Fetch, bytes as f64),
+                ));
             }
-            let bytes: usize = r
-                .responses
-                .iter()
-                .flat_map(|t| &t.partitions)
-                .map(|p| p.records.as_ref().map_or(0, |b| b.len()))
-                .sum();
-            throttles.push((
-                QuotaKind::Fetch,
-                quotas.record(user, client_id, QuotaKind::Fetch, bytes as f64),
-            ));
         }
         Some(_) => {}
     }
     let waits = produce
         || matches!(
             response.as_deref(),
-            Some(ResponseKind::Fetch(_) | ResponseKind::JoinGroup(_) | ResponseKind::SyncGroup(_))
+            Some(
+                ResponseKind::Fetch(_)
+                    | ResponseKind::JoinGroup(_)
+                    | ResponseKind::SyncGroup(_)
+                    | ResponseKind::OffsetCommit(_)
+                    | ResponseKind::LeaveGroup(_)
+            )
         );
     if !waits {
         throttles.push((
@@ -91,7 +101,9 @@ pub fn throttle(
     if let Some(response) = response
         && !longest.is_zero()
     {
-        set_throttle_time(response, longest.as_millis().min(i32::MAX as u128) as i32);
+        // Whole milliseconds, rounded up: a throttle under 1 ms is still a throttle.
+        let ms = longest.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+        set_throttle_time(response, ms);
     }
     longest
 }
