@@ -62,8 +62,6 @@ const LOG_PEERS_TRACKED: usize = 4096;
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Pause before answering a failed SaslAuthenticate (Kafka's default).
 const FAILED_AUTHENTICATION_DELAY: Duration = Duration::from_millis(100);
-/// Socket read buffer below TLS per TLS connection (two records' worth).
-const TLS_READ_BUFFER: usize = 32 * 1024;
 /// Read buffer per connection. Only the size prefix and small requests pass through it;
 /// a body larger than the buffer is read straight into its own allocation.
 const READ_BUFFER: usize = 1024;
@@ -319,13 +317,9 @@ async fn handshake(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
 ) -> Option<(
-    tokio_rustls::server::TlsStream<BufReader<tokio::net::TcpStream>>,
+    tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
     Option<Principal>,
 )> {
-    // rustls pulls at most 4 KiB from the socket per read: without a buffer below it a
-    // 1 MiB produce costs 256 recv calls, which made SASL_SSL produce 3x as expensive as
-    // PLAINTEXT (docs/benchmarks.md, "Security overhead").
-    let stream = BufReader::with_capacity(TLS_READ_BUFFER, stream);
     let accepted = tokio::time::timeout(shared.read_timeout, tls.acceptor().accept(stream)).await;
     let stream = match accepted {
         Ok(Ok(stream)) => stream,
