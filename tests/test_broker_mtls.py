@@ -37,11 +37,13 @@ def partitions(bootstrap: str, topic: str) -> dict[int, object]:
     return dict(md.topics[topic].partitions)
 
 
-def produce(bootstrap: str, topic: str, count: int) -> None:
+def produce(bootstrap: str, topic: str, count: int, partitions: int) -> None:
+    """`count` records, spread over every partition."""
     errors = []
     p = Producer({**QUIET, "bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5})
     for i in range(count):
-        p.produce(topic, f"v{i}".encode(), callback=lambda err, _msg: errors.append(err) if err else None)
+        p.produce(topic, f"v{i}".encode(), partition=i % partitions,
+                  callback=lambda err, _msg: errors.append(err) if err else None)
     assert p.flush(60) == 0, "records still in flight after 60 s"
     assert not errors, f"acks=all produce failed: {errors[:3]}"
 
@@ -66,13 +68,17 @@ def test_brokers_replicate_over_mtls_and_a_broker_with_a_foreign_certificate_is_
     wait_until("every partition of `replicated` has 3 in-sync replicas",
                lambda: all(len(p.isrs) == 3 and p.leader > 0 for p in partitions(bootstrap, "replicated").values()),
                60)
-    produce(bootstrap, "replicated", 300)
-    for node, b in brokers.items():
-        for partition in range(3):
-            wait_until(f"broker {node} holds records of replicated/{partition}",
-                       lambda b=b, partition=partition: any(
-                           f.stat().st_size > 0 for f in b.partition_dir("replicated", partition).glob("*.log")),
-                       30)
+    produce(bootstrap, "replicated", 300, 3)
+
+    def log_size(b, topic: str, partition: int) -> int:
+        return sum(f.stat().st_size for f in b.partition_dir(topic, partition).glob("*.log"))
+
+    for partition in range(3):
+        wait_until(f"every broker holds the same records of replicated/{partition}",
+                   lambda partition=partition: len({log_size(b, "replicated", partition)
+                                                    for b in brokers.values()} - {0}) == 1
+                   and all(log_size(b, "replicated", partition) > 0 for b in brokers.values()),
+                   30)
     assert all(len(p.isrs) == 3 for p in partitions(bootstrap, "replicated").values()), \
         "a replica left the ISR while every broker had a valid certificate"
 
@@ -86,7 +92,7 @@ def test_brokers_replicate_over_mtls_and_a_broker_with_a_foreign_certificate_is_
                lambda: len(AdminClient({**QUIET, "bootstrap.servers": bootstrap}).list_topics(timeout=10).brokers) == 4,
                30)
     admin.create_topics([NewTopic("everywhere", 8, 4)])["everywhere"].result(30)
-    produce(bootstrap, "everywhere", 400)
+    produce(bootstrap, "everywhere", 400, 8)
 
     def stranger_out_where_others_lead():
         parts = partitions(bootstrap, "everywhere")
