@@ -377,7 +377,8 @@ async fn open_broker(
     .await
 }
 
-/// The gRPC server followers fetch from.
+/// The gRPC server followers fetch from. Mutual TLS when certificates are configured: a
+/// client without a certificate from ssl_ca_file fails the handshake.
 async fn start_replication_server(
     broker: &Arc<Broker>,
     cancel: &CancellationToken,
@@ -386,54 +387,24 @@ async fn start_replication_server(
     let incoming = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("bind the replication listener on {addr}"))?;
-    let service = strata_broker::replication::server::service(broker.clone());
-    // Mutual TLS when certificates are configured: a client without a certificate from
-    // ssl_ca_file fails the handshake.
+    let routes =
+        tonic::service::Routes::new(strata_broker::replication::server::service(broker.clone()));
     let tls = strata_broker::security::grpc::acceptor(
         &broker.config,
         strata_broker::config::ClientAuth::Required,
         cancel,
     )?;
-    let cancel = cancel.clone();
-    if let Some(tls) = tls {
-        return Ok(tokio::spawn(async move {
-            let served = tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming_shutdown(
-                    strata_broker::security::grpc::incoming(incoming, tls),
-                    cancel.cancelled_owned(),
-                )
-                .await;
-            if let Err(e) = served {
-                error!(error = %e, "the replication server stopped");
-            }
-        }));
-    }
-    Ok(tokio::spawn(async move {
-        // No Nagle: a follower's fetch and the leader's answer are small writes each
-        // waiting on the other, and Nagle plus delayed ACKs adds ~40 ms to every
-        // acks=all round trip.
-        let incoming = futures::StreamExt::map(
-            tokio_stream::wrappers::TcpListenerStream::new(incoming),
-            |stream| {
-                stream.inspect(|s| {
-                    if let Err(e) = s.set_nodelay(true) {
-                        tracing::debug!(error = %e, "cannot set TCP_NODELAY on a replication connection");
-                    }
-                })
-            },
-        );
-        let served = tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming_shutdown(incoming, cancel.cancelled_owned())
-            .await;
-        if let Err(e) = served {
-            error!(error = %e, "the replication server stopped");
-        }
-    }))
+    Ok(serve_grpc(
+        routes,
+        incoming,
+        tls,
+        cancel.clone(),
+        "replication",
+    ))
 }
 
-/// The admin API's gRPC server; `stop` is cancelled by its Shutdown call.
+/// The admin API's gRPC server; `stop` is cancelled by its Shutdown call. A client
+/// certificate is asked for, not required (the bearer token is the other way in).
 async fn start_admin_server(
     broker: &Arc<Broker>,
     stop: &CancellationToken,
@@ -443,39 +414,58 @@ async fn start_admin_server(
     let incoming = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("bind the admin listener on {addr}"))?;
-    let service = strata_broker::admin::service(broker.clone(), stop.clone())?;
+    let routes =
+        tonic::service::Routes::new(strata_broker::admin::service(broker.clone(), stop.clone())?);
     let tls = strata_broker::security::grpc::acceptor(
         &broker.config,
         strata_broker::config::ClientAuth::Requested,
         cancel,
     )?;
-    let cancel = cancel.clone();
-    if let Some(tls) = tls {
-        return Ok(tokio::spawn(async move {
-            let served = tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming_shutdown(
-                    strata_broker::security::grpc::incoming(incoming, tls),
-                    cancel.cancelled_owned(),
-                )
-                .await;
-            if let Err(e) = served {
-                error!(error = %e, "the admin server stopped");
+    Ok(serve_grpc(routes, incoming, tls, cancel.clone(), "admin"))
+}
+
+/// Serves `routes` on `incoming` until `cancel`, over TLS when `tls` is given.
+fn serve_grpc(
+    routes: tonic::service::Routes,
+    incoming: tokio::net::TcpListener,
+    tls: Option<Arc<strata_broker::security::tls::TlsAcceptor>>,
+    cancel: CancellationToken,
+    name: &'static str,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let server = tonic::transport::Server::builder().add_routes(routes);
+        let served = match tls {
+            Some(tls) => {
+                server
+                    .serve_with_incoming_shutdown(
+                        strata_broker::security::grpc::incoming(incoming, tls),
+                        cancel.cancelled_owned(),
+                    )
+                    .await
             }
-        }));
-    }
-    Ok(tokio::spawn(async move {
-        let served = tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(incoming),
-                cancel.cancelled_owned(),
-            )
-            .await;
+            None => {
+                // No Nagle: a follower's fetch and the leader's answer are small writes
+                // each waiting on the other, and Nagle plus delayed ACKs adds ~40 ms to
+                // every acks=all round trip.
+                let incoming = futures::StreamExt::map(
+                    tokio_stream::wrappers::TcpListenerStream::new(incoming),
+                    |stream| {
+                        stream.inspect(|s| {
+                            if let Err(e) = s.set_nodelay(true) {
+                                tracing::debug!(error = %e, "cannot set TCP_NODELAY on a gRPC connection");
+                            }
+                        })
+                    },
+                );
+                server
+                    .serve_with_incoming_shutdown(incoming, cancel.cancelled_owned())
+                    .await
+            }
+        };
         if let Err(e) = served {
-            error!(error = %e, "the admin server stopped");
+            error!(error = %e, server = name, "a gRPC server stopped");
         }
-    }))
+    })
 }
 
 /// Binds the Kafka listeners and says the broker is serving.

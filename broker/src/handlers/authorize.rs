@@ -106,6 +106,29 @@ fn config_resource(resource_type: i8, name: &str) -> (ResourceType, String) {
     }
 }
 
+/// Config resources split by whether `operation` is allowed on them: (kept, denied as
+/// (resource type, name, error)).
+fn split_configs<T>(
+    authz: &Authz,
+    operation: AclOperation,
+    resources: Vec<T>,
+    key: impl Fn(&T) -> (i8, &StrBytes),
+) -> (Vec<T>, Vec<(i8, StrBytes, i16)>) {
+    let (kept, denied) = split(resources, |c| {
+        let (resource_type, name) = key(c);
+        let (kind, name) = config_resource(resource_type, name);
+        authz.allows(operation, kind, &name)
+    });
+    let denied = denied
+        .iter()
+        .map(|c| {
+            let (resource_type, name) = key(c);
+            (resource_type, name.clone(), config_denied(resource_type))
+        })
+        .collect();
+    (kept, denied)
+}
+
 /// Splits `items` by `allowed`: (kept, denied).
 fn split<T>(items: Vec<T>, mut allowed: impl FnMut(&T) -> bool) -> (Vec<T>, Vec<T>) {
     items.into_iter().partition(|item| allowed(item))
@@ -208,60 +231,32 @@ pub fn restrict(authz: &Authz, request: RequestKind, version: i16) -> Check {
             )
         }
         RequestKind::DescribeConfigs(mut r) => {
-            let (kept, denied) = split(std::mem::take(&mut r.resources), |c| {
-                let (kind, name) = config_resource(c.resource_type, &c.resource_name);
-                authz.allows(DescribeConfigs, kind, &name)
-            });
+            let (kept, denied) = split_configs(
+                authz,
+                DescribeConfigs,
+                std::mem::take(&mut r.resources),
+                |c| (c.resource_type, &c.resource_name),
+            );
             r.resources = kept;
-            let denied = denied
-                .into_iter()
-                .map(|c| {
-                    (
-                        c.resource_type,
-                        c.resource_name,
-                        config_denied(c.resource_type),
-                    )
-                })
-                .collect();
             Check::Handle(
                 RequestKind::DescribeConfigs(r),
                 Denied::DescribeConfigs(denied),
             )
         }
         RequestKind::AlterConfigs(mut r) => {
-            let (kept, denied) = split(std::mem::take(&mut r.resources), |c| {
-                let (kind, name) = config_resource(c.resource_type, &c.resource_name);
-                authz.allows(AlterConfigs, kind, &name)
-            });
+            let (kept, denied) =
+                split_configs(authz, AlterConfigs, std::mem::take(&mut r.resources), |c| {
+                    (c.resource_type, &c.resource_name)
+                });
             r.resources = kept;
-            let denied = denied
-                .into_iter()
-                .map(|c| {
-                    (
-                        c.resource_type,
-                        c.resource_name,
-                        config_denied(c.resource_type),
-                    )
-                })
-                .collect();
             Check::Handle(RequestKind::AlterConfigs(r), Denied::AlterConfigs(denied))
         }
         RequestKind::IncrementalAlterConfigs(mut r) => {
-            let (kept, denied) = split(std::mem::take(&mut r.resources), |c| {
-                let (kind, name) = config_resource(c.resource_type, &c.resource_name);
-                authz.allows(AlterConfigs, kind, &name)
-            });
+            let (kept, denied) =
+                split_configs(authz, AlterConfigs, std::mem::take(&mut r.resources), |c| {
+                    (c.resource_type, &c.resource_name)
+                });
             r.resources = kept;
-            let denied = denied
-                .into_iter()
-                .map(|c| {
-                    (
-                        c.resource_type,
-                        c.resource_name,
-                        config_denied(c.resource_type),
-                    )
-                })
-                .collect();
             Check::Handle(
                 RequestKind::IncrementalAlterConfigs(r),
                 Denied::IncrementalAlterConfigs(denied),
