@@ -92,6 +92,9 @@ fi
 rm -rf --one-file-system "$run"
 cp -a "$base" "$run"
 cp /etc/resolv.conf "$run/etc/resolv.conf"
+# debootstrap writes no /etc/hosts; every installed Debian has one naming localhost (the
+# TLS tests' certificates and the chart's NOTES use that name).
+[ -f "$run/etc/hosts" ] || printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' >"$run/etc/hosts"
 # The network's trusted CAs (a machine that got Rust from rustup over HTTPS has them; a
 # network with a TLS-inspecting proxy adds its own), where OpenSSL, pip and npm look.
 mkdir -p "$run/etc/ssl/certs" "$run/usr/local/share/ca-certificates"
