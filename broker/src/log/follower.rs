@@ -162,7 +162,7 @@ impl Log {
             self.assign_epoch(header.leader_epoch, header.base_offset)?;
         }
         let next_offset = self.write_batches(&mut buf, &mut headers, None, now_ms)?;
-        let sync = self.after_append(&headers, records, now_ms);
+        let sync = self.after_append(&buf, &headers, records, now_ms)?;
         let info = AppendInfo {
             base_offset,
             last_offset: next_offset - 1,

@@ -94,6 +94,7 @@ pub const TIME_ENTRY_LEN: u64 = 12;
 
 const ATTR_CODEC_MASK: i16 = 0x07;
 const ATTR_LOG_APPEND_TIME: i16 = 0x08;
+const ATTR_TRANSACTIONAL: i16 = 0x10;
 const ATTR_CONTROL: i16 = 0x20;
 
 /// Why a record batch was refused. Each maps to one Kafka error code in the handlers.
@@ -117,6 +118,8 @@ pub enum BatchError {
     Count { count: i32, last_offset_delta: i32 },
     #[error("clients may not produce control batches")]
     Control,
+    #[error("a transactional batch needs a producer id")]
+    TransactionalWithoutProducer,
     #[error("record {index} of the batch is malformed: {reason}")]
     Record { index: i32, reason: &'static str },
     #[error("the batch's records cannot be decompressed: {0}")]
@@ -155,6 +158,8 @@ pub struct BatchHeader {
     pub base_sequence: i32,
     /// The partition leader epoch the leader wrote into the batch when it appended it.
     pub leader_epoch: i32,
+    /// Bits 0-2 codec, 3 timestamp type, 4 transactional, 5 control.
+    pub attributes: i16,
 }
 
 impl BatchHeader {
@@ -170,6 +175,16 @@ impl BatchHeader {
 
     pub fn next_offset(&self) -> i64 {
         self.last_offset() + 1
+    }
+
+    /// Written by a transactional producer (or a transaction marker).
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & ATTR_TRANSACTIONAL != 0
+    }
+
+    /// A control batch: a transaction marker (see [`super::txn`]).
+    pub fn is_control(&self) -> bool {
+        self.attributes & ATTR_CONTROL != 0
     }
 }
 
@@ -238,6 +253,9 @@ pub fn validate_batch(bytes: &[u8], max_batch_bytes: usize) -> Result<BatchHeade
     }
     if attributes & ATTR_CONTROL != 0 {
         return Err(BatchError::Control);
+    }
+    if attributes & ATTR_TRANSACTIONAL != 0 && header.producer_id < 0 {
+        return Err(BatchError::TransactionalWithoutProducer);
     }
     if header.record_count < 1
         || i64::from(header.record_count) != i64::from(header.last_offset_delta) + 1
@@ -334,6 +352,7 @@ pub fn parse_validated_header(batch: &[u8]) -> BatchHeader {
     let base_offset = b.get_i64();
     let length = b.get_i32();
     let leader_epoch = b.get_i32();
+    let attributes = i16::from_be_bytes([batch[21], batch[22]]);
     let mut tail = &batch[23..BATCH_HEADER_LEN];
     let last_offset_delta = tail.get_i32();
     let _base_timestamp = tail.get_i64();
@@ -352,6 +371,7 @@ pub fn parse_validated_header(batch: &[u8]) -> BatchHeader {
         producer_epoch,
         base_sequence,
         leader_epoch,
+        attributes,
     }
 }
 

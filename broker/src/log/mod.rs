@@ -23,6 +23,7 @@ mod read;
 pub mod records;
 mod retention;
 mod segment;
+pub mod txn;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -170,6 +171,8 @@ pub struct Log {
     first_dirty_offset: i64,
     /// Where each leader epoch starts (see [`epochs`]).
     epochs: epochs::LeaderEpochs,
+    /// Aborted transactions of the local log (see [`txn`]).
+    aborted: txn::AbortedIndex,
 }
 
 /// A periodic flush prepared under the lock and carried out without it.
@@ -255,6 +258,7 @@ impl Log {
             producers: ProducerState::default(),
             first_dirty_offset,
             epochs: epochs::LeaderEpochs::default(),
+            aborted: txn::AbortedIndex::default(),
         };
         let interval = log.config.index_interval_bytes;
         let compacted = log.config.compact;
@@ -319,6 +323,7 @@ impl Log {
             .log_start_offset
             .max(first_base)
             .min(log.log_end_offset());
+        log.load_aborted().map_err(io_err)?;
         log.recover_producers(checkpoint, now_ms).map_err(io_err)?;
         log.recover_epochs().map_err(io_err)?;
         // What recovery kept is made durable before it is recorded as the recovery point.
@@ -408,7 +413,10 @@ impl Log {
         } = prepared;
         let mut verdicts = Vec::with_capacity(headers.len());
         for header in &headers {
-            if header.producer_id >= 0 {
+            if header.is_control() {
+                self.producers
+                    .check_marker(header.producer_id, header.producer_epoch)?;
+            } else if header.producer_id >= 0 {
                 verdicts.push(self.producers.check(
                     header.producer_id,
                     header.producer_epoch,
@@ -460,7 +468,7 @@ impl Log {
             -1
         };
         let next_offset = self.write_batches(&mut buf, &mut headers, Some(leader_epoch), now_ms)?;
-        let sync = self.after_append(&headers, records, now_ms);
+        let sync = self.after_append(&buf, &headers, records, now_ms)?;
         let info = AppendInfo {
             base_offset,
             last_offset: next_offset - 1,
@@ -525,31 +533,160 @@ impl Log {
     /// before acknowledging, if the flush policy asks for one.
     fn after_append(
         &mut self,
+        buf: &[u8],
         headers: &[BatchHeader],
         records: i64,
         now_ms: i64,
-    ) -> Option<Arc<File>> {
-        for header in headers.iter().filter(|h| h.producer_id >= 0) {
-            self.producers.record(
-                header.producer_id,
-                header.producer_epoch,
-                BatchMeta {
-                    first_sequence: header.base_sequence,
-                    last_sequence: header.last_sequence(),
-                    base_offset: header.base_offset,
-                    last_offset: header.last_offset(),
-                },
-                now_ms,
-            );
+    ) -> Result<Option<Arc<File>>, LogError> {
+        let mut position = 0;
+        for header in headers {
+            let batch = &buf[position..position + header.size];
+            position += header.size;
+            if header.producer_id < 0 {
+                continue;
+            }
+            let marker = txn::marker_of(batch, header);
+            self.record_producer(header, marker, now_ms)
+                .map_err(|e| self.io_err(e))?;
         }
         self.unflushed_messages += records;
         self.dirty = true;
         if self.unflushed_messages >= self.config.flush_messages {
             self.unflushed_messages = 0;
-            self.active().log_file().ok()
+            Ok(self.active().log_file().ok())
         } else {
-            None
+            Ok(None)
         }
+    }
+
+    /// Producer state after a batch of `header` was written or, at recovery, scanned: a
+    /// data batch extends the producer's sequences (and opens its transaction here if it
+    /// is transactional); a marker ends the transaction, and an abort marker adds the
+    /// transaction to the aborted index (memory and the segment's file) unless it is
+    /// there already.
+    fn record_producer(
+        &mut self,
+        header: &BatchHeader,
+        marker: Option<txn::Marker>,
+        now_ms: i64,
+    ) -> io::Result<()> {
+        let offset = header.base_offset;
+        if !header.is_control() {
+            let meta = BatchMeta {
+                first_sequence: header.base_sequence,
+                last_sequence: header.last_sequence(),
+                base_offset: offset,
+                last_offset: header.last_offset(),
+            };
+            let transactional = header.is_transactional();
+            self.producers.record(
+                header.producer_id,
+                header.producer_epoch,
+                meta,
+                transactional,
+                now_ms,
+            );
+            return Ok(());
+        }
+        let first =
+            self.producers
+                .record_marker(header.producer_id, header.producer_epoch, offset, now_ms);
+        if let (Some(first_offset), Some(txn::Marker::Abort)) = (first, marker) {
+            let entry = txn::AbortedTxn {
+                producer_id: header.producer_id,
+                first_offset,
+                last_offset: offset,
+                last_stable_offset: self.producers.first_unstable_offset().unwrap_or(offset + 1),
+            };
+            if !self.aborted.contains(&entry) {
+                let segment_base = self.segment_base_of(offset);
+                txn::AbortedIndex::append_to_file(&self.dir, segment_base, &entry)?;
+                self.aborted.insert(entry);
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends a transaction marker for `producer_id` as the leader (the coordinator
+    /// ending a transaction). Markers are not checked for sequences, only for the epoch.
+    pub fn append_marker(
+        &mut self,
+        producer_id: i64,
+        producer_epoch: i16,
+        marker: txn::Marker,
+        coordinator_epoch: i32,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<(AppendInfo, Option<Arc<File>>), LogError> {
+        let batch = txn::encode_marker(
+            producer_id,
+            producer_epoch,
+            marker,
+            coordinator_epoch,
+            now_ms,
+        );
+        let header = format::parse_validated_header(&batch);
+        let prepared = Prepared {
+            buf: batch.to_vec(),
+            headers: vec![header],
+            records: 1,
+        };
+        self.append(prepared, leader_epoch, now_ms)
+    }
+
+    /// The first offset of the oldest open transaction, if any: read_committed
+    /// consumers stop there.
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        self.producers.first_unstable_offset()
+    }
+
+    /// Open transactions: (producer id, epoch, first offset), oldest first.
+    pub fn open_transactions(&self) -> Vec<(i64, i16, i64)> {
+        self.producers.open_transactions()
+    }
+
+    /// Aborted transactions with records in `[from, to)`, for a read_committed Fetch.
+    pub fn aborted_overlapping(&self, from: i64, to: i64) -> Vec<txn::AbortedTxn> {
+        self.aborted.overlapping(from, to)
+    }
+
+    /// Retention removed segments: their aborted transactions go with them.
+    fn forget_aborted_before_first_segment(&mut self) {
+        let first = *self.segments.keys().next().unwrap_or(&0);
+        self.aborted.drop_before(first);
+    }
+
+    /// Loads the aborted-transaction index files of every segment. Entries past the log
+    /// end (a truncated tail) are dropped and their file rewritten, so they cannot come
+    /// back once the log grows past them again.
+    fn load_aborted(&mut self) -> io::Result<()> {
+        let end = self.log_end_offset();
+        self.aborted = txn::AbortedIndex::default();
+        let bases: Vec<i64> = self.segments.keys().copied().collect();
+        for base in bases {
+            let path = txn::AbortedIndex::path(&self.dir, base);
+            let bytes = match fs::read(&path) {
+                Ok(bytes) => bytes,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            let Some(entries) = txn::decode_file(&bytes) else {
+                warn!(file = %path.display(), "unreadable aborted-transaction index; ignored");
+                continue;
+            };
+            let kept: Vec<_> = entries
+                .iter()
+                .copied()
+                .filter(|e| e.last_offset < end)
+                .collect();
+            if kept.len() != entries.len() {
+                txn::AbortedIndex::rewrite_file(&self.dir, base, &kept)?;
+            }
+            for entry in kept {
+                self.aborted.insert(entry);
+            }
+        }
+        Ok(())
     }
 
     /// Rolls before a request of `incoming` bytes that would end at `end_offset` if the
@@ -574,6 +711,9 @@ impl Log {
         let sealed = active.seal().and_then(|()| active.flush());
         sealed.map_err(|e| self.io_err(e))?;
         let sealed_base = self.active().base_offset;
+        if let Some(index) = self.open_txnindex(sealed_base) {
+            index.sync_data().map_err(|e| self.io_err(e))?;
+        }
         // The producers' state as of the sealed segment's end travels with it to the
         // remote tier, so a broker restored from the bucket still recognises retries.
         // Without idempotent producers there is nothing to write.
@@ -594,6 +734,11 @@ impl Log {
         // Everything before the new, empty segment is fsynced.
         self.recovery_point = self.live_position();
         Ok(())
+    }
+
+    /// The `.txnindex` of the segment at `base`, opened to be fsynced, if it exists.
+    fn open_txnindex(&self, base: i64) -> Option<File> {
+        File::open(txn::AbortedIndex::path(&self.dir, base)).ok()
     }
 
     /// Rolls an idle active segment that outlived segment.ms, so time-based retention
@@ -744,7 +889,10 @@ impl Log {
         if !self.dirty || (!force && now_ms - self.last_flush_ms < self.config.flush_ms) {
             return Ok(None);
         }
-        let files = self.active().sync_handles().map_err(|e| self.io_err(e))?;
+        let mut files = self.active().sync_handles().map_err(|e| self.io_err(e))?;
+        if let Some(index) = self.open_txnindex(self.active().base_offset) {
+            files.push(index);
+        }
         self.dirty = false;
         self.unflushed_messages = 0;
         self.last_flush_ms = now_ms;
@@ -821,25 +969,38 @@ impl Log {
             Some(c) => (c.segment_base, c.position),
             None => (self.active().base_offset, 0),
         };
-        let producers = &mut self.producers;
+        let mut scanned = Vec::new();
         for segment in self.segments.range(from_base..).map(|(_, s)| s) {
             let from = if segment.base_offset == from_base {
                 from_position
             } else {
                 0
             };
-            follower::for_each_header(segment, from, |_, h| {
-                if h.producer_id >= 0 {
-                    let meta = BatchMeta {
-                        first_sequence: h.base_sequence,
-                        last_sequence: h.last_sequence(),
-                        base_offset: h.base_offset,
-                        last_offset: h.last_offset(),
-                    };
-                    producers.record(h.producer_id, h.producer_epoch, meta, now_ms);
+            let mut error = None;
+            follower::for_each_header(segment, from, |position, h| {
+                if h.producer_id < 0 {
+                    return true;
                 }
+                let marker = if h.is_control() {
+                    match segment.read_at(position, h.size.min(txn::MARKER_PEEK_LEN)) {
+                        Ok(bytes) => txn::marker_of(&bytes, h),
+                        Err(e) => {
+                            error = Some(e);
+                            return false;
+                        }
+                    }
+                } else {
+                    None
+                };
+                scanned.push((*h, marker));
                 true
             })?;
+            if let Some(e) = error {
+                return Err(e);
+            }
+        }
+        for (header, marker) in scanned {
+            self.record_producer(&header, marker, now_ms)?;
         }
         Ok(())
     }

@@ -14,7 +14,12 @@
 //!
 //! Producer ids expire `producer_id_expiration_ms` after their last append.
 //!
-//! ## `producers.snapshot` (layout version 1)
+//! Producers in a transaction ([`super::txn`]) also have the first offset of their open
+//! transaction in this partition, set by their first transactional batch and cleared by
+//! the transaction's marker; the smallest bounds the last stable offset. A producer with
+//! an open transaction never expires.
+//!
+//! ## `producers.snapshot` (layout version 2)
 //!
 //! Written atomically next to `partition.checkpoint` whenever the state changed and a
 //! checkpoint is written. On start-up it is loaded, batches at or past the recovered log
@@ -24,16 +29,20 @@
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 4 | magic `SPST` |
-//! | 4 | 1 | layout version, 1 |
+//! | 4 | 1 | layout version, 2 (1 is still read) |
 //! | 5 | 4 | producer count N |
 //! | 9 | .. | N producers |
 //! | end-4 | 4 | CRC-32C of everything before |
 //!
-//! Producer: `producer_id: i64`, `epoch: i16`, `last_append_ms: i64`, `batch count: u8`,
-//! then per batch `first_sequence: i32`, `last_sequence: i32`, `base_offset: i64`,
-//! `last_offset: i64` (oldest first).
+//! Producer: `producer_id: i64`, `epoch: i16`, `last_append_ms: i64`, then (version 2
+//! only) `txn_first_offset: i64` (first offset of the open transaction, -1 if none),
+//! `last_txn_first_offset: i64` and `last_marker_offset: i64` (the last transaction the
+//! partition saw end, -1 if none: a truncation that removes its marker reopens it), then
+//! `batch count: u8`, then per batch `first_sequence: i32`, `last_sequence: i32`,
+//! `base_offset: i64`, `last_offset: i64` (oldest first). Version 1 has no transaction
+//! fields.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use bytes::{Buf, BufMut, BytesMut};
 
@@ -41,7 +50,7 @@ use bytes::{Buf, BufMut, BytesMut};
 /// requests in flight per partition with idempotence, so a retry is one of the last five.
 pub const CACHED_BATCHES: usize = 5;
 const MAGIC: &[u8; 4] = b"SPST";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchMeta {
@@ -56,6 +65,24 @@ struct Producer {
     epoch: i16,
     last_append_ms: i64,
     batches: VecDeque<BatchMeta>,
+    /// First offset of the producer's open transaction here, -1 if none.
+    txn_first_offset: i64,
+    /// The last transaction that ended here: its first offset and its marker's offset.
+    last_txn_first_offset: i64,
+    last_marker_offset: i64,
+}
+
+impl Producer {
+    fn new(epoch: i16, now_ms: i64) -> Producer {
+        Producer {
+            epoch,
+            last_append_ms: now_ms,
+            batches: VecDeque::new(),
+            txn_first_offset: -1,
+            last_txn_first_offset: -1,
+            last_marker_offset: -1,
+        }
+    }
 }
 
 /// Why an idempotent batch was refused; each maps to one Kafka error code.
@@ -89,6 +116,8 @@ pub enum Verdict {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ProducerState {
     producers: HashMap<i64, Producer>,
+    /// Open transactions by (first offset, producer id): the first bounds the LSO.
+    open: BTreeSet<(i64, i64)>,
     /// Changed since the last snapshot.
     dirty: bool,
 }
@@ -153,13 +182,20 @@ impl ProducerState {
     }
 
     /// Records an appended batch (also used to replay batches at recovery, where a batch
-    /// already known is ignored).
-    pub fn record(&mut self, producer_id: i64, epoch: i16, batch: BatchMeta, now_ms: i64) {
-        let producer = self.producers.entry(producer_id).or_insert(Producer {
-            epoch,
-            last_append_ms: now_ms,
-            batches: VecDeque::new(),
-        });
+    /// already known is ignored). A transactional batch opens the producer's transaction
+    /// here unless one is open.
+    pub fn record(
+        &mut self,
+        producer_id: i64,
+        epoch: i16,
+        batch: BatchMeta,
+        transactional: bool,
+        now_ms: i64,
+    ) {
+        let producer = self
+            .producers
+            .entry(producer_id)
+            .or_insert_with(|| Producer::new(epoch, now_ms));
         if epoch < producer.epoch
             || producer.batches.back().is_some_and(|last| {
                 epoch == producer.epoch && batch.last_offset <= last.last_offset
@@ -176,14 +212,86 @@ impl ProducerState {
         while producer.batches.len() > CACHED_BATCHES {
             producer.batches.pop_front();
         }
+        if transactional && producer.txn_first_offset < 0 {
+            producer.txn_first_offset = batch.base_offset;
+            self.open.insert((batch.base_offset, producer_id));
+        }
         self.dirty = true;
     }
 
-    /// Forgets producers idle for longer than `max_idle_ms`.
+    /// Checks a transaction marker's epoch: a marker of an older epoch than the
+    /// producer's is fenced, as its batches would be.
+    pub fn check_marker(&self, producer_id: i64, epoch: i16) -> Result<(), ProducerError> {
+        match self.producers.get(&producer_id) {
+            Some(p) if epoch < p.epoch => Err(ProducerError::Fenced {
+                producer_id,
+                epoch,
+                current: p.epoch,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Records a transaction marker at `offset`: the producer's open transaction ends
+    /// (its first offset is returned, if one was open). A marker of a newer epoch (the
+    /// coordinator bumped it to abort a timed-out transaction) fences the older one. At
+    /// recovery a marker already known is ignored.
+    pub fn record_marker(
+        &mut self,
+        producer_id: i64,
+        epoch: i16,
+        offset: i64,
+        now_ms: i64,
+    ) -> Option<i64> {
+        let producer = self
+            .producers
+            .entry(producer_id)
+            .or_insert_with(|| Producer::new(epoch, now_ms));
+        if epoch < producer.epoch || offset <= producer.last_marker_offset {
+            return None;
+        }
+        if epoch > producer.epoch {
+            producer.epoch = epoch;
+            producer.batches.clear();
+        }
+        producer.last_append_ms = producer.last_append_ms.max(now_ms);
+        let first = std::mem::replace(&mut producer.txn_first_offset, -1);
+        if first >= 0 {
+            self.open.remove(&(first, producer_id));
+        }
+        producer.last_txn_first_offset = first;
+        producer.last_marker_offset = offset;
+        self.dirty = true;
+        (first >= 0).then_some(first)
+    }
+
+    /// The first offset of the oldest open transaction, if any.
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        self.open.first().map(|&(offset, _)| offset)
+    }
+
+    /// Open transactions: (producer id, epoch, first offset), oldest first.
+    pub fn open_transactions(&self) -> Vec<(i64, i16, i64)> {
+        self.open
+            .iter()
+            .map(|&(first, id)| (id, self.producers.get(&id).map_or(-1, |p| p.epoch), first))
+            .collect()
+    }
+
+    /// Whether `producer_id` has an open transaction here.
+    pub fn in_transaction(&self, producer_id: i64) -> bool {
+        self.producers
+            .get(&producer_id)
+            .is_some_and(|p| p.txn_first_offset >= 0)
+    }
+
+    /// Forgets producers idle for longer than `max_idle_ms`, unless a transaction of
+    /// theirs is open (only its marker ends it).
     pub fn expire(&mut self, now_ms: i64, max_idle_ms: i64) {
         let before = self.producers.len();
-        self.producers
-            .retain(|_, p| now_ms.saturating_sub(p.last_append_ms) <= max_idle_ms);
+        self.producers.retain(|_, p| {
+            p.txn_first_offset >= 0 || now_ms.saturating_sub(p.last_append_ms) <= max_idle_ms
+        });
         self.dirty |= self.producers.len() != before;
     }
 
@@ -195,7 +303,30 @@ impl ProducerState {
             let before = producer.batches.len();
             producer.batches.retain(|b| b.last_offset < log_end_offset);
             self.dirty |= producer.batches.len() != before;
+            if producer.txn_first_offset >= log_end_offset {
+                producer.txn_first_offset = -1;
+                self.dirty = true;
+            }
+            if producer.last_marker_offset >= log_end_offset {
+                // The marker is gone: its transaction is open again, if it began earlier.
+                if producer.last_txn_first_offset < log_end_offset {
+                    producer.txn_first_offset = producer.last_txn_first_offset;
+                }
+                producer.last_txn_first_offset = -1;
+                producer.last_marker_offset = -1;
+                self.dirty = true;
+            }
         }
+        self.reindex_open();
+    }
+
+    fn reindex_open(&mut self) {
+        self.open = self
+            .producers
+            .iter()
+            .filter(|(_, p)| p.txn_first_offset >= 0)
+            .map(|(&id, p)| (p.txn_first_offset, id))
+            .collect();
     }
 
     pub fn mark_dirty(&mut self) {
@@ -219,6 +350,9 @@ impl ProducerState {
             buf.put_i64(id);
             buf.put_i16(p.epoch);
             buf.put_i64(p.last_append_ms);
+            buf.put_i64(p.txn_first_offset);
+            buf.put_i64(p.last_txn_first_offset);
+            buf.put_i64(p.last_marker_offset);
             buf.put_u8(p.batches.len() as u8);
             for b in &p.batches {
                 buf.put_i32(b.first_sequence);
@@ -234,9 +368,10 @@ impl ProducerState {
 
     /// `None` if the bytes are damaged or of an unknown version.
     pub fn decode(bytes: &[u8]) -> Option<ProducerState> {
-        if bytes.len() < 13 || &bytes[..4] != MAGIC || bytes[4] != VERSION {
+        if bytes.len() < 13 || &bytes[..4] != MAGIC || !(1..=VERSION).contains(&bytes[4]) {
             return None;
         }
+        let version = bytes[4];
         let (body, crc) = bytes.split_at(bytes.len() - 4);
         if crc32c::crc32c(body) != u32::from_be_bytes([crc[0], crc[1], crc[2], crc[3]]) {
             return None;
@@ -245,12 +380,18 @@ impl ProducerState {
         let count = b.get_u32() as usize;
         let mut producers = HashMap::new();
         for _ in 0..count {
-            if b.remaining() < 19 {
+            let fixed = if version >= 2 { 43 } else { 19 };
+            if b.remaining() < fixed {
                 return None;
             }
             let id = b.get_i64();
             let epoch = b.get_i16();
             let last_append_ms = b.get_i64();
+            let (txn_first_offset, last_txn_first_offset, last_marker_offset) = if version >= 2 {
+                (b.get_i64(), b.get_i64(), b.get_i64())
+            } else {
+                (-1, -1, -1)
+            };
             let n = b.get_u8() as usize;
             if b.remaining() < n * 24 {
                 return None;
@@ -269,13 +410,19 @@ impl ProducerState {
                     epoch,
                     last_append_ms,
                     batches,
+                    txn_first_offset,
+                    last_txn_first_offset,
+                    last_marker_offset,
                 },
             );
         }
-        Some(ProducerState {
+        let mut state = ProducerState {
             producers,
+            open: BTreeSet::new(),
             dirty: false,
-        })
+        };
+        state.reindex_open();
+        Some(state)
     }
 }
 
@@ -296,9 +443,9 @@ mod tests {
     fn sequences_duplicates_and_fencing() {
         let mut state = ProducerState::default();
         assert_eq!(state.check(7, 0, 0, 4), Ok(Verdict::Append));
-        state.record(7, 0, meta(0, 4, 100), 1);
+        state.record(7, 0, meta(0, 4, 100), false, 1);
         assert_eq!(state.check(7, 0, 5, 9), Ok(Verdict::Append));
-        state.record(7, 0, meta(5, 9, 105), 2);
+        state.record(7, 0, meta(5, 9, 105), false, 2);
         // A retry of either batch is answered with its offsets.
         assert_eq!(
             state.check(7, 0, 0, 4),
@@ -326,7 +473,7 @@ mod tests {
             Err(ProducerError::OutOfOrder { .. })
         ));
         assert_eq!(state.check(7, 1, 0, 0), Ok(Verdict::Append));
-        state.record(7, 1, meta(0, 0, 110), 3);
+        state.record(7, 1, meta(0, 0, 110), false, 3);
         assert!(matches!(
             state.check(7, 0, 10, 10),
             Err(ProducerError::Fenced { .. })
@@ -339,7 +486,7 @@ mod tests {
     fn only_the_last_batches_are_remembered_and_sequences_wrap() {
         let mut state = ProducerState::default();
         for i in 0..10 {
-            state.record(1, 0, meta(i, i, i64::from(i)), 0);
+            state.record(1, 0, meta(i, i, i64::from(i)), false, 0);
         }
         assert_eq!(
             state.check(1, 0, 9, 9),
@@ -353,15 +500,15 @@ mod tests {
             Err(ProducerError::OutOfOrder { .. })
         ));
         let mut state = ProducerState::default();
-        state.record(1, 0, meta(i32::MAX - 1, i32::MAX, 0), 0);
+        state.record(1, 0, meta(i32::MAX - 1, i32::MAX, 0), false, 0);
         assert_eq!(state.check(1, 0, 0, 3), Ok(Verdict::Append));
     }
 
     #[test]
     fn snapshot_round_trips_and_damage_is_detected() {
         let mut state = ProducerState::default();
-        state.record(1, 2, meta(0, 4, 100), 5);
-        state.record(9, 0, meta(10, 10, 200), 6);
+        state.record(1, 2, meta(0, 4, 100), false, 5);
+        state.record(9, 0, meta(10, 10, 200), false, 6);
         let bytes = state.encode();
         let mut back = ProducerState::decode(&bytes).expect("decode");
         state.take_dirty();
@@ -378,5 +525,62 @@ mod tests {
         );
         back.expire(1_000, 100);
         assert!(back.is_empty());
+    }
+
+    #[test]
+    fn transactions_bound_the_first_unstable_offset_and_survive_snapshots() {
+        let mut state = ProducerState::default();
+        state.record(1, 0, meta(0, 1, 10), true, 0);
+        state.record(2, 0, meta(0, 0, 12), true, 0);
+        state.record(1, 0, meta(2, 2, 13), true, 0);
+        state.record(3, 0, meta(0, 0, 14), false, 0);
+        assert_eq!(state.first_unstable_offset(), Some(10));
+        assert!(state.in_transaction(1) && !state.in_transaction(3));
+        // An old epoch's marker is fenced; the right one closes the transaction.
+        assert!(state.check_marker(1, -1).is_err());
+        assert_eq!(state.record_marker(1, 0, 15, 0), Some(10));
+        assert_eq!(state.first_unstable_offset(), Some(12));
+        // A snapshot keeps the open transaction; expiry does not forget it.
+        let mut back = ProducerState::decode(&state.encode()).expect("decode");
+        back.expire(1_000_000, 1);
+        assert_eq!(back.first_unstable_offset(), Some(12));
+        assert_eq!(back.open_transactions(), vec![(2, 0, 12)]);
+        // A truncation that removes producer 1's marker reopens its transaction.
+        let mut back = ProducerState::decode(&state.encode()).expect("decode");
+        back.truncate(15);
+        assert_eq!(back.first_unstable_offset(), Some(10));
+        // A bumped epoch's marker (a timed-out transaction) fences the old epoch.
+        assert_eq!(back.record_marker(2, 1, 16, 0), Some(12));
+        assert!(matches!(
+            back.check(2, 0, 1, 1),
+            Err(ProducerError::Fenced { .. })
+        ));
+    }
+
+    #[test]
+    fn a_version_1_snapshot_still_parses() {
+        let mut bytes = b"SPST\x01".to_vec();
+        bytes.extend_from_slice(&1u32.to_be_bytes());
+        bytes.extend_from_slice(&7i64.to_be_bytes());
+        bytes.extend_from_slice(&2i16.to_be_bytes());
+        bytes.extend_from_slice(&5i64.to_be_bytes());
+        bytes.push(1);
+        for v in [0i32, 4] {
+            bytes.extend_from_slice(&v.to_be_bytes());
+        }
+        for v in [100i64, 104] {
+            bytes.extend_from_slice(&v.to_be_bytes());
+        }
+        let crc = crc32c::crc32c(&bytes);
+        bytes.extend_from_slice(&crc.to_be_bytes());
+        let state = ProducerState::decode(&bytes).expect("a version 1 snapshot parses");
+        assert_eq!(
+            state.check(7, 2, 0, 4),
+            Ok(Verdict::Duplicate {
+                base_offset: 100,
+                last_offset: 104
+            })
+        );
+        assert_eq!(state.first_unstable_offset(), None);
     }
 }

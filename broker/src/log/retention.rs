@@ -53,6 +53,7 @@ impl Log {
             first.delete_files().map_err(|e| self.io_err(e))?;
             self.segments.remove(&base);
         }
+        self.forget_aborted_before_first_segment();
         Ok(outcome)
     }
 
@@ -110,6 +111,7 @@ impl Log {
             self.segments.remove(&base);
             self.log_start_offset = self.log_start_offset.max(next_offset);
         }
+        self.forget_aborted_before_first_segment();
         if outcome.segments > 0 {
             self.write_checkpoint(self.checkpoint())
                 .map_err(|e| self.io_err(e))?;
@@ -132,6 +134,13 @@ impl Log {
             // nothing left); they are uploaded too so the remote tier stays contiguous.
             .filter(|s| s.base_offset != active_base && (s.size > 0 || self.config.compact))
             .filter(|s| s.next_offset <= high_watermark)
+            // As in Kafka, nothing at or past the last stable offset is uploaded: a
+            // tiered segment never holds a transaction that may still abort.
+            .filter(|s| {
+                self.producers
+                    .first_unstable_offset()
+                    .is_none_or(|first| s.next_offset <= first)
+            })
             // A compacted topic uploads a segment once it was cleaned: the bucket gets
             // the compacted bytes, not every superseded version.
             .filter(|s| !self.config.compact || s.next_offset <= self.first_dirty_offset)

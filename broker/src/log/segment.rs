@@ -352,6 +352,13 @@ impl Segment {
 
     /// The `.log` file, open: the active segment's own handle, or a sealed segment's from
     /// the cache.
+    /// `len` bytes of the `.log` at `position` (a control batch's first record).
+    pub fn read_at(&self, position: u64, len: usize) -> io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; len];
+        self.log_file()?.read_exact_at(&mut buf, position)?;
+        Ok(buf)
+    }
+
     pub fn log_file(&self) -> io::Result<Arc<File>> {
         self.log.open()
     }
@@ -692,7 +699,13 @@ impl Segment {
 pub fn delete_files(dir: &Path, base_offset: i64) -> io::Result<()> {
     // Indexes first: a crash part-way leaves a .log without indexes (rebuilt at
     // start-up), never indexes without their .log.
-    for extension in ["producers", "index", "timeindex", "log"] {
+    for extension in [
+        "producers",
+        super::txn::EXTENSION,
+        "index",
+        "timeindex",
+        "log",
+    ] {
         match std::fs::remove_file(dir.join(format::segment_file_name(base_offset, extension))) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
