@@ -19,7 +19,9 @@ use std::time::Duration;
 use futures::future::select_all;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_request::FetchTopic;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseKind};
 use tokio::sync::watch;
 
@@ -194,12 +196,39 @@ fn count_bytes_out(broker: &Broker, partition: &Partition, records: &bytes::Byte
     }
 }
 
-/// Fills the offsets a partition response reports. With no transactions the last stable
-/// offset is the high watermark.
+/// Fills the offsets a partition response reports.
 fn with_marks(data: PartitionData, marks: Watermarks) -> PartitionData {
     data.with_high_watermark(marks.high_watermark)
-        .with_last_stable_offset(marks.high_watermark)
+        .with_last_stable_offset(marks.last_stable_offset)
         .with_log_start_offset(marks.log_start_offset)
+}
+
+/// A read_committed response lists the aborted transactions among the records it
+/// returns, so the client drops their records (KIP-98). Records come only from below
+/// the last stable offset, so every transaction they hold has its marker in the log.
+fn with_records(
+    data: PartitionData,
+    partition: &Partition,
+    fetch_offset: i64,
+    records: bytes::Bytes,
+    marks: Watermarks,
+    read_committed: bool,
+) -> PartitionData {
+    let data = if read_committed && !records.is_empty() {
+        let aborted = partition
+            .aborted_transactions(fetch_offset, marks.last_stable_offset)
+            .into_iter()
+            .map(|a| {
+                AbortedTransaction::default()
+                    .with_producer_id(a.producer_id.into())
+                    .with_first_offset(a.first_offset)
+            })
+            .collect();
+        data.with_aborted_transactions(Some(aborted))
+    } else {
+        data
+    };
+    with_marks(data, marks).with_records(Some(records))
 }
 
 /// One pass over every wanted partition. Returns the partition responses, the bytes read,
@@ -271,11 +300,18 @@ async fn read_all(
             out.push(with_marks(base, marks));
             continue;
         }
-        match partition.read(w.fetch_offset, budget) {
+        match partition.read(w.fetch_offset, budget, read_committed) {
             Ok(Read::Local(records, marks)) => {
                 total += records.len();
                 count_bytes_out(broker, partition, &records);
-                out.push(with_marks(base, marks).with_records(Some(records)));
+                out.push(with_records(
+                    base,
+                    partition,
+                    w.fetch_offset,
+                    records,
+                    marks,
+                    read_committed,
+                ));
             }
             // Finished after this pass, all at once; counted as if it filled its budget.
             Ok(Read::Remote(read)) => {
@@ -311,7 +347,15 @@ async fn read_all(
             Ok((records, marks)) => {
                 total += records.len();
                 count_bytes_out(broker, &partition, &records);
-                with_marks(data, marks).with_records(Some(records))
+                let fetch_offset = wanted[i].fetch_offset;
+                with_records(
+                    data,
+                    &partition,
+                    fetch_offset,
+                    records,
+                    marks,
+                    read_committed,
+                )
             }
             Err(e) => {
                 broker.remote_read_failed(&partition, wanted[i].fetch_offset, &e);

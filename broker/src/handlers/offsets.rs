@@ -25,10 +25,16 @@ const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 const LATEST_TIERED: i64 = -5;
 
-/// (offset, timestamp) for one ListOffsets query.
-async fn lookup(partition: &Partition, timestamp: i64) -> Result<(i64, i64), PartitionError> {
+/// (offset, timestamp) for one ListOffsets query. LATEST is the last stable offset for
+/// read_committed callers (isolation level 1), as in Kafka.
+async fn lookup(
+    partition: &Partition,
+    timestamp: i64,
+    read_committed: bool,
+) -> Result<(i64, i64), PartitionError> {
     let marks = partition.watermarks();
     Ok(match timestamp {
+        LATEST if read_committed => (marks.last_stable_offset, -1),
         LATEST => (marks.high_watermark, -1),
         EARLIEST => (marks.log_start_offset, -1),
         EARLIEST_LOCAL => (partition.local_log_start_offset(), -1),
@@ -56,6 +62,7 @@ pub async fn list_offsets(
 ) -> ResponseKind {
     // leader_epoch exists from v4; the encoder refuses a non-default value before.
     let epoch_of = |p: &Partition| if version >= 4 { p.leader_epoch() } else { -1 };
+    let read_committed = version >= 2 && request.isolation_level == 1;
     let mut topics = Vec::with_capacity(request.topics.len());
     for t in request.topics {
         let topic = broker.topics.get(&t.name.0);
@@ -86,7 +93,7 @@ pub async fn list_offsets(
                     };
                     return base.with_error_code(code.code());
                 }
-                match lookup(partition, p.timestamp).await {
+                match lookup(partition, p.timestamp, read_committed).await {
                     Ok((offset, timestamp)) => base
                         .with_offset(offset)
                         .with_timestamp(timestamp)

@@ -151,6 +151,15 @@ impl Drop for UploadSlot<'_> {
 pub struct Watermarks {
     pub log_start_offset: i64,
     pub high_watermark: i64,
+    /// The high watermark, or the first offset of the oldest open transaction if that is
+    /// lower: where read_committed consumers stop.
+    pub last_stable_offset: i64,
+}
+
+/// The last stable offset of a log whose high watermark is `high_watermark`.
+fn last_stable(log: &Log, high_watermark: i64) -> i64 {
+    log.first_unstable_offset()
+        .map_or(high_watermark, |first| first.min(high_watermark))
 }
 
 impl Partition {
@@ -321,11 +330,33 @@ impl Partition {
     }
 
     pub fn watermarks(&self) -> Watermarks {
-        let local_start = self.lock().log_start_offset();
+        let high_watermark = self.high_watermark();
+        let (local_start, last_stable_offset) = {
+            let log = self.lock();
+            (log.log_start_offset(), last_stable(&log, high_watermark))
+        };
         Watermarks {
             log_start_offset: self.log_start_offset(local_start),
-            high_watermark: self.high_watermark(),
+            high_watermark,
+            last_stable_offset,
         }
+    }
+
+    /// Where read_committed consumers stop; see [`Watermarks::last_stable_offset`].
+    pub fn last_stable_offset(&self) -> i64 {
+        let high_watermark = self.high_watermark();
+        last_stable(&self.lock(), high_watermark)
+    }
+
+    /// Aborted transactions with records in `[from, to)` in the local log, for a
+    /// read_committed Fetch.
+    pub fn aborted_transactions(&self, from: i64, to: i64) -> Vec<log::txn::AbortedTxn> {
+        self.lock().aborted_overlapping(from, to)
+    }
+
+    /// Open transactions in this partition: (producer id, epoch, first offset).
+    pub fn open_transactions(&self) -> Vec<(i64, i16, i64)> {
+        self.lock().open_transactions()
     }
 
     /// The log start offset across both tiers: the remote start when the remote tier
@@ -375,6 +406,48 @@ impl Partition {
             (log.config().max_message_bytes, log.config().compact)
         };
         let prepared = prepare_off_the_workers(records, max_message_bytes, compact).await?;
+        self.append_as_leader(epoch, acks, min_isr, timeout_ms, |log| {
+            log.append(prepared, epoch, now_ms)
+        })
+        .await
+    }
+
+    /// Appends a transaction marker for `producer_id` as the leader (the coordinator
+    /// ending its transaction), answered once the whole ISR holds it.
+    pub async fn write_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        marker: log::txn::Marker,
+        coordinator_epoch: i32,
+        now_ms: i64,
+        timeout_ms: i64,
+    ) -> Result<AppendInfo, PartitionError> {
+        let epoch = self.leading_epoch().ok_or(PartitionError::NotLeader)?;
+        self.append_as_leader(epoch, -1, 1, timeout_ms, |log| {
+            log.append_marker(
+                producer_id,
+                producer_epoch,
+                marker,
+                coordinator_epoch,
+                epoch,
+                now_ms,
+            )
+        })
+        .await
+    }
+
+    /// The leader's side of an append: `write` runs under the log lock if this broker
+    /// still leads in `epoch`; then the fsync the flush policy asks for, the high
+    /// watermark, and with acks=all the wait for the ISR.
+    async fn append_as_leader(
+        &self,
+        epoch: i32,
+        acks: i16,
+        min_isr: usize,
+        timeout_ms: i64,
+        write: impl FnOnce(&mut Log) -> Result<(AppendInfo, Option<Arc<std::fs::File>>), LogError>,
+    ) -> Result<AppendInfo, PartitionError> {
         let (info, sync, dir) = {
             let mut log = self.lock();
             if self.deleted.load(Ordering::Relaxed) {
@@ -386,7 +459,7 @@ impl Partition {
             if self.leader_epoch() != epoch {
                 return Err(PartitionError::NotLeader);
             }
-            let (info, sync) = log.append(prepared, epoch, now_ms)?;
+            let (info, sync) = write(&mut log)?;
             self.log_end.send_replace(log.log_end_offset());
             (info, sync, log.dir().to_path_buf())
         };
@@ -766,18 +839,20 @@ impl Partition {
         let high_watermark = self.high_watermark();
         let mut offset = offset;
         loop {
-            let (location, log_start_offset, dir, next_base) = {
+            let (location, log_start_offset, dir, next_base, last_stable_offset) = {
                 let log = self.lock();
                 (
                     log.locate(offset)?,
                     log.log_start_offset(),
                     log.dir().to_path_buf(),
                     log.next_segment_base(offset),
+                    last_stable(&log, high_watermark),
                 )
             };
             let marks = Watermarks {
                 log_start_offset: self.log_start_offset(log_start_offset),
                 high_watermark,
+                last_stable_offset,
             };
             let records = match location {
                 Some(location) if offset < limit => {

@@ -25,6 +25,7 @@ pub struct RemoteRead {
     tier: RemoteTier,
     offset: i64,
     max_bytes: usize,
+    read_committed: bool,
 }
 
 impl Partition {
@@ -36,16 +37,25 @@ impl Partition {
     /// A local read that finds its segment gone (local retention ran after the choice) or
     /// damaged (the damaged copy was dropped because the remote tier holds it) turns into
     /// a remote read.
-    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<Read, PartitionError> {
+    ///
+    /// `read_committed` reads stop at the last stable offset instead of the high
+    /// watermark. The remote tier holds nothing past it (uploads stop there).
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        read_committed: bool,
+    ) -> Result<Read, PartitionError> {
         let remote = |tier| RemoteRead {
             tier,
             offset,
             max_bytes,
+            read_committed,
         };
         if let Some(tier) = self.remote_for(offset) {
             return Ok(Read::Remote(remote(tier)));
         }
-        match self.read_local(offset, max_bytes) {
+        match self.read_isolated(offset, max_bytes, read_committed) {
             Ok((records, marks)) => Ok(Read::Local(records, marks)),
             Err(PartitionError::Log(
                 LogError::OffsetOutOfRange { .. } | LogError::Damaged { .. },
@@ -69,14 +79,30 @@ impl Partition {
             tier,
             offset,
             max_bytes,
+            read_committed,
         } = read;
         let records = remote::read_remote(&tier.reader, &tier.log, offset, max_bytes).await?;
         if records.is_empty() {
             let from = self.local_log_start_offset().max(offset);
-            if let Ok(local) = self.read_local(from, max_bytes) {
+            if let Ok(local) = self.read_isolated(from, max_bytes, read_committed) {
                 return Ok(local);
             }
         }
         Ok((records, self.watermarks()))
+    }
+
+    /// A local read below the high watermark, or for `read_committed` below the last
+    /// stable offset.
+    fn read_isolated(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        read_committed: bool,
+    ) -> Result<(Bytes, Watermarks), PartitionError> {
+        if read_committed {
+            self.read_upto(offset, max_bytes, self.last_stable_offset())
+        } else {
+            self.read_local(offset, max_bytes)
+        }
     }
 }
