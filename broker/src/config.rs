@@ -177,6 +177,23 @@ pub struct Config {
     /// segment.bytes of `__consumer_offsets`. Default 104857600 (100 MiB). Smaller
     /// segments are compacted sooner (the active segment never is) and load faster.
     pub offsets_topic_segment_bytes: i64,
+    /// Partitions of the internal `__transaction_state` topic, fixed when it is created
+    /// (on the first transactional producer). Default 50, as Kafka. Transactional ids
+    /// spread over them; each costs a log directory, 3 open files and a replay when its
+    /// leadership moves. Its segment size is `offsets_topic_segment_bytes`.
+    pub transaction_state_partitions: i32,
+    /// Longest transaction.timeout.ms a transactional producer may ask for (Kafka's
+    /// transaction.max.timeout.ms). Default 900000 ms (15 minutes). An open transaction
+    /// holds back read_committed consumers of its partitions until it ends or times out.
+    pub transaction_max_timeout_ms: i64,
+    /// A transactional id with no transaction is forgotten this long after its last use
+    /// (Kafka's transactional.id.expiration.ms). Default 604800000 ms (7 days); memory
+    /// on the coordinator grows with the ids used within this window.
+    pub transactional_id_expiration_ms: i64,
+    /// How often the transaction coordinator aborts timed-out transactions, retries
+    /// markers and expires ids. Default 1000 ms: a transaction is aborted at most this
+    /// long after its timeout. Each round scans the coordinator's ids in memory.
+    pub transaction_abort_timed_out_transaction_cleanup_interval_ms: i64,
     /// Committed offsets of a group that has been empty this long are deleted (Kafka's
     /// offsets.retention.minutes). Default 604800000 ms (7 days).
     pub offsets_retention_ms: i64,
@@ -465,6 +482,10 @@ impl Default for Config {
             group_max_session_timeout_ms: 1_800_000,
             offsets_topic_partitions: 50,
             offsets_topic_segment_bytes: 100 << 20,
+            transaction_state_partitions: 50,
+            transaction_max_timeout_ms: 900_000,
+            transactional_id_expiration_ms: 604_800_000,
+            transaction_abort_timed_out_transaction_cleanup_interval_ms: 1_000,
             offsets_retention_ms: 7 * 24 * 3600 * 1000,
             offsets_retention_check_interval_ms: 600_000,
             offset_metadata_max_bytes: 4096,
@@ -838,6 +859,28 @@ impl Config {
             "offsets_topic_segment_bytes",
             self.offsets_topic_segment_bytes,
             1 << 20,
+        )?;
+        if !(1..=1000).contains(&self.transaction_state_partitions) {
+            return Err(invalid(
+                "transaction_state_partitions",
+                "must be between 1 and 1000",
+            ));
+        }
+        if !(1..=i64::from(i32::MAX)).contains(&self.transaction_max_timeout_ms) {
+            return Err(invalid(
+                "transaction_max_timeout_ms",
+                "must be between 1 and 2147483647",
+            ));
+        }
+        at_least(
+            "transactional_id_expiration_ms",
+            self.transactional_id_expiration_ms,
+            1,
+        )?;
+        at_least(
+            "transaction_abort_timed_out_transaction_cleanup_interval_ms",
+            self.transaction_abort_timed_out_transaction_cleanup_interval_ms,
+            10,
         )?;
         at_least("offsets_retention_ms", self.offsets_retention_ms, 1)?;
         at_least(

@@ -519,6 +519,7 @@ fn start_cluster_loops(
 struct PeriodicLoops {
     housekeeping: JoinHandle<()>,
     coordinator: JoinHandle<()>,
+    transactions: JoinHandle<()>,
     cleaner: JoinHandle<()>,
     uploader: JoinHandle<()>,
     scrubber: JoinHandle<()>,
@@ -546,6 +547,21 @@ fn start_periodic_loops(supervisor: &Arc<Supervisor>, broker: &Arc<Broker>) -> P
             )
         }
     });
+    // Transaction timeouts, marker retries and id expiry (crate::txn).
+    let transactions = supervisor.spawn("transaction_coordinator", {
+        let broker = broker.clone();
+        move || {
+            let interval = Duration::from_millis(
+                broker
+                    .config
+                    .transaction_abort_timed_out_transaction_cleanup_interval_ms
+                    as u64,
+            );
+            every(interval, broker.clone(), |broker| async move {
+                broker.txns.tick(&broker).await
+            })
+        }
+    });
     let cleaner = supervisor.spawn("cleaner", {
         let broker = broker.clone();
         move || {
@@ -566,6 +582,7 @@ fn start_periodic_loops(supervisor: &Arc<Supervisor>, broker: &Arc<Broker>) -> P
     PeriodicLoops {
         housekeeping,
         coordinator,
+        transactions,
         cleaner,
         uploader,
         scrubber,
@@ -607,6 +624,7 @@ async fn shut_down(broker: &Broker, health: &Health, cancel: &CancellationToken,
     }
     let _ = periodic_loops.housekeeping.await;
     let _ = periodic_loops.coordinator.await;
+    let _ = periodic_loops.transactions.await;
     let _ = cluster_loops.membership.await;
     let _ = cluster_loops.keeper.await;
     broker

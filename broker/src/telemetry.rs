@@ -163,6 +163,14 @@ pub struct Metrics {
     pub authorization_denials: IntCounterVec,
     /// Throttle time given to clients over a quota, by principal and quota kind.
     pub throttle_time_ms: IntCounterVec,
+    /// Open transactions this broker coordinates, and the age of the oldest.
+    pub txn_open: IntGauge,
+    pub txn_oldest_open_ms: IntGauge,
+    /// Transactions ended by abort, by reason (client, timeout, new_producer, operator).
+    pub txn_aborts: IntCounterVec,
+    /// Per partition: high watermark minus last stable offset (records read_committed
+    /// consumers cannot see yet).
+    pub last_stable_offset_lag: IntGaugeVec,
 }
 
 impl Metrics {
@@ -214,6 +222,10 @@ impl Metrics {
             authentications: r.counter(&AUTHENTICATIONS)?,
             authorization_denials: r.counter(&AUTHORIZATION_DENIALS)?,
             throttle_time_ms: r.counter(&THROTTLE_MS)?,
+            txn_open: r.gauge(&TXN_OPEN)?,
+            txn_oldest_open_ms: r.gauge(&TXN_OLDEST_OPEN_MS)?,
+            txn_aborts: r.counter(&TXN_ABORTS)?,
+            last_stable_offset_lag: r.gauge_vec(&LAST_STABLE_OFFSET_LAG)?,
             tiering_registry: Registry::new(),
             registry,
         })
@@ -234,6 +246,7 @@ impl Metrics {
                 &self.log_segments,
                 &self.log_end_offset,
                 &self.log_start_offset,
+                &self.last_stable_offset_lag,
                 &self.local_log_start_offset,
                 &self.remote_log_start_offset,
                 &self.remote_log_end_offset,
@@ -488,6 +501,27 @@ const THROTTLE_MS: Family = Family::new(
     "throttle_time_ms_total",
     "Throttle time given to clients over a quota, in milliseconds, by principal and quota (produce, fetch, request)",
     &["principal", "quota"],
+);
+// Transactions.
+const TXN_OPEN: Family = Family::new(
+    "transactions_open",
+    "Open transactions this broker coordinates",
+    &[],
+);
+const TXN_OLDEST_OPEN_MS: Family = Family::new(
+    "transactions_oldest_open_ms",
+    "Age of the oldest open transaction this broker coordinates, in milliseconds (0 if none)",
+    &[],
+);
+const TXN_ABORTS: Family = Family::new(
+    "transaction_aborts_total",
+    "Transactions this broker's coordinator aborted, by reason (client, timeout, new_producer, operator)",
+    &["reason"],
+);
+const LAST_STABLE_OFFSET_LAG: Family = Family::new(
+    "last_stable_offset_lag",
+    "High watermark minus last stable offset, per partition this broker leads: records an open transaction holds back from read_committed consumers",
+    &["topic", "partition"],
 );
 const QUEUED_REQUEST_BYTES: Family = Family::new(
     "queued_request_bytes",

@@ -63,10 +63,15 @@ impl Broker {
                 self.metrics.log_size.with_label_values(&labels).set(size as i64);
                 self.metrics.log_segments.with_label_values(&labels).set(segments as i64);
                 self.metrics.log_end_offset.with_label_values(&labels).set(end);
+                let marks = partition.watermarks();
                 self.metrics
                     .log_start_offset
                     .with_label_values(&labels)
-                    .set(partition.watermarks().log_start_offset);
+                    .set(marks.log_start_offset);
+                self.metrics
+                    .last_stable_offset_lag
+                    .with_label_values(&labels)
+                    .set(marks.high_watermark - marks.last_stable_offset);
                 self.metrics.local_log_start_offset.with_label_values(&labels).set(start);
                 if let Some(remote) = partition.remote() {
                     let marks = remote.marks();

@@ -16,6 +16,7 @@ mod housekeeping;
 mod membership;
 mod producer_ids;
 mod topic_admin;
+mod transactions;
 
 pub use crate::sys::{Clock, SystemClock};
 pub use topic_admin::AdminError;
@@ -63,6 +64,10 @@ pub struct Broker {
     producer_ids: tokio::sync::Mutex<(i64, i64)>,
     /// Consumer groups and committed offsets.
     pub groups: crate::group::Coordinator,
+    /// Transactional ids and their transactions.
+    pub txns: crate::txn::TxnCoordinator,
+    /// Channels to other brokers for transaction markers.
+    marker_clients: transactions::MarkerClients,
     /// An exclusive lock on `<data_dir>/.lock`, held for the broker's lifetime so two
     /// processes never share a data directory.
     _data_dir_lock: std::fs::File,
@@ -162,6 +167,8 @@ impl Broker {
             admin: tokio::sync::Mutex::new(()),
             producer_ids: tokio::sync::Mutex::new((0, 0)),
             groups,
+            txns: crate::txn::TxnCoordinator::new(),
+            marker_clients: transactions::MarkerClients::default(),
             _data_dir_lock: data_dir_lock,
         });
         let records = broker.store.list_topics().await.context("list topics")?;
@@ -338,5 +345,22 @@ impl crate::replication::ReplicaHost for Broker {
         self.security
             .certificate_principal(&der)
             .is_ok_and(|p| p.to_string() == principal)
+    }
+
+    fn write_txn_marker(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+        marker: crate::txn::MarkerRequest,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), PartitionError>> + Send + '_>>
+    {
+        Box::pin(async move {
+            let partition = self
+                .topics
+                .by_id(topic_id)
+                .and_then(|t| t.partition(partition).cloned())
+                .ok_or(PartitionError::Deleted)?;
+            self.write_txn_marker_local(&partition, marker).await
+        })
     }
 }

@@ -73,7 +73,7 @@ impl Broker {
             return Ok(Some(topic));
         }
         if crate::group::is_internal(name) {
-            return self.create_offsets_topic().await.map(Some);
+            return self.create_internal_topic(name).await.map(Some);
         }
         if !self.config.auto_create_topics || !valid_topic_name(name) {
             return Ok(None);
@@ -207,6 +207,18 @@ impl Broker {
 
     /// Creates `__consumer_offsets` (first use of a group): compacted, never tiered.
     pub async fn create_offsets_topic(&self) -> Result<Arc<Topic>, AdminError> {
+        self.create_internal_topic(crate::group::OFFSETS_TOPIC).await
+    }
+
+    /// Creates an internal topic (`__consumer_offsets` on the first use of a group,
+    /// `__transaction_state` on the first transactional producer): compacted, never
+    /// tiered, with its own partition count.
+    pub async fn create_internal_topic(&self, name: &str) -> Result<Arc<Topic>, AdminError> {
+        let partitions = if name == crate::txn::TRANSACTION_TOPIC {
+            self.config.transaction_state_partitions
+        } else {
+            self.config.offsets_topic_partitions
+        };
         let configs = BTreeMap::from([
             ("cleanup.policy".to_string(), "compact".to_string()),
             (
@@ -215,11 +227,10 @@ impl Broker {
             ),
             ("remote.storage.enable".to_string(), "false".to_string()),
         ]);
-        let name = crate::group::OFFSETS_TOPIC;
         match self
             .create_any_topic(
                 name,
-                self.config.offsets_topic_partitions,
+                partitions,
                 self.offsets_replication_factor().await?,
                 configs,
                 false,

@@ -112,9 +112,11 @@ pub enum FormatError {
     NotUtf8,
     #[error("a record in the offsets topic has no key")]
     NoKey,
+    #[error("unknown transaction state {0}")]
+    UnknownState(i8),
 }
 
-fn put_string(buf: &mut BytesMut, s: &str) {
+pub(crate) fn put_string(buf: &mut BytesMut, s: &str) {
     // Group ids, topics and member ids are far below 32 KiB; longer ones are refused by
     // the handlers (and Kafka's own protocol uses i16 lengths for them).
     let len = s.len().min(i16::MAX as usize);
@@ -134,29 +136,29 @@ fn put_bytes(buf: &mut BytesMut, b: &[u8]) {
     buf.put_slice(b);
 }
 
-struct Reader(Bytes);
+pub(crate) struct Reader(pub(crate) Bytes);
 
 impl Reader {
-    fn need(&self, n: usize) -> Result<(), FormatError> {
+    pub(crate) fn need(&self, n: usize) -> Result<(), FormatError> {
         if self.0.remaining() < n {
             Err(FormatError::Truncated)
         } else {
             Ok(())
         }
     }
-    fn i16(&mut self) -> Result<i16, FormatError> {
+    pub(crate) fn i16(&mut self) -> Result<i16, FormatError> {
         self.need(2)?;
         Ok(self.0.get_i16())
     }
-    fn i32(&mut self) -> Result<i32, FormatError> {
+    pub(crate) fn i32(&mut self) -> Result<i32, FormatError> {
         self.need(4)?;
         Ok(self.0.get_i32())
     }
-    fn i64(&mut self) -> Result<i64, FormatError> {
+    pub(crate) fn i64(&mut self) -> Result<i64, FormatError> {
         self.need(8)?;
         Ok(self.0.get_i64())
     }
-    fn nullable(&mut self) -> Result<Option<String>, FormatError> {
+    pub(crate) fn nullable(&mut self) -> Result<Option<String>, FormatError> {
         let len = self.i16()?;
         if len < 0 {
             return Ok(None);
@@ -167,10 +169,10 @@ impl Reader {
             .map(Some)
             .map_err(|_| FormatError::NotUtf8)
     }
-    fn string(&mut self) -> Result<String, FormatError> {
+    pub(crate) fn string(&mut self) -> Result<String, FormatError> {
         Ok(self.nullable()?.unwrap_or_default())
     }
-    fn bytes(&mut self) -> Result<Bytes, FormatError> {
+    pub(crate) fn bytes(&mut self) -> Result<Bytes, FormatError> {
         let len = self.i32()?;
         let len = usize::try_from(len).map_err(|_| FormatError::Truncated)?;
         self.need(len)?;

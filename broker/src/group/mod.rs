@@ -44,6 +44,7 @@
 pub mod format;
 pub mod state;
 mod store;
+mod transactions;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -57,15 +58,16 @@ use crate::registry::Topic;
 use crate::telemetry::Metrics;
 use format::{OffsetValue, RecordKey};
 use state::{Group, GroupState, JoinRequest, JoinResult, SyncResult, SyncStep, Timeouts};
-pub use store::for_each_record;
+pub use store::{encode_internal_batch, for_each_record};
 use store::tombstones;
 
 /// The internal topic holding committed offsets and group metadata.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
-/// Whether clients may not produce to, delete or repartition this topic.
+/// Whether clients may not produce to, delete or repartition this topic: the offsets
+/// topic and the transaction coordinator's.
 pub fn is_internal(topic: &str) -> bool {
-    topic == OFFSETS_TOPIC
+    topic == OFFSETS_TOPIC || topic == crate::txn::TRANSACTION_TOPIC
 }
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -127,6 +129,9 @@ pub struct GroupDescription {
 struct Entry {
     group: Group,
     offsets: HashMap<(String, i32), OffsetValue>,
+    /// Offsets committed in open transactions (TxnOffsetCommit), by producer id: they
+    /// join `offsets` when the transaction's commit marker reaches the offsets topic.
+    pending: HashMap<i64, HashMap<(String, i32), OffsetValue>>,
 }
 
 type Shared = Arc<Mutex<Entry>>;
@@ -268,6 +273,7 @@ impl Coordinator {
                 Arc::new(Mutex::new(Entry {
                     group: Group::new(id.to_string(), now_ms),
                     offsets: HashMap::new(),
+                    pending: HashMap::new(),
                 }))
             })
             .clone()
@@ -558,6 +564,11 @@ impl Coordinator {
     /// OffsetCommit: one result per partition, in request order. Per-partition checks
     /// (unknown partition, metadata too long) fail only that partition; a membership
     /// problem fails them all.
+    /// OffsetCommit, and with `producer` TxnOffsetCommit: the offsets are written as
+    /// that producer's transactional records and count once its transaction commits. A
+    /// transactional commit without a generation (-1) is not checked against the
+    /// group's members, as in Kafka.
+    #[allow(clippy::too_many_arguments)]
     pub async fn commit(
         &self,
         broker: &impl GroupHost,
@@ -566,6 +577,7 @@ impl Coordinator {
         instance_id: Option<&str>,
         generation: i32,
         offsets: Vec<(String, i32, OffsetValue)>,
+        producer: Option<(i64, i16)>,
     ) -> Vec<Result<(), GroupError>> {
         let all = |e: GroupError| offsets.iter().map(|_| Err(e.clone())).collect();
         if group_id.is_empty() {
@@ -599,9 +611,11 @@ impl Coordinator {
         let _write = self.write_lock(&partition).lock().await;
         let now = broker.now_ms();
         let entry = self.get_or_create(group_id, now);
-        if let Err(e) = lock(&entry)
-            .group
-            .check_commit(member, instance_id, generation, now)
+        let unchecked = producer.is_some() && generation < 0;
+        if !unchecked
+            && let Err(e) = lock(&entry)
+                .group
+                .check_commit(member, instance_id, generation, now)
         {
             return all(e);
         }
@@ -625,11 +639,16 @@ impl Coordinator {
                 (key, Some(format::encode_offset(value)))
             })
             .collect();
-        match self.append(broker, &partition, records).await {
+        match self.append_as(broker, &partition, records, producer).await {
             Ok(()) => {
-                let mut e = lock(&entry);
+                let mut guard = lock(&entry);
+                let e = &mut *guard;
+                let target = match producer {
+                    Some((id, _)) => e.pending.entry(id).or_default(),
+                    None => &mut e.offsets,
+                };
                 for (topic, index, value) in accepted {
-                    e.offsets.insert((topic.clone(), *index), value.clone());
+                    target.insert((topic.clone(), *index), value.clone());
                 }
             }
             Err(error) => {

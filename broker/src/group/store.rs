@@ -14,6 +14,7 @@ use super::format::{self, GroupValue, OffsetValue, RecordKey};
 use super::state::Group;
 use super::{Coordinator, Entry, GroupError, GroupHost};
 use crate::log::records::{self, Budget, MAX_INFLATED_BYTES, Want};
+use crate::log::txn::Marker;
 use crate::log::{BatchError, LogError};
 use crate::partition::Partition;
 use crate::partition::PartitionError;
@@ -32,45 +33,32 @@ impl Coordinator {
         partition: &Partition,
         records: Vec<(RecordKey, Option<Bytes>)>,
     ) -> Result<(), GroupError> {
+        self.append_as(broker, partition, records, None).await
+    }
+
+    /// [`Coordinator::append`], as a transactional producer's batch when `producer` is
+    /// set (TxnOffsetCommit): its offsets count once the transaction's commit marker
+    /// follows.
+    pub(super) async fn append_as(
+        &self,
+        broker: &impl GroupHost,
+        partition: &Partition,
+        records: Vec<(RecordKey, Option<Bytes>)>,
+        producer: Option<(i64, i16)>,
+    ) -> Result<(), GroupError> {
         let now = broker.now_ms();
-        // Offsets are relative (the log assigns the real ones); sequences are -1 for the
-        // batch, written as base sequence -1 with the offset deltas.
-        let records: Vec<Record> = records
+        let records = records
             .into_iter()
-            .enumerate()
-            .map(|(i, (key, value))| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                sequence: i as i32 - 1,
-                timestamp: now,
-                key: Some(format::encode_key(&key)),
-                value,
-                headers: Default::default(),
-            })
+            .map(|(key, value)| (format::encode_key(&key), value))
             .collect();
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            &records,
-            &RecordEncodeOptions {
-                version: 2,
-                compression: Compression::None,
-            },
-        )
-        .map_err(|e| {
+        let buf = encode_internal_batch(now, records, producer).map_err(|e| {
             warn!(error = %e, "cannot encode an offsets topic batch");
             GroupError::CoordinatorNotAvailable
         })?;
         // As in Kafka: written when the whole ISR has it, whatever the topic's
         // min.insync.replicas; a coordinator that lost leadership meanwhile says so.
         match partition
-            .append(&buf.freeze(), now, -1, 1, COMMIT_TIMEOUT_MS)
+            .append(&buf, now, -1, 1, COMMIT_TIMEOUT_MS)
             .await
         {
             Ok(_) => Ok(()),
@@ -109,15 +97,31 @@ impl Coordinator {
         let now = broker.now_ms();
         let started = std::time::Instant::now();
         let mut groups: Loaded = HashMap::new();
+        // Records of open transactions, by producer id, until their marker.
+        let mut open: HashMap<i64, Vec<(Option<Bytes>, Option<Bytes>)>> = HashMap::new();
         let mut records = 0u64;
         {
             let mut offset = partition.watermarks().log_start_offset;
             let end = partition.log_end_offset();
             while offset < end {
                 let (bytes, _) = partition.read_upto(offset, 1 << 20, end)?;
-                let next = for_each_record(&bytes, offset, |key, value| {
+                let next = for_each_batch_record(&bytes, offset, |header, marker, key, value| {
                     records += 1;
-                    apply_record(&mut groups, key, value);
+                    match marker {
+                        Some(Marker::Commit) => {
+                            for (key, value) in open.remove(&header.producer_id).unwrap_or_default() {
+                                apply_record(&mut groups, key, value);
+                            }
+                        }
+                        Some(Marker::Abort) => {
+                            open.remove(&header.producer_id);
+                        }
+                        None if header.is_control() => {}
+                        None if header.is_transactional() => {
+                            open.entry(header.producer_id).or_default().push((key, value));
+                        }
+                        None => apply_record(&mut groups, key, value),
+                    }
                 })
                 .map_err(|e| {
                     anyhow::anyhow!(
@@ -131,6 +135,7 @@ impl Coordinator {
                 offset = next;
             }
         }
+        let pending = pending_offsets(open);
         let count = groups.len();
         let mut map = self.map();
         for (id, (value, offsets)) in groups {
@@ -138,7 +143,22 @@ impl Coordinator {
                 Some(value) => Group::restore(id.clone(), value, now),
                 None => Group::new(id.clone(), now),
             };
-            map.insert(id, Arc::new(Mutex::new(Entry { group, offsets })));
+            let entry = Entry {
+                group,
+                offsets,
+                pending: HashMap::new(),
+            };
+            map.insert(id, Arc::new(Mutex::new(entry)));
+        }
+        for (id, by_producer) in pending {
+            let entry = map.entry(id.clone()).or_insert_with(|| {
+                Arc::new(Mutex::new(Entry {
+                    group: Group::new(id, now),
+                    offsets: HashMap::new(),
+                    pending: HashMap::new(),
+                }))
+            });
+            entry.lock().unwrap_or_else(|p| p.into_inner()).pending = by_producer;
         }
         info!(
             groups = count,
@@ -150,13 +170,71 @@ impl Coordinator {
     }
 }
 
+/// One uncompressed batch of `(key, value)` records for an internal topic (the offsets
+/// and transaction topics), written by the broker itself: no producer id, or with
+/// `producer` a transactional batch of that producer without sequence numbers (the log
+/// does not check sequences of a batch whose base sequence is -1).
+pub fn encode_internal_batch(
+    now_ms: i64,
+    records: Vec<(Bytes, Option<Bytes>)>,
+    producer: Option<(i64, i16)>,
+) -> anyhow::Result<Bytes> {
+    let (producer_id, producer_epoch) = producer.unwrap_or((-1, -1));
+    // Offsets are relative (the log assigns the real ones). Sequences keep a constant
+    // distance to offsets so the encoder writes one batch, with base sequence -1.
+    let records: Vec<Record> = records
+        .into_iter()
+        .enumerate()
+        .map(|(i, (key, value))| Record {
+            transactional: producer.is_some(),
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id,
+            producer_epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: i as i32 - 1,
+            timestamp: now_ms,
+            key: Some(key),
+            value,
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )?;
+    Ok(buf.freeze())
+}
+
 /// Calls `f` with the key and value of every record at or past `from` in `bytes` (whole
-/// batches as the log returns them). Returns the offset after the last batch, which
-/// moves on even past batches the cleaner emptied of their last records.
+/// batches as the log returns them), skipping control batches. Returns the offset after
+/// the last batch, which moves on even past batches the cleaner emptied of their last
+/// records.
 pub fn for_each_record(
     bytes: &Bytes,
     from: i64,
     mut f: impl FnMut(Option<Bytes>, Option<Bytes>),
+) -> anyhow::Result<i64> {
+    for_each_batch_record(bytes, from, |header, _, key, value| {
+        if !header.is_control() {
+            f(key, value);
+        }
+    })
+}
+
+/// Like [`for_each_record`], with each record's batch header and, for a control batch,
+/// the transaction marker it holds.
+pub fn for_each_batch_record(
+    bytes: &Bytes,
+    from: i64,
+    mut f: impl FnMut(&crate::log::BatchHeader, Option<Marker>, Option<Bytes>, Option<Bytes>),
 ) -> anyhow::Result<i64> {
     use crate::log::format;
     let mut position = 0;
@@ -167,10 +245,11 @@ pub fn for_each_record(
         }
         let batch = &bytes[position..position + size];
         let header = format::parse_validated_header(batch);
+        let marker = crate::log::txn::marker_of(batch, &header);
         let mut budget = Budget::new(MAX_INFLATED_BYTES);
         records::for_each_record(batch, Want::All, &mut budget, |record| {
             if header.base_offset + i64::from(record.offset_delta) >= from {
-                f(record.key, record.value);
+                f(&header, marker, record.key, record.value);
             }
             true
         })?;
@@ -204,6 +283,38 @@ pub(super) fn tombstones<'a>(
         ));
     }
     records
+}
+
+/// Offsets of transactions still open at the end of a replay, by group and producer.
+fn pending_offsets(
+    open: HashMap<i64, Vec<(Option<Bytes>, Option<Bytes>)>>,
+) -> HashMap<String, HashMap<i64, HashMap<(String, i32), OffsetValue>>> {
+    let mut pending: HashMap<String, HashMap<i64, HashMap<(String, i32), OffsetValue>>> =
+        HashMap::new();
+    for (producer_id, records) in open {
+        for (key, value) in records {
+            let (Some(key), Some(value)) = (key, value) else {
+                continue;
+            };
+            if let (
+                Ok(RecordKey::Offset {
+                    group,
+                    topic,
+                    partition,
+                }),
+                Ok(value),
+            ) = (format::decode_key(key), format::decode_offset(value))
+            {
+                pending
+                    .entry(group)
+                    .or_default()
+                    .entry(producer_id)
+                    .or_default()
+                    .insert((topic, partition), value);
+            }
+        }
+    }
+    pending
 }
 
 fn apply_record(groups: &mut Loaded, key: Option<Bytes>, value: Option<Bytes>) {

@@ -107,12 +107,15 @@ pub async fn find_coordinator(
     };
     let mut coordinators = Vec::with_capacity(keys.len());
     for key in keys {
-        // Groups (0) live in the offsets topic; transactions (1) are not implemented and
-        // InitProducerId refuses transactional ids, so any broker will do; share groups
-        // (2) are not supported.
+        // Groups (0) live in the offsets topic, transactional ids (1) in the transaction
+        // topic; share groups (2) are not supported.
         let result = match request.key_type {
             0 => broker.groups.coordinator_node(broker, &key).await,
-            1 => Ok(broker.config.node_id),
+            1 => broker
+                .txns
+                .coordinator_node(&**broker, &key)
+                .await
+                .map_err(|_| GroupError::CoordinatorNotAvailable),
             _ => Err(GroupError::CoordinatorNotAvailable),
         };
         let node = result
@@ -364,6 +367,7 @@ pub async fn offset_commit(
             opt(&request.group_instance_id),
             request.generation_id_or_member_epoch,
             offsets,
+            None,
         )
         .await
         .into_iter();
@@ -419,6 +423,20 @@ fn offset_fields(value: &Option<OffsetValue>) -> (i64, i32, Option<StrBytes>) {
     }
 }
 
+/// KIP-447: UNSTABLE_OFFSET_COMMIT (retriable) for a partition whose offset an open
+/// transaction is about to change, when the consumer asked for stable offsets
+/// (`require_stable`, as read_committed consumers do); 0 otherwise.
+fn unstable(broker: &Broker, group: &str, topic: &str, partition: i32) -> i16 {
+    if broker.groups.has_pending_offsets(group, topic, partition) {
+        broker
+            .metrics
+            .error("OffsetFetch", ResponseError::UnstableOffsetCommit);
+        ResponseError::UnstableOffsetCommit.code()
+    } else {
+        0
+    }
+}
+
 /// OffsetFetch. Only the group's coordinator answers with offsets: any other broker (or
 /// one still loading the group's partition) answers with an error the client retries
 /// after finding the coordinator again. An empty answer there would read as "nothing
@@ -442,6 +460,7 @@ pub async fn offset_fetch(
                     .collect()
             });
             let committed = committed_for(broker, &g.group_id, topics);
+            let group_id = g.group_id.to_string();
             groups.push(
                 answer.with_topics(
                     by_topic(committed)
@@ -454,11 +473,17 @@ pub async fn offset_fetch(
                                         .into_iter()
                                         .map(|(p, v)| {
                                             let (offset, epoch, metadata) = offset_fields(&v);
+                                            let unstable = if request.require_stable {
+                                                unstable(broker, &group_id, &topic, p)
+                                            } else {
+                                                0
+                                            };
                                             OffsetFetchResponsePartitions::default()
                                                 .with_partition_index(p)
                                                 .with_committed_offset(offset)
                                                 .with_committed_leader_epoch(epoch)
                                                 .with_metadata(metadata)
+                                                .with_error_code(unstable)
                                         })
                                         .collect(),
                                 )
@@ -500,12 +525,17 @@ pub async fn offset_fetch(
                         .into_iter()
                         .map(|(p, v)| {
                             let (offset, epoch, metadata) = offset_fields(&v);
+                            let unstable = if version >= 7 && request.require_stable {
+                                unstable(broker, &request.group_id, &topic, p)
+                            } else {
+                                0
+                            };
                             OffsetFetchResponsePartition::default()
                                 .with_partition_index(p)
                                 .with_committed_offset(offset)
                                 .with_committed_leader_epoch(epoch)
                                 .with_metadata(metadata)
-                                .with_error_code(refused.unwrap_or(0))
+                                .with_error_code(refused.unwrap_or(unstable))
                         })
                         .collect(),
                 )

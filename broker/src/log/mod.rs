@@ -413,7 +413,9 @@ impl Log {
         } = prepared;
         let mut verdicts = Vec::with_capacity(headers.len());
         for header in &headers {
-            if header.is_control() {
+            if header.is_control() || header.producer_id >= 0 && header.base_sequence < 0 {
+                // Markers, and the broker's own transactional batches (TxnOffsetCommit)
+                // carry no sequences: only the epoch is checked.
                 self.producers
                     .check_marker(header.producer_id, header.producer_epoch)?;
             } else if header.producer_id >= 0 {
@@ -571,6 +573,17 @@ impl Log {
         now_ms: i64,
     ) -> io::Result<()> {
         let offset = header.base_offset;
+        if !header.is_control() && header.base_sequence < 0 {
+            if header.is_transactional() {
+                self.producers.begin_transaction(
+                    header.producer_id,
+                    header.producer_epoch,
+                    offset,
+                    now_ms,
+                );
+            }
+            return Ok(());
+        }
         if !header.is_control() {
             let meta = BatchMeta {
                 first_sequence: header.base_sequence,

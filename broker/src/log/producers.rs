@@ -219,6 +219,28 @@ impl ProducerState {
         self.dirty = true;
     }
 
+    /// A transactional batch without sequences (the broker's own, for TxnOffsetCommit):
+    /// opens the producer's transaction here unless one is open.
+    pub fn begin_transaction(&mut self, producer_id: i64, epoch: i16, offset: i64, now_ms: i64) {
+        let producer = self
+            .producers
+            .entry(producer_id)
+            .or_insert_with(|| Producer::new(epoch, now_ms));
+        if epoch < producer.epoch {
+            return;
+        }
+        if epoch > producer.epoch {
+            producer.epoch = epoch;
+            producer.batches.clear();
+        }
+        producer.last_append_ms = producer.last_append_ms.max(now_ms);
+        if producer.txn_first_offset < 0 {
+            producer.txn_first_offset = offset;
+            self.open.insert((offset, producer_id));
+        }
+        self.dirty = true;
+    }
+
     /// Checks a transaction marker's epoch: a marker of an older epoch than the
     /// producer's is fenced, as its batches would be.
     pub fn check_marker(&self, producer_id: i64, epoch: i16) -> Result<(), ProducerError> {

@@ -39,6 +39,15 @@ supported_apis! {
     IncrementalAlterConfigs 0..=1,
     DescribeCluster 0..=1,
     InitProducerId 0..=5,
+    // Transactions. Versions that imply KIP-890 part 2 (the server bumping the epoch per
+    // transaction: EndTxn 5, AddPartitionsToTxn 5, TxnOffsetCommit 5, AddOffsetsToTxn 4)
+    // are not advertised, so clients use the first protocol.
+    AddPartitionsToTxn 0..=4,
+    AddOffsetsToTxn 0..=3,
+    EndTxn 0..=4,
+    TxnOffsetCommit 0..=4,
+    DescribeTransactions 0..=0,
+    ListTransactions 0..=1,
     FindCoordinator 0..=6,
     JoinGroup 0..=9,
     SyncGroup 0..=5,

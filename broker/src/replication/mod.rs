@@ -44,6 +44,20 @@ pub trait ReplicaHost: Send + Sync + 'static {
     fn replication_mtls(&self) -> bool;
     /// Whether `certificate` (DER) shows `principal`.
     fn certificate_shows(&self, certificate: &[u8], principal: &str) -> bool;
+    /// Writes a transaction marker, as the leader, to a partition a coordinator named
+    /// (see [`crate::txn`]); answered once the partition's ISR holds it.
+    fn write_txn_marker(
+        &self,
+        topic_id: uuid::Uuid,
+        partition: i32,
+        marker: crate::txn::MarkerRequest,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<(), crate::partition::PartitionError>>
+                + Send
+                + '_,
+        >,
+    >;
 }
 
 /// Largest replication response, in bytes, either side accepts. The leader stops adding

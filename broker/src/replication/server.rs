@@ -11,6 +11,7 @@ use bytes::Bytes;
 use strata_proto::replication::replication_server::{Replication, ReplicationServer};
 use strata_proto::replication::{
     DivergingEpoch, FetchRequest, FetchResponse, PartitionData, PartitionError, PartitionFetch,
+    WriteTxnMarkerRequest, WriteTxnMarkerResponse,
 };
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -43,6 +44,41 @@ fn error(fetch: &PartitionFetch, code: PartitionError) -> PartitionData {
 }
 
 impl Service {
+    /// Over mutual TLS the peer is who its certificate says: the broker it claims to be
+    /// must have registered that certificate's principal. Either way it must belong to
+    /// this cluster.
+    fn authenticate<T>(
+        &self,
+        request: &Request<T>,
+        claimed: i32,
+        cluster_id: &str,
+    ) -> Result<(), Status> {
+        if self.broker.replication_mtls() {
+            let leaf = request
+                .peer_certs()
+                .and_then(|chain| chain.first().cloned());
+            let registered = self.broker.registered_principal(claimed);
+            let shown = match (&leaf, &registered) {
+                (Some(leaf), Some(principal)) if !principal.is_empty() => {
+                    self.broker.certificate_shows(leaf.as_ref(), principal)
+                }
+                _ => false,
+            };
+            if !shown {
+                return Err(Status::permission_denied(format!(
+                    "the client certificate is not the one broker {claimed} registered"
+                )));
+            }
+        }
+        if cluster_id != self.broker.cluster_id() {
+            return Err(Status::permission_denied(format!(
+                "this broker belongs to cluster {}, not {cluster_id}",
+                self.broker.cluster_id(),
+            )));
+        }
+        Ok(())
+    }
+
     fn partition(&self, fetch: &PartitionFetch) -> Option<Arc<Partition>> {
         let id = Uuid::from_slice(&fetch.topic_id).ok()?;
         self.broker.partition_by_topic_id(id, fetch.partition)
@@ -140,34 +176,10 @@ impl Replication for Service {
         &self,
         request: Request<FetchRequest>,
     ) -> Result<Response<FetchResponse>, Status> {
-        // Over mutual TLS the follower is who its certificate says: the replica it claims
-        // must have registered that certificate's principal.
-        if self.broker.replication_mtls() {
-            let leaf = request
-                .peer_certs()
-                .and_then(|chain| chain.first().cloned());
-            let claimed = request.get_ref().replica_id;
-            let registered = self.broker.registered_principal(claimed);
-            let shown = match (&leaf, &registered) {
-                (Some(leaf), Some(principal)) if !principal.is_empty() => {
-                    self.broker.certificate_shows(leaf.as_ref(), principal)
-                }
-                _ => false,
-            };
-            if !shown {
-                return Err(Status::permission_denied(format!(
-                    "the client certificate is not the one broker {claimed} registered"
-                )));
-            }
-        }
+        let claimed = request.get_ref().replica_id;
+        let cluster_id = request.get_ref().cluster_id.clone();
+        self.authenticate(&request, claimed, &cluster_id)?;
         let request = request.into_inner();
-        if request.cluster_id != self.broker.cluster_id() {
-            return Err(Status::permission_denied(format!(
-                "this broker belongs to cluster {}, not {}",
-                self.broker.cluster_id(),
-                request.cluster_id
-            )));
-        }
         let wait = Duration::from_millis(u64::from(request.max_wait_ms)).min(MAX_WAIT);
         let deadline = tokio::time::Instant::now() + wait;
         loop {
@@ -191,5 +203,44 @@ impl Replication for Service {
                 }
             }
         }
+    }
+
+    async fn write_txn_marker(
+        &self,
+        request: Request<WriteTxnMarkerRequest>,
+    ) -> Result<Response<WriteTxnMarkerResponse>, Status> {
+        let claimed = request.get_ref().coordinator_id;
+        let cluster_id = request.get_ref().cluster_id.clone();
+        self.authenticate(&request, claimed, &cluster_id)?;
+        let request = request.into_inner();
+        let topic_id = Uuid::from_slice(&request.topic_id)
+            .map_err(|_| Status::invalid_argument("topic_id is not 16 bytes"))?;
+        let producer_epoch = i16::try_from(request.producer_epoch)
+            .map_err(|_| Status::invalid_argument("producer_epoch is not an i16"))?;
+        let marker = crate::txn::MarkerRequest {
+            producer_id: request.producer_id,
+            producer_epoch,
+            marker: if request.commit {
+                crate::log::txn::Marker::Commit
+            } else {
+                crate::log::txn::Marker::Abort
+            },
+            coordinator_epoch: request.coordinator_epoch,
+        };
+        let result = self
+            .broker
+            .write_txn_marker(topic_id, request.partition, marker)
+            .await;
+        use crate::partition::PartitionError as Refused;
+        let (error, message) = match result {
+            Ok(()) => (PartitionError::None, String::new()),
+            Err(e @ Refused::NotLeader) => (PartitionError::NotLeader, e.to_string()),
+            Err(e @ Refused::Deleted) => (PartitionError::UnknownPartition, e.to_string()),
+            Err(e) => (PartitionError::StorageError, e.to_string()),
+        };
+        Ok(Response::new(WriteTxnMarkerResponse {
+            error: error as i32,
+            message,
+        }))
     }
 }

@@ -1,0 +1,215 @@
+//! The broker's side of transactions: the handle the transaction coordinator gets
+//! ([`crate::txn::TxnHost`]), and markers, written here when this broker leads the
+//! partition or sent to its leader over the replication channel.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use strata_proto::replication::replication_client::ReplicationClient;
+use strata_proto::replication::{PartitionError as WireError, WriteTxnMarkerRequest};
+use tonic::transport::Channel;
+use tracing::warn;
+
+use super::Broker;
+use crate::config::Config;
+use crate::log::LogError;
+use crate::log::producers::ProducerError;
+use crate::log::txn::Marker;
+use crate::partition::{Partition, PartitionError};
+use crate::registry::Topic;
+use crate::telemetry::Metrics;
+use crate::txn::{MarkerError, MarkerRequest, TRANSACTION_TOPIC, TxnCoordinator, TxnHost};
+
+/// How long a marker write waits for the partition's ISR.
+const MARKER_TIMEOUT_MS: i64 = 10_000;
+
+/// Replication clients to other brokers, for markers: one channel per broker, dropped
+/// when a call on it fails.
+#[derive(Default)]
+pub struct MarkerClients(Mutex<HashMap<i32, ReplicationClient<Channel>>>);
+
+impl MarkerClients {
+    fn take(&self, node: i32) -> Option<ReplicationClient<Channel>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&node)
+            .cloned()
+    }
+
+    fn put(&self, node: i32, client: ReplicationClient<Channel>) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(node, client);
+    }
+
+    fn forget(&self, node: i32) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&node);
+    }
+}
+
+impl Broker {
+    /// Writes a marker to a partition this broker leads. A marker of the offsets topic
+    /// also settles the transaction's offsets in the group coordinator.
+    pub async fn write_txn_marker_local(
+        &self,
+        partition: &Partition,
+        request: MarkerRequest,
+    ) -> Result<(), PartitionError> {
+        let now = self.clock.now_ms();
+        let written = partition
+            .write_marker(
+                request.producer_id,
+                request.producer_epoch,
+                request.marker,
+                request.coordinator_epoch,
+                now,
+                MARKER_TIMEOUT_MS,
+            )
+            .await;
+        match written {
+            Ok(_) => {}
+            // A newer epoch's marker is already there: this transaction ended with it.
+            Err(PartitionError::Log(LogError::Producer(ProducerError::Fenced { .. }))) => {
+                warn!(topic = %partition.topic, partition = partition.index,
+                    producer_id = request.producer_id, epoch = request.producer_epoch,
+                    "a marker of an older producer epoch was refused; the transaction has ended");
+            }
+            Err(e) => return Err(e),
+        }
+        if partition.topic == crate::group::OFFSETS_TOPIC {
+            self.groups.complete_transaction(
+                self,
+                partition.index,
+                request.producer_id,
+                request.marker == Marker::Commit,
+            );
+        }
+        Ok(())
+    }
+
+    async fn send_marker(
+        &self,
+        topic: &Topic,
+        partition: i32,
+        leader: i32,
+        request: MarkerRequest,
+    ) -> Result<(), MarkerError> {
+        let client = match self.marker_clients.take(leader) {
+            Some(client) => client,
+            None => {
+                let client = crate::replication::fetcher::connect(self, leader)
+                    .await
+                    .ok_or_else(|| {
+                        MarkerError::Retriable(format!("cannot reach broker {leader}"))
+                    })?;
+                self.marker_clients.put(leader, client.clone());
+                client
+            }
+        };
+        let wire = WriteTxnMarkerRequest {
+            coordinator_id: self.config.node_id,
+            cluster_id: self.cluster_id.clone(),
+            topic_id: bytes::Bytes::copy_from_slice(topic.id.as_bytes()),
+            partition,
+            producer_id: request.producer_id,
+            producer_epoch: i32::from(request.producer_epoch),
+            commit: request.marker == Marker::Commit,
+            coordinator_epoch: request.coordinator_epoch,
+        };
+        let answer = match client.clone().write_txn_marker(wire).await {
+            Ok(answer) => answer.into_inner(),
+            Err(status) => {
+                self.marker_clients.forget(leader);
+                return Err(MarkerError::Retriable(format!(
+                    "broker {leader} refused a marker: {}",
+                    status.message()
+                )));
+            }
+        };
+        match WireError::try_from(answer.error) {
+            Ok(WireError::None) => Ok(()),
+            // The topic was deleted on the leader meanwhile: nothing left to mark.
+            Ok(WireError::UnknownPartition) if self.topics.get(&topic.name).is_none() => Ok(()),
+            _ => Err(MarkerError::Retriable(format!(
+                "broker {leader} could not write a marker to {}-{partition}: {}",
+                topic.name, answer.message
+            ))),
+        }
+    }
+}
+
+impl TxnHost for Broker {
+    fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    fn txn_coordinator(&self) -> &TxnCoordinator {
+        &self.txns
+    }
+
+    fn txn_topic(&self) -> Option<Arc<Topic>> {
+        self.topics.get(TRANSACTION_TOPIC)
+    }
+
+    async fn create_txn_topic(&self) -> anyhow::Result<Arc<Topic>> {
+        Ok(self.create_internal_topic(TRANSACTION_TOPIC).await?)
+    }
+
+    async fn new_producer_id(&self) -> anyhow::Result<i64> {
+        Ok(self.next_producer_id().await?)
+    }
+
+    async fn write_marker(
+        &self,
+        topic: &str,
+        partition: i32,
+        producer_id: i64,
+        producer_epoch: i16,
+        marker: Marker,
+        coordinator_epoch: i32,
+    ) -> Result<(), MarkerError> {
+        // A deleted topic needs no marker.
+        let Some(t) = self.topics.get(topic) else {
+            return Ok(());
+        };
+        let Some(p) = t.partition(partition).cloned() else {
+            return Ok(());
+        };
+        let request = MarkerRequest {
+            producer_id,
+            producer_epoch,
+            marker,
+            coordinator_epoch,
+        };
+        if p.is_leader() {
+            return self
+                .write_txn_marker_local(&p, request)
+                .await
+                .map_err(|e| MarkerError::Retriable(format!("{topic}-{partition}: {e}")));
+        }
+        let leader = t
+            .record
+            .partitions
+            .get(partition as usize)
+            .map_or(-1, |r| r.leader);
+        if leader < 0 || leader == self.config.node_id {
+            return Err(MarkerError::Retriable(format!(
+                "{topic}-{partition} has no leader to write a marker"
+            )));
+        }
+        self.send_marker(&t, partition, leader, request).await
+    }
+}

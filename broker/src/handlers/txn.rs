@@ -1,0 +1,553 @@
+//! Transactions (KIP-98, KIP-664): InitProducerId with a transactional id,
+//! AddPartitionsToTxn, AddOffsetsToTxn, EndTxn, TxnOffsetCommit, DescribeTransactions and
+//! ListTransactions. The coordinator is [`crate::txn`]; TxnOffsetCommit goes to the group
+//! coordinator ([`crate::group`]), which keeps the offsets aside until the marker.
+//!
+//! Authorization, as Kafka: WRITE on the transactional id for every request of a
+//! producer; AddPartitionsToTxn also WRITE on each topic, AddOffsetsToTxn and
+//! TxnOffsetCommit READ on the group (and TxnOffsetCommit READ on each topic);
+//! AddPartitionsToTxn v4 (verification, between brokers) CLUSTER_ACTION on the cluster;
+//! DescribeTransactions DESCRIBE on each id; ListTransactions shows the ids the caller
+//! may describe.
+
+use std::sync::Arc;
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+use kafka_protocol::messages::add_partitions_to_txn_response::{
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
+};
+use kafka_protocol::messages::describe_transactions_response::{TopicData, TransactionState};
+use kafka_protocol::messages::list_transactions_response::TransactionState as ListedState;
+use kafka_protocol::messages::txn_offset_commit_response::{
+    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::{
+    AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
+    AddPartitionsToTxnResponse, DescribeTransactionsRequest, DescribeTransactionsResponse,
+    EndTxnRequest, EndTxnResponse, InitProducerIdRequest, InitProducerIdResponse,
+    ListTransactionsRequest, ListTransactionsResponse, ProducerId, ResponseKind,
+    TransactionalId, TxnOffsetCommitRequest, TxnOffsetCommitResponse,
+};
+
+use super::{Authz, str_bytes, topic_name};
+use crate::broker::Broker;
+use crate::group::format::OffsetValue;
+use crate::security::acl::{AclOperation, ResourceType};
+use crate::txn::{TxnError, TxnMetadata, TxnState};
+
+/// The Kafka error for a transaction failure. Before `fenced_since` (the version that
+/// introduced PRODUCER_FENCED for the API) a fenced producer gets INVALID_PRODUCER_EPOCH,
+/// which older clients understand.
+pub fn txn_error_code(error: TxnError, version: i16, fenced_since: i16) -> ResponseError {
+    match error {
+        TxnError::NotCoordinator => ResponseError::NotCoordinator,
+        TxnError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
+        TxnError::CoordinatorLoadInProgress => ResponseError::CoordinatorLoadInProgress,
+        TxnError::ConcurrentTransactions => ResponseError::ConcurrentTransactions,
+        TxnError::ProducerFenced if version < fenced_since => ResponseError::InvalidProducerEpoch,
+        TxnError::ProducerFenced => ResponseError::ProducerFenced,
+        TxnError::InvalidProducerIdMapping => ResponseError::InvalidProducerIdMapping,
+        TxnError::InvalidTxnState => ResponseError::InvalidTxnState,
+        TxnError::InvalidTransactionTimeout => ResponseError::InvalidTransactionTimeout,
+        TxnError::TransactionalIdNotFound => ResponseError::TransactionalIdNotFound,
+    }
+}
+
+fn error_code(broker: &Broker, api: &str, result: Result<(), TxnError>, version: i16, fenced_since: i16) -> i16 {
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            let code = txn_error_code(e, version, fenced_since);
+            broker.metrics.error(api, code);
+            code.code()
+        }
+    }
+}
+
+const TXN_ID_DENIED: ResponseError = ResponseError::TransactionalIdAuthorizationFailed;
+
+fn allows_txn_id(authz: &Authz, operation: AclOperation, id: &str) -> bool {
+    authz.allows(operation, ResourceType::TransactionalId, id)
+}
+
+/// InitProducerId with a transactional id (the idempotent case is
+/// `init_producer_id.rs`'s).
+pub async fn init_producer_id(
+    broker: &Arc<Broker>,
+    request: &InitProducerIdRequest,
+    transactional_id: &str,
+    version: i16,
+) -> ResponseKind {
+    let expected = (request.producer_id.0 >= 0)
+        .then_some((request.producer_id.0, request.producer_epoch));
+    let result = broker
+        .txns
+        .init_producer_id(
+            broker,
+            transactional_id,
+            request.transaction_timeout_ms,
+            expected,
+        )
+        .await;
+    let response = match result {
+        Ok((id, epoch)) => InitProducerIdResponse::default()
+            .with_producer_id(ProducerId(id))
+            .with_producer_epoch(epoch),
+        Err(e) => InitProducerIdResponse::default()
+            .with_error_code(error_code(broker, "InitProducerId", Err(e), version, 4))
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1),
+    };
+    ResponseKind::InitProducerId(response)
+}
+
+fn partition_results(
+    topics: &[AddPartitionsToTxnTopic],
+    mut code: impl FnMut(&str, i32) -> i16,
+) -> Vec<AddPartitionsToTxnTopicResult> {
+    topics
+        .iter()
+        .map(|t| {
+            AddPartitionsToTxnTopicResult::default()
+                .with_name(t.name.clone())
+                .with_results_by_partition(
+                    t.partitions
+                        .iter()
+                        .map(|&p| {
+                            AddPartitionsToTxnPartitionResult::default()
+                                .with_partition_index(p)
+                                .with_partition_error_code(code(&t.name.0, p))
+                        })
+                        .collect(),
+                )
+        })
+        .collect()
+}
+
+/// One transaction of an AddPartitionsToTxn request: every partition gets the same
+/// answer, except that unknown or denied partitions fail alone and make the others
+/// OPERATION_NOT_ATTEMPTED, as in Kafka.
+#[allow(clippy::too_many_arguments)]
+async fn add_partitions(
+    broker: &Arc<Broker>,
+    authz: &Authz<'_>,
+    transactional_id: &str,
+    producer_id: i64,
+    epoch: i16,
+    topics: &[AddPartitionsToTxnTopic],
+    verify_only: bool,
+    version: i16,
+) -> Vec<AddPartitionsToTxnTopicResult> {
+    let all = |code: ResponseError| partition_results(topics, |_, _| code.code());
+    if !allows_txn_id(authz, AclOperation::Write, transactional_id) {
+        return all(TXN_ID_DENIED);
+    }
+    let mut refused = Vec::new();
+    for t in topics {
+        let denied = !authz.allows_topic(AclOperation::Write, &t.name.0);
+        let topic = broker.topics.get(&t.name.0);
+        for &p in &t.partitions {
+            let code = if denied {
+                Some(ResponseError::TopicAuthorizationFailed)
+            } else if crate::group::is_internal(&t.name.0) && !verify_only {
+                Some(ResponseError::InvalidTopicException)
+            } else if topic.as_ref().and_then(|t| t.partition(p)).is_none() {
+                Some(ResponseError::UnknownTopicOrPartition)
+            } else {
+                None
+            };
+            if let Some(code) = code {
+                refused.push((t.name.0.to_string(), p, code));
+            }
+        }
+    }
+    if !refused.is_empty() {
+        return partition_results(topics, |topic, p| {
+            refused
+                .iter()
+                .find(|(t, rp, _)| t == topic && *rp == p)
+                .map_or(ResponseError::OperationNotAttempted, |(_, _, code)| *code)
+                .code()
+        });
+    }
+    let wanted: Vec<(String, i32)> = topics
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(|&p| (t.name.0.to_string(), p)))
+        .collect();
+    if verify_only {
+        let mut codes = Vec::with_capacity(wanted.len());
+        for partition in &wanted {
+            let result = broker
+                .txns
+                .verify_partition(&**broker, transactional_id, producer_id, epoch, partition)
+                .await;
+            codes.push(error_code(broker, "AddPartitionsToTxn", result, version, 2));
+        }
+        let mut codes = codes.into_iter();
+        return partition_results(topics, |_, _| codes.next().unwrap_or(0));
+    }
+    let result = broker
+        .txns
+        .add_partitions(&**broker, transactional_id, producer_id, epoch, &wanted)
+        .await;
+    let code = error_code(broker, "AddPartitionsToTxn", result, version, 2);
+    partition_results(topics, |_, _| code)
+}
+
+pub async fn add_partitions_to_txn(
+    broker: &Arc<Broker>,
+    authz: &Authz<'_>,
+    request: AddPartitionsToTxnRequest,
+    version: i16,
+) -> ResponseKind {
+    if version < 4 {
+        let results = add_partitions(
+            broker,
+            authz,
+            &request.v3_and_below_transactional_id.0,
+            request.v3_and_below_producer_id.0,
+            request.v3_and_below_producer_epoch,
+            &request.v3_and_below_topics,
+            false,
+            version,
+        )
+        .await;
+        return ResponseKind::AddPartitionsToTxn(
+            AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results),
+        );
+    }
+    // v4+: between brokers (a partition leader verifying a producer's transaction).
+    if !authz.allows_cluster(AclOperation::ClusterAction) {
+        return ResponseKind::AddPartitionsToTxn(
+            AddPartitionsToTxnResponse::default()
+                .with_error_code(ResponseError::ClusterAuthorizationFailed.code()),
+        );
+    }
+    let mut results = Vec::with_capacity(request.transactions.len());
+    for txn in &request.transactions {
+        let topics = add_partitions(
+            broker,
+            authz,
+            &txn.transactional_id.0,
+            txn.producer_id.0,
+            txn.producer_epoch,
+            &txn.topics,
+            txn.verify_only,
+            version,
+        )
+        .await;
+        results.push(
+            AddPartitionsToTxnResult::default()
+                .with_transactional_id(txn.transactional_id.clone())
+                .with_topic_results(topics),
+        );
+    }
+    ResponseKind::AddPartitionsToTxn(
+        AddPartitionsToTxnResponse::default().with_results_by_transaction(results),
+    )
+}
+
+/// The offsets topic's partition holding `group`, created on first use.
+async fn offsets_partition(broker: &Arc<Broker>, group: &str) -> Result<(String, i32), TxnError> {
+    let topic = match broker.topics.get(crate::group::OFFSETS_TOPIC) {
+        Some(topic) => topic,
+        None => broker
+            .create_offsets_topic()
+            .await
+            .map_err(|_| TxnError::CoordinatorNotAvailable)?,
+    };
+    let index = crate::group::partition_for(group, topic.partitions.len());
+    Ok((crate::group::OFFSETS_TOPIC.to_string(), index))
+}
+
+pub async fn add_offsets_to_txn(
+    broker: &Arc<Broker>,
+    authz: &Authz<'_>,
+    request: AddOffsetsToTxnRequest,
+    version: i16,
+) -> ResponseKind {
+    let answer = |code: i16| {
+        ResponseKind::AddOffsetsToTxn(AddOffsetsToTxnResponse::default().with_error_code(code))
+    };
+    if !allows_txn_id(authz, AclOperation::Write, &request.transactional_id.0) {
+        return answer(TXN_ID_DENIED.code());
+    }
+    if !authz.allows_group(AclOperation::Read, &request.group_id.0) {
+        return answer(ResponseError::GroupAuthorizationFailed.code());
+    }
+    let result = match offsets_partition(broker, &request.group_id.0).await {
+        Ok(partition) => {
+            broker
+                .txns
+                .add_partitions(
+                    &**broker,
+                    &request.transactional_id.0,
+                    request.producer_id.0,
+                    request.producer_epoch,
+                    &[partition],
+                )
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    answer(error_code(broker, "AddOffsetsToTxn", result, version, 2))
+}
+
+pub async fn end_txn(
+    broker: &Arc<Broker>,
+    authz: &Authz<'_>,
+    request: EndTxnRequest,
+    version: i16,
+) -> ResponseKind {
+    let response = EndTxnResponse::default()
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    if !allows_txn_id(authz, AclOperation::Write, &request.transactional_id.0) {
+        return ResponseKind::EndTxn(response.with_error_code(TXN_ID_DENIED.code()));
+    }
+    let result = broker
+        .txns
+        .end_txn(
+            broker,
+            &request.transactional_id.0,
+            request.producer_id.0,
+            request.producer_epoch,
+            request.committed,
+        )
+        .await;
+    if result.is_ok() && !request.committed {
+        broker
+            .metrics
+            .txn_aborts
+            .with_label_values(&["client"])
+            .inc();
+    }
+    let code = error_code(broker, "EndTxn", result, version, 2);
+    ResponseKind::EndTxn(response.with_error_code(code))
+}
+
+pub async fn txn_offset_commit(
+    broker: &Arc<Broker>,
+    authz: &Authz<'_>,
+    request: TxnOffsetCommitRequest,
+) -> ResponseKind {
+    let all = |code: i16| {
+        request
+            .topics
+            .iter()
+            .map(|t| {
+                TxnOffsetCommitResponseTopic::default()
+                    .with_name(t.name.clone())
+                    .with_partitions(
+                        t.partitions
+                            .iter()
+                            .map(|p| {
+                                TxnOffsetCommitResponsePartition::default()
+                                    .with_partition_index(p.partition_index)
+                                    .with_error_code(code)
+                            })
+                            .collect(),
+                    )
+            })
+            .collect::<Vec<_>>()
+    };
+    let respond = |topics| {
+        ResponseKind::TxnOffsetCommit(TxnOffsetCommitResponse::default().with_topics(topics))
+    };
+    if !allows_txn_id(authz, AclOperation::Write, &request.transactional_id.0) {
+        return respond(all(TXN_ID_DENIED.code()));
+    }
+    if !authz.allows_group(AclOperation::Read, &request.group_id.0) {
+        return respond(all(ResponseError::GroupAuthorizationFailed.code()));
+    }
+    let now = broker.clock.now_ms();
+    let mut denied = Vec::new();
+    let mut offsets = Vec::new();
+    for t in &request.topics {
+        if !authz.allows_topic(AclOperation::Read, &t.name.0) {
+            denied.push(t.name.0.to_string());
+            continue;
+        }
+        for p in &t.partitions {
+            offsets.push((
+                t.name.0.to_string(),
+                p.partition_index,
+                OffsetValue {
+                    offset: p.committed_offset,
+                    leader_epoch: p.committed_leader_epoch,
+                    commit_timestamp_ms: now,
+                    metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
+                },
+            ));
+        }
+    }
+    let member = request.member_id.to_string();
+    let instance = request
+        .group_instance_id
+        .as_ref()
+        .map(|s| s.to_string())
+        .filter(|s| !s.is_empty());
+    let results = if offsets.is_empty() {
+        Vec::new()
+    } else {
+        broker
+            .groups
+            .commit(
+                broker,
+                &request.group_id.0,
+                &member,
+                instance.as_deref(),
+                request.generation_id,
+                offsets,
+                Some((request.producer_id.0, request.producer_epoch)),
+            )
+            .await
+    };
+    let mut results = results.into_iter();
+    let topics = request
+        .topics
+        .iter()
+        .map(|t| {
+            let refused = denied.contains(&t.name.0.to_string());
+            TxnOffsetCommitResponseTopic::default()
+                .with_name(t.name.clone())
+                .with_partitions(
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            let code = if refused {
+                                ResponseError::TopicAuthorizationFailed.code()
+                            } else {
+                                match results.next().unwrap_or(Ok(())) {
+                                    Ok(()) => 0,
+                                    Err(e) => {
+                                        let code = super::groups::group_error_code(&e);
+                                        broker.metrics.error("TxnOffsetCommit", code);
+                                        code.code()
+                                    }
+                                }
+                            };
+                            TxnOffsetCommitResponsePartition::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(code)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    respond(topics)
+}
+
+fn topics_of(meta: &TxnMetadata) -> Vec<TopicData> {
+    let mut topics: Vec<TopicData> = Vec::new();
+    for (topic, partition) in &meta.partitions {
+        match topics.iter_mut().find(|t| t.topic.0.as_str() == topic) {
+            Some(t) => t.partitions.push(*partition),
+            None => topics.push(
+                TopicData::default()
+                    .with_topic(topic_name(topic))
+                    .with_partitions(vec![*partition]),
+            ),
+        }
+    }
+    topics
+}
+
+pub async fn describe_transactions(
+    broker: &Arc<Broker>,
+    authz: &Authz<'_>,
+    request: DescribeTransactionsRequest,
+) -> ResponseKind {
+    let mut states = Vec::with_capacity(request.transactional_ids.len());
+    for id in request.transactional_ids {
+        let state = TransactionState::default()
+            .with_transactional_id(id.clone())
+            .with_transaction_state(str_bytes(""))
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1)
+            .with_transaction_start_time_ms(-1);
+        if !allows_txn_id(authz, AclOperation::Describe, &id.0) {
+            states.push(state.with_error_code(TXN_ID_DENIED.code()));
+            continue;
+        }
+        states.push(match broker.txns.describe(&**broker, &id.0).await {
+            Ok(found) => {
+                let meta = found.meta;
+                state
+                    .with_transaction_state(str_bytes(meta.state.name()))
+                    .with_transaction_timeout_ms(meta.timeout_ms)
+                    .with_transaction_start_time_ms(meta.start_ms)
+                    .with_producer_id(ProducerId(meta.producer_id))
+                    .with_producer_epoch(meta.producer_epoch)
+                    .with_topics(topics_of(&meta))
+            }
+            Err(e) => state.with_error_code(error_code(broker, "DescribeTransactions", Err(e), 0, 0)),
+        });
+    }
+    ResponseKind::DescribeTransactions(
+        DescribeTransactionsResponse::default().with_transaction_states(states),
+    )
+}
+
+const STATES: [TxnState; 6] = [
+    TxnState::Empty,
+    TxnState::Ongoing,
+    TxnState::PrepareCommit,
+    TxnState::PrepareAbort,
+    TxnState::CompleteCommit,
+    TxnState::CompleteAbort,
+];
+
+pub fn list_transactions(
+    broker: &Arc<Broker>,
+    authz: &Authz<'_>,
+    request: ListTransactionsRequest,
+    version: i16,
+) -> ResponseKind {
+    let unknown: Vec<_> = request
+        .state_filters
+        .iter()
+        .filter(|f| !STATES.iter().any(|s| s.name() == f.as_str()))
+        .cloned()
+        .collect();
+    let now = broker.clock.now_ms();
+    let mut listed: Vec<TxnMetadata> = broker
+        .txns
+        .list()
+        .into_iter()
+        .filter(|m| {
+            request.state_filters.is_empty()
+                || request
+                    .state_filters
+                    .iter()
+                    .any(|f| f.as_str() == m.state.name())
+        })
+        .filter(|m| {
+            request.producer_id_filters.is_empty()
+                || request.producer_id_filters.contains(&ProducerId(m.producer_id))
+        })
+        // v1 (KIP-994): transactions running for longer than the filter.
+        .filter(|m| {
+            version < 1
+                || request.duration_filter < 0
+                || (m.start_ms >= 0 && now - m.start_ms > request.duration_filter)
+        })
+        .filter(|m| authz.can(AclOperation::Describe, ResourceType::TransactionalId, &m.transactional_id))
+        .collect();
+    listed.sort_by(|a, b| a.transactional_id.cmp(&b.transactional_id));
+    let states = listed
+        .into_iter()
+        .map(|m| {
+            ListedState::default()
+                .with_transactional_id(TransactionalId(str_bytes(m.transactional_id)))
+                .with_producer_id(ProducerId(m.producer_id))
+                .with_transaction_state(str_bytes(m.state.name()))
+        })
+        .collect();
+    ResponseKind::ListTransactions(
+        ListTransactionsResponse::default()
+            .with_unknown_state_filters(unknown)
+            .with_transaction_states(states),
+    )
+}

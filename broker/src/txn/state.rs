@@ -1,0 +1,402 @@
+//! One transactional id's state machine, pure: every transition takes the time and
+//! returns the metadata to write, or the error the client gets. The coordinator
+//! ([`super::TxnCoordinator`]) writes the result to `__transaction_state` and only then
+//! makes it current.
+//!
+//! ```text
+//!            AddPartitionsToTxn                  EndTxn(commit)
+//!   Empty ─────────────────────▶ Ongoing ─────────────────────▶ PrepareCommit ──markers──▶ CompleteCommit
+//!     ▲  ▲                        │  │  EndTxn(abort), timeout,                                  │
+//!     │  └── InitProducerId ──────┘  └──── InitProducerId ─────▶ PrepareAbort ───markers──▶ CompleteAbort
+//!     └──────────────────────────── InitProducerId (epoch + 1) ◀──────────────────────────────────┘
+//! ```
+//!
+//! Fencing: every InitProducerId bumps the producer epoch, so the previous producer with
+//! the same transactional id (a zombie) is refused by the coordinator (PRODUCER_FENCED)
+//! and by every partition it wrote to (the markers carry the new epoch). A transaction
+//! that outlives its timeout is aborted with the epoch bumped as well, so its producer
+//! cannot add to it afterwards.
+
+use std::collections::BTreeSet;
+
+/// Kafka's transaction states (those a transactional id can be stored in).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnState {
+    Empty,
+    Ongoing,
+    PrepareCommit,
+    PrepareAbort,
+    CompleteCommit,
+    CompleteAbort,
+}
+
+impl TxnState {
+    pub fn name(self) -> &'static str {
+        match self {
+            TxnState::Empty => "Empty",
+            TxnState::Ongoing => "Ongoing",
+            TxnState::PrepareCommit => "PrepareCommit",
+            TxnState::PrepareAbort => "PrepareAbort",
+            TxnState::CompleteCommit => "CompleteCommit",
+            TxnState::CompleteAbort => "CompleteAbort",
+        }
+    }
+
+    /// Markers are being written: the transaction has an outcome but is not done.
+    pub fn is_preparing(self) -> bool {
+        matches!(self, TxnState::PrepareCommit | TxnState::PrepareAbort)
+    }
+}
+
+/// What the coordinator keeps per transactional id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnMetadata {
+    pub transactional_id: String,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub timeout_ms: i32,
+    pub state: TxnState,
+    /// When the open transaction began; -1 with none.
+    pub start_ms: i64,
+    pub last_update_ms: i64,
+    /// The partitions of the open (or ending) transaction.
+    pub partitions: BTreeSet<(String, i32)>,
+}
+
+/// Why a transactional request was refused; each maps to one Kafka error code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TxnError {
+    #[error("this broker is not the transaction's coordinator; find it again")]
+    NotCoordinator,
+    #[error("the coordinator is not available")]
+    CoordinatorNotAvailable,
+    #[error("the coordinator is loading the transaction's partition")]
+    CoordinatorLoadInProgress,
+    #[error("another operation on this transaction is in progress; retry")]
+    ConcurrentTransactions,
+    #[error("a newer producer with this transactional id fenced this one")]
+    ProducerFenced,
+    #[error("the producer id is not the one assigned to this transactional id")]
+    InvalidProducerIdMapping,
+    #[error("the request is not valid in the transaction's state")]
+    InvalidTxnState,
+    #[error("the transaction timeout is outside 1..=transaction_max_timeout_ms")]
+    InvalidTransactionTimeout,
+    #[error("the transactional id is unknown")]
+    TransactionalIdNotFound,
+}
+
+/// What InitProducerId does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InitStep {
+    /// Write this (state Empty, epoch bumped) and answer with its id and epoch. With
+    /// `new_producer_id` the caller gives it a fresh producer id first (the epoch ran out,
+    /// or the id is new).
+    Ready {
+        meta: TxnMetadata,
+        new_producer_id: bool,
+    },
+    /// An open transaction must be aborted first: write this (PrepareAbort, epoch
+    /// bumped), write its markers, and answer CONCURRENT_TRANSACTIONS (the client retries).
+    AbortFirst(TxnMetadata),
+}
+
+/// What EndTxn does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndStep {
+    /// Write this (PrepareCommit or PrepareAbort), then the markers.
+    Prepare(TxnMetadata),
+    /// A retry of an EndTxn that already completed: answer success.
+    AlreadyDone,
+}
+
+/// The last epoch before the producer id must change (Kafka keeps one spare).
+const MAX_EPOCH: i16 = i16::MAX - 1;
+
+impl TxnMetadata {
+    /// A transactional id seen for the first time.
+    pub fn new(transactional_id: &str, timeout_ms: i32, now_ms: i64) -> TxnMetadata {
+        TxnMetadata {
+            transactional_id: transactional_id.to_string(),
+            producer_id: -1,
+            producer_epoch: -1,
+            timeout_ms,
+            state: TxnState::Empty,
+            start_ms: -1,
+            last_update_ms: now_ms,
+            partitions: BTreeSet::new(),
+        }
+    }
+
+    fn check_producer(&self, producer_id: i64, epoch: i16) -> Result<(), TxnError> {
+        if producer_id != self.producer_id {
+            return Err(TxnError::InvalidProducerIdMapping);
+        }
+        if epoch != self.producer_epoch {
+            return Err(TxnError::ProducerFenced);
+        }
+        Ok(())
+    }
+
+    /// InitProducerId. `expected` is the id and epoch a KIP-360 client names when it
+    /// recovers (v3+); a producer naming an epoch that is not the current one is a zombie.
+    pub fn init(
+        &self,
+        expected: Option<(i64, i16)>,
+        timeout_ms: i32,
+        now_ms: i64,
+    ) -> Result<InitStep, TxnError> {
+        if self.state.is_preparing() {
+            return Err(TxnError::ConcurrentTransactions);
+        }
+        if let Some((id, epoch)) = expected
+            && self.producer_id >= 0
+            && (id != self.producer_id || epoch != self.producer_epoch)
+        {
+            return Err(TxnError::ProducerFenced);
+        }
+        let mut next = self.clone();
+        next.last_update_ms = now_ms;
+        let exhausted = self.producer_epoch >= MAX_EPOCH;
+        if self.state == TxnState::Ongoing {
+            if !exhausted {
+                next.producer_epoch += 1;
+            }
+            next.state = TxnState::PrepareAbort;
+            return Ok(InitStep::AbortFirst(next));
+        }
+        let new_producer_id = self.producer_id < 0 || exhausted;
+        next.producer_epoch = if new_producer_id {
+            0
+        } else {
+            self.producer_epoch + 1
+        };
+        next.timeout_ms = timeout_ms;
+        next.state = TxnState::Empty;
+        next.start_ms = -1;
+        next.partitions.clear();
+        Ok(InitStep::Ready {
+            meta: next,
+            new_producer_id,
+        })
+    }
+
+    /// AddPartitionsToTxn and AddOffsetsToTxn. `None`: the transaction already holds
+    /// them, nothing to write.
+    pub fn add_partitions(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        partitions: &[(String, i32)],
+        now_ms: i64,
+    ) -> Result<Option<TxnMetadata>, TxnError> {
+        self.check_producer(producer_id, epoch)?;
+        if self.state.is_preparing() {
+            return Err(TxnError::ConcurrentTransactions);
+        }
+        if self.state == TxnState::Ongoing
+            && partitions.iter().all(|p| self.partitions.contains(p))
+        {
+            return Ok(None);
+        }
+        let mut next = self.clone();
+        if self.state != TxnState::Ongoing {
+            next.partitions.clear();
+            next.start_ms = now_ms;
+        }
+        next.state = TxnState::Ongoing;
+        next.partitions.extend(partitions.iter().cloned());
+        next.last_update_ms = now_ms;
+        Ok(Some(next))
+    }
+
+    /// EndTxn.
+    pub fn end(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+        now_ms: i64,
+    ) -> Result<EndStep, TxnError> {
+        self.check_producer(producer_id, epoch)?;
+        let prepare = match (self.state, commit) {
+            (TxnState::Ongoing, true) => TxnState::PrepareCommit,
+            (TxnState::Ongoing, false) => TxnState::PrepareAbort,
+            (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => {
+                return Ok(EndStep::AlreadyDone);
+            }
+            (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false) => {
+                return Err(TxnError::ConcurrentTransactions);
+            }
+            _ => return Err(TxnError::InvalidTxnState),
+        };
+        let mut next = self.clone();
+        next.state = prepare;
+        next.last_update_ms = now_ms;
+        Ok(EndStep::Prepare(next))
+    }
+
+    /// Whether an open transaction outlived its timeout.
+    pub fn timed_out(&self, now_ms: i64) -> bool {
+        self.state == TxnState::Ongoing
+            && now_ms.saturating_sub(self.start_ms) > i64::from(self.timeout_ms)
+    }
+
+    /// The abort of a timed-out transaction: PrepareAbort with the epoch bumped, so the
+    /// producer that let it time out is fenced.
+    pub fn abort_timed_out(&self, now_ms: i64) -> TxnMetadata {
+        let mut next = self.clone();
+        if next.producer_epoch < MAX_EPOCH {
+            next.producer_epoch += 1;
+        }
+        next.state = TxnState::PrepareAbort;
+        next.last_update_ms = now_ms;
+        next
+    }
+
+    /// Every marker is written: the transaction is complete.
+    pub fn complete(&self, now_ms: i64) -> TxnMetadata {
+        let mut next = self.clone();
+        next.state = match self.state {
+            TxnState::PrepareCommit => TxnState::CompleteCommit,
+            _ => TxnState::CompleteAbort,
+        };
+        next.partitions.clear();
+        next.start_ms = -1;
+        next.last_update_ms = now_ms;
+        next
+    }
+
+    /// Whether the transactional id may be forgotten: no transaction and idle for
+    /// longer than `expiration_ms`.
+    pub fn expired(&self, now_ms: i64, expiration_ms: i64) -> bool {
+        matches!(
+            self.state,
+            TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
+        ) && now_ms.saturating_sub(self.last_update_ms) > expiration_ms
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ready(step: InitStep) -> TxnMetadata {
+        match step {
+            InitStep::Ready { meta, .. } => meta,
+            other => panic!("expected Ready, got {other:?}"),
+        }
+    }
+
+    fn with_id(mut meta: TxnMetadata, id: i64) -> TxnMetadata {
+        meta.producer_id = id;
+        meta
+    }
+
+    #[test]
+    fn a_transaction_commits_and_the_next_init_fences_the_old_epoch() {
+        let fresh = TxnMetadata::new("t", 60_000, 0);
+        let step = fresh.init(None, 60_000, 1).unwrap();
+        assert!(matches!(
+            step,
+            InitStep::Ready {
+                new_producer_id: true,
+                ..
+            }
+        ));
+        let meta = with_id(ready(step), 7);
+        assert_eq!((meta.producer_epoch, meta.state), (0, TxnState::Empty));
+        let parts = [("a".to_string(), 0), ("b".to_string(), 1)];
+        let ongoing = meta.add_partitions(7, 0, &parts, 10).unwrap().unwrap();
+        assert_eq!((ongoing.state, ongoing.start_ms), (TxnState::Ongoing, 10));
+        assert_eq!(ongoing.add_partitions(7, 0, &parts[..1], 11), Ok(None));
+        assert_eq!(
+            ongoing.add_partitions(8, 0, &parts, 11),
+            Err(TxnError::InvalidProducerIdMapping)
+        );
+        assert_eq!(
+            ongoing.add_partitions(7, 1, &parts, 11),
+            Err(TxnError::ProducerFenced)
+        );
+        let EndStep::Prepare(prepared) = ongoing.end(7, 0, true, 12).unwrap() else {
+            panic!("expected Prepare");
+        };
+        assert_eq!(prepared.state, TxnState::PrepareCommit);
+        assert_eq!(
+            prepared.end(7, 0, true, 13),
+            Err(TxnError::ConcurrentTransactions)
+        );
+        assert_eq!(prepared.end(7, 0, false, 13), Err(TxnError::InvalidTxnState));
+        assert_eq!(
+            prepared.init(None, 1, 13),
+            Err(TxnError::ConcurrentTransactions)
+        );
+        let done = prepared.complete(14);
+        assert_eq!(done.state, TxnState::CompleteCommit);
+        assert!(done.partitions.is_empty());
+        assert_eq!(done.end(7, 0, true, 15), Ok(EndStep::AlreadyDone));
+        assert_eq!(done.end(7, 0, false, 15), Err(TxnError::InvalidTxnState));
+        // A new producer with the same id bumps the epoch: the old one is fenced.
+        let next = ready(done.init(None, 60_000, 16).unwrap());
+        assert_eq!((next.producer_id, next.producer_epoch), (7, 1));
+        assert_eq!(
+            next.add_partitions(7, 0, &parts, 17),
+            Err(TxnError::ProducerFenced)
+        );
+        // A KIP-360 client naming an old epoch is a zombie.
+        assert_eq!(
+            next.init(Some((7, 0)), 60_000, 17),
+            Err(TxnError::ProducerFenced)
+        );
+        assert!(next.init(Some((7, 1)), 60_000, 17).is_ok());
+    }
+
+    #[test]
+    fn init_during_an_open_transaction_aborts_it_with_a_new_epoch() {
+        let meta = with_id(ready(TxnMetadata::new("t", 1, 0).init(None, 1_000, 0).unwrap()), 3);
+        let ongoing = meta
+            .add_partitions(3, 0, &[("a".to_string(), 0)], 5)
+            .unwrap()
+            .unwrap();
+        let InitStep::AbortFirst(abort) = ongoing.init(None, 1_000, 6).unwrap() else {
+            panic!("expected AbortFirst");
+        };
+        assert_eq!((abort.state, abort.producer_epoch), (TxnState::PrepareAbort, 1));
+        assert_eq!(abort.partitions.len(), 1);
+    }
+
+    #[test]
+    fn timeouts_abort_with_a_bumped_epoch_and_idle_ids_expire() {
+        let meta = with_id(ready(TxnMetadata::new("t", 1, 0).init(None, 1_000, 0).unwrap()), 3);
+        let ongoing = meta
+            .add_partitions(3, 0, &[("a".to_string(), 0)], 100)
+            .unwrap()
+            .unwrap();
+        assert!(!ongoing.timed_out(1_100));
+        assert!(ongoing.timed_out(1_101));
+        let abort = ongoing.abort_timed_out(1_101);
+        assert_eq!((abort.state, abort.producer_epoch), (TxnState::PrepareAbort, 1));
+        assert_eq!(
+            abort.end(3, 0, true, 1_102),
+            Err(TxnError::ProducerFenced),
+            "the producer that timed out is fenced"
+        );
+        let done = abort.complete(1_200);
+        assert!(!done.expired(1_300, 1_000));
+        assert!(done.expired(2_201, 1_000));
+        assert!(!ongoing.expired(1_000_000, 1));
+    }
+
+    #[test]
+    fn an_exhausted_epoch_takes_a_new_producer_id() {
+        let mut meta = with_id(ready(TxnMetadata::new("t", 1, 0).init(None, 1, 0).unwrap()), 3);
+        meta.producer_epoch = MAX_EPOCH;
+        assert!(matches!(
+            meta.init(None, 1, 1),
+            Ok(InitStep::Ready {
+                new_producer_id: true,
+                ..
+            })
+        ));
+    }
+}
