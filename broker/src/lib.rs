@@ -28,5 +28,5 @@ pub mod supervise;
 pub mod sys;
 pub mod telemetry;
 pub mod tier;
-pub mod txn;
 pub mod topic_config;
+pub mod txn;

@@ -207,7 +207,8 @@ impl Broker {
 
     /// Creates `__consumer_offsets` (first use of a group): compacted, never tiered.
     pub async fn create_offsets_topic(&self) -> Result<Arc<Topic>, AdminError> {
-        self.create_internal_topic(crate::group::OFFSETS_TOPIC).await
+        self.create_internal_topic(crate::group::OFFSETS_TOPIC)
+            .await
     }
 
     /// Creates an internal topic (`__consumer_offsets` on the first use of a group,

@@ -58,8 +58,8 @@ use crate::registry::Topic;
 use crate::telemetry::Metrics;
 use format::{OffsetValue, RecordKey};
 use state::{Group, GroupState, JoinRequest, JoinResult, SyncResult, SyncStep, Timeouts};
-pub use store::{encode_internal_batch, for_each_record};
 use store::tombstones;
+pub use store::{encode_internal_batch, for_each_record};
 
 /// The internal topic holding committed offsets and group metadata.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";

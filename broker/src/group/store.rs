@@ -57,10 +57,7 @@ impl Coordinator {
         })?;
         // As in Kafka: written when the whole ISR has it, whatever the topic's
         // min.insync.replicas; a coordinator that lost leadership meanwhile says so.
-        match partition
-            .append(&buf, now, -1, 1, COMMIT_TIMEOUT_MS)
-            .await
-        {
+        match partition.append(&buf, now, -1, 1, COMMIT_TIMEOUT_MS).await {
             Ok(_) => Ok(()),
             Err(PartitionError::NotLeader) => Err(GroupError::NotCoordinator),
             Err(PartitionError::Log(LogError::InvalidBatch(BatchError::TooLarge { .. }))) => {
@@ -109,7 +106,8 @@ impl Coordinator {
                     records += 1;
                     match marker {
                         Some(Marker::Commit) => {
-                            for (key, value) in open.remove(&header.producer_id).unwrap_or_default() {
+                            for (key, value) in open.remove(&header.producer_id).unwrap_or_default()
+                            {
                                 apply_record(&mut groups, key, value);
                             }
                         }
@@ -118,7 +116,9 @@ impl Coordinator {
                         }
                         None if header.is_control() => {}
                         None if header.is_transactional() => {
-                            open.entry(header.producer_id).or_default().push((key, value));
+                            open.entry(header.producer_id)
+                                .or_default()
+                                .push((key, value));
                         }
                         None => apply_record(&mut groups, key, value),
                     }

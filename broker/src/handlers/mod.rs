@@ -68,18 +68,18 @@ pub async fn handle(
         RequestKind::AlterUserScramCredentials(r) => scram::alter(broker, &authz, r).await,
         RequestKind::DescribeClientQuotas(r) => quotas::describe(broker, &authz, r),
         RequestKind::AlterClientQuotas(r) => quotas::alter(broker, &authz, r).await,
-        RequestKind::InitProducerId(r) => init_producer_id::init_producer_id(broker, r, version).await,
+        RequestKind::InitProducerId(r) => {
+            init_producer_id::init_producer_id(broker, r, version).await
+        }
         RequestKind::AddPartitionsToTxn(r) => {
             txn::add_partitions_to_txn(broker, &authz, r, version).await
         }
-        RequestKind::AddOffsetsToTxn(r) => txn::add_offsets_to_txn(broker, &authz, r, version).await,
+        RequestKind::AddOffsetsToTxn(r) => {
+            txn::add_offsets_to_txn(broker, &authz, r, version).await
+        }
         RequestKind::EndTxn(r) => txn::end_txn(broker, &authz, r, version).await,
-        RequestKind::TxnOffsetCommit(r) => {
-            txn::txn_offset_commit(broker, &authz, r).await
-        }
-        RequestKind::DescribeTransactions(r) => {
-            txn::describe_transactions(broker, &authz, r).await
-        }
+        RequestKind::TxnOffsetCommit(r) => txn::txn_offset_commit(broker, &authz, r).await,
+        RequestKind::DescribeTransactions(r) => txn::describe_transactions(broker, &authz, r).await,
         RequestKind::ListTransactions(r) => txn::list_transactions(broker, &authz, r, version),
         RequestKind::Fetch(r) => fetch::fetch(broker, r, version).await,
         RequestKind::ListOffsets(r) => offsets::list_offsets(broker, r, version).await,

@@ -26,8 +26,8 @@ use kafka_protocol::messages::{
     AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
     AddPartitionsToTxnResponse, DescribeTransactionsRequest, DescribeTransactionsResponse,
     EndTxnRequest, EndTxnResponse, InitProducerIdRequest, InitProducerIdResponse,
-    ListTransactionsRequest, ListTransactionsResponse, ProducerId, ResponseKind,
-    TransactionalId, TxnOffsetCommitRequest, TxnOffsetCommitResponse,
+    ListTransactionsRequest, ListTransactionsResponse, ProducerId, ResponseKind, TransactionalId,
+    TxnOffsetCommitRequest, TxnOffsetCommitResponse,
 };
 
 use super::{Authz, str_bytes, topic_name};
@@ -54,7 +54,13 @@ pub fn txn_error_code(error: TxnError, version: i16, fenced_since: i16) -> Respo
     }
 }
 
-fn error_code(broker: &Broker, api: &str, result: Result<(), TxnError>, version: i16, fenced_since: i16) -> i16 {
+fn error_code(
+    broker: &Broker,
+    api: &str,
+    result: Result<(), TxnError>,
+    version: i16,
+    fenced_since: i16,
+) -> i16 {
     match result {
         Ok(()) => 0,
         Err(e) => {
@@ -79,8 +85,8 @@ pub async fn init_producer_id(
     transactional_id: &str,
     version: i16,
 ) -> ResponseKind {
-    let expected = (request.producer_id.0 >= 0)
-        .then_some((request.producer_id.0, request.producer_epoch));
+    let expected =
+        (request.producer_id.0 >= 0).then_some((request.producer_id.0, request.producer_epoch));
     let result = broker
         .txns
         .init_producer_id(
@@ -482,7 +488,9 @@ pub async fn describe_transactions(
                     .with_producer_epoch(meta.producer_epoch)
                     .with_topics(topics_of(&meta))
             }
-            Err(e) => state.with_error_code(error_code(broker, "DescribeTransactions", Err(e), 0, 0)),
+            Err(e) => {
+                state.with_error_code(error_code(broker, "DescribeTransactions", Err(e), 0, 0))
+            }
         });
     }
     ResponseKind::DescribeTransactions(
@@ -525,7 +533,9 @@ pub fn list_transactions(
         })
         .filter(|m| {
             request.producer_id_filters.is_empty()
-                || request.producer_id_filters.contains(&ProducerId(m.producer_id))
+                || request
+                    .producer_id_filters
+                    .contains(&ProducerId(m.producer_id))
         })
         // v1 (KIP-994): transactions running for longer than the filter.
         .filter(|m| {
@@ -533,7 +543,13 @@ pub fn list_transactions(
                 || request.duration_filter < 0
                 || (m.start_ms >= 0 && now - m.start_ms > request.duration_filter)
         })
-        .filter(|m| authz.can(AclOperation::Describe, ResourceType::TransactionalId, &m.transactional_id))
+        .filter(|m| {
+            authz.can(
+                AclOperation::Describe,
+                ResourceType::TransactionalId,
+                &m.transactional_id,
+            )
+        })
         .collect();
     listed.sort_by(|a, b| a.transactional_id.cmp(&b.transactional_id));
     let states = listed

@@ -91,7 +91,10 @@ fn followed(broker: &dyn ReplicaHost) -> Vec<Followed> {
     out
 }
 
-pub(crate) async fn connect(broker: &dyn ReplicaHost, leader: i32) -> Option<ReplicationClient<Channel>> {
+pub(crate) async fn connect(
+    broker: &dyn ReplicaHost,
+    leader: i32,
+) -> Option<ReplicationClient<Channel>> {
     let address = broker.replication_address(leader)?;
     // Read at each connect, so a rotated certificate is used from the next connection.
     let tls = match crate::security::grpc::replication_client_tls(broker.config()) {

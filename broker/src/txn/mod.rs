@@ -349,7 +349,9 @@ impl TxnCoordinator {
 
     fn forget_if_empty(&self, transactional_id: &str, entry: &Shared) {
         let mut map = self.map();
-        if map.get(transactional_id).is_some_and(|e| Arc::ptr_eq(e, entry))
+        if map
+            .get(transactional_id)
+            .is_some_and(|e| Arc::ptr_eq(e, entry))
             && lock(entry).meta.is_none()
             && !lock(entry).pending
         {
@@ -419,8 +421,11 @@ impl TxnCoordinator {
                 Ok(answer)
             }
             InitStep::AbortFirst(meta) => {
-                info!(transactional_id, producer_id = meta.producer_id,
-                    "a new producer aborts the open transaction of the previous one");
+                info!(
+                    transactional_id,
+                    producer_id = meta.producer_id,
+                    "a new producer aborts the open transaction of the previous one"
+                );
                 self.settle(&**host, &led, &entry, meta).await?;
                 self.spawn_completion(host, transactional_id, &entry);
                 Err(TxnError::ConcurrentTransactions)
@@ -587,12 +592,18 @@ impl TxnCoordinator {
                 .collect();
             if failed.is_empty() {
                 let done = meta.complete(host.now_ms());
-                // A concurrent request is refused while the entry is pending.
-                if let Ok((entry, ())) = self.begin(transactional_id, |_| Ok(())) {
-                    if let Err(e) = self.settle(host, &led, &entry, done).await {
-                        warn!(transactional_id, error = %e, "cannot record a completed transaction; retrying");
-                    } else {
-                        return;
+                // Requests for the id are refused while this task runs, so nothing else
+                // writes its state meanwhile; pending covers the write as for requests.
+                let claimed = {
+                    let mut e = lock(entry);
+                    !std::mem::replace(&mut e.pending, true)
+                };
+                if claimed {
+                    match self.settle(host, &led, entry, done).await {
+                        Ok(()) => return,
+                        Err(e) => {
+                            warn!(transactional_id, error = %e, "cannot record a completed transaction; retrying")
+                        }
                     }
                 }
             } else {
@@ -634,7 +645,9 @@ impl TxnCoordinator {
         for (id, entry) in entries {
             let (state, timed_out, expired, start_ms) = {
                 let e = lock(&entry);
-                let Some(meta) = e.meta.as_ref() else { continue };
+                let Some(meta) = e.meta.as_ref() else {
+                    continue;
+                };
                 if e.pending {
                     continue;
                 }
@@ -672,8 +685,12 @@ impl TxnCoordinator {
         }) else {
             return;
         };
-        info!(transactional_id, producer_id = next.producer_id, timeout_ms = next.timeout_ms,
-            "aborting a transaction that outlived its timeout");
+        info!(
+            transactional_id,
+            producer_id = next.producer_id,
+            timeout_ms = next.timeout_ms,
+            "aborting a transaction that outlived its timeout"
+        );
         if self.settle(&**host, &led, &entry, next).await.is_ok() {
             host.metrics()
                 .txn_aborts
@@ -698,7 +715,11 @@ impl TxnCoordinator {
         let written = append(host, &led.partition, transactional_id, None).await;
         let mut map = self.map();
         lock(&entry).pending = false;
-        if written.is_ok() && map.get(transactional_id).is_some_and(|e| Arc::ptr_eq(e, &entry)) {
+        if written.is_ok()
+            && map
+                .get(transactional_id)
+                .is_some_and(|e| Arc::ptr_eq(e, &entry))
+        {
             map.remove(transactional_id);
             info!(transactional_id, "forgot an idle transactional id");
         }
@@ -747,14 +768,12 @@ async fn append(
     let now = host.now_ms();
     let key = format::encode_key(transactional_id);
     let value = meta.map(format::encode_value);
-    let batch = crate::group::encode_internal_batch(now, vec![(key, value)], None).map_err(|e| {
-        warn!(error = %e, "cannot encode a transaction record");
-        TxnError::CoordinatorNotAvailable
-    })?;
-    match partition
-        .append(&batch, now, -1, 1, WRITE_TIMEOUT_MS)
-        .await
-    {
+    let batch =
+        crate::group::encode_internal_batch(now, vec![(key, value)], None).map_err(|e| {
+            warn!(error = %e, "cannot encode a transaction record");
+            TxnError::CoordinatorNotAvailable
+        })?;
+    match partition.append(&batch, now, -1, 1, WRITE_TIMEOUT_MS).await {
         Ok(_) => Ok(()),
         Err(PartitionError::NotLeader) => Err(TxnError::NotCoordinator),
         Err(e) => {

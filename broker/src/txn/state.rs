@@ -194,8 +194,7 @@ impl TxnMetadata {
         if self.state.is_preparing() {
             return Err(TxnError::ConcurrentTransactions);
         }
-        if self.state == TxnState::Ongoing
-            && partitions.iter().all(|p| self.partitions.contains(p))
+        if self.state == TxnState::Ongoing && partitions.iter().all(|p| self.partitions.contains(p))
         {
             return Ok(None);
         }
@@ -326,7 +325,10 @@ mod tests {
             prepared.end(7, 0, true, 13),
             Err(TxnError::ConcurrentTransactions)
         );
-        assert_eq!(prepared.end(7, 0, false, 13), Err(TxnError::InvalidTxnState));
+        assert_eq!(
+            prepared.end(7, 0, false, 13),
+            Err(TxnError::InvalidTxnState)
+        );
         assert_eq!(
             prepared.init(None, 1, 13),
             Err(TxnError::ConcurrentTransactions)
@@ -353,7 +355,10 @@ mod tests {
 
     #[test]
     fn init_during_an_open_transaction_aborts_it_with_a_new_epoch() {
-        let meta = with_id(ready(TxnMetadata::new("t", 1, 0).init(None, 1_000, 0).unwrap()), 3);
+        let meta = with_id(
+            ready(TxnMetadata::new("t", 1, 0).init(None, 1_000, 0).unwrap()),
+            3,
+        );
         let ongoing = meta
             .add_partitions(3, 0, &[("a".to_string(), 0)], 5)
             .unwrap()
@@ -361,13 +366,19 @@ mod tests {
         let InitStep::AbortFirst(abort) = ongoing.init(None, 1_000, 6).unwrap() else {
             panic!("expected AbortFirst");
         };
-        assert_eq!((abort.state, abort.producer_epoch), (TxnState::PrepareAbort, 1));
+        assert_eq!(
+            (abort.state, abort.producer_epoch),
+            (TxnState::PrepareAbort, 1)
+        );
         assert_eq!(abort.partitions.len(), 1);
     }
 
     #[test]
     fn timeouts_abort_with_a_bumped_epoch_and_idle_ids_expire() {
-        let meta = with_id(ready(TxnMetadata::new("t", 1, 0).init(None, 1_000, 0).unwrap()), 3);
+        let meta = with_id(
+            ready(TxnMetadata::new("t", 1, 0).init(None, 1_000, 0).unwrap()),
+            3,
+        );
         let ongoing = meta
             .add_partitions(3, 0, &[("a".to_string(), 0)], 100)
             .unwrap()
@@ -375,7 +386,10 @@ mod tests {
         assert!(!ongoing.timed_out(1_100));
         assert!(ongoing.timed_out(1_101));
         let abort = ongoing.abort_timed_out(1_101);
-        assert_eq!((abort.state, abort.producer_epoch), (TxnState::PrepareAbort, 1));
+        assert_eq!(
+            (abort.state, abort.producer_epoch),
+            (TxnState::PrepareAbort, 1)
+        );
         assert_eq!(
             abort.end(3, 0, true, 1_102),
             Err(TxnError::ProducerFenced),
@@ -389,7 +403,10 @@ mod tests {
 
     #[test]
     fn an_exhausted_epoch_takes_a_new_producer_id() {
-        let mut meta = with_id(ready(TxnMetadata::new("t", 1, 0).init(None, 1, 0).unwrap()), 3);
+        let mut meta = with_id(
+            ready(TxnMetadata::new("t", 1, 0).init(None, 1, 0).unwrap()),
+            3,
+        );
         meta.producer_epoch = MAX_EPOCH;
         assert!(matches!(
             meta.init(None, 1, 1),
