@@ -466,21 +466,21 @@ def test_second_producer_with_same_transactional_id_fences_the_first(broker):
 
     # The zombie writes again and tries to commit.
     zombie = [b"p1-b-%d" % i for i in range(5)]
+    # (No delivery callback: confluent-kafka raises the fatal error from flush(), with which
+    # a Python callback cannot run.) Whether they were refused is checked in the log below.
     produce_error = None
     try:
         for v in zombie:
-            p1.produce(topic, value=v, partition=0, on_delivery=d1)
+            p1.produce(topic, value=v, partition=0)
         p1.flush(15)
     except KafkaException as e:
         produce_error = e.args[0]
-    delivered_zombie = [v for v in zombie if v in d1.placed]
-    assert not delivered_zombie, f"the fenced producer's records were acknowledged: {delivered_zombie}"
     with pytest.raises(KafkaException) as raised:
         p1.commit_transaction(15)
     err = raised.value.args[0]
     assert err.fatal() or err.code() in FENCED_CODES, (
         f"the fenced producer's commit failed with {err!r}, want a fatal fenced error "
-        f"(produce error: {produce_error!r}, delivery errors: {d1.errors[:3]})")
+        f"(produce error: {produce_error!r})")
 
     must("the second producer's commit_transaction", p2.commit_transaction, 30)
 
@@ -771,9 +771,9 @@ def test_consume_transform_produce_exactly_once_through_crashes(broker):
     try:
         for n in range(2):
             target = app.commits + 4
-            wait_until(f"the EOS application to commit {target} transactions (crash {n + 1})",
-                       lambda: app.commits >= target or app.failure is not None or app.done_at is not None,
-                       timeout=40)
+            wait_for(f"the EOS application to commit {target} transactions (crash {n + 1})",
+                     lambda: (app.commits, app.failure is not None, app.done_at is not None, app.errors[-10:]),
+                     lambda v: v[0] >= target or v[1] or v[2], timeout=40)
             if app.failure or app.done_at:
                 break
             b.kill9()

@@ -363,4 +363,11 @@ impl crate::replication::ReplicaHost for Broker {
             self.write_txn_marker_local(&partition, marker).await
         })
     }
+
+    fn verify_transaction(
+        &self,
+        request: crate::txn::VerifyRequest,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = i16> + Send + '_>> {
+        Box::pin(async move { self.verify_here(&request).await })
+    }
 }

@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use strata_proto::replication::replication_client::ReplicationClient;
-use strata_proto::replication::{PartitionError as WireError, WriteTxnMarkerRequest};
+use strata_proto::replication::{
+    PartitionError as WireError, VerifyTransactionRequest, WriteTxnMarkerRequest,
+};
 use tonic::transport::Channel;
 use tracing::warn;
 
@@ -18,7 +20,10 @@ use crate::log::txn::Marker;
 use crate::partition::{Partition, PartitionError};
 use crate::registry::Topic;
 use crate::telemetry::Metrics;
-use crate::txn::{MarkerError, MarkerRequest, TRANSACTION_TOPIC, TxnCoordinator, TxnHost};
+use crate::txn::{
+    MarkerError, MarkerRequest, TRANSACTION_TOPIC, TxnCoordinator, TxnError, TxnHost, VerifyRequest,
+};
+use kafka_protocol::ResponseError;
 
 /// How long a marker write waits for the partition's ISR.
 const MARKER_TIMEOUT_MS: i64 = 10_000;
@@ -90,6 +95,79 @@ impl Broker {
             );
         }
         Ok(())
+    }
+
+    /// KIP-890's verification, asked by this broker as a partition leader before it
+    /// accepts a producer's first transactional batch in a partition: whether the
+    /// partition is in the producer's open transaction. Asks this broker's coordinator
+    /// or, over the replication channel, the broker that coordinates the id.
+    pub async fn verify_transaction(&self, request: VerifyRequest) -> Result<(), ResponseError> {
+        let node = self
+            .txns
+            .coordinator_node(self, &request.transactional_id)
+            .await
+            .map_err(|_| ResponseError::CoordinatorNotAvailable)?;
+        let code = if node == self.config.node_id {
+            self.verify_here(&request).await
+        } else {
+            self.ask_coordinator(node, request).await
+        };
+        match ResponseError::try_from_code(code) {
+            None => Ok(()),
+            Some(error) => Err(error),
+        }
+    }
+
+    /// Answers a verification for an id this broker coordinates: a Kafka error code.
+    pub async fn verify_here(&self, request: &VerifyRequest) -> i16 {
+        let partition = (request.topic.clone(), request.partition);
+        let result = self
+            .txns
+            .verify_partition(
+                self,
+                &request.transactional_id,
+                request.producer_id,
+                request.producer_epoch,
+                &partition,
+            )
+            .await;
+        match result {
+            Ok(()) => 0,
+            // Retriable for the producer: its AddPartitionsToTxn may still be in flight.
+            Err(TxnError::ConcurrentTransactions) => ResponseError::ConcurrentTransactions.code(),
+            Err(e) => crate::handlers::txn_error_code(e, i16::MAX, 0).code(),
+        }
+    }
+
+    async fn ask_coordinator(&self, node: i32, request: VerifyRequest) -> i16 {
+        let unavailable = ResponseError::CoordinatorNotAvailable.code();
+        let client = match self.marker_clients.take(node) {
+            Some(client) => client,
+            None => match crate::replication::fetcher::connect(self, node).await {
+                Some(client) => {
+                    self.marker_clients.put(node, client.clone());
+                    client
+                }
+                None => return unavailable,
+            },
+        };
+        let wire = VerifyTransactionRequest {
+            broker_id: self.config.node_id,
+            cluster_id: self.cluster_id.clone(),
+            transactional_id: request.transactional_id,
+            producer_id: request.producer_id,
+            producer_epoch: i32::from(request.producer_epoch),
+            topic: request.topic,
+            partition: request.partition,
+        };
+        match client.clone().verify_transaction(wire).await {
+            Ok(answer) => i16::try_from(answer.into_inner().error_code).unwrap_or(unavailable),
+            Err(status) => {
+                self.marker_clients.forget(node);
+                warn!(node, error = %status.message(), "cannot verify a transaction with its coordinator");
+                unavailable
+            }
+        }
     }
 
     async fn send_marker(

@@ -16,6 +16,8 @@ mod scram;
 mod topics;
 mod txn;
 
+pub use txn::txn_error_code;
+
 use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
@@ -224,6 +226,9 @@ pub fn log_error_code(error: &LogError) -> ResponseError {
         LogError::Producer(ProducerError::Fenced { .. }) => ResponseError::InvalidProducerEpoch,
         LogError::Producer(ProducerError::OutOfOrder { .. }) => {
             ResponseError::OutOfOrderSequenceNumber
+        }
+        LogError::Producer(ProducerError::NotInTransaction { .. }) => {
+            ResponseError::InvalidTxnState
         }
     }
 }

@@ -13,6 +13,8 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 
 use super::{partition_error_code, str_bytes};
 use crate::broker::Broker;
+use crate::log::{TxnGuard, format};
+use crate::partition::Partition;
 
 fn partition_error(
     index: i32,
@@ -28,6 +30,62 @@ fn partition_error(
         .with_error_message(message.map(str_bytes))
 }
 
+/// The transactional producer (id, epoch) of a request's batches, if any. Reads only
+/// headers that are there; the append validates the batches themselves.
+fn transactional_producer(records: &[u8]) -> Result<Option<(i64, i16)>, ResponseError> {
+    let mut position = 0;
+    let mut found = None;
+    while records.len().saturating_sub(position) >= format::BATCH_HEADER_LEN {
+        let batch = &records[position..];
+        let Some((_, size, _)) = format::read_batch_prefix(batch) else {
+            break;
+        };
+        let header = format::parse_validated_header(&batch[..format::BATCH_HEADER_LEN]);
+        if header.producer_id >= 0 && header.base_sequence < 0 {
+            return Err(ResponseError::InvalidRecord);
+        }
+        if header.is_transactional() && header.producer_id >= 0 {
+            found = Some((header.producer_id, header.producer_epoch));
+        }
+        position = position.saturating_add(size);
+    }
+    Ok(found)
+}
+
+/// Verifies a transactional producer's first batch in `partition` with its coordinator;
+/// `Ok(None)` when its transaction is already open there. Coordinator errors are
+/// answered as NOT_ENOUGH_REPLICAS, which every producer retries (as Kafka does).
+async fn verify(
+    broker: &Broker,
+    partition: &Partition,
+    transactional_id: Option<&str>,
+    (producer_id, producer_epoch): (i64, i16),
+) -> Result<Option<TxnGuard>, ResponseError> {
+    let Some(guard) = partition.txn_guard(producer_id) else {
+        return Ok(None);
+    };
+    let Some(transactional_id) = transactional_id.filter(|id| !id.is_empty()) else {
+        return Err(ResponseError::InvalidTxnState);
+    };
+    let request = crate::txn::VerifyRequest {
+        transactional_id: transactional_id.to_string(),
+        producer_id,
+        producer_epoch,
+        topic: partition.topic.clone(),
+        partition: partition.index,
+    };
+    match broker.verify_transaction(request).await {
+        Ok(()) => Ok(Some(guard)),
+        Err(
+            ResponseError::CoordinatorNotAvailable
+            | ResponseError::NotCoordinator
+            | ResponseError::CoordinatorLoadInProgress
+            | ResponseError::ConcurrentTransactions,
+        ) => Err(ResponseError::NotEnoughReplicas),
+        Err(e) => Err(e),
+    }
+}
+
 pub async fn produce(
     broker: &Arc<Broker>,
     request: ProduceRequest,
@@ -37,12 +95,14 @@ pub async fn produce(
     let timeout_ms = i64::from(request.timeout_ms);
     let now = broker.clock.now_ms();
     let mut responses = Vec::with_capacity(request.topic_data.len());
+    let transactional_id = request.transactional_id.as_ref().map(|id| id.0.to_string());
     for topic_data in request.topic_data {
         let name = topic_data.name.0.to_string();
         let topic = broker.topics.get(&name);
         let appends = topic_data.partition_data.into_iter().map(|data| {
             let topic = topic.clone();
             let name = name.clone();
+            let transactional_id = transactional_id.clone();
             async move {
                 if !matches!(acks, -1..=1) {
                     return partition_error(data.index, ResponseError::InvalidRequiredAcks, None);
@@ -74,8 +134,28 @@ pub async fn produce(
                     );
                 }
                 let records = data.records.unwrap_or_default();
+                let guard = match transactional_producer(&records) {
+                    Ok(None) => None,
+                    Ok(Some(producer)) => {
+                        match verify(broker, partition, transactional_id.as_deref(), producer).await {
+                            Ok(guard) => guard,
+                            Err(code) => {
+                                broker.metrics.error("Produce", code);
+                                return partition_error(data.index, code, None);
+                            }
+                        }
+                    }
+                    Err(code) => {
+                        broker.metrics.error("Produce", code);
+                        return partition_error(
+                            data.index,
+                            code,
+                            Some("a batch with a producer id needs sequence numbers".to_string()),
+                        );
+                    }
+                };
                 let min_isr = topic.as_ref().map_or(1, |t| t.config.min_insync_replicas());
-                match partition.append(&records, now, acks, min_isr, timeout_ms).await {
+                match partition.append_verified(&records, now, acks, min_isr, timeout_ms, guard).await {
                     Ok(info) => {
                         broker.metrics.bytes_in.with_label_values(&[&name]).inc_by(records.len() as u64);
                         broker.metrics.records_in.with_label_values(&[&name]).inc_by(info.records as u64);

@@ -109,6 +109,14 @@ pub enum LogError {
     NotContiguous { expected: i64, got: i64 },
 }
 
+/// A transaction verified with its coordinator, for [`Log::append_verified`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxnGuard {
+    pub producer_id: i64,
+    /// The producer's marker position when the verification started.
+    pub marker_position: i64,
+}
+
 /// What an append did, for the produce response.
 #[derive(Debug, Clone, Copy)]
 pub struct AppendInfo {
@@ -406,6 +414,22 @@ impl Log {
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<(AppendInfo, Option<Arc<File>>), LogError> {
+        self.append_verified(prepared, leader_epoch, now_ms, None)
+    }
+
+    /// [`Log::append`] of a client's request that may hold transactional batches. A
+    /// transactional batch of a producer with no open transaction here is appended only
+    /// with a `guard` for that producer: its transaction was verified with the
+    /// coordinator (KIP-890) while the producer's marker position was what the guard
+    /// says. A marker written since (the transaction ended) voids it, so a late batch
+    /// cannot open a transaction that no marker will ever end.
+    pub fn append_verified(
+        &mut self,
+        prepared: Prepared,
+        leader_epoch: i32,
+        now_ms: i64,
+        guard: Option<TxnGuard>,
+    ) -> Result<(AppendInfo, Option<Arc<File>>), LogError> {
         let Prepared {
             mut buf,
             mut headers,
@@ -419,6 +443,16 @@ impl Log {
                 self.producers
                     .check_marker(header.producer_id, header.producer_epoch)?;
             } else if header.producer_id >= 0 {
+                let producer_id = header.producer_id;
+                if header.is_transactional()
+                    && !self.producers.in_transaction(producer_id)
+                    && guard.is_none_or(|g| {
+                        g.producer_id != producer_id
+                            || g.marker_position != self.producers.marker_position(producer_id)
+                    })
+                {
+                    return Err(producers::ProducerError::NotInTransaction { producer_id }.into());
+                }
                 verdicts.push(self.producers.check(
                     header.producer_id,
                     header.producer_epoch,
@@ -651,6 +685,16 @@ impl Log {
     /// consumers stop there.
     pub fn first_unstable_offset(&self) -> Option<i64> {
         self.producers.first_unstable_offset()
+    }
+
+    /// See [`TxnGuard`].
+    pub fn marker_position(&self, producer_id: i64) -> i64 {
+        self.producers.marker_position(producer_id)
+    }
+
+    /// Whether `producer_id` has an open transaction here.
+    pub fn in_transaction(&self, producer_id: i64) -> bool {
+        self.producers.in_transaction(producer_id)
     }
 
     /// Open transactions: (producer id, epoch, first offset), oldest first.

@@ -100,6 +100,8 @@ pub enum ProducerError {
         last: i32,
         got: i32,
     },
+    #[error("producer {producer_id} wrote a transactional batch outside a verified transaction")]
+    NotInTransaction { producer_id: i64 },
 }
 
 /// What to do with a batch.
@@ -298,6 +300,14 @@ impl ProducerState {
             .iter()
             .map(|&(first, id)| (id, self.producers.get(&id).map_or(-1, |p| p.epoch), first))
             .collect()
+    }
+
+    /// Where the producer's last transaction marker is (-1: none): a verification of its
+    /// transaction is valid for an append only while this has not moved.
+    pub fn marker_position(&self, producer_id: i64) -> i64 {
+        self.producers
+            .get(&producer_id)
+            .map_or(-1, |p| p.last_marker_offset)
     }
 
     /// Whether `producer_id` has an open transaction here.

@@ -354,6 +354,16 @@ impl Partition {
         self.lock().aborted_overlapping(from, to)
     }
 
+    /// A guard for verifying `producer_id`'s transaction, or `None` if its transaction
+    /// is already open here (no verification needed).
+    pub fn txn_guard(&self, producer_id: i64) -> Option<log::TxnGuard> {
+        let log = self.lock();
+        (!log.in_transaction(producer_id)).then(|| log::TxnGuard {
+            producer_id,
+            marker_position: log.marker_position(producer_id),
+        })
+    }
+
     /// Open transactions in this partition: (producer id, epoch, first offset).
     pub fn open_transactions(&self) -> Vec<(i64, i16, i64)> {
         self.lock().open_transactions()
@@ -388,6 +398,20 @@ impl Partition {
         min_isr: usize,
         timeout_ms: i64,
     ) -> Result<AppendInfo, PartitionError> {
+        self.append_verified(records, now_ms, acks, min_isr, timeout_ms, None)
+            .await
+    }
+
+    /// [`Partition::append`] with a verified transaction (see [`log::TxnGuard`]).
+    pub async fn append_verified(
+        &self,
+        records: &Bytes,
+        now_ms: i64,
+        acks: i16,
+        min_isr: usize,
+        timeout_ms: i64,
+        guard: Option<log::TxnGuard>,
+    ) -> Result<AppendInfo, PartitionError> {
         let epoch = {
             let replica = self.replica();
             if replica.role != Role::Leader {
@@ -407,7 +431,7 @@ impl Partition {
         };
         let prepared = prepare_off_the_workers(records, max_message_bytes, compact).await?;
         self.append_as_leader(epoch, acks, min_isr, timeout_ms, |log| {
-            log.append(prepared, epoch, now_ms)
+            log.append_verified(prepared, epoch, now_ms, guard)
         })
         .await
     }

@@ -58,6 +58,12 @@ pub trait ReplicaHost: Send + Sync + 'static {
                 + '_,
         >,
     >;
+    /// Whether the partition is in the producer's open transaction, as this broker's
+    /// transaction coordinator knows it: a Kafka error code, 0 if it is.
+    fn verify_transaction(
+        &self,
+        request: crate::txn::VerifyRequest,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = i16> + Send + '_>>;
 }
 
 /// Largest replication response, in bytes, either side accepts. The leader stops adding

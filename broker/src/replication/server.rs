@@ -11,7 +11,8 @@ use bytes::Bytes;
 use strata_proto::replication::replication_server::{Replication, ReplicationServer};
 use strata_proto::replication::{
     DivergingEpoch, FetchRequest, FetchResponse, PartitionData, PartitionError, PartitionFetch,
-    WriteTxnMarkerRequest, WriteTxnMarkerResponse,
+    VerifyTransactionRequest, VerifyTransactionResponse, WriteTxnMarkerRequest,
+    WriteTxnMarkerResponse,
 };
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -241,6 +242,31 @@ impl Replication for Service {
         Ok(Response::new(WriteTxnMarkerResponse {
             error: error as i32,
             message,
+        }))
+    }
+
+    async fn verify_transaction(
+        &self,
+        request: Request<VerifyTransactionRequest>,
+    ) -> Result<Response<VerifyTransactionResponse>, Status> {
+        let claimed = request.get_ref().broker_id;
+        let cluster_id = request.get_ref().cluster_id.clone();
+        self.authenticate(&request, claimed, &cluster_id)?;
+        let request = request.into_inner();
+        let producer_epoch = i16::try_from(request.producer_epoch)
+            .map_err(|_| Status::invalid_argument("producer_epoch is not an i16"))?;
+        let code = self
+            .broker
+            .verify_transaction(crate::txn::VerifyRequest {
+                transactional_id: request.transactional_id,
+                producer_id: request.producer_id,
+                producer_epoch,
+                topic: request.topic,
+                partition: request.partition,
+            })
+            .await;
+        Ok(Response::new(VerifyTransactionResponse {
+            error_code: i32::from(code),
         }))
     }
 }

@@ -68,6 +68,17 @@ pub struct MarkerRequest {
     pub coordinator_epoch: i32,
 }
 
+/// A partition leader's question to a coordinator: is this partition in the producer's
+/// open transaction?
+#[derive(Debug, Clone)]
+pub struct VerifyRequest {
+    pub transactional_id: String,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub topic: String,
+    pub partition: i32,
+}
+
 /// Why a marker could not be written to a partition.
 #[derive(Debug, thiserror::Error)]
 pub enum MarkerError {
