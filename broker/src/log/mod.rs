@@ -1137,3 +1137,6 @@ mod tests;
 
 #[cfg(test)]
 mod damage_tests;
+
+#[cfg(test)]
+mod txn_tests;

@@ -271,7 +271,12 @@ impl ProducerState {
             .producers
             .entry(producer_id)
             .or_insert_with(|| Producer::new(epoch, now_ms));
-        if epoch < producer.epoch || offset <= producer.last_marker_offset {
+        // Already applied (a replay), or older than the open transaction (a replay after
+        // a truncation reopened it): not this transaction's marker.
+        if epoch < producer.epoch
+            || offset <= producer.last_marker_offset
+            || (producer.txn_first_offset >= 0 && offset < producer.txn_first_offset)
+        {
             return None;
         }
         if epoch > producer.epoch {

@@ -192,6 +192,22 @@ fn every_advertised_version_decodes_a_default_request() {
                 ApiKey::AlterClientQuotas => {
                     RequestKind::AlterClientQuotas(AlterClientQuotasRequest::default())
                 }
+                ApiKey::AddPartitionsToTxn => {
+                    RequestKind::AddPartitionsToTxn(AddPartitionsToTxnRequest::default())
+                }
+                ApiKey::AddOffsetsToTxn => {
+                    RequestKind::AddOffsetsToTxn(AddOffsetsToTxnRequest::default())
+                }
+                ApiKey::EndTxn => RequestKind::EndTxn(EndTxnRequest::default()),
+                ApiKey::TxnOffsetCommit => {
+                    RequestKind::TxnOffsetCommit(TxnOffsetCommitRequest::default())
+                }
+                ApiKey::DescribeTransactions => {
+                    RequestKind::DescribeTransactions(DescribeTransactionsRequest::default())
+                }
+                ApiKey::ListTransactions => {
+                    RequestKind::ListTransactions(ListTransactionsRequest::default())
+                }
                 other => panic!("add {other:?} to this test"),
             };
             kind.encode(&mut body, version)
