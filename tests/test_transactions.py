@@ -14,7 +14,9 @@ offset and read_committed consumers, through real clients.
 - a transaction whose producer is killed is aborted after transaction.timeout.ms (not
   before), and the same transactional.id can be used again afterwards;
 - consume-transform-produce with send_offsets_to_transaction, written like a real EOS
-  application, while the broker is killed with SIGKILL twice: every input record is in the
+  application, while the broker is killed with SIGKILL twice (the second outage longer
+  than the transaction timeout, so the restarted coordinator aborts the open transaction
+  and the application starts a new producer and rewinds): every input record is in the
   committed output exactly once, in order, and the group's offsets reach the input's end;
 - kafka-python and kafkajs transactional producers (with offsets in the transaction);
 - ListTransactions / DescribeTransactions (kafka-python's admin client: confluent-kafka's
@@ -57,6 +59,11 @@ ENV = {
 
 READ_COMMITTED = "read_committed"
 READ_UNCOMMITTED = "read_uncommitted"
+# With its only broker down, librdkafka 2.16 re-bootstraps (KIP-1102) and forgets the broker
+# it knew; a transactional producer caught by that in send_offsets_to_transaction() was seen
+# to wait forever (its TxnOffsetCommit never sent, the API timeout never applied). A client
+# problem, not the broker's: clients that live through a broker crash keep their broker.
+NO_REBOOTSTRAP = {"metadata.recovery.strategy": "none"}
 FENCED_CODES = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
 
 
@@ -184,7 +191,8 @@ class Reader:
         self.read_to({p: self.high(p) for p in range(self.partitions)}, timeout)
         for p, recs in self.got.items():
             offsets = [o for o, _ in recs]
-            assert offsets == sorted(set(offsets)), f"{self.isolation} {self.topic}/{p}: offsets not increasing: {offsets[:50]}"
+            assert offsets == sorted(set(offsets)), (
+                f"{self.isolation} {self.topic}/{p}: offsets not increasing: {offsets[:50]}")
         return self.got
 
     def values(self, p: int = 0) -> list[bytes]:
@@ -270,8 +278,8 @@ PLAN = [(True, False), (False, True), (True, True), (False, False), (True, False
 PER_TXN = 30
 
 
-def test_interleaved_transactions_read_committed_sees_only_committed(broker):
-    b = broker(env=ENV)
+def test_interleaved_transactions_read_committed_sees_only_committed(broker, metadata):
+    b = broker(env=ENV, metadata=metadata)
     for topic, n in TOPICS.items():
         create_topic(b.bootstrap, topic, n)
     producers = []
@@ -309,55 +317,64 @@ def test_interleaved_transactions_read_committed_sees_only_committed(broker):
         return int(value.split(b"-")[1])
 
     assert len(deliveries.placed) == len(PLAN) * 2 * PER_TXN
-    for topic, n in TOPICS.items():
-        all_in_log = {p: sorted((off, v) for v, (t, pp, off) in deliveries.placed.items() if t == topic and pp == p)
-                      for p in range(n)}
-        want_committed = {p: [(o, v) for o, v in recs if committed[txn_of(v)]] for p, recs in all_in_log.items()}
-        markers = {p: sum(1 for t in touched.values() if (topic, p) in t) for p in range(n)}
 
-        # Each partition: its data records plus exactly one marker per transaction that
-        # touched it; with no transaction open, the LSO is the high watermark.
-        rc, ru = Reader(b.bootstrap, topic, n, READ_COMMITTED), Reader(b.bootstrap, topic, n, READ_UNCOMMITTED)
-        try:
+    def check(when: str) -> None:
+        for topic, n in TOPICS.items():
+            all_in_log = {p: sorted((off, v) for v, (t, pp, off) in deliveries.placed.items() if t == topic and pp == p)
+                          for p in range(n)}
+            want_committed = {p: [(o, v) for o, v in recs if committed[txn_of(v)]] for p, recs in all_in_log.items()}
+            markers = {p: sum(1 for t in touched.values() if (topic, p) in t) for p in range(n)}
+
+            # Each partition: its data records plus exactly one marker per transaction that
+            # touched it; with no transaction open, the LSO is the high watermark.
+            rc, ru = Reader(b.bootstrap, topic, n, READ_COMMITTED), Reader(b.bootstrap, topic, n, READ_UNCOMMITTED)
+            try:
+                for p in range(n):
+                    hw = ru.high(p)
+                    assert hw == len(all_in_log[p]) + markers[p], (
+                        f"{when}{topic}/{p}: high watermark {hw}, want {len(all_in_log[p])} records + {markers[p]} markers")
+                    assert rc.high(p) == hw, f"{when}{topic}/{p}: read_committed LATEST (LSO) {rc.high(p)} != high watermark {hw}"
+            finally:
+                rc.close()
+                ru.close()
+
+            got = read_log(b.bootstrap, topic, n, READ_UNCOMMITTED)
             for p in range(n):
-                hw = ru.high(p)
-                assert hw == len(all_in_log[p]) + markers[p], (
-                    f"{topic}/{p}: high watermark {hw}, want {len(all_in_log[p])} records + {markers[p]} markers")
-                assert rc.high(p) == hw, f"{topic}/{p}: read_committed LATEST (LSO) {rc.high(p)} != high watermark {hw}"
-        finally:
-            rc.close()
-            ru.close()
+                assert got[p] == all_in_log[p], (
+                    f"{when}read_uncommitted {topic}/{p} differs from what was acknowledged: got {got[p][:12]}..., "
+                    f"want {all_in_log[p][:12]}...")
 
-        got = read_log(b.bootstrap, topic, n, READ_UNCOMMITTED)
-        for p in range(n):
-            assert got[p] == all_in_log[p], (
-                f"read_uncommitted {topic}/{p} differs from what was acknowledged: got {got[p][:12]}..., "
-                f"want {all_in_log[p][:12]}...")
+            got = read_log(b.bootstrap, topic, n, READ_COMMITTED)
+            for p in range(n):
+                extra = [v for _, v in got[p] if not committed[txn_of(v)]]
+                assert not extra, f"{when}read_committed {topic}/{p} returned records of aborted transactions: {extra[:10]}"
+                assert got[p] == want_committed[p], (
+                    f"{when}read_committed {topic}/{p} differs from the committed records: got {got[p][:12]}..., "
+                    f"want {want_committed[p][:12]}...")
 
-        got = read_log(b.bootstrap, topic, n, READ_COMMITTED)
-        for p in range(n):
-            extra = [v for _, v in got[p] if not committed[txn_of(v)]]
-            assert not extra, f"read_committed {topic}/{p} returned records of aborted transactions: {extra[:10]}"
-            assert got[p] == want_committed[p], (
-                f"read_committed {topic}/{p} differs from the committed records: got {got[p][:12]}..., "
-                f"want {want_committed[p][:12]}...")
+            # Fetches of one batch at a time: the aborted transactions of each fetch range.
+            got = read_log(b.bootstrap, topic, n, READ_COMMITTED, **{
+                "max.partition.fetch.bytes": 64, "fetch.max.bytes": 1000, "message.max.bytes": 1000,
+                "receive.message.max.bytes": 2000})
+            for p in range(n):
+                assert got[p] == want_committed[p], f"{when}read_committed {topic}/{p} in small fetches: got {got[p][:12]}..."
 
-        # Fetches of one batch at a time: the aborted transactions of each fetch range.
-        got = read_log(b.bootstrap, topic, n, READ_COMMITTED, **{
-            "max.partition.fetch.bytes": 64, "fetch.max.bytes": 1000, "message.max.bytes": 1000,
-            "receive.message.max.bytes": 2000})
-        for p in range(n):
-            assert got[p] == want_committed[p], f"read_committed {topic}/{p} in small fetches: got {got[p][:12]}..."
+            # Starting inside an aborted transaction (at one of its records in each partition).
+            start = {}
+            for p in range(n):
+                aborted = [o for o, v in all_in_log[p] if not committed[txn_of(v)]]
+                start[p] = aborted[len(aborted) // 2] if aborted else 0
+            got = read_log(b.bootstrap, topic, n, READ_COMMITTED, start=start)
+            for p in range(n):
+                want = [(o, v) for o, v in want_committed[p] if o >= start[p]]
+                assert got[p] == want, (
+                    f"{when}read_committed {topic}/{p} from offset {start[p]}: got {got[p][:12]}..., want {want[:12]}...")
 
-        # Starting inside an aborted transaction (at one of its records in each partition).
-        start = {}
-        for p in range(n):
-            aborted = [o for o, v in all_in_log[p] if not committed[txn_of(v)]]
-            start[p] = aborted[len(aborted) // 2] if aborted else 0
-        got = read_log(b.bootstrap, topic, n, READ_COMMITTED, start=start)
-        for p in range(n):
-            want = [(o, v) for o, v in want_committed[p] if o >= start[p]]
-            assert got[p] == want, f"read_committed {topic}/{p} from offset {start[p]}: got {got[p][:12]}..., want {want[:12]}..."
+    check("")
+    # The markers, producer states and aborted-transaction index come back from disk.
+    b.kill9()
+    b.start()
+    check("after kill -9 and restart: ")
 
 
 # ---------------------------------------------------------------------------------------
@@ -422,6 +439,42 @@ def test_open_transaction_holds_read_committed_at_the_lso(broker):
     # A new read_committed consumer agrees.
     got = read_log(b.bootstrap, topic, 1, READ_COMMITTED)
     assert [v for _, v in got[0]] == pre + opened + post
+
+
+def test_open_transaction_survives_a_broker_crash(broker):
+    """The open transaction, its LSO and the coordinator's state come back after kill -9;
+    the producer then commits it."""
+    b = broker(env={**ENV, "STRATA_LOG_FLUSH_MESSAGES": "1"})
+    topic = "tx-open-crash"
+    create_topic(b.bootstrap, topic, 2)
+    p = tx_producer(b.bootstrap, "open-crash", **NO_REBOOTSTRAP)
+    init_transactions(p, "open-crash")
+    p.begin_transaction()
+    d = Deliveries()
+    opened = [b"open-%d" % i for i in range(10)]
+    for i, v in enumerate(opened):
+        p.produce(topic, value=v, partition=i % 2, on_delivery=d)
+    assert p.flush(30) == 0 and not d.errors, f"transactional records not delivered: {d.errors[:5]}"
+    post = [b"post-%d" % i for i in range(3)]
+    produce_plain(b.bootstrap, topic, post, 0)
+
+    b.kill9()
+    b.start()
+    rc = Reader(b.bootstrap, topic, 2, READ_COMMITTED)
+    try:
+        lso = {q: rc.high(q) for q in range(2)}
+        assert lso == {0: 0, 1: 0}, f"after kill -9 the LSO of the open transaction is {lso}, want 0 in both partitions"
+        rc.read_to({0: 0, 1: 0})
+        rc.poll_for(1.0)
+        assert rc.got == {0: [], 1: []}, f"read_committed read {rc.got} after the restart, the transaction still open"
+        must("commit_transaction after the broker's restart", p.commit_transaction, 30)
+        # 5 + 3 records and one marker in partition 0; 5 records and one marker in 1.
+        wait_for("the LSO to pass the committed transaction", lambda: (rc.high(0), rc.high(1)),
+                 lambda v: v == (9, 6))
+        rc.read_to({0: 9, 1: 6}, timeout=30)
+        assert rc.values(0) == opened[0::2] + post and rc.values(1) == opened[1::2], rc.got
+    finally:
+        rc.close()
 
 
 # ---------------------------------------------------------------------------------------
@@ -594,11 +647,7 @@ EOS_IN, EOS_OUT, EOS_GROUP = "eos-in", "eos-out", "eos-app"
 EOS_PARTITIONS = 2
 EOS_RECORDS = 2000
 EOS_BATCH = 50
-# With its only broker down, librdkafka 2.16 re-bootstraps (KIP-1102) and forgets the broker
-# it knew; a transactional producer caught by that in send_offsets_to_transaction() was seen
-# to wait forever (its TxnOffsetCommit never sent, the API timeout never applied). A client
-# problem, not the broker's: these clients keep their broker.
-NO_REBOOTSTRAP = {"metadata.recovery.strategy": "none"}
+EOS_TXN_TIMEOUT_MS = 5000
 
 
 class EosApp:
@@ -641,8 +690,8 @@ class EosApp:
         self.new_producers += 1
         while True:
             self.check_deadline("initializing a transactional producer")
-            p = tx_producer(self.bootstrap, "eos-app-tx", **{"transaction.timeout.ms": 20000, "linger.ms": 2,
-                                                            **NO_REBOOTSTRAP})
+            p = tx_producer(self.bootstrap, "eos-app-tx", **{
+                "transaction.timeout.ms": EOS_TXN_TIMEOUT_MS, "linger.ms": 2, **NO_REBOOTSTRAP})
             try:
                 p.init_transactions(15)
                 return p
@@ -787,7 +836,9 @@ def test_consume_transform_produce_exactly_once_through_crashes(broker):
             time.sleep(0.07 * (n + 1))
             b.kill9()
             crashes.append((time.monotonic(), app.commits))
-            time.sleep(0.3)
+            # The second outage outlasts the transaction timeout: the restarted coordinator
+            # aborts the open transaction, the producer's records time out.
+            time.sleep(0.3 if n == 0 else EOS_TXN_TIMEOUT_MS / 1000 + 1.5)
             b.start()
     except BaseException:
         app.stop.set()

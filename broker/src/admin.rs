@@ -12,6 +12,10 @@ use std::sync::Arc;
 
 use strata_proto::admin::admin_server::{Admin, AdminServer};
 use strata_proto::admin::{
+    AbortTransactionRequest, AbortTransactionResponse, ListTransactionsRequest,
+    ListTransactionsResponse, Transaction as TransactionStatus,
+};
+use strata_proto::admin::{
     AlterTopicConfigRequest, Broker as BrokerStatus, CacheStatsRequest, CacheStatsResponse,
     ClusterStatusRequest, ClusterStatusResponse, CreateTopicRequest, DeleteTopicRequest,
     DeleteTopicResponse, DescribeTopicRequest, DrainRequest, DrainResponse, ListTopicsRequest,
@@ -450,5 +454,71 @@ impl Admin for Service {
         info!("shutdown requested through the admin API");
         self.stop.cancel();
         Ok(Response::new(ShutdownResponse {}))
+    }
+
+    async fn list_transactions(
+        &self,
+        request: Request<ListTransactionsRequest>,
+    ) -> Result<Response<ListTransactionsResponse>, Status> {
+        self.check(&request, Access::Read)?;
+        let mut transactions: Vec<TransactionStatus> = self
+            .broker
+            .txns
+            .list()
+            .into_iter()
+            .map(|m| TransactionStatus {
+                transactional_id: m.transactional_id,
+                producer_id: m.producer_id,
+                producer_epoch: i32::from(m.producer_epoch),
+                state: m.state.name().to_string(),
+                timeout_ms: m.timeout_ms,
+                start_ms: m.start_ms,
+                last_update_ms: m.last_update_ms,
+                partitions: m
+                    .partitions
+                    .iter()
+                    .map(|(topic, partition)| format!("{topic}/{partition}"))
+                    .collect(),
+            })
+            .collect();
+        transactions.sort_by(|a, b| a.transactional_id.cmp(&b.transactional_id));
+        Ok(Response::new(ListTransactionsResponse {
+            answered_by: self.broker.config.node_id,
+            transactions,
+        }))
+    }
+
+    async fn abort_transaction(
+        &self,
+        request: Request<AbortTransactionRequest>,
+    ) -> Result<Response<AbortTransactionResponse>, Status> {
+        use crate::txn::TxnError;
+        self.check(&request, Access::Change)?;
+        let id = request.into_inner().transactional_id;
+        match self.broker.txns.abort(&self.broker, &id).await {
+            Ok(()) => {
+                info!(transactional_id = %id, "aborted a transaction through the admin API");
+                Ok(Response::new(AbortTransactionResponse {
+                    answered_by: self.broker.config.node_id,
+                }))
+            }
+            Err(TxnError::NotCoordinator) => {
+                let coordinator = self.broker.txns.coordinator_node(&*self.broker, &id).await;
+                Err(Status::failed_precondition(match coordinator {
+                    Ok(node) => format!(
+                        "broker {} does not coordinate {id}; broker {node} does",
+                        self.broker.config.node_id
+                    ),
+                    Err(e) => format!("{id}: {e}"),
+                }))
+            }
+            Err(TxnError::TransactionalIdNotFound) => {
+                Err(Status::not_found(format!("no transactional id {id}")))
+            }
+            Err(TxnError::InvalidTxnState) => Err(Status::failed_precondition(format!(
+                "{id} has no open transaction"
+            ))),
+            Err(e) => Err(Status::unavailable(format!("{id}: {e}"))),
+        }
     }
 }

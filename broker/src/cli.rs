@@ -2,6 +2,9 @@
 //! (`proto/strata/admin.proto`) that print human tables, or JSON with `--json`.
 //! docs/cli.md is their contract.
 
+mod transactions;
+pub use transactions::{TransactionsCommand, transactions};
+
 use std::collections::{BTreeMap, HashMap};
 use std::process::ExitCode;
 use std::time::Duration;

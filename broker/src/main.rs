@@ -69,6 +69,13 @@ enum Command {
         #[command(flatten)]
         target: cli::Target,
     },
+    /// List or describe transactions, or abort a hanging one.
+    Transactions {
+        #[command(flatten)]
+        target: cli::Target,
+        #[command(subcommand)]
+        command: cli::TransactionsCommand,
+    },
     /// Move every replica off a broker (before decommissioning it); waits until done.
     Drain(DrainArgs),
     /// Cancel a drain: the broker may receive replicas again.
@@ -166,6 +173,9 @@ fn main() -> ExitCode {
         Command::Partitions { target, topic } => cli::run(&target, cli::partitions(&target, topic)),
         Command::Tiering { target, topic } => cli::run(&target, cli::tiering(&target, topic)),
         Command::Cache { target } => cli::run(&target, cli::cache(&target)),
+        Command::Transactions { target, command } => {
+            cli::run(&target, cli::transactions(&target, command))
+        }
         Command::Drain(args) => drain_command(args, true, false),
         Command::Undrain(args) => drain_command(args, false, false),
         Command::Decommission(args) => drain_command(args, true, true),

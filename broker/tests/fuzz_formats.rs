@@ -155,7 +155,7 @@ fn producer_seeds() -> Vec<Vec<u8>> {
                 base_offset: i64::from(i) * 10,
                 last_offset: i64::from(i) * 10 + 9,
             };
-            state.record(id, 2, meta, 1_700_000_000_000);
+            state.record(id, 2, meta, id == 7, 1_700_000_000_000);
         }
         seeds.push(state.encode());
     }
@@ -281,6 +281,36 @@ fn group_seeds() -> Vec<Vec<u8>> {
         .collect()
 }
 
+fn txnindex_seeds() -> Vec<Vec<u8>> {
+    use strata_broker::log::txn::{AbortedTxn, encode_file};
+    let entry = |producer_id, first_offset| AbortedTxn {
+        producer_id,
+        first_offset,
+        last_offset: first_offset + 10,
+        last_stable_offset: first_offset,
+    };
+    vec![
+        encode_file(&[]),
+        encode_file(&[entry(1, 0)]),
+        encode_file(&[entry(1, 0), entry(2, 5), entry(9, 1 << 40)]),
+    ]
+}
+
+fn transaction_seeds() -> Vec<Vec<u8>> {
+    use strata_broker::txn::{TxnMetadata, TxnState, format};
+    let mut meta = TxnMetadata::new("tx", 60_000, 1_700_000_000_000);
+    meta.producer_id = 42;
+    meta.producer_epoch = 3;
+    let mut seeds = vec![format::encode_value(&meta).to_vec()];
+    meta.state = TxnState::Ongoing;
+    meta.start_ms = 1_700_000_000_001;
+    meta.partitions = [("orders".to_string(), 0), ("orders".to_string(), 7)]
+        .into_iter()
+        .collect();
+    seeds.push(format::encode_value(&meta).to_vec());
+    seeds
+}
+
 fn config(default_cases: u32) -> ProptestConfig {
     ProptestConfig {
         cases: fuzz_support::cases(default_cases),
@@ -307,6 +337,12 @@ fn every_seed_decodes() {
     assert!(decode_key(Bytes::from(group[0].clone())).is_ok());
     assert!(decode_offset(Bytes::from(group[2].clone())).is_ok());
     assert!(decode_group(Bytes::from(group[3].clone())).is_ok());
+    for seed in txnindex_seeds() {
+        assert!(strata_broker::log::txn::decode_file(&seed).is_some());
+    }
+    for seed in transaction_seeds() {
+        assert!(strata_broker::txn::format::decode_value("tx", Bytes::from(seed)).is_ok());
+    }
 }
 
 proptest! {
@@ -361,6 +397,22 @@ proptest! {
             &bytes,
             |b| decode_group(Bytes::copy_from_slice(b)).ok(),
             |group| encode_group(group).to_vec(),
+        );
+    }
+
+    #[test]
+    fn txnindex_files(bytes in damaged(txnindex_seeds(), false)) {
+        use strata_broker::log::txn::{decode_file, encode_file};
+        check(&bytes, decode_file, |entries| encode_file(entries));
+    }
+
+    #[test]
+    fn transaction_records(bytes in damaged(transaction_seeds(), false)) {
+        use strata_broker::txn::format::{decode_value, encode_value};
+        check(
+            &bytes,
+            |b| decode_value("tx", Bytes::copy_from_slice(b)).ok(),
+            |meta| encode_value(meta).to_vec(),
         );
     }
 }
