@@ -5,10 +5,12 @@ offset and read_committed consumers, through real clients.
   transactions over 5 partitions of 2 topics: a read_committed consumer (from the start,
   from the middle of an aborted transaction, and in tiny fetches) reads exactly the
   committed records at their acknowledged offsets, a read_uncommitted consumer all of
-  them; each transaction leaves exactly one marker in each partition it touched;
+  them; each transaction leaves exactly one marker in each partition it touched; all of
+  it again after kill -9 and a restart (both metadata stores);
 - an open transaction holds read_committed consumers at the LSO (also for later
   non-transactional records), and ListOffsets LATEST answers the LSO for read_committed
-  (consumer watermarks and the admin client) until the commit;
+  (consumer watermarks and the admin client) until the commit; an open transaction and
+  its LSO survive kill -9, and the producer commits it after the restart;
 - zombie fencing: a second producer with the same transactional.id aborts the first's
   open transaction, the first's later writes and its commit fail with a fatal error;
 - a transaction whose producer is killed is aborted after transaction.timeout.ms (not

@@ -20,7 +20,7 @@ const LAYERS: &[&[&str]] = &[
     &["partition"],
     &["replication", "tier"],
     &["registry"],
-    &["group"],
+    &["group", "txn"],
     &["broker"],
     &["handlers", "admin"],
     &["server"],

@@ -135,7 +135,7 @@ impl Broker {
             Ok(()) => 0,
             // Retriable for the producer: its AddPartitionsToTxn may still be in flight.
             Err(TxnError::ConcurrentTransactions) => ResponseError::ConcurrentTransactions.code(),
-            Err(e) => crate::handlers::txn_error_code(e, i16::MAX, 0).code(),
+            Err(e) => crate::txn::kafka_error(e, i16::MAX, 0).code(),
         }
     }
 

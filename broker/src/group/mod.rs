@@ -64,10 +64,14 @@ pub use store::{encode_internal_batch, for_each_record};
 /// The internal topic holding committed offsets and group metadata.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
+/// The internal topic of the transaction coordinator (`crate::txn`), named here with the
+/// other internal topic so that `is_internal` knows both.
+pub const TRANSACTION_TOPIC: &str = "__transaction_state";
+
 /// Whether clients may not produce to, delete or repartition this topic: the offsets
 /// topic and the transaction coordinator's.
 pub fn is_internal(topic: &str) -> bool {
-    topic == OFFSETS_TOPIC || topic == crate::txn::TRANSACTION_TOPIC
+    topic == OFFSETS_TOPIC || topic == TRANSACTION_TOPIC
 }
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]

@@ -22,6 +22,12 @@ use crate::partition::PartitionError;
 /// How long a commit or group write waits for the offsets topic's ISR.
 const COMMIT_TIMEOUT_MS: i64 = 5_000;
 
+/// Records of open transactions during a replay, by producer id, until their marker.
+type OpenRecords = HashMap<i64, Vec<(Option<Bytes>, Option<Bytes>)>>;
+
+/// Offsets held by open transactions, by group, then producer id.
+type PendingOffsets = HashMap<String, HashMap<i64, HashMap<(String, i32), OffsetValue>>>;
+
 /// What a replay of the offsets topic found, per group: its metadata and offsets.
 type Loaded = HashMap<String, (Option<GroupValue>, HashMap<(String, i32), OffsetValue>)>;
 
@@ -95,7 +101,7 @@ impl Coordinator {
         let started = std::time::Instant::now();
         let mut groups: Loaded = HashMap::new();
         // Records of open transactions, by producer id, until their marker.
-        let mut open: HashMap<i64, Vec<(Option<Bytes>, Option<Bytes>)>> = HashMap::new();
+        let mut open: OpenRecords = HashMap::new();
         let mut records = 0u64;
         {
             let mut offset = partition.watermarks().log_start_offset;
@@ -286,11 +292,8 @@ pub(super) fn tombstones<'a>(
 }
 
 /// Offsets of transactions still open at the end of a replay, by group and producer.
-fn pending_offsets(
-    open: HashMap<i64, Vec<(Option<Bytes>, Option<Bytes>)>>,
-) -> HashMap<String, HashMap<i64, HashMap<(String, i32), OffsetValue>>> {
-    let mut pending: HashMap<String, HashMap<i64, HashMap<(String, i32), OffsetValue>>> =
-        HashMap::new();
+fn pending_offsets(open: OpenRecords) -> PendingOffsets {
+    let mut pending: PendingOffsets = HashMap::new();
     for (producer_id, records) in open {
         for (key, value) in records {
             let (Some(key), Some(value)) = (key, value) else {

@@ -16,8 +16,6 @@ mod scram;
 mod topics;
 mod txn;
 
-pub use txn::txn_error_code;
-
 use std::sync::Arc;
 
 use kafka_protocol::ResponseError;

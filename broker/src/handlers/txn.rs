@@ -36,24 +36,6 @@ use crate::group::format::OffsetValue;
 use crate::security::acl::{AclOperation, ResourceType};
 use crate::txn::{TxnError, TxnMetadata, TxnState};
 
-/// The Kafka error for a transaction failure. Before `fenced_since` (the version that
-/// introduced PRODUCER_FENCED for the API) a fenced producer gets INVALID_PRODUCER_EPOCH,
-/// which older clients understand.
-pub fn txn_error_code(error: TxnError, version: i16, fenced_since: i16) -> ResponseError {
-    match error {
-        TxnError::NotCoordinator => ResponseError::NotCoordinator,
-        TxnError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
-        TxnError::CoordinatorLoadInProgress => ResponseError::CoordinatorLoadInProgress,
-        TxnError::ConcurrentTransactions => ResponseError::ConcurrentTransactions,
-        TxnError::ProducerFenced if version < fenced_since => ResponseError::InvalidProducerEpoch,
-        TxnError::ProducerFenced => ResponseError::ProducerFenced,
-        TxnError::InvalidProducerIdMapping => ResponseError::InvalidProducerIdMapping,
-        TxnError::InvalidTxnState => ResponseError::InvalidTxnState,
-        TxnError::InvalidTransactionTimeout => ResponseError::InvalidTransactionTimeout,
-        TxnError::TransactionalIdNotFound => ResponseError::TransactionalIdNotFound,
-    }
-}
-
 fn error_code(
     broker: &Broker,
     api: &str,
@@ -64,7 +46,7 @@ fn error_code(
     match result {
         Ok(()) => 0,
         Err(e) => {
-            let code = txn_error_code(e, version, fenced_since);
+            let code = crate::txn::kafka_error(e, version, fenced_since);
             broker.metrics.error(api, code);
             code.code()
         }

@@ -80,6 +80,27 @@ pub enum Marker {
     Commit,
 }
 
+/// A marker a coordinator asks a partition's leader to write.
+#[derive(Debug, Clone, Copy)]
+pub struct MarkerRequest {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub marker: Marker,
+    /// The leader epoch of the coordinator's partition of the transaction topic.
+    pub coordinator_epoch: i32,
+}
+
+/// A partition leader's question to a coordinator: is this partition in the producer's
+/// open transaction?
+#[derive(Debug, Clone)]
+pub struct VerifyRequest {
+    pub transactional_id: String,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub topic: String,
+    pub partition: i32,
+}
+
 /// One entry of the aborted-transaction index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AbortedTxn {
@@ -205,6 +226,10 @@ impl AbortedIndex {
 
     pub fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 
     /// Aborted transactions with records in `[from, to)`: started before `to` and ended

@@ -45,12 +45,12 @@ pub trait ReplicaHost: Send + Sync + 'static {
     /// Whether `certificate` (DER) shows `principal`.
     fn certificate_shows(&self, certificate: &[u8], principal: &str) -> bool;
     /// Writes a transaction marker, as the leader, to a partition a coordinator named
-    /// (see [`crate::txn`]); answered once the partition's ISR holds it.
+    /// (the transaction coordinator's request); answered once the partition's ISR holds it.
     fn write_txn_marker(
         &self,
         topic_id: uuid::Uuid,
         partition: i32,
-        marker: crate::txn::MarkerRequest,
+        marker: crate::log::txn::MarkerRequest,
     ) -> std::pin::Pin<
         Box<
             dyn std::future::Future<Output = Result<(), crate::partition::PartitionError>>
@@ -62,7 +62,7 @@ pub trait ReplicaHost: Send + Sync + 'static {
     /// transaction coordinator knows it: a Kafka error code, 0 if it is.
     fn verify_transaction(
         &self,
-        request: crate::txn::VerifyRequest,
+        request: crate::log::txn::VerifyRequest,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = i16> + Send + '_>>;
 }
 

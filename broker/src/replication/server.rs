@@ -218,7 +218,7 @@ impl Replication for Service {
             .map_err(|_| Status::invalid_argument("topic_id is not 16 bytes"))?;
         let producer_epoch = i16::try_from(request.producer_epoch)
             .map_err(|_| Status::invalid_argument("producer_epoch is not an i16"))?;
-        let marker = crate::txn::MarkerRequest {
+        let marker = crate::log::txn::MarkerRequest {
             producer_id: request.producer_id,
             producer_epoch,
             marker: if request.commit {
@@ -257,7 +257,7 @@ impl Replication for Service {
             .map_err(|_| Status::invalid_argument("producer_epoch is not an i16"))?;
         let code = self
             .broker
-            .verify_transaction(crate::txn::VerifyRequest {
+            .verify_transaction(crate::log::txn::VerifyRequest {
                 transactional_id: request.transactional_id,
                 producer_id: request.producer_id,
                 producer_epoch,

@@ -46,38 +46,39 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use crate::config::Config;
+pub use crate::group::TRANSACTION_TOPIC;
 use crate::log::txn::Marker;
+pub use crate::log::txn::{MarkerRequest, VerifyRequest};
 use crate::partition::{Partition, PartitionError};
 use crate::registry::Topic;
 use crate::telemetry::Metrics;
 pub use state::{EndStep, InitStep, TxnError, TxnMetadata, TxnState};
 
-/// The internal topic holding transactional ids and their transactions.
-pub const TRANSACTION_TOPIC: &str = "__transaction_state";
+/// The Kafka error for a transaction failure (the one place it is decided). Before
+/// `fenced_since` (the version of the API that introduced PRODUCER_FENCED) a fenced
+/// producer gets INVALID_PRODUCER_EPOCH, which older clients understand.
+pub fn kafka_error(
+    error: TxnError,
+    version: i16,
+    fenced_since: i16,
+) -> kafka_protocol::ResponseError {
+    use kafka_protocol::ResponseError;
+    match error {
+        TxnError::NotCoordinator => ResponseError::NotCoordinator,
+        TxnError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
+        TxnError::CoordinatorLoadInProgress => ResponseError::CoordinatorLoadInProgress,
+        TxnError::ConcurrentTransactions => ResponseError::ConcurrentTransactions,
+        TxnError::ProducerFenced if version < fenced_since => ResponseError::InvalidProducerEpoch,
+        TxnError::ProducerFenced => ResponseError::ProducerFenced,
+        TxnError::InvalidProducerIdMapping => ResponseError::InvalidProducerIdMapping,
+        TxnError::InvalidTxnState => ResponseError::InvalidTxnState,
+        TxnError::InvalidTransactionTimeout => ResponseError::InvalidTransactionTimeout,
+        TxnError::TransactionalIdNotFound => ResponseError::TransactionalIdNotFound,
+    }
+}
 
 /// How long a write to the transaction topic waits for its ISR.
 const WRITE_TIMEOUT_MS: i64 = 5_000;
-
-/// A marker a coordinator asks a partition's leader to write.
-#[derive(Debug, Clone, Copy)]
-pub struct MarkerRequest {
-    pub producer_id: i64,
-    pub producer_epoch: i16,
-    pub marker: Marker,
-    /// The leader epoch of the coordinator's partition of the transaction topic.
-    pub coordinator_epoch: i32,
-}
-
-/// A partition leader's question to a coordinator: is this partition in the producer's
-/// open transaction?
-#[derive(Debug, Clone)]
-pub struct VerifyRequest {
-    pub transactional_id: String,
-    pub producer_id: i64,
-    pub producer_epoch: i16,
-    pub topic: String,
-    pub partition: i32,
-}
 
 /// Why a marker could not be written to a partition.
 #[derive(Debug, thiserror::Error)]

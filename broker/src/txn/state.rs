@@ -295,7 +295,7 @@ mod tests {
     #[test]
     fn a_transaction_commits_and_the_next_init_fences_the_old_epoch() {
         let fresh = TxnMetadata::new("t", 60_000, 0);
-        let step = fresh.init(None, 60_000, 1).unwrap();
+        let step = fresh.init(None, 60_000, 1).expect("accepted");
         assert!(matches!(
             step,
             InitStep::Ready {
@@ -306,7 +306,10 @@ mod tests {
         let meta = with_id(ready(step), 7);
         assert_eq!((meta.producer_epoch, meta.state), (0, TxnState::Empty));
         let parts = [("a".to_string(), 0), ("b".to_string(), 1)];
-        let ongoing = meta.add_partitions(7, 0, &parts, 10).unwrap().unwrap();
+        let ongoing = meta
+            .add_partitions(7, 0, &parts, 10)
+            .expect("accepted")
+            .expect("a change");
         assert_eq!((ongoing.state, ongoing.start_ms), (TxnState::Ongoing, 10));
         assert_eq!(ongoing.add_partitions(7, 0, &parts[..1], 11), Ok(None));
         assert_eq!(
@@ -317,7 +320,7 @@ mod tests {
             ongoing.add_partitions(7, 1, &parts, 11),
             Err(TxnError::ProducerFenced)
         );
-        let EndStep::Prepare(prepared) = ongoing.end(7, 0, true, 12).unwrap() else {
+        let EndStep::Prepare(prepared) = ongoing.end(7, 0, true, 12).expect("accepted") else {
             panic!("expected Prepare");
         };
         assert_eq!(prepared.state, TxnState::PrepareCommit);
@@ -339,7 +342,7 @@ mod tests {
         assert_eq!(done.end(7, 0, true, 15), Ok(EndStep::AlreadyDone));
         assert_eq!(done.end(7, 0, false, 15), Err(TxnError::InvalidTxnState));
         // A new producer with the same id bumps the epoch: the old one is fenced.
-        let next = ready(done.init(None, 60_000, 16).unwrap());
+        let next = ready(done.init(None, 60_000, 16).expect("accepted"));
         assert_eq!((next.producer_id, next.producer_epoch), (7, 1));
         assert_eq!(
             next.add_partitions(7, 0, &parts, 17),
@@ -356,14 +359,18 @@ mod tests {
     #[test]
     fn init_during_an_open_transaction_aborts_it_with_a_new_epoch() {
         let meta = with_id(
-            ready(TxnMetadata::new("t", 1, 0).init(None, 1_000, 0).unwrap()),
+            ready(
+                TxnMetadata::new("t", 1, 0)
+                    .init(None, 1_000, 0)
+                    .expect("accepted"),
+            ),
             3,
         );
         let ongoing = meta
             .add_partitions(3, 0, &[("a".to_string(), 0)], 5)
-            .unwrap()
-            .unwrap();
-        let InitStep::AbortFirst(abort) = ongoing.init(None, 1_000, 6).unwrap() else {
+            .expect("accepted")
+            .expect("accepted");
+        let InitStep::AbortFirst(abort) = ongoing.init(None, 1_000, 6).expect("accepted") else {
             panic!("expected AbortFirst");
         };
         assert_eq!(
@@ -376,13 +383,17 @@ mod tests {
     #[test]
     fn timeouts_abort_with_a_bumped_epoch_and_idle_ids_expire() {
         let meta = with_id(
-            ready(TxnMetadata::new("t", 1, 0).init(None, 1_000, 0).unwrap()),
+            ready(
+                TxnMetadata::new("t", 1, 0)
+                    .init(None, 1_000, 0)
+                    .expect("accepted"),
+            ),
             3,
         );
         let ongoing = meta
             .add_partitions(3, 0, &[("a".to_string(), 0)], 100)
-            .unwrap()
-            .unwrap();
+            .expect("accepted")
+            .expect("accepted");
         assert!(!ongoing.timed_out(1_100));
         assert!(ongoing.timed_out(1_101));
         let abort = ongoing.abort_timed_out(1_101);
@@ -404,7 +415,11 @@ mod tests {
     #[test]
     fn an_exhausted_epoch_takes_a_new_producer_id() {
         let mut meta = with_id(
-            ready(TxnMetadata::new("t", 1, 0).init(None, 1, 0).unwrap()),
+            ready(
+                TxnMetadata::new("t", 1, 0)
+                    .init(None, 1, 0)
+                    .expect("accepted"),
+            ),
             3,
         );
         meta.producer_epoch = MAX_EPOCH;
