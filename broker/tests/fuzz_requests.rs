@@ -146,6 +146,40 @@ fn populated(api_key: ApiKey) -> Option<RequestKind> {
                         .with_metadata(Bytes::from_static(b"\0\0\0\0\0\x01\0\x06events")),
                 ]),
         ),
+        ApiKey::AddPartitionsToTxn => {
+            let topics = vec![
+                add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                    .with_name(topic())
+                    .with_partitions(vec![0, 1, 2]),
+            ];
+            RequestKind::AddPartitionsToTxn(
+                AddPartitionsToTxnRequest::default()
+                    .with_v3_and_below_transactional_id(TransactionalId(name("tx")))
+                    .with_v3_and_below_producer_id(ProducerId(7))
+                    .with_v3_and_below_topics(topics.clone())
+                    .with_transactions(vec![
+                        add_partitions_to_txn_request::AddPartitionsToTxnTransaction::default()
+                            .with_transactional_id(TransactionalId(name("tx")))
+                            .with_producer_id(ProducerId(7))
+                            .with_verify_only(true)
+                            .with_topics(topics),
+                    ]),
+            )
+        }
+        ApiKey::TxnOffsetCommit => RequestKind::TxnOffsetCommit(
+            TxnOffsetCommitRequest::default()
+                .with_transactional_id(TransactionalId(name("tx")))
+                .with_group_id(GroupId(name("group")))
+                .with_producer_id(ProducerId(7))
+                .with_topics(vec![
+                    txn_offset_commit_request::TxnOffsetCommitRequestTopic::default()
+                        .with_name(topic())
+                        .with_partitions(vec![
+                            txn_offset_commit_request::TxnOffsetCommitRequestPartition::default()
+                                .with_committed_offset(42),
+                        ]),
+                ]),
+        ),
         _ => return None,
     })
 }
@@ -194,6 +228,12 @@ fn default_request(api_key: ApiKey) -> RequestKind {
         AlterUserScramCredentials => AlterUserScramCredentialsRequest,
         DescribeClientQuotas => DescribeClientQuotasRequest,
         AlterClientQuotas => AlterClientQuotasRequest,
+        AddPartitionsToTxn => AddPartitionsToTxnRequest,
+        AddOffsetsToTxn => AddOffsetsToTxnRequest,
+        EndTxn => EndTxnRequest,
+        TxnOffsetCommit => TxnOffsetCommitRequest,
+        DescribeTransactions => DescribeTransactionsRequest,
+        ListTransactions => ListTransactionsRequest,
     )
 }
 
