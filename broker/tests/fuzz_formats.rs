@@ -197,6 +197,7 @@ fn entry(base: i64) -> SegmentEntry {
         object_id: Uuid::from_u128(base as u128 + 1),
         uploaded_ms: 1_700_000_000_500,
         producer_snapshot_bytes: 40,
+        txn_index_bytes: 32,
     }
 }
 

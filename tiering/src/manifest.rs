@@ -1,5 +1,5 @@
-//! Partition manifests: what exists in the remote tier, byte by byte. Format version 2
-//! (version 1 documents still parse: see the segment entry).
+//! Partition manifests: what exists in the remote tier, byte by byte. Format version 3
+//! (version 1 and 2 documents still parse: see the segment entry).
 //!
 //! A partition's manifest is a tree whose root lives in the metadata store (etcd or the
 //! embedded store) and whose older parts are immutable objects in the bucket:
@@ -27,7 +27,7 @@
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 4 | magic `SMAN` |
-//! | 4 | 1 | format version: 2 (1 is still read) |
+//! | 4 | 1 | format version: 3 (1 and 2 are still read) |
 //! | 5 | 1 | kind: 0 root, 1 segment list (level-0 spill), 2 reference list (level ≥ 1) |
 //! | 6 | .. | body, by kind |
 //! | end-4 | 4 | CRC-32C of bytes 0..end-4 |
@@ -46,11 +46,14 @@
 //! Segment-list body: `count: u32`, then segment entries. Reference-list body: `level: u8`
 //! (of the referenced objects), `count: u32`, then references.
 //!
-//! Segment entry (72 bytes; 68 in version 1, which has no producer snapshot field). The
-//! object is `log_bytes` of record batches exactly as the local `.log` file holds them,
-//! then the offset index, then the time index (both in the local index formats, header
-//! included), then the idempotent producers' state as of the segment's end (the broker's
-//! `producers.snapshot` format; empty when no idempotent producer wrote before it):
+//! Segment entry (76 bytes; 72 in version 2, which has no transaction index field; 68 in
+//! version 1, which has no producer snapshot field either). The object is `log_bytes` of
+//! record batches exactly as the local `.log` file holds them, then the offset index,
+//! then the time index (both in the local index formats, header included), then the
+//! idempotent producers' state as of the segment's end (the broker's `producers.snapshot`
+//! format; empty when no idempotent producer wrote before it), then the aborted
+//! transactions whose records overlap the segment (the broker's `.txnindex` format; empty
+//! when none did), so a read_committed read of the segment needs nothing else:
 //!
 //! | size | field |
 //! |---|---|
@@ -63,7 +66,8 @@
 //! | 4 | leader epoch that uploaded it |
 //! | 16 | object id (UUID; the key is derived from it, see [`crate::keys`]) |
 //! | 8 | upload time, ms since the epoch |
-//! | 4 | producer snapshot bytes (version 2 only) |
+//! | 4 | producer snapshot bytes (version 2 and later) |
+//! | 4 | transaction index bytes (version 3 and later) |
 //!
 //! Reference (69 bytes):
 //!
@@ -81,21 +85,22 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use uuid::Uuid;
 
-pub const FORMAT_VERSION: u8 = 2;
+pub const FORMAT_VERSION: u8 = 3;
 /// The oldest format version this broker reads.
 const OLDEST_VERSION: u8 = 1;
 const MAGIC: &[u8; 4] = b"SMAN";
 const KIND_ROOT: u8 = 0;
 const KIND_SEGMENTS: u8 = 1;
 const KIND_REFS: u8 = 2;
-const SEGMENT_ENTRY_LEN: usize = 72;
+const SEGMENT_ENTRY_LEN: usize = 76;
+const SEGMENT_ENTRY_LEN_V2: usize = 72;
 const SEGMENT_ENTRY_LEN_V1: usize = 68;
 
 fn entry_len(version: u8) -> usize {
-    if version == 1 {
-        SEGMENT_ENTRY_LEN_V1
-    } else {
-        SEGMENT_ENTRY_LEN
+    match version {
+        1 => SEGMENT_ENTRY_LEN_V1,
+        2 => SEGMENT_ENTRY_LEN_V2,
+        _ => SEGMENT_ENTRY_LEN,
     }
 }
 const REF_LEN: usize = 69;
@@ -112,8 +117,10 @@ pub struct SegmentEntry {
     pub leader_epoch: i32,
     pub object_id: Uuid,
     pub uploaded_ms: i64,
-    /// Bytes of the producer snapshot at the end of the object (0: none).
+    /// Bytes of the producer snapshot after the time index (0: none).
     pub producer_snapshot_bytes: u32,
+    /// Bytes of the aborted-transaction index at the end of the object (0: none).
+    pub txn_index_bytes: u32,
 }
 
 impl SegmentEntry {
@@ -122,6 +129,7 @@ impl SegmentEntry {
             + u64::from(self.offset_index_bytes)
             + u64::from(self.time_index_bytes)
             + u64::from(self.producer_snapshot_bytes)
+            + u64::from(self.txn_index_bytes)
     }
 
     pub fn offset_index_range(&self) -> std::ops::Range<u64> {
@@ -136,6 +144,11 @@ impl SegmentEntry {
     pub fn producer_snapshot_range(&self) -> std::ops::Range<u64> {
         let start = self.time_index_range().end;
         start..start + u64::from(self.producer_snapshot_bytes)
+    }
+
+    pub fn txn_index_range(&self) -> std::ops::Range<u64> {
+        let start = self.producer_snapshot_range().end;
+        start..start + u64::from(self.txn_index_bytes)
     }
 }
 
@@ -191,7 +204,7 @@ pub enum FormatError {
     Truncated,
     #[error("manifest has bad magic")]
     Magic,
-    #[error("manifest format version {0} is not one this broker understands (1 or 2)")]
+    #[error("manifest format version {0} is not one this broker understands (1, 2 or 3)")]
     Version(u8),
     #[error("manifest checksum mismatch")]
     Crc,
@@ -210,6 +223,7 @@ fn put_entry(buf: &mut BytesMut, e: &SegmentEntry) {
     buf.put_slice(e.object_id.as_bytes());
     buf.put_i64(e.uploaded_ms);
     buf.put_u32(e.producer_snapshot_bytes);
+    buf.put_u32(e.txn_index_bytes);
 }
 
 fn get_uuid(buf: &mut &[u8]) -> Uuid {
@@ -233,9 +247,13 @@ fn get_entry(buf: &mut &[u8], version: u8) -> Result<SegmentEntry, FormatError> 
         object_id: get_uuid(buf),
         uploaded_ms: buf.get_i64(),
         producer_snapshot_bytes: 0,
+        txn_index_bytes: 0,
     };
     if version >= 2 {
         entry.producer_snapshot_bytes = buf.get_u32();
+    }
+    if version >= 3 {
+        entry.txn_index_bytes = buf.get_u32();
     }
     Ok(entry)
 }
@@ -446,6 +464,7 @@ mod tests {
             object_id: Uuid::from_u128(base as u128),
             uploaded_ms: 1_700_000_000_000,
             producer_snapshot_bytes: 0,
+            txn_index_bytes: 0,
         }
     }
 
@@ -478,9 +497,31 @@ mod tests {
     const V1_ROOT: &str = "534d414e010000000002000000000000000500000000000007d0000000000000000200000001000000000000000000000000000000000a000000000000000100000000000003e800000000000000000000000000000000000000000000006300000000000000000000000000000001000000000000000a000000000000001400000000000003e800000010000000140000000000000064000000030000000000000000000000000000000a0000018bcfe56800f71f078d";
     const V1_SPILL: &str = "534d414e0101000000010000000000000000000000000000000a00000000000003e80000001000000014000000000000000000000003000000000000000000000000000000000000018bcfe568007f21243f";
 
-    /// Bytes written by format version 2; they must always parse to the same root.
+    /// A root and a spill object as format version 2 wrote them (72-byte entries, no
+    /// transaction index): they must always parse.
     #[test]
-    fn v2_root_is_parsed() {
+    fn v2_documents_are_parsed() {
+        let root = Root {
+            leader_epoch: 2,
+            log_start_offset: 5,
+            live_bytes: 2000,
+            live_segments: 2,
+            refs: vec![ref_for_segments(&[entry(0, 10)], Uuid::from_u128(99))],
+            tail: vec![entry(10, 20)],
+        };
+        let v2 = unhex(V2_ROOT);
+        assert_eq!(&v2[..6], b"SMAN\x02\x00");
+        assert_eq!(Root::decode(&v2), Ok(root));
+        let v2 = unhex(V2_SPILL);
+        assert_eq!(Spill::decode(&v2), Ok(Spill::Segments(vec![entry(0, 10)])));
+    }
+
+    const V2_ROOT: &str = "534d414e020000000002000000000000000500000000000007d0000000000000000200000001000000000000000000000000000000000a000000000000000100000000000003e800000000000000000000000000000000000000000000006300000000000000000000000000000001000000000000000a000000000000001400000000000003e800000010000000140000000000000064000000030000000000000000000000000000000a0000018bcfe5680000000000782a9d3d";
+    const V2_SPILL: &str = "534d414e0201000000010000000000000000000000000000000a00000000000003e80000001000000014000000000000000000000003000000000000000000000000000000000000018bcfe56800000000006719a760";
+
+    /// Bytes written by format version 3; they must always parse to the same root.
+    #[test]
+    fn v3_root_is_parsed() {
         let root = Root {
             leader_epoch: 2,
             log_start_offset: 5,
@@ -490,19 +531,19 @@ mod tests {
             tail: vec![entry(10, 20)],
         };
         let bytes = root.encode();
-        assert_eq!(&bytes[..6], b"SMAN\x02\x00");
+        assert_eq!(&bytes[..6], b"SMAN\x03\x00");
         assert_eq!(
             bytes.len(),
             6 + 28 + 4 + REF_LEN + 4 + SEGMENT_ENTRY_LEN + 4
         );
-        let v2: &[u8] = &[
-            b'S', b'M', b'A', b'N', 2, 0, // header
+        let v3: &[u8] = &[
+            b'S', b'M', b'A', b'N', 3, 0, // header
             0, 0, 0, 2, // leader epoch
             0, 0, 0, 0, 0, 0, 0, 5, // log start
             0, 0, 0, 0, 0, 0, 0x07, 0xd0, // live bytes
             0, 0, 0, 0, 0, 0, 0, 2, // live segments
         ];
-        assert_eq!(&bytes[..v2.len()], v2);
+        assert_eq!(&bytes[..v3.len()], v3);
         assert_eq!(Root::decode(&bytes), Ok(root));
     }
 
@@ -513,8 +554,8 @@ mod tests {
         bad[8] ^= 1;
         assert_eq!(Root::decode(&bad), Err(FormatError::Crc));
         let mut newer = bytes.to_vec();
-        newer[4] = 3;
-        assert_eq!(Root::decode(&newer), Err(FormatError::Version(3)));
+        newer[4] = 4;
+        assert_eq!(Root::decode(&newer), Err(FormatError::Version(4)));
         assert_eq!(Root::decode(&bytes[..5]), Err(FormatError::Truncated));
         let spill = Spill::Segments(vec![entry(0, 1)]).encode();
         assert_eq!(Root::decode(&spill), Err(FormatError::Kind(KIND_SEGMENTS)));

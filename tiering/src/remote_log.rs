@@ -230,6 +230,9 @@ pub struct SealedSegment {
     pub time_index: Bytes,
     /// The idempotent producers' state as of the segment's end (empty: none).
     pub producer_snapshot: Bytes,
+    /// The aborted transactions overlapping the segment, in the broker's format (empty:
+    /// none). Opaque here.
+    pub txn_index: Bytes,
     pub max_timestamp: i64,
     /// The local log start offset when the segment was picked. The first upload into an
     /// empty manifest starts the remote log there, so records deleted before (by
@@ -238,13 +241,15 @@ pub struct SealedSegment {
 }
 
 impl SealedSegment {
-    /// The object: the log bytes, the offset index, the time index, the producer snapshot.
+    /// The object: the log bytes, the offset index, the time index, the producer
+    /// snapshot, the transaction index.
     fn body(&self) -> Body {
         let mut body = Body::new();
         body.push_file(self.log.clone(), 0, self.log_bytes);
         body.push_bytes(self.offset_index.clone());
         body.push_bytes(self.time_index.clone());
         body.push_bytes(self.producer_snapshot.clone());
+        body.push_bytes(self.txn_index.clone());
         body
     }
 
@@ -261,6 +266,7 @@ impl SealedSegment {
             object_id,
             uploaded_ms,
             producer_snapshot_bytes: self.producer_snapshot.len() as u32,
+            txn_index_bytes: self.txn_index.len() as u32,
         }
     }
 }

@@ -27,6 +27,7 @@ use tokio::sync::watch;
 
 use super::partition_error_code;
 use crate::broker::Broker;
+use crate::log::txn::AbortedTxn;
 use crate::partition::{Partition, Read, Watermarks};
 use crate::registry::Topic;
 
@@ -206,17 +207,19 @@ fn with_marks(data: PartitionData, marks: Watermarks) -> PartitionData {
 /// A read_committed response lists the aborted transactions among the records it
 /// returns, so the client drops their records (KIP-98). Records come only from below
 /// the last stable offset, so every transaction they hold has its marker in the log.
+/// `aborted` is what a remote read found (`None`: ask the local log).
 fn with_records(
     data: PartitionData,
     partition: &Partition,
     fetch_offset: i64,
-    records: bytes::Bytes,
-    marks: Watermarks,
+    (records, marks, aborted): (bytes::Bytes, Watermarks, Option<Vec<AbortedTxn>>),
     read_committed: bool,
 ) -> PartitionData {
     let data = if read_committed && !records.is_empty() {
-        let aborted = partition
-            .aborted_transactions(fetch_offset, marks.last_stable_offset)
+        let aborted = aborted
+            .unwrap_or_else(|| {
+                partition.aborted_transactions(fetch_offset, marks.last_stable_offset)
+            })
             .into_iter()
             .map(|a| {
                 AbortedTransaction::default()
@@ -308,8 +311,7 @@ async fn read_all(
                     base,
                     partition,
                     w.fetch_offset,
-                    records,
-                    marks,
+                    (records, marks, None),
                     read_committed,
                 ));
             }
@@ -344,18 +346,12 @@ async fn read_all(
         total -= budget;
         let data = std::mem::take(&mut out[i]);
         out[i] = match result {
-            Ok((records, marks)) => {
+            Ok((records, marks, aborted)) => {
                 total += records.len();
                 count_bytes_out(broker, &partition, &records);
                 let fetch_offset = wanted[i].fetch_offset;
-                with_records(
-                    data,
-                    &partition,
-                    fetch_offset,
-                    records,
-                    marks,
-                    read_committed,
-                )
+                let read = (records, marks, Some(aborted));
+                with_records(data, &partition, fetch_offset, read, read_committed)
             }
             Err(e) => {
                 broker.remote_read_failed(&partition, wanted[i].fetch_offset, &e);

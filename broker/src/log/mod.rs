@@ -150,6 +150,11 @@ pub struct SealedInfo {
     pub time_index: PathBuf,
     /// `<base>.producers`, if idempotent producers had written by the time it was sealed.
     pub producers: Option<PathBuf>,
+    /// The aborted transactions overlapping the segment (`.txnindex` format; empty if
+    /// none): uploaded with it, so read_committed reads of the bucket need nothing else.
+    /// Every transaction with records in a sealed segment below the last stable offset
+    /// has its marker in the log, so the list is complete when the segment is uploaded.
+    pub txn_index: Vec<u8>,
 }
 
 /// What retention removed.

@@ -2,9 +2,10 @@
 //! already holds), DeleteRecords, and what the uploader may take.
 
 use super::segment::Segment;
+use super::txn::{self, AbortedIndex};
 use super::{Log, LogError, RemoteBounds, RetentionOutcome, SealedInfo};
 
-fn sealed_info(s: &Segment) -> SealedInfo {
+fn sealed_info(s: &Segment, aborted: &AbortedIndex) -> SealedInfo {
     let (offset_index, time_index) = s.index_paths();
     SealedInfo {
         base_offset: s.base_offset,
@@ -16,6 +17,14 @@ fn sealed_info(s: &Segment) -> SealedInfo {
         offset_index: offset_index.to_path_buf(),
         time_index: time_index.to_path_buf(),
         producers: Some(s.producers_path()).filter(|p| p.exists()),
+        txn_index: {
+            let overlapping = aborted.overlapping(s.base_offset, s.next_offset);
+            if overlapping.is_empty() {
+                Vec::new()
+            } else {
+                txn::encode_file(&overlapping)
+            }
+        },
     }
 }
 
@@ -146,7 +155,7 @@ impl Log {
             .filter(|s| !self.config.compact || s.next_offset <= self.first_dirty_offset)
             .filter(|s| uploaded_end.is_none_or(|end| s.next_offset > end))
             .take(limit)
-            .map(sealed_info)
+            .map(|s| sealed_info(s, &self.aborted))
             .collect()
     }
 
@@ -157,7 +166,7 @@ impl Log {
         self.segments
             .get(&base_offset)
             .filter(|s| s.base_offset != active_base)
-            .map(sealed_info)
+            .map(|s| sealed_info(s, &self.aborted))
     }
 
     /// Bytes of the segments that end after `offset`: what the local log holds beyond the

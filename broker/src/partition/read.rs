@@ -11,6 +11,7 @@ use bytes::Bytes;
 use super::remote::{self, RemoteTier};
 use super::{Partition, PartitionError, Watermarks};
 use crate::log::LogError;
+use crate::log::txn::AbortedTxn;
 
 /// What [`Partition::read`] found.
 pub enum Read {
@@ -71,10 +72,13 @@ impl Partition {
     /// A damaged remote segment is [`PartitionError::Remote`] with
     /// [`remote::RemoteReadError::Corrupt`]: the caller may start a repair
     /// (`crate::tier::repair_remote`).
+    ///
+    /// A read_committed read also returns the aborted transactions among its records:
+    /// those the remote segment's object lists, and those the local log knows.
     pub async fn finish_remote(
         &self,
         read: RemoteRead,
-    ) -> Result<(Bytes, Watermarks), PartitionError> {
+    ) -> Result<(Bytes, Watermarks, Vec<AbortedTxn>), PartitionError> {
         let RemoteRead {
             tier,
             offset,
@@ -84,11 +88,27 @@ impl Partition {
         let records = remote::read_remote(&tier.reader, &tier.log, offset, max_bytes).await?;
         if records.is_empty() {
             let from = self.local_log_start_offset().max(offset);
-            if let Ok(local) = self.read_isolated(from, max_bytes, read_committed) {
-                return Ok(local);
+            if let Ok((records, marks)) = self.read_isolated(from, max_bytes, read_committed) {
+                let aborted = if read_committed && !records.is_empty() {
+                    self.aborted_transactions(from, marks.last_stable_offset)
+                } else {
+                    Vec::new()
+                };
+                return Ok((records, marks, aborted));
             }
         }
-        Ok((records, self.watermarks()))
+        let marks = self.watermarks();
+        let mut aborted = Vec::new();
+        if read_committed && !records.is_empty() {
+            aborted = remote::aborted_in_remote(&tier.reader, &tier.log, &records).await?;
+            aborted.retain(|a| a.last_offset >= offset);
+            for local in self.aborted_transactions(offset, marks.last_stable_offset) {
+                if !aborted.contains(&local) {
+                    aborted.push(local);
+                }
+            }
+        }
+        Ok((records, marks, aborted))
     }
 
     /// A local read below the high watermark, or for `read_committed` below the last

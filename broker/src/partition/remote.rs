@@ -84,6 +84,33 @@ pub async fn read_remote(
     }
 }
 
+/// The aborted transactions listed with the remote segment that `records` (a remote
+/// read's answer) came from: every aborted transaction overlapping that segment, for a
+/// read_committed reader. One ranged read of the object's last section, through the
+/// segment cache.
+pub async fn aborted_in_remote(
+    tiering: &RemoteReader,
+    remote: &RemoteLog,
+    records: &Bytes,
+) -> Result<Vec<crate::log::txn::AbortedTxn>, RemoteReadError> {
+    let Some((base_offset, _, _)) = format::read_batch_prefix(records) else {
+        return Ok(Vec::new());
+    };
+    let Some(entry) = remote.locate(base_offset).await? else {
+        return Ok(Vec::new());
+    };
+    if entry.txn_index_bytes == 0 {
+        return Ok(Vec::new());
+    }
+    let object = object_ref(remote, &entry);
+    let bytes = tiering.cache.read(&object, entry.txn_index_range()).await?;
+    crate::log::txn::decode_file(&bytes).ok_or(RemoteReadError::Corrupt {
+        key: object.key.clone(),
+        base_offset: entry.base_offset,
+        position: entry.txn_index_range().start,
+    })
+}
+
 pub fn object_ref(remote: &RemoteLog, entry: &SegmentEntry) -> ObjectRef {
     ObjectRef {
         key: remote.segment_key(entry),

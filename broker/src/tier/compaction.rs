@@ -93,6 +93,13 @@ pub async fn compact_remote(
         } else {
             Bytes::new()
         };
+        // Aborted transactions stay listed (an entry whose records compaction removed
+        // is harmless to a reader).
+        let txn_index = if entry.txn_index_bytes > 0 {
+            tiering.cache.read(&object, entry.txn_index_range()).await?
+        } else {
+            Bytes::new()
+        };
         let sealed = strata_tiering::SealedSegment {
             base_offset: entry.base_offset,
             end_offset: entry.end_offset,
@@ -101,6 +108,7 @@ pub async fn compact_remote(
             offset_index,
             time_index,
             producer_snapshot,
+            txn_index,
             max_timestamp: done.max_timestamp,
             log_start_offset: remote.marks().log_start_offset,
         };

@@ -66,6 +66,7 @@ pub(super) async fn sealed_segment(
         offset_index: Bytes::from(offset_index),
         time_index: Bytes::from(time_index),
         producer_snapshot: Bytes::from(producers),
+        txn_index: Bytes::from(info.txn_index),
         max_timestamp: info.max_timestamp,
         log_start_offset,
     })

@@ -267,6 +267,7 @@ fn segment_with(base: i64, span: i64, max_timestamp: i64) -> SealedSegment {
         offset_index: Bytes::from(format!("offset-index-{base}")),
         time_index: Bytes::from(format!("time-index-{base}")),
         producer_snapshot: Bytes::new(),
+        txn_index: Bytes::new(),
         max_timestamp,
         log_start_offset: 0,
     }
@@ -1385,6 +1386,7 @@ fn compacted(base: i64, round: u8) -> (SealedSegment, Vec<u8>) {
         offset_index: Bytes::from(offset_index),
         time_index: Bytes::from(time_index),
         producer_snapshot: Bytes::new(),
+        txn_index: Bytes::new(),
         // Compaction may drop the record with the largest timestamp.
         max_timestamp: 1_000 + base - 1,
         log_start_offset: 0,
