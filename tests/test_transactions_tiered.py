@@ -33,6 +33,7 @@ def consume(bootstrap: str, topic: str, isolation: str, expected: int, timeout: 
         "fetch.wait.max.ms": 100,
         # Small fetches: many reads, each from one remote segment.
         "fetch.max.bytes": 32 * KiB,
+        "message.max.bytes": 32 * KiB,
         "max.partition.fetch.bytes": 16 * KiB,
     })
     consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
