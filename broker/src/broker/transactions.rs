@@ -78,8 +78,12 @@ impl Broker {
             .await;
         match written {
             Ok(_) => {}
-            // A newer epoch's marker is already there: this transaction ended with it.
-            Err(PartitionError::Log(LogError::Producer(ProducerError::Fenced { .. }))) => {
+            // A newer epoch's marker is already there and no transaction is open: this
+            // one ended with it. With a transaction open (of a newer epoch) the marker is
+            // not this partition's to drop: the caller retries or gives up.
+            Err(PartitionError::Log(LogError::Producer(ProducerError::Fenced { .. })))
+                if !partition.in_transaction(request.producer_id) =>
+            {
                 warn!(topic = %partition.topic, partition = partition.index,
                     producer_id = request.producer_id, epoch = request.producer_epoch,
                     "a marker of an older producer epoch was refused; the transaction has ended");

@@ -110,6 +110,8 @@ pub enum GroupError {
     OffsetMetadataTooLarge,
     #[error("the commit is larger than the offsets topic accepts")]
     InvalidCommitOffsetSize,
+    #[error("a newer producer epoch fenced this transactional commit")]
+    ProducerFenced,
 }
 
 /// What DescribeGroups shows of a member.

@@ -69,6 +69,7 @@ impl Coordinator {
             Err(PartitionError::Log(LogError::InvalidBatch(BatchError::TooLarge { .. }))) => {
                 Err(GroupError::InvalidCommitOffsetSize)
             }
+            Err(PartitionError::Log(LogError::Producer(_))) => Err(GroupError::ProducerFenced),
             Err(e) => {
                 warn!(partition = partition.index, error = %e, "cannot write to the offsets topic");
                 Err(GroupError::CoordinatorNotAvailable)

@@ -59,6 +59,7 @@ pub fn group_error_code(error: &GroupError) -> ResponseError {
         GroupError::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
         GroupError::OffsetMetadataTooLarge => ResponseError::OffsetMetadataTooLarge,
         GroupError::InvalidCommitOffsetSize => ResponseError::InvalidCommitOffsetSize,
+        GroupError::ProducerFenced => ResponseError::InvalidProducerEpoch,
     }
 }
 

@@ -78,7 +78,7 @@ pub async fn handle(
             txn::add_offsets_to_txn(broker, &authz, r, version).await
         }
         RequestKind::EndTxn(r) => txn::end_txn(broker, &authz, r, version).await,
-        RequestKind::TxnOffsetCommit(r) => txn::txn_offset_commit(broker, &authz, r).await,
+        RequestKind::TxnOffsetCommit(r) => txn::txn_offset_commit(broker, &authz, r, version).await,
         RequestKind::DescribeTransactions(r) => txn::describe_transactions(broker, &authz, r).await,
         RequestKind::ListTransactions(r) => txn::list_transactions(broker, &authz, r, version),
         RequestKind::Fetch(r) => fetch::fetch(broker, r, version).await,
@@ -225,9 +225,9 @@ pub fn log_error_code(error: &LogError) -> ResponseError {
         LogError::Producer(ProducerError::OutOfOrder { .. }) => {
             ResponseError::OutOfOrderSequenceNumber
         }
-        LogError::Producer(ProducerError::NotInTransaction { .. }) => {
-            ResponseError::InvalidTxnState
-        }
+        LogError::Producer(
+            ProducerError::NotInTransaction { .. } | ProducerError::InvalidTxnState { .. },
+        ) => ResponseError::InvalidTxnState,
     }
 }
 

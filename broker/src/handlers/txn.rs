@@ -10,6 +10,7 @@
 //! DescribeTransactions DESCRIBE on each id; ListTransactions shows the ids the caller
 //! may describe.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
@@ -131,7 +132,7 @@ async fn add_partitions(
     if !allows_txn_id(authz, AclOperation::Write, transactional_id) {
         return all(TXN_ID_DENIED);
     }
-    let mut refused = Vec::new();
+    let mut refused: HashMap<(String, i32), ResponseError> = HashMap::new();
     for t in topics {
         let denied = !authz.allows_topic(AclOperation::Write, &t.name.0);
         let topic = broker.topics.get(&t.name.0);
@@ -146,34 +147,40 @@ async fn add_partitions(
                 None
             };
             if let Some(code) = code {
-                refused.push((t.name.0.to_string(), p, code));
+                refused.insert((t.name.0.to_string(), p), code);
             }
         }
     }
     if !refused.is_empty() {
         return partition_results(topics, |topic, p| {
             refused
-                .iter()
-                .find(|(t, rp, _)| t == topic && *rp == p)
-                .map_or(ResponseError::OperationNotAttempted, |(_, _, code)| *code)
+                .get(&(topic.to_string(), p))
+                .map_or(ResponseError::OperationNotAttempted, |code| *code)
                 .code()
         });
     }
+    // Each partition once, whatever the request repeats.
     let wanted: Vec<(String, i32)> = topics
         .iter()
         .flat_map(|t| t.partitions.iter().map(|&p| (t.name.0.to_string(), p)))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
         .collect();
     if verify_only {
-        let mut codes = Vec::with_capacity(wanted.len());
-        for partition in &wanted {
+        let mut codes = HashMap::with_capacity(wanted.len());
+        for partition in wanted {
             let result = broker
                 .txns
-                .verify_partition(&**broker, transactional_id, producer_id, epoch, partition)
+                .verify_partition(&**broker, transactional_id, producer_id, epoch, &partition)
                 .await;
-            codes.push(error_code(broker, "AddPartitionsToTxn", result, version, 2));
+            codes.insert(
+                partition,
+                error_code(broker, "AddPartitionsToTxn", result, version, 2),
+            );
         }
-        let mut codes = codes.into_iter();
-        return partition_results(topics, |_, _| codes.next().unwrap_or(0));
+        return partition_results(topics, |topic, p| {
+            codes.get(&(topic.to_string(), p)).copied().unwrap_or(0)
+        });
     }
     let result = broker
         .txns
@@ -319,6 +326,7 @@ pub async fn txn_offset_commit(
     broker: &Arc<Broker>,
     authz: &Authz<'_>,
     request: TxnOffsetCommitRequest,
+    version: i16,
 ) -> ResponseKind {
     let all = |code: i16| {
         request
@@ -368,6 +376,33 @@ pub async fn txn_offset_commit(
                     metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
                 },
             ));
+        }
+    }
+    // KIP-890: the group's offsets partition must be in the producer's open transaction
+    // (AddOffsetsToTxn), or the offsets would open a transaction no marker ends.
+    if !offsets.is_empty() {
+        let partitions = broker
+            .topics
+            .get(crate::group::OFFSETS_TOPIC)
+            .map_or(0, |t| t.partitions.len());
+        let verify = crate::txn::VerifyRequest {
+            transactional_id: request.transactional_id.0.to_string(),
+            producer_id: request.producer_id.0,
+            producer_epoch: request.producer_epoch,
+            topic: crate::group::OFFSETS_TOPIC.to_string(),
+            partition: crate::group::partition_for(&request.group_id.0, partitions),
+        };
+        if let Err(code) = broker.verify_transaction(verify).await {
+            let code = match code {
+                ResponseError::NotCoordinator
+                | ResponseError::CoordinatorNotAvailable
+                | ResponseError::CoordinatorLoadInProgress
+                | ResponseError::ConcurrentTransactions => ResponseError::CoordinatorLoadInProgress,
+                ResponseError::ProducerFenced if version < 2 => ResponseError::InvalidProducerEpoch,
+                other => other,
+            };
+            broker.metrics.error("TxnOffsetCommit", code);
+            return respond(all(code.code()));
         }
     }
     let member = request.member_id.to_string();

@@ -24,6 +24,16 @@
 //!    DeleteRecords did not remove any meanwhile), each group of old segments is replaced
 //!    by its copy, crash-safely (below), and the first dirty offset moves on.
 //!
+//! **Transactions.** Batches of transactions (the transactional attribute) and their
+//! markers (control batches) are kept whole and their keys are left out of the map: a
+//! pass never removes a marker (a replay or a new replica would find the transaction
+//! open for good), never lets an aborted record supersede a committed one, and removes
+//! only non-transactional records that a later non-transactional record of the same key
+//! supersedes. Aborted records stay on disk and read_committed readers keep dropping
+//! them with the markers. The `.txnindex` files of merged segments are merged into the
+//! copy. Removing aborted records and markers once safe, as Kafka's cleaner does, is
+//! not built yet.
+//!
 //! A segment whose records are all removed stays as an empty segment (merged into a
 //! neighbour by the next pass), so segments stay contiguous. Readers skip gaps: a read
 //! that finds nothing at or after its offset in a segment goes on to the next one.
@@ -270,6 +280,14 @@ fn check_stored(
     Ok(())
 }
 
+/// Whether a stored batch belongs to a transaction (its records or its marker).
+fn is_transactional(batch: &[u8]) -> bool {
+    batch.len() >= format::BATCH_HEADER_LEN && {
+        let header = format::parse_validated_header(&batch[..format::BATCH_HEADER_LEN]);
+        header.is_transactional() || header.is_control()
+    }
+}
+
 /// The key → last offset map of a pass, over the dirty part it covers.
 pub type OffsetMap = HashMap<u128, i64>;
 
@@ -283,6 +301,9 @@ fn filter_batch(
     map_end: i64,
     tombstones_expire: bool,
 ) -> io::Result<(Option<Bytes>, u64)> {
+    if is_transactional(&batch) {
+        return Ok((Some(batch), 0));
+    }
     let (records, compression) = match decode_records(&batch, &mut Budget::new(MAX_KEPT_BYTES)) {
         Ok(decoded) => decoded,
         // Too large to rewrite within memory: kept whole (compaction is best effort; the
@@ -549,6 +570,11 @@ pub fn stage(plan: &CleanPlan, now_ms: i64, max_keys: usize) -> io::Result<Stage
             if full || batch_end <= plan.first_dirty {
                 return Ok(());
             }
+            if is_transactional(&batch) {
+                // Kept whole, and supersedes nothing (see the module doc).
+                map_end = batch_end;
+                return Ok(());
+            }
             let mut keys = Vec::new();
             let mut budget = Budget::new(MAX_INFLATED_BYTES);
             let most = max_keys.max(MAX_BATCH_KEYS);
@@ -692,6 +718,21 @@ pub fn stage(plan: &CleanPlan, now_ms: i64, max_keys: usize) -> io::Result<Stage
                 staging.join(format::segment_file_name(base, "producers")),
             )?;
         }
+        // The copy lists the aborted transactions whose markers any of its segments held.
+        let mut aborted = Vec::new();
+        for segment in group {
+            let path = super::txn::AbortedIndex::path(&plan.dir, segment.base_offset);
+            match fs::read(&path) {
+                Ok(bytes) => aborted.extend(super::txn::decode_file(&bytes).unwrap_or_default()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if !aborted.is_empty() {
+            let staged_index = staging.join(format::segment_file_name(base, super::txn::EXTENSION));
+            fs::write(&staged_index, super::txn::encode_file(&aborted))?;
+            File::open(&staged_index)?.sync_all()?;
+        }
         // The copy keeps the newest write time of what it replaces, so tombstones in it
         // do not live delete.retention.ms longer.
         let log = staging.join(format::segment_file_name(base, "log"));
@@ -715,8 +756,11 @@ fn swap_marker(dir: &Path, base: i64) -> PathBuf {
 }
 
 /// A segment's files, in deletion order (the `.log` last: a crash part-way leaves a log
-/// without indexes, rebuilt at start-up). `producers` is optional.
-const EXTENSIONS: [&str; 4] = ["producers", "index", "timeindex", "log"];
+/// without indexes, rebuilt at start-up). `producers` and `txnindex` are optional.
+const EXTENSIONS: [&str; 5] = ["producers", "txnindex", "index", "timeindex", "log"];
+
+/// Files a segment may lack.
+const OPTIONAL: [&str; 2] = ["producers", "txnindex"];
 
 /// Deletes the files of segments with bases in `range` (indexes before logs).
 fn delete_segment_files(dir: &Path, range: impl std::ops::RangeBounds<i64>) -> io::Result<()> {
@@ -751,7 +795,7 @@ fn move_staged_in(dir: &Path, base: i64) -> io::Result<()> {
             // before a crash interrupted this (recovery runs it again).
             Err(e)
                 if e.kind() == io::ErrorKind::NotFound
-                    && (extension == "producers" || dir.join(&name).exists()) => {}
+                    && (OPTIONAL.contains(&extension) || dir.join(&name).exists()) => {}
             Err(e) => return Err(e),
             Ok(()) => {}
         }

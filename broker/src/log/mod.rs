@@ -448,16 +448,7 @@ impl Log {
                 self.producers
                     .check_marker(header.producer_id, header.producer_epoch)?;
             } else if header.producer_id >= 0 {
-                let producer_id = header.producer_id;
-                if header.is_transactional()
-                    && !self.producers.in_transaction(producer_id)
-                    && guard.is_none_or(|g| {
-                        g.producer_id != producer_id
-                            || g.marker_position != self.producers.marker_position(producer_id)
-                    })
-                {
-                    return Err(producers::ProducerError::NotInTransaction { producer_id }.into());
-                }
+                self.check_transaction(header, guard)?;
                 verdicts.push(self.producers.check(
                     header.producer_id,
                     header.producer_epoch,
@@ -657,6 +648,45 @@ impl Log {
             }
         }
         Ok(())
+    }
+
+    /// A client batch against the producer's transaction here. While a transaction is
+    /// open, only transactional batches of its epoch go in (an older epoch is fenced; a
+    /// newer one, or a plain batch, would leave the open transaction without the marker
+    /// its coordinator writes at its epoch). With none open, a transactional batch needs
+    /// a valid guard (see [`TxnGuard`]).
+    fn check_transaction(
+        &self,
+        header: &BatchHeader,
+        guard: Option<TxnGuard>,
+    ) -> Result<(), producers::ProducerError> {
+        use producers::ProducerError;
+        let producer_id = header.producer_id;
+        let epoch = header.producer_epoch;
+        match self.producers.open_epoch(producer_id) {
+            Some(open) if epoch < open => Err(ProducerError::Fenced {
+                producer_id,
+                epoch,
+                current: open,
+            }),
+            Some(open) if epoch > open || !header.is_transactional() => {
+                Err(ProducerError::InvalidTxnState {
+                    producer_id,
+                    epoch,
+                    open,
+                })
+            }
+            Some(_) => Ok(()),
+            None if header.is_transactional()
+                && guard.is_none_or(|g| {
+                    g.producer_id != producer_id
+                        || g.marker_position != self.producers.marker_position(producer_id)
+                }) =>
+            {
+                Err(ProducerError::NotInTransaction { producer_id })
+            }
+            None => Ok(()),
+        }
     }
 
     /// Appends a transaction marker for `producer_id` as the leader (the coordinator
@@ -999,13 +1029,23 @@ impl Log {
 
     /// Writes `partition.checkpoint`, and first `producers.snapshot` if producer state
     /// changed, so the snapshot is never older than the checkpoint's recovery point.
+    ///
+    /// The active segment's `.txnindex` is fsynced before the snapshot: a snapshot that
+    /// records a marker makes recovery skip it, so the index entry the marker added must
+    /// be durable first.
     fn write_checkpoint(&mut self, checkpoint: format::Checkpoint) -> io::Result<()> {
-        if self.producers.take_dirty()
-            && let Err(e) =
+        if self.producers.take_dirty() {
+            let written = match self.open_txnindex(self.active().base_offset) {
+                Some(index) => index.sync_data(),
+                None => Ok(()),
+            }
+            .and_then(|()| {
                 write_atomically(&self.dir.join(PRODUCERS_FILE), &self.producers.encode())
-        {
-            self.producers.mark_dirty();
-            return Err(e);
+            });
+            if let Err(e) = written {
+                self.producers.mark_dirty();
+                return Err(e);
+            }
         }
         write_atomically(&self.dir.join(CHECKPOINT_FILE), &checkpoint.encode())
     }

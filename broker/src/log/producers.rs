@@ -102,6 +102,14 @@ pub enum ProducerError {
     },
     #[error("producer {producer_id} wrote a transactional batch outside a verified transaction")]
     NotInTransaction { producer_id: i64 },
+    #[error(
+        "producer {producer_id} has a transaction open at epoch {open}: a batch of epoch {epoch} or without the transactional flag is refused until it ends"
+    )]
+    InvalidTxnState {
+        producer_id: i64,
+        epoch: i16,
+        open: i16,
+    },
 }
 
 /// What to do with a batch.
@@ -228,7 +236,9 @@ impl ProducerState {
             .producers
             .entry(producer_id)
             .or_insert_with(|| Producer::new(epoch, now_ms));
-        if epoch < producer.epoch {
+        // An older epoch's batch, or one the last marker already ended (a replay after a
+        // crash starts from the checkpoint, which may be older than the snapshot).
+        if epoch < producer.epoch || offset <= producer.last_marker_offset {
             return;
         }
         if epoch > producer.epoch {
@@ -313,6 +323,14 @@ impl ProducerState {
         self.producers
             .get(&producer_id)
             .map_or(-1, |p| p.last_marker_offset)
+    }
+
+    /// The epoch of `producer_id`'s open transaction here, if one is open.
+    pub fn open_epoch(&self, producer_id: i64) -> Option<i16> {
+        self.producers
+            .get(&producer_id)
+            .filter(|p| p.txn_first_offset >= 0)
+            .map(|p| p.epoch)
     }
 
     /// Whether `producer_id` has an open transaction here.

@@ -364,6 +364,11 @@ impl Partition {
         })
     }
 
+    /// Whether `producer_id` has an open transaction here.
+    pub fn in_transaction(&self, producer_id: i64) -> bool {
+        self.lock().in_transaction(producer_id)
+    }
+
     /// Open transactions in this partition: (producer id, epoch, first offset).
     pub fn open_transactions(&self) -> Vec<(i64, i16, i64)> {
         self.lock().open_transactions()

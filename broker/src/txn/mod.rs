@@ -74,6 +74,7 @@ pub fn kafka_error(
         TxnError::InvalidTxnState => ResponseError::InvalidTxnState,
         TxnError::InvalidTransactionTimeout => ResponseError::InvalidTransactionTimeout,
         TxnError::TransactionalIdNotFound => ResponseError::TransactionalIdNotFound,
+        TxnError::InvalidTransactionalId => ResponseError::InvalidRequest,
     }
 }
 
@@ -125,6 +126,23 @@ struct Entry {
 }
 
 type Shared = Arc<Mutex<Entry>>;
+
+/// A claim on an entry's state write (its `pending` flag), released when dropped: a
+/// request whose future is dropped mid-write (a closed connection, a cancelled admin
+/// call) cannot leave the id refusing every request.
+struct Claim<'a> {
+    coordinator: &'a TxnCoordinator,
+    transactional_id: String,
+    entry: Shared,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        lock(&self.entry).pending = false;
+        self.coordinator
+            .forget_if_empty(&self.transactional_id, &self.entry);
+    }
+}
 
 fn lock(entry: &Shared) -> std::sync::MutexGuard<'_, Entry> {
     entry.lock().unwrap_or_else(|p| p.into_inner())
@@ -203,6 +221,11 @@ impl TxnCoordinator {
     /// The partition holding `transactional_id`, if this broker leads it (loading it
     /// first if its ids are not in memory for the current leadership).
     async fn led(&self, host: &impl TxnHost, transactional_id: &str) -> Result<Led, TxnError> {
+        // Kafka's strings of non-flexible versions hold at most this many bytes; the
+        // record key holds the id whole, so a longer one is refused, never cut.
+        if transactional_id.is_empty() || transactional_id.len() > i16::MAX as usize {
+            return Err(TxnError::InvalidTransactionalId);
+        }
         let topic = Self::topic(host).await?;
         let index = crate::group::partition_for(transactional_id, topic.partitions.len());
         let partition = topic
@@ -327,13 +350,13 @@ impl TxnCoordinator {
             .retain(|id, _| !lost.contains(&crate::group::partition_for(id, count)));
     }
 
-    /// Marks the entry pending after `decide` accepted the request; the caller writes
-    /// and then calls [`TxnCoordinator::settle`].
+    /// Claims the entry's state write after `decide` accepted the request; the caller
+    /// writes with [`TxnCoordinator::settle`] (or drops the claim).
     fn begin<T>(
         &self,
         transactional_id: &str,
         decide: impl FnOnce(Option<&TxnMetadata>) -> Result<T, TxnError>,
-    ) -> Result<(Shared, T), TxnError> {
+    ) -> Result<(Claim<'_>, T), TxnError> {
         let entry = self
             .map()
             .entry(transactional_id.to_string())
@@ -349,14 +372,36 @@ impl TxnCoordinator {
         if e.pending || e.completing && e.meta.as_ref().is_some_and(|m| m.state.is_preparing()) {
             return Err(TxnError::ConcurrentTransactions);
         }
-        let decided = decide(e.meta.as_ref());
-        if decided.is_ok() {
-            e.pending = true;
-        } else if e.meta.is_none() {
-            drop(e);
-            self.forget_if_empty(transactional_id, &entry);
+        let decided = match decide(e.meta.as_ref()) {
+            Ok(decided) => decided,
+            Err(error) => {
+                drop(e);
+                self.forget_if_empty(transactional_id, &entry);
+                return Err(error);
+            }
+        };
+        e.pending = true;
+        drop(e);
+        let claim = Claim {
+            coordinator: self,
+            transactional_id: transactional_id.to_string(),
+            entry,
+        };
+        Ok((claim, decided))
+    }
+
+    /// Claims the entry for the task writing its markers (requests are refused while it
+    /// runs; this covers its final state write as `begin` covers a request's).
+    fn claim(&self, transactional_id: &str, entry: &Shared) -> Option<Claim<'_>> {
+        let mut e = lock(entry);
+        if std::mem::replace(&mut e.pending, true) {
+            return None;
         }
-        decided.map(|d| (entry.clone(), d))
+        Some(Claim {
+            coordinator: self,
+            transactional_id: transactional_id.to_string(),
+            entry: entry.clone(),
+        })
     }
 
     fn forget_if_empty(&self, transactional_id: &str, entry: &Shared) {
@@ -371,27 +416,20 @@ impl TxnCoordinator {
         }
     }
 
-    /// Writes `next` to the transaction topic and makes it current; clears the pending
-    /// flag whatever happens.
+    /// Writes `next` to the transaction topic and makes it current; the claim is
+    /// released whatever happens.
     async fn settle(
         &self,
         host: &impl TxnHost,
         led: &Led,
-        entry: &Shared,
+        claim: Claim<'_>,
         next: TxnMetadata,
     ) -> Result<(), TxnError> {
         let written = append(host, &led.partition, &next.transactional_id, Some(&next)).await;
-        let id = next.transactional_id.clone();
-        {
-            let mut e = lock(entry);
-            e.pending = false;
-            if written.is_ok() {
-                e.meta = Some(next);
-            }
+        if written.is_ok() {
+            lock(&claim.entry).meta = Some(next);
         }
-        if written.is_err() {
-            self.forget_if_empty(&id, entry);
-        }
+        drop(claim);
         written
     }
 
@@ -408,7 +446,7 @@ impl TxnCoordinator {
         }
         let led = self.led(&**host, transactional_id).await?;
         let now = host.now_ms();
-        let (entry, step) = self.begin(transactional_id, |meta| match meta {
+        let (claim, step) = self.begin(transactional_id, |meta| match meta {
             Some(meta) => meta.init(expected, timeout_ms, now),
             None => TxnMetadata::new(transactional_id, timeout_ms, now).init(None, timeout_ms, now),
         })?;
@@ -422,14 +460,12 @@ impl TxnCoordinator {
                         Ok(id) => meta.producer_id = id,
                         Err(e) => {
                             warn!(error = %format_args!("{e:#}"), "cannot reserve a producer id");
-                            lock(&entry).pending = false;
-                            self.forget_if_empty(transactional_id, &entry);
                             return Err(TxnError::CoordinatorNotAvailable);
                         }
                     }
                 }
                 let answer = (meta.producer_id, meta.producer_epoch);
-                self.settle(&**host, &led, &entry, meta).await?;
+                self.settle(&**host, &led, claim, meta).await?;
                 Ok(answer)
             }
             InitStep::AbortFirst(meta) => {
@@ -438,7 +474,12 @@ impl TxnCoordinator {
                     producer_id = meta.producer_id,
                     "a new producer aborts the open transaction of the previous one"
                 );
-                self.settle(&**host, &led, &entry, meta).await?;
+                let entry = claim.entry.clone();
+                self.settle(&**host, &led, claim, meta).await?;
+                host.metrics()
+                    .txn_aborts
+                    .with_label_values(&["new_producer"])
+                    .inc();
                 self.spawn_completion(host, transactional_id, &entry);
                 Err(TxnError::ConcurrentTransactions)
             }
@@ -456,16 +497,13 @@ impl TxnCoordinator {
     ) -> Result<(), TxnError> {
         let led = self.led(host, transactional_id).await?;
         let now = host.now_ms();
-        let (entry, next) = self.begin(transactional_id, |meta| {
+        let (claim, next) = self.begin(transactional_id, |meta| {
             meta.ok_or(TxnError::InvalidProducerIdMapping)?
                 .add_partitions(producer_id, epoch, partitions, now)
         })?;
         match next {
-            Some(next) => self.settle(host, &led, &entry, next).await,
-            None => {
-                lock(&entry).pending = false;
-                Ok(())
-            }
+            Some(next) => self.settle(host, &led, claim, next).await,
+            None => Ok(()),
         }
     }
 
@@ -511,17 +549,15 @@ impl TxnCoordinator {
     ) -> Result<(), TxnError> {
         let led = self.led(&**host, transactional_id).await?;
         let now = host.now_ms();
-        let (entry, step) = self.begin(transactional_id, |meta| {
+        let (claim, step) = self.begin(transactional_id, |meta| {
             meta.ok_or(TxnError::InvalidProducerIdMapping)?
                 .end(producer_id, epoch, commit, now)
         })?;
         match step {
-            EndStep::AlreadyDone => {
-                lock(&entry).pending = false;
-                Ok(())
-            }
+            EndStep::AlreadyDone => Ok(()),
             EndStep::Prepare(next) => {
-                self.settle(&**host, &led, &entry, next).await?;
+                let entry = claim.entry.clone();
+                self.settle(&**host, &led, claim, next).await?;
                 self.spawn_completion(host, transactional_id, &entry);
                 Ok(())
             }
@@ -537,12 +573,13 @@ impl TxnCoordinator {
     ) -> Result<(), TxnError> {
         let led = self.led(&**host, transactional_id).await?;
         let now = host.now_ms();
-        let (entry, next) = self.begin(transactional_id, |meta| match meta {
+        let (claim, next) = self.begin(transactional_id, |meta| match meta {
             Some(meta) if meta.state == TxnState::Ongoing => Ok(meta.abort_timed_out(now)),
             Some(_) => Err(TxnError::InvalidTxnState),
             None => Err(TxnError::TransactionalIdNotFound),
         })?;
-        self.settle(&**host, &led, &entry, next).await?;
+        let entry = claim.entry.clone();
+        self.settle(&**host, &led, claim, next).await?;
         host.metrics()
             .txn_aborts
             .with_label_values(&["operator"])
@@ -573,12 +610,26 @@ impl TxnCoordinator {
     /// Writes the markers of a preparing transaction to every partition, then its
     /// Complete state. Gives up (for the timer loop to retry) when leadership moves or
     /// after a few rounds of failures.
+    ///
+    /// The task belongs to one leadership of the id's partition and to one entry: when
+    /// either changed (leadership moved and came back, the partition was loaded again),
+    /// it stops, so a stale task never writes markers into a later transaction.
     async fn complete(&self, host: &impl TxnHost, transactional_id: &str, entry: &Shared) {
         let mut backoff = Duration::from_millis(50);
+        let mut coordinator_epoch = None;
         for _ in 0..8 {
             let Ok(led) = self.led(host, transactional_id).await else {
                 return;
             };
+            let current = self
+                .map()
+                .get(transactional_id)
+                .is_some_and(|e| Arc::ptr_eq(e, entry));
+            if !current
+                || *coordinator_epoch.get_or_insert(led.coordinator_epoch) != led.coordinator_epoch
+            {
+                return;
+            }
             let Some(meta) = lock(entry).meta.clone().filter(|m| m.state.is_preparing()) else {
                 return;
             };
@@ -606,12 +657,16 @@ impl TxnCoordinator {
                 let done = meta.complete(host.now_ms());
                 // Requests for the id are refused while this task runs, so nothing else
                 // writes its state meanwhile; pending covers the write as for requests.
-                let claimed = {
-                    let mut e = lock(entry);
-                    !std::mem::replace(&mut e.pending, true)
-                };
-                if claimed {
-                    match self.settle(host, &led, entry, done).await {
+                let still_ours = led.partition.leading_epoch() == Some(led.coordinator_epoch)
+                    && self
+                        .map()
+                        .get(transactional_id)
+                        .is_some_and(|e| Arc::ptr_eq(e, entry));
+                if !still_ours {
+                    return;
+                }
+                if let Some(claim) = self.claim(transactional_id, entry) {
+                    match self.settle(host, &led, claim, done).await {
                         Ok(()) => return,
                         Err(e) => {
                             warn!(transactional_id, error = %e, "cannot record a completed transaction; retrying")
@@ -691,7 +746,7 @@ impl TxnCoordinator {
             return;
         };
         let now = host.now_ms();
-        let Ok((entry, next)) = self.begin(transactional_id, |meta| match meta {
+        let Ok((claim, next)) = self.begin(transactional_id, |meta| match meta {
             Some(meta) if meta.timed_out(now) => Ok(meta.abort_timed_out(now)),
             _ => Err(TxnError::InvalidTxnState),
         }) else {
@@ -703,7 +758,8 @@ impl TxnCoordinator {
             timeout_ms = next.timeout_ms,
             "aborting a transaction that outlived its timeout"
         );
-        if self.settle(&**host, &led, &entry, next).await.is_ok() {
+        let entry = claim.entry.clone();
+        if self.settle(&**host, &led, claim, next).await.is_ok() {
             host.metrics()
                 .txn_aborts
                 .with_label_values(&["timeout"])
@@ -718,16 +774,18 @@ impl TxnCoordinator {
         };
         let now = host.now_ms();
         let expiration = host.config().transactional_id_expiration_ms;
-        let Ok((entry, ())) = self.begin(transactional_id, |meta| match meta {
+        let Ok((claim, ())) = self.begin(transactional_id, |meta| match meta {
             Some(meta) if meta.expired(now, expiration) => Ok(()),
             _ => Err(TxnError::InvalidTxnState),
         }) else {
             return;
         };
+        let entry = claim.entry.clone();
         let written = append(host, &led.partition, transactional_id, None).await;
+        drop(claim);
         let mut map = self.map();
-        lock(&entry).pending = false;
         if written.is_ok()
+            && !lock(&entry).pending
             && map
                 .get(transactional_id)
                 .is_some_and(|e| Arc::ptr_eq(e, &entry))

@@ -84,6 +84,8 @@ pub enum TxnError {
     InvalidTransactionTimeout,
     #[error("the transactional id is unknown")]
     TransactionalIdNotFound,
+    #[error("the transactional id is empty or longer than 32767 bytes")]
+    InvalidTransactionalId,
 }
 
 /// What InitProducerId does.

@@ -2249,3 +2249,85 @@ fn a_remote_rewrite_fails_on_a_damaged_batch_instead_of_laundering_it() {
         .expect_err("the overlapping batch fails the rewrite");
     assert!(error.to_string().contains("out of order"), "{error}");
 }
+
+/// A transactional producer's batch of `entries` (sequences from `first_seq`).
+fn transactional_batch(producer_id: i64, entries: &[Rec], first_seq: i32, ts: i64) -> Vec<u8> {
+    let records: Vec<Record> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| Record {
+            transactional: true,
+            producer_id,
+            producer_epoch: 0,
+            sequence: first_seq + i as i32,
+            ..record(i as i64, e, ts)
+        })
+        .collect();
+    encode(&records, Compression::None)
+}
+
+fn append_transactional(log: &mut Log, producer_id: i64, entries: &[Rec], ts: i64) -> i64 {
+    let prepared = prepare(
+        &transactional_batch(producer_id, entries, 0, ts),
+        1 << 20,
+        false,
+        MAX_INFLATED_BYTES,
+    )
+    .expect("valid batch");
+    let guard = crate::log::TxnGuard {
+        producer_id,
+        marker_position: log.marker_position(producer_id),
+    };
+    let (info, _) = log
+        .append_verified(prepared, 0, ts, Some(guard))
+        .expect("append");
+    info.base_offset
+}
+
+#[test]
+fn transactions_are_kept_whole_and_supersede_nothing() {
+    use crate::log::txn::{AbortedTxn, Marker};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = wall_ms();
+    let mut log = Log::open(dir.path(), config(), now).expect("open");
+    let mut model = Model::default();
+    model.put(&mut log, &[kv("a", "a1"), kv("b", "b1")], now); // 0, 1
+    let aborted_at = append_transactional(&mut log, 7, &[kv("a", "aborted")], now); // 2
+    let abort = log
+        .append_marker(7, 0, Marker::Abort, 0, 0, now)
+        .expect("abort")
+        .0
+        .base_offset; // 3
+    log.roll(now).expect("roll");
+    append_transactional(&mut log, 8, &[kv("b", "committed")], now); // 4
+    log.append_marker(8, 0, Marker::Commit, 0, 0, now)
+        .expect("commit"); // 5
+    log.roll(now).expect("roll");
+    model.put(&mut log, &[kv("a", "a2")], now); // 6
+    log.roll(now).expect("roll");
+    model.put(&mut log, &[kv("c", "c1")], now); // 7, in the active segment
+    let pass = clean(&mut log, now).expect("a pass runs");
+    assert!(
+        pass.records_removed >= 1,
+        "a1 is superseded by a2: {pass:?}"
+    );
+    let offsets: Vec<i64> = read_all(&log).iter().map(|(o, _)| *o).collect();
+    // a1 (0) goes; b1 (1) stays (a transactional record supersedes nothing); the aborted
+    // record, both markers and the committed record stay.
+    assert_eq!(offsets, vec![1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(
+        log.aborted_overlapping(0, 8),
+        vec![AbortedTxn {
+            producer_id: 7,
+            first_offset: aborted_at,
+            last_offset: abort,
+            last_stable_offset: abort + 1,
+        }]
+    );
+    // The merged segment carries the aborted transaction's index entry: a restart (which
+    // reads the .txnindex files) still knows it.
+    drop(log);
+    let log = Log::open(dir.path(), config(), now).expect("reopen");
+    assert_eq!(log.aborted_overlapping(0, 8).len(), 1);
+    assert_eq!(log.first_unstable_offset(), None);
+}
