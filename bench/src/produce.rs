@@ -63,6 +63,11 @@ pub struct ProducerArgs {
     /// topics). Default: no keys.
     #[arg(long)]
     pub keys: Option<u64>,
+    /// Produce in transactions (a fresh transactional.id), committing every this many
+    /// milliseconds; the commit waits for every record of the transaction. Default: no
+    /// transactions.
+    #[arg(long, value_name = "MS")]
+    pub transaction_interval_ms: Option<u64>,
 }
 
 impl ProducerArgs {
@@ -125,6 +130,7 @@ impl ProducerArgs {
             "linger_ms": self.linger_ms,
             "batch_size": self.batch_size,
             "topic_configs": self.topic_configs,
+            "transaction_interval_ms": self.transaction_interval_ms,
         })
     }
 }
@@ -287,15 +293,23 @@ pub fn run_producer(
     topic: &str,
     limits: &Limits,
 ) -> anyhow::Result<ProduceOutcome> {
-    let config = client.config(&[
+    let mut settings = vec![
         ("acks", args.acks.clone()),
         ("compression.type", args.compression.clone()),
         ("linger.ms", args.linger_ms.to_string()),
         ("batch.size", args.batch_size.to_string()),
-        // Kept off so results compare with the runs before InitProducerId existed.
+        // Kept off so results compare with the runs before InitProducerId existed
+        // (`-X enable.idempotence=true` turns it on).
         ("enable.idempotence", "false".into()),
         ("message.timeout.ms", "120000".into()),
-    ])?;
+    ];
+    if args.transaction_interval_ms.is_some() {
+        settings.push(("transactional.id", common::fresh_topic("strata-bench-txn")));
+        settings.push(("enable.idempotence", "true".into()));
+        // librdkafka wants message.timeout.ms (120 s above) within it.
+        settings.push(("transaction.timeout.ms", "120000".into()));
+    }
+    let config = client.config(&settings)?;
     let context = BenchContext {
         deliveries: Mutex::new(Deliveries {
             ack_latency: Some(common::new_histogram()),
@@ -306,6 +320,17 @@ pub fn run_producer(
     let producer: ThreadedProducer<BenchContext> = config
         .create_with_context(context)
         .context("create the producer")?;
+    let transactions = args.transaction_interval_ms.map(Duration::from_millis);
+    if transactions.is_some() {
+        producer
+            .init_transactions(Duration::from_secs(30))
+            .context("init_transactions")?;
+        producer
+            .begin_transaction()
+            .context("begin_transaction")?;
+    }
+    let mut last_commit = Instant::now();
+    let mut commits: u64 = 0;
 
     let mut payload = common::payload_template(args.record_size);
     let interval = limits
@@ -359,6 +384,27 @@ pub fn run_producer(
             }
         }
         sent += 1;
+        if let Some(every) = transactions
+            && last_commit.elapsed() >= every
+        {
+            producer
+                .commit_transaction(Duration::from_secs(60))
+                .context("commit_transaction")?;
+            commits += 1;
+            producer
+                .begin_transaction()
+                .context("begin_transaction")?;
+            last_commit = Instant::now();
+        }
+    }
+    if transactions.is_some() {
+        producer
+            .commit_transaction(Duration::from_secs(60))
+            .context("commit the last transaction")?;
+        commits += 1;
+    }
+    if commits > 0 {
+        eprintln!("strata-bench: {commits} transactions committed");
     }
     let send_elapsed = start.elapsed();
     if let Err(error) = producer.flush(Duration::from_secs(150)) {
