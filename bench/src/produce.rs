@@ -325,9 +325,7 @@ pub fn run_producer(
         producer
             .init_transactions(Duration::from_secs(30))
             .context("init_transactions")?;
-        producer
-            .begin_transaction()
-            .context("begin_transaction")?;
+        producer.begin_transaction().context("begin_transaction")?;
     }
     let mut last_commit = Instant::now();
     let mut commits: u64 = 0;
@@ -391,9 +389,7 @@ pub fn run_producer(
                 .commit_transaction(Duration::from_secs(60))
                 .context("commit_transaction")?;
             commits += 1;
-            producer
-                .begin_transaction()
-                .context("begin_transaction")?;
+            producer.begin_transaction().context("begin_transaction")?;
             last_commit = Instant::now();
         }
     }
