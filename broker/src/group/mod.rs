@@ -45,6 +45,7 @@ pub mod format;
 pub mod state;
 mod store;
 mod transactions;
+pub use transactions::TxnCommit;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -583,7 +584,7 @@ impl Coordinator {
         instance_id: Option<&str>,
         generation: i32,
         offsets: Vec<(String, i32, OffsetValue)>,
-        producer: Option<(i64, i16)>,
+        producer: Option<TxnCommit>,
     ) -> Vec<Result<(), GroupError>> {
         let all = |e: GroupError| offsets.iter().map(|_| Err(e.clone())).collect();
         if group_id.is_empty() {
@@ -650,7 +651,7 @@ impl Coordinator {
                 let mut guard = lock(&entry);
                 let e = &mut *guard;
                 let target = match producer {
-                    Some((id, _)) => e.pending.entry(id).or_default(),
+                    Some(p) => e.pending.entry(p.producer_id).or_default(),
                     None => &mut e.offsets,
                 };
                 for (topic, index, value) in accepted {

@@ -50,20 +50,25 @@ impl Coordinator {
         broker: &impl GroupHost,
         partition: &Partition,
         records: Vec<(RecordKey, Option<Bytes>)>,
-        producer: Option<(i64, i16)>,
+        producer: Option<super::TxnCommit>,
     ) -> Result<(), GroupError> {
         let now = broker.now_ms();
         let records = records
             .into_iter()
             .map(|(key, value)| (format::encode_key(&key), value))
             .collect();
-        let buf = encode_internal_batch(now, records, producer).map_err(|e| {
+        let ids = producer.map(|p| (p.producer_id, p.epoch));
+        let buf = encode_internal_batch(now, records, ids).map_err(|e| {
             warn!(error = %e, "cannot encode an offsets topic batch");
             GroupError::CoordinatorNotAvailable
         })?;
         // As in Kafka: written when the whole ISR has it, whatever the topic's
         // min.insync.replicas; a coordinator that lost leadership meanwhile says so.
-        match partition.append(&buf, now, -1, 1, COMMIT_TIMEOUT_MS).await {
+        let guard = producer.and_then(|p| p.guard);
+        match partition
+            .append_verified(&buf, now, -1, 1, COMMIT_TIMEOUT_MS, guard)
+            .await
+        {
             Ok(_) => Ok(()),
             Err(PartitionError::NotLeader) => Err(GroupError::NotCoordinator),
             Err(PartitionError::Log(LogError::InvalidBatch(BatchError::TooLarge { .. }))) => {

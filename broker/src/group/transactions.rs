@@ -12,6 +12,17 @@
 //! it and retries, so a consumer never starts from an offset about to change.
 
 use super::{Coordinator, GroupHost, lock, partition_for};
+use crate::log::TxnGuard;
+
+/// A transactional producer committing offsets (TxnOffsetCommit), its transaction
+/// verified with the coordinator under `guard` (`None` when its transaction is already
+/// open in the offsets partition).
+#[derive(Debug, Clone, Copy)]
+pub struct TxnCommit {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub guard: Option<TxnGuard>,
+}
 
 impl Coordinator {
     /// A transaction marker was written to partition `index` of the offsets topic:

@@ -216,10 +216,9 @@ fn with_records(
     read_committed: bool,
 ) -> PartitionData {
     let data = if read_committed && !records.is_empty() {
+        let end = crate::log::txn::records_end(&records).unwrap_or(fetch_offset);
         let aborted = aborted
-            .unwrap_or_else(|| {
-                partition.aborted_transactions(fetch_offset, marks.last_stable_offset)
-            })
+            .unwrap_or_else(|| partition.aborted_transactions(fetch_offset, end))
             .into_iter()
             .map(|a| {
                 AbortedTransaction::default()

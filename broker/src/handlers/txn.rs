@@ -379,18 +379,29 @@ pub async fn txn_offset_commit(
         }
     }
     // KIP-890: the group's offsets partition must be in the producer's open transaction
-    // (AddOffsetsToTxn), or the offsets would open a transaction no marker ends.
+    // (AddOffsetsToTxn), or the offsets would open a transaction no marker ends. The
+    // guard is taken first, so a marker written meanwhile voids the answer.
+    let mut guard = None;
     if !offsets.is_empty() {
-        let partitions = broker
+        let partition = broker
             .topics
             .get(crate::group::OFFSETS_TOPIC)
-            .map_or(0, |t| t.partitions.len());
+            .and_then(|t| {
+                let index = crate::group::partition_for(&request.group_id.0, t.partitions.len());
+                t.partition(index).cloned()
+            });
+        let Some(partition) = partition else {
+            let code = ResponseError::CoordinatorNotAvailable;
+            broker.metrics.error("TxnOffsetCommit", code);
+            return respond(all(code.code()));
+        };
+        guard = partition.txn_guard(request.producer_id.0);
         let verify = crate::txn::VerifyRequest {
             transactional_id: request.transactional_id.0.to_string(),
             producer_id: request.producer_id.0,
             producer_epoch: request.producer_epoch,
             topic: crate::group::OFFSETS_TOPIC.to_string(),
-            partition: crate::group::partition_for(&request.group_id.0, partitions),
+            partition: partition.index,
         };
         if let Err(code) = broker.verify_transaction(verify).await {
             let code = match code {
@@ -423,7 +434,11 @@ pub async fn txn_offset_commit(
                 instance.as_deref(),
                 request.generation_id,
                 offsets,
-                Some((request.producer_id.0, request.producer_epoch)),
+                Some(crate::group::TxnCommit {
+                    producer_id: request.producer_id.0,
+                    epoch: request.producer_epoch,
+                    guard,
+                }),
             )
             .await
     };

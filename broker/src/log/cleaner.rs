@@ -723,7 +723,16 @@ pub fn stage(plan: &CleanPlan, now_ms: i64, max_keys: usize) -> io::Result<Stage
         for segment in group {
             let path = super::txn::AbortedIndex::path(&plan.dir, segment.base_offset);
             match fs::read(&path) {
-                Ok(bytes) => aborted.extend(super::txn::decode_file(&bytes).unwrap_or_default()),
+                Ok(bytes) => match super::txn::decode_file(&bytes) {
+                    Some(entries) => aborted.extend(entries),
+                    // The swap would delete it: the pass stops rather than lose entries.
+                    None => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("{} is not an aborted-transaction index", path.display()),
+                        ));
+                    }
+                },
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
             }

@@ -444,9 +444,13 @@ impl Log {
         for header in &headers {
             if header.is_control() || header.producer_id >= 0 && header.base_sequence < 0 {
                 // Markers, and the broker's own transactional batches (TxnOffsetCommit)
-                // carry no sequences: only the epoch is checked.
+                // carry no sequences: only the epoch is checked, and the guard of a
+                // batch that would open a transaction.
                 self.producers
                     .check_marker(header.producer_id, header.producer_epoch)?;
+                if !header.is_control() && header.is_transactional() {
+                    self.check_transaction(header, guard)?;
+                }
             } else if header.producer_id >= 0 {
                 self.check_transaction(header, guard)?;
                 verdicts.push(self.producers.check(

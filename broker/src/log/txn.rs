@@ -181,6 +181,21 @@ pub fn marker_of(batch: &[u8], header: &BatchHeader) -> Option<Marker> {
     }
 }
 
+/// The offset after the last whole batch of `records` (a read's answer), if any: a
+/// read_committed response lists the aborted transactions up to there only.
+pub fn records_end(records: &[u8]) -> Option<i64> {
+    let mut position = 0;
+    let mut end = None;
+    while let Some((base, size, last_delta)) = format::read_batch_prefix(&records[position..]) {
+        if position + size > records.len() {
+            break;
+        }
+        end = Some(base + i64::from(last_delta) + 1);
+        position += size;
+    }
+    end
+}
+
 /// Bytes of a control batch [`marker_of`] reads: the header and its record's first bytes.
 pub const MARKER_PEEK_LEN: usize = format::BATCH_HEADER_LEN + 32;
 

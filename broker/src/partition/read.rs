@@ -89,20 +89,19 @@ impl Partition {
         if records.is_empty() {
             let from = self.local_log_start_offset().max(offset);
             if let Ok((records, marks)) = self.read_isolated(from, max_bytes, read_committed) {
-                let aborted = if read_committed && !records.is_empty() {
-                    self.aborted_transactions(from, marks.last_stable_offset)
-                } else {
-                    Vec::new()
+                let aborted = match crate::log::txn::records_end(&records) {
+                    Some(end) if read_committed => self.aborted_transactions(from, end),
+                    _ => Vec::new(),
                 };
                 return Ok((records, marks, aborted));
             }
         }
         let marks = self.watermarks();
         let mut aborted = Vec::new();
-        if read_committed && !records.is_empty() {
+        if read_committed && let Some(end) = crate::log::txn::records_end(&records) {
             aborted = remote::aborted_in_remote(&tier.reader, &tier.log, &records).await?;
-            aborted.retain(|a| a.last_offset >= offset);
-            for local in self.aborted_transactions(offset, marks.last_stable_offset) {
+            aborted.retain(|a| a.last_offset >= offset && a.first_offset < end);
+            for local in self.aborted_transactions(offset, end) {
                 if !aborted.contains(&local) {
                     aborted.push(local);
                 }

@@ -601,9 +601,16 @@ impl TxnCoordinator {
         let id = transactional_id.to_string();
         let entry = entry.clone();
         tokio::spawn(async move {
+            // Cleared however the task ends (a panic included), so the timer respawns it.
+            struct Completing(Shared);
+            impl Drop for Completing {
+                fn drop(&mut self) {
+                    lock(&self.0).completing = false;
+                }
+            }
+            let _completing = Completing(entry.clone());
             let coordinator = host.txn_coordinator();
             coordinator.complete(&*host, &id, &entry).await;
-            lock(&entry).completing = false;
         });
     }
 
