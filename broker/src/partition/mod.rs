@@ -393,8 +393,6 @@ impl Partition {
 
     /// Appends a produce request's records as the leader and answers per `acks`: with
     /// acks=all (-1) once the whole ISR holds them, at most `timeout_ms` later.
-    #[tracing::instrument(target = "strata::trace", level = "trace", name = "log.append",
-        skip_all, fields(topic = %self.topic, partition = self.index, bytes = records.len(), acks = acks))]
     pub async fn append(
         &self,
         records: &Bytes,
@@ -407,7 +405,10 @@ impl Partition {
             .await
     }
 
-    /// [`Partition::append`] with a verified transaction (see [`log::TxnGuard`]).
+    /// [`Partition::append`] with a verified transaction (see [`log::TxnGuard`]). The
+    /// trace span of every append (dashboards and tests know it as `log.append`).
+    #[tracing::instrument(target = "strata::trace", level = "trace", name = "log.append",
+        skip_all, fields(topic = %self.topic, partition = self.index, bytes = records.len(), acks = acks))]
     pub async fn append_verified(
         &self,
         records: &Bytes,
