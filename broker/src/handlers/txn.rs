@@ -510,16 +510,13 @@ pub async fn describe_transactions(
             continue;
         }
         states.push(match broker.txns.describe(&**broker, &id.0).await {
-            Ok(found) => {
-                let meta = found.meta;
-                state
-                    .with_transaction_state(str_bytes(meta.state.name()))
-                    .with_transaction_timeout_ms(meta.timeout_ms)
-                    .with_transaction_start_time_ms(meta.start_ms)
-                    .with_producer_id(ProducerId(meta.producer_id))
-                    .with_producer_epoch(meta.producer_epoch)
-                    .with_topics(topics_of(&meta))
-            }
+            Ok(meta) => state
+                .with_transaction_state(str_bytes(meta.state.name()))
+                .with_transaction_timeout_ms(meta.timeout_ms)
+                .with_transaction_start_time_ms(meta.start_ms)
+                .with_producer_id(ProducerId(meta.producer_id))
+                .with_producer_epoch(meta.producer_epoch)
+                .with_topics(topics_of(&meta)),
             Err(e) => {
                 state.with_error_code(error_code(broker, "DescribeTransactions", Err(e), 0, 0))
             }

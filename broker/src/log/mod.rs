@@ -736,11 +736,6 @@ impl Log {
         self.producers.in_transaction(producer_id)
     }
 
-    /// Open transactions: (producer id, epoch, first offset), oldest first.
-    pub fn open_transactions(&self) -> Vec<(i64, i16, i64)> {
-        self.producers.open_transactions()
-    }
-
     /// Aborted transactions with records in `[from, to)`, for a read_committed Fetch.
     pub fn aborted_overlapping(&self, from: i64, to: i64) -> Vec<txn::AbortedTxn> {
         self.aborted.overlapping(from, to)
@@ -1087,8 +1082,8 @@ impl Log {
                 if h.producer_id < 0 {
                     return true;
                 }
-                let marker = if h.is_control() {
-                    match segment.read_at(position, h.size.min(txn::MARKER_PEEK_LEN)) {
+                let marker = if h.is_control() && h.size <= txn::MAX_CONTROL_BATCH_LEN {
+                    match segment.read_at(position, h.size) {
                         Ok(bytes) => txn::marker_of(&bytes, h),
                         Err(e) => {
                             error = Some(e);

@@ -61,6 +61,8 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use super::records;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
@@ -158,25 +160,19 @@ pub fn encode_marker(
 /// The marker a control batch holds, from its first record's key; `None` if the batch is
 /// not a control batch or its key is not a marker's. `batch` is one whole batch.
 pub fn marker_of(batch: &[u8], header: &BatchHeader) -> Option<Marker> {
-    if !header.is_control() || header.record_count < 1 {
+    if !header.is_control() {
         return None;
     }
-    let mut records = batch.get(format::BATCH_HEADER_LEN..)?;
-    // length, attributes, timestamp delta, offset delta, key length, then the key.
-    read_varint(&mut records)?;
-    if !records.has_remaining() {
-        return None;
-    }
-    records.advance(1);
-    read_varint(&mut records)?;
-    read_varint(&mut records)?;
-    if read_varint(&mut records)? != 4 || records.remaining() < 4 {
-        return None;
-    }
-    let _version = records.get_i16();
-    match records.get_i16() {
-        0 => Some(Marker::Abort),
-        1 => Some(Marker::Commit),
+    let mut key = None;
+    let mut budget = records::Budget::new(MAX_CONTROL_BATCH_LEN as u64);
+    records::for_each_record(batch, records::Want::Key, &mut budget, |record| {
+        key = record.key;
+        false
+    })
+    .ok()?;
+    match key?.as_ref() {
+        [_, _, 0, 0] => Some(Marker::Abort),
+        [_, _, 0, 1] => Some(Marker::Commit),
         _ => None,
     }
 }
@@ -196,23 +192,9 @@ pub fn records_end(records: &[u8]) -> Option<i64> {
     end
 }
 
-/// Bytes of a control batch [`marker_of`] reads: the header and its record's first bytes.
-pub const MARKER_PEEK_LEN: usize = format::BATCH_HEADER_LEN + 32;
-
-fn read_varint(buf: &mut &[u8]) -> Option<i64> {
-    let mut value: u64 = 0;
-    for shift in (0..64).step_by(7) {
-        if !buf.has_remaining() {
-            return None;
-        }
-        let byte = buf.get_u8();
-        value |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Some((value >> 1) as i64 ^ -((value & 1) as i64));
-        }
-    }
-    None
-}
+/// Largest control batch recovery reads whole to learn its marker (a marker batch is
+/// under a hundred bytes; a larger control batch is not a marker of ours).
+pub const MAX_CONTROL_BATCH_LEN: usize = 4096;
 
 /// The aborted transactions of a local log, in memory, and their per-segment files.
 #[derive(Debug, Default)]
@@ -295,18 +277,6 @@ impl AbortedIndex {
         }
         super::write_atomically(&path, &encode_file(entries))
     }
-
-    /// Entries whose marker lies in `[from, to)`, as a segment's file holds them.
-    pub fn markers_in(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
-        let mut found: Vec<AbortedTxn> = self
-            .entries
-            .values()
-            .filter(|e| (from..to).contains(&e.last_offset))
-            .copied()
-            .collect();
-        found.sort_by_key(|e| e.last_offset);
-        found
-    }
 }
 
 fn put_header(buf: &mut BytesMut) {
@@ -386,10 +356,7 @@ mod tests {
             assert_eq!(header.record_count, 1);
             assert!(format::crc_matches(&batch));
             assert_eq!(marker_of(&batch, &header), Some(marker));
-            assert_eq!(
-                marker_of(&batch[..MARKER_PEEK_LEN.min(batch.len())], &header),
-                Some(marker)
-            );
+            assert!(batch.len() <= MAX_CONTROL_BATCH_LEN);
         }
     }
 

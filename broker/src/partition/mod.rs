@@ -369,11 +369,6 @@ impl Partition {
         self.lock().in_transaction(producer_id)
     }
 
-    /// Open transactions in this partition: (producer id, epoch, first offset).
-    pub fn open_transactions(&self) -> Vec<(i64, i16, i64)> {
-        self.lock().open_transactions()
-    }
-
     /// The log start offset across both tiers: the remote start when the remote tier
     /// holds live data that reaches the local log, else the local start.
     fn log_start_offset(&self, local_start: i64) -> i64 {

@@ -148,12 +148,6 @@ fn lock(entry: &Shared) -> std::sync::MutexGuard<'_, Entry> {
     entry.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A transaction as DescribeTransactions and ListTransactions show it.
-pub struct TxnDescription {
-    pub meta: TxnMetadata,
-    pub coordinator_partition: i32,
-}
-
 pub struct TxnCoordinator {
     txns: Mutex<HashMap<String, Shared>>,
     /// Partitions of the transaction topic whose ids are in memory, with the leader epoch
@@ -807,8 +801,8 @@ impl TxnCoordinator {
         &self,
         host: &impl TxnHost,
         transactional_id: &str,
-    ) -> Result<TxnDescription, TxnError> {
-        let led = self.led(host, transactional_id).await?;
+    ) -> Result<TxnMetadata, TxnError> {
+        self.led(host, transactional_id).await?;
         let entry = self
             .map()
             .get(transactional_id)
@@ -818,10 +812,7 @@ impl TxnCoordinator {
             .meta
             .clone()
             .ok_or(TxnError::TransactionalIdNotFound)?;
-        Ok(TxnDescription {
-            meta,
-            coordinator_partition: led.partition.index,
-        })
+        Ok(meta)
     }
 
     /// ListTransactions: every id this broker coordinates.
