@@ -344,6 +344,117 @@ def test_tombstones_kept_until_delete_retention(broker):
     assert not [g for g in got if g.key in dead and g.value is not None], "an older version of a deleted key is back"
 
 
+def transactional_produce(b, topic: str, records: list[Rec], *, commit: bool, transactional_id: str) -> list[Rec]:
+    """Produces `records` in one transaction, committed or aborted; fills in offsets."""
+    producer = Producer({**QUIET, "bootstrap.servers": b.bootstrap, "transactional.id": transactional_id,
+                         "batch.size": 16 * KiB})
+    producer.init_transactions(30)
+    producer.begin_transaction()
+
+    def delivered(err, msg, rec):
+        assert err is None, f"{short(rec.key)}: {err}"
+        rec.offset = msg.offset()
+
+    for r in records:
+        producer.produce(topic, key=r.key, value=r.value, partition=r.partition,
+                         on_delivery=lambda err, msg, r=r: delivered(err, msg, r))
+        producer.poll(0)
+    # librdkafka's abort purges what it has not sent yet: flush first, so the aborted
+    # records are in the log.
+    assert producer.flush(30) == 0
+    if commit:
+        producer.commit_transaction(30)
+    else:
+        producer.abort_transaction(30)
+    return records
+
+
+def control_batches(b, topic: str, partition: int = 0) -> dict[str, int]:
+    """Transaction markers in the partition's sealed segments, by kind (read from the
+    `.log` files: RecordBatch v2, attributes bit 5; the control record's key type)."""
+    import struct
+
+    def varint(data: bytes, at: int) -> tuple[int, int]:
+        shift = value = 0
+        while True:
+            byte = data[at]
+            at += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                return (value >> 1) ^ -(value & 1), at
+
+    counts = {"commit": 0, "abort": 0}
+    segments = sorted(b.partition_dir(topic, partition).glob("*.log"))
+    for path in segments[:-1]:  # the active segment is never cleaned
+        data = path.read_bytes()
+        at = 0
+        while at + 61 <= len(data):
+            length = struct.unpack_from(">i", data, at + 8)[0]
+            attributes = struct.unpack_from(">h", data, at + 21)[0]
+            if attributes & 0x20:
+                pos = at + 61
+                _, pos = varint(data, pos)  # record length
+                pos += 1  # record attributes
+                _, pos = varint(data, pos)  # timestamp delta
+                _, pos = varint(data, pos)  # offset delta
+                key_len, pos = varint(data, pos)
+                kind = struct.unpack_from(">h", data, pos + 2)[0] if key_len == 4 else -1
+                name = {0: "abort", 1: "commit"}.get(kind, f"other {kind}")
+                counts[name] = counts.get(name, 0) + 1
+            at += 12 + length
+    return counts
+
+
+def test_transactional_compacted_topic(broker):
+    """A compacted topic written by transactions: the cleaner removes aborted records at
+    once (read_uncommitted consumers stop seeing them), compacts committed records as any
+    other (a later committed value supersedes them), and removes an abort marker after
+    delete.retention.ms (0 here) while a commit marker stays as long as records of its
+    transaction do. read_committed and read_uncommitted readers end with the same view:
+    the last committed value of every key."""
+    b = broker(env=ENV)
+    topic = "txn-compact"
+    compacted_topic(b, topic, segment_bytes=32 * KiB, delete_retention_ms=0)
+    tid = "compactor"
+    produced = transactional_produce(b, topic, versions(range(200), 1), commit=True, transactional_id=tid)
+    aborted = transactional_produce(b, topic, versions(range(200), 2), commit=False, transactional_id=tid)
+    produced += transactional_produce(b, topic, versions(range(100), 3), commit=True, transactional_id=tid)
+    transactional = produced + aborted
+    produced += produce(b, topic, filler("t", 64 * KiB))
+    check_sealed(b, topic, transactional)
+    expected = latest(produced, tombstones_kept=False)
+    # The aborted records were produced at their offsets too: a read_uncommitted reader
+    # sees them until the cleaner removes them (pending), never anything else.
+    deadline = time.monotonic() + CONVERGE_TIMEOUT_S
+    while True:
+        got = confluent_consume(b.bootstrap, topic, 1, timeout=60, **{"isolation.level": "read_uncommitted"})
+        broken, pending = check_view(produced + aborted, expected, got)
+        assert not broken, f"{topic}: the log is damaged: {summary(broken)}"
+        markers = control_batches(b, topic)
+        if not pending and markers["abort"] == 0:
+            break
+        if time.monotonic() > deadline:
+            pytest.fail(f"{topic}: not cleaned after {CONVERGE_TIMEOUT_S}s: still there {summary(pending)}; "
+                        f"markers {markers}; cleaner metrics {cleaner_metrics(b)}")
+        time.sleep(0.5)
+    assert markers == {"commit": 2, "abort": 0}, \
+        f"the two commit markers whose transactions keep records stay, the abort marker goes: {markers}"
+    committed = confluent_consume(b.bootstrap, topic, 1, timeout=60, **{"isolation.level": "read_committed"})
+    broken, pending = check_view(produced, expected, committed)
+    assert not broken and not pending, f"read_committed: {summary(broken + pending)}"
+    assert [(g.offset, g.value) for g in committed] == [(g.offset, g.value) for g in got]
+    # A restart rebuilds the producer state from the cleaned log: nothing is left open,
+    # and the transactional id goes on.
+    b.restart()
+    more = transactional_produce(b, topic, versions(range(5), 4), commit=True, transactional_id=tid)
+    # A plain record last: the consumer reads up to the high watermark, and a marker
+    # (the last offset otherwise) is never delivered.
+    last = produce(b, topic, versions([999], 1))
+    got = confluent_consume(b.bootstrap, topic, 1, timeout=60, **{"isolation.level": "read_committed"})
+    assert [g.value for g in got][-6:] == [r.value for r in more + last]
+
+
 def test_compact_delete_applies_retention_too(broker):
     """cleanup.policy=compact,delete: segments past retention.ms go even though their keys
     are unique (compaction alone would keep them), newer segments are compacted, and

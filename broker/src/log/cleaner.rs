@@ -24,15 +24,29 @@
 //!    DeleteRecords did not remove any meanwhile), each group of old segments is replaced
 //!    by its copy, crash-safely (below), and the first dirty offset moves on.
 //!
-//! **Transactions.** Batches of transactions (the transactional attribute) and their
-//! markers (control batches) are kept whole and their keys are left out of the map: a
-//! pass never removes a marker (a replay or a new replica would find the transaction
-//! open for good), never lets an aborted record supersede a committed one, and removes
-//! only non-transactional records that a later non-transactional record of the same key
-//! supersedes. Aborted records stay on disk and read_committed readers keep dropping
-//! them with the markers. The `.txnindex` files of merged segments are merged into the
-//! copy. Removing aborted records and markers once safe, as Kafka's cleaner does, is
-//! not built yet.
+//! **Transactions.** A pass never reaches the last stable offset (nor the high
+//! watermark): every transaction it sees has its outcome, read from the partition's
+//! aborted-transaction index, the same index read_committed readers trust. Then, as
+//! Kafka's cleaner does:
+//!
+//! - the batches of aborted transactions are removed whole, at once, and their keys never
+//!   enter the map (an aborted record supersedes nothing);
+//! - records of committed transactions are compacted as any record: their keys enter the
+//!   map, and a later record of the same key supersedes them;
+//! - a **commit marker** goes once no record of its transaction is left and its segment
+//!   was last written more than delete.retention.ms ago (a replay or a new replica that
+//!   met the transaction's records without the marker would find it open for good);
+//! - an **abort marker** goes once its segment is older than delete.retention.ms (its
+//!   transaction's records went in the same or an earlier pass), together with its
+//!   aborted-index entry. The horizon gives a read_committed reader that met the
+//!   transaction's records, or its index entry, time to meet the marker too: a reader
+//!   holding an entry drops that producer's batches until the producer's abort marker.
+//!
+//! A marker whose outcome the index does not confirm (an abort marker without its entry)
+//! is kept. The `.txnindex` files of merged segments are merged into the copy, without
+//! the entries of removed markers. The remote tier's segments ([`RemoteRewrite`]) lose
+//! their aborted records the same way (from the aborted list each segment object
+//! carries) but keep their markers and lists.
 //!
 //! A segment whose records are all removed stays as an empty segment (merged into a
 //! neighbour by the next pass), so segments stay contiguous. Readers skip gaps: a read
@@ -92,7 +106,7 @@ use super::records::{
     Budget, MAX_INFLATED_BYTES, RecordError, Want, decode_records, for_each_record,
 };
 use super::segment::{Segment, read_prefix_at};
-use super::{Log, LogError, write_atomically};
+use super::{Log, LogError, txn, write_atomically};
 
 pub const STAGING_DIR: &str = "cleaning";
 /// Memory one batch's records may take while the cleaner rewrites it (bytes plus
@@ -159,6 +173,11 @@ pub struct CleanPlan {
     /// the remote end, and uploads would stop), and a segment that may be uploading
     /// right now is never merged.
     pub upload_end: Option<i64>,
+    /// Where the pass must stop: the last stable offset, capped by the high watermark.
+    /// Every transaction below it has its marker.
+    pub stable_end: i64,
+    /// The aborted transactions with records in the planned segments.
+    pub aborted: Vec<txn::AbortedTxn>,
 }
 
 /// Whether the range `[base, end)` straddles `boundary`.
@@ -184,6 +203,8 @@ pub struct Staged {
     pub records_removed: u64,
     /// The pass's key map, for the remote tier's segments (tiered compacted topics).
     pub map: Arc<OffsetMap>,
+    /// Aborted transactions whose abort marker the pass removed: their index entries go.
+    pub removed_aborts: Vec<txn::AbortedTxn>,
 }
 
 fn key_hash(key: &[u8]) -> u128 {
@@ -280,30 +301,116 @@ fn check_stored(
     Ok(())
 }
 
-/// Whether a stored batch belongs to a transaction (its records or its marker).
-fn is_transactional(batch: &[u8]) -> bool {
-    batch.len() >= format::BATCH_HEADER_LEN && {
-        let header = format::parse_validated_header(&batch[..format::BATCH_HEADER_LEN]);
-        header.is_transactional() || header.is_control()
+/// The header of a stored batch (checked whole by [`check_stored`] before).
+fn header_of(batch: &[u8]) -> Option<format::BatchHeader> {
+    (batch.len() >= format::BATCH_HEADER_LEN)
+        .then(|| format::parse_validated_header(&batch[..format::BATCH_HEADER_LEN]))
+}
+
+/// The aborted transactions of a pass's range, by producer: whether a transactional
+/// batch belongs to one.
+#[derive(Debug, Default)]
+pub struct AbortedRanges(HashMap<i64, Vec<(i64, i64)>>);
+
+impl AbortedRanges {
+    pub fn new(entries: &[txn::AbortedTxn]) -> AbortedRanges {
+        let mut by_producer: HashMap<i64, Vec<(i64, i64)>> = HashMap::new();
+        for e in entries {
+            by_producer
+                .entry(e.producer_id)
+                .or_default()
+                .push((e.first_offset, e.last_offset));
+        }
+        for ranges in by_producer.values_mut() {
+            ranges.sort_unstable();
+        }
+        AbortedRanges(by_producer)
+    }
+
+    /// Whether the transactional batch of `producer_id` at `offset` was aborted (a
+    /// producer has one transaction open at a time, so its ranges do not overlap).
+    fn contains(&self, producer_id: i64, offset: i64) -> bool {
+        let Some(ranges) = self.0.get(&producer_id) else {
+            return false;
+        };
+        let after = ranges.partition_point(|&(first, _)| first <= offset);
+        after > 0 && ranges[after - 1].1 >= offset
+    }
+}
+
+/// What a pass knows of transactions while it walks batches in offset order.
+#[derive(Debug, Default)]
+struct TxnWalk {
+    aborted: AbortedRanges,
+    /// The index entries of the range, to find an abort marker's.
+    entries: Vec<txn::AbortedTxn>,
+    /// Producers whose committed transaction has records kept so far (its marker stays).
+    kept: std::collections::HashSet<i64>,
+    removed_aborts: Vec<txn::AbortedTxn>,
+}
+
+impl TxnWalk {
+    fn new(entries: &[txn::AbortedTxn]) -> TxnWalk {
+        TxnWalk {
+            aborted: AbortedRanges::new(entries),
+            entries: entries.to_vec(),
+            ..TxnWalk::default()
+        }
+    }
+
+    /// One batch below the map's end: the batch to keep (`None`: it all went) and how
+    /// many records went. Markers may go only if `markers_expire` (see the module doc).
+    fn clean(
+        &mut self,
+        batch: Bytes,
+        map: &OffsetMap,
+        map_end: i64,
+        tombstones_expire: bool,
+        markers_expire: bool,
+    ) -> io::Result<(Option<Bytes>, u64)> {
+        let Some(header) = header_of(&batch) else {
+            return Ok((Some(batch), 0));
+        };
+        let producer_id = header.producer_id;
+        if header.is_control() {
+            let remove = markers_expire
+                && match txn::marker_of(&batch, &header) {
+                    Some(txn::Marker::Commit) => !self.kept.remove(&producer_id),
+                    Some(txn::Marker::Abort) => {
+                        let entry = self.entries.iter().find(|e| {
+                            e.producer_id == producer_id && e.last_offset == header.base_offset
+                        });
+                        entry.inspect(|e| self.removed_aborts.push(**e)).is_some()
+                    }
+                    None => false,
+                };
+            return Ok(if remove { (None, 1) } else { (Some(batch), 0) });
+        }
+        if header.is_transactional() && self.aborted.contains(producer_id, header.base_offset) {
+            return Ok((None, header.record_count.max(0) as u64));
+        }
+        let (out, gone) = filter_batch(batch, map, map_end, tombstones_expire)?;
+        if header.is_transactional() && out.is_some() {
+            self.kept.insert(producer_id);
+        }
+        Ok((out, gone))
     }
 }
 
 /// The key → last offset map of a pass, over the dirty part it covers.
 pub type OffsetMap = HashMap<u128, i64>;
 
-/// One batch without the records the map supersedes and, if `tombstones_expire`, without
-/// tombstones. Records at or past `map_end` are kept as they are: the map has not seen
-/// what follows them. Returns the batch to keep (the original bytes when nothing went,
-/// `None` when everything did) and how many records went.
+/// One data batch without the records the map supersedes and, if `tombstones_expire`,
+/// without tombstones. Records at or past `map_end` are kept as they are: the map has not
+/// seen what follows them. Returns the batch to keep (the original bytes when nothing
+/// went, `None` when everything did) and how many records went. A re-encoded batch keeps
+/// its producer id, epoch, sequences and transactional attribute.
 fn filter_batch(
     batch: Bytes,
     map: &OffsetMap,
     map_end: i64,
     tombstones_expire: bool,
 ) -> io::Result<(Option<Bytes>, u64)> {
-    if is_transactional(&batch) {
-        return Ok((Some(batch), 0));
-    }
     let (records, compression) = match decode_records(&batch, &mut Budget::new(MAX_KEPT_BYTES)) {
         Ok(decoded) => decoded,
         // Too large to rewrite within memory: kept whole (compaction is best effort; the
@@ -394,6 +501,9 @@ pub struct RemoteRewrite {
     base_offset: i64,
     log_bytes: u64,
     map: Arc<OffsetMap>,
+    /// The aborted transactions the segment object lists: their records go (its markers
+    /// and list stay).
+    txns: TxnWalk,
     tombstones_expire: bool,
     index_interval_bytes: u64,
     removed: u64,
@@ -408,12 +518,15 @@ pub struct RemoteRewrite {
 }
 
 impl RemoteRewrite {
-    /// A rewrite of the segment `[offsets.0, offsets.1)` of `log_bytes` bytes.
+    /// A rewrite of the segment `[offsets.0, offsets.1)` of `log_bytes` bytes, which lists
+    /// the aborted transactions `aborted`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         staging: &Path,
         offsets: (i64, i64),
         log_bytes: u64,
         map: Arc<OffsetMap>,
+        aborted: &[txn::AbortedTxn],
         tombstones_expire: bool,
         index_interval_bytes: u64,
         now_ms: i64,
@@ -427,6 +540,7 @@ impl RemoteRewrite {
             end_offset,
             log_bytes,
             map,
+            txns: TxnWalk::new(aborted),
             tombstones_expire,
             index_interval_bytes,
             removed: 0,
@@ -469,7 +583,9 @@ impl RemoteRewrite {
             // Checked above: the prefix parses and the sum stays below the end offset.
             let (base, _, last_delta) = format::read_batch_prefix(&batch).unwrap_or_default();
             self.next_offset = base + i64::from(last_delta) + 1;
-            let (out, gone) = filter_batch(batch, &self.map, i64::MAX, self.tombstones_expire)?;
+            let (out, gone) =
+                self.txns
+                    .clean(batch, &self.map, i64::MAX, self.tombstones_expire, false)?;
             self.removed += gone;
             if let Some(out) = out {
                 append_batches(&mut self.segment, &out, self.index_interval_bytes)?;
@@ -553,7 +669,9 @@ pub fn stage(plan: &CleanPlan, now_ms: i64, max_keys: usize) -> io::Result<Stage
     }
     fs::create_dir_all(&staging)?;
 
-    // The map: key → last offset, over the dirty batches while it has room.
+    // The map: key → last offset, over the dirty batches while it has room, below the
+    // last stable offset.
+    let mut txns = TxnWalk::new(&plan.aborted);
     let mut map = OffsetMap::new();
     let mut map_end = plan.first_dirty;
     let mut full = false;
@@ -563,15 +681,22 @@ pub fn stage(plan: &CleanPlan, now_ms: i64, max_keys: usize) -> io::Result<Stage
         .filter(|s| s.next_offset > plan.first_dirty)
     {
         for_each_batch(segment, |batch_base, batch| {
-            let Some((_, _, last_delta)) = format::read_batch_prefix(&batch) else {
+            let Some(header) = header_of(&batch) else {
                 return Ok(()); // for_each_batch hands out parsed batches only
             };
-            let batch_end = batch_base + i64::from(last_delta) + 1;
+            let batch_end = header.next_offset();
             if full || batch_end <= plan.first_dirty {
                 return Ok(());
             }
-            if is_transactional(&batch) {
-                // Kept whole, and supersedes nothing (see the module doc).
+            if batch_end > plan.stable_end {
+                full = true; // a transaction without its outcome yet: stop before it
+                return Ok(());
+            }
+            if header.is_control()
+                || (header.is_transactional()
+                    && txns.aborted.contains(header.producer_id, batch_base))
+            {
+                // A marker or an aborted record supersedes nothing (see the module doc).
                 map_end = batch_end;
                 return Ok(());
             }
@@ -613,7 +738,7 @@ pub fn stage(plan: &CleanPlan, now_ms: i64, max_keys: usize) -> io::Result<Stage
             map_end = batch_end;
             Ok(())
         })?;
-        if full {
+        if full || segment.next_offset > plan.stable_end {
             break;
         }
         // Offsets past the last batch (removed by an earlier pass) are covered too.
@@ -672,12 +797,14 @@ pub fn stage(plan: &CleanPlan, now_ms: i64, max_keys: usize) -> io::Result<Stage
         for segment in group {
             let written_ms = modified_ms(&segment.log_path)?;
             newest_write = newest_write.max(written_ms);
-            let tombstones_expire = written_ms < delete_horizon;
+            // Tombstones and markers outlive their segment's last write by
+            // delete.retention.ms.
+            let expired = written_ms < delete_horizon;
             for_each_batch(segment, |batch_base, batch| {
                 let (out, gone) = if batch_base >= map_end {
                     (Some(batch), 0) // past the map: copied as it is
                 } else {
-                    filter_batch(batch, &map, map_end, tombstones_expire)?
+                    txns.clean(batch, &map, map_end, expired, expired)?
                 };
                 removed += gone;
                 let Some(out) = out else { return Ok(()) };
@@ -721,9 +848,9 @@ pub fn stage(plan: &CleanPlan, now_ms: i64, max_keys: usize) -> io::Result<Stage
         // The copy lists the aborted transactions whose markers any of its segments held.
         let mut aborted = Vec::new();
         for segment in group {
-            let path = super::txn::AbortedIndex::path(&plan.dir, segment.base_offset);
+            let path = txn::AbortedIndex::path(&plan.dir, segment.base_offset);
             match fs::read(&path) {
-                Ok(bytes) => match super::txn::decode_file(&bytes) {
+                Ok(bytes) => match txn::decode_file(&bytes) {
                     Some(entries) => aborted.extend(entries),
                     // The swap would delete it: the pass stops rather than lose entries.
                     None => {
@@ -737,9 +864,10 @@ pub fn stage(plan: &CleanPlan, now_ms: i64, max_keys: usize) -> io::Result<Stage
                 Err(e) => return Err(e),
             }
         }
+        aborted.retain(|e| !txns.removed_aborts.contains(e));
         if !aborted.is_empty() {
-            let staged_index = staging.join(format::segment_file_name(base, super::txn::EXTENSION));
-            fs::write(&staged_index, super::txn::encode_file(&aborted))?;
+            let staged_index = staging.join(format::segment_file_name(base, txn::EXTENSION));
+            fs::write(&staged_index, txn::encode_file(&aborted))?;
             File::open(&staged_index)?.sync_all()?;
         }
         // The copy keeps the newest write time of what it replaces, so tombstones in it
@@ -757,6 +885,7 @@ pub fn stage(plan: &CleanPlan, now_ms: i64, max_keys: usize) -> io::Result<Stage
         i = j;
     }
     File::open(&staging)?.sync_all()?;
+    staged.removed_aborts = txns.removed_aborts;
     Ok(staged)
 }
 
@@ -921,6 +1050,10 @@ impl Log {
         if ratio < self.config.min_cleanable_dirty_ratio && !overdue && !upload_waiting {
             return None;
         }
+        let stable_end = self
+            .first_unstable_offset()
+            .unwrap_or_else(|| self.log_end_offset());
+        let start = segments.first().map_or(stable_end, |s| s.base_offset);
         Some(CleanPlan {
             dir: self.dir.clone(),
             segments,
@@ -929,6 +1062,8 @@ impl Log {
             delete_retention_ms: self.config.delete_retention_ms,
             index_interval_bytes: self.config.index_interval_bytes,
             upload_end: None,
+            stable_end,
+            aborted: self.aborted.overlapping(start, stable_end),
         })
     }
 
@@ -983,6 +1118,9 @@ impl Log {
             self.segments.insert(group.base, segment);
         }
         discard_staging(&self.dir);
+        for entry in &staged.removed_aborts {
+            self.aborted.remove(entry);
+        }
         self.first_dirty_offset = staged.first_dirty;
         write_atomically(
             &self.dir.join(CHECKPOINT_FILE),

@@ -243,6 +243,14 @@ impl AbortedIndex {
             .collect()
     }
 
+    /// Forgets one transaction (compaction removed its marker).
+    pub fn remove(&mut self, entry: &AbortedTxn) {
+        if self.contains(entry) {
+            self.entries
+                .remove(&(entry.first_offset, entry.producer_id));
+        }
+    }
+
     /// Forgets transactions whose marker is below `offset` (retention removed them).
     pub fn drop_before(&mut self, offset: i64) {
         self.entries.retain(|_, e| e.last_offset >= offset);

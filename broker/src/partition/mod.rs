@@ -929,6 +929,8 @@ impl Partition {
         // be the one uploading.
         let upload_end = || tiered.then(|| self.remote_bounds().map_or(i64::MIN, |b| b.end));
         plan.upload_end = upload_end();
+        // Records above the high watermark may still be truncated away.
+        plan.stable_end = plan.stable_end.min(self.high_watermark());
         let dir = plan.dir.clone();
         let staged = blocking(move || log::cleaner::stage(&plan, now_ms, max_keys))
             .await

@@ -49,11 +49,29 @@ pub async fn compact_remote(
             id: entry.object_id,
             size: entry.object_size(),
         };
+        // The aborted transactions the object lists: the rewrite drops their records.
+        // The list stays as it is (an entry whose records went is harmless to a reader:
+        // the producer's abort marker still follows).
+        let txn_index = if entry.txn_index_bytes > 0 {
+            tiering.cache.read(&object, entry.txn_index_range()).await?
+        } else {
+            Bytes::new()
+        };
+        let aborted = if txn_index.is_empty() {
+            Vec::new()
+        } else {
+            crate::log::txn::decode_file(&txn_index).ok_or_else(|| RemoteReadError::Corrupt {
+                key: object.key.clone(),
+                base_offset: entry.base_offset,
+                position: entry.txn_index_range().start,
+            })?
+        };
         let mut rewrite = RemoteRewrite::new(
             &staging,
             (entry.base_offset, entry.end_offset),
             entry.log_bytes,
             map.clone(),
+            &aborted,
             entry.uploaded_ms < horizon,
             config.index_interval_bytes,
             now_ms,
@@ -90,13 +108,6 @@ pub async fn compact_remote(
                 .cache
                 .read(&object, entry.producer_snapshot_range())
                 .await?
-        } else {
-            Bytes::new()
-        };
-        // Aborted transactions stay listed (an entry whose records compaction removed
-        // is harmless to a reader).
-        let txn_index = if entry.txn_index_bytes > 0 {
-            tiering.cache.read(&object, entry.txn_index_range()).await?
         } else {
             Bytes::new()
         };

@@ -2109,8 +2109,17 @@ fn remote_rewrite(dir: &Path, log_bytes: u64) -> RemoteRewrite {
     let mut map = OffsetMap::new();
     map.insert(key_hash(b"a"), 1);
     map.insert(key_hash(b"b"), 2);
-    RemoteRewrite::new(dir, (0, i64::MAX), log_bytes, Arc::new(map), false, 4096, 0)
-        .expect("rewrite")
+    RemoteRewrite::new(
+        dir,
+        (0, i64::MAX),
+        log_bytes,
+        Arc::new(map),
+        &[],
+        false,
+        4096,
+        0,
+    )
+    .expect("rewrite")
 }
 
 #[test]
@@ -2284,12 +2293,11 @@ fn append_transactional(log: &mut Log, producer_id: i64, entries: &[Rec], ts: i6
     info.base_offset
 }
 
-#[test]
-fn transactions_are_kept_whole_and_supersede_nothing() {
-    use crate::log::txn::{AbortedTxn, Marker};
-    let dir = tempfile::tempdir().expect("tempdir");
-    let now = wall_ms();
-    let mut log = Log::open(dir.path(), config(), now).expect("open");
+/// A log of: a1 b1 | aborted(a) ABORT | committed(b) COMMIT | a2 | c1 (active), with the
+/// offsets of the aborted record and its marker.
+fn transactional_log(dir: &Path, now: i64) -> (Log, i64, i64) {
+    use crate::log::txn::Marker;
+    let mut log = Log::open(dir, config(), now).expect("open");
     let mut model = Model::default();
     model.put(&mut log, &[kv("a", "a1"), kv("b", "b1")], now); // 0, 1
     let aborted_at = append_transactional(&mut log, 7, &[kv("a", "aborted")], now); // 2
@@ -2306,28 +2314,146 @@ fn transactions_are_kept_whole_and_supersede_nothing() {
     model.put(&mut log, &[kv("a", "a2")], now); // 6
     log.roll(now).expect("roll");
     model.put(&mut log, &[kv("c", "c1")], now); // 7, in the active segment
+    (log, aborted_at, abort)
+}
+
+#[test]
+fn aborted_records_go_and_committed_ones_compact() {
+    use crate::log::txn::AbortedTxn;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = wall_ms();
+    let (mut log, aborted_at, abort) = transactional_log(dir.path(), now);
     let pass = clean(&mut log, now).expect("a pass runs");
-    assert!(
-        pass.records_removed >= 1,
-        "a1 is superseded by a2: {pass:?}"
-    );
+    // a1 (superseded by a2), b1 (superseded by the committed b) and the aborted record
+    // go; the markers stay (their segments are younger than delete.retention.ms).
+    assert_eq!(pass.records_removed, 3, "{pass:?}");
     let offsets: Vec<i64> = read_all(&log).iter().map(|(o, _)| *o).collect();
-    // a1 (0) goes; b1 (1) stays (a transactional record supersedes nothing); the aborted
-    // record, both markers and the committed record stay.
-    assert_eq!(offsets, vec![1, 2, 3, 4, 5, 6, 7]);
-    assert_eq!(
-        log.aborted_overlapping(0, 8),
-        vec![AbortedTxn {
-            producer_id: 7,
-            first_offset: aborted_at,
-            last_offset: abort,
-            last_stable_offset: abort + 1,
-        }]
-    );
+    assert_eq!(offsets, vec![3, 4, 5, 6, 7]);
+    let entry = AbortedTxn {
+        producer_id: 7,
+        first_offset: aborted_at,
+        last_offset: abort,
+        last_stable_offset: abort + 1,
+    };
+    assert_eq!(log.aborted_overlapping(0, 8), vec![entry]);
     // The merged segment carries the aborted transaction's index entry: a restart (which
     // reads the .txnindex files) still knows it.
     drop(log);
     let log = Log::open(dir.path(), config(), now).expect("reopen");
-    assert_eq!(log.aborted_overlapping(0, 8).len(), 1);
+    assert_eq!(log.aborted_overlapping(0, 8), vec![entry]);
     assert_eq!(log.first_unstable_offset(), None);
+}
+
+#[test]
+fn markers_go_after_delete_retention_once_their_records_are_gone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = wall_ms();
+    let (mut log, _, _) = transactional_log(dir.path(), now);
+    let mut eager = log.config().clone();
+    eager.min_cleanable_dirty_ratio = 0.0;
+    log.set_config(eager);
+    // Past delete.retention.ms after the segments' last writes (file times).
+    let later = now + 2 * DAY_MS;
+    clean(&mut log, later).expect("a pass runs");
+    // The abort marker goes with its index entry; the commit marker stays while its
+    // transaction's record does.
+    let offsets: Vec<i64> = read_all(&log).iter().map(|(o, _)| *o).collect();
+    assert_eq!(offsets, vec![4, 5, 6, 7]);
+    assert!(log.aborted_overlapping(0, 8).is_empty());
+    // A later record of b supersedes the committed one: its marker goes too.
+    let mut model = Model::default();
+    model.put(&mut log, &[kv("b", "b3")], later); // 8
+    log.roll(later).expect("roll");
+    clean(&mut log, later).expect("a pass runs");
+    let offsets: Vec<i64> = read_all(&log).iter().map(|(o, _)| *o).collect();
+    assert_eq!(offsets, vec![6, 7, 8]);
+    drop(log);
+    let log = Log::open(dir.path(), config(), later).expect("reopen");
+    assert!(log.aborted_overlapping(0, 9).is_empty());
+    assert_eq!(log.first_unstable_offset(), None);
+}
+
+#[test]
+fn an_open_transaction_ends_the_pass() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = wall_ms();
+    let mut log = Log::open(dir.path(), config(), now).expect("open");
+    let mut model = Model::default();
+    model.put(&mut log, &[kv("a", "a1")], now); // 0
+    let open = append_transactional(&mut log, 7, &[kv("a", "open")], now); // 1
+    model.put(&mut log, &[kv("b", "b1")], now); // 2
+    log.roll(now).expect("roll");
+    model.put(&mut log, &[kv("a", "a2"), kv("b", "b2")], now); // 3, 4
+    log.roll(now).expect("roll");
+    model.put(&mut log, &[kv("c", "c1")], now); // 5
+    assert_eq!(log.first_unstable_offset(), Some(open));
+    let later = now + 2 * DAY_MS;
+    let pass = clean(&mut log, later).expect("a pass runs");
+    // Only a1's batch is below the open transaction: the map covers it alone, so nothing
+    // it could supersede goes, and the next pass starts at the open transaction.
+    assert_eq!(pass.records_removed, 0, "{pass:?}");
+    assert_eq!(pass.first_dirty, open);
+    let offsets: Vec<i64> = read_all(&log).iter().map(|(o, _)| *o).collect();
+    assert_eq!(offsets, vec![0, 1, 2, 3, 4, 5]);
+    // Once it commits, the pass goes on: a1 and b1 go, the committed "open" record is
+    // superseded by a2 and goes, and so (past the horizon) does its marker.
+    let commit = log
+        .append_marker(7, 0, crate::log::txn::Marker::Commit, 0, 0, now)
+        .expect("commit")
+        .0
+        .base_offset;
+    log.roll(now).expect("roll");
+    clean(&mut log, later).expect("a pass runs");
+    let offsets: Vec<i64> = read_all(&log).iter().map(|(o, _)| *o).collect();
+    assert_eq!(
+        offsets,
+        vec![3, 4, 5],
+        "the commit marker at {commit} went too"
+    );
+}
+
+#[test]
+fn a_remote_rewrite_drops_aborted_records_and_keeps_markers() {
+    use crate::log::txn::{AbortedTxn, Marker, encode_marker};
+    let dir = tempfile::tempdir().expect("tempdir");
+    // a=1 (0), aborted a (1), ABORT (2), b=1 (3)
+    let mut bytes = batch_of(&[kv("a", "1")], 1000, Compression::None);
+    let mut aborted = transactional_batch(7, &[kv("a", "aborted")], 0, 1000);
+    aborted[..8].copy_from_slice(&1i64.to_be_bytes());
+    bytes.extend_from_slice(&aborted);
+    let mut marker = encode_marker(7, 0, Marker::Abort, 0, 1000).to_vec();
+    marker[..8].copy_from_slice(&2i64.to_be_bytes());
+    bytes.extend_from_slice(&marker);
+    let mut last = batch_of(&[kv("b", "1")], 1000, Compression::None);
+    last[..8].copy_from_slice(&3i64.to_be_bytes());
+    bytes.extend_from_slice(&last);
+    let entry = AbortedTxn {
+        producer_id: 7,
+        first_offset: 1,
+        last_offset: 2,
+        last_stable_offset: 3,
+    };
+    let map = Arc::new(OffsetMap::new());
+    let mut rewrite = RemoteRewrite::new(
+        dir.path(),
+        (0, 4),
+        bytes.len() as u64,
+        map,
+        &[entry],
+        true,
+        4096,
+        0,
+    )
+    .expect("rewrite");
+    rewrite.feed(Bytes::from(bytes)).expect("whole batches");
+    let done = rewrite.finish().expect("finish").expect("a record went");
+    assert_eq!(done.records_removed, 1);
+    let mut copy = vec![0u8; done.log_bytes as usize];
+    done.log.read_exact_at(&mut copy, 0).expect("read the copy");
+    let offsets: Vec<i64> = split_batches(&copy)
+        .iter()
+        .flat_map(records_of)
+        .map(|(o, _)| o)
+        .collect();
+    assert_eq!(offsets, vec![0, 2, 3], "the marker stays");
 }
