@@ -397,8 +397,10 @@ def test_open_transaction_holds_read_committed_at_the_lso(broker):
     init_transactions(p, "open-tx")
     p.begin_transaction()
     d = Deliveries()
+    # Later than any other record's timestamp, for the search by timestamp below.
+    opened_at = int(time.time() * 1000) + 60_000
     for v in opened:
-        p.produce(topic, value=v, partition=0, on_delivery=d)
+        p.produce(topic, value=v, partition=0, on_delivery=d, timestamp=opened_at)
     assert p.flush(30) == 0 and not d.errors, f"transactional records not delivered: {d.errors[:5]}"
     first_open = min(off for _, _, off in d.placed.values())
     assert first_open == len(pre)
@@ -415,6 +417,15 @@ def test_open_transaction_holds_read_committed_at_the_lso(broker):
             f"{first_open}: want the LSO {first_open} (high watermark {hw})")
         assert admin_latest(b.bootstrap, topic, 0, IsolationLevel.READ_COMMITTED) == first_open
         assert admin_latest(b.bootstrap, topic, 0, IsolationLevel.READ_UNCOMMITTED) == hw
+        # ListOffsets by timestamp: the first record at or after `opened_at` is the open
+        # transaction's first. A read_uncommitted caller finds it; a read_committed one
+        # finds only records below the LSO, so it gets -1, as from Kafka.
+        for name, reader, want in (("read_uncommitted", ru, first_open), ("read_committed", rc, -1)):
+            found = reader.consumer.offsets_for_times([TopicPartition(topic, 0, opened_at)], timeout=30)
+            assert found[0].offset == want, (
+                f"{name}: offsets_for_times({opened_at}) answered {found[0].offset}, want {want}")
+        found = rc.consumer.offsets_for_times([TopicPartition(topic, 0, 0)], timeout=30)
+        assert found[0].offset == 0, f"read_committed offsets_for_times(0) answered {found[0].offset}"
 
         rc.read_to({0: first_open})
         rc.poll_for(2.0)

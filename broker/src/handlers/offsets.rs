@@ -25,14 +25,20 @@ const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 const LATEST_TIERED: i64 = -5;
 
-/// (offset, timestamp) for one ListOffsets query. LATEST is the last stable offset for
-/// read_committed callers (isolation level 1), as in Kafka.
+/// (offset, timestamp) for one ListOffsets query. For read_committed callers (isolation
+/// level 1), as in Kafka, LATEST is the last stable offset and a search by timestamp finds
+/// only a record below it (else -1: the record may belong to a transaction still open).
 async fn lookup(
     partition: &Partition,
     timestamp: i64,
     read_committed: bool,
 ) -> Result<(i64, i64), PartitionError> {
     let marks = partition.watermarks();
+    let stable = |found: Option<(i64, i64)>| {
+        found
+            .filter(|&(offset, _)| !read_committed || offset < marks.last_stable_offset)
+            .unwrap_or((-1, -1))
+    };
     Ok(match timestamp {
         LATEST if read_committed => (marks.last_stable_offset, -1),
         LATEST => (marks.high_watermark, -1),
@@ -43,8 +49,8 @@ async fn lookup(
             Some(b) if b.end > b.start => (b.end - 1, -1),
             _ => (-1, -1),
         },
-        MAX_TIMESTAMP => partition.max_timestamp().await?.unwrap_or((-1, -1)),
-        t if t >= 0 => partition.offset_for_timestamp(t).await?.unwrap_or((-1, -1)),
+        MAX_TIMESTAMP => stable(partition.max_timestamp().await?),
+        t if t >= 0 => stable(partition.offset_for_timestamp(t).await?),
         _ => {
             return Err(PartitionError::Log(LogError::OffsetOutOfRange {
                 offset: timestamp,
