@@ -85,7 +85,8 @@ impl Partition {
             max_bytes,
             read_committed,
         } = read;
-        let records = remote::read_remote(&tier.reader, &tier.log, offset, max_bytes).await?;
+        let (records, entry) =
+            remote::read_remote(&tier.reader, &tier.log, offset, max_bytes).await?;
         if records.is_empty() {
             let from = self.local_log_start_offset().max(offset);
             if let Ok((records, marks)) = self.read_isolated(from, max_bytes, read_committed) {
@@ -98,8 +99,11 @@ impl Partition {
         }
         let marks = self.watermarks();
         let mut aborted = Vec::new();
-        if read_committed && let Some(end) = crate::log::txn::records_end(&records) {
-            aborted = remote::aborted_in_remote(&tier.reader, &tier.log, &records).await?;
+        if read_committed
+            && let Some(end) = crate::log::txn::records_end(&records)
+            && let Some(entry) = &entry
+        {
+            aborted = remote::aborted_in_remote(&tier.reader, &tier.log, entry).await?;
             aborted.retain(|a| a.last_offset >= offset && a.first_offset < end);
             for local in self.aborted_transactions(offset, end) {
                 if !aborted.contains(&local) {

@@ -67,12 +67,15 @@ pub fn index_floor(index: &[u8], relative: i64) -> (u32, u64) {
 /// The trace span keeps its name from when this lived in `tier/` (dashboards use it).
 #[tracing::instrument(target = "strata::trace", level = "trace", name = "tier.remote_read",
     skip_all, fields(partition = %remote.id, offset = offset, max_bytes = max_bytes))]
+///
+/// Also returns the segment the batches came from (its aborted-transaction list belongs
+/// to them, whatever retention does to the manifest meanwhile).
 pub async fn read_remote(
     tiering: &RemoteReader,
     remote: &RemoteLog,
     offset: i64,
     max_bytes: usize,
-) -> Result<Bytes, RemoteReadError> {
+) -> Result<(Bytes, Option<SegmentEntry>), RemoteReadError> {
     match read_remote_once(tiering, remote, offset, max_bytes).await {
         Err(RemoteReadError::Corrupt { base_offset, .. }) => {
             if let Some(entry) = remote.locate(base_offset).await? {
@@ -84,25 +87,19 @@ pub async fn read_remote(
     }
 }
 
-/// The aborted transactions listed with the remote segment that `records` (a remote
-/// read's answer) came from: every aborted transaction overlapping that segment, for a
+/// The aborted transactions listed with a remote segment (the one a remote read's
+/// records came from): every aborted transaction overlapping that segment, for a
 /// read_committed reader. One ranged read of the object's last section, through the
 /// segment cache.
 pub async fn aborted_in_remote(
     tiering: &RemoteReader,
     remote: &RemoteLog,
-    records: &Bytes,
+    entry: &SegmentEntry,
 ) -> Result<Vec<crate::log::txn::AbortedTxn>, RemoteReadError> {
-    let Some((base_offset, _, _)) = format::read_batch_prefix(records) else {
-        return Ok(Vec::new());
-    };
-    let Some(entry) = remote.locate(base_offset).await? else {
-        return Ok(Vec::new());
-    };
     if entry.txn_index_bytes == 0 {
         return Ok(Vec::new());
     }
-    let object = object_ref(remote, &entry);
+    let object = object_ref(remote, entry);
     let bytes = tiering.cache.read(&object, entry.txn_index_range()).await?;
     crate::log::txn::decode_file(&bytes).ok_or(RemoteReadError::Corrupt {
         key: object.key.clone(),
@@ -124,12 +121,12 @@ async fn read_remote_once(
     remote: &RemoteLog,
     offset: i64,
     max_bytes: usize,
-) -> Result<Bytes, RemoteReadError> {
+) -> Result<(Bytes, Option<SegmentEntry>), RemoteReadError> {
     let mut offset = offset;
     let cache = &tiering.cache;
     let (entry, object, position, first_size) = loop {
         let Some(entry) = remote.locate(offset).await? else {
-            return Ok(Bytes::new());
+            return Ok((Bytes::new(), None));
         };
         let object = object_ref(remote, &entry);
         match seek_remote(cache, &entry, &object, offset).await? {
@@ -162,7 +159,7 @@ async fn read_remote_once(
     {
         cache.read_ahead(&object_ref(remote, &next), 0);
     }
-    Ok(bytes.slice(..whole))
+    Ok((bytes.slice(..whole), Some(entry)))
 }
 
 /// The batch of a remote segment holding `offset` (position, size), or `None` if the
