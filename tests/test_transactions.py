@@ -1029,3 +1029,123 @@ def test_list_and_describe_transactions(broker):
             bounded("DescribeTransactions", lambda: admin.describe_transactions(["no-such-transaction"]), 60)
     finally:
         admin.close()
+
+
+# ---------------------------------------------------------------------------------------
+# 7. Operators: a hanging transaction (open in partitions, lost by its coordinator)
+# ---------------------------------------------------------------------------------------
+
+
+def strata_cli(b, *args: str) -> subprocess.CompletedProcess:
+    from servers import strata_binary
+
+    result = subprocess.run([str(strata_binary()), *args, "--admin", b.admin], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, f"strata {' '.join(args)} exited {result.returncode}:\n{result.stderr}"
+    return result
+
+
+def write_txn_markers(bootstrap: str, producer_id: int, epoch: int, commit: bool, topic: str,
+                      partitions: list[int], coordinator_epoch: int = 0) -> dict[int, int]:
+    """Kafka's WriteTxnMarkers v1 (flexible), by hand, as `kafka-transactions.sh abort`
+    sends it to a partition's leader: partition -> error code."""
+    import struct
+
+    from wire import compact_string, connect, frame, read_uvarint, recv_frame, request_header, uvarint
+
+    body = uvarint(2)  # one marker
+    body += struct.pack(">qh?", producer_id, epoch, commit)
+    body += uvarint(2) + compact_string(topic)
+    body += uvarint(len(partitions) + 1) + b"".join(struct.pack(">i", p) for p in partitions)
+    body += b"\x00"  # topic's tagged fields
+    body += struct.pack(">i", coordinator_epoch) + b"\x00"  # marker's tagged fields
+    body += b"\x00"
+    sock = connect(bootstrap)
+    try:
+        sock.sendall(frame(request_header(27, 1, 7, flexible=True) + body))
+        answer = recv_frame(sock)
+    finally:
+        sock.close()
+    (correlation,) = struct.unpack_from(">i", answer, 0)
+    assert correlation == 7 and answer[4] == 0, answer
+    markers, pos = read_uvarint(answer, 5)
+    assert markers == 2, answer
+    (answered_pid,) = struct.unpack_from(">q", answer, pos)
+    assert answered_pid == producer_id, answer
+    topics, pos = read_uvarint(answer, pos + 8)
+    assert topics == 2, answer
+    name_len, pos = read_uvarint(answer, pos)
+    pos += name_len - 1
+    count, pos = read_uvarint(answer, pos)
+    errors = {}
+    for _ in range(count - 1):
+        partition, error = struct.unpack_from(">ih", answer, pos)
+        pos += 7  # and its tagged fields
+        errors[partition] = error
+    return errors
+
+
+def test_hanging_transaction_found_and_aborted_in_its_partitions(broker):
+    """A transaction its coordinator lost (here: the `__transaction_state` logs are gone
+    after a crash) hangs: no timeout aborts it, and read_committed readers of its
+    partitions stay at the LSO. `strata transactions find-hanging` finds it (open in a
+    partition, no coordinator has it open); `strata transactions abort-partition` and
+    Kafka's WriteTxnMarkers (what `kafka-transactions.sh abort` sends) write abort markers,
+    and the partitions' readers move on without its records."""
+    b = broker(env=ENV)
+    topic = "hang"
+    create_topic(b.bootstrap, topic, 2)
+    for part in (0, 1):
+        produce_plain(b.bootstrap, topic, [b"pre-%d" % part], part)
+    p = tx_producer(b.bootstrap, "hanger", **{"transaction.timeout.ms": 2000})
+    init_transactions(p, "hanger")
+    p.begin_transaction()
+    d = Deliveries()
+    for part in (0, 1):
+        p.produce(topic, value=b"lost-%d" % part, partition=part, on_delivery=d)
+    assert p.flush(30) == 0 and not d.errors, d.errors
+    b.kill9()
+    del p  # its process is gone as far as the broker knows
+    logs = b.data_dir / "logs"
+    lost = [d for d in logs.iterdir() if d.name.startswith("__transaction_state.")]
+    assert lost, f"no __transaction_state logs under {logs}"
+    for gone in lost:
+        shutil.rmtree(gone)
+    b.start()
+
+    # Well past its 2 s timeout, nothing has aborted it.
+    time.sleep(4)
+    for part in (0, 1):
+        assert admin_latest(b.bootstrap, topic, part, IsolationLevel.READ_COMMITTED) == 1, \
+            f"partition {part}: the transaction should hang (LSO 1)"
+    listed = json.loads(strata_cli(b, "transactions", "list", "--json").stdout)
+    assert [t for t in listed if t["transactional_id"] == "hanger"] == [], listed
+    hanging = json.loads(strata_cli(b, "transactions", "find-hanging", "--json").stdout)
+    assert sorted((h["topic"], h["partition"], h["first_offset"], h["high_watermark"]) for h in hanging) == \
+        [(topic, 0, 1, 2), (topic, 1, 1, 2)], hanging
+    assert all(h["transactional_id"] is None for h in hanging), hanging
+    producer_id, epoch = hanging[0]["producer_id"], hanging[0]["producer_epoch"]
+    assert {(h["producer_id"], h["producer_epoch"]) for h in hanging} == {(producer_id, epoch)}
+
+    # Partition 0 through the CLI, partition 1 through Kafka's API.
+    aborted = json.loads(strata_cli(b, "transactions", "abort-partition", "--topic", topic, "--partition", "0",
+                                    "--producer-id", str(producer_id), "--json").stdout)
+    assert aborted["marker_offset"] == 2, aborted
+    assert write_txn_markers(b.bootstrap, producer_id, epoch, False, topic, [1]) == {1: 0}
+    # A marker for a partition this broker does not have is refused, not invented.
+    assert write_txn_markers(b.bootstrap, producer_id, epoch, False, topic, [7]) == {7: 3}
+
+    for part in (0, 1):
+        assert admin_latest(b.bootstrap, topic, part, IsolationLevel.READ_COMMITTED) == 3
+    got = read_log(b.bootstrap, topic, 2, READ_COMMITTED)
+    assert {part: [v for _, v in got[part]] for part in (0, 1)} == {0: [b"pre-0"], 1: [b"pre-1"]}, got
+    assert json.loads(strata_cli(b, "transactions", "find-hanging", "--json").stdout) == []
+    # A new producer with the same transactional id starts afresh.
+    fresh = tx_producer(b.bootstrap, "hanger")
+    init_transactions(fresh, "hanger")
+    fresh.begin_transaction()
+    fresh.produce(topic, value=b"after", partition=0)
+    must("commit_transaction", fresh.commit_transaction, 30)
+    produce_plain(b.bootstrap, topic, [b"tail"], 0)
+    got = read_log(b.bootstrap, topic, 1, READ_COMMITTED)
+    assert [v for _, v in got[0]] == [b"pre-0", b"after", b"tail"], got

@@ -12,8 +12,10 @@ use std::sync::Arc;
 
 use strata_proto::admin::admin_server::{Admin, AdminServer};
 use strata_proto::admin::{
-    AbortTransactionRequest, AbortTransactionResponse, ListTransactionsRequest,
-    ListTransactionsResponse, Transaction as TransactionStatus,
+    AbortPartitionTransactionRequest, AbortPartitionTransactionResponse, AbortTransactionRequest,
+    AbortTransactionResponse, ListPartitionTransactionsRequest, ListPartitionTransactionsResponse,
+    ListTransactionsRequest, ListTransactionsResponse, PartitionTransaction,
+    Transaction as TransactionStatus,
 };
 use strata_proto::admin::{
     AlterTopicConfigRequest, Broker as BrokerStatus, CacheStatsRequest, CacheStatsResponse,
@@ -520,5 +522,97 @@ impl Admin for Service {
             ))),
             Err(e) => Err(Status::unavailable(format!("{id}: {e}"))),
         }
+    }
+
+    async fn list_partition_transactions(
+        &self,
+        request: Request<ListPartitionTransactionsRequest>,
+    ) -> Result<Response<ListPartitionTransactionsResponse>, Status> {
+        self.check(&request, Access::Read)?;
+        let only = request.into_inner().topic;
+        let mut transactions = Vec::new();
+        for topic in self.broker.topics.all() {
+            if !only.is_empty() && topic.name != only {
+                continue;
+            }
+            for partition in topic.partitions.iter().filter(|p| p.is_leader()) {
+                let high_watermark = partition.high_watermark();
+                transactions.extend(partition.open_transactions().into_iter().map(
+                    |(producer_id, epoch, first_offset)| PartitionTransaction {
+                        topic: topic.name.clone(),
+                        partition: partition.index,
+                        producer_id,
+                        producer_epoch: i32::from(epoch),
+                        first_offset,
+                        high_watermark,
+                    },
+                ));
+            }
+        }
+        Ok(Response::new(ListPartitionTransactionsResponse {
+            answered_by: self.broker.config.node_id,
+            transactions,
+        }))
+    }
+
+    async fn abort_partition_transaction(
+        &self,
+        request: Request<AbortPartitionTransactionRequest>,
+    ) -> Result<Response<AbortPartitionTransactionResponse>, Status> {
+        self.check(&request, Access::Change)?;
+        let r = request.into_inner();
+        let name = format!("{}/{}", r.topic, r.partition);
+        let partition = self
+            .broker
+            .topics
+            .partition(&r.topic, r.partition)
+            .ok_or_else(|| Status::not_found(format!("no partition {name}")))?;
+        if !partition.is_leader() {
+            return Err(Status::failed_precondition(format!(
+                "broker {} does not lead {name}",
+                self.broker.config.node_id
+            )));
+        }
+        let open = partition
+            .open_transactions()
+            .into_iter()
+            .find(|(id, ..)| *id == r.producer_id);
+        let Some((_, open_epoch, first_offset)) = open else {
+            return Err(Status::failed_precondition(format!(
+                "producer {} has no open transaction in {name}",
+                r.producer_id
+            )));
+        };
+        let epoch = if r.producer_epoch < 0 {
+            open_epoch
+        } else {
+            i16::try_from(r.producer_epoch)
+                .map_err(|_| Status::invalid_argument("producer_epoch is an i16"))?
+        };
+        let marker = crate::txn::MarkerRequest {
+            producer_id: r.producer_id,
+            producer_epoch: epoch,
+            marker: crate::log::txn::Marker::Abort,
+            // Not a coordinator's: no coordinator epoch.
+            coordinator_epoch: -1,
+        };
+        let marker_offset = self
+            .broker
+            .write_txn_marker_local(&partition, marker)
+            .await
+            .map_err(|e| Status::failed_precondition(format!("{name}: {e}")))?
+            .ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "{name}: producer {} has a newer epoch than {epoch}",
+                    r.producer_id
+                ))
+            })?;
+        info!(topic = %r.topic, partition = r.partition, producer_id = r.producer_id,
+            epoch, first_offset, marker_offset,
+            "aborted a partition's open transaction through the admin API");
+        Ok(Response::new(AbortPartitionTransactionResponse {
+            answered_by: self.broker.config.node_id,
+            marker_offset,
+        }))
     }
 }

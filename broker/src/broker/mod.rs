@@ -360,7 +360,9 @@ impl crate::replication::ReplicaHost for Broker {
                 .by_id(topic_id)
                 .and_then(|t| t.partition(partition).cloned())
                 .ok_or(PartitionError::Deleted)?;
-            self.write_txn_marker_local(&partition, marker).await
+            self.write_txn_marker_local(&partition, marker)
+                .await
+                .map(|_| ())
         })
     }
 

@@ -26,7 +26,7 @@ use crate::txn::{
 use kafka_protocol::ResponseError;
 
 /// How long a marker write waits for the partition's ISR.
-const MARKER_TIMEOUT_MS: i64 = 10_000;
+pub const MARKER_TIMEOUT_MS: i64 = 10_000;
 
 /// Replication clients to other brokers, for markers: one channel per broker, dropped
 /// when a call on it fails.
@@ -59,12 +59,13 @@ impl MarkerClients {
 
 impl Broker {
     /// Writes a marker to a partition this broker leads. A marker of the offsets topic
-    /// also settles the transaction's offsets in the group coordinator.
+    /// also settles the transaction's offsets in the group coordinator. Returns the
+    /// marker's offset (`None`: an older epoch's marker for a transaction already ended).
     pub async fn write_txn_marker_local(
         &self,
         partition: &Partition,
         request: MarkerRequest,
-    ) -> Result<(), PartitionError> {
+    ) -> Result<Option<i64>, PartitionError> {
         let now = self.clock.now_ms();
         let written = partition
             .write_marker(
@@ -76,8 +77,8 @@ impl Broker {
                 MARKER_TIMEOUT_MS,
             )
             .await;
-        match written {
-            Ok(_) => {}
+        let offset = match written {
+            Ok(info) => Some(info.base_offset),
             // A newer epoch's marker is already there and no transaction is open: this
             // one ended with it. With a transaction open (of a newer epoch) the marker is
             // not this partition's to drop: the caller retries or gives up.
@@ -87,9 +88,10 @@ impl Broker {
                 warn!(topic = %partition.topic, partition = partition.index,
                     producer_id = request.producer_id, epoch = request.producer_epoch,
                     "a marker of an older producer epoch was refused; the transaction has ended");
+                None
             }
             Err(e) => return Err(e),
-        }
+        };
         if partition.topic == crate::group::OFFSETS_TOPIC {
             self.groups.complete_transaction(
                 self,
@@ -98,7 +100,7 @@ impl Broker {
                 request.marker == Marker::Commit,
             );
         }
-        Ok(())
+        Ok(offset)
     }
 
     /// KIP-890's verification, asked by this broker as a partition leader before it
@@ -280,6 +282,7 @@ impl TxnHost for Broker {
             return self
                 .write_txn_marker_local(&p, request)
                 .await
+                .map(|_| ())
                 .map_err(|e| MarkerError::Retriable(format!("{topic}-{partition}: {e}")));
         }
         let leader = t

@@ -1,8 +1,13 @@
-//! `strata transactions list|describe|abort`: the transactions the brokers coordinate
-//! (as `kafka-transactions.sh` shows them), and an operator's abort of a hanging one.
+//! `strata transactions list|describe|abort|find-hanging|abort-partition`: the
+//! transactions the brokers coordinate (as `kafka-transactions.sh` shows them), an
+//! operator's abort of one, and, for a hanging transaction (open in a partition, unknown
+//! to every coordinator), the partition-level search and abort.
 
 use anyhow::Context;
-use strata_proto::admin::{AbortTransactionRequest, ListTransactionsRequest, Transaction};
+use strata_proto::admin::{
+    AbortPartitionTransactionRequest, AbortTransactionRequest, ListPartitionTransactionsRequest,
+    ListTransactionsRequest, PartitionTransaction, Transaction,
+};
 
 use super::{Target, connect, every_broker, failed, print_json, table};
 
@@ -19,6 +24,66 @@ pub enum TransactionsCommand {
     /// Abort the open transaction of a transactional id, as a timeout would: its
     /// producer is fenced and abort markers unblock read_committed consumers.
     Abort { transactional_id: String },
+    /// Transactions open in partitions (each holds back its partition's last stable
+    /// offset) that no coordinator has open: hanging. `--all` lists every open one.
+    FindHanging {
+        #[arg(long)]
+        topic: Option<String>,
+        #[arg(long)]
+        all: bool,
+    },
+    /// Write an abort marker for a producer's open transaction in one partition, as
+    /// `kafka-transactions.sh abort` does. Only for a hanging transaction: one its
+    /// coordinator still runs would be aborted in this partition alone.
+    AbortPartition {
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        partition: i32,
+        #[arg(long)]
+        producer_id: i64,
+        /// The marker's epoch; by default the open transaction's.
+        #[arg(long, default_value_t = -1)]
+        producer_epoch: i32,
+    },
+}
+
+/// (leader node, open transaction, the transactional id of a coordinator's open
+/// transaction holding the partition, if any) from every broker.
+async fn open_in_partitions(
+    target: &Target,
+    topic: Option<String>,
+) -> anyhow::Result<Vec<(i32, PartitionTransaction, Option<String>)>> {
+    let coordinated = all(target).await?;
+    let mut found = Vec::new();
+    for (node, address) in every_broker(&target.admin).await? {
+        let answer = async {
+            connect(&address)
+                .await?
+                .list_partition_transactions(ListPartitionTransactionsRequest {
+                    topic: topic.clone().unwrap_or_default(),
+                })
+                .await
+                .map_err(failed)
+        }
+        .await
+        .with_context(|| format!("broker {node} ({address})"))?
+        .into_inner();
+        for open in answer.transactions {
+            let name = format!("{}/{}", open.topic, open.partition);
+            let owner = coordinated
+                .iter()
+                .find(|(_, t)| {
+                    t.producer_id == open.producer_id
+                        && t.start_ms >= 0
+                        && t.partitions.contains(&name)
+                })
+                .map(|(_, t)| t.transactional_id.clone());
+            found.push((answer.answered_by, open, owner));
+        }
+    }
+    found.sort_by(|a, b| (&a.1.topic, a.1.partition).cmp(&(&b.1.topic, b.1.partition)));
+    Ok(found)
 }
 
 /// (coordinator node, transaction) from every broker.
@@ -151,6 +216,107 @@ pub async fn transactions(target: &Target, command: TransactionsCommand) -> anyh
             }
             anyhow::bail!(
                 "no broker aborted {transactional_id}:\n  {}",
+                refusals.join("\n  ")
+            );
+        }
+        TransactionsCommand::FindHanging { topic, all } => {
+            let mut open = open_in_partitions(target, topic).await?;
+            if !all {
+                open.retain(|(_, _, owner)| owner.is_none());
+            }
+            if target.json {
+                let values: Vec<serde_json::Value> = open
+                    .iter()
+                    .map(|(leader, t, owner)| {
+                        serde_json::json!({
+                            "topic": t.topic,
+                            "partition": t.partition,
+                            "leader": leader,
+                            "producer_id": t.producer_id,
+                            "producer_epoch": t.producer_epoch,
+                            "first_offset": t.first_offset,
+                            "high_watermark": t.high_watermark,
+                            "transactional_id": owner,
+                        })
+                    })
+                    .collect();
+                return print_json(&values);
+            }
+            let rows = open
+                .iter()
+                .map(|(leader, t, owner)| {
+                    vec![
+                        t.topic.clone(),
+                        t.partition.to_string(),
+                        leader.to_string(),
+                        t.producer_id.to_string(),
+                        t.producer_epoch.to_string(),
+                        t.first_offset.to_string(),
+                        (t.high_watermark - t.first_offset).to_string(),
+                        owner
+                            .clone()
+                            .unwrap_or_else(|| "none (hanging)".to_string()),
+                    ]
+                })
+                .collect();
+            table(
+                &[
+                    "TOPIC",
+                    "PARTITION",
+                    "LEADER",
+                    "PRODUCER",
+                    "EPOCH",
+                    "FIRST OFFSET",
+                    "HELD BACK",
+                    "TRANSACTIONAL ID",
+                ],
+                rows,
+            );
+        }
+        TransactionsCommand::AbortPartition {
+            topic,
+            partition,
+            producer_id,
+            producer_epoch,
+        } => {
+            let mut refusals = Vec::new();
+            for (node, address) in every_broker(&target.admin).await? {
+                let answer = async {
+                    connect(&address)
+                        .await?
+                        .abort_partition_transaction(AbortPartitionTransactionRequest {
+                            topic: topic.clone(),
+                            partition,
+                            producer_id,
+                            producer_epoch,
+                        })
+                        .await
+                        .map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))
+                }
+                .await;
+                match answer {
+                    Ok(done) => {
+                        let marker_offset = done.into_inner().marker_offset;
+                        if target.json {
+                            return print_json(&serde_json::json!({
+                                "topic": topic,
+                                "partition": partition,
+                                "producer_id": producer_id,
+                                "leader": node,
+                                "marker_offset": marker_offset,
+                            }));
+                        }
+                        println!(
+                            "aborted producer {producer_id}'s transaction in {topic}/{partition} \
+                             (leader {node}, abort marker at offset {marker_offset})"
+                        );
+                        return Ok(());
+                    }
+                    Err(e) => refusals.push(format!("broker {node}: {e:#}")),
+                }
+            }
+            anyhow::bail!(
+                "no broker aborted producer {producer_id}'s transaction in {topic}/{partition}:\n  {}",
                 refusals.join("\n  ")
             );
         }

@@ -81,6 +81,7 @@ pub async fn handle(
         RequestKind::TxnOffsetCommit(r) => txn::txn_offset_commit(broker, &authz, r, version).await,
         RequestKind::DescribeTransactions(r) => txn::describe_transactions(broker, &authz, r).await,
         RequestKind::ListTransactions(r) => txn::list_transactions(broker, &authz, r, version),
+        RequestKind::WriteTxnMarkers(r) => txn::write_txn_markers(broker, &authz, r).await,
         RequestKind::Fetch(r) => fetch::fetch(broker, r, version).await,
         RequestKind::ListOffsets(r) => offsets::list_offsets(broker, r, version).await,
         RequestKind::DeleteRecords(r) => offsets::delete_records(broker, r).await,

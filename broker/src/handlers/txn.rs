@@ -1,12 +1,15 @@
 //! Transactions (KIP-98, KIP-664): InitProducerId with a transactional id,
-//! AddPartitionsToTxn, AddOffsetsToTxn, EndTxn, TxnOffsetCommit, DescribeTransactions and
-//! ListTransactions. The coordinator is [`crate::txn`]; TxnOffsetCommit goes to the group
+//! AddPartitionsToTxn, AddOffsetsToTxn, EndTxn, TxnOffsetCommit, DescribeTransactions,
+//! ListTransactions, and WriteTxnMarkers (coordinators here write markers over the
+//! replication channel; this API serves admin tools: `kafka-transactions.sh abort` of a
+//! hanging transaction). The coordinator is [`crate::txn`]; TxnOffsetCommit goes to the group
 //! coordinator ([`crate::group`]), which keeps the offsets aside until the marker.
 //!
 //! Authorization, as Kafka: WRITE on the transactional id for every request of a
 //! producer; AddPartitionsToTxn also WRITE on each topic, AddOffsetsToTxn and
 //! TxnOffsetCommit READ on the group (and TxnOffsetCommit READ on each topic);
-//! AddPartitionsToTxn v4 (verification, between brokers) CLUSTER_ACTION on the cluster;
+//! AddPartitionsToTxn v4 (verification, between brokers) and WriteTxnMarkers
+//! CLUSTER_ACTION on the cluster;
 //! DescribeTransactions DESCRIBE on each id; ListTransactions shows the ids the caller
 //! may describe.
 
@@ -23,12 +26,16 @@ use kafka_protocol::messages::list_transactions_response::TransactionState as Li
 use kafka_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
 };
+use kafka_protocol::messages::write_txn_markers_response::{
+    WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
+};
 use kafka_protocol::messages::{
     AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
     AddPartitionsToTxnResponse, DescribeTransactionsRequest, DescribeTransactionsResponse,
     EndTxnRequest, EndTxnResponse, InitProducerIdRequest, InitProducerIdResponse,
     ListTransactionsRequest, ListTransactionsResponse, ProducerId, ResponseKind, TransactionalId,
-    TxnOffsetCommitRequest, TxnOffsetCommitResponse,
+    TxnOffsetCommitRequest, TxnOffsetCommitResponse, WriteTxnMarkersRequest,
+    WriteTxnMarkersResponse,
 };
 
 use super::{Authz, str_bytes, topic_name};
@@ -595,4 +602,91 @@ pub fn list_transactions(
             .with_unknown_state_filters(unknown)
             .with_transaction_states(states),
     )
+}
+
+/// WriteTxnMarkers: writes each marker to the listed partitions this broker leads, as a
+/// coordinator would. Kafka's admin client sends it to abort a hanging transaction (one
+/// whose coordinator lost it) in one partition. A marker for a transaction its coordinator
+/// still runs would end it in that partition alone: that is the caller's responsibility,
+/// as in Kafka, and why it needs CLUSTER_ACTION.
+pub async fn write_txn_markers(
+    broker: &Arc<Broker>,
+    authz: &Authz<'_>,
+    request: WriteTxnMarkersRequest,
+) -> ResponseKind {
+    let allowed = authz.allows_cluster(AclOperation::ClusterAction);
+    let mut markers = Vec::with_capacity(request.markers.len());
+    for m in request.markers {
+        let mut topics = Vec::with_capacity(m.topics.len());
+        for t in m.topics {
+            let mut partitions = Vec::with_capacity(t.partition_indexes.len());
+            for index in t.partition_indexes {
+                let result = if !allowed {
+                    Err(ResponseError::ClusterAuthorizationFailed)
+                } else {
+                    let marker = crate::txn::MarkerRequest {
+                        producer_id: m.producer_id.0,
+                        producer_epoch: m.producer_epoch,
+                        marker: if m.transaction_result {
+                            crate::log::txn::Marker::Commit
+                        } else {
+                            crate::log::txn::Marker::Abort
+                        },
+                        coordinator_epoch: m.coordinator_epoch,
+                    };
+                    write_marker(broker, &t.name.0, index, marker).await
+                };
+                if let Err(code) = result {
+                    broker.metrics.error("WriteTxnMarkers", code);
+                }
+                partitions.push(
+                    WritableTxnMarkerPartitionResult::default()
+                        .with_partition_index(index)
+                        .with_error_code(result.err().map_or(0, |c| c.code())),
+                );
+            }
+            topics.push(
+                WritableTxnMarkerTopicResult::default()
+                    .with_name(t.name)
+                    .with_partitions(partitions),
+            );
+        }
+        markers.push(
+            WritableTxnMarkerResult::default()
+                .with_producer_id(m.producer_id)
+                .with_topics(topics),
+        );
+    }
+    ResponseKind::WriteTxnMarkers(WriteTxnMarkersResponse::default().with_markers(markers))
+}
+
+async fn write_marker(
+    broker: &Arc<Broker>,
+    topic: &str,
+    index: i32,
+    marker: crate::txn::MarkerRequest,
+) -> Result<(), ResponseError> {
+    let Some(partition) = broker.topics.partition(topic, index) else {
+        return Err(ResponseError::UnknownTopicOrPartition);
+    };
+    if !partition.is_leader() {
+        return Err(ResponseError::NotLeaderOrFollower);
+    }
+    match broker.write_txn_marker_local(&partition, marker).await {
+        Ok(Some(offset)) => {
+            tracing::info!(
+                topic,
+                partition = index,
+                producer_id = marker.producer_id,
+                epoch = marker.producer_epoch,
+                commit = marker.marker == crate::log::txn::Marker::Commit,
+                offset,
+                "wrote a transaction marker for WriteTxnMarkers"
+            );
+            Ok(())
+        }
+        // An older epoch than the producer's: Kafka answers the same.
+        Ok(None) => Err(ResponseError::InvalidProducerEpoch),
+        Err(e) => Err(super::partition_error_code(&e)),
+    }
 }

@@ -736,6 +736,16 @@ impl Log {
         self.producers.in_transaction(producer_id)
     }
 
+    /// The transactions open here: (producer id, epoch, first offset), oldest first.
+    pub fn open_transactions(&self) -> Vec<(i64, i16, i64)> {
+        self.producers.open_transactions()
+    }
+
+    /// The epoch of `producer_id`'s open transaction here, if one is open.
+    pub fn open_transaction_epoch(&self, producer_id: i64) -> Option<i16> {
+        self.producers.open_epoch(producer_id)
+    }
+
     /// Aborted transactions with records in `[from, to)`, for a read_committed Fetch.
     pub fn aborted_overlapping(&self, from: i64, to: i64) -> Vec<txn::AbortedTxn> {
         self.aborted.overlapping(from, to)

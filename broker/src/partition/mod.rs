@@ -369,6 +369,11 @@ impl Partition {
         self.lock().in_transaction(producer_id)
     }
 
+    /// The transactions open here: (producer id, epoch, first offset), oldest first.
+    pub fn open_transactions(&self) -> Vec<(i64, i16, i64)> {
+        self.lock().open_transactions()
+    }
+
     /// The log start offset across both tiers: the remote start when the remote tier
     /// holds live data that reaches the local log, else the local start.
     fn log_start_offset(&self, local_start: i64) -> i64 {

@@ -208,6 +208,9 @@ fn every_advertised_version_decodes_a_default_request() {
                 ApiKey::ListTransactions => {
                     RequestKind::ListTransactions(ListTransactionsRequest::default())
                 }
+                ApiKey::WriteTxnMarkers => {
+                    RequestKind::WriteTxnMarkers(WriteTxnMarkersRequest::default())
+                }
                 other => panic!("add {other:?} to this test"),
             };
             kind.encode(&mut body, version)

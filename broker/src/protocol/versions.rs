@@ -48,6 +48,7 @@ supported_apis! {
     TxnOffsetCommit 0..=4,
     DescribeTransactions 0..=0,
     ListTransactions 0..=1,
+    WriteTxnMarkers 1..=1,
     FindCoordinator 0..=6,
     JoinGroup 0..=9,
     SyncGroup 0..=5,
