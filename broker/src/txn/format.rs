@@ -25,6 +25,17 @@
 //! | partition count | i32 | |
 //! | partitions | (topic: string, partition: i32) × count | the partitions of the open or ending transaction |
 //!
+//! ## Value (version 1)
+//!
+//! Version 0's fields, then:
+//!
+//! | field | type | notes |
+//! |---|---|---|
+//! | last producer epoch | i16 | the epoch a KIP-360 producer named in its last InitProducerId, so a retry of it is answered, not fenced |
+//!
+//! Version 1 is written only when the last producer epoch is set (not -1), so a broker
+//! of an older release reads every other record.
+//!
 //! Readers refuse versions they do not know with an error rather than guess.
 
 use std::collections::BTreeSet;
@@ -36,6 +47,7 @@ use crate::group::format::{FormatError, Reader, put_string};
 
 const KEY_V0: i16 = 0;
 const VALUE_V0: i16 = 0;
+const VALUE_V1: i16 = 1;
 
 pub fn encode_key(transactional_id: &str) -> Bytes {
     let mut buf = BytesMut::with_capacity(4 + transactional_id.len());
@@ -80,7 +92,12 @@ fn state_of(code: i8) -> Result<TxnState, FormatError> {
 
 pub fn encode_value(meta: &TxnMetadata) -> Bytes {
     let mut buf = BytesMut::new();
-    buf.put_i16(VALUE_V0);
+    let version = if meta.last_producer_epoch >= 0 {
+        VALUE_V1
+    } else {
+        VALUE_V0
+    };
+    buf.put_i16(version);
     buf.put_i64(meta.producer_id);
     buf.put_i16(meta.producer_epoch);
     buf.put_i32(meta.timeout_ms);
@@ -92,13 +109,16 @@ pub fn encode_value(meta: &TxnMetadata) -> Bytes {
         put_string(&mut buf, topic);
         buf.put_i32(*partition);
     }
+    if version >= VALUE_V1 {
+        buf.put_i16(meta.last_producer_epoch);
+    }
     buf.freeze()
 }
 
 pub fn decode_value(transactional_id: &str, bytes: Bytes) -> Result<TxnMetadata, FormatError> {
     let mut r = Reader(bytes);
     let version = r.i16()?;
-    if version != VALUE_V0 {
+    if version != VALUE_V0 && version != VALUE_V1 {
         return Err(FormatError::UnknownVersion {
             what: "transaction value",
             version,
@@ -120,6 +140,7 @@ pub fn decode_value(transactional_id: &str, bytes: Bytes) -> Result<TxnMetadata,
         let partition = r.i32()?;
         partitions.insert((topic, partition));
     }
+    let last_producer_epoch = if version >= VALUE_V1 { r.i16()? } else { -1 };
     Ok(TxnMetadata {
         transactional_id: transactional_id.to_string(),
         producer_id,
@@ -129,6 +150,7 @@ pub fn decode_value(transactional_id: &str, bytes: Bytes) -> Result<TxnMetadata,
         start_ms,
         last_update_ms,
         partitions,
+        last_producer_epoch,
     })
 }
 
@@ -149,6 +171,7 @@ mod tests {
             start_ms: 5,
             last_update_ms: 6,
             partitions: BTreeSet::from([("a".to_string(), 1)]),
+            last_producer_epoch: -1,
         };
         let bytes = encode_value(&meta);
         let mut expected = vec![0, 0];
@@ -162,7 +185,7 @@ mod tests {
         expected.extend_from_slice(b"\x00\x01a");
         expected.extend_from_slice(&1i32.to_be_bytes());
         assert_eq!(bytes.as_ref(), expected.as_slice());
-        assert_eq!(decode_value("tx", bytes.clone()), Ok(meta));
+        assert_eq!(decode_value("tx", bytes.clone()), Ok(meta.clone()));
         assert_eq!(
             decode_value("tx", bytes.slice(..bytes.len() - 2)),
             Err(FormatError::Truncated)
@@ -174,5 +197,15 @@ mod tests {
             decode_value("tx", Bytes::from(huge)),
             Err(FormatError::Truncated)
         );
+        // Version 1: version 0's bytes with the version changed, then the last epoch.
+        let v1 = TxnMetadata {
+            last_producer_epoch: 1,
+            ..meta
+        };
+        let bytes = encode_value(&v1);
+        expected[..2].copy_from_slice(&1i16.to_be_bytes());
+        expected.extend_from_slice(&1i16.to_be_bytes());
+        assert_eq!(bytes.as_ref(), expected.as_slice());
+        assert_eq!(decode_value("tx", bytes), Ok(v1));
     }
 }

@@ -61,6 +61,9 @@ pub struct TxnMetadata {
     pub last_update_ms: i64,
     /// The partitions of the open (or ending) transaction.
     pub partitions: BTreeSet<(String, i32)>,
+    /// The epoch before the last InitProducerId that named the current one (KIP-360), so
+    /// a retry of it whose answer was lost gets the same epoch back; -1 otherwise.
+    pub last_producer_epoch: i16,
 }
 
 /// Why a transactional request was refused; each maps to one Kafka error code.
@@ -127,6 +130,7 @@ impl TxnMetadata {
             start_ms: -1,
             last_update_ms: now_ms,
             partitions: BTreeSet::new(),
+            last_producer_epoch: -1,
         }
     }
 
@@ -141,7 +145,9 @@ impl TxnMetadata {
     }
 
     /// InitProducerId. `expected` is the id and epoch a KIP-360 client names when it
-    /// recovers (v3+); a producer naming an epoch that is not the current one is a zombie.
+    /// recovers (v3+): the current epoch is bumped; the epoch before the last such bump is
+    /// a retry whose answer was lost, answered with the current epoch unchanged (as Kafka's
+    /// `lastProducerEpoch`); any other epoch is a zombie's.
     pub fn init(
         &self,
         expected: Option<(i64, i16)>,
@@ -151,19 +157,31 @@ impl TxnMetadata {
         if self.state.is_preparing() {
             return Err(TxnError::ConcurrentTransactions);
         }
+        let mut next = self.clone();
+        next.last_update_ms = now_ms;
         if let Some((id, epoch)) = expected
             && self.producer_id >= 0
             && (id != self.producer_id || epoch != self.producer_epoch)
         {
-            return Err(TxnError::ProducerFenced);
+            let retry = id == self.producer_id
+                && self.state == TxnState::Empty
+                && self.last_producer_epoch >= 0
+                && epoch == self.last_producer_epoch;
+            if !retry {
+                return Err(TxnError::ProducerFenced);
+            }
+            next.timeout_ms = timeout_ms;
+            return Ok(InitStep::Ready {
+                meta: next,
+                new_producer_id: false,
+            });
         }
-        let mut next = self.clone();
-        next.last_update_ms = now_ms;
         let exhausted = self.producer_epoch >= MAX_EPOCH;
         if self.state == TxnState::Ongoing {
             if !exhausted {
                 next.producer_epoch += 1;
             }
+            next.last_producer_epoch = -1;
             next.state = TxnState::PrepareAbort;
             return Ok(InitStep::AbortFirst(next));
         }
@@ -172,6 +190,12 @@ impl TxnMetadata {
             0
         } else {
             self.producer_epoch + 1
+        };
+        // A recovering producer may retry with the epoch it named; a new one fences it.
+        next.last_producer_epoch = if expected.is_some() && !new_producer_id {
+            self.producer_epoch
+        } else {
+            -1
         };
         next.timeout_ms = timeout_ms;
         next.state = TxnState::Empty;
@@ -250,6 +274,7 @@ impl TxnMetadata {
         if next.producer_epoch < MAX_EPOCH {
             next.producer_epoch += 1;
         }
+        next.last_producer_epoch = -1;
         next.state = TxnState::PrepareAbort;
         next.last_update_ms = now_ms;
         next
@@ -356,6 +381,45 @@ mod tests {
             Err(TxnError::ProducerFenced)
         );
         assert!(next.init(Some((7, 1)), 60_000, 17).is_ok());
+    }
+
+    #[test]
+    fn a_lost_init_answer_is_retried_with_the_previous_epoch() {
+        let meta = with_id(
+            ready(
+                TxnMetadata::new("t", 1, 0)
+                    .init(None, 1_000, 0)
+                    .expect("accepted"),
+            ),
+            3,
+        );
+        // A KIP-360 recovery names (3, 0): epoch 1, and 0 is remembered.
+        let bumped = ready(meta.init(Some((3, 0)), 1_000, 1).expect("accepted"));
+        assert_eq!((bumped.producer_epoch, bumped.last_producer_epoch), (1, 0));
+        // Its answer was lost: the retry names (3, 0) again and gets epoch 1 unchanged.
+        let again = ready(bumped.init(Some((3, 0)), 1_000, 2).expect("a retry"));
+        assert_eq!((again.producer_epoch, again.last_producer_epoch), (1, 0));
+        // Any older epoch is a zombie's; so is the retry once a transaction began.
+        assert_eq!(
+            bumped.init(Some((3, 5)), 1_000, 2),
+            Err(TxnError::ProducerFenced)
+        );
+        let ongoing = again
+            .add_partitions(3, 1, &[("a".to_string(), 0)], 3)
+            .expect("accepted")
+            .expect("a change");
+        assert_eq!(
+            ongoing.init(Some((3, 0)), 1_000, 4),
+            Err(TxnError::ProducerFenced)
+        );
+        // A new producer (no expected epoch) forgets the previous epoch: the old one's
+        // retry is fenced.
+        let fresh = ready(again.init(None, 1_000, 5).expect("accepted"));
+        assert_eq!((fresh.producer_epoch, fresh.last_producer_epoch), (2, -1));
+        assert_eq!(
+            fresh.init(Some((3, 1)), 1_000, 6),
+            Err(TxnError::ProducerFenced)
+        );
     }
 
     #[test]
