@@ -658,7 +658,7 @@ def test_transaction_of_a_killed_producer_is_aborted_after_its_timeout(broker, t
 
 EOS_IN, EOS_OUT, EOS_GROUP = "eos-in", "eos-out", "eos-app"
 EOS_PARTITIONS = 2
-EOS_RECORDS = 2000
+EOS_RECORDS = 3000
 EOS_BATCH = 50
 EOS_TXN_TIMEOUT_MS = 5000
 
@@ -796,8 +796,9 @@ class EosApp:
                     for m in batch:
                         producer.produce(EOS_OUT, value=b"out-" + m.value(), partition=m.partition())
                     producer.poll(0)
-                    # Transactions stay open a while, so that the crashes land inside them.
-                    time.sleep(0.15)
+                    # Transactions stay open a while, so that the crashes land inside them
+                    # (and the run lasts about 30 s: 60 transactions and two outages).
+                    time.sleep(0.2)
                     producer.send_offsets_to_transaction(
                         [TopicPartition(EOS_IN, p, o) for p, o in pos.items()],
                         consumer.consumer_group_metadata(), 15)
@@ -834,12 +835,13 @@ def test_consume_transform_produce_exactly_once_through_crashes(broker):
         produce_plain(b.bootstrap, EOS_IN, values, p)
     ends = {p: len(v) for p, v in inputs.items()}
 
-    app = EosApp(b.bootstrap, ends, time.monotonic() + 100)
+    started = time.monotonic()
+    app = EosApp(b.bootstrap, ends, started + 120)
     app.thread.start()
     crashes = []
     try:
         for n in range(2):
-            target = app.commits + 4
+            target = app.commits + (4 if n == 0 else 20)
             wait_for(f"the EOS application to commit {target} transactions (crash {n + 1})",
                      lambda: (app.commits, app.failure is not None, app.done_at is not None, app.errors[-10:]),
                      lambda v: v[0] >= target or v[1] or v[2], timeout=40)
@@ -857,11 +859,12 @@ def test_consume_transform_produce_exactly_once_through_crashes(broker):
         app.stop.set()
         raise
     finally:
-        app.thread.join(110)
+        app.thread.join(130)
     assert not app.thread.is_alive(), f"the EOS application did not finish; last errors: {app.errors[-10:]}"
     assert app.failure is None, f"the EOS application failed:\n{app.failure}\nerrors seen: {app.errors[-15:]}"
     summary = (f"{app.commits} commits, {app.aborts} aborts, {app.new_producers} producers, crashes at "
-               f"{[c for _, c in crashes]} commits; errors: {app.errors[-15:]}")
+               f"{[c for _, c in crashes]} commits, ran {(app.done_at or time.monotonic()) - started:.1f} s; "
+               f"errors: {app.errors[-15:]}")
     assert len(crashes) == 2 and all(at < app.done_at for at, _ in crashes), (
         f"the application finished before two crashes hit it: {summary}")
 
