@@ -407,11 +407,12 @@ def control_batches(b, topic: str, partition: int = 0) -> dict[str, int]:
 
 
 def test_transactional_compacted_topic(broker):
-    """A compacted topic written by transactions: the cleaner removes aborted records at
-    once (read_uncommitted consumers stop seeing them), compacts committed records as any
-    other (a later committed value supersedes them), and removes an abort marker after
-    delete.retention.ms (0 here) while a commit marker stays as long as records of its
-    transaction do. read_committed and read_uncommitted readers end with the same view:
+    """A compacted topic written by transactions: the cleaner removes aborted records
+    (read_uncommitted consumers stop seeing them), compacts committed records as any
+    other (a later committed value supersedes them), and removes an abort marker once a
+    pass found it without records and delete.retention.ms (0 here) passed, while a
+    commit marker stays as long as records of its transaction do (and the producer's
+    last marker stays). read_committed and read_uncommitted readers end with the same view:
     the last committed value of every key."""
     b = broker(env=ENV)
     topic = "txn-compact"
@@ -423,11 +424,15 @@ def test_transactional_compacted_topic(broker):
     transactional = produced + aborted
     produced += produce(b, topic, filler("t", 64 * KiB))
     check_sealed(b, topic, transactional)
-    expected = latest(produced, tombstones_kept=False)
     # The aborted records were produced at their offsets too: a read_uncommitted reader
-    # sees them until the cleaner removes them (pending), never anything else.
+    # sees them until the cleaner removes them (pending), never anything else. A marker
+    # goes two passes after its transaction's records (found removable, then removed
+    # past delete.retention.ms): each round writes a segment of new keys, so passes keep
+    # coming.
     deadline = time.monotonic() + CONVERGE_TIMEOUT_S
+    round_ = 0
     while True:
+        expected = latest(produced, tombstones_kept=False)
         got = confluent_consume(b.bootstrap, topic, 1, timeout=60, **{"isolation.level": "read_uncommitted"})
         broken, pending = check_view(produced + aborted, expected, got)
         assert not broken, f"{topic}: the log is damaged: {summary(broken)}"
@@ -437,6 +442,8 @@ def test_transactional_compacted_topic(broker):
         if time.monotonic() > deadline:
             pytest.fail(f"{topic}: not cleaned after {CONVERGE_TIMEOUT_S}s: still there {summary(pending)}; "
                         f"markers {markers}; cleaner metrics {cleaner_metrics(b)}")
+        round_ += 1
+        produced += produce(b, topic, filler(f"more{round_}", 40 * KiB))
         time.sleep(0.5)
     assert markers == {"commit": 2, "abort": 0}, \
         f"the two commit markers whose transactions keep records stay, the abort marker goes: {markers}"

@@ -600,7 +600,18 @@ impl Admin for Service {
             .broker
             .write_txn_marker_local(&partition, marker)
             .await
-            .map_err(|e| Status::failed_precondition(format!("{name}: {e}")))?
+            .map_err(|e| match e {
+                crate::partition::PartitionError::NotLeader
+                | crate::partition::PartitionError::Deleted => {
+                    Status::failed_precondition(format!("{name}: {e}"))
+                }
+                // Written, not yet on enough replicas: the marker may still count.
+                crate::partition::PartitionError::NotEnoughReplicasAfterAppend
+                | crate::partition::PartitionError::ReplicationTimeout => Status::unavailable(
+                    format!("{name}: the abort marker was written but is not yet on enough replicas ({e}); check with find-hanging"),
+                ),
+                _ => Status::unavailable(format!("{name}: {e}")),
+            })?
             .ok_or_else(|| {
                 Status::failed_precondition(format!(
                     "{name}: producer {} has a newer epoch than {epoch}",

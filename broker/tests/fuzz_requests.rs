@@ -234,6 +234,7 @@ fn default_request(api_key: ApiKey) -> RequestKind {
         TxnOffsetCommit => TxnOffsetCommitRequest,
         DescribeTransactions => DescribeTransactionsRequest,
         ListTransactions => ListTransactionsRequest,
+        WriteTxnMarkers => WriteTxnMarkersRequest,
     )
 }
 

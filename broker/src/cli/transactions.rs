@@ -48,13 +48,11 @@ pub enum TransactionsCommand {
     },
 }
 
-/// (leader node, open transaction, the transactional id of a coordinator's open
-/// transaction holding the partition, if any) from every broker.
-async fn open_in_partitions(
+/// The open transactions of every partition, from its leader: (leader, transaction).
+async fn partition_transactions(
     target: &Target,
-    topic: Option<String>,
-) -> anyhow::Result<Vec<(i32, PartitionTransaction, Option<String>)>> {
-    let coordinated = all(target).await?;
+    topic: &Option<String>,
+) -> anyhow::Result<Vec<(i32, PartitionTransaction)>> {
     let mut found = Vec::new();
     for (node, address) in every_broker(&target.admin).await? {
         let answer = async {
@@ -69,17 +67,45 @@ async fn open_in_partitions(
         .await
         .with_context(|| format!("broker {node} ({address})"))?
         .into_inner();
-        for open in answer.transactions {
-            let name = format!("{}/{}", open.topic, open.partition);
-            let owner = coordinated
-                .iter()
-                .find(|(_, t)| {
-                    t.producer_id == open.producer_id
-                        && t.start_ms >= 0
-                        && t.partitions.contains(&name)
-                })
-                .map(|(_, t)| t.transactional_id.clone());
-            found.push((answer.answered_by, open, owner));
+        found.extend(
+            answer
+                .transactions
+                .into_iter()
+                .map(|t| (answer.answered_by, t)),
+        );
+    }
+    Ok(found)
+}
+
+/// (leader node, open transaction, the transactional id of a coordinator's open
+/// transaction holding the partition, if any), from every broker. The partitions are
+/// listed before and after the coordinators: a transaction counts as hanging only if it
+/// was open in its partition both times (with the same first offset) and no coordinator
+/// had it open in between, so one that began or ended meanwhile is not reported.
+async fn open_in_partitions(
+    target: &Target,
+    topic: Option<String>,
+) -> anyhow::Result<Vec<(i32, PartitionTransaction, Option<String>)>> {
+    let before = partition_transactions(target, &topic).await?;
+    let coordinated = all(target).await?;
+    let after = partition_transactions(target, &topic).await?;
+    let mut found = Vec::new();
+    for (leader, open) in before {
+        let name = format!("{}/{}", open.topic, open.partition);
+        let owner = coordinated
+            .iter()
+            .find(|(_, t)| {
+                t.producer_id == open.producer_id && t.start_ms >= 0 && t.partitions.contains(&name)
+            })
+            .map(|(_, t)| t.transactional_id.clone());
+        let still_open = after.iter().any(|(_, t)| {
+            t.topic == open.topic
+                && t.partition == open.partition
+                && t.producer_id == open.producer_id
+                && t.first_offset == open.first_offset
+        });
+        if still_open {
+            found.push((leader, open, owner));
         }
     }
     found.sort_by(|a, b| (&a.1.topic, a.1.partition).cmp(&(&b.1.topic, b.1.partition)));

@@ -303,14 +303,14 @@ async fn read_all(
             continue;
         }
         match partition.read(w.fetch_offset, budget, read_committed) {
-            Ok(Read::Local(records, marks)) => {
+            Ok(Read::Local(records, marks, aborted)) => {
                 total += records.len();
                 count_bytes_out(broker, partition, &records);
                 out.push(with_records(
                     base,
                     partition,
                     w.fetch_offset,
-                    (records, marks, None),
+                    (records, marks, aborted),
                     read_committed,
                 ));
             }

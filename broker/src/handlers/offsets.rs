@@ -25,18 +25,25 @@ const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 const LATEST_TIERED: i64 = -5;
 
-/// (offset, timestamp) for one ListOffsets query. For read_committed callers (isolation
-/// level 1), as in Kafka, LATEST is the last stable offset and a search by timestamp finds
-/// only a record below it (else -1: the record may belong to a transaction still open).
+/// (offset, timestamp) for one ListOffsets query. As in Kafka, a search by timestamp (or
+/// MAX_TIMESTAMP) finds only a record the caller may fetch: below the high watermark, and
+/// for read_committed callers (isolation level 1) below the last stable offset, which is
+/// also their LATEST (else -1: the record may belong to a transaction still open).
 async fn lookup(
     partition: &Partition,
     timestamp: i64,
     read_committed: bool,
 ) -> Result<(i64, i64), PartitionError> {
     let marks = partition.watermarks();
+    // What a caller may fetch: below the LSO (read_committed) or the high watermark.
+    let fetchable = if read_committed {
+        marks.last_stable_offset
+    } else {
+        marks.high_watermark
+    };
     let stable = |found: Option<(i64, i64)>| {
         found
-            .filter(|&(offset, _)| !read_committed || offset < marks.last_stable_offset)
+            .filter(|&(offset, _)| offset < fetchable)
             .unwrap_or((-1, -1))
     };
     Ok(match timestamp {

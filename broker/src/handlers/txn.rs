@@ -619,8 +619,8 @@ pub async fn write_txn_markers(
     for m in request.markers {
         let mut topics = Vec::with_capacity(m.topics.len());
         for t in m.topics {
-            let mut partitions = Vec::with_capacity(t.partition_indexes.len());
-            for index in t.partition_indexes {
+            let name = &t.name.0;
+            let writes = t.partition_indexes.iter().map(|&index| async move {
                 let result = if !allowed {
                     Err(ResponseError::ClusterAuthorizationFailed)
                 } else {
@@ -634,17 +634,17 @@ pub async fn write_txn_markers(
                         },
                         coordinator_epoch: m.coordinator_epoch,
                     };
-                    write_marker(broker, &t.name.0, index, marker).await
+                    write_marker(broker, name, index, marker).await
                 };
                 if let Err(code) = result {
                     broker.metrics.error("WriteTxnMarkers", code);
                 }
-                partitions.push(
-                    WritableTxnMarkerPartitionResult::default()
-                        .with_partition_index(index)
-                        .with_error_code(result.err().map_or(0, |c| c.code())),
-                );
-            }
+                WritableTxnMarkerPartitionResult::default()
+                    .with_partition_index(index)
+                    .with_error_code(result.err().map_or(0, |c| c.code()))
+            });
+            // The partitions' writes (each waits for its ISR) run together.
+            let partitions = futures::future::join_all(writes).await;
             topics.push(
                 WritableTxnMarkerTopicResult::default()
                     .with_name(t.name)
@@ -666,6 +666,9 @@ async fn write_marker(
     index: i32,
     marker: crate::txn::MarkerRequest,
 ) -> Result<(), ResponseError> {
+    if marker.producer_id < 0 || marker.producer_epoch < 0 {
+        return Err(ResponseError::InvalidProducerIdMapping);
+    }
     let Some(partition) = broker.topics.partition(topic, index) else {
         return Err(ResponseError::UnknownTopicOrPartition);
     };

@@ -33,17 +33,22 @@
 //!   enter the map (an aborted record supersedes nothing);
 //! - records of committed transactions are compacted as any record: their keys enter the
 //!   map, and a later record of the same key supersedes them;
-//! - a **commit marker** goes once no record of its transaction is left and its segment
-//!   was last written more than delete.retention.ms ago (a replay or a new replica that
-//!   met the transaction's records without the marker would find it open for good);
-//! - an **abort marker** goes once its segment is older than delete.retention.ms (its
-//!   transaction's records went in the same or an earlier pass), together with its
-//!   aborted-index entry. The horizon gives a read_committed reader that met the
-//!   transaction's records, or its index entry, time to meet the marker too: a reader
-//!   holding an entry drops that producer's batches until the producer's abort marker.
+//! - a marker (commit or abort) goes in two steps, as Kafka's delete horizon: a pass that
+//!   walks no batch of its transaction (they went in an earlier pass, or there were none)
+//!   finds it removable and remembers when (in memory: a restart starts the clock
+//!   again, which only delays); a pass delete.retention.ms later removes it, an abort
+//!   marker with its aborted-index entry. The horizon gives a follower or a reader that
+//!   met the transaction's records time to meet its marker too (a replica that kept
+//!   the records without the marker would hold the transaction open for good);
+//! - tiered logs keep every marker (a transaction's records may be in the bucket only,
+//!   where its marker is needed), and so does the remote tier;
+//! - each producer's last data batch and last marker stay whole, so a replica rebuilding
+//!   producer state from the log learns its last sequence and epoch.
 //!
-//! A marker whose outcome the index does not confirm (an abort marker without its entry)
-//! is kept. The `.txnindex` files of merged segments are merged into the copy, without
+//! A read_committed read takes the aborted entries under the lock it locates its segment
+//! with, so a swap never leaves it records whose entry is gone.
+//!
+//! The `.txnindex` files of merged segments are merged into the copy, without
 //! the entries of removed markers. The remote tier's segments ([`RemoteRewrite`]) lose
 //! their aborted records the same way (from the aborted list each segment object
 //! carries) but keep their markers and lists.
@@ -87,7 +92,7 @@
 //! | 5 | 8 | first dirty offset |
 //! | 13 | 4 | CRC-32C of bytes 0..13 |
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::hash::{Hash, Hasher};
 use std::io;
@@ -178,6 +183,12 @@ pub struct CleanPlan {
     pub stable_end: i64,
     /// The aborted transactions with records in the planned segments.
     pub aborted: Vec<txn::AbortedTxn>,
+    /// Base offsets of batches kept whole: each producer's last data batch and marker.
+    pub keep: HashSet<i64>,
+    /// Markers found removable by earlier passes: offset → when (ms).
+    pub removable_since: HashMap<i64, i64>,
+    /// Whether markers may go at all (not in a tiered log).
+    pub remove_markers: bool,
 }
 
 /// Whether the range `[base, end)` straddles `boundary`.
@@ -205,6 +216,10 @@ pub struct Staged {
     pub map: Arc<OffsetMap>,
     /// Aborted transactions whose abort marker the pass removed: their index entries go.
     pub removed_aborts: Vec<txn::AbortedTxn>,
+    /// Markers this pass found removable for the first time.
+    pub newly_removable: Vec<i64>,
+    /// Markers this pass removed.
+    pub removed_markers: Vec<i64>,
 }
 
 fn key_hash(key: &[u8]) -> u128 {
@@ -338,67 +353,102 @@ impl AbortedRanges {
     }
 }
 
+/// The key → last offset map of a pass, over the dirty part it covers.
+pub type OffsetMap = HashMap<u128, i64>;
+
+/// At most this many markers per partition wait for their horizon in memory; more wait
+/// for a later pass.
+const MAX_REMOVABLE_MARKERS: usize = 100_000;
+
 /// What a pass knows of transactions while it walks batches in offset order.
 #[derive(Debug, Default)]
 struct TxnWalk {
     aborted: AbortedRanges,
-    /// The index entries of the range, to find an abort marker's.
-    entries: Vec<txn::AbortedTxn>,
-    /// Producers whose committed transaction has records kept so far (its marker stays).
-    kept: std::collections::HashSet<i64>,
+    /// The index entries of the range by (producer id, marker offset).
+    entries: HashMap<(i64, i64), txn::AbortedTxn>,
+    /// Producers with a transactional batch walked since their last marker: that marker
+    /// stays this pass.
+    walked: HashSet<i64>,
+    keep: HashSet<i64>,
+    removable_since: HashMap<i64, i64>,
+    /// When a marker found removable now may go, or `None` if markers never go here.
+    horizon: Option<(i64, i64)>,
     removed_aborts: Vec<txn::AbortedTxn>,
+    newly_removable: Vec<i64>,
+    removed_markers: Vec<i64>,
 }
 
 impl TxnWalk {
-    fn new(entries: &[txn::AbortedTxn]) -> TxnWalk {
+    /// `horizon`: (now, delete.retention.ms), or `None` to keep every marker.
+    fn new(entries: &[txn::AbortedTxn], horizon: Option<(i64, i64)>) -> TxnWalk {
         TxnWalk {
             aborted: AbortedRanges::new(entries),
-            entries: entries.to_vec(),
+            entries: entries
+                .iter()
+                .map(|e| ((e.producer_id, e.last_offset), *e))
+                .collect(),
+            horizon,
             ..TxnWalk::default()
         }
     }
 
     /// One batch below the map's end: the batch to keep (`None`: it all went) and how
-    /// many records went. Markers may go only if `markers_expire` (see the module doc).
+    /// many records went (see the module doc).
     fn clean(
         &mut self,
         batch: Bytes,
         map: &OffsetMap,
         map_end: i64,
         tombstones_expire: bool,
-        markers_expire: bool,
     ) -> io::Result<(Option<Bytes>, u64)> {
         let Some(header) = header_of(&batch) else {
             return Ok((Some(batch), 0));
         };
         let producer_id = header.producer_id;
+        let offset = header.base_offset;
         if header.is_control() {
-            let remove = markers_expire
-                && match txn::marker_of(&batch, &header) {
-                    Some(txn::Marker::Commit) => !self.kept.remove(&producer_id),
-                    Some(txn::Marker::Abort) => {
-                        let entry = self.entries.iter().find(|e| {
-                            e.producer_id == producer_id && e.last_offset == header.base_offset
-                        });
-                        entry.inspect(|e| self.removed_aborts.push(**e)).is_some()
+            let walked = self.walked.remove(&producer_id);
+            let Some((now, retention)) = self.horizon else {
+                return Ok((Some(batch), 0));
+            };
+            let marker = txn::marker_of(&batch, &header);
+            if walked || marker.is_none() || self.keep.contains(&offset) {
+                return Ok((Some(batch), 0));
+            }
+            match self.removable_since.get(&offset) {
+                Some(&since) if since.saturating_add(retention) <= now => {
+                    if marker == Some(txn::Marker::Abort)
+                        && let Some(entry) = self.entries.get(&(producer_id, offset))
+                    {
+                        self.removed_aborts.push(*entry);
                     }
-                    None => false,
-                };
-            return Ok(if remove { (None, 1) } else { (Some(batch), 0) });
+                    self.removed_markers.push(offset);
+                    Ok((None, 1))
+                }
+                Some(_) => Ok((Some(batch), 0)),
+                None => {
+                    if self.removable_since.len() + self.newly_removable.len()
+                        < MAX_REMOVABLE_MARKERS
+                    {
+                        self.newly_removable.push(offset);
+                    }
+                    Ok((Some(batch), 0))
+                }
+            }
+        } else {
+            if header.is_transactional() {
+                self.walked.insert(producer_id);
+            }
+            if self.keep.contains(&offset) {
+                return Ok((Some(batch), 0));
+            }
+            if header.is_transactional() && self.aborted.contains(producer_id, offset) {
+                return Ok((None, header.record_count.max(0) as u64));
+            }
+            filter_batch(batch, map, map_end, tombstones_expire)
         }
-        if header.is_transactional() && self.aborted.contains(producer_id, header.base_offset) {
-            return Ok((None, header.record_count.max(0) as u64));
-        }
-        let (out, gone) = filter_batch(batch, map, map_end, tombstones_expire)?;
-        if header.is_transactional() && out.is_some() {
-            self.kept.insert(producer_id);
-        }
-        Ok((out, gone))
     }
 }
-
-/// The key → last offset map of a pass, over the dirty part it covers.
-pub type OffsetMap = HashMap<u128, i64>;
 
 /// One data batch without the records the map supersedes and, if `tombstones_expire`,
 /// without tombstones. Records at or past `map_end` are kept as they are: the map has not
@@ -540,7 +590,7 @@ impl RemoteRewrite {
             end_offset,
             log_bytes,
             map,
-            txns: TxnWalk::new(aborted),
+            txns: TxnWalk::new(aborted, None),
             tombstones_expire,
             index_interval_bytes,
             removed: 0,
@@ -585,7 +635,7 @@ impl RemoteRewrite {
             self.next_offset = base + i64::from(last_delta) + 1;
             let (out, gone) =
                 self.txns
-                    .clean(batch, &self.map, i64::MAX, self.tombstones_expire, false)?;
+                    .clean(batch, &self.map, i64::MAX, self.tombstones_expire)?;
             self.removed += gone;
             if let Some(out) = out {
                 append_batches(&mut self.segment, &out, self.index_interval_bytes)?;
@@ -671,7 +721,12 @@ pub fn stage(plan: &CleanPlan, now_ms: i64, max_keys: usize) -> io::Result<Stage
 
     // The map: key → last offset, over the dirty batches while it has room, below the
     // last stable offset.
-    let mut txns = TxnWalk::new(&plan.aborted);
+    let horizon = plan
+        .remove_markers
+        .then_some((now_ms, plan.delete_retention_ms));
+    let mut txns = TxnWalk::new(&plan.aborted, horizon);
+    txns.keep = plan.keep.clone();
+    txns.removable_since = plan.removable_since.clone();
     let mut map = OffsetMap::new();
     let mut map_end = plan.first_dirty;
     let mut full = false;
@@ -797,14 +852,13 @@ pub fn stage(plan: &CleanPlan, now_ms: i64, max_keys: usize) -> io::Result<Stage
         for segment in group {
             let written_ms = modified_ms(&segment.log_path)?;
             newest_write = newest_write.max(written_ms);
-            // Tombstones and markers outlive their segment's last write by
-            // delete.retention.ms.
-            let expired = written_ms < delete_horizon;
+            // Tombstones outlive their segment's last write by delete.retention.ms.
+            let tombstones_expire = written_ms < delete_horizon;
             for_each_batch(segment, |batch_base, batch| {
                 let (out, gone) = if batch_base >= map_end {
                     (Some(batch), 0) // past the map: copied as it is
                 } else {
-                    txns.clean(batch, &map, map_end, expired, expired)?
+                    txns.clean(batch, &map, map_end, tombstones_expire)?
                 };
                 removed += gone;
                 let Some(out) = out else { return Ok(()) };
@@ -864,7 +918,12 @@ pub fn stage(plan: &CleanPlan, now_ms: i64, max_keys: usize) -> io::Result<Stage
                 Err(e) => return Err(e),
             }
         }
-        aborted.retain(|e| !txns.removed_aborts.contains(e));
+        let removed: HashSet<(i64, i64)> = txns
+            .removed_aborts
+            .iter()
+            .map(|e| (e.producer_id, e.last_offset))
+            .collect();
+        aborted.retain(|e| !removed.contains(&(e.producer_id, e.last_offset)));
         if !aborted.is_empty() {
             let staged_index = staging.join(format::segment_file_name(base, txn::EXTENSION));
             fs::write(&staged_index, txn::encode_file(&aborted))?;
@@ -886,6 +945,8 @@ pub fn stage(plan: &CleanPlan, now_ms: i64, max_keys: usize) -> io::Result<Stage
     }
     File::open(&staging)?.sync_all()?;
     staged.removed_aborts = txns.removed_aborts;
+    staged.newly_removable = txns.newly_removable;
+    staged.removed_markers = txns.removed_markers;
     Ok(staged)
 }
 
@@ -1064,6 +1125,9 @@ impl Log {
             upload_end: None,
             stable_end,
             aborted: self.aborted.overlapping(start, stable_end),
+            keep: self.producers.last_batches().into_iter().collect(),
+            removable_since: self.markers_removable_since.clone(),
+            remove_markers: !self.config.remote_storage,
         })
     }
 
@@ -1121,6 +1185,15 @@ impl Log {
         for entry in &staged.removed_aborts {
             self.aborted.remove(entry);
         }
+        for offset in &staged.removed_markers {
+            self.markers_removable_since.remove(offset);
+        }
+        for offset in &staged.newly_removable {
+            self.markers_removable_since.insert(*offset, now_ms);
+        }
+        let first = self.segments.keys().next().copied().unwrap_or(0);
+        self.markers_removable_since
+            .retain(|&offset, _| offset >= first);
         self.first_dirty_offset = staged.first_dirty;
         write_atomically(
             &self.dir.join(CHECKPOINT_FILE),

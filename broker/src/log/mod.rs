@@ -186,6 +186,8 @@ pub struct Log {
     epochs: epochs::LeaderEpochs,
     /// Aborted transactions of the local log (see [`txn`]).
     aborted: txn::AbortedIndex,
+    /// Markers a compaction pass found removable, and when (see [`cleaner`]).
+    markers_removable_since: std::collections::HashMap<i64, i64>,
 }
 
 /// A periodic flush prepared under the lock and carried out without it.
@@ -272,6 +274,7 @@ impl Log {
             first_dirty_offset,
             epochs: epochs::LeaderEpochs::default(),
             aborted: txn::AbortedIndex::default(),
+            markers_removable_since: std::collections::HashMap::new(),
         };
         let interval = log.config.index_interval_bytes;
         let compacted = log.config.compact;
@@ -1077,7 +1080,17 @@ impl Log {
         };
         self.producers.truncate(self.log_end_offset());
         let (from_base, from_position) = match checkpoint {
-            Some(c) => (c.segment_base, c.position),
+            Some(c) if self.segments.contains_key(&c.segment_base) => (c.segment_base, c.position),
+            // A compaction pass merged the checkpoint's segment into an earlier one after
+            // the checkpoint was written: replay that one whole (known batches and markers
+            // are skipped).
+            Some(c) => (
+                self.segments
+                    .range(..c.segment_base)
+                    .next_back()
+                    .map_or(c.segment_base, |(&base, _)| base),
+                0,
+            ),
             None => (self.active().base_offset, 0),
         };
         let mut scanned = Vec::new();

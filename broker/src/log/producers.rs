@@ -304,6 +304,22 @@ impl ProducerState {
         (first >= 0).then_some(first)
     }
 
+    /// Base offsets of each producer's last data batch and last marker: compaction keeps
+    /// these batches, so a replica that rebuilds producer state from the log (a new one,
+    /// or one without a snapshot) learns every producer's last sequence and epoch.
+    pub fn last_batches(&self) -> Vec<i64> {
+        let mut out = Vec::with_capacity(self.producers.len() * 2);
+        for p in self.producers.values() {
+            if let Some(last) = p.batches.back() {
+                out.push(last.base_offset);
+            }
+            if p.last_marker_offset >= 0 {
+                out.push(p.last_marker_offset);
+            }
+        }
+        out
+    }
+
     /// The first offset of the oldest open transaction, if any.
     pub fn first_unstable_offset(&self) -> Option<i64> {
         self.open.first().map(|&(offset, _)| offset)

@@ -863,13 +863,27 @@ impl Partition {
         max_bytes: usize,
         limit: i64,
     ) -> Result<(Bytes, Watermarks), PartitionError> {
+        self.read_upto_with(offset, max_bytes, limit, false)
+            .map(|(records, marks, _)| (records, marks))
+    }
+
+    /// [`Partition::read_upto`], and with `aborted` the aborted transactions among the
+    /// records returned, taken under the same lock as the read's segment (so a
+    /// compaction swap cannot remove an entry whose records the read still returns).
+    pub fn read_upto_with(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        limit: i64,
+        aborted: bool,
+    ) -> Result<(Bytes, Watermarks, Vec<log::txn::AbortedTxn>), PartitionError> {
         if self.offline.load(Ordering::Relaxed) {
             return Err(PartitionError::Offline);
         }
         let high_watermark = self.high_watermark();
         let mut offset = offset;
         loop {
-            let (location, log_start_offset, dir, next_base, last_stable_offset) = {
+            let (location, log_start_offset, dir, next_base, last_stable_offset, mut listed) = {
                 let log = self.lock();
                 (
                     log.locate(offset)?,
@@ -877,6 +891,11 @@ impl Partition {
                     log.dir().to_path_buf(),
                     log.next_segment_base(offset),
                     last_stable(&log, high_watermark),
+                    if aborted {
+                        log.aborted_overlapping(offset, limit)
+                    } else {
+                        Vec::new()
+                    },
                 )
             };
             let marks = Watermarks {
@@ -896,7 +915,11 @@ impl Partition {
                 Some(next) if records.is_empty() && next < limit && next > offset => {
                     offset = next;
                 }
-                _ => return Ok((records, marks)),
+                _ => {
+                    let end = log::txn::records_end(&records).unwrap_or(offset);
+                    listed.retain(|a| a.first_offset < end);
+                    return Ok((records, marks, listed));
+                }
             }
         }
     }

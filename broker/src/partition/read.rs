@@ -15,8 +15,9 @@ use crate::log::txn::AbortedTxn;
 
 /// What [`Partition::read`] found.
 pub enum Read {
-    /// Records from the local log (possibly none: nothing new yet).
-    Local(Bytes, Watermarks),
+    /// Records from the local log (possibly none: nothing new yet), and for a
+    /// read_committed read the aborted transactions among them.
+    Local(Bytes, Watermarks, Option<Vec<AbortedTxn>>),
     /// The offset is in the remote tier: finish with [`Partition::finish_remote`].
     Remote(RemoteRead),
 }
@@ -57,7 +58,7 @@ impl Partition {
             return Ok(Read::Remote(remote(tier)));
         }
         match self.read_isolated(offset, max_bytes, read_committed) {
-            Ok((records, marks)) => Ok(Read::Local(records, marks)),
+            Ok((records, marks, aborted)) => Ok(Read::Local(records, marks, aborted)),
             Err(PartitionError::Log(
                 LogError::OffsetOutOfRange { .. } | LogError::Damaged { .. },
             )) if let Some(tier) = self.remote_for(offset) => Ok(Read::Remote(remote(tier))),
@@ -89,12 +90,10 @@ impl Partition {
             remote::read_remote(&tier.reader, &tier.log, offset, max_bytes).await?;
         if records.is_empty() {
             let from = self.local_log_start_offset().max(offset);
-            if let Ok((records, marks)) = self.read_isolated(from, max_bytes, read_committed) {
-                let aborted = match crate::log::txn::records_end(&records) {
-                    Some(end) if read_committed => self.aborted_transactions(from, end),
-                    _ => Vec::new(),
-                };
-                return Ok((records, marks, aborted));
+            if let Ok((records, marks, aborted)) =
+                self.read_isolated(from, max_bytes, read_committed)
+            {
+                return Ok((records, marks, aborted.unwrap_or_default()));
             }
         }
         let marks = self.watermarks();
@@ -115,17 +114,19 @@ impl Partition {
     }
 
     /// A local read below the high watermark, or for `read_committed` below the last
-    /// stable offset.
+    /// stable offset with the aborted transactions among its records.
     fn read_isolated(
         &self,
         offset: i64,
         max_bytes: usize,
         read_committed: bool,
-    ) -> Result<(Bytes, Watermarks), PartitionError> {
+    ) -> Result<(Bytes, Watermarks, Option<Vec<AbortedTxn>>), PartitionError> {
         if read_committed {
-            self.read_upto(offset, max_bytes, self.last_stable_offset())
+            self.read_upto_with(offset, max_bytes, self.last_stable_offset(), true)
+                .map(|(records, marks, aborted)| (records, marks, Some(aborted)))
         } else {
             self.read_local(offset, max_bytes)
+                .map(|(records, marks)| (records, marks, None))
         }
     }
 }

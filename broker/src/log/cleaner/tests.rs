@@ -2276,8 +2276,19 @@ fn transactional_batch(producer_id: i64, entries: &[Rec], first_seq: i32, ts: i6
 }
 
 fn append_transactional(log: &mut Log, producer_id: i64, entries: &[Rec], ts: i64) -> i64 {
+    append_transactional_from(log, producer_id, entries, 0, ts)
+}
+
+/// [`append_transactional`] with sequences from `first_seq`.
+fn append_transactional_from(
+    log: &mut Log,
+    producer_id: i64,
+    entries: &[Rec],
+    first_seq: i32,
+    ts: i64,
+) -> i64 {
     let prepared = prepare(
-        &transactional_batch(producer_id, entries, 0, ts),
+        &transactional_batch(producer_id, entries, first_seq, ts),
         1 << 20,
         false,
         MAX_INFLATED_BYTES,
@@ -2293,8 +2304,9 @@ fn append_transactional(log: &mut Log, producer_id: i64, entries: &[Rec], ts: i6
     info.base_offset
 }
 
-/// A log of: a1 b1 | aborted(a) ABORT | committed(b) COMMIT | a2 | c1 (active), with the
-/// offsets of the aborted record and its marker.
+/// A log of: a1 b1 | aborted(a) ABORT(7) | committed(b) COMMIT(8) | a2, then a committed
+/// transaction of each producer (their last batches and markers, which compaction
+/// keeps) | c1 (active), with the offsets of the aborted record and its marker.
 fn transactional_log(dir: &Path, now: i64) -> (Log, i64, i64) {
     use crate::log::txn::Marker;
     let mut log = Log::open(dir, config(), now).expect("open");
@@ -2312,9 +2324,25 @@ fn transactional_log(dir: &Path, now: i64) -> (Log, i64, i64) {
         .expect("commit"); // 5
     log.roll(now).expect("roll");
     model.put(&mut log, &[kv("a", "a2")], now); // 6
+    append_transactional_from(&mut log, 7, &[kv("x", "x7")], 1, now); // 7
+    log.append_marker(7, 0, Marker::Commit, 0, 0, now)
+        .expect("commit"); // 8
+    append_transactional_from(&mut log, 8, &[kv("y", "y8")], 1, now); // 9
+    log.append_marker(8, 0, Marker::Commit, 0, 0, now)
+        .expect("commit"); // 10
     log.roll(now).expect("roll");
-    model.put(&mut log, &[kv("c", "c1")], now); // 7, in the active segment
+    model.put(&mut log, &[kv("c", "c1")], now); // 11, in the active segment
     (log, aborted_at, abort)
+}
+
+fn offsets(log: &Log) -> Vec<i64> {
+    read_all(log).iter().map(|(o, _)| *o).collect()
+}
+
+/// A dirty sealed segment of one new record (so a pass is due), at `now`.
+fn push(log: &mut Log, key: &str, now: i64) {
+    Model::default().put(log, &[kv(key, "v")], now);
+    log.roll(now).expect("roll");
 }
 
 #[test]
@@ -2325,51 +2353,57 @@ fn aborted_records_go_and_committed_ones_compact() {
     let (mut log, aborted_at, abort) = transactional_log(dir.path(), now);
     let pass = clean(&mut log, now).expect("a pass runs");
     // a1 (superseded by a2), b1 (superseded by the committed b) and the aborted record
-    // go; the markers stay (their segments are younger than delete.retention.ms).
+    // go; every marker stays (this pass walked their transactions' records).
     assert_eq!(pass.records_removed, 3, "{pass:?}");
-    let offsets: Vec<i64> = read_all(&log).iter().map(|(o, _)| *o).collect();
-    assert_eq!(offsets, vec![3, 4, 5, 6, 7]);
+    assert_eq!(offsets(&log), vec![3, 4, 5, 6, 7, 8, 9, 10, 11]);
     let entry = AbortedTxn {
         producer_id: 7,
         first_offset: aborted_at,
         last_offset: abort,
         last_stable_offset: abort + 1,
     };
-    assert_eq!(log.aborted_overlapping(0, 8), vec![entry]);
+    assert_eq!(log.aborted_overlapping(0, 12), vec![entry]);
     // The merged segment carries the aborted transaction's index entry: a restart (which
     // reads the .txnindex files) still knows it.
     drop(log);
     let log = Log::open(dir.path(), config(), now).expect("reopen");
-    assert_eq!(log.aborted_overlapping(0, 8), vec![entry]);
+    assert_eq!(log.aborted_overlapping(0, 12), vec![entry]);
     assert_eq!(log.first_unstable_offset(), None);
 }
 
 #[test]
-fn markers_go_after_delete_retention_once_their_records_are_gone() {
+fn markers_go_a_delete_retention_after_their_records() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let now = wall_ms();
-    let (mut log, _, _) = transactional_log(dir.path(), now);
+    let t = wall_ms();
+    let (mut log, _, abort) = transactional_log(dir.path(), t);
     let mut eager = log.config().clone();
     eager.min_cleanable_dirty_ratio = 0.0;
     log.set_config(eager);
-    // Past delete.retention.ms after the segments' last writes (file times).
-    let later = now + 2 * DAY_MS;
-    clean(&mut log, later).expect("a pass runs");
-    // The abort marker goes with its index entry; the commit marker stays while its
-    // transaction's record does.
-    let offsets: Vec<i64> = read_all(&log).iter().map(|(o, _)| *o).collect();
-    assert_eq!(offsets, vec![4, 5, 6, 7]);
-    assert!(log.aborted_overlapping(0, 8).is_empty());
-    // A later record of b supersedes the committed one: its marker goes too.
-    let mut model = Model::default();
-    model.put(&mut log, &[kv("b", "b3")], later); // 8
-    log.roll(later).expect("roll");
-    clean(&mut log, later).expect("a pass runs");
-    let offsets: Vec<i64> = read_all(&log).iter().map(|(o, _)| *o).collect();
-    assert_eq!(offsets, vec![6, 7, 8]);
+    clean(&mut log, t).expect("pass 1");
+    assert_eq!(offsets(&log), vec![3, 4, 5, 6, 7, 8, 9, 10, 11]);
+    // Pass 2: no record of the aborted transaction is left, so its marker is found
+    // removable (not removed: delete.retention.ms has not passed). A later b supersedes
+    // the committed one, whose marker stays this pass.
+    push(&mut log, "b", t); // 12
+    clean(&mut log, t).expect("pass 2");
+    assert_eq!(offsets(&log), vec![3, 5, 6, 7, 8, 9, 10, 11, 12]);
+    assert_eq!(log.aborted_overlapping(0, 13).len(), 1);
+    // Pass 3, a day later: the abort marker goes with its index entry; the commit marker
+    // of the superseded transaction is found removable.
+    push(&mut log, "z", t); // 13
+    clean(&mut log, t + DAY_MS).expect("pass 3");
+    assert_eq!(offsets(&log), vec![5, 6, 7, 8, 9, 10, 11, 12, 13]);
+    assert!(
+        log.aborted_overlapping(0, 14).is_empty(),
+        "the entry of {abort} went"
+    );
+    // Pass 4, a day after that: it goes too. Each producer's last batch and marker stay.
+    push(&mut log, "z", t); // 14
+    clean(&mut log, t + 2 * DAY_MS + 1).expect("pass 4");
+    assert_eq!(offsets(&log), vec![6, 7, 8, 9, 10, 11, 12, 14]);
     drop(log);
-    let log = Log::open(dir.path(), config(), later).expect("reopen");
-    assert!(log.aborted_overlapping(0, 9).is_empty());
+    let log = Log::open(dir.path(), config(), t).expect("reopen");
+    assert!(log.aborted_overlapping(0, 15).is_empty());
     assert_eq!(log.first_unstable_offset(), None);
 }
 
@@ -2387,29 +2421,19 @@ fn an_open_transaction_ends_the_pass() {
     log.roll(now).expect("roll");
     model.put(&mut log, &[kv("c", "c1")], now); // 5
     assert_eq!(log.first_unstable_offset(), Some(open));
-    let later = now + 2 * DAY_MS;
-    let pass = clean(&mut log, later).expect("a pass runs");
+    let pass = clean(&mut log, now).expect("a pass runs");
     // Only a1's batch is below the open transaction: the map covers it alone, so nothing
     // it could supersede goes, and the next pass starts at the open transaction.
     assert_eq!(pass.records_removed, 0, "{pass:?}");
     assert_eq!(pass.first_dirty, open);
-    let offsets: Vec<i64> = read_all(&log).iter().map(|(o, _)| *o).collect();
-    assert_eq!(offsets, vec![0, 1, 2, 3, 4, 5]);
-    // Once it commits, the pass goes on: a1 and b1 go, the committed "open" record is
-    // superseded by a2 and goes, and so (past the horizon) does its marker.
-    let commit = log
-        .append_marker(7, 0, crate::log::txn::Marker::Commit, 0, 0, now)
-        .expect("commit")
-        .0
-        .base_offset;
+    assert_eq!(offsets(&log), vec![0, 1, 2, 3, 4, 5]);
+    // Once it commits, the pass goes on: a1 and b1 go. The committed record is
+    // superseded by a2 but stays whole with its marker: it is its producer's last batch.
+    log.append_marker(7, 0, crate::log::txn::Marker::Commit, 0, 0, now)
+        .expect("commit"); // 6
     log.roll(now).expect("roll");
-    clean(&mut log, later).expect("a pass runs");
-    let offsets: Vec<i64> = read_all(&log).iter().map(|(o, _)| *o).collect();
-    assert_eq!(
-        offsets,
-        vec![3, 4, 5],
-        "the commit marker at {commit} went too"
-    );
+    clean(&mut log, now).expect("a pass runs");
+    assert_eq!(offsets(&log), vec![1, 3, 4, 5, 6]);
 }
 
 #[test]
