@@ -186,6 +186,12 @@ pub struct Config {
     /// transaction.max.timeout.ms). Default 900000 ms (15 minutes). An open transaction
     /// holds back read_committed consumers of its partitions until it ends or times out.
     pub transaction_max_timeout_ms: i64,
+    /// Kafka's finalized `transaction.version` feature: 2 tells clients that support it
+    /// (Kafka 4 Java clients) to use KIP-890 part 2: the coordinator bumps the producer
+    /// epoch at every EndTxn (v5), and a partition leader (Produce v12) or the group
+    /// coordinator (TxnOffsetCommit v5) adds the partition to the transaction itself.
+    /// Default 1: the first protocol, which every client speaks.
+    pub transaction_version: i16,
     /// A transactional id with no transaction is forgotten this long after its last use
     /// (Kafka's transactional.id.expiration.ms). Default 604800000 ms (7 days); memory
     /// on the coordinator grows with the ids used within this window.
@@ -484,6 +490,7 @@ impl Default for Config {
             offsets_topic_segment_bytes: 100 << 20,
             transaction_state_partitions: 50,
             transaction_max_timeout_ms: 900_000,
+            transaction_version: 1,
             transactional_id_expiration_ms: 604_800_000,
             transaction_abort_timed_out_transaction_cleanup_interval_ms: 1_000,
             offsets_retention_ms: 7 * 24 * 3600 * 1000,
@@ -865,6 +872,9 @@ impl Config {
                 "transaction_state_partitions",
                 "must be between 1 and 1000",
             ));
+        }
+        if !(1..=2).contains(&self.transaction_version) {
+            return Err(invalid("transaction_version", "must be 1 or 2"));
         }
         if !(1..=i64::from(i32::MAX)).contains(&self.transaction_max_timeout_ms) {
             return Err(invalid(

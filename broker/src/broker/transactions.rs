@@ -127,16 +127,28 @@ impl Broker {
     /// Answers a verification for an id this broker coordinates: a Kafka error code.
     pub async fn verify_here(&self, request: &VerifyRequest) -> i16 {
         let partition = (request.topic.clone(), request.partition);
-        let result = self
-            .txns
-            .verify_partition(
-                self,
-                &request.transactional_id,
-                request.producer_id,
-                request.producer_epoch,
-                &partition,
-            )
-            .await;
+        let result = if request.add {
+            self.txns
+                .add_partitions(
+                    self,
+                    &request.transactional_id,
+                    request.producer_id,
+                    request.producer_epoch,
+                    std::slice::from_ref(&partition),
+                    true,
+                )
+                .await
+        } else {
+            self.txns
+                .verify_partition(
+                    self,
+                    &request.transactional_id,
+                    request.producer_id,
+                    request.producer_epoch,
+                    &partition,
+                )
+                .await
+        };
         match result {
             Ok(()) => 0,
             // Retriable for the producer: its AddPartitionsToTxn may still be in flight.
@@ -165,6 +177,7 @@ impl Broker {
             producer_epoch: i32::from(request.producer_epoch),
             topic: request.topic,
             partition: request.partition,
+            add: request.add,
         };
         match client.clone().verify_transaction(wire).await {
             Ok(answer) => i16::try_from(answer.into_inner().error_code).unwrap_or(unavailable),

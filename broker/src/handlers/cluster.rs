@@ -19,8 +19,33 @@ use crate::cluster::BrokerInfo;
 use crate::protocol::versions;
 use crate::registry::{Topic, valid_topic_name};
 
-pub fn api_versions() -> ResponseKind {
-    ResponseKind::ApiVersions(ApiVersionsResponse::default().with_api_keys(versions::advertised()))
+/// ApiVersions. From v3 the response carries features: with `transaction_version` 2 the
+/// finalized `transaction.version` 2 tells Kafka 4 clients to use KIP-890 part 2.
+pub fn api_versions(broker: &Broker, version: i16) -> ResponseKind {
+    use kafka_protocol::messages::api_versions_response::{
+        FinalizedFeatureKey, SupportedFeatureKey,
+    };
+    let mut response = ApiVersionsResponse::default().with_api_keys(versions::advertised());
+    if version >= 3 && broker.config.transaction_version >= 2 {
+        let level = broker.config.transaction_version;
+        response = response
+            .with_supported_features(vec![
+                SupportedFeatureKey::default()
+                    .with_name(str_bytes("transaction.version"))
+                    .with_min_version(0)
+                    .with_max_version(2),
+            ])
+            // Fixed at start: a restart with another level is a new epoch to clients only
+            // through a new connection, as in Kafka.
+            .with_finalized_features_epoch(1)
+            .with_finalized_features(vec![
+                FinalizedFeatureKey::default()
+                    .with_name(str_bytes("transaction.version"))
+                    .with_min_version_level(level)
+                    .with_max_version_level(level),
+            ]);
+    }
+    ResponseKind::ApiVersions(response)
 }
 
 fn topic_metadata(broker: &Broker, topic: &Topic) -> MetadataResponseTopic {

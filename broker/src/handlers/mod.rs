@@ -54,7 +54,7 @@ pub async fn handle(
         authorize::Check::Refuse(response) => return Some(response),
     };
     let response = match body {
-        RequestKind::ApiVersions(_) => cluster::api_versions(),
+        RequestKind::ApiVersions(_) => cluster::api_versions(broker, version),
         RequestKind::Metadata(r) => cluster::metadata(broker, r, version, &authz).await,
         RequestKind::DescribeCluster(r) => cluster::describe_cluster(broker, r, caller),
         RequestKind::Produce(r) => {
@@ -229,6 +229,8 @@ pub fn log_error_code(error: &LogError) -> ResponseError {
         LogError::Producer(
             ProducerError::NotInTransaction { .. } | ProducerError::InvalidTxnState { .. },
         ) => ResponseError::InvalidTxnState,
+        // Retriable for every producer.
+        LogError::Producer(ProducerError::MarkerPending { .. }) => ResponseError::NotEnoughReplicas,
     }
 }
 

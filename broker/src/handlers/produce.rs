@@ -52,7 +52,8 @@ fn transactional_producer(records: &[u8]) -> Result<Option<(i64, i16)>, Response
     Ok(found)
 }
 
-/// Verifies a transactional producer's first batch in `partition` with its coordinator;
+/// Verifies a transactional producer's first batch in `partition` with its coordinator
+/// (with `add`, KIP-890 part 2, the coordinator adds the partition to the transaction);
 /// `Ok(None)` when its transaction is already open there. Coordinator errors are
 /// answered as NOT_ENOUGH_REPLICAS, which every producer retries (as Kafka does).
 async fn verify(
@@ -60,6 +61,7 @@ async fn verify(
     partition: &Partition,
     transactional_id: Option<&str>,
     (producer_id, producer_epoch): (i64, i16),
+    add: bool,
 ) -> Result<Option<TxnGuard>, ResponseError> {
     let Some(guard) = partition.txn_guard(producer_id) else {
         return Ok(None);
@@ -73,6 +75,7 @@ async fn verify(
         producer_epoch,
         topic: partition.topic.clone(),
         partition: partition.index,
+        add,
     };
     match broker.verify_transaction(request).await {
         Ok(()) => Ok(Some(guard)),
@@ -89,7 +92,7 @@ async fn verify(
 pub async fn produce(
     broker: &Arc<Broker>,
     request: ProduceRequest,
-    _version: i16,
+    version: i16,
 ) -> Option<ResponseKind> {
     let acks = request.acks;
     let timeout_ms = i64::from(request.timeout_ms);
@@ -137,7 +140,11 @@ pub async fn produce(
                 let guard = match transactional_producer(&records) {
                     Ok(None) => None,
                     Ok(Some(producer)) => {
-                        match verify(broker, partition, transactional_id.as_deref(), producer).await {
+                        // Produce v12 from a KIP-890 part 2 producer: no AddPartitionsToTxn
+                        // came first, the leader adds the partition.
+                        let add = version >= 12 && broker.config.transaction_version >= 2;
+                        let id = transactional_id.as_deref();
+                        match verify(broker, partition, id, producer, add).await {
                             Ok(guard) => guard,
                             Err(code) => {
                                 broker.metrics.error("Produce", code);

@@ -189,9 +189,19 @@ async fn add_partitions(
             codes.get(&(topic.to_string(), p)).copied().unwrap_or(0)
         });
     }
+    // Between brokers (v4+) without verify_only: a partition leader adding a partition
+    // for a KIP-890 part 2 producer.
+    let tv2 = version >= 4;
     let result = broker
         .txns
-        .add_partitions(&**broker, transactional_id, producer_id, epoch, &wanted)
+        .add_partitions(
+            &**broker,
+            transactional_id,
+            producer_id,
+            epoch,
+            &wanted,
+            tv2,
+        )
         .await;
     let code = error_code(broker, "AddPartitionsToTxn", result, version, 2);
     partition_results(topics, |_, _| code)
@@ -288,6 +298,7 @@ pub async fn add_offsets_to_txn(
                     request.producer_id.0,
                     request.producer_epoch,
                     &[partition],
+                    false,
                 )
                 .await
         }
@@ -308,6 +319,8 @@ pub async fn end_txn(
     if !allows_txn_id(authz, AclOperation::Write, &request.transactional_id.0) {
         return ResponseKind::EndTxn(response.with_error_code(TXN_ID_DENIED.code()));
     }
+    // EndTxn v5 is KIP-890 part 2: the epoch is bumped and the answer carries it.
+    let tv2 = version >= 5;
     let result = broker
         .txns
         .end_txn(
@@ -316,8 +329,16 @@ pub async fn end_txn(
             request.producer_id.0,
             request.producer_epoch,
             request.committed,
+            tv2,
         )
         .await;
+    let response = match result {
+        Ok((producer_id, epoch)) if tv2 => response
+            .with_producer_id(ProducerId(producer_id))
+            .with_producer_epoch(epoch),
+        _ => response,
+    };
+    let result = result.map(|_| ());
     if result.is_ok() && !request.committed {
         broker
             .metrics
@@ -409,6 +430,9 @@ pub async fn txn_offset_commit(
             producer_epoch: request.producer_epoch,
             topic: crate::group::OFFSETS_TOPIC.to_string(),
             partition: partition.index,
+            // TxnOffsetCommit v5 from a KIP-890 part 2 producer: no AddOffsetsToTxn came
+            // first, the group's offsets partition is added here.
+            add: version >= 5 && broker.config.transaction_version >= 2,
         };
         if let Err(code) = broker.verify_transaction(verify).await {
             let code = match code {

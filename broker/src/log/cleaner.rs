@@ -407,12 +407,15 @@ impl TxnWalk {
         let producer_id = header.producer_id;
         let offset = header.base_offset;
         if header.is_control() {
+            let marker = txn::marker_of(&batch, &header);
+            if marker.is_none() {
+                return Ok((Some(batch), 0));
+            }
             let walked = self.walked.remove(&producer_id);
             let Some((now, retention)) = self.horizon else {
                 return Ok((Some(batch), 0));
             };
-            let marker = txn::marker_of(&batch, &header);
-            if walked || marker.is_none() || self.keep.contains(&offset) {
+            if walked || self.keep.contains(&offset) {
                 return Ok((Some(batch), 0));
             }
             match self.removable_since.get(&offset) {
@@ -439,15 +442,58 @@ impl TxnWalk {
             if header.is_transactional() {
                 self.walked.insert(producer_id);
             }
-            if self.keep.contains(&offset) {
-                return Ok((Some(batch), 0));
+            let aborted = header.is_transactional() && self.aborted.contains(producer_id, offset);
+            let (out, gone) = if aborted {
+                (None, header.record_count.max(0) as u64)
+            } else {
+                filter_batch(batch.clone(), map, map_end, tombstones_expire)?
+            };
+            if !self.keep.contains(&offset) || gone == 0 {
+                return Ok((out, gone));
             }
-            if header.is_transactional() && self.aborted.contains(producer_id, offset) {
-                return Ok((None, header.record_count.max(0) as u64));
-            }
-            filter_batch(batch, map, map_end, tombstones_expire)
+            // The producer's last batch: what of its offsets went stays as an empty batch
+            // (a header without records, as Kafka's cleaner leaves it), so the producer's
+            // last sequence and epoch survive.
+            let kept_end = out.as_ref().map(|b| batches_end(b)).unwrap_or(offset);
+            let mut bytes = out.map(|b| b.to_vec()).unwrap_or_default();
+            bytes.extend_from_slice(&empty_batch(&batch, kept_end));
+            Ok((Some(Bytes::from(bytes)), gone))
         }
     }
+}
+
+/// The offset after the last batch of `batches` (whole, as the encoder wrote them).
+fn batches_end(batches: &[u8]) -> i64 {
+    let mut position = 0;
+    let mut end = 0;
+    while let Some((base, size, last_delta)) = format::read_batch_prefix(&batches[position..]) {
+        end = base + i64::from(last_delta) + 1;
+        position += size;
+    }
+    end
+}
+
+/// A batch with no records covering the offsets of `original` from `from` to its end, with
+/// its producer, epoch, attributes (uncompressed) and the sequence of `from`: what stays of
+/// a producer's last batch whose records compaction removed.
+fn empty_batch(original: &[u8], from: i64) -> Vec<u8> {
+    let header = format::parse_validated_header(&original[..format::BATCH_HEADER_LEN]);
+    let mut out = original[..format::BATCH_HEADER_LEN].to_vec();
+    let skipped = from - header.base_offset;
+    out[0..8].copy_from_slice(&from.to_be_bytes());
+    out[8..12].copy_from_slice(&((format::BATCH_HEADER_LEN - 12) as i32).to_be_bytes());
+    let attributes = header.attributes & !0x07; // no codec: there is nothing to compress
+    out[21..23].copy_from_slice(&attributes.to_be_bytes());
+    let last_delta = (header.last_offset() - from) as i32;
+    out[23..27].copy_from_slice(&last_delta.to_be_bytes());
+    if header.base_sequence >= 0 {
+        let sequence = (i64::from(header.base_sequence) + skipped) % (i64::from(i32::MAX) + 1);
+        out[53..57].copy_from_slice(&(sequence as i32).to_be_bytes());
+    }
+    out[57..61].copy_from_slice(&0i32.to_be_bytes());
+    let crc = crc32c::crc32c(&out[21..]);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    out
 }
 
 /// One data batch without the records the map supersedes and, if `tombstones_expire`,

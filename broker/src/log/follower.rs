@@ -179,6 +179,8 @@ impl Log {
         if offset >= self.log_end_offset() {
             return Ok(self.log_end_offset());
         }
+        // Offsets from here on may be reused by other markers.
+        self.markers_removable_since.retain(|&o, _| o < offset);
         if offset <= self.log_start_offset {
             self.reset_to(offset, None, now_ms)?;
             return Ok(offset);
@@ -236,6 +238,7 @@ impl Log {
         now_ms: i64,
     ) -> Result<(), LogError> {
         self.discard_clean();
+        self.markers_removable_since.clear();
         let bases: Vec<i64> = self.segments.keys().copied().collect();
         for base in bases {
             if let Some(s) = self.segments.remove(&base) {

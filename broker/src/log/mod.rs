@@ -676,13 +676,19 @@ impl Log {
                 epoch,
                 current: open,
             }),
-            Some(open) if epoch > open || !header.is_transactional() => {
-                Err(ProducerError::InvalidTxnState {
-                    producer_id,
-                    epoch,
-                    open,
-                })
-            }
+            Some(open) if !header.is_transactional() => Err(ProducerError::InvalidTxnState {
+                producer_id,
+                epoch,
+                open,
+            }),
+            // The coordinator ended that transaction with a newer epoch (KIP-890 part 2
+            // bumps it at every EndTxn) and its marker has not reached this partition yet:
+            // the producer retries once it has.
+            Some(open) if epoch > open => Err(ProducerError::MarkerPending {
+                producer_id,
+                epoch,
+                open,
+            }),
             Some(_) => Ok(()),
             None if header.is_transactional()
                 && guard.is_none_or(|g| {
@@ -1080,13 +1086,14 @@ impl Log {
         };
         self.producers.truncate(self.log_end_offset());
         let (from_base, from_position) = match checkpoint {
-            Some(c) if self.segments.contains_key(&c.segment_base) => (c.segment_base, c.position),
-            // A compaction pass merged the checkpoint's segment into an earlier one after
-            // the checkpoint was written: replay that one whole (known batches and markers
-            // are skipped).
+            // A byte position holds only in the active segment: a sealed one may have been
+            // rewritten by a compaction pass (or merged into an earlier one) since the
+            // checkpoint was written. Then the segment holding its base is replayed whole
+            // (batches and markers already known are skipped).
+            Some(c) if c.segment_base == self.active().base_offset => (c.segment_base, c.position),
             Some(c) => (
                 self.segments
-                    .range(..c.segment_base)
+                    .range(..=c.segment_base)
                     .next_back()
                     .map_or(c.segment_base, |(&base, _)| base),
                 0,

@@ -110,6 +110,14 @@ pub enum ProducerError {
         epoch: i16,
         open: i16,
     },
+    #[error(
+        "producer {producer_id} begins a transaction at epoch {epoch} while the marker of its transaction at epoch {open} is still to come; retry"
+    )]
+    MarkerPending {
+        producer_id: i64,
+        epoch: i16,
+        open: i16,
+    },
 }
 
 /// What to do with a batch.

@@ -101,6 +101,9 @@ pub struct VerifyRequest {
     pub producer_epoch: i16,
     pub topic: String,
     pub partition: i32,
+    /// KIP-890 part 2: add the partition to the transaction (opening it if needed)
+    /// rather than only check that it is in it.
+    pub add: bool,
 }
 
 /// One entry of the aborted-transaction index.

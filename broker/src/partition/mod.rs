@@ -891,8 +891,10 @@ impl Partition {
                     log.dir().to_path_buf(),
                     log.next_segment_base(offset),
                     last_stable(&log, high_watermark),
+                    // One segment per read: its entries, not the whole log's.
                     if aborted {
-                        log.aborted_overlapping(offset, limit)
+                        let segment_end = log.next_segment_base(offset).unwrap_or(limit);
+                        log.aborted_overlapping(offset, limit.min(segment_end))
                     } else {
                         Vec::new()
                     },

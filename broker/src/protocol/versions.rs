@@ -39,13 +39,14 @@ supported_apis! {
     IncrementalAlterConfigs 0..=1,
     DescribeCluster 0..=1,
     InitProducerId 0..=5,
-    // Transactions. Versions that imply KIP-890 part 2 (the server bumping the epoch per
-    // transaction: EndTxn 5, AddPartitionsToTxn 5, TxnOffsetCommit 5, AddOffsetsToTxn 4)
-    // are not advertised, so clients use the first protocol.
-    AddPartitionsToTxn 0..=4,
-    AddOffsetsToTxn 0..=3,
-    EndTxn 0..=4,
-    TxnOffsetCommit 0..=4,
+    // Transactions. EndTxn 5, TxnOffsetCommit 5 and Produce 12 are KIP-890 part 2's (the
+    // epoch bumped at every EndTxn, partitions added by their leaders); Kafka 4 clients use
+    // them only when ApiVersions finalizes transaction.version 2 (`transaction_version`),
+    // as Kafka's brokers advertise them too. Other clients stop at lower versions.
+    AddPartitionsToTxn 0..=5,
+    AddOffsetsToTxn 0..=4,
+    EndTxn 0..=5,
+    TxnOffsetCommit 0..=5,
     DescribeTransactions 0..=0,
     ListTransactions 0..=1,
     WriteTxnMarkers 1..=1,

@@ -263,6 +263,7 @@ impl Replication for Service {
                 producer_epoch,
                 topic: request.topic,
                 partition: request.partition,
+                add: request.add,
             })
             .await;
         Ok(Response::new(VerifyTransactionResponse {

@@ -31,10 +31,13 @@
 //!
 //! | field | type | notes |
 //! |---|---|---|
-//! | last producer epoch | i16 | the epoch a KIP-360 producer named in its last InitProducerId, so a retry of it is answered, not fenced |
+//! | last producer epoch | i16 | the epoch before the last bump a client asked for (a KIP-360 InitProducerId, a KIP-890 part 2 EndTxn), so a retry of it is answered, not fenced; -1 if none |
+//! | transaction version | i8 | 2 if the producer speaks KIP-890 part 2, else 0 |
+//! | next producer id | i64 | KIP-890 part 2: the id an EndTxn that exhausted the epoch moves to on completion; -1 if none |
+//! | previous producer id | i64 | the id before that move, to recognise a retry; -1 if none |
 //!
-//! Version 1 is written only when the last producer epoch is set (not -1), so a broker
-//! of an older release reads every other record.
+//! Version 1 is written only when one of these is set, so a broker of an older release
+//! reads every other record.
 //!
 //! Readers refuse versions they do not know with an error rather than guess.
 
@@ -92,7 +95,11 @@ fn state_of(code: i8) -> Result<TxnState, FormatError> {
 
 pub fn encode_value(meta: &TxnMetadata) -> Bytes {
     let mut buf = BytesMut::new();
-    let version = if meta.last_producer_epoch >= 0 {
+    let version = if meta.last_producer_epoch >= 0
+        || meta.client_tv2
+        || meta.next_producer_id >= 0
+        || meta.previous_producer_id >= 0
+    {
         VALUE_V1
     } else {
         VALUE_V0
@@ -111,6 +118,9 @@ pub fn encode_value(meta: &TxnMetadata) -> Bytes {
     }
     if version >= VALUE_V1 {
         buf.put_i16(meta.last_producer_epoch);
+        buf.put_i8(if meta.client_tv2 { 2 } else { 0 });
+        buf.put_i64(meta.next_producer_id);
+        buf.put_i64(meta.previous_producer_id);
     }
     buf.freeze()
 }
@@ -140,7 +150,15 @@ pub fn decode_value(transactional_id: &str, bytes: Bytes) -> Result<TxnMetadata,
         let partition = r.i32()?;
         partitions.insert((topic, partition));
     }
-    let last_producer_epoch = if version >= VALUE_V1 { r.i16()? } else { -1 };
+    let (mut last_producer_epoch, mut client_tv2) = (-1, false);
+    let (mut next_producer_id, mut previous_producer_id) = (-1, -1);
+    if version >= VALUE_V1 {
+        last_producer_epoch = r.i16()?;
+        r.need(1)?;
+        client_tv2 = bytes::Buf::get_i8(&mut r.0) >= 2;
+        next_producer_id = r.i64()?;
+        previous_producer_id = r.i64()?;
+    }
     Ok(TxnMetadata {
         transactional_id: transactional_id.to_string(),
         producer_id,
@@ -151,6 +169,9 @@ pub fn decode_value(transactional_id: &str, bytes: Bytes) -> Result<TxnMetadata,
         last_update_ms,
         partitions,
         last_producer_epoch,
+        client_tv2,
+        next_producer_id,
+        previous_producer_id,
     })
 }
 
@@ -172,6 +193,9 @@ mod tests {
             last_update_ms: 6,
             partitions: BTreeSet::from([("a".to_string(), 1)]),
             last_producer_epoch: -1,
+            client_tv2: false,
+            next_producer_id: -1,
+            previous_producer_id: -1,
         };
         let bytes = encode_value(&meta);
         let mut expected = vec![0, 0];
@@ -197,14 +221,21 @@ mod tests {
             decode_value("tx", Bytes::from(huge)),
             Err(FormatError::Truncated)
         );
-        // Version 1: version 0's bytes with the version changed, then the last epoch.
+        // Version 1: version 0's bytes with the version changed, then the last epoch,
+        // the transaction version and the next and previous producer ids.
         let v1 = TxnMetadata {
             last_producer_epoch: 1,
+            client_tv2: true,
+            next_producer_id: 9,
+            previous_producer_id: -1,
             ..meta
         };
         let bytes = encode_value(&v1);
         expected[..2].copy_from_slice(&1i16.to_be_bytes());
         expected.extend_from_slice(&1i16.to_be_bytes());
+        expected.push(2);
+        expected.extend_from_slice(&9i64.to_be_bytes());
+        expected.extend_from_slice(&(-1i64).to_be_bytes());
         assert_eq!(bytes.as_ref(), expected.as_slice());
         assert_eq!(decode_value("tx", bytes), Ok(v1));
     }

@@ -488,12 +488,13 @@ impl TxnCoordinator {
         producer_id: i64,
         epoch: i16,
         partitions: &[(String, i32)],
+        tv2: bool,
     ) -> Result<(), TxnError> {
         let led = self.led(host, transactional_id).await?;
         let now = host.now_ms();
         let (claim, next) = self.begin(transactional_id, |meta| {
             meta.ok_or(TxnError::InvalidProducerIdMapping)?
-                .add_partitions(producer_id, epoch, partitions, now)
+                .add_partitions(producer_id, epoch, partitions, tv2, now)
         })?;
         match next {
             Some(next) => self.settle(host, &led, claim, next).await,
@@ -533,6 +534,8 @@ impl TxnCoordinator {
     }
 
     /// EndTxn: decides the outcome (written before the answer); the markers follow.
+    /// Returns the producer id and epoch the producer continues with (changed only for
+    /// a KIP-890 part 2 client, `tv2`: EndTxn v5).
     pub async fn end_txn<H: TxnHost>(
         &self,
         host: &Arc<H>,
@@ -540,20 +543,40 @@ impl TxnCoordinator {
         producer_id: i64,
         epoch: i16,
         commit: bool,
-    ) -> Result<(), TxnError> {
+        tv2: bool,
+    ) -> Result<(i64, i16), TxnError> {
         let led = self.led(&**host, transactional_id).await?;
         let now = host.now_ms();
         let (claim, step) = self.begin(transactional_id, |meta| {
-            meta.ok_or(TxnError::InvalidProducerIdMapping)?
-                .end(producer_id, epoch, commit, now)
+            let meta = meta.ok_or(TxnError::InvalidProducerIdMapping)?;
+            Ok((
+                meta.end(producer_id, epoch, commit, tv2, now)?,
+                meta.epoch_after_end(),
+            ))
         })?;
         match step {
-            EndStep::AlreadyDone => Ok(()),
-            EndStep::Prepare(next) => {
+            (EndStep::AlreadyDone, current) => Ok(current),
+            (EndStep::Prepare(mut next), _) => {
+                if next.client_tv2 && next.end_exhausts_epoch() {
+                    // The epoch ran out: the producer continues under a new id once the
+                    // markers (of the old id) are written.
+                    match host.new_producer_id().await {
+                        Ok(id) => next.next_producer_id = id,
+                        Err(e) => {
+                            warn!(error = %format_args!("{e:#}"), "cannot reserve a producer id");
+                            return Err(TxnError::CoordinatorNotAvailable);
+                        }
+                    }
+                }
+                let answer = if next.client_tv2 {
+                    next.epoch_after_end()
+                } else {
+                    (next.producer_id, next.producer_epoch)
+                };
                 let entry = claim.entry.clone();
                 self.settle(&**host, &led, claim, next).await?;
                 self.spawn_completion(host, transactional_id, &entry);
-                Ok(())
+                Ok(answer)
             }
         }
     }

@@ -61,9 +61,18 @@ pub struct TxnMetadata {
     pub last_update_ms: i64,
     /// The partitions of the open (or ending) transaction.
     pub partitions: BTreeSet<(String, i32)>,
-    /// The epoch before the last InitProducerId that named the current one (KIP-360), so
-    /// a retry of it whose answer was lost gets the same epoch back; -1 otherwise.
+    /// The epoch before the last bump a client asked for: an InitProducerId naming the
+    /// current epoch (KIP-360) or, with KIP-890 part 2, an EndTxn. A retry of it whose
+    /// answer was lost names this epoch and gets the current one back; -1 otherwise.
     pub last_producer_epoch: i16,
+    /// The producer speaks KIP-890 part 2 (`transaction.version` 2): EndTxn bumps the
+    /// epoch, and partitions join the transaction through their leaders.
+    pub client_tv2: bool,
+    /// With KIP-890 part 2, the producer id an EndTxn that exhausted the epoch moves to
+    /// when the transaction completes (its markers carry the old id); -1 otherwise.
+    pub next_producer_id: i64,
+    /// The producer id before that move, so a retry of that EndTxn is recognised.
+    pub previous_producer_id: i64,
 }
 
 /// Why a transactional request was refused; each maps to one Kafka error code.
@@ -109,10 +118,29 @@ pub enum InitStep {
 /// What EndTxn does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EndStep {
-    /// Write this (PrepareCommit or PrepareAbort), then the markers.
+    /// Write this (PrepareCommit or PrepareAbort), then the markers. With KIP-890 part 2
+    /// and an exhausted epoch, the caller first sets `next_producer_id` to a fresh id.
     Prepare(TxnMetadata),
     /// A retry of an EndTxn that already completed: answer success.
     AlreadyDone,
+}
+
+impl TxnMetadata {
+    /// The producer id and epoch a KIP-890 part 2 client continues with after this
+    /// EndTxn's outcome: the bumped epoch, or a fresh id at epoch 0 once the epoch ran
+    /// out.
+    pub fn epoch_after_end(&self) -> (i64, i16) {
+        if self.next_producer_id >= 0 {
+            (self.next_producer_id, 0)
+        } else {
+            (self.producer_id, self.producer_epoch)
+        }
+    }
+
+    /// Whether an EndTxn with the bumped epoch would exhaust it (a new id is needed).
+    pub fn end_exhausts_epoch(&self) -> bool {
+        self.producer_epoch >= MAX_EPOCH
+    }
 }
 
 /// The last epoch before the producer id must change (Kafka keeps one spare).
@@ -131,6 +159,9 @@ impl TxnMetadata {
             last_update_ms: now_ms,
             partitions: BTreeSet::new(),
             last_producer_epoch: -1,
+            client_tv2: false,
+            next_producer_id: -1,
+            previous_producer_id: -1,
         }
     }
 
@@ -201,6 +232,10 @@ impl TxnMetadata {
         next.state = TxnState::Empty;
         next.start_ms = -1;
         next.partitions.clear();
+        // A new producer says again which protocol it speaks.
+        next.client_tv2 = false;
+        next.next_producer_id = -1;
+        next.previous_producer_id = -1;
         Ok(InitStep::Ready {
             meta: next,
             new_producer_id,
@@ -214,17 +249,21 @@ impl TxnMetadata {
         producer_id: i64,
         epoch: i16,
         partitions: &[(String, i32)],
+        tv2: bool,
         now_ms: i64,
     ) -> Result<Option<TxnMetadata>, TxnError> {
         self.check_producer(producer_id, epoch)?;
         if self.state.is_preparing() {
             return Err(TxnError::ConcurrentTransactions);
         }
-        if self.state == TxnState::Ongoing && partitions.iter().all(|p| self.partitions.contains(p))
+        if self.state == TxnState::Ongoing
+            && partitions.iter().all(|p| self.partitions.contains(p))
+            && (self.client_tv2 || !tv2)
         {
             return Ok(None);
         }
         let mut next = self.clone();
+        next.client_tv2 |= tv2;
         if self.state != TxnState::Ongoing {
             next.partitions.clear();
             next.start_ms = now_ms;
@@ -235,14 +274,18 @@ impl TxnMetadata {
         Ok(Some(next))
     }
 
-    /// EndTxn.
+    /// EndTxn. `tv2`: the client speaks KIP-890 part 2 (EndTxn v5), see [`Self::end_v2`].
     pub fn end(
         &self,
         producer_id: i64,
         epoch: i16,
         commit: bool,
+        tv2: bool,
         now_ms: i64,
     ) -> Result<EndStep, TxnError> {
+        if tv2 {
+            return self.end_v2(producer_id, epoch, commit, now_ms);
+        }
         self.check_producer(producer_id, epoch)?;
         let prepare = match (self.state, commit) {
             (TxnState::Ongoing, true) => TxnState::PrepareCommit,
@@ -257,6 +300,73 @@ impl TxnMetadata {
         };
         let mut next = self.clone();
         next.state = prepare;
+        next.last_update_ms = now_ms;
+        Ok(EndStep::Prepare(next))
+    }
+
+    /// EndTxn of a KIP-890 part 2 client: every transaction ends with the epoch bumped
+    /// (its markers carry the new epoch, fencing anything late of the old one), and the
+    /// client continues with [`Self::epoch_after_end`]. A retry whose answer was lost
+    /// names the epoch before the bump (`last_producer_epoch`, or the previous id's last
+    /// epoch after a move to a new id). An abort with nothing open also bumps the epoch
+    /// (the client may not know whether a partition joined).
+    fn end_v2(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+        now_ms: i64,
+    ) -> Result<EndStep, TxnError> {
+        let retry = self.client_tv2
+            && ((producer_id == self.producer_id
+                && self.last_producer_epoch >= 0
+                && epoch == self.last_producer_epoch)
+                || (self.previous_producer_id >= 0
+                    && producer_id == self.previous_producer_id
+                    && self.producer_epoch == 0
+                    && epoch >= MAX_EPOCH - 1));
+        if producer_id != self.producer_id && !retry {
+            return Err(TxnError::InvalidProducerIdMapping);
+        }
+        let same_outcome = match self.state {
+            TxnState::PrepareCommit | TxnState::CompleteCommit => commit,
+            TxnState::PrepareAbort | TxnState::CompleteAbort => !commit,
+            _ => false,
+        };
+        if retry {
+            return match self.state {
+                TxnState::CompleteCommit | TxnState::CompleteAbort if same_outcome => {
+                    Ok(EndStep::AlreadyDone)
+                }
+                TxnState::PrepareCommit | TxnState::PrepareAbort if same_outcome => {
+                    Err(TxnError::ConcurrentTransactions)
+                }
+                _ => Err(TxnError::InvalidTxnState),
+            };
+        }
+        if epoch != self.producer_epoch {
+            return Err(TxnError::ProducerFenced);
+        }
+        let prepare = match (self.state, commit) {
+            (TxnState::Ongoing, true) => TxnState::PrepareCommit,
+            (TxnState::Ongoing, false) => TxnState::PrepareAbort,
+            (TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort, false) => {
+                TxnState::PrepareAbort
+            }
+            (TxnState::PrepareCommit | TxnState::PrepareAbort, _) => {
+                return Err(TxnError::ConcurrentTransactions);
+            }
+            _ => return Err(TxnError::InvalidTxnState),
+        };
+        let mut next = self.clone();
+        if prepare == TxnState::PrepareAbort && self.state != TxnState::Ongoing {
+            next.partitions.clear();
+            next.start_ms = now_ms;
+        }
+        next.client_tv2 = true;
+        next.state = prepare;
+        next.last_producer_epoch = epoch;
+        next.producer_epoch = epoch + 1;
         next.last_update_ms = now_ms;
         Ok(EndStep::Prepare(next))
     }
@@ -283,6 +393,13 @@ impl TxnMetadata {
     /// Every marker is written: the transaction is complete.
     pub fn complete(&self, now_ms: i64) -> TxnMetadata {
         let mut next = self.clone();
+        if next.next_producer_id >= 0 {
+            next.previous_producer_id = next.producer_id;
+            next.producer_id = next.next_producer_id;
+            next.next_producer_id = -1;
+            next.producer_epoch = 0;
+            next.last_producer_epoch = -1;
+        }
         next.state = match self.state {
             TxnState::PrepareCommit => TxnState::CompleteCommit,
             _ => TxnState::CompleteAbort,
@@ -334,29 +451,33 @@ mod tests {
         assert_eq!((meta.producer_epoch, meta.state), (0, TxnState::Empty));
         let parts = [("a".to_string(), 0), ("b".to_string(), 1)];
         let ongoing = meta
-            .add_partitions(7, 0, &parts, 10)
+            .add_partitions(7, 0, &parts, false, 10)
             .expect("accepted")
             .expect("a change");
         assert_eq!((ongoing.state, ongoing.start_ms), (TxnState::Ongoing, 10));
-        assert_eq!(ongoing.add_partitions(7, 0, &parts[..1], 11), Ok(None));
         assert_eq!(
-            ongoing.add_partitions(8, 0, &parts, 11),
+            ongoing.add_partitions(7, 0, &parts[..1], false, 11),
+            Ok(None)
+        );
+        assert_eq!(
+            ongoing.add_partitions(8, 0, &parts, false, 11),
             Err(TxnError::InvalidProducerIdMapping)
         );
         assert_eq!(
-            ongoing.add_partitions(7, 1, &parts, 11),
+            ongoing.add_partitions(7, 1, &parts, false, 11),
             Err(TxnError::ProducerFenced)
         );
-        let EndStep::Prepare(prepared) = ongoing.end(7, 0, true, 12).expect("accepted") else {
+        let EndStep::Prepare(prepared) = ongoing.end(7, 0, true, false, 12).expect("accepted")
+        else {
             panic!("expected Prepare");
         };
         assert_eq!(prepared.state, TxnState::PrepareCommit);
         assert_eq!(
-            prepared.end(7, 0, true, 13),
+            prepared.end(7, 0, true, false, 13),
             Err(TxnError::ConcurrentTransactions)
         );
         assert_eq!(
-            prepared.end(7, 0, false, 13),
+            prepared.end(7, 0, false, false, 13),
             Err(TxnError::InvalidTxnState)
         );
         assert_eq!(
@@ -366,13 +487,16 @@ mod tests {
         let done = prepared.complete(14);
         assert_eq!(done.state, TxnState::CompleteCommit);
         assert!(done.partitions.is_empty());
-        assert_eq!(done.end(7, 0, true, 15), Ok(EndStep::AlreadyDone));
-        assert_eq!(done.end(7, 0, false, 15), Err(TxnError::InvalidTxnState));
+        assert_eq!(done.end(7, 0, true, false, 15), Ok(EndStep::AlreadyDone));
+        assert_eq!(
+            done.end(7, 0, false, false, 15),
+            Err(TxnError::InvalidTxnState)
+        );
         // A new producer with the same id bumps the epoch: the old one is fenced.
         let next = ready(done.init(None, 60_000, 16).expect("accepted"));
         assert_eq!((next.producer_id, next.producer_epoch), (7, 1));
         assert_eq!(
-            next.add_partitions(7, 0, &parts, 17),
+            next.add_partitions(7, 0, &parts, false, 17),
             Err(TxnError::ProducerFenced)
         );
         // A KIP-360 client naming an old epoch is a zombie.
@@ -405,7 +529,7 @@ mod tests {
             Err(TxnError::ProducerFenced)
         );
         let ongoing = again
-            .add_partitions(3, 1, &[("a".to_string(), 0)], 3)
+            .add_partitions(3, 1, &[("a".to_string(), 0)], false, 3)
             .expect("accepted")
             .expect("a change");
         assert_eq!(
@@ -423,6 +547,127 @@ mod tests {
     }
 
     #[test]
+    fn kip_890_end_txn_bumps_the_epoch_and_answers_retries() {
+        let meta = with_id(
+            ready(
+                TxnMetadata::new("t", 1, 0)
+                    .init(None, 1_000, 0)
+                    .expect("accepted"),
+            ),
+            3,
+        );
+        let parts = [("a".to_string(), 0)];
+        // A partition leader adds the partition (Produce v12): the id speaks TV2.
+        let ongoing = meta
+            .add_partitions(3, 0, &parts, true, 1)
+            .expect("accepted")
+            .expect("a change");
+        assert!(ongoing.client_tv2);
+        let EndStep::Prepare(prepared) = ongoing.end(3, 0, true, true, 2).expect("accepted") else {
+            panic!("expected Prepare");
+        };
+        assert_eq!(
+            (
+                prepared.state,
+                prepared.producer_epoch,
+                prepared.last_producer_epoch
+            ),
+            (TxnState::PrepareCommit, 1, 0)
+        );
+        assert_eq!(prepared.epoch_after_end(), (3, 1));
+        // A retry while the markers are written, then after: the same outcome.
+        assert_eq!(
+            prepared.end(3, 0, true, true, 3),
+            Err(TxnError::ConcurrentTransactions)
+        );
+        let done = prepared.complete(4);
+        assert_eq!(done.end(3, 0, true, true, 5), Ok(EndStep::AlreadyDone));
+        assert_eq!(
+            done.end(3, 0, false, true, 5),
+            Err(TxnError::InvalidTxnState)
+        );
+        // The old epoch is fenced for anything new; the next transaction uses epoch 1.
+        assert_eq!(
+            done.add_partitions(3, 0, &parts, true, 5),
+            Err(TxnError::ProducerFenced)
+        );
+        let next = done
+            .add_partitions(3, 1, &parts, true, 6)
+            .expect("accepted")
+            .expect("a change");
+        // An abort bumps too; so does one with nothing open (the client may not know
+        // whether a partition joined).
+        let EndStep::Prepare(aborting) = next.end(3, 1, false, true, 7).expect("accepted") else {
+            panic!("expected Prepare");
+        };
+        assert_eq!(aborting.epoch_after_end(), (3, 2));
+        let aborted = aborting.complete(8);
+        let EndStep::Prepare(empty) = aborted.end(3, 2, false, true, 9).expect("accepted") else {
+            panic!("expected Prepare");
+        };
+        assert!(empty.partitions.is_empty());
+        assert_eq!(empty.epoch_after_end(), (3, 3));
+        assert_eq!(
+            aborted.end(3, 2, true, true, 9),
+            Err(TxnError::InvalidTxnState)
+        );
+        assert_eq!(
+            aborted.end(3, 0, true, true, 9),
+            Err(TxnError::ProducerFenced)
+        );
+        assert_eq!(
+            aborted.end(4, 2, true, true, 9),
+            Err(TxnError::InvalidProducerIdMapping)
+        );
+    }
+
+    #[test]
+    fn kip_890_an_exhausted_epoch_moves_to_the_next_producer_id() {
+        let mut meta = with_id(
+            ready(
+                TxnMetadata::new("t", 1, 0)
+                    .init(None, 1_000, 0)
+                    .expect("accepted"),
+            ),
+            3,
+        );
+        meta.producer_epoch = MAX_EPOCH - 1;
+        let ongoing = meta
+            .add_partitions(3, MAX_EPOCH - 1, &[("a".to_string(), 0)], true, 1)
+            .expect("accepted")
+            .expect("a change");
+        let EndStep::Prepare(mut prepared) = ongoing
+            .end(3, MAX_EPOCH - 1, true, true, 2)
+            .expect("accepted")
+        else {
+            panic!("expected Prepare");
+        };
+        assert!(prepared.end_exhausts_epoch());
+        prepared.next_producer_id = 9; // the coordinator reserves one
+        // The markers carry the old id and the bumped epoch; the client gets the new id.
+        assert_eq!(
+            (prepared.producer_id, prepared.producer_epoch),
+            (3, MAX_EPOCH)
+        );
+        assert_eq!(prepared.epoch_after_end(), (9, 0));
+        let done = prepared.complete(3);
+        assert_eq!(
+            (
+                done.producer_id,
+                done.producer_epoch,
+                done.previous_producer_id
+            ),
+            (9, 0, 3)
+        );
+        // A retry with the old id and epoch is recognised.
+        assert_eq!(
+            done.end(3, MAX_EPOCH - 1, true, true, 4),
+            Ok(EndStep::AlreadyDone)
+        );
+        assert_eq!(done.epoch_after_end(), (9, 0));
+    }
+
+    #[test]
     fn init_during_an_open_transaction_aborts_it_with_a_new_epoch() {
         let meta = with_id(
             ready(
@@ -433,7 +678,7 @@ mod tests {
             3,
         );
         let ongoing = meta
-            .add_partitions(3, 0, &[("a".to_string(), 0)], 5)
+            .add_partitions(3, 0, &[("a".to_string(), 0)], false, 5)
             .expect("accepted")
             .expect("accepted");
         let InitStep::AbortFirst(abort) = ongoing.init(None, 1_000, 6).expect("accepted") else {
@@ -457,7 +702,7 @@ mod tests {
             3,
         );
         let ongoing = meta
-            .add_partitions(3, 0, &[("a".to_string(), 0)], 100)
+            .add_partitions(3, 0, &[("a".to_string(), 0)], false, 100)
             .expect("accepted")
             .expect("accepted");
         assert!(!ongoing.timed_out(1_100));
@@ -468,7 +713,7 @@ mod tests {
             (TxnState::PrepareAbort, 1)
         );
         assert_eq!(
-            abort.end(3, 0, true, 1_102),
+            abort.end(3, 0, true, false, 1_102),
             Err(TxnError::ProducerFenced),
             "the producer that timed out is fenced"
         );

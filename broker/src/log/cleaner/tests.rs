@@ -2427,13 +2427,22 @@ fn an_open_transaction_ends_the_pass() {
     assert_eq!(pass.records_removed, 0, "{pass:?}");
     assert_eq!(pass.first_dirty, open);
     assert_eq!(offsets(&log), vec![0, 1, 2, 3, 4, 5]);
-    // Once it commits, the pass goes on: a1 and b1 go. The committed record is
-    // superseded by a2 but stays whole with its marker: it is its producer's last batch.
+    // Once it commits, the pass goes on: a1 and b1 go, and so does the committed record
+    // (a2 supersedes it). Its batch was its producer's last: what stays is a batch with no
+    // records (producer, epoch and sequence), and the marker.
     log.append_marker(7, 0, crate::log::txn::Marker::Commit, 0, 0, now)
         .expect("commit"); // 6
     log.roll(now).expect("roll");
     clean(&mut log, now).expect("a pass runs");
-    assert_eq!(offsets(&log), vec![1, 3, 4, 5, 6]);
+    assert_eq!(offsets(&log), vec![3, 4, 5, 6]);
+    let location = log.locate(1).expect("locate").expect("a segment");
+    let bytes = read_batches(&location, 1, 1 << 20, i64::MAX).expect("read");
+    let header = format::parse_validated_header(&bytes[..format::BATCH_HEADER_LEN]);
+    assert_eq!(
+        (header.base_offset, header.record_count, header.producer_id),
+        (1, 0, 7)
+    );
+    assert!(header.is_transactional() && format::crc_matches(&bytes[..header.size]));
 }
 
 #[test]
