@@ -27,7 +27,7 @@ from confluent_kafka import KafkaError, Producer
 from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
 
 from clients import (QUIET, Got, Rec, compare, confluent_admin, confluent_consume, confluent_produce, create_topic,
-                     kcat_consume_raw, short, watermarks)
+                     kafka_python_consume, kcat_consume_raw, short, watermarks)
 from servers import metric_samples, s3_env, wait_until
 
 KiB = 1 << 10
@@ -460,6 +460,54 @@ def test_transactional_compacted_topic(broker):
     last = produce(b, topic, versions([999], 1))
     got = confluent_consume(b.bootstrap, topic, 1, timeout=60, **{"isolation.level": "read_committed"})
     assert [g.value for g in got][-6:] == [r.value for r in more + last]
+    produced += more + last
+
+    # Plain records supersede every record of that last transaction. Its batch was its
+    # producer's last: the cleaner leaves it as a batch without records (producer, epoch,
+    # sequences), as Kafka does, and every client reads past it.
+    produced += produce(b, topic, versions(range(5), 5))
+    deadline = time.monotonic() + CONVERGE_TIMEOUT_S
+    round_ = 0
+    while True:
+        expected = latest(produced, tombstones_kept=False)
+        got = confluent_consume(b.bootstrap, topic, 1, timeout=60, **{"isolation.level": "read_uncommitted"})
+        broken, pending = check_view(produced + aborted, expected, got)
+        assert not broken, f"{topic}: the log is damaged: {summary(broken)}"
+        if not pending:
+            break
+        if time.monotonic() > deadline:
+            pytest.fail(f"{topic}: the last transaction's records are still there: {summary(pending)}")
+        round_ += 1
+        produced += produce(b, topic, filler(f"last{round_}", 40 * KiB))
+        time.sleep(0.5)
+    empty = empty_batches(b, topic)
+    assert [(base, count) for base, count, _ in empty] == [(more[0].offset, 0)], \
+        f"one empty batch where the last transaction was: {empty}"
+    assert empty[0][2] >= 0, "the empty batch keeps its producer id"
+    for isolation in ("read_committed", "read_uncommitted"):
+        view = confluent_consume(b.bootstrap, topic, 1, timeout=60, **{"isolation.level": isolation})
+        assert [(g.offset, g.value) for g in view] == [(r.offset, r.value) for r in expected], isolation
+    view = kafka_python_consume(b.bootstrap, topic, 1, timeout=60)
+    assert [(g.offset, g.value) for g in view] == [(r.offset, r.value) for r in expected], "kafka-python"
+
+
+def empty_batches(b, topic: str, partition: int = 0) -> list[tuple[int, int, int]]:
+    """(base offset, record count, producer id) of the record-less batches in the
+    partition's `.log` files."""
+    import struct
+
+    out = []
+    for path in sorted(b.partition_dir(topic, partition).glob("*.log")):
+        data = path.read_bytes()
+        at = 0
+        while at + 61 <= len(data):
+            base, length = struct.unpack_from(">qi", data, at)
+            producer_id = struct.unpack_from(">q", data, at + 43)[0]
+            count = struct.unpack_from(">i", data, at + 57)[0]
+            if count == 0:
+                out.append((base, count, producer_id))
+            at += 12 + length
+    return out
 
 
 def test_compact_delete_applies_retention_too(broker):

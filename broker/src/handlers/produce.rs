@@ -137,12 +137,16 @@ pub async fn produce(
                     );
                 }
                 let records = data.records.unwrap_or_default();
-                let guard = match transactional_producer(&records) {
+                let producer = transactional_producer(&records);
+                let guard = match producer {
                     Ok(None) => None,
                     Ok(Some(producer)) => {
                         // Produce v12 from a KIP-890 part 2 producer: no AddPartitionsToTxn
                         // came first, the leader adds the partition.
-                        let add = version >= 12 && broker.config.transaction_version >= 2;
+                        // (Decided by the version alone, as Kafka: a client sends v12 in a
+                        // transaction only with transaction.version 2 finalized, and adding
+                        // a partition already added changes nothing.)
+                        let add = version >= 12;
                         let id = transactional_id.as_deref();
                         match verify(broker, partition, id, producer, add).await {
                             Ok(guard) => guard,
@@ -173,7 +177,23 @@ pub async fn produce(
                             .with_log_start_offset(partition.watermarks().log_start_offset)
                     }
                     Err(e) => {
-                        let code = partition_error_code(&e);
+                        let mut code = partition_error_code(&e);
+                        // Its transaction was open here when the batch came, so it was not
+                        // verified; a marker ended it before the append. Retriable: the
+                        // retry is verified (or added) against the coordinator.
+                        if matches!(producer, Ok(Some(_)))
+                            && guard.is_none()
+                            && matches!(
+                                e,
+                                crate::partition::PartitionError::Log(
+                                    crate::log::LogError::Producer(
+                                        crate::log::producers::ProducerError::NotInTransaction { .. }
+                                    )
+                                )
+                            )
+                        {
+                            code = ResponseError::NotEnoughReplicas;
+                        }
                         broker.metrics.error("Produce", code);
                         tracing::debug!(topic = %name, partition = data.index, error = %e, "produce refused");
                         partition_error(data.index, code, Some(e.to_string()))

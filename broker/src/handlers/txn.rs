@@ -432,7 +432,7 @@ pub async fn txn_offset_commit(
             partition: partition.index,
             // TxnOffsetCommit v5 from a KIP-890 part 2 producer: no AddOffsetsToTxn came
             // first, the group's offsets partition is added here.
-            add: version >= 5 && broker.config.transaction_version >= 2,
+            add: version >= 5,
         };
         if let Err(code) = broker.verify_transaction(verify).await {
             let code = match code {

@@ -451,10 +451,13 @@ impl TxnWalk {
             if !self.keep.contains(&offset) || gone == 0 {
                 return Ok((out, gone));
             }
-            // The producer's last batch: what of its offsets went stays as an empty batch
-            // (a header without records, as Kafka's cleaner leaves it), so the producer's
-            // last sequence and epoch survive.
+            // The producer's last batch: if its last offsets went, they stay as an empty
+            // batch (a header without records, as Kafka's cleaner leaves it), so the
+            // producer's last sequence and epoch survive.
             let kept_end = out.as_ref().map(|b| batches_end(b)).unwrap_or(offset);
+            if kept_end > header.last_offset() {
+                return Ok((out, gone));
+            }
             let mut bytes = out.map(|b| b.to_vec()).unwrap_or_default();
             bytes.extend_from_slice(&empty_batch(&batch, kept_end));
             Ok((Some(Bytes::from(bytes)), gone))

@@ -154,10 +154,14 @@ pub fn decode_value(transactional_id: &str, bytes: Bytes) -> Result<TxnMetadata,
     let (mut next_producer_id, mut previous_producer_id) = (-1, -1);
     if version >= VALUE_V1 {
         last_producer_epoch = r.i16()?;
-        r.need(1)?;
-        client_tv2 = bytes::Buf::get_i8(&mut r.0) >= 2;
-        next_producer_id = r.i64()?;
-        previous_producer_id = r.i64()?;
+        // Written by every release that writes version 1 with the fields below; an
+        // earlier build of it ended here.
+        if !r.0.is_empty() {
+            r.need(1)?;
+            client_tv2 = bytes::Buf::get_i8(&mut r.0) >= 2;
+            next_producer_id = r.i64()?;
+            previous_producer_id = r.i64()?;
+        }
     }
     Ok(TxnMetadata {
         transactional_id: transactional_id.to_string(),
@@ -237,6 +241,17 @@ mod tests {
         expected.extend_from_slice(&9i64.to_be_bytes());
         expected.extend_from_slice(&(-1i64).to_be_bytes());
         assert_eq!(bytes.as_ref(), expected.as_slice());
-        assert_eq!(decode_value("tx", bytes), Ok(v1));
+        assert_eq!(decode_value("tx", bytes), Ok(v1.clone()));
+        // An earlier build of version 1 ended after the last epoch: still read.
+        let short = Bytes::copy_from_slice(&expected[..expected.len() - 17]);
+        let read = decode_value("tx", short).expect("read");
+        assert_eq!(
+            (
+                read.last_producer_epoch,
+                read.client_tv2,
+                read.next_producer_id
+            ),
+            (1, false, -1)
+        );
     }
 }

@@ -520,6 +520,9 @@ impl TxnCoordinator {
             .ok_or(TxnError::InvalidProducerIdMapping)?;
         let e = lock(&entry);
         let meta = e.meta.as_ref().ok_or(TxnError::InvalidProducerIdMapping)?;
+        if meta.moving_to(producer_id) {
+            return Err(TxnError::ConcurrentTransactions);
+        }
         if meta.producer_id != producer_id {
             return Err(TxnError::InvalidProducerIdMapping);
         }
@@ -557,7 +560,7 @@ impl TxnCoordinator {
         match step {
             (EndStep::AlreadyDone, current) => Ok(current),
             (EndStep::Prepare(mut next), _) => {
-                if next.client_tv2 && next.end_exhausts_epoch() {
+                if tv2 && next.end_exhausts_epoch() {
                     // The epoch ran out: the producer continues under a new id once the
                     // markers (of the old id) are written.
                     match host.new_producer_id().await {
@@ -568,7 +571,7 @@ impl TxnCoordinator {
                         }
                     }
                 }
-                let answer = if next.client_tv2 {
+                let answer = if tv2 {
                     next.epoch_after_end()
                 } else {
                     (next.producer_id, next.producer_epoch)

@@ -141,6 +141,12 @@ impl TxnMetadata {
     pub fn end_exhausts_epoch(&self) -> bool {
         self.producer_epoch >= MAX_EPOCH
     }
+
+    /// Whether `producer_id` is the id this transaction's producer moves to once its
+    /// markers are written: it already has it, and must wait (retriable).
+    pub fn moving_to(&self, producer_id: i64) -> bool {
+        self.next_producer_id >= 0 && producer_id == self.next_producer_id
+    }
 }
 
 /// The last epoch before the producer id must change (Kafka keeps one spare).
@@ -166,6 +172,9 @@ impl TxnMetadata {
     }
 
     fn check_producer(&self, producer_id: i64, epoch: i16) -> Result<(), TxnError> {
+        if self.moving_to(producer_id) {
+            return Err(TxnError::ConcurrentTransactions);
+        }
         if producer_id != self.producer_id {
             return Err(TxnError::InvalidProducerIdMapping);
         }
@@ -325,6 +334,9 @@ impl TxnMetadata {
                     && producer_id == self.previous_producer_id
                     && self.producer_epoch == 0
                     && epoch >= MAX_EPOCH - 1));
+        if self.moving_to(producer_id) {
+            return Err(TxnError::ConcurrentTransactions);
+        }
         if producer_id != self.producer_id && !retry {
             return Err(TxnError::InvalidProducerIdMapping);
         }

@@ -2446,6 +2446,55 @@ fn an_open_transaction_ends_the_pass() {
 }
 
 #[test]
+fn a_producers_last_batch_keeps_its_last_offset() {
+    use crate::log::txn::Marker;
+    for (superseded, kept) in [(vec!["a", "b"], vec![2]), (vec!["c"], vec![0, 1])] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let now = wall_ms();
+        let mut log = Log::open(dir.path(), config(), now).expect("open");
+        // The producer's last batch: a b c (0..=2), committed (3).
+        append_transactional(
+            &mut log,
+            7,
+            &[kv("a", "1"), kv("b", "1"), kv("c", "1")],
+            now,
+        );
+        log.append_marker(7, 0, Marker::Commit, 0, 0, now)
+            .expect("commit");
+        log.roll(now).expect("roll");
+        let newer: Vec<Rec> = superseded.iter().map(|k| kv(*k, "2")).collect();
+        Model::default().put(&mut log, &newer, now);
+        log.roll(now).expect("roll");
+        Model::default().put(&mut log, &[kv("z", "1")], now);
+        clean(&mut log, now).expect("a pass runs");
+        let left: Vec<i64> = offsets(&log).into_iter().filter(|&o| o < 3).collect();
+        assert_eq!(left, kept, "superseded {superseded:?}");
+        // The batches below the marker still reach the producer's last offset (2), whole
+        // and in order (a reopen and a second pass walk them too).
+        let location = log.locate(0).expect("locate").expect("a segment");
+        let bytes = read_batches(&location, 0, 1 << 20, i64::MAX).expect("read");
+        let mut position = 0;
+        let mut next = 0;
+        while next < 3 {
+            let header = format::parse_validated_header(&bytes[position..]);
+            assert!(header.last_offset_delta >= 0, "{header:?}");
+            assert!(format::crc_matches(
+                &bytes[position..position + header.size]
+            ));
+            assert!(header.base_offset >= next, "{header:?}");
+            next = header.next_offset();
+            position += header.size;
+        }
+        assert_eq!(next, 3, "the producer's last offset (2) is still covered");
+        drop(log);
+        let mut log = Log::open(dir.path(), config(), now).expect("reopen");
+        Model::default().put(&mut log, &[kv("y", "1")], now);
+        log.roll(now).expect("roll");
+        clean(&mut log, now);
+    }
+}
+
+#[test]
 fn a_remote_rewrite_drops_aborted_records_and_keeps_markers() {
     use crate::log::txn::{AbortedTxn, Marker, encode_marker};
     let dir = tempfile::tempdir().expect("tempdir");
