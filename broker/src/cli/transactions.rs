@@ -48,33 +48,41 @@ pub enum TransactionsCommand {
     },
 }
 
+/// Asks every broker listed by the cluster: each answer's (answering node, items).
+async fn ask_every_broker<T, Fut>(
+    target: &Target,
+    ask: impl Fn(super::Client) -> Fut,
+) -> anyhow::Result<Vec<(i32, T)>>
+where
+    Fut: std::future::Future<Output = Result<(i32, Vec<T>), tonic::Status>>,
+{
+    let mut found = Vec::new();
+    for (node, address) in every_broker(&target.admin).await? {
+        let (answered_by, items) = async { ask(connect(&address).await?).await.map_err(failed) }
+            .await
+            .with_context(|| format!("broker {node} ({address})"))?;
+        found.extend(items.into_iter().map(|t| (answered_by, t)));
+    }
+    Ok(found)
+}
+
 /// The open transactions of every partition, from its leader: (leader, transaction).
 async fn partition_transactions(
     target: &Target,
     topic: &Option<String>,
 ) -> anyhow::Result<Vec<(i32, PartitionTransaction)>> {
-    let mut found = Vec::new();
-    for (node, address) in every_broker(&target.admin).await? {
-        let answer = async {
-            connect(&address)
+    let topic = topic.clone().unwrap_or_default();
+    ask_every_broker(target, |mut client| {
+        let topic = topic.clone();
+        async move {
+            let answer = client
+                .list_partition_transactions(ListPartitionTransactionsRequest { topic })
                 .await?
-                .list_partition_transactions(ListPartitionTransactionsRequest {
-                    topic: topic.clone().unwrap_or_default(),
-                })
-                .await
-                .map_err(failed)
+                .into_inner();
+            Ok((answer.answered_by, answer.transactions))
         }
-        .await
-        .with_context(|| format!("broker {node} ({address})"))?
-        .into_inner();
-        found.extend(
-            answer
-                .transactions
-                .into_iter()
-                .map(|t| (answer.answered_by, t)),
-        );
-    }
-    Ok(found)
+    })
+    .await
 }
 
 /// (leader node, open transaction, the transactional id of a coordinator's open
@@ -114,26 +122,14 @@ async fn open_in_partitions(
 
 /// (coordinator node, transaction) from every broker.
 async fn all(target: &Target) -> anyhow::Result<Vec<(i32, Transaction)>> {
-    let mut found = Vec::new();
-    for (node, address) in every_broker(&target.admin).await? {
-        let answer = async {
-            connect(&address)
-                .await?
-                .list_transactions(ListTransactionsRequest {})
-                .await
-                .map_err(failed)
-        }
-        .await
-        .with_context(|| format!("broker {node} ({address})"))?
-        .into_inner();
-        found.extend(
-            answer
-                .transactions
-                .into_iter()
-                .map(|t| (answer.answered_by, t)),
-        );
-    }
-    Ok(found)
+    ask_every_broker(target, |mut client| async move {
+        let answer = client
+            .list_transactions(ListTransactionsRequest {})
+            .await?
+            .into_inner();
+        Ok((answer.answered_by, answer.transactions))
+    })
+    .await
 }
 
 fn now_ms() -> i64 {
