@@ -369,9 +369,27 @@ def transactional_produce(b, topic: str, records: list[Rec], *, commit: bool, tr
     return records
 
 
+def stored_batches(b, topic: str, partition: int = 0, *, sealed_only: bool = False):
+    """Yields (segment bytes, batch position, base offset, attributes, producer id, record
+    count) for every batch in the partition's `.log` files (RecordBatch v2 headers)."""
+    import struct
+
+    segments = sorted(b.partition_dir(topic, partition).glob("*.log"))
+    for path in segments[:-1] if sealed_only else segments:
+        data = path.read_bytes()
+        at = 0
+        while at + 61 <= len(data):
+            base, length = struct.unpack_from(">qi", data, at)
+            attributes = struct.unpack_from(">h", data, at + 21)[0]
+            producer_id = struct.unpack_from(">q", data, at + 43)[0]
+            count = struct.unpack_from(">i", data, at + 57)[0]
+            yield data, at, base, attributes, producer_id, count
+            at += 12 + length
+
+
 def control_batches(b, topic: str, partition: int = 0) -> dict[str, int]:
-    """Transaction markers in the partition's sealed segments, by kind (read from the
-    `.log` files: RecordBatch v2, attributes bit 5; the control record's key type)."""
+    """Transaction markers in the partition's sealed segments (the active one is never
+    cleaned), by kind: attributes bit 5, then the control record's key type."""
     import struct
 
     def varint(data: bytes, at: int) -> tuple[int, int]:
@@ -385,25 +403,43 @@ def control_batches(b, topic: str, partition: int = 0) -> dict[str, int]:
                 return (value >> 1) ^ -(value & 1), at
 
     counts = {"commit": 0, "abort": 0}
-    segments = sorted(b.partition_dir(topic, partition).glob("*.log"))
-    for path in segments[:-1]:  # the active segment is never cleaned
-        data = path.read_bytes()
-        at = 0
-        while at + 61 <= len(data):
-            length = struct.unpack_from(">i", data, at + 8)[0]
-            attributes = struct.unpack_from(">h", data, at + 21)[0]
-            if attributes & 0x20:
-                pos = at + 61
-                _, pos = varint(data, pos)  # record length
-                pos += 1  # record attributes
-                _, pos = varint(data, pos)  # timestamp delta
-                _, pos = varint(data, pos)  # offset delta
-                key_len, pos = varint(data, pos)
-                kind = struct.unpack_from(">h", data, pos + 2)[0] if key_len == 4 else -1
-                name = {0: "abort", 1: "commit"}.get(kind, f"other {kind}")
-                counts[name] = counts.get(name, 0) + 1
-            at += 12 + length
+    for data, at, _, attributes, _, _ in stored_batches(b, topic, partition, sealed_only=True):
+        if attributes & 0x20:
+            pos = at + 61
+            _, pos = varint(data, pos)  # record length
+            pos += 1  # record attributes
+            _, pos = varint(data, pos)  # timestamp delta
+            _, pos = varint(data, pos)  # offset delta
+            key_len, pos = varint(data, pos)
+            kind = struct.unpack_from(">h", data, pos + 2)[0] if key_len == 4 else -1
+            name = {0: "abort", 1: "commit"}.get(kind, f"other {kind}")
+            counts[name] = counts.get(name, 0) + 1
     return counts
+
+
+def clean_while_writing(b, topic: str, produced: list[Rec], aborted: list[Rec], tag: str,
+                        markers_done=lambda markers: True) -> tuple[list[Rec], list[Got], dict[str, int]]:
+    """Reads the topic read_uncommitted until nothing a finished cleaner removes is left
+    (superseded and aborted records are pending; anything else fails at once) and
+    `markers_done(control_batches)` holds. Markers go passes after their records, so
+    each round writes a segment of new keys (added to `produced`) and passes keep
+    coming. Returns (expected, read, markers)."""
+    deadline = time.monotonic() + CONVERGE_TIMEOUT_S
+    round_ = 0
+    while True:
+        expected = latest(produced, tombstones_kept=False)
+        got = confluent_consume(b.bootstrap, topic, 1, timeout=60, **{"isolation.level": "read_uncommitted"})
+        broken, pending = check_view(produced + aborted, expected, got)
+        assert not broken, f"{topic}: the log is damaged: {summary(broken)}"
+        markers = control_batches(b, topic)
+        if not pending and markers_done(markers):
+            return expected, got, markers
+        if time.monotonic() > deadline:
+            pytest.fail(f"{topic}: not cleaned after {CONVERGE_TIMEOUT_S}s: still there {summary(pending)}; "
+                        f"markers {markers}; cleaner metrics {cleaner_metrics(b)}")
+        round_ += 1
+        produced += produce(b, topic, filler(f"{tag}{round_}", 40 * KiB))
+        time.sleep(0.5)
 
 
 def test_transactional_compacted_topic(broker):
@@ -425,26 +461,9 @@ def test_transactional_compacted_topic(broker):
     produced += produce(b, topic, filler("t", 64 * KiB))
     check_sealed(b, topic, transactional)
     # The aborted records were produced at their offsets too: a read_uncommitted reader
-    # sees them until the cleaner removes them (pending), never anything else. A marker
-    # goes two passes after its transaction's records (found removable, then removed
-    # past delete.retention.ms): each round writes a segment of new keys, so passes keep
-    # coming.
-    deadline = time.monotonic() + CONVERGE_TIMEOUT_S
-    round_ = 0
-    while True:
-        expected = latest(produced, tombstones_kept=False)
-        got = confluent_consume(b.bootstrap, topic, 1, timeout=60, **{"isolation.level": "read_uncommitted"})
-        broken, pending = check_view(produced + aborted, expected, got)
-        assert not broken, f"{topic}: the log is damaged: {summary(broken)}"
-        markers = control_batches(b, topic)
-        if not pending and markers["abort"] == 0:
-            break
-        if time.monotonic() > deadline:
-            pytest.fail(f"{topic}: not cleaned after {CONVERGE_TIMEOUT_S}s: still there {summary(pending)}; "
-                        f"markers {markers}; cleaner metrics {cleaner_metrics(b)}")
-        round_ += 1
-        produced += produce(b, topic, filler(f"more{round_}", 40 * KiB))
-        time.sleep(0.5)
+    # sees them until the cleaner removes them, never anything else.
+    expected, got, markers = clean_while_writing(b, topic, produced, aborted, "more",
+                                                 lambda markers: markers["abort"] == 0)
     assert markers == {"commit": 2, "abort": 0}, \
         f"the two commit markers whose transactions keep records stay, the abort marker goes: {markers}"
     committed = confluent_consume(b.bootstrap, topic, 1, timeout=60, **{"isolation.level": "read_committed"})
@@ -466,20 +485,7 @@ def test_transactional_compacted_topic(broker):
     # producer's last: the cleaner leaves it as a batch without records (producer, epoch,
     # sequences), as Kafka does, and every client reads past it.
     produced += produce(b, topic, versions(range(5), 5))
-    deadline = time.monotonic() + CONVERGE_TIMEOUT_S
-    round_ = 0
-    while True:
-        expected = latest(produced, tombstones_kept=False)
-        got = confluent_consume(b.bootstrap, topic, 1, timeout=60, **{"isolation.level": "read_uncommitted"})
-        broken, pending = check_view(produced + aborted, expected, got)
-        assert not broken, f"{topic}: the log is damaged: {summary(broken)}"
-        if not pending:
-            break
-        if time.monotonic() > deadline:
-            pytest.fail(f"{topic}: the last transaction's records are still there: {summary(pending)}")
-        round_ += 1
-        produced += produce(b, topic, filler(f"last{round_}", 40 * KiB))
-        time.sleep(0.5)
+    expected, _, _ = clean_while_writing(b, topic, produced, aborted, "last")
     empty = empty_batches(b, topic)
     assert [(base, count) for base, count, _ in empty] == [(more[0].offset, 0)], \
         f"one empty batch where the last transaction was: {empty}"
@@ -492,22 +498,9 @@ def test_transactional_compacted_topic(broker):
 
 
 def empty_batches(b, topic: str, partition: int = 0) -> list[tuple[int, int, int]]:
-    """(base offset, record count, producer id) of the record-less batches in the
-    partition's `.log` files."""
-    import struct
-
-    out = []
-    for path in sorted(b.partition_dir(topic, partition).glob("*.log")):
-        data = path.read_bytes()
-        at = 0
-        while at + 61 <= len(data):
-            base, length = struct.unpack_from(">qi", data, at)
-            producer_id = struct.unpack_from(">q", data, at + 43)[0]
-            count = struct.unpack_from(">i", data, at + 57)[0]
-            if count == 0:
-                out.append((base, count, producer_id))
-            at += 12 + length
-    return out
+    """(base offset, record count, producer id) of the record-less batches."""
+    return [(base, count, producer_id) for _, _, base, _, producer_id, count in stored_batches(b, topic, partition)
+            if count == 0]
 
 
 def test_compact_delete_applies_retention_too(broker):

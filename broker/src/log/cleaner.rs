@@ -184,9 +184,9 @@ pub struct CleanPlan {
     /// The aborted transactions with records in the planned segments.
     pub aborted: Vec<txn::AbortedTxn>,
     /// Base offsets of batches kept whole: each producer's last data batch and marker.
-    pub keep: HashSet<i64>,
+    pub keep: Arc<HashSet<i64>>,
     /// Markers found removable by earlier passes: offset → when (ms).
-    pub removable_since: HashMap<i64, i64>,
+    pub removable_since: Arc<HashMap<i64, i64>>,
     /// Whether markers may go at all (not in a tiered log).
     pub remove_markers: bool,
 }
@@ -369,8 +369,8 @@ struct TxnWalk {
     /// Producers with a transactional batch walked since their last marker: that marker
     /// stays this pass.
     walked: HashSet<i64>,
-    keep: HashSet<i64>,
-    removable_since: HashMap<i64, i64>,
+    keep: Arc<HashSet<i64>>,
+    removable_since: Arc<HashMap<i64, i64>>,
     /// When a marker found removable now may go, or `None` if markers never go here.
     horizon: Option<(i64, i64)>,
     removed_aborts: Vec<txn::AbortedTxn>,
@@ -487,7 +487,8 @@ fn empty_batch(original: &[u8], from: i64) -> Vec<u8> {
     out[8..12].copy_from_slice(&((format::BATCH_HEADER_LEN - 12) as i32).to_be_bytes());
     let attributes = header.attributes & !0x07; // no codec: there is nothing to compress
     out[21..23].copy_from_slice(&attributes.to_be_bytes());
-    let last_delta = (header.last_offset() - from) as i32;
+    // `from` lies within the batch, so this is at most its own last offset delta.
+    let last_delta = i32::try_from(header.last_offset() - from).unwrap_or(header.last_offset_delta);
     out[23..27].copy_from_slice(&last_delta.to_be_bytes());
     if header.base_sequence >= 0 {
         let sequence = (i64::from(header.base_sequence) + skipped) % (i64::from(i32::MAX) + 1);
@@ -774,7 +775,7 @@ pub fn stage(plan: &CleanPlan, now_ms: i64, max_keys: usize) -> io::Result<Stage
         .remove_markers
         .then_some((now_ms, plan.delete_retention_ms));
     let mut txns = TxnWalk::new(&plan.aborted, horizon);
-    txns.keep = plan.keep.clone();
+    txns.keep = plan.keep.clone(); // shared, not copied
     txns.removable_since = plan.removable_since.clone();
     let mut map = OffsetMap::new();
     let mut map_end = plan.first_dirty;
@@ -1174,8 +1175,8 @@ impl Log {
             upload_end: None,
             stable_end,
             aborted: self.aborted.overlapping(start, stable_end),
-            keep: self.producers.last_batches().into_iter().collect(),
-            removable_since: self.markers_removable_since.clone(),
+            keep: Arc::new(self.producers.last_batches().into_iter().collect()),
+            removable_since: Arc::new(self.markers_removable_since.clone()),
             remove_markers: !self.config.remote_storage,
         })
     }
