@@ -54,6 +54,7 @@ fn partition(leader: i32, epoch: i32, replicas: &[i32], isr: &[i32]) -> Partitio
         replicas: replicas.to_vec(),
         isr: isr.to_vec(),
         removing: Vec::new(),
+        adding: Vec::new(),
     }
 }
 

@@ -11,9 +11,11 @@
 //! 2. A partition whose leader is dead (or that has none) gets the first live ISR member
 //!    in replica order, and a new leader epoch. With unclean election on and no live ISR
 //!    member, any live replica, with an ISR of itself.
-//! 3. Draining brokers are replaced: a replacement joins the replica list (`removing`
-//!    names the drained one); once every other replica is in the ISR, the drained one is
-//!    dropped and, if it led, leadership moves to the ISR (a new epoch).
+//! 3. Draining brokers are replaced: a replacement joins the replica list (`adding`
+//!    names it, `removing` the drained one). A move (a drain's or a reassignment's,
+//!    see [`super::reassignment`]) completes once every replica of the target is in the
+//!    ISR: the removed replicas are dropped and, if the leader was one of them,
+//!    leadership moves to the target (a new epoch).
 //! 4. With `rebalance`, leadership goes back to the preferred (first) replica if it is
 //!    live, in sync and not draining.
 
@@ -100,7 +102,34 @@ pub fn step_down(topic: &TopicRecord, me: i32, live: &[BrokerInfo]) -> Option<To
     changed.then_some(next)
 }
 
-fn set_leader(p: &mut PartitionRecord, leader: i32) -> bool {
+/// Completes a move once every replica of the target (all but `removing`) is in sync:
+/// the removed replicas go, and leadership moves into the target if it was outside.
+fn complete_move(p: &mut PartitionRecord, brokers: &Brokers, load: &mut BTreeMap<i32, usize>) {
+    let target: Vec<i32> = p
+        .replicas
+        .iter()
+        .copied()
+        .filter(|r| !p.removing.contains(r))
+        .collect();
+    if !target.iter().all(|r| p.isr.contains(r)) {
+        return;
+    }
+    for d in std::mem::take(&mut p.removing) {
+        if let Some(n) = load.get_mut(&d) {
+            *n = n.saturating_sub(1);
+        }
+    }
+    p.adding.clear();
+    p.isr.retain(|r| target.contains(r));
+    p.replicas = target;
+    if !p.replicas.contains(&p.leader)
+        && let Some(&leader) = p.replicas.iter().find(|&&r| brokers.is_live(r))
+    {
+        set_leader(p, leader);
+    }
+}
+
+pub(crate) fn set_leader(p: &mut PartitionRecord, leader: i32) -> bool {
     if p.leader == leader {
         return false;
     }
@@ -151,8 +180,8 @@ pub fn reconcile_partition(
             }
         }
     }
-    // 3. Drains.
-    if p.removing.is_empty() {
+    // 3. Drains start moves; moves (drains and reassignments) complete.
+    if !p.is_reassigning() {
         let drained: Vec<i32> = p
             .replicas
             .iter()
@@ -162,28 +191,14 @@ pub fn reconcile_partition(
         for d in drained {
             if let Some(t) = placement::replacement(&brokers.targets(), &p.replicas, load) {
                 p.replicas.push(t);
+                p.adding.push(t);
                 p.removing.push(d);
                 *load.entry(t).or_insert(0) += 1;
             }
         }
     }
-    let staying: Vec<i32> = p
-        .replicas
-        .iter()
-        .copied()
-        .filter(|r| !p.removing.contains(r))
-        .collect();
-    if !p.removing.is_empty() && staying.iter().all(|r| p.isr.contains(r)) {
-        for d in std::mem::take(&mut p.removing) {
-            *load.entry(d).or_insert(1) -= 1;
-        }
-        p.replicas = staying.clone();
-        p.isr.retain(|r| staying.contains(r));
-        if !staying.contains(&p.leader)
-            && let Some(&leader) = staying.iter().find(|&&r| brokers.is_live(r))
-        {
-            set_leader(p, leader);
-        }
+    if p.is_reassigning() {
+        complete_move(p, brokers, load);
     }
     // 4. Preferred leaders.
     if rebalance
@@ -314,6 +329,32 @@ mod tests {
         );
         assert!(p.removing.is_empty());
         assert_eq!((p.leader, p.leader_epoch), (1, 1));
+    }
+
+    #[test]
+    fn a_reassignment_completes_once_the_target_is_in_sync_and_the_leader_moves_into_it() {
+        let mut p = PartitionRecord::new(vec![1, 2]);
+        super::super::reassignment::reassign(&mut p, &[3, 2], &[1, 2, 3], &[1, 2, 3])
+            .expect("starts");
+        assert!(!run(&mut p, &[1, 2, 3], &[], false), "3 is not in sync yet");
+        p.isr.push(3);
+        assert!(run(&mut p, &[1, 2, 3], &[], false));
+        assert_eq!(
+            (p.replicas.clone(), p.isr.clone(), p.leader, p.leader_epoch),
+            (vec![3, 2], vec![2, 3], 3, 1)
+        );
+        assert!(!p.is_reassigning());
+        // Growing the replication factor: nothing is removed, the move ends once in sync.
+        let mut p = PartitionRecord::new(vec![1]);
+        super::super::reassignment::reassign(&mut p, &[1, 2], &[1, 2], &[1, 2]).expect("starts");
+        assert_eq!((p.adding.clone(), p.removing.clone()), (vec![2], vec![]));
+        p.isr.push(2);
+        assert!(run(&mut p, &[1, 2], &[], false));
+        assert_eq!(
+            (p.replicas.clone(), p.leader, p.leader_epoch),
+            (vec![1, 2], 1, 0)
+        );
+        assert!(!p.is_reassigning());
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod embedded;
 pub mod etcd;
 pub mod manifests;
 pub mod placement;
+pub mod reassignment;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -30,9 +31,10 @@ pub struct TopicRecord {
     pub configs: BTreeMap<String, String>,
 }
 
-/// Placement and leadership of one partition. Only the controller changes `leader`,
-/// `leader_epoch`, `replicas` and `removing`; the leader changes `isr` (expand and
-/// shrink), and the controller removes dead brokers from it. Every change is a
+/// Placement and leadership of one partition. The controller changes `leader`,
+/// `leader_epoch`, `replicas`, `adding` and `removing`; the leader changes `isr` (expand
+/// and shrink), and the controller removes dead brokers from it. Admin requests start and
+/// cancel reassignments and elect leaders (see [`reassignment`]). Every change is a
 /// compare-and-swap of the whole topic record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionRecord {
@@ -45,10 +47,14 @@ pub struct PartitionRecord {
     /// see [`TopicRecord::normalize`].
     #[serde(default)]
     pub isr: Vec<i32>,
-    /// Replicas being moved off (a drain): still in `replicas` until their replacements
-    /// are in sync.
+    /// Replicas being moved off (a reassignment or a drain): still in `replicas` until
+    /// every other replica is in sync.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub removing: Vec<i32>,
+    /// Replicas being added by a reassignment or a drain: in `replicas` already, not yet
+    /// in sync. While a reassignment runs, `replicas` is the target followed by `removing`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adding: Vec<i32>,
 }
 
 impl PartitionRecord {
@@ -60,7 +66,13 @@ impl PartitionRecord {
             isr: replicas.clone(),
             replicas,
             removing: Vec::new(),
+            adding: Vec::new(),
         }
+    }
+
+    /// Whether a reassignment (or a drain's move) is under way.
+    pub fn is_reassigning(&self) -> bool {
+        !self.adding.is_empty() || !self.removing.is_empty()
     }
 }
 

@@ -30,6 +30,7 @@
 //! | DescribeAcls / CreateAcls, DeleteAcls | DESCRIBE / ALTER cluster |
 //! | DescribeUserScramCredentials / AlterUserScramCredentials | DESCRIBE / ALTER cluster |
 //! | DescribeClientQuotas / AlterClientQuotas | DESCRIBE_CONFIGS / ALTER_CONFIGS cluster |
+//! | ListPartitionReassignments / AlterPartitionReassignments, ElectLeaders | DESCRIBE / ALTER cluster |
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::*;

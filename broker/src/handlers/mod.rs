@@ -12,6 +12,7 @@ mod init_producer_id;
 mod offsets;
 mod produce;
 mod quotas;
+mod reassign;
 mod scram;
 mod topics;
 mod txn;
@@ -105,6 +106,13 @@ pub async fn handle(
         RequestKind::DescribeGroups(r) => groups::describe_groups(broker, r),
         RequestKind::DeleteGroups(r) => groups::delete_groups(broker, r).await,
         RequestKind::OffsetDelete(r) => groups::offset_delete(broker, r).await,
+        RequestKind::AlterPartitionReassignments(r) => {
+            reassign::alter_partition_reassignments(broker, &authz, r, version).await
+        }
+        RequestKind::ListPartitionReassignments(r) => {
+            reassign::list_partition_reassignments(broker, &authz, r).await
+        }
+        RequestKind::ElectLeaders(r) => reassign::elect_leaders(broker, &authz, r).await,
         RequestKind::IncrementalAlterConfigs(r) => {
             topics::incremental_alter_configs(broker, r).await
         }

@@ -192,6 +192,13 @@ fn every_advertised_version_decodes_a_default_request() {
                 ApiKey::AlterClientQuotas => {
                     RequestKind::AlterClientQuotas(AlterClientQuotasRequest::default())
                 }
+                ApiKey::AlterPartitionReassignments => RequestKind::AlterPartitionReassignments(
+                    AlterPartitionReassignmentsRequest::default(),
+                ),
+                ApiKey::ListPartitionReassignments => RequestKind::ListPartitionReassignments(
+                    ListPartitionReassignmentsRequest::default(),
+                ),
+                ApiKey::ElectLeaders => RequestKind::ElectLeaders(ElectLeadersRequest::default()),
                 ApiKey::AddPartitionsToTxn => {
                     RequestKind::AddPartitionsToTxn(AddPartitionsToTxnRequest::default())
                 }

@@ -73,6 +73,9 @@ supported_apis! {
     AlterUserScramCredentials 0..=0,
     DescribeClientQuotas 0..=1,
     AlterClientQuotas 0..=1,
+    AlterPartitionReassignments 0..=1,
+    ListPartitionReassignments 0..=0,
+    ElectLeaders 0..=2,
 }
 
 pub fn supports(api_key: ApiKey, version: i16) -> bool {

@@ -10,6 +10,7 @@ fn record(leader: i32, epoch: i32, replicas: &[i32], isr: &[i32]) -> PartitionRe
         replicas: replicas.to_vec(),
         isr: isr.to_vec(),
         removing: Vec::new(),
+        adding: Vec::new(),
     }
 }
 

@@ -1,0 +1,179 @@
+"""Partition reassignment (KIP-455) and leader election (KIP-460) on a three-broker etcd
+cluster, driven by kafka-python's and confluent-kafka's admin clients, as
+kafka-reassign-partitions, kafka-leader-election and Cruise Control drive them.
+
+Reassignments run under an idempotent acks=all producer and are checked Jepsen-style:
+every acknowledged record is on every new replica at its acknowledged offset.
+"""
+
+from __future__ import annotations
+
+import time
+
+from confluent_kafka import Producer, TopicPartition
+from confluent_kafka import ElectionType
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from kafka import TopicPartition as KTopicPartition
+from kafka.errors import (
+    InvalidReplicationAssignmentError,
+    NoReassignmentInProgressError,
+    UnknownTopicOrPartitionError,
+)
+
+from clients import QUIET
+from replication import Cluster, History, Writer, check_history, read_replica
+from servers import wait_until
+from test_replication import make_topic
+
+# No automatic return to the preferred leader: the tests elect it themselves.
+NO_REBALANCE = {"STRATA_LEADER_REBALANCE_INTERVAL_MS": "0"}
+
+
+def kafka_admin(cluster: Cluster) -> KafkaAdminClient:
+    return KafkaAdminClient(bootstrap_servers=cluster.bootstrap, request_timeout_ms=30000)
+
+
+def test_reassignment_moves_replicas_and_leaders_under_load(broker, etcd):
+    """Every partition moves to a new replica set that leaves out its current leader
+    (partition 0 also grows from two replicas to three) while a producer writes; the
+    reassignment is listed until it completes; no write fails and nothing acknowledged
+    is lost on any new replica."""
+    cluster = Cluster(broker, etcd, env=NO_REBALANCE)
+    topic, partitions = "moved", 3
+    make_topic(cluster, topic, partitions, rf=2)
+    before = cluster.partitions(topic)
+    targets: dict[int, list[int]] = {}
+    for p, meta in before.items():
+        others = [n for n in (1, 2, 3) if n != meta.leader]
+        targets[p] = others + [meta.leader] if p == 0 else others
+    history = History()
+    writer = Writer(cluster.bootstrap, topic, partitions, history)
+    writer.start()
+    time.sleep(2)
+
+    admin = kafka_admin(cluster)
+    result = admin.alter_partition_reassignments(
+        {KTopicPartition(topic, p): target for p, target in targets.items()})
+    assert result == {KTopicPartition(topic, p): None for p in targets}, result
+
+    def done():
+        ongoing = admin.list_partition_reassignments()
+        for tp, state in ongoing.items():
+            assert tp.topic == topic, ongoing
+            assert state["replicas"][: len(targets[tp.partition])] == targets[tp.partition], state
+        meta = cluster.partitions(topic)
+        return not ongoing and all(meta[p].replicas == t and sorted(meta[p].isrs) == sorted(t)
+                                   and meta[p].leader in t for p, t in targets.items())
+
+    wait_until("every reassignment completes", done, 90, interval=0.5)
+    for p, meta in cluster.partitions(topic).items():
+        assert meta.leader != before[p].leader or p == 0, (p, meta.leader)
+    time.sleep(2)
+    writer.stop()
+    assert not history.failed, f"{len(history.failed)} writes failed during the reassignment"
+    logs = {p: {n: read_replica(cluster, n, topic, p) for n in t} for p, t in targets.items()}
+    anomalies = check_history(history, logs)
+    assert not anomalies, "\n".join(anomalies)
+    admin.close()
+
+
+def test_reassignment_errors_and_cancel(broker, etcd):
+    """Unknown brokers, repeated brokers, unknown partitions, a cancel with nothing to
+    cancel and a replication factor change that v1 forbids are refused with Kafka's
+    errors; a started reassignment can be cancelled, returning the replicas."""
+    cluster = Cluster(broker, etcd, env=NO_REBALANCE)
+    make_topic(cluster, "errs", 1, rf=2, min_insync_replicas=1)
+    admin = kafka_admin(cluster)
+    tp = KTopicPartition("errs", 0)
+    replicas = cluster.partitions("errs")[0].replicas
+    assert admin.alter_partition_reassignments({tp: [replicas[0], 9]}) == {tp: InvalidReplicationAssignmentError}
+    assert admin.alter_partition_reassignments({tp: [replicas[0], replicas[0]]}) == {
+        tp: InvalidReplicationAssignmentError}
+    assert admin.alter_partition_reassignments({tp: None}) == {tp: NoReassignmentInProgressError}
+    unknown = KTopicPartition("errs", 5)
+    assert admin.alter_partition_reassignments({unknown: replicas}) == {unknown: UnknownTopicOrPartitionError}
+    missing = KTopicPartition("no-such-topic", 0)
+    assert admin.alter_partition_reassignments({missing: replicas}) == {missing: UnknownTopicOrPartitionError}
+    assert cluster.partitions("errs")[0].replicas == replicas, "a refused reassignment changes nothing"
+
+    # Started then cancelled before the new replica can catch up: with its broker
+    # stopped it never does, and the reassignment waits.
+    spare = next(n for n in (1, 2, 3) if n not in replicas)
+    cluster.brokers[spare].stop()
+    wait_until(f"node {spare} leaves the cluster", lambda: spare not in cluster.brokers_listed(replicas[0]), 30)
+    assert admin.alter_partition_reassignments({tp: [spare, replicas[1]]}) == {tp: InvalidReplicationAssignmentError}, \
+        "a broker that is not registered cannot be assigned"
+    cluster.start(spare)
+    wait_until(f"node {spare} rejoins", lambda: spare in cluster.brokers_listed(replicas[0]), 30)
+    # Stop the new replica's broker right after starting the move: it stays "adding".
+    assert admin.alter_partition_reassignments({tp: [spare, replicas[1]]}) == {tp: None}
+    cluster.brokers[spare].kill9()
+    ongoing = admin.list_partition_reassignments([tp])
+    assert ongoing[tp]["adding_replicas"] == [spare], ongoing
+    assert ongoing[tp]["removing_replicas"] == [replicas[0]], ongoing
+    assert ongoing[tp]["replicas"] == [spare, replicas[1], replicas[0]], ongoing
+    assert admin.alter_partition_reassignments({tp: None}) == {tp: None}
+    assert admin.list_partition_reassignments() == {}
+    wait_until("the replicas are back", lambda: sorted(cluster.partitions("errs")[0].replicas) == sorted(replicas), 30)
+    admin.close()
+
+
+def test_elect_leaders_preferred_and_unclean(broker, etcd):
+    """Preferred election (confluent-kafka) moves leadership back to the first replica
+    once it is in sync again; unclean election (kafka-python) gives a partition whose only
+    in-sync replica is down a leader from the out-of-sync replica that is up."""
+    cluster = Cluster(broker, etcd, env=NO_REBALANCE)
+    make_topic(cluster, "elect", 1, rf=3)
+    preferred = cluster.partitions("elect")[0].replicas[0]
+    assert cluster.leader("elect", 0) == preferred
+    cluster.kill(preferred)
+    wait_until("a new leader", lambda: cluster.leader("elect", 0) not in (preferred, -1), 30)
+    cluster.start(preferred)
+    cluster.wait_isr("elect", 3)
+    assert cluster.leader("elect", 0) != preferred
+
+    admin = cluster.admin()
+    partition = TopicPartition("elect", 0)
+    results = admin.elect_leaders(ElectionType.PREFERRED, [partition]).result(timeout=30)
+    assert results[partition] is None, results
+    wait_until("the preferred replica leads", lambda: cluster.leader("elect", 0) == preferred, 30)
+    again = admin.elect_leaders(ElectionType.PREFERRED, [partition]).result(timeout=30)
+    assert again[partition].name() == "ELECTION_NOT_NEEDED", again
+    # All partitions: those that need no election are left out of the answer.
+    assert admin.elect_leaders(ElectionType.PREFERRED, None).result(timeout=30) == {}
+
+    # Unclean: replicas [a, b]; b is stopped and leaves the ISR, then a is killed.
+    make_topic(cluster, "unclean", 1, rf=2, min_insync_replicas=1)
+    a, b = cluster.partitions("unclean")[0].replicas
+    cluster.brokers[b].stop()
+    wait_until(f"node {b} leaves the ISR", lambda: cluster.partitions("unclean")[0].isrs == [a], 30)
+    cluster.kill(a)
+    cluster.start(b)
+    wait_until("the partition is leaderless", lambda: cluster.partitions("unclean", node=b)[0].leader == -1, 30)
+    kadmin = kafka_admin(cluster)
+    response = kadmin.elect_leaders(1, {"unclean": [0]})
+    (result,) = response.replica_election_results
+    assert [(p.partition_id, p.error_code) for p in result.partition_result] == [(0, 0)], response
+    wait_until(f"node {b} leads", lambda: cluster.partitions("unclean", node=b)[0].leader == b, 30)
+    producer = Producer({**QUIET, "bootstrap.servers": cluster.bootstrap, "acks": "all"})
+    producer.produce("unclean", b"after", partition=0)
+    assert producer.flush(30) == 0
+    kadmin.close()
+
+
+def test_reassignment_apis_answer_on_one_broker(broker):
+    """With embedded metadata (one broker), reassigning onto another broker id is refused
+    and electing a leader needs no election."""
+    b = broker()
+    admin = KafkaAdminClient(bootstrap_servers=b.bootstrap, request_timeout_ms=30000)
+    admin.create_topics([NewTopic("solo", 1, 1)])
+    tp = KTopicPartition("solo", 0)
+    wait_until("topic solo", lambda: "solo" in admin.list_topics(), 10)
+    assert admin.alter_partition_reassignments({tp: [5]}) == {tp: InvalidReplicationAssignmentError}
+    assert admin.alter_partition_reassignments({tp: [0]}) == {tp: None}
+    assert admin.list_partition_reassignments() == {}
+    response = admin.elect_leaders(0, {"solo": [0]}, raise_errors=False)
+    (result,) = response.replica_election_results
+    assert [p.error_code for p in result.partition_result] == [84], response  # ELECTION_NOT_NEEDED
+    admin.close()
