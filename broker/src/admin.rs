@@ -24,6 +24,10 @@ use strata_proto::admin::{
     ListTopicsResponse, Partition as PartitionStatus, PartitionTiering, ShutdownRequest,
     ShutdownResponse, TieringStatusRequest, TieringStatusResponse, Topic as TopicStatus,
 };
+use strata_proto::admin::{
+    ElectLeadersRequest, ElectLeadersResponse, ListReassignmentsRequest, ListReassignmentsResponse,
+    OngoingReassignment, PartitionOutcome, ReassignPartitionsRequest, ReassignPartitionsResponse,
+};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::info;
@@ -147,6 +151,21 @@ fn status(error: AdminError) -> Status {
         | AdminError::Internal(_) => Status::invalid_argument(error.to_string()),
         AdminError::Store(StoreError::Unavailable(_)) => Status::unavailable(error.to_string()),
         _ => Status::internal(error.to_string()),
+    }
+}
+
+fn partition_outcome(
+    (topic, partition, outcome): crate::broker::PlacementOutcome,
+) -> PartitionOutcome {
+    let (error, message) = match outcome {
+        Ok(()) => (String::new(), String::new()),
+        Err(e) => (e.kafka_error_name(), e.to_string()),
+    };
+    PartitionOutcome {
+        topic,
+        partition,
+        error,
+        message,
     }
 }
 
@@ -624,6 +643,88 @@ impl Admin for Service {
         Ok(Response::new(AbortPartitionTransactionResponse {
             answered_by: self.broker.config.node_id,
             marker_offset,
+        }))
+    }
+
+    async fn reassign_partitions(
+        &self,
+        request: Request<ReassignPartitionsRequest>,
+    ) -> Result<Response<ReassignPartitionsResponse>, Status> {
+        self.check(&request, Access::Change)?;
+        let r = request.into_inner();
+        let changes = r
+            .partitions
+            .into_iter()
+            .map(|p| {
+                let replicas = (!p.cancel).then_some(p.replicas);
+                (p.topic, p.partition, replicas)
+            })
+            .collect();
+        let outcomes = self
+            .broker
+            .reassign_partitions(changes, r.allow_replication_factor_change)
+            .await
+            .map_err(status)?;
+        info!(
+            partitions = outcomes.len(),
+            "reassignment request through the admin API"
+        );
+        Ok(Response::new(ReassignPartitionsResponse {
+            results: outcomes.into_iter().map(partition_outcome).collect(),
+        }))
+    }
+
+    async fn list_reassignments(
+        &self,
+        request: Request<ListReassignmentsRequest>,
+    ) -> Result<Response<ListReassignmentsResponse>, Status> {
+        self.check(&request, Access::Read)?;
+        let ongoing = self.broker.list_reassignments(None).await.map_err(status)?;
+        Ok(Response::new(ListReassignmentsResponse {
+            reassignments: ongoing
+                .into_iter()
+                .map(|o| OngoingReassignment {
+                    topic: o.topic,
+                    partition: o.partition,
+                    replicas: o.record.replicas,
+                    adding: o.record.adding,
+                    removing: o.record.removing,
+                    isr: o.record.isr,
+                    leader: o.record.leader,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn elect_leaders(
+        &self,
+        request: Request<ElectLeadersRequest>,
+    ) -> Result<Response<ElectLeadersResponse>, Status> {
+        self.check(&request, Access::Change)?;
+        let r = request.into_inner();
+        let election = if r.unclean {
+            crate::cluster::reassignment::Election::Unclean
+        } else {
+            crate::cluster::reassignment::Election::Preferred
+        };
+        let partitions = (!r.partitions.is_empty()).then(|| {
+            r.partitions
+                .into_iter()
+                .map(|p| (p.topic, p.partition))
+                .collect()
+        });
+        let outcomes = self
+            .broker
+            .elect_leaders(election, partitions)
+            .await
+            .map_err(status)?;
+        info!(
+            unclean = r.unclean,
+            partitions = outcomes.len(),
+            "leader election through the admin API"
+        );
+        Ok(Response::new(ElectLeadersResponse {
+            results: outcomes.into_iter().map(partition_outcome).collect(),
         }))
     }
 }

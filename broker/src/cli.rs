@@ -2,7 +2,9 @@
 //! (`proto/strata/admin.proto`) that print human tables, or JSON with `--json`.
 //! docs/cli.md is their contract.
 
+mod placement;
 mod transactions;
+pub use placement::{ReassignCommand, elect_leaders, reassign};
 pub use transactions::{TransactionsCommand, transactions};
 
 use std::collections::{BTreeMap, HashMap};

@@ -76,6 +76,26 @@ enum Command {
         #[command(subcommand)]
         command: cli::TransactionsCommand,
     },
+    /// Move partitions to new replicas (as kafka-reassign-partitions), list or cancel
+    /// moves.
+    Reassign {
+        #[command(flatten)]
+        target: cli::Target,
+        #[command(subcommand)]
+        command: cli::ReassignCommand,
+    },
+    /// Elect leaders: the preferred (first) replica, or with `--unclean` any live replica
+    /// of a partition whose in-sync replicas are all down (it may lose acknowledged
+    /// records).
+    ElectLeaders {
+        #[command(flatten)]
+        target: cli::Target,
+        #[arg(long)]
+        unclean: bool,
+        /// `TOPIC/PARTITION`; repeat for several. None: every partition.
+        #[arg(long = "partition", value_name = "TOPIC/PARTITION")]
+        partitions: Vec<String>,
+    },
     /// Move every replica off a broker (before decommissioning it); waits until done.
     Drain(DrainArgs),
     /// Cancel a drain: the broker may receive replicas again.
@@ -176,6 +196,12 @@ fn main() -> ExitCode {
         Command::Transactions { target, command } => {
             cli::run(&target, cli::transactions(&target, command))
         }
+        Command::Reassign { target, command } => cli::run(&target, cli::reassign(&target, command)),
+        Command::ElectLeaders {
+            target,
+            unclean,
+            partitions,
+        } => cli::run(&target, cli::elect_leaders(&target, unclean, partitions)),
         Command::Drain(args) => drain_command(args, true, false),
         Command::Undrain(args) => drain_command(args, false, false),
         Command::Decommission(args) => drain_command(args, true, true),

@@ -14,11 +14,13 @@
 
 mod housekeeping;
 mod membership;
+mod placement_admin;
 mod producer_ids;
 mod topic_admin;
 mod transactions;
 
 pub use crate::sys::{Clock, SystemClock};
+pub use placement_admin::{Ongoing, Outcome as PlacementOutcome, PlacementError};
 pub use topic_admin::AdminError;
 
 use std::sync::Arc;

@@ -3,9 +3,9 @@
 //! (listing: DESCRIBE) on the cluster, as in Kafka.
 //!
 //! Any broker answers: the change is a compare-and-swap of the topic's stored record
-//! (see [`crate::cluster::reassignment`]), which the controller then carries out. A
-//! reassignment's answer means "started"; ListPartitionReassignments shows it until the
-//! new replicas are in sync and the old ones are gone.
+//! (`Broker::reassign_partitions`, `Broker::elect_leaders`), which the controller then
+//! carries out. A reassignment's answer means "started"; ListPartitionReassignments shows
+//! it until the new replicas are in sync and the old ones are gone.
 
 use std::collections::BTreeMap;
 
@@ -20,88 +20,40 @@ use kafka_protocol::messages::list_partition_reassignments_response::{
 use kafka_protocol::messages::{
     AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, BrokerId,
     ElectLeadersRequest, ElectLeadersResponse, ListPartitionReassignmentsRequest,
-    ListPartitionReassignmentsResponse, ResponseKind, TopicName,
+    ListPartitionReassignmentsResponse, ResponseKind,
 };
+use kafka_protocol::protocol::StrBytes;
 
 use super::{Authz, admin_error_code, str_bytes, topic_name};
-use crate::broker::{AdminError, Broker};
-use crate::cluster::TopicRecord;
-use crate::cluster::reassignment::{self, ElectError, Election, ReassignError};
+use crate::broker::{Broker, Ongoing, PlacementError};
+use crate::cluster::reassignment::Election;
 use crate::security::acl::AclOperation;
 
-/// One partition's outcome: `None` for success, else Kafka's error and a message.
-type Outcome = Option<(ResponseError, String)>;
-
-/// The partitions of one request, grouped by topic in request order (a partition named
-/// twice is answered once, with the last change asked for).
-fn by_topic<T>(
-    items: impl IntoIterator<Item = (TopicName, i32, T)>,
-) -> Vec<(TopicName, Vec<(i32, T)>)> {
-    let mut topics: Vec<(TopicName, Vec<(i32, T)>)> = Vec::new();
-    for (topic, partition, item) in items {
-        let entry = match topics.iter().position(|(t, _)| *t == topic) {
-            Some(i) => &mut topics[i],
-            None => {
-                topics.push((topic, Vec::new()));
-                topics.last_mut().expect("just pushed")
-            }
-        };
-        entry.1.retain(|(p, _)| *p != partition);
-        entry.1.push((partition, item));
-    }
-    topics
-}
-
-/// Applies `change` to each named partition of `topic` in one compare-and-swap of its
-/// record; a partition whose change fails is left as it was.
-async fn edit_partitions<T>(
+fn code_and_message(
     broker: &Broker,
-    topic: &str,
-    partitions: &[(i32, T)],
-    mut change: impl FnMut(&mut crate::cluster::PartitionRecord, &T) -> Outcome,
-) -> Vec<(i32, Outcome)> {
-    let mut outcomes = Vec::new();
-    let stored = broker
-        .edit_stored_topic(topic, |record: &mut TopicRecord| {
-            outcomes.clear();
-            for (index, item) in partitions {
-                let outcome = match usize::try_from(*index)
-                    .ok()
-                    .and_then(|i| record.partitions.get_mut(i))
-                {
-                    Some(p) => change(p, item),
-                    None => Some((
-                        ResponseError::UnknownTopicOrPartition,
-                        format!("topic {topic} has no partition {index}"),
-                    )),
-                };
-                outcomes.push((*index, outcome));
-            }
-            Ok(())
-        })
-        .await;
-    match stored {
-        Ok(_) => outcomes,
+    api: &str,
+    outcome: &Result<(), PlacementError>,
+) -> (i16, Option<StrBytes>) {
+    match outcome {
+        Ok(()) => (0, None),
         Err(e) => {
-            let code = admin_error_code(&e);
-            partitions
-                .iter()
-                .map(|(index, _)| (*index, Some((code, e.to_string()))))
-                .collect()
+            let code = e.kafka_error();
+            broker.metrics.error(api, code);
+            (code.code(), Some(str_bytes(e.to_string())))
         }
     }
 }
 
-/// Registered brokers (in this design, the live ones: a broker is registered while its
-/// session lasts), by node id.
-async fn live_brokers(broker: &Broker) -> Result<Vec<i32>, AdminError> {
-    Ok(broker
-        .store
-        .live_brokers()
-        .await?
-        .into_iter()
-        .map(|b| b.node_id)
-        .collect())
+/// Outcomes grouped by topic, in the order they came.
+fn grouped<T>(items: impl IntoIterator<Item = (String, T)>) -> Vec<(String, Vec<T>)> {
+    let mut topics: Vec<(String, Vec<T>)> = Vec::new();
+    for (topic, item) in items {
+        match topics.iter_mut().find(|(t, _)| *t == topic) {
+            Some((_, items)) => items.push(item),
+            None => topics.push((topic, vec![item])),
+        }
+    }
+    topics
 }
 
 pub async fn alter_partition_reassignments(
@@ -110,97 +62,57 @@ pub async fn alter_partition_reassignments(
     request: AlterPartitionReassignmentsRequest,
     version: i16,
 ) -> ResponseKind {
-    let respond = |code: ResponseError, message: Option<String>, responses| {
+    let response = AlterPartitionReassignmentsResponse::default()
+        .with_allow_replication_factor_change(request.allow_replication_factor_change);
+    let refuse = |code: ResponseError, message: Option<String>| {
         broker.metrics.error("AlterPartitionReassignments", code);
         ResponseKind::AlterPartitionReassignments(
-            AlterPartitionReassignmentsResponse::default()
-                .with_allow_replication_factor_change(request.allow_replication_factor_change)
+            response
+                .clone()
                 .with_error_code(code.code())
-                .with_error_message(message.map(str_bytes))
-                .with_responses(responses),
+                .with_error_message(message.map(str_bytes)),
         )
     };
     if !authz.allows_cluster(AclOperation::Alter) {
-        return respond(ResponseError::ClusterAuthorizationFailed, None, Vec::new());
+        return refuse(ResponseError::ClusterAuthorizationFailed, None);
     }
-    let live = match live_brokers(broker).await {
-        Ok(live) => live,
-        Err(e) => return respond(admin_error_code(&e), Some(e.to_string()), Vec::new()),
-    };
     // v0 has no such flag and allows any replication factor.
     let allow_rf_change = version == 0 || request.allow_replication_factor_change;
-    let items = request.topics.iter().flat_map(|t| {
-        t.partitions
-            .iter()
-            .map(|p| (t.name.clone(), p.partition_index, p.replicas.clone()))
-    });
-    let mut responses = Vec::new();
-    for (name, partitions) in by_topic(items) {
-        let outcomes = edit_partitions(broker, &name.0, &partitions, |p, target| {
-            let target: Option<Vec<i32>> = target.as_ref().map(|t| t.iter().map(|b| b.0).collect());
-            let result = match &target {
-                None => reassignment::cancel(p, &live),
-                Some(target) => {
-                    let current = reassignment::original_replicas(p).len();
-                    if !allow_rf_change && target.len() != current {
-                        return Some((
-                            ResponseError::InvalidReplicationFactor,
-                            format!(
-                                "the partition has {current} replicas and the new assignment {}; the request does not allow changing the replication factor",
-                                target.len()
-                            ),
-                        ));
-                    }
-                    reassignment::reassign(p, target, &live, &live)
-                }
-            };
-            result.err().map(|e| match e {
-                ReassignError::NoneInProgress => {
-                    (ResponseError::NoReassignmentInProgress, e.to_string())
-                }
-                ReassignError::InvalidAssignment(_) => {
-                    (ResponseError::InvalidReplicaAssignment, e.to_string())
-                }
+    let changes = request
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| {
+                let replicas = p.replicas.as_ref().map(|r| r.iter().map(|b| b.0).collect());
+                (t.name.0.to_string(), p.partition_index, replicas)
             })
         })
-        .await;
-        responses.push(
+        .collect();
+    let outcomes = match broker.reassign_partitions(changes, allow_rf_change).await {
+        Ok(outcomes) => outcomes,
+        Err(e) => return refuse(admin_error_code(&e), Some(e.to_string())),
+    };
+    let responses = grouped(outcomes.into_iter().map(|(t, p, o)| (t, (p, o))))
+        .into_iter()
+        .map(|(name, partitions)| {
             ReassignableTopicResponse::default()
-                .with_name(name)
+                .with_name(topic_name(&name))
                 .with_partitions(
-                    outcomes
-                        .into_iter()
+                    partitions
+                        .iter()
                         .map(|(index, outcome)| {
                             let (code, message) =
-                                split(broker, "AlterPartitionReassignments", outcome);
+                                code_and_message(broker, "AlterPartitionReassignments", outcome);
                             ReassignablePartitionResponse::default()
-                                .with_partition_index(index)
+                                .with_partition_index(*index)
                                 .with_error_code(code)
                                 .with_error_message(message)
                         })
                         .collect(),
-                ),
-        );
-    }
-    ResponseKind::AlterPartitionReassignments(
-        AlterPartitionReassignmentsResponse::default()
-            .with_allow_replication_factor_change(request.allow_replication_factor_change)
-            .with_responses(responses),
-    )
-}
-
-fn split(
-    broker: &Broker,
-    api: &str,
-    outcome: Outcome,
-) -> (i16, Option<kafka_protocol::protocol::StrBytes>) {
-    match outcome {
-        None => (0, None),
-        Some((code, message)) => {
-            broker.metrics.error(api, code);
-            (code.code(), Some(str_bytes(message)))
-        }
-    }
+                )
+        })
+        .collect();
+    ResponseKind::AlterPartitionReassignments(response.with_responses(responses))
 }
 
 pub async fn list_partition_reassignments(
@@ -208,7 +120,7 @@ pub async fn list_partition_reassignments(
     authz: &Authz<'_>,
     request: ListPartitionReassignmentsRequest,
 ) -> ResponseKind {
-    let respond = |code: ResponseError, message: Option<String>| {
+    let refuse = |code: ResponseError, message: Option<String>| {
         broker.metrics.error("ListPartitionReassignments", code);
         ResponseKind::ListPartitionReassignments(
             ListPartitionReassignmentsResponse::default()
@@ -217,64 +129,44 @@ pub async fn list_partition_reassignments(
         )
     };
     if !authz.allows_cluster(AclOperation::Describe) {
-        return respond(ResponseError::ClusterAuthorizationFailed, None);
+        return refuse(ResponseError::ClusterAuthorizationFailed, None);
     }
-    // Read from the store, not this broker's last refresh: a tool that starts a
-    // reassignment and lists at once sees it.
-    let records: Vec<TopicRecord> = match &request.topics {
-        None => match broker.store.list_topics().await {
-            Ok(records) => records,
-            Err(e) => return respond(ResponseError::RequestTimedOut, Some(e.to_string())),
-        },
-        Some(topics) => {
-            let mut records = Vec::new();
-            for t in topics {
-                match broker.store.get_topic_versioned(&t.name.0).await {
-                    Ok(Some((record, _))) => records.push(record),
-                    // Kafka lists nothing for a topic it does not know.
-                    Ok(None) => {}
-                    Err(e) => {
-                        return respond(ResponseError::RequestTimedOut, Some(e.to_string()));
-                    }
-                }
-            }
-            records
+    let wanted: Option<BTreeMap<String, Vec<i32>>> = request.topics.as_ref().map(|topics| {
+        let mut wanted: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+        for t in topics {
+            wanted
+                .entry(t.name.0.to_string())
+                .or_default()
+                .extend(&t.partition_indexes);
         }
-    };
-    let wanted: Option<BTreeMap<&str, &[i32]>> = request.topics.as_ref().map(|topics| {
-        topics
-            .iter()
-            .map(|t| (t.name.0.as_str(), t.partition_indexes.as_slice()))
-            .collect()
+        wanted
     });
+    let ongoing = match broker.list_reassignments(wanted.as_ref()).await {
+        Ok(ongoing) => ongoing,
+        Err(e) => return refuse(admin_error_code(&e), Some(e.to_string())),
+    };
     let ids = |ids: &[i32]| ids.iter().map(|&i| BrokerId(i)).collect::<Vec<_>>();
-    let topics = records
-        .iter()
-        .filter_map(|record| {
-            let partitions: Vec<OngoingPartitionReassignment> = record
-                .partitions
-                .iter()
-                .enumerate()
-                .filter(|(i, p)| {
-                    p.is_reassigning()
-                        && wanted.as_ref().is_none_or(|w| {
-                            w.get(record.name.as_str())
-                                .is_some_and(|ps| ps.contains(&(*i as i32)))
-                        })
-                })
-                .map(|(i, p)| {
-                    OngoingPartitionReassignment::default()
-                        .with_partition_index(i as i32)
-                        .with_replicas(ids(&p.replicas))
-                        .with_adding_replicas(ids(&p.adding))
-                        .with_removing_replicas(ids(&p.removing))
-                })
-                .collect();
-            (!partitions.is_empty()).then(|| {
-                OngoingTopicReassignment::default()
-                    .with_name(topic_name(&record.name))
-                    .with_partitions(partitions)
-            })
+    let topics = grouped(ongoing.into_iter().map(|o| (o.topic.clone(), o)))
+        .into_iter()
+        .map(|(name, partitions)| {
+            OngoingTopicReassignment::default()
+                .with_name(topic_name(&name))
+                .with_partitions(
+                    partitions
+                        .iter()
+                        .map(
+                            |Ongoing {
+                                 partition, record, ..
+                             }| {
+                                OngoingPartitionReassignment::default()
+                                    .with_partition_index(*partition)
+                                    .with_replicas(ids(&record.replicas))
+                                    .with_adding_replicas(ids(&record.adding))
+                                    .with_removing_replicas(ids(&record.removing))
+                            },
+                        )
+                        .collect(),
+                )
         })
         .collect();
     ResponseKind::ListPartitionReassignments(
@@ -287,76 +179,48 @@ pub async fn elect_leaders(
     authz: &Authz<'_>,
     request: ElectLeadersRequest,
 ) -> ResponseKind {
-    let respond = |code: ResponseError, results| {
+    let refuse = |code: ResponseError| {
         broker.metrics.error("ElectLeaders", code);
-        ResponseKind::ElectLeaders(
-            ElectLeadersResponse::default()
-                .with_error_code(code.code())
-                .with_replica_election_results(results),
-        )
+        ResponseKind::ElectLeaders(ElectLeadersResponse::default().with_error_code(code.code()))
     };
     if !authz.allows_cluster(AclOperation::Alter) {
-        return respond(ResponseError::ClusterAuthorizationFailed, Vec::new());
+        return refuse(ResponseError::ClusterAuthorizationFailed);
     }
     let election = match request.election_type {
         0 => Election::Preferred,
         1 => Election::Unclean,
-        _ => return respond(ResponseError::InvalidRequest, Vec::new()),
-    };
-    let live = match live_brokers(broker).await {
-        Ok(live) => live,
-        Err(e) => return respond(admin_error_code(&e), Vec::new()),
+        _ => return refuse(ResponseError::InvalidRequest),
     };
     // No partitions named: every partition of every topic (Kafka's "all").
-    let items: Vec<(TopicName, i32, ())> = match &request.topic_partitions {
-        Some(topics) => topics
+    let partitions = request.topic_partitions.as_ref().map(|topics| {
+        topics
             .iter()
-            .flat_map(|t| t.partitions.iter().map(|&p| (t.topic.clone(), p, ())))
-            .collect(),
-        None => match broker.store.list_topics().await {
-            Ok(records) => records
-                .iter()
-                .flat_map(|r| (0..r.partitions.len() as i32).map(|p| (topic_name(&r.name), p, ())))
-                .collect(),
-            Err(e) => return respond(admin_error_code(&AdminError::Store(e)), Vec::new()),
-        },
+            .flat_map(|t| t.partitions.iter().map(|&p| (t.topic.0.to_string(), p)))
+            .collect()
+    });
+    let outcomes = match broker.elect_leaders(election, partitions).await {
+        Ok(outcomes) => outcomes,
+        Err(e) => return refuse(admin_error_code(&e)),
     };
-    let all = request.topic_partitions.is_none();
-    let mut results = Vec::new();
-    for (name, partitions) in by_topic(items) {
-        let outcomes = edit_partitions(broker, &name.0, &partitions, |p, ()| {
-            reassignment::elect(p, election, &live).err().map(|e| {
-                let code = match e {
-                    ElectError::NotNeeded => ResponseError::ElectionNotNeeded,
-                    ElectError::PreferredNotAvailable => ResponseError::PreferredLeaderNotAvailable,
-                    ElectError::EligibleNotAvailable => ResponseError::EligibleLeadersNotAvailable,
-                };
-                (code, e.to_string())
-            })
+    let results = grouped(outcomes.into_iter().map(|(t, p, o)| (t, (p, o))))
+        .into_iter()
+        .map(|(name, partitions)| {
+            ReplicaElectionResult::default()
+                .with_topic(topic_name(&name))
+                .with_partition_result(
+                    partitions
+                        .iter()
+                        .map(|(index, outcome)| {
+                            let (code, message) = code_and_message(broker, "ElectLeaders", outcome);
+                            PartitionResult::default()
+                                .with_partition_id(*index)
+                                .with_error_code(code)
+                                .with_error_message(message)
+                        })
+                        .collect(),
+                )
         })
-        .await;
-        // Asked for all partitions, Kafka leaves out those that needed no election.
-        let partition_results: Vec<PartitionResult> = outcomes
-            .into_iter()
-            .filter(|(_, outcome)| {
-                !(all && matches!(outcome, Some((ResponseError::ElectionNotNeeded, _))))
-            })
-            .map(|(index, outcome)| {
-                let (code, message) = split(broker, "ElectLeaders", outcome);
-                PartitionResult::default()
-                    .with_partition_id(index)
-                    .with_error_code(code)
-                    .with_error_message(message)
-            })
-            .collect();
-        if !partition_results.is_empty() {
-            results.push(
-                ReplicaElectionResult::default()
-                    .with_topic(name)
-                    .with_partition_result(partition_results),
-            );
-        }
-    }
+        .collect();
     ResponseKind::ElectLeaders(
         ElectLeadersResponse::default().with_replica_election_results(results),
     )
