@@ -362,3 +362,97 @@ async fn without_the_acl_authorizer_everything_is_allowed_and_acl_apis_say_so() 
         [SECURITY_DISABLED]
     );
 }
+
+/// Reassignment and leader election need ALTER on the cluster, listing DESCRIBE; without
+/// them each is refused whole, and with them the one broker answers (its own id is the
+/// only assignable broker).
+#[tokio::test]
+async fn reassignments_and_elections_need_the_cluster_acls() {
+    use kafka_protocol::messages::alter_partition_reassignments_request::{
+        ReassignablePartition, ReassignableTopic,
+    };
+    use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+    use kafka_protocol::messages::{
+        AlterPartitionReassignmentsRequest, BrokerId, ElectLeadersRequest,
+        ListPartitionReassignmentsRequest,
+    };
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = acl_broker(dir.path()).await;
+    let admin = user("admin");
+    let ops = user("ops");
+    assert_eq!(create_topics(&broker, &admin, &["moved"]).await, vec![0]);
+    let reassign = |replicas: Vec<i32>| {
+        RequestKind::AlterPartitionReassignments(
+            AlterPartitionReassignmentsRequest::default().with_topics(vec![
+                ReassignableTopic::default()
+                    .with_name(name("moved"))
+                    .with_partitions(vec![
+                        ReassignablePartition::default()
+                            .with_partition_index(0)
+                            .with_replicas(Some(replicas.into_iter().map(BrokerId).collect())),
+                    ]),
+            ]),
+        )
+    };
+    let elect = || {
+        RequestKind::ElectLeaders(
+            ElectLeadersRequest::default()
+                .with_election_type(0)
+                .with_topic_partitions(Some(vec![
+                    TopicPartitions::default()
+                        .with_topic(name("moved"))
+                        .with_partitions(vec![0]),
+                ])),
+        )
+    };
+    let list =
+        || RequestKind::ListPartitionReassignments(ListPartitionReassignmentsRequest::default());
+    // (top-level error, partition errors) of each answer.
+    async fn outcome(broker: &Arc<Broker>, as_: &Caller, body: RequestKind) -> (i16, Vec<i16>) {
+        let (key, version) = match &body {
+            RequestKind::AlterPartitionReassignments(_) => (ApiKey::AlterPartitionReassignments, 1),
+            RequestKind::ElectLeaders(_) => (ApiKey::ElectLeaders, 2),
+            _ => (ApiKey::ListPartitionReassignments, 0),
+        };
+        match call_as(broker, as_, key, version, body).await {
+            ResponseKind::AlterPartitionReassignments(r) => (
+                r.error_code,
+                r.responses
+                    .iter()
+                    .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+                    .collect(),
+            ),
+            ResponseKind::ElectLeaders(r) => (
+                r.error_code,
+                r.replica_election_results
+                    .iter()
+                    .flat_map(|t| t.partition_result.iter().map(|p| p.error_code))
+                    .collect(),
+            ),
+            ResponseKind::ListPartitionReassignments(r) => (r.error_code, Vec::new()),
+            _ => panic!("unexpected response"),
+        }
+    }
+    for body in [reassign(vec![0]), elect(), list()] {
+        assert_eq!(
+            outcome(&broker, &ops, body).await,
+            (CLUSTER_AUTHORIZATION_FAILED, vec![])
+        );
+    }
+    const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
+    const ELECTION_NOT_NEEDED: i16 = 84;
+    assert_eq!(
+        outcome(&broker, &admin, reassign(vec![0])).await,
+        (0, vec![0])
+    );
+    assert_eq!(
+        outcome(&broker, &admin, reassign(vec![0, 7])).await,
+        (0, vec![INVALID_REPLICA_ASSIGNMENT])
+    );
+    assert_eq!(
+        outcome(&broker, &admin, elect()).await,
+        (0, vec![ELECTION_NOT_NEEDED])
+    );
+    assert_eq!(outcome(&broker, &admin, list()).await, (0, vec![]));
+}
