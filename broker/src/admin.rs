@@ -707,12 +707,25 @@ impl Admin for Service {
         } else {
             crate::cluster::reassignment::Election::Preferred
         };
-        let partitions = (!r.partitions.is_empty()).then(|| {
-            r.partitions
-                .into_iter()
-                .map(|p| (p.topic, p.partition))
-                .collect()
-        });
+        let partitions = match (r.all_partitions, r.partitions.is_empty()) {
+            (true, true) => None,
+            (false, false) => Some(
+                r.partitions
+                    .into_iter()
+                    .map(|p| (p.topic, p.partition))
+                    .collect(),
+            ),
+            (true, false) => {
+                return Err(Status::invalid_argument(
+                    "name partitions or ask for all of them, not both",
+                ));
+            }
+            (false, true) => {
+                return Err(Status::invalid_argument(
+                    "no partitions named (ask for all of them explicitly)",
+                ));
+            }
+        };
         let outcomes = self
             .broker
             .elect_leaders(election, partitions)

@@ -92,9 +92,17 @@ enum Command {
         target: cli::Target,
         #[arg(long)]
         unclean: bool,
-        /// `TOPIC/PARTITION`; repeat for several. None: every partition.
-        #[arg(long = "partition", value_name = "TOPIC/PARTITION")]
+        /// `TOPIC/PARTITION`; repeat for several.
+        #[arg(
+            long = "partition",
+            value_name = "TOPIC/PARTITION",
+            required_unless_present = "all_partitions",
+            conflicts_with = "all_partitions"
+        )]
         partitions: Vec<String>,
+        /// Every partition of every topic.
+        #[arg(long)]
+        all_partitions: bool,
     },
     /// Move every replica off a broker (before decommissioning it); waits until done.
     Drain(DrainArgs),
@@ -201,7 +209,11 @@ fn main() -> ExitCode {
             target,
             unclean,
             partitions,
-        } => cli::run(&target, cli::elect_leaders(&target, unclean, partitions)),
+            all_partitions,
+        } => cli::run(
+            &target,
+            cli::elect_leaders(&target, unclean, partitions, all_partitions),
+        ),
         Command::Drain(args) => drain_command(args, true, false),
         Command::Undrain(args) => drain_command(args, false, false),
         Command::Decommission(args) => drain_command(args, true, true),

@@ -408,6 +408,18 @@ async fn reassignments_and_elections_need_the_cluster_acls() {
     };
     let list =
         || RequestKind::ListPartitionReassignments(ListPartitionReassignmentsRequest::default());
+    // ElectLeaders v0 has no top-level error: the refusal goes on each partition.
+    let ResponseKind::ElectLeaders(v0) =
+        call_as(&broker, &ops, ApiKey::ElectLeaders, 0, elect()).await
+    else {
+        panic!("not an ElectLeaders response");
+    };
+    let codes: Vec<i16> = v0
+        .replica_election_results
+        .iter()
+        .flat_map(|t| t.partition_result.iter().map(|p| p.error_code))
+        .collect();
+    assert_eq!(codes, vec![CLUSTER_AUTHORIZATION_FAILED]);
     // (top-level error, partition errors) of each answer.
     async fn outcome(broker: &Arc<Broker>, as_: &Caller, body: RequestKind) -> (i16, Vec<i16>) {
         let (key, version) = match &body {
@@ -434,10 +446,14 @@ async fn reassignments_and_elections_need_the_cluster_acls() {
             _ => panic!("unexpected response"),
         }
     }
-    for body in [reassign(vec![0]), elect(), list()] {
+    for (body, partitions) in [
+        (reassign(vec![0]), vec![]),
+        (elect(), vec![CLUSTER_AUTHORIZATION_FAILED]),
+        (list(), vec![]),
+    ] {
         assert_eq!(
             outcome(&broker, &ops, body).await,
-            (CLUSTER_AUTHORIZATION_FAILED, vec![])
+            (CLUSTER_AUTHORIZATION_FAILED, partitions)
         );
     }
     const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
@@ -449,6 +465,17 @@ async fn reassignments_and_elections_need_the_cluster_acls() {
     assert_eq!(
         outcome(&broker, &admin, reassign(vec![0, 7])).await,
         (0, vec![INVALID_REPLICA_ASSIGNMENT])
+    );
+    // v1 (KIP-860) refuses a new replication factor unless the request allows it.
+    const INVALID_REPLICATION_FACTOR: i16 = 38;
+    let RequestKind::AlterPartitionReassignments(grow) = reassign(vec![0, 7]) else {
+        unreachable!()
+    };
+    let strict =
+        RequestKind::AlterPartitionReassignments(grow.with_allow_replication_factor_change(false));
+    assert_eq!(
+        outcome(&broker, &admin, strict).await,
+        (0, vec![INVALID_REPLICATION_FACTOR])
     );
     assert_eq!(
         outcome(&broker, &admin, elect()).await,

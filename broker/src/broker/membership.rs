@@ -635,6 +635,12 @@ impl Broker {
                             refused = true;
                             return Err(refuse("the stored ISR changed meanwhile"));
                         }
+                        // Nor may it put back a broker a reassignment (or its cancel)
+                        // removed from the replicas since.
+                        if !isr.iter().all(|r| p.replicas.contains(r)) {
+                            refused = true;
+                            return Err(refuse("a proposed member is no longer a replica"));
+                        }
                         p.isr = isr.clone();
                         Ok(())
                     })

@@ -4,12 +4,12 @@
 //! the pure functions of [`crate::cluster::reassignment`]; the controller carries a
 //! started reassignment out.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use kafka_protocol::ResponseError;
 
 use super::{AdminError, Broker};
-use crate::cluster::reassignment::{self, ElectError, Election, ReassignError};
+use crate::cluster::reassignment::{self, ElectError, Election, LiveBrokers, ReassignError};
 use crate::cluster::{PartitionRecord, TopicRecord};
 
 /// Why one partition's change was refused.
@@ -90,22 +90,23 @@ impl Broker {
         changes: Vec<(String, i32, Option<Vec<i32>>)>,
         allow_rf_change: bool,
     ) -> Result<Vec<Outcome>, AdminError> {
-        let live = self.live_broker_ids().await?;
+        let brokers = self.placement_brokers().await?;
         let mut outcomes = Vec::new();
         for (topic, partitions) in by_topic(changes) {
             let results = self
                 .edit_partitions(&topic, &partitions, |p, target| {
                     match target {
-                        None => reassignment::cancel(p, &live)?,
+                        None => reassignment::cancel(p, &brokers)?,
                         Some(target) => {
-                            let current = reassignment::original_replicas(p).len();
+                            // As Kafka: against the target of a move under way.
+                            let current = p.replicas.len() - p.removing.len();
                             if !allow_rf_change && target.len() != current {
                                 return Err(PlacementError::ReplicationFactorChange {
                                     current,
                                     wanted: target.len(),
                                 });
                             }
-                            reassignment::reassign(p, target, &live, &live)?;
+                            reassignment::reassign(p, target, &brokers)?;
                         }
                     }
                     Ok(())
@@ -123,26 +124,21 @@ impl Broker {
         &self,
         wanted: Option<&BTreeMap<String, Vec<i32>>>,
     ) -> Result<Vec<Ongoing>, AdminError> {
-        let records: Vec<TopicRecord> = match wanted {
-            None => self.store.list_topics().await?,
-            Some(wanted) => {
-                let mut records = Vec::new();
-                for name in wanted.keys() {
-                    if let Some((record, _)) = self.store.get_topic_versioned(name).await? {
-                        records.push(record);
-                    }
-                }
-                records
-            }
-        };
+        let records: Vec<TopicRecord> = self.store.list_topics().await?;
         let mut ongoing = Vec::new();
         for record in records {
+            let asked_of_topic = match wanted {
+                None => None,
+                Some(wanted) => match wanted.get(&record.name) {
+                    Some(partitions) => Some(partitions.iter().collect::<BTreeSet<_>>()),
+                    None => continue,
+                },
+            };
             for (index, p) in record.partitions.iter().enumerate() {
                 let index = index as i32;
-                let asked = wanted.is_none_or(|w| {
-                    w.get(&record.name)
-                        .is_some_and(|partitions| partitions.contains(&index))
-                });
+                let asked = asked_of_topic
+                    .as_ref()
+                    .is_none_or(|partitions| partitions.contains(&index));
                 if asked && p.is_reassigning() {
                     ongoing.push(Ongoing {
                         topic: record.name.clone(),
@@ -162,7 +158,7 @@ impl Broker {
         election: Election,
         partitions: Option<Vec<(String, i32)>>,
     ) -> Result<Vec<Outcome>, AdminError> {
-        let live = self.live_broker_ids().await?;
+        let brokers = self.placement_brokers().await?;
         let all = partitions.is_none();
         let partitions = match partitions {
             Some(partitions) => partitions,
@@ -178,7 +174,7 @@ impl Broker {
         for (topic, partitions) in by_topic(partitions.into_iter().map(|(t, p)| (t, p, ()))) {
             let results = self
                 .edit_partitions(&topic, &partitions, |p, ()| {
-                    Ok(reassignment::elect(p, election, &live)?)
+                    Ok(reassignment::elect(p, election, &brokers)?)
                 })
                 .await;
             outcomes.extend(results.into_iter().filter(|(_, _, outcome)| {
@@ -188,17 +184,14 @@ impl Broker {
         Ok(outcomes)
     }
 
-    /// Registered brokers: in this design the live ones (a broker is registered while
-    /// its session lasts), read from the store.
-    async fn live_broker_ids(&self) -> Result<Vec<i32>, AdminError> {
-        Ok(self
-            .store
-            .live_brokers()
-            .await
-            .map_err(AdminError::Store)?
-            .into_iter()
-            .map(|b| b.node_id)
-            .collect())
+    /// The live brokers and the draining ones, read from the store.
+    async fn placement_brokers(&self) -> Result<LiveBrokers, AdminError> {
+        let live = self.store.live_brokers().await.map_err(AdminError::Store)?;
+        let draining = self.store.draining().await.map_err(AdminError::Store)?;
+        Ok(LiveBrokers {
+            live: live.into_iter().map(|b| b.node_id).collect(),
+            draining,
+        })
     }
 
     /// Applies `change` to each named partition of `topic` in one compare-and-swap of

@@ -274,27 +274,28 @@ pub async fn reassign(target: &Target, command: ReassignCommand) -> anyhow::Resu
     }
 }
 
-/// `strata elect-leaders [--unclean] [--partition TOPIC/PARTITION ...]`.
+/// `strata elect-leaders [--unclean] (--partition TOPIC/PARTITION ... | --all-partitions)`.
 pub async fn elect_leaders(
     target: &Target,
     unclean: bool,
     partitions: Vec<String>,
+    all_partitions: bool,
 ) -> anyhow::Result<()> {
     let partitions = partitions
         .iter()
         .map(|p| partition_ref(p))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let all = partitions.is_empty();
     let answer = connect(&target.admin)
         .await?
         .elect_leaders(ElectLeadersRequest {
             unclean,
             partitions,
+            all_partitions,
         })
         .await
         .map_err(failed)?
         .into_inner();
-    if all && answer.results.is_empty() && !target.json {
+    if all_partitions && answer.results.is_empty() && !target.json {
         println!("every partition already has the leader an election would choose");
         return Ok(());
     }

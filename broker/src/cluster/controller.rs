@@ -334,7 +334,11 @@ mod tests {
     #[test]
     fn a_reassignment_completes_once_the_target_is_in_sync_and_the_leader_moves_into_it() {
         let mut p = PartitionRecord::new(vec![1, 2]);
-        super::super::reassignment::reassign(&mut p, &[3, 2], &[1, 2, 3], &[1, 2, 3])
+        let brokers = |ids: &[i32]| super::super::reassignment::LiveBrokers {
+            live: ids.to_vec(),
+            draining: Vec::new(),
+        };
+        super::super::reassignment::reassign(&mut p, &[3, 2], &brokers(&[1, 2, 3]))
             .expect("starts");
         assert!(!run(&mut p, &[1, 2, 3], &[], false), "3 is not in sync yet");
         p.isr.push(3);
@@ -346,7 +350,7 @@ mod tests {
         assert!(!p.is_reassigning());
         // Growing the replication factor: nothing is removed, the move ends once in sync.
         let mut p = PartitionRecord::new(vec![1]);
-        super::super::reassignment::reassign(&mut p, &[1, 2], &[1, 2], &[1, 2]).expect("starts");
+        super::super::reassignment::reassign(&mut p, &[1, 2], &brokers(&[1, 2])).expect("starts");
         assert_eq!((p.adding.clone(), p.removing.clone()), (vec![2], vec![]));
         p.isr.push(2);
         assert!(run(&mut p, &[1, 2], &[], false));

@@ -26,27 +26,46 @@ pub enum ReassignError {
     NoneInProgress,
 }
 
+/// The brokers as an admin change sees them.
+#[derive(Debug, Clone, Default)]
+pub struct LiveBrokers {
+    /// Registered brokers: in this design the live ones (registered while their session
+    /// lasts).
+    pub live: Vec<i32>,
+    /// Brokers being drained: they receive no new replicas and no leadership.
+    pub draining: Vec<i32>,
+}
+
+impl LiveBrokers {
+    fn is_live(&self, id: i32) -> bool {
+        self.live.contains(&id)
+    }
+}
+
 /// Starts moving `p` to `target` (in preference order), or changes the target of a
-/// reassignment under way. `registered` are the brokers that may hold replicas; `live`
-/// those that may lead.
+/// reassignment under way. New replicas must be on live brokers that are not draining.
 pub fn reassign(
     p: &mut PartitionRecord,
     target: &[i32],
-    registered: &[i32],
-    live: &[i32],
+    brokers: &LiveBrokers,
 ) -> Result<(), ReassignError> {
     if target.is_empty() {
         return Err(invalid("the replica list is empty"));
     }
+    let original = original_replicas(p);
     for (i, r) in target.iter().enumerate() {
         if target[..i].contains(r) {
             return Err(invalid(format!("broker {r} is listed twice")));
         }
-        if !registered.contains(r) {
+        if !brokers.is_live(*r) {
             return Err(invalid(format!("broker {r} is not a registered broker")));
         }
+        if !original.contains(r) && brokers.draining.contains(r) {
+            return Err(invalid(format!(
+                "broker {r} is being drained: it receives no new replicas"
+            )));
+        }
     }
-    let original = original_replicas(p);
     let mut next = p.clone();
     next.replicas = target.to_vec();
     next.replicas
@@ -61,14 +80,14 @@ pub fn reassign(
         .copied()
         .filter(|r| !target.contains(r))
         .collect();
-    settle(&mut next, live)?;
+    settle(&mut next, &brokers.live)?;
     *p = next;
     Ok(())
 }
 
 /// Cancels the reassignment under way: the replicas return to those before it (in the
 /// current order, as Kafka keeps them, so the first replica may differ from before).
-pub fn cancel(p: &mut PartitionRecord, live: &[i32]) -> Result<(), ReassignError> {
+pub fn cancel(p: &mut PartitionRecord, brokers: &LiveBrokers) -> Result<(), ReassignError> {
     if !p.is_reassigning() {
         return Err(ReassignError::NoneInProgress);
     }
@@ -76,7 +95,7 @@ pub fn cancel(p: &mut PartitionRecord, live: &[i32]) -> Result<(), ReassignError
     next.replicas = original_replicas(p);
     next.adding.clear();
     next.removing.clear();
-    settle(&mut next, live)?;
+    settle(&mut next, &brokers.live)?;
     *p = next;
     Ok(())
 }
@@ -92,13 +111,15 @@ pub fn original_replicas(p: &PartitionRecord) -> Vec<i32> {
 
 /// After `replicas` changed: replicas that left leave the ISR, and a leader that left
 /// hands over to a live in-sync replica. Refuses a change that would leave no replica
-/// in sync (every one that is would go).
+/// in sync, or none that is live where one was (the stored ISR may still list a broker
+/// that just died: only live members count).
 fn settle(p: &mut PartitionRecord, live: &[i32]) -> Result<(), ReassignError> {
+    let had_live_isr = p.isr.iter().any(|r| live.contains(r));
     let replicas = p.replicas.clone();
     p.isr.retain(|r| replicas.contains(r));
-    if p.isr.is_empty() {
+    if p.isr.is_empty() || (had_live_isr && !p.isr.iter().any(|r| live.contains(r))) {
         return Err(invalid(
-            "no in-sync replica would remain: every replica in sync is one this change drops",
+            "no live in-sync replica would remain: every one is a replica this change drops",
         ));
     }
     if p.leader >= 0 && !p.replicas.contains(&p.leader) {
@@ -138,8 +159,12 @@ pub enum ElectError {
 }
 
 /// Elects a leader for `p` as `election` asks; the new leader gets a new epoch.
-pub fn elect(p: &mut PartitionRecord, election: Election, live: &[i32]) -> Result<(), ElectError> {
-    let is_live = |r: &i32| live.contains(r);
+pub fn elect(
+    p: &mut PartitionRecord,
+    election: Election,
+    brokers: &LiveBrokers,
+) -> Result<(), ElectError> {
+    let is_live = |r: &i32| brokers.is_live(*r);
     match election {
         Election::Preferred => {
             let preferred = *p
@@ -152,6 +177,7 @@ pub fn elect(p: &mut PartitionRecord, election: Election, live: &[i32]) -> Resul
             if !is_live(&preferred)
                 || !p.isr.contains(&preferred)
                 || p.removing.contains(&preferred)
+                || brokers.draining.contains(&preferred)
             {
                 return Err(ElectError::PreferredNotAvailable);
             }
@@ -190,6 +216,13 @@ pub fn elect(p: &mut PartitionRecord, election: Election, live: &[i32]) -> Resul
 mod tests {
     use super::*;
 
+    fn live(ids: &[i32]) -> LiveBrokers {
+        LiveBrokers {
+            live: ids.to_vec(),
+            draining: Vec::new(),
+        }
+    }
+
     fn record(replicas: &[i32], leader: i32, isr: &[i32]) -> PartitionRecord {
         let mut p = PartitionRecord::new(replicas.to_vec());
         p.leader = leader;
@@ -200,7 +233,7 @@ mod tests {
     #[test]
     fn a_reassignment_lists_the_target_first_then_the_replicas_it_removes() {
         let mut p = record(&[1, 2], 1, &[1, 2]);
-        reassign(&mut p, &[3, 2], &[1, 2, 3], &[1, 2, 3]).expect("starts");
+        reassign(&mut p, &[3, 2], &live(&[1, 2, 3])).expect("starts");
         assert_eq!(p.replicas, vec![3, 2, 1]);
         assert_eq!((p.adding.clone(), p.removing.clone()), (vec![3], vec![1]));
         assert_eq!(
@@ -210,16 +243,19 @@ mod tests {
         );
 
         // A new target while it runs is taken against the replicas before it.
-        reassign(&mut p, &[2, 4], &[1, 2, 3, 4], &[1, 2, 3, 4]).expect("changes");
+        reassign(&mut p, &[2, 4], &live(&[1, 2, 3, 4])).expect("changes");
         assert_eq!(p.replicas, vec![2, 4, 1]);
         assert_eq!((p.adding.clone(), p.removing.clone()), (vec![4], vec![1]));
 
         // As in Kafka, the replicas before it are the current ones less those being added,
         // in the current order: the preferred leader may differ from before.
-        cancel(&mut p, &[1, 2, 3, 4]).expect("cancels");
+        cancel(&mut p, &live(&[1, 2, 3, 4])).expect("cancels");
         assert_eq!(p.replicas, vec![2, 1]);
         assert!(!p.is_reassigning());
-        assert_eq!(cancel(&mut p, &[1, 2]), Err(ReassignError::NoneInProgress));
+        assert_eq!(
+            cancel(&mut p, &live(&[1, 2])),
+            Err(ReassignError::NoneInProgress)
+        );
     }
 
     #[test]
@@ -228,7 +264,7 @@ mod tests {
         let before = p.clone();
         for target in [&[][..], &[1, 1], &[1, 9]] {
             assert!(matches!(
-                reassign(&mut p, target, &[1, 2, 3], &[1, 2, 3]),
+                reassign(&mut p, target, &live(&[1, 2, 3])),
                 Err(ReassignError::InvalidAssignment(_))
             ));
             assert_eq!(p, before, "a refused reassignment changes nothing");
@@ -238,42 +274,77 @@ mod tests {
     #[test]
     fn cancelling_drops_added_replicas_from_the_isr_and_from_leadership() {
         let mut p = record(&[1], 1, &[1]);
-        reassign(&mut p, &[2], &[1, 2], &[1, 2]).expect("starts");
+        reassign(&mut p, &[2], &live(&[1, 2])).expect("starts");
         // Replica 2 caught up and, after a failover, leads.
         p.isr = vec![1, 2];
         p.leader = 2;
-        cancel(&mut p, &[1, 2]).expect("cancels");
+        cancel(&mut p, &live(&[1, 2])).expect("cancels");
         assert_eq!(
             (p.replicas.clone(), p.isr.clone(), p.leader, p.leader_epoch),
             (vec![1], vec![1], 1, 1)
         );
         // A cancel that would leave no replica in sync is refused.
         let mut p = record(&[1], 1, &[1]);
-        reassign(&mut p, &[2], &[1, 2], &[1, 2]).expect("starts");
+        reassign(&mut p, &[2], &live(&[1, 2])).expect("starts");
         p.isr = vec![2];
         p.leader = 2;
         assert!(matches!(
-            cancel(&mut p, &[1, 2]),
+            cancel(&mut p, &live(&[1, 2])),
             Err(ReassignError::InvalidAssignment(_))
         ));
+    }
+
+    #[test]
+    fn draining_brokers_get_no_new_replicas_and_no_preferred_leadership() {
+        let brokers = LiveBrokers {
+            live: vec![1, 2, 3],
+            draining: vec![3],
+        };
+        let mut p = record(&[1, 2], 1, &[1, 2]);
+        assert!(matches!(
+            reassign(&mut p, &[1, 3], &brokers),
+            Err(ReassignError::InvalidAssignment(m)) if m.contains("drained")
+        ));
+        // A draining broker that is a replica already may stay in the list.
+        let mut p = record(&[3, 1], 1, &[1, 3]);
+        reassign(&mut p, &[3, 1, 2], &brokers).expect("keeps 3, adds 2");
+        assert_eq!(
+            elect(&mut p, Election::Preferred, &brokers),
+            Err(ElectError::PreferredNotAvailable)
+        );
+    }
+
+    #[test]
+    fn a_change_that_drops_every_live_in_sync_replica_is_refused() {
+        // 1 died (the controller has not yet taken it out of the ISR); 2 is being added
+        // and caught up: cancelling would leave only the dead 1.
+        let mut p = record(&[1], 1, &[1]);
+        reassign(&mut p, &[1, 2], &live(&[1, 2])).expect("starts");
+        p.isr = vec![1, 2];
+        let before = p.clone();
+        assert!(matches!(
+            cancel(&mut p, &live(&[2])),
+            Err(ReassignError::InvalidAssignment(_))
+        ));
+        assert_eq!(p, before);
     }
 
     #[test]
     fn preferred_election_needs_the_first_replica_live_and_in_sync() {
         let mut p = record(&[1, 2], 2, &[1, 2]);
         assert_eq!(
-            elect(&mut p.clone(), Election::Preferred, &[2]),
+            elect(&mut p.clone(), Election::Preferred, &live(&[2])),
             Err(ElectError::PreferredNotAvailable)
         );
         let mut out_of_sync = record(&[1, 2], 2, &[2]);
         assert_eq!(
-            elect(&mut out_of_sync, Election::Preferred, &[1, 2]),
+            elect(&mut out_of_sync, Election::Preferred, &live(&[1, 2])),
             Err(ElectError::PreferredNotAvailable)
         );
-        elect(&mut p, Election::Preferred, &[1, 2]).expect("elects");
+        elect(&mut p, Election::Preferred, &live(&[1, 2])).expect("elects");
         assert_eq!((p.leader, p.leader_epoch), (1, 1));
         assert_eq!(
-            elect(&mut p, Election::Preferred, &[1, 2]),
+            elect(&mut p, Election::Preferred, &live(&[1, 2])),
             Err(ElectError::NotNeeded)
         );
     }
@@ -282,11 +353,11 @@ mod tests {
     fn unclean_election_prefers_the_isr_and_otherwise_takes_any_live_replica() {
         let mut led = record(&[1, 2], 1, &[1, 2]);
         assert_eq!(
-            elect(&mut led, Election::Unclean, &[1, 2]),
+            elect(&mut led, Election::Unclean, &live(&[1, 2])),
             Err(ElectError::NotNeeded)
         );
         let mut leaderless = record(&[1, 2, 3], -1, &[1]);
-        elect(&mut leaderless, Election::Unclean, &[2, 3]).expect("elects");
+        elect(&mut leaderless, Election::Unclean, &live(&[2, 3])).expect("elects");
         assert_eq!(
             (
                 leaderless.leader,
@@ -296,11 +367,11 @@ mod tests {
             (2, vec![2], 1)
         );
         let mut clean = record(&[1, 2, 3], -1, &[1, 3]);
-        elect(&mut clean, Election::Unclean, &[2, 3]).expect("elects");
+        elect(&mut clean, Election::Unclean, &live(&[2, 3])).expect("elects");
         assert_eq!((clean.leader, clean.isr.clone()), (3, vec![1, 3]));
         let mut dead = record(&[1, 2], -1, &[1]);
         assert_eq!(
-            elect(&mut dead, Election::Unclean, &[3]),
+            elect(&mut dead, Election::Unclean, &live(&[3])),
             Err(ElectError::EligibleNotAvailable)
         );
     }

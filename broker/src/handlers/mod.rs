@@ -112,7 +112,7 @@ pub async fn handle(
         RequestKind::ListPartitionReassignments(r) => {
             reassign::list_partition_reassignments(broker, &authz, r).await
         }
-        RequestKind::ElectLeaders(r) => reassign::elect_leaders(broker, &authz, r).await,
+        RequestKind::ElectLeaders(r) => reassign::elect_leaders(broker, &authz, r, version).await,
         RequestKind::IncrementalAlterConfigs(r) => {
             topics::incremental_alter_configs(broker, r).await
         }

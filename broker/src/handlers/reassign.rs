@@ -44,13 +44,13 @@ fn code_and_message(
     }
 }
 
-/// Outcomes grouped by topic, in the order they came.
+/// Outcomes grouped by topic (they come in topic order: consecutive items share one).
 fn grouped<T>(items: impl IntoIterator<Item = (String, T)>) -> Vec<(String, Vec<T>)> {
     let mut topics: Vec<(String, Vec<T>)> = Vec::new();
     for (topic, item) in items {
-        match topics.iter_mut().find(|(t, _)| *t == topic) {
-            Some((_, items)) => items.push(item),
-            None => topics.push((topic, vec![item])),
+        match topics.last_mut() {
+            Some((last, items)) if *last == topic => items.push(item),
+            _ => topics.push((topic, vec![item])),
         }
     }
     topics
@@ -178,10 +178,37 @@ pub async fn elect_leaders(
     broker: &Broker,
     authz: &Authz<'_>,
     request: ElectLeadersRequest,
+    version: i16,
 ) -> ResponseKind {
+    // v0 has no top-level error: a refusal goes on each partition asked for, as Kafka
+    // answers (every version gets it there too, with the top-level code from v1).
     let refuse = |code: ResponseError| {
         broker.metrics.error("ElectLeaders", code);
-        ResponseKind::ElectLeaders(ElectLeadersResponse::default().with_error_code(code.code()))
+        let results = request
+            .topic_partitions
+            .iter()
+            .flatten()
+            .map(|t| {
+                ReplicaElectionResult::default()
+                    .with_topic(t.topic.clone())
+                    .with_partition_result(
+                        t.partitions
+                            .iter()
+                            .map(|&p| {
+                                PartitionResult::default()
+                                    .with_partition_id(p)
+                                    .with_error_code(code.code())
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
+        let response = ElectLeadersResponse::default().with_replica_election_results(results);
+        ResponseKind::ElectLeaders(if version >= 1 {
+            response.with_error_code(code.code())
+        } else {
+            response
+        })
     };
     if !authz.allows_cluster(AclOperation::Alter) {
         return refuse(ResponseError::ClusterAuthorizationFailed);

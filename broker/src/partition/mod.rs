@@ -595,13 +595,18 @@ impl Partition {
                 let end = log.log_end_offset();
                 log.assign_epoch(record.leader_epoch, end)?;
             }
-            // No longer a replica (drained, or moved off before a restart): the data is
-            // safe on the replicas the controller kept, so free the disk. The log stays
-            // open, empty at its end, in case this broker becomes a replica again.
-            if replica.role == Role::None && log.log_end_offset() > log.log_start_offset() {
+            // No longer a replica (moved off by a reassignment or a drain, or before a
+            // restart): the data is safe on the replicas the controller kept, so free the
+            // disk. The log stays open, empty at offset 0, in case this broker becomes a
+            // replica again: it then copies from the leader's log start, like a new
+            // replica. Kept at its old end, it would fetch from there and could join the
+            // ISR without the records before it.
+            if replica.role == Role::None
+                && (log.log_end_offset() > 0 || log.log_start_offset() > 0)
+            {
                 let end = log.log_end_offset();
-                log.reset_to(end, None, now_ms)?;
-                self.high_watermark.send_replace(end);
+                log.reset_to(0, None, now_ms)?;
+                self.high_watermark.send_replace(0);
                 tracing::info!(topic = %self.topic, partition = self.index, end,
                     "not a replica any more; deleted the local log");
             }
