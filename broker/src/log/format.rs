@@ -122,6 +122,15 @@ pub enum BatchError {
     TransactionalWithoutProducer,
     #[error("record {index} of the batch is malformed: {reason}")]
     Record { index: i32, reason: &'static str },
+    #[error(
+        "timestamp {timestamp} of record {index} is out of range: it must be within [{low}, {high}] (message.timestamp.before.max.ms / after.max.ms)"
+    )]
+    Timestamp {
+        index: i32,
+        timestamp: i64,
+        low: i64,
+        high: i64,
+    },
     #[error("the batch's records cannot be decompressed: {0}")]
     Decompress(String),
     #[error("the request's records inflate past {limit} bytes")]
