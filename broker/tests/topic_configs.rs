@@ -296,6 +296,30 @@ async fn configs_strata_cannot_honour_are_refused_with_the_reason(store: Store) 
     )
     .await;
     assert_eq!(described(&broker, "accepted", "preallocate").await, "true");
+    // DescribeConfigs documents that it has no effect.
+    let body = DescribeConfigsRequest::default()
+        .with_include_documentation(true)
+        .with_resources(vec![
+            DescribeConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_static_str("accepted"))
+                .with_configuration_keys(Some(vec![StrBytes::from_static_str("preallocate")])),
+        ]);
+    let ResponseKind::DescribeConfigs(response) = call(
+        &broker,
+        ApiKey::DescribeConfigs,
+        4,
+        RequestKind::DescribeConfigs(body),
+    )
+    .await
+    else {
+        panic!("not a DescribeConfigs response");
+    };
+    let doc = response.results[0].configs[0].documentation.as_deref();
+    assert!(
+        doc.is_some_and(|doc| doc.contains("no effect in Strata")),
+        "{response:?}"
+    );
     create(&broker, "orders", 1).await;
     let (code, message) = alter(&broker, "orders", &[("message.format.version", SET, "3.9")]).await;
     assert_eq!(code, INVALID_CONFIG);
