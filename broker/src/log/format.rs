@@ -17,7 +17,10 @@
 //! The segment file has no header of its own so that a byte range of it is a valid
 //! `records` field of a FetchResponse and can be served (or uploaded) without rewriting.
 //! Each batch is the client's batch byte for byte, except the two fields the CRC does not
-//! cover, which the broker overwrites on append:
+//! cover, which the broker overwrites on append (a topic with LogAppendTime also has the
+//! timestamp attribute and max timestamp set, and one whose compression.type names a codec
+//! has a batch in another codec recompressed: records, length, codec bits; both recompute
+//! the CRC):
 //!
 //! | offset | size | field | written by |
 //! |---|---|---|---|
