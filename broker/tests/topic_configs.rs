@@ -31,6 +31,7 @@ use handler_support::{
 
 const INVALID_CONFIG: i16 = 40;
 const INVALID_TIMESTAMP: i16 = 32;
+const INVALID_REQUEST: i16 = 42;
 
 on_every_store!(
     append_and_subtract_edit_list_valued_configs_only,
@@ -165,21 +166,27 @@ async fn append_and_subtract_edit_list_valued_configs_only(store: Store) {
         "compact"
     );
 
-    // The throttled-replica lists are lists too; one request applies its operations in order.
-    let throttled = alter(
+    // The throttled-replica lists are lists too.
+    let replicas = "leader.replication.throttled.replicas";
+    for (operation, items) in [(APPEND, "0:0"), (APPEND, "0:0,1:0"), (SUBTRACT, "0:0")] {
+        assert_eq!(
+            alter(&broker, "orders", &[(replicas, operation, items)])
+                .await
+                .0,
+            0
+        );
+    }
+    assert_eq!(described(&broker, "orders", replicas).await, "1:0");
+    // One config twice in a resource: INVALID_REQUEST, as Kafka.
+    let (code, message) = alter(
         &broker,
         "orders",
-        &[
-            ("leader.replication.throttled.replicas", APPEND, "0:0"),
-            ("leader.replication.throttled.replicas", APPEND, "0:0,1:0"),
-            ("leader.replication.throttled.replicas", SUBTRACT, "0:0"),
-        ],
-    );
-    assert_eq!(throttled.await.0, 0);
-    assert_eq!(
-        described(&broker, "orders", "leader.replication.throttled.replicas").await,
-        "1:0"
-    );
+        &[(replicas, APPEND, "2:0"), (replicas, SUBTRACT, "1:0")],
+    )
+    .await;
+    assert_eq!(code, INVALID_REQUEST);
+    assert!(message.contains("more than once"), "{message}");
+    assert_eq!(described(&broker, "orders", replicas).await, "1:0");
 
     // Not a list: refused, and nothing of the request is applied.
     let (code, message) = alter(

@@ -377,13 +377,31 @@ fn alter_target(
     }
 }
 
+/// A config named twice in one resource: Kafka refuses the resource with INVALID_REQUEST
+/// rather than pick one.
+fn duplicate_name<'a>(names: impl IntoIterator<Item = &'a StrBytes>) -> Option<(i16, StrBytes)> {
+    let mut seen = std::collections::BTreeSet::new();
+    let twice = names.into_iter().find(|name| !seen.insert(name.as_str()))?;
+    Some((
+        ResponseError::InvalidRequest.code(),
+        str_bytes(format!(
+            "config `{}` is named more than once in this resource; Kafka refuses duplicate config keys",
+            twice.as_str()
+        )),
+    ))
+}
+
 pub async fn alter_configs(broker: &Arc<Broker>, request: AlterConfigsRequest) -> ResponseKind {
     let mut responses = Vec::with_capacity(request.resources.len());
     for resource in request.resources {
         let response = alter_configs_response::AlterConfigsResourceResponse::default()
             .with_resource_type(resource.resource_type)
             .with_resource_name(resource.resource_name.clone());
-        let topic = match alter_target(broker, resource.resource_type, &resource.resource_name) {
+        let target = alter_target(broker, resource.resource_type, &resource.resource_name)
+            .and_then(|topic| {
+                duplicate_name(resource.configs.iter().map(|c| &c.name)).map_or(Ok(topic), Err)
+            });
+        let topic = match target {
             Ok(topic) => topic,
             Err((code, message)) => {
                 responses.push(
@@ -510,7 +528,11 @@ pub async fn incremental_alter_configs(
         let response = incremental_alter_configs_response::AlterConfigsResourceResponse::default()
             .with_resource_type(resource.resource_type)
             .with_resource_name(resource.resource_name.clone());
-        let name = match alter_target(broker, resource.resource_type, &resource.resource_name) {
+        let target = alter_target(broker, resource.resource_type, &resource.resource_name)
+            .and_then(|topic| {
+                duplicate_name(resource.configs.iter().map(|c| &c.name)).map_or(Ok(topic), Err)
+            });
+        let name = match target {
             Ok(name) => name,
             Err((code, message)) => {
                 responses.push(
