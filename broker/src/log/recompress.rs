@@ -14,7 +14,9 @@
 //! - the inflated records are streamed into the compressor, never held whole; what is
 //!   held is the output, and that stops growing past `max.message.bytes`: a batch that
 //!   recompresses larger is refused with [`BatchError::TooLarge`] (MESSAGE_TOO_LARGE), as
-//!   Kafka refuses it.
+//!   Kafka refuses it;
+//! - so a request's output is at most what it inflates (plus codec framing), within the
+//!   budget, and the caller runs it under the heavy-decode permit (a few at a time).
 
 use std::cell::Cell;
 use std::io::{self, Write};

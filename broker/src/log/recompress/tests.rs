@@ -187,3 +187,56 @@ fn snappy_output_is_kafka_framing_in_32_kib_blocks() {
     assert!(blocks > 1, "{blocks}");
     assert_eq!(inflated, batch[BATCH_HEADER_LEN..]);
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// Any records, any codec to any codec, any size limit: the records read back the
+    /// same, or the batch is refused as too large, never a panic or a changed record.
+    #[test]
+    fn any_records_survive_any_recompression(
+        values in proptest::collection::vec(
+            proptest::option::of(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)),
+            1..40,
+        ),
+        from in 0usize..5,
+        to in 0usize..5,
+        level in -5i32..12,
+        max_message_bytes in 200usize..20_000,
+    ) {
+        let original: Vec<Record> = values
+            .into_iter()
+            .enumerate()
+            .map(|(i, value)| Record {
+                value: value.map(Bytes::from),
+                timestamp: 1_700_000_000_000 - i as i64,
+                ..records(i as i64 + 1).remove(i)
+            })
+            .collect();
+        let batch = encode(&original, CODECS[from].1);
+        let prepared = prepare(&batch, 1 << 24, false, 1 << 30).expect("a valid batch");
+        let codec = CODECS[to].0;
+        let level = match codec {
+            Codec::Gzip => level.clamp(1, 9),
+            Codec::Lz4 => level.clamp(1, 17),
+            _ => level,
+        };
+        let target = Recompression { codec, level };
+        match recompress(prepared, target, max_message_bytes, &mut Budget::new(1 << 30)) {
+            Ok(prepared) => {
+                let stored: Vec<u8> = prepared.batches().flatten().copied().collect();
+                // A batch already in the codec is kept as it came (prepare checked its size).
+                let limit = if codec == CODECS[from].0 { 1 << 24 } else { max_message_bytes };
+                let header = validate_batch(&stored, limit).expect("valid and within the limit");
+                proptest::prop_assert_eq!(header.record_count, original.len() as i32);
+                let mut bytes = Bytes::from(stored);
+                let decoded = RecordBatchDecoder::decode_all(&mut bytes).expect("decodes");
+                proptest::prop_assert_eq!(&decoded[0].records, &original);
+            }
+            Err(BatchError::TooLarge { size, max }) => {
+                proptest::prop_assert!(size > max && codec != CODECS[from].0);
+            }
+            Err(other) => proptest::prop_assert!(false, "{other}"),
+        }
+    }
+}
