@@ -142,10 +142,13 @@ def test_append_and_subtract_on_list_valued_configs(broker, metadata):
     assert code == KafkaError.INVALID_CONFIG, message
     assert "append is allowed only for list-valued configs" in message, message
     assert describe(admin, "lists")["retention.bytes"].value == "-1"
-    code, message = incremental(admin, "lists", ("cleanup.policy", AlterConfigOpType.SUBTRACT, "compact"))
+    code, message = incremental(admin, "lists", ("cleanup.policy", AlterConfigOpType.APPEND, "compact,shred"))
     assert code == KafkaError.INVALID_CONFIG, message
-    assert "at least one of compact, delete" in message, message
+    assert "`shred` is not one of compact, delete" in message, message
     assert describe(admin, "lists")["cleanup.policy"].value == "compact"
+    # The last policy can go, as in Kafka: neither deletion nor compaction.
+    assert incremental(admin, "lists", ("cleanup.policy", AlterConfigOpType.SUBTRACT, "compact")) == (0, "")
+    assert describe(admin, "lists")["cleanup.policy"].value == ""
 
 
 def test_configs_strata_cannot_honour_are_refused_with_the_reason(broker, metadata):

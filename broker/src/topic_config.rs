@@ -33,7 +33,7 @@ enum Kind {
     /// A number in [0, 1].
     Ratio,
     OneOf(&'static [&'static str]),
-    /// A non-empty comma-separated list of some of these values.
+    /// A comma-separated list of some of these values (empty too, as Kafka's `ValidList`).
     List(&'static [&'static str]),
     /// Kafka's throttled-replica list: empty, `*`, or `partition:broker` pairs.
     Replicas,
@@ -82,7 +82,7 @@ pub const DEFS: &[ConfigDef] = &[
         broker_setting: "(fixed)",
         default: |_| "delete".into(),
         kind: Kind::List(&["compact", "delete"]),
-        doc: "`delete`: retention.ms and retention.bytes remove old segments. `compact`: the cleaner keeps the last record of each key (no time or size retention). Both: compaction and retention.",
+        doc: "`delete`: retention.ms and retention.bytes remove old segments. `compact`: the cleaner keeps the last record of each key (no time or size retention). Both: compaction and retention. Empty: neither; records are kept forever.",
     },
     ConfigDef {
         name: "delete.retention.ms",
@@ -421,12 +421,6 @@ pub fn check(name: &str, value: &str) -> Result<(), TopicConfigError> {
         }
         Kind::List(options) => {
             let items = list_items(value);
-            if items.is_empty() {
-                return Err(bad(format!(
-                    "must list at least one of {}",
-                    options.join(", ")
-                )));
-            }
             if let Some(item) = items.iter().find(|item| !options.contains(item)) {
                 return Err(bad(format!(
                     "`{item}` is not one of {}",

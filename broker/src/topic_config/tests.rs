@@ -162,7 +162,14 @@ fn list_and_level_values_are_checked() {
     assert!(check("cleanup.policy", "delete,compact").is_ok());
     let err = check("cleanup.policy", "compact,shred").expect_err("not a policy");
     assert!(err.to_string().contains("`shred`"), "{err}");
-    assert!(check("cleanup.policy", "").is_err());
+    // Empty, as Kafka's ValidList allows: no deletion, no compaction.
+    assert!(check("cleanup.policy", "").is_ok());
+    let kept = BTreeMap::from([("cleanup.policy".to_string(), String::new())]);
+    let kept = TopicConfig::resolve(&kept, &Config::default())
+        .expect("valid")
+        .log_config();
+    assert!(!kept.compact);
+    assert_eq!((kept.retention_ms, kept.retention_bytes), (-1, -1));
     for ok in ["", "*", "0:1", "0:1, 1:2"] {
         assert!(
             check("leader.replication.throttled.replicas", ok).is_ok(),
