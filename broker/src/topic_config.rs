@@ -39,24 +39,11 @@ enum Kind {
     Replicas,
     /// gzip's level: -1 (the codec's default) or 1 to 9.
     GzipLevel,
-    /// Only Kafka's default value is accepted; `why` says why any other is refused.
-    Fixed(&'static str),
-}
-
-/// What `Kind::Fixed` configs cannot do, by name; the reason in their refusal.
-fn fixed_reason(name: &str) -> &'static str {
-    match name {
-        "segment.jitter.ms" => {
-            "Strata rolls every partition's segment exactly at segment.ms; random jitter is not implemented"
-        }
-        "remote.log.copy.disable" => {
-            "Strata uploads every sealed segment of a tiered topic; turn remote.storage.enable off to stop uploads"
-        }
-        "remote.log.delete.on.disable" => {
-            "turning remote.storage.enable off keeps what was uploaded readable in Strata; deleting it on disable is not implemented"
-        }
-        _ => "Strata supports only the default value",
-    }
+    /// Only Kafka's default value, `only`, is accepted; `why` says why any other is refused.
+    Fixed {
+        only: &'static str,
+        why: &'static str,
+    },
 }
 
 /// Topic configs Kafka 4 removed, with why they are refused.
@@ -263,7 +250,10 @@ pub const DEFS: &[ConfigDef] = &[
         name: "segment.jitter.ms",
         broker_setting: "(fixed)",
         default: |_| "0".into(),
-        kind: Kind::Fixed("0"),
+        kind: Kind::Fixed {
+            only: "0",
+            why: "Strata rolls every partition's segment exactly at segment.ms; random jitter is not implemented",
+        },
         doc: "Only 0 is accepted: Strata rolls segments exactly at segment.ms.",
     },
     ConfigDef {
@@ -298,14 +288,20 @@ pub const DEFS: &[ConfigDef] = &[
         name: "remote.log.copy.disable",
         broker_setting: "(fixed)",
         default: |_| "false".into(),
-        kind: Kind::Fixed("false"),
+        kind: Kind::Fixed {
+            only: "false",
+            why: "Strata uploads every sealed segment of a tiered topic; turn remote.storage.enable off to stop uploads",
+        },
         doc: "Only false is accepted: a tiered topic uploads every sealed segment; turn remote.storage.enable off to stop uploads.",
     },
     ConfigDef {
         name: "remote.log.delete.on.disable",
         broker_setting: "(fixed)",
         default: |_| "false".into(),
-        kind: Kind::Fixed("false"),
+        kind: Kind::Fixed {
+            only: "false",
+            why: "turning remote.storage.enable off keeps what was uploaded readable in Strata; deleting it on disable is not implemented",
+        },
         doc: "Only false is accepted: turning remote.storage.enable off keeps what was uploaded readable.",
     },
 ];
@@ -345,8 +341,8 @@ impl ConfigDef {
             Kind::Long(..) => 5,
             Kind::GzipLevel => 3,
             Kind::List(_) | Kind::Replicas => 7,
-            Kind::Fixed(value) if value == "true" || value == "false" => 1,
-            Kind::Fixed(_) => 5,
+            Kind::Fixed { only, .. } if only == "true" || only == "false" => 1,
+            Kind::Fixed { .. } => 5,
         }
     }
 
@@ -442,12 +438,9 @@ pub fn check(name: &str, value: &str) -> Result<(), TopicConfigError> {
                 ));
             }
         }
-        Kind::Fixed(only) => {
+        Kind::Fixed { only, why } => {
             if value.trim() != only {
-                return Err(bad(format!(
-                    "only {only} is supported: {}",
-                    fixed_reason(name)
-                )));
+                return Err(bad(format!("only {only} is supported: {why}")));
             }
         }
     }
