@@ -190,6 +190,37 @@ async fn append_and_subtract_edit_list_valued_configs_only(store: Store) {
     assert_eq!(code, INVALID_REQUEST);
     assert!(message.contains("more than once"), "{message}");
     assert_eq!(described(&broker, "orders", replicas).await, "1:0");
+    // An operation that does not exist, and a SET without a value: INVALID_REQUEST too.
+    let (code, message) = alter(&broker, "orders", &[(replicas, 7, "2:0")]).await;
+    assert_eq!(code, INVALID_REQUEST);
+    assert!(message.contains("operation 7"), "{message}");
+    let body = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str("orders"))
+            .with_configs(vec![
+                AlterableConfig::default()
+                    .with_name(StrBytes::from_static_str("retention.ms"))
+                    .with_config_operation(SET)
+                    .with_value(None),
+            ]),
+    ]);
+    let ResponseKind::IncrementalAlterConfigs(response) = call(
+        &broker,
+        ApiKey::IncrementalAlterConfigs,
+        1,
+        RequestKind::IncrementalAlterConfigs(body),
+    )
+    .await
+    else {
+        panic!("not an IncrementalAlterConfigs response");
+    };
+    let result = &response.responses[0];
+    assert_eq!(result.error_code, INVALID_REQUEST, "{response:?}");
+    assert_eq!(
+        result.error_message.as_deref(),
+        Some("null value not supported for: retention.ms")
+    );
 
     // Not a list: refused, and nothing of the request is applied.
     let (code, message) = alter(

@@ -377,18 +377,37 @@ fn alter_target(
     }
 }
 
-/// A config named twice in one resource: Kafka refuses the resource with INVALID_REQUEST
-/// rather than pick one.
-fn duplicate_name<'a>(names: impl IntoIterator<Item = &'a StrBytes>) -> Option<(i16, StrBytes)> {
+/// What Kafka refuses in an alter resource before looking at any config, with
+/// INVALID_REQUEST: a config named twice (rather than pick one), a value missing where
+/// the operation needs one, an operation that does not exist. `configs` are (name,
+/// operation, has a value); AlterConfigs' operation is SET.
+fn malformed_resource<'a>(
+    configs: impl IntoIterator<Item = (&'a StrBytes, i8, bool)>,
+) -> Option<(i16, StrBytes)> {
     let mut seen = std::collections::BTreeSet::new();
-    let twice = names.into_iter().find(|name| !seen.insert(name.as_str()))?;
-    Some((
-        ResponseError::InvalidRequest.code(),
-        str_bytes(format!(
-            "config `{}` is named more than once in this resource; Kafka refuses duplicate config keys",
-            twice.as_str()
-        )),
-    ))
+    let mut null = Vec::new();
+    let mut problem = None;
+    for (name, operation, has_value) in configs {
+        if !seen.insert(name.as_str()) {
+            problem.get_or_insert(format!(
+                "config `{}` is named more than once in this resource; Kafka refuses duplicate config keys",
+                name.as_str()
+            ));
+        }
+        if !(OP_SET..=OP_SUBTRACT).contains(&operation) {
+            problem.get_or_insert(format!(
+                "operation {operation} of config `{}` does not exist (0 SET, 1 DELETE, 2 APPEND, 3 SUBTRACT)",
+                name.as_str()
+            ));
+        }
+        if operation != OP_DELETE && !has_value {
+            null.push(name.as_str());
+        }
+    }
+    if problem.is_none() && !null.is_empty() {
+        problem = Some(format!("null value not supported for: {}", null.join(", ")));
+    }
+    problem.map(|message| (ResponseError::InvalidRequest.code(), str_bytes(message)))
 }
 
 pub async fn alter_configs(broker: &Arc<Broker>, request: AlterConfigsRequest) -> ResponseKind {
@@ -397,10 +416,12 @@ pub async fn alter_configs(broker: &Arc<Broker>, request: AlterConfigsRequest) -
         let response = alter_configs_response::AlterConfigsResourceResponse::default()
             .with_resource_type(resource.resource_type)
             .with_resource_name(resource.resource_name.clone());
+        let configs = resource
+            .configs
+            .iter()
+            .map(|c| (&c.name, OP_SET, c.value.is_some()));
         let target = alter_target(broker, resource.resource_type, &resource.resource_name)
-            .and_then(|topic| {
-                duplicate_name(resource.configs.iter().map(|c| &c.name)).map_or(Ok(topic), Err)
-            });
+            .and_then(|topic| malformed_resource(configs).map_or(Ok(topic), Err));
         let topic = match target {
             Ok(topic) => topic,
             Err((code, message)) => {
@@ -460,10 +481,7 @@ fn edit_topic_configs(
         let value = op.value.as_ref().map(|v| v.to_string());
         match op.config_operation {
             OP_SET => {
-                let Some(value) = value else {
-                    return Err(invalid(&name, "", "SET needs a value".into()));
-                };
-                configs.insert(name, value);
+                configs.insert(name, value.unwrap_or_default());
             }
             OP_DELETE => {
                 configs.remove(&name);
@@ -528,10 +546,12 @@ pub async fn incremental_alter_configs(
         let response = incremental_alter_configs_response::AlterConfigsResourceResponse::default()
             .with_resource_type(resource.resource_type)
             .with_resource_name(resource.resource_name.clone());
+        let configs = resource
+            .configs
+            .iter()
+            .map(|c| (&c.name, c.config_operation, c.value.is_some()));
         let target = alter_target(broker, resource.resource_type, &resource.resource_name)
-            .and_then(|topic| {
-                duplicate_name(resource.configs.iter().map(|c| &c.name)).map_or(Ok(topic), Err)
-            });
+            .and_then(|topic| malformed_resource(configs).map_or(Ok(topic), Err));
         let name = match target {
             Ok(name) => name,
             Err((code, message)) => {
