@@ -1,10 +1,18 @@
 //! Topic configuration with Kafka's names. A topic stores only its overrides; the
-//! effective value of anything else comes from the broker default (a `log_*` setting).
+//! effective value of anything else comes from the broker default (a `log_*` setting) or
+//! Kafka's own default.
+//!
+//! Every topic config Kafka 4 has is listed in [`DEFS`], with one of three statuses:
+//! honoured; accepted with no effect in Strata's design (its doc says so, and why); or
+//! accepted only at Kafka's default value (any other value is refused with INVALID_CONFIG
+//! naming why). Configs Kafka 4 removed are in [`REMOVED`] and always refused, as are
+//! names Kafka never had.
 
 use std::collections::BTreeMap;
 
 use crate::config::{Config, ConfigError};
-use crate::log::LogConfig;
+use crate::log::format::Codec;
+use crate::log::{LogConfig, Recompression};
 
 /// One topic config Strata understands.
 pub struct ConfigDef {
@@ -25,7 +33,34 @@ enum Kind {
     /// A number in [0, 1].
     Ratio,
     OneOf(&'static [&'static str]),
+    /// A comma-separated list of some of these values (empty too, as Kafka's `ValidList`).
+    List(&'static [&'static str]),
+    /// Kafka's throttled-replica list: empty, `*`, or `partition:broker` pairs.
+    Replicas,
+    /// gzip's level: -1 (the codec's default) or 1 to 9.
+    GzipLevel,
+    /// Only Kafka's default value, `only`, is accepted; `why` says why any other is refused.
+    Fixed {
+        only: &'static str,
+        why: &'static str,
+    },
 }
+
+/// Topic configs Kafka 4 removed, with why they are refused.
+pub const REMOVED: &[(&str, &str)] = &[
+    (
+        "message.format.version",
+        "removed in Kafka 4.0: every batch is message format v2 (magic 2)",
+    ),
+    (
+        "message.downconversion.enable",
+        "removed in Kafka 4.0: brokers no longer down-convert records for old consumers",
+    ),
+    (
+        "message.timestamp.difference.max.ms",
+        "removed in Kafka 4.0: use message.timestamp.before.max.ms and message.timestamp.after.max.ms",
+    ),
+];
 
 /// Every topic config, in the order DescribeConfigs lists them.
 pub const DEFS: &[ConfigDef] = &[
@@ -33,8 +68,8 @@ pub const DEFS: &[ConfigDef] = &[
         name: "cleanup.policy",
         broker_setting: "(fixed)",
         default: |_| "delete".into(),
-        kind: Kind::OneOf(&["delete", "compact", "compact,delete", "delete,compact"]),
-        doc: "`delete`: retention.ms and retention.bytes remove old segments. `compact`: the cleaner keeps the last record of each key (no time or size retention). Both: compaction and retention.",
+        kind: Kind::List(&["compact", "delete"]),
+        doc: "`delete`: retention.ms and retention.bytes remove old segments. `compact`: the cleaner keeps the last record of each key (no time or size retention). Both: compaction and retention. Empty: neither; records are kept forever.",
     },
     ConfigDef {
         name: "delete.retention.ms",
@@ -162,6 +197,113 @@ pub const DEFS: &[ConfigDef] = &[
         kind: Kind::Bool,
         doc: "Elect a replica outside the ISR when no in-sync replica is alive, losing what only the dead replicas held.",
     },
+    ConfigDef {
+        name: "compression.type",
+        broker_setting: "(fixed)",
+        default: |_| "producer".into(),
+        kind: Kind::OneOf(&["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"]),
+        doc: "`producer` keeps each batch as the producer compressed it. A codec: a batch compressed otherwise is decompressed and recompressed to it on produce (CPU on the broker).",
+    },
+    ConfigDef {
+        name: "compression.gzip.level",
+        broker_setting: "(fixed)",
+        default: |_| "-1".into(),
+        kind: Kind::GzipLevel,
+        doc: "Level of batches the broker recompresses to gzip: 1 (fastest) to 9 (smallest), -1 the codec's default (6).",
+    },
+    ConfigDef {
+        name: "compression.lz4.level",
+        broker_setting: "(fixed)",
+        default: |_| "9".into(),
+        kind: Kind::Long(1, 17),
+        doc: "Level of batches the broker recompresses to lz4: 1 to 17.",
+    },
+    ConfigDef {
+        name: "compression.zstd.level",
+        broker_setting: "(fixed)",
+        default: |_| "3".into(),
+        kind: Kind::Long(-131072, 22),
+        doc: "Level of batches the broker recompresses to zstd: -131072 (fastest) to 22 (smallest).",
+    },
+    ConfigDef {
+        name: "message.timestamp.before.max.ms",
+        broker_setting: "(fixed)",
+        default: |_| i64::MAX.to_string(),
+        kind: Kind::Long(0, i64::MAX),
+        doc: "CreateTime topics: a record whose timestamp is more than this before the broker's clock is refused with INVALID_TIMESTAMP.",
+    },
+    ConfigDef {
+        name: "message.timestamp.after.max.ms",
+        broker_setting: "(fixed)",
+        default: |_| "3600000".into(),
+        kind: Kind::Long(0, i64::MAX),
+        doc: "CreateTime topics: a record whose timestamp is more than this after the broker's clock is refused with INVALID_TIMESTAMP.",
+    },
+    ConfigDef {
+        name: "segment.index.bytes",
+        broker_setting: "(fixed)",
+        default: |_| "10485760".into(),
+        kind: Kind::Long(4, i32::MAX as i64),
+        doc: "Accepted, no effect in Strata: its index files grow with the segment (one entry per index.interval.bytes) instead of being preallocated to a size.",
+    },
+    ConfigDef {
+        name: "segment.jitter.ms",
+        broker_setting: "(fixed)",
+        default: |_| "0".into(),
+        kind: Kind::Fixed {
+            only: "0",
+            why: "Strata rolls every partition's segment exactly at segment.ms; random jitter is not implemented",
+        },
+        doc: "Only 0 is accepted: Strata rolls segments exactly at segment.ms.",
+    },
+    ConfigDef {
+        name: "file.delete.delay.ms",
+        broker_setting: "(fixed)",
+        default: |_| "60000".into(),
+        kind: Kind::Long(0, i64::MAX),
+        doc: "Accepted, no effect in Strata: a deleted segment's files are removed at once; readers that still hold them open keep reading them.",
+    },
+    ConfigDef {
+        name: "preallocate",
+        broker_setting: "(fixed)",
+        default: |_| "false".into(),
+        kind: Kind::Bool,
+        doc: "Accepted, no effect in Strata: segment files grow as batches are appended and are never preallocated.",
+    },
+    ConfigDef {
+        name: "leader.replication.throttled.replicas",
+        broker_setting: "(fixed)",
+        default: |_| String::new(),
+        kind: Kind::Replicas,
+        doc: "Accepted (empty, `*` or partition:broker pairs), no effect in Strata: replication is not throttled per replica.",
+    },
+    ConfigDef {
+        name: "follower.replication.throttled.replicas",
+        broker_setting: "(fixed)",
+        default: |_| String::new(),
+        kind: Kind::Replicas,
+        doc: "Accepted (empty, `*` or partition:broker pairs), no effect in Strata: replication is not throttled per replica.",
+    },
+    ConfigDef {
+        name: "remote.log.copy.disable",
+        broker_setting: "(fixed)",
+        default: |_| "false".into(),
+        kind: Kind::Fixed {
+            only: "false",
+            why: "Strata uploads every sealed segment of a tiered topic; turn remote.storage.enable off to stop uploads",
+        },
+        doc: "Only false is accepted: a tiered topic uploads every sealed segment; turn remote.storage.enable off to stop uploads.",
+    },
+    ConfigDef {
+        name: "remote.log.delete.on.disable",
+        broker_setting: "(fixed)",
+        default: |_| "false".into(),
+        kind: Kind::Fixed {
+            only: "false",
+            why: "turning remote.storage.enable off keeps what was uploaded readable in Strata; deleting it on disable is not implemented",
+        },
+        doc: "Only false is accepted: turning remote.storage.enable off keeps what was uploaded readable.",
+    },
 ];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -197,7 +339,17 @@ impl ConfigDef {
             Kind::Ratio => 6,
             Kind::OneOf(_) => 2,
             Kind::Long(..) => 5,
+            Kind::GzipLevel => 3,
+            Kind::List(_) | Kind::Replicas => 7,
+            Kind::Fixed { only, .. } if only == "true" || only == "false" => 1,
+            Kind::Fixed { .. } => 5,
         }
+    }
+
+    /// Whether the config holds a comma-separated list (IncrementalAlterConfigs APPEND
+    /// and SUBTRACT apply to these only).
+    pub fn is_list(&self) -> bool {
+        matches!(self.kind, Kind::List(_) | Kind::Replicas)
     }
 }
 
@@ -205,22 +357,43 @@ pub fn def(name: &str) -> Option<&'static ConfigDef> {
     DEFS.iter().find(|d| d.name == name)
 }
 
+/// The items of a list-valued config's value: trimmed, empty ones dropped.
+pub fn list_items(value: &str) -> Vec<&str> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .collect()
+}
+
 /// Checks one value against its definition.
 pub fn check(name: &str, value: &str) -> Result<(), TopicConfigError> {
-    let def = def(name).ok_or_else(|| TopicConfigError::Unknown(name.to_string()))?;
     let bad = |reason: String| TopicConfigError::Invalid {
         name: name.into(),
         value: value.into(),
         reason,
     };
+    if let Some((_, why)) = REMOVED.iter().find(|(removed, _)| *removed == name) {
+        return Err(bad((*why).to_string()));
+    }
+    let def = def(name).ok_or_else(|| TopicConfigError::Unknown(name.to_string()))?;
+    let long = |min: i64, max: i64| -> Result<i64, TopicConfigError> {
+        let v: i64 = value
+            .trim()
+            .parse()
+            .map_err(|_| bad("not an integer".into()))?;
+        if v < min || v > max {
+            return Err(bad(format!("must be between {min} and {max}")));
+        }
+        Ok(v)
+    };
     match def.kind {
         Kind::Long(min, max) => {
-            let v: i64 = value
-                .trim()
-                .parse()
-                .map_err(|_| bad("not an integer".into()))?;
-            if v < min || v > max {
-                return Err(bad(format!("must be between {min} and {max}")));
+            long(min, max)?;
+        }
+        Kind::GzipLevel => {
+            if long(-1, 9)? == 0 {
+                return Err(bad("must be -1 (the default) or between 1 and 9".into()));
             }
         }
         Kind::Ratio => {
@@ -240,6 +413,34 @@ pub fn check(name: &str, value: &str) -> Result<(), TopicConfigError> {
         Kind::OneOf(options) => {
             if !options.contains(&value.trim()) {
                 return Err(bad(format!("must be one of {}", options.join(", "))));
+            }
+        }
+        Kind::List(options) => {
+            let items = list_items(value);
+            if let Some(item) = items.iter().find(|item| !options.contains(item)) {
+                return Err(bad(format!(
+                    "`{item}` is not one of {}",
+                    options.join(", ")
+                )));
+            }
+        }
+        Kind::Replicas => {
+            let items = list_items(value);
+            let pair = |item: &str| {
+                item.split_once(':').is_some_and(|(partition, broker)| {
+                    partition.trim().parse::<u32>().is_ok() && broker.trim().parse::<u32>().is_ok()
+                })
+            };
+            if !(items == ["*"] || items.iter().all(|item| pair(item))) {
+                return Err(bad(
+                    "must be empty, `*`, or a list of partition:broker pairs such as 0:1,1:2"
+                        .into(),
+                ));
+            }
+        }
+        Kind::Fixed { only, why } => {
+            if value.trim() != only {
+                return Err(bad(format!("only {only} is supported: {why}")));
             }
         }
     }
@@ -309,7 +510,11 @@ impl TopicConfig {
                 .cloned()
                 .unwrap_or_else(|| (def.default)(broker));
             check(def.name, &value)?;
-            let mut value = value.trim().to_string();
+            let mut value = if def.is_list() {
+                list_items(&value).join(",")
+            } else {
+                value.trim().to_string()
+            };
             if let Some((min, _)) = floor(def.name, broker)
                 && value.parse::<i64>().is_ok_and(|v| v < min)
             {
@@ -317,9 +522,10 @@ impl TopicConfig {
             }
             values.insert(def.name, value);
         }
-        for name in overrides.keys() {
+        for (name, value) in overrides {
             if def(name).is_none() {
-                return Err(TopicConfigError::Unknown(name.clone()));
+                // Refused with the reason of a removed config, else as unknown.
+                check(name, value)?;
             }
         }
         Ok(TopicConfig {
@@ -383,7 +589,26 @@ impl TopicConfig {
                 .values
                 .get("message.timestamp.type")
                 .is_some_and(|v| v == "LogAppendTime"),
+            recompression: self.recompression(),
+            timestamp_before_max_ms: self.long("message.timestamp.before.max.ms"),
+            timestamp_after_max_ms: self.long("message.timestamp.after.max.ms"),
         }
+    }
+
+    /// The codec (and level) produced batches are stored in; `None` for `producer`.
+    fn recompression(&self) -> Option<Recompression> {
+        let (codec, level) = match self.values.get("compression.type")?.as_str() {
+            "uncompressed" => (Codec::None, 0),
+            "gzip" => (Codec::Gzip, self.long("compression.gzip.level")),
+            "snappy" => (Codec::Snappy, 0),
+            "lz4" => (Codec::Lz4, self.long("compression.lz4.level")),
+            "zstd" => (Codec::Zstd, self.long("compression.zstd.level")),
+            _ => return None,
+        };
+        Some(Recompression {
+            codec,
+            level: i32::try_from(level).unwrap_or_default(),
+        })
     }
 
     pub fn describe(&self) -> Vec<Described> {
@@ -412,83 +637,4 @@ pub fn check_defaults(config: &Config) -> Result<(), ConfigError> {
 }
 
 #[cfg(test)]
-mod tests {
-    #[test]
-    fn a_topic_default_no_topic_could_have_is_refused() {
-        // Not a value message.timestamp.type takes; Config::load has no rule for it.
-        let env = [(
-            "STRATA_LOG_MESSAGE_TIMESTAMP_TYPE".to_string(),
-            "Sometimes".to_string(),
-        )];
-        let config = Config::load(None, env.into_iter(), &BTreeMap::new()).expect("loads");
-        let err = super::check_defaults(&config).expect_err("not a timestamp type");
-        assert!(
-            err.to_string().contains("log_message_timestamp_type"),
-            "{err}"
-        );
-        super::check_defaults(&Config::default()).expect("the defaults are valid");
-    }
-
-    use super::*;
-
-    #[test]
-    fn overrides_beat_broker_defaults() {
-        let broker = Config {
-            log_retention_ms: 1000,
-            ..Config::default()
-        };
-        let overrides = BTreeMap::from([("segment.bytes".to_string(), "2097152".to_string())]);
-        let config = TopicConfig::resolve(&overrides, &broker).expect("valid");
-        let log = config.log_config();
-        assert_eq!(log.segment_bytes, 2097152);
-        assert_eq!(log.retention_ms, 1000);
-        let described = config.describe();
-        let seg = described
-            .iter()
-            .find(|d| d.name == "segment.bytes")
-            .expect("listed");
-        assert!(!seg.is_default);
-        assert_eq!(seg.value, "2097152");
-    }
-
-    #[test]
-    fn segment_floors_refuse_new_values_and_lift_stored_ones() {
-        let broker = Config::default();
-        let tiny = BTreeMap::from([("segment.bytes".to_string(), "14".to_string())]);
-        let err = check_floors(&tiny, &broker).expect_err("below the floor");
-        assert!(err.to_string().contains("log_segment_bytes_min"), "{err}");
-        assert!(err.to_string().contains("1048576"), "{err}");
-        let fast = BTreeMap::from([("segment.ms".to_string(), "1".to_string())]);
-        let err = check_floors(&fast, &broker).expect_err("below the floor");
-        assert!(err.to_string().contains("log_segment_ms_min"), "{err}");
-        let ok = BTreeMap::from([("segment.bytes".to_string(), "1048576".to_string())]);
-        assert!(check_floors(&ok, &broker).is_ok());
-        // A topic stored before the floor existed still loads, at the floor.
-        let stored = TopicConfig::resolve(&tiny, &broker).expect("loads");
-        assert_eq!(stored.log_config().segment_bytes, 1 << 20);
-        let lowered = Config {
-            log_segment_bytes_min: 14,
-            ..Config::default()
-        };
-        assert!(check_floors(&tiny, &lowered).is_ok());
-        let kept = TopicConfig::resolve(&tiny, &lowered).expect("loads");
-        assert_eq!(kept.log_config().segment_bytes, 14);
-    }
-
-    #[test]
-    fn bad_values_are_refused() {
-        assert!(matches!(
-            check("segment.bytes", "1"),
-            Err(TopicConfigError::Invalid { .. })
-        ));
-        assert!(matches!(
-            check("retention.ms", "soon"),
-            Err(TopicConfigError::Invalid { .. })
-        ));
-        assert!(matches!(
-            check("nope", "1"),
-            Err(TopicConfigError::Unknown(_))
-        ));
-        assert!(check("message.timestamp.type", "LogAppendTime").is_ok());
-    }
-}
+mod tests;

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use strata_broker::config::Config;
-use strata_broker::topic_config::DEFS;
+use strata_broker::topic_config::{DEFS, REMOVED};
 
 /// Rows of the markdown tables: first cell (a `name` in backticks) → second cell.
 fn rows(doc: &str) -> BTreeMap<String, String> {
@@ -54,7 +54,7 @@ fn configuration_reference_lists_every_setting_with_its_default() {
     for def in DEFS {
         // A topic config defaults to a broker setting (named in backticks) or is fixed.
         let expected = if def.broker_setting == "(fixed)" {
-            format!("`{}`", (def.default)(&config))
+            documented_as(&toml::Value::String((def.default)(&config)))
         } else {
             format!("`{}`", def.broker_setting)
         };
@@ -65,6 +65,12 @@ fn configuration_reference_lists_every_setting_with_its_default() {
                 def.name
             )),
             Some(_) => {}
+        }
+    }
+    for (name, _) in REMOVED {
+        match rows.get(*name) {
+            Some(cell) if cell.starts_with("removed") => {}
+            other => wrong.push(format!("{name}: documented as {other:?}, not as removed")),
         }
     }
     assert!(
@@ -79,7 +85,11 @@ fn configuration_reference_lists_nothing_that_is_not_a_setting() {
     let defaults = toml::Table::try_from(Config::default()).expect("serialize defaults");
     let stale: Vec<String> = rows(&doc())
         .into_keys()
-        .filter(|name| !defaults.contains_key(name) && !DEFS.iter().any(|d| d.name == name))
+        .filter(|name| {
+            !defaults.contains_key(name)
+                && !DEFS.iter().any(|d| d.name == name)
+                && !REMOVED.iter().any(|(removed, _)| removed == name)
+        })
         .collect();
     assert!(
         stale.is_empty(),

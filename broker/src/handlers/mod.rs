@@ -225,6 +225,7 @@ pub fn log_error_code(error: &LogError) -> ResponseError {
         }
         LogError::InvalidBatch(BatchError::Magic(_)) => ResponseError::UnsupportedForMessageFormat,
         LogError::InvalidBatch(BatchError::Codec(_)) => ResponseError::UnsupportedCompressionType,
+        LogError::InvalidBatch(BatchError::Timestamp { .. }) => ResponseError::InvalidTimestamp,
         LogError::InvalidBatch(_) => ResponseError::InvalidRecord,
         LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         LogError::Io { .. } | LogError::Damaged { .. } | LogError::NotContiguous { .. } => {

@@ -18,13 +18,13 @@ use kafka_protocol::messages::{
     CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
     DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest,
     IncrementalAlterConfigsResponse, ResponseKind, alter_configs_response,
-    incremental_alter_configs_response,
+    incremental_alter_configs_request, incremental_alter_configs_response,
 };
 use kafka_protocol::protocol::StrBytes;
 
 use super::{admin_error_code, str_bytes, topic_name};
 use crate::broker::{AdminError, Broker};
-use crate::topic_config::{Described, TopicConfigError};
+use crate::topic_config::{self, Described, TopicConfigError};
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
@@ -377,13 +377,52 @@ fn alter_target(
     }
 }
 
+/// What Kafka refuses in an alter resource before looking at any config, with
+/// INVALID_REQUEST: a config named twice (rather than pick one), a value missing where
+/// the operation needs one, an operation that does not exist. `configs` are (name,
+/// operation, has a value); AlterConfigs' operation is SET.
+fn malformed_resource<'a>(
+    configs: impl IntoIterator<Item = (&'a StrBytes, i8, bool)>,
+) -> Option<(i16, StrBytes)> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut null = Vec::new();
+    let mut problem = None;
+    for (name, operation, has_value) in configs {
+        if !seen.insert(name.as_str()) {
+            problem.get_or_insert(format!(
+                "config `{}` is named more than once in this resource; Kafka refuses duplicate config keys",
+                name.as_str()
+            ));
+        }
+        if !(OP_SET..=OP_SUBTRACT).contains(&operation) {
+            problem.get_or_insert(format!(
+                "operation {operation} of config `{}` does not exist (0 SET, 1 DELETE, 2 APPEND, 3 SUBTRACT)",
+                name.as_str()
+            ));
+        }
+        if operation != OP_DELETE && !has_value {
+            null.push(name.as_str());
+        }
+    }
+    if problem.is_none() && !null.is_empty() {
+        problem = Some(format!("null value not supported for: {}", null.join(", ")));
+    }
+    problem.map(|message| (ResponseError::InvalidRequest.code(), str_bytes(message)))
+}
+
 pub async fn alter_configs(broker: &Arc<Broker>, request: AlterConfigsRequest) -> ResponseKind {
     let mut responses = Vec::with_capacity(request.resources.len());
     for resource in request.resources {
         let response = alter_configs_response::AlterConfigsResourceResponse::default()
             .with_resource_type(resource.resource_type)
             .with_resource_name(resource.resource_name.clone());
-        let topic = match alter_target(broker, resource.resource_type, &resource.resource_name) {
+        let configs = resource
+            .configs
+            .iter()
+            .map(|c| (&c.name, OP_SET, c.value.is_some()));
+        let target = alter_target(broker, resource.resource_type, &resource.resource_name)
+            .and_then(|topic| malformed_resource(configs).map_or(Ok(topic), Err));
+        let topic = match target {
             Ok(topic) => topic,
             Err((code, message)) => {
                 responses.push(
@@ -418,6 +457,85 @@ pub async fn alter_configs(broker: &Arc<Broker>, request: AlterConfigsRequest) -
 
 const OP_SET: i8 = 0;
 const OP_DELETE: i8 = 1;
+const OP_APPEND: i8 = 2;
+const OP_SUBTRACT: i8 = 3;
+
+/// A topic's overrides after one IncrementalAlterConfigs resource's operations, as Kafka
+/// applies them: SET and DELETE on any config; APPEND and SUBTRACT on list-valued ones,
+/// starting from the override or, without one, the default.
+fn edit_topic_configs(
+    current: &BTreeMap<String, String>,
+    operations: &[incremental_alter_configs_request::AlterableConfig],
+    broker_config: &crate::config::Config,
+) -> Result<BTreeMap<String, String>, AdminError> {
+    let invalid = |name: &str, value: &str, reason: String| {
+        AdminError::InvalidConfig(TopicConfigError::Invalid {
+            name: name.to_string(),
+            value: value.to_string(),
+            reason,
+        })
+    };
+    let mut configs = current.clone();
+    for op in operations {
+        let name = op.name.to_string();
+        let value = op.value.as_ref().map(|v| v.to_string());
+        match op.config_operation {
+            OP_SET => {
+                configs.insert(name, value.unwrap_or_default());
+            }
+            OP_DELETE => {
+                configs.remove(&name);
+            }
+            operation @ (OP_APPEND | OP_SUBTRACT) => {
+                let verb = if operation == OP_APPEND {
+                    "append"
+                } else {
+                    "subtract"
+                };
+                let value = value.unwrap_or_default();
+                let Some(def) = topic_config::def(&name) else {
+                    // Unknown or removed: refused as a SET of it would be.
+                    topic_config::check(&name, &value)?;
+                    return Err(invalid(&name, &value, "not a topic config".into()));
+                };
+                if !def.is_list() {
+                    return Err(invalid(
+                        &name,
+                        &value,
+                        format!("{verb} is allowed only for list-valued configs"),
+                    ));
+                }
+                let old = configs
+                    .get(&name)
+                    .cloned()
+                    .unwrap_or_else(|| (def.default)(broker_config));
+                let mut items: Vec<&str> = topic_config::list_items(&old);
+                let given = topic_config::list_items(&value);
+                if operation == OP_APPEND {
+                    for item in given {
+                        if !items.contains(&item) {
+                            items.push(item);
+                        }
+                    }
+                } else {
+                    items.retain(|item| !given.contains(item));
+                }
+                let joined = items.join(",");
+                configs.insert(name, joined);
+            }
+            operation => {
+                return Err(invalid(
+                    &name,
+                    value.as_deref().unwrap_or_default(),
+                    format!(
+                        "operation {operation} does not exist (0 SET, 1 DELETE, 2 APPEND, 3 SUBTRACT)"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(configs)
+}
 
 pub async fn incremental_alter_configs(
     broker: &Arc<Broker>,
@@ -428,7 +546,13 @@ pub async fn incremental_alter_configs(
         let response = incremental_alter_configs_response::AlterConfigsResourceResponse::default()
             .with_resource_type(resource.resource_type)
             .with_resource_name(resource.resource_name.clone());
-        let name = match alter_target(broker, resource.resource_type, &resource.resource_name) {
+        let configs = resource
+            .configs
+            .iter()
+            .map(|c| (&c.name, c.config_operation, c.value.is_some()));
+        let target = alter_target(broker, resource.resource_type, &resource.resource_name)
+            .and_then(|topic| malformed_resource(configs).map_or(Ok(topic), Err));
+        let name = match target {
             Ok(name) => name,
             Err((code, message)) => {
                 responses.push(
@@ -440,28 +564,7 @@ pub async fn incremental_alter_configs(
             }
         };
         let edit = |current: &BTreeMap<String, String>| {
-            let mut configs = current.clone();
-            for op in &resource.configs {
-                let key = op.name.to_string();
-                match (op.config_operation, &op.value) {
-                    (OP_SET, Some(value)) => {
-                        configs.insert(key, value.to_string());
-                    }
-                    (OP_DELETE, _) => {
-                        configs.remove(&key);
-                    }
-                    (operation, value) => {
-                        return Err(AdminError::InvalidConfig(TopicConfigError::Invalid {
-                            name: key,
-                            value: value.as_ref().map(|v| v.to_string()).unwrap_or_default(),
-                            reason: format!(
-                                "operation {operation} is not supported: no list-valued topic configs exist yet"
-                            ),
-                        }));
-                    }
-                }
-            }
-            Ok(configs)
+            edit_topic_configs(current, &resource.configs, &broker.config)
         };
         responses.push(
             match broker

@@ -17,7 +17,10 @@
 //! The segment file has no header of its own so that a byte range of it is a valid
 //! `records` field of a FetchResponse and can be served (or uploaded) without rewriting.
 //! Each batch is the client's batch byte for byte, except the two fields the CRC does not
-//! cover, which the broker overwrites on append:
+//! cover, which the broker overwrites on append (a topic with LogAppendTime also has the
+//! timestamp attribute and max timestamp set, and one whose compression.type names a codec
+//! has a batch in another codec recompressed: records, length, codec bits; both recompute
+//! the CRC):
 //!
 //! | offset | size | field | written by |
 //! |---|---|---|---|
@@ -122,6 +125,15 @@ pub enum BatchError {
     TransactionalWithoutProducer,
     #[error("record {index} of the batch is malformed: {reason}")]
     Record { index: i32, reason: &'static str },
+    #[error(
+        "timestamp {timestamp} of record {index} is out of range: it must be within [{low}, {high}] (message.timestamp.before.max.ms / after.max.ms)"
+    )]
+    Timestamp {
+        index: i32,
+        timestamp: i64,
+        low: i64,
+        high: i64,
+    },
     #[error("the batch's records cannot be decompressed: {0}")]
     Decompress(String),
     #[error("the request's records inflate past {limit} bytes")]

@@ -20,6 +20,7 @@ mod follower;
 pub mod format;
 pub mod producers;
 mod read;
+pub mod recompress;
 pub mod records;
 mod retention;
 mod segment;
@@ -40,6 +41,7 @@ pub use read::{
     Damaged, Location, checked_prefix, damage_of, find_timestamp, first_at_or_after,
     max_timestamp_record, offsets_fit, read_batches, verify,
 };
+pub use recompress::Recompression;
 use segment::Segment;
 
 /// Per-log settings, derived from the topic's configuration.
@@ -64,6 +66,12 @@ pub struct LogConfig {
     /// retention.ms / retention.bytes are applied by the remote tier.
     pub remote_storage: bool,
     pub log_append_time: bool,
+    /// compression.type names a codec: produced batches in another are recompressed.
+    pub recompression: Option<Recompression>,
+    /// CreateTime topics: how far before and after the broker's clock a produced
+    /// record's timestamp may be (message.timestamp.before.max.ms / after.max.ms).
+    pub timestamp_before_max_ms: i64,
+    pub timestamp_after_max_ms: i64,
     /// cleanup.policy includes `compact`: the cleaner keeps the last record per key.
     pub compact: bool,
     /// Compaction: how long tombstones stay readable after their segment was sealed.
@@ -1154,6 +1162,45 @@ pub struct Prepared {
     records: i64,
 }
 
+impl Prepared {
+    /// The bytes of each batch, in order.
+    pub fn batches(&self) -> impl Iterator<Item = &[u8]> {
+        let mut position = 0;
+        self.headers.iter().map(move |header| {
+            let batch = &self.buf[position..position + header.size];
+            position += header.size;
+            batch
+        })
+    }
+}
+
+/// What a topic asks of the batches a client produces, besides their format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProduceRules {
+    pub max_message_bytes: usize,
+    /// Compacted topics: every record needs a key.
+    pub require_keys: bool,
+    /// CreateTime topics: `[low, high]` every record's timestamp must fall in.
+    pub timestamps: Option<(i64, i64)>,
+}
+
+impl LogConfig {
+    /// The rules for a batch produced at `now_ms`.
+    pub fn produce_rules(&self, now_ms: i64) -> ProduceRules {
+        let timestamps = (!self.log_append_time).then(|| {
+            (
+                now_ms.saturating_sub(self.timestamp_before_max_ms),
+                now_ms.saturating_add(self.timestamp_after_max_ms),
+            )
+        });
+        ProduceRules {
+            max_message_bytes: self.max_message_bytes,
+            require_keys: self.compact,
+            timestamps,
+        }
+    }
+}
+
 /// Offsets one segment may span. Relative offsets in the index are u32; staying within
 /// half of that leaves every relative offset a non-negative i32 as well, as Kafka's are.
 pub const MAX_SEGMENT_OFFSET_SPAN: i64 = (u32::MAX / 2) as i64;
@@ -1171,13 +1218,38 @@ pub fn prepare(
     require_keys: bool,
     inflate_limit: u64,
 ) -> Result<Prepared, BatchError> {
+    let rules = ProduceRules {
+        max_message_bytes,
+        require_keys,
+        timestamps: None,
+    };
+    prepare_with(records, &rules, inflate_limit)
+}
+
+/// [`prepare`] under a topic's [`ProduceRules`], record timestamps included.
+pub fn prepare_with(
+    records: &[u8],
+    rules: &ProduceRules,
+    inflate_limit: u64,
+) -> Result<Prepared, BatchError> {
+    let ProduceRules {
+        max_message_bytes,
+        require_keys,
+        timestamps,
+    } = *rules;
     let mut headers = Vec::new();
     let mut position = 0;
     let mut budget = records::Budget::new(inflate_limit);
     while position < records.len() {
         let rest = &records[position..];
         let header = format::validate_batch(rest, max_message_bytes)?;
-        records::check_produced(&rest[..header.size], &header, require_keys, &mut budget)?;
+        records::check_produced_within(
+            &rest[..header.size],
+            &header,
+            require_keys,
+            timestamps,
+            &mut budget,
+        )?;
         position += header.size;
         headers.push(header);
     }

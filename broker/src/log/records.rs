@@ -402,9 +402,24 @@ pub fn check_produced(
     require_keys: bool,
     budget: &mut Budget,
 ) -> Result<(), BatchError> {
+    check_produced_within(batch, header, require_keys, None, budget)
+}
+
+/// [`check_produced`], and, with `timestamps = Some((low, high))`, every record's
+/// timestamp (unless it is -1, "none") within `[low, high]`, as a CreateTime topic's
+/// message.timestamp.before.max.ms / after.max.ms ask.
+pub fn check_produced_within(
+    batch: &[u8],
+    header: &BatchHeader,
+    require_keys: bool,
+    timestamps: Option<(i64, i64)>,
+    budget: &mut Budget,
+) -> Result<(), BatchError> {
+    let base_timestamp = base_timestamp(batch);
     let mut failure = None;
     let mut index: i32 = 0;
     let walked = for_each_record(batch, Want::Framing, budget, |record| {
+        let timestamp = base_timestamp.wrapping_add(record.timestamp_delta);
         let reason = if index >= header.record_count {
             Some("the batch holds more records than its header counts")
         } else if record.offset_delta != index {
@@ -416,6 +431,18 @@ pub fn check_produced(
         };
         if let Some(reason) = reason {
             failure = Some(BatchError::Record { index, reason });
+            return false;
+        }
+        if let Some((low, high)) = timestamps
+            && timestamp != -1
+            && !(low..=high).contains(&timestamp)
+        {
+            failure = Some(BatchError::Timestamp {
+                index,
+                timestamp,
+                low,
+                high,
+            });
             return false;
         }
         index += 1;
@@ -431,6 +458,55 @@ pub fn check_produced(
         });
     }
     Ok(())
+}
+
+/// Writes the records of one whole batch (CRC already checked), inflated, to `out`:
+/// the bytes a batch of the same records holds uncompressed. Every inflated byte is
+/// charged to `budget`. Returns the bytes written.
+pub fn inflate_into(
+    batch: &[u8],
+    budget: &mut Budget,
+    out: &mut impl io::Write,
+) -> Result<u64, RecordError> {
+    let records = batch.get(BATCH_HEADER_LEN..).unwrap_or_default();
+    let codec = format::codec(batch).map_err(|codec| RecordError::Decompress {
+        codec: "unknown",
+        reason: format!("codec {codec} does not exist"),
+    })?;
+    let write_failed = |e: io::Error| RecordError::Decompress {
+        codec: codec.name(),
+        reason: format!("writing the inflated records failed: {e}"),
+    };
+    if codec == format::Codec::None {
+        budget.charge(records.len() as u64)?;
+        out.write_all(records).map_err(write_failed)?;
+        return Ok(records.len() as u64);
+    }
+    let limit = budget.limit;
+    let inflater = inflater(codec, records, budget.left)?;
+    let mut charged = Charged {
+        inner: inflater,
+        budget,
+        exceeded: false,
+    };
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    loop {
+        let read = match charged.read(&mut chunk) {
+            Ok(0) => return Ok(total),
+            Ok(read) => read,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) if charged.exceeded => return Err(RecordError::Inflated { limit }),
+            Err(_) => {
+                return Err(RecordError::Decompress {
+                    codec: codec.name(),
+                    reason: "the compressed stream is corrupt or truncated".into(),
+                });
+            }
+        };
+        out.write_all(&chunk[..read]).map_err(write_failed)?;
+        total += read as u64;
+    }
 }
 
 /// Visits (offset, timestamp) of every record of a stored batch, as consumers see them

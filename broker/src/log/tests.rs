@@ -79,6 +79,9 @@ pub(crate) fn config() -> LogConfig {
         local_retention_bytes: -2,
         remote_storage: false,
         log_append_time: false,
+        recompression: None,
+        timestamp_before_max_ms: i64::MAX,
+        timestamp_after_max_ms: i64::MAX,
         compact: false,
         delete_retention_ms: 86_400_000,
         min_cleanable_dirty_ratio: 0.5,
@@ -687,4 +690,48 @@ fn a_request_past_a_segments_offset_range_is_refused() {
         "{refused:?}"
     );
     assert_eq!(log.log_end_offset(), end, "nothing appended");
+}
+
+#[test]
+fn create_time_records_outside_the_timestamp_bounds_are_refused() {
+    let now = 1_700_000_000_000;
+    let config = LogConfig {
+        timestamp_before_max_ms: 60_000,
+        timestamp_after_max_ms: 1_000,
+        ..config()
+    };
+    let rules = config.produce_rules(now);
+    assert_eq!(rules.timestamps, Some((now - 60_000, now + 1_000)));
+    // Records at now - 60 s .. now + 1 s are in range, compressed or not.
+    for compression in [Compression::None, Compression::Zstd] {
+        let fits = batch(3, now - 60_000, compression);
+        assert!(prepare_with(&fits, &rules, MAX_INFLATED_BYTES).is_ok());
+        let edge = batch(2, now + 999, compression);
+        assert!(prepare_with(&edge, &rules, MAX_INFLATED_BYTES).is_ok());
+        // The third record is 1 ms too late.
+        let late = batch(3, now + 999, compression);
+        let refused = prepare_with(&late, &rules, MAX_INFLATED_BYTES).err();
+        assert_eq!(
+            refused,
+            Some(BatchError::Timestamp {
+                index: 2,
+                timestamp: now + 1_001,
+                low: now - 60_000,
+                high: now + 1_000,
+            })
+        );
+        let early = batch(1, now - 60_001, compression);
+        assert!(matches!(
+            prepare_with(&early, &rules, MAX_INFLATED_BYTES),
+            Err(BatchError::Timestamp { index: 0, .. })
+        ));
+    }
+    // LogAppendTime topics stamp batches themselves: producer timestamps are not checked.
+    let stamped = LogConfig {
+        log_append_time: true,
+        ..config
+    };
+    let rules = stamped.produce_rules(now);
+    assert_eq!(rules.timestamps, None);
+    assert!(prepare_with(&batch(1, 0, Compression::None), &rules, MAX_INFLATED_BYTES).is_ok());
 }

@@ -84,30 +84,32 @@ async fn blocking<T: Send + 'static>(
 /// requests (and decompression bombs) cannot stall other connections' requests.
 const INLINE_INFLATE_BYTES: u64 = 4 * 1024 * 1024;
 
-/// [`log::prepare`]: inline for the usual small request, on the blocking pool for one
-/// whose records inflate past [`INLINE_INFLATE_BYTES`].
+/// [`log::prepare_with`]: inline for the usual small request, on the blocking pool for
+/// one whose records inflate past [`INLINE_INFLATE_BYTES`]; then, for a topic whose
+/// compression.type names a codec, batches in another codec are recompressed to it on
+/// the blocking pool (CPU-heavy, and it inflates again under a budget of its own).
 async fn prepare_off_the_workers(
     records: &[u8],
-    max_message_bytes: usize,
-    require_keys: bool,
+    rules: log::ProduceRules,
+    recompression: Option<log::Recompression>,
 ) -> Result<log::Prepared, PartitionError> {
-    match log::prepare(
-        records,
-        max_message_bytes,
-        require_keys,
-        INLINE_INFLATE_BYTES,
-    ) {
-        Err(BatchError::Inflated { .. }) => {}
-        done => return Ok(done.map_err(LogError::from)?),
+    let prepared = match log::prepare_with(records, &rules, INLINE_INFLATE_BYTES) {
+        Err(BatchError::Inflated { .. }) => {
+            let owned = records.to_vec();
+            heavy_decode(move || {
+                log::prepare_with(&owned, &rules, log::records::MAX_INFLATED_BYTES)
+            })
+            .await?
+        }
+        done => done,
     }
-    let owned = records.to_vec();
+    .map_err(LogError::from)?;
+    let Some(target) = recompression.filter(|target| target.needed_for(&prepared)) else {
+        return Ok(prepared);
+    };
     heavy_decode(move || {
-        log::prepare(
-            &owned,
-            max_message_bytes,
-            require_keys,
-            log::records::MAX_INFLATED_BYTES,
-        )
+        let mut budget = log::records::Budget::new(log::records::MAX_INFLATED_BYTES);
+        log::recompress::recompress(prepared, target, rules.max_message_bytes, &mut budget)
     })
     .await?
     .map_err(|e| LogError::from(e).into())
@@ -431,11 +433,14 @@ impl Partition {
             }
             replica.epoch
         };
-        let (max_message_bytes, compact) = {
+        let (rules, recompression) = {
             let log = self.lock();
-            (log.config().max_message_bytes, log.config().compact)
+            (
+                log.config().produce_rules(now_ms),
+                log.config().recompression,
+            )
         };
-        let prepared = prepare_off_the_workers(records, max_message_bytes, compact).await?;
+        let prepared = prepare_off_the_workers(records, rules, recompression).await?;
         self.append_as_leader(epoch, acks, min_isr, timeout_ms, |log| {
             log.append_verified(prepared, epoch, now_ms, guard)
         })
