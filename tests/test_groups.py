@@ -85,6 +85,7 @@ OFFSET_METADATA_TOO_LARGE = 12
 UNKNOWN_TOPIC_OR_PARTITION = 3
 INVALID_TOPIC_EXCEPTION = 17
 ILLEGAL_GENERATION = 22
+REBALANCE_IN_PROGRESS = 27
 INCONSISTENT_GROUP_PROTOCOL = 23
 INVALID_GROUP_ID = 24
 UNKNOWN_MEMBER_ID = 25
@@ -980,9 +981,10 @@ class Wire:
         DeleteGroupsRequest: DeleteGroupsResponse,
     }
 
-    def __init__(self, bootstrap: str):
+    def __init__(self, bootstrap: str, client_id: str = "strata-tests"):
         self.sock = connect(bootstrap, timeout=30)
         self.correlation_id = 0
+        self.client_id = client_id
 
     def __enter__(self) -> "Wire":
         return self
@@ -993,7 +995,7 @@ class Wire:
     def call(self, request_class, version: int, **fields):
         request = request_class(version=version, **fields)
         self.correlation_id += 1
-        request.with_header(correlation_id=self.correlation_id, client_id="strata-tests")
+        request.with_header(correlation_id=self.correlation_id, client_id=self.client_id)
         self.sock.sendall(request.encode(header=True, framed=True))
         try:
             body = recv_frame(self.sock)
@@ -1019,8 +1021,8 @@ def assignment_bytes(topic: str, partitions: list[int]) -> bytes:
 
 
 def join(w: Wire, version: int, group: str, member: str, *, session: int = 30000, protocol_type: str = "consumer",
-         metadata: bytes = b""):
-    return w.call(JoinGroupRequest, version, group_id=group, session_timeout_ms=session, rebalance_timeout_ms=30000,
+         metadata: bytes = b"", rebalance: int = 30000):
+    return w.call(JoinGroupRequest, version, group_id=group, session_timeout_ms=session, rebalance_timeout_ms=rebalance,
                   member_id=member, protocol_type=protocol_type,
                   protocols=[JoinGroupRequest.JoinGroupRequestProtocol(name="range", metadata=metadata)])
 
@@ -1285,3 +1287,143 @@ def test_offsets_of_empty_groups_expire_and_those_of_an_active_group_stay(broker
     wait_until("the offsets of busy expiring once it is empty",
                lambda: all(o == NO_OFFSET for o in committed_offsets(b.bootstrap, "busy", topic, partitions).values()),
                timeout=30, interval=0.3)
+
+
+# ---------------------------------------------------------------------------------------
+# 11. Edge cases of the classic protocol (as Kafka 4's group coordinator answers them)
+# ---------------------------------------------------------------------------------------
+
+
+def join_static(w: Wire, version: int, group: str, instance: str, member: str = "", *, metadata: bytes = b"",
+                rebalance: int = 3000, session: int = 60000):
+    fields = dict(group_id=group, session_timeout_ms=session, rebalance_timeout_ms=rebalance, member_id=member,
+                  group_instance_id=instance, protocol_type="consumer",
+                  protocols=[JoinGroupRequest.JoinGroupRequestProtocol(name="range", metadata=metadata)])
+    if version >= 8:
+        fields["reason"] = None
+    return w.call(JoinGroupRequest, version, **fields)
+
+
+def sync(w: Wire, group: str, generation: int, member: str, assignments: dict[str, bytes],
+         instance: str | None = None):
+    S = SyncGroupRequest.SyncGroupRequestAssignment
+    return w.call(SyncGroupRequest, 3, group_id=group, generation_id=generation, member_id=member,
+                  group_instance_id=instance, assignments=[S(member_id=m, assignment=a) for m, a in assignments.items()])
+
+
+def described(w: Wire, group: str) -> tuple[str, list[str]]:
+    r = w.call(DescribeGroupsRequest, 0, groups=[group])
+    (g,) = r.groups
+    return g.group_state, sorted(m.member_id for m in g.members)
+
+
+def test_a_static_member_that_misses_a_join_phase_keeps_its_place(broker):
+    b = broker(env=ENV)
+    topic, group = "static-slow", "static-slow-group"
+    create_topic(b.bootstrap, topic, 2)
+    sub = subscription(topic)
+    with Wire(b.bootstrap) as a, Wire(b.bootstrap) as other:
+        r = join_static(a, 5, group, "i-a", metadata=sub)
+        assert r.error_code == 0 and r.leader == r.member_id, r
+        a_id, generation = r.member_id, r.generation_id
+        r = sync(a, group, generation, a_id, {a_id: assignment_bytes(topic, [0, 1])}, "i-a")
+        assert r.error_code == 0, r
+
+        # A dynamic member joins; a, restarting slowly, does not rejoin within the 3 s
+        # rebalance timeout. The join phase ends without it but keeps it: the leadership
+        # moves to the member that joined, which assigns to both.
+        r = join(other, 4, group, "", metadata=sub, rebalance=3000)
+        assert r.error_code == MEMBER_ID_REQUIRED, r
+        r = join(other, 4, group, r.member_id, metadata=sub, rebalance=3000)
+        assert r.error_code == 0, r
+        b_id = r.member_id
+        assert r.generation_id == generation + 1 and r.leader == b_id, r
+        assert sorted(m.member_id for m in r.members) == sorted([a_id, b_id]), r.members
+        assert described(other, group) == ("CompletingRebalance", sorted([a_id, b_id]))
+
+        # a comes back with its member id: it gets the new generation without another rebalance.
+        r = join_static(a, 5, group, "i-a", a_id, metadata=sub)
+        assert (r.error_code, r.generation_id, r.leader, r.member_id) == (0, generation + 1, b_id, a_id), r
+        r = sync(other, group, generation + 1, b_id, {a_id: assignment_bytes(topic, [0]),
+                                                     b_id: assignment_bytes(topic, [1])})
+        assert r.error_code == 0 and bytes(r.assignment) == assignment_bytes(topic, [1]), r
+        r = sync(a, group, generation + 1, a_id, {}, "i-a")
+        assert r.error_code == 0 and bytes(r.assignment) == assignment_bytes(topic, [0]), r
+        assert described(a, group) == ("Stable", sorted([a_id, b_id]))
+
+
+def test_commits_with_generation_minus_one_and_member_ids(broker):
+    b = broker(env=ENV)
+    topic, group = "gen-commits", "gen-commits-group"
+    create_topic(b.bootstrap, topic, 1)
+    sub = subscription(topic)
+    T = OffsetCommitRequest.OffsetCommitRequestTopic
+    with Wire(b.bootstrap) as w:
+        # A member's commit to a group that does not exist: refused, and no group is made.
+        assert offset_commit(w, "gen-nowhere", 3, "someone", topic, {0: (1, None)}) == {0: ILLEGAL_GENERATION}
+        r = w.call(OffsetCommitRequest, 9, group_id="gen-nowhere", generation_id_or_member_epoch=3,
+                   member_id="someone", group_instance_id=None, topics=[T(name=topic, partitions=[
+                       T.OffsetCommitRequestPartition(partition_index=0, committed_offset=1, committed_leader_epoch=-1,
+                                                      committed_metadata=None)])])
+        assert [p.error_code for t in r.topics for p in t.partitions] == [GROUP_ID_NOT_FOUND], r
+        assert described(w, "gen-nowhere") == ("Dead", [])
+
+        # An empty group takes generation -1 commits, whatever member id they carry.
+        assert offset_commit(w, group, -1, "", topic, {0: (1, None)}) == {0: 0}
+        assert offset_commit(w, group, -1, "a-member-that-left", topic, {0: (2, None)}) == {0: 0}
+        assert offset_fetch_v1(w, group, topic, [0])[0][0] == 2
+
+        r = join(w, 4, group, "", metadata=sub)
+        r = join(w, 4, group, r.member_id, metadata=sub)
+        assert r.error_code == 0, r
+        member, generation = r.member_id, r.generation_id
+        assert offset_commit(w, group, generation, member, topic, {0: (3, None)}) == {0: REBALANCE_IN_PROGRESS}
+        assert sync(w, group, generation, member, {member: assignment_bytes(topic, [0])}).error_code == 0
+
+        # With members: generation -1 is a member's commit of no generation.
+        assert offset_commit(w, group, -1, member, topic, {0: (4, None)}) == {0: ILLEGAL_GENERATION}
+        assert offset_commit(w, group, -1, "nobody", topic, {0: (4, None)}) == {0: UNKNOWN_MEMBER_ID}
+        assert offset_commit(w, group, -1, "", topic, {0: (4, None)}) == {0: UNKNOWN_MEMBER_ID}
+        assert offset_commit(w, group, generation, member, topic, {0: (5, None)}) == {0: 0}
+        # An instance id the group does not know (OffsetCommit v7+) is an unknown member.
+        r = w.call(OffsetCommitRequest, 7, group_id=group, generation_id_or_member_epoch=generation,
+                   member_id=member, group_instance_id="i-unknown", topics=[T(name=topic, partitions=[
+                       T.OffsetCommitRequestPartition(partition_index=0, committed_offset=6, committed_leader_epoch=-1,
+                                                      committed_metadata=None)])])
+        assert [p.error_code for t in r.topics for p in t.partitions] == [UNKNOWN_MEMBER_ID], r
+        assert offset_fetch_v1(w, group, topic, [0])[0][0] == 5
+
+
+def test_offset_delete_on_an_active_group(broker):
+    b = broker(env=ENV)
+    topic, other_topic = "odel", "odel-other"
+    create_topic(b.bootstrap, topic, 1)
+    create_topic(b.bootstrap, other_topic, 1)
+    with Wire(b.bootstrap) as w:
+        # A consumer group whose subscription the coordinator cannot read: every topic
+        # counts as subscribed, nothing is deleted.
+        group = "odel-unreadable"
+        r = join(w, 4, group, "", metadata=b"\x00\x00\xff")
+        r = join(w, 4, group, r.member_id, metadata=b"\x00\x00\xff")
+        assert r.error_code == 0, r
+        member, generation = r.member_id, r.generation_id
+        assert sync(w, group, generation, member, {member: b""}).error_code == 0
+        assert offset_commit(w, group, generation, member, other_topic, {0: (7, None)}) == {0: 0}
+        assert offset_delete(w, group, other_topic, [0]) == (0, {0: GROUP_SUBSCRIBED_TO_TOPIC})
+        assert offset_fetch_v1(w, group, other_topic, [0])[0][0] == 7
+
+        # Another protocol type (Kafka Connect's, ...) with members: the whole request is
+        # refused with NON_EMPTY_GROUP.
+        group = "odel-connect"
+        r = join(w, 4, group, "", protocol_type="connect", metadata=b"worker")
+        r = join(w, 4, group, r.member_id, protocol_type="connect", metadata=b"worker")
+        assert r.error_code == 0, r
+        member, generation = r.member_id, r.generation_id
+        assert sync(w, group, generation, member, {member: b""}).error_code == 0
+        assert offset_commit(w, group, generation, member, topic, {0: (8, None)}) == {0: 0}
+        assert offset_delete(w, group, topic, [0]) == (NON_EMPTY_GROUP, {})
+        assert offset_fetch_v1(w, group, topic, [0])[0][0] == 8
+        # Once empty, its offsets may go.
+        assert w.call(LeaveGroupRequest, 1, group_id=group, member_id=member).error_code == 0
+        assert offset_delete(w, group, topic, [0]) == (0, {0: 0})
+        assert offset_fetch_v1(w, group, topic, [0])[0][0] == -1

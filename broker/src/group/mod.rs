@@ -572,9 +572,8 @@ impl Coordinator {
     /// (unknown partition, metadata too long) fail only that partition; a membership
     /// problem fails them all.
     /// OffsetCommit, and with `producer` TxnOffsetCommit: the offsets are written as
-    /// that producer's transactional records and count once its transaction commits. A
-    /// transactional commit without a generation (-1) is not checked against the
-    /// group's members, as in Kafka.
+    /// that producer's transactional records and count once its transaction commits. The
+    /// group checks the commit as Kafka does ([`Group::check_commit`]).
     #[allow(clippy::too_many_arguments)]
     pub async fn commit(
         &self,
@@ -617,12 +616,21 @@ impl Coordinator {
             .collect();
         let _write = self.write_lock(&partition).lock().await;
         let now = broker.now_ms();
-        let entry = self.get_or_create(group_id, now);
-        let unchecked = producer.is_some() && generation < 0;
-        if !unchecked
-            && let Err(e) = lock(&entry)
+        // Generation -1 on an unknown group creates a "simple" group (admin tools,
+        // consumers that assign partitions themselves); any other generation is refused as
+        // Kafka does: GROUP_ID_NOT_FOUND for OffsetCommit (the handler answers
+        // ILLEGAL_GENERATION before v9), ILLEGAL_GENERATION for TxnOffsetCommit.
+        let entry = match self.get(group_id) {
+            Some(entry) => entry,
+            None if generation < 0 => self.get_or_create(group_id, now),
+            None if producer.is_some() => return all(GroupError::IllegalGeneration),
+            None => return all(GroupError::GroupIdNotFound),
+        };
+        let transactional = producer.is_some();
+        if let Err(e) =
+            lock(&entry)
                 .group
-                .check_commit(member, instance_id, generation, now)
+                .check_commit(member, instance_id, generation, transactional, now)
         {
             return all(e);
         }
@@ -783,7 +791,8 @@ impl Coordinator {
     }
 
     /// OffsetDelete: per partition; offsets of topics the group's members subscribe to
-    /// stay.
+    /// stay (GROUP_SUBSCRIBED_TO_TOPIC), and a group with members that does not use the
+    /// consumer protocol keeps them all (NON_EMPTY_GROUP), as in Kafka.
     pub async fn delete_offsets(
         &self,
         broker: &impl GroupHost,
@@ -795,15 +804,12 @@ impl Coordinator {
         let _write = self.write_lock(&partition).lock().await;
         let (results, doomed) = {
             let e = lock(&entry);
-            if e.group.state == GroupState::Dead {
-                return Err(GroupError::GroupIdNotFound);
-            }
-            let subscribed = e.group.subscribed_topics().unwrap_or_default();
+            e.group.check_offset_delete()?;
             let mut doomed = Vec::new();
             let results: Vec<_> = partitions
                 .iter()
                 .map(|(topic, index)| {
-                    if subscribed.contains(topic) {
+                    if e.group.is_subscribed_to(topic) {
                         Err(GroupError::GroupSubscribedToTopic)
                     } else {
                         if e.offsets.contains_key(&(topic.clone(), *index)) {

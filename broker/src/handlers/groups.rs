@@ -371,7 +371,13 @@ pub async fn offset_commit(
             None,
         )
         .await
-        .into_iter();
+        .into_iter()
+        .map(|result| match result {
+            // A member's commit to a group that does not exist: v9 says so, earlier
+            // versions answer ILLEGAL_GENERATION (as Kafka does, for compatibility).
+            Err(GroupError::GroupIdNotFound) if version < 9 => Err(GroupError::IllegalGeneration),
+            other => other,
+        });
     let topics = in_request_order(
         &request.topics,
         |t| &t.partitions,
