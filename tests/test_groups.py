@@ -1427,3 +1427,48 @@ def test_offset_delete_on_an_active_group(broker):
         assert w.call(LeaveGroupRequest, 1, group_id=group, member_id=member).error_code == 0
         assert offset_delete(w, group, topic, [0]) == (0, {0: 0})
         assert offset_fetch_v1(w, group, topic, [0])[0][0] == -1
+
+
+INVALID_REQUEST = 42
+
+
+def test_long_group_instance_and_client_ids(broker):
+    b = broker(env=ENV)
+    topic = "long-ids"
+    create_topic(b.bootstrap, topic, 1)
+    longest = "é" * 16383 + "g"  # 32767 bytes: the most a group record holds
+    too_long = "é" * 20000  # 40000 bytes (only flexible versions can carry it)
+    T = OffsetCommitRequest.OffsetCommitRequestTopic
+
+    def commit_v8(w: Wire, group: str, offset: int) -> int:
+        r = w.call(OffsetCommitRequest, 8, group_id=group, generation_id_or_member_epoch=-1, member_id="",
+                   group_instance_id=None, topics=[T(name=topic, partitions=[
+                       T.OffsetCommitRequestPartition(partition_index=0, committed_offset=offset,
+                                                      committed_leader_epoch=-1, committed_metadata=None)])])
+        (code,) = [p.error_code for t in r.topics for p in t.partitions]
+        return code
+
+    with Wire(b.bootstrap) as w:
+        # Longer than a record can hold: refused, never stored cut (a cut id would be
+        # another group's, or not UTF-8 at all).
+        assert commit_v8(w, too_long, 9) == INVALID_GROUP_ID
+        assert join(w, 6, too_long, "", metadata=subscription(topic)).error_code == INVALID_GROUP_ID
+        r = join_static(w, 6, "long-instance", too_long, metadata=subscription(topic))
+        assert r.error_code == INVALID_REQUEST, r
+        assert described(w, "long-instance")[1] == []
+        assert commit_v8(w, longest, 5) == 0
+
+    # A client id at the header's limit still makes a member id the group record holds.
+    with Wire(b.bootstrap, client_id="c" + "é" * 16383) as w:
+        r = join(w, 3, "long-client", "", metadata=subscription(topic))
+        assert r.error_code == 0, r
+        member, generation = r.member_id, r.generation_id
+        assert len(member.encode()) <= 32767 and member.startswith("cé"), len(member.encode())
+        assert sync(w, "long-client", generation, member, {member: assignment_bytes(topic, [0])}).error_code == 0
+
+    b.restart()
+    with Wire(b.bootstrap) as w:
+        assert offset_fetch_v1(w, longest, topic, [0])[0][0] == 5
+        assert offset_fetch_v1(w, too_long[:16383], topic, [0])[0][0] == -1
+        assert described(w, "long-client") == ("Stable", [member])
+        assert heartbeat(w, "long-client", generation, member) == 0

@@ -83,8 +83,10 @@ pub enum GroupError {
     NotCoordinator,
     #[error("the coordinator is loading the group's partition of the offsets topic")]
     CoordinatorLoadInProgress,
-    #[error("the group id is empty")]
+    #[error("the group id is empty or longer than 32767 bytes")]
     InvalidGroupId,
+    #[error("the {0} is longer than the 32767 bytes a group record can hold")]
+    TooLong(&'static str),
     #[error("the session timeout is outside the broker's group_min/max_session_timeout_ms")]
     InvalidSessionTimeout,
     #[error("the member's protocol type or protocols do not match the group's")]
@@ -160,6 +162,15 @@ pub fn partition_for(group: &str, partitions: usize) -> i32 {
     });
     let abs = if hash == i32::MIN { 0 } else { hash.abs() };
     (abs as usize % partitions.max(1)) as i32
+}
+
+/// A group id that can be a group: not empty, and short enough for the keys of the
+/// offsets topic (Kafka itself sets no limit but cannot write a longer one either).
+fn check_group_id(group_id: &str) -> Result<(), GroupError> {
+    if group_id.is_empty() || group_id.len() > format::MAX_STRING_BYTES {
+        return Err(GroupError::InvalidGroupId);
+    }
+    Ok(())
 }
 
 /// Write locks are striped over this many slots by offsets partition.
@@ -420,9 +431,7 @@ impl Coordinator {
         group_id: &str,
         request: JoinRequest,
     ) -> JoinResult {
-        if group_id.is_empty() {
-            return Err(GroupError::InvalidGroupId);
-        }
+        check_group_id(group_id)?;
         let partition = self.partition(broker, group_id).await?;
         let now = broker.now_ms();
         let entry = self.get_or_create(group_id, now);
@@ -586,8 +595,8 @@ impl Coordinator {
         producer: Option<TxnCommit>,
     ) -> Vec<Result<(), GroupError>> {
         let all = |e: GroupError| offsets.iter().map(|_| Err(e.clone())).collect();
-        if group_id.is_empty() {
-            return all(GroupError::InvalidGroupId);
+        if let Err(e) = check_group_id(group_id) {
+            return all(e);
         }
         let partition = match self.partition(broker, group_id).await {
             Ok(p) => p,

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::GroupError;
-use super::format::{GroupValue, MemberValue};
+use super::format::{GroupValue, MAX_STRING_BYTES, MemberValue};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupState {
@@ -258,7 +258,11 @@ impl Group {
         self.state_since_ms = now_ms;
     }
 
+    /// Kafka's form, the client id, "-" and a UUID; a client id near the header's
+    /// 32767-byte limit is cut so that the member id fits in the group's record.
     fn new_member_id(&self, client_id: &str) -> String {
+        const SUFFIX: usize = 1 + 36;
+        let client_id = super::format::prefix_within(client_id, MAX_STRING_BYTES - SUFFIX);
         format!("{client_id}-{}", uuid::Uuid::new_v4())
     }
 

@@ -46,6 +46,7 @@ pub fn group_error_code(error: &GroupError) -> ResponseError {
         GroupError::NotCoordinator => ResponseError::NotCoordinator,
         GroupError::CoordinatorLoadInProgress => ResponseError::CoordinatorLoadInProgress,
         GroupError::InvalidGroupId => ResponseError::InvalidGroupId,
+        GroupError::TooLong(_) => ResponseError::InvalidRequest,
         GroupError::InvalidSessionTimeout => ResponseError::InvalidSessionTimeout,
         GroupError::InconsistentGroupProtocol => ResponseError::InconsistentGroupProtocol,
         GroupError::MemberIdRequired(_) => ResponseError::MemberIdRequired,

@@ -6,7 +6,7 @@ use tokio::sync::oneshot;
 
 use super::{
     Group, GroupError, GroupState, InitialDelay, JoinRequest, JoinResult, Joined, JoinedMember,
-    Member, Timeouts, reply,
+    MAX_STRING_BYTES, Member, Timeouts, reply,
 };
 
 impl Group {
@@ -36,6 +36,14 @@ impl Group {
         let fail = |error, sender| Err(Box::new((error, sender)));
         if self.state == GroupState::Dead {
             return fail(GroupError::CoordinatorNotAvailable, sender);
+        }
+        // What the group's record could not hold is refused rather than stored cut.
+        let too_long = |s: &str| s.len() > MAX_STRING_BYTES;
+        if request.instance_id.as_deref().is_some_and(too_long) {
+            return fail(GroupError::TooLong("group instance id"), sender);
+        }
+        if too_long(&request.protocol_type) || request.protocols.iter().any(|(n, _)| too_long(n)) {
+            return fail(GroupError::TooLong("protocol type or name"), sender);
         }
         if request.session_timeout_ms < timeouts.min_session_timeout_ms
             || request.session_timeout_ms > timeouts.max_session_timeout_ms

@@ -431,3 +431,43 @@ fn offset_deletion_is_refused_for_topics_an_active_group_may_consume() {
         Err(GroupError::GroupIdNotFound)
     );
 }
+
+#[test]
+fn ids_the_group_record_cannot_hold_are_refused_and_member_ids_fit() {
+    let mut group = Group::new("g".into(), 0);
+    let long = "é".repeat(20_000); // 40000 bytes
+    let refused = answer(join_static(&mut group, &long, 0));
+    assert!(matches!(
+        refused,
+        Some(Err(GroupError::TooLong("group instance id")))
+    ));
+    let mut req = request("", None, &["range"]);
+    req.protocols = vec![(long.clone(), Bytes::new())];
+    assert!(matches!(
+        answer(group.join(req, &TIMEOUTS, 0)),
+        Some(Err(GroupError::TooLong(_)))
+    ));
+    assert!(group.members.is_empty() && group.is_idle());
+
+    // The longest instance id fits, and a client id at the header's limit makes a member id
+    // that fits the record (cut at a character boundary).
+    let mut req = request("", Some(&long[..MAX_STRING_BYTES - 1]), &["range"]);
+    req.client_id = format!("x{}", "é".repeat(16_383)); // 32767 bytes
+    let joined = answer(group.join(req, &TIMEOUTS, 0))
+        .expect("answered")
+        .expect("joined");
+    assert!(
+        joined.member_id.len() <= MAX_STRING_BYTES,
+        "{}",
+        joined.member_id.len()
+    );
+    assert!(joined.member_id.starts_with("xéé"));
+    let value = group.to_value();
+    let restored = Group::restore(
+        "g".into(),
+        super::super::format::decode_group(super::super::format::encode_group(&value))
+            .expect("the record reads back"),
+        1,
+    );
+    assert!(restored.members.contains_key(&joined.member_id));
+}
