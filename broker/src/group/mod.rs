@@ -782,21 +782,36 @@ impl Coordinator {
         let entry = self.get(group_id).ok_or(GroupError::GroupIdNotFound)?;
         let partition = self.partition(broker, group_id).await?;
         let _write = self.write_lock(&partition).lock().await;
-        let records = {
-            let e = lock(&entry);
+        let (records, empty_since) = {
+            let mut e = lock(&entry);
             match e.group.state {
                 GroupState::Dead => return Err(GroupError::GroupIdNotFound),
                 GroupState::Empty => {}
                 _ => return Err(GroupError::NonEmptyGroup),
             }
-            tombstones(group_id, e.offsets.keys(), true)
+            let records = tombstones(group_id, e.offsets.keys(), true);
+            // Dead before the tombstones are written, as Kafka applies the deletion at
+            // once: a JoinGroup meanwhile is answered COORDINATOR_NOT_AVAILABLE and
+            // retries into a new group, instead of joining the one being deleted.
+            let empty_since = e.group.state_since_ms;
+            e.group.kill(broker.now_ms());
+            (records, empty_since)
         };
-        self.append(broker, &partition, records).await?;
-        let now = broker.now_ms();
-        lock(&entry).group.kill(now);
-        self.map().remove(group_id);
+        if let Err(e) = self.append(broker, &partition, records).await {
+            lock(&entry).group.revive(empty_since);
+            return Err(e);
+        }
+        self.forget(group_id, &entry);
         info!(group = group_id, "deleted group");
         Ok(())
+    }
+
+    /// Drops a deleted group from memory, unless a load replaced its entry meanwhile.
+    fn forget(&self, group_id: &str, entry: &Shared) {
+        let mut map = self.map();
+        if map.get(group_id).is_some_and(|e| Arc::ptr_eq(e, entry)) {
+            map.remove(group_id);
+        }
     }
 
     /// OffsetDelete: per partition; offsets of topics the group's members subscribe to
@@ -902,8 +917,8 @@ impl Coordinator {
             return;
         };
         let _write = self.write_lock(&partition).lock().await;
-        let (expired, remove_group) = {
-            let e = lock(entry);
+        let (expired, remove_group, empty_since) = {
+            let mut e = lock(entry);
             if e.group.state != GroupState::Empty {
                 return;
             }
@@ -915,24 +930,30 @@ impl Coordinator {
                 .map(|(k, _)| k.clone())
                 .collect();
             let remove_group = expired.len() == e.offsets.len() && e.group.is_idle();
-            (expired, remove_group)
+            if expired.is_empty() && !remove_group {
+                return;
+            }
+            if remove_group {
+                // Dead before its tombstone is written, as in delete_group.
+                e.group.kill(now);
+            }
+            (expired, remove_group, since)
         };
-        if expired.is_empty() && !remove_group {
-            return;
-        }
         let records = tombstones(group_id, expired.iter(), remove_group);
         if let Err(e) = self.append(broker, &partition, records).await {
             warn!(group = group_id, error = %e, "cannot expire committed offsets; retrying later");
+            if remove_group {
+                lock(entry).group.revive(empty_since);
+            }
             return;
         }
         let mut e = lock(entry);
         for key in &expired {
             e.offsets.remove(key);
         }
+        drop(e);
         if remove_group {
-            e.group.kill(now);
-            drop(e);
-            self.map().remove(group_id);
+            self.forget(group_id, entry);
         }
         info!(
             group = group_id,

@@ -609,6 +609,15 @@ impl Group {
         self.set_state(GroupState::Dead, now_ms);
     }
 
+    /// Undoes [`Group::kill`] of an Empty group whose tombstones could not be written: it
+    /// is Empty again, since `empty_since_ms` as before (its offsets expire on time).
+    pub fn revive(&mut self, empty_since_ms: i64) {
+        if self.state == GroupState::Dead && self.members.is_empty() {
+            self.state = GroupState::Empty;
+            self.state_since_ms = empty_since_ms;
+        }
+    }
+
     /// OffsetDelete's check of the whole group, as Kafka's `validateOffsetDelete`: a
     /// group with members that does not use the consumer protocol keeps all its offsets.
     pub fn check_offset_delete(&self) -> Result<(), GroupError> {

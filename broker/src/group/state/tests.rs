@@ -471,3 +471,20 @@ fn ids_the_group_record_cannot_hold_are_refused_and_member_ids_fit() {
     );
     assert!(restored.members.contains_key(&joined.member_id));
 }
+
+#[test]
+fn a_group_being_deleted_refuses_joins_and_comes_back_if_the_deletion_fails() {
+    let mut group = Group::new("g".into(), 100);
+    group.kill(200);
+    let refused = answer(group.join(request("", Some("i-1"), &["range"]), &TIMEOUTS, 300));
+    assert!(matches!(
+        refused,
+        Some(Err(GroupError::CoordinatorNotAvailable))
+    ));
+    assert!(group.members.is_empty());
+    group.revive(100);
+    assert_eq!(group.state, GroupState::Empty);
+    assert_eq!(group.state_since_ms, 100, "its offsets expire on time");
+    let joined = answer(group.join(request("", Some("i-1"), &["range"]), &TIMEOUTS, 400));
+    assert!(matches!(joined, Some(Ok(_))));
+}
