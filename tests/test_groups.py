@@ -1472,3 +1472,60 @@ def test_long_group_instance_and_client_ids(broker):
         assert offset_fetch_v1(w, too_long[:16383], topic, [0])[0][0] == -1
         assert described(w, "long-client") == ("Stable", [member])
         assert heartbeat(w, "long-client", generation, member) == 0
+
+
+@pytest.mark.parametrize("version", [5, 8, 9])
+def test_a_static_leader_restart_keeps_the_assignment_below_and_from_v9(broker, version):
+    """A static leader that restarts (new process, empty member id, same instance id) with
+    the same subscription gets its place back without a rebalance. From v9 it is told to
+    skip the assignment; below v9 there is no such field, and as in Kafka it is answered as
+    a follower (no members, its old member id as the leader) so it does not reassign."""
+    b = broker(env=ENV)
+    topic, group = "static-leader", f"static-leader-v{version}"
+    create_topic(b.bootstrap, topic, 2)
+    sub = subscription(topic)
+    with Wire(b.bootstrap) as a, Wire(b.bootstrap) as other:
+        r = join_static(a, version, group, "i-a", metadata=sub)
+        assert r.error_code == 0 and r.leader == r.member_id, r
+        a_id = r.member_id
+        assert sync(a, group, r.generation_id, a_id, {a_id: assignment_bytes(topic, [0, 1])}, "i-a").error_code == 0
+
+        # b joins (its JoinGroup waits for a to rejoin), and a leads generation 2.
+        b_joined = {}
+        joining = threading.Thread(target=lambda: b_joined.update(r=join_static(other, version, group, "i-b",
+                                                                                 metadata=sub)))
+        joining.start()
+        wait_until("the rebalance b started", lambda: described(a, group)[0] == "PreparingRebalance", timeout=30)
+        r = join_static(a, version, group, "i-a", a_id, metadata=sub)
+        joining.join(timeout=30)
+        assert not joining.is_alive() and b_joined["r"].error_code == 0, b_joined
+        b_id, generation = b_joined["r"].member_id, r.generation_id
+        assert r.error_code == 0 and r.leader == a_id and len(r.members) == 2, r
+        plan = {a_id: assignment_bytes(topic, [0]), b_id: assignment_bytes(topic, [1])}
+        assert sync(a, group, generation, a_id, plan, "i-a").error_code == 0
+        r = sync(other, group, generation, b_id, {}, "i-b")
+        assert r.error_code == 0 and bytes(r.assignment) == plan[b_id], r
+
+    # a restarts: a new connection, no member id, the same instance id and subscription.
+    with Wire(b.bootstrap) as a, Wire(b.bootstrap) as other:
+        r = join_static(a, version, group, "i-a", metadata=sub)
+        assert r.error_code == 0 and r.generation_id == generation, r
+        new_id = r.member_id
+        assert new_id != a_id
+        if version >= 9:
+            assert r.skip_assignment and r.leader == new_id, r
+            assert sorted(m.member_id for m in r.members) == sorted([new_id, b_id]), r.members
+        else:
+            assert (r.leader, list(r.members)) == (a_id, []), r
+        # Its SyncGroup gets the partitions it had; nobody rebalances.
+        r = sync(a, group, generation, new_id, {}, "i-a")
+        assert r.error_code == 0 and bytes(r.assignment) == plan[a_id], r
+        assert w_heartbeat(other, group, generation, b_id, "i-b") == 0
+        assert w_heartbeat(a, group, generation, new_id, "i-a") == 0
+        assert w_heartbeat(a, group, generation, a_id, "i-a") == FENCED_INSTANCE_ID
+        assert described(a, group) == ("Stable", sorted([new_id, b_id]))
+
+
+def w_heartbeat(w: Wire, group: str, generation: int, member: str, instance: str) -> int:
+    return w.call(HeartbeatRequest, 3, group_id=group, generation_id=generation, member_id=member,
+                  group_instance_id=instance).error_code

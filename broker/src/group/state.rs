@@ -73,6 +73,10 @@ pub struct Joined {
     /// A static leader that rejoined without a change: it must not compute a new
     /// assignment (JoinGroup v9+).
     pub skip_assignment: bool,
+    /// With `skip_assignment`: the leader's member id before it rejoined. Below v9 (no
+    /// skip_assignment field) Kafka names it as the leader, so the member, whose id is new,
+    /// acts as a follower and its SyncGroup gets the stored assignment.
+    pub previous_leader: Option<String>,
 }
 
 pub type JoinResult = Result<Joined, GroupError>;

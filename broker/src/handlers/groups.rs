@@ -202,12 +202,12 @@ pub async fn join_group(
         Ok(mut joined) => {
             if version < 9 && joined.skip_assignment {
                 // A static leader rejoining unchanged keeps its assignment. Before v9 there
-                // is no skip_assignment field: it is answered as a follower (no members,
-                // another leader id), so it does not run the assignor and its SyncGroup
-                // gets the stored assignment.
+                // is no skip_assignment field: as Kafka does, it is answered as a follower
+                // (no members, its old member id as the leader), so it does not run the
+                // assignor and its SyncGroup gets the stored assignment.
                 joined.skip_assignment = false;
                 joined.members.clear();
-                joined.leader.clear();
+                joined.leader = joined.previous_leader.take().unwrap_or_default();
             }
             response
                 .with_generation_id(joined.generation)

@@ -196,7 +196,10 @@ impl Group {
                 // coordinator restart would bring back the old id, which the member
                 // replaces again by rejoining.
                 self.dirty = true;
-                let joined = self.joined(&new_id, was_leader, was_leader);
+                let mut joined = self.joined(&new_id, was_leader, was_leader);
+                if was_leader {
+                    joined.previous_leader = Some(old_id);
+                }
                 reply(Some(sender), Ok(joined));
             }
             GroupState::PreparingRebalance => {
@@ -235,6 +238,7 @@ impl Group {
                 Vec::new()
             },
             skip_assignment,
+            previous_leader: None,
         }
     }
 
