@@ -779,8 +779,9 @@ impl Coordinator {
         broker: &impl GroupHost,
         group_id: &str,
     ) -> Result<(), GroupError> {
-        let entry = self.get(group_id).ok_or(GroupError::GroupIdNotFound)?;
+        // The entry is taken after `partition`, which may (re)load the partition's groups.
         let partition = self.partition(broker, group_id).await?;
+        let entry = self.get(group_id).ok_or(GroupError::GroupIdNotFound)?;
         let _write = self.write_lock(&partition).lock().await;
         let (records, empty_since) = {
             let mut e = lock(&entry);
