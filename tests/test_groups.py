@@ -1366,6 +1366,8 @@ def test_commits_with_generation_minus_one_and_member_ids(broker):
                        T.OffsetCommitRequestPartition(partition_index=0, committed_offset=1, committed_leader_epoch=-1,
                                                       committed_metadata=None)])])
         assert [p.error_code for t in r.topics for p in t.partitions] == [GROUP_ID_NOT_FOUND], r
+        # Nor does a JoinGroup with a member id (a member of a deleted or expired group).
+        assert join(w, 4, "gen-nowhere", "old-member", metadata=sub).error_code == UNKNOWN_MEMBER_ID
         assert described(w, "gen-nowhere") == ("Dead", [])
 
         # An empty group takes generation -1 commits, whatever member id they carry.

@@ -434,7 +434,13 @@ impl Coordinator {
         check_group_id(group_id)?;
         let partition = self.partition(broker, group_id).await?;
         let now = broker.now_ms();
-        let entry = self.get_or_create(group_id, now);
+        // Only a new member makes a group (as in Kafka): a member id for a group that does
+        // not exist (deleted, expired) is unknown, and the client joins again without it.
+        let entry = if request.member_id.is_empty() {
+            self.get_or_create(group_id, now)
+        } else {
+            self.get(group_id).ok_or(GroupError::UnknownMemberId)?
+        };
         let receiver = lock(&entry).group.join(request, &self.timeouts, now);
         self.persist_if_dirty(broker, &partition, &entry).await;
         Self::wait(broker, receiver).await
