@@ -1531,3 +1531,35 @@ def test_a_static_leader_restart_keeps_the_assignment_below_and_from_v9(broker, 
 def w_heartbeat(w: Wire, group: str, generation: int, member: str, instance: str) -> int:
     return w.call(HeartbeatRequest, 3, group_id=group, generation_id=generation, member_id=member,
                   group_instance_id=instance).error_code
+
+
+def test_offset_delete_and_delete_groups_drop_offsets_of_open_transactions(broker):
+    """Offsets a transaction holds (TxnOffsetCommit, not yet committed) are deleted with the
+    partition's or group's committed offsets, as in Kafka: the transaction's commit does not
+    bring them back, neither at once nor when the offsets topic is replayed."""
+    b = broker(env={**ENV, "STRATA_TRANSACTION_STATE_PARTITIONS": "5"})
+    topic = "txn-held"
+    create_topic(b.bootstrap, topic, 2)
+    admin = confluent_admin(b.bootstrap)
+    producer = Producer({**QUIET, "bootstrap.servers": b.bootstrap, "transactional.id": "txn-held",
+                         "transaction.timeout.ms": 30000})
+    producer.init_transactions(30)
+    consumers = {group: Consumer({**QUIET, "bootstrap.servers": b.bootstrap, "group.id": group,
+                                  "enable.auto.commit": False}) for group in ("txn-odel", "txn-del")}
+    try:
+        producer.begin_transaction()
+        for group, consumer in consumers.items():
+            producer.send_offsets_to_transaction([TopicPartition(topic, 0, 5), TopicPartition(topic, 1, 6)],
+                                                 consumer.consumer_group_metadata(), 30)
+        # While the transaction is open: OffsetDelete of one partition, DeleteGroups.
+        with Wire(b.bootstrap) as w:
+            assert offset_delete(w, "txn-odel", topic, [0]) == (0, {0: 0})
+        assert error_code(admin.delete_consumer_groups(["txn-del"])["txn-del"]) == 0
+        producer.commit_transaction(30)
+    finally:
+        for consumer in consumers.values():
+            consumer.close()
+    want = {"txn-odel": {0: NO_OFFSET, 1: 6}, "txn-del": {0: NO_OFFSET, 1: NO_OFFSET}}
+    assert {g: committed_offsets(b.bootstrap, g, topic, 2) for g in want} == want
+    b.restart()
+    assert {g: committed_offsets(b.bootstrap, g, topic, 2) for g in want} == want

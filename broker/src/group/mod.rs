@@ -143,6 +143,35 @@ struct Entry {
     pending: HashMap<i64, HashMap<(String, i32), OffsetValue>>,
 }
 
+impl Entry {
+    /// Whether the partition has a committed offset or one an open transaction holds.
+    fn has_offset(&self, key: &(String, i32)) -> bool {
+        self.offsets.contains_key(key) || self.pending.values().any(|p| p.contains_key(key))
+    }
+
+    /// Every partition with a committed offset or one an open transaction holds.
+    fn offset_keys(&self) -> Vec<(String, i32)> {
+        let mut keys: Vec<(String, i32)> = self
+            .offsets
+            .keys()
+            .chain(self.pending.values().flat_map(|p| p.keys()))
+            .cloned()
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
+    /// A tombstone of `key` was written: as in Kafka, and as a replay applies it, it
+    /// removes the committed offset and any an open transaction holds.
+    fn remove_offset(&mut self, key: &(String, i32)) {
+        self.offsets.remove(key);
+        for offsets in self.pending.values_mut() {
+            offsets.remove(key);
+        }
+    }
+}
+
 type Shared = Arc<Mutex<Entry>>;
 
 /// A SyncGroup request.
@@ -796,7 +825,7 @@ impl Coordinator {
                 GroupState::Empty => {}
                 _ => return Err(GroupError::NonEmptyGroup),
             }
-            let records = tombstones(group_id, e.offsets.keys(), true);
+            let records = tombstones(group_id, e.offset_keys().iter(), true);
             // Dead before the tombstones are written, as Kafka applies the deletion at
             // once: a JoinGroup meanwhile is answered COORDINATOR_NOT_AVAILABLE and
             // retries into a new group, instead of joining the one being deleted.
@@ -843,7 +872,7 @@ impl Coordinator {
                     if e.group.is_subscribed_to(topic) {
                         Err(GroupError::GroupSubscribedToTopic)
                     } else {
-                        if e.offsets.contains_key(&(topic.clone(), *index)) {
+                        if e.has_offset(&(topic.clone(), *index)) {
                             doomed.push((topic.clone(), *index));
                         }
                         Ok(())
@@ -861,7 +890,7 @@ impl Coordinator {
             .await?;
             let mut e = lock(&entry);
             for key in &doomed {
-                e.offsets.remove(key);
+                e.remove_offset(key);
             }
         }
         Ok(results)
@@ -930,13 +959,17 @@ impl Coordinator {
                 return;
             }
             let since = e.group.state_since_ms;
+            // As in Kafka, an offset an open transaction is about to replace does not
+            // expire, and a group with open transactions stays.
             let expired: Vec<(String, i32)> = e
                 .offsets
                 .iter()
                 .filter(|(_, v)| now >= since.max(v.commit_timestamp_ms).saturating_add(retention))
+                .filter(|(k, _)| !e.pending.values().any(|p| p.contains_key(*k)))
                 .map(|(k, _)| k.clone())
                 .collect();
-            let remove_group = expired.len() == e.offsets.len() && e.group.is_idle();
+            let remove_group =
+                expired.len() == e.offsets.len() && e.pending.is_empty() && e.group.is_idle();
             if expired.is_empty() && !remove_group {
                 return;
             }
