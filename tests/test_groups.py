@@ -1308,7 +1308,8 @@ def sync(w: Wire, group: str, generation: int, member: str, assignments: dict[st
          instance: str | None = None):
     S = SyncGroupRequest.SyncGroupRequestAssignment
     return w.call(SyncGroupRequest, 3, group_id=group, generation_id=generation, member_id=member,
-                  group_instance_id=instance, assignments=[S(member_id=m, assignment=a) for m, a in assignments.items()])
+                  group_instance_id=instance,
+                  assignments=[S(member_id=m, assignment=a) for m, a in assignments.items()])
 
 
 def described(w: Wire, group: str) -> tuple[str, list[str]]:
