@@ -85,6 +85,7 @@ OFFSET_METADATA_TOO_LARGE = 12
 UNKNOWN_TOPIC_OR_PARTITION = 3
 INVALID_TOPIC_EXCEPTION = 17
 ILLEGAL_GENERATION = 22
+REBALANCE_IN_PROGRESS = 27
 INCONSISTENT_GROUP_PROTOCOL = 23
 INVALID_GROUP_ID = 24
 UNKNOWN_MEMBER_ID = 25
@@ -980,9 +981,10 @@ class Wire:
         DeleteGroupsRequest: DeleteGroupsResponse,
     }
 
-    def __init__(self, bootstrap: str):
+    def __init__(self, bootstrap: str, client_id: str = "strata-tests"):
         self.sock = connect(bootstrap, timeout=30)
         self.correlation_id = 0
+        self.client_id = client_id
 
     def __enter__(self) -> "Wire":
         return self
@@ -993,7 +995,7 @@ class Wire:
     def call(self, request_class, version: int, **fields):
         request = request_class(version=version, **fields)
         self.correlation_id += 1
-        request.with_header(correlation_id=self.correlation_id, client_id="strata-tests")
+        request.with_header(correlation_id=self.correlation_id, client_id=self.client_id)
         self.sock.sendall(request.encode(header=True, framed=True))
         try:
             body = recv_frame(self.sock)
@@ -1019,8 +1021,8 @@ def assignment_bytes(topic: str, partitions: list[int]) -> bytes:
 
 
 def join(w: Wire, version: int, group: str, member: str, *, session: int = 30000, protocol_type: str = "consumer",
-         metadata: bytes = b""):
-    return w.call(JoinGroupRequest, version, group_id=group, session_timeout_ms=session, rebalance_timeout_ms=30000,
+         metadata: bytes = b"", rebalance: int = 30000):
+    return w.call(JoinGroupRequest, version, group_id=group, session_timeout_ms=session, rebalance_timeout_ms=rebalance,
                   member_id=member, protocol_type=protocol_type,
                   protocols=[JoinGroupRequest.JoinGroupRequestProtocol(name="range", metadata=metadata)])
 
@@ -1285,3 +1287,280 @@ def test_offsets_of_empty_groups_expire_and_those_of_an_active_group_stay(broker
     wait_until("the offsets of busy expiring once it is empty",
                lambda: all(o == NO_OFFSET for o in committed_offsets(b.bootstrap, "busy", topic, partitions).values()),
                timeout=30, interval=0.3)
+
+
+# ---------------------------------------------------------------------------------------
+# 11. Edge cases of the classic protocol (as Kafka 4's group coordinator answers them)
+# ---------------------------------------------------------------------------------------
+
+
+def join_static(w: Wire, version: int, group: str, instance: str, member: str = "", *, metadata: bytes = b"",
+                rebalance: int = 3000, session: int = 60000):
+    fields = dict(group_id=group, session_timeout_ms=session, rebalance_timeout_ms=rebalance, member_id=member,
+                  group_instance_id=instance, protocol_type="consumer",
+                  protocols=[JoinGroupRequest.JoinGroupRequestProtocol(name="range", metadata=metadata)])
+    if version >= 8:
+        fields["reason"] = None
+    return w.call(JoinGroupRequest, version, **fields)
+
+
+def sync(w: Wire, group: str, generation: int, member: str, assignments: dict[str, bytes],
+         instance: str | None = None):
+    S = SyncGroupRequest.SyncGroupRequestAssignment
+    return w.call(SyncGroupRequest, 3, group_id=group, generation_id=generation, member_id=member,
+                  group_instance_id=instance,
+                  assignments=[S(member_id=m, assignment=a) for m, a in assignments.items()])
+
+
+def described(w: Wire, group: str) -> tuple[str, list[str]]:
+    r = w.call(DescribeGroupsRequest, 0, groups=[group])
+    (g,) = r.groups
+    return g.group_state, sorted(m.member_id for m in g.members)
+
+
+def test_a_static_member_that_misses_a_join_phase_keeps_its_place(broker):
+    b = broker(env=ENV)
+    topic, group = "static-slow", "static-slow-group"
+    create_topic(b.bootstrap, topic, 2)
+    sub = subscription(topic)
+    with Wire(b.bootstrap) as a, Wire(b.bootstrap) as other:
+        r = join_static(a, 5, group, "i-a", metadata=sub)
+        assert r.error_code == 0 and r.leader == r.member_id, r
+        a_id, generation = r.member_id, r.generation_id
+        r = sync(a, group, generation, a_id, {a_id: assignment_bytes(topic, [0, 1])}, "i-a")
+        assert r.error_code == 0, r
+
+        # A dynamic member joins; a, restarting slowly, does not rejoin within the 3 s
+        # rebalance timeout. The join phase ends without it but keeps it: the leadership
+        # moves to the member that joined, which assigns to both.
+        r = join(other, 4, group, "", metadata=sub, rebalance=3000)
+        assert r.error_code == MEMBER_ID_REQUIRED, r
+        r = join(other, 4, group, r.member_id, metadata=sub, rebalance=3000)
+        assert r.error_code == 0, r
+        b_id = r.member_id
+        assert r.generation_id == generation + 1 and r.leader == b_id, r
+        assert sorted(m.member_id for m in r.members) == sorted([a_id, b_id]), r.members
+        assert described(other, group) == ("CompletingRebalance", sorted([a_id, b_id]))
+
+        # a comes back with its member id: it gets the new generation without another rebalance.
+        r = join_static(a, 5, group, "i-a", a_id, metadata=sub)
+        assert (r.error_code, r.generation_id, r.leader, r.member_id) == (0, generation + 1, b_id, a_id), r
+        r = sync(other, group, generation + 1, b_id, {a_id: assignment_bytes(topic, [0]),
+                                                     b_id: assignment_bytes(topic, [1])})
+        assert r.error_code == 0 and bytes(r.assignment) == assignment_bytes(topic, [1]), r
+        r = sync(a, group, generation + 1, a_id, {}, "i-a")
+        assert r.error_code == 0 and bytes(r.assignment) == assignment_bytes(topic, [0]), r
+        assert described(a, group) == ("Stable", sorted([a_id, b_id]))
+
+
+def test_commits_with_generation_minus_one_and_member_ids(broker):
+    b = broker(env=ENV)
+    topic, group = "gen-commits", "gen-commits-group"
+    create_topic(b.bootstrap, topic, 1)
+    sub = subscription(topic)
+    T = OffsetCommitRequest.OffsetCommitRequestTopic
+    with Wire(b.bootstrap) as w:
+        # A member's commit to a group that does not exist: refused, and no group is made.
+        assert offset_commit(w, "gen-nowhere", 3, "someone", topic, {0: (1, None)}) == {0: ILLEGAL_GENERATION}
+        r = w.call(OffsetCommitRequest, 9, group_id="gen-nowhere", generation_id_or_member_epoch=3,
+                   member_id="someone", group_instance_id=None, topics=[T(name=topic, partitions=[
+                       T.OffsetCommitRequestPartition(partition_index=0, committed_offset=1, committed_leader_epoch=-1,
+                                                      committed_metadata=None)])])
+        assert [p.error_code for t in r.topics for p in t.partitions] == [GROUP_ID_NOT_FOUND], r
+        # Nor does a JoinGroup with a member id (a member of a deleted or expired group).
+        assert join(w, 4, "gen-nowhere", "old-member", metadata=sub).error_code == UNKNOWN_MEMBER_ID
+        assert described(w, "gen-nowhere") == ("Dead", [])
+
+        # An empty group takes generation -1 commits, whatever member id they carry.
+        assert offset_commit(w, group, -1, "", topic, {0: (1, None)}) == {0: 0}
+        assert offset_commit(w, group, -1, "a-member-that-left", topic, {0: (2, None)}) == {0: 0}
+        assert offset_fetch_v1(w, group, topic, [0])[0][0] == 2
+
+        r = join(w, 4, group, "", metadata=sub)
+        r = join(w, 4, group, r.member_id, metadata=sub)
+        assert r.error_code == 0, r
+        member, generation = r.member_id, r.generation_id
+        assert offset_commit(w, group, generation, member, topic, {0: (3, None)}) == {0: REBALANCE_IN_PROGRESS}
+        assert sync(w, group, generation, member, {member: assignment_bytes(topic, [0])}).error_code == 0
+
+        # With members: generation -1 is a member's commit of no generation.
+        assert offset_commit(w, group, -1, member, topic, {0: (4, None)}) == {0: ILLEGAL_GENERATION}
+        assert offset_commit(w, group, -1, "nobody", topic, {0: (4, None)}) == {0: UNKNOWN_MEMBER_ID}
+        assert offset_commit(w, group, -1, "", topic, {0: (4, None)}) == {0: UNKNOWN_MEMBER_ID}
+        assert offset_commit(w, group, generation, member, topic, {0: (5, None)}) == {0: 0}
+        # An instance id the group does not know (OffsetCommit v7+) is an unknown member.
+        r = w.call(OffsetCommitRequest, 7, group_id=group, generation_id_or_member_epoch=generation,
+                   member_id=member, group_instance_id="i-unknown", topics=[T(name=topic, partitions=[
+                       T.OffsetCommitRequestPartition(partition_index=0, committed_offset=6, committed_leader_epoch=-1,
+                                                      committed_metadata=None)])])
+        assert [p.error_code for t in r.topics for p in t.partitions] == [UNKNOWN_MEMBER_ID], r
+        assert offset_fetch_v1(w, group, topic, [0])[0][0] == 5
+
+
+def test_offset_delete_on_an_active_group(broker):
+    b = broker(env=ENV)
+    topic, other_topic = "odel", "odel-other"
+    create_topic(b.bootstrap, topic, 1)
+    create_topic(b.bootstrap, other_topic, 1)
+    with Wire(b.bootstrap) as w:
+        # A consumer group whose subscription the coordinator cannot read: every topic
+        # counts as subscribed, nothing is deleted.
+        group = "odel-unreadable"
+        r = join(w, 4, group, "", metadata=b"\x00\x00\xff")
+        r = join(w, 4, group, r.member_id, metadata=b"\x00\x00\xff")
+        assert r.error_code == 0, r
+        member, generation = r.member_id, r.generation_id
+        assert sync(w, group, generation, member, {member: b""}).error_code == 0
+        assert offset_commit(w, group, generation, member, other_topic, {0: (7, None)}) == {0: 0}
+        assert offset_delete(w, group, other_topic, [0]) == (0, {0: GROUP_SUBSCRIBED_TO_TOPIC})
+        assert offset_fetch_v1(w, group, other_topic, [0])[0][0] == 7
+
+        # Another protocol type (Kafka Connect's, ...) with members: the whole request is
+        # refused with NON_EMPTY_GROUP.
+        group = "odel-connect"
+        r = join(w, 4, group, "", protocol_type="connect", metadata=b"worker")
+        r = join(w, 4, group, r.member_id, protocol_type="connect", metadata=b"worker")
+        assert r.error_code == 0, r
+        member, generation = r.member_id, r.generation_id
+        assert sync(w, group, generation, member, {member: b""}).error_code == 0
+        assert offset_commit(w, group, generation, member, topic, {0: (8, None)}) == {0: 0}
+        assert offset_delete(w, group, topic, [0]) == (NON_EMPTY_GROUP, {})
+        assert offset_fetch_v1(w, group, topic, [0])[0][0] == 8
+        # Once empty, its offsets may go.
+        assert w.call(LeaveGroupRequest, 1, group_id=group, member_id=member).error_code == 0
+        assert offset_delete(w, group, topic, [0]) == (0, {0: 0})
+        assert offset_fetch_v1(w, group, topic, [0])[0][0] == -1
+
+
+INVALID_REQUEST = 42
+
+
+def test_long_group_instance_and_client_ids(broker):
+    b = broker(env=ENV)
+    topic = "long-ids"
+    create_topic(b.bootstrap, topic, 1)
+    longest = "é" * 16383 + "g"  # 32767 bytes: the most a group record holds
+    too_long = "é" * 20000  # 40000 bytes (only flexible versions can carry it)
+    T = OffsetCommitRequest.OffsetCommitRequestTopic
+
+    def commit_v8(w: Wire, group: str, offset: int) -> int:
+        r = w.call(OffsetCommitRequest, 8, group_id=group, generation_id_or_member_epoch=-1, member_id="",
+                   group_instance_id=None, topics=[T(name=topic, partitions=[
+                       T.OffsetCommitRequestPartition(partition_index=0, committed_offset=offset,
+                                                      committed_leader_epoch=-1, committed_metadata=None)])])
+        (code,) = [p.error_code for t in r.topics for p in t.partitions]
+        return code
+
+    with Wire(b.bootstrap) as w:
+        # Longer than a record can hold: refused, never stored cut (a cut id would be
+        # another group's, or not UTF-8 at all).
+        assert commit_v8(w, too_long, 9) == INVALID_GROUP_ID
+        assert join(w, 6, too_long, "", metadata=subscription(topic)).error_code == INVALID_GROUP_ID
+        r = join_static(w, 6, "long-instance", too_long, metadata=subscription(topic))
+        assert r.error_code == INVALID_REQUEST, r
+        assert described(w, "long-instance")[1] == []
+        assert commit_v8(w, longest, 5) == 0
+
+    # A client id at the header's limit still makes a member id the group record holds.
+    with Wire(b.bootstrap, client_id="c" + "é" * 16383) as w:
+        r = join(w, 3, "long-client", "", metadata=subscription(topic))
+        assert r.error_code == 0, r
+        member, generation = r.member_id, r.generation_id
+        assert len(member.encode()) <= 32767 and member.startswith("cé"), len(member.encode())
+        assert sync(w, "long-client", generation, member, {member: assignment_bytes(topic, [0])}).error_code == 0
+
+    b.restart()
+    with Wire(b.bootstrap) as w:
+        assert offset_fetch_v1(w, longest, topic, [0])[0][0] == 5
+        assert offset_fetch_v1(w, too_long[:16383], topic, [0])[0][0] == -1
+        assert described(w, "long-client") == ("Stable", [member])
+        assert heartbeat(w, "long-client", generation, member) == 0
+
+
+@pytest.mark.parametrize("version", [5, 8, 9])
+def test_a_static_leader_restart_keeps_the_assignment_below_and_from_v9(broker, version):
+    """A static leader that restarts (new process, empty member id, same instance id) with
+    the same subscription gets its place back without a rebalance. From v9 it is told to
+    skip the assignment; below v9 there is no such field, and as in Kafka it is answered as
+    a follower (no members, its old member id as the leader) so it does not reassign."""
+    b = broker(env=ENV)
+    topic, group = "static-leader", f"static-leader-v{version}"
+    create_topic(b.bootstrap, topic, 2)
+    sub = subscription(topic)
+    with Wire(b.bootstrap) as a, Wire(b.bootstrap) as other:
+        r = join_static(a, version, group, "i-a", metadata=sub)
+        assert r.error_code == 0 and r.leader == r.member_id, r
+        a_id = r.member_id
+        assert sync(a, group, r.generation_id, a_id, {a_id: assignment_bytes(topic, [0, 1])}, "i-a").error_code == 0
+
+        # b joins (its JoinGroup waits for a to rejoin), and a leads generation 2.
+        b_joined = {}
+        joining = threading.Thread(target=lambda: b_joined.update(r=join_static(other, version, group, "i-b",
+                                                                                 metadata=sub)))
+        joining.start()
+        wait_until("the rebalance b started", lambda: described(a, group)[0] == "PreparingRebalance", timeout=30)
+        r = join_static(a, version, group, "i-a", a_id, metadata=sub)
+        joining.join(timeout=30)
+        assert not joining.is_alive() and b_joined["r"].error_code == 0, b_joined
+        b_id, generation = b_joined["r"].member_id, r.generation_id
+        assert r.error_code == 0 and r.leader == a_id and len(r.members) == 2, r
+        plan = {a_id: assignment_bytes(topic, [0]), b_id: assignment_bytes(topic, [1])}
+        assert sync(a, group, generation, a_id, plan, "i-a").error_code == 0
+        r = sync(other, group, generation, b_id, {}, "i-b")
+        assert r.error_code == 0 and bytes(r.assignment) == plan[b_id], r
+
+    # a restarts: a new connection, no member id, the same instance id and subscription.
+    with Wire(b.bootstrap) as a, Wire(b.bootstrap) as other:
+        r = join_static(a, version, group, "i-a", metadata=sub)
+        assert r.error_code == 0 and r.generation_id == generation, r
+        new_id = r.member_id
+        assert new_id != a_id
+        if version >= 9:
+            assert r.skip_assignment and r.leader == new_id, r
+            assert sorted(m.member_id for m in r.members) == sorted([new_id, b_id]), r.members
+        else:
+            assert (r.leader, list(r.members)) == (a_id, []), r
+        # Its SyncGroup gets the partitions it had; nobody rebalances.
+        r = sync(a, group, generation, new_id, {}, "i-a")
+        assert r.error_code == 0 and bytes(r.assignment) == plan[a_id], r
+        assert w_heartbeat(other, group, generation, b_id, "i-b") == 0
+        assert w_heartbeat(a, group, generation, new_id, "i-a") == 0
+        assert w_heartbeat(a, group, generation, a_id, "i-a") == FENCED_INSTANCE_ID
+        assert described(a, group) == ("Stable", sorted([new_id, b_id]))
+
+
+def w_heartbeat(w: Wire, group: str, generation: int, member: str, instance: str) -> int:
+    return w.call(HeartbeatRequest, 3, group_id=group, generation_id=generation, member_id=member,
+                  group_instance_id=instance).error_code
+
+
+def test_offset_delete_and_delete_groups_drop_offsets_of_open_transactions(broker):
+    """Offsets a transaction holds (TxnOffsetCommit, not yet committed) are deleted with the
+    partition's or group's committed offsets, as in Kafka: the transaction's commit does not
+    bring them back, neither at once nor when the offsets topic is replayed."""
+    b = broker(env={**ENV, "STRATA_TRANSACTION_STATE_PARTITIONS": "5"})
+    topic = "txn-held"
+    create_topic(b.bootstrap, topic, 2)
+    admin = confluent_admin(b.bootstrap)
+    producer = Producer({**QUIET, "bootstrap.servers": b.bootstrap, "transactional.id": "txn-held",
+                         "transaction.timeout.ms": 30000})
+    producer.init_transactions(30)
+    consumers = {group: Consumer({**QUIET, "bootstrap.servers": b.bootstrap, "group.id": group,
+                                  "enable.auto.commit": False}) for group in ("txn-odel", "txn-del")}
+    try:
+        producer.begin_transaction()
+        for group, consumer in consumers.items():
+            producer.send_offsets_to_transaction([TopicPartition(topic, 0, 5), TopicPartition(topic, 1, 6)],
+                                                 consumer.consumer_group_metadata(), 30)
+        # While the transaction is open: OffsetDelete of one partition, DeleteGroups.
+        with Wire(b.bootstrap) as w:
+            assert offset_delete(w, "txn-odel", topic, [0]) == (0, {0: 0})
+        assert error_code(admin.delete_consumer_groups(["txn-del"])["txn-del"]) == 0
+        producer.commit_transaction(30)
+    finally:
+        for consumer in consumers.values():
+            consumer.close()
+    want = {"txn-odel": {0: NO_OFFSET, 1: 6}, "txn-del": {0: NO_OFFSET, 1: NO_OFFSET}}
+    assert {g: committed_offsets(b.bootstrap, g, topic, 2) for g in want} == want
+    b.restart()
+    assert {g: committed_offsets(b.bootstrap, g, topic, 2) for g in want} == want

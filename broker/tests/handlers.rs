@@ -41,6 +41,8 @@ on_every_store!(
     one_consumer_joins_syncs_heartbeats_and_leaves,
     the_first_join_waits_for_the_initial_rebalance_delay,
     a_silent_consumer_is_expired_after_its_session_timeout,
+    a_join_racing_a_delete_never_lands_in_the_deleted_group,
+    a_join_racing_offset_expiry_never_lands_in_the_removed_group,
 );
 
 async fn produce_fetch_and_list_offsets_through_the_handlers(store: Store) {
@@ -661,4 +663,138 @@ async fn a_silent_consumer_is_expired_after_its_session_timeout(store: Store) {
     assert_eq!(state_of(&broker), Some(GroupState::Empty));
     assert_eq!(heartbeat(&broker, generation, &id).await, UNKNOWN_MEMBER_ID);
     assert!(describe(&broker).await.members.is_empty());
+}
+
+/// A "simple" commit (no member, generation -1) of `offset` on orders-0.
+async fn simple_commit(broker: &Arc<Broker>, offset: i64) -> i16 {
+    use kafka_protocol::messages::OffsetCommitRequest;
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    let body = OffsetCommitRequest::default()
+        .with_group_id(group_id())
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![
+            OffsetCommitRequestTopic::default()
+                .with_name(name("orders"))
+                .with_partitions(vec![
+                    OffsetCommitRequestPartition::default()
+                        .with_partition_index(0)
+                        .with_committed_offset(offset),
+                ]),
+        ]);
+    let ResponseKind::OffsetCommit(response) = call(
+        broker,
+        ApiKey::OffsetCommit,
+        7,
+        RequestKind::OffsetCommit(body),
+    )
+    .await
+    else {
+        panic!("not an OffsetCommit response");
+    };
+    response.topics[0].partitions[0].error_code
+}
+
+/// A broker whose offsets-topic appends wait for an fsync (on the blocking pool): a
+/// delete's tombstones are in the log while it waits, which is when a racing join comes in.
+async fn fsyncing_group_broker(
+    dir: &std::path::Path,
+    store: Store,
+    clock: Arc<ManualClock>,
+) -> Arc<Broker> {
+    broker_with(dir, store, clock, |config| {
+        config.group_initial_rebalance_delay_ms = 0;
+        config.log_flush_messages = 1;
+        config.offsets_retention_ms = 60_000;
+        config.offsets_retention_check_interval_ms = 1;
+    })
+    .await
+}
+
+/// Runs `deleting` (which writes the group's tombstones) and a JoinGroup that starts as
+/// soon as the group's partition of the offsets topic grows (this runtime has one thread:
+/// the deletion is then waiting for its fsync). The join may be told to find the
+/// coordinator again (it then retries); it must end in a live group, with none of the
+/// deleted group's offsets, and never in the group being deleted (before, it was answered,
+/// then dropped with the group, and the member's next request found no group).
+async fn join_racing<T>(broker: &Arc<Broker>, deleting: impl std::future::Future<Output = T>) -> T {
+    const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+    let offsets = broker
+        .topics
+        .get(strata_broker::group::OFFSETS_TOPIC)
+        .expect("the offsets topic");
+    let home = offsets
+        .partition(strata_broker::group::partition_for(
+            GROUP,
+            offsets.partitions.len(),
+        ))
+        .expect("the group's partition")
+        .clone();
+    let written = home.log_end_offset();
+    let racing_join = async {
+        for _ in 0..10_000 {
+            if home.log_end_offset() > written {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(home.log_end_offset() > written, "the deletion never wrote");
+        join(broker, 3, "").await
+    };
+    let (deleted, joined) = tokio::join!(deleting, racing_join);
+    let joined = match joined.error_code {
+        0 => joined,
+        COORDINATOR_NOT_AVAILABLE => join(broker, 3, "").await,
+        other => panic!("unexpected JoinGroup error {other}: {joined:?}"),
+    };
+    assert_eq!(joined.error_code, 0, "{joined:?}");
+    let group = describe(broker).await;
+    assert_eq!(
+        group.group_state.as_str(),
+        "CompletingRebalance",
+        "{group:?}"
+    );
+    assert_eq!(group.members.len(), 1, "{group:?}");
+    assert_eq!(group.members[0].member_id, joined.member_id);
+    assert!(
+        broker
+            .groups
+            .committed(GROUP, None)
+            .iter()
+            .all(|(_, _, offset)| offset.is_none()),
+        "the deleted group's offsets are gone"
+    );
+    deleted
+}
+
+async fn a_join_racing_a_delete_never_lands_in_the_deleted_group(store: Store) {
+    use kafka_protocol::messages::DeleteGroupsRequest;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = fsyncing_group_broker(dir.path(), store, ManualClock::starting_now()).await;
+    create(&broker, "orders", 1).await;
+    assert_eq!(simple_commit(&broker, 7).await, 0);
+    assert_eq!(state_of(&broker), Some(GroupState::Empty));
+    let body = DeleteGroupsRequest::default().with_groups_names(vec![group_id()]);
+    let delete = call(
+        &broker,
+        ApiKey::DeleteGroups,
+        2,
+        RequestKind::DeleteGroups(body),
+    );
+    let ResponseKind::DeleteGroups(deleted) = join_racing(&broker, delete).await else {
+        panic!("not a DeleteGroups response");
+    };
+    assert_eq!(deleted.results[0].error_code, 0, "{deleted:?}");
+}
+
+async fn a_join_racing_offset_expiry_never_lands_in_the_removed_group(store: Store) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::starting_now();
+    let broker = fsyncing_group_broker(dir.path(), store, clock.clone()).await;
+    create(&broker, "orders", 1).await;
+    assert_eq!(simple_commit(&broker, 7).await, 0);
+    // Past the retention: the next tick expires the offset and removes the group.
+    clock.advance(60_001);
+    join_racing(&broker, broker.groups.tick(&broker)).await;
 }

@@ -116,12 +116,26 @@ pub enum FormatError {
     UnknownState(i8),
 }
 
+/// The longest string a record can hold (its length is an i16). The coordinator refuses
+/// longer group ids, instance ids and protocol names, and builds member ids that fit, so
+/// nothing it writes is ever cut.
+pub const MAX_STRING_BYTES: usize = i16::MAX as usize;
+
+/// The longest prefix of `s` that fits in `max` bytes without splitting a character.
+pub fn prefix_within(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 pub(crate) fn put_string(buf: &mut BytesMut, s: &str) {
-    // Group ids, topics and member ids are far below 32 KiB; longer ones are refused by
-    // the handlers (and Kafka's own protocol uses i16 lengths for them).
-    let len = s.len().min(i16::MAX as usize);
-    buf.put_i16(len as i16);
-    buf.put_slice(&s.as_bytes()[..len]);
+    // Callers pass strings within MAX_STRING_BYTES (see there); cutting is only the
+    // last defence of the record's framing, and keeps the bytes UTF-8.
+    let s = prefix_within(s, MAX_STRING_BYTES);
+    buf.put_i16(s.len() as i16);
+    buf.put_slice(s.as_bytes());
 }
 
 fn put_nullable(buf: &mut BytesMut, s: Option<&str>) {

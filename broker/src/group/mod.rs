@@ -83,8 +83,10 @@ pub enum GroupError {
     NotCoordinator,
     #[error("the coordinator is loading the group's partition of the offsets topic")]
     CoordinatorLoadInProgress,
-    #[error("the group id is empty")]
+    #[error("the group id is empty or longer than 32767 bytes")]
     InvalidGroupId,
+    #[error("the {0} is longer than the 32767 bytes a group record can hold")]
+    TooLong(&'static str),
     #[error("the session timeout is outside the broker's group_min/max_session_timeout_ms")]
     InvalidSessionTimeout,
     #[error("the member's protocol type or protocols do not match the group's")]
@@ -141,6 +143,35 @@ struct Entry {
     pending: HashMap<i64, HashMap<(String, i32), OffsetValue>>,
 }
 
+impl Entry {
+    /// Whether the partition has a committed offset or one an open transaction holds.
+    fn has_offset(&self, key: &(String, i32)) -> bool {
+        self.offsets.contains_key(key) || self.pending.values().any(|p| p.contains_key(key))
+    }
+
+    /// Every partition with a committed offset or one an open transaction holds.
+    fn offset_keys(&self) -> Vec<(String, i32)> {
+        let mut keys: Vec<(String, i32)> = self
+            .offsets
+            .keys()
+            .chain(self.pending.values().flat_map(|p| p.keys()))
+            .cloned()
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
+    /// A tombstone of `key` was written: as in Kafka, and as a replay applies it, it
+    /// removes the committed offset and any an open transaction holds.
+    fn remove_offset(&mut self, key: &(String, i32)) {
+        self.offsets.remove(key);
+        for offsets in self.pending.values_mut() {
+            offsets.remove(key);
+        }
+    }
+}
+
 type Shared = Arc<Mutex<Entry>>;
 
 /// A SyncGroup request.
@@ -160,6 +191,15 @@ pub fn partition_for(group: &str, partitions: usize) -> i32 {
     });
     let abs = if hash == i32::MIN { 0 } else { hash.abs() };
     (abs as usize % partitions.max(1)) as i32
+}
+
+/// A group id that can be a group: not empty, and short enough for the keys of the
+/// offsets topic (Kafka itself sets no limit but cannot write a longer one either).
+fn check_group_id(group_id: &str) -> Result<(), GroupError> {
+    if group_id.is_empty() || group_id.len() > format::MAX_STRING_BYTES {
+        return Err(GroupError::InvalidGroupId);
+    }
+    Ok(())
 }
 
 /// Write locks are striped over this many slots by offsets partition.
@@ -420,12 +460,16 @@ impl Coordinator {
         group_id: &str,
         request: JoinRequest,
     ) -> JoinResult {
-        if group_id.is_empty() {
-            return Err(GroupError::InvalidGroupId);
-        }
+        check_group_id(group_id)?;
         let partition = self.partition(broker, group_id).await?;
         let now = broker.now_ms();
-        let entry = self.get_or_create(group_id, now);
+        // Only a new member makes a group (as in Kafka): a member id for a group that does
+        // not exist (deleted, expired) is unknown, and the client joins again without it.
+        let entry = if request.member_id.is_empty() {
+            self.get_or_create(group_id, now)
+        } else {
+            self.get(group_id).ok_or(GroupError::UnknownMemberId)?
+        };
         let receiver = lock(&entry).group.join(request, &self.timeouts, now);
         self.persist_if_dirty(broker, &partition, &entry).await;
         Self::wait(broker, receiver).await
@@ -572,9 +616,8 @@ impl Coordinator {
     /// (unknown partition, metadata too long) fail only that partition; a membership
     /// problem fails them all.
     /// OffsetCommit, and with `producer` TxnOffsetCommit: the offsets are written as
-    /// that producer's transactional records and count once its transaction commits. A
-    /// transactional commit without a generation (-1) is not checked against the
-    /// group's members, as in Kafka.
+    /// that producer's transactional records and count once its transaction commits. The
+    /// group checks the commit as Kafka does ([`Group::check_commit`]).
     #[allow(clippy::too_many_arguments)]
     pub async fn commit(
         &self,
@@ -587,8 +630,8 @@ impl Coordinator {
         producer: Option<TxnCommit>,
     ) -> Vec<Result<(), GroupError>> {
         let all = |e: GroupError| offsets.iter().map(|_| Err(e.clone())).collect();
-        if group_id.is_empty() {
-            return all(GroupError::InvalidGroupId);
+        if let Err(e) = check_group_id(group_id) {
+            return all(e);
         }
         let partition = match self.partition(broker, group_id).await {
             Ok(p) => p,
@@ -617,12 +660,21 @@ impl Coordinator {
             .collect();
         let _write = self.write_lock(&partition).lock().await;
         let now = broker.now_ms();
-        let entry = self.get_or_create(group_id, now);
-        let unchecked = producer.is_some() && generation < 0;
-        if !unchecked
-            && let Err(e) = lock(&entry)
+        // Generation -1 on an unknown group creates a "simple" group (admin tools,
+        // consumers that assign partitions themselves); any other generation is refused as
+        // Kafka does: GROUP_ID_NOT_FOUND for OffsetCommit (the handler answers
+        // ILLEGAL_GENERATION before v9), ILLEGAL_GENERATION for TxnOffsetCommit.
+        let entry = match self.get(group_id) {
+            Some(entry) => entry,
+            None if generation < 0 => self.get_or_create(group_id, now),
+            None if producer.is_some() => return all(GroupError::IllegalGeneration),
+            None => return all(GroupError::GroupIdNotFound),
+        };
+        let transactional = producer.is_some();
+        if let Err(e) =
+            lock(&entry)
                 .group
-                .check_commit(member, instance_id, generation, now)
+                .check_commit(member, instance_id, generation, transactional, now)
         {
             return all(e);
         }
@@ -762,28 +814,45 @@ impl Coordinator {
         broker: &impl GroupHost,
         group_id: &str,
     ) -> Result<(), GroupError> {
-        let entry = self.get(group_id).ok_or(GroupError::GroupIdNotFound)?;
+        // The entry is taken after `partition`, which may (re)load the partition's groups.
         let partition = self.partition(broker, group_id).await?;
+        let entry = self.get(group_id).ok_or(GroupError::GroupIdNotFound)?;
         let _write = self.write_lock(&partition).lock().await;
-        let records = {
-            let e = lock(&entry);
+        let (records, empty_since) = {
+            let mut e = lock(&entry);
             match e.group.state {
                 GroupState::Dead => return Err(GroupError::GroupIdNotFound),
                 GroupState::Empty => {}
                 _ => return Err(GroupError::NonEmptyGroup),
             }
-            tombstones(group_id, e.offsets.keys(), true)
+            let records = tombstones(group_id, e.offset_keys().iter(), true);
+            // Dead before the tombstones are written, as Kafka applies the deletion at
+            // once: a JoinGroup meanwhile is answered COORDINATOR_NOT_AVAILABLE and
+            // retries into a new group, instead of joining the one being deleted.
+            let empty_since = e.group.state_since_ms;
+            e.group.kill(broker.now_ms());
+            (records, empty_since)
         };
-        self.append(broker, &partition, records).await?;
-        let now = broker.now_ms();
-        lock(&entry).group.kill(now);
-        self.map().remove(group_id);
+        if let Err(e) = self.append(broker, &partition, records).await {
+            lock(&entry).group.revive(empty_since);
+            return Err(e);
+        }
+        self.forget(group_id, &entry);
         info!(group = group_id, "deleted group");
         Ok(())
     }
 
+    /// Drops a deleted group from memory, unless a load replaced its entry meanwhile.
+    fn forget(&self, group_id: &str, entry: &Shared) {
+        let mut map = self.map();
+        if map.get(group_id).is_some_and(|e| Arc::ptr_eq(e, entry)) {
+            map.remove(group_id);
+        }
+    }
+
     /// OffsetDelete: per partition; offsets of topics the group's members subscribe to
-    /// stay.
+    /// stay (GROUP_SUBSCRIBED_TO_TOPIC), and a group with members that does not use the
+    /// consumer protocol keeps them all (NON_EMPTY_GROUP), as in Kafka.
     pub async fn delete_offsets(
         &self,
         broker: &impl GroupHost,
@@ -795,18 +864,15 @@ impl Coordinator {
         let _write = self.write_lock(&partition).lock().await;
         let (results, doomed) = {
             let e = lock(&entry);
-            if e.group.state == GroupState::Dead {
-                return Err(GroupError::GroupIdNotFound);
-            }
-            let subscribed = e.group.subscribed_topics().unwrap_or_default();
+            e.group.check_offset_delete()?;
             let mut doomed = Vec::new();
             let results: Vec<_> = partitions
                 .iter()
                 .map(|(topic, index)| {
-                    if subscribed.contains(topic) {
+                    if e.group.is_subscribed_to(topic) {
                         Err(GroupError::GroupSubscribedToTopic)
                     } else {
-                        if e.offsets.contains_key(&(topic.clone(), *index)) {
+                        if e.has_offset(&(topic.clone(), *index)) {
                             doomed.push((topic.clone(), *index));
                         }
                         Ok(())
@@ -824,7 +890,7 @@ impl Coordinator {
             .await?;
             let mut e = lock(&entry);
             for key in &doomed {
-                e.offsets.remove(key);
+                e.remove_offset(key);
             }
         }
         Ok(results)
@@ -887,37 +953,47 @@ impl Coordinator {
             return;
         };
         let _write = self.write_lock(&partition).lock().await;
-        let (expired, remove_group) = {
-            let e = lock(entry);
+        let (expired, remove_group, empty_since) = {
+            let mut e = lock(entry);
             if e.group.state != GroupState::Empty {
                 return;
             }
             let since = e.group.state_since_ms;
+            // As in Kafka, an offset an open transaction is about to replace does not
+            // expire, and a group with open transactions stays.
             let expired: Vec<(String, i32)> = e
                 .offsets
                 .iter()
                 .filter(|(_, v)| now >= since.max(v.commit_timestamp_ms).saturating_add(retention))
+                .filter(|(k, _)| !e.pending.values().any(|p| p.contains_key(*k)))
                 .map(|(k, _)| k.clone())
                 .collect();
-            let remove_group = expired.len() == e.offsets.len() && e.group.is_idle();
-            (expired, remove_group)
+            let remove_group =
+                expired.len() == e.offsets.len() && e.pending.is_empty() && e.group.is_idle();
+            if expired.is_empty() && !remove_group {
+                return;
+            }
+            if remove_group {
+                // Dead before its tombstone is written, as in delete_group.
+                e.group.kill(now);
+            }
+            (expired, remove_group, since)
         };
-        if expired.is_empty() && !remove_group {
-            return;
-        }
         let records = tombstones(group_id, expired.iter(), remove_group);
         if let Err(e) = self.append(broker, &partition, records).await {
             warn!(group = group_id, error = %e, "cannot expire committed offsets; retrying later");
+            if remove_group {
+                lock(entry).group.revive(empty_since);
+            }
             return;
         }
         let mut e = lock(entry);
         for key in &expired {
             e.offsets.remove(key);
         }
+        drop(e);
         if remove_group {
-            e.group.kill(now);
-            drop(e);
-            self.map().remove(group_id);
+            self.forget(group_id, entry);
         }
         info!(
             group = group_id,

@@ -15,13 +15,13 @@
 //! by its session timeout (it is blocked in a request); every transition out of
 //! CompletingRebalance answers every waiting SyncGroup.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::GroupError;
-use super::format::{GroupValue, MemberValue};
+use super::format::{GroupValue, MAX_STRING_BYTES, MemberValue};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupState {
@@ -73,6 +73,10 @@ pub struct Joined {
     /// A static leader that rejoined without a change: it must not compute a new
     /// assignment (JoinGroup v9+).
     pub skip_assignment: bool,
+    /// With `skip_assignment`: the leader's member id before it rejoined. Below v9 (no
+    /// skip_assignment field) Kafka names it as the leader, so the member, whose id is new,
+    /// acts as a follower and its SyncGroup gets the stored assignment.
+    pub previous_leader: Option<String>,
 }
 
 pub type JoinResult = Result<Joined, GroupError>;
@@ -152,6 +156,10 @@ pub struct Group {
     /// Set when a transition should be written to the offsets topic (Empty after
     /// members left, Stable after a sync): the coordinator takes and persists it.
     pub dirty: bool,
+    /// The topics the members subscribed to, as of the current generation (Kafka computes
+    /// them when a generation starts); None when unknown: not the consumer protocol, no
+    /// protocol chosen yet, or a subscription that does not decode.
+    subscribed_topics: Option<HashSet<String>>,
 }
 
 fn reply<T>(sender: Option<oneshot::Sender<T>>, value: T) {
@@ -177,6 +185,7 @@ impl Group {
             initial_delay: None,
             state_since_ms: now_ms,
             dirty: false,
+            subscribed_topics: None,
         }
     }
 
@@ -218,6 +227,7 @@ impl Group {
         } else {
             GroupState::Stable
         };
+        group.subscribed_topics = group.compute_subscribed_topics();
         group
     }
 
@@ -252,7 +262,11 @@ impl Group {
         self.state_since_ms = now_ms;
     }
 
+    /// Kafka's form, the client id, "-" and a UUID; a client id near the header's
+    /// 32767-byte limit is cut so that the member id fits in the group's record.
     fn new_member_id(&self, client_id: &str) -> String {
+        const SUFFIX: usize = 1 + 36;
+        let client_id = super::format::prefix_within(client_id, MAX_STRING_BYTES - SUFFIX);
         format!("{client_id}-{}", uuid::Uuid::new_v4())
     }
 
@@ -286,6 +300,24 @@ impl Group {
         Ok(())
     }
 
+    /// Kafka's `validateMember`: an instance id must belong to this member id, and the
+    /// member must be in the group.
+    fn check_known(&self, member_id: &str, instance_id: Option<&str>) -> Result<(), GroupError> {
+        if let Some(instance) = instance_id {
+            match self.static_members.get(instance) {
+                None => return Err(GroupError::UnknownMemberId),
+                Some(current) if current != member_id => {
+                    return Err(GroupError::FencedInstanceId);
+                }
+                Some(_) => {}
+            }
+        }
+        if !self.members.contains_key(member_id) {
+            return Err(GroupError::UnknownMemberId);
+        }
+        Ok(())
+    }
+
     fn check_member(
         &self,
         member_id: &str,
@@ -295,10 +327,7 @@ impl Group {
         if self.state == GroupState::Dead {
             return Err(GroupError::CoordinatorNotAvailable);
         }
-        self.check_static(member_id, instance_id)?;
-        if !self.members.contains_key(member_id) {
-            return Err(GroupError::UnknownMemberId);
-        }
+        self.check_known(member_id, instance_id)?;
         if generation != self.generation {
             return Err(GroupError::IllegalGeneration);
         }
@@ -479,24 +508,32 @@ impl Group {
         Ok(())
     }
 
-    /// Checks an OffsetCommit against the group. A commit with generation -1 and no
-    /// member id comes from a consumer that assigns partitions itself: allowed while the
-    /// group has no members.
+    /// Checks an OffsetCommit (or, `transactional`, a TxnOffsetCommit) against the group,
+    /// as Kafka's `ClassicGroup.validateOffsetCommit` does. A commit with generation -1
+    /// comes from the admin client or a consumer that assigns partitions itself: accepted
+    /// while the group is Empty. Otherwise a member id or instance id (with any generation,
+    /// -1 included) is checked as a member's commit; without either, a plain commit is
+    /// refused (UNKNOWN_MEMBER_ID) while the group has members, a transactional one is not.
     pub fn check_commit(
         &mut self,
         member_id: &str,
         instance_id: Option<&str>,
         generation: i32,
+        transactional: bool,
         now_ms: i64,
     ) -> Result<(), GroupError> {
         if self.state == GroupState::Dead {
             return Err(GroupError::CoordinatorNotAvailable);
         }
-        if generation < 0 && member_id.is_empty() && self.members.is_empty() {
+        if generation < 0 && self.state == GroupState::Empty {
             return Ok(());
         }
-        self.check_member(member_id, instance_id, generation)?;
-        if self.state == GroupState::CompletingRebalance {
+        if generation >= 0 || !member_id.is_empty() || instance_id.is_some() {
+            self.check_member(member_id, instance_id, generation)?;
+        } else if !transactional {
+            return Err(GroupError::UnknownMemberId);
+        }
+        if !transactional && self.state == GroupState::CompletingRebalance {
             return Err(GroupError::RebalanceInProgress);
         }
         if let Some(member) = self.members.get_mut(member_id) {
@@ -576,25 +613,63 @@ impl Group {
         self.set_state(GroupState::Dead, now_ms);
     }
 
-    /// Topics the members subscribed to, when the group uses the consumer protocol and
-    /// their subscriptions decode (OffsetDelete refuses to delete those offsets).
-    pub fn subscribed_topics(&self) -> Option<std::collections::HashSet<String>> {
+    /// Undoes [`Group::kill`] of an Empty group whose tombstones could not be written: it
+    /// is Empty again, since `empty_since_ms` as before (its offsets expire on time).
+    pub fn revive(&mut self, empty_since_ms: i64) {
+        if self.state == GroupState::Dead && self.members.is_empty() {
+            self.state = GroupState::Empty;
+            self.state_since_ms = empty_since_ms;
+        }
+    }
+
+    /// OffsetDelete's check of the whole group, as Kafka's `validateOffsetDelete`: a
+    /// group with members that does not use the consumer protocol keeps all its offsets.
+    pub fn check_offset_delete(&self) -> Result<(), GroupError> {
+        match self.state {
+            GroupState::Dead => Err(GroupError::GroupIdNotFound),
+            GroupState::Empty => Ok(()),
+            _ if self.uses_consumer_protocol() => Ok(()),
+            _ => Err(GroupError::NonEmptyGroup),
+        }
+    }
+
+    /// Whether OffsetDelete must keep the offsets of `topic`: the members subscribe to it,
+    /// or their subscriptions are not known and the group uses the consumer protocol.
+    pub fn is_subscribed_to(&self, topic: &str) -> bool {
+        match &self.subscribed_topics {
+            Some(topics) => topics.contains(topic),
+            None => self.uses_consumer_protocol(),
+        }
+    }
+
+    fn uses_consumer_protocol(&self) -> bool {
+        self.protocol_type.as_deref() == Some("consumer")
+    }
+
+    /// The members' subscribed topics under the chosen protocol. Each subscription is read
+    /// as version 0, the prefix every later version keeps (as Kafka does).
+    pub(super) fn compute_subscribed_topics(&self) -> Option<HashSet<String>> {
         use kafka_protocol::messages::ConsumerProtocolSubscription;
         use kafka_protocol::protocol::Decodable;
-        if self.protocol_type.as_deref() != Some("consumer") || self.members.is_empty() {
+        if !self.uses_consumer_protocol() {
             return None;
         }
-        let protocol = self.protocol.clone().unwrap_or_default();
-        let mut topics = std::collections::HashSet::new();
+        if self.members.is_empty() {
+            return Some(HashSet::new());
+        }
+        let protocol = self.protocol.as_deref()?;
+        let mut topics = HashSet::new();
         for member in self.members.values() {
-            let mut metadata = member.metadata(&protocol);
+            let mut metadata = member.metadata(protocol);
             if metadata.len() < 2 {
                 return None;
             }
             let version = i16::from_be_bytes([metadata[0], metadata[1]]);
+            if version < 0 {
+                return None;
+            }
             bytes::Buf::advance(&mut metadata, 2);
-            let version = version.clamp(0, 3);
-            let subscription = ConsumerProtocolSubscription::decode(&mut metadata, version).ok()?;
+            let subscription = ConsumerProtocolSubscription::decode(&mut metadata, 0).ok()?;
             topics.extend(subscription.topics.iter().map(|t| t.to_string()));
         }
         Some(topics)

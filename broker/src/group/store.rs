@@ -132,7 +132,12 @@ impl Coordinator {
                                 .or_default()
                                 .push((key, value));
                         }
-                        None => apply_record(&mut groups, key, value),
+                        None => {
+                            if value.is_none() {
+                                drop_pending(&mut open, key.as_ref());
+                            }
+                            apply_record(&mut groups, key, value)
+                        }
                     }
                 })
                 .map_err(|e| {
@@ -295,6 +300,17 @@ pub(super) fn tombstones<'a>(
         ));
     }
     records
+}
+
+/// A tombstone removes the offsets open transactions hold for its key too (as Kafka's
+/// replay does; OffsetDelete and DeleteGroups write one for such offsets).
+fn drop_pending(open: &mut OpenRecords, key: Option<&Bytes>) {
+    let Some(key) = key else {
+        return;
+    };
+    for records in open.values_mut() {
+        records.retain(|(k, _)| k.as_ref() != Some(key));
+    }
 }
 
 /// Offsets of transactions still open at the end of a replay, by group and producer.

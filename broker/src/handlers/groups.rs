@@ -46,6 +46,7 @@ pub fn group_error_code(error: &GroupError) -> ResponseError {
         GroupError::NotCoordinator => ResponseError::NotCoordinator,
         GroupError::CoordinatorLoadInProgress => ResponseError::CoordinatorLoadInProgress,
         GroupError::InvalidGroupId => ResponseError::InvalidGroupId,
+        GroupError::TooLong(_) => ResponseError::InvalidRequest,
         GroupError::InvalidSessionTimeout => ResponseError::InvalidSessionTimeout,
         GroupError::InconsistentGroupProtocol => ResponseError::InconsistentGroupProtocol,
         GroupError::MemberIdRequired(_) => ResponseError::MemberIdRequired,
@@ -201,12 +202,12 @@ pub async fn join_group(
         Ok(mut joined) => {
             if version < 9 && joined.skip_assignment {
                 // A static leader rejoining unchanged keeps its assignment. Before v9 there
-                // is no skip_assignment field: it is answered as a follower (no members,
-                // another leader id), so it does not run the assignor and its SyncGroup
-                // gets the stored assignment.
+                // is no skip_assignment field: as Kafka does, it is answered as a follower
+                // (no members, its old member id as the leader), so it does not run the
+                // assignor and its SyncGroup gets the stored assignment.
                 joined.skip_assignment = false;
                 joined.members.clear();
-                joined.leader.clear();
+                joined.leader = joined.previous_leader.take().unwrap_or_default();
             }
             response
                 .with_generation_id(joined.generation)
@@ -371,7 +372,13 @@ pub async fn offset_commit(
             None,
         )
         .await
-        .into_iter();
+        .into_iter()
+        .map(|result| match result {
+            // A member's commit to a group that does not exist: v9 says so, earlier
+            // versions answer ILLEGAL_GENERATION (as Kafka does, for compatibility).
+            Err(GroupError::GroupIdNotFound) if version < 9 => Err(GroupError::IllegalGeneration),
+            other => other,
+        });
     let topics = in_request_order(
         &request.topics,
         |t| &t.partitions,

@@ -6,7 +6,7 @@ use tokio::sync::oneshot;
 
 use super::{
     Group, GroupError, GroupState, InitialDelay, JoinRequest, JoinResult, Joined, JoinedMember,
-    Member, Timeouts, reply,
+    MAX_STRING_BYTES, Member, Timeouts, reply,
 };
 
 impl Group {
@@ -36,6 +36,14 @@ impl Group {
         let fail = |error, sender| Err(Box::new((error, sender)));
         if self.state == GroupState::Dead {
             return fail(GroupError::CoordinatorNotAvailable, sender);
+        }
+        // What the group's record could not hold is refused rather than stored cut.
+        let too_long = |s: &str| s.len() > MAX_STRING_BYTES;
+        if request.instance_id.as_deref().is_some_and(too_long) {
+            return fail(GroupError::TooLong("group instance id"), sender);
+        }
+        if too_long(&request.protocol_type) || request.protocols.iter().any(|(n, _)| too_long(n)) {
+            return fail(GroupError::TooLong("protocol type or name"), sender);
         }
         if request.session_timeout_ms < timeouts.min_session_timeout_ms
             || request.session_timeout_ms > timeouts.max_session_timeout_ms
@@ -188,7 +196,10 @@ impl Group {
                 // coordinator restart would bring back the old id, which the member
                 // replaces again by rejoining.
                 self.dirty = true;
-                let joined = self.joined(&new_id, was_leader, was_leader);
+                let mut joined = self.joined(&new_id, was_leader, was_leader);
+                if was_leader {
+                    joined.previous_leader = Some(old_id);
+                }
                 reply(Some(sender), Ok(joined));
             }
             GroupState::PreparingRebalance => {
@@ -227,6 +238,7 @@ impl Group {
                 Vec::new()
             },
             skip_assignment,
+            previous_leader: None,
         }
     }
 
@@ -236,12 +248,7 @@ impl Group {
                 reply(member.sync.take(), Err(GroupError::RebalanceInProgress));
             }
         }
-        let rebalance_timeout = self
-            .members
-            .values()
-            .map(|m| i64::from(m.rebalance_timeout_ms))
-            .max()
-            .unwrap_or(0);
+        let rebalance_timeout = self.rebalance_timeout_ms();
         if self.state == GroupState::Empty && timeouts.initial_rebalance_delay_ms > 0 {
             let delay = timeouts.initial_rebalance_delay_ms.min(rebalance_timeout);
             self.initial_delay = Some(InitialDelay {
@@ -255,6 +262,15 @@ impl Group {
         self.maybe_complete_join(now_ms);
     }
 
+    /// The group's rebalance timeout: the longest of its members'.
+    fn rebalance_timeout_ms(&self) -> i64 {
+        self.members
+            .values()
+            .map(|m| i64::from(m.rebalance_timeout_ms))
+            .max()
+            .unwrap_or(0)
+    }
+
     pub(super) fn maybe_complete_join(&mut self, now_ms: i64) {
         if self.state == GroupState::PreparingRebalance
             && self.initial_delay.is_none()
@@ -265,43 +281,51 @@ impl Group {
         }
     }
 
-    /// Ends the join phase: members that did not rejoin are dropped, the generation
-    /// moves on, the leader gets everyone's metadata.
+    /// Ends the join phase, as Kafka's `completeClassicGroupJoin`: dynamic members that
+    /// did not rejoin are dropped; a static member that did not rejoin keeps its place
+    /// (and its metadata, so the leader assigns to it) until its session expires, which
+    /// lets a slowly restarting static member come back without moving partitions. The
+    /// leader must be a member that rejoined; with none, the phase waits another rebalance
+    /// timeout (the absent static members' sessions run out meanwhile).
     pub(super) fn complete_join(&mut self, now_ms: i64) {
         self.initial_delay = None;
         let gone: Vec<String> = self
             .members
             .values()
-            .filter(|m| m.join.is_none())
+            .filter(|m| m.join.is_none() && m.instance_id.is_none())
             .map(|m| m.id.clone())
             .collect();
         for id in gone {
             self.remove_member(&id);
         }
+        let rejoined = |id: &String| self.members.get(id).is_some_and(|m| m.join.is_some());
+        let leader = match &self.leader {
+            Some(leader) if rejoined(leader) => Some(leader.clone()),
+            _ => self
+                .members
+                .values()
+                .find(|m| m.join.is_some())
+                .map(|m| m.id.clone()),
+        };
+        if leader.is_none() && !self.members.is_empty() {
+            self.deadline_ms = now_ms + self.rebalance_timeout_ms();
+            tracing::info!(group = %self.id, "no member rejoined; waiting for the absent static members");
+            return;
+        }
         self.generation += 1;
         if self.members.is_empty() {
             self.protocol = None;
             self.leader = None;
+            self.subscribed_topics = self.compute_subscribed_topics();
             self.set_state(GroupState::Empty, now_ms);
             self.dirty = true;
             return;
         }
         self.protocol = self.select_protocol();
-        if !self
-            .leader
-            .as_ref()
-            .is_some_and(|l| self.members.contains_key(l))
-        {
-            self.leader = self.members.keys().next().cloned();
-        }
+        self.leader = leader;
+        self.subscribed_topics = self.compute_subscribed_topics();
         self.set_state(GroupState::CompletingRebalance, now_ms);
-        self.deadline_ms = now_ms
-            + self
-                .members
-                .values()
-                .map(|m| i64::from(m.rebalance_timeout_ms))
-                .max()
-                .unwrap_or(0);
+        self.deadline_ms = now_ms + self.rebalance_timeout_ms();
         let leader = self.leader.clone().unwrap_or_default();
         let ids: Vec<String> = self.members.keys().cloned().collect();
         for id in ids {
