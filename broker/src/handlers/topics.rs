@@ -220,10 +220,21 @@ pub async fn create_partitions(
         } else {
             within_request_limit(broker, &mut added, adding)
         };
+        let assignments = topic.assignments.map(|assignments| {
+            assignments
+                .into_iter()
+                .map(|a| a.broker_ids.into_iter().map(|id| id.0).collect())
+                .collect()
+        });
         let outcome = match charged {
             Ok(()) => {
                 broker
-                    .create_partitions(&topic.name.0, topic.count, request.validate_only)
+                    .create_partitions(
+                        &topic.name.0,
+                        topic.count,
+                        assignments,
+                        request.validate_only,
+                    )
                     .await
             }
             Err(e) => Err(e),

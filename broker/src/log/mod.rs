@@ -750,6 +750,11 @@ impl Log {
         self.producers.open_transactions()
     }
 
+    /// The producers this log remembers (DescribeProducers).
+    pub fn active_producers(&self) -> Vec<producers::ActiveProducer> {
+        self.producers.active()
+    }
+
     /// The epoch of `producer_id`'s open transaction here, if one is open.
     pub fn open_transaction_epoch(&self, producer_id: i64) -> Option<i16> {
         self.producers.open_epoch(producer_id)

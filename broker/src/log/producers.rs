@@ -131,6 +131,21 @@ pub enum Verdict {
     },
 }
 
+/// One producer as DescribeProducers (KIP-664) reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActiveProducer {
+    pub producer_id: i64,
+    pub epoch: i16,
+    /// The last sequence of its last batch here, -1 if it wrote none at this epoch (a
+    /// new epoch, or only a transaction marker).
+    pub last_sequence: i32,
+    /// When this broker last appended for it (or replayed its batch at recovery), in
+    /// ms since the epoch.
+    pub last_append_ms: i64,
+    /// First offset of its open transaction here, -1 if none.
+    pub txn_first_offset: i64,
+}
+
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ProducerState {
     producers: HashMap<i64, Producer>,
@@ -326,6 +341,23 @@ impl ProducerState {
             }
         }
         out
+    }
+
+    /// Every producer the partition remembers (not expired), by producer id.
+    pub fn active(&self) -> Vec<ActiveProducer> {
+        let mut active: Vec<ActiveProducer> = self
+            .producers
+            .iter()
+            .map(|(&producer_id, p)| ActiveProducer {
+                producer_id,
+                epoch: p.epoch,
+                last_sequence: p.batches.back().map_or(-1, |b| b.last_sequence),
+                last_append_ms: p.last_append_ms,
+                txn_first_offset: p.txn_first_offset,
+            })
+            .collect();
+        active.sort_unstable_by_key(|p| p.producer_id);
+        active
     }
 
     /// The first offset of the oldest open transaction, if any.
