@@ -19,7 +19,13 @@ from kafka import KafkaAdminClient
 from kafka import TopicPartition as KTopicPartition
 from kafka import TopicPartitionReplica
 from kafka.admin import AbortTransactionSpec
-from kafka.errors import LogDirNotFoundError, NoError, NotLeaderForPartitionError, UnknownTopicOrPartitionError
+from kafka.errors import (
+    LogDirNotFoundError,
+    NoError,
+    NotLeaderForPartitionError,
+    ReplicaNotAvailableError,
+    UnknownTopicOrPartitionError,
+)
 
 from clients import QUIET, create_topic
 from replication import Cluster
@@ -226,10 +232,12 @@ def test_create_partitions_checks_and_uses_explicit_assignments(broker, etcd):
         admin.close()
 
     def placed():
-        got = replicas(cluster, topic)
-        return got if len(got) == 4 else None
+        # Every broker's metadata (each refreshes on its own), so that no client is told
+        # of fewer partitions later.
+        views = [replicas(cluster, topic, n) for n in cluster.brokers]
+        return views[0] if all(len(v) == 4 and v == views[0] for v in views) else None
 
-    got = wait_until(f"{topic} has 4 partitions in the metadata", placed, 30)
+    got = wait_until(f"every broker shows {topic} with 4 partitions", placed, 30)
     assert (got[1], got[2], got[3]) == ([2, 3], [3, 1], [1, 2]), got
     cluster.wait_isr(topic, 2)
     parts = cluster.partitions(topic)
@@ -252,5 +260,15 @@ def test_create_partitions_checks_and_uses_explicit_assignments(broker, etcd):
                                                                               broker_id=follower))
         (producer,) = state[KTopicPartition(topic, 1)].active_producers
         assert producer.last_sequence == 4, producer
+
+        # AlterReplicaLogDirs to a broker's own dir: fine for a replica it holds, Kafka's
+        # REPLICA_NOT_AVAILABLE for one it does not.
+        one = str(cluster.brokers[1].data_dir)
+        result = bounded("AlterReplicaLogDirs", lambda: admin.alter_replica_log_dirs({
+            TopicPartitionReplica(topic, 1, 1): one,
+            TopicPartitionReplica(topic, 2, 1): one,
+        }))
+        assert result == {TopicPartitionReplica(topic, 1, 1): ReplicaNotAvailableError,
+                          TopicPartitionReplica(topic, 2, 1): NoError}, result
     finally:
         admin.close()
