@@ -482,8 +482,13 @@ async fn create_partitions_checks_explicit_assignments_as_kafka_does() {
         )
     );
 
+    // An empty list places them, as no list does (kafka-protocol's default is empty).
     assert_eq!(
-        create_partitions(&broker, "orders", 3, Some(vec![vec![me], vec![me]]), false).await,
+        create_partitions(&broker, "orders", 2, Some(vec![]), false).await,
+        (0, String::new())
+    );
+    assert_eq!(
+        create_partitions(&broker, "orders", 4, Some(vec![vec![me], vec![me]]), false).await,
         (0, String::new())
     );
     let topic = broker.topics.get("orders").expect("orders");
@@ -493,8 +498,8 @@ async fn create_partitions_checks_explicit_assignments_as_kafka_does() {
         .iter()
         .map(|p| p.replicas.clone())
         .collect();
-    assert_eq!(assigned, vec![vec![me]; 3]);
-    assert_eq!(produce(&broker, "orders", 2, batch(&["new"])).await, (0, 0));
+    assert_eq!(assigned, vec![vec![me]; 4]);
+    assert_eq!(produce(&broker, "orders", 3, batch(&["new"])).await, (0, 0));
 }
 
 fn user(name: &str) -> Caller {

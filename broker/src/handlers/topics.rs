@@ -220,12 +220,17 @@ pub async fn create_partitions(
         } else {
             within_request_limit(broker, &mut added, adding)
         };
-        let assignments = topic.assignments.map(|assignments| {
-            assignments
-                .into_iter()
-                .map(|a| a.broker_ids.into_iter().map(|id| id.0).collect())
-                .collect()
-        });
+        // Null means "place them"; so does an empty list (kafka-protocol's default, which
+        // Kafka would refuse as too few assignments): an empty list can never be valid.
+        let assignments = topic
+            .assignments
+            .filter(|a| !a.is_empty())
+            .map(|assignments| {
+                assignments
+                    .into_iter()
+                    .map(|a| a.broker_ids.into_iter().map(|id| id.0).collect())
+                    .collect()
+            });
         let outcome = match charged {
             Ok(()) => {
                 broker
