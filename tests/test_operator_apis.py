@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 
 import pytest
 from confluent_kafka import KafkaError, Producer
@@ -151,8 +152,10 @@ def test_describe_producers_shows_open_transactions_and_their_abort(broker, meta
                    "transaction.timeout.ms": 60000, "linger.ms": 5})
     tx.init_transactions(30)
     tx.begin_transaction()
+    before_ms = int(time.time() * 1000)
     tx.produce(topic, value=b"open", partition=0)
     assert tx.flush(30) == 0
+    after_ms = int(time.time() * 1000)
     admin = kafka_python_admin(b.bootstrap)
     tps = [KTopicPartition(topic, p) for p in range(3)]
     try:
@@ -163,6 +166,9 @@ def test_describe_producers_shows_open_transactions_and_their_abort(broker, meta
         assert (open_one.producer_id, open_one.producer_epoch) == (txn.producer_id, txn.producer_epoch)
         assert open_one.current_transaction_start_offset == 2, "after the two plain records"
         assert open_one.last_sequence == 0
+        # The batch's timestamp (librdkafka stamps CreateTime), no marker yet.
+        assert before_ms <= open_one.last_timestamp <= after_ms, open_one
+        assert open_one.coordinator_epoch == -1, open_one
         (idempotent,) = state[tps[1]].active_producers
         assert idempotent.last_sequence == 2 and idempotent.current_transaction_start_offset == -1, idempotent
         assert idempotent.producer_id != txn.producer_id
@@ -176,9 +182,18 @@ def test_describe_producers_shows_open_transactions_and_their_abort(broker, meta
         with pytest.raises(UnknownTopicOrPartitionError):
             bounded("DescribeProducers", lambda: admin.describe_producers([KTopicPartition(topic, 7)],
                                                                           broker_id=admin_node(admin)))
+        # The producer's own abort: its coordinator writes a marker with its epoch.
+        # EndTxn may answer before the markers are written: poll for it.
+        tx.abort_transaction(30)
+
+        def coordinated_marker():
+            (p,) = bounded("DescribeProducers", lambda: admin.describe_producers([tps[0]]))[tps[0]].active_producers
+            return p if p.coordinator_epoch >= 0 else None
+
+        ended = wait_until("the coordinator's abort marker in partition 0", coordinated_marker, 30)
+        assert ended.current_transaction_start_offset == -1 and ended.producer_id == txn.producer_id, ended
     finally:
         admin.close()
-    tx.abort_transaction(30)
 
 
 def admin_node(admin: KafkaAdminClient) -> int:

@@ -26,7 +26,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
-use strata_broker::broker::{Broker, Clock, SystemClock};
+use strata_broker::broker::{Broker, SystemClock};
 use strata_broker::security::{Caller, Principal};
 
 use handler_support::{Store, batch, broker, broker_with, call, call_as, create, name, produce};
@@ -322,7 +322,6 @@ async fn describe_producers_lists_each_partitions_idempotent_producers() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = broker(dir.path(), Store::Memory).await;
     create(&broker, "orders", 2).await;
-    let before = SystemClock.now_ms();
     assert_eq!(
         produce(&broker, "orders", 0, idempotent_batch(4000, 3, 0, 2)).await,
         (0, 0)
@@ -365,7 +364,9 @@ async fn describe_producers_lists_each_partitions_idempotent_producers() {
         .collect();
     assert_eq!(seen, vec![(4000, 3, 4, -1), (5000, 0, 0, -1)]);
     for p in &p0.active_producers {
-        assert!(p.last_timestamp >= before, "{p:?}");
+        // Kafka's lastTimestamp: the max timestamp of the producer's last batch.
+        assert_eq!(p.last_timestamp, 1_700_000_000_000, "{p:?}");
+        // No transaction marker yet.
         assert_eq!(p.coordinator_epoch, -1);
     }
     let p1 = &orders.partitions[1];

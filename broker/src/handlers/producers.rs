@@ -18,10 +18,6 @@ use crate::broker::Broker;
 use crate::registry::{Topic, valid_topic_name};
 use crate::security::acl::AclOperation;
 
-/// Kafka keeps the coordinator epoch of a producer's last marker; Strata's producer
-/// state does not, so it reports "none", as Kafka does before the first marker.
-const NO_COORDINATOR_EPOCH: i32 = -1;
-
 fn error(index: i32, code: ResponseError, message: String) -> PartitionResponse {
     PartitionResponse::default()
         .with_partition_index(index)
@@ -77,8 +73,8 @@ fn describe_partition(broker: &Broker, topic: &Topic, index: i32) -> PartitionRe
                 .with_producer_id(ProducerId(p.producer_id))
                 .with_producer_epoch(i32::from(p.epoch))
                 .with_last_sequence(p.last_sequence)
-                .with_last_timestamp(p.last_append_ms)
-                .with_coordinator_epoch(NO_COORDINATOR_EPOCH)
+                .with_last_timestamp(p.last_timestamp)
+                .with_coordinator_epoch(p.coordinator_epoch)
                 .with_current_txn_start_offset(p.txn_first_offset)
         })
         .collect();
