@@ -147,6 +147,7 @@ fn status(error: AdminError) -> Status {
         AdminError::InvalidTopicName(_)
         | AdminError::InvalidPartitions(_)
         | AdminError::InvalidReplicationFactor(_)
+        | AdminError::InvalidReplicaAssignment(_)
         | AdminError::InvalidConfig(_)
         | AdminError::Internal(_) => Status::invalid_argument(error.to_string()),
         AdminError::Store(StoreError::Unavailable(_)) => Status::unavailable(error.to_string()),

@@ -106,10 +106,12 @@ pub fn disk_used_percent(path: &std::path::Path) -> std::io::Result<f64> {
     disk_usage(path).map(|usage| usage.used_percent)
 }
 
-/// The file system's usage: percent used (as `df` counts it) and its size in bytes.
+/// The file system's usage: percent used (as `df` counts it), its size in bytes, and the
+/// bytes unprivileged users can still write (`df`'s "Avail").
 pub struct DiskUsage {
     pub used_percent: f64,
     pub size_bytes: u64,
+    pub available_bytes: u64,
 }
 
 pub fn disk_usage(path: &std::path::Path) -> std::io::Result<DiskUsage> {
@@ -127,15 +129,18 @@ pub fn disk_usage(path: &std::path::Path) -> std::io::Result<DiskUsage> {
     let available = stats.f_bavail as f64;
     let used = total - free;
     let size_bytes = (stats.f_blocks as u64).saturating_mul(stats.f_frsize as u64);
+    let available_bytes = (stats.f_bavail as u64).saturating_mul(stats.f_frsize as u64);
     if used + available <= 0.0 {
         return Ok(DiskUsage {
             used_percent: 0.0,
             size_bytes,
+            available_bytes,
         });
     }
     Ok(DiskUsage {
         used_percent: 100.0 * used / (used + available),
         size_bytes,
+        available_bytes,
     })
 }
 

@@ -155,7 +155,7 @@ fn producer_seeds() -> Vec<Vec<u8>> {
                 base_offset: i64::from(i) * 10,
                 last_offset: i64::from(i) * 10 + 9,
             };
-            state.record(id, 2, meta, id == 7, 1_700_000_000_000);
+            state.record(id, 2, meta, 1_700_000_000_000, id == 7, 1_700_000_000_000);
         }
         seeds.push(state.encode());
     }

@@ -136,6 +136,43 @@ fn populated(api_key: ApiKey) -> Option<RequestKind> {
                     ]),
             ]))
         }
+        // Operators' tools (issue 20).
+        ApiKey::DescribeLogDirs => {
+            RequestKind::DescribeLogDirs(DescribeLogDirsRequest::default().with_topics(Some(vec![
+                describe_log_dirs_request::DescribableLogDirTopic::default()
+                    .with_topic(topic())
+                    .with_partitions(vec![0, 1, 2]),
+            ])))
+        }
+        ApiKey::AlterReplicaLogDirs => {
+            RequestKind::AlterReplicaLogDirs(AlterReplicaLogDirsRequest::default().with_dirs(vec![
+                alter_replica_log_dirs_request::AlterReplicaLogDir::default()
+                    .with_path(name("/var/lib/strata"))
+                    .with_topics(vec![
+                        alter_replica_log_dirs_request::AlterReplicaLogDirTopic::default()
+                            .with_name(topic())
+                            .with_partitions(vec![0, 1]),
+                    ]),
+            ]))
+        }
+        ApiKey::DescribeProducers => {
+            RequestKind::DescribeProducers(DescribeProducersRequest::default().with_topics(vec![
+                describe_producers_request::TopicRequest::default()
+                    .with_name(topic())
+                    .with_partition_indexes(vec![0, 1]),
+            ]))
+        }
+        ApiKey::CreatePartitions => {
+            RequestKind::CreatePartitions(CreatePartitionsRequest::default().with_topics(vec![
+                create_partitions_request::CreatePartitionsTopic::default()
+                    .with_name(topic())
+                    .with_count(4)
+                    .with_assignments(Some(vec![
+                        create_partitions_request::CreatePartitionsAssignment::default()
+                            .with_broker_ids(vec![BrokerId(1), BrokerId(2)]),
+                    ])),
+            ]))
+        }
         ApiKey::JoinGroup => RequestKind::JoinGroup(
             JoinGroupRequest::default()
                 .with_group_id(GroupId(name("group")))
@@ -207,6 +244,9 @@ fn default_request(api_key: ApiKey) -> RequestKind {
         CreatePartitions => CreatePartitionsRequest,
         IncrementalAlterConfigs => IncrementalAlterConfigsRequest,
         DescribeCluster => DescribeClusterRequest,
+        DescribeLogDirs => DescribeLogDirsRequest,
+        AlterReplicaLogDirs => AlterReplicaLogDirsRequest,
+        DescribeProducers => DescribeProducersRequest,
         InitProducerId => InitProducerIdRequest,
         FindCoordinator => FindCoordinatorRequest,
         JoinGroup => JoinGroupRequest,

@@ -472,7 +472,10 @@ impl Broker {
             let local = self.topics.get(&record.name);
             let topic = match local {
                 Some(t) if t.id == record.id => {
-                    if t.record == record {
+                    // Partitions are never removed: fewer than here is a read from before
+                    // a CreatePartitions this broker committed since (it would hide the
+                    // new partitions from Metadata until the next round).
+                    if t.record == record || record.partitions.len() < t.record.partitions.len() {
                         continue;
                     }
                     match self.update_local_topic(&t, record).await {

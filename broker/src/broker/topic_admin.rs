@@ -29,6 +29,8 @@ pub enum AdminError {
     InvalidPartitions(String),
     #[error("{0}")]
     InvalidReplicationFactor(String),
+    #[error("{0}")]
+    InvalidReplicaAssignment(String),
     #[error(transparent)]
     InvalidConfig(#[from] TopicConfigError),
     #[error(transparent)]
@@ -382,10 +384,14 @@ impl Broker {
         Ok(topic.id)
     }
 
+    /// CreatePartitions: grows topic `name` to `count` partitions, on the replicas
+    /// `assignments` names for each new partition (checked as Kafka checks them), else
+    /// where placement puts them.
     pub async fn create_partitions(
         &self,
         name: &str,
         count: i32,
+        assignments: Option<Vec<Vec<i32>>>,
         validate_only: bool,
     ) -> Result<(), AdminError> {
         if crate::group::is_internal(name) {
@@ -397,9 +403,14 @@ impl Broker {
             .get(name)
             .ok_or_else(|| AdminError::UnknownTopic(name.to_string()))?;
         let current = topic.partitions.len() as i32;
-        if count <= current {
+        if count == current {
             return Err(AdminError::InvalidPartitions(format!(
-                "topic has {current} partitions; the new count {count} must be larger"
+                "Topic already has {current} partition(s)."
+            )));
+        }
+        if count < current {
+            return Err(AdminError::InvalidPartitions(format!(
+                "The topic {name} currently has {current} partition(s); {count} would not be an increase."
             )));
         }
         if count > 100_000 {
@@ -407,15 +418,32 @@ impl Broker {
                 "{count} partitions is more than 100000"
             )));
         }
+        let factor = topic
+            .record
+            .partitions
+            .first()
+            .map_or(1, |p| p.replicas.len());
+        if let Some(assignments) = &assignments {
+            self.check_assignments(assignments, (count - current) as usize, factor, current)
+                .await?;
+        }
         self.check_partition_limit((count - current) as u64).await?;
         if validate_only {
             return Ok(());
         }
         let mut record = topic.record.clone();
-        let factor = record.partitions.first().map_or(1, |p| p.replicas.len()) as i16;
-        let assignment = self
-            .place(name, (count - current) as usize, factor, current as usize)
-            .await?;
+        let assignment = match assignments {
+            Some(assignments) => assignments,
+            None => {
+                self.place(
+                    name,
+                    (count - current) as usize,
+                    factor as i16,
+                    current as usize,
+                )
+                .await?
+            }
+        };
         record
             .partitions
             .extend(assignment.into_iter().map(PartitionRecord::new));
@@ -462,6 +490,68 @@ impl Broker {
         };
         self.topics.insert(Arc::new(next));
         info!(topic = name, from = current, to = count, "added partitions");
+        Ok(())
+    }
+
+    /// Kafka's checks of CreatePartitions' explicit assignments: one per new partition,
+    /// each naming `factor` distinct registered (live) brokers, not all of them draining.
+    async fn check_assignments(
+        &self,
+        assignments: &[Vec<i32>],
+        adding: usize,
+        factor: usize,
+        first: i32,
+    ) -> Result<(), AdminError> {
+        let invalid = |message: String| Err(AdminError::InvalidReplicaAssignment(message));
+        if assignments.len() != adding {
+            return invalid(format!(
+                "Attempted to add {adding} additional partition(s), but only {} assignment(s) were specified.",
+                assignments.len()
+            ));
+        }
+        let live: Vec<i32> = match self.store.live_brokers().await {
+            Ok(brokers) if !brokers.is_empty() => brokers.iter().map(|b| b.node_id).collect(),
+            _ => self.live_brokers().iter().map(|b| b.node_id).collect(),
+        };
+        let eligible: Vec<i32> = self
+            .placement_targets()
+            .await
+            .iter()
+            .map(|b| b.node_id)
+            .collect();
+        for (i, replicas) in assignments.iter().enumerate() {
+            if replicas.is_empty() {
+                return invalid(
+                    "The manual partition assignment includes an empty replica list.".into(),
+                );
+            }
+            let mut sorted = replicas.clone();
+            sorted.sort_unstable();
+            for (j, id) in sorted.iter().enumerate() {
+                if !live.contains(id) {
+                    return invalid(format!(
+                        "The manual partition assignment includes broker {id}, but no such broker is registered."
+                    ));
+                }
+                if j > 0 && sorted[j - 1] == *id {
+                    return invalid(format!(
+                        "The manual partition assignment includes the broker {id} more than once."
+                    ));
+                }
+            }
+            if sorted.len() != factor {
+                return invalid(format!(
+                    "The manual partition assignment includes a partition with {} replica(s), but this is not consistent with previous partitions, which have {factor} replica(s).",
+                    sorted.len()
+                ));
+            }
+            if !replicas.iter().any(|id| eligible.contains(id)) {
+                return invalid(format!(
+                    "All brokers specified in the manual partition assignment for partition {} are draining.",
+                    first as usize + i
+                ));
+            }
+        }
         Ok(())
     }
 

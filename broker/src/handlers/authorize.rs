@@ -16,6 +16,8 @@
 //! | CreateTopics | CREATE cluster, else CREATE topic |
 //! | DeleteTopics | DELETE topic |
 //! | CreatePartitions | ALTER topic |
+//! | DescribeLogDirs / AlterReplicaLogDirs | DESCRIBE / ALTER cluster (checked in `log_dirs.rs`) |
+//! | DescribeProducers | READ topic (checked in `producers.rs`) |
 //! | DescribeConfigs | DESCRIBE_CONFIGS topic or cluster (broker configs) |
 //! | AlterConfigs, IncrementalAlterConfigs | ALTER_CONFIGS topic or cluster |
 //! | FindCoordinator | DESCRIBE group or transactional id |

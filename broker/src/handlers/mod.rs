@@ -9,8 +9,10 @@ mod cluster;
 mod fetch;
 mod groups;
 mod init_producer_id;
+mod log_dirs;
 mod offsets;
 mod produce;
+mod producers;
 mod quotas;
 mod reassign;
 mod scram;
@@ -116,6 +118,10 @@ pub async fn handle(
         RequestKind::IncrementalAlterConfigs(r) => {
             topics::incremental_alter_configs(broker, r).await
         }
+        // Operators' tools: log dirs and producers (issue 20).
+        RequestKind::DescribeLogDirs(r) => log_dirs::describe_log_dirs(broker, &authz, r, version),
+        RequestKind::AlterReplicaLogDirs(r) => log_dirs::alter_replica_log_dirs(broker, &authz, r),
+        RequestKind::DescribeProducers(r) => producers::describe_producers(broker, &authz, r),
         // The decoder refuses APIs outside protocol::versions::SUPPORTED, all handled above.
         // SaslHandshake and SaslAuthenticate are answered by the connection. The body is
         // not logged: it may hold credentials.
@@ -267,6 +273,7 @@ pub fn admin_error_code(error: &AdminError) -> ResponseError {
         }
         AdminError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
         AdminError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+        AdminError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
         AdminError::InvalidConfig(_) => ResponseError::InvalidConfig,
         AdminError::PolicyViolation(_) => ResponseError::PolicyViolation,
         // Retriable for clients: the store may come back.

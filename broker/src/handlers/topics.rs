@@ -220,10 +220,26 @@ pub async fn create_partitions(
         } else {
             within_request_limit(broker, &mut added, adding)
         };
+        // Null means "place them"; so does an empty list (kafka-protocol's default, which
+        // Kafka would refuse as too few assignments): an empty list can never be valid.
+        let assignments = topic
+            .assignments
+            .filter(|a| !a.is_empty())
+            .map(|assignments| {
+                assignments
+                    .into_iter()
+                    .map(|a| a.broker_ids.into_iter().map(|id| id.0).collect())
+                    .collect()
+            });
         let outcome = match charged {
             Ok(()) => {
                 broker
-                    .create_partitions(&topic.name.0, topic.count, request.validate_only)
+                    .create_partitions(
+                        &topic.name.0,
+                        topic.count,
+                        assignments,
+                        request.validate_only,
+                    )
                     .await
             }
             Err(e) => Err(e),

@@ -592,7 +592,7 @@ impl Log {
             if header.producer_id < 0 {
                 continue;
             }
-            let marker = txn::marker_of(batch, header);
+            let marker = txn::marker_info(batch, header);
             self.record_producer(header, marker, now_ms)
                 .map_err(|e| self.io_err(e))?;
         }
@@ -614,7 +614,7 @@ impl Log {
     fn record_producer(
         &mut self,
         header: &BatchHeader,
-        marker: Option<txn::Marker>,
+        marker: Option<(txn::Marker, i32)>,
         now_ms: i64,
     ) -> io::Result<()> {
         let offset = header.base_offset;
@@ -624,6 +624,7 @@ impl Log {
                     header.producer_id,
                     header.producer_epoch,
                     offset,
+                    header.max_timestamp,
                     now_ms,
                 );
             }
@@ -641,15 +642,24 @@ impl Log {
                 header.producer_id,
                 header.producer_epoch,
                 meta,
+                header.max_timestamp,
                 transactional,
                 now_ms,
             );
             return Ok(());
         }
-        let first =
-            self.producers
-                .record_marker(header.producer_id, header.producer_epoch, offset, now_ms);
-        if let (Some(first_offset), Some(txn::Marker::Abort)) = (first, marker) {
+        let marker_meta = producers::MarkerMeta {
+            timestamp: header.max_timestamp,
+            coordinator_epoch: marker.map_or(-1, |(_, epoch)| epoch),
+        };
+        let first = self.producers.record_marker(
+            header.producer_id,
+            header.producer_epoch,
+            offset,
+            marker_meta,
+            now_ms,
+        );
+        if let (Some(first_offset), Some((txn::Marker::Abort, _))) = (first, marker) {
             let entry = txn::AbortedTxn {
                 producer_id: header.producer_id,
                 first_offset,
@@ -756,6 +766,11 @@ impl Log {
     /// The transactions open here: (producer id, epoch, first offset), oldest first.
     pub fn open_transactions(&self) -> Vec<(i64, i16, i64)> {
         self.producers.open_transactions()
+    }
+
+    /// The producers this log remembers (DescribeProducers).
+    pub fn active_producers(&self) -> Vec<producers::ActiveProducer> {
+        self.producers.active()
     }
 
     /// The epoch of `producer_id`'s open transaction here, if one is open.
@@ -1122,7 +1137,7 @@ impl Log {
                 }
                 let marker = if h.is_control() && h.size <= txn::MAX_CONTROL_BATCH_LEN {
                     match segment.read_at(position, h.size) {
-                        Ok(bytes) => txn::marker_of(&bytes, h),
+                        Ok(bytes) => txn::marker_info(&bytes, h),
                         Err(e) => {
                             error = Some(e);
                             return false;

@@ -19,7 +19,7 @@
 //! the transaction's marker; the smallest bounds the last stable offset. A producer with
 //! an open transaction never expires.
 //!
-//! ## `producers.snapshot` (layout version 2)
+//! ## `producers.snapshot` (layout version 3)
 //!
 //! Written atomically next to `partition.checkpoint` whenever the state changed and a
 //! checkpoint is written. On start-up it is loaded, batches at or past the recovered log
@@ -29,7 +29,7 @@
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 4 | magic `SPST` |
-//! | 4 | 1 | layout version, 2 (1 is still read) |
+//! | 4 | 1 | layout version, 3 (1 and 2 are still read) |
 //! | 5 | 4 | producer count N |
 //! | 9 | .. | N producers |
 //! | end-4 | 4 | CRC-32C of everything before |
@@ -38,9 +38,13 @@
 //! only) `txn_first_offset: i64` (first offset of the open transaction, -1 if none),
 //! `last_txn_first_offset: i64` and `last_marker_offset: i64` (the last transaction the
 //! partition saw end, -1 if none: a truncation that removes its marker reopens it), then
+//! then (version 3 only) `last_timestamp: i64` (the max timestamp of its last batch or
+//! marker, as Kafka's DescribeProducers reports it) and `coordinator_epoch: i32` (of its
+//! last marker, -1 before one), then
 //! `batch count: u8`, then per batch `first_sequence: i32`, `last_sequence: i32`,
 //! `base_offset: i64`, `last_offset: i64` (oldest first). Version 1 has no transaction
-//! fields.
+//! fields; versions 1 and 2 read with `last_timestamp` = `last_append_ms` and
+//! `coordinator_epoch` -1.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
@@ -50,7 +54,7 @@ use bytes::{Buf, BufMut, BytesMut};
 /// requests in flight per partition with idempotence, so a retry is one of the last five.
 pub const CACHED_BATCHES: usize = 5;
 const MAGIC: &[u8; 4] = b"SPST";
-const VERSION: u8 = 2;
+const VERSION: u8 = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchMeta {
@@ -58,6 +62,15 @@ pub struct BatchMeta {
     pub last_sequence: i32,
     pub base_offset: i64,
     pub last_offset: i64,
+}
+
+/// What a transaction marker tells about its producer besides its offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MarkerMeta {
+    /// The marker batch's timestamp.
+    pub timestamp: i64,
+    /// The coordinator epoch written in the marker.
+    pub coordinator_epoch: i32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +83,10 @@ struct Producer {
     /// The last transaction that ended here: its first offset and its marker's offset.
     last_txn_first_offset: i64,
     last_marker_offset: i64,
+    /// Max timestamp of its last batch or marker (Kafka's `lastTimestamp`).
+    last_timestamp: i64,
+    /// Coordinator epoch of its last marker, -1 before one.
+    coordinator_epoch: i32,
 }
 
 impl Producer {
@@ -81,6 +98,8 @@ impl Producer {
             txn_first_offset: -1,
             last_txn_first_offset: -1,
             last_marker_offset: -1,
+            last_timestamp: -1,
+            coordinator_epoch: -1,
         }
     }
 }
@@ -129,6 +148,23 @@ pub enum Verdict {
         base_offset: i64,
         last_offset: i64,
     },
+}
+
+/// One producer as DescribeProducers (KIP-664) reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActiveProducer {
+    pub producer_id: i64,
+    pub epoch: i16,
+    /// The last sequence of its last batch here, -1 if it wrote none at this epoch (a
+    /// new epoch, or only a transaction marker).
+    pub last_sequence: i32,
+    /// Max timestamp of its last batch or marker here, ms since the epoch (Kafka's
+    /// `lastTimestamp`).
+    pub last_timestamp: i64,
+    /// Coordinator epoch of its last transaction marker here, -1 before one.
+    pub coordinator_epoch: i32,
+    /// First offset of its open transaction here, -1 if none.
+    pub txn_first_offset: i64,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -207,6 +243,7 @@ impl ProducerState {
         producer_id: i64,
         epoch: i16,
         batch: BatchMeta,
+        max_timestamp: i64,
         transactional: bool,
         now_ms: i64,
     ) {
@@ -226,6 +263,7 @@ impl ProducerState {
             producer.batches.clear();
         }
         producer.last_append_ms = producer.last_append_ms.max(now_ms);
+        producer.last_timestamp = max_timestamp;
         producer.batches.push_back(batch);
         while producer.batches.len() > CACHED_BATCHES {
             producer.batches.pop_front();
@@ -239,7 +277,14 @@ impl ProducerState {
 
     /// A transactional batch without sequences (the broker's own, for TxnOffsetCommit):
     /// opens the producer's transaction here unless one is open.
-    pub fn begin_transaction(&mut self, producer_id: i64, epoch: i16, offset: i64, now_ms: i64) {
+    pub fn begin_transaction(
+        &mut self,
+        producer_id: i64,
+        epoch: i16,
+        offset: i64,
+        max_timestamp: i64,
+        now_ms: i64,
+    ) {
         let producer = self
             .producers
             .entry(producer_id)
@@ -254,6 +299,7 @@ impl ProducerState {
             producer.batches.clear();
         }
         producer.last_append_ms = producer.last_append_ms.max(now_ms);
+        producer.last_timestamp = max_timestamp;
         if producer.txn_first_offset < 0 {
             producer.txn_first_offset = offset;
             self.open.insert((offset, producer_id));
@@ -283,6 +329,7 @@ impl ProducerState {
         producer_id: i64,
         epoch: i16,
         offset: i64,
+        marker: MarkerMeta,
         now_ms: i64,
     ) -> Option<i64> {
         let producer = self
@@ -308,6 +355,8 @@ impl ProducerState {
         }
         producer.last_txn_first_offset = first;
         producer.last_marker_offset = offset;
+        producer.last_timestamp = marker.timestamp;
+        producer.coordinator_epoch = marker.coordinator_epoch;
         self.dirty = true;
         (first >= 0).then_some(first)
     }
@@ -326,6 +375,24 @@ impl ProducerState {
             }
         }
         out
+    }
+
+    /// Every producer the partition remembers (not expired), by producer id.
+    pub fn active(&self) -> Vec<ActiveProducer> {
+        let mut active: Vec<ActiveProducer> = self
+            .producers
+            .iter()
+            .map(|(&producer_id, p)| ActiveProducer {
+                producer_id,
+                epoch: p.epoch,
+                last_sequence: p.batches.back().map_or(-1, |b| b.last_sequence),
+                last_timestamp: p.last_timestamp,
+                coordinator_epoch: p.coordinator_epoch,
+                txn_first_offset: p.txn_first_offset,
+            })
+            .collect();
+        active.sort_unstable_by_key(|p| p.producer_id);
+        active
     }
 
     /// The first offset of the oldest open transaction, if any.
@@ -432,6 +499,8 @@ impl ProducerState {
             buf.put_i64(p.txn_first_offset);
             buf.put_i64(p.last_txn_first_offset);
             buf.put_i64(p.last_marker_offset);
+            buf.put_i64(p.last_timestamp);
+            buf.put_i32(p.coordinator_epoch);
             buf.put_u8(p.batches.len() as u8);
             for b in &p.batches {
                 buf.put_i32(b.first_sequence);
@@ -459,7 +528,11 @@ impl ProducerState {
         let count = b.get_u32() as usize;
         let mut producers = HashMap::new();
         for _ in 0..count {
-            let fixed = if version >= 2 { 43 } else { 19 };
+            let fixed = match version {
+                1 => 19,
+                2 => 43,
+                _ => 55,
+            };
             if b.remaining() < fixed {
                 return None;
             }
@@ -470,6 +543,11 @@ impl ProducerState {
                 (b.get_i64(), b.get_i64(), b.get_i64())
             } else {
                 (-1, -1, -1)
+            };
+            let (last_timestamp, coordinator_epoch) = if version >= 3 {
+                (b.get_i64(), b.get_i32())
+            } else {
+                (last_append_ms, -1)
             };
             let n = b.get_u8() as usize;
             if b.remaining() < n * 24 {
@@ -492,6 +570,8 @@ impl ProducerState {
                     txn_first_offset,
                     last_txn_first_offset,
                     last_marker_offset,
+                    last_timestamp,
+                    coordinator_epoch,
                 },
             );
         }
@@ -509,6 +589,13 @@ impl ProducerState {
 mod tests {
     use super::*;
 
+    fn marker() -> MarkerMeta {
+        MarkerMeta {
+            timestamp: 0,
+            coordinator_epoch: 0,
+        }
+    }
+
     fn meta(first: i32, last: i32, base: i64) -> BatchMeta {
         BatchMeta {
             first_sequence: first,
@@ -522,9 +609,9 @@ mod tests {
     fn sequences_duplicates_and_fencing() {
         let mut state = ProducerState::default();
         assert_eq!(state.check(7, 0, 0, 4), Ok(Verdict::Append));
-        state.record(7, 0, meta(0, 4, 100), false, 1);
+        state.record(7, 0, meta(0, 4, 100), 0, false, 1);
         assert_eq!(state.check(7, 0, 5, 9), Ok(Verdict::Append));
-        state.record(7, 0, meta(5, 9, 105), false, 2);
+        state.record(7, 0, meta(5, 9, 105), 0, false, 2);
         // A retry of either batch is answered with its offsets.
         assert_eq!(
             state.check(7, 0, 0, 4),
@@ -552,7 +639,7 @@ mod tests {
             Err(ProducerError::OutOfOrder { .. })
         ));
         assert_eq!(state.check(7, 1, 0, 0), Ok(Verdict::Append));
-        state.record(7, 1, meta(0, 0, 110), false, 3);
+        state.record(7, 1, meta(0, 0, 110), 0, false, 3);
         assert!(matches!(
             state.check(7, 0, 10, 10),
             Err(ProducerError::Fenced { .. })
@@ -565,7 +652,7 @@ mod tests {
     fn only_the_last_batches_are_remembered_and_sequences_wrap() {
         let mut state = ProducerState::default();
         for i in 0..10 {
-            state.record(1, 0, meta(i, i, i64::from(i)), false, 0);
+            state.record(1, 0, meta(i, i, i64::from(i)), 0, false, 0);
         }
         assert_eq!(
             state.check(1, 0, 9, 9),
@@ -579,15 +666,15 @@ mod tests {
             Err(ProducerError::OutOfOrder { .. })
         ));
         let mut state = ProducerState::default();
-        state.record(1, 0, meta(i32::MAX - 1, i32::MAX, 0), false, 0);
+        state.record(1, 0, meta(i32::MAX - 1, i32::MAX, 0), 0, false, 0);
         assert_eq!(state.check(1, 0, 0, 3), Ok(Verdict::Append));
     }
 
     #[test]
     fn snapshot_round_trips_and_damage_is_detected() {
         let mut state = ProducerState::default();
-        state.record(1, 2, meta(0, 4, 100), false, 5);
-        state.record(9, 0, meta(10, 10, 200), false, 6);
+        state.record(1, 2, meta(0, 4, 100), 0, false, 5);
+        state.record(9, 0, meta(10, 10, 200), 0, false, 6);
         let bytes = state.encode();
         let mut back = ProducerState::decode(&bytes).expect("decode");
         state.take_dirty();
@@ -609,15 +696,15 @@ mod tests {
     #[test]
     fn transactions_bound_the_first_unstable_offset_and_survive_snapshots() {
         let mut state = ProducerState::default();
-        state.record(1, 0, meta(0, 1, 10), true, 0);
-        state.record(2, 0, meta(0, 0, 12), true, 0);
-        state.record(1, 0, meta(2, 2, 13), true, 0);
-        state.record(3, 0, meta(0, 0, 14), false, 0);
+        state.record(1, 0, meta(0, 1, 10), 0, true, 0);
+        state.record(2, 0, meta(0, 0, 12), 0, true, 0);
+        state.record(1, 0, meta(2, 2, 13), 0, true, 0);
+        state.record(3, 0, meta(0, 0, 14), 0, false, 0);
         assert_eq!(state.first_unstable_offset(), Some(10));
         assert!(state.in_transaction(1) && !state.in_transaction(3));
         // An old epoch's marker is fenced; the right one closes the transaction.
         assert!(state.check_marker(1, -1).is_err());
-        assert_eq!(state.record_marker(1, 0, 15, 0), Some(10));
+        assert_eq!(state.record_marker(1, 0, 15, marker(), 0), Some(10));
         assert_eq!(state.first_unstable_offset(), Some(12));
         // A snapshot keeps the open transaction; expiry does not forget it.
         let mut back = ProducerState::decode(&state.encode()).expect("decode");
@@ -629,11 +716,79 @@ mod tests {
         back.truncate(15);
         assert_eq!(back.first_unstable_offset(), Some(10));
         // A bumped epoch's marker (a timed-out transaction) fences the old epoch.
-        assert_eq!(back.record_marker(2, 1, 16, 0), Some(12));
+        assert_eq!(back.record_marker(2, 1, 16, marker(), 0), Some(12));
         assert!(matches!(
             back.check(2, 0, 1, 1),
             Err(ProducerError::Fenced { .. })
         ));
+    }
+
+    #[test]
+    fn describe_producers_fields_survive_a_snapshot() {
+        let mut state = ProducerState::default();
+        state.record(7, 2, meta(0, 4, 100), 1_700_000_000_123, true, 50);
+        state.record(8, 0, meta(0, 0, 105), 1_700_000_000_200, false, 60);
+        let ended = MarkerMeta {
+            timestamp: 1_700_000_000_300,
+            coordinator_epoch: 4,
+        };
+        assert_eq!(state.record_marker(8, 0, 106, ended, 70), None);
+        let back = ProducerState::decode(&state.encode()).expect("decode");
+        let expected = vec![
+            ActiveProducer {
+                producer_id: 7,
+                epoch: 2,
+                last_sequence: 4,
+                last_timestamp: 1_700_000_000_123,
+                coordinator_epoch: -1,
+                txn_first_offset: 100,
+            },
+            ActiveProducer {
+                producer_id: 8,
+                epoch: 0,
+                last_sequence: 0,
+                last_timestamp: 1_700_000_000_300,
+                coordinator_epoch: 4,
+                txn_first_offset: -1,
+            },
+        ];
+        assert_eq!(state.active(), expected);
+        assert_eq!(back.active(), expected);
+    }
+
+    #[test]
+    fn a_version_2_snapshot_still_parses() {
+        let mut bytes = b"SPST\x02".to_vec();
+        bytes.extend_from_slice(&1u32.to_be_bytes());
+        bytes.extend_from_slice(&7i64.to_be_bytes());
+        bytes.extend_from_slice(&2i16.to_be_bytes());
+        // last_append_ms, then an open transaction at 100, no marker yet.
+        for v in [1_700_000_000_555i64, 100, -1, -1] {
+            bytes.extend_from_slice(&v.to_be_bytes());
+        }
+        bytes.push(1);
+        for v in [0i32, 4] {
+            bytes.extend_from_slice(&v.to_be_bytes());
+        }
+        for v in [100i64, 104] {
+            bytes.extend_from_slice(&v.to_be_bytes());
+        }
+        let crc = crc32c::crc32c(&bytes);
+        bytes.extend_from_slice(&crc.to_be_bytes());
+        let state = ProducerState::decode(&bytes).expect("a version 2 snapshot parses");
+        assert_eq!(state.first_unstable_offset(), Some(100));
+        // The time of its last append stands in for its last batch's timestamp.
+        assert_eq!(
+            state.active(),
+            vec![ActiveProducer {
+                producer_id: 7,
+                epoch: 2,
+                last_sequence: 4,
+                last_timestamp: 1_700_000_000_555,
+                coordinator_epoch: -1,
+                txn_first_offset: 100,
+            }]
+        );
     }
 
     #[test]

@@ -180,6 +180,32 @@ pub fn marker_of(batch: &[u8], header: &BatchHeader) -> Option<Marker> {
     }
 }
 
+/// The marker a control batch holds and its coordinator epoch (the value's bytes 2..6),
+/// or `None` for a batch that is no marker.
+pub fn marker_info(batch: &[u8], header: &BatchHeader) -> Option<(Marker, i32)> {
+    if !header.is_control() {
+        return None;
+    }
+    let mut fields = None;
+    let mut budget = records::Budget::new(MAX_CONTROL_BATCH_LEN as u64);
+    records::for_each_record(batch, records::Want::All, &mut budget, |record| {
+        fields = Some((record.key, record.value));
+        false
+    })
+    .ok()?;
+    let (key, value) = fields?;
+    let marker = match key?.as_ref() {
+        [_, _, 0, 0] => Marker::Abort,
+        [_, _, 0, 1] => Marker::Commit,
+        _ => return None,
+    };
+    let coordinator_epoch = match value.as_deref() {
+        Some([_, _, a, b, c, d, ..]) => i32::from_be_bytes([*a, *b, *c, *d]),
+        _ => -1,
+    };
+    Some((marker, coordinator_epoch))
+}
+
 /// The offset after the last whole batch of `records` (a read's answer), if any: a
 /// read_committed response lists the aborted transactions up to there only.
 pub fn records_end(records: &[u8]) -> Option<i64> {
@@ -367,6 +393,8 @@ mod tests {
             assert_eq!(header.record_count, 1);
             assert!(format::crc_matches(&batch));
             assert_eq!(marker_of(&batch, &header), Some(marker));
+            assert_eq!(marker_info(&batch, &header), Some((marker, 7)));
+            assert_eq!(header.max_timestamp, 1_000);
             assert!(batch.len() <= MAX_CONTROL_BATCH_LEN);
         }
     }

@@ -376,6 +376,16 @@ impl Partition {
         self.lock().open_transactions()
     }
 
+    /// The producers this replica's log remembers (DescribeProducers).
+    pub fn active_producers(&self) -> Vec<log::producers::ActiveProducer> {
+        self.lock().active_producers()
+    }
+
+    /// Bytes of the local log's segments (DescribeLogDirs): the remote tier not counted.
+    pub fn local_size_bytes(&self) -> u64 {
+        self.lock().size_bytes()
+    }
+
     /// The log start offset across both tiers: the remote start when the remote tier
     /// holds live data that reaches the local log, else the local start.
     fn log_start_offset(&self, local_start: i64) -> i64 {

@@ -153,6 +153,15 @@ fn every_advertised_version_decodes_a_default_request() {
                 ApiKey::DescribeCluster => {
                     RequestKind::DescribeCluster(DescribeClusterRequest::default())
                 }
+                ApiKey::DescribeLogDirs => {
+                    RequestKind::DescribeLogDirs(DescribeLogDirsRequest::default())
+                }
+                ApiKey::AlterReplicaLogDirs => {
+                    RequestKind::AlterReplicaLogDirs(AlterReplicaLogDirsRequest::default())
+                }
+                ApiKey::DescribeProducers => {
+                    RequestKind::DescribeProducers(DescribeProducersRequest::default())
+                }
                 ApiKey::InitProducerId => {
                     RequestKind::InitProducerId(InitProducerIdRequest::default())
                 }

@@ -38,6 +38,10 @@ supported_apis! {
     CreatePartitions 0..=3,
     IncrementalAlterConfigs 0..=1,
     DescribeCluster 0..=1,
+    // Operators' tools (issue 20): one log dir per broker, producers per partition.
+    DescribeLogDirs 1..=4,
+    AlterReplicaLogDirs 1..=2,
+    DescribeProducers 0..=0,
     InitProducerId 0..=5,
     // Transactions. EndTxn 5, TxnOffsetCommit 5 and Produce 12 are KIP-890 part 2's (the
     // epoch bumped at every EndTxn, partitions added by their leaders); Kafka 4 clients use
