@@ -131,14 +131,94 @@ async fn scenarios(
         .create_topic(&topic("orders", 1))
         .await
         .expect("re-create");
-    security_records(store, reopen).await;
+    security_records(store.clone(), &reopen).await;
+    broker_configs(store, &reopen).await;
+}
+
+/// Dynamic broker configs: the cluster default and each broker's set are separate, a set
+/// is replaced whole, an empty set removes it, and they survive a reopen.
+async fn broker_configs(
+    store: Arc<dyn MetadataStore>,
+    reopen: &impl AsyncFn() -> Arc<dyn MetadataStore>,
+) {
+    use strata_broker::cluster::{BrokerConfigs, ConfigScope};
+    let set = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        store.broker_configs().await.expect("read"),
+        BrokerConfigs::default()
+    );
+    store
+        .set_broker_configs(
+            ConfigScope::ClusterDefault,
+            &set(&[("log.retention.ms", "60000"), ("num.partitions", "3")]),
+        )
+        .await
+        .expect("set the cluster default");
+    store
+        .set_broker_configs(
+            ConfigScope::Broker(1),
+            &set(&[("log.retention.ms", "1000")]),
+        )
+        .await
+        .expect("set broker 1");
+    store
+        .set_broker_configs(
+            ConfigScope::Broker(12),
+            &set(&[("log.flush.interval.ms", "5")]),
+        )
+        .await
+        .expect("set broker 12");
+    // Replaced whole, not merged.
+    store
+        .set_broker_configs(
+            ConfigScope::Broker(1),
+            &set(&[("log.segment.bytes", "2097152")]),
+        )
+        .await
+        .expect("replace broker 1");
+    store
+        .set_broker_configs(ConfigScope::Broker(12), &BTreeMap::new())
+        .await
+        .expect("remove broker 12");
+    let again = reopen().await;
+    let stored = again.broker_configs().await.expect("read after reopen");
+    assert_eq!(
+        stored.cluster_default,
+        set(&[("log.retention.ms", "60000"), ("num.partitions", "3")])
+    );
+    assert_eq!(
+        stored.brokers,
+        BTreeMap::from([(1, set(&[("log.segment.bytes", "2097152")]))])
+    );
+    assert_eq!(
+        stored.scope(ConfigScope::Broker(12)),
+        BTreeMap::new(),
+        "an emptied set is gone"
+    );
+    again
+        .set_broker_configs(ConfigScope::ClusterDefault, &BTreeMap::new())
+        .await
+        .expect("remove the cluster default");
+    assert!(
+        again
+            .broker_configs()
+            .await
+            .expect("read")
+            .cluster_default
+            .is_empty()
+    );
 }
 
 /// Security records: one change is all or nothing, kinds are separate, and they survive a
 /// reopen. Keys may hold `/` and `:` (user names, principals).
 async fn security_records(
     store: Arc<dyn MetadataStore>,
-    reopen: impl AsyncFn() -> Arc<dyn MetadataStore>,
+    reopen: &impl AsyncFn() -> Arc<dyn MetadataStore>,
 ) {
     use strata_broker::cluster::SecurityKind;
     assert!(

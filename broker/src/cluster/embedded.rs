@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
-use super::{BrokerInfo, MetadataStore, SecurityKind, StoreError, TopicRecord};
+use super::{
+    BrokerConfigs, BrokerInfo, ConfigScope, MetadataStore, SecurityKind, StoreError, TopicRecord,
+};
 use crate::log::write_atomically;
 
 const FILE: &str = "metadata.json";
@@ -25,6 +27,9 @@ struct Document {
     /// Security records by kind (`scram`, `acls`, `quotas`), then key.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     security: BTreeMap<String, BTreeMap<String, String>>,
+    /// Dynamic broker configs (cluster default and per broker).
+    #[serde(default, skip_serializing_if = "BrokerConfigs::is_empty")]
+    broker_configs: BrokerConfigs,
 }
 
 pub struct EmbeddedStore {
@@ -282,6 +287,23 @@ impl MetadataStore for EmbeddedStore {
         if records.is_empty() {
             next.security.remove(kind.name());
         }
+        self.save(&next).await?;
+        *document = next;
+        Ok(())
+    }
+
+    async fn broker_configs(&self) -> Result<BrokerConfigs, StoreError> {
+        Ok(self.document.lock().await.broker_configs.clone())
+    }
+
+    async fn set_broker_configs(
+        &self,
+        scope: ConfigScope,
+        configs: &BTreeMap<String, String>,
+    ) -> Result<(), StoreError> {
+        let mut document = self.document.lock().await;
+        let mut next = document.clone();
+        next.broker_configs.set_scope(scope, configs.clone());
         self.save(&next).await?;
         *document = next;
         Ok(())
