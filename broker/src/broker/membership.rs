@@ -41,6 +41,7 @@ struct MetadataSnapshot {
     brokers: Vec<BrokerInfo>,
     draining: BTreeSet<i32>,
     topics: Vec<(TopicRecord, u64)>,
+    broker_configs: crate::cluster::BrokerConfigs,
 }
 
 /// Even with the revision standing still, metadata is read in full this often: a guard
@@ -269,8 +270,11 @@ impl Broker {
             brokers,
             draining,
             mut topics,
+            broker_configs,
             ..
         } = self.read_metadata(session).await?;
+        // Before the topics: a topic opened this round takes the new defaults.
+        self.apply_broker_configs(broker_configs).await;
         *self
             .membership
             .view
@@ -318,6 +322,7 @@ impl Broker {
             brokers: self.store.live_brokers().await?,
             draining: self.store.draining().await?.into_iter().collect(),
             topics: self.store.list_topics_versioned().await?,
+            broker_configs: self.store.broker_configs().await?,
         };
         // Credentials, quotas and ACLs changed through other brokers arrive with the same
         // reads. After a failed read the snapshot is not kept, so the next round reads
@@ -363,9 +368,12 @@ impl Broker {
         let records: Vec<TopicRecord> = topics.iter().map(|(t, _)| t.clone().normalize()).collect();
         let mut load = controller::load(&records);
         for (entry, record) in topics.iter_mut().zip(records) {
-            let unclean = crate::topic_config::TopicConfig::resolve(&record.configs, &self.config)
-                .map(|c| c.unclean_leader_election())
-                .unwrap_or(false);
+            let unclean = crate::topic_config::TopicConfig::resolve(
+                &record.configs,
+                &self.effective_config(),
+            )
+            .map(|c| c.unclean_leader_election())
+            .unwrap_or(false);
             let Some(next) = controller::reconcile(&record, &view, &mut load, unclean, rebalance)
             else {
                 continue;
@@ -559,7 +567,8 @@ impl Broker {
         topic: &Topic,
         record: TopicRecord,
     ) -> Result<Arc<Topic>, crate::broker::AdminError> {
-        let config = crate::topic_config::TopicConfig::resolve(&record.configs, &self.config)?;
+        let config =
+            crate::topic_config::TopicConfig::resolve(&record.configs, &self.effective_config())?;
         let mut partitions = topic.partitions.clone();
         for index in partitions.len()..record.partitions.len() {
             partitions.push(Arc::new(
