@@ -18,9 +18,10 @@ use kafka_protocol::messages::{
     RequestKind, ResponseKind, alter_configs_request,
 };
 use kafka_protocol::protocol::StrBytes;
-use strata_broker::broker::Broker;
+use strata_broker::broker::{Broker, SystemClock};
+use strata_broker::security::{Caller, Principal};
 
-use handler_support::{Store, broker, call, create, create_with};
+use handler_support::{Store, broker, broker_with, call, call_as, caller, create, create_with};
 
 on_every_store!(
     the_cluster_default_and_a_broker_value_apply_without_a_restart,
@@ -48,6 +49,16 @@ async fn alter(
     ops: &[(i8, &str, Option<&str>)],
     validate_only: bool,
 ) -> (i16, String) {
+    alter_as(broker, &caller(), resource, ops, validate_only).await
+}
+
+async fn alter_as(
+    broker: &Arc<Broker>,
+    as_: &Caller,
+    resource: &str,
+    ops: &[(i8, &str, Option<&str>)],
+    validate_only: bool,
+) -> (i16, String) {
     let body = IncrementalAlterConfigsRequest::default()
         .with_validate_only(validate_only)
         .with_resources(vec![
@@ -65,8 +76,9 @@ async fn alter(
                         .collect(),
                 ),
         ]);
-    let ResponseKind::IncrementalAlterConfigs(response) = call(
+    let ResponseKind::IncrementalAlterConfigs(response) = call_as(
         broker,
+        as_,
         ApiKey::IncrementalAlterConfigs,
         1,
         RequestKind::IncrementalAlterConfigs(body),
@@ -87,6 +99,15 @@ async fn describe(
     resource_type: i8,
     resource: &str,
 ) -> DescribeConfigsResult {
+    describe_as(broker, &caller(), resource_type, resource).await
+}
+
+async fn describe_as(
+    broker: &Arc<Broker>,
+    as_: &Caller,
+    resource_type: i8,
+    resource: &str,
+) -> DescribeConfigsResult {
     let body = DescribeConfigsRequest::default()
         .with_include_synonyms(true)
         .with_resources(vec![
@@ -94,8 +115,9 @@ async fn describe(
                 .with_resource_type(resource_type)
                 .with_resource_name(text(resource)),
         ]);
-    let ResponseKind::DescribeConfigs(response) = call(
+    let ResponseKind::DescribeConfigs(response) = call_as(
         broker,
+        as_,
         ApiKey::DescribeConfigs,
         4,
         RequestKind::DescribeConfigs(body),
@@ -333,4 +355,83 @@ async fn refused_changes_name_the_config_and_store_nothing(store: Store) {
         retention_ms(&broker, "plain"),
         broker.config.log_retention_ms
     );
+}
+
+/// Kafka's rule: broker configs need DESCRIBE_CONFIGS / ALTER_CONFIGS on the cluster.
+#[tokio::test]
+async fn broker_configs_need_the_cluster_acls() {
+    use kafka_protocol::messages::CreateAclsRequest;
+    use kafka_protocol::messages::create_acls_request::AclCreation;
+    const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
+    const RESOURCE_CLUSTER: i8 = 4;
+    const LITERAL: i8 = 3;
+    const DESCRIBE_CONFIGS: i8 = 10;
+    const ALTER_CONFIGS: i8 = 11;
+    const ALLOW: i8 = 3;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = broker_with(dir.path(), Store::Memory, Arc::new(SystemClock), |config| {
+        config.authorizer = "acl".into();
+        config.super_users = "User:admin".into();
+    })
+    .await;
+    let user = |name: &str| {
+        Caller::new(
+            Principal::user(name),
+            "SASL_PLAINTEXT".into(),
+            std::net::IpAddr::from([127, 0, 0, 1]),
+        )
+    };
+    let (admin, bob) = (user("admin"), user("bob"));
+    let set_retention = [(SET, "log.retention.ms", Some("60000"))];
+    assert_eq!(
+        alter_as(&broker, &bob, "", &set_retention, false).await.0,
+        CLUSTER_AUTHORIZATION_FAILED
+    );
+    assert_eq!(
+        describe_as(&broker, &bob, BROKER, "0").await.error_code,
+        CLUSTER_AUTHORIZATION_FAILED
+    );
+    assert!(
+        describe_as(&broker, &admin, BROKER, "")
+            .await
+            .configs
+            .is_empty(),
+        "a refused change stores nothing"
+    );
+
+    let grant = |operation: i8| {
+        AclCreation::default()
+            .with_resource_type(RESOURCE_CLUSTER)
+            .with_resource_name(text("kafka-cluster"))
+            .with_resource_pattern_type(LITERAL)
+            .with_principal(text("User:bob"))
+            .with_host(text("*"))
+            .with_operation(operation)
+            .with_permission_type(ALLOW)
+    };
+    let ResponseKind::CreateAcls(created) = call_as(
+        &broker,
+        &admin,
+        ApiKey::CreateAcls,
+        3,
+        RequestKind::CreateAcls(
+            CreateAclsRequest::default()
+                .with_creations(vec![grant(DESCRIBE_CONFIGS), grant(ALTER_CONFIGS)]),
+        ),
+    )
+    .await
+    else {
+        panic!("not a CreateAcls response");
+    };
+    assert!(
+        created.results.iter().all(|r| r.error_code == 0),
+        "{created:?}"
+    );
+    assert_eq!(
+        alter_as(&broker, &bob, "", &set_retention, false).await,
+        (0, String::new())
+    );
+    let own = describe_as(&broker, &bob, BROKER, "0").await;
+    assert_eq!(entry(&own, "log.retention.ms").0.as_deref(), Some("60000"));
 }

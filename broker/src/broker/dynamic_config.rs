@@ -311,6 +311,9 @@ pub fn describe(
 /// What this broker last read of the dynamic configs, and its configuration with them.
 pub(super) struct DynamicConfigs {
     state: std::sync::RwLock<(Arc<BrokerConfigs>, Arc<Config>)>,
+    /// Changes this broker stored: a metadata round whose read began before one must not
+    /// apply what it read (the values before the change) over it.
+    changes: std::sync::atomic::AtomicU64,
 }
 
 impl DynamicConfigs {
@@ -320,7 +323,13 @@ impl DynamicConfigs {
                 Arc::new(BrokerConfigs::default()),
                 Arc::new(static_config.clone()),
             )),
+            changes: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// How many changes this broker has stored; see [`Broker::apply_broker_configs_read`].
+    pub(super) fn changes(&self) -> u64 {
+        self.changes.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -361,6 +370,19 @@ impl Broker {
         let stored = self.store.broker_configs().await?;
         self.apply_broker_configs(stored).await;
         Ok(())
+    }
+
+    /// Applies `stored`, read by a metadata round that began when
+    /// [`DynamicConfigs::changes`] was `changes_before_read`, unless this broker stored a
+    /// change since: that change is in force already and the read predates it.
+    pub(crate) async fn apply_broker_configs_read(
+        &self,
+        stored: BrokerConfigs,
+        changes_before_read: u64,
+    ) {
+        if self.dynamic_configs.changes() == changes_before_read {
+            self.apply_broker_configs(stored).await;
+        }
     }
 
     /// Applies `stored` if it differs from what is in force: the new effective
@@ -434,6 +456,9 @@ impl Broker {
                 return Ok(());
             }
             self.store.set_broker_configs(scope, &next).await?;
+            self.dynamic_configs
+                .changes
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             stored
         };
         self.apply_broker_configs(stored).await;

@@ -265,6 +265,7 @@ impl Broker {
     }
 
     async fn refresh_once(&self, session: i64) -> Result<(), StoreError> {
+        let config_changes = self.dynamic_configs.changes();
         let MetadataSnapshot {
             controller,
             brokers,
@@ -274,7 +275,8 @@ impl Broker {
             ..
         } = self.read_metadata(session).await?;
         // Before the topics: a topic opened this round takes the new defaults.
-        self.apply_broker_configs(broker_configs).await;
+        self.apply_broker_configs_read(broker_configs, config_changes)
+            .await;
         *self
             .membership
             .view
