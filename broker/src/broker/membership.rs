@@ -323,8 +323,10 @@ impl Broker {
             controller: self.store.campaign(self.config.node_id, session).await?,
             brokers: self.store.live_brokers().await?,
             draining: self.store.draining().await?.into_iter().collect(),
-            topics: self.store.list_topics_versioned().await?,
+            // Before the topics: the later the topics are read, the less a round that
+            // applies them lags behind topic changes made here meanwhile.
             broker_configs: self.store.broker_configs().await?,
+            topics: self.store.list_topics_versioned().await?,
         };
         // Credentials, quotas and ACLs changed through other brokers arrive with the same
         // reads. After a failed read the snapshot is not kept, so the next round reads
