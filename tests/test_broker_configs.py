@@ -125,10 +125,15 @@ def test_cluster_default_retention_deletes_old_segments_and_survives_a_restart(b
         described = kp.describe_configs([KpConfigResource(ConfigResourceType.BROKER, "1",
                                                            configs={"log.retention.ms": None})],
                                         include_synonyms=True, config_filter="all")
-        text = repr(described)
-        assert "7200000" in text and "3600000" in text, text
-        kp.alter_configs([KpConfigResource(ConfigResourceType.BROKER, "1",
-                                           configs={"log.retention.ms": ("DELETE", None)})])
+        entry = described["broker"]["1"]["log.retention.ms"]
+        assert (entry["value"], entry["config_source"], entry["read_only"]) == (
+            "7200000", "DYNAMIC_BROKER_CONFIG", False), entry
+        assert [(s["value"], s["source"]) for s in entry["synonyms"]] == [
+            ("7200000", "DYNAMIC_BROKER_CONFIG"), ("3600000", "DYNAMIC_DEFAULT_BROKER_CONFIG"),
+            (str(7 * 24 * 3600 * 1000), "DEFAULT_CONFIG")], entry
+        deleted = kp.alter_configs([KpConfigResource(ConfigResourceType.BROKER, "1",
+                                                     configs={"log.retention.ms": ("DELETE", None)})])
+        assert deleted == {"broker": {"1": "OK"}}, deleted
     finally:
         kp.close()
     assert value_and_source(b.bootstrap, "1", "log.retention.ms") == (
