@@ -92,9 +92,10 @@ pub const SETTINGS: &[BrokerSetting] = &[
         "log.cleaner.dedupe.buffer.size",
         "log_cleaner_dedupe_buffer_bytes",
     ),
-    fixed("ssl.certificate.file", "ssl_cert_file"),
-    fixed("ssl.key.file", "ssl_key_file"),
-    fixed("ssl.ca.file", "ssl_ca_file"),
+    // PEM files have no Kafka name of their own (Kafka's keystore holds both): Strata's.
+    fixed("ssl_cert_file", "ssl_cert_file"),
+    fixed("ssl_key_file", "ssl_key_file"),
+    fixed("ssl_ca_file", "ssl_ca_file"),
     fixed("ssl.client.auth", "ssl_client_auth"),
 ];
 
