@@ -118,18 +118,22 @@ pub enum DynamicConfigError {
     },
 }
 
+/// The setting `name` names, if it may be set dynamically.
+fn dynamic_setting(name: &str) -> Result<&'static BrokerSetting, DynamicConfigError> {
+    match setting(name) {
+        None => Err(DynamicConfigError::Unknown(name.to_string())),
+        Some(s) if !s.dynamic => Err(DynamicConfigError::ReadOnly(name.to_string())),
+        Some(s) => Ok(s),
+    }
+}
+
 /// Checks that every name in `configs` may be set dynamically.
 pub fn check_names<'a>(
     names: impl IntoIterator<Item = &'a String>,
 ) -> Result<(), DynamicConfigError> {
-    for name in names {
-        match setting(name) {
-            None => return Err(DynamicConfigError::Unknown(name.clone())),
-            Some(s) if !s.dynamic => return Err(DynamicConfigError::ReadOnly(name.clone())),
-            Some(_) => {}
-        }
-    }
-    Ok(())
+    names
+        .into_iter()
+        .try_for_each(|name| dynamic_setting(name).map(drop))
 }
 
 /// `static_config` with the dynamic values for its broker applied (the cluster default,
@@ -148,8 +152,7 @@ pub fn effective(
     // Kafka's name of the setting each table key took its value from, for errors.
     let mut origin: BTreeMap<&'static str, (&str, &str)> = BTreeMap::new();
     for (name, value) in stored.cluster_default.iter().chain(own.iter()) {
-        check_names([name])?;
-        let Some(def) = setting(name) else { continue };
+        let def = dynamic_setting(name)?;
         let invalid = |reason: String| DynamicConfigError::Invalid {
             name: name.clone(),
             value: value.clone(),
@@ -181,9 +184,8 @@ pub fn effective(
             _ => "",
         };
         let (name, value) = origin
-            .iter()
-            .find(|(s, _)| **s == setting)
-            .map(|(_, (n, v))| (n.to_string(), v.to_string()))
+            .get(setting)
+            .map(|(n, v)| (n.to_string(), v.to_string()))
             .unwrap_or_else(|| (setting.to_string(), String::new()));
         DynamicConfigError::Invalid {
             name,
