@@ -136,7 +136,8 @@ async fn scenarios(
 }
 
 /// Dynamic broker configs: the cluster default and each broker's set are separate, a set
-/// is replaced whole, an empty set removes it, and they survive a reopen.
+/// is replaced whole and only if it is still what the writer read, an empty set removes
+/// it, and they survive a reopen.
 async fn broker_configs(
     store: Arc<dyn MetadataStore>,
     reopen: &impl AsyncFn() -> Arc<dyn MetadataStore>,
@@ -152,39 +153,32 @@ async fn broker_configs(
         store.broker_configs().await.expect("read"),
         BrokerConfigs::default()
     );
-    store
-        .set_broker_configs(
-            ConfigScope::ClusterDefault,
-            &set(&[("log.retention.ms", "60000"), ("num.partitions", "3")]),
-        )
-        .await
-        .expect("set the cluster default");
-    store
-        .set_broker_configs(
-            ConfigScope::Broker(1),
-            &set(&[("log.retention.ms", "1000")]),
-        )
-        .await
-        .expect("set broker 1");
-    store
-        .set_broker_configs(
-            ConfigScope::Broker(12),
-            &set(&[("log.flush.interval.ms", "5")]),
-        )
-        .await
-        .expect("set broker 12");
+    let none = BTreeMap::new();
+    let set_if = async |store: &Arc<dyn MetadataStore>,
+                        scope,
+                        expected: &BTreeMap<String, String>,
+                        configs: &BTreeMap<String, String>| {
+        store
+            .set_broker_configs(scope, expected, configs)
+            .await
+            .expect("write")
+    };
+    let default = set(&[("log.retention.ms", "60000"), ("num.partitions", "3")]);
+    assert!(set_if(&store, ConfigScope::ClusterDefault, &none, &default).await);
+    let one = set(&[("log.retention.ms", "1000")]);
+    assert!(set_if(&store, ConfigScope::Broker(1), &none, &one).await);
+    let twelve = set(&[("log.flush.interval.ms", "5")]);
+    assert!(set_if(&store, ConfigScope::Broker(12), &none, &twelve).await);
+    // A change against a stale expectation is refused and writes nothing: another broker
+    // changed the set meanwhile (or created it).
+    let lost = set(&[("log.retention.ms", "5")]);
+    assert!(!set_if(&store, ConfigScope::Broker(1), &none, &lost).await);
+    assert!(!set_if(&store, ConfigScope::Broker(1), &twelve, &lost).await);
+    assert!(!set_if(&store, ConfigScope::Broker(7), &one, &lost).await);
     // Replaced whole, not merged.
-    store
-        .set_broker_configs(
-            ConfigScope::Broker(1),
-            &set(&[("log.segment.bytes", "2097152")]),
-        )
-        .await
-        .expect("replace broker 1");
-    store
-        .set_broker_configs(ConfigScope::Broker(12), &BTreeMap::new())
-        .await
-        .expect("remove broker 12");
+    let replaced = set(&[("log.segment.bytes", "2097152")]);
+    assert!(set_if(&store, ConfigScope::Broker(1), &one, &replaced).await);
+    assert!(set_if(&store, ConfigScope::Broker(12), &twelve, &none).await);
     let again = reopen().await;
     let stored = again.broker_configs().await.expect("read after reopen");
     assert_eq!(
@@ -200,10 +194,12 @@ async fn broker_configs(
         BTreeMap::new(),
         "an emptied set is gone"
     );
-    again
-        .set_broker_configs(ConfigScope::ClusterDefault, &BTreeMap::new())
-        .await
-        .expect("remove the cluster default");
+    assert!(
+        again
+            .set_broker_configs(ConfigScope::ClusterDefault, &default, &BTreeMap::new())
+            .await
+            .expect("remove the cluster default")
+    );
     assert!(
         again
             .broker_configs()

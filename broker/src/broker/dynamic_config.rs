@@ -439,33 +439,44 @@ impl Broker {
 
     /// Changes the dynamic configs of `scope` with `edit` (given the stored set, returns the
     /// new one), after checking the result applies to this broker. Nothing is stored when
-    /// `validate_only`.
+    /// `validate_only`. The write is a compare-and-swap on the set it edited: when another
+    /// broker changed it meanwhile, the edit runs again on the new set.
     pub async fn alter_broker_configs(
         &self,
         scope: ConfigScope,
-        edit: impl FnOnce(
-            &BTreeMap<String, String>,
-        ) -> Result<BTreeMap<String, String>, DynamicConfigError>,
+        edit: impl Fn(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, DynamicConfigError>,
         validate_only: bool,
     ) -> Result<(), AlterBrokerConfigsError> {
-        let stored = {
-            let _admin = self.admin.lock().await;
+        const ATTEMPTS: usize = 5;
+        let admin = self.admin.lock().await;
+        for _ in 0..ATTEMPTS {
             let mut stored = self.store.broker_configs().await?;
-            let next = edit(&stored.scope(scope))?;
+            let current = stored.scope(scope);
+            let next = edit(&current)?;
             check_names(next.keys())?;
             stored.set_scope(scope, next.clone());
             effective(&self.config, &stored)?;
             if validate_only {
                 return Ok(());
             }
-            self.store.set_broker_configs(scope, &next).await?;
-            self.dynamic_configs
-                .changes
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            stored
-        };
-        self.apply_broker_configs(stored).await;
-        Ok(())
+            if self
+                .store
+                .set_broker_configs(scope, &current, &next)
+                .await?
+            {
+                self.dynamic_configs
+                    .changes
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                // Applying takes the admin lock itself.
+                drop(admin);
+                self.apply_broker_configs(stored).await;
+                return Ok(());
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "the dynamic broker configs kept changing under {ATTEMPTS} attempts to change them"
+        ))
+        .into())
     }
 }
 

@@ -299,14 +299,18 @@ impl MetadataStore for EmbeddedStore {
     async fn set_broker_configs(
         &self,
         scope: ConfigScope,
+        expected: &BTreeMap<String, String>,
         configs: &BTreeMap<String, String>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let mut document = self.document.lock().await;
+        if document.broker_configs.scope(scope) != *expected {
+            return Ok(false);
+        }
         let mut next = document.clone();
         next.broker_configs.set_scope(scope, configs.clone());
         self.save(&next).await?;
         *document = next;
-        Ok(())
+        Ok(true)
     }
 }
 

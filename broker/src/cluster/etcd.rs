@@ -11,7 +11,7 @@
 //! | `<prefix>/draining/<node_id>` | present while the broker is being drained |
 //! | `<prefix>/security/<kind>/<key>` | a SCRAM credential, ACL binding or quota (JSON of the security module) |
 //! | `<prefix>/broker_configs/default` | the cluster default of dynamic broker configs: a JSON object of Kafka names to values |
-//! | `<prefix>/broker_configs/<node_id>` | one broker's dynamic configs, likewise |
+//! | `<prefix>/broker_configs/<node_id>` | one broker's dynamic configs, likewise; both changed by compare-and-swap on the value |
 //!
 //! A broker's lease (TTL `broker_session_timeout_ms`) is its session: when the broker dies
 //! or cannot reach etcd for that long, its registration and controllership vanish with it.
@@ -575,19 +575,28 @@ impl MetadataStore for EtcdStore {
     async fn set_broker_configs(
         &self,
         scope: ConfigScope,
+        expected: &std::collections::BTreeMap<String, String>,
         configs: &std::collections::BTreeMap<String, String>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let key = match scope {
             ConfigScope::ClusterDefault => self.key("broker_configs/default"),
             ConfigScope::Broker(id) => self.key(&format!("broker_configs/{id}")),
         };
-        let mut kv = self.client.kv_client();
-        if configs.is_empty() {
-            timed(kv.delete(key, None)).await?;
+        // Values are compared as written: this store writes them in one serialization
+        // (serde_json of a BTreeMap, keys in order) and never writes an empty set.
+        let unchanged = if expected.is_empty() {
+            Compare::create_revision(key.clone(), CompareOp::Equal, 0)
         } else {
-            let value = serde_json::to_vec(configs).map_err(unavailable)?;
-            timed(kv.put(key, value, None)).await?;
-        }
-        Ok(())
+            let bytes = serde_json::to_vec(expected).map_err(unavailable)?;
+            Compare::value(key.clone(), CompareOp::Equal, bytes)
+        };
+        let change = if configs.is_empty() {
+            TxnOp::delete(key, None)
+        } else {
+            TxnOp::put(key, serde_json::to_vec(configs).map_err(unavailable)?, None)
+        };
+        let mut kv = self.client.kv_client();
+        let response = timed(kv.txn(Txn::new().when([unchanged]).and_then([change]))).await?;
+        Ok(response.succeeded())
     }
 }

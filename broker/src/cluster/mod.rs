@@ -208,12 +208,15 @@ pub trait MetadataStore: Send + Sync {
 
     /// The dynamic broker configs of the cluster default and of every broker.
     async fn broker_configs(&self) -> Result<BrokerConfigs, StoreError>;
-    /// Replaces the dynamic configs of one scope, atomically; an empty map removes them.
+    /// Replaces the dynamic configs of one scope with `configs` (an empty map removes
+    /// them) if they are still `expected` (empty: none stored); false, and nothing
+    /// written, if another broker changed them meanwhile.
     async fn set_broker_configs(
         &self,
         scope: ConfigScope,
+        expected: &BTreeMap<String, String>,
         configs: &BTreeMap<String, String>,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
 }
 
 /// Whose dynamic broker configs (Kafka's DYNAMIC_DEFAULT_BROKER_CONFIG and

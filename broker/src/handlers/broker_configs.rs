@@ -235,7 +235,7 @@ pub async fn alter(
         next.insert(config.name.to_string(), value.to_string());
     }
     broker
-        .alter_broker_configs(scope, |_| Ok(next), validate_only)
+        .alter_broker_configs(scope, |_| Ok(next.clone()), validate_only)
         .await
         .map_err(|e| alter_refusal(broker, API, e))
 }
