@@ -328,11 +328,13 @@ def test_topic_configs_round_trip(broker, metadata):
         ConfigEntry("retention.ms", "1", incremental_operation=AlterConfigOpType.SET)])
     assert error_code(admin.incremental_alter_configs([ghost_inc])[ghost_inc]) == KafkaError.UNKNOWN_TOPIC_OR_PART
 
-    # Broker configs: described, read-only.
+    # Broker configs: described; num.partitions is a dynamic one (test_broker_configs.py),
+    # broker.id is read-only.
     broker_resource = ConfigResource(ResourceType.BROKER, "0")
     broker_entries = admin.describe_configs([broker_resource])[broker_resource].result(timeout=60)
     assert broker_entries["num.partitions"].value == str(DEFAULT_PARTITIONS)
-    assert broker_entries["num.partitions"].is_read_only
+    assert not broker_entries["num.partitions"].is_read_only
+    assert broker_entries["broker.id"].is_read_only
 
     expected = config_values(describe(admin, "cfg"))
     b.restart()

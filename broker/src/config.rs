@@ -1257,7 +1257,11 @@ fn parse_host_port(setting: &str, value: &str) -> Result<(String, i32), ConfigEr
 }
 
 /// Parses an environment or flag value to the type of the setting's default.
-fn typed_value(source: &str, raw: &str, default: &toml::Value) -> Result<toml::Value, ConfigError> {
+pub(crate) fn typed_value(
+    source: &str,
+    raw: &str,
+    default: &toml::Value,
+) -> Result<toml::Value, ConfigError> {
     let value = match default {
         toml::Value::Integer(_) => raw
             .trim()

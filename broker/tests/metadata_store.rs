@@ -131,14 +131,90 @@ async fn scenarios(
         .create_topic(&topic("orders", 1))
         .await
         .expect("re-create");
-    security_records(store, reopen).await;
+    security_records(store.clone(), &reopen).await;
+    broker_configs(store, &reopen).await;
+}
+
+/// Dynamic broker configs: the cluster default and each broker's set are separate, a set
+/// is replaced whole and only if it is still what the writer read, an empty set removes
+/// it, and they survive a reopen.
+async fn broker_configs(
+    store: Arc<dyn MetadataStore>,
+    reopen: &impl AsyncFn() -> Arc<dyn MetadataStore>,
+) {
+    use strata_broker::cluster::{BrokerConfigs, ConfigScope};
+    let set = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        store.broker_configs().await.expect("read"),
+        BrokerConfigs::default()
+    );
+    let none = BTreeMap::new();
+    let set_if = async |store: &Arc<dyn MetadataStore>,
+                        scope,
+                        expected: &BTreeMap<String, String>,
+                        configs: &BTreeMap<String, String>| {
+        store
+            .set_broker_configs(scope, expected, configs)
+            .await
+            .expect("write")
+    };
+    let default = set(&[("log.retention.ms", "60000"), ("num.partitions", "3")]);
+    assert!(set_if(&store, ConfigScope::ClusterDefault, &none, &default).await);
+    let one = set(&[("log.retention.ms", "1000")]);
+    assert!(set_if(&store, ConfigScope::Broker(1), &none, &one).await);
+    let twelve = set(&[("log.flush.interval.ms", "5")]);
+    assert!(set_if(&store, ConfigScope::Broker(12), &none, &twelve).await);
+    // A change against a stale expectation is refused and writes nothing: another broker
+    // changed the set meanwhile (or created it).
+    let lost = set(&[("log.retention.ms", "5")]);
+    assert!(!set_if(&store, ConfigScope::Broker(1), &none, &lost).await);
+    assert!(!set_if(&store, ConfigScope::Broker(1), &twelve, &lost).await);
+    assert!(!set_if(&store, ConfigScope::Broker(7), &one, &lost).await);
+    // Replaced whole, not merged.
+    let replaced = set(&[("log.segment.bytes", "2097152")]);
+    assert!(set_if(&store, ConfigScope::Broker(1), &one, &replaced).await);
+    assert!(set_if(&store, ConfigScope::Broker(12), &twelve, &none).await);
+    let again = reopen().await;
+    let stored = again.broker_configs().await.expect("read after reopen");
+    assert_eq!(
+        stored.cluster_default,
+        set(&[("log.retention.ms", "60000"), ("num.partitions", "3")])
+    );
+    assert_eq!(
+        stored.brokers,
+        BTreeMap::from([(1, set(&[("log.segment.bytes", "2097152")]))])
+    );
+    assert_eq!(
+        stored.scope(ConfigScope::Broker(12)),
+        BTreeMap::new(),
+        "an emptied set is gone"
+    );
+    assert!(
+        again
+            .set_broker_configs(ConfigScope::ClusterDefault, &default, &BTreeMap::new())
+            .await
+            .expect("remove the cluster default")
+    );
+    assert!(
+        again
+            .broker_configs()
+            .await
+            .expect("read")
+            .cluster_default
+            .is_empty()
+    );
 }
 
 /// Security records: one change is all or nothing, kinds are separate, and they survive a
 /// reopen. Keys may hold `/` and `:` (user names, principals).
 async fn security_records(
     store: Arc<dyn MetadataStore>,
-    reopen: impl AsyncFn() -> Arc<dyn MetadataStore>,
+    reopen: &impl AsyncFn() -> Arc<dyn MetadataStore>,
 ) {
     use strata_broker::cluster::SecurityKind;
     assert!(

@@ -41,6 +41,7 @@ struct MetadataSnapshot {
     brokers: Vec<BrokerInfo>,
     draining: BTreeSet<i32>,
     topics: Vec<(TopicRecord, u64)>,
+    broker_configs: crate::cluster::BrokerConfigs,
 }
 
 /// Even with the revision standing still, metadata is read in full this often: a guard
@@ -264,13 +265,18 @@ impl Broker {
     }
 
     async fn refresh_once(&self, session: i64) -> Result<(), StoreError> {
+        let config_changes = self.dynamic_configs.changes();
         let MetadataSnapshot {
             controller,
             brokers,
             draining,
             mut topics,
+            broker_configs,
             ..
         } = self.read_metadata(session).await?;
+        // Before the topics: a topic opened this round takes the new defaults.
+        self.apply_broker_configs_read(broker_configs, config_changes)
+            .await;
         *self
             .membership
             .view
@@ -317,6 +323,9 @@ impl Broker {
             controller: self.store.campaign(self.config.node_id, session).await?,
             brokers: self.store.live_brokers().await?,
             draining: self.store.draining().await?.into_iter().collect(),
+            // Before the topics: the later the topics are read, the less a round that
+            // applies them lags behind topic changes made here meanwhile.
+            broker_configs: self.store.broker_configs().await?,
             topics: self.store.list_topics_versioned().await?,
         };
         // Credentials, quotas and ACLs changed through other brokers arrive with the same
@@ -363,9 +372,12 @@ impl Broker {
         let records: Vec<TopicRecord> = topics.iter().map(|(t, _)| t.clone().normalize()).collect();
         let mut load = controller::load(&records);
         for (entry, record) in topics.iter_mut().zip(records) {
-            let unclean = crate::topic_config::TopicConfig::resolve(&record.configs, &self.config)
-                .map(|c| c.unclean_leader_election())
-                .unwrap_or(false);
+            let unclean = crate::topic_config::TopicConfig::resolve(
+                &record.configs,
+                &self.effective_config(),
+            )
+            .map(|c| c.unclean_leader_election())
+            .unwrap_or(false);
             let Some(next) = controller::reconcile(&record, &view, &mut load, unclean, rebalance)
             else {
                 continue;
@@ -562,7 +574,8 @@ impl Broker {
         topic: &Topic,
         record: TopicRecord,
     ) -> Result<Arc<Topic>, crate::broker::AdminError> {
-        let config = crate::topic_config::TopicConfig::resolve(&record.configs, &self.config)?;
+        let config =
+            crate::topic_config::TopicConfig::resolve(&record.configs, &self.effective_config())?;
         let mut partitions = topic.partitions.clone();
         for index in partitions.len()..record.partitions.len() {
             partitions.push(Arc::new(

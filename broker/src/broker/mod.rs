@@ -12,6 +12,7 @@
 //! At start-up the metadata store is the truth: logs of topics it does not know are
 //! removed.
 
+pub mod dynamic_config;
 mod housekeeping;
 mod membership;
 mod placement_admin;
@@ -38,7 +39,11 @@ use crate::tier::Tiering;
 use crate::topic_config::TopicConfig;
 
 pub struct Broker {
+    /// The static settings (file, environment, flags). Settings that may change at run
+    /// time are read from [`Broker::effective_config`].
     pub config: Config,
+    /// Dynamic broker configs and the configuration they make.
+    dynamic_configs: dynamic_config::DynamicConfigs,
     pub cluster_id: String,
     pub advertised_host: String,
     pub advertised_port: i32,
@@ -152,6 +157,7 @@ impl Broker {
         let groups = crate::group::Coordinator::new(&config);
         let topics = Registry::new(&config.data_dir, tiering.clone());
         let broker = Arc::new(Broker {
+            dynamic_configs: dynamic_config::DynamicConfigs::new(&config),
             config,
             cluster_id,
             advertised_host,
@@ -173,6 +179,11 @@ impl Broker {
             marker_clients: transactions::MarkerClients::default(),
             _data_dir_lock: data_dir_lock,
         });
+        // Topics open with the dynamic defaults in force.
+        broker
+            .refresh_broker_configs()
+            .await
+            .context("read the dynamic broker configs")?;
         let records = broker.store.list_topics().await.context("list topics")?;
         let started = std::time::Instant::now();
         let mut known_dirs = std::collections::HashSet::new();
@@ -201,7 +212,7 @@ impl Broker {
     pub(crate) async fn open_topic(&self, record: TopicRecord) -> Result<Topic, AdminError> {
         Ok(self
             .topics
-            .open_topic(&self.config, &*self.clock, record)
+            .open_topic(&self.effective_config(), &*self.clock, record)
             .await?)
     }
 
@@ -214,7 +225,13 @@ impl Broker {
     ) -> Result<Partition, AdminError> {
         Ok(self
             .topics
-            .open_partition(&self.config, &*self.clock, record, config, index)
+            .open_partition(
+                &self.effective_config(),
+                &*self.clock,
+                record,
+                config,
+                index,
+            )
             .await?)
     }
 }

@@ -128,8 +128,9 @@ impl Broker {
         if !valid_topic_name(name) {
             return Err(AdminError::InvalidTopicName(name.to_string()));
         }
+        let effective = self.effective_config();
         let partitions = if num_partitions == -1 {
-            self.config.num_partitions
+            effective.num_partitions
         } else {
             num_partitions
         };
@@ -143,7 +144,7 @@ impl Broker {
         } else {
             replication_factor
         };
-        let config = TopicConfig::resolve(&configs, &self.config)?;
+        let config = TopicConfig::resolve(&configs, &effective)?;
         let assignment = self.place(name, partitions as usize, factor, 0).await?;
         let _admin = self.admin.lock().await;
         if self.topics.get(name).is_some() {
@@ -578,7 +579,7 @@ impl Broker {
             .map(|(name, value)| (name.clone(), value.clone()))
             .collect();
         crate::topic_config::check_floors(&changed, &self.config)?;
-        let config = TopicConfig::resolve(&configs, &self.config)?;
+        let config = TopicConfig::resolve(&configs, &self.effective_config())?;
         if validate_only {
             return Ok(());
         }

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
-use super::{BrokerInfo, MetadataStore, SecurityKind, StoreError, TopicRecord};
+use super::{
+    BrokerConfigs, BrokerInfo, ConfigScope, MetadataStore, SecurityKind, StoreError, TopicRecord,
+};
 use crate::log::write_atomically;
 
 const FILE: &str = "metadata.json";
@@ -25,6 +27,9 @@ struct Document {
     /// Security records by kind (`scram`, `acls`, `quotas`), then key.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     security: BTreeMap<String, BTreeMap<String, String>>,
+    /// Dynamic broker configs (cluster default and per broker).
+    #[serde(default, skip_serializing_if = "BrokerConfigs::is_empty")]
+    broker_configs: BrokerConfigs,
 }
 
 pub struct EmbeddedStore {
@@ -285,6 +290,27 @@ impl MetadataStore for EmbeddedStore {
         self.save(&next).await?;
         *document = next;
         Ok(())
+    }
+
+    async fn broker_configs(&self) -> Result<BrokerConfigs, StoreError> {
+        Ok(self.document.lock().await.broker_configs.clone())
+    }
+
+    async fn set_broker_configs(
+        &self,
+        scope: ConfigScope,
+        expected: &BTreeMap<String, String>,
+        configs: &BTreeMap<String, String>,
+    ) -> Result<bool, StoreError> {
+        let mut document = self.document.lock().await;
+        if document.broker_configs.scope(scope) != *expected {
+            return Ok(false);
+        }
+        let mut next = document.clone();
+        next.broker_configs.set_scope(scope, configs.clone());
+        self.save(&next).await?;
+        *document = next;
+        Ok(true)
     }
 }
 

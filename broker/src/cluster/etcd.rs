@@ -10,6 +10,8 @@
 //! | `<prefix>/controller` | the controller's node id, attached to its lease |
 //! | `<prefix>/draining/<node_id>` | present while the broker is being drained |
 //! | `<prefix>/security/<kind>/<key>` | a SCRAM credential, ACL binding or quota (JSON of the security module) |
+//! | `<prefix>/broker_configs/default` | the cluster default of dynamic broker configs: a JSON object of Kafka names to values |
+//! | `<prefix>/broker_configs/<node_id>` | one broker's dynamic configs, likewise; both changed by compare-and-swap on the value |
 //!
 //! A broker's lease (TTL `broker_session_timeout_ms`) is its session: when the broker dies
 //! or cannot reach etcd for that long, its registration and controllership vanish with it.
@@ -24,7 +26,9 @@ use std::time::Duration;
 
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp};
 
-use super::{BrokerInfo, MetadataStore, SecurityKind, StoreError, TopicRecord};
+use super::{
+    BrokerConfigs, BrokerInfo, ConfigScope, MetadataStore, SecurityKind, StoreError, TopicRecord,
+};
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Operations per etcd transaction when security records change (etcd's default limit
@@ -541,5 +545,58 @@ impl MetadataStore for EtcdStore {
             timed(kv.txn(Txn::new().and_then(part))).await?;
         }
         Ok(())
+    }
+
+    async fn broker_configs(&self) -> Result<BrokerConfigs, StoreError> {
+        let prefix = self.key("broker_configs/");
+        let response = self.get_prefix("broker_configs/").await?;
+        let mut configs = BrokerConfigs::default();
+        for kv in response.kvs() {
+            let key = String::from_utf8_lossy(kv.key()).into_owned();
+            let corrupt = |message: String| StoreError::Corrupt {
+                key: key.clone(),
+                message,
+            };
+            let values: std::collections::BTreeMap<String, String> =
+                serde_json::from_slice(kv.value()).map_err(|e| corrupt(e.to_string()))?;
+            let scope = match key.strip_prefix(&prefix) {
+                Some("default") => ConfigScope::ClusterDefault,
+                Some(id) => ConfigScope::Broker(
+                    id.parse()
+                        .map_err(|_| corrupt("not `default` or a node id".into()))?,
+                ),
+                None => continue,
+            };
+            configs.set_scope(scope, values);
+        }
+        Ok(configs)
+    }
+
+    async fn set_broker_configs(
+        &self,
+        scope: ConfigScope,
+        expected: &std::collections::BTreeMap<String, String>,
+        configs: &std::collections::BTreeMap<String, String>,
+    ) -> Result<bool, StoreError> {
+        let key = match scope {
+            ConfigScope::ClusterDefault => self.key("broker_configs/default"),
+            ConfigScope::Broker(id) => self.key(&format!("broker_configs/{id}")),
+        };
+        // Values are compared as written: this store writes them in one serialization
+        // (serde_json of a BTreeMap, keys in order) and never writes an empty set.
+        let unchanged = if expected.is_empty() {
+            Compare::create_revision(key.clone(), CompareOp::Equal, 0)
+        } else {
+            let bytes = serde_json::to_vec(expected).map_err(unavailable)?;
+            Compare::value(key.clone(), CompareOp::Equal, bytes)
+        };
+        let change = if configs.is_empty() {
+            TxnOp::delete(key, None)
+        } else {
+            TxnOp::put(key, serde_json::to_vec(configs).map_err(unavailable)?, None)
+        };
+        let mut kv = self.client.kv_client();
+        let response = timed(kv.txn(Txn::new().when([unchanged]).and_then([change]))).await?;
+        Ok(response.succeeded())
     }
 }

@@ -217,6 +217,64 @@ pub trait MetadataStore: Send + Sync {
         puts: &[(String, String)],
         deletes: &[String],
     ) -> Result<(), StoreError>;
+
+    /// The dynamic broker configs of the cluster default and of every broker.
+    async fn broker_configs(&self) -> Result<BrokerConfigs, StoreError>;
+    /// Replaces the dynamic configs of one scope with `configs` (an empty map removes
+    /// them) if they are still `expected` (empty: none stored); false, and nothing
+    /// written, if another broker changed them meanwhile.
+    async fn set_broker_configs(
+        &self,
+        scope: ConfigScope,
+        expected: &BTreeMap<String, String>,
+        configs: &BTreeMap<String, String>,
+    ) -> Result<bool, StoreError>;
+}
+
+/// Whose dynamic broker configs (Kafka's DYNAMIC_DEFAULT_BROKER_CONFIG and
+/// DYNAMIC_BROKER_CONFIG): the cluster default (a BROKER resource named "") or one broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigScope {
+    ClusterDefault,
+    Broker(i32),
+}
+
+/// Every dynamic broker config in the store, under Kafka's names (`log.retention.ms`).
+/// The store keeps the values as given; `config::dynamic` checks them before they are
+/// written and again when they are applied.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerConfigs {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cluster_default: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub brokers: BTreeMap<i32, BTreeMap<String, String>>,
+}
+
+impl BrokerConfigs {
+    pub fn is_empty(&self) -> bool {
+        self.cluster_default.is_empty() && self.brokers.is_empty()
+    }
+
+    /// The configs stored for one scope (empty if none).
+    pub fn scope(&self, scope: ConfigScope) -> BTreeMap<String, String> {
+        match scope {
+            ConfigScope::ClusterDefault => self.cluster_default.clone(),
+            ConfigScope::Broker(id) => self.brokers.get(&id).cloned().unwrap_or_default(),
+        }
+    }
+
+    /// Replaces one scope's configs; an empty map removes the scope.
+    pub fn set_scope(&mut self, scope: ConfigScope, configs: BTreeMap<String, String>) {
+        match scope {
+            ConfigScope::ClusterDefault => self.cluster_default = configs,
+            ConfigScope::Broker(id) if configs.is_empty() => {
+                self.brokers.remove(&id);
+            }
+            ConfigScope::Broker(id) => {
+                self.brokers.insert(id, configs);
+            }
+        }
+    }
 }
 
 /// The kinds of security record in the metadata store.

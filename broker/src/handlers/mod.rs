@@ -5,6 +5,7 @@
 
 mod acls;
 mod authorize;
+mod broker_configs;
 mod cluster;
 mod fetch;
 mod groups;

@@ -1,5 +1,5 @@
 //! Topic administration: CreateTopics, DeleteTopics, CreatePartitions, DescribeConfigs,
-//! AlterConfigs, IncrementalAlterConfigs.
+//! AlterConfigs, IncrementalAlterConfigs (BROKER resources go to `broker_configs`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -29,7 +29,6 @@ use crate::topic_config::{self, Described, TopicConfigError};
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
 const SOURCE_DYNAMIC_TOPIC: i8 = 1;
-const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 
 fn error_parts(broker: &Broker, api: &str, error: &AdminError) -> (i16, Option<StrBytes>) {
@@ -98,7 +97,7 @@ pub async fn create_topics(
             factor = 1;
         }
         let requested = if partitions == -1 {
-            broker.config.num_partitions
+            broker.effective_config().num_partitions
         } else {
             partitions
         };
@@ -255,44 +254,6 @@ pub async fn create_partitions(
     ResponseKind::CreatePartitions(CreatePartitionsResponse::default().with_results(results))
 }
 
-/// Broker-level settings under their Kafka names, read-only (they come from the file,
-/// the environment or flags).
-fn broker_configs(broker: &Broker) -> Vec<(&'static str, String)> {
-    let c = &broker.config;
-    vec![
-        ("broker.id", c.node_id.to_string()),
-        ("num.partitions", c.num_partitions.to_string()),
-        (
-            "auto.create.topics.enable",
-            c.auto_create_topics.to_string(),
-        ),
-        (
-            "default.replication.factor",
-            c.default_replication_factor.to_string(),
-        ),
-        ("socket.request.max.bytes", c.max_request_bytes.to_string()),
-        ("log.segment.bytes", c.log_segment_bytes.to_string()),
-        ("log.roll.ms", c.log_segment_ms.to_string()),
-        ("log.retention.ms", c.log_retention_ms.to_string()),
-        ("log.retention.bytes", c.log_retention_bytes.to_string()),
-        (
-            "log.flush.interval.messages",
-            c.log_flush_messages.to_string(),
-        ),
-        ("log.flush.interval.ms", c.log_flush_ms.to_string()),
-        (
-            "log.index.interval.bytes",
-            c.log_index_interval_bytes.to_string(),
-        ),
-        ("message.max.bytes", c.message_max_bytes.to_string()),
-        (
-            "log.message.timestamp.type",
-            c.log_message_timestamp_type.clone(),
-        ),
-        ("min.insync.replicas", c.min_insync_replicas.to_string()),
-    ]
-}
-
 pub fn describe_configs(broker: &Arc<Broker>, request: DescribeConfigsRequest) -> ResponseKind {
     let results = request
         .resources
@@ -338,27 +299,7 @@ pub fn describe_configs(broker: &Arc<Broker>, request: DescribeConfigsRequest) -
                     result.with_configs(configs)
                 }
                 RESOURCE_BROKER => {
-                    let name = resource.resource_name.to_string();
-                    if !name.is_empty() && name != broker.config.node_id.to_string() {
-                        return result
-                            .with_error_code(ResponseError::InvalidRequest.code())
-                            .with_error_message(Some(str_bytes(format!(
-                                "this is broker {}, not `{name}`",
-                                broker.config.node_id
-                            ))));
-                    }
-                    let configs = broker_configs(broker)
-                        .into_iter()
-                        .filter(|(name, _)| wanted(name))
-                        .map(|(name, value)| {
-                            DescribeConfigsResourceResult::default()
-                                .with_name(str_bytes(name))
-                                .with_value(Some(str_bytes(value)))
-                                .with_read_only(true)
-                                .with_config_source(SOURCE_STATIC_BROKER)
-                        })
-                        .collect();
-                    result.with_configs(configs)
+                    super::broker_configs::describe(broker, &resource, request.include_synonyms)
                 }
                 other => result
                     .with_error_code(ResponseError::InvalidRequest.code())
@@ -372,20 +313,9 @@ pub fn describe_configs(broker: &Arc<Broker>, request: DescribeConfigsRequest) -
 }
 
 /// Validates the resource of an alter request; returns the topic name or an error.
-fn alter_target(
-    broker: &Broker,
-    resource_type: i8,
-    name: &StrBytes,
-) -> Result<String, (i16, StrBytes)> {
+fn alter_target(resource_type: i8, name: &StrBytes) -> Result<String, (i16, StrBytes)> {
     match resource_type {
         RESOURCE_TOPIC => Ok(name.to_string()),
-        RESOURCE_BROKER => Err((
-            ResponseError::InvalidRequest.code(),
-            str_bytes(format!(
-                "broker {} settings are static: change the config file, STRATA_* variables or flags",
-                broker.config.node_id
-            )),
-        )),
         other => Err((
             ResponseError::InvalidRequest.code(),
             str_bytes(format!("resource type {other} is not supported")),
@@ -432,11 +362,22 @@ pub async fn alter_configs(broker: &Arc<Broker>, request: AlterConfigsRequest) -
         let response = alter_configs_response::AlterConfigsResourceResponse::default()
             .with_resource_type(resource.resource_type)
             .with_resource_name(resource.resource_name.clone());
+        if resource.resource_type == RESOURCE_BROKER {
+            let outcome =
+                super::broker_configs::alter(broker, &resource, request.validate_only).await;
+            responses.push(match outcome {
+                Ok(()) => response,
+                Err((code, message)) => response
+                    .with_error_code(code)
+                    .with_error_message(Some(message)),
+            });
+            continue;
+        }
         let configs = resource
             .configs
             .iter()
             .map(|c| (&c.name, OP_SET, c.value.is_some()));
-        let target = alter_target(broker, resource.resource_type, &resource.resource_name)
+        let target = alter_target(resource.resource_type, &resource.resource_name)
             .and_then(|topic| malformed_resource(configs).map_or(Ok(topic), Err));
         let topic = match target {
             Ok(topic) => topic,
@@ -562,11 +503,23 @@ pub async fn incremental_alter_configs(
         let response = incremental_alter_configs_response::AlterConfigsResourceResponse::default()
             .with_resource_type(resource.resource_type)
             .with_resource_name(resource.resource_name.clone());
+        if resource.resource_type == RESOURCE_BROKER {
+            let outcome =
+                super::broker_configs::incremental_alter(broker, &resource, request.validate_only)
+                    .await;
+            responses.push(match outcome {
+                Ok(()) => response,
+                Err((code, message)) => response
+                    .with_error_code(code)
+                    .with_error_message(Some(message)),
+            });
+            continue;
+        }
         let configs = resource
             .configs
             .iter()
             .map(|c| (&c.name, c.config_operation, c.value.is_some()));
-        let target = alter_target(broker, resource.resource_type, &resource.resource_name)
+        let target = alter_target(resource.resource_type, &resource.resource_name)
             .and_then(|topic| malformed_resource(configs).map_or(Ok(topic), Err));
         let name = match target {
             Ok(name) => name,
