@@ -391,6 +391,15 @@ impl ProducerState {
 
     /// Every producer the partition remembers (not expired), by producer id.
     pub fn active(&self) -> Vec<ActiveProducer> {
+        self.active_at_most(usize::MAX).unwrap_or_default()
+    }
+
+    /// [`Self::active`], or `None` without copying anything when there are more than
+    /// `limit`: the caller holds the log lock, so the work stays bounded.
+    pub fn active_at_most(&self, limit: usize) -> Option<Vec<ActiveProducer>> {
+        if self.producers.len() > limit {
+            return None;
+        }
         let mut active: Vec<ActiveProducer> = self
             .producers
             .iter()
@@ -404,7 +413,7 @@ impl ProducerState {
             })
             .collect();
         active.sort_unstable_by_key(|p| p.producer_id);
-        active
+        Some(active)
     }
 
     /// The first offset of the oldest open transaction, if any.

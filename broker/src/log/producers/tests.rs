@@ -417,3 +417,17 @@ fn a_version_1_snapshot_still_parses() {
     );
     assert_eq!(state.first_unstable_offset(), None);
 }
+
+#[test]
+fn listing_more_producers_than_the_limit_copies_nothing() {
+    let mut state = ProducerState::default();
+    for id in [3, 1, 2] {
+        state.record(id, 0, meta(0, 0, id * 10), 0, false, 0);
+    }
+    assert_eq!(state.active_at_most(2), None);
+    let listed = state.active_at_most(3).expect("three fit");
+    assert_eq!(
+        listed.iter().map(|p| p.producer_id).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+}
