@@ -161,6 +161,100 @@ async fn a_config_change_in_the_store_replaces_the_topic_snapshot() {
     );
 }
 
+/// After an etcd snapshot restore the store can hold a topic with fewer partitions than
+/// a running broker has open (and an older version). Its other changes must still be
+/// applied: only a record older than the one this broker installed itself is skipped.
+#[tokio::test]
+async fn a_stored_record_with_fewer_partitions_than_here_is_still_applied() {
+    let m = member().await;
+    let me = m.broker.config.node_id;
+    let topic = record("restored", vec![partition(me, 0, &[me], &[me])]);
+    m.store.create_topic(&topic).await.expect("create");
+    m.broker.refresh(m.session).await;
+    m.broker
+        .create_partitions("restored", 2, None, false)
+        .await
+        .expect("add a partition");
+    assert_eq!(
+        m.broker
+            .topics
+            .get("restored")
+            .expect("open")
+            .partitions
+            .len(),
+        2
+    );
+    // The restored record: one partition, with a new epoch and a config.
+    let mut restored = topic.clone();
+    restored.partitions[0].leader_epoch = 6;
+    restored
+        .configs
+        .insert("segment.bytes".into(), "2097152".into());
+    m.store.update_topic(&restored).await.expect("restore");
+    m.broker.refresh(m.session).await;
+    let after = m.broker.topics.get("restored").expect("still open");
+    assert_eq!(
+        after
+            .record
+            .configs
+            .get("segment.bytes")
+            .map(String::as_str),
+        Some("2097152"),
+        "the restored record was skipped"
+    );
+    assert_eq!(after.partitions[0].leading_epoch(), Some(6));
+}
+
+/// CreatePartitions and a config change install the record they stored; a leader change
+/// the controller folded into it before must take effect then, not never.
+#[tokio::test]
+async fn an_admin_change_applies_the_leader_epoch_its_stored_record_carries() {
+    let m = member().await;
+    let me = m.broker.config.node_id;
+    let topic = record("grown", vec![partition(me, 0, &[me], &[me])]);
+    m.store.create_topic(&topic).await.expect("create");
+    m.broker.refresh(m.session).await;
+    let open = m.broker.topics.get("grown").expect("open");
+    assert_eq!(open.partitions[0].leading_epoch(), Some(0));
+
+    let mut bumped = stored(&m.store, "grown").await;
+    bumped.partitions[0].leader_epoch = 3;
+    m.store.update_topic(&bumped).await.expect("bump the epoch");
+    m.broker
+        .create_partitions("grown", 2, None, false)
+        .await
+        .expect("add a partition");
+    let open = m.broker.topics.get("grown").expect("open");
+    assert_eq!(open.partitions[0].leading_epoch(), Some(3));
+    m.broker.refresh(m.session).await;
+    assert_eq!(
+        m.broker.topics.get("grown").expect("open").partitions[0].leading_epoch(),
+        Some(3)
+    );
+
+    let mut bumped = stored(&m.store, "grown").await;
+    bumped.partitions[0].leader_epoch = 4;
+    m.store.update_topic(&bumped).await.expect("bump the epoch");
+    m.broker
+        .set_topic_configs(
+            "grown",
+            |_| {
+                Ok(BTreeMap::from([(
+                    "retention.ms".to_string(),
+                    "60000".to_string(),
+                )]))
+            },
+            false,
+        )
+        .await
+        .expect("alter configs");
+    m.broker.refresh(m.session).await;
+    assert_eq!(
+        m.broker.topics.get("grown").expect("open").partitions[0].leading_epoch(),
+        Some(4)
+    );
+}
+
 /// The only live broker is the controller: a partition led by a broker that is not
 /// registered moves to it, with a new epoch, and the store says so.
 #[tokio::test]
