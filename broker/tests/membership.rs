@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use strata_broker::broker::{Broker, SystemClock};
+use strata_broker::broker::{AdminError, Broker, SystemClock};
 use strata_broker::cluster::{MetadataStore, PartitionRecord, TopicRecord};
 use strata_broker::config::Config;
 use strata_broker::telemetry::Metrics;
@@ -253,6 +253,68 @@ async fn an_admin_change_applies_the_leader_epoch_its_stored_record_carries() {
         m.broker.topics.get("grown").expect("open").partitions[0].leading_epoch(),
         Some(4)
     );
+}
+
+/// CreatePartitions checks against the stored partition count, not this broker's copy,
+/// which lags until its next metadata round.
+#[tokio::test]
+async fn create_partitions_counts_the_stored_partitions() {
+    let m = member().await;
+    let me = m.broker.config.node_id;
+    let mut topic = record("lagging", vec![partition(me, 0, &[me], &[me])]);
+    m.store.create_topic(&topic).await.expect("create");
+    m.broker.refresh(m.session).await;
+    // Another broker adds a partition; no round has run here since.
+    topic.partitions.push(partition(me, 0, &[me], &[me]));
+    m.store.update_topic(&topic).await.expect("add a partition");
+    assert_eq!(
+        m.broker
+            .topics
+            .get("lagging")
+            .expect("open")
+            .partitions
+            .len(),
+        1
+    );
+
+    let same = m.broker.create_partitions("lagging", 2, None, false).await;
+    assert!(
+        matches!(&same, Err(AdminError::InvalidPartitions(message)) if message == "Topic already has 2 partition(s)."),
+        "{same:?}"
+    );
+    // One assignment for the one partition that is really new.
+    m.broker
+        .create_partitions("lagging", 3, Some(vec![vec![me]]), false)
+        .await
+        .expect("a valid assignment");
+    let open = m.broker.topics.get("lagging").expect("open");
+    assert_eq!(open.partitions.len(), 3);
+    assert_eq!(stored(&m.store, "lagging").await.partitions.len(), 3);
+    assert_eq!(open.partitions[2].leading_epoch(), Some(0));
+}
+
+/// One of Kafka's checks of an explicit assignment: the replication factor of the
+/// partitions before. (The embedded store cannot drain its one broker, so the check that
+/// not every named broker is draining is tested against real clusters only.)
+#[tokio::test]
+async fn create_partitions_refuses_another_replication_factor() {
+    let m = member().await;
+    let me = m.broker.config.node_id;
+    let gone = me + 40;
+    let two = record("two-replicas", vec![partition(me, 0, &[me, gone], &[me])]);
+    m.store.create_topic(&two).await.expect("create");
+    m.broker.refresh(m.session).await;
+
+    let refused = m
+        .broker
+        .create_partitions("two-replicas", 2, Some(vec![vec![me]]), false)
+        .await;
+    assert!(
+        matches!(&refused, Err(AdminError::InvalidReplicaAssignment(message)) if message == "The manual partition assignment includes a partition with 1 replica(s), but this is not consistent with previous partitions, which have 2 replica(s)."),
+        "{refused:?}"
+    );
+
+    assert_eq!(stored(&m.store, "two-replicas").await.partitions.len(), 1);
 }
 
 /// The only live broker is the controller: a partition led by a broker that is not

@@ -573,7 +573,7 @@ impl Broker {
     }
 
     /// A new record for a topic this broker has open: new partitions, configs.
-    async fn update_local_topic(
+    pub(super) async fn update_local_topic(
         &self,
         topic: &Topic,
         record: TopicRecord,

@@ -413,11 +413,33 @@ impl Broker {
             return Err(AdminError::Internal(name.to_string()));
         }
         let _admin = self.admin.lock().await;
-        let topic = self
+        let mut topic = self
             .topics
             .get(name)
             .ok_or_else(|| AdminError::UnknownTopic(name.to_string()))?;
-        let current = topic.partitions.len() as i32;
+        // The store decides, not this broker's copy: a metadata round may not have
+        // brought partitions another broker added here yet.
+        let (stored, version) = self
+            .store
+            .get_topic_versioned(name)
+            .await?
+            .ok_or_else(|| AdminError::UnknownTopic(name.to_string()))?;
+        let stored = stored.normalize();
+        if stored.id != topic.id {
+            return Err(AdminError::UnknownTopic(name.to_string()));
+        }
+        let current = stored.partitions.len() as i32;
+        let factor = stored.partitions.first().map_or(1, |p| p.replicas.len());
+        if stored.partitions.len() > topic.partitions.len() {
+            topic = self.update_local_topic(&topic, stored, version).await?;
+        }
+        if topic.partitions.len() != current as usize {
+            return Err(AdminError::InvalidPartitions(format!(
+                "broker {} has {} partitions of {name} open and the metadata store {current}; retry once it caught up",
+                self.config.node_id,
+                topic.partitions.len()
+            )));
+        }
         if count == current {
             return Err(AdminError::InvalidPartitions(format!(
                 "Topic already has {current} partition(s)."
@@ -433,11 +455,6 @@ impl Broker {
                 "{count} partitions is more than 100000"
             )));
         }
-        let factor = topic
-            .record
-            .partitions
-            .first()
-            .map_or(1, |p| p.replicas.len());
         if let Some(assignments) = &assignments {
             self.check_assignments(assignments, (count - current) as usize, factor, current)
                 .await?;
