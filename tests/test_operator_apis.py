@@ -269,11 +269,19 @@ def test_create_partitions_checks_and_uses_explicit_assignments(broker, etcd):
         assert 1 not in got[1]
         with pytest.raises(NotLeaderForPartitionError):
             bounded("DescribeProducers", lambda: admin.describe_producers([KTopicPartition(topic, 1)], broker_id=1))
-        # A follower answers from its own copy of the log, as in Kafka.
+        # A follower answers from its own copy of the log, as in Kafka. The ISR may have
+        # shrunk under load since the acks=all produce, so its copy may still lack the
+        # batch: wait for it rather than read once.
         follower = got[1][1]
-        state = bounded("DescribeProducers", lambda: admin.describe_producers([KTopicPartition(topic, 1)],
-                                                                              broker_id=follower))
-        (producer,) = state[KTopicPartition(topic, 1)].active_producers
+
+        def follower_state():
+            state = bounded("DescribeProducers", lambda: admin.describe_producers([KTopicPartition(topic, 1)],
+                                                                                  broker_id=follower))
+            producers = state[KTopicPartition(topic, 1)].active_producers
+            return producers if [p.last_sequence for p in producers] == [4] else None
+
+        (producer,) = wait_until(f"broker {follower}'s copy of {topic}-1 has the producer's 5 records",
+                                 follower_state, 30)
         assert producer.last_sequence == 4, producer
 
         # AlterReplicaLogDirs to a broker's own dir: fine for a replica it holds, Kafka's

@@ -30,6 +30,10 @@ pub struct Topic {
     pub partitions: Vec<Arc<Partition>>,
     pub config: TopicConfig,
     pub record: TopicRecord,
+    /// The metadata store's version of `record` when this broker installed it, or a
+    /// lower bound of it (0: unknown). A metadata round skips stored records of a lower
+    /// version: they were read before this broker's own change was installed.
+    pub store_version: u64,
 }
 
 impl Topic {
@@ -241,6 +245,7 @@ impl Registry {
             partitions,
             config,
             record,
+            store_version: 0,
         })
     }
 }

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use strata_broker::broker::{Broker, SystemClock};
+use strata_broker::broker::{AdminError, Broker, SystemClock};
 use strata_broker::cluster::{MetadataStore, PartitionRecord, TopicRecord};
 use strata_broker::config::Config;
 use strata_broker::telemetry::Metrics;
@@ -159,6 +159,162 @@ async fn a_config_change_in_the_store_replaces_the_topic_snapshot() {
         Arc::ptr_eq(&before.partitions[0], &after.partitions[0]),
         "a config change must keep the open partition, not reopen it"
     );
+}
+
+/// After an etcd snapshot restore the store can hold a topic with fewer partitions than
+/// a running broker has open (and an older version). Its other changes must still be
+/// applied: only a record older than the one this broker installed itself is skipped.
+#[tokio::test]
+async fn a_stored_record_with_fewer_partitions_than_here_is_still_applied() {
+    let m = member().await;
+    let me = m.broker.config.node_id;
+    let topic = record("restored", vec![partition(me, 0, &[me], &[me])]);
+    m.store.create_topic(&topic).await.expect("create");
+    m.broker.refresh(m.session).await;
+    m.broker
+        .create_partitions("restored", 2, None, false)
+        .await
+        .expect("add a partition");
+    assert_eq!(
+        m.broker
+            .topics
+            .get("restored")
+            .expect("open")
+            .partitions
+            .len(),
+        2
+    );
+    // The restored record: one partition, with a new epoch and a config.
+    let mut restored = topic.clone();
+    restored.partitions[0].leader_epoch = 6;
+    restored
+        .configs
+        .insert("segment.bytes".into(), "2097152".into());
+    m.store.update_topic(&restored).await.expect("restore");
+    m.broker.refresh(m.session).await;
+    let after = m.broker.topics.get("restored").expect("still open");
+    assert_eq!(
+        after
+            .record
+            .configs
+            .get("segment.bytes")
+            .map(String::as_str),
+        Some("2097152"),
+        "the restored record was skipped"
+    );
+    assert_eq!(after.partitions[0].leading_epoch(), Some(6));
+}
+
+/// CreatePartitions and a config change install the record they stored; a leader change
+/// the controller folded into it before must take effect then, not never.
+#[tokio::test]
+async fn an_admin_change_applies_the_leader_epoch_its_stored_record_carries() {
+    let m = member().await;
+    let me = m.broker.config.node_id;
+    let topic = record("grown", vec![partition(me, 0, &[me], &[me])]);
+    m.store.create_topic(&topic).await.expect("create");
+    m.broker.refresh(m.session).await;
+    let open = m.broker.topics.get("grown").expect("open");
+    assert_eq!(open.partitions[0].leading_epoch(), Some(0));
+
+    let mut bumped = stored(&m.store, "grown").await;
+    bumped.partitions[0].leader_epoch = 3;
+    m.store.update_topic(&bumped).await.expect("bump the epoch");
+    m.broker
+        .create_partitions("grown", 2, None, false)
+        .await
+        .expect("add a partition");
+    let open = m.broker.topics.get("grown").expect("open");
+    assert_eq!(open.partitions[0].leading_epoch(), Some(3));
+    m.broker.refresh(m.session).await;
+    assert_eq!(
+        m.broker.topics.get("grown").expect("open").partitions[0].leading_epoch(),
+        Some(3)
+    );
+
+    let mut bumped = stored(&m.store, "grown").await;
+    bumped.partitions[0].leader_epoch = 4;
+    m.store.update_topic(&bumped).await.expect("bump the epoch");
+    m.broker
+        .set_topic_configs(
+            "grown",
+            |_| {
+                Ok(BTreeMap::from([(
+                    "retention.ms".to_string(),
+                    "60000".to_string(),
+                )]))
+            },
+            false,
+        )
+        .await
+        .expect("alter configs");
+    m.broker.refresh(m.session).await;
+    assert_eq!(
+        m.broker.topics.get("grown").expect("open").partitions[0].leading_epoch(),
+        Some(4)
+    );
+}
+
+/// CreatePartitions checks against the stored partition count, not this broker's copy,
+/// which lags until its next metadata round.
+#[tokio::test]
+async fn create_partitions_counts_the_stored_partitions() {
+    let m = member().await;
+    let me = m.broker.config.node_id;
+    let mut topic = record("lagging", vec![partition(me, 0, &[me], &[me])]);
+    m.store.create_topic(&topic).await.expect("create");
+    m.broker.refresh(m.session).await;
+    // Another broker adds a partition; no round has run here since.
+    topic.partitions.push(partition(me, 0, &[me], &[me]));
+    m.store.update_topic(&topic).await.expect("add a partition");
+    assert_eq!(
+        m.broker
+            .topics
+            .get("lagging")
+            .expect("open")
+            .partitions
+            .len(),
+        1
+    );
+
+    let same = m.broker.create_partitions("lagging", 2, None, false).await;
+    assert!(
+        matches!(&same, Err(AdminError::InvalidPartitions(message)) if message == "Topic already has 2 partition(s)."),
+        "{same:?}"
+    );
+    // One assignment for the one partition that is really new.
+    m.broker
+        .create_partitions("lagging", 3, Some(vec![vec![me]]), false)
+        .await
+        .expect("a valid assignment");
+    let open = m.broker.topics.get("lagging").expect("open");
+    assert_eq!(open.partitions.len(), 3);
+    assert_eq!(stored(&m.store, "lagging").await.partitions.len(), 3);
+    assert_eq!(open.partitions[2].leading_epoch(), Some(0));
+}
+
+/// One of Kafka's checks of an explicit assignment: the replication factor of the
+/// partitions before. (The embedded store cannot drain its one broker, so the check that
+/// not every named broker is draining is tested against real clusters only.)
+#[tokio::test]
+async fn create_partitions_refuses_another_replication_factor() {
+    let m = member().await;
+    let me = m.broker.config.node_id;
+    let gone = me + 40;
+    let two = record("two-replicas", vec![partition(me, 0, &[me, gone], &[me])]);
+    m.store.create_topic(&two).await.expect("create");
+    m.broker.refresh(m.session).await;
+
+    let refused = m
+        .broker
+        .create_partitions("two-replicas", 2, Some(vec![vec![me]]), false)
+        .await;
+    assert!(
+        matches!(&refused, Err(AdminError::InvalidReplicaAssignment(message)) if message == "The manual partition assignment includes a partition with 1 replica(s), but this is not consistent with previous partitions, which have 2 replica(s)."),
+        "{refused:?}"
+    );
+
+    assert_eq!(stored(&m.store, "two-replicas").await.partitions.len(), 1);
 }
 
 /// The only live broker is the controller: a partition led by a broker that is not

@@ -382,6 +382,56 @@ async fn describe_producers_lists_each_partitions_idempotent_producers() {
     );
 }
 
+#[tokio::test]
+async fn describe_producers_answers_each_partition_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = broker(dir.path(), Store::Memory).await;
+    create(&broker, "orders", 2).await;
+    assert_eq!(
+        produce(&broker, "orders", 0, idempotent_batch(4000, 3, 0, 2)).await,
+        (0, 0)
+    );
+    // Index 0 a hundred thousand times, the topic twice, an unknown index repeated.
+    let response = describe_producers(
+        &broker,
+        &handler_support::caller(),
+        vec![
+            ("orders", vec![0; 100_000]),
+            ("orders", vec![1, 0, 7, 7, 1]),
+            ("missing", vec![3; 1_000]),
+        ],
+    )
+    .await;
+    // (topic, [(partition, error code, producers listed)]).
+    type Answered = Vec<(String, Vec<(i32, i16, usize)>)>;
+    let answered: Answered = response
+        .topics
+        .iter()
+        .map(|t| {
+            (
+                t.name.0.to_string(),
+                t.partitions
+                    .iter()
+                    .map(|p| (p.partition_index, p.error_code, p.active_producers.len()))
+                    .collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        answered,
+        vec![
+            (
+                "orders".to_string(),
+                vec![(0, 0, 1), (1, 0, 0), (7, UNKNOWN_TOPIC_OR_PARTITION, 0)]
+            ),
+            (
+                "missing".to_string(),
+                vec![(3, UNKNOWN_TOPIC_OR_PARTITION, 0)]
+            ),
+        ]
+    );
+}
+
 async fn create_partitions(
     broker: &Arc<Broker>,
     topic: &str,

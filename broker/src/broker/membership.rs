@@ -289,7 +289,10 @@ impl Broker {
         if controller == self.config.node_id {
             self.reconcile(&mut topics, &brokers, &draining).await?;
         }
-        let records: Vec<TopicRecord> = topics.into_iter().map(|(t, _)| t.normalize()).collect();
+        let records: Vec<(TopicRecord, u64)> = topics
+            .into_iter()
+            .map(|(t, version)| (t.normalize(), version))
+            .collect();
         self.apply_topics(records).await;
         self.propose_isr_changes().await;
         self.report_replication();
@@ -405,6 +408,8 @@ impl Broker {
                     }
                 }
                 entry.0 = next;
+                // Its new version is past the one it replaced.
+                entry.1 += 1;
             }
         }
         let offline = topics
@@ -462,12 +467,15 @@ impl Broker {
         }
     }
 
-    /// Brings local topics and partition roles in line with the stored records.
-    async fn apply_topics(&self, records: Vec<TopicRecord>) {
+    /// Brings local topics and partition roles in line with the stored records, each with
+    /// its store version.
+    async fn apply_topics(&self, records: Vec<(TopicRecord, u64)>) {
         let _admin = self.admin.lock().await;
         let now = self.clock.now_ms();
-        let stored: HashSet<(String, uuid::Uuid)> =
-            records.iter().map(|r| (r.name.clone(), r.id)).collect();
+        let stored: HashSet<(String, uuid::Uuid)> = records
+            .iter()
+            .map(|(r, _)| (r.name.clone(), r.id))
+            .collect();
         // Topics deleted (or re-created under a new id) elsewhere. The round's read may
         // predate a topic this broker created since (it holds the admin lock now, so
         // nothing changes under it): the store confirms before any files are deleted.
@@ -480,17 +488,19 @@ impl Broker {
                 self.close_deleted_topic(&topic);
             }
         }
-        for record in records {
+        for (record, version) in records {
             let local = self.topics.get(&record.name);
             let topic = match local {
                 Some(t) if t.id == record.id => {
-                    // Partitions are never removed: fewer than here is a read from before
-                    // a CreatePartitions this broker committed since (it would hide the
-                    // new partitions from Metadata until the next round).
-                    if t.record == record || record.partitions.len() < t.record.partitions.len() {
+                    // An older version than installed here is a read from before a change
+                    // this broker committed and installed since (a CreatePartitions: it
+                    // would hide the new partitions from Metadata until the next round).
+                    // Only the version decides: after an etcd restore a record may have
+                    // fewer partitions than here and must still be applied.
+                    if t.record == record || version < t.store_version {
                         continue;
                     }
-                    match self.update_local_topic(&t, record).await {
+                    match self.update_local_topic(&t, record, version).await {
                         Ok(t) => t,
                         Err(e) => {
                             warn!(topic = %t.name, error = %e, "cannot apply a topic change");
@@ -501,8 +511,9 @@ impl Broker {
                 // Likewise a topic deleted here since the read is not opened again.
                 _ if !self.stored_now(&record.name, record.id).await => continue,
                 _ => match self.open_topic(record.clone()).await {
-                    Ok(t) => {
+                    Ok(mut t) => {
                         info!(topic = %t.name, "opened a topic created on another broker");
+                        t.store_version = version;
                         let t = Arc::new(t);
                         self.topics.insert(t.clone());
                         t
@@ -513,25 +524,30 @@ impl Broker {
                     }
                 },
             };
-            for (partition, p) in topic.partitions.iter().zip(&topic.record.partitions) {
-                match partition.apply_record(p, now) {
-                    Ok(Transition::BecameLeader) => {
-                        info!(topic = %topic.name, partition = partition.index, epoch = p.leader_epoch, "leading");
-                        if partition.remote().is_some() {
-                            tokio::spawn(claim_manifest(partition.clone(), p.leader_epoch));
-                        }
-                        self.groups
-                            .partition_led(self, &topic.name, partition, true);
+            self.apply_roles(&topic, now);
+        }
+    }
+
+    /// Gives each of `topic`'s partitions the role its record names.
+    pub(super) fn apply_roles(&self, topic: &Topic, now: i64) {
+        for (partition, p) in topic.partitions.iter().zip(&topic.record.partitions) {
+            match partition.apply_record(p, now) {
+                Ok(Transition::BecameLeader) => {
+                    info!(topic = %topic.name, partition = partition.index, epoch = p.leader_epoch, "leading");
+                    if partition.remote().is_some() {
+                        tokio::spawn(claim_manifest(partition.clone(), p.leader_epoch));
                     }
-                    Ok(Transition::BecameFollower) | Ok(Transition::Stopped) => {
-                        info!(topic = %topic.name, partition = partition.index, leader = p.leader, epoch = p.leader_epoch, "following");
-                        self.groups
-                            .partition_led(self, &topic.name, partition, false);
-                    }
-                    Ok(Transition::Unchanged) => {}
-                    Err(e) => {
-                        warn!(topic = %topic.name, partition = partition.index, error = %e, "cannot take the new role")
-                    }
+                    self.groups
+                        .partition_led(self, &topic.name, partition, true);
+                }
+                Ok(Transition::BecameFollower) | Ok(Transition::Stopped) => {
+                    info!(topic = %topic.name, partition = partition.index, leader = p.leader, epoch = p.leader_epoch, "following");
+                    self.groups
+                        .partition_led(self, &topic.name, partition, false);
+                }
+                Ok(Transition::Unchanged) => {}
+                Err(e) => {
+                    warn!(topic = %topic.name, partition = partition.index, error = %e, "cannot take the new role")
                 }
             }
         }
@@ -569,10 +585,11 @@ impl Broker {
     }
 
     /// A new record for a topic this broker has open: new partitions, configs.
-    async fn update_local_topic(
+    pub(super) async fn update_local_topic(
         &self,
         topic: &Topic,
         record: TopicRecord,
+        store_version: u64,
     ) -> Result<Arc<Topic>, crate::broker::AdminError> {
         let config =
             crate::topic_config::TopicConfig::resolve(&record.configs, &self.effective_config())?;
@@ -593,6 +610,7 @@ impl Broker {
             partitions,
             config,
             record,
+            store_version,
         });
         self.topics.insert(next.clone());
         Ok(next)

@@ -168,6 +168,7 @@ impl Broker {
                 partitions,
                 config,
                 record,
+                store_version: 0,
             }));
         }
         // Logs first, then the store: a topic the store knows always has openable logs.
@@ -256,8 +257,19 @@ impl Broker {
     pub(crate) async fn edit_stored_topic(
         &self,
         name: &str,
-        mut edit: impl FnMut(&mut TopicRecord) -> Result<(), AdminError>,
+        edit: impl FnMut(&mut TopicRecord) -> Result<(), AdminError>,
     ) -> Result<TopicRecord, AdminError> {
+        Ok(self.edit_stored_topic_versioned(name, edit).await?.0)
+    }
+
+    /// [`Self::edit_stored_topic`], with a lower bound of the stored record's version
+    /// (versions only grow, so a write's is above the one it replaced): what a
+    /// [`Topic`] installed from it carries as `store_version`.
+    pub(crate) async fn edit_stored_topic_versioned(
+        &self,
+        name: &str,
+        mut edit: impl FnMut(&mut TopicRecord) -> Result<(), AdminError>,
+    ) -> Result<(TopicRecord, u64), AdminError> {
         for _ in 0..32 {
             let (mut record, version) = self
                 .store
@@ -266,8 +278,11 @@ impl Broker {
                 .ok_or_else(|| AdminError::UnknownTopic(name.to_string()))?;
             let before = record.clone();
             edit(&mut record)?;
-            if record == before || self.store.update_topic_if(&record, version).await? {
-                return Ok(record.normalize());
+            if record == before {
+                return Ok((record.normalize(), version));
+            }
+            if self.store.update_topic_if(&record, version).await? {
+                return Ok((record.normalize(), version + 1));
             }
         }
         Err(AdminError::Store(StoreError::Unavailable(format!(
@@ -399,11 +414,33 @@ impl Broker {
             return Err(AdminError::Internal(name.to_string()));
         }
         let _admin = self.admin.lock().await;
-        let topic = self
+        let mut topic = self
             .topics
             .get(name)
             .ok_or_else(|| AdminError::UnknownTopic(name.to_string()))?;
-        let current = topic.partitions.len() as i32;
+        // The store decides, not this broker's copy: a metadata round may not have
+        // brought partitions another broker added here yet.
+        let (stored, version) = self
+            .store
+            .get_topic_versioned(name)
+            .await?
+            .ok_or_else(|| AdminError::UnknownTopic(name.to_string()))?;
+        let stored = stored.normalize();
+        if stored.id != topic.id {
+            return Err(AdminError::UnknownTopic(name.to_string()));
+        }
+        let current = stored.partitions.len() as i32;
+        let factor = stored.partitions.first().map_or(1, |p| p.replicas.len());
+        if stored.partitions.len() > topic.partitions.len() {
+            topic = self.update_local_topic(&topic, stored, version).await?;
+        }
+        if topic.partitions.len() != current as usize {
+            return Err(AdminError::InvalidPartitions(format!(
+                "broker {} has {} partitions of {name} open and the metadata store {current}; retry once it caught up",
+                self.config.node_id,
+                topic.partitions.len()
+            )));
+        }
         if count == current {
             return Err(AdminError::InvalidPartitions(format!(
                 "Topic already has {current} partition(s)."
@@ -419,11 +456,6 @@ impl Broker {
                 "{count} partitions is more than 100000"
             )));
         }
-        let factor = topic
-            .record
-            .partitions
-            .first()
-            .map_or(1, |p| p.replicas.len());
         if let Some(assignments) = &assignments {
             self.check_assignments(assignments, (count - current) as usize, factor, current)
                 .await?;
@@ -463,7 +495,7 @@ impl Broker {
         }
         let extension = record.partitions[current as usize..].to_vec();
         let stored = self
-            .edit_stored_topic(name, |stored| {
+            .edit_stored_topic_versioned(name, |stored| {
                 if stored.partitions.len() != current as usize {
                     return Err(AdminError::InvalidPartitions(
                         "the partition count changed meanwhile; retry".into(),
@@ -473,8 +505,8 @@ impl Broker {
                 Ok(())
             })
             .await;
-        let record = match stored {
-            Ok(record) => record,
+        let (record, store_version) = match stored {
+            Ok(stored) => stored,
             Err(e) => {
                 added.iter().for_each(|p| drop(p.delete_files()));
                 return Err(e);
@@ -482,14 +514,18 @@ impl Broker {
         };
         let mut partitions = topic.partitions.clone();
         partitions.extend(added);
-        let next = Topic {
+        let next = Arc::new(Topic {
             name: topic.name.clone(),
             id: topic.id,
             partitions,
             config: topic.config.clone(),
             record,
-        };
-        self.topics.insert(Arc::new(next));
+            store_version,
+        });
+        self.topics.insert(next.clone());
+        // The stored record may carry a leader or ISR change a metadata round has not
+        // applied yet; a later round sees the record as installed and would not.
+        self.apply_roles(&next, self.clock.now_ms());
         info!(topic = name, from = current, to = count, "added partitions");
         Ok(())
     }
@@ -583,8 +619,8 @@ impl Broker {
         if validate_only {
             return Ok(());
         }
-        let record = self
-            .edit_stored_topic(name, |stored| {
+        let (record, store_version) = self
+            .edit_stored_topic_versioned(name, |stored| {
                 stored.configs = configs.clone();
                 Ok(())
             })
@@ -593,14 +629,17 @@ impl Broker {
         for partition in &topic.partitions {
             partition.set_config(log_config.clone());
         }
-        let next = Topic {
+        let next = Arc::new(Topic {
             name: topic.name.clone(),
             id: topic.id,
             partitions: topic.partitions.clone(),
             config,
             record,
-        };
-        self.topics.insert(Arc::new(next));
+            store_version,
+        });
+        self.topics.insert(next.clone());
+        // As in create_partitions: apply what else the stored record changed.
+        self.apply_roles(&next, self.clock.now_ms());
         info!(topic = name, "altered topic configs");
         Ok(())
     }

@@ -6,6 +6,12 @@
 //! disk): a tiered partition's history in the bucket is not in them. Kafka 3.9 reports
 //! the remote tier only through metrics and ListOffsets (KIP-1005's EARLIEST_LOCAL -4 and
 //! LATEST_TIERED -5, both answered in `offsets.rs`), not in this API.
+//!
+//! A replica whose log a storage failure took offline is where Kafka's replicas of a
+//! failed log dir are: AlterReplicaLogDirs answers it KAFKA_STORAGE_ERROR, and
+//! DescribeLogDirs leaves it out of the dir's replicas (Kafka marks the whole dir
+//! KAFKA_STORAGE_ERROR; here the other replicas of the one dir still work, so the dir is
+//! reported and only the offline replica is missing).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -85,6 +91,7 @@ pub fn describe_log_dirs(
             .enumerate()
             .filter(|(index, partition)| {
                 hosts(broker, &topic, *index)
+                    && !partition.is_offline()
                     && wanted.as_ref().is_none_or(|w| {
                         w.get(&topic.name)
                             .is_some_and(|indexes| indexes.contains(&partition.index))
@@ -116,6 +123,7 @@ pub fn describe_log_dirs(
         .with_log_dir(str_bytes(log_dir(broker)))
         .with_topics(topics);
     if version >= 4 {
+        // One statvfs of a local file system: cheap enough for the runtime thread.
         match crate::sys::disk_usage(&broker.config.data_dir) {
             Ok(usage) => {
                 result = result
@@ -146,12 +154,15 @@ pub fn alter_replica_log_dirs(
     // By topic then partition: a partition named twice gets one answer, for the last
     // dir named, as Kafka keeps the last.
     let mut results: BTreeMap<String, BTreeMap<i32, Option<ResponseError>>> = BTreeMap::new();
+    // Logged once per request, however many unknown dirs it names.
+    let mut unknown_dirs = 0usize;
+    let mut first_unknown: Option<String> = None;
     for dir in &request.dirs {
         let path = dir.path.to_string();
         let known_dir = path == ours;
         if allowed && !known_dir {
-            warn!(requested = %path, log_dir = %ours,
-                "AlterReplicaLogDirs names a log dir this broker does not have: its one log dir is its data dir");
+            unknown_dirs += 1;
+            first_unknown.get_or_insert(path);
         }
         for t in &dir.topics {
             let topic = broker.topics.get(&t.name.0);
@@ -162,16 +173,16 @@ pub fn alter_replica_log_dirs(
                     Some(ResponseError::LogDirNotFound)
                 } else {
                     match &topic {
-                        Some(topic) if topic.partition(index).is_some() => {
+                        Some(topic) => match topic.partition(index) {
                             // `partition` refused negative indexes.
-                            if hosts(broker, topic, index as usize) {
-                                None
-                            } else {
-                                // Kafka's answer for a broker without the replica.
-                                Some(ResponseError::ReplicaNotAvailable)
-                            }
-                        }
-                        _ => Some(ResponseError::UnknownTopicOrPartition),
+                            Some(partition) if hosts(broker, topic, index as usize) => partition
+                                .is_offline()
+                                .then_some(ResponseError::KafkaStorageError),
+                            // Kafka's answer for a broker without the replica.
+                            Some(_) => Some(ResponseError::ReplicaNotAvailable),
+                            None => Some(ResponseError::UnknownTopicOrPartition),
+                        },
+                        None => Some(ResponseError::UnknownTopicOrPartition),
                     }
                 };
                 results
@@ -180,6 +191,10 @@ pub fn alter_replica_log_dirs(
                     .insert(index, outcome);
             }
         }
+    }
+    if let Some(first) = first_unknown {
+        warn!(requested = %first, unknown_dirs, log_dir = %ours,
+            "AlterReplicaLogDirs names a log dir this broker does not have: its one log dir is its data dir");
     }
     let results = results
         .into_iter()

@@ -768,9 +768,9 @@ impl Log {
         self.producers.open_transactions()
     }
 
-    /// The producers this log remembers (DescribeProducers).
-    pub fn active_producers(&self) -> Vec<producers::ActiveProducer> {
-        self.producers.active()
+    /// The producers this log remembers (DescribeProducers), or `None` if more than `limit`.
+    pub fn active_producers(&self, limit: usize) -> Option<Vec<producers::ActiveProducer>> {
+        self.producers.active_at_most(limit)
     }
 
     /// The epoch of `producer_id`'s open transaction here, if one is open.

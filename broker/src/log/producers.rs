@@ -19,7 +19,7 @@
 //! the transaction's marker; the smallest bounds the last stable offset. A producer with
 //! an open transaction never expires.
 //!
-//! ## `producers.snapshot` (layout version 3)
+//! ## `producers.snapshot` (layout version 2)
 //!
 //! Written atomically next to `partition.checkpoint` whenever the state changed and a
 //! checkpoint is written. On start-up it is loaded, batches at or past the recovered log
@@ -29,22 +29,32 @@
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 4 | magic `SPST` |
-//! | 4 | 1 | layout version, 3 (1 and 2 are still read) |
+//! | 4 | 1 | layout version, 2 (1 and 3 are still read) |
 //! | 5 | 4 | producer count N |
 //! | 9 | .. | N producers |
+//! | .. | .. | trailer (optional) |
 //! | end-4 | 4 | CRC-32C of everything before |
 //!
 //! Producer: `producer_id: i64`, `epoch: i16`, `last_append_ms: i64`, then (version 2
-//! only) `txn_first_offset: i64` (first offset of the open transaction, -1 if none),
+//! and 3) `txn_first_offset: i64` (first offset of the open transaction, -1 if none),
 //! `last_txn_first_offset: i64` and `last_marker_offset: i64` (the last transaction the
 //! partition saw end, -1 if none: a truncation that removes its marker reopens it), then
-//! then (version 3 only) `last_timestamp: i64` (the max timestamp of its last batch or
-//! marker, as Kafka's DescribeProducers reports it) and `coordinator_epoch: i32` (of its
-//! last marker, -1 before one), then
+//! (version 3 only) `last_timestamp: i64` and `coordinator_epoch: i32`, then
 //! `batch count: u8`, then per batch `first_sequence: i32`, `last_sequence: i32`,
 //! `base_offset: i64`, `last_offset: i64` (oldest first). Version 1 has no transaction
-//! fields; versions 1 and 2 read with `last_timestamp` = `last_append_ms` and
-//! `coordinator_epoch` -1.
+//! fields.
+//!
+//! Trailer (version 2): `count: u32` (= N), then per producer, in the order above,
+//! `last_timestamp: i64` (the max timestamp of its last batch or marker, as Kafka's
+//! DescribeProducers reports it) and `coordinator_epoch: i32` (of its last marker, -1
+//! before one). Builds before the trailer stop reading after the N producers and
+//! accept it (the CRC covers it), so a rollback or a rolling upgrade keeps the
+//! transaction state; a snapshot without a trailer reads with `last_timestamp` =
+//! `last_append_ms` and `coordinator_epoch` -1.
+//!
+//! Version 3 put those two fields inside each producer. Older builds refused it and
+//! rebuilt producer state from the checkpoint alone, forgetting open transactions, so
+//! it is no longer written; it is read because one build wrote it.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
@@ -54,7 +64,9 @@ use bytes::{Buf, BufMut, BytesMut};
 /// requests in flight per partition with idempotence, so a retry is one of the last five.
 pub const CACHED_BATCHES: usize = 5;
 const MAGIC: &[u8; 4] = b"SPST";
-const VERSION: u8 = 3;
+const VERSION: u8 = 2;
+/// The newest layout read; see the module doc for why version 3 is read and not written.
+const NEWEST_READ: u8 = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchMeta {
@@ -379,6 +391,15 @@ impl ProducerState {
 
     /// Every producer the partition remembers (not expired), by producer id.
     pub fn active(&self) -> Vec<ActiveProducer> {
+        self.active_at_most(usize::MAX).unwrap_or_default()
+    }
+
+    /// [`Self::active`], or `None` without copying anything when there are more than
+    /// `limit`: the caller holds the log lock, so the work stays bounded.
+    pub fn active_at_most(&self, limit: usize) -> Option<Vec<ActiveProducer>> {
+        if self.producers.len() > limit {
+            return None;
+        }
         let mut active: Vec<ActiveProducer> = self
             .producers
             .iter()
@@ -392,7 +413,7 @@ impl ProducerState {
             })
             .collect();
         active.sort_unstable_by_key(|p| p.producer_id);
-        active
+        Some(active)
     }
 
     /// The first offset of the oldest open transaction, if any.
@@ -460,6 +481,9 @@ impl ProducerState {
                 }
                 producer.last_txn_first_offset = -1;
                 producer.last_marker_offset = -1;
+                // Those were the removed marker's; what came before it is not kept.
+                producer.last_timestamp = -1;
+                producer.coordinator_epoch = -1;
                 self.dirty = true;
             }
         }
@@ -491,7 +515,7 @@ impl ProducerState {
         let mut ids: Vec<_> = self.producers.keys().copied().collect();
         ids.sort_unstable();
         buf.put_u32(ids.len() as u32);
-        for id in ids {
+        for &id in &ids {
             let p = &self.producers[&id];
             buf.put_i64(id);
             buf.put_i16(p.epoch);
@@ -499,8 +523,6 @@ impl ProducerState {
             buf.put_i64(p.txn_first_offset);
             buf.put_i64(p.last_txn_first_offset);
             buf.put_i64(p.last_marker_offset);
-            buf.put_i64(p.last_timestamp);
-            buf.put_i32(p.coordinator_epoch);
             buf.put_u8(p.batches.len() as u8);
             for b in &p.batches {
                 buf.put_i32(b.first_sequence);
@@ -509,6 +531,12 @@ impl ProducerState {
                 buf.put_i64(b.last_offset);
             }
         }
+        buf.put_u32(ids.len() as u32);
+        for id in &ids {
+            let p = &self.producers[id];
+            buf.put_i64(p.last_timestamp);
+            buf.put_i32(p.coordinator_epoch);
+        }
         let crc = crc32c::crc32c(&buf);
         buf.put_u32(crc);
         buf.to_vec()
@@ -516,7 +544,7 @@ impl ProducerState {
 
     /// `None` if the bytes are damaged or of an unknown version.
     pub fn decode(bytes: &[u8]) -> Option<ProducerState> {
-        if bytes.len() < 13 || &bytes[..4] != MAGIC || !(1..=VERSION).contains(&bytes[4]) {
+        if bytes.len() < 13 || &bytes[..4] != MAGIC || !(1..=NEWEST_READ).contains(&bytes[4]) {
             return None;
         }
         let version = bytes[4];
@@ -527,6 +555,7 @@ impl ProducerState {
         let mut b = &body[5..];
         let count = b.get_u32() as usize;
         let mut producers = HashMap::new();
+        let mut order = Vec::with_capacity(count.min(b.remaining() / 19));
         for _ in 0..count {
             let fixed = match version {
                 1 => 19,
@@ -561,6 +590,7 @@ impl ProducerState {
                     last_offset: b.get_i64(),
                 })
                 .collect();
+            order.push(id);
             producers.insert(
                 id,
                 Producer {
@@ -575,6 +605,23 @@ impl ProducerState {
                 },
             );
         }
+        if version == 2 && b.has_remaining() {
+            // The trailer: DescribeProducers fields, in producer order.
+            if b.remaining() < 4 {
+                return None;
+            }
+            let trailer_count = b.get_u32() as usize;
+            if trailer_count != order.len() || b.remaining() < trailer_count * 12 {
+                return None;
+            }
+            for id in &order {
+                let (last_timestamp, coordinator_epoch) = (b.get_i64(), b.get_i32());
+                if let Some(p) = producers.get_mut(id) {
+                    p.last_timestamp = last_timestamp;
+                    p.coordinator_epoch = coordinator_epoch;
+                }
+            }
+        }
         let mut state = ProducerState {
             producers,
             open: BTreeSet::new(),
@@ -586,235 +633,4 @@ impl ProducerState {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn marker() -> MarkerMeta {
-        MarkerMeta {
-            timestamp: 0,
-            coordinator_epoch: 0,
-        }
-    }
-
-    fn meta(first: i32, last: i32, base: i64) -> BatchMeta {
-        BatchMeta {
-            first_sequence: first,
-            last_sequence: last,
-            base_offset: base,
-            last_offset: base + i64::from(last - first),
-        }
-    }
-
-    #[test]
-    fn sequences_duplicates_and_fencing() {
-        let mut state = ProducerState::default();
-        assert_eq!(state.check(7, 0, 0, 4), Ok(Verdict::Append));
-        state.record(7, 0, meta(0, 4, 100), 0, false, 1);
-        assert_eq!(state.check(7, 0, 5, 9), Ok(Verdict::Append));
-        state.record(7, 0, meta(5, 9, 105), 0, false, 2);
-        // A retry of either batch is answered with its offsets.
-        assert_eq!(
-            state.check(7, 0, 0, 4),
-            Ok(Verdict::Duplicate {
-                base_offset: 100,
-                last_offset: 104
-            })
-        );
-        // A gap is refused.
-        assert!(matches!(
-            state.check(7, 0, 11, 12),
-            Err(ProducerError::OutOfOrder {
-                last: 9,
-                got: 11,
-                ..
-            })
-        ));
-        // An older epoch is fenced; a newer one starts at 0.
-        assert!(matches!(
-            state.check(7, -1, 10, 10),
-            Err(ProducerError::Fenced { .. })
-        ));
-        assert!(matches!(
-            state.check(7, 1, 10, 10),
-            Err(ProducerError::OutOfOrder { .. })
-        ));
-        assert_eq!(state.check(7, 1, 0, 0), Ok(Verdict::Append));
-        state.record(7, 1, meta(0, 0, 110), 0, false, 3);
-        assert!(matches!(
-            state.check(7, 0, 10, 10),
-            Err(ProducerError::Fenced { .. })
-        ));
-        // Unknown producers are accepted at any sequence.
-        assert_eq!(state.check(8, 3, 42, 50), Ok(Verdict::Append));
-    }
-
-    #[test]
-    fn only_the_last_batches_are_remembered_and_sequences_wrap() {
-        let mut state = ProducerState::default();
-        for i in 0..10 {
-            state.record(1, 0, meta(i, i, i64::from(i)), 0, false, 0);
-        }
-        assert_eq!(
-            state.check(1, 0, 9, 9),
-            Ok(Verdict::Duplicate {
-                base_offset: 9,
-                last_offset: 9
-            })
-        );
-        assert!(matches!(
-            state.check(1, 0, 2, 2),
-            Err(ProducerError::OutOfOrder { .. })
-        ));
-        let mut state = ProducerState::default();
-        state.record(1, 0, meta(i32::MAX - 1, i32::MAX, 0), 0, false, 0);
-        assert_eq!(state.check(1, 0, 0, 3), Ok(Verdict::Append));
-    }
-
-    #[test]
-    fn snapshot_round_trips_and_damage_is_detected() {
-        let mut state = ProducerState::default();
-        state.record(1, 2, meta(0, 4, 100), 0, false, 5);
-        state.record(9, 0, meta(10, 10, 200), 0, false, 6);
-        let bytes = state.encode();
-        let mut back = ProducerState::decode(&bytes).expect("decode");
-        state.take_dirty();
-        assert_eq!(back, state);
-        let mut bad = bytes.clone();
-        bad[10] ^= 1;
-        assert_eq!(ProducerState::decode(&bad), None);
-        assert_eq!(ProducerState::decode(&bytes[..8]), None);
-        back.truncate(200);
-        assert_eq!(
-            back.check(9, 0, 10, 10),
-            Ok(Verdict::Append),
-            "a truncated batch is not a duplicate"
-        );
-        back.expire(1_000, 100);
-        assert!(back.is_empty());
-    }
-
-    #[test]
-    fn transactions_bound_the_first_unstable_offset_and_survive_snapshots() {
-        let mut state = ProducerState::default();
-        state.record(1, 0, meta(0, 1, 10), 0, true, 0);
-        state.record(2, 0, meta(0, 0, 12), 0, true, 0);
-        state.record(1, 0, meta(2, 2, 13), 0, true, 0);
-        state.record(3, 0, meta(0, 0, 14), 0, false, 0);
-        assert_eq!(state.first_unstable_offset(), Some(10));
-        assert!(state.in_transaction(1) && !state.in_transaction(3));
-        // An old epoch's marker is fenced; the right one closes the transaction.
-        assert!(state.check_marker(1, -1).is_err());
-        assert_eq!(state.record_marker(1, 0, 15, marker(), 0), Some(10));
-        assert_eq!(state.first_unstable_offset(), Some(12));
-        // A snapshot keeps the open transaction; expiry does not forget it.
-        let mut back = ProducerState::decode(&state.encode()).expect("decode");
-        back.expire(1_000_000, 1);
-        assert_eq!(back.first_unstable_offset(), Some(12));
-        assert_eq!(back.open_transactions(), vec![(2, 0, 12)]);
-        // A truncation that removes producer 1's marker reopens its transaction.
-        let mut back = ProducerState::decode(&state.encode()).expect("decode");
-        back.truncate(15);
-        assert_eq!(back.first_unstable_offset(), Some(10));
-        // A bumped epoch's marker (a timed-out transaction) fences the old epoch.
-        assert_eq!(back.record_marker(2, 1, 16, marker(), 0), Some(12));
-        assert!(matches!(
-            back.check(2, 0, 1, 1),
-            Err(ProducerError::Fenced { .. })
-        ));
-    }
-
-    #[test]
-    fn describe_producers_fields_survive_a_snapshot() {
-        let mut state = ProducerState::default();
-        state.record(7, 2, meta(0, 4, 100), 1_700_000_000_123, true, 50);
-        state.record(8, 0, meta(0, 0, 105), 1_700_000_000_200, false, 60);
-        let ended = MarkerMeta {
-            timestamp: 1_700_000_000_300,
-            coordinator_epoch: 4,
-        };
-        assert_eq!(state.record_marker(8, 0, 106, ended, 70), None);
-        let back = ProducerState::decode(&state.encode()).expect("decode");
-        let expected = vec![
-            ActiveProducer {
-                producer_id: 7,
-                epoch: 2,
-                last_sequence: 4,
-                last_timestamp: 1_700_000_000_123,
-                coordinator_epoch: -1,
-                txn_first_offset: 100,
-            },
-            ActiveProducer {
-                producer_id: 8,
-                epoch: 0,
-                last_sequence: 0,
-                last_timestamp: 1_700_000_000_300,
-                coordinator_epoch: 4,
-                txn_first_offset: -1,
-            },
-        ];
-        assert_eq!(state.active(), expected);
-        assert_eq!(back.active(), expected);
-    }
-
-    #[test]
-    fn a_version_2_snapshot_still_parses() {
-        let mut bytes = b"SPST\x02".to_vec();
-        bytes.extend_from_slice(&1u32.to_be_bytes());
-        bytes.extend_from_slice(&7i64.to_be_bytes());
-        bytes.extend_from_slice(&2i16.to_be_bytes());
-        // last_append_ms, then an open transaction at 100, no marker yet.
-        for v in [1_700_000_000_555i64, 100, -1, -1] {
-            bytes.extend_from_slice(&v.to_be_bytes());
-        }
-        bytes.push(1);
-        for v in [0i32, 4] {
-            bytes.extend_from_slice(&v.to_be_bytes());
-        }
-        for v in [100i64, 104] {
-            bytes.extend_from_slice(&v.to_be_bytes());
-        }
-        let crc = crc32c::crc32c(&bytes);
-        bytes.extend_from_slice(&crc.to_be_bytes());
-        let state = ProducerState::decode(&bytes).expect("a version 2 snapshot parses");
-        assert_eq!(state.first_unstable_offset(), Some(100));
-        // The time of its last append stands in for its last batch's timestamp.
-        assert_eq!(
-            state.active(),
-            vec![ActiveProducer {
-                producer_id: 7,
-                epoch: 2,
-                last_sequence: 4,
-                last_timestamp: 1_700_000_000_555,
-                coordinator_epoch: -1,
-                txn_first_offset: 100,
-            }]
-        );
-    }
-
-    #[test]
-    fn a_version_1_snapshot_still_parses() {
-        let mut bytes = b"SPST\x01".to_vec();
-        bytes.extend_from_slice(&1u32.to_be_bytes());
-        bytes.extend_from_slice(&7i64.to_be_bytes());
-        bytes.extend_from_slice(&2i16.to_be_bytes());
-        bytes.extend_from_slice(&5i64.to_be_bytes());
-        bytes.push(1);
-        for v in [0i32, 4] {
-            bytes.extend_from_slice(&v.to_be_bytes());
-        }
-        for v in [100i64, 104] {
-            bytes.extend_from_slice(&v.to_be_bytes());
-        }
-        let crc = crc32c::crc32c(&bytes);
-        bytes.extend_from_slice(&crc.to_be_bytes());
-        let state = ProducerState::decode(&bytes).expect("a version 1 snapshot parses");
-        assert_eq!(
-            state.check(7, 2, 0, 4),
-            Ok(Verdict::Duplicate {
-                base_offset: 100,
-                last_offset: 104
-            })
-        );
-        assert_eq!(state.first_unstable_offset(), None);
-    }
-}
+mod tests;

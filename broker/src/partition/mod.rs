@@ -376,9 +376,10 @@ impl Partition {
         self.lock().open_transactions()
     }
 
-    /// The producers this replica's log remembers (DescribeProducers).
-    pub fn active_producers(&self) -> Vec<log::producers::ActiveProducer> {
-        self.lock().active_producers()
+    /// The producers this replica's log remembers (DescribeProducers), or `None` if more
+    /// than `limit`.
+    pub fn active_producers(&self, limit: usize) -> Option<Vec<log::producers::ActiveProducer>> {
+        self.lock().active_producers(limit)
     }
 
     /// Bytes of the local log's segments (DescribeLogDirs): the remote tier not counted.
