@@ -433,6 +433,7 @@ impl Broker {
                 partitions: topic.partitions.clone(),
                 config: resolved,
                 record: topic.record.clone(),
+                store_version: topic.store_version,
             }));
         }
     }
