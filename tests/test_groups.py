@@ -1075,6 +1075,7 @@ def test_group_protocol_errors_on_the_wire(broker):
             ("another-group", 0, node, host, int(port)), (group, 0, node, host, int(port))], r
 
         assert join(w, 4, group, "", session=1000, metadata=sub).error_code == INVALID_SESSION_TIMEOUT
+        assert described(w, group) == ("Dead", []), "a refused join makes no group"
         assert join(w, 4, "", "", metadata=sub).error_code == INVALID_GROUP_ID
 
         # KIP-394: from v4 a new member first gets its member id, then joins with it.
@@ -1458,7 +1459,7 @@ def test_long_group_instance_and_client_ids(broker):
         assert join(w, 6, too_long, "", metadata=subscription(topic)).error_code == INVALID_GROUP_ID
         r = join_static(w, 6, "long-instance", too_long, metadata=subscription(topic))
         assert r.error_code == INVALID_REQUEST, r
-        assert described(w, "long-instance")[1] == []
+        assert described(w, "long-instance") == ("Dead", []), "a refused join makes no group"
         assert commit_v8(w, longest, 5) == 0
 
     # A client id at the header's limit still makes a member id the group record holds.

@@ -43,6 +43,8 @@ on_every_store!(
     a_silent_consumer_is_expired_after_its_session_timeout,
     a_join_racing_a_delete_never_lands_in_the_deleted_group,
     a_join_racing_offset_expiry_never_lands_in_the_removed_group,
+    a_member_leaving_while_its_group_is_deleted_does_not_bring_it_back,
+    offset_delete_and_leave_load_the_group_before_looking_it_up,
 );
 
 async fn produce_fetch_and_list_offsets_through_the_handlers(store: Store) {
@@ -714,10 +716,10 @@ async fn fsyncing_group_broker(
 
 /// Runs `deleting` (which writes the group's tombstones) and a JoinGroup that starts as
 /// soon as the group's partition of the offsets topic grows (this runtime has one thread:
-/// the deletion is then waiting for its fsync). The join may be told to find the
-/// coordinator again (it then retries); it must end in a live group, with none of the
-/// deleted group's offsets, and never in the group being deleted (before, it was answered,
-/// then dropped with the group, and the member's next request found no group).
+/// the deletion is then waiting for its fsync). The join is told to find the coordinator
+/// again and retries; it must end in a live group, with none of the deleted group's
+/// offsets, and never in the group being deleted (before, it was answered, then dropped
+/// with the group, and the member's next request found no group).
 async fn join_racing<T>(broker: &Arc<Broker>, deleting: impl std::future::Future<Output = T>) -> T {
     const COORDINATOR_NOT_AVAILABLE: i16 = 15;
     let offsets = broker
@@ -742,12 +744,11 @@ async fn join_racing<T>(broker: &Arc<Broker>, deleting: impl std::future::Future
         assert!(home.log_end_offset() > written, "the deletion never wrote");
         join(broker, 3, "").await
     };
-    let (deleted, joined) = tokio::join!(deleting, racing_join);
-    let joined = match joined.error_code {
-        0 => joined,
-        COORDINATOR_NOT_AVAILABLE => join(broker, 3, "").await,
-        other => panic!("unexpected JoinGroup error {other}: {joined:?}"),
-    };
+    let (deleted, refused) = tokio::join!(deleting, racing_join);
+    // On this single-threaded runtime the join always overlaps the deletion: it finds the
+    // group Dead and is told to find the coordinator again, then joins a new group.
+    assert_eq!(refused.error_code, COORDINATOR_NOT_AVAILABLE, "{refused:?}");
+    let joined = join(broker, 3, "").await;
     assert_eq!(joined.error_code, 0, "{joined:?}");
     let group = describe(broker).await;
     assert_eq!(
@@ -797,4 +798,194 @@ async fn a_join_racing_offset_expiry_never_lands_in_the_removed_group(store: Sto
     // Past the retention: the next tick expires the offset and removes the group.
     clock.advance(60_001);
     join_racing(&broker, broker.groups.tick(&broker)).await;
+}
+
+/// The partition of the offsets topic holding GROUP.
+fn group_partition(broker: &Broker) -> Arc<strata_broker::partition::Partition> {
+    let offsets = broker
+        .topics
+        .get(strata_broker::group::OFFSETS_TOPIC)
+        .expect("the offsets topic");
+    offsets
+        .partition(strata_broker::group::partition_for(
+            GROUP,
+            offsets.partitions.len(),
+        ))
+        .expect("the group's partition")
+        .clone()
+}
+
+/// Forgets the group's partition of the offsets topic and loads it again from its log, as
+/// a coordinator does when it takes over: what memory shows is then what the log holds.
+fn reload_groups(broker: &Arc<Broker>) {
+    let home = group_partition(broker);
+    broker
+        .groups
+        .partition_led(broker, strata_broker::group::OFFSETS_TOPIC, &home, true);
+}
+
+async fn member_commit(broker: &Arc<Broker>, generation: i32, member_id: &str) -> i16 {
+    use kafka_protocol::messages::OffsetCommitRequest;
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    let body = OffsetCommitRequest::default()
+        .with_group_id(group_id())
+        .with_generation_id_or_member_epoch(generation)
+        .with_member_id(member(member_id))
+        .with_topics(vec![
+            OffsetCommitRequestTopic::default()
+                .with_name(name("orders"))
+                .with_partitions(vec![
+                    OffsetCommitRequestPartition::default()
+                        .with_partition_index(0)
+                        .with_committed_offset(3),
+                ]),
+        ]);
+    let ResponseKind::OffsetCommit(response) = call(
+        broker,
+        ApiKey::OffsetCommit,
+        7,
+        RequestKind::OffsetCommit(body),
+    )
+    .await
+    else {
+        panic!("not an OffsetCommit response");
+    };
+    response.topics[0].partitions[0].error_code
+}
+
+/// The last member leaves while a DeleteGroups waits for the offsets topic's write lock:
+/// the group is Empty when the deletion takes the lock, and the leave's write of the Empty
+/// group queues behind it. That write must not land after the tombstone (a coordinator
+/// loading the log would bring the deleted group back).
+async fn a_member_leaving_while_its_group_is_deleted_does_not_bring_it_back(store: Store) {
+    use kafka_protocol::messages::DeleteGroupsRequest;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = fsyncing_group_broker(dir.path(), store, ManualClock::starting_now()).await;
+    create(&broker, "orders", 1).await;
+    let joined = join_as_new_member(&broker, 4).await;
+    let id = joined.member_id.to_string();
+    let synced = sync(&broker, 5, joined.generation_id, &id, b"orders-0").await;
+    assert_eq!(synced.error_code, 0, "{synced:?}");
+    let home = group_partition(&broker);
+    let written = home.log_end_offset();
+    // The commit holds the write lock while its append waits for the fsync (this runtime
+    // has one thread); the deletion queues behind it, then the member leaves.
+    let delete_queued = std::cell::Cell::new(false);
+    let commit = member_commit(&broker, joined.generation_id, &id);
+    let delete = async {
+        while home.log_end_offset() == written {
+            tokio::task::yield_now().await;
+        }
+        delete_queued.set(true);
+        let body = DeleteGroupsRequest::default().with_groups_names(vec![group_id()]);
+        call(
+            &broker,
+            ApiKey::DeleteGroups,
+            2,
+            RequestKind::DeleteGroups(body),
+        )
+        .await
+    };
+    let leaving = async {
+        while !delete_queued.get() {
+            tokio::task::yield_now().await;
+        }
+        leave(&broker, 3, &id).await
+    };
+    let (committed, deleted, left) = tokio::join!(commit, delete, leaving);
+    assert_eq!(committed, 0);
+    let ResponseKind::DeleteGroups(deleted) = deleted else {
+        panic!("not a DeleteGroups response");
+    };
+    assert_eq!(deleted.results[0].error_code, 0, "{deleted:?}");
+    assert_eq!(left.error_code, 0, "{left:?}");
+    assert_eq!(left.members[0].error_code, 0, "{left:?}");
+    assert_eq!(state_of(&broker), None);
+    reload_groups(&broker);
+    assert_eq!(state_of(&broker), None, "the deleted group stays deleted");
+    assert!(
+        broker
+            .groups
+            .committed(GROUP, None)
+            .iter()
+            .all(|(_, _, offset)| offset.is_none())
+    );
+}
+
+async fn offset_delete(broker: &Arc<Broker>) -> kafka_protocol::messages::OffsetDeleteResponse {
+    use kafka_protocol::messages::OffsetDeleteRequest;
+    use kafka_protocol::messages::offset_delete_request::{
+        OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+    };
+    let body = OffsetDeleteRequest::default()
+        .with_group_id(group_id())
+        .with_topics(vec![
+            OffsetDeleteRequestTopic::default()
+                .with_name(name("orders"))
+                .with_partitions(vec![
+                    OffsetDeleteRequestPartition::default().with_partition_index(0),
+                ]),
+        ]);
+    let ResponseKind::OffsetDelete(response) = call(
+        broker,
+        ApiKey::OffsetDelete,
+        0,
+        RequestKind::OffsetDelete(body),
+    )
+    .await
+    else {
+        panic!("not an OffsetDelete response");
+    };
+    response
+}
+
+/// A coordinator whose groups are not in memory for its current leadership (it stopped
+/// leading the partition, or just took it over) loads them before OffsetDelete and
+/// LeaveGroup look the group up: neither is told the group or member is unknown, and the
+/// deletion applies to the groups it loaded.
+async fn offset_delete_and_leave_load_the_group_before_looking_it_up(store: Store) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = group_broker(dir.path(), store).await;
+    create(&broker, "orders", 1).await;
+    assert_eq!(simple_commit(&broker, 7).await, 0);
+    let home = group_partition(&broker);
+    let forget = || {
+        broker
+            .groups
+            .partition_led(&broker, strata_broker::group::OFFSETS_TOPIC, &home, false)
+    };
+    forget();
+    assert_eq!(state_of(&broker), None, "the groups are forgotten");
+    let deleted = offset_delete(&broker).await;
+    assert_eq!(deleted.error_code, 0, "{deleted:?}");
+    assert_eq!(deleted.topics[0].partitions[0].error_code, 0, "{deleted:?}");
+    assert!(
+        broker
+            .groups
+            .committed(GROUP, None)
+            .iter()
+            .all(|(_, _, offset)| offset.is_none()),
+        "the loaded copy lost the offset"
+    );
+    reload_groups(&broker);
+    assert!(
+        broker
+            .groups
+            .committed(GROUP, None)
+            .iter()
+            .all(|(_, _, offset)| offset.is_none()),
+        "the log holds the tombstone"
+    );
+
+    let joined = join_as_new_member(&broker, 4).await;
+    let id = joined.member_id.to_string();
+    let synced = sync(&broker, 5, joined.generation_id, &id, b"orders-0").await;
+    assert_eq!(synced.error_code, 0, "{synced:?}");
+    forget();
+    let left = leave(&broker, 3, &id).await;
+    assert_eq!(left.error_code, 0, "{left:?}");
+    assert_eq!(left.members[0].error_code, 0, "{left:?}");
+    assert_eq!(state_of(&broker), Some(GroupState::Empty));
 }

@@ -611,6 +611,9 @@ impl Group {
             self.remove_member(&id);
         }
         self.set_state(GroupState::Dead, now_ms);
+        // A Dead group's record is the tombstone: a metadata write still asked for
+        // would bring it back.
+        self.dirty = false;
     }
 
     /// Undoes [`Group::kill`] of an Empty group whose tombstones could not be written: it
@@ -619,6 +622,8 @@ impl Group {
         if self.state == GroupState::Dead && self.members.is_empty() {
             self.state = GroupState::Empty;
             self.state_since_ms = empty_since_ms;
+            // The Empty record [`Group::kill`] may have dropped is written again.
+            self.dirty = true;
         }
     }
 
