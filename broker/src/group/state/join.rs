@@ -89,7 +89,9 @@ impl Group {
             self.add_member(id, request, sender, timeouts, now_ms);
             return Ok(());
         }
-        if let Err(e) = self.check_static(&request.member_id, request.instance_id.as_deref()) {
+        // Kafka's validateMember: an instance id the group does not know is an unknown
+        // member, one that belongs to another member id is fenced.
+        if let Err(e) = self.check_known(&request.member_id, request.instance_id.as_deref()) {
             return fail(e, sender);
         }
         let Some(member) = self.members.get_mut(&request.member_id) else {
