@@ -45,6 +45,7 @@ on_every_store!(
     a_join_racing_offset_expiry_never_lands_in_the_removed_group,
     a_member_leaving_while_its_group_is_deleted_does_not_bring_it_back,
     offset_delete_and_leave_load_the_group_before_looking_it_up,
+    a_refused_join_makes_no_group,
 );
 
 async fn produce_fetch_and_list_offsets_through_the_handlers(store: Store) {
@@ -988,4 +989,41 @@ async fn offset_delete_and_leave_load_the_group_before_looking_it_up(store: Stor
     assert_eq!(left.error_code, 0, "{left:?}");
     assert_eq!(left.members[0].error_code, 0, "{left:?}");
     assert_eq!(state_of(&broker), Some(GroupState::Empty));
+}
+
+/// A JoinGroup refused for its session timeout or an id too long for the group's record
+/// leaves no group behind (before, an Empty one stayed until the next expiry pass).
+async fn a_refused_join_makes_no_group(store: Store) {
+    const INVALID_SESSION_TIMEOUT: i16 = 26;
+    const INVALID_REQUEST: i16 = 42;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = group_broker(dir.path(), store).await;
+    let refused = |body: JoinGroupRequest| {
+        let broker = broker.clone();
+        async move {
+            let ResponseKind::JoinGroup(response) =
+                call(&broker, ApiKey::JoinGroup, 6, RequestKind::JoinGroup(body)).await
+            else {
+                panic!("not a JoinGroup response");
+            };
+            response.error_code
+        }
+    };
+    let body = JoinGroupRequest::default()
+        .with_group_id(group_id())
+        .with_session_timeout_ms(SESSION_TIMEOUT_MS)
+        .with_rebalance_timeout_ms(30_000)
+        .with_protocol_type(StrBytes::from_static_str("consumer"))
+        .with_protocols(vec![
+            JoinGroupRequestProtocol::default()
+                .with_name(StrBytes::from_static_str("range"))
+                .with_metadata(Bytes::from_static(RANGE_METADATA)),
+        ]);
+    let too_short = body.clone().with_session_timeout_ms(1);
+    assert_eq!(refused(too_short).await, INVALID_SESSION_TIMEOUT);
+    assert_eq!(state_of(&broker), None);
+    let too_long = body.with_group_instance_id(Some(StrBytes::from_string("i".repeat(40_000))));
+    assert_eq!(refused(too_long).await, INVALID_REQUEST);
+    assert_eq!(state_of(&broker), None);
+    assert!(broker.groups.list().is_empty());
 }
