@@ -205,7 +205,9 @@ pub struct Config {
     pub offsets_retention_ms: i64,
     /// How often offset expiry runs. Default 600000 ms (10 minutes).
     pub offsets_retention_check_interval_ms: i64,
-    /// Longest metadata string accepted with a committed offset. Default 4096 bytes.
+    /// Longest metadata string accepted with a committed offset, in bytes; at most 32767
+    /// (an offset record's string length is an i16). Default 4096 bytes: each committed
+    /// offset keeps up to this much in memory and in the offsets topic.
     pub offset_metadata_max_bytes: i64,
     /// How often the log cleaner looks for compacted partitions due for a pass (Kafka's
     /// log.cleaner.backoff.ms). Default 15000 ms. One partition is cleaned at a time, on
@@ -898,11 +900,15 @@ impl Config {
             self.offsets_retention_check_interval_ms,
             1,
         )?;
-        at_least(
-            "offset_metadata_max_bytes",
-            self.offset_metadata_max_bytes,
-            0,
-        )?;
+        // A committed offset's metadata is an i16-length string in the offsets topic:
+        // a longer one could only be stored cut.
+        let most = crate::group::format::MAX_STRING_BYTES as i64;
+        if !(0..=most).contains(&self.offset_metadata_max_bytes) {
+            return Err(invalid(
+                "offset_metadata_max_bytes",
+                format!("must be between 0 and {most} (the longest string an offset record holds)"),
+            ));
+        }
         Ok(())
     }
 
@@ -1335,6 +1341,46 @@ mod tests {
         assert!(err.to_string().contains("metadata"), "{err}");
         let err = load(None, &[("STRATA_LOG_SEGMENT_BYTES", "10")], &[]).expect_err("too small");
         assert!(err.to_string().contains("log_segment_bytes"), "{err}");
+    }
+
+    #[test]
+    fn offset_metadata_fits_an_offset_record() {
+        let most = load(
+            Some(
+                "offset_metadata_max_bytes = 32767
+",
+            ),
+            &[],
+            &[],
+        )
+        .expect("valid");
+        assert_eq!(most.offset_metadata_max_bytes, 32767);
+        let err = load(
+            Some(
+                "offset_metadata_max_bytes = 32768
+",
+            ),
+            &[],
+            &[],
+        )
+        .expect_err("longer than a record holds");
+        assert!(
+            err.to_string().contains("offset_metadata_max_bytes"),
+            "{err}"
+        );
+        let err = load(
+            Some(
+                "offset_metadata_max_bytes = -1
+",
+            ),
+            &[],
+            &[],
+        )
+        .expect_err("negative");
+        assert!(
+            err.to_string().contains("offset_metadata_max_bytes"),
+            "{err}"
+        );
     }
 
     #[test]

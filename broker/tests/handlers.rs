@@ -43,6 +43,9 @@ on_every_store!(
     a_silent_consumer_is_expired_after_its_session_timeout,
     a_join_racing_a_delete_never_lands_in_the_deleted_group,
     a_join_racing_offset_expiry_never_lands_in_the_removed_group,
+    a_member_leaving_while_its_group_is_deleted_does_not_bring_it_back,
+    offset_delete_and_leave_load_the_group_before_looking_it_up,
+    a_refused_join_makes_no_group,
 );
 
 async fn produce_fetch_and_list_offsets_through_the_handlers(store: Store) {
@@ -742,6 +745,9 @@ async fn join_racing<T>(broker: &Arc<Broker>, deleting: impl std::future::Future
         assert!(home.log_end_offset() > written, "the deletion never wrote");
         join(broker, 3, "").await
     };
+    // Usually the join overlaps the deletion and is refused; but the deletion can finish
+    // before the join runs even on this single-threaded runtime (seen about once in six
+    // runs, also with the join polled first), and the join then makes a new group.
     let (deleted, joined) = tokio::join!(deleting, racing_join);
     let joined = match joined.error_code {
         0 => joined,
@@ -797,4 +803,256 @@ async fn a_join_racing_offset_expiry_never_lands_in_the_removed_group(store: Sto
     // Past the retention: the next tick expires the offset and removes the group.
     clock.advance(60_001);
     join_racing(&broker, broker.groups.tick(&broker)).await;
+}
+
+/// The partition of the offsets topic holding GROUP.
+fn group_partition(broker: &Broker) -> Arc<strata_broker::partition::Partition> {
+    let offsets = broker
+        .topics
+        .get(strata_broker::group::OFFSETS_TOPIC)
+        .expect("the offsets topic");
+    offsets
+        .partition(strata_broker::group::partition_for(
+            GROUP,
+            offsets.partitions.len(),
+        ))
+        .expect("the group's partition")
+        .clone()
+}
+
+/// Forgets the group's partition of the offsets topic and loads it again from its log, as
+/// a coordinator does when it takes over: what memory shows is then what the log holds.
+fn reload_groups(broker: &Arc<Broker>) {
+    let home = group_partition(broker);
+    broker
+        .groups
+        .partition_led(broker, strata_broker::group::OFFSETS_TOPIC, &home, true);
+}
+
+async fn member_commit(broker: &Arc<Broker>, generation: i32, member_id: &str) -> i16 {
+    use kafka_protocol::messages::OffsetCommitRequest;
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    let body = OffsetCommitRequest::default()
+        .with_group_id(group_id())
+        .with_generation_id_or_member_epoch(generation)
+        .with_member_id(member(member_id))
+        .with_topics(vec![
+            OffsetCommitRequestTopic::default()
+                .with_name(name("orders"))
+                .with_partitions(vec![
+                    OffsetCommitRequestPartition::default()
+                        .with_partition_index(0)
+                        .with_committed_offset(3),
+                ]),
+        ]);
+    let ResponseKind::OffsetCommit(response) = call(
+        broker,
+        ApiKey::OffsetCommit,
+        7,
+        RequestKind::OffsetCommit(body),
+    )
+    .await
+    else {
+        panic!("not an OffsetCommit response");
+    };
+    response.topics[0].partitions[0].error_code
+}
+
+/// The last member leaves while a DeleteGroups waits for the offsets topic's write lock:
+/// the group is Empty when the deletion takes the lock, and the leave's write of the Empty
+/// group queues behind it. That write must not land after the tombstone (a coordinator
+/// loading the log would bring the deleted group back).
+async fn a_member_leaving_while_its_group_is_deleted_does_not_bring_it_back(store: Store) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = fsyncing_group_broker(dir.path(), store, ManualClock::starting_now()).await;
+    create(&broker, "orders", 1).await;
+    // The interleaving is likely but not certain (the commit can hand the lock to the
+    // deletion before the member leaves: NON_EMPTY_GROUP); tried until it happens.
+    for _ in 0..20 {
+        if leave_racing_delete(&broker).await {
+            return;
+        }
+    }
+    panic!("the leave never overlapped the deletion in 20 tries");
+}
+
+/// One try of the scenario above: whether the leave overlapped the deletion (it was
+/// checked then), or not (the group is deleted and the next try starts afresh).
+async fn leave_racing_delete(broker: &Arc<Broker>) -> bool {
+    use kafka_protocol::messages::DeleteGroupsRequest;
+    const NON_EMPTY_GROUP: i16 = 68;
+    let delete_group = || {
+        let body = DeleteGroupsRequest::default().with_groups_names(vec![group_id()]);
+        async move {
+            let ResponseKind::DeleteGroups(deleted) = call(
+                broker,
+                ApiKey::DeleteGroups,
+                2,
+                RequestKind::DeleteGroups(body),
+            )
+            .await
+            else {
+                panic!("not a DeleteGroups response");
+            };
+            deleted.results[0].error_code
+        }
+    };
+    let joined = join_as_new_member(broker, 4).await;
+    let id = joined.member_id.to_string();
+    let synced = sync(broker, 5, joined.generation_id, &id, b"orders-0").await;
+    assert_eq!(synced.error_code, 0, "{synced:?}");
+    let home = group_partition(broker);
+    let written = home.log_end_offset();
+    // The commit holds the write lock while its append waits for the fsync (this runtime
+    // has one thread); the deletion queues behind it, then the member leaves.
+    let delete_queued = std::cell::Cell::new(false);
+    let commit = member_commit(broker, joined.generation_id, &id);
+    let delete = async {
+        while home.log_end_offset() == written {
+            tokio::task::yield_now().await;
+        }
+        delete_queued.set(true);
+        delete_group().await
+    };
+    let leaving = async {
+        while !delete_queued.get() {
+            tokio::task::yield_now().await;
+        }
+        leave(broker, 3, &id).await
+    };
+    let (committed, deleted, left) = tokio::join!(biased; commit, delete, leaving);
+    assert_eq!(committed, 0);
+    assert_eq!(left.error_code, 0, "{left:?}");
+    assert_eq!(left.members[0].error_code, 0, "{left:?}");
+    if deleted == NON_EMPTY_GROUP {
+        assert_eq!(delete_group().await, 0);
+        return false;
+    }
+    assert_eq!(deleted, 0);
+    assert_eq!(state_of(broker), None);
+    reload_groups(broker);
+    assert_eq!(state_of(broker), None, "the deleted group stays deleted");
+    assert!(
+        broker
+            .groups
+            .committed(GROUP, None)
+            .iter()
+            .all(|(_, _, offset)| offset.is_none())
+    );
+    true
+}
+
+async fn offset_delete(broker: &Arc<Broker>) -> kafka_protocol::messages::OffsetDeleteResponse {
+    use kafka_protocol::messages::OffsetDeleteRequest;
+    use kafka_protocol::messages::offset_delete_request::{
+        OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+    };
+    let body = OffsetDeleteRequest::default()
+        .with_group_id(group_id())
+        .with_topics(vec![
+            OffsetDeleteRequestTopic::default()
+                .with_name(name("orders"))
+                .with_partitions(vec![
+                    OffsetDeleteRequestPartition::default().with_partition_index(0),
+                ]),
+        ]);
+    let ResponseKind::OffsetDelete(response) = call(
+        broker,
+        ApiKey::OffsetDelete,
+        0,
+        RequestKind::OffsetDelete(body),
+    )
+    .await
+    else {
+        panic!("not an OffsetDelete response");
+    };
+    response
+}
+
+/// A coordinator whose groups are not in memory for its current leadership (it stopped
+/// leading the partition, or just took it over) loads them before OffsetDelete and
+/// LeaveGroup look the group up: neither is told the group or member is unknown, and the
+/// deletion applies to the groups it loaded.
+async fn offset_delete_and_leave_load_the_group_before_looking_it_up(store: Store) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = group_broker(dir.path(), store).await;
+    create(&broker, "orders", 1).await;
+    assert_eq!(simple_commit(&broker, 7).await, 0);
+    let home = group_partition(&broker);
+    let forget = || {
+        broker
+            .groups
+            .partition_led(&broker, strata_broker::group::OFFSETS_TOPIC, &home, false)
+    };
+    forget();
+    assert_eq!(state_of(&broker), None, "the groups are forgotten");
+    let deleted = offset_delete(&broker).await;
+    assert_eq!(deleted.error_code, 0, "{deleted:?}");
+    assert_eq!(deleted.topics[0].partitions[0].error_code, 0, "{deleted:?}");
+    assert!(
+        broker
+            .groups
+            .committed(GROUP, None)
+            .iter()
+            .all(|(_, _, offset)| offset.is_none()),
+        "the loaded copy lost the offset"
+    );
+    reload_groups(&broker);
+    assert!(
+        broker
+            .groups
+            .committed(GROUP, None)
+            .iter()
+            .all(|(_, _, offset)| offset.is_none()),
+        "the log holds the tombstone"
+    );
+
+    let joined = join_as_new_member(&broker, 4).await;
+    let id = joined.member_id.to_string();
+    let synced = sync(&broker, 5, joined.generation_id, &id, b"orders-0").await;
+    assert_eq!(synced.error_code, 0, "{synced:?}");
+    forget();
+    let left = leave(&broker, 3, &id).await;
+    assert_eq!(left.error_code, 0, "{left:?}");
+    assert_eq!(left.members[0].error_code, 0, "{left:?}");
+    assert_eq!(state_of(&broker), Some(GroupState::Empty));
+}
+
+/// A JoinGroup refused for its session timeout or an id too long for the group's record
+/// leaves no group behind (before, an Empty one stayed until the next expiry pass).
+async fn a_refused_join_makes_no_group(store: Store) {
+    const INVALID_SESSION_TIMEOUT: i16 = 26;
+    const INVALID_REQUEST: i16 = 42;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = group_broker(dir.path(), store).await;
+    let refused = |body: JoinGroupRequest| {
+        let broker = broker.clone();
+        async move {
+            let ResponseKind::JoinGroup(response) =
+                call(&broker, ApiKey::JoinGroup, 6, RequestKind::JoinGroup(body)).await
+            else {
+                panic!("not a JoinGroup response");
+            };
+            response.error_code
+        }
+    };
+    let body = JoinGroupRequest::default()
+        .with_group_id(group_id())
+        .with_session_timeout_ms(SESSION_TIMEOUT_MS)
+        .with_rebalance_timeout_ms(30_000)
+        .with_protocol_type(StrBytes::from_static_str("consumer"))
+        .with_protocols(vec![
+            JoinGroupRequestProtocol::default()
+                .with_name(StrBytes::from_static_str("range"))
+                .with_metadata(Bytes::from_static(RANGE_METADATA)),
+        ]);
+    let too_short = body.clone().with_session_timeout_ms(1);
+    assert_eq!(refused(too_short).await, INVALID_SESSION_TIMEOUT);
+    assert_eq!(state_of(&broker), None);
+    let too_long = body.with_group_instance_id(Some(StrBytes::from_string("i".repeat(40_000))));
+    assert_eq!(refused(too_long).await, INVALID_REQUEST);
+    assert_eq!(state_of(&broker), None);
+    assert!(broker.groups.list().is_empty());
 }

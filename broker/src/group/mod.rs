@@ -34,9 +34,9 @@
 //! append, so memory follows the log's order and never shows what the log may not hold.
 //!
 //! A partition's groups are in memory for one leader epoch (`loaded`). JoinGroup,
-//! SyncGroup, Heartbeat, OffsetCommit, OffsetFetch, DeleteGroups and OffsetDelete go
-//! through [`Coordinator::partition`] (DescribeGroups and ListGroups answer from
-//! memory, and LeaveGroup from the member's group if present), which refuses
+//! SyncGroup, Heartbeat, OffsetCommit, OffsetFetch, DeleteGroups, OffsetDelete
+//! and LeaveGroup go through [`Coordinator::partition`] before they look the group up
+//! (DescribeGroups and ListGroups answer from memory), which refuses
 //! (NOT_COORDINATOR) on a broker that does not lead the group's partition and loads the
 //! partition first when the epoch moved; a load under way elsewhere answers
 //! COORDINATOR_LOAD_IN_PROGRESS rather than blocking a runtime thread.
@@ -462,6 +462,7 @@ impl Coordinator {
     ) -> JoinResult {
         check_group_id(group_id)?;
         let partition = self.partition(broker, group_id).await?;
+        request.check(&self.timeouts)?;
         let now = broker.now_ms();
         // Only a new member makes a group (as in Kafka): a member id for a group that does
         // not exist (deleted, expired) is unknown, and the client joins again without it.
@@ -504,10 +505,20 @@ impl Coordinator {
         };
         if is_leader {
             let partition = self.partition(broker, group_id).await?;
-            let _write = self.write_lock(&partition).lock().await;
-            let (value, generation) = {
+            let write = self.write_lock(&partition).lock().await;
+            let value = {
                 let e = lock(&entry);
-                (e.group.value_with(&assignments), e.group.generation)
+                // The group may have moved on (a new rebalance, a deletion) while this
+                // waited for the write lock: then the assignment is not written, as it
+                // would land after what the log says of the group since, and this member
+                // is answered by whatever changed the group.
+                (e.group.state == GroupState::CompletingRebalance
+                    && e.group.generation == generation)
+                    .then(|| e.group.value_with(&assignments))
+            };
+            let Some(value) = value else {
+                drop(write);
+                return Self::wait(broker, receiver).await;
             };
             let key = RecordKey::Group {
                 group: group_id.to_string(),
@@ -549,18 +560,21 @@ impl Coordinator {
             .heartbeat(member, instance_id, generation, now)
     }
 
-    /// LeaveGroup: one result per member, in order.
+    /// LeaveGroup: one result per member, in order, or the group's error (this broker
+    /// does not coordinate the group, or is loading it).
     pub async fn leave(
         &self,
         broker: &impl GroupHost,
         group_id: &str,
         members: &[(String, Option<String>)],
-    ) -> Vec<Result<(), GroupError>> {
+    ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
+        // The entry is taken after `partition`, as in delete_group.
+        let partition = self.partition(broker, group_id).await?;
         let Some(entry) = self.get(group_id) else {
-            return members
+            return Ok(members
                 .iter()
                 .map(|_| Err(GroupError::UnknownMemberId))
-                .collect();
+                .collect());
         };
         let now = broker.now_ms();
         let results = {
@@ -570,10 +584,8 @@ impl Coordinator {
                 .map(|(id, instance)| e.group.leave(id, instance.as_deref(), &self.timeouts, now))
                 .collect()
         };
-        if let Ok(partition) = self.partition(broker, group_id).await {
-            self.persist_if_dirty(broker, &partition, &entry).await;
-        }
-        results
+        self.persist_if_dirty(broker, &partition, &entry).await;
+        Ok(results)
     }
 
     /// Writes the group's metadata if a transition asked for it (became Empty, a static
@@ -591,7 +603,10 @@ impl Coordinator {
         let _write = self.write_lock(partition).lock().await;
         let (group_id, value) = {
             let mut e = lock(entry);
-            if !e.group.dirty {
+            // Checked again under the write lock: a deletion or expiry that went first
+            // killed the group (and cleared the flag), and a record written after its
+            // tombstone would bring the group back at the next load.
+            if !e.group.dirty || e.group.state == GroupState::Dead {
                 return;
             }
             e.group.dirty = false;
@@ -859,8 +874,11 @@ impl Coordinator {
         group_id: &str,
         partitions: &[(String, i32)],
     ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
-        let entry = self.get(group_id).ok_or(GroupError::GroupIdNotFound)?;
+        // The entry is taken after `partition`, which may (re)load the partition's groups:
+        // a broker that does not (yet) coordinate the group says so rather than
+        // GROUP_ID_NOT_FOUND, and the tombstones apply to the loaded copy.
         let partition = self.partition(broker, group_id).await?;
+        let entry = self.get(group_id).ok_or(GroupError::GroupIdNotFound)?;
         let _write = self.write_lock(&partition).lock().await;
         let (results, doomed) = {
             let e = lock(&entry);

@@ -290,16 +290,6 @@ impl Group {
         })
     }
 
-    fn check_static(&self, member_id: &str, instance_id: Option<&str>) -> Result<(), GroupError> {
-        if let Some(instance) = instance_id
-            && let Some(current) = self.static_members.get(instance)
-            && current != member_id
-        {
-            return Err(GroupError::FencedInstanceId);
-        }
-        Ok(())
-    }
-
     /// Kafka's `validateMember`: an instance id must belong to this member id, and the
     /// member must be in the group.
     fn check_known(&self, member_id: &str, instance_id: Option<&str>) -> Result<(), GroupError> {
@@ -493,14 +483,15 @@ impl Group {
                 .cloned()
                 .ok_or(GroupError::UnknownMemberId)?,
             _ => {
-                self.check_static(member_id, instance_id)?;
+                if self.pending.remove(member_id).is_some() {
+                    self.maybe_complete_join(now_ms);
+                    return Ok(());
+                }
+                // Kafka's validateMember, as for the other requests of a member.
+                self.check_known(member_id, instance_id)?;
                 member_id.to_string()
             }
         };
-        if self.pending.remove(&id).is_some() {
-            self.maybe_complete_join(now_ms);
-            return Ok(());
-        }
         if !self.members.contains_key(&id) {
             return Err(GroupError::UnknownMemberId);
         }
@@ -611,6 +602,9 @@ impl Group {
             self.remove_member(&id);
         }
         self.set_state(GroupState::Dead, now_ms);
+        // A Dead group's record is the tombstone: a metadata write still asked for
+        // would bring it back.
+        self.dirty = false;
     }
 
     /// Undoes [`Group::kill`] of an Empty group whose tombstones could not be written: it
@@ -619,6 +613,8 @@ impl Group {
         if self.state == GroupState::Dead && self.members.is_empty() {
             self.state = GroupState::Empty;
             self.state_since_ms = empty_since_ms;
+            // The Empty record [`Group::kill`] may have dropped is written again.
+            self.dirty = true;
         }
     }
 

@@ -153,6 +153,9 @@ impl Coordinator {
             }
         }
         let pending = pending_offsets(open);
+        // Tombstones leave a group with neither a record nor offsets: a deleted group,
+        // which must not come back (as Empty) until the cleaner drops its tombstones.
+        groups.retain(|_, (value, offsets)| value.is_some() || !offsets.is_empty());
         let count = groups.len();
         let mut map = self.map();
         for (id, (value, offsets)) in groups {

@@ -310,10 +310,20 @@ pub async fn leave_group(
     } else {
         vec![(request.member_id.to_string(), None)]
     };
-    let results = broker
+    let results = match broker
         .groups
         .leave(broker, &request.group_id, &members)
-        .await;
+        .await
+    {
+        Ok(results) => results,
+        Err(e) => {
+            return ResponseKind::LeaveGroup(LeaveGroupResponse::default().with_error_code(code(
+                broker,
+                "LeaveGroup",
+                &Err(e),
+            )));
+        }
+    };
     let mut response = LeaveGroupResponse::default();
     if version >= 3 {
         response.members = members

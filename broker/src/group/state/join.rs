@@ -9,6 +9,27 @@ use super::{
     MAX_STRING_BYTES, Member, Timeouts, reply,
 };
 
+impl JoinRequest {
+    /// The checks that need no group: the coordinator runs them before it creates one,
+    /// so that a refused JoinGroup leaves no group behind.
+    pub fn check(&self, timeouts: &Timeouts) -> Result<(), GroupError> {
+        // What the group's record could not hold is refused rather than stored cut.
+        let too_long = |s: &str| s.len() > MAX_STRING_BYTES;
+        if self.instance_id.as_deref().is_some_and(too_long) {
+            return Err(GroupError::TooLong("group instance id"));
+        }
+        if too_long(&self.protocol_type) || self.protocols.iter().any(|(n, _)| too_long(n)) {
+            return Err(GroupError::TooLong("protocol type or name"));
+        }
+        if self.session_timeout_ms < timeouts.min_session_timeout_ms
+            || self.session_timeout_ms > timeouts.max_session_timeout_ms
+        {
+            return Err(GroupError::InvalidSessionTimeout);
+        }
+        Ok(())
+    }
+}
+
 impl Group {
     pub fn join(
         &mut self,
@@ -37,18 +58,8 @@ impl Group {
         if self.state == GroupState::Dead {
             return fail(GroupError::CoordinatorNotAvailable, sender);
         }
-        // What the group's record could not hold is refused rather than stored cut.
-        let too_long = |s: &str| s.len() > MAX_STRING_BYTES;
-        if request.instance_id.as_deref().is_some_and(too_long) {
-            return fail(GroupError::TooLong("group instance id"), sender);
-        }
-        if too_long(&request.protocol_type) || request.protocols.iter().any(|(n, _)| too_long(n)) {
-            return fail(GroupError::TooLong("protocol type or name"), sender);
-        }
-        if request.session_timeout_ms < timeouts.min_session_timeout_ms
-            || request.session_timeout_ms > timeouts.max_session_timeout_ms
-        {
-            return fail(GroupError::InvalidSessionTimeout, sender);
+        if let Err(e) = request.check(timeouts) {
+            return fail(e, sender);
         }
         if !self.accepts(
             &request.protocol_type,
@@ -78,7 +89,9 @@ impl Group {
             self.add_member(id, request, sender, timeouts, now_ms);
             return Ok(());
         }
-        if let Err(e) = self.check_static(&request.member_id, request.instance_id.as_deref()) {
+        // Kafka's validateMember: an instance id the group does not know is an unknown
+        // member, one that belongs to another member id is fenced.
+        if let Err(e) = self.check_known(&request.member_id, request.instance_id.as_deref()) {
             return fail(e, sender);
         }
         let Some(member) = self.members.get_mut(&request.member_id) else {

@@ -488,3 +488,44 @@ fn a_group_being_deleted_refuses_joins_and_comes_back_if_the_deletion_fails() {
     let joined = answer(group.join(request("", Some("i-1"), &["range"]), &TIMEOUTS, 400));
     assert!(matches!(joined, Some(Ok(_))));
 }
+
+#[test]
+fn a_killed_group_asks_for_no_metadata_write_and_a_revived_one_does() {
+    let mut group = Group::new("g".into(), 100);
+    let (id, _joined) = join_new(&mut group, 100);
+    group.tick(&TIMEOUTS, 100);
+    let left = group.leave(&id, None, &TIMEOUTS, 200);
+    assert!(left.is_ok(), "{left:?}");
+    assert_eq!(group.state, GroupState::Empty);
+    assert!(group.dirty, "the Empty group is to be written");
+    group.kill(300);
+    assert!(
+        !group.dirty,
+        "a record after the tombstone would bring the group back"
+    );
+    group.revive(200);
+    assert!(
+        group.dirty,
+        "the Empty record the deletion dropped is written again"
+    );
+}
+
+#[test]
+fn join_and_leave_refuse_an_instance_id_the_group_does_not_know() {
+    let mut group = Group::new("g".into(), 100);
+    let (id, joined) = join_new(&mut group, 100);
+    group.tick(&TIMEOUTS, 100);
+    assert!(matches!(answer(joined), Some(Ok(_))));
+    // A known member id with an instance id nobody has: UNKNOWN_MEMBER_ID, as Kafka's
+    // validateMember answers, for JoinGroup and LeaveGroup alike.
+    let rejoined = answer(group.join(request(&id, Some("i-x"), &["range"]), &TIMEOUTS, 200));
+    assert!(
+        matches!(rejoined, Some(Err(GroupError::UnknownMemberId))),
+        "{rejoined:?}"
+    );
+    let left = group.leave(&id, Some("i-x"), &TIMEOUTS, 200);
+    assert_eq!(left, Err(GroupError::UnknownMemberId));
+    assert!(group.members.contains_key(&id), "the member stays");
+    assert_eq!(group.leave(&id, None, &TIMEOUTS, 300), Ok(()));
+    assert_eq!(group.state, GroupState::Empty);
+}
