@@ -900,9 +900,9 @@ impl Config {
             self.offsets_retention_check_interval_ms,
             1,
         )?;
-        // A committed offset's metadata is an i16-length string in the offsets topic:
-        // a longer one could only be stored cut.
-        let most = crate::group::format::MAX_STRING_BYTES as i64;
+        // A committed offset's metadata is an i16-length string in the offsets topic
+        // (group::format::MAX_STRING_BYTES): a longer one could only be stored cut.
+        let most = i64::from(i16::MAX);
         if !(0..=most).contains(&self.offset_metadata_max_bytes) {
             return Err(invalid(
                 "offset_metadata_max_bytes",
