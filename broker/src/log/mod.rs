@@ -450,6 +450,7 @@ impl Log {
             mut buf,
             mut headers,
             records,
+            ..
         } = prepared;
         let mut verdicts = Vec::with_capacity(headers.len());
         for header in &headers {
@@ -743,6 +744,7 @@ impl Log {
             buf: batch.to_vec(),
             headers: vec![header],
             records: 1,
+            inflated: Vec::new(),
         };
         self.append(prepared, leader_epoch, now_ms)
     }
@@ -1175,6 +1177,10 @@ pub struct Prepared {
     buf: Vec<u8>,
     headers: Vec<BatchHeader>,
     records: i64,
+    /// Each batch's records section inflated, in bytes, as [`prepare_with`]'s walk
+    /// measured it; empty where nothing measured it (replica and marker batches).
+    /// Recompression pledges it to the compressor.
+    inflated: Vec<u64>,
 }
 
 impl Prepared {
@@ -1186,6 +1192,11 @@ impl Prepared {
             position += header.size;
             batch
         })
+    }
+
+    /// Bytes [`prepare_with`] inflated to check these batches.
+    pub fn inflated_total(&self) -> u64 {
+        self.inflated.iter().sum()
     }
 }
 
@@ -1253,18 +1264,22 @@ pub fn prepare_with(
         timestamps,
     } = *rules;
     let mut headers = Vec::new();
+    let mut inflated = Vec::new();
     let mut position = 0;
     let mut budget = records::Budget::new(inflate_limit);
     while position < records.len() {
         let rest = &records[position..];
         let header = format::validate_batch(rest, max_message_bytes)?;
-        records::check_produced_within(
-            &rest[..header.size],
-            &header,
-            require_keys,
-            timestamps,
-            &mut budget,
-        )?;
+        let batch = &rest[..header.size];
+        let left = budget.left();
+        records::check_produced_within(batch, &header, require_keys, timestamps, &mut budget)?;
+        // The walk charges every inflated byte of a compressed batch; an uncompressed
+        // batch's records are its bytes.
+        inflated.push(if format::codec(batch) == Ok(format::Codec::None) {
+            (header.size - format::BATCH_HEADER_LEN) as u64
+        } else {
+            left - budget.left()
+        });
         position += header.size;
         headers.push(header);
     }
@@ -1276,6 +1291,7 @@ pub fn prepare_with(
         buf: records.to_vec(),
         headers,
         records: records_count,
+        inflated,
     })
 }
 

@@ -79,7 +79,12 @@ impl Budget {
         Budget { limit, left: limit }
     }
 
-    fn charge(&mut self, bytes: u64) -> Result<(), RecordError> {
+    /// Bytes still allowed.
+    pub fn left(&self) -> u64 {
+        self.left
+    }
+
+    pub(super) fn charge(&mut self, bytes: u64) -> Result<(), RecordError> {
         self.left = self
             .left
             .checked_sub(bytes)
