@@ -1265,14 +1265,25 @@ pub fn prepare_with(
     } = *rules;
     let mut headers = Vec::new();
     let mut inflated = Vec::new();
+    // Batches whose header max timestamp is not their records' max: (position, size,
+    // max).
+    let mut wrong_max = Vec::new();
     let mut position = 0;
     let mut budget = records::Budget::new(inflate_limit);
     while position < records.len() {
         let rest = &records[position..];
-        let header = format::validate_batch(rest, max_message_bytes)?;
+        let mut header = format::validate_batch(rest, max_message_bytes)?;
         let batch = &rest[..header.size];
         let left = budget.left();
-        records::check_produced_within(batch, &header, require_keys, timestamps, &mut budget)?;
+        let max_timestamp =
+            records::check_produced_within(batch, &header, require_keys, timestamps, &mut budget)?;
+        // The time index, time retention and ListOffsets trust the header's max, so it
+        // is the records' (as Kafka's LogValidator rewrites it). A LogAppendTime batch
+        // is stamped at append instead.
+        if header.max_timestamp != max_timestamp && !format::is_log_append_time(batch) {
+            header.max_timestamp = max_timestamp;
+            wrong_max.push((position, header.size, max_timestamp));
+        }
         // The walk charges every inflated byte of a compressed batch; an uncompressed
         // batch's records are its bytes.
         inflated.push(if format::codec(batch) == Ok(format::Codec::None) {
@@ -1287,8 +1298,12 @@ pub fn prepare_with(
         return Err(BatchError::Truncated(0));
     }
     let records_count = headers.iter().map(|h| i64::from(h.record_count)).sum();
+    let mut buf = records.to_vec();
+    for (position, size, max_timestamp) in wrong_max {
+        format::set_max_timestamp(&mut buf[position..position + size], max_timestamp);
+    }
     Ok(Prepared {
-        buf: records.to_vec(),
+        buf,
         headers,
         records: records_count,
         inflated,
