@@ -450,14 +450,14 @@ pub async fn alter_configs(broker: &Arc<Broker>, request: AlterConfigsRequest) -
             }
         };
         // AlterConfigs replaces the whole set of overrides.
-        let configs = resource
+        let configs: BTreeMap<String, String> = resource
             .configs
             .iter()
             .filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string())))
             .collect();
         responses.push(
             match broker
-                .set_topic_configs(&topic, |_| Ok(configs), request.validate_only)
+                .set_topic_configs(&topic, |_| Ok(configs.clone()), request.validate_only)
                 .await
             {
                 Ok(()) => response,
