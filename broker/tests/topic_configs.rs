@@ -180,6 +180,34 @@ async fn append_and_subtract_edit_list_valued_configs_only(store: Store) {
         );
     }
     assert_eq!(described(&broker, "orders", replicas).await, "1:0");
+    // At most 100,000 items given, or kept: the work stays linear and the stored value
+    // bounded. (Repeats of one item: the edit would be quick without the cap.)
+    let many = vec!["2:0"; 100_001].join(",");
+    let (code, message) = alter(&broker, "orders", &[(replicas, APPEND, &many)]).await;
+    assert_eq!(code, INVALID_CONFIG);
+    assert!(message.contains("at most 100000 items"), "{message}");
+    assert!(
+        message.len() < 1000,
+        "the value is not quoted whole: {message}"
+    );
+    assert_eq!(described(&broker, "orders", replicas).await, "1:0");
+    let distinct: Vec<String> = (0..100_000).map(|p| format!("{p}:1")).collect();
+    let (code, message) = alter(
+        &broker,
+        "orders",
+        &[(replicas, APPEND, &distinct.join(","))],
+    )
+    .await;
+    assert_eq!(code, INVALID_CONFIG, "1:0 and 100,000 more");
+    assert!(message.contains("not 100001"), "{message}");
+    let (code, _) = alter(
+        &broker,
+        "orders",
+        &[(replicas, SUBTRACT, &distinct.join(","))],
+    )
+    .await;
+    assert_eq!(code, 0);
+    assert_eq!(described(&broker, "orders", replicas).await, "1:0");
     // One config twice in a resource: INVALID_REQUEST, as Kafka.
     let (code, message) = alter(
         &broker,

@@ -1,7 +1,7 @@
 //! Topic administration: CreateTopics, DeleteTopics, CreatePartitions, DescribeConfigs,
 //! AlterConfigs, IncrementalAlterConfigs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
@@ -471,6 +471,19 @@ pub async fn alter_configs(broker: &Arc<Broker>, request: AlterConfigsRequest) -
     ResponseKind::AlterConfigs(AlterConfigsResponse::default().with_responses(responses))
 }
 
+/// Items an APPEND may give or leave in a list-valued config. Bounds the edit's work and
+/// the value kept in the metadata store; a throttled-replicas list of every replica of a
+/// 30,000-partition topic at replication factor 3 still fits.
+const MAX_LIST_ITEMS: usize = 100_000;
+
+/// The start of a value too long to quote whole in an error message.
+fn excerpt(value: &str) -> String {
+    match value.char_indices().nth(64) {
+        Some((end, _)) => format!("{}...", &value[..end]),
+        None => value.to_string(),
+    }
+}
+
 const OP_SET: i8 = 0;
 const OP_DELETE: i8 = 1;
 const OP_APPEND: i8 = 2;
@@ -527,14 +540,31 @@ fn edit_topic_configs(
                     .unwrap_or_else(|| (def.default)(broker_config));
                 let mut items: Vec<&str> = topic_config::list_items(&old);
                 let given = topic_config::list_items(&value);
+                let too_long = |count: usize| {
+                    invalid(
+                        &name,
+                        &excerpt(&value),
+                        format!(
+                            "a list-valued config holds at most {MAX_LIST_ITEMS} items, not {count}"
+                        ),
+                    )
+                };
+                if given.len() > MAX_LIST_ITEMS {
+                    return Err(too_long(given.len()));
+                }
                 if operation == OP_APPEND {
+                    let mut present: HashSet<&str> = items.iter().copied().collect();
                     for item in given {
-                        if !items.contains(&item) {
+                        if present.insert(item) {
                             items.push(item);
                         }
                     }
                 } else {
+                    let given: HashSet<&str> = given.into_iter().collect();
                     items.retain(|item| !given.contains(item));
+                }
+                if items.len() > MAX_LIST_ITEMS {
+                    return Err(too_long(items.len()));
                 }
                 let joined = items.join(",");
                 configs.insert(name, joined);
