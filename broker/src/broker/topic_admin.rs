@@ -106,6 +106,8 @@ impl Broker {
         if crate::group::is_internal(name) {
             return Err(AdminError::Internal(name.to_string()));
         }
+        let mut configs = configs;
+        crate::topic_config::normalize(&mut configs);
         crate::topic_config::check_floors(&configs, &self.config)?;
         self.create_any_topic(
             name,
@@ -572,7 +574,8 @@ impl Broker {
             .get(name)
             .ok_or_else(|| AdminError::UnknownTopic(name.to_string()))?;
         let apply = |stored: &BTreeMap<String, String>| {
-            let configs = edit(stored)?;
+            let mut configs = edit(stored)?;
+            crate::topic_config::normalize(&mut configs);
             // Only what this request changes must respect the floors: a value stored
             // before an operator raised them does not block every other change.
             let changed: BTreeMap<String, String> = configs
