@@ -270,6 +270,45 @@ async fn append_and_subtract_edit_list_valued_configs_only(store: Store) {
     let (code, message) = alter(&broker, "orders", &[("compression.type", SUBTRACT, "gzip")]).await;
     assert_eq!(code, INVALID_CONFIG);
     assert!(message.contains("subtract is allowed only"), "{message}");
+
+    // A resource named twice: INVALID_REQUEST for both entries and neither applied, as
+    // Kafka; another resource of the request is applied.
+    create(&broker, "payments", 1).await;
+    let resource = |topic: &'static str, value: &'static str| {
+        AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str(topic))
+            .with_configs(vec![
+                AlterableConfig::default()
+                    .with_name(StrBytes::from_static_str("retention.ms"))
+                    .with_config_operation(SET)
+                    .with_value(Some(StrBytes::from_static_str(value))),
+            ])
+    };
+    let body = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        resource("orders", "1000"),
+        resource("payments", "3000"),
+        resource("orders", "2000"),
+    ]);
+    let ResponseKind::IncrementalAlterConfigs(response) = call(
+        &broker,
+        ApiKey::IncrementalAlterConfigs,
+        1,
+        RequestKind::IncrementalAlterConfigs(body),
+    )
+    .await
+    else {
+        panic!("not an IncrementalAlterConfigs response");
+    };
+    let codes: Vec<i16> = response.responses.iter().map(|r| r.error_code).collect();
+    assert_eq!(codes, [INVALID_REQUEST, 0, INVALID_REQUEST], "{response:?}");
+    assert_eq!(
+        response.responses[0].error_message.as_deref(),
+        Some("Each resource must appear at most once.")
+    );
+    assert_ne!(described(&broker, "orders", "retention.ms").await, "1000");
+    assert_ne!(described(&broker, "orders", "retention.ms").await, "2000");
+    assert_eq!(described(&broker, "payments", "retention.ms").await, "3000");
 }
 
 /// (error code, error message) of one CreateTopics of `topic` with `configs`.

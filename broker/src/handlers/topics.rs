@@ -426,8 +426,36 @@ fn malformed_resource<'a>(
     problem.map(|message| (ResponseError::InvalidRequest.code(), str_bytes(message)))
 }
 
+/// Resources a request names more than once: Kafka answers each of their entries with
+/// INVALID_REQUEST, [`DUPLICATE_RESOURCE`], and applies none of them.
+fn duplicated_resources<'a>(
+    resources: impl IntoIterator<Item = (i8, &'a StrBytes)>,
+) -> HashSet<(i8, &'a str)> {
+    let mut seen = HashSet::new();
+    resources
+        .into_iter()
+        .filter(|(kind, name)| !seen.insert((*kind, name.as_str())))
+        .map(|(kind, name)| (kind, name.as_str()))
+        .collect()
+}
+
+const DUPLICATE_RESOURCE: &str = "Each resource must appear at most once.";
+
+fn duplicate_resource() -> (i16, StrBytes) {
+    (
+        ResponseError::InvalidRequest.code(),
+        StrBytes::from_static_str(DUPLICATE_RESOURCE),
+    )
+}
+
 pub async fn alter_configs(broker: &Arc<Broker>, request: AlterConfigsRequest) -> ResponseKind {
     let mut responses = Vec::with_capacity(request.resources.len());
+    let names: Vec<(i8, StrBytes)> = request
+        .resources
+        .iter()
+        .map(|r| (r.resource_type, r.resource_name.clone()))
+        .collect();
+    let duplicated = duplicated_resources(names.iter().map(|(kind, name)| (*kind, name)));
     for resource in request.resources {
         let response = alter_configs_response::AlterConfigsResourceResponse::default()
             .with_resource_type(resource.resource_type)
@@ -436,8 +464,13 @@ pub async fn alter_configs(broker: &Arc<Broker>, request: AlterConfigsRequest) -
             .configs
             .iter()
             .map(|c| (&c.name, OP_SET, c.value.is_some()));
-        let target = alter_target(broker, resource.resource_type, &resource.resource_name)
-            .and_then(|topic| malformed_resource(configs).map_or(Ok(topic), Err));
+        let key = (resource.resource_type, resource.resource_name.as_str());
+        let target = if duplicated.contains(&key) {
+            Err(duplicate_resource())
+        } else {
+            alter_target(broker, resource.resource_type, &resource.resource_name)
+                .and_then(|topic| malformed_resource(configs).map_or(Ok(topic), Err))
+        };
         let topic = match target {
             Ok(topic) => topic,
             Err((code, message)) => {
@@ -588,6 +621,12 @@ pub async fn incremental_alter_configs(
     request: IncrementalAlterConfigsRequest,
 ) -> ResponseKind {
     let mut responses = Vec::with_capacity(request.resources.len());
+    let names: Vec<(i8, StrBytes)> = request
+        .resources
+        .iter()
+        .map(|r| (r.resource_type, r.resource_name.clone()))
+        .collect();
+    let duplicated = duplicated_resources(names.iter().map(|(kind, name)| (*kind, name)));
     for resource in request.resources {
         let response = incremental_alter_configs_response::AlterConfigsResourceResponse::default()
             .with_resource_type(resource.resource_type)
@@ -596,8 +635,13 @@ pub async fn incremental_alter_configs(
             .configs
             .iter()
             .map(|c| (&c.name, c.config_operation, c.value.is_some()));
-        let target = alter_target(broker, resource.resource_type, &resource.resource_name)
-            .and_then(|topic| malformed_resource(configs).map_or(Ok(topic), Err));
+        let key = (resource.resource_type, resource.resource_name.as_str());
+        let target = if duplicated.contains(&key) {
+            Err(duplicate_resource())
+        } else {
+            alter_target(broker, resource.resource_type, &resource.resource_name)
+                .and_then(|topic| malformed_resource(configs).map_or(Ok(topic), Err))
+        };
         let name = match target {
             Ok(name) => name,
             Err((code, message)) => {
