@@ -366,6 +366,22 @@ pub fn list_items(value: &str) -> Vec<&str> {
         .collect()
 }
 
+fn is_bool(value: &str) -> bool {
+    let value = value.trim();
+    value.eq_ignore_ascii_case("true") || value.eq_ignore_ascii_case("false")
+}
+
+/// Overrides as stored: booleans in lowercase, however the client spelled them, so
+/// that what DescribeConfigs reports and what the code compares are one spelling.
+pub fn normalize(overrides: &mut BTreeMap<String, String>) {
+    for (name, value) in overrides.iter_mut() {
+        let boolean = def(name).is_some_and(|def| def.kafka_type() == 1);
+        if boolean && is_bool(value) {
+            *value = value.trim().to_ascii_lowercase();
+        }
+    }
+}
+
 /// Checks one value against its definition.
 pub fn check(name: &str, value: &str) -> Result<(), TopicConfigError> {
     let bad = |reason: String| TopicConfigError::Invalid {
@@ -406,7 +422,8 @@ pub fn check(name: &str, value: &str) -> Result<(), TopicConfigError> {
             }
         }
         Kind::Bool => {
-            if !["true", "false"].contains(&value.trim()) {
+            // Kafka parses booleans ignoring case (`TRUE`, `False`).
+            if !is_bool(value) {
                 return Err(bad("must be true or false".into()));
             }
         }
@@ -439,7 +456,12 @@ pub fn check(name: &str, value: &str) -> Result<(), TopicConfigError> {
             }
         }
         Kind::Fixed { only, why } => {
-            if value.trim() != only {
+            let matches = if is_bool(only) {
+                value.trim().eq_ignore_ascii_case(only)
+            } else {
+                value.trim() == only
+            };
+            if !matches {
                 return Err(bad(format!("only {only} is supported: {why}")));
             }
         }
@@ -512,6 +534,8 @@ impl TopicConfig {
             check(def.name, &value)?;
             let mut value = if def.is_list() {
                 list_items(&value).join(",")
+            } else if def.kafka_type() == 1 {
+                value.trim().to_ascii_lowercase()
             } else {
                 value.trim().to_string()
             };

@@ -128,6 +128,42 @@ async fn a_topic_deleted_in_the_store_is_closed_and_its_logs_removed() {
 }
 
 #[tokio::test]
+async fn a_config_edit_keeps_what_another_broker_stored_since_the_last_refresh() {
+    let m = member().await;
+    let me = m.broker.config.node_id;
+    let mut topic = record("edited-twice", vec![partition(me, 0, &[me], &[me])]);
+    m.store.create_topic(&topic).await.expect("create");
+    m.broker.refresh(m.session).await;
+    // Another broker changes the overrides; this one has not refreshed since.
+    topic
+        .configs
+        .insert("segment.bytes".into(), "2097152".into());
+    m.store.update_topic(&topic).await.expect("update");
+    let cached = m.broker.topics.get("edited-twice").expect("opened");
+    assert!(cached.record.configs.is_empty(), "the cache is stale");
+    m.broker
+        .set_topic_configs(
+            "edited-twice",
+            |current| {
+                let mut next = current.clone();
+                next.insert("retention.ms".into(), "60000".into());
+                Ok(next)
+            },
+            false,
+        )
+        .await
+        .expect("alter");
+    let expected = BTreeMap::from([
+        ("retention.ms".to_string(), "60000".to_string()),
+        ("segment.bytes".to_string(), "2097152".to_string()),
+    ]);
+    assert_eq!(stored(&m.store, "edited-twice").await.configs, expected);
+    let after = m.broker.topics.get("edited-twice").expect("still open");
+    assert_eq!(after.record.configs, expected);
+    assert_eq!(after.partitions[0].log_config().segment_bytes, 2_097_152);
+}
+
+#[tokio::test]
 async fn a_config_change_in_the_store_replaces_the_topic_snapshot() {
     let m = member().await;
     let me = m.broker.config.node_id;

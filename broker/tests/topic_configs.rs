@@ -180,6 +180,34 @@ async fn append_and_subtract_edit_list_valued_configs_only(store: Store) {
         );
     }
     assert_eq!(described(&broker, "orders", replicas).await, "1:0");
+    // At most 100,000 items given, or kept: the work stays linear and the stored value
+    // bounded. (Repeats of one item: the edit would be quick without the cap.)
+    let many = vec!["2:0"; 100_001].join(",");
+    let (code, message) = alter(&broker, "orders", &[(replicas, APPEND, &many)]).await;
+    assert_eq!(code, INVALID_CONFIG);
+    assert!(message.contains("at most 100000 items"), "{message}");
+    assert!(
+        message.len() < 1000,
+        "the value is not quoted whole: {message}"
+    );
+    assert_eq!(described(&broker, "orders", replicas).await, "1:0");
+    let distinct: Vec<String> = (0..100_000).map(|p| format!("{p}:1")).collect();
+    let (code, message) = alter(
+        &broker,
+        "orders",
+        &[(replicas, APPEND, &distinct.join(","))],
+    )
+    .await;
+    assert_eq!(code, INVALID_CONFIG, "1:0 and 100,000 more");
+    assert!(message.contains("not 100001"), "{message}");
+    let (code, _) = alter(
+        &broker,
+        "orders",
+        &[(replicas, SUBTRACT, &distinct.join(","))],
+    )
+    .await;
+    assert_eq!(code, 0);
+    assert_eq!(described(&broker, "orders", replicas).await, "1:0");
     // One config twice in a resource: INVALID_REQUEST, as Kafka.
     let (code, message) = alter(
         &broker,
@@ -242,6 +270,45 @@ async fn append_and_subtract_edit_list_valued_configs_only(store: Store) {
     let (code, message) = alter(&broker, "orders", &[("compression.type", SUBTRACT, "gzip")]).await;
     assert_eq!(code, INVALID_CONFIG);
     assert!(message.contains("subtract is allowed only"), "{message}");
+
+    // A resource named twice: INVALID_REQUEST for both entries and neither applied, as
+    // Kafka; another resource of the request is applied.
+    create(&broker, "payments", 1).await;
+    let resource = |topic: &'static str, value: &'static str| {
+        AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str(topic))
+            .with_configs(vec![
+                AlterableConfig::default()
+                    .with_name(StrBytes::from_static_str("retention.ms"))
+                    .with_config_operation(SET)
+                    .with_value(Some(StrBytes::from_static_str(value))),
+            ])
+    };
+    let body = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        resource("orders", "1000"),
+        resource("payments", "3000"),
+        resource("orders", "2000"),
+    ]);
+    let ResponseKind::IncrementalAlterConfigs(response) = call(
+        &broker,
+        ApiKey::IncrementalAlterConfigs,
+        1,
+        RequestKind::IncrementalAlterConfigs(body),
+    )
+    .await
+    else {
+        panic!("not an IncrementalAlterConfigs response");
+    };
+    let codes: Vec<i16> = response.responses.iter().map(|r| r.error_code).collect();
+    assert_eq!(codes, [INVALID_REQUEST, 0, INVALID_REQUEST], "{response:?}");
+    assert_eq!(
+        response.responses[0].error_message.as_deref(),
+        Some("Each resource must appear at most once.")
+    );
+    assert_ne!(described(&broker, "orders", "retention.ms").await, "1000");
+    assert_ne!(described(&broker, "orders", "retention.ms").await, "2000");
+    assert_eq!(described(&broker, "payments", "retention.ms").await, "3000");
 }
 
 /// (error code, error message) of one CreateTopics of `topic` with `configs`.

@@ -106,6 +106,8 @@ impl Broker {
         if crate::group::is_internal(name) {
             return Err(AdminError::Internal(name.to_string()));
         }
+        let mut configs = configs;
+        crate::topic_config::normalize(&mut configs);
         crate::topic_config::check_floors(&configs, &self.config)?;
         self.create_any_topic(
             name,
@@ -594,11 +596,13 @@ impl Broker {
 
     /// Changes a topic's config overrides: `edit` gets the current overrides and returns
     /// the new full set (AlterConfigs replaces them, IncrementalAlterConfigs edits them).
-    /// Runs under the admin lock, so concurrent edits do not lose each other's changes.
+    /// Runs under the admin lock, and against the stored record, not this broker's cached
+    /// copy (up to a refresh old): an edit made through another broker meanwhile is
+    /// edited, not overwritten. `edit` runs again if the record changes under it.
     pub async fn set_topic_configs(
         &self,
         name: &str,
-        edit: impl FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, AdminError>,
+        edit: impl Fn(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, AdminError>,
         validate_only: bool,
     ) -> Result<(), AdminError> {
         let _admin = self.admin.lock().await;
@@ -606,25 +610,42 @@ impl Broker {
             .topics
             .get(name)
             .ok_or_else(|| AdminError::UnknownTopic(name.to_string()))?;
-        let configs = edit(&topic.record.configs)?;
-        // Only what this request changes must respect the floors: a value stored before an
-        // operator raised them does not block every other change to the topic.
-        let changed: BTreeMap<String, String> = configs
-            .iter()
-            .filter(|(name, value)| topic.record.configs.get(*name) != Some(*value))
-            .map(|(name, value)| (name.clone(), value.clone()))
-            .collect();
-        crate::topic_config::check_floors(&changed, &self.config)?;
-        let config = TopicConfig::resolve(&configs, &self.effective_config())?;
+        let apply = |stored: &BTreeMap<String, String>| {
+            let mut configs = edit(stored)?;
+            crate::topic_config::normalize(&mut configs);
+            // Only what this request changes must respect the floors: a value stored
+            // before an operator raised them does not block every other change.
+            let changed: BTreeMap<String, String> = configs
+                .iter()
+                .filter(|(name, value)| stored.get(*name) != Some(*value))
+                .map(|(name, value)| (name.clone(), value.clone()))
+                .collect();
+            crate::topic_config::check_floors(&changed, &self.config)?;
+            let config = TopicConfig::resolve(&configs, &self.effective_config())?;
+            Ok::<_, AdminError>((configs, config))
+        };
         if validate_only {
+            let (stored, _) = self
+                .store
+                .get_topic_versioned(name)
+                .await?
+                .ok_or_else(|| AdminError::UnknownTopic(name.to_string()))?;
+            apply(&stored.configs)?;
             return Ok(());
         }
+        let mut resolved = None;
         let (record, store_version) = self
             .edit_stored_topic_versioned(name, |stored| {
-                stored.configs = configs.clone();
+                let (configs, config) = apply(&stored.configs)?;
+                stored.configs = configs;
+                resolved = Some(config);
                 Ok(())
             })
             .await?;
+        // Every success of edit_stored_topic ran the edit.
+        let Some(config) = resolved else {
+            return Err(AdminError::UnknownTopic(name.to_string()));
+        };
         let log_config = config.log_config();
         for partition in &topic.partitions {
             partition.set_config(log_config.clone());

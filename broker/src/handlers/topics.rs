@@ -1,7 +1,7 @@
 //! Topic administration: CreateTopics, DeleteTopics, CreatePartitions, DescribeConfigs,
 //! AlterConfigs, IncrementalAlterConfigs (BROKER resources go to `broker_configs`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
@@ -356,8 +356,36 @@ fn malformed_resource<'a>(
     problem.map(|message| (ResponseError::InvalidRequest.code(), str_bytes(message)))
 }
 
+/// Resources a request names more than once: Kafka answers each of their entries with
+/// INVALID_REQUEST, [`DUPLICATE_RESOURCE`], and applies none of them.
+fn duplicated_resources<'a>(
+    resources: impl IntoIterator<Item = (i8, &'a StrBytes)>,
+) -> HashSet<(i8, &'a str)> {
+    let mut seen = HashSet::new();
+    resources
+        .into_iter()
+        .filter(|(kind, name)| !seen.insert((*kind, name.as_str())))
+        .map(|(kind, name)| (kind, name.as_str()))
+        .collect()
+}
+
+const DUPLICATE_RESOURCE: &str = "Each resource must appear at most once.";
+
+fn duplicate_resource() -> (i16, StrBytes) {
+    (
+        ResponseError::InvalidRequest.code(),
+        StrBytes::from_static_str(DUPLICATE_RESOURCE),
+    )
+}
+
 pub async fn alter_configs(broker: &Arc<Broker>, request: AlterConfigsRequest) -> ResponseKind {
     let mut responses = Vec::with_capacity(request.resources.len());
+    let names: Vec<(i8, StrBytes)> = request
+        .resources
+        .iter()
+        .map(|r| (r.resource_type, r.resource_name.clone()))
+        .collect();
+    let duplicated = duplicated_resources(names.iter().map(|(kind, name)| (*kind, name)));
     for resource in request.resources {
         let response = alter_configs_response::AlterConfigsResourceResponse::default()
             .with_resource_type(resource.resource_type)
@@ -377,8 +405,13 @@ pub async fn alter_configs(broker: &Arc<Broker>, request: AlterConfigsRequest) -
             .configs
             .iter()
             .map(|c| (&c.name, OP_SET, c.value.is_some()));
-        let target = alter_target(resource.resource_type, &resource.resource_name)
-            .and_then(|topic| malformed_resource(configs).map_or(Ok(topic), Err));
+        let key = (resource.resource_type, resource.resource_name.as_str());
+        let target = if duplicated.contains(&key) {
+            Err(duplicate_resource())
+        } else {
+            alter_target(resource.resource_type, &resource.resource_name)
+                .and_then(|topic| malformed_resource(configs).map_or(Ok(topic), Err))
+        };
         let topic = match target {
             Ok(topic) => topic,
             Err((code, message)) => {
@@ -391,14 +424,14 @@ pub async fn alter_configs(broker: &Arc<Broker>, request: AlterConfigsRequest) -
             }
         };
         // AlterConfigs replaces the whole set of overrides.
-        let configs = resource
+        let configs: BTreeMap<String, String> = resource
             .configs
             .iter()
             .filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string())))
             .collect();
         responses.push(
             match broker
-                .set_topic_configs(&topic, |_| Ok(configs), request.validate_only)
+                .set_topic_configs(&topic, |_| Ok(configs.clone()), request.validate_only)
                 .await
             {
                 Ok(()) => response,
@@ -410,6 +443,19 @@ pub async fn alter_configs(broker: &Arc<Broker>, request: AlterConfigsRequest) -
         );
     }
     ResponseKind::AlterConfigs(AlterConfigsResponse::default().with_responses(responses))
+}
+
+/// Items an APPEND may give or leave in a list-valued config. Bounds the edit's work and
+/// the value kept in the metadata store; a throttled-replicas list of every replica of a
+/// 30,000-partition topic at replication factor 3 still fits.
+const MAX_LIST_ITEMS: usize = 100_000;
+
+/// The start of a value too long to quote whole in an error message.
+fn excerpt(value: &str) -> String {
+    match value.char_indices().nth(64) {
+        Some((end, _)) => format!("{}...", &value[..end]),
+        None => value.to_string(),
+    }
 }
 
 const OP_SET: i8 = 0;
@@ -468,14 +514,31 @@ fn edit_topic_configs(
                     .unwrap_or_else(|| (def.default)(broker_config));
                 let mut items: Vec<&str> = topic_config::list_items(&old);
                 let given = topic_config::list_items(&value);
+                let too_long = |count: usize| {
+                    invalid(
+                        &name,
+                        &excerpt(&value),
+                        format!(
+                            "a list-valued config holds at most {MAX_LIST_ITEMS} items, not {count}"
+                        ),
+                    )
+                };
+                if given.len() > MAX_LIST_ITEMS {
+                    return Err(too_long(given.len()));
+                }
                 if operation == OP_APPEND {
+                    let mut present: HashSet<&str> = items.iter().copied().collect();
                     for item in given {
-                        if !items.contains(&item) {
+                        if present.insert(item) {
                             items.push(item);
                         }
                     }
                 } else {
+                    let given: HashSet<&str> = given.into_iter().collect();
                     items.retain(|item| !given.contains(item));
+                }
+                if items.len() > MAX_LIST_ITEMS {
+                    return Err(too_long(items.len()));
                 }
                 let joined = items.join(",");
                 configs.insert(name, joined);
@@ -499,6 +562,12 @@ pub async fn incremental_alter_configs(
     request: IncrementalAlterConfigsRequest,
 ) -> ResponseKind {
     let mut responses = Vec::with_capacity(request.resources.len());
+    let names: Vec<(i8, StrBytes)> = request
+        .resources
+        .iter()
+        .map(|r| (r.resource_type, r.resource_name.clone()))
+        .collect();
+    let duplicated = duplicated_resources(names.iter().map(|(kind, name)| (*kind, name)));
     for resource in request.resources {
         let response = incremental_alter_configs_response::AlterConfigsResourceResponse::default()
             .with_resource_type(resource.resource_type)
@@ -519,8 +588,13 @@ pub async fn incremental_alter_configs(
             .configs
             .iter()
             .map(|c| (&c.name, c.config_operation, c.value.is_some()));
-        let target = alter_target(resource.resource_type, &resource.resource_name)
-            .and_then(|topic| malformed_resource(configs).map_or(Ok(topic), Err));
+        let key = (resource.resource_type, resource.resource_name.as_str());
+        let target = if duplicated.contains(&key) {
+            Err(duplicate_resource())
+        } else {
+            alter_target(resource.resource_type, &resource.resource_name)
+                .and_then(|topic| malformed_resource(configs).map_or(Ok(topic), Err))
+        };
         let name = match target {
             Ok(name) => name,
             Err((code, message)) => {

@@ -37,6 +37,7 @@ pub fn prepare_replica(records: &[u8]) -> Result<Prepared, BatchError> {
         buf: records.to_vec(),
         headers,
         records: records_count,
+        inflated: Vec::new(),
     })
 }
 
@@ -129,6 +130,7 @@ impl Log {
             mut buf,
             mut headers,
             records,
+            ..
         } = prepared;
         let Some(first) = headers.first() else {
             return Err(BatchError::Truncated(0).into());

@@ -417,6 +417,14 @@ pub fn set_log_append_time(batch: &mut [u8], now_ms: i64) {
     batch[17..21].copy_from_slice(&crc.to_be_bytes());
 }
 
+/// Sets a batch's max timestamp to `max_timestamp` and recomputes the CRC (the field is
+/// covered). For a produced CreateTime batch whose header disagrees with its records.
+pub fn set_max_timestamp(batch: &mut [u8], max_timestamp: i64) {
+    batch[35..43].copy_from_slice(&max_timestamp.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[CRC_START..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+}
+
 pub fn index_header(magic: &[u8; 4]) -> [u8; INDEX_HEADER_LEN as usize] {
     let mut header = [0u8; INDEX_HEADER_LEN as usize];
     header[..4].copy_from_slice(magic);

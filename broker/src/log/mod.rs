@@ -450,6 +450,7 @@ impl Log {
             mut buf,
             mut headers,
             records,
+            ..
         } = prepared;
         let mut verdicts = Vec::with_capacity(headers.len());
         for header in &headers {
@@ -743,6 +744,7 @@ impl Log {
             buf: batch.to_vec(),
             headers: vec![header],
             records: 1,
+            inflated: Vec::new(),
         };
         self.append(prepared, leader_epoch, now_ms)
     }
@@ -1175,6 +1177,10 @@ pub struct Prepared {
     buf: Vec<u8>,
     headers: Vec<BatchHeader>,
     records: i64,
+    /// Each batch's records section inflated, in bytes, as [`prepare_with`]'s walk
+    /// measured it; empty where nothing measured it (replica and marker batches).
+    /// Recompression pledges it to the compressor.
+    inflated: Vec<u64>,
 }
 
 impl Prepared {
@@ -1186,6 +1192,11 @@ impl Prepared {
             position += header.size;
             batch
         })
+    }
+
+    /// Bytes [`prepare_with`] inflated to check these batches.
+    pub fn inflated_total(&self) -> u64 {
+        self.inflated.iter().sum()
     }
 }
 
@@ -1253,18 +1264,33 @@ pub fn prepare_with(
         timestamps,
     } = *rules;
     let mut headers = Vec::new();
+    let mut inflated = Vec::new();
+    // Batches whose header max timestamp is not their records' max: (position, size,
+    // max).
+    let mut wrong_max = Vec::new();
     let mut position = 0;
     let mut budget = records::Budget::new(inflate_limit);
     while position < records.len() {
         let rest = &records[position..];
-        let header = format::validate_batch(rest, max_message_bytes)?;
-        records::check_produced_within(
-            &rest[..header.size],
-            &header,
-            require_keys,
-            timestamps,
-            &mut budget,
-        )?;
+        let mut header = format::validate_batch(rest, max_message_bytes)?;
+        let batch = &rest[..header.size];
+        let left = budget.left();
+        let max_timestamp =
+            records::check_produced_within(batch, &header, require_keys, timestamps, &mut budget)?;
+        // The time index, time retention and ListOffsets trust the header's max, so it
+        // is the records' (as Kafka's LogValidator rewrites it). A LogAppendTime batch
+        // is stamped at append instead.
+        if header.max_timestamp != max_timestamp && !format::is_log_append_time(batch) {
+            header.max_timestamp = max_timestamp;
+            wrong_max.push((position, header.size, max_timestamp));
+        }
+        // The walk charges every inflated byte of a compressed batch; an uncompressed
+        // batch's records are its bytes.
+        inflated.push(if format::codec(batch) == Ok(format::Codec::None) {
+            (header.size - format::BATCH_HEADER_LEN) as u64
+        } else {
+            left - budget.left()
+        });
         position += header.size;
         headers.push(header);
     }
@@ -1272,10 +1298,15 @@ pub fn prepare_with(
         return Err(BatchError::Truncated(0));
     }
     let records_count = headers.iter().map(|h| i64::from(h.record_count)).sum();
+    let mut buf = records.to_vec();
+    for (position, size, max_timestamp) in wrong_max {
+        format::set_max_timestamp(&mut buf[position..position + size], max_timestamp);
+    }
     Ok(Prepared {
-        buf: records.to_vec(),
+        buf,
         headers,
         records: records_count,
+        inflated,
     })
 }
 

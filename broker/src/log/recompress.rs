@@ -9,14 +9,24 @@
 //! sequences the broker checks are the header's.
 //!
 //! Bounds, since the input is a client's:
-//! - inflating is charged to the request's [`Budget`], as [`super::prepare`]'s walk is,
-//!   so a decompression bomb ends in [`BatchError::Inflated`];
+//! - inflating is charged to the [`Budget`] the caller passes (a fresh one of
+//!   [`records::MAX_INFLATED_BYTES`] per partition and request, as [`super::prepare`]'s
+//!   walk has), so a decompression bomb ends in [`BatchError::Inflated`];
 //! - the inflated records are streamed into the compressor, never held whole; what is
 //!   held is the output, and that stops growing past `max.message.bytes`: a batch that
 //!   recompresses larger is refused with [`BatchError::TooLarge`] (MESSAGE_TOO_LARGE), as
 //!   Kafka refuses it;
 //! - so a request's output is at most what it inflates (plus codec framing), within the
-//!   budget, and the caller runs it under the heavy-decode permit (a few at a time).
+//!   budget, and the caller runs it under the heavy-decode permit (a few at a time);
+//! - setting up a compressor costs time and memory whatever the batch's size, so each
+//!   batch rewritten is also charged [`BATCH_SETUP_COST`] bytes of the budget: a request
+//!   of many tiny batches stops in [`BatchError::Inflated`] after at most
+//!   `budget / BATCH_SETUP_COST` compressor setups;
+//! - zstd sizes its window and tables for the level unless told the input's size (level
+//!   22: hundreds of MiB and most of a second for a 60-byte batch). Each batch's
+//!   inflated size, measured by the prepare walk, is pledged to it, which shrinks both
+//!   to the batch (and writes the size into the frame header); one compression context
+//!   serves all the batches of a request.
 
 use std::cell::Cell;
 use std::io::{self, Write};
@@ -24,6 +34,10 @@ use std::io::{self, Write};
 use super::Prepared;
 use super::format::{self, BATCH_HEADER_LEN, BatchError, Codec, LOG_OVERHEAD};
 use super::records::{self, Budget, RecordError};
+
+/// Budget bytes charged per batch rewritten, for the compressor's setup: 64 KiB, so the
+/// full produce budget (256 MiB) allows 4096 rewritten batches per partition and request.
+pub const BATCH_SETUP_COST: u64 = 64 * 1024;
 
 /// The codec (and level) a topic stores produced batches in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,13 +67,20 @@ pub fn recompress(
 ) -> Result<Prepared, BatchError> {
     let mut buf = Vec::with_capacity(prepared.buf.len());
     let mut headers = Vec::with_capacity(prepared.headers.len());
-    for (batch, header) in prepared.batches().zip(&prepared.headers) {
+    let mut zstd = None;
+    for (index, (batch, header)) in prepared.batches().zip(&prepared.headers).enumerate() {
         let mut header = *header;
         if format::codec(batch) == Ok(target.codec) {
             buf.extend_from_slice(batch);
         } else {
+            budget.charge(BATCH_SETUP_COST)?;
+            let compressor = Compressor {
+                target,
+                inflated: prepared.inflated.get(index).copied(),
+                zstd: &mut zstd,
+            };
             let start = buf.len();
-            rewrite(batch, target, max_message_bytes, budget, &mut buf)?;
+            rewrite(batch, compressor, max_message_bytes, budget, &mut buf)?;
             header.size = buf.len() - start;
             header.attributes = i16::from_be_bytes([buf[start + 21], buf[start + 22]]);
         }
@@ -69,13 +90,23 @@ pub fn recompress(
         buf,
         headers,
         records: prepared.records,
+        inflated: prepared.inflated,
     })
+}
+
+/// What compresses one batch.
+struct Compressor<'a> {
+    target: Recompression,
+    /// The batch's records inflated, when the prepare walk measured them.
+    inflated: Option<u64>,
+    /// The request's zstd context, made at the first zstd batch.
+    zstd: &'a mut Option<zstd::zstd_safe::CCtx<'static>>,
 }
 
 /// Appends `batch` recompressed to `out`.
 fn rewrite(
     batch: &[u8],
-    target: Recompression,
+    compressor: Compressor<'_>,
     max_message_bytes: usize,
     budget: &mut Budget,
     out: &mut Vec<u8>,
@@ -88,7 +119,8 @@ fn rewrite(
         room: max_message_bytes.saturating_sub(BATCH_HEADER_LEN),
         overflow: &overflow,
     };
-    let result = compress(batch, target, sink, budget);
+    let target = compressor.target;
+    let result = compress(batch, compressor, sink, budget);
     if let Some(size) = overflow.get() {
         return Err(BatchError::TooLarge {
             size: BATCH_HEADER_LEN + size,
@@ -141,10 +173,11 @@ enum Failure {
 /// Streams `batch`'s inflated records through `target`'s compressor into `sink`.
 fn compress(
     batch: &[u8],
-    target: Recompression,
+    compressor: Compressor<'_>,
     sink: Bounded<'_>,
     budget: &mut Budget,
 ) -> Result<(), Failure> {
+    let target = compressor.target;
     match target.codec {
         Codec::None => {
             let mut sink = sink;
@@ -177,13 +210,33 @@ fn compress(
             finished.map_err(Failure::Output)?;
         }
         Codec::Zstd => {
-            let mut encoder =
-                zstd::stream::write::Encoder::new(sink, target.level).map_err(Failure::Output)?;
+            let context = match compressor.zstd {
+                Some(context) => context,
+                empty => {
+                    let mut context = zstd::zstd_safe::CCtx::try_create().ok_or_else(|| {
+                        Failure::Output(io::Error::other("no memory for a zstd context"))
+                    })?;
+                    context
+                        .set_parameter(zstd::zstd_safe::CParameter::CompressionLevel(target.level))
+                        .map_err(|code| Failure::Output(zstd_error(code)))?;
+                    empty.insert(context)
+                }
+            };
+            // The context keeps its parameters; its previous frame, if unfinished, is
+            // dropped by the session reset `with_context` does.
+            let mut encoder = zstd::stream::write::Encoder::with_context(sink, context);
+            encoder
+                .set_pledged_src_size(compressor.inflated)
+                .map_err(Failure::Output)?;
             records::inflate_into(batch, budget, &mut encoder).map_err(Failure::Records)?;
             encoder.finish().map_err(Failure::Output)?;
         }
     }
     Ok(())
+}
+
+fn zstd_error(code: usize) -> io::Error {
+    io::Error::other(zstd::zstd_safe::get_error_name(code))
 }
 
 /// A `Vec` that refuses to grow past `room` bytes, noting in `overflow` the size it

@@ -79,7 +79,12 @@ impl Budget {
         Budget { limit, left: limit }
     }
 
-    fn charge(&mut self, bytes: u64) -> Result<(), RecordError> {
+    /// Bytes still allowed.
+    pub fn left(&self) -> u64 {
+        self.left
+    }
+
+    pub(super) fn charge(&mut self, bytes: u64) -> Result<(), RecordError> {
         self.left = self
             .left
             .checked_sub(bytes)
@@ -402,24 +407,37 @@ pub fn check_produced(
     require_keys: bool,
     budget: &mut Budget,
 ) -> Result<(), BatchError> {
-    check_produced_within(batch, header, require_keys, None, budget)
+    check_produced_within(batch, header, require_keys, None, budget).map(|_| ())
 }
 
-/// [`check_produced`], and, with `timestamps = Some((low, high))`, every record's
-/// timestamp (unless it is -1, "none") within `[low, high]`, as a CreateTime topic's
-/// message.timestamp.before.max.ms / after.max.ms ask.
+/// [`check_produced`], and, with `timestamps = Some((low, high))` (a CreateTime topic),
+/// every record's timestamp (unless it is -1, "none") within `[low, high]`, as the
+/// topic's message.timestamp.before.max.ms / after.max.ms ask. A CreateTime topic keeps
+/// the producer's timestamps, so a batch there may not claim LogAppendTime (consumers
+/// would read every record's timestamp as the header's unchecked max).
+///
+/// Returns the largest record timestamp (-1 if none has one): the batch header's max
+/// timestamp, which the time index and retention trust, must be this one.
 pub fn check_produced_within(
     batch: &[u8],
     header: &BatchHeader,
     require_keys: bool,
     timestamps: Option<(i64, i64)>,
     budget: &mut Budget,
-) -> Result<(), BatchError> {
+) -> Result<i64, BatchError> {
+    if timestamps.is_some() && format::is_log_append_time(batch) {
+        return Err(BatchError::Record {
+            index: 0,
+            reason: "a producer cannot set LogAppendTime on a CreateTime topic's batch",
+        });
+    }
     let base_timestamp = base_timestamp(batch);
     let mut failure = None;
     let mut index: i32 = 0;
+    let mut max_timestamp = -1;
     let walked = for_each_record(batch, Want::Framing, budget, |record| {
         let timestamp = base_timestamp.wrapping_add(record.timestamp_delta);
+        max_timestamp = max_timestamp.max(timestamp);
         let reason = if index >= header.record_count {
             Some("the batch holds more records than its header counts")
         } else if record.offset_delta != index {
@@ -457,7 +475,7 @@ pub fn check_produced_within(
             reason: "the batch holds fewer records than its header counts",
         });
     }
-    Ok(())
+    Ok(max_timestamp)
 }
 
 /// Writes the records of one whole batch (CRC already checked), inflated, to `out`:

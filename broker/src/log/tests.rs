@@ -726,6 +726,73 @@ fn create_time_records_outside_the_timestamp_bounds_are_refused() {
             Err(BatchError::Timestamp { index: 0, .. })
         ));
     }
+}
+
+/// Sets a batch's max timestamp and attributes as a client may, with a valid CRC.
+fn forge_header(batch: &mut [u8], max_timestamp: i64, log_append_time: bool) {
+    batch[35..43].copy_from_slice(&max_timestamp.to_be_bytes());
+    if log_append_time {
+        batch[22] |= 0x08;
+    }
+    let crc = crc32c::crc32c(&batch[21..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+}
+
+#[test]
+fn a_produced_header_max_timestamp_is_the_records_max() {
+    let now = 1_700_000_000_000;
+    let config = LogConfig {
+        timestamp_after_max_ms: 1_000,
+        ..config()
+    };
+    let rules = config.produce_rules(now);
+    for compression in [Compression::None, Compression::Lz4] {
+        // Records at now - 3 .. now - 1; the header claims a year ahead (which would keep
+        // the segment from ever expiring) or the distant past.
+        for claimed in [now + 365 * 86_400_000, 0, -1] {
+            let mut forged = batch(3, now - 3, compression);
+            let untouched = batch(3, now - 3, compression);
+            forge_header(&mut forged, claimed, false);
+            let forged = [untouched.clone(), forged].concat();
+            let prepared = prepare_with(&forged, &rules, MAX_INFLATED_BYTES).expect("in range");
+            let batches: Vec<&[u8]> = prepared.batches().collect();
+            assert_eq!(
+                batches[0],
+                &untouched[..],
+                "an honest header is kept as it is"
+            );
+            for (batch, header) in batches.iter().zip(&prepared.headers) {
+                assert_eq!(header.max_timestamp, now - 1, "{compression:?} {claimed}");
+                let stored = format::validate_batch(batch, 1 << 20).expect("CRC recomputed");
+                assert_eq!(stored.max_timestamp, now - 1);
+            }
+        }
+    }
+    // A LogAppendTime bit would have consumers read every record's timestamp as the
+    // header's max, which no bound checked: refused on a CreateTime topic.
+    let mut stamped = batch(2, now, Compression::None);
+    forge_header(&mut stamped, now + 365 * 86_400_000, true);
+    assert!(matches!(
+        prepare_with(&stamped, &rules, MAX_INFLATED_BYTES),
+        Err(BatchError::Record { index: 0, .. })
+    ));
+    // A LogAppendTime topic stamps the batch at append anyway.
+    let log_append_time = LogConfig {
+        log_append_time: true,
+        ..config
+    };
+    let rules = log_append_time.produce_rules(now);
+    assert!(prepare_with(&stamped, &rules, MAX_INFLATED_BYTES).is_ok());
+}
+
+#[test]
+fn log_append_time_topics_do_not_check_producer_timestamps() {
+    let now = 1_700_000_000_000;
+    let config = LogConfig {
+        timestamp_before_max_ms: 60_000,
+        timestamp_after_max_ms: 1_000,
+        ..config()
+    };
     // LogAppendTime topics stamp batches themselves: producer timestamps are not checked.
     let stamped = LogConfig {
         log_append_time: true,

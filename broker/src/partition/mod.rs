@@ -87,7 +87,8 @@ const INLINE_INFLATE_BYTES: u64 = 4 * 1024 * 1024;
 /// [`log::prepare_with`]: inline for the usual small request, on the blocking pool for
 /// one whose records inflate past [`INLINE_INFLATE_BYTES`]; then, for a topic whose
 /// compression.type names a codec, batches in another codec are recompressed to it on
-/// the blocking pool (CPU-heavy, and it inflates again under a budget of its own).
+/// the blocking pool (CPU-heavy, and it inflates again under a budget of its own, as
+/// large as validation's, which also pays for each batch's compressor setup).
 async fn prepare_off_the_workers(
     records: &[u8],
     rules: log::ProduceRules,

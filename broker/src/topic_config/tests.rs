@@ -231,3 +231,34 @@ fn compression_and_timestamp_configs_reach_the_log() {
     assert_eq!(producer.log_config().recompression, None);
     assert_eq!(producer.log_config().timestamp_after_max_ms, 3_600_000);
 }
+
+#[test]
+fn booleans_are_read_ignoring_case_and_stored_in_lowercase() {
+    let broker = Config::default();
+    let mut overrides = BTreeMap::from([
+        (
+            "unclean.leader.election.enable".to_string(),
+            "TRUE".to_string(),
+        ),
+        ("preallocate".to_string(), " True".to_string()),
+        ("remote.log.copy.disable".to_string(), "False".to_string()),
+        ("cleanup.policy".to_string(), "compact".to_string()),
+    ]);
+    let config = TopicConfig::resolve(&overrides, &broker).expect("Kafka accepts these");
+    assert!(config.unclean_leader_election());
+    normalize(&mut overrides);
+    assert_eq!(overrides["unclean.leader.election.enable"], "true");
+    assert_eq!(overrides["preallocate"], "true");
+    assert_eq!(overrides["remote.log.copy.disable"], "false");
+    assert_eq!(
+        overrides["cleanup.policy"], "compact",
+        "only booleans change"
+    );
+    for refused in ["yes", "1", "TRUE!"] {
+        assert!(check("preallocate", refused).is_err(), "{refused}");
+    }
+    assert!(
+        check("remote.log.copy.disable", "TRUE").is_err(),
+        "only false is supported"
+    );
+}

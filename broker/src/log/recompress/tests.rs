@@ -146,6 +146,72 @@ fn a_batch_that_recompresses_past_max_message_bytes_is_too_large() {
 }
 
 #[test]
+fn zstd_is_told_each_batch_inflated_size() {
+    // Without the size, libzstd sizes window and tables for the level, whatever the batch:
+    // at level 22 that is hundreds of MiB and most of a second for a tiny batch. Told it,
+    // it writes the size into the frame header, which is what this checks.
+    for (from, compression) in CODECS
+        .into_iter()
+        .filter(|(codec, _)| *codec != Codec::Zstd)
+    {
+        let small = encode(&records(1), compression);
+        let large = encode(&records(400), compression);
+        let both = [small.clone(), large.clone()].concat();
+        let target = Recompression {
+            codec: Codec::Zstd,
+            level: 22,
+        };
+        let prepared = prepare(&both, 1 << 24, false, 1 << 30).expect("valid");
+        let prepared =
+            recompress(prepared, target, 1 << 24, &mut Budget::new(1 << 30)).expect("recompresses");
+        let stored: Vec<Vec<u8>> = prepared.batches().map(<[u8]>::to_vec).collect();
+        assert_eq!(stored.len(), 2);
+        for (original, stored) in [small, large].iter().zip(stored) {
+            let mut bytes = Bytes::from(original.clone());
+            let decoded = RecordBatchDecoder::decode_all(&mut bytes).expect("decodes");
+            let mut uncompressed = encode(&decoded[0].records, Compression::None);
+            let inflated = uncompressed.split_off(BATCH_HEADER_LEN);
+            let content_size =
+                zstd::zstd_safe::get_frame_content_size(&stored[BATCH_HEADER_LEN..]).ok();
+            assert_eq!(
+                content_size,
+                Some(Some(inflated.len() as u64)),
+                "{from:?} -> zstd"
+            );
+            // One context served both batches; each is a whole frame of its own records.
+            let mut bytes = Bytes::from(stored);
+            let decoded_again = RecordBatchDecoder::decode_all(&mut bytes).expect("decodes");
+            assert_eq!(decoded_again[0].records, decoded[0].records);
+        }
+    }
+}
+
+#[test]
+fn each_rewritten_batch_costs_a_compressor_setup() {
+    let batch = encode(&records(1), Compression::Lz4);
+    let target = Recompression {
+        codec: Codec::Zstd,
+        level: 22,
+    };
+    let inflated = prepare(&batch, 1 << 20, false, 1 << 30)
+        .expect("valid")
+        .inflated_total();
+    // Room for 10 batches' setups and records, not 11.
+    let budget = 10 * (BATCH_SETUP_COST + inflated);
+    let requests = |count: usize| batch.repeat(count);
+    let prepared = prepare(&requests(10), 1 << 20, false, 1 << 30).expect("valid");
+    let fits = recompress(prepared, target, 1 << 20, &mut Budget::new(budget));
+    assert_eq!(fits.map(|p| p.batches().count()).ok(), Some(10));
+    let prepared = prepare(&requests(11), 1 << 20, false, 1 << 30).expect("valid");
+    let refused = recompress(prepared, target, 1 << 20, &mut Budget::new(budget)).err();
+    assert_eq!(refused, Some(BatchError::Inflated { limit: budget }));
+    // Batches already in the codec are copied, not set up for.
+    let zstd = encode(&records(1), Compression::Zstd).repeat(11);
+    let prepared = prepare(&zstd, 1 << 20, false, 1 << 30).expect("valid");
+    assert!(recompress(prepared, target, 1 << 20, &mut Budget::new(budget)).is_ok());
+}
+
+#[test]
 fn a_decompression_bomb_hits_the_budget() {
     let record = Record {
         value: Some(Bytes::from(vec![0u8; 8 << 20])),
