@@ -249,7 +249,7 @@ pub struct Described {
     pub source: i8,
     pub read_only: bool,
     pub sensitive: bool,
-    /// Kafka's ConfigType: BOOLEAN 1, STRING 2, LONG 5, DOUBLE 6.
+    /// Kafka's ConfigType: BOOLEAN 1, STRING 2, INT 3, LONG 5, DOUBLE 6, PASSWORD 9.
     pub config_type: i8,
     /// Where the value could come from, highest precedence first: (name, value, source).
     pub synonyms: Vec<(String, Option<String>, i8)>,
@@ -262,9 +262,22 @@ fn text(value: &toml::Value) -> String {
     }
 }
 
-fn config_type(value: &toml::Value) -> i8 {
+/// The settings Kafka types INT (3); other integers are LONG (5).
+const INT_SETTINGS: &[&str] = &[
+    "broker.id",
+    "num.partitions",
+    "socket.request.max.bytes",
+    "log.segment.bytes",
+    "log.index.interval.bytes",
+    "message.max.bytes",
+    "min.insync.replicas",
+];
+
+/// Kafka's ConfigType of the setting `name`, whose value is like `value`.
+fn config_type(name: &str, value: &toml::Value) -> i8 {
     match value {
         toml::Value::Boolean(_) => 1,
+        toml::Value::Integer(_) if INT_SETTINGS.contains(&name) => 3,
         toml::Value::Integer(_) => 5,
         toml::Value::Float(_) => 6,
         _ => 2,
@@ -283,7 +296,11 @@ pub fn describe(
     let table = |c: &Config| toml::Table::try_from(c).unwrap_or_default();
     let (static_table, effective_table) = (table(static_config), table(effective));
     let default_table = table(&Config::default());
-    let type_of = |setting: &str| static_table.get(setting).map_or(2, config_type);
+    let type_of = |s: &BrokerSetting| {
+        static_table
+            .get(s.setting)
+            .map_or(2, |value| config_type(s.name, value))
+    };
     if scope == ConfigScope::ClusterDefault {
         return stored
             .cluster_default
@@ -294,7 +311,7 @@ pub fn describe(
                 source: SOURCE_DYNAMIC_DEFAULT_BROKER,
                 read_only: false,
                 sensitive: false,
-                config_type: setting(name).map_or(2, |s| type_of(s.setting)),
+                config_type: setting(name).map_or(2, type_of),
                 synonyms: vec![(
                     name.clone(),
                     Some(value.clone()),
@@ -332,7 +349,7 @@ pub fn describe(
                     .map_or(SOURCE_DEFAULT, |(_, _, source)| *source),
                 read_only: !s.dynamic,
                 sensitive: false,
-                config_type: type_of(s.setting),
+                config_type: type_of(s),
                 synonyms,
             }
         })
@@ -347,7 +364,7 @@ pub fn describe(
         },
         read_only: true,
         sensitive: true,
-        config_type: 2,
+        config_type: 9,
         synonyms: Vec::new(),
     }));
     rows
@@ -613,6 +630,11 @@ mod tests {
         assert!(row("broker.id").read_only);
         let secret = row("etcd_password");
         assert!(secret.sensitive && secret.value.is_none());
+        assert_eq!(secret.config_type, 9, "PASSWORD");
+        assert_eq!(row("num.partitions").config_type, 3, "INT");
+        assert_eq!(row("min.insync.replicas").config_type, 3, "INT");
+        assert_eq!(row("log.retention.ms").config_type, 5, "LONG");
+        assert_eq!(row("unclean.leader.election.enable").config_type, 1);
 
         let defaults = describe(
             &static_config,
