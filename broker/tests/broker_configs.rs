@@ -30,11 +30,13 @@ on_every_store!(
 );
 
 const BROKER: i8 = 4;
+const TOPIC: i8 = 2;
 const SET: i8 = 0;
 const DELETE: i8 = 1;
 const APPEND: i8 = 2;
 const INVALID_REQUEST: i16 = 42;
 const INVALID_CONFIG: i16 = 40;
+const DYNAMIC_TOPIC: i8 = 1;
 const DYNAMIC_BROKER: i8 = 2;
 const DYNAMIC_DEFAULT_BROKER: i8 = 3;
 const DEFAULT: i8 = 5;
@@ -203,6 +205,28 @@ async fn the_cluster_default_and_a_broker_value_apply_without_a_restart(store: S
     let defaults = describe(&broker, BROKER, "").await;
     let names: Vec<&str> = defaults.configs.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["log.retention.ms", "num.partitions"]);
+    // A topic reports an inherited value with the source of the broker setting behind it,
+    // and its synonyms (Kafka's names), as Kafka does.
+    let plain = describe(&broker, TOPIC, "plain").await;
+    assert_eq!(
+        entry(&plain, "retention.ms"),
+        (
+            Some("60000".into()),
+            DYNAMIC_DEFAULT_BROKER,
+            false,
+            vec![DYNAMIC_DEFAULT_BROKER, DEFAULT]
+        )
+    );
+    assert_eq!(entry(&plain, "segment.ms").1, DEFAULT);
+    assert_eq!(
+        entry(&describe(&broker, TOPIC, "kept").await, "retention.ms"),
+        (
+            Some("86400000".into()),
+            DYNAMIC_TOPIC,
+            false,
+            vec![DYNAMIC_TOPIC, DYNAMIC_DEFAULT_BROKER, DEFAULT]
+        )
+    );
 
     // This broker's own value beats the cluster default; deleting it falls back.
     assert_eq!(
