@@ -268,7 +268,7 @@ def test_topic_configs_round_trip(broker, metadata):
     entries = describe(admin, "cfg")
     assert entries["max.message.bytes"].value == "2000"
     assert entries["retention.ms"].value == "-1"  # the broker default set in start()
-    assert entries["retention.ms"].source == ConfigSource.DEFAULT_CONFIG.value
+    assert entries["retention.ms"].source == ConfigSource.STATIC_BROKER_CONFIG.value  # set in the broker's settings
     assert entries["segment.bytes"].value == "1048576"
 
     # The new max.message.bytes is enforced on produce.

@@ -26,14 +26,17 @@ use handler_support::{Store, broker, broker_with, call, call_as, caller, create,
 on_every_store!(
     the_cluster_default_and_a_broker_value_apply_without_a_restart,
     refused_changes_name_the_config_and_store_nothing,
+    values_that_do_not_apply_are_dropped_one_by_one,
 );
 
 const BROKER: i8 = 4;
+const TOPIC: i8 = 2;
 const SET: i8 = 0;
 const DELETE: i8 = 1;
 const APPEND: i8 = 2;
 const INVALID_REQUEST: i16 = 42;
 const INVALID_CONFIG: i16 = 40;
+const DYNAMIC_TOPIC: i8 = 1;
 const DYNAMIC_BROKER: i8 = 2;
 const DYNAMIC_DEFAULT_BROKER: i8 = 3;
 const DEFAULT: i8 = 5;
@@ -202,6 +205,28 @@ async fn the_cluster_default_and_a_broker_value_apply_without_a_restart(store: S
     let defaults = describe(&broker, BROKER, "").await;
     let names: Vec<&str> = defaults.configs.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["log.retention.ms", "num.partitions"]);
+    // A topic reports an inherited value with the source of the broker setting behind it,
+    // and its synonyms (Kafka's names), as Kafka does.
+    let plain = describe(&broker, TOPIC, "plain").await;
+    assert_eq!(
+        entry(&plain, "retention.ms"),
+        (
+            Some("60000".into()),
+            DYNAMIC_DEFAULT_BROKER,
+            false,
+            vec![DYNAMIC_DEFAULT_BROKER, DEFAULT]
+        )
+    );
+    assert_eq!(entry(&plain, "segment.ms").1, DEFAULT);
+    assert_eq!(
+        entry(&describe(&broker, TOPIC, "kept").await, "retention.ms"),
+        (
+            Some("86400000".into()),
+            DYNAMIC_TOPIC,
+            false,
+            vec![DYNAMIC_TOPIC, DYNAMIC_DEFAULT_BROKER, DEFAULT]
+        )
+    );
 
     // This broker's own value beats the cluster default; deleting it falls back.
     assert_eq!(
@@ -355,6 +380,111 @@ async fn refused_changes_name_the_config_and_store_nothing(store: Store) {
         retention_ms(&broker, "plain"),
         broker.config.log_retention_ms
     );
+}
+
+/// A stored value this broker does not apply (a name a newer build stored; a segment size
+/// under a floor raised since) costs only that value: on a restart the others apply, the
+/// set can still be changed, and the unknown name can be deleted.
+async fn values_that_do_not_apply_are_dropped_one_by_one(store: Store) {
+    use strata_broker::cluster::ConfigScope;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data_dir = dir.path().join("data");
+    {
+        let config = strata_broker::config::Config {
+            data_dir: data_dir.clone(),
+            ..Default::default()
+        };
+        let stores = strata_broker::cluster::open(&config)
+            .await
+            .expect("open the metadata store");
+        let stored: std::collections::BTreeMap<String, String> = [
+            ("log.retention.ms", "2592000000"),
+            ("log.segment.bytes", "2097152"),
+            ("log.from.a.newer.build", "1"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert!(
+            stores
+                .metadata
+                .set_broker_configs(ConfigScope::ClusterDefault, &Default::default(), &stored)
+                .await
+                .expect("store")
+        );
+    }
+    // Restarted with a floor above the stored segment size.
+    let broker = broker_with(dir.path(), store, Arc::new(SystemClock), |c| {
+        c.log_segment_bytes_min = 4 << 20;
+    })
+    .await;
+    let effective = broker.effective_config();
+    assert_eq!(
+        effective.log_retention_ms, 2592000000,
+        "the other keys apply"
+    );
+    assert_eq!(effective.log_segment_bytes, 4 << 20, "lifted to the floor");
+    create(&broker, "plain", 1).await;
+    assert_eq!(retention_ms(&broker, "plain"), 2592000000);
+
+    // The broker's own set and the cluster default can still be changed ...
+    assert_eq!(
+        alter(
+            &broker,
+            "0",
+            &[(SET, "log.flush.interval.ms", Some("5"))],
+            false
+        )
+        .await,
+        (0, String::new())
+    );
+    assert_eq!(broker.effective_config().log_flush_ms, 5);
+    assert_eq!(
+        alter(&broker, "", &[(SET, "num.partitions", Some("2"))], false).await,
+        (0, String::new())
+    );
+    assert_eq!(broker.effective_config().num_partitions, 2);
+    // ... but not given a new value below the floor, which is refused by name.
+    let (code, message) = alter(
+        &broker,
+        "",
+        &[(SET, "log.segment.bytes", Some("3145728"))],
+        false,
+    )
+    .await;
+    assert_eq!(code, INVALID_REQUEST, "{message}");
+    assert!(message.contains("log.segment.bytes"), "{message}");
+    // The unknown name can be deleted; deleting an unstored one is still refused.
+    assert_eq!(
+        alter(
+            &broker,
+            "",
+            &[(DELETE, "log.from.a.newer.build", None)],
+            false
+        )
+        .await,
+        (0, String::new())
+    );
+    let defaults = describe(&broker, BROKER, "").await;
+    assert!(
+        defaults
+            .configs
+            .iter()
+            .all(|c| c.name.as_str() != "log.from.a.newer.build"),
+        "{defaults:?}"
+    );
+    assert_eq!(
+        alter(
+            &broker,
+            "",
+            &[(DELETE, "log.from.a.newer.build", None)],
+            false
+        )
+        .await
+        .0,
+        INVALID_REQUEST
+    );
+    assert_eq!(broker.effective_config().log_retention_ms, 2592000000);
 }
 
 /// Kafka's rule: broker configs need DESCRIBE_CONFIGS / ALTER_CONFIGS on the cluster.

@@ -12,9 +12,11 @@
 //! `metadata_refresh_interval_ms`; the broker that took the change applies it at once.
 //! Topics keep their own overrides; everything else about them follows the new defaults.
 //!
-//! Only the settings marked dynamic in [`SETTINGS`] may be stored. A stored set that does not
-//! apply (a value written by a newer build, or checked against another broker's static
-//! settings) is logged and ignored whole: the broker keeps its previous configuration.
+//! Only the settings marked dynamic in [`SETTINGS`] may be stored. A stored value that does
+//! not apply (a name written by a newer build, a value another broker's static settings
+//! accepted) is dropped on its own and logged once, as in Kafka: the other values apply
+//! (see [`effective_with_dropped`]). Every apply and alter runs under `Broker::admin`, and
+//! a metadata round does not apply a read begun before this broker stored a change.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -137,65 +139,105 @@ pub fn check_names<'a>(
 }
 
 /// `static_config` with the dynamic values for its broker applied (the cluster default,
-/// then the broker's own), validated as at start-up.
+/// then the broker's own), each checked as at start-up, and the values this broker does
+/// not apply with the reason.
+///
+/// As Kafka's DynamicBrokerConfig does, a value that does not apply (an unknown or
+/// read-only name, say one a newer build stored; a value that does not parse, is out of
+/// range or breaks a start-up check) is dropped on its own: the others still apply, and
+/// the setting keeps the value below it (the cluster default, else the static one).
+/// `log.segment.bytes` and `log.roll.ms` below this broker's static floors
+/// (`log_segment_bytes_min`, `log_segment_ms_min`) are lifted to them, as
+/// [`TopicConfig::resolve`] lifts topic overrides, unless `clamp` is false (a change being
+/// checked, refused instead).
+pub fn effective_with_dropped(
+    static_config: &Config,
+    stored: &BrokerConfigs,
+    clamp: bool,
+) -> (Config, Vec<DynamicConfigError>) {
+    let mut dropped = Vec::new();
+    let Ok(mut table) = toml::Table::try_from(static_config) else {
+        // Cannot happen: a Config always serializes. Nothing dynamic applies then.
+        return (static_config.clone(), dropped);
+    };
+    let mut config = static_config.clone();
+    let own = stored.scope(ConfigScope::Broker(static_config.node_id));
+    for (name, value) in stored.cluster_default.iter().chain(own.iter()) {
+        match apply_one(&config, &table, name, value, clamp) {
+            Ok((next_table, next_config)) => {
+                table = next_table;
+                config = next_config;
+            }
+            Err(e) => dropped.push(e),
+        }
+    }
+    (config, dropped)
+}
+
+/// `table` (the configuration `config`) with `name` set to `value`, checked.
+fn apply_one(
+    config: &Config,
+    table: &toml::Table,
+    name: &str,
+    value: &str,
+    clamp: bool,
+) -> Result<(toml::Table, Config), DynamicConfigError> {
+    let def = dynamic_setting(name)?;
+    let invalid = |reason: String| DynamicConfigError::Invalid {
+        name: name.to_string(),
+        value: value.to_string(),
+        reason,
+    };
+    let current = table
+        .get(def.setting)
+        .ok_or_else(|| invalid(format!("no broker setting {}", def.setting)))?;
+    let mut typed = crate::config::typed_value(name, value, current).map_err(|e| {
+        invalid(match e {
+            crate::config::ConfigError::Invalid { message, .. } => message,
+            other => other.to_string(),
+        })
+    })?;
+    let floor = match def.setting {
+        "log_segment_bytes" => Some(config.log_segment_bytes_min),
+        "log_segment_ms" => Some(config.log_segment_ms_min),
+        _ => None,
+    };
+    if clamp
+        && let (Some(floor), toml::Value::Integer(v)) = (floor, &typed)
+        && *v < floor
+    {
+        typed = toml::Value::Integer(floor);
+    }
+    let mut table = table.clone();
+    table.insert(def.setting.to_string(), typed);
+    // A value out of the setting's range (an i32 setting given 3000000000) fails here.
+    let next: Config = table
+        .clone()
+        .try_into()
+        .map_err(|e: toml::de::Error| invalid(e.message().trim().to_string()))?;
+    let check = |e: crate::config::ConfigError| {
+        invalid(match e {
+            crate::config::ConfigError::Invalid { message, setting } => {
+                format!("{message} (broker setting {setting})")
+            }
+            other => other.to_string(),
+        })
+    };
+    next.validate().map_err(check)?;
+    crate::topic_config::check_defaults(&next).map_err(check)?;
+    Ok((table, next))
+}
+
+/// [`effective_with_dropped`], refusing the first value that does not apply.
 pub fn effective(
     static_config: &Config,
     stored: &BrokerConfigs,
 ) -> Result<Config, DynamicConfigError> {
-    let mut table =
-        toml::Table::try_from(static_config).map_err(|e| DynamicConfigError::Invalid {
-            name: "(all)".into(),
-            value: String::new(),
-            reason: e.to_string(),
-        })?;
-    let own = stored.scope(ConfigScope::Broker(static_config.node_id));
-    // Kafka's name of the setting each table key took its value from, for errors.
-    let mut origin: BTreeMap<&'static str, (&str, &str)> = BTreeMap::new();
-    for (name, value) in stored.cluster_default.iter().chain(own.iter()) {
-        let def = dynamic_setting(name)?;
-        let invalid = |reason: String| DynamicConfigError::Invalid {
-            name: name.clone(),
-            value: value.clone(),
-            reason,
-        };
-        let current = table
-            .get(def.setting)
-            .ok_or_else(|| invalid(format!("no broker setting {}", def.setting)))?;
-        let typed = crate::config::typed_value(name, value, current).map_err(|e| {
-            invalid(match e {
-                crate::config::ConfigError::Invalid { message, .. } => message,
-                other => other.to_string(),
-            })
-        })?;
-        table.insert(def.setting.to_string(), typed);
-        origin.insert(def.setting, (name.as_str(), value.as_str()));
+    let (config, dropped) = effective_with_dropped(static_config, stored, false);
+    match dropped.into_iter().next() {
+        Some(e) => Err(e),
+        None => Ok(config),
     }
-    let config: Config =
-        table
-            .try_into()
-            .map_err(|e: toml::de::Error| DynamicConfigError::Invalid {
-                name: "(all)".into(),
-                value: String::new(),
-                reason: e.message().to_string(),
-            })?;
-    let named = |e: crate::config::ConfigError| {
-        let setting = match &e {
-            crate::config::ConfigError::Invalid { setting, .. } => setting.as_str(),
-            _ => "",
-        };
-        let (name, value) = origin
-            .get(setting)
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .unwrap_or_else(|| (setting.to_string(), String::new()));
-        DynamicConfigError::Invalid {
-            name,
-            value,
-            reason: e.to_string(),
-        }
-    };
-    config.validate().map_err(named)?;
-    crate::topic_config::check_defaults(&config).map_err(named)?;
-    Ok(config)
 }
 
 /// One row of DescribeConfigs for a BROKER resource.
@@ -207,7 +249,7 @@ pub struct Described {
     pub source: i8,
     pub read_only: bool,
     pub sensitive: bool,
-    /// Kafka's ConfigType: BOOLEAN 1, STRING 2, LONG 5, DOUBLE 6.
+    /// Kafka's ConfigType: BOOLEAN 1, STRING 2, INT 3, LONG 5, DOUBLE 6, PASSWORD 9.
     pub config_type: i8,
     /// Where the value could come from, highest precedence first: (name, value, source).
     pub synonyms: Vec<(String, Option<String>, i8)>,
@@ -220,9 +262,22 @@ fn text(value: &toml::Value) -> String {
     }
 }
 
-fn config_type(value: &toml::Value) -> i8 {
+/// The settings Kafka types INT (3); other integers are LONG (5).
+const INT_SETTINGS: &[&str] = &[
+    "broker.id",
+    "num.partitions",
+    "socket.request.max.bytes",
+    "log.segment.bytes",
+    "log.index.interval.bytes",
+    "message.max.bytes",
+    "min.insync.replicas",
+];
+
+/// Kafka's ConfigType of the setting `name`, whose value is like `value`.
+fn config_type(name: &str, value: &toml::Value) -> i8 {
     match value {
         toml::Value::Boolean(_) => 1,
+        toml::Value::Integer(_) if INT_SETTINGS.contains(&name) => 3,
         toml::Value::Integer(_) => 5,
         toml::Value::Float(_) => 6,
         _ => 2,
@@ -241,7 +296,11 @@ pub fn describe(
     let table = |c: &Config| toml::Table::try_from(c).unwrap_or_default();
     let (static_table, effective_table) = (table(static_config), table(effective));
     let default_table = table(&Config::default());
-    let type_of = |setting: &str| static_table.get(setting).map_or(2, config_type);
+    let type_of = |s: &BrokerSetting| {
+        static_table
+            .get(s.setting)
+            .map_or(2, |value| config_type(s.name, value))
+    };
     if scope == ConfigScope::ClusterDefault {
         return stored
             .cluster_default
@@ -252,7 +311,7 @@ pub fn describe(
                 source: SOURCE_DYNAMIC_DEFAULT_BROKER,
                 read_only: false,
                 sensitive: false,
-                config_type: setting(name).map_or(2, |s| type_of(s.setting)),
+                config_type: setting(name).map_or(2, type_of),
                 synonyms: vec![(
                     name.clone(),
                     Some(value.clone()),
@@ -290,7 +349,7 @@ pub fn describe(
                     .map_or(SOURCE_DEFAULT, |(_, _, source)| *source),
                 read_only: !s.dynamic,
                 sensitive: false,
-                config_type: type_of(s.setting),
+                config_type: type_of(s),
                 synonyms,
             }
         })
@@ -305,7 +364,7 @@ pub fn describe(
         },
         read_only: true,
         sensitive: true,
-        config_type: 2,
+        config_type: 9,
         synonyms: Vec::new(),
     }));
     rows
@@ -313,10 +372,15 @@ pub fn describe(
 
 /// What this broker last read of the dynamic configs, and its configuration with them.
 pub(super) struct DynamicConfigs {
+    /// Written only with `Broker::admin` held, so that the comparison with what is in
+    /// force, this write and the topics' update happen as one step.
     state: std::sync::RwLock<(Arc<BrokerConfigs>, Arc<Config>)>,
-    /// Changes this broker stored: a metadata round whose read began before one must not
-    /// apply what it read (the values before the change) over it.
+    /// Changes this broker stored (bumped, with `Broker::admin` held, before the store
+    /// write): a metadata round whose read began before one must not apply what it read
+    /// (possibly the values before the change) over it.
     changes: std::sync::atomic::AtomicU64,
+    /// The dropped values already logged, so that each is logged once and not every round.
+    warned: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl DynamicConfigs {
@@ -327,12 +391,25 @@ impl DynamicConfigs {
                 Arc::new(static_config.clone()),
             )),
             changes: std::sync::atomic::AtomicU64::new(0),
+            warned: std::sync::Mutex::new(std::collections::BTreeSet::new()),
         }
     }
 
     /// How many changes this broker has stored; see [`Broker::apply_broker_configs_read`].
     pub(super) fn changes(&self) -> u64 {
         self.changes.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Logs the values in `dropped` not logged before; forgets those no longer dropped,
+    /// so that one dropped again later is logged again.
+    fn warn_dropped(&self, dropped: &[DynamicConfigError]) {
+        let now: std::collections::BTreeSet<String> =
+            dropped.iter().map(ToString::to_string).collect();
+        let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
+        for reason in now.difference(&warned) {
+            warn!(reason = %reason, "a stored dynamic broker config does not apply to this broker; it keeps the value below it");
+        }
+        *warned = now;
     }
 }
 
@@ -367,43 +444,46 @@ impl Broker {
             .clone()
     }
 
-    /// Reads the dynamic configs from the store and applies them (start-up and metadata
-    /// rounds).
+    /// Reads the dynamic configs from the store and applies them (start-up).
     pub(crate) async fn refresh_broker_configs(&self) -> Result<(), StoreError> {
         let stored = self.store.broker_configs().await?;
-        self.apply_broker_configs(stored).await;
+        let admin = self.admin.lock().await;
+        self.apply_broker_configs(&admin, stored);
         Ok(())
     }
 
     /// Applies `stored`, read by a metadata round that began when
     /// [`DynamicConfigs::changes`] was `changes_before_read`, unless this broker stored a
-    /// change since: that change is in force already and the read predates it.
+    /// change since: that change is in force already and the read may predate it.
     pub(crate) async fn apply_broker_configs_read(
         &self,
         stored: BrokerConfigs,
         changes_before_read: u64,
     ) {
+        let admin = self.admin.lock().await;
         if self.dynamic_configs.changes() == changes_before_read {
-            self.apply_broker_configs(stored).await;
+            self.apply_broker_configs(&admin, stored);
         }
     }
 
     /// Applies `stored` if it differs from what is in force: the new effective
-    /// configuration, then every open topic's configuration resolved against it.
-    pub(crate) async fn apply_broker_configs(&self, stored: BrokerConfigs) {
+    /// configuration (values that do not apply dropped, see [`effective_with_dropped`]),
+    /// then every open topic's configuration resolved against it. The caller holds
+    /// `admin` (the guard is the proof), so that applies and alters happen in order.
+    fn apply_broker_configs(
+        &self,
+        _admin: &tokio::sync::MutexGuard<'_, ()>,
+        stored: BrokerConfigs,
+    ) {
         if *self.stored_broker_configs() == stored {
             return;
         }
-        let config = match effective(&self.config, &stored) {
-            Ok(config) => config,
-            Err(e) => {
-                warn!(error = %e, "the stored dynamic broker configs do not apply to this broker; keeping the previous ones");
-                return;
-            }
-        };
+        let (config, dropped) = effective_with_dropped(&self.config, &stored, true);
+        self.dynamic_configs.warn_dropped(&dropped);
         info!(
             cluster_default = ?stored.cluster_default,
             own = ?stored.scope(ConfigScope::Broker(self.config.node_id)),
+            dropped = dropped.len(),
             "dynamic broker configs applied"
         );
         let config = Arc::new(config);
@@ -412,7 +492,6 @@ impl Broker {
             .state
             .write()
             .unwrap_or_else(|p| p.into_inner()) = (Arc::new(stored), config.clone());
-        let _admin = self.admin.lock().await;
         for topic in self.topics.all() {
             let resolved = match TopicConfig::resolve(&topic.record.configs, &config) {
                 Ok(resolved) => resolved,
@@ -439,9 +518,11 @@ impl Broker {
     }
 
     /// Changes the dynamic configs of `scope` with `edit` (given the stored set, returns the
-    /// new one), after checking the result applies to this broker. Nothing is stored when
-    /// `validate_only`. The write is a compare-and-swap on the set it edited: when another
-    /// broker changed it meanwhile, the edit runs again on the new set.
+    /// new one), after checking that the values it sets or changes apply to this broker
+    /// (values stored before, such as a name only a newer build knows, are left to the
+    /// apply, which drops them). Nothing is stored when `validate_only`. The write is a
+    /// compare-and-swap on the set it edited: when another broker changed it meanwhile,
+    /// the edit runs again on the new set.
     pub async fn alter_broker_configs(
         &self,
         scope: ConfigScope,
@@ -454,23 +535,34 @@ impl Broker {
             let mut stored = self.store.broker_configs().await?;
             let current = stored.scope(scope);
             let next = edit(&current)?;
-            check_names(next.keys())?;
+            let changed = |name: &String| next.get(name) != current.get(name);
+            check_names(next.keys().filter(|name| changed(name)))?;
             stored.set_scope(scope, next.clone());
-            effective(&self.config, &stored)?;
+            let (_, dropped) = effective_with_dropped(&self.config, &stored, false);
+            // `scope` is this broker's or the cluster default, both of which apply here.
+            if let Some(refused) = dropped.into_iter().find(|e| match e {
+                DynamicConfigError::Invalid { name, value, .. } => {
+                    next.get(name) == Some(value) && changed(name)
+                }
+                DynamicConfigError::ReadOnly(name) | DynamicConfigError::Unknown(name) => {
+                    changed(name)
+                }
+            }) {
+                return Err(refused.into());
+            }
             if validate_only {
                 return Ok(());
             }
+            // Before the write: a metadata round reading meanwhile must not apply its read.
+            self.dynamic_configs
+                .changes
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             if self
                 .store
                 .set_broker_configs(scope, &current, &next)
                 .await?
             {
-                self.dynamic_configs
-                    .changes
-                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                // Applying takes the admin lock itself.
-                drop(admin);
-                self.apply_broker_configs(stored).await;
+                self.apply_broker_configs(&admin, stored);
                 return Ok(());
             }
         }
@@ -539,6 +631,11 @@ mod tests {
         assert!(row("broker.id").read_only);
         let secret = row("etcd_password");
         assert!(secret.sensitive && secret.value.is_none());
+        assert_eq!(secret.config_type, 9, "PASSWORD");
+        assert_eq!(row("num.partitions").config_type, 3, "INT");
+        assert_eq!(row("min.insync.replicas").config_type, 3, "INT");
+        assert_eq!(row("log.retention.ms").config_type, 5, "LONG");
+        assert_eq!(row("unclean.leader.election.enable").config_type, 1);
 
         let defaults = describe(
             &static_config,
@@ -578,6 +675,78 @@ mod tests {
         ] {
             match effective(&config, &with_default(&[(name, value)])) {
                 Err(DynamicConfigError::Invalid { name: n, .. }) => assert_eq!(n, name),
+                other => panic!("{name}={value}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_value_that_does_not_apply_is_dropped_alone() {
+        let static_config = Config {
+            node_id: 1,
+            log_retention_ms: 7 * 86_400_000,
+            log_segment_bytes_min: 4 << 20,
+            log_segment_bytes: 8 << 20,
+            ..Config::default()
+        };
+        let stored = BrokerConfigs {
+            cluster_default: set(&[
+                ("log.retention.ms", "2592000000"),
+                ("log.from.a.newer.build", "1"),
+                ("log.segment.bytes", "2097152"),
+                ("num.partitions", "3000000000"),
+                ("log.flush.interval.ms", "soon"),
+            ]),
+            brokers: BTreeMap::from([(1, set(&[("broker.id", "3"), ("num.partitions", "6")]))]),
+        };
+        let (config, dropped) = effective_with_dropped(&static_config, &stored, true);
+        assert_eq!(config.log_retention_ms, 2592000000, "the other keys apply");
+        assert_eq!(config.log_segment_bytes, 4 << 20, "lifted to the floor");
+        assert_eq!(
+            config.num_partitions, 6,
+            "the broker's own value still applies"
+        );
+        assert_eq!(config.log_flush_ms, static_config.log_flush_ms);
+        let mut names: Vec<String> = dropped
+            .iter()
+            .map(|e| match e {
+                DynamicConfigError::Unknown(n) | DynamicConfigError::ReadOnly(n) => n.clone(),
+                DynamicConfigError::Invalid { name, .. } => name.clone(),
+            })
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "broker.id",
+                "log.flush.interval.ms",
+                "log.from.a.newer.build",
+                "num.partitions"
+            ]
+        );
+        // Checked as a change, the value under the floor is refused rather than lifted.
+        let (_, dropped) = effective_with_dropped(&static_config, &stored, false);
+        assert!(dropped.iter().any(
+            |e| matches!(e, DynamicConfigError::Invalid { name, .. } if name == "log.segment.bytes")
+        ));
+    }
+
+    #[test]
+    fn a_value_out_of_the_settings_range_is_refused_by_name() {
+        for (name, value) in [
+            ("num.partitions", "3000000000"),
+            ("min.insync.replicas", "10000000000"),
+        ] {
+            let stored = BrokerConfigs {
+                cluster_default: set(&[(name, value)]),
+                ..BrokerConfigs::default()
+            };
+            match effective(&Config::default(), &stored) {
+                Err(DynamicConfigError::Invalid {
+                    name: n, value: v, ..
+                }) => {
+                    assert_eq!((n.as_str(), v.as_str()), (name, value));
+                }
                 other => panic!("{name}={value}: {other:?}"),
             }
         }

@@ -319,6 +319,7 @@ impl Broker {
                 return Ok(last.clone());
             }
         }
+        let mut broker_configs_failed = false;
         let snapshot = MetadataSnapshot {
             revision: revision.unwrap_or(-1),
             session,
@@ -328,17 +329,24 @@ impl Broker {
             draining: self.store.draining().await?.into_iter().collect(),
             // Before the topics: the later the topics are read, the less a round that
             // applies them lags behind topic changes made here meanwhile.
-            broker_configs: self.store.broker_configs().await?,
+            broker_configs: match self.store.broker_configs().await {
+                Ok(configs) => configs,
+                Err(e) => {
+                    broker_configs_failed = true;
+                    tracing::warn!(error = %e, "could not read the dynamic broker configs; keeping the ones read before");
+                    (*self.stored_broker_configs()).clone()
+                }
+            },
             topics: self.store.list_topics_versioned().await?,
         };
         // Credentials, quotas and ACLs changed through other brokers arrive with the same
-        // reads. After a failed read the snapshot is not kept, so the next round reads
+        // reads. After a failed read (of those, or of the broker configs) the snapshot is not kept, so the next round reads
         // again rather than waiting for the store to move.
         let refreshed = self.security.refresh().await;
         if let Err(e) = &refreshed {
             tracing::warn!(error = %e, "could not re-read credentials, quotas and ACLs; keeping the ones read before");
         }
-        if revision.is_some() && refreshed.is_ok() {
+        if revision.is_some() && refreshed.is_ok() && !broker_configs_failed {
             *self
                 .membership
                 .snapshot

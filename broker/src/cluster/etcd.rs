@@ -11,7 +11,7 @@
 //! | `<prefix>/draining/<node_id>` | present while the broker is being drained |
 //! | `<prefix>/security/<kind>/<key>` | a SCRAM credential, ACL binding or quota (JSON of the security module) |
 //! | `<prefix>/broker_configs/default` | the cluster default of dynamic broker configs: a JSON object of Kafka names to values |
-//! | `<prefix>/broker_configs/<node_id>` | one broker's dynamic configs, likewise; both changed by compare-and-swap on the value |
+//! | `<prefix>/broker_configs/<node_id>` | one broker's dynamic configs, likewise; both changed by compare-and-swap on the key's revision; values this build cannot read are skipped with a warning |
 //!
 //! A broker's lease (TTL `broker_session_timeout_ms`) is its session: when the broker dies
 //! or cannot reach etcd for that long, its registration and controllership vanish with it.
@@ -551,21 +551,26 @@ impl MetadataStore for EtcdStore {
         let prefix = self.key("broker_configs/");
         let response = self.get_prefix("broker_configs/").await?;
         let mut configs = BrokerConfigs::default();
+        // A key or value this build cannot read (say one a newer build wrote) is skipped
+        // with a warning rather than failing the read: every metadata round reads these.
         for kv in response.kvs() {
             let key = String::from_utf8_lossy(kv.key()).into_owned();
-            let corrupt = |message: String| StoreError::Corrupt {
-                key: key.clone(),
-                message,
-            };
-            let values: std::collections::BTreeMap<String, String> =
-                serde_json::from_slice(kv.value()).map_err(|e| corrupt(e.to_string()))?;
             let scope = match key.strip_prefix(&prefix) {
                 Some("default") => ConfigScope::ClusterDefault,
-                Some(id) => ConfigScope::Broker(
-                    id.parse()
-                        .map_err(|_| corrupt("not `default` or a node id".into()))?,
-                ),
+                Some(id) => match id.parse() {
+                    Ok(id) => ConfigScope::Broker(id),
+                    Err(_) => {
+                        tracing::warn!(
+                            key,
+                            "skipping a dynamic broker config key that is not `default` or a node id"
+                        );
+                        continue;
+                    }
+                },
                 None => continue,
+            };
+            let Some(values) = readable_broker_configs(&key, kv.value()) else {
+                continue;
             };
             configs.set_scope(scope, values);
         }
@@ -582,21 +587,78 @@ impl MetadataStore for EtcdStore {
             ConfigScope::ClusterDefault => self.key("broker_configs/default"),
             ConfigScope::Broker(id) => self.key(&format!("broker_configs/{id}")),
         };
-        // Values are compared as written: this store writes them in one serialization
-        // (serde_json of a BTreeMap, keys in order) and never writes an empty set.
-        let unchanged = if expected.is_empty() {
-            Compare::create_revision(key.clone(), CompareOp::Equal, 0)
-        } else {
-            let bytes = serde_json::to_vec(expected).map_err(unavailable)?;
-            Compare::value(key.clone(), CompareOp::Equal, bytes)
+        // Compared as read (values this build cannot read skipped, as `broker_configs`
+        // does), then swapped on the key's revision: a set holding such a value can still
+        // be changed.
+        let mut kv = self.client.kv_client();
+        let found = timed(kv.get(key.clone(), None)).await?;
+        let (unchanged, stored) = match found.kvs().first() {
+            Some(found) => (
+                Compare::mod_revision(key.clone(), CompareOp::Equal, found.mod_revision()),
+                readable_broker_configs(&key, found.value()).unwrap_or_default(),
+            ),
+            None => (
+                Compare::create_revision(key.clone(), CompareOp::Equal, 0),
+                std::collections::BTreeMap::new(),
+            ),
         };
+        if stored != *expected {
+            return Ok(false);
+        }
         let change = if configs.is_empty() {
             TxnOp::delete(key, None)
         } else {
             TxnOp::put(key, serde_json::to_vec(configs).map_err(unavailable)?, None)
         };
-        let mut kv = self.client.kv_client();
         let response = timed(kv.txn(Txn::new().when([unchanged]).and_then([change]))).await?;
         Ok(response.succeeded())
+    }
+}
+
+/// The dynamic broker configs stored at `key` as this build reads them: a value that is
+/// not a string (say one a newer build wrote) is skipped with a warning, and so is the
+/// whole set if it is not a JSON object.
+fn readable_broker_configs(
+    key: &str,
+    bytes: &[u8],
+) -> Option<std::collections::BTreeMap<String, String>> {
+    let values: serde_json::Map<String, serde_json::Value> = match serde_json::from_slice(bytes) {
+        Ok(values) => values,
+        Err(e) => {
+            tracing::warn!(key, error = %e, "skipping dynamic broker configs that are not a JSON object");
+            return None;
+        }
+    };
+    Some(
+        values
+            .into_iter()
+            .filter_map(|(name, value)| match value {
+                serde_json::Value::String(value) => Some((name, value)),
+                other => {
+                    tracing::warn!(key, name, value = %other, "skipping a dynamic broker config whose value is not a string");
+                    None
+                }
+            })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::readable_broker_configs;
+
+    #[test]
+    fn a_broker_config_this_build_cannot_read_is_skipped_alone() {
+        let read = readable_broker_configs(
+            "k",
+            br#"{"log.retention.ms":"60000","num.partitions":3,"x":{"nested":"1"}}"#,
+        )
+        .expect("an object");
+        assert_eq!(
+            read.into_iter().collect::<Vec<_>>(),
+            [("log.retention.ms".to_string(), "60000".to_string())]
+        );
+        assert_eq!(readable_broker_configs("k", b"[1, 2]"), None);
+        assert_eq!(readable_broker_configs("k", b"\xff"), None);
     }
 }

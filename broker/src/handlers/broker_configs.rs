@@ -204,9 +204,12 @@ pub async fn incremental_alter(
                     next.insert(name, value.to_string());
                 }
                 _ => {
-                    // Deleting what the broker cannot change is refused like setting it.
-                    dynamic_config::check_names([&name])?;
-                    next.remove(&name);
+                    // Any stored name may be deleted, so that a value this broker does not
+                    // apply (a name only a newer build knows) can be removed; deleting an
+                    // unstored name the broker cannot change is refused like setting it.
+                    if next.remove(&name).is_none() {
+                        dynamic_config::check_names([&name])?;
+                    }
                 }
             }
         }

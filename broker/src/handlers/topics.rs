@@ -11,7 +11,7 @@ use kafka_protocol::messages::create_topics_response::{
 };
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_configs_response::{
-    DescribeConfigsResourceResult, DescribeConfigsResult,
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
 };
 use kafka_protocol::messages::{
     AlterConfigsRequest, AlterConfigsResponse, CreatePartitionsRequest, CreatePartitionsResponse,
@@ -43,6 +43,44 @@ fn source(described: &Described) -> i8 {
     } else {
         SOURCE_DYNAMIC_TOPIC
     }
+}
+
+/// A topic config's source and synonyms for DescribeConfigs, as Kafka reports them: an
+/// override is DYNAMIC_TOPIC_CONFIG; an inherited value has the source of the broker
+/// setting it comes from (`broker_rows`: this broker's DescribeConfigs rows), dynamic,
+/// static or default. Synonyms list the override, then the broker setting's levels.
+fn topic_source_and_synonyms(
+    described: &Described,
+    broker_rows: &[crate::broker::dynamic_config::Described],
+) -> (i8, Vec<DescribeConfigsSynonym>) {
+    let broker_row = topic_config::def(described.name).and_then(|def| {
+        let setting = crate::broker::dynamic_config::SETTINGS
+            .iter()
+            .find(|s| s.setting == def.broker_setting)?;
+        broker_rows.iter().find(|row| row.name == setting.name)
+    });
+    let mut synonyms = Vec::new();
+    if !described.is_default {
+        synonyms.push(
+            DescribeConfigsSynonym::default()
+                .with_name(str_bytes(described.name))
+                .with_value(Some(str_bytes(described.value.clone())))
+                .with_source(SOURCE_DYNAMIC_TOPIC),
+        );
+    }
+    if let Some(row) = broker_row {
+        synonyms.extend(row.synonyms.iter().map(|(name, value, source)| {
+            DescribeConfigsSynonym::default()
+                .with_name(str_bytes(name.clone()))
+                .with_value(value.clone().map(str_bytes))
+                .with_source(*source)
+        }));
+    }
+    let source = match broker_row {
+        Some(row) if described.is_default => row.source,
+        _ => source(described),
+    };
+    (source, synonyms)
 }
 
 /// Admits `adding` partitions into a request that already added `added`, within
@@ -263,7 +301,11 @@ pub fn describe_configs(broker: &Arc<Broker>, request: DescribeConfigsRequest) -
                 .configuration_keys
                 .as_ref()
                 .map(|k| k.iter().map(|s| s.to_string()).collect());
-            let wanted = |name: &str| keys.as_ref().is_none_or(|k| k.iter().any(|w| w == name));
+            // No keys (null or empty, as in Kafka) means every config.
+            let wanted = |name: &str| {
+                keys.as_ref()
+                    .is_none_or(|k| k.is_empty() || k.iter().any(|w| w == name))
+            };
             let result = DescribeConfigsResult::default()
                 .with_resource_type(resource.resource_type)
                 .with_resource_name(resource.resource_name.clone());
@@ -280,15 +322,27 @@ pub fn describe_configs(broker: &Arc<Broker>, request: DescribeConfigsRequest) -
                                 resource.resource_name
                             ))));
                     };
+                    let broker_rows = crate::broker::dynamic_config::describe(
+                        &broker.config,
+                        &broker.effective_config(),
+                        &broker.stored_broker_configs(),
+                        crate::cluster::ConfigScope::Broker(broker.config.node_id),
+                    );
                     let configs = topic
                         .config
                         .describe()
                         .into_iter()
                         .filter(|d| wanted(d.name))
                         .map(|d| {
+                            let (source, synonyms) = topic_source_and_synonyms(&d, &broker_rows);
                             DescribeConfigsResourceResult::default()
                                 .with_name(str_bytes(d.name))
-                                .with_config_source(source(&d))
+                                .with_config_source(source)
+                                .with_synonyms(if request.include_synonyms {
+                                    synonyms
+                                } else {
+                                    Vec::new()
+                                })
                                 .with_config_type(d.kafka_type)
                                 .with_documentation(
                                     request.include_documentation.then(|| str_bytes(d.doc)),
