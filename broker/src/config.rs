@@ -78,6 +78,14 @@ pub struct Config {
     /// Upper bound on bytes per second fetched from the object store for remote reads, so
     /// replays cannot starve live produce and fetch. Default 0: unlimited.
     pub remote_read_rate_bytes: i64,
+    /// Ranged GETs the read-ahead keeps in flight at once, over all partitions. Default 8.
+    /// More keeps a slow store busier (each GET is latency-bound) at the cost of
+    /// `remote_chunk_bytes` of memory per GET in flight.
+    pub remote_read_ahead_concurrency: i64,
+    /// Threads of the separate runtime that runs remote reads, cache fills and the disk
+    /// cache's I/O, so that replays do not queue behind or ahead of produce on the
+    /// request threads. Default 1.
+    pub remote_read_threads: i64,
     /// Memory for cached remote chunks. Default 256 MiB.
     pub remote_cache_memory_bytes: i64,
     /// Local disk for cached remote chunks; 0 keeps the cache in memory only. Default
@@ -453,6 +461,8 @@ impl Default for Config {
             remote_chunk_bytes: 4 << 20,
             remote_read_ahead_chunks: 4,
             remote_read_rate_bytes: 0,
+            remote_read_ahead_concurrency: 8,
+            remote_read_threads: 1,
             remote_cache_memory_bytes: 256 << 20,
             remote_cache_disk_bytes: 1 << 30,
             remote_cache_dir: String::new(),
@@ -820,6 +830,18 @@ impl Config {
         }
         at_least("remote_read_ahead_chunks", self.remote_read_ahead_chunks, 0)?;
         at_least("remote_read_rate_bytes", self.remote_read_rate_bytes, 0)?;
+        at_least(
+            "remote_read_ahead_concurrency",
+            self.remote_read_ahead_concurrency,
+            1,
+        )?;
+        if self.remote_read_ahead_concurrency > 1024 {
+            return Err(invalid("remote_read_ahead_concurrency", "must be <= 1024"));
+        }
+        at_least("remote_read_threads", self.remote_read_threads, 1)?;
+        if self.remote_read_threads > 64 {
+            return Err(invalid("remote_read_threads", "must be <= 64"));
+        }
         at_least(
             "remote_cache_memory_bytes",
             self.remote_cache_memory_bytes,

@@ -8,8 +8,15 @@
 //! - Single flight: concurrent readers of a missing chunk share one GET (foyer's
 //!   `get_or_fetch`).
 //! - Read-ahead: after a read, the next `read_ahead_chunks` chunks are fetched in the
-//!   background (bounded), so a sequential consumer finds them cached; the caller asks
-//!   for the next segment's first chunks when a read reaches the end of a segment.
+//!   background (bounded), so a sequential consumer finds them cached. The window is a
+//!   byte budget ([`SegmentCache::read_ahead`] returns what is left of it past the
+//!   object's end), so the caller carries it on into the next segments: small segments
+//!   (1 MiB, as low-volume topics roll on segment.ms) keep as many GETs in flight as
+//!   large ones.
+//! - Isolation: every GET, every cache fill and the disk tier's I/O run on the cache's
+//!   own small runtime (`read_threads` threads, "strata-tier-io"), never on the threads
+//!   that serve produce; readers get the bytes back through the task's join handle. A
+//!   read that panics or is aborted there is an error for its reader, nothing more.
 //! - A token bucket on bytes fetched from the store (`rate_bytes_per_sec`, 0 = none)
 //!   keeps replays from starving live traffic of network and CPU.
 //!
@@ -23,7 +30,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use foyer::{BlockEngineConfig, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder};
+use foyer::{
+    BlockEngineConfig, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder, Spawner,
+};
 use prometheus::{IntCounter, Registry};
 use tokio::sync::Semaphore;
 use uuid::Uuid;
@@ -43,6 +52,8 @@ pub struct CacheSettings {
     pub rate_bytes_per_sec: u64,
     /// Background chunk fetches at once (read-ahead).
     pub prefetch_concurrency: usize,
+    /// Threads of the runtime that runs remote reads and the disk tier's I/O (at least 1).
+    pub read_threads: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -190,8 +201,23 @@ async fn fetch_chunk(
     Ok(bytes)
 }
 
+/// The runtime remote reads run on. Dropped from inside another runtime (the broker's),
+/// so it shuts down in the background instead of blocking.
+struct IoRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for IoRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 pub struct SegmentCache {
     cache: HybridCache<ChunkKey, Bytes>,
+    /// Where GETs, cache fills and read-ahead run: see the module documentation.
+    io: tokio::runtime::Handle,
+    _io_runtime: IoRuntime,
     store: Arc<dyn RemoteStore>,
     chunk_bytes: u64,
     read_ahead_chunks: u64,
@@ -221,6 +247,14 @@ impl SegmentCache {
         registry: &Registry,
     ) -> Result<Arc<SegmentCache>, String> {
         let chunk_bytes = settings.chunk_bytes.max(64 * 1024);
+        let io_runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(settings.read_threads.max(1))
+            .thread_name("strata-tier-io")
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the remote read threads: {e}"))?;
+        let io = io_runtime.handle().clone();
+        let io_runtime = IoRuntime(Some(io_runtime));
         let builder = HybridCacheBuilder::new()
             .with_name("strata-segments")
             .memory(settings.memory_bytes.max(chunk_bytes as usize))
@@ -243,7 +277,9 @@ impl SegmentCache {
                 .with_capacity(capacity)
                 .build()
                 .map_err(|e| format!("cannot open the cache in {}: {e}", settings.dir.display()))?;
-            builder.with_engine_config(BlockEngineConfig::new(device).with_block_size(block))
+            builder
+                .with_spawner(Spawner::from(io.clone()))
+                .with_engine_config(BlockEngineConfig::new(device).with_block_size(block))
         } else {
             builder
         };
@@ -254,6 +290,8 @@ impl SegmentCache {
         let metrics = CacheMetrics::register(registry).map_err(|e| e.to_string())?;
         Ok(Arc::new(SegmentCache {
             cache,
+            io,
+            _io_runtime: io_runtime,
             store,
             chunk_bytes,
             read_ahead_chunks: settings.read_ahead_chunks,
@@ -306,13 +344,41 @@ impl SegmentCache {
         start..(start + self.chunk_bytes).min(object.size)
     }
 
+    /// One chunk, from the cache or the store. The lookup and any GET run on the I/O
+    /// runtime; a reader that goes away leaves the fetch to finish and fill the cache.
     async fn chunk(self: &Arc<Self>, object: &ObjectRef, index: u64) -> Result<Bytes, TierError> {
+        let this = self.clone();
+        let object_key = object.key.clone();
+        let task = self.io.spawn({
+            let object = object.clone();
+            // Created here so that a miss's GET is a child of the read that needed it.
+            let span = tracing::Span::current();
+            tracing::Instrument::instrument(
+                async move { this.chunk_here(&object, index).await },
+                span,
+            )
+        });
+        match task.await {
+            Ok(result) => result,
+            Err(e) => Err(StoreError::Transient {
+                op: "get",
+                key: object_key,
+                message: format!("the remote read task failed: {e}"),
+            }
+            .into()),
+        }
+    }
+
+    async fn chunk_here(
+        self: &Arc<Self>,
+        object: &ObjectRef,
+        index: u64,
+    ) -> Result<Bytes, TierError> {
         self.metrics.lookups.inc();
         let key = self.key(object, index);
         let range = self.chunk_range(object, index);
         let this = self.clone();
         let object_key = object.key.clone();
-        // Created here so that a miss's GET is a child of the read that needed it.
         let span = tracing::trace_span!(target: "strata::trace", "object_store.get",
             otel.kind = "client", object = %object.key, range_start = range.start,
             range_bytes = range.end - range.start);
@@ -345,7 +411,7 @@ impl SegmentCache {
         let last = (range.end - 1) / self.chunk_bytes;
         let chunks =
             futures::future::try_join_all((first..=last).map(|i| self.chunk(object, i))).await?;
-        self.read_ahead(object, last + 1);
+        self.read_ahead(object, last + 1, self.read_ahead_chunks * self.chunk_bytes);
         if chunks.len() == 1 {
             let base = first * self.chunk_bytes;
             return Ok(chunks[0].slice((range.start - base) as usize..(range.end - base) as usize));
@@ -360,26 +426,38 @@ impl SegmentCache {
         Ok(out.freeze())
     }
 
-    /// Fetches chunks `from..from + read_ahead_chunks` of `object` in the background, if
-    /// they are not cached and a read-ahead slot is free (read-ahead never queues).
-    pub fn read_ahead(self: &Arc<Self>, object: &ObjectRef, from: u64) {
+    /// The read-ahead window in bytes: `read_ahead_chunks` chunks.
+    pub fn read_ahead_bytes(&self) -> u64 {
+        self.read_ahead_chunks * self.chunk_bytes
+    }
+
+    /// Fetches `budget` bytes of `object` from chunk `from` on in the background, those
+    /// not cached yet, while a read-ahead slot is free (read-ahead never queues). Returns
+    /// what is left of the budget past the object's end, for the caller to spend on the
+    /// objects that follow; 0 if the budget ended inside this object or the slots ran out.
+    pub fn read_ahead(self: &Arc<Self>, object: &ObjectRef, from: u64, budget: u64) -> u64 {
         let end = object.size.div_ceil(self.chunk_bytes);
-        for index in from..(from + self.read_ahead_chunks).min(end) {
-            if self.cache.contains(&self.key(object, index)) {
-                continue;
+        let mut budget = budget;
+        let mut index = from;
+        while index < end && budget > 0 {
+            let range = self.chunk_range(object, index);
+            budget = budget.saturating_sub(range.end - range.start);
+            if !self.cache.contains(&self.key(object, index)) {
+                let Ok(permit) = self.prefetch.clone().try_acquire_owned() else {
+                    return 0;
+                };
+                self.metrics.read_ahead.inc();
+                let this = self.clone();
+                let object = object.clone();
+                self.io.spawn(async move {
+                    let _permit = permit;
+                    // Failures are the reader's to see when it asks for the chunk itself.
+                    let _ = this.chunk_here(&object, index).await;
+                });
             }
-            let Ok(permit) = self.prefetch.clone().try_acquire_owned() else {
-                return;
-            };
-            self.metrics.read_ahead.inc();
-            let this = self.clone();
-            let object = object.clone();
-            tokio::spawn(async move {
-                let _permit = permit;
-                // Failures are the reader's to see when it asks for the chunk itself.
-                let _ = this.chunk(&object, index).await;
-            });
+            index += 1;
         }
+        if index < end { 0 } else { budget }
     }
 
     /// Drops every cached chunk of `object` (memory and disk), so the next read GETs it

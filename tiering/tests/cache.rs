@@ -19,11 +19,13 @@ const MIB: u64 = 1024 * KIB;
 /// The smallest chunk the cache allows.
 const CHUNK: u64 = 64 * KIB;
 
-/// Counts ranged GETs (and can slow them down, to widen race windows).
+/// Counts ranged GETs (and can slow them down, to widen race windows, or panic on a key,
+/// as a bug in a store client would).
 struct Counting<S> {
     inner: S,
     gets: AtomicU64,
     delay: Duration,
+    panic_on: std::sync::Mutex<Option<String>>,
 }
 
 #[async_trait::async_trait]
@@ -39,6 +41,13 @@ impl<S: RemoteStore> RemoteStore for Counting<S> {
     }
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
         self.gets.fetch_add(1, Ordering::SeqCst);
+        let panics = self
+            .panic_on
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_deref()
+            == Some(key);
+        assert!(!panics, "the store client panicked on {key}");
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;
         }
@@ -73,6 +82,7 @@ impl Setup {
                 inner: FaultyStore::new(backend, faults.clone()),
                 gets: AtomicU64::new(0),
                 delay,
+                panic_on: std::sync::Mutex::new(None),
             }),
             faults,
         }
@@ -87,6 +97,7 @@ impl Setup {
             read_ahead_chunks: 0,
             rate_bytes_per_sec: 0,
             prefetch_concurrency: 4,
+            read_threads: 1,
         }
     }
 
@@ -317,18 +328,76 @@ async fn read_ahead_caches_the_next_chunks() {
 
     // The caller can warm another object explicitly (the next segment).
     let (next, _) = setup.object(2 * CHUNK, 3).await;
-    cache.read_ahead(&next, 0);
+    cache.read_ahead(&next, 0, 2 * CHUNK);
     eventually("the next object", || {
         cache.is_cached(&next, 0) && cache.is_cached(&next, CHUNK)
     })
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_ahead_carries_its_budget_into_the_next_objects() {
+    let setup = Setup::new(Duration::ZERO);
+    let registry = Registry::new();
+    let cache = setup.cache(&setup.settings(), &registry).await;
+    let (a, _) = setup.object(2 * CHUNK, 10).await;
+    let (b, _) = setup.object(CHUNK, 11).await;
+    let (c, _) = setup.object(CHUNK / 2, 12).await;
+    let (d, _) = setup.object(CHUNK, 13).await;
+    // Three chunks and a bit: all of a, all of b, and c (a chunk started is fetched whole).
+    let left = cache.read_ahead(&a, 0, 3 * CHUNK + 10);
+    assert_eq!(left, CHUNK + 10, "what is left past a's end");
+    let left = cache.read_ahead(&b, 0, left);
+    assert_eq!(left, 10);
+    let left = cache.read_ahead(&c, 0, left);
+    assert_eq!(left, 0, "c's chunk spent the rest");
+    assert_eq!(cache.read_ahead(&d, 0, left), 0);
+    eventually("a, b and c cached", || {
+        cache.is_cached(&a, 0)
+            && cache.is_cached(&a, CHUNK)
+            && cache.is_cached(&b, 0)
+            && cache.is_cached(&c, 0)
+    })
+    .await;
+    assert!(!cache.is_cached(&d, 0), "read-ahead stops at its budget");
+    assert_eq!(setup.gets(), 4);
+    assert_eq!(counter(&registry, "strata_remote_read_ahead_total"), 4);
+    // Chunks already cached cost budget but no GET.
+    assert_eq!(cache.read_ahead(&a, 0, 2 * CHUNK), 0);
+    assert_eq!(setup.gets(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_that_panics_fails_its_readers_and_nothing_else() {
+    let setup = Setup::new(Duration::ZERO);
+    let registry = Registry::new();
+    let cache = setup.cache(&setup.settings(), &registry).await;
+    let (bad, _) = setup.object(2 * CHUNK, 20).await;
+    let (good, data) = setup.object(2 * CHUNK, 21).await;
+    *setup.store.panic_on.lock().expect("lock") = Some(bad.key.clone());
+    // Several readers of the same chunk share the failed fetch; each gets an error.
+    let readers = futures::future::join_all((0..4).map(|_| cache.read(&bad, 0..100))).await;
+    for got in readers {
+        let err = got.expect_err("the GET panicked");
+        assert!(err.is_transient(), "{err}");
+    }
+    // The cache and its runtime still serve other objects, and the same chunk again once
+    // the store behaves.
+    let got = cache.read(&good, 0..2 * CHUNK).await.expect("read");
+    assert_eq!(got, data);
+    *setup.store.panic_on.lock().expect("lock") = None;
+    let got = cache
+        .read(&bad, 0..100)
+        .await
+        .expect("read after the panic");
+    assert_eq!(got.len(), 100);
+}
+
 #[tokio::test]
 async fn read_ahead_never_queues_beyond_its_slots() {
-    // One slot; on a current-thread runtime the spawned fetch cannot finish before the
-    // loop asks for the next slot.
-    let setup = Setup::new(Duration::ZERO);
+    // One slot, and a slow store: the fetch in it is still out when the loop asks for
+    // the next slot.
+    let setup = Setup::new(Duration::from_millis(300));
     let registry = Registry::new();
     let settings = CacheSettings {
         read_ahead_chunks: 4,

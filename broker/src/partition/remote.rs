@@ -45,15 +45,37 @@ pub enum RemoteReadError {
 
 /// The last offset-index entry at or before `relative`: (its relative offset, its
 /// position); (0, 0) if none.
+///
+/// A binary search: a fetch pays O(log n) for it, not a walk of the whole index (a 64 MiB
+/// segment's index has thousands of entries). It does not prove the index sorted; the
+/// caller checks that the entry names a batch with the offset it says, and walks from the
+/// segment's start otherwise, so a damaged index costs a slower read, never wrong records.
 pub fn index_floor(index: &[u8], relative: i64) -> (u32, u64) {
-    format::index_floor(index, OFFSET_ENTRY_LEN, relative, |e| {
-        i64::from(format::offset_entry(e).0)
-    })
-    .map_or((0, 0), |e| {
-        let (rel, position) = format::offset_entry(e);
-        (rel, u64::from(position))
-    })
+    let entry_len = OFFSET_ENTRY_LEN as usize;
+    let entries = index
+        .get(format::INDEX_HEADER_LEN as usize..)
+        .unwrap_or_default();
+    let entry = |i: usize| format::offset_entry(&entries[i * entry_len..(i + 1) * entry_len]);
+    let count = entries.len() / entry_len;
+    let mut low = 0;
+    let mut high = count;
+    while low < high {
+        let middle = low + (high - low) / 2;
+        if i64::from(entry(middle).0) <= relative {
+            low = middle + 1;
+        } else {
+            high = middle;
+        }
+    }
+    match low.checked_sub(1).map(entry) {
+        Some((rel, position)) if i64::from(rel) <= relative => (rel, u64::from(position)),
+        _ => (0, 0),
+    }
 }
+
+/// At most this many segments ahead of a reader are warmed (the byte budget usually ends
+/// first; this bounds the manifest lookups when segments are tiny).
+const READ_AHEAD_MAX_SEGMENTS: usize = 64;
 
 /// Reads whole batches from the remote tier starting with the one holding `offset`, up
 /// to `max_bytes` but always at least one whole batch (KIP-74). One segment per call, as
@@ -152,14 +174,37 @@ async fn read_remote_once(
         base_offset: entry.base_offset,
         position,
     })?;
-    // A sequential reader will want the next segment soon: warm its first chunks.
-    let window = cache.chunk_bytes() * tiering.read_ahead_chunks.max(1);
-    if end + window >= entry.log_bytes
-        && let Ok(Some(next)) = remote.locate(entry.end_offset).await
-    {
-        cache.read_ahead(&object_ref(remote, &next), 0);
-    }
+    read_ahead_segments(tiering, remote, &entry, &object, end).await;
     Ok((bytes.slice(..whole), Some(entry)))
+}
+
+/// Carries the read-ahead window past the end of the segment just read into the segments
+/// that follow: a sequential reader of small segments then keeps as many GETs in flight
+/// as one of large segments. `read_end` is where the read stopped in `object`; the cache
+/// already reads ahead inside `object` from there.
+async fn read_ahead_segments(
+    tiering: &RemoteReader,
+    remote: &RemoteLog,
+    entry: &SegmentEntry,
+    object: &ObjectRef,
+    read_end: u64,
+) {
+    let cache = &tiering.cache;
+    let chunk = cache.chunk_bytes();
+    let budget = (chunk * tiering.read_ahead_chunks).max(chunk);
+    let read_to = read_end.div_ceil(chunk) * chunk;
+    let mut left = budget.saturating_sub(object.size.saturating_sub(read_to));
+    let mut next_offset = entry.end_offset;
+    for _ in 0..READ_AHEAD_MAX_SEGMENTS {
+        if left == 0 {
+            break;
+        }
+        let Ok(Some(next)) = remote.locate(next_offset).await else {
+            break;
+        };
+        left = cache.read_ahead(&object_ref(remote, &next), 0, left);
+        next_offset = next.end_offset;
+    }
 }
 
 /// The batch of a remote segment holding `offset` (position, size), or `None` if the

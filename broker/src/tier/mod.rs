@@ -138,7 +138,8 @@ impl Tiering {
             chunk_bytes: config.remote_chunk_bytes as u64,
             read_ahead_chunks: config.remote_read_ahead_chunks as u64,
             rate_bytes_per_sec: config.remote_read_rate_bytes as u64,
-            prefetch_concurrency: 8,
+            prefetch_concurrency: config.remote_read_ahead_concurrency as usize,
+            read_threads: config.remote_read_threads as usize,
         };
         let cache = SegmentCache::open(&cache_settings, store.clone(), registry)
             .await
