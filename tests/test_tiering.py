@@ -13,6 +13,7 @@ uploaded" means it has reached the base offset of the active segment.
 from __future__ import annotations
 
 import random
+import threading
 import time
 
 import crc32c
@@ -684,3 +685,38 @@ def test_remote_storage_off_then_on_again_resumes_uploads(bucket, broker):
     got = confluent_consume(b.bootstrap, topic, 1, start={0: low})
     assert [g.offset for g in got] == list(range(low, end)), "the log has a hole or a duplicate"
     assert active > low
+
+
+def test_concurrent_cold_readers_fetch_each_chunk_once(bucket, broker):
+    """Six consumers replay the same cold history at once (1 MiB segments, read-ahead
+    across them): each chunk of each segment object is fetched from the bucket once,
+    whoever asked first, and every consumer reads every record."""
+    chunk = 256 * KiB
+    b = broker(env=tier_env(bucket.endpoint, bucket.name, remote_chunk_bytes=chunk, remote_cache_disk_bytes=0))
+    topic = "herd"
+    tiered_topic(b.bootstrap, topic, 1, segment_bytes=MiB, segment_ms=1000, local_retention_bytes=0)
+    produced = blob_records(7, 1, 8 * MiB, 1000, 4000)
+    confluent_produce(b.bootstrap, topic, produced, "none", **{"batch.size": 64 * KiB})
+    end = delivered(produced)[0]
+    wait_uploaded(b, topic, 0, end)
+    wait_until("the history to leave local disk",
+               lambda: pmetric(b, "strata_local_log_start_offset", topic, 0) == end, timeout=60, interval=0.2)
+    objects = check_segment_objects(bucket, b, topic, 0)
+    chunks = sum(-(-o["size"] // chunk) for o in objects.values())
+    before = b.metric("strata_object_store_requests_total", op="get", topic=topic) or 0
+
+    results: list = [None] * 6
+
+    def replay(i: int) -> None:
+        results[i] = confluent_consume(b.bootstrap, topic, 1)
+
+    threads = [threading.Thread(target=replay, args=(i,)) for i in range(len(results))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, got in enumerate(results):
+        assert got is not None, f"consumer {i} failed"
+        check_against_offsets(produced, got, f"consumer {i} of {len(results)}")
+    gets = (b.metric("strata_object_store_requests_total", op="get", topic=topic) or 0) - before
+    assert gets == chunks, f"{gets} GETs for {chunks} chunks in {len(objects)} objects: a chunk was fetched twice"

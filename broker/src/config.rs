@@ -84,8 +84,14 @@ pub struct Config {
     pub remote_read_ahead_concurrency: i64,
     /// Threads of the separate runtime that runs remote reads, cache fills and the disk
     /// cache's I/O, so that replays do not queue behind or ahead of produce on the
-    /// request threads. Default 1.
+    /// request threads. Default 2.
     pub remote_read_threads: i64,
+    /// Read-ahead backs off (halves its GETs in flight, down to 1) over each 100 ms in
+    /// which a 10 ms timer on the request threads fired more than this late, and grows
+    /// back by one GET per period on time. Default 2 ms; 0 turns the back-off off (only
+    /// `remote_read_rate_bytes` then limits replays). Lower protects produce latency
+    /// more and slows replays on a busy machine.
+    pub remote_read_backoff_lag_ms: i64,
     /// Memory for cached remote chunks. Default 256 MiB.
     pub remote_cache_memory_bytes: i64,
     /// Local disk for cached remote chunks; 0 keeps the cache in memory only. Default
@@ -462,7 +468,8 @@ impl Default for Config {
             remote_read_ahead_chunks: 4,
             remote_read_rate_bytes: 0,
             remote_read_ahead_concurrency: 8,
-            remote_read_threads: 1,
+            remote_read_threads: 2,
+            remote_read_backoff_lag_ms: 2,
             remote_cache_memory_bytes: 256 << 20,
             remote_cache_disk_bytes: 1 << 30,
             remote_cache_dir: String::new(),
@@ -839,6 +846,11 @@ impl Config {
             return Err(invalid("remote_read_ahead_concurrency", "must be <= 1024"));
         }
         at_least("remote_read_threads", self.remote_read_threads, 1)?;
+        at_least(
+            "remote_read_backoff_lag_ms",
+            self.remote_read_backoff_lag_ms,
+            0,
+        )?;
         if self.remote_read_threads > 64 {
             return Err(invalid("remote_read_threads", "must be <= 64"));
         }

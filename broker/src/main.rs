@@ -571,6 +571,7 @@ struct PeriodicLoops {
     cleaner: JoinHandle<()>,
     uploader: JoinHandle<()>,
     scrubber: JoinHandle<()>,
+    read_pacer: JoinHandle<()>,
 }
 
 fn start_periodic_loops(supervisor: &Arc<Supervisor>, broker: &Arc<Broker>) -> PeriodicLoops {
@@ -627,6 +628,10 @@ fn start_periodic_loops(supervisor: &Arc<Supervisor>, broker: &Arc<Broker>) -> P
         let broker = broker.clone();
         move || strata_broker::tier::run_scrubber(broker.clone())
     });
+    let read_pacer = supervisor.spawn("read_pacer", {
+        let broker = broker.clone();
+        move || strata_broker::tier::run_read_pacer(broker.clone())
+    });
     PeriodicLoops {
         housekeeping,
         coordinator,
@@ -634,6 +639,7 @@ fn start_periodic_loops(supervisor: &Arc<Supervisor>, broker: &Arc<Broker>) -> P
         cleaner,
         uploader,
         scrubber,
+        read_pacer,
     }
 }
 
@@ -673,6 +679,7 @@ async fn shut_down(broker: &Broker, health: &Health, cancel: &CancellationToken,
     let _ = periodic_loops.housekeeping.await;
     let _ = periodic_loops.coordinator.await;
     let _ = periodic_loops.transactions.await;
+    let _ = periodic_loops.read_pacer.await;
     let _ = cluster_loops.membership.await;
     let _ = cluster_loops.keeper.await;
     broker

@@ -44,6 +44,7 @@ pub const TASKS: &[&str] = &[
     "cleaner",
     "uploader",
     "scrubber",
+    "read_pacer",
     "housekeeping",
     "group_coordinator",
     "metadata",

@@ -27,13 +27,14 @@
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use foyer::{
     BlockEngineConfig, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder, Spawner,
 };
-use prometheus::{IntCounter, Registry};
+use prometheus::{IntCounter, IntGauge, Registry};
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
@@ -50,7 +51,8 @@ pub struct CacheSettings {
     pub read_ahead_chunks: u64,
     /// Bytes per second fetched from the object store; 0 means unlimited.
     pub rate_bytes_per_sec: u64,
-    /// Background chunk fetches at once (read-ahead).
+    /// Background chunk fetches at once (read-ahead), at most; [`SegmentCache::pace`]
+    /// moves the limit in force between 1 and this.
     pub prefetch_concurrency: usize,
     /// Threads of the runtime that runs remote reads and the disk tier's I/O (at least 1).
     pub read_threads: usize,
@@ -144,6 +146,7 @@ struct CacheMetrics {
     misses: IntCounter,
     fetched_bytes: IntCounter,
     read_ahead: IntCounter,
+    read_ahead_limit: IntGauge,
 }
 
 impl CacheMetrics {
@@ -170,6 +173,14 @@ impl CacheMetrics {
                 "strata_remote_read_ahead_total",
                 "Chunks fetched ahead of sequential readers.",
             )?,
+            read_ahead_limit: {
+                let g = IntGauge::new(
+                    "strata_remote_read_ahead_limit",
+                    "Read-ahead GETs allowed in flight now (lowered while request threads run late).",
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
         })
     }
 }
@@ -223,6 +234,10 @@ pub struct SegmentCache {
     read_ahead_chunks: u64,
     limiter: Option<RateLimiter>,
     prefetch: Arc<Semaphore>,
+    prefetch_max: usize,
+    memory_capacity: u64,
+    /// Read-ahead GETs allowed in flight now, in 1..=prefetch_max: see [`SegmentCache::pace`].
+    prefetch_limit: AtomicUsize,
     metrics: CacheMetrics,
     disk_capacity: u64,
 }
@@ -288,6 +303,9 @@ impl SegmentCache {
             .await
             .map_err(|e| format!("cannot start the segment cache: {e}"))?;
         let metrics = CacheMetrics::register(registry).map_err(|e| e.to_string())?;
+        metrics
+            .read_ahead_limit
+            .set(settings.prefetch_concurrency.max(1) as i64);
         Ok(Arc::new(SegmentCache {
             cache,
             io,
@@ -302,6 +320,9 @@ impl SegmentCache {
                 )
             }),
             prefetch: Arc::new(Semaphore::new(settings.prefetch_concurrency.max(1))),
+            prefetch_max: settings.prefetch_concurrency.max(1),
+            memory_capacity: settings.memory_bytes.max(chunk_bytes as usize) as u64,
+            prefetch_limit: AtomicUsize::new(settings.prefetch_concurrency.max(1)),
             metrics,
             disk_capacity,
         }))
@@ -344,9 +365,15 @@ impl SegmentCache {
         start..(start + self.chunk_bytes).min(object.size)
     }
 
-    /// One chunk, from the cache or the store. The lookup and any GET run on the I/O
-    /// runtime; a reader that goes away leaves the fetch to finish and fill the cache.
+    /// One chunk, from the cache or the store. A chunk in memory is returned at once;
+    /// otherwise the lookup (the disk tier) and any GET run on the I/O runtime, and a
+    /// reader that goes away leaves the fetch to finish and fill the cache.
     async fn chunk(self: &Arc<Self>, object: &ObjectRef, index: u64) -> Result<Bytes, TierError> {
+        // A chunk in memory costs a hash lookup: no hop to the I/O runtime for it.
+        if let Some(entry) = self.cache.memory().get(&self.key(object, index)) {
+            self.metrics.lookups.inc();
+            return Ok(entry.value().clone());
+        }
         let this = self.clone();
         let object_key = object.key.clone();
         let task = self.io.spawn({
@@ -411,7 +438,9 @@ impl SegmentCache {
         let last = (range.end - 1) / self.chunk_bytes;
         let chunks =
             futures::future::try_join_all((first..=last).map(|i| self.chunk(object, i))).await?;
-        self.read_ahead(object, last + 1, self.read_ahead_chunks * self.chunk_bytes);
+        if self.read_ahead_chunks > 0 {
+            self.read_ahead(object, last + 1, self.read_ahead_bytes());
+        }
         if chunks.len() == 1 {
             let base = first * self.chunk_bytes;
             return Ok(chunks[0].slice((range.start - base) as usize..(range.end - base) as usize));
@@ -426,9 +455,40 @@ impl SegmentCache {
         Ok(out.freeze())
     }
 
-    /// The read-ahead window in bytes: `read_ahead_chunks` chunks.
+    /// Adapts read-ahead to the broker's load, additive increase, multiplicative
+    /// decrease: `late` (the threads serving produce and fetch ran late over the last
+    /// period) halves the read-ahead GETs allowed in flight, down to 1; a period on time
+    /// allows one more, up to `prefetch_concurrency`. Readers' own misses are never held
+    /// back: a replay slows down, it does not stop. Returns the limit now in force.
+    pub fn pace(&self, late: bool) -> usize {
+        let now = self.prefetch_limit.load(Ordering::Relaxed);
+        let next = if late {
+            (now / 2).max(1)
+        } else {
+            (now + 1).min(self.prefetch_max)
+        };
+        self.prefetch_limit.store(next, Ordering::Relaxed);
+        self.metrics.read_ahead_limit.set(next as i64);
+        next
+    }
+
+    /// Read-ahead GETs allowed in flight now, and at most.
+    pub fn read_ahead_limit(&self) -> (usize, usize) {
+        (
+            self.prefetch_limit.load(Ordering::Relaxed),
+            self.prefetch_max,
+        )
+    }
+
+    /// The read-ahead window of one reader in bytes: `read_ahead_chunks` chunks, but no
+    /// more than an eighth of the memory tier (at least one chunk), so that the windows
+    /// of several partitions replayed at once fit in memory together instead of evicting
+    /// each other's chunks before they are read (each evicted chunk would be a second
+    /// GET).
     pub fn read_ahead_bytes(&self) -> u64 {
-        self.read_ahead_chunks * self.chunk_bytes
+        (self.read_ahead_chunks * self.chunk_bytes)
+            .min(self.memory_capacity / 8)
+            .max(self.chunk_bytes)
     }
 
     /// Fetches `budget` bytes of `object` from chunk `from` on in the background, those
@@ -443,6 +503,10 @@ impl SegmentCache {
             let range = self.chunk_range(object, index);
             budget = budget.saturating_sub(range.end - range.start);
             if !self.cache.contains(&self.key(object, index)) {
+                let in_flight = self.prefetch_max - self.prefetch.available_permits();
+                if in_flight >= self.prefetch_limit.load(Ordering::Relaxed) {
+                    return 0;
+                }
                 let Ok(permit) = self.prefetch.clone().try_acquire_owned() else {
                     return 0;
                 };

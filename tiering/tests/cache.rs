@@ -367,6 +367,47 @@ async fn read_ahead_carries_its_budget_into_the_next_objects() {
     assert_eq!(setup.gets(), 4);
 }
 
+#[tokio::test]
+async fn pacing_halves_read_ahead_when_late_and_grows_it_back_by_one() {
+    let setup = Setup::new(Duration::from_millis(300));
+    let registry = Registry::new();
+    let settings = CacheSettings {
+        read_ahead_chunks: 8,
+        prefetch_concurrency: 8,
+        ..setup.settings()
+    };
+    let cache = setup.cache(&settings, &registry).await;
+    assert_eq!(cache.read_ahead_limit(), (8, 8));
+    assert_eq!(cache.pace(true), 4);
+    assert_eq!(cache.pace(true), 2);
+    assert_eq!(cache.pace(true), 1);
+    assert_eq!(cache.pace(true), 1, "never below one");
+    assert_eq!(
+        counter_gauge(&registry, "strata_remote_read_ahead_limit"),
+        1
+    );
+    // One slot in force: a read starts one read-ahead GET (the store is slow, so it is
+    // still in flight when the next chunk is considered).
+    let (object, _) = setup.object(16 * CHUNK, 30).await;
+    assert_eq!(cache.read_ahead(&object, 0, 8 * CHUNK), 0);
+    assert_eq!(counter(&registry, "strata_remote_read_ahead_total"), 1);
+    assert_eq!(cache.pace(false), 2);
+    assert_eq!(cache.pace(false), 3);
+    for _ in 0..10 {
+        cache.pace(false);
+    }
+    assert_eq!(cache.read_ahead_limit(), (8, 8), "never above the setting");
+}
+
+fn counter_gauge(registry: &Registry, name: &str) -> i64 {
+    registry
+        .gather()
+        .iter()
+        .find(|family| family.name() == name)
+        .and_then(|family| family.get_metric().first())
+        .map_or(-1, |metric| metric.get_gauge().get_value() as i64)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_that_panics_fails_its_readers_and_nothing_else() {
     let setup = Setup::new(Duration::ZERO);

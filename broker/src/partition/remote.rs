@@ -14,11 +14,10 @@ use crate::log::format::{
 };
 
 /// What reading a partition's remote tier needs besides its manifest: the broker's
-/// segment cache and how far it reads ahead. Shared by every partition.
+/// segment cache (which also knows how far to read ahead). Shared by every partition.
 #[derive(Clone)]
 pub struct RemoteReader {
     pub cache: Arc<SegmentCache>,
-    pub read_ahead_chunks: u64,
 }
 
 /// A partition's remote tier: its manifest and the reader.
@@ -159,9 +158,18 @@ async fn read_remote_once(
         }
     };
     let available = entry.log_bytes - position;
-    let want = available.min((max_bytes as u64).max(first_size));
+    let mut want = available.min((max_bytes as u64).max(first_size));
     // Also the next batch's prefix, to check the last batch returned against it.
-    let end = position + available.min(want + BATCH_PREFIX_LEN as u64);
+    let mut end = position + available.min(want + BATCH_PREFIX_LEN as u64);
+    // A read within one cached chunk is a slice of it; one across chunks a copy. So stop
+    // at the chunk's end when the first batch (and the prefix after it) fits before it:
+    // the consumer's next fetch starts in the next chunk.
+    let prefix = BATCH_PREFIX_LEN as u64;
+    let chunk_end = (position / cache.chunk_bytes() + 1) * cache.chunk_bytes();
+    if end > chunk_end && position + first_size + prefix <= chunk_end {
+        want = chunk_end - prefix - position;
+        end = chunk_end;
+    }
     let bytes = cache.read(&object, position..end).await?;
     let whole = crate::log::checked_prefix(
         &bytes,
@@ -191,7 +199,7 @@ async fn read_ahead_segments(
 ) {
     let cache = &tiering.cache;
     let chunk = cache.chunk_bytes();
-    let budget = (chunk * tiering.read_ahead_chunks).max(chunk);
+    let budget = cache.read_ahead_bytes();
     let read_to = read_end.div_ceil(chunk) * chunk;
     let mut left = budget.saturating_sub(object.size.saturating_sub(read_to));
     let mut next_offset = entry.end_offset;

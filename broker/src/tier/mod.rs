@@ -34,11 +34,13 @@ use crate::config::Config;
 use crate::partition::remote::RemoteReader;
 
 mod compaction;
+mod pace;
 mod repair;
 mod scrub;
 mod upload;
 
 pub use compaction::compact_remote;
+pub use pace::run_read_pacer;
 pub use repair::repair_remote;
 pub use scrub::{delete_remote, run_scrubber};
 pub use upload::{UploadLag, run_uploader, upload_lag};
@@ -64,7 +66,6 @@ pub struct Tiering {
     spills: Arc<SpillCache>,
     manifest_settings: ManifestSettings,
     part_bytes: u64,
-    read_ahead_chunks: u64,
     upload_slots: Arc<Semaphore>,
     crash_after_upload: Option<u64>,
     uploads: AtomicU64,
@@ -155,7 +156,6 @@ impl Tiering {
                 fanout: config.remote_manifest_fanout as usize,
             },
             part_bytes: config.remote_upload_part_bytes as u64,
-            read_ahead_chunks: config.remote_read_ahead_chunks as u64,
             upload_slots: Arc::new(Semaphore::new(config.remote_upload_concurrency as usize)),
             crash_after_upload: config.crash_after_upload()?,
             uploads: AtomicU64::new(0),
@@ -167,7 +167,6 @@ impl Tiering {
     pub fn reader(&self) -> RemoteReader {
         RemoteReader {
             cache: self.cache.clone(),
-            read_ahead_chunks: self.read_ahead_chunks,
         }
     }
 
