@@ -12,6 +12,11 @@
 #   - produce latency at a steady rate, idle, while a cold replay runs, and (a control)
 #     while s3-get keeps moto as busy with no replay in the broker.
 #
+# For before/after ratios of these figures (a baseline binary and this tree interleaved
+# against the same bucket: produce p99 during replay / idle, cold replay / raw GETs for
+# 1 MiB and 64 MiB segments, warm / local) run bench/replay.sh, which writes its own
+# section.
+#
 # It stops everything it started by PID and replaces the "Tiered storage" section of
 # docs/benchmarks.md (between the tiering:begin/end markers; the rest of the page is
 # bench/run.sh's).
