@@ -88,9 +88,10 @@ pub struct Config {
     pub remote_read_threads: i64,
     /// Read-ahead backs off (halves its GETs in flight, down to 1) over each 100 ms in
     /// which a 10 ms timer on the request threads fired more than this late, and grows
-    /// back by one GET per period on time. Default 2 ms; 0 turns the back-off off (only
-    /// `remote_read_rate_bytes` then limits replays). Lower protects produce latency
-    /// more and slows replays on a busy machine.
+    /// back by one GET per period on time. Default 0: off (only
+    /// `remote_read_rate_bytes` and `remote_read_ahead_concurrency` limit replays); on a
+    /// busy 2-core machine 2 ms slowed replays without a measurable gain in produce p99
+    /// (docs/benchmarks.md). Lower protects produce latency more and slows replays more.
     pub remote_read_backoff_lag_ms: i64,
     /// Memory for cached remote chunks. Default 256 MiB.
     pub remote_cache_memory_bytes: i64,
@@ -469,7 +470,7 @@ impl Default for Config {
             remote_read_rate_bytes: 0,
             remote_read_ahead_concurrency: 8,
             remote_read_threads: 2,
-            remote_read_backoff_lag_ms: 2,
+            remote_read_backoff_lag_ms: 0,
             remote_cache_memory_bytes: 256 << 20,
             remote_cache_disk_bytes: 1 << 30,
             remote_cache_dir: String::new(),
