@@ -3,13 +3,15 @@
 //! Modes: `produce` (throughput and acknowledgement latency), `consume` (read what is
 //! there, from the beginning, without a consumer group), `e2e` (steady-rate end-to-end
 //! latency), `s3-get` (raw ranged-GET throughput of an S3 endpoint, for comparison with
-//! replays from tiered storage) and `table` (Markdown from result lines). Each run prints
+//! replays from tiered storage), `floor-server` (a Kafka responder that stores nothing:
+//! the latency floor) and `table` (Markdown from result lines). Each run prints
 //! a human summary and, last, one JSON line for scripts. Method and results:
 //! docs/benchmarks.md.
 
 mod common;
 mod consume;
 mod e2e;
+mod floor;
 mod produce;
 mod report;
 mod s3get;
@@ -18,8 +20,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
+use rdkafka::mocking::MockCluster;
 use serde_json::{Value, json};
 
 use crate::common::{ClientArgs, MIB};
@@ -49,6 +52,9 @@ enum Command {
     /// GET objects from S3 in ranges, N requests in flight (no broker involved); report
     /// throughput and per-GET latency.
     S3Get(s3get::S3GetArgs),
+    /// Answer ApiVersions, Metadata and Produce from memory, storing nothing, until
+    /// killed: the floor a broker's produce latency is compared with.
+    FloorServer(floor::FloorArgs),
     /// Delete topics (between runs, to keep disk and page cache use flat).
     DeleteTopics {
         #[command(flatten)]
@@ -84,6 +90,13 @@ struct ProduceCommand {
     /// Target payload rate in MiB/s (2^20 bytes); default: as fast as possible.
     #[arg(long)]
     rate: Option<f64>,
+    /// Leading seconds left out of the latency histogram.
+    #[arg(long, default_value_t = 0.0)]
+    warmup: f64,
+    /// Produce to librdkafka's in-memory mock broker (started in this process, one
+    /// broker; the topic is created there) instead of --bootstrap.
+    #[arg(long)]
+    mock: bool,
 }
 
 #[derive(clap::Args)]
@@ -132,6 +145,7 @@ fn main() -> ExitCode {
         Command::Consume(c) => ("consume", c.client.name.clone()),
         Command::E2e(c) => ("e2e", c.client.name.clone()),
         Command::S3Get(c) => ("s3-get", c.name.clone()),
+        Command::FloorServer(_) => ("floor-server", String::new()),
         Command::DeleteTopics { .. } => ("delete-topics", String::new()),
         Command::Table { .. } => ("table", String::new()),
     };
@@ -158,6 +172,7 @@ fn run(command: Command) -> anyhow::Result<bool> {
         Command::Consume(c) => consume(c),
         Command::E2e(c) => e2e(c),
         Command::S3Get(c) => s3_get(&c),
+        Command::FloorServer(c) => floor::run(&c).map(|()| true),
         Command::DeleteTopics { client, topics } => {
             common::delete_topics(&client, &topics)?;
             Ok(true)
@@ -181,9 +196,10 @@ fn rate_bytes(rate: f64) -> anyhow::Result<f64> {
     Ok(rate * MIB)
 }
 
-fn produce(c: ProduceCommand) -> anyhow::Result<bool> {
+fn produce(mut c: ProduceCommand) -> anyhow::Result<bool> {
     c.producer.validate()?;
     let duration = c.duration.map(|d| seconds("--duration", d)).transpose()?;
+    let warmup = seconds("--warmup", c.warmup)?;
     let limits = Limits {
         records: c.records.or(if duration.is_none() {
             Some(1_000_000)
@@ -192,16 +208,36 @@ fn produce(c: ProduceCommand) -> anyhow::Result<bool> {
         }),
         duration,
         rate_bytes_per_sec: c.rate.map(rate_bytes).transpose()?,
-        warmup: Duration::ZERO,
+        warmup,
     };
-    let topic = c.producer.prepare_topic(&c.client, "bench-produce")?;
+    // The mock cluster lives as long as this run; its broker runs on librdkafka threads
+    // in this process.
+    let mock = c
+        .mock
+        .then(|| MockCluster::new(1))
+        .transpose()
+        .context("start the mock cluster")?;
+    let topic = match &mock {
+        Some(mock) => {
+            let topic = c
+                .producer
+                .topic
+                .clone()
+                .unwrap_or_else(|| common::fresh_topic("bench-produce"));
+            mock.create_topic(&topic, c.producer.partitions, 1)
+                .with_context(|| format!("create topic {topic} in the mock cluster"))?;
+            c.client.bootstrap = mock.bootstrap_servers();
+            topic
+        }
+        None => c.producer.prepare_topic(&c.client, "bench-produce")?,
+    };
     println!(
         "produce: topic {topic}, {} partitions, {} B records, acks={}",
         c.producer.partitions, c.producer.record_size, c.producer.acks
     );
     let outcome = produce::run_producer(&c.client, &c.producer, &topic, &limits)?;
     println!("{}", outcome.summary());
-    let mut result = json!({ "mode": "produce", "name": c.client.name, "topic": topic, "ok": outcome.ok(), "target_rate_mib_s": c.rate });
+    let mut result = json!({ "mode": "produce", "name": c.client.name, "topic": topic, "ok": outcome.ok(), "target_rate_mib_s": c.rate, "mock": c.mock, "warmup_s": c.warmup });
     merge(&mut result, c.producer.describe());
     merge(&mut result, outcome.json());
     println!("{result}");

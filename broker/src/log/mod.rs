@@ -12,6 +12,7 @@
 //!
 //! The byte layout of every file is in [`format`].
 
+mod checkpoint;
 pub mod cleaner;
 pub mod damage;
 pub mod epochs;
@@ -43,6 +44,9 @@ pub use read::{
 };
 pub use recompress::Recompression;
 use segment::Segment;
+
+pub use checkpoint::CheckpointWrite;
+use checkpoint::CheckpointWriter;
 
 /// Per-log settings, derived from the topic's configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -183,6 +187,10 @@ pub struct Log {
     /// Batches start-up had to scan (CRC-check and re-index): the unflushed tail.
     recovered_batches: u64,
     last_flush_ms: i64,
+    /// Writes `partition.checkpoint` and `producers.snapshot` in order (see [`checkpoint`]).
+    checkpoints: Arc<CheckpointWriter>,
+    /// Sequence number of the last checkpoint prepared.
+    checkpoint_sequence: u64,
     /// The latest point known to be fsynced (its `log_start_offset` is unused): what
     /// every checkpoint write records, whoever writes it.
     recovery_point: format::Checkpoint,
@@ -270,6 +278,8 @@ impl Log {
             dirty: false,
             recovered_batches: 0,
             last_flush_ms: now_ms,
+            checkpoints: Arc::default(),
+            checkpoint_sequence: 0,
             recovery_point: format::Checkpoint {
                 log_start_offset: 0,
                 segment_base: 0,
@@ -1037,15 +1047,22 @@ impl Log {
         }))
     }
 
-    /// Records the recovery point of a [`FlushPlan`] whose `sync` succeeded. Under the
-    /// lock, so checkpoint writes are ordered and carry the current log start offset.
-    pub fn finish_flush(&mut self, plan: FlushPlan) -> Result<(), LogError> {
+    /// Records the recovery point of a [`FlushPlan`] whose `sync` succeeded, and
+    /// prepares the checkpoint that records it: under the lock, so checkpoints are
+    /// ordered and carry the current log start offset. The caller writes it after
+    /// releasing the lock (see [`checkpoint`]).
+    pub fn finish_flush(&mut self, plan: FlushPlan) -> CheckpointWrite {
         // A plan overtaken by a roll (which fsyncs and moves the point itself) is older.
         if plan.checkpoint.next_offset >= self.recovery_point.next_offset {
             self.recovery_point = plan.checkpoint;
         }
-        self.write_checkpoint(self.checkpoint())
-            .map_err(|e| self.io_err(e))
+        self.prepare_checkpoint(self.checkpoint())
+    }
+
+    /// Stops checkpoint writes before the log's directory is removed, waiting for one
+    /// in progress.
+    pub fn close_checkpoints(&self) {
+        self.checkpoints.close();
     }
 
     /// The active segment's current end: the recovery point once it is fsynced.
@@ -1072,25 +1089,25 @@ impl Log {
 
     /// Writes `partition.checkpoint`, and first `producers.snapshot` if producer state
     /// changed, so the snapshot is never older than the checkpoint's recovery point.
-    ///
-    /// The active segment's `.txnindex` is fsynced before the snapshot: a snapshot that
-    /// records a marker makes recovery skip it, so the index entry the marker added must
-    /// be durable first.
     fn write_checkpoint(&mut self, checkpoint: format::Checkpoint) -> io::Result<()> {
+        self.prepare_checkpoint(checkpoint).write()
+    }
+
+    /// Prepares a checkpoint write (and queues a producer snapshot if producer state
+    /// changed) to run now or after the lock is released; see [`checkpoint`].
+    fn prepare_checkpoint(&mut self, checkpoint: format::Checkpoint) -> CheckpointWrite {
         if self.producers.take_dirty() {
-            let written = match self.open_txnindex(self.active().base_offset) {
-                Some(index) => index.sync_data(),
-                None => Ok(()),
-            }
-            .and_then(|()| {
-                write_atomically(&self.dir.join(PRODUCERS_FILE), &self.producers.encode())
-            });
-            if let Err(e) = written {
-                self.producers.mark_dirty();
-                return Err(e);
-            }
+            let txnindex = self.open_txnindex(self.active().base_offset);
+            self.checkpoints
+                .set_snapshot(self.producers.encode(), txnindex);
         }
-        write_atomically(&self.dir.join(CHECKPOINT_FILE), &checkpoint.encode())
+        self.checkpoint_sequence += 1;
+        CheckpointWrite {
+            writer: self.checkpoints.clone(),
+            sequence: self.checkpoint_sequence,
+            dir: self.dir.clone(),
+            checkpoint,
+        }
     }
 
     /// Loads `producers.snapshot`, drops what recovery truncated, and replays the

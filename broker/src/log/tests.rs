@@ -226,7 +226,7 @@ fn recovery_stops_at_a_corrupt_batch_after_the_checkpoint() {
     append(&mut log, &batch(3, 0, Compression::None), 0).expect("append");
     let plan = log.plan_flush(0, true).expect("plan").expect("dirty");
     plan.sync().expect("sync");
-    log.finish_flush(plan).expect("checkpoint");
+    log.finish_flush(plan).write().expect("checkpoint");
     append(&mut log, &batch(3, 0, Compression::None), 0).expect("append");
     append(&mut log, &batch(3, 0, Compression::None), 0).expect("append");
     drop(log);
@@ -531,7 +531,7 @@ fn start_up_scans_only_the_unflushed_tail() {
     assert!(log.segment_count() > 20, "{} segments", log.segment_count());
     let plan = log.plan_flush(0, true).expect("plan").expect("dirty");
     plan.sync().expect("sync");
-    log.finish_flush(plan).expect("checkpoint");
+    log.finish_flush(plan).write().expect("checkpoint");
     // No roll during the tail, so all three batches land after the checkpoint.
     let config = LogConfig {
         segment_bytes: 1 << 20,
@@ -614,7 +614,7 @@ fn idempotent_retries_are_acknowledged_not_appended_even_after_a_restart() {
     // a flush) and from the tail recovery scans after it.
     let plan = log.plan_flush(0, true).expect("plan").expect("dirty");
     plan.sync().expect("sync");
-    log.finish_flush(plan).expect("finish");
+    log.finish_flush(plan).write().expect("finish");
     append(&mut log, &idempotent_batch(7, 0, 0, 2), 0).expect("after the checkpoint");
     drop(log);
     let mut log = Log::open(dir.path(), config(), 0).expect("reopen");

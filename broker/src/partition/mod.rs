@@ -1211,10 +1211,18 @@ impl Partition {
                     return Err(error.into());
                 }
             };
-            let mut log = self.lock();
-            if !self.deleted.load(Ordering::Relaxed) {
-                log.finish_flush(plan)?;
-            }
+            // The checkpoint is prepared under the lock and written without it, off the
+            // async workers: its fsyncs must not hold up appends (see log::checkpoint).
+            let (write, dir) = {
+                let mut log = self.lock();
+                if self.deleted.load(Ordering::Relaxed) {
+                    return Ok(outcome);
+                }
+                (log.finish_flush(plan), log.dir().to_path_buf())
+            };
+            blocking(move || write.write())
+                .await
+                .map_err(|source| LogError::Io { dir, source })?;
         }
         Ok(outcome)
     }
@@ -1234,6 +1242,7 @@ impl Partition {
     pub fn delete_files(&self) -> std::io::Result<()> {
         let log = self.lock();
         self.deleted.store(true, Ordering::Relaxed);
+        log.close_checkpoints();
         match std::fs::remove_dir_all(log.dir()) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
