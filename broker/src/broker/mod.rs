@@ -14,6 +14,7 @@
 
 pub mod dynamic_config;
 mod housekeeping;
+mod liveness;
 mod membership;
 mod placement_admin;
 mod producer_ids;
