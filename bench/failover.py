@@ -8,7 +8,8 @@ For each trial and each build (A B A B ...), on a fresh etcd each time:
             /metrics, while no client is connected), then a producer sends one acks=all
             record at a time to the partition the victim leads, and the victim is killed
             (SIGKILL): a broker that is not the controller in even trials, the controller
-            in odd ones. Reported: kill -> first acknowledgement after the kill, and
+            in odd ones. Reported: kill -> acknowledgement of the first record sent after
+            the kill (the one in flight at the kill goes first), and
             kill -> the moment a surviving broker's Metadata names a new leader.
   restart   one broker on etcd with tiered storage (a local-directory object store),
             HISTORY_MIB of records uploaded, then SIGKILL, the data dir deleted, and the
@@ -191,10 +192,12 @@ def failover_trial(strata, build, trial, work, idle_s):
             producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 0,
                                  "enable.idempotence": False, "log_level": 2, **CLIENT_DEBUG})
 
-            def done(err, _msg):
-                (errors if err else acks).append((time.monotonic(), err))
+            def done(err, _msg, sent):
+                (errors if err else acks).append((time.monotonic(), sent))
             while not stop.is_set():
-                producer.produce(topic, b"x" * 100, partition=partition, on_delivery=done)
+                sent = time.monotonic()
+                producer.produce(topic, b"x" * 100, partition=partition,
+                                 on_delivery=lambda err, msg, sent=sent: done(err, msg, sent))
                 producer.flush(30)
             producer.flush(30)
 
@@ -208,7 +211,9 @@ def failover_trial(strata, build, trial, work, idle_s):
         brokers[leader].kill()
         new_leader_at = None
         deadline = killed_at + 30
-        while time.monotonic() < deadline and (new_leader_at is None or not [a for a in acks if a[0] > killed_at]):
+        # A record sent before the kill may be acknowledged by the old leader and its
+        # report delivered just after the kill: only records sent after it count.
+        while time.monotonic() < deadline and (new_leader_at is None or not [a for a in acks if a[1] >= killed_at]):
             if new_leader_at is None:
                 try:
                     states, _ = partition_states(survivor.bootstrap, topic)
@@ -219,7 +224,7 @@ def failover_trial(strata, build, trial, work, idle_s):
             time.sleep(0.02)
         stop.set()
         thread.join(40)
-        after = [t for t, _ in acks if t > killed_at]
+        after = [t for t, sent in acks if sent >= killed_at]
         result = {
             "scenario": "failover", "build": build, "trial": trial, "partition": partition,
             "idle_etcd_requests_per_s": round(idle_rate, 2),
@@ -291,6 +296,8 @@ def cleanup(work, keep):
 
 
 def main():
+    # Stopped by SIGTERM: the `finally` blocks still stop the servers started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--build", action="append", required=True,
                         help="NAME=STRATA_BIN; give two to interleave them")

@@ -12,6 +12,7 @@
 #
 #   BASE=/tmp/strata-base/strata bench/failover.sh    # about 6 minutes on 2 busy cores
 #   TRIALS=2 RESTART_TRIALS=1 HISTORY_MIB=64 bench/failover.sh   # smoke run
+#   SKIP_BUILD=1 BENCH_BIN=path/to/strata-bench ...                # binaries already built
 #
 # Writes the "failover" section of docs/benchmarks.md. Asserts nothing.
 set -euo pipefail
@@ -20,7 +21,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 OUT="${OUT:-$ROOT/docs/benchmarks.md}"
 TRIALS="${TRIALS:-6}"                  # failover trials per build (half kill the controller)
-RESTART_TRIALS="${RESTART_TRIALS:-3}"  # restart trials per build
+RESTART_TRIALS="${RESTART_TRIALS:-2}"  # restart trials per build
 HISTORY_MIB="${HISTORY_MIB:-512}"      # tiered history before the restart
 IDLE_S="${IDLE_S:-10}"                 # seconds of idle cluster measured per trial
 BASE="${BASE:-}"
@@ -37,7 +38,7 @@ if [ -z "${SKIP_BUILD:-}" ]; then
     cargo build --release -p strata-broker -p strata-bench
 fi
 STRATA="$TARGET/release/strata"
-BENCH="$TARGET/release/strata-bench"
+BENCH="${BENCH_BIN:-$TARGET/release/strata-bench}"
 command -v etcd >/dev/null || die "etcd is not installed (scripts/install-deps.sh installs it)"
 df -h / | awk 'NR == 2 && int($5) > 90 { exit 1 }' || die "the disk is over 90% full: the broker would refuse produce"
 
@@ -84,7 +85,7 @@ print("|---|" + "---|" * len(builds))
 controller = lambda r: r.get("killed_was_controller")
 other = lambda r: not r.get("killed_was_controller")
 lines = [
-    ("SIGKILL of a partition leader → first acks=all acknowledgement after it, all trials",
+    ("SIGKILL of a partition leader → a record sent after it acknowledged (acks=all), all trials",
      lambda b: summary(values(b, "failover", "kill_to_ack_s")) + missing(b, "failover", "kill_to_ack_s")),
     ("… the victim was not the controller", lambda b: summary(values(b, "failover", "kill_to_ack_s", other))),
     ("… the victim was the controller", lambda b: summary(values(b, "failover", "kill_to_ack_s", controller))),
@@ -102,8 +103,9 @@ How each figure is taken (bench/failover.py):
 - *Failover*: a topic of 3 partitions (one led by each broker), replication factor 3,
   min.insync.replicas=2. A confluent-kafka producer at its defaults (acks=all, linger.ms=0)
   sends one record at a time to the partition the victim leads; the victim gets SIGKILL.
-  The figure is the time from the kill to the first acknowledgement that arrives after it,
-  which is what an application sees. Even trials kill a broker that is not the controller,
+  The figure is the time from the kill to the acknowledgement of the first record sent
+  after it (records go one at a time, so the record in flight at the kill, retried by
+  librdkafka, is acknowledged just before): what an application sees. Even trials kill a broker that is not the controller,
   odd trials the controller.
 - *New leader*: a fresh client asks a surviving broker for Metadata every 20 ms.
 - *Idle etcd*: the sum of etcd's `grpc_server_msg_received_total` (one per unary call, one

@@ -503,14 +503,6 @@ impl MetadataStore for EtcdStore {
     ) -> Result<Option<Box<dyn super::ViewWatch>>, StoreError> {
         // Everything `Broker::read_metadata` reads, and not the manifests or producer ids,
         // which change with traffic and are no part of the view.
-        let ranges = [
-            ("topics/", true),
-            ("brokers/", true),
-            ("controller", false),
-            ("draining/", true),
-            ("broker_configs/", true),
-            ("security/", true),
-        ];
         let options = |prefix: bool| {
             let options = WatchOptions::new().with_start_revision(after_revision + 1);
             if prefix {
@@ -520,10 +512,16 @@ impl MetadataStore for EtcdStore {
             }
         };
         let mut client = self.client.watch_client();
-        let (first, rest) = ranges.split_first().expect("a non-empty list");
-        let mut stream = timed(client.watch(self.key(first.0), Some(options(first.1)))).await?;
-        for (suffix, prefix) in rest {
-            timed(stream.watch(self.key(suffix), Some(options(*prefix)))).await?;
+        let mut stream = timed(client.watch(self.key("topics/"), Some(options(true)))).await?;
+        let more = [
+            ("brokers/", true),
+            ("controller", false),
+            ("draining/", true),
+            ("broker_configs/", true),
+            ("security/", true),
+        ];
+        for (suffix, prefix) in more {
+            timed(stream.watch(self.key(suffix), Some(options(prefix)))).await?;
         }
         Ok(Some(Box::new(EtcdViewWatch { stream })))
     }
