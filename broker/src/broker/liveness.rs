@@ -36,8 +36,10 @@ const REFUSALS_FOR_DEAD: u32 = 2;
 /// The longest a probe waits to connect; a peer that does not answer by then is left to
 /// its lease.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
-/// The pause between the two probes of [`refuses_connections`].
-const RECHECK_AFTER: Duration = Duration::from_millis(100);
+/// The pause between the two probes of [`refuses_connections`]: short, so that a
+/// follower whose leader crashed has it taken out before clients ask again (librdkafka
+/// asks for Metadata 100 ms after its connection broke, then once a second).
+const RECHECK_AFTER: Duration = Duration::from_millis(30);
 
 /// What one probe of a listener found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,6 +140,42 @@ impl Broker {
                 }
             }
         }
+    }
+
+    /// Checks a peer at once, outside the probe loop's rhythm: a follower's replication
+    /// stream to its leader broke. The stream was open, so the peer accepted before; two
+    /// refusals [`RECHECK_AFTER`] apart show it crashed, and its session is ended. One
+    /// check per peer at a time.
+    pub(super) fn check_peer(&self, node_id: i32) {
+        if node_id == self.config.node_id || self.config.broker_probe_interval_ms <= 0 {
+            return;
+        }
+        let Some(info) = self.broker_info(node_id) else {
+            return; // already out of the view
+        };
+        let checking = self.membership.checking_peers();
+        if !checking
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(node_id)
+        {
+            return;
+        }
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            if refuses_connections(&info.replication).await {
+                match store.end_broker_session(node_id, &info).await {
+                    Ok(ended) => info!(node_id, address = %info.replication, ended,
+                        "leader refuses connections at its replication address: ended its session"),
+                    Err(e) => warn!(node_id, error = %e,
+                        "cannot end the session of a leader that refuses connections"),
+                }
+            }
+            checking
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&node_id);
+        });
     }
 
     /// Whom this broker probes: every other live broker if it is the controller, else

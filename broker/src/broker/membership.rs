@@ -38,6 +38,14 @@ pub(super) struct Membership {
     /// Brokers that left the view lately, and when: Metadata keeps naming them for
     /// [`DEPARTED_LISTED_FOR`] (see [`Broker::metadata_brokers`]).
     departed: std::sync::Mutex<Vec<(BrokerInfo, std::time::Instant)>>,
+    /// Peers being checked after a broken replication stream (`Broker::check_peer`).
+    checking_peers: Arc<std::sync::Mutex<std::collections::HashSet<i32>>>,
+}
+
+impl Membership {
+    pub(super) fn checking_peers(&self) -> Arc<std::sync::Mutex<std::collections::HashSet<i32>>> {
+        self.checking_peers.clone()
+    }
 }
 
 /// A metadata round's full read, and the store revision it was taken at.

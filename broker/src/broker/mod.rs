@@ -324,6 +324,10 @@ impl crate::replication::ReplicaHost for Broker {
         self.clock.now_ms()
     }
 
+    fn leader_unreachable(&self, leader: i32) {
+        self.check_peer(leader);
+    }
+
     fn shutdown(&self) -> &tokio_util::sync::CancellationToken {
         &self.shutdown
     }
