@@ -107,7 +107,8 @@ How each figure is taken (bench/failover.py):
   after it (records go one at a time, so the record in flight at the kill, retried by
   librdkafka, is acknowledged just before): what an application sees. Even trials kill a broker that is not the controller,
   odd trials the controller.
-- *New leader*: a fresh client asks a surviving broker for Metadata every 20 ms.
+- *New leader*: a fresh client asks a surviving broker for Metadata every 20 ms (each
+  poll creates a client, which takes tens of milliseconds itself).
 - *Idle etcd*: the sum of etcd's `grpc_server_msg_received_total` (one per unary call, one
   per message on a stream) over the idle window, with no client connected, after the topic
   is created and in sync.
@@ -117,18 +118,19 @@ How each figure is taken (bench/failover.py):
   session still alive in etcd). A consumer assigned offset 0 polls from the moment of the
   start; the figure ends when it holds the first record (served from the object store).
 
-What makes the difference (docs/architecture.md, "Membership"): a crashed broker's
-listener refuses connections, which peers probe every `broker_probe_interval_ms` (100 ms),
-so its session is ended within about 200 ms instead of expiring after
+What makes the difference (docs/architecture.md, "Membership" and "Crash detection"): a
+crashed broker's listener refuses connections, which its followers check as soon as their
+replication streams break (and peers' probes every `broker_probe_interval_ms`, 100 ms), so
+its session is ended within tens of milliseconds instead of expiring after
 `broker_session_timeout_ms` (6 s); the change reaches every broker through etcd watches
 instead of the next poll; Metadata keeps listing the departed broker for 5 s, so
 librdkafka moves the partition to the new leader with the first answer that names it;
 and a restarted broker that finds its node id held by a registration at its own
 replication address (or one that refuses connections) ends that session itself. The
 lease TTL is unchanged: it still decides for hangs and partitions, where a probe gets
-no refusal. What is left of the failover time is mostly librdkafka's: it asks for
-Metadata 100 ms after the connection breaks (too early: the session is not ended yet),
-then once a second while the leader is down.
+no refusal. What is left of the failover time is librdkafka's: it asks for Metadata
+100 ms after the connection breaks and, if that answer still names the dead leader, once
+a second after that. The new-leader figure is an upper bound: each poll creates a client.
 <!-- failover:end -->""")
 PY
 write_section failover "$REPORT"
