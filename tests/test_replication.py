@@ -13,11 +13,11 @@ import uuid
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from clients import QUIET
 from replication import Cluster, History, Writer, check_history, read_replica
-from servers import EtcdServer, s3_env, strata_binary, wait_until
+from servers import EtcdServer, StrataBroker, s3_env, strata_binary, wait_until
 from wire import raw_offset_fetch_v1
 
 KiB = 1 << 10
@@ -343,3 +343,77 @@ def test_checker_finds_each_anomaly():
         anomalies = check_history(history, {0: {1: good, 2: bad}})
         assert anomalies, f"the checker missed a {name} record"
         assert any("node 2" in a for a in anomalies), anomalies
+
+
+# ---- membership at default-like settings: watches, probes, successors ----------------
+
+# A session this long cannot expire during a test: what the tests below see happen must
+# come from the watch, the probes or the successor's claim.
+LONG_SESSION = {"STRATA_BROKER_SESSION_TIMEOUT_MS": "600000"}
+
+
+def listed_by(b) -> set[int]:
+    return set(AdminClient({**QUIET, "bootstrap.servers": b.bootstrap}).list_topics(timeout=15).brokers)
+
+
+def test_a_change_reaches_another_broker_through_the_watch(broker, etcd):
+    """Rounds every 10 minutes: the first broker learns that the second registered only
+    through its watch on etcd."""
+    metadata = etcd.url(f"watch-{uuid.uuid4().hex[:8]}")
+    env = {**LONG_SESSION, "STRATA_METADATA_REFRESH_INTERVAL_MS": "600000"}
+    first = broker(metadata=metadata, env=env, args=["--node-id", "1"], name="first")
+    assert listed_by(first) == {1}
+    broker(metadata=metadata, env=env, args=["--node-id", "2"], name="second")
+    wait_until("the first broker lists the second", lambda: listed_by(first) == {1, 2}, 30)
+
+
+def test_a_crashed_broker_is_taken_out_long_before_its_session_expires(broker, etcd):
+    """Peers' probes find the killed leader's listener refusing connections and end its
+    session; its partition moves to the other in-sync replica."""
+    metadata = etcd.url(f"probe-{uuid.uuid4().hex[:8]}")
+    brokers = {n: broker(metadata=metadata, env=LONG_SESSION, args=["--node-id", str(n)], name=f"node{n}")
+               for n in (1, 2)}
+    wait_until("both brokers are listed", lambda: listed_by(brokers[1]) == {1, 2}, 30)
+    admin = AdminClient({**QUIET, "bootstrap.servers": brokers[1].bootstrap})
+    admin.create_topics([NewTopic("probed", 1, 2)])["probed"].result(30)
+
+    def state(node):
+        p = AdminClient({**QUIET, "bootstrap.servers": brokers[node].bootstrap}).list_topics("probed", timeout=15) \
+            .topics["probed"].partitions[0]
+        return p.leader, sorted(p.isrs)
+    wait_until("both in sync", lambda: state(1)[1] == [1, 2], 30)
+    victim = state(1)[0]
+    survivor = 3 - victim
+    brokers[victim].kill9()
+    wait_until(f"broker {survivor} leads alone", lambda: state(survivor) == (survivor, [survivor]), 60)
+    assert "refuses connections at its replication address: ended its session" in brokers[survivor].log_text()
+
+
+def test_a_restarted_broker_claims_its_node_id_from_its_previous_incarnation(broker, etcd):
+    """Killed and started again on an empty disk while its session is alive, the broker
+    ends that session (registered at its own replication address) instead of waiting for
+    it to expire: with a 10-minute session, waiting would fail the start."""
+    metadata = etcd.url(f"claim-{uuid.uuid4().hex[:8]}")
+    b = broker(metadata=metadata, env=LONG_SESSION, args=["--node-id", "1"])
+    b.kill9()
+    b.wipe_data_dir()
+    b.start()
+    assert "ended the session of this node's previous incarnation" in b.log_text()
+    assert listed_by(b) == {1}
+
+
+def test_a_second_live_process_with_the_same_node_id_is_still_refused(broker, etcd, tmp_path):
+    """Another process given a live broker's node id (its own ports) must not take it:
+    the live one accepts the probe, so the newcomer waits for its session, then gives up."""
+    metadata = etcd.url(f"twice-{uuid.uuid4().hex[:8]}")
+    env = {"STRATA_BROKER_SESSION_TIMEOUT_MS": "2000"}
+    first = broker(metadata=metadata, env=env, args=["--node-id", "1"], name="first")
+    second = StrataBroker(tmp_path / "second", metadata=metadata, env=env, args=["--node-id", "1"])
+    try:
+        code = second.spawn().wait(timeout=120)
+    finally:
+        second.kill9()
+    assert code != 0, second.log_tail()
+    assert "registered by another live broker" in second.log_text(), second.log_tail()
+    assert "ended the session of this node's previous incarnation" not in second.log_text()
+    assert first.is_ready() and listed_by(first) == {1}

@@ -253,9 +253,17 @@ pub struct Config {
     /// fails over faster; too short and a GC-free but busy or briefly partitioned broker
     /// is taken out needlessly.
     pub broker_session_timeout_ms: i64,
-    /// How often brokers read cluster metadata from etcd (brokers, topics, leadership)
-    /// and the controller reconciles it. Default 500 ms. Failover takes the session
-    /// timeout plus up to two of these. Each read is one etcd range request per broker.
+    /// How often a broker probes its peers' replication listeners (the controller every
+    /// broker, every broker the controller). A broker that accepted and then refuses two
+    /// probes in a row has crashed: its session is ended at once instead of at its
+    /// expiry, so failover after a crash takes about two of these rather than
+    /// `broker_session_timeout_ms`. Default 100 ms; 0 disables (crashes are then noticed
+    /// at the session's expiry). Costs one TCP connection per probed peer per interval.
+    pub broker_probe_interval_ms: i64,
+    /// How often brokers do their periodic metadata work: the controller reconciles,
+    /// leaders propose ISR changes. Changes in etcd arrive through a watch at once; only
+    /// without one (etcd out of reach, or the watch failed) is this also how often the
+    /// store's revision is polled. Default 500 ms.
     pub metadata_refresh_interval_ms: i64,
     /// A follower that has not caught up with the leader's log end for this long leaves
     /// the ISR (Kafka's replica.lag.time.max.ms). Default 30000 ms. acks=all waits for the
@@ -524,6 +532,7 @@ impl Default for Config {
             admin_listen: "127.0.0.1:9094".into(),
             admin_advertise: String::new(),
             broker_session_timeout_ms: 6000,
+            broker_probe_interval_ms: 100,
             metadata_refresh_interval_ms: 500,
             replica_lag_time_max_ms: 30_000,
             replica_fetch_wait_max_ms: 500,
@@ -963,6 +972,13 @@ impl Config {
             self.broker_session_timeout_ms,
             1000,
         )?;
+        if self.broker_probe_interval_ms != 0 {
+            at_least(
+                "broker_probe_interval_ms",
+                self.broker_probe_interval_ms,
+                10,
+            )?;
+        }
         at_least(
             "metadata_refresh_interval_ms",
             self.metadata_refresh_interval_ms,

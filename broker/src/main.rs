@@ -301,21 +301,27 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let http = start_http(&config, health.clone(), &cancel).await?;
     let broker = open_broker(config, metrics, &cancel).await?;
     let clustered = is_clustered(&broker.config)?;
+    // Replication between brokers: only with a shared metadata store. Bound before this
+    // broker registers, so that a registered broker whose replication address refuses
+    // connections has crashed (broker/liveness.rs); served once it has joined.
+    let replication_listener = if clustered {
+        Some(bind_replication_listener(&broker).await?)
+    } else {
+        None
+    };
     // Join (and step down where others are in sync) before serving anything: until then
     // the roles read at start-up may be stale.
     let session = broker
         .join_cluster(true)
         .await
         .context("register this broker in the cluster")?;
-    // Replication between brokers: only with a shared metadata store.
-    let replication = if clustered {
-        Some(start_replication_server(&broker, &cancel).await?)
-    } else {
-        None
+    let replication = match replication_listener {
+        Some(incoming) => Some(start_replication_server(&broker, incoming, &cancel)?),
+        None => None,
     };
     // Every background loop runs supervised: a panic or error is logged, counted and
     // restarted with a backoff, and /readyz names the loop while it waits (supervise.rs).
-    let cluster_loops = start_cluster_loops(&supervisor, &broker, session);
+    let cluster_loops = start_cluster_loops(&supervisor, &broker, session, clustered);
     // The admin API; its Shutdown call stops the broker as SIGTERM does.
     let stop = CancellationToken::new();
     let admin = start_admin_server(&broker, &stop, &cancel).await?;
@@ -427,14 +433,20 @@ async fn open_broker(
 
 /// The gRPC server followers fetch from. Mutual TLS when certificates are configured: a
 /// client without a certificate from ssl_ca_file fails the handshake.
-async fn start_replication_server(
+async fn bind_replication_listener(
     broker: &Arc<Broker>,
+) -> anyhow::Result<tokio::net::TcpListener> {
+    let addr = broker.config.replication_addr()?;
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("bind the replication listener on {addr}"))
+}
+
+fn start_replication_server(
+    broker: &Arc<Broker>,
+    incoming: tokio::net::TcpListener,
     cancel: &CancellationToken,
 ) -> anyhow::Result<JoinHandle<()>> {
-    let addr = broker.config.replication_addr()?;
-    let incoming = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("bind the replication listener on {addr}"))?;
     let routes =
         tonic::service::Routes::new(strata_broker::replication::server::service(broker.clone()));
     let tls = strata_broker::security::grpc::acceptor(
@@ -531,6 +543,9 @@ async fn bind_kafka_listeners(broker: &Arc<Broker>) -> anyhow::Result<server::Ka
 struct ClusterLoops {
     keeper: JoinHandle<()>,
     membership: JoinHandle<()>,
+    /// The watch on the cluster view and the probes of peers: with etcd only.
+    watch: Option<JoinHandle<()>>,
+    probes: Option<JoinHandle<()>>,
     fetchers: JoinHandle<()>,
     current_session: tokio::sync::watch::Receiver<i64>,
 }
@@ -539,6 +554,7 @@ fn start_cluster_loops(
     supervisor: &Arc<Supervisor>,
     broker: &Arc<Broker>,
     session: i64,
+    clustered: bool,
 ) -> ClusterLoops {
     let (sessions, current_session) = tokio::sync::watch::channel(session);
     let sessions = Arc::new(sessions);
@@ -550,6 +566,18 @@ fn start_cluster_loops(
         let (broker, current_session) = (broker.clone(), current_session.clone());
         move || broker.clone().run_metadata_rounds(current_session.clone())
     });
+    let watch = clustered.then(|| {
+        supervisor.spawn("metadata_watch", {
+            let broker = broker.clone();
+            move || broker.clone().watch_view()
+        })
+    });
+    let probes = clustered.then(|| {
+        supervisor.spawn("peer_probes", {
+            let broker = broker.clone();
+            move || broker.clone().run_peer_probes()
+        })
+    });
     let fetchers = supervisor.spawn("replication_fetchers", {
         let (broker, supervisor) = (broker.clone(), supervisor.clone());
         move || strata_broker::replication::fetcher::run(broker.clone(), supervisor.clone())
@@ -557,6 +585,8 @@ fn start_cluster_loops(
     ClusterLoops {
         keeper,
         membership,
+        watch,
+        probes,
         fetchers,
         current_session,
     }
@@ -681,6 +711,12 @@ async fn shut_down(broker: &Broker, health: &Health, cancel: &CancellationToken,
     let _ = periodic_loops.transactions.await;
     let _ = periodic_loops.read_pacer.await;
     let _ = cluster_loops.membership.await;
+    for handle in [cluster_loops.watch, cluster_loops.probes]
+        .into_iter()
+        .flatten()
+    {
+        let _ = handle.await;
+    }
     let _ = cluster_loops.keeper.await;
     broker
         .end_session(*cluster_loops.current_session.borrow())

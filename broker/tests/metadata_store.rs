@@ -474,6 +474,124 @@ async fn etcd_revision_moves_exactly_when_metadata_changes() {
     );
 }
 
+fn broker_info(node_id: i32, replication: &str) -> BrokerInfo {
+    BrokerInfo {
+        node_id,
+        host: "127.0.0.1".into(),
+        port: 9092,
+        rack: None,
+        replication: replication.into(),
+        admin: String::new(),
+        listeners: Vec::new(),
+        principal: String::new(),
+    }
+}
+
+/// The view's watch reports every change a broker's view is read from, at the revision
+/// it was made, and nothing of what changes with traffic (producer ids).
+#[tokio::test]
+async fn etcd_view_watch_reports_each_change_of_the_view() {
+    let etcd = start_etcd();
+    let store = EtcdStore::connect(std::slice::from_ref(&etcd.endpoint), "watch")
+        .await
+        .expect("connect");
+    let start = store
+        .revision()
+        .await
+        .expect("revision")
+        .expect("etcd has one");
+    let mut watch = store
+        .watch_view(start)
+        .await
+        .expect("watch")
+        .expect("etcd watches");
+    let next = async |watch: &mut Box<dyn strata_broker::cluster::ViewWatch>| {
+        tokio::time::timeout(Duration::from_secs(10), watch.next_change())
+            .await
+            .expect("a change within 10 s")
+            .expect("the watch is open")
+    };
+    // Traffic, not the view: no event for it.
+    store.allocate_producer_ids(10).await.expect("producer ids");
+    store.create_topic(&topic("t", 1)).await.expect("create");
+    let created = store
+        .revision()
+        .await
+        .expect("revision")
+        .expect("etcd has one");
+    assert_eq!(next(&mut watch).await, created, "a topic record");
+    let session = store.open_session(5000).await.expect("session");
+    store
+        .register_broker(&broker_info(1, "127.0.0.1:1"), session)
+        .await
+        .expect("register");
+    let registered = next(&mut watch).await;
+    assert!(registered > created, "a registration");
+    assert_eq!(store.campaign(1, session).await.expect("campaign"), 1);
+    assert!(next(&mut watch).await > registered, "the controller");
+    store.set_draining(1, true).await.expect("drain");
+    next(&mut watch).await;
+    // A watch opened at an old revision replays what happened since (each key range in
+    // its own order: whichever comes first, it is a change after `start`).
+    let latest = store
+        .revision()
+        .await
+        .expect("revision")
+        .expect("etcd has one");
+    let mut replay = store
+        .watch_view(start)
+        .await
+        .expect("watch")
+        .expect("etcd watches");
+    let replayed = next(&mut replay).await;
+    assert!(
+        replayed > start && replayed <= latest,
+        "replayed from the start: {replayed} not in {start}..={latest}"
+    );
+}
+
+/// A broker's session is ended by another process only while its registration is the
+/// one that process judged: a newer registration under the same node id is left alone.
+#[tokio::test]
+async fn etcd_ends_a_broker_session_only_for_the_registration_expected() {
+    let etcd = start_etcd();
+    let store = EtcdStore::connect(std::slice::from_ref(&etcd.endpoint), "end")
+        .await
+        .expect("connect");
+    let old = broker_info(1, "127.0.0.1:1");
+    let session = store.open_session(30_000).await.expect("session");
+    store
+        .register_broker(&old, session)
+        .await
+        .expect("register");
+    assert_eq!(store.campaign(1, session).await.expect("campaign"), 1);
+    let newer = broker_info(1, "127.0.0.1:2");
+    assert!(
+        !store.end_broker_session(1, &newer).await.expect("end"),
+        "not the registration judged"
+    );
+    assert_eq!(
+        store.live_brokers().await.expect("brokers"),
+        vec![old.clone()]
+    );
+    assert!(store.end_broker_session(1, &old).await.expect("end"));
+    assert!(store.live_brokers().await.expect("brokers").is_empty());
+    let other = store.open_session(30_000).await.expect("session");
+    assert_eq!(
+        store.campaign(2, other).await.expect("campaign"),
+        2,
+        "its controllership went with it"
+    );
+    match store.keep_alive(session).await {
+        Ok(false) => {}
+        other => panic!("an ended session answered {other:?}, not Ok(false)"),
+    }
+    assert!(
+        !store.end_broker_session(1, &old).await.expect("end"),
+        "nothing left to end"
+    );
+}
+
 /// A session etcd no longer has reads as expired (`Ok(false)`), not as an outage: a
 /// broker cut off from etcd past its session timeout must join again when etcd answers.
 /// Read as `Unavailable`, the broker stayed out of the cluster until restarted (seen in

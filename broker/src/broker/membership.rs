@@ -1,6 +1,7 @@
 //! The broker's membership loop: keeps its session (etcd lease) and registration alive,
-//! campaigns for controller, reads the cluster's metadata every
-//! `metadata_refresh_interval_ms`, runs the controller's reconciliation when it is the
+//! campaigns for controller, reads the cluster's metadata when a watch on it reports a
+//! change (or, without a watch, when the store's revision moved; in any case every 30 s),
+//! runs the controller's reconciliation when it is the
 //! controller, applies topic records to the local partitions (opening, closing,
 //! leading, following) and proposes ISR changes for the partitions it leads.
 //!
@@ -29,6 +30,22 @@ pub(super) struct Membership {
     last_rebalance_ms: std::sync::atomic::AtomicI64,
     /// The last metadata read in full, reused while the store's revision stands still.
     snapshot: std::sync::Mutex<Option<MetadataSnapshot>>,
+    /// The revision of the last change the view's watch reported (or the revision it
+    /// started from); `None` while no watch is open, when each round asks the store.
+    watched_revision: std::sync::Mutex<Option<i64>>,
+    /// Wakes the metadata loop for a round at once: the watch saw a change.
+    changed: tokio::sync::Notify,
+    /// Brokers that left the view lately, and when: Metadata keeps naming them for
+    /// [`DEPARTED_LISTED_FOR`] (see [`Broker::metadata_brokers`]).
+    departed: std::sync::Mutex<Vec<(BrokerInfo, std::time::Instant)>>,
+    /// Peers being checked after a broken replication stream (`Broker::check_peer`).
+    checking_peers: Arc<std::sync::Mutex<std::collections::HashSet<i32>>>,
+}
+
+impl Membership {
+    pub(super) fn checking_peers(&self) -> Arc<std::sync::Mutex<std::collections::HashSet<i32>>> {
+        self.checking_peers.clone()
+    }
 }
 
 /// A metadata round's full read, and the store revision it was taken at.
@@ -45,8 +62,15 @@ struct MetadataSnapshot {
 }
 
 /// Even with the revision standing still, metadata is read in full this often: a guard
-/// against a store whose revision went back (an etcd restored from a snapshot).
+/// against a store whose revision went back (an etcd restored from a snapshot), and
+/// against a watch that stopped delivering without an error.
 const FULL_READ_EVERY: Duration = Duration::from_secs(30);
+
+/// How long a broker that left the cluster stays in Metadata's broker list.
+const DEPARTED_LISTED_FOR: Duration = Duration::from_secs(5);
+
+/// How long the view's watch waits before it is opened again after it failed.
+const WATCH_RETRY: Duration = Duration::from_secs(1);
 
 impl Broker {
     pub fn cluster_view(&self) -> Arc<ClusterView> {
@@ -64,6 +88,49 @@ impl Broker {
             vec![self.own_info()]
         } else {
             view.brokers.clone()
+        }
+    }
+
+    /// The brokers Metadata lists: the live ones, and those that left in the last
+    /// [`DEPARTED_LISTED_FOR`]. librdkafka drops a broker missing from a Metadata answer
+    /// and, when the same answer moves a partition from it to a new leader, the drop
+    /// races the move: the partition's queued records then wait for its next periodic
+    /// check (up to a second) instead of going to the new leader at once. A departed
+    /// broker leads nothing, so a client that connects to it meanwhile is only refused.
+    pub fn metadata_brokers(&self) -> Vec<BrokerInfo> {
+        let mut brokers = self.live_brokers();
+        let departed = self
+            .membership
+            .departed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for (info, left) in departed.iter() {
+            if left.elapsed() < DEPARTED_LISTED_FOR
+                && !brokers.iter().any(|b| b.node_id == info.node_id)
+            {
+                brokers.push(info.clone());
+            }
+        }
+        brokers
+    }
+
+    /// Keeps the brokers that left between the `before` and `after` views.
+    fn note_departed(&self, before: &[BrokerInfo], after: &[BrokerInfo]) {
+        let mut departed = self
+            .membership
+            .departed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        departed.retain(|(info, left)| {
+            left.elapsed() < DEPARTED_LISTED_FOR && !after.iter().any(|b| b.node_id == info.node_id)
+        });
+        let now = std::time::Instant::now();
+        for gone in before
+            .iter()
+            .filter(|b| !after.iter().any(|a| a.node_id == b.node_id))
+        {
+            departed.retain(|(info, _)| info.node_id != gone.node_id);
+            departed.push((gone.clone(), now));
         }
     }
 
@@ -139,7 +206,14 @@ impl Broker {
                     self.refresh(session).await;
                     return Ok(session);
                 }
+                Err(StoreError::AlreadyExists(_))
+                    if restarted && self.claim_from_previous_incarnation(&info).await? =>
+                {
+                    // Registered at once with the next attempt; the unused lease expires.
+                    let _ = self.store.close_session(session).await;
+                }
                 Err(StoreError::AlreadyExists(_)) if std::time::Instant::now() < deadline => {
+                    let _ = self.store.close_session(session).await;
                     if !warned {
                         warn!(
                             node_id = info.node_id,
@@ -195,6 +269,111 @@ impl Broker {
         anyhow::bail!("topic records kept changing while this broker was stepping down after start")
     }
 
+    /// Ends the session of the broker registered under this node id if it is a previous
+    /// incarnation of this one, so a restart need not wait for that session to expire.
+    /// It is, if it advertised this broker's replication address, which this process
+    /// has bound (so nothing else listens there), or if its own address refuses
+    /// connections ([`super::liveness::refuses_connections`]). A second live process
+    /// given the same node id listens at its own address: it is left alone, and this
+    /// one refused as before.
+    async fn claim_from_previous_incarnation(&self, me: &BrokerInfo) -> anyhow::Result<bool> {
+        let holder = self
+            .store
+            .live_brokers()
+            .await?
+            .into_iter()
+            .find(|b| b.node_id == me.node_id);
+        let Some(holder) = holder else {
+            return Ok(true); // gone meanwhile: register again
+        };
+        let successor = holder.replication == me.replication
+            || super::liveness::refuses_connections(&holder.replication).await;
+        if !successor {
+            return Ok(false);
+        }
+        let ended = self.store.end_broker_session(me.node_id, &holder).await?;
+        info!(
+            node_id = me.node_id,
+            previous = %holder.replication,
+            ended,
+            "ended the session of this node's previous incarnation"
+        );
+        Ok(true)
+    }
+
+    /// Keeps a watch open on the keys of the cluster view and wakes the metadata loop at
+    /// each change, so a change reaches this broker in milliseconds and a quiet cluster
+    /// costs etcd nothing. Without a watch (it failed, or etcd is out of reach) the loop
+    /// polls the store's revision each round, as it does with a store that cannot watch.
+    pub async fn watch_view(self: Arc<Self>) {
+        let mut outage = Outage::default();
+        loop {
+            let opened = match self.store.revision().await {
+                Ok(Some(revision)) => self
+                    .store
+                    .watch_view(revision)
+                    .await
+                    .map(|watch| watch.map(|w| (revision, w))),
+                Ok(None) => Ok(None),
+                Err(e) => Err(e),
+            };
+            match opened {
+                Ok(None) => return, // the store cannot watch: the rounds poll
+                Ok(Some((revision, mut watch))) => {
+                    outage.recovered();
+                    self.set_watched_revision(Some(revision));
+                    loop {
+                        let change = tokio::select! {
+                            _ = self.shutdown.cancelled() => return,
+                            change = watch.next_change() => change,
+                        };
+                        match change {
+                            Ok(revision) => {
+                                self.set_watched_revision(Some(revision));
+                                self.membership.changed.notify_one();
+                            }
+                            Err(e) => {
+                                outage.failed("watch cluster metadata", &e);
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(e) => outage.failed("watch cluster metadata", &e),
+            }
+            // Until a new watch is open, each round asks the store; one now reads what
+            // the broken watch may have missed.
+            self.set_watched_revision(None);
+            self.membership.changed.notify_one();
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(WATCH_RETRY) => {}
+            }
+        }
+    }
+
+    fn set_watched_revision(&self, revision: Option<i64>) {
+        *self
+            .membership
+            .watched_revision
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = revision;
+    }
+
+    fn watched_revision(&self) -> Option<i64> {
+        *self
+            .membership
+            .watched_revision
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs a metadata round soon, as a watched change does (say after this broker
+    /// ended another's session).
+    pub(super) fn wake_metadata_round(&self) {
+        self.membership.changed.notify_one();
+    }
+
     /// The metadata loop: a round every `metadata_refresh_interval_ms` until shutdown, with
     /// the session [`Broker::keep_session`] publishes. The session is renewed by its own
     /// loop, so a slow metadata round (many topics, a slow etcd) cannot cost the lease.
@@ -209,6 +388,7 @@ impl Broker {
             tokio::select! {
                 _ = self.shutdown.cancelled() => break,
                 _ = ticker.tick() => {}
+                _ = self.membership.changed.notified() => {}
             }
             let session = *current.borrow();
             match self.refresh_once(session).await {
@@ -277,15 +457,19 @@ impl Broker {
         // Before the topics: a topic opened this round takes the new defaults.
         self.apply_broker_configs_read(broker_configs, config_changes)
             .await;
-        *self
-            .membership
-            .view
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = Arc::new(ClusterView {
-            brokers: brokers.clone(),
-            controller,
-            draining: draining.clone(),
-        });
+        let before = std::mem::replace(
+            &mut *self
+                .membership
+                .view
+                .write()
+                .unwrap_or_else(|p| p.into_inner()),
+            Arc::new(ClusterView {
+                brokers: brokers.clone(),
+                controller,
+                draining: draining.clone(),
+            }),
+        );
+        self.note_departed(&before.brokers, &brokers);
         if controller == self.config.node_id {
             self.reconcile(&mut topics, &brokers, &draining).await?;
         }
@@ -304,7 +488,12 @@ impl Broker {
     /// [`FULL_READ_EVERY`]; otherwise the last read again, for one small etcd request.
     /// The revision is taken before the reads, so a change racing them is seen next round.
     async fn read_metadata(&self, session: i64) -> Result<MetadataSnapshot, StoreError> {
-        let revision = self.store.revision().await?;
+        // With a watch open, the last change it reported stands for the store's revision:
+        // no request at all while nothing of the view changes.
+        let revision = match self.watched_revision() {
+            Some(revision) => Some(revision),
+            None => self.store.revision().await?,
+        };
         if let Some(revision) = revision {
             let last = self
                 .membership

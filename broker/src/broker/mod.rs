@@ -14,6 +14,7 @@
 
 pub mod dynamic_config;
 mod housekeeping;
+mod liveness;
 mod membership;
 mod placement_admin;
 mod producer_ids;
@@ -321,6 +322,10 @@ impl crate::tier::TierHost for Broker {
 impl crate::replication::ReplicaHost for Broker {
     fn now_ms(&self) -> i64 {
         self.clock.now_ms()
+    }
+
+    fn leader_unreachable(&self, leader: i32) {
+        self.check_peer(leader);
     }
 
     fn shutdown(&self) -> &tokio_util::sync::CancellationToken {

@@ -15,6 +15,10 @@
 //!
 //! A broker's lease (TTL `broker_session_timeout_ms`) is its session: when the broker dies
 //! or cannot reach etcd for that long, its registration and controllership vanish with it.
+//! A broker shown dead sooner (its listener refuses connections) has its lease revoked
+//! by a peer, or by its own successor ([`MetadataStore::end_broker_session`]). Brokers
+//! learn of changes through watches on the keys of their view
+//! ([`MetadataStore::watch_view`]), not by polling.
 //! Topic records carry partition leadership and ISRs; they change by compare-and-swap on
 //! the key's mod_revision (the "version" of [`MetadataStore::update_topic_if`]).
 //!
@@ -24,7 +28,9 @@
 
 use std::time::Duration;
 
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp, WatchOptions,
+};
 
 use super::{
     BrokerConfigs, BrokerInfo, ConfigScope, MetadataStore, SecurityKind, StoreError, TopicRecord,
@@ -38,6 +44,17 @@ const SECURITY_OPS_PER_TXN: usize = 100;
 pub struct EtcdStore {
     client: Client,
     prefix: String,
+    /// The keep-alive stream of the session last renewed, reused by the next renewal:
+    /// one message to etcd per renewal, where a stream per renewal costs a stream and two.
+    /// A tokio mutex: held across the renewal's round trip.
+    keeper: tokio::sync::Mutex<Option<SessionKeeper>>,
+}
+
+/// An open keep-alive stream of one lease.
+struct SessionKeeper {
+    session: i64,
+    sender: etcd_client::LeaseKeeper,
+    answers: etcd_client::LeaseKeepAliveStream,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -163,6 +180,7 @@ impl EtcdStore {
         let store = EtcdStore {
             client,
             prefix: prefix.trim_end_matches('/').to_string(),
+            keeper: tokio::sync::Mutex::new(None),
         };
         // Fail at start-up, not at the first client request, if etcd is not there.
         let mut kv = store.client.kv_client();
@@ -368,17 +386,33 @@ impl MetadataStore for EtcdStore {
     }
 
     async fn keep_alive(&self, session: i64) -> Result<bool, StoreError> {
-        let mut lease = self.client.lease_client();
-        // A lease that expired while etcd was out of reach must read as "expired", so the
-        // broker joins again; read as an outage it would never rejoin.
-        let (mut keeper, mut stream) = match within(lease.keep_alive(session)).await? {
-            Ok(pair) => pair,
-            Err(e) if lease_is_gone(&e) => return Ok(false),
-            Err(e) => return Err(unavailable(e)),
+        let mut cached = self.keeper.lock().await;
+        // Any failure drops the stream; the next renewal opens a new one.
+        let open = cached.take().filter(|k| k.session == session);
+        let Some(mut keeper) = open else {
+            let mut lease = self.client.lease_client();
+            // Opening the stream renews the lease once. A lease that expired while etcd
+            // was out of reach must read as "expired", so the broker joins again; read as
+            // an outage it would never rejoin.
+            let (sender, answers) = match within(lease.keep_alive(session)).await? {
+                Ok(pair) => pair,
+                Err(e) if lease_is_gone(&e) => return Ok(false),
+                Err(e) => return Err(unavailable(e)),
+            };
+            *cached = Some(SessionKeeper {
+                session,
+                sender,
+                answers,
+            });
+            return Ok(true);
         };
-        timed(keeper.keep_alive()).await?;
-        match timed(stream.message()).await? {
-            Some(response) => Ok(response.ttl() > 0),
+        timed(keeper.sender.keep_alive()).await?;
+        match timed(keeper.answers.message()).await? {
+            Some(response) if response.ttl() > 0 => {
+                *cached = Some(keeper);
+                Ok(true)
+            }
+            Some(_) => Ok(false),
             None => Err(StoreError::Unavailable(
                 "etcd closed the keep-alive stream".into(),
             )),
@@ -436,6 +470,60 @@ impl MetadataStore for EtcdStore {
                 })
             })
             .collect()
+    }
+
+    async fn end_broker_session(
+        &self,
+        node_id: i32,
+        expected: &BrokerInfo,
+    ) -> Result<bool, StoreError> {
+        let key = self.key(&format!("brokers/{node_id}"));
+        let mut kv = self.client.kv_client();
+        let found = timed(kv.get(key, None)).await?;
+        let Some(found) = found.kvs().first() else {
+            return Ok(false);
+        };
+        let registered: Option<BrokerInfo> = serde_json::from_slice(found.value()).ok();
+        if registered.as_ref() != Some(expected) || found.lease() == 0 {
+            return Ok(false);
+        }
+        // Revoking a lease another process renews is what its expiry would do, sooner:
+        // its keys go, its leaderships move with a new epoch, and it joins again if alive.
+        let mut lease = self.client.lease_client();
+        match within(lease.revoke(found.lease())).await? {
+            Ok(_) => Ok(true),
+            Err(e) if lease_is_gone(&e) => Ok(false),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn watch_view(
+        &self,
+        after_revision: i64,
+    ) -> Result<Option<Box<dyn super::ViewWatch>>, StoreError> {
+        // Everything `Broker::read_metadata` reads, and not the manifests or producer ids,
+        // which change with traffic and are no part of the view.
+        let options = |prefix: bool| {
+            let options = WatchOptions::new().with_start_revision(after_revision + 1);
+            if prefix {
+                options.with_prefix()
+            } else {
+                options
+            }
+        };
+        let mut client = self.client.watch_client();
+        let mut stream = timed(client.watch(self.key("topics/"), Some(options(true)))).await?;
+        let more = [
+            ("brokers/", true),
+            ("controller", false),
+            ("draining/", true),
+            ("broker_configs/", true),
+            ("security/", true),
+        ];
+        for (suffix, prefix) in more {
+            timed(stream.watch(self.key(suffix), Some(options(prefix)))).await?;
+        }
+        Ok(Some(Box::new(EtcdViewWatch { stream })))
     }
 
     async fn campaign(&self, node_id: i32, session: i64) -> Result<i32, StoreError> {
@@ -612,6 +700,38 @@ impl MetadataStore for EtcdStore {
         };
         let response = timed(kv.txn(Txn::new().when([unchanged]).and_then([change]))).await?;
         Ok(response.succeeded())
+    }
+}
+
+/// The watches of [`MetadataStore::watch_view`], on one gRPC stream.
+struct EtcdViewWatch {
+    stream: etcd_client::WatchStream,
+}
+
+#[async_trait::async_trait]
+impl super::ViewWatch for EtcdViewWatch {
+    async fn next_change(&mut self) -> Result<i64, StoreError> {
+        loop {
+            let Some(response) = self.stream.message().await.map_err(unavailable)? else {
+                return Err(StoreError::Unavailable("etcd closed the watch".into()));
+            };
+            if response.canceled() || response.compact_revision() > 0 {
+                return Err(StoreError::Unavailable(format!(
+                    "etcd cancelled the watch (compacted at revision {}): {}",
+                    response.compact_revision(),
+                    response.cancel_reason()
+                )));
+            }
+            // Creation and progress answers carry no events.
+            let changed = response
+                .events()
+                .iter()
+                .filter_map(|e| e.kv().map(|kv| kv.mod_revision()))
+                .max();
+            if let Some(revision) = changed {
+                return Ok(revision);
+            }
+        }
     }
 }
 

@@ -199,6 +199,28 @@ pub trait MetadataStore: Send + Sync {
     /// broker of another session holds the node id.
     async fn register_broker(&self, info: &BrokerInfo, session: i64) -> Result<(), StoreError>;
     async fn live_brokers(&self) -> Result<Vec<BrokerInfo>, StoreError>;
+    /// Ends the session of the broker registered as `node_id` if its registration is
+    /// still `expected` (another incarnation registers anew and is left alone): its
+    /// registration and controllership go at once, as at the session's expiry. For
+    /// brokers shown to be dead before their session expires ([`crate::broker::liveness`]).
+    /// Returns whether a session was ended. The default (a store of one broker) ends none.
+    async fn end_broker_session(
+        &self,
+        _node_id: i32,
+        _expected: &BrokerInfo,
+    ) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+    /// Watches the keys a broker's view of the cluster is read from (topics, brokers,
+    /// controller, drains, broker configs, security records) for changes after
+    /// `after_revision` (a [`MetadataStore::revision`]). `None` (the default) if the
+    /// store cannot watch: the broker then polls [`MetadataStore::revision`].
+    async fn watch_view(
+        &self,
+        _after_revision: i64,
+    ) -> Result<Option<Box<dyn ViewWatch>>, StoreError> {
+        Ok(None)
+    }
     /// Becomes the controller if no live broker is; returns the controller's node id.
     async fn campaign(&self, node_id: i32, session: i64) -> Result<i32, StoreError>;
     /// Brokers marked for draining (their replicas are moved off).
@@ -229,6 +251,15 @@ pub trait MetadataStore: Send + Sync {
         expected: &BTreeMap<String, String>,
         configs: &BTreeMap<String, String>,
     ) -> Result<bool, StoreError>;
+}
+
+/// A watch opened by [`MetadataStore::watch_view`].
+#[async_trait::async_trait]
+pub trait ViewWatch: Send {
+    /// Waits for the next change and returns the store revision it was made at. An error
+    /// ends the watch (etcd went away, or compacted the revisions it had to replay): the
+    /// caller reads everything again and opens a new one.
+    async fn next_change(&mut self) -> Result<i64, StoreError>;
 }
 
 /// Whose dynamic broker configs (Kafka's DYNAMIC_DEFAULT_BROKER_CONFIG and

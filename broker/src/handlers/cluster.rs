@@ -211,7 +211,7 @@ pub async fn metadata(
         }
     }
     let brokers = broker
-        .live_brokers()
+        .metadata_brokers()
         .iter()
         .filter_map(|b| broker_entry(b, &caller.listener))
         .collect();

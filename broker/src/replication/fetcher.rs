@@ -147,6 +147,7 @@ async fn fetch_loop(broker: Arc<dyn ReplicaHost>, leader: i32) {
         if client.is_none() {
             client = connect(&*broker, leader).await;
             if client.is_none() {
+                broker.leader_unreachable(leader);
                 tokio::time::sleep(BACKOFF).await;
                 continue;
             }
@@ -182,6 +183,7 @@ async fn fetch_loop(broker: Arc<dyn ReplicaHost>, leader: i32) {
             Ok(Err(status)) => {
                 debug!(leader, %status, "replication fetch failed");
                 client = None;
+                broker.leader_unreachable(leader);
                 tokio::time::sleep(BACKOFF).await;
                 continue;
             }

@@ -37,6 +37,10 @@ pub trait ReplicaHost: Send + Sync + 'static {
     ) -> Option<std::sync::Arc<crate::partition::Partition>>;
     /// Where broker `node_id` serves replication, if it is known.
     fn replication_address(&self, node_id: i32) -> Option<String>;
+    /// The replication stream to `leader` broke, or a new connection failed: the leader
+    /// may have crashed. The host checks whether it refuses connections, and if so ends
+    /// its session so leadership moves at once.
+    fn leader_unreachable(&self, _leader: i32) {}
     /// The certificate principal broker `node_id` registered (empty without TLS), if it
     /// is known: a follower's client certificate must show it.
     fn registered_principal(&self, node_id: i32) -> Option<String>;
