@@ -97,6 +97,7 @@ fi
 sleep 2
 
 RESULTS="$WORK/results.jsonl"
+LOAD_START="$(cut -d' ' -f1 /proc/loadavg)"
 # run CLUSTER ROUND RF: one acks=all produce run, its topic deleted afterwards.
 run() {
     local cluster="$1" round="$2" rf="$3" topic
@@ -120,6 +121,7 @@ for round in $(seq 1 "$ROUNDS"); do
     done
 done
 
+LOAD_END="$(cut -d' ' -f1 /proc/loadavg)"
 CPU_MODEL="$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)"
 COMMAND="RECORDS=$RECORDS ROUNDS=$ROUNDS${BASE_STRATA:+ BASE_STRATA=$BASE_STRATA} bench/cluster.sh"
 REPORT="$WORK/report.md"
@@ -133,7 +135,9 @@ REPORT="$WORK/report.md"
     echo "factor 3). Every broker and the client share the same cores, so replication factor 3 does"
     echo "three times the disk writes and two extra network hops on the same CPUs: the figure is the"
     echo "ratio, RF3 against RF1 on the same cluster in the same round ($ROUNDS rounds, runs"
-    echo "interleaved; median and range)."
+    echo "interleaved; median and range). Load average (1 min) $LOAD_START at the start, $LOAD_END at"
+    echo "the end: other work on the machine slows RF3 more than RF1, since each acks=all round"
+    echo "waits for three processes to be scheduled in turn."
     echo
     python3 - "$RESULTS" "${CLUSTERS[@]}" <<'EOF'
 import json, statistics, sys
