@@ -1,12 +1,21 @@
 #!/usr/bin/env bash
-# Replication benchmark: three brokers on loopback sharing one etcd (free ports, temp data
-# dirs, default flush policy), then produce throughput and acknowledgement latency for a
-# topic of 6 partitions with replication factor 1 and 3, acks=1 and acks=all
-# (min.insync.replicas=2), and how long a leader failover stalls a steady producer.
+# Replication benchmark: the cost of replication factor 3 against replication factor 1,
+# both acks=all, measured in the same run. Three brokers on loopback sharing one etcd
+# (free ports, temp data dirs, default flush policy); a topic of 6 partitions per run
+# (min.insync.replicas 2 with replication factor 3), RECORDS records of 1 KiB.
+#
+# With BASE_STRATA set (an older `strata` binary, the "before"), a second three-broker
+# cluster runs that binary beside the first (its own etcd prefix) and every round runs
+# both clusters' pairs, the clusters' order alternating between rounds:
+#   before rf1, before rf3, after rf1, after rf3, then after first in the next round ...
+# Each pair gives a ratio (RF3 MiB/s / RF1 MiB/s, same cluster, same round); the report
+# shows the median and range over ROUNDS rounds. Topics are deleted after each run so
+# disk and page cache use stay flat. Failover is bench/failover.sh's scenario.
 # Writes the "Replication" section of docs/benchmarks.md.
 #
-#   bench/cluster.sh                  # about 3 minutes after the build on 2 cores
-#   RECORDS=100000 bench/cluster.sh   # smoke run
+#   RECORDS=300000 bench/cluster.sh                                      # about 2 minutes
+#   RECORDS=300000 BASE_STRATA=/tmp/strata-base/strata bench/cluster.sh  # before and after
+#   STRATA=/path/strata BENCH=/path/strata-bench ...                     # skip the build
 #
 # All three brokers and the client share this machine's cores, so the numbers are a
 # floor for what separate machines do; what they show is the cost of replication
@@ -16,23 +25,27 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 OUT="${OUT:-$ROOT/docs/benchmarks.md}"
-RECORDS="${RECORDS:-1000000}"         # 1 KiB records per run (~977 MiB)
-SESSION_MS="${SESSION_MS:-3000}"       # broker_session_timeout_ms for the failover run
+RECORDS="${RECORDS:-300000}"   # 1 KiB records per run (~293 MiB)
+ROUNDS="${ROUNDS:-5}"          # rounds of (RF1, RF3) pairs per cluster
+BASE_STRATA="${BASE_STRATA:-}" # optional: the "before" binary
 
 SCRIPT=cluster.sh
 WORK="$(mktemp -d -t strata-cluster-bench.XXXXXX)"
 # shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
 
-log "building strata and strata-bench (release)"
-cargo build --release -p strata-broker
-cargo build --release -p strata-bench
-STRATA="$ROOT/target/release/strata"
-BENCH="$ROOT/target/release/strata-bench"
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+if [ -z "${STRATA:-}" ] || [ -z "${BENCH:-}" ]; then
+    log "building strata and strata-bench (release)"
+    cargo build --release -p strata-broker -p strata-bench
+fi
+STRATA="${STRATA:-$TARGET/release/strata}"
+BENCH="${BENCH:-$TARGET/release/strata-bench}"
 command -v etcd >/dev/null || die "etcd is not installed (scripts/install-deps.sh installs it)"
+[ -z "$BASE_STRATA" ] || [ -x "$BASE_STRATA" ] || die "BASE_STRATA=$BASE_STRATA is not an executable"
 
 ETCD_PID=""
-declare -A PIDS KAFKA_PORTS HTTP_PORTS REPL_PORTS ADMIN_PORTS
+declare -A PIDS KAFKA_PORTS HTTP_PORTS REPL_PORTS ADMIN_PORTS BOOTSTRAPS
 cleanup() {
     for node in "${!PIDS[@]}"; do stop_pid "${PIDS[$node]}" "broker $node"; done
     stop_pid "$ETCD_PID" etcd
@@ -50,107 +63,118 @@ for _ in $(seq 1 100); do
     curl -fsS "http://127.0.0.1:$ETCD_PORT/health" >/dev/null 2>&1 && break
     sleep 0.1
 done
-METADATA="etcd://127.0.0.1:$ETCD_PORT/bench"
 
+# start_node CLUSTER BINARY NODE: one broker of CLUSTER ("before" or "after").
 start_node() {
-    local node="$1"
-    env NO_COLOR=1 STRATA_BROKER_SESSION_TIMEOUT_MS="$SESSION_MS" \
-        "$STRATA" serve --node-id "$node" --rack "r$node" --metadata "$METADATA" \
-        --listen "127.0.0.1:${KAFKA_PORTS[$node]}" --http "127.0.0.1:${HTTP_PORTS[$node]}" \
-        --replication-listen "127.0.0.1:${REPL_PORTS[$node]}" --admin-listen "127.0.0.1:${ADMIN_PORTS[$node]}" --data-dir "$WORK/data$node" \
-        >>"$WORK/strata$node.log" 2>&1 &
-    PIDS[$node]=$!
+    local cluster="$1" binary="$2" node="$3" key="$1-$3"
+    KAFKA_PORTS[$key]="$(free_port)"; HTTP_PORTS[$key]="$(free_port)"
+    REPL_PORTS[$key]="$(free_port)"; ADMIN_PORTS[$key]="$(free_port)"
+    env NO_COLOR=1 "$binary" serve --node-id "$node" --rack "r$node" \
+        --metadata "etcd://127.0.0.1:$ETCD_PORT/bench-$cluster" \
+        --listen "127.0.0.1:${KAFKA_PORTS[$key]}" --http "127.0.0.1:${HTTP_PORTS[$key]}" \
+        --replication-listen "127.0.0.1:${REPL_PORTS[$key]}" --admin-listen "127.0.0.1:${ADMIN_PORTS[$key]}" \
+        --data-dir "$WORK/data-$key" >>"$WORK/strata-$key.log" 2>&1 &
+    PIDS[$key]=$!
     for _ in $(seq 1 300); do
-        curl -fsS "http://127.0.0.1:${HTTP_PORTS[$node]}/readyz" >/dev/null 2>&1 && return 0
-        kill -0 "${PIDS[$node]}" 2>/dev/null || { tail -n 30 "$WORK/strata$node.log" >&2; die "broker $node exited"; }
+        curl -fsS "http://127.0.0.1:${HTTP_PORTS[$key]}/readyz" >/dev/null 2>&1 && return 0
+        kill -0 "${PIDS[$key]}" 2>/dev/null || { tail -n 30 "$WORK/strata-$key.log" >&2; die "broker $key exited"; }
         sleep 0.1
     done
-    die "broker $node not ready after 30 s"
+    die "broker $key not ready after 30 s"
 }
-for node in 1 2 3; do
-    KAFKA_PORTS[$node]="$(free_port)"; HTTP_PORTS[$node]="$(free_port)"; REPL_PORTS[$node]="$(free_port)"; ADMIN_PORTS[$node]="$(free_port)"
-done
-for node in 1 2 3; do start_node "$node"; done
-BOOTSTRAP="127.0.0.1:${KAFKA_PORTS[1]},127.0.0.1:${KAFKA_PORTS[2]},127.0.0.1:${KAFKA_PORTS[3]}"
+start_cluster() {
+    local cluster="$1" binary="$2"
+    log "starting cluster $cluster: $binary"
+    for node in 1 2 3; do start_node "$cluster" "$binary" "$node"; done
+    BOOTSTRAPS[$cluster]="127.0.0.1:${KAFKA_PORTS[$cluster-1]},127.0.0.1:${KAFKA_PORTS[$cluster-2]},127.0.0.1:${KAFKA_PORTS[$cluster-3]}"
+}
+CLUSTERS=(after)
+start_cluster after "$STRATA"
+if [ -n "$BASE_STRATA" ]; then
+    CLUSTERS=(before after)
+    start_cluster before "$BASE_STRATA"
+fi
 sleep 2
 
 RESULTS="$WORK/results.jsonl"
+LOAD_START="$(cut -d' ' -f1 /proc/loadavg)"
+# run CLUSTER ROUND RF: one acks=all produce run, its topic deleted afterwards.
 run() {
-    local name="$1" rf="$2" acks="$3"
-    log "scenario $name: $RECORDS records of 1 KiB, 6 partitions, replication factor $rf, acks=$acks"
-    "$BENCH" produce --bootstrap "$BOOTSTRAP" --name "$name" --records "$RECORDS" --record-size 1024 \
-        --partitions 6 --replication-factor "$rf" --acks "$acks" --topic-config min.insync.replicas="$(( rf > 1 ? 2 : 1 ))" \
+    local cluster="$1" round="$2" rf="$3" topic
+    topic="cluster-$cluster-rf$rf-$round-$(date +%s%N)"
+    log "round $round, cluster $cluster: $RECORDS records of 1 KiB, 6 partitions, replication factor $rf, acks=all"
+    "$BENCH" produce --bootstrap "${BOOTSTRAPS[$cluster]}" --name "$cluster/rf$rf/$round" --topic "$topic" \
+        --records "$RECORDS" --record-size 1024 --partitions 6 --replication-factor "$rf" --acks all \
+        --topic-config min.insync.replicas="$(( rf > 1 ? 2 : 1 ))" \
         | tee -a "$RESULTS" >&2
+    "$BENCH" delete-topics --bootstrap "${BOOTSTRAPS[$cluster]}" "$topic" >/dev/null 2>&1 \
+        || log "could not delete $topic"
 }
-run rf1-acks1 1 1
-run rf1-acksall 1 all
-run rf3-acks1 3 1
-run rf3-acksall 3 all
+for round in $(seq 1 "$ROUNDS"); do
+    order=("${CLUSTERS[@]}")
+    if [ $((round % 2)) -eq 0 ]; then
+        order=(); for ((i = ${#CLUSTERS[@]} - 1; i >= 0; i--)); do order+=("${CLUSTERS[$i]}"); done
+    fi
+    for cluster in "${order[@]}"; do
+        run "$cluster" "$round" 1
+        run "$cluster" "$round" 3
+    done
+done
 
-# Failover: a steady 20 MiB/s acks=all producer; the broker leading partition 0 is
-# killed (SIGKILL) 10 s in. The producer's worst acknowledgement latency is the stall.
-log "failover: steady acks=all producer, the leader of partition 0 killed after 10 s"
-FAILOVER_TOPIC="failover-$(date +%s)"
-"$BENCH" e2e --bootstrap "$BOOTSTRAP" --name failover --topic "$FAILOVER_TOPIC" --partitions 6 \
-    --replication-factor 3 --acks all --topic-config min.insync.replicas=2 --rate 20 --duration 30 --warmup 2 \
-    >"$WORK/failover.out" 2>&1 &
-E2E_PID=$!
-sleep 10
-LEADER="$(python3 - "$BOOTSTRAP" "$FAILOVER_TOPIC" <<'EOF'
-import sys
-from confluent_kafka.admin import AdminClient
-md = AdminClient({"bootstrap.servers": sys.argv[1]}).list_topics(topic=sys.argv[2], timeout=10)
-print(md.topics[sys.argv[2]].partitions[0].leader)
-EOF
-)"
-log "killing broker $LEADER"
-KILLED_AT="$(date +%s.%N)"
-kill -KILL "${PIDS[$LEADER]}"
-wait "${PIDS[$LEADER]}" 2>/dev/null || true
-unset "PIDS[$LEADER]"
-wait "$E2E_PID" || true
-cp "$WORK/failover.out" "${FAILOVER_LOG:-/tmp/strata-cluster-bench-failover.out}"
-FAILOVER_JSON="$(grep '^{' "$WORK/failover.out" | tail -n 1)"
-echo "$FAILOVER_JSON" >"$WORK/f.json"
-NEW_LEADER_AT="$(sed 's/\x1b\[[0-9;]*m//g' "$WORK"/strata*.log | grep 'controller changed a partition' \
-    | grep "topic=$FAILOVER_TOPIC partition=0 " | tail -n 1 | cut -c1-27 || true)"
-ELECTION_S="$(python3 - "$KILLED_AT" "$NEW_LEADER_AT" <<'EOF'
-import sys, datetime
-killed = float(sys.argv[1])
-try:
-    at = datetime.datetime.fromisoformat(sys.argv[2].rstrip("Z")).replace(tzinfo=datetime.timezone.utc).timestamp()
-    print(f"{at - killed:.1f}")
-except ValueError:
-    print("nan")
-EOF
-)"
-
+LOAD_END="$(cut -d' ' -f1 /proc/loadavg)"
 CPU_MODEL="$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)"
+COMMAND="RECORDS=$RECORDS ROUNDS=$ROUNDS${BASE_STRATA:+ BASE_STRATA=$BASE_STRATA} bench/cluster.sh"
 REPORT="$WORK/report.md"
 {
     echo "<!-- replication:begin -->"
     echo "## Replication"
     echo
-    echo "\`bench/cluster.sh\` on $(date -u +%Y-%m-%d): $(nproc) cores ($CPU_MODEL), three brokers and"
-    echo "etcd on this one machine (loopback), default flush policy, 6 partitions, $RECORDS records"
-    echo "of 1 KiB per run. Every broker and the client share the same cores, so replication factor 3"
-    echo "does three times the disk writes and two extra network hops on the same CPUs: read the"
-    echo "rows against each other, not as a cluster's capacity."
+    echo "\`bench/cluster.sh\` on $(date -u +%Y-%m-%d): $(nproc) cores ($CPU_MODEL), three brokers per"
+    echo "cluster and etcd on this one machine (loopback), default flush policy, 6 partitions,"
+    echo "$RECORDS records of 1 KiB per run, acks=all (\`min.insync.replicas\` 2 with replication"
+    echo "factor 3). Every broker and the client share the same cores, so replication factor 3 does"
+    echo "three times the disk writes and two extra network hops on the same CPUs: the figure is the"
+    echo "ratio, RF3 against RF1 on the same cluster in the same round ($ROUNDS rounds, runs"
+    echo "interleaved; median and range). Load average (1 min) $LOAD_START at the start, $LOAD_END at"
+    echo "the end: other work on the machine slows RF3 more than RF1, since each acks=all round"
+    echo "waits for three processes to be scheduled in turn."
     echo
-    "$BENCH" table "$RESULTS"
+    python3 - "$RESULTS" "${CLUSTERS[@]}" <<'EOF'
+import json, statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    if line.startswith('{'):
+        r = json.loads(line)
+        cluster, rf, round_ = r['name'].split('/')
+        runs[(cluster, rf, round_)] = r
+def fmt(values, digits):
+    if not values:
+        return 'n/a'
+    return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}–{max(values):.{digits}f})"
+print('| cluster | RF1 acks=all MiB/s | RF3 acks=all MiB/s | RF3 / RF1 | RF3 ack latency p50 / p99 (ms) | failed runs |')
+print('|---|---:|---:|---:|---|---:|')
+medians = {}
+for cluster in sys.argv[2:]:
+    rounds = sorted({k[2] for k in runs if k[0] == cluster}, key=int)
+    rf1, rf3, ratio, p50, p99, failed = [], [], [], [], [], 0
+    for rnd in rounds:
+        a, b = runs.get((cluster, 'rf1', rnd)), runs.get((cluster, 'rf3', rnd))
+        if not a or not b or not a.get('ok') or not b.get('ok'):
+            failed += 1
+            continue
+        x, y = a['mib_per_s'], b['mib_per_s']
+        rf1.append(x); rf3.append(y); ratio.append(y / x)
+        p50.append(b['ack_latency_ms']['p50']); p99.append(b['ack_latency_ms']['p99'])
+    medians[cluster] = statistics.median(ratio) if ratio else None
+    label = {'before': 'before (baseline binary)', 'after': 'after (this tree)'}.get(cluster, cluster)
+    lat = f"{statistics.median(p50):.1f} / {statistics.median(p99):.1f}" if p50 else 'n/a'
+    print(f"| {label} | {fmt(rf1, 1)} | {fmt(rf3, 1)} | {fmt(ratio, 2)}× | {lat} | {failed} |")
+if medians.get('before') and medians.get('after'):
+    print()
+    print(f"Median RF3/RF1 ratio: {medians['before']:.2f}× before, {medians['after']:.2f}× after.")
+EOF
     echo
-    echo "Failover under a steady 20 MiB/s acks=all producer (replication factor 3,"
-    echo "\`min.insync.replicas\` 2, \`broker_session_timeout_ms\` $SESSION_MS): the leader of"
-    echo "partition 0 killed with SIGKILL. A new leader was elected $ELECTION_S s after the kill"
-    echo "(lease expiry, then the controller's next refresh). Producer: $(jget "$WORK/f.json" produce.records)"
-    echo "records acknowledged, $(jget "$WORK/f.json" produce.failed) failed (first error:"
-    echo "$(jget "$WORK/f.json" produce.first_error)); its worst acknowledgement latency, the stall"
-    echo "clients saw, was $(jget "$WORK/f.json" produce.ack_latency_ms.max) ms (p99"
-    echo "$(jget "$WORK/f.json" produce.ack_latency_ms.p99) ms). The consumer read"
-    echo "$(jget "$WORK/f.json" consume.records) records (first error: $(jget "$WORK/f.json" consume.first_error);"
-    echo "overall ok: $(jget "$WORK/f.json" ok))."
-    echo
-    echo "Command: \`RECORDS=$RECORDS bench/cluster.sh\`."
+    echo "Command: \`$COMMAND\`."
     echo "<!-- replication:end -->"
 } >"$REPORT"
 

@@ -7,6 +7,8 @@ coordinator. Session and lag timeouts are short (3 s, 4 s) so failovers take sec
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 import uuid
@@ -18,7 +20,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from clients import QUIET
 from replication import Cluster, History, Writer, check_history, read_replica
 from servers import EtcdServer, StrataBroker, s3_env, strata_binary, wait_until
-from wire import raw_offset_fetch_v1
+from wire import connect, parse_produce_response_v3, produce_request_v3, raw_offset_fetch_v1, record_batch, recv_frame
 
 KiB = 1 << 10
 FAILOVER_S = 20
@@ -122,6 +124,36 @@ def test_acks_all_needs_min_insync_replicas(broker, etcd):
     producer.produce("quorum", value=b"acks-1", on_delivery=lambda e, m: ok.append(e))
     producer.flush(30)
     assert ok == [None]
+
+
+def test_pipelined_acks_all_produce_appends_ahead_and_answers_in_order(broker, etcd):
+    """Produce requests sent back to back on one connection with acks=all: while a
+    follower is frozen, so none can be acknowledged, the leader still appends every one of
+    them in request order (the next request starts once the one before is in the log, not
+    once the ISR holds it); once the follower resumes, the responses come back in request
+    order with the offsets of that order, and every replica holds the records in it."""
+    # Sessions and lag long enough that the frozen follower stays in the ISR meanwhile.
+    cluster = Cluster(broker, etcd, env={"STRATA_BROKER_SESSION_TIMEOUT_MS": "60000",
+                                         "STRATA_REPLICA_LAG_TIME_MAX_MS": "60000"})
+    topic, requests = "pipelined", 4
+    make_topic(cluster, topic, 1)
+    leader = cluster.leader(topic, 0)
+    frozen = cluster.brokers[next(n for n in cluster.brokers if n != leader)].proc
+    with connect(cluster.brokers[leader].bootstrap, timeout=60) as sock:
+        os.kill(frozen.pid, signal.SIGSTOP)
+        try:
+            for i in range(requests):
+                sock.sendall(produce_request_v3(i, topic, 0, record_batch([b"v%d" % i]), acks=-1))
+            wait_until(f"the leader appends all {requests} requests before acknowledging any",
+                       lambda: cluster.brokers[leader].metric("strata_log_end_offset", topic=topic,
+                                                              partition="0") == requests, 30)
+        finally:
+            os.kill(frozen.pid, signal.SIGCONT)
+        answers = [parse_produce_response_v3(recv_frame(sock)) for _ in range(requests)]
+    assert [a[0] for a in answers] == list(range(requests)), "responses out of request order"
+    assert [a[1] for a in answers] == [[(topic, 0, 0, i)] for i in range(requests)], answers
+    for node in cluster.brokers:
+        assert read_replica(cluster, node, topic, 0) == [(i, "v%d" % i) for i in range(requests)]
 
 
 def test_killed_leaders_lose_no_acknowledged_record(broker, etcd):

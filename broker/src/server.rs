@@ -1,7 +1,11 @@
 //! The Kafka listener: accepts connections and runs one task per connection.
 //!
-//! A connection handles its requests one at a time, in order, as Kafka does (clients
-//! match responses to requests by order as well as by correlation id). Shutdown: the
+//! A connection handles its requests in order and answers them in order, as Kafka does
+//! (clients match responses to requests by order as well as by correlation id). A request
+//! starts once the one before it is done with what later requests could observe: for a
+//! Produce with acks=all, its appends, not its wait for the ISR (see
+//! [`handlers::ordering`]), so up to [`PIPELINED_REQUESTS`] of a client's produce requests
+//! wait for replication together. Shutdown: the
 //! listener stops accepting, each connection finishes the request it is handling and
 //! closes when it would wait for the next one.
 //!
@@ -33,6 +37,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use futures::StreamExt as _;
+use futures::stream::FuturesOrdered;
 use kafka_protocol::messages::ApiKey;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
@@ -490,6 +496,26 @@ async fn write_frame<S: AsyncWrite + Unpin>(
     }
 }
 
+/// Requests a connection may have started and not yet answered. A request is started
+/// once the one before it is done with its ordered part (see [`handlers::ordering`]): for
+/// a Produce with acks=all, its appends; so up to this many produce requests of one
+/// client wait for their ISR together. Kafka's Java producer keeps 5 requests in flight
+/// per connection (librdkafka 5 with idempotence): more would only hold more of the
+/// shared request budget.
+const PIPELINED_REQUESTS: usize = 5;
+
+/// A request's handling, finished: what [`answer`] writes and counts.
+struct Handled {
+    api: &'static str,
+    version: i16,
+    started: Instant,
+    /// The encoded response; `None` for no response (Produce with acks=0).
+    encoded: Option<anyhow::Result<bytes::Bytes>>,
+    throttle: Duration,
+}
+
+type Handling<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Handled> + Send + 'a>>;
+
 async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     shared: &Listener,
     stream: S,
@@ -498,17 +524,45 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
     let broker = &shared.broker;
-    // Requests are handled one at a time, so reads and writes never overlap: one stream,
-    // read through a small buffer, written directly.
-    let mut reader = BufReader::with_capacity(READ_BUFFER, stream);
+    // A response may go out while the next request is read, so the halves are apart.
+    let (read_half, mut writer) = tokio::io::split(stream);
+    let mut reader = BufReader::with_capacity(READ_BUFFER, read_half);
+    // With quotas a connection is muted after each response (KIP-219), which needs the
+    // responses one at a time.
+    let pipelined = if broker.security.quotas.any() {
+        1
+    } else {
+        PIPELINED_REQUESTS
+    };
+    // Started requests, answered in request order.
+    let mut pending: FuturesOrdered<Handling<'_>> = FuturesOrdered::new();
     loop {
-        let next = tokio::select! {
-            _ = cancel.cancelled() => return Ok(()),
-            next = next_frame(shared, &mut reader, peer) => next?,
+        let next = {
+            let read = next_frame(shared, &mut reader, peer);
+            tokio::pin!(read);
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => {
+                        // Finish what was started, then close before the next request.
+                        answer_all(shared, &mut writer, &mut pending, peer, &cancel).await?;
+                        return Ok(());
+                    }
+                    Some(handled) = pending.next() => {
+                        if !answer(shared, &mut writer, handled, peer, &cancel).await? {
+                            return Ok(());
+                        }
+                    }
+                    next = &mut read, if pending.len() < pipelined => break next?,
+                }
+            }
         };
         let (frame, request_bytes) = match next {
             Next::Frame(frame, reservation) => (frame, reservation),
-            Next::Close => return Ok(()),
+            Next::Close => {
+                answer_all(shared, &mut writer, &mut pending, peer, &cancel).await?;
+                return Ok(());
+            }
         };
         let started = Instant::now();
         let frame_len = frame.len();
@@ -522,7 +576,8 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                 debug!(%peer, version, "ApiVersions version too new; answering per KIP-511");
                 let bytes = protocol::api_versions_fallback(correlation_id)
                     .map_err(std::io::Error::other)?;
-                write_frame(shared, reader.get_mut(), &bytes).await?;
+                answer_all(shared, &mut writer, &mut pending, peer, &cancel).await?;
+                write_frame(shared, &mut writer, &bytes).await?;
                 continue;
             }
             Err(e) => {
@@ -532,6 +587,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                 if let Some(suppressed) = shared.may_log(peer.ip(), "undecodable_request") {
                     warn!(%peer, error = %e, suppressed, "closing connection: undecodable request");
                 }
+                answer_all(shared, &mut writer, &mut pending, peer, &cancel).await?;
                 return Ok(());
             }
         };
@@ -543,10 +599,12 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
             Gate::Answer(response) => {
                 let bytes = protocol::encode_response(api_key, version, correlation_id, &response)
                     .map_err(std::io::Error::other)?;
-                write_frame(shared, reader.get_mut(), &bytes).await?;
+                answer_all(shared, &mut writer, &mut pending, peer, &cancel).await?;
+                write_frame(shared, &mut writer, &bytes).await?;
                 continue;
             }
             Gate::AnswerAndClose(response) => {
+                answer_all(shared, &mut writer, &mut pending, peer, &cancel).await?;
                 let failed_login = api_key == ApiKey::SaslAuthenticate;
                 // A failed authentication is answered after a pause (Kafka's
                 // connection.failed.authentication.delay.ms, 100 ms), which slows password
@@ -558,7 +616,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 let bytes = protocol::encode_response(api_key, version, correlation_id, &response)
                     .map_err(std::io::Error::other)?;
-                write_frame(shared, reader.get_mut(), &bytes).await?;
+                write_frame(shared, &mut writer, &bytes).await?;
                 if failed_login {
                     tokio::time::sleep(FAILED_AUTHENTICATION_DELAY).await;
                 }
@@ -566,6 +624,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                 return Ok(());
             }
             Gate::Close(reason) => {
+                answer_all(shared, &mut writer, &mut pending, peer, &cancel).await?;
                 shared.closed(reason);
                 if let Some(suppressed) = shared.may_log(peer.ip(), reason) {
                     warn!(%peer, api = api_name(api_key), reason, suppressed, "closing connection");
@@ -585,56 +644,116 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                 .as_ref()
                 .map_or(String::new(), |c| c.to_string())
         });
-        let handling = Instant::now();
-        let mut response = handlers::handle(broker, request, session.caller())
-            .instrument(span.clone())
-            .await;
-        let throttle = match &quota_client_id {
-            Some(client_id) => quota::throttle(
-                broker,
-                session.caller(),
-                client_id,
-                frame_len,
-                handling.elapsed(),
-                api_key == ApiKey::Produce,
-                response.as_mut(),
-            ),
-            None => Duration::ZERO,
-        };
-        // The request is done with. Responses are not held against the shared budget: a
-        // client slow to read its responses would stall every other connection. One
-        // connection holds one response at a time, at most fetch_max_bytes.
-        drop(request_bytes);
-        if let Some(response) = response {
-            let encoded = span.in_scope(|| {
-                protocol::encode_response(api_key, version, correlation_id, &response)
+        let caller = session.caller().clone();
+        let handling = async move {
+            let handling = Instant::now();
+            let mut response = handlers::handle(broker, request, &caller)
+                .instrument(span.clone())
+                .await;
+            let throttle = match &quota_client_id {
+                Some(client_id) => quota::throttle(
+                    broker,
+                    &caller,
+                    client_id,
+                    frame_len,
+                    handling.elapsed(),
+                    api_key == ApiKey::Produce,
+                    response.as_mut(),
+                ),
+                None => Duration::ZERO,
+            };
+            // The request is done with. Responses are not held against the shared budget:
+            // a client slow to read its responses would stall every other connection. One
+            // connection holds at most `pipelined` responses, one of them a Fetch's
+            // (fetch_max_bytes): the others waited behind a Produce's ISR.
+            drop(request_bytes);
+            // The records a Fetch response shares with `response` are dropped with it, so
+            // the encoded frame is the only copy held while the client reads it.
+            let encoded = response.map(|response| {
+                span.in_scope(|| {
+                    protocol::encode_response(api_key, version, correlation_id, &response)
+                })
             });
-            // The records a Fetch response shares with `response` are dropped now, so the
-            // encoded frame is the only copy held while the client reads it.
-            drop(response);
-            match encoded {
-                Ok(bytes) => write_frame(shared, reader.get_mut(), &bytes).await?,
-                Err(e) => {
-                    warn!(%peer, api, version, error = %e, "closing connection: could not encode a response");
-                    return Ok(());
+            Handled {
+                api,
+                version,
+                started,
+                encoded,
+                throttle,
+            }
+        };
+        let (ordered_done, mut ordered) = tokio::sync::oneshot::channel();
+        pending.push_back(Box::pin(handlers::ordering::scope(ordered_done, handling)));
+        // The next request starts only once this one's ordered part is done; responses
+        // that complete meanwhile go out.
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut ordered => break,
+                Some(handled) = pending.next() => {
+                    if !answer(shared, &mut writer, handled, peer, &cancel).await? {
+                        return Ok(());
+                    }
                 }
             }
         }
-        broker.metrics.requests.with_label_values(&[api]).inc();
-        broker
-            .metrics
-            .request_latency
-            .with_label_values(&[api])
-            .observe(started.elapsed().as_secs_f64());
-        // KIP-219: the response went out at once; the connection is muted for the
-        // throttle time, so a client that ignores throttle_time_ms is held back anyway.
-        if !throttle.is_zero() {
-            tokio::select! {
-                _ = cancel.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(throttle) => {}
-            }
+    }
+}
+
+/// Writes a finished request's response, counts it, and mutes the connection for its
+/// throttle time. False if the connection should close.
+async fn answer<W: AsyncWrite + Unpin>(
+    shared: &Listener,
+    writer: &mut W,
+    handled: Handled,
+    peer: SocketAddr,
+    cancel: &CancellationToken,
+) -> std::io::Result<bool> {
+    let broker = &shared.broker;
+    match handled.encoded {
+        Some(Ok(bytes)) => write_frame(shared, writer, &bytes).await?,
+        Some(Err(e)) => {
+            warn!(%peer, api = handled.api, version = handled.version, error = %e,
+                "closing connection: could not encode a response");
+            return Ok(false);
+        }
+        None => {}
+    }
+    broker
+        .metrics
+        .requests
+        .with_label_values(&[handled.api])
+        .inc();
+    broker
+        .metrics
+        .request_latency
+        .with_label_values(&[handled.api])
+        .observe(handled.started.elapsed().as_secs_f64());
+    // KIP-219: the response went out at once; the connection is muted for the
+    // throttle time, so a client that ignores throttle_time_ms is held back anyway.
+    if !handled.throttle.is_zero() {
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(false),
+            _ = tokio::time::sleep(handled.throttle) => {}
         }
     }
+    Ok(true)
+}
+
+/// Waits for every started request and writes their responses in order.
+async fn answer_all<W: AsyncWrite + Unpin>(
+    shared: &Listener,
+    writer: &mut W,
+    pending: &mut FuturesOrdered<Handling<'_>>,
+    peer: SocketAddr,
+    cancel: &CancellationToken,
+) -> std::io::Result<()> {
+    while let Some(handled) = pending.next().await {
+        if !answer(shared, writer, handled, peer, cancel).await? {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// A static name per API for metric labels (from the supported-API table).

@@ -12,6 +12,7 @@ mod groups;
 mod init_producer_id;
 mod log_dirs;
 mod offsets;
+pub mod ordering;
 mod produce;
 mod producers;
 mod quotas;

@@ -97,114 +97,61 @@ pub async fn produce(
     let acks = request.acks;
     let timeout_ms = i64::from(request.timeout_ms);
     let now = broker.clock.now_ms();
-    let mut responses = Vec::with_capacity(request.topic_data.len());
-    let transactional_id = request.transactional_id.as_ref().map(|id| id.0.to_string());
+    let context = ProduceContext {
+        acks,
+        now,
+        version,
+        transactional_id: request.transactional_id.as_ref().map(|id| id.0.to_string()),
+    };
+    // Every partition of every topic is appended first, concurrently; then, with
+    // acks=all, the request waits for the ISRs. Once the appends are done the connection
+    // may read and append its next request (`ordering::appended`), so a client's
+    // pipelined requests overlap their replication waits instead of taking turns.
+    let mut topics = Vec::with_capacity(request.topic_data.len());
     for topic_data in request.topic_data {
         let name = topic_data.name.0.to_string();
         let topic = broker.topics.get(&name);
-        let appends = topic_data.partition_data.into_iter().map(|data| {
-            let topic = topic.clone();
-            let name = name.clone();
-            let transactional_id = transactional_id.clone();
-            async move {
-                if !matches!(acks, -1..=1) {
-                    return partition_error(data.index, ResponseError::InvalidRequiredAcks, None);
-                }
-                if crate::group::is_internal(&name) {
-                    broker.metrics.error("Produce", ResponseError::InvalidTopicException);
-                    return partition_error(
-                        data.index,
-                        ResponseError::InvalidTopicException,
-                        Some(format!("{name} is an internal topic; clients cannot produce to it")),
-                    );
-                }
-                let partition = topic.as_ref().and_then(|t| t.partition(data.index));
-                let Some(partition) = partition else {
-                    broker.metrics.error("Produce", ResponseError::UnknownTopicOrPartition);
-                    return partition_error(data.index, ResponseError::UnknownTopicOrPartition, None);
-                };
-                let incoming = data.records.as_ref().map_or(0, |r| r.len() as u64);
-                if broker.disk_is_full(incoming) {
-                    broker.metrics.error("Produce", ResponseError::KafkaStorageError);
-                    broker.metrics.produce_refused_disk.with_label_values(&[&name]).inc();
-                    return partition_error(
-                        data.index,
-                        ResponseError::KafkaStorageError,
-                        Some(format!(
-                            "the broker's data disk is past disk_high_watermark_percent ({}%); retry once uploads or retention free space",
-                            broker.config.disk_high_watermark_percent
-                        )),
-                    );
-                }
-                let records = data.records.unwrap_or_default();
-                let producer = transactional_producer(&records);
-                let guard = match producer {
-                    Ok(None) => None,
-                    Ok(Some(producer)) => {
-                        // Produce v12 from a KIP-890 part 2 producer: no AddPartitionsToTxn
-                        // came first, the leader adds the partition.
-                        // (Decided by the version alone, as Kafka: a client sends v12 in a
-                        // transaction only with transaction.version 2 finalized, and adding
-                        // a partition already added changes nothing.)
-                        let add = version >= 12;
-                        let id = transactional_id.as_deref();
-                        match verify(broker, partition, id, producer, add).await {
-                            Ok(guard) => guard,
-                            Err(code) => {
-                                broker.metrics.error("Produce", code);
-                                return partition_error(data.index, code, None);
-                            }
+        let min_isr = topic.as_ref().map_or(1, |t| t.config.min_insync_replicas());
+        let appends = topic_data
+            .partition_data
+            .into_iter()
+            .map(|data| append(broker, &context, topic.as_ref(), &name, min_isr, data));
+        topics.push((topic_data.name, min_isr, join_all(appends).await));
+    }
+    super::ordering::appended();
+    let mut responses = Vec::with_capacity(topics.len());
+    for (name, min_isr, appended) in topics {
+        let topic_name = name.0.as_str();
+        let acknowledged = appended.into_iter().map(|outcome| async move {
+            match outcome {
+                Stage::Answered(response) => response,
+                Stage::Appended(a) => {
+                    let (partition, bytes) = (&a.partition, a.bytes);
+                    match partition.acknowledged(a.appended, acks, min_isr, timeout_ms).await {
+                        Ok(info) => {
+                            let labels = [topic_name];
+                            broker.metrics.bytes_in.with_label_values(&labels).inc_by(bytes);
+                            broker.metrics.records_in.with_label_values(&labels).inc_by(info.records as u64);
+                            PartitionProduceResponse::default()
+                                .with_index(a.index)
+                                .with_base_offset(info.base_offset)
+                                .with_log_append_time_ms(info.log_append_time)
+                                .with_log_start_offset(partition.watermarks().log_start_offset)
                         }
-                    }
-                    Err(code) => {
-                        broker.metrics.error("Produce", code);
-                        return partition_error(
-                            data.index,
-                            code,
-                            Some("a batch with a producer id needs sequence numbers".to_string()),
-                        );
-                    }
-                };
-                let min_isr = topic.as_ref().map_or(1, |t| t.config.min_insync_replicas());
-                match partition.append_verified(&records, now, acks, min_isr, timeout_ms, guard).await {
-                    Ok(info) => {
-                        broker.metrics.bytes_in.with_label_values(&[&name]).inc_by(records.len() as u64);
-                        broker.metrics.records_in.with_label_values(&[&name]).inc_by(info.records as u64);
-                        PartitionProduceResponse::default()
-                            .with_index(data.index)
-                            .with_base_offset(info.base_offset)
-                            .with_log_append_time_ms(info.log_append_time)
-                            .with_log_start_offset(partition.watermarks().log_start_offset)
-                    }
-                    Err(e) => {
-                        let mut code = partition_error_code(&e);
-                        // Its transaction was open here when the batch came, so it was not
-                        // verified; a marker ended it before the append. Retriable: the
-                        // retry is verified (or added) against the coordinator.
-                        if matches!(producer, Ok(Some(_)))
-                            && guard.is_none()
-                            && matches!(
-                                e,
-                                crate::partition::PartitionError::Log(
-                                    crate::log::LogError::Producer(
-                                        crate::log::producers::ProducerError::NotInTransaction { .. }
-                                    )
-                                )
-                            )
-                        {
-                            code = ResponseError::NotEnoughReplicas;
+                        Err(e) => {
+                            let code = partition_error_code(&e);
+                            broker.metrics.error("Produce", code);
+                            tracing::debug!(topic = %topic_name, partition = a.index, error = %e, "produce not acknowledged");
+                            partition_error(a.index, code, Some(e.to_string()))
                         }
-                        broker.metrics.error("Produce", code);
-                        tracing::debug!(topic = %name, partition = data.index, error = %e, "produce refused");
-                        partition_error(data.index, code, Some(e.to_string()))
                     }
                 }
             }
         });
-        let partition_responses = join_all(appends).await;
+        let partition_responses = join_all(acknowledged).await;
         responses.push(
             TopicProduceResponse::default()
-                .with_name(topic_data.name)
+                .with_name(name)
                 .with_partition_responses(partition_responses),
         );
     }
@@ -214,4 +161,142 @@ pub async fn produce(
     Some(ResponseKind::Produce(
         ProduceResponse::default().with_responses(responses),
     ))
+}
+
+/// One partition of a produce request after its append: answered already (refused), or
+/// appended and waiting for its acknowledgement.
+enum Stage {
+    Answered(PartitionProduceResponse),
+    Appended(AppendedPartition),
+}
+
+struct AppendedPartition {
+    partition: Arc<Partition>,
+    index: i32,
+    bytes: u64,
+    appended: crate::partition::Appended,
+}
+
+/// What every partition of one produce request shares.
+struct ProduceContext {
+    acks: i16,
+    now: i64,
+    version: i16,
+    transactional_id: Option<String>,
+}
+
+/// Validates and appends one partition's records, without waiting for acks=all.
+async fn append(
+    broker: &Arc<Broker>,
+    context: &ProduceContext,
+    topic: Option<&Arc<crate::registry::Topic>>,
+    name: &str,
+    min_isr: usize,
+    data: kafka_protocol::messages::produce_request::PartitionProduceData,
+) -> Stage {
+    let ProduceContext {
+        acks,
+        now,
+        version,
+        ref transactional_id,
+    } = *context;
+    let refused = |code, message| Stage::Answered(partition_error(data.index, code, message));
+    if !matches!(acks, -1..=1) {
+        return refused(ResponseError::InvalidRequiredAcks, None);
+    }
+    if crate::group::is_internal(name) {
+        broker
+            .metrics
+            .error("Produce", ResponseError::InvalidTopicException);
+        return refused(
+            ResponseError::InvalidTopicException,
+            Some(format!(
+                "{name} is an internal topic; clients cannot produce to it"
+            )),
+        );
+    }
+    let partition = topic.and_then(|t| t.partition(data.index));
+    let Some(partition) = partition else {
+        broker
+            .metrics
+            .error("Produce", ResponseError::UnknownTopicOrPartition);
+        return refused(ResponseError::UnknownTopicOrPartition, None);
+    };
+    let incoming = data.records.as_ref().map_or(0, |r| r.len() as u64);
+    if broker.disk_is_full(incoming) {
+        broker
+            .metrics
+            .error("Produce", ResponseError::KafkaStorageError);
+        broker
+            .metrics
+            .produce_refused_disk
+            .with_label_values(&[name])
+            .inc();
+        return refused(
+            ResponseError::KafkaStorageError,
+            Some(format!(
+                "the broker's data disk is past disk_high_watermark_percent ({}%); retry once uploads or retention free space",
+                broker.config.disk_high_watermark_percent
+            )),
+        );
+    }
+    let records = data.records.clone().unwrap_or_default();
+    let producer = transactional_producer(&records);
+    let guard = match producer {
+        Ok(None) => None,
+        Ok(Some(producer)) => {
+            // Produce v12 from a KIP-890 part 2 producer: no AddPartitionsToTxn
+            // came first, the leader adds the partition.
+            // (Decided by the version alone, as Kafka: a client sends v12 in a
+            // transaction only with transaction.version 2 finalized, and adding
+            // a partition already added changes nothing.)
+            let add = version >= 12;
+            let id = transactional_id.as_deref();
+            match verify(broker, partition, id, producer, add).await {
+                Ok(guard) => guard,
+                Err(code) => {
+                    broker.metrics.error("Produce", code);
+                    return refused(code, None);
+                }
+            }
+        }
+        Err(code) => {
+            broker.metrics.error("Produce", code);
+            return refused(
+                code,
+                Some("a batch with a producer id needs sequence numbers".to_string()),
+            );
+        }
+    };
+    match partition
+        .append_unacknowledged(&records, now, acks, min_isr, guard)
+        .await
+    {
+        Ok(appended) => Stage::Appended(AppendedPartition {
+            partition: partition.clone(),
+            index: data.index,
+            bytes: records.len() as u64,
+            appended,
+        }),
+        Err(e) => {
+            let mut code = partition_error_code(&e);
+            // Its transaction was open here when the batch came, so it was not
+            // verified; a marker ended it before the append. Retriable: the
+            // retry is verified (or added) against the coordinator.
+            if matches!(producer, Ok(Some(_)))
+                && guard.is_none()
+                && matches!(
+                    e,
+                    crate::partition::PartitionError::Log(crate::log::LogError::Producer(
+                        crate::log::producers::ProducerError::NotInTransaction { .. }
+                    ))
+                )
+            {
+                code = ResponseError::NotEnoughReplicas;
+            }
+            broker.metrics.error("Produce", code);
+            tracing::debug!(topic = %name, partition = data.index, error = %e, "produce refused");
+            refused(code, Some(e.to_string()))
+        }
+    }
 }

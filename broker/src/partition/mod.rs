@@ -70,6 +70,15 @@ pub struct Partition {
     log_end: watch::Sender<i64>,
 }
 
+/// Records a leader appended, not yet acknowledged: with acks=all
+/// [`Partition::acknowledged`] waits for the ISR to hold them in the leader epoch they
+/// were appended in.
+#[derive(Debug)]
+pub struct Appended {
+    pub info: AppendInfo,
+    epoch: i32,
+}
+
 /// Runs blocking file work (fsync) on tokio's blocking pool.
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
@@ -419,10 +428,7 @@ impl Partition {
             .await
     }
 
-    /// [`Partition::append`] with a verified transaction (see [`log::TxnGuard`]). The
-    /// trace span of every append (dashboards and tests know it as `log.append`).
-    #[tracing::instrument(target = "strata::trace", level = "trace", name = "log.append",
-        skip_all, fields(topic = %self.topic, partition = self.index, bytes = records.len(), acks = acks))]
+    /// [`Partition::append`] with a verified transaction (see [`log::TxnGuard`]).
     pub async fn append_verified(
         &self,
         records: &Bytes,
@@ -432,6 +438,28 @@ impl Partition {
         timeout_ms: i64,
         guard: Option<log::TxnGuard>,
     ) -> Result<AppendInfo, PartitionError> {
+        let appended = self
+            .append_unacknowledged(records, now_ms, acks, min_isr, guard)
+            .await?;
+        self.acknowledged(appended, acks, min_isr, timeout_ms).await
+    }
+
+    /// The first half of [`Partition::append_verified`]: the records are in the log (and
+    /// fsynced if the flush policy asks), but with acks=all not yet known to be on the
+    /// ISR. [`Partition::acknowledged`] is the second half. A connection that appends its
+    /// next request between the two keeps the log in request order (see
+    /// `handlers::produce`). The trace span of every append (dashboards and tests know it
+    /// as `log.append`).
+    #[tracing::instrument(target = "strata::trace", level = "trace", name = "log.append",
+        skip_all, fields(topic = %self.topic, partition = self.index, bytes = records.len(), acks = acks))]
+    pub async fn append_unacknowledged(
+        &self,
+        records: &Bytes,
+        now_ms: i64,
+        acks: i16,
+        min_isr: usize,
+        guard: Option<log::TxnGuard>,
+    ) -> Result<Appended, PartitionError> {
         let epoch = {
             let replica = self.replica();
             if replica.role != Role::Leader {
@@ -453,10 +481,31 @@ impl Partition {
             )
         };
         let prepared = prepare_off_the_workers(records, rules, recompression).await?;
-        self.append_as_leader(epoch, acks, min_isr, timeout_ms, |log| {
+        self.append_local(epoch, |log| {
             log.append_verified(prepared, epoch, now_ms, guard)
         })
         .await
+    }
+
+    /// The second half of an append: with acks=all, waits until the whole ISR holds the
+    /// records, at most `timeout_ms`; otherwise answers at once.
+    pub async fn acknowledged(
+        &self,
+        appended: Appended,
+        acks: i16,
+        min_isr: usize,
+        timeout_ms: i64,
+    ) -> Result<AppendInfo, PartitionError> {
+        if acks == -1 {
+            self.wait_replicated(
+                appended.info.last_offset + 1,
+                appended.epoch,
+                min_isr,
+                timeout_ms,
+            )
+            .await?;
+        }
+        Ok(appended.info)
     }
 
     /// Appends a transaction marker for `producer_id` as the leader (the coordinator
@@ -471,30 +520,29 @@ impl Partition {
         timeout_ms: i64,
     ) -> Result<AppendInfo, PartitionError> {
         let epoch = self.leading_epoch().ok_or(PartitionError::NotLeader)?;
-        self.append_as_leader(epoch, -1, 1, timeout_ms, |log| {
-            log.append_marker(
-                producer_id,
-                producer_epoch,
-                marker,
-                coordinator_epoch,
-                epoch,
-                now_ms,
-            )
-        })
-        .await
+        let appended = self
+            .append_local(epoch, |log| {
+                log.append_marker(
+                    producer_id,
+                    producer_epoch,
+                    marker,
+                    coordinator_epoch,
+                    epoch,
+                    now_ms,
+                )
+            })
+            .await?;
+        self.acknowledged(appended, -1, 1, timeout_ms).await
     }
 
     /// The leader's side of an append: `write` runs under the log lock if this broker
-    /// still leads in `epoch`; then the fsync the flush policy asks for, the high
-    /// watermark, and with acks=all the wait for the ISR.
-    async fn append_as_leader(
+    /// still leads in `epoch`; then the fsync the flush policy asks for and the high
+    /// watermark. The wait for the ISR is [`Partition::acknowledged`].
+    async fn append_local(
         &self,
         epoch: i32,
-        acks: i16,
-        min_isr: usize,
-        timeout_ms: i64,
         write: impl FnOnce(&mut Log) -> Result<(AppendInfo, Option<Arc<std::fs::File>>), LogError>,
-    ) -> Result<AppendInfo, PartitionError> {
+    ) -> Result<Appended, PartitionError> {
         let (info, sync, dir) = {
             let mut log = self.lock();
             if self.deleted.load(Ordering::Relaxed) {
@@ -524,11 +572,7 @@ impl Partition {
             }
         }
         self.advance_high_watermark();
-        if acks == -1 {
-            self.wait_replicated(info.last_offset + 1, epoch, min_isr, timeout_ms)
-                .await?;
-        }
-        Ok(info)
+        Ok(Appended { info, epoch })
     }
 
     fn replica(&self) -> std::sync::MutexGuard<'_, ReplicaState> {
