@@ -1179,12 +1179,15 @@ impl Partition {
         Ok(self.log_start_offset(local_start))
     }
 
-    /// Periodic work: segment.ms rolls, retention, flush.ms. Returns what retention removed.
+    /// Periodic work: segment.ms rolls, retention, flush.ms, closing the files of an idle
+    /// active segment (`release_idle_ms`, see [`Log::release_idle_files`]). Returns what
+    /// retention removed.
     pub async fn housekeeping(
         &self,
         now_ms: i64,
         force_flush: bool,
         producer_expiration_ms: i64,
+        release_idle_ms: i64,
     ) -> Result<RetentionOutcome, PartitionError> {
         // The role first: the replica lock is never taken while holding the log lock.
         let leader = self.is_leader();
@@ -1216,6 +1219,7 @@ impl Partition {
                 log.finish_flush(plan)?;
             }
         }
+        self.lock().release_idle_files(now_ms, release_idle_ms);
         Ok(outcome)
     }
 
