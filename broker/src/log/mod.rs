@@ -352,8 +352,7 @@ impl Log {
         if let Some(last) = log.segments.values_mut().next_back() {
             last.pin().map_err(io_err)?;
         }
-        let fresh = log.segments.is_empty();
-        if fresh {
+        if log.segments.is_empty() {
             log.log_start_offset = log.log_start_offset.max(start_offset);
             let segment = Segment::create(dir, log.log_start_offset, now_ms).map_err(io_err)?;
             log.segments.insert(log.log_start_offset, segment);
@@ -368,8 +367,8 @@ impl Log {
         log.recover_epochs().map_err(io_err)?;
         // What recovery kept is made durable before it is recorded as the recovery point.
         // Nothing to do when the checkpoint already says exactly that (a clean restart:
-        // no tail scanned, nothing repaired), or for a new log that holds nothing and has
-        // no checkpoint (a crash before its first flush leaves an empty log either way).
+        // no tail scanned, nothing repaired), or for a log that holds nothing and has no
+        // checkpoint (a crash before its first flush leaves an empty log either way).
         // Skipping these fsyncs is what keeps creating and reopening thousands of idle
         // partitions from costing five fsyncs each.
         let live = log.live_position();
@@ -377,8 +376,14 @@ impl Log {
             && log.recovered_batches == 0
             && !repaired
             && !log.producers.is_dirty();
-        let empty_and_new =
-            fresh && checkpoint.is_none() && live.position == 0 && !log.producers.is_dirty();
+        // An empty log never flushed (created, then restarted before anything was
+        // written) is in the same case whether or not it was just created.
+        let empty_and_new = checkpoint.is_none()
+            && log.segments.len() == 1
+            && live.position == 0
+            && log.recovered_batches == 0
+            && !repaired
+            && !log.producers.is_dirty();
         log.recovery_point = live;
         if !(unchanged || empty_and_new) {
             log.active().flush().map_err(io_err)?;

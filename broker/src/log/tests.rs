@@ -896,6 +896,12 @@ fn a_clean_reopen_and_a_new_log_write_no_checkpoint() {
     let checkpoint = dir.path().join(CHECKPOINT_FILE);
     let mut log = Log::open(dir.path(), config(), 0).expect("open");
     assert!(!checkpoint.exists(), "a new, empty log needs no checkpoint");
+    drop(log);
+    let mut log = Log::open(dir.path(), config(), 0).expect("reopen empty");
+    assert!(
+        !checkpoint.exists(),
+        "nor does it when reopened still empty"
+    );
     append(&mut log, &batch(4, 0, Compression::None), 0).expect("append");
     flush_now(&mut log, 1);
     drop(log);
