@@ -894,7 +894,7 @@ fn many_idle_logs_hold_no_descriptors() {
 fn a_clean_reopen_and_a_new_log_write_no_checkpoint() {
     let dir = tempfile::tempdir().expect("tempdir");
     let checkpoint = dir.path().join(CHECKPOINT_FILE);
-    let mut log = Log::open(dir.path(), config(), 0).expect("open");
+    let log = Log::open(dir.path(), config(), 0).expect("open");
     assert!(!checkpoint.exists(), "a new, empty log needs no checkpoint");
     drop(log);
     let mut log = Log::open(dir.path(), config(), 0).expect("reopen empty");
