@@ -113,7 +113,12 @@ out.append(f"Machine: {cores} cores shared with other work, one broker, loopback
            "directory is restarted by the two binaries in turn (interleaved). Restart times are "
            "medians (min–max): from exec to the Kafka port accepting, and to a Metadata answer "
            "with a leader for every partition. Descriptors and RSS are read from /proc while "
-           "serving and after an idle interval.")
+           "serving and after an idle interval. The baseline creates only up to "
+           "BASE_CREATE_MAX partitions (its creation of 5000 took 148 s in a hand run on this "
+           "machine) and restarts only up to BASE_RESTART_MAX (at 10000 it needs 30000 "
+           "descriptors, over this machine's limit of 20000); `–` marks what was not run. "
+           "With RESTARTS=1 each cell is one run: the machine was shared and loaded, so read "
+           "the ratios, not the absolute times.")
 out.append("")
 for mode in ("embedded", "etcd"):
     mrows = [r for r in rows if r["metadata"] == mode]
