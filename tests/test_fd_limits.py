@@ -237,3 +237,66 @@ def test_metadata_naming_2000_unknown_topics_creates_at_most_the_limit(broker):
         future.result(timeout=60)
     remaining = admin.list_topics(timeout=30).topics
     assert "still-works" not in remaining and created[0] not in remaining
+
+
+def test_idle_partitions_hold_no_descriptors_and_read_back_after_their_files_close(broker):
+    """500 partitions created in one CreateTopics hold no descriptors (each used to hold
+    three for its active segment, created or restarted). A written partition opens its
+    files, closes them once idle and flushed (log_release_idle_files_ms, 0 here), and its
+    records read back the same afterwards and after a restart; writing it again reopens
+    them."""
+    from confluent_kafka.admin import NewTopic
+    import time
+
+    b = broker(env={"STRATA_LOG_RELEASE_IDLE_FILES_MS": "0", "STRATA_OFFSETS_TOPIC_PARTITIONS": "1"})
+    admin = confluent_admin(b.bootstrap)
+    baseline = open_fds(b.pid)
+    # The wire helper's records carry ancient timestamps: retention must not take them.
+    topics = [NewTopic(f"idle-{i}", 25, 1, config={"retention.ms": "-1"}) for i in range(20)]
+    futures = admin.create_topics(topics, operation_timeout=60)
+    for future in futures.values():
+        future.result(timeout=120)
+    assert open_fds(b.pid) <= baseline + SLACK, (baseline, open_fds(b.pid))
+
+    produce_one_record_requests(b.bootstrap, "idle-0", 5)
+    expected = [(0, i, b"record-%06d" % i) for i in range(5)]
+
+    def read_back():
+        got = confluent_consume(b.bootstrap, "idle-0", 25)
+        return [(g.partition, g.offset, g.value) for g in got]
+
+    assert read_back() == expected
+    deadline = time.monotonic() + 30
+    log_dir = next(p for p in (b.data_dir / "logs").iterdir() if p.name.startswith("idle-0."))
+
+    def held() -> int:
+        """Descriptors the broker holds on idle-0's files."""
+        fd_dir = f"/proc/{b.pid}/fd"
+        return sum(1 for fd in os.listdir(fd_dir)
+                   if os.readlink(os.path.join(fd_dir, fd)).startswith(str(log_dir)))
+
+    while held() > 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    # The read above may keep one cached read-only handle per file; the writer's are gone.
+    assert held() <= 3, "the idle partition's writable files were not closed"
+    assert read_back() == expected, "reads after the files were closed"
+    produce_one_record_requests_from(b.bootstrap, "idle-0", 5, 5)
+    expected += [(0, i, b"record-%06d" % i) for i in range(5, 10)]
+    assert read_back() == expected, "appends after the files were closed"
+
+    b.restart()
+    assert open_fds(b.pid) <= baseline + SLACK, (baseline, open_fds(b.pid))
+    assert read_back() == expected
+    assert len(admin.list_topics(timeout=30).topics["idle-19"].partitions) == 25
+
+
+def produce_one_record_requests_from(bootstrap: str, topic: str, first: int, count: int) -> None:
+    """Like produce_one_record_requests, for records `first..first + count` of a
+    partition that holds `first` records."""
+    with connect(bootstrap, timeout=30) as sock:
+        for i in range(first, first + count):
+            batch = record_batch([b"record-%06d" % i])
+            sock.sendall(produce_request_v3(i, topic, 0, batch, acks=1))
+            correlation_id, results = parse_produce_response_v3(recv_frame(sock))
+            assert correlation_id == i
+            assert results == [(topic, 0, 0, i)], results

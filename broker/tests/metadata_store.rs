@@ -293,12 +293,59 @@ async fn racing_creates(store: Arc<dyn MetadataStore>) {
     assert_eq!(winners, 1);
 }
 
+/// CreateTopics of many topics goes to the store in one call: every new name is created,
+/// a taken name (stored before, or twice in the batch) fails alone, and more topics than
+/// one etcd transaction holds are all created. The records survive a reopen.
+async fn batched_creates<F>(store: Arc<dyn MetadataStore>, reopen: F)
+where
+    F: AsyncFn() -> Arc<dyn MetadataStore>,
+{
+    store
+        .create_topic(&topic("batch-taken", 1))
+        .await
+        .expect("create");
+    let mut batch: Vec<TopicRecord> = (0..150).map(|i| topic(&format!("batch-{i}"), 3)).collect();
+    batch.insert(70, topic("batch-taken", 2));
+    batch.push(topic("batch-5", 1));
+    let results = store.create_topics(&batch).await.expect("create topics");
+    assert_eq!(results.len(), batch.len());
+    for (record, result) in batch.iter().zip(&results) {
+        let expect_taken = record.name == "batch-taken"
+            || (record.name == "batch-5" && record.partitions.len() == 1);
+        if expect_taken {
+            assert!(
+                matches!(result, Err(StoreError::AlreadyExists(name)) if *name == record.name),
+                "{} is taken: {result:?}",
+                record.name
+            );
+        } else {
+            assert!(result.is_ok(), "{}: {result:?}", record.name);
+        }
+    }
+    let stored = reopen().await.list_topics().await.expect("list");
+    let batch_topics: Vec<_> = stored
+        .iter()
+        .filter(|t| t.name.starts_with("batch-"))
+        .collect();
+    assert_eq!(batch_topics.len(), 151);
+    assert!(
+        batch_topics
+            .iter()
+            .filter(|t| t.name != "batch-taken")
+            .all(|t| t.partitions.len() == 3)
+    );
+}
+
 #[tokio::test]
 async fn embedded_store_keeps_the_contract() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().to_path_buf();
     let store: Arc<dyn MetadataStore> = Arc::new(EmbeddedStore::open(&path).expect("open"));
     scenarios(store.clone(), async || {
+        Arc::new(EmbeddedStore::open(&path).expect("reopen")) as Arc<dyn MetadataStore>
+    })
+    .await;
+    batched_creates(store.clone(), async || {
         Arc::new(EmbeddedStore::open(&path).expect("reopen")) as Arc<dyn MetadataStore>
     })
     .await;
@@ -390,6 +437,14 @@ async fn etcd_store_keeps_the_contract() {
             .expect("connect"),
     );
     assert!(other.list_topics().await.expect("list").is_empty());
+    batched_creates(other.clone(), async || {
+        Arc::new(
+            EtcdStore::connect(&endpoints, "test-b")
+                .await
+                .expect("reconnect"),
+        ) as Arc<dyn MetadataStore>
+    })
+    .await;
     racing_creates(other).await;
 }
 

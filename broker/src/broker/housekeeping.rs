@@ -45,7 +45,8 @@ impl Broker {
         futures::stream::iter(partitions)
             .for_each_concurrent(HOUSEKEEPING_CONCURRENCY, |partition| async move {
                 let expiration = self.config.producer_id_expiration_ms;
-                match partition.housekeeping(now, force_flush, expiration).await {
+                let idle = self.config.log_release_idle_files_ms;
+                match partition.housekeeping(now, force_flush, expiration, idle).await {
                     Ok(outcome) if outcome.segments > 0 => {
                         info!(topic = %partition.topic, partition = partition.index, segments = outcome.segments,
                             bytes = outcome.bytes, "retention deleted segments");

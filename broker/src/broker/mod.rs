@@ -23,7 +23,7 @@ mod transactions;
 
 pub use crate::sys::{Clock, SystemClock};
 pub use placement_admin::{Ongoing, Outcome as PlacementOutcome, PlacementError};
-pub use topic_admin::AdminError;
+pub use topic_admin::{AdminError, NewTopic};
 
 use std::sync::Arc;
 

@@ -119,6 +119,45 @@ impl Broker {
         .await
     }
 
+    /// CreateTopics: creates `topics` together, with one partition-limit check for the
+    /// request and their records in one store write (embedded) or a few transactions
+    /// (etcd) rather than one each. One result per topic, in order.
+    pub async fn create_topics(
+        &self,
+        topics: Vec<NewTopic>,
+        validate_only: bool,
+    ) -> Vec<Result<Arc<Topic>, AdminError>> {
+        let mut prepared = Vec::with_capacity(topics.len());
+        for topic in topics {
+            let NewTopic {
+                name,
+                num_partitions,
+                replication_factor,
+                mut configs,
+            } = topic;
+            let checked = if crate::group::is_internal(&name) {
+                Err(AdminError::Internal(name.clone()))
+            } else {
+                crate::topic_config::normalize(&mut configs);
+                crate::topic_config::check_floors(&configs, &self.config).map_err(Into::into)
+            };
+            prepared.push(match checked {
+                Ok(()) => {
+                    self.prepare_topic(&name, num_partitions, replication_factor, configs)
+                        .await
+                }
+                Err(e) => Err(e),
+            });
+        }
+        if validate_only {
+            return prepared
+                .into_iter()
+                .map(|p| p.map(|(record, config)| Arc::new(validated(record, config))))
+                .collect();
+        }
+        self.create_prepared(prepared).await
+    }
+
     async fn create_any_topic(
         &self,
         name: &str,
@@ -127,6 +166,26 @@ impl Broker {
         configs: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<Arc<Topic>, AdminError> {
+        let (record, config) = self
+            .prepare_topic(name, num_partitions, replication_factor, configs)
+            .await?;
+        if validate_only {
+            return Ok(Arc::new(validated(record, config)));
+        }
+        self.create_prepared(vec![Ok((record, config))])
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(AdminError::UnknownTopic(name.to_string())))
+    }
+
+    /// Checks a topic to create and places its replicas: its record and configuration.
+    async fn prepare_topic(
+        &self,
+        name: &str,
+        num_partitions: i32,
+        replication_factor: i16,
+        configs: BTreeMap<String, String>,
+    ) -> Result<(TopicRecord, TopicConfig), AdminError> {
         if !valid_topic_name(name) {
             return Err(AdminError::InvalidTopicName(name.to_string()));
         }
@@ -148,67 +207,123 @@ impl Broker {
         };
         let config = TopicConfig::resolve(&configs, &effective)?;
         let assignment = self.place(name, partitions as usize, factor, 0).await?;
-        let _admin = self.admin.lock().await;
-        if self.topics.get(name).is_some() {
-            return Err(AdminError::TopicExists(name.to_string()));
-        }
-        // The group coordinator's own topic is never refused: groups depend on it.
-        if !crate::group::is_internal(name) {
-            self.check_partition_limit(partitions as u64).await?;
-        }
         let record = TopicRecord {
             name: name.to_string(),
             id: Uuid::new_v4(),
             partitions: assignment.into_iter().map(PartitionRecord::new).collect(),
             configs,
         };
-        if validate_only {
-            let partitions = Vec::new();
-            return Ok(Arc::new(Topic {
-                name: record.name.clone(),
-                id: record.id,
-                partitions,
-                config,
-                record,
-                store_version: 0,
-            }));
+        Ok((record, config))
+    }
+
+    /// Creates prepared topics under the admin lock. Logs first, then the store: a topic
+    /// the store knows always has openable logs. If the store refuses, the new
+    /// directories go; if we crash in between, start-up removes them as logs of an
+    /// unknown topic.
+    async fn create_prepared(
+        &self,
+        prepared: Vec<Result<(TopicRecord, TopicConfig), AdminError>>,
+    ) -> Vec<Result<Arc<Topic>, AdminError>> {
+        let _admin = self.admin.lock().await;
+        // The group coordinator's own topic is never refused: groups depend on it.
+        let limited = |record: &TopicRecord| !crate::group::is_internal(&record.name);
+        let mut headroom = None;
+        if prepared
+            .iter()
+            .any(|p| p.as_ref().is_ok_and(|(record, _)| limited(record)))
+        {
+            headroom = Some(self.partition_headroom().await);
         }
-        // Logs first, then the store: a topic the store knows always has openable logs.
-        // If the store refuses, the new directories go; if we crash in between, start-up
-        // removes them as logs of an unknown topic.
-        let id = record.id;
-        let topic = match self.open_topic(record).await {
-            Ok(topic) => Arc::new(topic),
+        let mut names = std::collections::HashSet::new();
+        let mut opened = Vec::with_capacity(prepared.len());
+        for p in prepared {
+            let record = match p {
+                Ok((record, _)) => record,
+                Err(e) => {
+                    opened.push(Err(e));
+                    continue;
+                }
+            };
+            if self.topics.get(&record.name).is_some() || !names.insert(record.name.clone()) {
+                opened.push(Err(AdminError::TopicExists(record.name)));
+                continue;
+            }
+            if limited(&record) {
+                let adding = record.partitions.len() as u64;
+                match headroom.as_mut() {
+                    Some(Ok((existing, limit))) if *existing + adding > *limit => {
+                        opened.push(Err(AdminError::PolicyViolation(format!(
+                            "the cluster has {existing} partitions; {adding} more would pass its limit of {limit} (broker setting max_partitions)"
+                        ))));
+                        continue;
+                    }
+                    Some(Ok((existing, _))) => *existing += adding,
+                    Some(Err(e)) => {
+                        opened.push(Err(AdminError::Store(e.clone())));
+                        continue;
+                    }
+                    None => {}
+                }
+            }
+            let (name, id) = (record.name.clone(), record.id);
+            opened.push(match self.open_topic(record).await {
+                Ok(topic) => Ok(topic),
+                Err(e) => {
+                    let _ = std::fs::remove_dir_all(self.topics.topic_dir(&name, id));
+                    Err(e)
+                }
+            });
+        }
+        let records: Vec<TopicRecord> = opened
+            .iter()
+            .filter_map(|t| Some(t.as_ref().ok()?.record.clone()))
+            .collect();
+        let stored = match self.store.create_topics(&records).await {
+            Ok(results) => results,
             Err(e) => {
-                let _ = std::fs::remove_dir_all(self.topics.topic_dir(name, id));
-                return Err(e);
+                // A timeout may hide a create that did commit: look before undoing.
+                let committed: std::collections::HashSet<Uuid> =
+                    match (&e, self.store.list_topics().await) {
+                        (StoreError::Unavailable(_), Ok(all)) => all.iter().map(|t| t.id).collect(),
+                        _ => Default::default(),
+                    };
+                records
+                    .iter()
+                    .map(|r| {
+                        if committed.contains(&r.id) {
+                            info!(topic = %r.name, "created topic (confirmed after a store timeout)");
+                            Ok(())
+                        } else {
+                            Err(e.clone())
+                        }
+                    })
+                    .collect()
             }
         };
-        if let Err(e) = self.store.create_topic(&topic.record).await {
-            // A timeout may hide a create that did commit: look before undoing.
-            let committed = matches!(e, StoreError::Unavailable(_))
-                && self
-                    .store
-                    .list_topics()
-                    .await
-                    .is_ok_and(|all| all.iter().any(|t| t.id == topic.id));
-            if committed {
-                self.topics.insert(topic.clone());
-                info!(
-                    topic = name,
-                    partitions, "created topic (confirmed after a store timeout)"
-                );
-                return Ok(topic);
-            }
-            for partition in &topic.partitions {
-                let _ = partition.delete_files();
-            }
-            let _ = std::fs::remove_dir(self.topics.topic_dir(name, topic.id));
-            return Err(e.into());
-        }
-        self.topics.insert(topic.clone());
-        info!(topic = name, partitions, "created topic");
-        Ok(topic)
+        let mut stored = stored.into_iter();
+        opened
+            .into_iter()
+            .map(|t| {
+                let topic = t?;
+                match stored.next().unwrap_or_else(|| {
+                    Err(StoreError::Unavailable("no result for the topic".into()))
+                }) {
+                    Ok(()) => {
+                        let topic = Arc::new(topic);
+                        self.topics.insert(topic.clone());
+                        info!(topic = %topic.name, partitions = topic.partitions.len(), "created topic");
+                        Ok(topic)
+                    }
+                    Err(e) => {
+                        for partition in &topic.partitions {
+                            let _ = partition.delete_files();
+                        }
+                        let _ = std::fs::remove_dir(self.topics.topic_dir(&topic.name, topic.id));
+                        Err(e.into())
+                    }
+                }
+            })
+            .collect()
     }
 
     /// Creates `__consumer_offsets` (first use of a group): compacted, never tiered.
@@ -342,6 +457,17 @@ impl Broker {
     /// the admin lock; brokers creating at the same moment may together pass the limit
     /// by one request's partitions, which `max_partitions_per_request` bounds.
     async fn check_partition_limit(&self, adding: u64) -> Result<(), AdminError> {
+        let (existing, limit) = self.partition_headroom().await?;
+        if existing + adding > limit {
+            return Err(AdminError::PolicyViolation(format!(
+                "the cluster has {existing} partitions; {adding} more would pass its limit of {limit} (broker setting max_partitions)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The partitions the metadata store holds, and `max_partitions`.
+    async fn partition_headroom(&self) -> Result<(u64, u64), StoreError> {
         let budget = crate::sys::FdBudget::current()
             .unwrap_or_else(|_| crate::sys::FdBudget::for_limit(1024));
         let limit = self.config.partition_limit(&budget);
@@ -352,12 +478,7 @@ impl Broker {
             .iter()
             .map(|t| t.partitions.len() as u64)
             .sum();
-        if existing + adding > limit {
-            return Err(AdminError::PolicyViolation(format!(
-                "the cluster has {existing} partitions; {adding} more would pass its limit of {limit} (broker setting max_partitions)"
-            )));
-        }
-        Ok(())
+        Ok((existing, limit))
     }
 
     /// Replicas for new partitions `first..first + count` of topic `name`, over the live
@@ -663,5 +784,27 @@ impl Broker {
         self.apply_roles(&next, self.clock.now_ms());
         info!(topic = name, "altered topic configs");
         Ok(())
+    }
+}
+
+/// A topic CreateTopics asks for.
+pub struct NewTopic {
+    pub name: String,
+    /// -1: `num_partitions`.
+    pub num_partitions: i32,
+    /// -1: `default_replication_factor`.
+    pub replication_factor: i16,
+    pub configs: BTreeMap<String, String>,
+}
+
+/// What a validate-only create answers: the topic as it would be, with no partitions open.
+fn validated(record: TopicRecord, config: TopicConfig) -> Topic {
+    Topic {
+        name: record.name.clone(),
+        id: record.id,
+        partitions: Vec::new(),
+        config,
+        record,
+        store_version: 0,
     }
 }

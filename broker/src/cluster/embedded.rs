@@ -144,6 +144,35 @@ impl MetadataStore for EmbeddedStore {
         Ok(())
     }
 
+    /// One write of the document for all of them.
+    async fn create_topics(
+        &self,
+        topics: &[TopicRecord],
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        let mut document = self.document.lock().await;
+        let mut next = document.clone();
+        let results: Vec<Result<(), StoreError>> = topics
+            .iter()
+            .map(|topic| {
+                if next.topics.contains_key(&topic.name) {
+                    return Err(StoreError::AlreadyExists(topic.name.clone()));
+                }
+                next.topics.insert(topic.name.clone(), topic.clone());
+                Ok(())
+            })
+            .collect();
+        if results.iter().any(Result::is_ok) {
+            self.save(&next).await?;
+            *document = next;
+        }
+        for (topic, result) in topics.iter().zip(&results) {
+            if result.is_ok() {
+                self.bump(&topic.name);
+            }
+        }
+        Ok(results)
+    }
+
     async fn update_topic(&self, topic: &TopicRecord) -> Result<(), StoreError> {
         let mut document = self.document.lock().await;
         if !document.topics.contains_key(&topic.name) {

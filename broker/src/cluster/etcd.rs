@@ -40,6 +40,12 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Operations per etcd transaction when security records change (etcd's default limit
 /// is 128).
 const SECURITY_OPS_PER_TXN: usize = 100;
+/// Topics created by one transaction: their compares and puts stay under etcd's
+/// `--max-txn-ops` (128 by default).
+const CREATE_TXN_TOPICS: usize = 64;
+/// Record bytes in one creating transaction, under etcd's request limit (1.5 MiB by
+/// default); a single larger record still goes alone.
+const CREATE_TXN_BYTES: usize = 1 << 20;
 
 pub struct EtcdStore {
     client: Client,
@@ -287,6 +293,59 @@ impl MetadataStore for EtcdStore {
         } else {
             Err(StoreError::AlreadyExists(topic.name.clone()))
         }
+    }
+
+    /// One transaction per [`CREATE_TXN_TOPICS`] topics (and at most [`CREATE_TXN_BYTES`]
+    /// of records, under etcd's request size limit), each topic guarded by its own
+    /// absence. A transaction that fails because one of its names is taken is retried
+    /// topic by topic, so only that topic is refused.
+    async fn create_topics(
+        &self,
+        topics: &[TopicRecord],
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        let mut encoded = Vec::with_capacity(topics.len());
+        for topic in topics {
+            encoded.push(Self::encode(topic)?);
+        }
+        let mut results = Vec::with_capacity(topics.len());
+        let mut first = 0;
+        while first < topics.len() {
+            let mut end = first;
+            let mut bytes = 0;
+            while end < topics.len()
+                && end - first < CREATE_TXN_TOPICS
+                && (end == first || bytes + encoded[end].len() <= CREATE_TXN_BYTES)
+            {
+                bytes += encoded[end].len();
+                end += 1;
+            }
+            let keys: Vec<String> = topics[first..end]
+                .iter()
+                .map(|t| self.topic_key(&t.name))
+                .collect();
+            let txn = Txn::new()
+                .when(
+                    keys.iter()
+                        .map(|key| Compare::create_revision(key.clone(), CompareOp::Equal, 0))
+                        .collect::<Vec<_>>(),
+                )
+                .and_then(
+                    keys.iter()
+                        .zip(&encoded[first..end])
+                        .map(|(key, value)| TxnOp::put(key.clone(), value.clone(), None))
+                        .collect::<Vec<_>>(),
+                );
+            let mut kv = self.client.kv_client();
+            if timed(kv.txn(txn)).await?.succeeded() {
+                results.extend((first..end).map(|_| Ok(())));
+            } else {
+                for topic in &topics[first..end] {
+                    results.push(self.create_topic(topic).await);
+                }
+            }
+            first = end;
+        }
+        Ok(results)
     }
 
     async fn update_topic(&self, topic: &TopicRecord) -> Result<(), StoreError> {

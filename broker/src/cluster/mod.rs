@@ -144,7 +144,7 @@ impl BrokerInfo {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("topic `{0}` already exists")]
     AlreadyExists(String),
@@ -163,6 +163,21 @@ pub trait MetadataStore: Send + Sync {
     async fn list_topics(&self) -> Result<Vec<TopicRecord>, StoreError>;
     /// Creates a topic atomically; fails with `AlreadyExists` if the name is taken.
     async fn create_topic(&self, topic: &TopicRecord) -> Result<(), StoreError>;
+    /// Creates several topics, each as [`MetadataStore::create_topic`] does, in as few
+    /// writes as the store allows (one CreateTopics request of many topics would
+    /// otherwise cost a store write each). One result per topic, in order: a name that
+    /// is taken fails alone with `AlreadyExists`. An error for the whole call means
+    /// that none, some or all of them may have been created.
+    async fn create_topics(
+        &self,
+        topics: &[TopicRecord],
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        let mut results = Vec::with_capacity(topics.len());
+        for topic in topics {
+            results.push(self.create_topic(topic).await);
+        }
+        Ok(results)
+    }
     /// Replaces an existing topic's record (configs, partitions); `NotFound` if absent.
     async fn update_topic(&self, topic: &TopicRecord) -> Result<(), StoreError>;
     /// Deletes a topic and returns what it was, or `None` if there was no such topic.

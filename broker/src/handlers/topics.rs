@@ -17,13 +17,14 @@ use kafka_protocol::messages::{
     AlterConfigsRequest, AlterConfigsResponse, CreatePartitionsRequest, CreatePartitionsResponse,
     CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
     DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest,
-    IncrementalAlterConfigsResponse, ResponseKind, alter_configs_response,
+    IncrementalAlterConfigsResponse, ResponseKind, TopicName, alter_configs_response,
     incremental_alter_configs_request, incremental_alter_configs_response,
 };
 use kafka_protocol::protocol::StrBytes;
 
 use super::{admin_error_code, str_bytes, topic_name};
-use crate::broker::{AdminError, Broker};
+use crate::broker::{AdminError, Broker, NewTopic};
+use crate::cluster::StoreError;
 use crate::topic_config::{self, Described, TopicConfigError};
 
 const RESOURCE_TOPIC: i8 = 2;
@@ -97,12 +98,27 @@ fn within_request_limit(broker: &Broker, added: &mut i64, adding: i64) -> Result
     Ok(())
 }
 
+/// A CreateTopics answer for a topic that was not created.
+fn refused(broker: &Broker, name: TopicName, error: &AdminError) -> CreatableTopicResult {
+    let (code, message) = error_parts(broker, "CreateTopics", error);
+    CreatableTopicResult::default()
+        .with_name(name)
+        .with_error_code(code)
+        .with_error_message(message)
+        .with_num_partitions(-1)
+        .with_replication_factor(-1)
+}
+
 pub async fn create_topics(
     broker: &Arc<Broker>,
     request: CreateTopicsRequest,
     version: i16,
 ) -> ResponseKind {
-    let mut results = Vec::with_capacity(request.topics.len());
+    // Refusals the handler decides are answered in place; the other topics are created
+    // together (one store write for the request), then answered in request order.
+    let mut slots: Vec<Result<TopicName, CreatableTopicResult>> =
+        Vec::with_capacity(request.topics.len());
+    let mut pending = Vec::new();
     let mut added = 0i64;
     for topic in request.topics {
         let name = topic.name.0.to_string();
@@ -123,12 +139,10 @@ pub async fn create_topics(
                 let message = format!(
                     "replica assignments may only name broker {node}, with num_partitions and replication_factor -1"
                 );
-                results.push(
-                    CreatableTopicResult::default()
-                        .with_name(topic.name)
-                        .with_error_code(ResponseError::InvalidReplicaAssignment.code())
-                        .with_error_message(Some(str_bytes(message))),
-                );
+                slots.push(Err(CreatableTopicResult::default()
+                    .with_name(topic.name)
+                    .with_error_code(ResponseError::InvalidReplicaAssignment.code())
+                    .with_error_message(Some(str_bytes(message)))));
                 continue;
             }
             partitions = topic.assignments.len() as i32;
@@ -148,18 +162,41 @@ pub async fn create_topics(
         } else {
             within_request_limit(broker, &mut added, i64::from(requested.max(0)))
         };
-        let created = match charged {
+        match charged {
             Ok(()) => {
-                broker
-                    .create_topic(&name, partitions, factor, configs, request.validate_only)
-                    .await
+                pending.push(NewTopic {
+                    name,
+                    num_partitions: partitions,
+                    replication_factor: factor,
+                    configs,
+                });
+                slots.push(Ok(topic.name));
             }
-            Err(e) => Err(e),
+            Err(e) => slots.push(Err(refused(broker, topic.name, &e))),
+        }
+    }
+    let mut created = broker
+        .create_topics(pending, request.validate_only)
+        .await
+        .into_iter();
+    let mut results = Vec::with_capacity(slots.len());
+    for slot in slots {
+        let name = match slot {
+            Ok(name) => name,
+            Err(result) => {
+                results.push(result);
+                continue;
+            }
         };
-        let result = match created {
+        let outcome = created.next().unwrap_or_else(|| {
+            Err(AdminError::Store(StoreError::Unavailable(
+                "no result for the topic".into(),
+            )))
+        });
+        let result = match outcome {
             Ok(created) => {
                 let mut result = CreatableTopicResult::default()
-                    .with_name(topic.name)
+                    .with_name(name)
                     .with_num_partitions(created.record.partitions.len() as i32)
                     .with_replication_factor(1);
                 if version >= 7 && !request.validate_only {
@@ -181,15 +218,7 @@ pub async fn create_topics(
                 }
                 result
             }
-            Err(e) => {
-                let (code, message) = error_parts(broker, "CreateTopics", &e);
-                CreatableTopicResult::default()
-                    .with_name(topic.name)
-                    .with_error_code(code)
-                    .with_error_message(message)
-                    .with_num_partitions(-1)
-                    .with_replication_factor(-1)
-            }
+            Err(e) => refused(broker, name, &e),
         };
         results.push(result);
     }

@@ -81,7 +81,14 @@ impl Log {
     /// batch of a new epoch); persisted before it is relied on.
     pub fn assign_epoch(&mut self, epoch: i32, start_offset: i64) -> Result<(), LogError> {
         if self.epochs.assign(epoch, start_offset) {
-            self.epochs.save(&self.dir).map_err(|e| self.io_err(e))?;
+            let no_records = self.segments.len() == 1 && self.active().size == 0;
+            if no_records && self.epochs.entries().len() == 1 {
+                // See `Log::epochs_unsaved`: written with the next checkpoint.
+                self.epochs_unsaved = true;
+            } else {
+                self.epochs.save(&self.dir).map_err(|e| self.io_err(e))?;
+                self.epochs_unsaved = false;
+            }
         }
         Ok(())
     }
@@ -269,10 +276,29 @@ impl Log {
     /// `producers.snapshot` covers) and `base`, so producers whose batches are only in
     /// earlier segments are not forgotten.
     fn reopen_from(&mut self, base: i64, now_ms: i64) -> Result<(), LogError> {
-        let on_disk = fs::read(self.dir.join(CHECKPOINT_FILE))
+        let stored = fs::read(self.dir.join(CHECKPOINT_FILE))
             .ok()
-            .and_then(|bytes| format::Checkpoint::decode(&bytes))
-            .filter(|c| c.segment_base < base && self.segments.contains_key(&c.segment_base));
+            .and_then(|bytes| format::Checkpoint::decode(&bytes));
+        let on_disk = match stored {
+            Some(c) => Some(c)
+                .filter(|c| c.segment_base < base && self.segments.contains_key(&c.segment_base)),
+            // No checkpoint yet (a new log is opened without writing one): no producer
+            // snapshot covers anything, so the replay starts at the first segment.
+            None => self
+                .segments
+                .keys()
+                .next()
+                .copied()
+                .filter(|&first| first < base)
+                .map(|first| format::Checkpoint {
+                    log_start_offset: self.log_start_offset,
+                    segment_base: first,
+                    position: 0,
+                    next_offset: first,
+                    max_timestamp: -1,
+                    offset_of_max_timestamp: first,
+                }),
+        };
         let checkpoint = if let Some(on_disk) = on_disk {
             format::Checkpoint {
                 log_start_offset: self.log_start_offset,

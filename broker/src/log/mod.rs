@@ -184,6 +184,9 @@ pub struct Log {
     unflushed_messages: i64,
     /// Set when data was appended since the last periodic flush.
     dirty: bool,
+    /// When data was last appended (or the log opened): an active segment idle for
+    /// long enough lets go of its files (see [`Log::release_idle_files`]).
+    last_append_ms: i64,
     /// Batches start-up had to scan (CRC-check and re-index): the unflushed tail.
     recovered_batches: u64,
     last_flush_ms: i64,
@@ -200,6 +203,11 @@ pub struct Log {
     first_dirty_offset: i64,
     /// Where each leader epoch starts (see [`epochs`]).
     epochs: epochs::LeaderEpochs,
+    /// The first epoch of a log without records, not yet written to its file: it is
+    /// written with the next checkpoint. Until then a crash loses nothing, since with no
+    /// file recovery rebuilds the cache from the batches' headers (there are none, or
+    /// they carry the epoch), and the leader assigns its epoch again when it takes over.
+    epochs_unsaved: bool,
     /// Aborted transactions of the local log (see [`txn`]).
     aborted: txn::AbortedIndex,
     /// Markers a compaction pass found removable, and when (see [`cleaner`]).
@@ -276,6 +284,7 @@ impl Log {
             log_start_offset: checkpoint.map_or(0, |c| c.log_start_offset),
             unflushed_messages: 0,
             dirty: false,
+            last_append_ms: now_ms,
             recovered_batches: 0,
             last_flush_ms: now_ms,
             checkpoints: Arc::default(),
@@ -291,11 +300,15 @@ impl Log {
             producers: ProducerState::default(),
             first_dirty_offset,
             epochs: epochs::LeaderEpochs::default(),
+            epochs_unsaved: false,
             aborted: txn::AbortedIndex::default(),
             markers_removable_since: std::collections::HashMap::new(),
         };
         let interval = log.config.index_interval_bytes;
         let compacted = log.config.compact;
+        // Whether recovery changed anything on disk that must be made durable before the
+        // checkpoint records it: a truncated tail, dropped segments.
+        let mut repaired = false;
         for (i, &base) in bases.iter().enumerate() {
             let next_base = bases.get(i + 1).copied();
             let (segment, outcome) = match next_base {
@@ -314,6 +327,7 @@ impl Log {
             }
             .map_err(io_err)?;
             if outcome.truncated_bytes > 0 {
+                repaired = true;
                 warn!(dir = %dir.display(), segment = base, bytes = outcome.truncated_bytes,
                     valid_bytes = outcome.valid_size, "truncated a torn or corrupt tail");
             }
@@ -337,6 +351,7 @@ impl Log {
                 // A sealed segment is fsynced before its successor exists, so this means
                 // the disk lost data. Offsets must stay dense: drop what follows the hole.
                 warn!(dir = %dir.display(), segment = base, end, next, "gap after a sealed segment; dropping later segments");
+                repaired = true;
                 for &later in &bases[i + 1..] {
                     segment::delete_files(dir, later).map_err(io_err)?;
                 }
@@ -361,9 +376,32 @@ impl Log {
         log.recover_producers(checkpoint, now_ms).map_err(io_err)?;
         log.recover_epochs().map_err(io_err)?;
         // What recovery kept is made durable before it is recorded as the recovery point.
-        log.active().flush().map_err(io_err)?;
-        log.recovery_point = log.live_position();
-        log.write_checkpoint(log.checkpoint()).map_err(io_err)?;
+        // Nothing to do when the checkpoint already says exactly that (a clean restart:
+        // no tail scanned, nothing repaired), or for a log that holds nothing and has no
+        // checkpoint (a crash before its first flush leaves an empty log either way).
+        // Skipping these fsyncs is what keeps creating and reopening thousands of idle
+        // partitions from costing five fsyncs each.
+        let live = log.live_position();
+        let unchanged = checkpoint == Some(live)
+            && log.recovered_batches == 0
+            && !repaired
+            && !log.producers.is_dirty();
+        // An empty log never flushed (created, then restarted before anything was
+        // written) is in the same case whether or not it was just created.
+        let empty_and_new = checkpoint.is_none()
+            && log.segments.len() == 1
+            && live.position == 0
+            && log.recovered_batches == 0
+            && !repaired
+            && !log.producers.is_dirty();
+        log.recovery_point = live;
+        if !(unchanged || empty_and_new) {
+            log.active().flush().map_err(io_err)?;
+            log.write_checkpoint(log.checkpoint()).map_err(io_err)?;
+        }
+        // Everything in the active segment is fsynced: it holds no descriptors until it is
+        // written.
+        log.active_mut().release();
         Ok(log)
     }
 
@@ -609,6 +647,7 @@ impl Log {
         }
         self.unflushed_messages += records;
         self.dirty = true;
+        self.last_append_ms = now_ms;
         if self.unflushed_messages >= self.config.flush_messages {
             self.unflushed_messages = 0;
             Ok(self.active().log_file().ok())
@@ -1029,6 +1068,22 @@ impl Log {
         Ok(Some((self.location(segment, start)?, offset)))
     }
 
+    /// Lets go of the active segment's files when nothing was appended for `idle_ms` and
+    /// everything appended is fsynced and checkpointed (a flush that is planned but not
+    /// finished does not count, nor one that failed). The next append opens them again.
+    /// Returns whether it released them.
+    pub fn release_idle_files(&mut self, now_ms: i64, idle_ms: i64) -> bool {
+        let live = self.live_position();
+        let synced = !self.dirty
+            && self.recovery_point.segment_base == live.segment_base
+            && self.recovery_point.position == live.position;
+        if !synced || now_ms - self.last_append_ms < idle_ms || !self.active().is_pinned() {
+            return false;
+        }
+        self.active_mut().release();
+        true
+    }
+
     /// Starts a periodic flush if flush.ms elapsed (or `force`) and data was appended.
     pub fn plan_flush(&mut self, now_ms: i64, force: bool) -> Result<Option<FlushPlan>, LogError> {
         if !self.dirty || (!force && now_ms - self.last_flush_ms < self.config.flush_ms) {
@@ -1051,7 +1106,7 @@ impl Log {
     /// prepares the checkpoint that records it: under the lock, so checkpoints are
     /// ordered and carry the current log start offset. The caller writes it after
     /// releasing the lock (see [`checkpoint`]).
-    pub fn finish_flush(&mut self, plan: FlushPlan) -> CheckpointWrite {
+    pub fn finish_flush(&mut self, plan: FlushPlan) -> io::Result<CheckpointWrite> {
         // A plan overtaken by a roll (which fsyncs and moves the point itself) is older.
         if plan.checkpoint.next_offset >= self.recovery_point.next_offset {
             self.recovery_point = plan.checkpoint;
@@ -1090,24 +1145,33 @@ impl Log {
     /// Writes `partition.checkpoint`, and first `producers.snapshot` if producer state
     /// changed, so the snapshot is never older than the checkpoint's recovery point.
     fn write_checkpoint(&mut self, checkpoint: format::Checkpoint) -> io::Result<()> {
-        self.prepare_checkpoint(checkpoint).write()
+        self.prepare_checkpoint(checkpoint)?.write()
     }
 
     /// Prepares a checkpoint write (and queues a producer snapshot if producer state
-    /// changed) to run now or after the lock is released; see [`checkpoint`].
-    fn prepare_checkpoint(&mut self, checkpoint: format::Checkpoint) -> CheckpointWrite {
+    /// changed) to run now or after the lock is released; see [`checkpoint`]. A first
+    /// leader epoch not yet on disk (`epochs_unsaved`) is saved here, before any
+    /// checkpoint that could make recovery trust the log without it.
+    fn prepare_checkpoint(
+        &mut self,
+        checkpoint: format::Checkpoint,
+    ) -> io::Result<CheckpointWrite> {
+        if self.epochs_unsaved {
+            self.epochs.save(&self.dir)?;
+            self.epochs_unsaved = false;
+        }
         if self.producers.take_dirty() {
             let txnindex = self.open_txnindex(self.active().base_offset);
             self.checkpoints
                 .set_snapshot(self.producers.encode(), txnindex);
         }
         self.checkpoint_sequence += 1;
-        CheckpointWrite {
+        Ok(CheckpointWrite {
             writer: self.checkpoints.clone(),
             sequence: self.checkpoint_sequence,
             dir: self.dir.clone(),
             checkpoint,
-        }
+        })
     }
 
     /// Loads `producers.snapshot`, drops what recovery truncated, and replays the

@@ -503,6 +503,11 @@ impl ProducerState {
         self.dirty = true;
     }
 
+    /// Whether a snapshot is due.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
     /// Takes the dirty flag: whether a snapshot is due.
     pub fn take_dirty(&mut self) -> bool {
         std::mem::take(&mut self.dirty)

@@ -1,8 +1,11 @@
 //! One segment of a partition log: the `.log` file and its two sparse indexes.
 //! Byte layouts are in [`super::format`].
 //!
-//! The active segment holds its three files open; a sealed one holds none and opens them
-//! through the bounded cache in [`super::files`] when it is read.
+//! The active segment holds its three files open while it is written; a sealed one holds
+//! none and opens them through the bounded cache in [`super::files`] when it is read. An
+//! idle active segment whose writes are all fsynced lets go of its files too
+//! ([`Segment::release`]); its next write opens them again ([`Segment::pin`]), so
+//! descriptors follow the partitions being written, not the partitions that exist.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -320,16 +323,20 @@ impl Segment {
         Ok((segment, outcome))
     }
 
-    /// Stops holding this (sealed) segment's files open; reads open them through the
-    /// bounded cache from now on.
+    /// Stops holding this segment's files open; reads open them through the bounded cache
+    /// from now on, and a write opens them again ([`Segment::pin`]). Only for a sealed
+    /// segment, or an active one whose writes are all fsynced: an error writing back data
+    /// is reported on the descriptors open when it happens, so a descriptor that wrote
+    /// unsynced data must stay open until its fsync.
     pub fn release(&mut self) {
         self.log.release();
         self.offset_index.file.release();
         self.time_index.file.release();
     }
 
-    /// Holds this segment's files open for writing again: a sealed segment that becomes
-    /// the active one (recovery dropped the segments after a hole).
+    /// Holds this segment's files open for writing again: the active segment about to be
+    /// written after it was released while idle, or a sealed segment that becomes the
+    /// active one (recovery dropped the segments after a hole).
     pub fn pin(&mut self) -> io::Result<()> {
         if self.log.writable().is_none() {
             let log = OpenOptions::new()
@@ -537,6 +544,7 @@ impl Segment {
         header: &format::BatchHeader,
         index_interval_bytes: u64,
     ) -> io::Result<()> {
+        self.pin()?;
         let snapshot = self.snapshot();
         if self.size == 0 {
             self.bytes_since_index_entry = u64::MAX;
@@ -558,6 +566,7 @@ impl Segment {
     /// the segment's largest timestamp, so it can be found without a scan after restart.
     pub fn seal(&mut self) -> io::Result<()> {
         if !self.time_index_current && self.max_timestamp >= 0 {
+            self.pin()?;
             self.append_time_entry()?;
         }
         Ok(())
@@ -626,19 +635,28 @@ impl Segment {
     }
 
     /// fsyncs the active segment's files (a sealed segment's were fsynced when it rolled).
+    /// Files not held open are skipped: they were fsynced before they were released.
     pub fn flush(&self) -> io::Result<()> {
         for file in [&self.log, &self.offset_index.file, &self.time_index.file] {
-            writable(file)?.sync_data()?;
+            if let Some(file) = file.writable() {
+                file.sync_data()?;
+            }
         }
         Ok(())
     }
 
-    /// Handles to fsync this segment's files without holding the log lock.
+    /// Handles to fsync this segment's files without holding the log lock (none for files
+    /// not held open: see [`Segment::flush`]).
     pub fn sync_handles(&self) -> io::Result<Vec<File>> {
         [&self.log, &self.offset_index.file, &self.time_index.file]
             .into_iter()
-            .map(|file| writable(file)?.try_clone())
+            .filter_map(|file| file.writable().map(|f| f.try_clone()))
             .collect()
+    }
+
+    /// Whether this segment holds its files open for writing.
+    pub fn is_pinned(&self) -> bool {
+        self.log.writable().is_some()
     }
 
     /// Paths of the offset and time index files (uploads read them whole).

@@ -226,7 +226,10 @@ fn recovery_stops_at_a_corrupt_batch_after_the_checkpoint() {
     append(&mut log, &batch(3, 0, Compression::None), 0).expect("append");
     let plan = log.plan_flush(0, true).expect("plan").expect("dirty");
     plan.sync().expect("sync");
-    log.finish_flush(plan).write().expect("checkpoint");
+    log.finish_flush(plan)
+        .expect("prepare")
+        .write()
+        .expect("checkpoint");
     append(&mut log, &batch(3, 0, Compression::None), 0).expect("append");
     append(&mut log, &batch(3, 0, Compression::None), 0).expect("append");
     drop(log);
@@ -531,7 +534,10 @@ fn start_up_scans_only_the_unflushed_tail() {
     assert!(log.segment_count() > 20, "{} segments", log.segment_count());
     let plan = log.plan_flush(0, true).expect("plan").expect("dirty");
     plan.sync().expect("sync");
-    log.finish_flush(plan).write().expect("checkpoint");
+    log.finish_flush(plan)
+        .expect("prepare")
+        .write()
+        .expect("checkpoint");
     // No roll during the tail, so all three batches land after the checkpoint.
     let config = LogConfig {
         segment_bytes: 1 << 20,
@@ -614,7 +620,10 @@ fn idempotent_retries_are_acknowledged_not_appended_even_after_a_restart() {
     // a flush) and from the tail recovery scans after it.
     let plan = log.plan_flush(0, true).expect("plan").expect("dirty");
     plan.sync().expect("sync");
-    log.finish_flush(plan).write().expect("finish");
+    log.finish_flush(plan)
+        .expect("prepare")
+        .write()
+        .expect("finish");
     append(&mut log, &idempotent_batch(7, 0, 0, 2), 0).expect("after the checkpoint");
     drop(log);
     let mut log = Log::open(dir.path(), config(), 0).expect("reopen");
@@ -801,4 +810,125 @@ fn log_append_time_topics_do_not_check_producer_timestamps() {
     let rules = stamped.produce_rules(now);
     assert_eq!(rules.timestamps, None);
     assert!(prepare_with(&batch(1, 0, Compression::None), &rules, MAX_INFLATED_BYTES).is_ok());
+}
+
+/// Descriptors this process holds on files under `dir` (the other tests' files are
+/// elsewhere, so the count is this test's own).
+fn open_files_under(dir: &Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .expect("list /proc/self/fd")
+        .flatten()
+        .filter(|entry| {
+            std::fs::read_link(entry.path()).is_ok_and(|target| target.starts_with(dir))
+        })
+        .count()
+}
+
+/// Runs a periodic flush the way the partition's housekeeping does.
+fn flush_now(log: &mut Log, now_ms: i64) {
+    if let Some(plan) = log.plan_flush(now_ms, true).expect("plan flush") {
+        plan.sync().expect("fsync");
+        log.finish_flush(plan)
+            .expect("prepare")
+            .write()
+            .expect("finish flush");
+    }
+}
+
+#[test]
+fn an_idle_active_segment_releases_its_files_and_reads_and_appends_go_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = Log::open(dir.path(), config(), 0).expect("open");
+    append(&mut log, &batch(5, 0, Compression::None), 0).expect("append");
+    let before = read_all(&log, 0);
+    assert!(
+        !log.release_idle_files(100_000, 10_000),
+        "unflushed data keeps the files open"
+    );
+    flush_now(&mut log, 1);
+    assert!(
+        !log.release_idle_files(5_000, 10_000),
+        "appended to 5 s ago: not idle yet"
+    );
+    assert!(log.release_idle_files(10_000, 10_000));
+    // Released files are read through the cache: opened again, read-only.
+    assert_eq!(
+        read_all(&log, 0),
+        before,
+        "the same bytes after the files were closed"
+    );
+    append(&mut log, &batch(3, 0, Compression::None), 20_000).expect("append reopens");
+    assert_eq!(log.log_end_offset(), 8);
+    flush_now(&mut log, 20_001);
+    drop(log);
+    let log = Log::open(dir.path(), config(), 30_000).expect("reopen");
+    assert_eq!(log.log_end_offset(), 8);
+    assert_eq!(&read_all(&log, 0)[..before.len()], &before[..]);
+}
+
+#[test]
+fn many_idle_logs_hold_no_descriptors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut logs: Vec<Log> = (0..200)
+        .map(|i| Log::open(&dir.path().join(i.to_string()), config(), 0).expect("open"))
+        .collect();
+    assert_eq!(
+        open_files_under(dir.path()),
+        0,
+        "new logs hold no descriptors"
+    );
+    for log in logs.iter_mut().take(10) {
+        append(log, &batch(2, 0, Compression::None), 0).expect("append");
+    }
+    assert_eq!(
+        open_files_under(dir.path()),
+        30,
+        "a written partition holds its three files"
+    );
+    for log in &mut logs {
+        flush_now(log, 1);
+        log.release_idle_files(60_000, 30_000);
+    }
+    assert_eq!(open_files_under(dir.path()), 0, "idle again: released");
+    drop(logs);
+    let reopened: Vec<Log> = (0..200)
+        .map(|i| Log::open(&dir.path().join(i.to_string()), config(), 0).expect("reopen"))
+        .collect();
+    assert_eq!(
+        open_files_under(dir.path()),
+        0,
+        "a restart opens none for good"
+    );
+    assert_eq!(reopened[3].log_end_offset(), 2);
+}
+
+#[test]
+fn a_clean_reopen_and_a_new_log_write_no_checkpoint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let checkpoint = dir.path().join(CHECKPOINT_FILE);
+    let log = Log::open(dir.path(), config(), 0).expect("open");
+    assert!(!checkpoint.exists(), "a new, empty log needs no checkpoint");
+    drop(log);
+    let mut log = Log::open(dir.path(), config(), 0).expect("reopen empty");
+    assert!(
+        !checkpoint.exists(),
+        "nor does it when reopened still empty"
+    );
+    append(&mut log, &batch(4, 0, Compression::None), 0).expect("append");
+    flush_now(&mut log, 1);
+    drop(log);
+    let stamp = std::fs::read(&checkpoint).expect("read");
+    std::fs::remove_file(&checkpoint).expect("remove");
+    std::fs::write(&checkpoint, &stamp).expect("put back");
+    let replaced = std::fs::metadata(&checkpoint).expect("checkpoint");
+    let log = Log::open(dir.path(), config(), 10).expect("reopen");
+    assert_eq!(log.log_end_offset(), 4);
+    drop(log);
+    let after = std::fs::metadata(&checkpoint).expect("checkpoint");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        after.ino(),
+        replaced.ino(),
+        "a clean reopen leaves the checkpoint file as it was (no rewrite by rename)"
+    );
 }

@@ -111,7 +111,10 @@ fn markers_bound_the_stable_offset_and_aborts_are_indexed_across_restarts() {
     // Restart: the snapshot (at a flush) and the scanned tail rebuild the same state.
     let plan = log.plan_flush(0, true).expect("plan").expect("dirty");
     plan.sync().expect("sync");
-    log.finish_flush(plan).write().expect("finish");
+    log.finish_flush(plan)
+        .expect("prepare")
+        .write()
+        .expect("finish");
     assert_eq!(marker(&mut log, 1, Marker::Abort), 9);
     let aborted_second = AbortedTxn {
         producer_id: 1,

@@ -1223,12 +1223,15 @@ impl Partition {
         Ok(self.log_start_offset(local_start))
     }
 
-    /// Periodic work: segment.ms rolls, retention, flush.ms. Returns what retention removed.
+    /// Periodic work: segment.ms rolls, retention, flush.ms, closing the files of an idle
+    /// active segment (`release_idle_ms`, see [`Log::release_idle_files`]). Returns what
+    /// retention removed.
     pub async fn housekeeping(
         &self,
         now_ms: i64,
         force_flush: bool,
         producer_expiration_ms: i64,
+        release_idle_ms: i64,
     ) -> Result<RetentionOutcome, PartitionError> {
         // The role first: the replica lock is never taken while holding the log lock.
         let leader = self.is_leader();
@@ -1262,12 +1265,17 @@ impl Partition {
                 if self.deleted.load(Ordering::Relaxed) {
                     return Ok(outcome);
                 }
-                (log.finish_flush(plan), log.dir().to_path_buf())
+                let dir = log.dir().to_path_buf();
+                match log.finish_flush(plan) {
+                    Ok(write) => (write, dir),
+                    Err(source) => return Err(LogError::Io { dir, source }.into()),
+                }
             };
             blocking(move || write.write())
                 .await
                 .map_err(|source| LogError::Io { dir, source })?;
         }
+        self.lock().release_idle_files(now_ms, release_idle_ms);
         Ok(outcome)
     }
 

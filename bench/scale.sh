@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# Partition-scale benchmark: for each partition count, creates that many partitions
+# (topics of 10, 100 topics per CreateTopics request) on one broker, then restarts the same
+# data directory with the baseline and the new binary in turn (interleaved, RESTARTS each)
+# and times how long each takes to listen and to serve Metadata with a leader for every
+# partition. Also: descriptors, RSS, idle CPU, and with etcd its requests and database size.
+# Runs with the embedded store and with etcd. Writes the "scale" section of
+# docs/benchmarks.md.
+#
+#   BASE=/tmp/strata-base/strata bench/scale.sh            # about 10 minutes on 2 cores
+#   PARTITIONS="1000" RESTARTS=1 MODES=embedded bench/scale.sh   # smoke run
+#   REPORT_ONLY=results.jsonl bench/scale.sh   # rewrite the section from saved result lines
+#
+# The baseline's creation is timed only up to BASE_CREATE_MAX partitions (1000; it takes
+# minutes at 5000 on this machine), its restarts only up to BASE_RESTART_MAX (5000; it
+# holds three descriptors per partition, so 10000 passes a 20000 open-files limit).
+# Asserts nothing.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+OUT="${OUT:-$ROOT/docs/benchmarks.md}"
+PARTITIONS="${PARTITIONS:-1000 5000 10000}"
+RESTARTS="${RESTARTS:-3}"
+MODES="${MODES:-embedded etcd}"
+BASE_CREATE_MAX="${BASE_CREATE_MAX:-1000}"
+BASE_RESTART_MAX="${BASE_RESTART_MAX:-5000}"
+BASE="${BASE:-/tmp/strata-base/strata}"
+
+SCRIPT=scale.sh
+WORK="$(mktemp -d -t strata-scale-bench.XXXXXX)"
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+if [ -z "${NEW:-}" ] && [ -z "${REPORT_ONLY:-}" ]; then
+    log "building strata (release)"
+    cargo build --release -p strata-broker
+    NEW="$TARGET/release/strata"
+fi
+[ -x "$BASE" ] || die "no baseline binary at $BASE (set BASE)"
+python3 -c 'import confluent_kafka' 2>/dev/null || die "PyPI confluent-kafka is needed (scripts/install-deps.sh)"
+
+ETCD_PID=""
+cleanup() {
+    stop_pid "$ETCD_PID" etcd
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+RESULTS="$WORK/results.jsonl"
+if [ -n "${REPORT_ONLY:-}" ]; then
+    grep '^{' "$REPORT_ONLY" >"$RESULTS"
+    MODES=""
+fi
+for mode in $MODES; do
+    etcd_url=""
+    if [ "$mode" = etcd ]; then
+        command -v etcd >/dev/null || die "etcd is not installed (scripts/install-deps.sh installs it)"
+        ETCD_PORT="$(free_port)"; ETCD_PEER="$(free_port)"
+        etcd --data-dir "$WORK/etcd" --listen-client-urls "http://127.0.0.1:$ETCD_PORT" \
+            --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" --listen-peer-urls "http://127.0.0.1:$ETCD_PEER" \
+            --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER" \
+            --initial-cluster "default=http://127.0.0.1:$ETCD_PEER" >"$WORK/etcd.log" 2>&1 &
+        ETCD_PID=$!
+        for _ in $(seq 1 100); do
+            curl -fsS "http://127.0.0.1:$ETCD_PORT/health" >/dev/null 2>&1 && break
+            sleep 0.1
+        done
+        etcd_url="http://127.0.0.1:$ETCD_PORT"
+    fi
+    for n in $PARTITIONS; do
+        df -h / | awk 'NR == 2 && $5 + 0 > 90 { exit 1 }' || die "the disk is over 90% full"
+        extra=()
+        [ "$n" -le "$BASE_CREATE_MAX" ] && extra+=(--base-create)
+        [ "$n" -gt "$BASE_RESTART_MAX" ] && extra+=(--no-base-restart)
+        [ -n "$etcd_url" ] && extra+=(--etcd "$etcd_url")
+        log "$mode: $n partitions"
+        python3 bench/scale.py --base "$BASE" --new "$NEW" --partitions "$n" \
+            --restarts "$RESTARTS" "${extra[@]}" | tee -a "$RESULTS" >&2
+    done
+    stop_pid "$ETCD_PID" etcd
+    ETCD_PID=""
+done
+
+REPORT="$WORK/report.md"
+python3 - "$RESULTS" "$REPORT" "$(nproc)" "$(date -u +%Y-%m-%d)" \
+    "${COMMAND:-PARTITIONS=\"$PARTITIONS\" RESTARTS=$RESTARTS MODES=\"$MODES\" BASE_RESTART_MAX=$BASE_RESTART_MAX BASE=$BASE bench/scale.sh}" <<'PY'
+import json, statistics, sys
+results, report, cores, day, command = sys.argv[1:]
+rows = [json.loads(l) for l in open(results) if l.startswith("{")]
+
+def fmt(v):
+    return str(int(v)) if float(v).is_integer() else f"{v:.3g}" if v < 100 else f"{v:.0f}"
+
+def stat(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return "–"
+    med = statistics.median(values)
+    if len(values) == 1:
+        return fmt(med)
+    return f"{fmt(med)} ({fmt(min(values))}–{fmt(max(values))})"
+
+out = []
+out.append("<!-- scale:begin (written by bench/scale.sh; edit the script, not this section) -->")
+out.append("## Partitions per broker")
+out.append("")
+out.append(f"Machine: {cores} cores shared with other work, one broker, loopback; {day}. "
+           f"Command: `{command}`. Before: the baseline binary; after: this branch. "
+           "Each partition count is created once by each binary on an empty data directory "
+           "(topics of 10 partitions, 100 topics per CreateTopics request); then the same data "
+           "directory is restarted by the two binaries in turn (interleaved). Restart times are "
+           "medians (min–max): from exec to the Kafka port accepting, and to a Metadata answer "
+           "with a leader for every partition. Descriptors and RSS are read from /proc while "
+           "serving and after an idle interval. The baseline creates only up to "
+           "BASE_CREATE_MAX partitions (its creation of 5000 took 148 s in a hand run on this "
+           "machine) and restarts only up to BASE_RESTART_MAX (at 10000 it needs 30000 "
+           "descriptors, over this machine's limit of 20000); `–` marks what was not run. "
+           "With RESTARTS=1 each cell is one run: the machine was shared and loaded, so read "
+           "the ratios, not the absolute times.")
+out.append("")
+for mode in ("embedded", "etcd"):
+    mrows = [r for r in rows if r["metadata"] == mode]
+    if not mrows:
+        continue
+    out.append(f"### {mode} metadata")
+    out.append("")
+    out.append("| partitions | create before s | create after s | restart to listening before s | after s | ratio | restart to metadata before s | after s | fds serving before | after | fds idle after | RSS MiB before | after | idle CPU % before | after |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for n in sorted({r["partitions"] for r in mrows}):
+        def pick(phase, label, key):
+            return [r.get(key) for r in mrows if r["partitions"] == n and r["phase"] == phase
+                    and r["label"] == label and "error" not in r]
+        errors = [r["error"] for r in mrows if r["partitions"] == n and "error" in r]
+        lb, la = pick("restart", "before", "listen_s"), pick("restart", "after", "listen_s")
+        ratio = "–"
+        if lb and la:
+            ratio = f"{statistics.median(la) / statistics.median(lb):.2f}"
+        before_listen = stat(lb) if lb else ("failed: " + errors[0] if errors else "–")
+        out.append("| " + " | ".join([
+            str(n), stat(pick("create", "before", "create_s")), stat(pick("create", "after", "create_s")),
+            before_listen, stat(la), ratio,
+            stat(pick("restart", "before", "metadata_s")), stat(pick("restart", "after", "metadata_s")),
+            stat(pick("restart", "before", "fds_serving")), stat(pick("restart", "after", "fds_serving")),
+            stat(pick("restart", "after", "fds_idle")),
+            stat(pick("restart", "before", "rss_mib")), stat(pick("restart", "after", "rss_mib")),
+            stat(pick("restart", "before", "idle_cpu_pct")), stat(pick("restart", "after", "idle_cpu_pct")),
+        ]) + " |")
+    out.append("")
+    if mode == "etcd":
+        out.append("etcd requests (Range + Txn + Put + lease calls) and its database size:")
+        out.append("")
+        out.append("| partitions | create before | create after | restart before | restart after | idle req/s before | after | etcd DB bytes |")
+        out.append("|---|---|---|---|---|---|---|---|")
+        for n in sorted({r["partitions"] for r in mrows}):
+            def req(phase, label, key):
+                return [r[key]["requests"] if isinstance(r.get(key), dict) else None
+                        for r in mrows if r["partitions"] == n and r["phase"] == phase and r["label"] == label]
+            def val(phase, label, key):
+                return [r.get(key) for r in mrows if r["partitions"] == n and r["phase"] == phase and r["label"] == label]
+            out.append("| " + " | ".join([
+                str(n), stat(req("create", "before", "etcd_create")), stat(req("create", "after", "etcd_create")),
+                stat(req("restart", "before", "etcd_restart")), stat(req("restart", "after", "etcd_restart")),
+                stat(val("restart", "before", "etcd_idle_per_s")), stat(val("restart", "after", "etcd_idle_per_s")),
+                stat(val("restart", "after", "etcd_db_bytes")),
+            ]) + " |")
+        out.append("")
+out.append("""Where the time goes (perf and `strace -c` on this machine, after):
+
+- **Creation, embedded.** No fsync is left per partition (before: about seven, for the
+  empty segment's three files, the checkpoint, the leader-epoch file and the store
+  document per topic). What remains is the file system creating each partition's
+  directory and three files: perf shows the kernel's ext4 inode allocation
+  (`find_inode_bit`, `recently_deleted`, `find_get_block_common`) as most of the profile,
+  with `openat` at about 0.2 ms and `mkdir` at about 0.6 ms each on this shared disk. Creating
+  the segment files on the first append instead (a new partition would be one `mkdir`)
+  would close most of the remaining gap to 5 s at 5000.
+- **Creation and restart, etcd.** The store write is now one transaction per 64 topics
+  (`Txn` above), but every partition still reads its tiered-storage manifest from etcd
+  when it is opened: one `Range` per partition, one round trip at a time (the `Range`
+  counts above are about one per partition). A new topic's id is fresh, so it has no
+  manifest to read; at start-up one keys-only range over the manifest prefix would say
+  which partitions have one. Either removes those round trips.
+- **Restart, embedded.** A clean restart opens each partition's files once and does no
+  fsync; what is left grows with partitions (directory listings and opens, the manifest
+  file probe, building the registry).
+- **Descriptors.** Bounded: a created or restarted partition holds none; a written one
+  holds three until it is idle for `log_release_idle_files_ms` and flushed.
+- **Idle CPU.** Grows with partitions: housekeeping visits every partition each second
+  and sets its Prometheus gauges (`with_label_values` is the top user-space symbol), and
+  the metadata round compares every partition.""")
+out.append("")
+out.append("<!-- scale:end -->")
+open(report, "w").write("\n".join(out) + "\n")
+PY
+write_section scale "$REPORT"
