@@ -17,11 +17,12 @@
 # Every repetition runs every target in turn (interleaved), so machine noise hits all of
 # them alike; ratios are taken within a repetition, then their median reported.
 #
-#   BASE_STRATA=/tmp/strata-base/strata bench/latency.sh       # about 6 minutes
+#   BASE_STRATA=/tmp/strata-base/strata BASE_COMMIT=4782889 bench/latency.sh   # about 6 minutes
 #   REPEAT=1 LAT_SECONDS=8 MOCK_RECORDS=300000 OUT=/tmp/l.md bench/latency.sh   # smoke run
 #
 # Knobs: STRATA, BENCH (default: built here, release, in $CARGO_TARGET_DIR or target/),
-# BASE_STRATA (none), REPEAT (3), LAT_SECONDS (20), MOCK_RECORDS (1000000), OUT.
+# BASE_STRATA (none), BASE_COMMIT (what BASE_STRATA was built from, for the report;
+# "not recorded"), REPEAT (3), LAT_SECONDS (20), MOCK_RECORDS (1000000), OUT.
 # Asserts nothing about timings.
 set -euo pipefail
 
@@ -32,6 +33,7 @@ REPEAT="${REPEAT:-3}"
 LAT_SECONDS="${LAT_SECONDS:-20}"
 MOCK_RECORDS="${MOCK_RECORDS:-1000000}"
 BASE_STRATA="${BASE_STRATA:-}"
+BASE_COMMIT="${BASE_COMMIT:-not recorded}"
 
 SCRIPT=latency.sh
 WORK="$(mktemp -d -t strata-latency-bench.XXXXXX)"
@@ -166,7 +168,8 @@ for rep in $(seq 1 "$REPEAT"); do
     done
 done
 
-TABLES="$(python3 - "$RESULTS" <<'EOF'
+FLOOR_SENTENCE="$WORK/floor-vs-mock.txt"
+TABLES="$(python3 - "$RESULTS" "$FLOOR_SENTENCE" <<'EOF'
 import json, statistics, sys
 results = [json.loads(l) for l in open(sys.argv[1])]
 labels = {"floor": "floor (floor-server: answers from memory)", "mock": "librdkafka mock broker (in memory)",
@@ -200,12 +203,30 @@ def per_10k(rs, key):
     values = [10_000 * r[key] / r["broker_produce_requests"] for r in rs if r.get("broker_produce_requests")]
     return fmt(values, 1) if values else "–"
 
+def spread(values):
+    values = [v for v in values if v]
+    return max(values) / min(values) if values else 1.0
+
+def overlap(a, b):
+    a, b = [v for v in a if v is not None], [v for v in b if v is not None]
+    return bool(a and b) and min(a) <= max(b) and min(b) <= max(a)
+
+# Noise. The floor's p99 is a fraction of a millisecond on a quiet machine: past 1 ms the
+# latency rows measure the machine's load as much as the broker. The mock stores nothing,
+# so a spread of more than 20% between its own repetitions is the machine too.
+floor_p99 = [v for v in (quantile(r, "p99") for r in runs("latency", "floor")) if v is not None]
+loaded = bool(floor_p99) and statistics.median(floor_p99) > 1.0
+mock_spread = spread([r.get("mib_per_s") for r in runs("throughput", "mock")])
+noisy_throughput = mock_spread > 1.2
+NOISY = " (noisy: see below)"
+
 targets = [t for t in ("floor", "base", "after", "tmpfs") if runs("latency", t)]
 print("| produce latency, 20,000 × 1 KiB/s, acks=all, linger 0 | ack p50 (ms) | ack p99 (ms) | ack p999 (ms) | p99 vs floor | p999 vs floor | broker side: Produce requests over 1 ms / over 5 ms, per 10,000 | failed runs |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|")
 for t in targets:
     rs = runs("latency", t)
-    print(f"| {labels[t]} | {fmt([quantile(r, 'p50') for r in rs], 3)} | {fmt([quantile(r, 'p99') for r in rs], 2)} "
+    label = labels[t] + (NOISY if loaded and t != "floor" else "")
+    print(f"| {label} | {fmt([quantile(r, 'p50') for r in rs], 3)} | {fmt([quantile(r, 'p99') for r in rs], 2)} "
           f"| {fmt([quantile(r, 'p999') for r in rs], 2)} "
           f"| {ratio_to('latency', t, 'floor', lambda r: quantile(r, 'p99'))} "
           f"| {ratio_to('latency', t, 'floor', lambda r: quantile(r, 'p999'))} "
@@ -216,7 +237,43 @@ print("|---|---:|---:|---:|")
 for t in ["mock"] + [t for t in ("floor", "base", "after") if runs("throughput", t)]:
     rs = runs("throughput", t)
     vs = "1" if t == "mock" else ratio_to("throughput", t, "mock", lambda r: r.get("mib_per_s"))
-    print(f"| {labels[t]} | {fmt([r.get('mib_per_s') for r in rs], 1)} | {vs} | {failed('throughput', t)} |")
+    label = labels[t] + (NOISY if noisy_throughput else "")
+    print(f"| {label} | {fmt([r.get('mib_per_s') for r in rs], 1)} | {vs} | {failed('throughput', t)} |")
+
+notes = []
+if loaded:
+    notes.append(f"the floor's own ack p99 was {statistics.median(floor_p99):.2f} ms (a fraction of a "
+                 "millisecond on a quiet machine): the latency rows marked noisy measure the machine's "
+                 "load as much as the broker")
+if runs("latency", "base") and runs("latency", "after"):
+    if all(overlap([quantile(r, q) for r in runs("latency", "base")],
+                   [quantile(r, q) for r in runs("latency", "after")]) for q in ("p99", "p999")):
+        notes.append("the before and after ranges overlap at p99 and at p999, so this run cannot show "
+                     "a latency difference between the two brokers")
+if noisy_throughput:
+    mock = [r["mib_per_s"] for r in runs("throughput", "mock") if r.get("mib_per_s")]
+    notes.append(f"the mock itself ranged {min(mock):.1f}–{max(mock):.1f} MiB/s between repetitions, "
+                 "so the throughput rows and their ratios to it are noise, not a difference between "
+                 "the brokers")
+if notes:
+    print()
+    print("Noise in this run: " + "; ".join(notes) + ".")
+
+floor_vs_mock = []
+for r in runs("throughput", "floor"):
+    ref = [x for x in runs("throughput", "mock") if x["rep"] == r["rep"]]
+    if ref and r.get("mib_per_s") and ref[0].get("mib_per_s"):
+        floor_vs_mock.append(r["mib_per_s"] / ref[0]["mib_per_s"])
+with open(sys.argv[2], "w") as out:
+    if not floor_vs_mock:
+        out.write("and was not measured against the mock in this run")
+    elif statistics.median(floor_vs_mock) >= 1:
+        out.write(f"and beat the mock ({statistics.median(floor_vs_mock):.2f}×, median), so in-order "
+                  "handling is not what holds Strata below it")
+    else:
+        out.write(f"and stayed below the mock ({statistics.median(floor_vs_mock):.2f}×, median): in "
+                  "this run the client, loopback and in-order handling alone account for part of "
+                  "any gap between Strata and the mock")
 EOF
 )"
 
@@ -232,7 +289,8 @@ REPORT="$WORK/report.md"
     echo "rows, not absolute numbers). One broker per row (embedded metadata, default flush"
     echo "policy: flush.ms 1000), one partition, 1 KiB records, acks=all, all on loopback;"
     echo "$REPEAT repetitions, each running every row in turn. Figures are medians with the"
-    echo "range in brackets; ratios are taken within a repetition."
+    echo "range in brackets; ratios are taken within a repetition. \"Before\" is the baseline"
+    echo "binary \`${BASE_STRATA:-none}\` (commit $BASE_COMMIT)."
     echo
     echo "- Latency: \`strata-bench produce --linger-ms 0 --rate 19.53125 --duration $LAT_SECONDS --warmup 3\`"
     echo "  (20,000 records/s; send() to delivery report, first 3 s left out). The floor is"
@@ -256,7 +314,8 @@ REPORT="$WORK/report.md"
     echo "  fsyncs took 0.2 to 27 ms here, and every append to the partition waited on the lock"
     echo "  with a worker thread blocked. The checkpoint is now prepared under the lock and"
     echo "  written on the blocking pool (\`broker/src/log/checkpoint.rs\`); strace shows no fsync"
-    echo "  left on a worker thread during a produce run."
+    echo "  left on a worker thread during a produce run. What that does to the client's latency"
+    echo "  shows only in rows not marked noisy: on a loaded machine it is lost in the noise."
     echo "- What is left: the broker-side column shows a few Produce requests in 10,000 taking"
     echo "  over 5 ms inside the broker. Few requests, many records: at linger 0 the client"
     echo "  pipelines small requests, so one stalled request holds up every request queued"
@@ -270,8 +329,8 @@ REPORT="$WORK/report.md"
     echo "  hundreds of milliseconds on a loaded one. The absolute goals (p99 ≤ 1 ms, p999 ≤ 3 ms)"
     echo "  can only be judged on a quiet machine; on a shared one, compare with the floor."
     echo "- Throughput: the floor server handles one request at a time per connection, as the"
-    echo "  broker does, and still beats the mock, so in-order handling is not what holds Strata"
-    echo "  below it. perf on the broker during a 1 KiB produce run: about 60% of its CPU is the"
+    echo "  broker does, stores nothing, $(cat "$FLOOR_SENTENCE")."
+    echo "  perf on the broker during a 1 KiB produce run: about 60% of its CPU is the"
     echo "  kernel's write path (page allocation, including memory compaction on this VM; ext4"
     echo "  delayed allocation; the copy into the page cache, 9%) and the socket read (8%); CRC32C"
     echo "  validation 6%, per-record checks 3%, copies in user space 3%. The mock keeps records in"
@@ -280,7 +339,7 @@ REPORT="$WORK/report.md"
     echo "  makes, read the next request while the current one is appended, and fewer, larger"
     echo "  socket reads (next_frame reads through a 1 KiB buffer)."
     echo
-    echo "Command: \`BASE_STRATA=${BASE_STRATA:-} REPEAT=$REPEAT LAT_SECONDS=$LAT_SECONDS MOCK_RECORDS=$MOCK_RECORDS bench/latency.sh\`."
+    echo "Command: \`BASE_STRATA=${BASE_STRATA:-} BASE_COMMIT='$BASE_COMMIT' REPEAT=$REPEAT LAT_SECONDS=$LAT_SECONDS MOCK_RECORDS=$MOCK_RECORDS bench/latency.sh\`."
     echo "<!-- latency:end -->"
 } >"$REPORT"
 write_section latency "$REPORT"

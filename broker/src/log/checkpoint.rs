@@ -2,11 +2,13 @@
 //! it is released.
 //!
 //! Each write is an fsync of a temporary file, a rename and an fsync of the directory:
-//! milliseconds on a busy disk. Rolls, retention and DeleteRecords write the checkpoint
-//! under the log lock, as before. The periodic flush (flush.ms) prepares its write
-//! under the lock and carries it out on the blocking pool without it, so appends never
-//! wait behind those fsyncs (they showed as multi-millisecond produce stalls once per
-//! flush.ms).
+//! milliseconds on a busy disk. Retention, DeleteRecords, dropping damaged local
+//! segments and opening the log write the checkpoint under the log lock, as before (a
+//! roll only moves the recovery point in memory). The periodic flush (flush.ms) prepares
+//! its write under the lock and carries it out on the blocking pool without it, so
+//! appends no longer wait behind the flush's own fsyncs (they showed as multi-millisecond
+//! produce stalls once per flush.ms). Appends can still wait behind one: a write under
+//! the lock waits for a background write in progress, holding the lock meanwhile.
 //!
 //! Rules that keep this as safe as writing under the lock:
 //! - Checkpoints land in the order they were prepared: each carries a sequence number
@@ -18,8 +20,14 @@
 //!   (after fsyncing the active `.txnindex`, as before) ahead of the checkpoint. A newer
 //!   snapshot replaces a pending older one; a failed snapshot write is put back.
 //! - Writes never interleave: one mutex, held only by the writer, across the I/O.
-//! - Deleting the log closes the writer first (waiting for a write in progress), so no
-//!   write recreates a file in a directory being removed.
+//! - One writer per log for its whole life: truncation and reset reopen the log but keep
+//!   the writer and its sequence. Before they change any file they fence it
+//!   ([`CheckpointWriter::fence`]): a write in progress finishes, the pending snapshot
+//!   (of records about to be removed) is dropped, and every write prepared earlier is
+//!   dropped too, so nothing from before the truncation lands after it.
+//! - Deleting the log, or the partition going offline after a failed fsync, closes the
+//!   writer first (waiting for a write in progress): no write recreates a file in a
+//!   directory being removed, and none records a point that can no longer be trusted.
 
 use std::fs::File;
 use std::io;
@@ -41,7 +49,8 @@ struct PendingSnapshot {
 struct Written {
     /// Sequence number of the last checkpoint written.
     sequence: u64,
-    /// Set when the log's directory is being deleted: later writes do nothing.
+    /// Set when the log's directory is being deleted or its partition went offline:
+    /// later writes do nothing.
     closed: bool,
 }
 
@@ -62,13 +71,22 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl CheckpointWriter {
     /// Queues `bytes` as the next producer snapshot, replacing one not yet written.
-    pub fn set_snapshot(&self, bytes: Vec<u8>, txnindex: Option<File>) {
+    pub(super) fn set_snapshot(&self, bytes: Vec<u8>, txnindex: Option<File>) {
         *lock(&self.pending_snapshot) = Some(PendingSnapshot { bytes, txnindex });
     }
 
     /// Stops every later write, waiting for one in progress.
     pub fn close(&self) {
         lock(&self.written).closed = true;
+    }
+
+    /// Drops every write prepared before `sequence` and the pending snapshot, waiting for
+    /// a write in progress. Truncation and reset call it before changing any file, so no
+    /// checkpoint or snapshot of the log before them lands after them.
+    pub(super) fn fence(&self, sequence: u64) {
+        let mut written = lock(&self.written);
+        written.sequence = written.sequence.max(sequence);
+        *lock(&self.pending_snapshot) = None;
     }
 }
 
@@ -195,6 +213,22 @@ mod tests {
         prepared(&writer, &missing, 2).write().expect("retry");
         assert!(missing.join(PRODUCERS_FILE).exists());
         assert_eq!(on_disk(&missing), Some(20));
+    }
+
+    #[test]
+    fn a_fence_drops_earlier_writes_and_the_pending_snapshot() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let writer = Arc::new(CheckpointWriter::default());
+        writer.set_snapshot(b"before the truncation".to_vec(), None);
+        let stale = prepared(&writer, dir.path(), 1);
+        writer.fence(2);
+        stale.write().expect("a no-op");
+        assert_eq!(on_disk(dir.path()), None);
+        assert!(!dir.path().join(PRODUCERS_FILE).exists());
+        prepared(&writer, dir.path(), 3)
+            .write()
+            .expect("after the fence");
+        assert_eq!(on_disk(dir.path()), Some(30));
     }
 
     #[test]

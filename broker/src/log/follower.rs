@@ -188,6 +188,7 @@ impl Log {
         if offset >= self.log_end_offset() {
             return Ok(self.log_end_offset());
         }
+        self.fence_checkpoints();
         // Offsets from here on may be reused by other markers.
         self.markers_removable_since.retain(|&o, _| o < offset);
         if offset <= self.log_start_offset {
@@ -246,6 +247,7 @@ impl Log {
         producers: Option<&[u8]>,
         now_ms: i64,
     ) -> Result<(), LogError> {
+        self.fence_checkpoints();
         self.discard_clean();
         self.markers_removable_since.clear();
         let bases: Vec<i64> = self.segments.keys().copied().collect();
@@ -275,6 +277,9 @@ impl Log {
     /// Producer state is replayed from the older of the checkpoint on disk (the point
     /// `producers.snapshot` covers) and `base`, so producers whose batches are only in
     /// earlier segments are not forgotten.
+    ///
+    /// The caller fenced the checkpoint writer first, so no earlier write can land among
+    /// these files; the reopened log keeps that writer, its sequence and the generation.
     fn reopen_from(&mut self, base: i64, now_ms: i64) -> Result<(), LogError> {
         let stored = fs::read(self.dir.join(CHECKPOINT_FILE))
             .ok()
@@ -317,9 +322,14 @@ impl Log {
         super::write_atomically(&self.dir.join(CHECKPOINT_FILE), &checkpoint.encode())
             .map_err(|e| self.io_err(e))?;
         let first_dirty = self.first_dirty_offset;
+        let checkpoints = self.checkpoints.clone();
+        let (sequence, generation) = (self.checkpoint_sequence, self.generation);
         let reopened = Log::open_at(&self.dir, self.config.clone(), now_ms, base)?;
         *self = reopened;
         self.first_dirty_offset = first_dirty.min(self.log_end_offset());
+        self.checkpoints = checkpoints;
+        self.checkpoint_sequence = sequence;
+        self.generation = generation;
         Ok(())
     }
 }

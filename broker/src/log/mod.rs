@@ -45,8 +45,7 @@ pub use read::{
 pub use recompress::Recompression;
 use segment::Segment;
 
-pub use checkpoint::CheckpointWrite;
-use checkpoint::CheckpointWriter;
+pub use checkpoint::{CheckpointWrite, CheckpointWriter};
 
 /// Per-log settings, derived from the topic's configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -194,6 +193,9 @@ pub struct Log {
     checkpoints: Arc<CheckpointWriter>,
     /// Sequence number of the last checkpoint prepared.
     checkpoint_sequence: u64,
+    /// Counts truncations and resets: a [`FlushPlan`] made before one describes files
+    /// that no longer exist.
+    generation: u64,
     /// The latest point known to be fsynced (its `log_start_offset` is unused): what
     /// every checkpoint write records, whoever writes it.
     recovery_point: format::Checkpoint,
@@ -218,6 +220,8 @@ pub struct Log {
 pub struct FlushPlan {
     files: Vec<File>,
     checkpoint: format::Checkpoint,
+    /// The log's [`Log::generation`] when the plan was made.
+    generation: u64,
 }
 
 impl FlushPlan {
@@ -289,6 +293,7 @@ impl Log {
             last_flush_ms: now_ms,
             checkpoints: Arc::default(),
             checkpoint_sequence: 0,
+            generation: 0,
             recovery_point: format::Checkpoint {
                 log_start_offset: 0,
                 segment_base: 0,
@@ -1099,6 +1104,7 @@ impl Log {
         Ok(Some(FlushPlan {
             files,
             checkpoint: self.live_position(),
+            generation: self.generation,
         }))
     }
 
@@ -1108,7 +1114,11 @@ impl Log {
     /// releasing the lock (see [`checkpoint`]).
     pub fn finish_flush(&mut self, plan: FlushPlan) -> io::Result<CheckpointWrite> {
         // A plan overtaken by a roll (which fsyncs and moves the point itself) is older.
-        if plan.checkpoint.next_offset >= self.recovery_point.next_offset {
+        // One overtaken by a truncation or reset describes bytes since cut or rewritten:
+        // the reopen already set the recovery point at the new end.
+        if plan.generation == self.generation
+            && plan.checkpoint.next_offset >= self.recovery_point.next_offset
+        {
             self.recovery_point = plan.checkpoint;
         }
         self.prepare_checkpoint(self.checkpoint())
@@ -1118,6 +1128,20 @@ impl Log {
     /// in progress.
     pub fn close_checkpoints(&self) {
         self.checkpoints.close();
+    }
+
+    /// The log's checkpoint writer, the same for the log's whole life (truncation and
+    /// reset keep it), so a holder can close it without the log lock.
+    pub fn checkpoint_writer(&self) -> Arc<CheckpointWriter> {
+        self.checkpoints.clone()
+    }
+
+    /// Before a truncation or reset changes any file: no checkpoint, producer snapshot
+    /// or flush plan prepared so far may take effect afterwards (see [`checkpoint`]).
+    fn fence_checkpoints(&mut self) {
+        self.checkpoint_sequence += 1;
+        self.generation += 1;
+        self.checkpoints.fence(self.checkpoint_sequence);
     }
 
     /// The active segment's current end: the recovery point once it is fsynced.
@@ -1406,7 +1430,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 #[cfg(test)]
 mod damage_tests;

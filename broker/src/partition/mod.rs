@@ -9,7 +9,7 @@
 //! A failed fsync takes the partition offline (appends and reads refused with a retriable
 //! storage error) until restart: after a failed fsync Linux may drop the dirty pages and
 //! report the next fsync as successful, so neither the data nor a later checkpoint can be
-//! trusted. Restart recovery re-validates the tail from the last good checkpoint. A failed
+//! trusted: checkpoint writes already prepared are dropped too. Restart recovery re-validates the tail from the last good checkpoint. A failed
 //! compaction swap does the same: its files may be half-replaced, and start-up recovery
 //! finishes the swap from the staged copy (see [`log::cleaner`]).
 
@@ -54,6 +54,9 @@ pub struct Partition {
     deleted: AtomicBool,
     /// Set when an fsync failed; see the module doc.
     offline: AtomicBool,
+    /// The log's checkpoint writer (the same for the log's life), so that going offline
+    /// can stop checkpoint writes without taking the log lock, which some callers hold.
+    checkpoints: Arc<log::CheckpointWriter>,
     /// The remote tier (manifest and reader); `None` only in tests without tiering.
     remote: Option<RemoteTier>,
     /// Set while an uploader pass runs, so passes for one partition never overlap.
@@ -194,6 +197,7 @@ impl Partition {
         let (high_watermark, _) = watch::channel(initial);
         let (log_end, _) = watch::channel(log.log_end_offset());
         let leader_epoch = replica.epoch;
+        let checkpoints = log.checkpoint_writer();
         Partition {
             topic,
             index,
@@ -202,6 +206,7 @@ impl Partition {
             leader_epoch: AtomicI32::new(leader_epoch),
             deleted: AtomicBool::new(false),
             offline: AtomicBool::new(false),
+            checkpoints,
             remote,
             uploading: AtomicBool::new(false),
             upload_failures: std::sync::atomic::AtomicU32::new(0),
@@ -313,7 +318,10 @@ impl Partition {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Also stops checkpoint writes already prepared: after a failed fsync neither the
+    /// data nor a checkpoint recording it can be trusted (see the module doc).
     fn take_offline(&self, error: &LogError) {
+        self.checkpoints.close();
         if !self.offline.swap(true, Ordering::Relaxed) {
             error!(topic = %self.topic, partition = self.index, %error,
                 "log storage failed: partition offline until restart");
@@ -1262,7 +1270,7 @@ impl Partition {
             // async workers: its fsyncs must not hold up appends (see log::checkpoint).
             let (write, dir) = {
                 let mut log = self.lock();
-                if self.deleted.load(Ordering::Relaxed) {
+                if self.deleted.load(Ordering::Relaxed) || self.offline.load(Ordering::Relaxed) {
                     return Ok(outcome);
                 }
                 let dir = log.dir().to_path_buf();
@@ -1301,3 +1309,6 @@ impl Partition {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -879,3 +879,104 @@ fn truncation_keeps_the_producer_state_of_earlier_segments() {
         "a retry must not be written twice"
     );
 }
+
+/// `partition.checkpoint` and `producers.snapshot` as they are on disk.
+fn checkpoint_files(dir: &Path) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+    (
+        fs::read(dir.join(CHECKPOINT_FILE)).ok(),
+        fs::read(dir.join(PRODUCERS_FILE)).ok(),
+    )
+}
+
+fn checkpointed_offset(dir: &Path) -> i64 {
+    let bytes = fs::read(dir.join(CHECKPOINT_FILE)).expect("a checkpoint");
+    format::Checkpoint::decode(&bytes)
+        .expect("a valid checkpoint")
+        .next_offset
+}
+
+/// A periodic flush writes its checkpoint after releasing the log lock; a truncation may
+/// come first. Its write must then do nothing. (Found in review: the reopened log had a
+/// new writer, so the old one's write always landed, recording a position and producer
+/// state past the cut, which a restart trusted.)
+#[test]
+fn a_checkpoint_prepared_before_a_truncation_does_not_land_after_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = Log::open(dir.path(), config(), NOW).expect("open");
+    lead(&mut log, &idempotent_batch(0, 5), 0);
+    lead(&mut log, &idempotent_batch(5, 5), 0); // 5..=9: the new leader never got it
+    let plan = log.plan_flush(NOW, true).expect("plan").expect("dirty");
+    plan.sync().expect("fsync");
+    // Prepared under the lock, with the producer snapshot of 0..=9; not yet written.
+    let stale = log.finish_flush(plan);
+    assert_eq!(log.truncate_to(5, NOW).expect("truncate"), 5);
+    let after_truncation = checkpoint_files(dir.path());
+    stale.write().expect("the late write");
+    assert_eq!(
+        checkpoint_files(dir.path()),
+        after_truncation,
+        "the late write changed the checkpoint or the producer snapshot"
+    );
+    assert_eq!(checkpointed_offset(dir.path()), 5);
+
+    // The new leader's records take 5..=9; a crash before the next flush.
+    let base = active_base(&log);
+    follow(&mut log, &leader_batch(5, 5, 1), base).expect("follow");
+    let mut log = reopen(log);
+    assert_eq!(
+        log.producers.check(PRODUCER, 0, 5, 9),
+        Ok(Verdict::Append),
+        "after a restart the truncated batch is back in the producer state"
+    );
+    // The writer survived the truncation: its later writes still land.
+    flush_after(&mut log, &leader_batch(10, 2, 1));
+    assert_eq!(checkpointed_offset(dir.path()), 12);
+}
+
+/// Appends `records` as a follower and flushes.
+fn flush_after(log: &mut Log, records: &[u8]) {
+    let base = active_base(log);
+    follow(log, records, base).expect("follow");
+    flush(log);
+}
+
+/// A flush plan fsyncs without the log lock; a truncation may run meanwhile. The plan's
+/// recovery point is then past the new end and must not be adopted. (Found in review: it
+/// was, and then stuck, since later plans with a lower end looked overtaken by a roll.)
+#[test]
+fn a_flush_plan_overtaken_by_a_truncation_is_not_adopted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = Log::open(dir.path(), config(), NOW).expect("open");
+    lead(&mut log, &batch(5, NOW, Compression::None), 0);
+    lead(&mut log, &batch(5, NOW, Compression::None), 0);
+    let plan = log.plan_flush(NOW, true).expect("plan").expect("dirty");
+    plan.sync().expect("fsync");
+    assert_eq!(log.truncate_to(5, NOW).expect("truncate"), 5);
+    log.finish_flush(plan).write().expect("checkpoint");
+    assert_eq!(log.recovery_point.next_offset, 5);
+    assert_eq!(checkpointed_offset(dir.path()), 5);
+    // Later flushes move the recovery point on from the new end.
+    flush_after(&mut log, &leader_batch(5, 2, 1));
+    assert_eq!(log.recovery_point.next_offset, 7);
+    assert_eq!(checkpointed_offset(dir.path()), 7);
+}
+
+/// The same for a reset (a replica that fell below its leader's log start).
+#[test]
+fn a_flush_plan_overtaken_by_a_reset_is_not_adopted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = Log::open(dir.path(), config(), NOW).expect("open");
+    lead(&mut log, &idempotent_batch(0, 5), 0);
+    let plan = log.plan_flush(NOW, true).expect("plan").expect("dirty");
+    plan.sync().expect("fsync");
+    log.reset_to(0, None, NOW).expect("reset");
+    let after_reset = checkpoint_files(dir.path());
+    log.finish_flush(plan).write().expect("checkpoint");
+    assert_eq!(checkpointed_offset(dir.path()), 0);
+    assert_eq!(
+        checkpoint_files(dir.path()).1,
+        after_reset.1,
+        "the snapshot"
+    );
+    assert_eq!(log.producers.check(PRODUCER, 0, 0, 4), Ok(Verdict::Append));
+}
