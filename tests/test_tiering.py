@@ -687,13 +687,10 @@ def test_remote_storage_off_then_on_again_resumes_uploads(bucket, broker):
     assert active > low
 
 
-def test_concurrent_cold_readers_fetch_each_chunk_once(bucket, broker):
-    """Six consumers replay the same cold history at once (1 MiB segments, read-ahead
-    across them): each chunk of each segment object is fetched from the bucket once,
-    whoever asked first, and every consumer reads every record."""
-    chunk = 256 * KiB
-    b = broker(env=tier_env(bucket.endpoint, bucket.name, remote_chunk_bytes=chunk, remote_cache_disk_bytes=0))
-    topic = "herd"
+def cold_history(bucket, broker, topic: str, chunk: int, **settings):
+    """A broker whose topic holds 8 MiB of history in 1 MiB segments, all of it only in the
+    bucket. Returns the broker, the records produced and the chunks of the objects."""
+    b = broker(env=tier_env(bucket.endpoint, bucket.name, remote_chunk_bytes=chunk, **settings))
     tiered_topic(b.bootstrap, topic, 1, segment_bytes=MiB, segment_ms=1000, local_retention_bytes=0)
     produced = blob_records(7, 1, 8 * MiB, 1000, 4000)
     confluent_produce(b.bootstrap, topic, produced, "none", **{"batch.size": 64 * KiB})
@@ -703,12 +700,30 @@ def test_concurrent_cold_readers_fetch_each_chunk_once(bucket, broker):
                lambda: pmetric(b, "strata_local_log_start_offset", topic, 0) == end, timeout=60, interval=0.2)
     objects = check_segment_objects(bucket, b, topic, 0)
     chunks = sum(-(-o["size"] // chunk) for o in objects.values())
+    return b, produced, chunks
+
+
+def test_concurrent_cold_readers_fetch_each_chunk_once(bucket, broker):
+    """Six consumers replay the same cold history at once (1 MiB segments, read-ahead
+    across them): no chunk of any segment object is fetched from the bucket twice,
+    whoever asked first, and every consumer reads every record. The rate limit makes the
+    replay last seconds, so the six overlap (checked: each starts before any finishes)."""
+    chunk = 256 * KiB
+    topic = "herd"
+    b, produced, chunks = cold_history(bucket, broker, topic, chunk, remote_cache_disk_bytes=0,
+                                       remote_read_rate_bytes=MiB)
     before = b.metric("strata_object_store_requests_total", op="get", topic=topic) or 0
 
     results: list = [None] * 6
+    started: list = [None] * 6
+    finished: list = [None] * 6
+    barrier = threading.Barrier(len(results))
 
     def replay(i: int) -> None:
+        barrier.wait()
+        started[i] = time.monotonic()
         results[i] = confluent_consume(b.bootstrap, topic, 1)
+        finished[i] = time.monotonic()
 
     threads = [threading.Thread(target=replay, args=(i,)) for i in range(len(results))]
     for t in threads:
@@ -718,5 +733,20 @@ def test_concurrent_cold_readers_fetch_each_chunk_once(bucket, broker):
     for i, got in enumerate(results):
         assert got is not None, f"consumer {i} failed"
         check_against_offsets(produced, got, f"consumer {i} of {len(results)}")
+    assert max(started) < min(finished), "the readers did not overlap: the test proves nothing"
     gets = (b.metric("strata_object_store_requests_total", op="get", topic=topic) or 0) - before
-    assert gets == chunks, f"{gets} GETs for {chunks} chunks in {len(objects)} objects: a chunk was fetched twice"
+    # Fewer is fine: a chunk holding only an object's indexes is fetched by read-ahead
+    # alone, and only when a slot is free.
+    assert 0 < gets <= chunks, f"{gets} GETs for {chunks} chunks: a chunk was fetched twice"
+
+
+def test_history_is_answered_without_waiting_for_min_bytes(bucket, broker):
+    """A consumer with a large fetch.min.bytes replays history at the speed of the reads,
+    not one fetch.wait.max.ms per chunk: a remote read that returned records answers the
+    fetch at once, as Kafka does. Unfixed, each of the 32+ fetches waited 30 s, so the
+    replay would take over 16 minutes; the timeout leaves minutes of slack."""
+    topic = "minbytes"
+    b, produced, _ = cold_history(bucket, broker, topic, 256 * KiB)
+    got = confluent_consume(b.bootstrap, topic, 1, timeout=120,
+                            **{"fetch.min.bytes": 16 * MiB, "fetch.wait.max.ms": 30000})
+    check_against_offsets(produced, got, "a consumer with fetch.min.bytes 16 MiB")

@@ -73,7 +73,8 @@ pub struct Config {
     /// Larger chunks mean fewer GET requests per GiB replayed (S3 bills each) but more
     /// memory per read and more bytes fetched for short reads.
     pub remote_chunk_bytes: i64,
-    /// Chunks fetched ahead of a sequential remote reader. Default 4.
+    /// Chunks fetched ahead of a sequential remote reader, 0 to 1024 (0: no read-ahead).
+    /// Default 4.
     pub remote_read_ahead_chunks: i64,
     /// Upper bound on bytes per second fetched from the object store for remote reads, so
     /// replays cannot starve live produce and fetch. Default 0: unlimited.
@@ -853,6 +854,11 @@ impl Config {
             return Err(invalid("remote_chunk_bytes", "must be <= 268435456"));
         }
         at_least("remote_read_ahead_chunks", self.remote_read_ahead_chunks, 0)?;
+        // The window is capped at an eighth of the memory tier anyway; this keeps
+        // chunks × chunk size far from overflowing.
+        if self.remote_read_ahead_chunks > 1024 {
+            return Err(invalid("remote_read_ahead_chunks", "must be <= 1024"));
+        }
         at_least("remote_read_rate_bytes", self.remote_read_rate_bytes, 0)?;
         at_least(
             "remote_read_ahead_concurrency",
@@ -1404,6 +1410,18 @@ mod tests {
         assert!(err.to_string().contains("metadata"), "{err}");
         let err = load(None, &[("STRATA_LOG_SEGMENT_BYTES", "10")], &[]).expect_err("too small");
         assert!(err.to_string().contains("log_segment_bytes"), "{err}");
+        // chunks × chunk size must not overflow the read-ahead window.
+        let err = load(
+            Some("remote_read_ahead_chunks = 9223372036854775807\n"),
+            &[],
+            &[],
+        )
+        .expect_err("too many chunks");
+        assert!(
+            err.to_string().contains("remote_read_ahead_chunks"),
+            "{err}"
+        );
+        load(Some("remote_read_ahead_chunks = 1024\n"), &[], &[]).expect("the most allowed");
     }
 
     #[test]

@@ -43,6 +43,7 @@ on_every_store!(
     max_timestamp_is_found_in_the_remote_tier,
     max_timestamp_ties_go_to_the_earliest_record,
     a_damaged_remote_segment_is_a_storage_error,
+    a_damaged_remote_offset_index_does_not_mislead_list_offsets,
     a_fetch_of_several_partitions_reads_their_remote_tiers_together,
 );
 
@@ -84,6 +85,9 @@ fn record(offset: i64) -> Consumed {
 /// Small segments, and background loops that do not keep a test waiting.
 fn tune(config: &mut strata_broker::config::Config) {
     config.log_segment_bytes_min = 1024;
+    // An index entry for every batch after a segment's first: remote reads and
+    // ListOffsets then start from the indexes, not from the segment's start.
+    config.log_index_interval_bytes = 1;
     config.remote_upload_interval_ms = 10;
 }
 
@@ -699,6 +703,76 @@ async fn damage_first_batch_in_the_bucket(broker: &Broker, base_offset: i64) -> 
     let stored = tiering.store.get(&object.key).await.expect("get it back");
     assert_eq!(stored, damaged, "the bucket holds the damaged copy");
     entry.object_id
+}
+
+/// A remote segment whose offset index points every entry at the segment's last batch (a
+/// batch boundary, but not the one each entry names), as a damaged disk cache could: the
+/// index is not proven sorted or true, so ListOffsets checks the batch an entry points at
+/// and scans from the segment's start when it is not the one named. It answers each
+/// record's own offset, never a later one.
+async fn a_damaged_remote_offset_index_does_not_mislead_list_offsets(store: Store) {
+    let tiered = Tiered::new(store).await;
+    let broker = &tiered.broker;
+    let bases = &tiered.remote_bases;
+    assert!(bases.len() >= 2, "two remote segments: {bases:?}");
+    let (base, end) = (bases[0], bases[1]);
+    let tiering = broker.tiering.as_ref().expect("tiering");
+    let remote = partition(broker).remote().expect("a remote log").clone();
+    let entry = remote
+        .locate(base)
+        .await
+        .expect("read the manifest")
+        .expect("the first remote segment");
+    let object = object_ref(&remote, &entry);
+    for at in (0..object.size).step_by(tiering.cache.chunk_bytes() as usize) {
+        assert!(
+            !tiering.cache.is_cached(&object, at),
+            "the segment cache already holds byte {at} of {}",
+            object.key
+        );
+    }
+    let mut bytes = tiering.store.get(&object.key).await.expect("get").to_vec();
+    // The last batch's position: walk the batches by their length field.
+    let log = &bytes[..entry.log_bytes as usize];
+    let (mut position, mut last) = (0usize, 0usize);
+    while position < log.len() {
+        last = position;
+        let length = i32::from_be_bytes(
+            log[position + 8..position + 12]
+                .try_into()
+                .expect("4 bytes"),
+        );
+        position += 12 + length as usize;
+    }
+    assert!(last > 0, "the segment holds more than one batch");
+    let index = entry.offset_index_range();
+    let entries = (index.start + 8) as usize..index.end as usize;
+    assert!(
+        entries.len() >= 8,
+        "the segment's offset index has entries (index interval 1)"
+    );
+    for entry_at in entries.step_by(8) {
+        bytes[entry_at + 4..entry_at + 8].copy_from_slice(&(last as u32).to_be_bytes());
+    }
+    tiering
+        .store
+        .put(&object.key, Bytes::from(bytes))
+        .await
+        .expect("put the damaged object");
+    for offset in base..end {
+        assert_eq!(
+            list_offsets(broker, 9, TOPIC, 0, timestamp_of(offset)).await,
+            (0, offset, timestamp_of(offset)),
+            "record {offset} by its timestamp, with a damaged offset index"
+        );
+    }
+    // Fetch checks the entry too.
+    let (records, _) = consume(broker, 12, base, 1 << 20, 0).await;
+    assert_eq!(
+        records[..(end - base) as usize].to_vec(),
+        (base..end).map(record).collect::<Vec<_>>()
+    );
+    tiered.stop().await;
 }
 
 /// A remote segment whose bytes no longer match their CRC, and no local copy to repair it

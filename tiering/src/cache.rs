@@ -277,7 +277,11 @@ impl SegmentCache {
             // cache overshoots its budget and thrashes.
             .with_shards((settings.memory_bytes / (4 * chunk_bytes as usize)).clamp(1, 8))
             .with_weighter(|_key: &ChunkKey, value: &Bytes| value.len() + 64)
-            .storage();
+            .storage()
+            // Set with or without a disk tier: `get_or_fetch` runs the fetch (the GET, the
+            // rate limit's sleep, the cache fill) on this spawner, and without one foyer
+            // takes the runtime it was built on, the broker's.
+            .with_spawner(Spawner::from(io.clone()));
         let mut disk_capacity = 0;
         let builder = if settings.disk_bytes > 0 {
             std::fs::create_dir_all(&settings.dir)
@@ -292,9 +296,7 @@ impl SegmentCache {
                 .with_capacity(capacity)
                 .build()
                 .map_err(|e| format!("cannot open the cache in {}: {e}", settings.dir.display()))?;
-            builder
-                .with_spawner(Spawner::from(io.clone()))
-                .with_engine_config(BlockEngineConfig::new(device).with_block_size(block))
+            builder.with_engine_config(BlockEngineConfig::new(device).with_block_size(block))
         } else {
             builder
         };
@@ -438,12 +440,20 @@ impl SegmentCache {
         let last = (range.end - 1) / self.chunk_bytes;
         let chunks =
             futures::future::try_join_all((first..=last).map(|i| self.chunk(object, i))).await?;
-        if self.read_ahead_chunks > 0 {
-            self.read_ahead(object, last + 1, self.read_ahead_bytes());
+        let budget = self.read_ahead_bytes();
+        if budget > 0 {
+            self.read_ahead(object, last + 1, budget);
         }
         if chunks.len() == 1 {
             let base = first * self.chunk_bytes;
-            return Ok(chunks[0].slice((range.start - base) as usize..(range.end - base) as usize));
+            let within = (range.start - base) as usize..(range.end - base) as usize;
+            // A slice keeps the whole chunk alive, outside the memory tier's budget once
+            // the cache evicts it: a small read is copied instead, so a response pins at
+            // most four times the bytes it returns.
+            if within.len() >= chunks[0].len() / 4 {
+                return Ok(chunks[0].slice(within));
+            }
+            return Ok(Bytes::copy_from_slice(&chunks[0][within]));
         }
         let mut out = BytesMut::with_capacity((range.end - range.start) as usize);
         for (i, chunk) in (first..=last).zip(chunks) {
@@ -484,11 +494,21 @@ impl SegmentCache {
     /// more than an eighth of the memory tier (at least one chunk), so that the windows
     /// of several partitions replayed at once fit in memory together instead of evicting
     /// each other's chunks before they are read (each evicted chunk would be a second
-    /// GET).
+    /// GET). 0 when `read_ahead_chunks` is 0: read-ahead is off.
     pub fn read_ahead_bytes(&self) -> u64 {
-        (self.read_ahead_chunks * self.chunk_bytes)
+        if self.read_ahead_chunks == 0 {
+            return 0;
+        }
+        self.read_ahead_chunks
+            .saturating_mul(self.chunk_bytes)
             .min(self.memory_capacity / 8)
             .max(self.chunk_bytes)
+    }
+
+    /// Runs `task` on the remote-read runtime, detached: work a reader should not wait
+    /// for, such as finding the next segments to read ahead into.
+    pub fn spawn_background(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.io.spawn(task);
     }
 
     /// Fetches `budget` bytes of `object` from chunk `from` on in the background, those

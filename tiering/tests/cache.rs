@@ -26,6 +26,8 @@ struct Counting<S> {
     gets: AtomicU64,
     delay: Duration,
     panic_on: std::sync::Mutex<Option<String>>,
+    /// (key, thread name) of every ranged GET.
+    get_threads: std::sync::Mutex<Vec<(String, Option<String>)>>,
 }
 
 #[async_trait::async_trait]
@@ -41,6 +43,17 @@ impl<S: RemoteStore> RemoteStore for Counting<S> {
     }
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
         self.gets.fetch_add(1, Ordering::SeqCst);
+        // Remote reads never run on the caller's runtime (the broker's request threads).
+        let thread = std::thread::current().name().map(str::to_owned);
+        self.get_threads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((key.to_owned(), thread.clone()));
+        assert_eq!(
+            thread.as_deref(),
+            Some("strata-tier-io"),
+            "a GET ran outside the remote-read runtime"
+        );
         let panics = self
             .panic_on
             .lock()
@@ -83,6 +96,7 @@ impl Setup {
                 gets: AtomicU64::new(0),
                 delay,
                 panic_on: std::sync::Mutex::new(None),
+                get_threads: std::sync::Mutex::new(Vec::new()),
             }),
             faults,
         }
@@ -410,9 +424,19 @@ fn counter_gauge(registry: &Registry, name: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_that_panics_fails_its_readers_and_nothing_else() {
+    for disk_bytes in [0, 64 * MIB as usize] {
+        a_read_that_panics(disk_bytes).await;
+    }
+}
+
+async fn a_read_that_panics(disk_bytes: usize) {
     let setup = Setup::new(Duration::ZERO);
     let registry = Registry::new();
-    let cache = setup.cache(&setup.settings(), &registry).await;
+    let settings = CacheSettings {
+        disk_bytes,
+        ..setup.settings()
+    };
+    let cache = setup.cache(&settings, &registry).await;
     let (bad, _) = setup.object(2 * CHUNK, 20).await;
     let (good, data) = setup.object(2 * CHUNK, 21).await;
     *setup.store.panic_on.lock().expect("lock") = Some(bad.key.clone());
@@ -422,6 +446,18 @@ async fn a_read_that_panics_fails_its_readers_and_nothing_else() {
         let err = got.expect_err("the GET panicked");
         assert!(err.is_transient(), "{err}");
     }
+    // The panic was on the remote-read runtime, not on this test's (the broker's) threads.
+    let threads = setup.store.get_threads.lock().expect("lock").clone();
+    assert!(
+        threads.iter().any(|(key, _)| *key == bad.key),
+        "{threads:?}"
+    );
+    assert!(
+        threads
+            .iter()
+            .all(|(_, thread)| thread.as_deref() == Some("strata-tier-io")),
+        "{threads:?}"
+    );
     // The cache and its runtime still serve other objects, and the same chunk again once
     // the store behaves.
     let got = cache.read(&good, 0..2 * CHUNK).await.expect("read");
@@ -432,6 +468,56 @@ async fn a_read_that_panics_fails_its_readers_and_nothing_else() {
         .await
         .expect("read after the panic");
     assert_eq!(got.len(), 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_read_ahead_when_its_chunks_are_zero() {
+    let setup = Setup::new(Duration::ZERO);
+    let registry = Registry::new();
+    let cache = setup.cache(&setup.settings(), &registry).await;
+    // The budget the broker carries into the next segments is 0 too.
+    assert_eq!(cache.read_ahead_bytes(), 0);
+    let (object, _) = setup.object(4 * CHUNK, 40).await;
+    cache.read(&object, 0..100).await.expect("read");
+    // Read-ahead counts its chunks before it spawns their GETs.
+    assert_eq!(counter(&registry, "strata_remote_read_ahead_total"), 0);
+    assert_eq!(setup.gets(), 1);
+    assert!(!cache.is_cached(&object, CHUNK));
+}
+
+#[tokio::test]
+async fn a_huge_read_ahead_setting_is_capped_by_memory() {
+    let setup = Setup::new(Duration::ZERO);
+    let registry = Registry::new();
+    let settings = CacheSettings {
+        read_ahead_chunks: u64::MAX,
+        ..setup.settings()
+    };
+    let cache = setup.cache(&settings, &registry).await;
+    // chunks × chunk size would overflow: an eighth of the memory tier instead.
+    assert_eq!(cache.read_ahead_bytes(), 8 * MIB);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_read_does_not_pin_its_chunk() {
+    let setup = Setup::new(Duration::ZERO);
+    let registry = Registry::new();
+    let cache = setup.cache(&setup.settings(), &registry).await;
+    let (object, data) = setup.object(2 * CHUNK, 41).await;
+    let whole = cache.read(&object, 0..CHUNK).await.expect("read");
+    let chunk = whole.as_ptr_range();
+    // Half a chunk is a slice of the cached chunk (no copy)...
+    let half = cache
+        .read(&object, 100..100 + CHUNK / 2)
+        .await
+        .expect("read");
+    assert_eq!(half, expected(&data, 100..100 + CHUNK / 2));
+    assert!(chunk.contains(&half.as_ptr()), "a large read is a slice");
+    // ...but a few bytes are copied: holding them must not keep the whole chunk alive
+    // outside the memory tier's budget.
+    let few = cache.read(&object, 100..200).await.expect("read");
+    assert_eq!(few, expected(&data, 100..200));
+    assert!(!chunk.contains(&few.as_ptr()), "a small read is a copy");
 }
 
 #[tokio::test]

@@ -148,10 +148,10 @@ pub async fn fetch(broker: &Arc<Broker>, request: FetchRequest, version: i16) ->
         .filter_map(|w| w.partition.as_ref().ok().map(|p| p.subscribe()))
         .collect();
     let results = loop {
-        let (results, total, any_error) =
+        let (results, total, answer_now) =
             read_all(broker, &wanted, max_bytes, read_committed).await;
         let expired = tokio::time::Instant::now() >= deadline;
-        if total >= min_bytes || any_error || expired || watchers.is_empty() {
+        if total >= min_bytes || answer_now || expired || watchers.is_empty() {
             break results;
         }
         let changed = select_all(watchers.iter_mut().map(|w| Box::pin(w.changed())));
@@ -234,7 +234,8 @@ fn with_records(
 }
 
 /// One pass over every wanted partition. Returns the partition responses, the bytes read,
-/// and whether any partition failed (which ends the long poll, as in Kafka).
+/// and whether to answer now whatever `min_bytes` says: a partition failed, or a remote
+/// read returned records (both end the long poll, as in Kafka).
 ///
 /// Each partition answers from whichever tier holds the offset ([`Partition::read`]).
 /// Remote reads are given their byte budget in the same sequential pass as local ones
@@ -247,7 +248,7 @@ async fn read_all(
     read_committed: bool,
 ) -> (Vec<PartitionData>, usize, bool) {
     let mut total = 0usize;
-    let mut any_error = false;
+    let mut answer_now = false;
     let mut out = Vec::with_capacity(wanted.len());
     let mut remote_reads = Vec::new();
     for w in wanted {
@@ -266,7 +267,7 @@ async fn read_all(
             Ok(p) => p,
             Err(code) => {
                 broker.metrics.error("Fetch", *code);
-                any_error = true;
+                answer_now = true;
                 out.push(base.with_error_code(code.code()));
                 continue;
             }
@@ -277,14 +278,14 @@ async fn read_all(
             } else {
                 ResponseError::FencedLeaderEpoch
             };
-            any_error = true;
+            answer_now = true;
             out.push(base.with_error_code(code.code()));
             continue;
         }
         if let Some(replica) = w.redirect {
             // No records: the client fetches from `replica` from now on. Answered at
             // once, like an error.
-            any_error = true;
+            answer_now = true;
             out.push(
                 with_marks(base, partition.watermarks())
                     .with_preferred_read_replica(replica.into()),
@@ -323,14 +324,14 @@ async fn read_all(
             Err(e) => {
                 let code = partition_error_code(&e);
                 broker.metrics.error("Fetch", code);
-                any_error = true;
+                answer_now = true;
                 let marks = partition.watermarks();
                 out.push(with_marks(base, marks).with_error_code(code.code()));
             }
         }
     }
     if remote_reads.is_empty() {
-        return (out, total, any_error);
+        return (out, total, answer_now);
     }
     let (slots, reads): (Vec<_>, Vec<_>) = remote_reads
         .into_iter()
@@ -347,6 +348,10 @@ async fn read_all(
         out[i] = match result {
             Ok((records, marks, aborted)) => {
                 total += records.len();
+                // History is there already: waiting for min_bytes would only wait out
+                // max_wait_ms, since the same read comes back each time (a remote read
+                // stops at a chunk's end). Kafka answers when its remote read completes.
+                answer_now |= !records.is_empty();
                 count_bytes_out(broker, &partition, &records);
                 let fetch_offset = wanted[i].fetch_offset;
                 let read = (records, marks, Some(aborted));
@@ -356,10 +361,10 @@ async fn read_all(
                 broker.remote_read_failed(&partition, wanted[i].fetch_offset, &e);
                 let code = partition_error_code(&e);
                 broker.metrics.error("Fetch", code);
-                any_error = true;
+                answer_now = true;
                 data.with_error_code(code.code())
             }
         };
     }
-    (out, total, any_error)
+    (out, total, answer_now)
 }

@@ -93,7 +93,7 @@ const READ_AHEAD_MAX_SEGMENTS: usize = 64;
 /// to them, whatever retention does to the manifest meanwhile).
 pub async fn read_remote(
     tiering: &RemoteReader,
-    remote: &RemoteLog,
+    remote: &Arc<RemoteLog>,
     offset: i64,
     max_bytes: usize,
 ) -> Result<(Bytes, Option<SegmentEntry>), RemoteReadError> {
@@ -139,7 +139,7 @@ pub fn object_ref(remote: &RemoteLog, entry: &SegmentEntry) -> ObjectRef {
 
 async fn read_remote_once(
     tiering: &RemoteReader,
-    remote: &RemoteLog,
+    remote: &Arc<RemoteLog>,
     offset: i64,
     max_bytes: usize,
 ) -> Result<(Bytes, Option<SegmentEntry>), RemoteReadError> {
@@ -182,7 +182,7 @@ async fn read_remote_once(
         base_offset: entry.base_offset,
         position,
     })?;
-    read_ahead_segments(tiering, remote, &entry, &object, end).await;
+    read_ahead_segments(tiering, remote, &entry, &object, end);
     Ok((bytes.slice(..whole), Some(entry)))
 }
 
@@ -190,29 +190,45 @@ async fn read_remote_once(
 /// that follow: a sequential reader of small segments then keeps as many GETs in flight
 /// as one of large segments. `read_end` is where the read stopped in `object`; the cache
 /// already reads ahead inside `object` from there.
-async fn read_ahead_segments(
+///
+/// Runs detached on the remote-read runtime: finding the next segments may GET manifest
+/// spill objects, which the reader's response should not wait for. A failure there only
+/// ends the read-ahead (the reader meets it, if it persists, when it reads on).
+fn read_ahead_segments(
     tiering: &RemoteReader,
-    remote: &RemoteLog,
+    remote: &Arc<RemoteLog>,
     entry: &SegmentEntry,
     object: &ObjectRef,
     read_end: u64,
 ) {
-    let cache = &tiering.cache;
+    let cache = tiering.cache.clone();
     let chunk = cache.chunk_bytes();
     let budget = cache.read_ahead_bytes();
     let read_to = read_end.div_ceil(chunk) * chunk;
     let mut left = budget.saturating_sub(object.size.saturating_sub(read_to));
-    let mut next_offset = entry.end_offset;
-    for _ in 0..READ_AHEAD_MAX_SEGMENTS {
-        if left == 0 {
-            break;
-        }
-        let Ok(Some(next)) = remote.locate(next_offset).await else {
-            break;
-        };
-        left = cache.read_ahead(&object_ref(remote, &next), 0, left);
-        next_offset = next.end_offset;
+    if left == 0 {
+        return;
     }
+    let remote = remote.clone();
+    let mut next_offset = entry.end_offset;
+    tiering.cache.spawn_background(async move {
+        for _ in 0..READ_AHEAD_MAX_SEGMENTS {
+            let next = match remote.locate(next_offset).await {
+                Ok(Some(next)) => next,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(partition = %remote.id, offset = next_offset,
+                        "read-ahead stopped: {e}");
+                    break;
+                }
+            };
+            left = cache.read_ahead(&object_ref(&remote, &next), 0, left);
+            if left == 0 {
+                break;
+            }
+            next_offset = next.end_offset;
+        }
+    });
 }
 
 /// The batch of a remote segment holding `offset` (position, size), or `None` if the
@@ -358,9 +374,22 @@ async fn scan_segment_for_timestamp(
     let cache = &tiering.cache;
     let time_index = cache.read(&object, entry.time_index_range()).await?;
     let offset_index = cache.read(&object, entry.offset_index_range()).await?;
-    let mut position = time_index_floor(&time_index, timestamp).map_or(0, |relative| {
-        index_floor(&offset_index, i64::from(relative)).1
-    });
+    // The offset index is not proven sorted (see [`index_floor`]): use its entry only if
+    // a batch with the offset it names starts there, else scan from the segment's start.
+    let mut position = 0;
+    if let Some(relative) = time_index_floor(&time_index, timestamp) {
+        let (found, at) = index_floor(&offset_index, i64::from(relative));
+        if at > 0 && at + BATCH_PREFIX_LEN as u64 <= entry.log_bytes {
+            let prefix = cache
+                .read(&object, at..at + BATCH_PREFIX_LEN as u64)
+                .await?;
+            if matches!(format::read_batch_prefix(&prefix),
+                Some((base, ..)) if base == entry.base_offset + i64::from(found))
+            {
+                position = at;
+            }
+        }
+    }
     while position + BATCH_HEADER_LEN as u64 <= entry.log_bytes {
         let header = cache
             .read(&object, position..position + BATCH_HEADER_LEN as u64)
