@@ -726,7 +726,7 @@ impl Broker {
     /// partition takes its last record with no leader, so acks=all waiters are answered
     /// NOT_LEADER_OR_FOLLOWER, produce is refused and the uploader (which writes only
     /// while leading) stops. For a broker whose session is gone.
-    pub(super) fn drop_all_roles(&self) {
+    pub fn drop_all_roles(&self) {
         let now = self.clock.now_ms();
         for topic in self.topics.all() {
             for (partition, record) in topic.partitions.iter().zip(&topic.record.partitions) {
@@ -753,7 +753,7 @@ impl Broker {
 
     /// Gives every partition the role of the last record read again, after
     /// [`Broker::drop_all_roles`]: a round skips records it has applied already.
-    fn reapply_roles(&self) {
+    pub fn reapply_roles(&self) {
         let now = self.clock.now_ms();
         for topic in self.topics.all() {
             self.apply_roles(&topic, now);
