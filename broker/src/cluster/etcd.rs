@@ -146,6 +146,10 @@ impl EtcdSecurity {
     }
 }
 
+/// How often the connection to etcd is pinged while a stream (a watch, a keep-alive) is
+/// open on it.
+const ETCD_PING_EVERY: Duration = Duration::from_secs(10);
+
 impl EtcdStore {
     pub async fn connect(endpoints: &[String], prefix: &str) -> Result<EtcdStore, StoreError> {
         Self::connect_with(endpoints, prefix, &EtcdSecurity::default()).await
@@ -158,9 +162,16 @@ impl EtcdStore {
         prefix: &str,
         security: &EtcdSecurity,
     ) -> Result<EtcdStore, StoreError> {
+        // Require a leader: a watch on a member cut off from its cluster's leader would
+        // otherwise stay open and silent, and the view would go stale unnoticed (the
+        // member cancels it instead; the broker then polls and opens another). HTTP/2
+        // pings on open streams notice a dead connection under a watch; 10 s, since
+        // etcd answers pings more frequent than its 5 s minimum with GOAWAY.
         let mut options = ConnectOptions::new()
             .with_connect_timeout(CALL_TIMEOUT)
-            .with_timeout(CALL_TIMEOUT);
+            .with_timeout(CALL_TIMEOUT)
+            .with_require_leader(true)
+            .with_keep_alive(ETCD_PING_EVERY, CALL_TIMEOUT);
         let mut endpoints = endpoints.to_vec();
         if security.tls() {
             let mut tls = etcd_client::TlsOptions::new();
