@@ -421,6 +421,37 @@ def test_a_crashed_broker_is_taken_out_long_before_its_session_expires(broker, e
     assert "refuses connections at its replication address: ended its session" in brokers[survivor].log_text()
 
 
+def test_a_stalled_leader_is_left_to_its_session(broker, etcd):
+    """A leader stopped (SIGSTOP) for many probe intervals still has its listening socket:
+    the kernel accepts probes into its backlog, so no peer ends its session; resumed, it
+    is still registered and still leads."""
+    metadata = etcd.url(f"stall-{uuid.uuid4().hex[:8]}")
+    brokers = {n: broker(metadata=metadata, env=LONG_SESSION, args=["--node-id", str(n)], name=f"node{n}")
+               for n in (1, 2)}
+    wait_until("both brokers are listed", lambda: listed_by(brokers[1]) == {1, 2}, 30)
+    admin = AdminClient({**QUIET, "bootstrap.servers": brokers[1].bootstrap})
+    admin.create_topics([NewTopic("stalled", 1, 2)])["stalled"].result(30)
+
+    def state(node):
+        p = AdminClient({**QUIET, "bootstrap.servers": brokers[node].bootstrap}).list_topics("stalled", timeout=15) \
+            .topics["stalled"].partitions[0]
+        return p.leader, sorted(p.isrs)
+    wait_until("both in sync", lambda: state(1)[1] == [1, 2], 30)
+    victim = state(1)[0]
+    survivor = 3 - victim
+    os.kill(brokers[victim].proc.pid, signal.SIGSTOP)
+    try:
+        # Asserting that nothing happens needs a wait: 30 probe intervals (100 ms each),
+        # far more than the two refusals a crash takes.
+        time.sleep(3)
+        assert listed_by(brokers[survivor]) == {1, 2}
+    finally:
+        os.kill(brokers[victim].proc.pid, signal.SIGCONT)
+    assert state(survivor)[0] == victim
+    assert "ended its session" not in brokers[survivor].log_text()
+    assert "session is gone" not in brokers[victim].log_text()
+
+
 def test_a_restarted_broker_waits_for_its_previous_incarnation_s_session(broker, etcd):
     """Killed and started again on an empty disk while its session is alive, the broker
     does not take the node id from that session (nothing proves the holder is dead): it
