@@ -7,7 +7,9 @@
 //!
 //! etcd unreachable: the broker keeps serving with what it last read. Its lease may
 //! expire meanwhile; the controller then moves its leaderships, and the broker learns
-//! that (and follows) once it reads metadata again. It re-registers with a new lease.
+//! that (and follows) once it reads metadata again. When its keep-alive reports the
+//! lease gone (expired, or ended by a peer), it stops leading every partition at once,
+//! re-registers with a new lease and takes the roles of the records it last read.
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
