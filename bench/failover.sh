@@ -125,8 +125,11 @@ its session is ended within tens of milliseconds instead of expiring after
 `broker_session_timeout_ms` (6 s); the change reaches every broker through etcd watches
 instead of the next poll; Metadata keeps listing the departed broker for 5 s, so
 librdkafka moves the partition to the new leader with the first answer that names it;
-and a restarted broker that finds its node id held by a registration at its own
-replication address (or one that refuses connections) ends that session itself. The
+and, in the "after" build of the run above, a restarted broker that found its node id
+held by a registration at its own replication address ended that session itself. That
+shortcut was removed as unsafe (a second live process advertising the same address took
+the node id): a broker restarted at once now waits for its previous session to expire,
+so a new run's restart figure is about `broker_session_timeout_ms` (6 s) longer. The
 lease TTL is unchanged: it still decides for hangs and partitions, where a probe gets
 no refusal. What is left of the failover time is librdkafka's: it asks for Metadata
 100 ms after the connection breaks and, if that answer still names the dead leader, once

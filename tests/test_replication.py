@@ -421,31 +421,68 @@ def test_a_crashed_broker_is_taken_out_long_before_its_session_expires(broker, e
     assert "refuses connections at its replication address: ended its session" in brokers[survivor].log_text()
 
 
-def test_a_restarted_broker_claims_its_node_id_from_its_previous_incarnation(broker, etcd):
+def test_a_stalled_leader_is_left_to_its_session(broker, etcd):
+    """A leader stopped (SIGSTOP) for many probe intervals still has its listening socket:
+    the kernel accepts probes into its backlog, so no peer ends its session; resumed, it
+    is still registered and still leads."""
+    metadata = etcd.url(f"stall-{uuid.uuid4().hex[:8]}")
+    brokers = {n: broker(metadata=metadata, env=LONG_SESSION, args=["--node-id", str(n)], name=f"node{n}")
+               for n in (1, 2)}
+    wait_until("both brokers are listed", lambda: listed_by(brokers[1]) == {1, 2}, 30)
+    admin = AdminClient({**QUIET, "bootstrap.servers": brokers[1].bootstrap})
+    admin.create_topics([NewTopic("stalled", 1, 2)])["stalled"].result(30)
+
+    def state(node):
+        p = AdminClient({**QUIET, "bootstrap.servers": brokers[node].bootstrap}).list_topics("stalled", timeout=15) \
+            .topics["stalled"].partitions[0]
+        return p.leader, sorted(p.isrs)
+    wait_until("both in sync", lambda: state(1)[1] == [1, 2], 30)
+    victim = state(1)[0]
+    survivor = 3 - victim
+    os.kill(brokers[victim].proc.pid, signal.SIGSTOP)
+    try:
+        # Asserting that nothing happens needs a wait: 30 probe intervals (100 ms each),
+        # far more than the two refusals a crash takes.
+        time.sleep(3)
+        assert listed_by(brokers[survivor]) == {1, 2}
+    finally:
+        os.kill(brokers[victim].proc.pid, signal.SIGCONT)
+    assert state(survivor)[0] == victim
+    assert "ended its session" not in brokers[survivor].log_text()
+    assert "session is gone" not in brokers[victim].log_text()
+
+
+def test_a_restarted_broker_waits_for_its_previous_incarnation_s_session(broker, etcd):
     """Killed and started again on an empty disk while its session is alive, the broker
-    ends that session (registered at its own replication address) instead of waiting for
-    it to expire: with a 10-minute session, waiting would fail the start."""
+    does not take the node id from that session (nothing proves the holder is dead): it
+    registers once the session expired."""
     metadata = etcd.url(f"claim-{uuid.uuid4().hex[:8]}")
-    b = broker(metadata=metadata, env=LONG_SESSION, args=["--node-id", "1"])
+    b = broker(metadata=metadata, env={"STRATA_BROKER_SESSION_TIMEOUT_MS": "6000"}, args=["--node-id", "1"])
     b.kill9()
     b.wipe_data_dir()
     b.start()
-    assert "ended the session of this node's previous incarnation" in b.log_text()
+    assert "waiting for its session to expire" in b.log_text(), b.log_tail()
     assert listed_by(b) == {1}
 
 
-def test_a_second_live_process_with_the_same_node_id_is_still_refused(broker, etcd, tmp_path):
-    """Another process given a live broker's node id (its own ports) must not take it:
-    the live one accepts the probe, so the newcomer waits for its session, then gives up."""
+@pytest.mark.parametrize("same_replication_address", [False, True])
+def test_a_second_live_process_with_the_same_node_id_is_still_refused(broker, etcd, tmp_path,
+                                                                      same_replication_address):
+    """Another process given a live broker's node id must not take it, even when it
+    advertises the live one's replication address (every incarnation of a Kubernetes pod
+    advertises the same name): it waits for the live one's session, then gives up."""
     metadata = etcd.url(f"twice-{uuid.uuid4().hex[:8]}")
-    env = {"STRATA_BROKER_SESSION_TIMEOUT_MS": "2000"}
+    env = {"STRATA_BROKER_SESSION_TIMEOUT_MS": "6000"}
     first = broker(metadata=metadata, env=env, args=["--node-id", "1"], name="first")
-    second = StrataBroker(tmp_path / "second", metadata=metadata, env=env, args=["--node-id", "1"])
+    second_env = dict(env)
+    if same_replication_address:
+        second_env["STRATA_REPLICATION_ADVERTISE"] = f"127.0.0.1:{first.replication_port}"
+    second = StrataBroker(tmp_path / "second", metadata=metadata, env=second_env, args=["--node-id", "1"])
     try:
         code = second.spawn().wait(timeout=120)
     finally:
         second.kill9()
     assert code != 0, second.log_tail()
     assert "registered by another live broker" in second.log_text(), second.log_tail()
-    assert "ended the session of this node's previous incarnation" not in second.log_text()
     assert first.is_ready() and listed_by(first) == {1}
+    assert "session is gone" not in first.log_text(), first.log_tail()

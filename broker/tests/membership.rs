@@ -379,3 +379,30 @@ async fn the_controller_takes_over_a_partition_whose_leader_is_gone() {
     let open = m.broker.topics.get("orphaned").expect("opened");
     assert_eq!(open.partitions[0].leading_epoch(), Some(p.leader_epoch));
 }
+
+/// A broker whose session is gone stops leading at once, without a metadata round (the
+/// store may be out of reach), and leads by its last records again once it has rejoined.
+#[tokio::test]
+async fn a_broker_whose_session_is_gone_drops_its_leaderships_until_it_rejoins() {
+    let m = member().await;
+    let me = m.broker.config.node_id;
+    let topic = record("led-here", vec![partition(me, 3, &[me], &[me])]);
+    m.store.create_topic(&topic).await.expect("create");
+    m.broker.refresh(m.session).await;
+    let open = m.broker.topics.get("led-here").expect("opened");
+    assert_eq!(open.partitions[0].leading_epoch(), Some(3));
+    m.broker.drop_all_roles();
+    assert_eq!(open.partitions[0].leading_epoch(), None, "still leading");
+    assert!(
+        m.broker
+            .topics
+            .get("led-here")
+            .expect("still open")
+            .partitions[0]
+            .dir()
+            .is_dir(),
+        "dropping a role must not delete the log"
+    );
+    m.broker.reapply_roles();
+    assert_eq!(open.partitions[0].leading_epoch(), Some(3));
+}

@@ -622,14 +622,38 @@ async fn etcd_ends_a_broker_session_only_for_the_registration_expected() {
     assert_eq!(store.campaign(1, session).await.expect("campaign"), 1);
     let newer = broker_info(1, "127.0.0.1:2");
     assert!(
-        !store.end_broker_session(1, &newer).await.expect("end"),
+        !store
+            .end_broker_session(1, &newer, session)
+            .await
+            .expect("end"),
         "not the registration judged"
     );
     assert_eq!(
         store.live_brokers().await.expect("brokers"),
         vec![old.clone()]
     );
-    assert!(store.end_broker_session(1, &old).await.expect("end"));
+    assert_eq!(
+        store.broker_session(1).await.expect("lease"),
+        Some(session),
+        "the registration's lease"
+    );
+    assert!(
+        !store
+            .end_broker_session(1, &old, session + 1)
+            .await
+            .expect("end"),
+        "not the incarnation (lease) judged"
+    );
+    assert_eq!(
+        store.live_brokers().await.expect("brokers"),
+        vec![old.clone()]
+    );
+    assert!(
+        store
+            .end_broker_session(1, &old, session)
+            .await
+            .expect("end")
+    );
     assert!(store.live_brokers().await.expect("brokers").is_empty());
     let other = store.open_session(30_000).await.expect("session");
     assert_eq!(
@@ -642,7 +666,10 @@ async fn etcd_ends_a_broker_session_only_for_the_registration_expected() {
         other => panic!("an ended session answered {other:?}, not Ok(false)"),
     }
     assert!(
-        !store.end_broker_session(1, &old).await.expect("end"),
+        !store
+            .end_broker_session(1, &old, session)
+            .await
+            .expect("end"),
         "nothing left to end"
     );
 }

@@ -9,8 +9,11 @@
 //! accepted before and then refused [`REFUSALS_FOR_DEAD`] probes in a row has its session
 //! ended by the prober ([`MetadataStore::end_broker_session`]).
 //!
-//! Why this is safe:
-//! - Only a refused connection counts. A stalled process still has its listening socket
+//! Why this is safe enough:
+//! - Only a refused connection counts. It is evidence, not proof: a REJECT firewall rule
+//!   or a Service with no endpoints refuses for a live broker, so each broker ends a
+//!   node's session at most once per session timeout, and only the session (lease) it
+//!   saw that node registered under. A stalled process still has its listening socket
 //!   (the kernel accepts into its backlog), a partitioned or powered-off host answers
 //!   nothing (a timeout): both are left to the lease, as before.
 //! - A broker binds its replication listener before it registers, so a registered
@@ -26,7 +29,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::Broker;
 use crate::cluster::BrokerInfo;
@@ -69,11 +72,56 @@ pub(crate) async fn refuses_connections(address: &str) -> bool {
     probe(address, PROBE_TIMEOUT).await == Probe::Refused
 }
 
+/// When this broker last ended each peer's session. A broker wrongly judged (a refusal
+/// from a filter on the path, not a crash) rejoins and may be judged again: at most one
+/// revocation per node per session timeout keeps that from cycling faster than its
+/// session would expire anyway.
+#[derive(Default)]
+pub(super) struct Revocations(std::sync::Mutex<HashMap<i32, std::time::Instant>>);
+
+impl Revocations {
+    /// Whether `node_id`'s session may be ended now: none was, within `within`.
+    fn allowed(&self, node_id: i32, within: Duration) -> bool {
+        let last = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        last.get(&node_id).is_none_or(|t| t.elapsed() >= within)
+    }
+
+    fn record(&self, node_id: i32) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(node_id, std::time::Instant::now());
+    }
+}
+
+/// Ends the session `session` of `node_id`, registered as `info`, unless one of its
+/// sessions was ended within `within`. Returns whether it was ended.
+async fn end_session(
+    store: &dyn crate::cluster::MetadataStore,
+    revocations: &Revocations,
+    within: Duration,
+    node_id: i32,
+    info: &BrokerInfo,
+    session: i64,
+) -> Result<bool, crate::cluster::StoreError> {
+    if !revocations.allowed(node_id, within) {
+        return Ok(false);
+    }
+    let ended = store.end_broker_session(node_id, info, session).await?;
+    if ended {
+        revocations.record(node_id);
+    }
+    Ok(ended)
+}
+
 /// One probed peer, for as long as its registration stays the same.
 struct Peer {
     info: BrokerInfo,
     /// It accepted a probe since it registered: only then do refusals count.
     accepted: bool,
+    /// The session (lease) it was registered under when it accepted: only that session is
+    /// ended, never a later incarnation's with the same info.
+    session: Option<i64>,
     refusals: u32,
 }
 
@@ -101,6 +149,7 @@ impl Broker {
             return;
         }
         let every = Duration::from_millis(interval as u64);
+        let ttl = Duration::from_millis(self.config.broker_session_timeout_ms as u64);
         let mut peers: HashMap<i32, Peer> = HashMap::new();
         let mut ticker = tokio::time::interval(every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -122,17 +171,43 @@ impl Broker {
                 let peer = peers.entry(node_id).or_insert_with(|| Peer {
                     info: target,
                     accepted: false,
+                    session: None,
                     refusals: 0,
                 });
-                if !peer.record(found) {
+                let dead = peer.record(found);
+                if found == Probe::Accepted && peer.session.is_none() {
+                    // Read after the accept: the registration of the process that
+                    // accepted, or of none yet (read again at the next accept).
+                    match self.store.broker_session(node_id).await {
+                        Ok(session) => peer.session = session,
+                        Err(e) => debug!(node_id, error = %e, "cannot read a peer's session"),
+                    }
+                }
+                if !dead {
                     continue;
                 }
-                match self.store.end_broker_session(node_id, &peer.info).await {
+                let Some(session) = peer.session else {
+                    peers.remove(&node_id);
+                    continue; // its session is unknown: left to its expiry
+                };
+                let revocations = self.membership.revocations();
+                match end_session(
+                    &*self.store,
+                    &revocations,
+                    ttl,
+                    node_id,
+                    &peer.info,
+                    session,
+                )
+                .await
+                {
                     Ok(ended) => {
                         info!(node_id, address = %peer.info.replication, ended,
                             "broker refuses connections at its replication address: ended its session");
                         peers.remove(&node_id);
-                        self.wake_metadata_round();
+                        if ended {
+                            self.wake_metadata_round();
+                        }
                     }
                     Err(e) => {
                         warn!(node_id, error = %e, "cannot end the session of a broker that refuses connections")
@@ -143,9 +218,11 @@ impl Broker {
     }
 
     /// Checks a peer at once, outside the probe loop's rhythm: a follower's replication
-    /// stream to its leader broke. The stream was open, so the peer accepted before; two
-    /// refusals [`RECHECK_AFTER`] apart show it crashed, and its session is ended. One
-    /// check per peer at a time.
+    /// stream to its leader broke after the leader answered on it (the fetcher calls this
+    /// for no other failure), so the peer accepted before. Two refusals [`RECHECK_AFTER`]
+    /// apart show it crashed, and the session it is registered under at the start of the
+    /// check is ended, at most once per node per session timeout. One check per peer at a
+    /// time.
     pub(super) fn check_peer(&self, node_id: i32) {
         if node_id == self.config.node_id || self.config.broker_probe_interval_ms <= 0 {
             return;
@@ -162,9 +239,14 @@ impl Broker {
             return;
         }
         let store = self.store.clone();
+        let revocations = self.membership.revocations();
+        let ttl = Duration::from_millis(self.config.broker_session_timeout_ms as u64);
         tokio::spawn(async move {
-            if refuses_connections(&info.replication).await {
-                match store.end_broker_session(node_id, &info).await {
+            let session = store.broker_session(node_id).await.ok().flatten();
+            if let Some(session) = session
+                && refuses_connections(&info.replication).await
+            {
+                match end_session(&*store, &revocations, ttl, node_id, &info, session).await {
                     Ok(ended) => info!(node_id, address = %info.replication, ended,
                         "leader refuses connections at its replication address: ended its session"),
                     Err(e) => warn!(node_id, error = %e,
@@ -210,6 +292,7 @@ mod tests {
                 principal: String::new(),
             },
             accepted: false,
+            session: None,
             refusals: 0,
         }
     }
@@ -247,7 +330,24 @@ mod tests {
         let open = listener.local_addr().expect("its address").to_string();
         assert_eq!(probe(&open, PROBE_TIMEOUT).await, Probe::Accepted);
         assert!(!refuses_connections(&open).await);
-        drop(listener);
-        assert!(refuses_connections(&open).await);
+        // Bound but not listening: the port stays ours (nothing else can take it
+        // meanwhile) and connections to it are refused.
+        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+        socket
+            .bind("127.0.0.1:0".parse().expect("an address"))
+            .expect("bind a loopback port");
+        let closed = socket.local_addr().expect("its address").to_string();
+        assert!(refuses_connections(&closed).await);
+    }
+
+    #[test]
+    fn a_node_s_session_is_ended_at_most_once_per_session_timeout() {
+        let revocations = Revocations::default();
+        let ttl = Duration::from_secs(3600);
+        assert!(revocations.allowed(2, ttl));
+        revocations.record(2);
+        assert!(!revocations.allowed(2, ttl), "judged again within the TTL");
+        assert!(revocations.allowed(3, ttl), "another node is not held back");
+        assert!(revocations.allowed(2, Duration::ZERO), "after the TTL");
     }
 }

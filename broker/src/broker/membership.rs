@@ -7,7 +7,9 @@
 //!
 //! etcd unreachable: the broker keeps serving with what it last read. Its lease may
 //! expire meanwhile; the controller then moves its leaderships, and the broker learns
-//! that (and follows) once it reads metadata again. It re-registers with a new lease.
+//! that (and follows) once it reads metadata again. When its keep-alive reports the
+//! lease gone (expired, or ended by a peer), it stops leading every partition at once,
+//! re-registers with a new lease and takes the roles of the records it last read.
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
@@ -40,11 +42,18 @@ pub(super) struct Membership {
     departed: std::sync::Mutex<Vec<(BrokerInfo, std::time::Instant)>>,
     /// Peers being checked after a broken replication stream (`Broker::check_peer`).
     checking_peers: Arc<std::sync::Mutex<std::collections::HashSet<i32>>>,
+    /// When this broker last ended each peer's session (`super::liveness`): at most once
+    /// per node per session timeout.
+    revocations: Arc<super::liveness::Revocations>,
 }
 
 impl Membership {
     pub(super) fn checking_peers(&self) -> Arc<std::sync::Mutex<std::collections::HashSet<i32>>> {
         self.checking_peers.clone()
+    }
+
+    pub(super) fn revocations(&self) -> Arc<super::liveness::Revocations> {
+        self.revocations.clone()
     }
 }
 
@@ -68,6 +77,9 @@ const FULL_READ_EVERY: Duration = Duration::from_secs(30);
 
 /// How long a broker that left the cluster stays in Metadata's broker list.
 const DEPARTED_LISTED_FOR: Duration = Duration::from_secs(5);
+
+/// The least time between the starts of two metadata rounds woken by the watch.
+const MIN_ROUND_GAP: Duration = Duration::from_millis(100);
 
 /// How long the view's watch waits before it is opened again after it failed.
 const WATCH_RETRY: Duration = Duration::from_secs(1);
@@ -206,12 +218,6 @@ impl Broker {
                     self.refresh(session).await;
                     return Ok(session);
                 }
-                Err(StoreError::AlreadyExists(_))
-                    if restarted && self.claim_from_previous_incarnation(&info).await? =>
-                {
-                    // Registered at once with the next attempt; the unused lease expires.
-                    let _ = self.store.close_session(session).await;
-                }
                 Err(StoreError::AlreadyExists(_)) if std::time::Instant::now() < deadline => {
                     let _ = self.store.close_session(session).await;
                     if !warned {
@@ -269,38 +275,6 @@ impl Broker {
         anyhow::bail!("topic records kept changing while this broker was stepping down after start")
     }
 
-    /// Ends the session of the broker registered under this node id if it is a previous
-    /// incarnation of this one, so a restart need not wait for that session to expire.
-    /// It is, if it advertised this broker's replication address, which this process
-    /// has bound (so nothing else listens there), or if its own address refuses
-    /// connections ([`super::liveness::refuses_connections`]). A second live process
-    /// given the same node id listens at its own address: it is left alone, and this
-    /// one refused as before.
-    async fn claim_from_previous_incarnation(&self, me: &BrokerInfo) -> anyhow::Result<bool> {
-        let holder = self
-            .store
-            .live_brokers()
-            .await?
-            .into_iter()
-            .find(|b| b.node_id == me.node_id);
-        let Some(holder) = holder else {
-            return Ok(true); // gone meanwhile: register again
-        };
-        let successor = holder.replication == me.replication
-            || super::liveness::refuses_connections(&holder.replication).await;
-        if !successor {
-            return Ok(false);
-        }
-        let ended = self.store.end_broker_session(me.node_id, &holder).await?;
-        info!(
-            node_id = me.node_id,
-            previous = %holder.replication,
-            ended,
-            "ended the session of this node's previous incarnation"
-        );
-        Ok(true)
-    }
-
     /// Keeps a watch open on the keys of the cluster view and wakes the metadata loop at
     /// each change, so a change reaches this broker in milliseconds and a quiet cluster
     /// costs etcd nothing. Without a watch (it failed, or etcd is out of reach) the loop
@@ -329,7 +303,7 @@ impl Broker {
                         };
                         match change {
                             Ok(revision) => {
-                                self.set_watched_revision(Some(revision));
+                                self.advance_watched_revision(revision);
                                 self.membership.changed.notify_one();
                             }
                             Err(e) => {
@@ -360,6 +334,17 @@ impl Broker {
             .unwrap_or_else(|p| p.into_inner()) = revision;
     }
 
+    /// Records a change the watch reported; events may arrive out of revision order
+    /// (one watch per key range), and the view is as new as the newest of them.
+    fn advance_watched_revision(&self, revision: i64) {
+        let mut watched = self
+            .membership
+            .watched_revision
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *watched = Some(watched.map_or(revision, |w| w.max(revision)));
+    }
+
     fn watched_revision(&self) -> Option<i64> {
         *self
             .membership
@@ -384,12 +369,22 @@ impl Broker {
         let mut outage = Outage::default();
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_round: Option<tokio::time::Instant> = None;
         loop {
-            tokio::select! {
+            let watched = tokio::select! {
                 _ = self.shutdown.cancelled() => break,
-                _ = ticker.tick() => {}
-                _ = self.membership.changed.notified() => {}
+                _ = ticker.tick() => false,
+                _ = self.membership.changed.notified() => true,
+            };
+            // Each round re-reads every topic and security record: a burst of watched
+            // changes is taken in rounds at least MIN_ROUND_GAP apart, not back to back.
+            if watched && let Some(last) = last_round {
+                tokio::select! {
+                    _ = self.shutdown.cancelled() => break,
+                    _ = tokio::time::sleep_until(last + MIN_ROUND_GAP) => {}
+                }
             }
+            last_round = Some(tokio::time::Instant::now());
             let session = *current.borrow();
             match self.refresh_once(session).await {
                 Ok(()) => outage.recovered(),
@@ -423,11 +418,15 @@ impl Broker {
                 Ok(true) => outage.recovered(),
                 Ok(false) => {
                     warn!(
-                        "this broker's session expired (cut off from etcd for too long); joining again"
+                        "this broker's session is gone (expired, or ended by a peer); dropping every role and joining again"
                     );
+                    // Out of the cluster, its leaderships may be another's by now: it
+                    // neither acknowledges nor uploads until it has joined and read them.
+                    self.drop_all_roles();
                     match self.join_cluster(false).await {
                         Ok(s) => {
                             sessions.send_replace(s);
+                            self.reapply_roles();
                         }
                         Err(e) => warn!(error = %e, "re-joining the cluster failed"),
                     }
@@ -721,6 +720,44 @@ impl Broker {
                     }
                 },
             };
+            self.apply_roles(&topic, now);
+        }
+    }
+
+    /// Stops leading every partition at once, without waiting for the store: each led
+    /// partition takes its last record with no leader, so acks=all waiters are answered
+    /// NOT_LEADER_OR_FOLLOWER, produce is refused and the uploader (which writes only
+    /// while leading) stops. For a broker whose session is gone.
+    pub fn drop_all_roles(&self) {
+        let now = self.clock.now_ms();
+        for topic in self.topics.all() {
+            for (partition, record) in topic.partitions.iter().zip(&topic.record.partitions) {
+                let state = partition.replica_state();
+                if state.role != crate::partition::isr::Role::Leader {
+                    continue;
+                }
+                let mut leaderless = record.clone();
+                leaderless.leader = -1;
+                leaderless.leader_epoch = state.epoch;
+                match partition.apply_record(&leaderless, now) {
+                    Ok(_) => {
+                        info!(topic = %topic.name, partition = partition.index, "stopped leading: session gone");
+                        self.groups
+                            .partition_led(self, &topic.name, partition, false);
+                    }
+                    Err(e) => {
+                        warn!(topic = %topic.name, partition = partition.index, error = %e, "cannot stop leading")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Gives every partition the role of the last record read again, after
+    /// [`Broker::drop_all_roles`]: a round skips records it has applied already.
+    pub fn reapply_roles(&self) {
+        let now = self.clock.now_ms();
+        for topic in self.topics.all() {
             self.apply_roles(&topic, now);
         }
     }

@@ -15,8 +15,8 @@
 //!
 //! A broker's lease (TTL `broker_session_timeout_ms`) is its session: when the broker dies
 //! or cannot reach etcd for that long, its registration and controllership vanish with it.
-//! A broker shown dead sooner (its listener refuses connections) has its lease revoked
-//! by a peer, or by its own successor ([`MetadataStore::end_broker_session`]). Brokers
+//! A broker taken for dead sooner (its listener refuses connections) has its lease
+//! revoked by a peer ([`MetadataStore::end_broker_session`]). Brokers
 //! learn of changes through watches on the keys of their view
 //! ([`MetadataStore::watch_view`]), not by polling.
 //! Topic records carry partition leadership and ISRs; they change by compare-and-swap on
@@ -146,6 +146,10 @@ impl EtcdSecurity {
     }
 }
 
+/// How often the connection to etcd is pinged while a stream (a watch, a keep-alive) is
+/// open on it.
+const ETCD_PING_EVERY: Duration = Duration::from_secs(10);
+
 impl EtcdStore {
     pub async fn connect(endpoints: &[String], prefix: &str) -> Result<EtcdStore, StoreError> {
         Self::connect_with(endpoints, prefix, &EtcdSecurity::default()).await
@@ -158,9 +162,16 @@ impl EtcdStore {
         prefix: &str,
         security: &EtcdSecurity,
     ) -> Result<EtcdStore, StoreError> {
+        // Require a leader: a watch on a member cut off from its cluster's leader would
+        // otherwise stay open and silent, and the view would go stale unnoticed (the
+        // member cancels it instead; the broker then polls and opens another). HTTP/2
+        // pings on open streams notice a dead connection under a watch; 10 s, since
+        // etcd answers pings more frequent than its 5 s minimum with GOAWAY.
         let mut options = ConnectOptions::new()
             .with_connect_timeout(CALL_TIMEOUT)
-            .with_timeout(CALL_TIMEOUT);
+            .with_timeout(CALL_TIMEOUT)
+            .with_require_leader(true)
+            .with_keep_alive(ETCD_PING_EVERY, CALL_TIMEOUT);
         let mut endpoints = endpoints.to_vec();
         if security.tls() {
             let mut tls = etcd_client::TlsOptions::new();
@@ -531,10 +542,22 @@ impl MetadataStore for EtcdStore {
             .collect()
     }
 
+    async fn broker_session(&self, node_id: i32) -> Result<Option<i64>, StoreError> {
+        let key = self.key(&format!("brokers/{node_id}"));
+        let mut kv = self.client.kv_client();
+        let found = timed(kv.get(key, None)).await?;
+        Ok(found
+            .kvs()
+            .first()
+            .map(|kv| kv.lease())
+            .filter(|&lease| lease != 0))
+    }
+
     async fn end_broker_session(
         &self,
         node_id: i32,
         expected: &BrokerInfo,
+        session: i64,
     ) -> Result<bool, StoreError> {
         let key = self.key(&format!("brokers/{node_id}"));
         let mut kv = self.client.kv_client();
@@ -543,7 +566,9 @@ impl MetadataStore for EtcdStore {
             return Ok(false);
         };
         let registered: Option<BrokerInfo> = serde_json::from_slice(found.value()).ok();
-        if registered.as_ref() != Some(expected) || found.lease() == 0 {
+        // The lease decides which incarnation this is: a restarted one registers the same
+        // info under a new lease, and the refusals were counted against the old.
+        if registered.as_ref() != Some(expected) || found.lease() == 0 || found.lease() != session {
             return Ok(false);
         }
         // Revoking a lease another process renews is what its expiry would do, sooner:

@@ -214,15 +214,23 @@ pub trait MetadataStore: Send + Sync {
     /// broker of another session holds the node id.
     async fn register_broker(&self, info: &BrokerInfo, session: i64) -> Result<(), StoreError>;
     async fn live_brokers(&self) -> Result<Vec<BrokerInfo>, StoreError>;
-    /// Ends the session of the broker registered as `node_id` if its registration is
-    /// still `expected` (another incarnation registers anew and is left alone): its
-    /// registration and controllership go at once, as at the session's expiry. For
-    /// brokers shown to be dead before their session expires ([`crate::broker::liveness`]).
-    /// Returns whether a session was ended. The default (a store of one broker) ends none.
+    /// The session (etcd lease) `node_id` is registered under, if it is registered; the
+    /// identity of one incarnation, as [`BrokerInfo`] is the same across incarnations of
+    /// one configuration. The default (a store of one broker) knows none.
+    async fn broker_session(&self, _node_id: i32) -> Result<Option<i64>, StoreError> {
+        Ok(None)
+    }
+    /// Ends `session` if the broker registered as `node_id` still holds it with the
+    /// registration `expected` (another incarnation registers under another session and
+    /// is left alone): its registration and controllership go at once, as at the
+    /// session's expiry. For brokers shown to be dead before their session expires
+    /// ([`crate::broker::liveness`]). Returns whether a session was ended. The default (a
+    /// store of one broker) ends none.
     async fn end_broker_session(
         &self,
         _node_id: i32,
         _expected: &BrokerInfo,
+        _session: i64,
     ) -> Result<bool, StoreError> {
         Ok(false)
     }

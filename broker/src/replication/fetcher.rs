@@ -131,6 +131,8 @@ async fn fetch_loop(broker: Arc<dyn ReplicaHost>, leader: i32) {
     let max_bytes = broker.config().replica_fetch_max_bytes as u32;
     info!(leader, "replicating from a leader");
     let mut rotation = 0usize;
+    // The leader answered a fetch on the current connection.
+    let mut answered = false;
     while !broker.shutdown().is_cancelled() {
         let mut partitions: Vec<Followed> = followed(&*broker)
             .into_iter()
@@ -146,8 +148,10 @@ async fn fetch_loop(broker: Arc<dyn ReplicaHost>, leader: i32) {
         partitions.rotate_left(rotation % len);
         if client.is_none() {
             client = connect(&*broker, leader).await;
+            answered = false;
             if client.is_none() {
-                broker.leader_unreachable(leader);
+                // Never accepted: a refusal here may be a wrong address or a filter, not
+                // a crash, so it is left to the leader's session.
                 tokio::time::sleep(BACKOFF).await;
                 continue;
             }
@@ -179,11 +183,18 @@ async fn fetch_loop(broker: Arc<dyn ReplicaHost>, leader: i32) {
             r = tokio::time::timeout(timeout, call) => r,
         };
         let response = match response {
-            Ok(Ok(response)) => response.into_inner(),
+            Ok(Ok(response)) => {
+                answered = true;
+                response.into_inner()
+            }
             Ok(Err(status)) => {
                 debug!(leader, %status, "replication fetch failed");
                 client = None;
-                broker.leader_unreachable(leader);
+                // Only a leader that answered on this connection is checked: its listener
+                // accepted, so a refusal now means it went away.
+                if std::mem::take(&mut answered) {
+                    broker.leader_unreachable(leader);
+                }
                 tokio::time::sleep(BACKOFF).await;
                 continue;
             }
