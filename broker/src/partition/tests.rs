@@ -32,7 +32,7 @@ fn a_checkpoint_prepared_before_the_partition_went_offline_is_not_written() {
         let mut log = partition.lock();
         let plan = log.plan_flush(0, true).expect("plan").expect("dirty");
         plan.sync().expect("fsync");
-        log.finish_flush(plan)
+        log.finish_flush(plan).expect("prepare")
     };
     // ...and before the write ran on the blocking pool, another fsync failed.
     partition.take_offline(&LogError::Io {

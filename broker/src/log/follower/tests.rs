@@ -908,7 +908,7 @@ fn a_checkpoint_prepared_before_a_truncation_does_not_land_after_it() {
     let plan = log.plan_flush(NOW, true).expect("plan").expect("dirty");
     plan.sync().expect("fsync");
     // Prepared under the lock, with the producer snapshot of 0..=9; not yet written.
-    let stale = log.finish_flush(plan);
+    let stale = log.finish_flush(plan).expect("prepare");
     assert_eq!(log.truncate_to(5, NOW).expect("truncate"), 5);
     let after_truncation = checkpoint_files(dir.path());
     stale.write().expect("the late write");
@@ -952,7 +952,10 @@ fn a_flush_plan_overtaken_by_a_truncation_is_not_adopted() {
     let plan = log.plan_flush(NOW, true).expect("plan").expect("dirty");
     plan.sync().expect("fsync");
     assert_eq!(log.truncate_to(5, NOW).expect("truncate"), 5);
-    log.finish_flush(plan).write().expect("checkpoint");
+    log.finish_flush(plan)
+        .expect("prepare")
+        .write()
+        .expect("checkpoint");
     assert_eq!(log.recovery_point.next_offset, 5);
     assert_eq!(checkpointed_offset(dir.path()), 5);
     // Later flushes move the recovery point on from the new end.
@@ -971,7 +974,10 @@ fn a_flush_plan_overtaken_by_a_reset_is_not_adopted() {
     plan.sync().expect("fsync");
     log.reset_to(0, None, NOW).expect("reset");
     let after_reset = checkpoint_files(dir.path());
-    log.finish_flush(plan).write().expect("checkpoint");
+    log.finish_flush(plan)
+        .expect("prepare")
+        .write()
+        .expect("checkpoint");
     assert_eq!(checkpointed_offset(dir.path()), 0);
     assert_eq!(
         checkpoint_files(dir.path()).1,
