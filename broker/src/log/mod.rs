@@ -205,9 +205,10 @@ pub struct Log {
     first_dirty_offset: i64,
     /// Where each leader epoch starts (see [`epochs`]).
     epochs: epochs::LeaderEpochs,
-    /// The first epoch of a log without records, not yet written to its file: it is
-    /// written with the next checkpoint. Until then a crash loses nothing, since with no
-    /// file recovery rebuilds the cache from the batches' headers (there are none, or
+    /// The first epoch of a log without records and without an epochs file, not yet
+    /// written to its file: it is written with the next checkpoint. Until then a crash
+    /// loses nothing, since with no file recovery rebuilds the cache from the batches'
+    /// headers (there are none, or
     /// they carry the epoch), and the leader assigns its epoch again when it takes over.
     epochs_unsaved: bool,
     /// Aborted transactions of the local log (see [`txn`]).
