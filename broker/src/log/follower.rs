@@ -342,8 +342,10 @@ impl Log {
         let first_dirty = self.first_dirty_offset;
         let checkpoints = self.checkpoints.clone();
         let (sequence, generation) = (self.checkpoint_sequence, self.generation);
+        let unsynced_dirs = std::mem::take(&mut self.unsynced_dirs);
         let reopened = Log::open_at(&self.dir, self.config.clone(), now_ms, base)?;
         *self = reopened;
+        self.unsynced_dirs.extend(unsynced_dirs);
         self.first_dirty_offset = first_dirty.min(self.log_end_offset());
         self.checkpoints = checkpoints;
         self.checkpoint_sequence = sequence;

@@ -181,6 +181,12 @@ pub struct Log {
     segments: BTreeMap<i64, Segment>,
     log_start_offset: i64,
     unflushed_messages: i64,
+    /// Directories whose new entries are not yet fsynced: a new log's directory (its
+    /// first segment's files) and the directory holding it. Opening a log writes nothing,
+    /// so the first fsync that makes records durable (the periodic flush, or the one
+    /// before an ack under flush.messages) fsyncs these too; until then a power loss
+    /// could drop the files with the records in them.
+    unsynced_dirs: Vec<PathBuf>,
     /// Set when data was appended since the last periodic flush.
     dirty: bool,
     /// When data was last appended (or the log opened): an active segment idle for
@@ -220,15 +226,21 @@ pub struct Log {
 /// A periodic flush prepared under the lock and carried out without it.
 pub struct FlushPlan {
     files: Vec<File>,
+    /// Directories with entries not yet fsynced (see `Log::unsynced_dirs`).
+    dirs: Vec<PathBuf>,
     checkpoint: format::Checkpoint,
     /// The log's [`Log::generation`] when the plan was made.
     generation: u64,
 }
 
 impl FlushPlan {
-    /// fsyncs the active segment and its indexes. Runs without the log lock.
+    /// fsyncs the active segment and its indexes, and directories with new entries.
+    /// Runs without the log lock.
     pub fn sync(&self) -> io::Result<()> {
-        self.files.iter().try_for_each(File::sync_data)
+        self.files.iter().try_for_each(File::sync_data)?;
+        self.dirs
+            .iter()
+            .try_for_each(|dir| File::open(dir)?.sync_all())
     }
 }
 
@@ -250,6 +262,7 @@ impl Log {
             dir: dir.to_path_buf(),
             source,
         };
+        let new_dir = !dir.exists();
         fs::create_dir_all(dir).map_err(io_err)?;
         cleaner::recover(dir).map_err(io_err)?;
         let first_dirty_offset = match fs::read(dir.join(cleaner::CHECKPOINT_FILE)) {
@@ -288,6 +301,7 @@ impl Log {
             segments: BTreeMap::new(),
             log_start_offset: checkpoint.map_or(0, |c| c.log_start_offset),
             unflushed_messages: 0,
+            unsynced_dirs: Vec::new(),
             dirty: false,
             last_append_ms: now_ms,
             recovered_batches: 0,
@@ -372,6 +386,10 @@ impl Log {
             log.log_start_offset = log.log_start_offset.max(start_offset);
             let segment = Segment::create(dir, log.log_start_offset, now_ms).map_err(io_err)?;
             log.segments.insert(log.log_start_offset, segment);
+            log.unsynced_dirs.push(dir.to_path_buf());
+        }
+        if new_dir && let Some(parent) = dir.parent() {
+            log.unsynced_dirs.push(parent.to_path_buf());
         }
         let first_base = *log.segments.keys().next().unwrap_or(&0);
         log.log_start_offset = log
@@ -656,6 +674,8 @@ impl Log {
         self.last_append_ms = now_ms;
         if self.unflushed_messages >= self.config.flush_messages {
             self.unflushed_messages = 0;
+            // Rare (once for a new log) and small: done here, under the lock.
+            self.sync_new_dirs().map_err(|e| self.io_err(e))?;
             Ok(self.active().log_file().ok())
         } else {
             Ok(None)
@@ -913,6 +933,10 @@ impl Log {
         }
         let segment = Segment::create(&self.dir, next, now_ms).map_err(|e| self.io_err(e))?;
         self.segments.insert(next, segment);
+        // The new segment's directory entries, before anything appended to it is acked.
+        File::open(&self.dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|e| self.io_err(e))?;
         // Sealed, fsynced and no longer active: from now on its files are opened on demand,
         // so descriptors do not grow with the number of segments. Only now: if anything
         // above failed, it is still the active segment and must keep its handles.
@@ -1090,6 +1114,15 @@ impl Log {
         true
     }
 
+    /// fsyncs the directories in `unsynced_dirs`, forgetting each once it is done.
+    fn sync_new_dirs(&mut self) -> io::Result<()> {
+        while let Some(dir) = self.unsynced_dirs.first() {
+            File::open(dir)?.sync_all()?;
+            self.unsynced_dirs.remove(0);
+        }
+        Ok(())
+    }
+
     /// Starts a periodic flush if flush.ms elapsed (or `force`) and data was appended.
     pub fn plan_flush(&mut self, now_ms: i64, force: bool) -> Result<Option<FlushPlan>, LogError> {
         if !self.dirty || (!force && now_ms - self.last_flush_ms < self.config.flush_ms) {
@@ -1104,6 +1137,7 @@ impl Log {
         self.last_flush_ms = now_ms;
         Ok(Some(FlushPlan {
             files,
+            dirs: std::mem::take(&mut self.unsynced_dirs),
             checkpoint: self.live_position(),
             generation: self.generation,
         }))
