@@ -1099,7 +1099,7 @@ impl Log {
     }
 
     /// Lets go of the active segment's files when nothing was appended for `idle_ms` and
-    /// everything appended is fsynced and checkpointed (a flush that is planned but not
+    /// everything appended is fsynced (the recovery point reached the end; a flush that is planned but not
     /// finished does not count, nor one that failed). The next append opens them again.
     /// Returns whether it released them.
     pub fn release_idle_files(&mut self, now_ms: i64, idle_ms: i64) -> bool {
