@@ -1020,10 +1020,11 @@ impl Log {
     /// found them wrong). Returns false if there is no such segment.
     pub fn rebuild_indexes(&mut self, segment_base: i64) -> Result<bool, LogError> {
         let interval = self.config.index_interval_bytes;
+        let active = self.active().base_offset == segment_base;
         let Some(segment) = self.segments.get_mut(&segment_base) else {
             return Ok(false);
         };
-        let result = segment.rebuild_indexes(interval);
+        let result = segment.rebuild_indexes(interval, active);
         result.map(|()| true).map_err(|e| self.io_err(e))
     }
 
