@@ -315,28 +315,24 @@ impl Broker {
             .iter()
             .filter_map(|t| Some(t.as_ref().ok()?.record.clone()))
             .collect();
-        let stored = match self.store.create_topics(&records).await {
+        let mut stored = match self.store.create_topics(&records).await {
             Ok(results) => results,
-            Err(e) => {
-                // A timeout may hide a create that did commit: look before undoing.
-                let committed: std::collections::HashSet<Uuid> =
-                    match (&e, self.store.list_topics().await) {
-                        (StoreError::Unavailable(_), Ok(all)) => all.iter().map(|t| t.id).collect(),
-                        _ => Default::default(),
-                    };
-                records
-                    .iter()
-                    .map(|r| {
-                        if committed.contains(&r.id) {
-                            info!(topic = %r.name, "created topic (confirmed after a store timeout)");
-                            Ok(())
-                        } else {
-                            Err(e.clone())
-                        }
-                    })
-                    .collect()
-            }
+            Err(e) => records.iter().map(|_| Err(e.clone())).collect(),
         };
+        // A timeout may hide a create that did commit: look before undoing, for the
+        // topics whose outcome is unknown only.
+        let ambiguous = |r: &Result<(), StoreError>| matches!(r, Err(StoreError::Unavailable(_)));
+        if stored.iter().any(ambiguous)
+            && let Ok(all) = self.store.list_topics().await
+        {
+            let committed: std::collections::HashSet<Uuid> = all.iter().map(|t| t.id).collect();
+            for (result, record) in stored.iter_mut().zip(&records) {
+                if ambiguous(result) && committed.contains(&record.id) {
+                    info!(topic = %record.name, "created topic (confirmed after a store timeout)");
+                    *result = Ok(());
+                }
+            }
+        }
         let mut stored = stored.into_iter();
         opened
             .into_iter()
