@@ -384,6 +384,9 @@ def test_create_partition_and_delete_topics(broker, metadata, request):
         got = error_code(admin.create_topics([topic], operation_timeout=30)[topic.topic])
         assert got == code, f"create {topic.topic[:20]} {topic.config}: error {got}, expected {code}"
     assert "delta" not in topic_partitions(admin)
+    # validate_only answers as the create would: Kafka refuses a topic that exists.
+    trial_exists = admin.create_topics([NewTopic("alpha", 1, 1)], validate_only=True)
+    assert error_code(trial_exists["alpha"]) == KafkaError.TOPIC_ALREADY_EXISTS
 
     # Explicit replica assignments may only name this broker.
     assigned = NewTopic("assigned", 3, replica_assignment=[[0], [0], [0]])

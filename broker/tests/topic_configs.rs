@@ -38,6 +38,7 @@ on_every_store!(
     configs_strata_cannot_honour_are_refused_with_the_reason,
     a_zstd_topic_stores_every_produced_batch_as_zstd,
     record_timestamps_outside_the_topics_bounds_are_invalid,
+    a_name_repeated_in_one_request_is_refused_and_not_created,
 );
 
 /// A broker that refuses produce only on a completely full disk: these scenarios are
@@ -577,4 +578,49 @@ async fn record_timestamps_outside_the_topics_bounds_are_invalid(store: Store) {
     );
     let (code, _) = produce(&broker, "recent", 0, batch_at(&["old"], &[now - 3_600_000])).await;
     assert_eq!(code, 0);
+}
+
+/// As Kafka: a topic named twice in one CreateTopics gets one answer, INVALID_REQUEST
+/// "Duplicate topic name.", and is not created; the other topics are. (Found in review:
+/// the first copy was created and the others answered TOPIC_ALREADY_EXISTS.)
+async fn a_name_repeated_in_one_request_is_refused_and_not_created(store: Store) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = roomy_broker(dir.path(), store).await;
+    let topic = |n: &str| {
+        CreatableTopic::default()
+            .with_name(name(n))
+            .with_num_partitions(1)
+            .with_replication_factor(-1)
+    };
+    let body = CreateTopicsRequest::default()
+        .with_topics(vec![topic("twice"), topic("once"), topic("twice")])
+        .with_timeout_ms(10_000);
+    let ResponseKind::CreateTopics(response) = call(
+        &broker,
+        ApiKey::CreateTopics,
+        5,
+        RequestKind::CreateTopics(body),
+    )
+    .await
+    else {
+        panic!("not a CreateTopics response");
+    };
+    let answers: Vec<(String, i16)> = response
+        .topics
+        .iter()
+        .map(|t| (t.name.0.to_string(), t.error_code))
+        .collect();
+    assert_eq!(
+        answers,
+        vec![
+            ("twice".to_string(), INVALID_REQUEST),
+            ("once".to_string(), 0)
+        ]
+    );
+    assert_eq!(
+        response.topics[0].error_message.as_deref(),
+        Some("Duplicate topic name.")
+    );
+    assert!(broker.topics.get("twice").is_none());
+    assert!(broker.topics.get("once").is_some());
 }

@@ -150,10 +150,7 @@ impl Broker {
             });
         }
         if validate_only {
-            return prepared
-                .into_iter()
-                .map(|p| p.map(|(record, config)| Arc::new(validated(record, config))))
-                .collect();
+            return self.validate_prepared(prepared).await;
         }
         self.create_prepared(prepared).await
     }
@@ -170,7 +167,11 @@ impl Broker {
             .prepare_topic(name, num_partitions, replication_factor, configs)
             .await?;
         if validate_only {
-            return Ok(Arc::new(validated(record, config)));
+            return self
+                .validate_prepared(vec![Ok((record, config))])
+                .await
+                .pop()
+                .unwrap_or_else(|| Err(AdminError::UnknownTopic(name.to_string())));
         }
         self.create_prepared(vec![Ok((record, config))])
             .await
@@ -216,15 +217,27 @@ impl Broker {
         Ok((record, config))
     }
 
-    /// Creates prepared topics under the admin lock. Logs first, then the store: a topic
-    /// the store knows always has openable logs. If the store refuses, the new
-    /// directories go; if we crash in between, start-up removes them as logs of an
-    /// unknown topic.
-    async fn create_prepared(
+    /// Validate-only CreateTopics: the same checks a create makes (existence and the
+    /// max_partitions limit included), under the admin lock, with nothing created.
+    async fn validate_prepared(
         &self,
         prepared: Vec<Result<(TopicRecord, TopicConfig), AdminError>>,
     ) -> Vec<Result<Arc<Topic>, AdminError>> {
         let _admin = self.admin.lock().await;
+        self.admit(prepared)
+            .await
+            .into_iter()
+            .map(|p| p.map(|(record, config)| Arc::new(validated(record, config))))
+            .collect()
+    }
+
+    /// The checks that depend on the cluster rather than the request, in request order:
+    /// a topic that exists (or an earlier copy in the request) is refused, and each topic
+    /// admitted is charged against max_partitions. Callers hold the admin lock.
+    async fn admit(
+        &self,
+        prepared: Vec<Result<(TopicRecord, TopicConfig), AdminError>>,
+    ) -> Vec<Result<(TopicRecord, TopicConfig), AdminError>> {
         // The group coordinator's own topic is never refused: groups depend on it.
         let limited = |record: &TopicRecord| !crate::group::is_internal(&record.name);
         let mut headroom = None;
@@ -235,8 +248,53 @@ impl Broker {
             headroom = Some(self.partition_headroom().await);
         }
         let mut names = std::collections::HashSet::new();
-        let mut opened = Vec::with_capacity(prepared.len());
+        let mut admitted = Vec::with_capacity(prepared.len());
         for p in prepared {
+            let (record, config) = match p {
+                Ok(p) => p,
+                Err(e) => {
+                    admitted.push(Err(e));
+                    continue;
+                }
+            };
+            if self.topics.get(&record.name).is_some() || !names.insert(record.name.clone()) {
+                admitted.push(Err(AdminError::TopicExists(record.name)));
+                continue;
+            }
+            if limited(&record) {
+                let adding = record.partitions.len() as u64;
+                match headroom.as_mut() {
+                    Some(Ok((existing, limit))) if *existing + adding > *limit => {
+                        admitted.push(Err(AdminError::PolicyViolation(format!(
+                            "the cluster has {existing} partitions; {adding} more would pass its limit of {limit} (broker setting max_partitions)"
+                        ))));
+                        continue;
+                    }
+                    Some(Ok((existing, _))) => *existing += adding,
+                    Some(Err(e)) => {
+                        admitted.push(Err(AdminError::Store(e.clone())));
+                        continue;
+                    }
+                    None => {}
+                }
+            }
+            admitted.push(Ok((record, config)));
+        }
+        admitted
+    }
+
+    /// Creates prepared topics under the admin lock. Logs first, then the store: a topic
+    /// the store knows always has openable logs. If the store refuses, the new
+    /// directories go; if we crash in between, start-up removes them as logs of an
+    /// unknown topic.
+    async fn create_prepared(
+        &self,
+        prepared: Vec<Result<(TopicRecord, TopicConfig), AdminError>>,
+    ) -> Vec<Result<Arc<Topic>, AdminError>> {
+        let _admin = self.admin.lock().await;
+        let admitted = self.admit(prepared).await;
+        let mut opened = Vec::with_capacity(admitted.len());
+        for p in admitted {
             let record = match p {
                 Ok((record, _)) => record,
                 Err(e) => {
@@ -244,27 +302,6 @@ impl Broker {
                     continue;
                 }
             };
-            if self.topics.get(&record.name).is_some() || !names.insert(record.name.clone()) {
-                opened.push(Err(AdminError::TopicExists(record.name)));
-                continue;
-            }
-            if limited(&record) {
-                let adding = record.partitions.len() as u64;
-                match headroom.as_mut() {
-                    Some(Ok((existing, limit))) if *existing + adding > *limit => {
-                        opened.push(Err(AdminError::PolicyViolation(format!(
-                            "the cluster has {existing} partitions; {adding} more would pass its limit of {limit} (broker setting max_partitions)"
-                        ))));
-                        continue;
-                    }
-                    Some(Ok((existing, _))) => *existing += adding,
-                    Some(Err(e)) => {
-                        opened.push(Err(AdminError::Store(e.clone())));
-                        continue;
-                    }
-                    None => {}
-                }
-            }
             let (name, id) = (record.name.clone(), record.id);
             opened.push(match self.open_topic(record).await {
                 Ok(topic) => Ok(topic),
@@ -278,28 +315,24 @@ impl Broker {
             .iter()
             .filter_map(|t| Some(t.as_ref().ok()?.record.clone()))
             .collect();
-        let stored = match self.store.create_topics(&records).await {
+        let mut stored = match self.store.create_topics(&records).await {
             Ok(results) => results,
-            Err(e) => {
-                // A timeout may hide a create that did commit: look before undoing.
-                let committed: std::collections::HashSet<Uuid> =
-                    match (&e, self.store.list_topics().await) {
-                        (StoreError::Unavailable(_), Ok(all)) => all.iter().map(|t| t.id).collect(),
-                        _ => Default::default(),
-                    };
-                records
-                    .iter()
-                    .map(|r| {
-                        if committed.contains(&r.id) {
-                            info!(topic = %r.name, "created topic (confirmed after a store timeout)");
-                            Ok(())
-                        } else {
-                            Err(e.clone())
-                        }
-                    })
-                    .collect()
-            }
+            Err(e) => records.iter().map(|_| Err(e.clone())).collect(),
         };
+        // A timeout may hide a create that did commit: look before undoing, for the
+        // topics whose outcome is unknown only.
+        let ambiguous = |r: &Result<(), StoreError>| matches!(r, Err(StoreError::Unavailable(_)));
+        if stored.iter().any(ambiguous)
+            && let Ok(all) = self.store.list_topics().await
+        {
+            let committed: std::collections::HashSet<Uuid> = all.iter().map(|t| t.id).collect();
+            for (result, record) in stored.iter_mut().zip(&records) {
+                if ambiguous(result) && committed.contains(&record.id) {
+                    info!(topic = %record.name, "created topic (confirmed after a store timeout)");
+                    *result = Ok(());
+                }
+            }
+        }
         let mut stored = stored.into_iter();
         opened
             .into_iter()

@@ -347,11 +347,20 @@ impl MetadataStore for EtcdStore {
                         .collect::<Vec<_>>(),
                 );
             let mut kv = self.client.kv_client();
-            if timed(kv.txn(txn)).await?.succeeded() {
-                results.extend((first..end).map(|_| Ok(())));
-            } else {
-                for topic in &topics[first..end] {
-                    results.push(self.create_topic(topic).await);
+            match timed(kv.txn(txn)).await {
+                Ok(response) if response.succeeded() => {
+                    results.extend((first..end).map(|_| Ok(())));
+                }
+                Ok(_) => {
+                    for topic in &topics[first..end] {
+                        results.push(self.create_topic(topic).await);
+                    }
+                }
+                // Chunks before this one are known committed and keep their results;
+                // this one may or may not have committed, and the rest were not sent.
+                Err(e) => {
+                    results.extend((first..topics.len()).map(|_| Err(e.clone())));
+                    return Ok(results);
                 }
             }
             first = end;

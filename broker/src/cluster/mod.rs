@@ -166,8 +166,9 @@ pub trait MetadataStore: Send + Sync {
     /// Creates several topics, each as [`MetadataStore::create_topic`] does, in as few
     /// writes as the store allows (one CreateTopics request of many topics would
     /// otherwise cost a store write each). One result per topic, in order: a name that
-    /// is taken fails alone with `AlreadyExists`. An error for the whole call means
-    /// that none, some or all of them may have been created.
+    /// is taken fails alone with `AlreadyExists`; one that fails with `Unavailable` may or
+    /// may not have been created. An error for the whole call means that none, some or
+    /// all of them may have been created.
     async fn create_topics(
         &self,
         topics: &[TopicRecord],

@@ -120,7 +120,28 @@ pub async fn create_topics(
         Vec::with_capacity(request.topics.len());
     let mut pending = Vec::new();
     let mut added = 0i64;
+    // As Kafka: a name given more than once gets one answer, INVALID_REQUEST, and none
+    // of its copies is created or charged to the request's partition budget.
+    let mut seen = HashSet::new();
+    let duplicates: HashSet<TopicName> = request
+        .topics
+        .iter()
+        .filter(|t| !seen.insert(&t.name))
+        .map(|t| t.name.clone())
+        .collect();
+    let mut answered = HashSet::new();
     for topic in request.topics {
+        if duplicates.contains(&topic.name) {
+            if answered.insert(topic.name.clone()) {
+                slots.push(Err(CreatableTopicResult::default()
+                    .with_name(topic.name)
+                    .with_error_code(ResponseError::InvalidRequest.code())
+                    .with_error_message(Some(str_bytes("Duplicate topic name.")))
+                    .with_num_partitions(-1)
+                    .with_replication_factor(-1)));
+            }
+            continue;
+        }
         let name = topic.name.0.to_string();
         let configs: BTreeMap<String, String> = topic
             .configs

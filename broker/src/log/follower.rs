@@ -10,6 +10,7 @@
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::sync::Arc;
 
 use tracing::{info, warn};
@@ -65,6 +66,15 @@ pub(super) fn for_each_header(
     Ok(())
 }
 
+/// Removes `dir/name` if present and fsyncs `dir`, so a crash cannot bring it back.
+fn remove_durably(dir: &Path, name: &str) -> io::Result<()> {
+    match fs::remove_file(dir.join(name)) {
+        Ok(()) => fs::File::open(dir)?.sync_all(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 impl Log {
     /// The epoch of the last batch written, -1 if none.
     pub fn latest_epoch(&self) -> i32 {
@@ -82,7 +92,13 @@ impl Log {
     pub fn assign_epoch(&mut self, epoch: i32, start_offset: i64) -> Result<(), LogError> {
         if self.epochs.assign(epoch, start_offset) {
             let no_records = self.segments.len() == 1 && self.active().size == 0;
-            if no_records && self.epochs.entries().len() == 1 {
+            // Deferring is safe only with no file: a crash then rebuilds the cache from
+            // the batches' headers. A file left from earlier epochs would be loaded
+            // instead and credit this epoch's records to an older one.
+            if no_records
+                && self.epochs.entries().len() == 1
+                && !self.dir.join(EPOCHS_FILE).exists()
+            {
                 // See `Log::epochs_unsaved`: written with the next checkpoint.
                 self.epochs_unsaved = true;
             } else {
@@ -104,6 +120,11 @@ impl Log {
         self.epochs = epochs;
         if changed && !self.epochs.entries().is_empty() {
             self.epochs.save(&self.dir)?;
+        } else if changed {
+            // Truncated to nothing: remove the file for good, so a first epoch's save
+            // can be deferred (see `Log::epochs_unsaved`) and a crash rebuilds the
+            // cache from the headers rather than loading these stale epochs.
+            remove_durably(&self.dir, EPOCHS_FILE)?;
         }
         Ok(())
     }
@@ -257,10 +278,7 @@ impl Log {
             }
         }
         for file in [PRODUCERS_FILE, EPOCHS_FILE, cleaner::CHECKPOINT_FILE] {
-            match fs::remove_file(self.dir.join(file)) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(self.io_err(e)),
-                _ => {}
-            }
+            remove_durably(&self.dir, file).map_err(|e| self.io_err(e))?;
         }
         if let Some(snapshot) = producers {
             super::write_atomically(&self.dir.join(PRODUCERS_FILE), snapshot)
@@ -324,8 +342,10 @@ impl Log {
         let first_dirty = self.first_dirty_offset;
         let checkpoints = self.checkpoints.clone();
         let (sequence, generation) = (self.checkpoint_sequence, self.generation);
+        let unsynced_dirs = std::mem::take(&mut self.unsynced_dirs);
         let reopened = Log::open_at(&self.dir, self.config.clone(), now_ms, base)?;
         *self = reopened;
+        self.unsynced_dirs.extend(unsynced_dirs);
         self.first_dirty_offset = first_dirty.min(self.log_end_offset());
         self.checkpoints = checkpoints;
         self.checkpoint_sequence = sequence;

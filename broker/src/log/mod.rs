@@ -181,6 +181,12 @@ pub struct Log {
     segments: BTreeMap<i64, Segment>,
     log_start_offset: i64,
     unflushed_messages: i64,
+    /// Directories whose new entries are not yet fsynced: a new log's directory (its
+    /// first segment's files) and the directory holding it. Opening a log writes nothing,
+    /// so the first fsync that makes records durable (the periodic flush, or the one
+    /// before an ack under flush.messages) fsyncs these too; until then a power loss
+    /// could drop the files with the records in them.
+    unsynced_dirs: Vec<PathBuf>,
     /// Set when data was appended since the last periodic flush.
     dirty: bool,
     /// When data was last appended (or the log opened): an active segment idle for
@@ -205,9 +211,10 @@ pub struct Log {
     first_dirty_offset: i64,
     /// Where each leader epoch starts (see [`epochs`]).
     epochs: epochs::LeaderEpochs,
-    /// The first epoch of a log without records, not yet written to its file: it is
-    /// written with the next checkpoint. Until then a crash loses nothing, since with no
-    /// file recovery rebuilds the cache from the batches' headers (there are none, or
+    /// The first epoch of a log without records and without an epochs file, not yet
+    /// written to its file: it is written with the next checkpoint. Until then a crash
+    /// loses nothing, since with no file recovery rebuilds the cache from the batches'
+    /// headers (there are none, or
     /// they carry the epoch), and the leader assigns its epoch again when it takes over.
     epochs_unsaved: bool,
     /// Aborted transactions of the local log (see [`txn`]).
@@ -219,15 +226,21 @@ pub struct Log {
 /// A periodic flush prepared under the lock and carried out without it.
 pub struct FlushPlan {
     files: Vec<File>,
+    /// Directories with entries not yet fsynced (see `Log::unsynced_dirs`).
+    dirs: Vec<PathBuf>,
     checkpoint: format::Checkpoint,
     /// The log's [`Log::generation`] when the plan was made.
     generation: u64,
 }
 
 impl FlushPlan {
-    /// fsyncs the active segment and its indexes. Runs without the log lock.
+    /// fsyncs the active segment and its indexes, and directories with new entries.
+    /// Runs without the log lock.
     pub fn sync(&self) -> io::Result<()> {
-        self.files.iter().try_for_each(File::sync_data)
+        self.files.iter().try_for_each(File::sync_data)?;
+        self.dirs
+            .iter()
+            .try_for_each(|dir| File::open(dir)?.sync_all())
     }
 }
 
@@ -249,6 +262,7 @@ impl Log {
             dir: dir.to_path_buf(),
             source,
         };
+        let new_dir = !dir.exists();
         fs::create_dir_all(dir).map_err(io_err)?;
         cleaner::recover(dir).map_err(io_err)?;
         let first_dirty_offset = match fs::read(dir.join(cleaner::CHECKPOINT_FILE)) {
@@ -287,6 +301,7 @@ impl Log {
             segments: BTreeMap::new(),
             log_start_offset: checkpoint.map_or(0, |c| c.log_start_offset),
             unflushed_messages: 0,
+            unsynced_dirs: Vec::new(),
             dirty: false,
             last_append_ms: now_ms,
             recovered_batches: 0,
@@ -371,6 +386,10 @@ impl Log {
             log.log_start_offset = log.log_start_offset.max(start_offset);
             let segment = Segment::create(dir, log.log_start_offset, now_ms).map_err(io_err)?;
             log.segments.insert(log.log_start_offset, segment);
+            log.unsynced_dirs.push(dir.to_path_buf());
+        }
+        if new_dir && let Some(parent) = dir.parent() {
+            log.unsynced_dirs.push(parent.to_path_buf());
         }
         let first_base = *log.segments.keys().next().unwrap_or(&0);
         log.log_start_offset = log
@@ -655,6 +674,8 @@ impl Log {
         self.last_append_ms = now_ms;
         if self.unflushed_messages >= self.config.flush_messages {
             self.unflushed_messages = 0;
+            // Rare (once for a new log) and small: done here, under the lock.
+            self.sync_new_dirs().map_err(|e| self.io_err(e))?;
             Ok(self.active().log_file().ok())
         } else {
             Ok(None)
@@ -912,6 +933,10 @@ impl Log {
         }
         let segment = Segment::create(&self.dir, next, now_ms).map_err(|e| self.io_err(e))?;
         self.segments.insert(next, segment);
+        // The new segment's directory entries, before anything appended to it is acked.
+        File::open(&self.dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|e| self.io_err(e))?;
         // Sealed, fsynced and no longer active: from now on its files are opened on demand,
         // so descriptors do not grow with the number of segments. Only now: if anything
         // above failed, it is still the active segment and must keep its handles.
@@ -995,10 +1020,11 @@ impl Log {
     /// found them wrong). Returns false if there is no such segment.
     pub fn rebuild_indexes(&mut self, segment_base: i64) -> Result<bool, LogError> {
         let interval = self.config.index_interval_bytes;
+        let active = self.active().base_offset == segment_base;
         let Some(segment) = self.segments.get_mut(&segment_base) else {
             return Ok(false);
         };
-        let result = segment.rebuild_indexes(interval);
+        let result = segment.rebuild_indexes(interval, active);
         result.map(|()| true).map_err(|e| self.io_err(e))
     }
 
@@ -1074,7 +1100,7 @@ impl Log {
     }
 
     /// Lets go of the active segment's files when nothing was appended for `idle_ms` and
-    /// everything appended is fsynced and checkpointed (a flush that is planned but not
+    /// everything appended is fsynced (the recovery point reached the end; a flush that is planned but not
     /// finished does not count, nor one that failed). The next append opens them again.
     /// Returns whether it released them.
     pub fn release_idle_files(&mut self, now_ms: i64, idle_ms: i64) -> bool {
@@ -1087,6 +1113,15 @@ impl Log {
         }
         self.active_mut().release();
         true
+    }
+
+    /// fsyncs the directories in `unsynced_dirs`, forgetting each once it is done.
+    fn sync_new_dirs(&mut self) -> io::Result<()> {
+        while let Some(dir) = self.unsynced_dirs.first() {
+            File::open(dir)?.sync_all()?;
+            self.unsynced_dirs.remove(0);
+        }
+        Ok(())
     }
 
     /// Starts a periodic flush if flush.ms elapsed (or `force`) and data was appended.
@@ -1103,6 +1138,7 @@ impl Log {
         self.last_flush_ms = now_ms;
         Ok(Some(FlushPlan {
             files,
+            dirs: std::mem::take(&mut self.unsynced_dirs),
             checkpoint: self.live_position(),
             generation: self.generation,
         }))

@@ -576,13 +576,13 @@ impl Segment {
     /// that does not lead to its batch). Batch headers are read, not whole batches; the
     /// indexes stop at the first batch whose framing is damaged, so reads past it walk
     /// into the damage and report it. The segment's size and offsets are not changed.
-    pub fn rebuild_indexes(&mut self, index_interval_bytes: u64) -> io::Result<()> {
-        // A sealed segment's files are opened for writing for the rebuild and released
-        // after it; the active segment holds them already.
-        let sealed = self.log.writable().is_none();
-        if sealed {
-            self.pin()?;
-        }
+    /// `active`: whether this is the log's active segment, which is not sealed after the
+    /// rebuild (an idle active segment may have released its files, so whether they are
+    /// open says nothing). Files not open are opened for the rebuild and released after.
+    pub fn rebuild_indexes(&mut self, index_interval_bytes: u64, active: bool) -> io::Result<()> {
+        let sealed = !active;
+        let was_open = self.log.writable().is_some();
+        self.pin()?;
         let result = (|| {
             self.offset_index.truncate_entries(0)?;
             self.time_index.truncate_entries(0)?;
@@ -628,7 +628,7 @@ impl Segment {
                 .transpose()?;
             Ok(())
         })();
-        if sealed {
+        if sealed || !was_open {
             self.release();
         }
         result

@@ -404,6 +404,39 @@ fn flush_messages_asks_for_an_fsync() {
     assert!(sync.is_some(), "6 unflushed messages >= flush.messages 5");
 }
 
+/// Found in review: opening a new log writes nothing, so no fsync covered its
+/// directory's entries (or the directory's own entry in its parent) before records in it
+/// were acked. The first fsync that makes records durable now covers them.
+#[test]
+fn a_new_logs_directories_are_fsynced_by_its_first_fsync() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = root.path().join("t-0");
+    let new_dirs = vec![dir.clone(), root.path().to_path_buf()];
+    let acked = LogConfig {
+        flush_messages: 1,
+        ..config()
+    };
+    let mut log = Log::open(&dir, acked.clone(), 0).expect("open");
+    assert_eq!(log.unsynced_dirs, new_dirs);
+    let (_, sync) = append(&mut log, &batch(1, 0, Compression::None), 0).expect("append");
+    assert!(sync.is_some());
+    assert!(log.unsynced_dirs.is_empty(), "the ack's fsync covers them");
+
+    // The periodic flush carries them when no ack came first.
+    let dir = root.path().join("t-1");
+    let mut log = Log::open(&dir, config(), 0).expect("open");
+    append(&mut log, &batch(1, 0, Compression::None), 0).expect("append");
+    let plan = log.plan_flush(0, true).expect("plan").expect("dirty");
+    assert_eq!(plan.dirs, vec![dir.clone(), root.path().to_path_buf()]);
+    assert!(log.unsynced_dirs.is_empty());
+    plan.sync().expect("fsync");
+
+    // A log reopened from disk has nothing pending.
+    drop(log);
+    let log = Log::open(&dir, config(), 0).expect("reopen");
+    assert!(log.unsynced_dirs.is_empty());
+}
+
 #[test]
 fn log_append_time_stamps_batches() {
     let dir = tempfile::tempdir().expect("tempdir");

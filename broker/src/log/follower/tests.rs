@@ -986,3 +986,30 @@ fn a_flush_plan_overtaken_by_a_reset_is_not_adopted() {
     );
     assert_eq!(log.producers.check(PRODUCER, 0, 0, 4), Ok(Verdict::Append));
 }
+
+/// Found in review: an epochs file left by earlier epochs of a log without records used
+/// to stay on disk when recovery truncated the cache to nothing, and the next first
+/// epoch's save was still deferred. A crash before the next checkpoint then loaded the
+/// stale file and credited the new epoch's records to an older epoch.
+#[test]
+fn a_stale_epochs_file_does_not_outlive_a_crash_after_a_new_first_epoch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = Log::open(dir.path(), config(), NOW).expect("open");
+    log.assign_epoch(7, 0).expect("epoch 7");
+    log.assign_epoch(9, 0).expect("epoch 9"); // two entries: saved to the file
+    drop(log);
+    // A restart: both epochs start at the log end, so the cache truncates to nothing.
+    let mut log = Log::open(dir.path(), config(), NOW).expect("reopen");
+    assert_eq!(log.latest_epoch(), -1);
+    log.assign_epoch(11, 0).expect("epoch 11");
+    lead(&mut log, &batch(5, NOW, Compression::None), 11);
+    // The records are fsynced (flush.messages=1 before the ack); the checkpoint is not.
+    let plan = log.plan_flush(NOW, true).expect("plan").expect("dirty");
+    plan.sync().expect("fsync");
+    drop(log); // a crash
+    let log = Log::open(dir.path(), config(), NOW).expect("recover");
+    assert_eq!(log.log_end_offset(), 5);
+    assert_eq!(log.latest_epoch(), 11);
+    // A follower with epoch-9 records agrees with this log up to offset 0, not 5.
+    assert_eq!(log.epoch_end_offset(9), Some((9, 0)));
+}
