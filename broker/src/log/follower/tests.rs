@@ -274,7 +274,10 @@ fn flush(log: &mut Log) {
         .expect("plan a flush")
         .expect("something to flush");
     plan.sync().expect("fsync");
-    log.finish_flush(plan).write().expect("checkpoint");
+    log.finish_flush(plan)
+        .expect("finish the flush")
+        .write()
+        .expect("checkpoint");
 }
 
 /// Every file of a partition directory, with its bytes.
