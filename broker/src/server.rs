@@ -514,7 +514,9 @@ struct Handled {
     throttle: Duration,
 }
 
-type Handling<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Handled> + Send + 'a>>;
+/// A started request's handling: its own task, so that writing earlier responses (or the
+/// connection closing) never stalls or cancels a handler half way through an append.
+type Handling = tokio::task::JoinHandle<Handled>;
 
 async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     shared: &Listener,
@@ -527,16 +529,16 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     // A response may go out while the next request is read, so the halves are apart.
     let (read_half, mut writer) = tokio::io::split(stream);
     let mut reader = BufReader::with_capacity(READ_BUFFER, read_half);
-    // With quotas a connection is muted after each response (KIP-219), which needs the
-    // responses one at a time.
-    let pipelined = if broker.security.quotas.any() {
-        1
-    } else {
-        PIPELINED_REQUESTS
-    };
     // Started requests, answered in request order.
-    let mut pending: FuturesOrdered<Handling<'_>> = FuturesOrdered::new();
+    let mut pending: FuturesOrdered<Handling> = FuturesOrdered::new();
     loop {
+        // With quotas a connection is muted after each response (KIP-219), which needs
+        // the responses one at a time; quotas can be set while the connection is open.
+        let pipelined = if broker.security.quotas.any() {
+            1
+        } else {
+            PIPELINED_REQUESTS
+        };
         let next = {
             let read = next_frame(shared, &mut reader, peer);
             tokio::pin!(read);
@@ -576,7 +578,9 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                 debug!(%peer, version, "ApiVersions version too new; answering per KIP-511");
                 let bytes = protocol::api_versions_fallback(correlation_id)
                     .map_err(std::io::Error::other)?;
-                answer_all(shared, &mut writer, &mut pending, peer, &cancel).await?;
+                if !answer_all(shared, &mut writer, &mut pending, peer, &cancel).await? {
+                    return Ok(());
+                }
                 write_frame(shared, &mut writer, &bytes).await?;
                 continue;
             }
@@ -594,17 +598,30 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         let api_key = request.api_key;
         let version = request.version;
         let correlation_id = request.header.correlation_id;
+        // Only a Produce starts behind unanswered Produces: any other request (a Fetch or
+        // ListOffsets that must see their records, a SASL re-authentication) starts once
+        // every earlier one is answered, as Kafka's one-request-at-a-time muting would
+        // have it; so is every request while a quota applies. This also bounds what a
+        // connection holds outside the request budget to Produce responses.
+        let drain = api_key != ApiKey::Produce || broker.security.quotas.any();
+        if drain && !answer_all(shared, &mut writer, &mut pending, peer, &cancel).await? {
+            return Ok(());
+        }
         let request = match session.admit(request).await {
             Gate::Handle(request) => request,
             Gate::Answer(response) => {
                 let bytes = protocol::encode_response(api_key, version, correlation_id, &response)
                     .map_err(std::io::Error::other)?;
-                answer_all(shared, &mut writer, &mut pending, peer, &cancel).await?;
+                if !answer_all(shared, &mut writer, &mut pending, peer, &cancel).await? {
+                    return Ok(());
+                }
                 write_frame(shared, &mut writer, &bytes).await?;
                 continue;
             }
             Gate::AnswerAndClose(response) => {
-                answer_all(shared, &mut writer, &mut pending, peer, &cancel).await?;
+                if !answer_all(shared, &mut writer, &mut pending, peer, &cancel).await? {
+                    return Ok(());
+                }
                 let failed_login = api_key == ApiKey::SaslAuthenticate;
                 // A failed authentication is answered after a pause (Kafka's
                 // connection.failed.authentication.delay.ms, 100 ms), which slows password
@@ -624,7 +641,9 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                 return Ok(());
             }
             Gate::Close(reason) => {
-                answer_all(shared, &mut writer, &mut pending, peer, &cancel).await?;
+                if !answer_all(shared, &mut writer, &mut pending, peer, &cancel).await? {
+                    return Ok(());
+                }
                 shared.closed(reason);
                 if let Some(suppressed) = shared.may_log(peer.ip(), reason) {
                     warn!(%peer, api = api_name(api_key), reason, suppressed, "closing connection");
@@ -645,7 +664,9 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                 .map_or(String::new(), |c| c.to_string())
         });
         let caller = session.caller().clone();
+        let owned_broker = Arc::clone(broker);
         let handling = async move {
+            let broker = &owned_broker;
             let handling = Instant::now();
             let mut response = handlers::handle(broker, request, &caller)
                 .instrument(span.clone())
@@ -664,8 +685,8 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
             };
             // The request is done with. Responses are not held against the shared budget:
             // a client slow to read its responses would stall every other connection. One
-            // connection holds at most `pipelined` responses, one of them a Fetch's
-            // (fetch_max_bytes): the others waited behind a Produce's ISR.
+            // connection holds at most `pipelined` responses, and more than one only when
+            // they are all Produce responses (a few bytes per partition).
             drop(request_bytes);
             // The records a Fetch response shares with `response` are dropped with it, so
             // the encoded frame is the only copy held while the client reads it.
@@ -683,7 +704,11 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
             }
         };
         let (ordered_done, mut ordered) = tokio::sync::oneshot::channel();
-        pending.push_back(Box::pin(handlers::ordering::scope(ordered_done, handling)));
+        // The task-local the handler reports its ordered part through goes with it.
+        pending.push_back(tokio::spawn(handlers::ordering::scope(
+            ordered_done,
+            handling,
+        )));
         // The next request starts only once this one's ordered part is done; responses
         // that complete meanwhile go out.
         loop {
@@ -705,11 +730,20 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
 async fn answer<W: AsyncWrite + Unpin>(
     shared: &Listener,
     writer: &mut W,
-    handled: Handled,
+    handled: Result<Handled, tokio::task::JoinError>,
     peer: SocketAddr,
     cancel: &CancellationToken,
 ) -> std::io::Result<bool> {
     let broker = &shared.broker;
+    let handled = match handled {
+        Ok(handled) => handled,
+        Err(e) => {
+            // A handler panicked: its response is lost, and the client matches responses
+            // by order, so the connection cannot go on.
+            warn!(%peer, error = %e, "closing connection: a request's handler failed");
+            return Ok(false);
+        }
+    };
     match handled.encoded {
         Some(Ok(bytes)) => write_frame(shared, writer, &bytes).await?,
         Some(Err(e)) => {
@@ -740,20 +774,21 @@ async fn answer<W: AsyncWrite + Unpin>(
     Ok(true)
 }
 
-/// Waits for every started request and writes their responses in order.
+/// Waits for every started request and writes their responses in order. False if the
+/// connection should close.
 async fn answer_all<W: AsyncWrite + Unpin>(
     shared: &Listener,
     writer: &mut W,
-    pending: &mut FuturesOrdered<Handling<'_>>,
+    pending: &mut FuturesOrdered<Handling>,
     peer: SocketAddr,
     cancel: &CancellationToken,
-) -> std::io::Result<()> {
+) -> std::io::Result<bool> {
     while let Some(handled) = pending.next().await {
         if !answer(shared, writer, handled, peer, cancel).await? {
-            break;
+            return Ok(false);
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// A static name per API for metric labels (from the supported-API table).
