@@ -168,6 +168,38 @@ def test_a_request_behind_a_waiting_acks_all_produce_sees_its_records(broker, et
     assert latest == (1, [(topic, 0, 0, 1)]), f"ListOffsets did not see the acknowledged record: {latest}"
 
 
+def test_a_connection_waiting_for_its_isr_is_not_idle(broker, etcd):
+    """connections_max_idle_ms counts only while a connection has nothing pending: a
+    connection whose acks=all Produce waits (a follower frozen) longer than the idle time
+    stays open, answers the Produce, and serves the next request."""
+    cluster = Cluster(broker, etcd, env={"STRATA_BROKER_SESSION_TIMEOUT_MS": "60000",
+                                         "STRATA_REPLICA_LAG_TIME_MAX_MS": "60000",
+                                         "STRATA_CONNECTIONS_MAX_IDLE_MS": "1500"})
+    topic = "waiting"
+    make_topic(cluster, topic, 1)
+    leader = leader_in_its_own_view(cluster, topic)
+    node = cluster.brokers[leader]
+    frozen = cluster.brokers[next(n for n in cluster.brokers if n != leader)].proc
+    with connect(node.bootstrap, timeout=60) as sock:
+        os.kill(frozen.pid, signal.SIGSTOP)
+        try:
+            sock.sendall(produce_request_v3(0, topic, 0, record_batch([b"v0"]), acks=-1))
+            wait_until("the leader appends the produce",
+                       lambda: node.metric("strata_log_end_offset", topic=topic, partition="0") == 1, 30)
+            # A connection opened now that sends nothing is closed as idle: by then the
+            # produce's connection has been waiting for its ISR for the idle time.
+            closed_before = node.metric("strata_connections_closed_total", reason="idle") or 0
+            with connect(node.bootstrap):
+                wait_until("an idle connection is closed",
+                           lambda: (node.metric("strata_connections_closed_total", reason="idle") or 0)
+                           > closed_before, 30)
+        finally:
+            os.kill(frozen.pid, signal.SIGCONT)
+        assert parse_produce_response_v3(recv_frame(sock)) == (0, [(topic, 0, 0, 0)])
+        sock.sendall(list_offsets_latest_v1(1, topic, 0))
+        assert parse_list_offsets_v1(recv_frame(sock)) == (1, [(topic, 0, 0, 1)])
+
+
 def test_pipelined_acks_all_produce_appends_ahead_and_answers_in_order(broker, etcd):
     """Produce requests sent back to back on one connection with acks=all: while a
     follower is frozen, so none can be acknowledged, the leader still appends every one of

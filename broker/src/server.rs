@@ -1,20 +1,22 @@
 //! The Kafka listener: accepts connections and runs one task per connection.
 //!
 //! A connection handles its requests in order and answers them in order, as Kafka does
-//! (clients match responses to requests by order as well as by correlation id). A request
-//! starts once the one before it is done with what later requests could observe: for a
-//! Produce with acks=all, its appends, not its wait for the ISR (see
-//! [`handlers::ordering`]), so up to [`PIPELINED_REQUESTS`] of a client's produce requests
-//! wait for replication together. Shutdown: the
-//! listener stops accepting, each connection finishes the request it is handling and
-//! closes when it would wait for the next one.
+//! (clients match responses to requests by order as well as by correlation id). A Produce
+//! starts once the Produce before it is done with what later requests could observe: for
+//! acks=all, its appends, not its wait for the ISR (see [`handlers::ordering`]), so up to
+//! [`PIPELINED_REQUESTS`] of a client's produce requests wait for replication together,
+//! each in its own task (a response being written never stalls or cancels a handler).
+//! Any other request, and every request while a client quota is configured, starts only
+//! once every earlier one is answered. Shutdown: the listener stops accepting, each
+//! connection finishes and answers the requests it has started and closes when it would
+//! wait for the next one.
 //!
 //! What a client can hold, and for how long (settings in docs/configuration.md):
 //! - a connection slot: `max_connections` in all (at most half the open-files limit),
 //!   `max_connections_per_ip` per address; a connection over a limit is accepted and
 //!   closed at once, as Kafka does, so the client sees a close rather than a hang;
-//! - time: `connections_max_idle_ms` between requests (and to write a response),
-//!   `request_read_timeout_ms` from a request's first byte to its last;
+//! - time: `connections_max_idle_ms` between requests while none is pending (and to
+//!   write a response), `request_read_timeout_ms` from a request's first byte to its last;
 //! - memory: a request's bytes are counted in `queued_max_request_bytes` from its size
 //!   prefix until its response is written, and the response's bytes from its encoding
 //!   until then. A request waits for room before its body is read; nothing fails.
@@ -539,26 +541,47 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         } else {
             PIPELINED_REQUESTS
         };
-        let next = {
-            let read = next_frame(shared, &mut reader, peer);
-            tokio::pin!(read);
-            loop {
-                tokio::select! {
-                    biased;
-                    _ = cancel.cancelled() => {
-                        // Finish what was started, then close before the next request.
-                        answer_all(shared, &mut writer, &mut pending, peer, &cancel).await?;
+        // Wait for the next request's first byte while answering started ones. The idle
+        // time counts only while nothing is pending (waiting for an ISR or writing a
+        // response is not idleness); the request itself is read once its first byte is
+        // here, with no response written meanwhile, so write time is not counted against
+        // the read timeout either.
+        let mut idle_since = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => {
+                    // Finish what was started, then close before the next request.
+                    answer_all(shared, &mut writer, &mut pending, peer, &cancel).await?;
+                    return Ok(());
+                }
+                Some(handled) = pending.next() => {
+                    if !answer(shared, &mut writer, handled, peer, &cancel).await? {
                         return Ok(());
                     }
-                    Some(handled) = pending.next() => {
-                        if !answer(shared, &mut writer, handled, peer, &cancel).await? {
+                    idle_since = tokio::time::Instant::now();
+                }
+                // fill_buf is cancel safe: a byte it read stays buffered for next_frame.
+                arrived = async { reader.fill_buf().await.map(|bytes| !bytes.is_empty()) },
+                    if pending.len() < pipelined => {
+                    match arrived {
+                        Ok(true) => break,
+                        // The client closed its side: answer what it sent, then close.
+                        Ok(false) => {
+                            answer_all(shared, &mut writer, &mut pending, peer, &cancel).await?;
                             return Ok(());
                         }
+                        Err(e) => return Err(e),
                     }
-                    next = &mut read, if pending.len() < pipelined => break next?,
+                }
+                _ = tokio::time::sleep_until(idle_since + shared.idle), if pending.is_empty() => {
+                    debug!(%peer, "closing idle connection");
+                    shared.closed("idle");
+                    return Ok(());
                 }
             }
-        };
+        }
+        let next = next_frame(shared, &mut reader, peer).await?;
         let (frame, request_bytes) = match next {
             Next::Frame(frame, reservation) => (frame, reservation),
             Next::Close => {
