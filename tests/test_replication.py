@@ -20,7 +20,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from clients import QUIET
 from replication import Cluster, History, Writer, check_history, read_replica
 from servers import EtcdServer, StrataBroker, s3_env, strata_binary, wait_until
-from wire import connect, parse_produce_response_v3, produce_request_v3, raw_offset_fetch_v1, record_batch, recv_frame
+from wire import (connect, list_offsets_latest_v1, parse_list_offsets_v1, parse_produce_response_v3,
+                  produce_request_v3, raw_offset_fetch_v1, record_batch, recv_frame)
 
 KiB = 1 << 10
 FAILOVER_S = 20
@@ -126,6 +127,79 @@ def test_acks_all_needs_min_insync_replicas(broker, etcd):
     assert ok == [None]
 
 
+def leader_in_its_own_view(cluster: Cluster, topic: str) -> int:
+    """Partition 0's leader, once that broker itself answers as its leader and holds the
+    whole ISR (another broker's view may lag, and a produce sent to a broker that does not
+    know yet that it leads is refused)."""
+    def settled():
+        leader = cluster.leader(topic, 0)
+        if leader < 0:
+            return None
+        own = cluster.partitions(topic, node=leader)[0]
+        return (leader,) if own.leader == leader and len(own.isrs) == len(cluster.brokers) else None
+
+    return wait_until(f"the leader of {topic} sees itself lead with the full ISR", settled, 60)[0]
+
+
+def test_a_request_behind_a_waiting_acks_all_produce_sees_its_records(broker, etcd):
+    """A ListOffsets (latest) sent right behind an acks=all Produce on one connection, while
+    a follower is frozen so the Produce waits: the ListOffsets is not started until the
+    Produce is answered, so it sees the produced record (the high watermark past it), as it
+    would from Kafka, which reads one request at a time."""
+    cluster = Cluster(broker, etcd, env={"STRATA_BROKER_SESSION_TIMEOUT_MS": "60000",
+                                         "STRATA_REPLICA_LAG_TIME_MAX_MS": "60000"})
+    topic = "behind"
+    make_topic(cluster, topic, 1)
+    leader = leader_in_its_own_view(cluster, topic)
+    frozen = cluster.brokers[next(n for n in cluster.brokers if n != leader)].proc
+    with connect(cluster.brokers[leader].bootstrap, timeout=60) as sock:
+        os.kill(frozen.pid, signal.SIGSTOP)
+        try:
+            sock.sendall(produce_request_v3(0, topic, 0, record_batch([b"v0"]), acks=-1)
+                         + list_offsets_latest_v1(1, topic, 0))
+            wait_until("the leader appends the produce",
+                       lambda: cluster.brokers[leader].metric("strata_log_end_offset", topic=topic,
+                                                              partition="0") == 1, 30)
+        finally:
+            os.kill(frozen.pid, signal.SIGCONT)
+        produced = parse_produce_response_v3(recv_frame(sock))
+        latest = parse_list_offsets_v1(recv_frame(sock))
+    assert produced == (0, [(topic, 0, 0, 0)]), produced
+    assert latest == (1, [(topic, 0, 0, 1)]), f"ListOffsets did not see the acknowledged record: {latest}"
+
+
+def test_a_connection_waiting_for_its_isr_is_not_idle(broker, etcd):
+    """connections_max_idle_ms counts only while a connection has nothing pending: a
+    connection whose acks=all Produce waits (a follower frozen) longer than the idle time
+    stays open, answers the Produce, and serves the next request."""
+    cluster = Cluster(broker, etcd, env={"STRATA_BROKER_SESSION_TIMEOUT_MS": "60000",
+                                         "STRATA_REPLICA_LAG_TIME_MAX_MS": "60000",
+                                         "STRATA_CONNECTIONS_MAX_IDLE_MS": "1500"})
+    topic = "waiting"
+    make_topic(cluster, topic, 1)
+    leader = leader_in_its_own_view(cluster, topic)
+    node = cluster.brokers[leader]
+    frozen = cluster.brokers[next(n for n in cluster.brokers if n != leader)].proc
+    with connect(node.bootstrap, timeout=60) as sock:
+        os.kill(frozen.pid, signal.SIGSTOP)
+        try:
+            sock.sendall(produce_request_v3(0, topic, 0, record_batch([b"v0"]), acks=-1))
+            wait_until("the leader appends the produce",
+                       lambda: node.metric("strata_log_end_offset", topic=topic, partition="0") == 1, 30)
+            # A connection opened now that sends nothing is closed as idle: by then the
+            # produce's connection has been waiting for its ISR for the idle time.
+            closed_before = node.metric("strata_connections_closed_total", reason="idle") or 0
+            with connect(node.bootstrap):
+                wait_until("an idle connection is closed",
+                           lambda: (node.metric("strata_connections_closed_total", reason="idle") or 0)
+                           > closed_before, 30)
+        finally:
+            os.kill(frozen.pid, signal.SIGCONT)
+        assert parse_produce_response_v3(recv_frame(sock)) == (0, [(topic, 0, 0, 0)])
+        sock.sendall(list_offsets_latest_v1(1, topic, 0))
+        assert parse_list_offsets_v1(recv_frame(sock)) == (1, [(topic, 0, 0, 1)])
+
+
 def test_pipelined_acks_all_produce_appends_ahead_and_answers_in_order(broker, etcd):
     """Produce requests sent back to back on one connection with acks=all: while a
     follower is frozen, so none can be acknowledged, the leader still appends every one of
@@ -137,7 +211,7 @@ def test_pipelined_acks_all_produce_appends_ahead_and_answers_in_order(broker, e
                                          "STRATA_REPLICA_LAG_TIME_MAX_MS": "60000"})
     topic, requests = "pipelined", 4
     make_topic(cluster, topic, 1)
-    leader = cluster.leader(topic, 0)
+    leader = leader_in_its_own_view(cluster, topic)
     frozen = cluster.brokers[next(n for n in cluster.brokers if n != leader)].proc
     with connect(cluster.brokers[leader].bootstrap, timeout=60) as sock:
         os.kill(frozen.pid, signal.SIGSTOP)

@@ -237,6 +237,35 @@ def parse_produce_response_v3(body: bytes) -> tuple[int, list[tuple[str, int, in
     return correlation_id, out
 
 
+def list_offsets_latest_v1(correlation_id: int, topic: str, partition: int) -> bytes:
+    """A ListOffsets v1 asking for the latest offset (the high watermark) of one partition."""
+    body = (
+        struct.pack(">i", -1)  # replica_id: a client
+        + struct.pack(">i", 1) + kstring(topic)
+        + struct.pack(">i", 1) + struct.pack(">iq", partition, -1)
+    )
+    return frame(request_header(2, 1, correlation_id) + body)
+
+
+def parse_list_offsets_v1(body: bytes) -> tuple[int, list[tuple[str, int, int, int]]]:
+    """(correlation_id, [(topic, partition, error_code, offset)])."""
+    (correlation_id, topics) = struct.unpack_from(">ii", body, 0)
+    pos = 8
+    out = []
+    for _ in range(topics):
+        (name_len,) = struct.unpack_from(">h", body, pos)
+        pos += 2
+        name = body[pos:pos + name_len].decode()
+        pos += name_len
+        (parts,) = struct.unpack_from(">i", body, pos)
+        pos += 4
+        for _ in range(parts):
+            index, error, _timestamp, offset = struct.unpack_from(">ihqq", body, pos)
+            pos += 22
+            out.append((name, index, error, offset))
+    return correlation_id, out
+
+
 def raw_produce(bootstrap: str, topic: str, partition: int, records: bytes, acks: int = -1) -> tuple[int, int]:
     """(error_code, base_offset) of a hand-built Produce v3."""
     with connect(bootstrap) as sock:

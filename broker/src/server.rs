@@ -1,20 +1,22 @@
 //! The Kafka listener: accepts connections and runs one task per connection.
 //!
 //! A connection handles its requests in order and answers them in order, as Kafka does
-//! (clients match responses to requests by order as well as by correlation id). A request
-//! starts once the one before it is done with what later requests could observe: for a
-//! Produce with acks=all, its appends, not its wait for the ISR (see
-//! [`handlers::ordering`]), so up to [`PIPELINED_REQUESTS`] of a client's produce requests
-//! wait for replication together. Shutdown: the
-//! listener stops accepting, each connection finishes the request it is handling and
-//! closes when it would wait for the next one.
+//! (clients match responses to requests by order as well as by correlation id). A Produce
+//! starts once the Produce before it is done with what later requests could observe: for
+//! acks=all, its appends, not its wait for the ISR (see [`handlers::ordering`]), so up to
+//! [`PIPELINED_REQUESTS`] of a client's produce requests wait for replication together,
+//! each in its own task (a response being written never stalls or cancels a handler).
+//! Any other request, and every request while a client quota is configured, starts only
+//! once every earlier one is answered. Shutdown: the listener stops accepting, each
+//! connection finishes and answers the requests it has started and closes when it would
+//! wait for the next one.
 //!
 //! What a client can hold, and for how long (settings in docs/configuration.md):
 //! - a connection slot: `max_connections` in all (at most half the open-files limit),
 //!   `max_connections_per_ip` per address; a connection over a limit is accepted and
 //!   closed at once, as Kafka does, so the client sees a close rather than a hang;
-//! - time: `connections_max_idle_ms` between requests (and to write a response),
-//!   `request_read_timeout_ms` from a request's first byte to its last;
+//! - time: `connections_max_idle_ms` between requests while none is pending (and to
+//!   write a response), `request_read_timeout_ms` from a request's first byte to its last;
 //! - memory: a request's bytes are counted in `queued_max_request_bytes` from its size
 //!   prefix until its response is written, and the response's bytes from its encoding
 //!   until then. A request waits for room before its body is read; nothing fails.
@@ -514,7 +516,9 @@ struct Handled {
     throttle: Duration,
 }
 
-type Handling<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Handled> + Send + 'a>>;
+/// A started request's handling: its own task, so that writing earlier responses (or the
+/// connection closing) never stalls or cancels a handler half way through an append.
+type Handling = tokio::task::JoinHandle<Handled>;
 
 async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     shared: &Listener,
@@ -527,36 +531,57 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     // A response may go out while the next request is read, so the halves are apart.
     let (read_half, mut writer) = tokio::io::split(stream);
     let mut reader = BufReader::with_capacity(READ_BUFFER, read_half);
-    // With quotas a connection is muted after each response (KIP-219), which needs the
-    // responses one at a time.
-    let pipelined = if broker.security.quotas.any() {
-        1
-    } else {
-        PIPELINED_REQUESTS
-    };
     // Started requests, answered in request order.
-    let mut pending: FuturesOrdered<Handling<'_>> = FuturesOrdered::new();
+    let mut pending: FuturesOrdered<Handling> = FuturesOrdered::new();
     loop {
-        let next = {
-            let read = next_frame(shared, &mut reader, peer);
-            tokio::pin!(read);
-            loop {
-                tokio::select! {
-                    biased;
-                    _ = cancel.cancelled() => {
-                        // Finish what was started, then close before the next request.
-                        answer_all(shared, &mut writer, &mut pending, peer, &cancel).await?;
+        // With quotas a connection is muted after each response (KIP-219), which needs
+        // the responses one at a time; quotas can be set while the connection is open.
+        let pipelined = if broker.security.quotas.any() {
+            1
+        } else {
+            PIPELINED_REQUESTS
+        };
+        // Wait for the next request's first byte while answering started ones. The idle
+        // time counts only while nothing is pending (waiting for an ISR or writing a
+        // response is not idleness); the request itself is read once its first byte is
+        // here, with no response written meanwhile, so write time is not counted against
+        // the read timeout either.
+        let mut idle_since = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => {
+                    // Finish what was started, then close before the next request.
+                    answer_all(shared, &mut writer, &mut pending, peer, &cancel).await?;
+                    return Ok(());
+                }
+                Some(handled) = pending.next() => {
+                    if !answer(shared, &mut writer, handled, peer, &cancel).await? {
                         return Ok(());
                     }
-                    Some(handled) = pending.next() => {
-                        if !answer(shared, &mut writer, handled, peer, &cancel).await? {
+                    idle_since = tokio::time::Instant::now();
+                }
+                // fill_buf is cancel safe: a byte it read stays buffered for next_frame.
+                arrived = async { reader.fill_buf().await.map(|bytes| !bytes.is_empty()) },
+                    if pending.len() < pipelined => {
+                    match arrived {
+                        Ok(true) => break,
+                        // The client closed its side: answer what it sent, then close.
+                        Ok(false) => {
+                            answer_all(shared, &mut writer, &mut pending, peer, &cancel).await?;
                             return Ok(());
                         }
+                        Err(e) => return Err(e),
                     }
-                    next = &mut read, if pending.len() < pipelined => break next?,
+                }
+                _ = tokio::time::sleep_until(idle_since + shared.idle), if pending.is_empty() => {
+                    debug!(%peer, "closing idle connection");
+                    shared.closed("idle");
+                    return Ok(());
                 }
             }
-        };
+        }
+        let next = next_frame(shared, &mut reader, peer).await?;
         let (frame, request_bytes) = match next {
             Next::Frame(frame, reservation) => (frame, reservation),
             Next::Close => {
@@ -576,7 +601,9 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                 debug!(%peer, version, "ApiVersions version too new; answering per KIP-511");
                 let bytes = protocol::api_versions_fallback(correlation_id)
                     .map_err(std::io::Error::other)?;
-                answer_all(shared, &mut writer, &mut pending, peer, &cancel).await?;
+                if !answer_all(shared, &mut writer, &mut pending, peer, &cancel).await? {
+                    return Ok(());
+                }
                 write_frame(shared, &mut writer, &bytes).await?;
                 continue;
             }
@@ -594,17 +621,30 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         let api_key = request.api_key;
         let version = request.version;
         let correlation_id = request.header.correlation_id;
+        // Only a Produce starts behind unanswered Produces: any other request (a Fetch or
+        // ListOffsets that must see their records, a SASL re-authentication) starts once
+        // every earlier one is answered, as Kafka's one-request-at-a-time muting would
+        // have it; so is every request while a quota applies. This also bounds what a
+        // connection holds outside the request budget to Produce responses.
+        let drain = api_key != ApiKey::Produce || broker.security.quotas.any();
+        if drain && !answer_all(shared, &mut writer, &mut pending, peer, &cancel).await? {
+            return Ok(());
+        }
         let request = match session.admit(request).await {
             Gate::Handle(request) => request,
             Gate::Answer(response) => {
                 let bytes = protocol::encode_response(api_key, version, correlation_id, &response)
                     .map_err(std::io::Error::other)?;
-                answer_all(shared, &mut writer, &mut pending, peer, &cancel).await?;
+                if !answer_all(shared, &mut writer, &mut pending, peer, &cancel).await? {
+                    return Ok(());
+                }
                 write_frame(shared, &mut writer, &bytes).await?;
                 continue;
             }
             Gate::AnswerAndClose(response) => {
-                answer_all(shared, &mut writer, &mut pending, peer, &cancel).await?;
+                if !answer_all(shared, &mut writer, &mut pending, peer, &cancel).await? {
+                    return Ok(());
+                }
                 let failed_login = api_key == ApiKey::SaslAuthenticate;
                 // A failed authentication is answered after a pause (Kafka's
                 // connection.failed.authentication.delay.ms, 100 ms), which slows password
@@ -624,7 +664,9 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                 return Ok(());
             }
             Gate::Close(reason) => {
-                answer_all(shared, &mut writer, &mut pending, peer, &cancel).await?;
+                if !answer_all(shared, &mut writer, &mut pending, peer, &cancel).await? {
+                    return Ok(());
+                }
                 shared.closed(reason);
                 if let Some(suppressed) = shared.may_log(peer.ip(), reason) {
                     warn!(%peer, api = api_name(api_key), reason, suppressed, "closing connection");
@@ -645,7 +687,9 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                 .map_or(String::new(), |c| c.to_string())
         });
         let caller = session.caller().clone();
+        let owned_broker = Arc::clone(broker);
         let handling = async move {
+            let broker = &owned_broker;
             let handling = Instant::now();
             let mut response = handlers::handle(broker, request, &caller)
                 .instrument(span.clone())
@@ -664,8 +708,8 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
             };
             // The request is done with. Responses are not held against the shared budget:
             // a client slow to read its responses would stall every other connection. One
-            // connection holds at most `pipelined` responses, one of them a Fetch's
-            // (fetch_max_bytes): the others waited behind a Produce's ISR.
+            // connection holds at most `pipelined` responses, and more than one only when
+            // they are all Produce responses (a few bytes per partition).
             drop(request_bytes);
             // The records a Fetch response shares with `response` are dropped with it, so
             // the encoded frame is the only copy held while the client reads it.
@@ -683,7 +727,11 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
             }
         };
         let (ordered_done, mut ordered) = tokio::sync::oneshot::channel();
-        pending.push_back(Box::pin(handlers::ordering::scope(ordered_done, handling)));
+        // The task-local the handler reports its ordered part through goes with it.
+        pending.push_back(tokio::spawn(handlers::ordering::scope(
+            ordered_done,
+            handling,
+        )));
         // The next request starts only once this one's ordered part is done; responses
         // that complete meanwhile go out.
         loop {
@@ -705,11 +753,20 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
 async fn answer<W: AsyncWrite + Unpin>(
     shared: &Listener,
     writer: &mut W,
-    handled: Handled,
+    handled: Result<Handled, tokio::task::JoinError>,
     peer: SocketAddr,
     cancel: &CancellationToken,
 ) -> std::io::Result<bool> {
     let broker = &shared.broker;
+    let handled = match handled {
+        Ok(handled) => handled,
+        Err(e) => {
+            // A handler panicked: its response is lost, and the client matches responses
+            // by order, so the connection cannot go on.
+            warn!(%peer, error = %e, "closing connection: a request's handler failed");
+            return Ok(false);
+        }
+    };
     match handled.encoded {
         Some(Ok(bytes)) => write_frame(shared, writer, &bytes).await?,
         Some(Err(e)) => {
@@ -740,20 +797,21 @@ async fn answer<W: AsyncWrite + Unpin>(
     Ok(true)
 }
 
-/// Waits for every started request and writes their responses in order.
+/// Waits for every started request and writes their responses in order. False if the
+/// connection should close.
 async fn answer_all<W: AsyncWrite + Unpin>(
     shared: &Listener,
     writer: &mut W,
-    pending: &mut FuturesOrdered<Handling<'_>>,
+    pending: &mut FuturesOrdered<Handling>,
     peer: SocketAddr,
     cancel: &CancellationToken,
-) -> std::io::Result<()> {
+) -> std::io::Result<bool> {
     while let Some(handled) = pending.next().await {
         if !answer(shared, writer, handled, peer, cancel).await? {
-            break;
+            return Ok(false);
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// A static name per API for metric labels (from the supported-API table).

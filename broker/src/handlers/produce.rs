@@ -103,8 +103,8 @@ pub async fn produce(
         version,
         transactional_id: request.transactional_id.as_ref().map(|id| id.0.to_string()),
     };
-    // Every partition of every topic is appended first, concurrently; then, with
-    // acks=all, the request waits for the ISRs. Once the appends are done the connection
+    // Every partition is appended first (a topic at a time, its partitions concurrently);
+    // then, with acks=all, the request waits for the ISRs. Once the appends are done the connection
     // may read and append its next request (`ordering::appended`), so a client's
     // pipelined requests overlap their replication waits instead of taking turns.
     let mut topics = Vec::with_capacity(request.topic_data.len());
@@ -119,8 +119,9 @@ pub async fn produce(
         topics.push((topic_data.name, min_isr, join_all(appends).await));
     }
     super::ordering::appended();
-    let mut responses = Vec::with_capacity(topics.len());
-    for (name, min_isr, appended) in topics {
+    // Every topic's acknowledgements are awaited together, so the request's timeout_ms
+    // is one deadline for the whole request, not one per topic in turn.
+    let waits = topics.into_iter().map(|(name, min_isr, appended)| async move {
         let topic_name = name.0.as_str();
         let acknowledged = appended.into_iter().map(|outcome| async move {
             match outcome {
@@ -149,12 +150,11 @@ pub async fn produce(
             }
         });
         let partition_responses = join_all(acknowledged).await;
-        responses.push(
-            TopicProduceResponse::default()
-                .with_name(name)
-                .with_partition_responses(partition_responses),
-        );
-    }
+        TopicProduceResponse::default()
+            .with_name(name)
+            .with_partition_responses(partition_responses)
+    });
+    let responses = join_all(waits).await;
     if acks == 0 {
         return None;
     }

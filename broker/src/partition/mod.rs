@@ -632,6 +632,11 @@ impl Partition {
         loop {
             {
                 let replica = self.replica();
+                // Deleted ([`Partition::delete_files`] wakes this wait): the records are
+                // gone with the topic, so no ISR will ever hold them.
+                if self.deleted.load(Ordering::Relaxed) {
+                    return Err(PartitionError::Deleted);
+                }
                 if replica.role != Role::Leader || replica.epoch != epoch {
                     return Err(PartitionError::NotLeader);
                 }
@@ -1302,6 +1307,9 @@ impl Partition {
     pub fn delete_files(&self) -> std::io::Result<()> {
         let log = self.lock();
         self.deleted.store(true, Ordering::Relaxed);
+        // Appends waiting for the ISR answer now (UNKNOWN_TOPIC_OR_PARTITION), not at
+        // their timeout.
+        self.high_watermark.send_modify(|_| {});
         log.close_checkpoints();
         match std::fs::remove_dir_all(log.dir()) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
