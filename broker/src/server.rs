@@ -18,8 +18,10 @@
 //! - time: `connections_max_idle_ms` between requests while none is pending (and to
 //!   write a response), `request_read_timeout_ms` from a request's first byte to its last;
 //! - memory: a request's bytes are counted in `queued_max_request_bytes` from its size
-//!   prefix until its response is written, and the response's bytes from its encoding
-//!   until then. A request waits for room before its body is read; nothing fails.
+//!   prefix until its handler is done (for acks=all, after its ISR wait: a producer's
+//!   connection can hold up to [`PIPELINED_REQUESTS`] requests' bytes that long).
+//!   Responses are not counted; a connection holds at most one response that is not a
+//!   Produce's at a time. A request waits for room before its body is read; nothing fails.
 //!
 //! Every line a client can provoke goes through one [`LogLimiter`] keyed by its address;
 //! the metrics count every event.
@@ -288,13 +290,14 @@ async fn accept_loop(
         let cancel = cancel.clone();
         let tls = tls.clone();
         let name = name.clone();
+        let handler_tasks = tracker.clone();
         tracker.spawn(async move {
             let _open = OpenConnection::new(&shared.broker.metrics.connections);
             let caller = Caller::new(Principal::anonymous(), name, peer.ip());
             let ended = match tls {
                 None => {
                     let session = Session::new(&shared.broker, protocol, caller);
-                    connection(&shared, stream, peer, session, cancel).await
+                    connection(&shared, stream, peer, session, cancel, handler_tasks).await
                 }
                 Some(tls) => match handshake(&shared, &tls, stream, peer).await {
                     Some((stream, principal)) => {
@@ -303,7 +306,7 @@ async fn accept_loop(
                             caller.principal = principal;
                         }
                         let session = Session::new(&shared.broker, protocol, caller);
-                        connection(&shared, stream, peer, session, cancel).await
+                        connection(&shared, stream, peer, session, cancel, handler_tasks).await
                     }
                     None => Ok(()),
                 },
@@ -526,6 +529,9 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     peer: SocketAddr,
     mut session: Session,
     cancel: CancellationToken,
+    // Request handlers run as tasks of their own (see [`Handling`]); tracked, so shutdown
+    // waits for one still appending even when its connection has already ended.
+    handler_tasks: TaskTracker,
 ) -> std::io::Result<()> {
     let broker = &shared.broker;
     // A response may go out while the next request is read, so the halves are apart.
@@ -581,7 +587,16 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
         }
-        let next = next_frame(shared, &mut reader, peer).await?;
+        // Shutdown is noticed while a request is read too: a half-read frame is dropped
+        // with the connection, and nothing new starts once shutdown began.
+        let next = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => {
+                answer_all(shared, &mut writer, &mut pending, peer, &cancel).await?;
+                return Ok(());
+            }
+            next = next_frame(shared, &mut reader, peer) => next?,
+        };
         let (frame, request_bytes) = match next {
             Next::Frame(frame, reservation) => (frame, reservation),
             Next::Close => {
@@ -728,10 +743,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         };
         let (ordered_done, mut ordered) = tokio::sync::oneshot::channel();
         // The task-local the handler reports its ordered part through goes with it.
-        pending.push_back(tokio::spawn(handlers::ordering::scope(
-            ordered_done,
-            handling,
-        )));
+        pending.push_back(handler_tasks.spawn(handlers::ordering::scope(ordered_done, handling)));
         // The next request starts only once this one's ordered part is done; responses
         // that complete meanwhile go out.
         loop {

@@ -325,6 +325,9 @@ impl Partition {
         if !self.offline.swap(true, Ordering::Relaxed) {
             error!(topic = %self.topic, partition = self.index, %error,
                 "log storage failed: partition offline until restart");
+            // acks=all waits end now (followers are refused, so the high watermark
+            // stops): they answer a storage error instead of timing out.
+            self.high_watermark.send_modify(|_| {});
         }
     }
 
@@ -646,6 +649,11 @@ impl Partition {
                     } else {
                         Ok(())
                     };
+                }
+                // Offline (see [`Partition::take_offline`], which wakes this wait):
+                // followers are refused, so the high watermark cannot reach `offset`.
+                if self.is_offline() {
+                    return Err(PartitionError::Offline);
                 }
             }
             match tokio::time::timeout_at(deadline, hw.changed()).await {

@@ -125,7 +125,8 @@ struct Budget {
 /// Bytes of requests in flight across all connections (Kafka's queued.max.request.bytes):
 /// from the size prefix until the handler is done. Requests wait for room before their
 /// body is read. Responses are not counted: a client slow to read them would hold every
-/// other connection back (one connection holds one response at a time).
+/// other connection back (a connection holds at most one response that is not a
+/// Produce's, and up to five pipelined Produce requests and their small responses).
 pub struct ByteBudget {
     limit: usize,
     /// A std mutex: held to update a count and pop waiters, never across an await.
