@@ -391,7 +391,7 @@ async fn a_broker_whose_session_is_gone_drops_its_leaderships_until_it_rejoins()
     m.broker.refresh(m.session).await;
     let open = m.broker.topics.get("led-here").expect("opened");
     assert_eq!(open.partitions[0].leading_epoch(), Some(3));
-    m.broker.drop_all_roles();
+    m.broker.drop_all_roles().await;
     assert_eq!(open.partitions[0].leading_epoch(), None, "still leading");
     assert!(
         m.broker
@@ -403,6 +403,6 @@ async fn a_broker_whose_session_is_gone_drops_its_leaderships_until_it_rejoins()
             .is_dir(),
         "dropping a role must not delete the log"
     );
-    m.broker.reapply_roles();
+    m.broker.reapply_roles().await;
     assert_eq!(open.partitions[0].leading_epoch(), Some(3));
 }

@@ -422,11 +422,11 @@ impl Broker {
                     );
                     // Out of the cluster, its leaderships may be another's by now: it
                     // neither acknowledges nor uploads until it has joined and read them.
-                    self.drop_all_roles();
+                    self.drop_all_roles().await;
                     match self.join_cluster(false).await {
                         Ok(s) => {
                             sessions.send_replace(s);
-                            self.reapply_roles();
+                            self.reapply_roles().await;
                         }
                         Err(e) => warn!(error = %e, "re-joining the cluster failed"),
                     }
@@ -727,8 +727,10 @@ impl Broker {
     /// Stops leading every partition at once, without waiting for the store: each led
     /// partition takes its last record with no leader, so acks=all waiters are answered
     /// NOT_LEADER_OR_FOLLOWER, produce is refused and the uploader (which writes only
-    /// while leading) stops. For a broker whose session is gone.
-    pub fn drop_all_roles(&self) {
+    /// while leading) stops. For a broker whose session is gone. Under the admin lock, as
+    /// a metadata round applies records: the two never interleave partition by partition.
+    pub async fn drop_all_roles(&self) {
+        let _admin = self.admin.lock().await;
         let now = self.clock.now_ms();
         for topic in self.topics.all() {
             for (partition, record) in topic.partitions.iter().zip(&topic.record.partitions) {
@@ -754,8 +756,11 @@ impl Broker {
     }
 
     /// Gives every partition the role of the last record read again, after
-    /// [`Broker::drop_all_roles`]: a round skips records it has applied already.
-    pub fn reapply_roles(&self) {
+    /// [`Broker::drop_all_roles`]: a round skips records it has applied already. Under
+    /// the admin lock, with the records installed by the latest round (read under it), so
+    /// a record a concurrent round installed is never replaced by an older one.
+    pub async fn reapply_roles(&self) {
+        let _admin = self.admin.lock().await;
         let now = self.clock.now_ms();
         for topic in self.topics.all() {
             self.apply_roles(&topic, now);
