@@ -153,10 +153,20 @@ none
 
 {{/* The SASL mechanisms, upper case, comma-separated (empty with protocol SSL). */}}
 {{- define "strata.saslMechanisms" -}}
-{{- if eq (upper .Values.security.protocol) "SASL_SSL" -}}
+{{- if include "strata.saslInUse" . -}}
 {{- $m := list -}}
 {{- range .Values.security.sasl.mechanisms -}}{{- $m = append $m (upper .) -}}{{- end -}}
 {{- join "," $m -}}
+{{- end -}}
+{{- end -}}
+
+{{/* "true" when a Kafka listener logs clients in with SASL: the client listener
+(security.protocol SASL_SSL) or the external one (externalAccess.protocol SASL_*). */}}
+{{- define "strata.saslInUse" -}}
+{{- if and .Values.security.enabled (eq (upper .Values.security.protocol) "SASL_SSL") -}}
+true
+{{- else if and .Values.externalAccess.enabled (hasPrefix "SASL_" (include "strata.externalProtocol" .)) -}}
+true
 {{- end -}}
 {{- end -}}
 
@@ -239,7 +249,7 @@ none
 {{- if not (has (include "strata.clientAuth" $) (list "none" "requested" "required")) -}}
 {{- fail (printf "security.tls.clientAuth %q: use none, requested or required" .tls.clientAuth) -}}
 {{- end -}}
-{{- if eq $protocol "SASL_SSL" -}}
+{{- if include "strata.saslInUse" $ -}}
 {{- if not .sasl.mechanisms -}}
 {{- fail "security.sasl.mechanisms: name at least one of SCRAM-SHA-256, SCRAM-SHA-512, PLAIN, OAUTHBEARER" -}}
 {{- end -}}
@@ -305,6 +315,10 @@ the Secrets. */}}
 {{- $listeners = append $listeners (printf "INTERNAL://0.0.0.0:%d" ($.Values.ports.kafkaInternal | int)) -}}
 {{- $map = append $map "INTERNAL:SSL" -}}
 {{- end -}}
+{{- if $.Values.externalAccess.enabled -}}
+{{- $listeners = append $listeners (printf "EXTERNAL://0.0.0.0:%d" ($.Values.externalAccess.containerPort | int)) -}}
+{{- $map = append $map (printf "EXTERNAL:%s" (include "strata.externalProtocol" $)) -}}
+{{- end -}}
 # Security (values.yaml `security`). `listeners` replaces `listen`; each broker's
 # advertised_listeners comes from start.sh.
 listeners = {{ join "," $listeners | quote }}
@@ -319,7 +333,7 @@ ssl_client_auth = {{ include "strata.clientAuth" $ | quote }}
 {{- if .tls.principalMappingRules }}
 ssl_principal_mapping_rules = {{ .tls.principalMappingRules | toJson }}
 {{- end }}
-{{- if eq (upper .protocol) "SASL_SSL" }}
+{{- if include "strata.saslInUse" $ }}
 sasl_enabled_mechanisms = {{ include "strata.saslMechanisms" $ | quote }}
 {{- if .sasl.users.existingSecret }}
 # Users created or updated at start (Secret {{ .sasl.users.existingSecret }}, key {{ .sasl.users.key }}).
