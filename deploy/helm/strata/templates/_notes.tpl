@@ -129,3 +129,73 @@ From elsewhere (a pod networkPolicy.adminFrom admits): strata status --admin <po
     --ca ca.crt --token-file <file holding the token>
 {{- end -}}
 {{- end -}}
+
+{{/* The external listener's part of NOTES.txt (externalAccess): where clients outside
+the cluster bootstrap, and their settings. Placeholders only, never a secret. */}}
+{{- define "strata.externalNotes" -}}
+{{- $ext := .Values.externalAccess -}}
+{{- $brokers := (include "strata.externalBrokers" . | fromJson).brokers -}}
+{{- $protocol := include "strata.externalProtocol" . -}}
+{{- $addresses := list -}}
+{{- range $brokers -}}
+{{- $addresses = append $addresses (printf "%s:%d" (.host | default "<node address>") (.port | int)) -}}
+{{- end -}}
+{{- $bootstrap := join "," $addresses -}}
+{{- $mechanism := first (splitList "," (include "strata.saslMechanisms" .)) -}}
+External access ({{ $ext.type }}): the EXTERNAL listener, {{ $protocol }}, on container port {{ $ext.containerPort }}.
+Each broker advertises its own external address there; a client outside the cluster must
+reach every one of them:
+{{- range $brokers }}
+  {{ .pod }} (node id {{ .nodeId }}): {{ .host | default "<its node's address>" }}:{{ .port | int }}
+{{- end }}
+{{- if eq $ext.type "LoadBalancer" }}
+Each broker has its own load balancer (Service <pod>-external); point each name above at
+its broker's load balancer address (external-dns does it from the Services' annotations):
+  kubectl -n {{ .Release.Namespace }} get services -l app.kubernetes.io/instance={{ .Release.Name }},strata.dev/service=external
+{{- else if eq $ext.type "NodePort" }}
+Each broker has its own node port on every node (Service <pod>-external).
+{{- if not (or $ext.hosts $ext.hostPattern) }}
+Brokers advertise the internal address of the node they run on (status.hostIP): clients
+must reach the nodes' addresses (same VPC), and a broker's address changes when it moves.
+{{- end }}
+{{- else }}
+Route each name above to its broker's pod, container port {{ $ext.containerPort }} (no Service is created).
+{{- end }}
+{{- if has $protocol (list "SASL_SSL" "SSL") }}
+The brokers' certificate must name every external host above{{ if .Values.security.tls.certManager.enabled }} (the chart's Certificate does){{ else }} (Secret {{ include "strata.tlsSecret" . }} is yours: add them as subject alternative names){{ end }};
+clients check it against the CA in ca.crt.
+{{- end }}
+
+Clients outside the cluster (librdkafka: confluent-kafka, kcat -X; Java clients: the
+same keys as in client.properties above, with this bootstrap.servers and security.protocol):
+  bootstrap.servers={{ $bootstrap }}
+  security.protocol={{ $protocol }}
+{{- if hasPrefix "SASL_" $protocol }}
+  sasl.mechanism={{ $mechanism }}
+{{- if eq $mechanism "OAUTHBEARER" }}
+  sasl.oauthbearer.method=oidc
+  sasl.oauthbearer.token.endpoint.url=<token endpoint URL>
+  sasl.oauthbearer.client.id=<client id>
+  sasl.oauthbearer.client.secret=<client secret>
+{{- else }}
+  sasl.username=<user>
+  sasl.password=<password>
+{{- end }}
+{{- end }}
+{{- if has $protocol (list "SASL_SSL" "SSL") }}
+  ssl.ca.location=ca.crt
+{{- end }}
+{{- if eq $protocol "SSL" }}
+  ssl.certificate.location=client.crt
+  ssl.key.location=client.key
+{{- end }}
+{{- if not (has $protocol (list "SASL_SSL" "SSL")) }}
+
+WARNING: externalAccess.allowPlaintext: the EXTERNAL listener has no TLS; records{{ if hasPrefix "SASL_" $protocol }} and passwords{{ end }}
+cross the network in the clear.
+{{- end }}
+{{- if .Values.networkPolicy.enabled }}
+
+NetworkPolicy: external port {{ $ext.containerPort }} open to {{ if $ext.networkPolicy.allowedCidrs }}{{ join ", " $ext.networkPolicy.allowedCidrs }}{{ else }}everyone{{ end }}.
+{{- end }}
+{{- end -}}
