@@ -1,0 +1,390 @@
+"""The chart's external access (values.yaml `externalAccess`): a per-broker EXTERNAL Kafka
+listener reached through a NodePort, a load balancer per broker, or a name the user
+routes (Domain).
+
+For each mode `helm template` renders manifests that kubernetes-validate accepts; the
+container's start script, run for every pod with a stub `strata`, advertises each broker's
+own external address on EXTERNAL while CLIENT keeps the in-cluster name; there is one
+Service per broker selecting exactly that pod; the NetworkPolicy opens the external port
+(to the configured CIDRs) and keeps the admin API and replication closed; the Certificate
+names the external hosts; unsafe or inconsistent values fail the render with a message.
+Then two real brokers run the rendered configuration (SASL_SSL on EXTERNAL, the test PKI
+of test_deploy): a client configured from NOTES.txt bootstraps through the external
+listener, is told the external addresses, produces and consumes, while a client of the
+internal listener is told the internal ones.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+import tomllib
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from servers import free_port, wait_until
+from test_deploy import (KUBERNETES_VERSION, NAMESPACE, RELEASE, SECURITY_DIR, CHART, Peer, allows, container,
+                         helm_binary, helm_template, kubernetes_validate_binary, notes_block, pod_env, pods, render,
+                         run, run_script, write_pki, write_stub)
+
+S3 = {"objectStore": {"url": "s3://strata/prod"}}
+SECURED = {"security": {"enabled": True, "tls": {"existingSecret": "strata-broker-tls"},
+                        "sasl": {"users": {"existingSecret": "strata-sasl-users"}},
+                        "authorization": {"superUsers": ["User:admin"]},
+                        "admin": {"existingSecret": "strata-admin-token"}}}
+CERT_MANAGER = {"security": {"enabled": True, "tls": {"certManager": {"enabled": True, "issuerRef": {"name": "ca"}}},
+                             "admin": {"existingSecret": "strata-admin-token"}}}
+NODE_IP = "10.1.2.3"
+
+
+def merge(*parts: dict) -> dict:
+    out: dict = {}
+    for part in parts:
+        for key, value in part.items():
+            out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def render_dict(values: dict, tmp_path: Path, name: str):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return render(path), path
+
+
+# Each mode: its values, then what each pod (by name) must advertise on EXTERNAL, and
+# each broker's node port (NodePort only).
+MODES = {
+    "nodeport-node-address": (
+        merge(S3, {"externalAccess": {"enabled": True, "type": "NodePort", "protocol": "PLAINTEXT",
+                                      "allowPlaintext": True}}),
+        {"strata-0": f"{NODE_IP}:31090", "strata-1": f"{NODE_IP}:31091", "strata-2": f"{NODE_IP}:31092"},
+        {"strata-0": 31090, "strata-1": 31091, "strata-2": 31092}),
+    "nodeport-zones-hosts": (
+        merge(S3, SECURED, {"zones": ["us-east-1a", "us-east-1b"], "replicas": 2,
+                            "externalAccess": {"enabled": True, "type": "NodePort",
+                                               "hostPattern": "{pod}.nodes.example.com",
+                                               "nodePort": {"base": 32000, "zoneOffset": 10}}}),
+        {"strata-us-east-1a-0": "strata-us-east-1a-0.nodes.example.com:32000",
+         "strata-us-east-1a-1": "strata-us-east-1a-1.nodes.example.com:32001",
+         "strata-us-east-1b-0": "strata-us-east-1b-0.nodes.example.com:32010",
+         "strata-us-east-1b-1": "strata-us-east-1b-1.nodes.example.com:32011"},
+        {"strata-us-east-1a-0": 32000, "strata-us-east-1a-1": 32001, "strata-us-east-1b-0": 32010,
+         "strata-us-east-1b-1": 32011}),
+    "loadbalancer": (
+        merge(S3, CERT_MANAGER, {"externalAccess": {
+            "enabled": True, "hostPattern": "strata-{ordinal}.kafka.example.com",
+            "service": {"annotations": {"service.beta.kubernetes.io/aws-load-balancer-type": "external",
+                                        "external-dns.alpha.kubernetes.io/hostname":
+                                            "strata-{ordinal}.kafka.example.com"},
+                        "externalTrafficPolicy": "Local", "loadBalancerSourceRanges": ["203.0.113.0/24"]},
+            "networkPolicy": {"allowedCidrs": ["203.0.113.0/24", "10.0.0.0/16"]}}}),
+        {"strata-0": "strata-0.kafka.example.com:9094", "strata-1": "strata-1.kafka.example.com:9094",
+         "strata-2": "strata-2.kafka.example.com:9094"},
+        None),
+    "loadbalancer-zones-hosts": (
+        merge(S3, CERT_MANAGER, {"zones": ["a", "b"], "replicas": 1, "externalAccess": {
+            "enabled": True, "port": 19092, "hosts": ["kafka-a.example.com", "203.0.113.7"]}}),
+        {"strata-a-0": "kafka-a.example.com:19092", "strata-b-0": "203.0.113.7:19092"},
+        None),
+    "domain": (
+        merge(S3, SECURED, {"zones": ["a", "b"], "replicas": 2, "externalAccess": {
+            "enabled": True, "type": "Domain", "hostPattern": "b{nodeId}.kafka.example.com", "port": 443}}),
+        {"strata-a-0": "b0.kafka.example.com:443", "strata-a-1": "b1.kafka.example.com:443",
+         "strata-b-0": "b1000.kafka.example.com:443", "strata-b-1": "b1001.kafka.example.com:443"},
+        None),
+}
+
+
+def resolved_env(c: dict, pod: str) -> dict[str, str]:
+    """pod_env, with the node's address (status.hostIP) set to NODE_IP."""
+    plain = dict(c, env=[e for e in c["env"] if e["name"] != "HOST_IP"])
+    env = pod_env(plain, pod)
+    if any(e["name"] == "HOST_IP" for e in c["env"]):
+        (host_ip,) = [e for e in c["env"] if e["name"] == "HOST_IP"]
+        assert host_ip["valueFrom"]["fieldRef"]["fieldPath"] == "status.hostIP"
+        env["HOST_IP"] = NODE_IP
+    return env
+
+
+def allows_from_address(policies: list[dict], pod_labels: dict, port: int, address: str) -> bool:
+    """Whether a connection from `address` outside the cluster reaches `port` (ipBlock
+    peers; test_deploy's `allows` evaluates pod peers)."""
+    for policy in policies:
+        if not policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items():
+            continue
+        for rule in policy["spec"]["ingress"]:
+            if not any(p["port"] == port for p in rule["ports"]):
+                continue
+            if "from" not in rule:
+                return True
+            for source in rule["from"]:
+                block = source.get("ipBlock")
+                if block and ipaddress.ip_address(address) in ipaddress.ip_network(block["cidr"]) and \
+                        not any(ipaddress.ip_address(address) in ipaddress.ip_network(x)
+                                for x in block.get("except", [])):
+                    return True
+    return False
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_each_broker_advertises_its_own_external_address(mode, tmp_path):
+    values, expected, node_ports = MODES[mode]
+    r, path = render_dict(values, tmp_path, mode)
+    ext = merge(yaml.safe_load((CHART / "values.yaml").read_text())["externalAccess"], values["externalAccess"])
+
+    # Kubernetes accepts every object; helm lint --strict passes.
+    manifest = tmp_path / "manifest.yaml"
+    manifest.write_text(r.text)
+    validated = run([kubernetes_validate_binary(), "--strict", "-k", KUBERNETES_VERSION, str(manifest)])
+    assert validated.returncode == 0, validated.stdout + validated.stderr
+    lint = run([helm_binary(), "lint", "--strict", str(CHART), "-f", str(path)])
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+
+    data = r.config_map()
+    toml = tomllib.loads(data["strata.toml"])
+    listeners = dict(x.split("://") for x in toml["listeners"].split(","))
+    protocols = dict(x.split(":") for x in toml["listener_security_protocol_map"].split(","))
+    assert listeners["EXTERNAL"] == f"0.0.0.0:{ext['containerPort']}" and "listen" not in toml
+    assert protocols["EXTERNAL"] == ext["protocol"]
+    if ext["protocol"].startswith("SASL_"):
+        assert toml["sasl_enabled_mechanisms"] == "SCRAM-SHA-512"
+
+    stub_dir = tmp_path / "bin"
+    write_stub(stub_dir)
+    advertised = {}
+    for sts in r.brokers():
+        c = container(sts)
+        ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+        assert ports["kafka-external"] == ext["containerPort"]
+        for pod in pods(sts):
+            env = resolved_env(c, pod) | {"STRATA_CONFIG_FILE": str(tmp_path / "strata.toml")}
+            result, calls = run_script(data["start.sh"], env, tmp_path, stub_dir)
+            assert result.returncode == 0, f"start.sh for {pod}:\n{result.stderr}"
+            announced = dict(x.split("://") for x in calls[-1]["env"]["STRATA_ADVERTISED_LISTENERS"].split(","))
+            # In-cluster clients keep the pod's own name; EXTERNAL gets the outside address.
+            assert announced["CLIENT"] == f"{pod}.strata-headless.{NAMESPACE}.svc.cluster.local:9092"
+            advertised[pod] = announced["EXTERNAL"]
+    assert advertised == expected
+
+    services = [s for s in r.of_kind("Service") if s["metadata"]["labels"].get("strata.dev/service") == "external"]
+    if ext["type"] == "Domain":
+        assert not services
+    else:
+        assert sorted(s["metadata"]["name"] for s in services) == sorted(f"{p}-external" for p in expected)
+        for s in services:
+            pod = s["metadata"]["name"].removesuffix("-external")
+            spec = s["spec"]
+            assert spec["type"] == ext["type"]
+            # Exactly this broker: the StatefulSet's pod-name label.
+            assert spec["selector"]["statefulset.kubernetes.io/pod-name"] == pod
+            assert spec["selector"]["app.kubernetes.io/component"] == "broker"
+            (port,) = spec["ports"]
+            assert port["targetPort"] == "kafka-external"
+            if ext["type"] == "NodePort":
+                assert port["nodePort"] == node_ports[pod]
+            else:
+                assert port["port"] == int(expected[pod].rsplit(":", 1)[1])
+            if mode == "loadbalancer":
+                host = expected[pod].rsplit(":", 1)[0]
+                assert s["metadata"]["annotations"]["external-dns.alpha.kubernetes.io/hostname"] == host
+                assert spec["externalTrafficPolicy"] == "Local"
+                assert spec["loadBalancerSourceRanges"] == ["203.0.113.0/24"]
+
+    # NetworkPolicy: the external port open (to allowedCidrs when set), the admin API
+    # and replication still closed to everyone outside the release.
+    policies = r.of_kind("NetworkPolicy")
+    cidrs = ext["networkPolicy"]["allowedCidrs"]
+    for sts in r.brokers():
+        labels = sts["spec"]["template"]["metadata"]["labels"]
+        assert allows_from_address(policies, labels, ext["containerPort"], "10.0.5.5") == (
+            not cidrs or "10.0.0.0/16" in cidrs)
+        assert allows_from_address(policies, labels, ext["containerPort"], "198.51.100.1") == (not cidrs)
+        for port in (9093, 9094):
+            assert not allows_from_address(policies, labels, port, "10.0.5.5")
+            assert not allows(policies, labels, port, Peer(None, {}))
+            assert not allows(policies, labels, port, Peer("apps", {"app": "producer"}))
+
+    # The Certificate names every external host (clients outside check them).
+    for cert in r.of_kind("Certificate"):
+        hosts = {a.rsplit(":", 1)[0] for a in expected.values()}
+        named = set(cert["spec"]["dnsNames"]) | set(cert["spec"]["ipAddresses"])
+        assert hosts <= named, hosts - named
+
+    # The notes list every external address and the client settings, without a secret.
+    notes = notes_of_values(path)
+    for pod, address in expected.items():
+        shown = address if not address.startswith(NODE_IP) else "<its node's address>:" + address.rsplit(":", 1)[1]
+        assert f"  {pod} (node id " in notes and shown in notes, (pod, shown)
+    client = notes_block(notes, "Clients outside the cluster")
+    assert client["security.protocol"] == ext["protocol"]
+    if not address.startswith(NODE_IP):
+        assert client["bootstrap.servers"].split(",") == list(expected.values())
+    if ext["protocol"] == "SASL_SSL":
+        assert client["sasl.password"] == "<password>" and client["ssl.ca.location"] == "ca.crt"
+    else:
+        assert "WARNING: externalAccess.allowPlaintext" in notes
+
+
+def notes_of_values(path: Path) -> str:
+    result = run([helm_binary(), "install", "--dry-run=client", RELEASE, str(CHART), "--namespace", NAMESPACE,
+                  "-f", str(path)])
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split("NOTES:", 1)[1]
+
+
+def test_default_install_has_no_external_listener(tmp_path):
+    r, _ = render_dict(S3, tmp_path, "plain")
+    assert "EXTERNAL" not in r.text and "kafka-external" not in r.text
+    assert not [s for s in r.of_kind("Service") if s["metadata"]["name"].endswith("-external")]
+
+
+ON = {"enabled": True}
+
+
+@pytest.mark.parametrize("values,message", [
+    # Unsafe: an external listener without TLS needs the loud opt-in.
+    (merge(S3, {"externalAccess": ON | {"type": "NodePort"}}), "needs security.enabled=true"),
+    (merge(S3, {"externalAccess": ON | {"type": "NodePort", "protocol": "PLAINTEXT"}}),
+     "set externalAccess.allowPlaintext=true"),
+    (merge(S3, SECURED, {"externalAccess": ON | {"type": "NodePort", "protocol": "SASL_PLAINTEXT",
+                                                 "hostPattern": "b{ordinal}.example.com"}}),
+     "set externalAccess.allowPlaintext=true"),
+    (merge(S3, {"externalAccess": ON | {"type": "NodePort", "protocol": "SASL_PLAINTEXT", "allowPlaintext": True}}),
+     "needs security.enabled=true"),
+    (merge(S3, SECURED, {"externalAccess": ON | {"type": "NodePort"}}), "cannot name node addresses"),
+    (merge(S3, SECURED, {"security": {"protocol": "SSL"},
+                         "externalAccess": ON | {"hostPattern": "b{ordinal}.example.com"}}),
+     "SASL clients would need a certificate too"),
+    # Inconsistent.
+    (merge(S3, SECURED, {"externalAccess": ON | {"type": "Ingress"}}), 'externalAccess.type "Ingress"'),
+    (merge(S3, SECURED, {"externalAccess": ON}), "set externalAccess.hostPattern"),
+    (merge(S3, SECURED, {"externalAccess": ON | {"hostPattern": "kafka.example.com"}}),
+     "every broker needs its own address"),
+    (merge(S3, SECURED, {"zones": ["a", "b"], "externalAccess": ON | {"hostPattern": "b{ordinal}.example.com"}}),
+     "ordinals repeat in each zone"),
+    (merge(S3, SECURED, {"externalAccess": ON | {"hostPattern": "{zone}-{ordinal}.example.com"}}),
+     "{zone} needs `zones`"),
+    (merge(S3, SECURED, {"externalAccess": ON | {"hostPattern": "b{id}.example.com"}}), "the only placeholders"),
+    (merge(S3, SECURED, {"externalAccess": ON | {"hostPattern": "b{ordinal}.example.com;rm"}}),
+     "a DNS name with the placeholders"),
+    (merge(S3, SECURED, {"externalAccess": ON | {"hosts": ["a.example.com", "b.example.com"]}}),
+     "2 entries for 3 brokers"),
+    (merge(S3, SECURED, {"externalAccess": ON | {"hosts": ["a.example.com"] * 3}}), "would both advertise"),
+    (merge(S3, SECURED, {"externalAccess": ON | {"hosts": ["a", "b", "c"], "hostPattern": "b{ordinal}.x"}}),
+     "not both"),
+    (merge(S3, {"replicas": 5, "zones": ["a", "b"], "externalAccess": ON | {
+        "type": "NodePort", "protocol": "PLAINTEXT", "allowPlaintext": True, "nodePort": {"zoneOffset": 4}}}),
+     "zoneOffset 4"),
+    (merge(S3, {"externalAccess": ON | {"type": "NodePort", "protocol": "PLAINTEXT", "allowPlaintext": True,
+                                        "nodePort": {"ports": [31000, 31001]}}}), "2 entries for 3 brokers"),
+    (merge(S3, SECURED, {"externalAccess": ON | {"hostPattern": "b{ordinal}.x", "containerPort": 9094}}),
+     "another listener of the broker uses it"),
+    (merge(S3, {"externalAccess": {"hostPattern": "b{ordinal}.x"}}), "apply only with externalAccess.enabled"),
+])
+def test_chart_refuses_unsafe_or_inconsistent_external_values(values, message, tmp_path):
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump(values))
+    result = helm_template([path])
+    assert result.returncode != 0, f"helm template accepted {values}"
+    assert message in result.stderr, f"expected {message!r} in:\n{result.stderr}"
+
+
+def test_external_clients_get_external_addresses_from_real_brokers(broker, etcd, tmp_path):
+    """Two real brokers with the rendered strata.toml and the addresses start.sh exports
+    (NodePort mode, SASL_SSL, both brokers named localhost, each with its node port).
+    Only bind addresses move to loopback: the node ports stand for kube-proxy's
+    forwarding, and the in-cluster names become 127.0.0.1. A client set up from the
+    notes' external settings bootstraps through EXTERNAL, is told the external addresses,
+    creates a replicated topic, produces with acks=all and consumes; a client of the
+    client listener is told the internal addresses; a wrong password is refused."""
+    from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    node_ports = [free_port(), free_port()]
+    values = merge(S3, SECURED, {"replicas": 2, "externalAccess": ON | {
+        "type": "NodePort", "hosts": ["localhost", "localhost"], "nodePort": {"ports": node_ports}}})
+    r, path = render_dict(values, tmp_path, "real")
+    data = r.config_map()
+    (sts,) = r.brokers()
+
+    pki = write_pki(tmp_path / "pki", ["localhost", "127.0.0.1"])
+    password = uuid.uuid4().hex
+    root = tmp_path / "mounts"
+    for name, content in {"tls/tls.crt": pki["cert"].read_text(), "tls/tls.key": pki["key"].read_text(),
+                          "tls/ca.crt": pki["ca"].read_text(), "sasl/users": f"admin:SCRAM-SHA-512:{password}\n",
+                          "admin/token": uuid.uuid4().hex + "\n"}.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(content)
+    text = data["strata.toml"].replace(SECURITY_DIR, str(root))
+
+    stub_dir = tmp_path / "bin"
+    write_stub(stub_dir)
+    metadata = etcd.url(f"external-{uuid.uuid4().hex[:8]}")
+    internal = {}
+    for ordinal, pod in enumerate(pods(sts)):
+        env = pod_env(container(sts), pod) | {"STRATA_CONFIG_FILE": str(tmp_path / "unused.toml")}
+        result, calls = run_script(data["start.sh"], env, tmp_path, stub_dir)
+        assert result.returncode == 0, result.stderr
+        serve = calls[-1]["env"]
+        announced = dict(x.split("://") for x in serve["STRATA_ADVERTISED_LISTENERS"].split(","))
+        assert announced["EXTERNAL"] == f"localhost:{node_ports[ordinal]}"
+        internal[ordinal] = free_port()
+        env = {
+            # The listeners of strata.toml bound on loopback: CLIENT on a free port,
+            # EXTERNAL on the broker's node port.
+            "STRATA_LISTENERS": f"CLIENT://127.0.0.1:{internal[ordinal]},EXTERNAL://127.0.0.1:{node_ports[ordinal]}",
+            # What start.sh advertises, with 127.0.0.1 for the pod's in-cluster name.
+            "STRATA_ADVERTISED_LISTENERS": f"CLIENT://127.0.0.1:{internal[ordinal]},"
+                                           f"EXTERNAL://{announced['EXTERNAL']}",
+            "STRATA_DEFAULT_REPLICATION_FACTOR": "2", "STRATA_MIN_INSYNC_REPLICAS": "1",
+            "STRATA_METADATA_REFRESH_INTERVAL_MS": "200",
+        }
+        broker(metadata=metadata, config_text=text, env=env, name=pod,
+               args=["--object-store", f"file://{tmp_path / 'objects'}", "--node-id", serve["STRATA_NODE_ID"]])
+
+    notes = notes_of_values(path)
+    fill = {"<user>": "admin", "<password>": password, "ca.crt": str(pki["ca"])}
+    external = {k: fill.get(v, v) for k, v in notes_block(notes, "Clients outside the cluster").items()}
+    assert external["bootstrap.servers"] == ",".join(f"localhost:{p}" for p in node_ports)
+    assert external["security.protocol"] == "SASL_SSL" and external["sasl.mechanism"] == "SCRAM-SHA-512"
+
+    def brokers_seen(config: dict) -> set[tuple[str, int]]:
+        meta = AdminClient(config).list_topics(timeout=30)
+        return {(b.host, b.port) for b in meta.brokers.values()}
+
+    external_addresses = {("localhost", p) for p in node_ports}
+    wait_until("both brokers on the external listener", lambda: brokers_seen(external) == external_addresses,
+               timeout=60)
+    internal_client = external | {"bootstrap.servers": f"127.0.0.1:{internal[0]}"}
+    assert brokers_seen(internal_client) == {("127.0.0.1", p) for p in internal.values()}
+
+    admin = AdminClient(external)
+    for future in admin.create_topics([NewTopic("outside", 2, 2)]).values():
+        future.result(timeout=30)
+    producer = Producer(external | {"acks": "all"})
+    for i in range(10):
+        producer.produce("outside", key=str(i).encode(), value=f"record-{i}".encode())
+    assert producer.flush(30) == 0
+    consumer = Consumer(external | {"group.id": "outside", "auto.offset.reset": "earliest",
+                                    "enable.auto.commit": False})
+    try:
+        consumer.subscribe(["outside"])
+        got = set()
+        deadline = time.monotonic() + 60
+        while len(got) < 10 and time.monotonic() < deadline:
+            message = consumer.poll(1)
+            if message is not None and not message.error():
+                got.add(message.value())
+        assert got == {f"record-{i}".encode() for i in range(10)}
+    finally:
+        consumer.close()
+
+    errors = []
+    wrong = AdminClient(external | {"sasl.password": "not-the-password", "error_cb": errors.append})
+    with pytest.raises(KafkaException):
+        wrong.list_topics(timeout=5)
+    wait_until("the authentication error", lambda: wrong.poll(0.2) is not None and
+               any(e.code() == KafkaError._AUTHENTICATION for e in errors), timeout=30)
