@@ -388,3 +388,42 @@ def test_external_clients_get_external_addresses_from_real_brokers(broker, etcd,
         wrong.list_topics(timeout=5)
     wait_until("the authentication error", lambda: wrong.poll(0.2) is not None and
                any(e.code() == KafkaError._AUTHENTICATION for e in errors), timeout=30)
+
+
+def test_worked_values_of_deploy_md_render_as_documented(tmp_path):
+    """Each values example of docs/deploy.md, "External access" (with security on, as
+    the section says), renders, lints and validates; start.sh gives the broker the
+    section names the address the section states."""
+    import re
+
+    from servers import REPO_ROOT
+
+    text = (REPO_ROOT / "docs" / "deploy.md").read_text()
+    section = text.split("\n## External access\n", 1)[1].split("\n## ", 1)[0]
+    blocks = {m.group(1): yaml.safe_load(m.group(2))
+              for m in re.finditer(r"```yaml\n# (\S+)\n(.*?)```", section, re.S)}
+    documented = {
+        "external-lb.yaml": ("strata-1", "strata-1.kafka.example.com:9094"),
+        "external-nodeport.yaml": ("strata-us-east-1b-2", "strata-us-east-1b-2.nodes.example.com:31192"),
+        "external-domain.yaml": ("strata-2", "b2.kafka.example.com:9094"),
+    }
+    assert blocks.keys() == documented.keys()
+    for name, (pod, address) in documented.items():
+        assert f"`{address}`" in section or f"{address}," in section, f"the section does not state {address}"
+        r, path = render_dict(merge(S3, CERT_MANAGER, blocks[name]), tmp_path, name.removesuffix(".yaml"))
+        lint = run([helm_binary(), "lint", "--strict", str(CHART), "-f", str(path)])
+        assert lint.returncode == 0, lint.stdout + lint.stderr
+        manifest = tmp_path / f"{name}-manifest.yaml"
+        manifest.write_text(r.text)
+        validated = run([kubernetes_validate_binary(), "--strict", "-k", KUBERNETES_VERSION, str(manifest)])
+        assert validated.returncode == 0, validated.stdout + validated.stderr
+        (sts,) = [s for s in r.brokers() if pod in pods(s)]
+        stub_dir = tmp_path / "bin"
+        write_stub(stub_dir)
+        env = pod_env(container(sts), pod) | {"STRATA_CONFIG_FILE": str(tmp_path / "unused.toml")}
+        result, calls = run_script(r.config_map()["start.sh"], env, tmp_path, stub_dir)
+        assert result.returncode == 0, result.stderr
+        announced = dict(x.split("://") for x in calls[-1]["env"]["STRATA_ADVERTISED_LISTENERS"].split(","))
+        assert announced["EXTERNAL"] == address, name
+        (cert,) = r.of_kind("Certificate")
+        assert address.split(":")[0] in cert["spec"]["dnsNames"]
