@@ -89,6 +89,14 @@ MODES = {
             "enabled": True, "port": 19092, "hosts": ["kafka-a.example.com", "203.0.113.7"]}}),
         {"strata-a-0": "kafka-a.example.com:19092", "strata-b-0": "203.0.113.7:19092"},
         None),
+    # SSL (certificates) on the client listener, SASL_SSL only on EXTERNAL: the SASL users
+    # file must still be mounted.
+    "ssl-client-sasl-external": (
+        merge(S3, SECURED, {"security": {"protocol": "SSL", "tls": {"clientAuth": "requested"}},
+                            "externalAccess": {"enabled": True, "hostPattern": "strata-{ordinal}.kafka.example.com"}}),
+        {"strata-0": "strata-0.kafka.example.com:9094", "strata-1": "strata-1.kafka.example.com:9094",
+         "strata-2": "strata-2.kafka.example.com:9094"},
+        None),
     "domain": (
         merge(S3, SECURED, {"zones": ["a", "b"], "replicas": 2, "externalAccess": {
             "enabled": True, "type": "Domain", "hostPattern": "b{nodeId}.kafka.example.com", "port": 443}}),
@@ -157,6 +165,14 @@ def test_each_broker_advertises_its_own_external_address(mode, tmp_path):
     advertised = {}
     for sts in r.brokers():
         c = container(sts)
+        # Every file strata.toml names under the security directory is on a mounted volume
+        # (a missing one stops the broker at start).
+        mounts = [m["mountPath"] for m in c["volumeMounts"]]
+        volumes = {v["name"] for v in sts["spec"]["template"]["spec"]["volumes"]}
+        assert {m["name"] for m in c["volumeMounts"]} <= volumes | {"data"}
+        for key, value in toml.items():
+            if isinstance(value, str) and value.startswith(SECURITY_DIR + "/"):
+                assert any(value.startswith(m + "/") for m in mounts), f"{key} = {value}: no volume mounted there"
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
         assert ports["kafka-external"] == ext["containerPort"]
         for pod in pods(sts):
