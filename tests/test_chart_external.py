@@ -180,8 +180,11 @@ def test_each_broker_advertises_its_own_external_address(mode, tmp_path):
             result, calls = run_script(data["start.sh"], env, tmp_path, stub_dir)
             assert result.returncode == 0, f"start.sh for {pod}:\n{result.stderr}"
             announced = dict(x.split("://") for x in calls[-1]["env"]["STRATA_ADVERTISED_LISTENERS"].split(","))
+            # Every listener strata.toml binds is advertised, and nothing else.
+            assert announced.keys() == listeners.keys()
             # In-cluster clients keep the pod's own name; EXTERNAL gets the outside address.
-            assert announced["CLIENT"] == f"{pod}.strata-headless.{NAMESPACE}.svc.cluster.local:9092"
+            client = "CLIENT" if values.get("security", {}).get("enabled") else "PLAINTEXT"
+            assert announced[client] == f"{pod}.strata-headless.{NAMESPACE}.svc.cluster.local:9092"
             advertised[pod] = announced["EXTERNAL"]
     assert advertised == expected
 
@@ -242,6 +245,45 @@ def test_each_broker_advertises_its_own_external_address(mode, tmp_path):
         assert client["sasl.password"] == "<password>" and client["ssl.ca.location"] == "ca.crt"
     else:
         assert "WARNING: externalAccess.allowPlaintext" in notes
+
+
+def in_cluster_listeners(values: dict, tmp_path: Path, name: str) -> dict[str, str]:
+    """strata-0's Kafka listeners other than EXTERNAL, as the broker would name them:
+    name -> (bound address, advertised address). Without `listeners` the broker names
+    `listen` PLAINTEXT."""
+    r, _ = render_dict(values, tmp_path, name)
+    data = r.config_map()
+    toml = tomllib.loads(data["strata.toml"])
+    stub_dir = tmp_path / "bin"
+    write_stub(stub_dir)
+    (sts,) = r.brokers()
+    env = resolved_env(container(sts), "strata-0") | {"STRATA_CONFIG_FILE": str(tmp_path / "unused.toml")}
+    result, calls = run_script(data["start.sh"], env, tmp_path, stub_dir)
+    assert result.returncode == 0, result.stderr
+    serve = calls[-1]["env"]
+    if "listeners" not in toml:
+        return {"PLAINTEXT": (toml["listen"], serve["STRATA_ADVERTISE"])}
+    bound = dict(x.split("://") for x in toml["listeners"].split(","))
+    advertised = dict(x.split("://") for x in serve["STRATA_ADVERTISED_LISTENERS"].split(","))
+    return {n: (bound[n], advertised[n]) for n in bound if n != "EXTERNAL"}
+
+
+@pytest.mark.parametrize("base", ["plaintext", "secured"])
+def test_turning_external_access_on_keeps_the_in_cluster_listener_names(base, tmp_path):
+    """A broker answers Metadata, DescribeCluster and FindCoordinator with the other
+    brokers' addresses on the caller's listener name, and leaves out a broker that has no
+    listener of that name. During the roll that turns externalAccess on, old and new
+    brokers run side by side: the in-cluster listeners must keep their names, bind
+    addresses and advertised addresses."""
+    values = merge(S3, SECURED) if base == "secured" else S3
+    external = {"enabled": True, "type": "NodePort"}
+    if base == "plaintext":
+        external |= {"protocol": "PLAINTEXT", "allowPlaintext": True}
+    else:
+        external |= {"hostPattern": "{pod}.nodes.example.com"}
+    off = in_cluster_listeners(values, tmp_path, f"{base}-off")
+    on = in_cluster_listeners(merge(values, {"externalAccess": external}), tmp_path, f"{base}-on")
+    assert on == off
 
 
 def notes_of_values(path: Path) -> str:
