@@ -331,6 +331,12 @@ ON = {"enabled": True}
     (merge(S3, SECURED, {"externalAccess": ON | {"hosts": ["a.example.com", "b.example.com"]}}),
      "2 entries for 3 brokers"),
     (merge(S3, SECURED, {"externalAccess": ON | {"hosts": ["a.example.com"] * 3}}), "would both advertise"),
+    # An empty entry would leave that pod's start.sh without an address.
+    (merge(S3, {"externalAccess": ON | {"type": "NodePort", "protocol": "PLAINTEXT", "allowPlaintext": True,
+                                        "hosts": ["a.example.com", "", "c.example.com"]}}),
+     "externalAccess.hosts[1] is empty"),
+    (merge(S3, SECURED, {"externalAccess": ON | {"hosts": ["a.example.com", None, "c.example.com"]}}),
+     "externalAccess.hosts[1] is empty"),
     (merge(S3, SECURED, {"externalAccess": ON | {"hosts": ["a", "b", "c"], "hostPattern": "b{ordinal}.x"}}),
      "not both"),
     (merge(S3, {"replicas": 5, "zones": ["a", "b"], "externalAccess": ON | {

@@ -32,6 +32,11 @@ Fails on values that cannot work. */}}
 {{- if and $ext.hosts (ne (len $ext.hosts) ($total | int)) -}}
 {{- fail (printf "externalAccess.hosts: %d entries for %d brokers; give one per broker, in the order %s-0, %s-1, ...%s" (len $ext.hosts) ($total | int) (first $sets).name (first $sets).name (ternary " then the next zone's" "" (gt (len $sets) 1))) -}}
 {{- end -}}
+{{- range $i, $h := $ext.hosts -}}
+{{- if not (and (kindIs "string" $h) (trim $h)) -}}
+{{- fail (printf "externalAccess.hosts[%d] is empty; give every broker a DNS name or IPv4 address" $i) -}}
+{{- end -}}
+{{- end -}}
 {{- if and (ne $type "NodePort") (not (or $ext.hosts $pattern)) -}}
 {{- fail (printf "externalAccess.type %s: the brokers must advertise names clients resolve; set externalAccess.hostPattern (e.g. \"strata-{ordinal}.kafka.example.com\") or externalAccess.hosts (one per broker)" $type) -}}
 {{- end -}}
