@@ -80,6 +80,7 @@ MODES = {
                                         "external-dns.alpha.kubernetes.io/hostname":
                                             "strata-{ordinal}.kafka.example.com"},
                         "externalTrafficPolicy": "Local", "loadBalancerSourceRanges": ["203.0.113.0/24"]},
+            # Clients, and the VPC: the NLB's health checks come from its private addresses.
             "networkPolicy": {"allowedCidrs": ["203.0.113.0/24", "10.0.0.0/16"]}}}),
         {"strata-0": "strata-0.kafka.example.com:9094", "strata-1": "strata-1.kafka.example.com:9094",
          "strata-2": "strata-2.kafka.example.com:9094"},
@@ -241,6 +242,8 @@ def test_each_broker_advertises_its_own_external_address(mode, tmp_path):
     assert client["security.protocol"] == ext["protocol"]
     if mode != "nodeport-node-address":
         assert client["bootstrap.servers"].split(",") == list(expected.values())
+    # Behind load balancers, allowedCidrs must admit their health checks (private addresses).
+    assert ("must include the VPC CIDR" in notes) == bool(cidrs and ext["type"] == "LoadBalancer")
     if ext["protocol"] == "SASL_SSL":
         assert client["sasl.password"] == "<password>" and client["ssl.ca.location"] == "ca.crt"
     else:

@@ -197,5 +197,11 @@ cross the network in the clear.
 {{- if .Values.networkPolicy.enabled }}
 
 NetworkPolicy: external port {{ $ext.containerPort }} open to {{ if $ext.networkPolicy.allowedCidrs }}{{ join ", " $ext.networkPolicy.allowedCidrs }}{{ else }}everyone{{ end }}.
+{{- if and $ext.networkPolicy.allowedCidrs (eq $ext.type "LoadBalancer") }}
+The load balancers' health checks (and, with NLB IP targets, every client connection)
+come from the load balancers' private addresses: externalAccess.networkPolicy.allowedCidrs
+must include the VPC CIDR or the load balancers' subnets, or no broker passes its health
+check. Restrict clients with externalAccess.service.loadBalancerSourceRanges.
+{{- end }}
 {{- end }}
 {{- end -}}
