@@ -189,29 +189,27 @@ def test_each_broker_advertises_its_own_external_address(mode, tmp_path):
             advertised[pod] = announced["EXTERNAL"]
     assert advertised == expected
 
+    # One Service per broker; Domain's are ClusterIP, the target of the user's proxy.
     services = [s for s in r.of_kind("Service") if s["metadata"]["labels"].get("strata.dev/service") == "external"]
-    if ext["type"] == "Domain":
-        assert not services
-    else:
-        assert sorted(s["metadata"]["name"] for s in services) == sorted(f"{p}-external" for p in expected)
-        for s in services:
-            pod = s["metadata"]["name"].removesuffix("-external")
-            spec = s["spec"]
-            assert spec["type"] == ext["type"]
-            # Exactly this broker: the StatefulSet's pod-name label.
-            assert spec["selector"]["statefulset.kubernetes.io/pod-name"] == pod
-            assert spec["selector"]["app.kubernetes.io/component"] == "broker"
-            (port,) = spec["ports"]
-            assert port["targetPort"] == "kafka-external"
-            if ext["type"] == "NodePort":
-                assert port["nodePort"] == node_ports[pod]
-            else:
-                assert port["port"] == int(expected[pod].rsplit(":", 1)[1])
-            if mode == "loadbalancer":
-                host = expected[pod].rsplit(":", 1)[0]
-                assert s["metadata"]["annotations"]["external-dns.alpha.kubernetes.io/hostname"] == host
-                assert spec["externalTrafficPolicy"] == "Local"
-                assert spec["loadBalancerSourceRanges"] == ["203.0.113.0/24"]
+    assert sorted(s["metadata"]["name"] for s in services) == sorted(f"{p}-external" for p in expected)
+    for s in services:
+        pod = s["metadata"]["name"].removesuffix("-external")
+        spec = s["spec"]
+        assert spec["type"] == {"Domain": "ClusterIP"}.get(ext["type"], ext["type"])
+        # Exactly this broker: the StatefulSet's pod-name label.
+        assert spec["selector"]["statefulset.kubernetes.io/pod-name"] == pod
+        assert spec["selector"]["app.kubernetes.io/component"] == "broker"
+        (port,) = spec["ports"]
+        assert port["targetPort"] == "kafka-external"
+        if ext["type"] == "NodePort":
+            assert port["nodePort"] == node_ports[pod]
+        else:
+            assert port["port"] == int(expected[pod].rsplit(":", 1)[1])
+        if mode == "loadbalancer":
+            host = expected[pod].rsplit(":", 1)[0]
+            assert s["metadata"]["annotations"]["external-dns.alpha.kubernetes.io/hostname"] == host
+            assert spec["externalTrafficPolicy"] == "Local"
+            assert spec["loadBalancerSourceRanges"] == ["203.0.113.0/24"]
 
     # NetworkPolicy: the external port open (to allowedCidrs when set), the admin API
     # and replication still closed to everyone outside the release.
@@ -350,6 +348,10 @@ ON = {"enabled": True}
     (merge(S3, SECURED, {"externalAccess": ON | {"hostPattern": "b{ordinal}.x", "containerPort": 9094}}),
      "another listener of the broker uses it"),
     (merge(S3, {"externalAccess": {"hostPattern": "b{ordinal}.x"}}), "apply only with externalAccess.enabled"),
+    # Node ports outside NodePort would be silently ignored: every broker advertises `port`.
+    (merge(S3, SECURED, {"externalAccess": ON | {"type": "Domain", "hostPattern": "b{ordinal}.x",
+                                                 "nodePort": {"ports": [31000, 31001, 31002]}}}),
+     "nodePort.ports: apply only with type NodePort"),
 ])
 def test_chart_refuses_unsafe_or_inconsistent_external_values(values, message, tmp_path):
     path = tmp_path / "values.yaml"
@@ -492,5 +494,12 @@ def test_worked_values_of_deploy_md_render_as_documented(tmp_path):
         assert result.returncode == 0, result.stderr
         announced = dict(x.split("://") for x in calls[-1]["env"]["STRATA_ADVERTISED_LISTENERS"].split(","))
         assert announced["EXTERNAL"] == address, name
+        # The broker's own Service, which the section tells users to route (Domain) or
+        # expose (NodePort, LoadBalancer).
+        (service,) = [s for s in r.of_kind("Service") if s["metadata"]["name"] == f"{pod}-external"]
+        assert service["spec"]["selector"]["statefulset.kubernetes.io/pod-name"] == pod
+        if blocks[name]["externalAccess"].get("type") == "Domain":
+            assert f"`{pod}-external`" in section
+            assert service["spec"]["ports"][0]["port"] == int(address.rsplit(":", 1)[1])
         (cert,) = r.of_kind("Certificate")
         assert address.split(":")[0] in cert["spec"]["dnsNames"]

@@ -160,6 +160,9 @@ Fails on values that cannot work. */}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
+{{- if and .nodePort.ports (ne .type "NodePort") -}}
+{{- fail (printf "externalAccess.nodePort.ports: apply only with type NodePort; type %s advertises externalAccess.port (%d) for every broker" .type (.port | int)) -}}
+{{- end -}}
 {{- else if or .hosts .hostPattern .nodePort.ports -}}
 {{- fail "externalAccess: hosts, hostPattern and nodePort.ports apply only with externalAccess.enabled=true" -}}
 {{- end -}}

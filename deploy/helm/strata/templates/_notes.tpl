@@ -159,7 +159,10 @@ Brokers advertise the internal address of the node they run on (status.hostIP): 
 must reach the nodes' addresses (same VPC), and a broker's address changes when it moves.
 {{- end }}
 {{- else }}
-Route each name above to its broker's pod, container port {{ $ext.containerPort }} (no Service is created).
+Every broker advertises port {{ $ext.port | int }}, so your proxy or ingress tells them apart by name
+(TLS SNI, passed through) or gives each name its own address. Route each name above to
+its broker's ClusterIP Service <pod>-external, port {{ $ext.port | int }}:
+  kubectl -n {{ .Release.Namespace }} get services -l app.kubernetes.io/instance={{ .Release.Name }},strata.dev/service=external
 {{- end }}
 {{- if has $protocol (list "SASL_SSL" "SSL") }}
 The brokers' certificate must name every external host above{{ if .Values.security.tls.certManager.enabled }} (the chart's Certificate does){{ else }} (Secret {{ include "strata.tlsSecret" . }} is yours: add them as subject alternative names){{ end }};
