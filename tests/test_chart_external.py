@@ -118,6 +118,17 @@ def resolved_env(c: dict, pod: str) -> dict[str, str]:
     return env
 
 
+def addresses_env(r, tmp_path: Path) -> dict[str, str]:
+    """STRATA_EXTERNAL_ADDRESSES for start.sh: the rendered ConfigMap of listed external
+    addresses, where the pod would have it mounted (nothing when the chart renders none)."""
+    found = [c for c in r.of_kind("ConfigMap") if c["metadata"]["name"] == f"{r.fullname()}-external-addresses"]
+    if not found:
+        return {}
+    path = tmp_path / f"addresses-{uuid.uuid4().hex[:8]}"
+    path.write_text(found[0]["data"]["addresses"])
+    return {"STRATA_EXTERNAL_ADDRESSES": str(path)}
+
+
 def allows_from_address(policies: list[dict], pod_labels: dict, port: int, address: str) -> bool:
     """Whether a connection from `address` outside the cluster reaches `port` (ipBlock
     peers; test_deploy's `allows` evaluates pod peers)."""
@@ -177,7 +188,7 @@ def test_each_broker_advertises_its_own_external_address(mode, tmp_path):
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
         assert ports["kafka-external"] == ext["containerPort"]
         for pod in pods(sts):
-            env = resolved_env(c, pod) | {"STRATA_CONFIG_FILE": str(tmp_path / "strata.toml")}
+            env = resolved_env(c, pod) | {"STRATA_CONFIG_FILE": str(tmp_path / "strata.toml")} | addresses_env(r, tmp_path)
             result, calls = run_script(data["start.sh"], env, tmp_path, stub_dir)
             assert result.returncode == 0, f"start.sh for {pod}:\n{result.stderr}"
             announced = dict(x.split("://") for x in calls[-1]["env"]["STRATA_ADVERTISED_LISTENERS"].split(","))
@@ -287,6 +298,48 @@ def test_turning_external_access_on_keeps_the_in_cluster_listener_names(base, tm
     assert on == off
 
 
+@pytest.mark.parametrize("listed", ["hosts", "nodePort.ports"])
+def test_scaling_with_listed_addresses_restarts_no_broker(listed, tmp_path):
+    """Scaling from 3 to 4 brokers extends `hosts` (or `nodePort.ports`) in the same values
+    change. The brokers' pod template, and so checksum/config, must not change with it,
+    or the StatefulSet rolls every broker. The new pod reads its address from the
+    mounted list; a pod the list misses fails at start and says what to extend."""
+    def values(n: int) -> dict:
+        if listed == "hosts":
+            ext = {"hosts": [f"b{i}.kafka.example.com" for i in range(n)]}
+            return merge(S3, CERT_MANAGER, {"replicas": n, "externalAccess": ON | ext})
+        ext = {"type": "NodePort", "protocol": "PLAINTEXT", "allowPlaintext": True,
+               "nodePort": {"ports": [30100 + i for i in range(n)]}}
+        return merge(S3, {"replicas": n, "externalAccess": ON | ext})
+
+    three, _ = render_dict(values(3), tmp_path, "three")
+    four, _ = render_dict(values(4), tmp_path, "four")
+    (sts3,), (sts4,) = three.brokers(), four.brokers()
+    assert sts3["spec"]["template"] == sts4["spec"]["template"]
+    assert sts4["spec"]["replicas"] == 4
+
+    c = container(sts4)
+    (mount,) = [m for m in c["volumeMounts"] if m["name"] == "external-addresses"]
+    (volume,) = [v for v in sts4["spec"]["template"]["spec"]["volumes"] if v["name"] == "external-addresses"]
+    assert volume["configMap"]["name"] == "strata-external-addresses"
+    data = four.config_map()
+    assert f'{mount["mountPath"]}/addresses' in data["start.sh"]
+
+    stub_dir = tmp_path / "bin"
+    write_stub(stub_dir)
+    env = resolved_env(c, "strata-3") | {"STRATA_CONFIG_FILE": str(tmp_path / "unused.toml")}
+    result, calls = run_script(data["start.sh"], env | addresses_env(four, tmp_path), tmp_path, stub_dir)
+    assert result.returncode == 0, result.stderr
+    announced = dict(x.split("://") for x in calls[-1]["env"]["STRATA_ADVERTISED_LISTENERS"].split(","))
+    assert announced["EXTERNAL"] == ("b3.kafka.example.com:9094" if listed == "hosts" else f"{NODE_IP}:30103")
+
+    # The new pod with the old list (the values change forgot to extend it).
+    result, calls = run_script(data["start.sh"], env | addresses_env(three, tmp_path), tmp_path, stub_dir)
+    assert result.returncode == 2 and not calls
+    assert f"externalAccess names no address for pod 'strata-3': give every broker an entry in " \
+           f"externalAccess.{listed}" in result.stderr
+
+
 def notes_of_values(path: Path) -> str:
     result = run([helm_binary(), "install", "--dry-run=client", RELEASE, str(CHART), "--namespace", NAMESPACE,
                   "-f", str(path)])
@@ -394,7 +447,8 @@ def test_external_clients_get_external_addresses_from_real_brokers(broker, etcd,
     metadata = etcd.url(f"external-{uuid.uuid4().hex[:8]}")
     internal = {}
     for ordinal, pod in enumerate(pods(sts)):
-        env = pod_env(container(sts), pod) | {"STRATA_CONFIG_FILE": str(tmp_path / "unused.toml")}
+        env = pod_env(container(sts), pod) | {"STRATA_CONFIG_FILE": str(tmp_path / "unused.toml")} | \
+            addresses_env(r, tmp_path)
         result, calls = run_script(data["start.sh"], env, tmp_path, stub_dir)
         assert result.returncode == 0, result.stderr
         serve = calls[-1]["env"]
@@ -489,7 +543,8 @@ def test_worked_values_of_deploy_md_render_as_documented(tmp_path):
         (sts,) = [s for s in r.brokers() if pod in pods(s)]
         stub_dir = tmp_path / "bin"
         write_stub(stub_dir)
-        env = pod_env(container(sts), pod) | {"STRATA_CONFIG_FILE": str(tmp_path / "unused.toml")}
+        env = pod_env(container(sts), pod) | {"STRATA_CONFIG_FILE": str(tmp_path / "unused.toml")} | \
+            addresses_env(r, tmp_path)
         result, calls = run_script(r.config_map()["start.sh"], env, tmp_path, stub_dir)
         assert result.returncode == 0, result.stderr
         announced = dict(x.split("://") for x in calls[-1]["env"]["STRATA_ADVERTISED_LISTENERS"].split(","))

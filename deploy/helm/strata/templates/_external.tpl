@@ -176,12 +176,29 @@ Fails on values that cannot work. */}}
 # The external listener (externalAccess, type {{ $ext.type }}): the address clients outside
 # the cluster use for this broker.
 {{- if or $ext.hosts $ext.nodePort.ports }}
-case "$POD_NAME" in
-{{- range $brokers }}
-  {{ .pod }}) external_host={{ .host | default "${HOST_IP}" | quote }}; external_port={{ .port | int }} ;;
-{{- end }}
-  *) echo "start.sh: externalAccess names no address for pod '$POD_NAME' (add one to externalAccess.hosts or nodePort.ports)" >&2; exit 2 ;;
-esac
+# This pod's line of the ConfigMap {{ include "strata.externalAddressesName" . }} (kept out of this one,
+# so that extending the lists for a scale-up restarts no broker).
+addresses="${STRATA_EXTERNAL_ADDRESSES:-/etc/strata-external/addresses}"
+if [ ! -r "$addresses" ]; then
+  echo "start.sh: cannot read $addresses (ConfigMap {{ include "strata.externalAddressesName" . }})" >&2
+  exit 2
+fi
+external_host=""
+external_port=""
+while read -r pod address port; do
+  if [ "$pod" = "$POD_NAME" ]; then
+    external_host="$address"
+    external_port="$port"
+  fi
+done < "$addresses"
+if [ -z "$external_host" ] || [ -z "$external_port" ]; then
+  echo "start.sh: externalAccess names no address for pod '$POD_NAME': give every broker an entry in externalAccess.{{ if $ext.hosts }}hosts{{ else }}nodePort.ports{{ end }} (one per broker, in pod order) and upgrade the release" >&2
+  exit 2
+fi
+if [ "$external_host" = "-" ]; then
+  # The address of the node the pod runs on (status.hostIP).
+  external_host="${HOST_IP}"
+fi
 {{- else }}
 {{- if $ext.hostPattern }}
 external_host="{{ $ext.hostPattern | replace "{ordinal}" "${ordinal}" | replace "{pod}" "${POD_NAME}" | replace "{nodeId}" "${STRATA_NODE_ID}" | replace "{zone}" "${STRATA_RACK}" }}"
@@ -200,6 +217,11 @@ if [ -z "$external_host" ]; then
   echo "start.sh: no external address for pod '$POD_NAME'" >&2
   exit 2
 fi
+{{- end -}}
+
+{{/* The ConfigMap of each broker's listed external address (external-addresses.yaml). */}}
+{{- define "strata.externalAddressesName" -}}
+{{- printf "%s-external-addresses" (include "strata.fullname" .) -}}
 {{- end -}}
 
 {{/* "true" when start.sh needs HOST_IP (NodePort advertising the node's address). */}}
