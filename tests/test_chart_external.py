@@ -60,8 +60,17 @@ MODES = {
     "nodeport-node-address": (
         merge(S3, {"externalAccess": {"enabled": True, "type": "NodePort", "protocol": "PLAINTEXT",
                                       "allowPlaintext": True}}),
-        {"strata-0": f"{NODE_IP}:31090", "strata-1": f"{NODE_IP}:31091", "strata-2": f"{NODE_IP}:31092"},
-        {"strata-0": 31090, "strata-1": 31091, "strata-2": 31092}),
+        {"strata-0": f"{NODE_IP}:30020", "strata-1": f"{NODE_IP}:30021", "strata-2": f"{NODE_IP}:30022"},
+        {"strata-0": 30020, "strata-1": 30021, "strata-2": 30022}),
+    # One name for every node (externalTrafficPolicy Cluster: any node forwards each
+    # broker's node port to it); zones take the default zoneOffset.
+    "nodeport-one-name": (
+        merge(S3, SECURED, {"zones": ["a", "b"], "replicas": 2,
+                            "externalAccess": {"enabled": True, "type": "NodePort",
+                                               "hostPattern": "nodes.kafka.example.com"}}),
+        {"strata-a-0": "nodes.kafka.example.com:30020", "strata-a-1": "nodes.kafka.example.com:30021",
+         "strata-b-0": "nodes.kafka.example.com:30040", "strata-b-1": "nodes.kafka.example.com:30041"},
+        {"strata-a-0": 30020, "strata-a-1": 30021, "strata-b-0": 30040, "strata-b-1": 30041}),
     "nodeport-zones-hosts": (
         merge(S3, SECURED, {"zones": ["us-east-1a", "us-east-1b"], "replicas": 2,
                             "externalAccess": {"enabled": True, "type": "NodePort",
@@ -251,6 +260,9 @@ def test_each_broker_advertises_its_own_external_address(mode, tmp_path):
     assert client["security.protocol"] == ext["protocol"]
     if mode != "nodeport-node-address":
         assert client["bootstrap.servers"].split(",") == list(expected.values())
+    # Node ports above the default range's static band (30000-30085, KEP-3668) may be
+    # taken by automatically assigned ones; the notes say which.
+    assert ("in the band Kubernetes (1.29+)" in notes) == any(p > 30085 for p in (node_ports or {}).values())
     # Behind load balancers, allowedCidrs must admit their health checks (private addresses).
     assert ("must include the VPC CIDR" in notes) == bool(cidrs and ext["type"] == "LoadBalancer")
     if ext["protocol"] == "SASL_SSL":
@@ -340,6 +352,22 @@ def test_scaling_with_listed_addresses_restarts_no_broker(listed, tmp_path):
            f"externalAccess.{listed}" in result.stderr
 
 
+def test_node_ports_follow_a_custom_range_and_its_static_band(tmp_path):
+    """nodePort.range moves the accepted ports and the static band (KEP-3668: the lowest
+    min(max(16, size/32), 128) ports): in 20000-20999 (1000 ports) the band is
+    20000-20030, so 20031 draws the warning and 20030 does not."""
+    for base, warned in ((20029, True), (20028, False)):
+        values = merge(S3, {"externalAccess": ON | {"type": "NodePort", "protocol": "PLAINTEXT",
+                                                    "allowPlaintext": True,
+                                                    "nodePort": {"range": "20000-20999", "base": base}}})
+        r, path = render_dict(values, tmp_path, f"range-{base}")
+        ports = sorted(s["spec"]["ports"][0]["nodePort"] for s in r.of_kind("Service")
+                       if s["metadata"]["name"].endswith("-external"))
+        assert ports == [base, base + 1, base + 2]
+        notes = notes_of_values(path)
+        assert ("WARNING: node ports 20031 lie above 20030" in notes) == warned, notes
+
+
 def notes_of_values(path: Path) -> str:
     result = run([helm_binary(), "install", "--dry-run=client", RELEASE, str(CHART), "--namespace", NAMESPACE,
                   "-f", str(path)])
@@ -401,6 +429,23 @@ ON = {"enabled": True}
     (merge(S3, SECURED, {"externalAccess": ON | {"hostPattern": "b{ordinal}.x", "containerPort": 9094}}),
      "another listener of the broker uses it"),
     (merge(S3, {"externalAccess": {"hostPattern": "b{ordinal}.x"}}), "apply only with externalAccess.enabled"),
+    # Node ports outside the cluster's range, or a range that is not one.
+    (merge(S3, {"externalAccess": ON | {"type": "NodePort", "protocol": "PLAINTEXT", "allowPlaintext": True,
+                                        "nodePort": {"base": 29999}}}),
+     "29999 (broker strata-0) is outside the node-port range 30000-32767"),
+    (merge(S3, {"externalAccess": ON | {"type": "NodePort", "protocol": "PLAINTEXT", "allowPlaintext": True,
+                                        "nodePort": {"ports": [30000, 30001, 32768]}}}),
+     "32768 (broker strata-2) is outside the node-port range 30000-32767"),
+    (merge(S3, {"externalAccess": ON | {"type": "NodePort", "protocol": "PLAINTEXT", "allowPlaintext": True,
+                                        "nodePort": {"range": "20000-22767"}}}),
+     "30020 (broker strata-0) is outside the node-port range 20000-22767"),
+    (merge(S3, {"externalAccess": ON | {"type": "NodePort", "protocol": "PLAINTEXT", "allowPlaintext": True,
+                                        "nodePort": {"range": "30000:32767"}}}),
+     'externalAccess.nodePort.range "30000:32767"'),
+    # One name for all brokers, but with Local a node forwards only to a broker it runs.
+    (merge(S3, SECURED, {"externalAccess": ON | {"type": "NodePort", "hostPattern": "nodes.example.com",
+                                                 "service": {"externalTrafficPolicy": "Local"}}}),
+     "brokers strata-0 and strata-1 both advertise nodes.example.com"),
     # Node ports outside NodePort would be silently ignored: every broker advertises `port`.
     (merge(S3, SECURED, {"externalAccess": ON | {"type": "Domain", "hostPattern": "b{ordinal}.x",
                                                  "nodePort": {"ports": [31000, 31001, 31002]}}}),
@@ -527,7 +572,7 @@ def test_worked_values_of_deploy_md_render_as_documented(tmp_path):
               for m in re.finditer(r"```yaml\n# (\S+)\n(.*?)```", section, re.S)}
     documented = {
         "external-lb.yaml": ("strata-1", "strata-1.kafka.example.com:9094"),
-        "external-nodeport.yaml": ("strata-us-east-1b-2", "strata-us-east-1b-2.nodes.example.com:31192"),
+        "external-nodeport.yaml": ("strata-us-east-1b-2", "nodes.example.com:30042"),
         "external-domain.yaml": ("strata-2", "b2.kafka.example.com:9094"),
     }
     assert blocks.keys() == documented.keys()

@@ -10,8 +10,10 @@ outside the cluster reach (a NodePort, its own load balancer, or a name the user
 
 {{/* Every broker's external address, as a JSON list in broker order (zone by zone, then
 by ordinal): pod, zone, zoneIndex, ordinal, nodeId, host ("" for NodePort without a
-name: start.sh advertises the node's address), port (the one advertised) and nodePort.
-Fails on values that cannot work. */}}
+name: start.sh advertises the node's address), port (the one advertised), nodePort and
+autoAssignBand (the node port lies above the static band, where Kubernetes 1.29+
+assigns ports automatically); and staticHigh, the static band's last port. Fails on
+values that cannot work. */}}
 {{- define "strata.externalBrokers" -}}
 {{- $ext := .Values.externalAccess -}}
 {{- $fullname := include "strata.fullname" . -}}
@@ -51,15 +53,31 @@ Fails on values that cannot work. */}}
 {{- if and (contains "{zone}" $pattern) (not $.Values.zones) -}}
 {{- fail (printf "externalAccess.hostPattern %q: {zone} needs `zones`" $pattern) -}}
 {{- end -}}
-{{- if and $.Values.zones (not (regexMatch "\\{(pod|nodeId|zone)\\}" $pattern)) -}}
+{{- /* NodePort tells brokers apart by port: one name for every node works there. */ -}}
+{{- if and $.Values.zones (ne $type "NodePort") (not (regexMatch "\\{(pod|nodeId|zone)\\}" $pattern)) -}}
 {{- fail (printf "externalAccess.hostPattern %q: with zones, ordinals repeat in each zone; use {pod}, {nodeId} or {zone} (e.g. \"{pod}.kafka.example.com\")" $pattern) -}}
 {{- end -}}
-{{- if and (gt ($total | int) 1) (not (regexMatch "\\{(ordinal|pod|nodeId)\\}" $pattern)) -}}
+{{- if and (gt ($total | int) 1) (ne $type "NodePort") (not (regexMatch "\\{(ordinal|pod|nodeId)\\}" $pattern)) -}}
 {{- fail (printf "externalAccess.hostPattern %q: every broker needs its own address; use {ordinal}, {pod} or {nodeId}" $pattern) -}}
 {{- end -}}
 {{- end -}}
 {{- $nodePorts := $ext.nodePort.ports -}}
+{{- $rangeLow := 0 -}}
+{{- $rangeHigh := 0 -}}
+{{- $staticHigh := 0 -}}
 {{- if eq $type "NodePort" -}}
+{{- $range := toString $ext.nodePort.range -}}
+{{- if not (regexMatch "^[0-9]+-[0-9]+$" $range) -}}
+{{- fail (printf "externalAccess.nodePort.range %q: the API server's --service-node-port-range, LOW-HIGH (default 30000-32767)" $range) -}}
+{{- end -}}
+{{- $rangeLow = index (splitList "-" $range) 0 | int -}}
+{{- $rangeHigh = index (splitList "-" $range) 1 | int -}}
+{{- if or (gt $rangeLow $rangeHigh) (lt $rangeLow 1) (gt $rangeHigh 65535) -}}
+{{- fail (printf "externalAccess.nodePort.range %q: LOW-HIGH with 1 <= LOW <= HIGH <= 65535" $range) -}}
+{{- end -}}
+{{- /* KEP-3668 (Kubernetes 1.29+): node ports are auto-assigned from the upper band
+first; the lower min(max(16, size/32), 128) ports are left for fixed ones. */ -}}
+{{- $staticHigh = sub (add $rangeLow (min 128 (max 16 (div (add1 (sub $rangeHigh $rangeLow)) 32)))) 1 -}}
 {{- if and $nodePorts (ne (len $nodePorts) ($total | int)) -}}
 {{- fail (printf "externalAccess.nodePort.ports: %d entries for %d brokers; give one per broker, or none to use nodePort.base" (len $nodePorts) ($total | int)) -}}
 {{- end -}}
@@ -86,10 +104,11 @@ Fails on values that cannot work. */}}
 {{- if eq $type "NodePort" -}}
 {{- $nodePort := add ($ext.nodePort.base | int) (mul $set.index ($ext.nodePort.zoneOffset | int)) $ordinal -}}
 {{- if $nodePorts -}}{{- $nodePort = index $nodePorts $index | int -}}{{- end -}}
-{{- if or (lt ($nodePort | int) 1) (gt ($nodePort | int) 65535) -}}
-{{- fail (printf "externalAccess.nodePort: %d (broker %s) is not a port" ($nodePort | int) $b.pod) -}}
+{{- if or (lt ($nodePort | int) $rangeLow) (gt ($nodePort | int) $rangeHigh) -}}
+{{- fail (printf "externalAccess.nodePort: %d (broker %s) is outside the node-port range %d-%d (externalAccess.nodePort.range: the API server's --service-node-port-range)" ($nodePort | int) $b.pod $rangeLow $rangeHigh) -}}
 {{- end -}}
 {{- $_ := set $b "nodePort" ($nodePort | int) -}}
+{{- $_ := set $b "autoAssignBand" (gt ($nodePort | int) $staticHigh) -}}
 {{- $port = $nodePort | int -}}
 {{- end -}}
 {{- $_ := set $b "port" $port -}}
@@ -108,8 +127,14 @@ Fails on values that cannot work. */}}
 {{- fail (printf "externalAccess.nodePort: brokers %s and %s both get node port %d" (get $seen (printf "nodePort %d" (.nodePort | int))) .pod (.nodePort | int)) -}}
 {{- end -}}
 {{- $_ := set $seen (printf "nodePort %d" (.nodePort | int)) .pod -}}
+{{- if and (eq $type "NodePort") (eq $ext.service.externalTrafficPolicy "Local") .host -}}
+{{- if hasKey $seen (printf "host %s" .host) -}}
+{{- fail (printf "externalAccess.service.externalTrafficPolicy Local: brokers %s and %s both advertise %s, but a node forwards only to a broker it runs; give each broker a name that follows its node (hostPattern with {pod}, {ordinal} or {nodeId}), or use Cluster" (get $seen (printf "host %s" .host)) .pod .host) -}}
 {{- end -}}
-{{- dict "brokers" $brokers | toJson -}}
+{{- $_ := set $seen (printf "host %s" .host) .pod -}}
+{{- end -}}
+{{- end -}}
+{{- dict "brokers" $brokers "staticHigh" $staticHigh | toJson -}}
 {{- end -}}
 
 {{/* The external listener's security protocol, upper case. */}}

@@ -154,6 +154,13 @@ its broker's load balancer address (external-dns does it from the Services' anno
   kubectl -n {{ .Release.Namespace }} get services -l app.kubernetes.io/instance={{ .Release.Name }},strata.dev/service=external
 {{- else if eq $ext.type "NodePort" }}
 Each broker has its own node port on every node (Service <pod>-external).
+{{- $dynamic := list -}}
+{{- range $brokers }}{{ if .autoAssignBand }}{{ $dynamic = append $dynamic (toString (.nodePort | int)) }}{{ end }}{{ end }}
+{{- if $dynamic }}
+WARNING: node ports {{ join ", " $dynamic }} lie above {{ (include "strata.externalBrokers" . | fromJson).staticHigh | int }}, in the band Kubernetes (1.29+)
+assigns to other Services automatically: one may take a broker's port first, and that
+broker's Service then fails to create. Move externalAccess.nodePort.base into the static band.
+{{- end }}
 {{- if not (or $ext.hosts $ext.hostPattern) }}
 Brokers advertise the internal address of the node they run on (status.hostIP): clients
 must reach the nodes' addresses (same VPC), and a broker's address changes when it moves.
