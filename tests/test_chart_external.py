@@ -460,19 +460,25 @@ def test_chart_refuses_unsafe_or_inconsistent_external_values(values, message, t
 
 
 def test_external_clients_get_external_addresses_from_real_brokers(broker, etcd, tmp_path):
-    """Two real brokers with the rendered strata.toml and the addresses start.sh exports
-    (NodePort mode, SASL_SSL, both brokers named localhost, each with its node port).
-    Only bind addresses move to loopback: the node ports stand for kube-proxy's
-    forwarding, and the in-cluster names become 127.0.0.1. A client set up from the
-    notes' external settings bootstraps through EXTERNAL, is told the external addresses,
-    creates a replicated topic, produces with acks=all and consumes; a client of the
-    client listener is told the internal addresses; a wrong password is refused."""
+    """Two real brokers with the rendered strata.toml and the advertised listeners
+    start.sh exports (NodePort mode, SASL_SSL, both brokers named localhost, each with its
+    node port), so the broker's own parser reads the chart's `listeners`,
+    `listener_security_protocol_map` and `advertised_listeners`. Only bind addresses
+    move to loopback (the node ports stand for kube-proxy's forwarding, and each broker's
+    client port is a free one, given to start.sh as KAFKA_PORT), and the pods'
+    in-cluster names, which do not resolve here, become 127.0.0.1. A client set up from
+    the notes' external settings bootstraps through EXTERNAL, is told the external
+    addresses, creates a replicated topic, produces with acks=all and consumes; a client
+    of the client listener is told the internal addresses by each broker; a wrong
+    password is refused."""
     from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
     from confluent_kafka.admin import AdminClient, NewTopic
 
     node_ports = [free_port(), free_port()]
+    # Free ports stand for node ports: the range admits them.
     values = merge(S3, SECURED, {"replicas": 2, "externalAccess": ON | {
-        "type": "NodePort", "hosts": ["localhost", "localhost"], "nodePort": {"ports": node_ports}}})
+        "type": "NodePort", "hosts": ["localhost", "localhost"],
+        "nodePort": {"ports": node_ports, "range": "1024-65535"}}})
     r, path = render_dict(values, tmp_path, "real")
     data = r.config_map()
     (sts,) = r.brokers()
@@ -486,31 +492,37 @@ def test_external_clients_get_external_addresses_from_real_brokers(broker, etcd,
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(content)
     text = data["strata.toml"].replace(SECURITY_DIR, str(root))
+    rendered_listeners = f'listeners = "CLIENT://0.0.0.0:9092,EXTERNAL://0.0.0.0:{values_external_port(r)}"'
+    assert rendered_listeners in text
 
     stub_dir = tmp_path / "bin"
     write_stub(stub_dir)
     metadata = etcd.url(f"external-{uuid.uuid4().hex[:8]}")
     internal = {}
     for ordinal, pod in enumerate(pods(sts)):
-        env = pod_env(container(sts), pod) | {"STRATA_CONFIG_FILE": str(tmp_path / "unused.toml")} | \
-            addresses_env(r, tmp_path)
+        internal[ordinal] = free_port()
+        env = pod_env(container(sts), pod) | {"STRATA_CONFIG_FILE": str(tmp_path / "unused.toml"),
+                                              "KAFKA_PORT": str(internal[ordinal])} | addresses_env(r, tmp_path)
         result, calls = run_script(data["start.sh"], env, tmp_path, stub_dir)
         assert result.returncode == 0, result.stderr
         serve = calls[-1]["env"]
-        announced = dict(x.split("://") for x in serve["STRATA_ADVERTISED_LISTENERS"].split(","))
+        advertised = serve["STRATA_ADVERTISED_LISTENERS"]
+        announced = dict(x.split("://") for x in advertised.split(","))
+        assert announced.keys() == {"CLIENT", "EXTERNAL"}
         assert announced["EXTERNAL"] == f"localhost:{node_ports[ordinal]}"
-        internal[ordinal] = free_port()
+        in_cluster = f"{pod}.strata-headless.{NAMESPACE}.svc.cluster.local"
+        assert announced["CLIENT"] == f"{in_cluster}:{internal[ordinal]}"
+        # strata.toml's listeners bound on loopback: CLIENT on the free port, EXTERNAL on
+        # the broker's node port. Nothing else in the file changes.
+        config = text.replace(rendered_listeners, f'listeners = "CLIENT://127.0.0.1:{internal[ordinal]},'
+                                                  f'EXTERNAL://127.0.0.1:{node_ports[ordinal]}"')
         env = {
-            # The listeners of strata.toml bound on loopback: CLIENT on a free port,
-            # EXTERNAL on the broker's node port.
-            "STRATA_LISTENERS": f"CLIENT://127.0.0.1:{internal[ordinal]},EXTERNAL://127.0.0.1:{node_ports[ordinal]}",
-            # What start.sh advertises, with 127.0.0.1 for the pod's in-cluster name.
-            "STRATA_ADVERTISED_LISTENERS": f"CLIENT://127.0.0.1:{internal[ordinal]},"
-                                           f"EXTERNAL://{announced['EXTERNAL']}",
+            # What start.sh exports, with 127.0.0.1 for the pod's in-cluster name.
+            "STRATA_ADVERTISED_LISTENERS": advertised.replace(in_cluster, "127.0.0.1"),
             "STRATA_DEFAULT_REPLICATION_FACTOR": "2", "STRATA_MIN_INSYNC_REPLICAS": "1",
             "STRATA_METADATA_REFRESH_INTERVAL_MS": "200",
         }
-        broker(metadata=metadata, config_text=text, env=env, name=pod,
+        broker(metadata=metadata, config_text=config, env=env, name=pod,
                args=["--object-store", f"file://{tmp_path / 'objects'}", "--node-id", serve["STRATA_NODE_ID"]])
 
     notes = notes_of_values(path)
@@ -526,8 +538,12 @@ def test_external_clients_get_external_addresses_from_real_brokers(broker, etcd,
     external_addresses = {("localhost", p) for p in node_ports}
     wait_until("both brokers on the external listener", lambda: brokers_seen(external) == external_addresses,
                timeout=60)
-    internal_client = external | {"bootstrap.servers": f"127.0.0.1:{internal[0]}"}
-    assert brokers_seen(internal_client) == {("127.0.0.1", p) for p in internal.values()}
+    # Each broker's own view: the wait above proves only that some broker sees both.
+    internal_addresses = {("127.0.0.1", p) for p in internal.values()}
+    for port in internal.values():
+        internal_client = external | {"bootstrap.servers": f"127.0.0.1:{port}"}
+        wait_until(f"both brokers on the client listener, asked through 127.0.0.1:{port}",
+                   lambda client=internal_client: brokers_seen(client) == internal_addresses, timeout=60)
 
     admin = AdminClient(external)
     for future in admin.create_topics([NewTopic("outside", 2, 2)]).values():
@@ -554,8 +570,17 @@ def test_external_clients_get_external_addresses_from_real_brokers(broker, etcd,
     wrong = AdminClient(external | {"sasl.password": "not-the-password", "error_cb": errors.append})
     with pytest.raises(KafkaException):
         wrong.list_topics(timeout=5)
-    wait_until("the authentication error", lambda: wrong.poll(0.2) is not None and
-               any(e.code() == KafkaError._AUTHENTICATION for e in errors), timeout=30)
+
+    def authentication_failed() -> bool:
+        wrong.poll(0.2)  # serves error_cb
+        return any(e.code() == KafkaError._AUTHENTICATION for e in errors)
+
+    wait_until("the authentication error", authentication_failed, timeout=30)
+
+
+def values_external_port(r) -> int:
+    (sts,) = r.brokers()
+    return {p["name"]: p["containerPort"] for p in container(sts)["ports"]}["kafka-external"]
 
 
 def test_worked_values_of_deploy_md_render_as_documented(tmp_path):
