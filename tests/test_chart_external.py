@@ -3,15 +3,18 @@ listener reached through a NodePort, a load balancer per broker, or a name the u
 routes (Domain).
 
 For each mode `helm template` renders manifests that kubernetes-validate accepts; the
-container's start script, run for every pod with a stub `strata`, advertises each broker's
-own external address on EXTERNAL while CLIENT keeps the in-cluster name; there is one
-Service per broker selecting exactly that pod; the NetworkPolicy opens the external port
-(to the configured CIDRs) and keeps the admin API and replication closed; the Certificate
-names the external hosts; unsafe or inconsistent values fail the render with a message.
-Then two real brokers run the rendered configuration (SASL_SSL on EXTERNAL, the test PKI
-of test_deploy): a client configured from NOTES.txt bootstraps through the external
-listener, is told the external addresses, produces and consumes, while a client of the
-internal listener is told the internal ones.
+container's start script, run for every pod with a stub `strata`, advertises each
+broker's own external address on EXTERNAL while the client listener (CLIENT, or PLAINTEXT
+without security: the names it has with the feature off) keeps the in-cluster name;
+there is one Service per broker selecting exactly that pod (ClusterIP for Domain); the
+NetworkPolicy opens the external port (to the configured CIDRs) and keeps the admin API
+and replication closed; the Certificate names the external hosts; unsafe or
+inconsistent values fail the render with a message; scaling with listed addresses
+leaves the pod template alone. Then two real brokers run the rendered strata.toml and
+start.sh's advertised listeners (SASL_SSL on EXTERNAL, the test PKI of test_deploy): a
+client configured from NOTES.txt bootstraps through the external listener, is told the
+external addresses, produces and consumes, while a client of the internal listener is
+told the internal ones.
 """
 
 from __future__ import annotations
