@@ -295,14 +295,16 @@ def in_cluster_listeners(values: dict, tmp_path: Path, name: str) -> dict[str, s
     return {n: (bound[n], advertised[n]) for n in bound if n != "EXTERNAL"}
 
 
-@pytest.mark.parametrize("base", ["plaintext", "secured"])
+@pytest.mark.parametrize("base", ["plaintext", "secured", "secured-internal"])
 def test_turning_external_access_on_keeps_the_in_cluster_listener_names(base, tmp_path):
     """A broker answers Metadata, DescribeCluster and FindCoordinator with the other
     brokers' addresses on the caller's listener name, and leaves out a broker that has no
     listener of that name. During the roll that turns externalAccess on, old and new
     brokers run side by side: the in-cluster listeners must keep their names, bind
     addresses and advertised addresses."""
-    values = merge(S3, SECURED) if base == "secured" else S3
+    values = {"plaintext": S3, "secured": merge(S3, SECURED),
+              "secured-internal": merge(S3, SECURED, {"security": {"internalListener": {"enabled": True},
+                                                                   "tls": {"clientAuth": "requested"}}})}[base]
     external = {"enabled": True, "type": "NodePort"}
     if base == "plaintext":
         external |= {"protocol": "PLAINTEXT", "allowPlaintext": True}
@@ -311,6 +313,8 @@ def test_turning_external_access_on_keeps_the_in_cluster_listener_names(base, tm
     off = in_cluster_listeners(values, tmp_path, f"{base}-off")
     on = in_cluster_listeners(merge(values, {"externalAccess": external}), tmp_path, f"{base}-on")
     assert on == off
+    assert off.keys() == {"plaintext": {"PLAINTEXT"}, "secured": {"CLIENT"},
+                          "secured-internal": {"CLIENT", "INTERNAL"}}[base]
 
 
 @pytest.mark.parametrize("listed", ["hosts", "nodePort.ports"])
