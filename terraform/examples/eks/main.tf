@@ -103,7 +103,7 @@ module "eks" {
 
   eks_managed_node_groups = {
     brokers = {
-      ami_type       = "AL2023_x86_64_STANDARD"
+      ami_type       = var.node_ami_type
       instance_types = [var.instance_type]
       min_size       = var.nodes
       max_size       = var.nodes + 1
@@ -128,6 +128,8 @@ module "bucket" {
   bucket_name       = var.bucket_name
   prefix            = var.name
   name              = "${var.name}-broker"
+  force_destroy     = var.force_destroy_bucket
+  create_irsa_role  = true
   oidc_provider_arn = module.eks.oidc_provider_arn
   namespace         = var.namespace
   service_account   = local.release
@@ -155,7 +157,9 @@ provider "helm" {
   }
 }
 
-# gp3 volumes for brokers and etcd, created where the pod is scheduled.
+# gp3 volumes for brokers and etcd, created where the pod is scheduled, with the IOPS and
+# throughput of docs/deploy.md's sizing guide. "Delete": a volume goes with its claim, so
+# deleting the claims before the cluster (docs/deploy.md, "Tearing down") leaves no volume.
 resource "kubernetes_storage_class_v1" "gp3" {
   metadata {
     name = "gp3"
@@ -165,8 +169,18 @@ resource "kubernetes_storage_class_v1" "gp3" {
   allow_volume_expansion = true
   reclaim_policy         = "Delete"
   parameters = {
-    type      = "gp3"
-    encrypted = "true"
+    type       = "gp3"
+    encrypted  = "true"
+    iops       = tostring(var.gp3_iops)
+    throughput = tostring(var.gp3_throughput)
+  }
+
+  lifecycle {
+    precondition {
+      # EBS refuses a gp3 volume with more than 0.25 MiB/s per provisioned IOPS.
+      condition     = var.gp3_throughput * 4 <= var.gp3_iops
+      error_message = "The gp3_throughput (MiB/s) may be at most gp3_iops / 4."
+    }
   }
 
   depends_on = [module.eks]

@@ -1,0 +1,388 @@
+"""A stand-in copy of terraform/ that a real terraform binary can init, validate and plan
+without downloading anything (tests/test_terraform.py).
+
+Providers and registry modules cannot be fetched here, so the copy replaces them, and
+nothing else:
+
+- every `resource "T" "N"` and `data "T" "N"` becomes `module "r_T__N"` / `module
+  "d_T__N"` calling one local stand-in module, with the SAME count / for_each, the same
+  argument expressions (gathered into one `args` object; nested blocks become lists of
+  objects, `dynamic` blocks `for` expressions over the same for_each) and the same
+  lifecycle preconditions (checked by a validation of the stand-in's input, which
+  fails the plan as a precondition would). Its `attrs` output is the arguments plus the
+  attributes the provider computes (COMPUTED), unknown until apply. References such as
+  `aws_iam_role.broker[0].arn` become `module.r_aws_iam_role__broker[0].attrs.arn`.
+- every registry module call keeps its arguments and gets a stand-in whose outputs are
+  unknown until apply, as a module that creates the thing (a VPC, an EKS cluster) has.
+- provider and `terraform` blocks are dropped (no provider to configure; the real
+  required_version is above the test's binary).
+
+Terraform v1.0.3 is the binary the registries offer (scripts/install-deps.sh). `timestamp()`
+is unknown while planning, which makes the unknown values. Two rewrites make the copy
+parse with 1.0.3 and change no planned value: `optional(T, default)` (1.3) becomes
+`optional(T)` with the experiment that 1.0 needs for it, where the code reads such an
+attribute through try() with the same default.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Attributes each resource or data source type computes (unknown while planning, for a
+# new resource). Lists are marked; the rest are strings. A type missing here fails.
+COMPUTED: dict[str, dict[str, str]] = {
+    "aws_s3_bucket": {"id": "string", "arn": "string", "region": "string"},
+    "aws_s3_bucket_ownership_controls": {"id": "string"},
+    "aws_s3_bucket_public_access_block": {"id": "string"},
+    "aws_s3_bucket_server_side_encryption_configuration": {"id": "string"},
+    "aws_s3_bucket_lifecycle_configuration": {"id": "string"},
+    "aws_s3_bucket_policy": {"id": "string"},
+    "aws_iam_policy_document": {"id": "string", "json": "string"},
+    "aws_iam_policy": {"id": "string", "arn": "string"},
+    "aws_iam_role": {"id": "string", "arn": "string", "unique_id": "string"},
+    "aws_iam_role_policy_attachment": {"id": "string"},
+    "aws_availability_zones": {"id": "string", "names": "list", "zone_ids": "list"},
+    "aws_vpc_endpoint": {"id": "string", "arn": "string"},
+    "aws_ecr_repository": {"id": "string", "arn": "string", "repository_url": "string", "registry_id": "string"},
+    "kubernetes_storage_class_v1": {"id": "string"},
+    "helm_release": {"id": "string", "status": "string"},
+    "minio_s3_bucket": {"id": "string", "arn": "string"},
+    "minio_iam_user": {"id": "string", "secret": "string", "status": "string"},
+    "minio_iam_policy": {"id": "string"},
+    "minio_iam_user_policy_attachment": {"id": "string"},
+}
+
+# Outputs of registry modules that are lists (the rest are strings).
+LIST_OUTPUTS = {"private_subnets", "public_subnets", "private_route_table_ids", "public_route_table_ids"}
+
+META_ARGUMENTS = {"count", "for_each", "depends_on", "provider", "providers"}
+
+STANDIN_RESOURCE = """\
+# A provider resource or data source: its arguments, plus computed attributes that are
+# unknown until apply (timestamp() is unknown while planning).
+variable "args" {
+  type = any
+}
+
+variable "computed_strings" {
+  type    = list(string)
+  default = []
+}
+
+variable "computed_lists" {
+  type    = list(string)
+  default = []
+}
+
+variable "preconditions" {
+  type    = list(object({ condition = bool, error_message = string }))
+  default = []
+
+  validation {
+    condition     = alltrue([for p in var.preconditions : p.condition != false])
+    error_message = "Stand-in resource: a lifecycle precondition failed."
+  }
+}
+
+output "attrs" {
+  value = merge(
+    var.args,
+    { for name in var.computed_strings : name => "${name}-${timestamp()}" },
+    { for name in var.computed_lists : name => split(",", "${name}-${timestamp()}") },
+  )
+}
+"""
+
+
+@dataclass
+class Block:
+    kind: str
+    labels: list[str]
+    items: list = field(default_factory=list)  # Attr | Block
+
+
+@dataclass
+class Attr:
+    name: str
+    expr: str
+
+
+class Scanner:
+    """Splits HCL native syntax into blocks and attributes, keeping each attribute's
+    expression as its exact text (strings, templates and brackets are skipped over)."""
+
+    def __init__(self, text: str):
+        self.text = text
+        self.i = 0
+
+    def skip_space(self) -> None:
+        t = self.text
+        while self.i < len(t):
+            c = t[self.i]
+            if c in " \t\r\n":
+                self.i += 1
+            elif c == "#" or t.startswith("//", self.i):
+                while self.i < len(t) and t[self.i] != "\n":
+                    self.i += 1
+            elif t.startswith("/*", self.i):
+                self.i = t.index("*/", self.i) + 2
+            else:
+                return
+
+    def body(self, closing: bool) -> list:
+        items = []
+        while True:
+            self.skip_space()
+            if self.i >= len(self.text):
+                assert not closing, "unbalanced braces"
+                return items
+            if self.text[self.i] == "}":
+                assert closing, f"unexpected }} at {self.i}"
+                self.i += 1
+                return items
+            m = re.compile(r"[A-Za-z_][\w-]*").match(self.text, self.i)
+            assert m, f"expected a name at {self.text[self.i:self.i + 40]!r}"
+            name = m.group(0)
+            self.i = m.end()
+            self.skip_inline_space()
+            if self.text[self.i] == "=" and self.text[self.i + 1] != "=":
+                self.i += 1
+                start = self.i
+                self.i = self.expression_end(self.i)
+                items.append(Attr(name, self.text[start:self.i].strip()))
+                continue
+            labels = []
+            while self.text[self.i] == '"':
+                end = self.string_end(self.i + 1)
+                labels.append(self.text[self.i + 1:end - 1])
+                self.i = end
+                self.skip_inline_space()
+            assert self.text[self.i] == "{", f"expected {{ after {name} {labels}"
+            self.i += 1
+            items.append(Block(name, labels, self.body(closing=True)))
+
+    def skip_inline_space(self) -> None:
+        while self.text[self.i] in " \t":
+            self.i += 1
+
+    def string_end(self, i: int) -> int:
+        """Index after the closing quote of a string whose body starts at i."""
+        t = self.text
+        while True:
+            c = t[i]
+            if c == "\\":
+                i += 2
+            elif c == '"':
+                return i + 1
+            elif t.startswith("${", i) or t.startswith("%{", i):
+                i = self.code_end(i + 2, "}") + 1
+            else:
+                i += 1
+
+    def code_end(self, i: int, closer: str) -> int:
+        """Index of the `closer` that ends code starting at i."""
+        t = self.text
+        while True:
+            c = t[i]
+            if c == closer:
+                return i
+            if c == '"':
+                i = self.string_end(i + 1)
+            elif c in "([{":
+                i = self.code_end(i + 1, {"(": ")", "[": "]", "{": "}"}[c]) + 1
+            elif c == "#" or t.startswith("//", i):
+                i = t.index("\n", i)
+            else:
+                i += 1
+
+    def expression_end(self, i: int) -> int:
+        t = self.text
+        while i < len(t):
+            c = t[i]
+            if c == "\n" or c == "#" or t.startswith("//", i):
+                return i
+            if c == '"':
+                i = self.string_end(i + 1)
+            elif c in "([{":
+                i = self.code_end(i + 1, {"(": ")", "[": "]", "{": "}"}[c]) + 1
+            elif t.startswith("<<", i):
+                raise AssertionError("heredocs are not supported by the stand-in scanner")
+            else:
+                i += 1
+        return i
+
+
+def parse(text: str) -> list:
+    return Scanner(text).body(closing=False)
+
+
+def standin_name(kind: str, rtype: str, name: str) -> str:
+    return f"{'r' if kind == 'resource' else 'd'}_{rtype}__{name}"
+
+
+def render_items(items: list, indent: str) -> str:
+    """Blocks and attributes back to HCL text, verbatim."""
+    out = []
+    for item in items:
+        if isinstance(item, Attr):
+            out.append(f"{indent}{item.name} = {item.expr}")
+        else:
+            labels = "".join(f' "{label}"' for label in item.labels)
+            out.append(f"{indent}{item.kind}{labels} {{")
+            out.append(render_items(item.items, indent + "  "))
+            out.append(f"{indent}}}")
+    return "\n".join(out)
+
+
+def object_of(items: list) -> str:
+    """A block body as an object constructor: attributes as they are, nested blocks as
+    lists of objects (grouped by type), dynamic blocks as `for` expressions."""
+    attrs = [f"{a.name} = {a.expr}" for a in items if isinstance(a, Attr)]
+    groups: dict[str, list[str]] = {}
+    for block in (b for b in items if isinstance(b, Block)):
+        if block.kind == "dynamic":
+            (name,) = block.labels
+            for_each = next(a.expr for a in block.items if isinstance(a, Attr) and a.name == "for_each")
+            assert not any(isinstance(a, Attr) and a.name == "iterator" for a in block.items)
+            (content,) = [b for b in block.items if isinstance(b, Block) and b.kind == "content"]
+            body = object_of(content.items)
+            body = re.sub(rf"(?<![\w.]){re.escape(name)}\.(key|value)\b", rf"{name}_\1", body)
+            groups.setdefault(name, []).append(f"[for {name}_key, {name}_value in {for_each} : {body}]")
+        else:
+            groups.setdefault(block.kind, []).append(f"[{object_of(block.items)}]")
+    for name, lists in groups.items():
+        attrs.append(f"{name} = {lists[0] if len(lists) == 1 else 'concat(' + ', '.join(lists) + ')'}")
+    return "{\n" + "\n".join(attrs) + "\n}"
+
+
+class Tree:
+    """Writes the stand-in copy of `source` (the repository's terraform/) into `dest`."""
+
+    def __init__(self, source: Path, dest: Path):
+        self.source = source
+        self.dest = dest
+        self.resource_module = dest / "_standins" / "resource"
+
+    def build(self, modules: list[str], edit=None) -> None:
+        """`edit(relative_path, text) -> text` changes a real file before conversion
+        (the negative checks put an old expression back)."""
+        self.resource_module.mkdir(parents=True, exist_ok=True)
+        (self.resource_module / "main.tf").write_text(STANDIN_RESOURCE)
+        for module in modules:
+            texts = {}
+            for path in sorted((self.source / module).glob("*.tf")):
+                text = path.read_text()
+                if edit:
+                    text = edit(f"{module}/{path.name}", text)
+                texts[path.name] = text
+            self.convert(module, texts)
+
+    def convert(self, module: str, texts: dict[str, str]) -> None:
+        out_dir = self.dest / module
+        out_dir.mkdir(parents=True, exist_ok=True)
+        parsed = {name: parse(text) for name, text in texts.items()}
+        # Every resource and data source of the module, for rewriting references.
+        declared = [(b.kind, b.labels[0], b.labels[1]) for items in parsed.values() for b in items
+                    if isinstance(b, Block) and b.kind in ("resource", "data")]
+        all_text = "\n".join(texts.values())
+        needs_optional_experiment = bool(re.search(r"optional\(\w+,", all_text))
+        for name, items in parsed.items():
+            out = []
+            self.module = module
+            for block in items:
+                assert isinstance(block, Block), f"{module}/{name}: a top-level attribute"
+                if block.kind in ("terraform", "provider"):
+                    continue
+                if block.kind in ("resource", "data"):
+                    out.append(self.resource_call(block))
+                elif block.kind == "module":
+                    out.append(self.module_call(module, block, all_text))
+                else:
+                    out.append(render_items([block], ""))
+            text = "\n\n".join(out) + "\n"
+            text = re.sub(r"optional\((\w+),[^()]*\)", r"optional(\1)", text)
+            (out_dir / name).write_text(self.rewrite_references(text, declared))
+        if needs_optional_experiment:
+            (out_dir / "_experiments.tf").write_text(
+                "terraform {\n  experiments = [module_variable_optional_attrs]\n}\n")
+
+    def resource_call(self, block: Block) -> str:
+        rtype, name = block.labels
+        assert rtype in COMPUTED, f"the stand-in does not know what {rtype} computes: add it to COMPUTED"
+        meta = {a.name: a.expr for a in block.items if isinstance(a, Attr) and a.name in META_ARGUMENTS}
+        args = [i for i in block.items if not (isinstance(i, Attr) and i.name in META_ARGUMENTS)
+                and not (isinstance(i, Block) and i.kind == "lifecycle")]
+        preconditions = []
+        for lifecycle in (b for b in block.items if isinstance(b, Block) and b.kind == "lifecycle"):
+            for item in lifecycle.items:
+                assert isinstance(item, Block) and item.kind == "precondition", \
+                    f"{rtype}.{name}: the stand-in keeps only lifecycle preconditions"
+                preconditions.append(object_of(item.items))
+        lines = [f'module "{standin_name(block.kind, rtype, name)}" {{',
+                 f'  source = "./{self.relative(self.resource_module, self.module)}"']
+        for meta_name in ("count", "for_each"):
+            if meta_name in meta:
+                lines.append(f"  {meta_name} = {meta[meta_name]}")
+        if "depends_on" in meta:
+            lines.append(f"  depends_on = {self.depends_on(meta['depends_on'])}")
+        computed = COMPUTED[rtype]
+        lines.append(f"  computed_strings = {quote_list(k for k, v in computed.items() if v == 'string')}")
+        lines.append(f"  computed_lists = {quote_list(k for k, v in computed.items() if v == 'list')}")
+        if preconditions:
+            lines.append(f"  preconditions = [{', '.join(preconditions)}]")
+        lines.append(f"  args = {object_of(args)}")
+        lines.append("}")
+        return "\n".join(lines)
+
+    def module_call(self, module: str, block: Block, all_text: str) -> str:
+        (name,) = block.labels
+        attrs = {a.name: a.expr for a in block.items if isinstance(a, Attr)}
+        source = attrs["source"].strip('"')
+        if source.startswith("./") or source.startswith("../"):
+            return render_items([block], "")
+        # A registry module: same arguments, outputs unknown until apply.
+        standin = self.dest / "_standins" / "modules" / module.replace("/", "_") / name
+        standin.mkdir(parents=True, exist_ok=True)
+        inputs = [a for a in attrs if a not in META_ARGUMENTS | {"source", "version"}]
+        outputs = sorted(set(re.findall(rf"(?<![\w.])module\.{re.escape(name)}\.(\w+)", all_text)))
+        lines = [f"# Stand-in for {source}: its inputs, and the outputs {module} reads, unknown until apply."]
+        lines += [f'variable "{i}" {{\n  type    = any\n  default = null\n}}' for i in inputs]
+        for output in outputs:
+            value = (f'split(",", "{output}-${{timestamp()}}")' if output in LIST_OUTPUTS
+                     else f'"{output}-${{timestamp()}}"')
+            lines.append(f'output "{output}" {{\n  value = {value}\n}}')
+        (standin / "main.tf").write_text("\n\n".join(lines) + "\n")
+        items = [Attr("source", f'"./{self.relative(standin, module)}"')]
+        items += [i for i in block.items if not (isinstance(i, Attr) and i.name in ("source", "version"))]
+        return render_items([Block("module", [name], items)], "")
+
+    def relative(self, target: Path, module: str) -> str:
+        return os.path.relpath(target, self.dest / module)
+
+    def depends_on(self, expr: str) -> str:
+        return re.sub(r"(?<![\w.])(data\.)?([a-z0-9_]+)\.([\w-]+)",
+                      lambda m: m.group(0) if m.group(2) == "module" and not m.group(1)
+                      else f"module.{standin_name('data' if m.group(1) else 'resource', m.group(2), m.group(3))}",
+                      expr)
+
+    @staticmethod
+    def rewrite_references(text: str, declared: list[tuple[str, str, str]]) -> str:
+        for kind, rtype, name in declared:
+            prefix = r"data\." if kind == "data" else ""
+            pattern = rf"(?<![\w.]){prefix}{re.escape(rtype)}\.{re.escape(name)}\b(\[[^\]]*\])?"
+            text = re.sub(pattern, lambda m, k=kind, t=rtype, n=name:
+                          f"module.{standin_name(k, t, n)}{m.group(1) or ''}.attrs", text)
+        return text
+
+
+def quote_list(names) -> str:
+    return "[" + ", ".join(f'"{n}"' for n in names) + "]"
+
+
+def build(source: Path, dest: Path, modules: list[str], edit=None) -> None:
+    shutil.rmtree(dest, ignore_errors=True)
+    Tree(source, dest).build(modules, edit)
