@@ -1667,6 +1667,7 @@ def test_the_helm_install_command_of_the_docs_renders(tmp_path):
         "$(terraform output -raw object_store_url)": "s3://strata-segments-123456789012/strata",
         "$(terraform output -raw broker_role_arn)": "arn:aws:iam::123456789012:role/strata-broker",
         "$repo": "123456789012.dkr.ecr.us-east-1.amazonaws.com/strata",
+        "$REGION": "us-east-1",
     }
     for placeholder, value in samples.items():
         assert placeholder in command, f"{placeholder} not in the documented command"

@@ -62,7 +62,7 @@ variable "gp3_iops" {
   default     = 3000
 
   validation {
-    condition     = var.gp3_iops >= 3000 && floor(var.gp3_iops) == var.gp3_iops
+    condition     = var.gp3_iops >= 3000 && var.gp3_iops % 1 == 0
     error_message = "The gp3_iops must be a whole number of at least 3000 (gp3's baseline)."
   }
 }
@@ -73,7 +73,7 @@ variable "gp3_throughput" {
   default     = 125
 
   validation {
-    condition     = var.gp3_throughput >= 125 && floor(var.gp3_throughput) == var.gp3_throughput
+    condition     = var.gp3_throughput >= 125 && var.gp3_throughput % 1 == 0
     error_message = "The gp3_throughput must be a whole number of MiB/s, at least 125 (gp3's baseline)."
   }
 }
