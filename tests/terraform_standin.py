@@ -18,10 +18,10 @@ nothing else:
   required_version is above the test's binary).
 
 Terraform v1.0.3 is the binary the registries offer (scripts/install-deps.sh). `timestamp()`
-is unknown while planning, which makes the unknown values. Two rewrites make the copy
-parse with 1.0.3 and change no planned value: `optional(T, default)` (1.3) becomes
-`optional(T)` with the experiment that 1.0 needs for it, where the code reads such an
-attribute through try() with the same default.
+is unknown while planning, which makes the unknown values. One rewrite makes the copy
+parse with 1.0.3: `optional(T, default)` (Terraform 1.3) becomes `optional(T)` with the
+experiment 1.0 needs for it. It changes nothing while the object is null (the example's
+tls_issuer in every plan here); set, an omitted attribute would be null, not the default.
 """
 
 from __future__ import annotations
@@ -292,13 +292,12 @@ class Tree:
         needs_optional_experiment = bool(re.search(r"optional\(\w+,", all_text))
         for name, items in parsed.items():
             out = []
-            self.module = module
             for block in items:
                 assert isinstance(block, Block), f"{module}/{name}: a top-level attribute"
                 if block.kind in ("terraform", "provider"):
                     continue
                 if block.kind in ("resource", "data"):
-                    out.append(self.resource_call(block))
+                    out.append(self.resource_call(module, block))
                 elif block.kind == "module":
                     out.append(self.module_call(module, block, all_text))
                 else:
@@ -310,7 +309,7 @@ class Tree:
             (out_dir / "_experiments.tf").write_text(
                 "terraform {\n  experiments = [module_variable_optional_attrs]\n}\n")
 
-    def resource_call(self, block: Block) -> str:
+    def resource_call(self, module: str, block: Block) -> str:
         rtype, name = block.labels
         assert rtype in COMPUTED, f"the stand-in does not know what {rtype} computes: add it to COMPUTED"
         meta = {a.name: a.expr for a in block.items if isinstance(a, Attr) and a.name in META_ARGUMENTS}
@@ -323,7 +322,7 @@ class Tree:
                     f"{rtype}.{name}: the stand-in keeps only lifecycle preconditions"
                 preconditions.append(object_of(item.items))
         lines = [f'module "{standin_name(block.kind, rtype, name)}" {{',
-                 f'  source = "./{self.relative(self.resource_module, self.module)}"']
+                 f'  source = "./{self.relative(self.resource_module, module)}"']
         for meta_name in ("count", "for_each"):
             if meta_name in meta:
                 lines.append(f"  {meta_name} = {meta[meta_name]}")
@@ -361,6 +360,7 @@ class Tree:
         return render_items([Block("module", [name], items)], "")
 
     def relative(self, target: Path, module: str) -> str:
+        """`target` as a module source path seen from the copy of `module`."""
         return os.path.relpath(target, self.dest / module)
 
     def depends_on(self, expr: str) -> str:
