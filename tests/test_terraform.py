@@ -608,6 +608,10 @@ def test_documented_commands_name_existing_variables_and_outputs():
             assert name in shell or name in ("HOME", "PWD"), f"${name} is never set in docs/deploy.md: {command}"
     sets = doc_terraform_var_sets()
     assert all(s.get("region") == shell["REGION"] for s in sets), sets
+    # Variables the prose adds to those commands (`-var node_ami_type=...`) exist too.
+    variables = merged("examples/eks", "variable", by=blocks)
+    prose = set(re.findall(r"-var (\w+)=", DEPLOY_DOC.read_text()))
+    assert {"node_ami_type", "force_destroy_bucket"} <= prose and prose <= set(variables), prose - set(variables)
     # Created in the namespace the chart is installed in.
     secrets = [c for c in commands if c.startswith("kubectl create secret generic strata-minio")]
     assert secrets and all(re.search(r"(-n|--namespace) strata\b", c) for c in secrets), secrets
