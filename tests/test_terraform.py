@@ -494,6 +494,12 @@ def doc_terraform_var_sets() -> list[dict[str, str]]:
     return sets
 
 
+def test_terraform_files_are_formatted():
+    """`terraform fmt` would change nothing in terraform/ (it needs no provider)."""
+    result = terraform(TERRAFORM, "fmt", "-check", "-recursive", "-diff")
+    assert result.returncode == 0, f"terraform fmt -recursive terraform/ changes:\n{result.stdout}{result.stderr}"
+
+
 def test_terraform_validates_every_module_with_its_stand_ins(standins):
     for module in MODULES:
         result = terraform(standins / module, "validate")
