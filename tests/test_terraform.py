@@ -558,6 +558,18 @@ def test_aws_module_irsa_role_is_optional_and_needs_an_oidc_provider(standins):
     result, _ = plan(aws, {"bucket_name": "strata-segments", "create_irsa_role": "true"})
     assert result.returncode != 0 and "precondition failed" in result.stderr, result.stderr
     assert "d_aws_iam_policy_document__irsa_trust" in result.stderr
+
+
+def test_aws_module_refuses_an_oidc_arn_without_create_irsa_role(standins):
+    """Before create_irsa_role, oidc_provider_arn alone made the role: a caller that still
+    passes only the ARN must get an error, not a plan that destroys its role."""
+    aws = standins / "aws"
+    result, _ = plan(aws, {"bucket_name": "strata-segments",
+                           "oidc_provider_arn": "arn:aws:iam::123456789012:oidc-provider/oidc.eks.us-east-1"
+                                                ".amazonaws.com/id/EXAMPLE"})
+    assert result.returncode != 0, "a plan with only oidc_provider_arn succeeded (and would create no role)"
+    assert "set create_irsa_role = true" in " ".join(result.stderr.split()), result.stderr
+    assert "r_aws_iam_policy__broker" in result.stderr, result.stderr
     # A prefix with a slash at either end is refused.
     result, _ = plan(aws, {"bucket_name": "strata-segments", "prefix": "prod/"})
     assert result.returncode != 0 and "The prefix must not start or end with a slash." in result.stderr

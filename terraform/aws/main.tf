@@ -136,6 +136,17 @@ resource "aws_iam_policy" "broker" {
   description = "Strata brokers: objects under s3://${var.bucket_name}/${local.object_prefix}"
   policy      = data.aws_iam_policy_document.broker.json
   tags        = var.tags
+
+  lifecycle {
+    # Before create_irsa_role, oidc_provider_arn alone made the role. A caller that still
+    # sets only the ARN would see its role destroyed on the next apply (and its brokers
+    # lose the bucket): refuse that instead. An ARN unknown while planning (the EKS
+    # module's, on the first apply) passes; it is checked again at apply.
+    precondition {
+      condition     = var.create_irsa_role || var.oidc_provider_arn == null
+      error_message = "oidc_provider_arn is set but create_irsa_role is false, so no IRSA role would be created (an existing one would be destroyed): set create_irsa_role = true, or drop oidc_provider_arn and attach policy_arn yourself."
+    }
+  }
 }
 
 # IRSA: pods running as the chart's service account assume this role with their

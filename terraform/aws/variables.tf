@@ -39,7 +39,7 @@ variable "create_irsa_role" {
 }
 
 variable "oidc_provider_arn" {
-  description = "ARN of the EKS cluster's IAM OIDC provider (the oidc_provider_arn output of the terraform-aws-modules/eks module), trusted by the IRSA role. Required with create_irsa_role; may be unknown until apply."
+  description = "ARN of the EKS cluster's IAM OIDC provider (the oidc_provider_arn output of the terraform-aws-modules/eks module), trusted by the IRSA role. Required with create_irsa_role, and refused without it (a plan that sets only this ARN fails rather than create no role); may be unknown until apply."
   type        = string
   default     = null
 }
