@@ -456,13 +456,60 @@ def doc_commands(section: str | None = None) -> list[str]:
         start = text.index(f"## {section}\n")
         end = text.find("\n## ", start + 1)
         text = text[start:end if end != -1 else len(text)]
-    commands = []
+    return [command for block in doc_blocks(text) for command in block]
+
+
+def doc_blocks(text: str) -> list[list[str]]:
+    """The commands of each ```sh block of `text`; a here-document's lines are part of
+    the command that opens it, not commands (doc_tfvars reads them)."""
+    blocks_ = []
     for block in re.findall(r"```sh\n(.*?)```", text, re.S):
+        commands = []
+        heredoc_end = None
         for line in block.replace("\\\n", " ").splitlines():
+            if heredoc_end is not None:
+                heredoc_end = None if line.strip() == heredoc_end else heredoc_end
+                continue
             line = line.split(" # ")[0].strip()
             if line and not line.startswith("#"):
                 commands.append(line)
-    return commands
+                m = re.search(r"<<-?'?(\w+)'?", line)
+                heredoc_end = m.group(1) if m else None
+        blocks_.append(commands)
+    return blocks_
+
+
+def doc_tfvars() -> str:
+    """The terraform.tfvars docs/deploy.md has the reader write (a here-document), with
+    the shell variables it uses replaced by their documented values."""
+    shell = doc_shell_variables()
+    written = re.findall(r"cat > terraform\.tfvars <<EOF\n(.*?)\n\s*EOF\n", DEPLOY_DOC.read_text(), re.S)
+    assert len(written) == 1, f"docs/deploy.md writes terraform.tfvars {len(written)} times"
+    lines = [line.strip() for line in written[0].splitlines()]
+    return "\n".join(re.sub(r"\$\{?([A-Z][A-Z0-9_]*)\}?", lambda m: shell[m.group(1)], line) for line in lines) + "\n"
+
+
+def tfvars_names(text: str) -> dict[str, str]:
+    """NAME = VALUE lines of a tfvars text (VALUE as written)."""
+    return dict(re.findall(r"^(\w+)\s*=\s*(.+?)\s*$", text, re.M))
+
+
+def doc_tfvars_edits() -> dict[str, str]:
+    """The `NAME = VALUE` settings docs/deploy.md's prose has the reader put into
+    terraform.tfvars (Graviton, gp3_throughput, force_destroy_bucket, ...)."""
+    paragraphs = [p for p in re.split(r"\n\s*\n", DEPLOY_DOC.read_text()) if "`terraform.tfvars`" in p]
+    return {name: value for p in paragraphs for name, value in re.findall(r"`(\w+) = ([^`]+)`", p)}
+
+
+def plan_with_tfvars(directory: Path, tfvars: str, variables: dict[str, str]):
+    """plan() with `tfvars` as the directory's terraform.tfvars, which terraform loads
+    by itself, as it does in the reader's directory."""
+    path = directory / "terraform.tfvars"
+    path.write_text(tfvars)
+    try:
+        return plan(directory, variables)
+    finally:
+        path.unlink()
 
 
 def doc_shell_variables() -> dict[str, str]:
@@ -477,7 +524,8 @@ def doc_shell_variables() -> dict[str, str]:
 
 def doc_terraform_var_sets() -> list[dict[str, str]]:
     """The -var sets of the documented `terraform apply|plan|destroy` commands of the EKS
-    example, with the shell variables they use replaced by their documented values."""
+    example (on top of doc_tfvars), with the shell variables they use replaced by their
+    documented values."""
     shell = doc_shell_variables()
     sets = []
     for command in doc_commands():
@@ -510,21 +558,48 @@ def test_terraform_validates_every_module_with_its_stand_ins(standins):
     assert main.count(IRSA_COUNT) == 3 and "resource \"" not in main
 
 
-def test_the_documented_eks_applies_plan(standins):
-    """Each `terraform apply` of docs/deploy.md plans, with the EKS module's outputs (the
-    OIDC provider ARN among them) unknown as they are before the first apply."""
-    sets = doc_terraform_var_sets()
-    assert len(sets) >= 2, f"docs/deploy.md shows too few terraform commands: {sets}"
+def test_the_documented_eks_commands_plan_with_the_documented_tfvars(standins):
+    """Each `terraform apply|destroy` of docs/deploy.md plans with the terraform.tfvars
+    the doc has the reader write, and with each change its prose makes to that file
+    (Graviton, gp3, image_tag, force_destroy_bucket, install_chart), with the EKS module's
+    outputs (the OIDC provider ARN among them) unknown as before the first apply. The
+    settings live in the file, so no later command can undo one by leaving it out: the
+    commands pass install_chart only."""
+    tfvars = doc_tfvars()
+    written = tfvars_names(tfvars)
     variables = merged("examples/eks", "variable", by=blocks)
+    # What a later command would otherwise have to repeat is in the file.
+    assert {"region", "bucket_name", "kubernetes_version", "node_ami_type", "instance_type", "gp3_iops",
+            "gp3_throughput"} <= set(written), written
+    shell = doc_shell_variables()
+    assert written["region"] == f'"{shell["REGION"]}"' and written["bucket_name"] == f'"{shell["BUCKET"]}"'
+    sets = doc_terraform_var_sets()
+    assert len(sets) >= 4, f"docs/deploy.md shows too few terraform commands: {sets}"
     for var_set in sets:
-        unknown = set(var_set) - set(variables)
-        assert not unknown, f"docs/deploy.md passes -var {sorted(unknown)}, which terraform/examples/eks lacks"
-        result, planned = plan(standins / "examples" / "eks", var_set)
-        assert result.returncode == 0, f"terraform plan {var_set}: {result.stdout}{result.stderr}"
-        # The role is planned (known after apply); without security the client outputs are plain.
-        assert output(planned, "broker_role_arn") == "(known after apply)"
-        assert output(planned, "security_protocol") == "PLAINTEXT"
-        assert planned["variables"]["region"]["value"] == var_set.get("region", "us-east-1")
+        assert set(var_set) <= {"install_chart"}, \
+            f"a documented terraform command passes {sorted(var_set)}: the next one without them undoes them"
+    edits = doc_tfvars_edits()
+    assert {"node_ami_type", "instance_type", "gp3_throughput", "force_destroy_bucket", "image_tag",
+            "install_chart"} <= set(edits), edits
+    unknown = (set(written) | set(edits)) - set(variables)
+    assert not unknown, f"docs/deploy.md sets {sorted(unknown)}, which terraform/examples/eks lacks"
+    eks = standins / "examples" / "eks"
+    variants = [tfvars] + [tfvars + f"{name} = {value}\n" if name not in written
+                           else re.sub(rf"^{name}\s*=.*$", f"{name} = {value}", tfvars, flags=re.M)
+                           for name, value in edits.items()]
+    for text in variants:
+        for var_set in sets:
+            result, planned = plan_with_tfvars(eks, text, var_set)
+            assert result.returncode == 0, f"terraform plan {var_set} with\n{text}: {result.stdout}{result.stderr}"
+            # The role is planned (known after apply); without security the client outputs are plain.
+            assert output(planned, "broker_role_arn") == "(known after apply)"
+            assert output(planned, "security_protocol") == "PLAINTEXT"
+            assert planned["variables"]["region"]["value"] == shell["REGION"]
+            assert planned["variables"]["bucket_name"]["value"] == shell["BUCKET"]
+    # The tfvars reach the plan: the Graviton edit changes the node AMI type.
+    graviton = re.sub(r"^node_ami_type\s*=.*$", f"node_ami_type = {edits['node_ami_type']}", tfvars, flags=re.M)
+    _, planned = plan_with_tfvars(eks, graviton, sets[0])
+    assert planned["variables"]["node_ami_type"]["value"] == "AL2023_ARM_64_STANDARD"
 
 
 def test_the_old_count_on_the_oidc_arn_fails_the_same_plan(tmp_path):
@@ -537,7 +612,7 @@ def test_the_old_count_on_the_oidc_arn_fails_the_same_plan(tmp_path):
         return text
 
     tree = build_standins(tmp_path / "old", edit=old)
-    result, _ = plan(tree / "examples" / "eks", doc_terraform_var_sets()[0])
+    result, _ = plan_with_tfvars(tree / "examples" / "eks", doc_tfvars(), doc_terraform_var_sets()[0])
     assert result.returncode != 0, "the old expression planned: the stand-ins do not make the OIDC ARN unknown"
     assert result.stderr.count("Invalid count argument") == 3, result.stderr
 
@@ -632,24 +707,33 @@ def test_documented_commands_name_existing_variables_and_outputs():
             assert region.strip("\"'") == "$REGION", f"a literal region in: {command}"
         for name in re.findall(r"\$\{?([A-Z][A-Z0-9_]*)\b", command):
             assert name in shell or name in ("HOME", "PWD"), f"${name} is never set in docs/deploy.md: {command}"
-    sets = doc_terraform_var_sets()
-    assert all(s.get("region") == shell["REGION"] for s in sets), sets
-    # Variables the prose adds to those commands (`-var node_ami_type=...`) exist too.
+    assert tfvars_names(doc_tfvars())["region"] == f'"{shell["REGION"]}"'
+    # Variables the prose sets on the command line exist too.
     variables = merged("examples/eks", "variable", by=blocks)
     prose = set(re.findall(r"-var (\w+)=", DEPLOY_DOC.read_text()))
-    assert {"node_ami_type", "force_destroy_bucket"} <= prose and prose <= set(variables), prose - set(variables)
+    assert prose <= set(variables), prose - set(variables)
     # Created in the namespace the chart is installed in.
     secrets = [c for c in commands if c.startswith("kubectl create secret generic strata-minio")]
     assert secrets and all(re.search(r"(-n|--namespace) strata\b", c) for c in secrets), secrets
     # Teardown: the release (Terraform's or Helm's) and the volume claims go, and the
     # volumes with them, while the cluster and its EBS CSI driver still run; then the
     # bucket is emptied; then the cluster.
-    teardown = doc_commands("Tearing down")
+    text = DEPLOY_DOC.read_text()
+    start = text.index("## Tearing down\n")
+    teardown_blocks = doc_blocks(text[start:])
+    teardown = [c for block in teardown_blocks for c in block]
     order = [next((i for i, c in enumerate(teardown) if re.search(pattern, c)), None)
              for pattern in (r"terraform apply .*-var install_chart=false", r"helm uninstall strata",
-                             r"delete pvc --all", r"wait --for=delete pv", r"aws s3 rm s3://",
-                             r"^terraform destroy")]
+                             r"get pvc .*spec\.volumeName", r"delete pvc --all", r"wait --for=delete \"?pv/",
+                             r"aws s3 rm s3://", r"^terraform destroy")]
     assert None not in order and order == sorted(order), f"{order}: {teardown}"
+    # The two ways of removing the release are alternatives, not one script: after the
+    # apply, `helm uninstall` exits 1 with "release: not found".
+    (apply_block,) = [b for b in teardown_blocks if any("install_chart=false" in c for c in b)
+                      and any(c.startswith("terraform apply") for c in b)]
+    assert not any("helm uninstall" in c for c in apply_block), apply_block
+    # Only the release's volumes are waited for, not every PV of the cluster.
+    assert not any(re.search(r"wait .*\bpv\b.*--all|--all.*wait .*\bpv\b", c) for c in teardown), teardown
 
 
 # ---------------------------------------------------------------------------------------
