@@ -1684,6 +1684,10 @@ def test_the_helm_install_command_of_the_docs_renders(tmp_path):
     (sts,) = [d for d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "strata"]
     assert container(sts)["image"] == samples["$repo"] + ":0.1.0"
     assert sts["spec"]["volumeClaimTemplates"][0]["spec"]["storageClassName"] == "gp3"
+    # etcd's small volumes get the baseline class (terraform/examples/eks: gp3-etcd), not
+    # the brokers' provisioned IOPS and throughput.
+    (etcd,) = [d for d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "strata-etcd"]
+    assert etcd["spec"]["volumeClaimTemplates"][0]["spec"]["storageClassName"] == "gp3-etcd"
     config = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "strata"][0]
     toml = tomllib.loads(config["data"]["strata.toml"])
     assert toml["object_store"] == samples["$(terraform output -raw object_store_url)"]

@@ -698,24 +698,47 @@ def test_minio_module_plans_with_the_documented_values(standins):
 
 
 def test_eks_example_node_architecture_and_gp3_settings(standins):
-    """Graviton nodes plan; gp3 throughput above a quarter of the IOPS, IOPS below gp3's
-    baseline and an unknown AMI type are refused at plan time."""
+    """Graviton nodes plan; gp3 settings EBS would refuse (throughput above a quarter of
+    the IOPS, IOPS below gp3's baseline or above its maximum or above 500 per GiB of the
+    broker volume, throughput above its maximum) and an unknown AMI type are refused at
+    plan time rather than leaving claims Pending. etcd's volumes keep gp3's baseline."""
     eks = standins / "examples" / "eks"
     base = {"bucket_name": "strata-segments"}
     for ok in ({"node_ami_type": "AL2023_ARM_64_STANDARD", "instance_type": "m7g.xlarge"},
-               {"gp3_iops": "4000", "gp3_throughput": "1000"}):
+               {"gp3_iops": "4000", "gp3_throughput": "1000"},
+               {"gp3_iops": "50000", "gp3_throughput": "400"},
+               {"gp3_iops": "60000", "broker_volume_size": "120Gi"},
+               {"gp3_iops": "80000", "gp3_throughput": "2000", "broker_volume_size": "1Ti"}):
         result, _ = plan(eks, base | ok)
         assert result.returncode == 0, f"{ok}: {result.stderr}"
     for bad, message in (({"gp3_throughput": "1000"}, "precondition failed"),
                          ({"gp3_iops": "2000"}, "The gp3_iops must be"),
                          ({"gp3_iops": "3000.5"}, "The gp3_iops must be"),
+                         ({"gp3_iops": "80001", "broker_volume_size": "1Ti"}, "The gp3_iops must be"),
+                         ({"gp3_iops": "16000", "gp3_throughput": "2001"}, "The gp3_throughput must be"),
+                         # 100Gi allows 50000 IOPS.
+                         ({"gp3_iops": "50001"}, "precondition failed"),
+                         ({"gp3_iops": "60000", "broker_volume_size": "119Gi"}, "precondition failed"),
                          ({"node_ami_type": "AL2_x86_64"}, "The node_ami_type must be")):
         result, _ = plan(eks, base | bad)
         assert result.returncode != 0 and message in result.stderr, f"{bad}: {result.stderr}"
-    # The storage class carries both numbers to the EBS CSI driver.
-    parameters = merged("examples/eks", "resource")[("kubernetes_storage_class_v1", "gp3")]["parameters"]
+    # The brokers' storage class carries both numbers to the EBS CSI driver; etcd's 8Gi
+    # volumes (at most 4000 IOPS) get a class of their own at the baseline.
+    classes = merged("examples/eks", "resource")
+    parameters = classes[("kubernetes_storage_class_v1", "gp3")]["parameters"]
     assert parameters["iops"] == "${tostring(var.gp3_iops)}"
     assert parameters["throughput"] == "${tostring(var.gp3_throughput)}"
+    etcd_class = classes[("kubernetes_storage_class_v1", "gp3_etcd")]
+    assert {k: unquote(v) for k, v in etcd_class["parameters"].items()} == \
+        {"type": "gp3", "encrypted": "true", "iops": "3000", "throughput": "125"}
+    # The name docs/deploy.md's `helm install` passes as etcd.storage.className.
+    assert unquote(etcd_class["metadata"][0]["name"]) == "gp3-etcd"
+    assert "--set etcd.storage.className=gp3-etcd" in DEPLOY_DOC.read_text()
+    values = classes[("helm_release", "strata")]["values"][0]
+    assert "className = kubernetes_storage_class_v1.gp3_etcd.metadata[0].name" in " ".join(values.split()), values
+    import yaml
+    etcd_size = yaml.safe_load(CHART_VALUES.read_text())["etcd"]["storage"]["size"]
+    assert etcd_size.endswith("Gi") and 500 * int(etcd_size[:-2]) >= 3000, etcd_size
 
 
 def test_documented_commands_name_existing_variables_and_outputs():

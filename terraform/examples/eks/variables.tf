@@ -57,24 +57,24 @@ variable "broker_volume_size" {
 }
 
 variable "gp3_iops" {
-  description = "Provisioned IOPS of each gp3 volume the example's storage class creates (brokers and etcd). 3000 is gp3's baseline, included in its price; each IOPS above it is billed per month. docs/deploy.md, \"Sizing the data volume and the cache\", says when to raise it."
+  description = "Provisioned IOPS of each broker volume (the gp3 storage class; etcd's volumes have their own class, gp3-etcd, at the baseline). 3000 is gp3's baseline, included in its price; each IOPS above it is billed per month. At most 80000, and at most 500 per GiB of broker_volume_size. docs/deploy.md, \"Sizing the data volume and the cache\", says when to raise it."
   type        = number
   default     = 3000
 
   validation {
-    condition     = var.gp3_iops >= 3000 && var.gp3_iops % 1 == 0
-    error_message = "The gp3_iops must be a whole number of at least 3000 (gp3's baseline)."
+    condition     = var.gp3_iops >= 3000 && var.gp3_iops <= 80000 && var.gp3_iops % 1 == 0
+    error_message = "The gp3_iops must be a whole number from 3000 (gp3's baseline) to 80000 (gp3's maximum)."
   }
 }
 
 variable "gp3_throughput" {
-  description = "Provisioned throughput of each gp3 volume in MiB/s. 125 is gp3's baseline, included in its price; at most gp3_iops / 4. A broker writes about its produce rate × the replication factor, and reads each sealed segment once more to upload it (docs/deploy.md, \"Sizing the data volume and the cache\")."
+  description = "Provisioned throughput of each broker volume in MiB/s (etcd's stay at the baseline). 125 is gp3's baseline, included in its price; at most 2000, and at most gp3_iops / 4. A broker writes about its produce rate × the replication factor, and reads each sealed segment once more to upload it (docs/deploy.md, \"Sizing the data volume and the cache\")."
   type        = number
   default     = 125
 
   validation {
-    condition     = var.gp3_throughput >= 125 && var.gp3_throughput % 1 == 0
-    error_message = "The gp3_throughput must be a whole number of MiB/s, at least 125 (gp3's baseline)."
+    condition     = var.gp3_throughput >= 125 && var.gp3_throughput <= 2000 && var.gp3_throughput % 1 == 0
+    error_message = "The gp3_throughput must be a whole number of MiB/s from 125 (gp3's baseline) to 2000 (gp3's maximum)."
   }
 }
 
