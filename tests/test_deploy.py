@@ -1667,6 +1667,7 @@ def test_the_helm_install_command_of_the_docs_renders(tmp_path):
         "$(terraform output -raw object_store_url)": "s3://strata-segments-123456789012/strata",
         "$(terraform output -raw broker_role_arn)": "arn:aws:iam::123456789012:role/strata-broker",
         "$repo": "123456789012.dkr.ecr.us-east-1.amazonaws.com/strata",
+        "$REGION": "us-east-1",
     }
     for placeholder, value in samples.items():
         assert placeholder in command, f"{placeholder} not in the documented command"
@@ -1683,6 +1684,10 @@ def test_the_helm_install_command_of_the_docs_renders(tmp_path):
     (sts,) = [d for d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "strata"]
     assert container(sts)["image"] == samples["$repo"] + ":0.1.0"
     assert sts["spec"]["volumeClaimTemplates"][0]["spec"]["storageClassName"] == "gp3"
+    # etcd's small volumes get the baseline class (terraform/examples/eks: gp3-etcd), not
+    # the brokers' provisioned IOPS and throughput.
+    (etcd,) = [d for d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "strata-etcd"]
+    assert etcd["spec"]["volumeClaimTemplates"][0]["spec"]["storageClassName"] == "gp3-etcd"
     config = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "strata"][0]
     toml = tomllib.loads(config["data"]["strata.toml"])
     assert toml["object_store"] == samples["$(terraform output -raw object_store_url)"]

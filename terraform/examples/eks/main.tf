@@ -44,6 +44,11 @@ locals {
     }
   }
 
+  # broker_volume_size in GiB (a size in Gi or Ti; null for any other form, which the
+  # IOPS-per-GiB precondition then does not check).
+  broker_volume_gib = try(tonumber(regex("^([0-9]+)Gi$", var.broker_volume_size)[0]),
+  1024 * tonumber(regex("^([0-9]+)Ti$", var.broker_volume_size)[0]), null)
+
   # What a librdkafka client needs besides its credentials (the client_properties output
   # drops the null ones).
   client_properties = {
@@ -103,7 +108,7 @@ module "eks" {
 
   eks_managed_node_groups = {
     brokers = {
-      ami_type       = "AL2023_x86_64_STANDARD"
+      ami_type       = var.node_ami_type
       instance_types = [var.instance_type]
       min_size       = var.nodes
       max_size       = var.nodes + 1
@@ -128,6 +133,8 @@ module "bucket" {
   bucket_name       = var.bucket_name
   prefix            = var.name
   name              = "${var.name}-broker"
+  force_destroy     = var.force_destroy_bucket
+  create_irsa_role  = true
   oidc_provider_arn = module.eks.oidc_provider_arn
   namespace         = var.namespace
   service_account   = local.release
@@ -155,7 +162,9 @@ provider "helm" {
   }
 }
 
-# gp3 volumes for brokers and etcd, created where the pod is scheduled.
+# gp3 volumes for brokers, created where the pod is scheduled, with the IOPS and
+# throughput of docs/deploy.md's sizing guide. "Delete": a volume goes with its claim, so
+# deleting the claims before the cluster (docs/deploy.md, "Tearing down") leaves no volume.
 resource "kubernetes_storage_class_v1" "gp3" {
   metadata {
     name = "gp3"
@@ -165,8 +174,45 @@ resource "kubernetes_storage_class_v1" "gp3" {
   allow_volume_expansion = true
   reclaim_policy         = "Delete"
   parameters = {
-    type      = "gp3"
-    encrypted = "true"
+    type       = "gp3"
+    encrypted  = "true"
+    iops       = tostring(var.gp3_iops)
+    throughput = tostring(var.gp3_throughput)
+  }
+
+  lifecycle {
+    precondition {
+      # EBS refuses a gp3 volume with more than 0.25 MiB/s per provisioned IOPS.
+      condition     = var.gp3_throughput * 4 <= var.gp3_iops
+      error_message = "The gp3_throughput (MiB/s) may be at most gp3_iops / 4."
+    }
+    precondition {
+      # EBS refuses a gp3 volume with more than 500 IOPS per GiB; the claim would stay Pending.
+      # 160 GiB: 80000 IOPS, gp3's maximum, which the variable's validation checks.
+      condition     = var.gp3_iops <= 500 * coalesce(local.broker_volume_gib, 160)
+      error_message = "The gp3_iops may be at most 500 per GiB of broker_volume_size."
+    }
+  }
+
+  depends_on = [module.eks]
+}
+
+# etcd's volumes (the chart's etcd.storage.size, 8Gi) at gp3's baseline, whatever the
+# brokers get: 500 IOPS per GiB allows an 8 GiB volume 4000 IOPS at most, so the brokers'
+# gp3_iops and gp3_throughput would leave etcd's claims Pending once raised past that.
+resource "kubernetes_storage_class_v1" "gp3_etcd" {
+  metadata {
+    name = "gp3-etcd"
+  }
+  storage_provisioner    = "ebs.csi.aws.com"
+  volume_binding_mode    = "WaitForFirstConsumer"
+  allow_volume_expansion = true
+  reclaim_policy         = "Delete"
+  parameters = {
+    type       = "gp3"
+    encrypted  = "true"
+    iops       = "3000"
+    throughput = "125"
   }
 
   depends_on = [module.eks]
@@ -193,7 +239,7 @@ resource "helm_release" "strata" {
       size      = var.broker_volume_size
     }
     etcd = {
-      storage = { className = kubernetes_storage_class_v1.gp3.metadata[0].name }
+      storage = { className = kubernetes_storage_class_v1.gp3_etcd.metadata[0].name }
     }
     objectStore = {
       url = module.bucket.object_store_url

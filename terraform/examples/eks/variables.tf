@@ -16,13 +16,24 @@ variable "bucket_name" {
 }
 
 variable "kubernetes_version" {
-  description = "Kubernetes version of the EKS cluster."
+  description = "Kubernetes minor version of the EKS cluster. Pick the newest one EKS lists under standard support (`aws eks describe-cluster-versions --region REGION` shows each version's status, as does the \"Kubernetes versions\" page of the EKS user guide): a version is in standard support for 14 months after EKS releases it, then costs extra per cluster hour for 12 more (extended support). 1.35 is in standard support until March 2027."
   type        = string
-  default     = "1.33"
+  default     = "1.35"
+}
+
+variable "node_ami_type" {
+  description = "AMI type of the broker nodes: AL2023_x86_64_STANDARD (amd64, e.g. m6i/m7i instances) or AL2023_ARM_64_STANDARD (arm64 Graviton, e.g. m7g instances). It must match instance_type's architecture and the image's (docker build --platform linux/amd64 or linux/arm64)."
+  type        = string
+  default     = "AL2023_x86_64_STANDARD"
+
+  validation {
+    condition     = contains(["AL2023_x86_64_STANDARD", "AL2023_ARM_64_STANDARD"], var.node_ami_type)
+    error_message = "The node_ami_type must be AL2023_x86_64_STANDARD or AL2023_ARM_64_STANDARD."
+  }
 }
 
 variable "instance_type" {
-  description = "EC2 instance type of the broker nodes. The brokers' data volumes are gp3 EBS volumes here; see docs/deploy.md for local NVMe."
+  description = "EC2 instance type of the broker nodes, of node_ami_type's architecture (m6i.xlarge for amd64, m7g.xlarge for Graviton). The brokers' data volumes are gp3 EBS volumes here; see docs/deploy.md for local NVMe."
   type        = string
   default     = "m6i.xlarge"
 }
@@ -43,6 +54,34 @@ variable "broker_volume_size" {
   description = "Size of each broker's data volume (the chart's storage.size)."
   type        = string
   default     = "100Gi"
+}
+
+variable "gp3_iops" {
+  description = "Provisioned IOPS of each broker volume (the gp3 storage class; etcd's volumes have their own class, gp3-etcd, at the baseline). 3000 is gp3's baseline, included in its price; each IOPS above it is billed per month. At most 80000, and at most 500 per GiB of broker_volume_size. docs/deploy.md, \"Sizing the data volume and the cache\", says when to raise it."
+  type        = number
+  default     = 3000
+
+  validation {
+    condition     = var.gp3_iops >= 3000 && var.gp3_iops <= 80000 && var.gp3_iops % 1 == 0
+    error_message = "The gp3_iops must be a whole number from 3000 (gp3's baseline) to 80000 (gp3's maximum)."
+  }
+}
+
+variable "gp3_throughput" {
+  description = "Provisioned throughput of each broker volume in MiB/s (etcd's stay at the baseline). 125 is gp3's baseline, included in its price; at most 2000, and at most gp3_iops / 4. A broker writes about its produce rate × the replication factor, and reads each sealed segment once more to upload it (docs/deploy.md, \"Sizing the data volume and the cache\")."
+  type        = number
+  default     = 125
+
+  validation {
+    condition     = var.gp3_throughput >= 125 && var.gp3_throughput <= 2000 && var.gp3_throughput % 1 == 0
+    error_message = "The gp3_throughput must be a whole number of MiB/s from 125 (gp3's baseline) to 2000 (gp3's maximum)."
+  }
+}
+
+variable "force_destroy_bucket" {
+  description = "Let terraform destroy delete the bucket with the segments still in it (terraform/aws's force_destroy). False: destroy fails on a non-empty bucket; empty it first as docs/deploy.md, \"Tearing down\", shows. The bucket is the only copy of tiered history: leave false for a cluster whose data matters."
+  type        = bool
+  default     = false
 }
 
 variable "namespace" {
@@ -79,7 +118,7 @@ variable "sasl_mechanism" {
 
   validation {
     condition     = contains(["SCRAM-SHA-256", "SCRAM-SHA-512"], var.sasl_mechanism)
-    error_message = "sasl_mechanism must be SCRAM-SHA-256 or SCRAM-SHA-512."
+    error_message = "The sasl_mechanism must be SCRAM-SHA-256 or SCRAM-SHA-512."
   }
 }
 
