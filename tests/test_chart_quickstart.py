@@ -1,0 +1,259 @@
+"""The kind quickstart (deploy/helm/strata/values-kind.yaml, docs/deploy.md "Trying it"):
+three brokers, the chart's etcd and the bundled single-node MinIO.
+
+Rendered with `helm template` and validated with kubernetes-validate (the helpers of
+test_deploy.py, which also runs its per-values-file checks on the ci/ copy). Then what the
+objects mean: the brokers are pointed at the bundled MinIO and its keys, the bucket Job
+creates the bucket of objectStore.url, and the chart refuses a MinIO the brokers would
+not reach. The Job's script runs with a stand-in `mc`. Last, the rendered strata.toml runs
+three real brokers on loopback against moto standing in for MinIO (same path-style,
+plain-HTTP settings; only the endpoint and the metadata address are moved to this
+machine): topics get the quickstart's three replicas, records go in with acks=all and come
+back, and a rolled segment reaches the bucket the Job would have created.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import tomllib
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from servers import REPO_ROOT, S3_KEY, S3_SECRET, Bucket, wait_until
+from test_deploy import (CHART, KUBERNETES_VERSION, NAMESPACE, Rendered, container, helm_template,
+                         kubernetes_validate_binary, pod_env, run, run_script)
+
+QUICKSTART = CHART / "values-kind.yaml"
+KIND_CONFIG = REPO_ROOT / "deploy" / "kind" / "cluster.yaml"
+
+
+def render_quickstart(sets: list[str] = ()) -> Rendered:
+    result = helm_template([QUICKSTART], sets)
+    assert result.returncode == 0, f"helm template -f values-kind.yaml failed:\n{result.stderr}"
+    return Rendered("values-kind", result.stdout, [d for d in yaml.safe_load_all(result.stdout) if d])
+
+
+@pytest.fixture(scope="module")
+def quickstart() -> Rendered:
+    return render_quickstart()
+
+
+def minio_parts(r: Rendered) -> tuple[dict, dict, dict]:
+    """The bundled MinIO's Service, StatefulSet and bucket Job."""
+    service = r.one("Service", "strata-minio")
+    (server,) = [s for s in r.of_kind("StatefulSet") if s["metadata"]["name"] == "strata-minio"]
+    (job,) = r.of_kind("Job")
+    return service, server, job
+
+
+def env_of(c: dict) -> dict[str, object]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in c["env"]}
+
+
+def test_quickstart_is_in_the_ci_values_and_the_kind_cluster_fits_it():
+    """The ci/ copy is the file itself (so test_deploy.py's per-file checks cover it), and
+    the kind cluster has a worker per broker (the chart prefers one broker per node)."""
+    ci = CHART / "ci" / "kind-values.yaml"
+    assert ci.resolve() == QUICKSTART.resolve(), f"{ci} must be a symlink to {QUICKSTART}"
+    kind = yaml.safe_load(KIND_CONFIG.read_text())
+    assert kind["apiVersion"] == "kind.x-k8s.io/v1alpha4" and kind["kind"] == "Cluster"
+    workers = [n for n in kind["nodes"] if n["role"] == "worker"]
+    assert len(workers) == yaml.safe_load(QUICKSTART.read_text())["replicas"] == 3
+
+
+def test_quickstart_validates_against_kubernetes_schemas(quickstart, tmp_path):
+    path = tmp_path / "quickstart.yaml"
+    path.write_text(quickstart.text)
+    result = run([kubernetes_validate_binary(), "--strict", "-k", KUBERNETES_VERSION, str(path)])
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, f"kubernetes-validate --strict rejected the quickstart:\n{output}"
+    passed = re.findall(r"passed for resource (\S+) against version", output)
+    assert len(passed) == len(quickstart.docs), output
+    kinds = sorted(d["kind"] for d in quickstart.docs if "minio" in d["metadata"]["name"])
+    assert kinds == ["Job", "Service", "StatefulSet"], kinds
+
+
+def test_brokers_are_pointed_at_the_bundled_minio(quickstart):
+    """The brokers' object store is the MinIO Service, path style over plain HTTP, with
+    the keys of the Secret that is also MinIO's root user; the Job creates the bucket of
+    objectStore.url, after install and upgrade, and both run as non-root."""
+    service, server, job = minio_parts(quickstart)
+    toml = tomllib.loads(quickstart.config_map()["strata.toml"])
+    port = next(p["port"] for p in service["spec"]["ports"] if p["name"] == "s3")
+    assert toml["s3_endpoint"] == f"http://{service['metadata']['name']}:{port}"
+    assert toml["s3_path_style"] is True and toml["s3_allow_http"] is True
+    assert toml["object_store"] == "s3://strata/kind"
+    assert toml["default_replication_factor"] == 3 and toml["min_insync_replicas"] == 2
+    (brokers,) = quickstart.brokers()
+    assert brokers["spec"]["replicas"] == 3
+    broker_env = pod_env(container(brokers), "strata-0")
+    secret = "strata-minio"
+    assert broker_env["AWS_ACCESS_KEY_ID"] == f"<secret {secret}/AWS_ACCESS_KEY_ID>"
+    assert broker_env["AWS_SECRET_ACCESS_KEY"] == f"<secret {secret}/AWS_SECRET_ACCESS_KEY>"
+
+    minio = server["spec"]["template"]["spec"]["containers"][0]
+    minio_env = env_of(minio)
+    assert minio_env["MINIO_ROOT_USER"] == {"secretKeyRef": {"name": secret, "key": "AWS_ACCESS_KEY_ID"}}
+    assert minio_env["MINIO_ROOT_PASSWORD"] == {"secretKeyRef": {"name": secret, "key": "AWS_SECRET_ACCESS_KEY"}}
+    assert minio["args"][:2] == ["server", "/data"] and f":{port}" in minio["args"]
+    selector = service["spec"]["selector"]
+    assert selector == server["spec"]["selector"]["matchLabels"]
+    assert all(server["spec"]["template"]["metadata"]["labels"][k] == v for k, v in selector.items())
+    # The brokers' own selector must not take the MinIO pod into the brokers' Services.
+    assert selector["app.kubernetes.io/component"] != brokers["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"]
+    assert server["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "10Gi"
+
+    annotations = job["metadata"]["annotations"]
+    assert annotations["helm.sh/hook"] == "post-install,post-upgrade"
+    assert "before-hook-creation" in annotations["helm.sh/hook-delete-policy"]
+    mc = job["spec"]["template"]["spec"]["containers"][0]
+    assert mc["image"] == minio["image"], "the Job runs the mc shipped in the MinIO image"
+    job_env = env_of(mc)
+    assert job_env["BUCKET"] == "strata"
+    assert job_env["MINIO_URL"] == toml["s3_endpoint"]
+    assert job_env["MINIO_ROOT_USER"] == minio_env["MINIO_ROOT_USER"]
+    for pod in (server["spec"]["template"]["spec"], job["spec"]["template"]["spec"]):
+        assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
+    # The chart writes no Secret: the keys are the user's (docs/deploy.md creates them).
+    assert not quickstart.of_kind("Secret")
+
+
+def test_minio_is_off_by_default():
+    result = helm_template([], ["objectStore.url=s3://bucket"])
+    assert result.returncode == 0, result.stderr
+    assert "minio" not in result.stdout.lower()
+
+
+@pytest.mark.parametrize("sets,message", [
+    (["objectStore.url="], "minio.enabled: set objectStore.url to s3://BUCKET"),
+    (["objectStore.url=s3://Bad_Bucket/x"], 'is not an S3 bucket name'),
+    (["objectStore.s3.endpoint=http://minio.elsewhere:9000"],
+     "set objectStore.s3.endpoint to http://strata-minio:9000"),
+    (["objectStore.s3.pathStyle=false"], "objectStore.s3.pathStyle=true and objectStore.s3.allowHttp=true"),
+    (["objectStore.s3.allowHttp=false"], "objectStore.s3.pathStyle=true and objectStore.s3.allowHttp=true"),
+    (["objectStore.credentials.existingSecret="], "set objectStore.credentials.existingSecret"),
+])
+def test_chart_refuses_a_minio_the_brokers_would_not_reach(sets, message):
+    result = helm_template([QUICKSTART], sets)
+    assert result.returncode != 0, f"helm template accepted --set {sets}"
+    assert message in result.stderr, f"expected {message!r} in:\n{result.stderr}"
+
+
+def test_minio_endpoint_may_be_the_services_full_name():
+    full = f"http://strata-minio.{NAMESPACE}.svc.cluster.local:9000"
+    r = render_quickstart([f"objectStore.s3.endpoint={full}"])
+    assert tomllib.loads(r.config_map()["strata.toml"])["s3_endpoint"] == full
+
+
+def write_mc_stub(directory: Path, failures: int | None) -> None:
+    """An `mc` that records its arguments and fails its first `failures` calls (None:
+    every call), and a `sleep` that returns at once."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "mc").write_text(
+        f"#!{sys.executable}\n"
+        "import json, os, sys\n"
+        "log = os.environ['STUB_LOG']\n"
+        "calls = len(open(log).read().splitlines()) if os.path.exists(log) else 0\n"
+        "with open(log, 'a') as f:\n"
+        "    f.write(json.dumps({'args': sys.argv[1:], 'home': os.environ.get('HOME')}) + '\\n')\n"
+        f"failures = {failures!r}\n"
+        "sys.exit(1 if failures is None or calls < failures else 0)\n")
+    (directory / "mc").chmod(0o755)
+    (directory / "sleep").write_text("#!/bin/sh\nexit 0\n")
+    (directory / "sleep").chmod(0o755)
+
+
+def job_script_and_env(quickstart: Rendered) -> tuple[str, dict[str, str]]:
+    _, _, job = minio_parts(quickstart)
+    mc = job["spec"]["template"]["spec"]["containers"][0]
+    assert mc["command"] == ["/bin/bash", "-c"]
+    env = {name: value if isinstance(value, str) else f"<{value['secretKeyRef']['key']}>"
+           for name, value in env_of(mc).items()}
+    return mc["args"][0], env
+
+
+def test_bucket_job_waits_for_minio_then_creates_the_bucket(quickstart, tmp_path):
+    script, env = job_script_and_env(quickstart)
+    stubs = tmp_path / "stubs"
+    write_mc_stub(stubs, failures=3)
+    result, calls = run_script(script, env, tmp_path, stubs)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stderr.count("not ready") == 3, result.stderr
+    assert calls[-2]["args"] == ["alias", "set", "strata", "http://strata-minio:9000",
+                                 "<AWS_ACCESS_KEY_ID>", "<AWS_SECRET_ACCESS_KEY>"]
+    assert calls[-1]["args"] == ["mb", "--ignore-existing", "strata/strata"]
+    assert calls[-1]["home"] == "/tmp"
+
+
+def test_bucket_job_fails_when_minio_never_answers(quickstart, tmp_path):
+    script, env = job_script_and_env(quickstart)
+    stubs = tmp_path / "stubs"
+    write_mc_stub(stubs, failures=None)
+    result, calls = run_script(script, env, tmp_path, stubs)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert not any(c["args"][0] == "mb" for c in calls), "mb ran although alias set never succeeded"
+    assert "attempt 120 of 120" in result.stderr
+
+
+def test_quickstart_configuration_runs_three_brokers_that_tier_to_the_bucket(quickstart, broker, etcd, moto):
+    """Three brokers on the rendered strata.toml (the MinIO endpoint moved to moto on
+    loopback, as start.sh's addresses are moved to loopback ports): a topic created with
+    the default replication factor gets three replicas, records produced with acks=all
+    are read back, and a segment rolled at 1 MiB is uploaded under the quickstart's
+    prefix of the bucket the Job creates."""
+    from confluent_kafka.admin import NewTopic
+
+    from clients import Rec, confluent_admin, confluent_consume, confluent_produce
+
+    text = quickstart.config_map()["strata.toml"]
+    toml = tomllib.loads(text)
+    _, job_env = job_script_and_env(quickstart)
+    bucket = Bucket(moto, job_env["BUCKET"]).create()
+    assert toml["object_store"].startswith(f"s3://{bucket.name}/")
+    prefix = toml["object_store"].split("/", 3)[3]
+    text = text.replace(f's3_endpoint = "{toml["s3_endpoint"]}"', f's3_endpoint = "{moto.endpoint}"')
+    assert moto.endpoint in text
+    (sts,) = quickstart.brokers()
+    metadata = etcd.url(f"quickstart-{uuid.uuid4().hex[:8]}")
+    brokers = []
+    for node in range(3):
+        pod = pod_env(container(sts), f"strata-{node}")
+        # The Secret strata-minio holds moto's keys here.
+        env = {"AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET,
+               "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
+               # The chart's value (the test fixture lowers it for lone brokers).
+               "STRATA_OFFSETS_TOPIC_REPLICATION_FACTOR": "3",
+               "STRATA_METADATA_REFRESH_INTERVAL_MS": "250"}
+        assert pod["AWS_ACCESS_KEY_ID"].startswith("<secret strata-minio/")
+        brokers.append(broker(metadata=metadata, config_text=text, name=f"strata-{node}", env=env,
+                              args=["--node-id", str(node + int(pod["STRATA_NODE_ID_BASE"]))]))
+    bootstrap = ",".join(b.bootstrap for b in brokers)
+    wait_until("every broker listed", lambda: len(confluent_admin(bootstrap).list_topics(timeout=10).brokers) == 3,
+               timeout=30)
+
+    topic = "tiered-demo"
+    # Replication factor left to the brokers (the chart's default_replication_factor).
+    admin = confluent_admin(bootstrap)  # kept: the futures die with their client
+    futures = admin.create_topics([NewTopic(topic, 3, config={"segment.bytes": "1048576"})], operation_timeout=30)
+    futures[topic].result(timeout=60)
+    partitions = wait_until("the topic's replicas", lambda: (
+        p := confluent_admin(bootstrap).list_topics(topic, timeout=10).topics[topic].partitions) and len(p) == 3 and p,
+        timeout=30)
+    assert all(len(p.replicas) == 3 for p in partitions.values()), {i: p.replicas for i, p in partitions.items()}
+
+    # 1.6 MiB per partition: each one rolls its first 1 MiB segment.
+    produced = [Rec(partition=i % 3, key=str(i).encode(), value=(f"{i:08d}" * 1280).encode()) for i in range(480)]
+    confluent_produce(bootstrap, topic, produced, "none")
+    got = confluent_consume(bootstrap, topic, 3)
+    assert sorted((g.partition, g.offset, g.value) for g in got) == \
+        sorted((r.partition, r.offset, r.value) for r in produced)
+
+    segments = wait_until("a segment of the topic in the bucket",
+                          lambda: bucket.segment_objects(topic, prefix=prefix), timeout=60)
+    assert all(s["size"] > 0 for s in segments.values()), segments
+    assert all(key.startswith(prefix + "/") for key in bucket.objects()), sorted(bucket.objects())[:5]
+    bucket.delete_all()
