@@ -14,6 +14,7 @@ back, and a rolled segment reaches the bucket the Job would have created.
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import tomllib
@@ -257,3 +258,58 @@ def test_quickstart_configuration_runs_three_brokers_that_tier_to_the_bucket(qui
     assert all(s["size"] > 0 for s in segments.values()), segments
     assert all(key.startswith(prefix + "/") for key in bucket.objects()), sorted(bucket.objects())[:5]
     bucket.delete_all()
+
+
+# ---------------------------------------------------------------------------------------
+# docs/upgrading.md: what its procedures rely on in the rendered chart
+# ---------------------------------------------------------------------------------------
+
+UPGRADING = REPO_ROOT / "docs" / "upgrading.md"
+
+
+def broker_statefulset(sets: list[str]) -> dict:
+    result = helm_template([], ["objectStore.url=s3://bucket/prefix"] + sets)
+    assert result.returncode == 0, result.stderr
+    (sts,) = [d for d in yaml.safe_load_all(result.stdout)
+              if d and d["kind"] == "StatefulSet" and d["metadata"]["name"] == "strata"]
+    return sts
+
+
+@pytest.mark.parametrize("change", ["storage.size=200Gi", "storage.className=gp3-fast", "podManagementPolicy=Parallel"])
+def test_changes_a_statefulset_refuses_leave_the_pod_template_alone(change):
+    """The volume resize of docs/upgrading.md recreates the StatefulSet around running
+    pods: that restarts nothing only if the value changes no field but the one Kubernetes
+    refuses to update, and leaves the pod template as it was."""
+    before, after = broker_statefulset([]), broker_statefulset([change])
+    changed = sorted(k for k in before["spec"] if before["spec"][k] != after["spec"].get(k))
+    field = "podManagementPolicy" if change.startswith("podManagementPolicy") else "volumeClaimTemplates"
+    assert changed == [field], changed
+    assert before["spec"]["template"] == after["spec"]["template"]
+    # A change that does touch the pod template (the image) is seen as one.
+    assert broker_statefulset(["image.tag=9.9.9"])["spec"]["template"] != before["spec"]["template"]
+
+
+def test_upgrading_md_names_real_values_claims_and_patches():
+    text = UPGRADING.read_text()
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    named = set(re.findall(r"`([a-zA-Z]+(?:\.[a-zA-Z_0-9*]+)+)(?:=[^`]*)?`", text))
+    checked = 0
+    for path in sorted(named):
+        head, *rest = path.split(".")
+        if head not in values:
+            continue
+        node = values
+        for part in [head] + [r for r in rest if r != "*"]:
+            assert isinstance(node, dict) and part in node, f"docs/upgrading.md names {path}, not in values.yaml"
+            node = node[part]
+            if part in ("updateStrategy", "config", "resources"):
+                break  # handed to Kubernetes or the broker as they are
+        checked += 1
+    assert checked >= 8, sorted(named)
+    # The claims it patches are the ones the StatefulSet makes: <template>-<pod>.
+    sts = broker_statefulset([])
+    claim = sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"]
+    assert f"pvc/{claim}-{sts['metadata']['name']}-0" in text
+    patch = re.search(r"patch pvc \S+ -p '([^']+)'", text)
+    assert patch and json.loads(patch.group(1)) == {"spec": {"resources": {"requests": {"storage": "200Gi"}}}}
+    assert "--cascade=orphan" in text and "--reset-then-reuse-values --set storage.size=200Gi" in text
