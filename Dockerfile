@@ -6,8 +6,8 @@
 #   docker build -t strata:0.1.0 .
 #
 # Build stage: runs on the builder's own platform ($BUILDPLATFORM) and cross-compiles
-# for $TARGETARCH with Debian's cross gcc (the codecs lz4 and zstd, ring and aws-lc
-# compile C for the target; it also links). protoc runs on the builder (etcd-client's
+# for $TARGETARCH with Debian's cross gcc (the codecs lz4 and zstd and aws-lc compile C
+# for the target; it also links). protoc runs on the builder (etcd-client's
 # build script). /etc/strata-target passes the target's Rust triple and gcc prefix on to
 # the cargo build.
 FROM --platform=$BUILDPLATFORM rust:1.95-slim-bookworm AS build
