@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 import sys
 import tomllib
 import uuid
@@ -25,8 +27,8 @@ import pytest
 import yaml
 
 from servers import REPO_ROOT, S3_KEY, S3_SECRET, Bucket, wait_until
-from test_deploy import (CHART, KUBERNETES_VERSION, NAMESPACE, Rendered, container, helm_template,
-                         kubernetes_validate_binary, pod_env, run, run_script)
+from test_deploy import (CHART, KUBERNETES_VERSION, NAMESPACE, RELEASE, Rendered, container, helm_binary,
+                         helm_template, kubernetes_validate_binary, pod_env, run, run_script)
 
 QUICKSTART = CHART / "values-kind.yaml"
 KIND_CONFIG = REPO_ROOT / "deploy" / "kind" / "cluster.yaml"
@@ -112,7 +114,9 @@ def test_brokers_are_pointed_at_the_bundled_minio(quickstart):
     assert annotations["helm.sh/hook"] == "post-install,post-upgrade"
     assert "before-hook-creation" in annotations["helm.sh/hook-delete-policy"]
     mc = job["spec"]["template"]["spec"]["containers"][0]
-    assert mc["image"] == minio["image"], "the Job runs the mc shipped in the MinIO image"
+    assert mc["image"] == minio["image"], "by default the Job runs the mc shipped in the MinIO image"
+    assert job["spec"]["activeDeadlineSeconds"] == 540
+    assert env_of(mc)["WAIT_SECONDS"] == "480", "the script gives up a minute before the Job's deadline"
     job_env = env_of(mc)
     assert job_env["BUCKET"] == "strata"
     assert job_env["MINIO_URL"] == toml["s3_endpoint"]
@@ -150,22 +154,28 @@ def test_minio_endpoint_may_be_the_services_full_name():
     assert tomllib.loads(r.config_map()["strata.toml"])["s3_endpoint"] == full
 
 
-def write_mc_stub(directory: Path, failures: int | None) -> None:
+def write_mc_stub(directory: Path, failures: int | None, with_mc: bool = True) -> None:
     """An `mc` that records its arguments and fails its first `failures` calls (None:
-    every call), and a `sleep` that returns at once."""
+    every call); a `sleep` that returns at once but moves the clock of a `date` stub on by
+    its argument, so the script's deadline passes without waiting for it."""
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "mc").write_text(
-        f"#!{sys.executable}\n"
-        "import json, os, sys\n"
-        "log = os.environ['STUB_LOG']\n"
-        "calls = len(open(log).read().splitlines()) if os.path.exists(log) else 0\n"
-        "with open(log, 'a') as f:\n"
-        "    f.write(json.dumps({'args': sys.argv[1:], 'home': os.environ.get('HOME')}) + '\\n')\n"
-        f"failures = {failures!r}\n"
-        "sys.exit(1 if failures is None or calls < failures else 0)\n")
-    (directory / "mc").chmod(0o755)
-    (directory / "sleep").write_text("#!/bin/sh\nexit 0\n")
+    if with_mc:
+        (directory / "mc").write_text(
+            f"#!{sys.executable}\n"
+            "import json, os, sys\n"
+            "log = os.environ['STUB_LOG']\n"
+            "calls = len(open(log).read().splitlines()) if os.path.exists(log) else 0\n"
+            "with open(log, 'a') as f:\n"
+            "    f.write(json.dumps({'args': sys.argv[1:], 'home': os.environ.get('HOME')}) + '\\n')\n"
+            f"failures = {failures!r}\n"
+            "sys.exit(1 if failures is None or calls < failures else 0)\n")
+        (directory / "mc").chmod(0o755)
+    clock = directory / "clock"
+    clock.write_text("1000000")
+    (directory / "sleep").write_text(f"#!/bin/bash\necho $(( $(cat {clock}) + $1 )) > {clock}\n")
     (directory / "sleep").chmod(0o755)
+    (directory / "date").write_text(f"#!/bin/bash\n[ \"$1\" = +%s ] || exit 2\ncat {clock}\n")
+    (directory / "date").chmod(0o755)
 
 
 def job_script_and_env(quickstart: Rendered) -> tuple[str, dict[str, str]]:
@@ -190,14 +200,101 @@ def test_bucket_job_waits_for_minio_then_creates_the_bucket(quickstart, tmp_path
     assert calls[-1]["home"] == "/tmp"
 
 
-def test_bucket_job_fails_when_minio_never_answers(quickstart, tmp_path):
-    script, env = job_script_and_env(quickstart)
+@pytest.mark.parametrize("timeout", [120, 300])
+def test_bucket_job_gives_up_before_its_deadline_when_minio_never_answers(timeout, tmp_path):
+    """The script's wait is bounded by time, not by a count of attempts: it stops
+    WAIT_SECONDS after it started, a minute before the Job's activeDeadlineSeconds
+    (minio.bucketJobTimeoutSeconds), whatever that is set to."""
+    r = render_quickstart([f"minio.bucketJobTimeoutSeconds={timeout}"])
+    (job,) = r.of_kind("Job")
+    assert job["spec"]["activeDeadlineSeconds"] == timeout
+    script, env = job_script_and_env(r)
     stubs = tmp_path / "stubs"
     write_mc_stub(stubs, failures=None)
     result, calls = run_script(script, env, tmp_path, stubs)
     assert result.returncode == 1, result.stdout + result.stderr
     assert not any(c["args"][0] == "mb" for c in calls), "mb ran although alias set never succeeded"
-    assert "attempt 120 of 120" in result.stderr
+    assert f"did not answer within {timeout - 60} seconds" in result.stderr, result.stderr
+    waited = int((stubs / "clock").read_text()) - 1000000
+    assert timeout - 60 <= waited < timeout, f"waited {waited}s of fake time, deadline {timeout}s"
+
+
+def test_bucket_job_says_so_when_its_image_has_no_mc(tmp_path):
+    r = render_quickstart(["minio.jobImage.repository=example.org/tools", "minio.jobImage.tag=1"])
+    _, server, job = minio_parts(r)
+    assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "example.org/tools:1"
+    assert server["spec"]["template"]["spec"]["containers"][0]["image"].startswith("quay.io/minio/minio:")
+    script, env = job_script_and_env(r)
+    stubs = tmp_path / "stubs"
+    write_mc_stub(stubs, failures=0, with_mc=False)
+    # PATH without /usr/bin, where this machine may have an mc of its own (bash is run by
+    # its full path); `command -v` is a builtin.
+    result, calls = run_script(script, env | {"PATH": str(stubs)}, tmp_path, stubs)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "no mc in the image example.org/tools:1; set minio.jobImage" in result.stderr, result.stderr
+    assert not calls
+
+
+@pytest.mark.parametrize("sets,message", [
+    (["minio.bucketJobTimeoutSeconds=60"], "minio.bucketJobTimeoutSeconds 60: at least 120"),
+    (["minio.jobImage.repository=example.org/tools"], "minio.jobImage.tag: set it"),
+])
+def test_chart_refuses_bad_bucket_job_settings(sets, message):
+    result = helm_template([QUICKSTART], sets)
+    assert result.returncode != 0, f"helm template accepted --set {sets}"
+    assert message in result.stderr, result.stderr
+
+
+def test_values_without_a_minio_section_render():
+    """`helm upgrade --reuse-values` from chart 0.2.0 reuses values with no `minio`
+    section at all (--set minio=null removes it the same way)."""
+    result = helm_template([], ["objectStore.url=s3://bucket", "minio=null"])
+    assert result.returncode == 0, result.stderr
+    assert "minio" not in result.stdout.lower()
+
+
+def copy_chart(tmp_path: Path) -> Path:
+    chart = tmp_path / "strata"
+    shutil.copytree(CHART, chart, symlinks=True)
+    return chart
+
+
+def template_chart(chart: Path, sets: list[str], values: list[Path] = ()) -> subprocess.CompletedProcess:
+    command = [helm_binary(), "template", RELEASE, str(chart), "--namespace", NAMESPACE]
+    for v in values:
+        command += ["-f", str(v)]
+    for s in sets:
+        command += ["--set", s]
+    return run(command)
+
+
+def test_reused_values_with_minio_enabled_but_no_defaults_are_refused_with_the_fix(tmp_path):
+    """A 0.2.0 release upgraded with --reuse-values --set minio.enabled=true has a `minio`
+    section holding only `enabled`: the chart names the fix rather than failing on a nil."""
+    chart = copy_chart(tmp_path)
+    values = yaml.safe_load((chart / "values.yaml").read_text())
+    del values["minio"]
+    (chart / "values.yaml").write_text(yaml.safe_dump(values))
+    result = template_chart(chart, ["minio.enabled=true"], [QUICKSTART])
+    assert result.returncode != 0, "rendered a MinIO without its image"
+    assert "upgrade with --reset-then-reuse-values" in result.stderr, result.stderr
+    assert "nil pointer" not in result.stderr
+
+
+def test_minio_pod_template_does_not_change_with_the_chart_version(quickstart, tmp_path):
+    """MinIO's pod template carries only its selector's labels: a chart bump (which
+    changes helm.sh/chart) must not restart it, while the brokers' labels do follow it."""
+    chart = copy_chart(tmp_path)
+    meta = yaml.safe_load((chart / "Chart.yaml").read_text())
+    meta["version"] = "99.0.0"
+    (chart / "Chart.yaml").write_text(yaml.safe_dump(meta))
+    result = template_chart(chart, [], [QUICKSTART])
+    assert result.returncode == 0, result.stderr
+    bumped = Rendered("bumped", result.stdout, [d for d in yaml.safe_load_all(result.stdout) if d])
+    _, server, _ = minio_parts(quickstart)
+    _, bumped_server, _ = minio_parts(bumped)
+    assert bumped_server["spec"]["template"] == server["spec"]["template"]
+    assert bumped_server["metadata"]["labels"] != server["metadata"]["labels"], "the version bump did not take"
 
 
 def test_quickstart_configuration_runs_three_brokers_that_tier_to_the_bucket(quickstart, broker, etcd, moto):
