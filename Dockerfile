@@ -31,7 +31,11 @@ WORKDIR /src
 COPY . .
 # The cc crate reads CC_<triple>, cargo the linker of CARGO_TARGET_<TRIPLE>_LINKER; on the
 # builder's own architecture the native gcc is the same as <gnu>-gcc.
-RUN --mount=type=cache,target=/usr/local/cargo/registry \
+# The registry cache is one for every target: a multi-platform build runs this step once
+# per platform at the same time, so `sharing=locked` makes the second wait for the first
+# (the two cargo builds run one after the other) rather than both writing the same
+# download and extraction directories. target/ is one cache per platform (its id).
+RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/src/target,id=strata-target-$TARGETARCH \
     set -eu; \
     . /etc/strata-target; \

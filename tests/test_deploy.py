@@ -1684,6 +1684,13 @@ def test_dockerfile_is_multi_stage_non_root_and_builds_the_strata_binary(tmp_pat
     assert cargo["package"]["name"] == "strata-broker"
     runs = [i for i in build if i.startswith("RUN ")]
     assert len(runs) == 2, runs
+    # A multi-platform build runs the build step for both platforms at once: a cache mount
+    # that both see (no per-platform id) must be locked, or two cargos share its files.
+    mounts = [dict(kv.split("=", 1) for kv in m.split(","))
+              for m in re.findall(r"--mount=(\S+)", runs[1])]
+    assert [m["target"] for m in mounts] == ["/usr/local/cargo/registry", "/src/target"], mounts
+    for mount in mounts:
+        assert "$TARGETARCH" in mount.get("id", "") or mount.get("sharing") == "locked", mount
     for builder, target, triple, gcc, cross in [
         ("amd64", "amd64", "x86_64-unknown-linux-gnu", "x86_64-linux-gnu-gcc", []),
         ("amd64", "arm64", "aarch64-unknown-linux-gnu", "aarch64-linux-gnu-gcc",
