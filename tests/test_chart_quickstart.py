@@ -410,3 +410,19 @@ def test_upgrading_md_names_real_values_claims_and_patches():
     patch = re.search(r"patch pvc \S+ -p '([^']+)'", text)
     assert patch and json.loads(patch.group(1)) == {"spec": {"resources": {"requests": {"storage": "200Gi"}}}}
     assert "--cascade=orphan" in text and "--reset-then-reuse-values --set storage.size=200Gi" in text
+
+
+def test_chart_version_is_the_one_the_changelog_and_upgrading_md_name():
+    """Chart.yaml's version is bumped with every chart change; the newest CHANGELOG.md entry
+    and the newest notes of docs/upgrading.md name it, and appVersion is the broker's
+    (Cargo workspace) version."""
+    meta = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    changelog = (REPO_ROOT / "CHANGELOG.md").read_text()
+    headings = re.findall(r"^## \[.+$", changelog, re.MULTILINE)
+    assert f"chart {meta['version']}" in headings[0], headings[0]
+    assert f"chart {meta['version']}" not in "".join(headings[1:]), headings
+    notes = re.findall(r"^### .+$", UPGRADING.read_text().split("## Notes per version", 1)[1], re.MULTILINE)
+    assert f"Chart {meta['version']}" in notes[0], notes[0]
+    cargo = tomllib.loads((REPO_ROOT / "Cargo.toml").read_text())
+    assert meta["appVersion"] == cargo["workspace"]["package"]["version"]
+    assert f"broker {meta['appVersion']}" in headings[0], headings[0]
