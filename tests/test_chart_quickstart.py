@@ -8,8 +8,11 @@ creates the bucket of objectStore.url, and the chart refuses a MinIO the brokers
 not reach. The Job's script runs with a stand-in `mc`. Last, the rendered strata.toml runs
 three real brokers on loopback against moto standing in for MinIO (same path-style,
 plain-HTTP settings; only the endpoint and the metadata address are moved to this
-machine): topics get the quickstart's three replicas, records go in with acks=all and come
-back, and a rolled segment reaches the bucket the Job would have created.
+machine; moto checks keys and signatures there, as MinIO would): topics get the
+quickstart's three replicas, records go in with acks=all and come back, and a rolled
+segment reaches the bucket the Job would have created. Not covered: MinIO itself, the
+real `mc`, Service DNS, start.sh, and the kind/docker/kubectl commands (docs/deploy.md,
+"What was run here").
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from servers import REPO_ROOT, S3_KEY, S3_SECRET, Bucket, wait_until
+from servers import REPO_ROOT, S3_REGION, Bucket, MotoServer, s3_client, wait_until
 from test_deploy import (CHART, KUBERNETES_VERSION, NAMESPACE, RELEASE, Rendered, container, helm_binary,
                          helm_template, kubernetes_validate_binary, pod_env, run, run_script)
 
@@ -297,9 +300,46 @@ def test_minio_pod_template_does_not_change_with_the_chart_version(quickstart, t
     assert bumped_server["metadata"]["labels"] != server["metadata"]["labels"], "the version bump did not take"
 
 
-def test_quickstart_configuration_runs_three_brokers_that_tier_to_the_bucket(quickstart, broker, etcd, moto):
+class KeyedMoto(MotoServer):
+    """moto that checks access keys and signatures, as MinIO does (the session's moto
+    accepts any keys): its first three AWS requests, which create an IAM user, its access
+    key and an s3:* policy, go unchecked (INITIAL_NO_AUTH_ACTION_COUNT); every later one
+    needs that key and its secret."""
+
+    key = secret = ""
+
+    def environment(self) -> dict[str, str]:
+        return super().environment() | {"INITIAL_NO_AUTH_ACTION_COUNT": "3"}
+
+
+def keyed_client(service: str, endpoint: str, key: str, secret: str):
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(service, endpoint_url=endpoint, region_name=S3_REGION, aws_access_key_id=key,
+                        aws_secret_access_key=secret,
+                        config=Config(s3={"addressing_style": "path"}, proxies={}, retries={"max_attempts": 2}))
+
+
+@pytest.fixture(scope="module")
+def keyed_moto(tmp_path_factory):
+    server = KeyedMoto(tmp_path_factory.mktemp("keyed-moto")).start()
+    try:
+        iam = keyed_client("iam", server.endpoint, "unchecked", "unchecked")
+        iam.create_user(UserName="strata")
+        created = iam.create_access_key(UserName="strata")["AccessKey"]
+        iam.put_user_policy(UserName="strata", PolicyName="s3", PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+        server.key, server.secret = created["AccessKeyId"], created["SecretAccessKey"]
+        yield server
+    finally:
+        server.stop()
+
+
+def test_quickstart_configuration_runs_three_brokers_that_tier_to_the_bucket(quickstart, broker, etcd, keyed_moto):
     """Three brokers on the rendered strata.toml (the MinIO endpoint moved to moto on
-    loopback, as start.sh's addresses are moved to loopback ports): a topic created with
+    loopback, as start.sh's addresses are moved to loopback ports; moto refuses any key but
+    the one the brokers get, as the Secret's): a topic created with
     the default replication factor gets three replicas, records produced with acks=all
     are read back, and a segment rolled at 1 MiB is uploaded under the quickstart's
     prefix of the bucket the Job creates."""
@@ -310,7 +350,16 @@ def test_quickstart_configuration_runs_three_brokers_that_tier_to_the_bucket(qui
     text = quickstart.config_map()["strata.toml"]
     toml = tomllib.loads(text)
     _, job_env = job_script_and_env(quickstart)
-    bucket = Bucket(moto, job_env["BUCKET"]).create()
+    moto = keyed_moto
+    bucket = Bucket(moto, job_env["BUCKET"])
+    bucket.client = keyed_client("s3", moto.endpoint, moto.key, moto.secret)
+    bucket.create()
+    # Keys other than the Secret's are refused, so the brokers' uploads below prove the
+    # keys reached them.
+    from botocore.exceptions import ClientError
+    for wrong in (s3_client(moto.endpoint), keyed_client("s3", moto.endpoint, moto.key, "not-the-secret")):
+        with pytest.raises(ClientError, match="InvalidAccessKeyId|SignatureDoesNotMatch"):
+            wrong.list_objects_v2(Bucket=bucket.name)
     assert toml["object_store"].startswith(f"s3://{bucket.name}/")
     prefix = toml["object_store"].split("/", 3)[3]
     text = text.replace(f's3_endpoint = "{toml["s3_endpoint"]}"', f's3_endpoint = "{moto.endpoint}"')
@@ -321,7 +370,7 @@ def test_quickstart_configuration_runs_three_brokers_that_tier_to_the_bucket(qui
     for node in range(3):
         pod = pod_env(container(sts), f"strata-{node}")
         # The Secret strata-minio holds moto's keys here.
-        env = {"AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET,
+        env = {"AWS_ACCESS_KEY_ID": moto.key, "AWS_SECRET_ACCESS_KEY": moto.secret,
                "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
                # The chart's value (the test fixture lowers it for lone brokers).
                "STRATA_OFFSETS_TOPIC_REPLICATION_FACTOR": "3",
@@ -426,3 +475,27 @@ def test_chart_version_is_the_one_the_changelog_and_upgrading_md_name():
     cargo = tomllib.loads((REPO_ROOT / "Cargo.toml").read_text())
     assert meta["appVersion"] == cargo["workspace"]["package"]["version"]
     assert f"broker {meta['appVersion']}" in headings[0], headings[0]
+
+
+def test_quickstart_commands_of_deploy_md_build_a_loadable_image_and_wait_long_enough():
+    """docs/deploy.md's kind quickstart: the image is built without a provenance
+    attestation, which `kind load docker-image` cannot load from Docker's containerd image
+    store (kind#3795); every `helm install`/`helm upgrade` with values-kind.yaml, there and
+    in values-kind.yaml's own comment, passes a --timeout no shorter than the bucket Job's
+    deadline (Helm's default 5m is shorter)."""
+    text = (REPO_ROOT / "docs" / "deploy.md").read_text()
+    block = re.search(r"```sh\n(kind create cluster.*?)```", text, re.DOTALL)
+    assert block, "no kind quickstart block in docs/deploy.md"
+    lines = block.group(1).splitlines()
+    (build,) = [i for i, line in enumerate(lines) if line.startswith("docker build")]
+    (load,) = [i for i, line in enumerate(lines) if line.startswith("kind load docker-image")]
+    assert build < load and "--provenance=false" in lines[build], lines[build]
+    deadline = yaml.safe_load((CHART / "values.yaml").read_text())["minio"]["bucketJobTimeoutSeconds"]
+    assert "bucketJobTimeoutSeconds" not in QUICKSTART.read_text().split("\nminio:", 1)[1]
+    commands = [line for source in (text, QUICKSTART.read_text()) for line in source.splitlines()
+                if re.search(r"helm (install|upgrade) .*values-kind\.yaml", line)]
+    assert len(commands) >= 2, commands
+    for command in commands:
+        timeout = re.search(r"--timeout (\d+)m\b", command)
+        assert timeout, f"no --timeout in {command!r}"
+        assert int(timeout.group(1)) * 60 >= deadline, (command, deadline)
