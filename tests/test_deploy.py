@@ -1620,19 +1620,111 @@ def test_dashboard_uses_documented_metrics():
     assert len(ids) == len(set(ids)), "panel ids must be unique"
 
 
-def test_dockerfile_is_multi_stage_non_root_and_builds_the_strata_binary():
+def dockerfile_instructions(text: str) -> list[str]:
+    """The Dockerfile's instructions, continuation lines joined, comments dropped (as
+    BuildKit drops comment lines inside a continued instruction)."""
+    instructions, current = [], ""
+    for line in text.splitlines():
+        if line.lstrip().startswith("#") or not line.strip():
+            continue
+        # A backslash at the end of a line joins it with the next (both removed).
+        current += line.rstrip()[:-1] if line.rstrip().endswith("\\") else line
+        if not line.rstrip().endswith("\\"):
+            instructions.append(current.strip())
+            current = ""
+    return instructions
+
+
+def run_dockerfile_step(step: str, builder_arch: str, target_arch: str, tmp: Path) -> list[dict]:
+    """Runs the shell of a RUN instruction with /bin/sh (dash, as in the Debian build
+    image) and TARGETARCH set as BuildKit sets it; apt-get, dpkg, rustup, cargo, install
+    and rm are stubs that record their arguments and the cross-compilation environment,
+    so nothing outside `tmp` is touched."""
+    script = re.sub(r"^RUN\s+(--mount=\S+\s+)*", "", step)
+    script = script.replace("/etc/strata-target", str(tmp / "strata-target"))
+    stubs = tmp / "stubs"
+    stubs.mkdir(exist_ok=True)
+    log = tmp / f"calls-{uuid.uuid4().hex[:8]}.jsonl"
+    for tool in ("apt-get", "rustup", "cargo", "install", "rm"):
+        (stubs / tool).write_text(
+            f"#!{sys.executable}\n"
+            "import json, os, sys\n"
+            f"with open({str(log)!r}, 'a') as f:\n"
+            "    f.write(json.dumps({'tool': os.path.basename(sys.argv[0]), 'args': sys.argv[1:], 'env': {k: v for k, v in"
+            " os.environ.items() if k.startswith(('CC_', 'AR_', 'CARGO_TARGET_'))}}) + '\\n')\n")
+        (stubs / tool).chmod(0o755)
+    (stubs / "dpkg").write_text(f"#!/bin/sh\necho {builder_arch}\n")
+    (stubs / "dpkg").chmod(0o755)
+    result = run(["/bin/sh", "-c", script], env={"PATH": f"{stubs}:/usr/bin:/bin", "TARGETARCH": target_arch},
+                 cwd=tmp)
+    assert result.returncode == 0, f"{step}\n{result.stdout}{result.stderr}"
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def test_dockerfile_is_multi_stage_non_root_and_builds_the_strata_binary(tmp_path):
+    """Two stages: the build on the builder's platform cross-compiling for TARGETARCH
+    (linux/amd64 and linux/arm64 without emulation), the runtime per target, non-root.
+    The build stage's shell is run with stubs for each builder and target: the cross gcc
+    and libc of the target are installed only when they differ from the builder, and
+    cargo builds the broker for the target's triple with that gcc as linker and C
+    compiler."""
     text = (REPO_ROOT / "Dockerfile").read_text()
-    instructions = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    instructions = dockerfile_instructions(text)
     stages = [i for i in instructions if i.upper().startswith("FROM ")]
     assert len(stages) == 2, stages
-    assert re.match(r"FROM rust:1\.95-slim-bookworm AS build", stages[0]), stages[0]
+    # The build runs natively on the builder; the runtime is the target's image.
+    assert re.match(r"FROM --platform=\$BUILDPLATFORM rust:1\.95-slim-bookworm AS build$", stages[0]), stages[0]
     assert stages[1] in ("FROM debian:bookworm-slim",) or "distroless/cc" in stages[1], stages[1]
+    assert "--platform" not in stages[1], "the runtime stage must follow the target platform"
+    build = instructions[instructions.index(stages[0]):instructions.index(stages[1])]
+    assert "ARG TARGETARCH" in build
     # The Cargo bin the build produces is the one the image runs.
     cargo = tomllib.loads((REPO_ROOT / "broker" / "Cargo.toml").read_text())
     (bin_target,) = cargo["bin"]
     assert cargo["package"]["name"] == "strata-broker"
-    assert f"cargo build --locked --release -p {cargo['package']['name']}" in text
-    assert f"target/release/{bin_target['name']}" in text
+    runs = [i for i in build if i.startswith("RUN ")]
+    assert len(runs) == 2, runs
+    # A multi-platform build runs the build step for both platforms at once: a cache mount
+    # that both see (no per-platform id) must be locked, or two cargos share its files.
+    mounts = [dict(kv.split("=", 1) for kv in m.split(","))
+              for m in re.findall(r"--mount=(\S+)", runs[1])]
+    assert [m["target"] for m in mounts] == ["/usr/local/cargo/registry", "/src/target"], mounts
+    for mount in mounts:
+        assert "$TARGETARCH" in mount.get("id", "") or mount.get("sharing") == "locked", mount
+    for builder, target, triple, gcc, cross in [
+        ("amd64", "amd64", "x86_64-unknown-linux-gnu", "x86_64-linux-gnu-gcc", []),
+        ("amd64", "arm64", "aarch64-unknown-linux-gnu", "aarch64-linux-gnu-gcc",
+         ["gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross"]),
+        ("arm64", "amd64", "x86_64-unknown-linux-gnu", "x86_64-linux-gnu-gcc",
+         ["gcc-x86-64-linux-gnu", "libc6-dev-amd64-cross"]),
+        ("arm64", "arm64", "aarch64-unknown-linux-gnu", "aarch64-linux-gnu-gcc", []),
+    ]:
+        tmp = tmp_path / f"{builder}-{target}"
+        tmp.mkdir()
+        calls = run_dockerfile_step(runs[0], builder, target, tmp)
+        calls += run_dockerfile_step(runs[1], builder, target, tmp)
+        installs = [c["args"] for c in calls if c["tool"] == "apt-get" and c["args"][:1] == ["install"]]
+        assert len(installs) == 1, calls
+        packages = [a for a in installs[0] if not a.startswith("-")][1:]
+        # protoc for etcd-client's build script, on the builder.
+        assert packages == ["protobuf-compiler", "libprotobuf-dev"] + cross, (builder, target, packages)
+        assert [c["args"] for c in calls if c["tool"] == "rustup"] == [["target", "add", triple]]
+        (build_call,) = [c for c in calls if c["tool"] == "cargo"]
+        assert build_call["args"] == ["build", "--locked", "--release", "-p", cargo["package"]["name"],
+                                      "--target", triple], build_call
+        env_triple = triple.replace("-", "_")
+        assert build_call["env"] == {f"CARGO_TARGET_{env_triple.upper()}_LINKER": gcc, f"CC_{env_triple}": gcc,
+                                     f"AR_{env_triple}": gcc[:-3] + "ar"}, build_call
+        (installed,) = [c["args"] for c in calls if c["tool"] == "install"]
+        assert installed == ["-m", "0755", f"target/{triple}/release/{bin_target['name']}",
+                             f"/usr/local/bin/{bin_target['name']}"], installed
+    # An architecture the build does not know stops it with a message.
+    tmp = tmp_path / "riscv"
+    tmp.mkdir()
+    script = re.sub(r"^RUN\s+", "", runs[0])
+    refused = run(["/bin/sh", "-c", script], env={"PATH": "/usr/bin:/bin", "TARGETARCH": "riscv64"}, cwd=tmp)
+    assert refused.returncode != 0 and "unsupported TARGETARCH 'riscv64'" in refused.stderr, refused
+
     runtime = text.split(stages[1], 1)[1]
     assert f"COPY --from=build /usr/local/bin/{bin_target['name']} /usr/local/bin/{bin_target['name']}" in runtime
     entrypoint = [i for i in instructions if i.startswith("ENTRYPOINT")]
@@ -1652,6 +1744,9 @@ def test_dockerfile_is_multi_stage_non_root_and_builds_the_strata_binary():
     members = tomllib.loads((REPO_ROOT / "Cargo.toml").read_text())["workspace"]["members"]
     for member in members:
         assert member not in ignored, f"workspace member {member} is excluded from the build context"
+    # The publishing command of docs/deploy.md builds both platforms from this file.
+    deploy = (REPO_ROOT / "docs" / "deploy.md").read_text()
+    assert "docker buildx build --platform linux/amd64,linux/arm64 -t" in deploy
 
 
 def test_the_helm_install_command_of_the_docs_renders(tmp_path):
