@@ -248,14 +248,6 @@ def test_chart_refuses_bad_bucket_job_settings(sets, message):
     assert message in result.stderr, result.stderr
 
 
-def test_values_without_a_minio_section_render():
-    """`helm upgrade --reuse-values` from chart 0.2.0 reuses values with no `minio`
-    section at all (--set minio=null removes it the same way)."""
-    result = helm_template([], ["objectStore.url=s3://bucket", "minio=null"])
-    assert result.returncode == 0, result.stderr
-    assert "minio" not in result.stdout.lower()
-
-
 def copy_chart(tmp_path: Path) -> Path:
     chart = tmp_path / "strata"
     shutil.copytree(CHART, chart, symlinks=True)
@@ -271,16 +263,66 @@ def template_chart(chart: Path, sets: list[str], values: list[Path] = ()) -> sub
     return run(command)
 
 
-def test_reused_values_with_minio_enabled_but_no_defaults_are_refused_with_the_fix(tmp_path):
-    """A 0.2.0 release upgraded with --reuse-values --set minio.enabled=true has a `minio`
-    section holding only `enabled`: the chart names the fix rather than failing on a nil."""
+# Chart 0.2.0's values.yaml, verbatim (`git show 11eb128:deploy/helm/strata/values.yaml`;
+# a copy, so that a shallow clone runs the test too).
+VALUES_0_2_0 = REPO_ROOT / "tests" / "fixtures" / "chart-0.2.0-values.yaml"
+# The values files of chart 0.2.0's ci/ (user values a 0.2.0 release may have been
+# installed with); the files added since need sections 0.2.0 did not have.
+CI_VALUES_0_2_0 = ["no-values.yaml", "embedded-etcd-values.yaml", "external-etcd-irsa-values.yaml",
+                   "minio-secret-values.yaml", "monitoring-values.yaml", "security-cert-manager-values.yaml",
+                   "security-existing-secret-values.yaml"]
+
+
+def chart_reusing_0_2_0_values(tmp_path: Path) -> Path:
+    """This chart as `helm upgrade --reuse-values` renders it for a release installed with
+    chart 0.2.0: Helm replaces the new chart's values.yaml with the old release's computed
+    values, so every section added since is missing (not merely empty)."""
     chart = copy_chart(tmp_path)
-    values = yaml.safe_load((chart / "values.yaml").read_text())
-    del values["minio"]
-    (chart / "values.yaml").write_text(yaml.safe_dump(values))
-    result = template_chart(chart, ["minio.enabled=true"], [QUICKSTART])
-    assert result.returncode != 0, "rendered a MinIO without its image"
-    assert "upgrade with --reset-then-reuse-values" in result.stderr, result.stderr
+    shutil.copyfile(VALUES_0_2_0, chart / "values.yaml")
+    return chart
+
+
+def test_fixture_is_chart_0_2_0_values_yaml():
+    """The fixture is 0.2.0's file: the sections this release added are absent from it."""
+    old = yaml.safe_load(VALUES_0_2_0.read_text())
+    new = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert "security" in old and "networkPolicy" in old
+    for section in ("minio", "externalAccess"):
+        assert section in new and section not in old, section
+
+
+@pytest.mark.parametrize("values", CI_VALUES_0_2_0)
+def test_reused_0_2_0_values_render_without_the_new_sections(values, tmp_path):
+    """`helm upgrade --reuse-values` from 0.2.0 renders with each 0.2.0 values file, and
+    what the release gets from the new sections is nothing: no MinIO, no external listener."""
+    chart = chart_reusing_0_2_0_values(tmp_path)
+    result = template_chart(chart, [], [CHART / "ci" / values])
+    assert result.returncode == 0, result.stderr
+    docs = [d for d in yaml.safe_load_all(result.stdout) if d]
+    text = json.dumps(docs)
+    assert "minio" not in json.dumps([d["metadata"] for d in docs]).lower()
+    assert "EXTERNAL" not in text and "-external" not in text
+    current = helm_template([CHART / "ci" / values])
+    assert current.returncode == 0, current.stderr
+    assert {(d["kind"], d["metadata"]["name"]) for d in docs} == \
+        {(d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all(current.stdout) if d}
+
+
+@pytest.mark.parametrize("sets,section", [
+    (["minio.enabled=true"], "minio.enabled"),
+    (["externalAccess.enabled=true"], "externalAccess.enabled"),
+    (["externalAccess.enabled=true", "externalAccess.type=NodePort"], "externalAccess.enabled"),
+])
+def test_reused_0_2_0_values_turning_a_new_section_on_are_refused_with_the_fix(sets, section, tmp_path):
+    """A 0.2.0 release upgraded with --reuse-values --set minio.enabled=true (or
+    externalAccess.enabled=true) has that section holding only what was set: the chart
+    names the fix rather than failing on a nil."""
+    chart = chart_reusing_0_2_0_values(tmp_path)
+    values = [QUICKSTART] if section.startswith("minio") else []
+    result = template_chart(chart, sets + ([] if values else ["objectStore.url=s3://bucket"]), values)
+    assert result.returncode != 0, f"rendered {section} without its defaults"
+    assert f"{section}: " in result.stderr and "upgrade with --reset-then-reuse-values" in result.stderr, \
+        result.stderr
     assert "nil pointer" not in result.stderr
 
 

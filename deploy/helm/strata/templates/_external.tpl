@@ -15,7 +15,7 @@ autoAssignBand (the node port lies above the static band, where Kubernetes 1.29+
 assigns ports automatically); and staticHigh, the static band's last port. Fails on
 values that cannot work. */}}
 {{- define "strata.externalBrokers" -}}
-{{- $ext := .Values.externalAccess -}}
+{{- $ext := .Values.externalAccess | default dict -}}
 {{- $fullname := include "strata.fullname" . -}}
 {{- $replicas := include "strata.replicas" . | int -}}
 {{- $sets := list (dict "name" $fullname "zone" "" "index" 0) -}}
@@ -137,15 +137,31 @@ first; the lower min(max(16, size/32), 128) ports are left for fixed ones. */ -}
 {{- dict "brokers" $brokers "staticHigh" $staticHigh | toJson -}}
 {{- end -}}
 
+{{/* "true" when externalAccess.enabled. `| default dict`: a release upgraded with
+--reuse-values from chart 0.2.0, which had no `externalAccess` section, has none in its
+values; one that then sets externalAccess.enabled=true has only that key, and is refused
+with the fix rather than failing on a nil further on. Every template asks this before it
+reads the other externalAccess values. */}}
+{{- define "strata.externalEnabled" -}}
+{{- $ext := .Values.externalAccess | default dict -}}
+{{- if $ext.enabled -}}
+{{- $nodePort := $ext.nodePort | default dict -}}
+{{- if not (and $ext.type $ext.containerPort $ext.port $ext.protocol $nodePort.base $nodePort.zoneOffset $nodePort.range (kindIs "map" $ext.service) (kindIs "map" $ext.networkPolicy)) -}}
+{{- fail "externalAccess.enabled: externalAccess.type, containerPort, port, protocol, nodePort (base, zoneOffset, range), service or networkPolicy is missing; a release from chart 0.2.0 upgraded with --reuse-values lacks the new defaults: upgrade with --reset-then-reuse-values (docs/upgrading.md)" -}}
+{{- end -}}
+true
+{{- end -}}
+{{- end -}}
+
 {{/* The external listener's security protocol, upper case. */}}
 {{- define "strata.externalProtocol" -}}
-{{- upper .Values.externalAccess.protocol -}}
+{{- upper (.Values.externalAccess | default dict).protocol -}}
 {{- end -}}
 
 {{/* Refuses externalAccess values that cannot work or are unsafe; renders nothing. */}}
 {{- define "strata.validateExternal" -}}
 {{- with .Values.externalAccess -}}
-{{- if .enabled -}}
+{{- if include "strata.externalEnabled" $ -}}
 {{- $protocol := include "strata.externalProtocol" $ -}}
 {{- if not (has .type (list "NodePort" "LoadBalancer" "Domain")) -}}
 {{- fail (printf "externalAccess.type %q: use NodePort, LoadBalancer or Domain" .type) -}}
@@ -188,7 +204,7 @@ first; the lower min(max(16, size/32), 128) ports are left for fixed ones. */ -}
 {{- if and .nodePort.ports (ne .type "NodePort") -}}
 {{- fail (printf "externalAccess.nodePort.ports: apply only with type NodePort; type %s advertises externalAccess.port (%d) for every broker" .type (.port | int)) -}}
 {{- end -}}
-{{- else if or .hosts .hostPattern .nodePort.ports -}}
+{{- else if or .hosts .hostPattern (.nodePort | default dict).ports -}}
 {{- fail "externalAccess: hosts, hostPattern and nodePort.ports apply only with externalAccess.enabled=true" -}}
 {{- end -}}
 {{- end -}}
@@ -196,7 +212,7 @@ first; the lower min(max(16, size/32), 128) ports are left for fixed ones. */ -}
 
 {{/* start.sh lines that set external_host and external_port for this pod. */}}
 {{- define "strata.externalStartLines" -}}
-{{- $ext := .Values.externalAccess -}}
+{{- $ext := .Values.externalAccess | default dict -}}
 {{- $brokers := (include "strata.externalBrokers" . | fromJson).brokers -}}
 # The external listener (externalAccess, type {{ $ext.type }}): the address clients outside
 # the cluster use for this broker.
@@ -252,7 +268,7 @@ fi
 {{/* "true" when start.sh needs HOST_IP (NodePort advertising the node's address). */}}
 {{- define "strata.externalNeedsHostIp" -}}
 {{- with .Values.externalAccess -}}
-{{- if and .enabled (eq .type "NodePort") (not .hostPattern) -}}
+{{- if and (include "strata.externalEnabled" $) (eq .type "NodePort") (not .hostPattern) -}}
 {{- if not .hosts -}}true{{- end -}}
 {{- end -}}
 {{- end -}}

@@ -165,7 +165,7 @@ none
 {{- define "strata.saslInUse" -}}
 {{- if and .Values.security.enabled (eq (upper .Values.security.protocol) "SASL_SSL") -}}
 true
-{{- else if and .Values.externalAccess.enabled (hasPrefix "SASL_" (include "strata.externalProtocol" .)) -}}
+{{- else if and (include "strata.externalEnabled" .) (hasPrefix "SASL_" (include "strata.externalProtocol" .)) -}}
 true
 {{- end -}}
 {{- end -}}
@@ -315,7 +315,7 @@ the Secrets. */}}
 {{- $listeners = append $listeners (printf "INTERNAL://0.0.0.0:%d" ($.Values.ports.kafkaInternal | int)) -}}
 {{- $map = append $map "INTERNAL:SSL" -}}
 {{- end -}}
-{{- if $.Values.externalAccess.enabled -}}
+{{- if include "strata.externalEnabled" $ -}}
 {{- $listeners = append $listeners (printf "EXTERNAL://0.0.0.0:%d" ($.Values.externalAccess.containerPort | int)) -}}
 {{- $map = append $map (printf "EXTERNAL:%s" (include "strata.externalProtocol" $)) -}}
 {{- end -}}

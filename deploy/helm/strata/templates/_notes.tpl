@@ -133,7 +133,7 @@ From elsewhere (a pod networkPolicy.adminFrom admits): strata status --admin <po
 {{/* The external listener's part of NOTES.txt (externalAccess): where clients outside
 the cluster bootstrap, and their settings. Placeholders only, never a secret. */}}
 {{- define "strata.externalNotes" -}}
-{{- $ext := .Values.externalAccess -}}
+{{- $ext := .Values.externalAccess | default dict -}}
 {{- $brokers := (include "strata.externalBrokers" . | fromJson).brokers -}}
 {{- $protocol := include "strata.externalProtocol" . -}}
 {{- $addresses := list -}}
