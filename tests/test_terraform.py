@@ -742,10 +742,66 @@ def test_eks_example_node_architecture_and_gp3_settings(standins):
     assert unquote(etcd_class["metadata"][0]["name"]) == "gp3-etcd"
     assert "--set etcd.storage.className=gp3-etcd" in DEPLOY_DOC.read_text()
     values = classes[("helm_release", "strata")]["values"][0]
-    assert "className = kubernetes_storage_class_v1.gp3_etcd.metadata[0].name" in " ".join(values.split()), values
+    assert ('className = var.etcd_storage_class == "gp3" ? kubernetes_storage_class_v1.gp3.metadata[0].name : '
+            'kubernetes_storage_class_v1.gp3_etcd.metadata[0].name') in " ".join(values.split()), values
+    etcd_class_variable = merged("examples/eks", "variable", by=blocks)["etcd_storage_class"]
+    assert unquote(etcd_class_variable["default"]) == "gp3-etcd"
+    # An install from before gp3-etcd keeps its etcd claims' class (volumeClaimTemplates
+    # cannot change); any other class is refused.
+    result, _ = plan(eks, base | {"etcd_storage_class": "gp3"})
+    assert result.returncode == 0, result.stderr
+    result, _ = plan(eks, base | {"etcd_storage_class": "gp2"})
+    assert result.returncode != 0 and "The etcd_storage_class must be gp3-etcd or gp3." in result.stderr
     import yaml
     etcd_size = yaml.safe_load(CHART_VALUES.read_text())["etcd"]["storage"]["size"]
     assert etcd_size.endswith("Gi") and 500 * int(etcd_size[:-2]) >= 3000, etcd_size
+
+
+def test_eks_example_turns_on_network_policy_enforcement():
+    """The VPC CNI ignores NetworkPolicies unless its agent is on (enableNetworkPolicy
+    "true"): without it the chart's policies (on by default) would close nothing."""
+    eks = merged("examples/eks", "module", by=blocks)["eks"]
+    addons = eks["cluster_addons"]
+    addons = addons[0] if isinstance(addons, list) else addons
+    vpc_cni = addons["vpc-cni"]
+    settings = " ".join(str(vpc_cni["configuration_values"]).split())
+    assert re.fullmatch(r'\$\{jsonencode\(\{ ?["\']?enableNetworkPolicy["\']? = "true" ?\}\)\}', settings), settings
+    doc = " ".join(DEPLOY_DOC.read_text().split())
+    assert "enableNetworkPolicy" in doc
+
+
+def doc_yaml_block(name: str) -> str:
+    """The ```yaml block of docs/deploy.md that starts with `# NAME`."""
+    found = re.findall(rf"```yaml\n# {re.escape(name)}\n(.*?)```", DEPLOY_DOC.read_text(), re.S)
+    assert len(found) == 1, f"docs/deploy.md has {len(found)} yaml blocks named {name}"
+    return found[0]
+
+
+def test_eks_example_takes_extra_chart_values(standins):
+    """extra_chart_values reaches helm_release as its last values document (so it
+    overrides the example's own), which is how the EKS path sets externalAccess: a manual
+    helm upgrade would be undone by the next terraform apply. The plan takes the external
+    access values of docs/deploy.md and refuses text that is not a YAML mapping."""
+    release = merged("examples/eks", "resource")[("helm_release", "strata")]
+    assert len(release["values"]) == 3 and release["values"][2] == "${var.extra_chart_values}", release["values"]
+    eks = standins / "examples" / "eks"
+    base = {"bucket_name": "strata-segments"}
+    for text in (doc_yaml_block("external-lb.yaml"), ""):
+        result, planned = plan(eks, base | {"extra_chart_values": text})
+        assert result.returncode == 0, result.stderr
+        assert planned["variables"]["extra_chart_values"]["value"] == text
+    # The heredoc "External access" has the reader append to terraform.tfvars carries
+    # the worked LoadBalancer values.
+    import yaml
+    (appended,) = re.findall(r"```hcl\n(extra_chart_values = <<-EOT\n.*?EOT\n)```", DEPLOY_DOC.read_text(), re.S)
+    result, planned = plan_with_tfvars(eks, doc_tfvars() + appended, doc_terraform_var_sets()[-1])
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load(planned["variables"]["extra_chart_values"]["value"]) == \
+        yaml.safe_load(doc_yaml_block("external-lb.yaml"))
+    for bad in ("- externalAccess\n", "externalAccess: [enabled\n"):
+        result, _ = plan(eks, base | {"extra_chart_values": bad})
+        assert result.returncode != 0, f"planned with extra_chart_values {bad!r}"
+        assert "The extra_chart_values must be a YAML mapping" in " ".join(result.stderr.split()), result.stderr
 
 
 def test_documented_commands_name_existing_variables_and_outputs():

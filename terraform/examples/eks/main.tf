@@ -100,9 +100,14 @@ module "eks" {
   subnet_ids = module.vpc.private_subnets
 
   cluster_addons = {
-    coredns            = {}
-    kube-proxy         = {}
-    vpc-cni            = {}
+    coredns    = {}
+    kube-proxy = {}
+    # The VPC CNI enforces NetworkPolicies (the chart's networkPolicy.enabled, on by
+    # default: admin API, replication and etcd closed to other pods) only with its network
+    # policy agent, which enableNetworkPolicy turns on; without it every policy is ignored.
+    vpc-cni = {
+      configuration_values = jsonencode({ enableNetworkPolicy = "true" })
+    }
     aws-ebs-csi-driver = { most_recent = true }
   }
 
@@ -228,6 +233,8 @@ resource "helm_release" "strata" {
   # Brokers become ready one at a time (OrderedReady); give the first install time.
   timeout = 1200
 
+  # Later documents override earlier ones: extra_chart_values comes last (empty, it is
+  # an empty document, which sets nothing).
   values = [yamlencode({
     image = {
       repository = aws_ecr_repository.strata.repository_url
@@ -239,7 +246,9 @@ resource "helm_release" "strata" {
       size      = var.broker_volume_size
     }
     etcd = {
-      storage = { className = kubernetes_storage_class_v1.gp3_etcd.metadata[0].name }
+      storage = {
+        className = var.etcd_storage_class == "gp3" ? kubernetes_storage_class_v1.gp3.metadata[0].name : kubernetes_storage_class_v1.gp3_etcd.metadata[0].name
+      }
     }
     objectStore = {
       url = module.bucket.object_store_url
@@ -248,5 +257,5 @@ resource "helm_release" "strata" {
     serviceAccount = {
       annotations = { "eks.amazonaws.com/role-arn" = module.bucket.role_arn }
     }
-  }), yamlencode(local.security_values)]
+  }), yamlencode(local.security_values), var.extra_chart_values]
 }

@@ -139,3 +139,25 @@ variable "super_users" {
   type        = list(string)
   default     = ["User:admin"]
 }
+
+variable "etcd_storage_class" {
+  description = "Storage class of the chart's etcd volumes: gp3-etcd (gp3's baseline, 3000 IOPS and 125 MiB/s, whatever gp3_iops and gp3_throughput give the brokers) or gp3 (the brokers' class). An install made before gp3-etcd existed keeps \"gp3\": the class is part of etcd's volumeClaimTemplates, which Kubernetes cannot change, so helm upgrade would fail (docs/upgrading.md, \"Terraform example\"). With gp3, keep gp3_iops at most 4000 (500 per GiB of etcd's 8Gi) or a new etcd claim stays Pending."
+  type        = string
+  default     = "gp3-etcd"
+
+  validation {
+    condition     = contains(["gp3-etcd", "gp3"], var.etcd_storage_class)
+    error_message = "The etcd_storage_class must be gp3-etcd or gp3."
+  }
+}
+
+variable "extra_chart_values" {
+  description = "More values for the Helm release, as one YAML document applied after the example's own (it overrides them), e.g. file(\"strata-values.yaml\") with an externalAccess section. Set the chart's values here rather than with helm upgrade --set: the next terraform apply would undo those. Empty: none."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.extra_chart_values == "" || can(keys(yamldecode(var.extra_chart_values)))
+    error_message = "The extra_chart_values must be a YAML mapping of the chart's values (the text of a values file)."
+  }
+}
