@@ -382,6 +382,23 @@ def notes_of_values(path: Path) -> str:
     return result.stdout.split("NOTES:", 1)[1]
 
 
+def test_notes_say_where_outside_clients_go(tmp_path):
+    """Without externalAccess the notes say clients must run inside the cluster and point
+    to External access; with it, they say outside clients use the external listener and
+    no longer claim that clients must be inside."""
+    inside = "so clients must run inside the cluster"
+    path = tmp_path / "plain.yaml"
+    path.write_text(yaml.safe_dump(S3))
+    notes = " ".join(notes_of_values(path).split())
+    assert inside in notes and '(docs/deploy.md, "External access")' in notes, notes
+    path = tmp_path / "external.yaml"
+    path.write_text(yaml.safe_dump(merge(S3, {"externalAccess": {"enabled": True, "type": "NodePort",
+                                                                  "protocol": "PLAINTEXT", "allowPlaintext": True}})))
+    notes = " ".join(notes_of_values(path).split())
+    assert inside not in notes, notes
+    assert "clients outside the cluster use the external listener" in notes, notes
+
+
 def test_default_install_has_no_external_listener(tmp_path):
     r, _ = render_dict(S3, tmp_path, "plain")
     assert "EXTERNAL" not in r.text and "kafka-external" not in r.text

@@ -248,6 +248,22 @@ def test_chart_refuses_bad_bucket_job_settings(sets, message):
     assert message in result.stderr, result.stderr
 
 
+def test_notes_of_the_bundled_minio_say_evaluation_only_and_how_to_log_in():
+    """With minio.enabled the notes warn (evaluation only, unpatched image) and show how to
+    reach the console and read its root user and password from the Secret; without it
+    they say nothing of MinIO."""
+    from test_deploy import notes_of
+
+    notes = notes_of([QUICKSTART])
+    secret = yaml.safe_load(QUICKSTART.read_text())["objectStore"]["credentials"]["existingSecret"]
+    assert "MinIO (minio.enabled): FOR EVALUATION ONLY." in notes
+    assert "gets no security fixes" in notes
+    assert f"kubectl -n {NAMESPACE} port-forward svc/{RELEASE}-minio 9001:9001" in notes
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert f"get secret {secret} -o jsonpath='{{.data.{key}}}' | base64 -d" in notes, notes
+    assert "minio" not in notes_of([CHART / "ci" / "minio-secret-values.yaml"]).lower()
+
+
 def copy_chart(tmp_path: Path) -> Path:
     chart = tmp_path / "strata"
     shutil.copytree(CHART, chart, symlinks=True)
