@@ -264,6 +264,34 @@ def test_notes_of_the_bundled_minio_say_evaluation_only_and_how_to_log_in():
     assert "minio" not in notes_of([CHART / "ci" / "minio-secret-values.yaml"]).lower()
 
 
+def test_network_policy_admits_only_the_brokers_the_bucket_job_and_minio_from():
+    """The bundled MinIO (root user = the brokers' keys, plain HTTP) takes connections on
+    its S3 port and console from the brokers, the bucket Job and networkPolicy.minioFrom
+    only: not from other pods of the namespace, other namespaces or outside the cluster.
+    With networkPolicy.enabled=false nothing selects it."""
+    from test_deploy import Peer, allows
+
+    backup = {"podSelector": {"matchLabels": {"app": "backup"}}}
+    r = render_quickstart(["networkPolicy.minioFrom[0].podSelector.matchLabels.app=backup"])
+    policies = r.of_kind("NetworkPolicy")
+    _, server, job = minio_parts(r)
+    minio = server["spec"]["template"]["metadata"]["labels"]
+    broker = r.brokers()[0]["spec"]["template"]["metadata"]["labels"]
+    bucket_job = job["spec"]["template"]["metadata"]["labels"]
+    for port in (9000, 9001):
+        assert allows(policies, minio, port, Peer(NAMESPACE, broker)), port
+        assert allows(policies, minio, port, Peer(NAMESPACE, bucket_job)), port
+        assert allows(policies, minio, port, Peer(NAMESPACE, backup["podSelector"]["matchLabels"])), port
+        for other in (Peer(NAMESPACE, {"app": "client"}), Peer("apps", {"app": "backup"}), Peer(None, {})):
+            assert not allows(policies, minio, port, other), (port, other)
+    assert not allows(policies, minio, 9000, Peer(NAMESPACE, broker | {"app.kubernetes.io/instance": "other"}))
+    # Without minioFrom the backup pod is refused too; without policies everything is open.
+    policies = render_quickstart().of_kind("NetworkPolicy")
+    assert not allows(policies, minio, 9000, Peer(NAMESPACE, backup["podSelector"]["matchLabels"]))
+    policies = render_quickstart(["networkPolicy.enabled=false"]).of_kind("NetworkPolicy")
+    assert not policies and allows(policies, minio, 9000, Peer(None, {}))
+
+
 def copy_chart(tmp_path: Path) -> Path:
     chart = tmp_path / "strata"
     shutil.copytree(CHART, chart, symlinks=True)
