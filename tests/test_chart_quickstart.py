@@ -80,7 +80,7 @@ def test_quickstart_validates_against_kubernetes_schemas(quickstart, tmp_path):
     passed = re.findall(r"passed for resource (\S+) against version", output)
     assert len(passed) == len(quickstart.docs), output
     kinds = sorted(d["kind"] for d in quickstart.docs if "minio" in d["metadata"]["name"])
-    assert kinds == ["Job", "Service", "StatefulSet"], kinds
+    assert kinds == ["Job", "NetworkPolicy", "Service", "StatefulSet"], kinds
 
 
 def test_brokers_are_pointed_at_the_bundled_minio(quickstart):
