@@ -146,7 +146,7 @@ reads the other externalAccess values. */}}
 {{- $ext := .Values.externalAccess | default dict -}}
 {{- if $ext.enabled -}}
 {{- $nodePort := $ext.nodePort | default dict -}}
-{{- if not (and $ext.type $ext.containerPort $ext.port $ext.protocol $nodePort.base $nodePort.zoneOffset $nodePort.range (kindIs "map" $ext.service) (kindIs "map" $ext.networkPolicy)) -}}
+{{- if not (and (hasKey $ext "type") (hasKey $ext "containerPort") (hasKey $ext "port") (hasKey $ext "protocol") (hasKey $nodePort "base") (hasKey $nodePort "zoneOffset") (hasKey $nodePort "range") (kindIs "map" $ext.service) (kindIs "map" $ext.networkPolicy)) -}}
 {{- fail "externalAccess.enabled: externalAccess.type, containerPort, port, protocol, nodePort (base, zoneOffset, range), service or networkPolicy is missing; a release from chart 0.2.0 upgraded with --reuse-values lacks the new defaults: upgrade with --reset-then-reuse-values (docs/upgrading.md)" -}}
 {{- end -}}
 true
