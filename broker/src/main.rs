@@ -126,6 +126,11 @@ struct DrainArgs {
     /// Give up (exit 1) if replicas are still on the broker after this long.
     #[arg(long, value_name = "MS", default_value_t = 600_000)]
     timeout_ms: u64,
+    /// With `drain --metadata`: write this file once the broker is marked draining, unless
+    /// it was marked already (by an operator's drain or decommission). A pod's start
+    /// script undrains only a broker whose volume holds this file.
+    #[arg(long, value_name = "FILE", requires = "metadata")]
+    marker: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -297,9 +302,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         ready: false.into(),
         tasks: supervisor.clone(),
+        roll: Default::default(),
+        rejoined: false.into(),
     });
     let http = start_http(&config, health.clone(), &cancel).await?;
     let broker = open_broker(config, metrics, &cancel).await?;
+    let _ = health.roll.set(broker.clone());
     let clustered = is_clustered(&broker.config)?;
     // Replication between brokers: only with a shared metadata store. Bound before this
     // broker registers, so that a registered broker whose replication address refuses
@@ -814,7 +822,19 @@ async fn drain_broker(args: &DrainArgs, drain: bool) -> anyhow::Result<()> {
     };
     let stores = cluster::open(&config).await?;
     let store = stores.metadata;
+    let already = store.draining().await?.contains(&args.node);
     store.set_draining(args.node, drain).await?;
+    if drain && let Some(marker) = &args.marker {
+        if already {
+            println!(
+                "broker {} was already marked draining; it stays drained after a restart",
+                args.node
+            );
+        } else {
+            std::fs::write(marker, format!("{}\n", args.node))
+                .with_context(|| format!("write the drain marker {}", marker.display()))?;
+        }
+    }
     if !drain {
         println!("broker {} is no longer draining", args.node);
         return Ok(());

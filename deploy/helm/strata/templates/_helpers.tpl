@@ -80,9 +80,11 @@ app.kubernetes.io/component: etcd
 {{- else -}}
 {{- $drain := 0 -}}
 {{- if .Values.drainOnShutdown.enabled -}}{{- $drain = .Values.drainOnShutdown.timeoutSeconds | int64 -}}{{- end -}}
+{{- $gate := 0 -}}
+{{- if .Values.rollGate.enabled -}}{{- $gate = .Values.rollGate.timeoutSeconds | int64 -}}{{- end -}}
 {{- $shutdown := 30 -}}
 {{- if hasKey .Values.config "shutdown_timeout_ms" -}}{{- $shutdown = div (.Values.config.shutdown_timeout_ms | int64) 1000 -}}{{- end -}}
-{{- add $drain $shutdown 30 -}}
+{{- add $drain $gate $shutdown 30 -}}
 {{- end -}}
 {{- end -}}
 
@@ -360,5 +362,41 @@ admin_token_file = {{ printf "%s/admin/token" $dir | quote }}
 {{- printf "%s-%s-0" (include "strata.fullname" .) (first .Values.zones) -}}
 {{- else -}}
 {{- printf "%s-0" (include "strata.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* A persistentVolumeClaimRetentionPolicy field: Retain or Delete; (list NAME VALUE). */}}
+{{- define "strata.claimPolicy" -}}
+{{- $name := index . 0 -}}
+{{- $value := index . 1 -}}
+{{- if not (has $value (list "Retain" "Delete")) -}}
+{{- fail (printf "%s %q: use Retain or Delete" $name $value) -}}
+{{- end -}}
+{{- $value -}}
+{{- end -}}
+
+{{/* Brokers in the cluster: `replicas` × zones (1 in the evaluation install). */}}
+{{- define "strata.brokerCount" -}}
+{{- mul (include "strata.replicas" . | int) (max 1 (len .Values.zones)) -}}
+{{- end -}}
+
+{{/* Replication settings derived from the broker count, for those `config` leaves
+unset: a replication factor of min(3, brokers), min.insync.replicas one below it (at
+least 1), and the same for __consumer_offsets. Refuses a replication factor set in
+`config` above the broker count: topics and consumer groups could never be placed. As
+TOML lines. */}}
+{{- define "strata.replicationDefaults" -}}
+{{- $brokers := include "strata.brokerCount" . | int -}}
+{{- $factor := min 3 $brokers -}}
+{{- $derived := dict "default_replication_factor" $factor "offsets_topic_replication_factor" $factor "min_insync_replicas" (max 1 (sub $factor 1)) -}}
+{{- range $name := list "default_replication_factor" "offsets_topic_replication_factor" "min_insync_replicas" -}}
+{{- if hasKey $.Values.config $name -}}
+{{- $set := index $.Values.config $name | int -}}
+{{- if gt $set $brokers -}}
+{{- fail (printf "config.%s: %d is more than the %d broker(s) this release runs (replicas × zones); no partition could be placed. Leave it unset to derive it from the broker count, or add brokers" $name $set $brokers) -}}
+{{- end -}}
+{{- else }}
+{{ $name }} = {{ index $derived $name }}
+{{- end -}}
 {{- end -}}
 {{- end -}}
