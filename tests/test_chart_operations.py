@@ -1,0 +1,369 @@
+"""Day-2 operations of the Helm chart, run as the StatefulSet runs them: the chart's own
+scripts (prestop.sh, start.sh), rendered by `helm template`, against real brokers on etcd.
+
+- A rolling restart of 3 brokers (replication factor 3, min.insync.replicas 2) under an
+  acks=all producer: each broker's preStop waits on its /safe-to-stop, and the next
+  broker goes only once the restarted one answers its readiness probe, /readyz/in-sync.
+  No produce is answered NOT_ENOUGH_REPLICAS (the producer does not retry, so every
+  error a broker answers reaches a delivery report), and nothing acknowledged is lost.
+  The gate refuses while another broker is down.
+- Scaling down: a broker an operator drained stays drained through its preStop and any
+  restart of its container (only a drain by the preStop hook itself is undone at start),
+  and the StatefulSet deletes a removed broker's volume claim.
+- The replication defaults follow the broker count: a one-broker release's
+  configuration starts a broker on which a topic created without a replication factor
+  and a consumer group work; a replication factor above the broker count is refused.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import tomllib
+import uuid
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import NewTopic
+
+from clients import QUIET
+from replication import Cluster, History, read_replica
+from servers import free_port, http_get, wait_until
+import yaml
+from test_deploy import container, helm_template, pod_env, run_script, write_stub
+
+# The values of a production-like release (the rendered scripts do not depend on them
+# beyond the names of the pods).
+S3 = "objectStore.url=s3://strata-ci/operations"
+
+
+def render(*sets: str) -> list[dict]:
+    result = helm_template(sets=[S3, *sets])
+    assert result.returncode == 0, result.stderr
+    return [d for d in yaml.safe_load_all(result.stdout) if d]
+
+
+def broker_set(docs: list[dict]) -> dict:
+    (sts,) = [d for d in docs if d["kind"] == "StatefulSet"
+              and d["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/component") == "broker"]
+    return sts
+
+
+def scripts(docs: list[dict]) -> dict[str, str]:
+    (cm,) = [d for d in docs if d["kind"] == "ConfigMap" and "start.sh" in d["data"]]
+    return cm["data"]
+
+
+def real_strata(strata_bin: Path, tmp_path: Path) -> Path:
+    """A PATH directory whose `strata` is the broker binary under test."""
+    directory = tmp_path / "real"
+    directory.mkdir(exist_ok=True)
+    if not (directory / "strata").exists():
+        (directory / "strata").symlink_to(strata_bin)
+    return directory
+
+
+def pod_of(sts: dict, node: int, metadata: str, http_port: int, marker: Path, **more: str) -> dict[str, str]:
+    """The environment the kubelet gives broker `node`'s container (its pod ordinal is
+    its node id: one StatefulSet, base 0), pointed at this machine's etcd and broker."""
+    env = pod_env(container(sts), f"{sts['metadata']['name']}-{node}")
+    assert env["STRATA_NODE_ID_BASE"] == "0"
+    return env | {"STRATA_METADATA": metadata, "HTTP_PORT": str(http_port), "DRAIN_MARKER": str(marker), **more}
+
+
+def http_status(url: str) -> int:
+    return http_get(url, timeout=5)[0]
+
+
+# ---------------------------------------------------------------------------------------
+# Rolling restart gated on in-sync replicas
+# ---------------------------------------------------------------------------------------
+
+
+class CountingWriter(threading.Thread):
+    """An acks=all producer that never retries: every error a broker answers ends in a
+    delivery report, counted by code here, so none can be missed. Acknowledged records go
+    to `history` (replication.History)."""
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int, history: History):
+        super().__init__(daemon=True)
+        self.producer = Producer({**QUIET, "bootstrap.servers": bootstrap, "acks": "all",
+                                  "enable.idempotence": False, "retries": 0, "linger.ms": 5,
+                                  "message.timeout.ms": 60000, "max.in.flight.requests.per.connection": 1})
+        self.topic, self.partitions, self.history = topic, partitions, history
+        self.errors: dict[str, int] = {}
+        self.halt = threading.Event()
+
+    def delivered(self, err, msg) -> None:
+        if err is not None:
+            with self.history.lock:
+                self.errors[err.name()] = self.errors.get(err.name(), 0) + 1
+        self.history.record(err, msg)
+
+    def run(self) -> None:
+        seq = [0] * self.partitions
+        sent = 0
+        while not self.halt.is_set():
+            for _ in range(20):
+                p = sent % self.partitions
+                self.producer.produce(self.topic, value=f"{p}:{seq[p]}".encode(), partition=p,
+                                      on_delivery=self.delivered)
+                seq[p] += 1
+                sent += 1
+            self.producer.poll(0)
+            time.sleep(0.05)
+        self.producer.flush(90)
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.join(timeout=120)
+        assert not self.is_alive(), "the producer did not finish flushing"
+
+
+def test_roll_gated_on_in_sync_replicas_loses_nothing(broker, etcd, strata_bin, tmp_path):
+    docs = render()
+    sts, data = broker_set(docs), scripts(docs)
+    c = container(sts)
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz/in-sync"
+    assert "prestop.sh" in c["lifecycle"]["preStop"]["exec"]["command"][2]
+    # The grace period covers the gate, the broker's shutdown and a margin.
+    gate_s = int(pod_env(c, "x-0")["ROLL_GATE_TIMEOUT_S"])
+    assert gate_s > 0 and sts["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= gate_s + 30
+
+    cluster = Cluster(broker, etcd, size=3, env={"STRATA_MIN_INSYNC_REPLICAS": "2"})
+    topic, partitions = "rolled", 6
+    admin = cluster.admin()
+    admin.create_topics([NewTopic(topic, partitions, 3)], operation_timeout=30)[topic].result(timeout=60)
+    cluster.wait_isr(topic, 3)
+    path = real_strata(strata_bin, tmp_path)
+
+    history = History()
+    writer = CountingWriter(cluster.bootstrap, topic, partitions, history)
+    writer.start()
+    wait_until("records acknowledged before the roll", lambda: len(history.acked) > 500, timeout=60)
+    # The StatefulSet's order: highest ordinal first, one at a time.
+    for node in (3, 2, 1):
+        b = cluster.brokers[node]
+        env = pod_of(sts, node, cluster.metadata, b.http_port, tmp_path / f"marker-{node}")
+        acked_before = len(history.acked)
+        result, _ = run_script(data["prestop.sh"], env, tmp_path, path, timeout=gate_s + 30)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert f"broker {node} may stop" in result.stdout, result.stdout
+        b.restart()  # SIGTERM (exit code 0 asserted), then the container starts again
+        wait_until(f"broker {node} ready and back in every ISR (the readiness probe)",
+                   lambda: http_status(b.http_url + "/readyz/in-sync") == 200, timeout=120, interval=0.5)
+        # A rejoined broker is in the ISR of every partition it holds.
+        isr = {p: set(x.isrs) for p, x in cluster.partitions(topic).items()}
+        assert all(node in members for members in isr.values()), isr
+        wait_until(f"the producer going on (acknowledged {acked_before} before; errors so far {writer.errors})",
+                   lambda: len(history.acked) > acked_before + 200, timeout=60)
+    writer.stop()
+
+    assert len(history.acked) > 1000, f"only {len(history.acked)} records acknowledged"
+    refused = {k: v for k, v in writer.errors.items() if k.startswith("NOT_ENOUGH_REPLICAS")}
+    assert not refused, f"acks=all produce refused during the roll: {writer.errors}"
+    cluster.wait_isr(topic, 3)
+    # Every acknowledged record is on every replica at its acknowledged offset. (Without
+    # retries or idempotence a client may send a batch twice, so duplicates are not
+    # checked: replication's own tests do, with an idempotent producer.)
+    for p in range(partitions):
+        acked = history.acked_in(p)
+        for n in cluster.brokers:
+            at = dict(read_replica(cluster, n, topic, p))
+            lost = [v for v, o in acked.items() if at.get(o) != v]
+            assert not lost, f"partition {p} on broker {n}: {len(lost)} acknowledged records lost, e.g. {lost[:3]}"
+
+    # The negative: with broker 3 down, broker 2's preStop waits (here 4 s), naming the
+    # partitions that would fall below min.insync.replicas, and stops only at the end.
+    cluster.brokers[3].stop()
+    wait_until("broker 3 out of every ISR",
+               lambda: all(3 not in x.isrs for x in cluster.partitions(topic, node=1).values()), timeout=30)
+    b2 = cluster.brokers[2]
+    status, body = http_get(b2.http_url + "/safe-to-stop", timeout=5)
+    assert status == 503 and f"{topic}/" in body and "min.insync.replicas 2" in body, (status, body)
+    env = pod_of(sts, 2, cluster.metadata, b2.http_port, tmp_path / "marker-2", ROLL_GATE_TIMEOUT_S="4")
+    started = time.monotonic()
+    result, _ = run_script(data["prestop.sh"], env, tmp_path, path, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "prestop: waiting:" in result.stdout and "still not safe after 4 s" in result.stdout, result.stdout
+    assert "would fall below min.insync.replicas" in result.stdout and "1 would be left" in result.stdout, \
+        result.stdout
+    assert time.monotonic() - started >= 4
+    # The count above can see a refusal: with broker 2 stopped too, the same producer
+    # is answered NOT_ENOUGH_REPLICAS.
+    b2.stop()
+    wait_until("one in-sync replica left",
+               lambda: all(list(x.isrs) == [1] for x in cluster.partitions(topic, node=1).values()), timeout=30)
+    lonely = CountingWriter(cluster.brokers[1].bootstrap, topic, partitions, History())
+    for p in range(partitions):
+        lonely.producer.produce(topic, value=b"refused", partition=p, on_delivery=lonely.delivered)
+    assert lonely.producer.flush(60) == 0
+    assert lonely.errors.get("NOT_ENOUGH_REPLICAS") == partitions, lonely.errors
+    # Brokers 3 and 2 back and in sync: broker 2 may stop again.
+    cluster.start(2)
+    cluster.start(3)
+    wait_until("broker 3 back in every ISR",
+               lambda: http_status(cluster.brokers[3].http_url + "/readyz/in-sync") == 200, timeout=120, interval=0.5)
+    wait_until("broker 2 safe to stop again", lambda: http_status(b2.http_url + "/safe-to-stop") == 200, timeout=60)
+
+
+# ---------------------------------------------------------------------------------------
+# Scaling down
+# ---------------------------------------------------------------------------------------
+
+
+def test_scaling_down_is_a_values_change_and_deletes_the_removed_claim():
+    sts = broker_set(render("replicas=5"))
+    assert sts["spec"]["replicas"] == 5
+    assert sts["spec"]["persistentVolumeClaimRetentionPolicy"] == {"whenScaled": "Delete", "whenDeleted": "Retain"}
+    kept = broker_set(render("storage.whenScaled=Retain", "storage.whenDeleted=Delete"))
+    assert kept["spec"]["persistentVolumeClaimRetentionPolicy"] == {"whenScaled": "Retain", "whenDeleted": "Delete"}
+    refused = helm_template(sets=[S3, "storage.whenScaled=Keep"])
+    assert refused.returncode != 0 and 'storage.whenScaled "Keep": use Retain or Delete' in refused.stderr
+
+
+def test_an_operator_drained_broker_stays_drained(broker, etcd, strata_bin, tmp_path):
+    """The documented scale-down: drain the highest broker, lower `replicas`. Its preStop
+    (drainOnShutdown on) finds it drained already and leaves no marker, so neither a
+    restart of its container nor a later start undrains it. A broker the preStop itself
+    drained is undrained at its next start (tests/test_deploy.py runs that case)."""
+    docs = render("drainOnShutdown.enabled=true")
+    sts, data = broker_set(docs), scripts(docs)
+    cluster = Cluster(broker, etcd, size=3, env={"STRATA_DEFAULT_REPLICATION_FACTOR": "2",
+                                                 "STRATA_OFFSETS_TOPIC_REPLICATION_FACTOR": "2"})
+    topic = "scaled"
+    admin = cluster.admin()
+    admin.create_topics([NewTopic(topic, 6, 2)], operation_timeout=30)[topic].result(timeout=60)
+    wait_until("replicas on broker 3", lambda: any(3 in p.replicas for p in cluster.partitions(topic).values()),
+               timeout=30)
+    path = real_strata(strata_bin, tmp_path)
+    b3 = cluster.brokers[3]
+
+    # The operator's drain, through the admin API (kubectl exec <pod> -- strata drain --node 3).
+    drained = run_script(f"exec strata drain --admin {cluster.brokers[1].admin} --node 3 --timeout-ms 60000\n",
+                         {}, tmp_path, path, timeout=90)[0]
+    assert drained.returncode == 0, drained.stdout + drained.stderr
+    assert all(3 not in p.replicas for p in cluster.partitions(topic).values())
+
+    # `replicas: 2`: the StatefulSet stops pod 3; its preStop runs.
+    marker = tmp_path / "volume-3" / "drained-by-prestop"
+    marker.parent.mkdir()
+    env = pod_of(sts, 3, cluster.metadata, b3.http_port, marker)
+    result, _ = run_script(data["prestop.sh"], env, tmp_path, path, timeout=90)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "was already marked draining" in result.stdout and "broker 3 may stop" in result.stdout, result.stdout
+    assert not marker.exists(), "the preStop marked an operator's drain as its own"
+    b3.stop()
+
+    # Its container starts again (a crash loop, or a scale-up before the cleanup): start.sh
+    # runs no undrain, and the broker serves, drained.
+    stub_dir = tmp_path / "hybrid"
+    write_stub(stub_dir, real=strata_bin)
+    result, calls = run_script(data["start.sh"], env | {"STRATA_CONFIG_FILE": str(tmp_path / "unused.toml")},
+                               tmp_path, stub_dir, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert [c["args"][0] for c in calls] == ["serve"], calls
+    b3.start()
+    assert etcd.get_prefix(f"{cluster.prefix}/draining/"), "broker 3 lost its drain mark"
+    more = "scaled-after"
+    admin.create_topics([NewTopic(more, 6, 2)], operation_timeout=30)[more].result(timeout=60)
+    placed = wait_until("the new topic's partitions", lambda: (p := cluster.partitions(more)) and len(p) == 6 and p,
+                        timeout=30)
+    assert all(3 not in p.replicas for p in placed.values()), "a drained broker received new replicas"
+
+    # The negative: a preStop drain of a broker nobody drained writes the marker, and the
+    # next start undrains it.
+    b2 = cluster.brokers[2]
+    marker2 = tmp_path / "volume-2" / "drained-by-prestop"
+    marker2.parent.mkdir()
+    env2 = pod_of(sts, 2, cluster.metadata, b2.http_port, marker2, DRAIN_TIMEOUT_MS="3000")
+    result, _ = run_script(data["prestop.sh"], env2, tmp_path, path, timeout=90)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert marker2.read_text().strip() == "2", result.stdout
+    result, calls = run_script(data["start.sh"], env2 | {"STRATA_CONFIG_FILE": str(tmp_path / "unused.toml")},
+                               tmp_path, stub_dir, timeout=60)
+    assert [c["args"][0] for c in calls] == ["undrain", "serve"], calls
+    assert not marker2.exists()
+    assert list(etcd.get_prefix(f"{cluster.prefix}/draining/")) == [f"{cluster.prefix}/draining/3"]
+
+
+# ---------------------------------------------------------------------------------------
+# Replication defaults from the broker count
+# ---------------------------------------------------------------------------------------
+
+
+def strata_toml(docs: list[dict]) -> str:
+    return scripts(docs)["strata.toml"]
+
+
+@pytest.mark.parametrize("sets, expected", [
+    ([], {"default_replication_factor": 3, "offsets_topic_replication_factor": 3, "min_insync_replicas": 2}),
+    (["replicas=2"], {"default_replication_factor": 2, "offsets_topic_replication_factor": 2,
+                      "min_insync_replicas": 1}),
+    (["replicas=1"], {"default_replication_factor": 1, "offsets_topic_replication_factor": 1,
+                      "min_insync_replicas": 1}),
+    # One broker in each of three zones: three brokers.
+    (["replicas=1", "zones={a,b,c}"], {"default_replication_factor": 3, "offsets_topic_replication_factor": 3,
+                                       "min_insync_replicas": 2}),
+    (["replicas=5"], {"default_replication_factor": 3, "offsets_topic_replication_factor": 3,
+                      "min_insync_replicas": 2}),
+    # What the user sets stays.
+    (["replicas=5", "config.default_replication_factor=5", "config.min_insync_replicas=3"],
+     {"default_replication_factor": 5, "offsets_topic_replication_factor": 3, "min_insync_replicas": 3}),
+])
+def test_replication_defaults_follow_the_broker_count(sets, expected):
+    settings = tomllib.loads(strata_toml(render(*sets)))
+    assert {k: settings[k] for k in expected} == expected
+
+
+@pytest.mark.parametrize("sets, name", [
+    (["replicas=1", "config.default_replication_factor=3"], "default_replication_factor"),
+    (["replicas=2", "config.offsets_topic_replication_factor=3"], "offsets_topic_replication_factor"),
+    (["replicas=2", "config.min_insync_replicas=3"], "min_insync_replicas"),
+])
+def test_a_replication_factor_above_the_broker_count_is_refused(sets, name):
+    result = helm_template(sets=[S3, *sets])
+    assert result.returncode != 0
+    assert f"config.{name}: 3 is more than the" in result.stderr and "broker(s)" in result.stderr, result.stderr
+
+
+def test_single_broker_release_serves_topics_and_groups(broker, etcd, tmp_path):
+    """replicas=1 on a shared object store (not the evaluation install): the rendered
+    strata.toml starts a broker on etcd, which creates a topic without a replication
+    factor and coordinates a consumer group (the offsets topic needs one broker)."""
+    text = strata_toml(render("replicas=1"))
+    # As test_deploy's rendered-configuration test: addresses and the object store move
+    # to this machine by flags.
+    b = broker(metadata=etcd.url(f"single-{uuid.uuid4().hex[:8]}"), config_text=text, name="single",
+               args=["--object-store", f"file://{tmp_path / 'objects'}", "--node-id", "0"])
+    # The fixture gives a lone broker on etcd an offsets topic of 1 through the
+    # environment; without it, the file's value must do it.
+    b.env.pop("STRATA_OFFSETS_TOPIC_REPLICATION_FACTOR", None)
+    b.restart()
+    from clients import confluent_admin
+
+    topic = "single"
+    # Replication factor -1: the broker's default_replication_factor.
+    admin = confluent_admin(b.bootstrap)
+    admin.create_topics([NewTopic(topic, 2, -1)], operation_timeout=30)[topic].result(timeout=60)
+    producer = Producer({**QUIET, "bootstrap.servers": b.bootstrap, "acks": "all"})
+    for i in range(10):
+        producer.produce(topic, value=f"v{i}".encode(), partition=i % 2)
+    assert producer.flush(30) == 0
+    consumer = Consumer({**QUIET, "bootstrap.servers": b.bootstrap, "group.id": "single-group",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    try:
+        consumer.subscribe([topic])
+        got = []
+        deadline = time.monotonic() + 60
+        while len(got) < 10 and time.monotonic() < deadline:
+            msg = consumer.poll(1)
+            if msg is not None and not msg.error():
+                got.append(msg.value())
+        assert len(got) == 10, f"the group consumed {len(got)} of 10 records"
+        consumer.commit(asynchronous=False)
+        committed = consumer.committed([TopicPartition(topic, 0), TopicPartition(topic, 1)], timeout=30)
+        assert sorted(tp.offset for tp in committed) == [5, 5]
+    finally:
+        consumer.close()
