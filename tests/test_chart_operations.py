@@ -6,7 +6,8 @@ scripts (prestop.sh, start.sh), rendered by `helm template`, against real broker
   broker goes only once the restarted one answers its readiness probe, /readyz/in-sync.
   No produce is answered NOT_ENOUGH_REPLICAS (the producer does not retry, so every
   error a broker answers reaches a delivery report), and nothing acknowledged is lost.
-  The gate refuses while another broker is down.
+  The gate refuses while another broker is down; the readiness gate lets the first
+  broker of a cold start (every broker down) become ready.
 - Scaling down: a broker an operator drained stays drained through its preStop and any
   restart of its container (only a drain by the preStop hook itself is undone at start),
   and the StatefulSet deletes a removed broker's volume claim.
@@ -207,10 +208,30 @@ def test_roll_gated_on_in_sync_replicas_loses_nothing(broker, etcd, strata_bin, 
                lambda: http_status(cluster.brokers[3].http_url + "/readyz/in-sync") == 200, timeout=120, interval=0.5)
     wait_until("broker 2 safe to stop again", lambda: http_status(b2.http_url + "/safe-to-stop") == 200, timeout=60)
 
+    # A cold start does not deadlock: every broker stopped (3 first, so the ISRs end as
+    # [1]), broker 3 alone comes up ready, as OrderedReady needs the first pod to be
+    # before it creates the next. Its partitions have no live leader to catch up from.
+    for node in (3, 2, 1):
+        cluster.brokers[node].stop()
+    cluster.start(3)
+    wait_until("broker 3, alone, ready by its readiness probe",
+               lambda: http_status(cluster.brokers[3].http_url + "/readyz/in-sync") == 200, timeout=60, interval=0.5)
+
 
 # ---------------------------------------------------------------------------------------
 # Scaling down
 # ---------------------------------------------------------------------------------------
+
+
+def test_gates_can_be_turned_off():
+    sts = broker_set(render("rollGate.enabled=false"))
+    c = container(sts)
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert "lifecycle" not in c, "a preStop hook with neither drainOnShutdown nor rollGate"
+    assert sts["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 30 + 30
+    gated = broker_set(render("rollGate.timeoutSeconds=120", "drainOnShutdown.enabled=true",
+                              "drainOnShutdown.timeoutSeconds=200"))
+    assert gated["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 120 + 200 + 30 + 30
 
 
 def test_scaling_down_is_a_values_change_and_deletes_the_removed_claim():
