@@ -237,6 +237,11 @@ def test_gates_can_be_turned_off():
 def test_scaling_down_is_a_values_change_and_deletes_the_removed_claim():
     sts = broker_set(render("replicas=5"))
     assert sts["spec"]["replicas"] == 5
+    # A scale that keeps the derived settings restarts no broker (same ConfigMap
+    # checksum); one that changes them does.
+    checksum = lambda docs: broker_set(docs)["spec"]["template"]["metadata"]["annotations"]["checksum/config"]  # noqa: E731
+    assert checksum(render("replicas=4")) == checksum(render("replicas=3"))
+    assert checksum(render("replicas=2")) != checksum(render("replicas=3"))
     assert sts["spec"]["persistentVolumeClaimRetentionPolicy"] == {"whenScaled": "Delete", "whenDeleted": "Retain"}
     kept = broker_set(render("storage.whenScaled=Retain", "storage.whenDeleted=Delete"))
     assert kept["spec"]["persistentVolumeClaimRetentionPolicy"] == {"whenScaled": "Retain", "whenDeleted": "Delete"}

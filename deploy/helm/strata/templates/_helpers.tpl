@@ -382,9 +382,9 @@ admin_token_file = {{ printf "%s/admin/token" $dir | quote }}
 
 {{/* Replication settings derived from the broker count, for those `config` leaves
 unset: a replication factor of min(3, brokers), min.insync.replicas one below it (at
-least 1), and the same for __consumer_offsets. Refuses a replication factor set in
-`config` above the broker count: topics and consumer groups could never be placed. As
-TOML lines. */}}
+least 1), and the same for __consumer_offsets. Refuses any of them set in `config`
+above the broker count: partitions could never be placed, or acks=all never answered.
+As TOML lines. */}}
 {{- define "strata.replicationDefaults" -}}
 {{- $brokers := include "strata.brokerCount" . | int -}}
 {{- $factor := min 3 $brokers -}}
@@ -393,7 +393,7 @@ TOML lines. */}}
 {{- if hasKey $.Values.config $name -}}
 {{- $set := index $.Values.config $name | int -}}
 {{- if gt $set $brokers -}}
-{{- fail (printf "config.%s: %d is more than the %d broker(s) this release runs (replicas × zones); no partition could be placed. Leave it unset to derive it from the broker count, or add brokers" $name $set $brokers) -}}
+{{- fail (printf "config.%s: %d is more than the %d broker(s) this release runs (replicas × zones); no partition could be placed or acks=all answered. Leave it unset to derive it from the broker count, or add brokers" $name $set $brokers) -}}
 {{- end -}}
 {{- else }}
 {{ $name }} = {{ index $derived $name }}
