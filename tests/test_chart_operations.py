@@ -9,15 +9,21 @@ scripts (prestop.sh, start.sh), rendered by `helm template`, against real broker
   The gate refuses while another broker is down; the readiness gate lets the first
   broker of a cold start (every broker down) become ready.
 - Scaling down: a broker an operator drained stays drained through its preStop and any
-  restart of its container (only a drain by the preStop hook itself is undone at start),
-  and the StatefulSet deletes a removed broker's volume claim.
-- The replication defaults follow the broker count: a one-broker release's
-  configuration starts a broker on which a topic created without a replication factor
-  and a consumer group work; a replication factor above the broker count is refused.
+  restart of its container (only a drain by the preStop hook itself is undone at start);
+  a removed broker's volume claim is retained unless storage.whenScaled says Delete,
+  and Delete refuses replicas 0.
+- Upgrading from the previous chart: its values (--reuse-values) render, and its pods'
+  environment runs the new scripts; the preStop gate holds only on 503, and a broker
+  that never answers holds it 10 s per attempt.
+- The replication defaults derive from the broker count at install and never go up on
+  an upgrade (lookup, against a fake API server); a one-broker release's configuration
+  starts a broker on which a topic created without a replication factor and a consumer
+  group work; a replication factor above the broker count is refused.
 """
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 import tomllib
@@ -32,7 +38,7 @@ from clients import QUIET
 from replication import Cluster, History, read_replica
 from servers import free_port, http_get, wait_until
 import yaml
-from test_deploy import container, helm_template, pod_env, run_script, write_stub
+from test_deploy import container, helm_binary, helm_template, pod_env, run_script, write_stub
 
 # The values of a production-like release (the rendered scripts do not depend on them
 # beyond the names of the pods).
@@ -234,7 +240,7 @@ def test_gates_can_be_turned_off():
     assert gated["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 120 + 200 + 30 + 30
 
 
-def test_scaling_down_is_a_values_change_and_deletes_the_removed_claim():
+def test_scaling_down_is_a_values_change_and_retains_the_removed_claim():
     sts = broker_set(render("replicas=5"))
     assert sts["spec"]["replicas"] == 5
     # A scale that keeps the derived settings restarts no broker (same ConfigMap
@@ -242,11 +248,129 @@ def test_scaling_down_is_a_values_change_and_deletes_the_removed_claim():
     checksum = lambda docs: broker_set(docs)["spec"]["template"]["metadata"]["annotations"]["checksum/config"]  # noqa: E731
     assert checksum(render("replicas=4")) == checksum(render("replicas=3"))
     assert checksum(render("replicas=2")) != checksum(render("replicas=3"))
-    assert sts["spec"]["persistentVolumeClaimRetentionPolicy"] == {"whenScaled": "Delete", "whenDeleted": "Retain"}
-    kept = broker_set(render("storage.whenScaled=Retain", "storage.whenDeleted=Delete"))
-    assert kept["spec"]["persistentVolumeClaimRetentionPolicy"] == {"whenScaled": "Retain", "whenDeleted": "Delete"}
+    # Retain by default: a broker removed without a completed drain keeps its volume.
+    assert sts["spec"]["persistentVolumeClaimRetentionPolicy"] == {"whenScaled": "Retain", "whenDeleted": "Retain"}
+    deleted = broker_set(render("storage.whenScaled=Delete", "storage.whenDeleted=Delete"))
+    assert deleted["spec"]["persistentVolumeClaimRetentionPolicy"] == {"whenScaled": "Delete", "whenDeleted": "Delete"}
+    # Stopping every broker: refused with Delete (every volume would go); with Retain the
+    # replication defaults stay those of three brokers, not 0.
+    refused = helm_template(sets=[S3, "replicas=0", "storage.whenScaled=Delete"])
+    assert refused.returncode != 0 and "replicas: 0 with storage.whenScaled Delete" in refused.stderr
+    stopped = tomllib.loads(strata_toml(render("replicas=0")))
+    assert (stopped["default_replication_factor"], stopped["offsets_topic_replication_factor"],
+            stopped["min_insync_replicas"]) == (3, 3, 2)
+    assert broker_set(render("replicas=0", "config.min_insync_replicas=2"))["spec"]["replicas"] == 0
     refused = helm_template(sets=[S3, "storage.whenScaled=Keep"])
     assert refused.returncode != 0 and 'storage.whenScaled "Keep": use Retain or Delete' in refused.stderr
+
+
+# ---------------------------------------------------------------------------------------
+# Upgrading from the chart before the roll gate (11eb128)
+# ---------------------------------------------------------------------------------------
+
+PREVIOUS_CHART = "11eb128"
+
+
+def previous_chart(tmp_path: Path) -> Path:
+    """The chart as it was before the roll gate and the drain marker."""
+    repo = Path(__file__).resolve().parent.parent
+    out = tmp_path / "previous"
+    out.mkdir()
+    archive = subprocess.run(["git", "-C", str(repo), "archive", PREVIOUS_CHART, "deploy/helm/strata"],
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(out)], input=archive, check=True)
+    return out / "deploy" / "helm" / "strata"
+
+
+def test_previous_release_values_render(tmp_path):
+    """`helm upgrade --reuse-values` from the previous chart renders the new templates
+    with the previous release's values alone (the new chart's defaults are ignored), so
+    storage.whenScaled and rollGate are missing. The templates render (no nil pointer),
+    the claims are retained, the gate stays off (plain /readyz, no preStop without
+    drainOnShutdown)."""
+    import shutil
+
+    chart = tmp_path / "reused"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "deploy" / "helm" / "strata", chart)
+    (chart / "values.yaml").write_text((previous_chart(tmp_path) / "values.yaml").read_text())
+    result = subprocess.run([helm_binary(), "template", "strata", str(chart), "--namespace", "strata", "--set", S3],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    docs = [d for d in yaml.safe_load_all(result.stdout) if d]
+    sts = broker_set(docs)
+    assert sts["spec"]["persistentVolumeClaimRetentionPolicy"] == {"whenScaled": "Retain", "whenDeleted": "Retain"}
+    c = container(sts)
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz" and "lifecycle" not in c
+    assert pod_env(c, "x-0")["ROLL_GATE_TIMEOUT_S"] == "0"
+
+
+@pytest.mark.parametrize("drain", [True, False])
+def test_new_scripts_run_in_previous_revision_pods(tmp_path, drain):
+    """During an upgrade's rollout the pods not yet replaced keep the previous chart's
+    environment but read the new ConfigMap's scripts (mounted as a directory). With
+    that environment start.sh still starts the broker (no unbound variable under set
+    -u), undrains at every start as the previous chart did when drainOnShutdown was on,
+    and prestop.sh still drains."""
+    chart = previous_chart(tmp_path)
+    old = subprocess.run([helm_binary(), "template", "strata", str(chart), "--namespace", "strata",
+                          "--set", S3, "--set", f"drainOnShutdown.enabled={str(drain).lower()}"],
+                         capture_output=True, text=True)
+    assert old.returncode == 0, old.stderr
+    old_env = pod_env(container(broker_set([d for d in yaml.safe_load_all(old.stdout) if d])), "strata-2")
+    assert "DRAIN_MARKER" not in old_env and "HTTP_PORT" not in old_env
+    data = scripts(render())
+    stub_dir = tmp_path / "stub"
+    write_stub(stub_dir)
+    env = old_env | {"STRATA_CONFIG_FILE": str(tmp_path / "unused.toml"), "STRATA_METADATA": "http://127.0.0.1:1/x"}
+    result, calls = run_script(data["start.sh"], env, tmp_path, stub_dir)
+    assert result.returncode == 0 and "unbound" not in result.stderr, result.stderr
+    assert [c["args"][0] for c in calls] == (["undrain", "serve"] if drain else ["serve"]), calls
+    result, calls = run_script(data["prestop.sh"], env, tmp_path, stub_dir)
+    assert result.returncode == 0 and "unbound" not in result.stderr, result.stderr
+    assert [c["args"][0] for c in calls] == (["drain"] if drain else []), calls
+
+
+def test_prestop_gate_blocks_only_on_503(tmp_path):
+    """An image older than the gate answers /safe-to-stop 404: the stop goes ahead at
+    once instead of waiting the whole timeout. A broker that accepts the connection but
+    never answers holds the hook for at most one 10 s exchange per attempt, and the hook
+    then lets it stop (no answer: not serving)."""
+    import http.server
+    import socket
+
+    class Old(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    data = scripts(render())
+    env = {"POD_NAME": "strata-1", "STRATA_NODE_ID_BASE": "0", "ROLL_GATE_TIMEOUT_S": "300",
+           "STRATA_METADATA": "http://127.0.0.1:1/x"}
+    server = http.server.HTTPServer(("127.0.0.1", 0), Old)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        result, _ = run_script(data["prestop.sh"], env | {"HTTP_PORT": str(server.server_port)}, tmp_path,
+                               tmp_path, timeout=60)
+    finally:
+        server.shutdown()
+    assert result.returncode == 0, result.stderr
+    assert "broker 1 may stop (/safe-to-stop answered 404" in result.stdout, result.stdout
+    assert "waiting" not in result.stdout
+    # Listening, never accepting or answering: the kernel completes the connection, the
+    # request goes unanswered.
+    hung = socket.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(16)
+    try:
+        result, _ = run_script(data["prestop.sh"], env | {"HTTP_PORT": str(hung.getsockname()[1])}, tmp_path,
+                               tmp_path, timeout=60)
+    finally:
+        hung.close()
+    assert result.returncode == 0, result.stderr
+    assert "broker 1 may stop (no answer" in result.stdout, result.stdout
 
 
 def test_an_operator_drained_broker_stays_drained(broker, etcd, strata_bin, tmp_path):
@@ -341,6 +465,124 @@ def strata_toml(docs: list[dict]) -> str:
 def test_replication_defaults_follow_the_broker_count(sets, expected):
     settings = tomllib.loads(strata_toml(render(*sets)))
     assert {k: settings[k] for k in expected} == expected
+
+
+class FakeKubernetes:
+    """Just enough of a Kubernetes API for `helm template --dry-run=server`, so that the
+    chart's `lookup` finds this release's ConfigMap from a previous install (`configmap`,
+    or none): discovery of the kinds the chart renders, and GET of that ConfigMap."""
+
+    KINDS = {"v1": [("configmaps", "ConfigMap"), ("services", "Service"), ("serviceaccounts", "ServiceAccount")],
+             "apps/v1": [("statefulsets", "StatefulSet")],
+             "networking.k8s.io/v1": [("networkpolicies", "NetworkPolicy")],
+             "policy/v1": [("poddisruptionbudgets", "PodDisruptionBudget")]}
+
+    def __init__(self, tmp_path: Path):
+        import http.server
+        import json
+
+        fake = self
+        self.configmap: dict | None = None
+
+        class Api(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                path = self.path.split("?")[0].rstrip("/")
+                groups = [g for g in fake.KINDS if "/" in g]
+                resources = lambda gv: {"kind": "APIResourceList", "groupVersion": gv, "resources": [  # noqa: E731
+                    {"name": n, "singularName": k.lower(), "namespaced": True, "kind": k, "verbs": ["get", "list"]}
+                    for n, k in fake.KINDS[gv]]}
+                body = None
+                if path == "/version":
+                    body = {"major": "1", "minor": "30", "gitVersion": "v1.30.0"}
+                elif path == "/api":
+                    body = {"kind": "APIVersions", "versions": ["v1"]}
+                elif path == "/apis":
+                    body = {"kind": "APIGroupList", "apiVersion": "v1", "groups": [
+                        {"name": g.split("/")[0], "versions": [{"groupVersion": g, "version": "v1"}],
+                         "preferredVersion": {"groupVersion": g, "version": "v1"}} for g in groups]}
+                elif path == "/api/v1":
+                    body = resources("v1")
+                elif path.startswith("/apis/") and path[len("/apis/"):] in fake.KINDS:
+                    body = resources(path[len("/apis/"):])
+                elif path == "/api/v1/namespaces/strata/configmaps/strata" and fake.configmap is not None:
+                    body = fake.configmap
+                if body is None:
+                    body = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}
+                self.send_response(200 if body.get("code") != 404 else 404)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(json.dumps(body).encode())
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Api)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.kubeconfig = tmp_path / "kubeconfig"
+        self.kubeconfig.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "fake", "cluster": {"server": f"http://127.0.0.1:{self.server.server_port}"}}],
+            "users": [{"name": "fake", "user": {}}],
+            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake", "namespace": "strata"}}],
+            "current-context": "fake"}))
+
+    def upgrade(self, *sets: str) -> dict:
+        """Renders an upgrade of release `strata` as `helm upgrade` would (lookup answered
+        by this API); returns the rendered strata.toml's settings and records the new
+        ConfigMap as the release's."""
+        chart = Path(__file__).resolve().parent.parent / "deploy" / "helm" / "strata"
+        command = [helm_binary(), "template", "strata", str(chart), "--namespace", "strata",
+                   "--kubeconfig", str(self.kubeconfig), "--dry-run=server", "--disable-openapi-validation"]
+        for item in (S3, *sets):
+            command += ["--set", item]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        (cm,) = [d for d in yaml.safe_load_all(result.stdout)
+                 if d and d["kind"] == "ConfigMap" and "strata.toml" in d.get("data", {})]
+        self.record(cm)
+        return tomllib.loads(cm["data"]["strata.toml"])
+
+    def record(self, configmap: dict) -> None:
+        """Makes `configmap` the one in the cluster, owned by release strata as Helm
+        marks what it installs (else helm refuses to take it over)."""
+        meta = configmap.setdefault("metadata", {})
+        meta.setdefault("annotations", {}).update({"meta.helm.sh/release-name": "strata",
+                                                   "meta.helm.sh/release-namespace": "strata"})
+        meta.setdefault("labels", {})["app.kubernetes.io/managed-by"] = "Helm"
+        self.configmap = configmap
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def derived(settings: dict) -> tuple[int, int, int]:
+    return (settings["default_replication_factor"], settings["offsets_topic_replication_factor"],
+            settings["min_insync_replicas"])
+
+
+def test_derived_replication_settings_never_go_up_on_upgrade(tmp_path):
+    """An install on one broker derives 1/1; growing to three keeps 1/1 (raising
+    min.insync.replicas would refuse acks=all on the topics created with one replica).
+    An install on three derives 3/3/2; shrinking to two lowers it to 2/2/1, growing back
+    keeps that; stopping every broker (replicas 0) keeps it too. A ConfigMap of the
+    previous chart (no annotation) derives from the broker count."""
+    kube = FakeKubernetes(tmp_path)
+    try:
+        assert derived(kube.upgrade("replicas=1")) == (1, 1, 1)  # install: nothing to look up
+        assert derived(kube.upgrade("replicas=3")) == (1, 1, 1)
+        kube.configmap = None
+        assert derived(kube.upgrade("replicas=3")) == (3, 3, 2)
+        assert derived(kube.upgrade("replicas=5")) == (3, 3, 2)
+        assert derived(kube.upgrade("replicas=2")) == (2, 2, 1)
+        assert derived(kube.upgrade("replicas=3")) == (2, 2, 1)
+        assert derived(kube.upgrade("replicas=0")) == (2, 2, 1)
+        assert derived(kube.upgrade("replicas=3")) == (2, 2, 1)
+        kube.record({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "strata"}, "data": {}})
+        assert derived(kube.upgrade("replicas=3")) == (3, 3, 2)
+        # What `config` sets still wins.
+        assert derived(kube.upgrade("replicas=3", "config.min_insync_replicas=1")) == (3, 3, 1)
+    finally:
+        kube.close()
 
 
 @pytest.mark.parametrize("sets, name", [
