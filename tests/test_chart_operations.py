@@ -397,13 +397,16 @@ def test_an_operator_drained_broker_stays_drained(broker, etcd, strata_bin, tmp_
     assert all(3 not in p.replicas for p in cluster.partitions(topic).values())
 
     # `replicas: 2`: the StatefulSet stops pod 3; its preStop runs.
+    # A marker left by an undrain that failed at an earlier start goes too: kept, it
+    # would make the next start undo the operator's drain.
     marker = tmp_path / "volume-3" / "drained-by-prestop"
     marker.parent.mkdir()
+    marker.write_text("3\n")
     env = pod_of(sts, 3, cluster.metadata, b3.http_port, marker)
     result, _ = run_script(data["prestop.sh"], env, tmp_path, path, timeout=90)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "was already marked draining" in result.stdout and "broker 3 may stop" in result.stdout, result.stdout
-    assert not marker.exists(), "the preStop marked an operator's drain as its own"
+    assert not marker.exists(), "the preStop left a marker on an operator's drain"
     b3.stop()
 
     # Its container starts again (a crash loop, or a scale-up before the cleanup): start.sh
@@ -422,9 +425,20 @@ def test_an_operator_drained_broker_stays_drained(broker, etcd, strata_bin, tmp_
                         timeout=30)
     assert all(3 not in p.replicas for p in placed.values()), "a drained broker received new replicas"
 
+    # A marker that cannot be written (a full or read-only volume; here a missing
+    # directory): the drain fails before it marks the broker, which would otherwise stay
+    # drained after its restart with nothing to undrain it.
+    b2 = cluster.brokers[2]
+    unwritable = tmp_path / "no-such-volume" / "drained-by-prestop"
+    env_unwritable = pod_of(sts, 2, cluster.metadata, b2.http_port, unwritable, DRAIN_TIMEOUT_MS="3000")
+    result, _ = run_script(data["prestop.sh"], env_unwritable, tmp_path, path, timeout=90)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "write the drain marker" in result.stderr and "the drain did not finish" in result.stdout, \
+        result.stdout + result.stderr
+    assert list(etcd.get_prefix(f"{cluster.prefix}/draining/")) == [f"{cluster.prefix}/draining/3"]
+
     # The negative: a preStop drain of a broker nobody drained writes the marker, and the
     # next start undrains it.
-    b2 = cluster.brokers[2]
     marker2 = tmp_path / "volume-2" / "drained-by-prestop"
     marker2.parent.mkdir()
     env2 = pod_of(sts, 2, cluster.metadata, b2.http_port, marker2, DRAIN_TIMEOUT_MS="3000")

@@ -307,7 +307,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     });
     let http = start_http(&config, health.clone(), &cancel).await?;
     let broker = open_broker(config, metrics, &cancel).await?;
-    let _ = health.roll.set(broker.clone());
     let clustered = is_clustered(&broker.config)?;
     // Replication between brokers: only with a shared metadata store. Bound before this
     // broker registers, so that a registered broker whose replication address refuses
@@ -323,6 +322,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .join_cluster(true)
         .await
         .context("register this broker in the cluster")?;
+    // The roll gate answers only from here: before its first metadata round the broker
+    // sees no other broker live and would name every replicated partition a blocker.
+    let _ = health.roll.set(broker.clone());
     let replication = match replication_listener {
         Some(incoming) => Some(start_replication_server(&broker, incoming, &cancel)?),
         None => None,
@@ -823,17 +825,31 @@ async fn drain_broker(args: &DrainArgs, drain: bool) -> anyhow::Result<()> {
     let stores = cluster::open(&config).await?;
     let store = stores.metadata;
     let already = store.draining().await?.contains(&args.node);
-    store.set_draining(args.node, drain).await?;
-    if drain && let Some(marker) = &args.marker {
-        if already {
+    match (&args.marker, drain) {
+        (Some(marker), true) if already => {
+            // An operator's drain (or decommission), or one whose undrain at start failed:
+            // either way not this drain's to undo. A marker left by that failed undrain
+            // would make the next start undo the operator's drain, so it goes.
+            remove_marker(marker)?;
             println!(
                 "broker {} was already marked draining; it stays drained after a restart",
                 args.node
             );
-        } else {
+            store.set_draining(args.node, true).await?;
+        }
+        (Some(marker), true) => {
+            // The marker first: a broker marked draining without it would stay drained
+            // after its restart, silently. If the drain cannot be recorded, the marker goes.
+            // Left open: an operator's drain between the check above and this one is
+            // taken for this drain's and undone at the next start.
             std::fs::write(marker, format!("{}\n", args.node))
                 .with_context(|| format!("write the drain marker {}", marker.display()))?;
+            if let Err(e) = store.set_draining(args.node, true).await {
+                remove_marker(marker)?;
+                return Err(e.into());
+            }
         }
+        _ => store.set_draining(args.node, drain).await?,
     }
     if !drain {
         println!("broker {} is no longer draining", args.node);
@@ -863,6 +879,16 @@ async fn drain_broker(args: &DrainArgs, drain: bool) -> anyhow::Result<()> {
         }
         println!("{left} replicas left on broker {}", args.node);
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Removes a drain marker; one that is not there is fine.
+fn remove_marker(marker: &std::path::Path) -> anyhow::Result<()> {
+    match std::fs::remove_file(marker) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("remove the drain marker {}", marker.display()))
+        }
+        _ => Ok(()),
     }
 }
 

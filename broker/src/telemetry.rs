@@ -541,7 +541,8 @@ pub struct Health {
     pub ready: AtomicBool,
     /// The background loops; one waiting to be restarted makes the broker not ready.
     pub tasks: Arc<Supervisor>,
-    /// The broker, once open: answers `/safe-to-stop` and `/readyz/in-sync`.
+    /// The broker, once it has joined the cluster (its first metadata round done):
+    /// answers `/safe-to-stop` and `/readyz/in-sync`.
     pub roll: std::sync::OnceLock<Arc<dyn RollGate>>,
     /// Set the first time `/readyz/in-sync` found the broker back in every ISR it can
     /// rejoin, and never cleared: a follower that lags later does not leave the client
@@ -608,7 +609,7 @@ async fn readyz_in_sync(State(health): State<Arc<Health>>) -> impl IntoResponse 
     }
     let pending = match health.roll.get() {
         Some(broker) => broker.rejoin_pending(),
-        None => vec!["the broker is not open yet".to_string()],
+        None => vec!["the broker has not joined the cluster yet".to_string()],
     };
     if pending.is_empty() {
         health.rejoined.store(true, Ordering::Relaxed);
@@ -626,10 +627,12 @@ async fn readyz_in_sync(State(health): State<Arc<Health>>) -> impl IntoResponse 
 /// hook waits for 200).
 async fn safe_to_stop(State(health): State<Arc<Health>>) -> impl IntoResponse {
     let Some(broker) = health.roll.get() else {
-        // Not open yet: it holds no replica anyone reads from.
+        // Not joined the cluster yet: it serves no replica (replication and Kafka
+        // listeners start after the join) and has stepped down, or is about to, from
+        // any leadership its previous incarnation held.
         return (
             StatusCode::OK,
-            "safe to stop: not serving yet\n".to_string(),
+            "safe to stop: not joined the cluster yet\n".to_string(),
         );
     };
     let blockers = broker.stop_blockers();
