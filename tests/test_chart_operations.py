@@ -86,6 +86,14 @@ def http_status(url: str) -> int:
     return http_get(url, timeout=5)[0]
 
 
+def probe_ready(data: dict[str, str], http_port: int) -> bool:
+    """The chart's readiness probe with rollGate: its ready.sh, run as the kubelet runs
+    it (exit 0: ready)."""
+    result = subprocess.run(["/bin/bash", "-c", data["ready.sh"]], env={"PATH": "/usr/bin:/bin",
+                            "HTTP_PORT": str(http_port)}, capture_output=True, text=True, timeout=30)
+    return result.returncode == 0
+
+
 # ---------------------------------------------------------------------------------------
 # Rolling restart gated on in-sync replicas
 # ---------------------------------------------------------------------------------------
@@ -135,7 +143,7 @@ def test_roll_gated_on_in_sync_replicas_loses_nothing(broker, etcd, strata_bin, 
     docs = render()
     sts, data = broker_set(docs), scripts(docs)
     c = container(sts)
-    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz/in-sync"
+    assert c["readinessProbe"]["exec"]["command"] == ["/bin/bash", "/etc/strata/ready.sh"]
     assert "prestop.sh" in c["lifecycle"]["preStop"]["exec"]["command"][2]
     # The grace period covers the gate, the broker's shutdown and a margin.
     gate_s = int(pod_env(c, "x-0")["ROLL_GATE_TIMEOUT_S"])
@@ -166,7 +174,8 @@ def test_roll_gated_on_in_sync_replicas_loses_nothing(broker, etcd, strata_bin, 
         assert f"broker {node} may stop" in result.stdout, result.stdout
         b.restart()  # SIGTERM (exit code 0 asserted), then the container starts again
         wait_until(f"broker {node} ready and back in every ISR (the readiness probe)",
-                   lambda: http_status(b.http_url + "/readyz/in-sync") == 200, timeout=120, interval=0.5)
+                   lambda: probe_ready(data, b.http_port), timeout=120, interval=0.5)
+        assert http_status(b.http_url + "/readyz/in-sync") == 200
         # A rejoined broker is in the ISR of every partition it holds, in its own view
         # (the one its readiness was judged from).
         isr = {p: set(x.isrs) for p, x in cluster.partitions(topic, node=node).items()}
@@ -197,8 +206,8 @@ def test_roll_gated_on_in_sync_replicas_loses_nothing(broker, etcd, strata_bin, 
     assert "broker 2 may stop (no partition falls below" in output and "still not safe" not in output, output
     acked_before = len(history.acked)
     b2.restart()
-    wait_until("broker 2 ready and back in every ISR",
-               lambda: http_status(b2.http_url + "/readyz/in-sync") == 200, timeout=120, interval=0.5)
+    wait_until("broker 2 ready and back in every ISR (the readiness probe)",
+               lambda: probe_ready(data, b2.http_port), timeout=120, interval=0.5)
     wait_until(f"the producer going on (errors so far {writer.errors})",
                lambda: len(history.acked) > acked_before + 200, timeout=60)
     writer.stop()
@@ -260,7 +269,7 @@ def test_roll_gated_on_in_sync_replicas_loses_nothing(broker, etcd, strata_bin, 
         cluster.brokers[node].stop()
     cluster.start(3)
     wait_until("broker 3, alone, ready by its readiness probe",
-               lambda: http_status(cluster.brokers[3].http_url + "/readyz/in-sync") == 200, timeout=60, interval=0.5)
+               lambda: probe_ready(data, cluster.brokers[3].http_port), timeout=60, interval=0.5)
 
 
 # ---------------------------------------------------------------------------------------
@@ -367,6 +376,35 @@ def test_new_scripts_run_in_previous_revision_pods(tmp_path, drain):
     result, calls = run_script(data["prestop.sh"], env, tmp_path, stub_dir)
     assert result.returncode == 0 and "unbound" not in result.stderr, result.stderr
     assert [c["args"][0] for c in calls] == (["drain"] if drain else []), calls
+
+
+@pytest.mark.parametrize("in_sync, plain, ready", [
+    (200, 200, True), (503, 200, False),
+    # An image older than the gate: /readyz decides.
+    (404, 200, True), (404, 503, False),
+])
+def test_readiness_probe_falls_back_to_readyz(in_sync, plain, ready):
+    """ready.sh, the readiness probe with rollGate, against a broker answering
+    /readyz/in-sync and /readyz as given: an image without /readyz/in-sync (404) is
+    judged by /readyz instead of never becoming ready."""
+    import http.server
+
+    class Broker(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response({"/readyz/in-sync": in_sync, "/readyz": plain}.get(self.path, 404))
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Broker)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert probe_ready(scripts(render()), server.server_port) == ready
+    finally:
+        server.shutdown()
+    # Nothing listening: not ready.
+    assert not probe_ready(scripts(render()), free_port())
 
 
 def test_prestop_gate_blocks_only_on_503(tmp_path):

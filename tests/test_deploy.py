@@ -430,7 +430,8 @@ def test_listeners_probes_and_services(values, rendered):
         if "otlp_endpoint" in toml:
             assert toml["otlp_endpoint"].startswith("http://"), toml["otlp_endpoint"]
         # rollGate (on by default): ready only once back in every ISR it can rejoin.
-        assert c["readinessProbe"]["httpGet"] == {"path": "/readyz/in-sync", "port": "http"}
+        # (ready.sh asks /readyz/in-sync: tests/test_chart_operations.py.)
+        assert c["readinessProbe"]["exec"]["command"] == ["/bin/bash", "/etc/strata/ready.sh"]
         assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
         mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
         assert mounts["data"] == toml["data_dir"] == "/var/lib/strata"
@@ -960,7 +961,7 @@ def test_no_password_in_any_rendered_manifest(values, rendered):
     assert not r.of_kind("Secret")
     assert not re.search(r"\b[\w.@-]+:(SCRAM-SHA-(256|512)|PLAIN):\S+", r.text), "a users-file line was rendered"
     data = r.config_map()
-    assert set(data) <= {"strata.toml", "start.sh", "prestop.sh", "acls.txt"}, sorted(data)
+    assert set(data) <= {"strata.toml", "start.sh", "prestop.sh", "ready.sh", "acls.txt"}, sorted(data)
     toml = tomllib.loads(data["strata.toml"])
     for key, value in toml.items():
         if re.search(r"password|secret|token|credential|_key(_|$)|users_file", key):
