@@ -521,12 +521,28 @@ def test_an_operator_drained_broker_stays_drained(broker, etcd, strata_bin, tmp_
     env2 = pod_of(sts, 2, cluster.metadata, b2.http_port, marker2, DRAIN_TIMEOUT_MS="3000")
     result, _ = run_script(data["prestop.sh"], env2, tmp_path, path, timeout=90)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert marker2.read_text().strip() == "2", result.stdout
+    node, token = marker2.read_text().split()
+    assert node == "2" and len(token) >= 16, result.stdout
     result, calls = run_script(data["start.sh"], env2 | {"STRATA_CONFIG_FILE": str(tmp_path / "unused.toml")},
                                tmp_path, stub_dir, timeout=60)
     assert [c["args"][0] for c in calls] == ["undrain", "serve"], calls
     assert not marker2.exists()
     assert list(etcd.get_prefix(f"{cluster.prefix}/draining/")) == [f"{cluster.prefix}/draining/3"]
+
+    # An operator's drain stored while a preStop-drained broker is down is not undone by
+    # its next start: the mark no longer carries the marker's token.
+    result, _ = run_script(data["prestop.sh"], env2, tmp_path, path, timeout=90)
+    assert result.returncode == 0 and marker2.exists(), result.stdout + result.stderr
+    operator = run_script(f"exec strata drain --admin {cluster.brokers[1].admin} --node 2 --timeout-ms 1000\n",
+                          {}, tmp_path, path, timeout=60)[0]
+    assert "marked" in operator.stdout + operator.stderr, operator.stdout + operator.stderr
+    result, calls = run_script(data["start.sh"], env2 | {"STRATA_CONFIG_FILE": str(tmp_path / "unused.toml")},
+                               tmp_path, stub_dir, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert [c["args"][0] for c in calls] == ["undrain", "serve"], calls
+    assert "marked draining again by someone else" in result.stdout, result.stdout
+    assert not marker2.exists()
+    assert sorted(etcd.get_prefix(f"{cluster.prefix}/draining/")) == [f"{cluster.prefix}/draining/{n}" for n in (2, 3)]
 
 
 # ---------------------------------------------------------------------------------------

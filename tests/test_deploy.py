@@ -1586,7 +1586,9 @@ def test_prestop_drain_and_start_undrain_in_a_real_cluster(rendered, broker, etc
                        lambda: (r := replicas()) and all(1 not in x for x in r.values()) and r, timeout=30)
     assert all(x == [0] for x in after.values()), after
     assert etcd.get_prefix(f"{prefix}/draining/"), "the drain left no mark in etcd"
-    assert marker.read_text().strip() == "1", "the preStop drain left no marker on the volume"
+    assert marker.read_text().split()[0] == "1", "the preStop drain left no marker on the volume"
+    # The mark carries the marker's token: the undrain removes only this mark.
+    assert list(etcd.get_prefix(f"{prefix}/draining/").values()) == [marker.read_text().split()[1]]
     # Drained, broker 1 holds no replica: the roll gate lets it stop at once.
     assert "broker 1 may stop" in result.stdout, result.stdout
 

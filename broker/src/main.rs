@@ -126,8 +126,10 @@ struct DrainArgs {
     /// Give up (exit 1) if replicas are still on the broker after this long.
     #[arg(long, value_name = "MS", default_value_t = 600_000)]
     timeout_ms: u64,
-    /// With `drain --metadata`: write this file once the broker is marked draining, unless
-    /// it was marked already (by an operator's drain or decommission). A pod's start
+    /// With `--metadata`. drain: write this file, holding a token, and mark the broker
+    /// draining with it, unless it was marked already (by an operator's drain or
+    /// decommission; the file is then removed). undrain: remove the mark only if it still
+    /// carries this file's token (no other drain marked the broker since). A pod's start
     /// script undrains only a broker whose volume holds this file.
     #[arg(long, value_name = "FILE", requires = "metadata")]
     marker: Option<PathBuf>,
@@ -824,32 +826,52 @@ async fn drain_broker(args: &DrainArgs, drain: bool) -> anyhow::Result<()> {
     };
     let stores = cluster::open(&config).await?;
     let store = stores.metadata;
-    let already = store.draining().await?.contains(&args.node);
     match (&args.marker, drain) {
-        (Some(marker), true) if already => {
-            // An operator's drain (or decommission), or one whose undrain at start failed:
-            // either way not this drain's to undo. A marker left by that failed undrain
-            // would make the next start undo the operator's drain, so it goes.
-            remove_marker(marker)?;
-            println!(
-                "broker {} was already marked draining; it stays drained after a restart",
-                args.node
-            );
-            store.set_draining(args.node, true).await?;
-        }
         (Some(marker), true) => {
-            // The marker first: a broker marked draining without it would stay drained
-            // after its restart, silently. If the drain cannot be recorded, the marker goes.
-            // Left open: an operator's drain between the check above and this one is
-            // taken for this drain's and undone at the next start.
-            std::fs::write(marker, format!("{}\n", args.node))
+            // The marker first, holding the token the mark will carry: a broker marked
+            // draining without it would stay drained after its restart, silently. If the
+            // mark cannot be stored, the marker goes.
+            let token = uuid::Uuid::new_v4().simple().to_string();
+            std::fs::write(marker, format!("{} {token}\n", args.node))
                 .with_context(|| format!("write the drain marker {}", marker.display()))?;
-            if let Err(e) = store.set_draining(args.node, true).await {
-                remove_marker(marker)?;
-                return Err(e.into());
+            match store.mark_draining_owned(args.node, &token).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    // An operator's drain (or decommission), or ours whose undrain at
+                    // start failed: either way not this drain's to undo.
+                    remove_marker(marker)?;
+                    println!(
+                        "broker {} was already marked draining; it stays drained after a restart",
+                        args.node
+                    );
+                }
+                Err(e) => {
+                    remove_marker(marker)?;
+                    return Err(e.into());
+                }
             }
         }
-        _ => store.set_draining(args.node, drain).await?,
+        (Some(marker), false) => {
+            // The start script's undrain: only the mark this marker's drain made.
+            let text = std::fs::read_to_string(marker)
+                .with_context(|| format!("read the drain marker {}", marker.display()))?;
+            let undone = match text.split_whitespace().nth(1) {
+                Some(token) => store.undrain_owned(args.node, token).await?,
+                // A marker without a token (written before tokens): undrain as then.
+                None => {
+                    store.set_draining(args.node, false).await?;
+                    true
+                }
+            };
+            if !undone {
+                println!(
+                    "broker {} was marked draining again by someone else (an operator's drain); it stays drained",
+                    args.node
+                );
+                return Ok(());
+            }
+        }
+        (None, _) => store.set_draining(args.node, drain).await?,
     }
     if !drain {
         println!("broker {} is no longer draining", args.node);
