@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from servers import REPO_ROOT, wait_until
+from servers import REPO_ROOT, free_port, wait_until
 
 CHART = REPO_ROOT / "deploy" / "helm" / "strata"
 VALUES_FILES = sorted((CHART / "ci").glob("*.yaml"))
@@ -379,12 +379,9 @@ def test_each_broker_gets_its_own_node_id_and_advertised_addresses(values, rende
             else:
                 assert "STRATA_ADVERTISED_LISTENERS" not in serve["env"]
             assert serve["env"]["STRATA_METADATA"].startswith("etcd://")
-            undrains = [c for c in calls if c["args"][0] == "undrain"]
-            if env["UNDRAIN_ON_START"] == "true":
-                assert [c["args"] for c in undrains] == [
-                    ["undrain", "--metadata", env["STRATA_METADATA"], "--node", str(node_id)]]
-            else:
-                assert not undrains
+            # No drain marker on a new volume: nothing to undrain (tests/test_chart_operations.py
+            # runs the marker's cases against real brokers).
+            assert not [c for c in calls if c["args"][0] == "undrain"], calls
             assert node_id not in seen_ids, f"{pod} and {seen_ids.get(node_id)} both get node id {node_id}"
             seen_ids[node_id] = pod
             seen_kafka[serve["env"]["STRATA_ADVERTISE"]] = pod
@@ -432,7 +429,9 @@ def test_listeners_probes_and_services(values, rendered):
         assert 0.0 <= toml["otlp_sample_ratio"] <= 1.0
         if "otlp_endpoint" in toml:
             assert toml["otlp_endpoint"].startswith("http://"), toml["otlp_endpoint"]
-        assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+        # rollGate (on by default): ready only once back in every ISR it can rejoin.
+        # (ready.sh asks /readyz/in-sync: tests/test_chart_operations.py.)
+        assert c["readinessProbe"]["exec"]["command"] == ["/bin/bash", "/etc/strata/ready.sh"]
         assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
         mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
         assert mounts["data"] == toml["data_dir"] == "/var/lib/strata"
@@ -476,22 +475,28 @@ def test_termination_drains_within_the_grace_period(values, rendered, tmp_path):
         c = container(sts)
         spec = sts["spec"]["template"]["spec"]
         pod = pods(sts)[-1]
-        env = pod_env(c, pod)
-        if env["UNDRAIN_ON_START"] != "true":
-            assert "lifecycle" not in c, f"{values}: a preStop hook without drainOnShutdown"
+        # No broker listens on HTTP_PORT: the roll gate finds nothing to protect.
+        env = pod_env(c, pod) | {"DRAIN_MARKER": str(tmp_path / "marker"), "HTTP_PORT": str(free_port())}
+        drain = env["DRAIN_ON_SHUTDOWN"] == "true"
+        gate_s = int(env["ROLL_GATE_TIMEOUT_S"])
+        if not drain and not gate_s:
+            assert "lifecycle" not in c, f"{values}: a preStop hook without drainOnShutdown or rollGate"
             assert spec["terminationGracePeriodSeconds"] >= SHUTDOWN_TIMEOUT_S
             continue
         command = c["lifecycle"]["preStop"]["exec"]["command"]
         assert command[:2] == ["/bin/bash", "-c"] and "/etc/strata/prestop.sh" in command[2], command
         result, calls = run_script(data["prestop.sh"], env, tmp_path, stub_dir)
         assert result.returncode == 0, result.stderr
-        timeout_ms = int(env["DRAIN_TIMEOUT_MS"])
+        timeout_ms = int(env["DRAIN_TIMEOUT_MS"]) if drain else 0
         node = int(env["STRATA_NODE_ID_BASE"]) + int(pod.rsplit("-", 1)[1])
-        assert [c["args"] for c in calls] == [
-            ["drain", "--metadata", env["STRATA_METADATA"], "--node", str(node), "--timeout-ms", str(timeout_ms)]]
+        assert [c["args"] for c in calls] == ([
+            ["drain", "--metadata", env["STRATA_METADATA"], "--node", str(node), "--timeout-ms", str(timeout_ms),
+             "--marker", env["DRAIN_MARKER"]]] if drain else [])
         # Kubernetes kills the pod when the grace period is over, preStop included.
-        assert spec["terminationGracePeriodSeconds"] >= timeout_ms / 1000 + SHUTDOWN_TIMEOUT_S, \
-            f"grace period {spec['terminationGracePeriodSeconds']} s leaves no time to drain and shut down"
+        assert spec["terminationGracePeriodSeconds"] >= timeout_ms / 1000 + gate_s + SHUTDOWN_TIMEOUT_S, \
+            f"grace period {spec['terminationGracePeriodSeconds']} s leaves no time to drain, wait and shut down"
+        if not drain:
+            continue
         # A failed drain still lets the broker stop.
         failing = write_stub(tmp_path / "failing")
         failing.write_text(failing.read_text() + "sys.exit(1)\n")
@@ -956,7 +961,7 @@ def test_no_password_in_any_rendered_manifest(values, rendered):
     assert not r.of_kind("Secret")
     assert not re.search(r"\b[\w.@-]+:(SCRAM-SHA-(256|512)|PLAIN):\S+", r.text), "a users-file line was rendered"
     data = r.config_map()
-    assert set(data) <= {"strata.toml", "start.sh", "prestop.sh", "acls.txt"}, sorted(data)
+    assert set(data) <= {"strata.toml", "start.sh", "prestop.sh", "ready.sh", "acls.txt"}, sorted(data)
     toml = tomllib.loads(data["strata.toml"])
     for key, value in toml.items():
         if re.search(r"password|secret|token|credential|_key(_|$)|users_file", key):
@@ -978,9 +983,12 @@ def test_no_password_in_any_rendered_manifest(values, rendered):
 
 def test_templates_never_read_secrets():
     """`lookup` could copy a Secret's content into a rendered object; `helm template`
-    (these tests) would not show it, so the templates must not use it."""
+    (these tests) would not show it, so the templates use it only for ConfigMaps (the
+    release's own, for the derived replication settings: test_chart_operations.py)."""
     for template in sorted((CHART / "templates").iterdir()):
-        assert not re.search(r"\blookup\b", template.read_text()), f"{template.name} uses lookup"
+        code = re.sub(r"\{\{-?\s*/\*.*?\*/\s*-?\}\}", "", template.read_text(), flags=re.S)
+        for call in re.finditer(r"\blookup\b[^)}]*", code):
+            assert call.group(0).startswith('lookup "v1" "ConfigMap"'), f"{template.name}: {call.group(0)}"
 
 
 def operations_security_section() -> str:
@@ -1547,7 +1555,7 @@ def test_prestop_drain_and_start_undrain_in_a_real_cluster(rendered, broker, etc
     url = etcd.url(prefix)
     env = {"STRATA_METADATA_REFRESH_INTERVAL_MS": "200", "STRATA_LEADER_REBALANCE_INTERVAL_MS": "0"}
     b0 = broker(metadata=url, env=env, args=["--node-id", "0"], name="b0")
-    broker(metadata=url, env=env, args=["--node-id", "1"], name="b1")
+    b1 = broker(metadata=url, env=env, args=["--node-id", "1"], name="b1")
     topic = "drained"
     wait_until("both brokers to be listed", lambda: len(confluent_admin(b0.bootstrap).list_topics(timeout=10).brokers) == 2,
                timeout=30)
@@ -1563,7 +1571,9 @@ def test_prestop_drain_and_start_undrain_in_a_real_cluster(rendered, broker, etc
     data = rendered["embedded-etcd-values"].config_map()
     sts = rendered["embedded-etcd-values"].brokers()[0]
     pod_vars = pod_env(container(sts), f"{sts['metadata']['name']}-1")
-    pod_vars.update(STRATA_METADATA=url, DRAIN_TIMEOUT_MS="60000")
+    marker = tmp_path / "drained-by-prestop"
+    pod_vars.update(STRATA_METADATA=url, DRAIN_TIMEOUT_MS="60000", DRAIN_MARKER=str(marker),
+                    HTTP_PORT=str(b1.http_port))
     real_dir = tmp_path / "real"
     real_dir.mkdir()
     (real_dir / "strata").symlink_to(strata_bin)
@@ -1576,6 +1586,11 @@ def test_prestop_drain_and_start_undrain_in_a_real_cluster(rendered, broker, etc
                        lambda: (r := replicas()) and all(1 not in x for x in r.values()) and r, timeout=30)
     assert all(x == [0] for x in after.values()), after
     assert etcd.get_prefix(f"{prefix}/draining/"), "the drain left no mark in etcd"
+    assert marker.read_text().split()[0] == "1", "the preStop drain left no marker on the volume"
+    # The mark carries the marker's token: the undrain removes only this mark.
+    assert list(etcd.get_prefix(f"{prefix}/draining/").values()) == [marker.read_text().split()[1]]
+    # Drained, broker 1 holds no replica: the roll gate lets it stop at once.
+    assert "broker 1 may stop" in result.stdout, result.stdout
 
     # The pod starts again: start.sh undrains (real binary), then serves (recorded).
     stub_dir = tmp_path / "hybrid"
@@ -1585,6 +1600,7 @@ def test_prestop_drain_and_start_undrain_in_a_real_cluster(rendered, broker, etc
     assert result.returncode == 0, result.stdout + result.stderr
     assert [c["args"][0] for c in calls] == ["undrain", "serve"], calls
     assert not etcd.get_prefix(f"{prefix}/draining/"), "broker 1 is still marked draining"
+    assert not marker.exists(), "the marker outlived the undrain"
 
 
 # ---------------------------------------------------------------------------------------

@@ -126,6 +126,13 @@ struct DrainArgs {
     /// Give up (exit 1) if replicas are still on the broker after this long.
     #[arg(long, value_name = "MS", default_value_t = 600_000)]
     timeout_ms: u64,
+    /// With `--metadata`. drain: write this file, holding a token, and mark the broker
+    /// draining with it, unless it was marked already (by an operator's drain or
+    /// decommission; the file is then removed). undrain: remove the mark only if it still
+    /// carries this file's token (no other drain marked the broker since). A pod's start
+    /// script undrains only a broker whose volume holds this file.
+    #[arg(long, value_name = "FILE", requires = "metadata")]
+    marker: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -297,6 +304,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         ready: false.into(),
         tasks: supervisor.clone(),
+        roll: Default::default(),
+        rejoined: false.into(),
     });
     let http = start_http(&config, health.clone(), &cancel).await?;
     let broker = open_broker(config, metrics, &cancel).await?;
@@ -315,6 +324,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .join_cluster(true)
         .await
         .context("register this broker in the cluster")?;
+    // The roll gate answers only from here: before its first metadata round the broker
+    // sees no other broker live and would name every replicated partition a blocker.
+    let _ = health.roll.set(broker.clone());
     let replication = match replication_listener {
         Some(incoming) => Some(start_replication_server(&broker, incoming, &cancel)?),
         None => None,
@@ -814,7 +826,53 @@ async fn drain_broker(args: &DrainArgs, drain: bool) -> anyhow::Result<()> {
     };
     let stores = cluster::open(&config).await?;
     let store = stores.metadata;
-    store.set_draining(args.node, drain).await?;
+    match (&args.marker, drain) {
+        (Some(marker), true) => {
+            // The marker first, holding the token the mark will carry: a broker marked
+            // draining without it would stay drained after its restart, silently. If the
+            // mark cannot be stored, the marker goes.
+            let token = uuid::Uuid::new_v4().simple().to_string();
+            std::fs::write(marker, format!("{} {token}\n", args.node))
+                .with_context(|| format!("write the drain marker {}", marker.display()))?;
+            match store.mark_draining_owned(args.node, &token).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    // An operator's drain (or decommission), or ours whose undrain at
+                    // start failed: either way not this drain's to undo.
+                    remove_marker(marker)?;
+                    println!(
+                        "broker {} was already marked draining; it stays drained after a restart",
+                        args.node
+                    );
+                }
+                Err(e) => {
+                    remove_marker(marker)?;
+                    return Err(e.into());
+                }
+            }
+        }
+        (Some(marker), false) => {
+            // The start script's undrain: only the mark this marker's drain made.
+            let text = std::fs::read_to_string(marker)
+                .with_context(|| format!("read the drain marker {}", marker.display()))?;
+            let undone = match text.split_whitespace().nth(1) {
+                Some(token) => store.undrain_owned(args.node, token).await?,
+                // A marker without a token (written before tokens): undrain as then.
+                None => {
+                    store.set_draining(args.node, false).await?;
+                    true
+                }
+            };
+            if !undone {
+                println!(
+                    "broker {} was marked draining again by someone else (an operator's drain); it stays drained",
+                    args.node
+                );
+                return Ok(());
+            }
+        }
+        (None, _) => store.set_draining(args.node, drain).await?,
+    }
     if !drain {
         println!("broker {} is no longer draining", args.node);
         return Ok(());
@@ -843,6 +901,16 @@ async fn drain_broker(args: &DrainArgs, drain: bool) -> anyhow::Result<()> {
         }
         println!("{left} replicas left on broker {}", args.node);
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Removes a drain marker; one that is not there is fine.
+fn remove_marker(marker: &std::path::Path) -> anyhow::Result<()> {
+    match std::fs::remove_file(marker) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("remove the drain marker {}", marker.display()))
+        }
+        _ => Ok(()),
     }
 }
 

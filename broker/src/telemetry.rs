@@ -541,6 +541,22 @@ pub struct Health {
     pub ready: AtomicBool,
     /// The background loops; one waiting to be restarted makes the broker not ready.
     pub tasks: Arc<Supervisor>,
+    /// The broker, once it has joined the cluster (its first metadata round done):
+    /// answers `/safe-to-stop` and `/readyz/in-sync`.
+    pub roll: std::sync::OnceLock<Arc<dyn RollGate>>,
+    /// Set the first time `/readyz/in-sync` found the broker back in every ISR it can
+    /// rejoin, and never cleared: a follower that lags later does not leave the client
+    /// Service or count against the PodDisruptionBudget.
+    pub rejoined: AtomicBool,
+}
+
+/// What a rolling restart asks a broker (`broker/roll.rs`): each answer is a list of
+/// sentences, one per partition that holds the roll back; empty means go ahead.
+pub trait RollGate: Send + Sync {
+    /// Partitions that would fall below min.insync.replicas if this broker stopped now.
+    fn stop_blockers(&self) -> Vec<String>;
+    /// Partitions whose ISR this broker, started again, has not rejoined yet.
+    fn rejoin_pending(&self) -> Vec<String>;
 }
 
 async fn metrics(State(health): State<Arc<Health>>) -> impl IntoResponse {
@@ -559,21 +575,79 @@ async fn metrics(State(health): State<Arc<Health>>) -> impl IntoResponse {
     }
 }
 
-/// 503 until start-up is done and while any background loop waits to be restarted
-/// (one line per such task, so an operator sees which).
-async fn readyz(State(health): State<Arc<Health>>) -> impl IntoResponse {
+/// Why the broker is not ready, one line per reason; `None` when it is.
+fn not_ready(health: &Health) -> Option<String> {
     let unhealthy = health.tasks.unhealthy();
     if health.ready.load(Ordering::Relaxed) && unhealthy.is_empty() {
-        return (StatusCode::OK, "ready\n".to_string());
+        return None;
     }
     let mut body = "not ready\n".to_string();
     for task in unhealthy {
         body.push_str(&format!("{task}\n"));
     }
+    Some(body)
+}
+
+/// 503 until start-up is done and while any background loop waits to be restarted
+/// (one line per such task, so an operator sees which).
+async fn readyz(State(health): State<Arc<Health>>) -> impl IntoResponse {
+    match not_ready(&health) {
+        None => (StatusCode::OK, "ready\n".to_string()),
+        Some(body) => (StatusCode::SERVICE_UNAVAILABLE, body),
+    }
+}
+
+/// `/readyz`, and until the broker has once been back in every ISR it can rejoin, 503
+/// naming the partitions it is catching up on. The chart's readiness probe: a rolling
+/// restart moves to the next broker only when this one serves every replica again.
+async fn readyz_in_sync(State(health): State<Arc<Health>>) -> impl IntoResponse {
+    if let Some(body) = not_ready(&health) {
+        return (StatusCode::SERVICE_UNAVAILABLE, body);
+    }
+    if health.rejoined.load(Ordering::Relaxed) {
+        return (StatusCode::OK, "ready, in sync\n".to_string());
+    }
+    let pending = match health.roll.get() {
+        Some(broker) => broker.rejoin_pending(),
+        None => vec!["the broker has not joined the cluster yet".to_string()],
+    };
+    if pending.is_empty() {
+        health.rejoined.store(true, Ordering::Relaxed);
+        return (StatusCode::OK, "ready, in sync\n".to_string());
+    }
+    let mut body = "not in sync yet\n".to_string();
+    for line in pending {
+        body.push_str(&format!("{line}\n"));
+    }
     (StatusCode::SERVICE_UNAVAILABLE, body)
 }
 
-/// Serves /metrics, /healthz and /readyz until `cancel` fires.
+/// 200 when stopping this broker leaves every partition it is in sync for at or above
+/// min.insync.replicas; else 503 naming those that would fall below (the chart's preStop
+/// hook waits for 200).
+async fn safe_to_stop(State(health): State<Arc<Health>>) -> impl IntoResponse {
+    let Some(broker) = health.roll.get() else {
+        // Not joined the cluster yet: it serves no replica (replication and Kafka
+        // listeners start after the join) and has stepped down, or is about to, from
+        // any leadership its previous incarnation held.
+        return (
+            StatusCode::OK,
+            "safe to stop: not joined the cluster yet\n".to_string(),
+        );
+    };
+    let blockers = broker.stop_blockers();
+    if blockers.is_empty() {
+        return (StatusCode::OK, "safe to stop\n".to_string());
+    }
+    let mut text = "not safe to stop\n".to_string();
+    for line in blockers {
+        text.push_str(&format!("{line}\n"));
+    }
+    (StatusCode::SERVICE_UNAVAILABLE, text)
+}
+
+/// Serves /metrics, /healthz, /readyz, /readyz/in-sync and /safe-to-stop until `cancel`
+/// fires.
 pub async fn serve_http(
     listener: tokio::net::TcpListener,
     health: Arc<Health>,
@@ -583,6 +657,8 @@ pub async fn serve_http(
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/readyz/in-sync", get(readyz_in_sync))
+        .route("/safe-to-stop", get(safe_to_stop))
         .with_state(health);
     axum::serve(listener, app)
         .with_graceful_shutdown(cancel.cancelled_owned())

@@ -805,3 +805,28 @@ async fn etcd_manifests_keep_the_contract() {
     };
     manifest_scenarios(connect().await, connect).await;
 }
+
+/// A drain mark made on behalf of an owner (the chart's preStop) is removed only by that
+/// owner's undrain, and only while nobody marked the broker since: an operator's drain
+/// (`set_draining`) takes the mark over. An existing mark is not taken.
+#[tokio::test]
+async fn etcd_owned_drain_marks_are_undone_only_by_their_owner() {
+    let etcd = start_etcd();
+    let store = EtcdStore::connect(std::slice::from_ref(&etcd.endpoint), "owned")
+        .await
+        .expect("connect");
+    assert!(store.mark_draining_owned(1, "a").await.expect("mark"));
+    assert_eq!(store.draining().await.expect("draining"), vec![1]);
+    // Marked already: not taken, and not removed by a stranger's undrain.
+    assert!(!store.mark_draining_owned(1, "b").await.expect("mark"));
+    assert!(!store.undrain_owned(1, "b").await.expect("undrain"));
+    assert!(store.undrain_owned(1, "a").await.expect("undrain"));
+    assert!(store.draining().await.expect("draining").is_empty());
+    // Nothing left to undo: done.
+    assert!(store.undrain_owned(1, "a").await.expect("undrain"));
+    // An operator's drain after the owner's: the owner's undrain leaves it.
+    assert!(store.mark_draining_owned(2, "c").await.expect("mark"));
+    store.set_draining(2, true).await.expect("operator drain");
+    assert!(!store.undrain_owned(2, "c").await.expect("undrain"));
+    assert_eq!(store.draining().await.expect("draining"), vec![2]);
+}

@@ -18,6 +18,7 @@ mod liveness;
 mod membership;
 mod placement_admin;
 mod producer_ids;
+mod roll;
 mod topic_admin;
 mod transactions;
 

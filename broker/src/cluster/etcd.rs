@@ -672,6 +672,34 @@ impl MetadataStore for EtcdStore {
         Ok(())
     }
 
+    /// The mark's value is the owner; `set_draining` writes "1" over it.
+    async fn mark_draining_owned(&self, node_id: i32, owner: &str) -> Result<bool, StoreError> {
+        let key = self.key(&format!("draining/{node_id}"));
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key, owner, None)]);
+        let mut kv = self.client.kv_client();
+        Ok(timed(kv.txn(txn)).await?.succeeded())
+    }
+
+    async fn undrain_owned(&self, node_id: i32, owner: &str) -> Result<bool, StoreError> {
+        let key = self.key(&format!("draining/{node_id}"));
+        let txn = Txn::new()
+            .when([Compare::value(key.clone(), CompareOp::Equal, owner)])
+            .and_then([TxnOp::delete(key.clone(), None)])
+            .or_else([TxnOp::get(key, None)]);
+        let mut kv = self.client.kv_client();
+        let response = timed(kv.txn(txn)).await?;
+        if response.succeeded() {
+            return Ok(true);
+        }
+        // Not ours: gone already (nothing to undo), or marked again by someone else.
+        Ok(!response
+            .op_responses()
+            .iter()
+            .any(|op| matches!(op, etcd_client::TxnOpResponse::Get(get) if !get.kvs().is_empty())))
+    }
+
     async fn list_security(&self, kind: SecurityKind) -> Result<Vec<(String, String)>, StoreError> {
         let prefix = self.key(&format!("security/{}/", kind.name()));
         let response = self

@@ -250,6 +250,25 @@ pub trait MetadataStore: Send + Sync {
     /// Brokers marked for draining (their replicas are moved off).
     async fn draining(&self) -> Result<Vec<i32>, StoreError>;
     async fn set_draining(&self, node_id: i32, draining: bool) -> Result<(), StoreError>;
+    /// Marks `node_id` draining on behalf of `owner` (a token the caller keeps), unless
+    /// it is marked already; true when this call made the mark. A later `set_draining`
+    /// (an operator's drain) takes the mark over, so that [`Self::undrain_owned`] leaves
+    /// it. Stores that cannot compare do the check and the mark in two steps.
+    async fn mark_draining_owned(&self, node_id: i32, owner: &str) -> Result<bool, StoreError> {
+        let _ = owner;
+        if self.draining().await?.contains(&node_id) {
+            return Ok(false);
+        }
+        self.set_draining(node_id, true).await?;
+        Ok(true)
+    }
+    /// Removes the mark of `node_id` if `owner` made it and nobody marked it since; true
+    /// when no mark is left. Stores that cannot compare remove it unconditionally.
+    async fn undrain_owned(&self, node_id: i32, owner: &str) -> Result<bool, StoreError> {
+        let _ = owner;
+        self.set_draining(node_id, false).await?;
+        Ok(true)
+    }
 
     /// Every security record of `kind` (SCRAM credentials, ACLs, quotas), as (key, value).
     /// Values are the security module's JSON; the store does not read them.

@@ -109,6 +109,8 @@ pub struct ReplicaState {
     pub leader: i32,
     pub epoch: i32,
     pub replicas: Vec<i32>,
+    /// Replicas in `replicas` being moved off (a reassignment or a drain), as stored.
+    pub removing: Vec<i32>,
     /// The ISR as stored.
     pub isr: Vec<i32>,
     /// An ISR this leader proposed and has not seen stored (or overtaken) yet.
@@ -130,6 +132,7 @@ impl ReplicaState {
             leader: me,
             epoch,
             replicas: vec![me],
+            removing: Vec::new(),
             isr: vec![me],
             proposed_isr: None,
             followers: HashMap::new(),
@@ -159,6 +162,7 @@ impl ReplicaState {
         self.leader = record.leader;
         self.epoch = record.leader_epoch;
         self.replicas = record.replicas.clone();
+        self.removing = record.removing.clone();
         // A pending proposal is settled once the stored ISR moves: to it (stored) or
         // elsewhere (the controller's change, based on a newer record, wins).
         if record.isr != self.isr || self.proposed_isr.as_ref() == Some(&record.isr) {

@@ -80,9 +80,11 @@ app.kubernetes.io/component: etcd
 {{- else -}}
 {{- $drain := 0 -}}
 {{- if .Values.drainOnShutdown.enabled -}}{{- $drain = .Values.drainOnShutdown.timeoutSeconds | int64 -}}{{- end -}}
+{{- $gate := 0 -}}
+{{- $gate = include "strata.rollGateTimeout" . | int64 -}}
 {{- $shutdown := 30 -}}
 {{- if hasKey .Values.config "shutdown_timeout_ms" -}}{{- $shutdown = div (.Values.config.shutdown_timeout_ms | int64) 1000 -}}{{- end -}}
-{{- add $drain $shutdown 30 -}}
+{{- add $drain $gate $shutdown 30 -}}
 {{- end -}}
 {{- end -}}
 
@@ -374,5 +376,76 @@ admin_token_file = {{ printf "%s/admin/token" $dir | quote }}
 {{- printf "%s-%s-0" (include "strata.fullname" .) (first .Values.zones) -}}
 {{- else -}}
 {{- printf "%s-0" (include "strata.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* A persistentVolumeClaimRetentionPolicy field: Retain or Delete; (list NAME VALUE). */}}
+{{- define "strata.claimPolicy" -}}
+{{- $name := index . 0 -}}
+{{- $value := index . 1 -}}
+{{- if not (has $value (list "Retain" "Delete")) -}}
+{{- fail (printf "%s %q: use Retain or Delete" $name $value) -}}
+{{- end -}}
+{{- $value -}}
+{{- end -}}
+
+{{/* storage.whenScaled (Retain when unset, as in a release upgraded with
+--reuse-values from a chart before it). Delete with no brokers would delete every
+broker's volume, and with it whatever is not in the bucket yet. */}}
+{{- define "strata.whenScaled" -}}
+{{- $policy := include "strata.claimPolicy" (list "storage.whenScaled" (.Values.storage.whenScaled | default "Retain")) -}}
+{{- if and (eq $policy "Delete") (eq (include "strata.replicas" . | int) 0) -}}
+{{- fail "replicas: 0 with storage.whenScaled Delete would delete every broker's volume, and with it what is not in the bucket yet (active segments, replication-factor-1 partitions). Set storage.whenScaled=Retain to stop every broker" -}}
+{{- end -}}
+{{- $policy -}}
+{{- end -}}
+
+{{/* Seconds the preStop hook waits for /safe-to-stop; 0 with rollGate off (or absent,
+as in a release upgraded with --reuse-values from a chart before it). */}}
+{{- define "strata.rollGateTimeout" -}}
+{{- if (.Values.rollGate).enabled -}}{{- (.Values.rollGate).timeoutSeconds | default 300 | int64 -}}{{- else -}}0{{- end -}}
+{{- end -}}
+
+{{/* Brokers in the cluster: `replicas` × zones (1 in the evaluation install). */}}
+{{- define "strata.brokerCount" -}}
+{{- mul (include "strata.replicas" . | int) (max 1 (len .Values.zones)) -}}
+{{- end -}}
+
+{{/* The replication factor the defaults derive from: min(3, brokers) at install, and
+on an upgrade the one the release's ConfigMap recorded (annotation
+strata.io/derived-replication-factor), lowered to the broker count if that is smaller
+but never raised: raising it would raise min_insync_replicas over topics created with
+fewer replicas (acks=all refused NOT_ENOUGH_REPLICAS). With no broker (`replicas: 0`)
+it stays as it was (3 if nothing was recorded). `lookup` answers nothing under `helm
+template` and `--dry-run`: those render as an install. */}}
+{{- define "strata.derivedReplicationFactor" -}}
+{{- $brokers := include "strata.brokerCount" . | int -}}
+{{- $recorded := 0 -}}
+{{- $existing := lookup "v1" "ConfigMap" .Release.Namespace (include "strata.fullname" .) -}}
+{{- if $existing -}}
+{{- $recorded = index ($existing.metadata.annotations | default dict) "strata.io/derived-replication-factor" | default "0" | int -}}
+{{- end -}}
+{{- $base := ternary $recorded 3 (gt $recorded 0) -}}
+{{- if gt $brokers 0 -}}{{- min $base $brokers -}}{{- else -}}{{- $base -}}{{- end -}}
+{{- end -}}
+
+{{/* Replication settings derived (strata.derivedReplicationFactor) for those `config`
+leaves unset: default_replication_factor and offsets_topic_replication_factor the
+factor, min_insync_replicas one below it (at least 1). Refuses any of them set in
+`config` above the broker count: partitions could never be placed, or acks=all never
+answered (not checked with no broker, `replicas: 0`). As TOML lines. */}}
+{{- define "strata.replicationDefaults" -}}
+{{- $brokers := include "strata.brokerCount" . | int -}}
+{{- $factor := include "strata.derivedReplicationFactor" . | int -}}
+{{- $derived := dict "default_replication_factor" $factor "offsets_topic_replication_factor" $factor "min_insync_replicas" (max 1 (sub $factor 1)) -}}
+{{- range $name := list "default_replication_factor" "offsets_topic_replication_factor" "min_insync_replicas" -}}
+{{- if hasKey $.Values.config $name -}}
+{{- $set := index $.Values.config $name | int -}}
+{{- if and (gt $brokers 0) (gt $set $brokers) -}}
+{{- fail (printf "config.%s: %d is more than the %d broker(s) this release runs (replicas × zones); no partition could be placed or acks=all answered. Leave it unset to derive it from the broker count, or add brokers" $name $set $brokers) -}}
+{{- end -}}
+{{- else }}
+{{ $name }} = {{ index $derived $name }}
+{{- end -}}
 {{- end -}}
 {{- end -}}
