@@ -18,15 +18,16 @@ use strata_proto::admin::{
     Transaction as TransactionStatus,
 };
 use strata_proto::admin::{
+    AlterBrokerConfigsRequest, AlterBrokerConfigsResponse, ElectLeadersRequest,
+    ElectLeadersResponse, ListReassignmentsRequest, ListReassignmentsResponse, OngoingReassignment,
+    PartitionOutcome, ReassignPartitionsRequest, ReassignPartitionsResponse,
+};
+use strata_proto::admin::{
     AlterTopicConfigRequest, Broker as BrokerStatus, CacheStatsRequest, CacheStatsResponse,
     ClusterStatusRequest, ClusterStatusResponse, CreateTopicRequest, DeleteTopicRequest,
     DeleteTopicResponse, DescribeTopicRequest, DrainRequest, DrainResponse, ListTopicsRequest,
     ListTopicsResponse, Partition as PartitionStatus, PartitionTiering, ShutdownRequest,
     ShutdownResponse, TieringStatusRequest, TieringStatusResponse, Topic as TopicStatus,
-};
-use strata_proto::admin::{
-    ElectLeadersRequest, ElectLeadersResponse, ListReassignmentsRequest, ListReassignmentsResponse,
-    OngoingReassignment, PartitionOutcome, ReassignPartitionsRequest, ReassignPartitionsResponse,
 };
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -695,6 +696,39 @@ impl Admin for Service {
                 })
                 .collect(),
         }))
+    }
+
+    async fn alter_broker_configs(
+        &self,
+        request: Request<AlterBrokerConfigsRequest>,
+    ) -> Result<Response<AlterBrokerConfigsResponse>, Status> {
+        self.check(&request, Access::Change)?;
+        let r = request.into_inner();
+        let scope = if r.node_id < 0 {
+            crate::cluster::ConfigScope::ClusterDefault
+        } else {
+            crate::cluster::ConfigScope::Broker(r.node_id)
+        };
+        let edit = |current: &std::collections::BTreeMap<String, String>| {
+            let mut next = current.clone();
+            for name in &r.remove {
+                next.remove(name);
+            }
+            next.extend(r.set.iter().map(|(k, v)| (k.clone(), v.clone())));
+            Ok(next)
+        };
+        use crate::broker::dynamic_config::AlterBrokerConfigsError;
+        match self.broker.alter_broker_configs(scope, edit, false).await {
+            Ok(()) => {
+                info!(node = r.node_id, set = ?r.set, remove = ?r.remove,
+                    "altered dynamic broker configs through the admin API");
+                Ok(Response::new(AlterBrokerConfigsResponse {}))
+            }
+            Err(AlterBrokerConfigsError::Refused(e)) => {
+                Err(Status::invalid_argument(e.to_string()))
+            }
+            Err(AlterBrokerConfigsError::Store(e)) => Err(status(AdminError::Store(e))),
+        }
     }
 
     async fn elect_leaders(

@@ -109,6 +109,8 @@ pub struct ReplicaState {
     pub leader: i32,
     pub epoch: i32,
     pub replicas: Vec<i32>,
+    /// Replicas a reassignment (or a drain) is adding, as stored.
+    pub adding: Vec<i32>,
     /// The ISR as stored.
     pub isr: Vec<i32>,
     /// An ISR this leader proposed and has not seen stored (or overtaken) yet.
@@ -130,6 +132,7 @@ impl ReplicaState {
             leader: me,
             epoch,
             replicas: vec![me],
+            adding: Vec::new(),
             isr: vec![me],
             proposed_isr: None,
             followers: HashMap::new(),
@@ -159,6 +162,7 @@ impl ReplicaState {
         self.leader = record.leader;
         self.epoch = record.leader_epoch;
         self.replicas = record.replicas.clone();
+        self.adding = record.adding.clone();
         // A pending proposal is settled once the stored ISR moves: to it (stored) or
         // elsewhere (the controller's change, based on a newer record, wins).
         if record.isr != self.isr || self.proposed_isr.as_ref() == Some(&record.isr) {
@@ -192,6 +196,13 @@ impl ReplicaState {
             }
         }
         isr
+    }
+
+    /// Whether `replica` is one a reassignment is adding that is not in sync yet: its
+    /// catch-up is the traffic the replication throttle bounds. A replica in the ISR, or
+    /// in the ISR this leader proposed, never is.
+    pub fn catching_up(&self, replica: i32) -> bool {
+        self.adding.contains(&replica) && !self.maximal_isr().contains(&replica)
     }
 
     /// The smallest log end over the maximal ISR (a leader only).

@@ -602,6 +602,11 @@ impl Partition {
         (replica.role == Role::Leader).then_some(replica.epoch)
     }
 
+    /// See [`ReplicaState::catching_up`].
+    pub fn catching_up(&self, replica: i32) -> bool {
+        self.replica().catching_up(replica)
+    }
+
     pub fn replica_state(&self) -> ReplicaState {
         self.replica().clone()
     }

@@ -3,6 +3,10 @@
 //!
 //! [`run`] starts a loop for each leader that appears in the partitions' replica state;
 //! a loop ends when it has no partition left to fetch (leadership moved).
+//!
+//! Partitions where this broker is a replica being added and not in sync yet go through
+//! the follower's replication throttle ([`super::throttle`]): while it holds they are
+//! left out of the request.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -67,6 +71,8 @@ struct Followed {
     epoch: i32,
     fetch_offset: i64,
     last_fetched_epoch: i32,
+    /// This broker is a replica being added, not in sync yet: its fetches are throttled.
+    catching_up: bool,
 }
 
 fn followed(broker: &dyn ReplicaHost) -> Vec<Followed> {
@@ -78,6 +84,7 @@ fn followed(broker: &dyn ReplicaHost) -> Vec<Followed> {
                 && leader != broker.config().node_id
             {
                 out.push(Followed {
+                    catching_up: partition.catching_up(broker.config().node_id),
                     partition: partition.clone(),
                     topic_id,
                     leader,
@@ -141,6 +148,21 @@ async fn fetch_loop(broker: Arc<dyn ReplicaHost>, leader: i32) {
         if partitions.is_empty() {
             break;
         }
+        let throttle = &broker.replication_throttle().follower;
+        if partitions.iter().any(|f| f.catching_up)
+            && let Some(wait) = throttle.hold(std::time::Instant::now())
+        {
+            partitions.retain(|f| !f.catching_up);
+            if partitions.is_empty() {
+                tokio::select! {
+                    _ = broker.shutdown().cancelled() => break,
+                    _ = tokio::time::sleep(wait) => continue,
+                }
+            }
+        }
+        let throttled_max_bytes = throttle.partition_limit().map_or(max_bytes, |limit| {
+            max_bytes.min(u32::try_from(limit).unwrap_or(u32::MAX))
+        });
         // The leader fills its byte budget in request order: start each request at a
         // different partition so a busy one cannot starve the rest.
         rotation = rotation.wrapping_add(1);
@@ -169,7 +191,11 @@ async fn fetch_loop(broker: Arc<dyn ReplicaHost>, leader: i32) {
                     current_leader_epoch: f.epoch,
                     fetch_offset: f.fetch_offset,
                     last_fetched_epoch: f.last_fetched_epoch,
-                    max_bytes,
+                    max_bytes: if f.catching_up {
+                        throttled_max_bytes
+                    } else {
+                        max_bytes
+                    },
                 })
                 .collect(),
         };
@@ -212,6 +238,9 @@ async fn fetch_loop(broker: Arc<dyn ReplicaHost>, leader: i32) {
             }) else {
                 continue;
             };
+            if f.catching_up {
+                throttle.charge(data.records.len(), std::time::Instant::now());
+            }
             backoff |= !apply(&*broker, f, data).await;
         }
         if backoff {
