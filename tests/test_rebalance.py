@@ -1,0 +1,129 @@
+"""`strata rebalance` after scaling up: three brokers with data (topics of replication
+factor 2 and 3), a fourth joins, and the rebalance gives it a fair share of replicas and
+preferred leaderships through throttled reassignments, without losing a record.
+
+The throttle is shown to act twice over: the new broker's follower throttle counts the
+bytes it let through and the time it held them back, and the catch-up, bytes copied to
+the new broker over the rebalance's duration, stays within twice the limit (unthrottled,
+the same copy takes a fraction of that time on loopback).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from confluent_kafka import Producer
+from confluent_kafka.admin import ConfigResource
+
+from clients import QUIET
+from replication import LAG_TIME_MS, SESSION_TIMEOUT_MS, Cluster, read_replica
+from servers import wait_until
+from test_admin_cli import cli, cli_json
+from test_reassignment import NO_REBALANCE
+from test_replication import make_topic
+
+RATE = 256 * 1024  # bytes/s, per broker and side
+RECORDS = 500  # per partition, 1 KiB each
+TOPICS = {"triple": (4, 3), "double": (6, 2)}  # name: (partitions, replication factor)
+
+
+def fill(cluster: Cluster) -> dict[tuple[str, int], list[str]]:
+    """RECORDS values in every partition, acknowledged by all in-sync replicas."""
+    producer = Producer({**QUIET, "bootstrap.servers": cluster.bootstrap, "acks": "all",
+                         "linger.ms": 5, "enable.idempotence": True})
+    written: dict[tuple[str, int], list[str]] = {}
+    failures: list[str] = []
+    for topic, (partitions, _) in TOPICS.items():
+        for p in range(partitions):
+            values = [f"{topic}-{p}-{i:05d}-" + "x" * 1000 for i in range(RECORDS)]
+            written[(topic, p)] = values
+            for v in values:
+                producer.produce(topic, v.encode(), partition=p,
+                                 on_delivery=lambda err, _msg: err and failures.append(str(err)))
+                producer.poll(0)
+    assert producer.flush(60) == 0 and not failures, failures[:3]
+    return written
+
+
+def placement(cluster: Cluster) -> dict[tuple[str, int], object]:
+    return {(t, p): meta for t in TOPICS for p, meta in cluster.partitions(t).items()}
+
+
+def test_rebalance_after_adding_a_broker_spreads_replicas_and_leaders_throttled(broker, etcd):
+    cluster = Cluster(broker, etcd, env=NO_REBALANCE)
+    for topic, (partitions, rf) in TOPICS.items():
+        make_topic(cluster, topic, partitions, rf=rf)
+    written = fill(cluster)
+
+    env = {"STRATA_BROKER_SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS),
+           "STRATA_REPLICA_LAG_TIME_MAX_MS": str(LAG_TIME_MS),
+           "STRATA_METADATA_REFRESH_INTERVAL_MS": "250", **NO_REBALANCE}
+    cluster.brokers[4] = broker(metadata=cluster.metadata, env=env, args=["--node-id", "4", "--rack", "r4"],
+                                name="node4")
+    wait_until("every broker lists broker 4", lambda: all(4 in cluster.brokers_listed(n) for n in cluster.brokers), 30)
+    admin = cluster.brokers[1].admin
+    total_replicas = sum(n * rf for n, rf in TOPICS.values())
+    total_partitions = sum(n for n, _ in TOPICS.values())
+
+    # The dry run plans broker 4's share and moves nothing.
+    plan_file = cluster.brokers[1].workdir / "plan.json"
+    planned = cli_json(admin, "rebalance", "--dry-run", "--plan-file", str(plan_file))
+    gained = sum(1 for m in planned for r in m["target"] if r == 4)
+    assert gained == total_replicas // 4, planned
+    assert sum(len(set(m["target"]) - set(m["current"])) for m in planned) == gained, \
+        f"only replicas that go to broker 4 are copied: {planned}"
+    on_file = json.loads(plan_file.read_text())
+    assert [(p["topic"], p["partition"], p["replicas"]) for p in on_file["partitions"]] == \
+        [(m["topic"], m["partition"], m["target"]) for m in planned]
+    assert all(4 not in meta.replicas for meta in placement(cluster).values()), "a dry run moves nothing"
+    assert cluster.brokers[4].metric("strata_replication_throttled_bytes_total", side="follower") in (None, 0)
+
+    started = time.monotonic()
+    result = cli(admin, "rebalance", "--throttle", str(RATE), "--max-moves", "4")
+    elapsed = time.monotonic() - started
+    assert "partitions done" in result.stdout and "replication throttle cleared" in result.stdout, result.stdout
+    assert "done:" in result.stdout, result.stdout
+
+    # A fair share: 24 replicas over four brokers, 10 preferred leaders (2 or 3 each),
+    # and the election moved leadership to broker 4 too.
+    after = placement(cluster)
+    for node in (1, 2, 3, 4):
+        held = sum(1 for meta in after.values() if node in meta.replicas)
+        assert held == total_replicas // 4, (node, {k: v.replicas for k, v in after.items()})
+        preferred = sum(1 for meta in after.values() if meta.replicas[0] == node)
+        assert preferred in (total_partitions // 4, total_partitions // 4 + 1), (node, preferred)
+    # Brokers learn of the election within a metadata refresh.
+    wait_until("every partition led by its preferred leader, some by broker 4",
+               lambda: all(m.leader == m.replicas[0] for m in placement(cluster).values()), 15)
+    assert any(meta.leader == 4 for meta in placement(cluster).values())
+
+    # Every replica holds the same bytes, and broker 4 serves every record it took on.
+    for topic, (_, rf) in TOPICS.items():
+        cluster.wait_isr(topic, rf)
+    copied = 0
+    for (topic, p), meta in after.items():
+        logs = {n: cluster.log_bytes(n, topic, p) for n in meta.replicas}
+        assert len(set(logs.values())) == 1 and logs[meta.replicas[0]], f"{topic}/{p} replicas differ"
+        if 4 in meta.replicas:
+            copied += len(logs[4])
+            values = [v for _, v in read_replica(cluster, 4, topic, p)]
+            assert values == written[(topic, p)], f"{topic}/{p} as broker 4 serves it"
+
+    # The throttle acted: broker 4's follower side counted what it let through and held
+    # the catch-up back, and the copy ran at most at twice the limit.
+    node4 = cluster.brokers[4]
+    assert node4.metric("strata_replication_throttled_bytes_total", side="follower") >= copied * 0.9
+    assert node4.metric("strata_replication_throttled_time_ms_total", side="follower") > 0
+    assert copied / elapsed <= 2 * RATE, f"{copied} bytes in {elapsed:.1f} s"
+
+    # The throttle is gone again: the rate is back to its default, unlimited.
+    kafka_admin = cluster.admin()  # kept alive until the future resolves
+    (described,) = kafka_admin.describe_configs([ConfigResource("BROKER", "1")]).values()
+    rates = described.result(timeout=30)
+    for name in ("leader.replication.throttled.rate", "follower.replication.throttled.rate"):
+        assert rates[name].value == str(2**63 - 1), rates[name]
+
+    # Idempotent: the cluster is balanced now.
+    assert cli_json(admin, "rebalance", "--dry-run") == []
+    assert "nothing to move" in cli(admin, "rebalance", "--dry-run").stdout
