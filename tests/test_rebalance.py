@@ -14,12 +14,13 @@ import json
 import time
 
 from confluent_kafka import Producer
-from confluent_kafka.admin import ConfigResource
+from confluent_kafka.admin import ConfigResource, ConfigSource
 
 from clients import QUIET
 from replication import LAG_TIME_MS, SESSION_TIMEOUT_MS, Cluster, read_replica
 from servers import wait_until
 from test_admin_cli import cli, cli_json
+from test_broker_configs import alter_cluster_default, describe_cluster_default, set_broker_configs, value_and_source
 from test_reassignment import NO_REBALANCE
 from test_replication import make_topic
 
@@ -127,3 +128,25 @@ def test_rebalance_after_adding_a_broker_spreads_replicas_and_leaders_throttled(
     # Idempotent: the cluster is balanced now.
     assert cli_json(admin, "rebalance", "--dry-run") == []
     assert "nothing to move" in cli(admin, "rebalance", "--dry-run").stdout
+
+
+def test_throttle_rates_are_kafka_dynamic_broker_configs(broker):
+    """kafka-reassign-partitions --throttle and kafka-configs set the rates as dynamic
+    broker configs through IncrementalAlterConfigs: accepted at the cluster default and
+    per broker, described with their source, a rate of 0 (which would stop every move)
+    refused naming the config, and `strata rebalance --clear-throttle` removes them."""
+    b = broker(env={"STRATA_NODE_ID": "1"})
+    names = ("leader.replication.throttled.rate", "follower.replication.throttled.rate")
+    assert alter_cluster_default(b.bootstrap, dict.fromkeys(names, "1048576"))[0] == 0
+    assert describe_cluster_default(b.bootstrap) == dict.fromkeys(names, ("1048576", ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG.value))
+    set_broker_configs(b.bootstrap, "1", {names[0]: "2097152"})
+    assert value_and_source(b.bootstrap, "1", names[0]) == ("2097152", ConfigSource.DYNAMIC_BROKER_CONFIG.value)
+    assert value_and_source(b.bootstrap, "1", names[1]) == \
+        ("1048576", ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG.value)
+    code, message = alter_cluster_default(b.bootstrap, {names[1]: "0"})
+    assert code == 42 and names[1] in message, (code, message)
+
+    assert "cleared" in cli(b.admin, "rebalance", "--clear-throttle").stdout
+    assert describe_cluster_default(b.bootstrap) == {}
+    set_broker_configs(b.bootstrap, "1", {names[0]: None})
+    assert value_and_source(b.bootstrap, "1", names[0]) == (str(2**63 - 1), ConfigSource.DEFAULT_CONFIG.value)
