@@ -154,9 +154,12 @@ async fn fetch_loop(broker: Arc<dyn ReplicaHost>, leader: i32) {
         {
             partitions.retain(|f| !f.catching_up);
             if partitions.is_empty() {
+                // Look again at least as often as a fetch would: leadership or the ISR
+                // may change meanwhile.
+                let pause = wait.min(Duration::from_millis(u64::from(wait_ms).max(10)));
                 tokio::select! {
                     _ = broker.shutdown().cancelled() => break,
-                    _ = tokio::time::sleep(wait) => continue,
+                    _ = tokio::time::sleep(pause) => continue,
                 }
             }
         }

@@ -158,7 +158,10 @@ fn only_a_replica_being_added_and_not_in_sync_is_catching_up() {
     moving.adding = vec![3];
     state.apply(&moving, 0, 0);
     assert!(state.catching_up(3), "added, not in sync: throttled");
-    assert!(!state.catching_up(2), "an in-sync follower is never throttled");
+    assert!(
+        !state.catching_up(2),
+        "an in-sync follower is never throttled"
+    );
     // Out of the ISR but not being added (a lagging follower): not a reassignment's catch-up.
     state.apply(&record(1, 0, &[1, 2, 3], &[1]), 0, 0);
     assert!(!state.catching_up(2) && !state.catching_up(3));
