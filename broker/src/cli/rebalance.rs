@@ -464,6 +464,17 @@ pub async fn rebalance(target: &Target, args: RebalanceArgs) -> anyhow::Result<(
         }
         return Ok(());
     }
+    if !target.json {
+        if moves.is_empty() {
+            println!("the cluster is balanced: nothing to move");
+        } else {
+            println!(
+                "{} partition(s) to change, {} replica(s) to copy",
+                moves.len(),
+                moves.iter().map(Move::added).sum::<usize>()
+            );
+        }
+    }
     if !moves.is_empty()
         && let Some(rate) = args.throttle
     {
@@ -612,6 +623,9 @@ async fn run_moves(
         }
         if in_flight.is_empty() && queued == 0 {
             return Ok(outcome);
+        }
+        if queued > 0 && in_flight.len() < args.max_moves {
+            continue; // moves completed: start the next at once
         }
         if Instant::now() >= deadline {
             bail!(
