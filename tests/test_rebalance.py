@@ -94,6 +94,7 @@ def test_rebalance_after_adding_a_broker_spreads_replicas_and_leaders_throttled(
         assert held == total_replicas // 4, (node, {k: v.replicas for k, v in after.items()})
         preferred = sum(1 for meta in after.values() if meta.replicas[0] == node)
         assert preferred in (total_partitions // 4, total_partitions // 4 + 1), (node, preferred)
+    assert {t for (t, _), meta in after.items() if 4 in meta.replicas} == set(TOPICS), "each topic spread"
     # Brokers learn of the election within a metadata refresh.
     wait_until("every partition led by its preferred leader, some by broker 4",
                lambda: all(m.leader == m.replicas[0] for m in placement(cluster).values()), 15)

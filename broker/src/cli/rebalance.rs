@@ -7,10 +7,11 @@
 //! another, one replica of the most loaded broker moves to the broker topic creation
 //! would pick to replace it (`cluster::placement::replacement`: a rack the partition's
 //! other replicas do not use, then the least loaded), as long as that lowers the spread
-//! and keeps the partition in as many racks. Then preferred leadership (the first
-//! replica) is spread the same way by reordering replica lists, which moves no data.
-//! Each step evens the load strictly, so the plan ends; a balanced cluster gives an empty
-//! plan. Partitions being moved already, or with a replica on a broker that is down or
+//! and keeps the partition in as many racks; of the replicas it could move, one of the
+//! topic it holds most of (and the receiver least of) goes first, so each topic is spread
+//! too. Then preferred leadership (the first replica) is spread the same way by
+//! reordering replica lists, which moves no data. Each step evens the load strictly, so
+//! the plan ends; a balanced cluster gives an empty plan. Partitions being moved already, or with a replica on a broker that is down or
 //! draining, are left alone.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -113,7 +114,15 @@ pub fn plan(brokers: &[BrokerInfo], partitions: &[Placement]) -> Vec<Move> {
         return Vec::new();
     }
     let mut placed: Vec<Vec<i32>> = partitions.iter().map(|p| p.replicas.clone()).collect();
-    spread_replicas(brokers, &mut placed);
+    let mut topics: HashMap<&str, usize> = HashMap::new();
+    let topic_of: Vec<usize> = partitions
+        .iter()
+        .map(|p| {
+            let next = topics.len();
+            *topics.entry(p.topic.as_str()).or_insert(next)
+        })
+        .collect();
+    spread_replicas(brokers, &mut placed, &topic_of);
     spread_leaders(brokers, &mut placed);
     partitions
         .iter()
@@ -149,9 +158,18 @@ fn load_of(
     load
 }
 
-/// Moves replicas off the most loaded brokers until no move lowers the spread.
-fn spread_replicas(brokers: &[BrokerInfo], placed: &mut [Vec<i32>]) {
+/// Moves replicas off the most loaded brokers until no move lowers the spread. Of the
+/// replicas the most loaded broker could give away, the one whose topic it holds most of
+/// and the receiving broker least of goes first (a follower before a leader), so that
+/// each topic, not only the total, ends up spread.
+fn spread_replicas(brokers: &[BrokerInfo], placed: &mut [Vec<i32>], topic_of: &[usize]) {
     let mut load = load_of(brokers, placed, false);
+    let mut per_topic: HashMap<(usize, i32), i64> = HashMap::new();
+    for (replicas, &topic) in placed.iter().zip(topic_of) {
+        for &r in replicas {
+            *per_topic.entry((topic, r)).or_default() += 1;
+        }
+    }
     // Brokers none of whose replicas can move any more.
     let mut stuck: BTreeSet<i32> = BTreeSet::new();
     loop {
@@ -166,33 +184,29 @@ fn spread_replicas(brokers: &[BrokerInfo], placed: &mut [Vec<i32>]) {
         if most <= least + 1 {
             return;
         }
-        // A follower replica first: moving it leaves leadership where it is.
-        let mut candidates: Vec<(usize, usize)> = placed
+        let chosen = placed
             .iter()
             .enumerate()
             .filter_map(|(i, replicas)| {
-                replicas
-                    .iter()
-                    .position(|&r| r == over)
-                    .map(|position| (usize::from(position == 0), i))
+                let position = replicas.iter().position(|&r| r == over)?;
+                let to = placement::replacement(brokers, replicas, &load)?;
+                let improves = load.get(&to).copied().unwrap_or(usize::MAX) + 1 < most;
+                let mut next = replicas.clone();
+                next[position] = to;
+                let keeps_racks = rack_count(brokers, &next) >= rack_count(brokers, replicas);
+                let topic = topic_of[i];
+                let skew = per_topic.get(&(topic, to)).copied().unwrap_or(0)
+                    - per_topic.get(&(topic, over)).copied().unwrap_or(0);
+                (improves && keeps_racks).then_some(((skew, position == 0, i), to, next))
             })
-            .collect();
-        candidates.sort_unstable();
-        let chosen = candidates.into_iter().find_map(|(_, i)| {
-            let replicas = &placed[i];
-            let to = placement::replacement(brokers, replicas, &load)?;
-            let improves = load.get(&to).copied().unwrap_or(usize::MAX) + 1 < most;
-            let mut next = replicas.clone();
-            let position = next.iter().position(|&r| r == over)?;
-            next[position] = to;
-            let keeps_racks = rack_count(brokers, &next) >= rack_count(brokers, replicas);
-            (improves && keeps_racks).then_some((i, to, next))
-        });
+            .min_by_key(|(key, _, _)| *key);
         match chosen {
-            Some((i, to, next)) => {
+            Some(((_, _, i), to, next)) => {
                 placed[i] = next;
                 *load.entry(over).or_default() -= 1;
                 *load.entry(to).or_default() += 1;
+                *per_topic.entry((topic_of[i], over)).or_default() -= 1;
+                *per_topic.entry((topic_of[i], to)).or_default() += 1;
             }
             None => {
                 stuck.insert(over);
@@ -719,6 +733,16 @@ mod tests {
             assert_eq!(m.target.len(), m.current.len(), "same replication factor");
         }
         assert!(plan(&four, &after).is_empty(), "idempotent");
+        // Each topic is spread too: broker 4 gets replicas of both.
+        for topic in ["orders", "events"] {
+            let of_topic: Vec<Placement> =
+                after.iter().filter(|p| p.topic == topic).cloned().collect();
+            let (least, most) = spread(&four, &of_topic, false);
+            assert!(
+                most - least <= 2,
+                "{topic}: {least}..{most} replicas per broker"
+            );
+        }
     }
 
     #[test]
