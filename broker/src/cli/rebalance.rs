@@ -189,7 +189,7 @@ fn spread_replicas(brokers: &[BrokerInfo], placed: &mut [Vec<i32>], topic_of: &[
             .enumerate()
             .filter_map(|(i, replicas)| {
                 let position = replicas.iter().position(|&r| r == over)?;
-                let to = placement::replacement(brokers, replicas, &load)?;
+                let to = placement::move_target(brokers, replicas, over, &load)?;
                 let improves = load.get(&to).copied().unwrap_or(usize::MAX) + 1 < most;
                 let mut next = replicas.clone();
                 next[position] = to;
@@ -202,6 +202,8 @@ fn spread_replicas(brokers: &[BrokerInfo], placed: &mut [Vec<i32>], topic_of: &[
             .min_by_key(|(key, _, _)| *key);
         match chosen {
             Some(((_, _, i), to, next)) => {
+                // A broker that had nothing to give may have now: the loads changed.
+                stuck.clear();
                 placed[i] = next;
                 *load.entry(over).or_default() -= 1;
                 *load.entry(to).or_default() += 1;
@@ -762,6 +764,30 @@ mod tests {
             assert_eq!(rack_count(&after_brokers, &p.replicas), 2, "{p:?}");
         }
         assert_eq!(spread(&after_brokers, &after, false), (4, 4));
+    }
+
+    #[test]
+    fn with_racks_one_run_balances_and_a_second_is_empty() {
+        // A replica may go to a broker in its own rack: the leaving replica's rack is
+        // free. Counting it as used sent every candidate to the other rack, the rack
+        // check refused, and the most loaded broker was given up on.
+        let four = [
+            broker(1, Some("a")),
+            broker(2, Some("a")),
+            broker(3, Some("b")),
+            broker(4, Some("b")),
+        ];
+        let partitions = created(&four, "t", 24, 2);
+        let mut six = four.to_vec();
+        six.extend([broker(5, Some("a")), broker(6, Some("b"))]);
+        let moves = plan(&six, &partitions);
+        let after = apply(&partitions, &moves);
+        assert_eq!(spread(&six, &after, false), (8, 8), "{moves:?}");
+        for p in &after {
+            assert_eq!(rack_count(&six, &p.replicas), 2, "{p:?}");
+        }
+        let again = plan(&six, &after);
+        assert!(again.is_empty(), "a second run moves {again:?}");
     }
 
     #[test]
