@@ -704,10 +704,18 @@ impl Admin for Service {
     ) -> Result<Response<AlterBrokerConfigsResponse>, Status> {
         self.check(&request, Access::Change)?;
         let r = request.into_inner();
-        let scope = if r.node_id < 0 {
-            crate::cluster::ConfigScope::ClusterDefault
-        } else {
-            crate::cluster::ConfigScope::Broker(r.node_id)
+        // Only this broker can check a value against its own settings, so another
+        // broker's scope is refused, as the Kafka handler does; -1 is the cluster default.
+        let scope = match r.node_id {
+            -1 => crate::cluster::ConfigScope::ClusterDefault,
+            id if id == self.broker.config.node_id => crate::cluster::ConfigScope::Broker(id),
+            id => {
+                return Err(Status::invalid_argument(format!(
+                    "broker {} cannot alter the configs of broker {id}; send the request to \
+                     broker {id}, or use node_id -1 for the cluster default",
+                    self.broker.config.node_id
+                )));
+            }
         };
         let edit = |current: &std::collections::BTreeMap<String, String>| {
             let mut next = current.clone();
