@@ -6,11 +6,17 @@ The throttle is shown to act twice over: the new broker's follower throttle coun
 bytes it let through and the time it held them back, and the catch-up, bytes copied to
 the new broker over the rebalance's duration, stays within twice the limit (unthrottled,
 the same copy takes a fraction of that time on loopback).
+
+A producer writes to every partition throughout the rebalance (in sum over the moves in
+flight below the throttle, as the docs ask): the moves still join the ISR, which needs
+each new replica's fetch offset at the moving high watermark, and every record the
+producer had acknowledged is there afterwards.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 from confluent_kafka import Producer
@@ -27,6 +33,10 @@ from test_replication import make_topic
 RATE = 256 * 1024  # bytes/s, per broker and side
 RECORDS = 500  # per partition, 1 KiB each
 TOPICS = {"triple": (4, 3), "double": (6, 2)}  # name: (partitions, replication factor)
+# Records a second while the rebalance runs: about 20 KiB/s a partition, 80 KiB/s over the
+# four moves in flight, under RATE (a throttle below the write rate of the partitions
+# moving at once never lets them catch up).
+PRODUCE_RATE = 200
 
 
 def fill(cluster: Cluster) -> dict[tuple[str, int], list[str]]:
@@ -45,6 +55,42 @@ def fill(cluster: Cluster) -> dict[tuple[str, int], list[str]]:
                 producer.poll(0)
     assert producer.flush(60) == 0 and not failures, failures[:3]
     return written
+
+
+class SteadyProducer(threading.Thread):
+    """Writes PRODUCE_RATE records of 1 KiB a second, spread over every partition, acks=all,
+    until stopped; `delivered` holds what the cluster acknowledged, per partition."""
+
+    def __init__(self, cluster: Cluster):
+        super().__init__(daemon=True)
+        self.producer = Producer({**QUIET, "bootstrap.servers": cluster.bootstrap, "acks": "all",
+                                  "linger.ms": 5, "enable.idempotence": True})
+        self.stop = threading.Event()
+        self.delivered: dict[tuple[str, int], list[str]] = {}
+        self.failures: list[str] = []
+        self.unflushed = -1
+        self.partitions = [(t, p) for t, (n, _) in TOPICS.items() for p in range(n)]
+
+    def _on_delivery(self, err, msg) -> None:
+        if err:
+            self.failures.append(str(err))
+        else:
+            self.delivered.setdefault((msg.topic(), msg.partition()), []).append(msg.value().decode())
+
+    def run(self) -> None:
+        sent = 0
+        started = time.monotonic()
+        while not self.stop.is_set():
+            # Pacing, not an assertion: ahead of schedule, wait for the next tick.
+            if sent >= PRODUCE_RATE * (time.monotonic() - started):
+                self.stop.wait(0.01)
+                continue
+            topic, p = self.partitions[sent % len(self.partitions)]
+            value = f"live-{topic}-{p}-{sent:07d}-" + "y" * 1000
+            self.producer.produce(topic, value.encode(), partition=p, on_delivery=self._on_delivery)
+            self.producer.poll(0)
+            sent += 1
+        self.unflushed = self.producer.flush(60)
 
 
 def placement(cluster: Cluster) -> dict[tuple[str, int], object]:
@@ -80,21 +126,36 @@ def test_rebalance_after_adding_a_broker_spreads_replicas_and_leaders_throttled(
     assert all(4 not in meta.replicas for meta in placement(cluster).values()), "a dry run moves nothing"
     assert cluster.brokers[4].metric("strata_replication_throttled_bytes_total", side="follower") in (None, 0)
 
+    # What a moving replica is missing when the rebalance starts: the throttle bounds its copy.
+    before = {(t, p): len(cluster.log_bytes(meta.replicas[0], t, p)) for (t, p), meta in placement(cluster).items()}
+    live = SteadyProducer(cluster)
+    live.start()
     started = time.monotonic()
-    result = cli(admin, "rebalance", "--throttle", str(RATE), "--max-moves", "4")
-    elapsed = time.monotonic() - started
+    try:
+        result = cli(admin, "rebalance", "--throttle", str(RATE), "--max-moves", "4", "--timeout-ms", "100000")
+    finally:
+        elapsed = time.monotonic() - started
+        live.stop.set()
+        live.join(90)
+    assert live.unflushed == 0 and not live.failures, (live.unflushed, live.failures[:3])
+    assert sum(map(len, live.delivered.values())) >= PRODUCE_RATE * elapsed / 2, "the producer kept writing"
     assert "partitions done" in result.stdout and "replication throttle cleared" in result.stdout, result.stdout
     assert "done:" in result.stdout, result.stdout
 
     # A fair share: 24 replicas over four brokers, 10 preferred leaders (2 or 3 each),
-    # and the election moved leadership to broker 4 too.
+    # and the election moved leadership to broker 4 too. Broker 1's view, which learns of
+    # the last moves within a metadata refresh.
+    def fair_share():
+        after = placement(cluster)
+        for node in (1, 2, 3, 4):
+            held = sum(1 for meta in after.values() if node in meta.replicas)
+            preferred = sum(1 for meta in after.values() if meta.replicas[0] == node)
+            if held != total_replicas // 4 or preferred not in (total_partitions // 4, total_partitions // 4 + 1):
+                return False
+        return {t for (t, _), meta in after.items() if 4 in meta.replicas} == set(TOPICS)
+
+    wait_until("a fair share of replicas and preferred leaders on each broker, each topic spread", fair_share, 15)
     after = placement(cluster)
-    for node in (1, 2, 3, 4):
-        held = sum(1 for meta in after.values() if node in meta.replicas)
-        assert held == total_replicas // 4, (node, {k: v.replicas for k, v in after.items()})
-        preferred = sum(1 for meta in after.values() if meta.replicas[0] == node)
-        assert preferred in (total_partitions // 4, total_partitions // 4 + 1), (node, preferred)
-    assert {t for (t, _), meta in after.items() if 4 in meta.replicas} == set(TOPICS), "each topic spread"
     # Brokers learn of the election within a metadata refresh.
     wait_until("every partition led by its preferred leader, some by broker 4",
                lambda: all(m.leader == m.replicas[0] for m in placement(cluster).values()), 15)
@@ -107,13 +168,18 @@ def test_rebalance_after_adding_a_broker_spreads_replicas_and_leaders_throttled(
     for (topic, p), meta in after.items():
         logs = {n: cluster.log_bytes(n, topic, p) for n in meta.replicas}
         assert len(set(logs.values())) == 1 and logs[meta.replicas[0]], f"{topic}/{p} replicas differ"
+        # Every acknowledged record, the ones written during the rebalance included.
+        expected = written[(topic, p)] + live.delivered.get((topic, p), [])
+        for node in {meta.replicas[0], 4} & set(meta.replicas):
+            values = [v for _, v in read_replica(cluster, node, topic, p)]
+            assert values == expected, f"{topic}/{p} as broker {node} serves it"
         if 4 in meta.replicas:
-            copied += len(logs[4])
-            values = [v for _, v in read_replica(cluster, 4, topic, p)]
-            assert values == written[(topic, p)], f"{topic}/{p} as broker 4 serves it"
+            copied += before[(topic, p)]
 
     # The throttle acted: broker 4's follower side counted what it let through and held
-    # the catch-up back, and the copy ran at most at twice the limit.
+    # the catch-up back, and the copy of what it was missing ran at most at twice the
+    # limit. (What it copied while at the high watermark, following produce, is not
+    # throttled.)
     node4 = cluster.brokers[4]
     assert node4.metric("strata_replication_throttled_bytes_total", side="follower") >= copied * 0.9
     assert node4.metric("strata_replication_throttled_time_ms_total", side="follower") > 0
@@ -151,3 +217,52 @@ def test_throttle_rates_are_kafka_dynamic_broker_configs(broker):
     assert describe_cluster_default(b.bootstrap) == {}
     set_broker_configs(b.bootstrap, "1", {names[0]: None})
     assert value_and_source(b.bootstrap, "1", names[0]) == (str(2**63 - 1), ConfigSource.DEFAULT_CONFIG.value)
+
+
+def _alter_broker_configs(admin: str, node_id: int, name: str, value: str):
+    """The admin API's AlterBrokerConfigs, the request encoded by hand (no generated
+    stubs in the tests): node_id (field 1) and one `set` map entry (field 2)."""
+    import grpc
+
+    def varint(n: int) -> bytes:
+        n &= (1 << 64) - 1  # int32 -1 is encoded as ten bytes, two's complement
+        out = b""
+        while True:
+            low, n = n & 0x7F, n >> 7
+            out += bytes([low | (0x80 if n else 0)])
+            if not n:
+                return out
+
+    def field(tag: int, payload: bytes) -> bytes:
+        return bytes([tag << 3 | 2]) + varint(len(payload)) + payload
+
+    entry = field(1, name.encode()) + field(2, value.encode())
+    request = bytes([1 << 3]) + varint(node_id) + field(2, entry)
+    with grpc.insecure_channel(admin) as channel:
+        call = channel.unary_unary("/strata.admin.v1.Admin/AlterBrokerConfigs",
+                                   request_serializer=None, response_deserializer=None)
+        try:
+            call(request, timeout=30)
+            return None
+        except grpc.RpcError as e:
+            return e.code(), e.details()
+
+
+def test_alter_broker_configs_takes_only_the_receivers_own_scope_or_the_cluster_default(broker):
+    """A broker checks values against its own settings, so the admin API refuses another
+    broker's id (and any other negative id) instead of storing what it cannot check."""
+    import grpc
+
+    b = broker(env={"STRATA_NODE_ID": "1"})
+    name = "leader.replication.throttled.rate"
+    for other in (2, -2):
+        refused = _alter_broker_configs(b.admin, other, name, "1048576")
+        assert refused is not None and refused[0] == grpc.StatusCode.INVALID_ARGUMENT, (other, refused)
+        assert "broker 1" in refused[1], refused
+    assert describe_cluster_default(b.bootstrap) == {}, "nothing stored as the cluster default"
+    assert value_and_source(b.bootstrap, "1", name) == (str(2**63 - 1), ConfigSource.DEFAULT_CONFIG.value)
+
+    assert _alter_broker_configs(b.admin, 1, name, "2097152") is None
+    assert value_and_source(b.bootstrap, "1", name) == ("2097152", ConfigSource.DYNAMIC_BROKER_CONFIG.value)
+    assert _alter_broker_configs(b.admin, -1, name, "1048576") is None
+    assert describe_cluster_default(b.bootstrap) == {name: ("1048576", ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG.value)}

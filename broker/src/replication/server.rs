@@ -4,9 +4,10 @@
 //! (records, a truncation, an error); otherwise it waits, up to `max_wait_ms`, for any of
 //! the partitions' log ends to move.
 //!
-//! Replicas a reassignment is adding that are not in sync yet get their records through
-//! the leader's replication throttle ([`super::throttle`]): while it holds, their
-//! partitions answer without records and the fetch waits until it lifts.
+//! Replicas a reassignment is adding that are not in sync yet and fetch below the high
+//! watermark get their records through the leader's replication throttle
+//! ([`super::throttle`]): while it holds, their partitions answer without records and the
+//! fetch waits until it lifts.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -120,13 +121,21 @@ impl Service {
                 let mut max_bytes = budget
                     .min(fetch.max_bytes as usize)
                     .max(usize::from(!sent_records));
-                let throttled = partition.catching_up(request.replica_id);
+                // A replica at the high watermark is not throttled: it only follows
+                // produce, and holding it back would keep it from ever joining the ISR.
+                let throttled = partition.catching_up(request.replica_id)
+                    && fetch.fetch_offset < partition.high_watermark();
+                let mut reservation = None;
                 if throttled {
-                    if let Some(wait) = throttle.hold(std::time::Instant::now()) {
-                        held = Some(wait);
-                        max_bytes = 0;
-                    } else if let Some(limit) = throttle.partition_limit() {
-                        max_bytes = max_bytes.min(limit);
+                    match throttle.reserve(max_bytes, std::time::Instant::now()) {
+                        Ok(reserved) => {
+                            max_bytes = reserved.granted();
+                            reservation = Some(reserved);
+                        }
+                        Err(wait) => {
+                            held = Some(wait);
+                            max_bytes = 0;
+                        }
                     }
                 }
                 match partition.serve_follower(&ask, max_bytes, now) {
@@ -166,8 +175,8 @@ impl Service {
                                 urgent |= !records.is_empty();
                                 sent_records |= !records.is_empty();
                                 budget = budget.saturating_sub(records.len());
-                                if throttled {
-                                    throttle.charge(records.len(), std::time::Instant::now());
+                                if let Some(reserved) = reservation {
+                                    reserved.settle(records.len(), std::time::Instant::now());
                                 }
                                 data.records = records;
                             }

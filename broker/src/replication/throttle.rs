@@ -9,14 +9,27 @@
 //! throttled, so acks=all produce does not wait on the throttle. Kafka's topic configs
 //! `*.replication.throttled.replicas` are accepted and have no effect.
 //!
-//! Each side is a token bucket with debt. While the balance is not negative, throttled
-//! partitions may move data (one partition's answer at most `rate` bytes, its first batch
-//! whole); what they move is charged, and a balance driven below zero holds every
-//! throttled partition back until it has refilled, at `rate` bytes per second. Over any
-//! stretch of time the throttled bytes therefore stay within `rate` per second plus one
-//! second's burst and one answer. The leader leaves held partitions out of its answer
-//! (the follower's fetch still counts, so the ISR sees it), the follower leaves them out
-//! of its request; both sides are checked, so whichever rate is lower wins.
+//! A replica that has reached the partition's high watermark is not throttled either, even
+//! before it joins the ISR (Kafka's `shouldFollowerThrottle`: `!isReplicaInSync && …`):
+//! the join rule wants the replica's fetch offset at the high watermark, and a replica
+//! held back while produce moves the high watermark would never join. The leader compares
+//! the fetch offset with its high watermark; the follower with the leader's high
+//! watermark from the last answer (its own is capped at its log end). So the throttle
+//! bounds the copy of what a replica is missing, and a move joins once that is copied,
+//! whatever the produce rate.
+//!
+//! Each side is a token bucket with debt. Each throttled partition, one at a time,
+//! reserves the most it may move (at most `rate` bytes) in the same step that checks the
+//! bucket, so concurrent fetches cannot both pass a check the first one's bytes would
+//! have failed; once the answer is known the reservation is settled to the bytes that
+//! moved (its first batch goes whole, so it may exceed the reservation by one batch).
+//! While the balance is negative every throttled partition is held until it has
+//! refilled, at `rate` bytes per second. Over any stretch of time the throttled bytes
+//! therefore stay within `rate` per second plus one second's burst, one reservation and
+//! one batch per partition in flight. The leader leaves held partitions' records out of
+//! its answer (the follower's fetch still counts, so the ISR sees it), the follower
+//! leaves held partitions out of its request; both sides are checked, so whichever rate
+//! is lower wins.
 //!
 //! The buckets are pure state with the time passed in; [`Throttle`] adds the rate in
 //! force, a lock and the metrics.
@@ -61,6 +74,23 @@ impl Bucket {
     fn hold(&mut self, rate: f64, now: Instant) -> Option<Duration> {
         self.refill(rate, now);
         (self.balance < 0.0).then(|| Duration::from_secs_f64(-self.balance / rate))
+    }
+
+    /// Checks and reserves in one step: `Err` with the hold while the balance is
+    /// negative, else takes `bytes` off the balance.
+    fn reserve(&mut self, rate: f64, bytes: usize, now: Instant) -> Result<(), Duration> {
+        if let Some(wait) = self.hold(rate, now) {
+            return Err(wait);
+        }
+        self.balance -= bytes as f64;
+        Ok(())
+    }
+
+    /// Gives a reservation of `reserved` bytes back and charges the `moved` bytes
+    /// instead; returns the time this adds to the hold.
+    fn settle(&mut self, rate: f64, reserved: usize, moved: usize, now: Instant) -> Duration {
+        self.balance += reserved as f64;
+        self.charge(rate, moved, now)
     }
 
     /// Charges `bytes`; returns the time this adds to the hold.
@@ -111,29 +141,79 @@ impl Throttle {
 
     /// How long throttled partitions must wait before they may move data again; `None`
     /// when they may now (or no throttle is set).
+    #[cfg(test)]
     pub fn hold(&self, now: Instant) -> Option<Duration> {
         let rate = self.rate()?;
         self.lock().hold(rate as f64, now)
     }
 
-    /// The most one throttled partition's answer should carry (its first batch is sent
-    /// whole regardless).
-    pub fn partition_limit(&self) -> Option<usize> {
-        self.rate()
-            .map(|rate| usize::try_from(rate).unwrap_or(usize::MAX).max(1))
+    /// Lets one throttled partition move up to `max` bytes (fewer if the rate is lower),
+    /// or says how long it is held. The reservation is settled with the bytes that moved;
+    /// dropped unsettled, it is given back whole.
+    pub fn reserve(&self, max: usize, now: Instant) -> Result<Reservation<'_>, Duration> {
+        let Some(rate) = self.rate() else {
+            return Ok(Reservation {
+                throttle: self,
+                rate: None,
+                granted: max,
+            });
+        };
+        let granted = max.min(usize::try_from(rate).unwrap_or(usize::MAX));
+        self.lock().reserve(rate as f64, granted, now)?;
+        Ok(Reservation {
+            throttle: self,
+            rate: Some(rate),
+            granted,
+        })
+    }
+}
+
+/// Bytes one throttled partition may move, taken off its side's bucket until settled.
+pub struct Reservation<'a> {
+    throttle: &'a Throttle,
+    /// The rate it was reserved under; `None` when no throttle was set.
+    rate: Option<i64>,
+    granted: usize,
+}
+
+impl Reservation<'_> {
+    /// The most the partition may move (its first batch goes whole regardless).
+    pub fn granted(&self) -> usize {
+        self.granted
     }
 
-    /// Counts `bytes` of throttled traffic that moved.
-    pub fn charge(&self, bytes: usize, now: Instant) {
-        let Some(rate) = self.rate() else {
+    /// Counts the `moved` bytes instead of the reservation.
+    pub fn settle(mut self, moved: usize, now: Instant) {
+        let Some(rate) = self.rate.take() else {
             return;
         };
-        if bytes == 0 {
+        // A rate changed meanwhile started a fresh bucket: the old reservation is moot,
+        // the bytes count against the new rate.
+        let current = self.throttle.rate();
+        let reserved = if current == Some(rate) {
+            self.granted
+        } else {
+            0
+        };
+        let Some(current) = current else {
             return;
+        };
+        let held = self
+            .throttle
+            .lock()
+            .settle(current as f64, reserved, moved, now);
+        self.throttle.bytes.inc_by(moved as u64);
+        self.throttle.held_ms.inc_by(held.as_millis() as u64);
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if let Some(rate) = self.rate.take()
+            && self.throttle.rate() == Some(rate)
+        {
+            self.throttle.lock().balance += self.granted as f64;
         }
-        let held = self.lock().charge(rate as f64, bytes, now);
-        self.bytes.inc_by(bytes as u64);
-        self.held_ms.inc_by(held.as_millis() as u64);
     }
 }
 
@@ -226,9 +306,10 @@ mod tests {
         let metrics = Metrics::new().expect("metrics");
         let throttle = ReplicationThrottle::new(&Config::default(), &metrics);
         let now = Instant::now();
-        throttle.leader.charge(1 << 30, now);
+        let unlimited = throttle.leader.reserve(1 << 30, now).expect("no throttle");
+        assert_eq!(unlimited.granted(), 1 << 30);
+        unlimited.settle(1 << 30, now);
         assert_eq!(throttle.leader.hold(now), None);
-        assert_eq!(throttle.leader.partition_limit(), None);
         assert_eq!(
             metrics
                 .replication_throttled_bytes
@@ -242,7 +323,9 @@ mod tests {
             ..Config::default()
         };
         throttle.set_rates(&config);
-        throttle.leader.charge(3000, now);
+        let reserved = throttle.leader.reserve(1 << 30, now).expect("even balance");
+        assert_eq!(reserved.granted(), 1000, "at most the rate per partition");
+        reserved.settle(3000, now);
         assert!(throttle.leader.hold(now).is_some());
         assert_eq!(
             throttle.follower.hold(now),
@@ -266,5 +349,41 @@ mod tests {
         // Clearing the rate lifts the hold at once.
         throttle.set_rates(&Config::default());
         assert_eq!(throttle.leader.hold(now), None);
+    }
+
+    #[test]
+    fn a_reservation_counts_before_its_bytes_move_and_a_dropped_one_is_given_back() {
+        let metrics = Metrics::new().expect("metrics");
+        let config = Config {
+            follower_replication_throttled_rate: 1000,
+            ..Config::default()
+        };
+        let throttle = ReplicationThrottle::new(&config, &metrics);
+        let side = &throttle.follower;
+        let now = Instant::now();
+        // Two partitions asked at once: the first one's reservation (the whole rate, a
+        // second's worth) already counts, so the second cannot pass the same check.
+        let first = side.reserve(5000, now).expect("even balance");
+        assert_eq!(first.granted(), 1000, "at most the rate per partition");
+        assert!(
+            side.reserve(5000, now).is_err(),
+            "the first one's bytes count"
+        );
+        // Dropped unsettled (its fetch failed), the reservation is given back whole.
+        drop(first);
+        let second = side.reserve(5000, now).expect("the balance is even again");
+        // It moved 200 bytes: they are what counts, not the 1000 reserved.
+        second.settle(200, now);
+        assert!(
+            side.hold(now)
+                .is_some_and(|h| h <= Duration::from_millis(200))
+        );
+        assert_eq!(
+            metrics
+                .replication_throttled_bytes
+                .with_label_values(&["follower"])
+                .get(),
+            200
+        );
     }
 }
