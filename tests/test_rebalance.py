@@ -16,6 +16,8 @@ producer had acknowledged is there afterwards.
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 import threading
 import time
 
@@ -25,6 +27,7 @@ from confluent_kafka.admin import ConfigResource, ConfigSource
 from clients import QUIET
 from replication import LAG_TIME_MS, SESSION_TIMEOUT_MS, Cluster, read_replica
 from servers import wait_until
+from servers import strata_binary
 from test_admin_cli import cli, cli_json
 from test_broker_configs import alter_cluster_default, describe_cluster_default, set_broker_configs, value_and_source
 from test_reassignment import NO_REBALANCE
@@ -130,6 +133,13 @@ def test_rebalance_after_adding_a_broker_spreads_replicas_and_leaders_throttled(
     before = {(t, p): len(cluster.log_bytes(meta.replicas[0], t, p)) for (t, p), meta in placement(cluster).items()}
     live = SteadyProducer(cluster)
     live.start()
+    # Rates an operator set: the cluster default, replaced for the run and put back after
+    # it, and broker 2's own, which beats the cluster default (the run warns of it).
+    names = ("leader.replication.throttled.rate", "follower.replication.throttled.rate")
+    operator_rate = str(64 * 1024 * 1024)
+    assert alter_cluster_default(cluster.brokers[1].bootstrap, dict.fromkeys(names, operator_rate))[0] == 0
+    set_broker_configs(cluster.brokers[2].bootstrap, "2", {names[0]: operator_rate})
+
     started = time.monotonic()
     try:
         result = cli(admin, "rebalance", "--throttle", str(RATE), "--max-moves", "4", "--timeout-ms", "100000")
@@ -141,6 +151,7 @@ def test_rebalance_after_adding_a_broker_spreads_replicas_and_leaders_throttled(
     assert sum(map(len, live.delivered.values())) >= PRODUCE_RATE * elapsed / 2, "the producer kept writing"
     assert "partitions done" in result.stdout and "replication throttle cleared" in result.stdout, result.stdout
     assert "done:" in result.stdout, result.stdout
+    assert "broker(s) 2 have their own replication throttle rate" in result.stderr, result.stderr
 
     # A fair share: 24 replicas over four brokers, 10 preferred leaders (2 or 3 each),
     # and the election moved leadership to broker 4 too. Broker 1's view, which learns of
@@ -185,12 +196,10 @@ def test_rebalance_after_adding_a_broker_spreads_replicas_and_leaders_throttled(
     assert node4.metric("strata_replication_throttled_time_ms_total", side="follower") > 0
     assert copied / elapsed <= 2 * RATE, f"{copied} bytes in {elapsed:.1f} s"
 
-    # The throttle is gone again: the rate is back to its default, unlimited.
-    kafka_admin = cluster.admin()  # kept alive until the future resolves
-    (described,) = kafka_admin.describe_configs([ConfigResource("BROKER", "1")]).values()
-    rates = described.result(timeout=30)
-    for name in ("leader.replication.throttled.rate", "follower.replication.throttled.rate"):
-        assert rates[name].value == str(2**63 - 1), rates[name]
+    # The throttle is gone again: the operator's cluster-default rates are back.
+    assert describe_cluster_default(cluster.brokers[1].bootstrap) == \
+        dict.fromkeys(names, (operator_rate, ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG.value))
+    assert "earlier rates are back" in result.stdout, result.stdout
 
     # Idempotent: the cluster is balanced now.
     assert cli_json(admin, "rebalance", "--dry-run") == []
@@ -217,6 +226,53 @@ def test_throttle_rates_are_kafka_dynamic_broker_configs(broker):
     assert describe_cluster_default(b.bootstrap) == {}
     set_broker_configs(b.bootstrap, "1", {names[0]: None})
     assert value_and_source(b.bootstrap, "1", names[0]) == (str(2**63 - 1), ConfigSource.DEFAULT_CONFIG.value)
+
+
+def test_an_interrupted_rebalance_clears_its_throttle_and_a_rerun_with_nothing_to_move_clears_a_leftover(broker, etcd):
+    """Ctrl-C while moves are throttled: the throttle this run set is removed (the moves
+    go on, unthrottled, and complete), instead of throttling later catch-ups. A rerun
+    with --throttle that finds nothing to move removes a throttle of that rate left by an
+    earlier run, and leaves a different rate someone else set."""
+    cluster = Cluster(broker, etcd, size=1, env=NO_REBALANCE)
+    make_topic(cluster, "slow", 4, rf=1)
+    producer = Producer({**QUIET, "bootstrap.servers": cluster.bootstrap, "acks": "1"})
+    for p in range(4):
+        for i in range(300):
+            producer.produce("slow", f"{p}-{i:04d}-".encode() + b"z" * 1000, partition=p)
+            producer.poll(0)
+    assert producer.flush(60) == 0
+    env = {"STRATA_METADATA_REFRESH_INTERVAL_MS": "250", **NO_REBALANCE}
+    cluster.brokers[2] = broker(metadata=cluster.metadata, env=env, args=["--node-id", "2", "--rack", "r2"],
+                                name="node2")
+    wait_until("broker 1 lists broker 2", lambda: 2 in cluster.brokers_listed(1), 30)
+    names = ("leader.replication.throttled.rate", "follower.replication.throttled.rate")
+    b1 = cluster.brokers[1]
+
+    # 1 KiB/s: the moves would take minutes.
+    run = subprocess.Popen([str(strata_binary()), "rebalance", "--throttle", "1024", "--admin", b1.admin],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until("the throttle set", lambda: describe_cluster_default(b1.bootstrap) != {}, 30)
+        wait_until("a move under way", lambda: any(2 in m.replicas for m in cluster.partitions("slow", 1).values()), 30)
+        run.send_signal(signal.SIGINT)
+        _, stderr = run.communicate(timeout=30)
+    finally:
+        run.kill()
+    assert run.returncode != 0 and "interrupted" in stderr and "replication throttle cleared" in stderr, stderr
+    assert describe_cluster_default(b1.bootstrap) == {}
+    # The moves submitted complete without the throttle.
+    wait_until("the moves submitted complete",
+               lambda: cli_json(b1.admin, "reassign", "list") == [], 60)
+
+    # A leftover of the same rate is cleared by a rerun with nothing to move; another rate stays.
+    def rerun_leaves(rate: str):
+        assert alter_cluster_default(b1.bootstrap, dict.fromkeys(names, rate))[0] == 0
+        wait_until("the cluster balanced", lambda: cli_json(b1.admin, "rebalance", "--dry-run") == [], 60)
+        cli(b1.admin, "rebalance", "--throttle", "1024", "--no-leader-election")
+        return describe_cluster_default(b1.bootstrap)
+
+    assert rerun_leaves("1024") == {}
+    assert rerun_leaves("5000") == dict.fromkeys(names, ("5000", ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG.value))
 
 
 def _alter_broker_configs(admin: str, node_id: int, name: str, value: str):

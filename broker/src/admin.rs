@@ -717,7 +717,15 @@ impl Admin for Service {
                 )));
             }
         };
+        let names: Vec<&String> = r.set.keys().chain(&r.remove).collect();
+        // What the last (successful) run of the edit found; the edit reruns when another
+        // broker changed the configs meanwhile. A std mutex: never held across an await.
+        let previous = std::sync::Mutex::new(std::collections::HashMap::new());
         let edit = |current: &std::collections::BTreeMap<String, String>| {
+            *previous.lock().unwrap_or_else(|p| p.into_inner()) = names
+                .iter()
+                .filter_map(|&name| Some((name.clone(), current.get(name)?.clone())))
+                .collect();
             let mut next = current.clone();
             for name in &r.remove {
                 next.remove(name);
@@ -730,7 +738,21 @@ impl Admin for Service {
             Ok(()) => {
                 info!(node = r.node_id, set = ?r.set, remove = ?r.remove,
                     "altered dynamic broker configs through the admin API");
-                Ok(Response::new(AlterBrokerConfigsResponse {}))
+                let overridden_on = if scope == crate::cluster::ConfigScope::ClusterDefault {
+                    self.broker
+                        .stored_broker_configs()
+                        .brokers
+                        .iter()
+                        .filter(|(_, own)| names.iter().any(|&name| own.contains_key(name)))
+                        .map(|(&id, _)| id)
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                Ok(Response::new(AlterBrokerConfigsResponse {
+                    previous: previous.into_inner().unwrap_or_else(|p| p.into_inner()),
+                    overridden_on,
+                }))
             }
             Err(AlterBrokerConfigsError::Refused(e)) => {
                 Err(Status::invalid_argument(e.to_string()))

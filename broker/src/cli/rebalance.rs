@@ -421,24 +421,77 @@ fn print_plan(snapshot: &Snapshot, moves: &[Move]) {
     table(&["NODE", "RACK", "REPLICAS", "PREFERRED LEADERS"], rows);
 }
 
-async fn set_throttle(client: &mut super::Client, rate: Option<u64>) -> anyhow::Result<()> {
-    let request = match rate {
-        Some(rate) => AlterBrokerConfigsRequest {
-            node_id: -1,
-            set: THROTTLE_CONFIGS
-                .iter()
-                .map(|name| (name.to_string(), rate.to_string()))
-                .collect(),
-            remove: Vec::new(),
-        },
-        None => AlterBrokerConfigsRequest {
-            node_id: -1,
-            set: HashMap::new(),
-            remove: THROTTLE_CONFIGS.iter().map(|n| n.to_string()).collect(),
-        },
+/// Sets the throttle rates as the cluster default; returns the values they replaced
+/// (absent: none) and the brokers whose own rates beat the cluster default.
+async fn set_throttle(
+    client: &mut super::Client,
+    rate: u64,
+) -> anyhow::Result<(HashMap<String, String>, Vec<i32>)> {
+    let request = AlterBrokerConfigsRequest {
+        node_id: -1,
+        set: THROTTLE_CONFIGS
+            .iter()
+            .map(|name| (name.to_string(), rate.to_string()))
+            .collect(),
+        remove: Vec::new(),
     };
-    client.alter_broker_configs(request).await.map_err(failed)?;
-    Ok(())
+    let answer = client
+        .alter_broker_configs(request)
+        .await
+        .map_err(failed)?
+        .into_inner();
+    Ok((answer.previous, answer.overridden_on))
+}
+
+/// Puts the cluster-default throttle rates back to `previous` (removes those it lacks);
+/// returns the values this replaced.
+async fn restore_throttle(
+    client: &mut super::Client,
+    previous: &HashMap<String, String>,
+) -> anyhow::Result<HashMap<String, String>> {
+    let request = AlterBrokerConfigsRequest {
+        node_id: -1,
+        set: previous.clone(),
+        remove: THROTTLE_CONFIGS
+            .iter()
+            .filter(|name| !previous.contains_key(**name))
+            .map(|n| n.to_string())
+            .collect(),
+    };
+    let answer = client
+        .alter_broker_configs(request)
+        .await
+        .map_err(failed)?
+        .into_inner();
+    Ok(answer.previous)
+}
+
+fn describe_restored(previous: &HashMap<String, String>) -> String {
+    if previous.is_empty() {
+        "replication throttle cleared".to_string()
+    } else {
+        let mut values: Vec<String> = previous.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        values.sort();
+        format!(
+            "replication throttle cleared; the cluster default's earlier rates are back: {}",
+            values.join(", ")
+        )
+    }
+}
+
+/// Errors worth trying again: the admin endpoint restarting, a leader or the controller
+/// moving, the metadata store briefly away.
+fn transient(status: &tonic::Status) -> bool {
+    use tonic::Code;
+    matches!(
+        status.code(),
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::Aborted
+            | Code::ResourceExhausted
+            | Code::Unknown
+            | Code::Internal
+    )
 }
 
 #[derive(Serialize)]
@@ -451,12 +504,15 @@ struct Outcome {
 pub async fn rebalance(target: &Target, args: RebalanceArgs) -> anyhow::Result<()> {
     let mut client = connect(&target.admin).await?;
     if args.clear_throttle {
-        set_throttle(&mut client, None).await?;
+        restore_throttle(&mut client, &HashMap::new()).await?;
         println!("replication throttle cleared");
         return Ok(());
     }
     if args.max_moves == 0 {
         bail!("--max-moves must be at least 1");
+    }
+    if args.throttle == Some(0) {
+        bail!("--throttle must be at least 1 byte per second");
     }
     let snapshot = snapshot(&mut client).await?;
     let moves = plan(&snapshot.brokers, &snapshot.partitions);
@@ -491,22 +547,56 @@ pub async fn rebalance(target: &Target, args: RebalanceArgs) -> anyhow::Result<(
             );
         }
     }
-    if !moves.is_empty()
-        && let Some(rate) = args.throttle
-    {
-        if rate == 0 {
-            bail!("--throttle must be at least 1 byte per second");
-        }
-        set_throttle(&mut client, Some(rate)).await?;
-        if !target.json {
-            println!("replication throttle set to {rate} bytes/s per broker");
+    // The cluster-default rates this run replaced, put back at the end.
+    let mut replaced: Option<HashMap<String, String>> = None;
+    if let Some(rate) = args.throttle {
+        let (previous, overridden_on) = set_throttle(&mut client, rate).await?;
+        if moves.is_empty() {
+            // Nothing to move: a throttle of this rate left by an earlier run that timed
+            // out or was interrupted is not needed any more; a rate someone else set stays.
+            let leftover = |v: &String| v == &rate.to_string();
+            let keep: HashMap<String, String> =
+                previous.into_iter().filter(|(_, v)| !leftover(v)).collect();
+            restore_throttle(&mut client, &keep).await?;
+            if !target.json {
+                println!("{}", describe_restored(&keep));
+            }
+        } else {
+            if !overridden_on.is_empty() {
+                eprintln!(
+                    "strata: broker(s) {} have their own replication throttle rate, which beats the cluster default: --throttle does not change it there (`kafka-configs --entity-type brokers --entity-name ID --describe` shows it)",
+                    ids(&overridden_on)
+                );
+            }
+            if !target.json {
+                println!("replication throttle set to {rate} bytes/s per broker");
+            }
+            replaced = Some(previous);
         }
     }
-    let outcome = run_moves(&mut client, target, &args, &moves).await;
+    let outcome = tokio::select! {
+        outcome = run_moves(&mut client, target, &args, &moves) => Some(outcome),
+        _ = tokio::signal::ctrl_c() => None,
+    };
     let outcome = match outcome {
-        Ok(outcome) => outcome,
-        Err(e) => {
-            if args.throttle.is_some() {
+        Some(Ok(outcome)) => outcome,
+        None => {
+            // The moves under way go on unthrottled: a throttle left behind would slow
+            // whatever catch-up comes later (a drain, say), with no one to clear it.
+            if let Some(previous) = &replaced {
+                match restore_throttle(&mut client, previous).await {
+                    Ok(_) => eprintln!("strata: {}", describe_restored(previous)),
+                    Err(e) => eprintln!(
+                        "strata: clearing the replication throttle failed ({e}); `strata rebalance --clear-throttle` removes it"
+                    ),
+                }
+            }
+            bail!(
+                "interrupted: the moves submitted go on, unthrottled (`strata reassign list` shows them); the rest were not submitted"
+            );
+        }
+        Some(Err(e)) => {
+            if replaced.is_some() {
                 eprintln!(
                     "strata: the replication throttle stays set while moves are under way; `strata rebalance --clear-throttle` removes it"
                 );
@@ -514,10 +604,10 @@ pub async fn rebalance(target: &Target, args: RebalanceArgs) -> anyhow::Result<(
             return Err(e);
         }
     };
-    if !moves.is_empty() && args.throttle.is_some() {
-        set_throttle(&mut client, None).await?;
+    if let Some(previous) = &replaced {
+        restore_throttle(&mut client, previous).await?;
         if !target.json {
-            println!("replication throttle cleared");
+            println!("{}", describe_restored(previous));
         }
     }
     let mut elected = 0;
@@ -561,7 +651,7 @@ async fn run_moves(
     moves: &[Move],
 ) -> anyhow::Result<Outcome> {
     let deadline = Instant::now() + Duration::from_millis(args.timeout_ms);
-    let mut waiting = moves.iter();
+    let mut waiting: std::collections::VecDeque<&Move> = moves.iter().collect();
     let mut in_flight: BTreeSet<(String, i32)> = BTreeSet::new();
     let mut outcome = Outcome {
         moved: 0,
@@ -569,9 +659,20 @@ async fn run_moves(
         leaders_elected: 0,
     };
     let total = moves.len();
+    // A transient failure (the broker answering restarts, the controller moves) is
+    // retried until the deadline: giving up would leave the queued moves unsubmitted and
+    // the throttle set.
+    let retry = |what: &str, status: tonic::Status| -> anyhow::Result<()> {
+        if transient(&status) && Instant::now() < deadline {
+            eprintln!("strata: {what} failed ({}); trying again", status.message());
+            Ok(())
+        } else {
+            Err(failed(status))
+        }
+    };
     loop {
         let room = args.max_moves.saturating_sub(in_flight.len());
-        let batch: Vec<&Move> = waiting.by_ref().take(room).collect();
+        let batch: Vec<&Move> = (0..room).map_while(|_| waiting.pop_front()).collect();
         if !batch.is_empty() {
             let answer = client
                 .reassign_partitions(ReassignPartitionsRequest {
@@ -586,26 +687,52 @@ async fn run_moves(
                         .collect(),
                     allow_replication_factor_change: false,
                 })
-                .await
-                .map_err(failed)?
-                .into_inner();
-            for r in answer.results {
-                if r.error.is_empty() {
-                    in_flight.insert((r.topic, r.partition));
-                } else {
-                    outcome.refused.push(format!(
-                        "{}/{}: {}: {}",
-                        r.topic, r.partition, r.error, r.message
-                    ));
+                .await;
+            match answer {
+                Ok(answer) => {
+                    for r in answer.into_inner().results {
+                        if r.error.is_empty() {
+                            in_flight.insert((r.topic, r.partition));
+                        } else {
+                            outcome.refused.push(format!(
+                                "{}/{}: {}: {}",
+                                r.topic, r.partition, r.error, r.message
+                            ));
+                        }
+                    }
+                }
+                Err(status) => {
+                    retry("submitting moves", status)?;
+                    // The request may have been carried out before the answer was lost:
+                    // the moves the listing below shows under way count as submitted,
+                    // the rest are submitted again.
+                    for m in batch.into_iter().rev() {
+                        waiting.push_front(m);
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
         }
-        let ongoing: Vec<_> = client
-            .list_reassignments(ListReassignmentsRequest {})
-            .await
-            .map_err(failed)?
-            .into_inner()
-            .reassignments
+        let ongoing: Vec<_> = match client.list_reassignments(ListReassignmentsRequest {}).await {
+            Ok(answer) => answer.into_inner().reassignments,
+            Err(status) => {
+                retry("listing the moves under way", status)?;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        waiting.retain(|m| {
+            // The plan leaves out partitions moving already, so a move of one of its
+            // partitions under way is one this run submitted.
+            let under_way = ongoing
+                .iter()
+                .any(|o| o.topic == m.topic && o.partition == m.partition);
+            if under_way {
+                in_flight.insert((m.topic.clone(), m.partition));
+            }
+            !under_way
+        });
+        let ongoing: Vec<_> = ongoing
             .into_iter()
             .filter(|o| in_flight.contains(&(o.topic.clone(), o.partition)))
             .collect();
