@@ -48,7 +48,9 @@ pub struct RebalanceArgs {
     max_moves: usize,
     /// Bound the catch-up of the replicas being added, in bytes per second per broker
     /// (the dynamic broker configs leader. and follower.replication.throttled.rate, as a
-    /// cluster default), cleared once every move is done.
+    /// cluster default); the cluster default's earlier rates (or none) are put back once
+    /// every move is done, or when the run is interrupted. With nothing to move, a
+    /// throttle of this rate left by an earlier run is removed.
     #[arg(long, value_name = "BYTES_PER_SEC")]
     throttle: Option<u64>,
     /// Give up waiting (exit 1) after this long; moves under way go on, and a throttle
@@ -59,8 +61,8 @@ pub struct RebalanceArgs {
     /// `leader_rebalance_interval_ms` next runs, if it is on).
     #[arg(long)]
     no_leader_election: bool,
-    /// Only remove the throttle a previous `--throttle` left set (after a timeout), then
-    /// exit.
+    /// Only remove the cluster-default throttle rates (a previous `--throttle` left them
+    /// set after a timeout), then exit.
     #[arg(long, conflicts_with_all = ["dry_run", "throttle"])]
     clear_throttle: bool,
 }
@@ -479,6 +481,23 @@ fn describe_restored(previous: &HashMap<String, String>) -> String {
     }
 }
 
+/// Ctrl-C, or the session ending (SIGHUP, SIGTERM: a dropped `kubectl exec`, say).
+async fn interrupted() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut hangup), Ok(mut terminate)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+    ) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = hangup.recv() => {}
+        _ = terminate.recv() => {}
+    }
+}
+
 /// Errors worth trying again: the admin endpoint restarting, a leader or the controller
 /// moving, the metadata store briefly away.
 fn transient(status: &tonic::Status) -> bool {
@@ -576,7 +595,7 @@ pub async fn rebalance(target: &Target, args: RebalanceArgs) -> anyhow::Result<(
     }
     let outcome = tokio::select! {
         outcome = run_moves(&mut client, target, &args, &moves) => Some(outcome),
-        _ = tokio::signal::ctrl_c() => None,
+        _ = interrupted() => None,
     };
     let outcome = match outcome {
         Some(Ok(outcome)) => outcome,
