@@ -275,6 +275,60 @@ def test_an_interrupted_rebalance_clears_its_throttle_and_a_rerun_with_nothing_t
     assert rerun_leaves("5000") == dict.fromkeys(names, ("5000", ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG.value))
 
 
+def test_a_move_that_caught_up_joins_under_produce_while_another_is_still_throttled(broker, etcd, tmp_path):
+    """Two moves share broker 2's follower throttle: `big` has megabytes to copy, `live`
+    has nothing but a producer writing to it. Once `live`'s new replica has reached the
+    high watermark it is no longer throttled, so it keeps up with produce and joins the
+    ISR while `big` is still copying. (Held back with `big` instead, its fetch offset
+    would trail the moving high watermark, and it could not join before `big` is done.)"""
+    cluster = Cluster(broker, etcd, size=2, env=NO_REBALANCE)
+    make_topic(cluster, "big", 1, rf=1, min_insync_replicas=1)
+    make_topic(cluster, "live", 1, rf=1, min_insync_replicas=1)
+    producer = Producer({**QUIET, "bootstrap.servers": cluster.bootstrap, "acks": "all", "linger.ms": 5})
+    for i in range(3000):
+        producer.produce("big", f"{i:05d}-".encode() + b"b" * 1000, partition=0)
+        producer.poll(0)
+    assert producer.flush(60) == 0
+    names = ("leader.replication.throttled.rate", "follower.replication.throttled.rate")
+    b1 = cluster.brokers[1]
+    # 3 MB at 128 KiB/s: about 23 s for `big`.
+    assert alter_cluster_default(b1.bootstrap, dict.fromkeys(names, str(128 * 1024)))[0] == 0
+
+    stop = threading.Event()
+    delivered: list[str] = []
+
+    def write_live():
+        live = Producer({**QUIET, "bootstrap.servers": cluster.bootstrap, "acks": "all"})
+        i = 0
+        while not stop.wait(0.05):  # pacing, not an assertion
+            live.produce("live", f"live-{i:05d}".encode(), partition=0,
+                         on_delivery=lambda err, msg: err or delivered.append(msg.value().decode()))
+            live.poll(0)
+            i += 1
+        live.flush(30)
+
+    writer = threading.Thread(target=write_live, daemon=True)
+    writer.start()
+    try:
+        wait_until("the producer writing to live", lambda: len(delivered) >= 5, 30)
+        leaders = {t: cluster.partitions(t, 1)[0].leader for t in ("big", "live")}
+        plan = tmp_path / "plan.json"
+        plan.write_text(json.dumps({"version": 1, "partitions": [
+            {"topic": t, "partition": 0, "replicas": [leader, 3 - leader]} for t, leader in leaders.items()]}))
+        cli(b1.admin, "reassign", "start", "--file", str(plan), "--allow-replication-factor-change")
+
+        def moving() -> set[str]:
+            return {m["topic"] for m in cli_json(b1.admin, "reassign", "list")}
+
+        wait_until("the move of live done", lambda: "live" not in moving(), 60)
+        assert "big" in moving(), "big was still copying under the throttle"
+        wait_until("the move of big done", lambda: not moving(), 120)
+    finally:
+        stop.set()
+        writer.join(60)
+    assert [v for _, v in read_replica(cluster, 2, "live", 0)] == delivered, "every acknowledged record on broker 2"
+
+
 def _alter_broker_configs(admin: str, node_id: int, name: str, value: str):
     """The admin API's AlterBrokerConfigs, the request encoded by hand (no generated
     stubs in the tests): node_id (field 1) and one `set` map entry (field 2)."""

@@ -205,6 +205,21 @@ impl ReplicaState {
         self.adding.contains(&replica) && !self.maximal_isr().contains(&replica)
     }
 
+    /// Whether a fetch by `replica` from `fetch_offset` goes through the replication
+    /// throttle (a leader's view): a replica being added, not in sync, that has not
+    /// caught up. Caught up, as for the ISR, means fetching from the high watermark or
+    /// from where the leader's log ended at its previous fetch: under produce a replica
+    /// that keeps up is rarely exactly at the high watermark, and throttling it then
+    /// would hold it back behind the moves still copying, so that it could never join.
+    pub fn throttled_fetch(&self, replica: i32, fetch_offset: i64, high_watermark: i64) -> bool {
+        self.catching_up(replica)
+            && fetch_offset < high_watermark
+            && self
+                .followers
+                .get(&replica)
+                .is_none_or(|p| fetch_offset < p.previous_leader_end)
+    }
+
     /// The smallest log end over the maximal ISR (a leader only).
     pub fn isr_end(&self) -> Option<i64> {
         if self.role != Role::Leader {

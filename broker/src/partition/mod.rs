@@ -607,6 +607,13 @@ impl Partition {
         self.replica().catching_up(replica)
     }
 
+    /// See [`ReplicaState::throttled_fetch`].
+    pub fn throttled_fetch(&self, replica: i32, fetch_offset: i64) -> bool {
+        let high_watermark = self.high_watermark();
+        self.replica()
+            .throttled_fetch(replica, fetch_offset, high_watermark)
+    }
+
     pub fn replica_state(&self) -> ReplicaState {
         self.replica().clone()
     }

@@ -144,6 +144,9 @@ async fn fetch_loop(broker: Arc<dyn ReplicaHost>, leader: i32) {
     // The leader's high watermark of each partition, from its last answer: a replica
     // being added that has reached it is not throttled (see `super::throttle`).
     let mut leader_high_watermarks: HashMap<(uuid::Uuid, i32), i64> = HashMap::new();
+    // When each throttled partition last got a reservation (a count of grants).
+    let mut last_granted: HashMap<(uuid::Uuid, i32), u64> = HashMap::new();
+    let mut grants = 0u64;
     while !broker.shutdown().is_cancelled() {
         let mut partitions: Vec<Followed> = followed(&*broker)
             .into_iter()
@@ -169,22 +172,32 @@ async fn fetch_loop(broker: Arc<dyn ReplicaHost>, leader: i32) {
         }
         // Each throttled partition reserves what it may move, one at a time, so one
         // request cannot run the bucket into more debt than a reservation or so each.
+        // The one granted longest ago asks first: a reservation of the whole rate leaves
+        // the rest held, and the rotation alone can hand every grant to the same one.
         // Held partitions are left out. Unsettled reservations (a failed fetch) are given
         // back when `asked` is dropped.
         let throttle = &broker.replication_throttle().follower;
         let mut held: Option<Duration> = None;
         let mut asked: Vec<(Followed, Option<Reservation<'_>>, u32)> = Vec::with_capacity(len);
-        for f in partitions {
-            let throttled = f.catching_up
-                && leader_high_watermarks
-                    .get(&(f.topic_id, f.partition.index))
-                    .is_none_or(|&hw| f.fetch_offset < hw);
-            if !throttled {
-                asked.push((f, None, max_bytes));
-                continue;
-            }
+        let (mut throttled, unthrottled): (Vec<Followed>, Vec<Followed>) =
+            partitions.into_iter().partition(|f| {
+                f.catching_up
+                    && leader_high_watermarks
+                        .get(&(f.topic_id, f.partition.index))
+                        .is_none_or(|&hw| f.fetch_offset < hw)
+            });
+        asked.extend(unthrottled.into_iter().map(|f| (f, None, max_bytes)));
+        throttled.sort_by_key(|f| {
+            last_granted
+                .get(&(f.topic_id, f.partition.index))
+                .copied()
+                .unwrap_or(0)
+        });
+        for f in throttled {
             match throttle.reserve(max_bytes as usize, std::time::Instant::now()) {
                 Ok(reserved) => {
+                    grants += 1;
+                    last_granted.insert((f.topic_id, f.partition.index), grants);
                     let limit = u32::try_from(reserved.granted()).unwrap_or(u32::MAX);
                     asked.push((f, Some(reserved), limit));
                 }

@@ -121,10 +121,9 @@ impl Service {
                 let mut max_bytes = budget
                     .min(fetch.max_bytes as usize)
                     .max(usize::from(!sent_records));
-                // A replica at the high watermark is not throttled: it only follows
-                // produce, and holding it back would keep it from ever joining the ISR.
-                let throttled = partition.catching_up(request.replica_id)
-                    && fetch.fetch_offset < partition.high_watermark();
+                // A replica that caught up is not throttled: it only follows produce,
+                // and holding it back would keep it from ever joining the ISR.
+                let throttled = partition.throttled_fetch(request.replica_id, fetch.fetch_offset);
                 let mut reservation = None;
                 if throttled {
                     match throttle.reserve(max_bytes, std::time::Instant::now()) {

@@ -9,14 +9,16 @@
 //! throttled, so acks=all produce does not wait on the throttle. Kafka's topic configs
 //! `*.replication.throttled.replicas` are accepted and have no effect.
 //!
-//! A replica that has reached the partition's high watermark is not throttled either, even
-//! before it joins the ISR (Kafka's `shouldFollowerThrottle`: `!isReplicaInSync && …`):
-//! the join rule wants the replica's fetch offset at the high watermark, and a replica
-//! held back while produce moves the high watermark would never join. The leader compares
-//! the fetch offset with its high watermark; the follower with the leader's high
-//! watermark from the last answer (its own is capped at its log end). So the throttle
-//! bounds the copy of what a replica is missing, and a move joins once that is copied,
-//! whatever the produce rate.
+//! A replica that has caught up is not throttled either, even before it joins the ISR
+//! (Kafka's `shouldFollowerThrottle`: `!isReplicaInSync && …`): the join rule wants the
+//! replica's fetch offset at the high watermark, and a replica held back behind the moves
+//! still copying while produce moves the high watermark would never join. The leader
+//! counts a replica caught up when it fetches from the high watermark or from where the
+//! log ended at its previous fetch
+//! ([`crate::partition::isr::ReplicaState::throttled_fetch`]); the follower when its fetch
+//! offset is at the leader's high watermark from the last answer (its own is capped at
+//! its log end). So the throttle bounds the copy of what a replica is missing; the moves
+//! in flight complete as long as the rate exceeds their summed write rate.
 //!
 //! Each side is a token bucket with debt. Each throttled partition, one at a time,
 //! reserves the most it may move (at most `rate` bytes) in the same step that checks the
