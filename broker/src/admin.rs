@@ -18,15 +18,16 @@ use strata_proto::admin::{
     Transaction as TransactionStatus,
 };
 use strata_proto::admin::{
+    AlterBrokerConfigsRequest, AlterBrokerConfigsResponse, ElectLeadersRequest,
+    ElectLeadersResponse, ListReassignmentsRequest, ListReassignmentsResponse, OngoingReassignment,
+    PartitionOutcome, ReassignPartitionsRequest, ReassignPartitionsResponse,
+};
+use strata_proto::admin::{
     AlterTopicConfigRequest, Broker as BrokerStatus, CacheStatsRequest, CacheStatsResponse,
     ClusterStatusRequest, ClusterStatusResponse, CreateTopicRequest, DeleteTopicRequest,
     DeleteTopicResponse, DescribeTopicRequest, DrainRequest, DrainResponse, ListTopicsRequest,
     ListTopicsResponse, Partition as PartitionStatus, PartitionTiering, ShutdownRequest,
     ShutdownResponse, TieringStatusRequest, TieringStatusResponse, Topic as TopicStatus,
-};
-use strata_proto::admin::{
-    ElectLeadersRequest, ElectLeadersResponse, ListReassignmentsRequest, ListReassignmentsResponse,
-    OngoingReassignment, PartitionOutcome, ReassignPartitionsRequest, ReassignPartitionsResponse,
 };
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -695,6 +696,69 @@ impl Admin for Service {
                 })
                 .collect(),
         }))
+    }
+
+    async fn alter_broker_configs(
+        &self,
+        request: Request<AlterBrokerConfigsRequest>,
+    ) -> Result<Response<AlterBrokerConfigsResponse>, Status> {
+        self.check(&request, Access::Change)?;
+        let r = request.into_inner();
+        // Only this broker can check a value against its own settings, so another
+        // broker's scope is refused, as the Kafka handler does; -1 is the cluster default.
+        let scope = match r.node_id {
+            -1 => crate::cluster::ConfigScope::ClusterDefault,
+            id if id == self.broker.config.node_id => crate::cluster::ConfigScope::Broker(id),
+            id => {
+                return Err(Status::invalid_argument(format!(
+                    "broker {} cannot alter the configs of broker {id}; send the request to \
+                     broker {id}, or use node_id -1 for the cluster default",
+                    self.broker.config.node_id
+                )));
+            }
+        };
+        let names: Vec<&String> = r.set.keys().chain(&r.remove).collect();
+        // What the last (successful) run of the edit found; the edit reruns when another
+        // broker changed the configs meanwhile. A std mutex: never held across an await.
+        let previous = std::sync::Mutex::new(std::collections::HashMap::new());
+        let edit = |current: &std::collections::BTreeMap<String, String>| {
+            *previous.lock().unwrap_or_else(|p| p.into_inner()) = names
+                .iter()
+                .filter_map(|&name| Some((name.clone(), current.get(name)?.clone())))
+                .collect();
+            let mut next = current.clone();
+            for name in &r.remove {
+                next.remove(name);
+            }
+            next.extend(r.set.iter().map(|(k, v)| (k.clone(), v.clone())));
+            Ok(next)
+        };
+        use crate::broker::dynamic_config::AlterBrokerConfigsError;
+        match self.broker.alter_broker_configs(scope, edit, false).await {
+            Ok(()) => {
+                info!(node = r.node_id, set = ?r.set, remove = ?r.remove,
+                    "altered dynamic broker configs through the admin API");
+                let overridden_on = if scope == crate::cluster::ConfigScope::ClusterDefault {
+                    self.broker
+                        .stored_broker_configs()
+                        .brokers
+                        .iter()
+                        .filter(|(_, own)| names.iter().any(|&name| own.contains_key(name)))
+                        .map(|(&id, _)| id)
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                Ok(Response::new(AlterBrokerConfigsResponse {
+                    previous: previous.into_inner().unwrap_or_else(|p| p.into_inner()),
+                    overridden_on,
+                }))
+            }
+            Err(AlterBrokerConfigsError::Refused(e)) => {
+                Err(Status::invalid_argument(e.to_string()))
+            }
+            Err(AlterBrokerConfigsError::Store(e)) => Err(status(AdminError::Store(e))),
+        }
     }
 
     async fn elect_leaders(

@@ -3,8 +3,10 @@
 //! docs/cli.md is their contract.
 
 mod placement;
+mod rebalance;
 mod transactions;
 pub use placement::{ReassignCommand, elect_leaders, reassign};
+pub use rebalance::{RebalanceArgs, rebalance};
 pub use transactions::{TransactionsCommand, transactions};
 
 use std::collections::{BTreeMap, HashMap};

@@ -274,6 +274,16 @@ pub struct Config {
     pub replica_fetch_wait_max_ms: i64,
     /// Bound on one replication fetch response. Default 10485760 (10 MiB).
     pub replica_fetch_max_bytes: i64,
+    /// Bytes per second this broker, as a leader, sends to replicas that a reassignment
+    /// is adding and that are not in the ISR yet (Kafka's
+    /// leader.replication.throttled.rate; dynamic). In-sync followers are never
+    /// throttled. Default unlimited (i64::MAX). A low rate keeps a rebalance from taking
+    /// the disk and network that producers and consumers need, and makes it last longer.
+    pub leader_replication_throttled_rate: i64,
+    /// Bytes per second this broker, as a replica being added that is not in the ISR
+    /// yet, fetches (Kafka's follower.replication.throttled.rate; dynamic). Default
+    /// unlimited (i64::MAX).
+    pub follower_replication_throttled_rate: i64,
     /// Replication factor of `__consumer_offsets`, capped at the live brokers when it is
     /// created. Default 3.
     pub offsets_topic_replication_factor: i16,
@@ -544,6 +554,8 @@ impl Default for Config {
             replica_lag_time_max_ms: 30_000,
             replica_fetch_wait_max_ms: 500,
             replica_fetch_max_bytes: 10 << 20,
+            leader_replication_throttled_rate: i64::MAX,
+            follower_replication_throttled_rate: i64::MAX,
             offsets_topic_replication_factor: 3,
             unclean_leader_election_enable: false,
             leader_rebalance_interval_ms: 30_000,
@@ -1007,6 +1019,17 @@ impl Config {
             "replica_fetch_max_bytes",
             self.replica_fetch_max_bytes,
             1024,
+        )?;
+        // A rate of 0 would stop a reassignment for good; 1 byte/s is the slowest.
+        at_least(
+            "leader_replication_throttled_rate",
+            self.leader_replication_throttled_rate,
+            1,
+        )?;
+        at_least(
+            "follower_replication_throttled_rate",
+            self.follower_replication_throttled_rate,
+            1,
         )?;
         if self.offsets_topic_replication_factor < 1 {
             return Err(invalid("offsets_topic_replication_factor", "must be >= 1"));

@@ -84,6 +84,14 @@ enum Command {
         #[command(subcommand)]
         command: cli::ReassignCommand,
     },
+    /// Spread replicas and preferred leaders evenly over the live brokers (after adding
+    /// brokers): plan, move in batches, optionally throttled, then elect leaders.
+    Rebalance {
+        #[command(flatten)]
+        target: cli::Target,
+        #[command(flatten)]
+        args: cli::RebalanceArgs,
+    },
     /// Elect leaders: the preferred (first) replica, or with `--unclean` any live replica
     /// of a partition whose in-sync replicas are all down (it may lose acknowledged
     /// records).
@@ -212,6 +220,7 @@ fn main() -> ExitCode {
             cli::run(&target, cli::transactions(&target, command))
         }
         Command::Reassign { target, command } => cli::run(&target, cli::reassign(&target, command)),
+        Command::Rebalance { target, args } => cli::run(&target, cli::rebalance(&target, args)),
         Command::ElectLeaders {
             target,
             unclean,

@@ -146,6 +146,11 @@ pub struct Metrics {
     pub offline_partitions: IntGaugeVec,
     pub isr_changes: IntCounterVec,
     pub leader_elections: IntCounterVec,
+    /// Reassignment catch-up bytes that went through the replication throttle, by side
+    /// (leader, follower).
+    pub replication_throttled_bytes: IntCounterVec,
+    /// Time the replication throttle held reassignment catch-up back, by side.
+    pub replication_throttled_ms: IntCounterVec,
     /// Connections accepted and closed at once, by the limit they were over.
     pub connections_rejected: IntCounterVec,
     /// Connections the broker closed on a timeout, by reason.
@@ -213,6 +218,8 @@ impl Metrics {
             offline_partitions: r.gauge_vec(&OFFLINE_PARTITIONS)?,
             isr_changes: r.counter(&ISR_CHANGES)?,
             leader_elections: r.counter(&LEADER_ELECTIONS)?,
+            replication_throttled_bytes: r.counter(&REPLICATION_THROTTLED_BYTES)?,
+            replication_throttled_ms: r.counter(&REPLICATION_THROTTLED_MS)?,
             task_restarts: r.counter(&TASK_RESTARTS)?,
             connections: r.gauge(&CONNECTIONS)?,
             connections_rejected: r.counter(&CONNECTIONS_REJECTED)?,
@@ -464,6 +471,16 @@ const LEADER_ELECTIONS: Family = Family::new(
     "leader_elections_total",
     "Leader changes this broker made as the controller, by cause (failover, drain, preferred)",
     &["cause"],
+);
+const REPLICATION_THROTTLED_BYTES: Family = Family::new(
+    "replication_throttled_bytes_total",
+    "Bytes sent (side=leader) or fetched (side=follower) for replicas a reassignment is adding, while a replication throttle is set",
+    &["side"],
+);
+const REPLICATION_THROTTLED_MS: Family = Family::new(
+    "replication_throttled_time_ms_total",
+    "Milliseconds the replication throttle held back the catch-up of replicas a reassignment is adding, by side (leader, follower)",
+    &["side"],
 );
 
 // Background loops.

@@ -275,14 +275,14 @@ pub const DEFS: &[ConfigDef] = &[
         broker_setting: "(fixed)",
         default: |_| String::new(),
         kind: Kind::Replicas,
-        doc: "Accepted (empty, `*` or partition:broker pairs), no effect in Strata: replication is not throttled per replica.",
+        doc: "Accepted (empty, `*` or partition:broker pairs), no effect in Strata: the throttled replicas are those a reassignment is adding, until they are in sync (rates: leader./follower.replication.throttled.rate).",
     },
     ConfigDef {
         name: "follower.replication.throttled.replicas",
         broker_setting: "(fixed)",
         default: |_| String::new(),
         kind: Kind::Replicas,
-        doc: "Accepted (empty, `*` or partition:broker pairs), no effect in Strata: replication is not throttled per replica.",
+        doc: "Accepted (empty, `*` or partition:broker pairs), no effect in Strata: the throttled replicas are those a reassignment is adding, until they are in sync (rates: leader./follower.replication.throttled.rate).",
     },
     ConfigDef {
         name: "remote.log.copy.disable",

@@ -62,7 +62,8 @@ const fn dynamic(name: &'static str, setting: &'static str) -> BrokerSetting {
 }
 
 /// The broker settings DescribeConfigs lists, in order. The dynamic ones are the topic
-/// defaults (applied to every topic without its own override) and `num.partitions`.
+/// defaults (applied to every topic without its own override), `num.partitions` and the
+/// replication throttle rates.
 pub const SETTINGS: &[BrokerSetting] = &[
     fixed("broker.id", "node_id"),
     dynamic("num.partitions", "num_partitions"),
@@ -89,6 +90,14 @@ pub const SETTINGS: &[BrokerSetting] = &[
     ),
     dynamic("log.local.retention.ms", "log_local_retention_ms"),
     dynamic("log.local.retention.bytes", "log_local_retention_bytes"),
+    dynamic(
+        "leader.replication.throttled.rate",
+        "leader_replication_throttled_rate",
+    ),
+    dynamic(
+        "follower.replication.throttled.rate",
+        "follower_replication_throttled_rate",
+    ),
     fixed("log.cleaner.backoff.ms", "log_cleaner_interval_ms"),
     fixed(
         "log.cleaner.dedupe.buffer.size",
@@ -486,6 +495,7 @@ impl Broker {
             dropped = dropped.len(),
             "dynamic broker configs applied"
         );
+        self.replication_throttle.set_rates(&config);
         let config = Arc::new(config);
         *self
             .dynamic_configs

@@ -46,6 +46,8 @@ pub struct Broker {
     pub config: Config,
     /// Dynamic broker configs and the configuration they make.
     dynamic_configs: dynamic_config::DynamicConfigs,
+    /// The throttle on reassignment catch-up; its rates follow the dynamic configs.
+    replication_throttle: crate::replication::throttle::ReplicationThrottle,
     pub cluster_id: String,
     pub advertised_host: String,
     pub advertised_port: i32,
@@ -160,6 +162,9 @@ impl Broker {
         let topics = Registry::new(&config.data_dir, tiering.clone());
         let broker = Arc::new(Broker {
             dynamic_configs: dynamic_config::DynamicConfigs::new(&config),
+            replication_throttle: crate::replication::throttle::ReplicationThrottle::new(
+                &config, &metrics,
+            ),
             config,
             cluster_id,
             advertised_host,
@@ -339,6 +344,10 @@ impl crate::replication::ReplicaHost for Broker {
 
     fn cluster_id(&self) -> &str {
         &self.cluster_id
+    }
+
+    fn replication_throttle(&self) -> &crate::replication::throttle::ReplicationThrottle {
+        &self.replication_throttle
     }
 
     fn partitions_with_topic_ids(&self) -> Vec<(Uuid, Arc<Partition>)> {

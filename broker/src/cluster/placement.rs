@@ -82,6 +82,48 @@ pub fn replacement(
         .map(|b| b.node_id)
 }
 
+/// A broker to take over the replica `leaving` holds of a partition now on `current`,
+/// for a rebalance: not among the current replicas, keeping the partition in as many
+/// racks as before, then the least loaded (ties: a rack the other replicas do not use,
+/// then the lowest id). Unlike [`replacement`], the leaving replica's own rack counts as
+/// free, so a broker in that rack may take its place.
+pub fn move_target(
+    brokers: &[BrokerInfo],
+    current: &[i32],
+    leaving: i32,
+    load: &BTreeMap<i32, usize>,
+) -> Option<i32> {
+    let rack_of = |id: i32| {
+        brokers
+            .iter()
+            .find(|b| b.node_id == id)
+            .and_then(|b| b.rack.as_deref())
+    };
+    let racks = |replicas: &mut dyn Iterator<Item = i32>| {
+        replicas
+            .map(rack_of)
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let before = racks(&mut current.iter().copied()).len();
+    let others = racks(&mut current.iter().copied().filter(|&id| id != leaving));
+    brokers
+        .iter()
+        .filter(|b| !current.contains(&b.node_id))
+        .filter(|b| {
+            let mut after = others.clone();
+            after.insert(b.rack.as_deref());
+            after.len() >= before
+        })
+        .min_by_key(|b| {
+            (
+                load.get(&b.node_id).copied().unwrap_or(0),
+                others.contains(&b.rack.as_deref()),
+                b.node_id,
+            )
+        })
+        .map(|b| b.node_id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -111,6 +111,8 @@ pub struct ReplicaState {
     pub replicas: Vec<i32>,
     /// Replicas in `replicas` being moved off (a reassignment or a drain), as stored.
     pub removing: Vec<i32>,
+    /// Replicas a reassignment (or a drain) is adding, as stored.
+    pub adding: Vec<i32>,
     /// The ISR as stored.
     pub isr: Vec<i32>,
     /// An ISR this leader proposed and has not seen stored (or overtaken) yet.
@@ -133,6 +135,7 @@ impl ReplicaState {
             epoch,
             replicas: vec![me],
             removing: Vec::new(),
+            adding: Vec::new(),
             isr: vec![me],
             proposed_isr: None,
             followers: HashMap::new(),
@@ -163,6 +166,7 @@ impl ReplicaState {
         self.epoch = record.leader_epoch;
         self.replicas = record.replicas.clone();
         self.removing = record.removing.clone();
+        self.adding = record.adding.clone();
         // A pending proposal is settled once the stored ISR moves: to it (stored) or
         // elsewhere (the controller's change, based on a newer record, wins).
         if record.isr != self.isr || self.proposed_isr.as_ref() == Some(&record.isr) {
@@ -196,6 +200,28 @@ impl ReplicaState {
             }
         }
         isr
+    }
+
+    /// Whether `replica` is one a reassignment is adding that is not in sync yet: its
+    /// catch-up is the traffic the replication throttle bounds. A replica in the ISR, or
+    /// in the ISR this leader proposed, never is.
+    pub fn catching_up(&self, replica: i32) -> bool {
+        self.adding.contains(&replica) && !self.maximal_isr().contains(&replica)
+    }
+
+    /// Whether a fetch by `replica` from `fetch_offset` goes through the replication
+    /// throttle (a leader's view): a replica being added, not in sync, that has not
+    /// caught up. Caught up, as for the ISR, means fetching from the high watermark or
+    /// from where the leader's log ended at its previous fetch: under produce a replica
+    /// that keeps up is rarely exactly at the high watermark, and throttling it then
+    /// would hold it back behind the moves still copying, so that it could never join.
+    pub fn throttled_fetch(&self, replica: i32, fetch_offset: i64, high_watermark: i64) -> bool {
+        self.catching_up(replica)
+            && fetch_offset < high_watermark
+            && self
+                .followers
+                .get(&replica)
+                .is_none_or(|p| fetch_offset < p.previous_leader_end)
     }
 
     /// The smallest log end over the maximal ISR (a leader only).

@@ -602,6 +602,18 @@ impl Partition {
         (replica.role == Role::Leader).then_some(replica.epoch)
     }
 
+    /// See [`ReplicaState::catching_up`].
+    pub fn catching_up(&self, replica: i32) -> bool {
+        self.replica().catching_up(replica)
+    }
+
+    /// See [`ReplicaState::throttled_fetch`].
+    pub fn throttled_fetch(&self, replica: i32, fetch_offset: i64) -> bool {
+        let high_watermark = self.high_watermark();
+        self.replica()
+            .throttled_fetch(replica, fetch_offset, high_watermark)
+    }
+
     pub fn replica_state(&self) -> ReplicaState {
         self.replica().clone()
     }

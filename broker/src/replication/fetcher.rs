@@ -3,6 +3,10 @@
 //!
 //! [`run`] starts a loop for each leader that appears in the partitions' replica state;
 //! a loop ends when it has no partition left to fetch (leadership moved).
+//!
+//! Partitions where this broker is a replica being added, not in sync yet and below the
+//! leader's high watermark go through the follower's replication throttle
+//! ([`super::throttle`]): while it holds they are left out of the request.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -14,6 +18,7 @@ use tonic::transport::{Channel, Endpoint};
 use tracing::{debug, info, warn};
 
 use super::ReplicaHost;
+use super::throttle::Reservation;
 use crate::partition::Partition;
 use crate::supervise::Supervisor;
 
@@ -67,6 +72,8 @@ struct Followed {
     epoch: i32,
     fetch_offset: i64,
     last_fetched_epoch: i32,
+    /// This broker is a replica being added, not in sync yet: its fetches are throttled.
+    catching_up: bool,
 }
 
 fn followed(broker: &dyn ReplicaHost) -> Vec<Followed> {
@@ -78,6 +85,7 @@ fn followed(broker: &dyn ReplicaHost) -> Vec<Followed> {
                 && leader != broker.config().node_id
             {
                 out.push(Followed {
+                    catching_up: partition.catching_up(broker.config().node_id),
                     partition: partition.clone(),
                     topic_id,
                     leader,
@@ -133,6 +141,12 @@ async fn fetch_loop(broker: Arc<dyn ReplicaHost>, leader: i32) {
     let mut rotation = 0usize;
     // The leader answered a fetch on the current connection.
     let mut answered = false;
+    // The leader's high watermark of each partition, from its last answer: a replica
+    // being added that has reached it is not throttled (see `super::throttle`).
+    let mut leader_high_watermarks: HashMap<(uuid::Uuid, i32), i64> = HashMap::new();
+    // When each throttled partition last got a reservation (a count of grants).
+    let mut last_granted: HashMap<(uuid::Uuid, i32), u64> = HashMap::new();
+    let mut grants = 0u64;
     while !broker.shutdown().is_cancelled() {
         let mut partitions: Vec<Followed> = followed(&*broker)
             .into_iter()
@@ -156,20 +170,66 @@ async fn fetch_loop(broker: Arc<dyn ReplicaHost>, leader: i32) {
                 continue;
             }
         }
+        // Each throttled partition reserves what it may move, one at a time, so one
+        // request cannot run the bucket into more debt than a reservation or so each.
+        // The one granted longest ago asks first: a reservation of the whole rate leaves
+        // the rest held, and the rotation alone can hand every grant to the same one.
+        // Held partitions are left out. Unsettled reservations (a failed fetch) are given
+        // back when `asked` is dropped.
+        let throttle = &broker.replication_throttle().follower;
+        let mut held: Option<Duration> = None;
+        let mut asked: Vec<(Followed, Option<Reservation<'_>>, u32)> = Vec::with_capacity(len);
+        let (mut throttled, unthrottled): (Vec<Followed>, Vec<Followed>) =
+            partitions.into_iter().partition(|f| {
+                f.catching_up
+                    && leader_high_watermarks
+                        .get(&(f.topic_id, f.partition.index))
+                        .is_none_or(|&hw| f.fetch_offset < hw)
+            });
+        asked.extend(unthrottled.into_iter().map(|f| (f, None, max_bytes)));
+        throttled.sort_by_key(|f| {
+            last_granted
+                .get(&(f.topic_id, f.partition.index))
+                .copied()
+                .unwrap_or(0)
+        });
+        for f in throttled {
+            match throttle.reserve(max_bytes as usize, std::time::Instant::now()) {
+                Ok(reserved) => {
+                    grants += 1;
+                    last_granted.insert((f.topic_id, f.partition.index), grants);
+                    let limit = u32::try_from(reserved.granted()).unwrap_or(u32::MAX);
+                    asked.push((f, Some(reserved), limit));
+                }
+                Err(wait) => held = Some(held.map_or(wait, |h| h.min(wait))),
+            }
+        }
+        // Held partitions are looked at again when the throttle lifts, or sooner.
+        let wait_ms = held.map_or(wait_ms, |h| {
+            wait_ms.min(u32::try_from(h.as_millis()).unwrap_or(u32::MAX).max(1))
+        });
+        if asked.is_empty() {
+            // Look again at least as often as a fetch would: leadership or the ISR may
+            // change meanwhile.
+            tokio::select! {
+                _ = broker.shutdown().cancelled() => break,
+                _ = tokio::time::sleep(Duration::from_millis(u64::from(wait_ms).max(10))) => continue,
+            }
+        }
         let request = FetchRequest {
             replica_id: broker.config().node_id,
             cluster_id: broker.cluster_id().to_string(),
             max_wait_ms: wait_ms,
             max_bytes,
-            partitions: partitions
+            partitions: asked
                 .iter()
-                .map(|f| PartitionFetch {
+                .map(|(f, _, max_bytes)| PartitionFetch {
                     topic_id: f.topic_id.as_bytes().to_vec().into(),
                     partition: f.partition.index,
                     current_leader_epoch: f.epoch,
                     fetch_offset: f.fetch_offset,
                     last_fetched_epoch: f.last_fetched_epoch,
-                    max_bytes,
+                    max_bytes: *max_bytes,
                 })
                 .collect(),
         };
@@ -206,12 +266,18 @@ async fn fetch_loop(broker: Arc<dyn ReplicaHost>, leader: i32) {
         };
         let mut backoff = false;
         for data in response.partitions {
-            let Some(f) = partitions.iter().find(|f| {
+            let Some((f, reservation, _)) = asked.iter_mut().find(|(f, _, _)| {
                 f.partition.index == data.partition
                     && f.topic_id.as_bytes()[..] == data.topic_id[..]
             }) else {
                 continue;
             };
+            if let Some(reserved) = reservation.take() {
+                reserved.settle(data.records.len(), std::time::Instant::now());
+            }
+            if data.error == PartitionError::None as i32 {
+                leader_high_watermarks.insert((f.topic_id, f.partition.index), data.high_watermark);
+            }
             backoff |= !apply(&*broker, f, data).await;
         }
         if backoff {

@@ -15,6 +15,7 @@
 
 pub mod fetcher;
 pub mod server;
+pub mod throttle;
 
 use crate::config::Config;
 
@@ -25,6 +26,8 @@ pub trait ReplicaHost: Send + Sync + 'static {
     fn now_ms(&self) -> i64;
     fn shutdown(&self) -> &tokio_util::sync::CancellationToken;
     fn config(&self) -> &Config;
+    /// The throttle on reassignment catch-up, with the rates in force.
+    fn replication_throttle(&self) -> &throttle::ReplicationThrottle;
     fn cluster_id(&self) -> &str;
     /// Every partition of every open topic, with its topic's id.
     fn partitions_with_topic_ids(

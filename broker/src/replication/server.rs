@@ -3,6 +3,11 @@
 //! A fetch is answered at once when any partition has something for the follower
 //! (records, a truncation, an error); otherwise it waits, up to `max_wait_ms`, for any of
 //! the partitions' log ends to move.
+//!
+//! Replicas a reassignment is adding that are not in sync yet and fetch below the high
+//! watermark get their records through the leader's replication throttle
+//! ([`super::throttle`]): while it holds, their partitions answer without records and the
+//! fetch waits until it lifts.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,9 +90,12 @@ impl Service {
         self.broker.partition_by_topic_id(id, fetch.partition)
     }
 
-    /// One pass over the request; the bool says whether anything is worth answering now.
-    fn round(&self, request: &FetchRequest) -> (Vec<PartitionData>, bool) {
+    /// One pass over the request; the bool says whether anything is worth answering now,
+    /// the duration how long the throttle holds partitions back, if it held any.
+    fn round(&self, request: &FetchRequest) -> (Vec<PartitionData>, bool, Option<Duration>) {
         let now = self.broker.now_ms();
+        let throttle = &self.broker.replication_throttle().leader;
+        let mut held = None;
         let mut budget = request
             .max_bytes
             .min(self.broker.config().replica_fetch_max_bytes as u32)
@@ -110,9 +118,25 @@ impl Service {
                 };
                 // The first partition with records gets at least its first batch whole;
                 // once records went out, a spent budget means no more.
-                let max_bytes = budget
+                let mut max_bytes = budget
                     .min(fetch.max_bytes as usize)
                     .max(usize::from(!sent_records));
+                // A replica that caught up is not throttled: it only follows produce,
+                // and holding it back would keep it from ever joining the ISR.
+                let throttled = partition.throttled_fetch(request.replica_id, fetch.fetch_offset);
+                let mut reservation = None;
+                if throttled {
+                    match throttle.reserve(max_bytes, std::time::Instant::now()) {
+                        Ok(reserved) => {
+                            max_bytes = reserved.granted();
+                            reservation = Some(reserved);
+                        }
+                        Err(wait) => {
+                            held = Some(wait);
+                            max_bytes = 0;
+                        }
+                    }
+                }
                 match partition.serve_follower(&ask, max_bytes, now) {
                     Err(refusal) => {
                         urgent = true;
@@ -150,6 +174,9 @@ impl Service {
                                 urgent |= !records.is_empty();
                                 sent_records |= !records.is_empty();
                                 budget = budget.saturating_sub(records.len());
+                                if let Some(reserved) = reservation {
+                                    reserved.settle(records.len(), std::time::Instant::now());
+                                }
                                 data.records = records;
                             }
                             FollowerOutcome::Records(_) => {}
@@ -167,7 +194,7 @@ impl Service {
                 }
             })
             .collect();
-        (answers, urgent)
+        (answers, urgent, held)
     }
 }
 
@@ -190,15 +217,19 @@ impl Replication for Service {
                 .iter()
                 .filter_map(|f| self.partition(f).map(|p| p.subscribe_log_end()))
                 .collect();
-            let (partitions, urgent) = self.round(&request);
+            let (partitions, urgent, held) = self.round(&request);
             if urgent || tokio::time::Instant::now() >= deadline || ends.is_empty() {
                 return Ok(Response::new(FetchResponse { partitions }));
             }
+            // Held partitions have records waiting: look again when the throttle lifts.
+            let wake = held.map_or(deadline, |wait| {
+                deadline.min(tokio::time::Instant::now() + wait)
+            });
             let changed =
                 futures::future::select_all(ends.iter_mut().map(|r| Box::pin(r.changed())));
             tokio::select! {
                 _ = changed => {}
-                _ = tokio::time::sleep_until(deadline) => {}
+                _ = tokio::time::sleep_until(wake) => {}
                 _ = self.broker.shutdown().cancelled() => {
                     return Err(Status::unavailable("the broker is shutting down"));
                 }

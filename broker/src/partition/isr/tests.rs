@@ -150,3 +150,44 @@ fn a_dead_or_silent_follower_does_not_rejoin() {
         Some(vec![1, 2])
     );
 }
+
+#[test]
+fn only_a_replica_being_added_and_not_in_sync_is_catching_up() {
+    let mut state = replica(1);
+    let mut moving = record(1, 0, &[1, 2, 3], &[1, 2]);
+    moving.adding = vec![3];
+    state.apply(&moving, 0, 0);
+    assert!(state.catching_up(3), "added, not in sync: throttled");
+    assert!(
+        !state.catching_up(2),
+        "an in-sync follower is never throttled"
+    );
+    // Out of the ISR but not being added (a lagging follower): not a reassignment's catch-up.
+    state.apply(&record(1, 0, &[1, 2, 3], &[1]), 0, 0);
+    assert!(!state.catching_up(2) && !state.catching_up(3));
+    // Once the added replica is in the ISR this leader proposed, it is not throttled.
+    state.apply(&moving, 0, 0);
+    state.proposed_isr = Some(vec![1, 2, 3]);
+    assert!(!state.catching_up(3));
+}
+
+#[test]
+fn a_replica_being_added_is_throttled_only_until_it_keeps_up() {
+    let mut state = replica(1);
+    let mut moving = record(1, 0, &[1, 2], &[1]);
+    moving.adding = vec![2];
+    state.apply(&moving, 0, 0);
+    // Far behind: throttled.
+    assert!(state.throttled_fetch(2, 0, 100));
+    state.record_fetch(2, 0, 100, 10);
+    // At the high watermark: not throttled.
+    assert!(!state.throttled_fetch(2, 100, 100));
+    // Produce moved the end and the high watermark on, but the replica fetches from where
+    // the log ended at its previous fetch: it keeps up, and is not held back.
+    state.record_fetch(2, 100, 120, 20);
+    assert!(!state.throttled_fetch(2, 120, 130));
+    // Fallen behind where the log ended at its previous fetch: throttled again.
+    assert!(state.throttled_fetch(2, 110, 130));
+    // An in-sync follower never is.
+    assert!(!state.throttled_fetch(1, 0, 130));
+}
