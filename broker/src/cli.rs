@@ -2,8 +2,10 @@
 //! (`proto/strata/admin.proto`) that print human tables, or JSON with `--json`.
 //! docs/cli.md is their contract.
 
+mod etcd;
 mod placement;
 mod transactions;
+pub use etcd::{EtcdCommand, etcd};
 pub use placement::{ReassignCommand, elect_leaders, reassign};
 pub use transactions::{TransactionsCommand, transactions};
 
