@@ -33,6 +33,8 @@ use tokio::io::AsyncWriteExt;
 const SNAPSHOT_PREFIX: &str = "etcd-snapshots";
 /// Multipart part size of a snapshot upload.
 const PART_BYTES: u64 = 16 * 1024 * 1024;
+/// Tries of a member add, a second apart.
+const ADD_ATTEMPTS: u32 = 30;
 /// How long one etcd call may take (a snapshot's stream excepted).
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -430,11 +432,22 @@ async fn add_member(
     client: &mut Client,
     peer_url: &str,
 ) -> anyhow::Result<Vec<etcd_client::Member>> {
-    let added = client
-        .member_add([peer_url], None)
-        .await
-        .with_context(|| format!("add the member {peer_url}"))?;
-    Ok(added.member_list().to_vec())
+    // Right after a member is removed etcd may refuse the add ("unhealthy cluster": a
+    // member it has not heard from lately); it accepts once the others are active.
+    let mut attempt = 1;
+    loop {
+        match client.member_add([peer_url], None).await {
+            Ok(added) => return Ok(added.member_list().to_vec()),
+            Err(e) if attempt < ADD_ATTEMPTS => {
+                eprintln!("adding the member {peer_url} failed ({e}); retrying");
+                attempt += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("add the member {peer_url}"));
+            }
+        }
+    }
 }
 
 #[cfg(test)]

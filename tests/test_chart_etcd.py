@@ -1,0 +1,470 @@
+"""The chart's care of etcd, and its alerts (issue 21, part "etcd").
+
+- The snapshot CronJob renders with the brokers' service account and credentials, and its
+  command, run as the pod runs it (addresses rewritten to loopback), uploads etcd
+  snapshots to a bucket (moto) that `etcdctl snapshot status` reads, keeping the newest.
+- The restore runbook of docs/deploy.md, run for real: broker + etcd + bucket, produce,
+  snapshot, lose etcd's data, restore, restart: what the snapshot held is back.
+- The etcd members' start script (etcd.yaml), run as the init container runs it against
+  a real three-member etcd on loopback: a first install forms the cluster; a member whose
+  volume was lost rejoins it.
+- The PrometheusRule: promtool accepts it, and its expressions name only metrics that
+  docs/operations.md documents (or etcd's, or kube-state-metrics' one named there).
+
+Helpers come from test_deploy.py (rendering, pod environments, script runs).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from servers import REPO_ROOT, EtcdServer, ServerProcess, free_port, http_get, s3_env, wait_until
+from test_deploy import (
+    NAMESPACE,
+    Rendered,
+    chart_values,
+    container,
+    deep_merge,
+    documented_metrics,
+    helm_template,
+    pod_env,
+    render_values,
+    rendered,  # noqa: F401  (fixture)
+)
+
+OPERATIONS = REPO_ROOT / "docs" / "operations.md"
+DEPLOY = REPO_ROOT / "docs" / "deploy.md"
+
+
+def etcdctl() -> str:
+    found = shutil.which("etcdctl")
+    if not found:
+        pytest.fail("etcdctl is not installed (Debian package etcd-client; scripts/install-deps.sh)", pytrace=False)
+    return found
+
+
+def etcd_binary() -> str:
+    found = shutil.which("etcd")
+    if not found:
+        pytest.fail("etcd is not installed (Debian package etcd-server)", pytrace=False)
+    return found
+
+
+def ctl(endpoint: str, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    env = {**os.environ, "ETCDCTL_API": "3"}
+    return subprocess.run([etcdctl(), f"--endpoints={endpoint}", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def snapshot_status(path: Path) -> dict:
+    import json
+
+    result = ctl("127.0.0.1:1", "snapshot", "status", str(path), "-w", "json")
+    assert result.returncode == 0, f"etcdctl snapshot status {path}: {result.stdout}{result.stderr}"
+    return json.loads(result.stdout)
+
+
+def cronjob_pod(r: Rendered) -> dict:
+    (job,) = r.of_kind("CronJob")
+    return job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+
+
+# ---------------------------------------------------------------------------------------
+# Snapshots
+# ---------------------------------------------------------------------------------------
+
+
+def test_snapshot_cronjob_uses_the_brokers_identity_and_reaches_etcd(rendered):
+    """With the chart's etcd and an s3:// bucket the CronJob is there by default, with the
+    brokers' service account (IRSA), image and object-store credentials, and the etcd
+    NetworkPolicy lets its pods (and no stranger) reach etcd's client port."""
+    from test_deploy import Peer, allows
+
+    for name in ("minio-secret-values", "monitoring-values", "embedded-etcd-values"):
+        r = rendered[name]
+        pod = cronjob_pod(r)
+        broker_pod = r.brokers()[0]["spec"]["template"]["spec"]
+        assert pod["serviceAccountName"] == broker_pod["serviceAccountName"]
+        (c,) = pod["containers"]
+        assert c["image"] == container(r.brokers()[0])["image"]
+        assert c["command"][:3] == ["strata", "etcd", "snapshot"]
+        args = dict(a.split("=", 1) for a in c["command"][3:])
+        etcd_client = r.one("Service", f"{r.fullname()}-etcd")["metadata"]["name"]
+        assert args["--metadata"] == f"etcd://{etcd_client}.{NAMESPACE}.svc.cluster.local:2379"
+        values = chart_values(name)
+        assert args["--object-store"] == values["objectStore"]["url"]
+        broker_env = {e["name"]: e for e in container(r.brokers()[0])["env"]}
+        for e in c["env"]:
+            if e["name"].startswith("AWS_"):
+                assert e == broker_env[e["name"]], f"{name}: {e['name']} differs from the brokers'"
+        creds = values["objectStore"].get("credentials", {}).get("existingSecret")
+        assert bool(creds) == any(e["name"] == "AWS_ACCESS_KEY_ID" for e in c["env"])
+        # Room in /tmp for a snapshot as large as etcd's quota.
+        (tmp,) = [v for v in pod["volumes"] if v["name"] == "tmp"]
+        assert int(tmp["emptyDir"]["sizeLimit"]) > int(values["etcd"]["quotaBackendBytes"])
+        labels = pod_labels = r.of_kind("CronJob")[0]["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
+        etcd_sts = [s for s in r.of_kind("StatefulSet") if s["metadata"]["name"] == f"{r.fullname()}-etcd"][0]
+        etcd_labels = etcd_sts["spec"]["template"]["metadata"]["labels"]
+        policies = r.of_kind("NetworkPolicy")
+        assert allows(policies, etcd_labels, 2379, Peer(NAMESPACE, pod_labels))
+        assert not allows(policies, etcd_labels, 2380, Peer(NAMESPACE, labels))
+        assert not allows(policies, etcd_labels, 2379, Peer(NAMESPACE, {"app": "stranger"}))
+    # No CronJob without a bucket (the evaluation install) or with an etcd of your own.
+    for name in ("no-values", "external-etcd-irsa-values"):
+        assert not rendered[name].of_kind("CronJob"), name
+
+
+def test_snapshot_values_are_checked(tmp_path):
+    off = render_values(deep_merge(chart_values("minio-secret-values"), {"etcd": {"snapshots": {"enabled": False}}}),
+                        tmp_path, "off")
+    assert not off.of_kind("CronJob")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(deep_merge(chart_values("minio-secret-values"), {"etcd": {"snapshots": {"keep": 0}}})))
+    result = helm_template([bad])
+    assert result.returncode != 0 and "etcd.snapshots.keep" in result.stderr, result.stderr
+
+
+def snapshot_command(r: Rendered, etcd_endpoint: str, moto_endpoint: str) -> tuple[list[str], dict[str, str]]:
+    """The CronJob's command and environment with the cluster's addresses rewritten to
+    loopback (etcd) and moto (the bucket), the credentials moto takes."""
+    (c,) = cronjob_pod(r)["containers"]
+    command = [re.sub(r"^--metadata=etcd://[^/]+", f"--metadata=etcd://{etcd_endpoint}", a) for a in c["command"]]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "STRATA_"))}
+    for e in c["env"]:
+        env[e["name"]] = e.get("value", "")
+    bucket_env = s3_env(moto_endpoint, "unused")
+    env.update({k: bucket_env[k] for k in ("STRATA_S3_ENDPOINT", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                                          "NO_PROXY", "no_proxy")})
+    return command, env
+
+
+def run_snapshot(command: list[str], env: dict[str, str], strata_bin, object_store: str, keep: int | None = None):
+    args = [str(strata_bin), *command[1:]]
+    args = [f"--object-store={object_store}" if a.startswith("--object-store=") else a for a in args]
+    if keep is not None:
+        args = [f"--keep={keep}" if a.startswith("--keep=") else a for a in args]
+    result = subprocess.run(args, capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, f"{args}: {result.stdout}{result.stderr}"
+    return result.stdout
+
+
+def test_snapshot_job_uploads_restorable_snapshots_and_keeps_the_newest(rendered, etcd, bucket, strata_bin, tmp_path):
+    """The CronJob's command against a real etcd and bucket: each run uploads a snapshot
+    under <objectStore.url>/etcd-snapshots/ that etcdctl reads, at a revision that
+    includes what was written before it; runs beyond `keep` delete the oldest."""
+    r = rendered["minio-secret-values"]
+    command, env = snapshot_command(r, etcd.endpoint, bucket.endpoint)
+    env["STRATA_S3_REGION"] = "us-east-1"
+    object_store = f"s3://{bucket.name}/dev"
+    key = f"snap-{uuid.uuid4().hex[:8]}"
+    taken = []
+    for i in range(3):
+        assert ctl(etcd.endpoint, "put", key, f"value-{i}").returncode == 0
+        revision = int(re.search(r'"revision":"?(\d+)', ctl(etcd.endpoint, "get", key, "-w", "json").stdout).group(1))
+        out = run_snapshot(command, env, strata_bin, object_store, keep=2)
+        name = re.search(r"snapshot etcd-snapshots/(\S+):", out).group(1)
+        taken.append((name, revision))
+        time.sleep(1.1)  # names carry the second: three distinct snapshots
+    objects = bucket.objects("dev/etcd-snapshots/")
+    assert sorted(objects) == [f"dev/etcd-snapshots/{n}" for n, _ in taken[1:]], objects
+    assert f"deleted etcd-snapshots/{taken[0][0]}" in out
+    # `fetch latest` brings back the newest; etcdctl reads it at the revision written.
+    listing = subprocess.run([str(strata_bin), "etcd", "snapshots", f"--object-store={object_store}"],
+                             capture_output=True, text=True, env=env, timeout=60)
+    assert listing.returncode == 0 and taken[2][0] in listing.stdout and taken[0][0] not in listing.stdout, \
+        listing.stdout + listing.stderr
+    path = tmp_path / "latest.db"
+    fetched = subprocess.run([str(strata_bin), "etcd", "fetch", "latest", f"--output={path}",
+                              f"--object-store={object_store}"], capture_output=True, text=True, env=env, timeout=60)
+    assert fetched.returncode == 0, fetched.stdout + fetched.stderr
+    assert taken[2][0] in fetched.stdout
+    status = snapshot_status(path)
+    assert status["revision"] >= taken[2][1] and status["totalKey"] > 0, status
+    # The bytes are etcd's snapshot as uploaded (no truncation in the multipart path).
+    assert path.stat().st_size == objects[f"dev/etcd-snapshots/{taken[2][0]}"]
+    # A wrong bucket fails loudly.
+    env_bad = dict(env)
+    result = subprocess.run([str(strata_bin), *command[1:3], f"--metadata=etcd://{etcd.endpoint}",
+                             f"--object-store=s3://no-such-bucket-{uuid.uuid4().hex[:6]}"],
+                            capture_output=True, text=True, env=env_bad, timeout=120)
+    assert result.returncode != 0 and "upload the snapshot" in result.stderr, result.stdout + result.stderr
+
+
+def test_restore_runbook_brings_back_the_snapshot(broker, bucket, strata_bin, tmp_path):
+    """docs/deploy.md, "Restoring etcd from a snapshot", on loopback: a tiered broker on
+    etcd and a bucket, records produced, a snapshot taken, more written after it; the
+    broker stopped, etcd's data lost; the snapshot fetched and restored with
+    `etcdctl snapshot restore`; etcd and the broker started again. The topic of the
+    snapshot is back with every record (those after the snapshot too: they were on the
+    broker's disk), the topic created after the snapshot is gone."""
+    from clients import confluent_admin, confluent_consume, confluent_produce, create_topic, make_records
+
+    etcd = EtcdServer(tmp_path / "etcd", etcd_binary()).start()
+    try:
+        url = etcd.url("strata")
+        env = s3_env(bucket.endpoint, bucket.name, remote_upload_interval_ms=200, log_housekeeping_interval_ms=200)
+        b = broker(metadata=url, env=env, name="b0")
+        create_topic(b.bootstrap, "kept", 2, {"remote.storage.enable": "true", "segment.bytes": str(64 * 1024),
+                                              "segment.ms": "1000", "retention.ms": "-1"})
+        before = make_records(1, 400, 2, binary=True)
+        confluent_produce(b.bootstrap, "kept", before, "none")
+        wait_until("segments of `kept` in the bucket",
+                   lambda: len(bucket.segment_objects("kept")) >= 2, timeout=120)
+        snapshot_env = {**os.environ, **env}
+        out = subprocess.run([str(strata_bin), "etcd", "snapshot", f"--metadata=etcd://{etcd.endpoint}"],
+                             capture_output=True, text=True, env=snapshot_env, timeout=120)
+        assert out.returncode == 0, out.stdout + out.stderr
+        after = make_records(2, 100, 2, binary=True)
+        confluent_produce(b.bootstrap, "kept", after, "none")
+        create_topic(b.bootstrap, "lost", 1)
+        assert "lost" in confluent_admin(b.bootstrap).list_topics(timeout=10).topics
+
+        # Scale the brokers to 0; etcd loses its data.
+        assert b.stop() == 0
+        etcd.stop()
+        shutil.rmtree(etcd.workdir / "data")
+        snapshot = tmp_path / "restore.db"
+        fetched = subprocess.run([str(strata_bin), "etcd", "fetch", "latest", f"--output={snapshot}"],
+                                 capture_output=True, text=True, env=snapshot_env, timeout=60)
+        assert fetched.returncode == 0, fetched.stdout + fetched.stderr
+        peer = f"http://127.0.0.1:{etcd.peer_port}"
+        restored = ctl("127.0.0.1:1", "snapshot", "restore", str(snapshot), "--name", "default",
+                       f"--data-dir={etcd.workdir / 'data'}", f"--initial-cluster=default={peer}",
+                       f"--initial-advertise-peer-urls={peer}", "--initial-cluster-token=restored")
+        assert restored.returncode == 0, restored.stdout + restored.stderr
+        etcd.spawn()
+        etcd.wait_ready()
+        b.start()
+        topics = wait_until("the restored metadata", lambda: (t := confluent_admin(b.bootstrap).list_topics(
+            timeout=10).topics) and "kept" in t and t, timeout=60)
+        assert "lost" not in topics, "a topic created after the snapshot came back"
+        got = confluent_consume(b.bootstrap, "kept", 2)
+        assert sorted(repr((g.key, g.value)) for g in got) == sorted(repr((r.key, r.value)) for r in before + after)
+        # The broker writes on: the restored metadata is live, not read-only.
+        confluent_produce(b.bootstrap, "kept", make_records(3, 10, 2), "none")
+    finally:
+        etcd.stop()
+
+
+# ---------------------------------------------------------------------------------------
+# Members that lost their volume
+# ---------------------------------------------------------------------------------------
+
+
+class ConfiguredEtcd(ServerProcess):
+    """etcd started as the chart's etcd container starts it: from the configuration file
+    the init container wrote."""
+
+    name = "etcd"
+
+    def __init__(self, workdir: Path, config_file: Path, client_url: str):
+        super().__init__(workdir)
+        self.config_file = config_file
+        self.client_url = client_url
+
+    def command(self) -> list[str]:
+        return [etcd_binary(), f"--config-file={self.config_file}"]
+
+    def is_ready(self) -> bool:
+        status, body = http_get(f"{self.client_url}/health", timeout=2)
+        return status == 200 and '"true"' in body
+
+
+def member_env(r: Rendered, ordinal: int, ports: list[dict], root: Path) -> dict[str, str]:
+    """The init container's environment for pod `ordinal`, with every member's address
+    rewritten to its loopback ports and the volumes to directories under `root`."""
+    (sts,) = [s for s in r.of_kind("StatefulSet") if s["metadata"]["name"] == f"{r.fullname()}-etcd"]
+    (init,) = sts["spec"]["template"]["spec"]["initContainers"]
+    pod = f"{sts['metadata']['name']}-{ordinal}"
+    env = {k: v.replace("$(POD_NAME)", pod) for k, v in pod_env(init, pod).items()}
+    domain = f"{sts['spec']['serviceName']}.{NAMESPACE}.svc.cluster.local"
+    for i, p in enumerate(ports):
+        host = f"{sts['metadata']['name']}-{i}.{domain}"
+        for key, value in env.items():
+            value = value.replace(f"http://{host}:2380", f"http://127.0.0.1:{p['peer']}")
+            env[key] = value.replace(f"http://{host}:2379", f"http://127.0.0.1:{p['client']}")
+    mine = ports[ordinal]
+    member_dir = root / pod
+    member_dir.mkdir(parents=True, exist_ok=True)
+    env.update(
+        DATA_DIR=str(member_dir / "data"), CONFIG_FILE=str(member_dir / "etcd.yaml"), TMPDIR=str(member_dir),
+        LISTEN_CLIENT_URLS=f"http://127.0.0.1:{mine['client']}", LISTEN_PEER_URLS=f"http://127.0.0.1:{mine['peer']}",
+        LISTEN_METRICS_URLS=f"http://127.0.0.1:{mine['metrics']}",
+    )
+    assert "cluster.local" not in "".join(env.values()), f"an address was not rewritten: {env}"
+    return env
+
+
+def run_start_script(r: Rendered, env: dict[str, str], strata_bin, tmp_path: Path) -> subprocess.CompletedProcess:
+    script = tmp_path / "etcd-start.sh"
+    script.write_text(r.one("ConfigMap", f"{r.fullname()}-etcd")["data"]["start.sh"])
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    if not (bin_dir / "strata").exists():
+        (bin_dir / "strata").symlink_to(strata_bin)
+    full = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), **env}
+    return subprocess.run(["/bin/bash", str(script)], capture_output=True, text=True, env=full, timeout=120)
+
+
+def test_a_member_that_lost_its_volume_rejoins(rendered, strata_bin, tmp_path):
+    """Three members from the chart's start script: a first install forms a cluster
+    (state new). Member 2 loses its data: started with the first install's configuration
+    it is refused (the old fixed --initial-cluster-state=new); the script instead replaces
+    its membership and it rejoins with state existing, with the data replicated to it."""
+    r = rendered["embedded-etcd-values"]
+    ports = [{"client": free_port(), "peer": free_port(), "metrics": free_port()} for _ in range(3)]
+    envs = [member_env(r, i, ports, tmp_path / "members") for i in range(3)]
+    members: list[ConfiguredEtcd] = []
+    try:
+        for env in envs:
+            result = run_start_script(r, env, strata_bin, tmp_path)
+            assert result.returncode == 0, result.stdout + result.stderr
+            assert "--initial-cluster-state=new" in result.stdout, result.stdout + result.stderr
+            config = yaml.safe_load(Path(env["CONFIG_FILE"]).read_text())
+            assert config["initial-cluster-state"] == "new" and config["initial-cluster"] == env["INITIAL_CLUSTER"]
+            assert config["quota-backend-bytes"] == int(chart_values("embedded-etcd-values")["etcd"]["quotaBackendBytes"])
+        for i, env in enumerate(envs):
+            members.append(ConfiguredEtcd(Path(env["DATA_DIR"]).parent, Path(env["CONFIG_FILE"]), env["CLIENT_URL"]))
+            members[-1].spawn()
+        for m in members:
+            m.wait_ready()
+        endpoints = ",".join(e["CLIENT_URL"] for e in envs)
+        assert ctl(endpoints, "put", "before", "loss").returncode == 0
+        # Metrics on their own port, as the PodMonitor scrapes them.
+        status, text = http_get(f"http://127.0.0.1:{ports[0]['metrics']}/metrics")
+        assert status == 200 and "etcd_server_has_leader 1" in text
+
+        # Member 2 loses its volume.
+        members[2].stop()
+        shutil.rmtree(envs[2]["DATA_DIR"])
+        first_config = Path(envs[2]["CONFIG_FILE"]).read_text()
+        # Negative: the first install's configuration (state new) cannot bring it back.
+        stale = ConfiguredEtcd(tmp_path / "stale", Path(envs[2]["CONFIG_FILE"]), envs[2]["CLIENT_URL"])
+        stale.spawn()
+        code = stale.proc.wait(timeout=60)
+        assert code != 0, "a member with no data started with state new in a formed cluster"
+        shutil.rmtree(envs[2]["DATA_DIR"], ignore_errors=True)
+
+        assert ctl(endpoints.rsplit(",", 1)[0], "put", "during", "loss").returncode == 0
+        result = run_start_script(r, envs[2], strata_bin, tmp_path)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "removing and re-adding" in result.stderr and "--initial-cluster-state=existing" in result.stdout, \
+            result.stdout + result.stderr
+        config = yaml.safe_load(Path(envs[2]["CONFIG_FILE"]).read_text())
+        assert config["initial-cluster-state"] == "existing"
+        assert sorted(config["initial-cluster"].split(",")) == sorted(envs[0]["INITIAL_CLUSTER"].split(","))
+        assert Path(envs[2]["CONFIG_FILE"]).read_text() != first_config
+        members[2].spawn()
+        members[2].wait_ready()
+        own = envs[2]["CLIENT_URL"]
+        for key, value in (("before", "loss"), ("during", "loss")):
+            got = wait_until(f"{key} on the rejoined member",
+                             lambda: (x := ctl(own, "get", key, "--consistency=s", "--print-value-only"))
+                             and x.stdout.strip() == value and x, timeout=30)
+            assert got
+        listed = ctl(endpoints, "member", "list").stdout
+        names = sorted(line.split(", ")[2] for line in listed.strip().splitlines())
+        assert names == sorted(f"{r.fullname()}-etcd-{i}" for i in range(3)), listed
+        assert ctl(endpoints, "endpoint", "health").returncode == 0
+
+        # A restart with its data keeps it (the script asks nobody).
+        members[2].stop()
+        result = run_start_script(r, envs[2], strata_bin, tmp_path)
+        assert result.returncode == 0 and "restarts from the data" in result.stdout, result.stdout + result.stderr
+        members[2].spawn()
+        members[2].wait_ready()
+        assert len(ctl(endpoints, "member", "list").stdout.strip().splitlines()) == 3
+    finally:
+        for m in members:
+            m.kill9()
+
+
+# ---------------------------------------------------------------------------------------
+# Metrics and alerts
+# ---------------------------------------------------------------------------------------
+
+
+def etcd_metrics_in_the_docs() -> set[str]:
+    text = OPERATIONS.read_text()
+    section = text.split("\n## Alerts", 1)[1].split("\n## ", 1)[0]
+    return set(re.findall(r"`((?:etcd|kube)_[a-z_]+)`", section))
+
+
+def test_alerts_are_valid_rules_on_documented_metrics(rendered, tmp_path):
+    """promtool accepts the rendered rules; every metric they read is in the metrics table
+    of docs/operations.md or named in its "Alerts" section (etcd's, kube-state-metrics');
+    each alert links to a section of that page that exists and names the alert."""
+    r = rendered["monitoring-values"]
+    (rule,) = r.of_kind("PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    promtool = shutil.which("promtool")
+    if not promtool:
+        pytest.fail("promtool is not installed (Debian package prometheus; scripts/install-deps.sh)", pytrace=False)
+    result = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rules = [x for g in rule["spec"]["groups"] for x in g["rules"]]
+    assert f"SUCCESS: {len(rules)} rules found" in result.stdout
+    documented = documented_metrics() | etcd_metrics_in_the_docs()
+    alerts_doc = OPERATIONS.read_text().split("\n## Alerts", 1)[1].split("\n## ", 1)[0]
+    anchors = {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-")
+               for h in re.findall(r"^### (.+)$", alerts_doc, re.M)}
+    used = set()
+    for x in rules:
+        for name in re.findall(r"\b((?:strata|etcd|kube)_[a-z_]+)", x["expr"]):
+            used.add(re.sub(r"_(bucket|sum|count)$", "", name) if not name.startswith("strata_")
+                     or re.sub(r"_(bucket|sum|count)$", "", name) in documented else name)
+        assert x["labels"]["team"] == "streaming" and x["labels"]["severity"] in {"warning", "critical"}
+        assert x["annotations"]["summary"] and x["annotations"]["description"]
+        base, anchor = x["annotations"]["runbook_url"].split("#")
+        assert base == "https://docs.example.com/strata/operations" and anchor in anchors, x["annotations"]
+        assert f"`{x['alert']}`" in alerts_doc, f"{x['alert']} is not described in docs/operations.md, Alerts"
+        # Scoped to this release's pods.
+        assert f'namespace="{NAMESPACE}"' in x["expr"], x["expr"]
+    assert used <= documented, f"metrics not in docs/operations.md: {sorted(used - documented)}"
+    for wanted in ("strata_offline_partitions", "strata_under_replicated_partitions", "strata_remote_upload_lag_seconds",
+                   "strata_task_restarts_total", "strata_disk_used_percent", "etcd_mvcc_db_total_size_in_bytes",
+                   "etcd_server_quota_backend_bytes", "etcd_server_has_leader", "etcd_server_leader_changes_seen_total",
+                   "etcd_disk_wal_fsync_duration_seconds", "etcd_disk_backend_commit_duration_seconds"):
+        assert wanted in used, f"no alert reads {wanted}"
+    # Negative: a rule on an undocumented metric would be caught.
+    assert "strata_made_up_total" not in documented
+
+
+def test_alerts_follow_the_values(tmp_path):
+    """Off by default; `disabled` drops alerts; without the chart's etcd there are no etcd
+    alerts; the etcd PodMonitor selects the etcd pods' metrics port."""
+    assert not render_values(chart_values("minio-secret-values"), tmp_path, "default").of_kind("PrometheusRule")
+    values = deep_merge(chart_values("monitoring-values"),
+                        {"prometheusRule": {"disabled": ["StrataIsrFlapping"]}})
+    r = render_values(values, tmp_path, "disabled")
+    (rule,) = r.of_kind("PrometheusRule")
+    names = {x["alert"] for g in rule["spec"]["groups"] for x in g["rules"]}
+    assert "StrataIsrFlapping" not in names and "StrataOfflinePartitions" in names and "StrataEtcdNoLeader" in names
+    (monitor,) = r.of_kind("PodMonitor")
+    (sts,) = [s for s in r.of_kind("StatefulSet") if s["metadata"]["name"] == f"{r.fullname()}-etcd"]
+    labels = sts["spec"]["template"]["metadata"]["labels"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    ports = {p["name"]: p["containerPort"] for p in sts["spec"]["template"]["spec"]["containers"][0]["ports"]}
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert ports[endpoint["port"]] == 2381
+    # The rule's etcd job is the PodMonitor's (namespace/name), the brokers' the headless Service.
+    exprs = " ".join(x["expr"] for g in rule["spec"]["groups"] for x in g["rules"])
+    assert f'job="{NAMESPACE}/{monitor["metadata"]["name"]}"' in exprs
+    assert f'job="{r.fullname()}-headless"' in exprs
+    external = deep_merge(chart_values("external-etcd-irsa-values"), {"prometheusRule": {"enabled": True},
+                                                                      "metrics": {"serviceMonitor": {"enabled": True}}})
+    r = render_values(external, tmp_path, "external")
+    (rule,) = r.of_kind("PrometheusRule")
+    assert not [x for g in rule["spec"]["groups"] for x in g["rules"] if "etcd_" in x["expr"]]
+    assert not r.of_kind("PodMonitor")
