@@ -96,3 +96,19 @@ PY
     touch "$helm_stamp"
   fi
 fi
+
+# etcd care and alerts (tests/test_chart_etcd.py): etcdctl (snapshot status and restore)
+# from Debian's etcd-client, promtool (checks the chart's PrometheusRule) from Debian's
+# prometheus (about 25 MB to download).
+if [ "$what" = test ]; then
+  etcd_tools=()
+  command -v etcdctl >/dev/null || etcd_tools+=(etcd-client)
+  command -v promtool >/dev/null || etcd_tools+=(prometheus)
+  if [ ${#etcd_tools[@]} -gt 0 ]; then
+    echo "installing with apt: ${etcd_tools[*]}"
+    sudo_cmd=""
+    [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${etcd_tools[@]}"
+  fi
+fi
