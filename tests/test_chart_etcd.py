@@ -251,6 +251,7 @@ def test_restore_runbook_brings_back_the_snapshot(broker, bucket, strata_bin, tm
         assert sorted(repr((g.key, g.value)) for g in got) == sorted(repr((r.key, r.value)) for r in before + after)
         # The broker writes on: the restored metadata is live, not read-only.
         confluent_produce(b.bootstrap, "kept", make_records(3, 10, 2), "none")
+        assert b.stop() == 0
     finally:
         etcd.stop()
 
@@ -468,3 +469,40 @@ def test_alerts_follow_the_values(tmp_path):
     (rule,) = r.of_kind("PrometheusRule")
     assert not [x for g in rule["spec"]["groups"] for x in g["rules"] if "etcd_" in x["expr"]]
     assert not r.of_kind("PodMonitor")
+
+
+def test_the_restore_pod_of_the_docs_matches_the_chart(rendered, tmp_path):
+    """The restore pod of docs/deploy.md, for each member of a 3-member etcd: a valid
+    Pod whose etcdutl flags are the member's name, peer URL and the cluster the chart's
+    etcd starts with (namespace strata there), on the member's claim; the fetch runs the
+    `strata etcd fetch` this file tests."""
+    from test_deploy import KUBERNETES_VERSION, kubernetes_validate_binary, run
+
+    section = DEPLOY.read_text().split("### Restoring etcd from a snapshot", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(r"```yaml\n(.*?)```", section, re.S)
+    r = rendered["embedded-etcd-values"]
+    (sts,) = [s for s in r.of_kind("StatefulSet") if s["metadata"]["name"] == f"{r.fullname()}-etcd"]
+    assert sts["spec"]["replicas"] == 3 and sts["metadata"]["name"] == "strata-etcd"
+    (init,) = sts["spec"]["template"]["spec"]["initContainers"]
+    chart_env = {e["name"]: e.get("value") for e in init["env"]}
+    claim = sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"]
+    for n in range(3):
+        text = "\n".join(line[3:] for line in block.replace("-N", f"-{n}").splitlines())
+        pod = yaml.safe_load(text)
+        path = tmp_path / f"restore-{n}.yaml"
+        path.write_text(yaml.safe_dump(pod))
+        result = run([kubernetes_validate_binary(), "--strict", "-k", KUBERNETES_VERSION, str(path)])
+        assert result.returncode == 0, result.stdout + result.stderr
+        (restore,) = pod["spec"]["containers"]
+        assert restore["command"][:4] == ["etcdutl", "snapshot", "restore", "/var/lib/etcd/restore.db"]
+        flags = dict(a.split("=", 1) for a in restore["command"][4:])
+        in_chart = lambda value: value.replace(f".{NAMESPACE}.", ".strata.")  # noqa: E731
+        assert flags["--name"] == f"strata-etcd-{n}"
+        assert flags["--initial-cluster"] == in_chart(chart_env["INITIAL_CLUSTER"])
+        assert flags["--initial-advertise-peer-urls"] == in_chart(chart_env["PEER_URL"].replace("$(POD_NAME)", f"strata-etcd-{n}"))
+        assert flags["--data-dir"] == chart_env["DATA_DIR"]
+        assert pod["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == f"{claim}-strata-etcd-{n}"
+        assert restore["image"] == f"{sts['spec']['template']['spec']['containers'][0]['image']}"
+        (fetch,) = pod["spec"]["initContainers"]
+        assert "strata etcd fetch latest --output /var/lib/etcd/restore.db" in fetch["command"][-1]
+        assert pod["spec"]["serviceAccountName"] == r.brokers()[0]["spec"]["template"]["spec"]["serviceAccountName"]
