@@ -223,8 +223,12 @@ def test_restore_runbook_brings_back_the_snapshot(broker, bucket, strata_bin, tm
         out = subprocess.run([str(strata_bin), "etcd", "snapshot", f"--metadata=etcd://{etcd.endpoint}"],
                              capture_output=True, text=True, env=snapshot_env, timeout=120)
         assert out.returncode == 0, out.stdout + out.stderr
+        in_snapshot = set(bucket.segment_objects("kept"))
         after = make_records(2, 100, 2, binary=True)
         confluent_produce(b.bootstrap, "kept", after, "none")
+        # Segments uploaded after the snapshot: the restored manifests will not know them.
+        uploaded_after = wait_until("segments uploaded after the snapshot",
+                                    lambda: set(bucket.segment_objects("kept")) - in_snapshot, timeout=120)
         create_topic(b.bootstrap, "lost", 1)
         assert "lost" in confluent_admin(b.bootstrap).list_topics(timeout=10).topics
 
@@ -249,6 +253,13 @@ def test_restore_runbook_brings_back_the_snapshot(broker, bucket, strata_bin, tm
         assert "lost" not in topics, "a topic created after the snapshot came back"
         got = confluent_consume(b.bootstrap, "kept", 2)
         assert sorted(repr((g.key, g.value)) for g in got) == sorted(repr((r.key, r.value)) for r in before + after)
+        # The leader uploads again, under new keys, what only the lost manifests held.
+        lost_ranges = {(v["partition"], v["base"]) for k, v in bucket.segment_objects("kept").items()
+                       if k in uploaded_after}
+        assert lost_ranges, "the objects uploaded after the snapshot are gone already"
+        wait_until("post-snapshot segments uploaded again", lambda: {
+            (v["partition"], v["base"]) for k, v in bucket.segment_objects("kept").items()
+            if k not in in_snapshot and k not in uploaded_after} >= lost_ranges, timeout=120)
         # The broker writes on: the restored metadata is live, not read-only.
         confluent_produce(b.bootstrap, "kept", make_records(3, 10, 2), "none")
         assert b.stop() == 0
