@@ -395,6 +395,17 @@ def test_a_member_that_lost_its_volume_rejoins(rendered, strata_bin, tmp_path):
         members[2].spawn()
         members[2].wait_ready()
         assert len(ctl(endpoints, "member", "list").stdout.strip().splitlines()) == 3
+
+        # A majority lost: members 0 and 1 down, 1 without data. Member 2 answers
+        # without a quorum; member 1 must neither join nor start a new cluster.
+        members[0].stop()
+        members[1].stop()
+        shutil.rmtree(envs[1]["DATA_DIR"])
+        Path(envs[1]["CONFIG_FILE"]).unlink()
+        result = run_start_script(r, envs[1], strata_bin, tmp_path)
+        assert result.returncode != 0, result.stdout + result.stderr
+        assert not Path(envs[1]["CONFIG_FILE"]).exists(), "a configuration was written"
+        assert "lost its quorum" in result.stderr, result.stderr
     finally:
         for m in members:
             m.kill9()

@@ -8,9 +8,10 @@
 //! - `snapshots` lists them, `fetch` downloads one for `etcdutl snapshot restore`
 //!   (docs/deploy.md, "Restoring etcd from a snapshot").
 //! - `rejoin` is the start-up decision of one member of the chart's etcd whose data
-//!   directory is empty (templates/etcd.yaml): with a reachable cluster that has a leader,
+//!   directory is empty (templates/etcd.yaml): with a reachable cluster that has a quorum,
 //!   it replaces the member's stale entry and prints `existing` and the
-//!   `--initial-cluster` to start with; otherwise it prints `new` (a first install).
+//!   `--initial-cluster` to start with; with no member answering it prints `new` (a
+//!   first install); with members answering but no quorum it fails.
 //!
 //! The object store and etcd security settings are the broker's: `--config` names its
 //! strata.toml, and STRATA_* variables and AWS_* credentials are read as `serve` reads
@@ -335,39 +336,44 @@ fn utc_stamp(time: SystemTime) -> String {
 
 /// The decision of `rejoin`, printed for the start script.
 async fn rejoin(endpoints: &[String], name: &str, peer_url: &str) -> anyhow::Result<()> {
-    // Require a leader: members that answer without one are either a cluster still
-    // forming (a first install, all members starting together) or one that lost its
-    // quorum, where changing membership is impossible anyway.
+    // Require a leader: without one, either the cluster is still forming (a first
+    // install, all members starting together) or it lost its quorum, where changing
+    // membership is impossible anyway.
     let options = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(3))
         .with_timeout(Duration::from_secs(5))
         .with_require_leader(true);
-    let client = tokio::time::timeout(
+    let listed = match tokio::time::timeout(
         Duration::from_secs(10),
         Client::connect(endpoints, Some(options)),
     )
-    .await;
-    let mut client = match client {
-        Ok(Ok(client)) => client,
-        Ok(Err(e)) => {
-            eprintln!(
-                "no etcd cluster reachable at {} ({e}): new",
-                endpoints.join(",")
-            );
-            println!("new");
-            return Ok(());
-        }
-        Err(_) => {
-            eprintln!("no etcd cluster reachable at {}: new", endpoints.join(","));
-            println!("new");
-            return Ok(());
-        }
+    .await
+    {
+        // A leader that lost its followers may still call itself leader for a while: a
+        // linearizable read proves a quorum (etcd's /health makes the same one).
+        Ok(Ok(mut client)) => match client.get("health", None).await {
+            Ok(_) => match client.member_list().await {
+                Ok(list) => Ok((client, list.members().to_vec())),
+                Err(e) => Err(format!("no leader: {e}")),
+            },
+            Err(e) => Err(format!("no quorum: {e}")),
+        },
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out".to_string()),
     };
-    let members = match client.member_list().await {
-        Ok(list) => list.members().to_vec(),
-        Err(e) => {
+    let (mut client, members) = match listed {
+        Ok(listed) => listed,
+        Err(why) => {
+            // A member answers only once its cluster has formed: one that answers
+            // without a leader belongs to a cluster that lost its quorum. Starting a
+            // new cluster beside it would hide its data; refuse instead.
+            if let Some(formed) = answering_member(endpoints).await {
+                bail!(
+                    "{formed} answers but its cluster has no leader: it lost its quorum. A member without data cannot join it, and a new cluster would hide the old one's data. Bring back the members that hold data, or restore a snapshot (docs/deploy.md, \"Restoring etcd from a snapshot\")"
+                );
+            }
             eprintln!(
-                "the etcd cluster at {} has no leader ({e}): new",
+                "no etcd cluster at {} ({why}): a first install, new",
                 endpoints.join(",")
             );
             println!("new");
@@ -420,6 +426,26 @@ async fn rejoin(endpoints: &[String], name: &str, peer_url: &str) -> anyhow::Res
     println!("existing");
     println!("{}", initial.join(","));
     Ok(())
+}
+
+/// The first of `endpoints` that answers a status request (served without a leader).
+async fn answering_member(endpoints: &[String]) -> Option<String> {
+    for endpoint in endpoints {
+        let options = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(3))
+            .with_timeout(Duration::from_secs(3));
+        let connected = tokio::time::timeout(
+            Duration::from_secs(5),
+            Client::connect([endpoint], Some(options)),
+        )
+        .await;
+        if let Ok(Ok(mut client)) = connected
+            && client.status().await.is_ok()
+        {
+            return Some(endpoint.clone());
+        }
+    }
+    None
 }
 
 /// `http://strata-etcd-1.strata-etcd-peers.ns.svc:2380` → `strata-etcd-1`.
