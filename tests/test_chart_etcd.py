@@ -455,6 +455,8 @@ def test_alerts_are_valid_rules_on_documented_metrics(rendered, tmp_path):
         # Scoped to this release's pods.
         assert f'namespace="{NAMESPACE}"' in x["expr"], x["expr"]
     assert used <= documented, f"metrics not in docs/operations.md: {sorted(used - documented)}"
+    described = set(re.findall(r"^\| `(Strata[A-Za-z]+)`", alerts_doc, re.M))
+    assert described == {x["alert"] for x in rules}, "docs/operations.md, Alerts, and the rule differ"
     for wanted in ("strata_offline_partitions", "strata_under_replicated_partitions", "strata_remote_upload_lag_seconds",
                    "strata_task_restarts_total", "strata_disk_used_percent", "etcd_mvcc_db_total_size_in_bytes",
                    "etcd_server_quota_backend_bytes", "etcd_server_has_leader", "etcd_server_leader_changes_seen_total",
