@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 import uuid
@@ -316,43 +317,123 @@ def member_env(r: Rendered, ordinal: int, ports: list[dict], root: Path) -> dict
     return env
 
 
+class StartScript:
+    """The init container's start.sh, run in the background as the kubelet runs it."""
+
+    def __init__(self, r: Rendered, env: dict[str, str], strata_bin, tmp_path: Path):
+        # Written once: bash reads a script as it runs, so rewriting it under a running
+        # one breaks that one.
+        script = tmp_path / "etcd-start.sh"
+        text = r.one("ConfigMap", f"{r.fullname()}-etcd")["data"]["start.sh"]
+        if not script.exists() or script.read_text() != text:
+            script.write_text(text)
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir(exist_ok=True)
+        if not (bin_dir / "strata").exists():
+            (bin_dir / "strata").symlink_to(strata_bin)
+        full = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), **env}
+        logs = Path(env["CONFIG_FILE"]).parent
+        self.stdout_path, self.stderr_path = logs / "start.out", logs / "start.err"
+        with open(self.stdout_path, "w") as out, open(self.stderr_path, "w") as err:
+            self.proc = subprocess.Popen(["/bin/bash", str(script)], stdout=out, stderr=err, env=full,
+                                         start_new_session=True)
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text()
+
+    def wait(self, timeout: float = 180) -> subprocess.CompletedProcess:
+        code = self.proc.wait(timeout=timeout)
+        return subprocess.CompletedProcess(self.proc.args, code, self.stdout_path.read_text(), self.stderr())
+
+    def kill(self) -> None:
+        """The script and its `strata` (its own process group)."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
 def run_start_script(r: Rendered, env: dict[str, str], strata_bin, tmp_path: Path) -> subprocess.CompletedProcess:
-    script = tmp_path / "etcd-start.sh"
-    script.write_text(r.one("ConfigMap", f"{r.fullname()}-etcd")["data"]["start.sh"])
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir(exist_ok=True)
-    if not (bin_dir / "strata").exists():
-        (bin_dir / "strata").symlink_to(strata_bin)
-    full = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), **env}
-    return subprocess.run(["/bin/bash", str(script)], capture_output=True, text=True, env=full, timeout=120)
+    return StartScript(r, env, strata_bin, tmp_path).wait()
+
+
+def peer_members(env: dict[str, str]) -> tuple[int, str]:
+    """The answer of a member's peer port to GET /members: (status, body); (0, "") when
+    nothing listens."""
+    try:
+        return http_get(f"{env['PEER_URL']}/members", timeout=2)
+    except OSError:
+        return 0, ""
+
+
+def first_install(r: Rendered, envs: list[dict[str, str]], strata_bin, tmp_path: Path) -> list[ConfiguredEtcd]:
+    """Every member's start script at once, each member's etcd started as soon as its
+    script is done (as the kubelet does); each one decides `new`, or, late while two
+    others formed the cluster already, `existing` as the member it was listed as."""
+    scripts = [StartScript(r, env, strata_bin, tmp_path) for env in envs]
+    members: list[ConfiguredEtcd | None] = [None] * len(envs)
+    try:
+        def started() -> bool:
+            for i, (script, env) in enumerate(zip(scripts, envs)):
+                if members[i] is None and script.proc.poll() is not None:
+                    result = script.wait()
+                    assert result.returncode == 0, result.stdout + result.stderr
+                    members[i] = ConfiguredEtcd(Path(env["DATA_DIR"]).parent, Path(env["CONFIG_FILE"]), env["CLIENT_URL"])
+                    members[i].spawn()
+            return all(m is not None for m in members)
+        wait_until("every member's start script", started, timeout=120)
+    except BaseException:
+        for script in scripts:
+            script.kill()
+        for m in members:
+            if m is not None:
+                m.kill9()
+        raise
+    states = []
+    for script, env in zip(scripts, envs):
+        result = script.wait()
+        config = yaml.safe_load(Path(env["CONFIG_FILE"]).read_text())
+        states.append(config["initial-cluster-state"])
+        assert sorted(config["initial-cluster"].split(",")) == sorted(env["INITIAL_CLUSTER"].split(","))
+        if config["initial-cluster-state"] == "existing":
+            assert "never started: starting it as is" in result.stderr, result.stdout + result.stderr
+        else:
+            assert "--initial-cluster-state=new" in result.stdout, result.stdout + result.stderr
+    assert states.count("new") >= 2, states
+    return [m for m in members if m is not None]
+
+
+def three_members(r: Rendered, tmp_path: Path) -> list[dict[str, str]]:
+    """The three members' environments. The rejoin lock lasts 10 s instead of the chart's
+    90 (each rejoin holds it that long), so that the test's rejoins follow each other
+    faster."""
+    ports = [{"client": free_port(), "peer": free_port(), "metrics": free_port()} for _ in range(3)]
+    envs = [member_env(r, i, ports, tmp_path / "members") for i in range(3)]
+    for env in envs:
+        assert env["REJOIN_LOCK_SECONDS"] == "90"
+        env["REJOIN_LOCK_SECONDS"] = "10"
+    return envs
 
 
 def test_a_member_that_lost_its_volume_rejoins(rendered, strata_bin, tmp_path):
-    """Three members from the chart's start script: a first install forms a cluster
-    (state new). Member 2 loses its data: started with the first install's configuration
-    it is refused (the old fixed --initial-cluster-state=new); the script instead replaces
-    its membership and it rejoins with state existing, with the data replicated to it."""
+    """Three members from the chart's start script: a first install, every script at
+    once, forms a cluster (state new). Member 2 loses its data: started with the first
+    install's configuration it is refused (the old fixed --initial-cluster-state=new); the
+    script instead replaces its membership and it rejoins with state existing, with the
+    data replicated to it."""
     r = rendered["embedded-etcd-values"]
-    ports = [{"client": free_port(), "peer": free_port(), "metrics": free_port()} for _ in range(3)]
-    envs = [member_env(r, i, ports, tmp_path / "members") for i in range(3)]
+    envs = three_members(r, tmp_path)
     members: list[ConfiguredEtcd] = []
     try:
+        members = first_install(r, envs, strata_bin, tmp_path)
         for env in envs:
-            result = run_start_script(r, env, strata_bin, tmp_path)
-            assert result.returncode == 0, result.stdout + result.stderr
-            assert "--initial-cluster-state=new" in result.stdout, result.stdout + result.stderr
             config = yaml.safe_load(Path(env["CONFIG_FILE"]).read_text())
-            assert config["initial-cluster-state"] == "new" and config["initial-cluster"] == env["INITIAL_CLUSTER"]
             assert config["quota-backend-bytes"] == int(chart_values("embedded-etcd-values")["etcd"]["quotaBackendBytes"])
-        for i, env in enumerate(envs):
-            members.append(ConfiguredEtcd(Path(env["DATA_DIR"]).parent, Path(env["CONFIG_FILE"]), env["CLIENT_URL"]))
-            members[-1].spawn()
         for m in members:
             m.wait_ready()
         endpoints = ",".join(e["CLIENT_URL"] for e in envs)
         assert ctl(endpoints, "put", "before", "loss").returncode == 0
         # Metrics on their own port, as the PodMonitor scrapes them.
-        status, text = http_get(f"http://127.0.0.1:{ports[0]['metrics']}/metrics")
+        status, text = http_get(f"http://127.0.0.1:{envs[0]['LISTEN_METRICS_URLS'].rsplit(':', 1)[1]}/metrics")
         assert status == 200 and "etcd_server_has_leader 1" in text
 
         # Member 2 loses its volume.
@@ -402,11 +483,60 @@ def test_a_member_that_lost_its_volume_rejoins(rendered, strata_bin, tmp_path):
         members[1].stop()
         shutil.rmtree(envs[1]["DATA_DIR"])
         Path(envs[1]["CONFIG_FILE"]).unlink()
-        result = run_start_script(r, envs[1], strata_bin, tmp_path)
+        result = run_start_script(r, {**envs[1], "REJOIN_WAIT_SECONDS": "4"}, strata_bin, tmp_path)
         assert result.returncode != 0, result.stdout + result.stderr
         assert not Path(envs[1]["CONFIG_FILE"]).exists(), "a configuration was written"
         assert "lost its quorum" in result.stderr, result.stderr
     finally:
+        for m in members:
+            m.kill9()
+
+
+def test_an_empty_member_waits_for_slow_members_with_data(rendered, strata_bin, tmp_path):
+    """A restart of every member where member 2's volume is empty and the two members
+    with data come up later: while they are silent, and while only one of them runs (no
+    quorum yet), member 2's script neither starts a new cluster (raft amnesia: its old
+    member ID with an empty log) nor gives up; once they have a quorum it rejoins, and
+    the data written before is on it."""
+    r = rendered["embedded-etcd-values"]
+    envs = three_members(r, tmp_path)
+    members: list[ConfiguredEtcd] = []
+    script = None
+    try:
+        members = first_install(r, envs, strata_bin, tmp_path)
+        for m in members:
+            m.wait_ready()
+        endpoints = ",".join(e["CLIENT_URL"] for e in envs)
+        assert ctl(endpoints, "put", "before", "restart").returncode == 0
+        for m in members:
+            m.stop()
+        shutil.rmtree(envs[2]["DATA_DIR"])
+
+        script = StartScript(r, envs[2], strata_bin, tmp_path)
+        # Deciding, and telling the others it has no data, while they are all down.
+        wait_until("member 2 announcing that it has no data",
+                   lambda: peer_members(envs[2])[1].strip() == "no data", timeout=30)
+        assert script.proc.poll() is None, script.stderr()
+        # Member 0 comes back with its data: its peer port answers, no quorum yet.
+        members[0].spawn()
+        wait_until("member 2 seeing that the cluster formed before",
+                   lambda: "formed before" in script.stderr(), timeout=60)
+        assert script.proc.poll() is None, script.stderr()
+        members[1].spawn()
+        result = script.wait()
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "--initial-cluster-state=existing" in result.stdout, result.stdout + result.stderr
+        assert "removing and re-adding" in result.stderr, result.stderr
+        members[2].spawn()
+        members[2].wait_ready()
+        got = wait_until("the data written before on member 2",
+                         lambda: (x := ctl(envs[2]["CLIENT_URL"], "get", "before", "--consistency=s", "--print-value-only"))
+                         and x.stdout.strip() == "restart" and x, timeout=30)
+        assert got
+        assert ctl(endpoints, "endpoint", "health").returncode == 0
+    finally:
+        if script is not None:
+            script.kill()
         for m in members:
             m.kill9()
 

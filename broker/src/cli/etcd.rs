@@ -8,10 +8,8 @@
 //! - `snapshots` lists them, `fetch` downloads one for `etcdutl snapshot restore`
 //!   (docs/deploy.md, "Restoring etcd from a snapshot").
 //! - `rejoin` is the start-up decision of one member of the chart's etcd whose data
-//!   directory is empty (templates/etcd.yaml): with a reachable cluster that has a quorum,
-//!   it replaces the member's stale entry and prints `existing` and the
-//!   `--initial-cluster` to start with; with no member answering it prints `new` (a
-//!   first install); with members answering but no quorum it fails.
+//!   directory is empty (templates/etcd.yaml): `new` only on evidence of a first
+//!   install, otherwise `existing` after re-adding the member (module `rejoin`).
 //!
 //! The object store and etcd security settings are the broker's: `--config` names its
 //! strata.toml, and STRATA_* variables and AWS_* credentials are read as `serve` reads
@@ -30,12 +28,12 @@ use strata_broker::config::{Config, MetadataUrl};
 use strata_tiering::{Body, RemoteStore};
 use tokio::io::AsyncWriteExt;
 
+mod rejoin;
+
 /// Where snapshots go, under the object store's URL.
 const SNAPSHOT_PREFIX: &str = "etcd-snapshots";
 /// Multipart part size of a snapshot upload.
 const PART_BYTES: u64 = 16 * 1024 * 1024;
-/// Tries of a member add, a second apart.
-const ADD_ATTEMPTS: u32 = 30;
 /// How long one etcd call may take (a snapshot's stream excepted).
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -76,6 +74,22 @@ pub enum EtcdCommand {
         /// This member's peer URL (`--initial-advertise-peer-urls` of etcd).
         #[arg(long, value_name = "URL")]
         peer_url: String,
+        /// Peer URLs of the other members, comma separated: asked whether the cluster
+        /// formed before (`GET /members`), before any quorum exists.
+        #[arg(long, value_name = "URL,...", value_delimiter = ',')]
+        peers: Vec<String>,
+        /// Where to tell the other members that this one has no data while deciding
+        /// (its peer listener, `--listen-peer-urls` of etcd), e.g. http://0.0.0.0:2380.
+        #[arg(long, value_name = "URL")]
+        listen_peer: Option<String>,
+        /// Seconds to wait for evidence before giving up (or, with a majority of the
+        /// members known to be empty and none formed, before starting `new`).
+        #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+        wait: u64,
+        /// Seconds the rejoin lock is held (never released early): how long a second
+        /// member rejoining at the same time waits for this one to start.
+        #[arg(long, value_name = "SECONDS", default_value_t = 90)]
+        lock_ttl: i64,
     },
 }
 
@@ -126,7 +140,22 @@ pub fn etcd(command: EtcdCommand) -> ExitCode {
                 endpoints,
                 name,
                 peer_url,
-            } => rejoin(&endpoints, &name, &peer_url).await,
+                peers,
+                listen_peer,
+                wait,
+                lock_ttl,
+            } => {
+                rejoin::rejoin(rejoin::Request {
+                    endpoints: &endpoints,
+                    peers: &peers,
+                    name: &name,
+                    peer_url: &peer_url,
+                    listen_peer: listen_peer.as_deref(),
+                    wait: Duration::from_secs(wait),
+                    lock_ttl,
+                })
+                .await
+            }
         }
     });
     match result {
@@ -334,148 +363,6 @@ fn utc_stamp(time: SystemTime) -> String {
     )
 }
 
-/// The decision of `rejoin`, printed for the start script.
-async fn rejoin(endpoints: &[String], name: &str, peer_url: &str) -> anyhow::Result<()> {
-    // Require a leader: without one, either the cluster is still forming (a first
-    // install, all members starting together) or it lost its quorum, where changing
-    // membership is impossible anyway.
-    let options = ConnectOptions::new()
-        .with_connect_timeout(Duration::from_secs(3))
-        .with_timeout(Duration::from_secs(5))
-        .with_require_leader(true);
-    let listed = match tokio::time::timeout(
-        Duration::from_secs(10),
-        Client::connect(endpoints, Some(options)),
-    )
-    .await
-    {
-        // A leader that lost its followers may still call itself leader for a while: a
-        // linearizable read proves a quorum (etcd's /health makes the same one).
-        Ok(Ok(mut client)) => match client.get("health", None).await {
-            Ok(_) => match client.member_list().await {
-                Ok(list) => Ok((client, list.members().to_vec())),
-                Err(e) => Err(format!("no leader: {e}")),
-            },
-            Err(e) => Err(format!("no quorum: {e}")),
-        },
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("timed out".to_string()),
-    };
-    let (mut client, members) = match listed {
-        Ok(listed) => listed,
-        Err(why) => {
-            // A member answers only once its cluster has formed: one that answers
-            // without a leader belongs to a cluster that lost its quorum. Starting a
-            // new cluster beside it would hide its data; refuse instead.
-            if let Some(formed) = answering_member(endpoints).await {
-                bail!(
-                    "{formed} answers but its cluster has no leader: it lost its quorum. A member without data cannot join it, and a new cluster would hide the old one's data. Bring back the members that hold data, or restore a snapshot (docs/deploy.md, \"Restoring etcd from a snapshot\")"
-                );
-            }
-            eprintln!(
-                "no etcd cluster at {} ({why}): a first install, new",
-                endpoints.join(",")
-            );
-            println!("new");
-            return Ok(());
-        }
-    };
-    let mine = members
-        .iter()
-        .find(|m| m.peer_urls().iter().any(|u| u == peer_url) || m.name() == name);
-    let members = match mine {
-        // Added, never started (a previous attempt, or a late first start): start as is.
-        Some(member) if member.name().is_empty() => members.clone(),
-        Some(member) => {
-            eprintln!(
-                "member {name} ({:x}) is in the cluster but its data is gone: removing and re-adding it",
-                member.id()
-            );
-            client
-                .member_remove(member.id())
-                .await
-                .with_context(|| format!("remove the stale member {name}"))?;
-            add_member(&mut client, peer_url).await?
-        }
-        None => {
-            eprintln!("member {name} is not in the cluster: adding it");
-            add_member(&mut client, peer_url).await?
-        }
-    };
-    let mut initial = Vec::new();
-    for member in &members {
-        let member_name = if member.peer_urls().iter().any(|u| u == peer_url) {
-            name
-        } else if member.name().is_empty() {
-            // Another member added but not started yet: the chart names each member
-            // after its pod, the first label of its peer URL's host.
-            let url = member.peer_urls().first().map_or("", String::as_str);
-            pod_of(url).with_context(|| {
-                format!(
-                    "another member ({:x}) has no name and a peer URL {url:?} that names no pod",
-                    member.id()
-                )
-            })?
-        } else {
-            member.name()
-        };
-        for url in member.peer_urls() {
-            initial.push(format!("{member_name}={url}"));
-        }
-    }
-    println!("existing");
-    println!("{}", initial.join(","));
-    Ok(())
-}
-
-/// The first of `endpoints` that answers a status request (served without a leader).
-async fn answering_member(endpoints: &[String]) -> Option<String> {
-    for endpoint in endpoints {
-        let options = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(3))
-            .with_timeout(Duration::from_secs(3));
-        let connected = tokio::time::timeout(
-            Duration::from_secs(5),
-            Client::connect([endpoint], Some(options)),
-        )
-        .await;
-        if let Ok(Ok(mut client)) = connected
-            && client.status().await.is_ok()
-        {
-            return Some(endpoint.clone());
-        }
-    }
-    None
-}
-
-/// `http://strata-etcd-1.strata-etcd-peers.ns.svc:2380` → `strata-etcd-1`.
-fn pod_of(peer_url: &str) -> Option<&str> {
-    let host = peer_url.split("://").nth(1)?.split([':', '/']).next()?;
-    host.split('.').next().filter(|label| !label.is_empty())
-}
-
-async fn add_member(
-    client: &mut Client,
-    peer_url: &str,
-) -> anyhow::Result<Vec<etcd_client::Member>> {
-    // Right after a member is removed etcd may refuse the add ("unhealthy cluster": a
-    // member it has not heard from lately); it accepts once the others are active.
-    let mut attempt = 1;
-    loop {
-        match client.member_add([peer_url], None).await {
-            Ok(added) => return Ok(added.member_list().to_vec()),
-            Err(e) if attempt < ADD_ATTEMPTS => {
-                eprintln!("adding the member {peer_url} failed ({e}); retrying");
-                attempt += 1;
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            Err(e) => {
-                return Err(e).with_context(|| format!("add the member {peer_url}"));
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -487,15 +374,5 @@ mod tests {
         assert_eq!(at(951_782_400), "20000229T000000Z");
         assert_eq!(at(1_796_648_645), "20261207T130405Z");
         assert!(at(1_796_648_645) < at(1_796_648_646));
-    }
-
-    #[test]
-    fn a_peer_url_names_its_pod() {
-        assert_eq!(
-            pod_of("http://s-etcd-1.s-etcd-peers.ns.svc.cluster.local:2380"),
-            Some("s-etcd-1")
-        );
-        assert_eq!(pod_of("http://127.0.0.1:2380"), Some("127"));
-        assert_eq!(pod_of("nonsense"), None);
     }
 }
