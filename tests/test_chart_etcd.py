@@ -592,8 +592,58 @@ def test_alerts_are_valid_rules_on_documented_metrics(rendered, tmp_path):
                    "etcd_server_quota_backend_bytes", "etcd_server_has_leader", "etcd_server_leader_changes_seen_total",
                    "etcd_disk_wal_fsync_duration_seconds", "etcd_disk_backend_commit_duration_seconds"):
         assert wanted in used, f"no alert reads {wanted}"
+    by_name = {x["alert"]: x["expr"] for x in rules}
+    # Silent-alert traps: a CronJob that never succeeded has no last-success series, and
+    # with every etcd member down etcd_server_has_leader has none either.
+    assert "kube_cronjob_created" in by_name["StrataEtcdSnapshotMissing"], by_name["StrataEtcdSnapshotMissing"]
+    assert "absent(up{" in by_name["StrataEtcdMembersDown"], by_name["StrataEtcdMembersDown"]
     # Negative: a rule on an undocumented metric would be caught.
     assert "strata_made_up_total" not in documented
+
+
+def test_etcd_alerts_fire_without_the_series_they_usually_read(rendered, tmp_path):
+    """promtool evaluates the rendered rules: a snapshot CronJob that never succeeded
+    (only kube_cronjob_created) fires StrataEtcdSnapshotMissing, and etcd with every
+    member down (no etcd_server_has_leader series; `up` 0, or no target at all) fires
+    StrataEtcdMembersDown."""
+    promtool = shutil.which("promtool")
+    if not promtool:
+        pytest.fail("promtool is not installed (Debian package prometheus; scripts/install-deps.sh)", pytrace=False)
+    r = rendered["monitoring-values"]
+    (rule,) = r.of_kind("PrometheusRule")
+    groups = rule["spec"]["groups"]
+    for group in groups:  # promtool compares annotations too; the labels are the point here
+        for x in group["rules"]:
+            x.pop("annotations", None)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump({"groups": groups}))
+    etcd_job = f"{NAMESPACE}/{r.fullname()}-etcd"
+    cronjob = f"{r.fullname()}-etcd-snapshot"
+    max_age = int(chart_values("monitoring-values").get("prometheusRule", {}).get("etcdSnapshotMaxAgeSeconds", 10800))
+    minutes = max_age // 60 + 30
+
+    def case(series: list[dict], alerts: list[dict]) -> dict:
+        return {"interval": "1m", "input_series": series, "alert_rule_test": alerts}
+
+    created = {"series": f'kube_cronjob_created{{namespace="{NAMESPACE}", cronjob="{cronjob}"}}', "values": f"0x{minutes}"}
+    down = {"series": f'up{{namespace="{NAMESPACE}", job="{etcd_job}", pod="{r.fullname()}-etcd-0"}}', "values": "0x10"}
+    tests = {
+        "rule_files": [str(rules)],
+        "evaluation_interval": "1m",
+        "tests": [
+            case([created], [{"eval_time": f"{minutes}m", "alertname": "StrataEtcdSnapshotMissing",
+                              "exp_alerts": [{"exp_labels": {"severity": "warning", "team": "streaming"}}]}]),
+            case([down], [{"eval_time": "5m", "alertname": "StrataEtcdMembersDown",
+                           "exp_alerts": [{"exp_labels": {"severity": "critical", "team": "streaming"}}]}]),
+            case([], [{"eval_time": "5m", "alertname": "StrataEtcdMembersDown",
+                       "exp_alerts": [{"exp_labels": {"severity": "critical", "team": "streaming",
+                                                      "namespace": NAMESPACE, "job": etcd_job}}]}]),
+        ],
+    }
+    path = tmp_path / "tests.yaml"
+    path.write_text(yaml.safe_dump(tests))
+    result = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_alerts_follow_the_values(tmp_path):
