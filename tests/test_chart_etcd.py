@@ -124,6 +124,23 @@ def test_snapshot_cronjob_uses_the_brokers_identity_and_reaches_etcd(rendered):
         assert not rendered[name].of_kind("CronJob"), name
 
 
+def test_etcd_pods_roll_on_a_new_start_script_and_the_snapshot_job_gets_extra_env(tmp_path):
+    """The etcd pod template carries the sha256 of the start script it runs (a new
+    script rolls the members); the snapshot CronJob gets the brokers' extraEnv (S3 or
+    AWS settings given only there)."""
+    import hashlib
+
+    r = render_values(deep_merge(chart_values("embedded-etcd-values"), {
+        "extraEnv": [{"name": "AWS_REGION", "value": "eu-west-3"}]}), tmp_path, "extra-env")
+    script = r.one("ConfigMap", f"{r.fullname()}-etcd")["data"]["start.sh"]
+    (sts,) = [s for s in r.of_kind("StatefulSet") if s["metadata"]["name"] == f"{r.fullname()}-etcd"]
+    annotations = sts["spec"]["template"]["metadata"]["annotations"]
+    # The ConfigMap's block scalar adds the final newline.
+    assert annotations["checksum/start-script"] == hashlib.sha256(script.rstrip("\n").encode()).hexdigest(), annotations
+    (c,) = cronjob_pod(r)["containers"]
+    assert {"name": "AWS_REGION", "value": "eu-west-3"} in c["env"], c["env"]
+
+
 def test_snapshot_values_are_checked(tmp_path):
     off = render_values(deep_merge(chart_values("minio-secret-values"), {"etcd": {"snapshots": {"enabled": False}}}),
                         tmp_path, "off")
