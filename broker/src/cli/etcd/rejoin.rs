@@ -117,6 +117,8 @@ pub async fn rejoin(request: Request<'_>) -> anyhow::Result<()> {
     };
     let started = Instant::now();
     let mut formed_seen = false;
+    // A look can miss an answer (a busy member): decide on silence only after several.
+    let mut rounds = 0u32;
     let outcome = loop {
         match quorum(request.endpoints).await {
             Ok((client, endpoint)) => break join_existing(client, &endpoint, &request).await,
@@ -132,7 +134,9 @@ pub async fn rejoin(request: Request<'_>) -> anyhow::Result<()> {
                     }
                     seen.push(look);
                 }
-                match verdict(&seen, formed_seen, started.elapsed() >= request.wait) {
+                rounds += 1;
+                let waited_enough = started.elapsed() >= request.wait && rounds >= 3;
+                match verdict(&seen, formed_seen, waited_enough) {
                     Verdict::New => {
                         eprintln!(
                             "no etcd cluster formed before at {} (members: {seen:?}): a first install, new",
@@ -224,7 +228,7 @@ async fn look_at(peer_url: &str) -> Peer {
         stream.read_to_end(&mut response).await.ok()?;
         Some(classify(&String::from_utf8_lossy(&response)))
     };
-    tokio::time::timeout(Duration::from_secs(3), look)
+    tokio::time::timeout(Duration::from_secs(5), look)
         .await
         .ok()
         .flatten()
