@@ -84,6 +84,11 @@ def cronjob_pod(r: Rendered) -> dict:
 # ---------------------------------------------------------------------------------------
 
 
+def broker_env_value(r: Rendered, name: str) -> str:
+    (value,) = [e["value"] for e in container(r.brokers()[0])["env"] if e["name"] == name]
+    return value
+
+
 def test_snapshot_cronjob_uses_the_brokers_identity_and_reaches_etcd(rendered):
     """With the chart's etcd and an s3:// bucket the CronJob is there by default, with the
     brokers' service account (IRSA), image and object-store credentials, and the etcd
@@ -100,8 +105,11 @@ def test_snapshot_cronjob_uses_the_brokers_identity_and_reaches_etcd(rendered):
         assert c["command"][:3] == ["strata", "etcd", "snapshot"]
         args = dict(a.split("=", 1) for a in c["command"][3:])
         etcd_client = r.one("Service", f"{r.fullname()}-etcd")["metadata"]["name"]
-        assert args["--metadata"] == f"etcd://{etcd_client}.{NAMESPACE}.svc.cluster.local:2379"
         values = chart_values(name)
+        # The brokers' metadata URL, prefix included: the cluster id is read there.
+        assert args["--metadata"] == f"etcd://{etcd_client}.{NAMESPACE}.svc.cluster.local:2379/" \
+            f"{values.get('metadata', {}).get('prefix', 'strata')}"
+        assert args["--metadata"] == broker_env_value(r, "STRATA_METADATA")
         assert args["--object-store"] == values["objectStore"]["url"]
         broker_env = {e["name"]: e for e in container(r.brokers()[0])["env"]}
         for e in c["env"]:
@@ -177,41 +185,67 @@ def run_snapshot(command: list[str], env: dict[str, str], strata_bin, object_sto
 
 def test_snapshot_job_uploads_restorable_snapshots_and_keeps_the_newest(rendered, etcd, bucket, strata_bin, tmp_path):
     """The CronJob's command against a real etcd and bucket: each run uploads a snapshot
-    under <objectStore.url>/etcd-snapshots/ that etcdctl reads, at a revision that
-    includes what was written before it; runs beyond `keep` delete the oldest."""
+    under <objectStore.url>/etcd-snapshots/<cluster id>/ that etcdctl reads, at a
+    revision that includes what was written before it; runs beyond `keep` delete the
+    oldest of that cluster only. An etcd without a Strata cluster id (an empty one, as
+    after losing every volume) is refused: its snapshots would rotate out the good ones.
+    A second cluster sharing the bucket (another prefix) keeps its own."""
     r = rendered["minio-secret-values"]
     command, env = snapshot_command(r, etcd.endpoint, bucket.endpoint)
     env["STRATA_S3_REGION"] = "us-east-1"
     object_store = f"s3://{bucket.name}/dev"
+    prefix = re.match(r"--metadata=etcd://[^/]+/(.+)$", next(a for a in command if a.startswith("--metadata="))).group(1)
+    # No cluster id yet: refused, nothing uploaded.
+    args = [str(strata_bin), *command[1:]]
+    args = [f"--object-store={object_store}" if a.startswith("--object-store=") else a for a in args]
+    refused = subprocess.run(args, capture_output=True, text=True, env=env, timeout=120)
+    assert refused.returncode != 0 and "cluster_id" in refused.stderr, refused.stdout + refused.stderr
+    assert bucket.objects("dev/etcd-snapshots/") == {}
+    cluster_id, other_id = f"c-{uuid.uuid4().hex[:8]}", f"o-{uuid.uuid4().hex[:8]}"
+    assert ctl(etcd.endpoint, "put", f"{prefix}/cluster_id", cluster_id).returncode == 0
+    assert ctl(etcd.endpoint, "put", "other/cluster_id", other_id).returncode == 0
+    other = [re.sub(r"^(--metadata=etcd://[^/]+)/.*$", r"\1/other", a) for a in command]
+    other_out = run_snapshot(other, env, strata_bin, object_store, keep=1)
+    other_name = re.search(rf"snapshot etcd-snapshots/{other_id}/(\S+):", other_out).group(1)
     key = f"snap-{uuid.uuid4().hex[:8]}"
     taken = []
     for i in range(3):
         assert ctl(etcd.endpoint, "put", key, f"value-{i}").returncode == 0
         revision = int(re.search(r'"revision":"?(\d+)', ctl(etcd.endpoint, "get", key, "-w", "json").stdout).group(1))
         out = run_snapshot(command, env, strata_bin, object_store, keep=2)
-        name = re.search(r"snapshot etcd-snapshots/(\S+):", out).group(1)
+        name = re.search(rf"snapshot etcd-snapshots/{cluster_id}/(\S+):", out).group(1)
         taken.append((name, revision))
         time.sleep(1.1)  # names carry the second: three distinct snapshots
     objects = bucket.objects("dev/etcd-snapshots/")
-    assert sorted(objects) == [f"dev/etcd-snapshots/{n}" for n, _ in taken[1:]], objects
-    assert f"deleted etcd-snapshots/{taken[0][0]}" in out
-    # `fetch latest` brings back the newest; etcdctl reads it at the revision written.
+    assert sorted(objects) == sorted([f"dev/etcd-snapshots/{cluster_id}/{n}" for n, _ in taken[1:]]
+                                     + [f"dev/etcd-snapshots/{other_id}/{other_name}"]), objects
+    assert f"deleted etcd-snapshots/{cluster_id}/{taken[0][0]}" in out
+    # `fetch latest --cluster-id` brings back the newest; etcdctl reads it at the revision written.
     listing = subprocess.run([str(strata_bin), "etcd", "snapshots", f"--object-store={object_store}"],
                              capture_output=True, text=True, env=env, timeout=60)
-    assert listing.returncode == 0 and taken[2][0] in listing.stdout and taken[0][0] not in listing.stdout, \
+    assert listing.returncode == 0 and f"{cluster_id}/{taken[2][0]}" in listing.stdout \
+        and taken[0][0] not in listing.stdout and f"{other_id}/{other_name}" in listing.stdout, \
         listing.stdout + listing.stderr
     path = tmp_path / "latest.db"
-    fetched = subprocess.run([str(strata_bin), "etcd", "fetch", "latest", f"--output={path}",
-                              f"--object-store={object_store}"], capture_output=True, text=True, env=env, timeout=60)
+    fetch = [str(strata_bin), "etcd", "fetch", "latest", f"--output={path}", f"--object-store={object_store}"]
+    no_id = subprocess.run(fetch, capture_output=True, text=True, env=env, timeout=60)
+    assert no_id.returncode != 0 and "--cluster-id" in no_id.stderr, no_id.stdout + no_id.stderr
+    fetched = subprocess.run([*fetch, f"--cluster-id={cluster_id}"], capture_output=True, text=True, env=env, timeout=60)
     assert fetched.returncode == 0, fetched.stdout + fetched.stderr
     assert taken[2][0] in fetched.stdout
     status = snapshot_status(path)
     assert status["revision"] >= taken[2][1] and status["totalKey"] > 0, status
-    # The bytes are etcd's snapshot as uploaded (no truncation in the multipart path).
-    assert path.stat().st_size == objects[f"dev/etcd-snapshots/{taken[2][0]}"]
+    # The bytes are etcd's snapshot as uploaded.
+    assert path.stat().st_size == objects[f"dev/etcd-snapshots/{cluster_id}/{taken[2][0]}"]
+    # By name, as the runbook fetches it.
+    by_name = tmp_path / "by-name.db"
+    fetched = subprocess.run([str(strata_bin), "etcd", "fetch", f"{cluster_id}/{taken[1][0]}", f"--output={by_name}",
+                              f"--object-store={object_store}"], capture_output=True, text=True, env=env, timeout=60)
+    assert fetched.returncode == 0, fetched.stdout + fetched.stderr
+    assert snapshot_status(by_name)["revision"] >= taken[1][1]
     # A wrong bucket fails loudly.
     env_bad = dict(env)
-    result = subprocess.run([str(strata_bin), *command[1:3], f"--metadata=etcd://{etcd.endpoint}",
+    result = subprocess.run([str(strata_bin), *command[1:3], f"--metadata=etcd://{etcd.endpoint}/{prefix}",
                              f"--object-store=s3://no-such-bucket-{uuid.uuid4().hex[:6]}"],
                             capture_output=True, text=True, env=env_bad, timeout=120)
     assert result.returncode != 0 and "upload the snapshot" in result.stderr, result.stdout + result.stderr
@@ -255,7 +289,12 @@ def test_restore_runbook_brings_back_the_snapshot(broker, bucket, strata_bin, tm
         etcd.stop()
         shutil.rmtree(etcd.workdir / "data")
         snapshot = tmp_path / "restore.db"
-        fetched = subprocess.run([str(strata_bin), "etcd", "fetch", "latest", f"--output={snapshot}"],
+        # The runbook's step 2: the snapshot by name, as `snapshots` lists it.
+        listed = subprocess.run([str(strata_bin), "etcd", "snapshots"], capture_output=True, text=True,
+                                env=snapshot_env, timeout=60)
+        assert listed.returncode == 0, listed.stdout + listed.stderr
+        (name,) = re.findall(r"^(\S+/\S+\.db)\s", listed.stdout, re.M)
+        fetched = subprocess.run([str(strata_bin), "etcd", "fetch", name, f"--output={snapshot}"],
                                  capture_output=True, text=True, env=snapshot_env, timeout=60)
         assert fetched.returncode == 0, fetched.stdout + fetched.stderr
         peer = f"http://127.0.0.1:{etcd.peer_port}"
@@ -500,7 +539,7 @@ def test_a_member_that_lost_its_volume_rejoins(rendered, strata_bin, tmp_path):
         members[1].stop()
         shutil.rmtree(envs[1]["DATA_DIR"])
         Path(envs[1]["CONFIG_FILE"]).unlink()
-        result = run_start_script(r, {**envs[1], "REJOIN_WAIT_SECONDS": "4"}, strata_bin, tmp_path)
+        result = run_start_script(r, {**envs[1], "REJOIN_WAIT_SECONDS": "10"}, strata_bin, tmp_path)
         assert result.returncode != 0, result.stdout + result.stderr
         assert not Path(envs[1]["CONFIG_FILE"]).exists(), "a configuration was written"
         assert "lost its quorum" in result.stderr, result.stderr
@@ -725,5 +764,5 @@ def test_the_restore_pod_of_the_docs_matches_the_chart(rendered, tmp_path):
         assert pod["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == f"{claim}-strata-etcd-{n}"
         assert restore["image"] == f"{sts['spec']['template']['spec']['containers'][0]['image']}"
         (fetch,) = pod["spec"]["initContainers"]
-        assert "strata etcd fetch latest --output /var/lib/etcd/restore.db" in fetch["command"][-1]
+        assert "strata etcd fetch CLUSTER_ID/SNAPSHOT.db --output /var/lib/etcd/restore.db" in fetch["command"][-1]
         assert pod["spec"]["serviceAccountName"] == r.brokers()[0]["spec"]["template"]["spec"]["serviceAccountName"]

@@ -1,12 +1,16 @@
 //! `strata etcd`: care of the etcd that holds the cluster's metadata.
 //!
-//! - `snapshot` streams etcd's maintenance snapshot (the whole database, every prefix) to
-//!   a temporary file, uploads it to the object store under
-//!   `<object_store>/etcd-snapshots/<UTC time>-r<revision>.db`, then deletes all but the
-//!   newest `--keep`. Tiered segments live under `<object_store>/<cluster id>/`, so the
-//!   scrubber never sees these objects. The Helm chart's CronJob runs it.
-//! - `snapshots` lists them, `fetch` downloads one for `etcdutl snapshot restore`
-//!   (docs/deploy.md, "Restoring etcd from a snapshot").
+//! - `snapshot` reads the Strata cluster id from etcd (`<prefix>/cluster_id`; it refuses
+//!   an etcd without one: an empty etcd, whose snapshots would rotate out the good ones),
+//!   streams etcd's maintenance snapshot (the whole database, every prefix) to a
+//!   temporary file, uploads it to the object store under
+//!   `<object_store>/etcd-snapshots/<cluster id>/<UTC time>-r<revision>.db`, then deletes
+//!   all but the newest `--keep` of that cluster id: clusters sharing a bucket, or a new
+//!   cluster after all of etcd was lost, never delete another's snapshots. Tiered segments
+//!   live under `<object_store>/<cluster id>/`, so the scrubber never sees these objects.
+//!   The Helm chart's CronJob runs it.
+//! - `snapshots` lists them (`<cluster id>/<name>`), `fetch` downloads one for
+//!   `etcdutl snapshot restore` (docs/deploy.md, "Restoring etcd from a snapshot").
 //! - `rejoin` is the start-up decision of one member of the chart's etcd whose data
 //!   directory is empty (templates/etcd.yaml): `new` only on evidence of a first
 //!   install, otherwise `existing` after re-adding the member (module `rejoin`).
@@ -47,17 +51,22 @@ pub enum EtcdCommand {
         #[arg(long, value_name = "N", default_value_t = 7)]
         keep: usize,
     },
-    /// List the snapshots in the object store, oldest first.
+    /// List the snapshots in the object store, by cluster id, oldest first.
     Snapshots {
         #[command(flatten)]
         settings: Settings,
     },
-    /// Download a snapshot (a name `snapshots` lists, or `latest`) to a file.
+    /// Download a snapshot (a name `snapshots` lists, or `latest` with `--cluster-id`) to
+    /// a file.
     Fetch {
         #[command(flatten)]
         settings: Settings,
-        /// The snapshot's name, e.g. 20261207T130000Z-r4242.db, or `latest`.
+        /// The snapshot's name as `snapshots` lists it, e.g.
+        /// 6f1c.../20261207T130000Z-r4242.db, or `latest` (the newest of `--cluster-id`).
         name: String,
+        /// The cluster whose newest snapshot `latest` means.
+        #[arg(long, value_name = "ID")]
+        cluster_id: Option<String>,
         /// The file to write.
         #[arg(long, value_name = "FILE")]
         output: PathBuf,
@@ -134,8 +143,9 @@ pub fn etcd(command: EtcdCommand) -> ExitCode {
             EtcdCommand::Fetch {
                 settings,
                 name,
+                cluster_id,
                 output,
-            } => fetch(&settings.load()?, &name, &output).await,
+            } => fetch(&settings.load()?, &name, cluster_id.as_deref(), &output).await,
             EtcdCommand::Rejoin {
                 endpoints,
                 name,
@@ -177,8 +187,8 @@ fn object_store(config: &Config) -> anyhow::Result<strata_tiering::store::Object
 
 /// A client for snapshots: no per-call deadline, since a snapshot of a large database
 /// streams for longer than any fixed one.
-async fn snapshot_client(config: &Config) -> anyhow::Result<(Client, Vec<String>)> {
-    let MetadataUrl::Etcd { endpoints, .. } = config.metadata_url()? else {
+async fn snapshot_client(config: &Config) -> anyhow::Result<(Client, Vec<String>, String)> {
+    let MetadataUrl::Etcd { endpoints, prefix } = config.metadata_url()? else {
         bail!("setting `metadata`: a snapshot needs an etcd:// URL, not the embedded store");
     };
     let security = EtcdSecurity::from_config(config)?;
@@ -207,7 +217,7 @@ async fn snapshot_client(config: &Config) -> anyhow::Result<(Client, Vec<String>
     let client = Client::connect(&urls, Some(options))
         .await
         .with_context(|| format!("connect to etcd at {}", endpoints.join(",")))?;
-    Ok((client, endpoints))
+    Ok((client, endpoints, prefix))
 }
 
 async fn snapshot(config: &Config, keep: usize) -> anyhow::Result<()> {
@@ -215,7 +225,24 @@ async fn snapshot(config: &Config, keep: usize) -> anyhow::Result<()> {
         bail!("--keep 0 would delete the snapshot just taken; keep at least 1");
     }
     let store = object_store(config)?;
-    let (mut client, endpoints) = snapshot_client(config).await?;
+    let (mut client, endpoints, prefix) = snapshot_client(config).await?;
+    let id_key = format!("{prefix}/cluster_id");
+    let found = tokio::time::timeout(CALL_TIMEOUT, client.get(id_key.as_str(), None))
+        .await
+        .context("read the cluster id from etcd: timed out")?
+        .context("read the cluster id from etcd")?;
+    let cluster_id = match found.kvs().first() {
+        Some(kv) => String::from_utf8(kv.value().to_vec())
+            .with_context(|| format!("{id_key} is not UTF-8"))?,
+        None => bail!(
+            "etcd at {} has no {id_key}: no Strata cluster uses this prefix (an empty etcd, or a wrong prefix). Refusing to snapshot: its snapshots would rotate out the good ones",
+            endpoints.join(",")
+        ),
+    };
+    if cluster_id.is_empty() || cluster_id.contains('/') {
+        bail!("{id_key} holds {cluster_id:?}, not a cluster id");
+    }
+    let dir = format!("{SNAPSHOT_PREFIX}/{cluster_id}");
     let status = tokio::time::timeout(CALL_TIMEOUT, client.status())
         .await
         .context("ask etcd for its revision: timed out")?
@@ -225,23 +252,25 @@ async fn snapshot(config: &Config, keep: usize) -> anyhow::Result<()> {
     let temp = std::env::temp_dir().join(format!("strata-etcd-{}-{name}", std::process::id()));
     let written = download_snapshot(&mut client, &temp).await;
     let uploaded = match written {
-        Ok(bytes) => upload(&store, &name, &temp).await.map(|()| bytes),
+        Ok(bytes) => upload(&store, &format!("{dir}/{name}"), &temp)
+            .await
+            .map(|()| bytes),
         Err(e) => Err(e),
     };
     let _ = std::fs::remove_file(&temp);
     let bytes = uploaded?;
     println!(
-        "snapshot {SNAPSHOT_PREFIX}/{name}: {bytes} bytes at revision {revision} from {} to {store}",
+        "snapshot {dir}/{name}: {bytes} bytes at revision {revision} from {} to {store}",
         endpoints.join(",")
     );
-    let names = snapshot_names(&store).await?;
+    let names = snapshot_names(&store, &cluster_id).await?;
     let surplus = names.len().saturating_sub(keep);
     for old in &names[..surplus] {
         store
-            .delete(&format!("{SNAPSHOT_PREFIX}/{old}"))
+            .delete(&format!("{dir}/{old}"))
             .await
             .with_context(|| format!("delete the old snapshot {old}"))?;
-        println!("deleted {SNAPSHOT_PREFIX}/{old}");
+        println!("deleted {dir}/{old}");
     }
     Ok(())
 }
@@ -268,9 +297,10 @@ async fn download_snapshot(client: &mut Client, path: &Path) -> anyhow::Result<u
     Ok(bytes)
 }
 
+/// Uploads `path` to `key` (under the object store's URL).
 async fn upload(
     store: &strata_tiering::store::ObjectStoreBackend,
-    name: &str,
+    key: &str,
     path: &Path,
 ) -> anyhow::Result<()> {
     let file = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
@@ -281,16 +311,18 @@ async fn upload(
     let mut body = Body::new();
     body.push_file(Arc::new(file), 0, len);
     store
-        .put_body(&format!("{SNAPSHOT_PREFIX}/{name}"), &body, PART_BYTES)
+        .put_body(key, &body, PART_BYTES)
         .await
-        .with_context(|| format!("upload the snapshot {name}"))
+        .with_context(|| format!("upload the snapshot {key}"))
 }
 
-/// The snapshots in the store, oldest first (their names start with the UTC time).
+/// The snapshots of one cluster in the store, oldest first (their names start with the
+/// UTC time).
 async fn snapshot_names(
     store: &strata_tiering::store::ObjectStoreBackend,
+    cluster_id: &str,
 ) -> anyhow::Result<Vec<String>> {
-    let prefix = format!("{SNAPSHOT_PREFIX}/");
+    let prefix = format!("{SNAPSHOT_PREFIX}/{cluster_id}/");
     let mut names: Vec<String> = store
         .list(&prefix)
         .await
@@ -308,20 +340,30 @@ async fn list(config: &Config) -> anyhow::Result<()> {
     let prefix = format!("{SNAPSHOT_PREFIX}/");
     let mut objects = store.list(&prefix).await.context("list the snapshots")?;
     objects.sort_by(|a, b| a.key.cmp(&b.key));
-    println!("{:<40} {:>14}", "SNAPSHOT", "BYTES");
+    println!("{:<80} {:>14}", "SNAPSHOT (CLUSTER ID/NAME)", "BYTES");
     for object in objects.iter().filter(|o| o.key.ends_with(".db")) {
         let name = object.key.strip_prefix(&prefix).unwrap_or(&object.key);
-        println!("{name:<40} {:>14}", object.size);
+        println!("{name:<80} {:>14}", object.size);
     }
     Ok(())
 }
 
-async fn fetch(config: &Config, name: &str, output: &Path) -> anyhow::Result<()> {
+async fn fetch(
+    config: &Config,
+    name: &str,
+    cluster_id: Option<&str>,
+    output: &Path,
+) -> anyhow::Result<()> {
     let store = object_store(config)?;
     let name = if name == "latest" {
-        match snapshot_names(&store).await?.pop() {
-            Some(newest) => newest,
-            None => bail!("no snapshot under {SNAPSHOT_PREFIX}/ in {store}"),
+        let Some(cluster_id) = cluster_id else {
+            bail!(
+                "`latest` needs --cluster-id: snapshots are kept per cluster (`strata etcd snapshots` lists them); pick one from before the incident"
+            );
+        };
+        match snapshot_names(&store, cluster_id).await?.pop() {
+            Some(newest) => format!("{cluster_id}/{newest}"),
+            None => bail!("no snapshot under {SNAPSHOT_PREFIX}/{cluster_id}/ in {store}"),
         }
     } else {
         name.to_string()
