@@ -16,6 +16,8 @@ Helpers come from test_deploy.py (rendering, pod environments, script runs).
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
 import shutil
@@ -251,11 +253,27 @@ def test_snapshot_job_uploads_restorable_snapshots_and_keeps_the_newest(rendered
     assert result.returncode != 0 and "upload the snapshot" in result.stderr, result.stdout + result.stderr
 
 
+def epochs_and_producer_ids(endpoint: str, prefix: str) -> tuple[dict[tuple[str, int], int], int | None]:
+    """Every partition's leader epoch in etcd, and the next producer id (None: none yet)."""
+    listed = ctl(endpoint, "get", f"{prefix}/topics/", "--prefix", "-w", "json")
+    assert listed.returncode == 0, listed.stderr
+    epochs = {}
+    for kv in json.loads(listed.stdout).get("kvs", []):
+        record = json.loads(base64.b64decode(kv["value"]))
+        for i, p in enumerate(record["partitions"]):
+            epochs[(record["name"], i)] = p["leader_epoch"]
+    counter = ctl(endpoint, "get", f"{prefix}/producer_ids", "--print-value-only")
+    assert counter.returncode == 0, counter.stderr
+    return epochs, int(counter.stdout) if counter.stdout.strip() else None
+
+
 def test_restore_runbook_brings_back_the_snapshot(broker, bucket, strata_bin, tmp_path):
     """docs/deploy.md, "Restoring etcd from a snapshot", on loopback: a tiered broker on
     etcd and a bucket, records produced, a snapshot taken, more written after it; the
     broker stopped, etcd's data lost; the snapshot fetched and restored with
-    `etcdctl snapshot restore`; etcd and the broker started again. The topic of the
+    `etcdctl snapshot restore`; `strata etcd after-restore` raises every leader epoch
+    and the producer id counter past what was used before the loss (the snapshot rolled
+    them back); etcd and the broker started again. The topic of the
     snapshot is back with every record (those after the snapshot too: they were on the
     broker's disk), the topic created after the snapshot is gone."""
     from clients import confluent_admin, confluent_consume, confluent_produce, create_topic, make_records
@@ -268,7 +286,8 @@ def test_restore_runbook_brings_back_the_snapshot(broker, bucket, strata_bin, tm
         create_topic(b.bootstrap, "kept", 2, {"remote.storage.enable": "true", "segment.bytes": str(64 * 1024),
                                               "segment.ms": "1000", "retention.ms": "-1"})
         before = make_records(1, 400, 2, binary=True)
-        confluent_produce(b.bootstrap, "kept", before, "none")
+        # Idempotent: producer ids are reserved in etcd (<prefix>/producer_ids).
+        confluent_produce(b.bootstrap, "kept", before, "none", **{"enable.idempotence": True})
         wait_until("segments of `kept` in the bucket",
                    lambda: len(bucket.segment_objects("kept")) >= 2, timeout=120)
         snapshot_env = {**os.environ, **env}
@@ -283,6 +302,12 @@ def test_restore_runbook_brings_back_the_snapshot(broker, bucket, strata_bin, tm
                                     lambda: set(bucket.segment_objects("kept")) - in_snapshot, timeout=120)
         create_topic(b.bootstrap, "lost", 1)
         assert "lost" in confluent_admin(b.bootstrap).list_topics(timeout=10).topics
+        # Another producer after the snapshot: a producer id the restored counter would
+        # hand out again.
+        late = make_records(4, 5, 2)
+        confluent_produce(b.bootstrap, "kept", late, "none", **{"enable.idempotence": True})
+        used_epochs, used_producer_ids = epochs_and_producer_ids(etcd.endpoint, "strata")
+        assert used_producer_ids is not None, "no producer id was reserved"
 
         # Scale the brokers to 0; etcd loses its data.
         assert b.stop() == 0
@@ -304,12 +329,23 @@ def test_restore_runbook_brings_back_the_snapshot(broker, bucket, strata_bin, tm
         assert restored.returncode == 0, restored.stdout + restored.stderr
         etcd.spawn()
         etcd.wait_ready()
+        # The snapshot's counters are at most what the logs and producers used (ids come
+        # in blocks of a broker: here the block of the snapshot still covered them).
+        snapshot_epochs, snapshot_producer_ids = epochs_and_producer_ids(etcd.endpoint, "strata")
+        assert snapshot_producer_ids is not None and snapshot_producer_ids <= used_producer_ids
+        after_restore = subprocess.run([str(strata_bin), "etcd", "after-restore", f"--metadata=etcd://{etcd.endpoint}"],
+                                       capture_output=True, text=True, env=snapshot_env, timeout=60)
+        assert after_restore.returncode == 0, after_restore.stdout + after_restore.stderr
+        raised_epochs, raised_producer_ids = epochs_and_producer_ids(etcd.endpoint, "strata")
+        assert raised_producer_ids > used_producer_ids, (raised_producer_ids, used_producer_ids)
+        assert set(raised_epochs) == set(snapshot_epochs)
+        assert min(raised_epochs.values()) > max(used_epochs.values()), (raised_epochs, used_epochs)
         b.start()
         topics = wait_until("the restored metadata", lambda: (t := confluent_admin(b.bootstrap).list_topics(
             timeout=10).topics) and "kept" in t and t, timeout=60)
         assert "lost" not in topics, "a topic created after the snapshot came back"
         got = confluent_consume(b.bootstrap, "kept", 2)
-        assert sorted(repr((g.key, g.value)) for g in got) == sorted(repr((r.key, r.value)) for r in before + after)
+        assert sorted(repr((g.key, g.value)) for g in got) == sorted(repr((r.key, r.value)) for r in before + after + late)
         # The leader uploads again, under new keys, what only the lost manifests held.
         lost_ranges = {(v["partition"], v["base"]) for k, v in bucket.segment_objects("kept").items()
                        if k in uploaded_after}

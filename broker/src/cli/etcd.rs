@@ -11,6 +11,8 @@
 //!   The Helm chart's CronJob runs it.
 //! - `snapshots` lists them (`<cluster id>/<name>`), `fetch` downloads one for
 //!   `etcdutl snapshot restore` (docs/deploy.md, "Restoring etcd from a snapshot").
+//! - `after-restore` raises leader epochs and the producer id counter of a restored etcd
+//!   (module `after_restore`).
 //! - `rejoin` is the start-up decision of one member of the chart's etcd whose data
 //!   directory is empty (templates/etcd.yaml): `new` only on evidence of a first
 //!   install, otherwise `existing` after re-adding the member (module `rejoin`).
@@ -32,6 +34,7 @@ use strata_broker::config::{Config, MetadataUrl};
 use strata_tiering::{Body, RemoteStore};
 use tokio::io::AsyncWriteExt;
 
+mod after_restore;
 mod rejoin;
 
 /// Where snapshots go, under the object store's URL.
@@ -70,6 +73,18 @@ pub enum EtcdCommand {
         /// The file to write.
         #[arg(long, value_name = "FILE")]
         output: PathBuf,
+    },
+    /// After restoring a snapshot, before the brokers start: raise every partition's
+    /// leader epoch and the producer id counter past what was used after the snapshot.
+    AfterRestore {
+        #[command(flatten)]
+        settings: Settings,
+        /// Added to every partition's leader epoch.
+        #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+        epoch_bump: i32,
+        /// Added to the next producer id.
+        #[arg(long, value_name = "N", default_value_t = 1_000_000_000_000)]
+        producer_id_bump: i64,
     },
     /// Decide how a member with an empty data directory starts (the chart's etcd): prints
     /// `new`, or `existing` and the `--initial-cluster` after re-adding the member.
@@ -146,6 +161,13 @@ pub fn etcd(command: EtcdCommand) -> ExitCode {
                 cluster_id,
                 output,
             } => fetch(&settings.load()?, &name, cluster_id.as_deref(), &output).await,
+            EtcdCommand::AfterRestore {
+                settings,
+                epoch_bump,
+                producer_id_bump,
+            } => {
+                after_restore::after_restore(&settings.load()?, epoch_bump, producer_id_bump).await
+            }
             EtcdCommand::Rejoin {
                 endpoints,
                 name,
