@@ -245,6 +245,16 @@ def test_snapshot_job_uploads_restorable_snapshots_and_keeps_the_newest(rendered
                               f"--object-store={object_store}"], capture_output=True, text=True, env=env, timeout=60)
     assert fetched.returncode == 0, fetched.stdout + fetched.stderr
     assert snapshot_status(by_name)["revision"] >= taken[1][1]
+    # A snapshot damaged in the bucket (cut short) is refused, and nothing lands at the
+    # output: etcd's appended SHA-256 no longer matches.
+    damaged_key = f"dev/etcd-snapshots/{cluster_id}/{taken[1][0]}"
+    whole = bucket.client.get_object(Bucket=bucket.name, Key=damaged_key)["Body"].read()
+    bucket.client.put_object(Bucket=bucket.name, Key=damaged_key, Body=whole[:-100] + whole[-32:])
+    damaged = tmp_path / "damaged.db"
+    fetched = subprocess.run([str(strata_bin), "etcd", "fetch", f"{cluster_id}/{taken[1][0]}", f"--output={damaged}",
+                              f"--object-store={object_store}"], capture_output=True, text=True, env=env, timeout=60)
+    assert fetched.returncode != 0 and "SHA-256" in fetched.stderr, fetched.stdout + fetched.stderr
+    assert not damaged.exists() and not damaged.with_suffix(".partial").exists()
     # A wrong bucket fails loudly.
     env_bad = dict(env)
     result = subprocess.run([str(strata_bin), *command[1:3], f"--metadata=etcd://{etcd.endpoint}/{prefix}",

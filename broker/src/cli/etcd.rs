@@ -272,7 +272,10 @@ async fn snapshot(config: &Config, keep: usize) -> anyhow::Result<()> {
     let revision = status.header().map_or(0, |h| h.revision());
     let name = format!("{}-r{revision}.db", utc_stamp(SystemTime::now()));
     let temp = std::env::temp_dir().join(format!("strata-etcd-{}-{name}", std::process::id()));
-    let written = download_snapshot(&mut client, &temp).await;
+    let written = match download_snapshot(&mut client, &temp).await {
+        Ok(bytes) => verify_snapshot(&temp).map(|()| bytes),
+        Err(e) => Err(e),
+    };
     let uploaded = match written {
         Ok(bytes) => upload(&store, &format!("{dir}/{name}"), &temp)
             .await
@@ -390,16 +393,99 @@ async fn fetch(
     } else {
         name.to_string()
     };
-    let bytes = store
-        .get(&format!("{SNAPSHOT_PREFIX}/{name}"))
+    let key = format!("{SNAPSHOT_PREFIX}/{name}");
+    let folder = key.rsplit_once('/').map_or("", |(folder, _)| folder);
+    let size = store
+        .list(&format!("{folder}/"))
         .await
-        .with_context(|| format!("download the snapshot {name}"))?;
-    std::fs::write(output, &bytes).with_context(|| format!("write {}", output.display()))?;
+        .with_context(|| format!("look up the snapshot {name}"))?
+        .into_iter()
+        .find(|object| object.key == key)
+        .with_context(|| format!("no snapshot {name} in {store}"))?
+        .size;
+    // Streamed in ranges to a file beside the output, checked, then renamed: a snapshot
+    // can be as large as etcd's quota, and a broken one never lands at `output`.
+    let partial = output.with_extension("partial");
+    let fetched = download_to(&store, &key, size, &partial)
+        .await
+        .and_then(|()| verify_snapshot(&partial));
+    if let Err(e) = fetched {
+        let _ = std::fs::remove_file(&partial);
+        return Err(e.context(format!("download the snapshot {name}")));
+    }
+    std::fs::rename(&partial, output).with_context(|| format!("write {}", output.display()))?;
     println!(
-        "{name}: {} bytes written to {}",
-        bytes.len(),
+        "{name}: {size} bytes written to {} (checksum verified)",
         output.display()
     );
+    Ok(())
+}
+
+async fn download_to(
+    store: &strata_tiering::store::ObjectStoreBackend,
+    key: &str,
+    size: u64,
+    path: &Path,
+) -> anyhow::Result<()> {
+    let mut file = tokio::fs::File::create(path)
+        .await
+        .with_context(|| format!("create {}", path.display()))?;
+    let mut offset = 0;
+    while offset < size {
+        let end = (offset + PART_BYTES).min(size);
+        let bytes = store
+            .get_range(key, offset..end)
+            .await
+            .with_context(|| format!("read bytes {offset}..{end}"))?;
+        if bytes.len() as u64 != end - offset {
+            bail!(
+                "read {} bytes at {offset} instead of {}",
+                bytes.len(),
+                end - offset
+            );
+        }
+        file.write_all(&bytes)
+            .await
+            .with_context(|| format!("write {}", path.display()))?;
+        offset = end;
+    }
+    file.sync_all()
+        .await
+        .with_context(|| format!("write {}", path.display()))?;
+    Ok(())
+}
+
+/// Length of the SHA-256 etcd appends to the snapshot it streams.
+const SNAPSHOT_HASH_BYTES: u64 = 32;
+
+/// Checks the SHA-256 etcd appends to a snapshot against the bytes before it (what
+/// `etcdutl snapshot restore` checks too, only later: at restore time).
+fn verify_snapshot(path: &Path) -> anyhow::Result<()> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
+    let len = file
+        .metadata()
+        .with_context(|| format!("stat {}", path.display()))?
+        .len();
+    if len <= SNAPSHOT_HASH_BYTES {
+        bail!("the snapshot is {len} bytes: too short to hold etcd's checksum");
+    }
+    let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    let mut remaining = len - SNAPSHOT_HASH_BYTES;
+    let mut buffer = vec![0u8; 1 << 20];
+    while remaining > 0 {
+        let want = remaining.min(buffer.len() as u64) as usize;
+        file.read_exact(&mut buffer[..want])
+            .with_context(|| format!("read {}", path.display()))?;
+        digest.update(&buffer[..want]);
+        remaining -= want as u64;
+    }
+    let mut stored = [0u8; SNAPSHOT_HASH_BYTES as usize];
+    file.read_exact(&mut stored)
+        .with_context(|| format!("read {}", path.display()))?;
+    if digest.finish().as_ref() != stored {
+        bail!("the snapshot's SHA-256 does not match its content: truncated or corrupt");
+    }
     Ok(())
 }
 
@@ -430,6 +516,25 @@ fn utc_stamp(time: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_snapshot_is_checked_against_its_sha256() -> std::io::Result<()> {
+        let dir = std::env::temp_dir().join(format!("strata-verify-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let content = vec![7u8; 3 << 20];
+        let hash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &content);
+        let good = dir.join("good.db");
+        std::fs::write(&good, [content.as_slice(), hash.as_ref()].concat())?;
+        assert!(verify_snapshot(&good).is_ok());
+        let truncated = dir.join("truncated.db");
+        let cut = [&content[..content.len() - 1], hash.as_ref()].concat();
+        std::fs::write(&truncated, cut)?;
+        assert!(verify_snapshot(&truncated).is_err());
+        let no_hash = dir.join("no-hash.db");
+        std::fs::write(&no_hash, &content)?;
+        assert!(verify_snapshot(&no_hash).is_err());
+        std::fs::remove_dir_all(&dir)
+    }
 
     #[test]
     fn stamps_sort_as_time_does() {
