@@ -594,6 +594,60 @@ def test_a_member_that_lost_its_volume_rejoins(rendered, strata_bin, tmp_path):
             m.kill9()
 
 
+def test_two_members_that_lost_their_volumes_rejoin_at_once(strata_bin, tmp_path):
+    """Five members (etcd.replicas 5); two lose their volumes and their start scripts
+    run at the same time. Each re-adds itself under the rejoin lock, one after the
+    other, and both start: five healthy members with the data on both. (Run without
+    the lock this passed too: with two of five members down etcd itself refuses the
+    second add as "unhealthy" until the first member runs, and the script retries; the
+    lock covers what that check does not, e.g. with one member down and another added
+    by hand.)"""
+    r = render_values(deep_merge(chart_values("embedded-etcd-values"), {"etcd": {"replicas": 5}}), tmp_path, "five")
+    ports = [{"client": free_port(), "peer": free_port(), "metrics": free_port()} for _ in range(5)]
+    envs = [member_env(r, i, ports, tmp_path / "members") for i in range(5)]
+    for env in envs:
+        env["REJOIN_LOCK_SECONDS"] = "10"
+    members: list[ConfiguredEtcd] = []
+    scripts: list[StartScript] = []
+    try:
+        members = first_install(r, envs, strata_bin, tmp_path)
+        for m in members:
+            m.wait_ready()
+        endpoints = ",".join(e["CLIENT_URL"] for e in envs)
+        assert ctl(endpoints, "put", "before", "both").returncode == 0
+        for i in (3, 4):
+            members[i].stop()
+            shutil.rmtree(envs[i]["DATA_DIR"])
+        scripts = [StartScript(r, envs[i], strata_bin, tmp_path) for i in (3, 4)]
+        started: set[int] = set()
+
+        def start_when_decided() -> bool:
+            for i, script in zip((3, 4), scripts):
+                if i not in started and script.proc.poll() is not None:
+                    result = script.wait()
+                    assert result.returncode == 0, result.stdout + result.stderr
+                    assert "--initial-cluster-state=existing" in result.stdout, result.stdout + result.stderr
+                    members[i].spawn()
+                    started.add(i)
+            return started == {3, 4}
+        wait_until("both start scripts", start_when_decided, timeout=150)
+        for i in (3, 4):
+            members[i].wait_ready()
+            got = wait_until(f"the data on member {i}",
+                             lambda: (x := ctl(envs[i]["CLIENT_URL"], "get", "before", "--consistency=s",
+                                               "--print-value-only")) and x.stdout.strip() == "both" and x,
+                             timeout=30)
+            assert got
+        listed = ctl(endpoints, "member", "list").stdout.strip().splitlines()
+        assert len(listed) == 5, listed
+        assert ctl(endpoints, "endpoint", "health").returncode == 0
+    finally:
+        for script in scripts:
+            script.kill()
+        for m in members:
+            m.kill9()
+
+
 def test_an_empty_member_waits_for_slow_members_with_data(rendered, strata_bin, tmp_path):
     """A restart of every member where member 2's volume is empty and the two members
     with data come up later: while they are silent, and while only one of them runs (no
