@@ -224,8 +224,20 @@ async fn look_at(peer_url: &str) -> Peer {
         let mut stream = TcpStream::connect(host).await.ok()?;
         let request = format!("GET /members HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n");
         stream.write_all(request.as_bytes()).await.ok()?;
+        // Read up to the end of the body its Content-Length announces: etcd can hold the
+        // connection open for seconds after answering, Connection: close or not.
         let mut response = Vec::new();
-        stream.read_to_end(&mut response).await.ok()?;
+        let mut chunk = [0u8; 4096];
+        loop {
+            let read = stream.read(&mut chunk).await.ok()?;
+            if read == 0 {
+                break;
+            }
+            response.extend_from_slice(&chunk[..read]);
+            if complete(&response) {
+                break;
+            }
+        }
         Some(classify(&String::from_utf8_lossy(&response)))
     };
     tokio::time::timeout(Duration::from_secs(5), look)
@@ -233,6 +245,22 @@ async fn look_at(peer_url: &str) -> Peer {
         .ok()
         .flatten()
         .unwrap_or(Peer::Silent)
+}
+
+/// Whether `response` holds its head and the whole body its Content-Length announces.
+fn complete(response: &[u8]) -> bool {
+    let Some(end) = response.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&response[..end]);
+    let length = head.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("content-length")
+            .then(|| value.trim().parse::<usize>().ok())
+            .flatten()
+    });
+    length.is_some_and(|length| response.len() >= end + 4 + length)
 }
 
 /// Reads an HTTP response of a peer port.
@@ -466,6 +494,9 @@ mod tests {
             Peer::Empty
         );
         assert_eq!(classify("HTTP/1.1 404 Not Found\r\n\r\nnope"), Peer::Silent);
+        assert!(complete(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n[]"));
+        assert!(!complete(b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\n[]"));
+        assert!(!complete(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n"));
         assert_eq!(classify(""), Peer::Silent);
     }
 }
