@@ -27,6 +27,8 @@ if [ "$what" = test ]; then
     apt_packages+=(python3-venv)
   fi
   command -v etcd >/dev/null || apt_packages+=(etcd-server)
+  # etcdctl: tests/test_chart_etcd.py checks and restores etcd snapshots with it.
+  command -v etcdctl >/dev/null || apt_packages+=(etcd-client)
   command -v kcat >/dev/null || apt_packages+=(kcat)
   # tests/test_tls.py checks its certificate chains with `openssl verify`.
   command -v openssl >/dev/null || apt_packages+=(openssl)
@@ -140,4 +142,26 @@ if [ "$what" = test ]; then
   fi
   # Markers of the earlier, unchecked install.
   rm -f "$tools_bin"/.terraform-from-*
+fi
+
+# promtool for tests/test_chart_etcd.py (checks and unit-tests the chart's PrometheusRule):
+# taken out of Debian's prometheus package without installing it (no server, no service,
+# about 20 MB to download), into the tools cache beside helm and terraform.
+if [ "$what" = test ]; then
+  tools_bin="${STRATA_TOOLS_DIR:-$HOME/.cache/strata/tools}/bin"
+  if [ ! -x "$tools_bin/promtool" ]; then
+    echo "installing promtool (from Debian's prometheus package, unpacked, not installed) into $tools_bin"
+    mkdir -p "$tools_bin"
+    promtool_tmp="$(mktemp -d)"
+    if ! (cd "$promtool_tmp" && apt-get download -qq prometheus 2>/dev/null); then
+      sudo_cmd=""
+      [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
+      $sudo_cmd apt-get update -qq
+      (cd "$promtool_tmp" && apt-get download -qq prometheus)
+    fi
+    dpkg-deb -x "$promtool_tmp"/prometheus_*.deb "$promtool_tmp/unpacked"
+    install -m 755 "$promtool_tmp/unpacked/usr/bin/promtool" "$tools_bin/promtool.new"
+    mv "$tools_bin/promtool.new" "$tools_bin/promtool"
+    rm -rf "$promtool_tmp"
+  fi
 fi

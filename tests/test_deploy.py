@@ -238,8 +238,10 @@ def test_manifests_validate_against_kubernetes_schemas(values, rendered, tmp_pat
         f"{len(r.docs)} objects rendered, {len(crds)} custom resources, but {len(passed)} validated:\n{output}"
     unknown = re.findall(r"Couldn't find schema for kind (\S+)", output)
     # Their shapes are checked against their CRDs' schemas by the tests of each
-    # (test_service_monitor_scrapes_every_broker, test_certificate_names_every_broker).
-    assert set(unknown) <= {"ServiceMonitor", "Certificate"}, f"objects of unknown kinds: {unknown}"
+    # (test_service_monitor_scrapes_every_broker, test_certificate_names_every_broker;
+    # PodMonitor and PrometheusRule: tests/test_chart_etcd.py).
+    assert set(unknown) <= {"ServiceMonitor", "PodMonitor", "PrometheusRule", "Certificate"}, \
+        f"objects of unknown kinds: {unknown}"
 
 
 def test_values_yaml_is_documented_line_by_line():
@@ -545,8 +547,9 @@ def test_irsa_annotation_reaches_the_service_account(rendered):
 def test_embedded_etcd_forms_one_cluster(rendered):
     r = rendered["embedded-etcd-values"]
     (etcd,) = [s for s in r.of_kind("StatefulSet") if s["metadata"]["name"] == f"{r.fullname()}-etcd"]
-    args = etcd["spec"]["template"]["spec"]["containers"][0]["args"]
-    initial = [a for a in args if a.startswith("--initial-cluster=")][0].split("=", 1)[1].split(",")
+    # The init container writes etcd's configuration file (tests/test_chart_etcd.py runs it).
+    (init,) = etcd["spec"]["template"]["spec"]["initContainers"]
+    initial = {e["name"]: e.get("value") for e in init["env"]}["INITIAL_CLUSTER"].split(",")
     replicas = etcd["spec"]["replicas"]
     peers = etcd["spec"]["serviceName"]
     assert initial == [f"{r.fullname()}-etcd-{i}=http://{r.fullname()}-etcd-{i}.{peers}.{NAMESPACE}.svc.cluster.local:2380"
@@ -1164,7 +1167,8 @@ def test_network_policy_keeps_kafka_open_and_closes_admin_and_replication(values
     if not etcd_pod:
         assert not etcd_policies
         return
-    assert len(etcd_policies) == 1
+    # networkpolicy.yaml's, and etcd.yaml's for the metrics port and the snapshot job.
+    assert len(etcd_policies) == 2
     etcd_labels = etcd_pod.pod_labels
     for sts in brokers:
         broker = Peer(NAMESPACE, sts["spec"]["template"]["metadata"]["labels"])
@@ -1173,7 +1177,10 @@ def test_network_policy_keeps_kafka_open_and_closes_admin_and_replication(values
     assert allows(policies, etcd_labels, 2379, etcd_pod) and allows(policies, etcd_labels, 2380, etcd_pod)
     for peer in (stranger, elsewhere, outside, *admins):
         assert not allows(policies, etcd_labels, 2379, peer) and not allows(policies, etcd_labels, 2380, peer)
-    assert not allows(policies, etcd_labels, 2381, etcd_pod), "a port no rule names"
+    assert not allows(policies, etcd_labels, 2382, etcd_pod), "a port no rule names"
+    # Metrics (2381) are open to scrapers, as the brokers' HTTP port is.
+    for peer in (stranger, elsewhere, outside):
+        assert allows(policies, etcd_labels, 2381, peer) == (not np["httpFrom"]), f"etcd metrics and {peer}"
 
 
 def test_network_policies_can_be_turned_off_or_widened(tmp_path):

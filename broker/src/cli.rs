@@ -2,9 +2,11 @@
 //! (`proto/strata/admin.proto`) that print human tables, or JSON with `--json`.
 //! docs/cli.md is their contract.
 
+mod etcd;
 mod placement;
 mod rebalance;
 mod transactions;
+pub use etcd::{EtcdCommand, etcd};
 pub use placement::{ReassignCommand, elect_leaders, reassign};
 pub use rebalance::{RebalanceArgs, rebalance};
 pub use transactions::{TransactionsCommand, transactions};

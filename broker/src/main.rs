@@ -118,6 +118,11 @@ enum Command {
     Undrain(DrainArgs),
     /// Drain a broker, then shut it down; it receives no replicas until `undrain`.
     Decommission(DrainArgs),
+    /// etcd snapshots to the object store (take, list, fetch), and a member's rejoin.
+    Etcd {
+        #[command(subcommand)]
+        command: cli::EtcdCommand,
+    },
 }
 
 #[derive(clap::Args)]
@@ -233,6 +238,7 @@ fn main() -> ExitCode {
         Command::Drain(args) => drain_command(args, true, false),
         Command::Undrain(args) => drain_command(args, false, false),
         Command::Decommission(args) => drain_command(args, true, true),
+        Command::Etcd { command } => cli::etcd(command),
         Command::Serve(args) => {
             let loaded = Config::load(args.config.as_deref(), std::env::vars(), &args.flags())
                 .and_then(|config| {

@@ -72,6 +72,26 @@ pub struct Tiering {
     stall_warn_ms: i64,
 }
 
+/// The S3 connection settings of `config` (the `s3_*` settings and
+/// `object_store_ca_file`), as the brokers and `strata etcd snapshot` use them.
+pub fn s3_settings(config: &Config) -> anyhow::Result<strata_tiering::S3Settings> {
+    Ok(strata_tiering::S3Settings {
+        endpoint: config.s3_endpoint.clone(),
+        region: config.s3_region.clone(),
+        access_key_id: config.s3_access_key_id.clone(),
+        secret_access_key: config.s3_secret_access_key.clone(),
+        path_style: config.s3_path_style,
+        allow_http: config.s3_allow_http,
+        ca_pem: match config.object_store_ca_file.trim() {
+            "" => None,
+            path => Some(
+                std::fs::read(path)
+                    .with_context(|| format!("setting `object_store_ca_file`: read {path}"))?,
+            ),
+        },
+    })
+}
+
 impl Tiering {
     /// Objects go under `<object_store>/<cluster_id>/`: clusters sharing a bucket (or a
     /// broker pointed at the wrong metadata store, which names another cluster) never
@@ -95,21 +115,7 @@ impl Tiering {
                 },
             },
         };
-        let s3 = strata_tiering::S3Settings {
-            endpoint: config.s3_endpoint.clone(),
-            region: config.s3_region.clone(),
-            access_key_id: config.s3_access_key_id.clone(),
-            secret_access_key: config.s3_secret_access_key.clone(),
-            path_style: config.s3_path_style,
-            allow_http: config.s3_allow_http,
-            ca_pem: match config.object_store_ca_file.trim() {
-                "" => None,
-                path => Some(
-                    std::fs::read(path)
-                        .with_context(|| format!("setting `object_store_ca_file`: read {path}"))?,
-                ),
-            },
-        };
+        let s3 = s3_settings(config)?;
         let backend: ObjectStoreBackend = strata_tiering::store::open(&location, &s3)
             .map_err(anyhow::Error::msg)
             .context("set up the object store (setting `object_store`)")?;
