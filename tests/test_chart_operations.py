@@ -61,7 +61,7 @@ def broker_set(docs: list[dict]) -> dict:
 
 
 def scripts(docs: list[dict]) -> dict[str, str]:
-    (cm,) = [d for d in docs if d["kind"] == "ConfigMap" and "start.sh" in d["data"]]
+    (cm,) = [d for d in docs if d["kind"] == "ConfigMap" and "prestop.sh" in d.get("data", {})]
     return cm["data"]
 
 
@@ -581,6 +581,7 @@ class FakeKubernetes:
 
     KINDS = {"v1": [("configmaps", "ConfigMap"), ("services", "Service"), ("serviceaccounts", "ServiceAccount")],
              "apps/v1": [("statefulsets", "StatefulSet")],
+             "batch/v1": [("cronjobs", "CronJob"), ("jobs", "Job")],
              "networking.k8s.io/v1": [("networkpolicies", "NetworkPolicy")],
              "policy/v1": [("poddisruptionbudgets", "PodDisruptionBudget")]}
 

@@ -433,13 +433,16 @@ template` and `--dry-run`: those render as an install. */}}
 leaves unset: default_replication_factor and offsets_topic_replication_factor the
 factor, min_insync_replicas one below it (at least 1). Refuses any of them set in
 `config` above the broker count: partitions could never be placed, or acks=all never
-answered (not checked with no broker, `replicas: 0`). As TOML lines. */}}
+answered (not checked with no broker, `replicas: 0`). The evaluation install (one broker)
+ignores them in `config`, as chart 0.2.0 did, so a release upgraded with --reuse-values
+keeps rendering with 0.2.0's defaults (3 and 2). As TOML lines. */}}
 {{- define "strata.replicationDefaults" -}}
 {{- $brokers := include "strata.brokerCount" . | int -}}
 {{- $factor := include "strata.derivedReplicationFactor" . | int -}}
 {{- $derived := dict "default_replication_factor" $factor "offsets_topic_replication_factor" $factor "min_insync_replicas" (max 1 (sub $factor 1)) -}}
+{{- $evaluation := include "strata.evaluation" . -}}
 {{- range $name := list "default_replication_factor" "offsets_topic_replication_factor" "min_insync_replicas" -}}
-{{- if hasKey $.Values.config $name -}}
+{{- if and (hasKey $.Values.config $name) (not $evaluation) -}}
 {{- $set := index $.Values.config $name | int -}}
 {{- if and (gt $brokers 0) (gt $set $brokers) -}}
 {{- fail (printf "config.%s: %d is more than the %d broker(s) this release runs (replicas × zones); no partition could be placed or acks=all answered. Leave it unset to derive it from the broker count, or add brokers" $name $set $brokers) -}}
