@@ -40,8 +40,10 @@ use etcd_client::{Client, ConnectOptions, LockOptions, Member};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// Tries of a member add, a second apart.
-const ADD_ATTEMPTS: u32 = 30;
+/// Tries of a member add, a second apart. etcd refuses an add while a member it counts
+/// is not yet active (the member re-added just before, still starting and catching up),
+/// which takes tens of seconds on a busy node: give it a minute and a half.
+const ADD_ATTEMPTS: u32 = 90;
 /// Pause between two rounds of asking the other members.
 const POLL: Duration = Duration::from_secs(2);
 /// The lock that serializes rejoins.
