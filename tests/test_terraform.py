@@ -334,7 +334,7 @@ def test_eks_example_security_renders_and_its_outputs_match_the_chart(tmp_path):
                                 capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, f"tls_issuer={issuer}: {result.stderr}"
         docs = [d for d in yaml.safe_load_all(result.stdout) if d]
-        (config,) = [d for d in docs if d["kind"] == "ConfigMap"]
+        (config,) = [d for d in docs if d["kind"] == "ConfigMap" and "strata.toml" in d.get("data", {})]
         toml = tomllib.loads(config["data"]["strata.toml"])
         (client,) = [d for d in docs if d["kind"] == "Service" and d["spec"].get("clusterIP") != "None"
                      and d["spec"]["selector"].get("app.kubernetes.io/component") == "broker"]
