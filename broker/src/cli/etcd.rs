@@ -214,28 +214,10 @@ async fn snapshot_client(config: &Config) -> anyhow::Result<(Client, Vec<String>
         bail!("setting `metadata`: a snapshot needs an etcd:// URL, not the embedded store");
     };
     let security = EtcdSecurity::from_config(config)?;
-    let mut options = ConnectOptions::new().with_connect_timeout(CALL_TIMEOUT);
-    let mut urls = endpoints.clone();
-    if security.ca_pem.is_some() || security.identity_pem.is_some() {
-        let mut tls = etcd_client::TlsOptions::new();
-        if let Some(ca) = &security.ca_pem {
-            tls = tls.ca_certificate(etcd_client::Certificate::from_pem(ca));
-        }
-        if let Some((cert, key)) = &security.identity_pem {
-            tls = tls.identity(etcd_client::Identity::from_pem(cert, key));
-        }
-        options = options.with_tls(tls);
-        for url in &mut urls {
-            let host = url
-                .strip_prefix("http://")
-                .or_else(|| url.strip_prefix("https://"))
-                .unwrap_or(url);
-            *url = format!("https://{host}");
-        }
-    }
-    if let Some((name, password)) = &security.user {
-        options = options.with_user(name.clone(), password.clone());
-    }
+    let (options, urls) = security.apply(
+        ConnectOptions::new().with_connect_timeout(CALL_TIMEOUT),
+        &endpoints,
+    );
     let client = Client::connect(&urls, Some(options))
         .await
         .with_context(|| format!("connect to etcd at {}", endpoints.join(",")))?;

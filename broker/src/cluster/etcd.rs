@@ -144,6 +144,37 @@ impl EtcdSecurity {
     fn tls(&self) -> bool {
         self.ca_pem.is_some() || self.identity_pem.is_some()
     }
+
+    /// Adds the TLS material and credentials to `options`, and turns `endpoints` into
+    /// `https://` URLs when TLS is configured (etcd-client picks TLS from the scheme).
+    pub fn apply(
+        &self,
+        mut options: ConnectOptions,
+        endpoints: &[String],
+    ) -> (ConnectOptions, Vec<String>) {
+        let mut endpoints = endpoints.to_vec();
+        if self.tls() {
+            let mut tls = etcd_client::TlsOptions::new();
+            if let Some(ca) = &self.ca_pem {
+                tls = tls.ca_certificate(etcd_client::Certificate::from_pem(ca));
+            }
+            if let Some((cert, key)) = &self.identity_pem {
+                tls = tls.identity(etcd_client::Identity::from_pem(cert, key));
+            }
+            options = options.with_tls(tls);
+            for endpoint in &mut endpoints {
+                let host = endpoint
+                    .strip_prefix("http://")
+                    .or_else(|| endpoint.strip_prefix("https://"))
+                    .unwrap_or(endpoint);
+                *endpoint = format!("https://{host}");
+            }
+        }
+        if let Some((name, password)) = &self.user {
+            options = options.with_user(name.clone(), password.clone());
+        }
+        (options, endpoints)
+    }
 }
 
 /// How often the connection to etcd is pinged while a stream (a watch, a keep-alive) is
@@ -167,32 +198,12 @@ impl EtcdStore {
         // member cancels it instead; the broker then polls and opens another). HTTP/2
         // pings on open streams notice a dead connection under a watch; 10 s, since
         // etcd answers pings more frequent than its 5 s minimum with GOAWAY.
-        let mut options = ConnectOptions::new()
+        let options = ConnectOptions::new()
             .with_connect_timeout(CALL_TIMEOUT)
             .with_timeout(CALL_TIMEOUT)
             .with_require_leader(true)
             .with_keep_alive(ETCD_PING_EVERY, CALL_TIMEOUT);
-        let mut endpoints = endpoints.to_vec();
-        if security.tls() {
-            let mut tls = etcd_client::TlsOptions::new();
-            if let Some(ca) = &security.ca_pem {
-                tls = tls.ca_certificate(etcd_client::Certificate::from_pem(ca));
-            }
-            if let Some((cert, key)) = &security.identity_pem {
-                tls = tls.identity(etcd_client::Identity::from_pem(cert, key));
-            }
-            options = options.with_tls(tls);
-            for endpoint in &mut endpoints {
-                let host = endpoint
-                    .strip_prefix("http://")
-                    .or_else(|| endpoint.strip_prefix("https://"))
-                    .unwrap_or(endpoint);
-                *endpoint = format!("https://{host}");
-            }
-        }
-        if let Some((name, password)) = &security.user {
-            options = options.with_user(name.clone(), password.clone());
-        }
+        let (options, endpoints) = security.apply(options, endpoints);
         let client = timed(Client::connect(&endpoints, Some(options))).await?;
         let store = EtcdStore {
             client,
