@@ -55,6 +55,14 @@ pub fn assign(
         .collect())
 }
 
+/// The rack of broker `id`, if it is among `brokers` and has one.
+fn rack_of(brokers: &[BrokerInfo], id: i32) -> Option<&str> {
+    brokers
+        .iter()
+        .find(|b| b.node_id == id)
+        .and_then(|b| b.rack.as_deref())
+}
+
 /// A broker to take over a replica of a partition now on `current`: live, not among the
 /// current replicas, preferably in a rack the others do not use, then the least loaded.
 pub fn replacement(
@@ -62,19 +70,13 @@ pub fn replacement(
     current: &[i32],
     load: &BTreeMap<i32, usize>,
 ) -> Option<i32> {
-    let rack_of = |id: i32| {
-        brokers
-            .iter()
-            .find(|b| b.node_id == id)
-            .and_then(|b| b.rack.clone())
-    };
-    let used: Vec<Option<String>> = current.iter().map(|&id| rack_of(id)).collect();
+    let used: Vec<Option<&str>> = current.iter().map(|&id| rack_of(brokers, id)).collect();
     brokers
         .iter()
         .filter(|b| !current.contains(&b.node_id))
         .min_by_key(|b| {
             (
-                used.contains(&b.rack),
+                used.contains(&b.rack.as_deref()),
                 load.get(&b.node_id).copied().unwrap_or(0),
                 b.node_id,
             )
@@ -93,15 +95,9 @@ pub fn move_target(
     leaving: i32,
     load: &BTreeMap<i32, usize>,
 ) -> Option<i32> {
-    let rack_of = |id: i32| {
-        brokers
-            .iter()
-            .find(|b| b.node_id == id)
-            .and_then(|b| b.rack.as_deref())
-    };
     let racks = |replicas: &mut dyn Iterator<Item = i32>| {
         replicas
-            .map(rack_of)
+            .map(|id| rack_of(brokers, id))
             .collect::<std::collections::BTreeSet<_>>()
     };
     let before = racks(&mut current.iter().copied()).len();
