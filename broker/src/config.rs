@@ -107,6 +107,24 @@ pub struct Config {
     /// Unreferenced objects younger than this are left alone (an upload may be about to
     /// commit them). Default 3600000 ms.
     pub remote_scrub_grace_ms: i64,
+    /// How often the merge owner of each diskless partition looks for runs to merge into
+    /// a segment (and applies retention to it). Default 10000 ms; a look at a partition
+    /// with nothing to do costs nothing but reading the in-memory view.
+    pub diskless_merge_interval_ms: i64,
+    /// Target size of a merged segment (capped by the topic's segment.bytes). Unmerged
+    /// runs are merged once they reach it. Default 64 MiB: each merge costs one PUT, one
+    /// metadata-store commit and a GET per run not in the segment cache; smaller segments
+    /// mean more of each and more manifest entries.
+    pub diskless_merge_bytes: i64,
+    /// Unmerged diskless data older than this is merged even if small. Default 60000 ms.
+    /// Lower: fewer runs in the metadata store and sooner deletion of shared objects, at
+    /// the price of more, smaller segments (PUTs, manifest entries).
+    pub diskless_merge_max_age_ms: i64,
+    /// Shared objects (diskless appends) that no committed run references are deleted by
+    /// the scrubber once older than this. It must exceed the longest time between an
+    /// append's PUT and its metadata commit. Default 600000 ms (10 minutes); an object
+    /// kept longer costs only its storage.
+    pub diskless_scrub_grace_ms: i64,
     /// Produce is refused with a retriable error (KAFKA_STORAGE_ERROR) while the data
     /// directory's file system is fuller than this, so a stalled upload backlog fills the
     /// disk to a known point instead of crashing the broker. Default 95; 100 disables.
@@ -501,6 +519,10 @@ impl Default for Config {
             remote_cache_dir: String::new(),
             remote_scrub_interval_ms: 3_600_000,
             remote_scrub_grace_ms: 3_600_000,
+            diskless_merge_interval_ms: 10_000,
+            diskless_merge_bytes: 64 << 20,
+            diskless_merge_max_age_ms: 60_000,
+            diskless_scrub_grace_ms: 600_000,
             disk_high_watermark_percent: 95,
             fault_injection: String::new(),
             num_partitions: 1,
@@ -901,6 +923,21 @@ impl Config {
             100,
         )?;
         at_least("remote_scrub_grace_ms", self.remote_scrub_grace_ms, 0)?;
+        at_least(
+            "diskless_merge_interval_ms",
+            self.diskless_merge_interval_ms,
+            100,
+        )?;
+        at_least("diskless_merge_bytes", self.diskless_merge_bytes, 1024)?;
+        if self.diskless_merge_bytes > i64::from(i32::MAX) {
+            return Err(invalid("diskless_merge_bytes", "must be < 2 GiB"));
+        }
+        at_least(
+            "diskless_merge_max_age_ms",
+            self.diskless_merge_max_age_ms,
+            0,
+        )?;
+        at_least("diskless_scrub_grace_ms", self.diskless_scrub_grace_ms, 0)?;
         Ok(())
     }
 

@@ -19,6 +19,41 @@
 //!   commit from an older epoch fails with [`TierError::Fenced`](remote_log::TierError),
 //!   so a deposed leader cannot rewrite history.
 //!
+//! # Diskless partitions
+//!
+//! A diskless partition (the broker's `diskless` module) has no leader and no local log.
+//! Its records are first appended to *shared objects* (`diskless/<hour>/<node>-<uuid>.batches`,
+//! the batches of many partitions from one broker's append interval) and later *merged*
+//! into segments of this crate's format, committed to the partition's manifest like any
+//! upload. The rules above hold, with these additions:
+//!
+//! - **The metadata store is the truth for unmerged records.** A partition's `head`
+//!   (`log_start`, `next`, `merged`) and its *run* records (offset range → byte range of a
+//!   shared object) say what exists below `next` and at or above `merged`; the manifest
+//!   says what exists below `merged`. A shared object exists only while a committed run
+//!   references it.
+//! - **Append: PUT, commit, acknowledge.** The shared object is written first; one
+//!   metadata transaction (comparing every touched head's version) then commits the runs
+//!   and new heads; only then is the producer answered. A failed compare writes nothing.
+//! - **Merge: read, upload, manifest commit, trim.** The merge owner reads a prefix of the
+//!   runs, builds the segment (deterministic bytes: offsets patched from the runs,
+//!   partitionLeaderEpoch 0), uploads it and commits it to the manifest at leader epoch 0
+//!   (objects first, manifest second, as any upload); only after the commit does it
+//!   *trim*: a compare-and-swap of the head that moves `merged` to the manifest's end and
+//!   deletes the runs below it. A merge never deletes a shared object; the scrubber does,
+//!   once no run references it.
+//! - **Two mergers of the same runs are safe.** Both build the same offsets; the manifest
+//!   CAS lets one commit, the other finds the range covered and deletes its own object
+//!   (or leaves it to the scrubber). The trim compares the head's version, so a trim that
+//!   raced an append is recomputed from the store, never applied to stale state.
+//! - **Retention and DeleteRecords move the start, manifest first.** The owner applies
+//!   retention to the manifest, then raises `head.log_start` to its start. DeleteRecords
+//!   raises `head.log_start` (CAS) and then the manifest's start; the owner's next round
+//!   repairs a manifest start left behind by a crash between the two.
+//! - **The shared-object scrubber reads the store, not a cached view**: it lists
+//!   `diskless/`, then loads every run, and deletes objects no run references that are
+//!   older than a grace period longer than any append's PUT-to-commit time.
+//!
 //! # What a crash leaves behind
 //!
 //! | crash point | state after restart | repaired by |
@@ -28,6 +63,14 @@
 //! | after writing a spill object, before the commit | an orphan manifest object | the scrubber |
 //! | after a retention commit, before the deletes | objects below the log start | the scrubber (they are no longer referenced) |
 //! | during topic deletion | some objects of a topic that no longer exists | the scrubber deletes objects of unknown topics |
+//! | diskless append: during or after the PUT, before the metadata commit | a shared object no run references; the produce is not acknowledged | the producer retries (the idempotence check in the store recognises a retry whose first attempt did commit); the diskless scrubber deletes the object after `diskless_scrub_grace_ms` |
+//! | diskless append: after the commit, before the answer | committed records the producer was not told about | an idempotent producer's retry is answered as a duplicate from the producer entries in the store; others may write the batch twice, as with Kafka |
+//! | diskless merge: while reading runs or building the segment | nothing changed | the next round of the merge owner (possibly another broker) merges again |
+//! | diskless merge: after the segment upload, before the manifest commit | an orphan segment object | the next round uploads again under a new key; the partition scrubber deletes the orphan |
+//! | diskless merge: after the manifest commit, before the trim | runs below the manifest's end, `merged` behind it | the next round sees the manifest's end past `merged` and only trims, without uploading again; readers meanwhile find the same records in both places |
+//! | diskless merge: after the trim | shared objects no run references any more | the diskless scrubber |
+//! | diskless DeleteRecords: after the head's CAS, before the manifest's start moved | merged segments below `log_start` still in the manifest (never served: reads check `log_start`) | the owner's next round advances the manifest's start to `head.log_start` |
+//! | diskless topic deletion: after the topic record went, before its runs, manifests and objects | metadata and objects of a topic that no longer exists | the merged objects: the scrubber of unknown topics; shared objects: the diskless scrubber once no run references them |
 //!
 //! # Retried and permanent failures
 //!
