@@ -45,6 +45,8 @@ pub const TASKS: &[&str] = &[
     "uploader",
     "scrubber",
     "read_pacer",
+    "diskless_merger",
+    "diskless_scrubber",
     "housekeeping",
     "group_coordinator",
     "metadata",
