@@ -8,12 +8,13 @@
 //! Layers, bottom first (a module uses its own layer or below; `tests/architecture.rs`
 //! fails on an upward import or a cycle): `sys`, `ratelimit`, `supervise`, `protocol` ·
 //! `config` · `log` · `topic_config`, `telemetry` · `cluster` · `security` · `partition` ·
-//! `replication`, `tier` · `registry` · `group` · `broker` · `handlers`, `admin` · `server`.
+//! `replication`, `tier` · `diskless` · `registry` · `group` · `broker` · `handlers`, `admin` · `server`.
 
 pub mod admin;
 pub mod broker;
 pub mod cluster;
 pub mod config;
+pub mod diskless;
 pub mod group;
 pub mod handlers;
 pub mod log;

@@ -27,7 +27,12 @@ use crate::topic_config::{TopicConfig, TopicConfigError};
 pub struct Topic {
     pub name: String,
     pub id: Uuid,
+    /// The local logs; empty for a diskless topic (see [`Topic::diskless`]).
     pub partitions: Vec<Arc<Partition>>,
+    /// A diskless topic (`diskless.enable`) opens no `Partition`: its partitions live in
+    /// the object store and the metadata store (`crate::diskless`), so `partition(i)` is
+    /// `None` and a handler not taught about diskless answers UNKNOWN_TOPIC_OR_PARTITION.
+    pub diskless: bool,
     pub config: TopicConfig,
     pub record: TopicRecord,
     /// The metadata store's version of `record` when this broker installed it, or a
@@ -40,6 +45,16 @@ impl Topic {
     /// The partition with this index, if the topic has it (negative indexes have none).
     pub fn partition(&self, index: i32) -> Option<&Arc<Partition>> {
         self.partitions.get(usize::try_from(index).ok()?)
+    }
+
+    /// How many partitions the topic has, diskless or not.
+    pub fn partition_count(&self) -> i32 {
+        i32::try_from(self.record.partitions.len()).unwrap_or(i32::MAX)
+    }
+
+    /// Whether partition `index` exists (for diskless topics, which open none).
+    pub fn has_partition(&self, index: i32) -> bool {
+        (0..self.partition_count()).contains(&index)
     }
 }
 
@@ -232,8 +247,10 @@ impl Registry {
         record: TopicRecord,
     ) -> Result<Topic, OpenError> {
         let config = TopicConfig::resolve(&record.configs, broker)?;
-        let mut partitions = Vec::with_capacity(record.partitions.len());
-        for i in 0..record.partitions.len() {
+        let diskless = config.diskless();
+        let local = if diskless { 0 } else { record.partitions.len() };
+        let mut partitions = Vec::with_capacity(local);
+        for i in 0..local {
             partitions.push(Arc::new(
                 self.open_partition(broker, clock, &record, &config, i)
                     .await?,
@@ -243,6 +260,7 @@ impl Registry {
             name: record.name.clone(),
             id: record.id,
             partitions,
+            diskless,
             config,
             record,
             store_version: 0,

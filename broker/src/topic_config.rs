@@ -191,6 +191,13 @@ pub const DEFS: &[ConfigDef] = &[
         doc: "Tiered storage for this topic: upload sealed segments to the object store and serve history from it.",
     },
     ConfigDef {
+        name: "diskless.enable",
+        broker_setting: "(fixed)",
+        default: |_| "false".into(),
+        kind: Kind::Bool,
+        doc: "Strata: a diskless topic keeps no local logs and no replicas. Every broker takes produce for any of its partitions, collects batches for diskless_append_interval_ms into one shared object per broker, and commits their offsets in the metadata store; any broker serves reads. Set only at creation. Costs object-store PUTs instead of inter-zone replication traffic, and adds up to the append interval to produce latency.",
+    },
+    ConfigDef {
         name: "unclean.leader.election.enable",
         broker_setting: "unclean_leader_election_enable",
         default: |c| c.unclean_leader_election_enable.to_string(),
@@ -504,6 +511,53 @@ pub fn check_floors(
     Ok(())
 }
 
+/// Diskless topics (`diskless.enable`): the flag is fixed at creation (a diskless topic
+/// has no local logs to turn into, and a replicated one has no runs to turn into), and a
+/// diskless topic is always tiered and never compacted. `stored` is `None` at creation.
+pub fn check_diskless(
+    stored: Option<&BTreeMap<String, String>>,
+    configs: &BTreeMap<String, String>,
+) -> Result<(), TopicConfigError> {
+    let flag = |configs: &BTreeMap<String, String>, name: &str| {
+        configs
+            .get(name)
+            .map(|v| v.trim().eq_ignore_ascii_case("true"))
+    };
+    let diskless = flag(configs, "diskless.enable").unwrap_or(false);
+    let invalid = |name: &str, reason: &str| TopicConfigError::Invalid {
+        name: name.into(),
+        value: configs.get(name).cloned().unwrap_or_default(),
+        reason: reason.into(),
+    };
+    if let Some(stored) = stored
+        && flag(stored, "diskless.enable").unwrap_or(false) != diskless
+    {
+        return Err(invalid(
+            "diskless.enable",
+            "diskless.enable is fixed at creation",
+        ));
+    }
+    if !diskless {
+        return Ok(());
+    }
+    if flag(configs, "remote.storage.enable") == Some(false) {
+        return Err(invalid(
+            "remote.storage.enable",
+            "a diskless topic is always in the object store",
+        ));
+    }
+    if configs
+        .get("cleanup.policy")
+        .is_some_and(|policy| policy.contains("compact"))
+    {
+        return Err(invalid(
+            "cleanup.policy",
+            "compaction is not supported on diskless topics",
+        ));
+    }
+    Ok(())
+}
+
 /// The effective configuration of a topic.
 #[derive(Debug, Clone)]
 pub struct TopicConfig {
@@ -567,6 +621,13 @@ impl TopicConfig {
 
     pub fn min_insync_replicas(&self) -> usize {
         self.long("min.insync.replicas").max(1) as usize
+    }
+
+    /// Whether the topic is diskless (`diskless.enable`, fixed at creation).
+    pub fn diskless(&self) -> bool {
+        self.values
+            .get("diskless.enable")
+            .is_some_and(|v| v == "true")
     }
 
     pub fn unclean_leader_election(&self) -> bool {

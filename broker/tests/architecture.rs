@@ -19,6 +19,7 @@ const LAYERS: &[&[&str]] = &[
     &["security"],
     &["partition"],
     &["replication", "tier"],
+    &["diskless"],
     &["registry"],
     &["group", "txn"],
     &["broker"],

@@ -520,6 +520,7 @@ impl Broker {
                 name: topic.name.clone(),
                 id: topic.id,
                 partitions: topic.partitions.clone(),
+                diskless: topic.diskless,
                 config: resolved,
                 record: topic.record.clone(),
                 store_version: topic.store_version,

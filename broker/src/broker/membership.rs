@@ -833,7 +833,13 @@ impl Broker {
         let config =
             crate::topic_config::TopicConfig::resolve(&record.configs, &self.effective_config())?;
         let mut partitions = topic.partitions.clone();
-        for index in partitions.len()..record.partitions.len() {
+        // A diskless topic opens no local logs, however many partitions it has.
+        let local = if topic.diskless {
+            0
+        } else {
+            record.partitions.len()
+        };
+        for index in partitions.len()..local {
             partitions.push(Arc::new(
                 self.open_partition(&record, &config, index).await?,
             ));
@@ -847,6 +853,7 @@ impl Broker {
             name: topic.name.clone(),
             id: topic.id,
             partitions,
+            diskless: topic.diskless,
             config,
             record,
             store_version,

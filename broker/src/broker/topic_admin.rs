@@ -109,6 +109,7 @@ impl Broker {
         let mut configs = configs;
         crate::topic_config::normalize(&mut configs);
         crate::topic_config::check_floors(&configs, &self.config)?;
+        crate::topic_config::check_diskless(None, &configs)?;
         self.create_any_topic(
             name,
             num_partitions,
@@ -139,7 +140,9 @@ impl Broker {
                 Err(AdminError::Internal(name.clone()))
             } else {
                 crate::topic_config::normalize(&mut configs);
-                crate::topic_config::check_floors(&configs, &self.config).map_err(Into::into)
+                crate::topic_config::check_floors(&configs, &self.config)
+                    .and_then(|()| crate::topic_config::check_diskless(None, &configs))
+                    .map_err(Into::into)
             };
             prepared.push(match checked {
                 Ok(()) => {
@@ -638,7 +641,8 @@ impl Broker {
             .extend(assignment.into_iter().map(PartitionRecord::new));
         // Logs first, then the store (as in create_topic).
         let mut added = Vec::new();
-        for index in current as usize..count as usize {
+        let local = if topic.diskless { current } else { count };
+        for index in current as usize..local as usize {
             match self.open_partition(&record, &topic.config, index).await {
                 Ok(partition) => added.push(Arc::new(partition)),
                 Err(e) => {
@@ -674,6 +678,7 @@ impl Broker {
             name: topic.name.clone(),
             id: topic.id,
             partitions,
+            diskless: topic.diskless,
             config: topic.config.clone(),
             record,
             store_version,
@@ -775,6 +780,7 @@ impl Broker {
                 .map(|(name, value)| (name.clone(), value.clone()))
                 .collect();
             crate::topic_config::check_floors(&changed, &self.config)?;
+            crate::topic_config::check_diskless(Some(stored), &configs)?;
             let config = TopicConfig::resolve(&configs, &self.effective_config())?;
             Ok::<_, AdminError>((configs, config))
         };
@@ -808,6 +814,7 @@ impl Broker {
             name: topic.name.clone(),
             id: topic.id,
             partitions: topic.partitions.clone(),
+            diskless: topic.diskless,
             config,
             record,
             store_version,
@@ -836,6 +843,7 @@ fn validated(record: TopicRecord, config: TopicConfig) -> Topic {
         name: record.name.clone(),
         id: record.id,
         partitions: Vec::new(),
+        diskless: config.diskless(),
         config,
         record,
         store_version: 0,

@@ -376,6 +376,9 @@ impl SecurityKind {
 pub struct Stores {
     pub metadata: Arc<dyn MetadataStore>,
     pub manifests: Arc<dyn strata_tiering::ManifestStore>,
+    /// The etcd connection, shared by the diskless store (`crate::diskless::store::open`);
+    /// `None` for the embedded store.
+    pub etcd: Option<etcd_client::Client>,
 }
 
 /// Opens the store named by the `metadata` setting.
@@ -387,6 +390,7 @@ pub async fn open(config: &Config) -> anyhow::Result<Stores> {
                 embedded::EmbeddedStore::open(&dir).context("open the embedded metadata store")?,
             ),
             manifests: Arc::new(manifests::EmbeddedManifests::new(&dir)),
+            etcd: None,
         },
         MetadataUrl::Etcd { endpoints, prefix } => {
             let security = etcd::EtcdSecurity::from_config(config)?;
@@ -394,9 +398,11 @@ pub async fn open(config: &Config) -> anyhow::Result<Stores> {
                 .await
                 .with_context(|| format!("connect to etcd at {}", endpoints.join(",")))?;
             let manifests = manifests::EtcdManifests::new(store.client(), &prefix);
+            let client = store.client();
             Stores {
                 metadata: Arc::new(store),
                 manifests: Arc::new(manifests),
+                etcd: Some(client),
             }
         }
     })

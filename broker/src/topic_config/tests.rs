@@ -115,15 +115,21 @@ const KAFKA_TOPIC_CONFIGS: &[&str] = &[
     "unclean.leader.election.enable",
 ];
 
+/// Topic configs of Strata's own, beyond Kafka's.
+const STRATA_TOPIC_CONFIGS: &[&str] = &["diskless.enable"];
+
 #[test]
 fn every_kafka_topic_config_is_defined_and_removed_ones_are_refused_with_why() {
     for name in KAFKA_TOPIC_CONFIGS {
         assert!(def(name).is_some(), "{name} has no definition");
     }
+    for name in STRATA_TOPIC_CONFIGS {
+        assert!(def(name).is_some(), "{name} has no definition");
+    }
     assert_eq!(
         DEFS.len(),
-        KAFKA_TOPIC_CONFIGS.len(),
-        "no config Kafka lacks"
+        KAFKA_TOPIC_CONFIGS.len() + STRATA_TOPIC_CONFIGS.len(),
+        "no config Kafka lacks but Strata's own"
     );
     for (name, why) in REMOVED {
         let err = check(name, "3.0").expect_err("removed");
@@ -261,4 +267,46 @@ fn booleans_are_read_ignoring_case_and_stored_in_lowercase() {
         check("remote.log.copy.disable", "TRUE").is_err(),
         "only false is supported"
     );
+}
+
+#[test]
+fn diskless_is_fixed_at_creation_tiered_and_not_compacted() {
+    let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let diskless = map(&[("diskless.enable", "true")]);
+    assert!(check_diskless(None, &diskless).is_ok());
+    assert!(
+        TopicConfig::resolve(&diskless, &Config::default())
+            .expect("resolves")
+            .diskless()
+    );
+    assert!(
+        !TopicConfig::resolve(&BTreeMap::new(), &Config::default())
+            .expect("resolves")
+            .diskless()
+    );
+    // Other changes pass; turning it off or on fails with the reason.
+    let changed = map(&[("diskless.enable", "true"), ("retention.ms", "1000")]);
+    assert!(check_diskless(Some(&diskless), &changed).is_ok());
+    for (stored, new) in [(&diskless, &BTreeMap::new()), (&BTreeMap::new(), &diskless)] {
+        let err = check_diskless(Some(stored), new).expect_err("flag changed");
+        assert!(
+            err.to_string()
+                .contains("diskless.enable is fixed at creation"),
+            "{err}"
+        );
+    }
+    let untiered = map(&[
+        ("diskless.enable", "true"),
+        ("remote.storage.enable", "false"),
+    ]);
+    assert!(check_diskless(None, &untiered).is_err());
+    let compacted = map(&[("diskless.enable", "TRUE"), ("cleanup.policy", "compact")]);
+    assert!(check_diskless(None, &compacted).is_err());
+    // A replicated topic may be compacted.
+    assert!(check_diskless(None, &map(&[("cleanup.policy", "compact")])).is_ok());
 }

@@ -1,0 +1,399 @@
+//! The records of a diskless partition as the metadata store holds them (`Head`, `Run`,
+//! `ProducerEntry`, all JSON, version field `v` on the head) and the pure logic of an
+//! append commit: which batches are retries, which are refused, what offsets the rest
+//! get, and the head, runs and producer entries the commit writes.
+//!
+//! The logic is pure so that it runs twice with the same result: once against this
+//! broker's view before the shared object is written (batches refused or recognised as
+//! retries are answered at once and never stored), and once against the stored state at
+//! commit time (another broker may have appended meanwhile: a retry of the same batch
+//! through another broker is then a duplicate here).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::log::producers::{CACHED_BATCHES, ProducerError, Verdict};
+
+/// The layout version of [`Head`].
+pub const HEAD_VERSION: u32 = 1;
+
+/// A diskless partition: the topic's id and the partition index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PartitionKey {
+    pub topic_id: Uuid,
+    pub partition: i32,
+}
+
+impl std::fmt::Display for PartitionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.topic_id.simple(), self.partition)
+    }
+}
+
+/// `diskless/<topic_id>/<partition>/head`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Head {
+    pub v: u32,
+    /// The first offset a consumer can read.
+    pub log_start: i64,
+    /// The log end offset and high watermark: every committed offset is below it.
+    pub next: i64,
+    /// Every offset below it is in the partition's manifest (merged segments).
+    pub merged: i64,
+    /// Run records not yet merged.
+    pub runs: u32,
+    /// Their bytes.
+    pub run_bytes: u64,
+}
+
+impl Default for Head {
+    fn default() -> Head {
+        Head {
+            v: HEAD_VERSION,
+            log_start: 0,
+            next: 0,
+            merged: 0,
+            runs: 0,
+            run_bytes: 0,
+        }
+    }
+}
+
+/// `diskless/<topic_id>/<partition>/runs/<base:020>`: a range of offsets stored as a
+/// contiguous byte range of one shared object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Run {
+    /// The shared object's key, relative to the store root.
+    pub key: String,
+    /// The whole object's size.
+    pub size: u64,
+    /// Where this partition's batches start in the object, and their length.
+    pub pos: u64,
+    pub len: u64,
+    /// First offset, and the offset after the last (exclusive).
+    pub base: i64,
+    pub end: i64,
+    pub max_ts: i64,
+    /// When it was committed (ms).
+    pub at: i64,
+    /// The broker that wrote the object.
+    pub broker: i32,
+    pub batches: u32,
+}
+
+/// One batch an idempotent producer wrote: `[first_seq, last_seq, base_offset,
+/// last_offset]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProducerBatch(pub i32, pub i32, pub i64, pub i64);
+
+/// `diskless/<topic_id>/<partition>/producers/<producer_id>`: the idempotence home of one
+/// producer in one partition, which every broker checks a batch against.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProducerEntry {
+    pub epoch: i16,
+    /// The last few batches, oldest first (at most [`CACHED_BATCHES`]).
+    pub batches: Vec<ProducerBatch>,
+    /// When it last wrote (ms), for expiry.
+    pub last_ms: i64,
+    /// The max timestamp of its last batch.
+    pub last_ts: i64,
+}
+
+/// A partition's stored state. `head_version` is the store's version of the head (etcd:
+/// its mod_revision); 0 means no head is stored yet.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PartitionState {
+    pub head: Head,
+    pub head_version: u64,
+    pub runs: BTreeMap<i64, Run>,
+    pub producers: BTreeMap<i64, ProducerEntry>,
+}
+
+fn next_sequence(last: i32) -> i32 {
+    if last == i32::MAX { 0 } else { last + 1 }
+}
+
+impl ProducerEntry {
+    /// The checks of `crate::log::producers::ProducerState::check`, against this entry.
+    pub fn check(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        first_sequence: i32,
+        last_sequence: i32,
+    ) -> Result<Verdict, ProducerError> {
+        if epoch < self.epoch {
+            return Err(ProducerError::Fenced {
+                producer_id,
+                epoch,
+                current: self.epoch,
+            });
+        }
+        if epoch > self.epoch {
+            return if first_sequence == 0 {
+                Ok(Verdict::Append)
+            } else {
+                Err(ProducerError::OutOfOrder {
+                    producer_id,
+                    last: -1,
+                    got: first_sequence,
+                })
+            };
+        }
+        if let Some(b) = self
+            .batches
+            .iter()
+            .find(|b| b.0 == first_sequence && b.1 == last_sequence)
+        {
+            return Ok(Verdict::Duplicate {
+                base_offset: b.2,
+                last_offset: b.3,
+            });
+        }
+        match self.batches.last() {
+            Some(last) if first_sequence != next_sequence(last.1) => {
+                Err(ProducerError::OutOfOrder {
+                    producer_id,
+                    last: last.1,
+                    got: first_sequence,
+                })
+            }
+            _ => Ok(Verdict::Append),
+        }
+    }
+
+    fn record(&mut self, epoch: i16, batch: ProducerBatch, max_ts: i64, now_ms: i64) {
+        if epoch > self.epoch {
+            self.epoch = epoch;
+            self.batches.clear();
+        }
+        self.batches.push(batch);
+        if self.batches.len() > CACHED_BATCHES {
+            let extra = self.batches.len() - CACHED_BATCHES;
+            self.batches.drain(..extra);
+        }
+        self.last_ms = self.last_ms.max(now_ms);
+        self.last_ts = max_ts;
+    }
+}
+
+/// A batch waiting to be committed, as far as the commit logic needs to know it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingBatch {
+    /// -1: not idempotent.
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub first_sequence: i32,
+    /// Records in the batch (the offsets it takes), at least 1.
+    pub records: i32,
+    pub max_ts: i64,
+    /// Where its bytes are in the shared object.
+    pub pos: u64,
+    pub len: u64,
+}
+
+impl PendingBatch {
+    fn last_sequence(&self) -> i32 {
+        // Sequences wrap at i32::MAX, as Kafka's do.
+        let last = i64::from(self.first_sequence) + i64::from(self.records) - 1;
+        if last > i64::from(i32::MAX) {
+            (last - i64::from(i32::MAX) - 1) as i32
+        } else {
+            last as i32
+        }
+    }
+}
+
+/// What happened to one batch of a commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Appended at `base_offset`.
+    Appended {
+        base_offset: i64,
+    },
+    /// A retry of a batch stored before, at this base offset: not stored again.
+    Duplicate {
+        base_offset: i64,
+    },
+    Refused(ProducerErrorKind),
+}
+
+/// The idempotence refusals, each one Kafka error code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProducerErrorKind {
+    /// INVALID_PRODUCER_EPOCH.
+    Fenced,
+    /// OUT_OF_ORDER_SEQUENCE_NUMBER.
+    OutOfOrder,
+}
+
+/// The result of planning a commit for one partition: per batch its outcome, and what
+/// the commit writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub outcomes: Vec<Outcome>,
+    pub head: Head,
+    /// One run per contiguous stretch of appended batches in the object: usually one;
+    /// more when a batch in the middle turned out a retry or was refused at commit time.
+    pub runs: Vec<Run>,
+    /// Producer entries that changed.
+    pub producers: BTreeMap<i64, ProducerEntry>,
+}
+
+impl Plan {
+    pub fn appended(&self) -> bool {
+        !self.runs.is_empty()
+    }
+}
+
+/// Where the batches of a commit are stored and who commits them.
+#[derive(Debug, Clone)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+    pub broker: i32,
+    pub now_ms: i64,
+}
+
+/// Plans appending `batches` (in the order they are stored in the object) to `state`.
+/// Pure: `state` is not changed; [`PartitionState::apply`] applies the plan.
+pub fn plan(state: &PartitionState, batches: &[PendingBatch], object: &ObjectInfo) -> Plan {
+    let mut head = state.head.clone();
+    let mut producers: BTreeMap<i64, ProducerEntry> = BTreeMap::new();
+    let mut outcomes = Vec::with_capacity(batches.len());
+    let mut runs: Vec<Run> = Vec::new();
+    // Whether the previous batch was appended (a run continues only over appended ones).
+    let mut extending = false;
+    for batch in batches {
+        let outcome = if batch.producer_id < 0 {
+            Ok(Verdict::Append)
+        } else {
+            match producers
+                .get(&batch.producer_id)
+                .or_else(|| state.producers.get(&batch.producer_id))
+            {
+                Some(entry) => entry.check(
+                    batch.producer_id,
+                    batch.epoch,
+                    batch.first_sequence,
+                    batch.last_sequence(),
+                ),
+                None => Ok(Verdict::Append),
+            }
+        };
+        let outcome = match outcome {
+            Ok(Verdict::Append) => {
+                let base_offset = head.next;
+                let last_offset = base_offset + i64::from(batch.records.max(1)) - 1;
+                head.next = last_offset + 1;
+                match runs.last_mut().filter(|_| extending) {
+                    Some(run) => {
+                        run.len += batch.len;
+                        run.end = head.next;
+                        run.max_ts = run.max_ts.max(batch.max_ts);
+                        run.batches += 1;
+                    }
+                    None => runs.push(Run {
+                        key: object.key.clone(),
+                        size: object.size,
+                        pos: batch.pos,
+                        len: batch.len,
+                        base: base_offset,
+                        end: head.next,
+                        max_ts: batch.max_ts,
+                        at: object.now_ms,
+                        broker: object.broker,
+                        batches: 1,
+                    }),
+                }
+                if batch.producer_id >= 0 {
+                    let entry =
+                        producers.entry(batch.producer_id).or_insert_with(|| {
+                            state.producers.get(&batch.producer_id).cloned().unwrap_or(
+                                ProducerEntry {
+                                    epoch: batch.epoch,
+                                    batches: Vec::new(),
+                                    last_ms: object.now_ms,
+                                    last_ts: batch.max_ts,
+                                },
+                            )
+                        });
+                    entry.record(
+                        batch.epoch,
+                        ProducerBatch(
+                            batch.first_sequence,
+                            batch.last_sequence(),
+                            base_offset,
+                            last_offset,
+                        ),
+                        batch.max_ts,
+                        object.now_ms,
+                    );
+                }
+                extending = true;
+                Outcome::Appended { base_offset }
+            }
+            Ok(Verdict::Duplicate { base_offset, .. }) => {
+                extending = false;
+                Outcome::Duplicate { base_offset }
+            }
+            Err(ProducerError::Fenced { .. }) => {
+                extending = false;
+                Outcome::Refused(ProducerErrorKind::Fenced)
+            }
+            Err(_) => {
+                extending = false;
+                Outcome::Refused(ProducerErrorKind::OutOfOrder)
+            }
+        };
+        outcomes.push(outcome);
+    }
+    head.runs = head.runs.saturating_add(runs.len() as u32);
+    head.run_bytes = head
+        .run_bytes
+        .saturating_add(runs.iter().map(|r| r.len).sum::<u64>());
+    Plan {
+        outcomes,
+        head,
+        runs,
+        producers,
+    }
+}
+
+impl PartitionState {
+    /// This state after `plan` was committed at store version `version`.
+    pub fn apply(&mut self, plan: &Plan, version: u64) {
+        self.head = plan.head.clone();
+        self.head_version = version;
+        for run in &plan.runs {
+            self.runs.insert(run.base, run.clone());
+        }
+        for (id, entry) in &plan.producers {
+            self.producers.insert(*id, entry.clone());
+        }
+    }
+
+    /// The runs a reader uses: those at or above `merged` (runs below it linger between a
+    /// merge commit and the trim).
+    pub fn live_runs(&self) -> impl Iterator<Item = &Run> {
+        self.runs.range(self.head.merged..).map(|(_, r)| r)
+    }
+
+    /// Whether the runs at or above `merged` are contiguous and end at `next`: the
+    /// invariant every commit keeps.
+    pub fn is_contiguous(&self) -> bool {
+        let mut expected = None;
+        for run in self.live_runs() {
+            if expected.is_some_and(|e| e != run.base) || run.end <= run.base {
+                return false;
+            }
+            expected = Some(run.end);
+        }
+        expected.is_none_or(|end| end == self.head.next)
+    }
+}
+
+#[cfg(test)]
+mod tests;
