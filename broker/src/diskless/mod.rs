@@ -26,6 +26,9 @@
 //!
 //! `state` (records and the pure commit logic), `store` (etcd and embedded stores).
 
+pub mod merge;
+pub mod retention;
+pub mod scrub;
 pub mod state;
 pub mod store;
 

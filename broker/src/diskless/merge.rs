@@ -1,0 +1,616 @@
+//! The merger: turns a diskless partition's runs (offset ranges of shared objects, listed
+//! in the metadata store) into segments of the tiered format, committed to the
+//! partition's manifest, so long-term storage, retention, DeleteRecords, historical reads
+//! and the partition scrubber work as for tiered topics, and the metadata store holds a
+//! bounded number of runs per partition.
+//!
+//! Every `diskless_merge_interval_ms` each broker looks at the diskless partitions it
+//! owns ([`owner`]: the live brokers sorted by node id, indexed by a stable hash of the
+//! partition). A partition is merged when its unmerged runs reach `diskless_merge_bytes`
+//! (capped by the topic's segment.bytes), when the oldest is older than
+//! `diskless_merge_max_age_ms`, or when their count reaches half of
+//! `diskless_max_pending_runs` (above which produce is refused). A merge:
+//!
+//! 1. **reads** a prefix of the runs (ranged reads of their shared objects through the
+//!    segment cache, where a tailing reader may already have put them);
+//! 2. **builds** the segment ([`build`]): deterministic bytes, offsets patched from the
+//!    runs, partitionLeaderEpoch 0, the offset and time indexes the remote reader reads;
+//! 3. **uploads** it and commits it to the manifest with `RemoteLog::upload` at leader
+//!    epoch 0: objects first, manifest second;
+//! 4. **trims**: a compare-and-swap of the head (`DisklessStore::trim`) that moves
+//!    `merged` to the manifest's end and deletes the runs below it.
+//!
+//! Crash safety and fencing follow from the order (the tiering crate's doc has the crash
+//! table): a crash before the commit leaves an orphan segment object for the partition
+//! scrubber and nothing else; a crash after the commit leaves runs the manifest already
+//! covers, and the next round ([`plan`] sees the manifest's end past `merged`) trims them
+//! without uploading again. Two brokers merging the same runs at once (ownership moving)
+//! build the same offsets; the manifest CAS lets one commit and the other's upload finds
+//! the range covered and deletes its own object. The trim compares the head's version: a
+//! trim that raced an append is recomputed from a fresh read.
+//!
+//! Producer state stays in the metadata store (the producer entries), where every broker
+//! checks idempotent retries: a merged segment carries an empty producer snapshot and no
+//! transaction index (transactions are refused on diskless topics).
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use prometheus::{IntCounterVec, IntGaugeVec, Opts};
+use strata_tiering::{ObjectRef, PartitionId, RemoteLog, SealedSegment, TierError};
+use tracing::{info, warn};
+
+use super::state::{Head, PartitionKey, PartitionState, Run};
+use super::store::DisklessStore;
+use crate::config::Config;
+use crate::log::LogConfig;
+use crate::tier::Tiering;
+
+pub mod build;
+
+#[cfg(test)]
+mod tests;
+
+/// A diskless topic as the background loops see it.
+#[derive(Debug, Clone)]
+pub struct DisklessTopic {
+    pub name: String,
+    pub id: uuid::Uuid,
+    pub partitions: i32,
+    pub config: LogConfig,
+}
+
+/// What the merger, retention and the scrubber need from the broker: the narrow handle
+/// they get instead of the whole broker.
+pub trait DisklessHost: Send + Sync + 'static {
+    fn now_ms(&self) -> i64;
+    fn shutdown(&self) -> &tokio_util::sync::CancellationToken;
+    fn config(&self) -> &Config;
+    fn tiering(&self) -> Option<&Arc<Tiering>>;
+    fn diskless_store(&self) -> Option<Arc<dyn DisklessStore>>;
+    /// The diskless topics this broker has open.
+    fn diskless_topics(&self) -> Vec<DisklessTopic>;
+    /// Node ids of the live brokers (the cluster view), this one included.
+    fn live_brokers(&self) -> Vec<i32>;
+    fn node_id(&self) -> i32;
+    fn is_controller(&self) -> bool;
+    /// The metrics registry the diskless families are registered in.
+    fn registry(&self) -> &prometheus::Registry;
+}
+
+/// The merge owner of a partition among `live` brokers: sorted by node id, indexed by a
+/// stable hash of (topic id, partition). Every broker computes the same answer from the
+/// same cluster view; while views differ two brokers may both merge, which is safe.
+pub fn owner(live: &[i32], key: &PartitionKey) -> Option<i32> {
+    let mut live = live.to_vec();
+    live.sort_unstable();
+    live.dedup();
+    if live.is_empty() {
+        return None;
+    }
+    let index = (stable_hash(key) % live.len() as u64) as usize;
+    Some(live[index])
+}
+
+/// FNV-1a over the topic id's bytes and the partition index (big-endian): the same on
+/// every broker and every build, unlike `std`'s hasher.
+pub fn stable_hash(key: &PartitionKey) -> u64 {
+    let mut bytes = [0u8; 20];
+    bytes[..16].copy_from_slice(key.topic_id.as_bytes());
+    bytes[16..].copy_from_slice(&key.partition.to_be_bytes());
+    fnv1a(&bytes)
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in bytes {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+/// When a partition is merged, and how big a segment gets.
+#[derive(Debug, Clone, Copy)]
+pub struct MergeSettings {
+    /// `diskless_merge_bytes` capped by the topic's segment.bytes.
+    pub target_bytes: u64,
+    pub max_age_ms: i64,
+    /// `diskless_max_pending_runs`: a merge is due once half of it waits.
+    pub max_pending_runs: u32,
+    pub index_interval_bytes: u64,
+}
+
+impl MergeSettings {
+    pub fn new(config: &Config, topic: &LogConfig) -> MergeSettings {
+        MergeSettings {
+            target_bytes: (config.diskless_merge_bytes.max(1) as u64)
+                .min(topic.segment_bytes.max(1))
+                .min(build::MAX_SEGMENT_BYTES),
+            max_age_ms: config.diskless_merge_max_age_ms,
+            max_pending_runs: PENDING_RUNS_LIMIT,
+            index_interval_bytes: topic.index_interval_bytes,
+        }
+    }
+}
+
+/// `diskless_max_pending_runs`' default, until the setting is read here.
+const PENDING_RUNS_LIMIT: u32 = 2000;
+
+/// What a round does with one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    Nothing,
+    /// The manifest covers runs the store still lists (a crash or a lost race after a
+    /// manifest commit, or DeleteRecords past them): trim only.
+    Trim,
+    /// Merge the runs starting at these base offsets, in order.
+    Merge(Vec<i64>),
+}
+
+/// Decides a round for one partition from its stored state and the manifest's end
+/// (`None`: the manifest is empty).
+pub fn plan(
+    state: &PartitionState,
+    manifest_end: Option<i64>,
+    settings: &MergeSettings,
+    now_ms: i64,
+) -> Plan {
+    if trimmed(state, manifest_end).is_some() {
+        return Plan::Trim;
+    }
+    let pending: Vec<&Run> = state.runs.values().collect();
+    let Some(&first) = pending.first() else {
+        return Plan::Nothing;
+    };
+    let bytes: u64 = pending.iter().map(|r| r.len).sum();
+    let due = bytes >= settings.target_bytes
+        || now_ms.saturating_sub(first.at) >= settings.max_age_ms
+        || pending.len() as u64 * 2 >= u64::from(settings.max_pending_runs);
+    if !due {
+        return Plan::Nothing;
+    }
+    let mut chosen = Vec::new();
+    let mut total = 0u64;
+    let mut next = first.base;
+    for run in pending {
+        let fits = total + run.len <= settings.target_bytes
+            && run.end - first.base <= i64::from(i32::MAX)
+            && total + run.len <= build::MAX_SEGMENT_BYTES;
+        // The first run goes whatever its size: a run is never split.
+        if run.base != next || (!chosen.is_empty() && !fits) {
+            break;
+        }
+        chosen.push(run.base);
+        total += run.len;
+        next = run.end;
+    }
+    Plan::Merge(chosen)
+}
+
+/// The head after trimming `state` to what the manifest covers (`manifest_end`), and the
+/// runs to delete; `None` if there is nothing to trim. Runs ending at or below the
+/// covered offset go; `merged` moves to the covered offset (but never past a remaining
+/// run's base: DeleteRecords may have moved the manifest's start into a run);
+/// `runs`/`run_bytes` are recounted from what remains.
+pub fn trimmed(state: &PartitionState, manifest_end: Option<i64>) -> Option<(Head, Vec<i64>)> {
+    let covered = manifest_end.unwrap_or(i64::MIN).max(state.head.merged);
+    let doomed: Vec<i64> = state
+        .runs
+        .values()
+        .filter(|r| r.end <= covered)
+        .map(|r| r.base)
+        .collect();
+    let remaining = state.runs.values().filter(|r| r.end > covered);
+    let first_remaining = state
+        .runs
+        .values()
+        .find(|r| r.end > covered)
+        .map(|r| r.base);
+    let merged = first_remaining
+        .map_or(covered, |base| base.min(covered))
+        .min(state.head.next)
+        .max(state.head.merged);
+    if doomed.is_empty() && merged == state.head.merged {
+        return None;
+    }
+    let mut head = state.head.clone();
+    head.merged = merged;
+    head.runs = remaining.clone().count() as u32;
+    head.run_bytes = remaining.map(|r| r.len).sum();
+    Some((head, doomed))
+}
+
+/// Why a merge round of a partition failed. Each is retried at the next round.
+#[derive(Debug, thiserror::Error)]
+pub enum MergeError {
+    #[error("metadata store: {0}")]
+    Metadata(#[from] crate::cluster::StoreError),
+    #[error(transparent)]
+    Tier(#[from] TierError),
+    #[error(transparent)]
+    Damaged(#[from] build::Damaged),
+    #[error("stage the merged segment under {path}: {source}")]
+    Staging {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the head of the partition kept changing; the trim is left to the next round")]
+    Contended,
+}
+
+/// What one round did to a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Merged {
+    /// A segment was committed to the manifest by this round.
+    pub uploaded: bool,
+    /// Runs deleted from the store.
+    pub trimmed: usize,
+}
+
+/// One partition's merge context: the handles a round uses.
+pub struct Merger {
+    pub store: Arc<dyn DisklessStore>,
+    pub tiering: Arc<Tiering>,
+    /// `<data_dir>/diskless-merge`: segments are staged here for the upload.
+    pub staging: PathBuf,
+    pub part_bytes: u64,
+}
+
+impl Merger {
+    pub fn new(
+        host: &dyn DisklessHost,
+        store: Arc<dyn DisklessStore>,
+        tiering: Arc<Tiering>,
+    ) -> Merger {
+        Merger {
+            store,
+            tiering,
+            staging: host.config().data_dir.join("diskless-merge"),
+            part_bytes: host.config().remote_upload_part_bytes as u64,
+        }
+    }
+
+    pub async fn remote_log(
+        &self,
+        topic: &str,
+        key: &PartitionKey,
+    ) -> Result<Arc<RemoteLog>, TierError> {
+        self.tiering
+            .open_remote_log(PartitionId {
+                topic: topic.to_string(),
+                topic_id: key.topic_id,
+                partition: key.partition,
+            })
+            .await
+    }
+
+    /// One round for one partition: trim what the manifest already covers, or merge a
+    /// prefix of the runs if one is due (then trim).
+    pub async fn merge_partition(
+        &self,
+        topic: &str,
+        key: &PartitionKey,
+        settings: &MergeSettings,
+        now_ms: i64,
+    ) -> Result<Merged, MergeError> {
+        let Some(state) = self.store.load(key).await? else {
+            return Ok(Merged::default());
+        };
+        let remote = self.remote_log(topic, key).await?;
+        match plan(&state, remote.marks().end_offset, settings, now_ms) {
+            Plan::Nothing => Ok(Merged::default()),
+            Plan::Trim => Ok(Merged {
+                uploaded: false,
+                trimmed: self.trim(key, state, &remote).await?,
+            }),
+            Plan::Merge(bases) => {
+                let runs: Vec<Run> = bases
+                    .iter()
+                    .filter_map(|b| state.runs.get(b).cloned())
+                    .collect();
+                let uploaded = self
+                    .upload(&remote, &runs, state.head.log_start, settings, now_ms)
+                    .await?;
+                if uploaded {
+                    info!(partition = %remote.id, base_offset = runs.first().map_or(0, |r| r.base),
+                        end_offset = runs.last().map_or(0, |r| r.end), runs = runs.len(),
+                        bytes = runs.iter().map(|r| r.len).sum::<u64>(), "merged diskless runs into a segment");
+                }
+                let trimmed = self.trim(key, state, &remote).await?;
+                Ok(Merged { uploaded, trimmed })
+            }
+        }
+    }
+
+    /// Reads `runs`, builds their segment and commits it to the manifest. Returns
+    /// whether this call committed it (false: the manifest already covered it).
+    pub async fn upload(
+        &self,
+        remote: &RemoteLog,
+        runs: &[Run],
+        log_start: i64,
+        settings: &MergeSettings,
+        now_ms: i64,
+    ) -> Result<bool, MergeError> {
+        let mut pieces = Vec::with_capacity(runs.len());
+        for run in runs {
+            pieces.push(self.read_run(run).await?);
+        }
+        let owned: Vec<(Run, Bytes)> = runs.iter().cloned().zip(pieces).collect();
+        let interval = settings.index_interval_bytes;
+        let segment = tokio::task::spawn_blocking(move || {
+            let views: Vec<build::RunBytes<'_>> = owned
+                .iter()
+                .map(|(run, bytes)| build::RunBytes {
+                    key: &run.key,
+                    base: run.base,
+                    end: run.end,
+                    batches: run.batches,
+                    bytes,
+                })
+                .collect();
+            build::build_segment(&views, interval)
+        })
+        .await
+        .map_err(|e| MergeError::Staging {
+            path: self.staging.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })??;
+        let path = self.staging.join(format!(
+            "{}-{}-{:020}.log",
+            remote.id.topic_id.simple(),
+            remote.id.partition,
+            segment.base_offset
+        ));
+        let file = stage(&path, &segment.log).await?;
+        let sealed = SealedSegment {
+            base_offset: segment.base_offset,
+            end_offset: segment.end_offset,
+            log: file,
+            log_bytes: segment.log.len() as u64,
+            offset_index: Bytes::from(segment.offset_index),
+            time_index: Bytes::from(segment.time_index),
+            producer_snapshot: Bytes::new(),
+            txn_index: Bytes::new(),
+            max_timestamp: segment.max_timestamp,
+            log_start_offset: log_start,
+        };
+        // Leader epoch 0: a diskless partition has no leader; the manifest CAS decides
+        // between two mergers.
+        let result = remote
+            .upload(&sealed, 0, self.part_bytes, now_ms, None)
+            .await;
+        // The open handle keeps the bytes readable until the upload ends.
+        let _ = std::fs::remove_file(&path);
+        Ok(result?)
+    }
+
+    /// The bytes of one run, through the segment cache.
+    async fn read_run(&self, run: &Run) -> Result<Bytes, MergeError> {
+        let object = ObjectRef {
+            key: run.key.clone(),
+            id: shared_object_id(&run.key),
+            size: run.size,
+        };
+        let end = run.pos.saturating_add(run.len);
+        if end > run.size {
+            return Err(build::Damaged {
+                key: run.key.clone(),
+                base: run.base,
+                position: 0,
+                reason: "the run reaches past the end of its object",
+            }
+            .into());
+        }
+        let bytes = self.tiering.cache.read(&object, run.pos..end).await?;
+        if bytes.len() as u64 != run.len {
+            return Err(build::Damaged {
+                key: run.key.clone(),
+                base: run.base,
+                position: bytes.len(),
+                reason: "the object is shorter than its run",
+            }
+            .into());
+        }
+        Ok(bytes)
+    }
+
+    /// Trims the store to what the manifest covers, re-reading on a lost compare.
+    /// Returns the runs deleted.
+    pub async fn trim(
+        &self,
+        key: &PartitionKey,
+        mut state: PartitionState,
+        remote: &RemoteLog,
+    ) -> Result<usize, MergeError> {
+        for _ in 0..TRIM_ATTEMPTS {
+            let Some((head, doomed)) = trimmed(&state, remote.marks().end_offset) else {
+                return Ok(0);
+            };
+            if self
+                .store
+                .trim(key, state.head_version, &head, &doomed)
+                .await?
+            {
+                return Ok(doomed.len());
+            }
+            match self.store.load(key).await? {
+                Some(fresh) => state = fresh,
+                None => return Ok(0),
+            }
+        }
+        Err(MergeError::Contended)
+    }
+}
+
+const TRIM_ATTEMPTS: usize = 8;
+
+/// The id the segment cache knows a shared object by: the UUID in its name
+/// (`<node_id>-<uuid>.batches`), or one derived from the key if the name has none.
+pub fn shared_object_id(key: &str) -> uuid::Uuid {
+    key.rsplit('/')
+        .next()
+        .and_then(|name| name.strip_suffix(".batches"))
+        .and_then(|name| name.split_once('-'))
+        .and_then(|(_, id)| uuid::Uuid::parse_str(id).ok())
+        .unwrap_or_else(|| {
+            let hash = fnv1a(key.as_bytes());
+            uuid::Uuid::from_u64_pair(hash, !hash)
+        })
+}
+
+/// Writes the segment bytes to `path` and returns a read handle.
+async fn stage(path: &Path, bytes: &[u8]) -> Result<Arc<std::fs::File>, MergeError> {
+    let staging = |source| MergeError::Staging {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = path.parent().unwrap_or(path).to_path_buf();
+    let (path_owned, bytes) = (path.to_path_buf(), bytes.to_vec());
+    tokio::task::spawn_blocking(move || -> std::io::Result<Arc<std::fs::File>> {
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(&path_owned, &bytes)?;
+        Ok(Arc::new(std::fs::File::open(&path_owned)?))
+    })
+    .await
+    .map_err(|e| staging(std::io::Error::other(e.to_string())))?
+    .map_err(staging)
+}
+
+// Metrics: process-wide families (several brokers in one test process share them),
+// registered in each broker's registry by the loop that updates them.
+
+pub static MERGE_LAG_SECONDS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    IntGaugeVec::new(
+        Opts::new(
+            "diskless_merge_lag_seconds",
+            "Age of the oldest unmerged run of a diskless topic, over the partitions this broker owns (0 when none waits)",
+        )
+        .namespace("strata"),
+        &["topic"],
+    )
+    .expect("a valid metric family")
+});
+
+pub static UNMERGED_BYTES: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    IntGaugeVec::new(
+        Opts::new(
+            "diskless_unmerged_bytes",
+            "Bytes of unmerged runs of a diskless topic, over the partitions this broker owns",
+        )
+        .namespace("strata"),
+        &["topic"],
+    )
+    .expect("a valid metric family")
+});
+
+pub static MERGES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    IntCounterVec::new(
+        Opts::new(
+            "diskless_merges_total",
+            "Segments this broker merged from diskless runs and committed to a manifest",
+        )
+        .namespace("strata"),
+        &["topic"],
+    )
+    .expect("a valid metric family")
+});
+
+/// Registers the diskless families in `registry`; a second registration (a restarted
+/// loop) is not an error.
+pub fn register_metrics(registry: &prometheus::Registry) {
+    let families: [Box<dyn prometheus::core::Collector>; 4] = [
+        Box::new(MERGE_LAG_SECONDS.clone()),
+        Box::new(UNMERGED_BYTES.clone()),
+        Box::new(MERGES.clone()),
+        Box::new(super::scrub::SCRUBBED.clone()),
+    ];
+    for family in families {
+        match registry.register(family) {
+            Ok(()) | Err(prometheus::Error::AlreadyReg) => {}
+            Err(e) => warn!(error = %e, "cannot register a diskless metric"),
+        }
+    }
+}
+
+/// The merger loop: every `diskless_merge_interval_ms`, each diskless partition this
+/// broker owns gets a round (merge, then retention); the per-topic gauges are set from
+/// the owned partitions' state.
+pub async fn run_merger(host: Arc<dyn DisklessHost>) {
+    let (Some(tiering), Some(store)) = (host.tiering().cloned(), host.diskless_store()) else {
+        return;
+    };
+    register_metrics(host.registry());
+    let merger = Merger::new(&*host, store, tiering);
+    let mut ticker = tokio::time::interval(Duration::from_millis(
+        host.config().diskless_merge_interval_ms as u64,
+    ));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reported: HashSet<String> = HashSet::new();
+    loop {
+        tokio::select! {
+            _ = host.shutdown().cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        let live = host.live_brokers();
+        let me = host.node_id();
+        let mut gauges: HashMap<String, (i64, u64)> = HashMap::new();
+        for topic in host.diskless_topics() {
+            let settings = MergeSettings::new(host.config(), &topic.config);
+            let entry = gauges.entry(topic.name.clone()).or_default();
+            for partition in 0..topic.partitions {
+                if host.shutdown().is_cancelled() {
+                    return;
+                }
+                let key = PartitionKey {
+                    topic_id: topic.id,
+                    partition,
+                };
+                if owner(&live, &key) != Some(me) {
+                    continue;
+                }
+                let now = host.now_ms();
+                match merger
+                    .merge_partition(&topic.name, &key, &settings, now)
+                    .await
+                {
+                    Ok(merged) => {
+                        if merged.uploaded {
+                            MERGES.with_label_values(&[&topic.name]).inc();
+                        }
+                    }
+                    Err(e) => warn!(topic = %topic.name, partition, error = %e,
+                        "diskless merge failed; retrying at the next round"),
+                }
+                if let Err(e) =
+                    super::retention::apply_retention(&merger, &topic, &key, host.now_ms()).await
+                {
+                    warn!(topic = %topic.name, partition, error = %e,
+                        "diskless retention failed; retrying at the next round");
+                }
+                if let Ok(Some(state)) = merger.store.load(&key).await {
+                    let oldest = state.runs.values().map(|r| r.at).min();
+                    let age = oldest.map_or(0, |at| (host.now_ms() - at).max(0) / 1000);
+                    entry.0 = entry.0.max(age);
+                    entry.1 += state.runs.values().map(|r| r.len).sum::<u64>();
+                }
+            }
+        }
+        for (topic, (age, bytes)) in &gauges {
+            MERGE_LAG_SECONDS.with_label_values(&[topic]).set(*age);
+            UNMERGED_BYTES
+                .with_label_values(&[topic])
+                .set(*bytes as i64);
+        }
+        for gone in reported.iter().filter(|t| !gauges.contains_key(*t)) {
+            let _ = MERGE_LAG_SECONDS.remove_label_values(&[gone]);
+            let _ = UNMERGED_BYTES.remove_label_values(&[gone]);
+            let _ = MERGES.remove_label_values(&[gone]);
+        }
+        reported = gauges.into_keys().collect();
+    }
+}
