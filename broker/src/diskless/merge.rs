@@ -32,6 +32,11 @@
 //! Producer state stays in the metadata store (the producer entries), where every broker
 //! checks idempotent retries: a merged segment carries an empty producer snapshot and no
 //! transaction index (transactions are refused on diskless topics).
+//!
+//! Compaction: cleanup.policy=compact is refused on diskless topics at creation and on
+//! alteration (`crate::topic_config::check_diskless`, INVALID_CONFIG "compaction is not
+//! supported on diskless topics"). The remote compaction of tiered topics needs a local
+//! pass's offset map, which a diskless partition never builds.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -65,6 +70,7 @@ pub struct DisklessTopic {
 
 /// What the merger, retention and the scrubber need from the broker: the narrow handle
 /// they get instead of the whole broker.
+#[async_trait::async_trait]
 pub trait DisklessHost: Send + Sync + 'static {
     fn now_ms(&self) -> i64;
     fn shutdown(&self) -> &tokio_util::sync::CancellationToken;
@@ -73,6 +79,12 @@ pub trait DisklessHost: Send + Sync + 'static {
     fn diskless_store(&self) -> Option<Arc<dyn DisklessStore>>;
     /// The diskless topics this broker has open.
     fn diskless_topics(&self) -> Vec<DisklessTopic>;
+    /// A partition's state as this broker's view has it (no metadata-store read; it may
+    /// lag): what decides whether a round needs to look at the store at all.
+    fn diskless_state(&self, key: &PartitionKey) -> Option<Arc<PartitionState>>;
+    /// Reloads the view's copy of a partition after this broker changed it in the store
+    /// (a trim or a new log start): the embedded store has no watch to tell the view.
+    async fn refresh_view(&self, key: &PartitionKey);
     /// Node ids of the live brokers (the cluster view), this one included.
     fn live_brokers(&self) -> Vec<i32>;
     fn node_id(&self) -> i32;
@@ -573,30 +585,45 @@ pub async fn run_merger(host: Arc<dyn DisklessHost>) {
                 if owner(&live, &key) != Some(me) {
                     continue;
                 }
-                let now = host.now_ms();
-                match merger
-                    .merge_partition(&topic.name, &key, &settings, now)
-                    .await
-                {
-                    Ok(merged) => {
-                        if merged.uploaded {
-                            MERGES.with_label_values(&[&topic.name]).inc();
+                let seen = host.diskless_state(&key);
+                let retention = topic.config.retention_ms >= 0
+                    || topic.config.retention_bytes >= 0
+                    || seen.as_ref().is_some_and(|s| s.head.log_start > 0);
+                let has_runs = seen.as_ref().is_none_or(|s| !s.runs.is_empty());
+                let mut changed = false;
+                if has_runs {
+                    match merger
+                        .merge_partition(&topic.name, &key, &settings, host.now_ms())
+                        .await
+                    {
+                        Ok(merged) => {
+                            if merged.uploaded {
+                                MERGES.with_label_values(&[&topic.name]).inc();
+                            }
+                            changed = merged != Merged::default();
                         }
+                        Err(e) => warn!(topic = %topic.name, partition, error = %e,
+                            "diskless merge failed; retrying at the next round"),
                     }
-                    Err(e) => warn!(topic = %topic.name, partition, error = %e,
-                        "diskless merge failed; retrying at the next round"),
                 }
-                if let Err(e) =
-                    super::retention::apply_retention(&merger, &topic, &key, host.now_ms()).await
-                {
-                    warn!(topic = %topic.name, partition, error = %e,
-                        "diskless retention failed; retrying at the next round");
+                if retention {
+                    changed = true;
+                    if let Err(e) =
+                        super::retention::apply_retention(&merger, &topic, &key, host.now_ms())
+                            .await
+                    {
+                        warn!(topic = %topic.name, partition, error = %e,
+                            "diskless retention failed; retrying at the next round");
+                    }
                 }
-                if let Ok(Some(state)) = merger.store.load(&key).await {
-                    let oldest = state.runs.values().map(|r| r.at).min();
+                if changed {
+                    host.refresh_view(&key).await;
+                }
+                if let Some(state) = host.diskless_state(&key) {
+                    let oldest = state.live_runs().map(|r| r.at).min();
                     let age = oldest.map_or(0, |at| (host.now_ms() - at).max(0) / 1000);
                     entry.0 = entry.0.max(age);
-                    entry.1 += state.runs.values().map(|r| r.len).sum::<u64>();
+                    entry.1 += state.live_runs().map(|r| r.len).sum::<u64>();
                 }
             }
         }
