@@ -85,6 +85,8 @@ pub trait DisklessHost: Send + Sync + 'static {
     /// Reloads the view's copy of a partition after this broker changed it in the store
     /// (a trim or a new log start): the embedded store has no watch to tell the view.
     async fn refresh_view(&self, key: &PartitionKey);
+    /// Ids of every topic in the metadata store (not this broker's copy, which may lag).
+    async fn stored_topic_ids(&self) -> Result<HashSet<uuid::Uuid>, crate::cluster::StoreError>;
     /// Node ids of the live brokers (the cluster view), this one included.
     fn live_brokers(&self) -> Vec<i32>;
     fn node_id(&self) -> i32;

@@ -16,7 +16,8 @@
 //! Diskless partitions have no leader, so the tiered scrubber (which asks each leader to
 //! scrub its partition's prefix) never looks at them; the same pass runs
 //! `RemoteLog::scrub` for each diskless partition here, for the segment objects of merges
-//! that crashed or lost the manifest race.
+//! that crashed or lost the manifest race, and deletes the diskless records of topics the
+//! metadata store no longer has (a crash during a topic's deletion).
 
 use std::collections::HashSet;
 use std::sync::{Arc, LazyLock};
@@ -101,6 +102,34 @@ pub async fn scrub_shared(
     Ok(deleted)
 }
 
+/// Deletes the diskless records (heads, runs, producers) of topics the metadata store no
+/// longer has: what a crash during a topic's deletion left. The records are loaded
+/// *before* the topic list, so a topic whose records were loaded was created before the
+/// list was read (an append needs the topic) and is in it unless it was deleted.
+/// Returns the topics forgotten.
+pub async fn forget_deleted_topics(
+    host: &dyn DisklessHost,
+    store: &dyn DisklessStore,
+) -> Result<usize, ScrubError> {
+    let loaded: HashSet<uuid::Uuid> = store
+        .load_all()
+        .await?
+        .into_iter()
+        .map(|(key, _)| key.topic_id)
+        .collect();
+    if loaded.is_empty() {
+        return Ok(0);
+    }
+    let live = host.stored_topic_ids().await?;
+    let mut forgotten = 0;
+    for id in loaded.difference(&live) {
+        info!(topic_id = %id, "deleting the diskless records of a deleted topic");
+        store.delete_topic(*id).await?;
+        forgotten += 1;
+    }
+    Ok(forgotten)
+}
+
 /// The diskless scrubber loop, on the controller only.
 pub async fn run_scrubber(host: Arc<dyn DisklessHost>) {
     let (Some(tiering), Some(store)) = (host.tiering().cloned(), host.diskless_store()) else {
@@ -125,6 +154,9 @@ pub async fn run_scrubber(host: Arc<dyn DisklessHost>) {
             Ok(0) => {}
             Ok(n) => info!(deleted = n, "scrubbed shared diskless objects"),
             Err(e) => warn!(error = %e, "diskless scrub failed"),
+        }
+        if let Err(e) = forget_deleted_topics(&*host, &*store).await {
+            warn!(error = %e, "could not look for diskless records of deleted topics");
         }
         let grace = host.config().remote_scrub_grace_ms;
         for topic in host.diskless_topics() {
