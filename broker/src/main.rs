@@ -447,9 +447,11 @@ async fn open_broker(
         &metrics.tiering_registry,
     )
     .await?;
-    Broker::open(
+    let diskless = strata_broker::diskless::store::open(&config, stores.etcd.as_ref())?;
+    Broker::open_with_diskless(
         config,
         stores.metadata,
+        Some(diskless),
         Some(Arc::new(tiering)),
         metrics,
         Arc::new(SystemClock),

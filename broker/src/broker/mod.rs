@@ -64,6 +64,8 @@ pub struct Broker {
     membership: membership::Membership,
     /// Tiered storage; `None` only in unit tests that build a broker without it.
     pub tiering: Option<Arc<Tiering>>,
+    /// Diskless partitions (view, appender, write cache); `None` without tiering.
+    pub diskless: Option<Arc<crate::diskless::Diskless>>,
     /// The data disk as housekeeping last saw it.
     disk: housekeeping::DiskWatch,
     /// The open topics.
@@ -146,7 +148,43 @@ impl Broker {
         clock: Arc<dyn Clock>,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> anyhow::Result<Arc<Broker>> {
+        // Without an etcd connection to share, only an embedded metadata store has one.
+        let diskless = match config.metadata_url()? {
+            crate::config::MetadataUrl::Embedded(_) => {
+                Some(crate::diskless::store::open(&config, None)?)
+            }
+            crate::config::MetadataUrl::Etcd { .. } => None,
+        };
+        Self::open_with_diskless(config, store, diskless, tiering, metrics, clock, shutdown).await
+    }
+
+    /// [`Broker::open`] with the diskless store opened next to the metadata store
+    /// (`crate::diskless::store::open`).
+    pub async fn open_with_diskless(
+        config: Config,
+        store: Arc<dyn MetadataStore>,
+        diskless_store: Option<Arc<dyn crate::diskless::DisklessStore>>,
+        tiering: Option<Arc<Tiering>>,
+        metrics: Arc<Metrics>,
+        clock: Arc<dyn Clock>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> anyhow::Result<Arc<Broker>> {
         use anyhow::Context;
+        let diskless = match (diskless_store, &tiering) {
+            (Some(diskless_store), Some(tiering)) => {
+                let (diskless, revision) = crate::diskless::Diskless::open(
+                    &config,
+                    diskless_store,
+                    tiering.clone(),
+                    &metrics.registry,
+                    clock.clone(),
+                )
+                .await?;
+                diskless.start(revision, &shutdown);
+                Some(Arc::new(diskless))
+            }
+            _ => None,
+        };
         let data_dir_lock = lock_data_dir(&config.data_dir)?;
         let cluster_id = store.cluster_id().await.context("read the cluster id")?;
         check_cluster_id(&config.data_dir, &cluster_id, &config.metadata)?;
@@ -177,6 +215,7 @@ impl Broker {
             store,
             membership: membership::Membership::default(),
             tiering,
+            diskless,
             disk: housekeeping::DiskWatch::default(),
             topics,
             admin: tokio::sync::Mutex::new(()),

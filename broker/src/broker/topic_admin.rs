@@ -210,11 +210,48 @@ impl Broker {
             replication_factor
         };
         let config = TopicConfig::resolve(&configs, &effective)?;
+        if config.diskless() {
+            return self.prepare_diskless(name, partitions, configs, &effective);
+        }
         let assignment = self.place(name, partitions as usize, factor, 0).await?;
         let record = TopicRecord {
             name: name.to_string(),
             id: Uuid::new_v4(),
             partitions: assignment.into_iter().map(PartitionRecord::new).collect(),
+            configs,
+        };
+        Ok((record, config))
+    }
+
+    /// A diskless topic's record: no replicas, no leader, no ISR (its partitions live in
+    /// the object store and the metadata store, `crate::diskless`), and always tiered.
+    /// The replication factor asked for is ignored: there are no replicas to place.
+    fn prepare_diskless(
+        &self,
+        name: &str,
+        partitions: i32,
+        mut configs: BTreeMap<String, String>,
+        effective: &crate::config::Config,
+    ) -> Result<(TopicRecord, TopicConfig), AdminError> {
+        if self.diskless.is_none() {
+            return Err(AdminError::InvalidConfig(
+                crate::topic_config::TopicConfigError::Invalid {
+                    name: "diskless.enable".into(),
+                    value: "true".into(),
+                    reason: "diskless topics need an object store (setting `object_store`)".into(),
+                },
+            ));
+        }
+        configs
+            .entry("remote.storage.enable".to_string())
+            .or_insert_with(|| "true".to_string());
+        let config = TopicConfig::resolve(&configs, effective)?;
+        let record = TopicRecord {
+            name: name.to_string(),
+            id: Uuid::new_v4(),
+            partitions: (0..partitions)
+                .map(|_| PartitionRecord::diskless())
+                .collect(),
             configs,
         };
         Ok((record, config))

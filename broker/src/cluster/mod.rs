@@ -70,6 +70,19 @@ impl PartitionRecord {
         }
     }
 
+    /// A diskless topic's partition: no replicas, no ISR, no leader (any broker serves
+    /// it; see `crate::diskless`).
+    pub fn diskless() -> PartitionRecord {
+        PartitionRecord {
+            leader: -1,
+            leader_epoch: 0,
+            replicas: Vec::new(),
+            isr: Vec::new(),
+            removing: Vec::new(),
+            adding: Vec::new(),
+        }
+    }
+
     /// Whether a reassignment (or a drain's move) is under way.
     pub fn is_reassigning(&self) -> bool {
         !self.adding.is_empty() || !self.removing.is_empty()

@@ -34,3 +34,332 @@ pub mod store;
 
 pub use state::{Head, PartitionKey, PartitionState, ProducerEntry, Run};
 pub use store::{AppendWrite, DisklessStore, DisklessWatch};
+
+pub mod append;
+pub mod metrics;
+pub mod read;
+pub mod view;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use strata_tiering::RemoteLog;
+use tokio_util::sync::CancellationToken;
+
+use crate::tier::Tiering;
+
+/// A diskless partition's merged history: its tiered manifest (`RemoteLog`), opened on
+/// first use. MERGE commits merged segments to it at leader epoch 0.
+pub struct DisklessPartition {
+    pub key: PartitionKey,
+    pub topic: String,
+    pub remote: Arc<RemoteLog>,
+}
+
+/// Everything diskless on one broker: the view, the appender, the write cache.
+pub struct Diskless {
+    pub view: Arc<view::DisklessView>,
+    pub appender: Arc<append::Appender>,
+    pub cache: Arc<read::WriteCache>,
+    pub metrics: Arc<metrics::DisklessMetrics>,
+    pub tiering: Arc<Tiering>,
+    /// A std mutex: held for a map access; opening a partition happens outside it.
+    partitions: Mutex<HashMap<PartitionKey, Arc<DisklessPartition>>>,
+}
+
+/// What a fetch of a diskless partition returns.
+pub struct FetchResult {
+    pub records: Bytes,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+}
+
+impl Diskless {
+    /// Loads the view of every diskless partition.
+    pub async fn open(
+        config: &crate::config::Config,
+        store: Arc<dyn DisklessStore>,
+        tiering: Arc<Tiering>,
+        registry: &prometheus::Registry,
+        clock: Arc<dyn crate::sys::Clock>,
+    ) -> anyhow::Result<(Diskless, i64)> {
+        use anyhow::Context;
+        let view = Arc::new(view::DisklessView::new(store));
+        let revision = view.load().await.context("load diskless partitions")?;
+        let metrics = Arc::new(
+            metrics::DisklessMetrics::register(registry).context("register diskless metrics")?,
+        );
+        let cache = Arc::new(read::WriteCache::new(
+            config.diskless_write_cache_bytes.max(0) as u64,
+        ));
+        let appender = Arc::new(append::Appender::new(
+            config,
+            view.clone(),
+            tiering.store.clone(),
+            cache.clone(),
+            metrics.clone(),
+            clock,
+        ));
+        Ok((
+            Diskless {
+                view,
+                appender,
+                cache,
+                metrics,
+                tiering,
+                partitions: Mutex::new(HashMap::new()),
+            },
+            revision,
+        ))
+    }
+
+    /// Starts the view's watch and the appender; both stop on `cancel` (the appender
+    /// after flushing what is queued).
+    pub fn start(
+        &self,
+        revision: i64,
+        cancel: &CancellationToken,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        vec![
+            tokio::spawn(self.view.clone().follow(revision, cancel.clone())),
+            tokio::spawn(self.appender.clone().run(cancel.clone())),
+        ]
+    }
+
+    /// The partition's merged history, opened (one metadata-store read) on first use.
+    pub async fn partition(
+        &self,
+        key: PartitionKey,
+        topic: &str,
+    ) -> Result<Arc<DisklessPartition>, strata_tiering::TierError> {
+        if let Some(p) = self.lock().get(&key) {
+            return Ok(p.clone());
+        }
+        let remote = self
+            .tiering
+            .open_remote_log(strata_tiering::PartitionId {
+                topic: topic.to_string(),
+                topic_id: key.topic_id,
+                partition: key.partition,
+            })
+            .await?;
+        let partition = Arc::new(DisklessPartition {
+            key,
+            topic: topic.to_string(),
+            remote,
+        });
+        Ok(self.lock().entry(key).or_insert(partition).clone())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PartitionKey, Arc<DisklessPartition>>> {
+        self.partitions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forgets a deleted topic.
+    pub fn remove_topic(&self, topic_id: uuid::Uuid) {
+        self.view.remove_topic(topic_id);
+        self.lock().retain(|k, _| k.topic_id != topic_id);
+    }
+
+    /// Reads from `offset`: OFFSET_OUT_OF_RANGE below the log start or past `next`;
+    /// empty at `next`.
+    pub async fn fetch(
+        &self,
+        key: PartitionKey,
+        topic: &str,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<FetchResult, read::ReadError> {
+        let state = self.view.get(&key);
+        let head = &state.head;
+        if offset < head.log_start || offset > head.next {
+            return Err(read::ReadError::OutOfRange {
+                offset,
+                log_start: head.log_start,
+                next: head.next,
+            });
+        }
+        let reader = self.tiering.reader();
+        let records = if offset == head.next {
+            Bytes::new()
+        } else if offset < head.merged {
+            let partition = self
+                .partition(key, topic)
+                .await
+                .map_err(|e| read::ReadError::Remote(e.into()))?;
+            read::read_merged(&partition.remote, &reader, head.merged, offset, max_bytes).await?
+        } else {
+            read::read_runs(&state, &self.cache, &reader, offset, max_bytes).await?
+        };
+        Ok(FetchResult {
+            records,
+            high_watermark: head.next,
+            log_start_offset: head.log_start,
+        })
+    }
+
+    /// ListOffsets by timestamp (`timestamp` ≥ 0) or MAX_TIMESTAMP (`None`): (offset,
+    /// timestamp), or `None` if no record qualifies.
+    pub async fn offset_for_timestamp(
+        &self,
+        key: PartitionKey,
+        topic: &str,
+        timestamp: Option<i64>,
+    ) -> Result<Option<(i64, i64)>, read::ReadError> {
+        let state = self.view.get(&key);
+        let reader = self.tiering.reader();
+        let from = state.head.log_start;
+        let in_runs = match timestamp {
+            Some(ts) => {
+                read::runs_offset_for_timestamp(&state, &self.cache, &reader, ts, from).await?
+            }
+            None => read::runs_max_timestamp(&state, &self.cache, &reader, from).await?,
+        };
+        if state.head.merged <= from {
+            return Ok(in_runs);
+        }
+        let partition = self
+            .partition(key, topic)
+            .await
+            .map_err(|e| read::ReadError::Remote(e.into()))?;
+        let remote = &partition.remote;
+        if remote
+            .marks()
+            .end_offset
+            .is_none_or(|end| end < state.head.merged)
+        {
+            remote
+                .reload()
+                .await
+                .map_err(|e| read::ReadError::Remote(e.into()))?;
+        }
+        let merged = match timestamp {
+            Some(ts) => {
+                crate::partition::remote::remote_offset_for_timestamp(&reader, remote, ts).await?
+            }
+            None => {
+                let at_least = in_runs.map_or(i64::MIN, |(_, ts)| ts);
+                crate::partition::remote::remote_max_timestamp(&reader, remote, at_least).await?
+            }
+        };
+        Ok(match timestamp {
+            Some(_) => merged.filter(|(o, _)| *o >= from).or(in_runs),
+            None => merged.or(in_runs),
+        })
+    }
+}
+
+/// The zone a client named in its `client.id` (`strata_az=<zone>`, e.g.
+/// `myapp,strata_az=us-east-1a`), for requests that carry no rack (Metadata, Produce).
+pub fn client_zone(client_id: &str) -> Option<&str> {
+    let (_, rest) = client_id.split_once("strata_az=")?;
+    let zone = rest.split([',', ';', ' ']).next().unwrap_or_default();
+    (!zone.is_empty()).then_some(zone)
+}
+
+/// The broker that answers for a diskless partition to a client in `zone`: among the live
+/// brokers of that zone if there are any, else among all live brokers, by a stable hash of
+/// (topic id, partition), so that a partition's clients meet on one broker (its write
+/// batching and write cache) while partitions spread over the brokers.
+pub fn choose_broker(
+    live: &[crate::cluster::BrokerInfo],
+    key: &PartitionKey,
+    zone: Option<&str>,
+) -> Option<i32> {
+    let in_zone: Vec<i32> = match zone {
+        Some(zone) => live
+            .iter()
+            .filter(|b| b.rack.as_deref() == Some(zone))
+            .map(|b| b.node_id)
+            .collect(),
+        None => Vec::new(),
+    };
+    let mut candidates = if in_zone.is_empty() {
+        live.iter().map(|b| b.node_id).collect()
+    } else {
+        in_zone
+    };
+    candidates.sort_unstable();
+    candidates.dedup();
+    if candidates.is_empty() {
+        return None;
+    }
+    Some(candidates[(stable_hash(key) % candidates.len() as u64) as usize])
+}
+
+/// FNV-1a of (topic id, partition): the same on every broker and every build.
+pub fn stable_hash(key: &PartitionKey) -> u64 {
+    key.topic_id
+        .as_bytes()
+        .iter()
+        .chain(key.partition.to_be_bytes().iter())
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn broker(node_id: i32, rack: &str) -> crate::cluster::BrokerInfo {
+        crate::cluster::BrokerInfo {
+            node_id,
+            host: "h".into(),
+            port: 9092,
+            rack: Some(rack.into()),
+            replication: String::new(),
+            admin: String::new(),
+            listeners: Vec::new(),
+            principal: String::new(),
+        }
+    }
+
+    #[test]
+    fn zones_come_from_the_client_id_convention() {
+        assert_eq!(
+            client_zone("myapp,strata_az=us-east-1a"),
+            Some("us-east-1a")
+        );
+        assert_eq!(client_zone("strata_az=b,other"), Some("b"));
+        assert_eq!(client_zone("myapp"), None);
+        assert_eq!(client_zone("strata_az="), None);
+    }
+
+    #[test]
+    fn a_partition_goes_to_a_broker_of_the_clients_zone_and_always_the_same() {
+        let live = [
+            broker(1, "a"),
+            broker(2, "b"),
+            broker(3, "a"),
+            broker(4, "b"),
+        ];
+        let mut seen = std::collections::BTreeSet::new();
+        for partition in 0..32 {
+            let key = PartitionKey {
+                topic_id: uuid::Uuid::from_u128(7),
+                partition,
+            };
+            let chosen = choose_broker(&live, &key, Some("a")).expect("a broker");
+            assert!(chosen == 1 || chosen == 3, "{chosen}");
+            assert_eq!(choose_broker(&live, &key, Some("a")), Some(chosen));
+            seen.insert(chosen);
+            // An unknown zone, or none: any live broker.
+            assert!(choose_broker(&live, &key, Some("z")).is_some());
+            assert!(choose_broker(&live, &key, None).is_some());
+        }
+        assert_eq!(seen.len(), 2, "partitions spread over the zone's brokers");
+        assert_eq!(
+            choose_broker(
+                &[],
+                &PartitionKey {
+                    topic_id: uuid::Uuid::nil(),
+                    partition: 0
+                },
+                None
+            ),
+            None
+        );
+    }
+}

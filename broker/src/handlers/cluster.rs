@@ -48,7 +48,40 @@ pub fn api_versions(broker: &Broker, version: i16) -> ResponseKind {
     ResponseKind::ApiVersions(response)
 }
 
-fn topic_metadata(broker: &Broker, topic: &Topic) -> MetadataResponseTopic {
+/// A diskless topic's partitions: each led, for this client, by a live broker of its
+/// zone (`crate::diskless::choose_broker`), epoch 0, that broker its only replica.
+fn diskless_metadata(broker: &Broker, topic: &Topic, zone: Option<&str>) -> MetadataResponseTopic {
+    let live = broker.live_brokers();
+    let partitions = (0..topic.partition_count())
+        .map(|index| {
+            let key = crate::diskless::PartitionKey {
+                topic_id: topic.id,
+                partition: index,
+            };
+            let response = MetadataResponsePartition::default()
+                .with_partition_index(index)
+                .with_leader_epoch(0);
+            match crate::diskless::choose_broker(&live, &key, zone) {
+                Some(leader) => response
+                    .with_leader_id(BrokerId(leader))
+                    .with_replica_nodes(vec![BrokerId(leader)])
+                    .with_isr_nodes(vec![BrokerId(leader)]),
+                None => response
+                    .with_error_code(ResponseError::LeaderNotAvailable.code())
+                    .with_leader_id(BrokerId(-1)),
+            }
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(topic_name(&topic.name)))
+        .with_topic_id(topic.id)
+        .with_partitions(partitions)
+}
+
+fn topic_metadata(broker: &Broker, topic: &Topic, zone: Option<&str>) -> MetadataResponseTopic {
+    if topic.diskless {
+        return diskless_metadata(broker, topic, zone);
+    }
     let live: Vec<i32> = broker.live_brokers().iter().map(|b| b.node_id).collect();
     let ids = |ids: &[i32]| ids.iter().map(|&id| BrokerId(id)).collect::<Vec<_>>();
     let partitions = topic
@@ -109,8 +142,10 @@ pub async fn metadata(
     request: MetadataRequest,
     version: i16,
     authz: &super::Authz<'_>,
+    client_id: &str,
 ) -> ResponseKind {
     use crate::security::acl::{AclOperation, CLUSTER_NAME, ResourceType};
+    let zone = crate::diskless::client_zone(client_id);
     let caller = authz.caller();
     let all = match &request.topics {
         None => true,
@@ -124,7 +159,7 @@ pub async fn metadata(
             .iter()
             // Topics the caller may not describe are not shown (not refused).
             .filter(|t| authz.can(AclOperation::Describe, ResourceType::Topic, &t.name))
-            .map(|t| topic_metadata(broker, t))
+            .map(|t| topic_metadata(broker, t, zone))
             .collect();
     } else {
         // Before v4 there is no flag and Kafka auto-creates; after, the client decides.
@@ -143,7 +178,7 @@ pub async fn metadata(
                             ResponseError::TopicAuthorizationFailed,
                         )
                     }
-                    Some(topic) => topic_metadata(broker, &topic),
+                    Some(topic) => topic_metadata(broker, &topic, zone),
                     None => topic_error(None, wanted.topic_id, ResponseError::UnknownTopicId),
                 },
                 Some(name) if !valid_topic_name(&name) => topic_error(
@@ -184,7 +219,7 @@ pub async fn metadata(
                         broker.get_or_auto_create(&name).await
                     };
                     match found {
-                        Ok(Some(topic)) => topic_metadata(broker, &topic),
+                        Ok(Some(topic)) => topic_metadata(broker, &topic, zone),
                         Ok(None) => topic_error(
                             Some(&name),
                             uuid::Uuid::nil(),

@@ -42,6 +42,27 @@ struct Wanted {
     partition: Result<Arc<Partition>, ResponseError>,
     /// KIP-392: the replica this consumer should fetch from instead (same rack).
     redirect: Option<i32>,
+    /// A diskless partition (`partition` is then unused): any broker serves it.
+    diskless: Option<(crate::diskless::PartitionKey, Arc<Topic>)>,
+}
+
+/// KIP-392 for diskless partitions: a consumer naming a rack other than this broker's is
+/// sent to a live broker of its rack, if there is one (chosen as Metadata chooses).
+fn diskless_read_replica(
+    broker: &Broker,
+    key: &crate::diskless::PartitionKey,
+    client_rack: &str,
+) -> Option<i32> {
+    if client_rack.is_empty() || broker.config.rack == client_rack {
+        return None;
+    }
+    let live: Vec<_> = broker
+        .live_brokers()
+        .into_iter()
+        .filter(|b| b.rack.as_deref() == Some(client_rack))
+        .collect();
+    crate::diskless::choose_broker(&live, key, Some(client_rack))
+        .filter(|&id| id != broker.config.node_id)
 }
 
 /// KIP-392's rack-aware replica selection, at the leader: a consumer that names its rack
@@ -113,6 +134,24 @@ pub async fn fetch(broker: &Arc<Broker>, request: FetchRequest, version: i16) ->
     for (topic_index, fetch_topic) in request.topics.iter().enumerate() {
         let topic = resolve(broker, fetch_topic, version);
         for p in &fetch_topic.partitions {
+            if let Some(t) = topic.as_ref().filter(|t| t.diskless && consumer) {
+                let key = crate::diskless::PartitionKey {
+                    topic_id: t.id,
+                    partition: p.partition,
+                };
+                let known = t.has_partition(p.partition) && broker.diskless.is_some();
+                wanted.push(Wanted {
+                    topic_index,
+                    index: p.partition,
+                    fetch_offset: p.fetch_offset,
+                    partition_max_bytes: p.partition_max_bytes.max(0) as usize,
+                    current_leader_epoch: p.current_leader_epoch,
+                    partition: Err(ResponseError::UnknownTopicOrPartition),
+                    redirect: diskless_read_replica(broker, &key, &client_rack),
+                    diskless: known.then(|| (key, t.clone())),
+                });
+                continue;
+            }
             let partition = match &topic {
                 None => Err(unknown),
                 Some(t) => t
@@ -133,6 +172,7 @@ pub async fn fetch(broker: &Arc<Broker>, request: FetchRequest, version: i16) ->
                 current_leader_epoch: p.current_leader_epoch,
                 partition,
                 redirect,
+                diskless: None,
             });
         }
     }
@@ -145,7 +185,10 @@ pub async fn fetch(broker: &Arc<Broker>, request: FetchRequest, version: i16) ->
     // Subscribe before the first read so an append between read and wait is not missed.
     let mut watchers: Vec<watch::Receiver<i64>> = wanted
         .iter()
-        .filter_map(|w| w.partition.as_ref().ok().map(|p| p.subscribe()))
+        .filter_map(|w| match (&w.diskless, &broker.diskless) {
+            (Some((key, _)), Some(diskless)) => Some(diskless.view.subscribe(key)),
+            _ => w.partition.as_ref().ok().map(|p| p.subscribe()),
+        })
         .collect();
     let results = loop {
         let (results, total, answer_now) =
@@ -263,6 +306,19 @@ async fn read_all(
             } else {
                 None
             });
+        if let (Some((key, topic)), Some(diskless)) = (&w.diskless, &broker.diskless) {
+            let budget = if total == 0 {
+                w.partition_max_bytes.min(max_bytes.max(1))
+            } else {
+                w.partition_max_bytes.min(max_bytes.saturating_sub(total))
+            };
+            let (data, read, failed) =
+                read_diskless(broker, diskless, w, key, topic, base, budget, total).await;
+            total += read;
+            answer_now |= failed;
+            out.push(data);
+            continue;
+        }
         let partition = match &w.partition {
             Ok(p) => p,
             Err(code) => {
@@ -367,4 +423,73 @@ async fn read_all(
         };
     }
     (out, total, answer_now)
+}
+
+/// One diskless partition's part of a fetch pass: the response, the bytes read, and
+/// whether to answer now (an error or a redirect).
+#[allow(clippy::too_many_arguments)]
+async fn read_diskless(
+    broker: &Broker,
+    diskless: &crate::diskless::Diskless,
+    w: &Wanted,
+    key: &crate::diskless::PartitionKey,
+    topic: &Topic,
+    base: PartitionData,
+    budget: usize,
+    total: usize,
+) -> (PartitionData, usize, bool) {
+    let head = diskless.view.get(key).head.clone();
+    let marked = base
+        .clone()
+        .with_high_watermark(head.next)
+        .with_last_stable_offset(head.next)
+        .with_log_start_offset(head.log_start);
+    if w.current_leader_epoch > 0 {
+        return (
+            marked.with_error_code(ResponseError::UnknownLeaderEpoch.code()),
+            0,
+            true,
+        );
+    }
+    if let Some(replica) = w.redirect {
+        return (marked.with_preferred_read_replica(replica.into()), 0, true);
+    }
+    if total > 0 && budget == 0 {
+        return (marked, 0, false);
+    }
+    match diskless
+        .fetch(*key, &topic.name, w.fetch_offset, budget)
+        .await
+    {
+        Ok(read) => {
+            let len = read.records.len();
+            if len > 0 {
+                broker
+                    .metrics
+                    .bytes_out
+                    .with_label_values(&[&topic.name])
+                    .inc_by(len as u64);
+            }
+            let data = base
+                .with_high_watermark(read.high_watermark)
+                .with_last_stable_offset(read.high_watermark)
+                .with_log_start_offset(read.log_start_offset)
+                .with_records(Some(read.records));
+            (data, len, false)
+        }
+        Err(e) => {
+            let code = match e {
+                crate::diskless::read::ReadError::OutOfRange { .. } => {
+                    ResponseError::OffsetOutOfRange
+                }
+                _ => {
+                    tracing::warn!(topic = %topic.name, partition = key.partition,
+                        offset = w.fetch_offset, error = %e, "diskless read failed");
+                    ResponseError::KafkaStorageError
+                }
+            };
+            broker.metrics.error("Fetch", code);
+            (marked.with_error_code(code.code()), 0, true)
+        }
+    }
 }

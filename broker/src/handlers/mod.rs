@@ -60,7 +60,7 @@ pub async fn handle(
     };
     let response = match body {
         RequestKind::ApiVersions(_) => cluster::api_versions(broker, version),
-        RequestKind::Metadata(r) => cluster::metadata(broker, r, version, &authz).await,
+        RequestKind::Metadata(r) => cluster::metadata(broker, r, version, &authz, &client_id).await,
         RequestKind::DescribeCluster(r) => cluster::describe_cluster(broker, r, caller),
         RequestKind::Produce(r) => {
             let response = produce::produce(broker, r, version).await?;

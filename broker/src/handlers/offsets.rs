@@ -68,6 +68,48 @@ async fn lookup(
     })
 }
 
+/// ListOffsets on a diskless partition, answered by any broker: every committed offset
+/// is stable (no transactions), so read_committed changes nothing. The earliest local
+/// offset is the log start and the latest tiered one the last merged offset.
+async fn diskless_lookup(
+    broker: &Broker,
+    topic: &crate::registry::Topic,
+    index: i32,
+    timestamp: i64,
+) -> Result<(i64, i64), ResponseError> {
+    let Some(diskless) = broker
+        .diskless
+        .as_ref()
+        .filter(|_| topic.has_partition(index))
+    else {
+        return Err(ResponseError::UnknownTopicOrPartition);
+    };
+    let key = crate::diskless::PartitionKey {
+        topic_id: topic.id,
+        partition: index,
+    };
+    let head = diskless.view.get(&key).head.clone();
+    let search = |query| async move {
+        diskless
+            .offset_for_timestamp(key, &topic.name, query)
+            .await
+            .map(|found| found.filter(|&(o, _)| o < head.next).unwrap_or((-1, -1)))
+            .map_err(|e| {
+                tracing::warn!(topic = %topic.name, partition = index, error = %e, "diskless ListOffsets failed");
+                ResponseError::KafkaStorageError
+            })
+    };
+    match timestamp {
+        LATEST => Ok((head.next, -1)),
+        EARLIEST | EARLIEST_LOCAL => Ok((head.log_start, -1)),
+        LATEST_TIERED if head.merged > head.log_start => Ok((head.merged - 1, -1)),
+        LATEST_TIERED => Ok((-1, -1)),
+        MAX_TIMESTAMP => search(None).await,
+        t if t >= 0 => search(Some(t)).await,
+        _ => Err(ResponseError::OffsetOutOfRange),
+    }
+}
+
 pub async fn list_offsets(
     broker: &Arc<Broker>,
     request: ListOffsetsRequest,
@@ -87,6 +129,19 @@ pub async fn list_offsets(
                     .with_offset(-1)
                     .with_timestamp(-1)
                     .with_leader_epoch(-1);
+                if let Some(t) = topic.as_ref().filter(|t| t.diskless) {
+                    let leader_epoch = if version >= 4 { 0 } else { -1 };
+                    return match diskless_lookup(broker, t, p.partition_index, p.timestamp).await {
+                        Ok((offset, timestamp)) => base
+                            .with_offset(offset)
+                            .with_timestamp(timestamp)
+                            .with_leader_epoch(leader_epoch),
+                        Err(code) => {
+                            broker.metrics.error("ListOffsets", code);
+                            base.with_error_code(code.code())
+                        }
+                    };
+                }
                 let partition = topic.as_ref().and_then(|t| t.partition(p.partition_index));
                 let Some(partition) = partition else {
                     broker

@@ -126,6 +126,7 @@ pub async fn produce(
         let acknowledged = appended.into_iter().map(|outcome| async move {
             match outcome {
                 Stage::Answered(response) => response,
+                Stage::Diskless(d) => diskless_answer(broker, topic_name, d, timeout_ms).await,
                 Stage::Appended(a) => {
                     let (partition, bytes) = (&a.partition, a.bytes);
                     match partition.acknowledged(a.appended, acks, min_isr, timeout_ms).await {
@@ -168,6 +169,102 @@ pub async fn produce(
 enum Stage {
     Answered(PartitionProduceResponse),
     Appended(AppendedPartition),
+    /// Queued for a diskless partition's next flush.
+    Diskless(QueuedDiskless),
+}
+
+struct QueuedDiskless {
+    index: i32,
+    bytes: u64,
+    answer: crate::diskless::append::AckReceiver,
+}
+
+/// Waits for a diskless partition's commit, at most the request's `timeout_ms`.
+async fn diskless_answer(
+    broker: &Broker,
+    topic: &str,
+    queued: QueuedDiskless,
+    timeout_ms: i64,
+) -> PartitionProduceResponse {
+    let wait = std::time::Duration::from_millis(timeout_ms.max(0) as u64);
+    let (code, message) = match tokio::time::timeout(wait, queued.answer).await {
+        Ok(Ok(Ok(ack))) => {
+            broker
+                .metrics
+                .bytes_in
+                .with_label_values(&[topic])
+                .inc_by(queued.bytes);
+            return PartitionProduceResponse::default()
+                .with_index(queued.index)
+                .with_base_offset(ack.base_offset)
+                .with_log_append_time_ms(ack.log_append_time)
+                .with_log_start_offset(ack.log_start_offset);
+        }
+        Ok(Ok(Err(e))) => (e.code(), e.to_string()),
+        Ok(Err(_)) => (
+            ResponseError::NotEnoughReplicas,
+            "the broker is shutting down; retry".to_string(),
+        ),
+        Err(_) => (
+            ResponseError::RequestTimedOut,
+            format!(
+                "not committed within the request's timeout_ms ({timeout_ms}); it may still be"
+            ),
+        ),
+    };
+    broker.metrics.error("Produce", code);
+    tracing::debug!(topic, partition = queued.index, error = %message, "diskless produce refused");
+    partition_error(queued.index, code, Some(message))
+}
+
+/// Validates and queues one diskless partition's records.
+async fn diskless_append(
+    broker: &Broker,
+    topic: &crate::registry::Topic,
+    data: kafka_protocol::messages::produce_request::PartitionProduceData,
+    acks: i16,
+) -> Stage {
+    let refused = |code: ResponseError, message: String| {
+        broker.metrics.error("Produce", code);
+        Stage::Answered(partition_error(data.index, code, Some(message)))
+    };
+    let Some(diskless) = broker.diskless.as_ref() else {
+        return refused(
+            ResponseError::KafkaStorageError,
+            "this broker has no object store for diskless topics".into(),
+        );
+    };
+    if !topic.has_partition(data.index) {
+        return refused(
+            ResponseError::UnknownTopicOrPartition,
+            format!("{} has no partition {}", topic.name, data.index),
+        );
+    }
+    let records = data.records.clone().unwrap_or_default();
+    let key = crate::diskless::PartitionKey {
+        topic_id: topic.id,
+        partition: data.index,
+    };
+    match diskless
+        .appender
+        .enqueue(key, &topic.name, &topic.config, &records)
+        .await
+    {
+        // acks=0: the append goes on; nobody waits for it.
+        Ok(_) if acks == 0 => Stage::Answered(
+            PartitionProduceResponse::default()
+                .with_index(data.index)
+                .with_base_offset(-1)
+                .with_log_append_time_ms(-1)
+                .with_log_start_offset(-1),
+        ),
+        Ok(answer) => Stage::Diskless(QueuedDiskless {
+            index: data.index,
+            bytes: records.len() as u64,
+            answer,
+        }),
+        Err(e) => refused(e.code(), e.to_string()),
+    }
 }
 
 struct AppendedPartition {
@@ -214,6 +311,9 @@ async fn append(
                 "{name} is an internal topic; clients cannot produce to it"
             )),
         );
+    }
+    if let Some(topic) = topic.filter(|t| t.diskless) {
+        return diskless_append(broker, topic, data, acks).await;
     }
     let partition = topic.and_then(|t| t.partition(data.index));
     let Some(partition) = partition else {

@@ -101,7 +101,7 @@ const INLINE_INFLATE_BYTES: u64 = 4 * 1024 * 1024;
 /// compression.type names a codec, batches in another codec are recompressed to it on
 /// the blocking pool (CPU-heavy, and it inflates again under a budget of its own, as
 /// large as validation's, which also pays for each batch's compressor setup).
-async fn prepare_off_the_workers(
+pub async fn prepare_off_the_workers(
     records: &[u8],
     rules: log::ProduceRules,
     recompression: Option<log::Recompression>,

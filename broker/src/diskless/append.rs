@@ -1,0 +1,611 @@
+//! The appender: one per broker. Produce to a diskless partition validates the records
+//! as the replicated path does, then queues them here. The appender collects batches of
+//! every diskless partition for `diskless_append_interval_ms` from the first queued
+//! batch (or until `diskless_append_bytes` wait), writes them as ONE shared object, then
+//! commits their offsets in the metadata store and answers every waiting produce.
+//!
+//! Order of a flush (see the truth rules in `super`):
+//! 1. Plan each partition against this broker's view: batches the view shows to be
+//!    retries are answered with their first offsets, refused ones (fenced epoch, sequence
+//!    gap; checked again against the store first) with their error; neither is stored.
+//! 2. PUT the object (`diskless/<yyyymmddhh>/<node_id>-<uuid>.batches`, through the
+//!    tiering store, which retries). A failure answers KAFKA_STORAGE_ERROR and commits
+//!    nothing: the producer retries, nothing was assigned.
+//! 3. Commit: per partition, plan against the current state and compare-and-swap its
+//!    head (one transaction per 40 partitions). A partition whose head moved (another
+//!    broker appended) is re-read and re-planned; a retry committed meanwhile through
+//!    another broker is then a duplicate, and the run skips its bytes.
+//! 4. Answer. A metadata-store failure answers a retriable error: the commit may or may
+//!    not have happened, and an idempotent producer's retry is recognised either way.
+//!
+//! Flushes run one at a time, so one broker's commits to a partition keep the order in
+//! which their produce requests arrived.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::ResponseError;
+use tokio::sync::{Notify, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::metrics::DisklessMetrics;
+use super::read::WriteCache;
+use super::state::{
+    ObjectInfo, Outcome, PartitionKey, PendingBatch, Plan, ProducerErrorKind, plan,
+};
+use super::store::AppendWrite;
+use super::view::DisklessView;
+use crate::log::format::{self, BatchHeader};
+use crate::partition::PartitionError;
+use crate::sys::Clock;
+use crate::topic_config::TopicConfig;
+
+/// Commit attempts of one flush before its partitions are answered with a retriable
+/// error (each failed attempt means another broker appended to the partition meanwhile).
+const COMMIT_ATTEMPTS: usize = 20;
+
+/// What a produce to a diskless partition is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ack {
+    pub base_offset: i64,
+    /// -1 unless the topic stamps LogAppendTime.
+    pub log_append_time: i64,
+    pub log_start_offset: i64,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AppendError {
+    #[error("{0}")]
+    Batch(String, ResponseError),
+    #[error("transactions are not supported on diskless topics yet")]
+    Transactional,
+    #[error(
+        "partition {key} has {runs} unmerged runs (diskless_max_pending_runs); retry once merging catches up"
+    )]
+    Backpressure { key: PartitionKey, runs: u32 },
+    #[error("the object store failed, nothing was committed: {0}")]
+    ObjectStore(String),
+    #[error("the metadata store failed; the append may or may not have committed: {0}")]
+    MetadataStore(String),
+    #[error("{0}")]
+    Producer(String, ProducerErrorKind),
+    #[error("the broker is shutting down")]
+    ShuttingDown,
+}
+
+impl AppendError {
+    /// The Kafka error code; every failure of the broker's own (stores, contention) is
+    /// retriable.
+    pub fn code(&self) -> ResponseError {
+        match self {
+            AppendError::Batch(_, code) => *code,
+            AppendError::Transactional => ResponseError::InvalidRequest,
+            AppendError::Producer(_, ProducerErrorKind::Fenced) => {
+                ResponseError::InvalidProducerEpoch
+            }
+            AppendError::Producer(_, ProducerErrorKind::OutOfOrder) => {
+                ResponseError::OutOfOrderSequenceNumber
+            }
+            AppendError::Backpressure { .. }
+            | AppendError::ObjectStore(_)
+            | AppendError::MetadataStore(_) => ResponseError::KafkaStorageError,
+            AppendError::ShuttingDown => ResponseError::NotEnoughReplicas,
+        }
+    }
+}
+
+pub type AckReceiver = oneshot::Receiver<Result<Ack, AppendError>>;
+
+struct Queued {
+    key: PartitionKey,
+    topic: Arc<str>,
+    /// Batches with base offset and partition leader epoch 0, as stored.
+    batches: Vec<(BatchHeader, Bytes)>,
+    log_append_time: i64,
+    queued_at: Instant,
+    reply: oneshot::Sender<Result<Ack, AppendError>>,
+}
+
+impl Queued {
+    fn bytes(&self) -> u64 {
+        self.batches.iter().map(|(_, b)| b.len() as u64).sum()
+    }
+}
+
+#[derive(Default)]
+struct Queue {
+    items: Vec<Queued>,
+    bytes: u64,
+    /// When the first item waiting came.
+    since: Option<Instant>,
+}
+
+pub struct Appender {
+    /// A std mutex: held only to push or take, never across an await.
+    queue: Mutex<Queue>,
+    wake: Notify,
+    view: Arc<DisklessView>,
+    objects: Arc<dyn strata_tiering::RemoteStore>,
+    cache: Arc<WriteCache>,
+    metrics: Arc<DisklessMetrics>,
+    clock: Arc<dyn Clock>,
+    node_id: i32,
+    interval: Duration,
+    flush_bytes: u64,
+    max_pending_runs: u32,
+}
+
+impl Appender {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: &crate::config::Config,
+        view: Arc<DisklessView>,
+        objects: Arc<dyn strata_tiering::RemoteStore>,
+        cache: Arc<WriteCache>,
+        metrics: Arc<DisklessMetrics>,
+        clock: Arc<dyn Clock>,
+    ) -> Appender {
+        Appender {
+            queue: Mutex::new(Queue::default()),
+            wake: Notify::new(),
+            view,
+            objects,
+            cache,
+            metrics,
+            clock,
+            node_id: config.node_id,
+            interval: Duration::from_millis(config.diskless_append_interval_ms.max(1) as u64),
+            flush_bytes: config.diskless_append_bytes.max(1) as u64,
+            max_pending_runs: u32::try_from(config.diskless_max_pending_runs).unwrap_or(u32::MAX),
+        }
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Validates one partition's records of a produce request and queues them; the
+    /// receiver gets the answer once they are committed (or refused).
+    pub async fn enqueue(
+        &self,
+        key: PartitionKey,
+        topic: &str,
+        config: &TopicConfig,
+        records: &[u8],
+    ) -> Result<AckReceiver, AppendError> {
+        let runs = self.view.get(&key).head.runs;
+        if runs >= self.max_pending_runs {
+            return Err(AppendError::Backpressure { key, runs });
+        }
+        let now = self.clock.now_ms();
+        let log_config = config.log_config();
+        let rules = log_config.produce_rules(now);
+        let prepared =
+            crate::partition::prepare_off_the_workers(records, rules, log_config.recompression)
+                .await
+                .map_err(|e: PartitionError| {
+                    AppendError::Batch(e.to_string(), partition_code(&e))
+                })?;
+        let log_append_time = if log_config.log_append_time { now } else { -1 };
+        let mut batches = Vec::new();
+        for batch in prepared.batches() {
+            let mut bytes = BytesMut::from(batch);
+            format::patch_batch(&mut bytes, 0, 0);
+            if log_append_time >= 0 {
+                format::set_log_append_time(&mut bytes, log_append_time);
+            }
+            let header = format::parse_validated_header(&bytes);
+            if header.is_transactional() {
+                return Err(AppendError::Transactional);
+            }
+            batches.push((header, bytes.freeze()));
+        }
+        let (reply, answer) = oneshot::channel();
+        let item = Queued {
+            key,
+            topic: Arc::from(topic),
+            batches,
+            log_append_time,
+            queued_at: Instant::now(),
+            reply,
+        };
+        let mut queue = self.queue();
+        queue.bytes += item.bytes();
+        queue.since.get_or_insert(item.queued_at);
+        queue.items.push(item);
+        drop(queue);
+        self.wake.notify_one();
+        Ok(answer)
+    }
+
+    /// Flushes until `cancel`, then flushes what is queued and stops.
+    pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        loop {
+            let (due, since) = {
+                let queue = self.queue();
+                (queue.bytes >= self.flush_bytes, queue.since)
+            };
+            let take = match since {
+                None => {
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = self.wake.notified() => {}
+                    }
+                    false
+                }
+                Some(_) if due => true,
+                Some(since) => {
+                    let deadline = tokio::time::Instant::from_std(since + self.interval);
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = tokio::time::sleep_until(deadline) => true,
+                        _ = self.wake.notified() => false,
+                    }
+                }
+            };
+            if take {
+                let items = std::mem::take(&mut *self.queue()).items;
+                self.flush(items).await;
+            }
+        }
+        let items = std::mem::take(&mut *self.queue()).items;
+        if !items.is_empty() {
+            self.flush(items).await;
+        }
+    }
+
+    async fn flush(&self, items: Vec<Queued>) {
+        let started = Instant::now();
+        for item in &items {
+            self.metrics
+                .append_wait
+                .with_label_values(&[&item.topic])
+                .observe(started.duration_since(item.queued_at).as_secs_f64());
+        }
+        // Partition by partition, in queue order within each.
+        let mut by_partition: BTreeMap<PartitionKey, Vec<Queued>> = BTreeMap::new();
+        for item in items {
+            by_partition.entry(item.key).or_default().push(item);
+        }
+        let mut kept: BTreeMap<PartitionKey, Vec<Queued>> = BTreeMap::new();
+        for (key, items) in by_partition {
+            let items = self.settle_early(key, items).await;
+            if !items.is_empty() {
+                kept.insert(key, items);
+            }
+        }
+        if kept.is_empty() {
+            return;
+        }
+        // The object: every kept batch, partition by partition.
+        let mut object = BytesMut::new();
+        let mut pending: BTreeMap<PartitionKey, Vec<PendingBatch>> = BTreeMap::new();
+        let mut topic_bytes: BTreeMap<Arc<str>, u64> = BTreeMap::new();
+        for (key, items) in &kept {
+            let batches = pending.entry(*key).or_default();
+            for item in items {
+                for (header, bytes) in &item.batches {
+                    batches.push(PendingBatch {
+                        producer_id: header.producer_id,
+                        epoch: header.producer_epoch,
+                        first_sequence: header.base_sequence,
+                        records: header.record_count.max(1),
+                        max_ts: if item.log_append_time >= 0 {
+                            item.log_append_time
+                        } else {
+                            header.max_timestamp
+                        },
+                        pos: object.len() as u64,
+                        len: bytes.len() as u64,
+                    });
+                    object.extend_from_slice(bytes);
+                }
+                *topic_bytes.entry(item.topic.clone()).or_default() += item.bytes();
+            }
+        }
+        let object = object.freeze();
+        let now = self.clock.now_ms();
+        let info = ObjectInfo {
+            key: object_key(self.node_id, now),
+            size: object.len() as u64,
+            broker: self.node_id,
+            now_ms: now,
+        };
+        let put_started = Instant::now();
+        let put = self.objects.put(&info.key, object.clone()).await;
+        let put_seconds = put_started.elapsed().as_secs_f64();
+        for (topic, bytes) in &topic_bytes {
+            let labels = [topic.as_ref()];
+            self.metrics
+                .append_put
+                .with_label_values(&labels)
+                .observe(put_seconds);
+            if put.is_ok() {
+                self.metrics.objects.with_label_values(&labels).inc();
+                self.metrics
+                    .object_bytes
+                    .with_label_values(&labels)
+                    .observe(*bytes as f64);
+            }
+        }
+        if let Err(e) = put {
+            warn!(key = %info.key, error = %e, "diskless append: object PUT failed; nothing committed");
+            let error = AppendError::ObjectStore(e.to_string());
+            for item in kept.into_values().flatten() {
+                let _ = item.reply.send(Err(error.clone()));
+            }
+            return;
+        }
+        self.cache.insert(&info.key, object);
+        let commit_started = Instant::now();
+        self.commit(kept, pending, &info).await;
+        let commit_seconds = commit_started.elapsed().as_secs_f64();
+        for topic in topic_bytes.keys() {
+            self.metrics
+                .append_commit
+                .with_label_values(&[topic.as_ref()])
+                .observe(commit_seconds);
+        }
+        debug!(key = %info.key, bytes = info.size, elapsed_ms = started.elapsed().as_millis() as u64, "diskless append flushed");
+    }
+
+    /// Answers the items the view shows to be retries or refused (a refusal only after
+    /// re-reading the partition from the store: the view may lag another broker's
+    /// commit); returns the rest, which go into the object.
+    async fn settle_early(&self, key: PartitionKey, items: Vec<Queued>) -> Vec<Queued> {
+        let mut state = self.view.get(&key);
+        let mut refreshed = false;
+        let mut kept = Vec::with_capacity(items.len());
+        for item in items {
+            let first = plan_items(&state, std::slice::from_ref(&item))
+                .outcomes
+                .first()
+                .copied();
+            let first = match first {
+                Some(Outcome::Refused(_)) if !refreshed => {
+                    refreshed = true;
+                    match self.view.refresh(&key).await {
+                        Ok(fresh) => state = fresh,
+                        Err(e) => {
+                            warn!(partition = %key, error = %e, "cannot re-read a diskless partition");
+                        }
+                    }
+                    plan_items(&state, std::slice::from_ref(&item))
+                        .outcomes
+                        .first()
+                        .copied()
+                }
+                other => other,
+            };
+            match first {
+                Some(Outcome::Duplicate { base_offset }) => {
+                    let _ = item.reply.send(Ok(Ack {
+                        base_offset,
+                        log_append_time: item.log_append_time,
+                        log_start_offset: state.head.log_start,
+                    }));
+                }
+                Some(Outcome::Refused(kind)) => {
+                    let error = refusal(&item, kind);
+                    let _ = item.reply.send(Err(error));
+                }
+                _ => kept.push(item),
+            }
+        }
+        kept
+    }
+
+    async fn commit(
+        &self,
+        mut items: BTreeMap<PartitionKey, Vec<Queued>>,
+        pending: BTreeMap<PartitionKey, Vec<PendingBatch>>,
+        info: &ObjectInfo,
+    ) {
+        let store = self.view.store().clone();
+        for _ in 0..COMMIT_ATTEMPTS {
+            let mut plans: BTreeMap<PartitionKey, (Arc<super::PartitionState>, Plan)> =
+                BTreeMap::new();
+            let mut writes = Vec::new();
+            for key in items.keys() {
+                let state = self.view.get(key);
+                let plan = plan(&state, &pending[key], info);
+                writes.push(AppendWrite {
+                    key: *key,
+                    expected: state.head_version,
+                    head: plan.head.clone(),
+                    runs: plan.runs.clone(),
+                    producers: plan
+                        .producers
+                        .iter()
+                        .map(|(id, e)| (*id, e.clone()))
+                        .collect(),
+                });
+                plans.insert(*key, (state, plan));
+            }
+            let outcome = match store.append_versioned(&writes).await {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    warn!(error = %e, partitions = writes.len(), "diskless append: commit failed; answering a retriable error");
+                    let error = AppendError::MetadataStore(e.to_string());
+                    for (key, items) in items {
+                        for item in items {
+                            let _ = item.reply.send(Err(error.clone()));
+                        }
+                        if let Err(e) = self.view.refresh(&key).await {
+                            debug!(partition = %key, error = %e, "cannot re-read a diskless partition");
+                        }
+                    }
+                    return;
+                }
+            };
+            for (key, version) in outcome.versions {
+                let (Some(items), Some((state, plan))) = (items.remove(&key), plans.remove(&key))
+                else {
+                    continue;
+                };
+                let mut next = (*state).clone();
+                next.apply(&plan, version);
+                let log_start = next.head.log_start;
+                self.view.install(key, next);
+                answer(items, &plan, log_start);
+            }
+            if outcome.conflicts.is_empty() {
+                return;
+            }
+            for key in &outcome.conflicts {
+                if let Some(item) = items.get(key).and_then(|i| i.first()) {
+                    self.metrics
+                        .commit_conflicts
+                        .with_label_values(&[item.topic.as_ref()])
+                        .inc();
+                }
+                if let Err(e) = self.view.refresh(key).await {
+                    warn!(partition = %key, error = %e, "cannot re-read a diskless partition after a conflict");
+                }
+            }
+            items.retain(|key, _| outcome.conflicts.contains(key));
+        }
+        let error = AppendError::MetadataStore(format!(
+            "{COMMIT_ATTEMPTS} commit attempts lost to other brokers' appends"
+        ));
+        for item in items.into_values().flatten() {
+            let _ = item.reply.send(Err(error.clone()));
+        }
+    }
+}
+
+/// The plan of `items`' batches against `state` (positions are irrelevant here).
+fn plan_items(state: &super::PartitionState, items: &[Queued]) -> Plan {
+    let batches: Vec<PendingBatch> = items
+        .iter()
+        .flat_map(|item| {
+            item.batches.iter().map(|(header, bytes)| PendingBatch {
+                producer_id: header.producer_id,
+                epoch: header.producer_epoch,
+                first_sequence: header.base_sequence,
+                records: header.record_count.max(1),
+                max_ts: header.max_timestamp,
+                pos: 0,
+                len: bytes.len() as u64,
+            })
+        })
+        .collect();
+    let info = ObjectInfo {
+        key: String::new(),
+        size: 0,
+        broker: -1,
+        now_ms: 0,
+    };
+    plan(state, &batches, &info)
+}
+
+fn refusal(item: &Queued, kind: ProducerErrorKind) -> AppendError {
+    let (producer, epoch, sequence) = item.batches.first().map_or((-1, -1, -1), |(h, _)| {
+        (h.producer_id, h.producer_epoch, h.base_sequence)
+    });
+    let why = match kind {
+        ProducerErrorKind::Fenced => {
+            format!("producer {producer} epoch {epoch} is fenced by a newer epoch")
+        }
+        ProducerErrorKind::OutOfOrder => {
+            format!("producer {producer}: sequence {sequence} does not follow the last one stored")
+        }
+    };
+    AppendError::Producer(why, kind)
+}
+
+/// Answers a partition's items from the outcomes of its committed plan, in order: an
+/// item's answer is its first batch's offset, or the refusal of any of its batches.
+fn answer(items: Vec<Queued>, plan: &Plan, log_start_offset: i64) {
+    let mut outcomes = plan.outcomes.iter();
+    for item in items {
+        let mine: Vec<Outcome> = outcomes
+            .by_ref()
+            .take(item.batches.len())
+            .copied()
+            .collect();
+        let refused = mine.iter().find_map(|o| match o {
+            Outcome::Refused(kind) => Some(*kind),
+            _ => None,
+        });
+        let result = match (refused, mine.first()) {
+            (Some(kind), _) => Err(refusal(&item, kind)),
+
+            (
+                None,
+                Some(Outcome::Appended { base_offset } | Outcome::Duplicate { base_offset }),
+            ) => Ok(Ack {
+                base_offset: *base_offset,
+                log_append_time: item.log_append_time,
+                log_start_offset,
+            }),
+            _ => Err(AppendError::MetadataStore(
+                "no outcome for the batch".into(),
+            )),
+        };
+        let _ = item.reply.send(result);
+    }
+}
+
+fn partition_code(error: &PartitionError) -> ResponseError {
+    match error {
+        PartitionError::Log(crate::log::LogError::InvalidBatch(e)) => match e {
+            crate::log::BatchError::TooLarge { .. } => ResponseError::MessageTooLarge,
+            crate::log::BatchError::Crc { .. } | crate::log::BatchError::Decompress(_) => {
+                ResponseError::CorruptMessage
+            }
+            crate::log::BatchError::Magic(_) => ResponseError::UnsupportedForMessageFormat,
+            crate::log::BatchError::Codec(_) => ResponseError::UnsupportedCompressionType,
+            crate::log::BatchError::Timestamp { .. } => ResponseError::InvalidTimestamp,
+            _ => ResponseError::InvalidRecord,
+        },
+        PartitionError::DecodeFailed => ResponseError::UnknownServerError,
+        _ => ResponseError::KafkaStorageError,
+    }
+}
+
+/// `diskless/<yyyymmddhh>/<node_id>-<uuid>.batches` (UTC hour of `now_ms`).
+pub fn object_key(node_id: i32, now_ms: i64) -> String {
+    let (year, month, day, hour) = utc_hour(now_ms);
+    format!(
+        "diskless/{year:04}{month:02}{day:02}{hour:02}/{node_id}-{}.batches",
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// (year, month, day, hour) in UTC of a Unix time in ms (the civil-from-days algorithm).
+fn utc_hour(now_ms: i64) -> (i64, i64, i64, i64) {
+    let seconds = now_ms.div_euclid(1000);
+    let days = seconds.div_euclid(86_400);
+    let hour = seconds.rem_euclid(86_400) / 3600;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day, hour)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_keys_carry_the_utc_hour() {
+        // 2026-12-07T16:19:14Z.
+        assert_eq!(utc_hour(1_796_660_354_000), (2026, 12, 7, 16));
+        assert_eq!(utc_hour(0), (1970, 1, 1, 0));
+        // 2024-02-29T23:59:59Z.
+        assert_eq!(utc_hour(1_709_251_199_000), (2024, 2, 29, 23));
+        let key = object_key(3, 0);
+        assert!(key.starts_with("diskless/1970010100/3-"), "{key}");
+        assert!(key.ends_with(".batches"), "{key}");
+    }
+}

@@ -1,0 +1,286 @@
+//! Reads of diskless partitions: Fetch and ListOffsets, and the write cache.
+//!
+//! Offsets below the head's `merged` are in the partition's tiered manifest and are read
+//! as any tiered partition's history (`crate::partition::remote`). Offsets at or above it
+//! are in runs: byte ranges of shared objects, read from the write cache when this broker
+//! wrote the object, else with a ranged read through the segment cache. Stored batches
+//! carry base offset 0; each is patched with its offset, counted from its run's `base`.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use strata_tiering::{ObjectRef, RemoteLog};
+
+use super::state::{PartitionState, Run};
+use crate::log::format;
+use crate::partition::remote::{RemoteReadError, RemoteReader};
+
+/// The shared objects this broker wrote, newest kept, up to a byte budget.
+pub struct WriteCache {
+    capacity: u64,
+    /// A std mutex: held for a map access, never across an await.
+    inner: Mutex<CacheInner>,
+}
+
+#[derive(Default)]
+struct CacheInner {
+    objects: HashMap<String, Bytes>,
+    order: VecDeque<String>,
+    bytes: u64,
+}
+
+impl WriteCache {
+    pub fn new(capacity: u64) -> WriteCache {
+        WriteCache {
+            capacity,
+            inner: Mutex::new(CacheInner::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn insert(&self, key: &str, bytes: Bytes) {
+        if bytes.len() as u64 > self.capacity {
+            return;
+        }
+        let mut inner = self.lock();
+        inner.bytes += bytes.len() as u64;
+        inner.order.push_back(key.to_string());
+        inner.objects.insert(key.to_string(), bytes);
+        while inner.bytes > self.capacity {
+            let Some(oldest) = inner.order.pop_front() else {
+                break;
+            };
+            if let Some(evicted) = inner.objects.remove(&oldest) {
+                inner.bytes -= evicted.len() as u64;
+            }
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<Bytes> {
+        self.lock().objects.get(key).cloned()
+    }
+}
+
+/// Why a diskless read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("offset {offset} is out of range [{log_start}, {next}]")]
+    OutOfRange {
+        offset: i64,
+        log_start: i64,
+        next: i64,
+    },
+    #[error(transparent)]
+    Remote(#[from] RemoteReadError),
+    #[error("shared object {key} is damaged at byte {position}")]
+    Corrupt { key: String, position: u64 },
+}
+
+/// The object id the segment cache keys a shared object by: the uuid in its name
+/// (`<node_id>-<uuid>.batches`), or one derived from the whole key.
+fn object_ref(run: &Run) -> ObjectRef {
+    let id = run
+        .key
+        .rsplit('/')
+        .next()
+        .and_then(|name| name.strip_suffix(".batches"))
+        .and_then(|name| name.split_once('-'))
+        .and_then(|(_, id)| uuid::Uuid::parse_str(id).ok())
+        .unwrap_or_else(|| {
+            // FNV-1a of the key: stable across brokers, for keys not written by Strata.
+            let hash = run.key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
+            uuid::Uuid::from_u64_pair(hash, !hash)
+        });
+    ObjectRef {
+        key: run.key.clone(),
+        id,
+        size: run.size,
+    }
+}
+
+/// A run's bytes: from the write cache or a ranged read through the segment cache.
+async fn run_bytes(
+    cache: &WriteCache,
+    reader: &RemoteReader,
+    run: &Run,
+) -> Result<Bytes, ReadError> {
+    let range = run.pos..run.pos.saturating_add(run.len);
+    if let Some(object) = cache.get(&run.key)
+        && range.end <= object.len() as u64
+    {
+        return Ok(object.slice(range.start as usize..range.end as usize));
+    }
+    let bytes = reader
+        .cache
+        .read(&object_ref(run), range)
+        .await
+        .map_err(|e| ReadError::Remote(e.into()))?;
+    if bytes.len() as u64 != run.len {
+        return Err(ReadError::Corrupt {
+            key: run.key.clone(),
+            position: run.pos + bytes.len() as u64,
+        });
+    }
+    Ok(bytes)
+}
+
+/// The batches of `bytes` (one run, base offset `base`), each patched with its offset:
+/// those whose last offset is at least `from`, stopping once `max_bytes` are taken
+/// (at least one batch, KIP-74). Also whether the run was read to its end.
+fn patched_batches(
+    run: &Run,
+    bytes: &[u8],
+    from: i64,
+    max_bytes: usize,
+    out: &mut BytesMut,
+) -> Result<bool, ReadError> {
+    let corrupt = |position: usize| ReadError::Corrupt {
+        key: run.key.clone(),
+        position: run.pos + position as u64,
+    };
+    let mut position = 0;
+    let mut offset = run.base;
+    while position < bytes.len() {
+        let Some((_, size, last_delta)) = format::read_batch_prefix(&bytes[position..]) else {
+            return Err(corrupt(position));
+        };
+        if size < format::BATCH_HEADER_LEN || position + size > bytes.len() || last_delta < 0 {
+            return Err(corrupt(position));
+        }
+        let last = offset + i64::from(last_delta);
+        if last >= from {
+            if !out.is_empty() && out.len() + size > max_bytes {
+                return Ok(false);
+            }
+            let start = out.len();
+            out.extend_from_slice(&bytes[position..position + size]);
+            format::patch_batch(&mut out[start..], offset, 0);
+        }
+        offset = last + 1;
+        position += size;
+    }
+    if offset != run.end {
+        return Err(corrupt(position));
+    }
+    Ok(true)
+}
+
+/// Reads from `offset` (at or above `merged`, below `next`) through the runs, up to
+/// `max_bytes` (at least one batch).
+pub async fn read_runs(
+    state: &PartitionState,
+    cache: &WriteCache,
+    reader: &RemoteReader,
+    offset: i64,
+    max_bytes: usize,
+) -> Result<Bytes, ReadError> {
+    let mut out = BytesMut::new();
+    let first = state
+        .runs
+        .range(..=offset)
+        .next_back()
+        .map_or(offset, |(base, _)| *base);
+    for run in state
+        .runs
+        .range(first.max(state.head.merged)..)
+        .map(|(_, r)| r)
+    {
+        if run.end <= offset {
+            continue;
+        }
+        if !out.is_empty() && out.len() >= max_bytes {
+            break;
+        }
+        let bytes = run_bytes(cache, reader, run).await?;
+        if !patched_batches(run, &bytes, offset, max_bytes, &mut out)? {
+            break;
+        }
+    }
+    Ok(out.freeze())
+}
+
+/// Reads from `offset` below `merged` through the partition's manifest. The manifest is
+/// reloaded first when it ends below `merged` (another broker merged since).
+pub async fn read_merged(
+    remote: &Arc<RemoteLog>,
+    reader: &RemoteReader,
+    merged: i64,
+    offset: i64,
+    max_bytes: usize,
+) -> Result<Bytes, ReadError> {
+    if remote.marks().end_offset.is_none_or(|end| end < merged) {
+        remote
+            .reload()
+            .await
+            .map_err(|e| ReadError::Remote(e.into()))?;
+    }
+    let (bytes, _) =
+        crate::partition::remote::read_remote(reader, remote, offset, max_bytes).await?;
+    Ok(bytes)
+}
+
+/// ListOffsets by timestamp over the runs: the first record at or after `from` with a
+/// timestamp >= `timestamp` (runs are skipped by their max timestamp).
+pub async fn runs_offset_for_timestamp(
+    state: &PartitionState,
+    cache: &WriteCache,
+    reader: &RemoteReader,
+    timestamp: i64,
+    from: i64,
+) -> Result<Option<(i64, i64)>, ReadError> {
+    for run in state.live_runs() {
+        if run.max_ts < timestamp || run.end <= from {
+            continue;
+        }
+        let mut out = BytesMut::new();
+        let bytes = run_bytes(cache, reader, run).await?;
+        patched_batches(run, &bytes, from, usize::MAX, &mut out)?;
+        let mut position = 0;
+        while position < out.len() {
+            let Some((_, size, _)) = format::read_batch_prefix(&out[position..]) else {
+                break;
+            };
+            let batch = &out[position..(position + size).min(out.len())];
+            if format::parse_validated_header(batch).max_timestamp >= timestamp {
+                let found = crate::log::first_at_or_after(batch, timestamp, from, i64::MAX)
+                    .map_err(|_| ReadError::Corrupt {
+                        key: run.key.clone(),
+                        position: run.pos,
+                    })?;
+                if found.is_some() {
+                    return Ok(found);
+                }
+            }
+            position += size;
+        }
+    }
+    Ok(None)
+}
+
+/// The offset of the record with the largest timestamp in the runs (the first of
+/// equals), with that timestamp.
+pub async fn runs_max_timestamp(
+    state: &PartitionState,
+    cache: &WriteCache,
+    reader: &RemoteReader,
+    from: i64,
+) -> Result<Option<(i64, i64)>, ReadError> {
+    let Some(max) = state
+        .live_runs()
+        .filter(|r| r.end > from)
+        .map(|r| r.max_ts)
+        .max()
+    else {
+        return Ok(None);
+    };
+    runs_offset_for_timestamp(state, cache, reader, max, from).await
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,200 @@
+//! Every broker's view of every diskless partition: the state last read from or written
+//! to the metadata store, and a `watch` of each partition's `next` offset that long-poll
+//! fetches wait on.
+//!
+//! Loaded in full at start; kept current by a watch on the store's `diskless/` keys
+//! (each change reloads the partitions it touched) and by this broker's own commits.
+//! A watch error (etcd gone, revisions compacted) reloads everything and opens a new
+//! watch. The embedded store has no watch: its only writer is this broker.
+//!
+//! A state is installed only if its head version is not older than the one held, so a
+//! slow reload never undoes a newer commit.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use super::state::{PartitionKey, PartitionState};
+use super::store::DisklessStore;
+use crate::cluster::StoreError;
+
+struct Entry {
+    state: Arc<PartitionState>,
+    next: watch::Sender<i64>,
+}
+
+pub struct DisklessView {
+    store: Arc<dyn DisklessStore>,
+    partitions: RwLock<HashMap<PartitionKey, Entry>>,
+}
+
+impl DisklessView {
+    pub fn new(store: Arc<dyn DisklessStore>) -> DisklessView {
+        DisklessView {
+            store,
+            partitions: RwLock::new(HashMap::new()),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn DisklessStore> {
+        &self.store
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<PartitionKey, Entry>> {
+        self.partitions.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<PartitionKey, Entry>> {
+        self.partitions.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The partition's state as this broker knows it; an empty state (nothing committed
+    /// yet) for a partition it has not seen.
+    pub fn get(&self, key: &PartitionKey) -> Arc<PartitionState> {
+        self.read()
+            .get(key)
+            .map(|e| e.state.clone())
+            .unwrap_or_default()
+    }
+
+    /// Every partition's state.
+    pub fn all(&self) -> Vec<(PartitionKey, Arc<PartitionState>)> {
+        self.read()
+            .iter()
+            .map(|(k, e)| (*k, e.state.clone()))
+            .collect()
+    }
+
+    /// A receiver of the partition's `next` offset, for long polls.
+    pub fn subscribe(&self, key: &PartitionKey) -> watch::Receiver<i64> {
+        if let Some(entry) = self.read().get(key) {
+            return entry.next.subscribe();
+        }
+        self.write()
+            .entry(*key)
+            .or_insert_with(|| Entry {
+                state: Arc::default(),
+                next: watch::Sender::new(0),
+            })
+            .next
+            .subscribe()
+    }
+
+    /// Installs `state` unless the view holds a newer one (a higher head version).
+    pub fn install(&self, key: PartitionKey, state: PartitionState) {
+        let next = state.head.next;
+        let mut partitions = self.write();
+        match partitions.get_mut(&key) {
+            Some(entry) => {
+                if entry.state.head_version > state.head_version && state.head_version > 0 {
+                    return;
+                }
+                entry.state = Arc::new(state);
+                entry.next.send_if_modified(|current| {
+                    let changed = *current != next;
+                    *current = next;
+                    changed
+                });
+            }
+            None => {
+                partitions.insert(
+                    key,
+                    Entry {
+                        state: Arc::new(state),
+                        next: watch::Sender::new(next),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Reads one partition from the store and installs it (after a failed compare, or
+    /// when another writer, such as the merger, changed it).
+    pub async fn refresh(&self, key: &PartitionKey) -> Result<Arc<PartitionState>, StoreError> {
+        let state = self.store.load(key).await?.unwrap_or_default();
+        self.install(*key, state);
+        Ok(self.get(key))
+    }
+
+    /// Forgets a deleted topic's partitions.
+    pub fn remove_topic(&self, topic_id: Uuid) {
+        self.write().retain(|k, _| k.topic_id != topic_id);
+    }
+
+    /// Loads everything; returns the store revision to watch from.
+    pub async fn load(&self) -> Result<i64, StoreError> {
+        let (all, revision) = self.store.load_all_at().await?;
+        let count = all.len();
+        for (key, state) in all {
+            self.install(key, state);
+        }
+        info!(partitions = count, "loaded diskless partitions");
+        Ok(revision)
+    }
+
+    /// Follows the store's changes until `cancel` (see the module doc).
+    pub async fn follow(self: Arc<Self>, mut revision: i64, cancel: CancellationToken) {
+        loop {
+            let watch = tokio::select! {
+                _ = cancel.cancelled() => return,
+                watch = self.store.watch(revision) => watch,
+            };
+            let mut watch = match watch {
+                Ok(Some(watch)) => watch,
+                Ok(None) => return,
+                Err(e) => {
+                    warn!(error = %e, "cannot watch diskless partitions; retrying");
+                    if self.pause_and_reload(&cancel, &mut revision).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            loop {
+                let change = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    change = watch.next_change() => change,
+                };
+                match change {
+                    Ok(change) => {
+                        for key in &change.partitions {
+                            // This broker's own commits come back through the watch too.
+                            if self.get(key).head_version >= change.revision as u64 {
+                                continue;
+                            }
+                            if let Err(e) = self.refresh(key).await {
+                                warn!(partition = %key, error = %e, "cannot reload a diskless partition");
+                            }
+                        }
+                        revision = revision.max(change.revision);
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "the diskless watch ended; reloading");
+                        break;
+                    }
+                }
+            }
+            if self.pause_and_reload(&cancel, &mut revision).await {
+                return;
+            }
+        }
+    }
+
+    /// Waits a second, then reloads everything; true if cancelled meanwhile.
+    async fn pause_and_reload(&self, cancel: &CancellationToken, revision: &mut i64) -> bool {
+        tokio::select! {
+            _ = cancel.cancelled() => return true,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        match self.load().await {
+            Ok(at) => *revision = at,
+            Err(e) => warn!(error = %e, "cannot reload diskless partitions"),
+        }
+        false
+    }
+}

@@ -1,0 +1,86 @@
+"""Diskless topics, smoke: one broker, a real client, the whole write and read path.
+
+A diskless topic (`diskless.enable=true`, fixed at creation) keeps no local log: produce
+goes into shared objects in the object store and its offsets into the metadata store
+(docs/architecture.md, "Diskless topics"). Once with the embedded defaults (metadata in
+the data dir, objects in the default `file://` store), once through etcd and an S3
+server (moto). Multi-broker behaviour is tests/test_diskless.py's.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from clients import check_against_offsets, confluent_admin, confluent_consume, confluent_produce, create_topic, \
+    make_records, watermarks
+from servers import s3_env
+
+PARTITIONS = 3
+
+
+def produce_and_read_back(bootstrap: str, topic: str) -> None:
+    """Creates `topic` diskless, produces with an idempotent acks=all producer, and checks
+    that the offsets are dense from 0 and that a consumer reads every record back."""
+    create_topic(bootstrap, topic, PARTITIONS, {"diskless.enable": "true"})
+    produced = make_records(19, 600, PARTITIONS)
+    confluent_produce(bootstrap, topic, produced, "lz4", **{"enable.idempotence": True, "linger.ms": 20})
+    for p in range(PARTITIONS):
+        offsets = sorted(r.offset for r in produced if r.partition == p)
+        assert offsets == list(range(len(offsets))), f"partition {p}: offsets not dense: {offsets[:20]}"
+        assert watermarks(bootstrap, topic, p) == (0, len(offsets))
+    got = confluent_consume(bootstrap, topic, PARTITIONS)
+    check_against_offsets(produced, got, "confluent-kafka from offset 0")
+
+
+def check_fixed_at_creation(bootstrap: str, topic: str) -> None:
+    """DescribeConfigs shows the flag; changing it is refused with INVALID_CONFIG."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
+
+    admin = confluent_admin(bootstrap)
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    configs = admin.describe_configs([resource])[resource].result(timeout=30)
+    assert configs["diskless.enable"].value == "true"
+    change = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[
+        ConfigEntry("diskless.enable", "false", incremental_operation=AlterConfigOpType.SET)])
+    with pytest.raises(KafkaException) as refused:
+        admin.incremental_alter_configs([change])[change].result(timeout=30)
+    assert refused.value.args[0].name() == "INVALID_CONFIG", refused.value
+    assert "fixed at creation" in str(refused.value)
+    # Another config of the topic still changes.
+    other = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[
+        ConfigEntry("retention.ms", "86400000", incremental_operation=AlterConfigOpType.SET)])
+    admin.incremental_alter_configs([other])[other].result(timeout=30)
+
+
+def test_diskless_topic_on_embedded_defaults(broker):
+    b = broker()
+    topic = "dl-embedded"
+    produce_and_read_back(b.bootstrap, topic)
+    check_fixed_at_creation(b.bootstrap, topic)
+    logs = b.data_dir / "logs"
+    assert not any(d.name.startswith(topic + ".") for d in logs.iterdir()) if logs.exists() else True, \
+        "a diskless topic opened a local log"
+    shared = list((b.data_dir / "diskless").iterdir())
+    assert len(shared) == PARTITIONS, f"expected one metadata file per partition, got {shared}"
+    assert b.metric("strata_diskless_objects_total", topic=topic), "no shared object counted"
+    # Restarted, the broker serves the same records from the stores alone.
+    b.restart()
+    assert watermarks(b.bootstrap, topic, 0)[0] == 0
+    got = confluent_consume(b.bootstrap, topic, PARTITIONS)
+    assert sorted(g.offset for g in got if g.partition == 0) == list(range(watermarks(b.bootstrap, topic, 0)[1]))
+
+
+def test_diskless_topic_through_etcd_and_s3(broker, etcd, bucket):
+    prefix = f"t-{uuid.uuid4().hex[:12]}"
+    b = broker(metadata=etcd.url(prefix), env=s3_env(bucket.endpoint, bucket.name))
+    topic = "dl-etcd"
+    produce_and_read_back(b.bootstrap, topic)
+    objects = [k for k in bucket.objects() if "/diskless/" in k and k.endswith(".batches")]
+    assert objects, f"no shared object in the bucket: {list(bucket.objects())[:10]}"
+    keys = etcd.get_prefix(f"{prefix}/diskless/")
+    heads = [k for k in keys if k.endswith("/head")]
+    assert len(heads) == PARTITIONS, heads
+    assert any("/runs/" in k for k in keys) and any("/producers/" in k for k in keys), list(keys)[:10]
