@@ -631,6 +631,8 @@ struct PeriodicLoops {
     uploader: JoinHandle<()>,
     scrubber: JoinHandle<()>,
     read_pacer: JoinHandle<()>,
+    diskless_merger: JoinHandle<()>,
+    diskless_scrubber: JoinHandle<()>,
 }
 
 fn start_periodic_loops(supervisor: &Arc<Supervisor>, broker: &Arc<Broker>) -> PeriodicLoops {
@@ -691,6 +693,16 @@ fn start_periodic_loops(supervisor: &Arc<Supervisor>, broker: &Arc<Broker>) -> P
         let broker = broker.clone();
         move || strata_broker::tier::run_read_pacer(broker.clone())
     });
+    // Diskless partitions: merging (with retention) by each partition's owner, and the
+    // shared-object scrubber on the controller. Both end at once without diskless.
+    let diskless_merger = supervisor.spawn("diskless_merger", {
+        let broker = broker.clone();
+        move || strata_broker::diskless::merge::run_merger(broker.clone())
+    });
+    let diskless_scrubber = supervisor.spawn("diskless_scrubber", {
+        let broker = broker.clone();
+        move || strata_broker::diskless::scrub::run_scrubber(broker.clone())
+    });
     PeriodicLoops {
         housekeeping,
         coordinator,
@@ -699,6 +711,8 @@ fn start_periodic_loops(supervisor: &Arc<Supervisor>, broker: &Arc<Broker>) -> P
         uploader,
         scrubber,
         read_pacer,
+        diskless_merger,
+        diskless_scrubber,
     }
 }
 
@@ -759,8 +773,19 @@ async fn shut_down(broker: &Broker, health: &Health, cancel: &CancellationToken,
         cleaner,
         uploader,
         scrubber,
+        diskless_merger,
+        diskless_scrubber,
         ..
     } = periodic_loops;
+    // A merge stops between partitions; one cut short leaves an orphan segment for the
+    // scrubber or runs to trim at the next round (tiering/src/lib.rs, the crash table).
+    if tokio::time::timeout(timeout, diskless_merger)
+        .await
+        .is_err()
+    {
+        info!("a diskless merge was still running at shutdown; it will be redone");
+    }
+    diskless_scrubber.abort();
     finish_log_work(broker, timeout, cleaner, uploader, scrubber).await;
     let _ = http.await;
     info!("flushed all logs; bye");

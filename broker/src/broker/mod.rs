@@ -364,6 +364,93 @@ impl crate::tier::TierHost for Broker {
     }
 }
 
+#[async_trait::async_trait]
+impl crate::diskless::merge::DisklessHost for Broker {
+    fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    fn shutdown(&self) -> &tokio_util::sync::CancellationToken {
+        &self.shutdown
+    }
+
+    fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn tiering(&self) -> Option<&Arc<Tiering>> {
+        self.tiering.as_ref()
+    }
+
+    fn diskless_store(&self) -> Option<Arc<dyn crate::diskless::DisklessStore>> {
+        self.diskless.as_ref().map(|d| d.view.store().clone())
+    }
+
+    fn write_cache(&self) -> Option<Arc<crate::diskless::read::WriteCache>> {
+        self.diskless.as_ref().map(|d| d.cache.clone())
+    }
+
+    fn diskless_topics(&self) -> Vec<crate::diskless::merge::DisklessTopic> {
+        self.topics
+            .all()
+            .iter()
+            .filter(|t| t.diskless)
+            .map(|t| crate::diskless::merge::DisklessTopic {
+                name: t.name.clone(),
+                id: t.id,
+                partitions: t.partition_count(),
+                config: t.config.log_config(),
+            })
+            .collect()
+    }
+
+    fn diskless_state(
+        &self,
+        key: &crate::diskless::PartitionKey,
+    ) -> Option<Arc<crate::diskless::PartitionState>> {
+        self.diskless.as_ref().map(|d| d.view.get(key))
+    }
+
+    async fn refresh_view(&self, key: &crate::diskless::PartitionKey) {
+        if let Some(diskless) = &self.diskless
+            && let Err(e) = diskless.view.refresh(key).await
+        {
+            tracing::debug!(partition = %key, error = %e, "could not reload a diskless partition's view");
+        }
+    }
+
+    async fn stored_topic_ids(
+        &self,
+    ) -> Result<std::collections::HashSet<Uuid>, crate::cluster::StoreError> {
+        Ok(self
+            .store
+            .list_topics()
+            .await?
+            .iter()
+            .map(|t| t.id)
+            .collect())
+    }
+
+    fn live_brokers(&self) -> Vec<i32> {
+        Broker::live_brokers(self)
+            .iter()
+            .map(|b| b.node_id)
+            .collect()
+    }
+
+    fn node_id(&self) -> i32 {
+        self.config.node_id
+    }
+
+    fn is_controller(&self) -> bool {
+        Broker::is_controller(self)
+    }
+
+    fn registry(&self) -> &prometheus::Registry {
+        &self.metrics.registry
+    }
+}
+
 impl crate::replication::ReplicaHost for Broker {
     fn now_ms(&self) -> i64 {
         self.clock.now_ms()

@@ -590,6 +590,17 @@ impl Broker {
         }
         let _ = std::fs::remove_dir(self.topics.topic_dir(name, topic.id));
         crate::tier::delete_remote(topic.partitions.clone());
+        if topic.diskless
+            && let Some(diskless) = &self.diskless
+        {
+            crate::diskless::retention::delete_topic(
+                diskless.view.store().clone(),
+                self.tiering.clone(),
+                name.to_string(),
+                topic.id,
+                topic.partition_count(),
+            );
+        }
         self.metrics
             .forget_topic(name, topic.partitions.len() as i32);
         info!(topic = name, "deleted topic");

@@ -77,6 +77,9 @@ pub trait DisklessHost: Send + Sync + 'static {
     fn config(&self) -> &Config;
     fn tiering(&self) -> Option<&Arc<Tiering>>;
     fn diskless_store(&self) -> Option<Arc<dyn DisklessStore>>;
+    /// What this broker wrote lately (`super::read::WriteCache`): runs found there are
+    /// merged without a GET.
+    fn write_cache(&self) -> Option<Arc<super::read::WriteCache>>;
     /// The diskless topics this broker has open.
     fn diskless_topics(&self) -> Vec<DisklessTopic>;
     /// A partition's state as this broker's view has it (no metadata-store read; it may
@@ -145,14 +148,12 @@ impl MergeSettings {
                 .min(topic.segment_bytes.max(1))
                 .min(build::MAX_SEGMENT_BYTES),
             max_age_ms: config.diskless_merge_max_age_ms,
-            max_pending_runs: PENDING_RUNS_LIMIT,
+            max_pending_runs: u32::try_from(config.diskless_max_pending_runs.max(2))
+                .unwrap_or(u32::MAX),
             index_interval_bytes: topic.index_interval_bytes,
         }
     }
 }
-
-/// `diskless_max_pending_runs`' default, until the setting is read here.
-const PENDING_RUNS_LIMIT: u32 = 2000;
 
 /// What a round does with one partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -272,6 +273,7 @@ pub struct Merger {
     /// `<data_dir>/diskless-merge`: segments are staged here for the upload.
     pub staging: PathBuf,
     pub part_bytes: u64,
+    pub write_cache: Option<Arc<super::read::WriteCache>>,
 }
 
 impl Merger {
@@ -285,6 +287,7 @@ impl Merger {
             tiering,
             staging: host.config().data_dir.join("diskless-merge"),
             part_bytes: host.config().remote_upload_part_bytes as u64,
+            write_cache: host.write_cache(),
         }
     }
 
@@ -403,8 +406,17 @@ impl Merger {
         Ok(result?)
     }
 
-    /// The bytes of one run, through the segment cache.
+    /// The bytes of one run: from the write cache, else through the segment cache.
     async fn read_run(&self, run: &Run) -> Result<Bytes, MergeError> {
+        if let Some(object) = self.write_cache.as_ref().and_then(|c| c.get(&run.key))
+            && let Some(bytes) = usize::try_from(run.pos)
+                .ok()
+                .zip(usize::try_from(run.pos.saturating_add(run.len)).ok())
+                .filter(|(_, end)| *end <= object.len())
+                .map(|(start, end)| object.slice(start..end))
+        {
+            return Ok(bytes);
+        }
         let object = ObjectRef {
             key: run.key.clone(),
             id: shared_object_id(&run.key),
@@ -503,8 +515,7 @@ pub static MERGE_LAG_SECONDS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
         Opts::new(
             "diskless_merge_lag_seconds",
             "Age of the oldest unmerged run of a diskless topic, over the partitions this broker owns (0 when none waits)",
-        )
-        .namespace("strata"),
+        ),
         &["topic"],
     )
     .expect("a valid metric family")
@@ -515,8 +526,7 @@ pub static UNMERGED_BYTES: LazyLock<IntGaugeVec> = LazyLock::new(|| {
         Opts::new(
             "diskless_unmerged_bytes",
             "Bytes of unmerged runs of a diskless topic, over the partitions this broker owns",
-        )
-        .namespace("strata"),
+        ),
         &["topic"],
     )
     .expect("a valid metric family")
@@ -527,8 +537,7 @@ pub static MERGES: LazyLock<IntCounterVec> = LazyLock::new(|| {
         Opts::new(
             "diskless_merges_total",
             "Segments this broker merged from diskless runs and committed to a manifest",
-        )
-        .namespace("strata"),
+        ),
         &["topic"],
     )
     .expect("a valid metric family")

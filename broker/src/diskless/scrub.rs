@@ -35,13 +35,10 @@ use super::store::DisklessStore;
 pub const SHARED_PREFIX: &str = "diskless/";
 
 pub static SCRUBBED: LazyLock<IntCounter> = LazyLock::new(|| {
-    IntCounter::with_opts(
-        Opts::new(
-            "diskless_scrubbed_objects_total",
-            "Shared diskless objects the scrubber deleted because no committed run referenced them",
-        )
-        .namespace("strata"),
-    )
+    IntCounter::with_opts(Opts::new(
+        "diskless_scrubbed_objects_total",
+        "Shared diskless objects the scrubber deleted because no committed run referenced them",
+    ))
     .expect("a valid metric family")
 });
 

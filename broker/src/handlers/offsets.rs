@@ -193,6 +193,17 @@ pub async fn delete_records(broker: &Arc<Broker>, request: DeleteRecordsRequest)
                 let base = DeleteRecordsPartitionResult::default()
                     .with_partition_index(p.partition_index)
                     .with_low_watermark(-1);
+                if let Some(topic) = topic.as_ref().filter(|t| t.diskless) {
+                    return match delete_diskless_records(broker, topic, p.partition_index, p.offset)
+                        .await
+                    {
+                        Ok(low_watermark) => base.with_low_watermark(low_watermark),
+                        Err(code) => {
+                            broker.metrics.error("DeleteRecords", code);
+                            base.with_error_code(code.code())
+                        }
+                    };
+                }
                 let partition = topic.as_ref().and_then(|t| t.partition(p.partition_index));
                 let Some(partition) = partition else {
                     return base.with_error_code(ResponseError::UnknownTopicOrPartition.code());
@@ -221,4 +232,41 @@ pub async fn delete_records(broker: &Arc<Broker>, request: DeleteRecordsRequest)
         );
     }
     ResponseKind::DeleteRecords(DeleteRecordsResponse::default().with_topics(topics))
+}
+
+/// DeleteRecords on a diskless partition: any broker answers, through the metadata store
+/// (`crate::diskless::retention::delete_records`). Returns the new low watermark.
+async fn delete_diskless_records(
+    broker: &Broker,
+    topic: &crate::registry::Topic,
+    index: i32,
+    offset: i64,
+) -> Result<i64, ResponseError> {
+    use crate::diskless::retention::{DeleteRecordsError, delete_records};
+    if index < 0 || index >= topic.partition_count() {
+        return Err(ResponseError::UnknownTopicOrPartition);
+    }
+    let (Some(diskless), Some(tiering)) = (broker.diskless.as_ref(), broker.tiering.as_ref())
+    else {
+        return Err(ResponseError::UnknownTopicOrPartition);
+    };
+    let key = crate::diskless::PartitionKey {
+        topic_id: topic.id,
+        partition: index,
+    };
+    match delete_records(&**diskless.view.store(), tiering, &topic.name, &key, offset).await {
+        Ok(low_watermark) => {
+            // Fetch and ListOffsets answer from the view: it must not lag this answer.
+            if let Err(e) = diskless.view.refresh(&key).await {
+                tracing::warn!(topic = %topic.name, partition = index, error = %e,
+                    "could not reload a diskless partition after DeleteRecords");
+            }
+            Ok(low_watermark)
+        }
+        Err(DeleteRecordsError::OutOfRange { .. }) => Err(ResponseError::OffsetOutOfRange),
+        Err(e) => {
+            tracing::warn!(topic = %topic.name, partition = index, error = %e, "DeleteRecords on a diskless partition failed");
+            Err(ResponseError::KafkaStorageError)
+        }
+    }
 }

@@ -77,6 +77,7 @@ impl Fixture {
             tiering: Arc::new(tiering),
             staging: self.config.data_dir.join("diskless-merge"),
             part_bytes: 16 << 20,
+            write_cache: None,
         }
     }
 
