@@ -34,7 +34,7 @@ def diskless_env(bucket) -> dict[str, str]:
         diskless_merge_bytes=1024,
         diskless_merge_max_age_ms=300,
         remote_scrub_interval_ms=300,
-        remote_scrub_grace_ms=3_600_000,
+        remote_scrub_grace_ms=3_000,
         diskless_scrub_grace_ms=3_000,
     )
 
@@ -95,6 +95,13 @@ def test_diskless_merge_retention_delete_and_scrub(broker, etcd, bucket):
     orphan = f"{cluster_prefix}/diskless/2026010100/9-{uuid.uuid4()}.batches"
     bucket.client.put_object(Bucket=bucket.name, Key=orphan, Body=b"no run references this")
     wait_until("the orphan shared object scrubbed", lambda: orphan not in bucket.objects(), timeout=WAIT_S)
+    # A merged segment no manifest references (a merge that crashed before its commit, or
+    # lost the race) goes too; the committed ones stay.
+    some_segment = next(k for k, o in segments.items() if o["partition"] == 0)
+    stray = f"{some_segment.rsplit('/', 1)[0]}/{10**15:020}-{uuid.uuid4()}.segment"
+    bucket.client.put_object(Bucket=bucket.name, Key=stray, Body=b"never committed")
+    wait_until("the orphan merged segment scrubbed", lambda: stray not in bucket.objects(), timeout=WAIT_S)
+    assert set(bucket.segment_objects(TOPIC)) == set(segments), "a committed segment was scrubbed"
     assert (b.metric("strata_diskless_scrubbed_objects_total") or 0) >= 2
 
     # DeleteRecords: the low watermark moves and merged segments wholly below it go; past
