@@ -125,8 +125,9 @@ pub struct Config {
     /// commit them). Default 3600000 ms.
     pub remote_scrub_grace_ms: i64,
     /// How often the merge owner of each diskless partition looks for runs to merge into
-    /// a segment (and applies retention to it). Default 10000 ms; a look at a partition
-    /// with nothing to do costs nothing but reading the in-memory view.
+    /// a segment. Default 10000 ms; a look at a partition with nothing to do costs
+    /// nothing but reading the in-memory view. Retention is applied at most once per
+    /// `diskless_merge_max_age_ms`.
     pub diskless_merge_interval_ms: i64,
     /// Target size of a merged segment (capped by the topic's segment.bytes). Unmerged
     /// runs are merged once they reach it. Default 64 MiB: each merge costs one PUT, one

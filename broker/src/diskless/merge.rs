@@ -569,6 +569,15 @@ pub async fn run_merger(host: Arc<dyn DisklessHost>) {
     };
     register_metrics(host.registry());
     let merger = Merger::new(&*host, store, tiering);
+    // Segments staged by a merge that a crash or a restart cut short.
+    let _ = std::fs::remove_dir_all(&merger.staging);
+    // Retention needs two metadata reads (head, manifest root) per partition: it runs at
+    // most once per `diskless_merge_max_age_ms` (and at least once per round's interval).
+    let retention_every = host
+        .config()
+        .diskless_merge_max_age_ms
+        .max(host.config().diskless_merge_interval_ms);
+    let mut retained: HashMap<PartitionKey, i64> = HashMap::new();
     let mut ticker = tokio::time::interval(Duration::from_millis(
         host.config().diskless_merge_interval_ms as u64,
     ));
@@ -597,9 +606,12 @@ pub async fn run_merger(host: Arc<dyn DisklessHost>) {
                     continue;
                 }
                 let seen = host.diskless_state(&key);
-                let retention = topic.config.retention_ms >= 0
+                let retention = (topic.config.retention_ms >= 0
                     || topic.config.retention_bytes >= 0
-                    || seen.as_ref().is_some_and(|s| s.head.log_start > 0);
+                    || seen.as_ref().is_some_and(|s| s.head.log_start > 0))
+                    && retained
+                        .get(&key)
+                        .is_none_or(|at| host.now_ms() - at >= retention_every);
                 let has_runs = seen.as_ref().is_none_or(|s| !s.runs.is_empty());
                 let mut changed = false;
                 if has_runs {
@@ -619,6 +631,7 @@ pub async fn run_merger(host: Arc<dyn DisklessHost>) {
                 }
                 if retention {
                     changed = true;
+                    retained.insert(key, host.now_ms());
                     if let Err(e) =
                         super::retention::apply_retention(&merger, &topic, &key, host.now_ms())
                             .await
