@@ -70,7 +70,7 @@
 //! | diskless merge: after the manifest commit, before the trim | runs below the manifest's end, `merged` behind it | the next round sees the manifest's end past `merged` and only trims, without uploading again; readers meanwhile find the same records in both places |
 //! | diskless merge: after the trim | shared objects no run references any more | the diskless scrubber |
 //! | diskless DeleteRecords: after the head's CAS, before the manifest's start moved | merged segments below `log_start` still in the manifest (never served: reads check `log_start`) | the owner's next round advances the manifest's start to `head.log_start` |
-//! | diskless topic deletion: after the topic record went, before its runs, manifests and objects | metadata and objects of a topic that no longer exists | the merged objects: the scrubber of unknown topics; shared objects: the diskless scrubber once no run references them |
+//! | diskless topic deletion: after the topic record went, before its runs, manifests and objects | metadata and objects of a topic that no longer exists | the diskless scrubber deletes the records of topics the metadata store no longer has, then the shared objects no run references; the scrubber of unknown topics deletes the merged objects |
 //!
 //! # Retried and permanent failures
 //!

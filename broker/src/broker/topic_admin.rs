@@ -593,6 +593,7 @@ impl Broker {
         if topic.diskless
             && let Some(diskless) = &self.diskless
         {
+            diskless.remove_topic(topic.id);
             crate::diskless::retention::delete_topic(
                 diskless.view.store().clone(),
                 self.tiering.clone(),
