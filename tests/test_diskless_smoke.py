@@ -15,7 +15,7 @@ import pytest
 
 from clients import check_against_offsets, confluent_admin, confluent_consume, confluent_produce, create_topic, \
     make_records, watermarks
-from servers import s3_env
+from servers import s3_env, wait_until
 
 PARTITIONS = 3
 
@@ -66,6 +66,15 @@ def test_diskless_topic_on_embedded_defaults(broker):
     shared = list((b.data_dir / "diskless").iterdir())
     assert len(shared) == PARTITIONS, f"expected one metadata file per partition, got {shared}"
     assert b.metric("strata_diskless_objects_total", topic=topic), "no shared object counted"
+    # acks=0: no answer, and the records are committed all the same.
+    from confluent_kafka import Producer
+    before = watermarks(b.bootstrap, topic, 1)[1]
+    producer = Producer({"bootstrap.servers": b.bootstrap, "acks": 0, "linger.ms": 5})
+    for i in range(50):
+        producer.produce(topic, value=b"fire-and-forget-%d" % i, partition=1)
+    assert producer.flush(30) == 0
+    wait_until("the acks=0 records to be committed",
+               lambda: watermarks(b.bootstrap, topic, 1)[1] == before + 50, timeout=30)
     # Restarted, the broker serves the same records from the stores alone.
     b.restart()
     assert watermarks(b.bootstrap, topic, 0)[0] == 0
