@@ -55,11 +55,39 @@ def check_fixed_at_creation(bootstrap: str, topic: str) -> None:
     admin.incremental_alter_configs([other])[other].result(timeout=30)
 
 
+def consume_as_group(bootstrap: str, topic: str) -> None:
+    """A group member reads every partition to its end and commits; OffsetFetch then
+    returns the ends (OffsetCommit validates partitions a diskless topic opens no log for)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    ends = {p: watermarks(bootstrap, topic, p)[1] for p in range(PARTITIONS)}
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "dl-group", "enable.auto.commit": False,
+                         "auto.offset.reset": "earliest", "fetch.wait.max.ms": 100})
+    try:
+        consumer.subscribe([topic])
+        position = {p: 0 for p in ends}
+
+        def caught_up():
+            for msg in consumer.consume(1000, 0.5):
+                assert not msg.error(), msg.error()
+                position[msg.partition()] = msg.offset() + 1
+            return position == ends
+
+        wait_until("the group member to read every partition to its end", caught_up, timeout=60)
+        consumer.commit(asynchronous=False)
+        committed = consumer.committed([TopicPartition(topic, p) for p in ends], timeout=30)
+        assert {tp.partition: tp.offset for tp in committed} == ends
+        assert all(tp.error is None for tp in committed)
+    finally:
+        consumer.close()
+
+
 def test_diskless_topic_on_embedded_defaults(broker):
-    b = broker()
+    b = broker(env={"STRATA_GROUP_INITIAL_REBALANCE_DELAY_MS": "0"})
     topic = "dl-embedded"
     produce_and_read_back(b.bootstrap, topic)
     check_fixed_at_creation(b.bootstrap, topic)
+    consume_as_group(b.bootstrap, topic)
     logs = b.data_dir / "logs"
     assert not any(d.name.startswith(topic + ".") for d in logs.iterdir()) if logs.exists() else True, \
         "a diskless topic opened a local log"
