@@ -15,7 +15,7 @@ import pytest
 
 from clients import check_against_offsets, confluent_admin, confluent_consume, confluent_produce, create_topic, \
     make_records, watermarks
-from servers import s3_env
+from servers import s3_env, wait_until
 
 PARTITIONS = 3
 
@@ -55,17 +55,54 @@ def check_fixed_at_creation(bootstrap: str, topic: str) -> None:
     admin.incremental_alter_configs([other])[other].result(timeout=30)
 
 
+def consume_as_group(bootstrap: str, topic: str) -> None:
+    """A group member reads every partition to its end and commits; OffsetFetch then
+    returns the ends (OffsetCommit validates partitions a diskless topic opens no log for)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    ends = {p: watermarks(bootstrap, topic, p)[1] for p in range(PARTITIONS)}
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "dl-group", "enable.auto.commit": False,
+                         "auto.offset.reset": "earliest", "fetch.wait.max.ms": 100})
+    try:
+        consumer.subscribe([topic])
+        position = {p: 0 for p in ends}
+
+        def caught_up():
+            for msg in consumer.consume(1000, 0.5):
+                assert not msg.error(), msg.error()
+                position[msg.partition()] = msg.offset() + 1
+            return position == ends
+
+        wait_until("the group member to read every partition to its end", caught_up, timeout=60)
+        consumer.commit(asynchronous=False)
+        committed = consumer.committed([TopicPartition(topic, p) for p in ends], timeout=30)
+        assert {tp.partition: tp.offset for tp in committed} == ends
+        assert all(tp.error is None for tp in committed)
+    finally:
+        consumer.close()
+
+
 def test_diskless_topic_on_embedded_defaults(broker):
-    b = broker()
+    b = broker(env={"STRATA_GROUP_INITIAL_REBALANCE_DELAY_MS": "0"})
     topic = "dl-embedded"
     produce_and_read_back(b.bootstrap, topic)
     check_fixed_at_creation(b.bootstrap, topic)
+    consume_as_group(b.bootstrap, topic)
     logs = b.data_dir / "logs"
     assert not any(d.name.startswith(topic + ".") for d in logs.iterdir()) if logs.exists() else True, \
         "a diskless topic opened a local log"
     shared = list((b.data_dir / "diskless").iterdir())
     assert len(shared) == PARTITIONS, f"expected one metadata file per partition, got {shared}"
     assert b.metric("strata_diskless_objects_total", topic=topic), "no shared object counted"
+    # acks=0: no answer, and the records are committed all the same.
+    from confluent_kafka import Producer
+    before = watermarks(b.bootstrap, topic, 1)[1]
+    producer = Producer({"bootstrap.servers": b.bootstrap, "acks": 0, "linger.ms": 5})
+    for i in range(50):
+        producer.produce(topic, value=b"fire-and-forget-%d" % i, partition=1)
+    assert producer.flush(30) == 0
+    wait_until("the acks=0 records to be committed",
+               lambda: watermarks(b.bootstrap, topic, 1)[1] == before + 50, timeout=30)
     # Restarted, the broker serves the same records from the stores alone.
     b.restart()
     assert watermarks(b.bootstrap, topic, 0)[0] == 0

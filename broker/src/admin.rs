@@ -281,7 +281,11 @@ impl Admin for Service {
             brokers,
             topics: topics.len() as u32,
             partitions: records.len() as u32,
-            offline_partitions: records.iter().filter(|p| p.leader < 0).count() as u32,
+            // Diskless partitions have no leader by design.
+            offline_partitions: records
+                .iter()
+                .filter(|p| p.leader < 0 && !p.replicas.is_empty())
+                .count() as u32,
             under_replicated_partitions: records
                 .iter()
                 .filter(|p| p.isr.len() < p.replicas.len())

@@ -426,10 +426,16 @@ fn print_topic(target: &Target, topic: &Topic) -> anyhow::Result<()> {
         .into_iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
+    // `diskless.enable` is fixed at creation and stored as an override when on.
+    let diskless = topic
+        .configs
+        .get("diskless.enable")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
     println!(
-        "topic {}  {} partitions  configs: {}",
+        "topic {}  {} partitions  mode: {}  configs: {}",
         topic.name,
         topic.partitions.len(),
+        if diskless { "diskless" } else { "replicated" },
         if configs.is_empty() {
             "(defaults)".to_string()
         } else {
@@ -448,7 +454,10 @@ fn partition_rows(topics: &[Topic]) {
                 vec![
                     t.name.clone(),
                     p.index.to_string(),
-                    if p.leader < 0 {
+                    if p.leader < 0 && p.replicas.is_empty() {
+                        // Diskless: every broker serves it.
+                        "any".to_string()
+                    } else if p.leader < 0 {
                         "none".to_string()
                     } else {
                         p.leader.to_string()

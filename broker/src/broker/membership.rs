@@ -608,8 +608,10 @@ impl Broker {
                 entry.1 += 1;
             }
         }
+        // Diskless partitions have no leader by design: never offline.
         let offline = topics
             .iter()
+            .filter(|(t, _)| !t.is_diskless())
             .flat_map(|(t, _)| &t.partitions)
             .filter(|p| p.leader < 0)
             .count();

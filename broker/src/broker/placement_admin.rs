@@ -95,6 +95,12 @@ impl Broker {
         for (topic, partitions) in by_topic(changes) {
             let results = self
                 .edit_partitions(&topic, &partitions, |p, target| {
+                    if p.replicas.is_empty() {
+                        return Err(ReassignError::InvalidAssignment(
+                            "a diskless partition has no replicas to move".into(),
+                        )
+                        .into());
+                    }
                     match target {
                         None => reassignment::cancel(p, &brokers)?,
                         Some(target) => {
@@ -174,6 +180,10 @@ impl Broker {
         for (topic, partitions) in by_topic(partitions.into_iter().map(|(t, p)| (t, p, ()))) {
             let results = self
                 .edit_partitions(&topic, &partitions, |p, ()| {
+                    // A diskless partition has no leader to elect: any broker serves it.
+                    if p.replicas.is_empty() {
+                        return Err(ElectError::NotNeeded.into());
+                    }
                     Ok(reassignment::elect(p, election, &brokers)?)
                 })
                 .await;

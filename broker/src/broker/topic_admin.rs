@@ -626,6 +626,11 @@ impl Broker {
             .topics
             .get(name)
             .ok_or_else(|| AdminError::UnknownTopic(name.to_string()))?;
+        if topic.diskless {
+            return Err(AdminError::InvalidPartitions(
+                "adding partitions to a diskless topic is not supported yet".into(),
+            ));
+        }
         // The store decides, not this broker's copy: a metadata round may not have
         // brought partitions another broker added here yet.
         let (stored, version) = self

@@ -341,6 +341,10 @@ async fn snapshot(client: &mut super::Client) -> anyhow::Result<Snapshot> {
     let mut left_alone = 0;
     for topic in topics {
         for p in topic.partitions {
+            // Diskless partitions have no replicas: nothing to place.
+            if p.replicas.is_empty() {
+                continue;
+            }
             let movable = !moving.contains(&(topic.name.clone(), p.index))
                 && p.removing.is_empty()
                 && p.replicas.iter().all(|r| eligible.contains(r));

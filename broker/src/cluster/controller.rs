@@ -63,6 +63,9 @@ pub fn reconcile(
     unclean: bool,
     rebalance: bool,
 ) -> Option<TopicRecord> {
+    if topic.is_diskless() {
+        return None;
+    }
     let mut next = topic.clone();
     let mut changed = false;
     for p in &mut next.partitions {
@@ -79,6 +82,9 @@ pub fn reconcile(
 /// ISR as any follower does. Where it is the only live in-sync replica it keeps its
 /// place: nobody has more. `None` if nothing changes.
 pub fn step_down(topic: &TopicRecord, me: i32, live: &[BrokerInfo]) -> Option<TopicRecord> {
+    if topic.is_diskless() {
+        return None;
+    }
     let mut next = topic.clone();
     let mut changed = false;
     for p in &mut next.partitions {

@@ -90,6 +90,14 @@ impl PartitionRecord {
 }
 
 impl TopicRecord {
+    /// A diskless topic (`diskless.enable`): its partitions have no replicas, no ISR and
+    /// no leader, and the controller, placement and liveness leave them alone.
+    pub fn is_diskless(&self) -> bool {
+        self.configs
+            .get("diskless.enable")
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+    }
+
     /// Fills in what older records lack: an ISR of all replicas.
     pub fn normalize(mut self) -> TopicRecord {
         for p in &mut self.partitions {

@@ -437,6 +437,29 @@ fn parse_key(root: &str, key: &[u8]) -> Option<(PartitionKey, KeyKind)> {
     Some((partition, kind))
 }
 
+/// Puts one etcd transaction may hold, under `--max-txn-ops` (128 by default).
+const ETCD_TXN_PUTS: usize = 120;
+
+/// `writes` cut into transactions of at most [`ETCD_TXN_PARTITIONS`] partitions and
+/// [`ETCD_TXN_PUTS`] puts (a partition written by many producers in one flush takes a put
+/// per producer). A partition is never split: one larger than the limit goes alone.
+fn txn_chunks(writes: &[AppendWrite]) -> Vec<&[AppendWrite]> {
+    let mut chunks = Vec::new();
+    let (mut start, mut puts) = (0, 0);
+    for (i, write) in writes.iter().enumerate() {
+        let ops = 1 + write.runs.len() + write.producers.len();
+        if i > start && (i - start >= ETCD_TXN_PARTITIONS || puts + ops > ETCD_TXN_PUTS) {
+            chunks.push(&writes[start..i]);
+            (start, puts) = (i, 0);
+        }
+        puts += ops;
+    }
+    if start < writes.len() {
+        chunks.push(&writes[start..]);
+    }
+    chunks
+}
+
 /// The end of the range of keys starting with `prefix` (etcd's prefix rule).
 fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
@@ -464,7 +487,7 @@ impl DisklessStore for EtcdDisklessStore {
     async fn append_versioned(&self, writes: &[AppendWrite]) -> Result<AppendOutcome, StoreError> {
         let mut outcome = AppendOutcome::default();
         let mut kv = self.client.kv_client();
-        for chunk in writes.chunks(ETCD_TXN_PARTITIONS) {
+        for chunk in txn_chunks(writes) {
             let mut compares = Vec::with_capacity(chunk.len());
             let mut puts = Vec::new();
             for write in chunk {

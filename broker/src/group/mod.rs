@@ -656,11 +656,8 @@ impl Coordinator {
         let mut results: Vec<Result<(), GroupError>> = offsets
             .iter()
             .map(|(topic, index, value)| {
-                if broker
-                    .topic(topic)
-                    .and_then(|t| t.partition(*index).cloned())
-                    .is_none()
-                {
+                // Diskless topics open no partitions; their partition count is the record's.
+                if !broker.topic(topic).is_some_and(|t| t.has_partition(*index)) {
                     Err(GroupError::UnknownTopicOrPartition)
                 } else if value
                     .metadata

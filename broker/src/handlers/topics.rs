@@ -297,7 +297,7 @@ pub async fn create_partitions(
         let current = broker
             .topics
             .get(&topic.name.0)
-            .map_or(0, |t| t.partitions.len() as i64);
+            .map_or(0, |t| i64::from(t.partition_count()));
         let adding = (i64::from(topic.count) - current).max(0);
         // An unknown topic, or a count that does not grow it, gets Kafka's error for that
         // without using the request's partition budget.

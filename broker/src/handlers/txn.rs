@@ -148,6 +148,13 @@ async fn add_partitions(
                 Some(ResponseError::TopicAuthorizationFailed)
             } else if crate::group::is_internal(&t.name.0) && !verify_only {
                 Some(ResponseError::InvalidTopicException)
+            } else if topic
+                .as_ref()
+                .is_some_and(|t| t.diskless && t.has_partition(p))
+            {
+                // Transactions on diskless topics are not supported yet: refused
+                // for good, where UNKNOWN_TOPIC_OR_PARTITION would be retried.
+                Some(ResponseError::InvalidRequest)
             } else if topic.as_ref().and_then(|t| t.partition(p)).is_none() {
                 Some(ResponseError::UnknownTopicOrPartition)
             } else {

@@ -595,7 +595,12 @@ fn start_up_scans_only_the_unflushed_tail() {
 }
 
 /// A batch from idempotent producer `producer_id`/`epoch`, sequences from `first_seq`.
-fn idempotent_batch(producer_id: i64, epoch: i16, first_seq: i32, count: usize) -> Vec<u8> {
+pub(crate) fn idempotent_batch(
+    producer_id: i64,
+    epoch: i16,
+    first_seq: i32,
+    count: usize,
+) -> Vec<u8> {
     let records: Vec<Record> = (0..count)
         .map(|i| Record {
             transactional: false,

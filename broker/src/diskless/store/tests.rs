@@ -123,3 +123,20 @@ fn etcd_keys_parse_back() {
     assert_eq!(prefix_end(b"a/"), b"a0".to_vec());
     assert_eq!(prefix_end(&[0x61, 0xff]), vec![0x62]);
 }
+
+#[test]
+fn etcd_transactions_stay_under_the_partition_and_put_limits() {
+    let empty = PartitionState::default();
+    let small: Vec<_> = (0..90).map(|p| write_for(&empty, key(p), 1)).collect();
+    let sizes: Vec<usize> = txn_chunks(&small).iter().map(|c| c.len()).collect();
+    assert_eq!(sizes, [40, 40, 10]);
+    // Many producers in one partition: fewer partitions per transaction.
+    let mut busy = write_for(&empty, key(0), 1);
+    busy.producers = (0..50)
+        .map(|id| (id, busy.producers[0].1.clone()))
+        .collect();
+    let writes = vec![busy.clone(), busy.clone(), busy.clone()];
+    let sizes: Vec<usize> = txn_chunks(&writes).iter().map(|c| c.len()).collect();
+    assert_eq!(sizes, [2, 1]);
+    assert!(txn_chunks(&[]).is_empty());
+}

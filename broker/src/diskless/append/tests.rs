@@ -1,0 +1,231 @@
+use super::*;
+
+#[test]
+fn object_keys_carry_the_utc_hour() {
+    // 2026-12-07T16:19:14Z.
+    assert_eq!(utc_hour(1_796_660_354_000), (2026, 12, 7, 16));
+    assert_eq!(utc_hour(0), (1970, 1, 1, 0));
+    // 2024-02-29T23:59:59Z.
+    assert_eq!(utc_hour(1_709_251_199_000), (2024, 2, 29, 23));
+    let key = object_key(3, 0);
+    assert!(key.starts_with("diskless/1970010100/3-"), "{key}");
+    assert!(key.ends_with(".batches"), "{key}");
+}
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use strata_tiering::RemoteStore;
+use strata_tiering::store::ObjectStoreBackend;
+
+use crate::diskless::store::{DisklessStore, EmbeddedDisklessStore};
+
+/// An object store whose PUTs fail: an outage the retries did not ride out.
+struct FailingPuts(ObjectStoreBackend);
+
+#[async_trait::async_trait]
+impl RemoteStore for FailingPuts {
+    async fn put(&self, key: &str, _bytes: Bytes) -> Result<(), strata_tiering::StoreError> {
+        Err(strata_tiering::StoreError::Transient {
+            op: "put",
+            key: key.to_string(),
+            message: "injected".into(),
+        })
+    }
+    async fn put_body(
+        &self,
+        key: &str,
+        body: &strata_tiering::Body,
+        part_bytes: u64,
+    ) -> Result<(), strata_tiering::StoreError> {
+        self.0.put_body(key, body, part_bytes).await
+    }
+    async fn get(&self, key: &str) -> Result<Bytes, strata_tiering::StoreError> {
+        self.0.get(key).await
+    }
+    async fn get_range(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<Bytes, strata_tiering::StoreError> {
+        self.0.get_range(key, range).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), strata_tiering::StoreError> {
+        self.0.delete(key).await
+    }
+    async fn list(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<strata_tiering::store::ObjectInfo>, strata_tiering::StoreError> {
+        self.0.list(prefix).await
+    }
+}
+
+/// One broker's appender (node `node`) over the shared stores, running until `cancel`.
+fn broker(
+    node: i32,
+    store: Arc<dyn DisklessStore>,
+    objects: Arc<dyn RemoteStore>,
+    cancel: &CancellationToken,
+) -> (Arc<Appender>, Arc<DisklessView>, Arc<DisklessMetrics>) {
+    let config = crate::config::Config {
+        node_id: node,
+        diskless_append_interval_ms: 5,
+        ..crate::config::Config::default()
+    };
+    let view = Arc::new(DisklessView::new(store));
+    let metrics = Arc::new(
+        DisklessMetrics::register(&prometheus::Registry::new()).expect("register metrics"),
+    );
+    let appender = Arc::new(Appender::new(
+        &config,
+        view.clone(),
+        objects,
+        Arc::new(WriteCache::new(1 << 20)),
+        metrics.clone(),
+        Arc::new(crate::sys::SystemClock),
+    ));
+    tokio::spawn(appender.clone().run(cancel.clone()));
+    (appender, view, metrics)
+}
+
+fn topic_config() -> TopicConfig {
+    let overrides = BTreeMap::from([("diskless.enable".to_string(), "true".to_string())]);
+    TopicConfig::resolve(&overrides, &crate::config::Config::default()).expect("config")
+}
+
+const KEY: PartitionKey = PartitionKey {
+    topic_id: uuid::Uuid::from_u128(9),
+    partition: 0,
+};
+
+async fn produce(appender: &Appender, batch: &[u8]) -> Result<Ack, AppendError> {
+    let answer = appender.enqueue(KEY, "t", &topic_config(), batch).await?;
+    answer.await.expect("answered")
+}
+
+fn batch(epoch: i16, first_seq: i32, count: usize) -> Vec<u8> {
+    crate::log::tests::idempotent_batch(42, epoch, first_seq, count)
+}
+
+#[tokio::test]
+async fn idempotence_holds_across_brokers_sharing_the_stores() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn DisklessStore> = Arc::new(EmbeddedDisklessStore::new(dir.path()));
+    let objects: Arc<dyn RemoteStore> = Arc::new(ObjectStoreBackend::in_memory());
+    let cancel = CancellationToken::new();
+    let (a, _, _) = broker(1, store.clone(), objects.clone(), &cancel);
+    // B's view never sees A's commits (the embedded store has no watch): every stale
+    // plan of B's must be caught by the compare.
+    let (b, _, b_metrics) = broker(2, store.clone(), objects.clone(), &cancel);
+
+    assert_eq!(
+        produce(&a, &batch(0, 0, 5))
+            .await
+            .expect("first")
+            .base_offset,
+        0
+    );
+    // The same batch retried through B: its first offset, not a second copy.
+    let retry = produce(&b, &batch(0, 0, 5)).await.expect("retry");
+    assert_eq!(retry.base_offset, 0);
+    assert_eq!(
+        b_metrics.commit_conflicts.with_label_values(&["t"]).get(),
+        1
+    );
+    assert_eq!(
+        produce(&b, &batch(0, 5, 3))
+            .await
+            .expect("next")
+            .base_offset,
+        5
+    );
+    // A sequence gap through A (whose view is behind) is out of order.
+    let gap = produce(&a, &batch(0, 10, 1)).await.expect_err("a gap");
+    assert_eq!(gap.code(), ResponseError::OutOfOrderSequenceNumber, "{gap}");
+    // A new epoch through B, then the old one through A: fenced.
+    assert_eq!(
+        produce(&b, &batch(1, 0, 2))
+            .await
+            .expect("new epoch")
+            .base_offset,
+        8
+    );
+    let fenced = produce(&a, &batch(0, 8, 1)).await.expect_err("fenced");
+    assert_eq!(
+        fenced.code(),
+        ResponseError::InvalidProducerEpoch,
+        "{fenced}"
+    );
+
+    let state = store.load(&KEY).await.expect("load").expect("stored");
+    assert_eq!(state.head.next, 10, "offsets 0-9, each batch once");
+    assert!(state.is_contiguous());
+    assert_eq!(state.producers[&42].epoch, 1);
+    // Every run's bytes are in the object it names, at the place it names.
+    for run in state.runs.values() {
+        let bytes = objects
+            .get_range(&run.key, run.pos..run.pos + run.len)
+            .await
+            .expect("object");
+        let (_, size, last_delta) = format::read_batch_prefix(&bytes).expect("batch");
+        assert_eq!(size as u64, run.len);
+        assert_eq!(i64::from(last_delta) + 1, run.end - run.base);
+    }
+    cancel.cancel();
+}
+
+#[tokio::test]
+async fn an_object_store_failure_commits_nothing_and_is_retriable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn DisklessStore> = Arc::new(EmbeddedDisklessStore::new(dir.path()));
+    let cancel = CancellationToken::new();
+    let failing: Arc<dyn RemoteStore> = Arc::new(FailingPuts(ObjectStoreBackend::in_memory()));
+    let (a, _, _) = broker(1, store.clone(), failing, &cancel);
+    let error = produce(&a, &batch(0, 0, 2))
+        .await
+        .expect_err("no object store");
+    assert_eq!(error.code(), ResponseError::KafkaStorageError);
+    assert!(
+        error.to_string().contains("nothing was committed"),
+        "{error}"
+    );
+    assert!(store.load(&KEY).await.expect("load").is_none());
+    // The producer's retry through a healthy broker gets offset 0: nothing was assigned.
+    let (b, _, _) = broker(
+        2,
+        store.clone(),
+        Arc::new(ObjectStoreBackend::in_memory()),
+        &cancel,
+    );
+    assert_eq!(
+        produce(&b, &batch(0, 0, 2))
+            .await
+            .expect("retry")
+            .base_offset,
+        0
+    );
+    cancel.cancel();
+}
+
+#[tokio::test]
+async fn transactional_batches_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn DisklessStore> = Arc::new(EmbeddedDisklessStore::new(dir.path()));
+    let cancel = CancellationToken::new();
+    let (a, _, _) = broker(1, store, Arc::new(ObjectStoreBackend::in_memory()), &cancel);
+    let mut transactional = batch(0, 0, 1);
+    // Attributes (offset 21): bit 4 is the transactional flag; the CRC covers it.
+    transactional[22] |= 0x10;
+    let crc = crc32c::crc32c(&transactional[21..]);
+    transactional[17..21].copy_from_slice(&crc.to_be_bytes());
+    let error = produce(&a, &transactional)
+        .await
+        .expect_err("transactional");
+    assert_eq!(error.code(), ResponseError::InvalidRequest);
+    assert_eq!(
+        error.to_string(),
+        "transactions are not supported on diskless topics yet"
+    );
+    cancel.cancel();
+}

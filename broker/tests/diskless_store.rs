@@ -1,0 +1,237 @@
+//! The diskless store's contract (broker/src/diskless/store.rs), one set of scenarios run
+//! against the embedded store and a real etcd (Debian's etcd-server on free loopback
+//! ports; the test fails, not skips, when etcd cannot start).
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use strata_broker::cluster::etcd::EtcdStore;
+use strata_broker::diskless::state::{ObjectInfo, PendingBatch, plan};
+use strata_broker::diskless::store::{EmbeddedDisklessStore, EtcdDisklessStore};
+use strata_broker::diskless::{AppendWrite, DisklessStore, PartitionKey, PartitionState};
+use uuid::Uuid;
+
+fn key(topic: u128, partition: i32) -> PartitionKey {
+    PartitionKey {
+        topic_id: Uuid::from_u128(topic),
+        partition,
+    }
+}
+
+/// One idempotent batch of `records` records from producer 5, planned against `state`.
+fn write(state: &PartitionState, key: PartitionKey, records: i32) -> AppendWrite {
+    let plan = plan(
+        state,
+        &[PendingBatch {
+            producer_id: 5,
+            epoch: 0,
+            first_sequence: state.head.next as i32,
+            records,
+            max_ts: 1,
+            pos: 0,
+            len: 100,
+        }],
+        &ObjectInfo {
+            key: format!("diskless/1970010100/1-{}.batches", Uuid::new_v4().simple()),
+            size: 100,
+            broker: 1,
+            now_ms: 1,
+        },
+    );
+    AppendWrite {
+        key,
+        expected: state.head_version,
+        head: plan.head,
+        runs: plan.runs,
+        producers: plan.producers.into_iter().collect(),
+    }
+}
+
+async fn scenarios(
+    store: Arc<dyn DisklessStore>,
+    reopen: impl AsyncFn() -> Arc<dyn DisklessStore>,
+) {
+    assert!(store.load_all().await.expect("load all").is_empty());
+    // 45 partitions in one call: more than one etcd transaction.
+    let empty = PartitionState::default();
+    let writes: Vec<_> = (0..45).map(|p| write(&empty, key(1, p), 3)).collect();
+    let outcome = store.append_versioned(&writes).await.expect("append");
+    assert!(outcome.conflicts.is_empty(), "{:?}", outcome.conflicts);
+    assert_eq!(outcome.versions.len(), 45);
+    // A second round: partition 7 from a stale state conflicts alone; the others commit.
+    let mut round = Vec::new();
+    for p in 0..45 {
+        let state = store.load(&key(1, p)).await.expect("load").expect("stored");
+        assert_eq!(state.head.next, 3);
+        assert_eq!(
+            outcome
+                .versions
+                .iter()
+                .find(|(k, _)| *k == key(1, p))
+                .map(|(_, v)| *v),
+            Some(state.head_version)
+        );
+        round.push(if p == 7 {
+            write(&empty, key(1, p), 1)
+        } else {
+            write(&state, key(1, p), 2)
+        });
+    }
+    let outcome = store.append_versioned(&round).await.expect("append");
+    assert_eq!(outcome.conflicts, [key(1, 7)]);
+    assert_eq!(outcome.versions.len(), 44);
+    let seven = store.load(&key(1, 7)).await.expect("load").expect("stored");
+    assert_eq!(
+        (seven.head.next, seven.runs.len()),
+        (3, 1),
+        "nothing written for the conflict"
+    );
+    // Everything, read again through a new handle.
+    let all = reopen().await.load_all().await.expect("load all");
+    assert_eq!(all.len(), 45);
+    for (k, state) in &all {
+        assert!(state.is_contiguous(), "{k}: {state:?}");
+        let expected = if k.partition == 7 { 3 } else { 5 };
+        assert_eq!(state.head.next, expected, "{k}");
+        assert_eq!(state.head.runs as usize, state.runs.len(), "{k}");
+        assert_eq!(state.producers[&5].batches.len(), state.runs.len(), "{k}");
+    }
+    // Trim: stale version refused; current one replaces the head and deletes the runs.
+    let zero = store.load(&key(1, 0)).await.expect("load").expect("stored");
+    let mut head = zero.head.clone();
+    head.merged = 3;
+    head.runs = 1;
+    assert!(
+        !store
+            .trim(&key(1, 0), zero.head_version + 1000, &head, &[0])
+            .await
+            .expect("trim")
+    );
+    assert!(
+        store
+            .trim(&key(1, 0), zero.head_version, &head, &[0])
+            .await
+            .expect("trim")
+    );
+    let trimmed = store.load(&key(1, 0)).await.expect("load").expect("stored");
+    assert_eq!(trimmed.head.merged, 3);
+    assert_eq!(trimmed.runs.keys().copied().collect::<Vec<_>>(), [3]);
+    // Another topic is untouched by a deletion.
+    store
+        .append(&[write(&empty, key(2, 0), 1)])
+        .await
+        .expect("append");
+    store
+        .delete_topic(Uuid::from_u128(1))
+        .await
+        .expect("delete");
+    let left = store.load_all().await.expect("load all");
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].0, key(2, 0));
+}
+
+#[tokio::test]
+async fn embedded_diskless_store_keeps_the_contract() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_path_buf();
+    scenarios(Arc::new(EmbeddedDisklessStore::new(&path)), async || {
+        Arc::new(EmbeddedDisklessStore::new(&path)) as Arc<dyn DisklessStore>
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn etcd_diskless_store_keeps_the_contract_and_watches_changes() {
+    let etcd = start_etcd();
+    let endpoints = vec![etcd.endpoint.clone()];
+    let connect = async || {
+        let store = EtcdStore::connect(&endpoints, "test-d")
+            .await
+            .expect("connect");
+        Arc::new(EtcdDisklessStore::new(store.client(), "test-d")) as Arc<dyn DisklessStore>
+    };
+    let store = connect().await;
+    let (_, revision) = store.load_all_at().await.expect("load all");
+    let mut watch = store
+        .watch(revision)
+        .await
+        .expect("watch")
+        .expect("etcd watches");
+    scenarios(store.clone(), connect).await;
+    // The watch names the partitions changed, the first commit first.
+    let change = tokio::time::timeout(Duration::from_secs(10), watch.next_change())
+        .await
+        .expect("a change within 10 s")
+        .expect("change");
+    assert!(change.revision > revision);
+    assert!(
+        change
+            .partitions
+            .iter()
+            .all(|k| k.topic_id == Uuid::from_u128(1))
+    );
+    assert!(change.partitions.len() >= 40, "{}", change.partitions.len());
+}
+
+struct Etcd {
+    child: Child,
+    endpoint: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn start_etcd() -> Etcd {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (client, peer) = (free_port(), free_port());
+    let client_url = format!("http://127.0.0.1:{client}");
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let child = Command::new("etcd")
+        .arg("--data-dir")
+        .arg(dir.path().join("etcd"))
+        .args([
+            "--listen-client-urls",
+            &client_url,
+            "--advertise-client-urls",
+            &client_url,
+        ])
+        .args([
+            "--listen-peer-urls",
+            &peer_url,
+            "--initial-advertise-peer-urls",
+            &peer_url,
+        ])
+        .args(["--initial-cluster", &format!("default={peer_url}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start etcd: is Debian's etcd-server installed? (scripts/test.sh installs it)");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", client)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "etcd did not listen on {client_url} within 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Etcd {
+        child,
+        endpoint: client_url,
+        _dir: dir,
+    }
+}
