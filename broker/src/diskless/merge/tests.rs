@@ -84,6 +84,10 @@ impl Fixture {
     /// Appends one run per entry of `objects` (each a shared object of batches), as the
     /// appender commits them, at `at` ms.
     async fn append(&self, objects: &[&[usize]], at: i64) -> Vec<Run> {
+        self.append_to(key(), objects, at).await
+    }
+
+    async fn append_to(&self, key: PartitionKey, objects: &[&[usize]], at: i64) -> Vec<Run> {
         let mut runs = Vec::new();
         for (n, counts) in objects.iter().enumerate() {
             let (bytes, spans) = shared_object(counts, at);
@@ -94,7 +98,7 @@ impl Fixture {
                 .expect("put");
             let state = self
                 .store
-                .load(&key())
+                .load(&key)
                 .await
                 .expect("load")
                 .unwrap_or_default();
@@ -120,7 +124,7 @@ impl Fixture {
             let conflicts = self
                 .store
                 .append(&[AppendWrite {
-                    key: key(),
+                    key,
                     expected: state.head_version,
                     head,
                     runs: vec![run.clone()],
@@ -689,4 +693,155 @@ async fn stored(fx: &Fixture) -> PartitionState {
         .await
         .expect("load the partition")
         .expect("the partition is stored")
+}
+
+/// A broker as the merger loop sees it, over the fixture's stores.
+struct FakeHost {
+    config: Config,
+    tiering: Arc<Tiering>,
+    store: Arc<EmbeddedDisklessStore>,
+    node_id: i32,
+    live: Vec<i32>,
+    partitions: i32,
+    shutdown: tokio_util::sync::CancellationToken,
+    registry: prometheus::Registry,
+}
+
+#[async_trait::async_trait]
+impl DisklessHost for FakeHost {
+    fn now_ms(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
+    }
+    fn shutdown(&self) -> &tokio_util::sync::CancellationToken {
+        &self.shutdown
+    }
+    fn config(&self) -> &Config {
+        &self.config
+    }
+    fn tiering(&self) -> Option<&Arc<Tiering>> {
+        Some(&self.tiering)
+    }
+    fn diskless_store(&self) -> Option<Arc<dyn DisklessStore>> {
+        Some(self.store.clone())
+    }
+    fn write_cache(&self) -> Option<Arc<crate::diskless::read::WriteCache>> {
+        None
+    }
+    fn diskless_topics(&self) -> Vec<DisklessTopic> {
+        vec![DisklessTopic {
+            partitions: self.partitions,
+            ..topic(-1)
+        }]
+    }
+    fn diskless_state(&self, _key: &PartitionKey) -> Option<Arc<PartitionState>> {
+        None
+    }
+    async fn refresh_view(&self, _key: &PartitionKey) {}
+    async fn stored_topic_ids(&self) -> Result<HashSet<Uuid>, crate::cluster::StoreError> {
+        Ok(HashSet::from([key().topic_id]))
+    }
+    fn live_brokers(&self) -> Vec<i32> {
+        self.live.clone()
+    }
+    fn node_id(&self) -> i32 {
+        self.node_id
+    }
+    fn is_controller(&self) -> bool {
+        self.node_id == 1
+    }
+    fn registry(&self) -> &prometheus::Registry {
+        &self.registry
+    }
+}
+
+#[tokio::test]
+async fn the_loop_merges_only_the_partitions_this_broker_owns() {
+    const PARTITIONS: i32 = 6;
+    let mut fx = Fixture::new();
+    fx.config.diskless_merge_interval_ms = 100;
+    fx.config.diskless_merge_max_age_ms = 0;
+    let part = |partition| PartitionKey {
+        topic_id: key().topic_id,
+        partition,
+    };
+    for p in 0..PARTITIONS {
+        fx.append_to(part(p), &[&[2], &[3]], 1_000).await;
+    }
+    let live = vec![1, 2];
+    let mine: Vec<i32> = (0..PARTITIONS)
+        .filter(|p| owner(&live, &part(*p)) == Some(1))
+        .collect();
+    assert!(
+        !mine.is_empty() && mine.len() < PARTITIONS as usize,
+        "{mine:?}"
+    );
+    let host = |node_id| {
+        let fx = &fx;
+        let live = live.clone();
+        async move {
+            Arc::new(FakeHost {
+                config: fx.config.clone(),
+                tiering: fx.merger().await.tiering,
+                store: fx.store.clone(),
+                node_id,
+                live,
+                partitions: PARTITIONS,
+                shutdown: tokio_util::sync::CancellationToken::new(),
+                registry: prometheus::Registry::new(),
+            })
+        }
+    };
+    let merged = |fx: &Fixture| {
+        let store = fx.store.clone();
+        async move {
+            let mut done = Vec::new();
+            for p in 0..PARTITIONS {
+                let state = store.load(&part(p)).await.expect("load").expect("stored");
+                if state.runs.is_empty() && state.head.merged == 5 {
+                    done.push(p);
+                }
+            }
+            done
+        }
+    };
+    let one = host(1).await;
+    let running = tokio::spawn(run_merger(one.clone()));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while merged(&fx).await != mine {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "broker 1 merged {:?}, owns {mine:?}",
+            merged(&fx).await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // A few more rounds: broker 1 still leaves broker 2's partitions alone.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_eq!(merged(&fx).await, mine);
+    // Broker 2 takes its share.
+    let two = host(2).await;
+    let second = tokio::spawn(run_merger(two.clone()));
+    while merged(&fx).await.len() != PARTITIONS as usize {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "merged {:?}",
+            merged(&fx).await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    one.shutdown.cancel();
+    two.shutdown.cancel();
+    running.await.expect("loop of broker 1");
+    second.await.expect("loop of broker 2");
+    // One segment per partition: nobody merged a partition twice.
+    assert_eq!(fx.segment_objects().await, PARTITIONS as usize);
+    // The gauges were registered and set for the topic.
+    let families = one.registry.gather();
+    assert!(
+        families
+            .iter()
+            .any(|f| f.name() == "diskless_unmerged_bytes")
+    );
 }
