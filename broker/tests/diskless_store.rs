@@ -46,6 +46,7 @@ fn write(state: &PartitionState, key: PartitionKey, records: i32) -> AppendWrite
         head: plan.head,
         runs: plan.runs,
         producers: plan.producers.into_iter().collect(),
+        expire: Vec::new(),
     }
 }
 
@@ -123,6 +124,16 @@ async fn scenarios(
         .append(&[write(&empty, key(2, 0), 1)])
         .await
         .expect("append");
+    // An expired producer's entry goes with a commit.
+    let two = store.load(&key(2, 0)).await.expect("load").expect("stored");
+    assert!(two.producers.contains_key(&5));
+    let mut expiring = write(&two, key(2, 0), 1);
+    expiring.producers.clear();
+    expiring.expire = vec![5];
+    assert!(store.append(&[expiring]).await.expect("append").is_empty());
+    let two = store.load(&key(2, 0)).await.expect("load").expect("stored");
+    assert!(two.producers.is_empty(), "{:?}", two.producers);
+    assert_eq!(two.head.next, 2);
     store
         .delete_topic(Uuid::from_u128(1))
         .await

@@ -136,6 +136,7 @@ pub struct Appender {
     interval: Duration,
     flush_bytes: u64,
     max_pending_runs: u32,
+    producer_expiration_ms: i64,
 }
 
 impl Appender {
@@ -160,6 +161,7 @@ impl Appender {
             interval: Duration::from_millis(config.diskless_append_interval_ms.max(1) as u64),
             flush_bytes: config.diskless_append_bytes.max(1) as u64,
             max_pending_runs: u32::try_from(config.diskless_max_pending_runs).unwrap_or(u32::MAX),
+            producer_expiration_ms: config.producer_id_expiration_ms,
         }
     }
 
@@ -425,6 +427,11 @@ impl Appender {
                     }
                     continue;
                 }
+                let expire: Vec<i64> = state
+                    .expired_producers(info.now_ms, self.producer_expiration_ms)
+                    .into_iter()
+                    .filter(|id| !plan.producers.contains_key(id))
+                    .collect();
                 writes.push(AppendWrite {
                     key: *key,
                     expected: state.head_version,
@@ -435,6 +442,7 @@ impl Appender {
                         .iter()
                         .map(|(id, e)| (*id, e.clone()))
                         .collect(),
+                    expire,
                 });
                 plans.insert(*key, (state, plan));
             }
@@ -457,6 +465,8 @@ impl Appender {
                     return;
                 }
             };
+            let expired: BTreeMap<PartitionKey, Vec<i64>> =
+                writes.into_iter().map(|w| (w.key, w.expire)).collect();
             for (key, version) in outcome.versions {
                 let (Some(items), Some((state, plan))) = (items.remove(&key), plans.remove(&key))
                 else {
@@ -464,6 +474,9 @@ impl Appender {
                 };
                 let mut next = (*state).clone();
                 next.apply(&plan, version);
+                for id in expired.get(&key).into_iter().flatten() {
+                    next.producers.remove(id);
+                }
                 let log_start = next.head.log_start;
                 self.view.install(key, next);
                 answer(items, &plan, log_start);

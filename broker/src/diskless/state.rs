@@ -362,7 +362,28 @@ pub fn plan(state: &PartitionState, batches: &[PendingBatch], object: &ObjectInf
     }
 }
 
+/// Producer entries a commit deletes at most, keeping the transaction small.
+pub const EXPIRE_PER_COMMIT: usize = 10;
+
 impl PartitionState {
+    /// Producers idle for `expiration_ms` (`producer_id_expiration_ms`) as of `now_ms`,
+    /// at most [`EXPIRE_PER_COMMIT`], oldest first: a commit to the partition deletes
+    /// them, so the metadata store keeps no entry for every producer that ever wrote.
+    /// As in Kafka, a producer that comes back after its expiry is taken as new.
+    pub fn expired_producers(&self, now_ms: i64, expiration_ms: i64) -> Vec<i64> {
+        let mut idle: Vec<(i64, i64)> = self
+            .producers
+            .iter()
+            .filter(|(_, e)| e.last_ms < now_ms.saturating_sub(expiration_ms))
+            .map(|(id, e)| (e.last_ms, *id))
+            .collect();
+        idle.sort_unstable();
+        idle.into_iter()
+            .take(EXPIRE_PER_COMMIT)
+            .map(|(_, id)| id)
+            .collect()
+    }
+
     /// This state after `plan` was committed at store version `version`.
     pub fn apply(&mut self, plan: &Plan, version: u64) {
         self.head = plan.head.clone();

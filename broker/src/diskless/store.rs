@@ -43,6 +43,8 @@ pub struct AppendWrite {
     /// Usually one; see [`super::state::Plan::runs`].
     pub runs: Vec<Run>,
     pub producers: Vec<(i64, ProducerEntry)>,
+    /// Producer entries to delete (expired: idle past `producer_id_expiration_ms`).
+    pub expire: Vec<i64>,
 }
 
 /// What [`DisklessStore::append_versioned`] did.
@@ -238,6 +240,9 @@ impl DisklessStore for EmbeddedDisklessStore {
             }
             for (id, entry) in &write.producers {
                 file.producers.insert(*id, entry.clone());
+            }
+            for id in &write.expire {
+                file.producers.remove(id);
             }
             self.write(&write.key, &file)?;
             outcome.versions.push((write.key, file.version));
@@ -447,7 +452,7 @@ fn txn_chunks(writes: &[AppendWrite]) -> Vec<&[AppendWrite]> {
     let mut chunks = Vec::new();
     let (mut start, mut puts) = (0, 0);
     for (i, write) in writes.iter().enumerate() {
-        let ops = 1 + write.runs.len() + write.producers.len();
+        let ops = 1 + write.runs.len() + write.producers.len() + write.expire.len();
         if i > start && (i - start >= ETCD_TXN_PARTITIONS || puts + ops > ETCD_TXN_PUTS) {
             chunks.push(&writes[start..i]);
             (start, puts) = (i, 0);
@@ -511,6 +516,9 @@ impl DisklessStore for EtcdDisklessStore {
                         json(entry)?,
                         None,
                     ));
+                }
+                for id in &write.expire {
+                    puts.push(TxnOp::delete(self.producer_key(&write.key, *id), None));
                 }
             }
             let response = timed(kv.txn(Txn::new().when(compares).and_then(puts))).await?;

@@ -188,6 +188,27 @@ fn recomputing_against_a_state_another_broker_moved_shifts_offsets() {
 }
 
 #[test]
+fn idle_producers_expire_oldest_first_a_few_per_commit() {
+    let mut state = PartitionState::default();
+    for id in 0..15 {
+        state.producers.insert(
+            id,
+            ProducerEntry {
+                epoch: 0,
+                batches: Vec::new(),
+                last_ms: 1000 + id,
+                last_ts: 0,
+            },
+        );
+    }
+    assert!(state.expired_producers(2000, 5000).is_empty());
+    let expired = state.expired_producers(1_000_000, 5000);
+    assert_eq!(expired, (0..EXPIRE_PER_COMMIT as i64).collect::<Vec<_>>());
+    // Only those idle past the expiry: 1000 + 0..=4 are older than 1010 - 5.
+    assert_eq!(state.expired_producers(1010, 5), [0, 1, 2, 3, 4]);
+}
+
+#[test]
 fn contiguity_is_checked_above_merged_only() {
     let mut state = PartitionState::default();
     commit(&mut state, &[plain(0, 2)]);

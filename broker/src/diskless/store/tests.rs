@@ -33,6 +33,7 @@ fn write_for(state: &PartitionState, key: PartitionKey, records: i32) -> AppendW
         head: plan.head,
         runs: plan.runs,
         producers: plan.producers.into_iter().collect(),
+        expire: Vec::new(),
     }
 }
 
