@@ -129,6 +129,7 @@ impl Fixture {
                     head,
                     runs: vec![run.clone()],
                     producers: Vec::new(),
+                    expire: Vec::new(),
                 }])
                 .await
                 .expect("append");
