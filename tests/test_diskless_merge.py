@@ -27,6 +27,9 @@ WAIT_S = 120
 
 
 def diskless_env(bucket) -> dict[str, str]:
+    """Fast merging (1 KiB segments, 300 ms age) and scrubbing; the grace periods stay
+    well above any PUT-to-commit time on a loaded machine, or the scrubbers could take an
+    object about to be committed."""
     return s3_env(
         bucket.endpoint, bucket.name,
         diskless_append_interval_ms=50,
@@ -34,8 +37,8 @@ def diskless_env(bucket) -> dict[str, str]:
         diskless_merge_bytes=1024,
         diskless_merge_max_age_ms=300,
         remote_scrub_interval_ms=300,
-        remote_scrub_grace_ms=3_000,
-        diskless_scrub_grace_ms=3_000,
+        remote_scrub_grace_ms=8_000,
+        diskless_scrub_grace_ms=5_000,
     )
 
 
