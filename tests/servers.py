@@ -877,6 +877,16 @@ class RecordingProxy:
         with self.lock:
             return set(self.operations)
 
+    def mark(self) -> int:
+        """A position in `requests`, for `since`."""
+        with self.lock:
+            return len(self.requests)
+
+    def since(self, mark: int) -> list[tuple[str, str, str]]:
+        """The requests recorded after `mark`."""
+        with self.lock:
+            return self.requests[mark:]
+
     def keys(self, operations: set[str], prefix: str = "") -> list[str]:
         """The keys of the requests made with one of `operations` whose key contains
         `prefix` at the start or after a "/" (keys carry the store's prefix and cluster id)."""
