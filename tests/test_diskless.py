@@ -674,7 +674,10 @@ def test_object_store_outage_refuses_diskless_produce_only(w):
             plain.produce(replicated, value=b"r%d" % i, partition=i % 2,
                           on_delivery=lambda err, msg: replicated_errors.append(str(err)) if err else None)
         assert plain.flush(60) == 0 and not replicated_errors, replicated_errors[:3]
-        idempotent.poll(1)
+        # Give the brokers a few append intervals to (wrongly) acknowledge.
+        until = time.monotonic() + 3
+        while time.monotonic() < until:
+            idempotent.poll(0.2)
     finally:
         blocked.clear()
         w.faults.unblock()
