@@ -51,8 +51,8 @@ from clients import QUIET, confluent_admin, confluent_consume
 from replication import Cluster, History, Writer, check_history
 from servers import (Bucket, FaultProxy, RecordingProxy, StrataBroker, http_get, metric_value, s3_env,
                      wait_until)
-from wire import (connect, crc32c, frame, kstring, parse_produce_response_v3, read_uvarint, record_batch,
-                  recv_frame, request_header)
+from wire import (connect, crc32c, frame, kstring, list_offsets_latest_v1, parse_list_offsets_v1,
+                  parse_produce_response_v3, read_uvarint, record_batch, recv_frame, request_header)
 
 MiB = 1 << 20
 DISKLESS = {"diskless.enable": "true"}
@@ -269,6 +269,38 @@ def fetch(bootstrap: str, topic: str, partition: int, offset: int) -> tuple[int,
     pos += 4 + 4 + 2 + 8 + 8 + 4 + 16 * max(aborted, 0)
     (size,) = struct.unpack_from(">i", buf, pos)
     return error, high_watermark, buf[pos + 4:pos + 4 + max(size, 0)]
+
+
+def high_watermark(b: StrataBroker, topic: str, partition: int) -> int:
+    """The high watermark broker `b` itself answers (ListOffsets v1, latest)."""
+    with connect(b.bootstrap, timeout=60) as sock:
+        sock.sendall(list_offsets_latest_v1(61, topic, partition))
+        correlation_id, results = parse_list_offsets_v1(recv_frame(sock))
+    assert correlation_id == 61 and len(results) == 1, results
+    _, _, error, offset = results[0]
+    assert error == NONE, f"ListOffsets {topic}/{partition} through {b.bootstrap}: error {error}"
+    return offset
+
+
+def wait_caught_up(w: World, topic: str, ends: dict[int, int], timeout: float = 30) -> None:
+    """Waits until every broker's high watermark of each partition is at least
+    `ends[partition]` (the end of what was acknowledged): a broker learns of another's
+    commits through its etcd watch, a moment later. One that never does fails here."""
+
+    def behind() -> list[str]:
+        return [f"node {n} {topic}/{p} at {hw} of {end}" for n, b in w.cluster.brokers.items()
+                for p, end in ends.items() if (hw := high_watermark(b, topic, p)) < end]
+
+    lagging: list[str] = []
+
+    def done() -> bool:
+        lagging[:] = behind()
+        return not lagging
+
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, f"brokers still behind what was acknowledged after {timeout}s: {lagging}"
+        time.sleep(0.2)
 
 
 def read_through(b: StrataBroker, topic: str, partition: int) -> list[tuple[int, str]]:
@@ -611,26 +643,38 @@ def test_transactional_batches_are_refused(w):
 
 def test_idempotent_producer_across_a_broker_kill_has_no_duplicate(w):
     """An idempotent acks=all confluent-kafka producer writes to a diskless topic through
-    both brokers; broker 2 is killed (-9) mid-stream, so batches it committed without
-    answering are retried on broker 1, then restarted. Every acknowledged record is at
+    both brokers; the broker metadata sends partition 0 to is killed (-9) mid-stream, so
+    batches it committed without answering are retried on the other broker, which must
+    then take every partition; it is restarted afterwards. Every acknowledged record is at
     its offset, none twice, each partition in order, offsets dense, both brokers serve the
     same log."""
     topic, partitions = "idem-kill", 4
     create(w, topic, partitions, DISKLESS)
+    victim = w.cluster.leader(topic, 0)
     history = History()
     writer = Writer(w.cluster.bootstrap, topic, partitions, history, rate=1000)
+
+    def acked_per_partition() -> list[int]:
+        with history.lock:
+            places = list(history.acked.values())
+        return [sum(1 for p, _ in places if p == partition) for partition in range(partitions)]
+
     writer.start()
     try:
-        wait_until("records acknowledged through both brokers", lambda: len(history.acked) > 500, 60)
-        w.broker(2).kill9()
-        before = len(history.acked)
-        wait_until("records acknowledged after the kill", lambda: len(history.acked) > before + 1000, 90)
-        w.broker(2).start()
-        after = len(history.acked)
-        wait_until("records acknowledged after the restart", lambda: len(history.acked) > after + 500, 60)
+        wait_until("records acknowledged in every partition", lambda: min(acked_per_partition()) > 100, 60)
+        w.broker(victim).kill9()
+        at_kill = acked_per_partition()
+        wait_until(f"every partition acknowledged through the broker left after node {victim}'s kill",
+                   lambda: all(now > then + 200 for now, then in zip(acked_per_partition(), at_kill)), 90)
+        w.broker(victim).start()
+        at_restart = acked_per_partition()
+        wait_until("records acknowledged in every partition after the restart",
+                   lambda: all(now > then + 100 for now, then in zip(acked_per_partition(), at_restart)), 60)
     finally:
         writer.stop()
     assert not history.failed, f"{len(history.failed)} records failed, e.g. {history.failed[:3]}"
+    ends = {p: 1 + max((o for q, o in history.acked.values() if q == p), default=-1) for p in range(partitions)}
+    wait_caught_up(w, topic, ends)
     logs = {p: {n: [(o, v) for o, v in read_through(w.broker(n), topic, p)] for n in (1, 2)}
             for p in range(partitions)}
     anomalies = check_history(history, logs)
@@ -713,6 +757,7 @@ def test_object_store_outage_refuses_diskless_produce_only(w):
     assert idempotent.flush(240) == 0, "records still unacknowledged long after the store came back"
     assert not late_errors, f"{len(late_errors)} records failed, e.g. {late_errors[:3]}"
     acked.update(late)
+    wait_caught_up(w, diskless, {p: 1 + max(o for q, o in acked.values() if q == p) for p in range(2)})
     logs = {p: read_through(b2, diskless, p) for p in range(2)}
     anomalies = check_log(acked, logs, sent=sent)
     assert not anomalies, "\n".join(anomalies)
