@@ -31,6 +31,7 @@ serves every test.
   and a new consumer of the group resumes from the committed offsets of both;
   diskless.enable is shown and cannot be changed.
 - Transactions are not in this round: a transactional batch is refused (INVALID_REQUEST).
+- Metadata sends a client that gives its zone to a broker of that zone.
 """
 
 from __future__ import annotations
@@ -639,6 +640,28 @@ def test_transactional_batches_are_refused(w):
         error, _ = produce(w.broker(n).bootstrap, topic, 0, transactional, transactional_id="dl-txn")
         assert error == INVALID_REQUEST, f"a transactional batch through broker {n}: error {error}"
     assert read_through(w.broker(2), topic, 0) == []
+
+
+def test_metadata_sends_a_client_to_a_broker_of_its_zone(w):
+    """Metadata names a live broker of the client's zone as every diskless partition's
+    leader when the client says its zone (`client.id` containing `strata_az=<zone>`), and
+    spreads the partitions over all live brokers otherwise."""
+    from confluent_kafka.admin import AdminClient
+
+    topic, partitions = "zones", 16
+    create(w, topic, partitions, DISKLESS)
+    for zone, node in (("r1", 1), ("r2", 2)):
+        admin = AdminClient({**QUIET, "bootstrap.servers": w.cluster.bootstrap,
+                             "client.id": f"zones-app,strata_az={zone}"})
+        leaders = {p.leader for p in admin.list_topics(topic=topic, timeout=15).topics[topic].partitions.values()}
+        assert leaders == {node}, f"a client of zone {zone} is sent to {leaders}"
+    # Without a zone: a stable hash over both brokers (16 partitions all on one broker
+    # would be a 1 in 32768 chance).
+    leaders = {i: p.leader for i, p in w.cluster.partitions(topic).items()}
+    assert set(leaders.values()) == {1, 2}, leaders
+    for node in w.cluster.brokers:
+        assert {i: p.leader for i, p in w.cluster.partitions(topic, node=node).items()} == leaders, \
+            f"broker {node} spreads the partitions differently"
 
 
 def test_idempotent_producer_across_a_broker_kill_has_no_duplicate(w):
