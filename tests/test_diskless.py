@@ -554,6 +554,11 @@ def test_every_acknowledged_record_survives_a_broker_and_its_disk(w):
         assert producer.flush(60) == 0, "records still unacknowledged"
     b1.kill9()
     assert not errors, f"{len(errors)} sends failed, e.g. {errors[:3]}"
+    # Nothing of the partitions is on either broker's disk.
+    for b in (b1, b2):
+        log_dir = b.data_dir / "logs"
+        local = [d.name for d in log_dir.iterdir() if d.name.startswith(f"{topic}.")] if log_dir.is_dir() else []
+        assert not local, f"a diskless topic has log directories on {b.data_dir}: {local}"
     assert len(acked) == len(sent) == partitions * (2 * 150 + 2 * 12)
     # Both brokers wrote shared objects, so both committed batches of the partitions
     # the hand-made writers sent to each.
