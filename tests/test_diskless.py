@@ -39,6 +39,7 @@ from __future__ import annotations
 import math
 import re
 import struct
+import subprocess
 import threading
 import time
 import uuid
@@ -51,7 +52,7 @@ from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
 from clients import QUIET, confluent_admin, confluent_consume
 from replication import Cluster, History, Writer, check_history
 from servers import (Bucket, FaultProxy, RecordingProxy, StrataBroker, http_get, metric_value, s3_env,
-                     wait_until)
+                     strata_binary, wait_until)
 from wire import (connect, crc32c, frame, kstring, list_offsets_latest_v1, parse_list_offsets_v1,
                   parse_produce_response_v3, read_uvarint, record_batch, recv_frame, request_header)
 
@@ -842,8 +843,8 @@ def consume_group(bootstrap: str, group: str, topics: list[str], want: int) -> l
 def test_one_group_reads_a_replicated_and_a_diskless_topic(w):
     """A consumer group subscribed to a replicated and a diskless topic gets every record
     of both once, commits on both, and a new member of the group resumes from those
-    commits: it reads only what came after. DescribeConfigs tells the topics apart, and
-    diskless.enable cannot be changed afterwards."""
+    commits: it reads only what came after. DescribeConfigs and `strata topics describe`
+    tell the topics apart, and diskless.enable cannot be changed afterwards."""
     replicated, diskless = "mixed-replicated", "mixed-diskless"
     create(w, replicated, 3, {})
     create(w, diskless, 4, DISKLESS)
@@ -876,6 +877,11 @@ def test_one_group_reads_a_replicated_and_a_diskless_topic(w):
     described = admin.describe_configs([ConfigResource(ResourceType.TOPIC, t) for t in (replicated, diskless)])
     modes = {r.name: c["diskless.enable"].value for r, f in described.items() for c in [f.result(timeout=30)]}
     assert modes == {replicated: "false", diskless: "true"}, modes
+    for topic, mode in ((replicated, "replicated"), (diskless, "diskless")):
+        shown = subprocess.run([str(strata_binary()), "topics", "describe", topic, "--admin", w.broker(1).admin],
+                               capture_output=True, text=True, timeout=120)
+        assert shown.returncode == 0, f"strata topics describe {topic}: {shown.stderr}"
+        assert f"mode: {mode}" in shown.stdout, shown.stdout
     for topic, value in ((diskless, "false"), (replicated, "true")):
         resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[
             ConfigEntry("diskless.enable", value, incremental_operation=AlterConfigOpType.SET)])
