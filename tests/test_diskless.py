@@ -31,7 +31,8 @@ serves every test.
   and a new consumer of the group resumes from the committed offsets of both;
   diskless.enable is shown and cannot be changed.
 - Transactions are not in this round: a transactional batch is refused (INVALID_REQUEST).
-- Metadata sends a client that gives its zone to a broker of that zone.
+- Metadata sends a client that gives its zone to a broker of that zone; a tailing
+  consumer there is served from what that broker wrote, without a GET.
 """
 
 from __future__ import annotations
@@ -668,6 +669,50 @@ def test_metadata_sends_a_client_to_a_broker_of_its_zone(w):
     for node in w.cluster.brokers:
         assert {i: p.leader for i, p in w.cluster.partitions(topic, node=node).items()} == leaders, \
             f"broker {node} spreads the partitions differently"
+
+
+def test_a_tailing_consumer_is_served_from_the_write_cache(w):
+    """A consumer tailing a diskless partition through the broker that takes its
+    producer's writes (both in zone r1) reads every record without that broker reading
+    back a shared object it wrote: no GET of an object written during the test. A
+    consumer in zone r2 then reads them through broker 2, which has to GET them."""
+    topic = "tail"
+    create(w, topic, 1, DISKLESS)
+    zone = {"client.id": "tail-app,strata_az=r1"}
+    consumer = Consumer({**QUIET, **zone, "bootstrap.servers": w.cluster.bootstrap, "group.id": "tail-unused",
+                         "enable.auto.commit": False, "fetch.wait.max.ms": 500})
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    consumer.consume(1, timeout=1)  # connected and fetching before anything is written
+    mark = w.recorder.mark()
+    producer = Producer({**QUIET, **zone, "bootstrap.servers": w.cluster.bootstrap, "acks": "all", "linger.ms": 5})
+    got: list[bytes] = []
+    try:
+        for i in range(5):
+            for j in range(20):
+                producer.produce(topic, value=b"tail-%d-%d" % (i, j), partition=0)
+            assert producer.flush(30) == 0
+            deadline = time.monotonic() + 30
+            while len(got) < 20 * (i + 1) and time.monotonic() < deadline:
+                for m in consumer.consume(100, timeout=0.5):
+                    if m.error():
+                        raise KafkaException(m.error())
+                    got.append(m.value())
+    finally:
+        consumer.close()
+    assert got == [b"tail-%d-%d" % (i, j) for i in range(5) for j in range(20)]
+    requests = w.recorder.since(mark)
+    written = {key for _, op, key in requests if op in ("PutObject", "CompleteMultipartUpload")
+               and SHARED_OBJECT.search(key)}
+    assert {int(SHARED_OBJECT.search(k).group("node")) for k in written} == {1}, written
+    read_back = [key for _, op, key in requests if op == "GetObject" and key in written]
+    assert not read_back, f"the tailing consumer was served by reading back {len(read_back)} objects"
+    # The control: broker 2 did not write them, so it reads them from the store, and the
+    # recorder sees those reads.
+    mark = w.recorder.mark()
+    other = confluent_consume(w.broker(2).bootstrap, topic, 1, **{"client.id": "tail-app,strata_az=r2"})
+    assert [g.value for g in other] == got
+    assert any(op == "GetObject" and key in written for _, op, key in w.recorder.since(mark)), \
+        "broker 2 served records it never wrote without reading an object"
 
 
 def test_idempotent_producer_across_a_broker_kill_has_no_duplicate(w):
