@@ -31,6 +31,7 @@ serves every test.
   and a new consumer of the group resumes from the committed offsets of both;
   diskless.enable is shown and cannot be changed.
 - Transactions are not in this round: a transactional batch is refused (INVALID_REQUEST).
+- A broker that lists a new diskless topic in Metadata takes produce for it at once.
 - Metadata sends a client that gives its zone to a broker of that zone; a tailing
   consumer there is served from what that broker wrote, without a GET.
 """
@@ -173,14 +174,13 @@ def create(w: World, topic: str, partitions: int, config: dict[str, str]) -> Non
     futures = admin.create_topics([NewTopic(topic, partitions, config=config)], operation_timeout=30)
     futures[topic].result(timeout=60)
 
-    def known(node: int) -> bool:
-        try:
-            found = w.cluster.partitions(topic, node=node)
-        except KeyError:
-            return False
-        return len(found) == partitions and all(p.leader >= 0 for p in found.values())
+    # Asked by hand: a client bootstrapped to one broker may send Metadata to another.
+    def known(b: StrataBroker) -> bool:
+        leaders = metadata_leaders(b.bootstrap, topic)
+        return leaders is not None and len(leaders) == partitions
 
-    wait_until(f"{topic} in every broker's metadata", lambda: all(known(n) for n in w.cluster.brokers), 30)
+    wait_until(f"{topic} in every broker's metadata", lambda: all(known(b) for b in w.cluster.brokers.values()),
+               30)
 
 
 # ---------------------------------------------------------------------------------------
@@ -198,6 +198,41 @@ def produce(bootstrap: str, topic: str, partition: int, batch: bytes, *, acks: i
         correlation_id, results = parse_produce_response_v3(recv_frame(sock))
     assert correlation_id == 31 and len(results) == 1 and results[0][:2] == (topic, partition), results
     return results[0][2], results[0][3]
+
+
+def metadata_leaders(bootstrap: str, topic: str) -> dict[int, int] | None:
+    """{partition: leader} of `topic` in a Metadata v1 answered by this very broker;
+    None while it does not know the topic."""
+    with connect(bootstrap, timeout=30) as sock:
+        sock.sendall(frame(request_header(3, 1, 71) + struct.pack(">i", 1) + kstring(topic)))
+        buf = recv_frame(sock)
+
+    def string(pos: int) -> tuple[str | None, int]:
+        (n,) = struct.unpack_from(">h", buf, pos)
+        return (None, pos + 2) if n < 0 else (buf[pos + 2:pos + 2 + n].decode(), pos + 2 + n)
+
+    correlation_id, brokers = struct.unpack_from(">ii", buf, 0)
+    assert correlation_id == 71, buf[:16]
+    pos = 8
+    for _ in range(brokers):
+        _, pos = string(pos + 4)  # node id, host
+        _, pos = string(pos + 4)  # port, rack
+    (topics,) = struct.unpack_from(">i", buf, pos + 4)  # after the controller id
+    pos += 8
+    assert topics == 1, topics
+    (error,) = struct.unpack_from(">h", buf, pos)
+    name, pos = string(pos + 2)
+    assert name == topic, name
+    (count,) = struct.unpack_from(">i", buf, pos + 1)  # after is_internal
+    pos += 5
+    leaders = {}
+    for _ in range(count):
+        _error, index, leader, replicas = struct.unpack_from(">hiii", buf, pos)
+        pos += 14 + 4 * replicas
+        (isr,) = struct.unpack_from(">i", buf, pos)
+        pos += 4 + 4 * isr
+        leaders[index] = leader
+    return leaders if error == NONE and leaders and all(v >= 0 for v in leaders.values()) else None
 
 
 def init_producer_id(bootstrap: str) -> tuple[int, int]:
@@ -712,6 +747,23 @@ def test_a_tailing_consumer_is_served_from_the_write_cache(w):
     assert [g.value for g in other] == got
     assert any(op == "GetObject" and key in written for _, op, key in w.recorder.since(mark)), \
         "broker 2 served records it never wrote without reading an object"
+
+
+def test_a_broker_listing_a_diskless_topic_takes_produce_for_it(w):
+    """Any broker takes produce for any diskless partition: once a broker lists a new
+    diskless topic in its Metadata answer, it accepts produce to every partition at once
+    (no UNKNOWN_TOPIC_OR_PARTITION, which a client would retry, a moment later)."""
+    topic, partitions = "listed", 4
+    admin = confluent_admin(w.broker(1).bootstrap)
+    admin.create_topics([NewTopic(topic, partitions, config=DISKLESS)], operation_timeout=30)[topic].result(60)
+    # Broker 1 answered CreateTopics; broker 2 learns of the topic from etcd.
+    b2 = w.broker(2)
+    leaders = wait_until(f"{topic} in broker 2's metadata", lambda: metadata_leaders(b2.bootstrap, topic), 30,
+                         interval=0.005)
+    assert len(leaders) == partitions, leaders
+    answers = {p: produce(b2.bootstrap, topic, p, batch_of([f"{p}:l:0"]))[0]
+               for p in range(partitions)}
+    assert answers == {p: NONE for p in range(partitions)}, f"broker 2, listing {topic}, answered {answers}"
 
 
 def test_idempotent_producer_across_a_broker_kill_has_no_duplicate(w):
