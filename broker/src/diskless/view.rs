@@ -3,7 +3,8 @@
 //! fetches wait on.
 //!
 //! Loaded in full at start; kept current by a watch on the store's `diskless/` keys
-//! (each change reloads the partitions it touched) and by this broker's own commits.
+//! (each change is applied as it comes; a partition whose change cannot be decoded is
+//! read again) and by this broker's own commits.
 //! A watch error (etcd gone, revisions compacted) reloads everything and opens a new
 //! watch. The embedded store has no watch: its only writer is this broker.
 //!
