@@ -94,6 +94,7 @@ def test_diskless_topic_on_embedded_defaults(broker):
     shared = list((b.data_dir / "diskless").iterdir())
     assert len(shared) == PARTITIONS, f"expected one metadata file per partition, got {shared}"
     assert b.metric("strata_diskless_objects_total", topic=topic), "no shared object counted"
+    assert b.metric("strata_records_in_total", topic=topic) == 600
     # acks=0: no answer, and the records are committed all the same.
     from confluent_kafka import Producer
     before = watermarks(b.bootstrap, topic, 1)[1]

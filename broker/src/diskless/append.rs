@@ -54,6 +54,8 @@ pub struct Ack {
     /// -1 unless the topic stamps LogAppendTime.
     pub log_append_time: i64,
     pub log_start_offset: i64,
+    /// Records appended (0 for a retry of a stored batch).
+    pub records: i64,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -388,6 +390,7 @@ impl Appender {
                         base_offset,
                         log_append_time: item.log_append_time,
                         log_start_offset: state.head.log_start,
+                        records: 0,
                     }));
                 }
                 Some(Outcome::Refused(kind)) => {
@@ -562,7 +565,6 @@ fn answer(items: Vec<Queued>, plan: &Plan, log_start_offset: i64) {
         });
         let result = match (refused, mine.first()) {
             (Some(kind), _) => Err(refusal(&item, kind)),
-
             (
                 None,
                 Some(Outcome::Appended { base_offset } | Outcome::Duplicate { base_offset }),
@@ -570,6 +572,13 @@ fn answer(items: Vec<Queued>, plan: &Plan, log_start_offset: i64) {
                 base_offset: *base_offset,
                 log_append_time: item.log_append_time,
                 log_start_offset,
+                records: item
+                    .batches
+                    .iter()
+                    .zip(&mine)
+                    .filter(|(_, o)| matches!(o, Outcome::Appended { .. }))
+                    .map(|((header, _), _)| i64::from(header.record_count))
+                    .sum(),
             }),
             _ => Err(AppendError::MetadataStore(
                 "no outcome for the batch".into(),

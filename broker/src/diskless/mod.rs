@@ -24,7 +24,10 @@
 //!
 //! ## Modules
 //!
-//! `state` (records and the pure commit logic), `store` (etcd and embedded stores).
+//! `state` (records and the pure commit logic), `store` (etcd and embedded stores),
+//! `view` (every broker's view of every partition, kept by a watch), `append` (the
+//! appender: shared objects and commits), `read` (Fetch and ListOffsets, the write
+//! cache), `metrics`. Merging, retention, scrubbing and deletion are MERGE's modules.
 
 pub mod merge;
 pub mod retention;

@@ -62,6 +62,64 @@ pub struct DisklessChange {
     pub revision: i64,
     /// Partitions whose records changed.
     pub partitions: Vec<PartitionKey>,
+    /// The changes themselves, in order, for a view to apply without reading the
+    /// partitions again. A partition with a change that could not be decoded is in
+    /// `partitions` and not here: it must be read again.
+    pub events: Vec<DisklessEvent>,
+}
+
+/// One record changed under `diskless/`, at store revision `revision`.
+#[derive(Debug, Clone)]
+pub struct DisklessEvent {
+    pub key: PartitionKey,
+    pub revision: i64,
+    pub change: RecordChange,
+}
+
+#[derive(Debug, Clone)]
+pub enum RecordChange {
+    Head(Head),
+    /// The head is gone: the topic was deleted.
+    HeadDeleted,
+    Run(i64, Option<Run>),
+    Producer(i64, Option<ProducerEntry>),
+}
+
+impl PartitionState {
+    /// Applies watched changes newer than this state's head version (changes at or below
+    /// it are in the state already: this broker's own commits, or the load it started
+    /// from). Returns false when the partition is gone.
+    pub fn apply_events<'a>(
+        &mut self,
+        events: impl IntoIterator<Item = &'a DisklessEvent>,
+    ) -> bool {
+        let seen = self.head_version;
+        for event in events {
+            if event.revision <= seen as i64 {
+                continue;
+            }
+            match &event.change {
+                RecordChange::Head(head) => {
+                    self.head = head.clone();
+                    self.head_version = event.revision as u64;
+                }
+                RecordChange::HeadDeleted => return false,
+                RecordChange::Run(base, Some(run)) => {
+                    self.runs.insert(*base, run.clone());
+                }
+                RecordChange::Run(base, None) => {
+                    self.runs.remove(base);
+                }
+                RecordChange::Producer(id, Some(entry)) => {
+                    self.producers.insert(*id, entry.clone());
+                }
+                RecordChange::Producer(id, None) => {
+                    self.producers.remove(id);
+                }
+            }
+        }
+        true
+    }
 }
 
 #[async_trait::async_trait]
@@ -630,34 +688,48 @@ impl DisklessWatch for EtcdDisklessWatch {
                 )));
             }
             let mut partitions = Vec::new();
+            let mut events = Vec::new();
+            let mut undecoded = Vec::new();
             let mut revision = 0;
             for event in response.events() {
                 let Some(kv) = event.kv() else { continue };
                 revision = revision.max(kv.mod_revision());
-                let Some(key) = std::str::from_utf8(kv.key())
-                    .ok()
-                    .and_then(|k| k.strip_prefix(&self.root))
-                else {
+                let Some((key, kind)) = parse_key(&self.root, kv.key()) else {
                     continue;
                 };
-                let mut parts = key.splitn(3, '/');
-                if let (Some(Ok(topic_id)), Some(Ok(partition))) = (
-                    parts.next().map(Uuid::parse_str),
-                    parts.next().map(str::parse::<i32>),
-                ) {
-                    let key = PartitionKey {
-                        topic_id,
-                        partition,
-                    };
-                    if !partitions.contains(&key) {
-                        partitions.push(key);
-                    }
+                if !partitions.contains(&key) {
+                    partitions.push(key);
+                }
+                let deleted = event.event_type() == etcd_client::EventType::Delete;
+                let change = match kind {
+                    KeyKind::Head if deleted => Some(RecordChange::HeadDeleted),
+                    KeyKind::Head => serde_json::from_slice(kv.value())
+                        .ok()
+                        .map(RecordChange::Head),
+                    KeyKind::Run(base) if deleted => Some(RecordChange::Run(base, None)),
+                    KeyKind::Run(base) => serde_json::from_slice(kv.value())
+                        .ok()
+                        .map(|run| RecordChange::Run(base, Some(run))),
+                    KeyKind::Producer(id) if deleted => Some(RecordChange::Producer(id, None)),
+                    KeyKind::Producer(id) => serde_json::from_slice(kv.value())
+                        .ok()
+                        .map(|entry| RecordChange::Producer(id, Some(entry))),
+                };
+                match change {
+                    Some(change) => events.push(DisklessEvent {
+                        key,
+                        revision: kv.mod_revision(),
+                        change,
+                    }),
+                    None => undecoded.push(key),
                 }
             }
+            events.retain(|e| !undecoded.contains(&e.key));
             if !partitions.is_empty() {
                 return Ok(DisklessChange {
                     revision,
                     partitions,
+                    events,
                 });
             }
         }

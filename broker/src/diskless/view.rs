@@ -3,7 +3,8 @@
 //! fetches wait on.
 //!
 //! Loaded in full at start; kept current by a watch on the store's `diskless/` keys
-//! (each change reloads the partitions it touched) and by this broker's own commits.
+//! (each change is applied as it comes; a partition whose change cannot be decoded is
+//! read again) and by this broker's own commits.
 //! A watch error (etcd gone, revisions compacted) reloads everything and opens a new
 //! watch. The embedded store has no watch: its only writer is this broker.
 //!
@@ -121,6 +122,27 @@ impl DisklessView {
         Ok(self.get(key))
     }
 
+    /// Applies the watched changes of partition `key`; false if there were none (the
+    /// partition must be read again).
+    fn apply_watched(&self, key: &PartitionKey, events: &[super::store::DisklessEvent]) -> bool {
+        let mut mine = events.iter().filter(|e| e.key == *key).peekable();
+        if mine.peek().is_none() {
+            return false;
+        }
+        let mut state = (*self.get(key)).clone();
+        if state.apply_events(mine) {
+            self.install(*key, state);
+        } else {
+            self.forget(key);
+        }
+        true
+    }
+
+    /// Forgets one partition (its head was deleted).
+    fn forget(&self, key: &PartitionKey) {
+        self.write().remove(key);
+    }
+
     /// Forgets a deleted topic's partitions.
     pub fn remove_topic(&self, topic_id: Uuid) {
         self.write().retain(|k, _| k.topic_id != topic_id);
@@ -165,6 +187,9 @@ impl DisklessView {
                         for key in &change.partitions {
                             // This broker's own commits come back through the watch too.
                             if self.get(key).head_version >= change.revision as u64 {
+                                continue;
+                            }
+                            if self.apply_watched(key, &change.events) {
                                 continue;
                             }
                             if let Err(e) = self.refresh(key).await {

@@ -194,6 +194,11 @@ async fn diskless_answer(
                 .bytes_in
                 .with_label_values(&[topic])
                 .inc_by(queued.bytes);
+            broker
+                .metrics
+                .records_in
+                .with_label_values(&[topic])
+                .inc_by(ack.records.max(0) as u64);
             return PartitionProduceResponse::default()
                 .with_index(queued.index)
                 .with_base_offset(ack.base_offset)

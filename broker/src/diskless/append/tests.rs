@@ -73,6 +73,15 @@ fn broker(
         diskless_append_interval_ms: 5,
         ..crate::config::Config::default()
     };
+    broker_with(config, store, objects, cancel)
+}
+
+fn broker_with(
+    config: crate::config::Config,
+    store: Arc<dyn DisklessStore>,
+    objects: Arc<dyn RemoteStore>,
+    cancel: &CancellationToken,
+) -> (Arc<Appender>, Arc<DisklessView>, Arc<DisklessMetrics>) {
     let view = Arc::new(DisklessView::new(store));
     let metrics = Arc::new(
         DisklessMetrics::register(&prometheus::Registry::new()).expect("register metrics"),
@@ -226,6 +235,32 @@ async fn transactional_batches_are_refused() {
     assert_eq!(
         error.to_string(),
         "transactions are not supported on diskless topics yet"
+    );
+    cancel.cancel();
+}
+
+#[tokio::test]
+async fn produce_is_refused_while_a_partition_has_too_many_unmerged_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn DisklessStore> = Arc::new(EmbeddedDisklessStore::new(dir.path()));
+    let cancel = CancellationToken::new();
+    let config = crate::config::Config {
+        diskless_append_interval_ms: 5,
+        diskless_max_pending_runs: 2,
+        ..crate::config::Config::default()
+    };
+    let objects: Arc<dyn RemoteStore> = Arc::new(ObjectStoreBackend::in_memory());
+    let (a, view, _) = broker_with(config, store, objects, &cancel);
+    produce(&a, &batch(0, 0, 1)).await.expect("first run");
+    produce(&a, &batch(0, 1, 1)).await.expect("second run");
+    assert_eq!(view.get(&KEY).head.runs, 2);
+    let error = produce(&a, &batch(0, 2, 1))
+        .await
+        .expect_err("backpressure");
+    assert_eq!(error.code(), ResponseError::KafkaStorageError, "{error}");
+    assert!(
+        error.to_string().contains("diskless_max_pending_runs"),
+        "{error}"
     );
     cancel.cancel();
 }
