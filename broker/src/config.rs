@@ -62,6 +62,10 @@ pub struct Config {
     /// Warn when the oldest sealed segment not yet uploaded is older than this. Default
     /// 300000 ms (5 minutes).
     pub remote_upload_stall_warn_ms: i64,
+    /// The cost ledger's prices (docs/cost.md): a path to a TOML file, or the TOML inline.
+    /// Default: empty, AWS list prices (S3 Standard us-east-1, inter-AZ transfer);
+    /// `zero = true` for MinIO. Costs nothing to run: it only prices what is counted.
+    pub cost_price_table: String,
     /// Manifest entries kept in the metadata store per partition before older ones spill
     /// into immutable objects in the bucket. Default 100 (about 7 KiB in etcd per
     /// partition). Each spill costs one PUT.
@@ -488,6 +492,7 @@ impl Default for Config {
             remote_upload_concurrency: 4,
             remote_upload_part_bytes: 16 << 20,
             remote_upload_stall_warn_ms: 300_000,
+            cost_price_table: String::new(),
             remote_manifest_tail_entries: 100,
             remote_manifest_fanout: 16,
             remote_chunk_bytes: 4 << 20,
@@ -712,6 +717,12 @@ impl Config {
 
     /// Checks every setting; the error names the first bad one. The checks run in a fixed
     /// order, so a configuration with several bad settings always reports the same one.
+    /// `cost_price_table`, read and checked.
+    pub fn cost_prices(&self) -> Result<crate::cost::PriceTable, ConfigError> {
+        crate::cost::PriceTable::from_setting(&self.cost_price_table)
+            .map_err(|message| invalid("cost_price_table", &message))
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.check_addresses()?;
         self.check_node_and_topic_defaults()?;
@@ -722,6 +733,7 @@ impl Config {
             return Err(invalid("log_housekeeping_interval_ms", "must be >= 10"));
         }
         self.check_tiering()?;
+        self.cost_prices()?;
         if !(1..=100).contains(&self.disk_high_watermark_percent) {
             return Err(invalid(
                 "disk_high_watermark_percent",

@@ -323,6 +323,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         rejoined: false.into(),
     });
     let http = start_http(&config, health.clone(), &cancel).await?;
+    metrics.cost.configure(config.cost_prices()?, &config.rack);
     let broker = open_broker(config, metrics, &cancel).await?;
     let clustered = is_clustered(&broker.config)?;
     // Replication between brokers: only with a shared metadata store. Bound before this
@@ -444,7 +445,7 @@ async fn open_broker(
         &config,
         &cluster_id,
         stores.manifests.clone(),
-        &metrics.tiering_registry,
+        &metrics,
     )
     .await?;
     Broker::open(
@@ -629,6 +630,7 @@ struct PeriodicLoops {
     uploader: JoinHandle<()>,
     scrubber: JoinHandle<()>,
     read_pacer: JoinHandle<()>,
+    cost_ledger: JoinHandle<()>,
 }
 
 fn start_periodic_loops(supervisor: &Arc<Supervisor>, broker: &Arc<Broker>) -> PeriodicLoops {
@@ -689,7 +691,19 @@ fn start_periodic_loops(supervisor: &Arc<Supervisor>, broker: &Arc<Broker>) -> P
         let broker = broker.clone();
         move || strata_broker::tier::run_read_pacer(broker.clone())
     });
+    // Storage accrual and budget checks of the cost ledger (crate::cost).
+    let cost_ledger = supervisor.spawn("cost_ledger", {
+        let broker = broker.clone();
+        move || {
+            every(
+                Duration::from_millis(strata_broker::cost::TICK_MS),
+                broker.clone(),
+                |broker| async move { strata_broker::cost::tick_broker(&broker) },
+            )
+        }
+    });
     PeriodicLoops {
+        cost_ledger,
         housekeeping,
         coordinator,
         transactions,
@@ -737,6 +751,7 @@ async fn shut_down(broker: &Broker, health: &Health, cancel: &CancellationToken,
     let _ = periodic_loops.coordinator.await;
     let _ = periodic_loops.transactions.await;
     let _ = periodic_loops.read_pacer.await;
+    let _ = periodic_loops.cost_ledger.await;
     let _ = cluster_loops.membership.await;
     for handle in [cluster_loops.watch, cluster_loops.probes]
         .into_iter()

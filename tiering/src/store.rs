@@ -489,15 +489,68 @@ impl StoreMetrics {
     }
 }
 
-/// Wraps a store with [`StoreMetrics`].
+/// How S3 bills a request: PUT, COPY, POST and LIST are one class (and one price), GET,
+/// SELECT and HEAD another; DELETE is free and not reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RequestClass {
+    Put,
+    Get,
+}
+
+impl RequestClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestClass::Put => "put",
+            RequestClass::Get => "get",
+        }
+    }
+}
+
+/// Told of every billed request [`MeteredStore`] sees, with the key (for LIST: the
+/// prefix) it was made on, so the broker's cost ledger can charge it to a topic. Called
+/// whether the request succeeded or not: S3 bills failed requests too.
+pub trait RequestObserver: Send + Sync + 'static {
+    /// `count` requests of `class` on `key` (a multipart upload reports its create, each
+    /// part and its complete as separate PUT-class requests, in one call).
+    fn requests(&self, key: &str, class: RequestClass, count: u64);
+    /// `count` LIST requests (pages of up to 1000 keys) under `prefix`.
+    fn lists(&self, prefix: &str, count: u64);
+    /// `bytes` read back from `key` (successful GETs).
+    fn bytes_read(&self, key: &str, bytes: u64);
+}
+
+/// Wraps a store with [`StoreMetrics`] and, optionally, a [`RequestObserver`].
 pub struct MeteredStore<S> {
     inner: S,
     metrics: StoreMetrics,
+    observer: Option<Arc<dyn RequestObserver>>,
 }
 
 impl<S: RemoteStore> MeteredStore<S> {
     pub fn new(inner: S, metrics: StoreMetrics) -> MeteredStore<S> {
-        MeteredStore { inner, metrics }
+        MeteredStore {
+            inner,
+            metrics,
+            observer: None,
+        }
+    }
+
+    /// Also reports every billed request to `observer`.
+    pub fn observed_by(mut self, observer: Arc<dyn RequestObserver>) -> MeteredStore<S> {
+        self.observer = Some(observer);
+        self
+    }
+
+    fn report(&self, key: &str, class: RequestClass, count: u64) {
+        if let Some(observer) = &self.observer {
+            observer.requests(key, class, count);
+        }
+    }
+
+    fn report_read(&self, key: &str, result: &Result<Bytes, StoreError>) {
+        if let (Some(observer), Ok(bytes)) = (&self.observer, result) {
+            observer.bytes_read(key, bytes.len() as u64);
+        }
     }
 
     async fn observe<T>(
@@ -536,16 +589,21 @@ impl<S: RemoteStore> MeteredStore<S> {
 impl<S: RemoteStore> RemoteStore for MeteredStore<S> {
     async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
         let len = bytes.len() as u64;
+        self.report(key, RequestClass::Put, 1);
         self.observe("put", key, 1, |_| len, self.inner.put(key, bytes))
             .await
     }
     async fn put_body(&self, key: &str, body: &Body, part_bytes: u64) -> Result<(), StoreError> {
         let len = body.len();
+        // object_store's S3 multipart upload: CreateMultipartUpload (POST), one UploadPart
+        // (PUT) per part, CompleteMultipartUpload (POST); all PUT-class. An upload that
+        // fails part-way is still counted whole: a slight over-count, on failures only.
         let (op, requests) = if len <= part_bytes {
             ("put", 1)
         } else {
             ("put_part", len.div_ceil(part_bytes.max(1)) + 2)
         };
+        self.report(key, RequestClass::Put, requests);
         self.observe(
             op,
             key,
@@ -556,24 +614,32 @@ impl<S: RemoteStore> RemoteStore for MeteredStore<S> {
         .await
     }
     async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
-        self.observe(
-            "get",
-            key,
-            1,
-            |b: &Bytes| b.len() as u64,
-            self.inner.get(key),
-        )
-        .await
+        self.report(key, RequestClass::Get, 1);
+        let result = self
+            .observe(
+                "get",
+                key,
+                1,
+                |b: &Bytes| b.len() as u64,
+                self.inner.get(key),
+            )
+            .await;
+        self.report_read(key, &result);
+        result
     }
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
-        self.observe(
-            "get",
-            key,
-            1,
-            |b: &Bytes| b.len() as u64,
-            self.inner.get_range(key, range),
-        )
-        .await
+        self.report(key, RequestClass::Get, 1);
+        let result = self
+            .observe(
+                "get",
+                key,
+                1,
+                |b: &Bytes| b.len() as u64,
+                self.inner.get_range(key, range),
+            )
+            .await;
+        self.report_read(key, &result);
+        result
     }
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.observe("delete", key, 1, |_| 0, self.inner.delete(key))
@@ -589,6 +655,9 @@ impl<S: RemoteStore> RemoteStore for MeteredStore<S> {
             .requests
             .with_label_values(&["list", ""])
             .inc_by(pages);
+        if let Some(observer) = &self.observer {
+            observer.lists(prefix, pages);
+        }
         if result.is_err() {
             self.metrics.errors.with_label_values(&["list", ""]).inc();
         }

@@ -334,6 +334,19 @@ impl crate::replication::ReplicaHost for Broker {
         self.check_peer(leader);
     }
 
+    fn replicated_from(&self, leader: i32, bytes_by_topic: &[(&str, u64)]) {
+        let leader_rack = self.broker_info(leader).and_then(|info| info.rack);
+        let crosses = match leader_rack {
+            Some(rack) => !self.config.rack.is_empty() && rack != self.config.rack,
+            None => false,
+        };
+        if crosses {
+            for (topic, bytes) in bytes_by_topic {
+                self.metrics.cost.inter_zone(topic, *bytes as f64);
+            }
+        }
+    }
+
     fn shutdown(&self) -> &tokio_util::sync::CancellationToken {
         &self.shutdown
     }

@@ -142,12 +142,11 @@ pub async fn broker_on(
     let cluster_id = stores.metadata.cluster_id().await.expect("cluster id");
     let metrics = Arc::new(Metrics::new().expect("metrics"));
     let manifests = stores.manifests.clone();
-    let registry = &metrics.tiering_registry;
     let tiering = match bucket {
         Bucket::Memory(backend) => {
-            Tiering::open_with_backend(&config, manifests, registry, backend.clone()).await
+            Tiering::open_with_backend(&config, manifests, &metrics, backend.clone()).await
         }
-        Bucket::Directory => Tiering::open(&config, &cluster_id, manifests, registry).await,
+        Bucket::Directory => Tiering::open(&config, &cluster_id, manifests, &metrics).await,
     }
     .expect("open tiered storage");
     let broker = Broker::open(
