@@ -69,6 +69,12 @@ enum Command {
         #[command(flatten)]
         target: cli::Target,
     },
+    /// Estimated cost per topic (last hour, last day, projected month), summed over every
+    /// live broker's cost ledger.
+    Cost {
+        #[command(flatten)]
+        target: cli::Target,
+    },
     /// List or describe transactions, or abort a hanging one.
     Transactions {
         #[command(flatten)]
@@ -221,6 +227,7 @@ fn main() -> ExitCode {
         Command::Partitions { target, topic } => cli::run(&target, cli::partitions(&target, topic)),
         Command::Tiering { target, topic } => cli::run(&target, cli::tiering(&target, topic)),
         Command::Cache { target } => cli::run(&target, cli::cache(&target)),
+        Command::Cost { target } => cli::run(&target, cli::cost(&target)),
         Command::Transactions { target, command } => {
             cli::run(&target, cli::transactions(&target, command))
         }

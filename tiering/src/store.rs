@@ -969,4 +969,64 @@ mod tests {
             100
         );
     }
+
+    #[derive(Default)]
+    struct Recorded(std::sync::Mutex<Vec<(String, &'static str, u64)>>);
+
+    impl RequestObserver for Recorded {
+        fn requests(&self, key: &str, class: RequestClass, count: u64) {
+            self.0
+                .lock()
+                .expect("lock")
+                .push((key.into(), class.as_str(), count));
+        }
+        fn lists(&self, prefix: &str, count: u64) {
+            self.0
+                .lock()
+                .expect("lock")
+                .push((prefix.into(), "list", count));
+        }
+        fn bytes_read(&self, key: &str, bytes: u64) {
+            self.0
+                .lock()
+                .expect("lock")
+                .push((key.into(), "read", bytes));
+        }
+    }
+
+    #[tokio::test]
+    async fn the_observer_sees_every_billed_request_by_class() {
+        let (_dir, store) = local();
+        let registry = Registry::new();
+        let metrics = StoreMetrics::register(&registry).expect("register");
+        let seen = Arc::new(Recorded::default());
+        let store = MeteredStore::new(store, metrics).observed_by(seen.clone());
+        let mut body = Body::new();
+        body.push_bytes(Bytes::from(vec![7u8; 10_000]));
+        store
+            .put_body("a/x", &body, 4_000)
+            .await
+            .expect("multipart");
+        store
+            .put("a/y", Bytes::from_static(b"small"))
+            .await
+            .expect("put");
+        store.get_range("a/x", 0..10).await.expect("range");
+        store.get("a/y").await.expect("get");
+        assert!(store.get("a/missing").await.is_err());
+        store.delete("a/y").await.expect("delete");
+        store.list("a/").await.expect("list");
+        let seen = seen.0.lock().expect("lock").clone();
+        let expected: Vec<(String, &str, u64)> = vec![
+            ("a/x".into(), "put", 5), // create + 3 parts + complete
+            ("a/y".into(), "put", 1),
+            ("a/x".into(), "get", 1),
+            ("a/x".into(), "read", 10),
+            ("a/y".into(), "get", 1),
+            ("a/y".into(), "read", 5),
+            ("a/missing".into(), "get", 1), // billed though it failed; nothing read
+            ("a/".into(), "list", 1),       // the DELETE is free: not reported
+        ];
+        assert_eq!(seen, expected);
+    }
 }

@@ -151,38 +151,41 @@ mod tests {
 
     #[test]
     fn defaults_partial_tables_and_the_zero_table() {
-        assert_eq!(PriceTable::from_setting("").unwrap(), PriceTable::default());
-        let t = PriceTable::parse("put_per_1000 = 1.0\nget_per_1000 = 0.1").unwrap();
+        assert_eq!(
+            PriceTable::from_setting("").expect("ok"),
+            PriceTable::default()
+        );
+        let t = PriceTable::parse("put_per_1000 = 1.0\nget_per_1000 = 0.1").expect("ok");
         assert_eq!(t.put_per_1000, 1.0);
         assert_eq!(t.get_per_1000, 0.1);
         assert_eq!(t.storage_per_gb_month, 0.023);
-        let zero = PriceTable::from_setting("zero = true").unwrap();
+        let zero = PriceTable::from_setting("zero = true").expect("ok");
         assert_eq!(zero, PriceTable::ZERO);
-        let zero_but_puts = PriceTable::parse("zero = true\nput_per_1000 = 2").unwrap();
+        let zero_but_puts = PriceTable::parse("zero = true\nput_per_1000 = 2").expect("ok");
         assert_eq!(zero_but_puts.put_per_1000, 2.0);
         assert_eq!(zero_but_puts.get_per_1000, 0.0);
     }
 
     #[test]
     fn refuses_negative_prices_unknown_keys_and_missing_files() {
-        let err = PriceTable::parse("get_per_1000 = -0.1").unwrap_err();
+        let err = PriceTable::parse("get_per_1000 = -0.1").expect_err("refused");
         assert!(err.contains("get_per_1000"), "{err}");
-        let err = PriceTable::parse("nan_price = nan").unwrap_err();
+        let err = PriceTable::parse("nan_price = nan").expect_err("refused");
         assert!(err.contains("nan_price"), "{err}");
-        let err = PriceTable::parse("put_per_1000 = nan").unwrap_err();
+        let err = PriceTable::parse("put_per_1000 = nan").expect_err("refused");
         assert!(err.contains("put_per_1000"), "{err}");
-        let err = PriceTable::parse("put_per_1000 = \"cheap\"").unwrap_err();
+        let err = PriceTable::parse("put_per_1000 = \"cheap\"").expect_err("refused");
         assert!(err.contains("not a valid price table"), "{err}");
-        let err = PriceTable::from_setting("/nonexistent/prices.toml").unwrap_err();
+        let err = PriceTable::from_setting("/nonexistent/prices.toml").expect_err("refused");
         assert!(err.contains("/nonexistent/prices.toml"), "{err}");
     }
 
     #[test]
     fn from_a_file() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("ok");
         let path = dir.path().join("p.toml");
-        std::fs::write(&path, "inter_zone_per_gb = 0.04\n").unwrap();
-        let t = PriceTable::from_setting(path.to_str().unwrap()).unwrap();
+        std::fs::write(&path, "inter_zone_per_gb = 0.04\n").expect("ok");
+        let t = PriceTable::from_setting(path.to_str().expect("ok")).expect("ok");
         assert_eq!(t.inter_zone_per_gb, 0.04);
     }
 

@@ -33,11 +33,8 @@ fn sample(registry: &Registry, name: &str, labels: &[(&str, &str)]) -> Option<f6
                     .any(|l| l.name() == *k && l.value() == *v)
             });
             if matches {
-                return Some(if m.get_counter().has_value() {
-                    m.get_counter().value()
-                } else {
-                    m.get_gauge().value()
-                });
+                // A family is either a counter or a gauge; the other reads 0.
+                return Some(m.get_counter().get_value() + m.get_gauge().get_value());
             }
         }
     }
@@ -159,9 +156,9 @@ fn dollars_are_counts_times_prices() {
             &[("topic", "t"), ("item", item)],
         )
     };
-    assert!((usd("put_requests").unwrap() - 0.03).abs() < 1e-12);
-    assert!((usd("get_requests").unwrap() - 0.007).abs() < 1e-12);
-    assert!((usd("inter_zone").unwrap() - 1.0).abs() < 1e-12);
+    assert!((usd("put_requests").expect("ok") - 0.03).abs() < 1e-12);
+    assert!((usd("get_requests").expect("ok") - 0.007).abs() < 1e-12);
+    assert!((usd("inter_zone").expect("ok") - 1.0).abs() < 1e-12);
     let snap = ledger.snapshot();
     assert!((snap[0].last_hour.1.total() - 1.037).abs() < 1e-12);
 }
@@ -224,13 +221,13 @@ fn storage_accrues_per_tick_and_budgets_raise_the_metric_once_warned() {
         "cost_estimated_usd_total",
         &[("topic", "t"), ("item", "storage")],
     );
-    assert!((storage.unwrap() - 0.1).abs() < 1e-9, "{storage:?}");
+    assert!((storage.expect("ok") - 0.1).abs() < 1e-9, "{storage:?}");
     // Under budget: a month of 1 GiB is $1.
     assert_eq!(
         sample(&registry, "cost_budget_exceeded", &[("topic", "t")]),
         Some(0.0)
     );
-    let projected = sample(&registry, "cost_projected_usd_month", &[("topic", "t")]).unwrap();
+    let projected = sample(&registry, "cost_projected_usd_month", &[("topic", "t")]).expect("ok");
     assert!((projected - 1.0).abs() < 1e-9, "{projected}");
     // 10 PUTs at $1 within the last day (the span is a day now): $10 × 730/24 ≈ $304.
     ledger.requests("t", RequestClass::Put, 10.0);
@@ -239,7 +236,7 @@ fn storage_accrues_per_tick_and_budgets_raise_the_metric_once_warned() {
         sample(&registry, "cost_budget_exceeded", &[("topic", "t")]),
         Some(1.0)
     );
-    let projected = sample(&registry, "cost_projected_usd_month", &[("topic", "t")]).unwrap();
+    let projected = sample(&registry, "cost_projected_usd_month", &[("topic", "t")]).expect("ok");
     assert!(
         (projected - (1.0 + 10.0 * 730.0 / 24.0)).abs() < 1e-6,
         "{projected}"
