@@ -7,6 +7,8 @@ listener and its HTTP port, exactly as a user would.
 
 from __future__ import annotations
 
+import http.client
+import http.server
 import os
 import re
 import shutil
@@ -18,6 +20,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Callable, Iterable
@@ -722,6 +725,179 @@ def _reset(s: socket.socket) -> None:
         s.close()
     except OSError:
         pass
+
+
+# ---------------------------------------------------------------------------------------
+# An HTTP proxy that records the S3 requests a broker makes
+# ---------------------------------------------------------------------------------------
+
+
+def s3_key(target: str, bucket: str) -> str | None:
+    """The object key of a path-style request ("" for a bucket request); None for other
+    buckets."""
+    parts = urllib.parse.urlsplit(target).path.lstrip("/").split("/", 1)
+    if urllib.parse.unquote(parts[0]) != bucket:
+        return None
+    return urllib.parse.unquote(parts[1]) if len(parts) > 1 else ""
+
+
+def s3_operation(method: str, target: str, bucket: str, headers) -> str | None:
+    """The S3 API operation of a path-style request; None for other buckets."""
+    url = urllib.parse.urlsplit(target)
+    parts = url.path.lstrip("/").split("/", 1)
+    if urllib.parse.unquote(parts[0]) != bucket:
+        return None
+    key = parts[1] if len(parts) > 1 else ""
+    query = urllib.parse.parse_qs(url.query, keep_blank_values=True)
+    copy = "x-amz-copy-source" in {k.lower() for k in headers.keys()}
+    if not key:
+        if method == "GET":
+            if "uploads" in query:
+                return "ListMultipartUploads"
+            if query.get("list-type") == ["2"]:
+                return "ListObjectsV2"
+            extra = set(query) - {"prefix", "delimiter", "marker", "max-keys", "encoding-type"}
+            return "ListObjects" if not extra else f"bucket GET ?{'&'.join(sorted(extra))}"
+        if method == "POST" and "delete" in query:
+            return "DeleteObjects"
+        return f"bucket {method} ?{'&'.join(sorted(query))}"
+    if method == "PUT":
+        if "partNumber" in query and "uploadId" in query:
+            return "UploadPartCopy" if copy else "UploadPart"
+        if query:
+            return f"object PUT ?{'&'.join(sorted(query))}"
+        return "CopyObject" if copy else "PutObject"
+    if method == "POST":
+        if "uploads" in query:
+            return "CreateMultipartUpload"
+        if "uploadId" in query:
+            return "CompleteMultipartUpload"
+    if method == "GET":
+        if "uploadId" in query:
+            return "ListParts"
+        if not query:
+            return "GetObject"
+    if method == "HEAD" and not query:
+        return "HeadObject"
+    if method == "DELETE":
+        return "AbortMultipartUpload" if "uploadId" in query else ("DeleteObject" if not query else None)
+    return f"object {method} ?{'&'.join(sorted(query))}"
+
+
+class RecordingProxy:
+    """An HTTP proxy in front of moto that records every request for one bucket: its S3
+    operation in `operations`, and (method, operation, key) in `requests`. It can answer
+    the first `fail_upload_parts` UploadPart requests with 403 AccessDenied (a permanent
+    error: the broker must abort that multipart upload)."""
+
+    def __init__(self, upstream_port: int, bucket: str, fail_upload_parts: int = 0):
+        self.upstream_port = upstream_port
+        self.bucket = bucket
+        self.fail_upload_parts = fail_upload_parts
+        self.operations: list[str] = []
+        self.requests: list[tuple[str, str, str]] = []
+        self.lock = threading.Lock()
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _body(self) -> bytes:
+                if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+                    out = b""
+                    while True:
+                        size = int(self.rfile.readline().split(b";")[0], 16)
+                        if size == 0:
+                            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                                pass
+                            return out
+                        out += self.rfile.read(size)
+                        self.rfile.readline()
+                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+            def _forward(self):
+                body = self._body()
+                op = s3_operation(self.command, self.path, proxy.bucket, self.headers)
+                if op is not None:
+                    key = s3_key(self.path, proxy.bucket) or ""
+                    with proxy.lock:
+                        proxy.operations.append(op)
+                        proxy.requests.append((self.command, op, key))
+                        fail = op == "UploadPart" and proxy.fail_upload_parts > 0
+                        if fail:
+                            proxy.fail_upload_parts -= 1
+                    if fail:
+                        error = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
+                                 b"<Message>injected by the test</Message></Error>")
+                        self.send_response(403)
+                        self.send_header("Content-Type", "application/xml")
+                        self.send_header("Content-Length", str(len(error)))
+                        self.end_headers()
+                        self.wfile.write(error)
+                        return
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() not in ("connection", "keep-alive", "transfer-encoding", "content-length")}
+                headers["Content-Length"] = str(len(body))
+                conn = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=60)
+                try:
+                    conn.request(self.command, self.path, body=body, headers=headers)
+                    response = conn.getresponse()
+                    data = response.read()
+                finally:
+                    conn.close()
+                self.send_response(response.status, response.reason)
+                for k, v in response.getheaders():
+                    if k.lower() not in ("connection", "keep-alive", "transfer-encoding", "content-length", "server",
+                                         "date"):
+                        self.send_header(k, v)
+                if self.command == "HEAD":
+                    self.send_header("Content-Length", response.getheader("Content-Length", "0"))
+                    self.end_headers()
+                else:
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, name="s3-recorder", daemon=True)
+        self.thread.start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def seen(self) -> set[str]:
+        with self.lock:
+            return set(self.operations)
+
+    def mark(self) -> int:
+        """A position in `requests`, for `since`."""
+        with self.lock:
+            return len(self.requests)
+
+    def since(self, mark: int) -> list[tuple[str, str, str]]:
+        """The requests recorded after `mark`."""
+        with self.lock:
+            return self.requests[mark:]
+
+    def keys(self, operations: set[str], prefix: str = "") -> list[str]:
+        """The keys of the requests made with one of `operations` whose key contains
+        `prefix` at the start or after a "/" (keys carry the store's prefix and cluster id)."""
+        with self.lock:
+            requests = list(self.requests)
+        return [k for _, op, k in requests
+                if op in operations and (k.startswith(prefix) or f"/{prefix}" in k)]
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def proc_status_kib(pid: int, field: str) -> int:

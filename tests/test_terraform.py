@@ -23,8 +23,6 @@ the ones granted for a reason listed in JUSTIFIED.
 
 from __future__ import annotations
 
-import http.client
-import http.server
 import json
 import os
 import platform
@@ -33,14 +31,12 @@ import re
 import shlex
 import shutil
 import subprocess
-import threading
 import time
-import urllib.parse
 from pathlib import Path
 
 import pytest
 
-from servers import REPO_ROOT, s3_env, wait_until
+from servers import REPO_ROOT, RecordingProxy, s3_env, wait_until
 
 TERRAFORM = REPO_ROOT / "terraform"
 TF_FILES = sorted(TERRAFORM.rglob("*.tf"))
@@ -859,143 +855,6 @@ def test_documented_commands_name_existing_variables_and_outputs():
 # ---------------------------------------------------------------------------------------
 # The IAM policy against the calls a real broker makes
 # ---------------------------------------------------------------------------------------
-
-
-def s3_operation(method: str, target: str, bucket: str, headers) -> str | None:
-    """The S3 API operation of a path-style request; None for other buckets."""
-    url = urllib.parse.urlsplit(target)
-    parts = url.path.lstrip("/").split("/", 1)
-    if urllib.parse.unquote(parts[0]) != bucket:
-        return None
-    key = parts[1] if len(parts) > 1 else ""
-    query = urllib.parse.parse_qs(url.query, keep_blank_values=True)
-    copy = "x-amz-copy-source" in {k.lower() for k in headers.keys()}
-    if not key:
-        if method == "GET":
-            if "uploads" in query:
-                return "ListMultipartUploads"
-            if query.get("list-type") == ["2"]:
-                return "ListObjectsV2"
-            extra = set(query) - {"prefix", "delimiter", "marker", "max-keys", "encoding-type"}
-            return "ListObjects" if not extra else f"bucket GET ?{'&'.join(sorted(extra))}"
-        if method == "POST" and "delete" in query:
-            return "DeleteObjects"
-        return f"bucket {method} ?{'&'.join(sorted(query))}"
-    if method == "PUT":
-        if "partNumber" in query and "uploadId" in query:
-            return "UploadPartCopy" if copy else "UploadPart"
-        if query:
-            return f"object PUT ?{'&'.join(sorted(query))}"
-        return "CopyObject" if copy else "PutObject"
-    if method == "POST":
-        if "uploads" in query:
-            return "CreateMultipartUpload"
-        if "uploadId" in query:
-            return "CompleteMultipartUpload"
-    if method == "GET":
-        if "uploadId" in query:
-            return "ListParts"
-        if not query:
-            return "GetObject"
-    if method == "HEAD" and not query:
-        return "HeadObject"
-    if method == "DELETE":
-        return "AbortMultipartUpload" if "uploadId" in query else ("DeleteObject" if not query else None)
-    return f"object {method} ?{'&'.join(sorted(query))}"
-
-
-class RecordingProxy:
-    """An HTTP proxy in front of moto that records the S3 operation of every request for
-    one bucket, and can answer the first `fail_upload_parts` UploadPart requests with
-    403 AccessDenied (a permanent error: the broker must abort that multipart upload)."""
-
-    def __init__(self, upstream_port: int, bucket: str, fail_upload_parts: int = 0):
-        self.upstream_port = upstream_port
-        self.bucket = bucket
-        self.fail_upload_parts = fail_upload_parts
-        self.operations: list[str] = []
-        self.lock = threading.Lock()
-        proxy = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def _body(self) -> bytes:
-                if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-                    out = b""
-                    while True:
-                        size = int(self.rfile.readline().split(b";")[0], 16)
-                        if size == 0:
-                            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                                pass
-                            return out
-                        out += self.rfile.read(size)
-                        self.rfile.readline()
-                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-
-            def _forward(self):
-                body = self._body()
-                op = s3_operation(self.command, self.path, proxy.bucket, self.headers)
-                if op is not None:
-                    with proxy.lock:
-                        proxy.operations.append(op)
-                        fail = op == "UploadPart" and proxy.fail_upload_parts > 0
-                        if fail:
-                            proxy.fail_upload_parts -= 1
-                    if fail:
-                        error = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
-                                 b"<Message>injected by the test</Message></Error>")
-                        self.send_response(403)
-                        self.send_header("Content-Type", "application/xml")
-                        self.send_header("Content-Length", str(len(error)))
-                        self.end_headers()
-                        self.wfile.write(error)
-                        return
-                headers = {k: v for k, v in self.headers.items()
-                           if k.lower() not in ("connection", "keep-alive", "transfer-encoding", "content-length")}
-                headers["Content-Length"] = str(len(body))
-                conn = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=60)
-                try:
-                    conn.request(self.command, self.path, body=body, headers=headers)
-                    response = conn.getresponse()
-                    data = response.read()
-                finally:
-                    conn.close()
-                self.send_response(response.status, response.reason)
-                for k, v in response.getheaders():
-                    if k.lower() not in ("connection", "keep-alive", "transfer-encoding", "content-length", "server",
-                                         "date"):
-                        self.send_header(k, v)
-                if self.command == "HEAD":
-                    self.send_header("Content-Length", response.getheader("Content-Length", "0"))
-                    self.end_headers()
-                else:
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-
-            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, name="s3-recorder", daemon=True)
-        self.thread.start()
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def seen(self) -> set[str]:
-        with self.lock:
-            return set(self.operations)
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
