@@ -113,6 +113,7 @@ struct CostMetrics {
     estimated_usd: CounterVec,
     projected_usd_month: GaugeVec,
     budget_exceeded: GaugeVec,
+    budget_usd_month: GaugeVec,
 }
 
 impl CostMetrics {
@@ -172,6 +173,11 @@ impl CostMetrics {
                 registry,
                 "cost_budget_exceeded",
                 "1 while a topic's projected month on this broker exceeds its cost.budget.usd.month, else 0.",
+            )?,
+            budget_usd_month: gauge(
+                registry,
+                "cost_budget_usd_month",
+                "A topic's cost.budget.usd.month (no series without a budget), for alerts on the projection summed over brokers.",
             )?,
         })
     }
@@ -418,6 +424,16 @@ impl Ledger {
                     .budget_exceeded
                     .with_label_values(&[topic])
                     .set(if exceeded { 1.0 } else { 0.0 });
+                match ledger.budget_usd_month {
+                    Some(budget) => self
+                        .metrics
+                        .budget_usd_month
+                        .with_label_values(&[topic])
+                        .set(budget),
+                    None => {
+                        let _ = self.metrics.budget_usd_month.remove_label_values(&[topic]);
+                    }
+                }
             }
         }
         for (topic, dollars) in storage_accrued {
@@ -455,7 +471,12 @@ impl Ledger {
         for family in [&m.read_bytes, &m.inter_zone_bytes] {
             let _ = family.remove_label_values(&[topic]);
         }
-        for family in [&m.stored_bytes, &m.projected_usd_month, &m.budget_exceeded] {
+        for family in [
+            &m.stored_bytes,
+            &m.projected_usd_month,
+            &m.budget_exceeded,
+            &m.budget_usd_month,
+        ] {
             let _ = family.remove_label_values(&[topic]);
         }
     }

@@ -241,6 +241,14 @@ fn storage_accrues_per_tick_and_budgets_raise_the_metric_once_warned() {
         (projected - (1.0 + 10.0 * 730.0 / 24.0)).abs() < 1e-6,
         "{projected}"
     );
+    assert_eq!(
+        sample(&registry, "cost_budget_usd_month", &[("topic", "t")]),
+        Some(100.0)
+    );
+    assert_eq!(
+        sample(&registry, "cost_budget_usd_month", &[("topic", "free")]),
+        None
+    );
     // A topic without a budget is never over it.
     ledger.requests("free", RequestClass::Put, 1000.0);
     ledger.tick(&topics);
