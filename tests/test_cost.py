@@ -8,6 +8,8 @@ recording proxy in front of moto, and a three-broker cluster with two racks.
   raises `strata_cost_budget_exceeded`, one above it does not.
 - Replication from a leader of another rack is counted as inter-zone bytes (exactly the
   partition's log bytes); from a leader of the same rack, nothing.
+- Client records cross zones when the client's zone is known (Fetch `client.rack`, or
+  `strata_az=` in `client.id`) and is not the broker's `rack`.
 - A bad price table or budget is refused with the setting's name."""
 
 from __future__ import annotations
@@ -180,3 +182,30 @@ def test_inter_zone_bytes_count_replication_across_racks_only(broker, etcd):
     for topic, leader in leaders.items():
         crossing = sum(1 for node in racks if node != leader and racks[node] != racks[leader])
         assert summed.get(topic, 0) == crossing * log_bytes(topic), (topic, summed, leaders)
+
+
+def test_client_bytes_count_when_the_clients_zone_is_known_and_another(broker):
+    b = broker(args=["--rack", "az-a"], env={"STRATA_LOG_HOUSEKEEPING_INTERVAL_MS": "200"})
+    for topic in ("far", "near"):
+        create_topic(b.bootstrap, topic, 1)
+    records = lambda: [Rec(partition=0, key=None, value=bytes(1000)) for _ in range(20)]  # noqa: E731
+    confluent_produce(b.bootstrap, "far", records(), "none", **{"client.id": "app,strata_az=az-b"})
+    confluent_produce(b.bootstrap, "near", records(), "none", **{"client.id": "app,strata_az=az-a"})
+
+    def size(topic: str) -> float:
+        return b.metric("strata_log_size_bytes", topic=topic, partition="0") or 0
+
+    def crossed(topic: str) -> float | None:
+        return b.metric("strata_cost_inter_zone_bytes_total", topic=topic)
+
+    wait_until("the log sizes", lambda: size("far") >= 20_000 and size("near") >= 20_000, timeout=30)
+    # The producer in az-b sent every batch across zones; the one in az-a none.
+    assert crossed("far") == size("far")
+    assert crossed("near") is None
+    # Consumers: no zone, or the broker's zone, cross nothing; a consumer with
+    # client.rack=az-b gets the whole log across zones.
+    assert len(confluent_consume(b.bootstrap, "near", 1)) == 20
+    assert len(confluent_consume(b.bootstrap, "near", 1, **{"client.rack": "az-a"})) == 20
+    assert crossed("near") is None
+    assert len(confluent_consume(b.bootstrap, "near", 1, **{"client.rack": "az-b"})) == 20
+    assert crossed("near") >= size("near"), (crossed("near"), size("near"))

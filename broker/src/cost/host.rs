@@ -12,6 +12,12 @@ pub fn tick_broker(broker: &Broker) {
     let ledger = &broker.metrics.cost;
     let mut budgets = Vec::new();
     for topic in broker.topics.all() {
+        budgets.push((topic.name.clone(), topic.config.cost_budget_usd_month()));
+        // A topic without local partitions (diskless) has no leader here: whoever knows
+        // its stored bytes sets them (`Ledger::set_stored_bytes`); they are not zeroed.
+        if topic.partitions.is_empty() {
+            continue;
+        }
         let stored: u64 = topic
             .partitions
             .iter()
@@ -19,7 +25,6 @@ pub fn tick_broker(broker: &Broker) {
             .filter_map(|p| p.remote().map(|remote| remote.marks().live_bytes))
             .sum();
         ledger.set_stored_bytes(&topic.name, stored);
-        budgets.push((topic.name.clone(), topic.config.cost_budget_usd_month()));
     }
     ledger.tick(&budgets);
 }
