@@ -703,7 +703,9 @@ impl Admin for Service {
         request: Request<strata_proto::admin::GetCostLedgerRequest>,
     ) -> Result<Response<strata_proto::admin::GetCostLedgerResponse>, Status> {
         self.check(&request, Access::Read)?;
-        Ok(Response::new(crate::cost::ledger_answer(&self.broker)))
+        Ok(Response::new(crate::broker::cost_ledger::ledger_answer(
+            &self.broker,
+        )))
     }
 
     async fn alter_broker_configs(

@@ -705,7 +705,7 @@ fn start_periodic_loops(supervisor: &Arc<Supervisor>, broker: &Arc<Broker>) -> P
             every(
                 Duration::from_millis(strata_broker::cost::TICK_MS),
                 broker.clone(),
-                |broker| async move { strata_broker::cost::tick_broker(&broker) },
+                |broker| async move { strata_broker::broker::cost_ledger::tick_broker(&broker) },
             )
         }
     });

@@ -308,7 +308,7 @@ pub const DEFS: &[ConfigDef] = &[
     },
     ConfigDef {
         name: "cost.budget.usd.month",
-        broker_setting: "(none)",
+        broker_setting: "(fixed)",
         default: |_| String::new(),
         kind: Kind::Dollars,
         doc: "Strata: a monthly budget in US dollars; when the topic's projected month (docs/cost.md) exceeds it, strata_cost_budget_exceeded{topic} is 1 and a warning is logged. Empty: no budget.",

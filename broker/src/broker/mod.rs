@@ -12,6 +12,7 @@
 //! At start-up the metadata store is the truth: logs of topics it does not know are
 //! removed.
 
+pub mod cost_ledger;
 pub mod dynamic_config;
 mod housekeeping;
 mod liveness;

@@ -43,7 +43,8 @@ pub use window::{Costs, Usage};
 pub const SHARED: &str = "_shared";
 /// Where LISTs and keys that belong to no topic go.
 pub const CLUSTER: &str = "_cluster";
-/// How often the ledger accrues storage and checks budgets (`run_ledger`).
+/// How often the ledger accrues storage and checks budgets (the broker's `cost_ledger`
+/// loop, `crate::broker::cost_ledger::tick_broker`).
 pub const TICK_MS: u64 = 5_000;
 /// At most one budget warning per topic this often.
 const WARN_EVERY_MS: i64 = 3_600_000;
@@ -525,9 +526,6 @@ impl RequestObserver for Ledger {
         }
     }
 }
-
-mod host;
-pub use host::{count_client_fetch, count_client_produce, ledger_answer, tick_broker};
 
 #[cfg(test)]
 mod tests;

@@ -63,7 +63,7 @@ pub async fn handle(
         RequestKind::Metadata(r) => cluster::metadata(broker, r, version, &authz).await,
         RequestKind::DescribeCluster(r) => cluster::describe_cluster(broker, r, caller),
         RequestKind::Produce(r) => {
-            crate::cost::count_client_produce(broker, &client_id, &r);
+            crate::broker::cost_ledger::count_client_produce(broker, &client_id, &r);
             let response = produce::produce(broker, r, version).await?;
             return Some(denied.merge(&authz, response, version));
         }
@@ -91,7 +91,7 @@ pub async fn handle(
         RequestKind::Fetch(r) => {
             let zone = crate::cost::client_zone(&client_id, Some(r.rack_id.as_str()));
             let response = fetch::fetch(broker, r, version).await;
-            crate::cost::count_client_fetch(broker, zone, &response);
+            crate::broker::cost_ledger::count_client_fetch(broker, zone, &response);
             response
         }
         RequestKind::ListOffsets(r) => offsets::list_offsets(broker, r, version).await,

@@ -1,13 +1,15 @@
-//! What the ledger needs from the broker: the stored bytes of the partitions it leads,
-//! the topics' budgets, and the client hooks of the produce and fetch handlers.
+//! What the cost ledger (`crate::cost`, a layer below) needs from the broker: the stored
+//! bytes of the partitions it leads, the topics' budgets, the client hooks of the produce
+//! and fetch handlers, and the admin API's answer.
 
 use kafka_protocol::messages::{ProduceRequest, ResponseKind};
 
-use crate::broker::Broker;
+use super::Broker;
+use crate::cost::{Costs, Usage, client_zone};
 
 /// One ledger tick: this broker's stored bytes per topic (the manifests' live bytes of
 /// the partitions it leads; the cluster's figure is the sum over brokers), then storage
-/// accrual and budget checks ([`super::Ledger::tick`]).
+/// accrual and budget checks (`crate::cost::Ledger::tick`).
 pub fn tick_broker(broker: &Broker) {
     let ledger = &broker.metrics.cost;
     let mut budgets = Vec::new();
@@ -32,7 +34,7 @@ pub fn tick_broker(broker: &Broker) {
 /// Produce: the records of a client in a known zone other than this broker's cross zones
 /// (counted whether or not they are accepted: the transfer happened).
 pub fn count_client_produce(broker: &Broker, client_id: &str, request: &ProduceRequest) {
-    let Some(zone) = super::client_zone(client_id, None) else {
+    let Some(zone) = client_zone(client_id, None) else {
         return;
     };
     for topic in &request.topic_data {
@@ -82,7 +84,7 @@ pub fn ledger_answer(broker: &Broker) -> strata_proto::admin::GetCostLedgerRespo
     use strata_proto::admin::{CostPrices, CostWindow, GetCostLedgerResponse, TopicCost};
     let ledger = &broker.metrics.cost;
     let p = ledger.prices();
-    let window = |(u, c): (super::Usage, super::Costs)| CostWindow {
+    let window = |(u, c): (Usage, Costs)| CostWindow {
         put_requests: u.put_requests,
         get_requests: u.get_requests,
         read_bytes: u.read_bytes,
