@@ -5,7 +5,9 @@
 //! The trait is deliberately narrower than `object_store::ObjectStore`: the IAM policy an
 //! operator grants is exactly `s3:PutObject` (simple and multipart), `s3:GetObject`,
 //! `s3:DeleteObject`, `s3:AbortMultipartUpload` and `s3:ListBucket` (the scrubber only),
-//! and the metrics decorator can count every billed request.
+//! and the metrics decorator can count every billed request. [`MeteredStore`] also reports
+//! each billed request, by S3 billing class ([`RequestClass`]) and key, to a
+//! [`RequestObserver`]: the broker's cost ledger, which charges it to a topic.
 //!
 //! Multipart uploads are one call here (`put_body`): object_store numbers parts by call
 //! order, so a single failed part cannot be re-sent through its interface. object_store
