@@ -7,7 +7,9 @@
 //! `s3:DeleteObject`, `s3:AbortMultipartUpload` and `s3:ListBucket` (the scrubber only),
 //! and the metrics decorator can count every billed request. [`MeteredStore`] also reports
 //! each billed request, by S3 billing class ([`RequestClass`]) and key, to a
-//! [`RequestObserver`]: the broker's cost ledger, which charges it to a topic.
+//! [`RequestObserver`]: the broker's cost ledger, which charges it to a topic. It sits
+//! under [`RetryingStore`] ([`retrying_and_metered`]), so every attempt is counted; the
+//! HTTP-level retries object_store makes inside one attempt are not seen.
 //!
 //! Multipart uploads are one call here (`put_body`): object_store numbers parts by call
 //! order, so a single failed part cannot be re-sent through its interface. object_store
@@ -433,6 +435,21 @@ impl<S: RemoteStore> RemoteStore for RetryingStore<S> {
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
         self.retry(|| self.inner.list(prefix)).await
     }
+}
+
+/// The decorators as the broker stacks them: retries outside, metrics and the observer
+/// inside, so that each attempt [`RetryingStore`] makes is counted as S3 bills it (a
+/// retried multipart upload is billed its create, parts and complete again).
+pub fn retrying_and_metered<S: RemoteStore>(
+    inner: S,
+    policy: RetryPolicy,
+    seed: u64,
+    metrics: StoreMetrics,
+    observer: Option<Arc<dyn RequestObserver>>,
+) -> RetryingStore<MeteredStore<S>> {
+    let mut metered = MeteredStore::new(inner, metrics);
+    metered.observer = observer;
+    RetryingStore::new(metered, policy, seed)
 }
 
 /// Object-store metrics: requests (as billed: a multipart upload counts its parts), bytes,
@@ -1028,6 +1045,48 @@ mod tests {
             ("a/y".into(), "read", 5),
             ("a/missing".into(), "get", 1), // billed though it failed; nothing read
             ("a/".into(), "list", 1),       // the DELETE is free: not reported
+        ];
+        assert_eq!(seen, expected);
+    }
+
+    #[tokio::test]
+    async fn every_retried_attempt_is_reported_as_billed() {
+        let (_dir, store) = local();
+        let faults = Arc::new(Faults::default());
+        let registry = Registry::new();
+        let metrics = StoreMetrics::register(&registry).expect("register");
+        let seen = Arc::new(Recorded::default());
+        let policy = RetryPolicy {
+            attempts: 5,
+            base: Duration::from_millis(1),
+            max: Duration::from_millis(2),
+        };
+        let store = retrying_and_metered(
+            FaultyStore::new(store, faults.clone()),
+            policy,
+            7,
+            metrics,
+            Some(seen.clone()),
+        );
+        // Two attempts fail before the third succeeds: three multipart uploads billed.
+        faults.fail_next.store(2, Ordering::Relaxed);
+        let mut body = Body::new();
+        body.push_bytes(Bytes::from(vec![7u8; 10_000]));
+        store
+            .put_body("a/x", &body, 4_000)
+            .await
+            .expect("multipart after retries");
+        faults.fail_next.store(1, Ordering::Relaxed);
+        store.get("a/x").await.expect("get after a retry");
+        assert_eq!(faults.calls.load(Ordering::Relaxed), 5);
+        let seen = seen.0.lock().expect("lock").clone();
+        let expected: Vec<(String, &str, u64)> = vec![
+            ("a/x".into(), "put", 5),
+            ("a/x".into(), "put", 5),
+            ("a/x".into(), "put", 5),
+            ("a/x".into(), "get", 1),
+            ("a/x".into(), "get", 1),
+            ("a/x".into(), "read", 10_000),
         ];
         assert_eq!(seen, expected);
     }

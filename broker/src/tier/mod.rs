@@ -20,9 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
-use strata_tiering::store::{
-    MeteredStore, ObjectStoreBackend, RetryPolicy, RetryingStore, StoreMetrics,
-};
+use strata_tiering::store::{ObjectStoreBackend, RetryPolicy, StoreMetrics, retrying_and_metered};
 use strata_tiering::{
     CacheSettings, ManifestSettings, ManifestStore, PartitionId, RemoteLog, RemoteStore,
     SealedSegment, SegmentCache, SpillCache, TierError,
@@ -138,13 +136,14 @@ impl Tiering {
         let store_metrics =
             StoreMetrics::register(registry).context("register object store metrics")?;
         let seed = std::process::id() as u64;
-        let store: Arc<dyn RemoteStore> = Arc::new(
-            MeteredStore::new(
-                RetryingStore::new(backend, RetryPolicy::default(), seed),
-                store_metrics,
-            )
-            .observed_by(metrics.cost.clone()),
-        );
+        // Metered under the retries: every attempt is billed, so every attempt is counted.
+        let store: Arc<dyn RemoteStore> = Arc::new(retrying_and_metered(
+            backend,
+            RetryPolicy::default(),
+            seed,
+            store_metrics,
+            Some(metrics.cost.clone()),
+        ));
         let cache_settings = CacheSettings {
             memory_bytes: config.remote_cache_memory_bytes as usize,
             disk_bytes: config.remote_cache_disk_bytes as usize,
