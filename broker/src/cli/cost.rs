@@ -8,6 +8,9 @@ use anyhow::Context;
 use serde::Serialize;
 use strata_proto::admin::{CostPrices, CostWindow, GetCostLedgerRequest, TopicCost};
 
+/// As the brokers judge (`strata_broker::cost::JUDGE_AFTER_MS`).
+const JUDGE_AFTER_MS: u64 = strata_broker::cost::JUDGE_AFTER_MS as u64;
+
 use super::{Target, bytes, connect, every_broker, failed, print_json, table};
 
 #[derive(Serialize)]
@@ -46,10 +49,14 @@ fn merge(into: &mut TopicCost, from: TopicCost) {
     into.stored_bytes += from.stored_bytes;
     into.projected_usd_month += from.projected_usd_month;
     into.budget_usd_month = into.budget_usd_month.or(from.budget_usd_month);
-    // Over budget in the cluster: the summed projection, not any one broker's.
-    into.budget_exceeded = into
-        .budget_usd_month
-        .is_some_and(|budget| into.projected_usd_month > budget);
+    // The shortest span any broker scaled from: one that just started inflates the sum.
+    into.projection_covered_ms = into.projection_covered_ms.min(from.projection_covered_ms);
+    // Over budget in the cluster: the summed projection, not any one broker's, and only
+    // on an hour of data at least (as the brokers judge).
+    into.budget_exceeded = into.projection_covered_ms >= JUDGE_AFTER_MS
+        && into
+            .budget_usd_month
+            .is_some_and(|budget| into.projected_usd_month > budget);
 }
 
 fn usd(value: f64) -> String {
@@ -85,6 +92,7 @@ pub async fn cost(target: &Target) -> anyhow::Result<()> {
                 .entry(topic.topic.clone())
                 .or_insert_with(|| TopicCost {
                     topic: topic.topic.clone(),
+                    projection_covered_ms: u64::MAX,
                     ..TopicCost::default()
                 });
             merge(into, topic);
@@ -107,7 +115,11 @@ pub async fn cost(target: &Target) -> anyhow::Result<()> {
                 t.topic.clone(),
                 window_usd(&t.last_hour),
                 window_usd(&t.last_day),
-                usd(t.projected_usd_month),
+                if t.projection_covered_ms < JUDGE_AFTER_MS {
+                    format!("{} (< 1 h of data)", usd(t.projected_usd_month))
+                } else {
+                    usd(t.projected_usd_month)
+                },
                 match t.budget_usd_month {
                     None => "-".to_string(),
                     Some(b) if t.budget_exceeded => format!("{} EXCEEDED", usd(b)),

@@ -7,23 +7,35 @@
 //!   (this ledger is its [`RequestObserver`]). A key under `topics/<topic>.<id>/` is the
 //!   topic's. A shared object (`diskless/...`) holds several topics: a
 //!   [`KeyAttribution`], when one is installed, splits its requests by weight; without
-//!   one they go to the pseudo-topic [`SHARED`]. LISTs (the scrubber's) and any other
-//!   key go to [`CLUSTER`]. Requests object_store retries inside one call (HTTP-level
-//!   retries) are not seen, so a failing store is under-counted a little;
+//!   one they go to the pseudo-topic [`SHARED`]. A LIST goes to the topic whose prefix
+//!   it lists (the scrubber's per-partition LISTs, a topic deletion's), a wider LIST and
+//!   any other key to [`CLUSTER`]. `MeteredStore` sits under `RetryingStore`, so each
+//!   attempt of a retried call is counted (S3 bills each); requests object_store retries
+//!   inside one attempt (HTTP-level retries) are not seen, so a failing store is
+//!   under-counted a little;
 //! - bytes read back from the store (successful GETs);
-//! - bytes stored: the manifests' live bytes, set by the broker that leads each partition
-//!   ([`Ledger::set_stored_bytes`]); the cluster's figure is the sum over brokers;
+//! - bytes stored: the manifests' live bytes, set by the broker that leads each partition;
+//!   for a topic without local partitions (diskless), what the integrator's
+//!   [`StoredBytesProvider`] returns for the topics this broker is responsible for, else 0
+//!   ([`Ledger::refresh_stored_bytes`]); the cluster's figure is the sum over brokers;
 //! - inter-zone bytes: replication records fetched by a follower from a leader of
 //!   another `rack`, and produce/fetch records of clients whose zone is known
-//!   ([`client_zone`]) and differs from this broker's rack.
+//!   ([`client_zone`]) and differs from this broker's rack (produce: only for topics
+//!   that exist and partitions that accepted the records).
+//!
+//! Entries are only ever made for open topics and the two pseudo-topics, whose names
+//! have parentheses, which no Kafka topic name can contain; a tick drops the rest.
 //!
 //! Each topic keeps fixed buckets ([`window`]): the last hour, the last day, and totals
 //! since the broker started. Counters and windows are in memory and reset on restart. A
-//! topic's projected month is its last day (or less, if seen for less) scaled to 730
-//! hours plus a month of storage at the current size; above the topic's
-//! `cost.budget.usd.month`, `strata_cost_budget_exceeded{topic}` is 1 and a warning is
-//! logged (at most once an hour per topic). Every broker answers for what it counted
-//! (`GetCostLedger`); `strata cost` sums the brokers.
+//! topic's projected month is its last day's buckets (or less, if seen for less) divided
+//! by the span they cover, scaled to 730 hours, plus a month of storage at the current
+//! size. Budgets are judged only once that span is an hour ([`JUDGE_AFTER_MS`]): when
+//! this broker's share alone is above the topic's `cost.budget.usd.month`,
+//! `strata_cost_budget_exceeded{topic}` is 1 and a warning is logged (at most once an
+//! hour per topic, whatever the projection does in between). The topic-level signal is
+//! the projection summed over brokers (the alert, `strata cost`). Every broker answers
+//! for what it counted (`GetCostLedger`); `strata cost` sums the brokers.
 
 mod prices;
 pub mod window;
@@ -37,17 +49,20 @@ use strata_tiering::store::{RequestClass, RequestObserver};
 use crate::sys::Clock;
 pub use prices::{GB, MONTH_MS, PriceTable};
 use window::Windows;
-pub use window::{Costs, Usage};
+pub use window::{Costs, Projection, Usage};
 
 /// Where requests on shared objects go when no [`KeyAttribution`] claims them.
-pub const SHARED: &str = "_shared";
+pub const SHARED: &str = "(shared)";
 /// Where LISTs and keys that belong to no topic go.
-pub const CLUSTER: &str = "_cluster";
+pub const CLUSTER: &str = "(cluster)";
 /// How often the ledger accrues storage and checks budgets (the broker's `cost_ledger`
 /// loop, `crate::broker::cost_ledger::tick_broker`).
 pub const TICK_MS: u64 = 5_000;
 /// At most one budget warning per topic this often.
-const WARN_EVERY_MS: i64 = 3_600_000;
+pub const WARN_EVERY_MS: i64 = 3_600_000;
+/// Budgets are not judged on a projection that covers less than this: a start-up burst
+/// scaled from a few minutes to a month would raise false alarms.
+pub const JUDGE_AFTER_MS: i64 = window::HOUR_MS;
 
 /// Splits a shared object's requests between the topics it holds: `(topic, weight)`
 /// pairs (weights need not sum to 1; they are normalised). `None`: not known, charged to
@@ -55,6 +70,10 @@ const WARN_EVERY_MS: i64 = 3_600_000;
 pub trait KeyAttribution: Send + Sync + 'static {
     fn attribute(&self, key: &str) -> Option<Vec<(String, f64)>>;
 }
+
+/// The stored bytes, per topic, of the topics without local partitions (diskless) whose
+/// data this broker is responsible for; see [`Ledger::set_stored_bytes_provider`].
+pub type StoredBytesProvider = Box<dyn Fn() -> Vec<(String, u64)> + Send + Sync>;
 
 /// A client's zone: the Fetch request's `rack_id` (KIP-392's `client.rack`) if it has
 /// one, else a `strata_az=<zone>` element of the comma-separated `client.id`
@@ -101,8 +120,10 @@ pub struct TopicCost {
     pub last_day: (Usage, Costs),
     pub since_start: (Usage, Costs),
     pub stored_bytes: u64,
-    pub projected_usd_month: f64,
+    pub projection: Projection,
     pub budget_usd_month: Option<f64>,
+    /// This broker's share of the projection is over the budget (judged only once the
+    /// projection covers an hour).
     pub budget_exceeded: bool,
 }
 
@@ -139,7 +160,7 @@ impl CostMetrics {
             requests: counter(
                 registry,
                 "cost_requests_total",
-                "Object-store requests by billing class (put: PUT/COPY/POST/LIST, get: GET/SELECT/HEAD), by topic; shared objects split by attribution.",
+                "Object-store requests by billing class (put: PUT/COPY/POST/LIST, get: GET/SELECT/HEAD), by topic, each retry attempt included; shared objects split by attribution.",
                 &["topic", "class"],
             )?,
             read_bytes: counter(
@@ -168,12 +189,12 @@ impl CostMetrics {
             projected_usd_month: gauge(
                 registry,
                 "cost_projected_usd_month",
-                "A topic's projected cost for a month (730 h) from this broker's counts: the last day's rate plus a month of storage at the current size.",
+                "This broker's share of a topic's projected cost for a month (730 h): the last day's rate (over the span its buckets cover) plus a month of storage at the current size; sum over brokers.",
             )?,
             budget_exceeded: gauge(
                 registry,
                 "cost_budget_exceeded",
-                "1 while a topic's projected month on this broker exceeds its cost.budget.usd.month, else 0.",
+                "1 while this broker's share of a topic's projected month alone exceeds the whole topic's cost.budget.usd.month (judged once the projection covers an hour), else 0. The topic-level signal is the projection summed over brokers.",
             )?,
             budget_usd_month: gauge(
                 registry,
@@ -191,6 +212,8 @@ pub struct Ledger {
     /// This broker's zone (`rack`); empty: client traffic is never inter-zone.
     rack: RwLock<String>,
     attribution: RwLock<Option<Arc<dyn KeyAttribution>>>,
+    /// Set once by the integrator; called on every tick, outside the `topics` lock.
+    stored_bytes_provider: std::sync::OnceLock<StoredBytesProvider>,
     topics: Mutex<HashMap<String, TopicLedger>>,
     metrics: CostMetrics,
     /// When storage was last accrued.
@@ -204,6 +227,7 @@ impl Ledger {
             prices: RwLock::new(PriceTable::default()),
             rack: RwLock::new(String::new()),
             attribution: RwLock::new(None),
+            stored_bytes_provider: std::sync::OnceLock::new(),
             topics: Mutex::new(HashMap::new()),
             metrics: CostMetrics::register(registry)?,
             last_tick_ms: Mutex::new(None),
@@ -225,79 +249,79 @@ impl Ledger {
         *self.attribution.write().unwrap_or_else(|p| p.into_inner()) = Some(attribution);
     }
 
-    /// Adds `usage` to `topic` and its dollar counters.
+    /// Adds `usage` to `topic`, its counters and its dollar counters. The series are
+    /// updated under the same lock as the entry, so a `tick` that drops the topic cannot
+    /// run in between and leave a series behind.
     fn record(&self, topic: &str, usage: Usage) {
         let now = self.clock.now_ms();
         let costs = usage.costs(&self.prices());
-        {
-            let mut topics = self.topics.lock().unwrap_or_else(|p| p.into_inner());
-            topics
-                .entry(topic.to_string())
-                .or_insert_with(|| TopicLedger::new(now))
-                .windows
-                .add(now, &usage);
-        }
+        let mut topics = self.topics.lock().unwrap_or_else(|p| p.into_inner());
+        topics
+            .entry(topic.to_string())
+            .or_insert_with(|| TopicLedger::new(now))
+            .windows
+            .add(now, &usage);
         let m = &self.metrics;
-        for (item, dollars) in [
-            ("put_requests", costs.put_requests),
-            ("get_requests", costs.get_requests),
-            ("storage", costs.storage),
-            ("read_bytes", costs.read_bytes),
-            ("inter_zone", costs.inter_zone),
+        for (class, count) in [
+            (RequestClass::Put, usage.put_requests),
+            (RequestClass::Get, usage.get_requests),
         ] {
+            if count > 0.0 {
+                m.requests
+                    .with_label_values(&[topic, class.as_str()])
+                    .inc_by(count);
+            }
+        }
+        if usage.read_bytes > 0.0 {
+            m.read_bytes
+                .with_label_values(&[topic])
+                .inc_by(usage.read_bytes);
+        }
+        if usage.inter_zone_bytes > 0.0 {
+            m.inter_zone_bytes
+                .with_label_values(&[topic])
+                .inc_by(usage.inter_zone_bytes);
+        }
+        for (item, dollars) in costs.items() {
             if dollars > 0.0 {
                 m.estimated_usd
                     .with_label_values(&[topic, item])
                     .inc_by(dollars);
             }
         }
+        drop(topics);
     }
 
     /// `count` requests of `class` for `topic` (fractional when a shared object's
     /// requests are split).
     pub fn requests(&self, topic: &str, class: RequestClass, count: f64) {
-        if count <= 0.0 {
-            return;
+        if count > 0.0 {
+            self.record(topic, Usage::requests(class, count));
         }
-        self.metrics
-            .requests
-            .with_label_values(&[topic, class.as_str()])
-            .inc_by(count);
-        self.record(topic, Usage::requests(class, count));
     }
 
     pub fn bytes_read(&self, topic: &str, bytes: f64) {
-        if bytes <= 0.0 {
-            return;
+        if bytes > 0.0 {
+            self.record(
+                topic,
+                Usage {
+                    read_bytes: bytes,
+                    ..Usage::default()
+                },
+            );
         }
-        self.metrics
-            .read_bytes
-            .with_label_values(&[topic])
-            .inc_by(bytes);
-        self.record(
-            topic,
-            Usage {
-                read_bytes: bytes,
-                ..Usage::default()
-            },
-        );
     }
 
     pub fn inter_zone(&self, topic: &str, bytes: f64) {
-        if bytes <= 0.0 {
-            return;
+        if bytes > 0.0 {
+            self.record(
+                topic,
+                Usage {
+                    inter_zone_bytes: bytes,
+                    ..Usage::default()
+                },
+            );
         }
-        self.metrics
-            .inter_zone_bytes
-            .with_label_values(&[topic])
-            .inc_by(bytes);
-        self.record(
-            topic,
-            Usage {
-                inter_zone_bytes: bytes,
-                ..Usage::default()
-            },
-        );
     }
 
     /// `bytes` of client records for `topic` sent to or from a client in `zone`: counted
@@ -328,6 +352,29 @@ impl Ledger {
             .set(bytes as f64);
     }
 
+    /// Installs what reports the stored bytes of topics without local partitions
+    /// (diskless) that this broker is responsible for. Set once: `false` if one already
+    /// was. A topic it does not return counts 0 from this broker, so when responsibility
+    /// moves the old broker stops counting what the new one starts to.
+    pub fn set_stored_bytes_provider(&self, provider: StoredBytesProvider) -> bool {
+        self.stored_bytes_provider.set(provider).is_ok()
+    }
+
+    /// Sets every open topic's stored bytes from this broker: `Some(bytes)` for a topic
+    /// with local partitions (the manifests' live bytes of those it leads), `None` for one
+    /// without, whose figure comes from the [`StoredBytesProvider`] (0 if it has none).
+    pub fn refresh_stored_bytes(&self, topics: &[(String, Option<u64>)]) {
+        let provided: HashMap<String, u64> = self
+            .stored_bytes_provider
+            .get()
+            .map(|provider| provider().into_iter().collect())
+            .unwrap_or_default();
+        for (topic, local) in topics {
+            let bytes = local.unwrap_or_else(|| provided.get(topic).copied().unwrap_or(0));
+            self.set_stored_bytes(topic, bytes);
+        }
+    }
+
     /// Who a key's requests are charged to, with weights summing to 1.
     fn charge(&self, key: &str) -> Vec<(String, f64)> {
         if let Some(topic) = strata_tiering::keys::topic_of_key(key) {
@@ -356,8 +403,11 @@ impl Ledger {
 
     /// Accrues storage since the last tick and re-checks budgets. `topics` is every open
     /// topic with its `cost.budget.usd.month`; a topic no longer open is dropped (its
-    /// series too), pseudo-topics stay.
-    pub fn tick(&self, topics: &[(String, Option<f64>)]) {
+    /// series too); the two pseudo-topics [`SHARED`] and [`CLUSTER`] stay. Budgets are
+    /// judged only once the projection covers at least an hour ([`JUDGE_AFTER_MS`]).
+    /// Returns the topics a warning was logged for (at most once per [`WARN_EVERY_MS`]
+    /// per topic, however often the projection crosses the budget).
+    pub fn tick(&self, topics: &[(String, Option<f64>)]) -> Vec<String> {
         let now = self.clock.now_ms();
         let elapsed = {
             let mut last = self.last_tick_ms.lock().unwrap_or_else(|p| p.into_inner());
@@ -368,91 +418,82 @@ impl Ledger {
         let prices = self.prices();
         let budgets: HashMap<&str, Option<f64>> =
             topics.iter().map(|(t, b)| (t.as_str(), *b)).collect();
-        let mut storage_accrued = Vec::new();
         let mut warnings = Vec::new();
-        {
-            let mut ledgers = self.topics.lock().unwrap_or_else(|p| p.into_inner());
-            ledgers.retain(|topic, _| {
-                let keep = budgets.contains_key(topic.as_str()) || topic.starts_with('_');
-                if !keep {
-                    self.remove_series(topic);
-                }
-                keep
-            });
-            for (topic, budget) in topics {
-                ledgers
-                    .entry(topic.clone())
-                    .or_insert_with(|| TopicLedger::new(now))
-                    .budget_usd_month = *budget;
+        let mut ledgers = self.topics.lock().unwrap_or_else(|p| p.into_inner());
+        ledgers.retain(|topic, _| {
+            let keep = budgets.contains_key(topic.as_str()) || topic == SHARED || topic == CLUSTER;
+            if !keep {
+                self.remove_series(topic);
             }
-            for (topic, ledger) in ledgers.iter_mut() {
-                if ledger.stored_bytes > 0 && elapsed > 0 {
-                    let usage = Usage {
-                        stored_byte_ms: ledger.stored_bytes as f64 * elapsed as f64,
-                        ..Usage::default()
-                    };
-                    ledger.windows.add(now, &usage);
-                    storage_accrued.push((topic.clone(), usage.costs(&prices).storage));
+            keep
+        });
+        for (topic, budget) in topics {
+            ledgers
+                .entry(topic.clone())
+                .or_insert_with(|| TopicLedger::new(now))
+                .budget_usd_month = *budget;
+        }
+        let m = &self.metrics;
+        for (topic, ledger) in ledgers.iter_mut() {
+            if ledger.stored_bytes > 0 && elapsed > 0 {
+                let usage = Usage {
+                    stored_byte_ms: ledger.stored_bytes as f64 * elapsed as f64,
+                    ..Usage::default()
+                };
+                ledger.windows.add(now, &usage);
+                let dollars = usage.costs(&prices).storage;
+                if dollars > 0.0 {
+                    m.estimated_usd
+                        .with_label_values(&[topic, "storage"])
+                        .inc_by(dollars);
                 }
-                ledger.projected_usd_month =
-                    ledger
-                        .windows
-                        .projected_month(now, ledger.stored_bytes, &prices);
-                let exceeded = ledger
+            }
+            let projection = ledger
+                .windows
+                .projected_month(now, ledger.stored_bytes, &prices);
+            ledger.projected_usd_month = projection.usd_month;
+            let exceeded = projection.covered_ms >= JUDGE_AFTER_MS
+                && ledger
                     .budget_usd_month
-                    .is_some_and(|budget| ledger.projected_usd_month > budget);
-                if exceeded
-                    && ledger
-                        .last_warned_ms
-                        .is_none_or(|at| now - at >= WARN_EVERY_MS)
-                {
-                    ledger.last_warned_ms = Some(now);
-                    warnings.push((
-                        topic.clone(),
-                        ledger.projected_usd_month,
-                        ledger.budget_usd_month.unwrap_or_default(),
-                    ));
-                }
-                if !exceeded {
-                    ledger.last_warned_ms = None;
-                }
-                ledger.exceeded = exceeded;
-                self.metrics
-                    .projected_usd_month
-                    .with_label_values(&[topic])
-                    .set(ledger.projected_usd_month);
-                self.metrics
-                    .budget_exceeded
-                    .with_label_values(&[topic])
-                    .set(if exceeded { 1.0 } else { 0.0 });
-                match ledger.budget_usd_month {
-                    Some(budget) => self
-                        .metrics
-                        .budget_usd_month
-                        .with_label_values(&[topic])
-                        .set(budget),
-                    None => {
-                        let _ = self.metrics.budget_usd_month.remove_label_values(&[topic]);
-                    }
+                    .is_some_and(|budget| projection.usd_month > budget);
+            // Not reset when the projection dips below the budget: a projection that
+            // flaps around it still warns at most once per WARN_EVERY_MS.
+            if exceeded
+                && ledger
+                    .last_warned_ms
+                    .is_none_or(|at| now - at >= WARN_EVERY_MS)
+            {
+                ledger.last_warned_ms = Some(now);
+                warnings.push((
+                    topic.clone(),
+                    projection.usd_month,
+                    ledger.budget_usd_month.unwrap_or_default(),
+                ));
+            }
+            ledger.exceeded = exceeded;
+            m.projected_usd_month
+                .with_label_values(&[topic])
+                .set(projection.usd_month);
+            m.budget_exceeded
+                .with_label_values(&[topic])
+                .set(if exceeded { 1.0 } else { 0.0 });
+            match ledger.budget_usd_month {
+                Some(budget) => m.budget_usd_month.with_label_values(&[topic]).set(budget),
+                None => {
+                    let _ = m.budget_usd_month.remove_label_values(&[topic]);
                 }
             }
         }
-        for (topic, dollars) in storage_accrued {
-            if dollars > 0.0 {
-                self.metrics
-                    .estimated_usd
-                    .with_label_values(&[&topic, "storage"])
-                    .inc_by(dollars);
-            }
-        }
-        for (topic, projected, budget) in warnings {
+        drop(ledgers);
+        for (topic, projected, budget) in &warnings {
             tracing::warn!(
                 topic,
                 projected_usd_month = projected,
                 budget_usd_month = budget,
-                "the topic's projected monthly cost on this broker exceeds its cost.budget.usd.month"
+                "this broker's share of the topic's projected monthly cost exceeds its cost.budget.usd.month"
             );
         }
+        warnings.into_iter().map(|(topic, _, _)| topic).collect()
     }
 
     fn remove_series(&self, topic: &str) {
@@ -497,7 +538,7 @@ impl Ledger {
                     last_day: priced(l.windows.last_day(now)),
                     since_start: priced(l.windows.since_start),
                     stored_bytes: l.stored_bytes,
-                    projected_usd_month: l.windows.projected_month(now, l.stored_bytes, &prices),
+                    projection: l.windows.projected_month(now, l.stored_bytes, &prices),
                     budget_usd_month: l.budget_usd_month,
                     budget_exceeded: l.exceeded,
                 }

@@ -1,5 +1,5 @@
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use prometheus::Registry;
 use strata_tiering::store::{RequestClass, RequestObserver};
@@ -89,8 +89,9 @@ fn keys_are_charged_to_their_topic_shared_objects_and_lists_to_pseudo_topics() {
         ),
         Some(2.0)
     );
-    // DELETE is not a class: nothing else was counted for orders.
-    assert_eq!(usage(&ledger, "nothing"), Usage::default());
+    // Nothing but the key's topic and the two pseudo-topics has an entry.
+    let names: Vec<String> = ledger.snapshot().into_iter().map(|t| t.topic).collect();
+    assert_eq!(names, ["(cluster)", "(shared)", "orders"]);
 }
 
 struct ByRunBytes;
@@ -229,16 +230,19 @@ fn storage_accrues_per_tick_and_budgets_raise_the_metric_once_warned() {
     );
     let projected = sample(&registry, "cost_projected_usd_month", &[("topic", "t")]).expect("ok");
     assert!((projected - 1.0).abs() < 1e-9, "{projected}");
-    // 10 PUTs at $1 within the last day (the span is a day now): $10 × 730/24 ≈ $304.
+    // 10 PUTs at $1 within the last day, divided by the span the day's buckets cover
+    // (23 h and the current partial hour), scaled to a month.
     ledger.requests("t", RequestClass::Put, 10.0);
     ledger.tick(&topics);
+    let now = clock.now_ms();
+    let covered = (23 * window::HOUR_MS + now.rem_euclid(window::HOUR_MS)) as f64;
     assert_eq!(
         sample(&registry, "cost_budget_exceeded", &[("topic", "t")]),
         Some(1.0)
     );
     let projected = sample(&registry, "cost_projected_usd_month", &[("topic", "t")]).expect("ok");
     assert!(
-        (projected - (1.0 + 10.0 * 730.0 / 24.0)).abs() < 1e-6,
+        (projected - (1.0 + 10.0 * MONTH_MS / covered)).abs() < 1e-6,
         "{projected}"
     );
     assert_eq!(
@@ -263,4 +267,131 @@ fn storage_accrues_per_tick_and_budgets_raise_the_metric_once_warned() {
         None
     );
     assert!(ledger.snapshot().iter().all(|t| t.topic != "free"));
+}
+
+fn topics(names: &[&str], budget: Option<f64>) -> Vec<(String, Option<f64>)> {
+    names.iter().map(|n| (n.to_string(), budget)).collect()
+}
+
+#[test]
+fn only_the_two_pseudo_topics_outlive_a_tick_not_underscore_topics() {
+    let (_clock, registry, ledger) = ledger();
+    ledger.set_stored_bytes("_tmp-x", 1 << 30);
+    ledger.requests("_tmp-x", RequestClass::Put, 1.0);
+    ledger.requests(SHARED, RequestClass::Put, 1.0);
+    ledger.requests(CLUSTER, RequestClass::Put, 1.0);
+    ledger.tick(&topics(&["_tmp-x"], Some(1.0)));
+    assert!(ledger.snapshot().iter().any(|t| t.topic == "_tmp-x"));
+    // `_tmp-x` deleted: its entry and series go; the pseudo-topics stay.
+    ledger.tick(&[]);
+    let names: Vec<String> = ledger.snapshot().into_iter().map(|t| t.topic).collect();
+    assert_eq!(names, [CLUSTER, SHARED]);
+    for name in [
+        "cost_stored_bytes",
+        "cost_requests_total",
+        "cost_projected_usd_month",
+    ] {
+        assert_eq!(
+            sample(&registry, name, &[("topic", "_tmp-x")]),
+            None,
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn budgets_are_judged_only_on_an_hour_of_data() {
+    let (clock, registry, ledger) = ledger();
+    ledger.configure(
+        PriceTable {
+            put_per_1000: 1000.0,
+            ..PriceTable::ZERO
+        },
+        "",
+    );
+    let budgeted = topics(&["t"], Some(1.0));
+    ledger.tick(&budgeted);
+    // A start-up burst: projected hugely, flagged short, not judged.
+    ledger.requests("t", RequestClass::Put, 10.0);
+    clock.0.fetch_add(60_000, Ordering::Relaxed);
+    assert!(ledger.tick(&budgeted).is_empty());
+    let t = &ledger.snapshot()[0];
+    assert!(t.projection.usd_month > 1.0, "{t:?}");
+    assert_eq!(t.projection.covered_ms, 60_000);
+    assert!(!t.budget_exceeded);
+    assert_eq!(
+        sample(&registry, "cost_budget_exceeded", &[("topic", "t")]),
+        Some(0.0)
+    );
+    // An hour in, the same counts are judged.
+    clock
+        .0
+        .fetch_add(JUDGE_AFTER_MS - 60_000, Ordering::Relaxed);
+    assert_eq!(ledger.tick(&budgeted), ["t"]);
+    assert_eq!(
+        sample(&registry, "cost_budget_exceeded", &[("topic", "t")]),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn a_flapping_projection_warns_at_most_once_an_hour() {
+    let (clock, _registry, ledger) = ledger();
+    ledger.configure(
+        PriceTable {
+            put_per_1000: 1000.0,
+            ..PriceTable::ZERO
+        },
+        "",
+    );
+    ledger.tick(&topics(&["t"], Some(1.0)));
+    ledger.requests("t", RequestClass::Put, 10.0);
+    clock.0.fetch_add(JUDGE_AFTER_MS, Ordering::Relaxed);
+    let mut warned = 0;
+    // Every 10 s for 50 minutes, the budget flips above and below the projection.
+    for step in 0..300 {
+        let budget = if step % 2 == 0 { 1.0 } else { 1e12 };
+        warned += ledger.tick(&topics(&["t"], Some(budget))).len();
+        clock.0.fetch_add(10_000, Ordering::Relaxed);
+    }
+    assert_eq!(warned, 1);
+    // An hour after the first warning, the next one.
+    clock
+        .0
+        .fetch_add(WARN_EVERY_MS - 300 * 10_000, Ordering::Relaxed);
+    assert_eq!(ledger.tick(&topics(&["t"], Some(1.0))), ["t"]);
+}
+
+#[test]
+fn stored_bytes_of_topics_without_local_partitions_come_from_the_provider() {
+    let (_clock, _registry, ledger) = ledger();
+    let responsible = Arc::new(Mutex::new(vec![("diskless-a".to_string(), 500u64)]));
+    let reported = responsible.clone();
+    assert!(
+        ledger.set_stored_bytes_provider(Box::new(move || {
+            reported.lock().expect("lock").clone()
+        }))
+    );
+    assert!(!ledger.set_stored_bytes_provider(Box::new(Vec::new)));
+    let stored = |topic: &str| {
+        ledger
+            .snapshot()
+            .into_iter()
+            .find(|t| t.topic == topic)
+            .map(|t| t.stored_bytes)
+    };
+    let open = [
+        ("replicated".to_string(), Some(7)),
+        ("diskless-a".to_string(), None),
+        ("diskless-b".to_string(), None),
+    ];
+    ledger.refresh_stored_bytes(&open);
+    assert_eq!(stored("replicated"), Some(7));
+    assert_eq!(stored("diskless-a"), Some(500));
+    assert_eq!(stored("diskless-b"), Some(0));
+    // Responsibility for diskless-a moves to another broker: this one stops counting it.
+    *responsible.lock().expect("lock") = vec![("diskless-b".to_string(), 9)];
+    ledger.refresh_stored_bytes(&open);
+    assert_eq!(stored("diskless-a"), Some(0));
+    assert_eq!(stored("diskless-b"), Some(9));
 }

@@ -28,6 +28,17 @@ pub struct Costs {
 }
 
 impl Costs {
+    /// Each item with the name it has in `strata_cost_estimated_usd_total{item}`.
+    pub fn items(&self) -> [(&'static str, f64); 5] {
+        [
+            ("put_requests", self.put_requests),
+            ("get_requests", self.get_requests),
+            ("storage", self.storage),
+            ("read_bytes", self.read_bytes),
+            ("inter_zone", self.inter_zone),
+        ]
+    }
+
     pub fn total(&self) -> f64 {
         self.put_requests + self.get_requests + self.storage + self.read_bytes + self.inter_zone
     }
@@ -141,17 +152,37 @@ impl Windows {
         self.hours.sum(now_ms)
     }
 
-    /// The month's cost if things go on as they did: what the last day (or the time since
-    /// the topic was first seen, if shorter, but at least a minute) cost in requests,
-    /// reads and inter-zone bytes, scaled to 730 hours, plus a month of storage at
-    /// `stored_bytes`.
-    pub fn projected_month(&self, now_ms: i64, stored_bytes: u64, prices: &PriceTable) -> f64 {
-        let span_ms = (now_ms - self.first_seen_ms).clamp(60_000, DAY_MS) as f64;
+    /// The month's cost if things go on as they did: what the last day cost in requests,
+    /// reads and inter-zone bytes, divided by the span those buckets actually cover (23
+    /// whole hours and the current partial one, or less since the topic was first seen)
+    /// and scaled to 730 hours, plus a month of storage at `stored_bytes`. A short span
+    /// scales a burst a long way: see [`Projection::covered_ms`].
+    pub fn projected_month(
+        &self,
+        now_ms: i64,
+        stored_bytes: u64,
+        prices: &PriceTable,
+    ) -> Projection {
+        let day_buckets_span = 23 * HOUR_MS + now_ms.rem_euclid(HOUR_MS);
+        let covered_ms = (now_ms - self.first_seen_ms).clamp(0, day_buckets_span);
         let day = self.last_day(now_ms).costs(prices);
         let flow = day.put_requests + day.get_requests + day.read_bytes + day.inter_zone;
-        flow * super::prices::MONTH_MS / span_ms
-            + prices.storage(stored_bytes as f64, super::prices::MONTH_MS)
+        let usd_month = flow * super::prices::MONTH_MS / covered_ms.max(1) as f64
+            + prices.storage(stored_bytes as f64, super::prices::MONTH_MS);
+        Projection {
+            usd_month,
+            covered_ms,
+        }
     }
+}
+
+/// A projected month and the span of counts it was scaled from.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Projection {
+    pub usd_month: f64,
+    /// How much time the counts cover; under an hour the projection is shown but budgets
+    /// are not judged on it.
+    pub covered_ms: i64,
 }
 
 #[cfg(test)]
@@ -185,20 +216,31 @@ mod tests {
         assert_eq!(w.last_hour(start + 90 * 60_000).put_requests, 5.0);
     }
 
-    #[test]
-    fn memory_does_not_grow_with_time() {
-        let mut w = Windows::new(0);
-        let size = std::mem::size_of_val(&w);
-        for minute in 0..100_000i64 {
-            w.add(minute * 60_000, &puts(1.0));
-        }
-        assert_eq!(std::mem::size_of_val(&w), size);
-        assert!(size < 5 * 1024, "{size} bytes per topic");
-        assert_eq!(w.last_hour(99_999 * 60_000).put_requests, 60.0);
+    fn occupied<const N: usize>(ring: &Ring<N>) -> usize {
+        ring.slots
+            .iter()
+            .filter(|(slot, _)| *slot != i64::MIN)
+            .count()
     }
 
     #[test]
-    fn projection_scales_the_observed_span_to_a_month_and_adds_storage() {
+    fn buckets_are_reused_so_entries_stay_bounded() {
+        let mut w = Windows::new(0);
+        for minute in 0..100_000i64 {
+            w.add(minute * 60_000, &puts(1.0));
+        }
+        // 100,000 minutes of adds still occupy at most 60 + 24 buckets, and each holds
+        // only its own slot: the sums are a full hour and a full day, not more.
+        assert_eq!(occupied(&w.minutes), 60);
+        assert_eq!(occupied(&w.hours), 24);
+        let now = 99_999 * 60_000;
+        assert_eq!(w.last_hour(now).put_requests, 60.0);
+        assert_eq!(w.last_day(now).put_requests, 23.0 * 60.0 + 40.0);
+        assert_eq!(w.since_start.put_requests, 100_000.0);
+    }
+
+    #[test]
+    fn projection_divides_by_the_span_the_buckets_cover() {
         let prices = PriceTable {
             put_per_1000: 1000.0, // $1 a PUT
             ..PriceTable::ZERO
@@ -208,20 +250,26 @@ mod tests {
         w.add(start, &puts(1.0));
         // One PUT in the first hour: 730 a month.
         let p = w.projected_month(start + HOUR_MS, 0, &prices);
-        assert!((p - 730.0).abs() < 1e-6, "{p}");
-        // Less than a minute in: the span counts as a minute.
+        assert!((p.usd_month - 730.0).abs() < 1e-6, "{p:?}");
+        assert_eq!(p.covered_ms, HOUR_MS);
+        // One second in: scaled from that second (no 1-minute floor), and flagged short.
         let p = w.projected_month(start + 1000, 0, &prices);
-        assert!((p - 730.0 * 60.0).abs() < 1e-6, "{p}");
-        // After two days the span is the last day, which holds nothing any more.
-        let p = w.projected_month(start + 2 * DAY_MS, 0, &prices);
-        assert_eq!(p, 0.0);
+        assert!((p.usd_month - 730.0 * 3600.0).abs() < 1e-3, "{p:?}");
+        assert_eq!(p.covered_ms, 1000);
+        // Half-way through an hour, a day and more after the start: the day buckets
+        // cover 23.5 h, and that is the divisor (not 24 h).
+        let now = start + 2 * DAY_MS + HOUR_MS / 2;
+        w.add(now, &puts(47.0));
+        let p = w.projected_month(now, 0, &prices);
+        assert_eq!(p.covered_ms, 23 * HOUR_MS + HOUR_MS / 2);
+        assert!((p.usd_month - 47.0 * 730.0 / 23.5).abs() < 1e-6, "{p:?}");
         // Storage: a month at today's size.
         let prices = PriceTable {
             storage_per_gb_month: 0.5,
             ..PriceTable::ZERO
         };
         let p = w.projected_month(start + HOUR_MS, 4 << 30, &prices);
-        assert!((p - 2.0).abs() < 1e-9, "{p}");
+        assert!((p.usd_month - 2.0).abs() < 1e-9, "{p:?}");
     }
 
     #[test]

@@ -63,9 +63,10 @@ pub async fn handle(
         RequestKind::Metadata(r) => cluster::metadata(broker, r, version, &authz).await,
         RequestKind::DescribeCluster(r) => cluster::describe_cluster(broker, r, caller),
         RequestKind::Produce(r) => {
-            crate::broker::cost_ledger::count_client_produce(broker, &client_id, &r);
-            let response = produce::produce(broker, r, version).await?;
-            return Some(denied.merge(&authz, response, version));
+            let counted = crate::broker::cost_ledger::client_produce(broker, &client_id, &r);
+            let response = produce::produce(broker, r, version).await;
+            crate::broker::cost_ledger::count_client_produce(broker, counted, response.as_ref());
+            return Some(denied.merge(&authz, response?, version));
         }
         RequestKind::DescribeAcls(r) => acls::describe_acls(broker, &authz, r),
         RequestKind::CreateAcls(r) => acls::create_acls(broker, &authz, r).await,
