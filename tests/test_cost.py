@@ -4,8 +4,9 @@ recording proxy in front of moto, and a three-broker cluster with two racks.
 - The per-topic request counts by billing class that `strata cost --json` and
   `strata_cost_requests_total` report equal the requests the proxy saw on that topic's
   keys (multipart uploads, single PUTs and remote-read GETs), and the dollars equal those
-  counts times the prices of a custom `cost_price_table`; a budget below the projection
-  raises `strata_cost_budget_exceeded`, one above it does not.
+  counts times the prices of a custom `cost_price_table`; bytes read equal the bodies of
+  the GETs the proxy answered; a projection on minutes of data is shown, marked
+  `(< 1 h of data)`, and not judged against the budget (judging is unit-tested).
 - Replication from a leader of another rack is counted as inter-zone bytes (exactly the
   partition's log bytes); from a leader of the same rack, nothing.
 - Client records cross zones when the client's zone is known (Fetch `client.rack`, or
@@ -107,8 +108,15 @@ def test_request_counts_and_dollars_equal_what_the_store_saw(bucket, broker):
             usd = b.metric("strata_cost_estimated_usd_total", topic=topic, item="put_requests")
             assert abs(usd - p) < 1e-9, usd
         assert report["brokers"][0]["prices"]["put_per_1000"] == 1000.0
-        # Bytes read back: what the GETs returned; stored bytes: the manifest's.
-        assert topics["ledger"]["since_start"]["read_bytes"] > 0
+        # Bytes read back: exactly the bodies of the GETs the proxy answered; stored bytes:
+        # the manifest's.
+        with proxy.lock:
+            got = sum(n for key, n in proxy.get_bytes if "topics/ledger." in key)
+        assert got > 0
+        wait_until("the ledger to count the bytes the proxy returned",
+                   lambda: b.metric("strata_cost_read_bytes_total", topic="ledger") == got, timeout=30)
+        ledger_now = {t["topic"]: t for t in cli_json(b.admin, "cost")["topics"]}["ledger"]
+        assert ledger_now["since_start"]["read_bytes"] == got, (ledger_now["since_start"], got)
         def stored_matches() -> bool:
             manifest = b.metric("strata_remote_bytes", topic="ledger", partition="0") or 0
             return manifest > 0 and b.metric("strata_cost_stored_bytes", topic="ledger") == manifest
@@ -116,18 +124,20 @@ def test_request_counts_and_dollars_equal_what_the_store_saw(bucket, broker):
         wait_until("the stored bytes to reach the ledger", stored_matches, timeout=30)
 
         # Budgets: $1 a month is far below a projection of hundreds of PUTs at $1 each
-        # scaled to a month; $10^9 is not.
-        wait_until("the budget check", lambda: b.metric("strata_cost_budget_exceeded", topic="ledger") == 1,
+        # scaled to a month, but the projection covers minutes, not the hour budgets are
+        # judged on (the unit tests judge them with a test clock): shown, marked, not judged.
+        wait_until("the projection", lambda: (b.metric("strata_cost_projected_usd_month", topic="ledger") or 0) > 1,
                    timeout=30)
-        assert b.metric("strata_cost_projected_usd_month", topic="ledger") > 1
+        assert b.metric("strata_cost_budget_exceeded", topic="ledger") == 0
         assert b.metric("strata_cost_budget_exceeded", topic="big") == 0
-        assert "exceeds its cost.budget.usd.month" in b.log_text()
+        assert "exceeds its cost.budget.usd.month" not in b.log_text()
+        ledger_now = {t["topic"]: t for t in cli_json(b.admin, "cost")["topics"]}["ledger"]
+        assert 0 < ledger_now["projection_covered_ms"] < 3_600_000, ledger_now
         table = subprocess.run([str(strata_binary()), "cost", "--admin", b.admin], capture_output=True, text=True,
                                timeout=60).stdout.splitlines()
         assert table[0].split()[:4] == ["TOPIC", "LAST_HOUR", "LAST_DAY", "MONTH(PROJECTED)"], table
         row = next(line for line in table if line.startswith("ledger "))
-        assert "EXCEEDED" in row, table
-        assert "EXCEEDED" not in next(line for line in table if line.startswith("big ")), table
+        assert "(< 1 h of data)" in row and "EXCEEDED" not in row, table
 
         # A negative budget is refused, naming the config.
         try:
