@@ -219,3 +219,35 @@ def test_client_bytes_count_when_the_clients_zone_is_known_and_another(broker):
     assert crossed("near") is None
     assert len(confluent_consume(b.bootstrap, "near", 1, **{"client.rack": "az-b"})) == 20
     assert crossed("near") >= size("near"), (crossed("near"), size("near"))
+
+
+def test_a_failed_multipart_upload_counts_what_was_sent_and_its_retry(bucket, broker):
+    """The first UploadPart is refused (403): the broker aborts that upload and uploads the
+    segment again on a later pass. The ledger counts each attempt as the store saw it: the
+    failed upload's create and the part it sent, then the whole retried upload."""
+    proxy = RecordingProxy(bucket.moto.port, bucket.name, fail_upload_parts=1)
+    try:
+        env = s3_env(proxy.endpoint, bucket.name, remote_upload_interval_ms=200, log_housekeeping_interval_ms=200,
+                     remote_upload_part_bytes=5 * MiB)
+        env["STRATA_COST_PRICE_TABLE"] = PRICES
+        b = broker(env=env)
+        create_topic(b.bootstrap, "retried", 1, {"remote.storage.enable": "true", "retention.ms": "-1",
+                                                 "retention.bytes": "-1", "segment.bytes": str(6 * MiB)})
+        confluent_produce(b.bootstrap, "retried",
+                          [Rec(partition=0, key=None, value=bytes(950_000)) for _ in range(7)], "none")
+        wait_until("the sealed segment to be uploaded despite the refused part",
+                   lambda: (b.metric("strata_remote_log_end_offset", topic="retried", partition="0") or 0) >= 6,
+                   timeout=120)
+        with proxy.lock:
+            ops = [op for _, op, key in proxy.requests if "topics/retried." in key]
+        assert ops.count("CreateMultipartUpload") == 2, ops
+        assert ops.count("CompleteMultipartUpload") == 1, ops
+        assert ops.count("UploadPart") >= 3, ops
+        wait_until("the ledger to count what the proxy saw, the failed attempt included",
+                   lambda: ledger_counts(b, "retried") == proxy_counts(proxy, "retried"), timeout=30)
+        puts, _ = proxy_counts(proxy, "retried")
+        assert puts == sum(op in PUT_CLASS for op in ops), (puts, ops)
+        report = {t["topic"]: t for t in cli_json(b.admin, "cost")["topics"]}
+        assert report["retried"]["since_start"]["put_requests"] == puts
+    finally:
+        proxy.stop()

@@ -3,16 +3,17 @@
 //!
 //! Counted, per topic:
 //! - object-store requests by billing class ([`RequestClass`]: PUT/COPY/POST/LIST, and
-//!   GET/SELECT/HEAD; DELETE is free), as the tiering crate's `MeteredStore` sees them
-//!   (this ledger is its [`RequestObserver`]). A key under `topics/<topic>.<id>/` is the
+//!   GET/SELECT/HEAD; DELETE is free), as the tiering crate's `ObjectStoreBackend` sends
+//!   them (this ledger is its [`RequestObserver`]). A key under `topics/<topic>.<id>/` is the
 //!   topic's. A shared object (`diskless/...`) holds several topics: a
 //!   [`KeyAttribution`], when one is installed, splits its requests by weight; without
 //!   one they go to the pseudo-topic [`SHARED`]. A LIST goes to the topic whose prefix
 //!   it lists (the scrubber's per-partition LISTs, a topic deletion's), a wider LIST and
-//!   any other key to [`CLUSTER`]. `MeteredStore` sits under `RetryingStore`, so each
-//!   attempt of a retried call is counted (S3 bills each); requests object_store retries
-//!   inside one attempt (HTTP-level retries) are not seen, so a failing store is
-//!   under-counted a little;
+//!   any other key to [`CLUSTER`]. The backend is under `RetryingStore` and every other
+//!   decorator, so each attempt of a retried call is counted (S3 bills each), and a
+//!   multipart upload that fails counts the create and the parts it sent; requests
+//!   object_store retries inside one call (HTTP-level retries) are not seen, so a
+//!   failing store is under-counted a little;
 //! - bytes read back from the store (successful GETs);
 //! - bytes stored: the manifests' live bytes, set by the broker that leads each partition;
 //!   for a topic without local partitions (diskless), what the integrator's

@@ -136,13 +136,13 @@ impl Tiering {
         let store_metrics =
             StoreMetrics::register(registry).context("register object store metrics")?;
         let seed = std::process::id() as u64;
-        // Metered under the retries: every attempt is billed, so every attempt is counted.
+        // Metered under the retries and observed at the backend: every attempt is billed,
+        // so every attempt (and every part sent) is counted.
         let store: Arc<dyn RemoteStore> = Arc::new(retrying_and_metered(
-            backend,
+            backend.observed_by(metrics.cost.clone()),
             RetryPolicy::default(),
             seed,
             store_metrics,
-            Some(metrics.cost.clone()),
         ));
         let cache_settings = CacheSettings {
             memory_bytes: config.remote_cache_memory_bytes as usize,
