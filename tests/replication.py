@@ -30,7 +30,9 @@ LAG_TIME_MS = 4000
 
 
 class Cluster:
-    def __init__(self, broker_factory, etcd, *, size: int = 3, env: dict[str, str] | None = None):
+    def __init__(self, broker_factory, etcd, *, size: int = 3, env: dict[str, str] | None = None,
+                 racks: dict[int, str] | None = None):
+        """Brokers 1..size on `etcd`; broker N in rack `rN` unless `racks` says otherwise."""
         self.etcd = etcd
         self.prefix = f"cluster-{uuid.uuid4().hex[:10]}"
         self.metadata = etcd.url(self.prefix)
@@ -45,7 +47,7 @@ class Cluster:
         }
         self.brokers: dict[int, StrataBroker] = {}
         for node in range(1, size + 1):
-            args = ["--node-id", str(node), "--rack", f"r{node}"]
+            args = ["--node-id", str(node), "--rack", (racks or {}).get(node, f"r{node}")]
             self.brokers[node] = broker_factory(metadata=self.metadata, env=base, args=args, name=f"node{node}")
         everyone = set(self.brokers)
         wait_until("every broker lists every broker",

@@ -786,7 +786,8 @@ def s3_operation(method: str, target: str, bucket: str, headers) -> str | None:
 
 class RecordingProxy:
     """An HTTP proxy in front of moto that records every request for one bucket: its S3
-    operation in `operations`, and (method, operation, key) in `requests`. It can answer
+    operation in `operations`, (method, operation, key) in `requests`, and the body size of
+    each successful GetObject in `get_bytes`. It can answer
     the first `fail_upload_parts` UploadPart requests with 403 AccessDenied (a permanent
     error: the broker must abort that multipart upload)."""
 
@@ -796,6 +797,8 @@ class RecordingProxy:
         self.fail_upload_parts = fail_upload_parts
         self.operations: list[str] = []
         self.requests: list[tuple[str, str, str]] = []
+        # (key, body bytes) of every successful GetObject answered to the broker.
+        self.get_bytes: list[tuple[str, int]] = []
         self.lock = threading.Lock()
         proxy = self
 
@@ -857,6 +860,9 @@ class RecordingProxy:
                     self.send_header("Content-Length", response.getheader("Content-Length", "0"))
                     self.end_headers()
                 else:
+                    if op == "GetObject" and 200 <= response.status < 300:
+                        with proxy.lock:
+                            proxy.get_bytes.append((s3_key(self.path, proxy.bucket) or "", len(data)))
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
                     self.wfile.write(data)

@@ -702,6 +702,16 @@ impl Admin for Service {
         }))
     }
 
+    async fn get_cost_ledger(
+        &self,
+        request: Request<strata_proto::admin::GetCostLedgerRequest>,
+    ) -> Result<Response<strata_proto::admin::GetCostLedgerResponse>, Status> {
+        self.check(&request, Access::Read)?;
+        Ok(Response::new(crate::broker::cost_ledger::ledger_answer(
+            &self.broker,
+        )))
+    }
+
     async fn alter_broker_configs(
         &self,
         request: Request<AlterBrokerConfigsRequest>,

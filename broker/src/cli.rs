@@ -2,10 +2,12 @@
 //! (`proto/strata/admin.proto`) that print human tables, or JSON with `--json`.
 //! docs/cli.md is their contract.
 
+mod cost;
 mod etcd;
 mod placement;
 mod rebalance;
 mod transactions;
+pub use cost::cost;
 pub use etcd::{EtcdCommand, etcd};
 pub use placement::{ReassignCommand, elect_leaders, reassign};
 pub use rebalance::{RebalanceArgs, rebalance};

@@ -79,6 +79,10 @@ pub struct Config {
     /// Diskless topics: bytes of the shared objects this broker wrote kept in memory, so
     /// consumers tailing a partition read them without a GET. Default 128 MiB.
     pub diskless_write_cache_bytes: i64,
+    /// The cost ledger's prices (docs/cost.md): a path to a TOML file, or the TOML inline.
+    /// Default: empty, AWS list prices (S3 Standard us-east-1, inter-AZ transfer);
+    /// `zero = true` for MinIO. Costs nothing to run: it only prices what is counted.
+    pub cost_price_table: String,
     /// Manifest entries kept in the metadata store per partition before older ones spill
     /// into immutable objects in the bucket. Default 100 (about 7 KiB in etcd per
     /// partition). Each spill costs one PUT.
@@ -528,6 +532,7 @@ impl Default for Config {
             diskless_append_bytes: 8 << 20,
             diskless_max_pending_runs: 2000,
             diskless_write_cache_bytes: 128 << 20,
+            cost_price_table: String::new(),
             remote_manifest_tail_entries: 100,
             remote_manifest_fanout: 16,
             remote_chunk_bytes: 4 << 20,
@@ -756,6 +761,12 @@ impl Config {
 
     /// Checks every setting; the error names the first bad one. The checks run in a fixed
     /// order, so a configuration with several bad settings always reports the same one.
+    /// `cost_price_table`, read and checked.
+    pub fn cost_prices(&self) -> Result<crate::cost::PriceTable, ConfigError> {
+        crate::cost::PriceTable::from_setting(&self.cost_price_table)
+            .map_err(|message| invalid("cost_price_table", &message))
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.check_addresses()?;
         self.check_node_and_topic_defaults()?;
@@ -766,6 +777,7 @@ impl Config {
             return Err(invalid("log_housekeeping_interval_ms", "must be >= 10"));
         }
         self.check_tiering()?;
+        self.cost_prices()?;
         if !(1..=100).contains(&self.disk_high_watermark_percent) {
             return Err(invalid(
                 "disk_high_watermark_percent",

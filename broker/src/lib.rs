@@ -14,6 +14,7 @@ pub mod admin;
 pub mod broker;
 pub mod cluster;
 pub mod config;
+pub mod cost;
 pub mod diskless;
 pub mod group;
 pub mod handlers;

@@ -69,6 +69,12 @@ enum Command {
         #[command(flatten)]
         target: cli::Target,
     },
+    /// Estimated cost per topic (last hour, last day, projected month), summed over every
+    /// live broker's cost ledger.
+    Cost {
+        #[command(flatten)]
+        target: cli::Target,
+    },
     /// List or describe transactions, or abort a hanging one.
     Transactions {
         #[command(flatten)]
@@ -221,6 +227,7 @@ fn main() -> ExitCode {
         Command::Partitions { target, topic } => cli::run(&target, cli::partitions(&target, topic)),
         Command::Tiering { target, topic } => cli::run(&target, cli::tiering(&target, topic)),
         Command::Cache { target } => cli::run(&target, cli::cache(&target)),
+        Command::Cost { target } => cli::run(&target, cli::cost(&target)),
         Command::Transactions { target, command } => {
             cli::run(&target, cli::transactions(&target, command))
         }
@@ -323,6 +330,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         rejoined: false.into(),
     });
     let http = start_http(&config, health.clone(), &cancel).await?;
+    metrics.cost.configure(config.cost_prices()?, &config.rack);
     let broker = open_broker(config, metrics, &cancel).await?;
     let clustered = is_clustered(&broker.config)?;
     // Replication between brokers: only with a shared metadata store. Bound before this
@@ -444,7 +452,7 @@ async fn open_broker(
         &config,
         &cluster_id,
         stores.manifests.clone(),
-        &metrics.tiering_registry,
+        &metrics,
     )
     .await?;
     let diskless = strata_broker::diskless::store::open(&config, stores.etcd.as_ref())?;
@@ -633,6 +641,7 @@ struct PeriodicLoops {
     read_pacer: JoinHandle<()>,
     diskless_merger: JoinHandle<()>,
     diskless_scrubber: JoinHandle<()>,
+    cost_ledger: JoinHandle<()>,
 }
 
 fn start_periodic_loops(supervisor: &Arc<Supervisor>, broker: &Arc<Broker>) -> PeriodicLoops {
@@ -703,7 +712,19 @@ fn start_periodic_loops(supervisor: &Arc<Supervisor>, broker: &Arc<Broker>) -> P
         let broker = broker.clone();
         move || strata_broker::diskless::scrub::run_scrubber(broker.clone())
     });
+    // Storage accrual and budget checks of the cost ledger (crate::cost).
+    let cost_ledger = supervisor.spawn("cost_ledger", {
+        let broker = broker.clone();
+        move || {
+            every(
+                Duration::from_millis(strata_broker::cost::TICK_MS),
+                broker.clone(),
+                |broker| async move { strata_broker::broker::cost_ledger::tick_broker(&broker) },
+            )
+        }
+    });
     PeriodicLoops {
+        cost_ledger,
         housekeeping,
         coordinator,
         transactions,
@@ -753,6 +774,7 @@ async fn shut_down(broker: &Broker, health: &Health, cancel: &CancellationToken,
     let _ = periodic_loops.coordinator.await;
     let _ = periodic_loops.transactions.await;
     let _ = periodic_loops.read_pacer.await;
+    let _ = periodic_loops.cost_ledger.await;
     let _ = cluster_loops.membership.await;
     for handle in [cluster_loops.watch, cluster_loops.probes]
         .into_iter()

@@ -129,6 +129,8 @@ pub struct Metrics {
     /// Sealed-segment files held by the bounded cache (`log_max_open_segment_files`).
     pub open_segment_files: IntGauge,
     pub produce_refused_disk: IntCounterVec,
+    /// The cost ledger (`crate::cost`): per-topic requests, bytes and dollars.
+    pub cost: std::sync::Arc<crate::cost::Ledger>,
     /// Tiering's own metrics (object store, segment cache). Its names carry the `strata_`
     /// prefix themselves, since the tiering crate does not know this registry's namespace.
     pub tiering_registry: Registry,
@@ -209,6 +211,10 @@ impl Metrics {
             open_files: r.gauge(&OPEN_FILES)?,
             open_segment_files: r.gauge(&OPEN_SEGMENT_FILES)?,
             produce_refused_disk: r.counter(&PRODUCE_REFUSED_DISK)?,
+            cost: std::sync::Arc::new(crate::cost::Ledger::new(
+                &registry,
+                std::sync::Arc::new(crate::sys::SystemClock),
+            )?),
             cleaner_runs: r.counter(&CLEANER_RUNS)?,
             cleaner_bytes_removed: r.counter(&CLEANER_BYTES_REMOVED)?,
             cleaner_errors: r.counter(&CLEANER_ERRORS)?,

@@ -32,6 +32,8 @@ enum Kind {
     Bool,
     /// A number in [0, 1].
     Ratio,
+    /// Empty (none), or a finite number of US dollars ≥ 0.
+    Dollars,
     OneOf(&'static [&'static str]),
     /// A comma-separated list of some of these values (empty too, as Kafka's `ValidList`).
     List(&'static [&'static str]),
@@ -311,6 +313,13 @@ pub const DEFS: &[ConfigDef] = &[
         },
         doc: "Only false is accepted: turning remote.storage.enable off keeps what was uploaded readable.",
     },
+    ConfigDef {
+        name: "cost.budget.usd.month",
+        broker_setting: "(fixed)",
+        default: |_| String::new(),
+        kind: Kind::Dollars,
+        doc: "Strata: a monthly budget in US dollars; when the topic's projected month (docs/cost.md) exceeds it, strata_cost_budget_exceeded{topic} is 1 and a warning is logged. Empty: no budget.",
+    },
 ];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -343,7 +352,7 @@ impl ConfigDef {
     pub fn kafka_type(&self) -> i8 {
         match self.kind {
             Kind::Bool => 1,
-            Kind::Ratio => 6,
+            Kind::Ratio | Kind::Dollars => 6,
             Kind::OneOf(_) => 2,
             Kind::Long(..) => 5,
             Kind::GzipLevel => 3,
@@ -426,6 +435,17 @@ pub fn check(name: &str, value: &str) -> Result<(), TopicConfigError> {
                 .map_err(|_| bad("not a number".into()))?;
             if !(0.0..=1.0).contains(&v) {
                 return Err(bad("must be between 0 and 1".into()));
+            }
+        }
+        Kind::Dollars => {
+            if !value.trim().is_empty() {
+                let v: f64 = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad("not a number".into()))?;
+                if !v.is_finite() || v < 0.0 {
+                    return Err(bad("must be a number of US dollars, at least 0".into()));
+                }
             }
         }
         Kind::Bool => {
@@ -628,6 +648,13 @@ impl TopicConfig {
         self.values
             .get("diskless.enable")
             .is_some_and(|v| v == "true")
+    }
+
+    /// `cost.budget.usd.month`; `None` when not set.
+    pub fn cost_budget_usd_month(&self) -> Option<f64> {
+        self.values
+            .get("cost.budget.usd.month")
+            .and_then(|v| v.parse().ok())
     }
 
     pub fn unclean_leader_election(&self) -> bool {

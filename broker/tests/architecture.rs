@@ -11,7 +11,7 @@ use std::path::Path;
 
 /// Top-level modules, bottom layer first.
 const LAYERS: &[&[&str]] = &[
-    &["sys", "ratelimit", "supervise", "protocol"],
+    &["sys", "ratelimit", "supervise", "protocol", "cost"],
     &["config"],
     &["log"],
     &["topic_config", "telemetry"],

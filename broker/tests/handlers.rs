@@ -28,8 +28,8 @@ use strata_broker::group::state::GroupState;
 
 use handler_support::{
     ILLEGAL_GENERATION, KAFKA_STORAGE_ERROR, MEMBER_ID_REQUIRED, ManualClock, OFFSET_OUT_OF_RANGE,
-    Store, UNKNOWN_MEMBER_ID, UNKNOWN_TOPIC_OR_PARTITION, batch, broker, broker_with, call, create,
-    fetch, latest, name, produce, wait_for,
+    Store, UNKNOWN_MEMBER_ID, UNKNOWN_TOPIC_OR_PARTITION, batch, broker, broker_with, call,
+    call_as_client, caller, create, fetch, latest, name, produce, wait_for,
 };
 
 on_every_store!(
@@ -46,6 +46,7 @@ on_every_store!(
     a_member_leaving_while_its_group_is_deleted_does_not_bring_it_back,
     offset_delete_and_leave_load_the_group_before_looking_it_up,
     a_refused_join_makes_no_group,
+    client_bytes_are_charged_only_to_topics_that_exist,
 );
 
 async fn produce_fetch_and_list_offsets_through_the_handlers(store: Store) {
@@ -1055,4 +1056,66 @@ async fn a_refused_join_makes_no_group(store: Store) {
     assert_eq!(refused(too_long).await, INVALID_REQUEST);
     assert_eq!(state_of(&broker), None);
     assert!(broker.groups.list().is_empty());
+}
+
+/// A client of another zone producing to names that are not topics must not create
+/// ledger entries or series (a client could otherwise grow them without bound); its
+/// records to a real topic's accepted partition are counted.
+async fn client_bytes_are_charged_only_to_topics_that_exist(store: Store) {
+    use kafka_protocol::messages::ProduceRequest;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = broker(dir.path(), store).await;
+    broker
+        .metrics
+        .cost
+        .configure(strata_broker::cost::PriceTable::default(), "zone-a");
+    create(&broker, "orders", 1).await;
+    let records = batch(&["a", "b"]);
+    let data = |topic: &str, partition: i32| {
+        TopicProduceData::default()
+            .with_name(name(topic))
+            .with_partition_data(vec![
+                PartitionProduceData::default()
+                    .with_index(partition)
+                    .with_records(Some(records.clone())),
+            ])
+    };
+    let mut topic_data: Vec<TopicProduceData> =
+        (0..50).map(|i| data(&format!("made-up-{i}"), 0)).collect();
+    topic_data.push(data("_made-up", 0));
+    topic_data.push(data("orders", 0));
+    topic_data.push(data("orders", 7)); // no such partition
+    let body = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(topic_data);
+    call_as_client(
+        &broker,
+        &caller(),
+        "app,strata_az=zone-b",
+        ApiKey::Produce,
+        9,
+        RequestKind::Produce(body),
+    )
+    .await;
+    let ledger: Vec<_> = broker.metrics.cost.snapshot();
+    let names: Vec<&str> = ledger.iter().map(|t| t.topic.as_str()).collect();
+    assert_eq!(names, ["orders"]);
+    assert_eq!(
+        ledger[0].since_start.0.inter_zone_bytes,
+        records.len() as f64
+    );
+    let series: Vec<String> = broker
+        .metrics
+        .registry
+        .gather()
+        .iter()
+        .filter(|f| f.name().starts_with("strata_cost_"))
+        .flat_map(|f| f.get_metric().iter())
+        .flat_map(|m| m.get_label().iter())
+        .filter(|l| l.name() == "topic")
+        .map(|l| l.value().to_string())
+        .collect();
+    assert!(series.iter().all(|t| t == "orders"), "{series:?}");
 }

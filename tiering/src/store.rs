@@ -5,7 +5,13 @@
 //! The trait is deliberately narrower than `object_store::ObjectStore`: the IAM policy an
 //! operator grants is exactly `s3:PutObject` (simple and multipart), `s3:GetObject`,
 //! `s3:DeleteObject`, `s3:AbortMultipartUpload` and `s3:ListBucket` (the scrubber only),
-//! and the metrics decorator can count every billed request.
+//! and the metrics decorator can count every billed request. [`MeteredStore`] sits under
+//! [`RetryingStore`] ([`retrying_and_metered`]), so every attempt is counted. The
+//! backend itself ([`ObjectStoreBackend::observed_by`]) reports each billed request as it
+//! sends it, by S3 billing class ([`RequestClass`]) and key, to a [`RequestObserver`]:
+//! the broker's cost ledger, which charges it to a topic. Being the bottom layer, it sees
+//! every attempt and, for a multipart upload, exactly the parts sent before a failure.
+//! The HTTP-level retries object_store makes inside one call are not seen.
 //!
 //! Multipart uploads are one call here (`put_body`): object_store numbers parts by call
 //! order, so a single failed part cannot be re-sent through its interface. object_store
@@ -216,11 +222,37 @@ pub trait RemoteStore: Send + Sync + 'static {
 pub struct ObjectStoreBackend {
     inner: Arc<dyn ObjectStore>,
     description: String,
+    /// Told of each billed request as it is sent: here, under every decorator, each
+    /// attempt and each part is seen exactly as the store receives it.
+    observer: Option<Arc<dyn RequestObserver>>,
 }
 
 impl ObjectStoreBackend {
     pub fn new(inner: Arc<dyn ObjectStore>, description: String) -> ObjectStoreBackend {
-        ObjectStoreBackend { inner, description }
+        ObjectStoreBackend {
+            inner,
+            description,
+            observer: None,
+        }
+    }
+
+    /// Also reports every billed request, as it is sent, to `observer` (the broker's cost
+    /// ledger): failed ones too (S3 bills them), one per attempt, one per part.
+    pub fn observed_by(mut self, observer: Arc<dyn RequestObserver>) -> ObjectStoreBackend {
+        self.observer = Some(observer);
+        self
+    }
+
+    fn report(&self, key: &str, class: RequestClass) {
+        if let Some(observer) = &self.observer {
+            observer.requests(key, class, 1);
+        }
+    }
+
+    fn report_read(&self, key: &str, result: &Result<Bytes, StoreError>) {
+        if let (Some(observer), Ok(bytes)) = (&self.observer, result) {
+            observer.bytes_read(key, bytes.len() as u64);
+        }
     }
 
     /// A store that lives in this process's memory (`object_store`'s `InMemory`), empty:
@@ -246,6 +278,7 @@ impl fmt::Display for ObjectStoreBackend {
 #[async_trait::async_trait]
 impl RemoteStore for ObjectStoreBackend {
     async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
+        self.report(key, RequestClass::Put);
         self.inner
             .put(&Self::path(key), PutPayload::from(bytes))
             .await
@@ -264,6 +297,9 @@ impl RemoteStore for ObjectStoreBackend {
             return self.put(key, bytes).await;
         }
         let path = Self::path(key);
+        // CreateMultipartUpload, each UploadPart and CompleteMultipartUpload: all billed
+        // as PUTs, reported as each is sent, so a failed upload counts what it sent.
+        self.report(key, RequestClass::Put);
         let mut upload = self
             .inner
             .put_multipart(&path)
@@ -274,12 +310,14 @@ impl RemoteStore for ObjectStoreBackend {
             while start < body.len() {
                 let end = (start + part_bytes).min(body.len());
                 let bytes = body.read(start..end).await.map_err(read_err)?;
+                self.report(key, RequestClass::Put);
                 upload
                     .put_part(PutPayload::from(bytes))
                     .await
                     .map_err(|e| StoreError::from_object_store("put_part", key, e))?;
                 start = end;
             }
+            self.report(key, RequestClass::Put);
             upload
                 .complete()
                 .await
@@ -296,22 +334,30 @@ impl RemoteStore for ObjectStoreBackend {
     }
 
     async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
-        let result = self
-            .inner
-            .get(&Self::path(key))
-            .await
-            .map_err(|e| StoreError::from_object_store("get", key, e))?;
+        self.report(key, RequestClass::Get);
+        let result = async {
+            self.inner
+                .get(&Self::path(key))
+                .await
+                .map_err(|e| StoreError::from_object_store("get", key, e))?
+                .bytes()
+                .await
+                .map_err(|e| StoreError::from_object_store("get", key, e))
+        }
+        .await;
+        self.report_read(key, &result);
         result
-            .bytes()
-            .await
-            .map_err(|e| StoreError::from_object_store("get", key, e))
     }
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
-        self.inner
+        self.report(key, RequestClass::Get);
+        let result = self
+            .inner
             .get_range(&Self::path(key), range)
             .await
-            .map_err(|e| StoreError::from_object_store("get", key, e))
+            .map_err(|e| StoreError::from_object_store("get", key, e));
+        self.report_read(key, &result);
+        result
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
@@ -328,7 +374,8 @@ impl RemoteStore for ObjectStoreBackend {
         } else {
             Some(&prefix_path)
         };
-        self.inner
+        let result: Result<Vec<ObjectInfo>, StoreError> = self
+            .inner
             .list(prefix_arg)
             .map_ok(|meta| ObjectInfo {
                 key: meta.location.to_string(),
@@ -337,7 +384,11 @@ impl RemoteStore for ObjectStoreBackend {
             })
             .try_collect()
             .await
-            .map_err(|e| StoreError::from_object_store("list", prefix, e))
+            .map_err(|e| StoreError::from_object_store("list", prefix, e));
+        if let Some(observer) = &self.observer {
+            observer.lists(prefix, list_pages(&result));
+        }
+        result
     }
 }
 
@@ -433,6 +484,18 @@ impl<S: RemoteStore> RemoteStore for RetryingStore<S> {
     }
 }
 
+/// The decorators as the broker stacks them: retries outside, metrics inside, so that
+/// each attempt [`RetryingStore`] makes is counted as S3 bills it (a retried multipart
+/// upload is billed its create, parts and complete again).
+pub fn retrying_and_metered<S: RemoteStore>(
+    inner: S,
+    policy: RetryPolicy,
+    seed: u64,
+    metrics: StoreMetrics,
+) -> RetryingStore<MeteredStore<S>> {
+    RetryingStore::new(MeteredStore::new(inner, metrics), policy, seed)
+}
+
 /// Object-store metrics: requests (as billed: a multipart upload counts its parts), bytes,
 /// latency and errors, by operation and, where the key names one, by topic.
 #[derive(Clone)]
@@ -489,6 +552,36 @@ impl StoreMetrics {
     }
 }
 
+/// How S3 bills a request: PUT, COPY, POST and LIST are one class (and one price), GET,
+/// SELECT and HEAD another; DELETE is free and not reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RequestClass {
+    Put,
+    Get,
+}
+
+impl RequestClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestClass::Put => "put",
+            RequestClass::Get => "get",
+        }
+    }
+}
+
+/// Told of every billed request [`ObjectStoreBackend`] sends, with the key (for LIST: the
+/// prefix) it was made on, so the broker's cost ledger can charge it to a topic. Called
+/// whether the request succeeded or not: S3 bills failed requests too.
+pub trait RequestObserver: Send + Sync + 'static {
+    /// `count` requests of `class` on `key` (a multipart upload reports its create, each
+    /// part and its complete as they are sent, one call each).
+    fn requests(&self, key: &str, class: RequestClass, count: u64);
+    /// `count` LIST requests (pages of up to 1000 keys) under `prefix`.
+    fn lists(&self, prefix: &str, count: u64);
+    /// `bytes` read back from `key` (successful GETs).
+    fn bytes_read(&self, key: &str, bytes: u64);
+}
+
 /// Wraps a store with [`StoreMetrics`].
 pub struct MeteredStore<S> {
     inner: S,
@@ -541,6 +634,9 @@ impl<S: RemoteStore> RemoteStore for MeteredStore<S> {
     }
     async fn put_body(&self, key: &str, body: &Body, part_bytes: u64) -> Result<(), StoreError> {
         let len = body.len();
+        // object_store's S3 multipart upload: CreateMultipartUpload (POST), one UploadPart
+        // (PUT) per part, CompleteMultipartUpload (POST); all PUT-class. An upload that
+        // fails part-way is still counted whole: a slight over-count, on failures only.
         let (op, requests) = if len <= part_bytes {
             ("put", 1)
         } else {
@@ -582,18 +678,22 @@ impl<S: RemoteStore> RemoteStore for MeteredStore<S> {
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
         // One LIST request returns up to 1000 keys.
         let result = self.inner.list(prefix).await;
-        let pages = result
-            .as_ref()
-            .map_or(1, |v| (v.len() as u64).div_ceil(1000).max(1));
         self.metrics
             .requests
             .with_label_values(&["list", ""])
-            .inc_by(pages);
+            .inc_by(list_pages(&result));
         if result.is_err() {
             self.metrics.errors.with_label_values(&["list", ""]).inc();
         }
         result
     }
+}
+
+/// The LIST requests a listing took: one per page of up to 1000 keys (one if it failed).
+fn list_pages(result: &Result<Vec<ObjectInfo>, StoreError>) -> u64 {
+    result
+        .as_ref()
+        .map_or(1, |v| (v.len() as u64).div_ceil(1000).max(1))
 }
 
 /// Switches for [`FaultyStore`], shared with whoever drives the faults (tests).
@@ -898,6 +998,109 @@ mod tests {
         assert_eq!(
             metrics.bytes.with_label_values(&["get", "orders"]).get(),
             100
+        );
+    }
+
+    #[derive(Default)]
+    struct Recorded(std::sync::Mutex<Vec<(String, &'static str, u64)>>);
+
+    impl RequestObserver for Recorded {
+        fn requests(&self, key: &str, class: RequestClass, count: u64) {
+            self.0
+                .lock()
+                .expect("lock")
+                .push((key.into(), class.as_str(), count));
+        }
+        fn lists(&self, prefix: &str, count: u64) {
+            self.0
+                .lock()
+                .expect("lock")
+                .push((prefix.into(), "list", count));
+        }
+        fn bytes_read(&self, key: &str, bytes: u64) {
+            self.0
+                .lock()
+                .expect("lock")
+                .push((key.into(), "read", bytes));
+        }
+    }
+
+    #[tokio::test]
+    async fn the_observer_sees_every_billed_request_by_class() {
+        let (_dir, store) = local();
+        let seen = Arc::new(Recorded::default());
+        let store = store.observed_by(seen.clone());
+        let mut body = Body::new();
+        body.push_bytes(Bytes::from(vec![7u8; 10_000]));
+        store
+            .put_body("a/x", &body, 4_000)
+            .await
+            .expect("multipart");
+        store
+            .put("a/y", Bytes::from_static(b"small"))
+            .await
+            .expect("put");
+        store.get_range("a/x", 0..10).await.expect("range");
+        store.get("a/y").await.expect("get");
+        assert!(store.get("a/missing").await.is_err());
+        store.delete("a/y").await.expect("delete");
+        store.list("a/").await.expect("list");
+        let seen = seen.0.lock().expect("lock").clone();
+        let expected: Vec<(String, &str, u64)> = vec![
+            ("a/x".into(), "put", 1), // create,
+            ("a/x".into(), "put", 1), // 3 parts,
+            ("a/x".into(), "put", 1),
+            ("a/x".into(), "put", 1),
+            ("a/x".into(), "put", 1), // complete
+            ("a/y".into(), "put", 1),
+            ("a/x".into(), "get", 1),
+            ("a/x".into(), "read", 10),
+            ("a/y".into(), "get", 1),
+            ("a/y".into(), "read", 5),
+            ("a/missing".into(), "get", 1), // billed though it failed; nothing read
+            ("a/".into(), "list", 1),       // the DELETE is free: not reported
+        ];
+        assert_eq!(seen, expected);
+    }
+
+    #[tokio::test]
+    async fn every_retried_attempt_is_metered_as_billed() {
+        let (_dir, store) = local();
+        let faults = Arc::new(Faults::default());
+        let registry = Registry::new();
+        let metrics = StoreMetrics::register(&registry).expect("register");
+        let policy = RetryPolicy {
+            attempts: 5,
+            base: Duration::from_millis(1),
+            max: Duration::from_millis(2),
+        };
+        let store = retrying_and_metered(
+            FaultyStore::new(store, faults.clone()),
+            policy,
+            7,
+            metrics.clone(),
+        );
+        // Two attempts fail before the third succeeds: three multipart uploads billed.
+        faults.fail_next.store(2, Ordering::Relaxed);
+        let mut body = Body::new();
+        body.push_bytes(Bytes::from(vec![7u8; 10_000]));
+        let key = "topics/orders.00000000-0000-0000-0000-000000000001/0/x.segment";
+        store
+            .put_body(key, &body, 4_000)
+            .await
+            .expect("multipart after retries");
+        faults.fail_next.store(1, Ordering::Relaxed);
+        store.get(key).await.expect("get after a retry");
+        assert_eq!(faults.calls.load(Ordering::Relaxed), 5);
+        let requests = |op| metrics.requests.with_label_values(&[op, "orders"]).get();
+        assert_eq!(requests("put_part"), 3 * 5);
+        assert_eq!(requests("get"), 2);
+        assert_eq!(
+            metrics
+                .errors
+                .with_label_values(&["put_part", "orders"])
+                .get(),
+            2
         );
     }
 }

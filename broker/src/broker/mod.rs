@@ -12,6 +12,7 @@
 //! At start-up the metadata store is the truth: logs of topics it does not know are
 //! removed.
 
+pub mod cost_ledger;
 pub mod dynamic_config;
 mod housekeeping;
 mod liveness;
@@ -458,6 +459,19 @@ impl crate::replication::ReplicaHost for Broker {
 
     fn leader_unreachable(&self, leader: i32) {
         self.check_peer(leader);
+    }
+
+    fn replicated_from(&self, leader: i32, bytes_by_topic: &[(&str, u64)]) {
+        let leader_rack = self.broker_info(leader).and_then(|info| info.rack);
+        let crosses = match leader_rack {
+            Some(rack) => !self.config.rack.is_empty() && rack != self.config.rack,
+            None => false,
+        };
+        if crosses {
+            for (topic, bytes) in bytes_by_topic {
+                self.metrics.cost.inter_zone(topic, *bytes as f64);
+            }
+        }
     }
 
     fn shutdown(&self) -> &tokio_util::sync::CancellationToken {

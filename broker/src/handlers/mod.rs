@@ -63,8 +63,10 @@ pub async fn handle(
         RequestKind::Metadata(r) => cluster::metadata(broker, r, version, &authz, &client_id).await,
         RequestKind::DescribeCluster(r) => cluster::describe_cluster(broker, r, caller),
         RequestKind::Produce(r) => {
-            let response = produce::produce(broker, r, version).await?;
-            return Some(denied.merge(&authz, response, version));
+            let counted = crate::broker::cost_ledger::client_produce(broker, &client_id, &r);
+            let response = produce::produce(broker, r, version).await;
+            crate::broker::cost_ledger::count_client_produce(broker, counted, response.as_ref());
+            return Some(denied.merge(&authz, response?, version));
         }
         RequestKind::DescribeAcls(r) => acls::describe_acls(broker, &authz, r),
         RequestKind::CreateAcls(r) => acls::create_acls(broker, &authz, r).await,
@@ -87,7 +89,12 @@ pub async fn handle(
         RequestKind::DescribeTransactions(r) => txn::describe_transactions(broker, &authz, r).await,
         RequestKind::ListTransactions(r) => txn::list_transactions(broker, &authz, r, version),
         RequestKind::WriteTxnMarkers(r) => txn::write_txn_markers(broker, &authz, r).await,
-        RequestKind::Fetch(r) => fetch::fetch(broker, r, version).await,
+        RequestKind::Fetch(r) => {
+            let zone = crate::cost::client_zone(&client_id, Some(r.rack_id.as_str()));
+            let response = fetch::fetch(broker, r, version).await;
+            crate::broker::cost_ledger::count_client_fetch(broker, zone, &response);
+            response
+        }
         RequestKind::ListOffsets(r) => offsets::list_offsets(broker, r, version).await,
         RequestKind::DeleteRecords(r) => offsets::delete_records(broker, r).await,
         RequestKind::CreateTopics(r) => topics::create_topics(broker, r, version).await,

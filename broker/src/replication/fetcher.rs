@@ -265,6 +265,7 @@ async fn fetch_loop(broker: Arc<dyn ReplicaHost>, leader: i32) {
             }
         };
         let mut backoff = false;
+        let mut received: Vec<(String, u64)> = Vec::new();
         for data in response.partitions {
             let Some((f, reservation, _)) = asked.iter_mut().find(|(f, _, _)| {
                 f.partition.index == data.partition
@@ -275,10 +276,18 @@ async fn fetch_loop(broker: Arc<dyn ReplicaHost>, leader: i32) {
             if let Some(reserved) = reservation.take() {
                 reserved.settle(data.records.len(), std::time::Instant::now());
             }
+            if !data.records.is_empty() {
+                received.push((f.partition.topic.clone(), data.records.len() as u64));
+            }
             if data.error == PartitionError::None as i32 {
                 leader_high_watermarks.insert((f.topic_id, f.partition.index), data.high_watermark);
             }
             backoff |= !apply(&*broker, f, data).await;
+        }
+        if !received.is_empty() {
+            let received: Vec<(&str, u64)> =
+                received.iter().map(|(t, b)| (t.as_str(), *b)).collect();
+            broker.replicated_from(leader, &received);
         }
         if backoff {
             tokio::time::sleep(BACKOFF).await;

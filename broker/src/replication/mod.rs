@@ -44,6 +44,9 @@ pub trait ReplicaHost: Send + Sync + 'static {
     /// may have crashed. The host checks whether it refuses connections, and if so ends
     /// its session so leadership moves at once.
     fn leader_unreachable(&self, _leader: i32) {}
+    /// Records fetched from `leader`, bytes by topic: the cost ledger counts them as
+    /// inter-zone when the leader's rack differs from this broker's.
+    fn replicated_from(&self, _leader: i32, _bytes_by_topic: &[(&str, u64)]) {}
     /// The certificate principal broker `node_id` registered (empty without TLS), if it
     /// is known: a follower's client certificate must show it.
     fn registered_principal(&self, node_id: i32) -> Option<String>;

@@ -20,9 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
-use strata_tiering::store::{
-    MeteredStore, ObjectStoreBackend, RetryPolicy, RetryingStore, StoreMetrics,
-};
+use strata_tiering::store::{ObjectStoreBackend, RetryPolicy, StoreMetrics, retrying_and_metered};
 use strata_tiering::{
     CacheSettings, ManifestSettings, ManifestStore, PartitionId, RemoteLog, RemoteStore,
     SealedSegment, SegmentCache, SpillCache, TierError,
@@ -100,7 +98,7 @@ impl Tiering {
         config: &Config,
         cluster_id: &str,
         manifests: Arc<dyn ManifestStore>,
-        registry: &prometheus::Registry,
+        metrics: &crate::telemetry::Metrics,
     ) -> anyhow::Result<Tiering> {
         let location = match config.object_store_url()? {
             strata_tiering::Location::Directory(dir) => {
@@ -119,24 +117,32 @@ impl Tiering {
         let backend: ObjectStoreBackend = strata_tiering::store::open(&location, &s3)
             .map_err(anyhow::Error::msg)
             .context("set up the object store (setting `object_store`)")?;
-        Tiering::open_with_backend(config, manifests, registry, backend).await
+        Tiering::open_with_backend(config, manifests, metrics, backend).await
     }
 
     /// [`Tiering::open`] over a store the caller built (tests pass an in-memory one): the
     /// same decorators, cache and settings; `object_store` and the S3 settings are not
     /// read, and objects go at the backend's root (no cluster-id prefix is added).
+    /// Object-store metrics go on `metrics.tiering_registry`; every billed request is
+    /// also reported to the cost ledger, `metrics.cost`.
     pub async fn open_with_backend(
         config: &Config,
         manifests: Arc<dyn ManifestStore>,
-        registry: &prometheus::Registry,
+        metrics: &crate::telemetry::Metrics,
         backend: ObjectStoreBackend,
     ) -> anyhow::Result<Tiering> {
+        let registry = &metrics.tiering_registry;
         info!(object_store = %backend, "tiered storage object store");
-        let metrics = StoreMetrics::register(registry).context("register object store metrics")?;
+        let store_metrics =
+            StoreMetrics::register(registry).context("register object store metrics")?;
         let seed = std::process::id() as u64;
-        let store: Arc<dyn RemoteStore> = Arc::new(MeteredStore::new(
-            RetryingStore::new(backend, RetryPolicy::default(), seed),
-            metrics,
+        // Metered under the retries and observed at the backend: every attempt is billed,
+        // so every attempt (and every part sent) is counted.
+        let store: Arc<dyn RemoteStore> = Arc::new(retrying_and_metered(
+            backend.observed_by(metrics.cost.clone()),
+            RetryPolicy::default(),
+            seed,
+            store_metrics,
         ));
         let cache_settings = CacheSettings {
             memory_bytes: config.remote_cache_memory_bytes as usize,

@@ -115,8 +115,31 @@ const KAFKA_TOPIC_CONFIGS: &[&str] = &[
     "unclean.leader.election.enable",
 ];
 
-/// Topic configs of Strata's own, beyond Kafka's.
-const STRATA_TOPIC_CONFIGS: &[&str] = &["diskless.enable"];
+/// Topic configs of Strata's own (Kafka has no such name).
+const STRATA_TOPIC_CONFIGS: &[&str] = &["diskless.enable", "cost.budget.usd.month"];
+
+#[test]
+fn a_cost_budget_is_empty_or_dollars_at_least_zero() {
+    for ok in ["", "0", "12.5", " 100 "] {
+        assert!(check("cost.budget.usd.month", ok).is_ok(), "{ok}");
+    }
+    for bad in ["-1", "NaN", "inf", "ten"] {
+        assert!(check("cost.budget.usd.month", bad).is_err(), "{bad}");
+    }
+    let resolve = |value: &str| {
+        let overrides = BTreeMap::from([("cost.budget.usd.month".to_string(), value.to_string())]);
+        TopicConfig::resolve(&overrides, &Config::default())
+            .expect("resolve")
+            .cost_budget_usd_month()
+    };
+    assert_eq!(resolve("12.5"), Some(12.5));
+    assert_eq!(
+        TopicConfig::resolve(&BTreeMap::new(), &Config::default())
+            .expect("resolve")
+            .cost_budget_usd_month(),
+        None
+    );
+}
 
 #[test]
 fn every_kafka_topic_config_is_defined_and_removed_ones_are_refused_with_why() {

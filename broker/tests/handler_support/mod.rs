@@ -142,12 +142,11 @@ pub async fn broker_on(
     let cluster_id = stores.metadata.cluster_id().await.expect("cluster id");
     let metrics = Arc::new(Metrics::new().expect("metrics"));
     let manifests = stores.manifests.clone();
-    let registry = &metrics.tiering_registry;
     let tiering = match bucket {
         Bucket::Memory(backend) => {
-            Tiering::open_with_backend(&config, manifests, registry, backend.clone()).await
+            Tiering::open_with_backend(&config, manifests, &metrics, backend.clone()).await
         }
-        Bucket::Directory => Tiering::open(&config, &cluster_id, manifests, registry).await,
+        Bucket::Directory => Tiering::open(&config, &cluster_id, manifests, &metrics).await,
     }
     .expect("open tiered storage");
     let broker = Broker::open(
@@ -185,13 +184,26 @@ pub async fn call_as(
     version: i16,
     body: RequestKind,
 ) -> ResponseKind {
+    call_as_client(broker, caller, "handler-tests", api_key, version, body).await
+}
+
+/// [`call_as`] with a chosen `client.id` (which may carry `strata_az=<zone>`).
+#[allow(dead_code)] // not every test file sets a client id
+pub async fn call_as_client(
+    broker: &Arc<Broker>,
+    caller: &strata_broker::security::Caller,
+    client_id: &str,
+    api_key: ApiKey,
+    version: i16,
+    body: RequestKind,
+) -> ResponseKind {
     const CORRELATION_ID: i32 = 7;
     let mut frame = BytesMut::new();
     RequestHeader::default()
         .with_request_api_key(api_key as i16)
         .with_request_api_version(version)
         .with_correlation_id(CORRELATION_ID)
-        .with_client_id(Some(StrBytes::from_static_str("handler-tests")))
+        .with_client_id(Some(StrBytes::from_string(client_id.to_string())))
         .encode(&mut frame, api_key.request_header_version(version))
         .expect("encode the request header");
     body.encode(&mut frame, version)

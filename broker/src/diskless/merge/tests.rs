@@ -67,7 +67,7 @@ impl Fixture {
         let tiering = Tiering::open_with_backend(
             &self.config,
             self.manifests.clone() as Arc<dyn ManifestStore>,
-            &prometheus::Registry::new(),
+            &crate::telemetry::Metrics::new().expect("metrics"),
             self.backend.clone(),
         )
         .await
