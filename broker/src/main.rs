@@ -713,16 +713,19 @@ fn start_periodic_loops(supervisor: &Arc<Supervisor>, broker: &Arc<Broker>) -> P
         move || strata_broker::diskless::scrub::run_scrubber(broker.clone())
     });
     // Storage accrual and budget checks of the cost ledger (crate::cost).
-    let cost_ledger = supervisor.spawn("cost_ledger", {
-        let broker = broker.clone();
-        move || {
-            every(
-                Duration::from_millis(strata_broker::cost::TICK_MS),
-                broker.clone(),
-                |broker| async move { strata_broker::broker::cost_ledger::tick_broker(&broker) },
-            )
-        }
-    });
+    let cost_ledger =
+        supervisor.spawn("cost_ledger", {
+            let broker = broker.clone();
+            move || {
+                every(
+                    Duration::from_millis(strata_broker::cost::TICK_MS),
+                    broker.clone(),
+                    |broker| async move {
+                        strata_broker::broker::cost_ledger::tick_broker(&broker).await
+                    },
+                )
+            }
+        });
     PeriodicLoops {
         cost_ledger,
         housekeeping,

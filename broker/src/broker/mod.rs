@@ -226,6 +226,7 @@ impl Broker {
             marker_clients: transactions::MarkerClients::default(),
             _data_dir_lock: data_dir_lock,
         });
+        cost_ledger::SharedObjectAttribution::install(&broker);
         // Topics open with the dynamic defaults in force.
         broker
             .refresh_broker_configs()

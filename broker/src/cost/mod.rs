@@ -16,9 +16,9 @@
 //!   failing store is under-counted a little;
 //! - bytes read back from the store (successful GETs);
 //! - bytes stored: the manifests' live bytes, set by the broker that leads each partition;
-//!   for a topic without local partitions (diskless), what the integrator's
-//!   [`StoredBytesProvider`] returns for the topics this broker is responsible for, else 0
-//!   ([`Ledger::refresh_stored_bytes`]); the cluster's figure is the sum over brokers;
+//!   for a diskless topic, by the merge owner of each partition (its manifest's live bytes
+//!   plus its unmerged runs), 0 from the others ([`Ledger::refresh_stored_bytes`]); the
+//!   cluster's figure is the sum over brokers;
 //! - inter-zone bytes: replication records fetched by a follower from a leader of
 //!   another `rack`, and produce/fetch records of clients whose zone is known
 //!   ([`client_zone`]) and differs from this broker's rack (produce: only for topics
@@ -71,10 +71,6 @@ pub const JUDGE_AFTER_MS: i64 = window::HOUR_MS;
 pub trait KeyAttribution: Send + Sync + 'static {
     fn attribute(&self, key: &str) -> Option<Vec<(String, f64)>>;
 }
-
-/// The stored bytes, per topic, of the topics without local partitions (diskless) whose
-/// data this broker is responsible for; see [`Ledger::set_stored_bytes_provider`].
-pub type StoredBytesProvider = Box<dyn Fn() -> Vec<(String, u64)> + Send + Sync>;
 
 /// A client's zone: the Fetch request's `rack_id` (KIP-392's `client.rack`) if it has
 /// one, else a `strata_az=<zone>` element of the comma-separated `client.id`
@@ -214,7 +210,6 @@ pub struct Ledger {
     rack: RwLock<String>,
     attribution: RwLock<Option<Arc<dyn KeyAttribution>>>,
     /// Set once by the integrator; called on every tick, outside the `topics` lock.
-    stored_bytes_provider: std::sync::OnceLock<StoredBytesProvider>,
     topics: Mutex<HashMap<String, TopicLedger>>,
     metrics: CostMetrics,
     /// When storage was last accrued.
@@ -228,7 +223,6 @@ impl Ledger {
             prices: RwLock::new(PriceTable::default()),
             rack: RwLock::new(String::new()),
             attribution: RwLock::new(None),
-            stored_bytes_provider: std::sync::OnceLock::new(),
             topics: Mutex::new(HashMap::new()),
             metrics: CostMetrics::register(registry)?,
             last_tick_ms: Mutex::new(None),
@@ -353,26 +347,13 @@ impl Ledger {
             .set(bytes as f64);
     }
 
-    /// Installs what reports the stored bytes of topics without local partitions
-    /// (diskless) that this broker is responsible for. Set once: `false` if one already
-    /// was. A topic it does not return counts 0 from this broker, so when responsibility
-    /// moves the old broker stops counting what the new one starts to.
-    pub fn set_stored_bytes_provider(&self, provider: StoredBytesProvider) -> bool {
-        self.stored_bytes_provider.set(provider).is_ok()
-    }
-
-    /// Sets every open topic's stored bytes from this broker: `Some(bytes)` for a topic
-    /// with local partitions (the manifests' live bytes of those it leads), `None` for one
-    /// without, whose figure comes from the [`StoredBytesProvider`] (0 if it has none).
-    pub fn refresh_stored_bytes(&self, topics: &[(String, Option<u64>)]) {
-        let provided: HashMap<String, u64> = self
-            .stored_bytes_provider
-            .get()
-            .map(|provider| provider().into_iter().collect())
-            .unwrap_or_default();
-        for (topic, local) in topics {
-            let bytes = local.unwrap_or_else(|| provided.get(topic).copied().unwrap_or(0));
-            self.set_stored_bytes(topic, bytes);
+    /// Sets every open topic's stored bytes as this broker is responsible for them: the
+    /// manifests' live bytes of the partitions it leads (diskless: merge-owns, unmerged
+    /// runs included). A broker reports 0 for what another is responsible for, so the sum
+    /// over brokers follows responsibility when it moves.
+    pub fn refresh_stored_bytes(&self, topics: &[(String, u64)]) {
+        for (topic, bytes) in topics {
+            self.set_stored_bytes(topic, *bytes);
         }
     }
 

@@ -1,5 +1,5 @@
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
 
 use prometheus::Registry;
 use strata_tiering::store::{RequestClass, RequestObserver};
@@ -363,16 +363,8 @@ fn a_flapping_projection_warns_at_most_once_an_hour() {
 }
 
 #[test]
-fn stored_bytes_of_topics_without_local_partitions_come_from_the_provider() {
+fn stored_bytes_follow_what_this_broker_reports() {
     let (_clock, _registry, ledger) = ledger();
-    let responsible = Arc::new(Mutex::new(vec![("diskless-a".to_string(), 500u64)]));
-    let reported = responsible.clone();
-    assert!(
-        ledger.set_stored_bytes_provider(Box::new(move || {
-            reported.lock().expect("lock").clone()
-        }))
-    );
-    assert!(!ledger.set_stored_bytes_provider(Box::new(Vec::new)));
     let stored = |topic: &str| {
         ledger
             .snapshot()
@@ -380,18 +372,11 @@ fn stored_bytes_of_topics_without_local_partitions_come_from_the_provider() {
             .find(|t| t.topic == topic)
             .map(|t| t.stored_bytes)
     };
-    let open = [
-        ("replicated".to_string(), Some(7)),
-        ("diskless-a".to_string(), None),
-        ("diskless-b".to_string(), None),
-    ];
-    ledger.refresh_stored_bytes(&open);
+    ledger.refresh_stored_bytes(&[("replicated".to_string(), 7), ("diskless".to_string(), 500)]);
     assert_eq!(stored("replicated"), Some(7));
-    assert_eq!(stored("diskless-a"), Some(500));
-    assert_eq!(stored("diskless-b"), Some(0));
-    // Responsibility for diskless-a moves to another broker: this one stops counting it.
-    *responsible.lock().expect("lock") = vec![("diskless-b".to_string(), 9)];
-    ledger.refresh_stored_bytes(&open);
-    assert_eq!(stored("diskless-a"), Some(0));
-    assert_eq!(stored("diskless-b"), Some(9));
+    assert_eq!(stored("diskless"), Some(500));
+    // Responsibility for the diskless partitions moves to another broker: this one
+    // reports 0 from then on.
+    ledger.refresh_stored_bytes(&[("replicated".to_string(), 7), ("diskless".to_string(), 0)]);
+    assert_eq!(stored("diskless"), Some(0));
 }

@@ -139,6 +139,8 @@ pub struct Appender {
     flush_bytes: u64,
     max_pending_runs: u32,
     producer_expiration_ms: i64,
+    /// Which topics the objects this broker wrote hold, for the cost ledger.
+    pub shares: super::shares::ObjectShares,
 }
 
 impl Appender {
@@ -164,6 +166,7 @@ impl Appender {
             flush_bytes: config.diskless_append_bytes.max(1) as u64,
             max_pending_runs: u32::try_from(config.diskless_max_pending_runs).unwrap_or(u32::MAX),
             producer_expiration_ms: config.producer_id_expiration_ms,
+            shares: Default::default(),
         }
     }
 
@@ -318,6 +321,7 @@ impl Appender {
             broker: self.node_id,
             now_ms: now,
         };
+        self.shares.record(&info.key, &topic_bytes);
         let put_started = Instant::now();
         let put = self.objects.put(&info.key, object.clone()).await;
         let put_seconds = put_started.elapsed().as_secs_f64();

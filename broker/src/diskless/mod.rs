@@ -32,6 +32,7 @@
 pub mod merge;
 pub mod retention;
 pub mod scrub;
+pub mod shares;
 pub mod state;
 pub mod store;
 
