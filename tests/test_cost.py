@@ -11,12 +11,15 @@ recording proxy in front of moto, and a three-broker cluster with two racks.
   partition's log bytes); from a leader of the same rack, nothing.
 - Client records cross zones when the client's zone is known (Fetch `client.rack`, or
   `strata_az=` in `client.id`) and is not the broker's `rack`.
-- A bad price table or budget is refused with the setting's name."""
+- A bad price table or budget is refused with the setting's name.
+- Diskless topics pay for the shared objects they are in, split by their bytes: the
+  topics' counts add up to the requests the proxy saw on shared objects."""
 
 from __future__ import annotations
 
 import json
 import subprocess
+import threading
 
 from clients import Rec, confluent_consume, confluent_produce, create_topic
 from confluent_kafka.admin import NewTopic
@@ -249,5 +252,75 @@ def test_a_failed_multipart_upload_counts_what_was_sent_and_its_retry(bucket, br
         assert puts == sum(op in PUT_CLASS for op in ops), (puts, ops)
         report = {t["topic"]: t for t in cli_json(b.admin, "cost")["topics"]}
         assert report["retried"]["since_start"]["put_requests"] == puts
+    finally:
+        proxy.stop()
+
+
+def shared_and_topic_counts(requests, topics: tuple[str, ...]) -> tuple[int, int]:
+    """(PUT-class, GET-class) requests on shared objects and on `topics`' own objects."""
+    mine = [op for _, op, key in requests
+            if "/diskless/" in f"/{key}" or any(f"topics/{t}." in key for t in topics)]
+    return sum(op in PUT_CLASS for op in mine), sum(op in GET_CLASS for op in mine)
+
+
+def test_diskless_topics_pay_for_the_shared_objects_they_are_in(bucket, broker):
+    """A shared object holds several topics: its PUT and GETs are split between them by
+    their bytes in it. The split is not visible to the store, but the sum is: the
+    diskless topics' ledger counts add up to the requests the proxy saw on shared
+    objects (and their own merged objects), for PUTs as they are written and for GETs
+    when a restarted broker (its write cache empty) reads them back."""
+    proxy = RecordingProxy(bucket.moto.port, bucket.name)
+    try:
+        env = s3_env(proxy.endpoint, bucket.name, remote_chunk_bytes=64 * KiB)
+        env["STRATA_COST_PRICE_TABLE"] = PRICES
+        b = broker(env=env)
+        diskless = {"diskless.enable": "true"}
+        for topic in ("dl-one", "dl-a", "dl-b"):
+            create_topic(b.bootstrap, topic, 1, diskless)
+
+        # One topic alone: every shared object is all its own, so the counts are exact.
+        start = proxy.mark()
+        confluent_produce(b.bootstrap, "dl-one", [Rec(partition=0, key=None, value=bytes(1000)) for _ in range(200)],
+                          "none", **{"linger.ms": 50})
+        puts, _ = shared_and_topic_counts(proxy.since(start), ("dl-one",))
+        assert puts >= 1
+        wait_until("the ledger to count dl-one's shared-object PUTs",
+                   lambda: ledger_counts(b, "dl-one")[0] == puts, timeout=30)
+
+        # Two topics in the same objects, three times the bytes for one: split by bytes,
+        # summing to what the store saw. Each producer writes in small pieces over a few
+        # append intervals so both topics share objects.
+        start = proxy.mark()
+        before = {t: ledger_counts(b, t)[0] for t in ("dl-a", "dl-b")}
+        writers = [threading.Thread(target=confluent_produce, args=(b.bootstrap, t, [
+            Rec(partition=0, key=None, value=bytes(size)) for _ in range(100)], "none"),
+            kwargs={"linger.ms": 100}) for t, size in (("dl-a", 3000), ("dl-b", 1000))]
+        for w in writers:
+            w.start()
+        for w in writers:
+            w.join(timeout=120)
+        shared_puts, _ = shared_and_topic_counts(proxy.since(start), ("dl-a", "dl-b"))
+
+        def split() -> tuple[float, float]:
+            return tuple(ledger_counts(b, t)[0] - before[t] for t in ("dl-a", "dl-b"))
+
+        wait_until("the two topics' PUT shares to add up to the PUTs the proxy saw",
+                   lambda: abs(sum(split()) - shared_puts) < 1e-6, timeout=30)
+        a, bb = split()
+        assert a > bb > 0, (a, bb)
+
+        # Reads after a restart: the write cache is gone, the objects are read back with
+        # ranged GETs, attributed through the view's runs (counters restart at zero).
+        b.restart()
+        start = proxy.mark()
+        assert len(confluent_consume(b.bootstrap, "dl-one", 1)) == 200
+        _, gets = shared_and_topic_counts(proxy.since(start), ("dl-one",))
+        assert gets >= 1
+        wait_until("the ledger to count dl-one's GETs of its shared objects",
+                   lambda: ledger_counts(b, "dl-one")[1] == gets, timeout=30)
+        report = {t["topic"]: t for t in cli_json(b.admin, "cost")["topics"]}
+        total = report["dl-one"]["since_start"]
+        assert abs(total["get_requests_usd"] - gets * 0.1) < 1e-9, total
+        assert b.metric("strata_cost_requests_total", topic="(shared)", **{"class": "put"}) in (None, 0)
     finally:
         proxy.stop()
