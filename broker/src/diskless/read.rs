@@ -311,23 +311,49 @@ pub async fn runs_offset_for_timestamp(
     Ok(None)
 }
 
-/// The offset of the record with the largest timestamp in the runs (the first of
-/// equals), with that timestamp.
+/// The offset of the record with the largest timestamp in the runs at or after `from`
+/// (the first of equals), with that timestamp. Runs wholly at or after `from` are judged
+/// by their max timestamp; a run reaching below `from` is read record by record, since
+/// its max timestamp may be a record's below `from`.
 pub async fn runs_max_timestamp(
     state: &PartitionState,
     cache: &WriteCache,
     reader: &RemoteReader,
     from: i64,
 ) -> Result<Option<(i64, i64)>, ReadError> {
-    let Some(max) = state
+    use crate::log::records::{Budget, MAX_INFLATED_BYTES, for_each_timestamp};
+    let mut straddling: Option<(i64, i64)> = None;
+    for run in state.live_runs().filter(|r| r.base < from && r.end > from) {
+        let mut out = BytesMut::new();
+        let bytes = run_bytes(cache, reader, run).await?;
+        patched_batches(run, &bytes, from, usize::MAX, &mut out)?;
+        let mut position = 0;
+        while let Some((_, size, _)) = format::read_batch_prefix(&out[position..]) {
+            let batch = &out[position..(position + size).min(out.len())];
+            for_each_timestamp(batch, &mut Budget::new(MAX_INFLATED_BYTES), |offset, ts| {
+                if offset >= from && straddling.is_none_or(|(_, best)| ts > best) {
+                    straddling = Some((offset, ts));
+                }
+                true
+            })
+            .map_err(|_| ReadError::Corrupt {
+                key: run.key.clone(),
+                position: run.pos,
+            })?;
+            position += size;
+        }
+    }
+    let whole = state
         .live_runs()
-        .filter(|r| r.end > from)
+        .filter(|r| r.base >= from)
         .map(|r| r.max_ts)
-        .max()
-    else {
-        return Ok(None);
-    };
-    runs_offset_for_timestamp(state, cache, reader, max, from).await
+        .max();
+    match (straddling, whole) {
+        // The straddling run comes first: it wins a tie.
+        (Some(found), Some(max)) if found.1 >= max => Ok(Some(found)),
+        (found, None) => Ok(found),
+        (_, Some(max)) => runs_offset_for_timestamp(state, cache, reader, max, from).await,
+    }
 }
 
 #[cfg(test)]

@@ -237,4 +237,29 @@ mod brokers {
         assert_eq!(first_offset(&read.records), 2);
         assert_eq!(read.high_watermark, 6);
     }
+
+    #[tokio::test]
+    async fn max_timestamp_ignores_records_below_the_log_start() {
+        let cluster = Cluster::new();
+        let a = cluster.broker(1).await;
+        let reader = a.tiering.reader();
+        let cache = super::WriteCache::new(1 << 20);
+        // One run: offsets 0..3 at 5000.., then 3..5 at 1000..; the log starts at 3.
+        let mut bytes = super::batch(3, 5_000);
+        bytes.extend(super::batch(2, 1_000));
+        let run = super::Run {
+            max_ts: 5_002,
+            ..super::run(0, 5, bytes.len() as u64)
+        };
+        cache.insert(&run.key, bytes.into());
+        let mut state = PartitionState::default();
+        state.head.next = 5;
+        state.head.log_start = 3;
+        state.runs.insert(0, run);
+        let found = super::runs_max_timestamp(&state, &cache, &reader, 3).await;
+        assert_eq!(found.expect("read"), Some((4, 1_001)));
+        // From the start: the largest overall.
+        let found = super::runs_max_timestamp(&state, &cache, &reader, 0).await;
+        assert_eq!(found.expect("read"), Some((2, 5_002)));
+    }
 }
