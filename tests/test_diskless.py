@@ -69,6 +69,7 @@ INVALID_REQUEST = 42
 OUT_OF_ORDER_SEQUENCE_NUMBER = 45
 INVALID_PRODUCER_EPOCH = 47
 PRODUCER_FENCED = 90
+KAFKA_STORAGE_ERROR = 56
 # Retriable codes that fit "the object store is unreachable" for a produce: the client
 # retries them as they are (Kafka's RetriableException subclasses). UNKNOWN_TOPIC_OR_PARTITION
 # and CORRUPT_MESSAGE are retriable too, but would tell the client something false.
@@ -851,7 +852,12 @@ def test_object_store_outage_refuses_diskless_produce_only(w):
         refused: dict[int, int] = {}
 
         def refuse(n: int, b: StrataBroker):
-            refused[n], _ = produce(b.bootstrap, diskless, 0, batch_of([f"0:refused{n}:0"]), timeout_ms=5000)
+            # A timeout well past the PUT's retries, so the answer is the failed PUT's
+            # (KAFKA_STORAGE_ERROR: nothing committed), never REQUEST_TIMED_OUT.
+            started = time.monotonic()
+            refused[n], _ = produce(b.bootstrap, diskless, 0, batch_of([f"0:refused{n}:0"]),
+                                    timeout_ms=120000, wait_s=150)
+            print(f"broker {n} refused the produce after {time.monotonic() - started:.1f}s")
 
         sent.update({"0:refused1:0", "0:refused2:0"})
         both = [threading.Thread(target=refuse, args=(n, b)) for n, b in ((1, b1), (2, b2))]
@@ -860,8 +866,8 @@ def test_object_store_outage_refuses_diskless_produce_only(w):
         for t in both:
             t.join(150)
         assert set(refused) == {1, 2}, f"a produce during the outage got no answer: {refused}"
-        assert all(code in RETRIABLE_OUTAGE for code in refused.values()), \
-            f"diskless produce during the outage answered {refused} (retriable: {RETRIABLE_OUTAGE})"
+        assert all(code == KAFKA_STORAGE_ERROR for code in refused.values()), \
+            f"diskless produce during the outage answered {refused}, not KAFKA_STORAGE_ERROR (56)"
         for i in range(200):
             value = f"{i % 2}:idem:{i // 2}"
             sent.add(value)
@@ -893,11 +899,10 @@ def test_object_store_outage_refuses_diskless_produce_only(w):
     assert not anomalies, "\n".join(anomalies)
     for p in range(2):
         assert read_through(b1, diskless, p) == logs[p], f"partition {p}: the brokers serve different logs"
-    # Everything in the log was acknowledged, except possibly the two refused batches: a
-    # retriable error leaves the outcome open (Kafka's contract), and the test reports it.
+    # Everything in the log was acknowledged: a KAFKA_STORAGE_ERROR from a failed PUT
+    # means nothing was committed, so the two refused batches are not in it.
     extra = {v for log in logs.values() for _, v in log} - acked.keys()
-    assert extra <= {"0:refused1:0", "0:refused2:0"}, extra
-    print(f"refused during the outage: {refused}; in the log afterwards anyway: {sorted(extra)}")
+    assert not extra, f"refused during the outage ({refused}) but in the log: {sorted(extra)}"
     got = confluent_consume(w.cluster.bootstrap, replicated, 2)
     assert sorted(g.value for g in got) == sorted(b"r%d" % i for i in range(200))
 
