@@ -749,6 +749,36 @@ def test_a_tailing_consumer_is_served_from_the_write_cache(w):
         "broker 2 served records it never wrote without reading an object"
 
 
+def test_a_consumer_of_another_rack_is_redirected_to_a_listed_replica(w):
+    """KIP-392 on a diskless partition: Metadata lists every live broker as a replica and
+    in sync, the chosen leader first; a consumer sent to broker 1 (its client.id says
+    zone r1) but naming rack r2 in Fetch is answered preferred_read_replica = broker 2,
+    which is in that list, and reads there: broker 2 GETs the objects broker 1 wrote
+    (broker 1 would have served them from its write cache)."""
+    topic = "redirect"
+    create(w, topic, 1, DISKLESS)
+    zone = {"client.id": "redirect-app,strata_az=r1"}
+    from confluent_kafka.admin import AdminClient
+    admin = AdminClient({**QUIET, **zone, "bootstrap.servers": w.cluster.bootstrap})
+    partition = admin.list_topics(topic=topic, timeout=15).topics[topic].partitions[0]
+    assert partition.leader == 1, partition.leader
+    assert list(partition.replicas) == [1, 2] and list(partition.isrs) == [1, 2], \
+        (partition.replicas, partition.isrs)
+    producer = Producer({**QUIET, **zone, "bootstrap.servers": w.cluster.bootstrap, "acks": "all", "linger.ms": 5})
+    mark = w.recorder.mark()
+    for i in range(20):
+        producer.produce(topic, value=b"redirect-%d" % i, partition=0)
+    assert producer.flush(30) == 0
+    written = {key for _, op, key in w.recorder.since(mark)
+               if op in ("PutObject", "CompleteMultipartUpload") and SHARED_OBJECT.search(key)}
+    assert {int(SHARED_OBJECT.search(k).group("node")) for k in written} == {1}, written
+    mark = w.recorder.mark()
+    got = confluent_consume(w.cluster.bootstrap, topic, 1, **zone, **{"client.rack": "r2"})
+    assert [g.value for g in got] == [b"redirect-%d" % i for i in range(20)]
+    assert any(op == "GetObject" and key in written for _, op, key in w.recorder.since(mark)), \
+        "the consumer was not served by broker 2 (no GET of broker 1's objects)"
+
+
 def test_a_broker_listing_a_diskless_topic_takes_produce_for_it(w):
     """Any broker takes produce for any diskless partition: once a broker lists a new
     diskless topic in its Metadata answer, it accepts produce to every partition at once

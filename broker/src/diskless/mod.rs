@@ -344,6 +344,18 @@ pub fn choose_broker(
     Some(candidates[(stable_hash(key) % candidates.len() as u64) as usize])
 }
 
+/// The live brokers a client of `listener` can reach: the only ones Metadata names for a
+/// diskless partition and the only ones Fetch redirects to. (Whether a broker has
+/// diskless support is not in `BrokerInfo`; every Strata broker of this version has.)
+pub fn reachable(
+    live: Vec<crate::cluster::BrokerInfo>,
+    listener: &str,
+) -> Vec<crate::cluster::BrokerInfo> {
+    live.into_iter()
+        .filter(|b| b.endpoint(listener).is_some())
+        .collect()
+}
+
 /// FNV-1a of (topic id, partition): the same on every broker and every build.
 pub fn stable_hash(key: &PartitionKey) -> u64 {
     key.topic_id
@@ -417,5 +429,38 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn only_brokers_with_the_callers_listener_are_chosen() {
+        let with = |node_id, names: &[&str]| crate::cluster::BrokerInfo {
+            listeners: names
+                .iter()
+                .map(|n| crate::cluster::ListenerEndpoint {
+                    name: n.to_string(),
+                    host: "h".into(),
+                    port: 9092,
+                })
+                .collect(),
+            ..broker(node_id, "a")
+        };
+        let live = vec![with(1, &["INTERNAL"]), with(2, &["INTERNAL", "CLIENT"])];
+        let reached: Vec<i32> = reachable(live.clone(), "CLIENT")
+            .iter()
+            .map(|b| b.node_id)
+            .collect();
+        assert_eq!(reached, [2]);
+        for partition in 0..8 {
+            let key = PartitionKey {
+                topic_id: uuid::Uuid::from_u128(3),
+                partition,
+            };
+            assert_eq!(
+                choose_broker(&reachable(live.clone(), "CLIENT"), &key, Some("a")),
+                Some(2)
+            );
+        }
+        // A broker registered before listeners existed answers on every listener.
+        assert_eq!(reachable(vec![broker(3, "a")], "CLIENT").len(), 1);
     }
 }

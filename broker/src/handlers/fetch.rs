@@ -47,17 +47,18 @@ struct Wanted {
 }
 
 /// KIP-392 for diskless partitions: a consumer naming a rack other than this broker's is
-/// sent to a live broker of its rack, if there is one (chosen as Metadata chooses).
+/// sent to a live broker of its rack that it can reach on its listener, if there is one
+/// (chosen as Metadata chooses; Metadata lists every such broker as a replica).
 fn diskless_read_replica(
     broker: &Broker,
     key: &crate::diskless::PartitionKey,
     client_rack: &str,
+    listener: &str,
 ) -> Option<i32> {
     if client_rack.is_empty() || broker.config.rack == client_rack {
         return None;
     }
-    let live: Vec<_> = broker
-        .live_brokers()
+    let live: Vec<_> = crate::diskless::reachable(broker.live_brokers(), listener)
         .into_iter()
         .filter(|b| b.rack.as_deref() == Some(client_rack))
         .collect();
@@ -114,7 +115,12 @@ fn serves(partition: &Partition, version: i16) -> Result<(), ResponseError> {
 /// and task past `connections_max_idle_ms`. Clients ask for 500 ms by default.
 const MAX_WAIT_MS: i32 = 30_000;
 
-pub async fn fetch(broker: &Arc<Broker>, request: FetchRequest, version: i16) -> ResponseKind {
+pub async fn fetch(
+    broker: &Arc<Broker>,
+    request: FetchRequest,
+    version: i16,
+    listener: &str,
+) -> ResponseKind {
     let unknown = if version >= 13 {
         ResponseError::UnknownTopicId
     } else {
@@ -147,7 +153,7 @@ pub async fn fetch(broker: &Arc<Broker>, request: FetchRequest, version: i16) ->
                     partition_max_bytes: p.partition_max_bytes.max(0) as usize,
                     current_leader_epoch: p.current_leader_epoch,
                     partition: Err(ResponseError::UnknownTopicOrPartition),
-                    redirect: diskless_read_replica(broker, &key, &client_rack),
+                    redirect: diskless_read_replica(broker, &key, &client_rack, listener),
                     diskless: known.then(|| (key, t.clone())),
                 });
                 continue;
