@@ -779,6 +779,31 @@ def test_a_consumer_of_another_rack_is_redirected_to_a_listed_replica(w):
         "the consumer was not served by broker 2 (no GET of broker 1's objects)"
 
 
+def test_list_offsets_by_timestamp_on_unmerged_runs(w):
+    """ListOffsets by timestamp on a diskless partition's runs (not merged yet: the
+    default merge age is a minute), through both brokers: the first record at or after
+    the timestamp, one between two batches' timestamps included, -1 past the last."""
+    topic = "by-time"
+    create(w, topic, 1, DISKLESS)
+    now = int(time.time() * 1000) - 60_000
+    producer = Producer({**QUIET, "bootstrap.servers": w.cluster.bootstrap, "acks": "all", "linger.ms": 0})
+    for i in range(3):
+        producer.produce(topic, value=b"t%d" % i, partition=0, timestamp=now + 1000 * i)
+        assert producer.flush(30) == 0  # one batch (and one run) each
+    for node, b in w.cluster.brokers.items():
+        # The zone in client.id makes Metadata name broker `node` as the leader.
+        consumer = Consumer({**QUIET, "bootstrap.servers": b.bootstrap, "group.id": "by-time-unused",
+                             "client.id": f"by-time,strata_az=r{node}"})
+        try:
+            for ts, want in ((now - 5, 0), (now, 0), (now + 1, 1), (now + 1500, 2), (now + 2000, 2),
+                             (now + 2001, -1)):
+                [found] = consumer.offsets_for_times([TopicPartition(topic, 0, ts)], timeout=15)
+                assert found.error is None and found.offset == want, \
+                    f"broker {node}: timestamp {ts - now:+d} ms: {found.offset} ({found.error}), not {want}"
+        finally:
+            consumer.close()
+
+
 def test_a_broker_listing_a_diskless_topic_takes_produce_for_it(w):
     """Any broker takes produce for any diskless partition: once a broker lists a new
     diskless topic in its Metadata answer, it accepts produce to every partition at once
