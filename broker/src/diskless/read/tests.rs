@@ -163,9 +163,13 @@ mod brokers {
     }
 
     pub async fn produce(broker: &Diskless, records: usize) {
+        produce_at(broker, records, 1_000).await;
+    }
+
+    pub async fn produce_at(broker: &Diskless, records: usize, timestamp: i64) {
         let overrides = BTreeMap::from([("diskless.enable".to_string(), "true".to_string())]);
         let config = TopicConfig::resolve(&overrides, &Config::default()).expect("config");
-        let batch = crate::log::tests::batch(records, 1_000, Compression::None);
+        let batch = crate::log::tests::batch(records, timestamp, Compression::None);
         let answer = broker
             .appender
             .enqueue(KEY, "t", &config, &batch)
@@ -261,5 +265,51 @@ mod brokers {
         // From the start: the largest overall.
         let found = super::runs_max_timestamp(&state, &cache, &reader, 0).await;
         assert_eq!(found.expect("read"), Some((2, 5_002)));
+    }
+
+    #[tokio::test]
+    async fn list_offsets_by_timestamp_follows_delete_records_made_elsewhere() {
+        let cluster = Cluster::new();
+        let a = cluster.broker(1).await;
+        let b = cluster.broker(2).await;
+        for i in 0..3 {
+            produce_at(&a, 2, 10_000 * (i + 1)).await;
+        }
+        let merger = crate::diskless::merge::Merger {
+            store: cluster.store.clone(),
+            tiering: a.tiering.clone(),
+            staging: cluster.dir.path().join("merge"),
+            part_bytes: 16 << 20,
+            write_cache: None,
+        };
+        let settings = crate::diskless::merge::MergeSettings {
+            target_bytes: 1,
+            max_age_ms: 0,
+            max_pending_runs: 2000,
+            index_interval_bytes: 1,
+        };
+        for _ in 0..3 {
+            // One run (one segment) a round.
+            merger
+                .merge_partition("t", &KEY, &settings, i64::MAX / 2)
+                .await
+                .expect("merged");
+        }
+        b.view.refresh(&KEY).await.expect("refresh");
+        assert_eq!(b.view.get(&KEY).head.merged, 6, "everything merged");
+        // B opens (and caches) the manifest.
+        let found = b.offset_for_timestamp(KEY, "t", Some(0)).await;
+        assert_eq!(found.expect("search"), Some((0, 10_000)));
+        // DeleteRecords through A (its own manifest copy); B's view learns the new start.
+        crate::diskless::retention::delete_records(&*cluster.store, &a.tiering, "t", &KEY, 3)
+            .await
+            .expect("deleted");
+        b.view.refresh(&KEY).await.expect("refresh");
+        // The first record at or after the log start, from the merged history: not
+        // none, and not a deleted one.
+        let found = b.offset_for_timestamp(KEY, "t", Some(0)).await;
+        assert_eq!(found.expect("search"), Some((3, 20_001)));
+        let found = b.offset_for_timestamp(KEY, "t", None).await;
+        assert_eq!(found.expect("search"), Some((5, 30_001)));
     }
 }
