@@ -69,6 +69,7 @@ INVALID_REQUEST = 42
 OUT_OF_ORDER_SEQUENCE_NUMBER = 45
 INVALID_PRODUCER_EPOCH = 47
 PRODUCER_FENCED = 90
+KAFKA_STORAGE_ERROR = 56
 # Retriable codes that fit "the object store is unreachable" for a produce: the client
 # retries them as they are (Kafka's RetriableException subclasses). UNKNOWN_TOPIC_OR_PARTITION
 # and CORRUPT_MESSAGE are retriable too, but would tell the client something false.
@@ -748,6 +749,61 @@ def test_a_tailing_consumer_is_served_from_the_write_cache(w):
         "broker 2 served records it never wrote without reading an object"
 
 
+def test_a_consumer_of_another_rack_is_redirected_to_a_listed_replica(w):
+    """KIP-392 on a diskless partition: Metadata lists every live broker as a replica and
+    in sync, the chosen leader first; a consumer sent to broker 1 (its client.id says
+    zone r1) but naming rack r2 in Fetch is answered preferred_read_replica = broker 2,
+    which is in that list, and reads there: broker 2 GETs the objects broker 1 wrote
+    (broker 1 would have served them from its write cache)."""
+    topic = "redirect"
+    create(w, topic, 1, DISKLESS)
+    zone = {"client.id": "redirect-app,strata_az=r1"}
+    from confluent_kafka.admin import AdminClient
+    admin = AdminClient({**QUIET, **zone, "bootstrap.servers": w.cluster.bootstrap})
+    partition = admin.list_topics(topic=topic, timeout=15).topics[topic].partitions[0]
+    assert partition.leader == 1, partition.leader
+    assert list(partition.replicas) == [1, 2] and list(partition.isrs) == [1, 2], \
+        (partition.replicas, partition.isrs)
+    producer = Producer({**QUIET, **zone, "bootstrap.servers": w.cluster.bootstrap, "acks": "all", "linger.ms": 5})
+    mark = w.recorder.mark()
+    for i in range(20):
+        producer.produce(topic, value=b"redirect-%d" % i, partition=0)
+    assert producer.flush(30) == 0
+    written = {key for _, op, key in w.recorder.since(mark)
+               if op in ("PutObject", "CompleteMultipartUpload") and SHARED_OBJECT.search(key)}
+    assert {int(SHARED_OBJECT.search(k).group("node")) for k in written} == {1}, written
+    mark = w.recorder.mark()
+    got = confluent_consume(w.cluster.bootstrap, topic, 1, **zone, **{"client.rack": "r2"})
+    assert [g.value for g in got] == [b"redirect-%d" % i for i in range(20)]
+    assert any(op == "GetObject" and key in written for _, op, key in w.recorder.since(mark)), \
+        "the consumer was not served by broker 2 (no GET of broker 1's objects)"
+
+
+def test_list_offsets_by_timestamp_on_unmerged_runs(w):
+    """ListOffsets by timestamp on a diskless partition's runs (not merged yet: the
+    default merge age is a minute), through both brokers: the first record at or after
+    the timestamp, one between two batches' timestamps included, -1 past the last."""
+    topic = "by-time"
+    create(w, topic, 1, DISKLESS)
+    now = int(time.time() * 1000) - 60_000
+    producer = Producer({**QUIET, "bootstrap.servers": w.cluster.bootstrap, "acks": "all", "linger.ms": 0})
+    for i in range(3):
+        producer.produce(topic, value=b"t%d" % i, partition=0, timestamp=now + 1000 * i)
+        assert producer.flush(30) == 0  # one batch (and one run) each
+    for node, b in w.cluster.brokers.items():
+        # The zone in client.id makes Metadata name broker `node` as the leader.
+        consumer = Consumer({**QUIET, "bootstrap.servers": b.bootstrap, "group.id": "by-time-unused",
+                             "client.id": f"by-time,strata_az=r{node}"})
+        try:
+            for ts, want in ((now - 5, 0), (now, 0), (now + 1, 1), (now + 1500, 2), (now + 2000, 2),
+                             (now + 2001, -1)):
+                [found] = consumer.offsets_for_times([TopicPartition(topic, 0, ts)], timeout=15)
+                assert found.error is None and found.offset == want, \
+                    f"broker {node}: timestamp {ts - now:+d} ms: {found.offset} ({found.error}), not {want}"
+        finally:
+            consumer.close()
+
+
 def test_a_broker_listing_a_diskless_topic_takes_produce_for_it(w):
     """Any broker takes produce for any diskless partition: once a broker lists a new
     diskless topic in its Metadata answer, it accepts produce to every partition at once
@@ -851,7 +907,12 @@ def test_object_store_outage_refuses_diskless_produce_only(w):
         refused: dict[int, int] = {}
 
         def refuse(n: int, b: StrataBroker):
-            refused[n], _ = produce(b.bootstrap, diskless, 0, batch_of([f"0:refused{n}:0"]), timeout_ms=5000)
+            # A timeout well past the PUT's retries, so the answer is the failed PUT's
+            # (KAFKA_STORAGE_ERROR: nothing committed), never REQUEST_TIMED_OUT.
+            started = time.monotonic()
+            refused[n], _ = produce(b.bootstrap, diskless, 0, batch_of([f"0:refused{n}:0"]),
+                                    timeout_ms=120000, wait_s=150)
+            print(f"broker {n} refused the produce after {time.monotonic() - started:.1f}s")
 
         sent.update({"0:refused1:0", "0:refused2:0"})
         both = [threading.Thread(target=refuse, args=(n, b)) for n, b in ((1, b1), (2, b2))]
@@ -860,8 +921,8 @@ def test_object_store_outage_refuses_diskless_produce_only(w):
         for t in both:
             t.join(150)
         assert set(refused) == {1, 2}, f"a produce during the outage got no answer: {refused}"
-        assert all(code in RETRIABLE_OUTAGE for code in refused.values()), \
-            f"diskless produce during the outage answered {refused} (retriable: {RETRIABLE_OUTAGE})"
+        assert all(code == KAFKA_STORAGE_ERROR for code in refused.values()), \
+            f"diskless produce during the outage answered {refused}, not KAFKA_STORAGE_ERROR (56)"
         for i in range(200):
             value = f"{i % 2}:idem:{i // 2}"
             sent.add(value)
@@ -893,11 +954,10 @@ def test_object_store_outage_refuses_diskless_produce_only(w):
     assert not anomalies, "\n".join(anomalies)
     for p in range(2):
         assert read_through(b1, diskless, p) == logs[p], f"partition {p}: the brokers serve different logs"
-    # Everything in the log was acknowledged, except possibly the two refused batches: a
-    # retriable error leaves the outcome open (Kafka's contract), and the test reports it.
+    # Everything in the log was acknowledged: a KAFKA_STORAGE_ERROR from a failed PUT
+    # means nothing was committed, so the two refused batches are not in it.
     extra = {v for log in logs.values() for _, v in log} - acked.keys()
-    assert extra <= {"0:refused1:0", "0:refused2:0"}, extra
-    print(f"refused during the outage: {refused}; in the log afterwards anyway: {sorted(extra)}")
+    assert not extra, f"refused during the outage ({refused}) but in the log: {sorted(extra)}"
     got = confluent_consume(w.cluster.bootstrap, replicated, 2)
     assert sorted(g.value for g in got) == sorted(b"r%d" % i for i in range(200))
 

@@ -872,6 +872,12 @@ impl Broker {
             }
         }
         let _ = std::fs::remove_dir(self.topics.topic_dir(&topic.name, topic.id));
+        if topic.diskless
+            && let Some(diskless) = &self.diskless
+        {
+            // Its view entries and cached manifests (the deleting broker removes the data).
+            diskless.remove_topic(topic.id);
+        }
         self.metrics
             .forget_topic(&topic.name, topic.partitions.len() as i32);
         info!(topic = %topic.name, "closed a topic deleted on another broker");

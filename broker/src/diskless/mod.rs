@@ -77,6 +77,8 @@ pub struct FetchResult {
     pub records: Bytes,
     pub high_watermark: i64,
     pub log_start_offset: i64,
+    /// Read from the merged history (the tiered manifest), not the runs.
+    pub from_merged: bool,
 }
 
 impl Diskless {
@@ -168,6 +170,14 @@ impl Diskless {
 
     /// Reads from `offset`: OFFSET_OUT_OF_RANGE below the log start or past `next`;
     /// empty at `next`.
+    ///
+    /// This broker's view may be behind the store (a consumer that moved here from a
+    /// broker that appended more): an offset past the view's `next` first refreshes the
+    /// partition from the store, and is out of range only if it is still past the
+    /// refreshed `next`. If the refresh fails, the answer is empty records with the
+    /// view's high watermark (the client asks again), never OFFSET_OUT_OF_RANGE, which
+    /// would make it reset. A gap in the runs (a view caught mid-change) is refreshed and
+    /// read once more, else answered as a retriable [`read::ReadError::Gap`].
     pub async fn fetch(
         &self,
         key: PartitionKey,
@@ -175,7 +185,43 @@ impl Diskless {
         offset: i64,
         max_bytes: usize,
     ) -> Result<FetchResult, read::ReadError> {
-        let state = self.view.get(&key);
+        let mut state = self.view.get(&key);
+        if offset > state.head.next {
+            match self.view.refresh(&key).await {
+                Ok(fresh) => state = fresh,
+                Err(e) => {
+                    tracing::warn!(partition = %key, error = %e,
+                        "cannot refresh a diskless partition for a fetch past its end");
+                    return Ok(FetchResult {
+                        records: Bytes::new(),
+                        high_watermark: state.head.next,
+                        log_start_offset: state.head.log_start,
+                        from_merged: false,
+                    });
+                }
+            }
+        }
+        match self.fetch_from(&state, key, topic, offset, max_bytes).await {
+            Err(read::ReadError::Gap { .. }) => {
+                let fresh = self
+                    .view
+                    .refresh(&key)
+                    .await
+                    .map_err(|_| read::ReadError::Gap { offset })?;
+                self.fetch_from(&fresh, key, topic, offset, max_bytes).await
+            }
+            result => result,
+        }
+    }
+
+    async fn fetch_from(
+        &self,
+        state: &PartitionState,
+        key: PartitionKey,
+        topic: &str,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<FetchResult, read::ReadError> {
         let head = &state.head;
         if offset < head.log_start || offset > head.next {
             return Err(read::ReadError::OutOfRange {
@@ -194,12 +240,13 @@ impl Diskless {
                 .map_err(|e| read::ReadError::Remote(e.into()))?;
             read::read_merged(&partition.remote, &reader, head.merged, offset, max_bytes).await?
         } else {
-            read::read_runs(&state, &self.cache, &reader, offset, max_bytes).await?
+            read::read_runs(state, &self.cache, &reader, offset, max_bytes).await?
         };
         Ok(FetchResult {
             records,
             high_watermark: head.next,
             log_start_offset: head.log_start,
+            from_merged: offset < head.merged,
         })
     }
 
@@ -228,29 +275,35 @@ impl Diskless {
             .await
             .map_err(|e| read::ReadError::Remote(e.into()))?;
         let remote = &partition.remote;
-        if remote
-            .marks()
-            .end_offset
-            .is_none_or(|end| end < state.head.merged)
+        // The cached manifest is stale if it ends below `merged` (another broker merged
+        // since) or starts below the log start (retention or DeleteRecords, through their
+        // own copy, deleted segments it still names). A failed search (a segment deleted
+        // meanwhile: 404) reloads and searches once more.
+        let marks = remote.marks();
+        if marks.end_offset.is_none_or(|end| end < state.head.merged)
+            || marks.log_start_offset < from
         {
             remote
                 .reload()
                 .await
                 .map_err(|e| read::ReadError::Remote(e.into()))?;
         }
-        let merged = match timestamp {
-            Some(ts) => {
-                crate::partition::remote::remote_offset_for_timestamp(&reader, remote, ts).await?
-            }
-            None => {
-                let at_least = in_runs.map_or(i64::MIN, |(_, ts)| ts);
-                crate::partition::remote::remote_max_timestamp(&reader, remote, at_least).await?
+        let merged = match read::merged_search(&reader, remote, timestamp, in_runs, from).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::debug!(partition = %key, error = %e,
+                    "a diskless ListOffsets search failed; reloading the manifest");
+                remote
+                    .reload()
+                    .await
+                    .map_err(|e| read::ReadError::Remote(e.into()))?;
+                read::merged_search(&reader, remote, timestamp, in_runs, from).await?
             }
         };
-        Ok(match timestamp {
-            Some(_) => merged.filter(|(o, _)| *o >= from).or(in_runs),
-            None => merged.or(in_runs),
-        })
+        // Merged records come before the runs' (all below `merged`): the first found
+        // there is the answer by timestamp; for MAX_TIMESTAMP, `merged_search` returned
+        // one only if its timestamp is at least the runs' largest.
+        Ok(merged.or(in_runs))
     }
 }
 
@@ -290,6 +343,18 @@ pub fn choose_broker(
         return None;
     }
     Some(candidates[(stable_hash(key) % candidates.len() as u64) as usize])
+}
+
+/// The live brokers a client of `listener` can reach: the only ones Metadata names for a
+/// diskless partition and the only ones Fetch redirects to. (Whether a broker has
+/// diskless support is not in `BrokerInfo`; every Strata broker of this version has.)
+pub fn reachable(
+    live: Vec<crate::cluster::BrokerInfo>,
+    listener: &str,
+) -> Vec<crate::cluster::BrokerInfo> {
+    live.into_iter()
+        .filter(|b| b.endpoint(listener).is_some())
+        .collect()
 }
 
 /// FNV-1a of (topic id, partition): the same on every broker and every build.
@@ -365,5 +430,38 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn only_brokers_with_the_callers_listener_are_chosen() {
+        let with = |node_id, names: &[&str]| crate::cluster::BrokerInfo {
+            listeners: names
+                .iter()
+                .map(|n| crate::cluster::ListenerEndpoint {
+                    name: n.to_string(),
+                    host: "h".into(),
+                    port: 9092,
+                })
+                .collect(),
+            ..broker(node_id, "a")
+        };
+        let live = vec![with(1, &["INTERNAL"]), with(2, &["INTERNAL", "CLIENT"])];
+        let reached: Vec<i32> = reachable(live.clone(), "CLIENT")
+            .iter()
+            .map(|b| b.node_id)
+            .collect();
+        assert_eq!(reached, [2]);
+        for partition in 0..8 {
+            let key = PartitionKey {
+                topic_id: uuid::Uuid::from_u128(3),
+                partition,
+            };
+            assert_eq!(
+                choose_broker(&reachable(live.clone(), "CLIENT"), &key, Some("a")),
+                Some(2)
+            );
+        }
+        // A broker registered before listeners existed answers on every listener.
+        assert_eq!(reachable(vec![broker(3, "a")], "CLIENT").len(), 1);
     }
 }

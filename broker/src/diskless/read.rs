@@ -48,8 +48,12 @@ impl WriteCache {
         }
         let mut inner = self.lock();
         inner.bytes += bytes.len() as u64;
+        // A key inserted again replaces its object: counted once, evicted as the newest.
+        if let Some(old) = inner.objects.insert(key.to_string(), bytes) {
+            inner.bytes -= old.len() as u64;
+            inner.order.retain(|k| k != key);
+        }
         inner.order.push_back(key.to_string());
-        inner.objects.insert(key.to_string(), bytes);
         while inner.bytes > self.capacity {
             let Some(oldest) = inner.order.pop_front() else {
                 break;
@@ -78,6 +82,10 @@ pub enum ReadError {
     Remote(#[from] RemoteReadError),
     #[error("shared object {key} is damaged at byte {position}")]
     Corrupt { key: String, position: u64 },
+    /// The view's runs do not cover the offset (a gap, or none starting at or before
+    /// it): the view is caught mid-change. Retriable.
+    #[error("no run holds offset {offset}; the view is being updated")]
+    Gap { offset: i64 },
 }
 
 /// The object id the segment cache keys a shared object by: the uuid in its name
@@ -111,6 +119,8 @@ async fn run_bytes(
     run: &Run,
 ) -> Result<Bytes, ReadError> {
     let range = run.pos..run.pos.saturating_add(run.len);
+    // A slice of a cached object holds the whole object only until the caller has
+    // copied its batches out (`patched_batches`): no response pins a shared object.
     if let Some(object) = cache.get(&run.key)
         && range.end <= object.len() as u64
     {
@@ -172,7 +182,8 @@ fn patched_batches(
 }
 
 /// Reads from `offset` (at or above `merged`, below `next`) through the runs, up to
-/// `max_bytes` (at least one batch).
+/// `max_bytes` (at least one batch). The runs read must start at or before `offset` and
+/// follow one another without a gap, else [`ReadError::Gap`]: records are never skipped.
 pub async fn read_runs(
     state: &PartitionState,
     cache: &WriteCache,
@@ -186,6 +197,8 @@ pub async fn read_runs(
         .range(..=offset)
         .next_back()
         .map_or(offset, |(base, _)| *base);
+    // The next offset the following run must start at (the first may start before).
+    let mut expected: Option<i64> = None;
     for run in state
         .runs
         .range(first.max(state.head.merged)..)
@@ -194,15 +207,50 @@ pub async fn read_runs(
         if run.end <= offset {
             continue;
         }
+        let gap = match expected {
+            None => run.base > offset,
+            Some(e) => run.base != e,
+        };
+        if gap {
+            return Err(ReadError::Gap {
+                offset: expected.unwrap_or(offset),
+            });
+        }
+        expected = Some(run.end);
         if !out.is_empty() && out.len() >= max_bytes {
-            break;
+            return Ok(out.freeze());
         }
         let bytes = run_bytes(cache, reader, run).await?;
         if !patched_batches(run, &bytes, offset, max_bytes, &mut out)? {
-            break;
+            return Ok(out.freeze());
         }
     }
+    if expected.unwrap_or(offset) < state.head.next {
+        return Err(ReadError::Gap {
+            offset: expected.unwrap_or(offset),
+        });
+    }
     Ok(out.freeze())
+}
+
+/// ListOffsets over a diskless partition's manifest: by `timestamp`, or MAX_TIMESTAMP
+/// (`None`: only a record whose timestamp is at least the runs' largest, `in_runs`),
+/// considering only records at or after `from` (the partition's log start).
+pub async fn merged_search(
+    reader: &RemoteReader,
+    remote: &RemoteLog,
+    timestamp: Option<i64>,
+    in_runs: Option<(i64, i64)>,
+    from: i64,
+) -> Result<Option<(i64, i64)>, ReadError> {
+    use crate::partition::remote::{remote_max_timestamp_from, remote_offset_for_timestamp_from};
+    Ok(match timestamp {
+        Some(ts) => remote_offset_for_timestamp_from(reader, remote, ts, from).await?,
+        None => {
+            let at_least = in_runs.map_or(i64::MIN, |(_, ts)| ts);
+            remote_max_timestamp_from(reader, remote, at_least, from).await?
+        }
+    })
 }
 
 /// Reads from `offset` below `merged` through the partition's manifest. The manifest is
@@ -263,23 +311,49 @@ pub async fn runs_offset_for_timestamp(
     Ok(None)
 }
 
-/// The offset of the record with the largest timestamp in the runs (the first of
-/// equals), with that timestamp.
+/// The offset of the record with the largest timestamp in the runs at or after `from`
+/// (the first of equals), with that timestamp. Runs wholly at or after `from` are judged
+/// by their max timestamp; a run reaching below `from` is read record by record, since
+/// its max timestamp may be a record's below `from`.
 pub async fn runs_max_timestamp(
     state: &PartitionState,
     cache: &WriteCache,
     reader: &RemoteReader,
     from: i64,
 ) -> Result<Option<(i64, i64)>, ReadError> {
-    let Some(max) = state
+    use crate::log::records::{Budget, MAX_INFLATED_BYTES, for_each_timestamp};
+    let mut straddling: Option<(i64, i64)> = None;
+    for run in state.live_runs().filter(|r| r.base < from && r.end > from) {
+        let mut out = BytesMut::new();
+        let bytes = run_bytes(cache, reader, run).await?;
+        patched_batches(run, &bytes, from, usize::MAX, &mut out)?;
+        let mut position = 0;
+        while let Some((_, size, _)) = format::read_batch_prefix(&out[position..]) {
+            let batch = &out[position..(position + size).min(out.len())];
+            for_each_timestamp(batch, &mut Budget::new(MAX_INFLATED_BYTES), |offset, ts| {
+                if offset >= from && straddling.is_none_or(|(_, best)| ts > best) {
+                    straddling = Some((offset, ts));
+                }
+                true
+            })
+            .map_err(|_| ReadError::Corrupt {
+                key: run.key.clone(),
+                position: run.pos,
+            })?;
+            position += size;
+        }
+    }
+    let whole = state
         .live_runs()
-        .filter(|r| r.end > from)
+        .filter(|r| r.base >= from)
         .map(|r| r.max_ts)
-        .max()
-    else {
-        return Ok(None);
-    };
-    runs_offset_for_timestamp(state, cache, reader, max, from).await
+        .max();
+    match (straddling, whole) {
+        // The straddling run comes first: it wins a tie.
+        (Some(found), Some(max)) if found.1 >= max => Ok(Some(found)),
+        (found, None) => Ok(found),
+        (_, Some(max)) => runs_offset_for_timestamp(state, cache, reader, max, from).await,
+    }
 }
 
 #[cfg(test)]

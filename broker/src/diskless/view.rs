@@ -10,8 +10,13 @@
 //!
 //! A state is installed only if its head version is not older than the one held, so a
 //! slow reload never undoes a newer commit.
+//!
+//! A deleted topic's partitions are forgotten for good: their ids are remembered, so a
+//! late watch event, a refresh or a long-poll subscription does not bring them back.
+//! Forgetting drops a partition's `watch` sender, which ends a long poll waiting on it
+//! (its `changed()` fails), and the fetch then answers at once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -32,6 +37,8 @@ struct Entry {
 pub struct DisklessView {
     store: Arc<dyn DisklessStore>,
     partitions: RwLock<HashMap<PartitionKey, Entry>>,
+    /// Deleted topics: never installed again. A std lock: held for a set access.
+    removed: RwLock<HashSet<Uuid>>,
 }
 
 impl DisklessView {
@@ -39,6 +46,7 @@ impl DisklessView {
         DisklessView {
             store,
             partitions: RwLock::new(HashMap::new()),
+            removed: RwLock::new(HashSet::new()),
         }
     }
 
@@ -71,12 +79,24 @@ impl DisklessView {
             .collect()
     }
 
-    /// A receiver of the partition's `next` offset, for long polls.
+    fn is_removed(&self, topic_id: Uuid) -> bool {
+        self.removed
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&topic_id)
+    }
+
+    /// A receiver of the partition's `next` offset, for long polls. For a deleted
+    /// topic's partition, a receiver whose sender is gone (`changed()` fails at once).
     pub fn subscribe(&self, key: &PartitionKey) -> watch::Receiver<i64> {
         if let Some(entry) = self.read().get(key) {
             return entry.next.subscribe();
         }
-        self.write()
+        let mut partitions = self.write();
+        if self.is_removed(key.topic_id) {
+            return watch::channel(0).1;
+        }
+        partitions
             .entry(*key)
             .or_insert_with(|| Entry {
                 state: Arc::default(),
@@ -90,6 +110,10 @@ impl DisklessView {
     pub fn install(&self, key: PartitionKey, state: PartitionState) {
         let next = state.head.next;
         let mut partitions = self.write();
+        // Checked under the map's lock: `remove_topic` marks the topic, then clears it.
+        if self.is_removed(key.topic_id) {
+            return;
+        }
         match partitions.get_mut(&key) {
             Some(entry) => {
                 if entry.state.head_version > state.head_version && state.head_version > 0 {
@@ -145,6 +169,10 @@ impl DisklessView {
 
     /// Forgets a deleted topic's partitions.
     pub fn remove_topic(&self, topic_id: Uuid) {
+        self.removed
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(topic_id);
         self.write().retain(|k, _| k.topic_id != topic_id);
     }
 
@@ -221,5 +249,36 @@ impl DisklessView {
             Err(e) => warn!(error = %e, "cannot reload diskless partitions"),
         }
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diskless::store::EmbeddedDisklessStore;
+
+    #[tokio::test]
+    async fn a_deleted_topic_stays_forgotten_and_ends_long_polls() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let view = DisklessView::new(Arc::new(EmbeddedDisklessStore::new(dir.path())));
+        let key = PartitionKey {
+            topic_id: Uuid::from_u128(5),
+            partition: 0,
+        };
+        let mut state = PartitionState::default();
+        state.head.next = 3;
+        state.head_version = 1;
+        view.install(key, state.clone());
+        let mut waiting = view.subscribe(&key);
+        view.remove_topic(key.topic_id);
+        // A long poll waiting on it wakes with an error, at once, not at max_wait.
+        assert!(waiting.changed().await.is_err());
+        // Neither a new subscription, nor a late install or refresh brings it back.
+        let mut late = view.subscribe(&key);
+        assert!(late.changed().await.is_err());
+        view.install(key, state);
+        view.refresh(&key).await.expect("refresh");
+        assert!(view.all().is_empty(), "{:?}", view.all());
+        assert_eq!(view.get(&key).head.next, 0);
     }
 }

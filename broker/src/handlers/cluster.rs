@@ -49,9 +49,20 @@ pub fn api_versions(broker: &Broker, version: i16) -> ResponseKind {
 }
 
 /// A diskless topic's partitions: each led, for this client, by a live broker of its
-/// zone (`crate::diskless::choose_broker`), epoch 0, that broker its only replica.
-fn diskless_metadata(broker: &Broker, topic: &Topic, zone: Option<&str>) -> MetadataResponseTopic {
-    let live = broker.live_brokers();
+/// zone (`crate::diskless::choose_broker`) that it can reach on its listener, epoch 0.
+/// Every such broker serves the partition, so all are listed as replicas and in sync,
+/// the leader first: a Fetch redirect (KIP-392) names one of them, and a Java consumer
+/// follows a redirect only to a replica Metadata listed (KAFKA-14379).
+fn diskless_metadata(
+    broker: &Broker,
+    topic: &Topic,
+    zone: Option<&str>,
+    listener: &str,
+) -> MetadataResponseTopic {
+    let live = crate::diskless::reachable(broker.live_brokers(), listener);
+    let mut ids: Vec<i32> = live.iter().map(|b| b.node_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
     let partitions = (0..topic.partition_count())
         .map(|index| {
             let key = crate::diskless::PartitionKey {
@@ -62,10 +73,16 @@ fn diskless_metadata(broker: &Broker, topic: &Topic, zone: Option<&str>) -> Meta
                 .with_partition_index(index)
                 .with_leader_epoch(0);
             match crate::diskless::choose_broker(&live, &key, zone) {
-                Some(leader) => response
-                    .with_leader_id(BrokerId(leader))
-                    .with_replica_nodes(vec![BrokerId(leader)])
-                    .with_isr_nodes(vec![BrokerId(leader)]),
+                Some(leader) => {
+                    let replicas: Vec<BrokerId> = std::iter::once(leader)
+                        .chain(ids.iter().copied().filter(|&id| id != leader))
+                        .map(BrokerId)
+                        .collect();
+                    response
+                        .with_leader_id(BrokerId(leader))
+                        .with_replica_nodes(replicas.clone())
+                        .with_isr_nodes(replicas)
+                }
                 None => response
                     .with_error_code(ResponseError::LeaderNotAvailable.code())
                     .with_leader_id(BrokerId(-1)),
@@ -78,9 +95,14 @@ fn diskless_metadata(broker: &Broker, topic: &Topic, zone: Option<&str>) -> Meta
         .with_partitions(partitions)
 }
 
-fn topic_metadata(broker: &Broker, topic: &Topic, zone: Option<&str>) -> MetadataResponseTopic {
+fn topic_metadata(
+    broker: &Broker,
+    topic: &Topic,
+    zone: Option<&str>,
+    listener: &str,
+) -> MetadataResponseTopic {
     if topic.diskless {
-        return diskless_metadata(broker, topic, zone);
+        return diskless_metadata(broker, topic, zone, listener);
     }
     let live: Vec<i32> = broker.live_brokers().iter().map(|b| b.node_id).collect();
     let ids = |ids: &[i32]| ids.iter().map(|&id| BrokerId(id)).collect::<Vec<_>>();
@@ -159,7 +181,7 @@ pub async fn metadata(
             .iter()
             // Topics the caller may not describe are not shown (not refused).
             .filter(|t| authz.can(AclOperation::Describe, ResourceType::Topic, &t.name))
-            .map(|t| topic_metadata(broker, t, zone))
+            .map(|t| topic_metadata(broker, t, zone, &caller.listener))
             .collect();
     } else {
         // Before v4 there is no flag and Kafka auto-creates; after, the client decides.
@@ -178,7 +200,7 @@ pub async fn metadata(
                             ResponseError::TopicAuthorizationFailed,
                         )
                     }
-                    Some(topic) => topic_metadata(broker, &topic, zone),
+                    Some(topic) => topic_metadata(broker, &topic, zone, &caller.listener),
                     None => topic_error(None, wanted.topic_id, ResponseError::UnknownTopicId),
                 },
                 Some(name) if !valid_topic_name(&name) => topic_error(
@@ -219,7 +241,7 @@ pub async fn metadata(
                         broker.get_or_auto_create(&name).await
                     };
                     match found {
-                        Ok(Some(topic)) => topic_metadata(broker, &topic, zone),
+                        Ok(Some(topic)) => topic_metadata(broker, &topic, zone, &caller.listener),
                         Ok(None) => topic_error(
                             Some(&name),
                             uuid::Uuid::nil(),

@@ -47,17 +47,18 @@ struct Wanted {
 }
 
 /// KIP-392 for diskless partitions: a consumer naming a rack other than this broker's is
-/// sent to a live broker of its rack, if there is one (chosen as Metadata chooses).
+/// sent to a live broker of its rack that it can reach on its listener, if there is one
+/// (chosen as Metadata chooses; Metadata lists every such broker as a replica).
 fn diskless_read_replica(
     broker: &Broker,
     key: &crate::diskless::PartitionKey,
     client_rack: &str,
+    listener: &str,
 ) -> Option<i32> {
     if client_rack.is_empty() || broker.config.rack == client_rack {
         return None;
     }
-    let live: Vec<_> = broker
-        .live_brokers()
+    let live: Vec<_> = crate::diskless::reachable(broker.live_brokers(), listener)
         .into_iter()
         .filter(|b| b.rack.as_deref() == Some(client_rack))
         .collect();
@@ -114,7 +115,12 @@ fn serves(partition: &Partition, version: i16) -> Result<(), ResponseError> {
 /// and task past `connections_max_idle_ms`. Clients ask for 500 ms by default.
 const MAX_WAIT_MS: i32 = 30_000;
 
-pub async fn fetch(broker: &Arc<Broker>, request: FetchRequest, version: i16) -> ResponseKind {
+pub async fn fetch(
+    broker: &Arc<Broker>,
+    request: FetchRequest,
+    version: i16,
+    listener: &str,
+) -> ResponseKind {
     let unknown = if version >= 13 {
         ResponseError::UnknownTopicId
     } else {
@@ -147,7 +153,7 @@ pub async fn fetch(broker: &Arc<Broker>, request: FetchRequest, version: i16) ->
                     partition_max_bytes: p.partition_max_bytes.max(0) as usize,
                     current_leader_epoch: p.current_leader_epoch,
                     partition: Err(ResponseError::UnknownTopicOrPartition),
-                    redirect: diskless_read_replica(broker, &key, &client_rack),
+                    redirect: diskless_read_replica(broker, &key, &client_rack, listener),
                     diskless: known.then(|| (key, t.clone())),
                 });
                 continue;
@@ -200,10 +206,15 @@ pub async fn fetch(broker: &Arc<Broker>, request: FetchRequest, version: i16) ->
         let changed = select_all(watchers.iter_mut().map(|w| Box::pin(w.changed())));
         let woke = tokio::select! {
             _ = broker.shutdown.cancelled() => false,
-            result = tokio::time::timeout_at(deadline, changed) => result.is_ok(),
+            // A watch whose sender is gone (a deleted diskless partition) fails at once:
+            // answer rather than wait on it again and again.
+            result = tokio::time::timeout_at(deadline, changed) => {
+                result.is_ok_and(|(changed, _, _)| changed.is_ok())
+            }
         };
         if !woke {
-            // Nothing arrived in time, or the broker is stopping: answer with what we have.
+            // Nothing arrived in time, the broker is stopping or a partition is gone:
+            // answer with what we have.
             break read_all(broker, &wanted, max_bytes, read_committed).await.0;
         }
     };
@@ -294,6 +305,7 @@ async fn read_all(
     let mut answer_now = false;
     let mut out = Vec::with_capacity(wanted.len());
     let mut remote_reads = Vec::new();
+    let mut diskless_reads = Vec::new();
     for w in wanted {
         let base = PartitionData::default()
             .with_partition_index(w.index)
@@ -312,11 +324,20 @@ async fn read_all(
             } else {
                 w.partition_max_bytes.min(max_bytes.saturating_sub(total))
             };
-            let (data, read, failed) =
-                read_diskless(broker, diskless, w, key, topic, base, budget, total).await;
-            total += read;
-            answer_now |= failed;
-            out.push(data);
+            match diskless_answer(diskless, w, key, &base, budget, total) {
+                Some((data, failed)) => {
+                    answer_now |= failed;
+                    out.push(data);
+                }
+                // Read after this pass, concurrently; counted as if it filled its budget.
+                None => {
+                    total += budget;
+                    diskless_reads.push((out.len(), budget, async move {
+                        read_diskless(broker, diskless, w, key, topic, base, budget).await
+                    }));
+                    out.push(PartitionData::default());
+                }
+            }
             continue;
         }
         let partition = match &w.partition {
@@ -386,6 +407,22 @@ async fn read_all(
             }
         }
     }
+    if !diskless_reads.is_empty() {
+        use futures::StreamExt;
+        let (slots, reads): (Vec<_>, Vec<_>) = diskless_reads
+            .into_iter()
+            .map(|(i, budget, read)| ((i, budget), read))
+            .unzip();
+        let results: Vec<_> = futures::stream::iter(reads)
+            .buffered(DISKLESS_READS_AT_ONCE)
+            .collect()
+            .await;
+        for ((i, budget), (data, read, answer)) in slots.into_iter().zip(results) {
+            total = total - budget + read;
+            answer_now |= answer;
+            out[i] = data;
+        }
+    }
     if remote_reads.is_empty() {
         return (out, total, answer_now);
     }
@@ -425,9 +462,45 @@ async fn read_all(
     (out, total, answer_now)
 }
 
-/// One diskless partition's part of a fetch pass: the response, the bytes read, and
-/// whether to answer now (an error or a redirect).
-#[allow(clippy::too_many_arguments)]
+/// How many diskless partitions one fetch pass reads at once (each a GET or a
+/// metadata-store read at most).
+const DISKLESS_READS_AT_ONCE: usize = 16;
+
+/// A diskless partition's answer when it needs no read (an error, a redirect, no budget
+/// left): the response and whether to answer now; `None` if it must be read.
+fn diskless_answer(
+    diskless: &crate::diskless::Diskless,
+    w: &Wanted,
+    key: &crate::diskless::PartitionKey,
+    base: &PartitionData,
+    budget: usize,
+    total: usize,
+) -> Option<(PartitionData, bool)> {
+    let head = diskless.view.get(key).head.clone();
+    let marked = base
+        .clone()
+        .with_high_watermark(head.next)
+        .with_last_stable_offset(head.next)
+        .with_log_start_offset(head.log_start);
+    if w.current_leader_epoch > 0 {
+        return Some((
+            marked.with_error_code(ResponseError::UnknownLeaderEpoch.code()),
+            true,
+        ));
+    }
+    if let Some(replica) = w.redirect {
+        return Some((marked.with_preferred_read_replica(replica.into()), true));
+    }
+    if total > 0 && budget == 0 {
+        return Some((marked, false));
+    }
+    None
+}
+
+/// One diskless partition's read: the response, the bytes read, and whether to answer
+/// now: an error, or records from the merged history (a read there stops at a segment's
+/// end, so waiting for `min_bytes` would only wait out `max_wait_ms`, as for a
+/// replicated partition's remote reads).
 async fn read_diskless(
     broker: &Broker,
     diskless: &crate::diskless::Diskless,
@@ -436,27 +509,7 @@ async fn read_diskless(
     topic: &Topic,
     base: PartitionData,
     budget: usize,
-    total: usize,
 ) -> (PartitionData, usize, bool) {
-    let head = diskless.view.get(key).head.clone();
-    let marked = base
-        .clone()
-        .with_high_watermark(head.next)
-        .with_last_stable_offset(head.next)
-        .with_log_start_offset(head.log_start);
-    if w.current_leader_epoch > 0 {
-        return (
-            marked.with_error_code(ResponseError::UnknownLeaderEpoch.code()),
-            0,
-            true,
-        );
-    }
-    if let Some(replica) = w.redirect {
-        return (marked.with_preferred_read_replica(replica.into()), 0, true);
-    }
-    if total > 0 && budget == 0 {
-        return (marked, 0, false);
-    }
     match diskless
         .fetch(*key, &topic.name, w.fetch_offset, budget)
         .await
@@ -470,14 +523,16 @@ async fn read_diskless(
                     .with_label_values(&[&topic.name])
                     .inc_by(len as u64);
             }
+            let answer_now = len > 0 && read.from_merged;
             let data = base
                 .with_high_watermark(read.high_watermark)
                 .with_last_stable_offset(read.high_watermark)
                 .with_log_start_offset(read.log_start_offset)
                 .with_records(Some(read.records));
-            (data, len, false)
+            (data, len, answer_now)
         }
         Err(e) => {
+            let head = diskless.view.get(key).head.clone();
             let code = match e {
                 crate::diskless::read::ReadError::OutOfRange { .. } => {
                     ResponseError::OffsetOutOfRange
@@ -489,7 +544,12 @@ async fn read_diskless(
                 }
             };
             broker.metrics.error("Fetch", code);
-            (marked.with_error_code(code.code()), 0, true)
+            let data = base
+                .with_high_watermark(head.next)
+                .with_last_stable_offset(head.next)
+                .with_log_start_offset(head.log_start)
+                .with_error_code(code.code());
+            (data, 0, true)
         }
     }
 }

@@ -91,7 +91,8 @@ pub async fn handle(
         RequestKind::WriteTxnMarkers(r) => txn::write_txn_markers(broker, &authz, r).await,
         RequestKind::Fetch(r) => {
             let zone = crate::cost::client_zone(&client_id, Some(r.rack_id.as_str()));
-            let response = fetch::fetch(broker, r, version).await;
+            let listener = authz.caller().listener.clone();
+            let response = fetch::fetch(broker, r, version, &listener).await;
             crate::broker::cost_ledger::count_client_fetch(broker, zone, &response);
             response
         }

@@ -320,8 +320,19 @@ pub async fn remote_offset_for_timestamp(
     remote: &RemoteLog,
     timestamp: i64,
 ) -> Result<Option<(i64, i64)>, RemoteReadError> {
+    remote_offset_for_timestamp_from(tiering, remote, timestamp, i64::MIN).await
+}
+
+/// [`remote_offset_for_timestamp`] considering only records at or after `min_offset`
+/// too (a diskless partition's log start, which can be ahead of its manifest's).
+pub async fn remote_offset_for_timestamp_from(
+    tiering: &RemoteReader,
+    remote: &RemoteLog,
+    timestamp: i64,
+    min_offset: i64,
+) -> Result<Option<(i64, i64)>, RemoteReadError> {
     let mut walk = remote.by_offset_reaching(timestamp);
-    let start = walk.log_start();
+    let start = walk.log_start().max(min_offset);
     while let Some(entry) = walk.next().await? {
         let found = scan_segment_for_timestamp(tiering, remote, &entry, timestamp, start).await?;
         if found.is_some() {
@@ -345,8 +356,18 @@ pub async fn remote_max_timestamp(
     remote: &RemoteLog,
     at_least: i64,
 ) -> Result<Option<(i64, i64)>, RemoteReadError> {
+    remote_max_timestamp_from(tiering, remote, at_least, i64::MIN).await
+}
+
+/// [`remote_max_timestamp`] considering only records at or after `min_offset` too.
+pub async fn remote_max_timestamp_from(
+    tiering: &RemoteReader,
+    remote: &RemoteLog,
+    at_least: i64,
+    min_offset: i64,
+) -> Result<Option<(i64, i64)>, RemoteReadError> {
     let mut walk = remote.by_max_timestamp(at_least);
-    let start = walk.log_start();
+    let start = walk.log_start().max(min_offset);
     while let Some(entry) = walk.next().await? {
         let found =
             scan_segment_for_timestamp(tiering, remote, &entry, entry.max_timestamp, start).await?;
