@@ -39,6 +39,8 @@ def diskless_env(bucket) -> dict[str, str]:
         remote_scrub_interval_ms=300,
         remote_scrub_grace_ms=8_000,
         diskless_scrub_grace_ms=5_000,
+        # Below the floors (1 min, 5 min): allowed for tests only.
+        testing_short_scrub_grace="true",
     )
 
 
