@@ -28,21 +28,22 @@ const CAS_ATTEMPTS: usize = 8;
 
 /// The owner's retention pass over one partition: the manifest's start moves to what
 /// retention.ms / retention.bytes ask for (and at least to `head.log_start`), then
-/// `head.log_start` follows the manifest's start.
+/// `head.log_start` follows the manifest's start. Returns whether either moved.
 pub async fn apply_retention(
     merger: &Merger,
     topic: &DisklessTopic,
     key: &PartitionKey,
     now_ms: i64,
-) -> Result<(), MergeError> {
+) -> Result<bool, MergeError> {
     let Some(state) = merger.store.load(key).await? else {
-        return Ok(());
+        return Ok(false);
     };
     let remote = merger.remote_log(&topic.name, key).await?;
     let marks = remote.marks();
     if marks.end_offset.is_none() && state.head.log_start == 0 {
-        return Ok(());
+        return Ok(false);
     }
+    let (manifest_start, head_start) = (marks.log_start_offset, state.head.log_start);
     let mut target =
         (state.head.log_start > marks.log_start_offset).then_some(state.head.log_start);
     let config = &topic.config;
@@ -64,8 +65,9 @@ pub async fn apply_retention(
                 bytes = deleted, "diskless retention deleted merged segments");
         }
     }
-    raise_log_start(&*merger.store, key, state, remote.marks().log_start_offset).await?;
-    Ok(())
+    let moved_to = remote.marks().log_start_offset;
+    let log_start = raise_log_start(&*merger.store, key, state, moved_to).await?;
+    Ok(moved_to != manifest_start || log_start != head_start)
 }
 
 /// Raises `head.log_start` to `to` (capped at `head.next`) by compare-and-swap, re-reading

@@ -14,6 +14,8 @@ use crate::diskless::store::{AppendWrite, EmbeddedDisklessStore};
 use crate::log::format;
 use crate::log::tests::batch;
 
+mod rounds;
+
 const TOPIC: &str = "orders";
 
 fn key() -> PartitionKey {
@@ -700,10 +702,15 @@ async fn stored(fx: &Fixture) -> PartitionState {
 struct FakeHost {
     config: Config,
     tiering: Arc<Tiering>,
-    store: Arc<EmbeddedDisklessStore>,
+    store: Arc<dyn DisklessStore>,
+    /// The broker's view of each partition, if this host keeps one (`None`: no view,
+    /// the merger asks the store).
+    views: Option<std::sync::Mutex<std::collections::HashMap<PartitionKey, Arc<PartitionState>>>>,
     node_id: i32,
     live: Vec<i32>,
     partitions: i32,
+    /// The topic's retention.bytes (-1: none).
+    retention_bytes: i64,
     shutdown: tokio_util::sync::CancellationToken,
     registry: prometheus::Registry,
 }
@@ -733,13 +740,24 @@ impl DisklessHost for FakeHost {
     fn diskless_topics(&self) -> Vec<DisklessTopic> {
         vec![DisklessTopic {
             partitions: self.partitions,
-            ..topic(-1)
+            ..topic(self.retention_bytes)
         }]
     }
-    fn diskless_state(&self, _key: &PartitionKey) -> Option<Arc<PartitionState>> {
-        None
+    fn diskless_state(&self, key: &PartitionKey) -> Option<Arc<PartitionState>> {
+        let views = self.views.as_ref()?.lock().expect("views");
+        Some(views.get(key).cloned().unwrap_or_default())
     }
-    async fn refresh_view(&self, _key: &PartitionKey) {}
+    async fn refresh_view(&self, key: &PartitionKey) {
+        if let Some(views) = &self.views {
+            let state = self
+                .store
+                .load(key)
+                .await
+                .expect("load")
+                .unwrap_or_default();
+            views.lock().expect("views").insert(*key, Arc::new(state));
+        }
+    }
     async fn stored_topic_ids(&self) -> Result<HashSet<Uuid>, crate::cluster::StoreError> {
         Ok(HashSet::from([key().topic_id]))
     }
@@ -786,9 +804,11 @@ async fn the_loop_merges_only_the_partitions_this_broker_owns() {
                 config: fx.config.clone(),
                 tiering: fx.merger().await.tiering,
                 store: fx.store.clone(),
+                views: None,
                 node_id,
                 live,
                 partitions: PARTITIONS,
+                retention_bytes: -1,
                 shutdown: tokio_util::sync::CancellationToken::new(),
                 registry: prometheus::Registry::new(),
             })
