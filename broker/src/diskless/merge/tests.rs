@@ -520,7 +520,7 @@ async fn merge_now(merger: &Merger) {
 
 #[tokio::test]
 async fn delete_records_moves_the_head_then_the_manifest() {
-    use crate::diskless::retention::{DeleteRecordsError, delete_records};
+    use crate::diskless::retention::{DeleteRecordsError, advance_manifest, delete_records};
     let fx = Fixture::new();
     let merger = fx.merger().await;
     fx.append(&[&[2, 3]], 1_000).await;
@@ -533,19 +533,22 @@ async fn delete_records_moves_the_head_then_the_manifest() {
     let tiering = &merger.tiering;
     // Past the high watermark (14): refused, nothing moved.
     assert!(matches!(
-        delete_records(store, tiering, TOPIC, &key(), 15).await,
+        delete_records(store, &key(), 15).await,
         Err(DeleteRecordsError::OutOfRange { .. })
     ));
     assert_eq!(stored(&fx).await.head.log_start, 0);
-    // Into the second segment: the first segment's object goes, the second stays.
+    // Into the second segment: the head moves; no object is deleted before the answer.
     assert_eq!(
-        delete_records(store, tiering, TOPIC, &key(), 7)
+        delete_records(store, &key(), 7)
             .await
             .expect("the call succeeds"),
         7
     );
     let state = stored(&fx).await;
     assert_eq!(state.head.log_start, 7);
+    assert_eq!(fx.segment_objects().await, 2);
+    // Then the manifest: the first segment's object goes, the second stays.
+    advance_manifest(tiering, TOPIC, &key(), 7).await;
     assert_eq!(fx.segment_objects().await, 1);
     let remote = merger
         .remote_log(TOPIC, &key())
@@ -554,7 +557,7 @@ async fn delete_records_moves_the_head_then_the_manifest() {
     assert_eq!(remote.marks().log_start_offset, 7);
     // Backwards is a no-op answering the current low watermark.
     assert_eq!(
-        delete_records(store, tiering, TOPIC, &key(), 3)
+        delete_records(store, &key(), 3)
             .await
             .expect("the call succeeds"),
         7
@@ -562,11 +565,12 @@ async fn delete_records_moves_the_head_then_the_manifest() {
     // -1 is the high watermark, past `merged` (12): the unmerged run (12..14) is covered
     // and the next round trims it instead of merging deleted records.
     assert_eq!(
-        delete_records(store, tiering, TOPIC, &key(), -1)
+        delete_records(store, &key(), -1)
             .await
             .expect("the call succeeds"),
         14
     );
+    advance_manifest(tiering, TOPIC, &key(), 14).await;
     assert_eq!(fx.segment_objects().await, 0);
     let merged = merger
         .merge_partition(TOPIC, &key(), &settings(1 << 20), i64::MAX / 2)
