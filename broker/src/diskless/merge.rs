@@ -257,6 +257,8 @@ pub enum MergeError {
     },
     #[error("the head of the partition kept changing; the trim is left to the next round")]
     Contended,
+    #[error("the partition's records are gone from the metadata store: its topic was deleted")]
+    PartitionDeleted,
 }
 
 /// What one round did to a partition.
@@ -341,8 +343,23 @@ impl Merger {
                         end_offset = runs.last().map_or(0, |r| r.end), runs = runs.len(),
                         bytes = runs.iter().map(|r| r.len).sum::<u64>(), "merged diskless runs into a segment");
                 }
-                let trimmed = self.trim(key, state, &remote).await?;
-                Ok(Merged { uploaded, trimmed })
+                match self.trim(key, state, &remote).await {
+                    Ok(trimmed) => Ok(Merged { uploaded, trimmed }),
+                    // The topic was deleted while this merge ran: its deletion may have
+                    // deleted the manifest before this upload created it again. Fence:
+                    // delete what this merge left (the scrubbers would take the segment
+                    // objects, not the manifest root).
+                    Err(MergeError::PartitionDeleted) if uploaded => {
+                        warn!(partition = %remote.id,
+                            "the topic was deleted during a merge; deleting what the merge committed");
+                        remote.delete_everything().await?;
+                        Ok(Merged {
+                            uploaded,
+                            trimmed: 0,
+                        })
+                    }
+                    Err(e) => Err(e),
+                }
             }
         }
     }
@@ -455,7 +472,8 @@ impl Merger {
     }
 
     /// Trims the store to what the manifest covers, re-reading on a lost compare.
-    /// Returns the runs deleted.
+    /// Returns the runs deleted; [`MergeError::PartitionDeleted`] if the partition's
+    /// head is gone (its topic was deleted).
     pub async fn trim(
         &self,
         key: &PartitionKey,
@@ -475,7 +493,7 @@ impl Merger {
             }
             match self.store.load(key).await? {
                 Some(fresh) => state = fresh,
-                None => return Ok(0),
+                None => return Err(MergeError::PartitionDeleted),
             }
         }
         Err(MergeError::Contended)

@@ -649,7 +649,8 @@ async fn scrubber_deletes_only_old_unreferenced_shared_objects() {
     assert_eq!(
         scrub_shared(&fx.backend, &*fx.store, now, grace)
             .await
-            .expect("the call succeeds"),
+            .expect("the call succeeds")
+            .0,
         0
     );
     assert_eq!(shared(&fx).await.len(), 3);
@@ -658,7 +659,8 @@ async fn scrubber_deletes_only_old_unreferenced_shared_objects() {
     assert_eq!(
         scrub_shared(&fx.backend, &*fx.store, later, grace)
             .await
-            .expect("the call succeeds"),
+            .expect("the call succeeds")
+            .0,
         1
     );
     let left = shared(&fx).await;
@@ -669,7 +671,8 @@ async fn scrubber_deletes_only_old_unreferenced_shared_objects() {
     assert_eq!(
         scrub_shared(&fx.backend, &*fx.store, later, grace)
             .await
-            .expect("the call succeeds"),
+            .expect("the call succeeds")
+            .0,
         2
     );
     assert!(shared(&fx).await.is_empty());

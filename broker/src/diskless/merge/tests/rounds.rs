@@ -17,6 +17,8 @@ struct Probe {
     loads: AtomicUsize,
     fail_trims: AtomicBool,
     together: Option<tokio::sync::Barrier>,
+    /// Deletes this topic right after the first load (a deletion racing a merge).
+    delete_after_first_load: Option<Uuid>,
 }
 
 impl Probe {
@@ -26,6 +28,7 @@ impl Probe {
             loads: AtomicUsize::new(0),
             fail_trims: AtomicBool::new(false),
             together: None,
+            delete_after_first_load: None,
         }
     }
 }
@@ -35,6 +38,11 @@ impl DisklessStore for Probe {
     async fn load(&self, key: &PartitionKey) -> Result<Option<PartitionState>, StoreError> {
         let n = self.loads.fetch_add(1, Ordering::SeqCst);
         let state = self.inner.load(key).await;
+        if let Some(topic_id) = self.delete_after_first_load
+            && n == 0
+        {
+            self.inner.delete_topic(topic_id).await?;
+        }
         if let Some(barrier) = &self.together
             && n < 2
         {
@@ -344,4 +352,36 @@ async fn a_written_partition_is_loaded_only_when_its_view_says_a_merge_is_due() 
     assert_eq!(probe.loads.load(Ordering::SeqCst), 0);
     host.shutdown.cancel();
     running.await.expect("the loop");
+}
+
+#[tokio::test]
+async fn a_merge_that_outlives_its_topic_deletes_what_it_committed() {
+    let fx = Fixture::new();
+    fx.append(&[&[2], &[3]], 1_000).await;
+    // The topic's deletion lands between the merge's load and its upload, after the
+    // deletion removed the (then empty) manifest: the upload creates a root again.
+    let probe = Arc::new(Probe {
+        delete_after_first_load: Some(key().topic_id),
+        ..Probe::new(&fx)
+    });
+    let merger = merger_over(fx.merger().await, probe.clone());
+    let merged = merger
+        .merge_partition(TOPIC, &key(), &settings(1 << 20), 100_000)
+        .await
+        .expect("round");
+    assert!(merged.uploaded);
+    assert_eq!(
+        fx.segment_objects().await,
+        0,
+        "the merged segment was deleted"
+    );
+    let id = strata_tiering::PartitionId {
+        topic: TOPIC.to_string(),
+        topic_id: key().topic_id,
+        partition: key().partition,
+    };
+    assert!(
+        fx.manifests.load(&id).await.expect("load").is_none(),
+        "the manifest root was deleted"
+    );
 }
