@@ -15,7 +15,7 @@ import json
 import uuid
 
 from confluent_kafka import KafkaError, TopicPartition
-from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
+from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, NewPartitions, ResourceType
 
 from clients import (check_against_offsets, confluent_admin, confluent_consume, confluent_produce, create_topic,
                      make_records, watermarks)
@@ -39,12 +39,28 @@ def diskless_env(bucket) -> dict[str, str]:
         remote_scrub_interval_ms=300,
         remote_scrub_grace_ms=8_000,
         diskless_scrub_grace_ms=5_000,
+        # Below the floors (1 min, 5 min): allowed for tests only.
+        testing_short_scrub_grace="true",
     )
 
 
 def diskless_keys(etcd, prefix: str) -> dict[str, str]:
     """Every diskless record in etcd under the cluster's prefix: key -> JSON text."""
     return etcd.get_prefix(f"{prefix}/diskless/")
+
+
+def manifest_keys(etcd, prefix: str) -> list[str]:
+    """The keys under `prefix` in etcd (manifest roots are binary: keys only)."""
+    import base64
+
+    from servers import http_post
+    key = prefix.encode()
+    range_end = key[:-1] + bytes([key[-1] + 1])
+    body = json.dumps({"key": base64.b64encode(key).decode(), "range_end": base64.b64encode(range_end).decode(),
+                       "keys_only": True}).encode()
+    status, text = http_post(f"http://{etcd.endpoint}/v3/kv/range", body)
+    assert status == 200, f"etcd range answered {status}: {text}"
+    return [base64.b64decode(kv["key"]).decode() for kv in json.loads(text).get("kvs", [])]
 
 
 def shared_objects(bucket) -> dict[str, int]:
@@ -118,8 +134,13 @@ def test_diskless_merge_retention_delete_and_scrub(broker, etcd, bucket):
     error = admin.delete_records([beyond])[beyond].exception(timeout=60)
     assert error is not None and error.args[0].code() == KafkaError.OFFSET_OUT_OF_RANGE, error
     assert watermarks(b.bootstrap, TOPIC, 0) == (cut, ends[0])
-    left = bucket.segment_objects(TOPIC, 0)
-    assert left and min(o["base"] for o in left.values()) > 0, "no segment wholly below the cut deleted"
+    # The answer comes before the deletion of the segments below the cut (in the
+    # background, after the manifest's start moved).
+    def trimmed_below_cut():
+        left = bucket.segment_objects(TOPIC, 0)
+        return left and min(o["base"] for o in left.values()) > 0
+    wait_until("segments wholly below the cut deleted", trimmed_below_cut, timeout=WAIT_S)
+
     got = confluent_consume(b.bootstrap, TOPIC, PARTITIONS, start={0: cut})
     check_against_offsets([r for r in records if r.partition != 0 or r.offset >= cut], got, "after DeleteRecords")
 
@@ -133,7 +154,31 @@ def test_diskless_merge_retention_delete_and_scrub(broker, etcd, bucket):
     (newest,) = bucket.segment_objects(TOPIC, 1).values()
     assert watermarks(b.bootstrap, TOPIC, 1) == (newest["base"], ends[1])
 
+    # Adding partitions to a diskless topic is refused (a known gap).
+    error = admin.create_partitions([NewPartitions(TOPIC, PARTITIONS + 1)])[TOPIC].exception(timeout=60)
+    assert error is not None and error.args[0].code() == KafkaError.INVALID_PARTITIONS, error
+
     # Topic deletion: its merged objects and its etcd records go.
     admin.delete_topics([TOPIC])[TOPIC].result(timeout=60)
     wait_until("the topic's merged objects deleted", lambda: not bucket.segment_objects(TOPIC), timeout=WAIT_S)
     wait_until("the topic's diskless records deleted", lambda: not diskless_keys(etcd, prefix), timeout=WAIT_S)
+
+
+def test_diskless_topic_deletion_without_the_scrubbers(broker, etcd, bucket):
+    """DeleteTopics alone deletes a merged diskless topic's segments, etcd records and
+    manifest roots: the scrubbers run once an hour here, so they cannot be what did it."""
+    prefix = f"dl-delete-{uuid.uuid4().hex[:8]}"
+    env = {**diskless_env(bucket), "STRATA_REMOTE_SCRUB_INTERVAL_MS": "3600000"}
+    b = broker(env=env, metadata=etcd.url(prefix))
+    create_topic(b.bootstrap, TOPIC, PARTITIONS,
+                 {"diskless.enable": "true", "retention.ms": "-1", "retention.bytes": "-1"})
+    confluent_produce(b.bootstrap, TOPIC, make_records(3, 200, PARTITIONS), "none",
+                      **{"batch.num.messages": 20, "linger.ms": 5})
+    manifests = lambda: manifest_keys(etcd, f"{prefix}/manifests/")  # noqa: E731
+    wait_until("segments merged and their manifests written",
+               lambda: bucket.segment_objects(TOPIC) and len(manifests()) >= PARTITIONS, timeout=WAIT_S)
+    admin = confluent_admin(b.bootstrap)
+    admin.delete_topics([TOPIC])[TOPIC].result(timeout=60)
+    wait_until("the topic's merged objects deleted", lambda: not bucket.segment_objects(TOPIC), timeout=WAIT_S)
+    wait_until("the topic's diskless records deleted", lambda: not diskless_keys(etcd, prefix), timeout=WAIT_S)
+    wait_until("the topic's manifest roots deleted", lambda: not manifests(), timeout=WAIT_S)

@@ -873,7 +873,8 @@ def test_iam_policy_grants_exactly_the_s3_calls_the_broker_makes(bucket, recorde
     env = s3_env(recorder.endpoint, bucket.name, prefix="cluster-a",
                  remote_upload_interval_ms=200, log_housekeeping_interval_ms=200,
                  remote_upload_part_bytes=5 * MiB, remote_manifest_tail_entries=4, remote_manifest_fanout=2,
-                 remote_chunk_bytes=64 * KiB, remote_scrub_interval_ms=1000, remote_scrub_grace_ms=0)
+                 remote_chunk_bytes=64 * KiB, remote_scrub_interval_ms=1000, remote_scrub_grace_ms=0,
+                 testing_short_scrub_grace="true")
     b = broker(env=env)
     tiered = {"remote.storage.enable": "true", "retention.ms": "-1", "retention.bytes": "-1"}
     # Segments above one part (5 MiB) go up as multipart uploads; the first part is

@@ -419,7 +419,8 @@ def test_crash_between_upload_and_manifest_commit(bucket, broker, metadata):
     """The broker dies right after PUTting its second segment object, before committing
     it to the manifest. After a restart the partition reads back exactly what was written,
     once, and the scrubber removes the object no manifest references."""
-    env = tier_env(bucket.endpoint, bucket.name, remote_scrub_interval_ms=500, remote_scrub_grace_ms=1000)
+    env = tier_env(bucket.endpoint, bucket.name, remote_scrub_interval_ms=500, remote_scrub_grace_ms=1000,
+                   testing_short_scrub_grace="true")
     b = broker(metadata=metadata, env={**env, "STRATA_FAULT_INJECTION": "crash_after_upload=2"})
     topic = "torn"
     tiered_topic(b.bootstrap, topic, 1, segment_bytes=256 * KiB, local_retention_bytes=256 * KiB)

@@ -126,7 +126,8 @@ pub struct Config {
     /// Default 3600000 ms (1 hour); each run costs one LIST request per 1000 objects.
     pub remote_scrub_interval_ms: i64,
     /// Unreferenced objects younger than this are left alone (an upload may be about to
-    /// commit them). Default 3600000 ms.
+    /// commit them). Default 3600000 ms; at least 60000 ms (1 minute) unless
+    /// `testing_short_scrub_grace` is set.
     pub remote_scrub_grace_ms: i64,
     /// How often the merge owner of each diskless partition looks for runs to merge into
     /// a segment. Default 10000 ms; a look at a partition with nothing to do costs
@@ -144,9 +145,16 @@ pub struct Config {
     pub diskless_merge_max_age_ms: i64,
     /// Shared objects (diskless appends) that no committed run references are deleted by
     /// the scrubber once older than this. It must exceed the longest time between an
-    /// append's PUT and its metadata commit. Default 600000 ms (10 minutes); an object
-    /// kept longer costs only its storage.
+    /// append's PUT and its metadata commit (an append gives its commit up once half of
+    /// it has passed since its PUT). Default 600000 ms (10 minutes); at least 300000 ms
+    /// (5 minutes) unless `testing_short_scrub_grace` is set. An object kept longer costs
+    /// only its storage.
     pub diskless_scrub_grace_ms: i64,
+    /// Testing only: lifts the floors of `remote_scrub_grace_ms` (1 minute) and
+    /// `diskless_scrub_grace_ms` (5 minutes) so tests can watch the scrubbers within
+    /// seconds. A short grace period lets a scrubber delete an object an upload or append
+    /// in flight is about to commit. Default false.
+    pub testing_short_scrub_grace: bool,
     /// Produce is refused with a retriable error (KAFKA_STORAGE_ERROR) while the data
     /// directory's file system is fuller than this, so a stalled upload backlog fills the
     /// disk to a known point instead of crashing the broker. Default 95; 100 disables.
@@ -550,6 +558,7 @@ impl Default for Config {
             diskless_merge_bytes: 64 << 20,
             diskless_merge_max_age_ms: 60_000,
             diskless_scrub_grace_ms: 600_000,
+            testing_short_scrub_grace: false,
             disk_high_watermark_percent: 95,
             fault_injection: String::new(),
             num_partitions: 1,
@@ -696,6 +705,12 @@ pub enum MetadataUrl {
         prefix: String,
     },
 }
+
+/// The least `remote_scrub_grace_ms` accepted without `testing_short_scrub_grace`.
+pub const MIN_REMOTE_SCRUB_GRACE_MS: i64 = 60_000;
+/// The least `diskless_scrub_grace_ms` accepted without `testing_short_scrub_grace`: the
+/// appender gives a commit up after half of it since the PUT.
+pub const MIN_DISKLESS_SCRUB_GRACE_MS: i64 = 300_000;
 
 /// Where tiered data goes.
 pub use strata_tiering::Location as ObjectStoreUrl;
@@ -972,7 +987,18 @@ impl Config {
             self.remote_scrub_interval_ms,
             100,
         )?;
-        at_least("remote_scrub_grace_ms", self.remote_scrub_grace_ms, 0)?;
+        // The scrubbers' safety rests on every upload (append) committing within the grace
+        // period: a short one is for tests only.
+        let (remote_floor, diskless_floor) = if self.testing_short_scrub_grace {
+            (0, 0)
+        } else {
+            (MIN_REMOTE_SCRUB_GRACE_MS, MIN_DISKLESS_SCRUB_GRACE_MS)
+        };
+        at_least(
+            "remote_scrub_grace_ms",
+            self.remote_scrub_grace_ms,
+            remote_floor,
+        )?;
         at_least(
             "diskless_merge_interval_ms",
             self.diskless_merge_interval_ms,
@@ -987,7 +1013,11 @@ impl Config {
             self.diskless_merge_max_age_ms,
             0,
         )?;
-        at_least("diskless_scrub_grace_ms", self.diskless_scrub_grace_ms, 0)?;
+        at_least(
+            "diskless_scrub_grace_ms",
+            self.diskless_scrub_grace_ms,
+            diskless_floor,
+        )?;
         Ok(())
     }
 
@@ -1500,6 +1530,41 @@ mod tests {
         assert_eq!(config.node_id, 7);
         assert!(!config.auto_create_topics);
         assert_eq!(config.log_flush_ms, 1000);
+    }
+
+    #[test]
+    fn scrub_grace_periods_have_floors_unless_testing() {
+        for (setting, var, floor) in [
+            (
+                "diskless_scrub_grace_ms",
+                "STRATA_DISKLESS_SCRUB_GRACE_MS",
+                MIN_DISKLESS_SCRUB_GRACE_MS,
+            ),
+            (
+                "remote_scrub_grace_ms",
+                "STRATA_REMOTE_SCRUB_GRACE_MS",
+                MIN_REMOTE_SCRUB_GRACE_MS,
+            ),
+        ] {
+            for short in ["0".to_string(), (floor - 1).to_string()] {
+                let err = load(None, &[(var, short.as_str())], &[]).expect_err("below the floor");
+                assert!(err.to_string().contains(setting), "{err}");
+                let config = load(
+                    None,
+                    &[
+                        (var, short.as_str()),
+                        ("STRATA_TESTING_SHORT_SCRUB_GRACE", "true"),
+                    ],
+                    &[],
+                )
+                .expect("a test may go below the floor");
+                assert!(config.testing_short_scrub_grace);
+            }
+            load(None, &[(var, floor.to_string().as_str())], &[]).expect("the floor itself");
+        }
+        let defaults = Config::default();
+        assert!(defaults.diskless_scrub_grace_ms >= MIN_DISKLESS_SCRUB_GRACE_MS);
+        assert!(defaults.remote_scrub_grace_ms >= MIN_REMOTE_SCRUB_GRACE_MS);
     }
 
     #[test]

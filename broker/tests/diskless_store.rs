@@ -119,6 +119,37 @@ async fn scenarios(
     let trimmed = store.load(&key(1, 0)).await.expect("load").expect("stored");
     assert_eq!(trimmed.head.merged, 3);
     assert_eq!(trimmed.runs.keys().copied().collect::<Vec<_>>(), [3]);
+    // A trim of more runs than one etcd transaction holds (etcd allows 128 operations).
+    let mut state = PartitionState::default();
+    for _ in 0..150 {
+        let one = write(&state, key(3, 0), 1);
+        assert!(store.append(&[one]).await.expect("append").is_empty());
+        state = store.load(&key(3, 0)).await.expect("load").expect("stored");
+    }
+    assert_eq!(state.runs.len(), 150);
+    let mut head = state.head.clone();
+    head.merged = state.head.next;
+    head.runs = 0;
+    head.run_bytes = 0;
+    let doomed: Vec<i64> = state.runs.keys().copied().collect();
+    assert!(
+        store
+            .trim(&key(3, 0), state.head_version, &head, &doomed)
+            .await
+            .expect("trim 150 runs")
+    );
+    let trimmed = reopen()
+        .await
+        .load(&key(3, 0))
+        .await
+        .expect("load")
+        .expect("stored");
+    assert!(trimmed.runs.is_empty(), "{} runs left", trimmed.runs.len());
+    assert_eq!((trimmed.head.merged, trimmed.head.runs), (150, 0));
+    store
+        .delete_topic(Uuid::from_u128(3))
+        .await
+        .expect("delete");
     // Another topic is untouched by a deletion.
     store
         .append(&[write(&empty, key(2, 0), 1)])

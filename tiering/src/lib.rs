@@ -30,8 +30,10 @@
 //! - **The metadata store is the truth for unmerged records.** A partition's `head`
 //!   (`log_start`, `next`, `merged`) and its *run* records (offset range → byte range of a
 //!   shared object) say what exists below `next` and at or above `merged`; the manifest
-//!   says what exists below `merged`. A shared object exists only while a committed run
-//!   references it.
+//!   says what exists below `merged`. A shared object is *needed* only while a committed
+//!   run references it; it also exists before its runs are committed (between the PUT and
+//!   the commit, or for ever if the commit fails) and after the trim, until the scrubber
+//!   deletes it.
 //! - **Append: PUT, commit, acknowledge.** The shared object is written first; one
 //!   metadata transaction (comparing every touched head's version) then commits the runs
 //!   and new heads; only then is the producer answered. A failed compare writes nothing.
@@ -46,13 +48,20 @@
 //!   CAS lets one commit, the other finds the range covered and deletes its own object
 //!   (or leaves it to the scrubber). The trim compares the head's version, so a trim that
 //!   raced an append is recomputed from the store, never applied to stale state.
-//! - **Retention and DeleteRecords move the start, manifest first.** The owner applies
-//!   retention to the manifest, then raises `head.log_start` to its start. DeleteRecords
-//!   raises `head.log_start` (CAS) and then the manifest's start; the owner's next round
-//!   repairs a manifest start left behind by a crash between the two.
+//! - **Retention moves the manifest's start first; DeleteRecords moves the head first.**
+//!   The owner applies retention to the manifest, then raises `head.log_start` to its
+//!   start. DeleteRecords raises `head.log_start` (CAS), answers, then moves the manifest's
+//!   start in the background; the owner's next retention pass repairs a manifest start
+//!   left behind (a crash, or a failure of the background step). Either way reads check
+//!   `head.log_start`, so nothing below it is served.
+//! - **A merge that outlives its topic cleans up.** A topic's deletion removes the runs
+//!   and heads, then each manifest and the merged objects; a merge that loaded the runs
+//!   before and commits after may create the manifest again. Its trim then finds the head
+//!   gone, and the merge deletes the manifest and objects it committed.
 //! - **The shared-object scrubber reads the store, not a cached view**: it lists
 //!   `diskless/`, then loads every run, and deletes objects no run references that are
-//!   older than a grace period longer than any append's PUT-to-commit time.
+//!   older than a grace period longer than any append's PUT-to-commit time (at least
+//!   5 minutes outside tests; the appender gives a commit up after half of it).
 //!
 //! # What a crash leaves behind
 //!
@@ -69,7 +78,10 @@
 //! | diskless merge: after the segment upload, before the manifest commit | an orphan segment object | the next round uploads again under a new key; the partition scrubber deletes the orphan |
 //! | diskless merge: after the manifest commit, before the trim | runs below the manifest's end, `merged` behind it | the next round sees the manifest's end past `merged` and only trims, without uploading again; readers meanwhile find the same records in both places |
 //! | diskless merge: after the trim | shared objects no run references any more | the diskless scrubber |
-//! | diskless DeleteRecords: after the head's CAS, before the manifest's start moved | merged segments below `log_start` still in the manifest (never served: reads check `log_start`) | the owner's next round advances the manifest's start to `head.log_start` |
+//! | diskless DeleteRecords: after the head's CAS, before the manifest's start moved | merged segments below `log_start` still in the manifest (never served: reads check `log_start`) | the owner's next retention pass advances the manifest's start to `head.log_start` |
+//! | diskless retention: after the manifest's start moved, before `head.log_start` followed | `head.log_start` below the manifest's start: the low watermark answered is below the first record still stored, until repaired | the owner's next retention pass raises `head.log_start` to the manifest's start |
+//! | diskless scrub: while deleting unreferenced shared objects or orphaned merged segments | some of them still there | the next pass lists them again (the decision is made afresh each pass) |
+//! | diskless merge: after the manifest commit of a partition whose topic was deleted meanwhile, before the merge's own clean-up | a manifest root and merged objects of a topic that no longer exists | the scrubber of unknown topics deletes the objects; the manifest root (one small record) stays: a known leak |
 //! | diskless topic deletion: after the topic record went, before its runs, manifests and objects | metadata and objects of a topic that no longer exists | the diskless scrubber deletes the records of topics the metadata store no longer has, then the shared objects no run references; the scrubber of unknown topics deletes the merged objects |
 //!
 //! # Retried and permanent failures

@@ -434,7 +434,10 @@ impl crate::diskless::merge::DisklessHost for Broker {
     }
 
     fn live_brokers(&self) -> Vec<i32> {
-        Broker::live_brokers(self)
+        // The view as read, without `Broker::live_brokers`' stand-in (this broker alone)
+        // before the first read: the merger waits to see itself listed.
+        self.cluster_view()
+            .brokers
             .iter()
             .map(|b| b.node_id)
             .collect()

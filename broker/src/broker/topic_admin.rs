@@ -628,7 +628,7 @@ impl Broker {
             .ok_or_else(|| AdminError::UnknownTopic(name.to_string()))?;
         if topic.diskless {
             return Err(AdminError::InvalidPartitions(
-                "adding partitions to a diskless topic is not supported yet".into(),
+                "adding partitions to a diskless topic is not supported yet (a known gap: docs/architecture.md, Diskless topics)".into(),
             ));
         }
         // The store decides, not this broker's copy: a metadata round may not have
@@ -695,8 +695,7 @@ impl Broker {
             .extend(assignment.into_iter().map(PartitionRecord::new));
         // Logs first, then the store (as in create_topic).
         let mut added = Vec::new();
-        let local = if topic.diskless { current } else { count };
-        for index in current as usize..local as usize {
+        for index in current as usize..count as usize {
             match self.open_partition(&record, &topic.config, index).await {
                 Ok(partition) => added.push(Arc::new(partition)),
                 Err(e) => {

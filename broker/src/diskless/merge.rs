@@ -44,8 +44,9 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
 use prometheus::{IntCounterVec, IntGaugeVec, Opts};
-use strata_tiering::{ObjectRef, PartitionId, RemoteLog, SealedSegment, TierError};
+use strata_tiering::{PartitionId, RemoteLog, SealedSegment, TierError};
 use tracing::{info, warn};
 
 use super::state::{Head, PartitionKey, PartitionState, Run};
@@ -90,7 +91,8 @@ pub trait DisklessHost: Send + Sync + 'static {
     async fn refresh_view(&self, key: &PartitionKey);
     /// Ids of every topic in the metadata store (not this broker's copy, which may lag).
     async fn stored_topic_ids(&self) -> Result<HashSet<uuid::Uuid>, crate::cluster::StoreError>;
-    /// Node ids of the live brokers (the cluster view), this one included.
+    /// Node ids of the live brokers as the cluster view lists them: empty until the view
+    /// is first read (then the merger waits; see [`run_merger`]).
     fn live_brokers(&self) -> Vec<i32>;
     fn node_id(&self) -> i32;
     fn is_controller(&self) -> bool;
@@ -255,6 +257,8 @@ pub enum MergeError {
     },
     #[error("the head of the partition kept changing; the trim is left to the next round")]
     Contended,
+    #[error("the partition's records are gone from the metadata store: its topic was deleted")]
+    PartitionDeleted,
 }
 
 /// What one round did to a partition.
@@ -333,12 +337,29 @@ impl Merger {
                     .upload(&remote, &runs, state.head.log_start, settings, now_ms)
                     .await?;
                 if uploaded {
+                    // Counted here, before the trim: a trim that fails does not undo it.
+                    MERGES.with_label_values(&[topic]).inc();
                     info!(partition = %remote.id, base_offset = runs.first().map_or(0, |r| r.base),
                         end_offset = runs.last().map_or(0, |r| r.end), runs = runs.len(),
                         bytes = runs.iter().map(|r| r.len).sum::<u64>(), "merged diskless runs into a segment");
                 }
-                let trimmed = self.trim(key, state, &remote).await?;
-                Ok(Merged { uploaded, trimmed })
+                match self.trim(key, state, &remote).await {
+                    Ok(trimmed) => Ok(Merged { uploaded, trimmed }),
+                    // The topic was deleted while this merge ran: its deletion may have
+                    // deleted the manifest before this upload created it again. Fence:
+                    // delete what this merge left (the scrubbers would take the segment
+                    // objects, not the manifest root).
+                    Err(MergeError::PartitionDeleted) if uploaded => {
+                        warn!(partition = %remote.id,
+                            "the topic was deleted during a merge; deleting what the merge committed");
+                        remote.delete_everything().await?;
+                        Ok(Merged {
+                            uploaded,
+                            trimmed: 0,
+                        })
+                    }
+                    Err(e) => Err(e),
+                }
             }
         }
     }
@@ -353,10 +374,13 @@ impl Merger {
         settings: &MergeSettings,
         now_ms: i64,
     ) -> Result<bool, MergeError> {
-        let mut pieces = Vec::with_capacity(runs.len());
-        for run in runs {
-            pieces.push(self.read_run(run).await?);
-        }
+        // In order, a few at a time.
+        // Collected first: a stream over a closure's futures would not be `Send`.
+        let reads: Vec<_> = runs.iter().map(|run| self.read_run(run)).collect();
+        let pieces: Vec<Bytes> = futures::stream::iter(reads)
+            .buffered(READS_AT_ONCE)
+            .try_collect()
+            .await?;
         let owned: Vec<(Run, Bytes)> = runs.iter().cloned().zip(pieces).collect();
         let interval = settings.index_interval_bytes;
         let segment = tokio::task::spawn_blocking(move || {
@@ -406,7 +430,9 @@ impl Merger {
         Ok(result?)
     }
 
-    /// The bytes of one run: from the write cache, else through the segment cache.
+    /// The bytes of one run: from the write cache, else one ranged GET of exactly the
+    /// run. Not through the segment cache: its chunks would read more than the run, and
+    /// bytes read once would evict the chunks of tailing readers.
     async fn read_run(&self, run: &Run) -> Result<Bytes, MergeError> {
         if let Some(object) = self.write_cache.as_ref().and_then(|c| c.get(&run.key))
             && let Some(bytes) = usize::try_from(run.pos)
@@ -417,11 +443,6 @@ impl Merger {
         {
             return Ok(bytes);
         }
-        let object = ObjectRef {
-            key: run.key.clone(),
-            id: shared_object_id(&run.key),
-            size: run.size,
-        };
         let end = run.pos.saturating_add(run.len);
         if end > run.size {
             return Err(build::Damaged {
@@ -432,7 +453,12 @@ impl Merger {
             }
             .into());
         }
-        let bytes = self.tiering.cache.read(&object, run.pos..end).await?;
+        let bytes = self
+            .tiering
+            .store
+            .get_range(&run.key, run.pos..end)
+            .await
+            .map_err(TierError::from)?;
         if bytes.len() as u64 != run.len {
             return Err(build::Damaged {
                 key: run.key.clone(),
@@ -446,7 +472,8 @@ impl Merger {
     }
 
     /// Trims the store to what the manifest covers, re-reading on a lost compare.
-    /// Returns the runs deleted.
+    /// Returns the runs deleted; [`MergeError::PartitionDeleted`] if the partition's
+    /// head is gone (its topic was deleted).
     pub async fn trim(
         &self,
         key: &PartitionKey,
@@ -466,7 +493,7 @@ impl Merger {
             }
             match self.store.load(key).await? {
                 Some(fresh) => state = fresh,
-                None => return Ok(0),
+                None => return Err(MergeError::PartitionDeleted),
             }
         }
         Err(MergeError::Contended)
@@ -532,6 +559,17 @@ pub static UNMERGED_BYTES: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     .expect("a valid metric family")
 });
 
+pub static MERGE_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    IntCounterVec::new(
+        Opts::new(
+            "diskless_merge_failures_total",
+            "Merge rounds of a diskless partition that failed (read, build, upload or trim) and are retried at the next round",
+        ),
+        &["topic"],
+    )
+    .expect("a valid metric family")
+});
+
 pub static MERGES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     IntCounterVec::new(
         Opts::new(
@@ -546,10 +584,11 @@ pub static MERGES: LazyLock<IntCounterVec> = LazyLock::new(|| {
 /// Registers the diskless families in `registry`; a second registration (a restarted
 /// loop) is not an error.
 pub fn register_metrics(registry: &prometheus::Registry) {
-    let families: [Box<dyn prometheus::core::Collector>; 4] = [
+    let families: [Box<dyn prometheus::core::Collector>; 5] = [
         Box::new(MERGE_LAG_SECONDS.clone()),
         Box::new(UNMERGED_BYTES.clone()),
         Box::new(MERGES.clone()),
+        Box::new(MERGE_FAILURES.clone()),
         Box::new(super::scrub::SCRUBBED.clone()),
     ];
     for family in families {
@@ -560,9 +599,22 @@ pub fn register_metrics(registry: &prometheus::Registry) {
     }
 }
 
+/// Merges of one partition in one round at most: a backlog is worked off over a few
+/// rounds without one partition holding the loop.
+const MERGES_PER_ROUND: usize = 8;
+/// Partitions merged at once by one broker.
+const PARTITIONS_AT_ONCE: usize = 4;
+/// Runs of one merge read at once.
+const READS_AT_ONCE: usize = 8;
+
 /// The merger loop: every `diskless_merge_interval_ms`, each diskless partition this
-/// broker owns gets a round (merge, then retention); the per-topic gauges are set from
-/// the owned partitions' state.
+/// broker owns gets a round (merges while due, then retention), [`PARTITIONS_AT_ONCE`]
+/// partitions at a time; the per-topic gauges are set from the owned partitions' view.
+///
+/// A round plans from the broker's view of each partition and reads the metadata store
+/// only when the view says a merge is due, or retention's turn came for a partition that
+/// was ever written: an idle partition costs no metadata read. Rounds are skipped until
+/// the cluster view lists this broker (a starting broker would otherwise own everything).
 pub async fn run_merger(host: Arc<dyn DisklessHost>) {
     let (Some(tiering), Some(store)) = (host.tiering().cloned(), host.diskless_store()) else {
         return;
@@ -590,14 +642,15 @@ pub async fn run_merger(host: Arc<dyn DisklessHost>) {
         }
         let live = host.live_brokers();
         let me = host.node_id();
+        if !live.contains(&me) {
+            continue;
+        }
         let mut gauges: HashMap<String, (i64, u64)> = HashMap::new();
+        let mut owned: Vec<(DisklessTopic, MergeSettings, PartitionKey, bool)> = Vec::new();
         for topic in host.diskless_topics() {
             let settings = MergeSettings::new(host.config(), &topic.config);
-            let entry = gauges.entry(topic.name.clone()).or_default();
+            gauges.entry(topic.name.clone()).or_default();
             for partition in 0..topic.partitions {
-                if host.shutdown().is_cancelled() {
-                    return;
-                }
                 let key = PartitionKey {
                     topic_id: topic.id,
                     partition,
@@ -605,50 +658,44 @@ pub async fn run_merger(host: Arc<dyn DisklessHost>) {
                 if owner(&live, &key) != Some(me) {
                     continue;
                 }
-                let seen = host.diskless_state(&key);
-                let retention = (topic.config.retention_ms >= 0
-                    || topic.config.retention_bytes >= 0
-                    || seen.as_ref().is_some_and(|s| s.head.log_start > 0))
-                    && retained
-                        .get(&key)
-                        .is_none_or(|at| host.now_ms() - at >= retention_every);
-                let has_runs = seen.as_ref().is_none_or(|s| !s.runs.is_empty());
-                let mut changed = false;
-                if has_runs {
-                    match merger
-                        .merge_partition(&topic.name, &key, &settings, host.now_ms())
-                        .await
-                    {
-                        Ok(merged) => {
-                            if merged.uploaded {
-                                MERGES.with_label_values(&[&topic.name]).inc();
-                            }
-                            changed = merged != Merged::default();
-                        }
-                        Err(e) => warn!(topic = %topic.name, partition, error = %e,
-                            "diskless merge failed; retrying at the next round"),
-                    }
-                }
-                if retention {
-                    changed = true;
-                    retained.insert(key, host.now_ms());
-                    if let Err(e) =
-                        super::retention::apply_retention(&merger, &topic, &key, host.now_ms())
-                            .await
-                    {
-                        warn!(topic = %topic.name, partition, error = %e,
-                            "diskless retention failed; retrying at the next round");
-                    }
-                }
-                if changed {
-                    host.refresh_view(&key).await;
-                }
-                if let Some(state) = host.diskless_state(&key) {
-                    let oldest = state.live_runs().map(|r| r.at).min();
-                    let age = oldest.map_or(0, |at| (host.now_ms() - at).max(0) / 1000);
-                    entry.0 = entry.0.max(age);
-                    entry.1 += state.live_runs().map(|r| r.len).sum::<u64>();
-                }
+                let retention_due = retained
+                    .get(&key)
+                    .is_none_or(|at| host.now_ms() - at >= retention_every);
+                owned.push((topic.clone(), settings, key, retention_due));
+            }
+        }
+        // Partitions no longer owned (or deleted) are forgotten.
+        let keys: HashSet<PartitionKey> = owned.iter().map(|(_, _, key, _)| *key).collect();
+        retained.retain(|key, _| keys.contains(key));
+        // Boxed as `Send`: left to inference, the futures' borrows make the compiler ask
+        // `Send` of them for every lifetime, which fails the spawn of this loop.
+        let rounds = futures::stream::iter(owned.clone().into_iter().map(
+            |(topic, settings, key, due)| -> RoundFuture<'_> {
+                Box::pin(partition_round(&*host, &merger, topic, key, settings, due))
+            },
+        ))
+        .buffer_unordered(PARTITIONS_AT_ONCE);
+        tokio::pin!(rounds);
+        loop {
+            let next = tokio::select! {
+                _ = host.shutdown().cancelled() => return,
+                next = rounds.next() => next,
+            };
+            let Some((key, retention_ran)) = next else {
+                break;
+            };
+            if retention_ran {
+                retained.insert(key, host.now_ms());
+            }
+        }
+        for (topic, _, key, _) in &owned {
+            if let Some(state) = host.diskless_state(key)
+                && let Some(entry) = gauges.get_mut(&topic.name)
+            {
+                let oldest = state.live_runs().map(|r| r.at).min();
+                let age = oldest.map_or(0, |at| (host.now_ms() - at).max(0) / 1000);
+                entry.0 = entry.0.max(age);
+                entry.1 += state.live_runs().map(|r| r.len).sum::<u64>();
             }
         }
         for (topic, (age, bytes)) in &gauges {
@@ -661,7 +708,69 @@ pub async fn run_merger(host: Arc<dyn DisklessHost>) {
             let _ = MERGE_LAG_SECONDS.remove_label_values(&[gone]);
             let _ = UNMERGED_BYTES.remove_label_values(&[gone]);
             let _ = MERGES.remove_label_values(&[gone]);
+            let _ = MERGE_FAILURES.remove_label_values(&[gone]);
         }
         reported = gauges.into_keys().collect();
     }
+}
+
+type RoundFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = (PartitionKey, bool)> + Send + 'a>>;
+
+/// One partition's round: merges while one is due (at most [`MERGES_PER_ROUND`]), then
+/// retention if `retention_due` and the partition was ever written. Returns whether
+/// retention ran. The view is refreshed only if something changed.
+async fn partition_round(
+    host: &dyn DisklessHost,
+    merger: &Merger,
+    topic: DisklessTopic,
+    key: PartitionKey,
+    settings: MergeSettings,
+    retention_due: bool,
+) -> (PartitionKey, bool) {
+    let (topic, key, settings) = (&topic, &key, &settings);
+    let seen = host.diskless_state(key);
+    // No view (a host without one): ask the store.
+    let merge_due = seen
+        .as_ref()
+        .is_none_or(|s| plan(s, None, settings, host.now_ms()) != Plan::Nothing);
+    let mut changed = false;
+    if merge_due {
+        for _ in 0..MERGES_PER_ROUND {
+            match merger
+                .merge_partition(&topic.name, key, settings, host.now_ms())
+                .await
+            {
+                Ok(merged) => {
+                    changed |= merged != Merged::default();
+                    if !merged.uploaded {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    MERGE_FAILURES.with_label_values(&[&topic.name]).inc();
+                    warn!(topic = %topic.name, partition = key.partition, error = %e,
+                        "diskless merge failed; retrying at the next round");
+                    break;
+                }
+            }
+        }
+    }
+    let config = &topic.config;
+    let retention = retention_due
+        && seen.as_ref().is_none_or(|s| {
+            s.head_version > 0
+                && (config.retention_ms >= 0 || config.retention_bytes >= 0 || s.head.log_start > 0)
+        });
+    if retention {
+        match super::retention::apply_retention(merger, topic, key, host.now_ms()).await {
+            Ok(moved) => changed |= moved,
+            Err(e) => warn!(topic = %topic.name, partition = key.partition, error = %e,
+                "diskless retention failed; retrying at the next round"),
+        }
+    }
+    if changed {
+        host.refresh_view(key).await;
+    }
+    (*key, retention)
 }

@@ -8,8 +8,9 @@
 //! objects), then raises `head.log_start` to it. DeleteRecords raises `head.log_start`
 //! first, so the answer is true as soon as it is given, then the manifest's start; a
 //! crash between the two leaves the manifest behind, and the owner's next retention pass
-//! moves it up to `head.log_start`. Moving the manifest's start past `merged` makes the
-//! runs below it covered: the merger trims them without merging records nobody may read.
+//! moves it up to `head.log_start`. The manifest step (and the deletion of the merged
+//! objects below the new start) runs after DeleteRecords is answered. Moving the
+//! manifest's start past `merged` makes the runs below it covered: the merger trims them without merging records nobody may read.
 //!
 //! Retention counts unmerged runs towards retention.bytes but applies retention.ms to
 //! merged segments only: unmerged data is at most `diskless_merge_max_age_ms` old.
@@ -28,21 +29,22 @@ const CAS_ATTEMPTS: usize = 8;
 
 /// The owner's retention pass over one partition: the manifest's start moves to what
 /// retention.ms / retention.bytes ask for (and at least to `head.log_start`), then
-/// `head.log_start` follows the manifest's start.
+/// `head.log_start` follows the manifest's start. Returns whether either moved.
 pub async fn apply_retention(
     merger: &Merger,
     topic: &DisklessTopic,
     key: &PartitionKey,
     now_ms: i64,
-) -> Result<(), MergeError> {
+) -> Result<bool, MergeError> {
     let Some(state) = merger.store.load(key).await? else {
-        return Ok(());
+        return Ok(false);
     };
     let remote = merger.remote_log(&topic.name, key).await?;
     let marks = remote.marks();
     if marks.end_offset.is_none() && state.head.log_start == 0 {
-        return Ok(());
+        return Ok(false);
     }
+    let (manifest_start, head_start) = (marks.log_start_offset, state.head.log_start);
     let mut target =
         (state.head.log_start > marks.log_start_offset).then_some(state.head.log_start);
     let config = &topic.config;
@@ -64,8 +66,9 @@ pub async fn apply_retention(
                 bytes = deleted, "diskless retention deleted merged segments");
         }
     }
-    raise_log_start(&*merger.store, key, state, remote.marks().log_start_offset).await?;
-    Ok(())
+    let moved_to = remote.marks().log_start_offset;
+    let log_start = raise_log_start(&*merger.store, key, state, moved_to).await?;
+    Ok(moved_to != manifest_start || log_start != head_start)
 }
 
 /// Raises `head.log_start` to `to` (capped at `head.next`) by compare-and-swap, re-reading
@@ -104,13 +107,12 @@ pub enum DeleteRecordsError {
 }
 
 /// DeleteRecords on a diskless partition, from any broker: `head.log_start` moves to
-/// `offset` (-1: the high watermark), then the manifest's start. Returns the new low
-/// watermark. The manifest step failing is logged, not returned: the head already
-/// answers reads, and the owner's next retention pass moves the manifest.
+/// `offset` (-1: the high watermark). Returns the new low watermark, true as soon as it
+/// is returned (reads answer from the head). The manifest's start, and the deletion of
+/// the merged objects below it, follow with [`advance_manifest`], which the caller runs
+/// after answering; if it fails or never runs, the owner's next retention pass does it.
 pub async fn delete_records(
     store: &dyn DisklessStore,
-    tiering: &Tiering,
-    topic: &str,
     key: &PartitionKey,
     offset: i64,
 ) -> Result<i64, DeleteRecordsError> {
@@ -128,7 +130,18 @@ pub async fn delete_records(
         // Nothing to delete (an empty partition has nothing below 0 or its next).
         return Ok(state.head.log_start);
     }
-    let low_watermark = raise_log_start(store, key, state, offset).await?;
+    Ok(raise_log_start(store, key, state, offset).await?)
+}
+
+/// The second step of DeleteRecords: the manifest's start moves up to `low_watermark`
+/// and the merged objects below it are deleted. A failure is logged, not returned: the
+/// head already answers reads, and the owner's next retention pass moves the manifest.
+pub async fn advance_manifest(
+    tiering: &Tiering,
+    topic: &str,
+    key: &PartitionKey,
+    low_watermark: i64,
+) {
     let id = PartitionId {
         topic: topic.to_string(),
         topic_id: key.topic_id,
@@ -143,7 +156,6 @@ pub async fn delete_records(
         warn!(topic, partition = key.partition, error = %e,
             "DeleteRecords moved the diskless log start but not yet the manifest's; the merge owner will");
     }
-    Ok(low_watermark)
 }
 
 /// Topic deletion of a diskless topic, in the background: its records in the metadata

@@ -68,21 +68,23 @@ pub enum ScrubError {
     Metadata(#[from] crate::cluster::StoreError),
 }
 
-/// One pass over the shared objects. Returns how many were deleted.
+/// One pass over the shared objects. Returns how many were deleted, and the topic ids
+/// the metadata store holds diskless records of (for [`forget_deleted_topics`]: one load
+/// of the keyspace serves both).
 pub async fn scrub_shared(
     objects: &dyn RemoteStore,
     store: &dyn DisklessStore,
     now_ms: i64,
     grace_ms: i64,
-) -> Result<usize, ScrubError> {
+) -> Result<(usize, HashSet<uuid::Uuid>), ScrubError> {
     // In this order: see the module doc.
     let listed = objects.list(SHARED_PREFIX).await?;
+    let loaded = store.load_all().await?;
+    let topics: HashSet<uuid::Uuid> = loaded.iter().map(|(key, _)| key.topic_id).collect();
     if listed.is_empty() {
-        return Ok(0);
+        return Ok((0, topics));
     }
-    let referenced: HashSet<String> = store
-        .load_all()
-        .await?
+    let referenced: HashSet<String> = loaded
         .into_iter()
         .flat_map(|(_, state)| state.runs.into_values().map(|r| r.key))
         .collect();
@@ -96,24 +98,19 @@ pub async fn scrub_shared(
         SCRUBBED.inc();
         deleted += 1;
     }
-    Ok(deleted)
+    Ok((deleted, topics))
 }
 
 /// Deletes the diskless records (heads, runs, producers) of topics the metadata store no
-/// longer has: what a crash during a topic's deletion left. The records are loaded
-/// *before* the topic list, so a topic whose records were loaded was created before the
-/// list was read (an append needs the topic) and is in it unless it was deleted.
-/// Returns the topics forgotten.
+/// longer has: what a crash during a topic's deletion left. `loaded` are the topic ids
+/// of the records as loaded *before* the topic list is read here, so a topic whose
+/// records were loaded was created before the list was read (an append needs the topic)
+/// and is in it unless it was deleted. Returns the topics forgotten.
 pub async fn forget_deleted_topics(
     host: &dyn DisklessHost,
     store: &dyn DisklessStore,
+    loaded: &HashSet<uuid::Uuid>,
 ) -> Result<usize, ScrubError> {
-    let loaded: HashSet<uuid::Uuid> = store
-        .load_all()
-        .await?
-        .into_iter()
-        .map(|(key, _)| key.topic_id)
-        .collect();
     if loaded.is_empty() {
         return Ok(0);
     }
@@ -148,12 +145,15 @@ pub async fn run_scrubber(host: Arc<dyn DisklessHost>) {
         }
         let grace = host.config().diskless_scrub_grace_ms;
         match scrub_shared(&*tiering.store, &*store, host.now_ms(), grace).await {
-            Ok(0) => {}
-            Ok(n) => info!(deleted = n, "scrubbed shared diskless objects"),
+            Ok((deleted, loaded)) => {
+                if deleted > 0 {
+                    info!(deleted, "scrubbed shared diskless objects");
+                }
+                if let Err(e) = forget_deleted_topics(&*host, &*store, &loaded).await {
+                    warn!(error = %e, "could not look for diskless records of deleted topics");
+                }
+            }
             Err(e) => warn!(error = %e, "diskless scrub failed"),
-        }
-        if let Err(e) = forget_deleted_topics(&*host, &*store).await {
-            warn!(error = %e, "could not look for diskless records of deleted topics");
         }
         let grace = host.config().remote_scrub_grace_ms;
         for topic in host.diskless_topics() {

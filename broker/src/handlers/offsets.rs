@@ -1,5 +1,6 @@
 //! ListOffsets and DeleteRecords.
 
+use futures::StreamExt;
 use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
@@ -183,66 +184,96 @@ pub async fn list_offsets(
     ResponseKind::ListOffsets(ListOffsetsResponse::default().with_topics(topics))
 }
 
+/// Partitions of one DeleteRecords request worked on at once.
+const DELETE_RECORDS_AT_ONCE: usize = 8;
+
 pub async fn delete_records(broker: &Arc<Broker>, request: DeleteRecordsRequest) -> ResponseKind {
+    let timeout = std::time::Duration::from_millis(request.timeout_ms.max(0) as u64);
     let mut topics = Vec::with_capacity(request.topics.len());
     for t in request.topics {
         let topic = broker.topics.get(&t.name.0);
-        let partitions = t.partitions.into_iter().map(|p| {
-            let topic = topic.clone();
-            async move {
-                let base = DeleteRecordsPartitionResult::default()
-                    .with_partition_index(p.partition_index)
-                    .with_low_watermark(-1);
-                if let Some(topic) = topic.as_ref().filter(|t| t.diskless) {
-                    return match delete_diskless_records(broker, topic, p.partition_index, p.offset)
+        // A partition named twice is deleted from once, at the offset named last (as
+        // Kafka, whose request becomes a map), and answered once.
+        let mut wanted: Vec<(i32, i64)> = Vec::with_capacity(t.partitions.len());
+        for p in t.partitions {
+            match wanted
+                .iter_mut()
+                .find(|(index, _)| *index == p.partition_index)
+            {
+                Some(entry) => entry.1 = p.offset,
+                None => wanted.push((p.partition_index, p.offset)),
+            }
+        }
+        let partitions: Vec<_> = wanted
+            .into_iter()
+            .map(|(partition_index, offset)| {
+                let topic = topic.clone();
+                async move {
+                    let base = DeleteRecordsPartitionResult::default()
+                        .with_partition_index(partition_index)
+                        .with_low_watermark(-1);
+                    if let Some(topic) = topic.as_ref().filter(|t| t.diskless) {
+                        let deleted = tokio::time::timeout(
+                            timeout,
+                            delete_diskless_records(broker, topic, partition_index, offset),
+                        )
                         .await
-                    {
+                        .unwrap_or(Err(ResponseError::RequestTimedOut));
+                        return match deleted {
+                            Ok(low_watermark) => base.with_low_watermark(low_watermark),
+                            Err(code) => {
+                                broker.metrics.error("DeleteRecords", code);
+                                base.with_error_code(code.code())
+                            }
+                        };
+                    }
+                    let partition = topic.as_ref().and_then(|t| t.partition(partition_index));
+                    let Some(partition) = partition else {
+                        return base.with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                    };
+                    // Deleting from the offsets topic would delete consumer groups' offsets.
+                    if crate::group::is_internal(&partition.topic) {
+                        broker
+                            .metrics
+                            .error("DeleteRecords", ResponseError::InvalidTopicException);
+                        return base.with_error_code(ResponseError::InvalidTopicException.code());
+                    }
+                    match partition.delete_records_before(offset).await {
                         Ok(low_watermark) => base.with_low_watermark(low_watermark),
-                        Err(code) => {
+                        Err(e) => {
+                            let code = partition_error_code(&e);
                             broker.metrics.error("DeleteRecords", code);
                             base.with_error_code(code.code())
                         }
-                    };
-                }
-                let partition = topic.as_ref().and_then(|t| t.partition(p.partition_index));
-                let Some(partition) = partition else {
-                    return base.with_error_code(ResponseError::UnknownTopicOrPartition.code());
-                };
-                // Deleting from the offsets topic would delete consumer groups' offsets.
-                if crate::group::is_internal(&partition.topic) {
-                    broker
-                        .metrics
-                        .error("DeleteRecords", ResponseError::InvalidTopicException);
-                    return base.with_error_code(ResponseError::InvalidTopicException.code());
-                }
-                match partition.delete_records_before(p.offset).await {
-                    Ok(low_watermark) => base.with_low_watermark(low_watermark),
-                    Err(e) => {
-                        let code = partition_error_code(&e);
-                        broker.metrics.error("DeleteRecords", code);
-                        base.with_error_code(code.code())
                     }
                 }
-            }
-        });
+            })
+            .collect();
+        // In request order, a few at a time: a request naming many diskless partitions
+        // is as many metadata-store round trips.
+        let partitions: Vec<_> = futures::stream::iter(partitions)
+            .buffered(DELETE_RECORDS_AT_ONCE)
+            .collect()
+            .await;
         topics.push(
             DeleteRecordsTopicResult::default()
                 .with_name(t.name)
-                .with_partitions(futures::future::join_all(partitions).await),
+                .with_partitions(partitions),
         );
     }
     ResponseKind::DeleteRecords(DeleteRecordsResponse::default().with_topics(topics))
 }
 
 /// DeleteRecords on a diskless partition: any broker answers, through the metadata store
-/// (`crate::diskless::retention::delete_records`). Returns the new low watermark.
+/// (`crate::diskless::retention::delete_records`). Returns the new low watermark; the
+/// manifest's start and the merged objects below it follow in the background.
 async fn delete_diskless_records(
     broker: &Broker,
     topic: &crate::registry::Topic,
     index: i32,
     offset: i64,
 ) -> Result<i64, ResponseError> {
-    use crate::diskless::retention::{DeleteRecordsError, delete_records};
+    use crate::diskless::retention::{DeleteRecordsError, advance_manifest, delete_records};
     if index < 0 || index >= topic.partition_count() {
         return Err(ResponseError::UnknownTopicOrPartition);
     }
@@ -254,8 +285,12 @@ async fn delete_diskless_records(
         topic_id: topic.id,
         partition: index,
     };
-    match delete_records(&**diskless.view.store(), tiering, &topic.name, &key, offset).await {
+    match delete_records(&**diskless.view.store(), &key, offset).await {
         Ok(low_watermark) => {
+            let (tiering, name) = (tiering.clone(), topic.name.clone());
+            tokio::spawn(async move {
+                advance_manifest(&tiering, &name, &key, low_watermark).await;
+            });
             // Fetch and ListOffsets answer from the view: it must not lag this answer.
             if let Err(e) = diskless.view.refresh(&key).await {
                 tracing::warn!(topic = %topic.name, partition = index, error = %e,

@@ -14,6 +14,8 @@ use crate::diskless::store::{AppendWrite, EmbeddedDisklessStore};
 use crate::log::format;
 use crate::log::tests::batch;
 
+mod rounds;
+
 const TOPIC: &str = "orders";
 
 fn key() -> PartitionKey {
@@ -518,7 +520,7 @@ async fn merge_now(merger: &Merger) {
 
 #[tokio::test]
 async fn delete_records_moves_the_head_then_the_manifest() {
-    use crate::diskless::retention::{DeleteRecordsError, delete_records};
+    use crate::diskless::retention::{DeleteRecordsError, advance_manifest, delete_records};
     let fx = Fixture::new();
     let merger = fx.merger().await;
     fx.append(&[&[2, 3]], 1_000).await;
@@ -531,19 +533,22 @@ async fn delete_records_moves_the_head_then_the_manifest() {
     let tiering = &merger.tiering;
     // Past the high watermark (14): refused, nothing moved.
     assert!(matches!(
-        delete_records(store, tiering, TOPIC, &key(), 15).await,
+        delete_records(store, &key(), 15).await,
         Err(DeleteRecordsError::OutOfRange { .. })
     ));
     assert_eq!(stored(&fx).await.head.log_start, 0);
-    // Into the second segment: the first segment's object goes, the second stays.
+    // Into the second segment: the head moves; no object is deleted before the answer.
     assert_eq!(
-        delete_records(store, tiering, TOPIC, &key(), 7)
+        delete_records(store, &key(), 7)
             .await
             .expect("the call succeeds"),
         7
     );
     let state = stored(&fx).await;
     assert_eq!(state.head.log_start, 7);
+    assert_eq!(fx.segment_objects().await, 2);
+    // Then the manifest: the first segment's object goes, the second stays.
+    advance_manifest(tiering, TOPIC, &key(), 7).await;
     assert_eq!(fx.segment_objects().await, 1);
     let remote = merger
         .remote_log(TOPIC, &key())
@@ -552,7 +557,7 @@ async fn delete_records_moves_the_head_then_the_manifest() {
     assert_eq!(remote.marks().log_start_offset, 7);
     // Backwards is a no-op answering the current low watermark.
     assert_eq!(
-        delete_records(store, tiering, TOPIC, &key(), 3)
+        delete_records(store, &key(), 3)
             .await
             .expect("the call succeeds"),
         7
@@ -560,11 +565,12 @@ async fn delete_records_moves_the_head_then_the_manifest() {
     // -1 is the high watermark, past `merged` (12): the unmerged run (12..14) is covered
     // and the next round trims it instead of merging deleted records.
     assert_eq!(
-        delete_records(store, tiering, TOPIC, &key(), -1)
+        delete_records(store, &key(), -1)
             .await
             .expect("the call succeeds"),
         14
     );
+    advance_manifest(tiering, TOPIC, &key(), 14).await;
     assert_eq!(fx.segment_objects().await, 0);
     let merged = merger
         .merge_partition(TOPIC, &key(), &settings(1 << 20), i64::MAX / 2)
@@ -643,7 +649,8 @@ async fn scrubber_deletes_only_old_unreferenced_shared_objects() {
     assert_eq!(
         scrub_shared(&fx.backend, &*fx.store, now, grace)
             .await
-            .expect("the call succeeds"),
+            .expect("the call succeeds")
+            .0,
         0
     );
     assert_eq!(shared(&fx).await.len(), 3);
@@ -652,7 +659,8 @@ async fn scrubber_deletes_only_old_unreferenced_shared_objects() {
     assert_eq!(
         scrub_shared(&fx.backend, &*fx.store, later, grace)
             .await
-            .expect("the call succeeds"),
+            .expect("the call succeeds")
+            .0,
         1
     );
     let left = shared(&fx).await;
@@ -663,7 +671,8 @@ async fn scrubber_deletes_only_old_unreferenced_shared_objects() {
     assert_eq!(
         scrub_shared(&fx.backend, &*fx.store, later, grace)
             .await
-            .expect("the call succeeds"),
+            .expect("the call succeeds")
+            .0,
         2
     );
     assert!(shared(&fx).await.is_empty());
@@ -700,10 +709,15 @@ async fn stored(fx: &Fixture) -> PartitionState {
 struct FakeHost {
     config: Config,
     tiering: Arc<Tiering>,
-    store: Arc<EmbeddedDisklessStore>,
+    store: Arc<dyn DisklessStore>,
+    /// The broker's view of each partition, if this host keeps one (`None`: no view,
+    /// the merger asks the store).
+    views: Option<std::sync::Mutex<std::collections::HashMap<PartitionKey, Arc<PartitionState>>>>,
     node_id: i32,
     live: Vec<i32>,
     partitions: i32,
+    /// The topic's retention.bytes (-1: none).
+    retention_bytes: i64,
     shutdown: tokio_util::sync::CancellationToken,
     registry: prometheus::Registry,
 }
@@ -733,13 +747,24 @@ impl DisklessHost for FakeHost {
     fn diskless_topics(&self) -> Vec<DisklessTopic> {
         vec![DisklessTopic {
             partitions: self.partitions,
-            ..topic(-1)
+            ..topic(self.retention_bytes)
         }]
     }
-    fn diskless_state(&self, _key: &PartitionKey) -> Option<Arc<PartitionState>> {
-        None
+    fn diskless_state(&self, key: &PartitionKey) -> Option<Arc<PartitionState>> {
+        let views = self.views.as_ref()?.lock().expect("views");
+        Some(views.get(key).cloned().unwrap_or_default())
     }
-    async fn refresh_view(&self, _key: &PartitionKey) {}
+    async fn refresh_view(&self, key: &PartitionKey) {
+        if let Some(views) = &self.views {
+            let state = self
+                .store
+                .load(key)
+                .await
+                .expect("load")
+                .unwrap_or_default();
+            views.lock().expect("views").insert(*key, Arc::new(state));
+        }
+    }
     async fn stored_topic_ids(&self) -> Result<HashSet<Uuid>, crate::cluster::StoreError> {
         Ok(HashSet::from([key().topic_id]))
     }
@@ -786,9 +811,11 @@ async fn the_loop_merges_only_the_partitions_this_broker_owns() {
                 config: fx.config.clone(),
                 tiering: fx.merger().await.tiering,
                 store: fx.store.clone(),
+                views: None,
                 node_id,
                 live,
                 partitions: PARTITIONS,
+                retention_bytes: -1,
                 shutdown: tokio_util::sync::CancellationToken::new(),
                 registry: prometheus::Registry::new(),
             })
