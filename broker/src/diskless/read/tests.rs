@@ -301,9 +301,10 @@ mod brokers {
         let found = b.offset_for_timestamp(KEY, "t", Some(0)).await;
         assert_eq!(found.expect("search"), Some((0, 10_000)));
         // DeleteRecords through A (its own manifest copy); B's view learns the new start.
-        crate::diskless::retention::delete_records(&*cluster.store, &a.tiering, "t", &KEY, 3)
+        let low = crate::diskless::retention::delete_records(&*cluster.store, &KEY, 3)
             .await
             .expect("deleted");
+        crate::diskless::retention::advance_manifest(&a.tiering, "t", &KEY, low).await;
         b.view.refresh(&KEY).await.expect("refresh");
         // The first record at or after the log start, from the merged history: not
         // none, and not a deleted one.
