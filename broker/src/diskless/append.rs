@@ -362,32 +362,33 @@ impl Appender {
 
     /// Answers the items the view shows to be retries or refused (a refusal only after
     /// re-reading the partition from the store: the view may lag another broker's
-    /// commit); returns the rest, which go into the object.
+    /// commit); returns the rest, which go into the object. Each item is planned after
+    /// the items kept before it, as the commit will store them: a producer's second
+    /// request of the flush follows its first, not the last sequence stored.
     async fn settle_early(&self, key: PartitionKey, items: Vec<Queued>) -> Vec<Queued> {
         let mut state = self.view.get(&key);
         let mut refreshed = false;
-        let mut kept = Vec::with_capacity(items.len());
+        let mut kept: Vec<Queued> = Vec::with_capacity(items.len());
         for item in items {
-            let first = plan_items(&state, std::slice::from_ref(&item))
-                .outcomes
-                .first()
-                .copied();
-            let first = match first {
-                Some(Outcome::Refused(_)) if !refreshed => {
-                    refreshed = true;
-                    match self.view.refresh(&key).await {
-                        Ok(fresh) => state = fresh,
-                        Err(e) => {
-                            warn!(partition = %key, error = %e, "cannot re-read a diskless partition");
-                        }
+            let mut first = first_outcome(&state, &kept, &item);
+            if matches!(first, Some(Outcome::Refused(_))) && !refreshed {
+                refreshed = true;
+                match self.view.refresh(&key).await {
+                    Ok(fresh) => {
+                        state = fresh;
+                        first = first_outcome(&state, &kept, &item);
                     }
-                    plan_items(&state, std::slice::from_ref(&item))
-                        .outcomes
-                        .first()
-                        .copied()
+                    Err(e) => {
+                        // The refusal may be the view's lag: a retriable answer, never a
+                        // fatal one taken from a state that could not be checked.
+                        warn!(partition = %key, error = %e, "cannot re-read a diskless partition");
+                        let _ = item.reply.send(Err(AppendError::MetadataStore(format!(
+                            "cannot re-read partition {key} to check the producer's sequence: {e}"
+                        ))));
+                        continue;
+                    }
                 }
-                other => other,
-            };
+            }
             match first {
                 Some(Outcome::Duplicate { base_offset }) => {
                     let _ = item.reply.send(Ok(Ack {
@@ -513,10 +514,23 @@ impl Appender {
     }
 }
 
+/// The outcome of `item`'s first batch planned against `state` after the batches of
+/// `before` (items of the same partition kept earlier in the flush).
+fn first_outcome(
+    state: &super::PartitionState,
+    before: &[Queued],
+    item: &Queued,
+) -> Option<Outcome> {
+    let skip: usize = before.iter().map(|i| i.batches.len()).sum();
+    plan_items(state, before.iter().chain(std::iter::once(item)))
+        .outcomes
+        .get(skip)
+        .copied()
+}
+
 /// The plan of `items`' batches against `state` (positions are irrelevant here).
-fn plan_items(state: &super::PartitionState, items: &[Queued]) -> Plan {
+fn plan_items<'a>(state: &super::PartitionState, items: impl Iterator<Item = &'a Queued>) -> Plan {
     let batches: Vec<PendingBatch> = items
-        .iter()
         .flat_map(|item| {
             item.batches.iter().map(|(header, bytes)| PendingBatch {
                 producer_id: header.producer_id,

@@ -264,3 +264,61 @@ async fn produce_is_refused_while_a_partition_has_too_many_unmerged_runs() {
     );
     cancel.cancel();
 }
+
+#[tokio::test]
+async fn a_producers_pipelined_requests_in_one_flush_are_appended_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn DisklessStore> = Arc::new(EmbeddedDisklessStore::new(dir.path()));
+    let objects: Arc<dyn RemoteStore> = Arc::new(ObjectStoreBackend::in_memory());
+    let cancel = CancellationToken::new();
+    let config = crate::config::Config {
+        node_id: 1,
+        // Long enough for both requests below to wait in one flush.
+        diskless_append_interval_ms: 300,
+        ..crate::config::Config::default()
+    };
+    let (a, view, _) = broker_with(config, store.clone(), objects, &cancel);
+    assert_eq!(
+        produce(&a, &batch(0, 0, 5))
+            .await
+            .expect("first")
+            .base_offset,
+        0
+    );
+    // Sequences 5-9 and 10-14 queued together: the second follows the first, not the
+    // stored last sequence 4.
+    let second = a
+        .enqueue(KEY, "t", &topic_config(), &batch(0, 5, 5))
+        .await
+        .expect("enqueue 5-9");
+    let third = a
+        .enqueue(KEY, "t", &topic_config(), &batch(0, 10, 5))
+        .await
+        .expect("enqueue 10-14");
+    let second = second.await.expect("answered").expect("5-9 appended");
+    let third = third.await.expect("answered").expect("10-14 appended");
+    assert_eq!((second.base_offset, third.base_offset), (5, 10));
+    assert_eq!(view.get(&KEY).head.next, 15);
+    // Both retried together: recognised, not stored again.
+    let r2 = a
+        .enqueue(KEY, "t", &topic_config(), &batch(0, 5, 5))
+        .await
+        .expect("enqueue retry");
+    let r3 = a
+        .enqueue(KEY, "t", &topic_config(), &batch(0, 10, 5))
+        .await
+        .expect("enqueue retry");
+    assert_eq!(r2.await.expect("answered").expect("retry").base_offset, 5);
+    assert_eq!(r3.await.expect("answered").expect("retry").base_offset, 10);
+    assert_eq!(
+        store
+            .load(&KEY)
+            .await
+            .expect("load")
+            .expect("a head")
+            .head
+            .next,
+        15
+    );
+    cancel.cancel();
+}
