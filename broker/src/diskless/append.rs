@@ -84,6 +84,10 @@ pub enum AppendError {
     Producer(String, ProducerErrorKind),
     #[error("the broker is shutting down")]
     ShuttingDown,
+    #[error(
+        "{queued} bytes of produce wait for the object store (diskless_append_queue_bytes); retry"
+    )]
+    QueueFull { queued: u64 },
     #[error("partition {0} was deleted while the append was committed")]
     Deleted(PartitionKey),
 }
@@ -102,6 +106,7 @@ impl AppendError {
                 ResponseError::OutOfOrderSequenceNumber
             }
             AppendError::Backpressure { .. }
+            | AppendError::QueueFull { .. }
             | AppendError::ObjectStore(_)
             | AppendError::MetadataStore(_) => ResponseError::KafkaStorageError,
             AppendError::ShuttingDown => ResponseError::NotEnoughReplicas,
@@ -120,6 +125,8 @@ struct Queued {
     log_append_time: i64,
     queued_at: Instant,
     reply: oneshot::Sender<Result<Ack, AppendError>>,
+    /// acks=0: nobody waits for the answer, and the append goes on all the same.
+    detached: bool,
 }
 
 impl Queued {
@@ -157,6 +164,11 @@ impl Queue {
             BTreeMap::new();
         let mut held_keys = std::collections::BTreeSet::new();
         for item in std::mem::take(&mut self.items) {
+            if !item.detached && item.reply.is_closed() {
+                // Its producer timed out or went away: nobody to answer, and its retry
+                // (if any) is queued as its own request.
+                continue;
+            }
             let full = !taken.is_empty() && bytes + item.bytes() > flush_bytes;
             if full || held_keys.contains(&item.key) {
                 held_keys.insert(item.key);
@@ -199,6 +211,7 @@ pub struct Appender {
     node_id: i32,
     interval: Duration,
     flush_bytes: u64,
+    queue_bytes: u64,
     max_pending_runs: u32,
     producer_expiration_ms: i64,
     /// How long after its PUT a flush may still commit: half of
@@ -230,6 +243,7 @@ impl Appender {
             node_id: config.node_id,
             interval: Duration::from_millis(config.diskless_append_interval_ms.max(1) as u64),
             flush_bytes: config.diskless_append_bytes.max(1) as u64,
+            queue_bytes: config.diskless_append_queue_bytes.max(1) as u64,
             max_pending_runs: u32::try_from(config.diskless_max_pending_runs).unwrap_or(u32::MAX),
             producer_expiration_ms: config.producer_id_expiration_ms,
             commit_within: Duration::from_millis(config.diskless_scrub_grace_ms.max(0) as u64 / 2),
@@ -249,6 +263,32 @@ impl Appender {
         topic: &str,
         config: &TopicConfig,
         records: &[u8],
+    ) -> Result<AckReceiver, AppendError> {
+        self.enqueue_item(key, topic, config, records, false).await
+    }
+
+    /// [`Appender::enqueue`] for acks=0: appended even though nobody waits for it (a
+    /// waited-for item whose waiter is gone, timed out or disconnected, is dropped
+    /// before the PUT instead).
+    pub async fn enqueue_detached(
+        &self,
+        key: PartitionKey,
+        topic: &str,
+        config: &TopicConfig,
+        records: &[u8],
+    ) -> Result<(), AppendError> {
+        self.enqueue_item(key, topic, config, records, true)
+            .await
+            .map(drop)
+    }
+
+    async fn enqueue_item(
+        &self,
+        key: PartitionKey,
+        topic: &str,
+        config: &TopicConfig,
+        records: &[u8],
+        detached: bool,
     ) -> Result<AckReceiver, AppendError> {
         let runs = self.view.get(&key).head.runs;
         if runs >= self.max_pending_runs {
@@ -285,10 +325,16 @@ impl Appender {
             log_append_time,
             queued_at: Instant::now(),
             reply,
+            detached,
         };
         let mut queue = self.queue();
         if queue.closed {
             return Err(AppendError::ShuttingDown);
+        }
+        if queue.bytes > 0 && queue.bytes + item.bytes() > self.queue_bytes {
+            return Err(AppendError::QueueFull {
+                queued: queue.bytes,
+            });
         }
         queue.bytes += item.bytes();
         queue.since.get_or_insert(item.queued_at);

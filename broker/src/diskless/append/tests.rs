@@ -343,6 +343,7 @@ fn queued(producer: i64, len: usize) -> (Queued, AckReceiver) {
         log_append_time: -1,
         queued_at: Instant::now(),
         reply,
+        detached: false,
     };
     (item, answer)
 }
@@ -378,10 +379,12 @@ fn a_flush_takes_no_more_producers_per_partition_than_one_transaction_records() 
 #[test]
 fn a_flush_is_cut_at_diskless_append_bytes() {
     let mut queue = Queue::default();
+    let mut answers = Vec::new();
     for producer in 0..10 {
-        let (item, _) = queued(producer, 1000);
+        let (item, answer) = queued(producer, 1000);
         queue.bytes += item.bytes();
         queue.items.push(item);
+        answers.push(answer);
     }
     let one = queue.items[0].bytes();
     let first = queue.take_flush(3 * one);
@@ -451,4 +454,50 @@ async fn an_append_racing_a_topic_deletion_does_not_recreate_the_partition() {
         "head recreated"
     );
     cancel.cancel();
+}
+
+#[tokio::test]
+async fn produce_past_diskless_append_queue_bytes_is_refused_retriably() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn DisklessStore> = Arc::new(EmbeddedDisklessStore::new(dir.path()));
+    let objects: Arc<dyn RemoteStore> = Arc::new(ObjectStoreBackend::in_memory());
+    let cancel = CancellationToken::new();
+    let config = crate::config::Config {
+        node_id: 1,
+        diskless_append_interval_ms: 300,
+        diskless_append_bytes: 1 << 20,
+        diskless_append_queue_bytes: 100,
+        ..crate::config::Config::default()
+    };
+    let (a, _, _) = broker_with(config, store, objects, &cancel);
+    let first = a
+        .enqueue(KEY, "t", &topic_config(), &batch(0, 0, 5))
+        .await
+        .expect("the first request is queued whatever its size");
+    let full = a
+        .enqueue(KEY, "t", &topic_config(), &batch(0, 5, 5))
+        .await
+        .expect_err("queue full");
+    assert_eq!(full.code(), ResponseError::KafkaStorageError);
+    assert!(
+        full.to_string().contains("diskless_append_queue_bytes"),
+        "{full}"
+    );
+    first.await.expect("answered").expect("appended");
+    cancel.cancel();
+}
+
+#[test]
+fn a_request_whose_producer_went_away_is_dropped_before_the_put() {
+    let mut queue = Queue::default();
+    let (gone, answer) = queued(1, 0);
+    drop(answer);
+    let (waited, _answer) = queued(2, 0);
+    let (mut acks0, answer0) = queued(3, 0);
+    acks0.detached = true;
+    drop(answer0);
+    queue.items = vec![gone, waited, acks0];
+    let taken = queue.take_flush(u64::MAX);
+    let producers: Vec<i64> = taken.iter().map(|i| i.batches[0].0.producer_id).collect();
+    assert_eq!(producers, vec![2, 3]);
 }
