@@ -712,7 +712,8 @@ impl DisklessStore for EtcdDisklessStore {
     ) -> Result<bool, StoreError> {
         let head_key = self.head_key(key);
         let mut ops = vec![TxnOp::put(head_key.clone(), json(head)?, None)];
-        // Deletes beyond one transaction's limit go in the ones before the head's.
+        // Deletes beyond one transaction's limit go in transactions after the head's
+        // (see below): runs below `merged` may linger, never a head naming a deleted run.
         let (first, rest) = delete_runs.split_at(delete_runs.len().min(100));
         ops.extend(
             first
