@@ -111,6 +111,25 @@ def test_diskless_topic_on_embedded_defaults(broker):
     assert sorted(g.offset for g in got if g.partition == 0) == list(range(watermarks(b.bootstrap, topic, 0)[1]))
 
 
+def test_pipelined_idempotent_produce_to_one_diskless_partition(broker):
+    """An idempotent producer with several requests in flight to one diskless partition:
+    requests of one producer that wait in the same flush follow each other (the
+    appender plans them cumulatively); no OUT_OF_ORDER_SEQUENCE_NUMBER, no duplicate,
+    dense offsets."""
+    b = broker(env={"STRATA_DISKLESS_APPEND_INTERVAL_MS": "100"})
+    topic = "dl-pipelined"
+    create_topic(b.bootstrap, topic, 1, {"diskless.enable": "true"})
+    produced = make_records(23, 4000, 1)
+    confluent_produce(b.bootstrap, topic, produced, "none",
+                      **{"enable.idempotence": True, "linger.ms": 0, "batch.num.messages": 20,
+                         "max.in.flight.requests.per.connection": 5})
+    offsets = sorted(r.offset for r in produced)
+    assert offsets == list(range(len(produced))), f"offsets not dense or duplicated: {offsets[:20]}"
+    assert watermarks(b.bootstrap, topic, 0) == (0, len(produced))
+    got = confluent_consume(b.bootstrap, topic, 1)
+    check_against_offsets(produced, got, "pipelined idempotent produce")
+
+
 def test_diskless_topic_through_etcd_and_s3(broker, etcd, bucket):
     prefix = f"t-{uuid.uuid4().hex[:12]}"
     b = broker(metadata=etcd.url(prefix), env=s3_env(bucket.endpoint, bucket.name))

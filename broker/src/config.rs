@@ -72,6 +72,12 @@ pub struct Config {
     /// interval ends. Default 8 MiB. Bounds the memory one flush holds and the object
     /// size; larger means fewer PUTs under heavy load.
     pub diskless_append_bytes: i64,
+    /// Diskless topics: bytes of produce requests the appender may hold waiting (queued
+    /// and not yet taken by a flush); past it produce to diskless partitions is refused
+    /// with the retriable KAFKA_STORAGE_ERROR. Default 32 MiB (four flushes). Bounds the
+    /// broker's memory when the object store or the metadata store is slow; at least
+    /// `diskless_append_bytes`.
+    pub diskless_append_queue_bytes: i64,
     /// Diskless topics: runs (unmerged appends) a partition may have before produce to it
     /// is refused with a retriable error until merging catches up. Default 2000. Each
     /// run is about 250 bytes in the metadata store.
@@ -538,6 +544,7 @@ impl Default for Config {
             remote_upload_stall_warn_ms: 300_000,
             diskless_append_interval_ms: 250,
             diskless_append_bytes: 8 << 20,
+            diskless_append_queue_bytes: 32 << 20,
             diskless_max_pending_runs: 2000,
             diskless_write_cache_bytes: 128 << 20,
             cost_price_table: String::new(),
@@ -912,6 +919,11 @@ impl Config {
             1,
         )?;
         at_least("diskless_append_bytes", self.diskless_append_bytes, 1024)?;
+        at_least(
+            "diskless_append_queue_bytes",
+            self.diskless_append_queue_bytes,
+            self.diskless_append_bytes,
+        )?;
         at_least(
             "diskless_max_pending_runs",
             self.diskless_max_pending_runs,

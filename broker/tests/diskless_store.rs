@@ -291,3 +291,68 @@ fn start_etcd() -> Etcd {
         _dir: dir,
     }
 }
+
+/// The write of one partition written by `producers` producers in one flush.
+fn many_producers(state: &PartitionState, key: PartitionKey, producers: i64) -> AppendWrite {
+    let batches: Vec<PendingBatch> = (0..producers)
+        .map(|id| PendingBatch {
+            producer_id: 100 + id,
+            epoch: 0,
+            first_sequence: 0,
+            records: 1,
+            max_ts: 1,
+            pos: id as u64 * 100,
+            len: 100,
+        })
+        .collect();
+    let plan = plan(
+        state,
+        &batches,
+        &ObjectInfo {
+            key: format!("diskless/1970010100/1-{}.batches", Uuid::new_v4().simple()),
+            size: 100 * producers as u64,
+            broker: 1,
+            now_ms: 1,
+        },
+    );
+    AppendWrite {
+        key,
+        expected: state.head_version,
+        head: plan.head,
+        runs: plan.runs,
+        producers: plan.producers.into_iter().collect(),
+        expire: Vec::new(),
+    }
+}
+
+#[tokio::test]
+async fn etcd_commits_what_fits_and_names_what_does_not() {
+    let etcd = start_etcd();
+    let store = EtcdStore::connect(std::slice::from_ref(&etcd.endpoint), "test-big")
+        .await
+        .expect("connect");
+    let store: Arc<dyn DisklessStore> =
+        Arc::new(EtcdDisklessStore::new(store.client(), "test-big"));
+    let empty = PartitionState::default();
+    // 150 producers in one partition: 151 operations, more than etcd's 128 per
+    // transaction. Its neighbours in the same call still commit.
+    let writes = vec![
+        write(&empty, key(3, 0), 2),
+        many_producers(&empty, key(3, 1), 150),
+        write(&empty, key(3, 2), 2),
+        // Many partitions of many producers: several transactions, none over the limit.
+        many_producers(&empty, key(3, 3), 100),
+        many_producers(&empty, key(3, 4), 100),
+    ];
+    let outcome = store.append_versioned(&writes).await.expect("append");
+    assert!(outcome.conflicts.is_empty(), "{:?}", outcome.conflicts);
+    let committed: Vec<_> = outcome.versions.iter().map(|(k, _)| *k).collect();
+    assert_eq!(committed, vec![key(3, 0), key(3, 2), key(3, 3), key(3, 4)]);
+    assert_eq!(
+        outcome.failed.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+        vec![key(3, 1)]
+    );
+    assert!(store.load(&key(3, 1)).await.expect("load").is_none());
+    let four = store.load(&key(3, 4)).await.expect("load").expect("stored");
+    assert_eq!((four.head.next, four.producers.len()), (100, 100));
+}

@@ -12,11 +12,16 @@
 //!    tiering store, which retries). A failure answers KAFKA_STORAGE_ERROR and commits
 //!    nothing: the producer retries, nothing was assigned.
 //! 3. Commit: per partition, plan against the current state and compare-and-swap its
-//!    head (one transaction per 40 partitions). A partition whose head moved (another
-//!    broker appended) is re-read and re-planned; a retry committed meanwhile through
-//!    another broker is then a duplicate, and the run skips its bytes.
-//! 4. Answer. A metadata-store failure answers a retriable error: the commit may or may
-//!    not have happened, and an idempotent producer's retry is recognised either way.
+//!    head (one transaction per at most 40 partitions; a flush takes per partition only
+//!    as many producers as one transaction records, see [`Queue::take_flush`]). A
+//!    partition whose head moved (another broker appended) is re-read and re-planned; a
+//!    retry committed meanwhile through another broker is then a duplicate, and the run
+//!    skips its bytes. A partition whose head is gone on the re-read was deleted: it is
+//!    answered UNKNOWN_TOPIC_OR_PARTITION, never created again. Past half of
+//!    `diskless_scrub_grace_ms` after the PUT the commit gives up (retriable).
+//! 4. Answer, each partition by its own outcome. A metadata-store failure answers a
+//!    retriable error for the partitions it may have touched: the commit may or may not
+//!    have happened, and an idempotent producer's retry is recognised either way.
 //!
 //! Flushes run one at a time, so one broker's commits to a partition keep the order in
 //! which their produce requests arrived.
@@ -36,7 +41,7 @@ use super::read::WriteCache;
 use super::state::{
     ObjectInfo, Outcome, PartitionKey, PendingBatch, Plan, ProducerErrorKind, plan,
 };
-use super::store::AppendWrite;
+use super::store::{AppendOutcome, AppendWrite};
 use super::view::DisklessView;
 use crate::log::format::{self, BatchHeader};
 use crate::partition::PartitionError;
@@ -46,6 +51,9 @@ use crate::topic_config::TopicConfig;
 /// Commit attempts of one flush before its partitions are answered with a retriable
 /// error (each failed attempt means another broker appended to the partition meanwhile).
 const COMMIT_ATTEMPTS: usize = 20;
+
+/// How long re-reading a flush's partitions may take, all of them together.
+const REFRESH_WITHIN: Duration = Duration::from_secs(5);
 
 /// What a produce to a diskless partition is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +84,12 @@ pub enum AppendError {
     Producer(String, ProducerErrorKind),
     #[error("the broker is shutting down")]
     ShuttingDown,
+    #[error(
+        "{queued} bytes of produce wait for the object store (diskless_append_queue_bytes); retry"
+    )]
+    QueueFull { queued: u64 },
+    #[error("partition {0} was deleted while the append was committed")]
+    Deleted(PartitionKey),
 }
 
 impl AppendError {
@@ -92,9 +106,11 @@ impl AppendError {
                 ResponseError::OutOfOrderSequenceNumber
             }
             AppendError::Backpressure { .. }
+            | AppendError::QueueFull { .. }
             | AppendError::ObjectStore(_)
             | AppendError::MetadataStore(_) => ResponseError::KafkaStorageError,
             AppendError::ShuttingDown => ResponseError::NotEnoughReplicas,
+            AppendError::Deleted(_) => ResponseError::UnknownTopicOrPartition,
         }
     }
 }
@@ -109,6 +125,8 @@ struct Queued {
     log_append_time: i64,
     queued_at: Instant,
     reply: oneshot::Sender<Result<Ack, AppendError>>,
+    /// acks=0: nobody waits for the answer, and the append goes on all the same.
+    detached: bool,
 }
 
 impl Queued {
@@ -123,6 +141,62 @@ struct Queue {
     bytes: u64,
     /// When the first item waiting came.
     since: Option<Instant>,
+    /// Set by the final drain at shutdown: nothing is queued after it.
+    closed: bool,
+}
+
+/// Metadata operations (puts and deletes) one partition's commit may take: its head, a
+/// run, the expired producers it deletes and one entry per producer it writes, with room
+/// for the runs a commit-time re-plan may split (see [`super::state::Plan::runs`]).
+/// Under etcd's 128 operations per transaction.
+const PARTITION_OPS: usize = super::store::ETCD_TXN_PUTS - 8;
+
+impl Queue {
+    /// Takes the next flush, in queue order: items up to `flush_bytes` (at least one),
+    /// and per partition only as many producers as one metadata transaction can record
+    /// ([`PARTITION_OPS`]). Once an item of a partition is held for the next flush, so
+    /// are the later ones, which keeps each partition's order.
+    fn take_flush(&mut self, flush_bytes: u64) -> Vec<Queued> {
+        let mut taken = Vec::new();
+        let mut held = Vec::new();
+        let mut bytes = 0;
+        let mut producers: BTreeMap<PartitionKey, std::collections::BTreeSet<i64>> =
+            BTreeMap::new();
+        let mut held_keys = std::collections::BTreeSet::new();
+        for item in std::mem::take(&mut self.items) {
+            if !item.detached && item.reply.is_closed() {
+                // Its producer timed out or went away: nobody to answer, and its retry
+                // (if any) is queued as its own request.
+                continue;
+            }
+            let full = !taken.is_empty() && bytes + item.bytes() > flush_bytes;
+            if full || held_keys.contains(&item.key) {
+                held_keys.insert(item.key);
+                held.push(item);
+                continue;
+            }
+            let known = producers.entry(item.key).or_default();
+            let new: std::collections::BTreeSet<i64> = item
+                .batches
+                .iter()
+                .map(|(h, _)| h.producer_id)
+                .filter(|id| *id >= 0 && !known.contains(id))
+                .collect();
+            let ops = 2 + super::state::EXPIRE_PER_COMMIT + known.len() + new.len();
+            if ops > PARTITION_OPS && !known.is_empty() {
+                held_keys.insert(item.key);
+                held.push(item);
+                continue;
+            }
+            known.extend(new);
+            bytes += item.bytes();
+            taken.push(item);
+        }
+        self.bytes = held.iter().map(Queued::bytes).sum();
+        self.since = held.iter().map(|i| i.queued_at).min();
+        self.items = held;
+        taken
+    }
 }
 
 pub struct Appender {
@@ -137,8 +211,13 @@ pub struct Appender {
     node_id: i32,
     interval: Duration,
     flush_bytes: u64,
+    queue_bytes: u64,
     max_pending_runs: u32,
     producer_expiration_ms: i64,
+    /// How long after its PUT a flush may still commit: half of
+    /// `diskless_scrub_grace_ms`, so the scrubber never deletes an object a commit is
+    /// about to reference.
+    commit_within: Duration,
     /// Which topics the objects this broker wrote hold, for the cost ledger.
     pub shares: super::shares::ObjectShares,
 }
@@ -164,8 +243,10 @@ impl Appender {
             node_id: config.node_id,
             interval: Duration::from_millis(config.diskless_append_interval_ms.max(1) as u64),
             flush_bytes: config.diskless_append_bytes.max(1) as u64,
+            queue_bytes: config.diskless_append_queue_bytes.max(1) as u64,
             max_pending_runs: u32::try_from(config.diskless_max_pending_runs).unwrap_or(u32::MAX),
             producer_expiration_ms: config.producer_id_expiration_ms,
+            commit_within: Duration::from_millis(config.diskless_scrub_grace_ms.max(0) as u64 / 2),
             shares: Default::default(),
         }
     }
@@ -182,6 +263,32 @@ impl Appender {
         topic: &str,
         config: &TopicConfig,
         records: &[u8],
+    ) -> Result<AckReceiver, AppendError> {
+        self.enqueue_item(key, topic, config, records, false).await
+    }
+
+    /// [`Appender::enqueue`] for acks=0: appended even though nobody waits for it (a
+    /// waited-for item whose waiter is gone, timed out or disconnected, is dropped
+    /// before the PUT instead).
+    pub async fn enqueue_detached(
+        &self,
+        key: PartitionKey,
+        topic: &str,
+        config: &TopicConfig,
+        records: &[u8],
+    ) -> Result<(), AppendError> {
+        self.enqueue_item(key, topic, config, records, true)
+            .await
+            .map(drop)
+    }
+
+    async fn enqueue_item(
+        &self,
+        key: PartitionKey,
+        topic: &str,
+        config: &TopicConfig,
+        records: &[u8],
+        detached: bool,
     ) -> Result<AckReceiver, AppendError> {
         let runs = self.view.get(&key).head.runs;
         if runs >= self.max_pending_runs {
@@ -218,8 +325,17 @@ impl Appender {
             log_append_time,
             queued_at: Instant::now(),
             reply,
+            detached,
         };
         let mut queue = self.queue();
+        if queue.closed {
+            return Err(AppendError::ShuttingDown);
+        }
+        if queue.bytes > 0 && queue.bytes + item.bytes() > self.queue_bytes {
+            return Err(AppendError::QueueFull {
+                queued: queue.bytes,
+            });
+        }
         queue.bytes += item.bytes();
         queue.since.get_or_insert(item.queued_at);
         queue.items.push(item);
@@ -254,12 +370,17 @@ impl Appender {
                 }
             };
             if take {
-                let items = std::mem::take(&mut *self.queue()).items;
+                let items = self.queue().take_flush(self.flush_bytes);
                 self.flush(items).await;
             }
         }
-        let items = std::mem::take(&mut *self.queue()).items;
-        if !items.is_empty() {
+        // Closed first: a produce queued after this is refused, never left unanswered.
+        self.queue().closed = true;
+        loop {
+            let items = self.queue().take_flush(self.flush_bytes);
+            if items.is_empty() {
+                break;
+            }
             self.flush(items).await;
         }
     }
@@ -349,7 +470,8 @@ impl Appender {
         }
         self.cache.insert(&info.key, object);
         let commit_started = Instant::now();
-        self.commit(kept, pending, &info).await;
+        self.commit(kept, pending, &info, commit_started + self.commit_within)
+            .await;
         let commit_seconds = commit_started.elapsed().as_secs_f64();
         for topic in topic_bytes.keys() {
             self.metrics
@@ -362,32 +484,33 @@ impl Appender {
 
     /// Answers the items the view shows to be retries or refused (a refusal only after
     /// re-reading the partition from the store: the view may lag another broker's
-    /// commit); returns the rest, which go into the object.
+    /// commit); returns the rest, which go into the object. Each item is planned after
+    /// the items kept before it, as the commit will store them: a producer's second
+    /// request of the flush follows its first, not the last sequence stored.
     async fn settle_early(&self, key: PartitionKey, items: Vec<Queued>) -> Vec<Queued> {
         let mut state = self.view.get(&key);
         let mut refreshed = false;
-        let mut kept = Vec::with_capacity(items.len());
+        let mut kept: Vec<Queued> = Vec::with_capacity(items.len());
         for item in items {
-            let first = plan_items(&state, std::slice::from_ref(&item))
-                .outcomes
-                .first()
-                .copied();
-            let first = match first {
-                Some(Outcome::Refused(_)) if !refreshed => {
-                    refreshed = true;
-                    match self.view.refresh(&key).await {
-                        Ok(fresh) => state = fresh,
-                        Err(e) => {
-                            warn!(partition = %key, error = %e, "cannot re-read a diskless partition");
-                        }
+            let mut first = first_outcome(&state, &kept, &item);
+            if matches!(first, Some(Outcome::Refused(_))) && !refreshed {
+                refreshed = true;
+                match self.view.refresh(&key).await {
+                    Ok(fresh) => {
+                        state = fresh;
+                        first = first_outcome(&state, &kept, &item);
                     }
-                    plan_items(&state, std::slice::from_ref(&item))
-                        .outcomes
-                        .first()
-                        .copied()
+                    Err(e) => {
+                        // The refusal may be the view's lag: a retriable answer, never a
+                        // fatal one taken from a state that could not be checked.
+                        warn!(partition = %key, error = %e, "cannot re-read a diskless partition");
+                        let _ = item.reply.send(Err(AppendError::MetadataStore(format!(
+                            "cannot re-read partition {key} to check the producer's sequence: {e}"
+                        ))));
+                        continue;
+                    }
                 }
-                other => other,
-            };
+            }
             match first {
                 Some(Outcome::Duplicate { base_offset }) => {
                     let _ = item.reply.send(Ok(Ack {
@@ -412,15 +535,40 @@ impl Appender {
         mut items: BTreeMap<PartitionKey, Vec<Queued>>,
         pending: BTreeMap<PartitionKey, Vec<PendingBatch>>,
         info: &ObjectInfo,
+        deadline: Instant,
     ) {
         let store = self.view.store().clone();
-        for _ in 0..COMMIT_ATTEMPTS {
+        // The head version each partition was first planned from: a partition that had a
+        // head and has none on a re-read was deleted meanwhile, and is not created again.
+        let mut first_seen: BTreeMap<PartitionKey, u64> = BTreeMap::new();
+        for attempt in 0..COMMIT_ATTEMPTS {
+            // The first attempt follows the PUT at once; a later one, after conflicts or
+            // re-reads, may come too late.
+            if attempt > 0 && Instant::now() >= deadline {
+                // Past half the scrubber's grace since the PUT: a commit now could
+                // reference an object the scrubber is about to delete.
+                let error = AppendError::MetadataStore(
+                    "the commit took longer than half of diskless_scrub_grace_ms after the object was written; nothing was committed".into(),
+                );
+                for item in items.into_values().flatten() {
+                    let _ = item.reply.send(Err(error.clone()));
+                }
+                return;
+            }
             let mut plans: BTreeMap<PartitionKey, (Arc<super::PartitionState>, Plan)> =
                 BTreeMap::new();
             let mut writes = Vec::new();
             let keys: Vec<PartitionKey> = items.keys().copied().collect();
             for key in &keys {
                 let state = self.view.get(key);
+                let seen = *first_seen.entry(*key).or_insert(state.head_version);
+                if seen > 0 && state.head_version == 0 {
+                    let error = AppendError::Deleted(*key);
+                    for item in items.remove(key).into_iter().flatten() {
+                        let _ = item.reply.send(Err(error.clone()));
+                    }
+                    continue;
+                }
                 let batches = pending.get(key).map_or(&[][..], Vec::as_slice);
                 let plan = plan(&state, batches, info);
                 // Every batch a retry of one committed meanwhile: nothing to write.
@@ -458,19 +606,10 @@ impl Appender {
             }
             let outcome = match store.append_versioned(&writes).await {
                 Ok(outcome) => outcome,
-                Err(e) => {
-                    warn!(error = %e, partitions = writes.len(), "diskless append: commit failed; answering a retriable error");
-                    let error = AppendError::MetadataStore(e.to_string());
-                    for (key, items) in items {
-                        for item in items {
-                            let _ = item.reply.send(Err(error.clone()));
-                        }
-                        if let Err(e) = self.view.refresh(&key).await {
-                            debug!(partition = %key, error = %e, "cannot re-read a diskless partition");
-                        }
-                    }
-                    return;
-                }
+                Err(e) => AppendOutcome {
+                    failed: writes.iter().map(|w| (w.key, e.clone())).collect(),
+                    ..AppendOutcome::default()
+                },
             };
             let expired: BTreeMap<PartitionKey, Vec<i64>> =
                 writes.into_iter().map(|w| (w.key, w.expire)).collect();
@@ -488,8 +627,21 @@ impl Appender {
                 self.view.install(key, next);
                 answer(items, &plan, log_start);
             }
+            if !outcome.failed.is_empty() {
+                // Each failed partition is answered alone; the others went on above.
+                let mut unknown = Vec::new();
+                for (key, e) in &outcome.failed {
+                    warn!(partition = %key, error = %e, "diskless append: commit failed; answering a retriable error");
+                    let error = AppendError::MetadataStore(e.to_string());
+                    for item in items.remove(key).into_iter().flatten() {
+                        let _ = item.reply.send(Err(error.clone()));
+                    }
+                    unknown.push(*key);
+                }
+                self.refresh_all(&unknown, deadline).await;
+            }
             if outcome.conflicts.is_empty() {
-                return;
+                break;
             }
             for key in &outcome.conflicts {
                 if let Some(item) = items.get(key).and_then(|i| i.first()) {
@@ -498,11 +650,12 @@ impl Appender {
                         .with_label_values(&[item.topic.as_ref()])
                         .inc();
                 }
-                if let Err(e) = self.view.refresh(key).await {
-                    warn!(partition = %key, error = %e, "cannot re-read a diskless partition after a conflict");
-                }
             }
+            self.refresh_all(&outcome.conflicts, deadline).await;
             items.retain(|key, _| outcome.conflicts.contains(key));
+        }
+        if items.is_empty() {
+            return;
         }
         let error = AppendError::MetadataStore(format!(
             "{COMMIT_ATTEMPTS} commit attempts lost to other brokers' appends"
@@ -511,12 +664,44 @@ impl Appender {
             let _ = item.reply.send(Err(error.clone()));
         }
     }
+
+    /// Re-reads `keys` from the store, all at once, giving up at `deadline` (etcd
+    /// unreachable must not stall the appender for a timeout per partition). A
+    /// partition not re-read keeps its stale state: its next commit's compare fails and
+    /// it is read again then.
+    async fn refresh_all(&self, keys: &[PartitionKey], deadline: Instant) {
+        let reads = futures::future::join_all(keys.iter().map(|key| async move {
+            if let Err(e) = self.view.refresh(key).await {
+                warn!(partition = %key, error = %e, "cannot re-read a diskless partition");
+            }
+        }));
+        let limit = tokio::time::Instant::from_std(deadline.min(Instant::now() + REFRESH_WITHIN));
+        if tokio::time::timeout_at(limit, reads).await.is_err() {
+            warn!(
+                partitions = keys.len(),
+                "diskless append: re-reading partitions timed out"
+            );
+        }
+    }
+}
+
+/// The outcome of `item`'s first batch planned against `state` after the batches of
+/// `before` (items of the same partition kept earlier in the flush).
+fn first_outcome(
+    state: &super::PartitionState,
+    before: &[Queued],
+    item: &Queued,
+) -> Option<Outcome> {
+    let skip: usize = before.iter().map(|i| i.batches.len()).sum();
+    plan_items(state, before.iter().chain(std::iter::once(item)))
+        .outcomes
+        .get(skip)
+        .copied()
 }
 
 /// The plan of `items`' batches against `state` (positions are irrelevant here).
-fn plan_items(state: &super::PartitionState, items: &[Queued]) -> Plan {
+fn plan_items<'a>(state: &super::PartitionState, items: impl Iterator<Item = &'a Queued>) -> Plan {
     let batches: Vec<PendingBatch> = items
-        .iter()
         .flat_map(|item| {
             item.batches.iter().map(|(header, bytes)| PendingBatch {
                 producer_id: header.producer_id,

@@ -14,6 +14,9 @@
 //!
 //! Both answer a failed compare by naming the partition and writing nothing for it; an
 //! error (etcd unreachable, a timeout) may or may not have written: the caller re-reads.
+//! A failure part way through returns the partitions committed before it and names the
+//! failed ones ([`AppendOutcome::failed`]); an etcd write larger than one transaction
+//! (128 operations, 1.5 MiB) is never sent and is named failed too.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -54,6 +57,10 @@ pub struct AppendOutcome {
     pub conflicts: Vec<PartitionKey>,
     /// The new head version of every partition written.
     pub versions: Vec<(PartitionKey, u64)>,
+    /// Partitions whose commit failed, with why: the store failed during their
+    /// transaction (it may or may not have been written: re-read), or it was never sent
+    /// (a write too large for one transaction, or one after a store failure).
+    pub failed: Vec<(PartitionKey, StoreError)>,
 }
 
 /// A change under `diskless/` seen by a watch.
@@ -141,9 +148,15 @@ pub trait DisklessStore: Send + Sync {
     /// Commits appends: per partition, compare head_version, put head + new runs +
     /// producer entries. Returns the keys whose compare failed (nothing written for them).
     async fn append(&self, writes: &[AppendWrite]) -> Result<Vec<PartitionKey>, StoreError> {
-        Ok(self.append_versioned(writes).await?.conflicts)
+        let mut outcome = self.append_versioned(writes).await?;
+        match outcome.failed.pop() {
+            Some((_, error)) => Err(error),
+            None => Ok(outcome.conflicts),
+        }
     }
-    /// [`DisklessStore::append`], also returning the new head versions.
+    /// [`DisklessStore::append`], also returning the new head versions, and, when the
+    /// store fails part way, which partitions were committed before and which failed
+    /// (`Err` only when nothing could be tried).
     async fn append_versioned(&self, writes: &[AppendWrite]) -> Result<AppendOutcome, StoreError>;
     /// MERGE: replaces the head if its version is still `expected` and deletes the runs
     /// listed (by base offset).
@@ -285,8 +298,16 @@ impl DisklessStore for EmbeddedDisklessStore {
     async fn append_versioned(&self, writes: &[AppendWrite]) -> Result<AppendOutcome, StoreError> {
         let _guard = self.guard();
         let mut outcome = AppendOutcome::default();
-        for write in writes {
-            let mut file = self.read(&write.key)?.unwrap_or_default();
+        for (i, write) in writes.iter().enumerate() {
+            let mut file = match self.read(&write.key) {
+                Ok(file) => file.unwrap_or_default(),
+                Err(e) => {
+                    outcome
+                        .failed
+                        .extend(writes[i..].iter().map(|w| (w.key, e.clone())));
+                    break;
+                }
+            };
             if file.version != write.expected {
                 outcome.conflicts.push(write.key);
                 continue;
@@ -302,7 +323,12 @@ impl DisklessStore for EmbeddedDisklessStore {
             for id in &write.expire {
                 file.producers.remove(id);
             }
-            self.write(&write.key, &file)?;
+            if let Err(e) = self.write(&write.key, &file) {
+                outcome
+                    .failed
+                    .extend(writes[i..].iter().map(|w| (w.key, e.clone())));
+                break;
+            }
             outcome.versions.push((write.key, file.version));
         }
         Ok(outcome)
@@ -477,83 +503,20 @@ impl EtcdDisklessStore {
         states.retain(|_, s| s.head_version > 0);
         Ok((states, revision))
     }
-}
-
-/// What a key under `root` (`<prefix>/diskless/`) names.
-fn parse_key(root: &str, key: &[u8]) -> Option<(PartitionKey, KeyKind)> {
-    let key = std::str::from_utf8(key).ok()?.strip_prefix(root)?;
-    let mut parts = key.splitn(3, '/');
-    let partition = PartitionKey {
-        topic_id: Uuid::parse_str(parts.next()?).ok()?,
-        partition: parts.next()?.parse().ok()?,
-    };
-    let rest = parts.next()?;
-    let kind = if rest == "head" {
-        KeyKind::Head
-    } else if let Some(base) = rest.strip_prefix("runs/") {
-        KeyKind::Run(base.parse().ok()?)
-    } else if let Some(id) = rest.strip_prefix("producers/") {
-        KeyKind::Producer(id.parse().ok()?)
-    } else {
-        return None;
-    };
-    Some((partition, kind))
-}
-
-/// Puts one etcd transaction may hold, under `--max-txn-ops` (128 by default).
-const ETCD_TXN_PUTS: usize = 120;
-
-/// `writes` cut into transactions of at most [`ETCD_TXN_PARTITIONS`] partitions and
-/// [`ETCD_TXN_PUTS`] puts (a partition written by many producers in one flush takes a put
-/// per producer). A partition is never split: one larger than the limit goes alone.
-fn txn_chunks(writes: &[AppendWrite]) -> Vec<&[AppendWrite]> {
-    let mut chunks = Vec::new();
-    let (mut start, mut puts) = (0, 0);
-    for (i, write) in writes.iter().enumerate() {
-        let ops = 1 + write.runs.len() + write.producers.len() + write.expire.len();
-        if i > start && (i - start >= ETCD_TXN_PARTITIONS || puts + ops > ETCD_TXN_PUTS) {
-            chunks.push(&writes[start..i]);
-            (start, puts) = (i, 0);
-        }
-        puts += ops;
-    }
-    if start < writes.len() {
-        chunks.push(&writes[start..]);
-    }
-    chunks
-}
-
-/// The end of the range of keys starting with `prefix` (etcd's prefix rule).
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
-}
-
-#[async_trait::async_trait]
-impl DisklessStore for EtcdDisklessStore {
-    async fn load(&self, key: &PartitionKey) -> Result<Option<PartitionState>, StoreError> {
-        let (mut states, _) = self.load_prefix(&self.partition_prefix(key)).await?;
-        Ok(states.remove(key))
-    }
-
-    async fn load_all_at(&self) -> Result<(Vec<(PartitionKey, PartitionState)>, i64), StoreError> {
-        let (states, revision) = self.load_prefix(&self.root).await?;
-        Ok((states.into_iter().collect(), revision))
-    }
-
-    async fn append_versioned(&self, writes: &[AppendWrite]) -> Result<AppendOutcome, StoreError> {
-        let mut outcome = AppendOutcome::default();
+    /// Commits one transaction's writes: those whose compare failed are re-checked and
+    /// the rest committed again, until none is left. `Err`: the store failed; the last
+    /// transaction may or may not have been written.
+    async fn append_chunk(
+        &self,
+        chunk: &[&AppendWrite],
+        outcome: &mut AppendOutcome,
+    ) -> Result<(), StoreError> {
         let mut kv = self.client.kv_client();
-        for chunk in txn_chunks(writes) {
+        let mut chunk: Vec<&AppendWrite> = chunk.to_vec();
+        while !chunk.is_empty() {
             let mut compares = Vec::with_capacity(chunk.len());
             let mut puts = Vec::new();
-            for write in chunk {
+            for write in &chunk {
                 let head_key = self.head_key(&write.key);
                 compares.push(if write.expected == 0 {
                     Compare::create_revision(head_key.clone(), CompareOp::Equal, 0)
@@ -585,24 +548,156 @@ impl DisklessStore for EtcdDisklessStore {
                 outcome
                     .versions
                     .extend(chunk.iter().map(|w| (w.key, revision)));
-                continue;
+                return Ok(());
             }
             // One failed compare fails the whole transaction: find out which heads moved
             // and commit the others alone.
             let mut still = Vec::new();
-            for write in chunk {
+            for write in &chunk {
                 let response = timed(kv.get(self.head_key(&write.key), None)).await?;
                 let current = response.kvs().first().map_or(0, |kv| kv.mod_revision()) as u64;
                 if current == write.expected {
-                    still.push(write.clone());
+                    still.push(*write);
                 } else {
                     outcome.conflicts.push(write.key);
                 }
             }
-            if !still.is_empty() {
-                let retried = Box::pin(self.append_versioned(&still)).await?;
-                outcome.conflicts.extend(retried.conflicts);
-                outcome.versions.extend(retried.versions);
+            chunk = still;
+        }
+        Ok(())
+    }
+}
+
+/// What a key under `root` (`<prefix>/diskless/`) names.
+fn parse_key(root: &str, key: &[u8]) -> Option<(PartitionKey, KeyKind)> {
+    let key = std::str::from_utf8(key).ok()?.strip_prefix(root)?;
+    let mut parts = key.splitn(3, '/');
+    let partition = PartitionKey {
+        topic_id: Uuid::parse_str(parts.next()?).ok()?,
+        partition: parts.next()?.parse().ok()?,
+    };
+    let rest = parts.next()?;
+    let kind = if rest == "head" {
+        KeyKind::Head
+    } else if let Some(base) = rest.strip_prefix("runs/") {
+        KeyKind::Run(base.parse().ok()?)
+    } else if let Some(id) = rest.strip_prefix("producers/") {
+        KeyKind::Producer(id.parse().ok()?)
+    } else {
+        return None;
+    };
+    Some((partition, kind))
+}
+
+/// Puts one etcd transaction may hold, under `--max-txn-ops` (128 by default).
+pub const ETCD_TXN_PUTS: usize = 120;
+/// Bytes of keys and values one etcd transaction may hold, under etcd's default
+/// `--max-request-bytes` (1.5 MiB), with room for the request's framing.
+pub const ETCD_TXN_BYTES: usize = 1 << 20;
+
+/// The puts/deletes and the approximate bytes (keys and JSON values) of one write.
+pub fn write_cost(write: &AppendWrite) -> (usize, usize) {
+    // A key is at most ~120 bytes (prefix, topic id, partition, 20-digit base).
+    const KEY: usize = 160;
+    let ops = 1 + write.runs.len() + write.producers.len() + write.expire.len();
+    let bytes = KEY * ops
+        + json_len(&write.head)
+        + write.runs.iter().map(json_len).sum::<usize>()
+        + write
+            .producers
+            .iter()
+            .map(|(_, e)| json_len(e))
+            .sum::<usize>();
+    (ops, bytes)
+}
+
+/// The length of a value's JSON.
+fn json_len<T: Serialize>(value: &T) -> usize {
+    serde_json::to_vec(value).map_or(0, |v| v.len())
+}
+
+/// Whether one partition's write fits one etcd transaction. One that does not is never
+/// sent (the appender cuts its flushes so that this stays rare).
+pub fn fits_one_txn(write: &AppendWrite) -> bool {
+    let (ops, bytes) = write_cost(write);
+    ops <= ETCD_TXN_PUTS && bytes <= ETCD_TXN_BYTES
+}
+
+/// `writes` cut into transactions of at most [`ETCD_TXN_PARTITIONS`] partitions,
+/// [`ETCD_TXN_PUTS`] puts and [`ETCD_TXN_BYTES`] bytes (a partition written by many
+/// producers in one flush takes a put per producer). A partition is never split; those
+/// that do not fit one transaction alone are left out (see [`fits_one_txn`]).
+fn txn_chunks(writes: &[AppendWrite]) -> Vec<Vec<&AppendWrite>> {
+    let mut chunks = Vec::new();
+    let mut chunk: Vec<&AppendWrite> = Vec::new();
+    let (mut puts, mut size) = (0, 0);
+    for write in writes {
+        let (ops, bytes) = write_cost(write);
+        if ops > ETCD_TXN_PUTS || bytes > ETCD_TXN_BYTES {
+            continue;
+        }
+        if !chunk.is_empty()
+            && (chunk.len() >= ETCD_TXN_PARTITIONS
+                || puts + ops > ETCD_TXN_PUTS
+                || size + bytes > ETCD_TXN_BYTES)
+        {
+            chunks.push(std::mem::take(&mut chunk));
+            (puts, size) = (0, 0);
+        }
+        chunk.push(write);
+        puts += ops;
+        size += bytes;
+    }
+    if !chunk.is_empty() {
+        chunks.push(chunk);
+    }
+    chunks
+}
+
+/// The end of the range of keys starting with `prefix` (etcd's prefix rule).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+#[async_trait::async_trait]
+impl DisklessStore for EtcdDisklessStore {
+    async fn load(&self, key: &PartitionKey) -> Result<Option<PartitionState>, StoreError> {
+        let (mut states, _) = self.load_prefix(&self.partition_prefix(key)).await?;
+        Ok(states.remove(key))
+    }
+
+    async fn load_all_at(&self) -> Result<(Vec<(PartitionKey, PartitionState)>, i64), StoreError> {
+        let (states, revision) = self.load_prefix(&self.root).await?;
+        Ok((states.into_iter().collect(), revision))
+    }
+
+    async fn append_versioned(&self, writes: &[AppendWrite]) -> Result<AppendOutcome, StoreError> {
+        let mut outcome = AppendOutcome::default();
+        for write in writes.iter().filter(|w| !fits_one_txn(w)) {
+            let (ops, bytes) = write_cost(write);
+            outcome.failed.push((
+                write.key,
+                StoreError::Unavailable(format!(
+                    "the commit of partition {} takes {ops} operations and {bytes} bytes, more than one etcd transaction holds; nothing was written",
+                    write.key
+                )),
+            ));
+        }
+        let chunks = txn_chunks(writes);
+        for (i, chunk) in chunks.iter().enumerate() {
+            if let Err(e) = self.append_chunk(chunk, &mut outcome).await {
+                // This chunk may or may not be written; those after it were not tried.
+                outcome
+                    .failed
+                    .extend(chunks[i..].iter().flatten().map(|w| (w.key, e.clone())));
+                break;
             }
         }
         Ok(outcome)
@@ -617,7 +712,8 @@ impl DisklessStore for EtcdDisklessStore {
     ) -> Result<bool, StoreError> {
         let head_key = self.head_key(key);
         let mut ops = vec![TxnOp::put(head_key.clone(), json(head)?, None)];
-        // Deletes beyond one transaction's limit go in the ones before the head's.
+        // Deletes beyond one transaction's limit go in transactions after the head's
+        // (see below): runs below `merged` may linger, never a head naming a deleted run.
         let (first, rest) = delete_runs.split_at(delete_runs.len().min(100));
         ops.extend(
             first

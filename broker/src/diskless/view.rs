@@ -176,13 +176,23 @@ impl DisklessView {
         self.write().retain(|k, _| k.topic_id != topic_id);
     }
 
-    /// Loads everything; returns the store revision to watch from.
+    /// Loads everything; returns the store revision to watch from. Replaces the whole
+    /// map: a partition deleted while the watch was down is dropped (kept only when this
+    /// broker installed it after the load's revision, or it was never stored: a long
+    /// poll's subscription).
     pub async fn load(&self) -> Result<i64, StoreError> {
         let (all, revision) = self.store.load_all_at().await?;
         let count = all.len();
+        let loaded: std::collections::HashSet<PartitionKey> =
+            all.iter().map(|(key, _)| *key).collect();
         for (key, state) in all {
             self.install(key, state);
         }
+        self.write().retain(|key, entry| {
+            loaded.contains(key)
+                || entry.state.head_version == 0
+                || (revision > 0 && entry.state.head_version as i64 > revision)
+        });
         info!(partitions = count, "loaded diskless partitions");
         Ok(revision)
     }

@@ -250,19 +250,28 @@ async fn diskless_append(
         topic_id: topic.id,
         partition: data.index,
     };
+    if acks == 0 {
+        // The append goes on; nobody waits for it.
+        return match diskless
+            .appender
+            .enqueue_detached(key, &topic.name, &topic.config, &records)
+            .await
+        {
+            Ok(()) => Stage::Answered(
+                PartitionProduceResponse::default()
+                    .with_index(data.index)
+                    .with_base_offset(-1)
+                    .with_log_append_time_ms(-1)
+                    .with_log_start_offset(-1),
+            ),
+            Err(e) => refused(e.code(), e.to_string()),
+        };
+    }
     match diskless
         .appender
         .enqueue(key, &topic.name, &topic.config, &records)
         .await
     {
-        // acks=0: the append goes on; nobody waits for it.
-        Ok(_) if acks == 0 => Stage::Answered(
-            PartitionProduceResponse::default()
-                .with_index(data.index)
-                .with_base_offset(-1)
-                .with_log_append_time_ms(-1)
-                .with_log_start_offset(-1),
-        ),
         Ok(answer) => Stage::Diskless(QueuedDiskless {
             index: data.index,
             bytes: records.len() as u64,

@@ -264,3 +264,240 @@ async fn produce_is_refused_while_a_partition_has_too_many_unmerged_runs() {
     );
     cancel.cancel();
 }
+
+#[tokio::test]
+async fn a_producers_pipelined_requests_in_one_flush_are_appended_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn DisklessStore> = Arc::new(EmbeddedDisklessStore::new(dir.path()));
+    let objects: Arc<dyn RemoteStore> = Arc::new(ObjectStoreBackend::in_memory());
+    let cancel = CancellationToken::new();
+    let config = crate::config::Config {
+        node_id: 1,
+        // Long enough for both requests below to wait in one flush.
+        diskless_append_interval_ms: 300,
+        ..crate::config::Config::default()
+    };
+    let (a, view, _) = broker_with(config, store.clone(), objects, &cancel);
+    assert_eq!(
+        produce(&a, &batch(0, 0, 5))
+            .await
+            .expect("first")
+            .base_offset,
+        0
+    );
+    // Sequences 5-9 and 10-14 queued together: the second follows the first, not the
+    // stored last sequence 4.
+    let second = a
+        .enqueue(KEY, "t", &topic_config(), &batch(0, 5, 5))
+        .await
+        .expect("enqueue 5-9");
+    let third = a
+        .enqueue(KEY, "t", &topic_config(), &batch(0, 10, 5))
+        .await
+        .expect("enqueue 10-14");
+    let second = second.await.expect("answered").expect("5-9 appended");
+    let third = third.await.expect("answered").expect("10-14 appended");
+    assert_eq!((second.base_offset, third.base_offset), (5, 10));
+    assert_eq!(view.get(&KEY).head.next, 15);
+    // Both retried together: recognised, not stored again.
+    let r2 = a
+        .enqueue(KEY, "t", &topic_config(), &batch(0, 5, 5))
+        .await
+        .expect("enqueue retry");
+    let r3 = a
+        .enqueue(KEY, "t", &topic_config(), &batch(0, 10, 5))
+        .await
+        .expect("enqueue retry");
+    assert_eq!(r2.await.expect("answered").expect("retry").base_offset, 5);
+    assert_eq!(r3.await.expect("answered").expect("retry").base_offset, 10);
+    assert_eq!(
+        store
+            .load(&KEY)
+            .await
+            .expect("load")
+            .expect("a head")
+            .head
+            .next,
+        15
+    );
+    cancel.cancel();
+}
+
+/// A queued item of one idempotent batch from `producer`.
+fn queued(producer: i64, len: usize) -> (Queued, AckReceiver) {
+    let bytes = Bytes::from(crate::log::tests::idempotent_batch(producer, 0, 0, 1));
+    let header = format::parse_validated_header(&bytes);
+    let padded = Bytes::from(vec![0u8; len.saturating_sub(bytes.len())]);
+    let (reply, answer) = oneshot::channel();
+    let mut batches = vec![(header, bytes)];
+    if !padded.is_empty() {
+        // Only the byte count matters to the cut.
+        let mut filler = header;
+        filler.producer_id = -1;
+        batches.push((filler, padded));
+    }
+    let item = Queued {
+        key: KEY,
+        topic: Arc::from("t"),
+        batches,
+        log_append_time: -1,
+        queued_at: Instant::now(),
+        reply,
+        detached: false,
+    };
+    (item, answer)
+}
+
+#[test]
+fn a_flush_takes_no_more_producers_per_partition_than_one_transaction_records() {
+    let mut queue = Queue::default();
+    let mut answers = Vec::new();
+    for producer in 0..300 {
+        let (item, answer) = queued(producer, 0);
+        queue.bytes += item.bytes();
+        queue.items.push(item);
+        answers.push(answer);
+    }
+    let first = queue.take_flush(u64::MAX);
+    let limit = PARTITION_OPS - 2 - crate::diskless::state::EXPIRE_PER_COMMIT;
+    assert_eq!(first.len(), limit);
+    // Held in queue order, counted, and due at once.
+    assert_eq!(queue.items.len(), 300 - limit);
+    assert_eq!(queue.items[0].batches[0].0.producer_id, limit as i64);
+    assert!(queue.since.is_some());
+    assert_eq!(
+        queue.bytes,
+        queue.items.iter().map(Queued::bytes).sum::<u64>()
+    );
+    let mut taken = first.len();
+    while !queue.items.is_empty() {
+        taken += queue.take_flush(u64::MAX).len();
+    }
+    assert_eq!(taken, 300);
+}
+
+#[test]
+fn a_flush_is_cut_at_diskless_append_bytes() {
+    let mut queue = Queue::default();
+    let mut answers = Vec::new();
+    for producer in 0..10 {
+        let (item, answer) = queued(producer, 1000);
+        queue.bytes += item.bytes();
+        queue.items.push(item);
+        answers.push(answer);
+    }
+    let one = queue.items[0].bytes();
+    let first = queue.take_flush(3 * one);
+    assert_eq!(first.len(), 3);
+    assert_eq!(queue.items.len(), 7);
+    // One item larger than the limit still goes, alone.
+    assert_eq!(queue.take_flush(1).len(), 1);
+}
+
+#[tokio::test]
+async fn many_producers_in_one_flush_are_all_committed_over_several_flushes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn DisklessStore> = Arc::new(EmbeddedDisklessStore::new(dir.path()));
+    let objects: Arc<dyn RemoteStore> = Arc::new(ObjectStoreBackend::in_memory());
+    let cancel = CancellationToken::new();
+    let config = crate::config::Config {
+        node_id: 1,
+        diskless_append_interval_ms: 200,
+        ..crate::config::Config::default()
+    };
+    let (a, _, metrics) = broker_with(config, store.clone(), objects, &cancel);
+    let mut answers = Vec::new();
+    for producer in 0..250 {
+        let batch = crate::log::tests::idempotent_batch(1000 + producer, 0, 0, 2);
+        answers.push(
+            a.enqueue(KEY, "t", &topic_config(), &batch)
+                .await
+                .expect("enqueue"),
+        );
+    }
+    let mut offsets = Vec::new();
+    for answer in answers {
+        offsets.push(
+            answer
+                .await
+                .expect("answered")
+                .expect("appended")
+                .base_offset,
+        );
+    }
+    assert_eq!(offsets, (0..250).map(|i| i * 2).collect::<Vec<_>>());
+    let state = store.load(&KEY).await.expect("load").expect("a head");
+    assert_eq!(state.head.next, 500);
+    assert_eq!(state.producers.len(), 250);
+    assert!(
+        metrics.objects.with_label_values(&["t"]).get() >= 3,
+        "the flush was not cut"
+    );
+    cancel.cancel();
+}
+
+#[tokio::test]
+async fn an_append_racing_a_topic_deletion_does_not_recreate_the_partition() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn DisklessStore> = Arc::new(EmbeddedDisklessStore::new(dir.path()));
+    let objects: Arc<dyn RemoteStore> = Arc::new(ObjectStoreBackend::in_memory());
+    let cancel = CancellationToken::new();
+    let (a, _, _) = broker(1, store.clone(), objects, &cancel);
+    produce(&a, &batch(0, 0, 5)).await.expect("first");
+    // Deleted behind the view's back (as by another broker, before this one's watch
+    // caught up): the commit's compare fails and the re-read finds no head.
+    store.delete_topic(KEY.topic_id).await.expect("delete");
+    let refused = produce(&a, &batch(0, 5, 5)).await.expect_err("deleted");
+    assert_eq!(refused.code(), ResponseError::UnknownTopicOrPartition);
+    assert!(
+        store.load(&KEY).await.expect("load").is_none(),
+        "head recreated"
+    );
+    cancel.cancel();
+}
+
+#[tokio::test]
+async fn produce_past_diskless_append_queue_bytes_is_refused_retriably() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn DisklessStore> = Arc::new(EmbeddedDisklessStore::new(dir.path()));
+    let objects: Arc<dyn RemoteStore> = Arc::new(ObjectStoreBackend::in_memory());
+    let cancel = CancellationToken::new();
+    let config = crate::config::Config {
+        node_id: 1,
+        diskless_append_interval_ms: 300,
+        diskless_append_bytes: 1 << 20,
+        diskless_append_queue_bytes: 100,
+        ..crate::config::Config::default()
+    };
+    let (a, _, _) = broker_with(config, store, objects, &cancel);
+    let first = a
+        .enqueue(KEY, "t", &topic_config(), &batch(0, 0, 5))
+        .await
+        .expect("the first request is queued whatever its size");
+    let full = a
+        .enqueue(KEY, "t", &topic_config(), &batch(0, 5, 5))
+        .await
+        .expect_err("queue full");
+    assert_eq!(full.code(), ResponseError::KafkaStorageError);
+    assert!(
+        full.to_string().contains("diskless_append_queue_bytes"),
+        "{full}"
+    );
+    first.await.expect("answered").expect("appended");
+    cancel.cancel();
+}
+
+#[test]
+fn a_request_whose_producer_went_away_is_dropped_before_the_put() {
+    let mut queue = Queue::default();
+    let (gone, answer) = queued(1, 0);
+    drop(answer);
+    let (waited, _answer) = queued(2, 0);
+    let (mut acks0, answer0) = queued(3, 0);
+    acks0.detached = true;
+    drop(answer0);
+    queue.items = vec![gone, waited, acks0];
+    let taken = queue.take_flush(u64::MAX);
+    let producers: Vec<i64> = taken.iter().map(|i| i.batches[0].0.producer_id).collect();
+    assert_eq!(producers, vec![2, 3]);
+}

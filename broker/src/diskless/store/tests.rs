@@ -141,3 +141,28 @@ fn etcd_transactions_stay_under_the_partition_and_put_limits() {
     assert_eq!(sizes, [2, 1]);
     assert!(txn_chunks(&[]).is_empty());
 }
+
+#[tokio::test]
+async fn a_view_reload_drops_partitions_deleted_meanwhile() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: std::sync::Arc<dyn DisklessStore> =
+        std::sync::Arc::new(EmbeddedDisklessStore::new(dir.path()));
+    let other = PartitionKey {
+        topic_id: Uuid::from_u128(43),
+        partition: 0,
+    };
+    let empty = PartitionState::default();
+    store
+        .append_versioned(&[write_for(&empty, key(0), 2), write_for(&empty, other, 1)])
+        .await
+        .expect("append");
+    let view = crate::diskless::view::DisklessView::new(store.clone());
+    view.load().await.expect("load");
+    assert_eq!(view.all().len(), 2);
+    // Deleted while the view's watch was down: the reload forgets it.
+    store.delete_topic(key(0).topic_id).await.expect("delete");
+    view.load().await.expect("reload");
+    let keys: Vec<PartitionKey> = view.all().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(keys, vec![other]);
+    assert_eq!(view.get(&key(0)).head_version, 0);
+}
