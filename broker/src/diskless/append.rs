@@ -562,7 +562,9 @@ impl Appender {
             for key in &keys {
                 let state = self.view.get(key);
                 let seen = *first_seen.entry(*key).or_insert(state.head_version);
-                if seen > 0 && state.head_version == 0 {
+                // A deleted topic's partition (the view forgets it, so its version reads
+                // 0 again) is never created anew.
+                if (seen > 0 && state.head_version == 0) || self.view.is_removed(key.topic_id) {
                     let error = AppendError::Deleted(*key);
                     for item in items.remove(key).into_iter().flatten() {
                         let _ = item.reply.send(Err(error.clone()));

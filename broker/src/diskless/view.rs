@@ -79,7 +79,7 @@ impl DisklessView {
             .collect()
     }
 
-    fn is_removed(&self, topic_id: Uuid) -> bool {
+    pub fn is_removed(&self, topic_id: Uuid) -> bool {
         self.removed
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -106,8 +106,12 @@ impl DisklessView {
             .subscribe()
     }
 
-    /// Installs `state` unless the view holds a newer one (a higher head version).
-    pub fn install(&self, key: PartitionKey, state: PartitionState) {
+    /// Installs `state` unless the view holds a newer one (a higher head version). Runs
+    /// below `merged` are dropped: they are in the manifest, readers never use them, and a
+    /// trim's deletes past its first transaction may be skipped by the watch (they do not
+    /// move the head), which would otherwise keep them here for good.
+    pub fn install(&self, key: PartitionKey, mut state: PartitionState) {
+        state.runs = state.runs.split_off(&state.head.merged);
         let next = state.head.next;
         let mut partitions = self.write();
         // Checked under the map's lock: `remove_topic` marks the topic, then clears it.
@@ -162,8 +166,14 @@ impl DisklessView {
         true
     }
 
-    /// Forgets one partition (its head was deleted).
+    /// Forgets one partition (its head was deleted). Only a topic's deletion deletes a
+    /// head, so the topic is marked removed: an append in flight for it must not create
+    /// the head again (`is_removed`, checked by the appender's commit).
     fn forget(&self, key: &PartitionKey) {
+        self.removed
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.topic_id);
         self.write().remove(key);
     }
 
@@ -290,5 +300,39 @@ mod tests {
         view.refresh(&key).await.expect("refresh");
         assert!(view.all().is_empty(), "{:?}", view.all());
         assert_eq!(view.get(&key).head.next, 0);
+    }
+
+    #[tokio::test]
+    async fn installed_states_keep_no_runs_below_merged() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let view = DisklessView::new(Arc::new(EmbeddedDisklessStore::new(dir.path())));
+        let key = PartitionKey {
+            topic_id: Uuid::from_u128(6),
+            partition: 0,
+        };
+        let run = |base: i64, end: i64| crate::diskless::state::Run {
+            key: "diskless/x".into(),
+            size: 100,
+            pos: 0,
+            len: 10,
+            base,
+            end,
+            max_ts: 0,
+            at: 0,
+            broker: 1,
+            batches: 1,
+        };
+        // A trim moved `merged` to 10, but the deletes of runs 0 and 5 were skipped by
+        // the watch (they came in a transaction that did not move the head).
+        let mut state = PartitionState::default();
+        state.head.next = 15;
+        state.head.merged = 10;
+        state.head_version = 7;
+        for (base, end) in [(0, 5), (5, 10), (10, 15)] {
+            state.runs.insert(base, run(base, end));
+        }
+        view.install(key, state);
+        let runs: Vec<i64> = view.get(&key).runs.keys().copied().collect();
+        assert_eq!(runs, [10]);
     }
 }

@@ -179,14 +179,18 @@ struct QueuedDiskless {
     answer: crate::diskless::append::AckReceiver,
 }
 
-/// Waits for a diskless partition's commit, at most the request's `timeout_ms`.
+/// Waits for a diskless partition's commit, at most the request's `timeout_ms` but at
+/// least a few append intervals: a commit cannot come sooner than one flush, and a
+/// produce whose waiter is gone is dropped before the PUT, so a client sending
+/// `timeout_ms` 0 (Kafka ignores it for acks=1) would otherwise never be appended.
 async fn diskless_answer(
     broker: &Broker,
     topic: &str,
     queued: QueuedDiskless,
     timeout_ms: i64,
 ) -> PartitionProduceResponse {
-    let wait = std::time::Duration::from_millis(timeout_ms.max(0) as u64);
+    let floor = broker.config.diskless_append_interval_ms.saturating_mul(4);
+    let wait = std::time::Duration::from_millis(timeout_ms.max(floor).max(0) as u64);
     let (code, message) = match tokio::time::timeout(wait, queued.answer).await {
         Ok(Ok(Ok(ack))) => {
             broker

@@ -457,6 +457,27 @@ async fn an_append_racing_a_topic_deletion_does_not_recreate_the_partition() {
 }
 
 #[tokio::test]
+async fn an_append_after_this_brokers_view_forgot_a_deleted_topic_does_not_recreate_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn DisklessStore> = Arc::new(EmbeddedDisklessStore::new(dir.path()));
+    let objects: Arc<dyn RemoteStore> = Arc::new(ObjectStoreBackend::in_memory());
+    let cancel = CancellationToken::new();
+    let (a, view, _) = broker(1, store.clone(), objects, &cancel);
+    produce(&a, &batch(0, 0, 5)).await.expect("first");
+    // DeleteTopics on this broker: the view forgets the topic, then the store drops it.
+    // The view then reads version 0 for the partition, as for one never written.
+    view.remove_topic(KEY.topic_id);
+    store.delete_topic(KEY.topic_id).await.expect("delete");
+    let refused = produce(&a, &batch(0, 5, 5)).await.expect_err("deleted");
+    assert_eq!(refused.code(), ResponseError::UnknownTopicOrPartition);
+    assert!(
+        store.load(&KEY).await.expect("load").is_none(),
+        "head recreated at offset 0 for a deleted topic"
+    );
+    cancel.cancel();
+}
+
+#[tokio::test]
 async fn produce_past_diskless_append_queue_bytes_is_refused_retriably() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store: Arc<dyn DisklessStore> = Arc::new(EmbeddedDisklessStore::new(dir.path()));
