@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::log::producers::{CACHED_BATCHES, ProducerError, Verdict};
+use crate::log::producers::{BatchMeta, CACHED_BATCHES, ProducerError, Verdict, check_sequence};
 
 /// The layout version of [`Head`].
 pub const HEAD_VERSION: u32 = 1;
@@ -111,10 +111,6 @@ pub struct PartitionState {
     pub producers: BTreeMap<i64, ProducerEntry>,
 }
 
-fn next_sequence(last: i32) -> i32 {
-    if last == i32::MAX { 0 } else { last + 1 }
-}
-
 impl ProducerEntry {
     /// The checks of `crate::log::producers::ProducerState::check`, against this entry.
     pub fn check(
@@ -124,44 +120,20 @@ impl ProducerEntry {
         first_sequence: i32,
         last_sequence: i32,
     ) -> Result<Verdict, ProducerError> {
-        if epoch < self.epoch {
-            return Err(ProducerError::Fenced {
-                producer_id,
-                epoch,
-                current: self.epoch,
-            });
-        }
-        if epoch > self.epoch {
-            return if first_sequence == 0 {
-                Ok(Verdict::Append)
-            } else {
-                Err(ProducerError::OutOfOrder {
-                    producer_id,
-                    last: -1,
-                    got: first_sequence,
-                })
-            };
-        }
-        if let Some(b) = self
-            .batches
-            .iter()
-            .find(|b| b.0 == first_sequence && b.1 == last_sequence)
-        {
-            return Ok(Verdict::Duplicate {
-                base_offset: b.2,
-                last_offset: b.3,
-            });
-        }
-        match self.batches.last() {
-            Some(last) if first_sequence != next_sequence(last.1) => {
-                Err(ProducerError::OutOfOrder {
-                    producer_id,
-                    last: last.1,
-                    got: first_sequence,
-                })
-            }
-            _ => Ok(Verdict::Append),
-        }
+        let batches = self.batches.iter().map(|b| BatchMeta {
+            first_sequence: b.0,
+            last_sequence: b.1,
+            base_offset: b.2,
+            last_offset: b.3,
+        });
+        check_sequence(
+            self.epoch,
+            batches,
+            producer_id,
+            epoch,
+            first_sequence,
+            last_sequence,
+        )
     }
 
     fn record(&mut self, epoch: i16, batch: ProducerBatch, max_ts: i64, now_ms: i64) {

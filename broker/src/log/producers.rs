@@ -179,6 +179,56 @@ pub struct ActiveProducer {
     pub txn_first_offset: i64,
 }
 
+/// Kafka's idempotence check of a batch (`producer_id`, `epoch`, sequences) against what a
+/// partition knows of its producer: its epoch and its last few batches, oldest first.
+/// Shared by the local log's producer state and the diskless partitions' stored entries.
+pub fn check_sequence(
+    known_epoch: i16,
+    batches: impl DoubleEndedIterator<Item = BatchMeta> + Clone,
+    producer_id: i64,
+    epoch: i16,
+    first_sequence: i32,
+    last_sequence: i32,
+) -> Result<Verdict, ProducerError> {
+    if epoch < known_epoch {
+        return Err(ProducerError::Fenced {
+            producer_id,
+            epoch,
+            current: known_epoch,
+        });
+    }
+    if epoch > known_epoch {
+        return if first_sequence == 0 {
+            Ok(Verdict::Append)
+        } else {
+            Err(ProducerError::OutOfOrder {
+                producer_id,
+                last: -1,
+                got: first_sequence,
+            })
+        };
+    }
+    if let Some(b) = batches
+        .clone()
+        .find(|b| b.first_sequence == first_sequence && b.last_sequence == last_sequence)
+    {
+        return Ok(Verdict::Duplicate {
+            base_offset: b.base_offset,
+            last_offset: b.last_offset,
+        });
+    }
+    match batches.last() {
+        Some(last) if first_sequence != next_sequence(last.last_sequence) => {
+            Err(ProducerError::OutOfOrder {
+                producer_id,
+                last: last.last_sequence,
+                got: first_sequence,
+            })
+        }
+        _ => Ok(Verdict::Append),
+    }
+}
+
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ProducerState {
     producers: HashMap<i64, Producer>,
@@ -207,44 +257,14 @@ impl ProducerState {
         let Some(producer) = self.producers.get(&producer_id) else {
             return Ok(Verdict::Append);
         };
-        if epoch < producer.epoch {
-            return Err(ProducerError::Fenced {
-                producer_id,
-                epoch,
-                current: producer.epoch,
-            });
-        }
-        if epoch > producer.epoch {
-            return if first_sequence == 0 {
-                Ok(Verdict::Append)
-            } else {
-                Err(ProducerError::OutOfOrder {
-                    producer_id,
-                    last: -1,
-                    got: first_sequence,
-                })
-            };
-        }
-        if let Some(b) = producer
-            .batches
-            .iter()
-            .find(|b| b.first_sequence == first_sequence && b.last_sequence == last_sequence)
-        {
-            return Ok(Verdict::Duplicate {
-                base_offset: b.base_offset,
-                last_offset: b.last_offset,
-            });
-        }
-        match producer.batches.back() {
-            Some(last) if first_sequence != next_sequence(last.last_sequence) => {
-                Err(ProducerError::OutOfOrder {
-                    producer_id,
-                    last: last.last_sequence,
-                    got: first_sequence,
-                })
-            }
-            _ => Ok(Verdict::Append),
-        }
+        check_sequence(
+            producer.epoch,
+            producer.batches.iter().copied(),
+            producer_id,
+            epoch,
+            first_sequence,
+            last_sequence,
+        )
     }
 
     /// Records an appended batch (also used to replay batches at recovery, where a batch
