@@ -2,10 +2,11 @@
 //! against the embedded store and a real etcd (Debian's etcd-server on free loopback
 //! ports; the test fails, not skips, when etcd cannot start).
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+mod etcd_support;
+use etcd_support::start_etcd;
+
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use strata_broker::cluster::etcd::EtcdStore;
 use strata_broker::diskless::state::{ObjectInfo, PendingBatch, plan};
@@ -228,67 +229,6 @@ async fn etcd_diskless_store_keeps_the_contract_and_watches_changes() {
     assert_eq!(replayed.len(), stored.len());
     for (key, state) in stored {
         assert_eq!(replayed.get(&key), Some(&state), "{key}");
-    }
-}
-
-struct Etcd {
-    child: Child,
-    endpoint: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-fn start_etcd() -> Etcd {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (client, peer) = (free_port(), free_port());
-    let client_url = format!("http://127.0.0.1:{client}");
-    let peer_url = format!("http://127.0.0.1:{peer}");
-    let child = Command::new("etcd")
-        .arg("--data-dir")
-        .arg(dir.path().join("etcd"))
-        .args([
-            "--listen-client-urls",
-            &client_url,
-            "--advertise-client-urls",
-            &client_url,
-        ])
-        .args([
-            "--listen-peer-urls",
-            &peer_url,
-            "--initial-advertise-peer-urls",
-            &peer_url,
-        ])
-        .args(["--initial-cluster", &format!("default={peer_url}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start etcd: is Debian's etcd-server installed? (scripts/test.sh installs it)");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", client)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "etcd did not listen on {client_url} within 20 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Etcd {
-        child,
-        endpoint: client_url,
-        _dir: dir,
     }
 }
 
