@@ -46,6 +46,25 @@ pub struct Head {
     pub runs: u32,
     /// Their bytes.
     pub run_bytes: u64,
+    /// Open transactions: producer id → the offset of its first transactional batch in
+    /// this partition since its last marker. The oldest bounds the last stable offset
+    /// ([`Head::last_stable`]). Empty (and absent from the JSON) without transactions.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub open: BTreeMap<i64, i64>,
+}
+
+impl Head {
+    /// The last stable offset: the first offset of the oldest open transaction, or
+    /// `next` when none is open. read_committed consumers read below it only, and
+    /// merging stops at it.
+    pub fn last_stable(&self) -> i64 {
+        self.open
+            .values()
+            .copied()
+            .min()
+            .unwrap_or(self.next)
+            .min(self.next)
+    }
 }
 
 impl Default for Head {
@@ -57,6 +76,7 @@ impl Default for Head {
             merged: 0,
             runs: 0,
             run_bytes: 0,
+            open: BTreeMap::new(),
         }
     }
 }
@@ -81,6 +101,27 @@ pub struct Run {
     /// The broker that wrote the object.
     pub broker: i32,
     pub batches: u32,
+    /// The transactions aborted by a marker in this run (the aborted-transaction index
+    /// entry lives with its abort marker, as in the local log's `.txnindex`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aborted: Vec<AbortedEntry>,
+}
+
+/// An aborted transaction: `[producer_id, first_offset, last_offset (the abort marker),
+/// last_stable_offset when the marker was committed]`, as
+/// [`crate::log::txn::AbortedTxn`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AbortedEntry(pub i64, pub i64, pub i64, pub i64);
+
+impl From<AbortedEntry> for crate::log::txn::AbortedTxn {
+    fn from(e: AbortedEntry) -> Self {
+        crate::log::txn::AbortedTxn {
+            producer_id: e.0,
+            first_offset: e.1,
+            last_offset: e.2,
+            last_stable_offset: e.3,
+        }
+    }
 }
 
 /// One batch an idempotent producer wrote: `[first_seq, last_seq, base_offset,
@@ -278,6 +319,7 @@ pub fn plan(state: &PartitionState, batches: &[PendingBatch], object: &ObjectInf
                         at: object.now_ms,
                         broker: object.broker,
                         batches: 1,
+                        aborted: Vec::new(),
                     }),
                 }
                 if batch.producer_id >= 0 {

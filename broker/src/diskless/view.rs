@@ -321,6 +321,7 @@ mod tests {
             at: 0,
             broker: 1,
             batches: 1,
+            aborted: Vec::new(),
         };
         // A trim moved `merged` to 10, but the deletes of runs 0 and 5 were skipped by
         // the watch (they came in a transaction that did not move the head).

@@ -116,6 +116,7 @@ impl Fixture {
                 at: at + n as i64,
                 broker: 1,
                 batches: spans.len() as u32,
+                aborted: Vec::new(),
             };
             let head = Head {
                 next: run.end,
@@ -277,6 +278,7 @@ fn plan_waits_for_size_age_or_pending_runs_and_takes_a_prefix() {
         at,
         broker: 1,
         batches: 1,
+        aborted: Vec::new(),
     };
     let mut state = PartitionState {
         head: Head {

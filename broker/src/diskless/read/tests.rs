@@ -24,6 +24,7 @@ fn run(base: i64, end: i64, len: u64) -> Run {
         at: 0,
         broker: 1,
         batches: 2,
+        aborted: Vec::new(),
     }
 }
 

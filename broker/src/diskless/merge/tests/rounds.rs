@@ -145,6 +145,7 @@ async fn a_merge_reads_exactly_its_runs_bytes() {
             at: 1_000 + n,
             broker: 1,
             batches: spans.len() as u32,
+            aborted: Vec::new(),
         };
         wanted += run.len;
         let head = Head {
