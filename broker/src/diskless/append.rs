@@ -25,6 +25,12 @@
 //!
 //! Flushes run one at a time, so one broker's commits to a partition keep the order in
 //! which their produce requests arrived.
+//!
+//! Transaction markers ([`Appender::append_marker`], for the coordinator) take the same
+//! path as one-batch items; they skip the produce backpressure (pending runs, queue
+//! bytes), since a marker ends a transaction and is a few dozen bytes. Both plans (the
+//! view's in step 1, the store's in step 3) apply the same transaction rules
+//! ([`super::state::plan`]).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
