@@ -37,7 +37,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::ResponseError;
 use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -45,8 +44,7 @@ use tracing::{debug, warn};
 use super::metrics::DisklessMetrics;
 use super::read::WriteCache;
 use super::state::{
-    BatchKind, MAX_OPEN_TRANSACTIONS, ObjectInfo, Outcome, PartitionKey, PendingBatch, Plan,
-    ProducerErrorKind, plan,
+    BatchKind, MAX_OPEN_TRANSACTIONS, ObjectInfo, Outcome, PartitionKey, PendingBatch, Plan, plan,
 };
 use super::store::{AppendOutcome, AppendWrite};
 use super::view::DisklessView;
@@ -55,6 +53,8 @@ use crate::log::txn::{Marker, MarkerRequest};
 use crate::partition::PartitionError;
 use crate::sys::Clock;
 use crate::topic_config::TopicConfig;
+pub use error::AppendError;
+use error::{partition_code, refusal, too_many_transactions};
 
 /// Commit attempts of one flush before its partitions are answered with a retriable
 /// error (each failed attempt means another broker appended to the partition meanwhile).
@@ -72,66 +72,6 @@ pub struct Ack {
     pub log_start_offset: i64,
     /// Records appended (0 for a retry of a stored batch).
     pub records: i64,
-}
-
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum AppendError {
-    #[error("{0}")]
-    Batch(String, ResponseError),
-    #[error(
-        "partition {key} has {runs} unmerged runs (diskless_max_pending_runs); retry once merging catches up"
-    )]
-    Backpressure { key: PartitionKey, runs: u32 },
-    #[error("the object store failed, nothing was committed: {0}")]
-    ObjectStore(String),
-    #[error("the metadata store failed; the append may or may not have committed: {0}")]
-    MetadataStore(String),
-    #[error("{0}")]
-    Producer(String, ProducerErrorKind),
-    #[error("the broker is shutting down")]
-    ShuttingDown,
-    #[error(
-        "{queued} bytes of produce wait for the object store (diskless_append_queue_bytes); retry"
-    )]
-    QueueFull { queued: u64 },
-    #[error("partition {0} was deleted while the append was committed")]
-    Deleted(PartitionKey),
-    #[error("the marker was not committed within {0} ms; it may still be")]
-    TimedOut(u64),
-}
-
-impl AppendError {
-    /// The Kafka error code; every failure of the broker's own (stores, contention) is
-    /// retriable.
-    pub fn code(&self) -> ResponseError {
-        match self {
-            AppendError::Batch(_, code) => *code,
-            AppendError::Producer(_, ProducerErrorKind::Fenced) => {
-                ResponseError::InvalidProducerEpoch
-            }
-            AppendError::Producer(_, ProducerErrorKind::OutOfOrder) => {
-                ResponseError::OutOfOrderSequenceNumber
-            }
-            AppendError::Producer(_, ProducerErrorKind::InvalidTxnState) => {
-                ResponseError::InvalidTxnState
-            }
-            AppendError::Producer(
-                _,
-                ProducerErrorKind::MarkerPending | ProducerErrorKind::NotVerified,
-            ) => ResponseError::NotEnoughReplicas,
-            AppendError::Producer(_, ProducerErrorKind::TooManyTransactions) => {
-                ResponseError::KafkaStorageError
-            }
-            AppendError::Backpressure { .. }
-            | AppendError::QueueFull { .. }
-            | AppendError::ObjectStore(_)
-            | AppendError::MetadataStore(_) => ResponseError::KafkaStorageError,
-            AppendError::ShuttingDown | AppendError::TimedOut(_) => {
-                ResponseError::NotEnoughReplicas
-            }
-            AppendError::Deleted(_) => ResponseError::UnknownTopicOrPartition,
-        }
-    }
 }
 
 pub type AckReceiver = oneshot::Receiver<Result<Ack, AppendError>>;
@@ -854,43 +794,6 @@ fn plan_items<'a>(state: &super::PartitionState, items: impl Iterator<Item = &'a
     plan(state, &batches, &info)
 }
 
-fn refusal(item: &Queued, kind: ProducerErrorKind) -> AppendError {
-    let (producer, epoch, sequence) = item.batches.first().map_or((-1, -1, -1), |(h, _)| {
-        (h.producer_id, h.producer_epoch, h.base_sequence)
-    });
-    let why = match kind {
-        ProducerErrorKind::Fenced => {
-            format!("producer {producer} epoch {epoch} is fenced by a newer epoch")
-        }
-        ProducerErrorKind::OutOfOrder => {
-            format!("producer {producer}: sequence {sequence} does not follow the last one stored")
-        }
-        ProducerErrorKind::InvalidTxnState => format!(
-            "producer {producer} has a transaction open in {}: a batch without the transactional flag is refused until it ends",
-            item.key
-        ),
-        ProducerErrorKind::MarkerPending => format!(
-            "producer {producer} begins a transaction at epoch {epoch} while the marker of its older transaction in {} is still to come; retry",
-            item.key
-        ),
-        ProducerErrorKind::NotVerified => format!(
-            "producer {producer}'s transaction in {} ended before its batch was committed; retry (the retry is verified with the coordinator)",
-            item.key
-        ),
-        ProducerErrorKind::TooManyTransactions => return too_many_transactions(item.key),
-    };
-    AppendError::Producer(why, kind)
-}
-
-fn too_many_transactions(key: PartitionKey) -> AppendError {
-    AppendError::Producer(
-        format!(
-            "partition {key} has {MAX_OPEN_TRANSACTIONS} open transactions (the diskless cap); retry once one ends"
-        ),
-        ProducerErrorKind::TooManyTransactions,
-    )
-}
-
 /// Answers a partition's items from the outcomes of its committed plan, in order: an
 /// item's answer is its first batch's offset, or the refusal of any of its batches.
 fn answer(items: Vec<Queued>, plan: &Plan, log_start_offset: i64) {
@@ -930,23 +833,6 @@ fn answer(items: Vec<Queued>, plan: &Plan, log_start_offset: i64) {
     }
 }
 
-fn partition_code(error: &PartitionError) -> ResponseError {
-    match error {
-        PartitionError::Log(crate::log::LogError::InvalidBatch(e)) => match e {
-            crate::log::BatchError::TooLarge { .. } => ResponseError::MessageTooLarge,
-            crate::log::BatchError::Crc { .. } | crate::log::BatchError::Decompress(_) => {
-                ResponseError::CorruptMessage
-            }
-            crate::log::BatchError::Magic(_) => ResponseError::UnsupportedForMessageFormat,
-            crate::log::BatchError::Codec(_) => ResponseError::UnsupportedCompressionType,
-            crate::log::BatchError::Timestamp { .. } => ResponseError::InvalidTimestamp,
-            _ => ResponseError::InvalidRecord,
-        },
-        PartitionError::DecodeFailed => ResponseError::UnknownServerError,
-        _ => ResponseError::KafkaStorageError,
-    }
-}
-
 /// `diskless/<yyyymmddhh>/<node_id>-<uuid>.batches` (UTC hour of `now_ms`).
 pub fn object_key(node_id: i32, now_ms: i64) -> String {
     let (year, month, day, hour) = utc_hour(now_ms);
@@ -972,6 +858,8 @@ fn utc_hour(now_ms: i64) -> (i64, i64, i64, i64) {
     let year = yoe + era * 400 + i64::from(month <= 2);
     (year, month, day, hour)
 }
+
+mod error;
 
 #[cfg(test)]
 mod tests;

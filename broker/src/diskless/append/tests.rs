@@ -1,5 +1,7 @@
 use super::*;
 
+use kafka_protocol::ResponseError;
+
 #[test]
 fn object_keys_carry_the_utc_hour() {
     // 2026-12-07T16:19:14Z.
