@@ -190,6 +190,9 @@ pub fn plan(
     if !due {
         return Plan::Nothing;
     }
+    // An open transaction's records stay in runs until its marker: nothing at or past
+    // the last stable offset is merged (a run reaching past it waits whole).
+    let stable = state.head.last_stable();
     let mut chosen = Vec::new();
     let mut total = 0u64;
     let mut next = first.base;
@@ -198,12 +201,15 @@ pub fn plan(
             && run.end - first.base <= i64::from(i32::MAX)
             && total + run.len <= build::MAX_SEGMENT_BYTES;
         // The first run goes whatever its size: a run is never split.
-        if run.base != next || (!chosen.is_empty() && !fits) {
+        if run.base != next || run.end > stable || (!chosen.is_empty() && !fits) {
             break;
         }
         chosen.push(run.base);
         total += run.len;
         next = run.end;
+    }
+    if chosen.is_empty() {
+        return Plan::Nothing;
     }
     Plan::Merge(chosen)
 }
@@ -333,8 +339,20 @@ impl Merger {
                     .iter()
                     .filter_map(|b| state.runs.get(b).cloned())
                     .collect();
+                let aborted = build::aborted_overlapping(
+                    state.runs.values(),
+                    runs.first().map_or(0, |r| r.base),
+                    runs.last().map_or(0, |r| r.end),
+                );
                 let uploaded = self
-                    .upload(&remote, &runs, state.head.log_start, settings, now_ms)
+                    .upload(
+                        &remote,
+                        &runs,
+                        &aborted,
+                        state.head.log_start,
+                        settings,
+                        now_ms,
+                    )
                     .await?;
                 if uploaded {
                     // Counted here, before the trim: a trim that fails does not undo it.
@@ -364,12 +382,15 @@ impl Merger {
         }
     }
 
-    /// Reads `runs`, builds their segment and commits it to the manifest. Returns
-    /// whether this call committed it (false: the manifest already covered it).
+    /// Reads `runs`, builds their segment and commits it to the manifest, with
+    /// `aborted` (the aborted transactions overlapping the runs' offsets,
+    /// [`build::aborted_overlapping`]) as its transaction index. Returns whether this call
+    /// committed it (false: the manifest already covered it).
     pub async fn upload(
         &self,
         remote: &RemoteLog,
         runs: &[Run],
+        aborted: &[crate::log::txn::AbortedTxn],
         log_start: i64,
         settings: &MergeSettings,
         now_ms: i64,
@@ -416,7 +437,12 @@ impl Merger {
             offset_index: Bytes::from(segment.offset_index),
             time_index: Bytes::from(segment.time_index),
             producer_snapshot: Bytes::new(),
-            txn_index: Bytes::new(),
+            // No index object without an aborted transaction, as a local segment.
+            txn_index: if aborted.is_empty() {
+                Bytes::new()
+            } else {
+                Bytes::from(crate::log::txn::encode_file(aborted))
+            },
             max_timestamp: segment.max_timestamp,
             log_start_offset: log_start,
         };
