@@ -19,6 +19,21 @@
 //! - Idempotence lives with the partition, in its producer entries
 //!   ([`state::ProducerEntry`]), which every commit reads and writes under the same
 //!   compare: a retry that reaches another broker is still recognised as a duplicate.
+//! - Transactions live with the partition too, in its head: `open` maps each producer
+//!   with a transaction open here to the offset of its first transactional batch since
+//!   its last marker (the oldest bounds the last stable offset, `Head::last_stable`).
+//!   A transactional batch is verified with its coordinator by the broker that takes
+//!   the produce when that broker's view shows no transaction of the producer open here;
+//!   an unverified one only joins a transaction open at commit time (else it is refused
+//!   retriably, and the retry is verified). A marker is a control batch the coordinator
+//!   has any broker append through its own appender (no leader): checked for its epoch
+//!   only (an older epoch than the producer entry's is refused; a newer one fences the
+//!   older batches), it removes the producer from `open`, and an ABORT of an open
+//!   transaction records an `AbortedEntry` with the run that holds the marker (as the
+//!   local log's `.txnindex` keeps it with the marker's segment). At most
+//!   `state::MAX_OPEN_TRANSACTIONS` (256) transactions are open per partition: a batch
+//!   that would open one more is refused with KAFKA_STORAGE_ERROR (retriable) until one
+//!   ends. A producer with a transaction open is never expired.
 //! - Merged data (below `merged`) is in the partition's tiered manifest, in the tiered
 //!   format; runs below `merged` may linger until trimmed and are ignored.
 //!
