@@ -9,7 +9,12 @@
 //! partition). A partition is merged when its unmerged runs reach `diskless_merge_bytes`
 //! (capped by the topic's segment.bytes), when the oldest is older than
 //! `diskless_merge_max_age_ms`, or when their count reaches half of
-//! `diskless_max_pending_runs` (above which produce is refused). A merge:
+//! `diskless_max_pending_runs` (above which produce is refused). A merge never reaches
+//! the head's last stable offset (`Head::last_stable`): it takes whole runs ending at or
+//! below it, so an open transaction's records (and everything after them) stay in runs
+//! until its marker; `transaction.timeout.ms` bounds how long, after which the
+//! coordinator aborts it. Meanwhile runs pile up and, past `diskless_max_pending_runs`,
+//! produce is refused. A merge:
 //!
 //! 1. **reads** a prefix of the runs (ranged reads of their shared objects through the
 //!    segment cache, where a tailing reader may already have put them);
@@ -30,8 +35,16 @@
 //! trim that raced an append is recomputed from a fresh read.
 //!
 //! Producer state stays in the metadata store (the producer entries), where every broker
-//! checks idempotent retries: a merged segment carries an empty producer snapshot and no
-//! transaction index (transactions are refused on diskless topics).
+//! checks idempotent retries: a merged segment carries an empty producer snapshot. Its
+//! transaction index (read by read_committed fetches of merged history, as a tiered
+//! segment's) lists every aborted transaction with records in the segment's offsets
+//! ([`build::aborted_overlapping`]): the entries of the runs, which live with the run of
+//! their abort marker. Such a marker is at or after the segment's base, so in the runs
+//! being merged or later ones, which the merge loaded with them: a transaction with
+//! records below the last stable offset has its marker committed, and an entry whose
+//! marker is still in runs past the segment's end is listed all the same. The set is
+//! fixed once the records are below the last stable offset, so two mergers build the
+//! same index.
 //!
 //! Compaction: cleanup.policy=compact is refused on diskless topics at creation and on
 //! alteration (`crate::topic_config::check_diskless`, INVALID_CONFIG "compaction is not

@@ -5,6 +5,19 @@
 //! are in runs: byte ranges of shared objects, read from the write cache when this broker
 //! wrote the object, else with a ranged read through the segment cache. Stored batches
 //! carry base offset 0; each is patched with its offset, counted from its run's `base`.
+//!
+//! read_committed (isolation level 1) reads stop at the head's last stable offset
+//! (`Head::last_stable`: the first offset of the oldest open transaction, else `next`);
+//! from there up to `next` they are empty, not out of range, as in Kafka. Merged history
+//! is all below it (merging stops there). Such a read also returns the aborted
+//! transactions with records among those returned (first offset below their end, abort
+//! marker at or after the fetch offset): from the runs' `aborted` entries (each with the
+//! run of its marker, so only runs ending after the fetch offset are looked at), and for a
+//! read of merged history also from the segment's transaction index
+//! (`crate::partition::remote::aborted_in_remote`), each listed once. read_uncommitted
+//! reads are bounded by `next` and list nothing: control batches come back like any
+//! batch and clients skip them. ListOffsets answers LATEST with the last stable offset for
+//! read_committed callers and finds no record at or past it by timestamp.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
