@@ -91,7 +91,12 @@ pub struct Diskless {
 pub struct FetchResult {
     pub records: Bytes,
     pub high_watermark: i64,
+    /// The head's last stable offset ([`Head::last_stable`]).
+    pub last_stable_offset: i64,
     pub log_start_offset: i64,
+    /// For read_committed, the aborted transactions with records among `records`
+    /// (KIP-98: the client drops them); empty otherwise.
+    pub aborted: Vec<crate::log::txn::AbortedTxn>,
     /// Read from the merged history (the tiered manifest), not the runs.
     pub from_merged: bool,
 }
@@ -184,7 +189,10 @@ impl Diskless {
     }
 
     /// Reads from `offset`: OFFSET_OUT_OF_RANGE below the log start or past `next`;
-    /// empty at `next`.
+    /// empty at `next`. A `read_committed` read stops at the last stable offset (empty
+    /// from there up to `next`, as Kafka) and lists the aborted transactions among its
+    /// records: from the runs' entries, and for merged history from the segment's
+    /// transaction index.
     ///
     /// This broker's view may be behind the store (a consumer that moved here from a
     /// broker that appended more): an offset past the view's `next` first refreshes the
@@ -199,6 +207,7 @@ impl Diskless {
         topic: &str,
         offset: i64,
         max_bytes: usize,
+        read_committed: bool,
     ) -> Result<FetchResult, read::ReadError> {
         let mut state = self.view.get(&key);
         if offset > state.head.next {
@@ -210,20 +219,23 @@ impl Diskless {
                     return Ok(FetchResult {
                         records: Bytes::new(),
                         high_watermark: state.head.next,
+                        last_stable_offset: state.head.last_stable(),
                         log_start_offset: state.head.log_start,
+                        aborted: Vec::new(),
                         from_merged: false,
                     });
                 }
             }
         }
-        match self.fetch_from(&state, key, topic, offset, max_bytes).await {
+        let read = (offset, max_bytes, read_committed);
+        match self.fetch_from(&state, key, topic, read).await {
             Err(read::ReadError::Gap { .. }) => {
                 let fresh = self
                     .view
                     .refresh(&key)
                     .await
                     .map_err(|_| read::ReadError::Gap { offset })?;
-                self.fetch_from(&fresh, key, topic, offset, max_bytes).await
+                self.fetch_from(&fresh, key, topic, read).await
             }
             result => result,
         }
@@ -234,8 +246,7 @@ impl Diskless {
         state: &PartitionState,
         key: PartitionKey,
         topic: &str,
-        offset: i64,
-        max_bytes: usize,
+        (offset, max_bytes, read_committed): (i64, usize, bool),
     ) -> Result<FetchResult, read::ReadError> {
         let head = &state.head;
         if offset < head.log_start || offset > head.next {
@@ -246,41 +257,81 @@ impl Diskless {
             });
         }
         let reader = self.tiering.reader();
-        let records = if offset == head.next {
+        // Merged history is all below the last stable offset (merging stops there).
+        let upto = if read_committed {
+            head.last_stable()
+        } else {
+            head.next
+        };
+        let mut aborted = Vec::new();
+        let records = if offset >= upto {
             Bytes::new()
         } else if offset < head.merged {
             let partition = self
                 .partition(key, topic)
                 .await
                 .map_err(|e| read::ReadError::Remote(e.into()))?;
-            read::read_merged(&partition.remote, &reader, head.merged, offset, max_bytes).await?
+            let listed = read_committed.then_some(&mut aborted);
+            read::read_merged(
+                &partition.remote,
+                &reader,
+                head.merged,
+                offset,
+                max_bytes,
+                listed,
+            )
+            .await?
         } else {
-            read::read_runs(state, &self.cache, &reader, offset, max_bytes).await?
+            read::read_runs(state, &self.cache, &reader, (offset, upto), max_bytes).await?
         };
+        if read_committed && let Some(end) = crate::log::txn::records_end(&records) {
+            read::merge_aborted(&mut aborted, read::aborted_in_runs(state, offset, end));
+        }
         Ok(FetchResult {
             records,
             high_watermark: head.next,
+            last_stable_offset: head.last_stable(),
             log_start_offset: head.log_start,
+            aborted,
             from_merged: offset < head.merged,
         })
     }
 
     /// ListOffsets by timestamp (`timestamp` ≥ 0) or MAX_TIMESTAMP (`None`): (offset,
-    /// timestamp), or `None` if no record qualifies.
+    /// timestamp), or `None` if no record qualifies. As in Kafka, only a record the
+    /// caller may fetch qualifies: below `next`, and for `read_committed` below the last
+    /// stable offset (a record found past it answers `None`, not a later one).
     pub async fn offset_for_timestamp(
         &self,
         key: PartitionKey,
         topic: &str,
         timestamp: Option<i64>,
+        read_committed: bool,
     ) -> Result<Option<(i64, i64)>, read::ReadError> {
         let state = self.view.get(&key);
+        let fetchable = if read_committed {
+            state.head.last_stable()
+        } else {
+            state.head.next
+        };
+        let found = self.search(&state, key, topic, timestamp).await?;
+        Ok(found.filter(|&(offset, _)| offset < fetchable))
+    }
+
+    async fn search(
+        &self,
+        state: &PartitionState,
+        key: PartitionKey,
+        topic: &str,
+        timestamp: Option<i64>,
+    ) -> Result<Option<(i64, i64)>, read::ReadError> {
         let reader = self.tiering.reader();
         let from = state.head.log_start;
         let in_runs = match timestamp {
             Some(ts) => {
-                read::runs_offset_for_timestamp(&state, &self.cache, &reader, ts, from).await?
+                read::runs_offset_for_timestamp(state, &self.cache, &reader, ts, from).await?
             }
-            None => read::runs_max_timestamp(&state, &self.cache, &reader, from).await?,
+            None => read::runs_max_timestamp(state, &self.cache, &reader, from).await?,
         };
         if state.head.merged <= from {
             return Ok(in_runs);
