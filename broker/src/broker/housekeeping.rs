@@ -156,11 +156,7 @@ impl Broker {
                         continue;
                     }
                 };
-                self.metrics.cleaner_runs.with_label_values(&[name]).inc();
-                self.metrics
-                    .cleaner_bytes_removed
-                    .with_label_values(&[name])
-                    .inc_by(removed);
+                self.cleaner_ran(name, removed);
                 info!(
                     topic = name,
                     partition = partition.index,
@@ -236,11 +232,7 @@ impl Broker {
                 };
                 diskless.cleaner.set_first_dirty(key, cleaned.first_dirty);
                 let removed = cleaned.pass.bytes_removed;
-                self.metrics.cleaner_runs.with_label_values(&[name]).inc();
-                self.metrics
-                    .cleaner_bytes_removed
-                    .with_label_values(&[name])
-                    .inc_by(removed);
+                self.cleaner_ran(name, removed);
                 info!(
                     topic = name,
                     partition = index,
@@ -254,6 +246,14 @@ impl Broker {
             }
         }
         diskless.cleaner.retain(|key| owned.contains(key));
+    }
+
+    fn cleaner_ran(&self, topic: &str, bytes_removed: u64) {
+        self.metrics.cleaner_runs.with_label_values(&[topic]).inc();
+        self.metrics
+            .cleaner_bytes_removed
+            .with_label_values(&[topic])
+            .inc_by(bytes_removed);
     }
 
     fn cleaner_failed(

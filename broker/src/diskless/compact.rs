@@ -5,7 +5,7 @@
 //! newer value is still in a run is not compacted until that run is merged.
 //!
 //! The partition's merge owner (`merge::owner`) runs a pass on the log cleaner's schedule
-//! (`log_cleaner_backoff_ms`, `Broker::clean_logs`), with the local cleaner's rules
+//! (`log_cleaner_interval_ms`, `Broker::clean_logs`), with the local cleaner's rules
 //! ([`crate::log::cleaner`]) applied to merged segments instead of local ones:
 //!
 //! 1. **Plan**: the cleanable segments are the merged ones from the log start up to the

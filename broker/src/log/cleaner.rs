@@ -1406,4 +1406,4 @@ pub fn require_keys(records: &[u8]) -> Result<(), BatchError> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -103,36 +103,16 @@ impl Fixture {
 
 /// A client's batch (base offset 0, as appenders store it) of keyed records.
 fn keyed_batch(records: &[(&str, Option<&str>)]) -> Vec<u8> {
+    use crate::log::cleaner::tests::{encode, record};
     let records: Vec<Record> = records
         .iter()
         .enumerate()
-        .map(|(i, (key, value))| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: i as i32 - 1,
-            timestamp: NOW - 1000,
-            key: Some(Bytes::from(key.to_string())),
-            value: value.map(|v| Bytes::from(v.to_string())),
-            headers: IndexMap::new(),
+        .map(|(i, (key, value))| {
+            let rec = (Some(key.to_string()), value.map(str::to_string));
+            record(i as i64, &rec, NOW - 1000)
         })
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("encode");
-    buf.to_vec()
+    encode(&records, Compression::None)
 }
 
 /// Every record of the merged history as a fresh copy of the manifest lists it:
