@@ -200,8 +200,9 @@ impl Broker {
                 }
                 owned.insert(key);
                 let head = diskless.view.get(&key).head.clone();
-                if head.merged <= head.log_start {
-                    continue; // nothing merged
+                let first_dirty = diskless.cleaner.first_dirty(&key);
+                if head.merged <= head.log_start || head.merged <= first_dirty {
+                    continue; // nothing merged, or nothing merged since the last pass
                 }
                 let started = std::time::Instant::now();
                 let partition = match diskless.partition(key, name).await {
@@ -214,7 +215,7 @@ impl Broker {
                 let pass = crate::diskless::compact::Pass {
                     remote: &partition.remote,
                     config: config.clone(),
-                    first_dirty: diskless.cleaner.first_dirty(&key),
+                    first_dirty,
                     max_keys,
                     staging: self.config.data_dir.join("diskless-compact"),
                     stopped: &|| {
