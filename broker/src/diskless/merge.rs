@@ -46,10 +46,9 @@
 //! fixed once the records are below the last stable offset, so two mergers build the
 //! same index.
 //!
-//! Compaction: cleanup.policy=compact is refused on diskless topics at creation and on
-//! alteration (`crate::topic_config::check_diskless`, INVALID_CONFIG "compaction is not
-//! supported on diskless topics"). The remote compaction of tiered topics needs a local
-//! pass's offset map, which a diskless partition never builds.
+//! Compaction: the merge owner of a compacted topic's partition also compacts its merged
+//! segments, on the log cleaner's schedule (`super::compact`); merges and compaction
+//! meet only in the manifest, whose compare-and-swap keeps both.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};

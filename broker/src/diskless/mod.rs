@@ -42,8 +42,10 @@
 //! `state` (records and the pure commit logic), `store` (etcd and embedded stores),
 //! `view` (every broker's view of every partition, kept by a watch), `append` (the
 //! appender: shared objects and commits), `read` (Fetch and ListOffsets, the write
-//! cache), `metrics`. Merging, retention, scrubbing and deletion are MERGE's modules.
+//! cache), `metrics`. Merging, retention, scrubbing and deletion are MERGE's modules;
+//! `compact` compacts the merged history of compacted topics.
 
+pub mod compact;
 pub mod merge;
 pub mod retention;
 pub mod scrub;
@@ -83,6 +85,8 @@ pub struct Diskless {
     pub cache: Arc<read::WriteCache>,
     pub metrics: Arc<metrics::DisklessMetrics>,
     pub tiering: Arc<Tiering>,
+    /// The first dirty offsets of the compacted partitions this broker merge-owns.
+    pub cleaner: compact::CleanerState,
     /// A std mutex: held for a map access; opening a partition happens outside it.
     partitions: Mutex<HashMap<PartitionKey, Arc<DisklessPartition>>>,
 }
@@ -134,6 +138,7 @@ impl Diskless {
                 cache,
                 metrics,
                 tiering,
+                cleaner: compact::CleanerState::default(),
                 partitions: Mutex::new(HashMap::new()),
             },
             revision,
@@ -271,16 +276,39 @@ impl Diskless {
                 .partition(key, topic)
                 .await
                 .map_err(|e| read::ReadError::Remote(e.into()))?;
-            let listed = read_committed.then_some(&mut aborted);
-            read::read_merged(
-                &partition.remote,
+            let remote = &partition.remote;
+            let first = read::read_merged(
+                remote,
                 &reader,
                 head.merged,
                 offset,
                 max_bytes,
-                listed,
+                read_committed.then_some(&mut aborted),
             )
-            .await?
+            .await;
+            match first {
+                // The cached manifest may name a segment object that compaction (on the
+                // merge owner) replaced and deleted: reload it and read once more.
+                Err(read::ReadError::Remote(e)) => {
+                    tracing::debug!(partition = %key, error = %e,
+                        "a merged read failed; reloading the manifest");
+                    remote
+                        .reload()
+                        .await
+                        .map_err(|e| read::ReadError::Remote(e.into()))?;
+                    aborted.clear();
+                    read::read_merged(
+                        remote,
+                        &reader,
+                        head.merged,
+                        offset,
+                        max_bytes,
+                        read_committed.then_some(&mut aborted),
+                    )
+                    .await?
+                }
+                result => result?,
+            }
         } else {
             read::read_runs(state, &self.cache, &reader, (offset, upto), max_bytes).await?
         };
