@@ -64,8 +64,12 @@ impl Fixture {
         }
     }
 
-    /// A merger with its own tiering (own segment cache and manifest copies), as on
-    /// another broker, over the same bucket and metadata.
+    /// A merger with its own tiering (own segment cache and manifest copies) and its own
+    /// staging directory, as on another broker, over the same bucket and metadata. The
+    /// staging path of a segment is the same for every merger of it (partition, base
+    /// offset): a broker merges a partition one round at a time, but two mergers of one
+    /// fixture may run at once, and a shared directory would let one remove the file the
+    /// other just wrote (`Staging`, not found).
     async fn merger(&self) -> Merger {
         let tiering = Tiering::open_with_backend(
             &self.config,
@@ -78,7 +82,10 @@ impl Fixture {
         Merger {
             store: self.store.clone(),
             tiering: Arc::new(tiering),
-            staging: self.config.data_dir.join("diskless-merge"),
+            staging: self
+                .config
+                .data_dir
+                .join(format!("diskless-merge-{}", Uuid::new_v4().simple())),
             part_bytes: 16 << 20,
             write_cache: None,
         }
