@@ -646,3 +646,23 @@ fn a_request_whose_producer_went_away_is_dropped_before_the_put() {
     let producers: Vec<i64> = taken.iter().map(|i| i.batches[0].0.producer_id).collect();
     assert_eq!(producers, vec![2, 3]);
 }
+
+/// A request's verification covers its verified producer's batches only: another
+/// producer's transactional batch in the same request opens nothing.
+#[test]
+fn only_the_verified_producers_batches_count_as_verified() {
+    let (mut item, _answer) = queued(42, 0);
+    item.verified = Some((42, 7));
+    let mut header = item.batches[0].0;
+    header.attributes |= 0x10;
+    assert!(header.is_transactional());
+    assert_eq!(
+        item.kind(&header),
+        BatchKind::Transactional { verified: Some(7) }
+    );
+    header.producer_id = 43;
+    assert_eq!(
+        item.kind(&header),
+        BatchKind::Transactional { verified: None }
+    );
+}
