@@ -96,7 +96,7 @@ pub struct Diskless {
 pub struct FetchResult {
     pub records: Bytes,
     pub high_watermark: i64,
-    /// The head's last stable offset ([`Head::last_stable`]).
+    /// The head's last stable offset as answered ([`Head::answered_last_stable`]).
     pub last_stable_offset: i64,
     pub log_start_offset: i64,
     /// For read_committed, the aborted transactions with records among `records`
@@ -224,7 +224,7 @@ impl Diskless {
                     return Ok(FetchResult {
                         records: Bytes::new(),
                         high_watermark: state.head.next,
-                        last_stable_offset: state.head.last_stable(),
+                        last_stable_offset: state.head.answered_last_stable(),
                         log_start_offset: state.head.log_start,
                         aborted: Vec::new(),
                         from_merged: false,
@@ -295,7 +295,7 @@ impl Diskless {
         Ok(FetchResult {
             records,
             high_watermark: head.next,
-            last_stable_offset: head.last_stable(),
+            last_stable_offset: head.answered_last_stable(),
             log_start_offset: head.log_start,
             aborted,
             from_merged: offset < head.merged,

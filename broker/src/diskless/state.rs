@@ -71,6 +71,14 @@ impl Head {
             .unwrap_or(self.next)
             .min(self.next)
     }
+
+    /// The last stable offset as answered to clients (Fetch's `last_stable_offset`,
+    /// ListOffsets LATEST for read_committed): never below the log start, as in Kafka
+    /// (DeleteRecords may move the log start past an open transaction's first offset,
+    /// and a consumer sent below the log start would only be sent back out of range).
+    pub fn answered_last_stable(&self) -> i64 {
+        self.last_stable().max(self.log_start)
+    }
 }
 
 impl Default for Head {

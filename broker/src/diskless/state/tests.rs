@@ -471,3 +471,15 @@ fn a_batch_verified_before_a_marker_and_committed_after_it_opens_nothing() {
     let outcomes = commit(&mut state, &[verified]);
     assert_eq!(outcomes, [Outcome::Appended { base_offset: 1 }]);
 }
+
+#[test]
+fn the_answered_last_stable_offset_is_never_below_the_log_start() {
+    let mut state = PartitionState::default();
+    commit(&mut state, &[plain(0, 2), txn(7, 0, 0, 3), plain(0, 1)]);
+    assert_eq!(state.head.last_stable(), 2);
+    assert_eq!(state.head.answered_last_stable(), 2);
+    // DeleteRecords past the open transaction's first offset.
+    state.head.log_start = 4;
+    assert_eq!(state.head.last_stable(), 2);
+    assert_eq!(state.head.answered_last_stable(), 4);
+}
