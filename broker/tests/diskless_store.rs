@@ -193,7 +193,7 @@ async fn scenarios(
     // A transaction's records: the open transaction in the head, the aborted one with
     // the run of its marker, as stored and as read back by a reopened store.
     let txn = PendingBatch {
-        kind: BatchKind::Transactional { verified: true },
+        kind: BatchKind::Transactional { verified: Some(-1) },
         producer_id: 9,
         epoch: 0,
         first_sequence: 0,

@@ -86,9 +86,10 @@ struct Queued {
     reply: oneshot::Sender<Result<Ack, AppendError>>,
     /// acks=0: nobody waits for the answer, and the append goes on all the same.
     detached: bool,
-    /// Its transactional batches were verified with their coordinator (see
-    /// [`BatchKind::Transactional`]).
-    verified: bool,
+    /// The producer whose transactional batches were verified with its coordinator, and
+    /// its marker offset the view showed before (see [`BatchKind::Transactional`]).
+    /// Another producer's batches in the same request count as unverified.
+    verified: Option<(i64, i64)>,
     /// A transaction marker: then its only batch is the control batch.
     marker: Option<Marker>,
 }
@@ -102,7 +103,10 @@ impl Queued {
         match self.marker {
             Some(marker) => BatchKind::Marker(marker),
             None if header.is_transactional() => BatchKind::Transactional {
-                verified: self.verified,
+                verified: self
+                    .verified
+                    .filter(|&(producer_id, _)| producer_id == header.producer_id)
+                    .map(|(_, marker)| marker),
             },
             None => BatchKind::Data,
         }
@@ -240,21 +244,24 @@ impl Appender {
         config: &TopicConfig,
         records: &[u8],
     ) -> Result<AckReceiver, AppendError> {
-        self.enqueue_item(key, topic, config, records, false, false)
+        self.enqueue_item(key, topic, config, records, false, None)
             .await
     }
 
-    /// [`Appender::enqueue`] of records whose transactional batches were verified with
-    /// their coordinator (the partition is in the producer's transaction): they may open
-    /// it in the partition.
+    /// [`Appender::enqueue`] of records whose transactional batches of producer
+    /// `verified.0` were verified with its coordinator (the partition is in the
+    /// producer's transaction) after this broker's view showed its last marker here at
+    /// `verified.1` ([`super::PartitionState::marker_of`]): they may open the
+    /// transaction in the partition, unless a marker of the producer is committed first.
     pub async fn enqueue_verified(
         &self,
         key: PartitionKey,
         topic: &str,
         config: &TopicConfig,
         records: &[u8],
+        verified: (i64, i64),
     ) -> Result<AckReceiver, AppendError> {
-        self.enqueue_item(key, topic, config, records, false, true)
+        self.enqueue_item(key, topic, config, records, false, Some(verified))
             .await
     }
 
@@ -313,7 +320,7 @@ impl Appender {
             queued_at: Instant::now(),
             reply,
             detached: false,
-            verified: false,
+            verified: None,
             marker: Some(request.marker),
         };
         self.push(item, false)?;
@@ -330,7 +337,7 @@ impl Appender {
         config: &TopicConfig,
         records: &[u8],
     ) -> Result<(), AppendError> {
-        self.enqueue_item(key, topic, config, records, true, false)
+        self.enqueue_item(key, topic, config, records, true, None)
             .await
             .map(drop)
     }
@@ -342,7 +349,7 @@ impl Appender {
         config: &TopicConfig,
         records: &[u8],
         detached: bool,
-        verified: bool,
+        verified: Option<(i64, i64)>,
     ) -> Result<AckReceiver, AppendError> {
         let state = self.view.get(&key);
         let runs = state.head.runs;

@@ -25,7 +25,12 @@
 //!   A transactional batch is verified with its coordinator by the broker that takes
 //!   the produce when that broker's view shows no transaction of the producer open here;
 //!   an unverified one only joins a transaction open at commit time (else it is refused
-//!   retriably, and the retry is verified). A marker is a control batch the coordinator
+//!   retriably, and the retry is verified). A verified one opens a transaction only if
+//!   no marker of its producer was committed since the broker looked (the producer
+//!   entry's `marker` offset, noted before the coordinator is asked): else it was
+//!   verified for a transaction that has ended, and would open one that no marker ends
+//!   (a hanging transaction, holding the last stable offset and merging back for good);
+//!   it is refused retriably instead. A marker is a control batch the coordinator
 //!   has any broker append through its own appender (no leader): checked for its epoch
 //!   only (an older epoch than the producer entry's is refused; a newer one fences the
 //!   older batches), it removes the producer from `open`, and an ABORT of an open
@@ -95,7 +100,7 @@ pub struct Diskless {
 pub struct FetchResult {
     pub records: Bytes,
     pub high_watermark: i64,
-    /// The head's last stable offset ([`Head::last_stable`]).
+    /// The head's last stable offset as answered ([`Head::answered_last_stable`]).
     pub last_stable_offset: i64,
     pub log_start_offset: i64,
     /// For read_committed, the aborted transactions with records among `records`
@@ -224,7 +229,7 @@ impl Diskless {
                     return Ok(FetchResult {
                         records: Bytes::new(),
                         high_watermark: state.head.next,
-                        last_stable_offset: state.head.last_stable(),
+                        last_stable_offset: state.head.answered_last_stable(),
                         log_start_offset: state.head.log_start,
                         aborted: Vec::new(),
                         from_merged: false,
@@ -318,7 +323,7 @@ impl Diskless {
         Ok(FetchResult {
             records,
             high_watermark: head.next,
-            last_stable_offset: head.last_stable(),
+            last_stable_offset: head.answered_last_stable(),
             log_start_offset: head.log_start,
             aborted,
             from_merged: offset < head.merged,

@@ -71,6 +71,14 @@ impl Head {
             .unwrap_or(self.next)
             .min(self.next)
     }
+
+    /// The last stable offset as answered to clients (Fetch's `last_stable_offset`,
+    /// ListOffsets LATEST for read_committed): never below the log start, as in Kafka
+    /// (DeleteRecords may move the log start past an open transaction's first offset,
+    /// and a consumer sent below the log start would only be sent back out of range).
+    pub fn answered_last_stable(&self) -> i64 {
+        self.last_stable().max(self.log_start)
+    }
 }
 
 impl Default for Head {
@@ -146,6 +154,23 @@ pub struct ProducerEntry {
     pub last_ms: i64,
     /// The max timestamp of its last batch.
     pub last_ts: i64,
+    /// The offset of its last transaction marker here ([`NO_MARKER`]: none). A batch
+    /// verified with the coordinator opens a transaction only if no marker came since
+    /// the verifying broker looked (see [`BatchKind::Transactional`]). Absent from the
+    /// JSON when none.
+    #[serde(default = "no_marker", skip_serializing_if = "is_no_marker")]
+    pub marker: i64,
+}
+
+/// [`ProducerEntry::marker`] of a producer without a marker here.
+pub const NO_MARKER: i64 = -1;
+
+fn no_marker() -> i64 {
+    NO_MARKER
+}
+
+fn is_no_marker(marker: &i64) -> bool {
+    *marker == NO_MARKER
 }
 
 /// A partition's stored state. `head_version` is the store's version of the head (etcd:
@@ -185,7 +210,8 @@ impl ProducerEntry {
 
     /// A transaction marker of `epoch` appended: a newer epoch (the coordinator bumped it
     /// to end a transaction) fences the older one's batches.
-    fn record_marker(&mut self, epoch: i16, max_ts: i64, now_ms: i64) {
+    fn record_marker(&mut self, epoch: i16, offset: i64, max_ts: i64, now_ms: i64) {
+        self.marker = offset;
         if epoch > self.epoch {
             self.epoch = epoch;
             self.batches.clear();
@@ -214,11 +240,16 @@ impl ProducerEntry {
 pub enum BatchKind {
     /// A plain or idempotent batch.
     Data,
-    /// A transactional data batch. `verified`: its producer's coordinator confirmed the
-    /// partition is in the open transaction before the batch was queued (done when the
-    /// view showed no transaction of the producer open here); an unverified batch only
-    /// joins a transaction the partition has open.
-    Transactional { verified: bool },
+    /// A transactional data batch. `verified`: `Some(marker)` when its producer's
+    /// coordinator confirmed the partition is in the open transaction before the batch
+    /// was queued (done when the view showed no transaction of the producer open here),
+    /// `marker` being the producer's [`ProducerEntry::marker`] that view showed before
+    /// the coordinator was asked ([`PartitionState::marker_of`]). Such a batch opens a
+    /// transaction only if the stored entry still has that marker: a marker committed
+    /// since ended the transaction it was verified for, and opening one now would leave
+    /// it hanging, no marker to end it (KIP-890's verification guard). `None`: the batch
+    /// only joins a transaction the partition has open.
+    Transactional { verified: Option<i64> },
     /// A transaction marker written for the coordinator (no sequence: only its epoch is
     /// checked).
     Marker(Marker),
@@ -279,7 +310,8 @@ pub enum ProducerErrorKind {
     /// A transactional batch of a newer epoch while the transaction of the older one is
     /// open here (its marker is still to come): NOT_ENOUGH_REPLICAS, retried.
     MarkerPending,
-    /// A transactional batch not verified with the coordinator, and no transaction of its
+    /// A transactional batch not verified with the coordinator, or verified before a
+    /// marker of its producer that is committed here now, and no transaction of its
     /// producer open here (a marker ended it since the produce looked): retried, and the
     /// retry is verified. NOT_ENOUGH_REPLICAS.
     NotVerified,
@@ -387,12 +419,18 @@ pub fn plan(state: &PartitionState, batches: &[PendingBatch], object: &ObjectInf
                                     batches: Vec::new(),
                                     last_ms: object.now_ms,
                                     last_ts: batch.max_ts,
+                                    marker: NO_MARKER,
                                 },
                             )
                         });
                     match batch.kind {
                         BatchKind::Marker(marker) => {
-                            entry.record_marker(batch.epoch, batch.max_ts, object.now_ms);
+                            entry.record_marker(
+                                batch.epoch,
+                                base_offset,
+                                batch.max_ts,
+                                object.now_ms,
+                            );
                             let first = head.open.remove(&batch.producer_id);
                             if let (Marker::Abort, Some(first)) = (marker, first) {
                                 let entry = AbortedEntry(
@@ -467,7 +505,11 @@ fn transaction_rule(
         BatchKind::Transactional { .. } if open && batch.epoch > open_epoch => {
             Err(ProducerErrorKind::MarkerPending)
         }
-        BatchKind::Transactional { verified: false } if !open => {
+        BatchKind::Transactional { verified: None } if !open => Err(ProducerErrorKind::NotVerified),
+        // Verified for a transaction a marker has ended since.
+        BatchKind::Transactional {
+            verified: Some(seen),
+        } if !open && entry.map_or(NO_MARKER, |e| e.marker) != seen => {
             Err(ProducerErrorKind::NotVerified)
         }
         BatchKind::Transactional { .. } if !open && head.open.len() >= MAX_OPEN_TRANSACTIONS => {
@@ -500,6 +542,15 @@ impl PartitionState {
             .take(EXPIRE_PER_COMMIT)
             .map(|(_, id)| id)
             .collect()
+    }
+
+    /// The offset of `producer_id`'s last marker here, [`NO_MARKER`] if none: what a
+    /// broker notes before verifying a transactional batch with the coordinator
+    /// ([`BatchKind::Transactional`]).
+    pub fn marker_of(&self, producer_id: i64) -> i64 {
+        self.producers
+            .get(&producer_id)
+            .map_or(NO_MARKER, |e| e.marker)
     }
 
     /// This state after `plan` was committed at store version `version`.

@@ -489,7 +489,7 @@ fn diskless_answer(
     let marked = base
         .clone()
         .with_high_watermark(head.next)
-        .with_last_stable_offset(head.last_stable())
+        .with_last_stable_offset(head.answered_last_stable())
         .with_log_start_offset(head.log_start);
     if w.current_leader_epoch > 0 {
         return Some((
@@ -559,7 +559,7 @@ async fn read_diskless(
             broker.metrics.error("Fetch", code);
             let data = base
                 .with_high_watermark(head.next)
-                .with_last_stable_offset(head.last_stable())
+                .with_last_stable_offset(head.answered_last_stable())
                 .with_log_start_offset(head.log_start)
                 .with_error_code(code.code());
             (data, 0, true)

@@ -103,7 +103,7 @@ async fn diskless_lookup(
             })
     };
     match timestamp {
-        LATEST if read_committed => Ok((head.last_stable(), -1)),
+        LATEST if read_committed => Ok((head.answered_last_stable(), -1)),
         LATEST => Ok((head.next, -1)),
         EARLIEST | EARLIEST_LOCAL => Ok((head.log_start, -1)),
         LATEST_TIERED if head.merged > head.log_start => Ok((head.merged - 1, -1)),

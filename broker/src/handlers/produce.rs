@@ -273,15 +273,19 @@ async fn diskless_append(
         topic_id: topic.id,
         partition: data.index,
     };
+    let view = diskless.view.get(&key);
     let verified = match transactional_producer(&records) {
-        Ok(None) => false,
-        Ok(Some(producer)) if diskless.view.get(&key).head.open.contains_key(&producer.0) => false,
+        Ok(None) => None,
+        Ok(Some(producer)) if view.head.open.contains_key(&producer.0) => None,
         Ok(Some(producer)) => {
+            // Noted before the coordinator is asked: a marker committed after this
+            // voids the verification (see `BatchKind::Transactional`).
+            let marker = view.marker_of(producer.0);
             // Produce v12: the coordinator adds the partition (KIP-890 part 2).
             let add = context.version >= 12;
             let id = context.transactional_id.as_deref();
             match ask_coordinator(broker, &topic.name, data.index, id, producer, add).await {
-                Ok(()) => true,
+                Ok(()) => Some((producer.0, marker)),
                 Err(code) => {
                     return refused(
                         code,
@@ -314,10 +318,10 @@ async fn diskless_append(
             Err(e) => refused(e.code(), e.to_string()),
         };
     }
-    let queued = if verified {
+    let queued = if let Some(verified) = verified {
         diskless
             .appender
-            .enqueue_verified(key, &topic.name, &topic.config, &records)
+            .enqueue_verified(key, &topic.name, &topic.config, &records, verified)
             .await
     } else {
         diskless

@@ -235,8 +235,11 @@ async fn produce_txn(
     verified: bool,
 ) -> Result<Ack, AppendError> {
     let answer = if verified {
+        // As the produce handler: the producer's last marker in the view, then the
+        // coordinator (taken as confirming).
+        let marker = appender.view.get(&KEY).marker_of(42);
         appender
-            .enqueue_verified(KEY, "t", &topic_config(), batch)
+            .enqueue_verified(KEY, "t", &topic_config(), batch, (42, marker))
             .await?
     } else {
         appender.enqueue(KEY, "t", &topic_config(), batch).await?
@@ -283,8 +286,14 @@ async fn transactions_commit_and_abort_across_brokers_sharing_the_stores() {
         5
     );
     assert!(b_view.get(&KEY).head.open.is_empty());
-    // A second transaction, aborted through A (whose view is behind: its commit is
-    // re-planned against the stored state).
+    // A second transaction, aborted through A. A's view is behind (it misses the
+    // commit marker), so what it verified cannot be told from a batch verified before
+    // that marker: refused retriably, and A's view is re-read.
+    let stale = produce_txn(&a, &transactional(0, 5, 1), true)
+        .await
+        .expect_err("verified against a view without the marker");
+    assert_eq!(stale.code(), ResponseError::NotEnoughReplicas, "{stale}");
+    // The retry is verified against the re-read view: it opens the transaction.
     let third = produce_txn(&a, &transactional(0, 5, 1), true).await;
     assert_eq!(third.expect("opens").base_offset, 6);
     assert_eq!(
@@ -457,7 +466,7 @@ fn queued(producer: i64, len: usize) -> (Queued, AckReceiver) {
         queued_at: Instant::now(),
         reply,
         detached: false,
-        verified: false,
+        verified: None,
         marker: None,
     };
     (item, answer)
@@ -636,4 +645,24 @@ fn a_request_whose_producer_went_away_is_dropped_before_the_put() {
     let taken = queue.take_flush(u64::MAX);
     let producers: Vec<i64> = taken.iter().map(|i| i.batches[0].0.producer_id).collect();
     assert_eq!(producers, vec![2, 3]);
+}
+
+/// A request's verification covers its verified producer's batches only: another
+/// producer's transactional batch in the same request opens nothing.
+#[test]
+fn only_the_verified_producers_batches_count_as_verified() {
+    let (mut item, _answer) = queued(42, 0);
+    item.verified = Some((42, 7));
+    let mut header = item.batches[0].0;
+    header.attributes |= 0x10;
+    assert!(header.is_transactional());
+    assert_eq!(
+        item.kind(&header),
+        BatchKind::Transactional { verified: Some(7) }
+    );
+    header.producer_id = 43;
+    assert_eq!(
+        item.kind(&header),
+        BatchKind::Transactional { verified: None }
+    );
 }

@@ -200,6 +200,7 @@ fn idle_producers_expire_oldest_first_a_few_per_commit() {
                 batches: Vec::new(),
                 last_ms: 1000 + id,
                 last_ts: 0,
+                marker: NO_MARKER,
             },
         );
     }
@@ -247,11 +248,24 @@ fn records_read_as_the_spec_writes_them() {
     assert!(json.contains(r#""batches":[[0,4,10,14]]"#), "{json}");
 }
 
-/// A verified transactional batch of `records` records.
+/// A transactional batch of `records` records, verified while no marker of its producer
+/// was committed.
 fn txn(producer_id: i64, epoch: i16, seq: i32, records: i32) -> PendingBatch {
     PendingBatch {
-        kind: BatchKind::Transactional { verified: true },
+        kind: BatchKind::Transactional {
+            verified: Some(NO_MARKER),
+        },
         ..idempotent(0, producer_id, epoch, seq, records)
+    }
+}
+
+/// `batch` verified after `state` was seen (its producer's last marker then).
+fn seen_in(state: &PartitionState, batch: PendingBatch) -> PendingBatch {
+    PendingBatch {
+        kind: BatchKind::Transactional {
+            verified: Some(state.marker_of(batch.producer_id)),
+        },
+        ..batch
     }
 }
 
@@ -284,8 +298,10 @@ fn a_transactional_batch_opens_a_transaction_that_a_commit_marker_closes() {
     assert!(state.head.open.is_empty());
     assert_eq!((state.head.last_stable(), state.head.next), (9, 9));
     assert!(state.runs.values().all(|r| r.aborted.is_empty()));
-    // The marker took no sequence: the producer goes on from its last one.
-    let outcomes = commit(&mut state, &[txn(7, 0, 5, 1)]);
+    // The marker took no sequence: the producer goes on from its last one (its next
+    // transaction verified after the marker).
+    let next = seen_in(&state, txn(7, 0, 5, 1));
+    let outcomes = commit(&mut state, &[next]);
     assert_eq!(outcomes, [Outcome::Appended { base_offset: 9 }]);
     assert_eq!(state.head.open, BTreeMap::from([(7, 9)]));
 }
@@ -368,7 +384,7 @@ fn transaction_state_rules_for_data_batches() {
     );
     // An unverified batch joins the open transaction ...
     let unverified = |seq| PendingBatch {
-        kind: BatchKind::Transactional { verified: false },
+        kind: BatchKind::Transactional { verified: None },
         ..txn(7, 0, seq, 1)
     };
     let outcomes = commit(&mut state, &[unverified(1)]);
@@ -424,4 +440,46 @@ fn a_head_with_open_transactions_and_a_run_with_aborted_ones_round_trip() {
     assert_eq!(head, state.head);
     let json = serde_json::to_string(&state.runs[&2]).expect("run");
     assert!(json.contains(r#""aborted":[[7,0,2,1]]"#), "{json}");
+}
+
+/// A batch verified with the coordinator while the transaction was still open, whose
+/// commit comes after the transaction's marker (committed through another broker): it
+/// must not open a transaction that no marker will ever end (a hanging transaction that
+/// holds the last stable offset, and merging, back for good).
+#[test]
+fn a_batch_verified_before_a_marker_and_committed_after_it_opens_nothing() {
+    let mut state = PartitionState::default();
+    commit(&mut state, &[txn(7, 0, 0, 2)]);
+    // The producer's last batch of the transaction is verified on a broker whose view
+    // shows the transaction not open here yet ...
+    let verified = txn(7, 0, 2, 1);
+    // ... then the transaction ends (the client gave up on that request and aborted).
+    commit(&mut state, &[marker(7, 0, Marker::Abort)]);
+    let outcomes = commit(&mut state, &[verified]);
+    assert_eq!(outcomes, [Outcome::Refused(ProducerErrorKind::NotVerified)]);
+    assert!(state.head.open.is_empty(), "{:?}", state.head.open);
+    assert_eq!(state.head.last_stable(), state.head.next);
+    // Verified after the marker (a next transaction): it opens one.
+    let next = seen_in(&state, txn(7, 0, 2, 1));
+    let outcomes = commit(&mut state, &[next]);
+    assert_eq!(outcomes, [Outcome::Appended { base_offset: 3 }]);
+    assert_eq!(state.head.open, BTreeMap::from([(7, 3)]));
+    // Another producer's marker voids nothing.
+    let mut state = PartitionState::default();
+    let verified = txn(7, 0, 0, 1);
+    commit(&mut state, &[marker(8, 0, Marker::Commit)]);
+    let outcomes = commit(&mut state, &[verified]);
+    assert_eq!(outcomes, [Outcome::Appended { base_offset: 1 }]);
+}
+
+#[test]
+fn the_answered_last_stable_offset_is_never_below_the_log_start() {
+    let mut state = PartitionState::default();
+    commit(&mut state, &[plain(0, 2), txn(7, 0, 0, 3), plain(0, 1)]);
+    assert_eq!(state.head.last_stable(), 2);
+    assert_eq!(state.head.answered_last_stable(), 2);
+    // DeleteRecords past the open transaction's first offset.
+    state.head.log_start = 4;
+    assert_eq!(state.head.last_stable(), 2);
+    assert_eq!(state.head.answered_last_stable(), 4);
 }
