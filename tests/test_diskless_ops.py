@@ -110,8 +110,9 @@ def test_compaction_keeps_the_last_value_of_each_key(w):
     created, altered, n = "dl-compact", "dl-compact-later", 2
     w.create(created, n, {**DISKLESS, **COMPACT})
     w.create(altered, n, {**DISKLESS, "retention.ms": "-1", "retention.bytes": "-1"})
-    described = confluent_admin(w.a.bootstrap).describe_configs([ConfigResource(ResourceType.TOPIC, created)])
-    (configs,) = [f.result(timeout=30) for f in described.values()]
+    admin = confluent_admin(w.a.bootstrap)  # kept alive until the answer is in
+    (configs,) = [f.result(timeout=30) for f in
+                  admin.describe_configs([ConfigResource(ResourceType.TOPIC, created)]).values()]
     assert configs["cleanup.policy"].value == "compact" and configs["diskless.enable"].value == "true"
 
     produced = {t: [r for p in range(n) for r in updates(p)] for t in (created, altered)}
@@ -216,7 +217,8 @@ def test_create_partitions_grows_a_diskless_topic_on_both_brokers(w):
     # Produce by hand to each new partition through each broker.
     for p in range(2, 5):
         for node in (A, B):
-            error, base = produce(w.broker(node).bootstrap, topic, p, batch_of([f"{p}:hand{node}:0", f"{p}:hand{node}:1"]))
+            values = [f"{p}:hand{node}:0", f"{p}:hand{node}:1"]
+            error, _ = produce(w.broker(node).bootstrap, topic, p, batch_of(values))
             assert error == NONE, f"produce to new partition {p} through broker {node}: error {error}"
     # A client producing to partition 4 through broker A (the producer's zone).
     producer = Producer({**QUIET, "bootstrap.servers": w.a.bootstrap, **zone(A, "dl-grow"), "acks": "all",

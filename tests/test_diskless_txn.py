@@ -30,8 +30,9 @@ import time
 import pytest
 from confluent_kafka import Consumer, IsolationLevel, KafkaError, KafkaException, Producer, TopicPartition
 
-from clients import QUIET, confluent_admin
+from clients import QUIET
 from diskless_cluster import DISKLESS, World, attach_logs, start_world, zone
+from servers import wait_until
 from test_transactions import READ_COMMITTED, READ_UNCOMMITTED, Deliveries, Reader, must, read_log
 
 FENCED_CODES = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
@@ -58,8 +59,9 @@ def w(world, request, etcd, moto) -> World:
 def tx_producer(w: World, transactional_id: str, **extra) -> Producer:
     """A transactional producer bootstrapped to broker A and sent there for diskless
     partitions; init_transactions done."""
-    p = Producer({**QUIET, "bootstrap.servers": w.a.bootstrap, **zone(A, "dl-txn"), "transactional.id": transactional_id,
-                  "acks": "all", "linger.ms": 5, "transaction.timeout.ms": 30000, **extra})
+    p = Producer({**QUIET, "bootstrap.servers": w.a.bootstrap, **zone(A, "dl-txn"),
+                  "transactional.id": transactional_id, "acks": "all", "linger.ms": 5,
+                  "transaction.timeout.ms": 30000, **extra})
     must(f"init_transactions() for {transactional_id!r}", p.init_transactions, 30)
     return p
 
@@ -90,6 +92,21 @@ def latest(w: World, node: int, topic: str, partition: int, isolation: Isolation
                               request_timeout=30)[tp].result(timeout=60).offset
 
 
+def delivered(p: Producer, d: Deliveries, what: str) -> None:
+    """Flushes; fails unless every record was acknowledged. A transaction in error
+    (e.g. AddPartitionsToTxn refused) purges its records: the failure then names the
+    transaction's own error, which commit_transaction reports."""
+    left = p.flush(30)
+    if left == 0 and not d.errors:
+        return
+    try:
+        p.commit_transaction(10)
+        reason = "commit_transaction succeeded"
+    except KafkaException as e:
+        reason = f"the transaction's error: {e.args[0]!r}"
+    pytest.fail(f"{what}: {reason}; {left} records unacknowledged, delivery errors {d.errors[:3]}", pytrace=False)
+
+
 def wait_value(what: str, get, want, timeout: float = 20.0):
     deadline = time.monotonic() + timeout
     while True:
@@ -99,6 +116,20 @@ def wait_value(what: str, get, want, timeout: float = 20.0):
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what}: {value!r}, want {want!r}", pytrace=False)
         time.sleep(0.1)
+
+
+def wait_ends(w: World, topic: str, ends: dict[int, int], lso: dict[int, int] | None = None,
+              nodes=(A, B)) -> None:
+    """Waits until ListOffsets LATEST through each broker answers `ends[p]` for
+    read_uncommitted and `lso[p]` (default: the end) for read_committed. A broker learns
+    of another's commits (and markers) through its etcd watch, a moment later; one that
+    never does fails here."""
+    for node in nodes:
+        for p, end in ends.items():
+            wait_value(f"{topic}/{p}: read_uncommitted LATEST through broker {node}",
+                       lambda: latest(w, node, topic, p, IsolationLevel.READ_UNCOMMITTED), end)
+            wait_value(f"{topic}/{p}: read_committed LATEST (the LSO) through broker {node}",
+                       lambda: latest(w, node, topic, p, IsolationLevel.READ_COMMITTED), (lso or ends)[p])
 
 
 def run_transaction(p: Producer, slots: list[tuple[str, int]], tag: str, per_slot: int, commit: bool,
@@ -113,8 +144,7 @@ def run_transaction(p: Producer, slots: list[tuple[str, int]], tag: str, per_slo
             p.produce(topic, value=value, partition=part, on_delivery=deliveries)
             wrote.setdefault((topic, part), []).append(value)
         p.poll(0)
-    assert p.flush(30) == 0, f"{tag}: transactional records not delivered within 30s"
-    assert not deliveries.errors, f"{tag}: delivery errors: {deliveries.errors[:5]}"
+    delivered(p, deliveries, f"transaction {tag}")
     must(f"{'commit' if commit else 'abort'}_transaction ({tag})",
          p.commit_transaction if commit else p.abort_transaction, 30)
     return wrote
@@ -143,15 +173,9 @@ def test_committed_and_aborted_transactions_across_diskless_and_replicated(w):
     for topic, n in parts.items():
         acked = {p: sorted((o, v) for v, (t, pp, o) in d.placed.items() if t == topic and pp == p) for p in range(n)}
         want = {p: [(o, v) for o, v in acked[p] if outcome[v]] for p in range(n)}
-        # Each partition: 15 records and 3 markers.
-        end = 3 * 5 + 3
+        # Each partition: 15 records and 3 markers, no transaction open: LSO = end.
+        wait_ends(w, topic, {p: 3 * 5 + 3 for p in range(n)})
         for p in range(n):
-            for node in (A, B):
-                hw = latest(w, node, topic, p, IsolationLevel.READ_UNCOMMITTED)
-                lso = latest(w, node, topic, p, IsolationLevel.READ_COMMITTED)
-                assert (hw, lso) == (end, end), (
-                    f"{topic}/{p} through broker {node}: LATEST read_uncommitted {hw}, read_committed {lso}; want "
-                    f"{end} for both (15 records + 3 markers, no transaction open)")
             # The markers sit between the transactions: dense offsets except one per marker.
             offsets = [o for o, _ in acked[p]]
             assert offsets == [*range(0, 5), *range(6, 11), *range(12, 17)], f"{topic}/{p}: acknowledged at {offsets}"
@@ -173,7 +197,8 @@ def test_committed_and_aborted_transactions_across_diskless_and_replicated(w):
         # From inside the aborted transaction.
         got = read_through(w, B, topic, n, READ_COMMITTED, start={p: 7 for p in range(n)})
         for p in range(n):
-            assert got[p] == [(o, v) for o, v in want[p] if o >= 7], f"read_committed {topic}/{p} from offset 7: {got[p]}"
+            assert got[p] == [(o, v) for o, v in want[p] if o >= 7], \
+                f"read_committed {topic}/{p} from offset 7: {got[p]}"
 
 
 # ---------------------------------------------------------------------------------------
@@ -198,7 +223,7 @@ def test_open_transaction_holds_read_committed_at_its_first_offset(w):
     d = Deliveries()
     for v in opened:
         p.produce(topic, value=v, partition=0, on_delivery=d)
-    assert p.flush(30) == 0 and not d.errors, f"transactional records not delivered: {d.errors[:5]}"
+    delivered(p, d, "the open transaction")
     first_open = min(o for _, _, o in d.placed.values())
     assert first_open == len(pre), d.placed
     # A non-transactional producer writes after the open transaction, through broker B.
@@ -210,10 +235,7 @@ def test_open_transaction_holds_read_committed_at_its_first_offset(w):
     assert sorted(o for _, _, o in dl.placed.values()) == list(range(15, 20)), dl.placed
     hw = len(pre) + len(opened) + len(post)
 
-    for node in (A, B):
-        assert latest(w, node, topic, 0, IsolationLevel.READ_UNCOMMITTED) == hw, f"broker {node}"
-        wait_value(f"read_committed LATEST through broker {node} (the LSO)",
-                   lambda: latest(w, node, topic, 0, IsolationLevel.READ_COMMITTED), first_open)
+    wait_ends(w, topic, {0: hw}, {0: first_open})
 
     rc = reader(w, B, topic, 1, READ_COMMITTED)
     ru = reader(w, B, topic, 1, READ_UNCOMMITTED)
@@ -227,11 +249,8 @@ def test_open_transaction_holds_read_committed_at_its_first_offset(w):
         assert ru.values() == pre + opened + post, f"read_uncommitted read {ru.values()}"
 
         must("commit_transaction", p.commit_transaction, 30)
-        for node in (A, B):
-            wait_value(f"read_committed LATEST through broker {node} after the commit",
-                       lambda: latest(w, node, topic, 0, IsolationLevel.READ_COMMITTED), hw + 1)
-            assert latest(w, node, topic, 0, IsolationLevel.READ_UNCOMMITTED) == hw + 1, \
-                f"broker {node}: not exactly one commit marker"
+        # One commit marker at hw; nothing open.
+        wait_ends(w, topic, {0: hw + 1})
         rc.read_to({0: hw + 1}, timeout=30)
         assert rc.values() == pre + opened + post, f"after the commit the read_committed consumer read {rc.values()}"
         assert [o for o, _ in rc.got[0]] == list(range(hw))
@@ -288,9 +307,11 @@ def test_consume_transform_produce_commits_the_offsets_sent(w):
 
         # An aborted transaction: its output and its offsets go nowhere.
         must("begin_transaction (aborted)", producer.begin_transaction)
+        d = Deliveries()
         for p in range(n):
             for m in got[p][:10]:
-                producer.produce(sink, value=b"aborted-" + m.value(), partition=p)
+                producer.produce(sink, value=b"aborted-" + m.value(), partition=p, on_delivery=d)
+        delivered(producer, d, "the transaction to abort")
         must("send_offsets_to_transaction (aborted)", producer.send_offsets_to_transaction,
              [TopicPartition(source, p, o) for p, o in half.items()], consumer.consumer_group_metadata(), 30)
         must("abort_transaction", producer.abort_transaction, 30)
@@ -309,6 +330,8 @@ def test_consume_transform_produce_commits_the_offsets_sent(w):
         consumer.close()
     for node in (A, B):
         assert committed(w, node, group, source, n) == ends, f"the group's offsets through broker {node}"
+    # The sink: 10 aborted records, a marker, 20 committed ones, a marker.
+    wait_ends(w, sink, {p: 32 for p in range(n)})
     out = read_through(w, B, sink, n, READ_COMMITTED)
     for p in range(n):
         assert [v for _, v in out[p]] == [b"out-" + v for v in inputs[p]], f"read_committed {sink}/{p}: {out[p]}"
@@ -334,9 +357,9 @@ def test_a_transaction_past_its_timeout_is_aborted_and_its_producer_fenced(w):
     d = Deliveries()
     for i in range(10):
         p.produce(topic, value=b"abandoned-%d" % i, partition=0, on_delivery=d)
-    assert p.flush(30) == 0 and not d.errors, d.errors[:5]
+    delivered(p, d, "the transaction left open")
     assert sorted(o for _, _, o in d.placed.values()) == list(range(10))
-    assert latest(w, B, topic, 0, IsolationLevel.READ_COMMITTED) == 0
+    wait_ends(w, topic, {0: 10}, {0: 0}, nodes=(B,))
     elapsed = time.monotonic() - began
     assert elapsed < timeout_ms / 1000 - 0.5, f"too slow: {elapsed:.1f}s to look at the LSO of a 3s transaction"
 
@@ -344,7 +367,7 @@ def test_a_transaction_past_its_timeout_is_aborted_and_its_producer_fenced(w):
     wait_value("read_committed LATEST after the coordinator's abort",
                lambda: latest(w, B, topic, 0, IsolationLevel.READ_COMMITTED), 11, timeout=30)
     assert time.monotonic() - began >= timeout_ms / 1000 - 0.5, "aborted before transaction.timeout.ms"
-    assert latest(w, A, topic, 0, IsolationLevel.READ_UNCOMMITTED) == 11, "not exactly one marker"
+    wait_ends(w, topic, {0: 11})  # exactly one marker
     assert read_through(w, B, topic, 1, READ_COMMITTED)[0] == [], "read_committed sees the timed-out transaction"
     assert [v for _, v in read_through(w, B, topic, 1, READ_UNCOMMITTED)[0]] == [b"abandoned-%d" % i for i in range(10)]
 
@@ -411,9 +434,14 @@ def test_read_committed_skips_aborted_records_in_merged_segments(w):
             v = b"long-%d-%d" % (p, i)
             producer.produce(topic, value=v, partition=p, on_delivery=d)
             outcome[v] = False
-    assert producer.flush(30) == 0 and not d.errors
-    first_long = {p: min(o for v, (_, pp, o) in d.placed.items() if pp == p and v.startswith(b"long")) for p in range(n)}
-    time.sleep(2)
+    delivered(producer, d, "the long transaction")
+    first_long = {p: min(o for v, (_, pp, o) in d.placed.items() if pp == p and v.startswith(b"long"))
+                  for p in range(n)}
+    # Merging goes on below the open transaction (c1, a2 and the plain records are older
+    # than the merge age), and stops at its first offset, the LSO.
+    wait_until("merging below the open transaction",
+               lambda: all(h.get("merged", 0) > 0 for h in w.heads(topic)[0].values()), timeout=30)
+    time.sleep(1.5)
     heads, _ = w.heads(topic)
     for p in range(n):
         assert heads[p].get("merged", 0) <= first_long[p], \
@@ -429,7 +457,9 @@ def test_read_committed_skips_aborted_records_in_merged_segments(w):
     acked = {p: sorted((o, v) for v, (_, pp, o) in d.placed.items() if pp == p) for p in range(n)}
     want = {p: [(o, v) for o, v in acked[p] if outcome[v]] for p in range(n)}
     for p in range(n):
-        assert heads[p]["next"] == len(acked[p]) + 4, f"partition {p}: {heads[p]} for {len(acked[p])} records + 4 markers"
+        assert heads[p]["next"] == len(acked[p]) + 4, \
+            f"partition {p}: {heads[p]} for {len(acked[p])} records + 4 markers"
+    wait_ends(w, topic, {p: heads[p]["next"] for p in range(n)})
     for node in (B, A):
         got = read_through(w, node, topic, n, READ_COMMITTED)
         for p in range(n):
@@ -452,6 +482,3 @@ def test_read_committed_skips_aborted_records_in_merged_segments(w):
         "receive.message.max.bytes": 2000})
     for p in range(n):
         assert got[p] == want[p], f"read_committed {topic}/{p} in small fetches after merging: {got[p]}"
-    for p in range(n):
-        for node in (A, B):
-            assert latest(w, node, topic, p, IsolationLevel.READ_COMMITTED) == heads[p]["next"]
