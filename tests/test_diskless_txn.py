@@ -439,8 +439,11 @@ def test_read_committed_skips_aborted_records_in_merged_segments(w):
                   for p in range(n)}
     # Merging goes on below the open transaction (c1, a2 and the plain records are older
     # than the merge age), and stops at its first offset, the LSO.
-    wait_until("merging below the open transaction",
-               lambda: all(h.get("merged", 0) > 0 for h in w.heads(topic)[0].values()), timeout=30)
+    def merging() -> bool:
+        heads = w.heads(topic)[0]
+        return len(heads) == n and all(h.get("merged", 0) > 0 for h in heads.values())
+
+    wait_until("merging below the open transaction", merging, timeout=30)
     time.sleep(1.5)
     heads, _ = w.heads(topic)
     for p in range(n):
@@ -482,3 +485,39 @@ def test_read_committed_skips_aborted_records_in_merged_segments(w):
         "receive.message.max.bytes": 2000})
     for p in range(n):
         assert got[p] == want[p], f"read_committed {topic}/{p} in small fetches after merging: {got[p]}"
+
+
+# ---------------------------------------------------------------------------------------
+# 6. A transactional batch outside any transaction
+# ---------------------------------------------------------------------------------------
+
+
+def test_a_transactional_batch_outside_a_transaction_is_refused_and_opens_nothing(w):
+    """A transactional batch whose producer never added the partition to a transaction
+    (by hand: an idempotent producer id, and a transactional id that was never
+    initialized, or none) is refused through either broker after the coordinator's
+    verification: not appended, and no open transaction holding the LSO back (a
+    hanging transaction no coordinator would ever end)."""
+    from test_diskless import init_producer_id, produce
+    from wire import record_batch
+
+    topic = "txn-stray"
+    w.create(topic, 1, DISKLESS)
+    producer_id, epoch = init_producer_id(w.a.bootstrap)
+    stray = record_batch([b"stray"], attributes=0x10, producer=(producer_id, epoch, 0))
+    answers = {(node, tid): produce(w.broker(node).bootstrap, topic, 0, stray, transactional_id=tid)[0]
+               for node in (A, B) for tid in ("dl-never-initialized", None)}
+    assert all(code != 0 for code in answers.values()), f"a stray transactional batch was taken: {answers}"
+    plain = plain_producer(w, A)
+    plain.produce(topic, value=b"plain", partition=0)
+    assert plain.flush(30) == 0
+    # Only the plain record is in the log, and read_committed is not held back.
+    wait_ends(w, topic, {0: 1})
+    assert [v for _, v in read_through(w, B, topic, 1, READ_UNCOMMITTED)[0]] == [b"plain"]
+    heads, _ = w.heads(topic)
+    assert not heads[0].get("open"), f"a refused batch left an open transaction: {heads[0]}"
+    # A real transaction on the partition afterwards goes through and is seen whole.
+    real = tx_producer(w, "dl-txn-after-stray")
+    wrote = run_transaction(real, [(topic, 0)], "real", 3, True, Deliveries())
+    wait_ends(w, topic, {0: 5})  # plain, 3 records, the commit marker
+    assert [v for _, v in read_through(w, B, topic, 1, READ_COMMITTED)[0]] == [b"plain", *wrote[(topic, 0)]]
