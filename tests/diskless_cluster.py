@@ -31,6 +31,7 @@ from servers import Bucket, StrataBroker, s3_env, wait_until
 from test_diskless import metadata_leaders
 
 DISKLESS = {"diskless.enable": "true"}
+BUCKET_PREFIX = "dl"
 MERGE_WAIT_S = 60
 
 
@@ -44,7 +45,7 @@ def fast_env(bucket: Bucket, **extra) -> dict[str, str]:
     partition); few partitions of the internal topics, no first-rebalance delay.
     Replicated topics stay local (remote storage off), replication factor 2."""
     env = s3_env(
-        bucket.endpoint, bucket.name, prefix="dl",
+        bucket.endpoint, bucket.name, prefix=BUCKET_PREFIX,
         diskless_append_interval_ms=50,
         diskless_merge_interval_ms=200,
         diskless_merge_bytes=1024,
@@ -111,6 +112,10 @@ class World:
         mask = (1 << 64) - 1
         value = ((tid.get_most_significant_bits() & mask) << 64) | (tid.get_least_significant_bits() & mask)
         return f"{value:032x}"
+
+    def segments(self, topic: str) -> dict[str, dict]:
+        """The topic's merged segment objects in the bucket (servers.Bucket.segment_objects)."""
+        return self.bucket.segment_objects(topic, prefix=BUCKET_PREFIX + "/")
 
     def diskless_keys(self) -> dict[str, str]:
         return self.etcd.get_prefix(f"{self.cluster.prefix}/diskless/")
