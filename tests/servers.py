@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import http.server
 import os
+import random
 import re
 import shutil
 import signal
@@ -42,15 +43,36 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _handed_out: set[int] = set()
 
 
+# The ports free_port hands out (see there).
+PORTS_FROM, PORTS_TO = 20000, 32000
+
+
+def _worker_slot() -> tuple[int, int]:
+    """(this pytest-xdist worker's index, the number of workers); (0, 1) without xdist."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    index = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0
+    return index % max(count, 1), max(count, 1)
+
+
 def free_port() -> int:
-    """A loopback port nothing listens on now and that this run has not handed out."""
-    for _ in range(200):
+    """A loopback port nothing listens on now and that this run has not handed out.
+
+    Taken below Linux's default ephemeral range (32768-60999), so a client's outgoing
+    connection cannot hold it before the server binds it; with pytest-xdist each worker
+    takes only the ports congruent to its index, so two workers never hand out one port."""
+    index, count = _worker_slot()
+    for _ in range(2000):
+        port = random.randrange(PORTS_FROM + index, PORTS_TO, count)
+        if port in _handed_out:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in _handed_out:
-            _handed_out.add(port)
-            return port
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
     raise RuntimeError("no free loopback port found")
 
 

@@ -30,7 +30,9 @@ serves every test.
 - Mixed cluster: one consumer group reads a replicated and a diskless topic, commits,
   and a new consumer of the group resumes from the committed offsets of both;
   diskless.enable is shown and cannot be changed.
-- Transactions are not in this round: a transactional batch is refused (INVALID_REQUEST).
+- Transactions: a transactional producer commits one transaction and aborts another over
+  diskless partitions; the coordinator's broker appends the markers itself, and every
+  broker serves the same log (data, and one control batch per transaction and partition).
 - A broker that lists a new diskless topic in Metadata takes produce for it at once.
 - Metadata sends a client that gives its zone to a broker of that zone; a tailing
   consumer there is served from what that broker wrote, without a GET.
@@ -65,7 +67,6 @@ ETCD_TXN_PARTITIONS = 40  # partitions per append transaction (spec: etcd's max-
 
 # Kafka error codes the tests name.
 NONE = 0
-INVALID_REQUEST = 42
 OUT_OF_ORDER_SEQUENCE_NUMBER = 45
 INVALID_PRODUCER_EPOCH = 47
 PRODUCER_FENCED = 90
@@ -677,18 +678,65 @@ def test_a_retry_on_another_broker_is_recognised(w):
         assert read_through(b, topic, 0) == expected, f"through {b.bootstrap}"
 
 
-def test_transactional_batches_are_refused(w):
-    """Transactions on diskless topics are not in this round: a transactional batch is
-    refused with INVALID_REQUEST (not appended, not fenced as something else), and the
-    partition stays empty."""
-    topic = "no-txn"
-    create(w, topic, 1, DISKLESS)
-    producer_id, epoch = init_producer_id(w.broker(1).bootstrap)
-    transactional = record_batch([b"0:t:0"], attributes=0x10, producer=(producer_id, epoch, 0))
-    for n in (1, 2):
-        error, _ = produce(w.broker(n).bootstrap, topic, 0, transactional, transactional_id="dl-txn")
-        assert error == INVALID_REQUEST, f"a transactional batch through broker {n}: error {error}"
-    assert read_through(w.broker(2), topic, 0) == []
+def log_through(b: StrataBroker, topic: str, partition: int) -> list[tuple[int, str]]:
+    """Every (offset, value) of a partition from offset 0 to the high watermark, served by
+    broker `b` itself, with "marker" for a control batch's offset."""
+    out: list[tuple[int, str]] = []
+    end = None
+    position = 0
+    deadline = time.monotonic() + 120
+    while end is None or position < end:
+        error, high_watermark, data = fetch(b.bootstrap, topic, partition, position)
+        assert error == NONE, f"{topic}/{partition} at {position} through {b.bootstrap}: error {error}"
+        end = high_watermark if end is None else end
+        values = dict(decode_batches(data))
+        pos = 0
+        while len(data) - pos >= 61:
+            base_offset, length = struct.unpack_from(">qi", data, pos)
+            if pos + 12 + length > len(data):
+                break
+            attributes, last_delta = struct.unpack_from(">hi", data, pos + 21)
+            last = base_offset + last_delta
+            if last >= position:
+                if attributes & 0x20:
+                    out.append((base_offset, "marker"))
+                else:
+                    out += [(o, values[o].decode()) for o in range(max(base_offset, position), last + 1)]
+                position = last + 1
+            pos += 12 + length
+        assert time.monotonic() < deadline, f"{topic}/{partition} through {b.bootstrap}: stuck at {position} of {end}"
+    return out
+
+
+def test_transactions_commit_and_abort_on_diskless_partitions(w):
+    """A transactional producer (confluent-kafka, bootstrapped to the cluster) commits one
+    transaction and aborts another over two diskless partitions. The markers have no
+    leader to go to: the coordinator's broker appends them through its own appender, so
+    data and markers of one partition come through different brokers. Every broker serves
+    the same log: two records, the commit marker, two records, the abort marker."""
+    from confluent_kafka import Producer
+
+    topic = "txn"
+    create(w, topic, 2, DISKLESS)
+    producer = Producer({**QUIET, "bootstrap.servers": w.cluster.bootstrap, "transactional.id": "dl-txn",
+                         "linger.ms": 5})
+    producer.init_transactions(30)
+    for outcome in ("commit", "abort"):
+        producer.begin_transaction()
+        for i in range(4):
+            producer.produce(topic, value=f"{i % 2}:{outcome}:{i // 2}".encode(), partition=i % 2)
+        producer.flush(30)
+        if outcome == "commit":
+            producer.commit_transaction(30)
+        else:
+            producer.abort_transaction(30)
+    for p in (0, 1):
+        expected = [(0, f"{p}:commit:0"), (1, f"{p}:commit:1"), (2, "marker"),
+                    (3, f"{p}:abort:0"), (4, f"{p}:abort:1"), (5, "marker")]
+        for b in w.cluster.brokers.values():
+            wait_until(f"partition {p}'s markers through {b.bootstrap}",
+                       lambda b=b, p=p: fetch(b.bootstrap, topic, p, 0)[1] == 6, 30)
+            assert log_through(b, topic, p) == expected, f"partition {p} through {b.bootstrap}"
 
 
 def test_metadata_sends_a_client_to_a_broker_of_its_zone(w):

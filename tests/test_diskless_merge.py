@@ -17,7 +17,7 @@ import uuid
 from confluent_kafka import KafkaError, TopicPartition
 from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, NewPartitions, ResourceType
 
-from clients import (check_against_offsets, confluent_admin, confluent_consume, confluent_produce, create_topic,
+from clients import (Rec, check_against_offsets, confluent_admin, confluent_consume, confluent_produce, create_topic,
                      make_records, watermarks)
 from servers import s3_env, wait_until
 
@@ -154,8 +154,19 @@ def test_diskless_merge_retention_delete_and_scrub(broker, etcd, bucket):
     (newest,) = bucket.segment_objects(TOPIC, 1).values()
     assert watermarks(b.bootstrap, TOPIC, 1) == (newest["base"], ends[1])
 
-    # Adding partitions to a diskless topic is refused (a known gap).
-    error = admin.create_partitions([NewPartitions(TOPIC, PARTITIONS + 1)])[TOPIC].exception(timeout=60)
+    # CreatePartitions: the new partition takes produce and reads back; shrinking is
+    # refused as Kafka refuses it.
+    alter(admin, TOPIC, {"retention.bytes": "-1"})
+    admin.create_partitions([NewPartitions(TOPIC, PARTITIONS + 1)])[TOPIC].result(timeout=60)
+    added = make_records(9, 50, 1)
+    for r in added:
+        r.partition = PARTITIONS
+    confluent_produce(b.bootstrap, TOPIC, added, "none")
+    assert watermarks(b.bootstrap, TOPIC, PARTITIONS) == (0, len(added))
+    # Retention (1 byte above) moved the old partitions' starts: read the new one only.
+    got = confluent_consume(b.bootstrap, TOPIC, PARTITIONS + 1, start=ends)
+    check_against_offsets(added, got, "the partition CreatePartitions added")
+    error = admin.create_partitions([NewPartitions(TOPIC, PARTITIONS)])[TOPIC].exception(timeout=60)
     assert error is not None and error.args[0].code() == KafkaError.INVALID_PARTITIONS, error
 
     # Topic deletion: its merged objects and its etcd records go.
@@ -182,3 +193,24 @@ def test_diskless_topic_deletion_without_the_scrubbers(broker, etcd, bucket):
     wait_until("the topic's merged objects deleted", lambda: not bucket.segment_objects(TOPIC), timeout=WAIT_S)
     wait_until("the topic's diskless records deleted", lambda: not diskless_keys(etcd, prefix), timeout=WAIT_S)
     wait_until("the topic's manifest roots deleted", lambda: not manifests(), timeout=WAIT_S)
+
+
+def test_diskless_compaction_keeps_the_latest_value_of_each_key(broker, etcd, bucket):
+    """A compacted diskless topic: once its runs are merged, the merge owner's cleaner
+    passes leave only the last record of each key in the merged history, at the offset
+    it was acknowledged with, and the cleaner metrics count the passes."""
+    prefix = f"dl-compact-{uuid.uuid4().hex[:8]}"
+    env = {**diskless_env(bucket), "STRATA_LOG_CLEANER_INTERVAL_MS": "500"}
+    b = broker(env=env, metadata=etcd.url(prefix))
+    topic, keys, updates = "dl-compacted", 10, 600
+    create_topic(b.bootstrap, topic, 1, {"diskless.enable": "true", "cleanup.policy": "compact"})
+    records = [Rec(partition=0, key=b"key-%d" % (i % keys), value=b"value-%d-" % i + b"x" * 40)
+               for i in range(updates)]
+    confluent_produce(b.bootstrap, topic, records, "none", **{"batch.num.messages": 20, "linger.ms": 5})
+    latest = list({r.key: r for r in records}.values())
+    wait_until("only the latest record of each key left",
+               lambda: len(confluent_consume(b.bootstrap, topic, 1)) == keys, timeout=WAIT_S)
+    check_against_offsets(latest, confluent_consume(b.bootstrap, topic, 1), "after compaction", timestamps=False)
+    assert watermarks(b.bootstrap, topic, 0) == (0, updates)
+    assert (b.metric("strata_log_cleaner_runs_total", topic=topic) or 0) >= 1
+    assert (b.metric("strata_log_cleaner_bytes_removed_total", topic=topic) or 0) > 0

@@ -184,6 +184,10 @@ def test_elect_leaders_preferred_and_unclean(broker, etcd):
     # kafka-python's admin may pick it as the node to ask for the controller and fail on
     # the refused connection instead of trying another, so wait until it is gone.
     wait_until(f"node {a} leaves the broker list", lambda: a not in cluster.brokers_listed(node=b), 30)
+    # kafka-python sends ElectLeaders to the controller Metadata names, and only there:
+    # wait until that is no longer the killed broker either.
+    wait_until(f"node {a} is no longer the controller",
+               lambda: cluster.admin(b).list_topics(timeout=15).controller_id not in (a, -1), 30)
     kadmin = kafka_admin(cluster)
     response = kadmin.elect_leaders(1, {"unclean": [0]})
     (result,) = response.replica_election_results

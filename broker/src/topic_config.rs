@@ -533,7 +533,9 @@ pub fn check_floors(
 
 /// Diskless topics (`diskless.enable`): the flag is fixed at creation (a diskless topic
 /// has no local logs to turn into, and a replicated one has no runs to turn into), and a
-/// diskless topic is always tiered and never compacted. `stored` is `None` at creation.
+/// diskless topic is always tiered. cleanup.policy=compact is allowed: the merge owner
+/// compacts the merged history (`crate::diskless::compact`). `stored` is `None` at
+/// creation.
 pub fn check_diskless(
     stored: Option<&BTreeMap<String, String>>,
     configs: &BTreeMap<String, String>,
@@ -564,15 +566,6 @@ pub fn check_diskless(
         return Err(invalid(
             "remote.storage.enable",
             "a diskless topic is always in the object store",
-        ));
-    }
-    if configs
-        .get("cleanup.policy")
-        .is_some_and(|policy| policy.contains("compact"))
-    {
-        return Err(invalid(
-            "cleanup.policy",
-            "compaction is not supported on diskless topics",
         ));
     }
     Ok(())

@@ -9,9 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use strata_broker::cluster::etcd::EtcdStore;
-use strata_broker::diskless::state::{ObjectInfo, PendingBatch, plan};
+use strata_broker::diskless::state::{AbortedEntry, BatchKind, ObjectInfo, PendingBatch, plan};
 use strata_broker::diskless::store::{EmbeddedDisklessStore, EtcdDisklessStore};
 use strata_broker::diskless::{AppendWrite, DisklessStore, PartitionKey, PartitionState};
+use strata_broker::log::txn::Marker;
 use uuid::Uuid;
 
 fn key(topic: u128, partition: i32) -> PartitionKey {
@@ -21,11 +22,34 @@ fn key(topic: u128, partition: i32) -> PartitionKey {
     }
 }
 
+/// `batch` planned against `state`.
+fn write_batch(state: &PartitionState, key: PartitionKey, batch: PendingBatch) -> AppendWrite {
+    let plan = plan(
+        state,
+        &[batch],
+        &ObjectInfo {
+            key: format!("diskless/1970010100/1-{}.batches", Uuid::new_v4().simple()),
+            size: 100,
+            broker: 1,
+            now_ms: 1,
+        },
+    );
+    AppendWrite {
+        key,
+        expected: state.head_version,
+        head: plan.head,
+        runs: plan.runs,
+        producers: plan.producers.into_iter().collect(),
+        expire: Vec::new(),
+    }
+}
+
 /// One idempotent batch of `records` records from producer 5, planned against `state`.
 fn write(state: &PartitionState, key: PartitionKey, records: i32) -> AppendWrite {
     let plan = plan(
         state,
         &[PendingBatch {
+            kind: BatchKind::Data,
             producer_id: 5,
             epoch: 0,
             first_sequence: state.head.next as i32,
@@ -166,6 +190,49 @@ async fn scenarios(
     let two = store.load(&key(2, 0)).await.expect("load").expect("stored");
     assert!(two.producers.is_empty(), "{:?}", two.producers);
     assert_eq!(two.head.next, 2);
+    // A transaction's records: the open transaction in the head, the aborted one with
+    // the run of its marker, as stored and as read back by a reopened store.
+    let txn = PendingBatch {
+        kind: BatchKind::Transactional { verified: true },
+        producer_id: 9,
+        epoch: 0,
+        first_sequence: 0,
+        records: 2,
+        max_ts: 1,
+        pos: 0,
+        len: 100,
+    };
+    let empty4 = PartitionState::default();
+    let opened = write_batch(&empty4, key(4, 0), txn);
+    assert!(store.append(&[opened]).await.expect("append").is_empty());
+    let open = reopen()
+        .await
+        .load(&key(4, 0))
+        .await
+        .expect("load")
+        .expect("stored");
+    assert_eq!(open.head.open.get(&9), Some(&0));
+    assert_eq!(open.head.last_stable(), 0);
+    let abort = PendingBatch {
+        kind: BatchKind::Marker(Marker::Abort),
+        first_sequence: -1,
+        records: 1,
+        ..txn
+    };
+    let aborted = write_batch(&open, key(4, 0), abort);
+    assert!(store.append(&[aborted]).await.expect("append").is_empty());
+    let ended = reopen()
+        .await
+        .load(&key(4, 0))
+        .await
+        .expect("load")
+        .expect("stored");
+    assert!(ended.head.open.is_empty());
+    assert_eq!(ended.runs[&2].aborted, [AbortedEntry(9, 0, 2, 3)]);
+    store
+        .delete_topic(Uuid::from_u128(4))
+        .await
+        .expect("delete");
     store
         .delete_topic(Uuid::from_u128(1))
         .await
@@ -236,6 +303,7 @@ async fn etcd_diskless_store_keeps_the_contract_and_watches_changes() {
 fn many_producers(state: &PartitionState, key: PartitionKey, producers: i64) -> AppendWrite {
     let batches: Vec<PendingBatch> = (0..producers)
         .map(|id| PendingBatch {
+            kind: BatchKind::Data,
             producer_id: 100 + id,
             epoch: 0,
             first_sequence: 0,

@@ -38,8 +38,10 @@
 //!   metadata transaction (comparing every touched head's version) then commits the runs
 //!   and new heads; only then is the producer answered. A failed compare writes nothing.
 //! - **Merge: read, upload, manifest commit, trim.** The merge owner reads a prefix of the
-//!   runs, builds the segment (deterministic bytes: offsets patched from the runs,
-//!   partitionLeaderEpoch 0), uploads it and commits it to the manifest at leader epoch 0
+//!   runs, never reaching the head's last stable offset (an open transaction's records
+//!   stay in runs until its marker), builds the segment (deterministic bytes: offsets
+//!   patched from the runs, partitionLeaderEpoch 0, a transaction index of the aborted
+//!   entries the runs list), uploads it and commits it to the manifest at leader epoch 0
 //!   (objects first, manifest second, as any upload); only after the commit does it
 //!   *trim*: a compare-and-swap of the head that moves `merged` to the manifest's end and
 //!   deletes the runs below it. A merge never deletes a shared object; the scrubber does,

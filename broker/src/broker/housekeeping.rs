@@ -118,7 +118,11 @@ impl Broker {
                 let remote_part = async |map| {
                     let Some(tiering) = tiering else { return true };
                     match crate::tier::compact_remote(tiering, partition, map, now).await {
-                        Ok((rewritten, 0)) => {
+                        Ok(crate::tier::RemotePass {
+                            rewritten,
+                            stale: 0,
+                            ..
+                        }) => {
                             if rewritten > 0 {
                                 info!(
                                     topic = name,
@@ -129,7 +133,7 @@ impl Broker {
                             }
                             true
                         }
-                        Ok((_, stale)) => {
+                        Ok(crate::tier::RemotePass { stale, .. }) => {
                             info!(
                                 topic = name,
                                 partition = partition.index,
@@ -139,7 +143,7 @@ impl Broker {
                             false
                         }
                         Err(e) => {
-                            self.cleaner_failed(name, partition, "remote compaction", &e);
+                            self.cleaner_failed(name, partition.index, "remote compaction", &e);
                             false
                         }
                     }
@@ -148,15 +152,11 @@ impl Broker {
                     Ok(Some(removed)) => removed,
                     Ok(None) => continue,
                     Err(e) => {
-                        self.cleaner_failed(name, partition, "compaction", &e);
+                        self.cleaner_failed(name, partition.index, "compaction", &e);
                         continue;
                     }
                 };
-                self.metrics.cleaner_runs.with_label_values(&[name]).inc();
-                self.metrics
-                    .cleaner_bytes_removed
-                    .with_label_values(&[name])
-                    .inc_by(removed);
+                self.cleaner_ran(name, removed);
                 info!(
                     topic = name,
                     partition = partition.index,
@@ -167,12 +167,100 @@ impl Broker {
                 );
             }
         }
+        self.clean_diskless(max_keys).await;
+    }
+
+    /// The diskless part of a cleaner round: a pass over the merged history of each
+    /// compacted diskless partition this broker merge-owns, if one is due
+    /// (`crate::diskless::compact`). Counted in the cleaner's metrics.
+    async fn clean_diskless(&self, max_keys: usize) {
+        use crate::diskless::merge::DisklessHost;
+        let (Some(diskless), Some(tiering)) = (&self.diskless, &self.tiering) else {
+            return;
+        };
+        let live = DisklessHost::live_brokers(self);
+        let me = self.config.node_id;
+        let mut owned = std::collections::HashSet::new();
+        for topic in self.topics.all() {
+            let config = topic.config.log_config();
+            if !topic.diskless || !config.compact {
+                continue;
+            }
+            let name = topic.name.as_str();
+            for index in 0..topic.partition_count() {
+                let key = crate::diskless::PartitionKey {
+                    topic_id: topic.id,
+                    partition: index,
+                };
+                if self.shutdown.is_cancelled() {
+                    return;
+                }
+                if crate::diskless::merge::owner(&live, &key) != Some(me) {
+                    continue;
+                }
+                owned.insert(key);
+                let head = diskless.view.get(&key).head.clone();
+                let first_dirty = diskless.cleaner.first_dirty(&key);
+                if head.merged <= head.log_start || head.merged <= first_dirty {
+                    continue; // nothing merged, or nothing merged since the last pass
+                }
+                let started = std::time::Instant::now();
+                let partition = match diskless.partition(key, name).await {
+                    Ok(partition) => partition,
+                    Err(e) => {
+                        self.cleaner_failed(name, index, "diskless compaction", &e);
+                        continue;
+                    }
+                };
+                let pass = crate::diskless::compact::Pass {
+                    remote: &partition.remote,
+                    config: config.clone(),
+                    first_dirty,
+                    max_keys,
+                    staging: self.config.data_dir.join("diskless-compact"),
+                    stopped: &|| {
+                        self.shutdown.is_cancelled() || diskless.view.is_removed(key.topic_id)
+                    },
+                };
+                let now = self.clock.now_ms();
+                let cleaned = match crate::diskless::compact::compact(tiering, pass, now).await {
+                    Ok(Some(cleaned)) => cleaned,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        self.cleaner_failed(name, index, "diskless compaction", &e);
+                        continue;
+                    }
+                };
+                diskless.cleaner.set_first_dirty(key, cleaned.first_dirty);
+                let removed = cleaned.pass.bytes_removed;
+                self.cleaner_ran(name, removed);
+                info!(
+                    topic = name,
+                    partition = index,
+                    segments = cleaned.pass.rewritten,
+                    stale = cleaned.pass.stale,
+                    removed_bytes = removed,
+                    first_dirty = cleaned.first_dirty,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "compacted a diskless partition's merged segments"
+                );
+            }
+        }
+        diskless.cleaner.retain(|key| owned.contains(key));
+    }
+
+    fn cleaner_ran(&self, topic: &str, bytes_removed: u64) {
+        self.metrics.cleaner_runs.with_label_values(&[topic]).inc();
+        self.metrics
+            .cleaner_bytes_removed
+            .with_label_values(&[topic])
+            .inc_by(bytes_removed);
     }
 
     fn cleaner_failed(
         &self,
         topic: &str,
-        partition: &Partition,
+        partition: i32,
         what: &str,
         error: &dyn std::fmt::Display,
     ) {
@@ -180,7 +268,7 @@ impl Broker {
             .cleaner_errors
             .with_label_values(&[topic])
             .inc();
-        warn!(topic, partition = partition.index, %error, "{what} failed; retrying at the next round");
+        warn!(topic, partition, %error, "{what} failed; retrying at the next round");
     }
 
     /// Whether a produce of `incoming_bytes` must be refused for a full disk. While

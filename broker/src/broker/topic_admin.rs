@@ -610,7 +610,9 @@ impl Broker {
 
     /// CreatePartitions: grows topic `name` to `count` partitions, on the replicas
     /// `assignments` names for each new partition (checked as Kafka checks them), else
-    /// where placement puts them.
+    /// where placement puts them. A diskless topic's new partitions have no replicas (an
+    /// explicit assignment is refused) and no local logs: its record grows, and every
+    /// broker's metadata round installs it.
     pub async fn create_partitions(
         &self,
         name: &str,
@@ -626,11 +628,14 @@ impl Broker {
             .topics
             .get(name)
             .ok_or_else(|| AdminError::UnknownTopic(name.to_string()))?;
-        if topic.diskless {
-            return Err(AdminError::InvalidPartitions(
-                "adding partitions to a diskless topic is not supported yet (a known gap: docs/architecture.md, Diskless topics)".into(),
-            ));
-        }
+        // A diskless topic opens no local logs: its partitions are its record's.
+        let opened = |topic: &Topic| {
+            if topic.diskless {
+                topic.record.partitions.len()
+            } else {
+                topic.partitions.len()
+            }
+        };
         // The store decides, not this broker's copy: a metadata round may not have
         // brought partitions another broker added here yet.
         let (stored, version) = self
@@ -644,14 +649,14 @@ impl Broker {
         }
         let current = stored.partitions.len() as i32;
         let factor = stored.partitions.first().map_or(1, |p| p.replicas.len());
-        if stored.partitions.len() > topic.partitions.len() {
+        if stored.partitions.len() > opened(&topic) {
             topic = self.update_local_topic(&topic, stored, version).await?;
         }
-        if topic.partitions.len() != current as usize {
+        if opened(&topic) != current as usize {
             return Err(AdminError::InvalidPartitions(format!(
                 "broker {} has {} partitions of {name} open and the metadata store {current}; retry once it caught up",
                 self.config.node_id,
-                topic.partitions.len()
+                opened(&topic)
             )));
         }
         if count == current {
@@ -669,6 +674,11 @@ impl Broker {
                 "{count} partitions is more than 100000"
             )));
         }
+        if topic.diskless && assignments.is_some() {
+            return Err(AdminError::InvalidReplicaAssignment(format!(
+                "{name} is a diskless topic: its partitions have no replicas to assign"
+            )));
+        }
         if let Some(assignments) = &assignments {
             self.check_assignments(assignments, (count - current) as usize, factor, current)
                 .await?;
@@ -678,24 +688,34 @@ impl Broker {
             return Ok(());
         }
         let mut record = topic.record.clone();
-        let assignment = match assignments {
-            Some(assignments) => assignments,
-            None => {
-                self.place(
-                    name,
-                    (count - current) as usize,
-                    factor as i16,
-                    current as usize,
-                )
-                .await?
-            }
-        };
-        record
-            .partitions
-            .extend(assignment.into_iter().map(PartitionRecord::new));
+        if topic.diskless {
+            // No replicas, no local logs: a new partition is its record, and its head is
+            // created by its first append, as for the partitions the topic was created
+            // with (every broker's view shows a partition it has not seen as empty).
+            record
+                .partitions
+                .extend((current..count).map(|_| PartitionRecord::diskless()));
+        } else {
+            let assignment = match assignments {
+                Some(assignments) => assignments,
+                None => {
+                    self.place(
+                        name,
+                        (count - current) as usize,
+                        factor as i16,
+                        current as usize,
+                    )
+                    .await?
+                }
+            };
+            record
+                .partitions
+                .extend(assignment.into_iter().map(PartitionRecord::new));
+        }
         // Logs first, then the store (as in create_topic).
         let mut added = Vec::new();
-        for index in current as usize..count as usize {
+        let local = if topic.diskless { current } else { count };
+        for index in current as usize..local as usize {
             match self.open_partition(&record, &topic.config, index).await {
                 Ok(partition) => added.push(Arc::new(partition)),
                 Err(e) => {

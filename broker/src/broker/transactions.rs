@@ -1,6 +1,8 @@
 //! The broker's side of transactions: the handle the transaction coordinator gets
 //! ([`crate::txn::TxnHost`]), and markers, written here when this broker leads the
-//! partition or sent to its leader over the replication channel.
+//! partition or sent to its leader over the replication channel. A diskless partition
+//! has no leader: any broker appends to it, so its markers go through this broker's
+//! appender.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -101,6 +103,53 @@ impl Broker {
             );
         }
         Ok(offset)
+    }
+
+    /// Appends a marker to a diskless partition through this broker's appender and waits
+    /// for its commit. `Ok(None)`: an older epoch's marker refused while no transaction of
+    /// the producer is open in the partition (the transaction ended with a newer one), as
+    /// [`Broker::write_txn_marker_local`] answers.
+    pub async fn write_diskless_marker(
+        &self,
+        topic: &Topic,
+        partition: i32,
+        request: MarkerRequest,
+    ) -> Result<Option<i64>, crate::diskless::append::AppendError> {
+        use crate::diskless::append::AppendError;
+        use crate::diskless::state::ProducerErrorKind;
+        let Some(diskless) = self.diskless.as_ref() else {
+            return Err(AppendError::ObjectStore(
+                "this broker has no object store for diskless topics".into(),
+            ));
+        };
+        let key = crate::diskless::PartitionKey {
+            topic_id: topic.id,
+            partition,
+        };
+        let within = std::time::Duration::from_millis(MARKER_TIMEOUT_MS as u64);
+        let written = diskless
+            .appender
+            .append_marker(key, &topic.name, &topic.config, request, within)
+            .await;
+        match written {
+            Ok(offset) => Ok(Some(offset)),
+            // The view was re-read before the refusal (see the appender's settle_early)
+            // or the commit refused it against the stored state.
+            Err(AppendError::Producer(_, ProducerErrorKind::Fenced))
+                if !diskless
+                    .view
+                    .get(&key)
+                    .head
+                    .open
+                    .contains_key(&request.producer_id) =>
+            {
+                warn!(topic = %topic.name, partition, producer_id = request.producer_id,
+                    epoch = request.producer_epoch,
+                    "a marker of an older producer epoch was refused; the transaction has ended");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// KIP-890's verification, asked by this broker as a partition leader before it
@@ -282,14 +331,25 @@ impl TxnHost for Broker {
         let Some(t) = self.topics.get(topic) else {
             return Ok(());
         };
-        let Some(p) = t.partition(partition).cloned() else {
-            return Ok(());
-        };
         let request = MarkerRequest {
             producer_id,
             producer_epoch,
             marker,
             coordinator_epoch,
+        };
+        if t.diskless {
+            if !t.has_partition(partition) {
+                return Ok(());
+            }
+            return match self.write_diskless_marker(&t, partition, request).await {
+                Ok(_) => Ok(()),
+                // Deleted while the marker was committed: nothing left to mark.
+                Err(crate::diskless::append::AppendError::Deleted(_)) => Ok(()),
+                Err(e) => Err(MarkerError::Retriable(format!("{topic}-{partition}: {e}"))),
+            };
+        }
+        let Some(p) = t.partition(partition).cloned() else {
+            return Ok(());
         };
         if p.is_leader() {
             return self

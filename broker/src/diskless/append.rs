@@ -25,13 +25,18 @@
 //!
 //! Flushes run one at a time, so one broker's commits to a partition keep the order in
 //! which their produce requests arrived.
+//!
+//! Transaction markers ([`Appender::append_marker`], for the coordinator) take the same
+//! path as one-batch items; they skip the produce backpressure (pending runs, queue
+//! bytes), since a marker ends a transaction and is a few dozen bytes. Both plans (the
+//! view's in step 1, the store's in step 3) apply the same transaction rules
+//! ([`super::state::plan`]).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::ResponseError;
 use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -39,14 +44,17 @@ use tracing::{debug, warn};
 use super::metrics::DisklessMetrics;
 use super::read::WriteCache;
 use super::state::{
-    ObjectInfo, Outcome, PartitionKey, PendingBatch, Plan, ProducerErrorKind, plan,
+    BatchKind, MAX_OPEN_TRANSACTIONS, ObjectInfo, Outcome, PartitionKey, PendingBatch, Plan, plan,
 };
 use super::store::{AppendOutcome, AppendWrite};
 use super::view::DisklessView;
 use crate::log::format::{self, BatchHeader};
+use crate::log::txn::{Marker, MarkerRequest};
 use crate::partition::PartitionError;
 use crate::sys::Clock;
 use crate::topic_config::TopicConfig;
+pub use error::AppendError;
+use error::{partition_code, refusal, too_many_transactions};
 
 /// Commit attempts of one flush before its partitions are answered with a retriable
 /// error (each failed attempt means another broker appended to the partition meanwhile).
@@ -66,55 +74,6 @@ pub struct Ack {
     pub records: i64,
 }
 
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum AppendError {
-    #[error("{0}")]
-    Batch(String, ResponseError),
-    #[error("transactions are not supported on diskless topics yet")]
-    Transactional,
-    #[error(
-        "partition {key} has {runs} unmerged runs (diskless_max_pending_runs); retry once merging catches up"
-    )]
-    Backpressure { key: PartitionKey, runs: u32 },
-    #[error("the object store failed, nothing was committed: {0}")]
-    ObjectStore(String),
-    #[error("the metadata store failed; the append may or may not have committed: {0}")]
-    MetadataStore(String),
-    #[error("{0}")]
-    Producer(String, ProducerErrorKind),
-    #[error("the broker is shutting down")]
-    ShuttingDown,
-    #[error(
-        "{queued} bytes of produce wait for the object store (diskless_append_queue_bytes); retry"
-    )]
-    QueueFull { queued: u64 },
-    #[error("partition {0} was deleted while the append was committed")]
-    Deleted(PartitionKey),
-}
-
-impl AppendError {
-    /// The Kafka error code; every failure of the broker's own (stores, contention) is
-    /// retriable.
-    pub fn code(&self) -> ResponseError {
-        match self {
-            AppendError::Batch(_, code) => *code,
-            AppendError::Transactional => ResponseError::InvalidRequest,
-            AppendError::Producer(_, ProducerErrorKind::Fenced) => {
-                ResponseError::InvalidProducerEpoch
-            }
-            AppendError::Producer(_, ProducerErrorKind::OutOfOrder) => {
-                ResponseError::OutOfOrderSequenceNumber
-            }
-            AppendError::Backpressure { .. }
-            | AppendError::QueueFull { .. }
-            | AppendError::ObjectStore(_)
-            | AppendError::MetadataStore(_) => ResponseError::KafkaStorageError,
-            AppendError::ShuttingDown => ResponseError::NotEnoughReplicas,
-            AppendError::Deleted(_) => ResponseError::UnknownTopicOrPartition,
-        }
-    }
-}
-
 pub type AckReceiver = oneshot::Receiver<Result<Ack, AppendError>>;
 
 struct Queued {
@@ -127,11 +86,26 @@ struct Queued {
     reply: oneshot::Sender<Result<Ack, AppendError>>,
     /// acks=0: nobody waits for the answer, and the append goes on all the same.
     detached: bool,
+    /// Its transactional batches were verified with their coordinator (see
+    /// [`BatchKind::Transactional`]).
+    verified: bool,
+    /// A transaction marker: then its only batch is the control batch.
+    marker: Option<Marker>,
 }
 
 impl Queued {
     fn bytes(&self) -> u64 {
         self.batches.iter().map(|(_, b)| b.len() as u64).sum()
+    }
+
+    fn kind(&self, header: &BatchHeader) -> BatchKind {
+        match self.marker {
+            Some(marker) => BatchKind::Marker(marker),
+            None if header.is_transactional() => BatchKind::Transactional {
+                verified: self.verified,
+            },
+            None => BatchKind::Data,
+        }
     }
 }
 
@@ -256,7 +230,9 @@ impl Appender {
     }
 
     /// Validates one partition's records of a produce request and queues them; the
-    /// receiver gets the answer once they are committed (or refused).
+    /// receiver gets the answer once they are committed (or refused). Transactional
+    /// batches only join a transaction open in the partition (see
+    /// [`Appender::enqueue_verified`]).
     pub async fn enqueue(
         &self,
         key: PartitionKey,
@@ -264,7 +240,84 @@ impl Appender {
         config: &TopicConfig,
         records: &[u8],
     ) -> Result<AckReceiver, AppendError> {
-        self.enqueue_item(key, topic, config, records, false).await
+        self.enqueue_item(key, topic, config, records, false, false)
+            .await
+    }
+
+    /// [`Appender::enqueue`] of records whose transactional batches were verified with
+    /// their coordinator (the partition is in the producer's transaction): they may open
+    /// it in the partition.
+    pub async fn enqueue_verified(
+        &self,
+        key: PartitionKey,
+        topic: &str,
+        config: &TopicConfig,
+        records: &[u8],
+    ) -> Result<AckReceiver, AppendError> {
+        self.enqueue_item(key, topic, config, records, false, true)
+            .await
+    }
+
+    /// Appends a transaction marker for the coordinator and waits for its commit, at most
+    /// `within`: its offset.
+    pub async fn append_marker(
+        &self,
+        key: PartitionKey,
+        topic: &str,
+        config: &TopicConfig,
+        request: MarkerRequest,
+        within: Duration,
+    ) -> Result<i64, AppendError> {
+        let answer = self.enqueue_marker(key, topic, config, request)?;
+        match tokio::time::timeout(within, answer).await {
+            Ok(Ok(result)) => result.map(|ack| ack.base_offset),
+            // The appender dropped it unanswered: only when it stops.
+            Ok(Err(_)) => Err(AppendError::ShuttingDown),
+            Err(_) => Err(AppendError::TimedOut(within.as_millis() as u64)),
+        }
+    }
+
+    /// Queues a transaction marker (a control batch of one record) for the coordinator;
+    /// the receiver gets its offset once committed. Not held back by
+    /// `diskless_max_pending_runs` or `diskless_append_queue_bytes`: a marker ends a
+    /// transaction (and so lets merging past it) and is a few dozen bytes.
+    pub fn enqueue_marker(
+        &self,
+        key: PartitionKey,
+        topic: &str,
+        config: &TopicConfig,
+        request: MarkerRequest,
+    ) -> Result<AckReceiver, AppendError> {
+        let now = self.clock.now_ms();
+        let batch = crate::log::txn::encode_marker(
+            request.producer_id,
+            request.producer_epoch,
+            request.marker,
+            request.coordinator_epoch,
+            now,
+        );
+        let mut bytes = BytesMut::from(&batch[..]);
+        let log_append_time = if config.log_config().log_append_time {
+            format::set_log_append_time(&mut bytes, now);
+            now
+        } else {
+            -1
+        };
+        let header = format::parse_validated_header(&bytes);
+        let (reply, answer) = oneshot::channel();
+        let item = Queued {
+            key,
+            topic: Arc::from(topic),
+            batches: vec![(header, bytes.freeze())],
+            log_append_time,
+            queued_at: Instant::now(),
+            reply,
+            detached: false,
+            verified: false,
+            marker: Some(request.marker),
+        };
+        self.push(item, false)?;
+        Ok(answer)
     }
 
     /// [`Appender::enqueue`] for acks=0: appended even though nobody waits for it (a
@@ -277,7 +330,7 @@ impl Appender {
         config: &TopicConfig,
         records: &[u8],
     ) -> Result<(), AppendError> {
-        self.enqueue_item(key, topic, config, records, true)
+        self.enqueue_item(key, topic, config, records, true, false)
             .await
             .map(drop)
     }
@@ -289,8 +342,10 @@ impl Appender {
         config: &TopicConfig,
         records: &[u8],
         detached: bool,
+        verified: bool,
     ) -> Result<AckReceiver, AppendError> {
-        let runs = self.view.get(&key).head.runs;
+        let state = self.view.get(&key);
+        let runs = state.head.runs;
         if runs >= self.max_pending_runs {
             return Err(AppendError::Backpressure { key, runs });
         }
@@ -312,8 +367,12 @@ impl Appender {
                 format::set_log_append_time(&mut bytes, log_append_time);
             }
             let header = format::parse_validated_header(&bytes);
-            if header.is_transactional() {
-                return Err(AppendError::Transactional);
+            // Refused early when the view shows the cap reached (the commit checks again).
+            if header.is_transactional()
+                && !state.head.open.contains_key(&header.producer_id)
+                && state.head.open.len() >= MAX_OPEN_TRANSACTIONS
+            {
+                return Err(too_many_transactions(key));
             }
             batches.push((header, bytes.freeze()));
         }
@@ -326,12 +385,20 @@ impl Appender {
             queued_at: Instant::now(),
             reply,
             detached,
+            verified,
+            marker: None,
         };
+        self.push(item, true)?;
+        Ok(answer)
+    }
+
+    /// Queues `item` (`bounded`: refused past `diskless_append_queue_bytes`).
+    fn push(&self, item: Queued, bounded: bool) -> Result<(), AppendError> {
         let mut queue = self.queue();
         if queue.closed {
             return Err(AppendError::ShuttingDown);
         }
-        if queue.bytes > 0 && queue.bytes + item.bytes() > self.queue_bytes {
+        if bounded && queue.bytes > 0 && queue.bytes + item.bytes() > self.queue_bytes {
             return Err(AppendError::QueueFull {
                 queued: queue.bytes,
             });
@@ -341,7 +408,7 @@ impl Appender {
         queue.items.push(item);
         drop(queue);
         self.wake.notify_one();
-        Ok(answer)
+        Ok(())
     }
 
     /// Flushes until `cancel`, then flushes what is queued and stops.
@@ -417,6 +484,7 @@ impl Appender {
             for item in items {
                 for (header, bytes) in &item.batches {
                     batches.push(PendingBatch {
+                        kind: item.kind(header),
                         producer_id: header.producer_id,
                         epoch: header.producer_epoch,
                         first_sequence: header.base_sequence,
@@ -706,6 +774,7 @@ fn plan_items<'a>(state: &super::PartitionState, items: impl Iterator<Item = &'a
     let batches: Vec<PendingBatch> = items
         .flat_map(|item| {
             item.batches.iter().map(|(header, bytes)| PendingBatch {
+                kind: item.kind(header),
                 producer_id: header.producer_id,
                 epoch: header.producer_epoch,
                 first_sequence: header.base_sequence,
@@ -723,21 +792,6 @@ fn plan_items<'a>(state: &super::PartitionState, items: impl Iterator<Item = &'a
         now_ms: 0,
     };
     plan(state, &batches, &info)
-}
-
-fn refusal(item: &Queued, kind: ProducerErrorKind) -> AppendError {
-    let (producer, epoch, sequence) = item.batches.first().map_or((-1, -1, -1), |(h, _)| {
-        (h.producer_id, h.producer_epoch, h.base_sequence)
-    });
-    let why = match kind {
-        ProducerErrorKind::Fenced => {
-            format!("producer {producer} epoch {epoch} is fenced by a newer epoch")
-        }
-        ProducerErrorKind::OutOfOrder => {
-            format!("producer {producer}: sequence {sequence} does not follow the last one stored")
-        }
-    };
-    AppendError::Producer(why, kind)
 }
 
 /// Answers a partition's items from the outcomes of its committed plan, in order: an
@@ -779,23 +833,6 @@ fn answer(items: Vec<Queued>, plan: &Plan, log_start_offset: i64) {
     }
 }
 
-fn partition_code(error: &PartitionError) -> ResponseError {
-    match error {
-        PartitionError::Log(crate::log::LogError::InvalidBatch(e)) => match e {
-            crate::log::BatchError::TooLarge { .. } => ResponseError::MessageTooLarge,
-            crate::log::BatchError::Crc { .. } | crate::log::BatchError::Decompress(_) => {
-                ResponseError::CorruptMessage
-            }
-            crate::log::BatchError::Magic(_) => ResponseError::UnsupportedForMessageFormat,
-            crate::log::BatchError::Codec(_) => ResponseError::UnsupportedCompressionType,
-            crate::log::BatchError::Timestamp { .. } => ResponseError::InvalidTimestamp,
-            _ => ResponseError::InvalidRecord,
-        },
-        PartitionError::DecodeFailed => ResponseError::UnknownServerError,
-        _ => ResponseError::KafkaStorageError,
-    }
-}
-
 /// `diskless/<yyyymmddhh>/<node_id>-<uuid>.batches` (UTC hour of `now_ms`).
 pub fn object_key(node_id: i32, now_ms: i64) -> String {
     let (year, month, day, hour) = utc_hour(now_ms);
@@ -821,6 +858,8 @@ fn utc_hour(now_ms: i64) -> (i64, i64, i64, i64) {
     let year = yoe + era * 400 + i64::from(month <= 2);
     (year, month, day, hour)
 }
+
+mod error;
 
 #[cfg(test)]
 mod tests;

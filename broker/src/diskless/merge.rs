@@ -9,7 +9,12 @@
 //! partition). A partition is merged when its unmerged runs reach `diskless_merge_bytes`
 //! (capped by the topic's segment.bytes), when the oldest is older than
 //! `diskless_merge_max_age_ms`, or when their count reaches half of
-//! `diskless_max_pending_runs` (above which produce is refused). A merge:
+//! `diskless_max_pending_runs` (above which produce is refused). A merge never reaches
+//! the head's last stable offset (`Head::last_stable`): it takes whole runs ending at or
+//! below it, so an open transaction's records (and everything after them) stay in runs
+//! until its marker; `transaction.timeout.ms` bounds how long, after which the
+//! coordinator aborts it. Meanwhile runs pile up and, past `diskless_max_pending_runs`,
+//! produce is refused. A merge:
 //!
 //! 1. **reads** a prefix of the runs (ranged reads of their shared objects through the
 //!    segment cache, where a tailing reader may already have put them);
@@ -30,13 +35,20 @@
 //! trim that raced an append is recomputed from a fresh read.
 //!
 //! Producer state stays in the metadata store (the producer entries), where every broker
-//! checks idempotent retries: a merged segment carries an empty producer snapshot and no
-//! transaction index (transactions are refused on diskless topics).
+//! checks idempotent retries: a merged segment carries an empty producer snapshot. Its
+//! transaction index (read by read_committed fetches of merged history, as a tiered
+//! segment's) lists every aborted transaction with records in the segment's offsets
+//! ([`build::aborted_overlapping`]): the entries of the runs, which live with the run of
+//! their abort marker. Such a marker is at or after the segment's base, so in the runs
+//! being merged or later ones, which the merge loaded with them: a transaction with
+//! records below the last stable offset has its marker committed, and an entry whose
+//! marker is still in runs past the segment's end is listed all the same. The set is
+//! fixed once the records are below the last stable offset, so two mergers build the
+//! same index.
 //!
-//! Compaction: cleanup.policy=compact is refused on diskless topics at creation and on
-//! alteration (`crate::topic_config::check_diskless`, INVALID_CONFIG "compaction is not
-//! supported on diskless topics"). The remote compaction of tiered topics needs a local
-//! pass's offset map, which a diskless partition never builds.
+//! Compaction: the merge owner of a compacted topic's partition also compacts its merged
+//! segments, on the log cleaner's schedule (`super::compact`); merges and compaction
+//! meet only in the manifest, whose compare-and-swap keeps both.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -190,6 +202,9 @@ pub fn plan(
     if !due {
         return Plan::Nothing;
     }
+    // An open transaction's records stay in runs until its marker: nothing at or past
+    // the last stable offset is merged (a run reaching past it waits whole).
+    let stable = state.head.last_stable();
     let mut chosen = Vec::new();
     let mut total = 0u64;
     let mut next = first.base;
@@ -198,12 +213,15 @@ pub fn plan(
             && run.end - first.base <= i64::from(i32::MAX)
             && total + run.len <= build::MAX_SEGMENT_BYTES;
         // The first run goes whatever its size: a run is never split.
-        if run.base != next || (!chosen.is_empty() && !fits) {
+        if run.base != next || run.end > stable || (!chosen.is_empty() && !fits) {
             break;
         }
         chosen.push(run.base);
         total += run.len;
         next = run.end;
+    }
+    if chosen.is_empty() {
+        return Plan::Nothing;
     }
     Plan::Merge(chosen)
 }
@@ -333,8 +351,20 @@ impl Merger {
                     .iter()
                     .filter_map(|b| state.runs.get(b).cloned())
                     .collect();
+                let aborted = build::aborted_overlapping(
+                    state.runs.values(),
+                    runs.first().map_or(0, |r| r.base),
+                    runs.last().map_or(0, |r| r.end),
+                );
                 let uploaded = self
-                    .upload(&remote, &runs, state.head.log_start, settings, now_ms)
+                    .upload(
+                        &remote,
+                        &runs,
+                        &aborted,
+                        state.head.log_start,
+                        settings,
+                        now_ms,
+                    )
                     .await?;
                 if uploaded {
                     // Counted here, before the trim: a trim that fails does not undo it.
@@ -364,12 +394,15 @@ impl Merger {
         }
     }
 
-    /// Reads `runs`, builds their segment and commits it to the manifest. Returns
-    /// whether this call committed it (false: the manifest already covered it).
+    /// Reads `runs`, builds their segment and commits it to the manifest, with
+    /// `aborted` (the aborted transactions overlapping the runs' offsets,
+    /// [`build::aborted_overlapping`]) as its transaction index. Returns whether this call
+    /// committed it (false: the manifest already covered it).
     pub async fn upload(
         &self,
         remote: &RemoteLog,
         runs: &[Run],
+        aborted: &[crate::log::txn::AbortedTxn],
         log_start: i64,
         settings: &MergeSettings,
         now_ms: i64,
@@ -416,7 +449,12 @@ impl Merger {
             offset_index: Bytes::from(segment.offset_index),
             time_index: Bytes::from(segment.time_index),
             producer_snapshot: Bytes::new(),
-            txn_index: Bytes::new(),
+            // No index object without an aborted transaction, as a local segment.
+            txn_index: if aborted.is_empty() {
+                Bytes::new()
+            } else {
+                Bytes::from(crate::log::txn::encode_file(aborted))
+            },
             max_timestamp: segment.max_timestamp,
             log_start_offset: log_start,
         };

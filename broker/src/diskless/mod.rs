@@ -19,6 +19,21 @@
 //! - Idempotence lives with the partition, in its producer entries
 //!   ([`state::ProducerEntry`]), which every commit reads and writes under the same
 //!   compare: a retry that reaches another broker is still recognised as a duplicate.
+//! - Transactions live with the partition too, in its head: `open` maps each producer
+//!   with a transaction open here to the offset of its first transactional batch since
+//!   its last marker (the oldest bounds the last stable offset, `Head::last_stable`).
+//!   A transactional batch is verified with its coordinator by the broker that takes
+//!   the produce when that broker's view shows no transaction of the producer open here;
+//!   an unverified one only joins a transaction open at commit time (else it is refused
+//!   retriably, and the retry is verified). A marker is a control batch the coordinator
+//!   has any broker append through its own appender (no leader): checked for its epoch
+//!   only (an older epoch than the producer entry's is refused; a newer one fences the
+//!   older batches), it removes the producer from `open`, and an ABORT of an open
+//!   transaction records an `AbortedEntry` with the run that holds the marker (as the
+//!   local log's `.txnindex` keeps it with the marker's segment). At most
+//!   `state::MAX_OPEN_TRANSACTIONS` (256) transactions are open per partition: a batch
+//!   that would open one more is refused with KAFKA_STORAGE_ERROR (retriable) until one
+//!   ends. A producer with a transaction open is never expired.
 //! - Merged data (below `merged`) is in the partition's tiered manifest, in the tiered
 //!   format; runs below `merged` may linger until trimmed and are ignored.
 //!
@@ -27,8 +42,10 @@
 //! `state` (records and the pure commit logic), `store` (etcd and embedded stores),
 //! `view` (every broker's view of every partition, kept by a watch), `append` (the
 //! appender: shared objects and commits), `read` (Fetch and ListOffsets, the write
-//! cache), `metrics`. Merging, retention, scrubbing and deletion are MERGE's modules.
+//! cache), `metrics`. Merging, retention, scrubbing and deletion are MERGE's modules;
+//! `compact` compacts the merged history of compacted topics.
 
+pub mod compact;
 pub mod merge;
 pub mod retention;
 pub mod scrub;
@@ -68,6 +85,8 @@ pub struct Diskless {
     pub cache: Arc<read::WriteCache>,
     pub metrics: Arc<metrics::DisklessMetrics>,
     pub tiering: Arc<Tiering>,
+    /// The first dirty offsets of the compacted partitions this broker merge-owns.
+    pub cleaner: compact::CleanerState,
     /// A std mutex: held for a map access; opening a partition happens outside it.
     partitions: Mutex<HashMap<PartitionKey, Arc<DisklessPartition>>>,
 }
@@ -76,7 +95,12 @@ pub struct Diskless {
 pub struct FetchResult {
     pub records: Bytes,
     pub high_watermark: i64,
+    /// The head's last stable offset ([`Head::last_stable`]).
+    pub last_stable_offset: i64,
     pub log_start_offset: i64,
+    /// For read_committed, the aborted transactions with records among `records`
+    /// (KIP-98: the client drops them); empty otherwise.
+    pub aborted: Vec<crate::log::txn::AbortedTxn>,
     /// Read from the merged history (the tiered manifest), not the runs.
     pub from_merged: bool,
 }
@@ -114,6 +138,7 @@ impl Diskless {
                 cache,
                 metrics,
                 tiering,
+                cleaner: compact::CleanerState::default(),
                 partitions: Mutex::new(HashMap::new()),
             },
             revision,
@@ -169,7 +194,10 @@ impl Diskless {
     }
 
     /// Reads from `offset`: OFFSET_OUT_OF_RANGE below the log start or past `next`;
-    /// empty at `next`.
+    /// empty at `next`. A `read_committed` read stops at the last stable offset (empty
+    /// from there up to `next`, as Kafka) and lists the aborted transactions among its
+    /// records: from the runs' entries, and for merged history from the segment's
+    /// transaction index.
     ///
     /// This broker's view may be behind the store (a consumer that moved here from a
     /// broker that appended more): an offset past the view's `next` first refreshes the
@@ -184,6 +212,7 @@ impl Diskless {
         topic: &str,
         offset: i64,
         max_bytes: usize,
+        read_committed: bool,
     ) -> Result<FetchResult, read::ReadError> {
         let mut state = self.view.get(&key);
         if offset > state.head.next {
@@ -195,20 +224,23 @@ impl Diskless {
                     return Ok(FetchResult {
                         records: Bytes::new(),
                         high_watermark: state.head.next,
+                        last_stable_offset: state.head.last_stable(),
                         log_start_offset: state.head.log_start,
+                        aborted: Vec::new(),
                         from_merged: false,
                     });
                 }
             }
         }
-        match self.fetch_from(&state, key, topic, offset, max_bytes).await {
+        let read = (offset, max_bytes, read_committed);
+        match self.fetch_from(&state, key, topic, read).await {
             Err(read::ReadError::Gap { .. }) => {
                 let fresh = self
                     .view
                     .refresh(&key)
                     .await
                     .map_err(|_| read::ReadError::Gap { offset })?;
-                self.fetch_from(&fresh, key, topic, offset, max_bytes).await
+                self.fetch_from(&fresh, key, topic, read).await
             }
             result => result,
         }
@@ -219,8 +251,7 @@ impl Diskless {
         state: &PartitionState,
         key: PartitionKey,
         topic: &str,
-        offset: i64,
-        max_bytes: usize,
+        (offset, max_bytes, read_committed): (i64, usize, bool),
     ) -> Result<FetchResult, read::ReadError> {
         let head = &state.head;
         if offset < head.log_start || offset > head.next {
@@ -231,41 +262,104 @@ impl Diskless {
             });
         }
         let reader = self.tiering.reader();
-        let records = if offset == head.next {
+        // Merged history is all below the last stable offset (merging stops there).
+        let upto = if read_committed {
+            head.last_stable()
+        } else {
+            head.next
+        };
+        let mut aborted = Vec::new();
+        let records = if offset >= upto {
             Bytes::new()
         } else if offset < head.merged {
             let partition = self
                 .partition(key, topic)
                 .await
                 .map_err(|e| read::ReadError::Remote(e.into()))?;
-            read::read_merged(&partition.remote, &reader, head.merged, offset, max_bytes).await?
+            let remote = &partition.remote;
+            let first = read::read_merged(
+                remote,
+                &reader,
+                head.merged,
+                offset,
+                max_bytes,
+                read_committed.then_some(&mut aborted),
+            )
+            .await;
+            match first {
+                // The cached manifest may name a segment object that compaction (on the
+                // merge owner) replaced and deleted: reload it and read once more.
+                Err(read::ReadError::Remote(e)) => {
+                    tracing::debug!(partition = %key, error = %e,
+                        "a merged read failed; reloading the manifest");
+                    remote
+                        .reload()
+                        .await
+                        .map_err(|e| read::ReadError::Remote(e.into()))?;
+                    aborted.clear();
+                    read::read_merged(
+                        remote,
+                        &reader,
+                        head.merged,
+                        offset,
+                        max_bytes,
+                        read_committed.then_some(&mut aborted),
+                    )
+                    .await?
+                }
+                result => result?,
+            }
         } else {
-            read::read_runs(state, &self.cache, &reader, offset, max_bytes).await?
+            read::read_runs(state, &self.cache, &reader, (offset, upto), max_bytes).await?
         };
+        if read_committed && let Some(end) = crate::log::txn::records_end(&records) {
+            read::merge_aborted(&mut aborted, read::aborted_in_runs(state, offset, end));
+        }
         Ok(FetchResult {
             records,
             high_watermark: head.next,
+            last_stable_offset: head.last_stable(),
             log_start_offset: head.log_start,
+            aborted,
             from_merged: offset < head.merged,
         })
     }
 
     /// ListOffsets by timestamp (`timestamp` ≥ 0) or MAX_TIMESTAMP (`None`): (offset,
-    /// timestamp), or `None` if no record qualifies.
+    /// timestamp), or `None` if no record qualifies. As in Kafka, only a record the
+    /// caller may fetch qualifies: below `next`, and for `read_committed` below the last
+    /// stable offset (a record found past it answers `None`, not a later one).
     pub async fn offset_for_timestamp(
         &self,
         key: PartitionKey,
         topic: &str,
         timestamp: Option<i64>,
+        read_committed: bool,
     ) -> Result<Option<(i64, i64)>, read::ReadError> {
         let state = self.view.get(&key);
+        let fetchable = if read_committed {
+            state.head.last_stable()
+        } else {
+            state.head.next
+        };
+        let found = self.search(&state, key, topic, timestamp).await?;
+        Ok(found.filter(|&(offset, _)| offset < fetchable))
+    }
+
+    async fn search(
+        &self,
+        state: &PartitionState,
+        key: PartitionKey,
+        topic: &str,
+        timestamp: Option<i64>,
+    ) -> Result<Option<(i64, i64)>, read::ReadError> {
         let reader = self.tiering.reader();
         let from = state.head.log_start;
         let in_runs = match timestamp {
             Some(ts) => {
-                read::runs_offset_for_timestamp(&state, &self.cache, &reader, ts, from).await?
+                read::runs_offset_for_timestamp(state, &self.cache, &reader, ts, from).await?
             }
-            None => read::runs_max_timestamp(&state, &self.cache, &reader, from).await?,
+            None => read::runs_max_timestamp(state, &self.cache, &reader, from).await?,
         };
         if state.head.merged <= from {
             return Ok(in_runs);

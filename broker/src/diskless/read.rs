@@ -5,6 +5,19 @@
 //! are in runs: byte ranges of shared objects, read from the write cache when this broker
 //! wrote the object, else with a ranged read through the segment cache. Stored batches
 //! carry base offset 0; each is patched with its offset, counted from its run's `base`.
+//!
+//! read_committed (isolation level 1) reads stop at the head's last stable offset
+//! (`Head::last_stable`: the first offset of the oldest open transaction, else `next`);
+//! from there up to `next` they are empty, not out of range, as in Kafka. Merged history
+//! is all below it (merging stops there). Such a read also returns the aborted
+//! transactions with records among those returned (first offset below their end, abort
+//! marker at or after the fetch offset): from the runs' `aborted` entries (each with the
+//! run of its marker, so only runs ending after the fetch offset are looked at), and for a
+//! read of merged history also from the segment's transaction index
+//! (`crate::partition::remote::aborted_in_remote`), each listed once. read_uncommitted
+//! reads are bounded by `next` and list nothing: control batches come back like any
+//! batch and clients skip them. ListOffsets answers LATEST with the last stable offset for
+//! read_committed callers and finds no record at or past it by timestamp.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -14,6 +27,7 @@ use strata_tiering::{ObjectRef, RemoteLog};
 
 use super::state::{PartitionState, Run};
 use crate::log::format;
+use crate::log::txn::AbortedTxn;
 use crate::partition::remote::{RemoteReadError, RemoteReader};
 
 /// The shared objects this broker wrote, newest kept, up to a byte budget.
@@ -141,12 +155,13 @@ async fn run_bytes(
 }
 
 /// The batches of `bytes` (one run, base offset `base`), each patched with its offset:
-/// those whose last offset is at least `from`, stopping once `max_bytes` are taken
-/// (at least one batch, KIP-74). Also whether the run was read to its end.
+/// those whose last offset is at least `from` and below `upto`, stopping at the first
+/// batch reaching `upto` or once `max_bytes` are taken (at least one batch, KIP-74).
+/// Also whether the run was read to its end.
 fn patched_batches(
     run: &Run,
     bytes: &[u8],
-    from: i64,
+    (from, upto): (i64, i64),
     max_bytes: usize,
     out: &mut BytesMut,
 ) -> Result<bool, ReadError> {
@@ -164,6 +179,9 @@ fn patched_batches(
             return Err(corrupt(position));
         }
         let last = offset + i64::from(last_delta);
+        if last >= upto {
+            return Ok(false);
+        }
         if last >= from {
             if !out.is_empty() && out.len() + size > max_bytes {
                 return Ok(false);
@@ -181,14 +199,16 @@ fn patched_batches(
     Ok(true)
 }
 
-/// Reads from `offset` (at or above `merged`, below `next`) through the runs, up to
-/// `max_bytes` (at least one batch). The runs read must start at or before `offset` and
-/// follow one another without a gap, else [`ReadError::Gap`]: records are never skipped.
+/// Reads from `offset` (at or above `merged`, below `upto`) through the runs, up to
+/// `max_bytes` (at least one batch) and never a batch reaching `upto` (`next`, or for
+/// read_committed the last stable offset). The runs read must start at or before
+/// `offset` and follow one another up to `upto` without a gap, else
+/// [`ReadError::Gap`]: records are never skipped.
 pub async fn read_runs(
     state: &PartitionState,
     cache: &WriteCache,
     reader: &RemoteReader,
-    offset: i64,
+    (offset, upto): (i64, i64),
     max_bytes: usize,
 ) -> Result<Bytes, ReadError> {
     let mut out = BytesMut::new();
@@ -207,6 +227,9 @@ pub async fn read_runs(
         if run.end <= offset {
             continue;
         }
+        if run.base >= upto {
+            break;
+        }
         let gap = match expected {
             None => run.base > offset,
             Some(e) => run.base != e,
@@ -221,11 +244,11 @@ pub async fn read_runs(
             return Ok(out.freeze());
         }
         let bytes = run_bytes(cache, reader, run).await?;
-        if !patched_batches(run, &bytes, offset, max_bytes, &mut out)? {
+        if !patched_batches(run, &bytes, (offset, upto), max_bytes, &mut out)? {
             return Ok(out.freeze());
         }
     }
-    if expected.unwrap_or(offset) < state.head.next {
+    if expected.unwrap_or(offset) < upto {
         return Err(ReadError::Gap {
             offset: expected.unwrap_or(offset),
         });
@@ -254,23 +277,64 @@ pub async fn merged_search(
 }
 
 /// Reads from `offset` below `merged` through the partition's manifest. The manifest is
-/// reloaded first when it ends below `merged` (another broker merged since).
+/// reloaded first when it ends below `merged` (another broker merged since). For
+/// read_committed (`aborted`), also the aborted transactions the read segment's
+/// transaction index lists among the records returned.
 pub async fn read_merged(
     remote: &Arc<RemoteLog>,
     reader: &RemoteReader,
     merged: i64,
     offset: i64,
     max_bytes: usize,
+    aborted: Option<&mut Vec<AbortedTxn>>,
 ) -> Result<Bytes, ReadError> {
+    use crate::partition::remote::{aborted_in_remote, read_remote};
     if remote.marks().end_offset.is_none_or(|end| end < merged) {
         remote
             .reload()
             .await
             .map_err(|e| ReadError::Remote(e.into()))?;
     }
-    let (bytes, _) =
-        crate::partition::remote::read_remote(reader, remote, offset, max_bytes).await?;
+    let (bytes, entry) = read_remote(reader, remote, offset, max_bytes).await?;
+    if let Some(aborted) = aborted
+        && let Some(end) = crate::log::txn::records_end(&bytes)
+        && let Some(entry) = &entry
+    {
+        let mut listed = aborted_in_remote(reader, remote, entry).await?;
+        listed.retain(|a| overlaps(a, offset, end));
+        aborted.extend(listed);
+    }
     Ok(bytes)
+}
+
+/// Whether aborted transaction `a` has records in `[from, end)`.
+fn overlaps(a: &AbortedTxn, from: i64, end: i64) -> bool {
+    a.first_offset < end && a.last_offset >= from
+}
+
+/// The aborted transactions with records in `[from, end)` that the runs list: an entry
+/// lives with the run of its abort marker, at or after `from` for an overlapping entry,
+/// so the runs ending after `from` are enough. A transaction whose records are below
+/// `merged` is also in a merged segment's transaction index, from where a read of the
+/// merged history takes it; the caller merges both lists ([`merge_aborted`]).
+pub fn aborted_in_runs(state: &PartitionState, from: i64, end: i64) -> Vec<AbortedTxn> {
+    let mut aborted: Vec<AbortedTxn> = state
+        .runs
+        .values()
+        .filter(|run| run.end > from)
+        .flat_map(|run| run.aborted.iter())
+        .map(|e| AbortedTxn::from(*e))
+        .filter(|a| overlaps(a, from, end))
+        .collect();
+    merge_aborted(&mut aborted, Vec::new());
+    aborted
+}
+
+/// Adds `more` to `aborted`, each entry once, in (first offset, producer id) order.
+pub fn merge_aborted(aborted: &mut Vec<AbortedTxn>, more: Vec<AbortedTxn>) {
+    aborted.extend(more);
+    aborted.sort_by_key(|a| (a.first_offset, a.producer_id, a.last_offset));
+    aborted.dedup();
 }
 
 /// ListOffsets by timestamp over the runs: the first record at or after `from` with a
@@ -288,7 +352,7 @@ pub async fn runs_offset_for_timestamp(
         }
         let mut out = BytesMut::new();
         let bytes = run_bytes(cache, reader, run).await?;
-        patched_batches(run, &bytes, from, usize::MAX, &mut out)?;
+        patched_batches(run, &bytes, (from, i64::MAX), usize::MAX, &mut out)?;
         let mut position = 0;
         while position < out.len() {
             let Some((_, size, _)) = format::read_batch_prefix(&out[position..]) else {
@@ -326,7 +390,7 @@ pub async fn runs_max_timestamp(
     for run in state.live_runs().filter(|r| r.base < from && r.end > from) {
         let mut out = BytesMut::new();
         let bytes = run_bytes(cache, reader, run).await?;
-        patched_batches(run, &bytes, from, usize::MAX, &mut out)?;
+        patched_batches(run, &bytes, (from, i64::MAX), usize::MAX, &mut out)?;
         let mut position = 0;
         while let Some((_, size, _)) = format::read_batch_prefix(&out[position..]) {
             let batch = &out[position..(position + size).min(out.len())];

@@ -15,6 +15,12 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::log::producers::{BatchMeta, CACHED_BATCHES, ProducerError, Verdict, check_sequence};
+use crate::log::txn::Marker;
+
+/// Open transactions a partition's head holds at most: a transactional batch that would
+/// open one more is refused (retriable, as the other diskless backpressure), so the
+/// head, written whole at every commit, stays small.
+pub const MAX_OPEN_TRANSACTIONS: usize = 256;
 
 /// The layout version of [`Head`].
 pub const HEAD_VERSION: u32 = 1;
@@ -177,6 +183,17 @@ impl ProducerEntry {
         )
     }
 
+    /// A transaction marker of `epoch` appended: a newer epoch (the coordinator bumped it
+    /// to end a transaction) fences the older one's batches.
+    fn record_marker(&mut self, epoch: i16, max_ts: i64, now_ms: i64) {
+        if epoch > self.epoch {
+            self.epoch = epoch;
+            self.batches.clear();
+        }
+        self.last_ms = self.last_ms.max(now_ms);
+        self.last_ts = max_ts;
+    }
+
     fn record(&mut self, epoch: i16, batch: ProducerBatch, max_ts: i64, now_ms: i64) {
         if epoch > self.epoch {
             self.epoch = epoch;
@@ -192,9 +209,25 @@ impl ProducerEntry {
     }
 }
 
+/// What a pending batch is, for the transaction rules of [`plan`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchKind {
+    /// A plain or idempotent batch.
+    Data,
+    /// A transactional data batch. `verified`: its producer's coordinator confirmed the
+    /// partition is in the open transaction before the batch was queued (done when the
+    /// view showed no transaction of the producer open here); an unverified batch only
+    /// joins a transaction the partition has open.
+    Transactional { verified: bool },
+    /// A transaction marker written for the coordinator (no sequence: only its epoch is
+    /// checked).
+    Marker(Marker),
+}
+
 /// A batch waiting to be committed, as far as the commit logic needs to know it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PendingBatch {
+    pub kind: BatchKind,
     /// -1: not idempotent.
     pub producer_id: i64,
     pub epoch: i16,
@@ -233,13 +266,26 @@ pub enum Outcome {
     Refused(ProducerErrorKind),
 }
 
-/// The idempotence refusals, each one Kafka error code.
+/// The idempotence and transaction refusals, each one Kafka error code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProducerErrorKind {
     /// INVALID_PRODUCER_EPOCH.
     Fenced,
     /// OUT_OF_ORDER_SEQUENCE_NUMBER.
     OutOfOrder,
+    /// A non-transactional batch of a producer whose transaction is open here:
+    /// INVALID_TXN_STATE.
+    InvalidTxnState,
+    /// A transactional batch of a newer epoch while the transaction of the older one is
+    /// open here (its marker is still to come): NOT_ENOUGH_REPLICAS, retried.
+    MarkerPending,
+    /// A transactional batch not verified with the coordinator, and no transaction of its
+    /// producer open here (a marker ended it since the produce looked): retried, and the
+    /// retry is verified. NOT_ENOUGH_REPLICAS.
+    NotVerified,
+    /// The batch would open more than [`MAX_OPEN_TRANSACTIONS`] transactions in the
+    /// partition: KAFKA_STORAGE_ERROR, retried.
+    TooManyTransactions,
 }
 
 /// The result of planning a commit for one partition: per batch its outcome, and what
@@ -280,23 +326,33 @@ pub fn plan(state: &PartitionState, batches: &[PendingBatch], object: &ObjectInf
     // Whether the previous batch was appended (a run continues only over appended ones).
     let mut extending = false;
     for batch in batches {
-        let outcome = if batch.producer_id < 0 {
-            Ok(Verdict::Append)
-        } else {
-            match producers
-                .get(&batch.producer_id)
-                .or_else(|| state.producers.get(&batch.producer_id))
-            {
-                Some(entry) => entry.check(
+        let current = producers
+            .get(&batch.producer_id)
+            .or_else(|| state.producers.get(&batch.producer_id));
+        let verdict = match batch.kind {
+            // A marker has no sequence: only its epoch is checked.
+            BatchKind::Marker(_) => match current {
+                Some(entry) if batch.epoch < entry.epoch => Err(ProducerErrorKind::Fenced),
+                _ => Ok(Verdict::Append),
+            },
+            _ if batch.producer_id < 0 => Ok(Verdict::Append),
+            kind => match current.map(|entry| {
+                entry.check(
                     batch.producer_id,
                     batch.epoch,
                     batch.first_sequence,
                     batch.last_sequence(),
-                ),
-                None => Ok(Verdict::Append),
-            }
+                )
+            }) {
+                None | Some(Ok(Verdict::Append)) => {
+                    transaction_rule(&head, current, batch, kind).map(|()| Verdict::Append)
+                }
+                Some(Ok(duplicate)) => Ok(duplicate),
+                Some(Err(ProducerError::Fenced { .. })) => Err(ProducerErrorKind::Fenced),
+                Some(Err(_)) => Err(ProducerErrorKind::OutOfOrder),
+            },
         };
-        let outcome = match outcome {
+        let outcome = match verdict {
             Ok(Verdict::Append) => {
                 let base_offset = head.next;
                 let last_offset = base_offset + i64::from(batch.records.max(1)) - 1;
@@ -334,17 +390,40 @@ pub fn plan(state: &PartitionState, batches: &[PendingBatch], object: &ObjectInf
                                 },
                             )
                         });
-                    entry.record(
-                        batch.epoch,
-                        ProducerBatch(
-                            batch.first_sequence,
-                            batch.last_sequence(),
-                            base_offset,
-                            last_offset,
-                        ),
-                        batch.max_ts,
-                        object.now_ms,
-                    );
+                    match batch.kind {
+                        BatchKind::Marker(marker) => {
+                            entry.record_marker(batch.epoch, batch.max_ts, object.now_ms);
+                            let first = head.open.remove(&batch.producer_id);
+                            if let (Marker::Abort, Some(first)) = (marker, first) {
+                                let entry = AbortedEntry(
+                                    batch.producer_id,
+                                    first,
+                                    base_offset,
+                                    head.last_stable(),
+                                );
+                                // The run just extended or pushed holds the marker.
+                                if let Some(run) = runs.last_mut() {
+                                    run.aborted.push(entry);
+                                }
+                            }
+                        }
+                        kind => {
+                            entry.record(
+                                batch.epoch,
+                                ProducerBatch(
+                                    batch.first_sequence,
+                                    batch.last_sequence(),
+                                    base_offset,
+                                    last_offset,
+                                ),
+                                batch.max_ts,
+                                object.now_ms,
+                            );
+                            if matches!(kind, BatchKind::Transactional { .. }) {
+                                head.open.entry(batch.producer_id).or_insert(base_offset);
+                            }
+                        }
+                    }
                 }
                 extending = true;
                 Outcome::Appended { base_offset }
@@ -353,13 +432,9 @@ pub fn plan(state: &PartitionState, batches: &[PendingBatch], object: &ObjectInf
                 extending = false;
                 Outcome::Duplicate { base_offset }
             }
-            Err(ProducerError::Fenced { .. }) => {
+            Err(kind) => {
                 extending = false;
-                Outcome::Refused(ProducerErrorKind::Fenced)
-            }
-            Err(_) => {
-                extending = false;
-                Outcome::Refused(ProducerErrorKind::OutOfOrder)
+                Outcome::Refused(kind)
             }
         };
         outcomes.push(outcome);
@@ -376,6 +451,32 @@ pub fn plan(state: &PartitionState, batches: &[PendingBatch], object: &ObjectInf
     }
 }
 
+/// The transaction rules for a data batch the sequence check accepted, against the head
+/// planned so far and its producer's entry (whose epoch is the open transaction's: a
+/// transaction's batches share its epoch, and only its marker moves it).
+fn transaction_rule(
+    head: &Head,
+    entry: Option<&ProducerEntry>,
+    batch: &PendingBatch,
+    kind: BatchKind,
+) -> Result<(), ProducerErrorKind> {
+    let open = head.open.contains_key(&batch.producer_id);
+    let open_epoch = entry.map_or(batch.epoch, |e| e.epoch);
+    match kind {
+        BatchKind::Data if open => Err(ProducerErrorKind::InvalidTxnState),
+        BatchKind::Transactional { .. } if open && batch.epoch > open_epoch => {
+            Err(ProducerErrorKind::MarkerPending)
+        }
+        BatchKind::Transactional { verified: false } if !open => {
+            Err(ProducerErrorKind::NotVerified)
+        }
+        BatchKind::Transactional { .. } if !open && head.open.len() >= MAX_OPEN_TRANSACTIONS => {
+            Err(ProducerErrorKind::TooManyTransactions)
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Producer entries a commit deletes at most, keeping the transaction small.
 pub const EXPIRE_PER_COMMIT: usize = 10;
 
@@ -383,11 +484,14 @@ impl PartitionState {
     /// Producers idle for `expiration_ms` (`producer_id_expiration_ms`) as of `now_ms`,
     /// at most [`EXPIRE_PER_COMMIT`], oldest first: a commit to the partition deletes
     /// them, so the metadata store keeps no entry for every producer that ever wrote.
-    /// As in Kafka, a producer that comes back after its expiry is taken as new.
+    /// As in Kafka, a producer that comes back after its expiry is taken as new. A
+    /// producer with a transaction open here is never expired (its marker needs its
+    /// epoch; transaction.timeout.ms bounds how long it stays open).
     pub fn expired_producers(&self, now_ms: i64, expiration_ms: i64) -> Vec<i64> {
         let mut idle: Vec<(i64, i64)> = self
             .producers
             .iter()
+            .filter(|(id, _)| !self.head.open.contains_key(id))
             .filter(|(_, e)| e.last_ms < now_ms.saturating_sub(expiration_ms))
             .map(|(id, e)| (e.last_ms, *id))
             .collect();

@@ -5,6 +5,10 @@
 //! for to move, then reads again. Limits follow KIP-74: `partition_max_bytes` per partition
 //! and `max_bytes` for the response, except that the first batch found is always returned
 //! whole so a consumer can never get stuck behind a batch larger than its limits.
+//! A diskless partition's long poll waits on its `next` offset in this broker's view. The
+//! last stable offset, where its read_committed reads stop, moves only with the commit of
+//! a transaction marker, which takes an offset and so moves `next` too: such a fetch
+//! wakes when its bound moves (and also, uselessly, when records past it are appended).
 //! Fetch sessions (KIP-227) are not kept: every response carries session id 0, which tells
 //! clients to send full fetch requests.
 //!
@@ -271,20 +275,24 @@ fn with_records(
 ) -> PartitionData {
     let data = if read_committed && !records.is_empty() {
         let end = crate::log::txn::records_end(&records).unwrap_or(fetch_offset);
-        let aborted = aborted
-            .unwrap_or_else(|| partition.aborted_transactions(fetch_offset, end))
-            .into_iter()
-            .map(|a| {
-                AbortedTransaction::default()
-                    .with_producer_id(a.producer_id.into())
-                    .with_first_offset(a.first_offset)
-            })
-            .collect();
-        data.with_aborted_transactions(Some(aborted))
+        let aborted = aborted.unwrap_or_else(|| partition.aborted_transactions(fetch_offset, end));
+        data.with_aborted_transactions(Some(aborted_transactions(aborted)))
     } else {
         data
     };
     with_marks(data, marks).with_records(Some(records))
+}
+
+/// A response's aborted-transaction list.
+fn aborted_transactions(aborted: Vec<AbortedTxn>) -> Vec<AbortedTransaction> {
+    aborted
+        .into_iter()
+        .map(|a| {
+            AbortedTransaction::default()
+                .with_producer_id(a.producer_id.into())
+                .with_first_offset(a.first_offset)
+        })
+        .collect()
 }
 
 /// One pass over every wanted partition. Returns the partition responses, the bytes read,
@@ -333,7 +341,8 @@ async fn read_all(
                 None => {
                     total += budget;
                     diskless_reads.push((out.len(), budget, async move {
-                        read_diskless(broker, diskless, w, key, topic, base, budget).await
+                        let read = (budget, read_committed);
+                        read_diskless(broker, diskless, w, (key, topic), base, read).await
                     }));
                     out.push(PartitionData::default());
                 }
@@ -480,7 +489,7 @@ fn diskless_answer(
     let marked = base
         .clone()
         .with_high_watermark(head.next)
-        .with_last_stable_offset(head.next)
+        .with_last_stable_offset(head.last_stable())
         .with_log_start_offset(head.log_start);
     if w.current_leader_epoch > 0 {
         return Some((
@@ -505,13 +514,12 @@ async fn read_diskless(
     broker: &Broker,
     diskless: &crate::diskless::Diskless,
     w: &Wanted,
-    key: &crate::diskless::PartitionKey,
-    topic: &Topic,
+    (key, topic): (&crate::diskless::PartitionKey, &Topic),
     base: PartitionData,
-    budget: usize,
+    (budget, read_committed): (usize, bool),
 ) -> (PartitionData, usize, bool) {
     match diskless
-        .fetch(*key, &topic.name, w.fetch_offset, budget)
+        .fetch(*key, &topic.name, w.fetch_offset, budget, read_committed)
         .await
     {
         Ok(read) => {
@@ -524,9 +532,14 @@ async fn read_diskless(
                     .inc_by(len as u64);
             }
             let answer_now = len > 0 && read.from_merged;
-            let data = base
+            let data = if read_committed && len > 0 {
+                base.with_aborted_transactions(Some(aborted_transactions(read.aborted)))
+            } else {
+                base
+            };
+            let data = data
                 .with_high_watermark(read.high_watermark)
-                .with_last_stable_offset(read.high_watermark)
+                .with_last_stable_offset(read.last_stable_offset)
                 .with_log_start_offset(read.log_start_offset)
                 .with_records(Some(read.records));
             (data, len, answer_now)
@@ -546,7 +559,7 @@ async fn read_diskless(
             broker.metrics.error("Fetch", code);
             let data = base
                 .with_high_watermark(head.next)
-                .with_last_stable_offset(head.next)
+                .with_last_stable_offset(head.last_stable())
                 .with_log_start_offset(head.log_start)
                 .with_error_code(code.code());
             (data, 0, true)

@@ -69,14 +69,16 @@ async fn lookup(
     })
 }
 
-/// ListOffsets on a diskless partition, answered by any broker: every committed offset
-/// is stable (no transactions), so read_committed changes nothing. The earliest local
-/// offset is the log start and the latest tiered one the last merged offset.
+/// ListOffsets on a diskless partition, answered by any broker, as [`lookup`] for
+/// read_committed callers: LATEST is the head's last stable offset for them, and a search
+/// by timestamp finds only a record below it. The earliest local offset is the log start
+/// and the latest tiered one the last merged offset.
 async fn diskless_lookup(
     broker: &Broker,
     topic: &crate::registry::Topic,
     index: i32,
     timestamp: i64,
+    read_committed: bool,
 ) -> Result<(i64, i64), ResponseError> {
     let Some(diskless) = broker
         .diskless
@@ -92,15 +94,16 @@ async fn diskless_lookup(
     let head = diskless.view.get(&key).head.clone();
     let search = |query| async move {
         diskless
-            .offset_for_timestamp(key, &topic.name, query)
+            .offset_for_timestamp(key, &topic.name, query, read_committed)
             .await
-            .map(|found| found.filter(|&(o, _)| o < head.next).unwrap_or((-1, -1)))
+            .map(|found| found.unwrap_or((-1, -1)))
             .map_err(|e| {
                 tracing::warn!(topic = %topic.name, partition = index, error = %e, "diskless ListOffsets failed");
                 ResponseError::KafkaStorageError
             })
     };
     match timestamp {
+        LATEST if read_committed => Ok((head.last_stable(), -1)),
         LATEST => Ok((head.next, -1)),
         EARLIEST | EARLIEST_LOCAL => Ok((head.log_start, -1)),
         LATEST_TIERED if head.merged > head.log_start => Ok((head.merged - 1, -1)),
@@ -132,7 +135,15 @@ pub async fn list_offsets(
                     .with_leader_epoch(-1);
                 if let Some(t) = topic.as_ref().filter(|t| t.diskless) {
                     let leader_epoch = if version >= 4 { 0 } else { -1 };
-                    return match diskless_lookup(broker, t, p.partition_index, p.timestamp).await {
+                    return match diskless_lookup(
+                        broker,
+                        t,
+                        p.partition_index,
+                        p.timestamp,
+                        read_committed,
+                    )
+                    .await
+                    {
                         Ok((offset, timestamp)) => base
                             .with_offset(offset)
                             .with_timestamp(timestamp)

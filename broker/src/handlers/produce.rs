@@ -60,12 +60,27 @@ async fn verify(
     broker: &Broker,
     partition: &Partition,
     transactional_id: Option<&str>,
-    (producer_id, producer_epoch): (i64, i16),
+    producer: (i64, i16),
     add: bool,
 ) -> Result<Option<TxnGuard>, ResponseError> {
-    let Some(guard) = partition.txn_guard(producer_id) else {
+    let Some(guard) = partition.txn_guard(producer.0) else {
         return Ok(None);
     };
+    let (topic, index) = (&partition.topic, partition.index);
+    ask_coordinator(broker, topic, index, transactional_id, producer, add).await?;
+    Ok(Some(guard))
+}
+
+/// Asks the producer's coordinator whether `topic`-`index` is in its open transaction
+/// (with `add`, adds it); coordinator errors are answered NOT_ENOUGH_REPLICAS.
+async fn ask_coordinator(
+    broker: &Broker,
+    topic: &str,
+    index: i32,
+    transactional_id: Option<&str>,
+    (producer_id, producer_epoch): (i64, i16),
+    add: bool,
+) -> Result<(), ResponseError> {
     let Some(transactional_id) = transactional_id.filter(|id| !id.is_empty()) else {
         return Err(ResponseError::InvalidTxnState);
     };
@@ -73,12 +88,12 @@ async fn verify(
         transactional_id: transactional_id.to_string(),
         producer_id,
         producer_epoch,
-        topic: partition.topic.clone(),
-        partition: partition.index,
+        topic: topic.to_string(),
+        partition: index,
         add,
     };
     match broker.verify_transaction(request).await {
-        Ok(()) => Ok(Some(guard)),
+        Ok(()) => Ok(()),
         Err(
             ResponseError::CoordinatorNotAvailable
             | ResponseError::NotCoordinator
@@ -226,13 +241,17 @@ async fn diskless_answer(
     partition_error(queued.index, code, Some(message))
 }
 
-/// Validates and queues one diskless partition's records.
+/// Validates and queues one diskless partition's records. A transactional producer's
+/// batch is verified with its coordinator, as on the replicated path, unless this
+/// broker's view shows its transaction open in the partition (the commit then refuses it
+/// retriably if a marker ended the transaction meanwhile: the retry is verified).
 async fn diskless_append(
     broker: &Broker,
+    context: &ProduceContext,
     topic: &crate::registry::Topic,
     data: kafka_protocol::messages::produce_request::PartitionProduceData,
-    acks: i16,
 ) -> Stage {
+    let acks = context.acks;
     let refused = |code: ResponseError, message: String| {
         broker.metrics.error("Produce", code);
         Stage::Answered(partition_error(data.index, code, Some(message)))
@@ -254,6 +273,30 @@ async fn diskless_append(
         topic_id: topic.id,
         partition: data.index,
     };
+    let verified = match transactional_producer(&records) {
+        Ok(None) => false,
+        Ok(Some(producer)) if diskless.view.get(&key).head.open.contains_key(&producer.0) => false,
+        Ok(Some(producer)) => {
+            // Produce v12: the coordinator adds the partition (KIP-890 part 2).
+            let add = context.version >= 12;
+            let id = context.transactional_id.as_deref();
+            match ask_coordinator(broker, &topic.name, data.index, id, producer, add).await {
+                Ok(()) => true,
+                Err(code) => {
+                    return refused(
+                        code,
+                        "the transaction was not verified with its coordinator".into(),
+                    );
+                }
+            }
+        }
+        Err(code) => {
+            return refused(
+                code,
+                "a batch with a producer id needs sequence numbers".to_string(),
+            );
+        }
+    };
     if acks == 0 {
         // The append goes on; nobody waits for it.
         return match diskless
@@ -271,11 +314,18 @@ async fn diskless_append(
             Err(e) => refused(e.code(), e.to_string()),
         };
     }
-    match diskless
-        .appender
-        .enqueue(key, &topic.name, &topic.config, &records)
-        .await
-    {
+    let queued = if verified {
+        diskless
+            .appender
+            .enqueue_verified(key, &topic.name, &topic.config, &records)
+            .await
+    } else {
+        diskless
+            .appender
+            .enqueue(key, &topic.name, &topic.config, &records)
+            .await
+    };
+    match queued {
         Ok(answer) => Stage::Diskless(QueuedDiskless {
             index: data.index,
             bytes: records.len() as u64,
@@ -331,7 +381,7 @@ async fn append(
         );
     }
     if let Some(topic) = topic.filter(|t| t.diskless) {
-        return diskless_append(broker, topic, data, acks).await;
+        return diskless_append(broker, context, topic, data).await;
     }
     let partition = topic.and_then(|t| t.partition(data.index));
     let Some(partition) = partition else {

@@ -1,7 +1,9 @@
 //! DescribeProducers (KIP-664): the producers a partition's log remembers, as Kafka's
 //! `kafka-transactions.sh describe-producers` and `find-hanging` read them. Any replica
 //! answers from its own log, as in Kafka; a broker without a replica answers
-//! NOT_LEADER_OR_FOLLOWER. READ on the topic, as in Kafka.
+//! NOT_LEADER_OR_FOLLOWER. Any broker answers for a diskless partition, from its view of
+//! the stored producer entries and open transactions (no coordinator epoch is stored
+//! there: -1). READ on the topic, as in Kafka.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -42,6 +44,9 @@ fn describe_partition(
     index: i32,
     budget: &mut usize,
 ) -> PartitionResponse {
+    if topic.diskless {
+        return describe_diskless(broker, topic, index, budget);
+    }
     let Some(partition) = topic.partition(index) else {
         return error(
             index,
@@ -102,6 +107,53 @@ fn describe_partition(
                 .with_last_timestamp(p.last_timestamp)
                 .with_coordinator_epoch(p.coordinator_epoch)
                 .with_current_txn_start_offset(p.txn_first_offset)
+        })
+        .collect();
+    PartitionResponse::default()
+        .with_partition_index(index)
+        .with_active_producers(producers)
+}
+
+/// [`describe_partition`] of a diskless partition, from this broker's view.
+fn describe_diskless(
+    broker: &Broker,
+    topic: &Topic,
+    index: i32,
+    budget: &mut usize,
+) -> PartitionResponse {
+    let view = broker.diskless.as_ref().map(|d| &d.view);
+    let Some(view) = view.filter(|_| topic.has_partition(index)) else {
+        return error(
+            index,
+            ResponseError::UnknownTopicOrPartition,
+            StrBytes::from_static_str("This partition does not exist."),
+        );
+    };
+    let state = view.get(&crate::diskless::PartitionKey {
+        topic_id: topic.id,
+        partition: index,
+    });
+    if *budget != MAX_PRODUCERS_LISTED && state.producers.len() > *budget {
+        return error(
+            index,
+            ResponseError::PolicyViolation,
+            StrBytes::from_static_str(
+                "This response already lists as many producers as one may; ask for this partition in a request of its own.",
+            ),
+        );
+    }
+    *budget = budget.saturating_sub(state.producers.len().max(1));
+    let producers = state
+        .producers
+        .iter()
+        .map(|(id, entry)| {
+            ProducerState::default()
+                .with_producer_id(ProducerId(*id))
+                .with_producer_epoch(i32::from(entry.epoch))
+                .with_last_sequence(entry.batches.last().map_or(-1, |b| b.1))
+                .with_last_timestamp(entry.last_ts)
+                .with_coordinator_epoch(-1)
+                .with_current_txn_start_offset(state.head.open.get(id).copied().unwrap_or(-1))
         })
         .collect();
     PartitionResponse::default()

@@ -148,14 +148,15 @@ async fn add_partitions(
                 Some(ResponseError::TopicAuthorizationFailed)
             } else if crate::group::is_internal(&t.name.0) && !verify_only {
                 Some(ResponseError::InvalidTopicException)
-            } else if topic
-                .as_ref()
-                .is_some_and(|t| t.diskless && t.has_partition(p))
-            {
-                // Transactions on diskless topics are not supported yet: refused
-                // for good, where UNKNOWN_TOPIC_OR_PARTITION would be retried.
-                Some(ResponseError::InvalidRequest)
-            } else if topic.as_ref().and_then(|t| t.partition(p)).is_none() {
+            } else if !topic.as_ref().is_some_and(|t| {
+                // A diskless partition has no local replica: it exists if the topic
+                // has it (any broker appends to it, markers included).
+                if t.diskless {
+                    t.has_partition(p)
+                } else {
+                    t.partition(p).is_some()
+                }
+            }) {
                 Some(ResponseError::UnknownTopicOrPartition)
             } else {
                 None
@@ -699,6 +700,17 @@ async fn write_marker(
 ) -> Result<(), ResponseError> {
     if marker.producer_id < 0 || marker.producer_epoch < 0 {
         return Err(ResponseError::InvalidProducerIdMapping);
+    }
+    if let Some(t) = broker.topics.get(topic).filter(|t| t.diskless) {
+        if !t.has_partition(index) {
+            return Err(ResponseError::UnknownTopicOrPartition);
+        }
+        // Any broker appends a diskless partition's marker.
+        return match broker.write_diskless_marker(&t, index, marker).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(ResponseError::InvalidProducerEpoch),
+            Err(e) => Err(e.code()),
+        };
     }
     let Some(partition) = broker.topics.partition(topic, index) else {
         return Err(ResponseError::UnknownTopicOrPartition);

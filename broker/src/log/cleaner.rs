@@ -344,7 +344,7 @@ impl AbortedRanges {
 
     /// Whether the transactional batch of `producer_id` at `offset` was aborted (a
     /// producer has one transaction open at a time, so its ranges do not overlap).
-    fn contains(&self, producer_id: i64, offset: i64) -> bool {
+    pub fn contains(&self, producer_id: i64, offset: i64) -> bool {
         let Some(ranges) = self.0.get(&producer_id) else {
             return false;
         };
@@ -581,32 +581,13 @@ fn append_batches(
     Ok(())
 }
 
-/// A remote segment rewritten by compaction, as local files ready to upload.
-pub struct Rewritten {
-    pub log: Arc<File>,
-    pub log_bytes: u64,
-    pub offset_index: PathBuf,
-    pub time_index: PathBuf,
-    pub max_timestamp: i64,
-    pub records_removed: u64,
-}
-
-/// Compaction of one remote segment with a pass's map, fed the segment's `.log` bytes in
-/// pieces (so memory stays at one piece plus one batch), written as a new segment in a
-/// staging directory. Bytes that cannot be a whole batch fail the rewrite (naming the
-/// segment and position), and so does a segment whose last batch is cut short: the
-/// rewritten copy never silently lacks the rest of the original.
-pub struct RemoteRewrite {
-    segment: Segment,
+/// The whole batches of a segment's `.log` bytes fed in pieces (memory: one piece plus
+/// one batch), each checked as [`for_each_batch`] checks them. Bytes that cannot be a
+/// whole batch fail (naming the segment and position), and so does a segment whose last
+/// batch is cut short ([`SegmentBatches::finish`]).
+pub struct SegmentBatches {
     base_offset: i64,
     log_bytes: u64,
-    map: Arc<OffsetMap>,
-    /// The aborted transactions the segment object lists: their records go (its markers
-    /// and list stay).
-    txns: TxnWalk,
-    tombstones_expire: bool,
-    index_interval_bytes: u64,
-    removed: u64,
     /// The start of a batch the next piece completes.
     carry: Bytes,
     /// Where `carry` starts in the segment.
@@ -617,40 +598,26 @@ pub struct RemoteRewrite {
     end_offset: i64,
 }
 
-impl RemoteRewrite {
-    /// A rewrite of the segment `[offsets.0, offsets.1)` of `log_bytes` bytes, which lists
-    /// the aborted transactions `aborted`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        staging: &Path,
-        offsets: (i64, i64),
-        log_bytes: u64,
-        map: Arc<OffsetMap>,
-        aborted: &[txn::AbortedTxn],
-        tombstones_expire: bool,
-        index_interval_bytes: u64,
-        now_ms: i64,
-    ) -> io::Result<RemoteRewrite> {
-        fs::create_dir_all(staging)?;
-        let (base_offset, end_offset) = offsets;
-        Ok(RemoteRewrite {
-            segment: Segment::create(staging, base_offset, now_ms)?,
-            base_offset,
-            next_offset: base_offset,
-            end_offset,
+impl SegmentBatches {
+    /// The segment `[offsets.0, offsets.1)` of `log_bytes` bytes.
+    pub fn new(offsets: (i64, i64), log_bytes: u64) -> SegmentBatches {
+        SegmentBatches {
+            base_offset: offsets.0,
             log_bytes,
-            map,
-            txns: TxnWalk::new(aborted, None),
-            tombstones_expire,
-            index_interval_bytes,
-            removed: 0,
             carry: Bytes::new(),
             position: 0,
-        })
+            next_offset: offsets.0,
+            end_offset: offsets.1,
+        }
     }
 
-    /// Filters the whole batches that `piece` (the segment's next bytes) completes.
-    pub fn feed(&mut self, piece: Bytes) -> io::Result<()> {
+    /// Calls `f` with each whole batch that `piece` (the segment's next bytes) completes,
+    /// and the batch's base offset.
+    pub fn feed(
+        &mut self,
+        piece: Bytes,
+        mut f: impl FnMut(i64, Bytes) -> io::Result<()>,
+    ) -> io::Result<()> {
         let bytes = if self.carry.is_empty() {
             piece
         } else {
@@ -683,13 +650,7 @@ impl RemoteRewrite {
             // Checked above: the prefix parses and the sum stays below the end offset.
             let (base, _, last_delta) = format::read_batch_prefix(&batch).unwrap_or_default();
             self.next_offset = base + i64::from(last_delta) + 1;
-            let (out, gone) =
-                self.txns
-                    .clean(batch, &self.map, i64::MAX, self.tombstones_expire)?;
-            self.removed += gone;
-            if let Some(out) = out {
-                append_batches(&mut self.segment, &out, self.index_interval_bytes)?;
-            }
+            f(base, batch)?;
             at += size;
         }
         self.position += at as u64;
@@ -697,12 +658,107 @@ impl RemoteRewrite {
         Ok(())
     }
 
-    /// The rewritten segment, or `None` (files removed) if no record went.
-    pub fn finish(mut self) -> io::Result<Option<Rewritten>> {
+    /// Fails unless every byte of the segment was fed and ended a batch.
+    pub fn finish(&self) -> io::Result<()> {
         if !self.carry.is_empty() || self.position != self.log_bytes {
-            let _ = self.segment.delete_files();
             let reason = "a segment that ends inside a batch";
             return Err(UnparsableBatch::at(self.base_offset, self.position, reason));
+        }
+        Ok(())
+    }
+}
+
+/// A remote segment rewritten by compaction, as local files ready to upload.
+pub struct Rewritten {
+    pub log: Arc<File>,
+    pub log_bytes: u64,
+    pub offset_index: PathBuf,
+    pub time_index: PathBuf,
+    pub max_timestamp: i64,
+    pub records_removed: u64,
+}
+
+/// Compaction of one remote segment with a pass's map, fed the segment's `.log` bytes in
+/// pieces (so memory stays at one piece plus one batch), written as a new segment in a
+/// staging directory. Bytes that cannot be a whole batch fail the rewrite (naming the
+/// segment and position), and so does a segment whose last batch is cut short: the
+/// rewritten copy never silently lacks the rest of the original.
+pub struct RemoteRewrite {
+    segment: Segment,
+    batches: SegmentBatches,
+    map: Arc<OffsetMap>,
+    /// Records at or past it are kept as they are: the map has not seen what follows.
+    map_end: i64,
+    /// The aborted transactions the segment object lists: their records go (its markers
+    /// and list stay).
+    txns: TxnWalk,
+    tombstones_expire: bool,
+    index_interval_bytes: u64,
+    removed: u64,
+}
+
+impl RemoteRewrite {
+    /// A rewrite of the segment `[offsets.0, offsets.1)` of `log_bytes` bytes, which lists
+    /// the aborted transactions `aborted`, with a map that covers every offset before it
+    /// (see [`RemoteRewrite::map_ends_at`] for one that does not).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        staging: &Path,
+        offsets: (i64, i64),
+        log_bytes: u64,
+        map: Arc<OffsetMap>,
+        aborted: &[txn::AbortedTxn],
+        tombstones_expire: bool,
+        index_interval_bytes: u64,
+        now_ms: i64,
+    ) -> io::Result<RemoteRewrite> {
+        fs::create_dir_all(staging)?;
+        Ok(RemoteRewrite {
+            segment: Segment::create(staging, offsets.0, now_ms)?,
+            batches: SegmentBatches::new(offsets, log_bytes),
+            map,
+            map_end: i64::MAX,
+            txns: TxnWalk::new(aborted, None),
+            tombstones_expire,
+            index_interval_bytes,
+            removed: 0,
+        })
+    }
+
+    /// The map covers the offsets before `map_end` only: records at or past it stay as
+    /// they are, tombstones included (an older value of their key may be before them).
+    pub fn map_ends_at(mut self, map_end: i64) -> RemoteRewrite {
+        self.map_end = map_end;
+        self
+    }
+
+    /// Filters the whole batches that `piece` (the segment's next bytes) completes.
+    pub fn feed(&mut self, piece: Bytes) -> io::Result<()> {
+        let RemoteRewrite {
+            segment,
+            batches,
+            map,
+            map_end,
+            txns,
+            tombstones_expire,
+            index_interval_bytes,
+            removed,
+        } = self;
+        batches.feed(piece, |_, batch| {
+            let (out, gone) = txns.clean(batch, map, *map_end, *tombstones_expire)?;
+            *removed += gone;
+            if let Some(out) = out {
+                append_batches(segment, &out, *index_interval_bytes)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The rewritten segment, or `None` (files removed) if no record went.
+    pub fn finish(mut self) -> io::Result<Option<Rewritten>> {
+        if let Err(e) = self.batches.finish() {
+            let _ = self.segment.delete_files();
+            return Err(e);
         }
         if self.removed == 0 {
             self.segment.delete_files()?;
@@ -754,6 +810,115 @@ fn discard_staging(dir: &Path) {
     let _ = fs::remove_dir_all(dir.join(STAGING_DIR));
 }
 
+/// The key → last offset map of a pass, fed the batches from its first dirty offset on,
+/// in offset order, while it has room: it stops before the first batch whose new keys
+/// would pass `max_keys` (the first batch is always taken, so every pass moves on) and
+/// before the first batch past the last stable offset. The pass covers the offsets up to
+/// where it stopped ([`MapBuilder::finish`]).
+pub struct MapBuilder {
+    map: OffsetMap,
+    first_dirty: i64,
+    end: i64,
+    stable_end: i64,
+    max_keys: usize,
+    full: bool,
+}
+
+impl MapBuilder {
+    pub fn new(first_dirty: i64, stable_end: i64, max_keys: usize) -> MapBuilder {
+        MapBuilder {
+            map: OffsetMap::new(),
+            first_dirty,
+            end: first_dirty,
+            stable_end,
+            max_keys,
+            full: false,
+        }
+    }
+
+    /// One stored batch (checked whole), at `batch_base`, in a range whose aborted
+    /// transactions are `aborted`.
+    pub fn add(
+        &mut self,
+        batch_base: i64,
+        batch: &Bytes,
+        aborted: &AbortedRanges,
+    ) -> io::Result<()> {
+        let Some(header) = header_of(batch) else {
+            return Ok(()); // only parsed batches are fed
+        };
+        let batch_end = header.next_offset();
+        if self.full || batch_end <= self.first_dirty {
+            return Ok(());
+        }
+        if batch_end > self.stable_end {
+            self.full = true; // a transaction without its outcome yet: stop before it
+            return Ok(());
+        }
+        if header.is_control()
+            || (header.is_transactional() && aborted.contains(header.producer_id, batch_base))
+        {
+            // A marker or an aborted record supersedes nothing (see the module doc).
+            self.end = batch_end;
+            return Ok(());
+        }
+        let mut keys = Vec::new();
+        let mut budget = Budget::new(MAX_INFLATED_BYTES);
+        let most = self.max_keys.max(MAX_BATCH_KEYS);
+        let walked = for_each_record(batch, Want::Key, &mut budget, |record| {
+            if let Some(key) = &record.key {
+                keys.push((key_hash(key), batch_base + i64::from(record.offset_delta)));
+            }
+            keys.len() <= most
+        });
+        // A batch whose keys cannot all be mapped fails the pass: copying it with its
+        // keys unmapped would let its expired tombstones go while older values of
+        // their keys stay, bringing deleted keys back. Only a hostile batch gets here
+        // (a real one holds far fewer records than either bound).
+        let unmappable = match walked {
+            Err(RecordError::Inflated { limit }) => {
+                Some(format!("its records inflate past {limit} bytes"))
+            }
+            Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
+            Ok(_) if keys.len() > most => Some(format!("it holds more than {most} keyed records")),
+            Ok(_) => None,
+        };
+        if let Some(reason) = unmappable {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the batch at offset {batch_base} cannot be compacted: {reason}"),
+            ));
+        }
+        let new_keys = keys
+            .iter()
+            .filter(|(k, _)| !self.map.contains_key(k))
+            .count();
+        if self.map.len() + new_keys > self.max_keys && self.end > self.first_dirty {
+            self.full = true; // the next pass carries on from here
+            return Ok(());
+        }
+        self.map.extend(keys);
+        self.end = batch_end;
+        Ok(())
+    }
+
+    /// Every batch of a segment ending at `segment_end` was fed: unless the map stopped
+    /// inside it, the offsets up to its end are covered (past its last batch too, which
+    /// an earlier pass removed). Returns whether the next segment may be fed.
+    pub fn covered_to(&mut self, segment_end: i64) -> bool {
+        if self.full || segment_end > self.stable_end {
+            return false;
+        }
+        self.end = self.end.max(segment_end);
+        true
+    }
+
+    /// The map, and the offset it covers the batches up to (the first dirty offset: none).
+    pub fn finish(self) -> (OffsetMap, i64) {
+        (self.map, self.end)
+    }
+}
+
 /// Step 2: builds the offset map and writes the cleaned copies into `cleaning/`.
 ///
 /// The map is bounded by `max_keys` batch by batch: it stops before the first batch whose
@@ -777,78 +942,21 @@ pub fn stage(plan: &CleanPlan, now_ms: i64, max_keys: usize) -> io::Result<Stage
     let mut txns = TxnWalk::new(&plan.aborted, horizon);
     txns.keep = plan.keep.clone(); // shared, not copied
     txns.removable_since = plan.removable_since.clone();
-    let mut map = OffsetMap::new();
-    let mut map_end = plan.first_dirty;
-    let mut full = false;
+    let mut builder = MapBuilder::new(plan.first_dirty, plan.stable_end, max_keys);
     for segment in plan
         .segments
         .iter()
         .filter(|s| s.next_offset > plan.first_dirty)
     {
         for_each_batch(segment, |batch_base, batch| {
-            let Some(header) = header_of(&batch) else {
-                return Ok(()); // for_each_batch hands out parsed batches only
-            };
-            let batch_end = header.next_offset();
-            if full || batch_end <= plan.first_dirty {
-                return Ok(());
-            }
-            if batch_end > plan.stable_end {
-                full = true; // a transaction without its outcome yet: stop before it
-                return Ok(());
-            }
-            if header.is_control()
-                || (header.is_transactional()
-                    && txns.aborted.contains(header.producer_id, batch_base))
-            {
-                // A marker or an aborted record supersedes nothing (see the module doc).
-                map_end = batch_end;
-                return Ok(());
-            }
-            let mut keys = Vec::new();
-            let mut budget = Budget::new(MAX_INFLATED_BYTES);
-            let most = max_keys.max(MAX_BATCH_KEYS);
-            let walked = for_each_record(&batch, Want::Key, &mut budget, |record| {
-                if let Some(key) = &record.key {
-                    keys.push((key_hash(key), batch_base + i64::from(record.offset_delta)));
-                }
-                keys.len() <= most
-            });
-            // A batch whose keys cannot all be mapped fails the pass: copying it with its
-            // keys unmapped would let its expired tombstones go while older values of
-            // their keys stay, bringing deleted keys back. Only a hostile batch gets here
-            // (a real one holds far fewer records than either bound).
-            let unmappable = match walked {
-                Err(RecordError::Inflated { limit }) => {
-                    Some(format!("its records inflate past {limit} bytes"))
-                }
-                Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
-                Ok(_) if keys.len() > most => {
-                    Some(format!("it holds more than {most} keyed records"))
-                }
-                Ok(_) => None,
-            };
-            if let Some(reason) = unmappable {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("the batch at offset {batch_base} cannot be compacted: {reason}"),
-                ));
-            }
-            let new_keys = keys.iter().filter(|(k, _)| !map.contains_key(k)).count();
-            if map.len() + new_keys > max_keys && map_end > plan.first_dirty {
-                full = true; // the next pass carries on from here
-                return Ok(());
-            }
-            map.extend(keys);
-            map_end = batch_end;
-            Ok(())
+            builder.add(batch_base, &batch, &txns.aborted)
         })?;
-        if full || segment.next_offset > plan.stable_end {
+        // Offsets past the last batch (removed by an earlier pass) are covered too.
+        if !builder.covered_to(segment.next_offset) {
             break;
         }
-        // Offsets past the last batch (removed by an earlier pass) are covered too.
-        map_end = segment.next_offset;
     }
+    let (map, map_end) = builder.finish();
     if map_end <= plan.first_dirty {
         return Ok(Staged {
             first_dirty: plan.first_dirty,
@@ -1112,6 +1220,33 @@ pub fn recover(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// The dirty part of a log's cleanable range, which decides whether a pass is due.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Dirt {
+    /// Bytes of the cleanable segments (the active one and those within
+    /// min.compaction.lag.ms excluded).
+    pub total_bytes: u64,
+    /// Bytes of those ending after the first dirty offset.
+    pub dirty_bytes: u64,
+    /// The newest record timestamp of the oldest dirty segment.
+    pub oldest_dirty_timestamp: Option<i64>,
+}
+
+impl Dirt {
+    /// Due when the dirty bytes are at least min.cleanable.dirty.ratio of the cleanable
+    /// bytes, or the oldest dirty segment is older than max.compaction.lag.ms.
+    pub fn due(&self, config: &super::LogConfig, now_ms: i64) -> bool {
+        if self.dirty_bytes == 0 {
+            return false;
+        }
+        let ratio = self.dirty_bytes as f64 / self.total_bytes.max(1) as f64;
+        let overdue = self
+            .oldest_dirty_timestamp
+            .is_some_and(|ts| ts >= 0 && now_ms - ts > config.max_compaction_lag_ms);
+        ratio >= config.min_cleanable_dirty_ratio || overdue
+    }
+}
+
 impl Log {
     /// Compaction step 1 (see [`cleaner`]): what a pass would clean, if it is due.
     pub fn clean_plan(&self, now_ms: i64) -> Option<CleanPlan> {
@@ -1145,10 +1280,11 @@ impl Log {
         if dirty_bytes == 0 {
             return None;
         }
-        let ratio = dirty_bytes as f64 / total.max(1) as f64;
-        let overdue = dirty.first().is_some_and(|s| {
-            s.max_timestamp >= 0 && now_ms - s.max_timestamp > self.config.max_compaction_lag_ms
-        });
+        let dirt = Dirt {
+            total_bytes: total,
+            dirty_bytes,
+            oldest_dirty_timestamp: dirty.first().map(|s| s.max_timestamp),
+        };
         // A tiered compacted topic uploads only cleaned segments: one waiting longer than
         // UPLOAD_WAIT_MS forces a pass, so uploads (and local disk) never wait on the
         // dirty ratio.
@@ -1158,7 +1294,7 @@ impl Log {
                     .get(&s.base_offset)
                     .is_some_and(|seg| now_ms - seg.sealed_ms > UPLOAD_WAIT_MS)
             });
-        if ratio < self.config.min_cleanable_dirty_ratio && !overdue && !upload_waiting {
+        if !dirt.due(&self.config, now_ms) && !upload_waiting {
             return None;
         }
         let stable_end = self
@@ -1270,4 +1406,4 @@ pub fn require_keys(records: &[u8]) -> Result<(), BatchError> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -37,7 +37,10 @@ mod repair;
 mod scrub;
 mod upload;
 
-pub use compaction::compact_remote;
+pub use compaction::{
+    RemotePass, RemoteTarget, compact_remote, compact_segments, feed_segment, segment_aborted,
+    segment_object,
+};
 pub use pace::run_read_pacer;
 pub use repair::repair_remote;
 pub use scrub::{delete_remote, run_scrubber};

@@ -293,7 +293,7 @@ fn booleans_are_read_ignoring_case_and_stored_in_lowercase() {
 }
 
 #[test]
-fn diskless_is_fixed_at_creation_tiered_and_not_compacted() {
+fn diskless_is_fixed_at_creation_tiered_and_may_be_compacted() {
     let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
         pairs
             .iter()
@@ -328,8 +328,20 @@ fn diskless_is_fixed_at_creation_tiered_and_not_compacted() {
         ("remote.storage.enable", "false"),
     ]);
     assert!(check_diskless(None, &untiered).is_err());
-    let compacted = map(&[("diskless.enable", "TRUE"), ("cleanup.policy", "compact")]);
-    assert!(check_diskless(None, &compacted).is_err());
-    // A replicated topic may be compacted.
+    // Compaction, at creation and by a change, as for a replicated topic.
+    for policy in ["compact", "compact,delete"] {
+        let compacted = map(&[("diskless.enable", "TRUE"), ("cleanup.policy", policy)]);
+        assert!(check_diskless(None, &compacted).is_ok(), "{policy}");
+        assert!(
+            check_diskless(Some(&diskless), &compacted).is_ok(),
+            "{policy}"
+        );
+        assert!(
+            TopicConfig::resolve(&compacted, &Config::default())
+                .expect("resolves")
+                .log_config()
+                .compact
+        );
+    }
     assert!(check_diskless(None, &map(&[("cleanup.policy", "compact")])).is_ok());
 }

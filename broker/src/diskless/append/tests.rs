@@ -1,5 +1,7 @@
 use super::*;
 
+use kafka_protocol::ResponseError;
+
 #[test]
 fn object_keys_carry_the_utc_hour() {
     // 2026-12-07T16:19:14Z.
@@ -217,25 +219,136 @@ async fn an_object_store_failure_commits_nothing_and_is_retriable() {
     cancel.cancel();
 }
 
-#[tokio::test]
-async fn transactional_batches_are_refused() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store: Arc<dyn DisklessStore> = Arc::new(EmbeddedDisklessStore::new(dir.path()));
-    let cancel = CancellationToken::new();
-    let (a, _, _) = broker(1, store, Arc::new(ObjectStoreBackend::in_memory()), &cancel);
-    let mut transactional = batch(0, 0, 1);
+/// `batch` with the transactional flag set.
+fn transactional(epoch: i16, first_seq: i32, count: usize) -> Vec<u8> {
+    let mut transactional = batch(epoch, first_seq, count);
     // Attributes (offset 21): bit 4 is the transactional flag; the CRC covers it.
     transactional[22] |= 0x10;
     let crc = crc32c::crc32c(&transactional[21..]);
     transactional[17..21].copy_from_slice(&crc.to_be_bytes());
-    let error = produce(&a, &transactional)
-        .await
-        .expect_err("transactional");
-    assert_eq!(error.code(), ResponseError::InvalidRequest);
+    transactional
+}
+
+async fn produce_txn(
+    appender: &Appender,
+    batch: &[u8],
+    verified: bool,
+) -> Result<Ack, AppendError> {
+    let answer = if verified {
+        appender
+            .enqueue_verified(KEY, "t", &topic_config(), batch)
+            .await?
+    } else {
+        appender.enqueue(KEY, "t", &topic_config(), batch).await?
+    };
+    answer.await.expect("answered")
+}
+
+async fn end_txn(appender: &Appender, epoch: i16, marker: Marker) -> Result<Ack, AppendError> {
+    let request = MarkerRequest {
+        producer_id: 42,
+        producer_epoch: epoch,
+        marker,
+        coordinator_epoch: 0,
+    };
+    let answer = appender.enqueue_marker(KEY, "t", &topic_config(), request)?;
+    answer.await.expect("answered")
+}
+
+#[tokio::test]
+async fn transactions_commit_and_abort_across_brokers_sharing_the_stores() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn DisklessStore> = Arc::new(EmbeddedDisklessStore::new(dir.path()));
+    let objects: Arc<dyn RemoteStore> = Arc::new(ObjectStoreBackend::in_memory());
+    let cancel = CancellationToken::new();
+    let (a, _, _) = broker(1, store.clone(), objects.clone(), &cancel);
+    // B's view never sees A's commits (no watch in the embedded store).
+    let (b, b_view, _) = broker(2, store.clone(), objects.clone(), &cancel);
+
+    let first = produce_txn(&a, &transactional(0, 0, 2), true).await;
+    assert_eq!(first.expect("opens").base_offset, 0);
+    // Through B, not verified (B's produce would have seen it open): B's stale view
+    // shows none open, so it re-reads the partition and finds it.
+    let second = produce_txn(&b, &transactional(0, 2, 3), false).await;
+    assert_eq!(second.expect("joins").base_offset, 2);
+    let state = store.load(&KEY).await.expect("load").expect("stored");
+    assert_eq!(state.head.open, BTreeMap::from([(42, 0)]));
+    assert_eq!(state.head.last_stable(), 0);
+    // The coordinator commits through B.
     assert_eq!(
-        error.to_string(),
-        "transactions are not supported on diskless topics yet"
+        end_txn(&b, 0, Marker::Commit)
+            .await
+            .expect("commit")
+            .base_offset,
+        5
     );
+    assert!(b_view.get(&KEY).head.open.is_empty());
+    // A second transaction, aborted through A (whose view is behind: its commit is
+    // re-planned against the stored state).
+    let third = produce_txn(&a, &transactional(0, 5, 1), true).await;
+    assert_eq!(third.expect("opens").base_offset, 6);
+    assert_eq!(
+        end_txn(&a, 0, Marker::Abort)
+            .await
+            .expect("abort")
+            .base_offset,
+        7
+    );
+    // A bumped epoch's marker with nothing open is appended all the same; then the
+    // older epoch's marker is refused.
+    b_view.refresh(&KEY).await.expect("refresh");
+    assert_eq!(
+        end_txn(&b, 1, Marker::Abort)
+            .await
+            .expect("bumped")
+            .base_offset,
+        8
+    );
+    let stale = end_txn(&b, 0, Marker::Commit).await.expect_err("stale");
+    assert_eq!(stale.code(), ResponseError::InvalidProducerEpoch, "{stale}");
+
+    let state = store.load(&KEY).await.expect("load").expect("stored");
+    assert!(state.head.open.is_empty());
+    assert_eq!((state.head.next, state.head.last_stable()), (9, 9));
+    assert_eq!(state.producers[&42].epoch, 1);
+    assert!(state.is_contiguous());
+    let aborted: Vec<_> = state
+        .runs
+        .values()
+        .flat_map(|r| r.aborted.clone())
+        .collect();
+    assert_eq!(aborted, [crate::diskless::state::AbortedEntry(42, 6, 7, 8)]);
+    assert!(state.runs[&7].aborted.len() == 1, "with the marker's run");
+    // The markers are control batches in the objects, at their offsets.
+    for base in [5, 7] {
+        let run = &state.runs[&base];
+        let bytes = objects
+            .get_range(&run.key, run.pos..run.pos + run.len)
+            .await
+            .expect("object");
+        let header = format::parse_validated_header(&bytes);
+        assert!(header.is_control() && header.is_transactional());
+        assert_eq!(header.record_count, 1);
+    }
+    cancel.cancel();
+}
+
+#[tokio::test]
+async fn an_unverified_batch_is_refused_retriably_when_no_transaction_is_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn DisklessStore> = Arc::new(EmbeddedDisklessStore::new(dir.path()));
+    let cancel = CancellationToken::new();
+    let (a, _, _) = broker(
+        1,
+        store.clone(),
+        Arc::new(ObjectStoreBackend::in_memory()),
+        &cancel,
+    );
+    let error = produce_txn(&a, &transactional(0, 0, 1), false)
+        .await
+        .expect_err("not verified");
+    assert_eq!(error.code(), ResponseError::NotEnoughReplicas, "{error}");
+    assert!(store.load(&KEY).await.expect("load").is_none());
     cancel.cancel();
 }
 
@@ -344,6 +457,8 @@ fn queued(producer: i64, len: usize) -> (Queued, AckReceiver) {
         queued_at: Instant::now(),
         reply,
         detached: false,
+        verified: false,
+        marker: None,
     };
     (item, answer)
 }

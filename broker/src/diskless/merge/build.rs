@@ -12,10 +12,16 @@
 //! Nothing here trusts the shared object: every batch's framing, CRC-32C and offsets are
 //! checked against its run before anything is built, so a damaged object stops the merge
 //! (and is reported) instead of becoming a damaged segment.
+//!
+//! The transaction index ([`aborted_overlapping`]) comes from the runs' records in the
+//! metadata store, not from the bytes: the aborted-transaction entries that the commits
+//! of abort markers stored with their runs.
 
+use crate::diskless::state::Run;
 use crate::log::format::{
     self, BATCH_HEADER_LEN, OFFSET_ENTRY_LEN, OFFSET_INDEX_MAGIC, TIME_ENTRY_LEN, TIME_INDEX_MAGIC,
 };
+use crate::log::txn::AbortedTxn;
 
 /// One run's bytes as read from its shared object: `[pos, pos + len)` of `key`.
 pub struct RunBytes<'a> {
@@ -51,6 +57,30 @@ pub struct Damaged {
     pub base: i64,
     pub position: usize,
     pub reason: &'static str,
+}
+
+/// The aborted transactions a merged segment of offsets `[base, end)` lists in its
+/// transaction index (`crate::log::txn::encode_file`): every entry of `runs` whose
+/// records overlap the segment (first offset below `end`, abort marker at or after
+/// `base`), in (first offset, producer id) order, once each. An entry lives with the run
+/// holding its marker, which for an overlapping entry is at or after `base`: pass every
+/// run from the first merged one on, including those past `end` (a transaction with
+/// records below `end` may have its marker beyond it; its records are still listed,
+/// since read_committed readers of this segment must skip them).
+pub fn aborted_overlapping<'a>(
+    runs: impl IntoIterator<Item = &'a Run>,
+    base: i64,
+    end: i64,
+) -> Vec<AbortedTxn> {
+    let mut aborted: Vec<AbortedTxn> = runs
+        .into_iter()
+        .flat_map(|run| run.aborted.iter())
+        .filter(|e| e.1 < end && e.2 >= base)
+        .map(|e| AbortedTxn::from(*e))
+        .collect();
+    aborted.sort_by_key(|a| (a.first_offset, a.producer_id, a.last_offset));
+    aborted.dedup();
+    aborted
 }
 
 /// Segments are capped below 2 GiB and 2^31 offsets: index entries hold positions and

@@ -15,6 +15,7 @@ use crate::log::format;
 use crate::log::tests::batch;
 
 mod rounds;
+mod txn;
 
 const TOPIC: &str = "orders";
 
@@ -418,7 +419,7 @@ async fn a_crash_after_the_manifest_commit_is_trimmed_without_another_upload() {
     // The first half of a merge: upload and manifest commit, then "crash" (no trim).
     assert!(
         merger
-            .upload(&remote, &runs, 0, &settings(1 << 20), 5_000)
+            .upload(&remote, &runs, &[], 0, &settings(1 << 20), 5_000)
             .await
             .expect("the call succeeds")
     );

@@ -34,7 +34,7 @@ fn batches_are_patched_with_offsets_from_the_run_base() {
     bytes.extend(batch(2, 200));
     let run = run(40, 45, bytes.len() as u64);
     let mut out = BytesMut::new();
-    assert!(patched_batches(&run, &bytes, 40, usize::MAX, &mut out).expect("reads"));
+    assert!(patched_batches(&run, &bytes, (40, i64::MAX), usize::MAX, &mut out).expect("reads"));
     let (first, size, _) = format::read_batch_prefix(&out).expect("batch");
     let (second, ..) = format::read_batch_prefix(&out[size..]).expect("batch");
     assert_eq!((first, second), (40, 43));
@@ -45,14 +45,23 @@ fn batches_are_patched_with_offsets_from_the_run_base() {
     // From an offset inside the second batch: only the second; a small max_bytes still
     // returns one batch (KIP-74) and says the run was not read to its end.
     let mut out = BytesMut::new();
-    patched_batches(&run, &bytes, 44, usize::MAX, &mut out).expect("reads");
+    patched_batches(&run, &bytes, (44, i64::MAX), usize::MAX, &mut out).expect("reads");
     assert_eq!(format::read_batch_prefix(&out).expect("batch").0, 43);
     let mut out = BytesMut::new();
-    assert!(!patched_batches(&run, &bytes, 40, 1, &mut out).expect("reads"));
+    assert!(!patched_batches(&run, &bytes, (40, i64::MAX), 1, &mut out).expect("reads"));
     assert_eq!(out.len(), size);
     // A run whose offsets do not match its batches is damaged, not misread.
     let wrong = Run { end: 46, ..run };
-    assert!(patched_batches(&wrong, &bytes, 40, usize::MAX, &mut BytesMut::new()).is_err());
+    assert!(
+        patched_batches(
+            &wrong,
+            &bytes,
+            (40, i64::MAX),
+            usize::MAX,
+            &mut BytesMut::new()
+        )
+        .is_err()
+    );
 }
 
 #[test]
@@ -83,7 +92,7 @@ fn an_object_inserted_again_is_counted_once() {
 
 /// Brokers sharing one metadata store and one bucket, each with its own view (the
 /// embedded store has no watch: a view sees only its own broker's commits and refreshes).
-mod brokers {
+pub mod brokers {
     use std::collections::BTreeMap;
     use std::sync::Arc;
 
@@ -101,14 +110,14 @@ mod brokers {
     use crate::log::format;
     use crate::topic_config::TopicConfig;
 
-    const KEY: PartitionKey = PartitionKey {
+    pub const KEY: PartitionKey = PartitionKey {
         topic_id: uuid::Uuid::from_u128(11),
         partition: 0,
     };
 
     pub struct Cluster {
         pub dir: tempfile::TempDir,
-        backend: ObjectStoreBackend,
+        pub backend: ObjectStoreBackend,
         manifests: Arc<EmbeddedManifests>,
         pub store: Arc<dyn DisklessStore>,
         pub cancel: CancellationToken,
@@ -194,16 +203,19 @@ mod brokers {
         assert_eq!(b.view.get(&KEY).head.next, 0, "B has not seen A's commits");
         // A consumer that read offsets 0..4 through A moves to B.
         let read = b
-            .fetch(KEY, "t", 4, 1 << 20)
+            .fetch(KEY, "t", 4, 1 << 20, false)
             .await
             .expect("not out of range");
         assert_eq!(read.high_watermark, 6);
         assert_eq!(first_offset(&read.records), 4);
         // At the end: empty, not out of range.
-        let read = b.fetch(KEY, "t", 6, 1 << 20).await.expect("at the end");
+        let read = b
+            .fetch(KEY, "t", 6, 1 << 20, false)
+            .await
+            .expect("at the end");
         assert!(read.records.is_empty());
         // Past the refreshed end: out of range.
-        match b.fetch(KEY, "t", 9, 1 << 20).await {
+        match b.fetch(KEY, "t", 9, 1 << 20, false).await {
             Err(ReadError::OutOfRange { next: 6, .. }) => {}
             other => panic!("expected out of range, got {:?}", other.map(|r| r.records)),
         }
@@ -224,7 +236,7 @@ mod brokers {
         gapped.head_version = 0;
         let reader = a.tiering.reader();
         for offset in [0, 2, 3] {
-            match super::read_runs(&gapped, &a.cache, &reader, offset, 1 << 20).await {
+            match super::read_runs(&gapped, &a.cache, &reader, (offset, 6), 1 << 20).await {
                 Err(ReadError::Gap { .. }) => {}
                 other => panic!("offset {offset}: expected a gap, got {:?}", other.err()),
             }
@@ -233,12 +245,15 @@ mod brokers {
         let mut empty = gapped.clone();
         empty.runs.clear();
         assert!(matches!(
-            super::read_runs(&empty, &a.cache, &reader, 0, 1 << 20).await,
+            super::read_runs(&empty, &a.cache, &reader, (0, 6), 1 << 20).await,
             Err(ReadError::Gap { offset: 0 })
         ));
         // A fetch through a gapped view refreshes it from the store and reads on.
         a.view.install(KEY, gapped);
-        let read = a.fetch(KEY, "t", 2, 1 << 20).await.expect("refreshed");
+        let read = a
+            .fetch(KEY, "t", 2, 1 << 20, false)
+            .await
+            .expect("refreshed");
         assert_eq!(first_offset(&read.records), 2);
         assert_eq!(read.high_watermark, 6);
     }
@@ -299,7 +314,7 @@ mod brokers {
         b.view.refresh(&KEY).await.expect("refresh");
         assert_eq!(b.view.get(&KEY).head.merged, 6, "everything merged");
         // B opens (and caches) the manifest.
-        let found = b.offset_for_timestamp(KEY, "t", Some(0)).await;
+        let found = b.offset_for_timestamp(KEY, "t", Some(0), false).await;
         assert_eq!(found.expect("search"), Some((0, 10_000)));
         // DeleteRecords through A (its own manifest copy); B's view learns the new start.
         let low = crate::diskless::retention::delete_records(&*cluster.store, &KEY, 3)
@@ -309,9 +324,11 @@ mod brokers {
         b.view.refresh(&KEY).await.expect("refresh");
         // The first record at or after the log start, from the merged history: not
         // none, and not a deleted one.
-        let found = b.offset_for_timestamp(KEY, "t", Some(0)).await;
+        let found = b.offset_for_timestamp(KEY, "t", Some(0), false).await;
         assert_eq!(found.expect("search"), Some((3, 20_001)));
-        let found = b.offset_for_timestamp(KEY, "t", None).await;
+        let found = b.offset_for_timestamp(KEY, "t", None, false).await;
         assert_eq!(found.expect("search"), Some((5, 30_001)));
     }
 }
+
+mod txn;

@@ -11,6 +11,7 @@ fn object() -> ObjectInfo {
 
 fn plain(pos: u64, records: i32) -> PendingBatch {
     PendingBatch {
+        kind: BatchKind::Data,
         producer_id: -1,
         epoch: -1,
         first_sequence: -1,
@@ -23,6 +24,7 @@ fn plain(pos: u64, records: i32) -> PendingBatch {
 
 fn idempotent(pos: u64, producer_id: i64, epoch: i16, seq: i32, records: i32) -> PendingBatch {
     PendingBatch {
+        kind: BatchKind::Data,
         producer_id,
         epoch,
         first_sequence: seq,
@@ -243,4 +245,183 @@ fn records_read_as_the_spec_writes_them() {
     assert_eq!(entry.batches, [ProducerBatch(0, 4, 10, 14)]);
     let json = serde_json::to_string(&entry).expect("serialises");
     assert!(json.contains(r#""batches":[[0,4,10,14]]"#), "{json}");
+}
+
+/// A verified transactional batch of `records` records.
+fn txn(producer_id: i64, epoch: i16, seq: i32, records: i32) -> PendingBatch {
+    PendingBatch {
+        kind: BatchKind::Transactional { verified: true },
+        ..idempotent(0, producer_id, epoch, seq, records)
+    }
+}
+
+fn marker(producer_id: i64, epoch: i16, marker: Marker) -> PendingBatch {
+    PendingBatch {
+        kind: BatchKind::Marker(marker),
+        producer_id,
+        epoch,
+        first_sequence: -1,
+        records: 1,
+        max_ts: 10,
+        pos: 0,
+        len: 80,
+    }
+}
+
+#[test]
+fn a_transactional_batch_opens_a_transaction_that_a_commit_marker_closes() {
+    let mut state = PartitionState::default();
+    commit(&mut state, &[plain(0, 2)]);
+    commit(&mut state, &[txn(7, 0, 0, 3)]);
+    assert_eq!(state.head.open, BTreeMap::from([(7, 2)]));
+    assert_eq!(state.head.last_stable(), 2);
+    // A second batch of the same transaction, and others' data, keep the first offset.
+    commit(&mut state, &[plain(0, 1), txn(7, 0, 3, 2)]);
+    assert_eq!(state.head.open, BTreeMap::from([(7, 2)]));
+    assert_eq!((state.head.last_stable(), state.head.next), (2, 8));
+    let outcomes = commit(&mut state, &[marker(7, 0, Marker::Commit)]);
+    assert_eq!(outcomes, [Outcome::Appended { base_offset: 8 }]);
+    assert!(state.head.open.is_empty());
+    assert_eq!((state.head.last_stable(), state.head.next), (9, 9));
+    assert!(state.runs.values().all(|r| r.aborted.is_empty()));
+    // The marker took no sequence: the producer goes on from its last one.
+    let outcomes = commit(&mut state, &[txn(7, 0, 5, 1)]);
+    assert_eq!(outcomes, [Outcome::Appended { base_offset: 9 }]);
+    assert_eq!(state.head.open, BTreeMap::from([(7, 9)]));
+}
+
+#[test]
+fn an_abort_marker_records_the_aborted_transaction_with_its_run() {
+    let mut state = PartitionState::default();
+    commit(&mut state, &[txn(7, 0, 0, 2), txn(8, 0, 0, 1)]);
+    assert_eq!(state.head.open, BTreeMap::from([(7, 0), (8, 2)]));
+    // The marker shares its run with a plain batch before it.
+    commit(&mut state, &[plain(0, 1), marker(7, 0, Marker::Abort)]);
+    let run = &state.runs[&3];
+    assert_eq!((run.base, run.end), (3, 5));
+    // lso: producer 8's transaction (at 2) is still open.
+    assert_eq!(run.aborted, [AbortedEntry(7, 0, 4, 2)]);
+    assert_eq!(state.head.open, BTreeMap::from([(8, 2)]));
+    commit(&mut state, &[marker(8, 0, Marker::Abort)]);
+    // None open any more: the lso is the offset after the marker.
+    assert_eq!(state.runs[&5].aborted, [AbortedEntry(8, 2, 5, 6)]);
+    assert_eq!(state.head.last_stable(), 6);
+    let aborted: crate::log::txn::AbortedTxn = state.runs[&5].aborted[0].into();
+    assert_eq!((aborted.first_offset, aborted.last_offset), (2, 5));
+}
+
+#[test]
+fn a_marker_without_an_open_transaction_is_appended_and_aborts_nothing() {
+    let mut state = PartitionState::default();
+    let outcomes = commit(&mut state, &[marker(7, 3, Marker::Abort)]);
+    assert_eq!(outcomes, [Outcome::Appended { base_offset: 0 }]);
+    assert!(state.runs[&0].aborted.is_empty());
+    // Its epoch is the producer's here now.
+    assert_eq!(state.producers[&7].epoch, 3);
+}
+
+#[test]
+fn a_stale_marker_is_refused_and_a_bumped_one_fences_older_batches() {
+    let mut state = PartitionState::default();
+    commit(&mut state, &[txn(7, 2, 0, 1)]);
+    let before = state.clone();
+    let outcomes = commit(&mut state, &[marker(7, 1, Marker::Commit)]);
+    assert_eq!(outcomes, [Outcome::Refused(ProducerErrorKind::Fenced)]);
+    assert_eq!(state.head, before.head);
+    // The coordinator aborts a timed-out transaction with a bumped epoch.
+    commit(&mut state, &[marker(7, 3, Marker::Abort)]);
+    assert_eq!(state.producers[&7].epoch, 3);
+    assert!(state.head.open.is_empty());
+    assert_eq!(state.runs[&1].aborted, [AbortedEntry(7, 0, 1, 2)]);
+    // A late batch of the old epoch is fenced and opens nothing.
+    let outcomes = commit(&mut state, &[txn(7, 2, 1, 1)]);
+    assert_eq!(outcomes, [Outcome::Refused(ProducerErrorKind::Fenced)]);
+    assert!(state.head.open.is_empty());
+    // The same in one commit: the marker's bump applies to the batches after it.
+    let mut state = PartitionState::default();
+    commit(&mut state, &[txn(9, 0, 0, 1)]);
+    let outcomes = commit(&mut state, &[marker(9, 1, Marker::Abort), txn(9, 0, 1, 1)]);
+    assert_eq!(
+        outcomes,
+        [
+            Outcome::Appended { base_offset: 1 },
+            Outcome::Refused(ProducerErrorKind::Fenced)
+        ]
+    );
+}
+
+#[test]
+fn transaction_state_rules_for_data_batches() {
+    let mut state = PartitionState::default();
+    commit(&mut state, &[txn(7, 0, 0, 1)]);
+    // A plain batch of the producer while its transaction is open.
+    let outcomes = commit(&mut state, &[idempotent(0, 7, 0, 1, 1)]);
+    assert_eq!(
+        outcomes,
+        [Outcome::Refused(ProducerErrorKind::InvalidTxnState)]
+    );
+    // A newer epoch's transaction before the older one's marker came.
+    let outcomes = commit(&mut state, &[txn(7, 1, 0, 1)]);
+    assert_eq!(
+        outcomes,
+        [Outcome::Refused(ProducerErrorKind::MarkerPending)]
+    );
+    // An unverified batch joins the open transaction ...
+    let unverified = |seq| PendingBatch {
+        kind: BatchKind::Transactional { verified: false },
+        ..txn(7, 0, seq, 1)
+    };
+    let outcomes = commit(&mut state, &[unverified(1)]);
+    assert_eq!(outcomes, [Outcome::Appended { base_offset: 1 }]);
+    // ... but opens none: a marker ended it after the produce looked.
+    commit(&mut state, &[marker(7, 0, Marker::Commit)]);
+    let outcomes = commit(&mut state, &[unverified(2)]);
+    assert_eq!(outcomes, [Outcome::Refused(ProducerErrorKind::NotVerified)]);
+    assert!(state.head.open.is_empty());
+}
+
+#[test]
+fn open_transactions_are_capped() {
+    let mut state = PartitionState::default();
+    let batches: Vec<PendingBatch> = (0..MAX_OPEN_TRANSACTIONS as i64)
+        .map(|id| txn(id, 0, 0, 1))
+        .collect();
+    commit(&mut state, &batches);
+    assert_eq!(state.head.open.len(), MAX_OPEN_TRANSACTIONS);
+    let outcomes = commit(&mut state, &[txn(1000, 0, 0, 1), txn(5, 0, 1, 1)]);
+    assert_eq!(
+        outcomes,
+        [
+            Outcome::Refused(ProducerErrorKind::TooManyTransactions),
+            // An open transaction goes on.
+            Outcome::Appended {
+                base_offset: MAX_OPEN_TRANSACTIONS as i64
+            }
+        ]
+    );
+    // A marker frees a place.
+    commit(&mut state, &[marker(0, 0, Marker::Commit)]);
+    let outcomes = commit(&mut state, &[txn(1000, 0, 0, 1)]);
+    assert!(matches!(outcomes[0], Outcome::Appended { .. }));
+}
+
+#[test]
+fn producers_with_an_open_transaction_never_expire() {
+    let mut state = PartitionState::default();
+    commit(&mut state, &[txn(7, 0, 0, 1), idempotent(0, 8, 0, 0, 1)]);
+    assert_eq!(state.expired_producers(1_000_000, 5000), [8]);
+    commit(&mut state, &[marker(7, 0, Marker::Commit)]);
+    assert_eq!(state.expired_producers(1_000_000, 5000), [7, 8]);
+}
+
+#[test]
+fn a_head_with_open_transactions_and_a_run_with_aborted_ones_round_trip() {
+    let mut state = PartitionState::default();
+    commit(&mut state, &[txn(7, 0, 0, 1), txn(8, 0, 0, 1)]);
+    commit(&mut state, &[marker(7, 0, Marker::Abort)]);
+    let head: Head =
+        serde_json::from_str(&serde_json::to_string(&state.head).expect("head")).expect("parses");
+    assert_eq!(head, state.head);
+    let json = serde_json::to_string(&state.runs[&2]).expect("run");
+    assert!(json.contains(r#""aborted":[[7,0,2,1]]"#), "{json}");
 }

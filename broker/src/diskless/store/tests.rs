@@ -1,5 +1,5 @@
 use super::*;
-use crate::diskless::state::{ObjectInfo, PendingBatch, plan};
+use crate::diskless::state::{BatchKind, ObjectInfo, PendingBatch, plan};
 
 fn key(partition: i32) -> PartitionKey {
     PartitionKey {
@@ -12,6 +12,7 @@ fn write_for(state: &PartitionState, key: PartitionKey, records: i32) -> AppendW
     let plan = plan(
         state,
         &[PendingBatch {
+            kind: BatchKind::Data,
             producer_id: 3,
             epoch: 0,
             first_sequence: state.head.next as i32,

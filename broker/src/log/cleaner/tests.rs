@@ -62,7 +62,7 @@ const MAX_KEYS: usize = 1 << 20;
 const DAY_MS: i64 = 86_400_000;
 
 /// A (key, value) pair; `None` is a keyless record or a tombstone.
-type Rec = (Option<String>, Option<String>);
+pub(crate) type Rec = (Option<String>, Option<String>);
 
 fn kv(key: impl Into<String>, value: impl Into<String>) -> Rec {
     (Some(key.into()), Some(value.into()))
@@ -118,7 +118,7 @@ fn bytes_of(s: &Option<String>) -> Option<Bytes> {
 
 /// A client's record at relative `offset`: no producer id, sequence `offset - 1` (the
 /// encoder keeps records in one batch while offset - sequence stays constant).
-fn record(offset: i64, (key, value): &Rec, timestamp: i64) -> Record {
+pub(crate) fn record(offset: i64, (key, value): &Rec, timestamp: i64) -> Record {
     Record {
         transactional: false,
         control: false,
@@ -136,7 +136,7 @@ fn record(offset: i64, (key, value): &Rec, timestamp: i64) -> Record {
     }
 }
 
-fn encode(records: &[Record], compression: Compression) -> Vec<u8> {
+pub(crate) fn encode(records: &[Record], compression: Compression) -> Vec<u8> {
     let mut buf = BytesMut::new();
     RecordBatchEncoder::encode(
         &mut buf,
