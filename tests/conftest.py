@@ -23,7 +23,7 @@ import uuid
 
 import pytest
 
-from servers import Bucket, EtcdServer, FaultProxy, MotoServer, strata_binary, StrataBroker
+from servers import Bucket, EtcdServer, FaultProxy, MotoServer, stop_brokers, strata_binary, StrataBroker
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -65,19 +65,7 @@ def broker(request, tmp_path, strata_bin):
     yield start
     # A broker that does not shut down cleanly is a failure of the test using it; every
     # process is stopped (SIGKILL as a last resort) before that is reported.
-    failures = []
-    for b in started:
-        if not b.is_running():
-            continue
-        try:
-            code = b.stop()
-        except BaseException as e:  # pytest.fail raises a BaseException
-            failures.append(str(e))
-            continue
-        if code != 0:
-            failures.append(f"strata (log {b.log_path}) exited with {code} on SIGTERM at teardown:\n{b.log_tail()}")
-    for b in started:
-        b.kill9()
+    failures = stop_brokers(started)
     if failures:
         pytest.fail("\n\n".join(failures), pytrace=False)
 

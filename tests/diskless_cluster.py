@@ -27,7 +27,7 @@ from confluent_kafka.admin import NewTopic
 
 from clients import QUIET, confluent_admin
 from replication import Cluster
-from servers import Bucket, StrataBroker, s3_env, wait_until
+from servers import Bucket, StrataBroker, s3_env, stop_brokers, wait_until
 from test_diskless import metadata_leaders
 
 DISKLESS = {"diskless.enable": "true"}
@@ -177,18 +177,7 @@ def start_world(tmp_path_factory, etcd, moto, env_extra: dict[str, str] | None =
     try:
         yield World(Cluster(factory, etcd, size=2, env=env), bucket, etcd, started)
     finally:
-        failures = []
-        for b in started:
-            if b.is_running():
-                try:
-                    code = b.stop()
-                except BaseException as e:  # pytest.fail raises a BaseException
-                    failures.append(str(e))
-                    continue
-                if code != 0:
-                    failures.append(f"strata (log {b.log_path}) exited with {code} on SIGTERM:\n{b.log_tail()}")
-        for b in started:
-            b.kill9()
+        failures = stop_brokers(started)
         bucket.delete_all()
         if failures:
             pytest.fail("\n\n".join(failures), pytrace=False)

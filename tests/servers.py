@@ -76,6 +76,27 @@ def free_port() -> int:
     raise RuntimeError("no free loopback port found")
 
 
+def stop_brokers(brokers: Iterable["StrataBroker"]) -> list[str]:
+    """Stops every running broker with SIGTERM, then SIGKILLs them all (a last resort);
+    returns a failure report for each that did not shut down cleanly (exit code not 0),
+    for the caller to fail with once everything is stopped."""
+    brokers = list(brokers)
+    failures = []
+    for b in brokers:
+        if not b.is_running():
+            continue
+        try:
+            code = b.stop()
+        except BaseException as e:  # pytest.fail raises a BaseException
+            failures.append(str(e))
+            continue
+        if code != 0:
+            failures.append(f"strata (log {b.log_path}) exited with {code} on SIGTERM at teardown:\n{b.log_tail()}")
+    for b in brokers:
+        b.kill9()
+    return failures
+
+
 def strata_binary() -> Path:
     """STRATA_BIN, else target/release/strata, else target/debug/strata; fails if none."""
     explicit = os.environ.get("STRATA_BIN")

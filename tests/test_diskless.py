@@ -56,7 +56,7 @@ from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
 from clients import QUIET, confluent_admin, confluent_consume
 from replication import Cluster, History, Writer, check_history
 from servers import (Bucket, FaultProxy, RecordingProxy, StrataBroker, http_get, metric_value, s3_env,
-                     strata_binary, wait_until)
+                     stop_brokers, strata_binary, wait_until)
 from wire import (connect, crc32c, frame, kstring, list_offsets_latest_v1, parse_list_offsets_v1,
                   parse_produce_response_v3, read_uvarint, record_batch, recv_frame, request_header)
 
@@ -132,18 +132,7 @@ def world(tmp_path_factory, etcd, moto, strata_bin):
     try:
         yield World(Cluster(factory, etcd, size=2, env=env), bucket, recorder, faults, started)
     finally:
-        failures = []
-        for b in started:
-            if b.is_running():
-                try:
-                    code = b.stop()
-                except BaseException as e:  # pytest.fail raises a BaseException
-                    failures.append(str(e))
-                    continue
-                if code != 0:
-                    failures.append(f"strata (log {b.log_path}) exited with {code} on SIGTERM:\n{b.log_tail()}")
-        for b in started:
-            b.kill9()
+        failures = stop_brokers(started)
         faults.stop()
         recorder.stop()
         bucket.delete_all()
