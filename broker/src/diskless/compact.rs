@@ -32,7 +32,8 @@
 //! The first dirty offset is kept in memory by the owner: a restart or a new owner starts
 //! from the log start (one pass reads the whole merged history once more). The old
 //! segment objects are deleted after each swap; a broker reading with an older copy of
-//! the manifest reloads it when an object is gone (`Diskless::fetch`).
+//! the manifest reloads it when an object is gone (`Diskless::fetch`). A pass that may
+//! have committed a copy is fenced against the topic's deletion ([`fence_deleted`]).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
