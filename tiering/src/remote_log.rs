@@ -821,7 +821,11 @@ impl RemoteLog {
                     }
                     // `doomed` was found from `root`'s start. A reload that moved the start
                     // (another writer advanced it) would count segments twice: find again.
-                    if next.log_start_offset != root.log_start_offset {
+                    // So would one that replaced a segment below `new_start` (compaction):
+                    // `doomed` would name the original, not the copy the root now holds.
+                    if next.log_start_offset != root.log_start_offset
+                        || below(next, new_start) != below(&root, new_start)
+                    {
                         stale = true;
                         return Ok(false);
                     }
@@ -988,3 +992,21 @@ mod compaction;
 
 #[cfg(test)]
 mod tests;
+
+/// What of `root` holds offsets below `offset`: the tail entries and the references that
+/// start below it. [`RemoteLog::advance_start`] compares them before and after a reload.
+fn below(root: &Root, offset: i64) -> (Vec<SegmentEntry>, Vec<SpillRef>) {
+    let tail = root
+        .tail
+        .iter()
+        .filter(|e| e.base_offset < offset)
+        .copied()
+        .collect();
+    let refs = root
+        .refs
+        .iter()
+        .filter(|r| r.first_offset < offset)
+        .copied()
+        .collect();
+    (tail, refs)
+}

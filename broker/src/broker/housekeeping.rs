@@ -223,7 +223,26 @@ impl Broker {
                     },
                 };
                 let now = self.clock.now_ms();
-                let cleaned = match crate::diskless::compact::compact(tiering, pass, now).await {
+                let result = crate::diskless::compact::compact(tiering, pass, now).await;
+                // A pass that may have committed a replacement (one that failed part-way
+                // too): fenced against the topic's deletion, as merges are.
+                let may_have_committed = match &result {
+                    Ok(cleaned) => cleaned.is_some_and(|c| c.pass.rewritten > 0),
+                    Err(_) => true,
+                };
+                if may_have_committed {
+                    let store = diskless.view.store();
+                    let fenced =
+                        crate::diskless::compact::fence_deleted(&**store, &key, &partition.remote);
+                    match fenced.await {
+                        Ok(false) => {}
+                        Ok(true) => continue,
+                        Err(e) => {
+                            self.cleaner_failed(name, index, "diskless compaction fence", &e);
+                        }
+                    }
+                }
+                let cleaned = match result {
                     Ok(Some(cleaned)) => cleaned,
                     Ok(None) => continue,
                     Err(e) => {

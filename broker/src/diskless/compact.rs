@@ -32,7 +32,8 @@
 //! The first dirty offset is kept in memory by the owner: a restart or a new owner starts
 //! from the log start (one pass reads the whole merged history once more). The old
 //! segment objects are deleted after each swap; a broker reading with an older copy of
-//! the manifest reloads it when an object is gone (`Diskless::fetch`).
+//! the manifest reloads it when an object is gone (`Diskless::fetch`). A pass that may
+//! have committed a copy is fenced against the topic's deletion ([`fence_deleted`]).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -42,6 +43,7 @@ use bytes::Bytes;
 use strata_tiering::RemoteLog;
 
 use super::state::PartitionKey;
+use super::store::DisklessStore;
 use crate::log::LogConfig;
 use crate::log::cleaner::{AbortedRanges, Dirt, MapBuilder, OffsetMap, SegmentBatches};
 use crate::partition::remote::RemoteReadError;
@@ -136,6 +138,30 @@ pub async fn compact(
             first_dirty
         },
     }))
+}
+
+/// The topic-deletion fence after a pass, as the merger's (`merge.rs`): a deletion
+/// removes the partition's head from the store, *then* LISTs and deletes its objects and
+/// its manifest root. A replacement committed after that LIST (and before the root went)
+/// is an object nothing would ever delete (the scrubber only looks at existing topics'
+/// partitions). So after a pass that may have committed one: if the head is gone, this
+/// deletes everything under the partition, as the deletion did. Returns whether it did.
+pub async fn fence_deleted(
+    store: &dyn DisklessStore,
+    key: &PartitionKey,
+    remote: &RemoteLog,
+) -> Result<bool, RemoteReadError> {
+    let gone = store
+        .load(key)
+        .await
+        .map_err(|e| RemoteReadError::Local(std::io::Error::other(e.to_string())))?
+        .is_none();
+    if gone {
+        tracing::warn!(partition = %remote.id,
+            "the topic was deleted during a compaction pass; deleting what the pass committed");
+        remote.delete_everything().await?;
+    }
+    Ok(gone)
 }
 
 /// The key map over the merged segments of `range` (the first dirty offset, the end of

@@ -2228,3 +2228,32 @@ async fn segments_in_offset_order_skip_spills_below_the_timestamp() {
         everything.spills.len()
     );
 }
+
+/// Retention through a copy of the manifest that still names a segment another copy
+/// replaced (compaction): its commit is redone on the stored root, where the doomed
+/// segment is the replacement; it must delete that copy's object and count its bytes, not
+/// the original's (an orphan, and live bytes counted low for good, retention.bytes then
+/// keeping too much).
+#[tokio::test]
+async fn advance_start_after_a_replacement_deletes_the_copy() {
+    for (count, settings) in [(3, ManifestSettings::default()), (8, SMALL)] {
+        let fx = Fixture::new();
+        let a = fx.open(settings).await;
+        upload_range(&a, 0, count, 1).await;
+        let b = fx.open(settings).await;
+        let old = b.locate(0).await.expect("locate").expect("present");
+        assert!(replace(&b, &old, 1, 1).await.expect("replace"));
+        a.advance_start(2 * SPAN, 1).await.expect("a advances");
+        let fresh = fx.open(settings).await;
+        let live = live_entries(&fresh).await;
+        assert_eq!(live.len() as i64, count - 2);
+        let marks = fresh.marks();
+        assert_eq!(
+            marks.live_bytes,
+            live.iter().map(|e| e.log_bytes).sum::<u64>(),
+            "{marks:?}"
+        );
+        let (segments, _) = referenced(&fx, &fx.id).await;
+        assert_eq!(fx.segment_objects(), segments, "with {count} segments");
+    }
+}

@@ -297,3 +297,38 @@ async fn a_segment_merged_during_a_pass_is_never_lost() {
     fx.merge(&merger, 4, &[("c", Some("1"))]).await;
     assert_eq!(records(&fx).await.len(), 4);
 }
+
+/// A topic deleted during a pass: its deletion removed the head, then LISTed and deleted
+/// the objects; a replacement committed after that LIST would be left forever (the
+/// scrubber only looks at existing topics). The fence after the pass deletes it.
+#[tokio::test]
+async fn a_pass_during_the_topics_deletion_leaves_no_object() {
+    use crate::diskless::store::EmbeddedDisklessStore;
+    use strata_tiering::store::RemoteStore;
+    let fx = Fixture::new();
+    let tiering = fx.tiering().await;
+    let remote = fx.remote(&tiering).await;
+    fx.merge(&remote, 0, &[("a", Some("1")), ("a", Some("2"))])
+        .await;
+    // The deletion removed the head (an empty store: no head) and listed no object yet
+    // the pass would write ...
+    let store = EmbeddedDisklessStore::new(&fx.dir.path().join("diskless-meta"));
+    let key = PartitionKey {
+        topic_id: Uuid::from_u128(9),
+        partition: 0,
+    };
+    let cleaned = compact(&tiering, pass(&fx, &remote, 0, 1000), NOW)
+        .await
+        .expect("compact")
+        .expect("due");
+    assert_eq!(cleaned.pass.rewritten, 1);
+    // ... so after the pass, the fence finds the head gone and deletes what is left.
+    assert!(fence_deleted(&store, &key, &remote).await.expect("fence"));
+    let left = fx
+        .backend
+        .list(&strata_tiering::keys::partition_prefix(&remote.id))
+        .await
+        .expect("list");
+    assert_eq!(left.len(), 0, "objects left");
+    assert_eq!(records(&fx).await.len(), 0);
+}
