@@ -17,6 +17,7 @@ ledger's dollars (`strata cost --json`, since start, summed over brokers).
 
     source scripts/test-python.sh; STRATA_BIN=target/release/strata $(test_python) bench/diskless.py
     MIB=64 PARTITIONS=64 LINGER=5 ...   # the defaults: 64 MiB, 8 partitions, linger.ms 5
+    RATE=4 MIB=32 ...                   # held to 4 MiB/s: latency at a fixed rate
 
 All processes share this machine's cores; the figures compare the modes with each other
 on the same hardware. Asserts nothing; prints a markdown table."""
@@ -43,6 +44,9 @@ from servers import (  # noqa: E402
 MIB = int(os.environ.get("MIB", "64"))
 PARTITIONS = int(os.environ.get("PARTITIONS", "8"))
 LINGER = os.environ.get("LINGER", "5")
+# MiB/s the producer is held to (0: as fast as it can). At a fixed rate below what both
+# modes sustain, send -> delivery latency is the broker's, not time queued in the client.
+RATE = float(os.environ.get("RATE", "0"))
 RECORD = 1024
 PUT_CLASS = {"PutObject", "CopyObject", "CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload",
              "ListObjectsV2", "ListObjects"}
@@ -74,7 +78,12 @@ def produce(bootstrap: str, topic: str) -> tuple[float, list[float]]:
             latencies.append(time.monotonic() - sent)
 
     started = time.monotonic()
+    per_second = RATE * 1024 * 1024 / RECORD
     for i in range(count):
+        if per_second > 0:
+            due = started + i / per_second
+            while (ahead := due - time.monotonic()) > 0:
+                producer.poll(min(ahead, 0.005))
         sent = time.monotonic()
         while True:
             try:
