@@ -20,9 +20,11 @@ def test_health_ready_and_metrics_after_produce(broker):
 
     # A request is counted once its response is written, which the client may see first:
     # the counters settle a moment after the acknowledgement.
-    text = wait_until("the produce requests counted",
-                      lambda: (t := b.metrics()) if (metric_value(t, "strata_request_duration_seconds_count",
-                                                                  api="Produce") or 0) >= 1 else None, 10)
+    def counted():
+        t = b.metrics()
+        return t if (metric_value(t, "strata_request_duration_seconds_count", api="Produce") or 0) >= 1 else None
+
+    text = wait_until("the produce requests counted", counted, 10)
     produce_requests = metric_value(text, "strata_requests_total", api="Produce")
     assert produce_requests is not None and produce_requests >= 1, text
     assert (metric_value(text, "strata_requests_total", api="Metadata") or 0) >= 1, text
