@@ -98,8 +98,22 @@ impl Fixture {
     }
 
     async fn append_to(&self, key: PartitionKey, objects: &[&[usize]], at: i64) -> Vec<Run> {
+        let objects: Vec<_> = objects.iter().map(|c| (*c, &[][..])).collect();
+        self.append_runs(key, &objects, None, at).await
+    }
+
+    /// Appends one run per entry of `objects` (a shared object of batches, and the
+    /// aborted entries the run holds, as the commit of an abort marker stores them);
+    /// with `open`, the head's open transactions become it.
+    async fn append_runs(
+        &self,
+        key: PartitionKey,
+        objects: &[(&[usize], &[crate::diskless::state::AbortedEntry])],
+        open: Option<&BTreeMap<i64, i64>>,
+        at: i64,
+    ) -> Vec<Run> {
         let mut runs = Vec::new();
-        for (n, counts) in objects.iter().enumerate() {
+        for (n, (counts, aborted)) in objects.iter().enumerate() {
             let (bytes, spans) = shared_object(counts, at);
             let object_key = format!("diskless/2026120716/1-{}.batches", Uuid::new_v4());
             self.backend
@@ -124,12 +138,13 @@ impl Fixture {
                 at: at + n as i64,
                 broker: 1,
                 batches: spans.len() as u32,
-                aborted: Vec::new(),
+                aborted: aborted.to_vec(),
             };
             let head = Head {
                 next: run.end,
                 runs: state.head.runs + 1,
                 run_bytes: state.head.run_bytes + run.len,
+                open: open.cloned().unwrap_or_else(|| state.head.open.clone()),
                 ..state.head.clone()
             };
             let conflicts = self

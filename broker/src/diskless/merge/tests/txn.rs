@@ -5,66 +5,15 @@ use super::*;
 use crate::diskless::state::AbortedEntry;
 use crate::log::txn::AbortedTxn;
 
-/// Appends one run per entry of `objects` (a shared object of batches, and the aborted
-/// entries the run holds, as the commit of an abort marker stores them); the head's
-/// open transactions become `open`.
+/// Appends runs holding `objects`' aborted entries; the head's open transactions become
+/// `open`.
 async fn append_txn(
     fx: &Fixture,
     objects: &[(&[usize], &[AbortedEntry])],
     open: &BTreeMap<i64, i64>,
     at: i64,
 ) -> Vec<Run> {
-    let mut runs = Vec::new();
-    for (n, (counts, aborted)) in objects.iter().enumerate() {
-        let (bytes, spans) = shared_object(counts, at);
-        let object_key = format!("diskless/2026120716/1-{}.batches", Uuid::new_v4());
-        fx.backend
-            .put(&object_key, bytes.clone().into())
-            .await
-            .expect("put");
-        let state = fx
-            .store
-            .load(&key())
-            .await
-            .expect("load")
-            .unwrap_or_default();
-        let records: i64 = spans.iter().map(|s| s.2).sum();
-        let run = Run {
-            key: object_key,
-            size: bytes.len() as u64,
-            pos: 0,
-            len: bytes.len() as u64,
-            base: state.head.next,
-            end: state.head.next + records,
-            max_ts: at + 1000,
-            at: at + n as i64,
-            broker: 1,
-            batches: spans.len() as u32,
-            aborted: aborted.to_vec(),
-        };
-        let head = Head {
-            next: run.end,
-            runs: state.head.runs + 1,
-            run_bytes: state.head.run_bytes + run.len,
-            open: open.clone(),
-            ..state.head.clone()
-        };
-        let conflicts = fx
-            .store
-            .append(&[AppendWrite {
-                key: key(),
-                expected: state.head_version,
-                head,
-                runs: vec![run.clone()],
-                producers: Vec::new(),
-                expire: Vec::new(),
-            }])
-            .await
-            .expect("append");
-        assert!(conflicts.is_empty());
-        runs.push(run);
-    }
-    runs
+    fx.append_runs(key(), objects, Some(open), at).await
 }
 
 /// The transaction index of the merged segment holding `offset`.
