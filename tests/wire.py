@@ -184,13 +184,18 @@ def varint(n: int) -> bytes:
 
 def record_batch(values: list[bytes], base_ts: int = BASE_TS, *, count: int | None = None,
                  last_offset_delta: int | None = None, magic: int = 2, bad_crc: bool = False,
-                 attributes: int = 0, producer: tuple[int, int, int] = (-1, -1, -1)) -> bytes:
-    """An uncompressed RecordBatch v2 holding `values` (null keys, no headers). `count` and
-    `last_offset_delta` override the header fields to build lying batches; `producer` is
-    (producer id, epoch, base sequence) for an idempotent producer's batch."""
+                 attributes: int = 0, producer: tuple[int, int, int] = (-1, -1, -1),
+                 keys: list[bytes | None] | None = None) -> bytes:
+    """An uncompressed RecordBatch v2 holding `values` (no headers; null keys unless `keys`
+    gives one per value, None for null). `count` and `last_offset_delta` override the header
+    fields to build lying batches; `producer` is (producer id, epoch, base sequence) for an
+    idempotent producer's batch."""
+    keys = [None] * len(values) if keys is None else keys
+    assert len(keys) == len(values)
     body = b""
-    for i, value in enumerate(values):
-        rec = b"\x00" + varint(i) + varint(i) + varint(-1) + varint(len(value)) + value + varint(0)
+    for i, (key, value) in enumerate(zip(keys, values)):
+        key_field = varint(-1) if key is None else varint(len(key)) + key
+        rec = b"\x00" + varint(i) + varint(i) + key_field + varint(len(value)) + value + varint(0)
         body += varint(len(rec)) + rec
     n = len(values)
     lod = n - 1 if last_offset_delta is None else last_offset_delta
