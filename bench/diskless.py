@@ -18,6 +18,7 @@ ledger's dollars (`strata cost --json`, since start, summed over brokers).
     source scripts/test-python.sh; STRATA_BIN=target/release/strata $(test_python) bench/diskless.py
     MIB=64 PARTITIONS=64 LINGER=5 ...   # the defaults: 64 MiB, 8 partitions, linger.ms 5
     RATE=4 MIB=32 ...                   # held to 4 MiB/s: latency at a fixed rate
+    IDEMPOTENCE=0 INTERVAL_MS=100 ...   # a plain producer; the brokers' append interval
 
 All processes share this machine's cores; the figures compare the modes with each other
 on the same hardware. Asserts nothing; prints a markdown table."""
@@ -44,6 +45,10 @@ from servers import (  # noqa: E402
 MIB = int(os.environ.get("MIB", "64"))
 PARTITIONS = int(os.environ.get("PARTITIONS", "8"))
 LINGER = os.environ.get("LINGER", "5")
+# IDEMPOTENCE=0: a plain acks=all producer (no cap of 5 requests in flight per connection).
+IDEMPOTENCE = os.environ.get("IDEMPOTENCE", "1") != "0"
+# The brokers' diskless_append_interval_ms (their default when unset).
+INTERVAL_MS = os.environ.get("INTERVAL_MS")
 # MiB/s the producer is held to (0: as fast as it can). At a fixed rate below what both
 # modes sustain, send -> delivery latency is the broker's, not time queued in the client.
 RATE = float(os.environ.get("RATE", "0"))
@@ -64,7 +69,7 @@ def etcd_proposals(etcd: EtcdServer) -> float:
 def produce(bootstrap: str, topic: str) -> tuple[float, list[float]]:
     from confluent_kafka import Producer
 
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": IDEMPOTENCE,
                          "linger.ms": int(LINGER), "batch.size": 1 << 20, "log_level": 0})
     count = MIB * 1024 * 1024 // RECORD
     latencies: list[float] = []
@@ -142,6 +147,13 @@ def run_mode(name: str, configs: dict[str, str], brokers: list[StrataBroker], et
     produced = MIB * 1024 * 1024
     inter = sum(b.metric("strata_cost_inter_zone_bytes_total", topic=name) or 0 for b in brokers)
     latencies.sort()
+    stages = {}
+    if name == "diskless":
+        # Mean of each stage of a diskless append over all brokers (the topic is new).
+        for stage in ("wait", "put", "commit"):
+            total = sum(b.metric(f"strata_diskless_append_{stage}_seconds_sum", topic=name) or 0 for b in brokers)
+            count = sum(b.metric(f"strata_diskless_append_{stage}_seconds_count", topic=name) or 0 for b in brokers)
+            stages[f"append {stage} mean ms (broker)"] = total / count * 1000 if count else float("nan")
     return {
         "mode": name, "records/s": len(latencies) / elapsed, "MiB/s": MIB / elapsed,
         "p50 ms": statistics.median(latencies) * 1000, "p99 ms": latencies[int(len(latencies) * 0.99)] * 1000,
@@ -153,6 +165,7 @@ def run_mode(name: str, configs: dict[str, str], brokers: list[StrataBroker], et
         "ledger $ total": cost.get("since_start", {}).get("total_usd", 0.0),
         "ledger PUT-class": cost.get("since_start", {}).get("put_requests", 0.0),
         "ledger stored bytes": cost.get("stored_bytes", 0),
+        **stages,
     }
 
 
@@ -167,6 +180,7 @@ def main() -> None:
         bucket = Bucket(moto, "bench").create()
         proxy = RecordingProxy(moto.port, bucket.name)
         env = s3_env(proxy.endpoint, bucket.name, remote_upload_interval_ms=200,
+                     diskless_append_interval_ms=INTERVAL_MS,
                      default_replication_factor=3, offsets_topic_replication_factor=3)
         brokers = []
         for node in (1, 2, 3):
@@ -179,13 +193,14 @@ def main() -> None:
                                         "min.insync.replicas": "2"}, brokers, etcd, proxy),
                 run_mode("diskless", {"diskless.enable": "true"}, brokers, etcd, proxy)]
         proxy.stop()
-        keys = list(rows[0])
+        keys = list(dict.fromkeys(k for r in rows for k in r))
         print(f"| figure | {' | '.join(r['mode'] for r in rows)} |")
         print("|---|" + "---|" * len(rows))
         for k in keys[1:]:
-            cells = [f"{r[k]:.4g}" if isinstance(r[k], float) else str(r[k]) for r in rows]
+            cells = [f"{r[k]:.4g}" if isinstance(r.get(k), float) else str(r.get(k, "–")) for r in rows]
             print(f"| {k} | {' | '.join(cells)} |")
-        print(f"\n{MIB} MiB of 1 KiB records, {PARTITIONS} partitions, linger.ms {LINGER}, binary {strata_binary()}")
+        print(f"\n{MIB} MiB of 1 KiB records, {PARTITIONS} partitions, linger.ms {LINGER}, rate {RATE or 'unlimited'} MiB/s, "
+              f"idempotence {IDEMPOTENCE}, diskless_append_interval_ms {INTERVAL_MS or 'default'}, binary {strata_binary()}")
     finally:
         for p in reversed(procs):
             try:

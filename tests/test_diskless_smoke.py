@@ -141,3 +141,27 @@ def test_diskless_topic_through_etcd_and_s3(broker, etcd, bucket):
     heads = [k for k in keys if k.endswith("/head")]
     assert len(heads) == PARTITIONS, heads
     assert any("/runs/" in k for k in keys) and any("/producers/" in k for k in keys), list(keys)[:10]
+
+
+def test_a_connections_pipelined_produce_requests_join_one_flush(broker):
+    """A client that does not cap its requests in flight (plain librdkafka, kafkajs) sends
+    a request every linger.ms however long the answers take. The broker starts up to 1024
+    of one connection's produce requests while earlier ones wait for their diskless flush,
+    so 40 requests sent back to back share one or two shared objects (with 5 started at a
+    time they took 8 flushes, and such a producer's backlog grew without bound). The
+    answers come in request order, with dense offsets."""
+    from wire import connect, parse_produce_response_v3, produce_request_v3, record_batch, recv_frame
+
+    b = broker(env={"STRATA_DISKLESS_APPEND_INTERVAL_MS": "500"})
+    topic = "dl-many-in-flight"
+    create_topic(b.bootstrap, topic, 1, {"diskless.enable": "true"})
+    objects = lambda: b.metric("strata_diskless_objects_total", topic=topic) or 0  # noqa: E731
+    requests = 40
+    with connect(b.bootstrap) as sock:
+        sock.sendall(b"".join(produce_request_v3(1000 + i, topic, 0, record_batch([b"r%d" % i] * 3))
+                              for i in range(requests)))
+        answers = [parse_produce_response_v3(recv_frame(sock)) for _ in range(requests)]
+    assert [correlation for correlation, _ in answers] == [1000 + i for i in range(requests)]
+    assert [results[0][2:] for _, results in answers] == [(0, 3 * i) for i in range(requests)], answers[:3]
+    assert watermarks(b.bootstrap, topic, 0) == (0, 3 * requests)
+    assert 1 <= objects() <= 2, f"{objects()} shared objects for {requests} pipelined requests"

@@ -425,11 +425,15 @@ async fn next_frame<S: AsyncRead + Unpin>(
     let size_read_in = first_byte.elapsed();
     // A connection that waits this long for budget is closed like a slow one: the wait
     // must not outlive a client that gave up and reconnected.
-    let reservation =
-        match tokio::time::timeout(shared.read_timeout, shared.budget.reserve(size + 4)).await {
-            Ok(reservation) => reservation,
-            Err(_) => return Ok(read_timed_out(shared, peer)),
-        };
+    let reservation = match tokio::time::timeout(
+        shared.read_timeout,
+        shared.budget.reserve((size + 4).max(REQUEST_CHARGE)),
+    )
+    .await
+    {
+        Ok(reservation) => reservation,
+        Err(_) => return Ok(read_timed_out(shared, peer)),
+    };
     let left = shared.read_timeout.saturating_sub(size_read_in);
     let body = tokio::time::timeout(left, protocol::read_frame_body(reader, size));
     let body = match body.await {
@@ -504,10 +508,26 @@ async fn write_frame<S: AsyncWrite + Unpin>(
 /// Requests a connection may have started and not yet answered. A request is started
 /// once the one before it is done with its ordered part (see [`handlers::ordering`]): for
 /// a Produce with acks=all, its appends; so up to this many produce requests of one
-/// client wait for their ISR together. Kafka's Java producer keeps 5 requests in flight
-/// per connection (librdkafka 5 with idempotence): more would only hold more of the
-/// shared request budget.
-const PIPELINED_REQUESTS: usize = 5;
+/// client wait for their ISR, or their diskless flush, together.
+///
+/// Java's producer and idempotent librdkafka keep at most 5 requests in flight per
+/// connection and grow their batches while they wait; a plain librdkafka producer (no
+/// idempotence, confluent-kafka's default) and kafkajs do not cap, and send a request
+/// every `linger.ms` (5 ms) however long the answers take. A diskless produce waits for
+/// its flush (`diskless_append_interval_ms`, 250 ms, plus the PUT and the commit): with 5
+/// such requests started per flush, each of them 5 ms of records, the client's backlog
+/// grew without bound (0.35 MiB/s for a producer offering 4 MiB/s over three brokers,
+/// bench/diskless.py), and 64 still left half of it waiting: such a client sends one
+/// request per partition batch, so a flush's worth is partitions × interval / linger.
+/// Memory stays bounded by the shared request budget (`queued_max_request_bytes`): every
+/// started request holds its bytes there, at least [`REQUEST_CHARGE`], until it is
+/// answered, and its response is a few bytes per partition.
+const PIPELINED_REQUESTS: usize = 1024;
+
+/// What a request holds of the request budget at least, whatever its size: its task, its
+/// decoded form and its response cost memory too, so tiny requests pipelined by the
+/// thousand stay bounded (512 MiB of budget is at most 131,072 requests at a time).
+const REQUEST_CHARGE: usize = 4096;
 
 /// A request's handling, finished: what [`answer`] writes and counts.
 struct Handled {

@@ -126,7 +126,8 @@ struct Budget {
 /// from the size prefix until the handler is done. Requests wait for room before their
 /// body is read. Responses are not counted: a client slow to read them would hold every
 /// other connection back (a connection holds at most one response that is not a
-/// Produce's, and up to five pipelined Produce requests and their small responses).
+/// Produce's, and up to 1024 pipelined Produce requests and their small responses, each
+/// charged at least 4 KiB here).
 pub struct ByteBudget {
     limit: usize,
     /// A std mutex: held to update a count and pop waiters, never across an await.

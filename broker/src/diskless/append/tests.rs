@@ -666,3 +666,43 @@ fn only_the_verified_producers_batches_count_as_verified() {
         BatchKind::Transactional { verified: None }
     );
 }
+
+/// Flushes start at most once per interval, but a produce to an idle appender does not
+/// wait for one: it waits only the gather time, and the next flush starts an interval
+/// after it started.
+#[tokio::test]
+async fn an_idle_appender_flushes_at_once_and_then_once_per_interval() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn DisklessStore> = Arc::new(EmbeddedDisklessStore::new(dir.path()));
+    let objects: Arc<dyn RemoteStore> = Arc::new(ObjectStoreBackend::in_memory());
+    let cancel = CancellationToken::new();
+    let config = crate::config::Config {
+        node_id: 1,
+        diskless_append_interval_ms: 10_000,
+        ..crate::config::Config::default()
+    };
+    let (a, _, metrics) = broker_with(config, store, objects, &cancel);
+    let first = a
+        .enqueue(KEY, "t", &topic_config(), &batch(0, 0, 5))
+        .await
+        .expect("enqueue");
+    let first = tokio::time::timeout(Duration::from_secs(5), first)
+        .await
+        .expect("an idle appender does not wait for the interval")
+        .expect("answered")
+        .expect("appended");
+    assert_eq!(first.base_offset, 0);
+    let second = a
+        .enqueue(KEY, "t", &topic_config(), &batch(0, 5, 5))
+        .await
+        .expect("enqueue");
+    let mut second = Box::pin(second);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), &mut second)
+            .await
+            .is_err(),
+        "a second flush started within the interval"
+    );
+    assert_eq!(metrics.objects.with_label_values(&["t"]).get(), 1);
+    cancel.cancel();
+}
