@@ -10,7 +10,10 @@
 #   RECORDS=200000 REPEAT=1 OUT=/tmp/s.md bench/security.sh  # smoke run
 #
 # Knobs: RECORDS (1 KiB records per produce run, 1000000), REPEAT (3), E2E_SECONDS (15),
-# E2E_RATE (MiB/s, 20). strata-bench is built with librdkafka's OpenSSL support (the
+# E2E_RATE (MiB/s, 20), STRATA_BIN (the broker binary to measure instead of the one built
+# here, e.g. a baseline), BROKER_CPUS / CLIENT_CPUS (taskset CPU lists to pin the broker
+# and the client to; unpinned by default). Binaries come from $CARGO_TARGET_DIR (target/ if
+# unset). strata-bench is built with librdkafka's OpenSSL support (the
 # client side only; the broker uses rustls), which needs libssl-dev. Certificates come
 # from openssl. Asserts nothing about timings.
 set -euo pipefail
@@ -22,6 +25,9 @@ RECORDS="${RECORDS:-1000000}"
 REPEAT="${REPEAT:-3}"
 E2E_SECONDS="${E2E_SECONDS:-15}"
 E2E_RATE="${E2E_RATE:-20}"
+BROKER_CPUS="${BROKER_CPUS:-}"
+CLIENT_CPUS="${CLIENT_CPUS:-}"
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 
 SCRIPT=security.sh
 WORK="$(mktemp -d -t strata-security-bench.XXXXXX)"
@@ -31,10 +37,13 @@ command -v openssl >/dev/null || die "openssl is needed to make the test certifi
 [ -f /usr/include/openssl/ssl.h ] || die "libssl-dev is needed to build strata-bench with TLS (apt-get install libssl-dev)"
 
 log "building strata and strata-bench (release)"
-cargo build --release -p strata-broker
+[ -n "${STRATA_BIN:-}" ] || cargo build --release -p strata-broker
 cargo build --release -p strata-bench
-STRATA="$ROOT/target/release/strata"
-BENCH="$ROOT/target/release/strata-bench"
+STRATA="${STRATA_BIN:-$TARGET/release/strata}"
+BENCH="$TARGET/release/strata-bench"
+PIN_BROKER=(); PIN_CLIENT=()
+[ -z "$BROKER_CPUS" ] || PIN_BROKER=(taskset -c "$BROKER_CPUS")
+[ -z "$CLIENT_CPUS" ] || PIN_CLIENT=(taskset -c "$CLIENT_CPUS")
 
 cleanup() {
     stop_broker
@@ -55,21 +64,27 @@ echo "bench:SCRAM-SHA-512:bench-password-not-secret" >"$WORK/users"
 CLIENT_X=()
 RESULTS="$WORK/results.jsonl"
 # measure MODE RUN NAME ARGS...: one strata-bench run; its result line goes to RESULTS
-# with the mode, the run and the broker's CPU seconds and the wall seconds it took.
+# with the mode, the run, the broker's and the client's CPU seconds and the wall seconds
+# it took.
 measure() {
     local mode="$1" run="$2" name="$3"; shift 3
     local out="$WORK/$mode.$run.$name.out" cpu0 cpu1 wall0 wall1 status=0
     cpu0="$(cpu "$BROKER_PID")"; wall0="$(date +%s.%N)"
-    timeout -k 10 300 "$BENCH" "$@" --bootstrap "$BOOTSTRAP" "${CLIENT_X[@]}" --name "$name" >"$out" 2>"$out.err" || status=$?
+    /usr/bin/time -f '%U %S' -o "$out.time" timeout -k 10 300 "${PIN_CLIENT[@]}" "$BENCH" "$@" \
+        --bootstrap "$BOOTSTRAP" "${CLIENT_X[@]}" --name "$name" >"$out" 2>"$out.err" || status=$?
     cpu1="$(cpu "$BROKER_PID")"; wall1="$(date +%s.%N)"
     [ "$status" -eq 0 ] || { log "$mode $name: exit status $status"; sed 's/^/    /' "$out.err" | tail -n 5 >&2; }
-    python3 - "$out" "$mode" "$run" "$cpu0" "$cpu1" "$wall0" "$wall1" "$name" >>"$RESULTS" <<'EOF'
+    python3 - "$out" "$mode" "$run" "$cpu0" "$cpu1" "$wall0" "$wall1" "$name" "$out.time" >>"$RESULTS" <<'EOF'
 import json, sys
-out, mode, run, cpu0, cpu1, wall0, wall1, name = sys.argv[1:]
+out, mode, run, cpu0, cpu1, wall0, wall1, name, timing = sys.argv[1:]
 lines = [l for l in open(out) if l.startswith('{')]
 result = json.loads(lines[-1]) if lines else {"name": name, "ok": False, "error": "no result line"}
+try:
+    client_cpu_s = sum(float(v) for v in open(timing).read().split()[-2:])
+except (OSError, ValueError):
+    client_cpu_s = None
 result.update(security_mode=mode, run=int(run), broker_cpu_s=float(cpu1) - float(cpu0),
-              wall_s=float(wall1) - float(wall0))
+              client_cpu_s=client_cpu_s, wall_s=float(wall1) - float(wall0))
 print(json.dumps(result))
 EOF
 }
@@ -80,7 +95,7 @@ for run in $(seq 1 "$REPEAT"); do
         # A fresh broker per mode: the previous run's segments (uploaded to the local
         # object store in the background) must not load the next one.
         PLAIN_PORT="$(free_port)"; SECURE_PORT="$(free_port)"; HTTP_PORT="$(free_port)"; ADMIN_PORT="$(free_port)"
-        BROKER_CMD=("$STRATA" serve --http "127.0.0.1:$HTTP_PORT" --admin-listen "127.0.0.1:$ADMIN_PORT"
+        BROKER_CMD=("${PIN_BROKER[@]}" "$STRATA" serve --http "127.0.0.1:$HTTP_PORT" --admin-listen "127.0.0.1:$ADMIN_PORT"
             --data-dir "$WORK/data" --metadata embedded)
         BROKER_ENV=(STRATA_LISTENERS="PLAINTEXT://127.0.0.1:$PLAIN_PORT,SASL_SSL://127.0.0.1:$SECURE_PORT"
             STRATA_SSL_CERT_FILE="$WORK/server.pem" STRATA_SSL_KEY_FILE="$WORK/server.key"
@@ -124,8 +139,9 @@ def mibs(mode, name):
         return "failed", None
     return f"{med(values):.0f} ({min(values):.0f}–{max(values):.0f})", med(values)
 
-def cpu_per_gib(mode, name):
-    per = [r["broker_cpu_s"] / (r["bytes"] / 2**30) for r in runs(mode, name) if r.get("bytes")]
+def cpu_per_gib(mode, name, who="broker"):
+    per = [r[f"{who}_cpu_s"] / (r["bytes"] / 2**30) for r in runs(mode, name)
+           if r.get("bytes") and r.get(f"{who}_cpu_s") is not None]
     return f"{med(per):.2f}" if per else "–"
 
 def e2e(mode, path):
@@ -145,8 +161,8 @@ def failures(mode):
 def ratio(value, base):
     return f"{value / base:.2f}×" if value and base else "–"
 
-print("| listener | produce MiB/s | vs PLAINTEXT | broker CPU s per GiB produced | consume MiB/s "
-      "| vs PLAINTEXT | broker CPU s per GiB read | e2e ack p50 / p99 (ms) | e2e p50 / p99 (ms) | failed runs |")
+print("| listener | produce MiB/s | vs PLAINTEXT | CPU s per GiB produced: broker / client | consume MiB/s "
+      "| vs PLAINTEXT | CPU s per GiB read: broker / client | e2e ack p50 / p99 (ms) | e2e p50 / p99 (ms) | failed runs |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
 base = {}
 for mode, label in modes:
@@ -154,8 +170,10 @@ for mode, label in modes:
     consume, c = mibs(mode, "consume-1k-p8")
     if mode == "plaintext":
         base = {"p": p, "c": c}
-    print(f"| {label} | {produce} | {ratio(p, base.get('p'))} | {cpu_per_gib(mode, 'produce-1k-p8')} "
-          f"| {consume} | {ratio(c, base.get('c'))} | {cpu_per_gib(mode, 'consume-1k-p8')} "
+    print(f"| {label} | {produce} | {ratio(p, base.get('p'))} "
+          f"| {cpu_per_gib(mode, 'produce-1k-p8')} / {cpu_per_gib(mode, 'produce-1k-p8', 'client')} "
+          f"| {consume} | {ratio(c, base.get('c'))} "
+          f"| {cpu_per_gib(mode, 'consume-1k-p8')} / {cpu_per_gib(mode, 'consume-1k-p8', 'client')} "
           f"| {e2e(mode, ['produce', 'ack_latency_ms', 'p50'])} / {e2e(mode, ['produce', 'ack_latency_ms', 'p99'])} "
           f"| {e2e(mode, ['e2e_latency_ms', 'p50'])} / {e2e(mode, ['e2e_latency_ms', 'p99'])} | {failures(mode)} |")
 EOF
