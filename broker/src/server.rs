@@ -38,6 +38,7 @@ mod quota;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -387,16 +388,19 @@ impl Drop for OpenConnection<'_> {
 
 /// The next request's frame and the budget it holds, or why the connection ends.
 enum Next {
-    Frame(bytes::Bytes, Reservation),
+    Frame(bytes::Bytes, Held),
     Close,
 }
 
 /// Waits for a request (at most the idle time), then reads it (at most the read timeout
-/// from its first byte, once budget for it is granted).
+/// from its first byte, once budget for it is granted: its size, at least `charge`,
+/// counted in `connection` too).
 async fn next_frame<S: AsyncRead + Unpin>(
     shared: &Listener,
     reader: &mut BufReader<S>,
     peer: SocketAddr,
+    charge: usize,
+    connection: &Arc<AtomicUsize>,
 ) -> std::io::Result<Next> {
     let max = shared.broker.config.max_request_bytes as usize;
     // Wait for a byte that is really there (fill_buf keeps it for the reads below), so the
@@ -425,15 +429,12 @@ async fn next_frame<S: AsyncRead + Unpin>(
     let size_read_in = first_byte.elapsed();
     // A connection that waits this long for budget is closed like a slow one: the wait
     // must not outlive a client that gave up and reconnected.
-    let reservation = match tokio::time::timeout(
-        shared.read_timeout,
-        shared.budget.reserve((size + 4).max(REQUEST_CHARGE)),
-    )
-    .await
-    {
-        Ok(reservation) => reservation,
-        Err(_) => return Ok(read_timed_out(shared, peer)),
-    };
+    let bytes = (size + 4).max(charge);
+    let reservation =
+        match tokio::time::timeout(shared.read_timeout, shared.budget.reserve(bytes)).await {
+            Ok(reservation) => Held::new(reservation, bytes, connection),
+            Err(_) => return Ok(read_timed_out(shared, peer)),
+        };
     let left = shared.read_timeout.saturating_sub(size_read_in);
     let body = tokio::time::timeout(left, protocol::read_frame_body(reader, size));
     let body = match body.await {
@@ -519,15 +520,62 @@ async fn write_frame<S: AsyncWrite + Unpin>(
 /// grew without bound (0.35 MiB/s for a producer offering 4 MiB/s over three brokers,
 /// bench/diskless.py), and 64 still left half of it waiting: such a client sends one
 /// request per partition batch, so a flush's worth is partitions × interval / linger.
-/// Memory stays bounded by the shared request budget (`queued_max_request_bytes`): every
-/// started request holds its bytes there, at least [`REQUEST_CHARGE`], until it is
-/// answered, and its response is a few bytes per partition.
+/// Memory stays bounded: a request started behind others holds at least
+/// [`REQUEST_CHARGE`] of the shared request budget (`queued_max_request_bytes`) until its
+/// response is written, and a connection starts no more once its started requests hold
+/// [`per_connection_bytes`] (so one producer waiting for a slow ISR cannot take the whole
+/// budget from every other connection).
 const PIPELINED_REQUESTS: usize = 1024;
 
-/// What a request holds of the request budget at least, whatever its size: its task, its
-/// decoded form and its response cost memory too, so tiny requests pipelined by the
-/// thousand stay bounded (512 MiB of budget is at most 131,072 requests at a time).
+/// What a request started behind unanswered ones holds of the request budget at least,
+/// from its first byte until its response is written: its task and its response (which
+/// may be larger than the request: an error message per partition) cost memory too, so
+/// tiny requests pipelined by the thousand, or answered and left unread, stay bounded
+/// (512 MiB of budget is at most 131,072 such requests at a time).
 const REQUEST_CHARGE: usize = 4096;
+
+/// Bytes one connection's started requests may hold of the request budget before it
+/// starts no more of them: a sixteenth of `queued_max_request_bytes`, at least one
+/// request of `max_request_bytes`.
+fn per_connection_bytes(config: &crate::config::Config) -> usize {
+    let queued = usize::try_from(config.queued_max_request_bytes).unwrap_or(usize::MAX);
+    let one = usize::try_from(config.max_request_bytes).unwrap_or(usize::MAX);
+    (queued / 16).max(one)
+}
+
+/// A request's share of the request budget, counted in its connection's total too.
+struct Held {
+    reservation: Reservation,
+    connection: Arc<AtomicUsize>,
+    bytes: usize,
+}
+
+impl Held {
+    fn new(reservation: Reservation, bytes: usize, connection: &Arc<AtomicUsize>) -> Held {
+        connection.fetch_add(bytes, Ordering::Relaxed);
+        Held {
+            reservation,
+            connection: Arc::clone(connection),
+            bytes,
+        }
+    }
+
+    /// Gives back all but `keep` bytes.
+    fn shrink_to(&mut self, keep: usize) {
+        if self.bytes > keep {
+            self.reservation.shrink_to(keep);
+            self.connection
+                .fetch_sub(self.bytes - keep, Ordering::Relaxed);
+            self.bytes = keep;
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.connection.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
 
 /// A request's handling, finished: what [`answer`] writes and counts.
 struct Handled {
@@ -537,6 +585,8 @@ struct Handled {
     /// The encoded response; `None` for no response (Produce with acks=0).
     encoded: Option<anyhow::Result<bytes::Bytes>>,
     throttle: Duration,
+    /// What the request still holds of the budget until its response is written.
+    _held: Held,
 }
 
 /// A started request's handling: its own task, so that writing earlier responses (or the
@@ -559,6 +609,10 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     let mut reader = BufReader::with_capacity(READ_BUFFER, read_half);
     // Started requests, answered in request order.
     let mut pending: FuturesOrdered<Handling> = FuturesOrdered::new();
+    // Budget bytes this connection's started requests hold (see [`Held`]).
+    let held = Arc::new(AtomicUsize::new(0));
+    let held_at_most = per_connection_bytes(&broker.config);
+    let charge_limit = usize::try_from(broker.config.queued_max_request_bytes).unwrap_or(0);
     loop {
         // With quotas a connection is muted after each response (KIP-219), which needs
         // the responses one at a time; quotas can be set while the connection is open.
@@ -589,7 +643,9 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 // fill_buf is cancel safe: a byte it read stays buffered for next_frame.
                 arrived = async { reader.fill_buf().await.map(|bytes| !bytes.is_empty()) },
-                    if pending.len() < pipelined => {
+                    if pending.is_empty()
+                        || (pending.len() < pipelined
+                            && held.load(Ordering::Relaxed) < held_at_most) => {
                     match arrived {
                         Ok(true) => break,
                         // The client closed its side: answer what it sent, then close.
@@ -607,6 +663,13 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
         }
+        // A request started behind unanswered ones holds at least REQUEST_CHARGE until
+        // its response is written.
+        let charge = if pending.is_empty() {
+            0
+        } else {
+            REQUEST_CHARGE.min(charge_limit)
+        };
         // Shutdown is noticed while a request is read too: a half-read frame is dropped
         // with the connection, and nothing new starts once shutdown began.
         let next = tokio::select! {
@@ -615,7 +678,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                 answer_all(shared, &mut writer, &mut pending, peer, &cancel).await?;
                 return Ok(());
             }
-            next = next_frame(shared, &mut reader, peer) => next?,
+            next = next_frame(shared, &mut reader, peer, charge, &held) => next?,
         };
         let (frame, request_bytes) = match next {
             Next::Frame(frame, reservation) => (frame, reservation),
@@ -741,11 +804,14 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                 ),
                 None => Duration::ZERO,
             };
-            // The request is done with. Responses are not held against the shared budget:
-            // a client slow to read its responses would stall every other connection. One
+            // The request is done with. Its bytes go back to the shared budget, except the
+            // charge of a request started behind others, kept until its response is
+            // written: a client slow to read its responses would otherwise stall every
+            // other connection, while pipelined responses left unread are bounded. One
             // connection holds at most `pipelined` responses, and more than one only when
-            // they are all Produce responses (a few bytes per partition).
-            drop(request_bytes);
+            // they are all Produce responses.
+            let mut request_bytes = request_bytes;
+            request_bytes.shrink_to(charge);
             // The records a Fetch response shares with `response` are dropped with it, so
             // the encoded frame is the only copy held while the client reads it.
             let encoded = response.map(|response| {
@@ -759,6 +825,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                 started,
                 encoded,
                 throttle,
+                _held: request_bytes,
             }
         };
         let (ordered_done, mut ordered) = tokio::sync::oneshot::channel();

@@ -134,6 +134,9 @@ struct Queue {
     bytes: u64,
     /// When the first item waiting came.
     since: Option<Instant>,
+    /// The last flush left items behind (its byte or producer cap): the next starts at
+    /// once. Decided under the lock, so a produce queued during a flush never counts.
+    held_back: bool,
     /// Set by the final drain at shutdown: nothing is queued after it.
     closed: bool,
 }
@@ -187,6 +190,7 @@ impl Queue {
         }
         self.bytes = held.iter().map(Queued::bytes).sum();
         self.since = held.iter().map(|i| i.queued_at).min();
+        self.held_back = !held.is_empty();
         self.items = held;
         taken
     }
@@ -440,7 +444,10 @@ impl Appender {
         loop {
             let (due, since) = {
                 let queue = self.queue();
-                (queue.bytes >= self.flush_bytes, queue.since)
+                (
+                    queue.bytes >= self.flush_bytes || queue.held_back,
+                    queue.since,
+                )
             };
             let take = match since {
                 None => {
@@ -453,13 +460,8 @@ impl Appender {
                 Some(_) if due => true,
                 Some(since) => {
                     let gathered = since + GATHER.min(self.interval);
-                    let deadline = match last_flush {
-                        // Queued before the last flush started: held back by a flush's
-                        // byte or producer cap, so the next flush starts at once.
-                        Some(last) if since <= last => since,
-                        Some(last) => gathered.max(last + self.interval),
-                        None => gathered,
-                    };
+                    let deadline =
+                        last_flush.map_or(gathered, |last| gathered.max(last + self.interval));
                     let deadline = tokio::time::Instant::from_std(deadline);
                     tokio::select! {
                         _ = cancel.cancelled() => break,
@@ -470,8 +472,10 @@ impl Appender {
             };
             if take {
                 let items = self.queue().take_flush(self.flush_bytes);
-                last_flush = Some(Instant::now());
-                self.flush(items).await;
+                if !items.is_empty() {
+                    last_flush = Some(Instant::now());
+                    self.flush(items).await;
+                }
             }
         }
         // Closed first: a produce queued after this is refused, never left unanswered.

@@ -226,6 +226,16 @@ pub struct Reservation {
     bytes: usize,
 }
 
+impl Reservation {
+    /// Gives back all but `keep` bytes (nothing if it holds no more than that).
+    pub fn shrink_to(&mut self, keep: usize) {
+        if self.bytes > keep {
+            self.budget.release(self.bytes - keep);
+            self.bytes = keep;
+        }
+    }
+}
+
 impl Drop for Reservation {
     fn drop(&mut self) {
         if self.bytes > 0 {
