@@ -22,7 +22,9 @@ from test_tiering import KiB, MiB, blob_records, delivered, tier_env, tiered_top
 
 def create_topics(bootstrap: str, names: list[str], partitions: int) -> None:
     admin = confluent_admin(bootstrap)
-    futures = admin.create_topics([NewTopic(n, partitions, 1) for n in names], operation_timeout=60)
+    # make_records' timestamps are old: time-based retention must not take them.
+    topics = [NewTopic(n, partitions, 1, config={"retention.ms": "-1"}) for n in names]
+    futures = admin.create_topics(topics, operation_timeout=60)
     for future in futures.values():
         future.result(timeout=120)
 
