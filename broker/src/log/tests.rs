@@ -411,7 +411,7 @@ fn flush_messages_asks_for_an_fsync() {
 fn a_new_logs_directories_are_fsynced_by_its_first_fsync() {
     let root = tempfile::tempdir().expect("tempdir");
     let dir = root.path().join("t-0");
-    let new_dirs = vec![dir.clone(), root.path().to_path_buf()];
+    let new_dirs = [dir.clone(), root.path().to_path_buf()];
     let acked = LogConfig {
         flush_messages: 1,
         ..config()
