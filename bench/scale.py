@@ -230,6 +230,12 @@ def main():
             shutil.rmtree(data, ignore_errors=True)
         data = os.path.join(work, "data")
         emit(phase="create", label="after", **create(args, args.new, tag, data))
+        # A directory the new binary created holds no segment files until a partition is
+        # written; the baseline creates them when it opens it. One untimed baseline start
+        # first, so its timed restarts open what it would have created itself (and the new
+        # binary's restarts open directories that hold segment files, as written ones do).
+        if not args.no_base_restart:
+            restart(args, args.base, tag, data)
         # Restarts of the same data directory, interleaved: before, after, after, before...
         for r in range(args.restarts):
             order = [("before", args.base), ("after", args.new)]

@@ -79,6 +79,25 @@ pub enum OpenError {
     Tiering(String),
 }
 
+/// What opening a topic knows of its partitions' manifest roots (tiered storage).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Roots {
+    /// Read them from the metadata store: one request for the whole topic.
+    Read,
+    /// It has none, so nothing is read: its id was created just now, or start-up's
+    /// listing of the store ([`strata_tiering::ManifestStore::topics_with_roots`]) holds
+    /// no key of it.
+    Absent,
+}
+
+/// One partition's manifest root, read or to be read.
+pub enum PartitionRoot {
+    /// Read it (one request).
+    Read,
+    /// Already read with its topic's: `None` if the partition has none.
+    Loaded(Option<(bytes::Bytes, u64)>),
+}
+
 /// The open topics. Lookups take a read lock for a map access; changes replace a topic's
 /// snapshot.
 pub struct Registry {
@@ -171,21 +190,24 @@ impl Registry {
         record: &TopicRecord,
         config: &TopicConfig,
         index: usize,
+        root: PartitionRoot,
     ) -> Result<Partition, OpenError> {
         let dir = self
             .topic_dir(&record.name, record.id)
             .join(index.to_string());
         let remote = match &self.tiering {
-            Some(tiering) => Some(
-                tiering
-                    .open_remote_log(strata_tiering::PartitionId {
-                        topic: record.name.clone(),
-                        topic_id: record.id,
-                        partition: index as i32,
-                    })
-                    .await
-                    .map_err(|e| OpenError::Tiering(e.to_string()))?,
-            ),
+            Some(tiering) => {
+                let id = strata_tiering::PartitionId {
+                    topic: record.name.clone(),
+                    topic_id: record.id,
+                    partition: index as i32,
+                };
+                let opened = match root {
+                    PartitionRoot::Read => tiering.open_remote_log(id).await,
+                    PartitionRoot::Loaded(loaded) => tiering.remote_log_from(id, loaded),
+                };
+                Some(opened.map_err(|e| OpenError::Tiering(e.to_string()))?)
+            }
             None => None,
         };
         // After an empty-disk restart the local log starts where the remote tier ends.
@@ -245,14 +267,30 @@ impl Registry {
         broker: &Config,
         clock: &dyn Clock,
         record: TopicRecord,
+        roots: Roots,
     ) -> Result<Topic, OpenError> {
         let config = TopicConfig::resolve(&record.configs, broker)?;
         let diskless = config.diskless();
         let local = if diskless { 0 } else { record.partitions.len() };
+        let mut loaded = match (&self.tiering, roots) {
+            (Some(tiering), Roots::Read) if local > 0 => tiering
+                .manifests
+                .load_topic(
+                    &record.name,
+                    record.id,
+                    i32::try_from(local).unwrap_or(i32::MAX),
+                )
+                .await
+                .map_err(|e| OpenError::Tiering(e.to_string()))?,
+            _ => Vec::new(),
+        }
+        .into_iter();
         let mut partitions = Vec::with_capacity(local);
         for i in 0..local {
+            // Absent roots (or no tiering): every partition opens without one.
+            let root = PartitionRoot::Loaded(loaded.next().flatten());
             partitions.push(Arc::new(
-                self.open_partition(broker, clock, &record, &config, i)
+                self.open_partition(broker, clock, &record, &config, i, root)
                     .await?,
             ));
         }

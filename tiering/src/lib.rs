@@ -15,6 +15,13 @@
 //!   moves its log start offset (and drops references) first, objects are deleted after.
 //! - **Every key is new.** Object keys carry a fresh UUID, so nothing is overwritten: a
 //!   retried upload writes a second object and the first becomes an orphan.
+//! - **A partition that has a root always opens with it.** Opening reads the root from the
+//!   metadata store; it may skip the read only when the root cannot exist: a topic created
+//!   with a fresh id, or a topic no key of which was listed by the broker's start-up pass
+//!   over the store ([`ManifestStore::topics_with_roots`](remote_log::ManifestStore)).
+//!   A root committed after that read (by another broker, which leads the partition) is
+//!   picked up by a reload, and a commit from the stale view fails its compare-and-swap
+//!   and reloads, so skipping a read never loses or overwrites a commit.
 //! - **Commits are fenced.** The root records the leader epoch of the last commit; a
 //!   commit from an older epoch fails with [`TierError::Fenced`](remote_log::TierError),
 //!   so a deposed leader cannot rewrite history.

@@ -40,6 +40,37 @@ pub trait ManifestStore: Send + Sync + 'static {
         expected: Option<u64>,
     ) -> Result<u64, ManifestStoreError>;
     async fn delete(&self, id: &PartitionId) -> Result<(), ManifestStoreError>;
+
+    /// The roots of partitions `0..partitions` of topic `topic_id` (`topic` is its name),
+    /// indexed by partition. A store that can read a topic's roots in one request
+    /// overrides this; the default reads them one at a time.
+    async fn load_topic(
+        &self,
+        topic: &str,
+        topic_id: Uuid,
+        partitions: i32,
+    ) -> Result<Vec<Option<(Bytes, u64)>>, ManifestStoreError> {
+        let mut roots = Vec::with_capacity(usize::try_from(partitions).unwrap_or(0));
+        for partition in 0..partitions {
+            let id = PartitionId {
+                topic: topic.to_string(),
+                topic_id,
+                partition,
+            };
+            roots.push(self.load(&id).await?);
+        }
+        Ok(roots)
+    }
+
+    /// The ids of the topics that have at least one root, read in one pass over the
+    /// store (start-up asks once, then reads only those topics' roots), or `None` if
+    /// this store cannot list: every topic's roots must then be read. A topic missing
+    /// from the answer has no root *as of the listing*: a root committed after it (by
+    /// another broker's leader) is found by the usual reload or by the compare-and-swap
+    /// of a commit, which fails against an unexpected root.
+    async fn topics_with_roots(&self) -> Result<Option<HashSet<Uuid>>, ManifestStoreError> {
+        Ok(None)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -354,7 +385,23 @@ impl RemoteLog {
         spills: Arc<SpillCache>,
         settings: ManifestSettings,
     ) -> Result<RemoteLog, TierError> {
-        let (root, version) = Self::load_root(&*manifests, &id).await?;
+        let loaded = manifests.load(&id).await?;
+        Self::from_loaded(id, store, manifests, spills, settings, loaded)
+    }
+
+    /// Opens the remote log from a root the caller already read (`None`: the partition
+    /// has no root, as for a topic created with a fresh id). The caller answers for the
+    /// read being current: a root committed since is found by [`RemoteLog::reload`], or
+    /// by the first commit, whose compare-and-swap fails and reloads.
+    pub fn from_loaded(
+        id: PartitionId,
+        store: Arc<dyn RemoteStore>,
+        manifests: Arc<dyn ManifestStore>,
+        spills: Arc<SpillCache>,
+        settings: ManifestSettings,
+        loaded: Option<(Bytes, u64)>,
+    ) -> Result<RemoteLog, TierError> {
+        let (root, version) = Self::decode_root(&id, loaded)?;
         Ok(RemoteLog {
             id,
             store,
@@ -374,7 +421,14 @@ impl RemoteLog {
         manifests: &dyn ManifestStore,
         id: &PartitionId,
     ) -> Result<(Root, Option<u64>), TierError> {
-        match manifests.load(id).await? {
+        Self::decode_root(id, manifests.load(id).await?)
+    }
+
+    fn decode_root(
+        id: &PartitionId,
+        loaded: Option<(Bytes, u64)>,
+    ) -> Result<(Root, Option<u64>), TierError> {
+        match loaded {
             None => Ok((Root::default(), None)),
             Some((bytes, version)) => {
                 let root = Root::decode(&bytes).map_err(|source| TierError::Format {

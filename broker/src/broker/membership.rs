@@ -22,6 +22,7 @@ use crate::cluster::controller::{self, Brokers};
 use crate::cluster::{BrokerInfo, ClusterView, StoreError, TopicRecord};
 use crate::partition::Partition;
 use crate::partition::isr::Transition;
+use crate::registry::Roots;
 
 /// This broker's view of the cluster, as the membership loop last read it.
 #[derive(Default)]
@@ -708,7 +709,7 @@ impl Broker {
                 }
                 // Likewise a topic deleted here since the read is not opened again.
                 _ if !self.stored_now(&record.name, record.id).await => continue,
-                _ => match self.open_topic(record.clone()).await {
+                _ => match self.open_topic(record.clone(), Roots::Read).await {
                     Ok(mut t) => {
                         info!(topic = %t.name, "opened a topic created on another broker");
                         t.store_version = version;
@@ -812,7 +813,7 @@ impl Broker {
         if let Some(topic) = self.topics.get(name) {
             return Some(topic);
         }
-        match self.open_topic(record).await {
+        match self.open_topic(record, Roots::Read).await {
             Ok(topic) => {
                 let topic = Arc::new(topic);
                 self.topics.insert(topic.clone());

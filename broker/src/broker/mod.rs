@@ -36,7 +36,7 @@ use crate::cluster::{MetadataStore, TopicRecord};
 use crate::config::Config;
 use crate::partition::remote::RemoteReadError;
 use crate::partition::{Partition, PartitionError};
-use crate::registry::{Registry, Topic};
+use crate::registry::{PartitionRoot, Registry, Roots, Topic};
 use crate::telemetry::Metrics;
 use crate::tier::Tiering;
 use crate::topic_config::TopicConfig;
@@ -234,11 +234,25 @@ impl Broker {
             .context("read the dynamic broker configs")?;
         let records = broker.store.list_topics().await.context("list topics")?;
         let started = std::time::Instant::now();
+        // One pass over the manifest store says which topics have roots to read; the
+        // rest open without a request each (see the truth rules in `strata_tiering`).
+        let with_roots = match &broker.tiering {
+            Some(tiering) => tiering
+                .manifests
+                .topics_with_roots()
+                .await
+                .context("list the topics with tiered-storage manifests")?,
+            None => None,
+        };
         let mut known_dirs = std::collections::HashSet::new();
         for record in records {
             known_dirs.insert(broker.topics.topic_dir(&record.name, record.id));
+            let roots = match &with_roots {
+                Some(topics) if !topics.contains(&record.id) => Roots::Absent,
+                _ => Roots::Read,
+            };
             let topic = broker
-                .open_topic(record)
+                .open_topic(record, roots)
                 .await
                 .with_context(|| "open a topic's logs".to_string())?;
             broker.topics.insert(Arc::new(topic));
@@ -257,10 +271,14 @@ impl Broker {
     }
 
     /// Opens (recovers) a topic's partitions; the caller adds it to the registry.
-    pub(crate) async fn open_topic(&self, record: TopicRecord) -> Result<Topic, AdminError> {
+    pub(crate) async fn open_topic(
+        &self,
+        record: TopicRecord,
+        roots: Roots,
+    ) -> Result<Topic, AdminError> {
         Ok(self
             .topics
-            .open_topic(&self.effective_config(), &*self.clock, record)
+            .open_topic(&self.effective_config(), &*self.clock, record, roots)
             .await?)
     }
 
@@ -279,6 +297,7 @@ impl Broker {
                 record,
                 config,
                 index,
+                PartitionRoot::Read,
             )
             .await?)
     }

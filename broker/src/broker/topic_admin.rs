@@ -14,7 +14,7 @@ use crate::cluster::{BrokerInfo, PartitionRecord, StoreError, TopicRecord};
 use crate::config::MetadataUrl;
 use crate::log::LogError;
 use crate::partition::Partition;
-use crate::registry::{OpenError, Topic, valid_topic_name};
+use crate::registry::{OpenError, Roots, Topic, valid_topic_name};
 use crate::topic_config::{TopicConfig, TopicConfigError};
 
 #[derive(Debug, thiserror::Error)]
@@ -343,7 +343,9 @@ impl Broker {
                 }
             };
             let (name, id) = (record.name.clone(), record.id);
-            opened.push(match self.open_topic(record).await {
+            // The id is new (`Uuid::new_v4` in the preparation), so no manifest root
+            // can exist: nothing to read from the store.
+            opened.push(match self.open_topic(record, Roots::Absent).await {
                 Ok(topic) => Ok(topic),
                 Err(e) => {
                     let _ = std::fs::remove_dir_all(self.topics.topic_dir(&name, id));

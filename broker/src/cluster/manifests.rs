@@ -6,17 +6,31 @@
 //!   big-endian version followed by the root, rewritten atomically.
 //! - etcd: `<prefix>/manifests/<topic_id>/<partition>`, the root as the value; the version
 //!   is the key's mod_revision and a save is a transaction comparing it.
+//!
+//! Opening many partitions must not cost a request each: start-up lists which topics
+//! have roots at all (a directory listing, or one keys-only range in pages), and a topic's
+//! roots are read together (etcd: one range over the topic's prefix, in pages of at most
+//! [`LOAD_PAGE_KEYS`] roots so an answer stays far below the client's message limit).
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
-use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
+use etcd_client::{
+    Client, Compare, CompareOp, GetOptions, GetResponse, SortOrder, SortTarget, Txn, TxnOp,
+};
 use strata_tiering::{ManifestStore, ManifestStoreError, PartitionId};
+use uuid::Uuid;
 
 use crate::log::write_atomically;
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Roots per page of a range read: a root is at most about 10 KiB with the default
+/// manifest shape, so a page stays near 1 MiB, under the gRPC client's 4 MiB limit.
+const LOAD_PAGE_KEYS: i64 = 100;
+/// Keys per page of the keys-only listing (a key is under 100 bytes).
+const LIST_PAGE_KEYS: i64 = 10_000;
 
 pub struct EmbeddedManifests {
     dir: PathBuf,
@@ -109,6 +123,37 @@ impl ManifestStore for EmbeddedManifests {
             _ => Ok(()),
         }
     }
+
+    /// One listing of the directory. File names are `<topic_id>-<partition>`; anything
+    /// else (a `.tmp` left by a crash during a save, which was never the root) is not a
+    /// root.
+    async fn topics_with_roots(&self) -> Result<Option<HashSet<Uuid>>, ManifestStoreError> {
+        let _guard = self.lock.lock().await;
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Some(HashSet::new())),
+            Err(e) => {
+                return Err(ManifestStoreError::Unavailable(format!(
+                    "list {}: {e}",
+                    self.dir.display()
+                )));
+            }
+        };
+        let mut topics = HashSet::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| {
+                ManifestStoreError::Unavailable(format!("list {}: {e}", self.dir.display()))
+            })?;
+            let name = entry.file_name();
+            if let Some((topic, partition)) = name.to_str().and_then(|n| n.split_once('-'))
+                && partition.parse::<i32>().is_ok()
+                && let Ok(topic) = Uuid::parse_str(topic)
+            {
+                topics.insert(topic);
+            }
+        }
+        Ok(Some(topics))
+    }
 }
 
 pub struct EtcdManifests {
@@ -125,8 +170,63 @@ impl EtcdManifests {
     }
 
     fn key(&self, id: &PartitionId) -> String {
-        format!("{}/manifests/{}/{}", self.prefix, id.topic_id, id.partition)
+        format!("{}/{}", self.topic_prefix(id.topic_id), id.partition)
     }
+
+    fn topic_prefix(&self, topic_id: Uuid) -> String {
+        format!("{}/manifests/{topic_id}", self.prefix)
+    }
+
+    /// Every key under `prefix`, in pages of `page` keys, at the revision of the first
+    /// page (so the pages are one snapshot); `f` sees each page.
+    async fn range_pages(
+        &self,
+        prefix: &str,
+        page: i64,
+        keys_only: bool,
+        mut f: impl FnMut(&GetResponse),
+    ) -> Result<(), ManifestStoreError> {
+        let range_end = prefix_end(prefix.as_bytes());
+        let mut start = prefix.as_bytes().to_vec();
+        let mut revision = 0;
+        let mut kv = self.client.kv_client();
+        loop {
+            let mut options = GetOptions::new()
+                .with_range(range_end.clone())
+                .with_limit(page)
+                .with_sort(SortTarget::Key, SortOrder::Ascend);
+            if keys_only {
+                options = options.with_keys_only();
+            }
+            if revision > 0 {
+                options = options.with_revision(revision);
+            }
+            let response = timed(kv.get(start.clone(), Some(options))).await?;
+            if revision == 0 {
+                revision = response.header().map_or(0, |h| h.revision());
+            }
+            f(&response);
+            match response.kvs().last() {
+                Some(last) if response.more() => {
+                    start = last.key().to_vec();
+                    start.push(0);
+                }
+                _ => return Ok(()),
+            }
+        }
+    }
+}
+
+/// The first key after every key that starts with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
 }
 
 async fn timed<T>(
@@ -178,5 +278,52 @@ impl ManifestStore for EtcdManifests {
         let mut kv = self.client.kv_client();
         timed(kv.delete(self.key(id), None)).await?;
         Ok(())
+    }
+
+    /// One range over `<prefix>/manifests/<topic_id>/`, in pages. Keys that are not a
+    /// partition index in `0..partitions` are not this topic's roots and are skipped.
+    async fn load_topic(
+        &self,
+        _topic: &str,
+        topic_id: Uuid,
+        partitions: i32,
+    ) -> Result<Vec<Option<(Bytes, u64)>>, ManifestStoreError> {
+        let mut roots = vec![None; usize::try_from(partitions).unwrap_or(0)];
+        let prefix = format!("{}/", self.topic_prefix(topic_id));
+        self.range_pages(&prefix, LOAD_PAGE_KEYS, false, |response| {
+            for kv in response.kvs() {
+                let index = kv
+                    .key()
+                    .strip_prefix(prefix.as_bytes())
+                    .and_then(|p| std::str::from_utf8(p).ok())
+                    .and_then(|p| p.parse::<usize>().ok());
+                if let Some(slot) = index.and_then(|i| roots.get_mut(i)) {
+                    *slot = Some((Bytes::copy_from_slice(kv.value()), kv.mod_revision() as u64));
+                }
+            }
+        })
+        .await?;
+        Ok(roots)
+    }
+
+    /// One keys-only range over `<prefix>/manifests/`, in pages.
+    async fn topics_with_roots(&self) -> Result<Option<HashSet<Uuid>>, ManifestStoreError> {
+        let prefix = format!("{}/manifests/", self.prefix);
+        let mut topics = HashSet::new();
+        self.range_pages(&prefix, LIST_PAGE_KEYS, true, |response| {
+            for kv in response.kvs() {
+                let topic = kv
+                    .key()
+                    .strip_prefix(prefix.as_bytes())
+                    .and_then(|rest| std::str::from_utf8(rest).ok())
+                    .and_then(|rest| rest.split_once('/'))
+                    .and_then(|(topic, _)| Uuid::parse_str(topic).ok());
+                if let Some(topic) = topic {
+                    topics.insert(topic);
+                }
+            }
+        })
+        .await?;
+        Ok(Some(topics))
     }
 }

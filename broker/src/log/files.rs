@@ -165,6 +165,16 @@ impl SegmentFile {
         }
     }
 
+    /// A file not held open: opened through the cache when read (a deferred segment's
+    /// file, not yet created, is never read: see `Segment::deferred`).
+    pub fn closed(path: PathBuf) -> SegmentFile {
+        SegmentFile {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            path,
+            pinned: None,
+        }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -383,10 +383,12 @@ impl Log {
             last.pin().map_err(io_err)?;
         }
         if log.segments.is_empty() {
+            // Nothing on disk says where an empty log starts but the checkpoint (or, with
+            // none, `start_offset`), as before its first segment's files existed: they are
+            // created by its first append, which also queues the directory's fsync.
             log.log_start_offset = log.log_start_offset.max(start_offset);
-            let segment = Segment::create(dir, log.log_start_offset, now_ms).map_err(io_err)?;
+            let segment = Segment::deferred(dir, log.log_start_offset, now_ms);
             log.segments.insert(log.log_start_offset, segment);
-            log.unsynced_dirs.push(dir.to_path_buf());
         }
         if new_dir && let Some(parent) = dir.parent() {
             log.unsynced_dirs.push(parent.to_path_buf());
@@ -609,6 +611,11 @@ impl Log {
         now_ms: i64,
     ) -> Result<i64, LogError> {
         let interval = self.config.index_interval_bytes;
+        if !self.active().on_disk() && !self.unsynced_dirs.contains(&self.dir) {
+            // The append creates the deferred segment's files: their directory entries
+            // are fsynced with the records (see `unsynced_dirs`).
+            self.unsynced_dirs.insert(0, self.dir.clone());
+        }
         let snapshot = self.active().snapshot();
         let mut next_offset = self.log_end_offset();
         let mut position = 0;

@@ -6,6 +6,14 @@
 //! idle active segment whose writes are all fsynced lets go of its files too
 //! ([`Segment::release`]); its next write opens them again ([`Segment::pin`]), so
 //! descriptors follow the partitions being written, not the partitions that exist.
+//!
+//! The empty segment a log starts with (a new partition, or a log emptied down to its
+//! start offset) is *deferred*: its files are created by its first write
+//! ([`Segment::deferred`], [`Segment::pin`]), so creating a partition costs a directory,
+//! not a directory and three files. Until then it is empty and nothing reads its files
+//! (reads skip empty segments; flushes skip files not held open). Only a log's first
+//! segment is deferred: a rolled segment's files exist before anything is appended after
+//! the roll, so the `.log` files on disk always say where every later segment starts.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -135,6 +143,8 @@ pub struct Segment {
     bytes_since_index_entry: u64,
     /// True when the last time-index entry holds `max_timestamp`.
     time_index_current: bool,
+    /// Whether the three files exist: false only for a deferred segment not yet written.
+    on_disk: bool,
 }
 
 /// What [`Segment::rollback`] restores.
@@ -157,8 +167,48 @@ pub struct ScanOutcome {
 }
 
 impl Segment {
+    /// A new, empty segment with its files created (and held open).
     pub fn create(dir: &Path, base_offset: i64, now_ms: i64) -> io::Result<Segment> {
-        let log_path = dir.join(format::segment_file_name(base_offset, "log"));
+        let mut segment = Segment::deferred(dir, base_offset, now_ms);
+        segment.pin()?;
+        Ok(segment)
+    }
+
+    /// A new, empty segment whose files are created by its first write (see the module
+    /// docs). It holds no descriptors and touches nothing on disk.
+    pub fn deferred(dir: &Path, base_offset: i64, now_ms: i64) -> Segment {
+        let index = |extension, entry_len| IndexFile {
+            file: SegmentFile::closed(dir.join(format::segment_file_name(base_offset, extension))),
+            entry_len,
+            entries: 0,
+        };
+        Segment {
+            base_offset,
+            log: SegmentFile::closed(dir.join(format::segment_file_name(base_offset, "log"))),
+            size: 0,
+            next_offset: base_offset,
+            max_timestamp: -1,
+            offset_of_max_timestamp: base_offset,
+            created_ms: now_ms,
+            sealed_ms: now_ms,
+            offset_index: index("index", OFFSET_ENTRY_LEN),
+            time_index: index("timeindex", TIME_ENTRY_LEN),
+            bytes_since_index_entry: 0,
+            time_index_current: true,
+            on_disk: false,
+        }
+    }
+
+    /// Whether the segment's files exist (false: a deferred segment not yet written).
+    pub fn on_disk(&self) -> bool {
+        self.on_disk
+    }
+
+    /// Creates an empty segment's three files and holds them open.
+    fn create_files(&mut self) -> io::Result<()> {
+        let log_path = self.log.path().to_path_buf();
+        let dir = log_path.parent().unwrap_or(Path::new("."));
+        let base_offset = self.base_offset;
         // The new segment starts at the log end offset, so any file already at this base is
         // the leftover of a creation that failed half-way (or of an interrupted delete):
         // start all three files empty.
@@ -185,20 +235,11 @@ impl Segment {
             TIME_INDEX_MAGIC,
             TIME_ENTRY_LEN,
         )?;
-        Ok(Segment {
-            base_offset,
-            log: SegmentFile::pinned(log_path, file),
-            size: 0,
-            next_offset: base_offset,
-            max_timestamp: -1,
-            offset_of_max_timestamp: base_offset,
-            created_ms: now_ms,
-            sealed_ms: now_ms,
-            offset_index,
-            time_index,
-            bytes_since_index_entry: 0,
-            time_index_current: true,
-        })
+        self.log = SegmentFile::pinned(log_path, file);
+        self.offset_index = offset_index;
+        self.time_index = time_index;
+        self.on_disk = true;
+        Ok(())
     }
 
     /// Opens a segment written before. With `trusted_until = Some((position, next_offset,
@@ -240,6 +281,7 @@ impl Segment {
             time_index,
             bytes_since_index_entry: 0,
             time_index_current: true,
+            on_disk: true,
         };
         let indexes_rebuilt = offset_rebuilt || time_rebuilt;
         let start = match trusted_until {
@@ -336,8 +378,12 @@ impl Segment {
 
     /// Holds this segment's files open for writing again: the active segment about to be
     /// written after it was released while idle, or a sealed segment that becomes the
-    /// active one (recovery dropped the segments after a hole).
+    /// active one (recovery dropped the segments after a hole). A deferred segment's
+    /// files are created here.
     pub fn pin(&mut self) -> io::Result<()> {
+        if !self.on_disk {
+            return self.create_files();
+        }
         if self.log.writable().is_none() {
             let log = OpenOptions::new()
                 .read(true)

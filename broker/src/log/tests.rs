@@ -411,13 +411,14 @@ fn flush_messages_asks_for_an_fsync() {
 fn a_new_logs_directories_are_fsynced_by_its_first_fsync() {
     let root = tempfile::tempdir().expect("tempdir");
     let dir = root.path().join("t-0");
-    let new_dirs = vec![dir.clone(), root.path().to_path_buf()];
+    let new_dirs = [dir.clone(), root.path().to_path_buf()];
     let acked = LogConfig {
         flush_messages: 1,
         ..config()
     };
     let mut log = Log::open(&dir, acked.clone(), 0).expect("open");
-    assert_eq!(log.unsynced_dirs, new_dirs);
+    // The segment's files are created by the first append, which queues their directory.
+    assert_eq!(log.unsynced_dirs, new_dirs[1..]);
     let (_, sync) = append(&mut log, &batch(1, 0, Compression::None), 0).expect("append");
     assert!(sync.is_some());
     assert!(log.unsynced_dirs.is_empty(), "the ack's fsync covers them");
@@ -968,5 +969,64 @@ fn a_clean_reopen_and_a_new_log_write_no_checkpoint() {
         after.ino(),
         replaced.ino(),
         "a clean reopen leaves the checkpoint file as it was (no rewrite by rename)"
+    );
+}
+
+/// A new partition is a directory: its first segment's files are created by the first
+/// append. Reopened before that, it is the same empty log at the same start offset; a
+/// read of it finds nothing instead of failing on the missing files.
+#[test]
+fn a_new_log_creates_its_segment_files_on_the_first_append() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = root.path().join("t-0");
+    let files = |dir: &Path| std::fs::read_dir(dir).expect("list").count();
+    let log = Log::open_at(&dir, config(), 0, 42).expect("open");
+    assert_eq!(files(&dir), 0, "nothing but the directory");
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (42, 42));
+    assert!(log.locate(42).expect("locate").is_none());
+    assert!(read_all(&log, 42).is_empty());
+    drop(log);
+
+    // Reopened untouched: still nothing on disk, same offsets (the start comes from the
+    // caller, as it did when an empty `.log` file held it unfsynced).
+    let mut log = Log::open_at(&dir, config(), 0, 42).expect("reopen");
+    assert_eq!(files(&dir), 0);
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (42, 42));
+
+    append(&mut log, &batch(3, 0, Compression::None), 0).expect("append");
+    assert!(dir.join(format::segment_file_name(42, "log")).exists());
+    assert!(dir.join(format::segment_file_name(42, "index")).exists());
+    assert!(
+        dir.join(format::segment_file_name(42, "timeindex"))
+            .exists()
+    );
+    flush_now(&mut log, 1);
+    drop(log);
+
+    // The records survive a reopen whatever start offset the caller passes now.
+    let log = Log::open_at(&dir, config(), 0, 0).expect("reopen written");
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (42, 45));
+    assert_eq!(read_all(&log, 42).len(), 3);
+}
+
+/// A log reset to an offset (a follower truncated below its start) restarts empty there
+/// with no segment files; the checkpoint the reset writes keeps that start across a
+/// restart that passes no start offset.
+#[test]
+fn a_reset_log_keeps_its_start_offset_without_segment_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = Log::open(dir.path(), config(), 0).expect("open");
+    append(&mut log, &batch(5, 0, Compression::None), 0).expect("append");
+    flush_now(&mut log, 1);
+    log.reset_to(100, None, 2).expect("reset");
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (100, 100));
+    drop(log);
+    let log = Log::open(dir.path(), config(), 3).expect("reopen");
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (100, 100));
+    assert!(
+        !dir.path()
+            .join(format::segment_file_name(100, "log"))
+            .exists(),
+        "the empty segment is still deferred"
     );
 }

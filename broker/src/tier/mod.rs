@@ -199,6 +199,24 @@ impl Tiering {
         .map(Arc::new)
     }
 
+    /// Builds a partition's remote log from a root already read (`None`: it has none;
+    /// see the truth rule on skipping the read in the `strata_tiering` crate docs).
+    pub fn remote_log_from(
+        &self,
+        id: PartitionId,
+        loaded: Option<(bytes::Bytes, u64)>,
+    ) -> Result<Arc<RemoteLog>, TierError> {
+        RemoteLog::from_loaded(
+            id,
+            self.store.clone(),
+            self.manifests.clone(),
+            self.spills.clone(),
+            self.manifest_settings,
+            loaded,
+        )
+        .map(Arc::new)
+    }
+
     fn crash_point(&self, id: &PartitionId, segment: &SealedSegment) {
         if let Some(crash_at) = self.crash_after_upload {
             let n = self.uploads.fetch_add(1, Ordering::Relaxed) + 1;
