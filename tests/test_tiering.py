@@ -13,6 +13,7 @@ uploaded" means it has reached the base offset of the active segment.
 from __future__ import annotations
 
 import random
+import shutil
 import threading
 import time
 
@@ -526,11 +527,15 @@ def test_empty_disk_restart_serves_history(bucket, broker, metadata, tmp_path):
     check_against_offsets(produced + more, got, "confluent-kafka from offset 0 after new writes")
 
 
-def test_empty_disk_restart_keeps_idempotent_producer_state(bucket, broker, tmp_path):
+@pytest.mark.parametrize("lost", ["data_dir", "partition_files"])
+def test_empty_disk_restart_keeps_idempotent_producer_state(bucket, broker, tmp_path, lost):
     """Idempotent producer state travels with the uploaded segments: after a restart on an
     empty disk, a producer's retry of a batch that only the bucket holds is answered with
     its original offset and not appended again (without the state it would be taken as a
-    new batch from an unknown producer)."""
+    new batch from an unknown producer). Also when the partition's directory is still
+    there but empty: a log without segment files is a valid empty log (its first segment's
+    files are made by its first append), and must not open at the remote end without the
+    producers."""
     import wire
 
     meta_dir = tmp_path / "metadata-outside-data-dir"
@@ -546,8 +551,16 @@ def test_empty_disk_restart_keeps_idempotent_producer_state(bucket, broker, tmp_
     # segment.ms seals the last segment too.
     wait_uploaded(b, topic, 0, batches)
 
+    directory = b.partition_dir(topic, 0)
     assert b.stop() == 0, f"strata exited uncleanly on SIGTERM:\n{b.log_tail()}"
-    b.wipe_data_dir()
+    if lost == "data_dir":
+        b.wipe_data_dir()
+    else:
+        for f in directory.iterdir():
+            if f.is_dir():
+                shutil.rmtree(f)
+            else:
+                f.unlink()
     b.start()
     assert watermarks(b.bootstrap, topic) == (0, batches)
     # The last batch again, as a producer retrying after a lost response would send it.

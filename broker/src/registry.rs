@@ -213,14 +213,19 @@ impl Registry {
         // After an empty-disk restart the local log starts where the remote tier ends.
         let remote_end = remote.as_ref().and_then(|r| r.marks().end_offset);
         let now = clock.now_ms();
+        let existed = dir.exists();
         if let Some(remote) = &remote
             && remote_end.is_some()
-            && !dir.exists()
+            && !existed
         {
             // An empty disk: the log will start at the remote end.
             restore_producers(remote, &dir).await?;
         }
-        let mut log = Log::open_at(&dir, config.log_config(), now, remote_end.unwrap_or(0))?;
+        // A directory that exists opens from what it holds (a log without segment files at
+        // its checkpoint's start, or 0), never at the remote end: if that is behind the
+        // remote end, the branch below restarts it there with the producers restored.
+        let start = if existed { 0 } else { remote_end.unwrap_or(0) };
+        let mut log = Log::open_at(&dir, config.log_config(), now, start)?;
         if let Some(end) = remote_end
             && log.log_end_offset() < end
         {
@@ -273,15 +278,26 @@ impl Registry {
         let diskless = config.diskless();
         let local = if diskless { 0 } else { record.partitions.len() };
         let mut loaded = match (&self.tiering, roots) {
-            (Some(tiering), Roots::Read) if local > 0 => tiering
-                .manifests
-                .load_topic(
-                    &record.name,
-                    record.id,
-                    i32::try_from(local).unwrap_or(i32::MAX),
-                )
-                .await
-                .map_err(|e| OpenError::Tiering(e.to_string()))?,
+            (Some(tiering), Roots::Read) if local > 0 => {
+                let loaded = tiering
+                    .manifests
+                    .load_topic(
+                        &record.name,
+                        record.id,
+                        i32::try_from(local).unwrap_or(i32::MAX),
+                    )
+                    .await
+                    .map_err(|e| OpenError::Tiering(e.to_string()))?;
+                // One entry per partition, or a partition would open without its root.
+                if loaded.len() != local {
+                    return Err(OpenError::Tiering(format!(
+                        "the manifest store answered {} partitions' roots for topic {}, which has {local}",
+                        loaded.len(),
+                        record.name
+                    )));
+                }
+                loaded
+            }
             _ => Vec::new(),
         }
         .into_iter();

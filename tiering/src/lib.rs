@@ -21,7 +21,10 @@
 //!   over the store ([`ManifestStore::topics_with_roots`](remote_log::ManifestStore)).
 //!   A root committed after that read (by another broker, which leads the partition) is
 //!   picked up by a reload, and a commit from the stale view fails its compare-and-swap
-//!   and reloads, so skipping a read never loses or overwrites a commit.
+//!   and reloads, so skipping a read never loses or overwrites a commit. What such a
+//!   partition misses is only the open-time adjustment to the remote end (an empty local
+//!   log restarted there with its producers restored); a follower's out-of-range reset
+//!   from its leader repairs that.
 //! - **Commits are fenced.** The root records the leader epoch of the last commit; a
 //!   commit from an older epoch fails with [`TierError::Fenced`](remote_log::TierError),
 //!   so a deposed leader cannot rewrite history.

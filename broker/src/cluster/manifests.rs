@@ -17,9 +17,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
-use etcd_client::{
-    Client, Compare, CompareOp, GetOptions, GetResponse, SortOrder, SortTarget, Txn, TxnOp,
-};
+use etcd_client::{Client, Compare, CompareOp, GetOptions, GetResponse, Txn, TxnOp};
 use strata_tiering::{ManifestStore, ManifestStoreError, PartitionId};
 use uuid::Uuid;
 
@@ -178,7 +176,9 @@ impl EtcdManifests {
     }
 
     /// Every key under `prefix`, in pages of `page` keys, at the revision of the first
-    /// page (so the pages are one snapshot); `f` sees each page.
+    /// page (so the pages are one snapshot); `f` sees each page. No sort option: etcd
+    /// returns keys in ascending order anyway, and a sort order makes it ignore the limit
+    /// (it reads the whole rest of the range for every page, then truncates).
     async fn range_pages(
         &self,
         prefix: &str,
@@ -193,8 +193,7 @@ impl EtcdManifests {
         loop {
             let mut options = GetOptions::new()
                 .with_range(range_end.clone())
-                .with_limit(page)
-                .with_sort(SortTarget::Key, SortOrder::Ascend);
+                .with_limit(page);
             if keys_only {
                 options = options.with_keys_only();
             }

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use etcd_client::{Client, Compare, CompareOp, GetOptions, SortOrder, SortTarget, Txn, TxnOp};
+use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -478,8 +478,7 @@ impl EtcdDisklessStore {
         loop {
             let mut options = GetOptions::new()
                 .with_range(range_end.clone())
-                .with_limit(LOAD_PAGE_KEYS)
-                .with_sort(SortTarget::Key, SortOrder::Ascend);
+                .with_limit(LOAD_PAGE_KEYS);
             if revision > 0 {
                 options = options.with_revision(revision);
             }
