@@ -216,8 +216,9 @@ impl EtcdManifests {
     }
 }
 
-/// The first key after every key that starts with `prefix`.
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+/// The first key after every key that starts with `prefix` (etcd's prefix rule; the
+/// diskless store's ranges use it too).
+pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {
         if last < 0xff {

@@ -28,6 +28,7 @@ use uuid::Uuid;
 
 use super::state::{Head, PartitionKey, PartitionState, ProducerEntry, Run};
 use crate::cluster::StoreError;
+use crate::cluster::manifests::prefix_end;
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Partitions per etcd transaction: each takes a compare and a put of its head, a run
@@ -651,18 +652,6 @@ fn txn_chunks(writes: &[AppendWrite]) -> Vec<Vec<&AppendWrite>> {
         chunks.push(chunk);
     }
     chunks
-}
-
-/// The end of the range of keys starting with `prefix` (etcd's prefix rule).
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
 }
 
 #[async_trait::async_trait]
