@@ -19,9 +19,11 @@
 //!   write a response), `request_read_timeout_ms` from a request's first byte to its last;
 //! - memory: a request's bytes are counted in `queued_max_request_bytes` from its size
 //!   prefix until its handler is done (for acks=all, after its ISR wait: a producer's
-//!   connection can hold up to [`PIPELINED_REQUESTS`] requests' bytes that long).
-//!   Responses are not counted; a connection holds at most one response that is not a
-//!   Produce's at a time. A request waits for room before its body is read; nothing fails.
+//!   connection can hold up to [`PIPELINED_REQUESTS`] requests, and at most
+//!   [`per_connection_bytes`] of them, that long). Responses are not counted, except that a
+//!   request started behind unanswered ones keeps [`REQUEST_CHARGE`] until its response is
+//!   written; a connection holds at most one response that is not a Produce's at a time.
+//!   A request waits for room before its body is read; nothing fails.
 //!
 //! Every line a client can provoke goes through one [`LogLimiter`] keyed by its address;
 //! the metrics count every event.
