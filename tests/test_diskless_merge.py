@@ -79,7 +79,12 @@ def test_diskless_merge_retention_delete_and_scrub(broker, etcd, bucket):
     create_topic(b.bootstrap, TOPIC, PARTITIONS,
                  {"diskless.enable": "true", "retention.ms": "-1", "retention.bytes": "-1"})
     records = make_records(7, 600, PARTITIONS)
-    confluent_produce(b.bootstrap, TOPIC, records, "none", **{"batch.num.messages": 20, "linger.ms": 5})
+    # In four rounds, each acknowledged before the next: at least four flushes, so several
+    # runs per partition to merge (one produce may fit one flush: a connection's requests
+    # all wait for the same flush).
+    for start in range(0, len(records), 150):
+        confluent_produce(b.bootstrap, TOPIC, records[start:start + 150], "none",
+                          **{"batch.num.messages": 20, "linger.ms": 5})
     ends = {p: sum(1 for r in records if r.partition == p) for p in range(PARTITIONS)}
     assert all(ends.values())
 
