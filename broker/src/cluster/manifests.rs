@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
-use etcd_client::{Client, Compare, CompareOp, GetOptions, GetResponse, Txn, TxnOp};
+use etcd_client::{Client, Compare, CompareOp, GetOptions, GetResponse, KeyValue, Txn, TxnOp};
 use strata_tiering::{ManifestStore, ManifestStoreError, PartitionId};
 use uuid::Uuid;
 
@@ -229,6 +229,13 @@ pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
+/// A stored root and the revision a commit must compare against (etcd revisions are
+/// positive).
+fn root(kv: &KeyValue) -> (Bytes, u64) {
+    let revision = u64::try_from(kv.mod_revision()).unwrap_or_default();
+    (Bytes::copy_from_slice(kv.value()), revision)
+}
+
 async fn timed<T>(
     call: impl Future<Output = Result<T, etcd_client::Error>>,
 ) -> Result<T, ManifestStoreError> {
@@ -245,10 +252,7 @@ impl ManifestStore for EtcdManifests {
     async fn load(&self, id: &PartitionId) -> Result<Option<(Bytes, u64)>, ManifestStoreError> {
         let mut kv = self.client.kv_client();
         let response = timed(kv.get(self.key(id), None)).await?;
-        Ok(response
-            .kvs()
-            .first()
-            .map(|kv| (Bytes::copy_from_slice(kv.value()), kv.mod_revision() as u64)))
+        Ok(response.kvs().first().map(root))
     }
 
     async fn save(
@@ -298,7 +302,7 @@ impl ManifestStore for EtcdManifests {
                     .and_then(|p| std::str::from_utf8(p).ok())
                     .and_then(|p| p.parse::<usize>().ok());
                 if let Some(slot) = index.and_then(|i| roots.get_mut(i)) {
-                    *slot = Some((Bytes::copy_from_slice(kv.value()), kv.mod_revision() as u64));
+                    *slot = Some(root(kv));
                 }
             }
         })
